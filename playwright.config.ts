@@ -1,0 +1,26 @@
+import { defineConfig } from '@playwright/test';
+// @ts-ignore plain ESM helper
+import { chromiumPath, chromiumArgs } from './scripts/chromium.mjs';
+
+const port = 4178;
+export default defineConfig({
+  testDir: './test/e2e',
+  timeout: 180_000,
+  workers: 1,
+  reporter: [['list']],
+  outputDir: 'test-results',
+  use: {
+    browserName: 'chromium',
+    headless: true,
+    baseURL: `http://127.0.0.1:${port}`,
+    screenshot: 'only-on-failure',
+    viewport: { width: 1440, height: 900 },
+    launchOptions: { executablePath: chromiumPath(), args: chromiumArgs() },
+  },
+  webServer: {
+    command: `npx vite build --logLevel warn && npx vite preview --host 127.0.0.1 --port ${port} --strictPort`,
+    url: `http://127.0.0.1:${port}`,
+    reuseExistingServer: false,
+    timeout: 180_000,
+  },
+});

@@ -1,0 +1,80 @@
+/**
+ * Typed errors. Every error webmoe throws on purpose is a WebMoeError with a stable `code`, so callers
+ * (and the worker boundary, which keeps `name` and `code`) can tell problems apart without parsing text.
+ */
+export type ErrorCode =
+  | 'GPU_UNAVAILABLE'
+  | 'GPU_FEATURE_MISSING'
+  | 'GPU_LIMIT_EXCEEDED'
+  | 'GPU_VALIDATION'
+  | 'GPU_OUT_OF_MEMORY'
+  | 'GPU_INTERNAL'
+  | 'DEVICE_LOST'
+  | 'SHADER_COMPILE'
+  | 'BAD_SHAPE'
+  | 'BAD_FORMAT'
+  | 'BAD_CONFIG'
+  | 'UNSUPPORTED'
+  | 'NOT_FOUND'
+  | 'NETWORK'
+  | 'ABORTED'
+  | 'BUSY'
+  | 'CONTEXT_LENGTH'
+  | 'NOT_LOADED'
+  | 'WORKER_CRASHED'
+  | 'BAD_ARGUMENT';
+
+export class WebMoeError extends Error {
+  readonly code: ErrorCode;
+  readonly details?: Record<string, unknown>;
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.code = code;
+    this.details = details;
+    this.name = new.target.name;
+  }
+}
+
+export class GpuUnavailableError extends WebMoeError {
+  constructor(message: string) { super('GPU_UNAVAILABLE', message); }
+}
+export class FeatureMissingError extends WebMoeError {
+  constructor(feature: string, what: string) { super('GPU_FEATURE_MISSING', `${what} needs the WebGPU feature '${feature}', which this device does not have`, { feature }); }
+}
+/** A request that needs more than a device limit grants; names the limit and the shortfall. */
+export class LimitExceededError extends WebMoeError {
+  constructor(limit: string, needed: number, granted: number, what: string) {
+    super('GPU_LIMIT_EXCEEDED', `${what} needs ${limit} = ${needed}, but the device grants ${granted} (short by ${needed - granted})`, { limit, needed, granted });
+  }
+}
+export class GpuValidationError extends WebMoeError {
+  constructor(message: string, code: ErrorCode = 'GPU_VALIDATION') { super(code, message); }
+}
+export class DeviceLostError extends WebMoeError {
+  constructor(message: string, readonly reason?: string) { super('DEVICE_LOST', message, { reason }); }
+}
+export class ShaderCompileError extends WebMoeError {
+  constructor(label: string, messages: string) { super('SHADER_COMPILE', `WGSL compilation failed for ${label}:\n${messages}`, { label }); }
+}
+export class ShapeError extends WebMoeError {
+  constructor(message: string) { super('BAD_SHAPE', message); }
+}
+export class FormatError extends WebMoeError {
+  constructor(message: string, details?: Record<string, unknown>) { super('BAD_FORMAT', message, details); }
+}
+export class ConfigError extends WebMoeError {
+  constructor(field: string, message: string) { super('BAD_CONFIG', `config.json: ${field}: ${message}`, { field }); }
+}
+export class UnsupportedError extends WebMoeError {
+  constructor(message: string, details?: Record<string, unknown>) { super('UNSUPPORTED', message, details); }
+}
+export class AbortError extends WebMoeError {
+  constructor(message = 'The operation was aborted') { super('ABORTED', message); }
+}
+export class ArgumentError extends WebMoeError {
+  constructor(message: string) { super('BAD_ARGUMENT', message); }
+}
+
+export function isWebMoeError(e: unknown): e is WebMoeError {
+  return e instanceof WebMoeError || (typeof e === 'object' && e !== null && typeof (e as any).code === 'string' && (e as any).name?.endsWith?.('Error'));
+}

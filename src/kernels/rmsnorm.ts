@@ -1,0 +1,58 @@
+import code from '../../shaders/rmsnorm.wgsl?raw';
+import type { Gpu } from '../gpu/device';
+import type { Binding, Recorder } from '../gpu/recorder';
+import { defineUniforms } from '../gpu/uniforms';
+
+const PARAMS = defineUniforms({ rows: 'u32', dim: 'u32', eps: 'f32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', _p: 'u32' });
+
+export interface RmsNormArgs {
+  x: Binding;
+  w: Binding;
+  y: Binding;
+  rows: number;
+  dim: number;
+  eps: number;
+  /** Row strides and offsets in elements (default: dense rows of `dim`). */
+  xStride?: number;
+  xOffset?: number;
+  yStride?: number;
+  yOffset?: number;
+}
+
+function workgroupSize(gpu: Gpu, dim: number): number {
+  // Enough invocations to cover the row, a power of two for the tree reduction.
+  const want = Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(Math.max(1, dim) / 4))));
+  return Math.min(want, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
+}
+
+function params(a: RmsNormArgs) {
+  return PARAMS.pack({
+    rows: a.rows, dim: a.dim, eps: a.eps,
+    x_stride: a.xStride ?? a.dim, x_offset: a.xOffset ?? 0,
+    y_stride: a.yStride ?? a.dim, y_offset: a.yOffset ?? 0, _p: 0,
+  });
+}
+
+/** y = RMSNorm(x) · w, row by row. */
+export function rmsNorm(gpu: Gpu, rec: Recorder, a: RmsNormArgs): void {
+  const WG = workgroupSize(gpu, a.dim);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'rmsnorm', code, entryPoint: 'rmsnorm', constants: { WG } }),
+    bindings: [a.x, a.w, a.y],
+    uniforms: params(a),
+    workgroups: a.rows,
+    label: 'rmsnorm',
+  });
+}
+
+/** h += r; y = RMSNorm(h) · w (residual add fused with the following norm). `x` is r here. */
+export function addRmsNorm(gpu: Gpu, rec: Recorder, a: RmsNormArgs & { h: Binding }): void {
+  const WG = workgroupSize(gpu, a.dim);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'rmsnorm', code, entryPoint: 'add_rmsnorm', constants: { WG } }),
+    bindings: [a.x, a.w, a.y, a.h],
+    uniforms: params(a),
+    workgroups: a.rows,
+    label: 'add_rmsnorm',
+  });
+}

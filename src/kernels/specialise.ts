@@ -1,0 +1,18 @@
+/**
+ * The one text specialisation kernels use: the `// @vec-begin … // @vec-end` block of a shader picks
+ * the load width. vec4 needs the reduction length, strides and offsets to be multiples of 4; any other
+ * shape gets scalar loads with the same kernel structure.
+ */
+const SCALAR_BLOCK = `alias VecK = f32;
+const VK: u32 = 1u;
+fn vdot(a: VecK, b: VecK) -> f32 { return a * b; }`;
+
+export function withLoadWidth(code: string, vec4: boolean): string {
+  if (vec4) return code;
+  const start = code.indexOf('// @vec-begin');
+  const end = code.indexOf('// @vec-end');
+  if (start < 0 || end < 0) throw new Error('shader has no @vec block');
+  return code.slice(0, start) + '// @vec-begin (scalar)\n' + SCALAR_BLOCK + '\n' + code.slice(end);
+}
+
+export const allMultiplesOf4 = (...xs: number[]) => xs.every((v) => v % 4 === 0);

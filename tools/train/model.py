@@ -1,0 +1,272 @@
+"""A miniature DeepSeek-V3 in PyTorch, following the official reference (deepseek-ai/DeepSeek-V3
+inference/model.py) conventions exactly:
+
+* RMSNorm with eps 1e-6 everywhere; h = embed(tok) (no scaling);
+  h += MLA(RMSNorm(h)); h += FFN(RMSNorm(h)); logits = lm_head(RMSNorm(h)), lm_head untied.
+* MLA with q_lora and kv_lora: q = W_qb · RMSNorm(W_qa x), per head [nope | rope];
+  kv_a_proj_with_mqa(x) = [latent (kv_lora) | k_rope (rope)], latent -> RMSNorm -> kv_b_proj,
+  kv_b rows per head [k_nope | v]; k_rope is one vector shared by all heads.
+* RoPE on *interleaved* pairs (2i, 2i+1), inv_freq[i] = theta^(-2i/rope_dim), 0-based positions.
+* softmax scale (qk_nope + qk_rope)^-0.5 (no YaRN here).
+* MoE router: s = sigmoid(x Wg^T); selection uses s + e_score_correction_bias; group score = sum of
+  the top-2 biased scores in each group; keep topk_group groups; top-k of biased scores; weights =
+  unbiased s of the chosen experts / their sum * routed_scaling_factor. Shared expert added unscaled.
+* The bias is a buffer (not trained by gradient) updated by the auxiliary-loss-free rule in train.py.
+
+Parameter names mirror the Hugging Face DeepSeek-V3 checkpoint names (see export.py).
+"""
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class Config:
+    vocab_size: int = 3072
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    moe_intermediate_size: int = 128
+    num_hidden_layers: int = 4
+    first_k_dense_replace: int = 1
+    num_attention_heads: int = 4
+    q_lora_rank: int = 96
+    kv_lora_rank: int = 64
+    qk_nope_head_dim: int = 32
+    qk_rope_head_dim: int = 16
+    v_head_dim: int = 32
+    n_routed_experts: int = 16
+    n_shared_experts: int = 1
+    num_experts_per_tok: int = 4
+    n_group: int = 4
+    topk_group: int = 2
+    routed_scaling_factor: float = 2.5
+    norm_topk_prob: bool = True
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 256
+    initializer_range: float = 0.02
+    bos_token_id: int = 0
+    eos_token_id: int = 1
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_cos_sin(rope_dim, seqlen, theta, device=None):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32, device=device) / rope_dim))
+    t = torch.arange(seqlen, dtype=torch.float32, device=device)
+    freqs = torch.outer(t, inv_freq)  # [T, rope/2]
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rope(x, cos, sin):
+    """x [..., T, ..., rope]: rotate adjacent pairs (2i, 2i+1). cos/sin [T, rope/2] broadcast over x."""
+    x0 = x[..., 0::2]
+    x1 = x[..., 1::2]
+    o0 = x0 * cos - x1 * sin
+    o1 = x0 * sin + x1 * cos
+    return torch.stack((o0, o1), dim=-1).flatten(-2)
+
+
+class MLA(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        H = c.num_attention_heads
+        self.qk_head_dim = c.qk_nope_head_dim + c.qk_rope_head_dim
+        self.q_a_proj = nn.Linear(c.hidden_size, c.q_lora_rank, bias=False)
+        self.q_a_layernorm = RMSNorm(c.q_lora_rank, c.rms_norm_eps)
+        self.q_b_proj = nn.Linear(c.q_lora_rank, H * self.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(c.hidden_size, c.kv_lora_rank + c.qk_rope_head_dim, bias=False)
+        self.kv_a_layernorm = RMSNorm(c.kv_lora_rank, c.rms_norm_eps)
+        self.kv_b_proj = nn.Linear(c.kv_lora_rank, H * (c.qk_nope_head_dim + c.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(H * c.v_head_dim, c.hidden_size, bias=False)
+        self.softmax_scale = self.qk_head_dim ** -0.5
+
+    def forward(self, x, cos, sin):
+        c = self.c
+        B, T, _ = x.shape
+        H, dn, dr, dv = c.num_attention_heads, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim
+        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))).view(B, T, H, dn + dr)
+        q_nope, q_pe = q.split([dn, dr], dim=-1)
+        q_pe = apply_rope(q_pe, cos[:, None, :], sin[:, None, :])          # [B,T,H,dr]
+        kv = self.kv_a_proj_with_mqa(x)
+        latent, k_pe = kv.split([c.kv_lora_rank, dr], dim=-1)
+        k_pe = apply_rope(k_pe, cos, sin)                                  # [B,T,dr] shared by heads
+        kv = self.kv_b_proj(self.kv_a_layernorm(latent)).view(B, T, H, dn + dv)
+        k_nope, v = kv.split([dn, dv], dim=-1)
+        # scores [B,H,T,T]
+        scores = (torch.einsum("bthd,bshd->bhts", q_nope, k_nope)
+                  + torch.einsum("bthd,bsd->bhts", q_pe, k_pe)) * self.softmax_scale
+        mask = torch.full((T, T), float("-inf"), device=x.device).triu_(1)
+        p = torch.softmax(scores.float() + mask, dim=-1).type_as(x)
+        o = torch.einsum("bhts,bshd->bthd", p, v).reshape(B, T, H * dv)
+        return self.o_proj(o)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim, inter):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, inter, bias=False)
+        self.up_proj = nn.Linear(dim, inter, bias=False)
+        self.down_proj = nn.Linear(inter, dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Gate(nn.Module):
+    """Sigmoid router with e_score_correction_bias (noaux_tc), group-limited."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        self.weight = nn.Parameter(torch.empty(c.n_routed_experts, c.hidden_size))
+        self.register_buffer("e_score_correction_bias", torch.zeros(c.n_routed_experts))
+
+    def forward(self, x, use_bias=True):
+        """x [N, D] -> weights [N, k], indices [N, k], scores [N, E] (unbiased sigmoid)."""
+        c = self.c
+        scores = torch.sigmoid(F.linear(x.float(), self.weight.float()))
+        original = scores
+        sel = scores.detach()
+        if use_bias:
+            sel = sel + self.e_score_correction_bias
+        if c.n_group > 1:
+            g = sel.view(x.size(0), c.n_group, -1)
+            group_scores = g.topk(2, dim=-1)[0].sum(dim=-1)               # [N, n_group]
+            keep = group_scores.topk(c.topk_group, dim=-1)[1]
+            mask = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, keep, False)
+            sel = g.masked_fill(mask.unsqueeze(-1), float("-inf")).flatten(1)
+        indices = sel.topk(c.num_experts_per_tok, dim=-1)[1]
+        weights = original.gather(1, indices)
+        if c.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        weights = weights * c.routed_scaling_factor
+        return weights.type_as(x), indices, scores
+
+
+class MoE(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        self.gate = Gate(c)
+        self.experts = nn.ModuleList([MLP(c.hidden_size, c.moe_intermediate_size) for _ in range(c.n_routed_experts)])
+        self.shared_experts = MLP(c.hidden_size, c.n_shared_experts * c.moe_intermediate_size)
+        self.last_indices = None   # [N, k] of the last forward (for load statistics / fixtures)
+        self.last_weights = None
+
+    def forward(self, x, use_bias=True):
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        weights, indices, _ = self.gate(x, use_bias)
+        self.last_indices = indices.detach()
+        self.last_weights = weights.detach()
+        y = torch.zeros_like(x)
+        flat_idx = indices.reshape(-1)
+        order = torch.argsort(flat_idx, stable=True)
+        counts = torch.bincount(flat_idx, minlength=self.c.n_routed_experts).tolist()
+        tok = order // self.c.num_experts_per_tok
+        w = weights.reshape(-1)[order]
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            t = tok[start:start + n]
+            out = self.experts[e](x[t]) * w[start:start + n, None]
+            y.index_add_(0, t, out)
+            start += n
+        y = y + self.shared_experts(x)
+        return y.view(shape)
+
+
+class Block(nn.Module):
+    def __init__(self, c: Config, layer_id):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.self_attn = MLA(c)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.is_moe = layer_id >= c.first_k_dense_replace
+        self.mlp = MoE(c) if self.is_moe else MLP(c.hidden_size, c.intermediate_size)
+
+    def forward(self, h, cos, sin, use_bias=True):
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin)
+        x = self.post_attention_layernorm(h)
+        h = h + (self.mlp(x, use_bias) if self.is_moe else self.mlp(x))
+        return h
+
+
+class Transformer(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList([Block(c, i) for i in range(c.num_hidden_layers)])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        std = self.c.initializer_range
+        n_resid = 2 * self.c.num_hidden_layers
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                continue  # norms stay at 1
+            if name.endswith("o_proj.weight") or name.endswith("down_proj.weight"):
+                nn.init.normal_(p, std=std / math.sqrt(n_resid))
+            else:
+                nn.init.normal_(p, std=std)
+
+    def moe_layers(self):
+        return [(i, l.mlp) for i, l in enumerate(self.layers) if l.is_moe]
+
+    def forward(self, tokens, use_bias=True):
+        T = tokens.shape[1]
+        cos, sin = rope_cos_sin(self.c.qk_rope_head_dim, T, self.c.rope_theta, tokens.device)
+        h = self.embed_tokens(tokens)
+        for layer in self.layers:
+            h = layer(h, cos, sin, use_bias)
+        return self.lm_head(self.norm(h))
+
+
+def hf_state_dict(model: Transformer):
+    """Parameters + gate biases under Hugging Face DeepSeek-V3 tensor names (float32 tensors)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        name = k if k.startswith("lm_head") else "model." + k
+        out[name] = v.detach().float().contiguous()
+    return out
+
+
+def count_params(c: Config):
+    """(total, active per token) parameter counts, excluding the gate bias buffers."""
+    D = c.hidden_size
+    H = c.num_attention_heads
+    attn = (D * c.q_lora_rank + c.q_lora_rank + c.q_lora_rank * H * (c.qk_nope_head_dim + c.qk_rope_head_dim)
+            + D * (c.kv_lora_rank + c.qk_rope_head_dim) + c.kv_lora_rank
+            + c.kv_lora_rank * H * (c.qk_nope_head_dim + c.v_head_dim) + H * c.v_head_dim * D)
+    norms = 2 * D
+    dense = 3 * D * c.intermediate_size
+    expert = 3 * D * c.moe_intermediate_size
+    moe_total = c.n_routed_experts * D + c.n_routed_experts * expert + c.n_shared_experts * expert
+    moe_active = c.n_routed_experts * D + c.num_experts_per_tok * expert + c.n_shared_experts * expert
+    nd = c.first_k_dense_replace
+    nm = c.num_hidden_layers - nd
+    emb = c.vocab_size * D
+    total = 2 * emb + D + c.num_hidden_layers * (attn + norms) + nd * dense + nm * moe_total
+    active = 2 * emb + D + c.num_hidden_layers * (attn + norms) + nd * dense + nm * moe_active
+    return total, active

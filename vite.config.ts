@@ -1,0 +1,20 @@
+import { defineConfig } from 'vite';
+import { resolve } from 'node:path';
+
+// The site: the demo (index.html) and the benchmark page (bench.html). Cross-origin isolation gives
+// fine-grained performance.now() and SharedArrayBuffer (onnxruntime-web's threaded wasm peer).
+const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+
+export default defineConfig({
+  server: { headers: isolation },
+  preview: { headers: isolation },
+  worker: { format: 'es' },
+  optimizeDeps: { include: ['comlink'] },
+  build: {
+    outDir: 'dist-site',
+    target: 'es2022',
+    rollupOptions: {
+      input: { index: resolve(__dirname, 'index.html'), bench: resolve(__dirname, 'bench.html') },
+    },
+  },
+});
