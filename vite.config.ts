@@ -1,5 +1,6 @@
 import { defineConfig } from 'vite';
 import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
 
 // The site: the demo (index.html) and the benchmark page (bench.html). Cross-origin isolation gives
 // fine-grained performance.now() and SharedArrayBuffer (onnxruntime-web's threaded wasm peer).
@@ -14,7 +15,7 @@ export default defineConfig({
     outDir: 'dist-site',
     target: 'es2022',
     rollupOptions: {
-      input: { index: resolve(__dirname, 'index.html'), bench: resolve(__dirname, 'bench.html') },
+      input: Object.fromEntries(['index', 'bench'].filter((p) => existsSync(resolve(import.meta.dirname, `${p}.html`))).map((p) => [p, resolve(import.meta.dirname, `${p}.html`)])),
     },
   },
 });

@@ -14,10 +14,10 @@ export default defineConfig({
     sourcemap: true,
     lib: {
       entry: {
-        index: resolve(__dirname, 'src/index.ts'),
-        worker: resolve(__dirname, 'src/worker.ts'),
-        node: resolve(__dirname, 'src/node.ts'),
-        cli: resolve(__dirname, 'src/cli.ts'),
+        index: resolve(import.meta.dirname, 'src/index.ts'),
+        worker: resolve(import.meta.dirname, 'src/worker.ts'),
+        node: resolve(import.meta.dirname, 'src/node.ts'),
+        cli: resolve(import.meta.dirname, 'src/cli.ts'),
       },
       formats: ['es'],
     },

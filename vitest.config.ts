@@ -13,7 +13,7 @@ process.env.XDG_RUNTIME_DIR ??= '/tmp';
 const browserProject = findChromium()
   ? [
       {
-        extends: true,
+        extends: true as const,
         test: {
           name: 'gpu-browser',
           include: ['test/browser/**/*.test.ts'],

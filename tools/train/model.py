@@ -270,3 +270,55 @@ def count_params(c: Config):
     total = 2 * emb + D + c.num_hidden_layers * (attn + norms) + nd * dense + nm * moe_total
     active = 2 * emb + D + c.num_hidden_layers * (attn + norms) + nd * dense + nm * moe_active
     return total, active
+
+
+HF_CONFIG_FIXED = {
+    "num_nextn_predict_layers": 0, "ep_size": 1, "topk_method": "noaux_tc", "moe_layer_freq": 1,
+    "scoring_func": "sigmoid", "hidden_act": "silu", "use_cache": True, "tie_word_embeddings": False,
+    "rope_scaling": None, "rope_interleave": True, "attention_bias": False, "attention_dropout": 0.0,
+}
+
+
+def hf_config(c: Config, torch_dtype="float16"):
+    """config.json in the Hugging Face DeepSeek-V3 format (same fields as the reference fixture)."""
+    d = c.to_dict()
+    out = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3"}
+    keys = ["vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size", "num_hidden_layers",
+            "num_nextn_predict_layers", "num_attention_heads", "num_key_value_heads", "n_shared_experts",
+            "n_routed_experts", "ep_size", "routed_scaling_factor", "kv_lora_rank", "q_lora_rank",
+            "qk_rope_head_dim", "v_head_dim", "qk_nope_head_dim", "topk_method", "n_group", "topk_group",
+            "num_experts_per_tok", "moe_layer_freq", "first_k_dense_replace", "norm_topk_prob", "scoring_func",
+            "hidden_act", "max_position_embeddings", "initializer_range", "rms_norm_eps", "use_cache",
+            "bos_token_id", "eos_token_id", "tie_word_embeddings", "rope_theta", "rope_scaling", "rope_interleave",
+            "attention_bias", "attention_dropout"]
+    for k in keys:
+        if k == "num_key_value_heads":
+            out[k] = c.num_attention_heads
+        elif k in HF_CONFIG_FIXED:
+            out[k] = HF_CONFIG_FIXED[k]
+        else:
+            out[k] = d[k]
+    out["torch_dtype"] = torch_dtype
+    return out
+
+
+def config_from_hf(h):
+    fields = Config.__dataclass_fields__
+    return Config(**{k: h[k] for k in fields if k in h})
+
+
+def load_hf_model(model_dir):
+    """Build a float32 Transformer from <model_dir>/{config.json, model.safetensors} (any stored dtype)."""
+    import json
+    import os
+    from st_io import load_safetensors
+    with open(os.path.join(model_dir, "config.json")) as f:
+        c = config_from_hf(json.load(f))
+    tensors, _ = load_safetensors(os.path.join(model_dir, "model.safetensors"))
+    model = Transformer(c)
+    sd = {}
+    for k, v in tensors.items():
+        sd[k[len("model."):] if k.startswith("model.") else k] = torch.from_numpy(v.astype("float32"))
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    return model
