@@ -60,3 +60,16 @@ fn add_rmsnorm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   let inv = inverseSqrt(reduce_sum(lid, ss) / f32(P.dim) + P.eps);
   for (var i = lid; i < P.dim; i += WG) { y[yb + i] = h[xb + i] * inv * w[i]; }
 }
+
+// rmsnorm_inplace:  (1 unused)  2: w [dim]  3: y [rows, y_stride] (rw): y = RMSNorm(y) · w on the slice
+// (a buffer cannot be bound both read-only and writable in one dispatch, so in place is its own entry).
+@compute @workgroup_size(WG)
+fn rmsnorm_inplace(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let row = row_index(wid, nwg);
+  if (row >= P.rows) { return; }
+  let yb = row * P.y_stride + P.y_offset;
+  var ss = 0.0;
+  for (var i = lid; i < P.dim; i += WG) { let v = y[yb + i]; ss += v * v; }
+  let inv = inverseSqrt(reduce_sum(lid, ss) / f32(P.dim) + P.eps);
+  for (var i = lid; i < P.dim; i += WG) { y[yb + i] = y[yb + i] * inv * w[i]; }
+}

@@ -56,3 +56,15 @@ export function addRmsNorm(gpu: Gpu, rec: Recorder, a: RmsNormArgs & { h: Bindin
     label: 'add_rmsnorm',
   });
 }
+
+/** y = RMSNorm(y) · w in place, on a strided slice of each row (yStride/yOffset). */
+export function rmsNormInPlace(gpu: Gpu, rec: Recorder, a: Omit<RmsNormArgs, 'x' | 'xStride' | 'xOffset'>): void {
+  const WG = workgroupSize(gpu, a.dim);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'rmsnorm', code, entryPoint: 'rmsnorm_inplace', constants: { WG } }),
+    bindings: [null, a.w, a.y],
+    uniforms: params({ ...a, x: a.y }),
+    workgroups: a.rows,
+    label: 'rmsnorm_inplace',
+  });
+}

@@ -4,7 +4,7 @@ import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform } from '../../src/util/random';
 import { matmul, matmulTiled, gemv } from '../../src/kernels/matmul';
 import { matmulRef } from '../../src/kernels/matmul.ref';
-import { rmsNorm, addRmsNorm } from '../../src/kernels/rmsnorm';
+import { rmsNorm, addRmsNorm, rmsNormInPlace } from '../../src/kernels/rmsnorm';
 import { rmsNormRef } from '../../src/kernels/rmsnorm.ref';
 import { add, addInPlace, siluMul, siluMulRows } from '../../src/kernels/elementwise';
 import { addRef, siluMulRef, siluMulRowsRef } from '../../src/kernels/elementwise.ref';
@@ -97,6 +97,24 @@ describe('rmsnorm', () => {
     expectClose(h, hRef, EW_TOL, 'add_rmsnorm residual');
     expectClose(y2, rmsNormRef(hRef, w, rows, dim, 1e-6), EW_TOL, 'add_rmsnorm');
     [bx, bw, br, bh, by, by2].forEach((b) => gpu.buffers.destroy(b));
+  });
+  it('in place on a strided slice (the latent part of [latent | rope] rows)', async () => {
+    const rows = 5, dim = 33, stride = 41, off = 0;
+    const full = randomUniform(rows * stride, 4, -2, 2), w = randomUniform(dim, 6);
+    const by = gpu.buffers.upload('y', full), bw = gpu.buffers.upload('w', w);
+    const y = await gpu.checked(async () => {
+      const rec = gpu.recorder('t');
+      rmsNormInPlace(gpu, rec, { w: bw, y: by, rows, dim, eps: 1e-6, yStride: stride, yOffset: off });
+      rec.submit();
+      return gpu.buffers.readF32(by);
+    });
+    const slice = new Float32Array(rows * dim);
+    for (let r = 0; r < rows; r++) slice.set(full.subarray(r * stride + off, r * stride + off + dim), r * dim);
+    const ref = rmsNormRef(slice, w, rows, dim, 1e-6);
+    for (let r = 0; r < rows; r++) {
+      expectClose(y.subarray(r * stride + off, r * stride + off + dim), ref.subarray(r * dim, (r + 1) * dim), EW_TOL, 'inplace');
+      expectClose(y.subarray(r * stride + dim, (r + 1) * stride), full.subarray(r * stride + dim, (r + 1) * stride), { atol: 0, rtol: 0 }, 'rest untouched');
+    }
   });
 });
 
