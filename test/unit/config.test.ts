@@ -1,0 +1,151 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, FormatError, ShapeError, UnsupportedError } from '../../src/errors';
+import { parseSafetensors } from '../../src/formats/safetensors';
+import {
+  checkTensorsAgainstConfig, expectedTensorCount, expectedTensorShapes, isMoeLayer, parseConfig, type ModelConfig,
+} from '../../src/model/config';
+
+const FIX = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url);
+const fixtureConfig = (): Record<string, unknown> => JSON.parse(readFileSync(new URL('config.json', FIX), 'utf8'));
+const fixtureTensors = () => parseSafetensors(new Uint8Array(readFileSync(new URL('model.safetensors', FIX)))).header.tensors;
+
+function configError(fn: () => unknown, field: string) {
+  let err: unknown;
+  try { fn(); } catch (e) { err = e; }
+  expect(err, `expected ConfigError on ${field}`).toBeInstanceOf(ConfigError);
+  expect((err as ConfigError).details?.field).toBe(field);
+}
+
+/** DeepSeek-V2-Lite's config.json (HF), abridged to the fields the loader reads. */
+const V2_LITE = {
+  architectures: ['DeepseekV2ForCausalLM'], model_type: 'deepseek_v2', vocab_size: 102400, hidden_size: 2048,
+  intermediate_size: 10944, moe_intermediate_size: 1408, num_hidden_layers: 27, num_attention_heads: 16,
+  num_key_value_heads: 16, n_shared_experts: 2, n_routed_experts: 64, routed_scaling_factor: 1.0, kv_lora_rank: 512,
+  q_lora_rank: null, qk_rope_head_dim: 64, v_head_dim: 128, qk_nope_head_dim: 128, topk_method: 'greedy', n_group: 1,
+  topk_group: 1, num_experts_per_tok: 6, moe_layer_freq: 1, first_k_dense_replace: 1, norm_topk_prob: false,
+  scoring_func: 'softmax', aux_loss_alpha: 0.001, seq_aux: true, hidden_act: 'silu', max_position_embeddings: 163840,
+  rms_norm_eps: 1e-6, bos_token_id: 100000, eos_token_id: 100001, tie_word_embeddings: false, rope_theta: 10000,
+  rope_scaling: { beta_fast: 32, beta_slow: 1, factor: 40, mscale: 0.707, mscale_all_dim: 0.707, original_max_position_embeddings: 4096, type: 'yarn' },
+};
+
+describe('parseConfig', () => {
+  it('reads the fixture config', () => {
+    const c = parseConfig(fixtureConfig());
+    expect(c).toMatchObject({
+      modelType: 'deepseek_v3', vocabSize: 256, hiddenSize: 64, intermediateSize: 128, moeIntermediateSize: 32, numLayers: 3,
+      numHeads: 4, qLoraRank: 32, kvLoraRank: 32, qkNopeHeadDim: 16, qkRopeHeadDim: 8, vHeadDim: 16, nRoutedExperts: 8,
+      nSharedExperts: 1, numExpertsPerTok: 2, nGroup: 4, topkGroup: 2, routedScalingFactor: 2.5, scoringFunc: 'sigmoid',
+      normTopkProb: true, topkMethod: 'noaux_tc', firstKDenseReplace: 1, moeLayerFreq: 1, rmsNormEps: 1e-6, ropeTheta: 10000,
+      ropeScaling: null, bosTokenId: 0, eosTokenIds: [1], tieWordEmbeddings: false, quantization: null,
+    });
+    expect([0, 1, 2].map((l) => isMoeLayer(c, l))).toEqual([false, true, true]);
+  });
+
+  it('reads a V2-Lite config: q_lora null, softmax, greedy, YaRN', () => {
+    const c = parseConfig(V2_LITE);
+    expect(c.qLoraRank).toBeNull();
+    expect(c.scoringFunc).toBe('softmax');
+    expect(c.ropeScaling).toEqual({ type: 'yarn', factor: 40, originalMaxPositionEmbeddings: 4096, betaFast: 32, betaSlow: 1, mscale: 0.707, mscaleAllDim: 0.707 });
+    const shapes = expectedTensorShapes(c);
+    expect(shapes.get('model.layers.0.self_attn.q_proj.weight')).toEqual([16 * 192, 2048]);
+    expect(shapes.has('model.layers.0.self_attn.q_a_proj.weight')).toBe(false);
+    expect(shapes.has('model.layers.1.mlp.gate.e_score_correction_bias')).toBe(false); // greedy: no bias
+    expect(shapes.get('model.layers.1.mlp.shared_experts.gate_proj.weight')).toEqual([2 * 1408, 2048]);
+    expect(shapes.get('model.layers.26.mlp.experts.63.down_proj.weight')).toEqual([2048, 1408]);
+    expect(shapes.size).toBe(expectedTensorCount(c));
+  });
+
+  it('applies V3 vs V2 defaults for routing options', () => {
+    const base = fixtureConfig();
+    for (const k of ['scoring_func', 'topk_method', 'norm_topk_prob', 'routed_scaling_factor', 'first_k_dense_replace']) delete base[k];
+    const v3 = parseConfig(base);
+    expect([v3.scoringFunc, v3.topkMethod, v3.normTopkProb, v3.routedScalingFactor, v3.firstKDenseReplace]).toEqual(['sigmoid', 'noaux_tc', true, 2.5, 3]);
+    const v2 = parseConfig({ ...base, model_type: 'deepseek_v2', architectures: ['DeepseekV2ForCausalLM'] });
+    expect([v2.scoringFunc, v2.topkMethod, v2.normTopkProb, v2.routedScalingFactor, v2.firstKDenseReplace]).toEqual(['softmax', 'greedy', false, 1, 0]);
+    expect(parseConfig({ ...base, model_type: 'deepseek_v2', n_routed_experts: null }).nRoutedExperts).toBe(0); // all-dense V2
+    expect(parseConfig({ ...base, eos_token_id: [1, 2] }).eosTokenIds).toEqual([1, 2]);
+    expect(parseConfig({ ...base, quantization_config: { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128] } }).quantization)
+      .toEqual({ method: 'fp8', fmt: 'e4m3', weightBlockSize: [128, 128] });
+  });
+
+  it('names the field for unsupported or invalid values', () => {
+    const base = fixtureConfig();
+    configError(() => parseConfig({ ...base, model_type: 'llama' }), 'model_type');
+    configError(() => parseConfig({ ...base, architectures: ['LlamaForCausalLM'] }), 'architectures');
+    configError(() => parseConfig({ ...base, hidden_act: 'gelu' }), 'hidden_act');
+    configError(() => parseConfig({ ...base, scoring_func: 'sqrtsoftplus' }), 'scoring_func');
+    configError(() => parseConfig({ ...base, topk_method: 'magic' }), 'topk_method');
+    configError(() => parseConfig({ ...base, hidden_size: undefined }), 'hidden_size');
+    configError(() => parseConfig({ ...base, hidden_size: 64.5 }), 'hidden_size');
+    configError(() => parseConfig({ ...base, hidden_size: '64' }), 'hidden_size');
+    configError(() => parseConfig({ ...base, num_hidden_layers: 1e9 }), 'num_hidden_layers');
+    configError(() => parseConfig({ ...base, qk_rope_head_dim: 7 }), 'qk_rope_head_dim');
+    configError(() => parseConfig({ ...base, num_experts_per_tok: 9 }), 'num_experts_per_tok');
+    configError(() => parseConfig({ ...base, n_group: 3 }), 'n_group');
+    configError(() => parseConfig({ ...base, topk_group: 5 }), 'topk_group');
+    configError(() => parseConfig({ ...base, n_group: 4, topk_group: 1, num_experts_per_tok: 3 }), 'topk_group');
+    configError(() => parseConfig({ ...base, rms_norm_eps: -1 }), 'rms_norm_eps');
+    configError(() => parseConfig({ ...base, eos_token_id: 999 }), 'eos_token_id');
+    configError(() => parseConfig({ ...base, rope_scaling: { type: 'linear', factor: 2 } }), 'rope_scaling.type');
+    configError(() => parseConfig({ ...base, rope_scaling: { type: 'yarn', original_max_position_embeddings: 64 } }), 'rope_scaling.factor');
+    configError(() => parseConfig({ ...base, quantization_config: { quant_method: 'gptq' } }), 'quantization_config.quant_method');
+    configError(() => parseConfig({ ...base, quantization_config: { quant_method: 'fp8', fmt: 'e5m2' } }), 'quantization_config.fmt');
+    configError(() => parseConfig({ ...base, attention_bias: true }), 'attention_bias');
+    configError(() => parseConfig([]), '(root)');
+  });
+});
+
+describe('checkTensorsAgainstConfig', () => {
+  it('accepts the fixture: every expected tensor is present with its shape', () => {
+    const cfg = parseConfig(fixtureConfig());
+    const t = fixtureTensors();
+    checkTensorsAgainstConfig(cfg, t);
+    const shapes = expectedTensorShapes(cfg);
+    expect(shapes.size).toBe(expectedTensorCount(cfg));
+    for (const [name, shape] of shapes) expect(t.get(name)!.shape, name).toEqual(shape);
+    // Every fixture tensor is expected (nothing unaccounted for in the architecture's list).
+    for (const name of t.keys()) expect(shapes.has(name), name).toBe(true);
+  });
+
+  it('names the tensor, the config fields and expected vs actual when config and tensors disagree', () => {
+    const t = fixtureTensors();
+    const err = (cfg: ModelConfig, tt = t) => { try { checkTensorsAgainstConfig(cfg, tt); } catch (e) { return e as Error; } return null; };
+    const e1 = err(parseConfig({ ...fixtureConfig(), q_lora_rank: 48 }))!;
+    expect(e1).toBeInstanceOf(ShapeError);
+    expect(e1.message).toContain('model.layers.0.self_attn.q_a_proj.weight');
+    expect(e1.message).toContain('[32, 64]');
+    expect(e1.message).toContain('[48, 64]');
+    expect(e1.message).toContain('q_lora_rank');
+    const e2 = err(parseConfig({ ...fixtureConfig(), q_lora_rank: null }))!;
+    expect(e2).toBeInstanceOf(FormatError);
+    expect(e2.message).toContain('self_attn.q_proj.weight');
+    expect(err(parseConfig({ ...fixtureConfig(), n_routed_experts: 16, n_group: 4 }))!.message).toContain('mlp.gate.weight');
+    expect(err(parseConfig({ ...fixtureConfig(), num_hidden_layers: 4 }))!.message).toContain('model.layers.3.');
+    // Extra tensors (an MTP layer) are ignored; fewer layers in the config still pass.
+    checkTensorsAgainstConfig(parseConfig({ ...fixtureConfig(), num_hidden_layers: 2 }), t);
+    const bad = new Map(t);
+    bad.set('model.norm.weight', { ...t.get('model.norm.weight')!, dtype: 'I32' });
+    expect(err(parseConfig(fixtureConfig()), bad)).toBeInstanceOf(UnsupportedError);
+  });
+
+  it('FP8 weights need a weight_scale_inv sibling of shape [ceil(out/128), ceil(in/128)]', () => {
+    const cfg = parseConfig({ ...fixtureConfig(), hidden_size: 200, quantization_config: { quant_method: 'fp8' } });
+    const tensors = new Map<string, { dtype: string; shape: number[] }>();
+    for (const [name, shape] of expectedTensorShapes(cfg)) tensors.set(name, { dtype: shape.length === 2 ? 'F8_E4M3' : 'F32', shape });
+    tensors.set('model.embed_tokens.weight', { dtype: 'BF16', shape: [256, 200] });
+    tensors.set('lm_head.weight', { dtype: 'BF16', shape: [256, 200] });
+    expect(() => checkTensorsAgainstConfig(cfg, tensors)).toThrow(/q_a_proj\.weight_scale_inv/);
+    for (const [name, shape] of expectedTensorShapes(cfg)) {
+      if (shape.length === 2 && !name.includes('embed') && !name.startsWith('lm_head')) {
+        tensors.set(name.replace(/weight$/, 'weight_scale_inv'), { dtype: 'F32', shape: [Math.ceil(shape[0] / 128), Math.ceil(shape[1] / 128)] });
+      }
+    }
+    checkTensorsAgainstConfig(cfg, tensors);
+    tensors.set('model.layers.0.self_attn.o_proj.weight_scale_inv', { dtype: 'F32', shape: [1, 1] });
+    expect(() => checkTensorsAgainstConfig(cfg, tensors)).toThrow(ShapeError); // o_proj [200, 64] needs [2, 1]
+    tensors.set('model.layers.0.self_attn.o_proj.weight_scale_inv', { dtype: 'F32', shape: [2, 1] });
+    tensors.set('model.norm.weight', { dtype: 'F8_E4M3', shape: [200] });
+    expect(() => checkTensorsAgainstConfig(cfg, tensors)).toThrow(UnsupportedError);
+  });
+});
