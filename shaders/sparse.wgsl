@@ -1,0 +1,200 @@
+// Structured-sparse linear layers y[m, n] = Σ_k W[n, k] · x[m, k] with W stored 2:4 or V:2:M
+// (layouts: src/sparse/formats.ts and docs/sparsity.md). Every row of W is G groups of GW columns
+// (GW = 4 for 2:4, M for V:2:M); each group keeps 2 values, whose 2-bit codes pick 2 of the group's 4
+// candidate columns — fixed {0,1,2,3} for 2:4, the V-row block's 4 selected columns for V:2:M.
+//
+// binding 0: params { M, N, K, x_stride, x_offset, y_stride, y_offset, tiles, G, GW, V, meta_stride,
+//                     row_words, row_scales }                          (elements / words)
+// binding 1: x      [M, x_stride] f32       K values per row from x_offset
+// binding 2: vals   f32: [N, G] vec2 (the [N, 2G] kept values) | q8, q4: u32 [N, row_words] packed ints
+// binding 3: scales [N, row_scales] f32     one per 32 kept values of a row (q8, q4 only)
+// binding 4: codes  [N, meta_stride] u32    4-bit code per (row, group), group g in nibble g % 8 of word g / 8
+// binding 5: cols   [ceil(N / V), G] u32    4 × 8-bit column offsets per (block, group) (V:2:M only)
+// binding 6: y      [M, y_stride] f32       N values per row from y_offset
+//
+// Two entry points:
+// - `gemv` (decode, few rows of x): a workgroup owns ROWS consecutive output rows of one x row; its
+//   invocations stride over the groups. When the ROWS rows sit in one V-row block (SHARED: V is a
+//   multiple of ROWS, always true for 2:4) each invocation loads the block's 4 selected x values of a
+//   group once and every row does its 2 FMAs by selecting with its codes. Partial sums are reduced in
+//   workgroup memory. Weight bytes streamed ≈ 2 values + 4 bits per (row, group).
+// - `matmul` (prefill): a workgroup computes a BM × BN tile of y (8×8 invocations, 4×4 each). Per slice
+//   of GS groups it stages the dense x slice [BM, GS·GW] and the tile's decoded weights (2 values and
+//   2 slice-column indices per (row, group)) in workgroup memory, then each (x row, out row) pair does 2
+//   FMAs per group: 2/GW of the dense FLOPs.
+//
+// The value format (f32 / q8 / q4) and the candidate columns (2:4 / V:2:M) are the structural variants,
+// picked by the wrapper (src/kernels/sparse.ts) from the `@variant` blocks below.
+
+struct Params {
+  M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: u32, y_offset: u32, tiles: u32,
+  G: u32, GW: u32, V: u32, meta_stride: u32, row_words: u32, row_scales: u32,
+}
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read> codes: array<u32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+const QGROUP: u32 = 32u; // kept values per scale
+
+// @variant values f32
+@group(0) @binding(2) var<storage, read> vals: array<vec2<f32>>;
+fn load_vals(n: u32, g: u32) -> vec2<f32> { return vals[n * P.G + g]; }
+// @variant values q8
+@group(0) @binding(2) var<storage, read> vals: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<f32>;
+fn load_vals(n: u32, g: u32) -> vec2<f32> {
+  let i = 2u * g;                                     // index of the group's first kept value in the row
+  let w = bitcast<i32>(vals[n * P.row_words + i / 4u]);
+  let s = (i % 4u) * 8u;
+  return vec2<f32>(f32(extractBits(w, s, 8u)), f32(extractBits(w, s + 8u, 8u))) * scales[n * P.row_scales + i / QGROUP];
+}
+// @variant values q4
+@group(0) @binding(2) var<storage, read> vals: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<f32>;
+fn load_vals(n: u32, g: u32) -> vec2<f32> {
+  let i = 2u * g;
+  let w = bitcast<i32>(vals[n * P.row_words + i / 8u]);
+  let s = (i % 8u) * 4u;
+  return vec2<f32>(f32(extractBits(w, s, 4u)), f32(extractBits(w, s + 4u, 4u))) * scales[n * P.row_scales + i / QGROUP];
+}
+// @end values
+
+// @variant cols vnm
+@group(0) @binding(5) var<storage, read> cols: array<u32>;
+fn group_cols(n: u32, g: u32) -> vec4<u32> {
+  let w = cols[(n / P.V) * P.G + g];
+  return vec4<u32>(w & 255u, (w >> 8u) & 255u, (w >> 16u) & 255u, w >> 24u);
+}
+// @variant cols 2:4
+fn group_cols(n: u32, g: u32) -> vec4<u32> { return vec4<u32>(0u, 1u, 2u, 3u); }
+// @end cols
+
+fn code_of(n: u32, g: u32) -> u32 { return (codes[n * P.meta_stride + g / 8u] >> ((g % 8u) * 4u)) & 15u; }
+
+// ---- gemv -------------------------------------------------------------------------------------------
+override WG: u32 = 128u;
+override SHARED: bool = true;
+const ROWS: u32 = 8u;
+var<workgroup> partial: array<f32, ROWS * WG>;
+
+@compute @workgroup_size(WG)
+fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let t = wid.x + wid.y * nwg.x;
+  if (t >= P.tiles * P.M) { return; }
+  let m = t / P.tiles;
+  let n0 = (t % P.tiles) * ROWS;
+  let xb = m * P.x_stride + P.x_offset;
+  let kmax = P.K - 1u; // padding columns carry zero values; clamping keeps their x reads inside the row
+  var acc: array<f32, ROWS>;
+  for (var g = lid; g < P.G; g += WG) {
+    let k0 = g * P.GW;
+    if (SHARED) {
+      let c = min(group_cols(n0, g) + vec4<u32>(k0), vec4<u32>(kmax)) + vec4<u32>(xb);
+      let xv = vec4<f32>(x[c.x], x[c.y], x[c.z], x[c.w]);
+      for (var r = 0u; r < ROWS; r++) {
+        let n = min(n0 + r, P.N - 1u);
+        let code = code_of(n, g);
+        let v = load_vals(n, g);
+        acc[r] += v.x * xv[code & 3u] + v.y * xv[code >> 2u];
+      }
+    } else {
+      for (var r = 0u; r < ROWS; r++) {
+        let n = min(n0 + r, P.N - 1u);
+        let c = min(group_cols(n, g) + vec4<u32>(k0), vec4<u32>(kmax)) + vec4<u32>(xb);
+        let code = code_of(n, g);
+        let v = load_vals(n, g);
+        acc[r] += v.x * x[c[code & 3u]] + v.y * x[c[code >> 2u]];
+      }
+    }
+  }
+  for (var r = 0u; r < ROWS; r++) { partial[r * WG + lid] = acc[r]; }
+  workgroupBarrier();
+  var s = WG / 2u;
+  loop {
+    if (s == 0u) { break; }
+    if (lid < s) {
+      for (var r = 0u; r < ROWS; r++) { partial[r * WG + lid] += partial[r * WG + lid + s]; }
+    }
+    workgroupBarrier();
+    s = s / 2u;
+  }
+  if (lid < ROWS && n0 + lid < P.N) {
+    y[m * P.y_stride + P.y_offset + n0 + lid] = partial[lid * WG];
+  }
+}
+
+// ---- matmul -----------------------------------------------------------------------------------------
+const TM: u32 = 4u;
+const TN: u32 = 4u;
+const WGX: u32 = 8u;
+const WGY: u32 = 8u;
+const BM: u32 = TM * WGY;
+const BN: u32 = TN * WGX;
+const THREADS: u32 = WGX * WGY;
+override GS: u32 = 8u;   // groups per K slice
+override XW: u32 = 32u;  // staged x columns per row, ≥ GS · GW
+
+var<workgroup> xs: array<f32, BM * XW>;
+var<workgroup> wv: array<vec2<f32>, BN * GS>;
+var<workgroup> wi: array<u32, BN * GS>;     // the two kept values' columns within the slice, 16 bits each
+
+@compute @workgroup_size(WGX, WGY)
+fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  let tiles_m = (P.M + BM - 1u) / BM;
+  if (tile >= tiles_m * P.tiles) { return; }
+  let row0 = (tile / P.tiles) * BM;
+  let col0 = (tile % P.tiles) * BN;
+  let SW = GS * P.GW;
+  var acc: array<array<f32, TN>, TM>;
+  for (var g0 = 0u; g0 < P.G; g0 += GS) {
+    let kb = g0 * P.GW;
+    for (var e = tid; e < BM * SW; e += THREADS) {
+      let r = e / SW;
+      let c = e % SW;
+      var v = 0.0;
+      if (row0 + r < P.M && kb + c < P.K) { v = x[(row0 + r) * P.x_stride + P.x_offset + kb + c]; }
+      xs[r * XW + c] = v;
+    }
+    for (var e = tid; e < BN * GS; e += THREADS) {
+      let j = e / GS;
+      let gl = e % GS;
+      let n = col0 + j;
+      let g = g0 + gl;
+      var v = vec2<f32>(0.0);
+      var idx = 0u;
+      if (n < P.N && g < P.G) {
+        let c = group_cols(n, g) + vec4<u32>(gl * P.GW);
+        let code = code_of(n, g);
+        v = load_vals(n, g);
+        idx = c[code & 3u] | (c[code >> 2u] << 16u);
+      }
+      wv[e] = v;
+      wi[e] = idx;
+    }
+    workgroupBarrier();
+    for (var gl = 0u; gl < GS; gl++) {
+      for (var j = 0u; j < TN; j++) {
+        let e = (lid.x + j * WGX) * GS + gl;
+        let v = wv[e];
+        let i0 = wi[e] & 0xffffu;
+        let i1 = wi[e] >> 16u;
+        for (var i = 0u; i < TM; i++) {
+          let xr = (lid.y + i * WGY) * XW;
+          acc[i][j] += v.x * xs[xr + i0] + v.y * xs[xr + i1];
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < TM; i++) {
+    let r = row0 + lid.y + i * WGY;
+    if (r >= P.M) { continue; }
+    for (var j = 0u; j < TN; j++) {
+      let c = col0 + lid.x + j * WGX;
+      if (c < P.N) { y[r * P.y_stride + P.y_offset + c] = acc[i][j]; }
+    }
+  }
+}

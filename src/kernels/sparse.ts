@@ -1,0 +1,233 @@
+/**
+ * Structured-sparse linear layers on the GPU: 2:4 and V:2:M weights with f32, int8 or int4 values
+ * (layouts: src/sparse/formats.ts, docs/sparsity.md; shader: shaders/sparse.wgsl; CPU reference:
+ * sparse.ref.ts).
+ *
+ *   const w = uploadSparse(gpu, 'L0.q', pack24(prune24(dense, N, K).pruned, N, K), 'q8');
+ *   sparseLinear(gpu, rec, { x, w, y, M });            // y[M, N] = x[M, K] · Wᵀ
+ */
+import sparseCode from '../../shaders/sparse.wgsl?raw';
+import type { Gpu } from '../gpu/device';
+import type { Binding, Recorder } from '../gpu/recorder';
+import { defineUniforms } from '../gpu/uniforms';
+import { ceilDiv } from '../gpu/dispatch';
+import { LimitExceededError, ShapeError, ArgumentError } from '../errors';
+import { packedBytes, pack24, packVnm, quantizeSparse, type SparsePacked } from '../sparse/formats';
+import { prune24, pruneVnm } from '../sparse/prune';
+
+export type SparseFormat = '2:4' | 'vnm';
+export type SparseValues = 'f32' | 'q8' | 'q4';
+
+/**
+ * A sparse weight on the GPU, shaped like the runtime's GpuWeight (src/kernels/weight.ts).
+ * buffers: [values, meta, scales? (q8/q4), columns? (vnm)]; their positions are params.scalesIndex /
+ * params.colsIndex (−1 when absent).
+ * params: G (groups per row), GW (group width), V (rows per block, 0 for 2:4), metaStride, rowWords,
+ * rowScales (quantised only), valueBits (32 | 8 | 4), scalesIndex, colsIndex.
+ */
+export interface SparseGpuWeight {
+  label: string;
+  format: SparseFormat;
+  /** Output features (rows of W). */
+  N: number;
+  /** Input features (columns of W). */
+  K: number;
+  buffers: GPUBuffer[];
+  params: Record<string, number>;
+  /** Bytes of all buffers: what one pass over the weight streams. */
+  bytes: number;
+}
+
+export const SPARSE_PARAMS = defineUniforms({
+  M: 'u32', N: 'u32', K: 'u32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', tiles: 'u32',
+  G: 'u32', GW: 'u32', V: 'u32', meta_stride: 'u32', row_words: 'u32', row_scales: 'u32',
+});
+
+/** Rows of x at or below this use the GEMV entry point. */
+export const SPARSE_GEMV_MAX_ROWS = 4;
+/** Output rows per GEMV workgroup (const ROWS in the shader). */
+const GEMV_ROWS = 8;
+/** Matmul tile (BM × BN in the shader). */
+const BM = 32, BN = 32;
+
+/**
+ * Keeps one `// @variant <name> <choice>` block of each named set (blocks run until the next
+ * `@variant <name>` or `// @end <name>`) and drops the others: the shader's structural variants.
+ */
+export function selectVariants(code: string, choice: Record<string, string>): string {
+  const out: string[] = [];
+  let active: string | null = null, keep = true;
+  for (const line of code.split('\n')) {
+    const v = /^\s*\/\/ @variant (\S+) (\S+)/.exec(line);
+    const e = /^\s*\/\/ @end (\S+)/.exec(line);
+    if (v) {
+      if (!(v[1] in choice)) throw new Error(`shader variant set '${v[1]}' not chosen`);
+      active = v[1];
+      keep = choice[v[1]] === v[2];
+      continue;
+    }
+    if (e && e[1] === active) { active = null; keep = true; continue; }
+    if (keep) out.push(line);
+  }
+  return out.join('\n');
+}
+
+function checkBinding(gpu: Gpu, label: string, bytes: number) {
+  if (bytes > gpu.caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `sparse weight '${label}'`);
+}
+
+/** Uploads a packed weight; `values` picks f32 or int8/int4 values with per-32 scales. */
+export function uploadSparse(gpu: Gpu, label: string, packed: SparsePacked, values: SparseValues = 'f32'): SparseGpuWeight {
+  const buffers: GPUBuffer[] = [];
+  const params: Record<string, number> = {
+    G: packed.G, GW: packed.format === '2:4' ? 4 : packed.M, V: packed.format === '2:4' ? 0 : packed.V,
+    metaStride: packed.metaStride, rowWords: 0, rowScales: 0, valueBits: 32, scalesIndex: -1, colsIndex: -1,
+  };
+  const add = (name: string, data: Uint32Array | Float32Array) => {
+    checkBinding(gpu, `${label}.${name}`, data.byteLength);
+    buffers.push(gpu.buffers.upload(`${label}.${name}`, data));
+    return buffers.length - 1;
+  };
+  let scales: Float32Array | null = null;
+  if (values === 'f32') add('values', packed.values);
+  else {
+    const q = quantizeSparse(packed, values === 'q8' ? 8 : 4);
+    add(`values.${values}`, q.words);
+    params.rowWords = q.rowWords;
+    params.rowScales = q.rowScales;
+    params.valueBits = q.bits;
+    scales = q.scales;
+  }
+  add('meta', packed.meta);
+  if (scales) params.scalesIndex = add('scales', scales);
+  if (packed.format === 'vnm') params.colsIndex = add('columns', packed.columns);
+  const bytes = buffers.reduce((s, b) => s + b.size, 0);
+  return { label, format: packed.format, N: packed.N, K: packed.K, buffers, params, bytes };
+}
+
+export function destroySparse(gpu: Gpu, w: SparseGpuWeight): void {
+  for (const b of w.buffers) gpu.buffers.destroy(b);
+  w.buffers = [];
+}
+
+export interface SparseLinearArgs {
+  /** [M, xStride] activations; K values per row from xOffset. */
+  x: Binding;
+  w: SparseGpuWeight;
+  /** [M, yStride] output; N values per row from yOffset. */
+  y: Binding;
+  M: number;
+  xStride?: number;
+  xOffset?: number;
+  yStride?: number;
+  yOffset?: number;
+}
+
+function check(a: SparseLinearArgs) {
+  if (!Number.isInteger(a.M) || a.M < 0) throw new ShapeError(`sparseLinear: M must be a non-negative integer, got ${a.M}`);
+  if (a.w.format !== '2:4' && a.w.format !== 'vnm') throw new ArgumentError(`sparseLinear: weight '${a.w.label}' has format '${a.w.format}', not 2:4 or vnm`);
+  if ((a.xStride ?? a.w.K) < a.w.K) throw new ShapeError(`sparseLinear: xStride ${a.xStride} < K ${a.w.K}`);
+  if ((a.yStride ?? a.w.N) < a.w.N) throw new ShapeError(`sparseLinear: yStride ${a.yStride} < N ${a.w.N}`);
+  if (!a.w.buffers.length) throw new ArgumentError(`sparseLinear: weight '${a.w.label}' was destroyed`);
+}
+
+function shaderFor(w: SparseGpuWeight): string {
+  const values = w.params.valueBits === 32 ? 'f32' : w.params.valueBits === 8 ? 'q8' : 'q4';
+  return selectVariants(sparseCode, { values, cols: w.format === '2:4' ? '2:4' : 'vnm' });
+}
+
+/** Storage bindings 2..5 in shader order: vals, scales, meta, cols (null where the variant has none). */
+function weightBindings(gpu: Gpu, w: SparseGpuWeight): (GPUBuffer | null)[] {
+  const p = w.params;
+  const used = 3 + (p.scalesIndex >= 0 ? 1 : 0) + (p.colsIndex >= 0 ? 1 : 0);
+  if (used > gpu.caps.maxStorageBuffersPerStage) throw new LimitExceededError('maxStorageBuffersPerShaderStage', used, gpu.caps.maxStorageBuffersPerStage, `sparse linear '${w.label}'`);
+  return [w.buffers[0], p.scalesIndex >= 0 ? w.buffers[p.scalesIndex] : null, w.buffers[1], p.colsIndex >= 0 ? w.buffers[p.colsIndex] : null];
+}
+
+function pack(a: SparseLinearArgs, tiles: number) {
+  const { w } = a, p = w.params;
+  return SPARSE_PARAMS.pack({
+    M: a.M, N: w.N, K: w.K,
+    x_stride: a.xStride ?? w.K, x_offset: a.xOffset ?? 0, y_stride: a.yStride ?? w.N, y_offset: a.yOffset ?? 0, tiles,
+    G: p.G, GW: p.GW, V: Math.max(1, p.V), meta_stride: p.metaStride, row_words: p.rowWords, row_scales: p.rowScales,
+  });
+}
+
+const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(n));
+
+/** y = W · x for a few rows of x (decode). */
+export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
+  check(a);
+  const { w } = a;
+  if (!a.M) return;
+  const caps = gpu.caps;
+  // Enough invocations to cover the groups of a row, capped at 128 and the device limits (power of 2 for the tree reduction).
+  const WG = Math.min(128, Math.max(32, 2 ** Math.ceil(Math.log2(w.params.G))), pow2Floor(caps.maxComputeInvocationsPerWorkgroup), pow2Floor(caps.maxComputeWorkgroupSizeX));
+  if (GEMV_ROWS * WG * 4 > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', GEMV_ROWS * WG * 4, caps.maxComputeWorkgroupStorageSize, 'sparse GEMV');
+  const shared = w.format === '2:4' || w.params.V % GEMV_ROWS === 0;
+  const tiles = ceilDiv(w.N, GEMV_ROWS);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: `sparse.gemv.${w.format}`, code: shaderFor(w), entryPoint: 'gemv', constants: { WG, SHARED: shared } }),
+    bindings: [a.x, ...weightBindings(gpu, w), a.y],
+    uniforms: pack(a, tiles),
+    workgroups: tiles * a.M,
+    label: `sparse.gemv(${w.label})`,
+  });
+}
+
+/** Y = X · Wᵀ with the tiled kernel (prefill). */
+export function sparseMatmul(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
+  check(a);
+  const { w } = a;
+  if (!a.M) return;
+  const GW = w.params.GW;
+  const GS = Math.max(1, Math.min(8, Math.floor(32 / GW)));
+  const XW = Math.max(32, GS * GW);
+  const wgBytes = (BM * XW + BN * GS * 3) * 4;
+  if (wgBytes > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', wgBytes, gpu.caps.maxComputeWorkgroupStorageSize, `sparse matmul with M = ${GW}`);
+  if (gpu.caps.maxComputeInvocationsPerWorkgroup < 64) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', 64, gpu.caps.maxComputeInvocationsPerWorkgroup, 'sparse matmul');
+  const tiles = ceilDiv(w.N, BN);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: `sparse.matmul.${w.format}`, code: shaderFor(w), entryPoint: 'matmul', constants: { GS, XW } }),
+    bindings: [a.x, ...weightBindings(gpu, w), a.y],
+    uniforms: pack(a, tiles),
+    workgroups: tiles * ceilDiv(a.M, BM),
+    label: `sparse.matmul(${w.label})`,
+  });
+}
+
+/** GEMV for a few rows, the tiled matmul otherwise. */
+export function sparseLinear(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
+  if (a.M <= SPARSE_GEMV_MAX_ROWS) sparseGemv(gpu, rec, a);
+  else sparseMatmul(gpu, rec, a);
+}
+
+export interface SparsifyOptions {
+  format: SparseFormat;
+  /** Rows per block (V:2:M), default 64. */
+  v?: number;
+  /** Columns per group (V:2:M), default 8. */
+  m?: number;
+  values?: SparseValues;
+  /** Activation norms per input column (length K) or full [N, K] scores; |w| when absent. */
+  importance?: Float32Array;
+}
+
+/** Prunes a dense [N, K] matrix to the pattern, packs it and uploads it: the load-time path. */
+export function sparsifyWeight(gpu: Gpu, label: string, dense: Float32Array, N: number, K: number, opts: SparsifyOptions): { weight: SparseGpuWeight; keptNormFraction: number; packed: SparsePacked } {
+  let packed: SparsePacked, keptNormFraction: number;
+  if (opts.format === '2:4') {
+    const r = prune24(dense, N, K, opts.importance);
+    packed = pack24(r.pruned, N, K);
+    keptNormFraction = r.keptNormFraction;
+  } else if (opts.format === 'vnm') {
+    const V = opts.v ?? 64, M = opts.m ?? 8;
+    const r = pruneVnm(dense, N, K, V, M, opts.importance);
+    packed = packVnm(r.pruned, N, K, V, M, r.columns);
+    keptNormFraction = r.keptNormFraction;
+  } else throw new ArgumentError(`sparsifyWeight: unknown format '${(opts as { format: string }).format}'`);
+  return { weight: uploadSparse(gpu, label, packed, opts.values ?? 'f32'), keptNormFraction, packed };
+}
+
+/** Bytes a pass over a packed weight streams (values + scales + metadata + block columns). */
+export { packedBytes };
