@@ -1,0 +1,318 @@
+import flashCode from '../../shaders/flash_attention.wgsl?raw';
+import naiveCode from '../../shaders/attention_naive.wgsl?raw';
+import kvCode from '../../shaders/kv_cache.wgsl?raw';
+import type { Gpu } from '../gpu/device';
+import type { Binding, Recorder } from '../gpu/recorder';
+import { defineUniforms } from '../gpu/uniforms';
+import { ceilDiv } from '../gpu/dispatch';
+import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
+import type { MhaKvCache } from '../model/kvcache';
+import { ContextLengthError } from '../model/kvcache';
+
+/**
+ * Scaled dot-product attention on the GPU.
+ *  - flashAttention: tiled, online softmax, S×T never materialised, fully masked tiles skipped,
+ *    GQA/MQA (all heads of a KV group share each KV tile), d_qk ≠ d_v, optional split-K over keys.
+ *  - attentionDecode: the same kernel shaped for a few query rows with split-K over the cache and a
+ *    log-sum-exp combine pass, so a long cache spreads over the whole device.
+ *  - naiveAttention: scores materialised in global memory (test oracle, benchmark baseline).
+ *  - mhaAttention: standard MHA/GQA with an MhaKvCache (writes the new rows, then attends).
+ * Layout: see AttentionArgs (rows of q/k/v/out with strides, offsets and head strides in elements).
+ */
+export const ATTENTION_PARAMS = defineUniforms({
+  S: 'u32', T: 'u32', past: 'u32', heads: 'u32',
+  kv_heads: 'u32', d_qk: 'u32', d_v: 'u32', scale: 'f32',
+  causal: 'u32', splits: 'u32', past_from_buf: 'u32', row_tiles: 'u32',
+  q_stride: 'u32', q_offset: 'u32', q_hstride: 'u32', k_stride: 'u32',
+  k_offset: 'u32', k_hstride: 'u32', v_stride: 'u32', v_offset: 'u32',
+  v_hstride: 'u32', o_stride: 'u32', o_offset: 'u32', o_hstride: 'u32',
+});
+
+const KV_PARAMS = defineUniforms({
+  rows: 'u32', cols_a: 'u32', cols_b: 'u32', a_stride: 'u32',
+  a_offset: 'u32', b_stride: 'u32', b_offset: 'u32', dst_stride: 'u32',
+  dst_offset: 'u32', past: 'u32', past_from_buf: 'u32', capacity: 'u32',
+});
+
+export interface AttentionArgs {
+  /** [S, qStride]: head h of query s at s·qStride + qOffset + h·qHeadStride (dQk values). */
+  q: Binding;
+  /** [T, kStride]: kv head g of key t at t·kStride + kOffset + g·kHeadStride (dQk values). */
+  k: Binding;
+  /** [T, vStride]: kv head g of key t at t·vStride + vOffset + g·vHeadStride (dV values). May be k's buffer. */
+  v: Binding;
+  /** [S, oStride]: head h of query s at s·oStride + oOffset + h·oHeadStride (dV values). */
+  out: Binding;
+  /** Queries (at positions past .. past+S−1). */
+  S: number;
+  /** Keys (with causal: past + S). Ignored with pastFromBuffer (T = past + S on the GPU). */
+  T: number;
+  past: number;
+  heads: number;
+  /** Divides heads; head h uses kv head ⌊h / (heads/kvHeads)⌋. */
+  kvHeads: number;
+  dQk: number;
+  dV: number;
+  scale: number;
+  /** Key t visible to query s iff t ≤ past + s. */
+  causal: boolean;
+  qStride?: number; qOffset?: number; qHeadStride?: number;
+  kStride?: number; kOffset?: number; kHeadStride?: number;
+  vStride?: number; vOffset?: number; vHeadStride?: number;
+  oStride?: number; oOffset?: number; oHeadStride?: number;
+  /** Key-range splits merged by an LSE combine pass; 'auto' (default) splits when few workgroups would run. */
+  splits?: number | 'auto';
+  /** u32 [1] holding `past` on the GPU (T = past + S): the recorded work does not depend on the position. */
+  pastFromBuffer?: Binding;
+  /** With pastFromBuffer: the most keys there can be (the cache capacity), to size the split count. */
+  maxT?: number;
+  /** Scratch for split partials (attentionScratchBytes); default: gpu.temps (released by the caller after submit). */
+  scratch?: Binding;
+}
+
+/** Tile configuration: text-specialised constants of flash_attention.wgsl. */
+export interface FlashConfig { BQ: number; BK: number; DC: number; TR: number; TK: number; OR: number; OC: number; NVC: number }
+
+const WG = 64;
+
+/** Workgroup bytes a configuration needs (Qs, K/V tile with padded rows, scores, row stats, past). */
+export const flashSharedBytes = (c: FlashConfig) => 4 * (c.BQ * c.DC + c.BK * (c.DC + 1) + c.BQ * c.BK + 2 * c.BQ + 1);
+
+/**
+ * Picks the tile shape: 16 rows per workgroup for prefill (4 for ≤ 4 rows, e.g. MHA decode), the head
+ * dim chunk from the head dims, the key tile from what fits in maxComputeWorkgroupStorageSize.
+ */
+export function flashConfig(gpu: Gpu, rows: number, dQk: number, dV: number): FlashConfig {
+  const BQ = rows <= 4 ? 4 : 16;
+  const TR = BQ === 16 ? 2 : 1;
+  const OR = BQ / 4;
+  const dmax = Math.max(dQk, dV);
+  let DC = dmax <= 16 ? 16 : dmax <= 32 ? 32 : 64;
+  let BK = BQ === 4 ? 64 : 32;
+  const minBK = 64 / (BQ / TR);
+  const cap = gpu.caps.maxComputeWorkgroupStorageSize;
+  const cfg = () => ({ BQ, BK, DC, TR, TK: (BK * (BQ / TR)) / WG, OR, OC: DC / 16, NVC: Math.ceil(dV / DC) });
+  while (flashSharedBytes(cfg()) > cap) {
+    if (BK > Math.max(minBK, 16) && BK >= DC) BK /= 2;
+    else if (DC > 16) DC /= 2;
+    else if (BK > minBK) BK /= 2;
+    else throw new LimitExceededError('maxComputeWorkgroupStorageSize', flashSharedBytes(cfg()), cap, 'flash attention');
+  }
+  return cfg();
+}
+
+function specialise(c: FlashConfig): string {
+  const start = flashCode.indexOf('// @config-begin');
+  const end = flashCode.indexOf('// @config-end');
+  const consts = (Object.keys(c) as (keyof FlashConfig)[]).map((k) => `const ${k}: u32 = ${c[k]}u;`).join('\n');
+  return `${flashCode.slice(0, start)}// @config-begin (specialised)\n${consts}\n${flashCode.slice(end)}`;
+}
+
+const dummies = new WeakMap<Gpu, { past: GPUBuffer; part: GPUBuffer }>();
+/** Placeholders for bindings an entry point declares but a given call does not use. */
+function dummy(gpu: Gpu) {
+  let d = dummies.get(gpu);
+  if (!d) {
+    d = { past: gpu.buffers.create('attention.unusedPast', 16), part: gpu.buffers.create('attention.unusedPart', 16) };
+    dummies.set(gpu, d);
+  }
+  return d;
+}
+
+const isCount = (x: number) => Number.isInteger(x) && x >= 0;
+
+function validate(a: AttentionArgs, what: string) {
+  for (const k of ['S', 'T', 'past', 'heads', 'kvHeads', 'dQk', 'dV'] as const) {
+    if (!isCount(a[k])) throw new ShapeError(`${what}: ${k} must be a non-negative integer, got ${a[k]}`);
+  }
+  if (a.heads < 1 || a.kvHeads < 1 || a.heads % a.kvHeads) throw new ShapeError(`${what}: heads ${a.heads} must be a positive multiple of kvHeads ${a.kvHeads}`);
+  if (a.dQk < 1 || a.dV < 1) throw new ShapeError(`${what}: head dims must be positive (dQk ${a.dQk}, dV ${a.dV})`);
+  if (!a.pastFromBuffer) {
+    if (a.S && a.T < 1) throw new ShapeError(`${what}: no keys (T = 0)`);
+    if (a.causal && a.past + a.S > a.T) throw new ShapeError(`${what}: causal queries at positions up to ${a.past + a.S - 1} need T ≥ past + S = ${a.past + a.S}, got ${a.T}`);
+  } else if (!a.causal) {
+    throw new UnsupportedError(`${what}: pastFromBuffer implies T = past + S, i.e. causal attention`);
+  }
+  if (!Number.isFinite(a.scale)) throw new ShapeError(`${what}: scale must be finite`);
+  const L = layout(a);
+  if (L.qStride < a.dQk || L.kStride < a.dQk || L.vStride < a.dV || L.oStride < a.dV) throw new ShapeError(`${what}: a row stride is shorter than its head dim`);
+}
+
+function layout(a: AttentionArgs) {
+  const qHeadStride = a.qHeadStride ?? a.dQk, kHeadStride = a.kHeadStride ?? a.dQk, vHeadStride = a.vHeadStride ?? a.dV, oHeadStride = a.oHeadStride ?? a.dV;
+  return {
+    qStride: a.qStride ?? a.heads * qHeadStride, qOffset: a.qOffset ?? 0, qHeadStride,
+    kStride: a.kStride ?? a.kvHeads * kHeadStride, kOffset: a.kOffset ?? 0, kHeadStride,
+    vStride: a.vStride ?? a.kvHeads * vHeadStride, vOffset: a.vOffset ?? 0, vHeadStride,
+    oStride: a.oStride ?? a.heads * oHeadStride, oOffset: a.oOffset ?? 0, oHeadStride,
+  };
+}
+
+function pack(a: AttentionArgs, extra: { scale: number; splits: number; rowTiles: number }) {
+  const L = layout(a);
+  return ATTENTION_PARAMS.pack({
+    S: a.S, T: a.T, past: a.past, heads: a.heads, kv_heads: a.kvHeads, d_qk: a.dQk, d_v: a.dV, scale: extra.scale,
+    causal: a.causal ? 1 : 0, splits: extra.splits, past_from_buf: a.pastFromBuffer ? 1 : 0, row_tiles: extra.rowTiles,
+    q_stride: L.qStride, q_offset: L.qOffset, q_hstride: L.qHeadStride,
+    k_stride: L.kStride, k_offset: L.kOffset, k_hstride: L.kHeadStride,
+    v_stride: L.vStride, v_offset: L.vOffset, v_hstride: L.vHeadStride,
+    o_stride: L.oStride, o_offset: L.oOffset, o_hstride: L.oHeadStride,
+  });
+}
+
+/** Split count: enough workgroups to fill a GPU (~256) without splits shorter than 4 key tiles. */
+export function autoSplits(baseWorkgroups: number, T: number, BK: number): number {
+  if (baseWorkgroups >= 128) return 1;
+  return Math.max(1, Math.min(Math.ceil(256 / baseWorkgroups), Math.floor(T / (4 * BK))));
+}
+
+/** Scratch bytes for `splits` partials of an attention call. */
+export function attentionScratchBytes(a: Pick<AttentionArgs, 'S' | 'heads' | 'dV'>, splits: number): number {
+  return splits > 1 ? splits * a.S * a.heads * (a.dV + 2) * 4 : 0;
+}
+
+function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: string) {
+  if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, what);
+  if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
+  const gs = a.heads / a.kvHeads;
+  const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
+  const base = a.kvHeads * rowTiles;
+  const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
+  if (a.pastFromBuffer && !(a.maxT && a.maxT >= a.S)) throw new ShapeError(`${what}: pastFromBuffer needs maxT (the cache capacity)`);
+  const s = a.splits ?? 'auto';
+  const splits = s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
+  const code = specialise(cfg);
+  const d = dummy(gpu);
+  const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles });
+  let part: Binding = d.part;
+  if (splits > 1) {
+    const bytes = attentionScratchBytes(a, splits);
+    if (bytes > gpu.caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `${what} split partials`);
+    part = a.scratch ?? gpu.temps.acquire(bytes);
+  }
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'main' }),
+    bindings: [a.q, a.k, a.v, a.out, part, a.pastFromBuffer ?? d.past],
+    uniforms,
+    workgroups: base * splits,
+    label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})`,
+  });
+  if (splits > 1) {
+    rec.dispatch({
+      pipeline: gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'combine' }),
+      bindings: [null, null, null, a.out, part, null],
+      uniforms,
+      workgroups: ceilDiv(a.S * a.heads * a.dV, WG),
+      label: `${what}.combine`,
+    });
+  }
+}
+
+/** Prefill attention: tiled FlashAttention with online softmax (see the module comment). */
+export function flashAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs): void {
+  validate(a, 'flashAttention');
+  if (!a.S) return;
+  run(gpu, rec, a, flashConfig(gpu, a.S * (a.heads / a.kvHeads), a.dQk, a.dV), 'flash_attention');
+}
+
+/**
+ * Decode attention for one (or a few) query tokens: split-K over the keys with a log-sum-exp combine.
+ * Same arguments as flashAttention; `splits` defaults to 'auto' (sized to fill the device).
+ */
+export function attentionDecode(gpu: Gpu, rec: Recorder, a: AttentionArgs): void {
+  validate(a, 'attentionDecode');
+  if (!a.S) return;
+  run(gpu, rec, a, flashConfig(gpu, a.S * (a.heads / a.kvHeads), a.dQk, a.dV), 'attention_decode');
+}
+
+/** Bytes of the materialised score matrix naiveAttention needs. */
+export const naiveScoresBytes = (a: Pick<AttentionArgs, 'S' | 'T' | 'heads'>) => a.heads * a.S * a.T * 4;
+
+/** Materialised-softmax attention (three passes over a [heads, S, T] score buffer). */
+export function naiveAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs & { scores?: Binding }): void {
+  validate(a, 'naiveAttention');
+  if (a.pastFromBuffer) throw new UnsupportedError('naiveAttention: pastFromBuffer is not supported (the score buffer is sized on the CPU)');
+  if (!a.S) return;
+  const bytes = naiveScoresBytes(a);
+  if (bytes > gpu.caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, 'naive attention scores');
+  const scores = a.scores ?? gpu.temps.acquire(bytes);
+  const WGN = Math.min(256, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
+  const uniforms = pack(a, { scale: a.scale, splits: 0, rowTiles: 0 });
+  const pipe = (entryPoint: string) => gpu.pipelines.get({ label: 'attention_naive', code: naiveCode, entryPoint, constants: { WG: WGN } });
+  rec.dispatch({ pipeline: pipe('scores'), bindings: [a.q, a.k, null, null, scores], uniforms, workgroups: ceilDiv(a.heads * a.S * a.T, WGN), label: 'attention_naive.scores' });
+  rec.dispatch({ pipeline: pipe('softmax'), bindings: [null, null, null, null, scores], uniforms, workgroups: a.heads * a.S, label: 'attention_naive.softmax' });
+  rec.dispatch({ pipeline: pipe('pv'), bindings: [null, null, a.v, a.out, scores], uniforms, workgroups: ceilDiv(a.S * a.heads * a.dV, WGN), label: 'attention_naive.pv' });
+}
+
+export interface KvWriteArgs {
+  /** [capacity, dstStride] cache rows; rows [past, past+rows) are written. */
+  dst: GPUBuffer;
+  capacity: number;
+  dstStride: number;
+  dstOffset?: number;
+  rows: number;
+  past: number;
+  pastFromBuffer?: Binding;
+  /** First colsA values of each row from a[r·aStride + aOffset ..]. */
+  a: Binding; colsA: number; aStride: number; aOffset?: number;
+  /** Then colsB values from b[r·bStride + bOffset ..] (optional). */
+  b?: Binding; colsB?: number; bStride?: number; bOffset?: number;
+}
+
+/** Writes new rows into a KV cache buffer (one dispatch; `past` may live on the GPU). */
+export function kvWrite(gpu: Gpu, rec: Recorder, w: KvWriteArgs): void {
+  const colsB = w.colsB ?? 0;
+  const n = w.rows * (w.colsA + colsB);
+  if (!n) return;
+  if (!w.pastFromBuffer && w.past + w.rows > w.capacity) throw new ContextLengthError(w.past + w.rows, w.capacity, 'KV cache write');
+  const WGK = Math.min(256, gpu.caps.maxComputeInvocationsPerWorkgroup);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'kv_cache', code: kvCode, entryPoint: 'kv_write', constants: { WG: WGK } }),
+    bindings: [w.a, w.b ?? w.a, w.dst, w.pastFromBuffer ?? dummy(gpu).past],
+    uniforms: KV_PARAMS.pack({
+      rows: w.rows, cols_a: w.colsA, cols_b: colsB, a_stride: w.aStride, a_offset: w.aOffset ?? 0,
+      b_stride: w.bStride ?? 0, b_offset: w.bOffset ?? 0, dst_stride: w.dstStride, dst_offset: w.dstOffset ?? 0,
+      past: w.past, past_from_buf: w.pastFromBuffer ? 1 : 0, capacity: w.capacity,
+    }),
+    workgroups: ceilDiv(n, WGK),
+    label: 'kv_write',
+  });
+}
+
+export interface MhaAttentionArgs {
+  /** New queries [S, qStride], per head dQk values (heads·dQk from qOffset, head stride dQk). */
+  q: Binding; qStride?: number; qOffset?: number;
+  /** New keys [S, kStride], kvHeads·kDim values from kOffset. */
+  k: Binding; kStride?: number; kOffset?: number;
+  /** New values [S, vStride], kvHeads·vDim values from vOffset. */
+  v: Binding; vStride?: number; vOffset?: number;
+  /** [S, oStride], heads·vDim values from oOffset. */
+  out: Binding; oStride?: number; oOffset?: number;
+  cache: MhaKvCache;
+  layer: number;
+  past: number;
+  S: number;
+  heads: number;
+  scale: number;
+  pastFromBuffer?: Binding;
+}
+
+/**
+ * Standard causal MHA/GQA over a KV cache: writes the S new K/V rows at [past, past+S) of the layer's
+ * cache, then attends over [0, past+S) (split-K decode for S ≤ 4, FlashAttention otherwise).
+ */
+export function mhaAttention(gpu: Gpu, rec: Recorder, a: MhaAttentionArgs): void {
+  const c = a.cache;
+  const { k, v } = c.layer(a.layer);
+  const kw = c.kvHeads * c.kDim, vw = c.kvHeads * c.vDim;
+  kvWrite(gpu, rec, { dst: k, capacity: c.capacity, dstStride: kw, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.k, colsA: kw, aStride: a.kStride ?? kw, aOffset: a.kOffset });
+  kvWrite(gpu, rec, { dst: v, capacity: c.capacity, dstStride: vw, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.v, colsA: vw, aStride: a.vStride ?? vw, aOffset: a.vOffset });
+  const args: AttentionArgs = {
+    q: a.q, k, v, out: a.out, S: a.S, T: a.past + a.S, past: a.past, heads: a.heads, kvHeads: c.kvHeads,
+    dQk: c.kDim, dV: c.vDim, scale: a.scale, causal: true,
+    qStride: a.qStride, qOffset: a.qOffset, oStride: a.oStride, oOffset: a.oOffset,
+    pastFromBuffer: a.pastFromBuffer, maxT: c.capacity,
+  };
+  if (a.S <= 4) attentionDecode(gpu, rec, args);
+  else flashAttention(gpu, rec, args);
+}

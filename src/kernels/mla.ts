@@ -1,0 +1,151 @@
+import code from '../../shaders/mla.wgsl?raw';
+import type { Gpu } from '../gpu/device';
+import type { Binding, Recorder } from '../gpu/recorder';
+import { defineUniforms } from '../gpu/uniforms';
+import { ceilDiv } from '../gpu/dispatch';
+import { ShapeError, UnsupportedError } from '../errors';
+import type { LatentKvCache } from '../model/kvcache';
+import { attentionDecode, flashAttention, kvWrite, type AttentionArgs } from './attention';
+import { matmulTiled } from './matmul';
+import type { MlaDims } from './mla.ref';
+
+export type { MlaDims } from './mla.ref';
+export { mlaAttentionRef } from './mla.ref';
+
+const PARAMS = defineUniforms({
+  S: 'u32', H: 'u32', nope: 'u32', rope: 'u32',
+  dv: 'u32', kv_lora: 'u32', q_stride: 'u32', q_offset: 'u32',
+  o_stride: 'u32', o_offset: 'u32', c_stride: 'u32', c_offset: 'u32',
+});
+
+export interface MlaAttentionArgs {
+  dims: MlaDims;
+  /** f32 [S, qStride]: per head [q_nope | q_pe] (H·(nope+rope) values from qOffset), q_pe already roped. */
+  q: Binding; qStride?: number; qOffset?: number;
+  /**
+   * The new tokens' cache rows, either as the kv_a output [S, kvAStride] = [latent (kvLora, already
+   * RMS-normalised in place) | k_pe (rope, already roped)] from kvAOffset …
+   */
+  kvA?: Binding; kvAStride?: number; kvAOffset?: number;
+  /** … or as separate latent [S, latentStride] (kvLora values, normalised) and kPe [S, kPeStride] (rope values, roped). */
+  latent?: Binding; latentStride?: number; latentOffset?: number;
+  kPe?: Binding; kPeStride?: number; kPeOffset?: number;
+  /** f32 [H·(nope+v), kvLora]: per head rows [W_UK | W_UV]. */
+  kvB: Binding;
+  cache: LatentKvCache;
+  layer: number;
+  /** Position of the first new token (= cached tokens before this forward). */
+  past: number;
+  S: number;
+  /** f32 [S, outStride]: H·v values per row from outOffset. */
+  out: Binding; outStride?: number; outOffset?: number;
+  /** Softmax scale (YaRN mscale included), the same for both paths. */
+  scale: number;
+  /** 'absorb' (MQA over the latent cache) or 'naive' (expanded K/V). Default: absorb for S ≤ 8 or when the expanded K/V would be large. */
+  mode?: 'absorb' | 'naive';
+  /** u32 [1] with `past` on the GPU (absorb only): the recorded step does not depend on the position. */
+  pastFromBuffer?: Binding;
+  /** Split-K for the attention core ('auto' default). */
+  splits?: number | 'auto';
+}
+
+/** Bytes of the expanded K/V temporaries of the naive path for T cached tokens. */
+export function mlaNaiveTempBytes(d: MlaDims, T: number): number {
+  return 4 * T * d.heads * (2 * d.qkNope + d.vHead + d.qkRope);
+}
+
+const NAIVE_DEFAULT_MAX_BYTES = 64 << 20;
+
+function check(a: MlaAttentionArgs) {
+  const d = a.dims;
+  for (const k of ['heads', 'qkNope', 'qkRope', 'vHead', 'kvLora'] as const) {
+    if (!Number.isInteger(d[k]) || d[k] < 1) throw new ShapeError(`mlaAttention: dims.${k} must be a positive integer, got ${d[k]}`);
+  }
+  if (!Number.isInteger(a.S) || a.S < 0 || !Number.isInteger(a.past) || a.past < 0) throw new ShapeError(`mlaAttention: S ${a.S} and past ${a.past} must be non-negative integers`);
+  if (a.cache.kvLoraRank !== d.kvLora || a.cache.ropeDim !== d.qkRope) {
+    throw new ShapeError(`mlaAttention: cache rows are [${a.cache.kvLoraRank} | ${a.cache.ropeDim}], dims say [${d.kvLora} | ${d.qkRope}]`);
+  }
+  if (!a.kvA && !(a.latent && a.kPe)) throw new ShapeError('mlaAttention: give kvA, or both latent and kPe');
+}
+
+function mlaDispatch(gpu: Gpu, rec: Recorder, entryPoint: string, n: number, bindings: (Binding | null)[], p: Partial<Record<keyof typeof PARAMS.fields, number>>, d: MlaDims, S: number) {
+  const WG = Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'mla', code, entryPoint, constants: { WG } }),
+    bindings,
+    uniforms: PARAMS.pack({
+      S, H: d.heads, nope: d.qkNope, rope: d.qkRope, dv: d.vHead, kv_lora: d.kvLora,
+      q_stride: 0, q_offset: 0, o_stride: 0, o_offset: 0, c_stride: 0, c_offset: 0, ...p,
+    }),
+    workgroups: ceilDiv(n, WG),
+    label: `mla.${entryPoint}`,
+  });
+}
+
+/**
+ * One MLA attention block for S new tokens at positions [past, past+S): writes their latent cache rows
+ * ([RMSNorm(c_KV) | k_pe] at rows past.. of layer `layer`), then attends over the cached [0, past+S).
+ *  - absorb: q̃ = [W_UKᵀ q_nope | q_pe] per head, MQA (1 KV head, K = cache row of kvLora+rope, V = its
+ *    latent part, all heads of a token share each loaded tile, split-K for decode), o = W_UV·o_lat.
+ *  - naive: K/V expanded from the latent cache for every cached token (tiled matmul with kv_b), then
+ *    standard MHA with d_qk = nope+rope, d_v = v.
+ * Either way the cache left behind is the latent cache. Temporaries come from gpu.temps: call
+ * gpu.temps.releaseAll() after the recorder's submit.
+ */
+export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void {
+  check(a);
+  if (!a.S) return;
+  const d = a.dims;
+  const { heads: H, qkNope: nope, qkRope: rope, vHead: dv, kvLora: r } = d;
+  const cache = a.cache;
+  const { kv, rowFloats } = cache.layer(a.layer);
+  const T = a.past + a.S;
+
+  // 1. The new rows of the latent cache.
+  if (a.kvA) {
+    const st = a.kvAStride ?? r + rope, off = a.kvAOffset ?? 0;
+    kvWrite(gpu, rec, { dst: kv, capacity: cache.capacity, dstStride: rowFloats, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.kvA, colsA: r + rope, aStride: st, aOffset: off });
+  } else {
+    kvWrite(gpu, rec, {
+      dst: kv, capacity: cache.capacity, dstStride: rowFloats, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer,
+      a: a.latent!, colsA: r, aStride: a.latentStride ?? r, aOffset: a.latentOffset ?? 0,
+      b: a.kPe!, colsB: rope, bStride: a.kPeStride ?? rope, bOffset: a.kPeOffset ?? 0,
+    });
+  }
+
+  const qStride = a.qStride ?? H * (nope + rope), qOffset = a.qOffset ?? 0;
+  const oStride = a.outStride ?? H * dv, oOffset = a.outOffset ?? 0;
+  const mode = a.mode ?? (a.S <= 8 || a.pastFromBuffer || mlaNaiveTempBytes(d, T) > NAIVE_DEFAULT_MAX_BYTES ? 'absorb' : 'naive');
+
+  if (mode === 'absorb') {
+    // 2. q̃ [S, H, kvLora+rope].
+    const qa = gpu.temps.acquire(a.S * H * (r + rope) * 4);
+    mlaDispatch(gpu, rec, 'absorb_q', a.S * H * (r + rope), [a.q, a.kvB, qa], { q_stride: qStride, q_offset: qOffset }, d, a.S);
+    // 3. MQA over the latent cache: K = rows (kvLora+rope), V = their first kvLora values.
+    const oLat = gpu.temps.acquire(a.S * H * r * 4);
+    const attn: AttentionArgs = {
+      q: qa, k: kv, v: kv, out: oLat, S: a.S, T, past: a.past, heads: H, kvHeads: 1, dQk: r + rope, dV: r,
+      scale: a.scale, causal: true, kStride: rowFloats, vStride: rowFloats,
+      pastFromBuffer: a.pastFromBuffer, maxT: cache.capacity, splits: a.splits,
+    };
+    if (a.S <= 4) attentionDecode(gpu, rec, attn);
+    else flashAttention(gpu, rec, attn);
+    // 4. o_h = W_UV,h · o_lat,h.
+    mlaDispatch(gpu, rec, 'up_v', a.S * H * dv, [oLat, a.kvB, a.out], { o_stride: oStride, o_offset: oOffset }, d, a.S);
+    return;
+  }
+
+  if (a.pastFromBuffer) throw new UnsupportedError('mlaAttention: the naive path sizes its expanded K/V on the CPU; use mode "absorb" with pastFromBuffer');
+  // 2. [k_nope | v] per head for every cached token: kvx [T, H·(nope+v)] = latent · kv_bᵀ.
+  const kvx = gpu.temps.acquire(T * H * (nope + dv) * 4);
+  matmulTiled(gpu, rec, { x: kv, w: a.kvB, y: kvx, M: T, N: H * (nope + dv), K: r, xStride: rowFloats, xOffset: 0 });
+  // 3. K [T, H, nope+rope] = [k_nope | shared k_pe].
+  const kx = gpu.temps.acquire(T * H * (nope + rope) * 4);
+  mlaDispatch(gpu, rec, 'expand_k', T * H * (nope + rope), [kvx, null, kx, kv], { c_stride: rowFloats, c_offset: r }, d, T);
+  // 4. Standard causal MHA, V read in place from kvx.
+  flashAttention(gpu, rec, {
+    q: a.q, k: kx, v: kvx, out: a.out, S: a.S, T, past: a.past, heads: H, kvHeads: H, dQk: nope + rope, dV: dv,
+    scale: a.scale, causal: true, qStride, qOffset, vStride: H * (nope + dv), vOffset: nope, vHeadStride: nope + dv,
+    oStride, oOffset, splits: a.splits,
+  });
+}

@@ -1,0 +1,178 @@
+import { describe, it, expect, beforeAll, afterEach } from 'vitest';
+import type { Gpu } from '../../src/gpu/device';
+import { testGpu, expectClose, poisoned } from '../helpers/gpu';
+import { randomUniform } from '../../src/util/random';
+import { flashAttention, attentionDecode, naiveAttention, mhaAttention, flashConfig, flashSharedBytes, type AttentionArgs } from '../../src/kernels/attention';
+import { attentionRef, type AttentionShape } from '../../src/kernels/attention.ref';
+import { MhaKvCache } from '../../src/model/kvcache';
+
+// Tolerance (f32): each score is a dQk-long dot product in a different order than the float64
+// reference, then exp2 and a running rescale; outputs are convex combinations of V rows in [-1, 1].
+// The error is a few ε·sqrt(dQk)·|q||k|·scale on the logits, i.e. ~1e-6 here; 3e-5 abs + 1e-4 rel
+// leaves margin for the 576-wide absorbed-MLA dims and 1000-token rows.
+const TOL = { atol: 3e-5, rtol: 1e-4 };
+
+let gpu: Gpu;
+beforeAll(async () => { gpu = await testGpu(); });
+afterEach(() => gpu.temps.releaseAll());
+
+interface Case extends AttentionShape { name?: string }
+
+type Kernel = typeof flashAttention;
+
+/** Random q/k/v for a case (dense layouts unless the case gives strides), run `kernel`, compare with the CPU reference. */
+async function check(kernel: Kernel, c: Case, seed: number, extra: Partial<AttentionArgs> = {}, tol = TOL) {
+  const qLen = c.S * (c.qStride ?? c.heads * c.dQk);
+  const kLen = c.T * (c.kStride ?? c.kvHeads * c.dQk);
+  const vLen = c.T * (c.vStride ?? c.kvHeads * c.dV);
+  const q = randomUniform(qLen, seed), k = randomUniform(kLen, seed + 1), v = randomUniform(vLen, seed + 2);
+  const bq = gpu.buffers.upload('q', q), bk = gpu.buffers.upload('k', k), bv = gpu.buffers.upload('v', v);
+  const n = c.S * c.heads * c.dV;
+  const bo = poisoned(gpu, 'out', n);
+  const out = await gpu.checked(async () => {
+    const rec = gpu.recorder('attention test');
+    kernel(gpu, rec, { ...c, q: bq, k: bk, v: bv, out: bo, ...extra });
+    rec.submit();
+    return gpu.buffers.readF32(bo, 0, n);
+  });
+  [bq, bk, bv, bo].forEach((b) => gpu.buffers.destroy(b));
+  return expectClose(out, attentionRef(q, k, v, c), tol, `${kernel.name} ${JSON.stringify(c)} ${JSON.stringify(extra.splits ?? '')}`);
+}
+
+const mk = (S: number, past: number, heads: number, kvHeads: number, dQk: number, dV: number, causal = true, T = past + S): Case =>
+  ({ S, T, past, heads, kvHeads, dQk, dV, scale: 1 / Math.sqrt(dQk), causal });
+
+describe('flashAttention (prefill) against the CPU reference', () => {
+  // Sequences 1, 7, 64, 129, 1000; heads 1..16; past 0 and > 0; MHA, GQA, MQA; d_qk ≠ d_v.
+  const cases: Case[] = [
+    mk(1, 0, 1, 1, 8, 8),
+    mk(7, 0, 4, 2, 24, 16),
+    mk(7, 9, 16, 4, 16, 16),
+    mk(64, 0, 3, 3, 16, 24),
+    mk(64, 37, 2, 1, 24, 16),
+    mk(129, 0, 2, 1, 24, 16),
+    mk(129, 3, 1, 1, 5, 3),
+    mk(1000, 0, 1, 1, 16, 16),
+    mk(17, 0, 2, 2, 192, 128),
+    mk(5, 11, 16, 1, 576, 512),
+    mk(7, 0, 3, 1, 24, 16, false, 33),
+    mk(33, 0, 2, 2, 16, 8, false, 1),
+  ];
+  it.each(cases.map((c, i) => [`S=${c.S} T=${c.T} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV}${c.causal ? '' : ' non-causal'}`, c, i] as const))('%s', async (_n, c, i) => {
+    await check(flashAttention, c, 100 + i, { splits: 1 });
+  });
+  it('split-K on a prefill (long T, few rows) equals the unsplit result', async () => {
+    await check(flashAttention, mk(3, 300, 2, 1, 24, 16), 7, { splits: 5 });
+    await check(flashAttention, mk(20, 280, 1, 1, 16, 16), 8, { splits: 'auto' });
+  });
+  it('reads strided slices: q/k/v as parts of one fused row, out into a wider row', async () => {
+    // Fused rows [q (H·dQk) | k (Hkv·dQk) | v (Hkv·dV)] of width W, the layout of a fused QKV projection.
+    const S = 9, H = 4, Hk = 2, dQk = 12, dV = 8, W = H * dQk + Hk * dQk + Hk * dV + 3;
+    const c: Case = { ...mk(S, 0, H, Hk, dQk, dV), qStride: W, qOffset: 1, kStride: W, kOffset: 1 + H * dQk, vStride: W, vOffset: 1 + (H + Hk) * dQk };
+    const x = randomUniform(S * W, 5);
+    const bx = gpu.buffers.upload('qkv', x);
+    const oStride = H * dV + 5;
+    const bo = gpu.buffers.upload('out', new Float32Array(S * oStride).fill(-7));
+    const out = await gpu.checked(async () => {
+      const rec = gpu.recorder('t');
+      flashAttention(gpu, rec, { ...c, q: bx, k: bx, v: bx, out: bo, oStride, oOffset: 2, splits: 1 });
+      rec.submit();
+      return gpu.buffers.readF32(bo);
+    });
+    const ref = attentionRef(x, x, x, c);
+    for (let s = 0; s < S; s++) {
+      expectClose(out.subarray(s * oStride + 2, s * oStride + 2 + H * dV), ref.subarray(s * H * dV, (s + 1) * H * dV), TOL, 'strided');
+      expect(out[s * oStride]).toBe(-7);
+      expect(out[s * oStride + 2 + H * dV]).toBe(-7);
+    }
+    [bx, bo].forEach((b) => gpu.buffers.destroy(b));
+  });
+  it('tile configurations fit the device workgroup memory', () => {
+    for (const [rows, dq, dv] of [[1, 8, 8], [16, 576, 512], [64, 192, 128], [3, 576, 512]]) {
+      const cfg = flashConfig(gpu, rows, dq, dv);
+      expect(flashSharedBytes(cfg)).toBeLessThanOrEqual(gpu.caps.maxComputeWorkgroupStorageSize);
+      expect((cfg.BQ / cfg.TR) * (cfg.BK / cfg.TK)).toBe(64);
+      expect((cfg.BQ / cfg.OR) * (cfg.DC / cfg.OC)).toBe(64);
+    }
+  });
+});
+
+describe('attentionDecode (split-K + LSE combine) against the CPU reference', () => {
+  const cases: [Case, number | 'auto'][] = [
+    [mk(1, 0, 1, 1, 16, 16), 'auto'],
+    [mk(1, 1, 4, 2, 64, 64), 3],
+    [mk(1, 130, 8, 2, 24, 16), 'auto'],
+    [mk(1, 999, 4, 4, 32, 32), 'auto'],
+    [mk(1, 999, 4, 4, 32, 32), 1],
+    [mk(1, 300, 16, 1, 576, 512), 'auto'],
+    [mk(2, 77, 16, 1, 576, 512), 4],
+    [mk(4, 64, 2, 2, 192, 128), 7],
+  ];
+  it.each(cases.map(([c, sp], i) => [`S=${c.S} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV} splits=${sp}`, c, sp, i] as const))('%s', async (_n, c, splits, i) => {
+    await check(attentionDecode, c, 300 + i, { splits });
+  });
+  it('reads past from a GPU buffer (recorded decode step independent of the position)', async () => {
+    const c = mk(1, 150, 4, 1, 24, 16);
+    const pastBuf = gpu.buffers.upload('past', new Uint32Array([c.past]));
+    // T and past in the uniforms are deliberately wrong: the kernel must use the buffer.
+    await check(attentionDecode, c, 400, { pastFromBuffer: pastBuf, maxT: 512, T: 1, past: 0 });
+    gpu.buffers.destroy(pastBuf);
+  });
+});
+
+describe('naive materialised-softmax kernel', () => {
+  it.each([mk(7, 0, 4, 2, 24, 16), mk(65, 20, 2, 1, 16, 16), mk(9, 0, 2, 2, 8, 4, false, 40)].map((c) => [`S=${c.S} past=${c.past} H=${c.heads}/${c.kvHeads}`, c] as const))(
+    'against the CPU reference: %s', async (_n, c) => { await check(naiveAttention, c, 500); },
+  );
+  it('flash equals naive on the GPU (S=129, past=7, GQA)', async () => {
+    const c = mk(129, 7, 4, 2, 32, 32);
+    const q = randomUniform(c.S * c.heads * c.dQk, 1), k = randomUniform(c.T * c.kvHeads * c.dQk, 2), v = randomUniform(c.T * c.kvHeads * c.dV, 3);
+    const bq = gpu.buffers.upload('q', q), bk = gpu.buffers.upload('k', k), bv = gpu.buffers.upload('v', v);
+    const n = c.S * c.heads * c.dV;
+    const b1 = poisoned(gpu, 'flash', n), b2 = poisoned(gpu, 'naive', n);
+    const [o1, o2] = await gpu.checked(async () => {
+      const rec = gpu.recorder('t');
+      flashAttention(gpu, rec, { ...c, q: bq, k: bk, v: bv, out: b1 });
+      naiveAttention(gpu, rec, { ...c, q: bq, k: bk, v: bv, out: b2 });
+      rec.submit();
+      return Promise.all([gpu.buffers.readF32(b1), gpu.buffers.readF32(b2)]);
+    });
+    expectClose(o1, o2, TOL, 'flash vs naive');
+    [bq, bk, bv, b1, b2].forEach((b) => gpu.buffers.destroy(b));
+  });
+});
+
+describe('MHA/GQA with an MhaKvCache', () => {
+  it('prefill then decode steps equal one full prefill; cache grows on the way', async () => {
+    const H = 4, Hk = 2, dk = 16, dv = 8, S0 = 13, steps = 3, N = S0 + steps;
+    const scale = 0.3;
+    const q = randomUniform(N * H * dk, 11), k = randomUniform(N * Hk * dk, 12), v = randomUniform(N * Hk * dv, 13);
+    const cache = new MhaKvCache(gpu, { layers: 2, kvHeads: Hk, kDim: dk, vDim: dv, capacity: 8, label: 'test.mha' });
+    const bq = gpu.buffers.upload('q', q), bk = gpu.buffers.upload('k', k), bv = gpu.buffers.upload('v', v);
+    const bo = poisoned(gpu, 'out', N * H * dv);
+    await gpu.checked(async () => {
+      cache.ensureCapacity(S0);
+      const rec = gpu.recorder('prefill');
+      mhaAttention(gpu, rec, { q: bq, k: bk, v: bv, out: bo, cache, layer: 1, past: 0, S: S0, heads: H, scale });
+      rec.submit();
+      cache.commit(S0);
+      for (let i = 0; i < steps; i++) {
+        const p = cache.length;
+        cache.ensureCapacity(p + 1);
+        const r = gpu.recorder('decode');
+        mhaAttention(gpu, r, {
+          q: bq, qOffset: p * H * dk, k: bk, kOffset: p * Hk * dk, v: bv, vOffset: p * Hk * dv,
+          out: bo, oOffset: p * H * dv, cache, layer: 1, past: p, S: 1, heads: H, scale,
+        });
+        r.submit();
+        cache.commit(1);
+        gpu.temps.releaseAll();
+      }
+    });
+    expect(cache.capacity).toBeGreaterThanOrEqual(N);
+    const out = await gpu.buffers.readF32(bo);
+    expectClose(out, attentionRef(q, k, v, { S: N, T: N, past: 0, heads: H, kvHeads: Hk, dQk: dk, dV: dv, scale, causal: true }), TOL, 'mha cache');
+    cache.destroy();
+    [bq, bk, bv, bo].forEach((b) => gpu.buffers.destroy(b));
+  });
+});

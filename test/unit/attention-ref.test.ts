@@ -1,0 +1,90 @@
+import { describe, it, expect } from 'vitest';
+import { randomUniform } from '../../src/util/random';
+import { attentionRef, attentionOnlineRef, type AttentionShape } from '../../src/kernels/attention.ref';
+import { mlaAttentionRef, mlaAbsorbQRef, latentCacheBytesPerToken, mhaCacheBytesPerToken, type MlaDims } from '../../src/kernels/mla.ref';
+
+// Float64 accumulation on both sides; only the order of operations differs, so 1e-6 covers it.
+const TOL = 1e-6;
+
+function maxDiff(a: Float32Array, b: Float32Array) {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    expect(Number.isFinite(a[i])).toBe(true);
+    m = Math.max(m, Math.abs(a[i] - b[i]));
+  }
+  return m;
+}
+
+const shape = (S: number, past: number, heads: number, kvHeads: number, dQk: number, dV: number, causal = true, T = past + S): AttentionShape =>
+  ({ S, T, past, heads, kvHeads, dQk, dV, scale: dQk ** -0.5, causal });
+
+describe('online-softmax / split-K recurrence equals the materialised softmax', () => {
+  const cases: [AttentionShape, number, number][] = [
+    [shape(1, 0, 1, 1, 8, 8), 32, 1],
+    [shape(7, 0, 4, 2, 24, 16), 4, 1],
+    [shape(64, 10, 3, 1, 16, 12), 16, 3],
+    [shape(129, 0, 2, 2, 8, 8), 32, 5],
+    [shape(1, 500, 16, 4, 12, 10), 32, 9],
+    [shape(5, 0, 2, 1, 6, 4, false, 77), 8, 4],
+  ];
+  it.each(cases.map(([s, tile, splits]) => [`S=${s.S} T=${s.T} past=${s.past} H=${s.heads}/${s.kvHeads} tile=${tile} splits=${splits}`, s, tile, splits] as const))('%s', (_n, s, tile, splits) => {
+    const q = randomUniform(s.S * s.heads * s.dQk, 1, -2, 2), k = randomUniform(s.T * s.kvHeads * s.dQk, 2, -2, 2), v = randomUniform(s.T * s.kvHeads * s.dV, 3);
+    expect(maxDiff(attentionOnlineRef(q, k, v, s, tile, splits), attentionRef(q, k, v, s))).toBeLessThan(TOL);
+  });
+
+  it('causal: a query never sees later keys', () => {
+    const s = shape(6, 2, 2, 1, 8, 8);
+    const q = randomUniform(s.S * 16, 1), k = randomUniform(s.T * 8, 2), v = randomUniform(s.T * 8, 3);
+    const base = attentionRef(q, k, v, s);
+    const k2 = k.slice(), v2 = v.slice();
+    for (let i = 5 * 8; i < s.T * 8; i++) { k2[i] += 1; v2[i] -= 1; } // change keys 5.. (visible only to queries ≥ 3)
+    const moved = attentionRef(q, k2, v2, s);
+    expect(maxDiff(moved.subarray(0, 3 * 16), base.subarray(0, 3 * 16))).toBe(0);
+    expect(maxDiff(moved.subarray(3 * 16), base.subarray(3 * 16))).toBeGreaterThan(1e-3);
+  });
+});
+
+describe('MLA: absorbed equals expanded (random weights)', () => {
+  const dims: [string, MlaDims][] = [
+    ['fixture', { heads: 4, qkNope: 16, qkRope: 8, vHead: 16, kvLora: 32 }],
+    ['odd', { heads: 3, qkNope: 5, qkRope: 2, vHead: 7, kvLora: 11 }],
+    ['16 heads', { heads: 16, qkNope: 8, qkRope: 4, vHead: 8, kvLora: 24 }],
+  ];
+  it.each(dims)('%s', (_n, d) => {
+    for (const [S, past] of [[1, 0], [7, 0], [3, 20]]) {
+      const T = past + S;
+      const q = randomUniform(S * d.heads * (d.qkNope + d.qkRope), S + past);
+      const latent = randomUniform(T * d.kvLora, 2), kPe = randomUniform(T * d.qkRope, 3);
+      const kvB = randomUniform(d.heads * (d.qkNope + d.vHead) * d.kvLora, 4, -0.3, 0.3);
+      const a = { dims: d, q, latent, kPe, kvB, past, S, scale: 0.17 };
+      expect(maxDiff(mlaAttentionRef({ ...a, mode: 'absorb' }), mlaAttentionRef({ ...a, mode: 'naive' }))).toBeLessThan(TOL);
+    }
+  });
+  it('absorbed queries: q̃·c equals q_nope·(W_UK c) for every head', () => {
+    const d: MlaDims = { heads: 2, qkNope: 3, qkRope: 2, vHead: 4, kvLora: 5 };
+    const q = randomUniform(2 * 5, 1), kvB = randomUniform(2 * 7 * 5, 2), c = randomUniform(5, 3);
+    const qa = mlaAbsorbQRef(d, q, kvB, 1);
+    for (let h = 0; h < 2; h++) {
+      let lhs = 0, rhs = 0;
+      for (let j = 0; j < 5; j++) lhs += qa[h * 7 + j] * c[j];
+      for (let n = 0; n < 3; n++) {
+        let kn = 0;
+        for (let j = 0; j < 5; j++) kn += kvB[(h * 7 + n) * 5 + j] * c[j];
+        rhs += q[h * 5 + n] * kn;
+      }
+      expect(Math.abs(lhs - rhs)).toBeLessThan(1e-6);
+      expect(Array.from(qa.subarray(h * 7 + 5, h * 7 + 7))).toEqual(Array.from(q.subarray(h * 5 + 3, h * 5 + 5)));
+    }
+  });
+});
+
+describe('cache sizes per token', () => {
+  it('matches the design brief’s derived figures (bf16)', () => {
+    // V3: 576 values per layer per token, 61 layers → 70,272 B; V2-Lite 27 layers → 31,104 B.
+    expect(latentCacheBytesPerToken({ layers: 61, kvLoraRank: 512, ropeDim: 64 }, 2)).toBe(70_272);
+    expect(latentCacheBytesPerToken({ layers: 27, kvLoraRank: 512, ropeDim: 64 }, 2)).toBe(31_104);
+    // Naive V2-Lite: 16 heads × (192 + 128) × 2 B = 10,240 B per layer per token.
+    expect(mhaCacheBytesPerToken({ layers: 1, heads: 16, qkHeadDim: 192, vHeadDim: 128 }, 2)).toBe(10_240);
+  });
+});
