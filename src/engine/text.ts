@@ -1,0 +1,96 @@
+/**
+ * Text in and out: the model's tokenizer.json through @huggingface/tokenizers, its chat template through
+ * @huggingface/jinja, and a streaming decoder that never emits half a UTF-8 character.
+ */
+import { Tokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
+import { FormatError } from '../errors';
+
+export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: string }
+
+export class TextCodec {
+  readonly tokenizer: Tokenizer;
+  private template: Template | null = null;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly eosIds: number[];
+
+  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> | null, eosIdsFromConfig: number[]) {
+    try {
+      this.tokenizer = new Tokenizer(tokenizerJson as object, (tokenizerConfig ?? {}) as object);
+    } catch (e) {
+      throw new FormatError(`tokenizer.json could not be loaded: ${(e as Error).message}`);
+    }
+    const tokenText = (t: unknown) => (typeof t === 'string' ? t : t && typeof t === 'object' && typeof (t as any).content === 'string' ? (t as any).content : null);
+    this.bosToken = tokenText(tokenizerConfig?.bos_token);
+    this.eosToken = tokenText(tokenizerConfig?.eos_token);
+    const eos = new Set(eosIdsFromConfig);
+    if (this.eosToken) {
+      const id = this.tokenizer.token_to_id(this.eosToken);
+      if (id !== undefined) eos.add(id);
+    }
+    this.eosIds = [...eos];
+    const tpl = tokenizerConfig?.chat_template;
+    const source = typeof tpl === 'string' ? tpl : Array.isArray(tpl) ? (tpl.find((t: any) => t?.name === 'default')?.template ?? null) : null;
+    if (source) {
+      try {
+        this.template = new Template(source);
+      } catch (e) {
+        throw new FormatError(`tokenizer_config.json: chat_template does not parse: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  get hasChatTemplate(): boolean { return this.template !== null; }
+
+  encode(text: string, addSpecialTokens = true): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  decode(ids: number[], skipSpecial = true): string {
+    return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecial });
+  }
+
+  /** The prompt text for a conversation: the model's chat template, or a plain "role: content" layout. */
+  renderChat(messages: ChatMessage[], addGenerationPrompt = true): string {
+    if (this.template) {
+      return this.template.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: this.bosToken ?? '', eos_token: this.eosToken ?? '' });
+    }
+    const body = messages.map((m) => `${m.role[0].toUpperCase()}${m.role.slice(1)}: ${m.content}`).join('\n');
+    return (this.bosToken ?? '') + body + (addGenerationPrompt ? '\nAssistant:' : '');
+  }
+
+  /** Token ids of a conversation. The template supplies special tokens itself, so none are added. */
+  encodeChat(messages: ChatMessage[]): number[] {
+    return this.encode(this.renderChat(messages), !this.template);
+  }
+}
+
+/**
+ * Turns a growing list of token ids into text deltas. Byte-level BPE tokens can split a character, so
+ * text ending in U+FFFD is held back until the next token completes it.
+ */
+export class StreamDecoder {
+  private ids: number[] = [];
+  private emitted = 0;
+  constructor(private codec: TextCodec) {}
+
+  push(id: number): string {
+    this.ids.push(id);
+    const text = this.codec.decode(this.ids);
+    if (text.endsWith('\uFFFD')) return '';
+    const delta = text.slice(this.emitted);
+    this.emitted = text.length;
+    return delta;
+  }
+
+  /** Whatever is left (a dangling partial character is emitted as is at the end). */
+  flush(): string {
+    const text = this.codec.decode(this.ids);
+    const delta = text.slice(this.emitted);
+    this.emitted = text.length;
+    return delta;
+  }
+
+  get text(): string { return this.codec.decode(this.ids); }
+}

@@ -1,0 +1,144 @@
+/**
+ * DeepSeek-V3 / V2 (model_type deepseek_v3 / deepseek_v2), top to bottom as in the paper:
+ *
+ *   h = Embed(tokens)
+ *   for each layer:  h += MLA(RMSNorm(h));  h += FFN(RMSNorm(h))      FFN = dense SwiGLU or DeepSeekMoE
+ *   logits = LMHead(RMSNorm(h))
+ *
+ * The same code drives the GPU (kernels) and the CPU reference (plain TypeScript) through a Backend, so
+ * configurations the official fixture does not cover are checked against "the same code on the CPU".
+ */
+import type { ModelConfig } from './config';
+import { isMoeLayer } from './config';
+import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope.ref';
+
+/** Where a linear weight sits in the model; backends choose storage (f32/f16/int8/int4/sparse) by role. */
+export type MatrixRole = 'attn' | 'mlp' | 'shared' | 'lm_head';
+
+/** A matrix as it comes out of the checkpoint: f32 values, or DeepSeek-V3's native FP8 with block scales. */
+export interface HostMatrix {
+  N: number;
+  K: number;
+  f32?: Float32Array;
+  fp8?: { bytes: Uint8Array; scaleInv: Float32Array };
+}
+
+export interface HostExpert { gate: Float32Array; up: Float32Array; down: Float32Array }
+export interface HostMoe { gate: Float32Array; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null }
+
+export interface MlaShape { heads: number; qkNope: number; qkRope: number; vHead: number; kvLora: number }
+
+/**
+ * T: an activation [rows, cols]; W: a weight; E: one MoE layer's weights. Compute methods return new
+ * activations unless they say "in place".
+ */
+export interface Backend<T, W, E> {
+  // Weights
+  vector(name: string, data: Float32Array): W;
+  matrix(name: string, m: HostMatrix, role: MatrixRole): W;
+  embedding(name: string, m: HostMatrix): W;
+  moe(layer: number, parts: HostMoe): E;
+
+  // Activations
+  embed(table: W, tokens: ArrayLike<number>, D: number): T;
+  rmsNorm(x: T, w: W, eps: number): T;
+  /** In place on columns [offset, offset + dim) of every row. */
+  rmsNormSlice(x: T, offset: number, dim: number, w: W, eps: number): void;
+  linear(x: T, w: W): T;
+  /** In place: interleaved-pair RoPE on `ropeDim` columns starting at `offset` within each of `heads` heads of `headStride` columns; row r is at position past + r. */
+  rope(x: T, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void;
+  /** MLA attention for rows at positions [past, past + S): caches RMSNorm(c_KV) and roped k_pe, attends causally over the cache. q [S, H·(nope+rope)], kvA [S, kvLora+rope] (latent normalised, k_pe roped). */
+  mla(layer: number, q: T, kvA: T, kvB: W, shape: MlaShape, past: number, scale: number): T;
+  /** down(silu(gate·x) ⊙ up·x) */
+  mlp(x: T, gate: W, up: W, down: W): T;
+  /** DeepSeekMoE: shared(x) + Σ_j w_j·E_j(x) with the configured gate. */
+  moeForward(layer: number, x: T, e: E, cfg: ModelConfig): T;
+  /** In place: h += r. */
+  addInPlace(h: T, r: T): void;
+  /** The last row of x as a [1, cols] activation. */
+  lastRow(x: T): T;
+}
+
+export interface AttentionWeights<W> {
+  qA?: W; qANorm?: W; qB?: W; q?: W;
+  kvA: W; kvANorm: W; kvB: W; o: W;
+}
+export interface LayerWeights<W, E> {
+  inputNorm: W;
+  postNorm: W;
+  attn: AttentionWeights<W>;
+  mlp?: { gate: W; up: W; down: W };
+  moe?: E;
+}
+export interface ModelWeights<W, E> {
+  embed: W;
+  norm: W;
+  lmHead: W;
+  layers: LayerWeights<W, E>[];
+}
+
+/** Attention constants derived once from the config (softmax scale includes YaRN's mscale²). */
+export function attentionConstants(cfg: ModelConfig) {
+  return {
+    shape: { heads: cfg.numHeads, qkNope: cfg.qkNopeHeadDim, qkRope: cfg.qkRopeHeadDim, vHead: cfg.vHeadDim, kvLora: cfg.kvLoraRank } as MlaShape,
+    scale: yarnSoftmaxScale(cfg.qkNopeHeadDim + cfg.qkRopeHeadDim, cfg.ropeScaling),
+    invFreq: ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling),
+  };
+}
+
+export interface ForwardOptions {
+  /** Position of the first token (tokens already in the KV cache). */
+  past: number;
+  /** Only the last row's logits (generation) instead of every row's (scoring, the fixture). */
+  lastOnly?: boolean;
+  /** Called with each layer's input to its FFN and its output (tests, the fixture's intermediates). */
+  onActivation?: (name: string, x: unknown) => void;
+}
+
+/** Multi-head Latent Attention (DeepSeek-V2 §2.1): low-rank queries, a latent KV shared by all heads. */
+function mla<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, layer: number, a: AttentionWeights<W>, x: T, past: number): T {
+  const { shape, scale } = attentionConstants(cfg);
+  const qHead = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
+  // Queries: q = W_qb · RMSNorm(W_qa · x), or a plain q_proj when q_lora_rank is null (V2-Lite).
+  const q = a.q ? be.linear(x, a.q) : be.linear(be.rmsNorm(be.linear(x, a.qA!), a.qANorm!, cfg.rmsNormEps), a.qB!);
+  be.rope(q, cfg.numHeads, qHead, cfg.qkNopeHeadDim, cfg.qkRopeHeadDim, past);
+  // Keys/values: one projection to [c_KV | k_rope]; the latent is normalised, the shared rope key rotated.
+  const kvA = be.linear(x, a.kvA);
+  be.rmsNormSlice(kvA, 0, cfg.kvLoraRank, a.kvANorm, cfg.rmsNormEps);
+  be.rope(kvA, 1, cfg.kvLoraRank + cfg.qkRopeHeadDim, cfg.kvLoraRank, cfg.qkRopeHeadDim, past);
+  const o = be.mla(layer, q, kvA, a.kvB, shape, past, scale);
+  return be.linear(o, a.o);
+}
+
+/** One forward pass over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
+export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
+  const eps = cfg.rmsNormEps;
+  const h = be.embed(w.embed, tokens, cfg.hiddenSize);
+  opts.onActivation?.('embed', h);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const L = w.layers[i];
+    const attnIn = be.rmsNorm(h, L.inputNorm, eps);
+    opts.onActivation?.(`layers.${i}.attn_in`, attnIn);
+    const attnOut = mla(be, cfg, i, L.attn, attnIn, opts.past);
+    opts.onActivation?.(`layers.${i}.attn_out`, attnOut);
+    be.addInPlace(h, attnOut);
+    const ffnIn = be.rmsNorm(h, L.postNorm, eps);
+    opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
+    const ffnOut = isMoeLayer(cfg, i) ? be.moeForward(i, ffnIn, L.moe!, cfg) : be.mlp(ffnIn, L.mlp!.gate, L.mlp!.up, L.mlp!.down);
+    opts.onActivation?.(`layers.${i}.ffn_out`, ffnOut);
+    be.addInPlace(h, ffnOut);
+    opts.onActivation?.(`layers.${i}.out`, h);
+  }
+  const last = opts.lastOnly ? be.lastRow(h) : h;
+  const normed = be.rmsNorm(last, w.norm, eps);
+  opts.onActivation?.('final_norm', normed);
+  return be.linear(normed, w.lmHead);
+}
+
+/** Hugging Face tensor names, in one place. */
+export const names = {
+  embed: 'model.embed_tokens.weight',
+  norm: 'model.norm.weight',
+  lmHead: 'lm_head.weight',
+  layer: (i: number) => `model.layers.${i}`,
+};
