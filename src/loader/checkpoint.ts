@@ -1,0 +1,332 @@
+/**
+ * Opening a Hugging Face checkpoint: config.json (typed, validated), the tokenizer files, and the
+ * safetensors tensor table (one model.safetensors, or shards named by model.safetensors.index.json),
+ * all checked against the config before anything is allocated on the GPU. Tensor bytes are then
+ * streamed in file order: sequential reads in bounded chunks, each tensor's bytes read once.
+ */
+import { FormatError, ShapeError, WebMoeError } from '../errors';
+import {
+  countNonFinite, parseSafetensorsHeader, readHeaderLength, toFloat32, type SafetensorsDtype, type TensorInfo,
+} from '../formats/safetensors';
+import { checkTensorsAgainstConfig, fp8BlockSize, parseConfig, scaleInvName, type ModelConfig } from '../model/config';
+import { checkFileName, type ModelSource } from './model-source';
+import { asTypedAbort, throwIfAborted, type ByteSource } from './source';
+import { loadTokenizer, type Tokenizer } from './tokenizer-file';
+
+export interface LoadProgress {
+  phase: 'config' | 'index' | 'headers' | 'weights' | 'upload' | 'done';
+  /** Tensor bytes delivered so far (weights phase); never decreases within one operation. */
+  bytesLoaded: number;
+  bytesTotal: number;
+  tensorsLoaded: number;
+  tensorsTotal: number;
+  file?: string;
+}
+
+export interface CheckpointTensor extends TensorInfo {
+  /** The file holding the tensor ('overlay:<name>' for tensors from the overlay source). */
+  file: string;
+}
+
+export interface RawTensor {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Little-endian bytes. Owned by the receiver: the loader never reuses or mutates it. */
+  data: Uint8Array;
+}
+
+export interface StreamOptions {
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface Checkpoint {
+  config: ModelConfig;
+  tokenizerJson: unknown | null;
+  tokenizerConfig: Record<string, unknown> | null;
+  generationConfig: Record<string, unknown> | null;
+  /** The tokenizer built from tokenizer.json (validated at open), or null when the model has none. */
+  tokenizer: Tokenizer | null;
+  /** Every tensor, in file order. */
+  tensors: Map<string, CheckpointTensor>;
+  /** Weight files in read order (base files, then overlay files). */
+  files: string[];
+  /**
+   * Streams tensors in file order (sequential reads, each tensor's bytes read once, never the whole
+   * file held twice), calling `onTensor` for each requested name (null = all); abortable.
+   */
+  stream(names: string[] | null, onTensor: (name: string, t: RawTensor) => void | Promise<void>, opts?: StreamOptions): Promise<void>;
+  /** One tensor's raw bytes. */
+  readRaw(name: string, signal?: AbortSignal): Promise<RawTensor>;
+  /** One tensor as float32 (FP8 dequantised with its weight_scale_inv, BF16/F16 widened). */
+  readF32(name: string, signal?: AbortSignal): Promise<Float32Array>;
+  /** NaN/Inf found in tensors read so far: loaded, but reported. */
+  nonFinite: { name: string; count: number }[];
+  close(): Promise<void>;
+}
+
+export interface OpenOptions extends StreamOptions {
+  /** Tensors here replace same-named ones (e.g. a calibrated gate bias saved as safetensors). */
+  overlay?: ModelSource;
+  /** Build and smoke-test the tokenizer at open (default true). */
+  validateTokenizer?: boolean;
+  /** Largest single read while streaming (default 64 MiB; one bigger tensor is read alone). */
+  chunkBytes?: number;
+}
+
+const INDEX = 'model.safetensors.index.json';
+const SINGLE = 'model.safetensors';
+
+function parseJsonFile(text: string, file: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new FormatError(`${file}: invalid JSON (${(e as Error).message})`, { file });
+  }
+}
+
+function jsonObject(text: string | null, file: string): Record<string, unknown> | null {
+  if (text === null) return null;
+  const v = parseJsonFile(text, file);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new FormatError(`${file}: must be a JSON object`, { file });
+  return v as Record<string, unknown>;
+}
+
+/** The index's weight_map, validated: tensor name → shard file name. */
+function parseIndex(text: string, file: string): Map<string, string> {
+  const o = jsonObject(text, file)!;
+  const wm = o.weight_map;
+  if (typeof wm !== 'object' || wm === null || Array.isArray(wm)) throw new FormatError(`${file}: weight_map must be an object of tensor name → file`, { file });
+  const map = new Map<string, string>();
+  for (const [k, v] of Object.entries(wm as Record<string, unknown>)) {
+    if (typeof v !== 'string') throw new FormatError(`${file}: weight_map['${k}'] must be a file name, got ${JSON.stringify(v)}`, { file, tensor: k });
+    checkFileName(v);
+    map.set(k, v);
+  }
+  if (map.size === 0) throw new FormatError(`${file}: weight_map is empty`, { file });
+  return map;
+}
+
+interface OpenFile {
+  key: string;
+  src: ByteSource;
+}
+
+async function readHeader(src: ByteSource, name: string, signal?: AbortSignal) {
+  const size = await src.size();
+  const first = await src.read(0, Math.min(8, size), signal);
+  const n = readHeaderLength(first, size, name);
+  const rest = await src.read(8, n, signal);
+  const prefix = new Uint8Array(8 + n);
+  prefix.set(first.subarray(0, 8));
+  prefix.set(rest, 8);
+  return parseSafetensorsHeader(prefix, size, name);
+}
+
+/** The weight files of a source: the index's shards, model.safetensors, or (overlay only) any *.safetensors. */
+async function discover(src: ModelSource, what: string, anyName: boolean, signal?: AbortSignal): Promise<{ files: string[]; weightMap: Map<string, string> | null }> {
+  const indexText = await src.text(INDEX);
+  throwIfAborted(signal);
+  if (indexText !== null) {
+    const weightMap = parseIndex(indexText, `${what}${INDEX}`);
+    return { files: [...new Set(weightMap.values())].sort(), weightMap };
+  }
+  if (anyName && src.list) {
+    const files = (await src.list()).filter((f) => f.endsWith('.safetensors')).sort();
+    if (files.length) return { files, weightMap: null };
+  }
+  return { files: [SINGLE], weightMap: null };
+}
+
+export async function openCheckpoint(src: ModelSource, opts: OpenOptions = {}): Promise<Checkpoint> {
+  const { signal } = opts;
+  try {
+    return await openInner(src, opts);
+  } catch (e) {
+    throw asTypedAbort(e, signal);
+  }
+}
+
+async function openInner(src: ModelSource, opts: OpenOptions): Promise<Checkpoint> {
+  const { signal, onProgress } = opts;
+  const emit = (p: Partial<LoadProgress> & { phase: LoadProgress['phase'] }) =>
+    onProgress?.({ bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0, ...p });
+
+  throwIfAborted(signal);
+  emit({ phase: 'config', file: 'config.json' });
+  const configText = await src.text('config.json');
+  if (configText === null) throw new WebMoeError('NOT_FOUND', `${src.description}: no config.json`, { file: 'config.json' });
+  const config = parseConfig(parseJsonFile(configText, 'config.json'));
+  throwIfAborted(signal);
+
+  const tokText = await src.text('tokenizer.json');
+  const tokenizerJson = tokText === null ? null : parseJsonFile(tokText, 'tokenizer.json');
+  const tokenizerConfig = jsonObject(await src.text('tokenizer_config.json'), 'tokenizer_config.json');
+  const generationConfig = jsonObject(await src.text('generation_config.json'), 'generation_config.json');
+  const tokenizer = tokenizerJson !== null && opts.validateTokenizer !== false ? loadTokenizer(tokenizerJson, tokenizerConfig, { vocabSize: config.vocabSize }) : null;
+  throwIfAborted(signal);
+
+  emit({ phase: 'index' });
+  const base = await discover(src, '', false, signal);
+  const overlay = opts.overlay ? await discover(opts.overlay, 'overlay ', true, signal) : null;
+
+  const tensors = new Map<string, CheckpointTensor>();
+  const files: OpenFile[] = [];
+  let bytesTotal = 0;
+  const addFile = async (ms: ModelSource, name: string, key: string, isOverlay: boolean) => {
+    throwIfAborted(signal);
+    emit({ phase: 'headers', file: key, bytesTotal, tensorsTotal: tensors.size });
+    const bs = await ms.open(name);
+    if (!bs) {
+      if (name === SINGLE && !isOverlay) throw new WebMoeError('NOT_FOUND', `${ms.description}: no ${SINGLE} and no ${INDEX}`, { file: name });
+      throw new WebMoeError('NOT_FOUND', `${isOverlay ? 'overlay ' : ''}${name} is missing from ${ms.description}`, { file: name });
+    }
+    files.push({ key, src: bs });
+    const h = await readHeader(bs, key, signal);
+    for (const t of h.tensors.values()) {
+      const prev = tensors.get(t.name);
+      if (prev && !isOverlay) throw new FormatError(`tensor '${t.name}' is in both ${prev.file} and ${key}`, { tensor: t.name });
+      if (prev && isOverlay) {
+        if (prev.file.startsWith('overlay:')) throw new FormatError(`tensor '${t.name}' is in both ${prev.file} and ${key}`, { tensor: t.name });
+        if (prev.shape.length !== t.shape.length || prev.shape.some((d, i) => d !== t.shape[i])) {
+          throw new ShapeError(`overlay tensor '${t.name}' has shape [${t.shape}] but the checkpoint's is [${prev.shape}]`);
+        }
+        bytesTotal -= prev.end - prev.begin;
+        tensors.delete(t.name);
+      }
+      tensors.set(t.name, { ...t, file: key });
+      bytesTotal += t.end - t.begin;
+    }
+    return h;
+  };
+
+  const headerNames = new Map<string, Set<string>>();
+  for (const f of base.files) {
+    const h = await addFile(src, f, f, false);
+    headerNames.set(f, new Set(h.tensors.keys()));
+  }
+  if (base.weightMap) {
+    for (const [t, f] of base.weightMap) {
+      if (!headerNames.get(f)!.has(t)) throw new FormatError(`${INDEX} puts '${t}' in ${f}, but ${f} has no such tensor`, { tensor: t, file: f });
+    }
+  }
+  if (overlay && opts.overlay) {
+    for (const f of overlay.files) {
+      const h = await addFile(opts.overlay, f, `overlay:${f}`, true);
+      if (overlay.weightMap) {
+        for (const [t, ff] of overlay.weightMap) if (ff === f && !h.tensors.has(t)) throw new FormatError(`overlay ${INDEX} puts '${t}' in ${f}, but ${f} has no such tensor`, { tensor: t, file: f });
+      }
+    }
+  }
+  checkTensorsAgainstConfig(config, tensors);
+
+  // File order for streaming: files in read order, then offsets.
+  const fileRank = new Map(files.map((f, i) => [f.key, i]));
+  const ordered = [...tensors.values()].sort((a, b) => fileRank.get(a.file)! - fileRank.get(b.file)! || a.begin - b.begin);
+  const table = new Map(ordered.map((t) => [t.name, t]));
+  const sourceOf = new Map(files.map((f) => [f.key, f.src]));
+  const nonFinite: { name: string; count: number }[] = [];
+  const nfSeen = new Set<string>();
+  const noteNonFinite = (name: string, dtype: SafetensorsDtype, data: Uint8Array) => {
+    if (nfSeen.has(name)) return;
+    const c = countNonFinite(dtype, data);
+    if (c > 0) {
+      nfSeen.add(name);
+      nonFinite.push({ name, count: c });
+    }
+  };
+  const lookup = (name: string) => {
+    const t = table.get(name);
+    if (!t) throw new WebMoeError('NOT_FOUND', `checkpoint has no tensor '${name}'`, { tensor: name });
+    return t;
+  };
+  const chunkBytes = Math.max(1, opts.chunkBytes ?? 64 << 20);
+  const maxGap = Math.min(1 << 20, chunkBytes);
+
+  const readRaw = async (name: string, sig?: AbortSignal): Promise<RawTensor> => {
+    const t = lookup(name);
+    throwIfAborted(sig);
+    try {
+      const data = await sourceOf.get(t.file)!.read(t.begin, t.end - t.begin, sig);
+      noteNonFinite(name, t.dtype, data);
+      return { dtype: t.dtype, shape: t.shape.slice(), data };
+    } catch (e) {
+      throw asTypedAbort(e, sig);
+    }
+  };
+
+  emit({ phase: 'headers', bytesTotal, tensorsTotal: table.size });
+
+  const ckpt: Checkpoint = {
+    config, tokenizerJson, tokenizerConfig, generationConfig, tokenizer,
+    tensors: table,
+    files: files.map((f) => f.key),
+    nonFinite,
+    readRaw,
+    async readF32(name, sig) {
+      const t = await readRaw(name, sig);
+      if (t.dtype === 'F8_E4M3') {
+        const sn = scaleInvName(name);
+        if (!table.has(sn)) throw new FormatError(`FP8 tensor '${name}' has no '${sn}'`, { tensor: name });
+        const s = await readRaw(sn, sig);
+        const scaleInv = toFloat32(s.dtype, s.data);
+        return toFloat32(t.dtype, t.data, { scaleInv, shape: t.shape, block: fp8BlockSize(config) });
+      }
+      return toFloat32(t.dtype, t.data);
+    },
+    async stream(names, onTensor, sopts = {}) {
+      const sig = sopts.signal;
+      try {
+        await streamInner(names, onTensor, sopts);
+      } catch (e) {
+        throw asTypedAbort(e, sig);
+      }
+    },
+    async close() {
+      for (const f of files) await f.src.close?.();
+    },
+  };
+
+  async function streamInner(names: string[] | null, onTensor: (name: string, t: RawTensor) => void | Promise<void>, sopts: StreamOptions) {
+    const sig = sopts.signal;
+    let list: CheckpointTensor[];
+    if (names === null) list = ordered;
+    else {
+      const wanted = new Set(names);
+      for (const n of wanted) lookup(n);
+      list = ordered.filter((t) => wanted.has(t.name));
+    }
+    const p: LoadProgress = { phase: 'weights', bytesLoaded: 0, bytesTotal: list.reduce((a, t) => a + (t.end - t.begin), 0), tensorsLoaded: 0, tensorsTotal: list.length };
+    const report = (file?: string) => sopts.onProgress?.({ ...p, file });
+    report(list[0]?.file);
+    let i = 0;
+    while (i < list.length) {
+      throwIfAborted(sig);
+      // One chunk: consecutive tensors of one file, small gaps read through, bounded size.
+      const first = list[i];
+      let j = i + 1;
+      while (j < list.length && list[j].file === first.file && list[j].begin - list[j - 1].end <= maxGap && list[j].end - first.begin <= chunkBytes) j++;
+      const src = sourceOf.get(first.file)!;
+      const begin = first.begin, end = list[j - 1].end;
+      const bytes = await src.read(begin, end - begin, sig);
+      if (bytes.length !== end - begin) throw new FormatError(`${first.file}: read ${bytes.length} of ${end - begin} bytes`, { file: first.file });
+      for (let k = i; k < j; k++) {
+        throwIfAborted(sig);
+        const t = list[k];
+        const data = j - i === 1 ? bytes : bytes.subarray(t.begin - begin, t.end - begin);
+        noteNonFinite(t.name, t.dtype, data);
+        await onTensor(t.name, { dtype: t.dtype, shape: t.shape.slice(), data });
+        p.bytesLoaded += t.end - t.begin;
+        p.tensorsLoaded++;
+        report(t.file);
+      }
+      // Done with a file: release its stream (lets a cache-filling download continue on its own).
+      if (j === list.length || list[j].file !== first.file) await src.close?.();
+      i = j;
+    }
+    p.phase = 'done';
+    report();
+  }
+
+  return ckpt;
+}

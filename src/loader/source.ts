@@ -1,0 +1,326 @@
+/**
+ * Byte sources: random-access reads of one file, wherever it lives (memory, a Blob/File, a URL with
+ * HTTP Range requests, a Node file in node-source.ts). Every read returns exactly `length` bytes or
+ * throws a typed error; nothing ever allocates more than the bytes asked for (a hostile server that
+ * sends more is cut off).
+ */
+import { AbortError, FormatError, WebMoeError } from '../errors';
+import type { WeightCache } from './cache';
+
+export interface ByteSource {
+  readonly name: string;
+  size(): Promise<number>;
+  /** Exactly `length` bytes at `offset`; the returned array is owned by the caller (never reused). */
+  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Releases open handles / streams (optional; reads after close may reopen). */
+  close?(): Promise<void> | void;
+}
+
+export function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new AbortError(abortMessage(signal));
+}
+
+function abortMessage(signal: AbortSignal): string {
+  const r = signal.reason;
+  if (r instanceof Error && r.name !== 'AbortError') return `Aborted: ${r.message}`;
+  return 'The operation was aborted';
+}
+
+/** Converts a platform abort (DOMException AbortError) into the typed AbortError; other errors pass through. */
+export function asTypedAbort(e: unknown, signal?: AbortSignal): unknown {
+  if (e instanceof WebMoeError) return e;
+  if (signal?.aborted || (e instanceof Error && e.name === 'AbortError')) return new AbortError(signal ? abortMessage(signal) : 'The operation was aborted');
+  return e;
+}
+
+export function checkRange(name: string, offset: number, length: number, size: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+    throw new FormatError(`${name}: invalid read [${offset}, +${length})`, { file: name });
+  }
+  if (offset + length > size) throw new FormatError(`${name}: read [${offset}, ${offset + length}) runs past the end of the ${size}-byte file (truncated?)`, { file: name, size });
+}
+
+/** Bytes already in memory. Reads are views, not copies. */
+export function bytesSource(name: string, bytes: Uint8Array): ByteSource {
+  return {
+    name,
+    size: async () => bytes.length,
+    read: async (offset, length, signal) => {
+      throwIfAborted(signal);
+      checkRange(name, offset, length, bytes.length);
+      return bytes.subarray(offset, offset + length);
+    },
+  };
+}
+
+/** A Blob or File (file picker, drag and drop, a cached Response's blob). */
+export function blobSource(file: Blob & { name?: string }, name = file.name ?? 'blob'): ByteSource {
+  return {
+    name,
+    size: async () => file.size,
+    read: async (offset, length, signal) => {
+      throwIfAborted(signal);
+      checkRange(name, offset, length, file.size);
+      let buf: ArrayBuffer;
+      try {
+        buf = await file.slice(offset, offset + length).arrayBuffer();
+      } catch (e) {
+        throw new WebMoeError('NOT_FOUND', `${name}: could not read the file (${(e as Error).message})`, { file: name });
+      }
+      throwIfAborted(signal);
+      if (buf.byteLength !== length) throw new FormatError(`${name}: read ${buf.byteLength} of ${length} bytes (file changed?)`, { file: name });
+      return new Uint8Array(buf);
+    },
+  };
+}
+
+/** Reads a response body into exactly `length` bytes; more or fewer is an error (never over-allocates). */
+async function readBodyExactly(res: Response, length: number, name: string, signal?: AbortSignal): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  if (!res.body) {
+    if (length === 0) return out;
+    throw new WebMoeError('NETWORK', `${name}: empty response body`, { file: name });
+  }
+  const reader = res.body.getReader();
+  let pos = 0;
+  try {
+    for (;;) {
+      throwIfAborted(signal);
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (pos + value.length > length) throw new WebMoeError('NETWORK', `${name}: server sent more than the ${length} bytes asked for`, { file: name });
+      out.set(value, pos);
+      pos += value.length;
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw asTypedAbort(e, signal);
+  }
+  if (pos !== length) throw new WebMoeError('NETWORK', `${name}: response ended after ${pos} of ${length} bytes`, { file: name });
+  return out;
+}
+
+/**
+ * Forward-only reader over one streamed response body: read(offset, length) skips to offset and
+ * returns the next `length` bytes. Serves the servers that ignore Range (one full GET) and the
+ * cache-filling download (the body is teed into the cache as it arrives).
+ */
+class SequentialBody {
+  private reader: ReadableStreamDefaultReader<Uint8Array>;
+  private pos = 0;
+  private pending: Uint8Array | null = null; // unread tail of the last chunk
+  constructor(body: ReadableStream<Uint8Array>, readonly name: string) {
+    this.reader = body.getReader();
+  }
+  get position(): number { return this.pos; }
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    if (offset < this.pos) throw new Error('SequentialBody: backward read');
+    const out = new Uint8Array(length);
+    let filled = 0;
+    while (filled < length || this.pos < offset) {
+      throwIfAborted(signal);
+      let chunk = this.pending;
+      this.pending = null;
+      if (!chunk) {
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await this.reader.read();
+        } catch (e) {
+          const t = asTypedAbort(e, signal);
+          throw t instanceof WebMoeError ? t : new WebMoeError('NETWORK', `${this.name}: download failed (${(e as Error).message})`, { file: this.name });
+        }
+        if (r.done) throw new FormatError(`${this.name}: download ended at byte ${this.pos}, before [${offset}, ${offset + length}) (truncated?)`, { file: this.name });
+        chunk = r.value;
+      }
+      if (this.pos < offset) {
+        const skip = Math.min(offset - this.pos, chunk.length);
+        this.pos += skip;
+        if (skip < chunk.length) this.pending = chunk.subarray(skip);
+        continue;
+      }
+      const take = Math.min(length - filled, chunk.length);
+      out.set(chunk.subarray(0, take), filled);
+      filled += take;
+      this.pos += take;
+      if (take < chunk.length) this.pending = chunk.subarray(take);
+    }
+    return out;
+  }
+  cancel(): void {
+    this.reader.cancel().catch(() => {});
+  }
+}
+
+export interface UrlSourceOptions {
+  fetch?: typeof fetch;
+  /** Browser weight cache: a hit serves reads from the cache; a miss downloads once and fills it. */
+  cache?: WeightCache | false;
+  /** Extra request headers (e.g. Authorization for gated models). */
+  headers?: Record<string, string>;
+  /** Bytes fetched by the first request (it also tells whether the server honours Range). Default 1 MiB. */
+  probeBytes?: number;
+  /** Reported for every byte that arrives over the network (downloads, not cache hits). */
+  onDownload?: (bytes: number) => void;
+}
+
+/**
+ * A file behind a URL. Reads are HTTP Range requests; when the server ignores Range (200 instead of
+ * 206), the source falls back to reading that one full GET forward (and re-requests for a backward
+ * read). With a cache: a hit reads from the cached blob; a miss streams one full GET forward and tees
+ * it into the cache, so the next load does not download again.
+ * `exists()` is false for a 404 (the model source maps that to "file absent").
+ */
+export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource & { exists(): Promise<boolean>; readonly mode: string } {
+  const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
+  const name = url;
+  const probe = opts.probeBytes ?? 1 << 20;
+  let state: Promise<void> | null = null;
+  let mode: 'absent' | 'cached' | 'range' | 'sequential' = 'range';
+  let size = 0;
+  let cached: ByteSource | null = null;
+  let probeBytes: Uint8Array | null = null; // bytes [0, probeBytes.length) from the probe
+  let seq: SequentialBody | null = null;
+
+  const request = async (headers: Record<string, string>, signal?: AbortSignal): Promise<Response> => {
+    try {
+      return await doFetch(url, { headers: { ...opts.headers, ...headers }, signal });
+    } catch (e) {
+      const t = asTypedAbort(e, signal);
+      if (t instanceof WebMoeError) throw t;
+      throw new WebMoeError('NETWORK', `${url}: request failed (${(e as Error).message})`, { url });
+    }
+  };
+  const bad = (res: Response): never => {
+    throw new WebMoeError('NETWORK', `${url}: HTTP ${res.status} ${res.statusText}`, { url, status: res.status });
+  };
+  const totalFromHeaders = (res: Response): number | null => {
+    const cr = res.headers.get('content-range');
+    const m = cr ? /\/(\d+)\s*$/.exec(cr) : null;
+    if (m) return Number(m[1]);
+    const cl = res.headers.get('content-length');
+    const enc = res.headers.get('content-encoding');
+    if (cl !== null && /^\d+$/.test(cl) && (!enc || enc === 'identity')) return Number(cl);
+    return null;
+  };
+
+  /** Full GET streamed forward (optionally teed into the cache). */
+  const startSequential = async (res: Response, signal?: AbortSignal): Promise<void> => {
+    const total = totalFromHeaders(res);
+    if (total === null || !res.body) {
+      // No trustworthy length (e.g. compressed): the only safe way is to read it all.
+      const buf = new Uint8Array(await res.arrayBuffer().catch((e) => { throw asTypedAbort(e, signal); }));
+      opts.onDownload?.(buf.length);
+      mode = 'cached';
+      size = buf.length;
+      cached = bytesSource(name, buf);
+      if (opts.cache) await opts.cache.put(url, buf).catch(() => {});
+      return;
+    }
+    size = total;
+    let body: ReadableStream<Uint8Array> = res.body;
+    if (opts.cache) {
+      const [mine, forCache] = body.tee();
+      body = mine;
+      opts.cache.put(url, forCache, total).catch(() => {}); // a failed or aborted put stores nothing
+    }
+    if (opts.onDownload) {
+      const report = opts.onDownload;
+      body = body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ transform(c, ctl) { report(c.length); ctl.enqueue(c); } }));
+    }
+    seq = new SequentialBody(body, name);
+    mode = 'sequential';
+  };
+
+  const init = (signal?: AbortSignal): Promise<void> => {
+    state ??= (async () => {
+      if (opts.cache) {
+        const hit = await opts.cache.match(url).catch(() => null);
+        if (hit) {
+          mode = 'cached';
+          size = hit.size;
+          cached = blobSource(hit, name);
+          return;
+        }
+        const res = await request({}, signal);
+        if (res.status === 404) { mode = 'absent'; return; }
+        if (!res.ok) bad(res);
+        await startSequential(res, signal);
+        return;
+      }
+      const res = await request({ Range: `bytes=0-${probe - 1}` }, signal);
+      if (res.status === 404) { mode = 'absent'; return; }
+      if (res.status === 416) { mode = 'range'; size = 0; probeBytes = new Uint8Array(0); res.body?.cancel().catch(() => {}); return; }
+      if (res.status === 206) {
+        const total = totalFromHeaders(res);
+        const cr = res.headers.get('content-range') ?? '';
+        const m = /bytes\s+(\d+)-(\d+)\//.exec(cr);
+        if (total === null || !m || Number(m[1]) !== 0) bad(res);
+        size = total!;
+        const len = Number(m![2]) + 1;
+        if (len > Math.min(probe, size)) throw new WebMoeError('NETWORK', `${url}: server sent range ${cr} for bytes=0-${probe - 1}`, { url });
+        probeBytes = await readBodyExactly(res, len, name, signal);
+        opts.onDownload?.(len);
+        mode = 'range';
+        return;
+      }
+      if (res.ok) { await startSequential(res, signal); return; } // Range ignored: one full GET
+      bad(res);
+    })();
+    state.catch(() => { state = null; }); // a failed/aborted init can be retried
+    return state;
+  };
+
+  const src = {
+    name,
+    get mode() { return mode; },
+    close(): void {
+      // Stop our branch of a forward-only body (a cache-filling tee keeps downloading for the cache).
+      seq?.cancel();
+      seq = null;
+      if (mode === 'sequential') { mode = 'range'; probeBytes = null; }
+    },
+    async exists(): Promise<boolean> {
+      await init();
+      return mode !== 'absent';
+    },
+    async size(): Promise<number> {
+      await init();
+      if (mode === 'absent') throw new WebMoeError('NOT_FOUND', `${url}: not found (404)`, { url });
+      return size;
+    },
+    async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+      throwIfAborted(signal);
+      await init(signal);
+      if (mode === 'absent') throw new WebMoeError('NOT_FOUND', `${url}: not found (404)`, { url });
+      checkRange(name, offset, length, size);
+      if (mode === 'cached') return cached!.read(offset, length, signal);
+      if (probeBytes && offset + length <= probeBytes.length) return probeBytes.slice(offset, offset + length);
+      if (mode === 'sequential' && seq) {
+        if (offset >= seq.position) return seq.read(offset, length, signal);
+        // Backward read on a forward-only body: ask again (a Range server answers 206, others a new full body).
+      }
+      if (length === 0) return new Uint8Array(0);
+      const res = await request({ Range: `bytes=${offset}-${offset + length - 1}` }, signal);
+      if (res.status === 206) {
+        const cr = res.headers.get('content-range') ?? '';
+        const m = /bytes\s+(\d+)-(\d+)\//.exec(cr);
+        if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
+          res.body?.cancel().catch(() => {});
+          throw new WebMoeError('NETWORK', `${url}: asked for bytes ${offset}-${offset + length - 1}, server sent '${cr}'`, { url });
+        }
+        const b = await readBodyExactly(res, length, name, signal);
+        opts.onDownload?.(length);
+        return b;
+      }
+      if (res.ok) {
+        // Server ignores Range: read this full body forward to the wanted bytes, and keep reading it.
+        seq?.cancel();
+        await startSequential(res, signal);
+        if (mode === 'sequential') return seq!.read(offset, length, signal);
+        return cached!.read(offset, length, signal);
+      }
+      return bad(res);
+    },
+  };
+  return src;
+}
