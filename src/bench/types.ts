@@ -14,6 +14,11 @@ export interface BenchResult {
   bytes: number;
   /** Extra figures (dispatches, peak bytes, ratios against a baseline in the same run, ...). */
   extra?: Record<string, number | string>;
+  /** Floating-point operations per call (set by ctx.result; the roofline's arithmetic intensity is flops / bytes). */
+  flops?: number;
+  /** gflops / ceilings.fmaGflops · 100 and gbps / ceilings.copyGBps · 100 (set by ctx.result). */
+  pctFma?: number;
+  pctCopy?: number;
 }
 
 /** Ours against a peer (onnxruntime-web WebGPU / wasm) on the same device in the same run. */
@@ -25,6 +30,20 @@ export interface PeerResult {
   peerMs: number;
   /** peerMs / oursMs: > 1 means webmoe is faster. */
   ratio: number;
+  /** The shape both sides ran, and how the peer was driven (I/O location, threads, ...). */
+  shape?: string;
+  note?: string;
+}
+
+/** A peer's output checked against ours on one small shape, so the peer really computes the same thing. */
+export interface PeerCheck {
+  peer: string;
+  op: string;
+  shape: string;
+  maxAbsDiff: number;
+  tolerance: number;
+  ok: boolean;
+  note?: string;
 }
 
 export interface E2eResult {
@@ -40,6 +59,36 @@ export interface E2eResult {
 
 export interface Ceilings { fmaGflops: number; copyGBps: number; dispatchOverheadUs?: number; submitRoundTripMs?: number }
 
+/** What `npm run bench -- --json FILE` writes and the benchmark page exports. */
+export interface BenchReport {
+  version: 1;
+  timestamp: string;
+  quick: boolean;
+  userAgent: string;
+  /** 'browser' (the page / headless Chromium) or 'node' (dawn.node). */
+  env: 'browser' | 'node';
+  /** How medians were taken: 'wall' (submit → onSubmittedWorkDone) or 'timestamp' (GPU timestamp queries). */
+  timing: 'wall' | 'timestamp';
+  device: {
+    vendor: string;
+    architecture: string;
+    device: string;
+    description: string;
+    isFallbackAdapter: boolean;
+    features: string[];
+    limits: Record<string, number>;
+  };
+  ceilings: Required<Ceilings>;
+  results: BenchResult[];
+  peers: PeerResult[];
+  peerChecks: PeerCheck[];
+  e2e: E2eResult[];
+  errors: { suite: string; message: string }[];
+  /** Suites run, in order. */
+  suites: string[];
+  durationMs: number;
+}
+
 export interface BenchContext {
   gpu: Gpu;
   quick: boolean;
@@ -53,10 +102,21 @@ export interface BenchContext {
   peer(p: Omit<PeerResult, 'ratio'>): PeerResult;
   e2e(r: E2eResult): void;
   progress(message: string): void;
+  /** Records a non-fatal problem of the current suite in the report's `errors` (e.g. a peer that cannot run an op). */
+  error(message: string): void;
+  /** Records a peer's numerical check against ours (see src/bench/peers.ts). */
+  peerCheck(c: PeerCheck): void;
+  /** False when peers were turned off for this run (`?peers=0`, `--no-peers`) or cannot run here (Node). */
+  peers: boolean;
+  env: 'browser' | 'node';
 }
 
 export interface BenchSuite {
   name: string;
+  /** Position in the run (lower first; default 50; device-level suites low, end-to-end high). */
+  order?: number;
+  /** Also runs under `npm run bench -- --node` (dawn.node); default true. */
+  nodeOk?: boolean;
   /** Runs in the browser page (and in Node where `nodeOk`). */
   run(ctx: BenchContext): Promise<void>;
 }

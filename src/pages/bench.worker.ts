@@ -1,0 +1,31 @@
+/// <reference lib="webworker" />
+/**
+ * The benchmark in a Worker, so the page stays responsive: acquires the GPU here (navigator.gpu exists
+ * in dedicated workers), runs src/bench/runner.ts and posts progress and the report back.
+ */
+import { acquireGpu, type Gpu } from '../gpu/device';
+import { runBench } from '../bench/runner';
+import { suites } from '../bench/registry';
+
+export type ToWorker = { type: 'run'; quick: boolean; suites?: string[]; peers: boolean } | { type: 'list' };
+export type FromWorker =
+  | { type: 'progress'; fraction: number; step: string }
+  | { type: 'done'; report: import('../bench/types').BenchReport }
+  | { type: 'suites'; names: string[] }
+  | { type: 'error'; name: string; message: string };
+
+const post = (m: FromWorker) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m);
+let gpu: Gpu | null = null;
+
+self.onmessage = async (ev: MessageEvent<ToWorker>) => {
+  const msg = ev.data;
+  if (msg.type === 'list') return post({ type: 'suites', names: suites.map((s) => s.name) });
+  try {
+    if (!gpu || gpu.lostError) gpu = await acquireGpu({ label: 'webmoe-bench' });
+    const report = await runBench(gpu, { quick: msg.quick, suites: msg.suites, peers: msg.peers, env: 'browser', onProgress: (fraction, step) => post({ type: 'progress', fraction, step }) });
+    post({ type: 'done', report });
+  } catch (e) {
+    const err = e as Error;
+    post({ type: 'error', name: err?.name ?? 'Error', message: err?.message ?? String(e) });
+  }
+};
