@@ -18,10 +18,14 @@
 //   multiple of ROWS, always true for 2:4) each invocation loads the block's 4 selected x values of a
 //   group once and every row does its 2 FMAs by selecting with its codes. Partial sums are reduced in
 //   workgroup memory. Weight bytes streamed ≈ 2 values + 4 bits per (row, group).
-// - `matmul` (prefill): a workgroup computes a BM × BN tile of y (8×8 invocations, 4×4 each). Per slice
-//   of GS groups it stages the dense x slice [BM, GS·GW] and the tile's decoded weights (2 values and
-//   2 slice-column indices per (row, group)) in workgroup memory, then each (x row, out row) pair does 2
-//   FMAs per group: 2/GW of the dense FLOPs.
+// - `matmul_shared` (prefill, when the BN output rows of a tile share their candidate columns: 2:4, or
+//   V a multiple of BN): a workgroup computes a BM × BN tile of y (8×8 invocations, 4×4 each). Per
+//   slice of GS groups it gathers the 4 candidate x values of each group once per x row ([BM, GS]
+//   vec4) and expands each weight row's 2 values into their code slots ([BN, GS] vec4), then every
+//   (x row, out row) pair does one vec4 dot per group: 4/GW of the dense FLOPs, 2/GW of its x reads.
+// - `matmul` (prefill, any V): the simple fallback. Per slice of GS groups it stages the dense x slice
+//   [BM, GS·GW] and the tile's decoded weights (2 values and 2 slice-column indices per (row, group)),
+//   then each (x row, out row) pair does 2 FMAs per group, gathering x from workgroup memory.
 //
 // The value format (f32 / q8 / q4) and the candidate columns (2:4 / V:2:M) are the structural variants,
 // picked by the wrapper (src/kernels/sparse.ts) from the `@variant` blocks below.
@@ -185,6 +189,70 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
           let xr = (lid.y + i * WGY) * XW;
           acc[i][j] += v.x * xs[xr + i0] + v.y * xs[xr + i1];
         }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < TM; i++) {
+    let r = row0 + lid.y + i * WGY;
+    if (r >= P.M) { continue; }
+    for (var j = 0u; j < TN; j++) {
+      let c = col0 + lid.x + j * WGX;
+      if (c < P.N) { y[r * P.y_stride + P.y_offset + c] = acc[i][j]; }
+    }
+  }
+}
+
+// ---- matmul_shared ----------------------------------------------------------------------------------
+var<workgroup> xs4: array<vec4<f32>, BM * GS>;  // [BM, GS]: x at the group's 4 candidate columns
+var<workgroup> ws4: array<vec4<f32>, BN * GS>;  // [BN, GS]: a row's 2 kept values in their code slots
+
+fn x_at(base: u32, k: u32) -> f32 {
+  if (k < P.K) { return x[base + k]; }
+  return 0.0;
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn matmul_shared(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  let tiles_m = (P.M + BM - 1u) / BM;
+  if (tile >= tiles_m * P.tiles) { return; }
+  let row0 = (tile / P.tiles) * BM;
+  let col0 = (tile % P.tiles) * BN;
+  var acc: array<array<f32, TN>, TM>;
+  for (var g0 = 0u; g0 < P.G; g0 += GS) {
+    for (var e = tid; e < BM * GS; e += THREADS) {
+      let r = e / GS;
+      let g = g0 + e % GS;
+      var v = vec4<f32>(0.0);
+      if (row0 + r < P.M && g < P.G) {
+        let c = group_cols(col0, g) + vec4<u32>(g * P.GW);   // the tile's rows all sit in col0's block
+        let xb = (row0 + r) * P.x_stride + P.x_offset;
+        v = vec4<f32>(x_at(xb, c.x), x_at(xb, c.y), x_at(xb, c.z), x_at(xb, c.w));
+      }
+      xs4[e] = v;
+    }
+    for (var e = tid; e < BN * GS; e += THREADS) {
+      let n = col0 + e / GS;
+      let g = g0 + e % GS;
+      var v = vec4<f32>(0.0);
+      if (n < P.N && g < P.G) {
+        let code = code_of(n, g);
+        let kept = load_vals(n, g);
+        v[code & 3u] = kept.x;
+        v[code >> 2u] = kept.y;
+      }
+      ws4[e] = v;
+    }
+    workgroupBarrier();
+    for (var gl = 0u; gl < GS; gl++) {
+      var a: array<vec4<f32>, TM>;
+      var b: array<vec4<f32>, TN>;
+      for (var i = 0u; i < TM; i++) { a[i] = xs4[(lid.y + i * WGY) * GS + gl]; }
+      for (var j = 0u; j < TN; j++) { b[j] = ws4[(lid.x + j * WGX) * GS + gl]; }
+      for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) { acc[i][j] += dot(a[i], b[j]); }
       }
     }
     workgroupBarrier();

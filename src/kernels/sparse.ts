@@ -175,24 +175,42 @@ export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
   });
 }
 
-/** Y = X · Wᵀ with the tiled kernel (prefill). */
-export function sparseMatmul(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
+/** Whether the BN output rows of every matmul tile share their candidate columns (2:4, or V a multiple of BN). */
+export const sharedTiles = (w: SparseGpuWeight) => w.format === '2:4' || w.params.V % BN === 0;
+
+/**
+ * Y = X · Wᵀ with a tiled kernel (prefill): `matmul_shared` (gathered x, vec4 dots) when the tile's rows
+ * share their columns, the generic `matmul` otherwise or when `generic` is set (tests).
+ */
+export function sparseMatmul(gpu: Gpu, rec: Recorder, a: SparseLinearArgs & { generic?: boolean }): void {
   check(a);
   const { w } = a;
   if (!a.M) return;
-  const GW = w.params.GW;
-  const GS = Math.max(1, Math.min(8, Math.floor(32 / GW)));
-  const XW = Math.max(32, GS * GW);
-  const wgBytes = (BM * XW + BN * GS * 3) * 4;
-  if (wgBytes > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', wgBytes, gpu.caps.maxComputeWorkgroupStorageSize, `sparse matmul with M = ${GW}`);
-  if (gpu.caps.maxComputeInvocationsPerWorkgroup < 64) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', 64, gpu.caps.maxComputeInvocationsPerWorkgroup, 'sparse matmul');
+  const caps = gpu.caps;
+  if (caps.maxComputeInvocationsPerWorkgroup < 64) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', 64, caps.maxComputeInvocationsPerWorkgroup, 'sparse matmul');
   const tiles = ceilDiv(w.N, BN);
+  const shared = !a.generic && sharedTiles(w);
+  let constants: Record<string, number>;
+  if (shared) {
+    const GS = 8;
+    const wgBytes = (BM + BN) * GS * 16;
+    if (wgBytes > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', wgBytes, caps.maxComputeWorkgroupStorageSize, 'sparse matmul');
+    constants = { GS };
+  } else {
+    const GW = w.params.GW;
+    const GS = Math.max(1, Math.min(8, Math.floor(32 / GW)));
+    const XW = Math.max(32, GS * GW);
+    const wgBytes = (BM * XW + BN * GS * 3) * 4;
+    if (wgBytes > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', wgBytes, caps.maxComputeWorkgroupStorageSize, `sparse matmul with M = ${GW}`);
+    constants = { GS, XW };
+  }
+  const entryPoint = shared ? 'matmul_shared' : 'matmul';
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: `sparse.matmul.${w.format}`, code: shaderFor(w), entryPoint: 'matmul', constants: { GS, XW } }),
+    pipeline: gpu.pipelines.get({ label: `sparse.${entryPoint}.${w.format}`, code: shaderFor(w), entryPoint, constants }),
     bindings: [a.x, ...weightBindings(gpu, w), a.y],
     uniforms: pack(a, tiles),
     workgroups: tiles * ceilDiv(a.M, BM),
-    label: `sparse.matmul(${w.label})`,
+    label: `sparse.${entryPoint}(${w.label})`,
   });
 }
 

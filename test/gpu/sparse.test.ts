@@ -4,7 +4,7 @@ import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform } from '../../src/util/random';
 import { pack24, packVnm, unpack, quantizeSparse, dequantizeValues, type SparsePacked } from '../../src/sparse/formats';
 import { prune24, pruneVnm } from '../../src/sparse/prune';
-import { uploadSparse, destroySparse, sparseGemv, sparseMatmul, sparseLinear, sparsifyWeight, selectVariants, type SparseValues } from '../../src/kernels/sparse';
+import { uploadSparse, destroySparse, sparseGemv, sparseMatmul, sparseLinear, sparsifyWeight, selectVariants, sharedTiles, type SparseValues } from '../../src/kernels/sparse';
 import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
 import { gemv, matmulTiled } from '../../src/kernels/matmul';
 import { ShapeError } from '../../src/errors';
@@ -28,7 +28,8 @@ function makePacked(fmt: '2:4' | [number, number], N: number, K: number, seed: n
 }
 
 /**
- * Runs the sparse GEMV (rows `mv`) and matmul (rows `mm`) and, on the unpacked (dequantised) matrix,
+ * Runs the sparse GEMV (rows `mv`), matmul (rows `mm`; both tiled paths when the weight allows the
+ * shared one) and, on the unpacked (dequantised) matrix,
  * the dense GEMV and tiled matmul, all in one submit; checks sparse == dense and sparse == CPU reference.
  */
 async function check(p: SparsePacked, values: SparseValues, mv: number, mm: number, seed: number, what: string) {
@@ -37,7 +38,9 @@ async function check(p: SparsePacked, values: SparseValues, mv: number, mm: numb
   const dense = unpack(p, q ? dequantizeValues(q) : p.values);
   const w = uploadSparse(gpu, `w(${what})`, p, values);
   const bd = gpu.buffers.upload('dense', dense);
-  const runs = [{ M: mv, kind: 'gemv' as const }, { M: mm, kind: 'matmul' as const }];
+  // The generic matmul is the fallback for V not a multiple of the tile; run it on every weight too.
+  const runs: { M: number; kind: 'gemv' | 'matmul' | 'generic' }[] = [{ M: mv, kind: 'gemv' }, { M: mm, kind: 'matmul' }];
+  if (sharedTiles(w)) runs.push({ M: mm + 2, kind: 'generic' });
   const bufs = runs.map(({ M }, i) => ({
     x: randomUniform(M * K, seed + i),
     ys: poisoned(gpu, 'ys', M * N), yd: poisoned(gpu, 'yd', M * N),
@@ -47,7 +50,7 @@ async function check(p: SparsePacked, values: SparseValues, mv: number, mm: numb
     const rec = gpu.recorder('sparse-test');
     runs.forEach(({ M, kind }, i) => {
       const a = { x: bx[i], w, y: bufs[i].ys, M };
-      if (kind === 'gemv') sparseGemv(gpu, rec, a); else sparseMatmul(gpu, rec, a);
+      if (kind === 'gemv') sparseGemv(gpu, rec, a); else sparseMatmul(gpu, rec, { ...a, generic: kind === 'generic' });
       (kind === 'gemv' ? gemv : matmulTiled)(gpu, rec, { x: bx[i], w: bd, y: bufs[i].yd, M, N, K });
     });
     rec.submit();
