@@ -1,0 +1,338 @@
+import gateCode from '../../shaders/moe_gate.wgsl?raw';
+import expertsCode from '../../shaders/moe_experts.wgsl?raw';
+import dispatchCode from '../../shaders/moe_dispatch.wgsl?raw';
+import type { Gpu } from '../gpu/device';
+import type { Binding, Recorder } from '../gpu/recorder';
+import { defineUniforms } from '../gpu/uniforms';
+import { ceilDiv } from '../gpu/dispatch';
+import { LimitExceededError, ShapeError } from '../errors';
+import { withLoadWidth } from './specialise';
+import { matmul } from './matmul';
+import { checkRouting, type MoeRouting } from './moe.ref';
+
+export type { MoeRouting } from './moe.ref';
+export { routingFromConfig, moeGateRef, moeLayerRef, moeExpertsRef, routerLogitsRef, moePermutationRef, expertCountsRef } from './moe.ref';
+
+/**
+ * MoE layer kernels: router (gate), routed experts for decode (ids stay on the GPU) and prefill
+ * (count/scan/scatter permutation + grouped GEMMs + gather-combine).
+ *
+ * Scratch buffers come from `gpu.temps`: the caller releases them with `gpu.temps.releaseAll()` after
+ * the step's submit (as for every kernel that takes temporaries).
+ */
+
+/** Stacked expert weights of one MoE layer, f32. */
+export interface MoeExpertWeights {
+  /** [E, 2I, D]: per expert, gate rows (0..I-1) then up rows (I..2I-1) */
+  gateUp: GPUBuffer;
+  /** [E, D, I] */
+  down: GPUBuffer;
+  E: number;
+  I: number;
+  D: number;
+  bytes: number;
+}
+
+/** Token counts at or below this use the decode path in `mode: 'auto'`. */
+export const MOE_DECODE_MAX_TOKENS = 4;
+/** Sorted rows per grouped-GEMM tile (BM in moe_experts.wgsl). */
+export const MOE_TILE_ROWS = 32;
+const TILE_COLS = 32;
+const DECODE_ROWS = 4;
+/** Storage buffers the MoE entry points bind at most (decode_down, gate select). */
+const MAX_STORAGE_BINDINGS = 6;
+
+const GATE_PARAMS = defineUniforms({
+  T: 'u32', E: 'u32', K: 'u32', n_group: 'u32', topk_group: 'u32', softmax: 'u32', norm_topk: 'u32', has_bias: 'u32', scale: 'f32',
+});
+const EXPERT_PARAMS = defineUniforms({ T: 'u32', K: 'u32', D: 'u32', I: 'u32', E: 'u32', groups: 'u32', has_shared: 'u32', _p: 'u32' });
+const DISPATCH_PARAMS = defineUniforms({ a: 'u32', b: 'u32', c: 'u32', d: 'u32' });
+
+// ------------------------------------------------------------------------------------------ helpers
+
+const dummies = new WeakMap<Gpu, Record<string, GPUBuffer>>();
+/** Small placeholder buffers for optional bindings (distinct per slot: no writable aliasing). */
+function dummy(gpu: Gpu, slot: string): GPUBuffer {
+  let d = dummies.get(gpu);
+  if (!d) dummies.set(gpu, (d = {}));
+  return (d[slot] ??= gpu.buffers.create(`moe.unused.${slot}`, 16));
+}
+
+function bindingBytes(b: Binding): number {
+  const bb = b as GPUBufferBinding;
+  if (bb.buffer) return bb.size ?? bb.buffer.size - (bb.offset ?? 0);
+  return (b as GPUBuffer).size;
+}
+
+function need(b: Binding | null | undefined, bytes: number, what: string) {
+  if (!b) throw new ShapeError(`${what}: binding missing`);
+  const have = bindingBytes(b);
+  if (have < bytes) throw new ShapeError(`${what}: needs ${bytes} bytes, binding has ${have}`);
+}
+
+function pow2Below(n: number) { return 2 ** Math.floor(Math.log2(n)); }
+
+function checkStorageSlots(gpu: Gpu, what: string) {
+  if (gpu.caps.maxStorageBuffersPerStage < MAX_STORAGE_BINDINGS) {
+    throw new LimitExceededError('maxStorageBuffersPerShaderStage', MAX_STORAGE_BINDINGS, gpu.caps.maxStorageBuffersPerStage, what);
+  }
+}
+
+function checkWorkgroupStorage(gpu: Gpu, bytes: number, what: string) {
+  if (bytes > gpu.caps.maxComputeWorkgroupStorageSize) {
+    throw new LimitExceededError('maxComputeWorkgroupStorageSize', bytes, gpu.caps.maxComputeWorkgroupStorageSize, what);
+  }
+}
+
+// ----------------------------------------------------------------------------------------- weights
+
+/**
+ * Uploads one layer's routed experts as two stacked buffers (written expert by expert: no host-side
+ * copy of the whole stack). HF layouts: gate/up [I, D], down [D, I].
+ */
+export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number): MoeExpertWeights {
+  const E = experts.length;
+  if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`uploadExperts ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
+  const gateUpBytes = E * 2 * I * D * 4, downBytes = E * D * I * 4;
+  for (const [what, bytes] of [['gate|up', gateUpBytes], ['down', downBytes]] as const) {
+    if (bytes > gpu.caps.maxStorageBufferBindingSize) {
+      throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `the stacked ${what} weights of ${E} experts of '${label}' (${E}×${what === 'down' ? '' : '2×'}${I}×${D} f32)`);
+    }
+  }
+  experts.forEach((x, e) => {
+    if (x.gate.length !== I * D || x.up.length !== I * D || x.down.length !== D * I) {
+      throw new ShapeError(`uploadExperts ${label}: expert ${e} has gate ${x.gate.length}, up ${x.up.length}, down ${x.down.length}; want ${I}×${D} each`);
+    }
+  });
+  const gateUp = gpu.buffers.create(`${label}.experts.gate_up[${E},${2 * I},${D}]`, gateUpBytes);
+  const down = gpu.buffers.create(`${label}.experts.down[${E},${D},${I}]`, downBytes);
+  experts.forEach((x, e) => {
+    gpu.buffers.write(gateUp, x.gate, e * 2 * I * D * 4);
+    gpu.buffers.write(gateUp, x.up, (e * 2 + 1) * I * D * 4);
+    gpu.buffers.write(down, x.down, e * D * I * 4);
+  });
+  return { gateUp, down, E, I, D, bytes: gateUpBytes + downBytes };
+}
+
+export function destroyExperts(gpu: Gpu, w: MoeExpertWeights): void {
+  gpu.buffers.destroy(w.gateUp);
+  gpu.buffers.destroy(w.down);
+}
+
+// -------------------------------------------------------------------------------------------- gate
+
+export interface MoeGateArgs {
+  /** [T, D] normalised hidden states */
+  x: Binding;
+  T: number;
+  D: number;
+  /** [E, D] router weight */
+  gateW: Binding;
+  /** [E] e_score_correction_bias, or null */
+  bias: Binding | null;
+  routing: MoeRouting;
+  /** u32 [T, K] out: chosen experts, descending selection score */
+  ids: Binding;
+  /** f32 [T, K] out: final multipliers incl. routed_scaling_factor */
+  weights: Binding;
+  /** f32 [T, E] out: unbiased scores (optional) */
+  scores?: Binding;
+  /** u32 [E] telemetry counters, incremented once per choice (optional) */
+  counts?: Binding;
+  /** f32 [T, E] scratch for the logits (default: a gpu.temps buffer) */
+  logits?: Binding;
+}
+
+/** Router: logits = x·Wgᵀ (GEMV/matmul), then the selection kernel. Two dispatches. */
+export function moeGate(gpu: Gpu, rec: Recorder, a: MoeGateArgs): void {
+  const E = a.routing.experts;
+  if (!Number.isInteger(a.T) || a.T < 0 || !Number.isInteger(a.D) || a.D <= 0) throw new ShapeError(`moeGate: bad T=${a.T} D=${a.D}`);
+  if (!a.T) return;
+  need(a.x, a.T * a.D * 4, 'moeGate x [T, D]');
+  need(a.gateW, E * a.D * 4, 'moeGate gateW [E, D]');
+  const logits = a.logits ?? gpu.temps.acquire(a.T * E * 4);
+  matmul(gpu, rec, { x: a.x, w: a.gateW, y: logits, M: a.T, N: E, K: a.D });
+  moeGateSelect(gpu, rec, { logits, T: a.T, bias: a.bias, routing: a.routing, ids: a.ids, weights: a.weights, scores: a.scores, counts: a.counts });
+}
+
+/** The selection kernel on precomputed router logits [T, E] (one workgroup per token). */
+export function moeGateSelect(gpu: Gpu, rec: Recorder, a: { logits: Binding; T: number; bias: Binding | null; routing: MoeRouting; ids: Binding; weights: Binding; scores?: Binding; counts?: Binding }): void {
+  const r = a.routing;
+  const err = checkRouting(r);
+  if (err) throw new ShapeError(`moeGate: ${err}`);
+  if (!Number.isInteger(a.T) || a.T < 0) throw new ShapeError(`moeGate: bad T=${a.T}`);
+  if (!a.T) return;
+  const E = r.experts, K = r.topK;
+  if (r.hasBias && !a.bias) throw new ShapeError('moeGate: routing.hasBias but bias is null');
+  need(a.logits, a.T * E * 4, 'moeGate logits [T, E]');
+  if (r.hasBias) need(a.bias, E * 4, 'moeGate bias [E]');
+  need(a.ids, a.T * K * 4, 'moeGate ids [T, K]');
+  need(a.weights, a.T * K * 4, 'moeGate weights [T, K]');
+  if (a.scores) need(a.scores, a.T * E * 4, 'moeGate scores [T, E]');
+  if (a.counts) need(a.counts, E * 4, 'moeGate counts [E]');
+  checkStorageSlots(gpu, 'moeGate');
+  const WG = Math.max(1, Math.min(pow2Below(Math.min(256, gpu.caps.maxComputeInvocationsPerWorkgroup)), 2 ** Math.ceil(Math.log2(Math.max(32, E)))));
+  checkWorkgroupStorage(gpu, (2 * E + 2 * r.nGroup + WG + K) * 4, `the MoE gate for ${E} experts`);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({
+      label: 'moe_gate', code: gateCode,
+      constants: { WG, MAX_E: E, MAX_G: r.nGroup, MAX_K: K, WRITE_SCORES: !!a.scores, COUNT: !!a.counts },
+    }),
+    bindings: [a.logits, r.hasBias ? a.bias : dummy(gpu, 'bias'), a.ids, a.weights, a.scores ?? dummy(gpu, 'scores'), a.counts ?? dummy(gpu, 'counts')],
+    uniforms: GATE_PARAMS.pack({
+      T: a.T, E, K, n_group: r.nGroup, topk_group: r.topkGroup, softmax: r.scoring === 'softmax' ? 1 : 0,
+      norm_topk: r.normTopkProb ? 1 : 0, has_bias: r.hasBias ? 1 : 0, scale: r.routedScalingFactor,
+    }),
+    workgroups: a.T,
+    label: 'moe_gate',
+  });
+}
+
+// ----------------------------------------------------------------------------------------- experts
+
+export interface MoeExpertsArgs {
+  /** [T, D] normalised hidden states (the gate's input) */
+  x: Binding;
+  T: number;
+  experts: MoeExpertWeights;
+  /** u32 [T, K] from moeGate */
+  ids: Binding;
+  /** f32 [T, K] from moeGate */
+  weights: Binding;
+  K: number;
+  /** [T, D] shared-expert output computed by the caller, added unscaled (null: none) */
+  shared: Binding | null;
+  /** [T, D] out */
+  out: Binding;
+  /** 'decode': per-(token, slot) GEMVs; 'grouped': permutation + grouped GEMMs; 'auto' by T */
+  mode?: 'auto' | 'decode' | 'grouped';
+}
+
+/**
+ * Routed experts + shared expert combine: out[t] = Σ_j w[t,j]·E_{ids[t,j]}(x[t]) + shared[t].
+ * Decode: 2 dispatches, ids never leave the GPU. Grouped: 4 dispatches (sort, gate|up, down, combine).
+ */
+export function moeExperts(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs): void {
+  const { T, K } = a;
+  const { E, I, D } = a.experts;
+  if (!Number.isInteger(T) || T < 0) throw new ShapeError(`moeExperts: bad T=${T}`);
+  if (!Number.isInteger(K) || K < 1 || K > E) throw new ShapeError(`moeExperts: K=${K} must be in 1..E (${E})`);
+  if (!T) return;
+  need(a.x, T * D * 4, 'moeExperts x [T, D]');
+  need(a.ids, T * K * 4, 'moeExperts ids [T, K]');
+  need(a.weights, T * K * 4, 'moeExperts weights [T, K]');
+  need(a.out, T * D * 4, 'moeExperts out [T, D]');
+  if (a.shared) need(a.shared, T * D * 4, 'moeExperts shared [T, D]');
+  checkStorageSlots(gpu, 'moeExperts');
+  const mode = a.mode && a.mode !== 'auto' ? a.mode : T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped';
+  if (mode === 'decode') moeExpertsDecode(gpu, rec, a);
+  else moeExpertsGrouped(gpu, rec, a);
+}
+
+function decodeWG(gpu: Gpu) {
+  return Math.max(1, pow2Below(Math.min(128, gpu.caps.maxComputeInvocationsPerWorkgroup)));
+}
+
+function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
+  const { T, K } = a;
+  const { E, I, D } = a.experts;
+  const WG = decodeWG(gpu);
+  checkWorkgroupStorage(gpu, 2 * DECODE_ROWS * WG * 4, 'the MoE decode kernels');
+  const h = gpu.temps.acquire(T * K * I * 4);
+  const gu = ceilDiv(I, DECODE_ROWS);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, D % 4 === 0), entryPoint: 'decode_gate_up', constants: { WG } }),
+    bindings: [a.x, a.experts.gateUp, a.ids, h],
+    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
+    workgroups: gu * T * K,
+    label: 'moe_decode_gate_up',
+  });
+  const gd = ceilDiv(D, DECODE_ROWS);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, I % 4 === 0), entryPoint: 'decode_down', constants: { WG } }),
+    bindings: [null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out],
+    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
+    workgroups: gd * T,
+    label: 'moe_decode_down',
+  });
+}
+
+/** Upper bound of Σ_e ⌈count_e / BM⌉ over any routing of N entries to E experts. */
+export function maxGroupedTiles(N: number, E: number, BM = MOE_TILE_ROWS): number {
+  return Math.floor((N + Math.min(E, N) * (BM - 1)) / BM);
+}
+
+export interface MoeSortArgs {
+  /** u32 [N] expert ids (N = T·K entries, entry t·K + j) */
+  ids: Binding;
+  N: number;
+  E: number;
+  /** u32 [N] out: sorted row → entry */
+  perm: Binding;
+  /** u32 [N] out: entry → sorted row */
+  inv: Binding;
+  /** u32 [2(E+1)] out: [offsets | tile_start] */
+  seg: Binding;
+  /** rows per tile for tile_start (default MOE_TILE_ROWS) */
+  tileRows?: number;
+}
+
+function sortWG(gpu: Gpu) { return Math.max(1, pow2Below(Math.min(256, gpu.caps.maxComputeInvocationsPerWorkgroup))); }
+
+/** The grouped path's permutation (one workgroup): stable sort of entries by expert. */
+export function moeSort(gpu: Gpu, rec: Recorder, a: MoeSortArgs): void {
+  if (!a.N) return;
+  need(a.ids, a.N * 4, 'moeSort ids [N]');
+  need(a.perm, a.N * 4, 'moeSort perm [N]');
+  need(a.inv, a.N * 4, 'moeSort inv [N]');
+  need(a.seg, 2 * (a.E + 1) * 4, 'moeSort seg [2(E+1)]');
+  const WG = sortWG(gpu);
+  checkWorkgroupStorage(gpu, (2 * a.E + 3 * WG) * 4, `the MoE token sort for ${a.E} experts`);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_dispatch', code: dispatchCode, entryPoint: 'sort', constants: { WG, MAX_E: a.E } }),
+    bindings: [a.ids, a.perm, a.inv, a.seg],
+    uniforms: DISPATCH_PARAMS.pack({ a: a.N, b: a.E, c: a.tileRows ?? MOE_TILE_ROWS, d: 0 }),
+    workgroups: 1,
+    label: 'moe_sort',
+  });
+}
+
+function moeExpertsGrouped(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
+  const { T, K } = a;
+  const { E, I, D } = a.experts;
+  const N = T * K;
+  checkWorkgroupStorage(gpu, 3 * MOE_TILE_ROWS * 32 * 4 + MOE_TILE_ROWS * 4, 'the MoE grouped GEMM');
+  const perm = gpu.temps.acquire(N * 4), inv = gpu.temps.acquire(N * 4);
+  const seg = gpu.temps.acquire(2 * (E + 1) * 4);
+  const h = gpu.temps.acquire(N * I * 4), y = gpu.temps.acquire(N * D * 4);
+  moeSort(gpu, rec, { ids: a.ids, N, E, perm, inv, seg });
+  const tiles = maxGroupedTiles(N, E);
+  const tnI = ceilDiv(I, TILE_COLS), tnD = ceilDiv(D, TILE_COLS);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, D % 4 === 0), entryPoint: 'grouped_gate_up' }),
+    bindings: [a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg],
+    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, _p: 0 }),
+    workgroups: tiles * tnI,
+    label: 'moe_grouped_gate_up',
+  });
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, I % 4 === 0), entryPoint: 'grouped_down' }),
+    bindings: [null, null, null, null, h, a.experts.down, null, null, null, null, seg, y],
+    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, _p: 0 }),
+    workgroups: tiles * tnD,
+    label: 'moe_grouped_down',
+  });
+  moeCombine(gpu, rec, { y, inv, weights: a.weights, shared: a.shared, out: a.out, T, K, D });
+}
+
+/** out[t, d] = Σ_j w[t·K+j]·y[inv[t·K+j], d] + shared[t, d]: the gather back to token order. */
+export function moeCombine(gpu: Gpu, rec: Recorder, a: { y: Binding; inv: Binding; weights: Binding; shared: Binding | null; out: Binding; T: number; K: number; D: number }): void {
+  const WG = sortWG(gpu);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_dispatch', code: dispatchCode, entryPoint: 'combine', constants: { WG } }),
+    bindings: [null, null, a.inv, null, a.y, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out],
+    uniforms: DISPATCH_PARAMS.pack({ a: a.T, b: a.K, c: a.D, d: a.shared ? 1 : 0 }),
+    workgroups: ceilDiv(a.T * a.D, WG),
+    label: 'moe_combine',
+  });
+}

@@ -1,0 +1,246 @@
+import { describe, it, expect, beforeAll } from 'vitest';
+import type { Gpu } from '../../src/gpu/device';
+import { testGpu, expectClose, poisoned } from '../helpers/gpu';
+import { randomNormal, randomUniform, mulberry32 } from '../../src/util/random';
+import { moeGate, moeGateSelect, moeExperts, moeSort, uploadExperts, destroyExperts, maxGroupedTiles, MOE_TILE_ROWS, type MoeRouting } from '../../src/kernels/moe';
+import { moeGateRef, moeExpertsRef, moePermutationRef, expertCountsRef, routingFromConfig } from '../../src/kernels/moe.ref';
+import { matmul } from '../../src/kernels/matmul';
+import { siluMulRows } from '../../src/kernels/elementwise';
+import { loadMoeFixture, sameSet } from '../helpers/moe-fixture';
+import { LimitExceededError } from '../../src/errors';
+
+// Tolerances (f32):
+// - gate weights/scores: a sigmoid/softmax and a K-term normalisation in f32 against float64: 2e-6 abs
+//   + 1e-5 rel (GPU exp is not correctly rounded).
+// - expert outputs: two chained dot products (D then I terms) and a K-term weighted sum, f32 against
+//   float64: 1e-4 abs + 1e-4 rel for |values| ≲ 10 and D, I ≤ 100 (as the matmul tests).
+// - the fixture's ffn_out: the README's 1e-4.
+const GATE_TOL = { atol: 2e-6, rtol: 1e-5 };
+const MLP_TOL = { atol: 1e-4, rtol: 1e-4 };
+
+let gpu: Gpu;
+beforeAll(async () => { gpu = await testGpu(); });
+
+function free(...bs: GPUBuffer[]) { bs.forEach((b) => gpu.buffers.destroy(b)); }
+
+async function runSelect(logits: Float32Array, bias: Float32Array | null, routing: MoeRouting, T: number) {
+  const E = routing.experts, K = routing.topK;
+  const bl = gpu.buffers.upload('logits', logits);
+  const bb = bias ? gpu.buffers.upload('bias', bias) : null;
+  const ids = gpu.buffers.create('ids', T * K * 4);
+  gpu.buffers.fill(ids, 0xdeadbeef, false);
+  const w = poisoned(gpu, 'weights', T * K), s = poisoned(gpu, 'scores', T * E);
+  const counts = gpu.buffers.upload('counts', new Uint32Array(E));
+  const [gi, gw, gs, gc] = await gpu.checked(async () => {
+    const rec = gpu.recorder('gate');
+    moeGateSelect(gpu, rec, { logits: bl, T, bias: bb, routing, ids, weights: w, scores: s, counts });
+    rec.submit();
+    return Promise.all([gpu.buffers.readU32(ids), gpu.buffers.readF32(w), gpu.buffers.readF32(s), gpu.buffers.readU32(counts)]);
+  });
+  free(bl, ids, w, s, counts, ...(bb ? [bb] : []));
+  return { ids: gi, weights: gw, scores: gs, counts: gc };
+}
+
+function checkAgainstRef(got: Awaited<ReturnType<typeof runSelect>>, logits: Float32Array, bias: Float32Array | null, routing: MoeRouting, T: number, what: string) {
+  const ref = moeGateRef(logits, bias, routing, T);
+  const K = routing.topK;
+  for (let t = 0; t < T; t++) {
+    expect(Array.from(got.ids.subarray(t * K, (t + 1) * K)), `${what} token ${t} ids`).toEqual(ref.ids[t]);
+  }
+  expectClose(got.weights, ref.weights.flat(), GATE_TOL, `${what} weights`);
+  expectClose(got.scores, ref.scores, GATE_TOL, `${what} scores`);
+  expect(Array.from(got.counts), `${what} counts`).toEqual(expertCountsRef(ref.ids, routing.experts));
+}
+
+describe('moe gate selection vs CPU reference', () => {
+  const v3: MoeRouting = { experts: 256, topK: 8, nGroup: 8, topkGroup: 4, scoring: 'sigmoid', normTopkProb: true, routedScalingFactor: 2.5, hasBias: true };
+  const cases: [string, MoeRouting, number, number][] = [
+    // name, routing, T, bias mean (NaN: no bias)
+    ['V3 sigmoid+bias 256e top-8 8g/4', v3, 5, 0.3],
+    ['tiny fixture shape 8e top-2 4g/2', { ...v3, experts: 8, topK: 2, nGroup: 4, topkGroup: 2 }, 33, 0.3],
+    ['negative biased scores (bias ≈ −3)', { ...v3, experts: 64, topK: 6, nGroup: 8, topkGroup: 3 }, 17, -3],
+    ['V2 softmax 160e top-6 8g/3 ×16, no renorm', { experts: 160, topK: 6, nGroup: 8, topkGroup: 3, scoring: 'softmax', normTopkProb: false, routedScalingFactor: 16, hasBias: false }, 7, NaN],
+    ['V2-Lite softmax 64e top-6', { experts: 64, topK: 6, nGroup: 1, topkGroup: 1, scoring: 'softmax', normTopkProb: false, routedScalingFactor: 1, hasBias: false }, 9, NaN],
+    ['Mixtral softmax 8e top-2 renorm', routingFromConfig({ model_type: 'mixtral', num_local_experts: 8, num_experts_per_tok: 2 }), 31, NaN],
+    ['OLMoE softmax 64e top-8', routingFromConfig({ model_type: 'olmoe', num_experts: 64, num_experts_per_tok: 8, norm_topk_prob: false }), 3, NaN],
+    ['ragged 7e top-3 sigmoid no bias', { experts: 7, topK: 3, nGroup: 1, topkGroup: 1, scoring: 'sigmoid', normTopkProb: true, routedScalingFactor: 1, hasBias: false }, 1, NaN],
+    ['ragged 300e (> workgroup) top-7 6g/2', { ...v3, experts: 300, topK: 7, nGroup: 6, topkGroup: 2 }, 3, 0.1],
+    ['sigmoid, groups, no bias (group = max)', { ...v3, experts: 32, topK: 4, nGroup: 4, topkGroup: 1, hasBias: false }, 11, NaN],
+  ];
+  it.each(cases)('%s', async (name, routing, T, biasMean) => {
+    const E = routing.experts;
+    const logits = randomNormal(T * E, T * 7 + E, 2);
+    const bias = Number.isNaN(biasMean) ? null : randomNormal(E, E, 0.1).map((v) => v + biasMean);
+    checkAgainstRef(await runSelect(logits, bias, routing, T), logits, bias, routing, T, name);
+  });
+
+  it('exact ties pick the lower expert index, near-ties (1e-3 apart) resolve exactly', async () => {
+    const routing: MoeRouting = { ...v3, experts: 64, topK: 6, nGroup: 8, topkGroup: 4 };
+    const T = 12, E = 64;
+    const rnd = mulberry32(99);
+    const logits = new Float32Array(T * E), bias = new Float32Array(E);
+    for (let e = 0; e < E; e++) bias[e] = [0.25, -0.5][e % 2]; // equal biases in pairs of parity
+    for (let t = 0; t < T; t++) {
+      for (let e = 0; e < E; e++) {
+        // a few distinct levels → many exact ties, some 1e-3 apart
+        logits[t * E + e] = Math.floor(rnd() * 4) * 0.5 + (t % 3 === 0 ? 1e-3 * Math.floor(rnd() * 3) : 0);
+      }
+    }
+    const got = await runSelect(logits, bias, routing, T);
+    checkAgainstRef(got, logits, bias, routing, T, 'ties');
+    // the reference's tie rule is what we claim: lower index first among equal selection scores
+    const ref = moeGateRef(logits, bias, routing, T);
+    for (let t = 0; t < T; t++) {
+      const c = ref.selection[t];
+      for (let j = 1; j < routing.topK; j++) {
+        const a = ref.ids[t][j - 1], b = ref.ids[t][j];
+        expect(c[a] > c[b] || (c[a] === c[b] && a < b)).toBe(true);
+      }
+    }
+  });
+});
+
+// ------------------------------------------------------------------------------------ fixture
+
+async function sharedExpertGpu(xb: GPUBuffer, T: number, D: number, w: { gate: Float32Array; up: Float32Array; down: Float32Array }) {
+  const Is = w.gate.length / D;
+  const gu = new Float32Array(2 * Is * D);
+  gu.set(w.gate, 0);
+  gu.set(w.up, Is * D);
+  const bgu = gpu.buffers.upload('shared.gate_up', gu), bd = gpu.buffers.upload('shared.down', w.down);
+  const t1 = gpu.buffers.create('shared.gu', T * 2 * Is * 4), t2 = gpu.buffers.create('shared.h', T * Is * 4);
+  const out = gpu.buffers.create('shared.out', T * D * 4);
+  return { out, record(rec: ReturnType<Gpu['recorder']>) {
+    matmul(gpu, rec, { x: xb, w: bgu, y: t1, M: T, N: 2 * Is, K: D });
+    siluMulRows(gpu, rec, t1, t2, T, Is);
+    matmul(gpu, rec, { x: t2, w: bd, y: out, M: T, N: D, K: Is });
+  }, free() { free(bgu, bd, t1, t2, out); } };
+}
+
+describe('deepseek-v3-tiny fixture: gate + experts + shared reproduce the official MoE layers', () => {
+  it('routing equals routing.json at every position and layer; ffn_out within 1e-4 (decode and grouped)', async () => {
+    const fx = loadMoeFixture();
+    const { S: T, D, I, routing } = fx;
+    const K = routing.topK, E = routing.experts;
+    for (const L of fx.layers) {
+      const xb = gpu.buffers.upload('ffn_in', L.ffnIn);
+      const gw = gpu.buffers.upload('gate.weight', L.gate), bias = gpu.buffers.upload('gate.bias', L.bias);
+      const ids = gpu.buffers.create('ids', T * K * 4), wts = poisoned(gpu, 'weights', T * K), scores = poisoned(gpu, 'scores', T * E);
+      const experts = uploadExperts(gpu, `layer${L.layer}`, L.experts, D, I);
+      const shared = await sharedExpertGpu(xb, T, D, L.shared);
+      const outs = { decode: poisoned(gpu, 'out.decode', T * D), grouped: poisoned(gpu, 'out.grouped', T * D) };
+      const [gi, gwt, gs, od, og] = await gpu.checked(async () => {
+        const rec = gpu.recorder('moe layer');
+        moeGate(gpu, rec, { x: xb, T, D, gateW: gw, bias, routing, ids, weights: wts, scores });
+        shared.record(rec);
+        for (const mode of ['decode', 'grouped'] as const) moeExperts(gpu, rec, { x: xb, T, experts, ids, weights: wts, K, shared: shared.out, out: outs[mode], mode });
+        rec.submit();
+        gpu.temps.releaseAll();
+        return Promise.all([gpu.buffers.readU32(ids), gpu.buffers.readF32(wts), gpu.buffers.readF32(scores), gpu.buffers.readF32(outs.decode), gpu.buffers.readF32(outs.grouped)]);
+      });
+      for (let t = 0; t < T; t++) {
+        const got = Array.from(gi.subarray(t * K, (t + 1) * K));
+        expect(sameSet(got, L.indices[t]), `layer ${L.layer} position ${t}: ${got} vs ${L.indices[t]}`).toBe(true);
+      }
+      expectClose(gwt, L.weights.flat(), { atol: 1e-5, rtol: 1e-5 }, `layer ${L.layer} router weights`);
+      expectClose(gs, L.routerScores, { atol: 1e-5, rtol: 1e-5 }, `layer ${L.layer} router scores`);
+      expectClose(od, L.ffnOut, { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (decode path)`);
+      expectClose(og, L.ffnOut, { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (grouped path)`);
+      destroyExperts(gpu, experts);
+      shared.free();
+      free(xb, gw, bias, ids, wts, scores, outs.decode, outs.grouped);
+    }
+  });
+});
+
+// ------------------------------------------------------------------------------------ experts
+
+function skewedIds(T: number, K: number, E: number, seed: number): number[][] {
+  // distinct experts per token, drawn with a skew so some experts get many rows and some none
+  const rnd = mulberry32(seed);
+  return Array.from({ length: T }, () => {
+    const row: number[] = [];
+    while (row.length < K) {
+      const e = Math.floor(rnd() * rnd() * E);
+      if (!row.includes(e)) row.push(e);
+    }
+    return row;
+  });
+}
+
+describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', () => {
+  // [T, K, E, D, I]: ragged D/I (scalar loads), vec4 shapes, segments crossing tile boundaries (T·K > 32·E)
+  const cases: [number, number, number, number, number][] = [
+    [1, 1, 1, 4, 4], [1, 2, 8, 64, 32], [3, 3, 5, 17, 9], [7, 2, 4, 36, 20], [33, 4, 6, 33, 31], [20, 6, 9, 40, 24], [70, 2, 3, 8, 12],
+  ];
+  it.each(cases)('T=%i K=%i E=%i D=%i I=%i', async (T, K, E, D, I) => {
+    const seed = T * 1000 + E * 10 + D;
+    const experts = Array.from({ length: E }, (_, e) => ({
+      gate: randomUniform(I * D, seed + 3 * e, -0.5, 0.5), up: randomUniform(I * D, seed + 3 * e + 1, -0.5, 0.5), down: randomUniform(D * I, seed + 3 * e + 2, -0.5, 0.5),
+    }));
+    const x = randomUniform(T * D, seed + 999, -1, 1);
+    const idsArr = skewedIds(T, K, E, seed);
+    const wArr = idsArr.map((row, t) => row.map((_, j) => 0.25 + ((t * 7 + j * 3) % 10) / 10));
+    const sharedArr = randomUniform(T * D, seed + 5);
+    const ref = moeExpertsRef(x, T, D, I, experts, idsArr, wArr, sharedArr);
+    const refNoShared = moeExpertsRef(x, T, D, I, experts, idsArr, wArr, null);
+    const w = uploadExperts(gpu, 'rand', experts, D, I);
+    const bx = gpu.buffers.upload('x', x), bids = gpu.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
+    const bw = gpu.buffers.upload('w', Float32Array.from(wArr.flat())), bs = gpu.buffers.upload('shared', sharedArr);
+    const outs = [0, 1, 2, 3].map((i) => poisoned(gpu, `out${i}`, T * D));
+    const res = await gpu.checked(async () => {
+      const rec = gpu.recorder('experts');
+      moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: outs[0], mode: 'decode' });
+      moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: outs[1], mode: 'grouped' });
+      moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: null, out: outs[2], mode: 'decode' });
+      moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: null, out: outs[3], mode: 'grouped' });
+      rec.submit();
+      gpu.temps.releaseAll();
+      return Promise.all(outs.map((o) => gpu.buffers.readF32(o)));
+    });
+    expectClose(res[0], ref, MLP_TOL, 'decode');
+    expectClose(res[1], ref, MLP_TOL, 'grouped');
+    expectClose(res[1], res[0], MLP_TOL, 'grouped vs decode');
+    expectClose(res[2], refNoShared, MLP_TOL, 'decode, no shared');
+    expectClose(res[3], refNoShared, MLP_TOL, 'grouped, no shared');
+    destroyExperts(gpu, w);
+    free(bx, bids, bw, bs, ...outs);
+  });
+
+  it('a stack past maxStorageBufferBindingSize is a LimitExceededError naming the limit', async () => {
+    // 128 MiB is the lowest binding size a device can have; 3 experts of 2×4096×4096 f32 need 384 MiB.
+    // The limit is checked before the expert arrays are read, so they can stay tiny here.
+    const small = await testGpu({ limitOverrides: { maxStorageBufferBindingSize: 128 << 20 } });
+    expect(small.caps.maxStorageBufferBindingSize).toBe(128 << 20);
+    const one = { gate: new Float32Array(4), up: new Float32Array(4), down: new Float32Array(4) };
+    expect(() => uploadExperts(small, 'big', [one, one, one], 4096, 4096)).toThrowError(LimitExceededError);
+    expect(() => uploadExperts(small, 'big', [one, one, one], 4096, 4096)).toThrowError(/maxStorageBufferBindingSize/);
+    expect(small.buffers.count).toBe(0); // nothing allocated
+    small.destroy();
+  });
+});
+
+describe('moeSort: the token permutation', () => {
+  // N crosses the 256-entry chunk; E = 300 gives invocations more than one expert in the scan
+  it.each([[1, 1, 1], [5, 3, 8], [300, 6, 64], [129, 8, 256], [40, 5, 300], [600, 2, 7]])('T=%i K=%i E=%i round trips and equals the stable reference', async (T, K, E) => {
+    const ids = skewedIds(T, K, E, T + E).flat();
+    const N = ids.length;
+    const ref = moePermutationRef(ids, E, MOE_TILE_ROWS);
+    const bids = gpu.buffers.upload('ids', Uint32Array.from(ids));
+    const perm = gpu.buffers.create('perm', N * 4), inv = gpu.buffers.create('inv', N * 4), seg = gpu.buffers.create('seg', 2 * (E + 1) * 4);
+    for (const b of [perm, inv, seg]) gpu.buffers.fill(b, 0xffffffff, false);
+    const [p, q, s] = await gpu.checked(async () => {
+      const rec = gpu.recorder('sort');
+      moeSort(gpu, rec, { ids: bids, N, E, perm, inv, seg });
+      rec.submit();
+      return Promise.all([gpu.buffers.readU32(perm), gpu.buffers.readU32(inv), gpu.buffers.readU32(seg)]);
+    });
+    for (let i = 0; i < N; i++) expect(p[q[i]]).toBe(i);
+    expect(Array.from(p)).toEqual(Array.from(ref.perm));
+    expect(Array.from(q)).toEqual(Array.from(ref.inv));
+    expect(Array.from(s.subarray(0, E + 1))).toEqual(Array.from(ref.offsets));
+    expect(Array.from(s.subarray(E + 1))).toEqual(Array.from(ref.tileStart));
+    expect(ref.tileStart[E]).toBeLessThanOrEqual(maxGroupedTiles(N, E));
+    free(bids, perm, inv, seg);
+  });
+});
