@@ -36,7 +36,10 @@ function decodeUtf8(bytes: Uint8Array, name: string): string {
  * Files under a base URL (e.g. `https://huggingface.co/org/model/resolve/main/`). Weight files are
  * cached in the browser's weight cache unless `cache: false`; text files are small and fetched again.
  */
-export function urlModel(baseUrl: string, opts: { fetch?: typeof fetch; cache?: WeightCache | false; headers?: Record<string, string>; onDownload?: (bytes: number) => void } = {}): ModelSource {
+export function urlModel(
+  baseUrl: string,
+  opts: { fetch?: typeof fetch; cache?: WeightCache | false; headers?: Record<string, string>; onDownload?: (bytes: number) => void; probeBytes?: number } = {},
+): ModelSource {
   const base = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
   const cache = opts.cache === false ? null : opts.cache ?? defaultWeightCache();
@@ -62,7 +65,7 @@ export function urlModel(baseUrl: string, opts: { fetch?: typeof fetch; cache?: 
       return decodeUtf8(new Uint8Array(await res.arrayBuffer()), name);
     },
     async open(name) {
-      const src = urlSource(url(name), { fetch: doFetch, cache: cache ?? false, headers: opts.headers, onDownload: opts.onDownload });
+      const src = urlSource(url(name), { fetch: doFetch, cache: cache ?? false, headers: opts.headers, onDownload: opts.onDownload, probeBytes: opts.probeBytes });
       return (await src.exists()) ? src : null;
     },
   };
