@@ -161,8 +161,9 @@ export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
   const { w } = a;
   if (!a.M) return;
   const caps = gpu.caps;
-  // Enough invocations to cover the groups of a row, capped at 128 and the device limits (power of 2 for the tree reduction).
-  const WG = Math.min(128, Math.max(32, 2 ** Math.ceil(Math.log2(w.params.G))), pow2Floor(caps.maxComputeInvocationsPerWorkgroup), pow2Floor(caps.maxComputeWorkgroupSizeX));
+  // 64 invocations stride over a row's groups (a power of 2 for the tree reduction; one size keeps the
+  // pipeline count down), within the device limits.
+  const WG = Math.min(64, pow2Floor(caps.maxComputeInvocationsPerWorkgroup), pow2Floor(caps.maxComputeWorkgroupSizeX));
   if (GEMV_ROWS * WG * 4 > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', GEMV_ROWS * WG * 4, caps.maxComputeWorkgroupStorageSize, 'sparse GEMV');
   const shared = w.format === '2:4' || w.params.V % GEMV_ROWS === 0;
   const tiles = ceilDiv(w.N, GEMV_ROWS);
