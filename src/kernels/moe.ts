@@ -229,19 +229,22 @@ export function moeExperts(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs): void {
   else moeExpertsGrouped(gpu, rec, a);
 }
 
-function decodeWG(gpu: Gpu) {
-  return Math.max(1, pow2Below(Math.min(128, gpu.caps.maxComputeInvocationsPerWorkgroup)));
+/** Invocations per decode workgroup: enough to cover the reduction axis once (32..128). */
+function decodeWG(gpu: Gpu, reduceLen: number) {
+  const cap = Math.max(1, pow2Below(Math.min(128, gpu.caps.maxComputeInvocationsPerWorkgroup)));
+  const vecs = reduceLen % 4 === 0 ? reduceLen / 4 : reduceLen;
+  return Math.min(cap, Math.max(32, 2 ** Math.ceil(Math.log2(vecs))));
 }
 
 function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const { T, K } = a;
   const { E, I, D } = a.experts;
-  const WG = decodeWG(gpu);
-  checkWorkgroupStorage(gpu, 2 * DECODE_ROWS * WG * 4, 'the MoE decode kernels');
+  const wgUp = decodeWG(gpu, D), wgDown = decodeWG(gpu, I);
+  checkWorkgroupStorage(gpu, 2 * DECODE_ROWS * Math.max(wgUp, wgDown) * 4, 'the MoE decode kernels');
   const h = gpu.temps.acquire(T * K * I * 4);
   const gu = ceilDiv(I, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, D % 4 === 0), entryPoint: 'decode_gate_up', constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, D % 4 === 0), entryPoint: 'decode_gate_up', constants: { WG: wgUp } }),
     bindings: [a.x, a.experts.gateUp, a.ids, h],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: gu * T * K,
@@ -249,7 +252,7 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   });
   const gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, I % 4 === 0), entryPoint: 'decode_down', constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, I % 4 === 0), entryPoint: 'decode_down', constants: { WG: wgDown } }),
     bindings: [null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
     workgroups: gd * T,
