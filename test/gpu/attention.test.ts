@@ -176,3 +176,38 @@ describe('MHA/GQA with an MhaKvCache', () => {
     [bq, bk, bv, bo].forEach((b) => gpu.buffers.destroy(b));
   });
 });
+
+describe('shape checks and device limits', () => {
+  it('rejects bad shapes with typed errors', () => {
+    const rec = gpu.recorder('t');
+    const b = gpu.buffers.create('x', 64);
+    const base = { q: b, k: b, v: b, out: b, S: 2, T: 2, past: 0, heads: 4, kvHeads: 2, dQk: 4, dV: 4, scale: 1, causal: true };
+    expect(() => flashAttention(gpu, rec, { ...base, kvHeads: 3 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
+    expect(() => flashAttention(gpu, rec, { ...base, T: 1 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
+    expect(() => attentionDecode(gpu, rec, { ...base, dV: 0 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
+    expect(() => naiveAttention(gpu, rec, { ...base, S: 1.5 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
+    expect(rec.empty).toBe(true);
+    gpu.buffers.destroy(b);
+  });
+  it('sizes tiles to the workgroup memory granted: the 16 KiB WebGPU baseline runs absorbed-MLA shapes correctly', async () => {
+    // Tile choice is a pure function of the limits: down to 4 KiB it still finds a configuration.
+    for (const bytes of [4096, 8192, 16384, 32768]) {
+      const fake = { caps: { ...gpu.caps, maxComputeWorkgroupStorageSize: bytes } } as Gpu;
+      for (const [rows, dq, dv] of [[16, 576, 512], [1, 576, 512], [64, 192, 128], [7, 24, 16]]) {
+        const cfg = flashConfig(fake, rows, dq, dv);
+        expect(flashSharedBytes(cfg)).toBeLessThanOrEqual(bytes);
+        expect((cfg.BQ / cfg.TR) * (cfg.BK / cfg.TK)).toBe(64);
+      }
+    }
+    const small = await testGpu({ limitOverrides: { maxComputeWorkgroupStorageSize: 16384 } });
+    expect(small.caps.maxComputeWorkgroupStorageSize).toBe(16384);
+    const saved = gpu;
+    gpu = small;
+    try {
+      await check(attentionDecode, mk(1, 70, 16, 1, 576, 512), 600, { splits: 2 });
+    } finally {
+      gpu = saved;
+      small.destroy();
+    }
+  });
+});

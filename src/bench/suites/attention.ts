@@ -1,0 +1,152 @@
+/**
+ * Attention (src/kernels/attention.ts, mla.ts, model/kvcache.ts):
+ *  - FlashAttention vs the naive materialised-softmax kernel, causal prefill at seq 256, 1024, 4096
+ *    (quick: 256, 1024): time and peak GPU bytes of the call (inputs, output, scratch), ratio in one run.
+ *  - Decode (one token) at cache lengths 128 … 8192: absorbed-MLA decode (V2-Lite shapes: 16 heads,
+ *    K = 576, V = 512, one shared latent KV head) with split-K vs one split, and GQA decode.
+ *  - MLA latent cache bytes per token against the equivalent MHA cache, for the fixture, DeepSeek-V2-Lite
+ *    and V3 shapes: computed (bf16 and f32) and as actually allocated by LatentKvCache / MhaKvCache.
+ */
+import type { BenchContext, BenchSuite } from '../types';
+import type { Gpu } from '../../gpu/device';
+import { attentionDecode, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, autoSplits, flashConfig, type AttentionArgs } from '../../kernels/attention';
+import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../kernels/mla.ref';
+import { LatentKvCache, MhaKvCache } from '../../model/kvcache';
+import { randomUniform } from '../../util/random';
+
+const SUITE = 'attention';
+
+function inputs(gpu: Gpu, a: { S: number; T: number; heads: number; kvHeads: number; dQk: number; dV: number; kvSame?: boolean }) {
+  const q = gpu.buffers.upload('bench.attn.q', randomUniform(a.S * a.heads * a.dQk, 1));
+  const k = gpu.buffers.upload('bench.attn.k', randomUniform(a.T * a.kvHeads * a.dQk, 2));
+  const v = a.kvSame ? k : gpu.buffers.upload('bench.attn.v', randomUniform(a.T * a.kvHeads * a.dV, 3));
+  const out = gpu.buffers.create('bench.attn.out', a.S * a.heads * a.dV * 4);
+  const bytes = q.size + k.size + (a.kvSame ? 0 : v.size) + out.size;
+  const destroy = () => { for (const b of new Set([q, k, v, out])) gpu.buffers.destroy(b); };
+  return { q, k, v, out, bytes, destroy };
+}
+
+async function prefill(ctx: BenchContext) {
+  const gpu = ctx.gpu;
+  const heads = 4, d = 64;
+  for (const seq of ctx.quick ? [256, 1024] : [256, 1024, 4096]) {
+    const shape = { S: seq, T: seq, past: 0, heads, kvHeads: heads, dQk: d, dV: d, scale: d ** -0.5, causal: true };
+    const io = inputs(gpu, shape);
+    const args: AttentionArgs = { ...shape, q: io.q, k: io.k, v: io.v, out: io.out, splits: 1 };
+    // Useful work: causal half of the S×T scores, QKᵀ and PV.
+    const flops = 2 * heads * (seq * (seq + 1)) / 2 * (2 * d);
+    const iters = seq >= 4096 ? 3 : undefined;
+    try {
+      const flashMs = await ctx.time((rec) => flashAttention(gpu, rec, args), { iters, warmup: 1 });
+      const cfg = flashConfig(gpu, seq, d, d);
+      ctx.result({
+        suite: SUITE, name: 'prefill', variant: 'flash', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: flashMs,
+        bytes: io.bytes, flops, extra: { peakBytes: io.bytes, scratchBytes: 0, tile: `BQ${cfg.BQ} BK${cfg.BK} DC${cfg.DC}` },
+      });
+      const scoreBytes = naiveScoresBytes(shape);
+      if (scoreBytes > gpu.caps.maxStorageBufferBindingSize) {
+        ctx.progress(`naive S=${seq}: the ${scoreBytes} B score matrix exceeds maxStorageBufferBindingSize (${gpu.caps.maxStorageBufferBindingSize}); skipped`);
+        continue;
+      }
+      const scores = gpu.buffers.create('bench.attn.scores', scoreBytes);
+      try {
+        const naiveMs = await ctx.time((rec) => naiveAttention(gpu, rec, { ...args, scores }), { iters, warmup: 1 });
+        ctx.result({
+          suite: SUITE, name: 'prefill', variant: 'naive (materialised)', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: naiveMs,
+          bytes: io.bytes + 2 * scoreBytes, flops, // scores written once and read once at least
+          extra: { peakBytes: io.bytes + scoreBytes, scratchBytes: scoreBytes, flashSpeedup: +(naiveMs / flashMs).toFixed(2), peakBytesRatio: +((io.bytes + scoreBytes) / io.bytes).toFixed(1) },
+        });
+      } finally {
+        gpu.buffers.destroy(scores);
+      }
+    } finally {
+      io.destroy();
+    }
+  }
+}
+
+async function decode(ctx: BenchContext) {
+  const gpu = ctx.gpu;
+  const lengths = ctx.quick ? [128, 1024] : [128, 512, 2048, 8192];
+  const variants = [
+    // Absorbed MLA (V2-Lite): 16 heads share one latent KV row of 576 (K) whose first 512 are V.
+    { what: 'MLA absorbed (V2-Lite)', heads: 16, kvHeads: 1, dQk: 576, dV: 512, kvSame: true },
+    { what: 'GQA 32/8 d=128', heads: 32, kvHeads: 8, dQk: 128, dV: 128, kvSame: false },
+  ];
+  for (const vr of variants) {
+    for (const L of lengths) {
+      const shape = { S: 1, T: L, past: L - 1, heads: vr.heads, kvHeads: vr.kvHeads, dQk: vr.dQk, dV: vr.dV, scale: 0.1, causal: true };
+      const io = inputs(gpu, { ...shape, kvSame: vr.kvSame });
+      const stride = vr.kvSame ? { kStride: vr.dQk, vStride: vr.dQk } : {};
+      const cfg = flashConfig(gpu, vr.heads / vr.kvHeads, vr.dQk, vr.dV);
+      const auto = autoSplits(vr.kvHeads * Math.ceil(vr.heads / vr.kvHeads / cfg.BQ), L, cfg.BK);
+      const scratch = gpu.buffers.create('bench.attn.split', Math.max(16, attentionScratchBytes(shape, auto)));
+      const kvBytes = L * vr.kvHeads * (vr.kvSame ? vr.dQk : vr.dQk + vr.dV) * 4;
+      const flops = 2 * vr.heads * L * (vr.dQk + vr.dV);
+      try {
+        let oneMs = NaN;
+        for (const splits of [1, auto]) {
+          const args: AttentionArgs = { ...shape, ...stride, q: io.q, k: io.k, v: io.v, out: io.out, splits, scratch };
+          const ms = await ctx.time((rec) => attentionDecode(gpu, rec, args), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: L >= 4096 ? 3 : undefined });
+          if (splits === 1) oneMs = ms;
+          ctx.result({
+            suite: SUITE, name: 'decode', variant: `${vr.what}, ${splits === 1 ? 'one split' : `split-K ×${splits}`}`, shape: `cache ${L}`, medianMs: ms,
+            bytes: kvBytes + io.q.size + io.out.size, flops,
+            extra: { splits, ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}) },
+          });
+          if (auto === 1) break;
+        }
+      } finally {
+        gpu.buffers.destroy(scratch);
+        io.destroy();
+      }
+    }
+  }
+}
+
+const MODELS = [
+  { what: 'fixture deepseek-v3-tiny', layers: 3, heads: 4, qkNope: 16, qkRope: 8, vHead: 16, kvLora: 32 },
+  { what: 'DeepSeek-V2-Lite', layers: 27, heads: 16, qkNope: 128, qkRope: 64, vHead: 128, kvLora: 512 },
+  { what: 'DeepSeek-V3', layers: 61, heads: 128, qkNope: 128, qkRope: 64, vHead: 128, kvLora: 512 },
+];
+
+async function cacheBytes(ctx: BenchContext) {
+  const gpu = ctx.gpu;
+  const capacity = 4; // tokens allocated to measure; bytes per token = bytesAllocated / capacity
+  for (const m of MODELS) {
+    const latentCfg = { layers: m.layers, kvLoraRank: m.kvLora, ropeDim: m.qkRope };
+    const mhaCfg = { layers: m.layers, heads: m.heads, qkHeadDim: m.qkNope + m.qkRope, vHeadDim: m.vHead };
+    const latent = new LatentKvCache(gpu, { ...latentCfg, capacity, label: 'bench.latentCache' });
+    const latentAlloc = latent.bytesAllocated() / capacity;
+    latent.destroy();
+    let mhaAlloc = NaN;
+    const mhaBytes = mhaCacheBytesPerToken(mhaCfg, 4) * capacity;
+    if (mhaBytes <= 256 << 20) {
+      const mha = new MhaKvCache(gpu, { layers: m.layers, kvHeads: m.heads, kDim: m.qkNope + m.qkRope, vDim: m.vHead, capacity, label: 'bench.mhaCache' });
+      mhaAlloc = mha.bytesAllocated() / capacity;
+      mha.destroy();
+    }
+    const extra = {
+      model: m.what,
+      latentBf16: latentCacheBytesPerToken(latentCfg, 2),
+      mhaBf16: mhaCacheBytesPerToken(mhaCfg, 2),
+      latentF32: latentCacheBytesPerToken(latentCfg, 4),
+      mhaF32: mhaCacheBytesPerToken(mhaCfg, 4),
+      latentAllocatedF32: latentAlloc,
+      mhaAllocatedF32: mhaAlloc,
+      ratio: +(mhaCacheBytesPerToken(mhaCfg, 4) / latentCacheBytesPerToken(latentCfg, 4)).toFixed(1),
+    };
+    ctx.result({ suite: SUITE, name: 'kv cache bytes/token', variant: 'MLA latent vs MHA', shape: m.what, medianMs: 0, bytes: latentAlloc, flops: 0, extra });
+  }
+}
+
+export const attentionSuite: BenchSuite = {
+  name: 'attention',
+  order: 30,
+  nodeOk: true,
+  async run(ctx) {
+    await cacheBytes(ctx);
+    await prefill(ctx);
+    await decode(ctx);
+  },
+};
