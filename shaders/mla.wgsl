@@ -1,7 +1,7 @@
 // Multi-head Latent Attention pieces around the attention core (DeepSeek-V2/V3). Weight layout:
 // kv_b [H·(nope+v), kv_lora], per head rows [W_UK (nope rows) | W_UV (v rows)].
 //   absorb_q: q̃[s, h] = [W_UK,hᵀ·q_nope[s, h] | q_pe[s, h]]    (kv_lora + rope values; one invocation each)
-//   up_v:     out[s, h·v + i] = W_UV,h[i, :]·o_lat[s, h, :]      (one invocation per output)
+//   up_v:     out[s, h·v + i] = W_UV,h[i, :]·o_lat[s, h, :]      (one workgroup per 4 outputs)
 //   expand_k: K[t, h] = [kvx[t, h·(nope+v) .. +nope] | pe of cache row t]   (naive path; one invocation each)
 //
 // binding 0: params { S, H, nope, rope, dv, kv_lora, q_stride, q_offset, o_stride, o_offset, c_stride, c_offset }
@@ -44,18 +44,40 @@ fn absorb_q(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   y[idx] = acc;
 }
 
+// One workgroup per (token s, head h, UPV_ROWS consecutive outputs i): invocations stride over the
+// latent index j (coalesced reads of each W_UV row and of o_lat), partial sums reduced in workgroup
+// memory — a GEMV per head in one dispatch for all heads (decode). Prefill uses the tiled matmul per head.
+const UPV_ROWS: u32 = 4u;
+var<workgroup> red: array<f32, UPV_ROWS * WG>;
+
 @compute @workgroup_size(WG)
 fn up_v(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let idx = linear(wid, nwg, lid);
-  if (idx >= P.S * P.H * P.dv) { return; }
-  let i = idx % P.dv;
-  let h = (idx / P.dv) % P.H;
-  let s = idx / (P.dv * P.H);
-  let wb = (h * (P.nope + P.dv) + P.nope + i) * P.kv_lora;
+  let blocks = (P.dv + UPV_ROWS - 1u) / UPV_ROWS;
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.S * P.H * blocks) { return; }
+  let i0 = (g % blocks) * UPV_ROWS;
+  let h = (g / blocks) % P.H;
+  let s = g / (blocks * P.H);
   let ob = (s * P.H + h) * P.kv_lora;
-  var acc = 0.0;
-  for (var j = 0u; j < P.kv_lora; j++) { acc += kv_b[wb + j] * x[ob + j]; }
-  y[s * P.o_stride + P.o_offset + h * P.dv + i] = acc;
+  var acc: array<f32, UPV_ROWS>;
+  for (var j = lid; j < P.kv_lora; j += WG) {
+    let xv = x[ob + j];
+    for (var r = 0u; r < UPV_ROWS; r++) {
+      let i = min(i0 + r, P.dv - 1u);
+      acc[r] += kv_b[(h * (P.nope + P.dv) + P.nope + i) * P.kv_lora + j] * xv;
+    }
+  }
+  for (var r = 0u; r < UPV_ROWS; r++) { red[r * WG + lid] = acc[r]; }
+  workgroupBarrier();
+  for (var st = WG / 2u; st > 0u; st /= 2u) {
+    if (lid < st) {
+      for (var r = 0u; r < UPV_ROWS; r++) { red[r * WG + lid] += red[r * WG + lid + st]; }
+    }
+    workgroupBarrier();
+  }
+  if (lid < UPV_ROWS && i0 + lid < P.dv) {
+    y[s * P.o_stride + P.o_offset + h * P.dv + i0 + lid] = red[lid * WG];
+  }
 }
 
 @compute @workgroup_size(WG)

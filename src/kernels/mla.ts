@@ -130,8 +130,29 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
     };
     if (a.S <= 4) attentionDecode(gpu, rec, attn);
     else flashAttention(gpu, rec, attn);
-    // 4. o_h = W_UV,h · o_lat,h.
-    mlaDispatch(gpu, rec, 'up_v', a.S * H * dv, [oLat, a.kvB, a.out], { o_stride: oStride, o_offset: oOffset }, d, a.S);
+    // 4. o_h = W_UV,h · o_lat,h: one GEMV dispatch for all heads (decode), or the tiled matmul per head
+    //    (prefill) when W_UV,h can be bound at its offset.
+    const kvBBuf = (a.kvB as GPUBufferBinding).buffer ?? (a.kvB as GPUBuffer);
+    const kvBOff = (a.kvB as GPUBufferBinding).buffer ? (a.kvB as GPUBufferBinding).offset ?? 0 : 0;
+    const wuvOffset = (h: number) => kvBOff + (h * (nope + dv) + nope) * r * 4;
+    const align = gpu.caps.minStorageBufferOffsetAlignment;
+    if (a.S > 4 && Array.from({ length: H }, (_, h) => wuvOffset(h) % align === 0).every(Boolean)) {
+      for (let h = 0; h < H; h++) {
+        matmulTiled(gpu, rec, {
+          x: oLat, xStride: H * r, xOffset: h * r, w: { buffer: kvBBuf, offset: wuvOffset(h), size: dv * r * 4 },
+          y: a.out, yStride: oStride, yOffset: oOffset + h * dv, M: a.S, N: dv, K: r,
+        });
+      }
+    } else {
+      const WG = Math.min(64, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
+      rec.dispatch({
+        pipeline: gpu.pipelines.get({ label: 'mla', code, entryPoint: 'up_v', constants: { WG } }),
+        bindings: [oLat, a.kvB, a.out],
+        uniforms: PARAMS.pack({ S: a.S, H, nope, rope, dv, kv_lora: r, q_stride: 0, q_offset: 0, o_stride: oStride, o_offset: oOffset, c_stride: 0, c_offset: 0 }),
+        workgroups: a.S * H * ceilDiv(dv, 4),
+        label: 'mla.up_v',
+      });
+    }
     return;
   }
 
