@@ -4,13 +4,14 @@
 // candidate columns — fixed {0,1,2,3} for 2:4, the V-row block's 4 selected columns for V:2:M.
 //
 // binding 0: params { M, N, K, x_stride, x_offset, y_stride, y_offset, tiles, G, GW, V, meta_stride,
-//                     row_words, row_scales }                          (elements / words)
+//                     row_words, row_scales, x_div }                   (elements / words)
 // binding 1: x      [M, x_stride] f32       K values per row from x_offset
 // binding 2: vals   f32: [N, G] vec2 (the [N, 2G] kept values) | q8, q4: u32 [N, row_words] packed ints
 // binding 3: scales [N, row_scales] f32     one per 32 kept values of a row (q8, q4 only)
 // binding 4: codes  [N, meta_stride] u32    4-bit code per (row, group), group g in nibble g % 8 of word g / 8
 // binding 5: cols   [ceil(N / V), G] u32    4 × 8-bit column offsets per (block, group) (V:2:M only)
 // binding 6: y      [M, y_stride] f32       N values per row from y_offset
+// binding 7: ids    [M] u32                 (gemv, rows = expert only) expert of each y row
 //
 // Two entry points:
 // - `gemv` (decode, few rows of x): a workgroup owns ROWS consecutive output rows of one x row; its
@@ -27,12 +28,14 @@
 //   [BM, GS·GW] and the tile's decoded weights (2 values and 2 slice-column indices per (row, group)),
 //   then each (x row, out row) pair does 2 FMAs per group, gathering x from workgroup memory.
 //
-// The value format (f32 / q8 / q4) and the candidate columns (2:4 / V:2:M) are the structural variants,
-// picked by the wrapper (src/kernels/sparse.ts) from the `@variant` blocks below.
+// The value format (f32 / q8 / q4), the candidate columns (2:4 / V:2:M) and, for the GEMV, the row
+// mapping are the structural variants, picked by the wrapper (src/kernels/sparse.ts) from the
+// `@variant` blocks below. Row mapping `expert` (MoE experts stacked as one [E·N, K] sparse weight, N
+// a multiple of V): y row m uses x row m / x_div and the N weight rows of expert ids[m].
 
 struct Params {
   M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: u32, y_offset: u32, tiles: u32,
-  G: u32, GW: u32, V: u32, meta_stride: u32, row_words: u32, row_scales: u32,
+  G: u32, GW: u32, V: u32, meta_stride: u32, row_words: u32, row_scales: u32, x_div: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -74,6 +77,15 @@ fn group_cols(n: u32, g: u32) -> vec4<u32> {
 fn group_cols(n: u32, g: u32) -> vec4<u32> { return vec4<u32>(0u, 1u, 2u, 3u); }
 // @end cols
 
+// @variant rows plain
+fn w_row0(m: u32) -> u32 { return 0u; }
+fn x_row(m: u32) -> u32 { return m; }
+// @variant rows expert
+@group(0) @binding(7) var<storage, read> ids: array<u32>;
+fn w_row0(m: u32) -> u32 { return ids[m] * P.N; }
+fn x_row(m: u32) -> u32 { return m / P.x_div; }
+// @end rows
+
 fn code_of(n: u32, g: u32) -> u32 { return (codes[n * P.meta_stride + g / 8u] >> ((g % 8u) * 4u)) & 15u; }
 
 // ---- gemv -------------------------------------------------------------------------------------------
@@ -87,24 +99,25 @@ fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let t = wid.x + wid.y * nwg.x;
   if (t >= P.tiles * P.M) { return; }
   let m = t / P.tiles;
-  let n0 = (t % P.tiles) * ROWS;
-  let xb = m * P.x_stride + P.x_offset;
+  let n0 = (t % P.tiles) * ROWS;          // output row within [0, N)
+  let w0 = w_row0(m);                     // first weight row (0, or the expert's row block)
+  let xb = x_row(m) * P.x_stride + P.x_offset;
   let kmax = P.K - 1u; // padding columns carry zero values; clamping keeps their x reads inside the row
   var acc: array<f32, ROWS>;
   for (var g = lid; g < P.G; g += WG) {
     let k0 = g * P.GW;
     if (SHARED) {
-      let c = min(group_cols(n0, g) + vec4<u32>(k0), vec4<u32>(kmax)) + vec4<u32>(xb);
+      let c = min(group_cols(w0 + n0, g) + vec4<u32>(k0), vec4<u32>(kmax)) + vec4<u32>(xb);
       let xv = vec4<f32>(x[c.x], x[c.y], x[c.z], x[c.w]);
       for (var r = 0u; r < ROWS; r++) {
-        let n = min(n0 + r, P.N - 1u);
+        let n = w0 + min(n0 + r, P.N - 1u);
         let code = code_of(n, g);
         let v = load_vals(n, g);
         acc[r] += v.x * xv[code & 3u] + v.y * xv[code >> 2u];
       }
     } else {
       for (var r = 0u; r < ROWS; r++) {
-        let n = min(n0 + r, P.N - 1u);
+        let n = w0 + min(n0 + r, P.N - 1u);
         let c = min(group_cols(n, g) + vec4<u32>(k0), vec4<u32>(kmax)) + vec4<u32>(xb);
         let code = code_of(n, g);
         let v = load_vals(n, g);

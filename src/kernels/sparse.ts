@@ -40,7 +40,7 @@ export interface SparseGpuWeight {
 
 export const SPARSE_PARAMS = defineUniforms({
   M: 'u32', N: 'u32', K: 'u32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', tiles: 'u32',
-  G: 'u32', GW: 'u32', V: 'u32', meta_stride: 'u32', row_words: 'u32', row_scales: 'u32',
+  G: 'u32', GW: 'u32', V: 'u32', meta_stride: 'u32', row_words: 'u32', row_scales: 'u32', x_div: 'u32',
 });
 
 /** Rows of x at or below this use the GEMV entry point. */
@@ -123,54 +123,65 @@ export interface SparseLinearArgs {
   yOffset?: number;
 }
 
-function check(a: SparseLinearArgs) {
+function check(a: SparseLinearArgs, N = a.w.N) {
   if (!Number.isInteger(a.M) || a.M < 0) throw new ShapeError(`sparseLinear: M must be a non-negative integer, got ${a.M}`);
   if (a.w.format !== '2:4' && a.w.format !== 'vnm') throw new ArgumentError(`sparseLinear: weight '${a.w.label}' has format '${a.w.format}', not 2:4 or vnm`);
   if ((a.xStride ?? a.w.K) < a.w.K) throw new ShapeError(`sparseLinear: xStride ${a.xStride} < K ${a.w.K}`);
-  if ((a.yStride ?? a.w.N) < a.w.N) throw new ShapeError(`sparseLinear: yStride ${a.yStride} < N ${a.w.N}`);
+  if ((a.yStride ?? N) < N) throw new ShapeError(`sparseLinear: yStride ${a.yStride} < N ${N}`);
   if (!a.w.buffers.length) throw new ArgumentError(`sparseLinear: weight '${a.w.label}' was destroyed`);
 }
 
-function shaderFor(w: SparseGpuWeight): string {
+function shaderFor(w: SparseGpuWeight, rows: 'plain' | 'expert' = 'plain'): string {
   const values = w.params.valueBits === 32 ? 'f32' : w.params.valueBits === 8 ? 'q8' : 'q4';
-  return selectVariants(sparseCode, { values, cols: w.format === '2:4' ? '2:4' : 'vnm' });
+  return selectVariants(sparseCode, { values, cols: w.format === '2:4' ? '2:4' : 'vnm', rows });
 }
 
 /** Storage bindings 2..5 in shader order: vals, scales, meta, cols (null where the variant has none). */
-function weightBindings(gpu: Gpu, w: SparseGpuWeight): (GPUBuffer | null)[] {
+function weightBindings(gpu: Gpu, w: SparseGpuWeight, extra = 0): (GPUBuffer | null)[] {
   const p = w.params;
-  const used = 3 + (p.scalesIndex >= 0 ? 1 : 0) + (p.colsIndex >= 0 ? 1 : 0);
+  const used = 3 + extra + (p.scalesIndex >= 0 ? 1 : 0) + (p.colsIndex >= 0 ? 1 : 0);
   if (used > gpu.caps.maxStorageBuffersPerStage) throw new LimitExceededError('maxStorageBuffersPerShaderStage', used, gpu.caps.maxStorageBuffersPerStage, `sparse linear '${w.label}'`);
   return [w.buffers[0], p.scalesIndex >= 0 ? w.buffers[p.scalesIndex] : null, w.buffers[1], p.colsIndex >= 0 ? w.buffers[p.colsIndex] : null];
 }
 
-function pack(a: SparseLinearArgs, tiles: number) {
+function pack(a: SparseLinearArgs, tiles: number, N = a.w.N, xDiv = 1) {
   const { w } = a, p = w.params;
   return SPARSE_PARAMS.pack({
-    M: a.M, N: w.N, K: w.K,
-    x_stride: a.xStride ?? w.K, x_offset: a.xOffset ?? 0, y_stride: a.yStride ?? w.N, y_offset: a.yOffset ?? 0, tiles,
-    G: p.G, GW: p.GW, V: Math.max(1, p.V), meta_stride: p.metaStride, row_words: p.rowWords, row_scales: p.rowScales,
+    M: a.M, N, K: w.K,
+    x_stride: a.xStride ?? w.K, x_offset: a.xOffset ?? 0, y_stride: a.yStride ?? N, y_offset: a.yOffset ?? 0, tiles,
+    G: p.G, GW: p.GW, V: Math.max(1, p.V), meta_stride: p.metaStride, row_words: p.rowWords, row_scales: p.rowScales, x_div: xDiv,
   });
 }
 
+/**
+ * Rows of an expert-stacked weight: `w` is E experts' [N, K] matrices stacked as one [E·N, K] sparse
+ * weight (N a multiple of V, so no block straddles two experts). y row m (of M) is expert ids[m]
+ * applied to x row m / xDiv.
+ */
+export interface ExpertRows { ids: Binding; N: number; xDiv: number }
+
 const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(n));
 
-/** y = W · x for a few rows of x (decode). */
-export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
-  check(a);
+/** y = W · x for a few rows of x (decode); with `experts`, each y row picks its expert's rows. */
+export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs, experts?: ExpertRows): void {
+  check(a, experts?.N);
   const { w } = a;
   if (!a.M) return;
   const caps = gpu.caps;
+  const N = experts ? experts.N : w.N;
+  if (experts && (w.N % N !== 0 || (w.format === 'vnm' && N % w.params.V !== 0))) throw new ShapeError(`sparseGemv '${w.label}': ${w.N} stacked rows are not whole experts of ${N} rows in blocks of V = ${w.params.V}`);
   // 64 invocations stride over a row's groups (a power of 2 for the tree reduction; one size keeps the
   // pipeline count down), within the device limits.
   const WG = Math.min(64, pow2Floor(caps.maxComputeInvocationsPerWorkgroup), pow2Floor(caps.maxComputeWorkgroupSizeX));
   if (GEMV_ROWS * WG * 4 > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', GEMV_ROWS * WG * 4, caps.maxComputeWorkgroupStorageSize, 'sparse GEMV');
   const shared = w.format === '2:4' || w.params.V % GEMV_ROWS === 0;
-  const tiles = ceilDiv(w.N, GEMV_ROWS);
+  const tiles = ceilDiv(N, GEMV_ROWS);
+  const bindings: (Binding | null)[] = [a.x, ...weightBindings(gpu, w, experts ? 1 : 0), a.y];
+  if (experts) bindings.push(experts.ids);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: `sparse.gemv.${w.format}`, code: shaderFor(w), entryPoint: 'gemv', constants: { WG, SHARED: shared } }),
-    bindings: [a.x, ...weightBindings(gpu, w), a.y],
-    uniforms: pack(a, tiles),
+    pipeline: gpu.pipelines.get({ label: `sparse.gemv.${w.format}`, code: shaderFor(w, experts ? 'expert' : 'plain'), entryPoint: 'gemv', constants: { WG, SHARED: shared } }),
+    bindings,
+    uniforms: pack(a, tiles, N, experts?.xDiv ?? 1),
     workgroups: tiles * a.M,
     label: `sparse.gemv(${w.label})`,
   });

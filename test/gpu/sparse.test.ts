@@ -154,7 +154,7 @@ describe('sparse linear plumbing', () => {
     const b = gpu.buffers.create('b', 64);
     expect(() => sparseLinear(gpu, gpu.recorder('t'), { x: b, w, y: b, M: 1, xStride: 4 })).toThrow(ShapeError);
     for (const values of VALUES) for (const cols of ['2:4', 'vnm']) {
-      const code = selectVariants(sparseCode, { values, cols });
+      const code = selectVariants(sparseCode, { values, cols, rows: 'plain' });
       expect(code.match(/fn load_vals/g)?.length).toBe(1);
       expect(code.match(/fn group_cols/g)?.length).toBe(1);
       expect(code.includes('@binding(3)')).toBe(values !== 'f32');
