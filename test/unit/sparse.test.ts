@@ -8,6 +8,8 @@ import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
 import { matmulRef } from '../../src/kernels/matmul.ref';
 import { logitDeviation, perplexity } from '../../src/sparse/quality';
 import { FormatError, ShapeError } from '../../src/errors';
+import { sparseToTensors, sparseFromTensors, hasSparseTensors } from '../../src/sparse/tensors';
+import { writeSafetensors, parseSafetensors } from '../../src/formats/safetensors';
 
 const VS = [16, 32, 64];
 const MS = [5, 6, 7, 8, 16];
@@ -248,5 +250,27 @@ describe('quality helpers', () => {
     l[5] = 50; l[V + 9] = 50;
     expect(perplexity(l, [5, 9], V).ppl).toBeCloseTo(1, 6);
     expect(() => perplexity(l, [5, V], V)).toThrow(ShapeError);
+  });
+});
+
+describe('compressed tensors in safetensors files', () => {
+  it('2:4 and V:2:M weights survive a write/parse round trip; bad shapes are refused', () => {
+    const N = 37, K = 50;
+    const w = randomNormal(N * K, 77);
+    const p24 = pack24(prune24(w, N, K).pruned, N, K);
+    const r = pruneVnm(w, N, K, 16, 7);
+    const pv = packVnm(r.pruned, N, K, 16, 7, r.columns);
+    const file = writeSafetensors({ ...sparseToTensors('a.weight', p24), ...sparseToTensors('b.weight', pv) });
+    const st = parseSafetensors(file);
+    const get = (n: string) => (st.header.tensors.has(n) ? st.tensor(n) : undefined);
+    expect(hasSparseTensors('a.weight', (n) => st.header.tensors.has(n))).toBe(true);
+    expect(hasSparseTensors('c.weight', (n) => st.header.tensors.has(n))).toBe(false);
+    const a = sparseFromTensors('a.weight', get), b = sparseFromTensors('b.weight', get);
+    expect(a).toEqual(p24);
+    expect(b).toEqual(pv);
+    expect(unpack(b)).toEqual(r.pruned);
+    const bad = writeSafetensors({ ...sparseToTensors('a.weight', p24), 'a.weight.sparse_meta': { dtype: 'U32', shape: [N, 1], data: new Uint32Array(N) } });
+    const sb = parseSafetensors(bad);
+    expect(() => sparseFromTensors('a.weight', (n) => (sb.header.tensors.has(n) ? sb.tensor(n) : undefined))).toThrow(FormatError);
   });
 });
