@@ -9,6 +9,7 @@
 // --suites     only these suites (names as in src/bench/suites/*)
 // --no-peers   skip the onnxruntime-web peers
 // --node       run in Node on dawn.node (the `webgpu` package) instead of Chromium; no peers
+// --screenshot FILE  saves a full-page screenshot of the finished benchmark page
 // Exits non-zero when the run crashes or times out (a failing suite is reported, not fatal).
 import { createServer as createNetServer } from 'node:net';
 import { writeFileSync, mkdirSync } from 'node:fs';
@@ -19,7 +20,7 @@ import { chromiumPath, chromiumArgs } from './chromium.mjs';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 function parseArgs(argv) {
-  const o = { quick: false, json: null, suites: [], peers: true, node: false, timeoutMin: null };
+  const o = { quick: false, json: null, suites: [], peers: true, node: false, timeoutMin: null, screenshot: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -34,8 +35,9 @@ function parseArgs(argv) {
     else if (a === '--no-peers') o.peers = false;
     else if (a === '--node') o.node = true;
     else if (a === '--timeout') o.timeoutMin = Number(value());
+    else if (a === '--screenshot') o.screenshot = value();
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--quick] [--json FILE] [--suites a,b] [--no-peers] [--node] [--timeout MIN]');
+      console.log('usage: npm run bench -- [--quick] [--json FILE] [--suites a,b] [--no-peers] [--node] [--timeout MIN] [--screenshot FILE]');
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
   }
@@ -83,7 +85,10 @@ async function runInBrowser(server, url, o) {
         const fresh = s.log.length >= seen ? s.log.slice(seen) : s.log;
         for (const line of fresh) console.log(`${stamp()} ${(100 * s.fraction).toFixed(0).padStart(3)}%  ${line}`);
         seen = s.log.length;
-        if (s.status === 'done') return await page.evaluate(() => window.__webmoeBench.result);
+        if (s.status === 'done') {
+          if (o.screenshot) await page.screenshot({ path: resolve(process.cwd(), o.screenshot), fullPage: true });
+          return await page.evaluate(() => window.__webmoeBench.result);
+        }
         if (s.status === 'error' || s.status === 'unavailable') throw new Error(`the benchmark page reports: ${s.error}`);
       }
       if (Date.now() > deadline) throw new Error(`timed out after ${o.timeoutMin} min`);

@@ -216,7 +216,7 @@ export function quantizeNBits(w: Float32Array, N: number, K: number, bits: 4 | 8
     for (let b = 0; b < blocks; b++) {
       let amax = 0;
       for (let i = 0; i < block; i++) amax = Math.max(amax, Math.abs(w[n * K + b * block + i]));
-      const scale = amax > 0 ? amax / zp : 1;
+      const scale = amax > 0 ? amax / (zp - 1) : 1; // q − zp ∈ [−zp, zp − 1]: the largest magnitude maps to ±(zp − 1), never clipped
       scales[n * blocks + b] = Math.fround(scale);
       for (let i = 0; i < block; i++) {
         const k = b * block + i;
@@ -262,16 +262,30 @@ export function attentionModel(B: number, S: number, L: number, H: number, D: nu
 }
 
 /**
- * com.microsoft MoE with Mixtral-style SwiGLU experts (fc3 is the up projection):
- * y = Σ_top-k p̂_e · fc2_e(silu(fc1_e x) ⊙ fc3_e x), top-k probabilities renormalised.
- * input [T, hidden], router_probs [T, E], fc1 / fc3 [E, inter, hidden], fc2 [E, hidden, inter]
+ * com.microsoft MoE with SwiGLU experts, y = Σ_top-k p̂_e · down_e(silu(gate_e x) ⊙ up_e x), where
+ * router_probs are logits and p̂ is the softmax over the k largest (softmax, top-k, renormalised; to
+ * impose routing weights w on chosen experts pass log w there and −1e9 elsewhere). ORT fuses gate and up into fc1 [E, 2·inter, hidden] with rows
+ * interleaved (gate_0, up_0, gate_1, ...; swiglu_fusion = 1) and computes g·σ(α·g)·(u + β) with the
+ * gate clamped at swiglu_limit: α = 1, β = 0 and a large limit give SiLU(g)·u.
+ * input [T, hidden], router_probs [T, E]; gate / up [E, inter, hidden], down [E, hidden, inter]
  * (Hugging Face [out, in] layout per expert).
  */
 export function moeModel(T: number, hidden: number, inter: number, E: number, k: number, gate: Float32Array, up: Float32Array, down: Float32Array): Uint8Array {
+  const fc1 = new Float32Array(E * 2 * inter * hidden);
+  for (let e = 0; e < E; e++) {
+    for (let i = 0; i < inter; i++) {
+      const src = (e * inter + i) * hidden;
+      fc1.set(gate.subarray(src, src + hidden), (e * 2 * inter + 2 * i) * hidden);
+      fc1.set(up.subarray(src, src + hidden), (e * 2 * inter + 2 * i + 1) * hidden);
+    }
+  }
   return buildModel({
     nodes: [{
-      opType: 'MoE', domain: 'com.microsoft', inputs: ['X', 'R', 'W1', '', 'W2', '', 'W3'], outputs: ['Y'],
-      attributes: { k, activation_type: 'silu', normalize_routing_weights: 1 },
+      opType: 'MoE', domain: 'com.microsoft', inputs: ['X', 'R', 'W1', '', 'W2'], outputs: ['Y'],
+      attributes: {
+        k, activation_type: 'swiglu', normalize_routing_weights: 1, swiglu_fusion: 1,
+        activation_alpha: { float: 1 }, activation_beta: { float: 0 }, swiglu_limit: { float: 1e9 },
+      },
     }],
     inputs: [
       { name: 'X', type: 'FLOAT', dims: [T, hidden] },
@@ -279,9 +293,8 @@ export function moeModel(T: number, hidden: number, inter: number, E: number, k:
     ],
     outputs: [{ name: 'Y', type: 'FLOAT', dims: [T, hidden] }],
     initializers: [
-      { name: 'W1', type: 'FLOAT', dims: [E, inter, hidden], data: gate },
+      { name: 'W1', type: 'FLOAT', dims: [E, 2 * inter, hidden], data: fc1 },
       { name: 'W2', type: 'FLOAT', dims: [E, hidden, inter], data: down },
-      { name: 'W3', type: 'FLOAT', dims: [E, inter, hidden], data: up },
     ],
   });
 }

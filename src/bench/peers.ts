@@ -302,11 +302,15 @@ export async function checkPeerMatMulNBits(ctx: BenchContext, s: NBitsShape, our
 
 // ---- attention ------------------------------------------------------------------------------------
 
-/** One sequence: S queries against L keys, H heads, head dims D (q, k) and Dv (v); causal aligns the last query with the last key. */
+/** One sequence: S queries against L keys, H heads, head dims D (q, k) and Dv (v); causal (S = L or S = 1) aligns the last query with the last key. */
 export interface AttentionShape { S: number; L: number; H: number; D: number; Dv?: number; causal?: boolean; seed?: number }
 
 function attentionJob(s: AttentionShape, q: Float32Array, k: Float32Array, v: Float32Array): PeerJob {
   const Dv = s.Dv ?? s.D;
+  // ORT's unidirectional mask is the usual causal one for S = L (prefill) and S = 1 (decode); for
+  // 1 < S < L (chunked prefill against a cache) its wasm kernel does not align the last query with
+  // the last key, so the peer is not used there.
+  if (s.causal && s.S !== s.L && s.S !== 1) throw new Error(`peerAttention: causal needs S = L or S = 1 (got S ${s.S}, L ${s.L})`);
   return {
     op: `MultiHeadAttention${s.causal ? ' causal' : ''}`, shape: `S${s.S} L${s.L} H${s.H} D${s.D}/${Dv}`,
     flops: 2 * s.S * s.L * s.H * (s.D + Dv),
@@ -326,16 +330,31 @@ function attentionInputs(s: AttentionShape, seed: number) {
 }
 
 /** com.microsoft MultiHeadAttention: O[S, H·Dv] = softmax(Q·Kᵀ/√D)·V per head, q [S, H·D], k [L, H·D], v [L, H·Dv]. */
-export function peerAttention(ctx: BenchContext, s: AttentionShape, o: PeerOptions): Promise<PeerResult[]> {
+export async function peerAttention(ctx: BenchContext, s: AttentionShape, o: PeerOptions): Promise<PeerResult[]> {
+  if (!ctx.peers) return [];
   const [q, k, v] = attentionInputs(s, s.seed ?? 51);
-  return timePeers(ctx, attentionJob(s, q, k, v), o);
+  let job: PeerJob;
+  try {
+    job = attentionJob(s, q, k, v);
+  } catch (e) {
+    ctx.error((e as Error).message);
+    return [];
+  }
+  return timePeers(ctx, job, o);
 }
 
 /** Checks the peers' attention against `ours(q, k, v)` (layouts as in peerAttention). */
 export async function checkPeerAttention(ctx: BenchContext, s: AttentionShape, ours: (q: Float32Array, k: Float32Array, v: Float32Array) => Promise<Float32Array>, tolerance = 1e-4): Promise<void> {
   if (!ctx.peers) return;
   const [q, k, v] = attentionInputs(s, 61);
-  await checkPeers(ctx, attentionJob(s, q, k, v), await ours(q, k, v), tolerance);
+  let job: PeerJob;
+  try {
+    job = attentionJob(s, q, k, v);
+  } catch (e) {
+    ctx.error((e as Error).message);
+    return;
+  }
+  await checkPeers(ctx, job, await ours(q, k, v), tolerance);
 }
 
 // ---- MoE ------------------------------------------------------------------------------------------
@@ -368,15 +387,15 @@ function moeInputs(s: MoeShape, seed: number) {
 }
 
 /**
- * com.microsoft MoE with Mixtral-style experts: y = Σ_top-k p̂_e · W2_e (silu(W1_e x) ⊙ W3_e x), with
- * the top-k probabilities renormalised to sum to 1 (normalize_routing_weights).
+ * com.microsoft MoE with SwiGLU experts: y = Σ_top-k p̂_e · down_e(silu(gate_e x) ⊙ up_e x), where the
+ * router input holds logits and p̂ is the softmax over the k largest of them (see moeModel).
  */
 export function peerMoE(ctx: BenchContext, s: MoeShape, o: PeerOptions): Promise<PeerResult[]> {
   const { x, probs, w } = moeInputs(s, s.seed ?? 71);
   return timePeers(ctx, moeJob(s, x, probs, w), o);
 }
 
-/** Checks the peers' MoE against `ours(x, routerProbs, weights)`. */
+/** Checks the peers' MoE against `ours(x, routerLogits, weights)` (p̂ = softmax over the top-k logits). */
 export async function checkPeerMoE(ctx: BenchContext, s: MoeShape, ours: (x: Float32Array, probs: Float32Array, w: MoeWeights) => Promise<Float32Array>, tolerance = 1e-4): Promise<void> {
   if (!ctx.peers) return;
   const { x, probs, w } = moeInputs(s, 81);

@@ -33,11 +33,14 @@ export function resultsTable(r: BenchReport): Table {
   return {
     headers: ['suite', 'name', 'variant', 'shape', 'median ms', 'GFLOP/s', '% FMA', 'GB/s', '% copy', 'bytes'],
     align: ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
-    rows: r.results.map((x) => [
-      x.suite, x.name, x.variant, x.shape, fmtNum(x.medianMs, 4),
-      x.flops === 0 ? '–' : fmtNum(x.gflops), x.flops === 0 ? '–' : fmtPct(x.pctFma),
-      fmtNum(x.gbps), fmtPct(x.pctCopy), fmtBytes(x.bytes),
-    ]),
+    rows: r.results.map((x) => {
+      const timed = x.medianMs > 0;
+      return [
+        x.suite, x.name, x.variant, x.shape, timed ? fmtNum(x.medianMs, 4) : '–',
+        !timed || x.flops === 0 ? '–' : fmtNum(x.gflops), !timed || x.flops === 0 ? '–' : fmtPct(x.pctFma),
+        timed ? fmtNum(x.gbps) : '–', timed ? fmtPct(x.pctCopy) : '–', fmtBytes(x.bytes),
+      ];
+    }),
   };
 }
 
@@ -94,6 +97,7 @@ export function formatReport(r: BenchReport): string {
   if (r.peers.length) parts.push('', 'peers (onnxruntime-web on the same device; peer/ours > 1 means webmoe is faster)', renderText(peersTable(r)));
   if (r.peerChecks.length) parts.push('', 'peer output checks (peer against ours on one small shape)', renderText(peerChecksTable(r)));
   if (r.e2e.length) parts.push('', 'end to end', renderText(e2eTable(r)));
+  if (r.suiteMs) parts.push('', `time per suite: ${Object.entries(r.suiteMs).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(', ')}`);
   if (r.errors.length) parts.push('', `errors (${r.errors.length}):`, ...r.errors.map((e) => `  ${e.suite}: ${e.message}`));
   return parts.join('\n');
 }
@@ -136,7 +140,9 @@ export function validateReport(x: unknown): string[] {
   arr('results').forEach((r, i) => {
     if (!isObj(r)) return p.push(`results[${i}]: not an object`);
     for (const k of ['suite', 'name', 'variant', 'shape']) str(r[k], `results[${i}].${k}`);
-    num(r.medianMs, `results[${i}].medianMs`, { positive: true });
+    // medianMs may be 0 on rows that report sizes only (e.g. KV-cache bytes per token).
+    num(r.medianMs, `results[${i}].medianMs`);
+    if (typeof r.medianMs === 'number' && r.medianMs < 0) p.push(`results[${i}].medianMs: negative`);
     for (const k of ['gflops', 'gbps', 'bytes']) num(r[k], `results[${i}].${k}`);
   });
   arr('peers').forEach((r, i) => {
@@ -160,6 +166,8 @@ export function validateReport(x: unknown): string[] {
     str(r.message, `errors[${i}].message`);
   });
   arr('suites').forEach((s, i) => str(s, `suites[${i}]`));
+  if (!isObj(x.suiteMs)) p.push('suiteMs: missing');
+  else for (const [k, v] of Object.entries(x.suiteMs)) num(v, `suiteMs.${k}`);
   num(x.durationMs, 'durationMs');
   return p;
 }

@@ -30,12 +30,15 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
   const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', onProgress: (m) => report(m) });
   const errors = ctx.errors;
 
+  const suiteMs: Record<string, number> = {};
+  let ts = Date.now();
   report('device ceilings');
   const c = await measureCeilings(gpu, ctx.time.bind(ctx), quick, (m) => report(`ceilings: ${m}`));
   ctx.ceilings = { fmaGflops: c.fmaGflops, copyGBps: c.copyGBps, dispatchOverheadUs: c.dispatchOverheadUs, submitRoundTripMs: c.submitRoundTripMs };
   ctx.result({ suite: 'ceilings', name: 'fma-peak', variant: 'f32 vec4 FMA', shape: `${c.fma.invocations} inv × ${c.fma.iters} it`, medianMs: c.fma.ms, bytes: c.fma.invocations * 16, flops: c.fma.flops });
   ctx.result({ suite: 'ceilings', name: 'copy', variant: 'vec4 copy', shape: `${(c.copy.bytes / 2 / 2 ** 20).toFixed(0)} MiB`, medianMs: c.copy.ms, bytes: c.copy.bytes, flops: 0 });
   done++;
+  suiteMs.ceilings = Date.now() - ts;
 
   for (const suite of selected) {
     if (gpu.lostError) {
@@ -46,6 +49,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
     step = suite.name;
     ctx.suite = suite.name;
     report(`${suite.name}: starting`);
+    ts = Date.now();
     try {
       await suite.run(ctx);
     } catch (e) {
@@ -54,6 +58,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
       report(`${suite.name}: failed (${err?.message ?? e})`);
     } finally {
       gpu.temps.releaseAll();
+      suiteMs[suite.name] = Date.now() - ts;
     }
     ctx.suite = '';
     done++;
@@ -76,6 +81,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
     e2e: ctx.e2eResults,
     errors,
     suites: selected.map((s) => s.name),
+    suiteMs,
     durationMs: Date.now() - t0,
   };
 }

@@ -84,8 +84,9 @@ export interface BenchReport {
   peerChecks: PeerCheck[];
   e2e: E2eResult[];
   errors: { suite: string; message: string }[];
-  /** Suites run, in order. */
+  /** Suites run, in order, and the wall time each took (ms; the ceilings under 'ceilings'). */
   suites: string[];
+  suiteMs: Record<string, number>;
   durationMs: number;
 }
 

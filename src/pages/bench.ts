@@ -9,7 +9,7 @@
  */
 import type { BenchReport } from '../bench/types';
 import type { FromWorker, ToWorker } from './bench.worker';
-import { e2eTable, fmtNum, peerChecksTable, peersTable, resultsTable, type Table } from '../bench/report';
+import { e2eTable, fmtBytes, fmtNum, peerChecksTable, peersTable, resultsTable, type Table } from '../bench/report';
 import { rooflineSvg } from './roofline';
 
 export interface BenchPageState {
@@ -42,7 +42,7 @@ const KEY_LIMITS = [
 ];
 
 function fmtLimit(k: string, v: number): string {
-  return /Size$/.test(k) && v >= 1024 ? `${fmtNum(v / 2 ** 20, 3)} MiB` : v.toLocaleString('en-US');
+  return /Size$/.test(k) ? fmtBytes(v) : v.toLocaleString('en-US');
 }
 
 function renderDevice(d: { vendor: string; architecture: string; device: string; description: string; isFallbackAdapter: boolean; features: string[]; limits: Record<string, number> }) {

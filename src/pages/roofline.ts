@@ -11,7 +11,7 @@ const PALETTE = ['#6aa7ff', '#7ee0a1', '#ffb86b', '#c792ea', '#ff7a9a', '#5ad1d1
 const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
 export function rooflineSvg(results: BenchResult[], c: Ceilings, o: RooflineOptions = {}): string {
-  const W = o.width ?? 560, H = o.height ?? 340;
+  const W = o.width ?? 520, H = o.height ?? 330;
   const pad = { l: 56, r: 16, t: 14, b: 42 };
   const pts = results
     .filter((r) => r.suite !== 'ceilings' && r.bytes > 0 && (r.flops ?? 0) > 0 && r.gflops > 0)

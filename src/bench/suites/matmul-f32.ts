@@ -14,13 +14,13 @@ interface Shape { M: number; N: number; K: number; what: string }
 /**
  * Decode (GEMV, one row) and prefill (tiled, M rows) shapes. Full mode: DeepSeek-V2-Lite-like
  * projections (hidden 2048, expert FFN 1408) and a DeepSeek-V3 expert's gate/up (7168 → 2048).
- * Quick mode: one decode and one prefill shape at hidden 1024, small enough for a software GPU.
+ * Quick mode: one decode and one (short) prefill shape at hidden 1024, small enough for a software GPU.
  */
 export function matmulShapes(quick: boolean): Shape[] {
   if (quick) {
     return [
       { M: 1, N: 1024, K: 1024, what: 'decode proj 1024' },
-      { M: 64, N: 1024, K: 1024, what: 'prefill proj 1024' },
+      { M: 32, N: 512, K: 1024, what: 'prefill 32 rows 1024→512' },
     ];
   }
   return [

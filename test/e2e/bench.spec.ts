@@ -1,0 +1,58 @@
+import { test, expect } from '@playwright/test';
+import { readFileSync } from 'node:fs';
+import { validateReport } from '../../src/bench/report';
+
+// The benchmark page (bench.html) on the built site: quick mode runs to the end in headless Chromium
+// (SwiftShader without a GPU), its JSON export parses and has the report's shape. Timing is never
+// asserted. Screenshots go to test-results/ (kept on failure by the config; the full-page shot of a
+// finished run is saved on success too, to look at).
+
+test('the benchmark page finishes its quick mode and exports well-formed JSON', async ({ page }, testInfo) => {
+  test.setTimeout(420_000);
+  const pageErrors: string[] = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto('/bench.html');
+  await expect(page.locator('#device table.kv')).toBeVisible({ timeout: 30_000 });
+  const quick = page.locator('#run-quick');
+  await expect(quick).toBeEnabled();
+  await quick.click();
+  await expect.poll(() => page.evaluate(() => (window as any).__webmoeBench.status), { timeout: 360_000, intervals: [1000] }).toMatch(/done|error/);
+  const state = await page.evaluate(() => ({ status: (window as any).__webmoeBench.status, error: (window as any).__webmoeBench.error }));
+  expect(state.error).toBeNull();
+  expect(state.status).toBe('done');
+
+  // The rendered page: tables, roofline, ceilings filled in.
+  await expect(page.locator('#results table.data tbody tr')).not.toHaveCount(0);
+  await expect(page.locator('#roofline svg .roof')).toHaveCount(1);
+  await expect(page.locator('#ceilings .value[data-k="fmaGflops"]')).not.toHaveText('–');
+  await page.screenshot({ path: testInfo.outputPath('bench-page.png'), fullPage: true });
+
+  // The JSON export.
+  const downloadButton = page.locator('#download');
+  await expect(downloadButton).toBeEnabled();
+  const [download] = await Promise.all([page.waitForEvent('download'), downloadButton.click()]);
+  expect(download.suggestedFilename()).toMatch(/^webmoe-bench-.*\.json$/);
+  const report = JSON.parse(readFileSync((await download.path())!, 'utf8'));
+  expect(validateReport(report)).toEqual([]);
+  expect(report.quick).toBe(true);
+  expect(report.env).toBe('browser');
+  expect(report.ceilings.fmaGflops).toBeGreaterThan(0);
+  expect(report.ceilings.copyGBps).toBeGreaterThan(0);
+  expect(report.results.some((r: { suite: string }) => r.suite === 'matmul-f32')).toBe(true);
+  // Every suite ran or reported why not; peers that ran were checked against our kernels.
+  expect(report.suites.length).toBeGreaterThan(0);
+  for (const c of report.peerChecks) expect(c.ok, `${c.peer} ${c.op} ${c.shape}: ${c.note ?? c.maxAbsDiff}`).toBe(true);
+  expect(pageErrors).toEqual([]);
+});
+
+test('without WebGPU the benchmark page explains why instead of going blank', async ({ page }) => {
+  await page.addInitScript(() => {
+    delete (Navigator.prototype as any).gpu;
+  });
+  await page.goto('/bench.html');
+  const notice = page.locator('#unavailable');
+  await expect(notice).toBeVisible();
+  await expect(notice).toContainText('WebGPU is not available');
+  await expect(page.locator('#run-quick')).toBeDisabled();
+  expect(await page.evaluate(() => (window as any).__webmoeBench.status)).toBe('unavailable');
+});
