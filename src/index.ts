@@ -1,2 +1,11 @@
 export * from './errors';
 export * from './gpu/index';
+export { createEngine, type EngineEnvironment } from './engine/create';
+export { WebMoeEngine } from './engine/engine';
+export { createWorkerEngine, WorkerCrashedError, type WorkerEngine, type WorkerEngineOptions } from './engine/worker-client';
+export { TextCodec, type ChatMessage } from './engine/text';
+export type * from './engine/types';
+export { parseConfig, type ModelConfig } from './model/config';
+export { urlModel, fileListModel, directoryHandleModel, memoryModel, type ModelSource } from './loader/model-source';
+export { openCheckpoint, type Checkpoint, type LoadProgress } from './loader/checkpoint';
+export { parseSafetensors, writeSafetensors } from './formats/safetensors';

@@ -7,6 +7,11 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { acquireGpu, type Gpu, type GpuOptions } from './gpu/device';
 import { GpuUnavailableError } from './errors';
+import { createEngine } from './engine/create';
+import type { WebMoeEngine } from './engine/engine';
+import type { EngineOptions } from './engine/types';
+import { urlModel } from './loader/model-source';
+import { directoryModel } from './loader/node-source';
 
 export * from './index';
 
@@ -79,4 +84,12 @@ export async function nodeGPU(log: (msg: string) => void = () => {}): Promise<{ 
 export async function acquireNodeGpu(options: Omit<GpuOptions, 'gpu'> & { log?: (msg: string) => void } = {}): Promise<Gpu> {
   const { gpu } = await nodeGPU(options.log);
   return acquireGpu({ ...options, gpu });
+}
+
+/** The in-thread engine in Node: Dawn for the GPU, local directories or URLs for models. */
+export function createNodeEngine(options: EngineOptions = {}): WebMoeEngine {
+  return createEngine(options, {
+    acquire: (o, log) => acquireNodeGpu({ ...o, log }),
+    resolve: (model, o) => (/^https?:\/\//.test(model) ? urlModel(model, { cache: false }) : directoryModel(model)),
+  });
 }

@@ -1,0 +1,236 @@
+/**
+ * The in-thread engine: load a model, then generate or chat with streaming, sampling on the GPU, stop
+ * conditions, abort, and KV-cache reuse of the prefix shared with the previous turn. Calls are queued:
+ * a second generate waits for the first instead of interleaving with it.
+ */
+import type { ChatMessage } from './text';
+import { StreamDecoder, TextCodec } from './text';
+import type { ModelRunner, SamplingParams } from './runner';
+import type {
+  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, FinishReason,
+} from './types';
+import type { ModelSource } from '../loader/model-source';
+import { ArgumentError, WebMoeError } from '../errors';
+
+export interface LoadedModel { runner: ModelRunner; codec: TextCodec; info: ModelInfo; loadTimeMs: number; device: string }
+
+/** How a model gets loaded: the GPU loader in production, a CPU loader in reference tests. */
+export type ModelLoader = (model: string | ModelSource, options: LoadOptions, engine: EngineOptions) => Promise<LoadedModel>;
+
+export function resolveSampling(o: GenerateOptions): SamplingParams {
+  const num = (v: unknown, name: string, def: number, min: number, max = Infinity) => {
+    if (v === undefined) return def;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw new ArgumentError(`${name} must be a number in [${min}, ${max}], got ${String(v)}`);
+    return v;
+  };
+  return {
+    temperature: num(o.temperature, 'temperature', 0.7, 0, 100),
+    topK: Math.floor(num(o.topK, 'topK', 0, 0)),
+    topP: num(o.topP, 'topP', 1, 0, 1),
+    repetitionPenalty: num(o.repetitionPenalty, 'repetitionPenalty', 1, 0.01, 100),
+    seed: Math.floor(num(o.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 32 - 1)),
+  };
+}
+
+export class WebMoeEngine implements Engine {
+  private model: LoadedModel | null = null;
+  /** Token ids whose keys/values are in the cache, in order (for prefix reuse across turns). */
+  private cachedIds: number[] = [];
+  private queue: Promise<unknown> = Promise.resolve();
+  private current: AbortController | null = null;
+  private last = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0 };
+
+  constructor(private loader: ModelLoader, private options: EngineOptions = {}) {}
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private need(): LoadedModel {
+    if (!this.model) throw new WebMoeError('NOT_LOADED', 'No model is loaded: call load() first');
+    return this.model;
+  }
+
+  load(model: string | ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
+    return this.serial(async () => {
+      // The previous model stays usable until the new one has loaded: a failed load loses nothing.
+      const loaded = await this.loader(model, options, this.options);
+      this.model?.runner.destroy();
+      this.model = loaded;
+      this.cachedIds = [];
+      return loaded.info;
+    });
+  }
+
+  async unload(): Promise<void> {
+    this.abort();
+    await this.serial(async () => {
+      this.model?.runner.destroy();
+      this.model = null;
+      this.cachedIds = [];
+    });
+  }
+
+  abort(): void {
+    this.current?.abort();
+  }
+
+  generate(prompt: string, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
+    if (typeof prompt !== 'string') throw new ArgumentError('prompt must be a string');
+    return this.stream(() => this.need().codec.encode(prompt), options);
+  }
+
+  chat(messages: ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
+    if (!Array.isArray(messages) || messages.some((m) => !m || typeof m.content !== 'string' || !['system', 'user', 'assistant'].includes(m.role))) {
+      throw new ArgumentError('messages must be an array of { role: system|user|assistant, content: string }');
+    }
+    return this.stream(() => this.need().codec.encodeChat(messages), options);
+  }
+
+  /** Bridges the serialised generation task to an async iterator of chunks. */
+  private async *stream(encode: () => number[], options: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
+    const chunks: GenerationChunk[] = [];
+    let wake: (() => void) | null = null;
+    let finished = false;
+    const task = this.serial(() =>
+      this.run(encode(), options, (c) => {
+        chunks.push(c);
+        wake?.();
+      }),
+    ).finally(() => {
+      finished = true;
+      wake?.();
+    });
+    task.catch(() => {}); // observed below; this only keeps an early-return consumer from an unhandled rejection
+    try {
+      for (;;) {
+        if (chunks.length) { yield chunks.shift()!; continue; }
+        if (finished) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+      return await task;
+    } finally {
+      // A consumer that stops iterating early aborts the generation it started.
+      if (!finished) this.abort();
+    }
+  }
+
+  private async run(prompt: number[], o: GenerateOptions, emit: (c: GenerationChunk) => void): Promise<GenerationResult> {
+    const m = this.need();
+    const { runner, codec } = m;
+    const sampling = resolveSampling(o);
+    const maxTokens = o.maxTokens ?? 256;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new ArgumentError(`maxTokens must be a non-negative integer, got ${o.maxTokens}`);
+    if (prompt.length === 0) throw new ArgumentError('the prompt encodes to no tokens');
+    if (prompt.length >= runner.capacity) {
+      throw new WebMoeError('CONTEXT_LENGTH', `the prompt has ${prompt.length} tokens; the context holds ${runner.capacity}`, { promptTokens: prompt.length, capacity: runner.capacity });
+    }
+    const ac = new AbortController();
+    this.current = ac;
+    const onOuterAbort = () => ac.abort();
+    o.signal?.addEventListener('abort', onOuterAbort);
+    if (o.signal?.aborted) ac.abort();
+
+    // Reuse the cached prefix shared with the previous turn; at least one token is always recomputed
+    // so the step has logits to sample from.
+    let reuse = 0;
+    while (reuse < this.cachedIds.length && reuse < prompt.length - 1 && this.cachedIds[reuse] === prompt[reuse]) reuse++;
+    runner.truncate(reuse);
+    this.cachedIds = prompt.slice(0, reuse);
+
+    const eos = new Set(o.stopAtEos === false ? [] : codec.eosIds);
+    const decoder = new StreamDecoder(codec);
+    const stops = (o.stop ?? []).filter((s) => s.length > 0);
+    const generated: number[] = [];
+    const history = prompt.slice();
+    let finish: FinishReason = 'length';
+    let text = '';
+    const t0 = performance.now();
+    let tFirst = t0;
+    const c0 = runner.counters();
+    let tDecodeStart = t0;
+    let pending = prompt.slice(reuse);
+    try {
+      for (let i = 0; i < maxTokens; i++) {
+        if (ac.signal.aborted) { finish = 'aborted'; break; }
+        if (runner.cachedTokens + pending.length > runner.capacity) { finish = 'context'; break; }
+        const r = await runner.step(pending, sampling, i, history, !!o.routing);
+        this.cachedIds.push(...pending);
+        if (i === 0) { tFirst = performance.now(); tDecodeStart = tFirst; }
+        const id = r.token;
+        if (eos.has(id)) { finish = 'eos'; break; }
+        generated.push(id);
+        history.push(id);
+        let delta = decoder.push(id);
+        const before = text.length;
+        text += delta;
+        const hit = stops.map((s) => text.indexOf(s, Math.max(0, before - s.length + 1))).filter((p) => p >= 0);
+        if (hit.length) {
+          const cut = Math.min(...hit);
+          delta = delta.slice(0, Math.max(0, cut - before));
+          text = text.slice(0, cut);
+          finish = 'stop';
+        }
+        const chunk: GenerationChunk = { token: id, text: delta, index: generated.length - 1, ...(r.experts ? { experts: r.experts } : {}) };
+        emit(chunk);
+        o.onToken?.(chunk);
+        pending = [id];
+        if (finish === 'stop') break;
+      }
+      if (finish !== 'stop') text += decoder.flush();
+    } finally {
+      o.signal?.removeEventListener('abort', onOuterAbort);
+      if (this.current === ac) this.current = null;
+    }
+    const t1 = performance.now();
+    const c1 = runner.counters();
+    const steps = Math.max(1, generated.length + (finish === 'eos' ? 1 : 0));
+    const prefillMs = tFirst - t0;
+    const decodeSteps = steps - 1;
+    this.last = {
+      ttftMs: prefillMs,
+      prefillTokPerS: (prompt.length - reuse) / Math.max(prefillMs / 1000, 1e-9),
+      decodeTokPerS: decodeSteps > 0 ? decodeSteps / Math.max((t1 - tDecodeStart) / 1000, 1e-9) : 0,
+      dispatchesPerToken: (c1.dispatches - c0.dispatches) / steps,
+      readbacksPerToken: (c1.readbacks - c0.readbacks) / steps,
+    };
+    return {
+      text, tokens: generated, promptTokens: prompt.length, reusedTokens: reuse, finishReason: finish,
+      timeToFirstTokenMs: this.last.ttftMs, prefillTokPerS: this.last.prefillTokPerS, decodeTokPerS: this.last.decodeTokPerS,
+    };
+  }
+
+  async stats(): Promise<EngineStats> {
+    const m = this.model;
+    const mem = m?.runner.memory();
+    return {
+      loaded: !!m,
+      loadTimeMs: m?.loadTimeMs ?? 0,
+      prefillTokPerS: this.last.prefillTokPerS,
+      decodeTokPerS: this.last.decodeTokPerS,
+      timeToFirstTokenMs: this.last.ttftMs,
+      kvCacheBytes: mem?.kvBytes ?? 0,
+      kvBytesPerToken: mem?.kvBytesPerToken ?? 0,
+      mhaKvBytesPerToken: mem?.mhaKvBytesPerToken ?? 0,
+      cachedTokens: m?.runner.cachedTokens ?? 0,
+      weightBytes: mem?.weightBytes ?? 0,
+      gpuBytes: mem?.gpuBytes ?? 0,
+      dispatchesPerToken: this.last.dispatchesPerToken,
+      readbacksPerToken: this.last.readbacksPerToken,
+      expertLoad: m ? await m.runner.expertLoad() : [],
+      device: m?.device ?? '',
+    };
+  }
+
+  async resetExpertLoad(): Promise<void> {
+    this.model?.runner.resetExpertLoad();
+  }
+
+  /** The loaded model's runner (CLI logits, tests, calibration). */
+  get runner(): ModelRunner { return this.need().runner; }
+  get codec(): TextCodec { return this.need().codec; }
+  get info(): ModelInfo | null { return this.model?.info ?? null; }
+}

@@ -1,0 +1,125 @@
+/**
+ * The GPU model runner: one recorded command buffer per step (forward + sampling), one 4-byte readback
+ * (the token id) per generated token.
+ */
+import type { ModelRunner, SamplingParams, StepResult } from './runner';
+import type { ModelConfig } from '../model/config';
+import type { ModelWeights } from '../model/deepseek';
+import { forward } from '../model/deepseek';
+import type { GpuBackend, GpuMoe, GpuTensor } from '../model/gpu-backend';
+import type { GpuWeight } from '../kernels/weight';
+import { sampleToken } from '../kernels/sample';
+import { mhaCacheBytesPerToken } from '../model/kvcache';
+import type { LayerLoad } from './types';
+
+export class GpuRunner implements ModelRunner {
+  private tokenOut: GPUBuffer;
+  private history: GPUBuffer | null = null;
+  private historyCount = 0;
+
+  constructor(readonly be: GpuBackend, readonly cfg: ModelConfig, readonly weights: ModelWeights<GpuWeight, GpuMoe>, readonly capacity: number) {
+    this.tokenOut = be.gpu.buffers.create('sample.token', 4);
+  }
+
+  get cachedTokens(): number { return this.be.cache.length; }
+
+  private run(tokens: number[], lastOnly: boolean, label: string): GpuTensor {
+    const past = this.be.cache.length;
+    this.be.cache.ensureCapacity(past + tokens.length);
+    this.be.begin(label);
+    return forward(this.be, this.cfg, this.weights, tokens, { past, lastOnly });
+  }
+
+  /** Uploads the repetition-penalty history incrementally (only the new ids). */
+  private syncHistory(history: number[]): void {
+    const gpu = this.be.gpu;
+    if (!this.history || this.history.size < history.length * 4) {
+      gpu.buffers.destroy(this.history);
+      this.history = gpu.buffers.create('sample.history', Math.max(1024, 2 ** Math.ceil(Math.log2(history.length + 1))) * 4);
+      this.historyCount = 0;
+    }
+    if (history.length < this.historyCount) this.historyCount = 0;
+    if (history.length > this.historyCount) {
+      gpu.buffers.write(this.history, Uint32Array.from(history.slice(this.historyCount)), this.historyCount * 4);
+      this.historyCount = history.length;
+    }
+  }
+
+  async step(tokens: number[], sampling: SamplingParams, step: number, history: number[], wantRouting: boolean): Promise<StepResult> {
+    const gpu = this.be.gpu;
+    if (sampling.repetitionPenalty !== 1) this.syncHistory(history);
+    this.be.captureRouting = wantRouting;
+    const logits = this.run(tokens, true, 'decode');
+    sampleToken(gpu, this.be.rec!, {
+      logits: logits.buf, V: this.cfg.vocabSize, out: this.tokenOut, params: sampling, step,
+      history: sampling.repetitionPenalty !== 1 && this.history ? { ids: this.history, count: history.length } : undefined,
+    });
+    this.be.submit();
+    this.be.cache.commit(tokens.length);
+    const token = new Uint32Array(await gpu.buffers.read(this.tokenOut, 0, 4))[0];
+    let experts: Record<number, number[]> | undefined;
+    if (wantRouting) {
+      experts = {};
+      const K = this.cfg.numExpertsPerTok;
+      for (const [layer, r] of this.be.routingIds) {
+        const ids = await gpu.buffers.readU32(r.buf, (r.rows - 1) * K * 4, K);
+        experts[layer] = [...ids];
+      }
+      this.be.captureRouting = false;
+    }
+    return { token, experts };
+  }
+
+  async logits(tokens: number[], all: boolean): Promise<Float32Array> {
+    this.be.captureRouting = true;
+    const out = this.run(tokens, !all, 'logits');
+    this.be.submit();
+    this.be.cache.commit(tokens.length);
+    const rows = all ? tokens.length : 1;
+    return this.be.gpu.buffers.readF32(out.buf, 0, rows * this.cfg.vocabSize);
+  }
+
+  async lastRouting(): Promise<Map<number, number[][]>> {
+    const K = this.cfg.numExpertsPerTok;
+    const out = new Map<number, number[][]>();
+    for (const [layer, r] of this.be.routingIds) {
+      const ids = await this.be.gpu.buffers.readU32(r.buf, 0, r.rows * K);
+      out.set(layer, Array.from({ length: r.rows }, (_, t) => [...ids.subarray(t * K, (t + 1) * K)]));
+    }
+    return out;
+  }
+
+  truncate(n: number): void {
+    if (n < this.be.cache.length) this.be.cache.truncate(n);
+  }
+
+  async expertLoad(): Promise<LayerLoad[]> {
+    return this.be.load.read();
+  }
+
+  resetExpertLoad(): void {
+    this.be.load.reset();
+  }
+
+  memory() {
+    const c = this.be.cache, cfg = this.cfg;
+    return {
+      kvBytes: c.bytesAllocated(),
+      kvBytesPerToken: c.bytesPerTokenPerLayer() * cfg.numLayers,
+      mhaKvBytesPerToken: mhaCacheBytesPerToken({ layers: cfg.numLayers, heads: cfg.numHeads, qkHeadDim: cfg.qkNopeHeadDim + cfg.qkRopeHeadDim, vHeadDim: cfg.vHeadDim }, 4),
+      weightBytes: this.be.weightBytes,
+      gpuBytes: this.be.gpu.buffers.bytesAllocated,
+    };
+  }
+
+  counters() {
+    return { dispatches: this.be.gpu.dispatchCount, readbacks: this.be.gpu.buffers.readbacks };
+  }
+
+  destroy(): void {
+    this.be.destroy();
+    this.be.gpu.buffers.destroy(this.tokenOut);
+    this.be.gpu.buffers.destroy(this.history);
+    this.be.gpu.temps.destroy();
+  }
+}

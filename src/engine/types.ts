@@ -1,0 +1,137 @@
+/** The public engine API, implemented in-thread (createEngine) and behind a Worker (createWorkerEngine). */
+import type { ChatMessage } from './text';
+import type { LoadProgress } from '../loader/checkpoint';
+import type { ModelSource } from '../loader/model-source';
+import type { GpuOptions } from '../gpu/device';
+
+export type { ChatMessage, LoadProgress };
+
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'q8' | 'q4';
+
+export interface SparsityOptions {
+  format: '2:4' | 'vnm';
+  /** V:N:M block rows (default 64) and group width M (default 8). */
+  v?: number;
+  m?: number;
+  /** Which matrices run sparse: the routed/shared expert and dense MLP weights, or every linear layer. */
+  apply?: 'experts' | 'all-linear';
+}
+
+export interface LoadOptions {
+  /** Weight storage on the GPU. 'auto': f16 when the device has shader-f16, else f32. */
+  weights?: WeightStorage;
+  sparsity?: SparsityOptions | null;
+  /** KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096). */
+  contextLength?: number;
+  /** Browser: keep downloaded files in the Cache API so a second load reads them locally (default true). */
+  cache?: boolean;
+  /** A safetensors file whose tensors replace the checkpoint's (e.g. calibrated gate biases). */
+  overlay?: string | ModelSource | Uint8Array;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface SamplingOptions {
+  /** 0 = greedy (default 0.7). */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  /** Seed of the sampler's random stream (default: random). The same seed gives the same tokens. */
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxTokens?: number;
+  /** Stop when any of these strings appears in the output (it is not included). */
+  stop?: string[];
+  /** Stop at the model's end-of-sequence token (default true). */
+  stopAtEos?: boolean;
+  signal?: AbortSignal;
+  /** Called for every token (in addition to the async iterator). */
+  onToken?: (chunk: GenerationChunk) => void;
+  /** Report the experts chosen per MoE layer for every generated token (routing view). Costs one small readback per token. */
+  routing?: boolean;
+}
+
+export interface GenerationChunk {
+  /** The sampled token id. */
+  token: number;
+  /** Text this token completes (may be empty inside a multi-byte character). */
+  text: string;
+  /** Index of the token among the generated ones. */
+  index: number;
+  /** Experts chosen for this token: layer → expert ids (only with `routing: true`). */
+  experts?: Record<number, number[]>;
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length' | 'aborted' | 'context';
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  promptTokens: number;
+  /** Prompt tokens served from the KV cache of an earlier turn. */
+  reusedTokens: number;
+  finishReason: FinishReason;
+  timeToFirstTokenMs: number;
+  prefillTokPerS: number;
+  decodeTokPerS: number;
+}
+
+export interface ModelInfo {
+  name: string;
+  modelType: string;
+  layers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  experts: number;
+  expertsPerToken: number;
+  moeLayers: number[];
+  parameters: number;
+  activeParameters: number;
+  weightStorage: string;
+  sparsity: string;
+  contextLength: number;
+  chatTemplate: boolean;
+}
+
+export interface LayerLoad { layer: number; counts: number[]; frequency: number[]; maxVio: number }
+
+export interface EngineStats {
+  loaded: boolean;
+  loadTimeMs: number;
+  prefillTokPerS: number;
+  decodeTokPerS: number;
+  timeToFirstTokenMs: number;
+  kvCacheBytes: number;
+  kvBytesPerToken: number;
+  /** What a standard (non-latent) MHA cache would need per token for the same model. */
+  mhaKvBytesPerToken: number;
+  cachedTokens: number;
+  weightBytes: number;
+  gpuBytes: number;
+  dispatchesPerToken: number;
+  readbacksPerToken: number;
+  expertLoad: LayerLoad[];
+  device: string;
+}
+
+export interface EngineOptions {
+  gpu?: GpuOptions;
+  /** Log lines (e.g. "using SwiftShader"); default: none. */
+  log?: (msg: string) => void;
+}
+
+export interface Engine {
+  load(model: string | ModelSource, options?: LoadOptions): Promise<ModelInfo>;
+  /** Streams a completion of `prompt` (raw text, no chat template). */
+  generate(prompt: string, options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult>;
+  /** Streams the assistant's reply to a conversation (chat template applied, KV cache of the shared prefix reused). */
+  chat(messages: ChatMessage[], options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult>;
+  /** Aborts the running generation (it ends with finishReason 'aborted'; the engine stays usable). */
+  abort(): void;
+  stats(): Promise<EngineStats>;
+  resetExpertLoad(): Promise<void>;
+  unload(): Promise<void>;
+}

@@ -1,0 +1,106 @@
+/**
+ * createWorkerEngine: the Engine interface backed by a module Worker running the in-thread engine.
+ * If the worker dies (terminate(), a crash), every pending call rejects with a typed WORKER_CRASHED
+ * error and a new engine can be created.
+ */
+import * as Comlink from 'comlink';
+import type { WorkerHost } from './worker-host';
+import { installErrorTransfer, type ModelRef } from './worker-protocol';
+import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo } from './types';
+import { WebMoeError, ArgumentError } from '../errors';
+
+export interface WorkerEngineOptions extends EngineOptions {
+  /** A Worker running webmoe's worker entry (default: a new module Worker). */
+  worker?: Worker;
+}
+
+export class WorkerCrashedError extends WebMoeError {
+  constructor(message: string) { super('WORKER_CRASHED', message); }
+}
+
+export interface WorkerEngine extends Engine {
+  load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
+  /** Stops the worker; pending calls reject with WORKER_CRASHED. */
+  terminate(): void;
+}
+
+export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEngine {
+  installErrorTransfer();
+  const worker = options.worker ?? new Worker(new URL('../worker.ts', import.meta.url), { type: 'module', name: 'webmoe' });
+  const host = Comlink.wrap<WorkerHost>(worker);
+  let dead: WorkerCrashedError | null = null;
+  const pending = new Set<(e: Error) => void>();
+  const die = (why: string) => {
+    if (dead) return;
+    dead = new WorkerCrashedError(why);
+    for (const reject of pending) reject(dead);
+    pending.clear();
+  };
+  worker.addEventListener('error', (ev) => die(`the engine worker crashed: ${(ev as ErrorEvent).message || 'unknown error'}`));
+  worker.addEventListener('messageerror', () => die('the engine worker sent a message that could not be read'));
+
+  /** Every call races the worker's death. */
+  const call = <T>(fn: () => Promise<T>): Promise<T> => {
+    if (dead) return Promise.reject(dead);
+    return new Promise<T>((resolve, reject) => {
+      pending.add(reject);
+      fn().then(resolve, reject).finally(() => pending.delete(reject));
+    });
+  };
+  const { worker: _w, log, ...plain } = options;
+  void call(() => host.init(plain as any));
+
+  async function* stream(kind: 'generate' | 'chat', input: string | ChatMessage[], o: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
+    const { signal, onToken, ...plainOpts } = o;
+    if (signal?.aborted) void host.abort();
+    const onAbort = () => void host.abort();
+    signal?.addEventListener('abort', onAbort);
+    const chunks: GenerationChunk[] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    const result = call(() => host.generate(kind, input, plainOpts, Comlink.proxy((c: GenerationChunk) => {
+      chunks.push(c);
+      onToken?.(c);
+      wake?.();
+    }))).finally(() => {
+      done = true;
+      wake?.();
+      signal?.removeEventListener('abort', onAbort);
+    });
+    result.catch(() => {});
+    try {
+      for (;;) {
+        if (chunks.length) { yield chunks.shift()!; continue; }
+        if (done) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+      const r = await result;
+      while (chunks.length) yield chunks.shift()!;
+      return r;
+    } finally {
+      if (!done) void host.abort();
+    }
+  }
+
+  return {
+    load(model, o = {}) {
+      if (typeof model !== 'string' && !Array.isArray(model) && !(typeof FileSystemDirectoryHandle !== 'undefined' && model instanceof FileSystemDirectoryHandle)) {
+        return Promise.reject(new ArgumentError('createWorkerEngine().load takes a URL, a File[] or a FileSystemDirectoryHandle'));
+      }
+      const { onProgress, signal, ...plainOpts } = o;
+      if (signal) signal.addEventListener('abort', () => void host.abort());
+      return call(() => host.load(model, plainOpts as any, onProgress ? Comlink.proxy(onProgress) : undefined));
+    },
+    generate: (prompt, o = {}) => stream('generate', prompt, o),
+    chat: (messages, o = {}) => stream('chat', messages, o),
+    abort: () => { if (!dead) void host.abort(); },
+    stats: () => call(() => host.stats() as Promise<EngineStats>),
+    resetExpertLoad: () => call(() => host.resetExpertLoad()),
+    unload: () => call(() => host.unload()),
+    terminate() {
+      worker.terminate();
+      die('the engine worker was terminated');
+    },
+  };
+}

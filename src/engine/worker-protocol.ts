@@ -1,0 +1,46 @@
+/**
+ * What crosses the Worker boundary. Errors keep their name, code and details (comlink's default only
+ * keeps the message); model sources cross as URL strings, File lists or directory handles (all
+ * structured-clonable) and are turned into ModelSources on the worker side.
+ */
+import * as Comlink from 'comlink';
+import { WebMoeError, type ErrorCode } from '../errors';
+
+export interface SerializedError { name: string; message: string; code?: string; details?: Record<string, unknown>; stack?: string }
+
+let installed = false;
+/** Installs the error transfer handler (both sides call this). */
+export function installErrorTransfer(): void {
+  if (installed) return;
+  installed = true;
+  const base = Comlink.transferHandlers.get('throw')!;
+  Comlink.transferHandlers.set('throw', {
+    canHandle: base.canHandle,
+    serialize(value: any) {
+      const e = value.value;
+      if (e instanceof Error) {
+        const s: SerializedError = { name: e.name, message: e.message, stack: e.stack };
+        if (e instanceof WebMoeError || typeof (e as any).code === 'string') {
+          s.code = (e as any).code;
+          s.details = (e as any).details;
+        }
+        return [{ isError: true, value: s }, []];
+      }
+      return [{ isError: false, value: e }, []];
+    },
+    deserialize(serialized: any) {
+      if (!serialized.isError) throw serialized.value;
+      throw reviveError(serialized.value as SerializedError);
+    },
+  } as any);
+}
+
+/** A WebMoeError (or plain Error) with the same name, code and details as the worker-side error. */
+export function reviveError(s: SerializedError): Error {
+  const e = s.code ? new WebMoeError(s.code as ErrorCode, s.message, s.details) : new Error(s.message);
+  Object.defineProperty(e, 'name', { value: s.name, configurable: true });
+  if (s.stack) e.stack = s.stack;
+  return e;
+}
+
+export type ModelRef = string | File[] | FileSystemDirectoryHandle;

@@ -1,0 +1,125 @@
+/**
+ * The CPU reference backend: the architecture file's forward pass on plain Float32Arrays, built from
+ * the kernels' CPU references. Slow and simple on purpose; it checks the GPU path on configurations the
+ * official fixture does not cover (no q_lora, YaRN, several dense layers, half-precision storage).
+ */
+import type { Backend, HostExpert, HostMatrix, HostMoe, MlaShape, MatrixRole } from './deepseek';
+import type { ModelConfig } from './config';
+import { matmulRef } from '../kernels/matmul.ref';
+import { rmsNormRef } from '../kernels/rmsnorm.ref';
+import { ropeInvFreq, ropeRef } from '../kernels/rope.ref';
+import { moeGateRef, routerLogitsRef, moeExpertsRef, sharedExpertRef, type MoeRouting } from '../kernels/moe.ref';
+import { mlaAttentionRef } from '../kernels/mla.ref';
+import { toFloat32 } from '../formats/safetensors';
+
+/** The router settings of a config, as the MoE kernels take them. */
+export function routingOf(cfg: ModelConfig): MoeRouting {
+  return {
+    experts: cfg.nRoutedExperts, topK: cfg.numExpertsPerTok, nGroup: cfg.nGroup, topkGroup: cfg.topkGroup,
+    scoring: cfg.scoringFunc, normTopkProb: cfg.normTopkProb, routedScalingFactor: cfg.routedScalingFactor,
+    hasBias: cfg.topkMethod === 'noaux_tc',
+  };
+}
+
+export interface CpuTensor { data: Float32Array; rows: number; cols: number }
+export interface CpuWeight { data: Float32Array; N: number; K: number }
+export interface CpuMoe { gate: CpuWeight; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null; I: number }
+
+/** Dequantises DeepSeek-V3 FP8 (e4m3 with 128×128 block scales) to f32. */
+export function hostMatrixToF32(m: HostMatrix): Float32Array {
+  if (m.f32) return m.f32;
+  return toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
+}
+
+interface LayerCache { latent: Float32Array; pe: Float32Array; length: number }
+
+export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
+  /** Latent KV cache: per layer and token, RMSNorm(c_KV) and roped k_pe. */
+  cache: LayerCache[] = [];
+  /** Expert ids and weights chosen by each MoE layer in the last forward: [layer] → rows of [ids, weights]. */
+  routing = new Map<number, { ids: number[][]; weights: number[][] }>();
+  private invFreq: Float32Array;
+
+  constructor(private cfg: ModelConfig) {
+    this.invFreq = ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling);
+  }
+
+  mlaMode: 'naive' | 'absorb' = 'naive';
+
+  get cachedTokens(): number { return this.cache[0]?.length ?? 0; }
+  truncate(n: number): void { for (const c of this.cache) c.length = Math.min(c.length, n); }
+
+  vector(_name: string, data: Float32Array): CpuWeight { return { data, N: data.length, K: 1 }; }
+  matrix(_name: string, m: HostMatrix, _role: MatrixRole): CpuWeight { return { data: hostMatrixToF32(m), N: m.N, K: m.K }; }
+  embedding(_name: string, m: HostMatrix): CpuWeight { return { data: hostMatrixToF32(m), N: m.N, K: m.K }; }
+  moe(_layer: number, p: HostMoe): CpuMoe {
+    return {
+      gate: { data: p.gate, N: p.experts.length, K: this.cfg.hiddenSize },
+      bias: p.bias, experts: p.experts, shared: p.shared,
+      I: this.cfg.moeIntermediateSize,
+    };
+  }
+
+  embed(table: CpuWeight, tokens: ArrayLike<number>, D: number): CpuTensor {
+    const out = new Float32Array(tokens.length * D);
+    for (let i = 0; i < tokens.length; i++) out.set(table.data.subarray(tokens[i] * D, (tokens[i] + 1) * D), i * D);
+    return { data: out, rows: tokens.length, cols: D };
+  }
+
+  rmsNorm(x: CpuTensor, w: CpuWeight, eps: number): CpuTensor {
+    return { data: rmsNormRef(x.data, w.data, x.rows, x.cols, eps), rows: x.rows, cols: x.cols };
+  }
+
+  rmsNormSlice(x: CpuTensor, offset: number, dim: number, w: CpuWeight, eps: number): void {
+    const slice = new Float32Array(x.rows * dim);
+    for (let r = 0; r < x.rows; r++) slice.set(x.data.subarray(r * x.cols + offset, r * x.cols + offset + dim), r * dim);
+    const y = rmsNormRef(slice, w.data, x.rows, dim, eps);
+    for (let r = 0; r < x.rows; r++) x.data.set(y.subarray(r * dim, (r + 1) * dim), r * x.cols + offset);
+  }
+
+  linear(x: CpuTensor, w: CpuWeight): CpuTensor {
+    return { data: matmulRef(x.data, w.data, x.rows, w.N, w.K), rows: x.rows, cols: w.N };
+  }
+
+  rope(x: CpuTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void {
+    ropeRef(x.data, { rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, invFreq: this.invFreq, pos0: past });
+  }
+
+  /** MLA over the latent cache (the CPU reference computes the expanded, naive form; `mlaMode` picks). */
+  mla(layer: number, q: CpuTensor, kvA: CpuTensor, kvB: CpuWeight, dims: MlaShape, past: number, scale: number): CpuTensor {
+    const c = (this.cache[layer] ??= { latent: new Float32Array(0), pe: new Float32Array(0), length: 0 });
+    if (c.length !== past) throw new Error(`CPU cache holds ${c.length} tokens, forward expects ${past}`);
+    const T = past + q.rows, r = dims.kvLora, rope = dims.qkRope;
+    const latent = new Float32Array(T * r), pe = new Float32Array(T * rope);
+    latent.set(c.latent.subarray(0, past * r));
+    pe.set(c.pe.subarray(0, past * rope));
+    for (let i = 0; i < q.rows; i++) {
+      latent.set(kvA.data.subarray(i * kvA.cols, i * kvA.cols + r), (past + i) * r);
+      pe.set(kvA.data.subarray(i * kvA.cols + r, i * kvA.cols + r + rope), (past + i) * rope);
+    }
+    Object.assign(c, { latent, pe, length: T });
+    const out = mlaAttentionRef({ dims, q: q.data, latent, kPe: pe, kvB: kvB.data, past, S: q.rows, scale, mode: this.mlaMode });
+    return { data: out, rows: q.rows, cols: dims.heads * dims.vHead };
+  }
+
+  mlp(x: CpuTensor, gate: CpuWeight, up: CpuWeight, down: CpuWeight): CpuTensor {
+    return { data: sharedExpertRef(x.data, x.rows, x.cols, { gate: gate.data, up: up.data, down: down.data }), rows: x.rows, cols: x.cols };
+  }
+
+  moeForward(layer: number, x: CpuTensor, e: CpuMoe, cfg: ModelConfig): CpuTensor {
+    const D = x.cols;
+    const logits = routerLogitsRef(x.data, e.gate.data, x.rows, D, cfg.nRoutedExperts);
+    const route = moeGateRef(logits, e.bias, routingOf(cfg), x.rows);
+    this.routing.set(layer, { ids: route.ids, weights: route.weights });
+    const shared = e.shared ? sharedExpertRef(x.data, x.rows, D, e.shared) : null;
+    return { data: moeExpertsRef(x.data, x.rows, D, e.I, e.experts, route.ids, route.weights, shared), rows: x.rows, cols: D };
+  }
+
+  addInPlace(h: CpuTensor, r: CpuTensor): void {
+    for (let i = 0; i < h.data.length; i++) h.data[i] += r.data[i];
+  }
+
+  lastRow(x: CpuTensor): CpuTensor {
+    return { data: x.data.slice((x.rows - 1) * x.cols), rows: 1, cols: x.cols };
+  }
+}

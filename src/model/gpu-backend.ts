@@ -1,0 +1,222 @@
+/**
+ * The GPU backend: the architecture file's operations as WGSL kernels recorded into one command buffer
+ * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
+ * weights are uploaded once in the storage the load options ask for.
+ */
+import type { Backend, HostMatrix, HostMoe, MatrixRole, MlaShape } from './deepseek';
+import type { ModelConfig } from './config';
+import type { Gpu } from '../gpu/device';
+import type { Recorder } from '../gpu/recorder';
+import { STORAGE } from '../gpu/buffers';
+import { rmsNorm, rmsNormInPlace } from '../kernels/rmsnorm';
+import { addInPlace, siluMul } from '../kernels/elementwise';
+import { linear } from '../kernels/linear';
+import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type UploadOptions } from '../kernels/weight';
+import { rope } from '../kernels/rope';
+import { embedding } from '../kernels/embedding';
+import { mlaAttention } from '../kernels/mla';
+import { moeGate, moeExperts, uploadExperts, destroyExperts, type MoeExpertWeights } from '../kernels/moe';
+import { LatentKvCache } from './kvcache';
+import { ExpertLoad } from '../moe/telemetry';
+import { routingOf } from './cpu-backend';
+import { hostMatrixToF32 } from './cpu-backend';
+import { ropeInvFreq } from '../kernels/rope.ref';
+
+export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
+
+export interface GpuMoe {
+  gate: GPUBuffer;
+  bias: GPUBuffer | null;
+  experts: MoeExpertWeights;
+  shared: { gate: GpuWeight; up: GpuWeight; down: GpuWeight } | null;
+  bytes: number;
+}
+
+export interface WeightPolicy {
+  /** Storage for linear weights by role (embedding and router stay f32). */
+  storage(role: MatrixRole | 'embed'): UploadOptions['format'];
+  /** Turns a dense f32 matrix into a sparse GPU weight, when sparsity applies to this role. */
+  sparsify?(name: string, data: Float32Array, N: number, K: number, role: MatrixRole): GpuWeight | null;
+  /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
+  nativeFp8: boolean;
+}
+
+export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
+  rec: Recorder | null = null;
+  readonly cache: LatentKvCache;
+  readonly load: ExpertLoad;
+  private invFreq: GPUBuffer;
+  private weights: GpuWeight[] = [];
+  private moes: GpuMoe[] = [];
+  weightBytes = 0;
+  /** Per MoE layer, the expert ids [rows, K] of the current forward (read after submit). */
+  readonly routingIds = new Map<number, { buf: GPUBuffer; rows: number }>();
+  /** Keep every MoE layer's ids of the forward in persistent buffers (routing view, CLI --routing). */
+  captureRouting = false;
+
+  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number) {
+    this.cache = new LatentKvCache(gpu, { layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv' });
+    const moeLayers = Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => i >= cfg.firstKDenseReplace && i % cfg.moeLayerFreq === 0);
+    this.load = new ExpertLoad(gpu, moeLayers, cfg.nRoutedExperts, cfg.numExpertsPerTok);
+    this.invFreq = gpu.buffers.upload('rope.invFreq', ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling));
+  }
+
+  private r(): Recorder {
+    if (!this.rec) throw new Error('GpuBackend: no recorder (call begin())');
+    return this.rec;
+  }
+
+  begin(label: string): Recorder {
+    this.rec = this.gpu.recorder(label);
+    return this.rec;
+  }
+
+  /** Submits the recorded step; its temporaries return to the pool (queue order keeps reuse safe). */
+  submit(): void {
+    this.r().submit();
+    this.rec = null;
+    this.gpu.temps.releaseAll();
+  }
+
+  private temp(rows: number, cols: number): GpuTensor {
+    return { buf: this.gpu.temps.acquire(Math.max(1, rows * cols) * 4), rows, cols };
+  }
+
+  private track(w: GpuWeight): GpuWeight {
+    this.weights.push(w);
+    this.weightBytes += w.bytes;
+    return w;
+  }
+
+  // ----------------------------------------------------------------------------------------- weights
+
+  vector(name: string, data: Float32Array): GpuWeight {
+    return this.track(uploadWeight(this.gpu, name, data, data.length, 1, { format: 'f32' }));
+  }
+
+  matrix(name: string, m: HostMatrix, role: MatrixRole): GpuWeight {
+    if (m.fp8 && this.policy.nativeFp8) return this.track(uploadFp8Weight(this.gpu, name, m.fp8.bytes, m.fp8.scaleInv, m.N, m.K));
+    const data = hostMatrixToF32(m);
+    const sparse = this.policy.sparsify?.(name, data, m.N, m.K, role);
+    if (sparse) return this.track(sparse);
+    return this.track(uploadWeight(this.gpu, name, data, m.N, m.K, { format: this.policy.storage(role) }));
+  }
+
+  embedding(name: string, m: HostMatrix): GpuWeight {
+    const format = this.policy.storage('embed') === 'f16' ? 'f16' : 'f32';
+    return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
+  }
+
+  moe(layer: number, p: HostMoe): GpuMoe {
+    const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
+    const experts = uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I);
+    const sh = p.shared
+      ? {
+          gate: uploadWeight(g, `layers.${layer}.shared.gate`, p.shared.gate, Is, D, { format: this.policy.storage('shared') }),
+          up: uploadWeight(g, `layers.${layer}.shared.up`, p.shared.up, Is, D, { format: this.policy.storage('shared') }),
+          down: uploadWeight(g, `layers.${layer}.shared.down`, p.shared.down, D, Is, { format: this.policy.storage('shared') }),
+        }
+      : null;
+    const gate = g.buffers.upload(`layers.${layer}.gate`, p.gate);
+    const bias = p.bias ? g.buffers.upload(`layers.${layer}.gate.bias`, p.bias) : null;
+    const bytes = experts.bytes + gate.size + (bias?.size ?? 0) + (sh ? sh.gate.bytes + sh.up.bytes + sh.down.bytes : 0);
+    const e: GpuMoe = { gate, bias, experts, shared: sh, bytes };
+    this.moes.push(e);
+    this.weightBytes += bytes;
+    return e;
+  }
+
+  // ------------------------------------------------------------------------------------- activations
+
+  /** Token ids come from the CPU (4 bytes each): one writeBuffer, not a round trip. */
+  embed(table: GpuWeight, tokens: ArrayLike<number>, D: number): GpuTensor {
+    const ids = this.gpu.temps.acquire(tokens.length * 4);
+    this.gpu.buffers.write(ids, Uint32Array.from(tokens));
+    const out = this.temp(tokens.length, D);
+    embedding(this.gpu, this.r(), { table, ids, out: out.buf, T: tokens.length, D });
+    return out;
+  }
+
+  rmsNorm(x: GpuTensor, w: GpuWeight, eps: number): GpuTensor {
+    const y = this.temp(x.rows, x.cols);
+    rmsNorm(this.gpu, this.r(), { x: x.buf, w: w.buffers[0], y: y.buf, rows: x.rows, dim: x.cols, eps });
+    return y;
+  }
+
+  rmsNormSlice(x: GpuTensor, offset: number, dim: number, w: GpuWeight, eps: number): void {
+    rmsNormInPlace(this.gpu, this.r(), { w: w.buffers[0], y: x.buf, rows: x.rows, dim, eps, yStride: x.cols, yOffset: offset });
+  }
+
+  linear(x: GpuTensor, w: GpuWeight): GpuTensor {
+    const y = this.temp(x.rows, w.N);
+    linear(this.gpu, this.r(), { x: x.buf, w, y: y.buf, M: x.rows });
+    return y;
+  }
+
+  rope(x: GpuTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void {
+    rope(this.gpu, this.r(), { x: x.buf, rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, invFreq: this.invFreq, pos0: past });
+  }
+
+  mla(layer: number, q: GpuTensor, kvA: GpuTensor, kvB: GpuWeight, dims: MlaShape, past: number, scale: number): GpuTensor {
+    const out = this.temp(q.rows, dims.heads * dims.vHead);
+    mlaAttention(this.gpu, this.r(), { dims, q: q.buf, kvA: kvA.buf, kvB: kvB.buffers[0], cache: this.cache, layer, past, S: q.rows, out: out.buf, scale });
+    return out;
+  }
+
+  mlp(x: GpuTensor, gate: GpuWeight, up: GpuWeight, down: GpuWeight): GpuTensor {
+    const g = this.linear(x, gate), u = this.linear(x, up);
+    const h = this.temp(x.rows, gate.N);
+    siluMul(this.gpu, this.r(), g.buf, u.buf, h.buf, x.rows * gate.N);
+    return this.linear(h, down);
+  }
+
+  moeForward(layer: number, x: GpuTensor, e: GpuMoe, cfg: ModelConfig): GpuTensor {
+    const T = x.rows, K = cfg.numExpertsPerTok, D = x.cols;
+    const ids = this.captureRouting ? this.routingBuffer(layer, T * K) : this.gpu.temps.acquire(T * K * 4);
+    const weights = this.gpu.temps.acquire(T * K * 4);
+    moeGate(this.gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
+    const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
+    const out = this.temp(T, D);
+    moeExperts(this.gpu, this.r(), { x: x.buf, T, experts: e.experts, ids, weights, K, shared: shared?.buf ?? null, out: out.buf });
+    if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
+    return out;
+  }
+
+  private routingBuffers = new Map<number, GPUBuffer>();
+  private routingBuffer(layer: number, n: number): GPUBuffer {
+    let b = this.routingBuffers.get(layer);
+    if (!b || b.size < n * 4) {
+      if (b) this.gpu.buffers.destroy(b);
+      b = this.gpu.buffers.create(`layers.${layer}.routing`, Math.max(n, 64) * 4, STORAGE);
+      this.routingBuffers.set(layer, b);
+    }
+    return b;
+  }
+
+  addInPlace(h: GpuTensor, r: GpuTensor): void {
+    addInPlace(this.gpu, this.r(), r.buf, h.buf, h.rows * h.cols);
+  }
+
+  lastRow(x: GpuTensor): GpuTensor {
+    const y = this.temp(1, x.cols);
+    this.r().copy(x.buf, (x.rows - 1) * x.cols * 4, y.buf, 0, x.cols * 4);
+    return y;
+  }
+
+  destroy(): void {
+    for (const w of this.weights) destroyWeight(this.gpu, w);
+    for (const m of this.moes) {
+      destroyExperts(this.gpu, m.experts);
+      this.gpu.buffers.destroy(m.gate);
+      this.gpu.buffers.destroy(m.bias);
+      if (m.shared) for (const w of [m.shared.gate, m.shared.up, m.shared.down]) destroyWeight(this.gpu, w);
+    }
+    for (const b of this.routingBuffers.values()) this.gpu.buffers.destroy(b);
+    this.gpu.buffers.destroy(this.invFreq);
+    this.cache.destroy();
+    this.load.destroy();
+    this.weights = [];
+    this.moes = [];
+    this.weightBytes = 0;
+  }
+}
