@@ -18,7 +18,7 @@ export class WorkerCrashedError extends WebMoeError {
   constructor(message: string) { super('WORKER_CRASHED', message); }
 }
 
-export interface WorkerEngine extends Engine {
+export interface WorkerEngine extends Omit<Engine, 'load'> {
   load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
   /** Stops the worker; pending calls reject with WORKER_CRASHED. */
   terminate(): void;

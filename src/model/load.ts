@@ -55,7 +55,8 @@ export async function buildWeights<T, W, E>(
   const byName = new Map<string, W>();
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
-  const moeParts = new Map<number, { gate?: Float32Array; bias?: Float32Array | null; experts: Partial<HostExpert>[]; shared: Partial<HostExpert> }>();
+  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Partial<HostExpert>[]; shared: Partial<HostExpert> }
+  const moeParts = new Map<number, MoeParts>();
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
 
@@ -96,7 +97,7 @@ export async function buildWeights<T, W, E>(
     }
     const moe = moeLayerOf(name);
     if (moe) {
-      const p = moeParts.get(moe.layer) ?? { experts: Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {} };
+      const p: MoeParts = moeParts.get(moe.layer) ?? { experts: Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {} };
       moeParts.set(moe.layer, p);
       if (moe.what === 'gate.weight') p.gate = toFloat32(raw.dtype, raw.data);
       else if (moe.what === 'gate.e_score_correction_bias') p.bias = toFloat32(raw.dtype, raw.data);
