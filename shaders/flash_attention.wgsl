@@ -36,7 +36,8 @@ const RY: u32 = BQ / TR;      // score row groups
 const KX: u32 = BK / TK;      // score key groups
 const OY: u32 = BQ / OR;      // output row groups
 const OX: u32 = DC / OC;      // output column groups
-const KS: u32 = DC + 1u;      // padded row of the K/V tile (no bank conflicts on strided key reads)
+const DC4: u32 = DC / 4u;     // vec4s per chunk row
+const KS4: u32 = DC4 + 1u;    // padded K/V tile row in vec4s (strided key reads spread over the banks)
 const NEG: f32 = -3.0e38;     // "−∞" for masked scores and empty rows
 
 struct Params {
@@ -55,8 +56,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 @group(0) @binding(6) var<storage, read> past_buf: array<u32>;
 
-var<workgroup> Qs: array<f32, BQ * DC>;
-var<workgroup> Ks: array<f32, BK * KS>;   // K chunk, then V chunk
+var<workgroup> Qs: array<vec4<f32>, BQ * DC4>;
+var<workgroup> Ks: array<vec4<f32>, BK * KS4>;   // K chunk, then V chunk (vec4 along the head dim)
 var<workgroup> Ss: array<f32, BQ * BK>;   // scores, then probabilities
 var<workgroup> row_alpha: array<f32, BQ>;
 var<workgroup> row_l: array<f32, BQ>;
@@ -109,22 +110,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
         let d = d0 + e % DC;
         var x = 0.0;
         if (R < M && d < P.d_qk) { x = q[row_query(R, gs) * P.q_stride + P.q_offset + row_head(R, g, gs) * P.q_hstride + d]; }
-        Qs[e] = x;
+        Qs[e / 4u][e % 4u] = x;
       }
       for (var e = lid; e < BK * DC; e += WG) {
         let j = e / DC;
         let d = d0 + e % DC;
         var x = 0.0;
         if (kt + j < k_end && d < P.d_qk) { x = k[(kt + j) * P.k_stride + P.k_offset + g * P.k_hstride + d]; }
-        Ks[j * KS + e % DC] = x;
+        Ks[j * KS4 + (e % DC) / 4u][e % 4u] = x;
       }
       workgroupBarrier();
-      for (var d = 0u; d < DC; d++) {
-        var qv: array<f32, TR>;
-        for (var i = 0u; i < TR; i++) { qv[i] = Qs[(ty + i * RY) * DC + d]; }
+      for (var d4 = 0u; d4 < DC4; d4++) {
+        var qv: array<vec4<f32>, TR>;
+        for (var i = 0u; i < TR; i++) { qv[i] = Qs[(ty + i * RY) * DC4 + d4]; }
         for (var j = 0u; j < TK; j++) {
-          let kv = Ks[(tx + j * KX) * KS + d];
-          for (var i = 0u; i < TR; i++) { s[i * TK + j] += qv[i] * kv; }
+          let kv = Ks[(tx + j * KX) * KS4 + d4];
+          for (var i = 0u; i < TR; i++) { s[i * TK + j] += dot(qv[i], kv); }
         }
       }
       workgroupBarrier();
@@ -177,14 +178,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
         let c = c0 + e % DC;
         var x = 0.0;
         if (kt + j < k_end && c < P.d_v) { x = v[(kt + j) * P.v_stride + P.v_offset + g * P.v_hstride + c]; }
-        Ks[j * KS + e % DC] = x;
+        Ks[j * KS4 + (e % DC) / 4u][e % 4u] = x;
       }
       workgroupBarrier();
       for (var j = 0u; j < BK; j++) {
         var pv: array<f32, OR>;
         for (var i = 0u; i < OR; i++) { pv[i] = Ss[(oy + i * OY) * BK + j]; }
+        // This invocation's OC consecutive columns ox·OC .. lie in one vec4 (OC ∈ {1, 2, 4}).
+        let v4 = Ks[j * KS4 + (ox * OC) / 4u];
         for (var c = 0u; c < OC; c++) {
-          let x = Ks[j * KS + ox + c * OX];
+          let x = v4[(ox * OC) % 4u + c];
           for (var i = 0u; i < OR; i++) { acc[(vc * OC + c) * OR + i] += pv[i] * x; }
         }
       }
@@ -206,7 +209,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     let prow = split * rows_total + g * M + R;
     for (var vc = 0u; vc < NVC; vc++) {
       for (var c = 0u; c < OC; c++) {
-        let col = vc * DC + ox + c * OX;
+        let col = vc * DC + ox * OC + c;
         if (col >= P.d_v) { continue; }
         let o = acc[(vc * OC + c) * OR + i];
         if (P.splits == 1u) {

@@ -75,8 +75,8 @@ export interface FlashConfig { BQ: number; BK: number; DC: number; TR: number; T
 
 const WG = 64;
 
-/** Workgroup bytes a configuration needs (Qs, K/V tile with padded rows, scores, row stats, past). */
-export const flashSharedBytes = (c: FlashConfig) => 4 * (c.BQ * c.DC + c.BK * (c.DC + 1) + c.BQ * c.BK + 2 * c.BQ + 1);
+/** Workgroup bytes a configuration needs (Qs, K/V tile with rows padded by one vec4, scores, row stats, past). */
+export const flashSharedBytes = (c: FlashConfig) => 4 * (c.BQ * c.DC + c.BK * (c.DC + 4) + c.BQ * c.BK + 2 * c.BQ + 1);
 
 /**
  * Picks the tile shape: 16 rows per workgroup for prefill (4 for ≤ 4 rows, e.g. MHA decode), the head
