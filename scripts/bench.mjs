@@ -9,6 +9,7 @@
 // --suites     only these suites (names as in src/bench/suites/*)
 // --no-peers   skip the onnxruntime-web peers
 // --node       run in Node on dawn.node (the `webgpu` package) instead of Chromium; no peers
+// --timestamps time kernels with GPU timestamp queries when the device has them (default: wall clock)
 // --screenshot FILE  saves a full-page screenshot of the finished benchmark page
 // Exits non-zero when the run crashes or times out (a failing suite is reported, not fatal).
 import { createServer as createNetServer } from 'node:net';
@@ -20,7 +21,7 @@ import { chromiumPath, chromiumArgs } from './chromium.mjs';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 function parseArgs(argv) {
-  const o = { quick: false, json: null, suites: [], peers: true, node: false, timeoutMin: null, screenshot: null };
+  const o = { quick: false, json: null, suites: [], peers: true, node: false, timeoutMin: null, screenshot: null, timestamps: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -34,10 +35,11 @@ function parseArgs(argv) {
     else if (a.startsWith('--suites=')) o.suites = a.slice(9).split(',').filter(Boolean);
     else if (a === '--no-peers') o.peers = false;
     else if (a === '--node') o.node = true;
+    else if (a === '--timestamps') o.timestamps = true;
     else if (a === '--timeout') o.timeoutMin = Number(value());
     else if (a === '--screenshot') o.screenshot = value();
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--quick] [--json FILE] [--suites a,b] [--no-peers] [--node] [--timeout MIN] [--screenshot FILE]');
+      console.log('usage: npm run bench -- [--quick] [--json FILE] [--suites a,b] [--no-peers] [--node] [--timeout MIN] [--timestamps] [--screenshot FILE]');
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
   }
@@ -73,6 +75,7 @@ async function runInBrowser(server, url, o) {
     if (o.quick) q.set('quick', '1');
     if (o.suites.length) q.set('suites', o.suites.join(','));
     if (!o.peers) q.set('peers', '0');
+    if (o.timestamps) q.set('timestamps', '1');
     await page.goto(`${url}bench.html?${q}`);
     const deadline = Date.now() + o.timeoutMin * 60_000;
     let seen = 0;
@@ -100,12 +103,15 @@ async function runInBrowser(server, url, o) {
 }
 
 async function runInNode(server, o) {
+  // As in vitest.config.ts: without a real GPU, point Dawn's Vulkan loader at SwiftShader.
+  if (!process.env.WEBMOE_REAL_GPU) process.env.VK_ICD_FILENAMES ??= '/usr/lib/chromium/vk_swiftshader_icd.json';
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
   const { acquireNodeGpu } = await server.ssrLoadModule('/src/node.ts');
   const { runBench } = await server.ssrLoadModule('/src/bench/runner.ts');
   const gpu = await acquireNodeGpu({ label: 'webmoe-bench', log: (m) => console.log(`${stamp()} ${m}`) });
   try {
     return await runBench(gpu, {
-      quick: o.quick, suites: o.suites, peers: false, env: 'node',
+      quick: o.quick, suites: o.suites, peers: false, env: 'node', timestamps: o.timestamps,
       onProgress: (f, step) => console.log(`${stamp()} ${(100 * f).toFixed(0).padStart(3)}%  ${step}`),
     });
   } finally {

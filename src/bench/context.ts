@@ -6,6 +6,13 @@ export interface ContextOptions {
   quick: boolean;
   peers: boolean;
   env: 'browser' | 'node';
+  /**
+   * Time kernels with GPU timestamp queries when the device has them (each dispatch in its own pass,
+   * summed per iteration) instead of wall clock. Off by default: browsers quantise timestamps (Chrome
+   * to 100 µs without developer flags), which hides short kernels, and one pass per dispatch changes
+   * the work being timed.
+   */
+  timestamps?: boolean;
   onProgress?: (message: string) => void;
   now?: () => number;
 }
@@ -27,6 +34,8 @@ export class RunContext implements BenchContext {
   readonly quick: boolean;
   readonly peers: boolean;
   readonly env: 'browser' | 'node';
+  /** Whether ctx.time reads GPU timestamps (requested and available). */
+  readonly timestamps: boolean;
   ceilings: Ceilings = { fmaGflops: NaN, copyGBps: NaN };
   suite = '';
   readonly results: BenchResult[] = [];
@@ -41,6 +50,7 @@ export class RunContext implements BenchContext {
     this.quick = o.quick;
     this.peers = o.peers;
     this.env = o.env;
+    this.timestamps = !!o.timestamps && !!gpu?.caps?.timestampQuery;
     this.now = o.now ?? defaultNow;
     this.onProgress = o.onProgress ?? (() => {});
   }
@@ -51,20 +61,35 @@ export class RunContext implements BenchContext {
    * kernel that fails validation throws instead of timing nothing). Per-step temporaries taken from
    * gpu.temps inside `record` are released after each iteration.
    */
-  async time(record: (rec: Recorder) => void, opts: { warmup?: number; iters?: number; repeat?: number } = {}): Promise<number> {
+  async time(record: (rec: Recorder) => void, opts: { warmup?: number; iters?: number; repeat?: number; clock?: 'wall' | 'auto' } = {}): Promise<number> {
     const warmup = opts.warmup ?? (this.quick ? 1 : 2);
     const iters = Math.max(1, opts.iters ?? (this.quick ? 3 : 7));
     const repeat = Math.max(1, opts.repeat ?? 1);
     const gpu = this.gpu;
     const once = async (): Promise<number> => {
-      const t0 = this.now();
-      const rec = gpu.recorder(`bench:${this.suite}`);
-      for (let r = 0; r < repeat; r++) record(rec);
-      rec.submit();
-      await gpu.sync();
-      const ms = (this.now() - t0) / repeat;
-      gpu.temps.releaseAll();
-      return ms;
+      const profiler = this.timestamps && opts.clock !== 'wall' ? gpu.profiler : null;
+      const wasEnabled = profiler?.enabled ?? false;
+      if (profiler) { profiler.reset(); profiler.enabled = true; }
+      try {
+        const t0 = this.now();
+        const rec = gpu.recorder(`bench:${this.suite}`);
+        for (let r = 0; r < repeat; r++) record(rec);
+        const dispatches = rec.dispatches;
+        rec.submit();
+        await gpu.sync();
+        let ms = (this.now() - t0) / repeat;
+        if (profiler) {
+          // The timestamp readback resolves shortly after the queue: wait for all of it (bounded).
+          const sum = () => profiler.report().reduce((a, t) => [a[0] + t.calls, a[1] + t.totalMs], [0, 0]);
+          for (let i = 0; i < 200 && sum()[0] < dispatches; i++) await new Promise((r) => setTimeout(r, 2));
+          const [calls, total] = sum();
+          if (calls >= dispatches && dispatches > 0) ms = total / repeat;
+        }
+        return ms;
+      } finally {
+        if (profiler) profiler.enabled = wasEnabled;
+        gpu.temps.releaseAll();
+      }
     };
     // Always one checked run first (counts as warm-up when warmup > 0).
     const first = await gpu.checked(once);

@@ -11,6 +11,8 @@ export interface RunOptions {
   /** Run the onnxruntime-web peers (default: true in the browser). */
   peers?: boolean;
   env?: 'browser' | 'node';
+  /** Time with GPU timestamp queries when available (see ContextOptions.timestamps). */
+  timestamps?: boolean;
   /** Overall progress in [0, 1] and the current step. */
   onProgress?: (fraction: number, step: string) => void;
   /** The suite list (defaults to every suite in src/bench/suites/). */
@@ -27,7 +29,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
   let done = 0;
   let step = 'device ceilings';
   const report = (msg?: string) => o.onProgress?.(Math.min(1, done / total), msg ?? step);
-  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', onProgress: (m) => report(m) });
+  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', timestamps: o.timestamps, onProgress: (m) => report(m) });
   const errors = ctx.errors;
 
   const suiteMs: Record<string, number> = {};
@@ -72,7 +74,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
     quick,
     userAgent: typeof navigator !== 'undefined' ? navigator.userAgent : `node ${typeof process !== 'undefined' ? process.version : ''}`,
     env,
-    timing: 'wall',
+    timing: ctx.timestamps ? 'timestamp' : 'wall',
     device: { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description, isFallbackAdapter: a.isFallbackAdapter, features: [...a.features], limits: { ...a.limits } },
     ceilings: { fmaGflops: c.fmaGflops, copyGBps: c.copyGBps, dispatchOverheadUs: c.dispatchOverheadUs, submitRoundTripMs: c.submitRoundTripMs },
     results: ctx.results,

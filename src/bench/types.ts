@@ -97,8 +97,9 @@ export interface BenchContext {
   /**
    * Median wall time (ms) of `record` after warm-up: each repetition records into a fresh Recorder,
    * submits and waits for the queue. `repeat` dispatches per submit amortise submit overhead.
+   * With timestamp timing on (`?timestamps=1`, `--timestamps`), GPU time unless `clock: 'wall'`.
    */
-  time(record: (rec: Recorder) => void, opts?: { warmup?: number; iters?: number; repeat?: number }): Promise<number>;
+  time(record: (rec: Recorder) => void, opts?: { warmup?: number; iters?: number; repeat?: number; clock?: 'wall' | 'auto' }): Promise<number>;
   result(r: Omit<BenchResult, 'gflops' | 'gbps'> & { flops: number }): BenchResult;
   peer(p: Omit<PeerResult, 'ratio'>): PeerResult;
   e2e(r: E2eResult): void;

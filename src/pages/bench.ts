@@ -4,7 +4,7 @@
  * (src/pages/bench.worker.ts) with the same code as `npm run bench`.
  *
  * Query parameters: auto=1 starts a run on load, quick=1 picks quick mode, suites=a,b selects suites,
- * peers=0 turns the onnxruntime-web peers off. `window.__webmoeBench` exposes the state to scripts
+ * peers=0 turns the onnxruntime-web peers off, timestamps=1 times with GPU timestamp queries. `window.__webmoeBench` exposes the state to scripts
  * (scripts/bench.mjs and the end-to-end test poll it).
  */
 import type { BenchReport } from '../bench/types';
@@ -118,6 +118,7 @@ function run(quick: boolean) {
   if (state.status === 'running') return;
   const suites = params.get('suites')?.split(',').filter(Boolean);
   const peers = params.get('peers') !== '0';
+  const timestamps = params.get('timestamps') === '1';
   state.status = 'running';
   state.result = null;
   state.error = null;
@@ -145,7 +146,7 @@ function run(quick: boolean) {
     worker?.terminate();
     worker = null;
   };
-  worker.postMessage({ type: 'run', quick, suites, peers } satisfies ToWorker);
+  worker.postMessage({ type: 'run', quick, suites, peers, timestamps } satisfies ToWorker);
 }
 
 function stopTimer() {

@@ -7,7 +7,7 @@ import { acquireGpu, type Gpu } from '../gpu/device';
 import { runBench } from '../bench/runner';
 import { suites } from '../bench/registry';
 
-export type ToWorker = { type: 'run'; quick: boolean; suites?: string[]; peers: boolean } | { type: 'list' };
+export type ToWorker = { type: 'run'; quick: boolean; suites?: string[]; peers: boolean; timestamps: boolean } | { type: 'list' };
 export type FromWorker =
   | { type: 'progress'; fraction: number; step: string }
   | { type: 'done'; report: import('../bench/types').BenchReport }
@@ -22,7 +22,7 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
   if (msg.type === 'list') return post({ type: 'suites', names: suites.map((s) => s.name) });
   try {
     if (!gpu || gpu.lostError) gpu = await acquireGpu({ label: 'webmoe-bench' });
-    const report = await runBench(gpu, { quick: msg.quick, suites: msg.suites, peers: msg.peers, env: 'browser', onProgress: (fraction, step) => post({ type: 'progress', fraction, step }) });
+    const report = await runBench(gpu, { quick: msg.quick, suites: msg.suites, peers: msg.peers, timestamps: msg.timestamps, env: 'browser', onProgress: (fraction, step) => post({ type: 'progress', fraction, step }) });
     post({ type: 'done', report });
   } catch (e) {
     const err = e as Error;

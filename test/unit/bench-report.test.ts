@@ -119,6 +119,33 @@ describe('bench context', () => {
     expect(ms).toBe(median([30, 20, 40])); // the two warm-ups (50, 10) are not counted
   });
 
+  it('reads GPU timestamps when asked and available, wall clock when told to', async () => {
+    let clock = 0;
+    const rows: { label: string; calls: number; totalMs: number }[] = [];
+    const profiler = { enabled: false, reset: () => { rows.length = 0; }, report: () => rows };
+    const gpu = {
+      caps: { timestampQuery: true },
+      profiler,
+      recorder: () => {
+        const r = { dispatches: 0, dispatch: () => { r.dispatches++; }, submit: () => {
+          clock += 100; // wall: 100 ms per submit
+          // GPU: 2 ms per dispatch, recorded asynchronously like the real timestamp readback.
+          const n = r.dispatches, on = profiler.enabled;
+          setTimeout(() => { if (on) rows.push({ label: 'k', calls: n, totalMs: 2 * n }); }, 1);
+        } };
+        return r;
+      },
+      sync: async () => {},
+      checked: async <T>(fn: () => Promise<T>) => fn(),
+      temps: { releaseAll: () => {} },
+    } as unknown as Gpu;
+    const ctx = new RunContext(gpu, { quick: true, peers: false, env: 'node', timestamps: true, now: () => clock });
+    expect(ctx.timestamps).toBe(true);
+    expect(await ctx.time((rec) => rec.dispatch({} as any), { warmup: 1, iters: 3, repeat: 5 })).toBe(2);
+    expect(profiler.enabled).toBe(false); // restored
+    expect(await ctx.time((rec) => rec.dispatch({} as any), { warmup: 0, iters: 1, repeat: 5, clock: 'wall' })).toBe(20);
+  });
+
   it('derives GFLOP/s, GB/s and % of the ceilings, peer ratios and errors', () => {
     const ctx = new RunContext({} as Gpu, { quick: true, peers: true, env: 'browser' });
     ctx.ceilings = { fmaGflops: 200, copyGBps: 50 };
