@@ -7,7 +7,7 @@ import { moeGateRef, moeExpertsRef, moePermutationRef, expertCountsRef, routingF
 import { matmul } from '../../src/kernels/matmul';
 import { siluMulRows } from '../../src/kernels/elementwise';
 import { loadMoeFixture, sameSet } from '../helpers/moe-fixture';
-import { LimitExceededError } from '../../src/errors';
+import { LimitExceededError, ShapeError } from '../../src/errors';
 
 // Tolerances (f32):
 // - gate weights/scores: a sigmoid/softmax and a K-term normalisation in f32 against float64: 2e-6 abs
@@ -72,6 +72,22 @@ describe('moe gate selection vs CPU reference', () => {
     const logits = randomNormal(T * E, T * 7 + E, 2);
     const bias = Number.isNaN(biasMean) ? null : randomNormal(E, E, 0.1).map((v) => v + biasMean);
     checkAgainstRef(await runSelect(logits, bias, routing, T), logits, bias, routing, T, name);
+  });
+
+  it('rejects impossible routings and gates past the workgroup-storage limit with typed errors', async () => {
+    const b = gpu.buffers.create('b', 1 << 16);
+    const args = { logits: b, T: 1, bias: b, ids: b, weights: b };
+    // top-8 of 2 kept groups × 2 experts: fewer unmasked experts than K
+    expect(() => moeGateSelect(gpu, gpu.recorder('x'), { ...args, routing: { ...v3, experts: 16, nGroup: 8, topkGroup: 2 } })).toThrowError(ShapeError);
+    expect(() => moeGateSelect(gpu, gpu.recorder('x'), { ...args, routing: { ...v3, experts: 12, nGroup: 8 } })).toThrowError(/nGroup 8 must divide/);
+    // 16 KiB (the WebGPU minimum) of workgroup storage holds the scores of < 2048 experts
+    const small = await testGpu({ limitOverrides: { maxComputeWorkgroupStorageSize: 16384 } });
+    const sb = small.buffers.create('b', 1 << 16);
+    const r2048: MoeRouting = { ...v3, experts: 2048, nGroup: 8 };
+    expect(() => moeGateSelect(small, small.recorder('x'), { logits: sb, T: 1, bias: sb, ids: sb, weights: sb, routing: r2048 })).toThrowError(LimitExceededError);
+    expect(() => moeGateSelect(small, small.recorder('x'), { logits: sb, T: 1, bias: sb, ids: sb, weights: sb, routing: r2048 })).toThrowError(/maxComputeWorkgroupStorageSize/);
+    small.destroy();
+    gpu.buffers.destroy(b);
   });
 
   it('exact ties pick the lower expert index, near-ties (1e-3 apart) resolve exactly', async () => {

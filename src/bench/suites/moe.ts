@@ -1,0 +1,144 @@
+/**
+ * One MoE layer at DeepSeek-V2-Lite shapes (hidden 2048, 64 routed experts, top-6, expert width 1408,
+ * 2 shared experts = one 2816-wide MLP, softmax routing) with random weights, for 1/16/128/512 tokens:
+ *  - the whole layer as the model runs it (gate 2 dispatches + shared MLP 3 + routed experts 2 or 4),
+ *  - the routed experts alone in decode and grouped mode,
+ *  - a per-token dense loop over the same experts (ids read back to the CPU first, not timed: GEMV
+ *    gate|up, SiLU·mul, GEMV down per (token, slot), then the same combine) as the baseline.
+ * Bytes: `bytes` is the minimum (weights of the distinct chosen experts once + activations); `extra`
+ * has each path's modelled weight traffic and its ratio to that minimum, and dispatches per layer.
+ *
+ * f32 V2-Lite experts are 2.2 GB per layer: when the stacked gate|up weights pass
+ * maxStorageBufferBindingSize the suite uses as many experts as fit and says so in `variant`.
+ * Quick mode (software GPUs): hidden 256, width 176 (V2-Lite ÷ 8), 16 experts, top-6, 1 and 16 tokens;
+ * the decode path is timed only up to 4 tokens there (it is the small-T path).
+ */
+import type { BenchContext, BenchSuite } from '../types';
+import type { Recorder } from '../../gpu/recorder';
+import { moeGate, moeExperts, moeCombine, uploadExperts, destroyExperts, MOE_DECODE_MAX_TOKENS, MOE_TILE_ROWS, type MoeRouting, type MoeExpertWeights } from '../../kernels/moe';
+import { gemv, matmul } from '../../kernels/matmul';
+import { siluMulRows } from '../../kernels/elementwise';
+import { randomUniform } from '../../util/random';
+
+interface Shape { D: number; I: number; E: number; K: number; sharedI: number; tokens: number[]; what: string }
+
+export function moeShapes(quick: boolean): Shape {
+  return quick
+    ? { D: 256, I: 176, E: 16, K: 6, sharedI: 352, tokens: [1, 16], what: 'V2-Lite ÷8 width, 16 experts (quick)' }
+    : { D: 2048, I: 1408, E: 64, K: 6, sharedI: 2816, tokens: [1, 16, 128, 512], what: 'DeepSeek-V2-Lite' };
+}
+
+export const moeSuite: BenchSuite = {
+  name: 'moe',
+  order: 40,
+  async run(ctx: BenchContext) {
+    const gpu = ctx.gpu;
+    const s = moeShapes(ctx.quick);
+    const { D, I, K, sharedI } = s;
+    const fit = Math.floor(Math.min(gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize) / (2 * I * D * 4));
+    const E = Math.min(s.E, fit);
+    if (E < K) {
+      ctx.error(`moe: not even ${K} experts of ${2 * I}×${D} f32 fit maxStorageBufferBindingSize ${gpu.caps.maxStorageBufferBindingSize}`);
+      return;
+    }
+    const variant = `${s.what}${E < s.E ? `, ${E} of ${s.E} experts (maxStorageBufferBindingSize)` : ''}, f32`;
+    const routing: MoeRouting = { experts: E, topK: K, nGroup: 1, topkGroup: 1, scoring: 'softmax', normTopkProb: false, routedScalingFactor: 1, hasBias: false };
+
+    ctx.progress(`moe: uploading ${E} experts (${((E * 3 * I * D * 4) / 2 ** 20).toFixed(0)} MiB)`);
+    // Values do not change timing: one random expert is written E times (keeps host memory small).
+    const one = { gate: randomUniform(I * D, 1, -0.03, 0.03), up: randomUniform(I * D, 2, -0.03, 0.03), down: randomUniform(D * I, 3, -0.03, 0.03) };
+    const experts: MoeExpertWeights = uploadExperts(gpu, 'bench.moe', Array.from({ length: E }, () => one), D, I);
+    const sharedGU = gpu.buffers.upload('bench.moe.shared.gate_up', randomUniform(2 * sharedI * D, 4, -0.03, 0.03));
+    const sharedDown = gpu.buffers.upload('bench.moe.shared.down', randomUniform(D * sharedI, 5, -0.03, 0.03));
+    const gateW = gpu.buffers.upload('bench.moe.gate', randomUniform(E * D, 6, -0.1, 0.1));
+    const Tmax = Math.max(...s.tokens);
+    const x = gpu.buffers.upload('bench.moe.x', randomUniform(Tmax * D, 7, -1, 1));
+    const ids = gpu.buffers.create('bench.moe.ids', Tmax * K * 4), wts = gpu.buffers.create('bench.moe.weights', Tmax * K * 4);
+    const sharedOut = gpu.buffers.create('bench.moe.shared.out', Tmax * D * 4);
+    const out = gpu.buffers.create('bench.moe.out', Tmax * D * 4);
+    const gu = gpu.buffers.create('bench.moe.gu', Tmax * 2 * Math.max(sharedI, I) * 4);
+    const h = gpu.buffers.create('bench.moe.h', Tmax * Math.max(sharedI, I) * 4);
+    const yRows = gpu.buffers.create('bench.moe.y', Tmax * K * D * 4);
+    const identity = gpu.buffers.upload('bench.moe.identity', Uint32Array.from({ length: Tmax * K }, (_, i) => i));
+    const expertBytes = 3 * I * D * 4;
+    const align = gpu.caps.minStorageBufferOffsetAlignment;
+    const sliceable = (2 * I * D * 4) % align === 0 && (D * I * 4) % align === 0;
+    try {
+      for (const T of s.tokens) {
+        const gate = (rec: Recorder) => moeGate(gpu, rec, { x, T, D, gateW, bias: null, routing, ids, weights: wts });
+        const shared = (rec: Recorder) => {
+          matmul(gpu, rec, { x, w: sharedGU, y: gu, M: T, N: 2 * sharedI, K: D });
+          siluMulRows(gpu, rec, gu, h, T, sharedI);
+          matmul(gpu, rec, { x: h, w: sharedDown, y: sharedOut, M: T, N: D, K: sharedI });
+        };
+        const routed = (mode: 'auto' | 'decode' | 'grouped') => (rec: Recorder) => moeExperts(gpu, rec, { x, T, experts, ids, weights: wts, K, shared: sharedOut, out, mode });
+        // Route once and read the choices (for the byte model and the baseline loop).
+        const idsHost = await gpu.checked(async () => {
+          const rec = gpu.recorder('bench.moe.route');
+          gate(rec);
+          shared(rec);
+          rec.submit();
+          gpu.temps.releaseAll();
+          return gpu.buffers.readU32(ids, 0, T * K);
+        });
+        const counts = new Array<number>(E).fill(0);
+        idsHost.forEach((e) => counts[e]++);
+        const distinct = counts.filter((c) => c > 0).length;
+        const act = 4 * (2 * T * D + 2 * T * K);
+        const minBytes = distinct * expertBytes + act;
+        const decodeBytes = T * K * expertBytes + act;
+        const groupedBytes = counts.reduce((a, c) => a + Math.ceil(c / MOE_TILE_ROWS), 0) * expertBytes + act;
+        const flops = 2 * T * K * 3 * I * D;
+        const shape = `T=${T} D=${D} E=${E} K=${K} I=${I}`;
+        const count = (f: (rec: Recorder) => void) => { const r = gpu.recorder('count'); f(r); const n = r.dispatches; gpu.temps.releaseAll(); return n; };
+        const repeat = T <= MOE_DECODE_MAX_TOKENS ? (ctx.quick ? 2 : 8) : 1;
+
+        // Whole layer as the model runs it.
+        const layer = (rec: Recorder) => { gate(rec); shared(rec); routed('auto')(rec); };
+        const layerMs = await ctx.time(layer, { repeat });
+        const autoMode = T <= MOE_DECODE_MAX_TOKENS ? 'decode' : 'grouped';
+        ctx.result({
+          suite: 'moe', name: 'moe layer (gate + shared + routed)', variant, shape, medianMs: layerMs,
+          bytes: minBytes + 3 * sharedI * D * 4 + E * D * 4, flops: flops + 2 * T * 3 * sharedI * D + 2 * T * E * D,
+          extra: { dispatchesPerLayer: count(layer), routedMode: autoMode, distinctExperts: distinct },
+        });
+
+        // Routed experts: decode vs grouped vs the per-token loop.
+        const modes: ('decode' | 'grouped')[] = ['decode', 'grouped'];
+        const ms: Record<string, number> = {};
+        for (const mode of modes) {
+          // decode re-reads a full expert per (token, slot): pointless past small T
+          if (mode === 'decode' && (T > 128 || (ctx.quick && T > MOE_DECODE_MAX_TOKENS))) continue;
+          ms[mode] = await ctx.time(routed(mode), { repeat });
+          const modelled = mode === 'decode' ? decodeBytes : groupedBytes;
+          ctx.result({
+            suite: 'moe', name: `routed experts ${mode}`, variant, shape, medianMs: ms[mode], bytes: minBytes, flops,
+            extra: { dispatches: count(routed(mode)), modelledBytesRead: modelled, bytesVsMinimum: +(modelled / minBytes).toFixed(2) },
+          });
+        }
+        if (sliceable && (!ctx.quick || T <= 16) && T <= 128) {
+          const loop = (rec: Recorder) => {
+            for (let t = 0; t < T; t++) {
+              for (let j = 0; j < K; j++) {
+                const e = idsHost[t * K + j], row = t * K + j;
+                gemv(gpu, rec, { x, w: { buffer: experts.gateUp, offset: e * 2 * I * D * 4, size: 2 * I * D * 4 }, y: gu, M: 1, N: 2 * I, K: D, xOffset: t * D, xStride: D });
+                siluMulRows(gpu, rec, gu, h, 1, I);
+                gemv(gpu, rec, { x: h, w: { buffer: experts.down, offset: e * D * I * 4, size: D * I * 4 }, y: yRows, M: 1, N: D, K: I, yOffset: row * D, yStride: D });
+              }
+            }
+            moeCombine(gpu, rec, { y: yRows, inv: identity, weights: wts, shared: sharedOut, out, T, K, D });
+          };
+          const loopMs = await ctx.time(loop, { repeat: 1, iters: ctx.quick ? 2 : 3 });
+          const best = Math.min(...Object.values(ms));
+          ctx.result({
+            suite: 'moe', name: 'routed experts per-token dense loop (baseline)', variant, shape, medianMs: loopMs, bytes: minBytes, flops,
+            extra: { dispatches: count(loop), modelledBytesRead: decodeBytes, bytesVsMinimum: +(decodeBytes / minBytes).toFixed(2), speedupOfBest: +(loopMs / best).toFixed(2), note: 'ids read back to the CPU beforehand (not timed)' },
+          });
+        }
+      }
+    } finally {
+      destroyExperts(gpu, experts);
+      for (const b of [sharedGU, sharedDown, gateW, x, ids, wts, sharedOut, out, gu, h, yRows, identity]) gpu.buffers.destroy(b);
+    }
+  },
+};
