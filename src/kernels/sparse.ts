@@ -232,6 +232,21 @@ export function sparseLinear(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void
   else sparseMatmul(gpu, rec, a);
 }
 
+/** Any weight record with the GpuWeight fields (src/kernels/weight.ts), format not yet narrowed. */
+export type WeightLike = Omit<SparseGpuWeight, 'format'> & { format: string };
+
+/**
+ * The `linear()` table entry (src/kernels/linear.ts IMPLS) for '2:4' and 'vnm' weights: runs
+ * `kernel` when forced, GEMV for ≤ 4 rows and the tiled matmul otherwise.
+ */
+export function sparseLinearImpl(gpu: Gpu, rec: Recorder, a: Omit<SparseLinearArgs, 'w'> & { w: WeightLike; kernel?: 'gemv' | 'matmul' }): void {
+  if (a.w.format !== '2:4' && a.w.format !== 'vnm') throw new ArgumentError(`sparseLinear: weight '${a.w.label}' has format '${a.w.format}', not 2:4 or vnm`);
+  const args = { x: a.x, w: a.w as SparseGpuWeight, y: a.y, M: a.M, xStride: a.xStride, xOffset: a.xOffset, yStride: a.yStride, yOffset: a.yOffset };
+  if (a.kernel === 'gemv') sparseGemv(gpu, rec, args);
+  else if (a.kernel === 'matmul') sparseMatmul(gpu, rec, args);
+  else sparseLinear(gpu, rec, args);
+}
+
 export interface SparsifyOptions {
   format: SparseFormat;
   /** Rows per block (V:2:M), default 64. */
