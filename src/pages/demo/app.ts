@@ -1,0 +1,492 @@
+/**
+ * The demo page's controller: loads a model into the engine (bundled, URL, folder, drag and drop),
+ * streams chat or raw completions, and keeps the routing, memory, sparsity and device views current.
+ * The engine is passed in (the page uses the Worker engine), so the page never blocks on the GPU.
+ */
+import type { ChatMessage, EngineStats, GenerateOptions, GenerationResult, LoadOptions, LoadProgress, ModelInfo, SparsityOptions, Engine } from '../../engine/types';
+import type { ModelRef } from '../../engine/worker-protocol';
+import { $, escapeHtml, fmtBytes, fmtCount, fmtMs, fmtNum } from './format';
+import { LAYOUT } from './layout';
+import { ChatView, type Reply } from './chat';
+import { RoutingView } from './routing';
+import { MemoryView } from './memory';
+import { deviceTableHtml, explainNoWebGpu, probeWebGpu, type GpuProbe } from './webgpu';
+import { dropToModel, pickDirectory } from './files';
+
+export interface DemoEngine extends Omit<Engine, 'load'> {
+  load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
+  terminate?(): void;
+}
+
+export interface DemoOptions {
+  root: HTMLElement;
+  createEngine: () => DemoEngine;
+  /** The model loaded at start (a URL relative to the page), or null to wait for the user. */
+  initialModel: string | null;
+  probe?: () => Promise<GpuProbe>;
+}
+
+type SparseMode = 'dense' | '2:4' | 'vnm';
+const SPARSE: Record<SparseMode, { label: string; options: SparsityOptions | null }> = {
+  dense: { label: 'Dense', options: null },
+  '2:4': { label: '2:4', options: { format: '2:4', apply: 'experts' } },
+  vnm: { label: '64:2:8', options: { format: 'vnm', v: 64, m: 8, apply: 'experts' } },
+};
+const PROBE_TOKENS = 32;
+
+type State = 'checking' | 'unsupported' | 'idle' | 'loading' | 'ready' | 'generating' | 'error';
+
+const PHASES: Record<LoadProgress['phase'], string> = {
+  config: 'Reading config.json',
+  index: 'Reading the weight index',
+  headers: 'Reading safetensors headers',
+  weights: 'Loading weights',
+  upload: 'Uploading to the GPU',
+  done: 'Finishing',
+};
+
+const EXAMPLES = ['The Fulton County Grand Jury said', 'In the afternoon the children', 'The President told reporters that', 'Music is'];
+
+export class DemoApp {
+  private engine: DemoEngine | null = null;
+  private info: ModelInfo | null = null;
+  private ref: ModelRef | null = null;
+  private refLabel = '';
+  private sparse: SparseMode = 'dense';
+  private mode: 'chat' | 'raw' = 'chat';
+  private history: ChatMessage[] = [];
+  private state: State = 'checking';
+  private perMode = new Map<SparseMode, { tokps?: number; probe?: { prompt: string; tokens: number[]; text: string } }>();
+  private statsBusy = false;
+  private chat: ChatView;
+  private routing: RoutingView;
+  private memory: MemoryView;
+  private el: (sel: string) => HTMLElement;
+
+  constructor(private o: DemoOptions) {
+    o.root.innerHTML = LAYOUT;
+    this.el = (sel) => $(sel, o.root);
+    this.chat = new ChatView(this.el('#messages'), this.el('#empty'), (i) => this.routing.pin(i));
+    this.routing = new RoutingView(this.el('#routing-panel'), this.el('#tooltip'));
+    this.memory = new MemoryView(this.el('#memory-panel'));
+    this.wire();
+    this.renderSparse();
+    this.renderExamples();
+  }
+
+  async start(): Promise<void> {
+    const probe = await (this.o.probe ?? probeWebGpu)();
+    this.el('#gpu-status').innerHTML = deviceTableHtml(probe);
+    if (!probe.ok) {
+      this.el('#empty').innerHTML = explainNoWebGpu(probe);
+      this.setState('unsupported', 'WebGPU unavailable');
+      this.el('#gpu-status').dataset.ready = 'error';
+      return;
+    }
+    this.el('#gpu-status').dataset.ready = '1';
+    this.engine = this.o.createEngine();
+    if (this.o.initialModel) await this.load(new URL(this.o.initialModel, location.href).href, 'bundled model');
+    else {
+      this.setState('idle', 'No model loaded');
+      this.el('#empty-model').textContent = 'Load a model by URL, open a folder, or drop one on the page.';
+    }
+  }
+
+  // ---- state, errors -------------------------------------------------------------------------
+
+  private setState(state: State, text: string): void {
+    this.state = state;
+    const s = this.el('#status');
+    s.dataset.state = state;
+    this.el('#status-text').textContent = text;
+    const busy = state === 'loading' || state === 'generating';
+    (this.el('#send') as HTMLButtonElement).disabled = state !== 'ready';
+    this.el('#send').hidden = state === 'generating';
+    this.el('#stop').hidden = state !== 'generating';
+    for (const id of ['#probe', '#pick-folder', '#reload-bundled']) (this.el(id) as HTMLButtonElement).disabled = busy || state === 'unsupported';
+    (this.el('#url-form button') as HTMLButtonElement).disabled = busy || state === 'unsupported';
+    this.el('#sparse-mode').querySelectorAll('button').forEach((b) => ((b as HTMLButtonElement).disabled = busy || state === 'unsupported'));
+    (this.el('#probe') as HTMLButtonElement).disabled = state !== 'ready';
+  }
+
+  showError(e: unknown): void {
+    const err = e as { name?: string; code?: string; message?: string };
+    // Minified builds can mangle class names ("q"): fall back to a generic but honest name.
+    const name = typeof err?.name === 'string' && /^[A-Z]\w{2,}Error$/.test(err.name) ? err.name : err?.code ? 'WebMoeError' : 'Error';
+    this.el('#error-name').textContent = name;
+    this.el('#error-code').textContent = err?.code ?? '';
+    this.el('#error-code').hidden = !err?.code;
+    this.el('#error-message').textContent = err?.message ?? String(e);
+    const b = this.el('#error-banner');
+    b.dataset.code = err?.code ?? '';
+    b.hidden = false;
+    console.error(e);
+  }
+
+  // ---- loading ---------------------------------------------------------------------------------
+
+  async load(ref: ModelRef, label: string, sparse: SparseMode = this.sparse): Promise<void> {
+    if (!this.engine) return;
+    if (this.state === 'generating') this.engine.abort();
+    this.setState('loading', `Loading ${label}…`);
+    this.renderSparse(sparse);
+    const bar = this.el('#load-bar'), text = this.el('#load-label'), box = this.el('#load-progress');
+    box.hidden = false;
+    box.dataset.phase = 'config';
+    bar.style.width = '0%';
+    text.textContent = 'Starting…';
+    let last: LoadProgress | null = null, raf = 0;
+    const draw = () => {
+      raf = 0;
+      const p = last!;
+      const frac = p.bytesTotal > 0 ? p.bytesLoaded / p.bytesTotal : p.tensorsTotal > 0 ? p.tensorsLoaded / p.tensorsTotal : 0;
+      box.dataset.phase = p.phase;
+      box.classList.toggle('indeterminate', !(p.bytesTotal > 0 || p.tensorsTotal > 0));
+      bar.style.width = `${(100 * Math.min(1, frac)).toFixed(1)}%`;
+      const parts = [PHASES[p.phase]];
+      if (p.bytesTotal > 0) parts.push(`${fmtBytes(p.bytesLoaded)} / ${fmtBytes(p.bytesTotal)}`);
+      if (p.tensorsTotal > 0) parts.push(`${p.tensorsLoaded} / ${p.tensorsTotal} tensors`);
+      text.textContent = parts.join(' · ');
+    };
+    const t0 = performance.now();
+    try {
+      const info = await this.engine.load(ref, {
+        sparsity: SPARSE[sparse].options,
+        onProgress: (p) => {
+          last = p;
+          if (!raf) raf = requestAnimationFrame(draw);
+        },
+      });
+      this.info = info;
+      this.ref = ref;
+      this.refLabel = label;
+      this.sparse = sparse;
+      box.hidden = true;
+      this.routing.setModel(info);
+      this.renderModel(info, performance.now() - t0);
+      if (!info.chatTemplate && this.history.length === 0) this.setMode('raw');
+      this.setState('ready', `Ready · ${info.sparsity}`);
+      void this.refreshStats();
+    } catch (e) {
+      box.hidden = true;
+      this.showError(e);
+      if (this.info) this.setState('ready', `Ready · ${this.info.sparsity} (the new load failed)`);
+      else {
+        this.setState('error', 'Model failed to load');
+        this.el('#empty-model').innerHTML = `Could not load <code>${escapeHtml(typeof ref === 'string' ? ref : label)}</code>. Load a model by URL, open a folder, or drop one on the page.`;
+      }
+    } finally {
+      this.renderSparse();
+    }
+  }
+
+  private renderModel(info: ModelInfo, ms: number): void {
+    const name = shortName(info.name);
+    this.el('#model-name').textContent = name;
+    this.el('#model-name').title = info.name;
+    const fact = (k: string, v: string) => `<div><span>${k}</span><b>${v}</b></div>`;
+    this.el('#model-info').innerHTML = [
+      fact('Parameters', `${fmtCount(info.parameters)} <small>(${fmtCount(info.activeParameters)} active)</small>`),
+      fact('Layers', `${info.layers} <small>(${info.moeLayers.length} MoE)</small>`),
+      fact('Experts', `${info.experts} routed, top-${info.expertsPerToken}`),
+      fact('Weights', `${info.weightStorage} · ${info.sparsity}`),
+      fact('Context', `${info.contextLength} tokens`),
+      fact('Loaded in', fmtMs(ms)),
+    ].join('');
+    this.el('#empty-model').innerHTML = `<b>${escapeHtml(name)}</b>: ${fmtCount(info.parameters)} parameters, ${info.experts} experts per MoE layer, ${info.expertsPerToken} active per token. ${
+      info.chatTemplate ? 'Ask it something, or switch to raw completion.' : 'It has no chat template, so raw completion is selected: type the beginning of a text.'
+    }`;
+  }
+
+  // ---- generation ------------------------------------------------------------------------------
+
+  private settings(): GenerateOptions {
+    const num = (id: string) => Number((this.el(id) as HTMLInputElement).value);
+    const seedText = (this.el('#seed') as HTMLInputElement).value.trim();
+    const o: GenerateOptions = {
+      temperature: num('#temperature'),
+      topK: Math.round(num('#top-k')),
+      topP: num('#top-p'),
+      repetitionPenalty: num('#rep-penalty'),
+      maxTokens: Math.max(1, Math.round(num('#max-tokens'))),
+      routing: (this.el('#routing-toggle') as HTMLInputElement).checked,
+      stopAtEos: (this.el('#stop-eos') as HTMLInputElement).checked,
+    };
+    if (seedText !== '') o.seed = Math.round(Number(seedText));
+    return o;
+  }
+
+  async send(): Promise<void> {
+    const input = this.el('#prompt') as HTMLTextAreaElement;
+    const text = input.value.trim();
+    if (!text || !this.engine || !this.info || this.state !== 'ready') return;
+    const opts = this.settings();
+    const raw = this.mode === 'raw';
+    let userEl: HTMLElement | null = null;
+    if (!raw) {
+      this.history.push({ role: 'user', content: text });
+      userEl = this.chat.addUser(text);
+    }
+    input.value = '';
+    const reply = this.chat.startReply(raw ? text : null, { model: shortName(this.info.name), mode: SPARSE[this.sparse].label });
+    this.routing.beginReply();
+    const r = await this.stream(reply, raw ? text : this.history.slice(), opts);
+    if (!raw) {
+      if (r) this.history.push({ role: 'assistant', content: r.text });
+      else {
+        this.history.pop();
+        userEl?.classList.add('failed');
+      }
+    }
+  }
+
+  /** Streams one reply into the chat and the routing view; null when it failed. */
+  private async stream(reply: Reply, input: string | ChatMessage[], opts: GenerateOptions): Promise<GenerationResult | null> {
+    const engine = this.engine!;
+    this.setState('generating', 'Generating…');
+    const t0 = performance.now();
+    let tFirst = 0, lastPaint = 0;
+    const timer = setInterval(() => void this.refreshStats(), 1500);
+    try {
+      const it = typeof input === 'string' ? engine.generate(input, opts) : engine.chat(input, opts);
+      let result: GenerationResult;
+      for (;;) {
+        const n = await it.next();
+        if (n.done) { result = n.value; break; }
+        const now = performance.now();
+        if (!tFirst) {
+          tFirst = now;
+          this.el('#ttft').textContent = fmtMs(tFirst - t0);
+        }
+        reply.push(n.value);
+        this.routing.addToken(n.value);
+        if (now - lastPaint > 150) {
+          lastPaint = now;
+          const rate = reply.tokens > 1 ? (reply.tokens - 1) / ((now - tFirst) / 1000) : 0;
+          this.el('#tokps').textContent = rate ? fmtNum(rate) : '—';
+          this.el('#ntokens').textContent = String(reply.tokens);
+          reply.progress(rate, tFirst - t0);
+        }
+      }
+      reply.finish(result);
+      this.metrics(result);
+      if (result.tokens.length > 1) this.modeStats().tokps = result.decodeTokPerS;
+      this.renderSparse();
+      return result;
+    } catch (e) {
+      reply.fail((e as Error)?.message ?? String(e));
+      this.showError(e);
+      return null;
+    } finally {
+      clearInterval(timer);
+      if (this.state === 'generating') this.setState('ready', `Ready · ${this.info?.sparsity ?? ''}`);
+      void this.refreshStats();
+    }
+  }
+
+  private metrics(r: GenerationResult): void {
+    this.el('#ttft').textContent = fmtMs(r.timeToFirstTokenMs);
+    this.el('#tokps').textContent = r.decodeTokPerS > 0 ? fmtNum(r.decodeTokPerS) : '—';
+    this.el('#tokps').dataset.value = String(r.decodeTokPerS);
+    this.el('#prefill').textContent = r.prefillTokPerS > 0 ? fmtNum(r.prefillTokPerS) : '—';
+    this.el('#ntokens').textContent = String(r.tokens.length);
+  }
+
+  async refreshStats(): Promise<EngineStats | null> {
+    if (!this.engine || !this.info || this.statsBusy) return null;
+    this.statsBusy = true;
+    try {
+      const s = await this.engine.stats();
+      this.memory.update(s);
+      this.routing.setLoad(s.expertLoad);
+      return s;
+    } catch (e) {
+      this.showError(e);
+      return null;
+    } finally {
+      this.statsBusy = false;
+    }
+  }
+
+  private reset(): void {
+    if (this.state === 'generating') this.engine?.abort();
+    this.history = [];
+    this.chat.clear();
+    this.routing.beginReply();
+    for (const id of ['#ttft', '#tokps', '#prefill']) this.el(id).textContent = '—';
+    this.el('#ntokens').textContent = '0';
+  }
+
+  private setMode(mode: 'chat' | 'raw'): void {
+    this.mode = mode;
+    this.el('#mode').querySelectorAll<HTMLElement>('button').forEach((b) => b.setAttribute('aria-checked', String(b.dataset.mode === mode)));
+    (this.el('#prompt') as HTMLTextAreaElement).placeholder =
+      mode === 'chat' ? 'Type a message — Enter to send, Shift+Enter for a new line' : 'Type the beginning of a text for the model to continue — Enter to run';
+  }
+
+  // ---- sparsity ----------------------------------------------------------------------------------
+
+  private modeStats(m: SparseMode = this.sparse) {
+    let s = this.perMode.get(m);
+    if (!s) this.perMode.set(m, (s = {}));
+    return s;
+  }
+
+  private async probe(): Promise<void> {
+    if (!this.engine || !this.info || this.state !== 'ready') return;
+    const prompt = (this.el('#probe-prompt') as HTMLInputElement).value.trim() || 'The';
+    const reply = this.chat.startReply(prompt, { model: shortName(this.info.name), mode: `${SPARSE[this.sparse].label} · probe` });
+    this.routing.beginReply();
+    const r = await this.stream(reply, prompt, { temperature: 0, maxTokens: PROBE_TOKENS, repetitionPenalty: 1, stopAtEos: false, routing: (this.el('#routing-toggle') as HTMLInputElement).checked });
+    if (r) {
+      this.modeStats().probe = { prompt, tokens: r.tokens, text: r.text };
+      this.renderSparse();
+    }
+  }
+
+  private renderSparse(pending?: SparseMode): void {
+    const current = pending ?? this.sparse;
+    this.el('#sparse-mode').querySelectorAll<HTMLElement>('button').forEach((b) => b.setAttribute('aria-checked', String(b.dataset.mode === current)));
+    const dense = this.perMode.get('dense')?.probe;
+    const rows = (Object.keys(SPARSE) as SparseMode[]).map((m) => {
+      const s = this.perMode.get(m) ?? {};
+      let same = '—', title = '';
+      if (s.probe) {
+        title = s.probe.text;
+        if (m === 'dense') same = 'reference';
+        else if (!dense) same = 'probe dense first';
+        else if (dense.prompt !== s.probe.prompt) same = 'other prompt';
+        else {
+          let k = 0;
+          while (k < dense.tokens.length && k < s.probe.tokens.length && dense.tokens[k] === s.probe.tokens[k]) k++;
+          same = `${k} / ${Math.min(dense.tokens.length, s.probe.tokens.length)}`;
+        }
+      }
+      return `<tr data-mode="${m}" class="${m === this.sparse && this.info ? 'current' : ''}"><td>${SPARSE[m].label}</td><td data-value="${s.tokps ?? ''}">${s.tokps ? fmtNum(s.tokps) : '—'}</td><td title="${escapeHtml(title)}">${same}</td></tr>`;
+    });
+    this.el('#sparse-table tbody').innerHTML = rows.join('');
+    const probes = (Object.keys(SPARSE) as SparseMode[]).filter((m) => this.perMode.get(m)?.probe);
+    this.el('#probe-output').innerHTML = probes
+      .map((m) => `<div><b>${SPARSE[m].label}</b> ${escapeHtml(this.perMode.get(m)!.probe!.text.trim().slice(0, 160))}</div>`)
+      .join('');
+  }
+
+  // ---- wiring ------------------------------------------------------------------------------------
+
+  private wire(): void {
+    const el = this.el;
+    el('#error-dismiss').addEventListener('click', () => (el('#error-banner').hidden = true));
+    el('#composer').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      void this.send();
+    });
+    el('#prompt').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        void this.send();
+      }
+    });
+    el('#stop').addEventListener('click', () => this.engine?.abort());
+    el('#reset').addEventListener('click', () => this.reset());
+    el('#mode').addEventListener('click', (ev) => {
+      const b = (ev.target as HTMLElement).closest<HTMLElement>('button[data-mode]');
+      if (b) this.setMode(b.dataset.mode as 'chat' | 'raw');
+    });
+    el('#sparse-mode').addEventListener('click', (ev) => {
+      const b = (ev.target as HTMLElement).closest<HTMLButtonElement>('button[data-mode]');
+      if (!b || b.disabled) return;
+      const m = b.dataset.mode as SparseMode;
+      if (!this.ref) {
+        this.sparse = m;
+        this.renderSparse();
+      } else if (m !== this.sparse) void this.load(this.ref, this.refLabel, m);
+    });
+    el('#probe').addEventListener('click', () => void this.probe());
+    el('#reset-load').addEventListener('click', async () => {
+      try {
+        await this.engine?.resetExpertLoad();
+      } catch (e) {
+        this.showError(e);
+      }
+      void this.refreshStats();
+    });
+    // Sliders and their number boxes mirror each other.
+    for (const id of ['temperature', 'top-k', 'top-p', 'rep-penalty']) {
+      const range = el(`#${id}-range`) as HTMLInputElement, box = el(`#${id}`) as HTMLInputElement;
+      range.addEventListener('input', () => (box.value = range.value));
+      box.addEventListener('input', () => (range.value = box.value));
+    }
+    // Model sources.
+    el('#url-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const url = (el('#model-url') as HTMLInputElement).value.trim();
+      if (url) void this.load(new URL(url, location.href).href, url);
+    });
+    el('#reload-bundled').addEventListener('click', () => this.o.initialModel && void this.load(new URL(this.o.initialModel, location.href).href, 'bundled model'));
+    const input = el('#folder-input') as HTMLInputElement;
+    el('#pick-folder').addEventListener('click', async () => {
+      try {
+        const dir = await pickDirectory();
+        if (dir) void this.load(dir, dir.name);
+        else if (dir === undefined) input.click();
+      } catch (e) {
+        this.showError(e);
+      }
+    });
+    input.addEventListener('change', () => {
+      const files = [...(input.files ?? [])];
+      input.value = '';
+      if (files.length) void this.load(files, (files[0] as File & { webkitRelativePath?: string }).webkitRelativePath?.split('/')[0] || 'local files');
+    });
+    // Drag and drop anywhere on the page.
+    const overlay = el('#drop-overlay');
+    let depth = 0;
+    const hasFiles = (ev: DragEvent) => !!ev.dataTransfer && [...ev.dataTransfer.types].includes('Files');
+    window.addEventListener('dragenter', (ev) => {
+      if (!hasFiles(ev)) return;
+      depth++;
+      overlay.hidden = false;
+    });
+    window.addEventListener('dragleave', () => {
+      if (--depth <= 0) { depth = 0; overlay.hidden = true; }
+    });
+    window.addEventListener('dragover', (ev) => {
+      if (hasFiles(ev)) ev.preventDefault();
+    });
+    window.addEventListener('drop', (ev) => {
+      if (!hasFiles(ev)) return;
+      ev.preventDefault();
+      depth = 0;
+      overlay.hidden = true;
+      if (this.state === 'loading' || this.state === 'unsupported' || this.state === 'checking') return;
+      dropToModel(ev.dataTransfer!).then(
+        (m) => m && void this.load(m.ref, m.label),
+        (e) => this.showError(e),
+      );
+    });
+  }
+
+  private renderExamples(): void {
+    const box = this.el('#examples');
+    box.innerHTML = EXAMPLES.map((t) => `<button type="button" class="chip">${escapeHtml(t)}</button>`).join('');
+    box.addEventListener('click', (ev) => {
+      const b = (ev.target as HTMLElement).closest('button');
+      if (!b) return;
+      const input = this.el('#prompt') as HTMLTextAreaElement;
+      input.value = b.textContent ?? '';
+      input.focus();
+    });
+  }
+}
+
+/** "http://host/models/webmoe-tiny/" → "webmoe-tiny". */
+function shortName(name: string): string {
+  const parts = name.replace(/\/+$/, '').split('/');
+  return parts[parts.length - 1] || name;
+}
+
+export async function startDemo(o: DemoOptions): Promise<DemoApp> {
+  const app = new DemoApp(o);
+  await app.start();
+  return app;
+}

@@ -1,0 +1,84 @@
+import { test, expect, type Page } from '@playwright/test';
+import { existsSync, mkdirSync } from 'node:fs';
+
+const BUNDLED = 'public/models/webmoe-tiny/config.json';
+
+async function numberOf(page: Page, selector: string, attr = 'data-value'): Promise<number> {
+  return Number(await page.locator(selector).getAttribute(attr));
+}
+
+test('without WebGPU the page explains why and what to do', async ({ page }) => {
+  await page.addInitScript(() => Object.defineProperty(Navigator.prototype, 'gpu', { get: () => undefined, configurable: true }));
+  await page.goto('/');
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'unsupported');
+  await expect(page.locator('#nogpu')).toBeVisible();
+  await expect(page.locator('#nogpu')).toContainText('does not expose WebGPU');
+  await expect(page.locator('#nogpu')).toContainText('chrome://flags/#enable-unsafe-webgpu');
+  await expect(page.locator('#send')).toBeDisabled();
+});
+
+test('a model that cannot be loaded shows a typed, dismissable error', async ({ page }) => {
+  await page.goto('/?model=./models/no-such-model/');
+  const banner = page.locator('#error-banner');
+  await expect(banner).toBeVisible({ timeout: 60_000 });
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'error');
+  expect((await page.locator('#error-code').textContent())?.length).toBeGreaterThan(0);
+  expect((await page.locator('#error-message').textContent())?.length).toBeGreaterThan(0);
+  await page.click('#error-dismiss');
+  await expect(banner).toBeHidden();
+  await expect(page.locator('#send')).toBeDisabled();
+});
+
+test('the bundled model streams tokens; routing and memory show numbers', async ({ page }) => {
+  test.skip(!existsSync(BUNDLED), 'bundled model not exported yet');
+  test.setTimeout(300_000);
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto('/');
+  await expect(page.locator('#status[data-state="ready"], #status[data-state="error"]')).toBeVisible({ timeout: 180_000 });
+  await expect(page.locator('#error-banner'), await page.locator('#error-banner').innerText()).toBeHidden();
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+  await expect(page.locator('#model-info')).toContainText('Parameters');
+
+  // Greedy raw completion of at least 16 tokens, not cut short by an end-of-sequence token.
+  await page.click('#mode button[data-mode="raw"]');
+  await page.fill('#temperature', '0');
+  await page.fill('#max-tokens', '20');
+  await page.uncheck('#stop-eos');
+  await expect(page.locator('#routing-toggle')).toBeChecked();
+  await page.fill('#prompt', 'The Fulton County Grand Jury said');
+  await page.click('#send');
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'generating');
+  await expect(page.locator('#stop')).toBeVisible();
+  await expect.poll(() => numberOf(page, '#output', 'data-tokens'), { timeout: 240_000 }).toBeGreaterThanOrEqual(16);
+  await expect(page.locator('#output')).toHaveAttribute('data-state', 'done', { timeout: 120_000 });
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+  expect(await numberOf(page, '#output', 'data-tokens')).toBe(20);
+  expect((await page.locator('#output .tok').allTextContents()).join('').length).toBeGreaterThan(0);
+
+  // Live numbers: decode speed, time to first token.
+  expect(await numberOf(page, '#tokps')).toBeGreaterThan(0);
+  await expect(page.locator('#ttft')).toHaveText(/\d/);
+
+  // Routing: every token chose experts in every MoE layer; the cumulative load counted them.
+  const heat = page.locator('#heatmap');
+  expect(Number(await heat.getAttribute('data-tokens'))).toBe(20);
+  expect(Number(await heat.getAttribute('data-cells'))).toBeGreaterThan(0);
+  expect(Number(await heat.getAttribute('data-layers'))).toBeGreaterThan(0);
+  await expect.poll(() => numberOf(page, '#load-heatmap', 'data-tokens')).toBeGreaterThanOrEqual(20);
+  expect(Number.isFinite(await numberOf(page, '#maxvio'))).toBe(true);
+
+  // Memory: the latent cache is smaller than an MHA cache would be; weights and GPU bytes are counted.
+  const mla = await numberOf(page, '#memory-kv-token');
+  const mha = await numberOf(page, '#memory-mha-token');
+  expect(mla).toBeGreaterThan(0);
+  expect(mha).toBeGreaterThan(mla);
+  expect(await numberOf(page, '#memory-cached')).toBeGreaterThanOrEqual(20);
+  expect(await numberOf(page, '#memory-kv')).toBeGreaterThan(0);
+  expect(await numberOf(page, '#memory-weights')).toBeGreaterThan(0);
+  expect(await numberOf(page, '#memory-gpu')).toBeGreaterThanOrEqual(await numberOf(page, '#memory-weights'));
+
+  expect(errors).toEqual([]);
+  mkdirSync('test-results', { recursive: true });
+  await page.screenshot({ path: 'test-results/demo.png' });
+});
