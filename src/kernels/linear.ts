@@ -1,0 +1,170 @@
+/**
+ * Y[M, N] = X[M, K] · Wᵀ for a GpuWeight of any format: the one call the model makes for every linear
+ * layer. A table maps each format to its implementation (GEMV for few rows, tiled matmul otherwise);
+ * chunked weights run one call per chunk into their column range of Y.
+ */
+import linearCode from '../../shaders/linear.wgsl?raw';
+import type { Gpu } from '../gpu/device';
+import type { Binding, Recorder } from '../gpu/recorder';
+import { defineUniforms } from '../gpu/uniforms';
+import { ceilDiv } from '../gpu/dispatch';
+import { ArgumentError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
+import { GEMV_MAX_ROWS, gemv as gemvF32, matmulTiled as matmulF32 } from './matmul';
+export { linearRef } from './linear.ref';
+import { pickVariant } from './variants';
+import { unitOf, type PackedFormat } from './weight.ref';
+import type { GpuWeight, WeightFormat } from './weight';
+
+export interface LinearArgs {
+  /** [M, xStride] activations, K values per row from xOffset. */
+  x: Binding;
+  w: GpuWeight;
+  /** [M, yStride] output, N values per row from yOffset. */
+  y: Binding;
+  M: number;
+  xStride?: number;
+  xOffset?: number;
+  yStride?: number;
+  yOffset?: number;
+  /** Force a kernel (tests, benchmarks); default: GEMV for M ≤ GEMV_MAX_ROWS, matmul otherwise. */
+  kernel?: 'gemv' | 'matmul';
+}
+
+/** One format's implementation; receives a single (unchunked) weight. */
+export type LinearImpl = (gpu: Gpu, rec: Recorder, a: LinearArgs) => void;
+
+export const LINEAR_PARAMS = defineUniforms({
+  M: 'u32', N: 'u32', K: 'u32', x_stride: 'u32',
+  x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', tiles_n: 'u32',
+  row_units: 'u32', scale_cols: 'u32', row0: 'u32', tk: 'u32',
+});
+
+const FORMATS: PackedFormat[] = ['f32', 'f16', 'q8', 'q4', 'fp8'];
+const MATMUL_TILE = 32;
+
+function packedFormat(w: GpuWeight): PackedFormat {
+  if (!FORMATS.includes(w.format as PackedFormat)) throw new UnsupportedError(`weight '${w.label}': format '${w.format}' has no dense decoder`);
+  return w.format as PackedFormat;
+}
+
+/** shaders/linear.wgsl specialised for a weight's format and the x load width. */
+export function linearShader(w: GpuWeight, xVec4: boolean): string {
+  const f = packedFormat(w);
+  const withScales = pickVariant(linearCode, 'scales', f === 'f32' || f === 'f16' ? 'off' : 'on');
+  return pickVariant(pickVariant(withScales, 'fmt', f), 'x', xVec4 ? 'vec4' : 'scalar');
+}
+
+/** Override constants of the decoder (group size and scale dtype of q8/q4). */
+export function decodeConstants(w: GpuWeight): Record<string, number | boolean> {
+  const f = packedFormat(w);
+  if (f !== 'q8' && f !== 'q4') return {};
+  return { SK: w.params.groupSize || 32, SCALE_F16: !!w.params.scaleF16 };
+}
+
+/** Weight bindings (w, scales): null scales for f32/f16 (their shader variants have no scales binding). */
+export function weightBindings(w: GpuWeight): [GPUBuffer, GPUBuffer | null] {
+  return [w.buffers[0], w.buffers[1] ?? null];
+}
+
+export function rowUnits(w: GpuWeight): number {
+  return (w.params.rowWords ?? w.K) / 4;
+}
+
+function packParams(a: LinearArgs, tiles: number, tk = 0) {
+  const w = a.w;
+  return LINEAR_PARAMS.pack({
+    M: a.M, N: w.N, K: w.K, x_stride: a.xStride ?? w.K, x_offset: a.xOffset ?? 0,
+    y_stride: a.yStride ?? w.N, y_offset: a.yOffset ?? 0, tiles_n: tiles,
+    row_units: rowUnits(w), scale_cols: w.params.scaleCols ?? 0, row0: 0, tk,
+  });
+}
+
+function xVariant(a: LinearArgs): string {
+  return linearShader(a.w, [a.w.K, a.xStride ?? a.w.K, a.xOffset ?? 0].every((v) => v % 4 === 0));
+}
+
+/**
+ * GEMV tiling for a weight: TK invocations along K per row group (a power of two with about two
+ * or more units each), RPT rows per invocation, WG from the device limit.
+ */
+export function gemvShape(gpu: Gpu, w: GpuWeight): { WG: number; TK: number; RPT: number; rows: number } {
+  const WG = Math.min(128, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
+  const units = Math.ceil(w.K / unitOf(w.format as PackedFormat));
+  const TK = Math.max(4, Math.min(WG, 2 ** Math.floor(Math.log2(Math.max(1, units / 2)))));
+  const RPT = w.format === 'f32' || w.format === 'f16' ? 4 : 2;
+  return { WG, TK, RPT, rows: (WG / TK) * RPT };
+}
+
+/** The packed-format GEMV (few rows of x). */
+export function linearGemv(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
+  const { WG, TK, RPT, rows } = gemvShape(gpu, a.w);
+  const tiles = ceilDiv(a.w.N, rows);
+  const workgroups = tiles * a.M;
+  const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
+  if (workgroups > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', workgroups, maxDim * maxDim, `linear '${a.w.label}'`);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'linear', code: xVariant(a), entryPoint: 'gemv', constants: { ...decodeConstants(a.w), WG, RPT } }),
+    bindings: [a.x, ...weightBindings(a.w), a.y],
+    uniforms: packParams(a, tiles, TK),
+    workgroups,
+    label: `gemv.${a.w.format}:${a.w.label}`,
+  });
+}
+
+/** The packed-format tiled matmul (prefill): W slices decoded into workgroup memory. */
+export function linearMatmul(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
+  const tiles = ceilDiv(a.w.N, MATMUL_TILE);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'linear', code: xVariant(a), entryPoint: 'matmul', constants: decodeConstants(a.w) }),
+    bindings: [a.x, ...weightBindings(a.w), a.y],
+    uniforms: packParams(a, tiles),
+    workgroups: tiles * ceilDiv(a.M, MATMUL_TILE),
+    label: `matmul.${a.w.format}:${a.w.label}`,
+  });
+}
+
+const packedImpl: LinearImpl = (gpu, rec, a) => {
+  const useGemv = a.kernel ? a.kernel === 'gemv' : a.M <= GEMV_MAX_ROWS;
+  (useGemv ? linearGemv : linearMatmul)(gpu, rec, a);
+};
+
+/** f32 weights ([N, K] unpadded) run the foundation kernels of matmul.ts. */
+const f32Impl: LinearImpl = (gpu, rec, a) => {
+  const m = { x: a.x, w: a.w.buffers[0], y: a.y, M: a.M, N: a.w.N, K: a.w.K, xStride: a.xStride, xOffset: a.xOffset, yStride: a.yStride, yOffset: a.yOffset };
+  const useGemv = a.kernel ? a.kernel === 'gemv' : a.M <= GEMV_MAX_ROWS;
+  (useGemv ? gemvF32 : matmulF32)(gpu, rec, m);
+};
+
+/** Per-format implementations; '2:4' and 'vnm' are registered by the sparse kernels. */
+export const IMPLS: Record<WeightFormat, LinearImpl | undefined> = {
+  f32: f32Impl, f16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': undefined, vnm: undefined,
+};
+
+export function registerLinearImpl(format: WeightFormat, impl: LinearImpl): void {
+  IMPLS[format] = impl;
+}
+
+function check(a: LinearArgs) {
+  const { w, M } = a;
+  if (!Number.isInteger(M) || M < 0) throw new ShapeError(`linear '${w.label}': M must be a non-negative integer, got ${M}`);
+  if ((a.xStride ?? w.K) < w.K) throw new ShapeError(`linear '${w.label}': xStride ${a.xStride} < K ${w.K}`);
+  if ((a.yStride ?? w.N) < w.N && !w.chunks) throw new ShapeError(`linear '${w.label}': yStride ${a.yStride} < N ${w.N}`);
+  for (const k of ['xOffset', 'yOffset'] as const) if ((a[k] ?? 0) < 0 || !Number.isInteger(a[k] ?? 0)) throw new ShapeError(`linear '${w.label}': bad ${k} ${a[k]}`);
+}
+
+/** Y[M, N] = X[M, K] · Wᵀ for any weight format (and chunked weights). */
+export function linear(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
+  check(a);
+  if (!a.M) return;
+  const w = a.w;
+  if (w.chunks) {
+    const yStride = a.yStride ?? w.N;
+    if (yStride < w.N) throw new ShapeError(`linear '${w.label}': yStride ${yStride} < N ${w.N}`);
+    for (const c of w.chunks) linear(gpu, rec, { ...a, w: c, yStride, yOffset: (a.yOffset ?? 0) + (c.rowStart ?? 0) });
+    return;
+  }
+  const impl = IMPLS[w.format];
+  if (!impl) throw new ArgumentError(`linear '${w.label}': no implementation registered for format '${w.format}'`);
+  impl(gpu, rec, a);
+}
+
