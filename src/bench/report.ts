@@ -84,6 +84,14 @@ export function describeDevice(r: BenchReport): string {
   return `${name}${d.isFallbackAdapter ? ' (fallback adapter)' : ''}; features: ${d.features.join(', ') || 'none'}`;
 }
 
+/** The first lines of a long message (shader compiler output can run to pages). */
+export function shorten(message: string, maxLines = 4, maxChars = 400): string {
+  const lines = message.split('\n').filter((l) => l.trim());
+  let out = lines.slice(0, maxLines).join('\n    ');
+  if (out.length > maxChars) out = out.slice(0, maxChars);
+  return out.length < message.trim().length ? `${out} …` : out;
+}
+
 /** The whole report as text (what `npm run bench` prints). */
 export function formatReport(r: BenchReport): string {
   const c = r.ceilings;
@@ -98,7 +106,7 @@ export function formatReport(r: BenchReport): string {
   if (r.peerChecks.length) parts.push('', 'peer output checks (peer against ours on one small shape)', renderText(peerChecksTable(r)));
   if (r.e2e.length) parts.push('', 'end to end', renderText(e2eTable(r)));
   if (r.suiteMs) parts.push('', `time per suite: ${Object.entries(r.suiteMs).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(', ')}`);
-  if (r.errors.length) parts.push('', `errors (${r.errors.length}):`, ...r.errors.map((e) => `  ${e.suite}: ${e.message}`));
+  if (r.errors.length) parts.push('', `errors (${r.errors.length}; full messages in the JSON):`, ...r.errors.map((e) => `  ${e.suite}: ${shorten(e.message)}`));
   return parts.join('\n');
 }
 

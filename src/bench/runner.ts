@@ -56,7 +56,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
       await suite.run(ctx);
     } catch (e) {
       const err = e as Error;
-      errors.push({ suite: suite.name, message: `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}` });
+      errors.push({ suite: suite.name, message: `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`.slice(0, 4000) });
       report(`${suite.name}: failed (${err?.message ?? e})`);
     } finally {
       gpu.temps.releaseAll();

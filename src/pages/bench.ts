@@ -9,7 +9,7 @@
  */
 import type { BenchReport } from '../bench/types';
 import type { FromWorker, ToWorker } from './bench.worker';
-import { e2eTable, fmtBytes, fmtNum, peerChecksTable, peersTable, resultsTable, type Table } from '../bench/report';
+import { e2eTable, fmtBytes, fmtNum, shorten, peerChecksTable, peersTable, resultsTable, type Table } from '../bench/report';
 import { rooflineSvg } from './roofline';
 
 export interface BenchPageState {
@@ -185,7 +185,7 @@ function render(r: BenchReport) {
   $('peer-checks').innerHTML = r.peerChecks.length ? `<h3>Peer output checks <span class="hint">the peer's output against ours on a small shape</span></h3>${tableHtml(peerChecksTable(r), { highlight: (row) => (row[5] === 'yes' ? '' : 'bad-row') })}` : '';
   $('e2e').innerHTML = r.e2e.length ? tableHtml(e2eTable(r)) : '<p class="empty">No end-to-end suite in this run.</p>';
   $('errors-panel').hidden = !r.errors.length;
-  $('errors').innerHTML = r.errors.map((e) => `<li><b>${esc(e.suite)}</b>: ${esc(e.message)}</li>`).join('');
+  $('errors').innerHTML = r.errors.map((e) => `<li><b>${esc(e.suite)}</b>: <span title="${esc(e.message)}">${esc(shorten(e.message, 2, 300))}</span></li>`).join('');
 }
 
 function download() {

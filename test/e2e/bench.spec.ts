@@ -8,7 +8,7 @@ import { validateReport } from '../../src/bench/report';
 // finished run is saved on success too, to look at).
 
 test('the benchmark page finishes its quick mode and exports well-formed JSON', async ({ page }, testInfo) => {
-  test.setTimeout(420_000);
+  test.setTimeout(600_000);
   const pageErrors: string[] = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
   await page.goto('/bench.html');
@@ -16,7 +16,7 @@ test('the benchmark page finishes its quick mode and exports well-formed JSON', 
   const quick = page.locator('#run-quick');
   await expect(quick).toBeEnabled();
   await quick.click();
-  await expect.poll(() => page.evaluate(() => (window as any).__webmoeBench.status), { timeout: 360_000, intervals: [1000] }).toMatch(/done|error/);
+  await expect.poll(() => page.evaluate(() => (window as any).__webmoeBench.status), { timeout: 540_000, intervals: [1000] }).toMatch(/done|error/);
   const state = await page.evaluate(() => ({ status: (window as any).__webmoeBench.status, error: (window as any).__webmoeBench.error }));
   expect(state.error).toBeNull();
   expect(state.status).toBe('done');

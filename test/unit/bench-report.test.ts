@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatReport, validateReport, renderText, resultsTable, peersTable, fmtNum, fmtBytes } from '../../src/bench/report';
+import { formatReport, validateReport, renderText, resultsTable, peersTable, fmtNum, fmtBytes, shorten } from '../../src/bench/report';
 import { collectSuites, selectSuites } from '../../src/bench/registry';
 import { RunContext, median } from '../../src/bench/context';
 import { rooflineSvg } from '../../src/pages/roofline';
@@ -47,7 +47,7 @@ describe('bench report', () => {
 
   it('prints every section with aligned columns', () => {
     const text = formatReport(sampleReport());
-    for (const s of ['ceilings: FMA 100 GFLOP/s', 'peers (onnxruntime-web', 'peer output checks', 'end to end', 'errors (1):', 'moe: boom', 'ort-webgpu', '1.50×']) expect(text).toContain(s);
+    for (const s of ['ceilings: FMA 100 GFLOP/s', 'peers (onnxruntime-web', 'peer output checks', 'end to end', 'errors (1; full messages in the JSON):', 'moe: boom', 'ort-webgpu', '1.50×']) expect(text).toContain(s);
     const table = renderText(resultsTable(sampleReport())).split('\n');
     expect(table).toHaveLength(2 + 2);
     // Right-aligned numeric columns end at the same offset on every line.
@@ -56,6 +56,12 @@ describe('bench report', () => {
     // A size-only row (medianMs 0) shows no rates.
     expect(resultsTable(sampleReport()).rows[1].slice(4, 9)).toEqual(['–', '–', '–', '–', '–']);
     expect(peersTable(sampleReport()).rows[0][6]).toBe('1.50×');
+  });
+
+  it('shortens long error messages', () => {
+    const long = Array.from({ length: 50 }, (_, i) => `line ${i}`).join('\n');
+    expect(shorten(long, 2)).toBe('line 0\n    line 1 …');
+    expect(shorten('short')).toBe('short');
   });
 
   it('formats numbers and bytes', () => {
