@@ -14,6 +14,7 @@ export { linearRef } from './linear.ref';
 import { pickVariant } from './variants';
 import { unitOf, type PackedFormat } from './weight.ref';
 import type { GpuWeight, WeightFormat } from './weight';
+import { sparseLinearImpl } from './sparse';
 
 export interface LinearArgs {
   /** [M, xStride] activations, K values per row from xOffset. */
@@ -135,9 +136,9 @@ const f32Impl: LinearImpl = (gpu, rec, a) => {
   (useGemv ? gemvF32 : matmulF32)(gpu, rec, m);
 };
 
-/** Per-format implementations; '2:4' and 'vnm' are registered by the sparse kernels. */
+/** Per-format implementations; '2:4' and 'vnm' run the structured-sparse kernels of sparse.ts. */
 export const IMPLS: Record<WeightFormat, LinearImpl | undefined> = {
-  f32: f32Impl, f16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': undefined, vnm: undefined,
+  f32: f32Impl, f16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': sparseLinearImpl, vnm: sparseLinearImpl,
 };
 
 export function registerLinearImpl(format: WeightFormat, impl: LinearImpl): void {

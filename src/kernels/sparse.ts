@@ -14,6 +14,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, ArgumentError } from '../errors';
 import { packedBytes, pack24, packVnm, quantizeSparse, type SparsePacked } from '../sparse/formats';
 import { prune24, pruneVnm } from '../sparse/prune';
+import { pickVariant } from './variants';
 
 export type SparseFormat = '2:4' | 'vnm';
 export type SparseValues = 'f32' | 'q8' | 'q4';
@@ -50,26 +51,9 @@ const GEMV_ROWS = 8;
 /** Matmul tile (BM × BN in the shader). */
 const BM = 32, BN = 32;
 
-/**
- * Keeps one `// @variant <name> <choice>` block of each named set (blocks run until the next
- * `@variant <name>` or `// @end <name>`) and drops the others: the shader's structural variants.
- */
+/** Keeps the chosen `// @variant <set> <choice>` block of each named set (variants.ts syntax). */
 export function selectVariants(code: string, choice: Record<string, string>): string {
-  const out: string[] = [];
-  let active: string | null = null, keep = true;
-  for (const line of code.split('\n')) {
-    const v = /^\s*\/\/ @variant (\S+) (\S+)/.exec(line);
-    const e = /^\s*\/\/ @end (\S+)/.exec(line);
-    if (v) {
-      if (!(v[1] in choice)) throw new Error(`shader variant set '${v[1]}' not chosen`);
-      active = v[1];
-      keep = choice[v[1]] === v[2];
-      continue;
-    }
-    if (e && e[1] === active) { active = null; keep = true; continue; }
-    if (keep) out.push(line);
-  }
-  return out.join('\n');
+  return Object.entries(choice).reduce((c, [set, pick]) => pickVariant(c, set, pick), code);
 }
 
 function checkBinding(gpu: Gpu, label: string, bytes: number) {

@@ -7,6 +7,7 @@ import { prune24, pruneVnm } from '../../src/sparse/prune';
 import { uploadSparse, destroySparse, sparseGemv, sparseMatmul, sparseLinear, sparsifyWeight, selectVariants, sharedTiles, sparseLinearImpl, type SparseValues } from '../../src/kernels/sparse';
 import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
 import { gemv, matmulTiled } from '../../src/kernels/matmul';
+import { linear } from '../../src/kernels/linear';
 import { ShapeError, ArgumentError } from '../../src/errors';
 import sparseCode from '../../shaders/sparse.wgsl?raw';
 
@@ -150,7 +151,7 @@ describe('sparse linear plumbing', () => {
     gpu.buffers.destroy(bx);
   });
 
-  it('the linear() table entry honours a forced kernel and refuses other formats', async () => {
+  it('the linear() table entry honours a forced kernel, refuses other formats, and linear() runs it', async () => {
     const p = makePacked([32, 6], 45, 50, 4);
     const w = uploadSparse(gpu, 'w', p, 'f32');
     for (const [M, kernel] of [[6, 'gemv'], [2, 'matmul'], [3, undefined]] as const) {
@@ -167,6 +168,18 @@ describe('sparse linear plumbing', () => {
       gpu.buffers.destroy(by);
     }
     expect(() => sparseLinearImpl(gpu, gpu.recorder('t'), { x: w.buffers[0], w: { ...w, format: 'q8' }, y: w.buffers[0], M: 1 })).toThrow(ArgumentError);
+    // and linear() dispatches sparse weights through its format table
+    const M = 5, x = randomUniform(M * p.K, 11);
+    const bx = gpu.buffers.upload('x', x), by = poisoned(gpu, 'y', M * p.N);
+    const out = await gpu.checked(async () => {
+      const rec = gpu.recorder('t');
+      linear(gpu, rec, { x: bx, w, y: by, M });
+      rec.submit();
+      return gpu.buffers.readF32(by);
+    });
+    expectClose(out, sparseMatmulRef(x, p, M), TOL, 'linear() on a vnm weight');
+    gpu.buffers.destroy(bx);
+    gpu.buffers.destroy(by);
     destroySparse(gpu, w);
   });
 
