@@ -19,9 +19,21 @@ export class GpuRunner implements ModelRunner {
 
   constructor(readonly be: GpuBackend, readonly cfg: ModelConfig, readonly weights: ModelWeights<GpuWeight, GpuMoe>, readonly capacity: number) {
     this.tokenOut = be.gpu.buffers.create('sample.token', 4);
+    this.seenErrors = be.gpu.uncapturedTotal;
   }
 
   get cachedTokens(): number { return this.be.cache.length; }
+
+  private seenErrors = 0;
+  /** A step whose commands failed validation produced garbage: surface the device's error instead. */
+  private throwNewGpuErrors(): void {
+    const gpu = this.be.gpu;
+    gpu.assertAlive();
+    if (gpu.uncapturedTotal > this.seenErrors) {
+      this.seenErrors = gpu.uncapturedTotal;
+      throw gpu.uncaptured[gpu.uncaptured.length - 1];
+    }
+  }
 
   private run(tokens: number[], lastOnly: boolean, label: string): GpuTensor {
     const past = this.be.cache.length;
@@ -57,6 +69,7 @@ export class GpuRunner implements ModelRunner {
     this.be.submit();
     this.be.cache.commit(tokens.length);
     const token = new Uint32Array(await gpu.buffers.read(this.tokenOut, 0, 4))[0];
+    this.throwNewGpuErrors();
     let experts: Record<number, number[]> | undefined;
     if (wantRouting) {
       experts = {};
@@ -76,7 +89,9 @@ export class GpuRunner implements ModelRunner {
     this.be.submit();
     this.be.cache.commit(tokens.length);
     const rows = all ? tokens.length : 1;
-    return this.be.gpu.buffers.readF32(out.buf, 0, rows * this.cfg.vocabSize);
+    const logits = await this.be.gpu.buffers.readF32(out.buf, 0, rows * this.cfg.vocabSize);
+    this.throwNewGpuErrors();
+    return logits;
   }
 
   async lastRouting(): Promise<Map<number, number[][]>> {

@@ -45,6 +45,8 @@ export class Gpu {
   lostError: DeviceLostError | null = null;
   /** Uncaptured errors (outside error scopes), newest last. */
   readonly uncaptured: WebMoeError[] = [];
+  /** How many uncaptured errors occurred in all (the list keeps the newest 100). */
+  uncapturedTotal = 0;
   private lostListeners = new Set<(e: DeviceLostError) => void>();
   private ring: GPUBuffer | null = null;
   private querySet: GPUQuerySet | null = null;
@@ -63,6 +65,7 @@ export class Gpu {
       const err = (ev as GPUUncapturedErrorEvent).error;
       const code = err.constructor?.name === 'GPUOutOfMemoryError' ? 'GPU_OUT_OF_MEMORY' : 'GPU_VALIDATION';
       this.uncaptured.push(new GpuValidationError(err.message, code));
+      this.uncapturedTotal++;
       if (this.uncaptured.length > 100) this.uncaptured.shift();
     });
   }

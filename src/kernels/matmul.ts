@@ -72,7 +72,10 @@ export function gemv(gpu: Gpu, rec: Recorder, a: MatmulArgs): void {
   check(a);
   if (!a.M || !a.N) return;
   const groups = ceilDiv(a.N, GEMV_ROWS);
-  const WG = Math.min(128, gpu.caps.maxComputeInvocationsPerWorkgroup);
+  // Enough invocations to give each about four vec4 loads of a row: short rows (the small projections
+  // of MLA) get small workgroups and a shallow reduction tree instead of idle invocations and barriers.
+  const want = 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil(a.K / 16))));
+  const WG = Math.min(128, Math.max(32, want), 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'gemv', code: withLoadWidth(gemvCode, vec4Ok(a)), constants: { WG } }),
     bindings: [a.x, a.w, a.y],

@@ -1,0 +1,85 @@
+/**
+ * End to end: prefill and decode tokens/s of whole models on this device, with the hardware-independent
+ * figures: dispatches and GPU→CPU round trips per decoded token, and bytes read per decoded token against
+ * the minimum (active weights and the KV cache, each read once).
+ *
+ * Models (random weights, made in-process so the suite needs no downloads):
+ *  - the reference fixture's shapes (DeepSeek-V3 in miniature, 3 layers);
+ *  - DeepSeek-V2-Lite's shapes (hidden 2048, MLA 512/64, 16 heads, top-6 of 64 experts, 2 shared)
+ *    cut to 2 layers (1 dense + 1 MoE) with the vocabulary cut to 8,192 and the routed experts to 16,
+ *    so the f32 expert stack fits one storage binding on common devices (full mode only).
+ */
+import type { BenchContext, BenchSuite } from '../types';
+import { createEngine } from '../../engine/create';
+import { memoryModel } from '../../loader/model-source';
+import { syntheticCheckpoint, TINY_V3_CONFIG, V2_LITE_CONFIG } from '../../model/synthetic';
+import { byteLevelTokenizerJson } from '../../model/byte-tokenizer';
+import { parseConfig, expectedTensorShapes, type ModelConfig } from '../../model/config';
+import type { WebMoeEngine } from '../../engine/engine';
+
+/** Bytes one decoded token must read at least: every weight it uses once, plus the KV cache once. */
+export function minBytesPerToken(cfg: ModelConfig, cachedTokens: number, bytesPerWeight = 4): number {
+  let params = 0;
+  for (const [name, shape] of expectedTensorShapes(cfg)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (name === 'model.embed_tokens.weight') params += cfg.hiddenSize; // one row
+    else if (/\.mlp\.experts\.\d+\./.test(name)) params += n * (cfg.numExpertsPerTok / cfg.nRoutedExperts);
+    else params += n;
+  }
+  const kv = cachedTokens * cfg.numLayers * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
+  return params * bytesPerWeight + kv;
+}
+
+/**
+ * Bytes our decode step reads: the same weights (the MoE decode kernel reads only the chosen experts),
+ * but the attention kernel reads the latent cache once per block of 4 query heads.
+ */
+export function ourBytesPerToken(cfg: ModelConfig, cachedTokens: number, bytesPerWeight = 4): number {
+  const kvOnce = cachedTokens * cfg.numLayers * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
+  return minBytesPerToken(cfg, cachedTokens, bytesPerWeight) + kvOnce * (Math.ceil(cfg.numHeads / 4) - 1);
+}
+
+async function measure(ctx: BenchContext, name: string, config: Record<string, unknown>, promptTokens: number, decodeTokens: number) {
+  ctx.progress(`e2e: building ${name} (random weights)`);
+  const files = { ...syntheticCheckpoint(config, { seed: 1 }), 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) };
+  const engine: WebMoeEngine = createEngine({}, { acquire: async () => ctx.gpu, resolve: () => memoryModel(files) });
+  try {
+    ctx.progress(`e2e: loading ${name}`);
+    await engine.load(memoryModel(files), { weights: 'f32', contextLength: promptTokens + decodeTokens + 8 });
+    const cfg = parseConfig(config);
+    const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(8).slice(0, promptTokens);
+    // Warm-up: compiles every pipeline the steps use.
+    const warm = engine.generate(prompt.slice(0, 8), { temperature: 0, maxTokens: 2, stopAtEos: false });
+    for await (const _ of warm) void _;
+    ctx.progress(`e2e: ${name}: ${promptTokens}-token prefill, ${decodeTokens} decode steps`);
+    const it = engine.generate(prompt, { temperature: 0, maxTokens: decodeTokens, stopAtEos: false });
+    let r;
+    for (;;) { r = await it.next(); if (r.done) break; }
+    const res = r.value;
+    const s = await engine.stats();
+    const cached = promptTokens + decodeTokens / 2;
+    ctx.e2e({
+      model: name,
+      prefillTokPerS: res.prefillTokPerS,
+      decodeTokPerS: res.decodeTokPerS,
+      dispatchesPerToken: s.dispatchesPerToken,
+      readbacksPerToken: s.readbacksPerToken,
+      bytesPerToken: ourBytesPerToken(cfg, cached),
+      minBytesPerToken: minBytesPerToken(cfg, cached),
+      timeToFirstTokenMs: res.timeToFirstTokenMs,
+    });
+  } finally {
+    await engine.unload();
+  }
+}
+
+export const e2eSuite: BenchSuite = {
+  name: 'e2e',
+  async run(ctx) {
+    await measure(ctx, 'fixture-shaped (DeepSeek-V3 tiny, 3 layers)', TINY_V3_CONFIG, ctx.quick ? 16 : 64, ctx.quick ? 8 : 32);
+    if (!ctx.quick) {
+      const v2 = { ...V2_LITE_CONFIG, num_hidden_layers: 2, vocab_size: 8192, n_routed_experts: 16, max_position_embeddings: 4096 };
+      await measure(ctx, 'V2-Lite-shaped, 2 layers, 16 experts, vocab 8k', v2, 64, 8);
+    }
+  },
+};
