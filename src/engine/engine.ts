@@ -57,6 +57,7 @@ export class WebMoeEngine implements Engine {
     return this.serial(async () => {
       // The previous model stays usable until the new one has loaded: a failed load loses nothing.
       const loaded = await this.loader(model, options, this.options);
+      loaded.runner.onDeviceLost?.(() => this.dropModel());
       this.model?.runner.destroy();
       this.model = loaded;
       this.cachedIds = [];
@@ -75,6 +76,13 @@ export class WebMoeEngine implements Engine {
 
   abort(): void {
     this.current?.abort();
+  }
+
+  /** After device loss: the model's GPU state is gone; free what is left so a new load starts clean. */
+  private dropModel(): void {
+    this.model?.runner.destroy();
+    this.model = null;
+    this.cachedIds = [];
   }
 
   generate(prompt: string, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
@@ -156,7 +164,14 @@ export class WebMoeEngine implements Engine {
     try {
       for (let i = 0; i < maxTokens; i++) {
         if (ac.signal.aborted) { finish = 'aborted'; break; }
-        if (runner.cachedTokens + pending.length > runner.capacity) { finish = 'context'; break; }
+        if (runner.cachedTokens + pending.length > runner.capacity) {
+          if (o.contextPolicy !== 'slide') { finish = 'context'; break; }
+          // Keep the newest half of the context and recompute its keys/values at new positions.
+          const keep = Math.max(1, Math.floor(runner.capacity / 2));
+          pending = history.slice(-keep);
+          runner.truncate(0);
+          this.cachedIds = [];
+        }
         const r = await runner.step(pending, sampling, i, history, !!o.routing);
         this.cachedIds.push(...pending);
         if (i === 0) { tFirst = performance.now(); tDecodeStart = tFirst; }

@@ -14,6 +14,7 @@ import type { LayerLoad } from './types';
 
 export class GpuRunner implements ModelRunner {
   private tokenOut: GPUBuffer;
+  private destroyed = false;
   private history: GPUBuffer | null = null;
   private historyCount = 0;
 
@@ -57,7 +58,27 @@ export class GpuRunner implements ModelRunner {
     }
   }
 
-  async step(tokens: number[], sampling: SamplingParams, step: number, history: number[], wantRouting: boolean): Promise<StepResult> {
+  onDeviceLost(listener: () => void): void {
+    this.be.gpu.onLost(() => listener());
+  }
+
+  /** Device loss surfaces as the typed DeviceLostError, whatever the failing call reported. */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      // Loss is reported asynchronously: give the lost promise a moment to settle before deciding.
+      if (!this.be.gpu.lostError) await new Promise((r) => setTimeout(r, 0));
+      if (this.be.gpu.lostError) throw this.be.gpu.lostError;
+      throw e;
+    }
+  }
+
+  step(tokens: number[], sampling: SamplingParams, step: number, history: number[], wantRouting: boolean): Promise<StepResult> {
+    return this.guard(() => this.stepOnce(tokens, sampling, step, history, wantRouting));
+  }
+
+  private async stepOnce(tokens: number[], sampling: SamplingParams, step: number, history: number[], wantRouting: boolean): Promise<StepResult> {
     const gpu = this.be.gpu;
     if (sampling.repetitionPenalty !== 1) this.syncHistory(history);
     this.be.captureRouting = wantRouting;
@@ -83,7 +104,11 @@ export class GpuRunner implements ModelRunner {
     return { token, experts };
   }
 
-  async logits(tokens: number[], all: boolean): Promise<Float32Array> {
+  logits(tokens: number[], all: boolean): Promise<Float32Array> {
+    return this.guard(() => this.logitsOnce(tokens, all));
+  }
+
+  private async logitsOnce(tokens: number[], all: boolean): Promise<Float32Array> {
     this.be.captureRouting = true;
     const out = this.run(tokens, !all, 'logits');
     this.be.submit();
@@ -132,6 +157,8 @@ export class GpuRunner implements ModelRunner {
   }
 
   destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
     this.be.destroy();
     this.be.gpu.buffers.destroy(this.tokenOut);
     this.be.gpu.buffers.destroy(this.history);

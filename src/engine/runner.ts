@@ -32,4 +32,6 @@ export interface ModelRunner {
   memory(): { kvBytes: number; kvBytesPerToken: number; mhaKvBytesPerToken: number; weightBytes: number; gpuBytes: number };
   counters(): { dispatches: number; readbacks: number };
   destroy(): void;
+  /** Called once if the device is lost (the GPU runner); the engine then drops the model. */
+  onDeviceLost?(listener: () => void): void;
 }

@@ -52,6 +52,11 @@ export interface GenerateOptions extends SamplingOptions {
   onToken?: (chunk: GenerationChunk) => void;
   /** Report the experts chosen per MoE layer for every generated token (routing view). Costs one small readback per token. */
   routing?: boolean;
+  /**
+   * When the context is full: 'stop' ends with finishReason 'context' (default); 'slide' keeps the last
+   * half of the context, recomputes its KV cache and goes on (for long free-running generation).
+   */
+  contextPolicy?: 'stop' | 'slide';
 }
 
 export interface GenerationChunk {
