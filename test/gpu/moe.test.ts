@@ -134,7 +134,7 @@ async function sharedExpertGpu(xb: GPUBuffer, T: number, D: number, w: { gate: F
 }
 
 describe('deepseek-v3-tiny fixture: gate + experts + shared reproduce the official MoE layers', () => {
-  it('routing equals routing.json at every position and layer; ffn_out within 1e-4 (decode and grouped)', async () => {
+  it('routing equals routing.json at every position and layer; ffn_out within 1e-4 (grouped prefill, decode, token-by-token decode)', async () => {
     const fx = loadMoeFixture();
     const { S: T, D, I, routing } = fx;
     const K = routing.topK, E = routing.experts;
@@ -162,6 +162,29 @@ describe('deepseek-v3-tiny fixture: gate + experts + shared reproduce the offici
       expectClose(gs, L.routerScores, { atol: 1e-5, rtol: 1e-5 }, `layer ${L.layer} router scores`);
       expectClose(od, L.ffnOut, { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (decode path)`);
       expectClose(og, L.ffnOut, { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (grouped path)`);
+
+      // Token by token, as decoding runs it: GEMV gate (T = 1) + decode experts, rows bound at offsets
+      // (D = 64 f32 = 256 bytes per row; ids/weights get a 256-byte slot per token for alignment).
+      // Half the positions keep the test short on a software GPU (4 dispatches per token).
+      const decodeT = T / 2;
+      const slot = 64, perTok = poisoned(gpu, 'out.per-token', T * D);
+      const idsTok = gpu.buffers.create('ids.per-token', T * slot * 4), wTok = gpu.buffers.create('w.per-token', T * slot * 4);
+      const row = (b: GPUBuffer, t: number, bytes: number) => ({ buffer: b, offset: t * 256, size: bytes });
+      const [pt, pi] = await gpu.checked(async () => {
+        const rec = gpu.recorder('moe per token');
+        shared.record(rec);
+        for (let t = 0; t < decodeT; t++) {
+          moeGate(gpu, rec, { x: row(xb, t, D * 4), T: 1, D, gateW: gw, bias, routing, ids: row(idsTok, t, K * 4), weights: row(wTok, t, K * 4) });
+          moeExperts(gpu, rec, { x: row(xb, t, D * 4), T: 1, experts, ids: row(idsTok, t, K * 4), weights: row(wTok, t, K * 4), K, shared: row(shared.out, t, D * 4), out: row(perTok, t, D * 4), mode: 'auto' });
+        }
+        rec.submit();
+        gpu.temps.releaseAll();
+        return Promise.all([gpu.buffers.readF32(perTok), gpu.buffers.readU32(idsTok)]);
+      });
+      for (let t = 0; t < decodeT; t++) expect(sameSet(pi.subarray(t * slot, t * slot + K), L.indices[t]), `per-token layer ${L.layer} position ${t}`).toBe(true);
+      expectClose(pt.subarray(0, decodeT * D), L.ffnOut.subarray(0, decodeT * D), { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (per-token decode)`);
+      expectClose(pt.subarray(0, decodeT * D), og.subarray(0, decodeT * D), MLP_TOL, `layer ${L.layer} per-token decode vs grouped prefill`);
+      free(perTok, idsTok, wTok);
       destroyExperts(gpu, experts);
       shared.free();
       free(xb, gw, bias, ids, wts, scores, outs.decode, outs.grouped);
