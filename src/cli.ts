@@ -5,19 +5,23 @@
  *   webmoe generate --model DIR --prompt "..." [--chat] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights f32|f16|q8|q4]
  *   webmoe logits   --model DIR --tokens tokens.json --mode prefill|decode|hybrid --out logits.f32.bin [--routing routing.json]
  *   webmoe info     --model DIR
+ *   webmoe calibrate --model DIR --text FILE --out bias.safetensors [--steps N] [--gamma G] [--batch-tokens T]
  */
 import { writeFileSync, readFileSync } from 'node:fs';
 import { createNodeEngine } from './node';
 import { ArgumentError, WebMoeError } from './errors';
 import type { WebMoeEngine } from './engine/engine';
 import type { LoadOptions, WeightStorage } from './engine/types';
+import { calibrateModel } from './engine/calibrate';
 
 const USAGE = `usage:
   webmoe generate --model DIR|URL --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-k K]
                   [--top-p P] [--repetition-penalty R] [--seed S] [--weights auto|f32|f16|q8|q4]
   webmoe logits   --model DIR|URL --tokens tokens.json --mode prefill|decode|hybrid --out FILE.f32.bin
                   [--routing routing.json] [--weights ...]
-  webmoe info     --model DIR|URL`;
+  webmoe info     --model DIR|URL
+  webmoe calibrate --model DIR|URL --text FILE --out bias.safetensors [--steps 50] [--gamma 0.001] [--batch-tokens 256]
+                  (DeepSeek-V3 auxiliary-loss-free bias balancing; load the result with LoadOptions.overlay)`;
 
 type Flags = Record<string, string | boolean>;
 
@@ -127,6 +131,26 @@ async function info(f: Flags, io: CliIO) {
   });
 }
 
+async function calibrate(f: Flags, io: CliIO) {
+  const text = readFileSync(str(f, 'text')!, 'utf8');
+  const outPath = str(f, 'out')!;
+  const steps = num(f, 'steps', true) ?? 50;
+  const gamma = num(f, 'gamma') ?? 1e-3;
+  const batchTokens = num(f, 'batch-tokens', true) ?? 256;
+  await withEngine(f, io, async (engine) => {
+    const ids = engine.codec.encode(text);
+    const size = Math.min(batchTokens, engine.runner.capacity);
+    const batches: number[][] = [];
+    for (let i = 0; i + 1 < ids.length; i += size) batches.push(ids.slice(i, i + size));
+    if (!batches.length) throw new ArgumentError('--text encodes to no tokens');
+    io.err(`calibrating on ${ids.length} tokens in ${batches.length} batches, ${steps} steps, γ = ${gamma}\n`);
+    const r = await calibrateModel(engine, batches, { steps, gamma });
+    for (const [layer, before] of r.maxVioBefore) io.out(`layer ${layer}: MaxVio ${before.toFixed(3)} → ${r.maxVioAfter.get(layer)!.toFixed(3)}\n`);
+    writeFileSync(outPath, r.file);
+    io.err(`wrote ${outPath}\n`);
+  });
+}
+
 /** Runs the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad arguments). */
 export async function main(argv: string[], io: CliIO = defaultIO): Promise<number> {
   try {
@@ -135,6 +159,7 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
     if (command === 'generate') await generate(flags, io);
     else if (command === 'logits') await logits(flags, io);
     else if (command === 'info') await info(flags, io);
+    else if (command === 'calibrate') await calibrate(flags, io);
     else throw new ArgumentError(`unknown command '${command}'`);
     return 0;
   } catch (e) {

@@ -145,7 +145,8 @@ export class WebMoeEngine implements Engine {
     // Reuse the cached prefix shared with the previous turn; at least one token is always recomputed
     // so the step has logits to sample from.
     let reuse = 0;
-    while (reuse < this.cachedIds.length && reuse < prompt.length - 1 && this.cachedIds[reuse] === prompt[reuse]) reuse++;
+    const cached = Math.min(this.cachedIds.length, runner.cachedTokens);
+    while (reuse < cached && reuse < prompt.length - 1 && this.cachedIds[reuse] === prompt[reuse]) reuse++;
     runner.truncate(reuse);
     this.cachedIds = prompt.slice(0, reuse);
 
@@ -242,6 +243,20 @@ export class WebMoeEngine implements Engine {
 
   async resetExpertLoad(): Promise<void> {
     this.model?.runner.resetExpertLoad();
+  }
+
+  /**
+   * Runs `fn` on the loaded model's runner between generations (queued like them). The KV cache is
+   * treated as unknown afterwards.
+   */
+  withRunner<T>(fn: (runner: ModelRunner) => Promise<T>): Promise<T> {
+    return this.serial(async () => {
+      try {
+        return await fn(this.need().runner);
+      } finally {
+        this.cachedIds = [];
+      }
+    });
   }
 
   /** The loaded model's runner (CLI logits, tests, calibration). */

@@ -1,0 +1,73 @@
+// The CLI end to end on the fixture model (written to a temp directory): logits in the fixture's own
+// format and layout, routing.json, generate, calibrate + overlay, and argument errors.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { mkdtempSync, writeFileSync, readFileSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main } from '../../src/cli';
+import { FIXTURE_DIR, fixtureJson, fixtureLogits } from '../helpers/fixture';
+import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
+import { expectClose } from '../helpers/gpu';
+import { parseSafetensors } from '../../src/formats/safetensors';
+
+let dir: string;
+function io() {
+  const out: string[] = [], err: string[] = [];
+  return { io: { out: (s: string) => out.push(s), err: (s: string) => err.push(s) }, out, err };
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'webmoe-cli-'));
+  for (const f of ['config.json', 'model.safetensors', 'tokens.json']) copyFileSync(join(FIXTURE_DIR, f), join(dir, f));
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerJson()));
+});
+
+describe('webmoe CLI', () => {
+  it('logits --mode hybrid matches the fixture file byte layout and values; routing.json has the expert sets', async () => {
+    const c = io();
+    const out = join(dir, 'out.f32.bin'), routing = join(dir, 'routing.json');
+    const code = await main(['logits', '--model', dir, '--tokens', join(dir, 'tokens.json'), '--mode', 'hybrid', '--out', out, '--routing', routing, '--weights', 'f32'], c.io);
+    expect(code, c.err.join('')).toBe(0);
+    const b = readFileSync(out);
+    const got = new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+    expectClose(got, fixtureLogits('logits_hybrid_absorb.f32.bin'), { atol: 1e-4, rtol: 0 }, 'cli hybrid');
+    const r = JSON.parse(readFileSync(routing, 'utf8'));
+    const want = fixtureJson('routing.json').runs.hybrid_absorb;
+    const sets = (rows: number[][]) => rows.map((x) => [...x].sort((a, b) => a - b));
+    for (const l of ['1', '2']) expect(sets(r[l].indices)).toEqual(sets(want[l].indices));
+  });
+
+  it('generate streams text and reports speed', async () => {
+    const c = io();
+    const code = await main(['generate', '--model', dir, '--prompt', 'abc', '--max-tokens', '5', '--temperature', '0', '--weights', 'f32'], c.io);
+    expect(code, c.err.join('')).toBe(0);
+    expect(c.err.join('')).toMatch(/\d+ tokens, (length|eos)/);
+  });
+
+  it('calibrate writes bias tensors that load over the checkpoint', async () => {
+    const c = io();
+    const text = join(dir, 'text.txt'), out = join(dir, 'bias.safetensors');
+    writeFileSync(text, 'the quick brown fox jumps over the lazy dog; '.repeat(20));
+    const code = await main(['calibrate', '--model', dir, '--text', text, '--out', out, '--steps', '4', '--gamma', '0.01', '--batch-tokens', '64', '--weights', 'f32'], c.io);
+    expect(code, c.err.join('')).toBe(0);
+    expect(c.out.join('')).toMatch(/layer 1: MaxVio [\d.]+ → [\d.]+/);
+    const st = parseSafetensors(new Uint8Array(readFileSync(out)));
+    expect([...st.header.tensors.keys()].sort()).toEqual(['model.layers.1.mlp.gate.e_score_correction_bias', 'model.layers.2.mlp.gate.e_score_correction_bias']);
+  });
+
+  it('bad arguments exit with 2 and say what is wrong', async () => {
+    for (const [args, msg] of [
+      [['logits', '--model', dir], /--tokens is required/],
+      [['logits', '--model', dir, '--tokens', join(dir, 'tokens.json'), '--mode', 'sideways', '--out', 'x'], /--mode must be/],
+      [['frobnicate'], /unknown command/],
+      [['generate', '--model', dir, '--prompt', 'x', '--max-tokens', 'many'], /--max-tokens must be an integer/],
+    ] as const) {
+      const c = io();
+      expect(await main([...args], c.io)).toBe(2);
+      expect(c.err.join('')).toMatch(msg);
+    }
+    const c = io();
+    expect(await main(['info', '--model', join(dir, 'missing')], c.io)).toBe(1);
+    expect(c.err.join('')).toMatch(/NOT_FOUND|BAD_FORMAT|not found|missing/i);
+  });
+});
