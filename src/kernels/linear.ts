@@ -29,6 +29,8 @@ export interface LinearArgs {
   yOffset?: number;
   /** Force a kernel (tests, benchmarks); default: GEMV for M ≤ GEMV_MAX_ROWS, matmul otherwise. */
   kernel?: 'gemv' | 'matmul';
+  /** GEMV tiling override (tuning experiments): invocations along K and rows per invocation. */
+  gemvTiling?: { TK: number; RPT: number };
 }
 
 /** One format's implementation; receives a single (unchunked) weight. */
@@ -85,20 +87,30 @@ function xVariant(a: LinearArgs): string {
 }
 
 /**
- * GEMV tiling for a weight: TK invocations along K per row group (a power of two with about two
- * or more units each), RPT rows per invocation, WG from the device limit.
+ * GEMV tiling: TK invocations along K per row group (32 — a warp — or fewer when a row has few units,
+ * keeping ≥ 2 units each), WG / TK row groups per workgroup, RPT rows per row group.
+ * On GPUs RPT = 1: one row per row group, N / (WG / TK) workgroups, enough to keep every core's
+ * memory pipeline busy. On a CPU fallback adapter (SwiftShader) per-workgroup cost dominates, so rows
+ * per workgroup grow until about 32 workgroups remain.
  */
 export function gemvShape(gpu: Gpu, w: GpuWeight): { WG: number; TK: number; RPT: number; rows: number } {
   const WG = Math.min(128, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
   const units = Math.ceil(w.K / unitOf(w.format as PackedFormat));
-  const TK = Math.max(4, Math.min(WG, 2 ** Math.floor(Math.log2(Math.max(1, units / 2)))));
-  const RPT = w.format === 'f32' || w.format === 'f16' ? 4 : 2;
+  let TK = Math.max(4, Math.min(32, WG, 2 ** Math.floor(Math.log2(Math.max(1, units / 2)))));
+  let RPT = 1;
+  if (gpu.adapter.isFallbackAdapter) {
+    TK = Math.min(TK, 16);
+    RPT = Math.max(1, Math.min(8, Math.ceil(w.N / ((WG / TK) * 32))));
+  }
   return { WG, TK, RPT, rows: (WG / TK) * RPT };
 }
 
 /** The packed-format GEMV (few rows of x). */
 export function linearGemv(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
-  const { WG, TK, RPT, rows } = gemvShape(gpu, a.w);
+  const shape = gemvShape(gpu, a.w);
+  const { WG } = shape;
+  const { TK, RPT } = a.gemvTiling ?? shape;
+  const rows = (WG / TK) * RPT;
   const tiles = ceilDiv(a.w.N, rows);
   const workgroups = tiles * a.M;
   const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
@@ -129,10 +141,14 @@ const packedImpl: LinearImpl = (gpu, rec, a) => {
   (useGemv ? linearGemv : linearMatmul)(gpu, rec, a);
 };
 
-/** f32 weights ([N, K] unpadded) run the foundation kernels of matmul.ts. */
+/**
+ * f32 weights ([N, K] unpadded): the packed GEMV when rows are whole vec4 units (K % 4 = 0), else the
+ * foundation GEMV of matmul.ts; prefill uses matmul.ts's tiled kernel (the same tiling as linear.wgsl's).
+ */
 const f32Impl: LinearImpl = (gpu, rec, a) => {
-  const m = { x: a.x, w: a.w.buffers[0], y: a.y, M: a.M, N: a.w.N, K: a.w.K, xStride: a.xStride, xOffset: a.xOffset, yStride: a.yStride, yOffset: a.yOffset };
   const useGemv = a.kernel ? a.kernel === 'gemv' : a.M <= GEMV_MAX_ROWS;
+  if (useGemv && a.w.K % 4 === 0) return linearGemv(gpu, rec, a);
+  const m = { x: a.x, w: a.w.buffers[0], y: a.y, M: a.M, N: a.w.N, K: a.w.K, xStride: a.xStride, xOffset: a.xOffset, yStride: a.yStride, yOffset: a.yOffset };
   (useGemv ? gemvF32 : matmulF32)(gpu, rec, m);
 };
 

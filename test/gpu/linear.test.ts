@@ -81,7 +81,13 @@ describe('linear: packed formats against the dequantised reference', () => {
     }
   });
 
-  it('the generic kernel decodes f32 too (FMT 0, K % 4 = 0)', async () => {
+  it('f32: the packed kernels (K % 4 = 0) and the matmul.ts fallbacks (K % 4 ≠ 0) via linear', async () => {
+    for (const [M, K] of [[1, 13], [6, 13]]) {
+      const N = 9, wf = randomUniform(N * K, K), x = randomUniform(M * K, M);
+      const w = uploadWeight(gpu, 'w13', wf, N, K);
+      expectClose(await run(w, x, M), linearRef(x, wf, M, N, K), TOL, `f32 K=13 M=${M}`);
+      destroyWeight(gpu, w);
+    }
     const M = 3, N = 21, K = 68;
     const wf = randomUniform(N * K, 5);
     const w = uploadWeight(gpu, 'w32', wf, N, K);

@@ -12,7 +12,8 @@
  */
 import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
-import { linear, linearGemv } from '../../kernels/linear';
+import { linear } from '../../kernels/linear';
+import { gemv as gemvF32 } from '../../kernels/matmul';
 import { uploadPacked, uploadWeight, destroyWeight, type GpuWeight } from '../../kernels/weight';
 import { packWeight, packFp8, rowLayout, type PackedWeight } from '../../kernels/weight.ref';
 import { randomUniform } from '../../util/random';
@@ -20,14 +21,15 @@ import { f32ToFp8e4m3 } from '../../util/half';
 import { checkPeerMatMul, checkPeerMatMulNBits, peerMatMul, peerMatMulNBits } from '../peers';
 import type { NBitsWeights } from '../onnx-builder';
 
-type Variant = 'f32' | 'f32-generic' | 'f16' | 'q8' | 'q4' | 'fp8';
-const ALL: Variant[] = ['f32', 'f32-generic', 'f16', 'q8', 'q4', 'fp8'];
+/** 'f32-foundation': the GEMV of src/kernels/matmul.ts, for comparison with linear()'s f32 GEMV. */
+type Variant = 'f32' | 'f32-foundation' | 'f16' | 'q8' | 'q4' | 'fp8';
+const ALL: Variant[] = ['f32', 'f32-foundation', 'f16', 'q8', 'q4', 'fp8'];
 
 /** [N, K] weights in a variant, from values in [−0.05, 0.05]. */
 function makeWeight(gpu: Gpu, v: Variant, N: number, K: number, seed: number): GpuWeight {
   const w = randomUniform(N * K, seed, -0.05, 0.05);
   switch (v) {
-    case 'f32': case 'f32-generic': return uploadWeight(gpu, `bench.${v}`, w, N, K);
+    case 'f32': case 'f32-foundation': return uploadWeight(gpu, `bench.${v}`, w, N, K);
     case 'f16': return uploadWeight(gpu, 'bench.f16', w, N, K, { format: 'f16' });
     case 'q8': return uploadWeight(gpu, 'bench.q8', w, N, K, { format: 'q8', groupSize: 32 });
     case 'q4': return uploadWeight(gpu, 'bench.q4', w, N, K, { format: 'q4', groupSize: 32 });
@@ -125,13 +127,13 @@ export const kernelsSuite: BenchSuite = {
       const times: Partial<Record<Variant, number>> = {};
       try {
         for (const v of ALL) {
-          if (v === 'f32-generic' && !gemv) continue;
+          if (v === 'f32-foundation' && !gemv) continue;
           ctx.progress(`kernels: ${v} ${shape}`);
           const w = makeWeight(gpu, v, N, K, 2);
           try {
             const repeat = gemv ? (ctx.quick ? 4 : 8) : 1;
-            const record = v === 'f32-generic'
-              ? (rec: Parameters<typeof linear>[1]) => linearGemv(gpu, rec, { x, w, y, M })
+            const record = v === 'f32-foundation'
+              ? (rec: Parameters<typeof linear>[1]) => gemvF32(gpu, rec, { x, w: w.buffers[0], y, M, N, K })
               : (rec: Parameters<typeof linear>[1]) => linear(gpu, rec, { x, w, y, M });
             const ms = await ctx.time(record, { repeat, iters: ctx.quick ? 5 : 20 });
             times[v] = ms;
