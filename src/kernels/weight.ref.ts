@@ -85,6 +85,7 @@ export function packWeight(w: Float32Array, N: number, K: number, format: 'f32' 
     for (let n = 0; n < N; n++) {
       for (let k = 0; k < K; k++) {
         const h = f32ToF16(w[n * K + k]);
+        if ((h & 0x7c00) === 0x7c00 && Number.isFinite(w[n * K + k])) throw new RangeError(`packWeight: |w[${n}, ${k}]| = ${Math.abs(w[n * K + k])} overflows f16 (max 65504); store this matrix as f32, q8 or q4`);
         data[n * rowWords + (k >> 1)] |= (k & 1 ? h << 16 : h) >>> 0;
       }
     }

@@ -190,3 +190,9 @@ describe('quantisation error', () => {
     expect(q8).toBeLessThan(q4g32 / 5);
   });
 });
+
+describe('f16 range', () => {
+  it('packing a value beyond the f16 range fails loudly instead of storing Inf', () => {
+    expect(() => packWeight(Float32Array.from([1, 70000]), 1, 2, 'f16')).toThrow(/overflows f16/);
+  });
+});
