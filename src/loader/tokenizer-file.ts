@@ -16,6 +16,7 @@ export function loadTokenizer(json: unknown, configJson?: unknown, opts: { vocab
   if (configJson !== undefined && configJson !== null && (typeof configJson !== 'object' || Array.isArray(configJson))) {
     throw new FormatError('tokenizer_config.json: must be a JSON object', { file: 'tokenizer_config.json' });
   }
+  preValidate(json as Record<string, unknown>, opts.vocabSize);
   let tok: Tokenizer;
   try {
     tok = new Tokenizer(json, (configJson ?? {}) as object);
@@ -29,21 +30,43 @@ export function loadTokenizer(json: unknown, configJson?: unknown, opts: { vocab
   } catch (e) {
     throw new FormatError(`tokenizer.json: the tokenizer fails on a test text: ${message(e)}`, { file: 'tokenizer.json' });
   }
-  if (opts.vocabSize !== undefined) {
-    let max = -1;
-    let badToken: string | null = null;
-    try {
-      for (const [t, id] of tok.get_vocab(true)) {
-        if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) { badToken = t; break; }
-        if (id > max) max = id;
-      }
-    } catch (e) {
-      throw new FormatError(`tokenizer.json: cannot read the vocabulary: ${message(e)}`, { file: 'tokenizer.json' });
-    }
-    if (badToken !== null) throw new FormatError(`tokenizer.json: token ${JSON.stringify(badToken)} has an invalid id`, { file: 'tokenizer.json' });
-    if (max >= opts.vocabSize) throw new FormatError(`tokenizer.json: token id ${max} is outside the model's vocabulary (vocab_size ${opts.vocabSize} in config.json)`, { file: 'tokenizer.json', maxId: max });
-  }
   return tok;
+}
+
+/**
+ * Checks token ids before the library sees them: it stores the vocabulary in an array indexed by id, so
+ * one id of 1e9 makes a billion-slot array that every vocabulary walk then iterates (found by fuzzing:
+ * an effective hang). Ids must be integers in [0, limit), where limit is the model's vocab_size when
+ * known, else the number of tokens the file defines.
+ */
+function preValidate(json: Record<string, unknown>, vocabSize?: number): void {
+  const bad = (msg: string): never => { throw new FormatError(`tokenizer.json: ${msg}`, { file: 'tokenizer.json' }); };
+  const model = json.model;
+  if (typeof model !== 'object' || model === null || Array.isArray(model)) bad('"model" must be an object');
+  const vocab = (model as Record<string, unknown>).vocab;
+  const added = json.added_tokens ?? [];
+  if (!Array.isArray(added)) bad('"added_tokens" must be a list');
+  const addedList = added as unknown[];
+  let entries = 0;
+  const ids: [string, unknown][] = [];
+  if (Array.isArray(vocab)) entries = vocab.length; // Unigram: [token, score] pairs, ids are positions
+  else if (typeof vocab === 'object' && vocab !== null) {
+    for (const [t, id] of Object.entries(vocab)) ids.push([t, id]);
+    entries = ids.length;
+  } else if (vocab !== undefined) bad('"model.vocab" must be an object or a list');
+  const limit = vocabSize ?? entries + addedList.length;
+  const checkId = (what: string, id: unknown) => {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) bad(`${what} has invalid id ${JSON.stringify(id)}`);
+    if ((id as number) >= limit) bad(`${what} has id ${id}, outside the vocabulary (${vocabSize !== undefined ? `vocab_size ${vocabSize} in config.json` : `${limit} tokens defined`})`);
+  };
+  for (const [t, id] of ids) checkId(`token ${JSON.stringify(t).slice(0, 40)}`, id);
+  if (Array.isArray(vocab) && vocab.length > limit) bad(`${vocab.length} tokens, outside the vocabulary (vocab_size ${limit})`);
+  for (const a of addedList) {
+    if (typeof a !== 'object' || a === null) bad('added_tokens entries must be objects');
+    const o = a as Record<string, unknown>;
+    if (typeof o.content !== 'string') bad(`added token ${JSON.stringify(o.id)} has no string content`);
+    checkId(`added token ${JSON.stringify(o.content).slice(0, 40)}`, o.id);
+  }
 }
 
 function message(e: unknown): string {

@@ -4,8 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseSafetensors, writeSafetensors, toFloat32, type SafetensorsDtype, type TensorToWrite } from '../../src/formats/safetensors';
-import type { ModelSource } from '../../src/loader/model-source';
-import type { ByteSource } from '../../src/loader/source';
+import { AbortError } from '../../src/errors';
+import { memoryModel, type ModelSource } from '../../src/loader/model-source';
+import { checkRange, type ByteSource } from '../../src/loader/source';
 import { f32ArrayToBf16, f32ArrayToF16, f32ToFp8e4m3, fp8e4m3ToF32 } from '../../src/util/half';
 
 export const FIXTURE_DIR = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url);
@@ -152,4 +153,49 @@ export function countingModel(src: ModelSource): ModelSource & { bytesRead: Map<
 
 export function dtypeBytes(dt: SafetensorsDtype): number {
   return { F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, U16: 2, U32: 4, BOOL: 1 }[dt];
+}
+
+/** A file held as segments (e.g. a mutated header + the fixture's shared body), read without concatenating. */
+export function segmentsSource(name: string, parts: Uint8Array[]): ByteSource {
+  const size = parts.reduce((a, p) => a + p.length, 0);
+  return {
+    name,
+    size: async () => size,
+    async read(offset, length, signal) {
+      if (signal?.aborted) throw new AbortError();
+      checkRange(name, offset, length, size);
+      let base = 0;
+      for (const p of parts) {
+        if (offset >= base && offset + length <= base + p.length) return p.subarray(offset - base, offset - base + length);
+        base += p.length;
+      }
+      const out = new Uint8Array(length);
+      base = 0;
+      for (const p of parts) {
+        const a = Math.max(offset, base), b = Math.min(offset + length, base + p.length);
+        if (a < b) out.set(p.subarray(a - base, b - base), a - offset);
+        base += p.length;
+      }
+      return out;
+    },
+  };
+}
+
+export type FileBytes = Uint8Array | Uint8Array[] | string;
+export const fileSize = (f: FileBytes) => (typeof f === 'string' ? new TextEncoder().encode(f).length : Array.isArray(f) ? f.reduce((a, p) => a + p.length, 0) : f.length);
+
+/** memoryModel for files that may be segmented. */
+export function segmentedModel(files: Record<string, FileBytes>): ModelSource {
+  const flat: Record<string, Uint8Array | string> = {};
+  for (const [k, v] of Object.entries(files)) if (!Array.isArray(v)) flat[k] = v;
+  const mem = memoryModel(flat);
+  return {
+    description: 'segmented memory',
+    list: async () => Object.keys(files),
+    text: (name) => mem.text(name),
+    async open(name) {
+      const v = Object.prototype.hasOwnProperty.call(files, name) ? files[name] : undefined;
+      return Array.isArray(v) ? segmentsSource(name, v) : mem.open(name);
+    },
+  };
 }
