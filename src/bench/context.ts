@@ -130,7 +130,7 @@ export class RunContext implements BenchContext {
   }
 
   peerCheck(c: PeerCheck): void {
-    this.peerChecks.push(c);
+    this.peerChecks.push({ ...c, suite: c.suite || this.suite });
   }
 
   error(message: string): void {

@@ -54,9 +54,9 @@ export function peersTable(r: BenchReport): Table {
 
 export function peerChecksTable(r: BenchReport): Table {
   return {
-    headers: ['peer', 'op', 'shape', 'max |Δ|', 'tolerance', 'ok', 'note'],
-    align: ['l', 'l', 'l', 'r', 'r', 'l', 'l'],
-    rows: r.peerChecks.map((c) => [c.peer, c.op, c.shape, fmtNum(c.maxAbsDiff), fmtNum(c.tolerance), c.ok ? 'yes' : 'NO', c.note ?? '']),
+    headers: ['suite', 'peer', 'op', 'shape', 'max |Δ|', 'tolerance', 'ok', 'note'],
+    align: ['l', 'l', 'l', 'l', 'r', 'r', 'l', 'l'],
+    rows: r.peerChecks.map((c) => [c.suite ?? '', c.peer, c.op, c.shape, fmtNum(c.maxAbsDiff), fmtNum(c.tolerance), c.ok ? 'yes' : 'NO', c.note ?? '']),
   };
 }
 

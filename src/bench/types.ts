@@ -37,6 +37,8 @@ export interface PeerResult {
 
 /** A peer's output checked against ours on one small shape, so the peer really computes the same thing. */
 export interface PeerCheck {
+  /** Set by the context to the current suite. */
+  suite?: string;
   peer: string;
   op: string;
   shape: string;

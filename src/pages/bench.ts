@@ -182,7 +182,7 @@ function render(r: BenchReport) {
   const svg = rooflineSvg(r.results, r.ceilings);
   $('roofline').innerHTML = svg || '<p class="empty">No ceilings measured.</p>';
   $('peers').innerHTML = r.peers.length ? tableHtml(peersTable(r), { highlight: (row) => (parseFloat(row[6]) >= 1 ? 'win' : 'loss') }) : `<p class="empty">${r.errors.some((e) => /onnxruntime/.test(e.message)) ? 'The peers could not run (see Problems).' : 'No peer comparisons in this run.'}</p>`;
-  $('peer-checks').innerHTML = r.peerChecks.length ? `<h3>Peer output checks <span class="hint">the peer's output against ours on a small shape</span></h3>${tableHtml(peerChecksTable(r), { highlight: (row) => (row[5] === 'yes' ? '' : 'bad-row') })}` : '';
+  $('peer-checks').innerHTML = r.peerChecks.length ? `<h3>Peer output checks <span class="hint">the peer's output against ours on a small shape</span></h3>${tableHtml(peerChecksTable(r), { highlight: (row) => (row[6] === 'yes' ? '' : 'bad-row') })}` : '';
   $('e2e').innerHTML = r.e2e.length ? tableHtml(e2eTable(r)) : '<p class="empty">No end-to-end suite in this run.</p>';
   $('errors-panel').hidden = !r.errors.length;
   $('errors').innerHTML = r.errors.map((e) => `<li><b>${esc(e.suite)}</b>: <span title="${esc(e.message)}">${esc(shorten(e.message, 2, 300))}</span></li>`).join('');
