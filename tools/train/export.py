@@ -4,13 +4,15 @@
 Works on any checkpoint written by train.py (last.pt or best.pt), also while training continues.
 
   /usr/bin/python3 tools/train/export.py --ckpt /work/train-ckpt/main/best.pt \
-      --train-state /work/train-ckpt/main/last.pt --nobias /work/train-ckpt/nobias/last.pt \
+      --train-state /work/train-ckpt/main/last.pt \
       --data /work/train-data --out public/models/webmoe-tiny --dtype f16
 
 Writes <out>/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
 generation_config.json, README.md, loss.svg}. Matrices are stored [out_features, in_features] under
 the HF tensor names; with --dtype f16 every tensor is F16 except mlp.gate.e_score_correction_bias,
 which stays F32 (as in the official DeepSeek-V3 checkpoints). --no-card skips the model card.
+The MaxVio comparison uses, by default, /work/train-ckpt/nobias/last.pt (γ=0) and
+/work/train-ckpt/gamma1e-3/last.pt (γ=1e-3); override with --compare LABEL=CKPT (repeatable).
 """
 import argparse
 import json
@@ -27,6 +29,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Config, Transformer, hf_config, hf_state_dict  # noqa: E402
 from st_io import save_safetensors  # noqa: E402
+
+DEFAULT_COMPARE = ["γ=0 (no balancing)=/work/train-ckpt/nobias/last.pt", "γ=0.001=/work/train-ckpt/gamma1e-3/last.pt"]
 
 GENERATION_CONFIG = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.8,
                      "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.1, "max_new_tokens": 128}
@@ -67,8 +71,9 @@ def main():
     ap.add_argument("--ckpt", default="/work/train-ckpt/main/best.pt")
     ap.add_argument("--train-state", default=None,
                     help="checkpoint whose loss/MaxVio history goes into the card (default: --ckpt)")
-    ap.add_argument("--nobias", default="/work/train-ckpt/nobias/last.pt",
-                    help="checkpoint of the comparison run without bias updates (optional)")
+    ap.add_argument("--compare", action="append", default=None, metavar="LABEL=CKPT",
+                    help="short comparison run(s) for the MaxVio table, e.g. 'γ=0 (no balancing)=/work/train-ckpt/nobias/last.pt'; "
+                         "missing files are skipped")
     ap.add_argument("--data", default="/work/train-data")
     ap.add_argument("--out", default="public/models/webmoe-tiny")
     ap.add_argument("--dtype", choices=["f16", "f32"], default="f16")
@@ -80,8 +85,15 @@ def main():
         return
     from model_card import write_card
     state_ck = torch.load(a.train_state, map_location="cpu") if a.train_state else ck
-    nob = torch.load(a.nobias, map_location="cpu") if a.nobias and os.path.exists(a.nobias) else None
-    write_card(a.out, a.data, ck, state_ck, nob)
+    comps = []
+    for spec in (a.compare if a.compare is not None else DEFAULT_COMPARE):
+        label, path = spec.rsplit("=", 1)
+        if os.path.exists(path):
+            comps.append((label, torch.load(path, map_location="cpu")))
+        else:
+            print(f"comparison {path} not found, skipped")
+    label = "best held-out checkpoint" if os.path.basename(a.ckpt).startswith("best") else f"checkpoint {os.path.basename(a.ckpt)}"
+    write_card(a.out, a.data, ck, state_ck, comps, label)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from model import count_params, load_hf_model
 from train_tokenizer import BPETokenizer
 
-PROMPTS = ["The", "In the morning", "The President said that", "She looked at him and", "The new method of"]
+PROMPTS = ["The man", "In the morning", "The President said that", "She looked at him and", "The new method of"]
 
 
 @torch.no_grad()
@@ -101,7 +101,8 @@ def loss_svg(path, loss, evals, steps):
         f.write("\n".join(lines))
 
 
-def write_card(out, data_dir, ck, state_ck, nobias_ck):
+def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
+    """comparisons: list of (label, checkpoint dict) of short runs from the same init/data/schedule."""
     torch.set_num_threads(1)
     model = load_hf_model(out)
     c = model.c
@@ -119,7 +120,7 @@ def write_card(out, data_dir, ck, state_ck, nobias_ck):
     st = state_ck["state"]
     step_exported = ck["state"]["step"]
     args = state_ck.get("args", {})
-    steps_sched = args.get("steps", st["step"])
+    steps_sched = st["step"] if args.get("time_budget") else args.get("steps", st["step"])
     bos, eos = c.bos_token_id, c.eos_token_id
 
     samples = []
@@ -173,7 +174,9 @@ def write_card(out, data_dir, ck, state_ck, nobias_ck):
     w("Licence of this model: MIT.\n")
     w("## Training\n")
     tsec = st["train_seconds"]
-    w(f"- {st['step']} steps (schedule length {steps_sched}) of {args.get('batch', 16)}×{args.get('seq', 256)} tokens "
+    sched = (f"cosine schedule over a {args['time_budget']:g}-minute training-compute budget" if args.get("time_budget")
+             else f"schedule length {steps_sched}")
+    w(f"- {st['step']} steps ({sched}) of {args.get('batch', 16)}×{args.get('seq', 256)} tokens "
       f"(≈{st['step']*args.get('batch',16)*args.get('seq',256)/1e6:.1f} M tokens, ≈{st['step']*args.get('batch',16)*args.get('seq',256)/len(train):.1f} epochs), "
       f"AdamW (β=(0.9, 0.95), weight decay {args.get('wd', 0.1)} on matrices), peak LR {args.get('lr', 2e-3)}, "
       f"{args.get('warmup', 100)} warm-up steps then cosine to {args.get('min_lr_frac', 0.1)}×, grad clip 1.0, "
@@ -182,8 +185,8 @@ def write_card(out, data_dir, ck, state_ck, nobias_ck):
       "loads counted over the step's tokens; no auxiliary loss.")
     w(f"- Hardware: one CPU core (PyTorch 1.13, OpenBLAS), {tsec/60:.0f} minutes of training "
       f"({st['step']/max(tsec,1e-9):.2f} steps/s, {st['step']*args.get('batch',16)*args.get('seq',256)/max(tsec,1e-9):.0f} tokens/s).")
-    w(f"- Exported checkpoint: step {step_exported} (the one with the best held-out loss"
-      f"{'' if step_exported != st['step'] else ' / the last one'}).\n")
+    w(f"- Exported checkpoint: step {step_exported} ({ckpt_label}; held-out loss is evaluated every "
+      f"{args.get('eval_every', 200)} steps on {args.get('eval_seqs', 32)} windows and the best checkpoint is kept).\n")
     w("## Evaluation (held-out split, exported weights)\n")
     w(f"| metric | value |\n|---|---|\n| held-out cross-entropy | {loss:.3f} nats/token |\n"
       f"| **held-out perplexity** | **{math.exp(loss):.1f}** |\n| unigram baseline perplexity (add-one, train counts) | {math.exp(uni):.1f} |\n"
@@ -193,9 +196,7 @@ def write_card(out, data_dir, ck, state_ck, nobias_ck):
     w("| steps | mean train loss | held-out loss (at end of range) |\n|---|---|---|")
     ev = dict((s, v) for s, v in st["eval"])
     n = len(st["loss"])
-    edges = [1, 50, 100, 200] + list(range(400, n + 1, 400))
-    if edges[-1] != n:
-        edges.append(n)
+    edges = [e for e in [1, 50, 100, 200] + list(range(400, n + 1, 400)) if e < n] + [n]
     prev = 0
     for e in edges:
         if e > n:
@@ -217,24 +218,26 @@ def write_card(out, data_dir, ck, state_ck, nobias_ck):
       f"{args.get('batch',16)*args.get('seq',256)} tokens × {c.num_experts_per_tok} routed slots (0 = perfectly balanced; "
       f"{c.n_routed_experts/c.num_experts_per_tok - 1:.0f} = every token on the same {c.num_experts_per_tok} experts).\n")
     mv_edges = [(1, 10), (11, 50), (51, 100), (101, 200), (201, 400), (401, 800), (801, 1600), (1601, 2400), (2401, 3200), (3201, 4000)]
-    if nobias_ck is not None:
-        nst = nobias_ck["state"]
-        N = len(nst["maxvio"])
+    if comparisons:
+        N = min([len(cc["state"]["maxvio"]) for _, cc in comparisons] + [len(st["maxvio"])])
+        main_label = f"γ={args.get('gamma', 1e-3):g}"
+        runs = [(main_label + " (this model)", st)] + [(lab, cc["state"]) for lab, cc in comparisons]
         w(f"### With vs without bias balancing (same initialisation, data order and LR schedule; first {N} steps)\n")
-        w("The run without balancing is identical except that `e_score_correction_bias` stays 0 "
-          "(`train.py --no-bias-update`).\n")
-        hdr = " | ".join(f"layer {l} with | layer {l} without" for l in layers)
-        w(f"| steps | {hdr} |\n|---|" + "---|" * (2 * len(layers)))
-        rw = dict(bucket_means(st["maxvio"][:N], mv_edges))
-        rn = dict(bucket_means(nst["maxvio"], mv_edges))
-        for lab in rn:
-            if lab in rw:
-                cells = " | ".join(f"{rw[lab][j]:.2f} | {rn[lab][j]:.2f}" for j in range(len(layers)))
-                w(f"| {lab} | {cells} |")
-        w(f"\nMean over steps 1–{N}: with balancing " + ", ".join(f"{np.mean(np.asarray(st['maxvio'][:N])[:, j]):.2f}" for j in range(len(layers)))
-          + "; without " + ", ".join(f"{np.mean(np.asarray(nst['maxvio'])[:, j]):.2f}" for j in range(len(layers)))
-          + f" (layers {', '.join(map(str, layers))}). Training loss over the same steps: with {np.mean(st['loss'][:N]):.3f}, "
-          f"without {np.mean(nst['loss']):.3f}.\n")
+        w("Runs differ only in the bias update speed γ; γ=0 means `e_score_correction_bias` stays 0 "
+          "(`train.py --no-bias-update`). Mean MaxVio per step range:\n")
+        hdr = " | ".join(f"L{l} {lab}" for l in layers for lab, _ in runs)
+        w(f"| steps | {hdr} |\n|---|" + "---|" * (len(layers) * len(runs)))
+        tabs = [dict(bucket_means(r["maxvio"][:N], mv_edges)) for _, r in runs]
+        for lab in tabs[0]:
+            cells = " | ".join(f"{tabs[r][lab][j]:.2f}" for j in range(len(layers)) for r in range(len(runs)))
+            w(f"| {lab} | {cells} |")
+        w("")
+        w(f"| run | mean MaxVio steps 1–{N} ({', '.join(f'L{l}' for l in layers)}) | mean MaxVio steps {N//2+1}–{N} | mean train loss steps {N//2+1}–{N} |\n|---|---|---|---|")
+        for lab, r in runs:
+            a_ = np.asarray(r["maxvio"][:N])
+            w(f"| {lab} | {', '.join(f'{v:.2f}' for v in a_.mean(0))} | {', '.join(f'{v:.2f}' for v in a_[N//2:].mean(0))} | "
+              f"{np.mean(r['loss'][N//2:N]):.3f} |")
+        w("")
     w("### Over the whole training run (with balancing)\n")
     w("| steps | " + " | ".join(f"layer {l}" for l in layers) + " |\n|---|" + "---|" * len(layers))
     for lab, m in bucket_means(st["maxvio"], mv_edges):

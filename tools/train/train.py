@@ -13,6 +13,9 @@
 Usage (background, one thread):
   nohup /usr/bin/python3 tools/train/train.py --data /work/train-data --ckpt /work/train-ckpt/main \
       --steps 3200 > /work/train-ckpt/main.log 2>&1 &
+With a CPU shared with other jobs, use a compute-time budget instead (cosine over training time):
+  ... train.py --ckpt /work/train-ckpt/main --steps 3200 --time-budget 100
+The budget can be changed while training runs: echo '{"time_budget": 120}' > <ckpt>/control.json
 Comparison run without bias balancing (same init/data/schedule, stops early):
   /usr/bin/python3 tools/train/train.py --ckpt /work/train-ckpt/nobias --steps 3200 --stop-at 200 --no-bias-update
 """
@@ -40,6 +43,9 @@ def parse():
     ap.add_argument("--ckpt", default="/work/train-ckpt/main")
     ap.add_argument("--steps", type=int, default=2700, help="total steps of the LR schedule")
     ap.add_argument("--stop-at", type=int, default=None, help="stop after this step (schedule unchanged)")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="minutes of training compute: the cosine schedule follows elapsed training time "
+                         "instead of steps and training stops when the budget is used (robust to a shared CPU)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -47,7 +53,7 @@ def parse():
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--gamma", type=float, default=1e-3, help="bias update speed")
+    ap.add_argument("--gamma", type=float, default=5e-3, help="bias update speed (DeepSeek-V3 used 1e-3 over a far longer run)")
     ap.add_argument("--no-bias-update", action="store_true")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--eval-every", type=int, default=200)
@@ -57,10 +63,13 @@ def parse():
     return ap.parse_args()
 
 
-def lr_at(step, a):
+def lr_at(step, a, train_seconds=0.0):
     if step < a.warmup:
         return a.lr * (step + 1) / a.warmup
-    p = min(1.0, (step - a.warmup) / max(1, a.steps - a.warmup))
+    if a.time_budget:
+        p = min(1.0, train_seconds / (a.time_budget * 60))
+    else:
+        p = min(1.0, (step - a.warmup) / max(1, a.steps - a.warmup))
     return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
@@ -143,10 +152,26 @@ def main():
     model.train()
     last_save = time.time()
     t_log = time.time()
-    while state["step"] < stop:
+    def finished():
+        if a.time_budget and state["train_seconds"] >= a.time_budget * 60:
+            return True
+        return state["step"] >= stop
+
+    control = os.path.join(a.ckpt, "control.json")
+    while not finished():
         step = state["step"]
+        if step % 10 == 0 and os.path.exists(control):
+            # live overrides without a restart, e.g. {"time_budget": 120}
+            try:
+                with open(control) as f:
+                    for k, v in json.load(f).items():
+                        if getattr(a, k, None) != v:
+                            print(f"control.json: {k} {getattr(a, k, None)} -> {v}", flush=True)
+                            setattr(a, k, v)
+            except (OSError, ValueError) as e:
+                print(f"control.json ignored: {e}", flush=True)
         t0 = time.time()
-        lr = lr_at(step, a)
+        lr = lr_at(step, a, state["train_seconds"])
         for g in opt.param_groups:
             g["lr"] = lr
         starts = torch.randint(0, len(train) - a.seq - 1, (a.batch,), generator=gen).tolist()
@@ -176,14 +201,14 @@ def main():
             print(f"step {state['step']} loss {loss.item():.4f} lr {lr:.2e} gnorm {gn:.2f} "
                   f"maxvio {' '.join(f'{v:.2f}' for v in vios)} steps/s {sps:.3f} "
                   f"elapsed {state['train_seconds']/60:.1f}m", flush=True)
-        if state["step"] % a.eval_every == 0 or state["step"] == stop:
+        if state["step"] % a.eval_every == 0 or finished():
             ev = evaluate(model, held, a.seq, a.eval_seqs)
             state["eval"].append([state["step"], ev])
             print(f"eval step {state['step']} heldout_loss {ev:.4f} ppl {math.exp(ev):.1f}", flush=True)
             if ev < state["best_eval"]:
                 state["best_eval"] = ev
                 save(os.path.join(a.ckpt, "best.pt"))
-        if time.time() - last_save > a.ckpt_minutes * 60 or state["step"] == stop:
+        if time.time() - last_save > a.ckpt_minutes * 60 or finished():
             save(last)
             last_save = time.time()
             print(f"checkpoint step {state['step']}", flush=True)
