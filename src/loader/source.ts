@@ -103,34 +103,51 @@ async function readBodyExactly(res: Response, length: number, name: string, sign
 /**
  * Forward-only reader over one streamed response body: read(offset, length) skips to offset and
  * returns the next `length` bytes. Serves the servers that ignore Range (one full GET) and the
- * cache-filling download (the body is teed into the cache as it arrives).
+ * cache-filling download. Every chunk that arrives (read or skipped) is also handed to `sink`, at the
+ * pace of the reads: nothing is buffered beyond the chunk in hand.
  */
 class SequentialBody {
   private reader: ReadableStreamDefaultReader<Uint8Array>;
   private pos = 0;
   private pending: Uint8Array | null = null; // unread tail of the last chunk
-  constructor(body: ReadableStream<Uint8Array>, readonly name: string) {
+  failed = false;
+  constructor(body: ReadableStream<Uint8Array>, readonly name: string, private sink?: CacheSink) {
     this.reader = body.getReader();
   }
   get position(): number { return this.pos; }
+  private async next(signal?: AbortSignal): Promise<Uint8Array | null> {
+    let r: ReadableStreamReadResult<Uint8Array>;
+    try {
+      r = await this.reader.read();
+    } catch (e) {
+      this.fail(e);
+      const t = asTypedAbort(e, signal);
+      throw t instanceof WebMoeError ? t : new WebMoeError('NETWORK', `${this.name}: download failed (${(e as Error).message})`, { file: this.name });
+    }
+    if (r.done) {
+      this.sink?.end();
+      return null;
+    }
+    this.sink?.push(r.value);
+    return r.value;
+  }
   async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
     if (offset < this.pos) throw new Error('SequentialBody: backward read');
     const out = new Uint8Array(length);
     let filled = 0;
     while (filled < length || this.pos < offset) {
-      throwIfAborted(signal);
+      if (signal?.aborted) {
+        this.cancel(new AbortError());
+        throwIfAborted(signal);
+      }
       let chunk = this.pending;
       this.pending = null;
       if (!chunk) {
-        let r: ReadableStreamReadResult<Uint8Array>;
-        try {
-          r = await this.reader.read();
-        } catch (e) {
-          const t = asTypedAbort(e, signal);
-          throw t instanceof WebMoeError ? t : new WebMoeError('NETWORK', `${this.name}: download failed (${(e as Error).message})`, { file: this.name });
+        chunk = await this.next(signal);
+        if (!chunk) {
+          this.failed = true;
+          throw new FormatError(`${this.name}: download ended at byte ${this.pos}, before [${offset}, ${offset + length}) (truncated?)`, { file: this.name });
         }
-        if (r.done) throw new FormatError(`${this.name}: download ended at byte ${this.pos}, before [${offset}, ${offset + length}) (truncated?)`, { file: this.name });
-        chunk = r.value;
       }
       if (this.pos < offset) {
         const skip = Math.min(offset - this.pos, chunk.length);
@@ -146,9 +163,41 @@ class SequentialBody {
     }
     return out;
   }
-  cancel(): void {
+  /** Reads the rest of the body into the sink (completing the cache entry). */
+  async drain(signal?: AbortSignal): Promise<void> {
+    this.pending = null;
+    while (await this.next(signal)) throwIfAborted(signal);
+  }
+  private fail(e: unknown): void {
+    this.failed = true;
+    this.sink?.fail(e);
+  }
+  cancel(reason?: unknown): void {
+    this.fail(reason ?? new AbortError());
     this.reader.cancel().catch(() => {});
   }
+}
+
+/** The writing end of a cache entry being filled by a download. */
+interface CacheSink {
+  push(chunk: Uint8Array): void;
+  end(): void;
+  fail(e: unknown): void;
+  /** Settles when the cache has stored (true) or dropped (false) the entry. */
+  done: Promise<boolean>;
+}
+
+function cacheSink(cache: WeightCache, url: string, size: number): CacheSink {
+  let ctl!: ReadableStreamDefaultController<Uint8Array>;
+  let closed = false;
+  const body = new ReadableStream<Uint8Array>({ start(c) { ctl = c; } });
+  const done = cache.put(url, body, size).then(() => true, () => false);
+  return {
+    push(chunk) { if (!closed) ctl.enqueue(chunk.slice()); },
+    end() { if (!closed) { closed = true; ctl.close(); } },
+    fail(e) { if (!closed) { closed = true; ctl.error(e); } },
+    done,
+  };
 }
 
 export interface UrlSourceOptions {
@@ -163,23 +212,37 @@ export interface UrlSourceOptions {
   onDownload?: (bytes: number) => void;
 }
 
+export interface UrlByteSource extends ByteSource {
+  /** False for a 404 (the model source maps that to "file absent"). */
+  exists(): Promise<boolean>;
+  /** 'absent' | 'cached' | 'range' | 'sequential' (forward-only full body). */
+  readonly mode: string;
+  /** The pending cache write, if a download is filling the cache (settles true when stored). */
+  readonly cacheWrite: Promise<boolean> | null;
+}
+
 /**
- * A file behind a URL. Reads are HTTP Range requests; when the server ignores Range (200 instead of
- * 206), the source falls back to reading that one full GET forward (and re-requests for a backward
- * read). With a cache: a hit reads from the cached blob; a miss streams one full GET forward and tees
- * it into the cache, so the next load does not download again.
- * `exists()` is false for a 404 (the model source maps that to "file absent").
+ * A file behind a URL. The first request asks for a small Range (the header): a 206 means the server
+ * honours Range and later reads are Range requests; a 200 means it ignores Range, and that one full GET
+ * is read forward (a backward read asks again). With a cache: a hit reads from the cached blob; on a
+ * miss, the first read past the probe starts one full GET that is read forward and, chunk by chunk at
+ * the reader's pace, written into the cache; close() completes the entry (reads the rest of the file),
+ * and later reads come from the cache. An aborted or failed download stores nothing.
  */
-export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource & { exists(): Promise<boolean>; readonly mode: string } {
+export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSource {
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
   const name = url;
-  const probe = opts.probeBytes ?? 1 << 20;
+  const probe = Math.max(8, opts.probeBytes ?? 1 << 20);
   let state: Promise<void> | null = null;
   let mode: 'absent' | 'cached' | 'range' | 'sequential' = 'range';
+  let rangeOk = false;
   let size = 0;
   let cached: ByteSource | null = null;
   let probeBytes: Uint8Array | null = null; // bytes [0, probeBytes.length) from the probe
   let seq: SequentialBody | null = null;
+  let sink: CacheSink | null = null;
+  let cacheTried = false;
+  let smallWrite: Promise<boolean> | null = null;
 
   const request = async (headers: Record<string, string>, signal?: AbortSignal): Promise<Response> => {
     try {
@@ -191,6 +254,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource 
     }
   };
   const bad = (res: Response): never => {
+    res.body?.cancel().catch(() => {});
     throw new WebMoeError('NETWORK', `${url}: HTTP ${res.status} ${res.statusText}`, { url, status: res.status });
   };
   const totalFromHeaders = (res: Response): number | null => {
@@ -202,9 +266,13 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource 
     if (cl !== null && /^\d+$/.test(cl) && (!enc || enc === 'identity')) return Number(cl);
     return null;
   };
+  const counted = (body: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> => {
+    const report = opts.onDownload;
+    return report ? body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ transform(c, ctl) { report(c.length); ctl.enqueue(c); } })) : body;
+  };
 
-  /** Full GET streamed forward (optionally teed into the cache). */
-  const startSequential = async (res: Response, signal?: AbortSignal): Promise<void> => {
+  /** Reads a full-body (200) response forward from now on, filling the cache when asked. */
+  const startSequential = async (res: Response, withCache: boolean, signal?: AbortSignal): Promise<void> => {
     const total = totalFromHeaders(res);
     if (total === null || !res.body) {
       // No trustworthy length (e.g. compressed): the only safe way is to read it all.
@@ -213,21 +281,14 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource 
       mode = 'cached';
       size = buf.length;
       cached = bytesSource(name, buf);
-      if (opts.cache) await opts.cache.put(url, buf).catch(() => {});
+      if (withCache && opts.cache) await opts.cache.put(url, buf).catch(() => {});
       return;
     }
-    size = total;
-    let body: ReadableStream<Uint8Array> = res.body;
-    if (opts.cache) {
-      const [mine, forCache] = body.tee();
-      body = mine;
-      opts.cache.put(url, forCache, total).catch(() => {}); // a failed or aborted put stores nothing
-    }
-    if (opts.onDownload) {
-      const report = opts.onDownload;
-      body = body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ transform(c, ctl) { report(c.length); ctl.enqueue(c); } }));
-    }
-    seq = new SequentialBody(body, name);
+    if (mode !== 'range' || probeBytes === null) size = total;
+    else if (total !== size) bad(res);
+    seq?.cancel();
+    sink = withCache && opts.cache ? cacheSink(opts.cache, url, total) : null;
+    seq = new SequentialBody(counted(res.body), name, sink ?? undefined);
     mode = 'sequential';
   };
 
@@ -241,15 +302,10 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource 
           cached = blobSource(hit, name);
           return;
         }
-        const res = await request({}, signal);
-        if (res.status === 404) { mode = 'absent'; return; }
-        if (!res.ok) bad(res);
-        await startSequential(res, signal);
-        return;
       }
       const res = await request({ Range: `bytes=0-${probe - 1}` }, signal);
-      if (res.status === 404) { mode = 'absent'; return; }
-      if (res.status === 416) { mode = 'range'; size = 0; probeBytes = new Uint8Array(0); res.body?.cancel().catch(() => {}); return; }
+      if (res.status === 404) { mode = 'absent'; res.body?.cancel().catch(() => {}); return; }
+      if (res.status === 416) { mode = 'range'; rangeOk = true; size = 0; probeBytes = new Uint8Array(0); res.body?.cancel().catch(() => {}); return; }
       if (res.status === 206) {
         const total = totalFromHeaders(res);
         const cr = res.headers.get('content-range') ?? '';
@@ -261,24 +317,47 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource 
         probeBytes = await readBodyExactly(res, len, name, signal);
         opts.onDownload?.(len);
         mode = 'range';
+        rangeOk = true;
+        if (len === size && opts.cache) {
+          // The probe was the whole file: cache it as is.
+          cacheTried = true;
+          smallWrite = opts.cache.put(url, probeBytes).then(() => true, () => false);
+        }
         return;
       }
-      if (res.ok) { await startSequential(res, signal); return; } // Range ignored: one full GET
+      if (res.ok) { cacheTried = true; await startSequential(res, true, signal); return; } // Range ignored: one full GET
       bad(res);
     })();
     state.catch(() => { state = null; }); // a failed/aborted init can be retried
     return state;
   };
 
-  const src = {
+  const rangeRead = async (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array | null> => {
+    const res = await request({ Range: `bytes=${offset}-${offset + length - 1}` }, signal);
+    if (res.status === 206) {
+      const cr = res.headers.get('content-range') ?? '';
+      const m = /bytes\s+(\d+)-(\d+)\//.exec(cr);
+      if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
+        res.body?.cancel().catch(() => {});
+        throw new WebMoeError('NETWORK', `${url}: asked for bytes ${offset}-${offset + length - 1}, server sent '${cr}'`, { url });
+      }
+      const b = await readBodyExactly(res, length, name, signal);
+      opts.onDownload?.(length);
+      return b;
+    }
+    if (res.ok) {
+      // The server ignores Range after all: read this full body forward.
+      rangeOk = false;
+      await startSequential(res, false, signal);
+      return null;
+    }
+    return bad(res);
+  };
+
+  return {
     name,
     get mode() { return mode; },
-    close(): void {
-      // Stop our branch of a forward-only body (a cache-filling tee keeps downloading for the cache).
-      seq?.cancel();
-      seq = null;
-      if (mode === 'sequential') { mode = 'range'; probeBytes = null; }
-    },
+    get cacheWrite() { return sink?.done ?? smallWrite; },
     async exists(): Promise<boolean> {
       await init();
       return mode !== 'absent';
@@ -295,32 +374,48 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): ByteSource 
       checkRange(name, offset, length, size);
       if (mode === 'cached') return cached!.read(offset, length, signal);
       if (probeBytes && offset + length <= probeBytes.length) return probeBytes.slice(offset, offset + length);
-      if (mode === 'sequential' && seq) {
-        if (offset >= seq.position) return seq.read(offset, length, signal);
-        // Backward read on a forward-only body: ask again (a Range server answers 206, others a new full body).
-      }
       if (length === 0) return new Uint8Array(0);
-      const res = await request({ Range: `bytes=${offset}-${offset + length - 1}` }, signal);
-      if (res.status === 206) {
-        const cr = res.headers.get('content-range') ?? '';
-        const m = /bytes\s+(\d+)-(\d+)\//.exec(cr);
-        if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
-          res.body?.cancel().catch(() => {});
-          throw new WebMoeError('NETWORK', `${url}: asked for bytes ${offset}-${offset + length - 1}, server sent '${cr}'`, { url });
+      if (seq?.failed) { seq = null; sink = null; mode = 'range'; }
+      if (!seq && opts.cache && !cacheTried) {
+        // Cache miss: one full GET, read forward, written into the cache as it is read.
+        cacheTried = true;
+        const res = await request({}, signal);
+        if (!res.ok) bad(res);
+        await startSequential(res, true, signal);
+        if ((mode as string) === 'cached') return cached!.read(offset, length, signal);
+      }
+      if (seq && offset >= seq.position) return seq.read(offset, length, signal);
+      // Backward read (or no full body yet): ask for just these bytes.
+      if (rangeOk) {
+        const b = await rangeRead(offset, length, signal);
+        if (b) return b;
+      } else {
+        const res = await request({}, signal);
+        if (!res.ok) bad(res);
+        await startSequential(res, false, signal);
+        if ((mode as string) === 'cached') return cached!.read(offset, length, signal);
+      }
+      return seq!.read(offset, length, signal);
+    },
+    async close(): Promise<void> {
+      // Complete a cache-filling download (normally only skipped tensors remain), then read from the cache.
+      if (mode === 'cached' || mode === 'absent') return;
+      const s = seq, k = sink;
+      seq = null;
+      sink = null;
+      if (s && k && !s.failed) {
+        try {
+          await s.drain();
+        } catch {
+          s.cancel();
         }
-        const b = await readBodyExactly(res, length, name, signal);
-        opts.onDownload?.(length);
-        return b;
-      }
-      if (res.ok) {
-        // Server ignores Range: read this full body forward to the wanted bytes, and keep reading it.
-        seq?.cancel();
-        await startSequential(res, signal);
-        if (mode === 'sequential') return seq!.read(offset, length, signal);
-        return cached!.read(offset, length, signal);
-      }
-      return bad(res);
+        if ((await k.done) && opts.cache) {
+          const hit = await opts.cache.match(url).catch(() => null);
+          if (hit) { cached = blobSource(hit, name); mode = 'cached'; return; }
+        }
+      } else s?.cancel();
+      mode = 'range';
+      if (!rangeOk) probeBytes = null; // the next read starts a new full GET
     },
   };
-  return src;
 }

@@ -334,19 +334,23 @@ describe('HTTP loading (node:http on 127.0.0.1)', () => {
 
   it('weight cache: the second load does not download the weights again; list/delete/clear', async () => {
     srv.set({});
-    for (const inner of [memoryWeightCache(), browserWeightCache({ caches: fakeCacheStorage() })]) {
+    for (const [inner, probeBytes] of [[memoryWeightCache(), 4096], [browserWeightCache({ caches: fakeCacheStorage() }), 4096], [memoryWeightCache(), undefined]] as const) {
       const cache = trackedCache(inner);
       srv.log.length = 0;
-      const ck1 = await openCheckpoint(urlModel(srv.url, { cache }));
+      const ck1 = await openCheckpoint(urlModel(srv.url, { cache, probeBytes }));
       await streamAll(ck1);
       await cache.settled();
-      const firstBytes = srv.log.filter((l) => l.path.endsWith('.safetensors')).length;
-      expect(firstBytes).toBe(shardNames.length); // one full GET each, teed into the cache
+      // Per shard: the header probe (a Range request), then one full GET written into the cache as it is read.
+      // (With the default 1 MiB probe, the probe is the whole small shard and is cached as is.)
+      for (const s of shardNames) {
+        expect(srv.log.filter((l) => l.path === s && l.range === null).map((l) => l.status), s).toEqual(probeBytes ? [200] : []);
+        expect(srv.log.filter((l) => l.path === s && l.range !== null).length, s).toBe(1);
+      }
       const listed = await cache.list();
       expect(listed.map((e) => e.url).sort()).toEqual(shardNames.map((s) => srv.url + s).sort());
       for (const e of listed) expect(e.bytes).toBe((files[e.url.slice(srv.url.length) as keyof typeof files] as Uint8Array).length);
       srv.log.length = 0;
-      const ck2 = await openCheckpoint(urlModel(srv.url, { cache }));
+      const ck2 = await openCheckpoint(urlModel(srv.url, { cache, probeBytes }));
       const { got } = await streamAll(ck2);
       for (const [name] of expected.header.tensors) expect(Buffer.compare(got.get(name)!, expected.tensor(name).data)).toBe(0);
       expect(srv.log.filter((l) => l.path.endsWith('.safetensors'))).toEqual([]);
