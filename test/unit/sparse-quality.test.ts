@@ -36,7 +36,7 @@ beforeAll(async () => {
   dense = [...st.header.tensors.keys()].map((name) => { const t = st.tensor(name); return { name, shape: t.shape, data: toFloat32(t.dtype, t.data) }; });
   denseLogits = await logitsOf(dense);
   expect(parseConfig(fixtureJson('config.json')).numLayers).toBe(3);
-});
+}, 60_000);
 
 describe('sparsity quality on the reference fixture (CPU reference model)', () => {
   it('targets: experts only vs every block linear, never embeddings, lm_head or the router', () => {
@@ -68,5 +68,5 @@ describe('sparsity quality on the reference fixture (CPU reference model)', () =
     // Sparser patterns and more pruned layers move the logits further.
     for (const apply of ['experts', 'all-linear']) expect(rel[`${apply} 64:2:8`]).toBeGreaterThan(rel[`${apply} 2:4`]);
     for (const p of ['2:4', '64:2:5', '64:2:8']) expect(rel[`all-linear ${p}`]).toBeGreaterThan(rel[`experts ${p}`]);
-  });
+  }, 60_000); // ~1 s on an idle machine
 });
