@@ -2,11 +2,14 @@
  * Structured sparsity: dense f32 vs 2:4 vs 64:2:5 vs 64:2:8 (src/kernels/sparse.ts against the dense
  * kernels of src/kernels/matmul.ts), decode GEMV and prefill matmul at DeepSeek-V2-Lite-like expert
  * shapes, all in the same run. Each sparse row reports its time ratio against the dense row of the same
- * shape (`speedup` = dense ms / sparse ms) and the bytes it reads (weights + x + y). Sparse values in
- * f32 (the issue's GEMV targets: ≥ 1.6× for 2:4, ≥ 2.5× for 64:2:8) and int8/int4.
+ * shape and value type (`speedup` = dense ms / sparse ms; `speedupVsF32` against dense f32) and the
+ * bytes it reads (weights + x + y). Values in f32 (the issue's GEMV targets: ≥ 1.6× for 2:4, ≥ 2.5×
+ * for 64:2:8) and int4 (full mode: int8 too) against the dense int kernels of linear.ts (group 32).
  */
 import type { BenchContext, BenchSuite } from '../types';
 import { GEMV_MAX_ROWS, matmul } from '../../kernels/matmul';
+import { linear } from '../../kernels/linear';
+import { destroyWeight, uploadWeight } from '../../kernels/weight';
 import { destroySparse, sparseLinear, uploadSparse, type SparseValues } from '../../kernels/sparse';
 import { sparseMatmulRef } from '../../kernels/sparse.ref';
 import { pack24, packVnm, quantizeSparse, type SparsePacked } from '../../sparse/formats';
@@ -77,17 +80,31 @@ export const sparseSuite: BenchSuite = {
       const dense = randomUniform(N * K, 2, -0.05, 0.05);
       const x = gpu.buffers.upload('bench.sparse.x', randomUniform(M * K, 1));
       const y = gpu.buffers.create('bench.sparse.y', M * N * 4);
-      const wd = gpu.buffers.upload('bench.sparse.dense', dense);
-      ctx.progress(`${name} ${shape}: dense`);
-      const denseMs = await ctx.time((rec) => matmul(gpu, rec, { x, w: wd, y, M, N, K }), { repeat });
-      gpu.buffers.destroy(wd);
-      ctx.result({
-        suite: 'sparse', name, variant: 'dense f32', shape, medianMs: denseMs, bytes: 4 * N * K + io, flops: 2 * M * N * K,
-        extra: { what: s.what, speedup: 1, weightBytes: 4 * N * K, repeat },
-      });
+      const valueTypes = (ctx.quick ? ['f32', 'q4'] : ['f32', 'q8', 'q4']) as SparseValues[];
+      const denseMs: Partial<Record<SparseValues, number>> = {};
+      for (const values of valueTypes) {
+        ctx.progress(`${name} ${shape}: dense ${values}`);
+        let ms: number, weightBytes: number;
+        if (values === 'f32') {
+          const wd = gpu.buffers.upload('bench.sparse.dense', dense);
+          ms = await ctx.time((rec) => matmul(gpu, rec, { x, w: wd, y, M, N, K }), { repeat });
+          weightBytes = 4 * N * K;
+          gpu.buffers.destroy(wd);
+        } else {
+          const wd = uploadWeight(gpu, `bench.sparse.dense.${values}`, dense, N, K, { format: values, groupSize: 32, scaleDtype: 'f32' });
+          ms = await ctx.time((rec) => linear(gpu, rec, { x, w: wd, y, M }), { repeat });
+          weightBytes = wd.bytes;
+          destroyWeight(gpu, wd);
+        }
+        denseMs[values] = ms;
+        ctx.result({
+          suite: 'sparse', name, variant: `dense ${values}`, shape, medianMs: ms, bytes: weightBytes + io, flops: 2 * M * N * K,
+          extra: { what: s.what, speedup: 1, speedupVsF32: +(denseMs.f32! / ms).toFixed(3), weightBytes, repeat },
+        });
+      }
       for (const p of PATTERNS) {
         const packed = packPattern(p, dense, N, K);
-        for (const values of (ctx.quick ? ['f32'] : ['f32', 'q8', 'q4']) as SparseValues[]) {
+        for (const values of valueTypes) {
           ctx.progress(`${name} ${shape}: ${p.label} ${values}`);
           const w = uploadSparse(gpu, `bench.sparse.${p.label}`, packed, values);
           try {
@@ -97,7 +114,10 @@ export const sparseSuite: BenchSuite = {
               suite: 'sparse', name, variant: `${p.label} ${values}`, shape, medianMs: ms, bytes: w.bytes + io,
               // useful FLOPs: 2 multiply-adds per kept value
               flops: 2 * M * N * packed.G * 2,
-              extra: { what: s.what, speedup: +(denseMs / ms).toFixed(3), weightBytes: w.bytes, weightBytesVsDense: +(w.bytes / (4 * N * K)).toFixed(3), density: +(2 / GW).toFixed(3), repeat },
+              extra: {
+                what: s.what, speedup: +(denseMs[values]! / ms).toFixed(3), speedupVsF32: +(denseMs.f32! / ms).toFixed(3),
+                weightBytes: w.bytes, weightBytesVsDenseF32: +(w.bytes / (4 * N * K)).toFixed(3), density: +(2 / GW).toFixed(3), repeat,
+              },
             });
           } finally {
             destroySparse(gpu, w);
