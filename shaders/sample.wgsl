@@ -82,10 +82,16 @@ fn mulhi(a: vec2<u32>, b: u32) -> vec2<u32> {
   return add64(vec2<u32>(l.y, 0u), vec2<u32>(h.x, h.y));
 }
 
-fn global_max() -> f32 {
-  var k = 0u;
-  for (var c = 0u; c < P.chunks; c++) { k = max(k, info[STATS + 2u * c]); }
-  return f32_of(k);
+// The largest z over all chunks (from prep's per-chunk stats), read once per workgroup. Call from
+// uniform control flow.
+var<workgroup> wg_max: u32;
+fn global_max(lid: u32) -> f32 {
+  if (lid == 0u) {
+    var k = 0u;
+    for (var c = 0u; c < P.chunks; c++) { k = max(k, info[STATS + 2u * c]); }
+    wg_max = k;
+  }
+  return f32_of(workgroupUniformLoad(&wg_max));
 }
 fn weight(v: f32, m: f32) -> u32 {
   if (is_nan(v)) { return 0u; }
@@ -231,7 +237,7 @@ fn radix_round(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   for (var b = lid; b < NB; b += WG) { atomicStore(&lhist[b], 0u); }
   workgroupBarrier();
   let is_p = r >= 3u;
-  let m = global_max();
+  let m = global_max(lid);
   let hm = high_mask(r);
   let sh = digit_shift(r);
   let dm = (1u << digit_bits(r)) - 1u;
@@ -274,7 +280,7 @@ fn finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
   }
   if (c == 0u && lid == 0u) { info[28] = tk; info[29] = tp; }
   let thr = max(tk, tp);
-  let m = global_max();
+  let m = global_max(lid);
   if (lid == 0u) { atomicStore(&msum, 0u); }
   workgroupBarrier();
   var s = 0u;
@@ -325,7 +331,7 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
   }
   workgroupBarrier();
   let pc = pick_chunk;
-  let m = global_max();
+  let m = global_max(lid);
   var wv: array<u32, PER>;
   var s = 0u;
   for (var e = 0u; e < PER; e++) {
