@@ -14,6 +14,7 @@ import { urlModel } from './loader/model-source';
 import { directoryModel } from './loader/node-source';
 
 export * from './index';
+export { fileSource, directoryModel } from './loader/node-source';
 
 const SWIFTSHADER_ICDS = [
   '/usr/lib/chromium/vk_swiftshader_icd.json',
