@@ -12,7 +12,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, ArgumentError } from '../errors';
-import { packedBytes, pack24, packVnm, quantizeSparse, type SparsePacked } from '../sparse/formats';
+import { packedBytes, pack24, packVnm, quantizeSparse, sliceSparseRows, type SparsePacked } from '../sparse/formats';
 import { prune24, pruneVnm } from '../sparse/prune';
 import { pickVariant } from './variants';
 
@@ -37,6 +37,10 @@ export interface SparseGpuWeight {
   params: Record<string, number>;
   /** Bytes of all buffers: what one pass over the weight streams. */
   bytes: number;
+  /** Row chunks when the weight exceeds one binding (then `buffers` is empty). */
+  chunks?: SparseGpuWeight[];
+  /** First row of this chunk in the whole weight (chunks only). */
+  rowStart?: number;
 }
 
 export const SPARSE_PARAMS = defineUniforms({
@@ -60,8 +64,34 @@ function checkBinding(gpu: Gpu, label: string, bytes: number) {
   if (bytes > gpu.caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `sparse weight '${label}'`);
 }
 
-/** Uploads a packed weight; `values` picks f32 or int8/int4 values with per-32 scales. */
-export function uploadSparse(gpu: Gpu, label: string, packed: SparsePacked, values: SparseValues = 'f32'): SparseGpuWeight {
+/**
+ * Uploads a packed weight; `values` picks f32 or int8/int4 values with per-32 scales. A weight whose
+ * arrays exceed the binding limit (or `maxBindingBytes`, for tests) is split into row chunks (a
+ * multiple of V and of 8 rows each): then `buffers` is empty and `chunks` lists them, each with its
+ * `rowStart`, as for dense weights (linear() and sparseLinear run one call per chunk).
+ */
+export function uploadSparse(gpu: Gpu, label: string, packed: SparsePacked, values: SparseValues = 'f32', opts: { maxBindingBytes?: number } = {}): SparseGpuWeight {
+  const limit = Math.min(opts.maxBindingBytes ?? Infinity, gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
+  const perRow = Math.max(2 * packed.G * 4, packed.metaStride * 4); // the widest per-row array (f32 values)
+  if (packed.N * perRow <= limit) return uploadOne(gpu, label, packed, values, 0);
+  const unit = packed.format === 'vnm' ? lcm(packed.V, GEMV_ROWS) : GEMV_ROWS;
+  const rows = Math.floor(limit / perRow / unit) * unit;
+  if (rows <= 0) throw new LimitExceededError('maxStorageBufferBindingSize', perRow * unit, limit, `sparse weight '${label}' (${unit} rows)`);
+  const chunks: SparseGpuWeight[] = [];
+  for (let r0 = 0; r0 < packed.N; r0 += rows) {
+    const r1 = Math.min(packed.N, r0 + rows);
+    chunks.push(uploadOne(gpu, `${label}[${r0}:${r1}]`, sliceSparseRows(packed, r0, r1), values, r0));
+  }
+  return {
+    label, format: packed.format, N: packed.N, K: packed.K, buffers: [], params: chunks[0].params,
+    bytes: chunks.reduce((s, c) => s + c.bytes, 0), chunks,
+  };
+}
+
+const gcd = (a: number, b: number): number => (b ? gcd(b, a % b) : a);
+const lcm = (a: number, b: number) => (a / gcd(a, b)) * b;
+
+function uploadOne(gpu: Gpu, label: string, packed: SparsePacked, values: SparseValues, rowStart: number): SparseGpuWeight {
   const buffers: GPUBuffer[] = [];
   const params: Record<string, number> = {
     G: packed.G, GW: packed.format === '2:4' ? 4 : packed.M, V: packed.format === '2:4' ? 0 : packed.V,
@@ -86,12 +116,14 @@ export function uploadSparse(gpu: Gpu, label: string, packed: SparsePacked, valu
   if (scales) params.scalesIndex = add('scales', scales);
   if (packed.format === 'vnm') params.colsIndex = add('columns', packed.columns);
   const bytes = buffers.reduce((s, b) => s + b.size, 0);
-  return { label, format: packed.format, N: packed.N, K: packed.K, buffers, params, bytes };
+  return { label, format: packed.format, N: packed.N, K: packed.K, buffers, params, bytes, rowStart };
 }
 
 export function destroySparse(gpu: Gpu, w: SparseGpuWeight): void {
+  for (const c of w.chunks ?? []) destroySparse(gpu, c);
   for (const b of w.buffers) gpu.buffers.destroy(b);
   w.buffers = [];
+  w.chunks = undefined;
 }
 
 export interface SparseLinearArgs {
@@ -112,6 +144,7 @@ function check(a: SparseLinearArgs, N = a.w.N) {
   if (a.w.format !== '2:4' && a.w.format !== 'vnm') throw new ArgumentError(`sparseLinear: weight '${a.w.label}' has format '${a.w.format}', not 2:4 or vnm`);
   if ((a.xStride ?? a.w.K) < a.w.K) throw new ShapeError(`sparseLinear: xStride ${a.xStride} < K ${a.w.K}`);
   if ((a.yStride ?? N) < N) throw new ShapeError(`sparseLinear: yStride ${a.yStride} < N ${N}`);
+  if (a.w.chunks) throw new ArgumentError(`sparse GEMV/matmul: weight '${a.w.label}' is chunked; call sparseLinear (or linear())`);
   if (!a.w.buffers.length) throw new ArgumentError(`sparseLinear: weight '${a.w.label}' was destroyed`);
 }
 
@@ -210,14 +243,20 @@ export function sparseMatmul(gpu: Gpu, rec: Recorder, a: SparseLinearArgs & { ge
   });
 }
 
-/** GEMV for a few rows, the tiled matmul otherwise. */
-export function sparseLinear(gpu: Gpu, rec: Recorder, a: SparseLinearArgs): void {
-  if (a.M <= SPARSE_GEMV_MAX_ROWS) sparseGemv(gpu, rec, a);
+/** GEMV for a few rows, the tiled matmul otherwise (one call per row chunk of a chunked weight). */
+export function sparseLinear(gpu: Gpu, rec: Recorder, a: SparseLinearArgs, kernel?: 'gemv' | 'matmul'): void {
+  if (a.w.chunks) {
+    const yStride = a.yStride ?? a.w.N;
+    if (yStride < a.w.N) throw new ShapeError(`sparseLinear: yStride ${yStride} < N ${a.w.N}`);
+    for (const c of a.w.chunks) sparseLinear(gpu, rec, { ...a, w: c, yStride, yOffset: (a.yOffset ?? 0) + (c.rowStart ?? 0) }, kernel);
+    return;
+  }
+  if (kernel ? kernel === 'gemv' : a.M <= SPARSE_GEMV_MAX_ROWS) sparseGemv(gpu, rec, a);
   else sparseMatmul(gpu, rec, a);
 }
 
 /** Any weight record with the GpuWeight fields (src/kernels/weight.ts), format not yet narrowed. */
-export type WeightLike = Omit<SparseGpuWeight, 'format'> & { format: string };
+export interface WeightLike extends Omit<SparseGpuWeight, 'format' | 'chunks'> { format: string; chunks?: WeightLike[] }
 
 /**
  * The `linear()` table entry (src/kernels/linear.ts IMPLS) for '2:4' and 'vnm' weights: runs
@@ -226,9 +265,7 @@ export type WeightLike = Omit<SparseGpuWeight, 'format'> & { format: string };
 export function sparseLinearImpl(gpu: Gpu, rec: Recorder, a: Omit<SparseLinearArgs, 'w'> & { w: WeightLike; kernel?: 'gemv' | 'matmul' }): void {
   if (a.w.format !== '2:4' && a.w.format !== 'vnm') throw new ArgumentError(`sparseLinear: weight '${a.w.label}' has format '${a.w.format}', not 2:4 or vnm`);
   const args = { x: a.x, w: a.w as SparseGpuWeight, y: a.y, M: a.M, xStride: a.xStride, xOffset: a.xOffset, yStride: a.yStride, yOffset: a.yOffset };
-  if (a.kernel === 'gemv') sparseGemv(gpu, rec, args);
-  else if (a.kernel === 'matmul') sparseMatmul(gpu, rec, args);
-  else sparseLinear(gpu, rec, args);
+  sparseLinear(gpu, rec, args, a.kernel);
 }
 
 export interface SparsifyOptions {
@@ -240,6 +277,8 @@ export interface SparsifyOptions {
   values?: SparseValues;
   /** Activation norms per input column (length K) or full [N, K] scores; |w| when absent. */
   importance?: Float32Array;
+  /** Cap on one buffer's bytes (default: the device limit); larger weights are split into row chunks. */
+  maxBindingBytes?: number;
 }
 
 /** Prunes a dense [N, K] matrix to the pattern, packs it and uploads it: the load-time path. */
@@ -255,7 +294,7 @@ export function sparsifyWeight(gpu: Gpu, label: string, dense: Float32Array, N: 
     packed = packVnm(r.pruned, N, K, V, M, r.columns);
     keptNormFraction = r.keptNormFraction;
   } else throw new ArgumentError(`sparsifyWeight: unknown format '${(opts as { format: string }).format}'`);
-  return { weight: uploadSparse(gpu, label, packed, opts.values ?? 'f32'), keptNormFraction, packed };
+  return { weight: uploadSparse(gpu, label, packed, opts.values ?? 'f32', { maxBindingBytes: opts.maxBindingBytes }), keptNormFraction, packed };
 }
 
 /** Bytes a pass over a packed weight streams (values + scales + metadata + block columns). */

@@ -248,3 +248,17 @@ export function packedBytes(p: SparsePacked, values: 'f32' | 'q8' | 'q4' = 'f32'
   const valueBytes = values === 'f32' ? p.N * perRow * 4 : p.N * (rowScales * QGROUP * (values === 'q8' ? 1 : 0.5) + rowScales * 4);
   return valueBytes + p.meta.byteLength + (p.format === 'vnm' ? p.columns.byteLength : 0);
 }
+
+/**
+ * Rows [r0, r1) of a packed weight as a packed weight of its own (r0 a multiple of V for V:2:M, so the
+ * slice starts on a block): how a weight too large for one binding is split into row chunks.
+ */
+export function sliceSparseRows(p: SparsePacked, r0: number, r1: number): SparsePacked {
+  if (!(Number.isInteger(r0) && Number.isInteger(r1) && 0 <= r0 && r0 < r1 && r1 <= p.N)) throw new ShapeError(`sliceSparseRows: bad rows [${r0}, ${r1}) of ${p.N}`);
+  const values = p.values.slice(r0 * 2 * p.G, r1 * 2 * p.G);
+  const meta = p.meta.slice(r0 * p.metaStride, r1 * p.metaStride);
+  if (p.format === '2:4') return { ...p, N: r1 - r0, values, meta };
+  if (r0 % p.V) throw new ShapeError(`sliceSparseRows: row ${r0} is not on a ${p.V}-row block boundary`);
+  const columns = p.columns.slice((r0 / p.V) * p.G, Math.ceil(r1 / p.V) * p.G);
+  return { ...p, N: r1 - r0, values, meta, columns };
+}

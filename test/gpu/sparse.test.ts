@@ -183,6 +183,35 @@ describe('sparse linear plumbing', () => {
     destroySparse(gpu, w);
   });
 
+  it('weights over the binding limit are split into row chunks that sparseLinear and linear() run', async () => {
+    const N = 75, K = 40;
+    for (const fmt of ['2:4', [16, 5]] as const) {
+      const p = makePacked(fmt as '2:4' | [number, number], N, K, 21);
+      // 2G f32 values per row = 80 or 64 bytes: a 2 KiB cap gives chunks of 16..24 rows
+      const w = uploadSparse(gpu, 'w', p, 'q8', { maxBindingBytes: 2048 });
+      expect(w.chunks!.length).toBeGreaterThan(2);
+      // chunks start on V-row blocks (and on the GEMV's 8-row groups)
+      const unit = fmt === '2:4' ? 8 : 16;
+      expect(w.chunks!.every((c) => (c.rowStart ?? 0) % unit === 0 && c.buffers.every((b) => b.size <= 2048))).toBe(true);
+      for (const M of [1, 6]) {
+        const x = randomUniform(M * K, M + 3);
+        const bx = gpu.buffers.upload('x', x), ya = poisoned(gpu, 'ya', M * N), yb = poisoned(gpu, 'yb', M * N);
+        const [a, b] = await gpu.checked(async () => {
+          const rec = gpu.recorder('t');
+          sparseLinear(gpu, rec, { x: bx, w, y: ya, M });
+          linear(gpu, rec, { x: bx, w, y: yb, M });
+          rec.submit();
+          return Promise.all([gpu.buffers.readF32(ya), gpu.buffers.readF32(yb)]);
+        });
+        const ref = sparseMatmulRef(x, p, M, quantizeSparse(p, 8));
+        expectClose(a, ref, TOL, `chunked sparseLinear M=${M}`);
+        expectClose(b, ref, TOL, `chunked linear() M=${M}`);
+        [bx, ya, yb].forEach((q) => gpu.buffers.destroy(q));
+      }
+      destroySparse(gpu, w);
+    }
+  });
+
   it('rejects bad strides; shader variants keep exactly one block per set', () => {
     const p = makePacked('2:4', 4, 8, 1);
     const w = uploadSparse(gpu, 'w', p);

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { randomNormal, randomUniform } from '../../src/util/random';
 import {
-  pack24, packVnm, unpack, quantizeValues, dequantizeValues, quantizeSparse, columnsOf, packedBytes,
+  pack24, packVnm, unpack, quantizeValues, dequantizeValues, quantizeSparse, columnsOf, packedBytes, sliceSparseRows,
 } from '../../src/sparse/formats';
 import { prune24, pruneVnm, pruneStacked } from '../../src/sparse/prune';
 import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
@@ -272,5 +272,20 @@ describe('compressed tensors in safetensors files', () => {
     const bad = writeSafetensors({ ...sparseToTensors('a.weight', p24), 'a.weight.sparse_meta': { dtype: 'U32', shape: [N, 1], data: new Uint32Array(N) } });
     const sb = parseSafetensors(bad);
     expect(() => sparseFromTensors('a.weight', (n) => (sb.header.tensors.has(n) ? sb.tensor(n) : undefined))).toThrow(FormatError);
+  });
+});
+
+describe('row slices (chunks of weights too large for one binding)', () => {
+  it('slices on block boundaries unpack to the matching rows; off-block V:2:M slices are refused', () => {
+    const N = 70, K = 45;
+    const w = randomNormal(N * K, 12);
+    const r = pruneVnm(w, N, K, 16, 6);
+    for (const p of [pack24(prune24(w, N, K).pruned, N, K), packVnm(r.pruned, N, K, 16, 6, r.columns)]) {
+      const full = unpack(p);
+      for (const [r0, r1] of [[0, 32], [32, 64], [64, 70]]) {
+        expect(unpack(sliceSparseRows(p, r0, r1))).toEqual(full.subarray(r0 * K, r1 * K));
+      }
+    }
+    expect(() => sliceSparseRows(packVnm(r.pruned, N, K, 16, 6, r.columns), 8, 40)).toThrow(ShapeError);
   });
 });
