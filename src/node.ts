@@ -30,8 +30,14 @@ function playwrightSwiftShader(): string[] {
     .flatMap((d) => ['chrome-linux/vk_swiftshader_icd.json', 'chrome-linux64/vk_swiftshader_icd.json'].map((f) => join(root, d, f)));
 }
 
-/** True when the system has a Vulkan driver other than lavapipe (which Dawn cannot use). */
+/**
+ * True when the system has a GPU Vulkan can drive: a render node or an NVIDIA device, and an ICD other
+ * than lavapipe (which Dawn cannot use). Mesa's ICD files alone (installed with many desktop packages)
+ * do not mean there is a GPU.
+ */
 function hasVulkanDriver(): boolean {
+  const hasDevice = (existsSync('/dev/dri') && readdirSync('/dev/dri').some((f) => f.startsWith('renderD'))) || existsSync('/dev/nvidiactl');
+  if (!hasDevice) return false;
   for (const dir of ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d']) {
     if (!existsSync(dir)) continue;
     if (readdirSync(dir).some((f) => f.endsWith('.json') && !f.includes('lvp'))) return true;
