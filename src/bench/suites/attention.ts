@@ -1,7 +1,7 @@
 /**
  * Attention (src/kernels/attention.ts, mla.ts, model/kvcache.ts):
  *  - FlashAttention vs the naive materialised-softmax kernel, causal prefill at seq 256, 1024, 4096
- *    (quick: 256, 1024): time and peak GPU bytes of the call (inputs, output, scratch), ratio in one run.
+ *    (quick: 128, 256): time and peak GPU bytes of the call (inputs, output, scratch), ratio in one run.
  *  - Decode (one token) at cache lengths 128 … 8192: absorbed-MLA decode (V2-Lite shapes: 16 heads,
  *    K = 576, V = 512, one shared latent KV head) with split-K vs one split, and GQA decode.
  *  - MLA latent cache bytes per token against the equivalent MHA cache, for the fixture, DeepSeek-V2-Lite
@@ -29,7 +29,7 @@ function inputs(gpu: Gpu, a: { S: number; T: number; heads: number; kvHeads: num
 async function prefill(ctx: BenchContext) {
   const gpu = ctx.gpu;
   const heads = 4, d = 64;
-  for (const seq of ctx.quick ? [256, 1024] : [256, 1024, 4096]) {
+  for (const seq of ctx.quick ? [128, 256] : [256, 1024, 4096]) {
     const shape = { S: seq, T: seq, past: 0, heads, kvHeads: heads, dQk: d, dV: d, scale: d ** -0.5, causal: true };
     const io = inputs(gpu, shape);
     const args: AttentionArgs = { ...shape, q: io.q, k: io.k, v: io.v, out: io.out, splits: 1 };
@@ -67,7 +67,7 @@ async function prefill(ctx: BenchContext) {
 
 async function decode(ctx: BenchContext) {
   const gpu = ctx.gpu;
-  const lengths = ctx.quick ? [128, 1024] : [128, 512, 2048, 8192];
+  const lengths = ctx.quick ? [128, 512] : [128, 512, 2048, 8192];
   const variants = [
     // Absorbed MLA (V2-Lite): 16 heads share one latent KV row of 576 (K) whose first 512 are V.
     { what: 'MLA absorbed (V2-Lite)', heads: 16, kvHeads: 1, dQk: 576, dV: 512, kvSame: true },
