@@ -78,7 +78,17 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   expect(await numberOf(page, '#memory-weights')).toBeGreaterThan(0);
   expect(await numberOf(page, '#memory-gpu')).toBeGreaterThanOrEqual(await numberOf(page, '#memory-weights'));
 
-  expect(errors).toEqual([]);
   mkdirSync('test-results', { recursive: true });
   await page.screenshot({ path: 'test-results/demo.png' });
+
+  // The page stays responsive while the worker generates: Stop ends a long reply early.
+  await page.fill('#max-tokens', '200');
+  await page.fill('#prompt', 'The jury said that');
+  await page.click('#send');
+  await expect.poll(() => numberOf(page, '#output', 'data-tokens'), { timeout: 120_000 }).toBeGreaterThanOrEqual(2);
+  await page.click('#stop');
+  await expect(page.locator('#output')).toHaveAttribute('data-finish', 'aborted', { timeout: 60_000 });
+  expect(await numberOf(page, '#output', 'data-tokens')).toBeLessThan(200);
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+  expect(errors).toEqual([]);
 });

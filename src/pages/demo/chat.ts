@@ -47,6 +47,7 @@ export class Reply {
       const s = document.createElement('span');
       s.className = 'tok';
       s.dataset.i = String(c.index);
+      s.dataset.token = String(c.token);
       s.textContent = c.text;
       frag.appendChild(s);
     }

@@ -31,6 +31,8 @@ export interface HeatmapConfig {
   /** Maps a cell value (already normalised to [0, 1]) to a colour. */
   color: (t: number) => string;
   rightLabels?: string[];
+  /** Header above the right-hand labels. */
+  rightHeader?: string;
   tooltip?: (row: number, col: number) => string;
   maxHeight?: number;
 }
@@ -77,7 +79,7 @@ export class Heatmap {
     const { canvas, cfg } = this;
     const rows = this.rows, cols = cfg.cols;
     const width = Math.max(120, Math.floor(canvas.parentElement?.clientWidth ?? canvas.clientWidth));
-    const left = 34, right = cfg.rightLabels ? 46 : 0, top = 16;
+    const left = 34, right = cfg.rightLabels ? 48 : 0, top = 16;
     const cw = cols ? (width - left - right) / cols : 0;
     const ch = rows ? Math.max(4, Math.min(Math.max(cw, 10), 22, (cfg.maxHeight ?? 220) / rows)) : 0;
     const height = rows ? Math.ceil(top + rows * ch + 2) : 40;
@@ -102,6 +104,10 @@ export class Heatmap {
     g.fillStyle = '#7d8598';
     g.textAlign = 'center';
     for (let c = 0; c < cols; c += step) g.fillText(String(c), left + (c + 0.5) * cw, top / 2);
+    if (cfg.rightHeader) {
+      g.textAlign = 'left';
+      g.fillText(cfg.rightHeader, width - right + 6, top / 2);
+    }
     const rowStep = Math.max(1, Math.ceil(11 / ch));
     for (let r = 0; r < rows; r++) {
       if (r % rowStep === 0 || r === rows - 1) {

@@ -115,7 +115,7 @@ export const LAYOUT = `
       <div class="canvas-box"><canvas id="heatmap" data-cells="0" data-tokens="0"></canvas></div>
       <div class="legend"><span>0</span><i class="ramp seq"></i><span id="heatmap-max">max</span></div>
       <p class="hint" id="routing-token">Generate with routing on to see each token’s experts.</p>
-      <div class="h3row"><h3>Cumulative load <span class="sub">MaxVio per layer on the right</span></h3><button type="button" id="reset-load" class="ghost small">Reset</button></div>
+      <div class="h3row"><h3>Cumulative load <span class="sub">since load or reset</span></h3><button type="button" id="reset-load" class="ghost small">Reset</button></div>
       <div class="canvas-box"><canvas id="load-heatmap" data-tokens="0"></canvas></div>
       <div class="legend"><span>½× uniform</span><i class="ramp div"></i><span>2×</span></div>
       <p class="hint"><span id="load-summary">No tokens counted yet.</span><br>Mean MaxVio over MoE layers: <b id="maxvio">—</b></p>

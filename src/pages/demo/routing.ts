@@ -43,6 +43,7 @@ export class RoutingView {
       cols: this.E,
       color: diverging,
       rightLabels: labels.map(() => ''),
+      rightHeader: 'MaxVio',
       tooltip: (r, c) => this.loadTip(r, c),
     });
     $('#routing-shape', this.root).textContent = `${this.layers.length} MoE layers × ${this.E} experts, top-${this.K}`;
