@@ -22,10 +22,10 @@
 //                                       to the other chunks' dispatches
 //   2, 3 as above;  4: y [M, y_stride] f32
 //
-// gemv: a workgroup of WG = TK × (WG / TK) invocations owns ROWS = (WG / TK) · RPT output rows of one
-// x row. The TK invocations of a row group stride along K over units (neighbours read neighbouring
-// units: coalesced), each keeps RPT row sums, then the TK partial sums are tree-reduced in workgroup
-// memory. x is read once per unit and reused for RPT rows.
+// gemv (decode and small prefill): a workgroup of WG = TK × (WG / TK) invocations owns
+// ROWS = (WG / TK) · RPT output rows for MR rows of x. The TK invocations of a row group stride along
+// K over units (neighbours read neighbouring units: coalesced); each weight unit is decoded once and
+// used for all MR x rows; the RPT · MR sums per invocation are tree-reduced in workgroup memory.
 // matmul: 32×32 output tile per 8×8 workgroup (4×4 per invocation), K in slices of 32: the x slice is
 // loaded as is and the W slice decoded (scaled) into workgroup memory, as in shaders/matmul.wgsl.
 //
@@ -129,7 +129,20 @@ fn scale_of(n: u32, k: u32) -> f32 { return bitcast<f32>(scales[(n >> 7u) * P.sc
 const UV: u32 = UNIT / 4u;           // vec4<f32> per unit
 
 // ---------------------------------------------------------------------------------------------- gemv
-var<workgroup> partial: array<f32, RPT * WG>;
+// MR rows of x per workgroup (each decoded weight unit is reused for all of them); acc holds
+// RPT · MR ≤ 16 sums per invocation.
+override MR: u32 = 1u;
+var<workgroup> partial: array<f32, RPT * MR * WG>;
+
+fn x_unit(xb: u32, k0: u32) -> array<vec4<f32>, UV> {
+  var xs: array<vec4<f32>, UV>;
+  if (k0 + UNIT <= P.K) {
+    for (var j = 0u; j < UV; j++) { xs[j] = x4(xb + k0 + 4u * j); }
+  } else {
+    for (var j = 0u; j < UV; j++) { xs[j] = x4_guarded(xb + k0 + 4u * j, xb + P.K); }
+  }
+  return xs;
+}
 
 @compute @workgroup_size(WG)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -137,37 +150,36 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let RG = WG / TK;
   let rows_per_wg = RG * RPT;
   let g = wid.x + wid.y * nwg.x;
-  if (g >= P.tiles_n * P.M) { return; }
-  let m = g / P.tiles_n;
+  let m_blocks = (P.M + MR - 1u) / MR;
+  if (g >= P.tiles_n * m_blocks) { return; }
+  let m0 = (g / P.tiles_n) * MR;
   let n0 = (g % P.tiles_n) * rows_per_wg;
   let kt = lid % TK;
   let rg = lid / TK;
   let units = (P.K + UNIT - 1u) / UNIT;
-  let xb = m * P.x_stride + P.x_offset;
-  var acc: array<f32, 8>;
+  var acc: array<f32, 16>;
   for (var u = kt; u < units; u += TK) {
     let k0 = u * UNIT;
-    var xs: array<vec4<f32>, UV>;
-    if (k0 + UNIT <= P.K) {
-      for (var j = 0u; j < UV; j++) { xs[j] = x4(xb + k0 + 4u * j); }
-    } else {
-      for (var j = 0u; j < UV; j++) { xs[j] = x4_guarded(xb + k0 + 4u * j, xb + P.K); }
-    }
     for (var i = 0u; i < RPT; i++) {
       let n = min(n0 + rg + RG * i, P.N - 1u);
       let d = decode(w[n * P.row_units + u]);
-      var s = 0.0;
-      for (var j = 0u; j < UV; j++) { s += dot(d[j], xs[j]); }
-      acc[i] += s * scale_of(n, k0);
+      let sc = scale_of(n, k0);
+      for (var mm = 0u; mm < MR; mm++) {
+        let xs = x_unit(min(m0 + mm, P.M - 1u) * P.x_stride + P.x_offset, k0);
+        var s = 0.0;
+        for (var j = 0u; j < UV; j++) { s += dot(d[j], xs[j]); }
+        acc[i * MR + mm] += s * sc;
+      }
     }
   }
-  for (var i = 0u; i < RPT; i++) { partial[i * WG + lid] = acc[i]; }
+  let A = RPT * MR;
+  for (var i = 0u; i < A; i++) { partial[i * WG + lid] = acc[i]; }
   workgroupBarrier();
   var s = TK / 2u;
   loop {
     if (s == 0u) { break; }
     if (kt < s) {
-      for (var i = 0u; i < RPT; i++) { partial[i * WG + lid] += partial[i * WG + lid + s]; }
+      for (var i = 0u; i < A; i++) { partial[i * WG + lid] += partial[i * WG + lid + s]; }
     }
     workgroupBarrier();
     s = s / 2u;
@@ -175,7 +187,10 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (kt == 0u) {
     for (var i = 0u; i < RPT; i++) {
       let n = n0 + rg + RG * i;
-      if (n < P.N) { y[m * P.y_stride + P.y_offset + n] = partial[i * WG + lid]; }
+      for (var mm = 0u; mm < MR; mm++) {
+        let m = m0 + mm;
+        if (n < P.N && m < P.M) { y[m * P.y_stride + P.y_offset + n] = partial[(i * MR + mm) * WG + lid]; }
+      }
     }
   }
 }

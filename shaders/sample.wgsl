@@ -9,7 +9,7 @@
 // next dispatch derives the chosen digit from that histogram itself (no extra select dispatches).
 //
 // binding 0: params (below)
-// binding 1: logits [V] f32                     (penalty only)
+// binding 1: logits f32, the row at logits_offset (penalty only; the whole buffer is bound)
 // binding 2: ids [history] u32                  (penalty only)
 // binding 3: z [V] f32                          working logits (copy of logits, penalised, ×1/T)
 // binding 4: info u32: [0, 32) state slots (8 × 4), [32, 32 + 2C) per-chunk (max key, argmax),
@@ -24,7 +24,7 @@ struct Params {
   V: u32, chunks: u32, round: u32, inv_t: f32,
   inv_rp: f32, rp: f32, history: u32, seed: u32,
   step: u32, top_k: u32, top_p: u32, flags: u32,   // flags: 1 greedy, 2 top-k active, 4 top-p active
-  out_index: u32, _p0: u32, _p1: u32, _p2: u32,
+  out_index: u32, logits_offset: u32, _p1: u32, _p2: u32,
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -105,7 +105,7 @@ fn penalty(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
   if (j >= P.history) { return; }
   let id = ids[j];
   if (id >= P.V) { return; }
-  let l = logits[id];
+  let l = logits[P.logits_offset + id];
   z[id] = select(l * P.rp, l * P.inv_rp, l > 0.0);
 }
 

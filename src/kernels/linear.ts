@@ -27,7 +27,7 @@ export interface LinearArgs {
   xOffset?: number;
   yStride?: number;
   yOffset?: number;
-  /** Force a kernel (tests, benchmarks); default: GEMV for M ≤ GEMV_MAX_ROWS, matmul otherwise. */
+  /** Force a kernel (tests, benchmarks); default: GEMV for M ≤ gemvMaxRows(w), matmul otherwise. */
   kernel?: 'gemv' | 'matmul';
   /** GEMV tiling override (tuning experiments): invocations along K and rows per invocation. */
   gemvTiling?: { TK: number; RPT: number };
@@ -105,18 +105,24 @@ export function gemvShape(gpu: Gpu, w: GpuWeight): { WG: number; TK: number; RPT
   return { WG, TK, RPT, rows: (WG / TK) * RPT };
 }
 
-/** The packed-format GEMV (few rows of x). */
+/** x rows per GEMV workgroup (each decoded weight is reused for all of them). */
+export const GEMV_MR = 8;
+
+/** The packed-format GEMV: decode (M = 1) and small prefill (MR rows of x per pass over W). */
 export function linearGemv(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
   const shape = gemvShape(gpu, a.w);
   const { WG } = shape;
   const { TK, RPT } = a.gemvTiling ?? shape;
+  // MR ∈ {1, 4, 8} (few pipelines); RPT · MR ≤ 16 accumulators per invocation.
+  let MR = a.M === 1 ? 1 : a.M <= 4 ? 4 : GEMV_MR;
+  while (MR > 1 && RPT * MR > 16) MR /= 2;
   const rows = (WG / TK) * RPT;
   const tiles = ceilDiv(a.w.N, rows);
-  const workgroups = tiles * a.M;
+  const workgroups = tiles * ceilDiv(a.M, MR);
   const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
   if (workgroups > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', workgroups, maxDim * maxDim, `linear '${a.w.label}'`);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'linear', code: xVariant(a), entryPoint: 'gemv', constants: { ...decodeConstants(a.w), WG, RPT } }),
+    pipeline: gpu.pipelines.get({ label: 'linear', code: xVariant(a), entryPoint: 'gemv', constants: { ...decodeConstants(a.w), WG, RPT, MR } }),
     bindings: [a.x, ...weightBindings(a.w), a.y],
     uniforms: packParams(a, tiles, TK),
     workgroups,
@@ -136,8 +142,16 @@ export function linearMatmul(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
   });
 }
 
+/**
+ * Rows up to which the GEMV (weights streamed once per GEMV_MR rows of x) beats the tiled matmul:
+ * small prefills of quantised weights stay bandwidth-bound (≤ 4 passes over W), f16 up to 2 passes.
+ */
+export function gemvMaxRows(w: GpuWeight): number {
+  return w.format === 'f32' ? (w.K % 4 === 0 ? GEMV_MR : GEMV_MAX_ROWS) : w.format === 'f16' ? 2 * GEMV_MR : 4 * GEMV_MR;
+}
+
 const packedImpl: LinearImpl = (gpu, rec, a) => {
-  const useGemv = a.kernel ? a.kernel === 'gemv' : a.M <= GEMV_MAX_ROWS;
+  const useGemv = a.kernel ? a.kernel === 'gemv' : a.M <= gemvMaxRows(a.w);
   (useGemv ? linearGemv : linearMatmul)(gpu, rec, a);
 };
 
@@ -146,7 +160,7 @@ const packedImpl: LinearImpl = (gpu, rec, a) => {
  * foundation GEMV of matmul.ts; prefill uses matmul.ts's tiled kernel (the same tiling as linear.wgsl's).
  */
 const f32Impl: LinearImpl = (gpu, rec, a) => {
-  const useGemv = a.kernel ? a.kernel === 'gemv' : a.M <= GEMV_MAX_ROWS;
+  const useGemv = a.kernel ? a.kernel === 'gemv' : a.M <= gemvMaxRows(a.w);
   if (useGemv && a.w.K % 4 === 0) return linearGemv(gpu, rec, a);
   const m = { x: a.x, w: a.w.buffers[0], y: a.y, M: a.M, N: a.w.N, K: a.w.K, xStride: a.xStride, xOffset: a.xOffset, yStride: a.yStride, yOffset: a.yOffset };
   (useGemv ? gemvF32 : matmulF32)(gpu, rec, m);

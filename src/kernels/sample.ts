@@ -18,7 +18,7 @@ const PARAMS = defineUniforms({
   V: 'u32', chunks: 'u32', round: 'u32', inv_t: 'f32',
   inv_rp: 'f32', rp: 'f32', history: 'u32', seed: 'u32',
   step: 'u32', top_k: 'u32', top_p: 'u32', flags: 'u32',
-  out_index: 'u32', _p0: 'u32', _p1: 'u32', _p2: 'u32',
+  out_index: 'u32', logits_offset: 'u32', _p1: 'u32', _p2: 'u32',
 });
 const CH = 1024;
 const WG = 256;
@@ -26,7 +26,7 @@ const NB = 2048;
 const HIST_BYTES = 6 * NB * 2 * 4;
 
 export interface SampleArgs {
-  /** f32 [V] logits (one row). */
+  /** f32 [V] logits (one row); a { buffer, offset } binding selects a row of a [T, V] buffer (offset: any multiple of 4 bytes). */
   logits: Binding;
   V: number;
   /** u32 buffer; the token id is written at element `outIndex` (default 0). */
@@ -81,18 +81,19 @@ export function sampleToken(gpu: Gpu, rec: Recorder, a: SampleArgs): void {
   const greedy = isGreedy(p);
   const kOn = !greedy && p.topK > 0 && p.topK < V;
   const pOn = !greedy && p.topP < 1;
+  const lg = asBinding(a.logits);
+  if ((lg.offset ?? 0) % 4) throw new ShapeError(`sampleToken: logits offset ${lg.offset} is not a multiple of 4`);
   const base = {
     V, chunks, round: 0, inv_t: greedy ? 1 : 1 / p.temperature,
     inv_rp: 1 / p.repetitionPenalty, rp: p.repetitionPenalty, history: a.history?.count ?? 0, seed: p.seed >>> 0,
     step: a.step >>> 0, top_k: p.topK, top_p: topPFixed(p.topP), flags: (greedy ? 1 : 0) | (kOn ? 2 : 0) | (pOn ? 4 : 0),
-    out_index: a.outIndex ?? 0, _p0: 0, _p1: 0, _p2: 0,
+    out_index: a.outIndex ?? 0, logits_offset: (lg.offset ?? 0) / 4, _p1: 0, _p2: 0,
   };
   const pipe = (entryPoint: string) => gpu.pipelines.get({ label: 'sample', code, entryPoint });
-  const lg = asBinding(a.logits);
   rec.copy(lg.buffer, lg.offset ?? 0, s.z, 0, V * 4);
   const penalise = !!a.history && a.history.count > 0 && p.repetitionPenalty !== 1;
   if (penalise) {
-    rec.dispatch({ pipeline: pipe('penalty'), bindings: [a.logits, a.history!.ids, s.z], uniforms: PARAMS.pack(base), workgroups: ceilDiv(a.history!.count, WG), label: 'sample.penalty' });
+    rec.dispatch({ pipeline: pipe('penalty'), bindings: [lg.buffer, a.history!.ids, s.z], uniforms: PARAMS.pack(base), workgroups: ceilDiv(a.history!.count, WG), label: 'sample.penalty' });
   }
   rec.dispatch({ pipeline: pipe('prep'), bindings: [null, null, s.z, s.info], uniforms: PARAMS.pack(base), workgroups: chunks, label: 'sample.prep' });
   if (!greedy) {

@@ -52,18 +52,28 @@ async function run(w: GpuWeight, x: Float32Array, M: number, kernel?: 'gemv' | '
 }
 
 describe('linear: packed formats against the dequantised reference', () => {
-  const shapes: [number, number, number][] = [
-    [1, 1, 1], [3, 129, 33], [2, 7, 200], [33, 31, 129],
+  // Shader pipelines are costly to compile on the software GPU, so the format sweep uses vec4-loadable
+  // K (the x load width is a separate variant, covered for scalar loads by the strided test below)
+  // and covers each GEMV row-block size (MR = 1, 4, 8; M = 33 is ragged in MR) and the tiled matmul.
+  const shapes: [number, number, number, ('gemv' | 'matmul')[]][] = [
+    [1, 129, 4, ['gemv']], [3, 7, 200, ['gemv']], [33, 31, 136, ['gemv', 'matmul']],
   ];
-  const cases: [Fmt, number, number, number][] = [];
-  for (const f of ['f16', 'q8', 'q4', 'fp8'] as Fmt[]) for (const [M, N, K] of shapes) cases.push([f, M, N, K]);
-  it.each(cases)('%s M=%i N=%i K=%i (gemv and matmul)', async (fmt, M, N, K) => {
+  const cases: [Fmt, number, number, number, ('gemv' | 'matmul')[]][] = [];
+  for (const f of ['f16', 'q8', 'q4', 'fp8'] as Fmt[]) for (const [M, N, K, kernels] of shapes) cases.push([f, M, N, K, kernels]);
+  it.each(cases)('%s M=%i N=%i K=%i %j', async (fmt, M, N, K, kernels) => {
     const p = pack(fmt, N, K, M * 7919 + N * 31 + K);
     const w = uploadPacked(gpu, `w.${fmt}`, p);
     const x = randomUniform(M * K, N + K);
     const ref = linearRef(x, dequantizeRef(p), M, N, K);
-    expectClose(await run(w, x, M, 'gemv'), ref, TOL, `${fmt} gemv ${M}x${N}x${K}`);
-    expectClose(await run(w, x, M, 'matmul'), ref, TOL, `${fmt} matmul ${M}x${N}x${K}`);
+    for (const kernel of kernels) expectClose(await run(w, x, M, kernel), ref, TOL, `${fmt} ${kernel} ${M}x${N}x${K}`);
+    destroyWeight(gpu, w);
+  });
+
+  it('K = 1 (one padded unit, scalar x loads)', async () => {
+    const p = pack('q4', 5, 1, 1);
+    const w = uploadPacked(gpu, 'k1', p);
+    const x = Float32Array.from([0.5]);
+    expectClose(await run(w, x, 1, 'gemv'), linearRef(x, dequantizeRef(p), 1, 5, 1), TOL, 'q4 K=1');
     destroyWeight(gpu, w);
   });
 
@@ -146,7 +156,7 @@ describe('linear: packed formats against the dequantised reference', () => {
       const xFull = randomUniform(M * xStride, K);
       const x = new Float32Array(M * K);
       for (let m = 0; m < M; m++) x.set(xFull.subarray(m * xStride + xOffset, m * xStride + xOffset + K), m * K);
-      for (const fmt of ['q4', 'f16', 'fp8'] as Fmt[]) {
+      for (const fmt of (K % 4 ? ['q4', 'fp8'] : ['f16']) as Fmt[]) {
         const p = pack(fmt, N, K, 99);
         const w = uploadPacked(gpu, 'w', p);
         const ref = linearRef(x, dequantizeRef(p), M, N, K);

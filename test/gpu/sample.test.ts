@@ -108,6 +108,22 @@ describe('sampleToken', () => {
     expect(count(pen)).toBeLessThan(count(plain) / 2);
   });
 
+  it('samples a row of a [T, V] logits buffer at an unaligned offset (with the penalty)', async () => {
+    const rows = new Float32Array(3 * V);
+    rows.set(randomNormal(V, 1), 0); rows.set(logits, V); rows.set(randomNormal(V, 2), 2 * V);
+    const bl = gpu.buffers.upload('rows', rows), bh = gpu.buffers.upload('h', Uint32Array.from([4, 8]));
+    const out = gpu.buffers.create('tok', 16 * 4);
+    const p = P({ temperature: 1, repetitionPenalty: 1.5, seed: 3 });
+    const ids = await gpu.checked(async () => {
+      const rec = gpu.recorder('t');
+      for (let s = 0; s < 16; s++) sampleToken(gpu, rec, { logits: { buffer: bl, offset: V * 4, size: V * 4 }, V, out, outIndex: s, params: p, step: s, history: { ids: bh, count: 2 } });
+      rec.submit();
+      return gpu.buffers.readU32(out, 0, 16);
+    });
+    expect([...ids]).toEqual(Array.from({ length: 16 }, (_, s) => sampleRef(logits, p, s, [4, 8])));
+    [bl, bh, out].forEach((b) => gpu.buffers.destroy(b));
+  });
+
   it('is reproducible: the same seed and step give the same token; seeds differ', async () => {
     const p = P({ temperature: 1.2, topP: 0.95 });
     const seeds = Array.from({ length: 40 }, (_, i) => 1000 + i);

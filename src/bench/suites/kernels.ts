@@ -12,7 +12,7 @@
  */
 import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
-import { linear } from '../../kernels/linear';
+import { linear, gemvMaxRows } from '../../kernels/linear';
 import { gemv as gemvF32 } from '../../kernels/matmul';
 import { uploadPacked, uploadWeight, destroyWeight, type GpuWeight } from '../../kernels/weight';
 import { packWeight, packFp8, rowLayout, type PackedWeight } from '../../kernels/weight.ref';
@@ -137,8 +137,9 @@ export const kernelsSuite: BenchSuite = {
               : (rec: Parameters<typeof linear>[1]) => linear(gpu, rec, { x, w, y, M });
             const ms = await ctx.time(record, { repeat, iters: ctx.quick ? 5 : 20 });
             times[v] = ms;
+            const kernel = gemv || M <= gemvMaxRows(w) ? 'gemv' : 'matmul';
             ctx.result({
-              suite: 'kernels', name: gemv ? 'gemv' : 'matmul', variant: v, shape, medianMs: ms,
+              suite: 'kernels', name: gemv ? 'decode' : 'prefill', variant: `${v} ${v === 'f32-foundation' ? 'gemv' : kernel}`, shape, medianMs: ms,
               bytes: w.bytes + 4 * (M * K + M * N), flops: 2 * M * N * K,
               extra: { what: s.what, repeat, weightBytes: w.bytes, ...(times.f32 ? { speedupVsF32: +(times.f32 / ms).toFixed(2) } : {}) },
             });
@@ -146,7 +147,7 @@ export const kernelsSuite: BenchSuite = {
             destroyWeight(gpu, w);
           }
         }
-        const name = gemv ? 'gemv' : 'matmul';
+        const name = gemv ? 'decode' : 'prefill';
         if (times.f32) await peerMatMul(ctx, { M, N, K }, { name: `${name} f32`, oursMs: times.f32, suite: 'kernels', repeat: gemv ? 8 : 1 });
         for (const [bits, v] of [[4, 'q4'], [8, 'q8']] as const) {
           const ours = times[v];
