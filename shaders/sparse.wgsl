@@ -15,10 +15,11 @@
 //
 // Two entry points:
 // - `gemv` (decode, few rows of x): a workgroup owns ROWS consecutive output rows of one x row; its
-//   invocations stride over the groups. When the ROWS rows sit in one V-row block (SHARED: V is a
-//   multiple of ROWS, always true for 2:4) each invocation loads the block's 4 selected x values of a
-//   group once and every row does its 2 FMAs by selecting with its codes. Partial sums are reduced in
-//   workgroup memory. Weight bytes streamed ≈ 2 values + 4 bits per (row, group).
+//   WG invocations (16..64, about 8+ groups each) stride over the groups. When the ROWS rows sit in
+//   one V-row block (SHARED: V is a multiple of ROWS, always true for 2:4) each invocation loads the
+//   block's 4 selected x values of a group once and every row does its 2 FMAs by selecting with its
+//   codes. Partial sums are reduced in workgroup memory. Weight bytes streamed ≈ 2 values + 4 bits
+//   per (row, group).
 // - `matmul_shared` (prefill, when the BN output rows of a tile share their candidate columns: 2:4, or
 //   V a multiple of BN): a workgroup computes a BM × BN tile of y (8×8 invocations, 4×4 each). Per
 //   slice of GS groups it gathers the 4 candidate x values of each group once per x row ([BM, GS]

@@ -179,6 +179,19 @@ export interface ExpertRows { ids: Binding; N: number; xDiv: number }
 
 const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(n));
 
+/**
+ * GEMV invocations per workgroup (a power of 2 for the tree reduction): about 8+ groups per lane, at
+ * least one subgroup (≥ 16) and at most 64. Idle lanes are not free: on SwiftShader every lane of a
+ * workgroup costs about as much as a busy one, and on GPUs a lane with one group has nothing to
+ * overlap its loads with.
+ */
+export function gemvLanes(gpu: Gpu, G: number): number {
+  const caps = gpu.caps;
+  const cap = Math.min(64, pow2Floor(caps.maxComputeInvocationsPerWorkgroup), pow2Floor(caps.maxComputeWorkgroupSizeX));
+  const lo = Math.min(cap, Math.max(16, caps.subgroupMinSize));
+  return Math.max(lo, Math.min(cap, pow2Floor(Math.max(1, G / 8))));
+}
+
 /** y = W · x for a few rows of x (decode); with `experts`, each y row picks its expert's rows. */
 export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs, experts?: ExpertRows): void {
   check(a, experts?.N);
@@ -187,9 +200,7 @@ export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs, experts
   const caps = gpu.caps;
   const N = experts ? experts.N : w.N;
   if (experts && (w.N % N !== 0 || (w.format === 'vnm' && N % w.params.V !== 0))) throw new ShapeError(`sparseGemv '${w.label}': ${w.N} stacked rows are not whole experts of ${N} rows in blocks of V = ${w.params.V}`);
-  // 64 invocations stride over a row's groups (a power of 2 for the tree reduction; one size keeps the
-  // pipeline count down), within the device limits.
-  const WG = Math.min(64, pow2Floor(caps.maxComputeInvocationsPerWorkgroup), pow2Floor(caps.maxComputeWorkgroupSizeX));
+  const WG = gemvLanes(gpu, w.params.G);
   if (GEMV_ROWS * WG * 4 > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', GEMV_ROWS * WG * 4, caps.maxComputeWorkgroupStorageSize, 'sparse GEMV');
   const shared = w.format === '2:4' || w.params.V % GEMV_ROWS === 0;
   const tiles = ceilDiv(N, GEMV_ROWS);

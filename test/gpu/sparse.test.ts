@@ -72,7 +72,8 @@ const VALUES: SparseValues[] = ['f32', 'q8', 'q4'];
 
 describe('2:4 sparse linear == dense kernel on the unpacked matrix', () => {
   // Ragged N (1, tile−1, tile+1, primes) and K (not multiples of 4, of 32 or of the 16-group scale block).
-  const cases: [number, number, SparseValues][] = [[1, 3, 'f32'], [31, 45, 'q8'], [33, 64, 'q4'], [129, 129, 'f32'], [8, 300, 'q8'], [70, 7, 'q4'], [17, 256, 'f32']];
+  // K = 2100 (525 groups) gives the GEMV its widest workgroup (64 lanes); small K gives 16.
+  const cases: [number, number, SparseValues][] = [[1, 3, 'f32'], [31, 45, 'q8'], [33, 64, 'q4'], [129, 129, 'f32'], [8, 300, 'q8'], [70, 7, 'q4'], [17, 256, 'f32'], [9, 2100, 'f32']];
   it.each(cases)('N=%i K=%i values=%s', async (N, K, values) => {
     await check(makePacked('2:4', N, K, N * 7 + K), values, N % 2 ? 1 : 3, N % 3 ? 33 : 5, N + K, `2:4 ${N}x${K} ${values}`);
   });
@@ -88,6 +89,8 @@ describe('V:2:M sparse linear == dense kernel on the unpacked matrix', () => {
   for (const V of [16, 32, 64]) for (const M of [5, 6, 7, 8, 16]) { cases.push([V, M, NS[i % 5], KS[(i * 2) % 5], VALUES[i % 3]]); i++; }
   // V not a multiple of the GEMV's 8 rows per workgroup (the unshared path), and a single-row matrix.
   cases.push([12, 8, 50, 77, 'f32'], [3, 5, 10, 21, 'q4'], [64, 8, 1, 9, 'q8']);
+  // 260 groups: a 32-lane GEMV workgroup.
+  cases.push([16, 5, 20, 1300, 'q8']);
   it.each(cases)('V=%i M=%i N=%i K=%i values=%s', async (V, M, N, K, values) => {
     await check(makePacked([V, M], N, K, V * 100 + M + N), values, 1 + (N % 3), 5 + (K % 40), V + M + K, `${V}:2:${M} ${N}x${K} ${values}`);
   });
