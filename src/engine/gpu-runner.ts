@@ -16,7 +16,8 @@ export class GpuRunner implements ModelRunner {
   private tokenOut: GPUBuffer;
   private destroyed = false;
   private history: GPUBuffer | null = null;
-  private historyCount = 0;
+  /** The ids in `history` on the device (a new generation's history need not extend the last one's). */
+  private historyIds: number[] = [];
 
   constructor(readonly be: GpuBackend, readonly cfg: ModelConfig, readonly weights: ModelWeights<GpuWeight, GpuMoe>, readonly capacity: number) {
     this.tokenOut = be.gpu.buffers.create('sample.token', 4);
@@ -43,19 +44,19 @@ export class GpuRunner implements ModelRunner {
     return forward(this.be, this.cfg, this.weights, tokens, { past, lastOnly });
   }
 
-  /** Uploads the repetition-penalty history incrementally (only the new ids). */
+  /** Uploads the repetition-penalty history incrementally: only the ids past the prefix already on the device. */
   private syncHistory(history: number[]): void {
     const gpu = this.be.gpu;
     if (!this.history || this.history.size < history.length * 4) {
       gpu.buffers.destroy(this.history);
       this.history = gpu.buffers.create('sample.history', Math.max(1024, 2 ** Math.ceil(Math.log2(history.length + 1))) * 4);
-      this.historyCount = 0;
+      this.historyIds = [];
     }
-    if (history.length < this.historyCount) this.historyCount = 0;
-    if (history.length > this.historyCount) {
-      gpu.buffers.write(this.history, Uint32Array.from(history.slice(this.historyCount)), this.historyCount * 4);
-      this.historyCount = history.length;
-    }
+    const old = this.historyIds;
+    let same = 0;
+    while (same < old.length && same < history.length && old[same] === history[same]) same++;
+    if (same < history.length) gpu.buffers.write(this.history, Uint32Array.from(history.slice(same)), same * 4);
+    this.historyIds = history.slice();
   }
 
   onDeviceLost(listener: () => void): void {
