@@ -167,9 +167,11 @@ export class WebMoeEngine implements Engine {
         if (ac.signal.aborted) { finish = 'aborted'; break; }
         if (runner.cachedTokens + pending.length > runner.capacity) {
           if (o.contextPolicy !== 'slide') { finish = 'context'; break; }
-          // Keep the newest half of the context and recompute its keys/values at new positions.
+          // Keep the newest half of the context and recompute its keys/values at new positions. The
+          // repetition-penalty history is what is in the context, so it stays bounded on long runs.
           const keep = Math.max(1, Math.floor(runner.capacity / 2));
-          pending = history.slice(-keep);
+          history.splice(0, history.length - keep);
+          pending = history.slice();
           runner.truncate(0);
           this.cachedIds = [];
         }
