@@ -10,7 +10,7 @@ import type {
   Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, FinishReason,
 } from './types';
 import type { ModelSource } from '../loader/model-source';
-import { ArgumentError, WebMoeError } from '../errors';
+import { ArgumentError, DeviceLostError, WebMoeError } from '../errors';
 
 export interface LoadedModel { runner: ModelRunner; codec: TextCodec; info: ModelInfo; loadTimeMs: number; device: string }
 
@@ -34,6 +34,8 @@ export function resolveSampling(o: GenerateOptions): SamplingParams {
 
 export class WebMoeEngine implements Engine {
   private model: LoadedModel | null = null;
+  /** Why there is no model: set when device loss dropped it (calls until the next load report that). */
+  private lost: DeviceLostError | null = null;
   /** Token ids whose keys/values are in the cache, in order (for prefix reuse across turns). */
   private cachedIds: number[] = [];
   private queue: Promise<unknown> = Promise.resolve();
@@ -49,7 +51,7 @@ export class WebMoeEngine implements Engine {
   }
 
   private need(): LoadedModel {
-    if (!this.model) throw new WebMoeError('NOT_LOADED', 'No model is loaded: call load() first');
+    if (!this.model) throw this.lost ?? new WebMoeError('NOT_LOADED', 'No model is loaded: call load() first');
     return this.model;
   }
 
@@ -60,6 +62,7 @@ export class WebMoeEngine implements Engine {
       loaded.runner.onDeviceLost?.(() => this.dropModel());
       this.model?.runner.destroy();
       this.model = loaded;
+      this.lost = null;
       this.cachedIds = [];
       return loaded.info;
     });
@@ -70,6 +73,7 @@ export class WebMoeEngine implements Engine {
     await this.serial(async () => {
       this.model?.runner.destroy();
       this.model = null;
+      this.lost = null;
       this.cachedIds = [];
     });
   }
@@ -80,6 +84,7 @@ export class WebMoeEngine implements Engine {
 
   /** After device loss: the model's GPU state is gone; free what is left so a new load starts clean. */
   private dropModel(): void {
+    if (this.model) this.lost = new DeviceLostError('The GPU device was lost and the model with it: load the model again');
     this.model?.runner.destroy();
     this.model = null;
     this.cachedIds = [];
