@@ -48,6 +48,7 @@ export class TextCodec {
   }
 
   decode(ids: number[], skipSpecial = true): string {
+    if (ids.length === 0) return ''; // the tokenizer rejects an empty list (a generation can end before its first token)
     return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecial });
   }
 
