@@ -39,9 +39,9 @@ async function check(p: SparsePacked, values: SparseValues, mv: number, mm: numb
   const dense = unpack(p, q ? dequantizeValues(q) : p.values);
   const w = uploadSparse(gpu, `w(${what})`, p, values);
   const bd = gpu.buffers.upload('dense', dense);
-  // The generic matmul is the fallback for V not a multiple of the tile (V = 16 cases run it by
-  // default); run it on the f32 weights of the other cases too (value decoding is shared code, and
-  // each extra variant is one more pipeline to compile on a software GPU).
+  // Both matmul paths: 'matmul' runs the shared path where the weight allows it, the generic one
+  // otherwise; 'generic' also runs the generic path on the f32 weights that allow the shared one
+  // (value decoding is shared code, and each extra variant is one more pipeline to compile).
   const runs: { M: number; kind: 'gemv' | 'matmul' | 'generic' }[] = [{ M: mv, kind: 'gemv' }, { M: mm, kind: 'matmul' }];
   if (sharedTiles(w) && values === 'f32') runs.push({ M: mm + 2, kind: 'generic' });
   const bufs = runs.map(({ M }, i) => ({
@@ -53,7 +53,8 @@ async function check(p: SparsePacked, values: SparseValues, mv: number, mm: numb
     const rec = gpu.recorder('sparse-test');
     runs.forEach(({ M, kind }, i) => {
       const a = { x: bx[i], w, y: bufs[i].ys, M };
-      if (kind === 'gemv') sparseGemv(gpu, rec, a); else sparseMatmul(gpu, rec, { ...a, generic: kind === 'generic' });
+      if (kind === 'gemv') sparseGemv(gpu, rec, a);
+      else sparseMatmul(gpu, rec, { ...a, path: kind === 'generic' || !sharedTiles(w) ? 'generic' : 'shared' });
       (kind === 'gemv' ? gemv : matmulTiled)(gpu, rec, { x: bx[i], w: bd, y: bufs[i].yd, M, N, K });
     });
     rec.submit();

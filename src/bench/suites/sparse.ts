@@ -10,7 +10,7 @@ import type { BenchContext, BenchSuite } from '../types';
 import { GEMV_MAX_ROWS, matmul } from '../../kernels/matmul';
 import { linear } from '../../kernels/linear';
 import { destroyWeight, uploadWeight } from '../../kernels/weight';
-import { destroySparse, sparseLinear, uploadSparse, type SparseValues } from '../../kernels/sparse';
+import { destroySparse, matmulPath, sparseLinear, uploadSparse, type SparseValues } from '../../kernels/sparse';
 import { sparseMatmulRef } from '../../kernels/sparse.ref';
 import { pack24, packVnm, quantizeSparse, type SparsePacked } from '../../sparse/formats';
 import { prune24, pruneVnm } from '../../sparse/prune';
@@ -117,6 +117,7 @@ export const sparseSuite: BenchSuite = {
               extra: {
                 what: s.what, speedup: +(denseMs[values]! / ms).toFixed(3), speedupVsF32: +(denseMs.f32! / ms).toFixed(3),
                 weightBytes: w.bytes, weightBytesVsDenseF32: +(w.bytes / (4 * N * K)).toFixed(3), density: +(2 / GW).toFixed(3), repeat,
+                kernel: gemv ? 'gemv' : `matmul (${matmulPath(gpu, w)})`,
               },
             });
           } finally {
