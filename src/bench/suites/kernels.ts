@@ -128,6 +128,7 @@ export const kernelsSuite: BenchSuite = {
       try {
         for (const v of ALL) {
           if (v === 'f32-foundation' && !gemv) continue;
+          if (ctx.quick && !gemv && v !== 'f32' && v !== 'q4') continue; // quick: prefill f32 and int4 only
           ctx.progress(`kernels: ${v} ${shape}`);
           const w = makeWeight(gpu, v, N, K, 2);
           try {
@@ -135,7 +136,7 @@ export const kernelsSuite: BenchSuite = {
             const record = v === 'f32-foundation'
               ? (rec: Parameters<typeof linear>[1]) => gemvF32(gpu, rec, { x, w: w.buffers[0], y, M, N, K })
               : (rec: Parameters<typeof linear>[1]) => linear(gpu, rec, { x, w, y, M });
-            const ms = await ctx.time(record, { repeat, iters: ctx.quick ? 5 : 20 });
+            const ms = await ctx.time(record, { repeat });
             times[v] = ms;
             const kernel = gemv || M <= gemvMaxRows(w) ? 'gemv' : 'matmul';
             ctx.result({
