@@ -90,5 +90,19 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   await expect(page.locator('#output')).toHaveAttribute('data-finish', 'aborted', { timeout: 60_000 });
   expect(await numberOf(page, '#output', 'data-tokens')).toBeLessThan(200);
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+
+  // Sparse mode reloads the model with 2:4 expert weights.
+  await page.click('#sparse-mode button[data-mode="2:4"]');
+  await expect(page.locator('#model-panel')).toHaveAttribute('data-loads', '2', { timeout: 120_000 });
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+  await expect(page.locator('#model-info')).toContainText('2:4');
+  await expect(page.locator('#sparse-table tr.current')).toHaveAttribute('data-mode', '2:4');
+
+  // A local folder (<input webkitdirectory>): the files cross into the worker as File objects.
+  await page.setInputFiles('#folder-input', 'public/models/webmoe-tiny');
+  await expect(page.locator('#model-panel')).toHaveAttribute('data-loads', '3', { timeout: 120_000 });
+  await expect(page.locator('#model-panel')).toHaveAttribute('data-source', 'webmoe-tiny');
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+  await expect(page.locator('#error-banner')).toBeHidden();
   expect(errors).toEqual([]);
 });

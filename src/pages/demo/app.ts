@@ -56,7 +56,7 @@ export class DemoApp {
   private mode: 'chat' | 'raw' = 'chat';
   private history: ChatMessage[] = [];
   private state: State = 'checking';
-  private perMode = new Map<SparseMode, { tokps?: number; probe?: { prompt: string; tokens: number[]; text: string } }>();
+  private perMode = new Map<SparseMode, { tokps?: number; weightBytes?: number; probe?: { prompt: string; tokens: number[]; text: string } }>();
   private statsBusy = false;
   private chat: ChatView;
   private routing: RoutingView;
@@ -162,6 +162,9 @@ export class DemoApp {
       this.refLabel = label;
       this.sparse = sparse;
       box.hidden = true;
+      const panel = this.el('#model-panel');
+      panel.dataset.source = label;
+      panel.dataset.loads = String(Number(panel.dataset.loads ?? 0) + 1);
       this.routing.setModel(info);
       this.renderModel(info, performance.now() - t0);
       if (!info.chatTemplate && this.history.length === 0) this.setMode('raw');
@@ -298,6 +301,10 @@ export class DemoApp {
     try {
       const s = await this.engine.stats();
       this.memory.update(s);
+      if (s.weightBytes && this.modeStats().weightBytes !== s.weightBytes) {
+        this.modeStats().weightBytes = s.weightBytes;
+        this.renderSparse();
+      }
       this.routing.setLoad(s.expertLoad);
       return s;
     } catch (e) {
@@ -362,7 +369,7 @@ export class DemoApp {
           same = `${k} / ${Math.min(dense.tokens.length, s.probe.tokens.length)}`;
         }
       }
-      return `<tr data-mode="${m}" class="${m === this.sparse && this.info ? 'current' : ''}"><td>${SPARSE[m].label}</td><td data-value="${s.tokps ?? ''}">${s.tokps ? fmtNum(s.tokps) : '—'}</td><td title="${escapeHtml(title)}">${same}</td></tr>`;
+      return `<tr data-mode="${m}" class="${m === this.sparse && this.info ? 'current' : ''}"><td>${SPARSE[m].label}</td><td>${s.weightBytes ? fmtBytes(s.weightBytes) : '—'}</td><td data-value="${s.tokps ?? ''}">${s.tokps ? fmtNum(s.tokps) : '—'}</td><td title="${escapeHtml(title)}">${same}</td></tr>`;
     });
     this.el('#sparse-table tbody').innerHTML = rows.join('');
     const probes = (Object.keys(SPARSE) as SparseMode[]).filter((m) => this.perMode.get(m)?.probe);

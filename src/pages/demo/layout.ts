@@ -47,7 +47,7 @@ export const LAYOUT = `
       </div>
       <p class="hint">Switching reloads the model with its expert weights pruned to the pattern (magnitude pruning, no retraining).</p>
       <table class="grid" id="sparse-table">
-        <thead><tr><th>Mode</th><th title="Decode speed of the last reply in this mode">tok/s</th><th title="Greedy probe: leading tokens identical to dense">Same as dense</th></tr></thead>
+        <thead><tr><th>Mode</th><th title="Weight bytes on the GPU in this mode">Weights</th><th title="Decode speed of the last reply in this mode">tok/s</th><th title="Greedy probe: leading tokens identical to the dense model's">= dense</th></tr></thead>
         <tbody></tbody>
       </table>
       <div class="row">
