@@ -7,6 +7,11 @@
 // binding 1: x [M, x_stride]
 // binding 2: w [N, K]
 // binding 3: y [M, y_stride]
+//
+// Two reductions: `main` reduces the workgroup's partial sums in workgroup memory (any device);
+// `main_subgroup` runs one subgroup per workgroup (WG = the device's minimum subgroup size, so a
+// workgroup never spans two subgroups) and reduces with subgroupAdd: no barriers, no workgroup memory.
+// The wrapper strips the @subgroup block (and adds `enable subgroups;`) according to the device.
 // @vec-begin
 alias VecK = vec4<f32>;
 const VK: u32 = 4u;
@@ -21,7 +26,9 @@ struct Params { M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: 
 
 override WG: u32 = 128u;
 const ROWS: u32 = 4u;
-var<workgroup> partial: array<f32, ROWS * WG>;
+// One vec4 of partial sums per invocation (its 4 rows as components): the reduction moves vec4s and the
+// accumulator is indexed by constants only (no private-array spills).
+var<workgroup> partial: array<vec4<f32>, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -31,26 +38,60 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let n0 = (g % P.groups_n) * ROWS;
   let KV = P.K / VK;
   let xb = (m * P.x_stride + P.x_offset) / VK;
-  var acc: array<f32, ROWS>;
+  // Rows past N re-read the last row (in bounds) and are not stored.
+  let r0 = min(n0, P.N - 1u) * KV;
+  let r1 = min(n0 + 1u, P.N - 1u) * KV;
+  let r2 = min(n0 + 2u, P.N - 1u) * KV;
+  let r3 = min(n0 + 3u, P.N - 1u) * KV;
+  var acc = vec4<f32>(0.0);
   for (var k = lid; k < KV; k += WG) {
     let xv = x[xb + k];
-    for (var r = 0u; r < ROWS; r++) {
-      let n = min(n0 + r, P.N - 1u);
-      acc[r] += vdot(w[n * KV + k], xv);
-    }
+    acc += vec4<f32>(vdot(w[r0 + k], xv), vdot(w[r1 + k], xv), vdot(w[r2 + k], xv), vdot(w[r3 + k], xv));
   }
-  for (var r = 0u; r < ROWS; r++) { partial[r * WG + lid] = acc[r]; }
+  partial[lid] = acc;
   workgroupBarrier();
   var s = WG / 2u;
   loop {
     if (s == 0u) { break; }
-    if (lid < s) {
-      for (var r = 0u; r < ROWS; r++) { partial[r * WG + lid] += partial[r * WG + lid + s]; }
-    }
+    if (lid < s) { partial[lid] += partial[lid + s]; }
     workgroupBarrier();
     s = s / 2u;
   }
-  if (lid < ROWS && n0 + lid < P.N) {
-    y[m * P.y_stride + P.y_offset + n0 + lid] = partial[lid * WG];
+  if (lid == 0u) {
+    let total = partial[0];
+    let yb = m * P.y_stride + P.y_offset + n0;
+    if (n0 < P.N) { y[yb] = total.x; }
+    if (n0 + 1u < P.N) { y[yb + 1u] = total.y; }
+    if (n0 + 2u < P.N) { y[yb + 2u] = total.z; }
+    if (n0 + 3u < P.N) { y[yb + 3u] = total.w; }
   }
 }
+
+// @subgroup-begin
+@compute @workgroup_size(WG)
+fn main_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups_n * P.M) { return; }
+  let m = g / P.groups_n;
+  let n0 = (g % P.groups_n) * ROWS;
+  let KV = P.K / VK;
+  let xb = (m * P.x_stride + P.x_offset) / VK;
+  let r0 = min(n0, P.N - 1u) * KV;
+  let r1 = min(n0 + 1u, P.N - 1u) * KV;
+  let r2 = min(n0 + 2u, P.N - 1u) * KV;
+  let r3 = min(n0 + 3u, P.N - 1u) * KV;
+  var acc = vec4<f32>(0.0);
+  for (var k = lid; k < KV; k += WG) {
+    let xv = x[xb + k];
+    acc += vec4<f32>(vdot(w[r0 + k], xv), vdot(w[r1 + k], xv), vdot(w[r2 + k], xv), vdot(w[r3 + k], xv));
+  }
+  let total = subgroupAdd(acc);
+  if (lid == 0u) {
+    let yb = m * P.y_stride + P.y_offset + n0;
+    if (n0 < P.N) { y[yb] = total.x; }
+    if (n0 + 1u < P.N) { y[yb + 1u] = total.y; }
+    if (n0 + 2u < P.N) { y[yb + 2u] = total.z; }
+    if (n0 + 3u < P.N) { y[yb + 3u] = total.w; }
+  }
+}
+// @subgroup-end

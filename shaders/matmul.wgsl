@@ -22,6 +22,7 @@ struct Params { M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: 
 @group(0) @binding(2) var<storage, read> w: array<VecK>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
+// Each invocation owns a 4×4 block (written out as four vec4 accumulators below).
 const TM: u32 = 4u;
 const TN: u32 = 4u;
 const WGX: u32 = 8u;
@@ -35,6 +36,15 @@ const THREADS: u32 = WGX * WGY;
 var<workgroup> xs: array<VecK, BM * BKV>;
 var<workgroup> ws: array<VecK, BN * BKV>;
 
+fn store_row(r: u32, c0: u32, v: vec4<f32>) {
+  if (r >= P.M) { return; }
+  let base = r * P.y_stride + P.y_offset;
+  if (c0 < P.N) { y[base + c0] = v.x; }
+  if (c0 + WGX < P.N) { y[base + c0 + WGX] = v.y; }
+  if (c0 + 2u * WGX < P.N) { y[base + c0 + 2u * WGX] = v.z; }
+  if (c0 + 3u * WGX < P.N) { y[base + c0 + 3u * WGX] = v.w; }
+}
+
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) tid: u32) {
@@ -47,7 +57,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let xs_stride = P.x_stride / VK;
   let xs_off = P.x_offset / VK;
 
-  var acc: array<array<f32, TN>, TM>;
+  // The 4×4 block lives in four vec4 accumulators indexed by constants only: private arrays indexed
+  // by loop variables get spilled to memory by some compilers (SwiftShader, older mobile drivers).
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < KV; k0 += BKV) {
     for (var e = tid; e < BM * BKV; e += THREADS) {
       let r = e / BKV;
@@ -65,22 +80,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BKV; kk++) {
-      var a: array<VecK, TM>;
-      var b: array<VecK, TN>;
-      for (var i = 0u; i < TM; i++) { a[i] = xs[(lid.y + i * WGY) * BKV + kk]; }
-      for (var j = 0u; j < TN; j++) { b[j] = ws[(lid.x + j * WGX) * BKV + kk]; }
-      for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { acc[i][j] += vdot(a[i], b[j]); }
-      }
+      let a0 = xs[(lid.y) * BKV + kk];
+      let a1 = xs[(lid.y + WGY) * BKV + kk];
+      let a2 = xs[(lid.y + 2u * WGY) * BKV + kk];
+      let a3 = xs[(lid.y + 3u * WGY) * BKV + kk];
+      let b0 = ws[(lid.x) * BKV + kk];
+      let b1 = ws[(lid.x + WGX) * BKV + kk];
+      let b2 = ws[(lid.x + 2u * WGX) * BKV + kk];
+      let b3 = ws[(lid.x + 3u * WGX) * BKV + kk];
+      acc0 += vec4<f32>(vdot(a0, b0), vdot(a0, b1), vdot(a0, b2), vdot(a0, b3));
+      acc1 += vec4<f32>(vdot(a1, b0), vdot(a1, b1), vdot(a1, b2), vdot(a1, b3));
+      acc2 += vec4<f32>(vdot(a2, b0), vdot(a2, b1), vdot(a2, b2), vdot(a2, b3));
+      acc3 += vec4<f32>(vdot(a3, b0), vdot(a3, b1), vdot(a3, b2), vdot(a3, b3));
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let r = row0 + lid.y + i * WGY;
-    if (r >= P.M) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let c = col0 + lid.x + j * WGX;
-      if (c < P.N) { y[r * P.y_stride + P.y_offset + c] = acc[i][j]; }
-    }
-  }
+  store_row(row0 + lid.y, col0 + lid.x, acc0);
+  store_row(row0 + lid.y + WGY, col0 + lid.x, acc1);
+  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
+  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
 }

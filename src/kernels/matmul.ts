@@ -5,7 +5,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError } from '../errors';
-import { allMultiplesOf4, withLoadWidth } from './specialise';
+import { allMultiplesOf4, withLoadWidth, withSubgroups } from './specialise';
 
 /** Shared by the f32 matmul and GEMV (and by quantised variants that keep the same addressing). */
 export const MATMUL_PARAMS = defineUniforms({
@@ -72,12 +72,15 @@ export function gemv(gpu: Gpu, rec: Recorder, a: MatmulArgs): void {
   check(a);
   if (!a.M || !a.N) return;
   const groups = ceilDiv(a.N, GEMV_ROWS);
-  // Enough invocations to give each about four vec4 loads of a row: short rows (the small projections
-  // of MLA) get small workgroups and a shallow reduction tree instead of idle invocations and barriers.
+  // With subgroups, one subgroup per workgroup reduces without barriers; the minimum subgroup size
+  // guarantees the workgroup is not split across subgroups.
+  const sg = gpu.caps.subgroups && gpu.caps.subgroupMinSize >= 4 && gpu.caps.subgroupMinSize <= gpu.caps.maxComputeInvocationsPerWorkgroup;
+  // Otherwise enough invocations to give each about four vec4 loads of a row: short rows (the small
+  // projections of MLA) get small workgroups and a shallow reduction tree.
   const want = 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil(a.K / 16))));
-  const WG = Math.min(128, Math.max(32, want), 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
+  const WG = sg ? gpu.caps.subgroupMinSize : Math.min(128, Math.max(32, want), 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'gemv', code: withLoadWidth(gemvCode, vec4Ok(a)), constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'gemv', code: withSubgroups(withLoadWidth(gemvCode, vec4Ok(a)), sg), entryPoint: sg ? 'main_subgroup' : 'main', constants: { WG } }),
     bindings: [a.x, a.w, a.y],
     uniforms: pack(a, groups),
     workgroups: groups * a.M,

@@ -16,3 +16,14 @@ export function withLoadWidth(code: string, vec4: boolean): string {
 }
 
 export const allMultiplesOf4 = (...xs: number[]) => xs.every((v) => v % 4 === 0);
+
+/**
+ * The `// @subgroup-begin … // @subgroup-end` block holds entry points that use subgroup operations:
+ * kept (with `enable subgroups;`) on devices that have the feature, stripped elsewhere.
+ */
+export function withSubgroups(code: string, enabled: boolean): string {
+  const start = code.indexOf('// @subgroup-begin');
+  const end = code.indexOf('// @subgroup-end');
+  if (start < 0 || end < 0) throw new Error('shader has no @subgroup block');
+  return enabled ? `enable subgroups;\n${code}` : code.slice(0, start) + code.slice(end + '// @subgroup-end'.length);
+}

@@ -50,6 +50,22 @@ describe('matmul Y = X·Wᵀ (f32)', () => {
       expectClose(out, ref, MM_TOL, `gemv ${M}x${N}x${K}`);
     }
   });
+  it('the workgroup-memory reduction path (devices without subgroups)', async () => {
+    const plain = await testGpu({ disableFeatures: ['subgroups'] });
+    expect(plain.caps.subgroups).toBe(false);
+    for (const [N, K] of [[1, 1], [17, 300], [129, 64], [300, 17]]) {
+      const x = randomUniform(2 * K, N), w = randomUniform(N * K, K);
+      const bx = plain.buffers.upload('x', x), bw = plain.buffers.upload('w', w), by = poisoned(plain, 'y', 2 * N);
+      const out = await plain.checked(async () => {
+        const rec = plain.recorder('t');
+        gemv(plain, rec, { x: bx, w: bw, y: by, M: 2, N, K });
+        rec.submit();
+        return plain.buffers.readF32(by);
+      });
+      expectClose(out, matmulRef(x, w, 2, N, K), MM_TOL, `gemv (no subgroups) ${N}x${K}`);
+    }
+    plain.destroy();
+  });
   it('dispatches past 65,535 workgroups fold into 2-D', async () => {
     // N = 4·70,000 rows → 70,000 GEMV workgroups.
     const { out, ref } = await runMatmul('gemv', 1, 280_000, 4, 7);
