@@ -62,6 +62,12 @@ export function urlModel(
         return null;
       }
       if (!res.ok) throw new WebMoeError('NETWORK', `${url(name)}: HTTP ${res.status} ${res.statusText}`, { url: url(name), status: res.status });
+      // Single-page-app servers (Vite's dev server and preview among them) answer a missing file with
+      // their index.html and status 200: an HTML page where a model file was asked for means "absent".
+      if (!name.endsWith('.html') && (res.headers.get('content-type') ?? '').includes('text/html')) {
+        res.body?.cancel().catch(() => {});
+        return null;
+      }
       return decodeUtf8(new Uint8Array(await res.arrayBuffer()), name);
     },
     async open(name) {

@@ -304,7 +304,8 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
         }
       }
       const res = await request({ Range: `bytes=0-${probe - 1}` }, signal);
-      if (res.status === 404) { mode = 'absent'; res.body?.cancel().catch(() => {}); return; }
+      // 404, or a single-page-app server's index.html standing in for a missing binary file.
+      if (res.status === 404 || (res.ok && (res.headers.get('content-type') ?? '').includes('text/html'))) { mode = 'absent'; res.body?.cancel().catch(() => {}); return; }
       if (res.status === 416) { mode = 'range'; rangeOk = true; size = 0; probeBytes = new Uint8Array(0); res.body?.cancel().catch(() => {}); return; }
       if (res.status === 206) {
         const total = totalFromHeaders(res);
