@@ -5,9 +5,11 @@
  *   sparsity: { format: '2:4' | 'vnm', v?: number, m?: number, apply: 'experts' | 'all-linear' }
  *
  * - 'experts': the routed experts' gate/up/down projections (`mlp.experts.<e>.*_proj.weight`).
- * - 'all-linear': every linear projection of the blocks: attention (q_a/q_b/q, kv_a_proj_with_mqa,
- *   kv_b, o), dense MLPs, routed and shared experts. Never the embedding, lm_head or the MoE router
- *   (`mlp.gate.weight`): they are small next to the experts and sensitive.
+ * - 'all-linear': every linear projection of the blocks that runs as a linear layer: attention
+ *   (q_a/q_b/q, kv_a_proj_with_mqa, o), dense MLPs, routed and shared experts. Never the embedding,
+ *   lm_head or the MoE router (`mlp.gate.weight`): small next to the experts and sensitive. Never
+ *   `kv_b_proj`: MLA consumes it inside the attention kernels (absorbed into the query and output as
+ *   W_UK / W_UV, src/kernels/mla.ts), which read it as a dense matrix.
  */
 import { ShapeError } from '../errors';
 import { prune24, pruneStats, pruneVnm, type PruneStats } from './prune';
@@ -22,7 +24,7 @@ export interface SparsityOption {
 }
 
 const EXPERT = /^model\.layers\.\d+\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$/;
-const LINEAR = /^model\.layers\.\d+\.(self_attn\.(q_a_proj|q_b_proj|q_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)|mlp\.(gate|up|down)_proj|mlp\.shared_experts\.(gate|up|down)_proj|mlp\.experts\.\d+\.(gate|up|down)_proj)\.weight$/;
+const LINEAR = /^model\.layers\.\d+\.(self_attn\.(q_a_proj|q_b_proj|q_proj|kv_a_proj_with_mqa|o_proj)|mlp\.(gate|up|down)_proj|mlp\.shared_experts\.(gate|up|down)_proj|mlp\.experts\.\d+\.(gate|up|down)_proj)\.weight$/;
 
 /** Whether the tensor `name` (Hugging Face DeepSeek naming) is pruned under `apply`. */
 export function isSparsityTarget(name: string, apply: SparsityOption['apply']): boolean {

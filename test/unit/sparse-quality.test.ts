@@ -39,13 +39,13 @@ beforeAll(async () => {
 }, 60_000);
 
 describe('sparsity quality on the reference fixture (CPU reference model)', () => {
-  it('targets: experts only vs every block linear, never embeddings, lm_head or the router', () => {
+  it('targets: experts only vs every block linear layer, never embeddings, lm_head, the router or MLA kv_b', () => {
     const names = dense.map((t) => t.name);
     const experts = names.filter((n) => isSparsityTarget(n, 'experts'));
     const all = names.filter((n) => isSparsityTarget(n, 'all-linear'));
     expect(experts.length).toBe(2 * 8 * 3); // 2 MoE layers × 8 experts × gate/up/down
-    expect(all.length).toBe(experts.length + 3 * 5 + 3 + 2 * 3); // + attention 5/layer, dense MLP, shared experts
-    for (const n of ['model.embed_tokens.weight', 'lm_head.weight', 'model.layers.1.mlp.gate.weight']) expect(all).not.toContain(n);
+    expect(all.length).toBe(experts.length + 3 * 4 + 3 + 2 * 3); // + attention 4/layer, dense MLP, shared experts
+    for (const n of ['model.embed_tokens.weight', 'lm_head.weight', 'model.layers.1.mlp.gate.weight', 'model.layers.0.self_attn.kv_b_proj.weight']) expect(all).not.toContain(n);
   });
 
   it('logit deviation and perplexity change for 2:4, 64:2:5, 64:2:8', async () => {
