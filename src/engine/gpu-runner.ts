@@ -68,8 +68,11 @@ export class GpuRunner implements ModelRunner {
     try {
       return await fn();
     } catch (e) {
-      // Loss is reported asynchronously: give the lost promise a moment to settle before deciding.
-      if (!this.be.gpu.lostError) await new Promise((r) => setTimeout(r, 0));
+      // Loss is reported asynchronously and can come after the failed readback (in Chrome it does): when
+      // the readback failed, wait for the lost promise (bounded), else give it a moment to settle.
+      const gpu = this.be.gpu;
+      const readbackFailed = (e as { code?: string } | null)?.code === 'DEVICE_LOST';
+      if (!gpu.lostError) await Promise.race([gpu.device.lost, new Promise((r) => setTimeout(r, readbackFailed ? 2000 : 0))]);
       if (this.be.gpu.lostError) throw this.be.gpu.lostError;
       throw e;
     }
