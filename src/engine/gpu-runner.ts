@@ -32,8 +32,10 @@ export class GpuRunner implements ModelRunner {
     const gpu = this.be.gpu;
     gpu.assertAlive();
     if (gpu.uncapturedTotal > this.seenErrors) {
+      // The first new error is the cause; later ones are mostly "invalid due to a previous error".
+      const fresh = Math.min(gpu.uncapturedTotal - this.seenErrors, gpu.uncaptured.length);
       this.seenErrors = gpu.uncapturedTotal;
-      throw gpu.uncaptured[gpu.uncaptured.length - 1];
+      throw gpu.uncaptured[gpu.uncaptured.length - fresh];
     }
   }
 
