@@ -7,7 +7,7 @@ import * as Comlink from 'comlink';
 import type { WorkerHost } from './worker-host';
 import { installErrorTransfer, type ModelRef } from './worker-protocol';
 import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo } from './types';
-import { WebMoeError, ArgumentError } from '../errors';
+import { WebMoeError, ArgumentError, AbortError } from '../errors';
 
 export interface WorkerEngineOptions extends EngineOptions {
   /** A Worker running webmoe's worker entry (default: a new module Worker). */
@@ -49,11 +49,13 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
   };
   const { worker: _w, log, ...plain } = options;
   void call(() => host.init(plain as any));
+  /** Ids of calls that can be aborted one by one (host.cancel), so aborting one never stops another. */
+  let nextCallId = 1;
 
   async function* stream(kind: 'generate' | 'chat', input: string | ChatMessage[], o: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
     const { signal, onToken, ...plainOpts } = o;
-    if (signal?.aborted) void host.abort();
-    const onAbort = () => void host.abort();
+    const id = nextCallId++;
+    const onAbort = () => { if (!dead) void host.cancel(id); };
     signal?.addEventListener('abort', onAbort);
     const chunks: GenerationChunk[] = [];
     let wake: (() => void) | null = null;
@@ -62,12 +64,13 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
       chunks.push(c);
       onToken?.(c);
       wake?.();
-    }))).finally(() => {
+    }), id)).finally(() => {
       done = true;
       wake?.();
       signal?.removeEventListener('abort', onAbort);
     });
     result.catch(() => {});
+    if (signal?.aborted) onAbort(); // after the call is sent: the worker handles messages in order
     try {
       for (;;) {
         if (chunks.length) { yield chunks.shift()!; continue; }
@@ -79,7 +82,8 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
       while (chunks.length) yield chunks.shift()!;
       return r;
     } finally {
-      if (!done) void host.abort();
+      // A consumer that stops iterating early aborts its own generation (not one queued after it).
+      if (!done) onAbort();
     }
   }
 
@@ -89,8 +93,11 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
         return Promise.reject(new ArgumentError('createWorkerEngine().load takes a URL, a File[] or a FileSystemDirectoryHandle'));
       }
       const { onProgress, signal, ...plainOpts } = o;
-      if (signal) signal.addEventListener('abort', () => void host.abort());
-      return call(() => host.load(model, plainOpts as any, onProgress ? Comlink.proxy(onProgress) : undefined));
+      if (signal?.aborted) return Promise.reject(new AbortError());
+      const id = nextCallId++;
+      const onAbort = () => { if (!dead) void host.cancel(id); };
+      signal?.addEventListener('abort', onAbort);
+      return call(() => host.load(model, plainOpts as any, onProgress ? Comlink.proxy(onProgress) : undefined, id)).finally(() => signal?.removeEventListener('abort', onAbort));
     },
     generate: (prompt, o = {}) => stream('generate', prompt, o),
     chat: (messages, o = {}) => stream('chat', messages, o),
