@@ -244,7 +244,9 @@ describe('abort and concurrency', () => {
     // Warm-up: the prompts of the trials size the step temporaries once.
     await gen(e, Q, QS);
     await gen(e, 'Zebras run far', S);
+    const tGen = performance.now();
     await gen(e, P, S);
+    const genMs = performance.now() - tGen; // the range of the random timer below
     const loaded = gpu.buffers.bytesAllocated;
 
     const kinds = ['decode', 'load', 'prefill', 'engine.abort', 'break', 'timer'] as const;
@@ -292,8 +294,8 @@ describe('abort and concurrency', () => {
         counts.tokensGenerated += k;
         seen.push(`break@${k}`);
       } else {
-        // A timer at a random moment: it may land in the prefill, in the decode, or after the end.
-        const ms = pick(1000);
+        // A timer at a random moment of a generation's duration: in the prefill, in the decode, or at the end.
+        const ms = pick(Math.ceil(genMs * 1.1));
         const timer = setTimeout(() => ac.abort(), ms);
         const { result } = await gen(e, P, { ...S, signal: ac.signal });
         clearTimeout(timer);
