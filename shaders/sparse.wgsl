@@ -14,12 +14,14 @@
 // binding 7: ids    [M] u32                 (gemv, rows = expert only) expert of each y row
 //
 // Two entry points:
-// - `gemv` (decode, few rows of x): a workgroup owns ROWS consecutive output rows of one x row; its
-//   WG invocations (16..64, about 8+ groups each) stride over the groups. When the ROWS rows sit in
-//   one V-row block (SHARED: V is a multiple of ROWS, always true for 2:4) each invocation loads the
-//   block's 4 selected x values of a group once and every row does its 2 FMAs by selecting with its
-//   codes. Partial sums are reduced in workgroup memory. Weight bytes streamed ≈ 2 values + 4 bits
-//   per (row, group).
+// - `gemv` / `gemv_subgroup` (decode, few rows of x): a workgroup owns ROWS = 8 consecutive output
+//   rows of one x row; its WG invocations stride over the groups. When the 8 rows sit in one V-row
+//   block (SHARED: V a multiple of 8, always true for 2:4) each invocation loads the block's 4 selected
+//   x values of a group once and every row adds its 2 kept values, scattered into their code slots, as
+//   one vec4 dot. `gemv` reduces the partial sums in workgroup memory (WG 16..64, about 8+ groups per
+//   invocation); `gemv_subgroup` is one subgroup per workgroup reduced with subgroupAdd (no barriers;
+//   the @subgroup block is stripped on devices without subgroups). Weight bytes streamed ≈ 2 values +
+//   4 bits per (row, group).
 // - `matmul_shared` (prefill, when the BN output rows of a tile share their candidate columns: 2:4, or
 //   V a multiple of BN): a workgroup computes a BM × BN tile of y (8×8 invocations, 4×4 each). Per
 //   slice of GS groups it gathers the 4 candidate x values of each group once per x row ([BM, GS]
@@ -90,57 +92,100 @@ fn x_row(m: u32) -> u32 { return m / P.x_div; }
 fn code_of(n: u32, g: u32) -> u32 { return (codes[n * P.meta_stride + g / 8u] >> ((g % 8u) * 4u)) & 15u; }
 
 // ---- gemv -------------------------------------------------------------------------------------------
-override WG: u32 = 128u;
+override WG: u32 = 64u;
 override SHARED: bool = true;
-const ROWS: u32 = 8u;
-var<workgroup> partial: array<f32, ROWS * WG>;
+const ROWS: u32 = 8u;   // output rows per workgroup: two vec4 accumulators, indexed by constants only
 
+// The 2 kept values' contribution: scatter them into their code slots and dot with the 4 candidate x.
+fn pick2(xv: vec4<f32>, v: vec2<f32>, code: u32) -> f32 {
+  let slot = vec4<u32>(0u, 1u, 2u, 3u);
+  let wv = select(vec4<f32>(0.0), vec4<f32>(v.x), slot == vec4<u32>(code & 3u))
+         + select(vec4<f32>(0.0), vec4<f32>(v.y), slot == vec4<u32>(code >> 2u));
+  return dot(xv, wv);
+}
+
+fn row_term(n: u32, g: u32, xv: vec4<f32>) -> f32 { return pick2(xv, load_vals(n, g), code_of(n, g)); }
+
+// The 4 candidate x values of weight row n, group g (padding columns clamp to the row's last value:
+// their weights are zero).
+fn x4(n: u32, g: u32, xb: u32) -> vec4<f32> {
+  let c = min(group_cols(n, g) + vec4<u32>(g * P.GW), vec4<u32>(P.K - 1u)) + vec4<u32>(xb);
+  return vec4<f32>(x[c.x], x[c.y], x[c.z], x[c.w]);
+}
+
+struct Acc8 { lo: vec4<f32>, hi: vec4<f32> }
+
+// One invocation's partial sums of y row m, output rows n0..n0+7, over groups lane, lane + lanes, ...
+fn gemv_partial(m: u32, n0: u32, lane: u32, lanes: u32) -> Acc8 {
+  let w0 = w_row0(m);                     // first weight row (0, or the expert's row block)
+  let xb = x_row(m) * P.x_stride + P.x_offset;
+  // Rows past N re-read the last row (in bounds) and are not stored.
+  let last = vec4<u32>(P.N - 1u);
+  let ra = min(vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u), last) + vec4<u32>(w0);
+  let rb = min(vec4<u32>(n0) + vec4<u32>(4u, 5u, 6u, 7u), last) + vec4<u32>(w0);
+  var acc = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
+  for (var g = lane; g < P.G; g += lanes) {
+    if (SHARED) {
+      // all 8 rows sit in one V-block: the block's 4 x values are loaded once for them
+      let xv = x4(ra.x, g, xb);
+      acc.lo += vec4<f32>(row_term(ra.x, g, xv), row_term(ra.y, g, xv), row_term(ra.z, g, xv), row_term(ra.w, g, xv));
+      acc.hi += vec4<f32>(row_term(rb.x, g, xv), row_term(rb.y, g, xv), row_term(rb.z, g, xv), row_term(rb.w, g, xv));
+    } else {
+      acc.lo += vec4<f32>(row_term(ra.x, g, x4(ra.x, g, xb)), row_term(ra.y, g, x4(ra.y, g, xb)),
+                          row_term(ra.z, g, x4(ra.z, g, xb)), row_term(ra.w, g, x4(ra.w, g, xb)));
+      acc.hi += vec4<f32>(row_term(rb.x, g, x4(rb.x, g, xb)), row_term(rb.y, g, x4(rb.y, g, xb)),
+                          row_term(rb.z, g, x4(rb.z, g, xb)), row_term(rb.w, g, x4(rb.w, g, xb)));
+    }
+  }
+  return acc;
+}
+
+fn store8(m: u32, n0: u32, t: Acc8) {
+  let yb = m * P.y_stride + P.y_offset + n0;
+  let v = array<f32, 8>(t.lo.x, t.lo.y, t.lo.z, t.lo.w, t.hi.x, t.hi.y, t.hi.z, t.hi.w);
+  for (var r = 0u; r < ROWS; r++) {
+    if (n0 + r < P.N) { y[yb + r] = v[r]; }
+  }
+}
+
+var<workgroup> partial: array<Acc8, WG>;
+
+// Any device: partial sums reduced in workgroup memory.
 @compute @workgroup_size(WG)
 fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let t = wid.x + wid.y * nwg.x;
   if (t >= P.tiles * P.M) { return; }
   let m = t / P.tiles;
-  let n0 = (t % P.tiles) * ROWS;          // output row within [0, N)
-  let w0 = w_row0(m);                     // first weight row (0, or the expert's row block)
-  let xb = x_row(m) * P.x_stride + P.x_offset;
-  let kmax = P.K - 1u; // padding columns carry zero values; clamping keeps their x reads inside the row
-  var acc: array<f32, ROWS>;
-  for (var g = lid; g < P.G; g += WG) {
-    let k0 = g * P.GW;
-    if (SHARED) {
-      let c = min(group_cols(w0 + n0, g) + vec4<u32>(k0), vec4<u32>(kmax)) + vec4<u32>(xb);
-      let xv = vec4<f32>(x[c.x], x[c.y], x[c.z], x[c.w]);
-      for (var r = 0u; r < ROWS; r++) {
-        let n = w0 + min(n0 + r, P.N - 1u);
-        let code = code_of(n, g);
-        let v = load_vals(n, g);
-        acc[r] += v.x * xv[code & 3u] + v.y * xv[code >> 2u];
-      }
-    } else {
-      for (var r = 0u; r < ROWS; r++) {
-        let n = w0 + min(n0 + r, P.N - 1u);
-        let c = min(group_cols(n, g) + vec4<u32>(k0), vec4<u32>(kmax)) + vec4<u32>(xb);
-        let code = code_of(n, g);
-        let v = load_vals(n, g);
-        acc[r] += v.x * x[c[code & 3u]] + v.y * x[c[code >> 2u]];
-      }
-    }
-  }
-  for (var r = 0u; r < ROWS; r++) { partial[r * WG + lid] = acc[r]; }
+  let n0 = (t % P.tiles) * ROWS;
+  partial[lid] = gemv_partial(m, n0, lid, WG);
   workgroupBarrier();
   var s = WG / 2u;
   loop {
     if (s == 0u) { break; }
     if (lid < s) {
-      for (var r = 0u; r < ROWS; r++) { partial[r * WG + lid] += partial[r * WG + lid + s]; }
+      partial[lid].lo += partial[lid + s].lo;
+      partial[lid].hi += partial[lid + s].hi;
     }
     workgroupBarrier();
     s = s / 2u;
   }
-  if (lid < ROWS && n0 + lid < P.N) {
-    y[m * P.y_stride + P.y_offset + n0 + lid] = partial[lid * WG];
-  }
+  if (lid == 0u) { store8(m, n0, partial[0]); }
 }
+
+// @subgroup-begin
+// Devices with subgroups: one subgroup per workgroup (WG = the minimum subgroup size), reduced with
+// subgroupAdd: no barriers, no workgroup memory.
+@compute @workgroup_size(WG)
+fn gemv_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let t = wid.x + wid.y * nwg.x;
+  if (t >= P.tiles * P.M) { return; }
+  let m = t / P.tiles;
+  let n0 = (t % P.tiles) * ROWS;
+  let acc = gemv_partial(m, n0, lid, WG);
+  let total = Acc8(subgroupAdd(acc.lo), subgroupAdd(acc.hi));
+  if (lid == 0u) { store8(m, n0, total); }
+}
+// @subgroup-end
 
 // ---- matmul -----------------------------------------------------------------------------------------
 const TM: u32 = 4u;

@@ -15,6 +15,7 @@ import { LimitExceededError, ShapeError, ArgumentError } from '../errors';
 import { packedBytes, pack24, packVnm, quantizeSparse, sliceSparseRows, type SparsePacked } from '../sparse/formats';
 import { prune24, pruneVnm } from '../sparse/prune';
 import { pickVariant } from './variants';
+import { withSubgroups } from './specialise';
 
 export type SparseFormat = '2:4' | 'vnm';
 export type SparseValues = 'f32' | 'q8' | 'q4';
@@ -200,14 +201,16 @@ export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs, experts
   const caps = gpu.caps;
   const N = experts ? experts.N : w.N;
   if (experts && (w.N % N !== 0 || (w.format === 'vnm' && N % w.params.V !== 0))) throw new ShapeError(`sparseGemv '${w.label}': ${w.N} stacked rows are not whole experts of ${N} rows in blocks of V = ${w.params.V}`);
-  const WG = gemvLanes(gpu, w.params.G);
-  if (GEMV_ROWS * WG * 4 > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', GEMV_ROWS * WG * 4, caps.maxComputeWorkgroupStorageSize, 'sparse GEMV');
+  // With subgroups, one subgroup per workgroup (the minimum subgroup size keeps it in one subgroup).
+  const sg = caps.subgroups && caps.subgroupMinSize >= 4 && caps.subgroupMinSize <= caps.maxComputeInvocationsPerWorkgroup;
+  const WG = sg ? caps.subgroupMinSize : gemvLanes(gpu, w.params.G);
+  if (!sg && WG * 32 > caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', WG * 32, caps.maxComputeWorkgroupStorageSize, 'sparse GEMV');
   const shared = w.format === '2:4' || w.params.V % GEMV_ROWS === 0;
   const tiles = ceilDiv(N, GEMV_ROWS);
   const bindings: (Binding | null)[] = [a.x, ...weightBindings(gpu, w, experts ? 1 : 0), a.y];
   if (experts) bindings.push(experts.ids);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: `sparse.gemv.${w.format}`, code: shaderFor(w, experts ? 'expert' : 'plain'), entryPoint: 'gemv', constants: { WG, SHARED: shared } }),
+    pipeline: gpu.pipelines.get({ label: `sparse.gemv.${w.format}`, code: withSubgroups(shaderFor(w, experts ? 'expert' : 'plain'), sg), entryPoint: sg ? 'gemv_subgroup' : 'gemv', constants: { WG, SHARED: shared } }),
     bindings,
     uniforms: pack(a, tiles, N, experts?.xDiv ?? 1),
     workgroups: tiles * a.M,
@@ -258,7 +261,7 @@ export function sparseMatmul(gpu: Gpu, rec: Recorder, a: SparseLinearArgs & { pa
   }
   const entryPoint = shared ? 'matmul_shared' : 'matmul';
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: `sparse.${entryPoint}.${w.format}`, code: shaderFor(w), entryPoint, constants }),
+    pipeline: gpu.pipelines.get({ label: `sparse.${entryPoint}.${w.format}`, code: withSubgroups(shaderFor(w), false), entryPoint, constants }),
     bindings: [a.x, ...weightBindings(gpu, w), a.y],
     uniforms: pack(a, tiles),
     workgroups: tiles * ceilDiv(a.M, BM),

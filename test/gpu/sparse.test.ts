@@ -18,7 +18,8 @@ import sparseCode from '../../shaders/sparse.wgsl?raw';
 const TOL = { atol: 1e-4, rtol: 1e-4 };
 
 let gpu: Gpu;
-beforeAll(async () => { gpu = await testGpu(); });
+let dev: Gpu;
+beforeAll(async () => { gpu = dev = await testGpu(); });
 
 function makePacked(fmt: '2:4' | [number, number], N: number, K: number, seed: number): SparsePacked {
   const w = randomUniform(N * K, seed);
@@ -33,7 +34,7 @@ function makePacked(fmt: '2:4' | [number, number], N: number, K: number, seed: n
  * shared one) and, on the unpacked (dequantised) matrix,
  * the dense GEMV and tiled matmul, all in one submit; checks sparse == dense and sparse == CPU reference.
  */
-async function check(p: SparsePacked, values: SparseValues, mv: number, mm: number, seed: number, what: string) {
+async function check(p: SparsePacked, values: SparseValues, mv: number, mm: number, seed: number, what: string, gpu: Gpu = dev) {
   const { N, K } = p;
   const q = values === 'f32' ? undefined : quantizeSparse(p, values === 'q8' ? 8 : 4);
   const dense = unpack(p, q ? dequantizeValues(q) : p.values);
@@ -94,6 +95,17 @@ describe('V:2:M sparse linear == dense kernel on the unpacked matrix', () => {
   cases.push([16, 5, 20, 1300, 'q8']);
   it.each(cases)('V=%i M=%i N=%i K=%i values=%s', async (V, M, N, K, values) => {
     await check(makePacked([V, M], N, K, V * 100 + M + N), values, 1 + (N % 3), 5 + (K % 40), V + M + K, `${V}:2:${M} ${N}x${K} ${values}`);
+  });
+});
+
+describe('GEMV without subgroups (workgroup-memory reduction, 16/32/64 lanes)', () => {
+  let noSg: Gpu;
+  beforeAll(async () => { noSg = await testGpu({ disableFeatures: ['subgroups'] }); });
+  // 2:4 and V:2:M (shared and per-row gathers); G = 11, 260 and 525 groups give 16, 32 and 64 lanes.
+  const cases: ['2:4' | [number, number], number, number, SparseValues][] = [['2:4', 33, 45, 'f32'], [[16, 5], 20, 1300, 'q8'], ['2:4', 9, 2100, 'q4'], [[12, 8], 50, 77, 'f32']];
+  it.each(cases)('%o N=%i K=%i %s', async (fmt, N, K, values) => {
+    expect(noSg.caps.subgroups).toBe(false);
+    await check(makePacked(fmt, N, K, N + K), values, 3, 5, N * K, `no-subgroups ${N}x${K}`, noSg);
   });
 });
 
