@@ -50,8 +50,12 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   await page.click('#send');
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'generating');
   await expect(page.locator('#stop')).toBeVisible();
-  await expect.poll(() => numberOf(page, '#output', 'data-tokens'), { timeout: 240_000 }).toBeGreaterThanOrEqual(16);
-  await expect(page.locator('#output')).toHaveAttribute('data-state', 'done', { timeout: 120_000 });
+  // Tokens arrive one by one while the reply streams; a failed generation ends the wait at once.
+  const output = page.locator('#output');
+  await expect(page.locator('#output[data-state="error"], #output:not([data-tokens="0"])')).toBeVisible({ timeout: 180_000 });
+  await expect(page.locator('#output[data-state="error"], #output[data-state="done"]')).toBeVisible({ timeout: 240_000 });
+  expect(await output.getAttribute('data-state'), await page.locator('#error-banner').innerText()).toBe('done');
+  expect(await numberOf(page, '#output', 'data-tokens')).toBeGreaterThanOrEqual(16);
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
   expect(await numberOf(page, '#output', 'data-tokens')).toBe(20);
   expect((await page.locator('#output .tok').allTextContents()).join('').length).toBeGreaterThan(0);
@@ -85,7 +89,7 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   await page.fill('#max-tokens', '200');
   await page.fill('#prompt', 'The jury said that');
   await page.click('#send');
-  await expect.poll(() => numberOf(page, '#output', 'data-tokens'), { timeout: 120_000 }).toBeGreaterThanOrEqual(2);
+  await expect(page.locator('#output[data-state="error"], #output:not([data-tokens="0"]):not([data-tokens="1"])')).toBeVisible({ timeout: 120_000 });
   await page.click('#stop');
   await expect(page.locator('#output')).toHaveAttribute('data-finish', 'aborted', { timeout: 60_000 });
   expect(await numberOf(page, '#output', 'data-tokens')).toBeLessThan(200);

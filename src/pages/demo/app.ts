@@ -133,6 +133,7 @@ export class DemoApp {
     const bar = this.el('#load-bar'), text = this.el('#load-label'), box = this.el('#load-progress');
     box.hidden = false;
     box.dataset.phase = 'config';
+    if (!this.info) this.el('#model-name').textContent = label;
     bar.style.width = '0%';
     text.textContent = 'Starting…';
     let last: LoadProgress | null = null, raf = 0;
@@ -144,6 +145,7 @@ export class DemoApp {
       box.classList.toggle('indeterminate', !(p.bytesTotal > 0 || p.tensorsTotal > 0));
       bar.style.width = `${(100 * Math.min(1, frac)).toFixed(1)}%`;
       const parts = [PHASES[p.phase]];
+      if (p.bytesTotal > 0 || p.tensorsTotal > 0) parts.push(`${Math.floor(100 * Math.min(1, frac))}%`);
       if (p.bytesTotal > 0) parts.push(`${fmtBytes(p.bytesLoaded)} / ${fmtBytes(p.bytesTotal)}`);
       if (p.tensorsTotal > 0) parts.push(`${p.tensorsLoaded} / ${p.tensorsTotal} tensors`);
       text.textContent = parts.join(' · ');
@@ -175,6 +177,7 @@ export class DemoApp {
       this.showError(e);
       if (this.info) this.setState('ready', `Ready · ${this.info.sparsity} (the new load failed)`);
       else {
+        this.el('#model-name').textContent = '—';
         this.setState('error', 'Model failed to load');
         this.el('#empty-model').innerHTML = `Could not load <code>${escapeHtml(typeof ref === 'string' ? ref : label)}</code>. Load a model by URL, open a folder, or drop one on the page.`;
       }
@@ -191,7 +194,7 @@ export class DemoApp {
     this.el('#model-info').innerHTML = [
       fact('Parameters', `${fmtCount(info.parameters)} <small>(${fmtCount(info.activeParameters)} active)</small>`),
       fact('Layers', `${info.layers} <small>(${info.moeLayers.length} MoE)</small>`),
-      fact('Experts', `${info.experts} routed, top-${info.expertsPerToken}`),
+      fact('Experts', `${info.experts} <small>(top-${info.expertsPerToken})</small>`),
       fact('Weights', `${info.weightStorage} · ${info.sparsity}`),
       fact('Context', `${info.contextLength} tokens`),
       fact('Loaded in', fmtMs(ms)),
@@ -277,7 +280,7 @@ export class DemoApp {
       this.renderSparse();
       return result;
     } catch (e) {
-      reply.fail((e as Error)?.message ?? String(e));
+      reply.fail(((e as Error)?.message ?? String(e)).split('\n')[0]);
       this.showError(e);
       return null;
     } finally {

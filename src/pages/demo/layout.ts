@@ -31,12 +31,11 @@ export const LAYOUT = `
         <input id="model-url" type="url" placeholder="https://…/model-folder/" aria-label="Model URL" spellcheck="false">
         <button type="submit">Load</button>
       </form>
-      <div class="row">
-        <button type="button" id="pick-folder">Open folder…</button>
-        <button type="button" id="reload-bundled" class="ghost">Bundled model</button>
+      <div class="row split">
+        <button type="button" id="pick-folder" title="A folder with config.json, tokenizer.json and *.safetensors">Open a local folder…</button>
         <input type="file" id="folder-input" webkitdirectory multiple hidden>
       </div>
-      <p class="hint">Or drop a model folder (config.json, tokenizer.json, *.safetensors) anywhere on the page.</p>
+      <p class="hint">Or drop a model folder anywhere on the page, or load the <button type="button" id="reload-bundled" class="link">bundled model</button> again.</p>
     </section>
     <section class="panel" id="sparse-panel">
       <h2>Sparsity <span class="sub">routed experts</span></h2>
