@@ -22,15 +22,17 @@
 //                                       to the other chunks' dispatches
 //   2, 3 as above;  4: y [M, y_stride] f32
 //
-// gemv (decode and small prefill): a workgroup of WG = TK × (WG / TK) invocations owns
-// ROWS = (WG / TK) · RPT output rows for MR rows of x. The TK invocations of a row group stride along
-// K over units (neighbours read neighbouring units: coalesced); each weight unit is decoded once and
-// used for all MR x rows; the RPT · MR sums per invocation are tree-reduced in workgroup memory.
+// gemv / gemv_subgroup (decode and small prefill): a row group is 4 output rows × MR ∈ {1, 4} rows of
+// x; its TK invocations stride along K over units (neighbours read neighbouring units: coalesced),
+// each weight unit is decoded once and used for all MR x rows. `gemv` puts WG / TK row groups in a
+// workgroup and tree-reduces in workgroup memory (any device); `gemv_subgroup` (devices with
+// subgroups; the @subgroup block is stripped elsewhere) is one subgroup = one row group reduced with
+// subgroupAdd.
 // matmul: 32×32 output tile per 8×8 workgroup (4×4 per invocation), K in slices of 32: the x slice is
 // loaded as is and the W slice decoded (scaled) into workgroup memory, as in shaders/matmul.wgsl.
 //
-// Text variants: the weight format (@variant fmt) and the x load width (@variant x: vec4 when K,
-// x_stride and x_offset are multiples of 4, scalar otherwise).
+// Text variants: the weight format (@variant fmt), the x load width (@variant x: vec4 when K,
+// x_stride and x_offset are multiples of 4, scalar otherwise) and the @subgroup block.
 
 struct Params {
   M: u32, N: u32, K: u32, x_stride: u32,
@@ -60,7 +62,6 @@ fn x4_guarded(e: u32, end: u32) -> vec4<f32> {
 // @end x
 
 override WG: u32 = 128u;
-override RPT: u32 = 2u;
 // q8/q4 group size along K and scale storage (f16 pairs or f32); fp8 uses 128×128 blocks.
 override SK: u32 = 32u;
 override SCALE_F16: bool = true;
@@ -89,13 +90,22 @@ fn group_scale(i: u32) -> f32 {
 // @variant scales off
 // @end scales
 
+// The GEMV's dot products, written without private arrays (some compilers spill arrays indexed by loop
+// variables): rows_dot(u0..u3, xb, k0) = the four weight rows' units u0..u3 (elements k0 ..) dotted
+// with x[xb + k0 ..], unscaled; each x vec4 is loaded once (xl: zero past K) for the four rows.
+fn xl(xb: u32, k: u32) -> vec4<f32> { return x4_guarded(xb + k, xb + P.K); }
+
 // One block per format: UNIT (elements per vec4<u32>), decode (the unit's values, unscaled, as UNIT/4
-// vec4s), scale_of (row n, element k).
+// vec4s: the matmul and the gather), rows_dot (the GEMV, above), scale_of (row n, element k).
 // @variant fmt f32
 const UNIT: u32 = 4u;
 const FLAT_ROWS: bool = true;        // unpadded [N, K] rows
 fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> { return array<vec4<f32>, 1>(bitcast<vec4<f32>>(u)); }
 fn scale_of(n: u32, k: u32) -> f32 { return 1.0; }
+fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
+  let x0 = xl(xb, k0);
+  return vec4<f32>(dot(bitcast<vec4<f32>>(u0), x0), dot(bitcast<vec4<f32>>(u1), x0), dot(bitcast<vec4<f32>>(u2), x0), dot(bitcast<vec4<f32>>(u3), x0));
+}
 // @variant fmt f16
 const UNIT: u32 = 8u;
 const FLAT_ROWS: bool = false;
@@ -103,11 +113,29 @@ fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> {
   return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y)), vec4<f32>(unpack2x16float(u.z), unpack2x16float(u.w)));
 }
 fn scale_of(n: u32, k: u32) -> f32 { return 1.0; }
+fn f16_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
+  return dot(vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y)), x0) + dot(vec4<f32>(unpack2x16float(u.z), unpack2x16float(u.w)), x1);
+}
+fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
+  let x0 = xl(xb, k0);
+  let x1 = xl(xb, k0 + 4u);
+  return vec4<f32>(f16_dot(u0, x0, x1), f16_dot(u1, x0, x1), f16_dot(u2, x0, x1), f16_dot(u3, x0, x1));
+}
 // @variant fmt q8
 const UNIT: u32 = 16u;
 const FLAT_ROWS: bool = false;
 fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> { return array<vec4<f32>, 4>(i8x4(u.x), i8x4(u.y), i8x4(u.z), i8x4(u.w)); }
 fn scale_of(n: u32, k: u32) -> f32 { return group_scale(n * P.scale_cols + k / SK); }
+fn q8_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+  return dot(i8x4(u.x), x0) + dot(i8x4(u.y), x1) + dot(i8x4(u.z), x2) + dot(i8x4(u.w), x3);
+}
+fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
+  let x0 = xl(xb, k0);
+  let x1 = xl(xb, k0 + 4u);
+  let x2 = xl(xb, k0 + 8u);
+  let x3 = xl(xb, k0 + 12u);
+  return vec4<f32>(q8_dot(u0, x0, x1, x2, x3), q8_dot(u1, x0, x1, x2, x3), q8_dot(u2, x0, x1, x2, x3), q8_dot(u3, x0, x1, x2, x3));
+}
 // @variant fmt q4
 const UNIT: u32 = 32u;
 const FLAT_ROWS: bool = false;
@@ -120,80 +148,158 @@ fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> {
   return d;
 }
 fn scale_of(n: u32, k: u32) -> f32 { return group_scale(n * P.scale_cols + k / SK); }
+// One word (8 nibbles, elements 8i .. 8i + 7 of the unit) against x vec4s a (low half) and b.
+fn q4_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 {
+  let lo = vec4<f32>((vec4<u32>(v) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) - 8.0;
+  let hi = vec4<f32>((vec4<u32>(v) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) - 8.0;
+  return dot(lo, a) + dot(hi, b);
+}
+fn q4_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+  return q4_word(u.x, x0, x1) + q4_word(u.y, x2, x3) + q4_word(u.z, x4, x5) + q4_word(u.w, x6, x7);
+}
+fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
+  let x0 = xl(xb, k0);
+  let x1 = xl(xb, k0 + 4u);
+  let x2 = xl(xb, k0 + 8u);
+  let x3 = xl(xb, k0 + 12u);
+  let x4 = xl(xb, k0 + 16u);
+  let x5 = xl(xb, k0 + 20u);
+  let x6 = xl(xb, k0 + 24u);
+  let x7 = xl(xb, k0 + 28u);
+  return vec4<f32>(q4_dot(u0, x0, x1, x2, x3, x4, x5, x6, x7), q4_dot(u1, x0, x1, x2, x3, x4, x5, x6, x7),
+                   q4_dot(u2, x0, x1, x2, x3, x4, x5, x6, x7), q4_dot(u3, x0, x1, x2, x3, x4, x5, x6, x7));
+}
 // @variant fmt fp8
 const UNIT: u32 = 16u;
 const FLAT_ROWS: bool = false;
 fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> { return array<vec4<f32>, 4>(fp8x4(u.x), fp8x4(u.y), fp8x4(u.z), fp8x4(u.w)); }
 fn scale_of(n: u32, k: u32) -> f32 { return bitcast<f32>(scales[(n >> 7u) * P.scale_cols + (k >> 7u)]); }   // f32 [ceil(N/128), ceil(K/128)]
+fn fp8_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+  return dot(fp8x4(u.x), x0) + dot(fp8x4(u.y), x1) + dot(fp8x4(u.z), x2) + dot(fp8x4(u.w), x3);
+}
+fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
+  let x0 = xl(xb, k0);
+  let x1 = xl(xb, k0 + 4u);
+  let x2 = xl(xb, k0 + 8u);
+  let x3 = xl(xb, k0 + 12u);
+  return vec4<f32>(fp8_dot(u0, x0, x1, x2, x3), fp8_dot(u1, x0, x1, x2, x3), fp8_dot(u2, x0, x1, x2, x3), fp8_dot(u3, x0, x1, x2, x3));
+}
 // @end fmt
 const UV: u32 = UNIT / 4u;           // vec4<f32> per unit
 
 // ---------------------------------------------------------------------------------------------- gemv
-// MR rows of x per workgroup (each decoded weight unit is reused for all of them); acc holds
-// RPT · MR ≤ 16 sums per invocation.
+// A row group is 4 weight rows (n0..n0+3) × MR ∈ {1, 4} rows of x (each weight unit is loaded once
+// for all of them). Its TK invocations stride along K over units; each keeps its partial sums in
+// four vec4 accumulators (acc.r<m> = x row m0+m, component i = weight row n0+i) indexed by constants
+// only. Rows past N / M re-read the last row (in bounds) and are not stored.
 override MR: u32 = 1u;
-var<workgroup> partial: array<f32, RPT * MR * WG>;
 
-fn x_unit(xb: u32, k0: u32) -> array<vec4<f32>, UV> {
-  var xs: array<vec4<f32>, UV>;
-  if (k0 + UNIT <= P.K) {
-    for (var j = 0u; j < UV; j++) { xs[j] = x4(xb + k0 + 4u * j); }
-  } else {
-    for (var j = 0u; j < UV; j++) { xs[j] = x4_guarded(xb + k0 + 4u * j, xb + P.K); }
+struct Acc { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
+
+// The partial sums of row group (n0, m0) over units kt, kt + TK, ...
+fn gemv_partial(n0: u32, m0: u32, kt: u32, TK: u32) -> Acc {
+  let n_0 = min(n0, P.N - 1u);
+  let n_1 = min(n0 + 1u, P.N - 1u);
+  let n_2 = min(n0 + 2u, P.N - 1u);
+  let n_3 = min(n0 + 3u, P.N - 1u);
+  let xb = min(vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(P.M - 1u)) * P.x_stride + P.x_offset;
+  let units = (P.K + UNIT - 1u) / UNIT;
+  var a: Acc;
+  for (var u = kt; u < units; u += TK) {
+    let k0 = u * UNIT;
+    let u0 = w[n_0 * P.row_units + u];
+    let u1 = w[n_1 * P.row_units + u];
+    let u2 = w[n_2 * P.row_units + u];
+    let u3 = w[n_3 * P.row_units + u];
+    let sc = vec4<f32>(scale_of(n_0, k0), scale_of(n_1, k0), scale_of(n_2, k0), scale_of(n_3, k0));
+    a.r0 += rows_dot(u0, u1, u2, u3, xb.x, k0) * sc;
+    if (MR == 4u) {
+      a.r1 += rows_dot(u0, u1, u2, u3, xb.y, k0) * sc;
+      a.r2 += rows_dot(u0, u1, u2, u3, xb.z, k0) * sc;
+      a.r3 += rows_dot(u0, u1, u2, u3, xb.w, k0) * sc;
+    }
   }
-  return xs;
+  return a;
 }
+
+// Stores x row m's sums for weight rows n0 .. n0 + 3.
+fn store_rows(m: u32, n0: u32, v: vec4<f32>) {
+  if (m >= P.M) { return; }
+  let yb = m * P.y_stride + P.y_offset + n0;
+  if (n0 < P.N) { y[yb] = v.x; }
+  if (n0 + 1u < P.N) { y[yb + 1u] = v.y; }
+  if (n0 + 2u < P.N) { y[yb + 2u] = v.z; }
+  if (n0 + 3u < P.N) { y[yb + 3u] = v.w; }
+}
+
+fn store_acc(n0: u32, m0: u32, a: Acc) {
+  store_rows(m0, n0, a.r0);
+  if (MR == 1u) { return; }
+  store_rows(m0 + 1u, n0, a.r1);
+  store_rows(m0 + 2u, n0, a.r2);
+  store_rows(m0 + 3u, n0, a.r3);
+}
+
+// `gemv`: any device. WG = TK × (WG / TK) row groups (4 · WG / TK weight rows per workgroup); the TK
+// partials of a row group are tree-reduced in workgroup memory (one vec4 per invocation and x row).
+var<workgroup> partial: array<vec4<f32>, 4u * WG>;
 
 @compute @workgroup_size(WG)
 fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let TK = P.tk;                      // invocations along K per row group (a power of two ≤ WG)
-  let RG = WG / TK;
-  let rows_per_wg = RG * RPT;
   let g = wid.x + wid.y * nwg.x;
   let m_blocks = (P.M + MR - 1u) / MR;
   if (g >= P.tiles_n * m_blocks) { return; }
   let m0 = (g / P.tiles_n) * MR;
-  let n0 = (g % P.tiles_n) * rows_per_wg;
   let kt = lid % TK;
-  let rg = lid / TK;
-  let units = (P.K + UNIT - 1u) / UNIT;
-  var acc: array<f32, 16>;
-  for (var u = kt; u < units; u += TK) {
-    let k0 = u * UNIT;
-    for (var i = 0u; i < RPT; i++) {
-      let n = min(n0 + rg + RG * i, P.N - 1u);
-      let d = decode(w[n * P.row_units + u]);
-      let sc = scale_of(n, k0);
-      for (var mm = 0u; mm < MR; mm++) {
-        let xs = x_unit(min(m0 + mm, P.M - 1u) * P.x_stride + P.x_offset, k0);
-        var s = 0.0;
-        for (var j = 0u; j < UV; j++) { s += dot(d[j], xs[j]); }
-        acc[i * MR + mm] += s * sc;
-      }
-    }
+  let n0 = ((g % P.tiles_n) * (WG / TK) + lid / TK) * 4u;
+  var a = gemv_partial(n0, m0, kt, TK);
+  partial[lid] = a.r0;
+  if (MR == 4u) {
+    partial[WG + lid] = a.r1;
+    partial[2u * WG + lid] = a.r2;
+    partial[3u * WG + lid] = a.r3;
   }
-  let A = RPT * MR;
-  for (var i = 0u; i < A; i++) { partial[i * WG + lid] = acc[i]; }
   workgroupBarrier();
-  var s = TK / 2u;
-  loop {
-    if (s == 0u) { break; }
+  for (var s = TK / 2u; s > 0u; s = s / 2u) {
     if (kt < s) {
-      for (var i = 0u; i < A; i++) { partial[i * WG + lid] += partial[i * WG + lid + s]; }
+      partial[lid] += partial[lid + s];
+      if (MR == 4u) {
+        partial[WG + lid] += partial[WG + lid + s];
+        partial[2u * WG + lid] += partial[2u * WG + lid + s];
+        partial[3u * WG + lid] += partial[3u * WG + lid + s];
+      }
     }
     workgroupBarrier();
-    s = s / 2u;
   }
   if (kt == 0u) {
-    for (var i = 0u; i < RPT; i++) {
-      let n = n0 + rg + RG * i;
-      for (var mm = 0u; mm < MR; mm++) {
-        let m = m0 + mm;
-        if (n < P.N && m < P.M) { y[m * P.y_stride + P.y_offset + n] = partial[(i * MR + mm) * WG + lid]; }
-      }
-    }
+    a.r0 = partial[lid];
+    if (MR == 4u) { a = Acc(partial[lid], partial[WG + lid], partial[2u * WG + lid], partial[3u * WG + lid]); }
+    store_acc(n0, m0, a);
   }
 }
+
+// @subgroup-begin
+// `gemv_subgroup`: one subgroup per workgroup (WG = the device's minimum subgroup size, so the
+// workgroup never spans two subgroups), one row group, all WG invocations along K, reduced with
+// subgroupAdd: no barriers, no workgroup memory.
+@compute @workgroup_size(WG)
+fn gemv_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  let m_blocks = (P.M + MR - 1u) / MR;
+  if (g >= P.tiles_n * m_blocks) { return; }
+  let m0 = (g / P.tiles_n) * MR;
+  let n0 = (g % P.tiles_n) * 4u;
+  let a = gemv_partial(n0, m0, lid, WG);
+  if (MR == 1u) {
+    let t = subgroupAdd(a.r0);
+    if (lid == 0u) { store_rows(m0, n0, t); }
+  } else {
+    let t = Acc(subgroupAdd(a.r0), subgroupAdd(a.r1), subgroupAdd(a.r2), subgroupAdd(a.r3));
+    if (lid == 0u) { store_acc(n0, m0, t); }
+  }
+}
+// @subgroup-end
 
 // -------------------------------------------------------------------------------------------- matmul
 const TM: u32 = 4u;
@@ -208,6 +314,16 @@ const THREADS: u32 = WGX * WGY;
 var<workgroup> xs_t: array<vec4<f32>, BM * BKV>;
 var<workgroup> ws_t: array<vec4<f32>, BN * BKV>;
 
+// Row r of the tile's output, columns c0, c0 + WGX, c0 + 2·WGX, c0 + 3·WGX.
+fn tile_store(r: u32, c0: u32, v: vec4<f32>) {
+  if (r >= P.M) { return; }
+  let base = r * P.y_stride + P.y_offset;
+  if (c0 < P.N) { y[base + c0] = v.x; }
+  if (c0 + WGX < P.N) { y[base + c0 + WGX] = v.y; }
+  if (c0 + 2u * WGX < P.N) { y[base + c0 + 2u * WGX] = v.z; }
+  if (c0 + 3u * WGX < P.N) { y[base + c0 + 3u * WGX] = v.w; }
+}
+
 @compute @workgroup_size(WGX, WGY)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -218,7 +334,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let col0 = (tile % P.tiles_n) * BN;
   let units_per_slice = BK / UNIT;
 
-  var acc: array<array<f32, TN>, TM>;
+  // The 4×4 block in four vec4 accumulators (row i, component = column j) indexed by constants only.
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < P.K; k0 += BK) {
     for (var e = tid; e < BM * BKV; e += THREADS) {
       let r = row0 + e / BKV;
@@ -242,24 +362,25 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BKV; kk++) {
-      var a: array<vec4<f32>, TM>;
-      var b: array<vec4<f32>, TN>;
-      for (var i = 0u; i < TM; i++) { a[i] = xs_t[(lid.y + i * WGY) * BKV + kk]; }
-      for (var j = 0u; j < TN; j++) { b[j] = ws_t[(lid.x + j * WGX) * BKV + kk]; }
-      for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { acc[i][j] += dot(a[i], b[j]); }
-      }
+      let a0 = xs_t[lid.y * BKV + kk];
+      let a1 = xs_t[(lid.y + WGY) * BKV + kk];
+      let a2 = xs_t[(lid.y + 2u * WGY) * BKV + kk];
+      let a3 = xs_t[(lid.y + 3u * WGY) * BKV + kk];
+      let b0 = ws_t[lid.x * BKV + kk];
+      let b1 = ws_t[(lid.x + WGX) * BKV + kk];
+      let b2 = ws_t[(lid.x + 2u * WGX) * BKV + kk];
+      let b3 = ws_t[(lid.x + 3u * WGX) * BKV + kk];
+      acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+      acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+      acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+      acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let r = row0 + lid.y + i * WGY;
-    if (r >= P.M) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let c = col0 + lid.x + j * WGX;
-      if (c < P.N) { y[r * P.y_stride + P.y_offset + c] = acc[i][j]; }
-    }
-  }
+  tile_store(row0 + lid.y, col0 + lid.x, acc0);
+  tile_store(row0 + lid.y + WGY, col0 + lid.x, acc1);
+  tile_store(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
+  tile_store(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
 }
 
 // -------------------------------------------------------------------------------------------- gather

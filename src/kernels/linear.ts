@@ -12,6 +12,7 @@ import { ArgumentError, LimitExceededError, ShapeError, UnsupportedError } from 
 import { GEMV_MAX_ROWS, gemv as gemvF32, matmulTiled as matmulF32 } from './matmul';
 export { linearRef } from './linear.ref';
 import { pickVariant } from './variants';
+import { withSubgroups } from './specialise';
 import { unitOf, type PackedFormat } from './weight.ref';
 import type { GpuWeight, WeightFormat } from './weight';
 import { sparseLinearImpl } from './sparse';
@@ -29,8 +30,8 @@ export interface LinearArgs {
   yOffset?: number;
   /** Force a kernel (tests, benchmarks); default: GEMV for M ≤ gemvMaxRows(w), matmul otherwise. */
   kernel?: 'gemv' | 'matmul';
-  /** GEMV tiling override (tuning experiments): invocations along K and rows per invocation. */
-  gemvTiling?: { TK: number; RPT: number };
+  /** Use the workgroup-memory GEMV even when the device has subgroups (tests, benchmarks). */
+  noSubgroups?: boolean;
 }
 
 /** One format's implementation; receives a single (unchunked) weight. */
@@ -50,11 +51,14 @@ function packedFormat(w: GpuWeight): PackedFormat {
   return w.format as PackedFormat;
 }
 
-/** shaders/linear.wgsl specialised for a weight's format and the x load width. */
-export function linearShader(w: GpuWeight, xVec4: boolean): string {
+/**
+ * shaders/linear.wgsl specialised for a weight's format and the x load width; `subgroups` keeps the
+ * subgroup entry point (only on devices with the feature: it adds `enable subgroups;`).
+ */
+export function linearShader(w: GpuWeight, xVec4: boolean, subgroups = false): string {
   const f = packedFormat(w);
   const withScales = pickVariant(linearCode, 'scales', f === 'f32' || f === 'f16' ? 'off' : 'on');
-  return pickVariant(pickVariant(withScales, 'fmt', f), 'x', xVec4 ? 'vec4' : 'scalar');
+  return withSubgroups(pickVariant(pickVariant(withScales, 'fmt', f), 'x', xVec4 ? 'vec4' : 'scalar'), subgroups);
 }
 
 /** Override constants of the decoder (group size and scale dtype of q8/q4). */
@@ -82,52 +86,67 @@ function packParams(a: LinearArgs, tiles: number, tk = 0) {
   });
 }
 
-function xVariant(a: LinearArgs): string {
-  return linearShader(a.w, [a.w.K, a.xStride ?? a.w.K, a.xOffset ?? 0].every((v) => v % 4 === 0));
+function xVariant(a: LinearArgs, subgroups = false): string {
+  return linearShader(a.w, [a.w.K, a.xStride ?? a.w.K, a.xOffset ?? 0].every((v) => v % 4 === 0), subgroups);
+}
+
+/** Weight rows per GEMV row group (the four components of the shader's vec4 accumulators). */
+const GEMV_ROWS = 4;
+
+/** Whether the GEMV can run one subgroup per workgroup (see gemvShape). */
+export function gemvSubgroups(gpu: Gpu): boolean {
+  const c = gpu.caps;
+  return c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
 }
 
 /**
- * GEMV tiling: TK invocations along K per row group (32 — a warp — or fewer when a row has few units,
- * keeping ≥ 2 units each), WG / TK row groups per workgroup, RPT rows per row group.
- * On GPUs RPT = 1: one row per row group, N / (WG / TK) workgroups, enough to keep every core's
- * memory pipeline busy. On a CPU fallback adapter (SwiftShader) per-workgroup cost dominates, so rows
- * per workgroup grow until about 32 workgroups remain.
+ * GEMV tiling. A row group is 4 weight rows × MR rows of x, its TK invocations stride along K.
+ * With subgroups (unless `noSubgroups`): one row group per workgroup of WG = TK = the device's minimum
+ * subgroup size (the workgroup is one subgroup; subgroupAdd reduces it: no barriers, no workgroup
+ * memory). Otherwise WG = 64 invocations: TK = 32 (a warp) or fewer when a row has few units (≥ 2
+ * units each; ≤ 8 on a CPU fallback adapter, where each barrier of the reduction tree is expensive),
+ * WG / TK row groups per workgroup.
  */
-export function gemvShape(gpu: Gpu, w: GpuWeight): { WG: number; TK: number; RPT: number; rows: number } {
-  const WG = Math.min(128, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
-  const units = Math.ceil(w.K / unitOf(w.format as PackedFormat));
-  let TK = Math.max(4, Math.min(32, WG, 2 ** Math.floor(Math.log2(Math.max(1, units / 2)))));
-  let RPT = 1;
-  if (gpu.adapter.isFallbackAdapter) {
-    TK = Math.min(TK, 16);
-    RPT = Math.max(1, Math.min(8, Math.ceil(w.N / ((WG / TK) * 32))));
+export function gemvShape(gpu: Gpu, w: GpuWeight, noSubgroups = false): { subgroups: boolean; WG: number; TK: number; rows: number } {
+  if (!noSubgroups && gemvSubgroups(gpu)) {
+    const S = gpu.caps.subgroupMinSize;
+    return { subgroups: true, WG: S, TK: S, rows: GEMV_ROWS };
   }
-  return { WG, TK, RPT, rows: (WG / TK) * RPT };
+  const WG = Math.min(64, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
+  const units = Math.ceil(w.K / unitOf(w.format as PackedFormat));
+  const maxTK = gpu.adapter.isFallbackAdapter ? 8 : 32;
+  const TK = Math.max(1, Math.min(maxTK, WG, 2 ** Math.floor(Math.log2(Math.max(1, units / 2)))));
+  return { subgroups: false, WG, TK, rows: (WG / TK) * GEMV_ROWS };
 }
 
-/** x rows per GEMV workgroup (each decoded weight is reused for all of them). */
-export const GEMV_MR = 8;
+/** x rows per GEMV row group (each decoded weight unit is reused for all of them) when M > 1. */
+export const GEMV_MR = 4;
 
-/** The packed-format GEMV: decode (M = 1) and small prefill (MR rows of x per pass over W). */
+/** The packed-format GEMV: decode (M = 1) and small prefill (GEMV_MR rows of x per pass over W). */
 export function linearGemv(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
-  const shape = gemvShape(gpu, a.w);
-  const { WG } = shape;
-  const { TK, RPT } = a.gemvTiling ?? shape;
-  // MR ∈ {1, 4, 8} (few pipelines); RPT · MR ≤ 16 accumulators per invocation.
-  let MR = a.M === 1 ? 1 : a.M <= 4 ? 4 : GEMV_MR;
-  while (MR > 1 && RPT * MR > 16) MR /= 2;
-  const rows = (WG / TK) * RPT;
+  const { subgroups, WG, TK, rows } = gemvShape(gpu, a.w, a.noSubgroups);
+  const MR = a.M === 1 ? 1 : GEMV_MR;
   const tiles = ceilDiv(a.w.N, rows);
   const workgroups = tiles * ceilDiv(a.M, MR);
   const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
   if (workgroups > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', workgroups, maxDim * maxDim, `linear '${a.w.label}'`);
+  checkWorkgroupStorage(gpu, subgroups ? 0 : 4 * WG * 16, `linear '${a.w.label}'`);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'linear', code: xVariant(a), entryPoint: 'gemv', constants: { ...decodeConstants(a.w), WG, RPT, MR } }),
+    pipeline: gpu.pipelines.get({
+      label: 'linear', code: xVariant(a, subgroups), entryPoint: subgroups ? 'gemv_subgroup' : 'gemv',
+      constants: { ...decodeConstants(a.w), WG, MR },
+    }),
     bindings: [a.x, ...weightBindings(a.w), a.y],
     uniforms: packParams(a, tiles, TK),
     workgroups,
     label: `gemv.${a.w.format}:${a.w.label}`,
   });
+}
+
+function checkWorkgroupStorage(gpu: Gpu, bytes: number, what: string) {
+  if (bytes > gpu.caps.maxComputeWorkgroupStorageSize) {
+    throw new LimitExceededError('maxComputeWorkgroupStorageSize', bytes, gpu.caps.maxComputeWorkgroupStorageSize, what);
+  }
 }
 
 /** The packed-format tiled matmul (prefill): W slices decoded into workgroup memory. */
@@ -144,10 +163,10 @@ export function linearMatmul(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
 
 /**
  * Rows up to which the GEMV (weights streamed once per GEMV_MR rows of x) beats the tiled matmul:
- * small prefills of quantised weights stay bandwidth-bound (≤ 4 passes over W), f16 up to 2 passes.
+ * small prefills of quantised weights stay bandwidth-bound (≤ 8 passes over W), f16 up to 4, f32 2.
  */
 export function gemvMaxRows(w: GpuWeight): number {
-  return w.format === 'f32' ? (w.K % 4 === 0 ? GEMV_MR : GEMV_MAX_ROWS) : w.format === 'f16' ? 2 * GEMV_MR : 4 * GEMV_MR;
+  return w.format === 'f32' ? (w.K % 4 === 0 ? 2 * GEMV_MR : GEMV_MAX_ROWS) : w.format === 'f16' ? 4 * GEMV_MR : 8 * GEMV_MR;
 }
 
 const packedImpl: LinearImpl = (gpu, rec, a) => {

@@ -36,7 +36,8 @@ function pack(fmt: Fmt, N: number, K: number, seed: number, gs: 32 | 128 = 32, s
   return packWeight(randomUniform(N * K, seed), N, K, fmt, { groupSize: gs, scaleDtype });
 }
 
-async function run(w: GpuWeight, x: Float32Array, M: number, kernel?: 'gemv' | 'matmul', direct = false) {
+async function run(w: GpuWeight, x: Float32Array, M: number, kernel?: 'gemv' | 'matmul', direct = false, g: Gpu = gpu) {
+  const gpu = g;
   const bx = gpu.buffers.upload('x', x);
   const by = poisoned(gpu, 'y', M * w.N);
   const out = await gpu.checked(async () => {
@@ -179,6 +180,20 @@ describe('linear: packed formats against the dequantised reference', () => {
         destroyWeight(gpu, w);
       }
     }
+  });
+
+  it('GEMV without subgroups (workgroup-memory reduction): every format, one and four rows of x per pass', async () => {
+    const plain = await testGpu({ disableFeatures: ['subgroups'] });
+    expect(plain.caps.subgroups).toBe(false);
+    // N = 9: ragged in the 4-row groups; K = 200 / 520: ragged in units, several units per invocation.
+    for (const [fmt, M, N, K] of [['f32', 1, 9, 200], ['f16', 3, 9, 200], ['q8', 1, 37, 520], ['q4', 6, 9, 200], ['fp8', 2, 9, 200]] as [Fmt, number, number, number][]) {
+      const p = fmt === 'f32' ? packWeight(randomUniform(N * K, K), N, K, 'f32') : pack(fmt, N, K, N + K + M);
+      const w = uploadPacked(plain, `plain.${fmt}`, p);
+      const x = randomUniform(M * K, M + K);
+      expectClose(await run(w, x, M, 'gemv', true, plain), linearRef(x, dequantizeRef(p), M, N, K), TOL, `${fmt} gemv (no subgroups) M=${M}`);
+      destroyWeight(plain, w);
+    }
+    plain.destroy();
   });
 
   it('decode-sized GEMV (q4, 256 × 2048) stays exact', async () => {
