@@ -30,15 +30,10 @@ const ROWS: u32 = 4u;
 // accumulator is indexed by constants only (no private-array spills).
 var<workgroup> partial: array<vec4<f32>, WG>;
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups_n * P.M) { return; }
-  let m = g / P.groups_n;
-  let n0 = (g % P.groups_n) * ROWS;
+/** This invocation's share of the dot products of rows n0..n0+3 with x row m (rows past N re-read the last row). */
+fn row_dots(m: u32, n0: u32, lid: u32) -> vec4<f32> {
   let KV = P.K / VK;
   let xb = (m * P.x_stride + P.x_offset) / VK;
-  // Rows past N re-read the last row (in bounds) and are not stored.
   let r0 = min(n0, P.N - 1u) * KV;
   let r1 = min(n0 + 1u, P.N - 1u) * KV;
   let r2 = min(n0 + 2u, P.N - 1u) * KV;
@@ -48,7 +43,25 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     let xv = x[xb + k];
     acc += vec4<f32>(vdot(w[r0 + k], xv), vdot(w[r1 + k], xv), vdot(w[r2 + k], xv), vdot(w[r3 + k], xv));
   }
-  partial[lid] = acc;
+  return acc;
+}
+
+/** Writes the four sums of rows n0..n0+3 that exist. */
+fn store(m: u32, n0: u32, v: vec4<f32>) {
+  let yb = m * P.y_stride + P.y_offset + n0;
+  if (n0 < P.N) { y[yb] = v.x; }
+  if (n0 + 1u < P.N) { y[yb + 1u] = v.y; }
+  if (n0 + 2u < P.N) { y[yb + 2u] = v.z; }
+  if (n0 + 3u < P.N) { y[yb + 3u] = v.w; }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups_n * P.M) { return; }
+  let m = g / P.groups_n;
+  let n0 = (g % P.groups_n) * ROWS;
+  partial[lid] = row_dots(m, n0, lid);
   workgroupBarrier();
   var s = WG / 2u;
   loop {
@@ -57,14 +70,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     workgroupBarrier();
     s = s / 2u;
   }
-  if (lid == 0u) {
-    let total = partial[0];
-    let yb = m * P.y_stride + P.y_offset + n0;
-    if (n0 < P.N) { y[yb] = total.x; }
-    if (n0 + 1u < P.N) { y[yb + 1u] = total.y; }
-    if (n0 + 2u < P.N) { y[yb + 2u] = total.z; }
-    if (n0 + 3u < P.N) { y[yb + 3u] = total.w; }
-  }
+  if (lid == 0u) { store(m, n0, partial[0]); }
 }
 
 // @subgroup-begin
@@ -74,24 +80,7 @@ fn main_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   if (g >= P.groups_n * P.M) { return; }
   let m = g / P.groups_n;
   let n0 = (g % P.groups_n) * ROWS;
-  let KV = P.K / VK;
-  let xb = (m * P.x_stride + P.x_offset) / VK;
-  let r0 = min(n0, P.N - 1u) * KV;
-  let r1 = min(n0 + 1u, P.N - 1u) * KV;
-  let r2 = min(n0 + 2u, P.N - 1u) * KV;
-  let r3 = min(n0 + 3u, P.N - 1u) * KV;
-  var acc = vec4<f32>(0.0);
-  for (var k = lid; k < KV; k += WG) {
-    let xv = x[xb + k];
-    acc += vec4<f32>(vdot(w[r0 + k], xv), vdot(w[r1 + k], xv), vdot(w[r2 + k], xv), vdot(w[r3 + k], xv));
-  }
-  let total = subgroupAdd(acc);
-  if (lid == 0u) {
-    let yb = m * P.y_stride + P.y_offset + n0;
-    if (n0 < P.N) { y[yb] = total.x; }
-    if (n0 + 1u < P.N) { y[yb + 1u] = total.y; }
-    if (n0 + 2u < P.N) { y[yb + 2u] = total.z; }
-    if (n0 + 3u < P.N) { y[yb + 3u] = total.w; }
-  }
+  let total = subgroupAdd(row_dots(m, n0, lid));
+  if (lid == 0u) { store(m, n0, total); }
 }
 // @subgroup-end
