@@ -42,21 +42,96 @@ struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared:
 @group(0) @binding(11) var<storage, read> seg: array<u32>;
 @group(0) @binding(12) var<storage, read_write> y: array<f32>;
 
-fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }
 
 // ---------------------------------------------------------------------------------------------- decode
+// A workgroup owns ROWS = 4 output rows (the components of its vec4 accumulators: constant indices
+// only, no private arrays) of one (token, slot) pair (gate_up) or one token (down); its invocations
+// stride along the reduction axis. `decode_*` reduce the invocations' partials in workgroup memory (any
+// device); `decode_*_subgroup` (devices with subgroups; the @subgroup block is stripped elsewhere) run
+// one subgroup per workgroup (WG = the device's minimum subgroup size) and reduce with subgroupAdd: no
+// barriers, no workgroup memory. Rows past I / D re-read the last row (in bounds) and are not stored.
 override WG: u32 = 128u;   // power of two
 const ROWS: u32 = 4u;
-var<workgroup> partial: array<f32, 2u * ROWS * WG>;
+var<workgroup> partial: array<vec4<f32>, 2u * WG>;
 
-fn reduce_rows(lid: u32, n: u32) {
+// Tree-reduces partial[0..WG) (and partial[WG..2WG) when two) into partial[0] (and partial[WG]).
+fn reduce_partials(lid: u32, two: bool) {
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s / 2u) {
     if (lid < s) {
-      for (var r = 0u; r < n; r++) { partial[r * WG + lid] += partial[r * WG + lid + s]; }
+      partial[lid] += partial[lid + s];
+      if (two) { partial[WG + lid] += partial[WG + lid + s]; }
     }
     workgroupBarrier();
   }
+}
+
+struct GateUp { g: vec4<f32>, u: vec4<f32> }
+
+// Rows i0..i0+3 of expert ids[tj]'s gate and up projections of x[tj / K], over k = k0, k0 + step, ...
+fn gate_up_partial(tj: u32, i0: u32, k0: u32, step: u32) -> GateUp {
+  let t = tj / P.K;
+  let e = min(ids[tj], P.E - 1u);
+  let DV = P.D / VK;
+  let xb = t * DV;
+  let wb = e * 2u * P.I;
+  let g0 = (wb + min(i0, P.I - 1u)) * DV;
+  let g1 = (wb + min(i0 + 1u, P.I - 1u)) * DV;
+  let g2 = (wb + min(i0 + 2u, P.I - 1u)) * DV;
+  let g3 = (wb + min(i0 + 3u, P.I - 1u)) * DV;
+  let ud = P.I * DV;   // up rows follow the gate rows
+  var r: GateUp;
+  for (var k = k0; k < DV; k += step) {
+    let xv = x[xb + k];
+    r.g += vec4<f32>(vdot(gate_up[g0 + k], xv), vdot(gate_up[g1 + k], xv), vdot(gate_up[g2 + k], xv), vdot(gate_up[g3 + k], xv));
+    r.u += vec4<f32>(vdot(gate_up[g0 + ud + k], xv), vdot(gate_up[g1 + ud + k], xv), vdot(gate_up[g2 + ud + k], xv), vdot(gate_up[g3 + ud + k], xv));
+  }
+  return r;
+}
+
+fn store_h(tj: u32, i0: u32, g: vec4<f32>, u: vec4<f32>) {
+  let hb = tj * P.I + i0;
+  let v = g / (vec4<f32>(1.0) + exp(-g)) * u;
+  if (i0 < P.I) { h[hb] = v.x; }
+  if (i0 + 1u < P.I) { h[hb + 1u] = v.y; }
+  if (i0 + 2u < P.I) { h[hb + 2u] = v.z; }
+  if (i0 + 3u < P.I) { h[hb + 3u] = v.w; }
+}
+
+// Rows d0..d3 of Σ_j wts[t·K + j] · down_{ids[t·K + j]} · hv[t·K + j], over k = k0, k0 + step, ...
+fn down_partial(t: u32, d0: u32, k0: u32, step: u32) -> vec4<f32> {
+  let IV = P.I / VK;
+  let r0 = min(d0, P.D - 1u) * IV;
+  let r1 = min(d0 + 1u, P.D - 1u) * IV;
+  let r2 = min(d0 + 2u, P.D - 1u) * IV;
+  let r3 = min(d0 + 3u, P.D - 1u) * IV;
+  var acc = vec4<f32>(0.0);
+  for (var j = 0u; j < P.K; j++) {
+    let tj = t * P.K + j;
+    let eb = min(ids[tj], P.E - 1u) * P.D * IV;
+    let hb = tj * IV;
+    var part = vec4<f32>(0.0);
+    for (var k = k0; k < IV; k += step) {
+      let hk = hv[hb + k];
+      part += vec4<f32>(vdot(down[eb + r0 + k], hk), vdot(down[eb + r1 + k], hk), vdot(down[eb + r2 + k], hk), vdot(down[eb + r3 + k], hk));
+    }
+    acc += wts[tj] * part;
+  }
+  return acc;
+}
+
+fn store_out(t: u32, d0: u32, v: vec4<f32>) {
+  let ob = t * P.D + d0;
+  var s = v;
+  if (P.has_shared != 0u) {
+    // rows past D read row D − 1 (in bounds) and are not stored
+    s += vec4<f32>(shared_out[t * P.D + min(d0, P.D - 1u)], shared_out[t * P.D + min(d0 + 1u, P.D - 1u)],
+                   shared_out[t * P.D + min(d0 + 2u, P.D - 1u)], shared_out[t * P.D + min(d0 + 3u, P.D - 1u)]);
+  }
+  if (d0 < P.D) { out[ob] = s.x; }
+  if (d0 + 1u < P.D) { out[ob + 1u] = s.y; }
+  if (d0 + 2u < P.D) { out[ob + 2u] = s.z; }
+  if (d0 + 3u < P.D) { out[ob + 3u] = s.w; }
 }
 
 @compute @workgroup_size(WG)
@@ -65,29 +140,11 @@ fn decode_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   if (g >= P.groups * P.T * P.K) { return; }
   let tj = g / P.groups;
   let i0 = (g % P.groups) * ROWS;
-  let t = tj / P.K;
-  let e = min(ids[tj], P.E - 1u);
-  let DV = P.D / VK;
-  let xb = t * DV;
-  let wb = e * 2u * P.I;
-  var ag: array<f32, ROWS>;
-  var au: array<f32, ROWS>;
-  for (var k = lid; k < DV; k += WG) {
-    let xv = x[xb + k];
-    for (var r = 0u; r < ROWS; r++) {
-      let i = min(i0 + r, P.I - 1u);
-      ag[r] += vdot(gate_up[(wb + i) * DV + k], xv);
-      au[r] += vdot(gate_up[(wb + P.I + i) * DV + k], xv);
-    }
-  }
-  for (var r = 0u; r < ROWS; r++) {
-    partial[r * WG + lid] = ag[r];
-    partial[(ROWS + r) * WG + lid] = au[r];
-  }
-  reduce_rows(lid, 2u * ROWS);
-  if (lid < ROWS && i0 + lid < P.I) {
-    h[tj * P.I + i0 + lid] = silu(partial[lid * WG]) * partial[(ROWS + lid) * WG];
-  }
+  let r = gate_up_partial(tj, i0, lid, WG);
+  partial[lid] = r.g;
+  partial[WG + lid] = r.u;
+  reduce_partials(lid, true);
+  if (lid == 0u) { store_h(tj, i0, partial[0], partial[WG]); }
 }
 
 @compute @workgroup_size(WG)
@@ -96,32 +153,34 @@ fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   if (g >= P.groups * P.T) { return; }
   let t = g / P.groups;
   let d0 = (g % P.groups) * ROWS;
-  let IV = P.I / VK;
-  var acc: array<f32, ROWS>;
-  for (var j = 0u; j < P.K; j++) {
-    let tj = t * P.K + j;
-    let e = min(ids[tj], P.E - 1u);
-    let wj = wts[tj];
-    let hb = tj * IV;
-    var part = array<f32, ROWS>();
-    for (var k = lid; k < IV; k += WG) {
-      let hk = hv[hb + k];
-      for (var r = 0u; r < ROWS; r++) {
-        let d = min(d0 + r, P.D - 1u);
-        part[r] += vdot(down[(e * P.D + d) * IV + k], hk);
-      }
-    }
-    for (var r = 0u; r < ROWS; r++) { acc[r] += wj * part[r]; }
-  }
-  for (var r = 0u; r < ROWS; r++) { partial[r * WG + lid] = acc[r]; }
-  reduce_rows(lid, ROWS);
-  if (lid < ROWS && d0 + lid < P.D) {
-    let d = d0 + lid;
-    var v = partial[lid * WG];
-    if (P.has_shared != 0u) { v += shared_out[t * P.D + d]; }
-    out[t * P.D + d] = v;
-  }
+  partial[lid] = down_partial(t, d0, lid, WG);
+  reduce_partials(lid, false);
+  if (lid == 0u) { store_out(t, d0, partial[0]); }
 }
+
+// @subgroup-begin
+@compute @workgroup_size(WG)
+fn decode_gate_up_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups * P.T * P.K) { return; }
+  let tj = g / P.groups;
+  let i0 = (g % P.groups) * ROWS;
+  let r = gate_up_partial(tj, i0, lid, WG);
+  let gs = subgroupAdd(r.g);
+  let us = subgroupAdd(r.u);
+  if (lid == 0u) { store_h(tj, i0, gs, us); }
+}
+
+@compute @workgroup_size(WG)
+fn decode_down_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups * P.T) { return; }
+  let t = g / P.groups;
+  let d0 = (g % P.groups) * ROWS;
+  let v = subgroupAdd(down_partial(t, d0, lid, WG));
+  if (lid == 0u) { store_out(t, d0, v); }
+}
+// @subgroup-end
 
 // --------------------------------------------------------------------------------------------- grouped
 const TM: u32 = 4u;
@@ -140,6 +199,25 @@ var<workgroup> us: array<VecK, BN * BKV>;
 var<workgroup> rowsrc: array<u32, BM>;
 
 struct Tile { e: u32, row0: u32, row1: u32, col0: u32, ok: bool }
+
+// Sorted row r (< row1) of h [·, I] (store_h_tile) or y [·, D] (store_y_tile), columns c0, c0 + WGX,
+// c0 + 2·WGX, c0 + 3·WGX (two functions: each entry point binds only the buffer it writes).
+fn store_h_tile(r: u32, row1: u32, c0: u32, v: vec4<f32>) {
+  if (r >= row1) { return; }
+  let b = r * P.I + c0;
+  if (c0 < P.I) { h[b] = v.x; }
+  if (c0 + WGX < P.I) { h[b + WGX] = v.y; }
+  if (c0 + 2u * WGX < P.I) { h[b + 2u * WGX] = v.z; }
+  if (c0 + 3u * WGX < P.I) { h[b + 3u * WGX] = v.w; }
+}
+fn store_y_tile(r: u32, row1: u32, c0: u32, v: vec4<f32>) {
+  if (r >= row1) { return; }
+  let b = r * P.D + c0;
+  if (c0 < P.D) { y[b] = v.x; }
+  if (c0 + WGX < P.D) { y[b + WGX] = v.y; }
+  if (c0 + 2u * WGX < P.D) { y[b + 2u * WGX] = v.z; }
+  if (c0 + 3u * WGX < P.D) { y[b + 3u * WGX] = v.w; }
+}
 
 // The expert, sorted-row range and column block of linear workgroup `wl`.
 fn find_tile(wl: u32) -> Tile {
@@ -175,8 +253,15 @@ fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     rowsrc[r] = src;
   }
   workgroupBarrier();
-  var ag: array<array<f32, TN>, TM>;
-  var au: array<array<f32, TN>, TM>;
+  // The 4×4 blocks in vec4 accumulators (row i, component = column j) indexed by constants only.
+  var ag0 = vec4<f32>(0.0);
+  var ag1 = vec4<f32>(0.0);
+  var ag2 = vec4<f32>(0.0);
+  var ag3 = vec4<f32>(0.0);
+  var au0 = vec4<f32>(0.0);
+  var au1 = vec4<f32>(0.0);
+  var au2 = vec4<f32>(0.0);
+  var au3 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < DV; k0 += BKV) {
     for (var q = tid; q < BM * BKV; q += THREADS) {
       let r = q / BKV;
@@ -200,27 +285,35 @@ fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BKV; kk++) {
-      var a: array<VecK, TM>;
-      for (var i = 0u; i < TM; i++) { a[i] = xs[(lid.y + i * WGY) * BKV + kk]; }
-      for (var j = 0u; j < TN; j++) {
-        let bg = ws[(lid.x + j * WGX) * BKV + kk];
-        let bu = us[(lid.x + j * WGX) * BKV + kk];
-        for (var i = 0u; i < TM; i++) {
-          ag[i][j] += vdot(a[i], bg);
-          au[i][j] += vdot(a[i], bu);
-        }
-      }
+      let a0 = xs[lid.y * BKV + kk];
+      let a1 = xs[(lid.y + WGY) * BKV + kk];
+      let a2 = xs[(lid.y + 2u * WGY) * BKV + kk];
+      let a3 = xs[(lid.y + 3u * WGY) * BKV + kk];
+      let g0 = ws[lid.x * BKV + kk];
+      let g1 = ws[(lid.x + WGX) * BKV + kk];
+      let g2 = ws[(lid.x + 2u * WGX) * BKV + kk];
+      let g3 = ws[(lid.x + 3u * WGX) * BKV + kk];
+      ag0 += vec4<f32>(vdot(a0, g0), vdot(a0, g1), vdot(a0, g2), vdot(a0, g3));
+      ag1 += vec4<f32>(vdot(a1, g0), vdot(a1, g1), vdot(a1, g2), vdot(a1, g3));
+      ag2 += vec4<f32>(vdot(a2, g0), vdot(a2, g1), vdot(a2, g2), vdot(a2, g3));
+      ag3 += vec4<f32>(vdot(a3, g0), vdot(a3, g1), vdot(a3, g2), vdot(a3, g3));
+      let u0 = us[lid.x * BKV + kk];
+      let u1 = us[(lid.x + WGX) * BKV + kk];
+      let u2 = us[(lid.x + 2u * WGX) * BKV + kk];
+      let u3 = us[(lid.x + 3u * WGX) * BKV + kk];
+      au0 += vec4<f32>(vdot(a0, u0), vdot(a0, u1), vdot(a0, u2), vdot(a0, u3));
+      au1 += vec4<f32>(vdot(a1, u0), vdot(a1, u1), vdot(a1, u2), vdot(a1, u3));
+      au2 += vec4<f32>(vdot(a2, u0), vdot(a2, u1), vdot(a2, u2), vdot(a2, u3));
+      au3 += vec4<f32>(vdot(a3, u0), vdot(a3, u1), vdot(a3, u2), vdot(a3, u3));
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let r = tl.row0 + lid.y + i * WGY;
-    if (r >= tl.row1) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let cc = tl.col0 + lid.x + j * WGX;
-      if (cc < P.I) { h[r * P.I + cc] = silu(ag[i][j]) * au[i][j]; }
-    }
-  }
+  let c0 = tl.col0 + lid.x;
+  let r0 = tl.row0 + lid.y;
+  store_h_tile(r0, tl.row1, c0, ag0 / (vec4<f32>(1.0) + exp(-ag0)) * au0);
+  store_h_tile(r0 + WGY, tl.row1, c0, ag1 / (vec4<f32>(1.0) + exp(-ag1)) * au1);
+  store_h_tile(r0 + 2u * WGY, tl.row1, c0, ag2 / (vec4<f32>(1.0) + exp(-ag2)) * au2);
+  store_h_tile(r0 + 3u * WGY, tl.row1, c0, ag3 / (vec4<f32>(1.0) + exp(-ag3)) * au3);
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -230,7 +323,10 @@ fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   if (!tl.ok) { return; }
   let IV = P.I / VK;
   let wb = tl.e * P.D;
-  var acc: array<array<f32, TN>, TM>;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < IV; k0 += BKV) {
     for (var q = tid; q < BM * BKV; q += THREADS) {
       let r = q / BKV;
@@ -248,21 +344,25 @@ fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BKV; kk++) {
-      var a: array<VecK, TM>;
-      for (var i = 0u; i < TM; i++) { a[i] = xs[(lid.y + i * WGY) * BKV + kk]; }
-      for (var j = 0u; j < TN; j++) {
-        let b = ws[(lid.x + j * WGX) * BKV + kk];
-        for (var i = 0u; i < TM; i++) { acc[i][j] += vdot(a[i], b); }
-      }
+      let a0 = xs[lid.y * BKV + kk];
+      let a1 = xs[(lid.y + WGY) * BKV + kk];
+      let a2 = xs[(lid.y + 2u * WGY) * BKV + kk];
+      let a3 = xs[(lid.y + 3u * WGY) * BKV + kk];
+      let b0 = ws[lid.x * BKV + kk];
+      let b1 = ws[(lid.x + WGX) * BKV + kk];
+      let b2 = ws[(lid.x + 2u * WGX) * BKV + kk];
+      let b3 = ws[(lid.x + 3u * WGX) * BKV + kk];
+      acc0 += vec4<f32>(vdot(a0, b0), vdot(a0, b1), vdot(a0, b2), vdot(a0, b3));
+      acc1 += vec4<f32>(vdot(a1, b0), vdot(a1, b1), vdot(a1, b2), vdot(a1, b3));
+      acc2 += vec4<f32>(vdot(a2, b0), vdot(a2, b1), vdot(a2, b2), vdot(a2, b3));
+      acc3 += vec4<f32>(vdot(a3, b0), vdot(a3, b1), vdot(a3, b2), vdot(a3, b3));
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let r = tl.row0 + lid.y + i * WGY;
-    if (r >= tl.row1) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let cc = tl.col0 + lid.x + j * WGX;
-      if (cc < P.D) { y[r * P.D + cc] = acc[i][j]; }
-    }
-  }
+  let c0 = tl.col0 + lid.x;
+  let r0 = tl.row0 + lid.y;
+  store_y_tile(r0, tl.row1, c0, acc0);
+  store_y_tile(r0 + WGY, tl.row1, c0, acc1);
+  store_y_tile(r0 + 2u * WGY, tl.row1, c0, acc2);
+  store_y_tile(r0 + 3u * WGY, tl.row1, c0, acc3);
 }

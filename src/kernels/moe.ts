@@ -6,7 +6,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
-import { withLoadWidth } from './specialise';
+import { withLoadWidth, withSubgroups } from './specialise';
 import { matmul } from './matmul';
 import { checkRouting, type MoeRouting } from './moe.ref';
 
@@ -206,6 +206,8 @@ export interface MoeExpertsArgs {
   out: Binding;
   /** 'decode': per-(token, slot) GEMVs; 'grouped': permutation + grouped GEMMs; 'auto' by T */
   mode?: 'auto' | 'decode' | 'grouped';
+  /** Decode: use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
+  noSubgroups?: boolean;
 }
 
 /**
@@ -229,22 +231,37 @@ export function moeExperts(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs): void {
   else moeExpertsGrouped(gpu, rec, a);
 }
 
-/** Invocations per decode workgroup: enough to cover the reduction axis once (32..128). */
+/** Invocations per decode workgroup without subgroups: enough to cover the reduction axis once (32..128). */
 function decodeWG(gpu: Gpu, reduceLen: number) {
   const cap = Math.max(1, pow2Below(Math.min(128, gpu.caps.maxComputeInvocationsPerWorkgroup)));
   const vecs = reduceLen % 4 === 0 ? reduceLen / 4 : reduceLen;
   return Math.min(cap, Math.max(32, 2 ** Math.ceil(Math.log2(vecs))));
 }
 
+/**
+ * Whether the decode kernels run one subgroup per workgroup: WG = the device's minimum subgroup size
+ * (the workgroup is one subgroup, subgroupAdd reduces it: no barriers, no workgroup memory).
+ */
+function decodeSubgroups(gpu: Gpu): boolean {
+  const c = gpu.caps;
+  return c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
+}
+
+/** shaders/moe_experts.wgsl with the load width along `reduceLen` and the @subgroup block kept or stripped. */
+function expertsShader(reduceLen: number, subgroups: boolean) {
+  return withSubgroups(withLoadWidth(expertsCode, reduceLen % 4 === 0), subgroups);
+}
+
 function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const { T, K } = a;
   const { E, I, D } = a.experts;
-  const wgUp = decodeWG(gpu, D), wgDown = decodeWG(gpu, I);
-  checkWorkgroupStorage(gpu, 2 * DECODE_ROWS * Math.max(wgUp, wgDown) * 4, 'the MoE decode kernels');
+  const sg = !a.noSubgroups && decodeSubgroups(gpu);
+  const wgUp = sg ? gpu.caps.subgroupMinSize : decodeWG(gpu, D), wgDown = sg ? gpu.caps.subgroupMinSize : decodeWG(gpu, I);
+  if (!sg) checkWorkgroupStorage(gpu, 2 * 16 * Math.max(wgUp, wgDown), 'the MoE decode kernels');
   const h = gpu.temps.acquire(T * K * I * 4);
   const gu = ceilDiv(I, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, D % 4 === 0), entryPoint: 'decode_gate_up', constants: { WG: wgUp } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp } }),
     bindings: [a.x, a.experts.gateUp, a.ids, h],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: gu * T * K,
@@ -252,7 +269,7 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   });
   const gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, I % 4 === 0), entryPoint: 'decode_down', constants: { WG: wgDown } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown } }),
     bindings: [null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
     workgroups: gd * T,
@@ -312,14 +329,14 @@ function moeExpertsGrouped(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const tiles = maxGroupedTiles(N, E);
   const tnI = ceilDiv(I, TILE_COLS), tnD = ceilDiv(D, TILE_COLS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, D % 4 === 0), entryPoint: 'grouped_gate_up' }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false), entryPoint: 'grouped_gate_up' }),
     bindings: [a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnI,
     label: 'moe_grouped_gate_up',
   });
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: withLoadWidth(expertsCode, I % 4 === 0), entryPoint: 'grouped_down' }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false), entryPoint: 'grouped_down' }),
     bindings: [null, null, null, null, h, a.experts.down, null, null, null, null, seg, y],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnD,

@@ -246,6 +246,35 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
     free(bx, bids, bw, bs, ...outs);
   });
 
+  it('decode without subgroups (workgroup-memory reduction) equals the reference', async () => {
+    const plain = await testGpu({ disableFeatures: ['subgroups'] });
+    expect(plain.caps.subgroups).toBe(false);
+    // [T, K, E, D, I]: vec4 shapes ragged in the 4-row groups, and scalar loads (D, I odd)
+    for (const [T, K, E, D, I] of [[2, 3, 5, 36, 22], [1, 2, 4, 17, 9]]) {
+      const seed = 77 + D;
+      const experts = Array.from({ length: E }, (_, e) => ({
+        gate: randomUniform(I * D, seed + 3 * e, -0.5, 0.5), up: randomUniform(I * D, seed + 3 * e + 1, -0.5, 0.5), down: randomUniform(D * I, seed + 3 * e + 2, -0.5, 0.5),
+      }));
+      const x = randomUniform(T * D, seed + 9, -1, 1);
+      const idsArr = skewedIds(T, K, E, seed);
+      const wArr = idsArr.map((row, t) => row.map((_, j) => 0.5 + t * 0.1 + j * 0.2));
+      const sharedArr = randomUniform(T * D, seed + 5);
+      const w = uploadExperts(plain, 'plain', experts, D, I);
+      const bx = plain.buffers.upload('x', x), bids = plain.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
+      const bw = plain.buffers.upload('w', Float32Array.from(wArr.flat())), bs = plain.buffers.upload('shared', sharedArr);
+      const out = poisoned(plain, 'out', T * D);
+      const got = await plain.checked(async () => {
+        const rec = plain.recorder('experts');
+        moeExperts(plain, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out, mode: 'decode' });
+        rec.submit();
+        plain.temps.releaseAll();
+        return plain.buffers.readF32(out);
+      });
+      expectClose(got, moeExpertsRef(x, T, D, I, experts, idsArr, wArr, sharedArr), MLP_TOL, `decode (no subgroups) D=${D} I=${I}`);
+    }
+    plain.destroy();
+  });
+
   it('a stack past maxStorageBufferBindingSize is a LimitExceededError naming the limit', async () => {
     // 128 MiB is the lowest binding size a device can have; 3 experts of 2×4096×4096 f32 need 384 MiB.
     // The limit is checked before the expert arrays are read, so they can stay tiny here.
