@@ -1,7 +1,8 @@
 // Multi-head Latent Attention pieces around the attention core (DeepSeek-V2/V3). Weight layout:
 // kv_b [H·(nope+v), kv_lora], per head rows [W_UK (nope rows) | W_UV (v rows)].
 //   absorb_q: q̃[s, h] = [W_UK,hᵀ·q_nope[s, h] | q_pe[s, h]]    (kv_lora + rope values; one invocation each)
-//   up_v:     out[s, h·v + i] = W_UV,h[i, :]·o_lat[s, h, :]      (one workgroup per 4 outputs)
+//   up_v:     out[s, h·v + i] = W_UV,h[i, :]·o_lat[s, h, :]      (one workgroup per 4 outputs; up_v_subgroup
+//             with subgroups: the @subgroup block, stripped by the wrapper on other devices)
 //   expand_k: K[t, h] = [kvx[t, h·(nope+v) .. +nope] | pe of cache row t]   (naive path; one invocation each)
 //
 // binding 0: params { S, H, nope, rope, dv, kv_lora, q_stride, q_offset, o_stride, o_offset, c_stride, c_offset }
@@ -44,41 +45,67 @@ fn absorb_q(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   y[idx] = acc;
 }
 
-// One workgroup per (token s, head h, UPV_ROWS consecutive outputs i): invocations stride over the
-// latent index j (coalesced reads of each W_UV row and of o_lat), partial sums reduced in workgroup
-// memory — a GEMV per head in one dispatch for all heads (decode). Prefill uses the tiled matmul per head.
+// One workgroup per (token s, head h, UPV_ROWS = 4 consecutive outputs i): invocations stride over
+// the latent index j (coalesced reads of each W_UV row and of o_lat) — a GEMV per head in one dispatch
+// for all heads (decode). Prefill uses the tiled matmul per head. The 4 outputs are the components of
+// a vec4 accumulator (constant indices only: no private arrays). `up_v` reduces in workgroup memory
+// (any device); `up_v_subgroup` (devices with subgroups; the @subgroup block is stripped elsewhere) is
+// one subgroup per workgroup (WG = the minimum subgroup size) reduced with subgroupAdd, no barriers.
 const UPV_ROWS: u32 = 4u;
-var<workgroup> red: array<f32, UPV_ROWS * WG>;
+var<workgroup> red: array<vec4<f32>, WG>;
+
+struct UpV { s: u32, h: u32, i0: u32, ok: bool }
+
+fn up_v_block(wid: vec3u, nwg: vec3u) -> UpV {
+  let blocks = (P.dv + UPV_ROWS - 1u) / UPV_ROWS;
+  let g = wid.x + wid.y * nwg.x;
+  return UpV(g / (blocks * P.H), (g / blocks) % P.H, (g % blocks) * UPV_ROWS, g < P.S * P.H * blocks);
+}
+
+fn up_v_partial(b: UpV, j0: u32, step: u32) -> vec4<f32> {
+  let ob = (b.s * P.H + b.h) * P.kv_lora;
+  let wb = (b.h * (P.nope + P.dv) + P.nope) * P.kv_lora;
+  let r0 = wb + min(b.i0, P.dv - 1u) * P.kv_lora;
+  let r1 = wb + min(b.i0 + 1u, P.dv - 1u) * P.kv_lora;
+  let r2 = wb + min(b.i0 + 2u, P.dv - 1u) * P.kv_lora;
+  let r3 = wb + min(b.i0 + 3u, P.dv - 1u) * P.kv_lora;
+  var acc = vec4<f32>(0.0);
+  for (var j = j0; j < P.kv_lora; j += step) {
+    acc += vec4<f32>(kv_b[r0 + j], kv_b[r1 + j], kv_b[r2 + j], kv_b[r3 + j]) * x[ob + j];
+  }
+  return acc;
+}
+
+fn up_v_store(b: UpV, v: vec4<f32>) {
+  let yb = b.s * P.o_stride + P.o_offset + b.h * P.dv + b.i0;
+  if (b.i0 < P.dv) { y[yb] = v.x; }
+  if (b.i0 + 1u < P.dv) { y[yb + 1u] = v.y; }
+  if (b.i0 + 2u < P.dv) { y[yb + 2u] = v.z; }
+  if (b.i0 + 3u < P.dv) { y[yb + 3u] = v.w; }
+}
 
 @compute @workgroup_size(WG)
 fn up_v(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let blocks = (P.dv + UPV_ROWS - 1u) / UPV_ROWS;
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.S * P.H * blocks) { return; }
-  let i0 = (g % blocks) * UPV_ROWS;
-  let h = (g / blocks) % P.H;
-  let s = g / (blocks * P.H);
-  let ob = (s * P.H + h) * P.kv_lora;
-  var acc: array<f32, UPV_ROWS>;
-  for (var j = lid; j < P.kv_lora; j += WG) {
-    let xv = x[ob + j];
-    for (var r = 0u; r < UPV_ROWS; r++) {
-      let i = min(i0 + r, P.dv - 1u);
-      acc[r] += kv_b[(h * (P.nope + P.dv) + P.nope + i) * P.kv_lora + j] * xv;
-    }
-  }
-  for (var r = 0u; r < UPV_ROWS; r++) { red[r * WG + lid] = acc[r]; }
+  let b = up_v_block(wid, nwg);
+  if (!b.ok) { return; }
+  red[lid] = up_v_partial(b, lid, WG);
   workgroupBarrier();
   for (var st = WG / 2u; st > 0u; st /= 2u) {
-    if (lid < st) {
-      for (var r = 0u; r < UPV_ROWS; r++) { red[r * WG + lid] += red[r * WG + lid + st]; }
-    }
+    if (lid < st) { red[lid] += red[lid + st]; }
     workgroupBarrier();
   }
-  if (lid < UPV_ROWS && i0 + lid < P.dv) {
-    y[s * P.o_stride + P.o_offset + h * P.dv + i0 + lid] = red[lid * WG];
-  }
+  if (lid == 0u) { up_v_store(b, red[0]); }
 }
+
+// @subgroup-begin
+@compute @workgroup_size(WG)
+fn up_v_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let b = up_v_block(wid, nwg);
+  if (!b.ok) { return; }
+  let v = subgroupAdd(up_v_partial(b, lid, WG));
+  if (lid == 0u) { up_v_store(b, v); }
+}
+// @subgroup-end
 
 @compute @workgroup_size(WG)
 fn expand_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {

@@ -7,6 +7,7 @@ import { ShapeError, UnsupportedError } from '../errors';
 import type { LatentKvCache } from '../model/kvcache';
 import { attentionDecode, flashAttention, kvWrite, type AttentionArgs } from './attention';
 import { matmulTiled } from './matmul';
+import { withSubgroups } from './specialise';
 import type { MlaDims } from './mla.ref';
 
 export type { MlaDims } from './mla.ref';
@@ -71,7 +72,7 @@ function check(a: MlaAttentionArgs) {
 function mlaDispatch(gpu: Gpu, rec: Recorder, entryPoint: string, n: number, bindings: (Binding | null)[], p: Partial<Record<keyof typeof PARAMS.fields, number>>, d: MlaDims, S: number) {
   const WG = Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'mla', code, entryPoint, constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'mla', code: withSubgroups(code, false), entryPoint, constants: { WG } }),
     bindings,
     uniforms: PARAMS.pack({
       S, H: d.heads, nope: d.qkNope, rope: d.qkRope, dv: d.vHead, kv_lora: d.kvLora,
@@ -144,9 +145,12 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
         });
       }
     } else {
-      const WG = Math.min(64, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
+      // With subgroups: one subgroup per workgroup (WG = the minimum subgroup size), subgroupAdd.
+      const c = gpu.caps;
+      const sg = c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
+      const WG = sg ? c.subgroupMinSize : Math.min(64, 2 ** Math.floor(Math.log2(c.maxComputeInvocationsPerWorkgroup)));
       rec.dispatch({
-        pipeline: gpu.pipelines.get({ label: 'mla', code, entryPoint: 'up_v', constants: { WG } }),
+        pipeline: gpu.pipelines.get({ label: 'mla', code: withSubgroups(code, sg), entryPoint: sg ? 'up_v_subgroup' : 'up_v', constants: { WG } }),
         bindings: [oLat, a.kvB, a.out],
         uniforms: PARAMS.pack({ S: a.S, H, nope, rope, dv, kv_lora: r, q_stride: 0, q_offset: 0, o_stride: oStride, o_offset: oOffset, c_stride: 0, c_offset: 0 }),
         workgroups: a.S * H * ceilDiv(dv, 4),

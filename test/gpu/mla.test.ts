@@ -34,18 +34,8 @@ function inputs(d: MlaDims, N: number, seed: number) {
 
 const scaleOf = (d: MlaDims) => (d.qkNope + d.qkRope) ** -0.5 * 1.37 ** 2; // a YaRN-like mscale² factor
 
-describe('mlaAttention against the CPU reference (expanded MLA)', () => {
-  const cases: [string, MlaDims, number, number, 'absorb' | 'naive'][] = [
-    ['fixture dims, prefill S=7 past=0, absorbed', FIXTURE, 7, 0, 'absorb'],
-    ['fixture dims, prefill S=7 past=0, naive', FIXTURE, 7, 0, 'naive'],
-    ['fixture dims, S=64 past=5, absorbed', FIXTURE, 64, 5, 'absorb'],
-    ['fixture dims, S=129 past=0, naive', FIXTURE, 129, 0, 'naive'],
-    ['fixture dims, decode S=1 past=40, absorbed', FIXTURE, 1, 40, 'absorb'],
-    ['V2-Lite head dims, decode S=1 past=50, absorbed', LITE_ISH, 1, 50, 'absorb'],
-    ['V2-Lite head dims, S=9 past=3, naive', LITE_ISH, 9, 3, 'naive'],
-    ['16 heads, S=3 past=20, absorbed', { heads: 16, qkNope: 8, qkRope: 4, vHead: 12, kvLora: 20 }, 3, 20, 'absorb'],
-  ];
-  it.each(cases)('%s', async (_name, d, S, past, mode) => {
+/** One mlaAttention call on `gpu` against the reference; the cache left behind is checked too. */
+async function runCase(gpu: Gpu, d: MlaDims, S: number, past: number, mode: 'absorb' | 'naive') {
     const T = past + S;
     const { q, kvA, kvB, latent, kPe } = inputs(d, T, S * 31 + past);
     const cache = new LatentKvCache(gpu, { layers: 2, kvLoraRank: d.kvLora, ropeDim: d.qkRope, capacity: T + 3, label: 'test.latent' });
@@ -72,6 +62,28 @@ describe('mlaAttention against the CPU reference (expanded MLA)', () => {
     expect(Array.from(cached)).toEqual(Array.from(kvA.subarray(0, T * row)));
     cache.destroy();
     [bq, bkvA, bkvB, bo].forEach((b) => gpu.buffers.destroy(b));
+}
+
+describe('mlaAttention against the CPU reference (expanded MLA)', () => {
+  const cases: [string, MlaDims, number, number, 'absorb' | 'naive'][] = [
+    ['fixture dims, prefill S=7 past=0, absorbed', FIXTURE, 7, 0, 'absorb'],
+    ['fixture dims, prefill S=7 past=0, naive', FIXTURE, 7, 0, 'naive'],
+    ['fixture dims, S=64 past=5, absorbed', FIXTURE, 64, 5, 'absorb'],
+    ['fixture dims, S=129 past=0, naive', FIXTURE, 129, 0, 'naive'],
+    ['fixture dims, decode S=1 past=40, absorbed', FIXTURE, 1, 40, 'absorb'],
+    ['V2-Lite head dims, decode S=1 past=50, absorbed', LITE_ISH, 1, 50, 'absorb'],
+    ['V2-Lite head dims, S=9 past=3, naive', LITE_ISH, 9, 3, 'naive'],
+    ['16 heads, S=3 past=20, absorbed', { heads: 16, qkNope: 8, qkRope: 4, vHead: 12, kvLora: 20 }, 3, 20, 'absorb'],
+  ];
+  it.each(cases)('%s', async (_name, d, S, past, mode) => runCase(gpu, d, S, past, mode));
+
+  it('decode (W_UV GEMV) on a device without subgroups: workgroup-memory reduction', async () => {
+    const plain = await testGpu({ disableFeatures: ['subgroups'] });
+    expect(plain.caps.subgroups).toBe(false);
+    await runCase(plain, FIXTURE, 1, 40, 'absorb');
+    await runCase(plain, { heads: 3, qkNope: 8, qkRope: 4, vHead: 10, kvLora: 20 }, 2, 9, 'absorb');
+    plain.temps.releaseAll();
+    plain.destroy();
   });
 
   it('absorbed equals expanded on the GPU, with separate strided latent / kPe inputs', async () => {
