@@ -84,6 +84,7 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     let weights;
     try {
       weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal });
+      gpu.assertAlive(); // uploads to a device lost meanwhile went nowhere
     } catch (e) {
       be.destroy();
       throw e;
