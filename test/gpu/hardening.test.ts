@@ -116,6 +116,26 @@ function lazyCheckpoint(overrides: Record<string, unknown>): { source: ModelSour
   return { source, bodyBytesRead: () => body };
 }
 
+/** `model` whose weight file fails (NETWORK) on its `failAt`-th read. */
+function failingReads(model: ModelSource, failAt: number): ModelSource {
+  let reads = 0;
+  return {
+    ...model,
+    async open(name) {
+      const f = await model.open(name);
+      if (!f) return f;
+      return {
+        ...f,
+        size: () => f.size(),
+        read: (offset, length, signal) => {
+          if (++reads === failAt) return Promise.reject(new WebMoeError('NETWORK', `${name}: connection reset (injected at read ${failAt})`));
+          return f.read(offset, length, signal);
+        },
+      };
+    },
+  };
+}
+
 describe('device loss and device limits', () => {
   it('a model over the limits fails before allocating; losing the device mid-generation gives DEVICE_LOST, frees the engine, and a new load works on a new device', async () => {
     // WebGPU raises a requested limit below the baseline to the baseline: this caps the binding size at
@@ -154,9 +174,18 @@ describe('device loss and device limits', () => {
     expect((err.details!.needed as number) - (err.details!.granted as number)).toBeGreaterThan(0);
     expect(g0.buffers.bytesAllocated).toBe(loadedBytes);
     expect(g0.buffers.count).toBe(loadedCount);
+    // A failed read of the weights (after the header), and a progress callback that throws halfway
+    // through the upload: the upload is undone and the loaded model stays.
+    err = await rejectionOf(e.load(failingReads(fixtureModel(), 3), { weights: 'f32', contextLength: 64 }));
+    expect(err.code).toBe('NETWORK');
+    let events = 0;
+    const thrown = await rejectionOf(e.load(fixtureModel(), { weights: 'f32', contextLength: 64, onProgress: (p) => { if (++events === 30) throw new Error(`callback failed in phase ${p.phase}`); } }));
+    expect(thrown.message).toBe('callback failed in phase weights');
+    expect(g0.buffers.bytesAllocated).toBe(loadedBytes);
+    expect(g0.buffers.count).toBe(loadedCount);
     expect((await gen(e, 'H', greedy)).result.tokens).toEqual(ref);
-    counts.faultsInjected += 3;
-    counts.bytes['failed loads (limits)'] = { before: loadedBytes, after: g0.buffers.bytesAllocated };
+    counts.faultsInjected += 5;
+    counts.bytes['failed loads (limits, I/O)'] = { before: loadedBytes, after: g0.buffers.bytesAllocated };
 
     // 4. Device loss in the middle of a generation (after 3 tokens), with a second generation queued.
     for (let round = 0; round < LOSS_ROUNDS; round++) {
@@ -184,10 +213,18 @@ describe('device loss and device limits', () => {
       // Later calls say why there is no model.
       expect((await rejectionOf(gen(e, 'H', greedy))).code).toBe('DEVICE_LOST');
 
-      // 5. A new load acquires a new device and gives the same tokens.
+      // 5. A new load acquires a new device; losing that one in the middle of the upload fails the load
+      //    with DEVICE_LOST; the next load gets another device and gives the same tokens.
+      events = 0;
+      const midLoad = await rejectionOf(e.load(fixtureModel(), { weights: 'f32', contextLength: 64, onProgress: () => { if (++events === 20) gpus[gpus.length - 1].device.destroy(); } }));
+      expect(midLoad).toBeInstanceOf(DeviceLostError);
+      expect(events).toBeGreaterThanOrEqual(20);
+      expect((await e.stats()).loaded).toBe(false);
+      counts.faultsInjected++;
+      const n = gpus.length;
       await e.load(fixtureModel(), { weights: 'f32', contextLength: 64 });
-      expect(gpus).toHaveLength(round + 2);
-      expect(gpus[round + 1].lostError).toBeNull();
+      expect(gpus).toHaveLength(n + 1);
+      expect(gpus[n].lostError).toBeNull();
       expect((await gen(e, 'H', greedy)).result.tokens).toEqual(ref);
     }
 
