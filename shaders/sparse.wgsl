@@ -211,7 +211,11 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   let row0 = (tile / P.tiles) * BM;
   let col0 = (tile % P.tiles) * BN;
   let SW = GS * P.GW;
-  var acc: array<array<f32, TN>, TM>;
+  // The 4×4 block in four vec4 accumulators indexed by constants only (no private-array spills).
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var g0 = 0u; g0 < P.G; g0 += GS) {
     let kb = g0 * P.GW;
     for (var e = tid; e < BM * SW; e += THREADS) {
@@ -239,27 +243,42 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
     }
     workgroupBarrier();
     for (var gl = 0u; gl < GS; gl++) {
-      for (var j = 0u; j < TN; j++) {
-        let e = (lid.x + j * WGX) * GS + gl;
-        let v = wv[e];
-        let i0 = wi[e] & 0xffffu;
-        let i1 = wi[e] >> 16u;
-        for (var i = 0u; i < TM; i++) {
-          let xr = (lid.y + i * WGY) * XW;
-          acc[i][j] += v.x * xs[xr + i0] + v.y * xs[xr + i1];
-        }
-      }
+      // this invocation's 4 weight rows: values and their two slice columns
+      let e0 = lid.x * GS + gl;
+      let e1 = (lid.x + WGX) * GS + gl;
+      let e2 = (lid.x + 2u * WGX) * GS + gl;
+      let e3 = (lid.x + 3u * WGX) * GS + gl;
+      let v0 = wv[e0]; let v1 = wv[e1]; let v2 = wv[e2]; let v3 = wv[e3];
+      let c0 = vec4<u32>(wi[e0], wi[e1], wi[e2], wi[e3]);
+      let lo = c0 & vec4<u32>(0xffffu);
+      let hi = c0 >> vec4<u32>(16u);
+      acc0 += gather_dot((lid.y) * XW, lo, hi, v0, v1, v2, v3);
+      acc1 += gather_dot((lid.y + WGY) * XW, lo, hi, v0, v1, v2, v3);
+      acc2 += gather_dot((lid.y + 2u * WGY) * XW, lo, hi, v0, v1, v2, v3);
+      acc3 += gather_dot((lid.y + 3u * WGY) * XW, lo, hi, v0, v1, v2, v3);
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let r = row0 + lid.y + i * WGY;
-    if (r >= P.M) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let c = col0 + lid.x + j * WGX;
-      if (c < P.N) { y[r * P.y_stride + P.y_offset + c] = acc[i][j]; }
-    }
-  }
+  store_row(row0 + lid.y, col0 + lid.x, acc0);
+  store_row(row0 + lid.y + WGY, col0 + lid.x, acc1);
+  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
+  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
+}
+
+// x row (offset xr in xs) against the 4 weight rows: 2 gathered FMAs each.
+fn gather_dot(xr: u32, lo: vec4<u32>, hi: vec4<u32>, v0: vec2<f32>, v1: vec2<f32>, v2: vec2<f32>, v3: vec2<f32>) -> vec4<f32> {
+  return vec4<f32>(v0.x * xs[xr + lo.x] + v0.y * xs[xr + hi.x], v1.x * xs[xr + lo.y] + v1.y * xs[xr + hi.y],
+                   v2.x * xs[xr + lo.z] + v2.y * xs[xr + hi.z], v3.x * xs[xr + lo.w] + v3.y * xs[xr + hi.w]);
+}
+
+// Output row r, columns c, c + WGX, c + 2·WGX, c + 3·WGX (the 4 weight rows of an invocation).
+fn store_row(r: u32, c: u32, v: vec4<f32>) {
+  if (r >= P.M) { return; }
+  let yb = r * P.y_stride + P.y_offset;
+  if (c < P.N) { y[yb + c] = v.x; }
+  if (c + WGX < P.N) { y[yb + c + WGX] = v.y; }
+  if (c + 2u * WGX < P.N) { y[yb + c + 2u * WGX] = v.z; }
+  if (c + 3u * WGX < P.N) { y[yb + c + 3u * WGX] = v.w; }
 }
 
 // ---- matmul_shared ----------------------------------------------------------------------------------
@@ -279,7 +298,10 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   if (tile >= tiles_m * P.tiles) { return; }
   let row0 = (tile / P.tiles) * BM;
   let col0 = (tile % P.tiles) * BN;
-  var acc: array<array<f32, TN>, TM>;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var g0 = 0u; g0 < P.G; g0 += GS) {
     for (var e = tid; e < BM * GS; e += THREADS) {
       let r = e / GS;
@@ -299,29 +321,31 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
       if (n < P.N && g < P.G) {
         let code = code_of(n, g);
         let kept = load_vals(n, g);
-        v[code & 3u] = kept.x;
-        v[code >> 2u] = kept.y;
+        let slot = vec4<u32>(0u, 1u, 2u, 3u);
+        v = select(vec4<f32>(0.0), vec4<f32>(kept.x), slot == vec4<u32>(code & 3u))
+          + select(vec4<f32>(0.0), vec4<f32>(kept.y), slot == vec4<u32>(code >> 2u));
       }
       ws4[e] = v;
     }
     workgroupBarrier();
     for (var gl = 0u; gl < GS; gl++) {
-      var a: array<vec4<f32>, TM>;
-      var b: array<vec4<f32>, TN>;
-      for (var i = 0u; i < TM; i++) { a[i] = xs4[(lid.y + i * WGY) * GS + gl]; }
-      for (var j = 0u; j < TN; j++) { b[j] = ws4[(lid.x + j * WGX) * GS + gl]; }
-      for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { acc[i][j] += dot(a[i], b[j]); }
-      }
+      let a0 = xs4[(lid.y) * GS + gl];
+      let a1 = xs4[(lid.y + WGY) * GS + gl];
+      let a2 = xs4[(lid.y + 2u * WGY) * GS + gl];
+      let a3 = xs4[(lid.y + 3u * WGY) * GS + gl];
+      let b0 = ws4[(lid.x) * GS + gl];
+      let b1 = ws4[(lid.x + WGX) * GS + gl];
+      let b2 = ws4[(lid.x + 2u * WGX) * GS + gl];
+      let b3 = ws4[(lid.x + 3u * WGX) * GS + gl];
+      acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+      acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+      acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+      acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let r = row0 + lid.y + i * WGY;
-    if (r >= P.M) { continue; }
-    for (var j = 0u; j < TN; j++) {
-      let c = col0 + lid.x + j * WGX;
-      if (c < P.N) { y[r * P.y_stride + P.y_offset + c] = acc[i][j]; }
-    }
-  }
+  store_row(row0 + lid.y, col0 + lid.x, acc0);
+  store_row(row0 + lid.y + WGY, col0 + lid.x, acc1);
+  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
+  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
 }
