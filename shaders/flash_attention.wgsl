@@ -255,3 +255,107 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   let R = row % M;
   out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = num / den;
 }
+
+// @subgroup-begin
+// `decode_subgroup` (devices with subgroups; the wrapper strips this block elsewhere): decode with at
+// most 4 rows per kv head, one subgroup per workgroup (SG = the device's minimum subgroup size) and no
+// workgroup tiles or barriers. The 4 rows R0..R3 of a row tile are the components of vec4s; per key,
+// the lanes split d_qk and subgroupAdd gives the 4 scores, then the online softmax runs redundantly
+// (uniformly) in every lane and each lane updates its 4 output columns of each row (o0..o3: constant
+// indices only, no private arrays). A workgroup covers 4·SG columns of d_v (one pass; d_v wider than that
+// recomputes the scores per pass) and one key range (split; partials merged by `combine` as for main).
+override SG: u32 = 32u;
+
+@compute @workgroup_size(SG)
+fn decode_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let passes = (P.d_v + 4u * SG - 1u) / (4u * SG);
+  let idx = wid.x + wid.y * nwg.x;
+  if (idx >= P.kv_heads * P.row_tiles * passes * P.splits) { return; }
+  var past = P.past;
+  var T = P.T;
+  if (P.past_from_buf != 0u) {
+    if (lid == 0u) { wg_past = past_buf[0]; }
+    past = workgroupUniformLoad(&wg_past);
+    T = past + P.S;
+  }
+  let gs = P.heads / P.kv_heads;
+  let M = P.S * gs;
+  let split = idx % P.splits;
+  let pas = (idx / P.splits) % passes;
+  let rt = (idx / (P.splits * passes)) % P.row_tiles;
+  let g = idx / (P.splits * passes * P.row_tiles);
+  let r0 = rt * 4u;
+  let chunk = (T + P.splits - 1u) / P.splits;
+  let k_begin = split * chunk;
+  var k_end = min(T, k_begin + chunk);
+  if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + 4u, M) - 1u, gs) + 1u); }
+  // Rows past M read row M − 1 (in bounds), are masked and not stored.
+  let Rv = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(M - 1u));
+  let live = (vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(M);
+  let qb = vec4<u32>(row_query(Rv.x, gs) * P.q_stride + row_head(Rv.x, g, gs) * P.q_hstride,
+                     row_query(Rv.y, gs) * P.q_stride + row_head(Rv.y, g, gs) * P.q_hstride,
+                     row_query(Rv.z, gs) * P.q_stride + row_head(Rv.z, g, gs) * P.q_hstride,
+                     row_query(Rv.w, gs) * P.q_stride + row_head(Rv.w, g, gs) * P.q_hstride) + P.q_offset;
+  let lim = vec4<u32>(past) + vec4<u32>(row_query(Rv.x, gs), row_query(Rv.y, gs), row_query(Rv.z, gs), row_query(Rv.w, gs));
+  let c0 = pas * 4u * SG + lid * 4u;   // this lane's 4 output columns
+  var m = vec4<f32>(NEG);
+  var l = vec4<f32>(0.0);
+  var o0 = vec4<f32>(0.0);
+  var o1 = vec4<f32>(0.0);
+  var o2 = vec4<f32>(0.0);
+  var o3 = vec4<f32>(0.0);
+  for (var t = k_begin; t < k_end; t++) {
+    let kb = t * P.k_stride + P.k_offset + g * P.k_hstride;
+    var s = vec4<f32>(0.0);
+    for (var d = lid; d < P.d_qk; d += SG) {
+      s += vec4<f32>(q[qb.x + d], q[qb.y + d], q[qb.z + d], q[qb.w + d]) * k[kb + d];
+    }
+    s = subgroupAdd(s) * P.scale_log2;
+    let masked = !live | ((vec4<u32>(t) > lim) & vec4<bool>(P.causal != 0u));
+    s = select(s, vec4<f32>(NEG), masked);
+    let m_new = max(m, s);
+    let alpha = exp2(m - m_new);
+    let p = select(exp2(s - m_new), vec4<f32>(0.0), masked);
+    l = l * alpha + p;
+    m = m_new;
+    let vb = t * P.v_stride + P.v_offset + g * P.v_hstride + c0;
+    var v4 = vec4<f32>(0.0);
+    if (c0 + 3u < P.d_v) {
+      v4 = vec4<f32>(v[vb], v[vb + 1u], v[vb + 2u], v[vb + 3u]);
+    } else if (c0 < P.d_v) {
+      v4.x = v[vb];
+      if (c0 + 1u < P.d_v) { v4.y = v[vb + 1u]; }
+      if (c0 + 2u < P.d_v) { v4.z = v[vb + 2u]; }
+    }
+    o0 = o0 * alpha.x + p.x * v4;
+    o1 = o1 * alpha.y + p.y * v4;
+    o2 = o2 * alpha.z + p.z * v4;
+    o3 = o3 * alpha.w + p.w * v4;
+  }
+  decode_store(r0, M, gs, g, c0, split, o0, l.x, m.x);
+  decode_store(r0 + 1u, M, gs, g, c0, split, o1, l.y, m.y);
+  decode_store(r0 + 2u, M, gs, g, c0, split, o2, l.z, m.z);
+  decode_store(r0 + 3u, M, gs, g, c0, split, o3, l.w, m.w);
+}
+
+// Row R's 4 columns c0.. (O / l when splits = 1, else the split's partial O, and (m, l) from column 0).
+fn decode_store(R: u32, M: u32, gs: u32, g: u32, c0: u32, split: u32, o: vec4<f32>, l: f32, m: f32) {
+  if (R >= M) { return; }
+  let rows_total = P.kv_heads * M;
+  let prow = split * rows_total + g * M + R;
+  if (P.splits > 1u && c0 == 0u) {
+    let ml = P.splits * rows_total * P.d_v + prow * 2u;
+    part[ml] = m;
+    part[ml + 1u] = l;
+  }
+  for (var c = 0u; c < 4u; c++) {
+    let col = c0 + c;
+    if (col >= P.d_v) { return; }
+    if (P.splits == 1u) {
+      out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = o[c] / l;
+    } else {
+      part[prow * P.d_v + col] = o[c];
+    }
+  }
+}
+// @subgroup-end

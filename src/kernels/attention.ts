@@ -1,4 +1,5 @@
 import flashCode from '../../shaders/flash_attention.wgsl?raw';
+import { withSubgroups } from './specialise';
 import naiveCode from '../../shaders/attention_naive.wgsl?raw';
 import kvCode from '../../shaders/kv_cache.wgsl?raw';
 import type { Gpu } from '../gpu/device';
@@ -68,6 +69,8 @@ export interface AttentionArgs {
   maxT?: number;
   /** Scratch for split partials (attentionScratchBytes); default: gpu.temps (released by the caller after submit). */
   scratch?: Binding;
+  /** Decode: use the tiled kernel even when the device has subgroups (tests, benchmarks). */
+  noSubgroups?: boolean;
 }
 
 /** Tile configuration: text-specialised constants of flash_attention.wgsl. */
@@ -180,10 +183,15 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
   const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
   if (a.pastFromBuffer && !(a.maxT && a.maxT >= a.S)) throw new ShapeError(`${what}: pastFromBuffer needs maxT (the cache capacity)`);
   const s = a.splits ?? 'auto';
-  const splits = s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
-  const code = specialise(cfg);
+  const sg = what === 'attention_decode' ? subgroupDecodeLanes(gpu, a) : 0;
+  const passes = sg ? ceilDiv(a.dV, 4 * sg) : 1;
+  const sgRowTiles = ceilDiv(a.S * gs, 4);
+  const splits = sg
+    ? (s === 'auto' ? autoSplits(a.kvHeads * sgRowTiles * passes, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, T))))
+    : s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
+  const code = withSubgroups(specialise(cfg), sg > 0);
   const d = dummy(gpu);
-  const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles });
+  const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: sg ? sgRowTiles : rowTiles });
   let part: Binding = d.part;
   if (splits > 1) {
     const bytes = attentionScratchBytes(a, splits);
@@ -191,11 +199,13 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
     part = a.scratch ?? gpu.temps.acquire(bytes);
   }
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'main' }),
+    pipeline: sg
+      ? gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'decode_subgroup', constants: { SG: sg } })
+      : gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'main' }),
     bindings: [a.q, a.k, a.v, a.out, part, a.pastFromBuffer ?? d.past],
     uniforms,
-    workgroups: base * splits,
-    label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})`,
+    workgroups: sg ? a.kvHeads * sgRowTiles * passes * splits : base * splits,
+    label: sg ? `${what}(subgroup${sg},passes${passes},splits${splits})` : `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})`,
   });
   if (splits > 1) {
     rec.dispatch({
@@ -206,6 +216,21 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
       label: `${what}.combine`,
     });
   }
+}
+
+/**
+ * Lanes of the subgroup decode kernel (0: use the tiled kernel): on devices with subgroups, for at most
+ * 4 rows (query × head-in-group) per kv head, one subgroup per workgroup (the minimum subgroup size).
+ * It recomputes the scores for every 4·lanes columns of d_v, so it is used when that is at most two
+ * passes — or on a CPU fallback adapter, where the tiled kernel's barriers cost far more than the
+ * recomputed dots.
+ */
+function subgroupDecodeLanes(gpu: Gpu, a: AttentionArgs): number {
+  const c = gpu.caps;
+  if (a.noSubgroups || !c.subgroups || c.subgroupMinSize < 4 || c.subgroupMinSize > c.maxComputeInvocationsPerWorkgroup) return 0;
+  if (a.S * (a.heads / a.kvHeads) > 4) return 0;
+  const passes = ceilDiv(a.dV, 4 * c.subgroupMinSize);
+  return passes <= 2 || gpu.adapter.isFallbackAdapter ? c.subgroupMinSize : 0;
 }
 
 /** Prefill attention: tiled FlashAttention with online softmax (see the module comment). */

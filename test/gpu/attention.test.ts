@@ -111,6 +111,14 @@ describe('attentionDecode (split-K + LSE combine) against the CPU reference', ()
   it.each(cases.map(([c, sp], i) => [`S=${c.S} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV} splits=${sp}`, c, sp, i] as const))('%s', async (_n, c, splits, i) => {
     await check(attentionDecode, c, 300 + i, { splits });
   });
+  it('the tiled kernel for few rows (what devices without subgroups run) equals the reference', async () => {
+    await check(attentionDecode, mk(1, 130, 8, 2, 24, 16), 310, { splits: 'auto', noSubgroups: true });
+    await check(attentionDecode, mk(1, 1, 4, 2, 64, 64), 311, { splits: 3, noSubgroups: true });
+  });
+  it('few rows, ragged d_v and a split per key (subgroup decode path when the device has subgroups)', async () => {
+    await check(attentionDecode, mk(1, 40, 3, 1, 80, 66), 312, { splits: 'auto' });
+    await check(attentionDecode, mk(3, 5, 1, 1, 13, 7), 313, { splits: 8 });
+  });
   it('reads past from a GPU buffer (recorded decode step independent of the position)', async () => {
     const c = mk(1, 150, 4, 1, 24, 16);
     const pastBuf = gpu.buffers.upload('past', new Uint32Array([c.past]));
