@@ -1,6 +1,6 @@
 // RMSNorm over rows, on strided slices so it can normalise part of a row (e.g. the latent half of
 // MLA's kv_a output): y = x / sqrt(mean(x²) + eps) · w. One workgroup per row; partial sums of
-// squares reduced in workgroup memory.
+// squares reduced in workgroup memory, or with subgroupAdd by a one-subgroup workgroup (@variant reduce).
 //
 // binding 0: params { rows, dim, eps, x_stride, x_offset, y_stride, y_offset }   (strides/offsets in elements)
 // rmsnorm:      1: x [rows, x_stride]   2: w [dim]   3: y [rows, y_stride]
@@ -14,9 +14,14 @@ struct Params { rows: u32, dim: u32, eps: f32, x_stride: u32, x_offset: u32, y_s
 @group(0) @binding(4) var<storage, read_write> h: array<f32>;
 
 override WG: u32 = 256u;
-var<workgroup> partial: array<f32, WG>;
 
 fn row_index(wid: vec3u, nwg: vec3u) -> u32 { return wid.x + wid.y * nwg.x; }
+
+// The workgroup-wide sum (@variant reduce, picked by the wrapper): `workgroup` is a tree in workgroup
+// memory (any device); `subgroup` is one subgroupAdd, for workgroups that are exactly one subgroup
+// (WG = the device's minimum subgroup size; the wrapper adds `enable subgroups;`): no barriers.
+// @variant reduce workgroup
+var<workgroup> partial: array<f32, WG>;
 
 fn reduce_sum(lid: u32, v: f32) -> f32 {
   partial[lid] = v;
@@ -32,6 +37,9 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
   workgroupBarrier();
   return total;
 }
+// @variant reduce subgroup
+fn reduce_sum(lid: u32, v: f32) -> f32 { return subgroupAdd(v); }
+// @end reduce
 
 @compute @workgroup_size(WG)
 fn rmsnorm(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {

@@ -2,6 +2,7 @@ import code from '../../shaders/rmsnorm.wgsl?raw';
 import type { Gpu } from '../gpu/device';
 import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
+import { pickVariant } from './variants';
 
 const PARAMS = defineUniforms({ rows: 'u32', dim: 'u32', eps: 'f32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', _p: 'u32' });
 
@@ -17,6 +18,23 @@ export interface RmsNormArgs {
   xOffset?: number;
   yStride?: number;
   yOffset?: number;
+}
+
+/**
+ * One subgroup per workgroup (WG = the minimum subgroup size, subgroupAdd, no barriers) on devices with
+ * subgroups when that leaves at most 64 elements per invocation — or on a CPU fallback adapter, where a
+ * workgroup runs serially anyway and barriers are expensive. 0: the workgroup-memory tree.
+ */
+function subgroupLanes(gpu: Gpu, dim: number): number {
+  const c = gpu.caps;
+  if (!c.subgroups || c.subgroupMinSize < 4 || c.subgroupMinSize > c.maxComputeInvocationsPerWorkgroup) return 0;
+  return gpu.adapter.isFallbackAdapter || dim <= 64 * c.subgroupMinSize ? c.subgroupMinSize : 0;
+}
+
+function pipeline(gpu: Gpu, entryPoint: string, dim: number): GPUComputePipeline {
+  const sg = subgroupLanes(gpu, dim);
+  const shader = sg ? `enable subgroups;\n${pickVariant(code, 'reduce', 'subgroup')}` : pickVariant(code, 'reduce', 'workgroup');
+  return gpu.pipelines.get({ label: 'rmsnorm', code: shader, entryPoint, constants: { WG: sg || workgroupSize(gpu, dim) } });
 }
 
 function workgroupSize(gpu: Gpu, dim: number): number {
@@ -35,9 +53,8 @@ function params(a: RmsNormArgs) {
 
 /** y = RMSNorm(x) · w, row by row. */
 export function rmsNorm(gpu: Gpu, rec: Recorder, a: RmsNormArgs): void {
-  const WG = workgroupSize(gpu, a.dim);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'rmsnorm', code, entryPoint: 'rmsnorm', constants: { WG } }),
+    pipeline: pipeline(gpu, 'rmsnorm', a.dim),
     bindings: [a.x, a.w, a.y],
     uniforms: params(a),
     workgroups: a.rows,
@@ -47,9 +64,8 @@ export function rmsNorm(gpu: Gpu, rec: Recorder, a: RmsNormArgs): void {
 
 /** h += r; y = RMSNorm(h) · w (residual add fused with the following norm). `x` is r here. */
 export function addRmsNorm(gpu: Gpu, rec: Recorder, a: RmsNormArgs & { h: Binding }): void {
-  const WG = workgroupSize(gpu, a.dim);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'rmsnorm', code, entryPoint: 'add_rmsnorm', constants: { WG } }),
+    pipeline: pipeline(gpu, 'add_rmsnorm', a.dim),
     bindings: [a.x, a.w, a.y, a.h],
     uniforms: params(a),
     workgroups: a.rows,
@@ -59,9 +75,8 @@ export function addRmsNorm(gpu: Gpu, rec: Recorder, a: RmsNormArgs & { h: Bindin
 
 /** y = RMSNorm(y) · w in place, on a strided slice of each row (yStride/yOffset). */
 export function rmsNormInPlace(gpu: Gpu, rec: Recorder, a: Omit<RmsNormArgs, 'x' | 'xStride' | 'xOffset'>): void {
-  const WG = workgroupSize(gpu, a.dim);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'rmsnorm', code, entryPoint: 'rmsnorm_inplace', constants: { WG } }),
+    pipeline: pipeline(gpu, 'rmsnorm_inplace', a.dim),
     bindings: [null, a.w, a.y],
     uniforms: params({ ...a, x: a.y }),
     workgroups: a.rows,

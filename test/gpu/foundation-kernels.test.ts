@@ -114,6 +114,28 @@ describe('rmsnorm', () => {
     expectClose(y2, rmsNormRef(hRef, w, rows, dim, 1e-6), EW_TOL, 'add_rmsnorm');
     [bx, bw, br, bh, by, by2].forEach((b) => gpu.buffers.destroy(b));
   });
+  it('the workgroup-memory reduction (devices without subgroups)', async () => {
+    const plain = await testGpu({ disableFeatures: ['subgroups'] });
+    expect(plain.caps.subgroups).toBe(false);
+    for (const [rows, dim] of [[1, 17], [3, 300]]) {
+      const x = randomUniform(rows * dim, rows * dim, -3, 3), w = randomUniform(dim, 7), r = randomUniform(rows * dim, 8);
+      const bx = plain.buffers.upload('x', x), bw = plain.buffers.upload('w', w), br = plain.buffers.upload('r', r), bh = plain.buffers.upload('h', x);
+      const by = poisoned(plain, 'y', rows * dim), by2 = poisoned(plain, 'y2', rows * dim), by3 = plain.buffers.upload('y3', x);
+      const [y, y2, y3] = await plain.checked(async () => {
+        const rec = plain.recorder('t');
+        rmsNorm(plain, rec, { x: bx, w: bw, y: by, rows, dim, eps: 1e-6 });
+        addRmsNorm(plain, rec, { x: br, w: bw, y: by2, h: bh, rows, dim, eps: 1e-6 });
+        rmsNormInPlace(plain, rec, { w: bw, y: by3, rows, dim, eps: 1e-6 });
+        rec.submit();
+        return Promise.all([plain.buffers.readF32(by), plain.buffers.readF32(by2), plain.buffers.readF32(by3)]);
+      });
+      const ref = rmsNormRef(x, w, rows, dim, 1e-6);
+      expectClose(y, ref, EW_TOL, 'rmsnorm (no subgroups)');
+      expectClose(y2, rmsNormRef(addRef(x, r), w, rows, dim, 1e-6), EW_TOL, 'add_rmsnorm (no subgroups)');
+      expectClose(y3, ref, EW_TOL, 'rmsnorm_inplace (no subgroups)');
+    }
+    plain.destroy();
+  });
   it('in place on a strided slice (the latent part of [latent | rope] rows)', async () => {
     const rows = 5, dim = 33, stride = 41, off = 0;
     const full = randomUniform(rows * stride, 4, -2, 2), w = randomUniform(dim, 6);
