@@ -14,7 +14,6 @@ import { isMoeLayer, expectedTensorShapes, type ModelConfig } from '../model/con
 import { openCheckpoint } from '../loader/checkpoint';
 import { urlModel, memoryModel, type ModelSource } from '../loader/model-source';
 import { estimateMemory, checkFitsDevice } from '../loader/memory';
-import { sparsifyWeight } from '../kernels/sparse';
 import { FormatError, ArgumentError } from '../errors';
 
 export interface EngineEnvironment {
@@ -67,18 +66,10 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
     checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);
     const sp = options.sparsity ?? null;
-    const g = gpu;
     const policy: WeightPolicy = {
       storage: (role) => (role === 'embed' ? (storage === 'f16' ? 'f16' : 'f32') : storage),
       nativeFp8: false,
-      // Sparsity runs the MLP-side matrices (or every linear layer) on the sparse kernels; the head stays dense.
-      sparsify: sp
-        ? (name, data, N, K, role) => {
-            if (role === 'lm_head' || (sp.apply !== 'all-linear' && role === 'attn')) return null;
-            const values = storage === 'q8' || storage === 'q4' ? storage : 'f32';
-            return sparsifyWeight(g, name, data, N, K, { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, values }).weight;
-          }
-        : undefined,
+      sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
     const be = new GpuBackend(gpu, cfg, policy, contextLength);
     let weights;

@@ -17,6 +17,9 @@ import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
 import { moeGate, moeExperts, uploadExperts, destroyExperts, type MoeExpertWeights } from '../kernels/moe';
 import { LatentKvCache } from './kvcache';
+import { isSparsityTarget, type SparsityOption } from '../sparse/apply';
+import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
+import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
 import { ExpertLoad } from '../moe/telemetry';
 import { routingOf } from './cpu-backend';
 import { hostMatrixToF32 } from './cpu-backend';
@@ -27,7 +30,7 @@ export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
 export interface GpuMoe {
   gate: GPUBuffer;
   bias: GPUBuffer | null;
-  experts: MoeExpertWeights;
+  experts: { sparse: false; w: MoeExpertWeights } | { sparse: true; w: SparseExpertWeights };
   shared: { gate: GpuWeight; up: GpuWeight; down: GpuWeight } | null;
   bytes: number;
 }
@@ -35,8 +38,8 @@ export interface GpuMoe {
 export interface WeightPolicy {
   /** Storage for linear weights by role (embedding and router stay f32). */
   storage(role: MatrixRole | 'embed'): UploadOptions['format'];
-  /** Turns a dense f32 matrix into a sparse GPU weight, when sparsity applies to this role. */
-  sparsify?(name: string, data: Float32Array, N: number, K: number, role: MatrixRole): GpuWeight | null;
+  /** Structured sparsity at load: the matrices it applies to (src/sparse/apply.ts) run on the sparse kernels. */
+  sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
   /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
   nativeFp8: boolean;
 }
@@ -97,8 +100,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   matrix(name: string, m: HostMatrix, role: MatrixRole): GpuWeight {
     if (m.fp8 && this.policy.nativeFp8) return this.track(uploadFp8Weight(this.gpu, name, m.fp8.bytes, m.fp8.scaleInv, m.N, m.K));
     const data = hostMatrixToF32(m);
-    const sparse = this.policy.sparsify?.(name, data, m.N, m.K, role);
-    if (sparse) return this.track(sparse);
+    const sp = this.policy.sparsity;
+    if (sp && isSparsityTarget(name, sp.apply)) return this.track(sparsifyWeight(this.gpu, name, data, m.N, m.K, sp).weight as GpuWeight);
     return this.track(uploadWeight(this.gpu, name, data, m.N, m.K, { format: this.policy.storage(role) }));
   }
 
@@ -109,18 +112,23 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
 
   moe(layer: number, p: HostMoe): GpuMoe {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
-    const experts = uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I);
-    const sh = p.shared
+    const sp = this.policy.sparsity;
+    const prefix = `model.layers.${layer}.mlp`;
+    // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
+    const experts: GpuMoe['experts'] = sp && isSparsityTarget(`${prefix}.experts.0.gate_proj.weight`, sp.apply)
+      ? { sparse: true, w: sparsifyExperts(g, `layers.${layer}.experts`, p.experts, D, I, sp).experts }
+      : { sparse: false, w: uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I) };
+    const shared = p.shared
       ? {
-          gate: uploadWeight(g, `layers.${layer}.shared.gate`, p.shared.gate, Is, D, { format: this.policy.storage('shared') }),
-          up: uploadWeight(g, `layers.${layer}.shared.up`, p.shared.up, Is, D, { format: this.policy.storage('shared') }),
-          down: uploadWeight(g, `layers.${layer}.shared.down`, p.shared.down, D, Is, { format: this.policy.storage('shared') }),
+          gate: this.matrix(`${prefix}.shared_experts.gate_proj.weight`, { N: Is, K: D, f32: p.shared.gate }, 'shared'),
+          up: this.matrix(`${prefix}.shared_experts.up_proj.weight`, { N: Is, K: D, f32: p.shared.up }, 'shared'),
+          down: this.matrix(`${prefix}.shared_experts.down_proj.weight`, { N: D, K: Is, f32: p.shared.down }, 'shared'),
         }
       : null;
     const gate = g.buffers.upload(`layers.${layer}.gate`, p.gate);
     const bias = p.bias ? g.buffers.upload(`layers.${layer}.gate.bias`, p.bias) : null;
-    const bytes = experts.bytes + gate.size + (bias?.size ?? 0) + (sh ? sh.gate.bytes + sh.up.bytes + sh.down.bytes : 0);
-    const e: GpuMoe = { gate, bias, experts, shared: sh, bytes };
+    const bytes = experts.w.bytes + gate.size + (bias?.size ?? 0);
+    const e: GpuMoe = { gate, bias, experts, shared, bytes };
     this.moes.push(e);
     this.weightBytes += bytes;
     return e;
@@ -177,7 +185,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     moeGate(this.gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
     const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
     const out = this.temp(T, D);
-    moeExperts(this.gpu, this.r(), { x: x.buf, T, experts: e.experts, ids, weights, K, shared: shared?.buf ?? null, out: out.buf });
+    const args = { x: x.buf, T, ids, weights, K, shared: shared?.buf ?? null, out: out.buf };
+    if (e.experts.sparse) sparseMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
+    else moeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
     if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
     return out;
   }
@@ -206,10 +216,10 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   destroy(): void {
     for (const w of this.weights) destroyWeight(this.gpu, w);
     for (const m of this.moes) {
-      destroyExperts(this.gpu, m.experts);
+      if (m.experts.sparse) for (const w of [m.experts.w.gateUp, m.experts.w.down]) destroyWeight(this.gpu, w as GpuWeight);
+      else destroyExperts(this.gpu, m.experts.w);
       this.gpu.buffers.destroy(m.gate);
       this.gpu.buffers.destroy(m.bias);
-      if (m.shared) for (const w of [m.shared.gate, m.shared.up, m.shared.down]) destroyWeight(this.gpu, w);
     }
     for (const b of this.routingBuffers.values()) this.gpu.buffers.destroy(b);
     this.gpu.buffers.destroy(this.invFreq);

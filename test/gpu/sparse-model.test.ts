@@ -14,8 +14,7 @@ import { buildWeights } from '../../src/model/load';
 import { openCheckpoint } from '../../src/loader/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
-import { pruneModelTensors, sparsityLabel, isSparsityTarget, type HostTensor, type SparsityOption } from '../../src/sparse/apply';
-import { sparsifyWeight } from '../../src/kernels/sparse';
+import { pruneModelTensors, pruneMatrix, sparsityLabel, type HostTensor, type SparsityOption } from '../../src/sparse/apply';
 
 // f32 throughout; the GPU and CPU paths of the dense fixture agree to ~5e-6 (fixture README), the
 // sparse kernels sum fewer products in another order: 1e-4 on logits of std ≈ 2.
@@ -35,9 +34,31 @@ const checkpoint = (tensors: HostTensor[]) => openCheckpoint(memoryModel({
   'model.safetensors': writeSafetensors(Object.fromEntries(tensors.map((t) => [t.name, { dtype: 'F32' as const, shape: t.shape, data: t.data }]))),
 }));
 
+/**
+ * The GPU stacks each routed expert's gate and up rows ([2I, D]) before pruning, so a V×M block can span
+ * both; prune the checkpoint's experts the same way so the CPU reference sees the GPU's weights.
+ */
+function prunedLikeTheGpu(tensors: HostTensor[], o: Omit<SparsityOption, 'apply'>): HostTensor[] {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const original = new Map(dense.map((t) => [t.name, t]));
+  for (const t of tensors) {
+    const m = /^(model\.layers\.\d+\.mlp\.experts\.\d+)\.gate_proj\.weight$/.exec(t.name);
+    if (!m) continue;
+    const gate = original.get(`${m[1]}.gate_proj.weight`)!, up = original.get(`${m[1]}.up_proj.weight`)!;
+    const [I, D] = gate.shape;
+    const stacked = new Float32Array(2 * I * D);
+    stacked.set(gate.data, 0);
+    stacked.set(up.data, I * D);
+    const p = pruneMatrix(stacked, 2 * I, D, o).pruned;
+    byName.get(`${m[1]}.gate_proj.weight`)!.data = p.slice(0, I * D);
+    byName.get(`${m[1]}.up_proj.weight`)!.data = p.slice(I * D);
+  }
+  return tensors;
+}
+
 describe('whole model on sparse kernels == CPU reference on the pruned checkpoint', () => {
   it.each([{ format: '2:4' }, { format: 'vnm', v: 64, m: 8 }] as Omit<SparsityOption, 'apply'>[])('%o: prefill then decode', async (o) => {
-    const pruned = pruneModelTensors(dense, { ...o, apply: 'all-linear' }).tensors;
+    const pruned = prunedLikeTheGpu(pruneModelTensors(dense, { ...o, apply: 'all-linear' }).tensors, o);
     // CPU reference: prefill [0, split), then one token at a time.
     const ckptCpu = await checkpoint(pruned);
     const cfg = ckptCpu.config;
@@ -48,21 +69,21 @@ describe('whole model on sparse kernels == CPU reference on the pruned checkpoin
     want.set((forward(cpu, cfg, wCpu, tokens.slice(0, split), { past: 0 }) as CpuTensor).data, 0);
     for (let i = split; i < tokens.length; i++) want.set((forward(cpu, cfg, wCpu, [tokens[i]], { past: cpu.cachedTokens }) as CpuTensor).data, i * V);
 
-    // GPU: the same checkpoint; every block linear layer re-packed sparse (pruning is idempotent).
-    let sparseLayers = 0;
+    // GPU: the same checkpoint with sparsity 'all-linear' in the load policy: every block linear layer,
+    // the shared experts and the routed experts re-packed sparse (pruning is idempotent).
     const be = new GpuBackend(gpu, cfg, {
       storage: () => 'f32',
       nativeFp8: false,
-      sparsify: (name, data, N, K, role) => {
-        if (!isSparsityTarget(name, 'all-linear')) return null; // not lm_head, nor MLA's kv_b (read densely by the attention kernels)
-        sparseLayers++;
-        return sparsifyWeight(gpu, name, data, N, K, { ...o, values: 'f32' }).weight;
-      },
+      sparsity: { format: o.format, v: o.v ?? 64, m: o.m ?? 8, apply: 'all-linear', values: 'f32' },
     }, 64);
     const wGpu = await buildWeights(be, cfg, await checkpoint(pruned));
-    // attention (q_a, q_b, kv_a, o) ×3 layers + the dense MLP; the backend's moe() uploads shared and
-    // routed experts itself (dense-stored here, pruned in the checkpoint; sparse-moe.test.ts runs them sparse)
-    expect(sparseLayers).toBe(3 * 4 + 3);
+    // attention (q_a, q_b, kv_a, o) ×3 layers + the dense MLP + the shared experts ×2 run sparse
+    // (not lm_head, nor MLA's kv_b, read densely by the attention kernels); routed experts too.
+    const sparseLinear = wGpu.layers.flatMap((L) => [L.attn.qA, L.attn.qB, L.attn.kvA, L.attn.o, L.mlp?.gate, L.mlp?.up, L.mlp?.down, L.moe?.shared?.gate, L.moe?.shared?.up, L.moe?.shared?.down])
+      .filter((w) => w && (w.format === '2:4' || w.format === 'vnm'));
+    expect(sparseLinear).toHaveLength(3 * 4 + 3 + 2 * 3);
+    expect(wGpu.layers.filter((L) => L.moe?.experts.sparse)).toHaveLength(2);
+    expect(wGpu.layers[0].attn.kvB.format).toBe('f32');
     const got = new Float32Array(tokens.length * V);
     const step = async (toks: number[], at: number) => {
       const past = be.cache.length;
