@@ -478,12 +478,14 @@ export class DemoApp {
 
   private renderExamples(): void {
     const box = this.el('#examples');
-    box.innerHTML = EXAMPLES.map((t) => `<button type="button" class="chip">${escapeHtml(t)}</button>`).join('');
+    box.innerHTML = `<span class="examples-label">Try a completion:</span>` + EXAMPLES.map((t) => `<button type="button" class="chip" title="Raw completion">${escapeHtml(t)}…</button>`).join('');
     box.addEventListener('click', (ev) => {
       const b = (ev.target as HTMLElement).closest('button');
       if (!b) return;
+      // The examples are beginnings of texts: they run as raw completions.
+      this.setMode('raw');
       const input = this.el('#prompt') as HTMLTextAreaElement;
-      input.value = b.textContent ?? '';
+      input.value = (b.textContent ?? '').replace(/…$/, '');
       input.focus();
     });
   }
