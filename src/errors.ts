@@ -31,47 +31,61 @@ export class WebMoeError extends Error {
     super(message);
     this.code = code;
     this.details = details;
-    this.name = new.target.name;
+    // Names are string literals (subclasses override them): minifiers rename classes, and the name
+    // crosses the Worker boundary as an error's identity.
+    this.name = 'WebMoeError';
   }
 }
 
 export class GpuUnavailableError extends WebMoeError {
+  override readonly name = 'GpuUnavailableError';
   constructor(message: string) { super('GPU_UNAVAILABLE', message); }
 }
 export class FeatureMissingError extends WebMoeError {
+  override readonly name = 'FeatureMissingError';
   constructor(feature: string, what: string) { super('GPU_FEATURE_MISSING', `${what} needs the WebGPU feature '${feature}', which this device does not have`, { feature }); }
 }
 /** A request that needs more than a device limit grants; names the limit and the shortfall. */
 export class LimitExceededError extends WebMoeError {
+  override readonly name = 'LimitExceededError';
   constructor(limit: string, needed: number, granted: number, what: string) {
     super('GPU_LIMIT_EXCEEDED', `${what} needs ${limit} = ${needed}, but the device grants ${granted} (short by ${needed - granted})`, { limit, needed, granted });
   }
 }
 export class GpuValidationError extends WebMoeError {
+  override readonly name = 'GpuValidationError';
   constructor(message: string, code: ErrorCode = 'GPU_VALIDATION') { super(code, message); }
 }
 export class DeviceLostError extends WebMoeError {
+  override readonly name = 'DeviceLostError';
   constructor(message: string, readonly reason?: string) { super('DEVICE_LOST', message, { reason }); }
 }
 export class ShaderCompileError extends WebMoeError {
+  override readonly name = 'ShaderCompileError';
   constructor(label: string, messages: string) { super('SHADER_COMPILE', `WGSL compilation failed for ${label}:\n${messages}`, { label }); }
 }
 export class ShapeError extends WebMoeError {
+  override readonly name = 'ShapeError';
   constructor(message: string) { super('BAD_SHAPE', message); }
 }
 export class FormatError extends WebMoeError {
+  override readonly name = 'FormatError';
   constructor(message: string, details?: Record<string, unknown>) { super('BAD_FORMAT', message, details); }
 }
 export class ConfigError extends WebMoeError {
+  override readonly name = 'ConfigError';
   constructor(field: string, message: string) { super('BAD_CONFIG', `config.json: ${field}: ${message}`, { field }); }
 }
 export class UnsupportedError extends WebMoeError {
+  override readonly name = 'UnsupportedError';
   constructor(message: string, details?: Record<string, unknown>) { super('UNSUPPORTED', message, details); }
 }
 export class AbortError extends WebMoeError {
+  override readonly name = 'AbortError';
   constructor(message = 'The operation was aborted') { super('ABORTED', message); }
 }
 export class ArgumentError extends WebMoeError {
+  override readonly name = 'ArgumentError';
   constructor(message: string) { super('BAD_ARGUMENT', message); }
 }
 

@@ -15,6 +15,7 @@ export interface WorkerEngineOptions extends EngineOptions {
 }
 
 export class WorkerCrashedError extends WebMoeError {
+  override readonly name = 'WorkerCrashedError';
   constructor(message: string) { super('WORKER_CRASHED', message); }
 }
 
@@ -92,6 +93,8 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
       if (typeof model !== 'string' && !Array.isArray(model) && !(typeof FileSystemDirectoryHandle !== 'undefined' && model instanceof FileSystemDirectoryHandle)) {
         return Promise.reject(new ArgumentError('createWorkerEngine().load takes a URL, a File[] or a FileSystemDirectoryHandle'));
       }
+      // A relative URL means the page's URL: resolve it here, the worker's base is its own script.
+      if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();
       const { onProgress, signal, ...plainOpts } = o;
       if (signal?.aborted) return Promise.reject(new AbortError());
       const id = nextCallId++;

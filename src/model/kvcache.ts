@@ -19,6 +19,7 @@ export { mhaCacheBytesPerToken, latentCacheBytesPerToken } from '../kernels/mla.
 
 /** The context would pass the cache's maximum capacity. */
 export class ContextLengthError extends WebMoeError {
+  override readonly name = 'ContextLengthError';
   constructor(needed: number, max: number, what: string) {
     super('CONTEXT_LENGTH', `${what}: ${needed} tokens requested, the cache holds at most ${max}`, { needed, max });
   }
