@@ -66,9 +66,16 @@ override WG: u32 = 128u;
 override SK: u32 = 32u;
 override SCALE_F16: bool = true;
 
+// Signed bytes of v: each moved to the top of an i32 by a constant shift, then arithmetic-shifted down
+// (no per-lane variable shifts, which some compilers scalarise).
 fn i8x4(v: u32) -> vec4<f32> {
-  return vec4<f32>(vec4<i32>(vec4<u32>(v) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+  return vec4<f32>(vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u), bitcast<i32>(v)) >> vec4<u32>(24u));
 }
+// Nibbles 0..3 of the low 16 bits of v, minus 8: masked in place and scaled down (exact in f32;
+// constant masks, signed int → float conversion).
+const NIB_MASK = vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u);
+const NIB_SCALE = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
+fn q4x4(v: u32) -> vec4<f32> { return vec4<f32>(vec4<i32>(vec4<u32>(v) & NIB_MASK)) * NIB_SCALE - 8.0; }
 fn fp8x4(v: u32) -> vec4<f32> {
   let b = (vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
   let e = (b >> vec4<u32>(3u)) & vec4<u32>(15u);
@@ -140,20 +147,11 @@ fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32,
 const UNIT: u32 = 32u;
 const FLAT_ROWS: bool = false;
 fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> {
-  var d: array<vec4<f32>, 8>;
-  for (var j = 0u; j < 4u; j++) {
-    d[2u * j] = vec4<f32>((vec4<u32>(u[j]) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) - 8.0;
-    d[2u * j + 1u] = vec4<f32>((vec4<u32>(u[j]) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) - 8.0;
-  }
-  return d;
+  return array<vec4<f32>, 8>(q4x4(u.x), q4x4(u.x >> 16u), q4x4(u.y), q4x4(u.y >> 16u), q4x4(u.z), q4x4(u.z >> 16u), q4x4(u.w), q4x4(u.w >> 16u));
 }
 fn scale_of(n: u32, k: u32) -> f32 { return group_scale(n * P.scale_cols + k / SK); }
 // One word (8 nibbles, elements 8i .. 8i + 7 of the unit) against x vec4s a (low half) and b.
-fn q4_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 {
-  let lo = vec4<f32>((vec4<u32>(v) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) - 8.0;
-  let hi = vec4<f32>((vec4<u32>(v) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) - 8.0;
-  return dot(lo, a) + dot(hi, b);
-}
+fn q4_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(q4x4(v), a) + dot(q4x4(v >> 16u), b); }
 fn q4_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
   return q4_word(u.x, x0, x1) + q4_word(u.y, x2, x3) + q4_word(u.z, x4, x5) + q4_word(u.w, x6, x7);
 }
@@ -281,22 +279,27 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 // @subgroup-begin
 // `gemv_subgroup`: one subgroup per workgroup (WG = the device's minimum subgroup size, so the
-// workgroup never spans two subgroups), one row group, all WG invocations along K, reduced with
-// subgroupAdd: no barriers, no workgroup memory.
+// workgroup never spans two subgroups), RG row groups one after the other, all WG invocations along K,
+// reduced with subgroupAdd: no barriers, no workgroup memory.
+override RG: u32 = 1u;
+
 @compute @workgroup_size(WG)
 fn gemv_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
   let m_blocks = (P.M + MR - 1u) / MR;
   if (g >= P.tiles_n * m_blocks) { return; }
   let m0 = (g / P.tiles_n) * MR;
-  let n0 = (g % P.tiles_n) * 4u;
-  let a = gemv_partial(n0, m0, lid, WG);
-  if (MR == 1u) {
-    let t = subgroupAdd(a.r0);
-    if (lid == 0u) { store_rows(m0, n0, t); }
-  } else {
-    let t = Acc(subgroupAdd(a.r0), subgroupAdd(a.r1), subgroupAdd(a.r2), subgroupAdd(a.r3));
-    if (lid == 0u) { store_acc(n0, m0, t); }
+  for (var r = 0u; r < RG; r++) {
+    let n0 = ((g % P.tiles_n) * RG + r) * 4u;
+    if (n0 >= P.N) { break; }
+    let a = gemv_partial(n0, m0, lid, WG);
+    if (MR == 1u) {
+      let t = subgroupAdd(a.r0);
+      if (lid == 0u) { store_rows(m0, n0, t); }
+    } else {
+      let t = Acc(subgroupAdd(a.r0), subgroupAdd(a.r1), subgroupAdd(a.r2), subgroupAdd(a.r3));
+      if (lid == 0u) { store_acc(n0, m0, t); }
+    }
   }
 }
 // @subgroup-end

@@ -32,6 +32,8 @@ export interface LinearArgs {
   kernel?: 'gemv' | 'matmul';
   /** Use the workgroup-memory GEMV even when the device has subgroups (tests, benchmarks). */
   noSubgroups?: boolean;
+  /** Subgroup GEMV: row groups (of 4 rows) per workgroup, overriding gemvShape's choice (tuning). */
+  rowGroups?: number;
 }
 
 /** One format's implementation; receives a single (unchunked) weight. */
@@ -107,16 +109,19 @@ export function gemvSubgroups(gpu: Gpu): boolean {
  * units each; ≤ 8 on a CPU fallback adapter, where each barrier of the reduction tree is expensive),
  * WG / TK row groups per workgroup.
  */
-export function gemvShape(gpu: Gpu, w: GpuWeight, noSubgroups = false): { subgroups: boolean; WG: number; TK: number; rows: number } {
+export function gemvShape(gpu: Gpu, w: GpuWeight, noSubgroups = false): { subgroups: boolean; WG: number; TK: number; RG: number; rows: number } {
   if (!noSubgroups && gemvSubgroups(gpu)) {
     const S = gpu.caps.subgroupMinSize;
-    return { subgroups: true, WG: S, TK: S, rows: GEMV_ROWS };
+    // RG row groups per workgroup, one after the other: 1 on GPUs (many small workgroups fill the
+    // cores); on a CPU fallback adapter, where each workgroup has a fixed cost, enough to leave ~64.
+    const RG = gpu.adapter.isFallbackAdapter ? Math.max(1, Math.min(16, Math.floor(w.N / (GEMV_ROWS * 64)))) : 1;
+    return { subgroups: true, WG: S, TK: S, RG, rows: GEMV_ROWS * RG };
   }
   const WG = Math.min(64, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
   const units = Math.ceil(w.K / unitOf(w.format as PackedFormat));
   const maxTK = gpu.adapter.isFallbackAdapter ? 8 : 32;
   const TK = Math.max(1, Math.min(maxTK, WG, 2 ** Math.floor(Math.log2(Math.max(1, units / 2)))));
-  return { subgroups: false, WG, TK, rows: (WG / TK) * GEMV_ROWS };
+  return { subgroups: false, WG, TK, RG: 1, rows: (WG / TK) * GEMV_ROWS };
 }
 
 /** x rows per GEMV row group (each decoded weight unit is reused for all of them) when M > 1. */
@@ -124,7 +129,10 @@ export const GEMV_MR = 4;
 
 /** The packed-format GEMV: decode (M = 1) and small prefill (GEMV_MR rows of x per pass over W). */
 export function linearGemv(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
-  const { subgroups, WG, TK, rows } = gemvShape(gpu, a.w, a.noSubgroups);
+  const shape = gemvShape(gpu, a.w, a.noSubgroups);
+  const { subgroups, WG, TK } = shape;
+  const RG = subgroups ? a.rowGroups ?? shape.RG : 1;
+  const rows = subgroups ? GEMV_ROWS * RG : shape.rows;
   const MR = a.M === 1 ? 1 : GEMV_MR;
   const tiles = ceilDiv(a.w.N, rows);
   const workgroups = tiles * ceilDiv(a.M, MR);
@@ -134,7 +142,7 @@ export function linearGemv(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
   rec.dispatch({
     pipeline: gpu.pipelines.get({
       label: 'linear', code: xVariant(a, subgroups), entryPoint: subgroups ? 'gemv_subgroup' : 'gemv',
-      constants: { ...decodeConstants(a.w), WG, MR },
+      constants: { ...decodeConstants(a.w), WG, MR, ...(subgroups ? { RG } : {}) },
     }),
     bindings: [a.x, ...weightBindings(a.w), a.y],
     uniforms: packParams(a, tiles, TK),

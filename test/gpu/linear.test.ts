@@ -196,6 +196,25 @@ describe('linear: packed formats against the dequantised reference', () => {
     plain.destroy();
   });
 
+  it('subgroup GEMV with several row groups per workgroup (ragged in the last workgroup)', async () => {
+    const N = 37, K = 72;
+    for (const [fmt, M, rowGroups] of [['q4', 1, 3], ['f32', 5, 4]] as [Fmt, number, number][]) {
+      const p = fmt === 'f32' ? packWeight(randomUniform(N * K, 3), N, K, 'f32') : pack(fmt, N, K, 4);
+      const w = uploadPacked(gpu, `rg.${fmt}`, p);
+      const x = randomUniform(M * K, 5);
+      const bx = gpu.buffers.upload('x', x), by = poisoned(gpu, 'y', M * N);
+      const out = await gpu.checked(async () => {
+        const rec = gpu.recorder('t');
+        linear(gpu, rec, { x: bx, w, y: by, M, kernel: 'gemv', rowGroups });
+        rec.submit();
+        return gpu.buffers.readF32(by);
+      });
+      expectClose(out, linearRef(x, dequantizeRef(p), M, N, K), TOL, `${fmt} rowGroups=${rowGroups}`);
+      [bx, by].forEach((b) => gpu.buffers.destroy(b));
+      destroyWeight(gpu, w);
+    }
+  });
+
   it('decode-sized GEMV (q4, 256 × 2048) stays exact', async () => {
     const N = 256, K = 2048, r = mulberry32(1);
     const wf = new Float32Array(N * K).map(() => r() * 2 - 1);
