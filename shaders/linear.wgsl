@@ -51,6 +51,8 @@ fn x4_guarded(e: u32, end: u32) -> vec4<f32> {
   if (e < end) { return x[e >> 2u]; }
   return vec4<f32>(0.0);
 }
+// The same without a branch (a clamped load and a select; end ≥ 4 here since K ≥ 4).
+fn x4_select(e: u32, end: u32) -> vec4<f32> { return select(vec4<f32>(0.0), x[min(e, end - 4u) >> 2u], e < end); }
 // @variant x scalar
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 fn x4(e: u32) -> vec4<f32> { return vec4<f32>(x[e], x[e + 1u], x[e + 2u], x[e + 3u]); }
@@ -58,6 +60,10 @@ fn x4_guarded(e: u32, end: u32) -> vec4<f32> {
   var v = vec4<f32>(0.0);
   for (var j = 0u; j < 4u; j++) { if (e + j < end) { v[j] = x[e + j]; } }
   return v;
+}
+fn x4_select(e: u32, end: u32) -> vec4<f32> {
+  let i = min(vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(end - 1u));
+  return select(vec4<f32>(0.0), vec4<f32>(x[i.x], x[i.y], x[i.z], x[i.w]), vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(end));
 }
 // @end x
 
@@ -99,8 +105,8 @@ fn group_scale(i: u32) -> f32 {
 
 // The GEMV's dot products, written without private arrays (some compilers spill arrays indexed by loop
 // variables): rows_dot(u0..u3, xb, k0) = the four weight rows' units u0..u3 (elements k0 ..) dotted
-// with x[xb + k0 ..], unscaled; each x vec4 is loaded once (xl: zero past K) for the four rows.
-fn xl(xb: u32, k: u32) -> vec4<f32> { return x4_guarded(xb + k, xb + P.K); }
+// with x[xb + k0 ..], unscaled; each x vec4 is loaded once (xl: zero past K, branch-free) for the four rows.
+fn xl(xb: u32, k: u32) -> vec4<f32> { return x4_select(xb + k, xb + P.K); }
 
 // One block per format: UNIT (elements per vec4<u32>), decode (the unit's values, unscaled, as UNIT/4
 // vec4s: the matmul and the gather), rows_dot (the GEMV, above), scale_of (row n, element k).
