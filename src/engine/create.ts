@@ -11,7 +11,7 @@ import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
 import { GpuBackend, type WeightPolicy } from '../model/gpu-backend';
 import { buildWeights } from '../model/load';
 import { isMoeLayer, expectedTensorShapes, type ModelConfig } from '../model/config';
-import { openCheckpoint } from '../loader/checkpoint';
+import { openCheckpoint, type Checkpoint } from '../loader/checkpoint';
 import { urlModel, memoryModel, type ModelSource } from '../loader/model-source';
 import { estimateMemory, checkFitsDevice } from '../loader/memory';
 import { FormatError, ArgumentError } from '../errors';
@@ -42,11 +42,17 @@ export function parameterCounts(cfg: ModelConfig): { total: number; active: numb
 
 const countMoeLayers = (cfg: ModelConfig) => Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i)).length;
 
-function storageFor(gpu: Gpu, w: WeightStorage | undefined): 'f32' | 'f16' | 'q8' | 'q4' {
+/**
+ * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 (half
+ * the memory and bandwidth, decoded in the shader, no shader-f16 needed), anything else runs as f32
+ * (BF16's range does not fit f16; FP8 and F32 are widened).
+ */
+function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint): 'f32' | 'f16' | 'q8' | 'q4' {
   const s = w ?? 'auto';
   if (!['auto', 'f32', 'f16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, q8 or q4, got ${String(s)}`);
-  if (s === 'auto') return gpu.caps.f16 ? 'f16' : 'f32';
-  return s as 'f32' | 'f16' | 'q8' | 'q4';
+  if (s !== 'auto') return s as 'f32' | 'f16' | 'q8' | 'q4';
+  const linear = [...ckpt.tensors.values()].filter((t) => /\.(self_attn|mlp)\..*_proj\.weight$/.test(t.name));
+  return linear.length > 0 && linear.every((t) => t.dtype === 'F16') ? 'f16' : 'f32';
 }
 
 export function gpuLoader(env: EngineEnvironment): ModelLoader {
@@ -61,7 +67,7 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     if (!ckpt.tokenizerJson) throw new FormatError(`${source.description}: tokenizer.json is missing`);
     const codec = new TextCodec(ckpt.tokenizerJson, ckpt.tokenizerConfig, cfg.eosTokenIds);
     if (!gpu || gpu.lostError) gpu = await env.acquire(engineOptions.gpu, log);
-    const storage = storageFor(gpu, options.weights);
+    const storage = storageFor(options.weights, ckpt);
     const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
     checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);

@@ -13,7 +13,7 @@ import { isMoeLayer } from './config';
 import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope.ref';
 
 /** Where a linear weight sits in the model; backends choose storage (f32/f16/int8/int4/sparse) by role. */
-export type MatrixRole = 'attn' | 'mlp' | 'shared' | 'lm_head';
+export type MatrixRole = 'attn' | 'kv_b' | 'mlp' | 'shared' | 'lm_head';
 
 /** A matrix as it comes out of the checkpoint: f32 values, or DeepSeek-V3's native FP8 with block scales. */
 export interface HostMatrix {

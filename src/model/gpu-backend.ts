@@ -98,6 +98,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   }
 
   matrix(name: string, m: HostMatrix, role: MatrixRole): GpuWeight {
+    // The MLA kernels read W_UK and W_UV straight out of kv_b (absorbed q, latent → v), in f32: it stays
+    // f32 whatever the storage policy (it is small: heads·(nope+v)·kv_lora_rank).
+    if (role === 'kv_b') return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format: 'f32' }));
     if (m.fp8 && this.policy.nativeFp8) return this.track(uploadFp8Weight(this.gpu, name, m.fp8.bytes, m.fp8.scaleInv, m.N, m.K));
     const data = hostMatrixToF32(m);
     const sp = this.policy.sparsity;
@@ -166,6 +169,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   }
 
   mla(layer: number, q: GpuTensor, kvA: GpuTensor, kvB: GpuWeight, dims: MlaShape, past: number, scale: number): GpuTensor {
+    if (kvB.format !== 'f32' || kvB.chunks) throw new Error(`mla: kv_b must be one f32 buffer, got ${kvB.format}${kvB.chunks ? ' in chunks' : ''}`);
     const out = this.temp(q.rows, dims.heads * dims.vHead);
     mlaAttention(this.gpu, this.r(), { dims, q: q.buf, kvA: kvA.buf, kvB: kvB.buffers[0], cache: this.cache, layer, past, S: q.rows, out: out.buf, scale });
     return out;

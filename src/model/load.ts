@@ -40,6 +40,7 @@ export function modelTensorNames(cfg: ModelConfig, available: (name: string) => 
 
 function roleOf(name: string): MatrixRole {
   if (name === names.lmHead) return 'lm_head';
+  if (name.endsWith('.kv_b_proj.weight')) return 'kv_b';
   if (name.includes('.self_attn.')) return 'attn';
   if (name.includes('.shared_experts.')) return 'shared';
   return 'mlp';
