@@ -110,8 +110,11 @@ class SequentialBody {
   private reader: ReadableStreamDefaultReader<Uint8Array>;
   private pos = 0;
   private pending: Uint8Array | null = null; // unread tail of the last chunk
+  private received = 0;
   failed = false;
-  constructor(body: ReadableStream<Uint8Array>, readonly name: string, private sink?: CacheSink) {
+  /** Set when the connection closed before `total` bytes: the reader may retry elsewhere. */
+  endedEarly = false;
+  constructor(body: ReadableStream<Uint8Array>, readonly name: string, private total: number, private sink?: CacheSink) {
     this.reader = body.getReader();
   }
   get position(): number { return this.pos; }
@@ -122,12 +125,19 @@ class SequentialBody {
     } catch (e) {
       this.fail(e);
       const t = asTypedAbort(e, signal);
-      throw t instanceof WebMoeError ? t : new WebMoeError('NETWORK', `${this.name}: download failed (${(e as Error).message})`, { file: this.name });
+      if (t instanceof AbortError) throw t;
+      this.endedEarly = true; // the connection broke (e.g. a length mismatch): retryable
+      throw t instanceof WebMoeError ? t : new WebMoeError('NETWORK', `${this.name}: download failed after ${this.received} of ${this.total} bytes (${(e as Error).message})`, { file: this.name });
     }
     if (r.done) {
-      this.sink?.end();
+      if (this.received < this.total) {
+        // A dropped connection, not the end of the file: the cache entry must not be completed.
+        this.endedEarly = true;
+        this.fail(new Error('connection closed early'));
+      } else this.sink?.end();
       return null;
     }
+    this.received += r.value.length;
     this.sink?.push(r.value);
     return r.value;
   }
@@ -146,6 +156,7 @@ class SequentialBody {
         chunk = await this.next(signal);
         if (!chunk) {
           this.failed = true;
+          if (this.endedEarly) throw new WebMoeError('NETWORK', `${this.name}: the connection closed after ${this.received} of ${this.total} bytes`, { file: this.name });
           throw new FormatError(`${this.name}: download ended at byte ${this.pos}, before [${offset}, ${offset + length}) (truncated?)`, { file: this.name });
         }
       }
@@ -221,6 +232,9 @@ export interface UrlByteSource extends ByteSource {
   readonly cacheWrite: Promise<boolean> | null;
 }
 
+/** Times one file's full-body download may be re-requested after the connection closed early. */
+const MAX_RECONNECTS = 3;
+
 /**
  * A file behind a URL. The first request asks for a small Range (the header): a 206 means the server
  * honours Range and later reads are Range requests; a 200 means it ignores Range, and that one full GET
@@ -243,6 +257,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
   let sink: CacheSink | null = null;
   let cacheTried = false;
   let smallWrite: Promise<boolean> | null = null;
+  let reconnects = 0;
 
   const request = async (headers: Record<string, string>, signal?: AbortSignal): Promise<Response> => {
     try {
@@ -288,7 +303,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
     else if (total !== size) bad(res);
     seq?.cancel();
     sink = withCache && opts.cache ? cacheSink(opts.cache, url, total) : null;
-    seq = new SequentialBody(counted(res.body), name, sink ?? undefined);
+    seq = new SequentialBody(counted(res.body), name, total, sink ?? undefined);
     mode = 'sequential';
   };
 
@@ -385,7 +400,18 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
         await startSequential(res, true, signal);
         if ((mode as string) === 'cached') return cached!.read(offset, length, signal);
       }
-      if (seq && offset >= seq.position) return seq.read(offset, length, signal);
+      if (seq && offset >= seq.position) {
+        const s = seq;
+        try {
+          return await s.read(offset, length, signal);
+        } catch (e) {
+          // A full body that stopped short (server or proxy dropped an idle, slowly read connection):
+          // ask again below, a few times per file, rather than fail the whole load.
+          if (!s.endedEarly || reconnects >= MAX_RECONNECTS) throw e;
+          reconnects++;
+          if (seq === s) { seq = null; sink = null; }
+        }
+      }
       // Backward read (or no full body yet): ask for just these bytes.
       if (rangeOk) {
         const b = await rangeRead(offset, length, signal);

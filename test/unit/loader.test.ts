@@ -226,7 +226,7 @@ describe('abort', () => {
 
 // ---- HTTP ----------------------------------------------------------------------------------------
 
-interface ServerOpts { ignoreRange?: boolean; delayMs?: number; extraBytes?: boolean; truncate?: boolean }
+interface ServerOpts { ignoreRange?: boolean; delayMs?: number; extraBytes?: boolean; truncate?: boolean; /** Cut this many full GETs of .safetensors files short. */ cutWeightGets?: number }
 interface Logged { path: string; range: string | null; status: number }
 
 function startServer(files: Record<string, Uint8Array | string>, opts: ServerOpts = {}): Promise<{ url: string; log: Logged[]; server: Server; set: (o: ServerOpts) => void }> {
@@ -254,6 +254,11 @@ function startServer(files: Record<string, Uint8Array | string>, opts: ServerOpt
     entry.status = 200;
     res.writeHead(200, { 'content-length': String(body.length) });
     if (o.truncate) { res.write(body.subarray(0, body.length >> 1)); res.destroy(); return; }
+    if (o.cutWeightGets && path.endsWith('.safetensors')) {
+      o.cutWeightGets--;
+      res.write(body.subarray(0, body.length >> 1), () => setTimeout(() => res.destroy(), 5));
+      return;
+    }
     // Send in pieces so a slow consumer / abort can interrupt the transfer.
     for (let i = 0; i < body.length; i += 65536) {
       if (!res.write(body.subarray(i, i + 65536))) await new Promise((r) => res.once('drain', r));
@@ -368,6 +373,33 @@ describe('HTTP loading (node:http on 127.0.0.1)', () => {
     expect(['NETWORK', 'BAD_FORMAT']).toContain(err.code);
     await cache.settled();
     expect(await cache.list()).toEqual([]);
+    srv.set({});
+  });
+
+  it('a full download that stops short is asked for again (Range reads, or a new full GET) and the load completes; nothing partial is cached', async () => {
+    for (const ignoreRange of [false, true]) {
+      srv.set({ ignoreRange, cutWeightGets: 1 });
+      srv.log.length = 0;
+      const cache = trackedCache(memoryWeightCache());
+      const ck = await openCheckpoint(urlModel(srv.url, { cache, probeBytes: 4096 }));
+      const { got } = await streamAll(ck);
+      for (const [name] of expected.header.tensors) expect(Buffer.compare(got.get(name)!, expected.tensor(name).data), name).toBe(0);
+      await cache.settled();
+      // The cut shard is not in the cache (its download never completed); the other one is when Range works.
+      const cut = srv.log.find((l) => l.path.endsWith('.safetensors') && l.status === 200)!.path;
+      const listed = (await cache.list()).map((e) => e.url);
+      expect(listed).not.toContain(srv.url + cut);
+      for (const e of await cache.list()) expect(e.bytes).toBe((files[e.url.slice(srv.url.length) as keyof typeof files] as Uint8Array).length);
+      if (!ignoreRange) expect(srv.log.some((l) => l.path === cut && l.status === 206 && l.range !== 'bytes=0-4095')).toBe(true);
+    }
+    // A server that always drops the connection: a few reconnects, then a typed NETWORK error.
+    srv.set({ ignoreRange: true, cutWeightGets: 100 });
+    srv.log.length = 0;
+    const ck = await openCheckpoint(urlModel(srv.url, { cache: false, probeBytes: 4096 }));
+    const err = await rejectsWith(streamAll(ck), WebMoeError);
+    expect(err.code).toBe('NETWORK');
+    expect(err.message).toMatch(/after \d+ of \d+ bytes/);
+    expect(srv.log.filter((l) => l.path.endsWith('.safetensors') && l.range === null).length).toBeLessThanOrEqual(1 + 1 + 3);
     srv.set({});
   });
 
