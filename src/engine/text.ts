@@ -69,29 +69,37 @@ export class TextCodec {
 
 /**
  * Turns a growing list of token ids into text deltas. Byte-level BPE tokens can split a character, so
- * text ending in U+FFFD is held back until the next token completes it.
+ * text ending in U+FFFD is held back until the next token completes it. Each push decodes only a short
+ * window (the unemitted tokens plus the one before them, which carries any leading-space convention of
+ * the decoder), so streaming n tokens costs O(n), not O(n²).
  */
 export class StreamDecoder {
   private ids: number[] = [];
-  private emitted = 0;
+  private prefix = 0; // window start: one token before the unemitted ones
+  private read = 0; // end of what has been emitted
+  private out = '';
   constructor(private codec: TextCodec) {}
 
   push(id: number): string {
     this.ids.push(id);
-    const text = this.codec.decode(this.ids);
-    if (text.endsWith('\uFFFD')) return '';
-    const delta = text.slice(this.emitted);
-    this.emitted = text.length;
-    return delta;
+    return this.step(false);
   }
 
   /** Whatever is left (a dangling partial character is emitted as is at the end). */
   flush(): string {
-    const text = this.codec.decode(this.ids);
-    const delta = text.slice(this.emitted);
-    this.emitted = text.length;
+    return this.step(true);
+  }
+
+  private step(final: boolean): string {
+    const before = this.codec.decode(this.ids.slice(this.prefix, this.read));
+    const now = this.codec.decode(this.ids.slice(this.prefix));
+    if (now.length <= before.length || (!final && now.endsWith('\uFFFD'))) return '';
+    const delta = now.slice(before.length);
+    this.prefix = this.read;
+    this.read = this.ids.length;
+    this.out += delta;
     return delta;
   }
 
-  get text(): string { return this.codec.decode(this.ids); }
+  get text(): string { return this.out; }
 }
