@@ -9,6 +9,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 import type { MhaKvCache } from '../model/kvcache';
 import { ContextLengthError } from '../model/kvcache';
+import type { AttentionShape } from './attention.ref';
 
 /**
  * Scaled dot-product attention on the GPU.
@@ -35,7 +36,9 @@ const KV_PARAMS = defineUniforms({
   dst_offset: 'u32', past: 'u32', past_from_buf: 'u32', capacity: 'u32',
 });
 
-export interface AttentionArgs {
+/** Shapes as in AttentionShape: S queries at positions past .. past+S−1, T keys (with causal: past + S; ignored
+ * with pastFromBuffer), head h uses kv head ⌊h / (heads/kvHeads)⌋, key t visible to query s iff t ≤ past + s. */
+export interface AttentionArgs extends AttentionShape {
   /** [S, qStride]: head h of query s at s·qStride + qOffset + h·qHeadStride (dQk values). */
   q: Binding;
   /** [T, kStride]: kv head g of key t at t·kStride + kOffset + g·kHeadStride (dQk values). */
@@ -44,22 +47,6 @@ export interface AttentionArgs {
   v: Binding;
   /** [S, oStride]: head h of query s at s·oStride + oOffset + h·oHeadStride (dV values). */
   out: Binding;
-  /** Queries (at positions past .. past+S−1). */
-  S: number;
-  /** Keys (with causal: past + S). Ignored with pastFromBuffer (T = past + S on the GPU). */
-  T: number;
-  past: number;
-  heads: number;
-  /** Divides heads; head h uses kv head ⌊h / (heads/kvHeads)⌋. */
-  kvHeads: number;
-  dQk: number;
-  dV: number;
-  scale: number;
-  /** Key t visible to query s iff t ≤ past + s. */
-  causal: boolean;
-  qStride?: number; qOffset?: number; qHeadStride?: number;
-  kStride?: number; kOffset?: number; kHeadStride?: number;
-  vStride?: number; vOffset?: number; vHeadStride?: number;
   oStride?: number; oOffset?: number; oHeadStride?: number;
   /** Key-range splits merged by an LSE combine pass; 'auto' (default) splits when few workgroups would run. */
   splits?: number | 'auto';

@@ -6,16 +6,10 @@
  * attention softmax by mscale². The caller decides whether YaRN applies (the official code applies it
  * only when the context is longer than original_max_position_embeddings) by passing `scaling` or null.
  */
+import type { RopeScaling } from '../model/config';
 
-export interface YarnScaling {
-  type: 'yarn';
-  factor: number;
-  originalMaxPositionEmbeddings: number;
-  betaFast: number;
-  betaSlow: number;
-  mscale: number;
-  mscaleAllDim: number;
-}
+/** YaRN parameters, as parsed from config.json's rope_scaling. */
+export type YarnScaling = RopeScaling;
 
 /** dim·ln(L / (2π·rotations)) / (2 ln θ): the pair index whose wavelength makes `rotations` turns over L. */
 function correctionDim(rotations: number, dim: number, theta: number, maxPos: number): number {

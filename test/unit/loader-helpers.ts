@@ -7,6 +7,7 @@ import { parseSafetensors, writeSafetensors, toFloat32, type SafetensorsDtype, t
 import { AbortError } from '../../src/errors';
 import { memoryModel, type ModelSource } from '../../src/loader/model-source';
 import { checkRange, type ByteSource } from '../../src/loader/source';
+import { bytesToUnicode as byteToUnicodeMap } from '../../src/model/byte-tokenizer';
 import { f32ArrayToBf16, f32ArrayToF16, f32ToFp8e4m3, fp8e4m3ToF32 } from '../../src/util/half';
 
 export const FIXTURE_DIR = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url);
@@ -19,18 +20,10 @@ export function fixtureTensors(): { name: string; shape: number[]; f32: Float32A
   return [...f.header.tensors.values()].map((t) => ({ name: t.name, shape: t.shape, f32: toFloat32(t.dtype, f.tensor(t.name).data) }));
 }
 
-/** GPT-2 byte → unicode table used by ByteLevel pre-tokenizers. */
+/** GPT-2 byte → unicode table used by ByteLevel pre-tokenizers, indexed by byte. */
 export function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const cs = bs.slice();
-  let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
-  const out: string[] = new Array(256);
-  bs.forEach((b, i) => (out[b] = String.fromCodePoint(cs[i])));
-  return out;
+  const m = byteToUnicodeMap();
+  return Array.from({ length: 256 }, (_, b) => m.get(b)!);
 }
 
 /**
