@@ -6,13 +6,19 @@
  *   webmoe logits   --model DIR --tokens tokens.json --mode prefill|decode|hybrid --out logits.f32.bin [--routing routing.json]
  *   webmoe info     --model DIR
  *   webmoe calibrate --model DIR --text FILE --out bias.safetensors [--steps N] [--gamma G] [--batch-tokens T]
+ *   webmoe prune    --model DIR --out DIR --sparsity 2:4|V:2:M [--apply experts|all-linear]
  */
-import { writeFileSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync, copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { createNodeEngine } from './node';
 import { ArgumentError, WebMoeError } from './errors';
 import type { WebMoeEngine } from './engine/engine';
 import type { LoadOptions, WeightStorage } from './engine/types';
 import { calibrateModel } from './engine/calibrate';
+import { join, resolve } from 'node:path';
+import { openCheckpoint } from './loader/checkpoint';
+import { directoryModel } from './loader/node-source';
+import { writePrunedCheckpoint } from './sparse/write';
+import type { SparsityOption } from './sparse/apply';
 
 const USAGE = `usage:
   webmoe generate --model DIR|URL --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-k K]
@@ -21,7 +27,9 @@ const USAGE = `usage:
                   [--routing routing.json] [--weights ...]
   webmoe info     --model DIR|URL
   webmoe calibrate --model DIR|URL --text FILE --out bias.safetensors [--steps 50] [--gamma 0.001] [--batch-tokens 256]
-                  (DeepSeek-V3 auxiliary-loss-free bias balancing; load the result with LoadOptions.overlay)`;
+                  (DeepSeek-V3 auxiliary-loss-free bias balancing; load the result with LoadOptions.overlay)
+  webmoe prune    --model DIR --out DIR --sparsity 2:4|V:2:M (e.g. 64:2:8) [--apply experts|all-linear]
+                  (writes a pre-pruned copy of a local model; it loads on the sparse kernels by default)`;
 
 type Flags = Record<string, string | boolean>;
 
@@ -151,6 +159,33 @@ async function calibrate(f: Flags, io: CliIO) {
   });
 }
 
+/** Parses '2:4' or 'V:2:M' (e.g. '64:2:8'). */
+export function parseSparsity(spec: string, apply: string): SparsityOption {
+  if (apply !== 'experts' && apply !== 'all-linear') throw new ArgumentError(`--apply must be experts or all-linear, got '${apply}'`);
+  if (spec === '2:4') return { format: '2:4', apply };
+  const m = /^(\d+):2:(\d+)$/.exec(spec);
+  if (!m) throw new ArgumentError(`--sparsity must be 2:4 or V:2:M (e.g. 64:2:8), got '${spec}'`);
+  return { format: 'vnm', v: Number(m[1]), m: Number(m[2]), apply };
+}
+
+async function prune(f: Flags, io: CliIO) {
+  const dir = resolve(str(f, 'model')!), outDir = resolve(str(f, 'out')!);
+  const o = parseSparsity(str(f, 'sparsity')!, str(f, 'apply', false) ?? 'experts');
+  if (!existsSync(join(dir, 'config.json'))) throw new ArgumentError(`--model: ${dir} has no config.json (prune reads a local model folder)`);
+  if (outDir === dir) throw new ArgumentError('--out must be another folder than --model');
+  const ckpt = await openCheckpoint(directoryModel(dir));
+  try {
+    let last = 0;
+    const r = await writePrunedCheckpoint(ckpt, o, { onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; io.err(`  ${done}/${total} ${name}\n`); } } });
+    mkdirSync(outDir, { recursive: true });
+    writeFileSync(join(outDir, 'model.safetensors'), r.file);
+    for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(outDir, file));
+    io.out(`${JSON.stringify({ out: outDir, sparsity: o, prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length })}\n`);
+  } finally {
+    await ckpt.close?.();
+  }
+}
+
 /** Runs the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad arguments). */
 export async function main(argv: string[], io: CliIO = defaultIO): Promise<number> {
   try {
@@ -160,6 +195,7 @@ export async function main(argv: string[], io: CliIO = defaultIO): Promise<numbe
     else if (command === 'logits') await logits(flags, io);
     else if (command === 'info') await info(flags, io);
     else if (command === 'calibrate') await calibrate(flags, io);
+    else if (command === 'prune') await prune(flags, io);
     else throw new ArgumentError(`unknown command '${command}'`);
     return 0;
   } catch (e) {

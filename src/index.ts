@@ -17,3 +17,6 @@ export { estimateMemory, checkFitsDevice } from './loader/memory';
 export { loadTokenizer } from './loader/tokenizer-file';
 export { calibrateModel } from './engine/calibrate';
 export { syntheticCheckpoint } from './model/synthetic';
+export { writePrunedCheckpoint, type PrunedCheckpoint } from './sparse/write';
+export { storedSparsity } from './sparse/tensors';
+export { isSparsityTarget, type SparsityOption } from './sparse/apply';

@@ -12,6 +12,8 @@ import { GpuBackend, type WeightPolicy } from '../model/gpu-backend';
 import { buildWeights } from '../model/load';
 import { isMoeLayer, expectedTensorShapes, type ModelConfig } from '../model/config';
 import { openCheckpoint, type Checkpoint } from '../loader/checkpoint';
+import { storedSparsity } from '../sparse/tensors';
+import { sparsityLabel } from '../sparse/apply';
 import { urlModel, memoryModel, type ModelSource } from '../loader/model-source';
 import { estimateMemory, checkFitsDevice } from '../loader/memory';
 import { FormatError, ArgumentError } from '../errors';
@@ -71,7 +73,17 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
     checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);
-    const sp = options.sparsity ?? null;
+    // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
+    let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
+    if (stored) {
+      const { option: o, weights: w } = stored;
+      // The GPU packs each routed expert's gate and up rows as one [2I, D] matrix; a V-row block then
+      // spans both unless V divides I, and re-packing would not keep the stored values exactly.
+      const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
+      log(`${source.description}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
+      if (!exact) stored = null;
+    }
+    const sp = stored?.option ?? options.sparsity ?? null;
     const policy: WeightPolicy = {
       storage: (role) => (role === 'embed' ? (storage === 'f16' ? 'f16' : 'f32') : storage),
       nativeFp8: false,
@@ -80,7 +92,7 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     const be = new GpuBackend(gpu, cfg, policy, contextLength);
     let weights;
     try {
-      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal });
+      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
       gpu.assertAlive(); // uploads to a device lost meanwhile went nowhere
     } catch (e) {
       be.destroy();
@@ -100,7 +112,7 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
       parameters: params.total,
       activeParameters: params.active,
       weightStorage: storage,
-      sparsity: sp ? (sp.format === '2:4' ? `2:4 (${sp.apply ?? 'experts'})` : `${sp.v ?? 64}:2:${sp.m ?? 8} (${sp.apply ?? 'experts'})`) : 'dense',
+      sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
       contextLength,
       chatTemplate: codec.hasChatTemplate,
     };

@@ -330,6 +330,10 @@ export function checkTensorsAgainstConfig(cfg: ModelConfig, tensors: Map<string,
   const [b0, b1] = fp8BlockSize(cfg);
   for (const e of expectedTensors(cfg)) {
     const t = tensors.get(e.name);
+    if (!t && e.kind === 'matrix' && tensors.has(`${e.name}.sparse_config`)) {
+      checkSparseTensors(e.name, e.shape, tensors);
+      continue;
+    }
     if (!t) throw new FormatError(`checkpoint: tensor '${e.name}' is missing (config.json implies shape ${fmt(e.shape)} from ${e.fields})`, { tensor: e.name, expected: e.shape });
     if (t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
       throw new ShapeError(`checkpoint: tensor '${e.name}' has shape ${fmt(t.shape)}, but config.json (${e.fields}) implies ${fmt(e.shape)}`);
@@ -347,5 +351,25 @@ export function checkTensorsAgainstConfig(cfg: ModelConfig, tensors: Map<string,
     } else if (!FLOAT_DTYPES.has(t.dtype)) {
       throw new UnsupportedError(`checkpoint: tensor '${e.name}' has dtype ${t.dtype}; supported: F32, F16, BF16${e.kind === 'matrix' ? ', F8_E4M3 (with weight_scale_inv)' : ''}`, { tensor: e.name, dtype: t.dtype });
     }
+  }
+}
+
+/**
+ * A pre-pruned weight stored compressed (src/sparse/tensors.ts): the parts a loader needs exist with the
+ * dtypes and row counts the config implies. The format and K are in the config tensor's data, checked
+ * when it is read (sparseFromTensors).
+ */
+function checkSparseTensors(name: string, shape: number[], tensors: Map<string, { dtype: SafetensorsDtype | string; shape: number[] }>): void {
+  const part = (suffix: string, dtype: string, rank: number) => {
+    const t = tensors.get(name + suffix);
+    if (!t) throw new FormatError(`checkpoint: sparse weight '${name}' has no '${name}${suffix}'`, { tensor: name + suffix });
+    if (t.dtype !== dtype || t.shape.length !== rank) throw new FormatError(`checkpoint: '${name}${suffix}' is ${t.dtype} ${fmt(t.shape)}, expected ${dtype} of rank ${rank}`, { tensor: name + suffix });
+    return t;
+  };
+  const c = part('.sparse_config', 'U32', 1);
+  if (c.shape[0] !== 5) throw new FormatError(`checkpoint: '${name}.sparse_config' has shape ${fmt(c.shape)}, expected [5]`, { tensor: name + '.sparse_config' });
+  for (const suffix of ['.sparse_values', '.sparse_meta']) {
+    const t = part(suffix, suffix === '.sparse_values' ? 'F32' : 'U32', 2);
+    if (t.shape[0] !== shape[0]) throw new ShapeError(`checkpoint: '${name}${suffix}' has ${t.shape[0]} rows, but config.json implies ${shape[0]}`);
   }
 }

@@ -6,10 +6,13 @@
 import type { Backend, HostExpert, HostMatrix, HostMoe, LayerWeights, MatrixRole, ModelWeights } from './deepseek';
 import { names } from './deepseek';
 import type { ModelConfig } from './config';
-import { isMoeLayer } from './config';
+import { isMoeLayer, expectedTensorShapes } from './config';
+import { SPARSE_SUFFIXES, sparseFromTensors, sameSparsity } from '../sparse/tensors';
+import { sparsityLabel, type SparsityOption } from '../sparse/apply';
+import { unpack } from '../sparse/formats';
 import type { Checkpoint, LoadProgress } from '../loader/checkpoint';
 import { toFloat32, type SafetensorsDtype } from '../formats/safetensors';
-import { FormatError } from '../errors';
+import { FormatError, ShapeError, UnsupportedError } from '../errors';
 
 interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array }
 
@@ -34,8 +37,12 @@ export function modelTensorNames(cfg: ModelConfig, available: (name: string) => 
       out.push(...proj(`${p}.mlp`));
     }
   }
-  // FP8 weights carry a sibling scale.
-  return out.flatMap((n) => (n.endsWith('.weight') && available(n.replace(/\.weight$/, '.weight_scale_inv')) ? [n, n.replace(/\.weight$/, '.weight_scale_inv')] : [n]));
+  // FP8 weights carry a sibling scale; pre-pruned weights are stored as their compressed parts.
+  return out.flatMap((n) => {
+    if (n.endsWith('.weight') && available(n.replace(/\.weight$/, '.weight_scale_inv'))) return [n, n.replace(/\.weight$/, '.weight_scale_inv')];
+    if (!available(n) && available(`${n}.sparse_config`)) return SPARSE_SUFFIXES.map((s) => n + s).filter(available);
+    return [n];
+  });
 }
 
 function roleOf(name: string): MatrixRole {
@@ -50,9 +57,10 @@ export async function buildWeights<T, W, E>(
   be: Backend<T, W, E>,
   cfg: ModelConfig,
   ckpt: Checkpoint,
-  opts: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal } = {},
+  opts: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; /** Every pre-pruned weight must have this pattern (the sparsity was taken from the file). */ storedPattern?: SparsityOption } = {},
 ): Promise<ModelWeights<W, E>> {
   const wanted = modelTensorNames(cfg, (n) => ckpt.tensors.has(n));
+  const expected = expectedTensorShapes(cfg);
   const byName = new Map<string, W>();
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
@@ -88,7 +96,28 @@ export async function buildWeights<T, W, E>(
     moeParts.delete(layer);
   };
 
+  // Parts of pre-pruned weights until all have arrived; then the weight goes on as the dense matrix it
+  // stands for (a backend with a sparsity policy packs it again, and finds exactly the stored pattern).
+  const sparseParts = new Map<string, Map<string, RawTensor>>();
+  const acceptSparsePart = (name: string, raw: RawTensor) => {
+    const base = name.slice(0, name.lastIndexOf('.sparse_'));
+    const parts = sparseParts.get(base) ?? new Map<string, RawTensor>();
+    sparseParts.set(base, parts);
+    parts.set(name, raw);
+    if (SPARSE_SUFFIXES.some((s) => ckpt.tensors.has(base + s) && !parts.has(base + s))) return;
+    sparseParts.delete(base);
+    const packed = sparseFromTensors(base, (t) => parts.get(t));
+    const want = expected.get(base);
+    if (want && (packed.N !== want[0] || packed.K !== want[1])) throw new ShapeError(`sparse weight '${base}' is [${packed.N}, ${packed.K}], but config.json implies [${want}]`);
+    if (opts.storedPattern && !sameSparsity(packed, opts.storedPattern)) {
+      throw new UnsupportedError(`sparse weight '${base}' is ${packed.format === '2:4' ? '2:4' : `${packed.V}:2:${packed.M}`}, other pre-pruned weights ${sparsityLabel(opts.storedPattern)}: one pattern per checkpoint (or pass a sparsity option)`, { tensor: base });
+    }
+    const dense = unpack(packed);
+    accept(base, { dtype: 'F32', shape: [packed.N, packed.K], data: new Uint8Array(dense.buffer) });
+  };
+
   const accept = (name: string, raw: RawTensor) => {
+    if (/\.sparse_(config|values|meta|columns)$/.test(name)) { acceptSparsePart(name, raw); return; }
     if (name.endsWith('.weight_scale_inv')) {
       const w = name.replace(/\.weight_scale_inv$/, '.weight');
       scales.set(w, toFloat32(raw.dtype, raw.data));

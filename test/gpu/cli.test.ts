@@ -55,8 +55,23 @@ describe('webmoe CLI', () => {
     expect([...st.header.tensors.keys()].sort()).toEqual(['model.layers.1.mlp.gate.e_score_correction_bias', 'model.layers.2.mlp.gate.e_score_correction_bias']);
   });
 
+  it('prune writes a pre-pruned copy that info reports as sparse, and logits still run', async () => {
+    const out = join(dir, 'pruned-2-4');
+    const c = io();
+    expect(await main(['prune', '--model', dir, '--out', out, '--sparsity', '2:4', '--apply', 'experts'], c.io), c.err.join('')).toBe(0);
+    const r = JSON.parse(c.out.join(''));
+    expect(r.prunedWeights).toBe(48);
+    expect(r.prunedBytesAfter / r.prunedBytesBefore).toBeLessThan(0.6);
+    expect(readFileSync(join(out, 'tokenizer.json'), 'utf8')).toBe(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+    const i = io();
+    expect(await main(['info', '--model', out], i.io), i.err.join('')).toBe(0);
+    expect(JSON.parse(i.out.join('')).model.sparsity).toBe('2:4 (experts, pre-pruned)');
+  });
+
   it('bad arguments exit with 2 and say what is wrong', async () => {
     for (const [args, msg] of [
+      [['prune', '--model', dir, '--out', join(dir, 'p'), '--sparsity', '3:4'], /--sparsity must be 2:4 or V:2:M/],
+      [['prune', '--model', dir, '--out', join(dir, 'p'), '--sparsity', '2:4', '--apply', 'everything'], /--apply must be experts or all-linear/],
       [['logits', '--model', dir], /--tokens is required/],
       [['logits', '--model', dir, '--tokens', join(dir, 'tokens.json'), '--mode', 'sideways', '--out', 'x'], /--mode must be/],
       [['frobnicate'], /unknown command/],

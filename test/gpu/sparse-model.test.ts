@@ -14,6 +14,9 @@ import { buildWeights } from '../../src/model/load';
 import { openCheckpoint } from '../../src/loader/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
+import { writePrunedCheckpoint } from '../../src/sparse/write';
+import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
+import { gpuEngine } from '../helpers/models';
 import { pruneModelTensors, pruneMatrix, sparsityLabel, type HostTensor, type SparsityOption } from '../../src/sparse/apply';
 
 // f32 throughout; the GPU and CPU paths of the dense fixture agree to ~5e-6 (fixture README), the
@@ -100,5 +103,46 @@ describe('whole model on sparse kernels == CPU reference on the pruned checkpoin
     });
     be.destroy();
     expectClose(got, want, TOL, `whole model ${sparsityLabel(o)}`);
+  });
+});
+
+describe('pre-pruned checkpoints on the engine', () => {
+  const withTokenizer = (file: Uint8Array) => memoryModel({
+    'config.json': JSON.stringify(fixtureJson('config.json')),
+    'model.safetensors': file,
+    'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()),
+  });
+  const logitsOn = async (file: Uint8Array, sparsity?: SparsityOption | null) => {
+    const e = gpuEngine(gpu);
+    const info = await e.load(withTokenizer(file), { weights: 'f32', ...(sparsity !== undefined ? { sparsity } : {}) });
+    const logits = await gpu.checked(() => e.runner.logits(tokens, true));
+    await e.unload();
+    return { info, logits };
+  };
+
+  it.each([
+    [{ format: '2:4', apply: 'experts' }, '2:4 (experts, pre-pruned)'],
+    [{ format: 'vnm', v: 16, m: 8, apply: 'all-linear' }, '16:2:8 (all-linear, pre-pruned)'],
+  ] as [SparsityOption, string][])('%o runs on the sparse kernels by default, as the dense file pruned at load does', async (o, label) => {
+    const pre = await writePrunedCheckpoint(await openCheckpoint(memoryModel({ 'config.json': JSON.stringify(fixtureJson('config.json')), 'model.safetensors': fixtureFile('model.safetensors') })), o);
+    const a = await logitsOn(pre.file);
+    expect(a.info.sparsity).toBe(label);
+    const b = await logitsOn(fixtureFile('model.safetensors'), o);
+    expect(b.info.sparsity).toBe(label.replace(', pre-pruned', ''));
+    expectClose(a.logits, b.logits, { atol: 1e-6, rtol: 0 }, 'pre-pruned vs pruned at load');
+    // sparsity: null runs the stored values on the dense kernels.
+    const c = await logitsOn(pre.file, null);
+    expect(c.info.sparsity).toBe('dense');
+    expectClose(c.logits, a.logits, TOL, 'dense kernels vs sparse kernels');
+  });
+
+  it('a V that splits the stacked expert blocks (V ∤ moe_intermediate_size) loads the stored values on dense kernels', async () => {
+    const o: SparsityOption = { format: 'vnm', v: 64, m: 8, apply: 'experts' }; // fixture: I = 32
+    const pre = await writePrunedCheckpoint(await openCheckpoint(memoryModel({ 'config.json': JSON.stringify(fixtureJson('config.json')), 'model.safetensors': fixtureFile('model.safetensors') })), o);
+    const a = await logitsOn(pre.file);
+    expect(a.info.sparsity).toBe('dense');
+    const pruned = pruneModelTensors(dense, o).tensors;
+    const b = await logitsOn(writeSafetensors(Object.fromEntries(pruned.map((t) => [t.name, { dtype: 'F32' as const, shape: t.shape, data: t.data }]))), null);
+    expectClose(a.logits, b.logits, { atol: 1e-6, rtol: 0 }, 'stored 64:2:8 values on dense kernels');
   });
 });
