@@ -58,7 +58,8 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   expect(await numberOf(page, '#output', 'data-tokens')).toBeGreaterThanOrEqual(16);
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
   expect(await numberOf(page, '#output', 'data-tokens')).toBe(20);
-  expect((await page.locator('#output .tok').allTextContents()).join('').length).toBeGreaterThan(0);
+  const ids = await page.locator('#output .tok').evaluateAll((els) => els.map((e) => (e as HTMLElement).dataset.token));
+  expect((await page.locator('#output .tok').allTextContents()).join('').length, `token ids ${ids.join(',')}`).toBeGreaterThan(0);
 
   // Live numbers: decode speed, time to first token.
   expect(await numberOf(page, '#tokps')).toBeGreaterThan(0);
