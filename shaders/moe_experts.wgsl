@@ -1,6 +1,7 @@
 // Routed-expert SwiGLU MLPs over stacked expert weights, with the expert ids read on the GPU.
 //   gate_up [E, 2I, D]: expert e's gate rows (0..I-1) then up rows (I..2I-1), HF [out, in] rows
 //   down    [E, D, I]
+//   (f32, or f16: 4 binary16 per vec2<u32>; see the @wfmt block)
 // Decode (few tokens): one dispatch computes h = silu(gate·x) ⊙ up·x for all T·K (token, slot) pairs,
 // a second one computes out[t] = Σ_j w[t,j]·down_{ids[t,j]}·h[t,j] + shared[t] (the weighted combine is
 // folded into the reduction: no float atomics, no per-slot scratch).
@@ -30,17 +31,25 @@ fn vdot(a: VecK, b: VecK) -> f32 { return dot(a, b); }
 struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared: u32, _p: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<VecK>;
-@group(0) @binding(2) var<storage, read> gate_up: array<VecK>;
 @group(0) @binding(3) var<storage, read> ids: array<u32>;
 @group(0) @binding(4) var<storage, read_write> h: array<f32>;
 @group(0) @binding(5) var<storage, read> hv: array<VecK>;
-@group(0) @binding(6) var<storage, read> down: array<VecK>;
 @group(0) @binding(7) var<storage, read> wts: array<f32>;
 @group(0) @binding(8) var<storage, read> shared_out: array<f32>;
 @group(0) @binding(9) var<storage, read_write> out: array<f32>;
 @group(0) @binding(10) var<storage, read> perm: array<u32>;
 @group(0) @binding(11) var<storage, read> seg: array<u32>;
 @group(0) @binding(12) var<storage, read_write> y: array<f32>;
+
+// Expert weights, read through gu(i) / dn(i) (i in VecK units). The @wfmt block is f32 storage; the
+// wrapper swaps in f16 storage (4 binary16 values per vec2<u32>, unpack2x16float: no shader-f16 needed,
+// f32 accumulation) when the weights were uploaded f16 (vec4 loads only).
+// @wfmt-begin
+@group(0) @binding(2) var<storage, read> gate_up: array<VecK>;
+@group(0) @binding(6) var<storage, read> down: array<VecK>;
+fn gu(i: u32) -> VecK { return gate_up[i]; }
+fn dn(i: u32) -> VecK { return down[i]; }
+// @wfmt-end
 
 
 // ---------------------------------------------------------------------------------------------- decode
@@ -83,8 +92,8 @@ fn gate_up_partial(tj: u32, i0: u32, k0: u32, step: u32) -> GateUp {
   var r: GateUp;
   for (var k = k0; k < DV; k += step) {
     let xv = x[xb + k];
-    r.g += vec4<f32>(vdot(gate_up[g0 + k], xv), vdot(gate_up[g1 + k], xv), vdot(gate_up[g2 + k], xv), vdot(gate_up[g3 + k], xv));
-    r.u += vec4<f32>(vdot(gate_up[g0 + ud + k], xv), vdot(gate_up[g1 + ud + k], xv), vdot(gate_up[g2 + ud + k], xv), vdot(gate_up[g3 + ud + k], xv));
+    r.g += vec4<f32>(vdot(gu(g0 + k), xv), vdot(gu(g1 + k), xv), vdot(gu(g2 + k), xv), vdot(gu(g3 + k), xv));
+    r.u += vec4<f32>(vdot(gu(g0 + ud + k), xv), vdot(gu(g1 + ud + k), xv), vdot(gu(g2 + ud + k), xv), vdot(gu(g3 + ud + k), xv));
   }
   return r;
 }
@@ -113,7 +122,7 @@ fn down_partial(t: u32, d0: u32, k0: u32, step: u32) -> vec4<f32> {
     var part = vec4<f32>(0.0);
     for (var k = k0; k < IV; k += step) {
       let hk = hv[hb + k];
-      part += vec4<f32>(vdot(down[eb + r0 + k], hk), vdot(down[eb + r1 + k], hk), vdot(down[eb + r2 + k], hk), vdot(down[eb + r3 + k], hk));
+      part += vec4<f32>(vdot(dn(eb + r0 + k), hk), vdot(dn(eb + r1 + k), hk), vdot(dn(eb + r2 + k), hk), vdot(dn(eb + r3 + k), hk));
     }
     acc += wts[tj] * part;
   }
@@ -277,8 +286,8 @@ fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
       var vg = VecK(0.0);
       var vu = VecK(0.0);
       if (tl.col0 + cc < P.I && kv < DV) {
-        vg = gate_up[(wb + tl.col0 + cc) * DV + kv];
-        vu = gate_up[(wb + P.I + tl.col0 + cc) * DV + kv];
+        vg = gu((wb + tl.col0 + cc) * DV + kv);
+        vu = gu((wb + P.I + tl.col0 + cc) * DV + kv);
       }
       ws[q] = vg;
       us[q] = vu;
@@ -339,7 +348,7 @@ fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
       let cc = q / BKV;
       let kv = k0 + q % BKV;
       var v = VecK(0.0);
-      if (tl.col0 + cc < P.D && kv < IV) { v = down[(wb + tl.col0 + cc) * IV + kv]; }
+      if (tl.col0 + cc < P.D && kv < IV) { v = dn((wb + tl.col0 + cc) * IV + kv); }
       ws[q] = v;
     }
     workgroupBarrier();

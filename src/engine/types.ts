@@ -96,6 +96,8 @@ export interface ModelInfo {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
+  /** How the routed experts are held: 'f32' | 'f16' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
+  expertStorage?: string;
   sparsity: string;
   contextLength: number;
   chatTemplate: boolean;

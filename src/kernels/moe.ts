@@ -6,7 +6,8 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
-import { withLoadWidth, withSubgroups } from './specialise';
+import { withF16Weights, withLoadWidth, withSubgroups } from './specialise';
+import { f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
 import { checkRouting, type MoeRouting } from './moe.ref';
 
@@ -21,8 +22,9 @@ export { routingFromConfig, moeGateRef, moeLayerRef, moeExpertsRef, routerLogits
  * the step's submit (as for every kernel that takes temporaries).
  */
 
-/** Stacked expert weights of one MoE layer, f32. */
+/** Stacked expert weights of one MoE layer, f32 or f16 (4 binary16 per 8 bytes, decoded in the shader). */
 export interface MoeExpertWeights {
+  format: 'f32' | 'f16';
   /** [E, 2I, D]: per expert, gate rows (0..I-1) then up rows (I..2I-1) */
   gateUp: GPUBuffer;
   /** [E, D, I] */
@@ -99,15 +101,18 @@ function checkWorkgroupStorage(gpu: Gpu, bytes: number, what: string) {
 
 /**
  * Uploads one layer's routed experts as two stacked buffers (written expert by expert: no host-side
- * copy of the whole stack). HF layouts: gate/up [I, D], down [D, I].
+ * copy of the whole stack). HF layouts: gate/up [I, D], down [D, I]. f16 halves the bytes (the kernels
+ * read it with vec4 loads, so D and I must be multiples of 4).
  */
-export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number): MoeExpertWeights {
+export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number, format: 'f32' | 'f16' = 'f32'): MoeExpertWeights {
   const E = experts.length;
   if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`uploadExperts ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
-  const gateUpBytes = E * 2 * I * D * 4, downBytes = E * D * I * 4;
+  if (format === 'f16' && (D % 4 || I % 4)) throw new ShapeError(`uploadExperts ${label}: f16 experts need D and I multiples of 4, got D=${D} I=${I}`);
+  const el = format === 'f16' ? 2 : 4;
+  const gateUpBytes = E * 2 * I * D * el, downBytes = E * D * I * el;
   for (const [what, bytes] of [['gate|up', gateUpBytes], ['down', downBytes]] as const) {
     if (bytes > gpu.caps.maxStorageBufferBindingSize) {
-      throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `the stacked ${what} weights of ${E} experts of '${label}' (${E}×${what === 'down' ? '' : '2×'}${I}×${D} f32)`);
+      throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `the stacked ${what} weights of ${E} experts of '${label}' (${E}×${what === 'down' ? '' : '2×'}${I}×${D} ${format})`);
     }
   }
   experts.forEach((x, e) => {
@@ -115,14 +120,15 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
       throw new ShapeError(`uploadExperts ${label}: expert ${e} has gate ${x.gate.length}, up ${x.up.length}, down ${x.down.length}; want ${I}×${D} each`);
     }
   });
-  const gateUp = gpu.buffers.create(`${label}.experts.gate_up[${E},${2 * I},${D}]`, gateUpBytes);
-  const down = gpu.buffers.create(`${label}.experts.down[${E},${D},${I}]`, downBytes);
+  const gateUp = gpu.buffers.create(`${label}.experts.gate_up[${E},${2 * I},${D}]${format === 'f16' ? ' f16' : ''}`, gateUpBytes);
+  const down = gpu.buffers.create(`${label}.experts.down[${E},${D},${I}]${format === 'f16' ? ' f16' : ''}`, downBytes);
+  const put = (buf: GPUBuffer, data: Float32Array, at: number) => gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : data, at * el);
   experts.forEach((x, e) => {
-    gpu.buffers.write(gateUp, x.gate, e * 2 * I * D * 4);
-    gpu.buffers.write(gateUp, x.up, (e * 2 + 1) * I * D * 4);
-    gpu.buffers.write(down, x.down, e * D * I * 4);
+    put(gateUp, x.gate, e * 2 * I * D);
+    put(gateUp, x.up, (e * 2 + 1) * I * D);
+    put(down, x.down, e * D * I);
   });
-  return { gateUp, down, E, I, D, bytes: gateUpBytes + downBytes };
+  return { format, gateUp, down, E, I, D, bytes: gateUpBytes + downBytes };
 }
 
 export function destroyExperts(gpu: Gpu, w: MoeExpertWeights): void {
@@ -258,9 +264,9 @@ function decodeSubgroups(gpu: Gpu): boolean {
   return c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
 }
 
-/** shaders/moe_experts.wgsl with the load width along `reduceLen` and the @subgroup block kept or stripped. */
-function expertsShader(reduceLen: number, subgroups: boolean) {
-  return withSubgroups(withLoadWidth(expertsCode, reduceLen % 4 === 0), subgroups);
+/** shaders/moe_experts.wgsl: load width along `reduceLen`, weight storage, @subgroup block kept or stripped. */
+function expertsShader(reduceLen: number, subgroups: boolean, format: MoeExpertWeights['format']) {
+  return withSubgroups(withF16Weights(withLoadWidth(expertsCode, reduceLen % 4 === 0), format === 'f16'), subgroups);
 }
 
 function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
@@ -272,7 +278,7 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const h = gpu.temps.acquire(T * K * I * 4);
   const gu = ceilDiv(I, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a.experts.format), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp } }),
     bindings: [a.x, a.experts.gateUp, a.ids, h],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: gu * T * K,
@@ -280,7 +286,7 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   });
   const gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a.experts.format), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown } }),
     bindings: [null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
     workgroups: gd * T,
@@ -340,14 +346,14 @@ function moeExpertsGrouped(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const tiles = maxGroupedTiles(N, E);
   const tnI = ceilDiv(I, TILE_COLS), tnD = ceilDiv(D, TILE_COLS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false), entryPoint: 'grouped_gate_up' }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false, a.experts.format), entryPoint: 'grouped_gate_up' }),
     bindings: [a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnI,
     label: 'moe_grouped_gate_up',
   });
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false), entryPoint: 'grouped_down' }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false, a.experts.format), entryPoint: 'grouped_down' }),
     bindings: [null, null, null, null, h, a.experts.down, null, null, null, null, seg, y],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnD,

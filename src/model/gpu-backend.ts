@@ -36,8 +36,8 @@ export interface GpuMoe {
 }
 
 export interface WeightPolicy {
-  /** Storage for linear weights by role (embedding and router stay f32). */
-  storage(role: MatrixRole | 'embed'): UploadOptions['format'];
+  /** Storage for linear weights by role (the router stays f32; routed experts are f32 or f16). */
+  storage(role: MatrixRole | 'embed' | 'experts'): UploadOptions['format'];
   /** Structured sparsity at load: the matrices it applies to (src/sparse/apply.ts) run on the sparse kernels. */
   sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
   /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
@@ -113,6 +113,11 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
   }
 
+  /** Routed experts (dense): f16 when the policy asks for it and the shapes allow vec4 loads. */
+  get expertFormat(): 'f32' | 'f16' {
+    return this.policy.storage('experts') === 'f16' && this.cfg.hiddenSize % 4 === 0 && this.cfg.moeIntermediateSize % 4 === 0 ? 'f16' : 'f32';
+  }
+
   moe(layer: number, p: HostMoe): GpuMoe {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
     const sp = this.policy.sparsity;
@@ -120,7 +125,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
     const experts: GpuMoe['experts'] = sp && isSparsityTarget(`${prefix}.experts.0.gate_proj.weight`, sp.apply)
       ? { sparse: true, w: sparsifyExperts(g, `layers.${layer}.experts`, p.experts, D, I, sp).experts }
-      : { sparse: false, w: uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I) };
+      : { sparse: false, w: uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat) };
     const shared = p.shared
       ? {
           gate: this.matrix(`${prefix}.shared_experts.gate_proj.weight`, { N: Is, K: D, f32: p.shared.gate }, 'shared'),

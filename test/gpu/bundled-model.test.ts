@@ -29,6 +29,7 @@ describe('bundled model vs PyTorch', () => {
     const info = await e.load(directoryModel(MODEL), { weights });
     // The bundled checkpoint is F16: 'auto' keeps it f16 on the GPU (exact), f32 widens it.
     expect(info.weightStorage).toBe(weights === 'auto' ? 'f16' : 'f32');
+    expect(info.expertStorage).toBe(weights === 'auto' ? 'f16' : 'f32'); // routed experts too (most of an MoE's bytes)
     expect(info.chatTemplate).toBe(true);
     const { tokens } = json(join(REF, 'tokens.json'));
     const logits = await gpu.checked(() => e.runner.logits(tokens, true));
@@ -49,6 +50,7 @@ describe('bundled model vs PyTorch', () => {
     const e = gpuEngine(gpu);
     const info = await e.load(directoryModel(MODEL), { weights });
     expect(info.weightStorage).toBe(weights);
+    expect(info.expertStorage).toBe('f16'); // the expert kernels have f32 and f16 forms
     const { tokens } = json(join(REF, 'tokens.json'));
     const got = await gpu.checked(() => e.runner.logits(tokens, true));
     const b = readFileSync(join(REF, 'logits_prefill.f32.bin'));

@@ -195,7 +195,7 @@ export class DemoApp {
       fact('Parameters', `${fmtCount(info.parameters)} <small>(${fmtCount(info.activeParameters)} active)</small>`),
       fact('Layers', `${info.layers} <small>(${info.moeLayers.length} MoE)</small>`),
       fact('Experts', `${info.experts} <small>(top-${info.expertsPerToken})</small>`),
-      fact('Weights', `${info.weightStorage} · ${info.sparsity}`),
+      fact('Weights', `${info.weightStorage}${info.expertStorage && info.expertStorage !== info.weightStorage && !info.expertStorage.startsWith('sparse') && info.expertStorage !== 'none' ? ` (experts ${info.expertStorage})` : ''} · ${info.sparsity}`),
       fact('Context', `${info.contextLength} tokens`),
       fact('Loaded in', fmtMs(ms)),
     ].join('');
