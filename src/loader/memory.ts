@@ -45,6 +45,8 @@ export interface EstimateOptions {
   prefillChunk?: number;
   /** Format of the embedding / lm_head tables (default: weightFormat, f16 at least for q8/q4/fp8). */
   embeddingFormat?: WeightFormat;
+  /** Format of the stacked routed experts (default: f32 for f32 weights, else f16, as the runtime stores them). */
+  expertFormat?: WeightFormat;
   /** The runtime can split these by rows too (then they only need one row to fit). */
   splittable?: { embedding?: boolean; experts?: boolean };
 }
@@ -53,11 +55,13 @@ export function estimateMemory(cfg: ModelConfig, opts: EstimateOptions): MemoryE
   const wb = BYTES_PER_WEIGHT[opts.weightFormat];
   const embFormat = opts.embeddingFormat ?? (opts.weightFormat === 'f32' ? 'f32' : 'f16');
   const eb = BYTES_PER_WEIGHT[embFormat];
+  const xb = BYTES_PER_WEIGHT[opts.expertFormat ?? (opts.weightFormat === 'f32' ? 'f32' : 'f16')];
+  const routedExpert = /\.mlp\.experts\.\d+\./;
   let weightBytes = 0;
   let largestBuffer = { name: '', bytes: 0 };
   for (const t of expectedTensors(cfg)) {
     const n = t.shape.reduce((a, b) => a * b, 1);
-    const bytes = Math.ceil(n * (t.kind === 'vector' ? 4 : t.kind === 'embedding' ? eb : wb));
+    const bytes = Math.ceil(n * (t.kind === 'vector' ? 4 : t.kind === 'embedding' ? eb : routedExpert.test(t.name) ? xb : wb));
     weightBytes += bytes;
     if (bytes > largestBuffer.bytes) largestBuffer = { name: t.name, bytes };
   }
@@ -84,8 +88,9 @@ export function estimateMemory(cfg: ModelConfig, opts: EstimateOptions): MemoryE
   else bindings.push({ name: 'model.embed_tokens.weight (one row)', bytes: Math.ceil(cfg.hiddenSize * eb) });
   const moeLayer = Array.from({ length: cfg.numLayers }, (_, l) => l).find((l) => isMoeLayer(cfg, l));
   if (moeLayer !== undefined) {
-    const stack = cfg.nRoutedExperts * cfg.moeIntermediateSize * cfg.hiddenSize * wb;
-    if (!opts.splittable?.experts) bindings.push({ name: `model.layers.${moeLayer}.mlp.experts.*.gate_proj|up_proj|down_proj (stacked, each)`, bytes: Math.ceil(stack) });
+    // gate and up rows are stacked together ([E, 2I, D]), the larger of the two expert buffers
+    const stack = cfg.nRoutedExperts * 2 * cfg.moeIntermediateSize * cfg.hiddenSize * xb;
+    if (!opts.splittable?.experts) bindings.push({ name: `model.layers.${moeLayer}.mlp.experts.*.gate_proj+up_proj (stacked)`, bytes: Math.ceil(stack) });
   }
   bindings.push({ name: 'KV cache (one layer)', bytes: perLayer * kve * ctx });
   // Splittable matrices need one row per binding; their widest row:
