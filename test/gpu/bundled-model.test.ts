@@ -24,12 +24,14 @@ describe('bundled model vs PyTorch', () => {
     expect(sha).toBe(json(join(REF, 'reference.json')).model_sha256);
   });
 
-  it.each(['f32', 'auto'] as const)('prefill logits within 1e-3 and identical expert sets (weights: %s)', async (weights) => {
+  it.each(['f32', 'f16', 'auto'] as const)('prefill logits within 1e-3 and identical expert sets (weights: %s)', async (weights) => {
     const e = gpuEngine(gpu);
     const info = await e.load(directoryModel(MODEL), { weights });
-    // The bundled checkpoint is F16: 'auto' keeps it f16 on the GPU (exact), f32 widens it.
-    expect(info.weightStorage).toBe(weights === 'auto' ? 'f16' : 'f32');
-    expect(info.expertStorage).toBe(weights === 'auto' ? 'f16' : 'f32'); // routed experts too (most of an MoE's bytes)
+    // The bundled checkpoint is F16: f16 storage holds it exactly (routed experts too, most of an MoE's
+    // bytes); 'auto' picks f16 on GPUs and f32 on a CPU fallback adapter.
+    const want = weights === 'auto' ? (gpu.adapter.isFallbackAdapter ? 'f32' : 'f16') : weights;
+    expect(info.weightStorage).toBe(want);
+    expect(info.expertStorage).toBe(want);
     expect(info.chatTemplate).toBe(true);
     const { tokens } = json(join(REF, 'tokens.json'));
     const logits = await gpu.checked(() => e.runner.logits(tokens, true));
