@@ -88,8 +88,8 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     }
     const sp = stored?.option ?? options.sparsity ?? null;
     const policy: WeightPolicy = {
-      // Embeddings and routed experts have f32 and f16 forms: quantised storage keeps them f16.
-      storage: (role) => (role === 'embed' || role === 'experts' ? (storage === 'f32' ? 'f32' : 'f16') : storage),
+      // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
+      storage: (role) => (role === 'embed' ? (storage === 'f32' ? 'f32' : 'f16') : storage),
       nativeFp8: false,
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };

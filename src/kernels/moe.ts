@@ -6,7 +6,8 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
-import { withF16Weights, withLoadWidth, withSubgroups } from './specialise';
+import { withWeightFormat, withLoadWidth, withSubgroups } from './specialise';
+import { packWeight } from './weight.ref';
 import { f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
 import { checkRouting, type MoeRouting } from './moe.ref';
@@ -22,9 +23,16 @@ export { routingFromConfig, moeGateRef, moeLayerRef, moeExpertsRef, routerLogits
  * the step's submit (as for every kernel that takes temporaries).
  */
 
-/** Stacked expert weights of one MoE layer, f32 or f16 (4 binary16 per 8 bytes, decoded in the shader). */
+/**
+ * Stacked expert weights of one MoE layer: f32, f16 (4 binary16 per 8 bytes) or q8 / q4 (group-quantised
+ * rows as packWeight lays them out, f16 group scales in gateUpScales / downScales), decoded in the shader.
+ */
 export interface MoeExpertWeights {
-  format: 'f32' | 'f16';
+  format: 'f32' | 'f16' | 'q8' | 'q4';
+  gateUpScales?: GPUBuffer;
+  downScales?: GPUBuffer;
+  /** q8/q4 group size along the reduction axis. */
+  groupSize?: number;
   /** [E, 2I, D]: per expert, gate rows (0..I-1) then up rows (I..2I-1) */
   gateUp: GPUBuffer;
   /** [E, D, I] */
@@ -53,7 +61,7 @@ export const MOE_TILE_ROWS = 32;
 const TILE_COLS = 32;
 const DECODE_ROWS = 4;
 /** Storage buffers the MoE entry points bind at most (decode_down, gate select). */
-const MAX_STORAGE_BINDINGS = 6;
+const MAX_STORAGE_BINDINGS = 7;
 
 const GATE_PARAMS = defineUniforms({
   T: 'u32', E: 'u32', K: 'u32', n_group: 'u32', topk_group: 'u32', softmax: 'u32', norm_topk: 'u32', has_bias: 'u32', scale: 'f32',
@@ -101,15 +109,20 @@ function checkWorkgroupStorage(gpu: Gpu, bytes: number, what: string) {
 
 /**
  * Uploads one layer's routed experts as two stacked buffers (written expert by expert: no host-side
- * copy of the whole stack). HF layouts: gate/up [I, D], down [D, I]. f16 halves the bytes (the kernels
- * read it with vec4 loads, so D and I must be multiples of 4).
+ * copy of the whole stack). HF layouts: gate/up [I, D], down [D, I]. f16 halves the bytes; q8 / q4
+ * quantise each row in groups of `groupSize` (32 or 128) with f16 scales. Non-f32 formats are read with
+ * vec4 loads, so D and I must be multiples of 4.
  */
-export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number, format: 'f32' | 'f16' = 'f32'): MoeExpertWeights {
+export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number, format: MoeExpertWeights['format'] = 'f32', groupSize = 32): MoeExpertWeights {
   const E = experts.length;
   if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`uploadExperts ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
-  if (format === 'f16' && (D % 4 || I % 4)) throw new ShapeError(`uploadExperts ${label}: f16 experts need D and I multiples of 4, got D=${D} I=${I}`);
-  const el = format === 'f16' ? 2 : 4;
-  const gateUpBytes = E * 2 * I * D * el, downBytes = E * D * I * el;
+  if (format !== 'f32' && (D % 4 || I % 4)) throw new ShapeError(`uploadExperts ${label}: ${format} experts need D and I multiples of 4, got D=${D} I=${I}`);
+  if (groupSize !== 32 && groupSize !== 128) throw new ShapeError(`uploadExperts ${label}: group size must be 32 or 128, got ${groupSize}`);
+  const quant = format === 'q8' || format === 'q4';
+  // Bytes of one stacked row of reduction length K, and f16 scales per row.
+  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' ? 2 * K : format === 'q8' ? Math.ceil(K / 16) * 16 : Math.ceil(K / 32) * 16);
+  const scaleBytes = (rows: number, K: number) => (quant ? rows * Math.ceil(K / groupSize) * 2 : 0);
+  const gateUpBytes = E * 2 * I * rowBytes(D), downBytes = E * D * rowBytes(I);
   for (const [what, bytes] of [['gate|up', gateUpBytes], ['down', downBytes]] as const) {
     if (bytes > gpu.caps.maxStorageBufferBindingSize) {
       throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `the stacked ${what} weights of ${E} experts of '${label}' (${E}×${what === 'down' ? '' : '2×'}${I}×${D} ${format})`);
@@ -120,20 +133,39 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
       throw new ShapeError(`uploadExperts ${label}: expert ${e} has gate ${x.gate.length}, up ${x.up.length}, down ${x.down.length}; want ${I}×${D} each`);
     }
   });
-  const gateUp = gpu.buffers.create(`${label}.experts.gate_up[${E},${2 * I},${D}]${format === 'f16' ? ' f16' : ''}`, gateUpBytes);
-  const down = gpu.buffers.create(`${label}.experts.down[${E},${D},${I}]${format === 'f16' ? ' f16' : ''}`, downBytes);
-  const put = (buf: GPUBuffer, data: Float32Array, at: number) => gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : data, at * el);
+  const tag = format === 'f32' ? '' : ` ${format}`;
+  const gateUp = gpu.buffers.create(`${label}.experts.gate_up[${E},${2 * I},${D}]${tag}`, gateUpBytes);
+  const down = gpu.buffers.create(`${label}.experts.down[${E},${D},${I}]${tag}`, downBytes);
+  // Per-expert rows are even in number (2I, D multiples of 4), so f16 scale pairs never straddle experts.
+  const guScales = quant ? gpu.buffers.create(`${label}.experts.gate_up.scales`, Math.max(16, E * scaleBytes(2 * I, D))) : undefined;
+  const dnScales = quant ? gpu.buffers.create(`${label}.experts.down.scales`, Math.max(16, E * scaleBytes(D, I))) : undefined;
+  const put = (buf: GPUBuffer, scales: GPUBuffer | undefined, data: Float32Array, rows: number, K: number, at: number) => {
+    if (format === 'f32' || format === 'f16') { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : data, at * rowBytes(K)); return; }
+    const p = packWeight(data, rows, K, format, { groupSize, scaleDtype: 'f16' });
+    gpu.buffers.write(buf, p.data, at * rowBytes(K));
+    gpu.buffers.write(scales!, p.scales!, (at / rows) * scaleBytes(rows, K));
+  };
   experts.forEach((x, e) => {
-    put(gateUp, x.gate, e * 2 * I * D);
-    put(gateUp, x.up, (e * 2 + 1) * I * D);
-    put(down, x.down, e * D * I);
+    if (quant) {
+      // gate and up quantised as one [2I, D] block so the scale pairs line up with the stacked rows
+      const gu = new Float32Array(2 * I * D);
+      gu.set(x.gate, 0);
+      gu.set(x.up, I * D);
+      put(gateUp, guScales, gu, 2 * I, D, e * 2 * I);
+    } else {
+      put(gateUp, guScales, x.gate, I, D, e * 2 * I);
+      put(gateUp, guScales, x.up, I, D, (e * 2 + 1) * I);
+    }
+    put(down, dnScales, x.down, D, I, e * D);
   });
-  return { format, gateUp, down, E, I, D, bytes: gateUpBytes + downBytes };
+  return { format, gateUp, down, gateUpScales: guScales, downScales: dnScales, groupSize: quant ? groupSize : undefined, E, I, D, bytes: gateUpBytes + downBytes + (guScales?.size ?? 0) + (dnScales?.size ?? 0) };
 }
 
 export function destroyExperts(gpu: Gpu, w: MoeExpertWeights): void {
   gpu.buffers.destroy(w.gateUp);
   gpu.buffers.destroy(w.down);
+  if (w.gateUpScales) gpu.buffers.destroy(w.gateUpScales);
+  if (w.downScales) gpu.buffers.destroy(w.downScales);
 }
 
 // -------------------------------------------------------------------------------------------- gate
@@ -266,8 +298,14 @@ function decodeSubgroups(gpu: Gpu): boolean {
 
 /** shaders/moe_experts.wgsl: load width along `reduceLen`, weight storage, @subgroup block kept or stripped. */
 function expertsShader(reduceLen: number, subgroups: boolean, format: MoeExpertWeights['format']) {
-  return withSubgroups(withF16Weights(withLoadWidth(expertsCode, reduceLen % 4 === 0), format === 'f16'), subgroups);
+  return withSubgroups(withWeightFormat(withLoadWidth(expertsCode, reduceLen % 4 === 0), format), subgroups);
 }
+
+/** Override constants of the weight format (q8/q4 group size). */
+const formatConstants = (w: MoeExpertWeights): Record<string, number> => (w.groupSize ? { GS: w.groupSize } : {});
+/** Bindings past the shared ones: the scale buffers of quantised stacks (binding 13: gate|up, 14: down). */
+const scaleBindings = (w: MoeExpertWeights, which: 'gate_up' | 'down') => (w.gateUpScales ? (which === 'gate_up' ? [w.gateUpScales] : [null, w.downScales!]) : []);
+const padTo = (xs: (Binding | null)[], n: number) => [...xs, ...new Array<null>(Math.max(0, n - xs.length)).fill(null)];
 
 function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const { T, K } = a;
@@ -278,16 +316,16 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const h = gpu.temps.acquire(T * K * I * 4);
   const gu = ceilDiv(I, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a.experts.format), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp } }),
-    bindings: [a.x, a.experts.gateUp, a.ids, h],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a.experts.format), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp, ...formatConstants(a.experts) } }),
+    bindings: [...padTo([a.x, a.experts.gateUp, a.ids, h], 12), ...scaleBindings(a.experts, 'gate_up')],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: gu * T * K,
     label: 'moe_decode_gate_up',
   });
   const gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a.experts.format), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown } }),
-    bindings: [null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a.experts.format), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown, ...formatConstants(a.experts) } }),
+    bindings: [...padTo([null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out], 12), ...scaleBindings(a.experts, 'down')],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
     workgroups: gd * T,
     label: 'moe_decode_down',
@@ -346,15 +384,15 @@ function moeExpertsGrouped(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const tiles = maxGroupedTiles(N, E);
   const tnI = ceilDiv(I, TILE_COLS), tnD = ceilDiv(D, TILE_COLS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false, a.experts.format), entryPoint: 'grouped_gate_up' }),
-    bindings: [a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false, a.experts.format), entryPoint: 'grouped_gate_up', constants: formatConstants(a.experts) }),
+    bindings: [...padTo([a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg], 12), ...scaleBindings(a.experts, 'gate_up')],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnI,
     label: 'moe_grouped_gate_up',
   });
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false, a.experts.format), entryPoint: 'grouped_down' }),
-    bindings: [null, null, null, null, h, a.experts.down, null, null, null, null, seg, y],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false, a.experts.format), entryPoint: 'grouped_down', constants: formatConstants(a.experts) }),
+    bindings: [...padTo([null, null, null, null, h, a.experts.down, null, null, null, null, seg, y], 12), ...scaleBindings(a.experts, 'down')],
     uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnD,
     label: 'moe_grouped_down',

@@ -33,14 +33,53 @@ const F16_WEIGHTS_BLOCK = `@group(0) @binding(2) var<storage, read> gate_up: arr
 fn gu(i: u32) -> vec4<f32> { let v = gate_up[i]; return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
 fn dn(i: u32) -> vec4<f32> { let v = down[i]; return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }`;
 
+// Group-quantised expert stacks (src/kernels/weight.ref.ts packWeight rows, stacked): a row of the
+// reduction length RL (D for gate_up, I for down) is rowWords u32 (q8: 4 × int8, q4: 8 × (int4 + 8),
+// rows padded to 16 / 32 values) with f16 group scales (pairs per u32) at scales[row · ⌈RL/GS⌉ + k/GS].
+// i counts vec4 units of the logical [rows, RL] matrix (RL a multiple of 4).
+const QUANT_COMMON = `@group(0) @binding(2) var<storage, read> gate_up: array<u32>;
+@group(0) @binding(6) var<storage, read> down: array<u32>;
+@group(0) @binding(13) var<storage, read> gate_up_scales: array<u32>;
+@group(0) @binding(14) var<storage, read> down_scales: array<u32>;
+override GS: u32 = 32u;
+fn scale16(pair: u32, i: u32) -> f32 { let p = unpack2x16float(pair); return select(p.x, p.y, (i & 1u) == 1u); }`;
+const Q8_WEIGHTS_BLOCK = `${QUANT_COMMON}
+fn q8v(v: u32) -> vec4<f32> {
+  return vec4<f32>(vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u), bitcast<i32>(v)) >> vec4<u32>(24u));
+}
+fn gu(i: u32) -> vec4<f32> {
+  let c4 = P.D / 4u; let row = i / c4; let c = i - row * c4;
+  let si = row * ((P.D + GS - 1u) / GS) + (4u * c) / GS;
+  return q8v(gate_up[row * ((P.D + 15u) / 16u * 4u) + c]) * scale16(gate_up_scales[si >> 1u], si);
+}
+fn dn(i: u32) -> vec4<f32> {
+  let c4 = P.I / 4u; let row = i / c4; let c = i - row * c4;
+  let si = row * ((P.I + GS - 1u) / GS) + (4u * c) / GS;
+  return q8v(down[row * ((P.I + 15u) / 16u * 4u) + c]) * scale16(down_scales[si >> 1u], si);
+}`;
+const Q4_WEIGHTS_BLOCK = `${QUANT_COMMON}
+fn q4v(v: u32) -> vec4<f32> { return vec4<f32>(vec4<u32>(v, v >> 4u, v >> 8u, v >> 12u) & vec4<u32>(15u)) - 8.0; }
+fn gu(i: u32) -> vec4<f32> {
+  let c4 = P.D / 4u; let row = i / c4; let c = i - row * c4;
+  let si = row * ((P.D + GS - 1u) / GS) + (4u * c) / GS;
+  return q4v(gate_up[row * ((P.D + 31u) / 32u * 4u) + c / 2u] >> ((c & 1u) * 16u)) * scale16(gate_up_scales[si >> 1u], si);
+}
+fn dn(i: u32) -> vec4<f32> {
+  let c4 = P.I / 4u; let row = i / c4; let c = i - row * c4;
+  let si = row * ((P.I + GS - 1u) / GS) + (4u * c) / GS;
+  return q4v(down[row * ((P.I + 31u) / 32u * 4u) + c / 2u] >> ((c & 1u) * 16u)) * scale16(down_scales[si >> 1u], si);
+}`;
+
 /**
  * The `// @wfmt-begin … // @wfmt-end` block declares a kernel's weight bindings and accessors in f32;
- * f16 swaps in packed binary16 storage (4 values per vec2<u32>) decoded to vec4<f32>. vec4 loads only.
+ * f16 swaps in packed binary16 storage (4 values per vec2<u32>) decoded to vec4<f32>; q8 / q4 in
+ * group-quantised rows with f16 scales. vec4 loads only.
  */
-export function withF16Weights(code: string, f16: boolean): string {
-  if (!f16) return code;
+export function withWeightFormat(code: string, format: 'f32' | 'f16' | 'q8' | 'q4'): string {
+  if (format === 'f32') return code;
   const start = code.indexOf('// @wfmt-begin');
   const end = code.indexOf('// @wfmt-end');
   if (start < 0 || end < 0) throw new Error('shader has no @wfmt block');
-  return code.slice(0, start) + '// @wfmt-begin (f16)\n' + F16_WEIGHTS_BLOCK + '\n' + code.slice(end);
+  const block = format === 'f16' ? F16_WEIGHTS_BLOCK : format === 'q8' ? Q8_WEIGHTS_BLOCK : Q4_WEIGHTS_BLOCK;
+  return code.slice(0, start) + `// @wfmt-begin (${format})\n` + block + '\n' + code.slice(end);
 }

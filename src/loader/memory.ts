@@ -45,7 +45,7 @@ export interface EstimateOptions {
   prefillChunk?: number;
   /** Format of the embedding / lm_head tables (default: weightFormat, f16 at least for q8/q4/fp8). */
   embeddingFormat?: WeightFormat;
-  /** Format of the stacked routed experts (default: f32 for f32 weights, else f16, as the runtime stores them). */
+  /** Format of the stacked routed experts (default: weightFormat; f16 for fp8, which the experts do not read natively). */
   expertFormat?: WeightFormat;
   /** The runtime can split these by rows too (then they only need one row to fit). */
   splittable?: { embedding?: boolean; experts?: boolean };
@@ -55,7 +55,7 @@ export function estimateMemory(cfg: ModelConfig, opts: EstimateOptions): MemoryE
   const wb = BYTES_PER_WEIGHT[opts.weightFormat];
   const embFormat = opts.embeddingFormat ?? (opts.weightFormat === 'f32' ? 'f32' : 'f16');
   const eb = BYTES_PER_WEIGHT[embFormat];
-  const xb = BYTES_PER_WEIGHT[opts.expertFormat ?? (opts.weightFormat === 'f32' ? 'f32' : 'f16')];
+  const xb = BYTES_PER_WEIGHT[opts.expertFormat ?? (opts.weightFormat === 'fp8' ? 'f16' : opts.weightFormat)];
   const routedExpert = /\.mlp\.experts\.\d+\./;
   let weightBytes = 0;
   let largestBuffer = { name: '', bytes: 0 };

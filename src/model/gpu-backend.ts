@@ -113,9 +113,11 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
   }
 
-  /** Routed experts (dense): f16 when the policy asks for it and the shapes allow vec4 loads. */
-  get expertFormat(): 'f32' | 'f16' {
-    return this.policy.storage('experts') === 'f16' && this.cfg.hiddenSize % 4 === 0 && this.cfg.moeIntermediateSize % 4 === 0 ? 'f16' : 'f32';
+  /** Routed experts (dense stacks): f16 / q8 / q4 as the policy asks when the shapes allow vec4 loads, else f32. */
+  get expertFormat(): 'f32' | 'f16' | 'q8' | 'q4' {
+    const f = this.policy.storage('experts');
+    const vec4 = this.cfg.hiddenSize % 4 === 0 && this.cfg.moeIntermediateSize % 4 === 0;
+    return vec4 && (f === 'f16' || f === 'q8' || f === 'q4') ? f : 'f32';
   }
 
   moe(layer: number, p: HostMoe): GpuMoe {

@@ -9,6 +9,7 @@ import { siluMulRows } from '../../src/kernels/elementwise';
 import { loadMoeFixture, sameSet } from '../helpers/moe-fixture';
 import { LimitExceededError, ShapeError } from '../../src/errors';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
+import { dequantizeRef, packWeight } from '../../src/kernels/weight.ref';
 
 // Tolerances (f32):
 // - gate weights/scores: a sigmoid/softmax and a K-term normalisation in f32 against float64: 2e-6 abs
@@ -276,44 +277,47 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
     plain.destroy();
   });
 
-  it('f16 expert storage: decode (subgroups and workgroup memory) and grouped equal the reference on f16-rounded weights', async () => {
+  it.each([['f16', 32], ['q8', 32], ['q4', 32], ['q8', 128], ['q4', 128]] as const)('%s (group %i) expert storage: decode (subgroups and workgroup memory) and grouped equal the reference on the stored weights', async (format, gs) => {
     const plain = await testGpu({ disableFeatures: ['subgroups'] });
-    const round = (a: Float32Array) => f16ArrayToF32(f32ArrayToF16(a));
-    // [T, K, E, D, I]: one row, rows ragged in the 4-row groups, segments crossing 32-row tiles
-    for (const [T, K, E, D, I] of [[1, 2, 8, 64, 32], [3, 3, 5, 36, 20], [40, 3, 4, 44, 12]]) {
+    // The reference runs on exactly what is stored: f16-rounded, or quantised and dequantised per row.
+    const round = (a: Float32Array, rows: number, cols: number) => (format === 'f16' ? f16ArrayToF32(f32ArrayToF16(a)) : dequantizeRef(packWeight(a, rows, cols, format, { groupSize: gs, scaleDtype: 'f16' })));
+    // [T, K, E, D, I]: one row, rows ragged in the 4-row groups, segments crossing 32-row tiles;
+    // D, I not multiples of the group (ragged last group) nor of the 16/32-value row padding
+    for (const [T, K, E, D, I] of [[1, 2, 8, 64, 32], [3, 3, 5, 36, 20], [40, 3, 4, 44, 12], [2, 2, 3, 136, 164]]) {
       const seed = 5 + T * 31 + D;
       const experts = Array.from({ length: E }, (_, e) => ({
         gate: randomUniform(I * D, seed + 3 * e, -0.5, 0.5), up: randomUniform(I * D, seed + 3 * e + 1, -0.5, 0.5), down: randomUniform(D * I, seed + 3 * e + 2, -0.5, 0.5),
       }));
-      const rounded = experts.map((x) => ({ gate: round(x.gate), up: round(x.up), down: round(x.down) }));
+      const rounded = experts.map((x) => ({ gate: round(x.gate, I, D), up: round(x.up, I, D), down: round(x.down, D, I) }));
       const x = randomUniform(T * D, seed + 9, -1, 1);
       const idsArr = skewedIds(T, K, E, seed);
       const wArr = idsArr.map((row, t) => row.map((_, j) => 0.5 + t * 0.01 + j * 0.2));
       const sharedArr = randomUniform(T * D, seed + 5);
       const ref = moeExpertsRef(x, T, D, I, rounded, idsArr, wArr, sharedArr);
       for (const [g, modes] of [[gpu, ['decode', 'grouped']], [plain, ['decode']]] as const) {
-        const w = uploadExperts(g, 'f16', experts, D, I, 'f16');
-        expect(w.format).toBe('f16');
-        expect(w.bytes).toBe(E * 3 * I * D * 2);
+        const w = uploadExperts(g, format, experts, D, I, format, gs);
+        expect(w.format).toBe(format);
+        if (format === 'f16') expect(w.bytes).toBe(E * 3 * I * D * 2);
+        else expect(w.bytes).toBeLessThan(E * 3 * I * D * (format === 'q8' ? 1.6 : 1.1)); // vs 4 bytes per f32 weight
         const bx = g.buffers.upload('x', x), bids = g.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
         const bw = g.buffers.upload('w', Float32Array.from(wArr.flat())), bs = g.buffers.upload('shared', sharedArr);
         for (const mode of modes) {
           const out = poisoned(g, 'out', T * D);
           const got = await g.checked(async () => {
-            const rec = g.recorder('experts f16');
+            const rec = g.recorder(`experts ${format}`);
             moeExperts(g, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out, mode });
             rec.submit();
             g.temps.releaseAll();
             return g.buffers.readF32(out);
           });
-          expectClose(got, ref, MLP_TOL, `f16 ${mode}${g === plain ? ' (no subgroups)' : ''} T=${T} D=${D} I=${I}`);
+          expectClose(got, ref, MLP_TOL, `${format} ${mode}${g === plain ? ' (no subgroups)' : ''} T=${T} D=${D} I=${I}`);
           g.buffers.destroy(out);
         }
         destroyExperts(g, w);
         for (const b of [bx, bids, bw, bs]) g.buffers.destroy(b);
       }
     }
-    expect(() => uploadExperts(gpu, 'odd', [{ gate: new Float32Array(9 * 17), up: new Float32Array(9 * 17), down: new Float32Array(9 * 17) }], 17, 9, 'f16')).toThrowError(ShapeError);
+    expect(() => uploadExperts(gpu, 'odd', [{ gate: new Float32Array(9 * 17), up: new Float32Array(9 * 17), down: new Float32Array(9 * 17) }], 17, 9, format)).toThrowError(ShapeError);
     plain.destroy();
   });
 

@@ -48,8 +48,8 @@ export const moeSuite: BenchSuite = {
     // Values do not change timing: one random expert is written E times (keeps host memory small).
     const one = { gate: randomUniform(I * D, 1, -0.03, 0.03), up: randomUniform(I * D, 2, -0.03, 0.03), down: randomUniform(D * I, 3, -0.03, 0.03) };
     const experts: MoeExpertWeights = uploadExperts(gpu, 'bench.moe', Array.from({ length: E }, () => one), D, I);
-    // The same stack in f16 storage (what f16/q8/q4 loads use): half the bytes, decoded in the shader.
-    const expertsF16: MoeExpertWeights | null = D % 4 === 0 && I % 4 === 0 ? uploadExperts(gpu, 'bench.moe.f16', Array.from({ length: E }, () => one), D, I, 'f16') : null;
+    // The same stack in f16 / q8 / q4 storage (what those loads use), decoded in the shader.
+    const packed: MoeExpertWeights[] = D % 4 === 0 && I % 4 === 0 ? (['f16', 'q8', 'q4'] as const).map((f) => uploadExperts(gpu, `bench.moe.${f}`, Array.from({ length: E }, () => one), D, I, f)) : [];
     const sharedGU = gpu.buffers.upload('bench.moe.shared.gate_up', randomUniform(2 * sharedI * D, 4, -0.03, 0.03));
     const sharedDown = gpu.buffers.upload('bench.moe.shared.down', randomUniform(D * sharedI, 5, -0.03, 0.03));
     const gateW = gpu.buffers.upload('bench.moe.gate', randomUniform(E * D, 6, -0.1, 0.1));
@@ -117,12 +117,12 @@ export const moeSuite: BenchSuite = {
             suite: 'moe', name: `routed experts ${mode}`, variant, shape, medianMs: ms[mode], bytes: minBytes, flops,
             extra: { dispatches: count(routed(mode)), modelledBytesRead: modelled, bytesVsMinimum: +(modelled / minBytes).toFixed(2) },
           });
-          if (expertsF16) {
-            const f16Ms = await ctx.time(routed(mode, expertsF16), { repeat });
-            const weightHalf = (b: number) => (b - act) / 2 + act;
+          for (const w of packed) {
+            const wMs = await ctx.time(routed(mode, w), { repeat });
+            const scaled = (b: number) => ((b - act) * w.bytes) / (E * expertBytes) + act;
             ctx.result({
-              suite: 'moe', name: `routed experts ${mode}`, variant: variant.replace(/f32$/, 'f16 experts'), shape, medianMs: f16Ms, bytes: weightHalf(minBytes), flops,
-              extra: { dispatches: count(routed(mode, expertsF16)), modelledBytesRead: weightHalf(modelled), f32OverF16: +(ms[mode] / f16Ms).toFixed(2) },
+              suite: 'moe', name: `routed experts ${mode}`, variant: variant.replace(/f32$/, `${w.format} experts`), shape, medianMs: wMs, bytes: scaled(minBytes), flops,
+              extra: { dispatches: count(routed(mode, w)), modelledBytesRead: scaled(modelled), f32Ms: ms[mode], speedupVsF32: +(ms[mode] / wMs).toFixed(2) },
             });
           }
         }
@@ -148,7 +148,7 @@ export const moeSuite: BenchSuite = {
       }
     } finally {
       destroyExperts(gpu, experts);
-      if (expertsF16) destroyExperts(gpu, expertsF16);
+      for (const w of packed) destroyExperts(gpu, w);
       for (const b of [sharedGU, sharedDown, gateW, x, ids, wts, sharedOut, out, gu, h, yRows, identity]) gpu.buffers.destroy(b);
     }
   },
