@@ -12,8 +12,8 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, ArgumentError } from '../errors';
-import { packedBytes, pack24, packVnm, quantizeSparse, sliceSparseRows, type SparsePacked } from '../sparse/formats';
-import { prune24, pruneVnm } from '../sparse/prune';
+import { packedBytes, quantizeSparse, sliceSparseRows, type SparsePacked } from '../sparse/formats';
+import { prunePacked } from '../sparse/apply';
 import { pickVariant } from './variants';
 import { withSubgroups } from './specialise';
 
@@ -309,17 +309,8 @@ export interface SparsifyOptions {
 
 /** Prunes a dense [N, K] matrix to the pattern, packs it and uploads it: the load-time path. */
 export function sparsifyWeight(gpu: Gpu, label: string, dense: Float32Array, N: number, K: number, opts: SparsifyOptions): { weight: SparseGpuWeight; keptNormFraction: number; packed: SparsePacked } {
-  let packed: SparsePacked, keptNormFraction: number;
-  if (opts.format === '2:4') {
-    const r = prune24(dense, N, K, opts.importance);
-    packed = pack24(r.pruned, N, K);
-    keptNormFraction = r.keptNormFraction;
-  } else if (opts.format === 'vnm') {
-    const V = opts.v ?? 64, M = opts.m ?? 8;
-    const r = pruneVnm(dense, N, K, V, M, opts.importance);
-    packed = packVnm(r.pruned, N, K, V, M, r.columns);
-    keptNormFraction = r.keptNormFraction;
-  } else throw new ArgumentError(`sparsifyWeight: unknown format '${(opts as { format: string }).format}'`);
+  if (opts.format !== '2:4' && opts.format !== 'vnm') throw new ArgumentError(`sparsifyWeight: unknown format '${(opts as { format: string }).format}'`);
+  const { packed, keptNormFraction } = prunePacked(dense, N, K, opts, opts.importance);
   return { weight: uploadSparse(gpu, label, packed, opts.values ?? 'f32', { maxBindingBytes: opts.maxBindingBytes }), keptNormFraction, packed };
 }
 

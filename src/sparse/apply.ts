@@ -13,6 +13,7 @@
  */
 import { ShapeError } from '../errors';
 import { prune24, pruneStats, pruneVnm, type PruneStats } from './prune';
+import { pack24, packVnm, type SparsePacked } from './formats';
 
 export interface SparsityOption {
   format: '2:4' | 'vnm';
@@ -37,6 +38,17 @@ export const sparsityLabel = (o: Pick<SparsityOption, 'format' | 'v' | 'm'>) => 
 /** Prunes one [N, K] matrix to the option's pattern (importance |w| or |w|·norms). */
 export function pruneMatrix(w: Float32Array, N: number, K: number, o: Pick<SparsityOption, 'format' | 'v' | 'm'>, importance?: Float32Array): { pruned: Float32Array } & PruneStats {
   return o.format === '2:4' ? prune24(w, N, K, importance) : pruneVnm(w, N, K, o.v ?? 64, o.m ?? 8, importance);
+}
+
+/** Prunes one [N, K] matrix to a pattern and packs it (the columns pruneVnm chose, not inferred ones). */
+export function prunePacked(w: Float32Array, N: number, K: number, o: Pick<SparsityOption, 'format' | 'v' | 'm'>, importance?: Float32Array): { packed: SparsePacked } & PruneStats {
+  if (o.format === '2:4') {
+    const r = prune24(w, N, K, importance);
+    return { packed: pack24(r.pruned, N, K), keptNormFraction: r.keptNormFraction, keptL1Fraction: r.keptL1Fraction };
+  }
+  const V = o.v ?? 64, M = o.m ?? 8;
+  const r = pruneVnm(w, N, K, V, M, importance);
+  return { packed: packVnm(r.pruned, N, K, V, M, r.columns), keptNormFraction: r.keptNormFraction, keptL1Fraction: r.keptL1Fraction };
 }
 
 export interface HostTensor { name: string; shape: number[]; data: Float32Array }

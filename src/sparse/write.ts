@@ -6,9 +6,7 @@
 import type { Checkpoint } from '../loader/checkpoint';
 import { writeSafetensors, type TensorToWrite } from '../formats/safetensors';
 import { scaleInvName } from '../model/config';
-import { isSparsityTarget, type SparsityOption } from './apply';
-import { pack24, packVnm } from './formats';
-import { prune24, pruneStats, pruneVnm } from './prune';
+import { isSparsityTarget, prunePacked, type SparsityOption } from './apply';
 import { sparseToTensors } from './tensors';
 
 export interface PrunedCheckpoint {
@@ -43,17 +41,7 @@ export async function writePrunedCheckpoint(
     }
     const [N, K] = t.shape;
     const w = await ckpt.readF32(name, opts.signal);
-    const imp = opts.importance?.(name);
-    let pruned: Float32Array, packed;
-    if (o.format === '2:4') {
-      pruned = prune24(w, N, K, imp).pruned;
-      packed = pack24(pruned, N, K);
-    } else {
-      const r = pruneVnm(w, N, K, o.v ?? 64, o.m ?? 8, imp);
-      pruned = r.pruned;
-      packed = packVnm(pruned, N, K, o.v ?? 64, o.m ?? 8, r.columns);
-    }
-    const kept = pruneStats(w, pruned).keptNormFraction;
+    const { packed, keptNormFraction: kept } = prunePacked(w, N, K, o, opts.importance?.(name));
     let n2 = 0;
     for (const v of w) n2 += v * v;
     total2 += n2;

@@ -12,17 +12,15 @@ import { linear } from '../../kernels/linear';
 import { destroyWeight, uploadWeight } from '../../kernels/weight';
 import { destroySparse, matmulPath, sparseLinear, uploadSparse, type SparseValues } from '../../kernels/sparse';
 import { sparseMatmulRef } from '../../kernels/sparse.ref';
-import { pack24, packVnm, quantizeSparse, type SparsePacked } from '../../sparse/formats';
-import { prune24, pruneVnm } from '../../sparse/prune';
+import { quantizeSparse, type SparsePacked } from '../../sparse/formats';
+import { prunePacked } from '../../sparse/apply';
 import { randomUniform } from '../../util/random';
 
 interface Pattern { label: string; V?: number; M?: number }
 const PATTERNS: Pattern[] = [{ label: '2:4' }, { label: '64:2:5', V: 64, M: 5 }, { label: '64:2:8', V: 64, M: 8 }];
 
 function packPattern(p: Pattern, w: Float32Array, N: number, K: number): SparsePacked {
-  if (!p.V) return pack24(prune24(w, N, K).pruned, N, K);
-  const r = pruneVnm(w, N, K, p.V, p.M!);
-  return packVnm(r.pruned, N, K, p.V, p.M!, r.columns);
+  return prunePacked(w, N, K, p.V ? { format: 'vnm', v: p.V, m: p.M } : { format: '2:4' }).packed;
 }
 
 /** [N, K] weight shapes (rows = output features) and the x rows per call. */
