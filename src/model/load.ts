@@ -110,14 +110,15 @@ export async function buildWeights<T, W, E>(
     const want = expected.get(base);
     if (want && (packed.N !== want[0] || packed.K !== want[1])) throw new ShapeError(`sparse weight '${base}' is [${packed.N}, ${packed.K}], but config.json implies [${want}]`);
     if (opts.storedPattern && !sameSparsity(packed, opts.storedPattern)) {
-      throw new UnsupportedError(`sparse weight '${base}' is ${packed.format === '2:4' ? '2:4' : `${packed.V}:2:${packed.M}`}, other pre-pruned weights ${sparsityLabel(opts.storedPattern)}: one pattern per checkpoint (or pass a sparsity option)`, { tensor: base });
+      const label = sparsityLabel(packed.format === '2:4' ? packed : { format: 'vnm', v: packed.V, m: packed.M });
+      throw new UnsupportedError(`sparse weight '${base}' is ${label}, other pre-pruned weights ${sparsityLabel(opts.storedPattern)}: one pattern per checkpoint (or pass a sparsity option)`, { tensor: base });
     }
     const dense = unpack(packed);
     accept(base, { dtype: 'F32', shape: [packed.N, packed.K], data: new Uint8Array(dense.buffer) });
   };
 
   const accept = (name: string, raw: RawTensor) => {
-    if (/\.sparse_(config|values|meta|columns)$/.test(name)) { acceptSparsePart(name, raw); return; }
+    if (SPARSE_SUFFIXES.some((s) => name.endsWith(s))) { acceptSparsePart(name, raw); return; }
     if (name.endsWith('.weight_scale_inv')) {
       const w = name.replace(/\.weight_scale_inv$/, '.weight');
       scales.set(w, toFloat32(raw.dtype, raw.data));
