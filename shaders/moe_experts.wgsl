@@ -1,7 +1,7 @@
 // Routed-expert SwiGLU MLPs over stacked expert weights, with the expert ids read on the GPU.
 //   gate_up [E, 2I, D]: expert e's gate rows (0..I-1) then up rows (I..2I-1), HF [out, in] rows
 //   down    [E, D, I]
-//   (f32, or f16: 4 binary16 per vec2<u32>; see the @wfmt block)
+//   (f32, f16 or group-quantised q8 / q4 with scales at bindings 13 / 14: see the @wfmt block)
 // Decode (few tokens): one dispatch computes h = silu(gate·x) ⊙ up·x for all T·K (token, slot) pairs,
 // a second one computes out[t] = Σ_j w[t,j]·down_{ids[t,j]}·h[t,j] + shared[t] (the weighted combine is
 // folded into the reduction: no float atomics, no per-slot scratch).
@@ -42,8 +42,9 @@ struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared:
 @group(0) @binding(12) var<storage, read_write> y: array<f32>;
 
 // Expert weights, read through gu(i) / dn(i) (i in VecK units). The @wfmt block is f32 storage; the
-// wrapper swaps in f16 storage (4 binary16 values per vec2<u32>, unpack2x16float: no shader-f16 needed,
-// f32 accumulation) when the weights were uploaded f16 (vec4 loads only).
+// wrapper (src/kernels/specialise.ts withWeightFormat) swaps in f16 (4 binary16 per vec2<u32>,
+// unpack2x16float: no shader-f16 needed) or q8 / q4 rows with f16 group scales, decoded to vec4<f32>
+// (vec4 loads only); accumulation stays f32.
 // @wfmt-begin
 @group(0) @binding(2) var<storage, read> gate_up: array<VecK>;
 @group(0) @binding(6) var<storage, read> down: array<VecK>;

@@ -18,7 +18,7 @@ export interface SparsityOptions {
 }
 
 export interface LoadOptions {
-  /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load (routed experts and embeddings then stay f16). */
+  /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). */
   weights?: WeightStorage;
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096). */
@@ -96,7 +96,7 @@ export interface ModelInfo {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
+  /** How the routed experts are held: 'f32' | 'f16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
   expertStorage?: string;
   sparsity: string;
   contextLength: number;

@@ -7,7 +7,7 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
 import { withWeightFormat, withLoadWidth, withSubgroups } from './specialise';
-import { packWeight } from './weight.ref';
+import { packWeight, rowLayout } from './weight.ref';
 import { f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
 import { checkRouting, type MoeRouting } from './moe.ref';
@@ -120,7 +120,7 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
   if (groupSize !== 32 && groupSize !== 128) throw new ShapeError(`uploadExperts ${label}: group size must be 32 or 128, got ${groupSize}`);
   const quant = format === 'q8' || format === 'q4';
   // Bytes of one stacked row of reduction length K, and f16 scales per row.
-  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' ? 2 * K : format === 'q8' ? Math.ceil(K / 16) * 16 : Math.ceil(K / 32) * 16);
+  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' ? 2 * K : rowLayout(format, K).rowWords * 4);
   const scaleBytes = (rows: number, K: number) => (quant ? rows * Math.ceil(K / groupSize) * 2 : 0);
   const gateUpBytes = E * 2 * I * rowBytes(D), downBytes = E * D * rowBytes(I);
   for (const [what, bytes] of [['gate|up', gateUpBytes], ['down', downBytes]] as const) {

@@ -43,32 +43,25 @@ const QUANT_COMMON = `@group(0) @binding(2) var<storage, read> gate_up: array<u3
 @group(0) @binding(14) var<storage, read> down_scales: array<u32>;
 override GS: u32 = 32u;
 fn scale16(pair: u32, i: u32) -> f32 { let p = unpack2x16float(pair); return select(p.x, p.y, (i & 1u) == 1u); }`;
-const Q8_WEIGHTS_BLOCK = `${QUANT_COMMON}
-fn q8v(v: u32) -> vec4<f32> {
+const DECODERS = {
+  q8: `fn q8v(v: u32) -> vec4<f32> {
   return vec4<f32>(vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u), bitcast<i32>(v)) >> vec4<u32>(24u));
-}
-fn gu(i: u32) -> vec4<f32> {
-  let c4 = P.D / 4u; let row = i / c4; let c = i - row * c4;
-  let si = row * ((P.D + GS - 1u) / GS) + (4u * c) / GS;
-  return q8v(gate_up[row * ((P.D + 15u) / 16u * 4u) + c]) * scale16(gate_up_scales[si >> 1u], si);
-}
-fn dn(i: u32) -> vec4<f32> {
-  let c4 = P.I / 4u; let row = i / c4; let c = i - row * c4;
-  let si = row * ((P.I + GS - 1u) / GS) + (4u * c) / GS;
-  return q8v(down[row * ((P.I + 15u) / 16u * 4u) + c]) * scale16(down_scales[si >> 1u], si);
+}`,
+  q4: 'fn q4v(v: u32) -> vec4<f32> { return vec4<f32>(vec4<u32>(v, v >> 4u, v >> 8u, v >> 12u) & vec4<u32>(15u)) - 8.0; }',
+};
+
+/** gu / dn for q8 or q4: rows padded to 16 / 32 values (packWeight's rowLayout), i.e. ⌈RL/unit⌉·4 words. */
+function quantWeightsBlock(format: 'q8' | 'q4'): string {
+  const unit = format === 'q8' ? 16 : 32;
+  const load = (buf: string) => (format === 'q8' ? `q8v(${buf}[base + c])` : `q4v(${buf}[base + c / 2u] >> ((c & 1u) * 16u))`);
+  const accessor = (fn: string, buf: string, scales: string, RL: string) => `fn ${fn}(i: u32) -> vec4<f32> {
+  let c4 = P.${RL} / 4u; let row = i / c4; let c = i - row * c4;
+  let base = row * ((P.${RL} + ${unit - 1}u) / ${unit}u * 4u);
+  let si = row * ((P.${RL} + GS - 1u) / GS) + (4u * c) / GS;
+  return ${load(buf)} * scale16(${scales}[si >> 1u], si);
 }`;
-const Q4_WEIGHTS_BLOCK = `${QUANT_COMMON}
-fn q4v(v: u32) -> vec4<f32> { return vec4<f32>(vec4<u32>(v, v >> 4u, v >> 8u, v >> 12u) & vec4<u32>(15u)) - 8.0; }
-fn gu(i: u32) -> vec4<f32> {
-  let c4 = P.D / 4u; let row = i / c4; let c = i - row * c4;
-  let si = row * ((P.D + GS - 1u) / GS) + (4u * c) / GS;
-  return q4v(gate_up[row * ((P.D + 31u) / 32u * 4u) + c / 2u] >> ((c & 1u) * 16u)) * scale16(gate_up_scales[si >> 1u], si);
+  return [QUANT_COMMON, DECODERS[format], accessor('gu', 'gate_up', 'gate_up_scales', 'D'), accessor('dn', 'down', 'down_scales', 'I')].join('\n');
 }
-fn dn(i: u32) -> vec4<f32> {
-  let c4 = P.I / 4u; let row = i / c4; let c = i - row * c4;
-  let si = row * ((P.I + GS - 1u) / GS) + (4u * c) / GS;
-  return q4v(down[row * ((P.I + 31u) / 32u * 4u) + c / 2u] >> ((c & 1u) * 16u)) * scale16(down_scales[si >> 1u], si);
-}`;
 
 /**
  * The `// @wfmt-begin … // @wfmt-end` block declares a kernel's weight bindings and accessors in f32;
@@ -80,6 +73,6 @@ export function withWeightFormat(code: string, format: 'f32' | 'f16' | 'q8' | 'q
   const start = code.indexOf('// @wfmt-begin');
   const end = code.indexOf('// @wfmt-end');
   if (start < 0 || end < 0) throw new Error('shader has no @wfmt block');
-  const block = format === 'f16' ? F16_WEIGHTS_BLOCK : format === 'q8' ? Q8_WEIGHTS_BLOCK : Q4_WEIGHTS_BLOCK;
+  const block = format === 'f16' ? F16_WEIGHTS_BLOCK : quantWeightsBlock(format);
   return code.slice(0, start) + `// @wfmt-begin (${format})\n` + block + '\n' + code.slice(end);
 }

@@ -36,7 +36,7 @@ export interface GpuMoe {
 }
 
 export interface WeightPolicy {
-  /** Storage for linear weights by role (the router stays f32; routed experts are f32 or f16). */
+  /** Storage for linear weights by role ('experts': the routed-expert stacks, f32/f16/q8/q4; the router and kv_b stay f32). */
   storage(role: MatrixRole | 'embed' | 'experts'): UploadOptions['format'];
   /** Structured sparsity at load: the matrices it applies to (src/sparse/apply.ts) run on the sparse kernels. */
   sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
