@@ -20,3 +20,4 @@ export { syntheticCheckpoint } from './model/synthetic';
 export { writePrunedCheckpoint, type PrunedCheckpoint } from './sparse/write';
 export { storedSparsity } from './sparse/tensors';
 export { isSparsityTarget, type SparsityOption } from './sparse/apply';
+export { logitDeviation, perplexity, type LogitDeviation } from './sparse/quality';

@@ -5,6 +5,7 @@
 // heldout.bin: uint16 token ids (tools/train/prepare_data.py writes one); default: the reference fixture's 64 tokens.
 import { readFileSync } from 'node:fs';
 import { createNodeEngine } from '../dist/node.js';
+import { logitDeviation, perplexity } from '../dist/index.js';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
 const model = args.model ?? 'public/models/webmoe-tiny';
@@ -32,35 +33,22 @@ async function run(sparsity) {
   return { V, logits };
 }
 
-function stats(dense, test) {
-  let nll = 0, n = 0, se = 0, sr = 0, agree = 0, rows = 0;
-  for (let c = 0; c < test.logits.length; c++) {
-    const { at, n: len, v } = test.logits[c];
-    const d = dense.logits[c].v;
-    for (let r = 0; r < len; r++) {
-      const row = v.subarray(r * test.V, (r + 1) * test.V), dr = d.subarray(r * test.V, (r + 1) * test.V);
-      let m = -Infinity, am = 0, dm = -Infinity, dam = 0;
-      for (let j = 0; j < test.V; j++) {
-        if (row[j] > m) { m = row[j]; am = j; }
-        if (dr[j] > dm) { dm = dr[j]; dam = j; }
-        se += (row[j] - dr[j]) ** 2; sr += dr[j] ** 2;
-      }
-      agree += am === dam ? 1 : 0; rows++;
-      const next = ids[at + r + 1];
-      if (next === undefined) continue;
-      let s = 0;
-      for (let j = 0; j < test.V; j++) s += Math.exp(row[j] - m);
-      nll += -(row[next] - m - Math.log(s)); n++;
-    }
-  }
-  return { ppl: Math.exp(nll / n), relRmsLogitDev: Math.sqrt(se / sr), top1Agree: agree / rows, tokens: n };
-}
+/** All chunks' logits as one [S, V] array; perplexity scores each row against the next held-out id. */
+const joined = (r) => {
+  const all = new Float32Array(r.logits.reduce((n, c) => n + c.v.length, 0));
+  let at = 0;
+  for (const c of r.logits) { all.set(c.v, at); at += c.v.length; }
+  return all;
+};
+const scored = (all, V) => perplexity(all.subarray(0, (ids.length - 1) * V), ids.slice(1), V);
 
 const dense = await run(null);
-const base = stats(dense, dense);
-console.log(`tokens ${base.tokens}, apply ${apply}`);
+const V = dense.V, denseAll = joined(dense);
+const base = scored(denseAll, V);
+console.log(`tokens ${base.count}, apply ${apply}`);
 console.log(`dense      ppl ${base.ppl.toFixed(2)}`);
 for (const [label, sp] of [['2:4', { format: '2:4', apply }], ['64:2:5', { format: 'vnm', v: 64, m: 5, apply }], ['64:2:8', { format: 'vnm', v: 64, m: 8, apply }]]) {
-  const s = stats(dense, await run(sp));
-  console.log(`${label.padEnd(10)} ppl ${s.ppl.toFixed(2)} (×${(s.ppl / base.ppl).toFixed(3)})  logit rel-rms dev ${s.relRmsLogitDev.toFixed(3)}  top-1 agreement ${(100 * s.top1Agree).toFixed(1)}%`);
+  const all = joined(await run(sp));
+  const s = scored(all, V), d = logitDeviation(denseAll, all, V);
+  console.log(`${label.padEnd(10)} ppl ${s.ppl.toFixed(2)} (×${(s.ppl / base.ppl).toFixed(3)})  logit rel-rms dev ${d.relRms.toFixed(3)}  top-1 agreement ${(100 * d.top1Agreement).toFixed(1)}%  mean KL ${d.meanKl.toFixed(3)}`);
 }
