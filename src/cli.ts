@@ -1,101 +1,127 @@
 /**
  * The `webmoe` command line: the same engine in Node on the `webgpu` package (SwiftShader when the
- * machine has no GPU driver).
- *
- *   webmoe generate --model DIR --prompt "..." [--chat] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--weights f32|f16|q8|q4]
- *   webmoe logits   --model DIR --tokens tokens.json --mode prefill|decode|hybrid --out logits.f32.bin [--routing routing.json]
- *   webmoe info     --model DIR
- *   webmoe calibrate --model DIR --text FILE --out bias.safetensors [--steps N] [--gamma G] [--batch-tokens T]
- *   webmoe prune    --model DIR --out DIR --sparsity 2:4|V:2:M [--apply experts|all-linear]
+ * machine has no GPU driver). Every command declares its options once (COMMANDS below); that table
+ * drives parsing, value checks and the help (`webmoe help COMMAND`). Exit codes: 0 ok, 1 runtime
+ * error, 2 usage error (unknown option or command, missing or bad value), with one line on stderr.
  */
 import { writeFileSync, readFileSync, copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createNodeEngine } from './node';
 import { ArgumentError, WebMoeError } from './errors';
+import { SAMPLING_RANGES } from './engine/engine';
 import type { WebMoeEngine } from './engine/engine';
-import type { LoadOptions, WeightStorage } from './engine/types';
+import type { LoadOptions } from './engine/types';
 import { calibrateModel } from './engine/calibrate';
-import { join, resolve } from 'node:path';
 import { openCheckpoint } from './loader/checkpoint';
 import { directoryModel } from './loader/node-source';
 import { writePrunedCheckpoint } from './sparse/write';
 import type { SparsityOption } from './sparse/apply';
-
-const USAGE = `usage:
-  webmoe generate --model DIR|URL --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-k K]
-                  [--top-p P] [--repetition-penalty R] [--seed S] [--weights auto|f32|f16|q8|q4]
-  webmoe logits   --model DIR|URL --tokens tokens.json --mode prefill|decode|hybrid --out FILE.f32.bin
-                  [--routing routing.json] [--weights ...]
-  webmoe info     --model DIR|URL
-  webmoe calibrate --model DIR|URL --text FILE --out bias.safetensors [--steps 50] [--gamma 0.001] [--batch-tokens 256]
-                  (DeepSeek-V3 auxiliary-loss-free bias balancing; load the result with LoadOptions.overlay)
-  webmoe prune    --model DIR --out DIR --sparsity 2:4|V:2:M (e.g. 64:2:8) [--apply experts|all-linear]
-                  (writes a pre-pruned copy of a local model; it loads on the sparse kernels by default)`;
-
-type Flags = Record<string, string | boolean>;
-
-const BOOLEAN_FLAGS = new Set(['chat', 'help', 'quiet']);
-
-export function parseArgs(argv: string[]): { command: string; flags: Flags } {
-  const [command, ...rest] = argv;
-  const flags: Flags = {};
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i];
-    if (!a.startsWith('--')) throw new ArgumentError(`unexpected argument '${a}'`);
-    const [key, inline] = a.slice(2).split(/=(.*)/s, 2);
-    if (BOOLEAN_FLAGS.has(key)) { flags[key] = true; continue; }
-    const value = inline ?? rest[++i];
-    if (value === undefined) throw new ArgumentError(`--${key} needs a value`);
-    flags[key] = value;
-  }
-  return { command: command ?? '', flags };
-}
-
-function str(f: Flags, key: string, required = true): string | undefined {
-  const v = f[key];
-  if (v === undefined) { if (required) throw new ArgumentError(`--${key} is required`); return undefined; }
-  if (typeof v !== 'string') throw new ArgumentError(`--${key} needs a value`);
-  return v;
-}
-
-function num(f: Flags, key: string, integer = false): number | undefined {
-  const v = str(f, key, false);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new ArgumentError(`--${key} must be ${integer ? 'an integer' : 'a number'}, got '${v}'`);
-  return n;
-}
-
-function loadOptions(f: Flags): LoadOptions {
-  const weights = str(f, 'weights', false) as WeightStorage | undefined;
-  return { weights, contextLength: num(f, 'context', true) };
-}
+import { closest, commandHelp, parseOptions, synopsis, type OptionTable, type OptionValues } from './cli-args';
 
 export interface CliIO { out: (s: string) => void; err: (s: string) => void }
 const defaultIO: CliIO = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
-async function withEngine<T>(f: Flags, io: CliIO, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
-  const engine = createNodeEngine({ log: (m) => io.err(`${m}\n`) });
+// Options of every command that loads a model on the GPU (each command lists its own after --model).
+const model = { kind: 'text', arg: 'DIR|URL', required: true, description: 'model folder or URL (config.json, *.safetensors, tokenizer.json)' } as const;
+const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'q8', 'q4'], default: 'auto', description: 'weight storage on the GPU (auto: f16 for F16 checkpoints on a real GPU, else f32)' } as const;
+const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096)" } as const;
+const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
+const loading = { model, weights, context, quiet } as const;
+
+const generateOptions = {
+  model,
+  prompt: { kind: 'text', arg: 'TEXT', required: true, description: 'the prompt (raw text; see --chat)' },
+  chat: { kind: 'flag', description: "send the prompt as a user message through the model's chat template" },
+  'max-tokens': { kind: 'integer', arg: 'N', min: 0, default: 128, description: 'tokens to generate at most' },
+  temperature: { kind: 'number', arg: 'T', ...range(SAMPLING_RANGES.temperature), description: 'sampling temperature, 0 = greedy' },
+  'top-k': { kind: 'integer', arg: 'K', ...range(SAMPLING_RANGES.topK), description: 'sample among the K most likely tokens, 0 = all' },
+  'top-p': { kind: 'number', arg: 'P', ...range(SAMPLING_RANGES.topP), description: 'nucleus sampling: the smallest set of tokens with probability ≥ P' },
+  'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
+  seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
+  weights, context, quiet,
+} as const;
+
+const logitsOptions = {
+  model: { ...model, description: 'model folder or URL (config.json, *.safetensors; tokenizer.json not needed)' },
+  tokens: { kind: 'text', arg: 'FILE', required: true, description: 'JSON: {"tokens": [ids], "prefill_split"?: P} or an array of ids' },
+  mode: { kind: 'choice', choices: ['prefill', 'decode', 'hybrid'], required: true, description: 'prefill: all tokens in one pass; decode: one token at a time; hybrid: prefill_split (default half) then one at a time' },
+  out: { kind: 'text', arg: 'FILE', required: true, description: 'where to write the logits (raw little-endian float32 [tokens, vocab])' },
+  routing: { kind: 'text', arg: 'FILE', description: 'also write the experts chosen per MoE layer and token (JSON)' },
+  weights, context, quiet,
+} as const;
+
+const calibrateOptions = {
+  model,
+  text: { kind: 'text', arg: 'FILE', required: true, description: 'UTF-8 text to balance the expert load on' },
+  out: { kind: 'text', arg: 'FILE', required: true, description: 'where to write the bias tensors (safetensors)' },
+  steps: { kind: 'integer', arg: 'N', min: 1, default: 50, description: 'bias update steps' },
+  gamma: { kind: 'number', arg: 'G', above: 0, default: 0.001, description: 'bias update speed γ' },
+  'batch-tokens': { kind: 'integer', arg: 'T', min: 1, default: 256, description: 'tokens per batch (at most the context)' },
+  weights, context, quiet,
+} as const;
+
+/** '2:4' or 'V:2:M' (e.g. '64:2:8') → the pattern part of a SparsityOption. */
+export function parseSparsityPattern(spec: string): Omit<SparsityOption, 'apply'> | undefined {
+  if (spec === '2:4') return { format: '2:4' };
+  const m = /^(\d+):2:(\d+)$/.exec(spec);
+  return m ? { format: 'vnm', v: Number(m[1]), m: Number(m[2]) } : undefined;
+}
+
+const pruneOptions = {
+  model: { kind: 'text', arg: 'DIR', required: true, description: 'local model folder to prune' },
+  out: { kind: 'text', arg: 'DIR', required: true, description: 'folder for the pruned copy (another folder than --model)' },
+  sparsity: { kind: 'pattern', arg: '2:4|V:2:M', rule: '2:4 or V:2:M (e.g. 64:2:8)', parse: parseSparsityPattern, required: true, description: 'pattern: 2:4, or V:2:M (2 kept of every M columns in V-row blocks)' },
+  apply: { kind: 'choice', choices: ['experts', 'all-linear'], default: 'experts', description: 'which weights to prune: the routed experts, or every linear layer' },
+  quiet,
+} as const;
+
+/** The engine's range (and default) of a sampling option as option bounds; an unbounded max is left out. */
+function range(r: { min: number; max: number; fallback?: number }): { min: number; max?: number; default?: number } {
+  return { min: r.min, ...(Number.isFinite(r.max) ? { max: r.max } : {}), ...(r.fallback !== undefined ? { default: r.fallback } : {}) };
+}
+
+interface Command {
+  summary: string;
+  notes?: string;
+  options: OptionTable;
+  run: (values: never, io: CliIO) => Promise<void>;
+}
+/** Ties a command's run function to its own option table's value types. */
+const command = <O extends OptionTable>(options: O, summary: string, run: (v: OptionValues<O>, io: CliIO) => Promise<void>, notes?: string): Command => ({ options, summary, run, notes });
+
+/** stderr lines that --quiet drops. */
+const logger = (v: { quiet: boolean }, io: CliIO) => (v.quiet ? () => {} : (m: string) => io.err(`${m}\n`));
+
+async function withEngine<T>(v: OptionValues<typeof loading>, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
+  const engine = createNodeEngine({ log: logger(v, io) });
   try {
-    await engine.load(str(f, 'model')!, loadOptions(f));
+    await engine.load(v.model, { weights: v.weights, contextLength: v.context, ...load });
     return await fn(engine);
   } finally {
     await engine.unload();
   }
 }
 
-async function generate(f: Flags, io: CliIO) {
-  const prompt = str(f, 'prompt')!;
-  await withEngine(f, io, async (engine) => {
-    const o = {
-      maxTokens: num(f, 'max-tokens', true) ?? 128, temperature: num(f, 'temperature'), topK: num(f, 'top-k', true),
-      topP: num(f, 'top-p'), repetitionPenalty: num(f, 'repetition-penalty'), seed: num(f, 'seed', true),
-    };
-    const it = f.chat ? engine.chat([{ role: 'user', content: prompt }], o) : engine.generate(prompt, o);
+/** A file named by an option; unreadable is a usage error that names the option. */
+function readInput(option: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new ArgumentError(`--${option}: cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+async function generate(v: OptionValues<typeof generateOptions>, io: CliIO) {
+  const log = logger(v, io);
+  await withEngine(v, io, {}, async (engine) => {
+    const o = { maxTokens: v['max-tokens'], temperature: v.temperature, topK: v['top-k'], topP: v['top-p'], repetitionPenalty: v['repetition-penalty'], seed: v.seed };
+    const it = v.chat ? engine.chat([{ role: 'user', content: v.prompt }], o) : engine.generate(v.prompt, o);
     for (;;) {
       const r = await it.next();
       if (r.done) {
         io.out('\n');
-        io.err(`[${r.value.tokens.length} tokens, ${r.value.finishReason}; TTFT ${r.value.timeToFirstTokenMs.toFixed(0)} ms, prefill ${r.value.prefillTokPerS.toFixed(1)} tok/s, decode ${r.value.decodeTokPerS.toFixed(1)} tok/s]\n`);
+        log(`[${r.value.tokens.length} tokens, ${r.value.finishReason}; TTFT ${r.value.timeToFirstTokenMs.toFixed(0)} ms, prefill ${r.value.prefillTokPerS.toFixed(1)} tok/s, decode ${r.value.decodeTokPerS.toFixed(1)} tok/s]`);
         break;
       }
       io.out(r.value.text);
@@ -104,16 +130,19 @@ async function generate(f: Flags, io: CliIO) {
 }
 
 /** Logits exactly like the reference fixture's files: raw little-endian float32 [S, V]. */
-async function logits(f: Flags, io: CliIO) {
-  const spec = JSON.parse(readFileSync(str(f, 'tokens')!, 'utf8'));
-  const tokens: number[] = Array.isArray(spec) ? spec : spec.tokens;
+async function logits(v: OptionValues<typeof logitsOptions>, io: CliIO) {
+  let spec;
+  try {
+    spec = JSON.parse(readInput('tokens', v.tokens).toString('utf8'));
+  } catch (e) {
+    if (e instanceof ArgumentError) throw e;
+    throw new ArgumentError(`--tokens: ${v.tokens} is not JSON (${(e as Error).message})`);
+  }
+  const tokens: number[] = Array.isArray(spec) ? spec : spec?.tokens;
   if (!Array.isArray(tokens) || !tokens.every((t) => Number.isInteger(t) && t >= 0)) throw new ArgumentError('--tokens: expected {"tokens": [ints], "prefill_split"?: P} or a JSON array of ints');
-  const mode = str(f, 'mode')!;
-  if (!['prefill', 'decode', 'hybrid'].includes(mode)) throw new ArgumentError(`--mode must be prefill, decode or hybrid, got '${mode}'`);
-  const split = mode === 'prefill' ? tokens.length : mode === 'decode' ? 1 : (spec.prefill_split ?? Math.floor(tokens.length / 2));
-  const outPath = str(f, 'out')!;
-  const routingPath = str(f, 'routing', false);
-  await withEngine(f, io, async (engine) => {
+  const split = v.mode === 'prefill' ? tokens.length : v.mode === 'decode' ? 1 : (spec.prefill_split ?? Math.floor(tokens.length / 2));
+  // Token ids in, logits out: a weights-only folder without tokenizer.json is enough.
+  await withEngine(v, io, { requireTokenizer: false }, async (engine) => {
     const runner = engine.runner;
     if (tokens.some((t) => t >= runner.cfg.vocabSize)) throw new ArgumentError(`--tokens: ids must be < vocab_size ${runner.cfg.vocabSize}`);
     const V = runner.cfg.vocabSize;
@@ -126,57 +155,46 @@ async function logits(f: Flags, io: CliIO) {
       out.set(await runner.logits(tokens.slice(a, b), true), a * V);
       for (const [layer, rows] of await runner.lastRouting()) (routing[layer] ??= { indices: [] }).indices.push(...rows);
     }
-    writeFileSync(outPath, new Uint8Array(out.buffer));
-    if (routingPath) writeFileSync(routingPath, JSON.stringify(routing));
-    io.err(`wrote ${tokens.length}×${V} logits to ${outPath}${routingPath ? ` and routing to ${routingPath}` : ''}\n`);
+    writeFileSync(v.out, new Uint8Array(out.buffer));
+    if (v.routing) writeFileSync(v.routing, JSON.stringify(routing));
+    logger(v, io)(`wrote ${tokens.length}×${V} logits to ${v.out}${v.routing ? ` and routing to ${v.routing}` : ''}`);
   });
 }
 
-async function info(f: Flags, io: CliIO) {
-  await withEngine(f, io, async (engine) => {
+async function info(v: OptionValues<typeof loading>, io: CliIO) {
+  await withEngine(v, io, {}, async (engine) => {
     const s = await engine.stats();
     io.out(`${JSON.stringify({ model: engine.info, device: s.device, weightBytes: s.weightBytes, gpuBytes: s.gpuBytes, kvBytesPerToken: s.kvBytesPerToken, mhaKvBytesPerToken: s.mhaKvBytesPerToken }, null, 2)}\n`);
   });
 }
 
-async function calibrate(f: Flags, io: CliIO) {
-  const text = readFileSync(str(f, 'text')!, 'utf8');
-  const outPath = str(f, 'out')!;
-  const steps = num(f, 'steps', true) ?? 50;
-  const gamma = num(f, 'gamma') ?? 1e-3;
-  const batchTokens = num(f, 'batch-tokens', true) ?? 256;
-  await withEngine(f, io, async (engine) => {
+async function calibrate(v: OptionValues<typeof calibrateOptions>, io: CliIO) {
+  const text = readInput('text', v.text).toString('utf8');
+  const log = logger(v, io);
+  await withEngine(v, io, {}, async (engine) => {
     const ids = engine.codec.encode(text);
-    const size = Math.min(batchTokens, engine.runner.capacity);
+    const size = Math.min(v['batch-tokens'], engine.runner.capacity);
     const batches: number[][] = [];
     for (let i = 0; i + 1 < ids.length; i += size) batches.push(ids.slice(i, i + size));
     if (!batches.length) throw new ArgumentError('--text encodes to no tokens');
-    io.err(`calibrating on ${ids.length} tokens in ${batches.length} batches, ${steps} steps, γ = ${gamma}\n`);
-    const r = await calibrateModel(engine, batches, { steps, gamma });
+    log(`calibrating on ${ids.length} tokens in ${batches.length} batches, ${v.steps} steps, γ = ${v.gamma}`);
+    const r = await calibrateModel(engine, batches, { steps: v.steps, gamma: v.gamma });
     for (const [layer, before] of r.maxVioBefore) io.out(`layer ${layer}: MaxVio ${before.toFixed(3)} → ${r.maxVioAfter.get(layer)!.toFixed(3)}\n`);
-    writeFileSync(outPath, r.file);
-    io.err(`wrote ${outPath}\n`);
+    writeFileSync(v.out, r.file);
+    log(`wrote ${v.out}`);
   });
 }
 
-/** Parses '2:4' or 'V:2:M' (e.g. '64:2:8'). */
-export function parseSparsity(spec: string, apply: string): SparsityOption {
-  if (apply !== 'experts' && apply !== 'all-linear') throw new ArgumentError(`--apply must be experts or all-linear, got '${apply}'`);
-  if (spec === '2:4') return { format: '2:4', apply };
-  const m = /^(\d+):2:(\d+)$/.exec(spec);
-  if (!m) throw new ArgumentError(`--sparsity must be 2:4 or V:2:M (e.g. 64:2:8), got '${spec}'`);
-  return { format: 'vnm', v: Number(m[1]), m: Number(m[2]), apply };
-}
-
-async function prune(f: Flags, io: CliIO) {
-  const dir = resolve(str(f, 'model')!), outDir = resolve(str(f, 'out')!);
-  const o = parseSparsity(str(f, 'sparsity')!, str(f, 'apply', false) ?? 'experts');
+async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
+  const dir = resolve(v.model), outDir = resolve(v.out);
+  const o: SparsityOption = { ...v.sparsity, apply: v.apply };
   if (!existsSync(join(dir, 'config.json'))) throw new ArgumentError(`--model: ${dir} has no config.json (prune reads a local model folder)`);
   if (outDir === dir) throw new ArgumentError('--out must be another folder than --model');
+  const log = logger(v, io);
   const ckpt = await openCheckpoint(directoryModel(dir));
   try {
     let last = 0;
-    const r = await writePrunedCheckpoint(ckpt, o, { onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; io.err(`  ${done}/${total} ${name}\n`); } } });
+    const r = await writePrunedCheckpoint(ckpt, o, { onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
     mkdirSync(outDir, { recursive: true });
     writeFileSync(join(outDir, 'model.safetensors'), r.file);
     for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(outDir, file));
@@ -186,20 +204,69 @@ async function prune(f: Flags, io: CliIO) {
   }
 }
 
+const COMMANDS: Record<string, Command> = {
+  generate: command(generateOptions, 'Streams a completion of the prompt to stdout; the token count and speed go to stderr.', generate),
+  logits: command(logitsOptions, "Writes the logits of a token sequence in the reference fixture's layout.", logits),
+  info: command(loading, 'Prints the model, the device and the memory use as JSON.', info),
+  calibrate: command(calibrateOptions, "Balances the expert load on real text (DeepSeek-V3's auxiliary-loss-free bias update) and writes the new gate biases.", calibrate,
+    'Load the result over the checkpoint with LoadOptions.overlay.'),
+  prune: command(pruneOptions, 'Writes a pre-pruned copy of a local model; it loads on the sparse kernels by default.', prune),
+};
+const COMMAND_NAMES = Object.keys(COMMANDS);
+
+/** Options of the bare `webmoe` (it also takes --help). */
+const GLOBAL_OPTIONS = { version: { kind: 'flag', description: 'print the version' } } as const;
+
+function usage(): string {
+  const width = Math.max(...COMMAND_NAMES.map((n) => n.length)) + 2;
+  return [
+    'usage: webmoe COMMAND [options]',
+    '',
+    'commands:',
+    ...COMMAND_NAMES.map((n) => `  ${n.padEnd(width)}${COMMANDS[n].summary}\n  ${''.padEnd(width)}${synopsis(n, COMMANDS[n].options)}`),
+    '',
+    '`webmoe help COMMAND` or `webmoe COMMAND --help` lists its options; `webmoe --version` prints the version.',
+  ].join('\n');
+}
+
+/** The package version, from the package.json next to src/ (tsx) or dist/ (built). */
+function version(): string {
+  const file = join(dirname(fileURLToPath(import.meta.url)), '..', 'package.json');
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
+function findCommand(name: string): Command {
+  if (Object.hasOwn(COMMANDS, name)) return COMMANDS[name];
+  const guess = closest(name, COMMAND_NAMES);
+  throw new ArgumentError(guess ? `unknown command ${name}; did you mean ${guess}?` : `unknown command ${name}; commands: ${COMMAND_NAMES.join(', ')}`);
+}
+
+const helpOf = (name: string) => { const c = findCommand(name); return commandHelp(name, c.summary, c.options, c.notes); };
+
 /** Runs the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad arguments). */
 export async function main(argv: string[], io: CliIO = defaultIO): Promise<number> {
   try {
-    const { command, flags } = parseArgs(argv);
-    if (!command || flags.help || command === 'help') { io.out(`${USAGE}\n`); return command ? 0 : 2; }
-    if (command === 'generate') await generate(flags, io);
-    else if (command === 'logits') await logits(flags, io);
-    else if (command === 'info') await info(flags, io);
-    else if (command === 'calibrate') await calibrate(flags, io);
-    else if (command === 'prune') await prune(flags, io);
-    else throw new ArgumentError(`unknown command '${command}'`);
+    const [first, ...rest] = argv;
+    if (first === undefined) { io.err(`${usage()}\n`); return 2; }
+    if (first === 'help') {
+      if (rest.length > 1) throw new ArgumentError(`help takes one command name, got ${rest.join(' ')}`);
+      io.out(`${rest.length ? helpOf(rest[0]) : usage()}\n`);
+      return 0;
+    }
+    if (first.startsWith('-')) {
+      const parsed = parseOptions('', GLOBAL_OPTIONS, argv);
+      if (parsed.help) io.out(`${usage()}\n`);
+      else if (parsed.values.version) io.out(`${version()}\n`);
+      else { io.err(`${usage()}\n`); return 2; } // only `--`
+      return 0;
+    }
+    const cmd = findCommand(first);
+    const parsed = parseOptions(first, cmd.options, rest);
+    if (parsed.help) { io.out(`${helpOf(first)}\n`); return 0; }
+    await cmd.run(parsed.values as never, io);
     return 0;
   } catch (e) {
-    if (e instanceof ArgumentError) { io.err(`webmoe: ${e.message}\n${USAGE}\n`); return 2; }
+    if (e instanceof ArgumentError) { io.err(`webmoe: ${e.message}\n`); return 2; }
     if (e instanceof WebMoeError) { io.err(`webmoe: ${e.name} (${e.code}): ${e.message}\n`); return 1; }
     io.err(`webmoe: ${(e as Error)?.stack ?? String(e)}\n`);
     return 1;

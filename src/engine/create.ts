@@ -69,8 +69,8 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     const overlay = options.overlay instanceof Uint8Array ? memoryModel({ 'model.safetensors': options.overlay }) : typeof options.overlay === 'string' ? env.resolve(options.overlay, options) : options.overlay;
     const ckpt = await openCheckpoint(source, { onProgress: options.onProgress, signal: options.signal, overlay });
     const cfg = ckpt.config;
-    if (!ckpt.tokenizerJson) throw new FormatError(`${source.description}: tokenizer.json is missing`);
-    const codec = new TextCodec(ckpt.tokenizerJson, ckpt.tokenizerConfig, cfg.eosTokenIds);
+    if (!ckpt.tokenizerJson && options.requireTokenizer !== false) throw new FormatError(`${source.description}: tokenizer.json is missing`);
+    const codec = ckpt.tokenizerJson ? new TextCodec(ckpt.tokenizerJson, ckpt.tokenizerConfig, cfg.eosTokenIds) : null;
     if (!gpu || gpu.lostError) gpu = await env.acquire(engineOptions.gpu, log);
     const storage = storageFor(options.weights, ckpt, gpu);
     const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
@@ -119,7 +119,7 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
       expertStorage: cfg.nRoutedExperts === 0 ? 'none' : policy.sparsity ? `sparse ${policy.sparsity.values}` : be.expertFormat,
       sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
       contextLength,
-      chatTemplate: codec.hasChatTemplate,
+      chatTemplate: codec?.hasChatTemplate ?? false,
     };
     options.onProgress?.({ phase: 'done', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 });
     return {

@@ -10,25 +10,37 @@ import type {
   Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, FinishReason,
 } from './types';
 import type { ModelSource } from '../loader/model-source';
-import { ArgumentError, DeviceLostError, WebMoeError } from '../errors';
+import { ArgumentError, DeviceLostError, FormatError, WebMoeError } from '../errors';
 
-export interface LoadedModel { runner: ModelRunner; codec: TextCodec; info: ModelInfo; loadTimeMs: number; device: string }
+/** `codec` is null for a model loaded without tokenizer.json (LoadOptions.requireTokenizer false). */
+export interface LoadedModel { runner: ModelRunner; codec: TextCodec | null; info: ModelInfo; loadTimeMs: number; device: string }
 
 /** How a model gets loaded: the GPU loader in production, a CPU loader in reference tests. */
 export type ModelLoader = (model: string | ModelSource, options: LoadOptions, engine: EngineOptions) => Promise<LoadedModel>;
 
+/** Each sampling option's range and default (the CLI declares its options from these too). */
+export const SAMPLING_RANGES = {
+  temperature: { min: 0, max: 100, fallback: 0.7 },
+  topK: { min: 0, max: Infinity, fallback: 0 },
+  topP: { min: 0, max: 1, fallback: 1 },
+  repetitionPenalty: { min: 0.01, max: 100, fallback: 1 },
+  seed: { min: 0, max: 2 ** 32 - 1 },
+} as const;
+
 export function resolveSampling(o: GenerateOptions): SamplingParams {
-  const num = (v: unknown, name: string, def: number, min: number, max = Infinity) => {
+  const num = (v: unknown, name: keyof typeof SAMPLING_RANGES, def: number) => {
     if (v === undefined) return def;
+    const { min, max } = SAMPLING_RANGES[name];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) throw new ArgumentError(`${name} must be a number in [${min}, ${max}], got ${String(v)}`);
     return v;
   };
+  const r = SAMPLING_RANGES;
   return {
-    temperature: num(o.temperature, 'temperature', 0.7, 0, 100),
-    topK: Math.floor(num(o.topK, 'topK', 0, 0)),
-    topP: num(o.topP, 'topP', 1, 0, 1),
-    repetitionPenalty: num(o.repetitionPenalty, 'repetitionPenalty', 1, 0.01, 100),
-    seed: Math.floor(num(o.seed, 'seed', Math.floor(Math.random() * 2 ** 31), 0, 2 ** 32 - 1)),
+    temperature: num(o.temperature, 'temperature', r.temperature.fallback),
+    topK: Math.floor(num(o.topK, 'topK', r.topK.fallback)),
+    topP: num(o.topP, 'topP', r.topP.fallback),
+    repetitionPenalty: num(o.repetitionPenalty, 'repetitionPenalty', r.repetitionPenalty.fallback),
+    seed: Math.floor(num(o.seed, 'seed', Math.floor(Math.random() * 2 ** 31))),
   };
 }
 
@@ -53,6 +65,13 @@ export class WebMoeEngine implements Engine {
   private need(): LoadedModel {
     if (!this.model) throw this.lost ?? new WebMoeError('NOT_LOADED', 'No model is loaded: call load() first');
     return this.model;
+  }
+
+  /** The loaded model's tokenizer; a model loaded without one runs on token ids only. */
+  private needCodec(): TextCodec {
+    const m = this.need();
+    if (!m.codec) throw new FormatError(`${m.info.name}: loaded without tokenizer.json, so it takes token ids only (runner.logits); text needs the tokenizer`);
+    return m.codec;
   }
 
   load(model: string | ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
@@ -92,14 +111,14 @@ export class WebMoeEngine implements Engine {
 
   generate(prompt: string, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     if (typeof prompt !== 'string') throw new ArgumentError('prompt must be a string');
-    return this.stream(() => this.need().codec.encode(prompt), options);
+    return this.stream(() => this.needCodec().encode(prompt), options);
   }
 
   chat(messages: ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     if (!Array.isArray(messages) || messages.some((m) => !m || typeof m.content !== 'string' || !['system', 'user', 'assistant'].includes(m.role))) {
       throw new ArgumentError('messages must be an array of { role: system|user|assistant, content: string }');
     }
-    return this.stream(() => this.need().codec.encodeChat(messages), options);
+    return this.stream(() => this.needCodec().encodeChat(messages), options);
   }
 
   /** Bridges the serialised generation task to an async iterator of chunks. */
@@ -133,7 +152,8 @@ export class WebMoeEngine implements Engine {
 
   private async run(prompt: number[], o: GenerateOptions, emit: (c: GenerationChunk) => void): Promise<GenerationResult> {
     const m = this.need();
-    const { runner, codec } = m;
+    const { runner } = m;
+    const codec = this.needCodec();
     const sampling = resolveSampling(o);
     const maxTokens = o.maxTokens ?? 256;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new ArgumentError(`maxTokens must be a non-negative integer, got ${o.maxTokens}`);
@@ -268,6 +288,6 @@ export class WebMoeEngine implements Engine {
 
   /** The loaded model's runner (CLI logits, tests, calibration). */
   get runner(): ModelRunner { return this.need().runner; }
-  get codec(): TextCodec { return this.need().codec; }
+  get codec(): TextCodec { return this.needCodec(); }
   get info(): ModelInfo | null { return this.model?.info ?? null; }
 }

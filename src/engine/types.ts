@@ -25,6 +25,11 @@ export interface LoadOptions {
   contextLength?: number;
   /** Browser: keep downloaded files in the Cache API so a second load reads them locally (default true). */
   cache?: boolean;
+  /**
+   * false: a folder without tokenizer.json still loads, for token-id use only (runner.logits, as the
+   * CLI's `logits` does); generate, chat and codec then throw. Default true: tokenizer.json is required.
+   */
+  requireTokenizer?: boolean;
   /** A safetensors file whose tensors replace the checkpoint's (e.g. calibrated gate biases). */
   overlay?: string | ModelSource | Uint8Array;
   onProgress?: (p: LoadProgress) => void;
