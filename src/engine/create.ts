@@ -68,67 +68,73 @@ export function gpuLoader(env: EngineEnvironment): ModelLoader {
     const source = typeof model === 'string' ? env.resolve(model, options) : model;
     const overlay = options.overlay instanceof Uint8Array ? memoryModel({ 'model.safetensors': options.overlay }) : typeof options.overlay === 'string' ? env.resolve(options.overlay, options) : options.overlay;
     const ckpt = await openCheckpoint(source, { onProgress: options.onProgress, signal: options.signal, overlay });
-    const cfg = ckpt.config;
-    if (!ckpt.tokenizerJson && options.requireTokenizer !== false) throw new FormatError(`${source.description}: tokenizer.json is missing`);
-    const codec = ckpt.tokenizerJson ? new TextCodec(ckpt.tokenizerJson, ckpt.tokenizerConfig, cfg.eosTokenIds) : null;
-    if (!gpu || gpu.lostError) gpu = await env.acquire(engineOptions.gpu, log);
-    const storage = storageFor(options.weights, ckpt, gpu);
-    const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
-    if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
-    checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);
-    // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
-    let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
-    if (stored) {
-      const { option: o, weights: w } = stored;
-      // The GPU packs each routed expert's gate and up rows as one [2I, D] matrix; a V-row block then
-      // spans both unless V divides I, and re-packing would not keep the stored values exactly.
-      const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
-      log(`${source.description}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
-      if (!exact) stored = null;
-    }
-    const sp = stored?.option ?? options.sparsity ?? null;
-    const policy: WeightPolicy = {
-      // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
-      storage: (role) => (role === 'embed' ? (storage === 'f32' ? 'f32' : 'f16') : storage),
-      nativeFp8: false,
-      sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
-    };
-    const be = new GpuBackend(gpu, cfg, policy, contextLength);
-    let weights;
+    // buildWeights closes each file after its last tensor; a load that fails before that closes them here.
     try {
-      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
-      gpu.assertAlive(); // uploads to a device lost meanwhile went nowhere
+      const cfg = ckpt.config;
+      if (!ckpt.tokenizerJson && options.requireTokenizer !== false) throw new FormatError(`${source.description}: tokenizer.json is missing`);
+      const codec = ckpt.tokenizerJson ? new TextCodec(ckpt.tokenizerJson, ckpt.tokenizerConfig, cfg.eosTokenIds) : null;
+      if (!gpu || gpu.lostError) gpu = await env.acquire(engineOptions.gpu, log);
+      const storage = storageFor(options.weights, ckpt, gpu);
+      const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+      if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
+      checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);
+      // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
+      let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
+      if (stored) {
+        const { option: o, weights: w } = stored;
+        // The GPU packs each routed expert's gate and up rows as one [2I, D] matrix; a V-row block then
+        // spans both unless V divides I, and re-packing would not keep the stored values exactly.
+        const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
+        log(`${source.description}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
+        if (!exact) stored = null;
+      }
+      const sp = stored?.option ?? options.sparsity ?? null;
+      const policy: WeightPolicy = {
+        // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
+        storage: (role) => (role === 'embed' ? (storage === 'f32' ? 'f32' : 'f16') : storage),
+        nativeFp8: false,
+        sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
+      };
+      const be = new GpuBackend(gpu, cfg, policy, contextLength);
+      let weights;
+      try {
+        weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+        gpu.assertAlive(); // uploads to a device lost meanwhile went nowhere
+      } catch (e) {
+        be.destroy();
+        throw e;
+      }
+      const params = parameterCounts(cfg);
+      const a = gpu.adapter;
+      const info: ModelInfo = {
+        name: source.description,
+        modelType: cfg.modelType,
+        layers: cfg.numLayers,
+        hiddenSize: cfg.hiddenSize,
+        vocabSize: cfg.vocabSize,
+        experts: cfg.nRoutedExperts,
+        expertsPerToken: cfg.numExpertsPerTok,
+        moeLayers: Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i)),
+        parameters: params.total,
+        activeParameters: params.active,
+        weightStorage: storage,
+        expertStorage: cfg.nRoutedExperts === 0 ? 'none' : policy.sparsity ? `sparse ${policy.sparsity.values}` : be.expertFormat,
+        sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
+        contextLength,
+        chatTemplate: codec?.hasChatTemplate ?? false,
+      };
+      options.onProgress?.({ phase: 'done', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 });
+      return {
+        runner: new GpuRunner(be, cfg, weights, contextLength),
+        codec,
+        info,
+        loadTimeMs: performance.now() - t0,
+        device: [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'WebGPU device',
+      };
     } catch (e) {
-      be.destroy();
+      await ckpt.close().catch(() => {});
       throw e;
     }
-    const params = parameterCounts(cfg);
-    const a = gpu.adapter;
-    const info: ModelInfo = {
-      name: source.description,
-      modelType: cfg.modelType,
-      layers: cfg.numLayers,
-      hiddenSize: cfg.hiddenSize,
-      vocabSize: cfg.vocabSize,
-      experts: cfg.nRoutedExperts,
-      expertsPerToken: cfg.numExpertsPerTok,
-      moeLayers: Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i)),
-      parameters: params.total,
-      activeParameters: params.active,
-      weightStorage: storage,
-      expertStorage: cfg.nRoutedExperts === 0 ? 'none' : policy.sparsity ? `sparse ${policy.sparsity.values}` : be.expertFormat,
-      sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
-      contextLength,
-      chatTemplate: codec?.hasChatTemplate ?? false,
-    };
-    options.onProgress?.({ phase: 'done', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 });
-    return {
-      runner: new GpuRunner(be, cfg, weights, contextLength),
-      codec,
-      info,
-      loadTimeMs: performance.now() - t0,
-      device: [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'WebGPU device',
-    };
   };
 }
 

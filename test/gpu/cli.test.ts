@@ -37,6 +37,19 @@ describe('webmoe CLI', () => {
     for (const l of ['1', '2']) expect(sets(r[l].indices)).toEqual(sets(want[l].indices));
   });
 
+  it('logits runs on a weights-only folder (no tokenizer.json); --quiet leaves stderr empty; text commands there fail with the reason', async () => {
+    const c = io();
+    const out = join(dir, 'prefill.f32.bin');
+    const code = await main(['logits', '--model', FIXTURE_DIR, '--tokens', join(FIXTURE_DIR, 'tokens.json'), '--mode', 'prefill', '--out', out, '--weights', 'f32', '--quiet'], c.io);
+    expect(code, c.err.join('')).toBe(0);
+    expect(c.err.join('')).toBe('');
+    const b = readFileSync(out);
+    expectClose(new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4), fixtureLogits('logits_prefill_absorb.f32.bin'), { atol: 1e-4, rtol: 0 }, 'cli prefill without tokenizer');
+    const g = io();
+    expect(await main(['generate', '--model', FIXTURE_DIR, '--prompt', 'abc', '--max-tokens', '2', '--quiet'], g.io)).toBe(1);
+    expect(g.err.join('')).toMatch(/BAD_FORMAT.*tokenizer\.json is missing/);
+  });
+
   it('generate streams text and reports speed', async () => {
     const c = io();
     const code = await main(['generate', '--model', dir, '--prompt', 'abc', '--max-tokens', '5', '--temperature', '0', '--weights', 'f32'], c.io);
@@ -81,6 +94,9 @@ describe('webmoe CLI', () => {
       expect(await main([...args], c.io)).toBe(2);
       expect(c.err.join('')).toMatch(msg);
     }
+    const u = io();
+    expect(await main(['generate', '--model', dir, '--prompt', 'x', '--max-token', '3'], u.io)).toBe(2);
+    expect(u.err.join('')).toBe('webmoe: unknown option --max-token; did you mean --max-tokens?\n');
     const c = io();
     expect(await main(['info', '--model', join(dir, 'missing')], c.io)).toBe(1);
     expect(c.err.join('')).toMatch(/NOT_FOUND|BAD_FORMAT|not found|missing/i);
