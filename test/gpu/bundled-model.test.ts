@@ -132,6 +132,15 @@ describe('bundled model: BOS as in training', () => {
     });
     expect(raw.tokens).toEqual(want);
 
+    // The model card's samples were generated through this path (npm run card-samples): its first greedy
+    // sample is what the runtime produces now.
+    const card = readFileSync(join(MODEL, 'README.md'), 'utf8');
+    const sample = /\*\*Prompt:\*\* `([^`]+)`\s*\n\s*- greedy: (".*")/.exec(card);
+    expect(sample, 'the card has a greedy sample').not.toBeNull();
+    const cardGreedy = e.generate(sample![1], { temperature: 0, maxTokens: 40 });
+    let g; for (;;) { g = await cardGreedy.next(); if (g.done) break; }
+    expect(sample![1] + g.value.text).toBe(JSON.parse(sample![2]));
+
     const chat = e.codec.encodeChat([{ role: 'user', content: 'Who was there?' }]);
     expect(chat[0]).toBe(bos);
     expect(chat.filter((t) => t === bos)).toHaveLength(1);
