@@ -8,12 +8,25 @@ import { FormatError } from '../errors';
 
 export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: string }
 
+/**
+ * How special tokens are added around raw text, decided as Hugging Face `transformers` (v5 TokenizersBackend)
+ * decides it: when tokenizer_config.json names `add_bos_token` or `add_eos_token`, the tokenizer is rebuilt
+ * as `[bos] $A [eos]` from those two flags (LlamaTokenizerFast did the same); otherwise tokenizer.json's
+ * `post_processor` applies (e.g. TemplateProcessing `<bos> $A`), and a file without one adds nothing.
+ */
+type SpecialTokenRule = { kind: 'flags'; bos: number | null; eos: number | null } | { kind: 'post-processor' };
+
 export class TextCodec {
   readonly tokenizer: Tokenizer;
   private template: Template | null = null;
   readonly bosToken: string | null;
   readonly eosToken: string | null;
   readonly eosIds: number[];
+  /** Id of the BOS token named by tokenizer_config.json, when the vocabulary has it. */
+  readonly bosId: number | null;
+  /** Whether the model's files declare a BOS at the start of every sequence (add_bos_token or the post-processor). */
+  readonly addsBos: boolean;
+  private readonly specials: SpecialTokenRule;
 
   constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> | null, eosIdsFromConfig: number[]) {
     try {
@@ -30,6 +43,26 @@ export class TextCodec {
       if (id !== undefined) eos.add(id);
     }
     this.eosIds = [...eos];
+    const idOf = (t: string | null) => (t === null ? null : (this.tokenizer.token_to_id(t) ?? null));
+    this.bosId = idOf(this.bosToken);
+    if (tokenizerConfig && ('add_bos_token' in tokenizerConfig || 'add_eos_token' in tokenizerConfig)) {
+      // A flag set without its token (or with a token outside the vocabulary) adds nothing, as in transformers.
+      this.specials = {
+        kind: 'flags',
+        bos: tokenizerConfig.add_bos_token === true ? this.bosId : null,
+        eos: tokenizerConfig.add_eos_token === true ? idOf(this.eosToken) : null,
+      };
+      this.addsBos = this.specials.bos !== null;
+    } else {
+      this.specials = { kind: 'post-processor' };
+      let first: number | undefined;
+      try {
+        first = this.tokenizer.encode('', { add_special_tokens: true }).ids[0];
+      } catch (e) {
+        throw new FormatError(`tokenizer.json: the post_processor fails: ${(e as Error).message}`);
+      }
+      this.addsBos = this.bosId !== null && first === this.bosId;
+    }
     const tpl = tokenizerConfig?.chat_template;
     const source = typeof tpl === 'string' ? tpl : Array.isArray(tpl) ? (tpl.find((t: any) => t?.name === 'default')?.template ?? null) : null;
     if (source) {
@@ -43,8 +76,33 @@ export class TextCodec {
 
   get hasChatTemplate(): boolean { return this.template !== null; }
 
+  /**
+   * Token ids of raw text. With addSpecialTokens, the special tokens the model's files declare are added
+   * (see SpecialTokenRule), except that a BOS the text already starts with is not doubled: the model was
+   * trained on one BOS, and `generate('<bos>x')` must equal `generate('x')`.
+   */
   encode(text: string, addSpecialTokens = true): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    if (!addSpecialTokens) return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+    let ids: number[];
+    if (this.specials.kind === 'flags') {
+      const { bos, eos } = this.specials;
+      ids = this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+      ids = [...(bos !== null ? [bos] : []), ...ids, ...(eos !== null ? [eos] : [])];
+    } else {
+      ids = this.tokenizer.encode(text, { add_special_tokens: true }).ids;
+    }
+    return this.withoutAddedBos(text, ids);
+  }
+
+  /** Drops the BOS ids the special-token rule put before a BOS the text itself starts with. */
+  private withoutAddedBos(text: string, ids: number[]): number[] {
+    if (this.bosId === null || this.bosToken === null || this.bosToken === '') return ids;
+    let written = 0;
+    while (text.startsWith(this.bosToken, written * this.bosToken.length)) written++;
+    if (written === 0) return ids;
+    let leading = 0;
+    while (leading < ids.length && ids[leading] === this.bosId) leading++;
+    return leading > written ? ids.slice(leading - written) : ids;
   }
 
   decode(ids: number[], skipSpecial = true): string {
@@ -61,9 +119,14 @@ export class TextCodec {
     return (this.bosToken ?? '') + body + (addGenerationPrompt ? '\nAssistant:' : '');
   }
 
-  /** Token ids of a conversation. The template supplies special tokens itself, so none are added. */
+  /**
+   * Token ids of a conversation. The rendered text is tokenized without the post-processor (as
+   * transformers' apply_chat_template does: an end-of-sequence after the generation prompt would end the
+   * reply before it starts); a declared BOS is put first unless the template already wrote one.
+   */
   encodeChat(messages: ChatMessage[]): number[] {
-    return this.encode(this.renderChat(messages), !this.template);
+    const ids = this.encode(this.renderChat(messages), false);
+    return this.addsBos && ids[0] !== this.bosId ? [this.bosId!, ...ids] : ids;
   }
 }
 

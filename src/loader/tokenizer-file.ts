@@ -24,9 +24,12 @@ export function loadTokenizer(json: unknown, configJson?: unknown, opts: { vocab
     throw new FormatError(`tokenizer.json: not a usable tokenizer: ${message(e)}`, { file: 'tokenizer.json' });
   }
   try {
-    const ids = tok.encode(SMOKE_TEXT, { add_special_tokens: false }).ids;
-    if (!Array.isArray(ids) || ids.some((i) => typeof i !== 'number' || !Number.isInteger(i) || i < 0)) throw new Error(`encode returned invalid ids`);
-    tok.decode(ids);
+    // Also with the post-processor, which raw-text prompts go through (it may add BOS/EOS tokens).
+    for (const add_special_tokens of [false, true]) {
+      const ids = tok.encode(SMOKE_TEXT, { add_special_tokens }).ids;
+      if (!Array.isArray(ids) || ids.some((i) => typeof i !== 'number' || !Number.isInteger(i) || i < 0)) throw new Error(`encode returned invalid ids`);
+      tok.decode(ids);
+    }
   } catch (e) {
     throw new FormatError(`tokenizer.json: the tokenizer fails on a test text: ${message(e)}`, { file: 'tokenizer.json' });
   }

@@ -92,3 +92,58 @@ describe('bundled model vs PyTorch', () => {
     await e.unload();
   });
 });
+
+// The model was trained on `<|bos|> text <|eos|>` documents and its tokenizer files declare the BOS, so
+// a raw prompt must reach the model exactly as one written with <|bos|>, and a chat prompt starts with one.
+describe('bundled model: BOS as in training', () => {
+  const greedy = async (e: ReturnType<typeof gpuEngine>, prompt: string) => {
+    const it = e.generate(prompt, { temperature: 0, maxTokens: 12, stopAtEos: false });
+    let r; for (;;) { r = await it.next(); if (r.done) break; }
+    return r.value;
+  };
+
+  it("generate('The old man') equals generate('<|bos|>The old man') token for token; the chat prompt starts with one BOS", async () => {
+    const e = gpuEngine(gpu);
+    await e.load(directoryModel(MODEL), { weights: 'f32' });
+    const bos = e.codec.bosId!;
+    expect(bos).toBe(0);
+    const bare = e.codec.encode('The old man', false);
+    expect(bare[0]).not.toBe(bos);
+    const raw = await greedy(e, 'The old man');
+    const written = await greedy(e, '<|bos|>The old man');
+    expect(raw.promptTokens).toBe(bare.length + 1);
+    expect(written.promptTokens).toBe(bare.length + 1);
+    expect(raw.tokens).toHaveLength(12);
+    expect(raw.tokens).toEqual(written.tokens);
+    expect(raw.text).toBe(written.text);
+    // The same continuation as the model's own greedy argmax over [BOS, ...prompt] (no engine in between).
+    let ctx = [bos, ...bare];
+    const want: number[] = [];
+    await e.withRunner(async (r) => {
+      r.truncate(0);
+      let logits = await r.logits(ctx, false);
+      for (let i = 0; i < 12; i++) {
+        let best = 0;
+        for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
+        want.push(best);
+        ctx = [...ctx, best];
+        logits = await r.logits([best], false);
+      }
+    });
+    expect(raw.tokens).toEqual(want);
+
+    // The model card's samples were generated through this path (npm run card-samples): its first greedy
+    // sample is what the runtime produces now.
+    const card = readFileSync(join(MODEL, 'README.md'), 'utf8');
+    const sample = /\*\*Prompt:\*\* `([^`]+)`\s*\n\s*- greedy: (".*")/.exec(card);
+    expect(sample, 'the card has a greedy sample').not.toBeNull();
+    const cardGreedy = e.generate(sample![1], { temperature: 0, maxTokens: 40 });
+    let g; for (;;) { g = await cardGreedy.next(); if (g.done) break; }
+    expect(sample![1] + g.value.text).toBe(JSON.parse(sample![2]));
+
+    const chat = e.codec.encodeChat([{ role: 'user', content: 'Who was there?' }]);
+    expect(chat[0]).toBe(bos);
+    expect(chat.filter((t) => t === bos)).toHaveLength(1);
+    await e.unload();
+  });
+});

@@ -57,6 +57,20 @@ describe('webmoe CLI', () => {
     expect(c.err.join('')).toMatch(/\d+ tokens, (length|eos)/);
   });
 
+  it('generate on the bundled model: a raw prompt gets the <|bos|> its tokenizer declares, not a second one when written', async () => {
+    const bundled = join(import.meta.dirname, '..', '..', 'public', 'models', 'webmoe-tiny');
+    const run = async (prompt: string) => {
+      const c = io();
+      const code = await main(['generate', '--model', bundled, '--prompt', prompt, '--max-tokens', '10', '--temperature', '0', '--weights', 'f32'], c.io);
+      expect(code, c.err.join('')).toBe(0);
+      return c.out.join('');
+    };
+    const raw = await run('The old man');
+    expect(raw.trim().length).toBeGreaterThan(0);
+    // Before the tokenizer declared the BOS these differed (" of the world. He is a good deal…" without it).
+    expect(await run('<|bos|>The old man')).toBe(raw);
+  });
+
   it('calibrate writes bias tensors that load over the checkpoint', async () => {
     const c = io();
     const text = join(dir, 'text.txt'), out = join(dir, 'bias.safetensors');

@@ -15,11 +15,19 @@ texts.push('<|user|>Hi there<|assistant|>Hello.');
 texts.push('Caf\u00e9 na\u00efve \u2014 \u{1F600} emoji');
 const ids = [];
 let roundtrip = 0;
+let withBos = 0;
+const bos = tok.token_to_id(tc.bos_token);
 for (const t of texts) {
-  const e = tok.encode(t).ids;
+  // The Python encoder is the bare BPE; the post-processor (which puts <|bos|> first) is checked apart.
+  const e = tok.encode(t, { add_special_tokens: false }).ids;
   ids.push(e);
   if (tok.decode(e) === t) roundtrip++;
   else if (!t.includes('<|')) console.log('round-trip mismatch:', JSON.stringify(t.slice(0, 60)));
+  const s = tok.encode(t).ids;
+  if (s.length === e.length + 1 && s[0] === bos && s.slice(1).every((id, i) => id === e[i])) withBos++;
+  else console.log('post-processor does not give [<|bos|>, ...ids]:', JSON.stringify(t.slice(0, 60)));
 }
 fs.writeFileSync(outPath, JSON.stringify({ texts, ids }));
-console.log(`JS: encoded ${texts.length} texts, decode(encode(t)) === t for ${roundtrip} (texts with special tokens decode without them)`);
+console.log(`JS: encoded ${texts.length} texts, decode(encode(t)) === t for ${roundtrip} (texts with special tokens decode without them), ` +
+  `encode with special tokens = [<|bos|>, ...ids] for ${withBos}`);
+if (withBos !== texts.length) process.exitCode = 1;

@@ -7,8 +7,9 @@
 * merges are learned on the *counts* of distinct pre-tokenised words with incremental
   pair-count updates, so training on the ~6 MB Brown corpus takes well under a minute.
 
-Output: a standard Hugging Face `tokenizer.json` (model BPE, ByteLevel pre-tokenizer/decoder)
-and `tokenizer_config.json` (bos/eos, model_max_length, chat template), plus the tokenised
+Output: a standard Hugging Face `tokenizer.json` (model BPE, ByteLevel pre-tokenizer/decoder, a
+`<|bos|> $A` post-processor) and `tokenizer_config.json` (bos/eos, `add_bos_token: true`,
+model_max_length, chat template), plus the tokenised
 splits `train.bin` / `heldout.bin` (uint16, each document = <|bos|> text <|eos|>).
 
 Usage:
@@ -205,6 +206,20 @@ class BPETokenizer:
         return "".join(out)
 
 
+def bos_post_processor(vocab):
+    """`<|bos|> $A` for one text (and `<|bos|> $A <|bos|> $B` for a pair), the post-processor that
+    transformers' fast tokenizers build from `add_bos_token: true`: the model was trained on documents
+    that start with <|bos|>, so every encoded text must start with it too."""
+    bos = "<|bos|>"
+    return {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {bos: {"id": bos, "ids": [vocab[bos]], "tokens": [bos]}},
+    }
+
+
 def tokenizer_json(vocab, merges):
     return {
         "version": "1.0",
@@ -217,7 +232,7 @@ def tokenizer_json(vocab, merges):
         ],
         "normalizer": None,
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "post_processor": None,
+        "post_processor": bos_post_processor(vocab),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
             "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
@@ -235,7 +250,7 @@ def tokenizer_config(max_len=256):
         "eos_token": "<|eos|>",
         "pad_token": "<|eos|>",
         "unk_token": None,
-        "add_bos_token": False,
+        "add_bos_token": True,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": max_len,
