@@ -13,7 +13,7 @@ import { createNodeEngine } from './node';
 import { ArgumentError, WebMoeError } from './errors';
 import type { WebMoeEngine } from './engine/engine';
 import type { LoadOptions, WeightStorage } from './engine/types';
-import { calibrateModel } from './engine/calibrate';
+import { calibrateModel } from './engine/engine';
 import { join, resolve } from 'node:path';
 import { openCheckpoint } from './loader/checkpoint';
 import { directoryModel } from './loader/node-source';
