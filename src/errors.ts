@@ -89,13 +89,6 @@ export class ArgumentError extends WebMoeError {
   constructor(message: string) { super('BAD_ARGUMENT', message); }
 }
 
-/** The context would pass the KV cache's maximum capacity. */
-export class ContextLengthError extends WebMoeError {
-  override readonly name = 'ContextLengthError';
-  constructor(needed: number, max: number, what: string) {
-    super('CONTEXT_LENGTH', `${what}: ${needed} tokens requested, the cache holds at most ${max}`, { needed, max });
-  }
-}
 /** The engine's worker died (terminated or crashed): every pending call rejects with this. */
 export class WorkerCrashedError extends WebMoeError {
   override readonly name = 'WorkerCrashedError';

@@ -14,9 +14,16 @@
  * buffers, so look `layer(i)` up again after growing).
  */
 import type { Gpu } from '../gpu/device';
-import { ArgumentError, ContextLengthError } from '../errors';
-export { ContextLengthError }; // its home is errors.ts; re-exported for the kernels that import it from here
+import { WebMoeError, ArgumentError } from '../errors';
 export { mhaCacheBytesPerToken, latentCacheBytesPerToken } from '../kernels/mla.ref';
+
+/** The context would pass the cache's maximum capacity. */
+export class ContextLengthError extends WebMoeError {
+  override readonly name = 'ContextLengthError';
+  constructor(needed: number, max: number, what: string) {
+    super('CONTEXT_LENGTH', `${what}: ${needed} tokens requested, the cache holds at most ${max}`, { needed, max });
+  }
+}
 
 const F32 = 4;
 
