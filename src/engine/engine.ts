@@ -24,7 +24,7 @@ import { ArgumentError, DeviceLostError, FormatError, WebMoeError } from '../err
 export interface LoadedModel { runner: ModelRunner; codec: TextCodec; info: ModelInfo; loadTimeMs: number; device: string }
 
 /** How a model gets loaded: the GPU loader in production, a CPU loader in reference tests. */
-export type ModelLoader = (model: string | ModelSource, options: LoadOptions, engine: EngineOptions) => Promise<LoadedModel>;
+export type ModelLoader = (model: string | ModelSource, options: LoadOptions) => Promise<LoadedModel>;
 
 /** A model reference as a URL/path string (resolved by the loader) or a ModelSource. */
 export function modelSourceOf(model: ModelRef): string | ModelSource {
@@ -60,7 +60,7 @@ export class WebMoeEngine implements Engine {
   private current: AbortController | null = null;
   private last = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0 };
 
-  constructor(private loader: ModelLoader, private options: EngineOptions = {}) {}
+  constructor(private loader: ModelLoader) {}
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(fn, fn);
@@ -82,7 +82,7 @@ export class WebMoeEngine implements Engine {
     }
     return this.serial(async () => {
       // The previous model stays usable until the new one has loaded: a failed load loses nothing.
-      const loaded = await this.loader(source, options, this.options);
+      const loaded = await this.loader(source, options);
       loaded.runner.onDeviceLost?.(() => this.dropModel());
       this.model?.runner.destroy();
       this.model = loaded;
@@ -318,5 +318,5 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions):
 
 /** An engine running in this thread (page, worker or Node with the `webgpu` package: see webmoe/node). */
 export function createEngine(options: EngineOptions = {}, env: EngineEnvironment = browserEnvironment): WebMoeEngine {
-  return new WebMoeEngine(gpuLoader(env, options), options);
+  return new WebMoeEngine(gpuLoader(env, options));
 }
