@@ -89,6 +89,12 @@ export class ArgumentError extends WebMoeError {
   constructor(message: string) { super('BAD_ARGUMENT', message); }
 }
 
+/** The engine's worker died (terminated or crashed): every pending call rejects with this. */
+export class WorkerCrashedError extends WebMoeError {
+  override readonly name = 'WorkerCrashedError';
+  constructor(message: string) { super('WORKER_CRASHED', message); }
+}
+
 export function isWebMoeError(e: unknown): e is WebMoeError {
   return e instanceof WebMoeError || (typeof e === 'object' && e !== null && typeof (e as any).code === 'string' && (e as any).name?.endsWith?.('Error'));
 }

@@ -1,8 +1,7 @@
 export * from './errors';
 export * from './gpu/index';
-export { createEngine, type EngineEnvironment } from './engine/create';
-export { WebMoeEngine } from './engine/engine';
-export { createWorkerEngine, WorkerCrashedError, type WorkerEngine, type WorkerEngineOptions } from './engine/worker-client';
+export { createEngine, WebMoeEngine, calibrateModel, type EngineEnvironment } from './engine/engine';
+export { createWorkerEngine, type WorkerEngine, type WorkerEngineOptions } from './engine/worker-client';
 export { TextCodec, type ChatMessage } from './engine/text';
 export type * from './engine/types';
 export { parseConfig, type ModelConfig } from './model/config';
@@ -15,7 +14,6 @@ export { bytesSource, blobSource, urlSource, type ByteSource } from './loader/so
 export { browserWeightCache, memoryWeightCache, defaultWeightCache } from './loader/cache';
 export { estimateMemory, checkFitsDevice } from './loader/memory';
 export { loadTokenizer } from './loader/tokenizer-file';
-export { calibrateModel } from './engine/calibrate';
 export { syntheticCheckpoint } from './model/synthetic';
 export { writePrunedCheckpoint, type PrunedCheckpoint } from './sparse/write';
 export { storedSparsity } from './sparse/tensors';

@@ -2,21 +2,39 @@
  * The in-thread engine: load a model, then generate or chat with streaming, sampling on the GPU, stop
  * conditions, abort, and KV-cache reuse of the prefix shared with the previous turn. Calls are queued:
  * a second generate waits for the first instead of interleaving with it.
+ *
+ * createEngine loads on the GPU: open the checkpoint (config, shapes and tokenizer checked before any
+ * GPU allocation), build the text codec from its tokenizer, then hand the checkpoint to the model
+ * assembly (model/assemble.ts), which puts it on the device. Tests load on the CPU reference instead.
  */
 import type { ChatMessage } from './text';
 import { StreamDecoder, TextCodec } from './text';
-import type { ModelRunner, SamplingParams } from './runner';
+import { pullChunks } from './stream';
+import { isDirectoryHandle } from './worker-protocol';
+import type { ModelRunner, SamplingParams } from '../model/runner';
+import { calibrateRunner, type CalibrationOptions, type CalibrationReport } from '../model/calibrate';
 import type {
-  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, FinishReason,
+  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, FinishReason,
 } from './types';
-import type { ModelSource } from '../loader/model-source';
+import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
+import { openCheckpoint } from '../loader/checkpoint';
+import { directoryHandleModel, fileListModel, memoryModel, urlModel, type ModelSource } from '../loader/model-source';
 import { ArgumentError, DeviceLostError, FormatError, WebMoeError } from '../errors';
 
 /** `codec` is null for a model loaded without tokenizer.json (LoadOptions.requireTokenizer false). */
 export interface LoadedModel { runner: ModelRunner; codec: TextCodec | null; info: ModelInfo; loadTimeMs: number; device: string }
 
 /** How a model gets loaded: the GPU loader in production, a CPU loader in reference tests. */
-export type ModelLoader = (model: string | ModelSource, options: LoadOptions, engine: EngineOptions) => Promise<LoadedModel>;
+export type ModelLoader = (model: string | ModelSource, options: LoadOptions) => Promise<LoadedModel>;
+
+/** A model reference as a URL/path string (resolved by the loader) or a ModelSource. */
+export function modelSourceOf(model: ModelRef): string | ModelSource {
+  if (typeof model === 'string') return model;
+  if (Array.isArray(model)) return fileListModel(model);
+  if (isDirectoryHandle(model)) return directoryHandleModel(model);
+  if (model && typeof model === 'object' && typeof (model as ModelSource).open === 'function' && typeof (model as ModelSource).text === 'function') return model as ModelSource;
+  throw new ArgumentError('load takes a URL or path, a ModelSource, a File[] or a FileSystemDirectoryHandle');
+}
 
 /** Each sampling option's range and default (the CLI declares its options from these too). */
 export const SAMPLING_RANGES = {
@@ -54,7 +72,7 @@ export class WebMoeEngine implements Engine {
   private current: AbortController | null = null;
   private last = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0 };
 
-  constructor(private loader: ModelLoader, private options: EngineOptions = {}) {}
+  constructor(private loader: ModelLoader) {}
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(fn, fn);
@@ -74,10 +92,16 @@ export class WebMoeEngine implements Engine {
     return m.codec;
   }
 
-  load(model: string | ModelSource, options: LoadOptions = {}): Promise<ModelInfo> {
+  load(model: ModelRef, options: LoadOptions = {}): Promise<ModelInfo> {
+    let source: string | ModelSource;
+    try {
+      source = modelSourceOf(model);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.serial(async () => {
       // The previous model stays usable until the new one has loaded: a failed load loses nothing.
-      const loaded = await this.loader(model, options, this.options);
+      const loaded = await this.loader(source, options);
       loaded.runner.onDeviceLost?.(() => this.dropModel());
       this.model?.runner.destroy();
       this.model = loaded;
@@ -121,33 +145,9 @@ export class WebMoeEngine implements Engine {
     return this.stream(() => this.needCodec().encodeChat(messages), options);
   }
 
-  /** Bridges the serialised generation task to an async iterator of chunks. */
-  private async *stream(encode: () => number[], options: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
-    const chunks: GenerationChunk[] = [];
-    let wake: (() => void) | null = null;
-    let finished = false;
-    const task = this.serial(() =>
-      this.run(encode(), options, (c) => {
-        chunks.push(c);
-        wake?.();
-      }),
-    ).finally(() => {
-      finished = true;
-      wake?.();
-    });
-    task.catch(() => {}); // observed below; this only keeps an early-return consumer from an unhandled rejection
-    try {
-      for (;;) {
-        if (chunks.length) { yield chunks.shift()!; continue; }
-        if (finished) break;
-        await new Promise<void>((r) => (wake = r));
-        wake = null;
-      }
-      return await task;
-    } finally {
-      // A consumer that stops iterating early aborts the generation it started.
-      if (!finished) this.abort();
-    }
+  /** The serialised generation task as an async iterator of chunks. */
+  private stream(encode: () => number[], options: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
+    return pullChunks((emit) => this.serial(() => this.run(encode(), options, emit)), () => this.abort());
   }
 
   private async run(prompt: number[], o: GenerateOptions, emit: (c: GenerationChunk) => void): Promise<GenerationResult> {
@@ -286,8 +286,64 @@ export class WebMoeEngine implements Engine {
     });
   }
 
-  /** The loaded model's runner (CLI logits, tests, calibration). */
+  /** Calibrates the loaded model's gate biases (queued like a generation; see model/calibrate). */
+  calibrate(batches: number[][], opts: CalibrationOptions): Promise<CalibrationReport> {
+    return this.withRunner((runner) => calibrateRunner(runner, batches, opts));
+  }
+
+  /** The loaded model's runner (CLI logits, tests). */
   get runner(): ModelRunner { return this.need().runner; }
   get codec(): TextCodec { return this.needCodec(); }
   get info(): ModelInfo | null { return this.model?.info ?? null; }
+}
+
+/** Calibrates the engine's loaded model's gate biases on `batches` of token ids (see WebMoeEngine.calibrate). */
+export function calibrateModel(engine: WebMoeEngine, batches: number[][], opts: CalibrationOptions): Promise<CalibrationReport> {
+  return engine.calibrate(batches, opts);
+}
+
+export interface EngineEnvironment {
+  /** A device for this engine (a new one after device loss). */
+  acquire: AcquireGpu;
+  /** A model reference string → a ModelSource (URL in the browser; path or URL in Node). */
+  resolve(model: string, options: LoadOptions): ModelSource;
+}
+
+export const browserEnvironment: EngineEnvironment = {
+  acquire: acquireBrowserGpu,
+  resolve: (model, o) => urlModel(model, { cache: o.cache === false ? false : undefined }),
+};
+
+export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions): ModelLoader {
+  const models = new GpuModelLoader(env.acquire, engineOptions.gpu);
+  return async (model, options): Promise<LoadedModel> => {
+    const log = engineOptions.log ?? (() => {});
+    const t0 = performance.now();
+    const source = typeof model === 'string' ? env.resolve(model, options) : model;
+    const overlay = options.overlay instanceof Uint8Array ? memoryModel({ 'model.safetensors': options.overlay }) : typeof options.overlay === 'string' ? env.resolve(options.overlay, options) : options.overlay;
+    const ckpt = await openCheckpoint(source, { onProgress: options.onProgress, signal: options.signal, overlay });
+    let codec: TextCodec | null, m: Awaited<ReturnType<GpuModelLoader['load']>>;
+    // The weight upload closes each file after its last tensor; a load that fails before that closes them here.
+    try {
+      if (!ckpt.tokenizer && options.requireTokenizer !== false) throw new FormatError(`${source.description}: tokenizer.json is missing`);
+      codec = ckpt.tokenizer ? new TextCodec(ckpt.tokenizer, ckpt.tokenizerConfig, ckpt.config.eosTokenIds) : null;
+      m = await models.load(ckpt, source.description, { ...options, log });
+    } catch (e) {
+      await ckpt.close().catch(() => {});
+      throw e;
+    }
+    options.onProgress?.({ phase: 'done', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 });
+    return {
+      runner: m.runner,
+      codec,
+      info: { ...m.description, chatTemplate: codec?.hasChatTemplate ?? false },
+      loadTimeMs: performance.now() - t0,
+      device: m.device,
+    };
+  };
+}
+
+/** An engine running in this thread (page, worker or Node with the `webgpu` package: see webmoe/node). */
+export function createEngine(options: EngineOptions = {}, env: EngineEnvironment = browserEnvironment): WebMoeEngine {
+  return new WebMoeEngine(gpuLoader(env, options));
 }

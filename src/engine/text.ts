@@ -1,9 +1,10 @@
 /**
- * Text in and out: the model's tokenizer.json through @huggingface/tokenizers, its chat template through
- * @huggingface/jinja, and a streaming decoder that never emits half a UTF-8 character.
+ * Text in and out: the model's tokenizer (built and checked once, when the checkpoint is opened), its
+ * chat template through @huggingface/jinja, and a streaming decoder that never emits half a UTF-8
+ * character.
  */
-import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
+import { loadTokenizer, type Tokenizer } from '../loader/tokenizer-file';
 import { FormatError } from '../errors';
 
 export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: string }
@@ -17,7 +18,6 @@ export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: s
 type SpecialTokenRule = { kind: 'flags'; bos: number | null; eos: number | null } | { kind: 'post-processor' };
 
 export class TextCodec {
-  readonly tokenizer: Tokenizer;
   private template: Template | null = null;
   readonly bosToken: string | null;
   readonly eosToken: string | null;
@@ -28,12 +28,8 @@ export class TextCodec {
   readonly addsBos: boolean;
   private readonly specials: SpecialTokenRule;
 
-  constructor(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> | null, eosIdsFromConfig: number[]) {
-    try {
-      this.tokenizer = new Tokenizer(tokenizerJson as object, (tokenizerConfig ?? {}) as object);
-    } catch (e) {
-      throw new FormatError(`tokenizer.json could not be loaded: ${(e as Error).message}`);
-    }
+  /** Takes the checkpoint's tokenizer (Checkpoint.tokenizer) with its tokenizer_config.json. */
+  constructor(readonly tokenizer: Tokenizer, tokenizerConfig: Record<string, unknown> | null, eosIdsFromConfig: number[]) {
     const tokenText = (t: unknown) => (typeof t === 'string' ? t : t && typeof t === 'object' && typeof (t as any).content === 'string' ? (t as any).content : null);
     this.bosToken = tokenText(tokenizerConfig?.bos_token);
     this.eosToken = tokenText(tokenizerConfig?.eos_token);
@@ -72,6 +68,11 @@ export class TextCodec {
         throw new FormatError(`tokenizer_config.json: chat_template does not parse: ${(e as Error).message}`);
       }
     }
+  }
+
+  /** A codec from tokenizer.json (and tokenizer_config.json) contents, checked as at checkpoint open. */
+  static fromJson(tokenizerJson: unknown, tokenizerConfig: Record<string, unknown> | null, eosIdsFromConfig: number[]): TextCodec {
+    return new TextCodec(loadTokenizer(tokenizerJson, tokenizerConfig), tokenizerConfig, eosIdsFromConfig);
   }
 
   get hasChatTemplate(): boolean { return this.template !== null; }

@@ -2,20 +2,17 @@
 import type { ChatMessage } from './text';
 import type { LoadProgress } from '../loader/checkpoint';
 import type { ModelSource } from '../loader/model-source';
-import type { GpuOptions } from '../gpu/device';
+import type { GpuOptions, ModelDescription, SparsityOptions, WeightStorage } from '../model/assemble';
+import type { LayerLoad } from '../model/runner';
 
-export type { ChatMessage, LoadProgress };
+export type { ChatMessage, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
-export type WeightStorage = 'auto' | 'f32' | 'f16' | 'q8' | 'q4';
-
-export interface SparsityOptions {
-  format: '2:4' | 'vnm';
-  /** V:N:M block rows (default 64) and group width M (default 8). */
-  v?: number;
-  m?: number;
-  /** Which matrices run sparse: the routed/shared expert and dense MLP weights, or every linear layer. */
-  apply?: 'experts' | 'all-linear';
-}
+/**
+ * A model to load: a URL (or, in Node, a directory path), a ModelSource, or in the browser the files of
+ * a checkpoint folder or a directory handle. The worker engine takes the structured-clonable forms only
+ * (not a ModelSource object, whose methods cannot cross to the worker).
+ */
+export type ModelRef = string | ModelSource | File[] | FileSystemDirectoryHandle;
 
 export interface LoadOptions {
   /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). */
@@ -89,26 +86,10 @@ export interface GenerationResult {
   decodeTokPerS: number;
 }
 
-export interface ModelInfo {
-  name: string;
-  modelType: string;
-  layers: number;
-  hiddenSize: number;
-  vocabSize: number;
-  experts: number;
-  expertsPerToken: number;
-  moeLayers: number[];
-  parameters: number;
-  activeParameters: number;
-  weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
-  expertStorage?: string;
-  sparsity: string;
-  contextLength: number;
+export interface ModelInfo extends ModelDescription {
+  /** Whether the tokenizer has a chat template (chat() uses it; otherwise a plain "Role: text" layout). */
   chatTemplate: boolean;
 }
-
-export interface LayerLoad { layer: number; counts: number[]; frequency: number[]; maxVio: number }
 
 export interface EngineStats {
   loaded: boolean;
@@ -136,7 +117,7 @@ export interface EngineOptions {
 }
 
 export interface Engine {
-  load(model: string | ModelSource, options?: LoadOptions): Promise<ModelInfo>;
+  load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
   /** Streams a completion of `prompt` (raw text, no chat template). */
   generate(prompt: string, options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult>;
   /** Streams the assistant's reply to a conversation (chat template applied, KV cache of the shared prefix reused). */

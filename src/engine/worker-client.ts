@@ -5,22 +5,18 @@
  */
 import * as Comlink from 'comlink';
 import type { WorkerHost } from './worker-host';
-import { installErrorTransfer, type ModelRef } from './worker-protocol';
-import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo } from './types';
-import { WebMoeError, ArgumentError, AbortError } from '../errors';
+import { installErrorTransfer, isWorkerModelRef } from './worker-protocol';
+import { pullChunks } from './stream';
+import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult } from './types';
+import { ArgumentError, AbortError, WorkerCrashedError } from '../errors';
 
 export interface WorkerEngineOptions extends EngineOptions {
   /** A Worker running webmoe's worker entry (default: a new module Worker). */
   worker?: Worker;
 }
 
-export class WorkerCrashedError extends WebMoeError {
-  override readonly name = 'WorkerCrashedError';
-  constructor(message: string) { super('WORKER_CRASHED', message); }
-}
-
-export interface WorkerEngine extends Omit<Engine, 'load'> {
-  load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
+/** The same Engine as createEngine's, in a worker; plus terminate(). */
+export interface WorkerEngine extends Engine {
   /** Stops the worker; pending calls reject with WORKER_CRASHED. */
   terminate(): void;
 }
@@ -53,45 +49,26 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
   /** Ids of calls that can be aborted one by one (host.cancel), so aborting one never stops another. */
   let nextCallId = 1;
 
-  async function* stream(kind: 'generate' | 'chat', input: string | ChatMessage[], o: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
+  function stream(kind: 'generate' | 'chat', input: string | ChatMessage[], o: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
     const { signal, onToken, ...plainOpts } = o;
     const id = nextCallId++;
     const onAbort = () => { if (!dead) void host.cancel(id); };
-    signal?.addEventListener('abort', onAbort);
-    const chunks: GenerationChunk[] = [];
-    let wake: (() => void) | null = null;
-    let done = false;
-    const result = call(() => host.generate(kind, input, plainOpts, Comlink.proxy((c: GenerationChunk) => {
-      chunks.push(c);
-      onToken?.(c);
-      wake?.();
-    }), id)).finally(() => {
-      done = true;
-      wake?.();
-      signal?.removeEventListener('abort', onAbort);
-    });
-    result.catch(() => {});
-    if (signal?.aborted) onAbort(); // after the call is sent: the worker handles messages in order
-    try {
-      for (;;) {
-        if (chunks.length) { yield chunks.shift()!; continue; }
-        if (done) break;
-        await new Promise<void>((r) => (wake = r));
-        wake = null;
-      }
-      const r = await result;
-      while (chunks.length) yield chunks.shift()!;
-      return r;
-    } finally {
-      // A consumer that stops iterating early aborts its own generation (not one queued after it).
-      if (!done) onAbort();
-    }
+    // A consumer that stops iterating early aborts its own generation (not one queued after it).
+    return pullChunks((emit) => {
+      signal?.addEventListener('abort', onAbort);
+      const result = call(() => host.generate(kind, input, plainOpts, Comlink.proxy((c: GenerationChunk) => {
+        emit(c);
+        onToken?.(c);
+      }), id)).finally(() => signal?.removeEventListener('abort', onAbort));
+      if (signal?.aborted) onAbort(); // after the call is sent: the worker handles messages in order
+      return result;
+    }, onAbort);
   }
 
   return {
     load(model, o = {}) {
-      if (typeof model !== 'string' && !Array.isArray(model) && !(typeof FileSystemDirectoryHandle !== 'undefined' && model instanceof FileSystemDirectoryHandle)) {
-        return Promise.reject(new ArgumentError('createWorkerEngine().load takes a URL, a File[] or a FileSystemDirectoryHandle'));
+      if (!isWorkerModelRef(model)) {
+        return Promise.reject(new ArgumentError('createWorkerEngine().load takes a URL, a File[] or a FileSystemDirectoryHandle (a ModelSource object cannot cross to the worker)'));
       }
       // A relative URL means the page's URL: resolve it here, the worker's base is its own script.
       if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();

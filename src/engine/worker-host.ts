@@ -2,26 +2,20 @@
  * The worker side of createWorkerEngine: adapts the Engine's streaming API to calls with proxied
  * callbacks (comlink cannot carry async iterators).
  */
-import { createEngine } from './create';
-import type { WebMoeEngine } from './engine';
+import { createEngine, browserEnvironment, type EngineEnvironment, type WebMoeEngine } from './engine';
 import type { ChatMessage, EngineOptions, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, LoadProgress, ModelInfo, EngineStats } from './types';
-import type { ModelRef } from './worker-protocol';
-import { fileListModel, directoryHandleModel } from '../loader/model-source';
-import type { ModelSource } from '../loader/model-source';
+import type { WorkerModelRef } from './worker-protocol';
 
 type Plain<T> = Omit<T, 'onProgress' | 'onToken' | 'signal'>;
-
-function toSource(ref: ModelRef): string | ModelSource {
-  if (typeof ref === 'string') return ref;
-  if (Array.isArray(ref)) return fileListModel(ref);
-  return directoryHandleModel(ref);
-}
 
 export class WorkerHost {
   private engine: WebMoeEngine | null = null;
   private options: EngineOptions = {};
   /** Abort controllers of the calls in progress, by the client's call id (a load or one generation). */
   private calls = new Map<number, AbortController>();
+
+  /** `environment`: where devices come from (a test host wraps it to reach the device). */
+  constructor(private environment: EngineEnvironment = browserEnvironment) {}
 
   /** Runs call `id` with its own signal (cancel(id) aborts it), forgotten when the call settles. */
   private async track<T>(id: number | undefined, run: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
@@ -40,11 +34,11 @@ export class WorkerHost {
   }
 
   private get e(): WebMoeEngine {
-    return (this.engine ??= createEngine(this.options));
+    return (this.engine ??= createEngine(this.options, this.environment));
   }
 
-  load(model: ModelRef, options: Plain<LoadOptions> = {}, onProgress?: (p: LoadProgress) => void, callId?: number): Promise<ModelInfo> {
-    return this.track(callId, (signal) => this.e.load(toSource(model), { ...options, onProgress, signal }));
+  load(model: WorkerModelRef, options: Plain<LoadOptions> = {}, onProgress?: (p: LoadProgress) => void, callId?: number): Promise<ModelInfo> {
+    return this.track(callId, (signal) => this.e.load(model, { ...options, onProgress, signal }));
   }
 
   generate(kind: 'generate' | 'chat', input: string | ChatMessage[], options: Plain<GenerateOptions>, onChunk: (c: GenerationChunk) => void, callId?: number): Promise<GenerationResult> {
@@ -63,16 +57,6 @@ export class WorkerHost {
   abort(): void { this.engine?.abort(); }
   /** Aborts one call (a load or a generation, running or queued) and no other. */
   cancel(callId: number): void { this.calls.get(callId)?.abort(); }
-  /**
-   * Test-only: destroys the current model's GPU device, as a driver reset would, so tests can check
-   * that device loss reaches the client as DEVICE_LOST. Not part of the public API.
-   */
-  __debugLoseDevice(): boolean {
-    const runner = this.engine?.info ? (this.engine.runner as unknown as { be?: { gpu?: { device: GPUDevice } } }) : null;
-    const device = runner?.be?.gpu?.device;
-    device?.destroy();
-    return !!device;
-  }
   stats(): Promise<EngineStats> { return this.e.stats(); }
   resetExpertLoad(): Promise<void> { return this.e.resetExpertLoad(); }
   unload(): Promise<void> { return this.e.unload(); }

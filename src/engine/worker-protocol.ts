@@ -43,4 +43,11 @@ export function reviveError(s: SerializedError): Error {
   return e;
 }
 
-export type ModelRef = string | File[] | FileSystemDirectoryHandle;
+/** The model references that cross to the worker (structured-clonable; a ModelSource object is not). */
+export type WorkerModelRef = string | File[] | FileSystemDirectoryHandle;
+
+export const isDirectoryHandle = (m: unknown): m is FileSystemDirectoryHandle => typeof FileSystemDirectoryHandle !== 'undefined' && m instanceof FileSystemDirectoryHandle;
+
+export function isWorkerModelRef(model: unknown): model is WorkerModelRef {
+  return typeof model === 'string' || Array.isArray(model) || isDirectoryHandle(model);
+}

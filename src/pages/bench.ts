@@ -1,16 +1,18 @@
 /**
  * The benchmark page: device description, Run quick / Run full, progress, results with % of the
  * measured ceilings, roofline, peers, end to end, JSON export. The benchmark itself runs in a Worker
- * (src/pages/bench.worker.ts) with the same code as `npm run bench`.
+ * (src/bench/worker.ts) with the same code as `npm run bench`.
  *
  * Query parameters: auto=1 starts a run on load, quick=1 picks quick mode, suites=a,b selects suites,
  * peers=0 turns the onnxruntime-web peers off, timestamps=1 times with GPU timestamp queries. `window.__webmoeBench` exposes the state to scripts
  * (scripts/bench.mjs and the end-to-end test poll it).
  */
 import type { BenchReport } from '../bench/types';
-import type { FromWorker, ToWorker } from './bench.worker';
+import type { FromWorker, ToWorker } from '../bench/worker';
 import { e2eTable, fmtBytes, fmtNum, shorten, peerChecksTable, peersTable, resultsTable, type Table } from '../bench/report';
 import { rooflineSvg } from './roofline';
+import { escapeHtml } from './format';
+import { probeWebGpu } from './adapter';
 
 export interface BenchPageState {
   status: 'checking' | 'idle' | 'running' | 'done' | 'error' | 'unavailable';
@@ -25,12 +27,11 @@ const state: BenchPageState = { status: 'checking', fraction: 0, step: '', log: 
 (window as any).__webmoeBench = state;
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 const params = new URLSearchParams(location.search);
 
 function tableHtml(t: Table, opts: { highlight?: (row: string[]) => string } = {}): string {
-  const head = t.headers.map((h, i) => `<th class="${t.align[i]}">${esc(h)}</th>`).join('');
-  const body = t.rows.map((r) => `<tr class="${opts.highlight?.(r) ?? ''}">${r.map((c, i) => `<td class="${t.align[i]}">${esc(c)}</td>`).join('')}</tr>`).join('');
+  const head = t.headers.map((h, i) => `<th class="${t.align[i]}">${escapeHtml(h)}</th>`).join('');
+  const body = t.rows.map((r) => `<tr class="${opts.highlight?.(r) ?? ''}">${r.map((c, i) => `<td class="${t.align[i]}">${escapeHtml(c)}</td>`).join('')}</tr>`).join('');
   return `<table class="data"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
 }
 
@@ -45,13 +46,13 @@ function fmtLimit(k: string, v: number): string {
   return /Size$/.test(k) ? fmtBytes(v) : v.toLocaleString('en-US');
 }
 
-function renderDevice(d: { vendor: string; architecture: string; device: string; description: string; isFallbackAdapter: boolean; features: string[]; limits: Record<string, number> }) {
+function renderDevice(d: Pick<BenchReport['device'], 'vendor' | 'architecture' | 'device' | 'description' | 'isFallbackAdapter' | 'features' | 'limits'>) {
   const name = [d.vendor, d.architecture].filter(Boolean).join(' · ') || 'unknown vendor';
   const rows = [
-    ['Adapter', esc(name)],
-    ['Description', esc(d.description || d.device || '—')],
+    ['Adapter', escapeHtml(name)],
+    ['Description', escapeHtml(d.description || d.device || '—')],
     ['Fallback adapter', d.isFallbackAdapter ? 'yes (software)' : 'no'],
-    ...KEY_LIMITS.filter((k) => k in d.limits).map((k) => [esc(k), fmtLimit(k, d.limits[k])]),
+    ...KEY_LIMITS.filter((k) => k in d.limits).map((k) => [escapeHtml(k), fmtLimit(k, d.limits[k])]),
   ];
   const wanted = ['shader-f16', 'subgroups', 'timestamp-query'];
   const chips = wanted.map((f) => `<span class="chip ${d.features.includes(f) ? 'on' : 'off'}">${f}</span>`).join('');
@@ -59,30 +60,23 @@ function renderDevice(d: { vendor: string; architecture: string; device: string;
 }
 
 async function describeAdapter(): Promise<boolean> {
-  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
-  if (!gpu) {
+  const probe = await probeWebGpu();
+  if (probe.ok) {
+    renderDevice({ ...probe.adapter, isFallbackAdapter: probe.adapter.fallback, features: probe.features, limits: probe.limits });
+    return true;
+  }
+  if (probe.reason === 'insecure' || probe.reason === 'no-api') {
     unavailable(
       'WebGPU is not available in this browser.',
       'Use a recent Chrome or Edge (113 or later) on desktop, or Safari 26 / Firefox 141 or later. The page must be served over https or from localhost. On Linux, Chrome may need <code>--enable-unsafe-webgpu --enable-features=Vulkan</code>.',
     );
-    return false;
-  }
-  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' }).catch(() => null);
-  if (!adapter) {
+  } else {
     unavailable(
       'WebGPU is present, but no GPU adapter was found.',
       'The GPU may be blocklisted or its driver missing. Check <code>chrome://gpu</code>, update the graphics driver, or enable <code>chrome://flags/#enable-unsafe-webgpu</code>.',
     );
-    return false;
   }
-  const info = (adapter as any).info ?? {};
-  const limits: Record<string, number> = {};
-  for (const k in adapter.limits) if (typeof (adapter.limits as any)[k] === 'number') limits[k] = (adapter.limits as any)[k];
-  renderDevice({
-    vendor: info.vendor ?? '', architecture: info.architecture ?? '', device: info.device ?? '', description: info.description ?? '',
-    isFallbackAdapter: !!(info.isFallbackAdapter ?? (adapter as any).isFallbackAdapter), features: [...adapter.features], limits,
-  });
-  return true;
+  return false;
 }
 
 function unavailable(title: string, what: string) {
@@ -90,7 +84,7 @@ function unavailable(title: string, what: string) {
   state.error = title;
   const n = $('unavailable');
   n.hidden = false;
-  n.innerHTML = `<h2>Cannot benchmark here</h2><p class="notice-title">${esc(title)}</p><p>${what}</p><p class="muted">Results from other machines can still be compared from their exported JSON files.</p>`;
+  n.innerHTML = `<h2>Cannot benchmark here</h2><p class="notice-title">${escapeHtml(title)}</p><p>${what}</p><p class="muted">Results from other machines can still be compared from their exported JSON files.</p>`;
   $('device').textContent = 'No WebGPU adapter.';
   $('status').textContent = title;
 }
@@ -128,7 +122,7 @@ function run(quick: boolean) {
   setProgress(0, `Starting the ${quick ? 'quick' : 'full'} run…`);
   started = performance.now();
   timer = setInterval(() => ($('elapsed').textContent = `${((performance.now() - started) / 1000).toFixed(0)} s`), 500);
-  worker ??= new Worker(new URL('./bench.worker.ts', import.meta.url), { type: 'module', name: 'webmoe-bench' });
+  worker ??= new Worker(new URL('../bench/worker.ts', import.meta.url), { type: 'module', name: 'webmoe-bench' });
   worker.onmessage = (ev: MessageEvent<FromWorker>) => {
     const m = ev.data;
     if (m.type === 'progress') {
@@ -159,7 +153,7 @@ function fail(message: string) {
   stopTimer();
   state.status = 'error';
   state.error = message;
-  $('status').innerHTML = `<span class="bad">Failed: ${esc(message)}</span>`;
+  $('status').innerHTML = `<span class="bad">Failed: ${escapeHtml(message)}</span>`;
   setButtons(false);
 }
 
@@ -185,7 +179,7 @@ function render(r: BenchReport) {
   $('peer-checks').innerHTML = r.peerChecks.length ? `<h3>Peer output checks <span class="hint">the peer's output against ours on a small shape</span></h3>${tableHtml(peerChecksTable(r), { highlight: (row) => (row[6] === 'yes' ? '' : 'bad-row') })}` : '';
   $('e2e').innerHTML = r.e2e.length ? tableHtml(e2eTable(r)) : '<p class="empty">No end-to-end suite in this run.</p>';
   $('errors-panel').hidden = !r.errors.length;
-  $('errors').innerHTML = r.errors.map((e) => `<li><b>${esc(e.suite)}</b>: <span title="${esc(e.message)}">${esc(shorten(e.message, 2, 300))}</span></li>`).join('');
+  $('errors').innerHTML = r.errors.map((e) => `<li><b>${escapeHtml(e.suite)}</b>: <span title="${escapeHtml(e.message)}">${escapeHtml(shorten(e.message, 2, 300))}</span></li>`).join('');
 }
 
 function download() {
@@ -207,7 +201,7 @@ async function main() {
   $('run-full').addEventListener('click', () => run(false));
   $('download').addEventListener('click', download);
   const ok = await describeAdapter().catch((e) => {
-    unavailable('WebGPU could not be queried.', esc((e as Error).message));
+    unavailable('WebGPU could not be queried.', escapeHtml((e as Error).message));
     return false;
   });
   if (!ok) return;

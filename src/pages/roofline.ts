@@ -3,12 +3,11 @@
  * with the measured FMA and copy ceilings as the roof and one point per measured kernel.
  */
 import type { BenchResult, Ceilings } from '../bench/types';
+import { escapeHtml } from './format';
 
 export interface RooflineOptions { width?: number; height?: number }
 
 const PALETTE = ['#6aa7ff', '#7ee0a1', '#ffb86b', '#c792ea', '#ff7a9a', '#5ad1d1', '#e6d06a', '#9aa5ff'];
-
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 
 export function rooflineSvg(results: BenchResult[], c: Ceilings, o: RooflineOptions = {}): string {
   const W = o.width ?? 520, H = o.height ?? 330;
@@ -50,12 +49,12 @@ export function rooflineSvg(results: BenchResult[], c: Ceilings, o: RooflineOpti
   for (const p of pts) {
     const col = PALETTE[suites.indexOf(p.r.suite) % PALETTE.length];
     const title = `${p.r.suite} ${p.r.name} ${p.r.variant} ${p.r.shape}: ${p.g.toFixed(2)} GFLOP/s, ${p.ai.toFixed(2)} flop/B`;
-    out.push(`<circle cx="${X(p.ai).toFixed(1)}" cy="${Y(p.g).toFixed(1)}" r="4.5" fill="${col}" class="pt"><title>${esc(title)}</title></circle>`);
+    out.push(`<circle cx="${X(p.ai).toFixed(1)}" cy="${Y(p.g).toFixed(1)}" r="4.5" fill="${col}" class="pt"><title>${escapeHtml(title)}</title></circle>`);
   }
   // Legend.
   suites.forEach((s, i) => {
     const x = pad.l + 10, y = pad.t + 14 + i * 16;
-    out.push(`<circle cx="${x}" cy="${y - 4}" r="4" fill="${PALETTE[i % PALETTE.length]}"/><text x="${x + 10}" y="${y}" class="legend">${esc(s)}</text>`);
+    out.push(`<circle cx="${x}" cy="${y - 4}" r="4" fill="${PALETTE[i % PALETTE.length]}"/><text x="${x + 10}" y="${y}" class="legend">${escapeHtml(s)}</text>`);
   });
   out.push('</svg>');
   return out.join('');

@@ -1,10 +1,10 @@
 // Hardening of the worker engine in Chromium: aborts (load and generation, each call on its own), device
-// loss inside the worker (through WorkerHost.__debugLoseDevice, a test-only hook), and a crash
+// loss inside the worker (through the test worker's loseDevice hook: test/browser/debug-worker.ts), and a crash
 // (terminate) with several calls pending, including a generation in flight.
 import { describe, it, expect, afterAll } from 'vitest';
 import * as Comlink from 'comlink';
 import { createWorkerEngine, type WorkerEngine } from '../../src/engine/worker-client';
-import type { WorkerHost } from '../../src/engine/worker-host';
+import type { DebugWorkerHost } from './debug-worker';
 import type { GenerateOptions, GenerationChunk, GenerationResult } from '../../src/engine/types';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 
@@ -33,7 +33,7 @@ async function rejectionOf(p: Promise<unknown>): Promise<{ code?: string; name: 
   throw new Error('expected a rejection');
 }
 
-const newWorker = () => new Worker(new URL('../../src/worker.ts', import.meta.url), { type: 'module', name: 'webmoe-test' });
+const newWorker = () => new Worker(new URL('./debug-worker.ts', import.meta.url), { type: 'module', name: 'webmoe-test' });
 const greedy: GenerateOptions = { temperature: 0, maxTokens: 6, stopAtEos: false };
 const load = { weights: 'f32' as const, contextLength: 64 };
 
@@ -41,7 +41,7 @@ describe('worker engine hardening', () => {
   const worker = newWorker();
   const engine: WorkerEngine = createWorkerEngine({ worker });
   // A second comlink endpoint on the same worker, for the test-only hook.
-  const debug = Comlink.wrap<WorkerHost>(worker);
+  const debug = Comlink.wrap<DebugWorkerHost>(worker);
   let files: File[];
   let ref: number[];
 
@@ -90,7 +90,7 @@ describe('worker engine hardening', () => {
 
   it('device loss inside the worker reaches the client as DEVICE_LOST, and a new load works on a new device', async () => {
     const streamed: number[] = [];
-    const lost = await rejectionOf(collect(engine.generate('H', { ...greedy, maxTokens: 60, onToken: (c) => { streamed.push(c.token); if (c.index === 2) void debug.__debugLoseDevice(); } })));
+    const lost = await rejectionOf(collect(engine.generate('H', { ...greedy, maxTokens: 60, onToken: (c) => { streamed.push(c.token); if (c.index === 2) void debug.loseDevice(); } })));
     expect(lost).toMatchObject({ code: 'DEVICE_LOST', name: 'DeviceLostError' });
     expect(streamed.length).toBeGreaterThanOrEqual(3);
     expect(streamed.slice(0, 6)).toEqual(ref.slice(0, Math.min(6, streamed.length)));

@@ -1,6 +1,8 @@
 // The worker engine in Chromium: a module Worker running the engine on WebGPU, driven through comlink.
 import { describe, it, expect } from 'vitest';
 import { createWorkerEngine } from '../../src/engine/worker-client';
+import type { Engine } from '../../src/engine/types';
+import { memoryModel } from '../../src/loader/model-source';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 
 async function fixtureFiles(): Promise<File[]> {
@@ -11,7 +13,9 @@ async function fixtureFiles(): Promise<File[]> {
 
 describe('createWorkerEngine in Chromium', () => {
   it('loads from files, streams tokens, reports stats, passes typed errors, and dies cleanly', async () => {
-    const engine = createWorkerEngine();
+    const engine: Engine & { terminate(): void } = createWorkerEngine(); // the same Engine interface as createEngine's
+    // A ModelSource object cannot cross to the worker: a typed error, not a clone failure.
+    await expect(engine.load(memoryModel({ 'config.json': '{}' }))).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
     const progress: string[] = [];
     const info = await engine.load(await fixtureFiles(), { weights: 'f32', onProgress: (p) => progress.push(p.phase) });
     expect(info.layers).toBe(3);

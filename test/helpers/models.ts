@@ -2,14 +2,13 @@ import { memoryModel, type ModelSource } from '../../src/loader/model-source';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { syntheticCheckpoint, TINY_V3_CONFIG, type SyntheticOptions } from '../../src/model/synthetic';
 import { fixtureFile, fixtureJson } from './fixture';
-import { createEngine } from '../../src/engine/create';
-import { WebMoeEngine, type LoadedModel } from '../../src/engine/engine';
+import { createEngine, WebMoeEngine, type LoadedModel } from '../../src/engine/engine';
 import { openCheckpoint } from '../../src/loader/checkpoint';
 import { buildWeights } from '../../src/model/load';
 import { CpuBackend } from '../../src/model/cpu-backend';
-import { CpuRunner } from '../../src/engine/cpu-runner';
+import { CpuRunner } from '../../src/model/cpu-runner';
+import { describeModel } from '../../src/model/assemble';
 import { TextCodec } from '../../src/engine/text';
-import { parameterCounts } from '../../src/engine/create';
 import type { Gpu } from '../../src/gpu/device';
 
 const tokenizer = JSON.stringify(byteLevelTokenizerJson());
@@ -39,11 +38,11 @@ export function cpuEngine(): WebMoeEngine {
     const ckpt = await openCheckpoint(model as ModelSource);
     const cfg = ckpt.config;
     const weights = await buildWeights(new CpuBackend(cfg), cfg, ckpt);
-    const codec = new TextCodec(ckpt.tokenizerJson, ckpt.tokenizerConfig, cfg.eosTokenIds);
-    const p = parameterCounts(cfg);
+    const codec = new TextCodec(ckpt.tokenizer!, ckpt.tokenizerConfig, cfg.eosTokenIds);
+    const description = describeModel(cfg, { name: 'cpu', weightStorage: 'f32', expertStorage: 'f32', sparsity: 'dense', contextLength: cfg.maxPositionEmbeddings });
     const loaded: LoadedModel = {
       runner: new CpuRunner(cfg, weights, cfg.maxPositionEmbeddings), codec, loadTimeMs: 0, device: 'cpu',
-      info: { name: 'cpu', modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, moeLayers: [], parameters: p.total, activeParameters: p.active, weightStorage: 'f32', sparsity: 'dense', contextLength: cfg.maxPositionEmbeddings, chatTemplate: codec.hasChatTemplate },
+      info: { ...description, chatTemplate: codec.hasChatTemplate },
     };
     return loaded;
   });

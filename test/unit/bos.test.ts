@@ -20,11 +20,11 @@ function variant(opts: { postProcessor: boolean; config: Record<string, unknown>
   const config = bundledConfig();
   delete config.add_bos_token;
   delete config.add_eos_token;
-  return new TextCodec(json, { ...config, ...opts.config }, [EOS]);
+  return TextCodec.fromJson(json, { ...config, ...opts.config }, [EOS]);
 }
 
 describe('BOS on the bundled model (declared by add_bos_token and the post-processor)', () => {
-  const codec = new TextCodec(bundledJson(), bundledConfig(), [EOS]);
+  const codec = TextCodec.fromJson(bundledJson(), bundledConfig(), [EOS]);
   const bare = codec.encode('The old man', false);
 
   it('the files declare it the Hugging Face way', () => {
@@ -54,7 +54,7 @@ describe('BOS on the bundled model (declared by add_bos_token and the post-proce
   });
 
   it('a chat template that does not write bos_token still gets the declared BOS, once', () => {
-    const c = new TextCodec(bundledJson(), { ...bundledConfig(), chat_template: "{% for m in messages %}<|user|>{{ m.content }}{% endfor %}<|assistant|>" }, [EOS]);
+    const c = TextCodec.fromJson(bundledJson(), { ...bundledConfig(), chat_template: "{% for m in messages %}<|user|>{{ m.content }}{% endfor %}<|assistant|>" }, [EOS]);
     const ids = c.encodeChat(chat);
     expect(ids[0]).toBe(BOS);
     expect(ids[1]).toBe(USER);
@@ -109,7 +109,7 @@ describe('models whose files declare no BOS get none', () => {
   });
 
   it('the byte-level test tokenizer (fixture and synthetic models): bytes only', () => {
-    const c = new TextCodec(byteLevelTokenizerJson(), {}, []);
+    const c = TextCodec.fromJson(byteLevelTokenizerJson(), {}, []);
     expect(c.addsBos).toBe(false);
     expect(c.encode('abc')).toEqual([97, 98, 99]);
     expect(c.encodeChat([{ role: 'user', content: 'a' }])).toEqual(c.encode('User: a\nAssistant:', false));
@@ -123,6 +123,6 @@ describe('a broken post-processor', () => {
     const config = bundledConfig();
     delete config.add_bos_token;
     delete config.add_eos_token;
-    expect(() => new TextCodec(json, config, [EOS])).toThrow(FormatError);
+    expect(() => TextCodec.fromJson(json, config, [EOS])).toThrow(FormatError);
   });
 });

@@ -4,7 +4,7 @@ import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { TextCodec, StreamDecoder } from '../../src/engine/text';
 
 describe('byte-level tokenizer through the normal tokenizer.json path', () => {
-  const codec = new TextCodec(byteLevelTokenizerJson(), { eos_token: null }, [1]);
+  const codec = TextCodec.fromJson(byteLevelTokenizerJson(), { eos_token: null }, [1]);
   it('round-trips text, including multi-byte characters', () => {
     const text = 'Hello, wörld — 数学 🙂';
     const ids = codec.encode(text);
@@ -20,7 +20,7 @@ describe('byte-level tokenizer through the normal tokenizer.json path', () => {
   });
   it('streaming through a real BPE tokenizer (the bundled one) equals decoding all ids at once, in linear time', () => {
     const dir = new URL('../../public/models/webmoe-tiny/', import.meta.url);
-    const bpe = new TextCodec(JSON.parse(readFileSync(new URL('tokenizer.json', dir), 'utf8')), JSON.parse(readFileSync(new URL('tokenizer_config.json', dir), 'utf8')), [1]);
+    const bpe = TextCodec.fromJson(JSON.parse(readFileSync(new URL('tokenizer.json', dir), 'utf8')), JSON.parse(readFileSync(new URL('tokenizer_config.json', dir), 'utf8')), [1]);
     const text = 'The jury said, "It\'s a naïve café — 数学 🙂!"  Then  it went on.\n\nNew   paragraph; 12345 and 3.14. '.repeat(200);
     const ids = bpe.encode(text, false);
     const d = new StreamDecoder(bpe);
@@ -40,7 +40,7 @@ describe('byte-level tokenizer through the normal tokenizer.json path', () => {
     expect(codec.renderChat([{ role: 'user', content: 'hi' }])).toBe('User: hi\nAssistant:');
   });
   it('applies a Jinja chat template when the config has one', () => {
-    const c = new TextCodec(byteLevelTokenizerJson(), { chat_template: "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}" }, []);
+    const c = TextCodec.fromJson(byteLevelTokenizerJson(), { chat_template: "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}" }, []);
     expect(c.renderChat([{ role: 'user', content: 'hi' }])).toBe('<user>hi<assistant>');
   });
 });

@@ -10,7 +10,7 @@
  *    so the f32 expert stack fits one storage binding on common devices (full mode only).
  */
 import type { BenchContext, BenchSuite } from '../types';
-import { createEngine } from '../../engine/create';
+import { createEngine } from '../../engine/engine';
 import { memoryModel } from '../../loader/model-source';
 import { syntheticCheckpoint, TINY_V3_CONFIG, V2_LITE_CONFIG } from '../../model/synthetic';
 import { byteLevelTokenizerJson } from '../../model/byte-tokenizer';

@@ -3,18 +3,18 @@
  * streams chat or raw completions, and keeps the routing, memory, sparsity and device views current.
  * The engine is passed in (the page uses the Worker engine), so the page never blocks on the GPU.
  */
-import type { ChatMessage, EngineStats, GenerateOptions, GenerationResult, LoadOptions, LoadProgress, ModelInfo, SparsityOptions, Engine } from '../../engine/types';
-import type { ModelRef } from '../../engine/worker-protocol';
-import { $, escapeHtml, fmtBytes, fmtCount, fmtMs, fmtNum } from './format';
+import type { ChatMessage, EngineStats, GenerateOptions, GenerationResult, LoadOptions, LoadProgress, ModelInfo, ModelRef, SparsityOptions, Engine } from '../../engine/types';
+import { $, escapeHtml, fmtBytes, fmtCount, fmtMs, fmtNum } from '../format';
 import { LAYOUT } from './layout';
 import { ChatView, type Reply } from './chat';
 import { RoutingView } from './routing';
 import { MemoryView } from './memory';
-import { deviceTableHtml, explainNoWebGpu, probeWebGpu, type GpuProbe } from './webgpu';
+import { deviceTableHtml, explainNoWebGpu } from './webgpu';
+import { probeWebGpu, type GpuProbe } from '../adapter';
 import { dropToModel, pickDirectory } from './files';
 
-export interface DemoEngine extends Omit<Engine, 'load'> {
-  load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
+/** The worker engine (createWorkerEngine) or, for UI work, a fake: an Engine that may be terminated. */
+export interface DemoEngine extends Engine {
   terminate?(): void;
 }
 

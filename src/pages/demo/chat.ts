@@ -4,7 +4,7 @@
  * reply's body carries id="output" and data-tokens (read by the end-to-end test).
  */
 import type { GenerationChunk, GenerationResult } from '../../engine/types';
-import { escapeHtml, fmtMs, fmtNum } from './format';
+import { escapeHtml, fmtMs, fmtNum } from '../format';
 
 export interface ReplyMeta { model: string; mode: string }
 

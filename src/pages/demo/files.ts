@@ -3,7 +3,7 @@
  * drag and drop (a directory handle when the browser gives one, else the files read from the dropped
  * entries). Both end as a ModelRef the Worker engine accepts (File[] or FileSystemDirectoryHandle).
  */
-import type { ModelRef } from '../../engine/worker-protocol';
+import type { ModelRef } from '../../engine/types';
 
 type WithPicker = Window & { showDirectoryPicker?: (o?: { mode?: 'read' | 'readwrite'; id?: string }) => Promise<FileSystemDirectoryHandle> };
 

@@ -3,7 +3,7 @@
  * for the same model (per token, and for the tokens cached now), weights, and all GPU memory.
  */
 import type { EngineStats } from '../../engine/types';
-import { $, fmtBytes, fmtNum } from './format';
+import { $, fmtBytes, fmtNum } from '../format';
 
 export class MemoryView {
   constructor(private root: HTMLElement) {}

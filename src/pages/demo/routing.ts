@@ -6,7 +6,7 @@
  */
 import type { GenerationChunk, LayerLoad, ModelInfo } from '../../engine/types';
 import { Heatmap, diverging, sequential } from './heatmap';
-import { $, escapeHtml, fmtCount } from './format';
+import { $, escapeHtml, fmtCount } from '../format';
 
 export class RoutingView {
   private layers: number[] = [];

@@ -1,35 +1,9 @@
 /**
- * WebGPU detection on the page (the engine itself runs in a Worker): what the adapter is, and when
- * there is none, why and what the user can do about it.
+ * The demo's WebGPU panels: the device table, and when there is no adapter, why and what the user can
+ * do about it (the probe itself is ../adapter.ts, shared with the benchmark page).
  */
-import { escapeHtml, fmtBytes } from './format';
-
-export type GpuProbe =
-  | { ok: true; adapter: { vendor: string; architecture: string; device: string; description: string; fallback: boolean }; features: string[]; limits: Record<string, number> }
-  | { ok: false; reason: 'insecure' | 'no-api' | 'no-adapter' | 'error'; detail?: string };
-
-export async function probeWebGpu(): Promise<GpuProbe> {
-  if (!window.isSecureContext) return { ok: false, reason: 'insecure' };
-  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
-  if (!gpu) return { ok: false, reason: 'no-api' };
-  try {
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-    if (!adapter) return { ok: false, reason: 'no-adapter' };
-    const i = adapter.info;
-    const limits: Record<string, number> = {};
-    for (const k of ['maxBufferSize', 'maxStorageBufferBindingSize', 'maxStorageBuffersPerShaderStage', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup']) {
-      limits[k] = (adapter.limits as unknown as Record<string, number>)[k];
-    }
-    return {
-      ok: true,
-      adapter: { vendor: i?.vendor ?? '', architecture: i?.architecture ?? '', device: i?.device ?? '', description: i?.description ?? '', fallback: !!(i as GPUAdapterInfo & { isFallbackAdapter?: boolean })?.isFallbackAdapter },
-      features: [...adapter.features].sort(),
-      limits,
-    };
-  } catch (e) {
-    return { ok: false, reason: 'error', detail: (e as Error)?.message ?? String(e) };
-  }
-}
+import { escapeHtml, fmtBytes } from '../format';
+import type { GpuProbe } from '../adapter';
 
 /** The explanation shown instead of the chat when there is no WebGPU. */
 export function explainNoWebGpu(p: Extract<GpuProbe, { ok: false }>): string {

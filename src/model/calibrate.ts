@@ -5,12 +5,12 @@
  * is a safetensors file of `e_score_correction_bias` tensors that loads over the checkpoint
  * (LoadOptions.overlay). The loaded model's own biases are restored afterwards.
  */
-import type { WebMoeEngine } from './engine';
 import { GpuRunner } from './gpu-runner';
+import type { ModelRunner } from './runner';
 import { calibrateBias, biasesToSafetensors, type BiasRunner, type CalibrateResult } from '../moe/calibrate';
 import { UnsupportedError, ArgumentError } from '../errors';
 
-export function modelBiasRunner(runner: GpuRunner): { bias: BiasRunner; initial: Map<number, Float32Array>; restore(): void } {
+function modelBiasRunner(runner: GpuRunner): { bias: BiasRunner; initial: Map<number, Float32Array>; restore(): void } {
   const cfg = runner.cfg;
   const gpu = runner.be.gpu;
   const layers: number[] = [];
@@ -46,12 +46,10 @@ export function modelBiasRunner(runner: GpuRunner): { bias: BiasRunner; initial:
 
 export interface CalibrationReport extends CalibrateResult { file: Uint8Array }
 
-/** Calibrates the loaded model's gate biases on `batches` of token ids. */
-export function calibrateModel(engine: WebMoeEngine, batches: number[][], opts: { steps: number; gamma: number }): Promise<CalibrationReport> {
-  return engine.withRunner((runner) => calibrateRunner(runner as GpuRunner, batches, opts));
-}
+export interface CalibrationOptions { steps: number; gamma: number }
 
-async function calibrateRunner(runner: GpuRunner, batches: number[][], opts: { steps: number; gamma: number }): Promise<CalibrationReport> {
+/** Calibrates a loaded model's gate biases on `batches` of token ids; its own biases are restored after. */
+export async function calibrateRunner(runner: ModelRunner, batches: number[][], opts: CalibrationOptions): Promise<CalibrationReport> {
   if (!(runner instanceof GpuRunner)) throw new ArgumentError('calibration runs on the GPU engine');
   if (batches.some((b) => b.length === 0 || b.length > runner.capacity)) throw new ArgumentError(`every batch must have 1..${runner.capacity} tokens`);
   const m = modelBiasRunner(runner);

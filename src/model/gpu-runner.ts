@@ -2,15 +2,14 @@
  * The GPU model runner: one recorded command buffer per step (forward + sampling), one 4-byte readback
  * (the token id) per generated token.
  */
-import type { ModelRunner, SamplingParams, StepResult } from './runner';
-import type { ModelConfig } from '../model/config';
-import type { ModelWeights } from '../model/deepseek';
-import { forward } from '../model/deepseek';
-import type { GpuBackend, GpuMoe, GpuTensor } from '../model/gpu-backend';
+import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
+import type { ModelConfig } from './config';
+import type { ModelWeights } from './deepseek';
+import { forward } from './deepseek';
+import type { GpuBackend, GpuMoe, GpuTensor } from './gpu-backend';
 import type { GpuWeight } from '../kernels/weight';
 import { sampleToken } from '../kernels/sample';
-import { mhaCacheBytesPerToken } from '../model/kvcache';
-import type { LayerLoad } from './types';
+import { mhaCacheBytesPerToken } from './kvcache';
 
 export class GpuRunner implements ModelRunner {
   private tokenOut: GPUBuffer;

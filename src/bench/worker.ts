@@ -1,16 +1,18 @@
 /// <reference lib="webworker" />
 /**
- * The benchmark in a Worker, so the page stays responsive: acquires the GPU here (navigator.gpu exists
- * in dedicated workers), runs src/bench/runner.ts and posts progress and the report back.
+ * The benchmark's Worker entry (started by the benchmark page, src/pages/bench.ts), so the page stays
+ * responsive: acquires the GPU here (navigator.gpu exists in dedicated workers), runs ./runner.ts and
+ * posts progress and the report back. The page only sends messages; it never touches the GPU.
  */
 import { acquireGpu, type Gpu } from '../gpu/device';
-import { runBench } from '../bench/runner';
-import { suites } from '../bench/registry';
+import { runBench } from './runner';
+import { suites } from './registry';
+import type { BenchReport } from './types';
 
 export type ToWorker = { type: 'run'; quick: boolean; suites?: string[]; peers: boolean; timestamps: boolean } | { type: 'list' };
 export type FromWorker =
   | { type: 'progress'; fraction: number; step: string }
-  | { type: 'done'; report: import('../bench/types').BenchReport }
+  | { type: 'done'; report: BenchReport }
   | { type: 'suites'; names: string[] }
   | { type: 'error'; name: string; message: string };
 

@@ -1,9 +1,12 @@
 /**
- * A loaded model that runs forward steps against its own KV cache. The engine drives generation through
- * this interface; the GPU runner is the product, the CPU runner the reference used to check it.
+ * A loaded model that runs forward steps against its own KV cache and samples. The engine drives
+ * generation through this interface only; the GPU runner is the product, the CPU runner the reference
+ * used to check it.
  */
-import type { ModelConfig } from '../model/config';
-import type { LayerLoad } from './types';
+import type { ModelConfig } from './config';
+
+/** Per MoE layer: how often each routed expert was chosen, and the imbalance (max violation). */
+export interface LayerLoad { layer: number; counts: number[]; frequency: number[]; maxVio: number }
 
 export interface SamplingParams { temperature: number; topK: number; topP: number; repetitionPenalty: number; seed: number }
 
@@ -31,6 +34,7 @@ export interface ModelRunner {
   resetExpertLoad(): void;
   memory(): { kvBytes: number; kvBytesPerToken: number; mhaKvBytesPerToken: number; weightBytes: number; gpuBytes: number };
   counters(): { dispatches: number; readbacks: number };
+  /** Frees what the model holds (GPU buffers); the runner is unusable afterwards. */
   destroy(): void;
   /** Called once if the device is lost (the GPU runner); the engine then drops the model. */
   onDeviceLost?(listener: () => void): void;

@@ -2,15 +2,14 @@
  * The CPU reference runner: the architecture file on the CPU backend with the reference sampler. Used
  * to check the GPU runner and the engine's generation logic (same seed → same tokens), not for speed.
  */
-import type { ModelRunner, SamplingParams, StepResult } from './runner';
-import type { ModelConfig } from '../model/config';
-import { forward, type ModelWeights } from '../model/deepseek';
-import { CpuBackend, type CpuMoe, type CpuWeight } from '../model/cpu-backend';
+import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
+import type { ModelConfig } from './config';
+import { forward, type ModelWeights } from './deepseek';
+import { CpuBackend, type CpuMoe, type CpuWeight } from './cpu-backend';
 import { sampleRef } from '../kernels/sample.ref';
 import { expertCountsRef } from '../kernels/moe.ref';
 import { maxVio } from '../moe/telemetry';
-import { mhaCacheBytesPerToken, latentCacheBytesPerToken } from '../kernels/mla.ref';
-import type { LayerLoad } from './types';
+import { mhaCacheBytesPerToken, latentCacheBytesPerToken } from './kvcache';
 
 export class CpuRunner implements ModelRunner {
   readonly be: CpuBackend;

@@ -1,0 +1,183 @@
+/**
+ * Model assembly: an opened checkpoint → a GpuRunner on a device. The config and shapes were checked
+ * when the checkpoint was opened (before any GPU allocation); here the memory is estimated against the
+ * device's limits, the storage and sparsity are chosen, and the weights are streamed to the GPU. A
+ * failed load frees what it allocated. The device is acquired here, kept across loads, and replaced
+ * after loss.
+ */
+import { GpuRunner } from './gpu-runner';
+import type { ModelRunner } from './runner';
+import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
+import { GpuBackend, type WeightPolicy } from './gpu-backend';
+import { buildWeights } from './load';
+import { isMoeLayer, expectedTensorShapes, type ModelConfig } from './config';
+import type { Checkpoint, LoadProgress } from '../loader/checkpoint';
+import { storedSparsity } from '../sparse/tensors';
+import { sparsityLabel } from '../sparse/apply';
+import { estimateMemory, checkFitsDevice } from '../loader/memory';
+import { ArgumentError } from '../errors';
+
+export type { Gpu, GpuOptions };
+
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'q8' | 'q4';
+
+export interface SparsityOptions {
+  format: '2:4' | 'vnm';
+  /** V:N:M block rows (default 64) and group width M (default 8). */
+  v?: number;
+  m?: number;
+  /** Which matrices run sparse: the routed/shared expert and dense MLP weights, or every linear layer. */
+  apply?: 'experts' | 'all-linear';
+}
+
+/** What a loaded model is: its shape, its parameter counts and how its weights are held. */
+export interface ModelDescription {
+  name: string;
+  modelType: string;
+  layers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  experts: number;
+  expertsPerToken: number;
+  moeLayers: number[];
+  parameters: number;
+  activeParameters: number;
+  weightStorage: string;
+  /** How the routed experts are held: 'f32' | 'f16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
+  expertStorage?: string;
+  sparsity: string;
+  contextLength: number;
+}
+
+export interface ModelLoadOptions {
+  /** Weight storage on the GPU (see LoadOptions.weights). */
+  weights?: WeightStorage;
+  sparsity?: SparsityOptions | null;
+  /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
+  contextLength?: number;
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+  log?: (msg: string) => void;
+}
+
+export interface GpuModel {
+  runner: ModelRunner;
+  description: ModelDescription;
+  /** The adapter's name (vendor, architecture, description). */
+  device: string;
+}
+
+/** A device for models: `navigator.gpu` in browsers and workers, the `webgpu` package in Node (webmoe/node). */
+export type AcquireGpu = (options: GpuOptions | undefined, log: (m: string) => void) => Promise<Gpu>;
+
+export const acquireBrowserGpu: AcquireGpu = (o) => acquireGpu(o);
+
+/** Parameter counts from the config: all weights, and those one token reads (K routed experts). */
+export function parameterCounts(cfg: ModelConfig): { total: number; active: number } {
+  let total = 0, experts = 0;
+  for (const [name, shape] of expectedTensorShapes(cfg)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    total += n;
+    if (/\.mlp\.experts\.\d+\./.test(name)) experts += n;
+  }
+  const perExpert = cfg.nRoutedExperts ? experts / (cfg.nRoutedExperts * Math.max(1, countMoeLayers(cfg))) : 0;
+  return { total, active: total - experts + perExpert * cfg.numExpertsPerTok * countMoeLayers(cfg) };
+}
+
+const moeLayers = (cfg: ModelConfig) => Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i));
+const countMoeLayers = (cfg: ModelConfig) => moeLayers(cfg).length;
+
+/**
+ * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 (half
+ * the memory and bandwidth, decoded in the shader, no shader-f16 needed), anything else runs as f32
+ * (BF16's range does not fit f16; FP8 and F32 are widened). On a CPU fallback adapter (SwiftShader)
+ * 'auto' is f32: there the kernels are compute-bound and decoding f16 costs more than the bytes it
+ * saves (routed-expert decode 0.7× the f32 speed, measured).
+ */
+function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): 'f32' | 'f16' | 'q8' | 'q4' {
+  const s = w ?? 'auto';
+  if (!['auto', 'f32', 'f16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, q8 or q4, got ${String(s)}`);
+  if (s !== 'auto') return s as 'f32' | 'f16' | 'q8' | 'q4';
+  if (gpu.adapter.isFallbackAdapter) return 'f32';
+  const linear = [...ckpt.tensors.values()].filter((t) => /\.(self_attn|mlp)\..*_proj\.weight$/.test(t.name));
+  return linear.length > 0 && linear.every((t) => t.dtype === 'F16') ? 'f16' : 'f32';
+}
+
+/** The description of a model of `cfg` (parameter counts from the config), with how it is held. */
+export function describeModel(cfg: ModelConfig, held: Pick<ModelDescription, 'name' | 'weightStorage' | 'expertStorage' | 'sparsity' | 'contextLength'>): ModelDescription {
+  const params = parameterCounts(cfg);
+  return {
+    name: held.name,
+    modelType: cfg.modelType,
+    layers: cfg.numLayers,
+    hiddenSize: cfg.hiddenSize,
+    vocabSize: cfg.vocabSize,
+    experts: cfg.nRoutedExperts,
+    expertsPerToken: cfg.numExpertsPerTok,
+    moeLayers: moeLayers(cfg),
+    parameters: params.total,
+    activeParameters: params.active,
+    weightStorage: held.weightStorage,
+    expertStorage: held.expertStorage,
+    sparsity: held.sparsity,
+    contextLength: held.contextLength,
+  };
+}
+
+/** Loads checkpoints onto one device, acquired at the first load and again after it is lost. */
+export class GpuModelLoader {
+  private gpu: Gpu | null = null;
+
+  constructor(private acquire: AcquireGpu = acquireBrowserGpu, private gpuOptions?: GpuOptions) {}
+
+  /** Uploads `ckpt` (named `name` in the description) to the device and returns its runner. */
+  async load(ckpt: Checkpoint, name: string, options: ModelLoadOptions = {}): Promise<GpuModel> {
+    const log = options.log ?? (() => {});
+    const cfg = ckpt.config;
+    if (!this.gpu || this.gpu.lostError) this.gpu = await this.acquire(this.gpuOptions, log);
+    const gpu = this.gpu;
+    const storage = storageFor(options.weights, ckpt, gpu);
+    const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+    if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
+    checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);
+    // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
+    let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
+    if (stored) {
+      const { option: o, weights: w } = stored;
+      // The GPU packs each routed expert's gate and up rows as one [2I, D] matrix; a V-row block then
+      // spans both unless V divides I, and re-packing would not keep the stored values exactly.
+      const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
+      log(`${name}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
+      if (!exact) stored = null;
+    }
+    const sp = stored?.option ?? options.sparsity ?? null;
+    const policy: WeightPolicy = {
+      // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
+      storage: (role) => (role === 'embed' ? (storage === 'f32' ? 'f32' : 'f16') : storage),
+      nativeFp8: false,
+      sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
+    };
+    const be = new GpuBackend(gpu, cfg, policy, contextLength);
+    let weights;
+    try {
+      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+      gpu.assertAlive(); // uploads to a device lost meanwhile went nowhere
+    } catch (e) {
+      be.destroy();
+      throw e;
+    }
+    const a = gpu.adapter;
+    const description = describeModel(cfg, {
+      name,
+      weightStorage: storage,
+      expertStorage: cfg.nRoutedExperts === 0 ? 'none' : policy.sparsity ? `sparse ${policy.sparsity.values}` : be.expertFormat,
+      sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
+      contextLength,
+    });
+    return {
+      runner: new GpuRunner(be, cfg, weights, contextLength),
+      description,
+      device: [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'WebGPU device',
+    };
+  }
+}
