@@ -305,15 +305,7 @@ var<workgroup> xs_t: array<vec4<f32>, BM * BKV>;
 var<workgroup> ws_t: array<vec4<f32>, BN * BKV>;
 // @include register_tile
 
-// Row r of the tile's output, columns c0, c0 + WGX, c0 + 2·WGX, c0 + 3·WGX.
-fn tile_store(r: u32, c0: u32, v: vec4<f32>) {
-  if (r >= P.M) { return; }
-  let base = r * P.y_stride + P.y_offset;
-  if (c0 < P.N) { y[base + c0] = v.x; }
-  if (c0 + WGX < P.N) { y[base + c0 + WGX] = v.y; }
-  if (c0 + 2u * WGX < P.N) { y[base + c0 + 2u * WGX] = v.z; }
-  if (c0 + 3u * WGX < P.N) { y[base + c0 + 3u * WGX] = v.w; }
-}
+// @include tile_store
 
 @compute @workgroup_size(WGX, WGY)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -354,10 +346,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     workgroupBarrier();
   }
-  tile_store(row0 + lid.y, col0 + lid.x, acc[0]);
-  tile_store(row0 + lid.y + WGY, col0 + lid.x, acc[1]);
-  tile_store(row0 + lid.y + 2u * WGY, col0 + lid.x, acc[2]);
-  tile_store(row0 + lid.y + 3u * WGY, col0 + lid.x, acc[3]);
+  store_tile(row0 + lid.y, col0 + lid.x, acc);
 }
 
 // -------------------------------------------------------------------------------------------- gather

@@ -32,14 +32,7 @@ const THREADS: u32 = WGX * WGY;
 var<workgroup> xs: array<VecK, BM * BKV>;
 var<workgroup> ws: array<VecK, BN * BKV>;
 
-fn store_row(r: u32, c0: u32, v: vec4<f32>) {
-  if (r >= P.M) { return; }
-  let base = r * P.y_stride + P.y_offset;
-  if (c0 < P.N) { y[base + c0] = v.x; }
-  if (c0 + WGX < P.N) { y[base + c0 + WGX] = v.y; }
-  if (c0 + 2u * WGX < P.N) { y[base + c0 + 2u * WGX] = v.z; }
-  if (c0 + 3u * WGX < P.N) { y[base + c0 + 3u * WGX] = v.w; }
-}
+// @include tile_store
 
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -76,8 +69,5 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
     workgroupBarrier();
   }
-  store_row(row0 + lid.y, col0 + lid.x, acc[0]);
-  store_row(row0 + lid.y + WGY, col0 + lid.x, acc[1]);
-  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc[2]);
-  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc[3]);
+  store_tile(row0 + lid.y, col0 + lid.x, acc);
 }

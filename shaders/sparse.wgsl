@@ -208,6 +208,7 @@ override XW: u32 = 32u;  // staged x columns per row, ≥ GS · GW
 var<workgroup> xs: array<f32, BM * XW>;
 var<workgroup> wv: array<vec2<f32>, BN * GS>;
 var<workgroup> wi: array<u32, BN * GS>;     // the two kept values' columns within the slice, 16 bits each
+// @include tile_store
 
 @compute @workgroup_size(WGX, WGY)
 fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -266,10 +267,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
     }
     workgroupBarrier();
   }
-  store_row(row0 + lid.y, col0 + lid.x, acc0);
-  store_row(row0 + lid.y + WGY, col0 + lid.x, acc1);
-  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
-  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
+  store_tile(row0 + lid.y, col0 + lid.x, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
 }
 
 // x row (offset xr in xs) against the 4 weight rows: 2 gathered FMAs each.
@@ -278,15 +276,6 @@ fn gather_dot(xr: u32, lo: vec4<u32>, hi: vec4<u32>, v0: vec2<f32>, v1: vec2<f32
                    v2.x * xs[xr + lo.z] + v2.y * xs[xr + hi.z], v3.x * xs[xr + lo.w] + v3.y * xs[xr + hi.w]);
 }
 
-// Output row r, columns c, c + WGX, c + 2·WGX, c + 3·WGX (the 4 weight rows of an invocation).
-fn store_row(r: u32, c: u32, v: vec4<f32>) {
-  if (r >= P.M) { return; }
-  let yb = r * P.y_stride + P.y_offset;
-  if (c < P.N) { y[yb + c] = v.x; }
-  if (c + WGX < P.N) { y[yb + c + WGX] = v.y; }
-  if (c + 2u * WGX < P.N) { y[yb + c + 2u * WGX] = v.z; }
-  if (c + 3u * WGX < P.N) { y[yb + c + 3u * WGX] = v.w; }
-}
 
 // ---- matmul_shared ----------------------------------------------------------------------------------
 var<workgroup> xs4: array<vec4<f32>, BM * GS>;  // [BM, GS]: x at the group's 4 candidate columns
@@ -339,8 +328,5 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
     workgroupBarrier();
   }
-  store_row(row0 + lid.y, col0 + lid.x, acc[0]);
-  store_row(row0 + lid.y + WGY, col0 + lid.x, acc[1]);
-  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc[2]);
-  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc[3]);
+  store_tile(row0 + lid.y, col0 + lid.x, acc);
 }

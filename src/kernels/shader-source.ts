@@ -1,6 +1,7 @@
 import loadWidthWgsl from '../../shaders/lib/load_width.wgsl?raw';
 import quantDecodeWgsl from '../../shaders/lib/quant_decode.wgsl?raw';
 import registerTileWgsl from '../../shaders/lib/register_tile.wgsl?raw';
+import tileStoreWgsl from '../../shaders/lib/tile_store.wgsl?raw';
 import { ArgumentError } from '../errors';
 
 /**
@@ -21,6 +22,7 @@ const LIBRARY: Record<string, string> = {
   load_width: loadWidthWgsl,
   quant_decode: quantDecodeWgsl,
   register_tile: registerTileWgsl,
+  tile_store: tileStoreWgsl,
 };
 
 export type ShaderChoices = Record<string, string>;
