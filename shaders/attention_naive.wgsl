@@ -14,7 +14,7 @@
 struct Params {
   S: u32, T: u32, past: u32, heads: u32,
   kv_heads: u32, d_qk: u32, d_v: u32, scale: f32,
-  causal: u32, _p0: u32, _p1: u32, _p2: u32,
+  causal: u32, splits: u32, past_from_buf: u32, row_tiles: u32,   // (splits .. row_tiles: flash attention only)
   q_stride: u32, q_offset: u32, q_hstride: u32, k_stride: u32,
   k_offset: u32, k_hstride: u32, v_stride: u32, v_offset: u32,
   v_hstride: u32, o_stride: u32, o_offset: u32, o_hstride: u32,

@@ -20,7 +20,13 @@
 // binding 5: part [splits, kv_heads·M, d_v] partial O, then [splits, kv_heads·M, 2] (m, l)   (splits > 1)
 // binding 6: past_buf u32 [1]     when past_from_buf ≠ 0: past = past_buf[0], T = past + S
 //
-// @config-begin (replaced by the wrapper: tile shape for the device and head dims)
+// Text specialisation (src/kernels/shader-source.ts): the wrapper sets the tile shape below for the
+// device and head dims (`consts`: they size private arrays, which `override` constants cannot), and
+// the `subgroups` variant keeps `decode_subgroup` on devices with subgroups.
+// @variant subgroups on
+enable subgroups;
+// @variant subgroups off
+// @end subgroups
 const BQ: u32 = 16u;  // rows per workgroup
 const BK: u32 = 32u;  // keys per tile
 const DC: u32 = 64u;  // head-dim chunk held in workgroup memory
@@ -29,7 +35,6 @@ const TK: u32 = 4u;   // score keys per invocation
 const OR: u32 = 4u;   // output rows per invocation
 const OC: u32 = 4u;   // output columns per invocation per chunk
 const NVC: u32 = 2u;  // ceil(d_v / DC)
-// @config-end
 
 const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC)
 const RY: u32 = BQ / TR;      // score row groups
@@ -42,7 +47,7 @@ const NEG: f32 = -3.0e38;     // "−∞" for masked scores and empty rows
 
 struct Params {
   S: u32, T: u32, past: u32, heads: u32,
-  kv_heads: u32, d_qk: u32, d_v: u32, scale_log2: f32,
+  kv_heads: u32, d_qk: u32, d_v: u32, scale: f32,   // scale: the softmax scale · log2 e here
   causal: u32, splits: u32, past_from_buf: u32, row_tiles: u32,
   q_stride: u32, q_offset: u32, q_hstride: u32, k_stride: u32,
   k_offset: u32, k_hstride: u32, v_stride: u32, v_offset: u32,
@@ -137,7 +142,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
       for (var j = 0u; j < TK; j++) {
         let jj = tx + j * KX;
         let t = kt + jj;
-        var sc = s[i * TK + j] * P.scale_log2;
+        var sc = s[i * TK + j] * P.scale;
         if (R >= M || t >= k_end || (P.causal != 0u && t > past + row_query(R, gs))) { sc = NEG; }
         Ss[r * BK + jj] = sc;
       }
@@ -256,8 +261,8 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = num / den;
 }
 
-// @subgroup-begin
-// `decode_subgroup` (devices with subgroups; the wrapper strips this block elsewhere): decode with at
+// @variant subgroups on
+// `decode_subgroup` (devices with subgroups; @variant subgroups drops it elsewhere): decode with at
 // most 4 rows per kv head, one subgroup per workgroup (SG = the device's minimum subgroup size) and no
 // workgroup tiles or barriers. The 4 rows R0..R3 of a row tile are the components of vec4s; per key,
 // the lanes split d_qk and subgroupAdd gives the 4 scores, then the online softmax runs redundantly
@@ -310,7 +315,7 @@ fn decode_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     for (var d = lid; d < P.d_qk; d += SG) {
       s += vec4<f32>(q[qb.x + d], q[qb.y + d], q[qb.z + d], q[qb.w + d]) * k[kb + d];
     }
-    s = subgroupAdd(s) * P.scale_log2;
+    s = subgroupAdd(s) * P.scale;
     let masked = !live | ((vec4<u32>(t) > lim) & vec4<bool>(P.causal != 0u));
     s = select(s, vec4<f32>(NEG), masked);
     let m_new = max(m, s);
@@ -358,4 +363,5 @@ fn decode_store(R: u32, M: u32, gs: u32, g: u32, c0: u32, split: u32, o: vec4<f3
     }
   }
 }
-// @subgroup-end
+// @variant subgroups off
+// @end subgroups

@@ -3,7 +3,8 @@
 // neighbouring invocations read neighbouring addresses. A workgroup owns ROWS output rows and reuses
 // each x vector across them; the per-invocation partial sums are reduced in workgroup memory.
 //
-// binding 0: params { M, N, K, x_stride, x_offset, y_stride, y_offset, groups_n }   (elements)
+// binding 0: params { M, N, K, x_stride, x_offset, y_stride, y_offset, tiles_n }   (elements; tiles_n =
+//            groups of ROWS output rows along N)
 // binding 1: x [M, x_stride]
 // binding 2: w [N, K]
 // binding 3: y [M, y_stride]
@@ -11,14 +12,15 @@
 // Two reductions: `main` reduces the workgroup's partial sums in workgroup memory (any device);
 // `main_subgroup` runs one subgroup per workgroup (WG = the device's minimum subgroup size, so a
 // workgroup never spans two subgroups) and reduces with subgroupAdd: no barriers, no workgroup memory.
-// The wrapper strips the @subgroup block (and adds `enable subgroups;`) according to the device.
-// @vec-begin
-alias VecK = vec4<f32>;
-const VK: u32 = 4u;
-fn vdot(a: VecK, b: VecK) -> f32 { return dot(a, b); }
-// @vec-end
+// Text variants (src/kernels/shader-source.ts): @variant subgroups keeps `main_subgroup` on devices
+// with the feature; @variant load (shaders/lib/load_width.wgsl) is the load width along K.
+// @variant subgroups on
+enable subgroups;
+// @variant subgroups off
+// @end subgroups
+// @include load_width
 
-struct Params { M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: u32, y_offset: u32, groups_n: u32 }
+struct Params { M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: u32, y_offset: u32, tiles_n: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<VecK>;
 @group(0) @binding(2) var<storage, read> w: array<VecK>;
@@ -58,9 +60,9 @@ fn store(m: u32, n0: u32, v: vec4<f32>) {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups_n * P.M) { return; }
-  let m = g / P.groups_n;
-  let n0 = (g % P.groups_n) * ROWS;
+  if (g >= P.tiles_n * P.M) { return; }
+  let m = g / P.tiles_n;
+  let n0 = (g % P.tiles_n) * ROWS;
   partial[lid] = row_dots(m, n0, lid);
   workgroupBarrier();
   var s = WG / 2u;
@@ -73,14 +75,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (lid == 0u) { store(m, n0, partial[0]); }
 }
 
-// @subgroup-begin
+// @variant subgroups on
 @compute @workgroup_size(WG)
 fn main_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups_n * P.M) { return; }
-  let m = g / P.groups_n;
-  let n0 = (g % P.groups_n) * ROWS;
+  if (g >= P.tiles_n * P.M) { return; }
+  let m = g / P.tiles_n;
+  let n0 = (g % P.tiles_n) * ROWS;
   let total = subgroupAdd(row_dots(m, n0, lid));
   if (lid == 0u) { store(m, n0, total); }
 }
-// @subgroup-end
+// @variant subgroups off
+// @end subgroups

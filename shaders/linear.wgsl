@@ -26,13 +26,19 @@
 // x; its TK invocations stride along K over units (neighbours read neighbouring units: coalesced),
 // each weight unit is decoded once and used for all MR x rows. `gemv` puts WG / TK row groups in a
 // workgroup and tree-reduces in workgroup memory (any device); `gemv_subgroup` (devices with
-// subgroups; the @subgroup block is stripped elsewhere) is one subgroup = one row group reduced with
+// subgroups; @variant subgroups drops it elsewhere) is one subgroup = one row group reduced with
 // subgroupAdd.
 // matmul: 32×32 output tile per 8×8 workgroup (4×4 per invocation), K in slices of 32: the x slice is
 // loaded as is and the W slice decoded (scaled) into workgroup memory, as in shaders/matmul.wgsl.
 //
-// Text variants: the weight format (@variant fmt), the x load width (@variant x: vec4 when K,
-// x_stride and x_offset are multiples of 4, scalar otherwise) and the @subgroup block.
+// Text variants (src/kernels/shader-source.ts): the weight format (@variant fmt), the x load width
+// (@variant x: vec4 when K, x_stride and x_offset are multiples of 4, scalar otherwise) and @variant
+// subgroups. The decoders come from shaders/lib/quant_decode.wgsl, the matmul's inner step from shaders/lib/register_tile.wgsl (whose
+// `load` is always vec4 here: the tiles are staged as vec4s).
+// @variant subgroups on
+enable subgroups;
+// @variant subgroups off
+// @end subgroups
 
 struct Params {
   M: u32, N: u32, K: u32, x_stride: u32,
@@ -72,36 +78,14 @@ override WG: u32 = 128u;
 override SK: u32 = 32u;
 override SCALE_F16: bool = true;
 
-// Signed bytes of v: each moved to the top of an i32 by a constant shift, then arithmetic-shifted down
-// (no per-lane variable shifts, which some compilers scalarise).
-fn i8x4(v: u32) -> vec4<f32> {
-  return vec4<f32>(vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u), bitcast<i32>(v)) >> vec4<u32>(24u));
-}
-// Nibbles 0..3 of the low 16 bits of v, minus 8: masked in place and scaled down (exact in f32;
-// constant masks, signed int → float conversion).
-const NIB_MASK = vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u);
-const NIB_SCALE = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
-fn q4x4(v: u32) -> vec4<f32> { return vec4<f32>(vec4<i32>(vec4<u32>(v) & NIB_MASK)) * NIB_SCALE - 8.0; }
-fn fp8x4(v: u32) -> vec4<f32> {
-  let b = (vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
-  let e = (b >> vec4<u32>(3u)) & vec4<u32>(15u);
-  let m = b & vec4<u32>(7u);
-  // normal: 2^(e−7)·(1 + m/8) = the f32 with exponent e + 120 and mantissa m << 20; subnormal: m·2^−9
-  let normal = bitcast<vec4<f32>>(((b & vec4<u32>(0x7fu)) << vec4<u32>(20u)) + vec4<u32>(120u << 23u));
-  let mag = select(normal, vec4<f32>(m) * 0.001953125, e == vec4<u32>(0u));
-  return select(mag, -mag, (b & vec4<u32>(0x80u)) != vec4<u32>(0u));
-}
-// @variant scales on
+// @include quant_decode
+// @variant fmt q8 q4 fp8
 @group(0) @binding(3) var<storage, read> scales: array<u32>;
 fn group_scale(i: u32) -> f32 {
-  if (SCALE_F16) {
-    let pair = unpack2x16float(scales[i >> 1u]);
-    return select(pair.x, pair.y, (i & 1u) == 1u);
-  }
+  if (SCALE_F16) { return f16_at(scales[i >> 1u], i); }
   return bitcast<f32>(scales[i]);
 }
-// @variant scales off
-// @end scales
+// @end fmt
 
 // The GEMV's dot products, written without private arrays (some compilers spill arrays indexed by loop
 // variables): rows_dot(u0..u3, xb, k0) = the four weight rows' units u0..u3 (elements k0 ..) dotted
@@ -122,13 +106,9 @@ fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32,
 // @variant fmt f16
 const UNIT: u32 = 8u;
 const FLAT_ROWS: bool = false;
-fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> {
-  return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y)), vec4<f32>(unpack2x16float(u.z), unpack2x16float(u.w)));
-}
+fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> { return array<vec4<f32>, 2>(f16x4(u.xy), f16x4(u.zw)); }
 fn scale_of(n: u32, k: u32) -> f32 { return 1.0; }
-fn f16_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
-  return dot(vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y)), x0) + dot(vec4<f32>(unpack2x16float(u.z), unpack2x16float(u.w)), x1);
-}
+fn f16_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 { return dot(f16x4(u.xy), x0) + dot(f16x4(u.zw), x1); }
 fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
   let x0 = xl(xb, k0);
   let x1 = xl(xb, k0 + 4u);
@@ -283,7 +263,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 }
 
-// @subgroup-begin
+// @variant subgroups on
 // `gemv_subgroup`: one subgroup per workgroup (WG = the device's minimum subgroup size, so the
 // workgroup never spans two subgroups), RG row groups one after the other, all WG invocations along K,
 // reduced with subgroupAdd: no barriers, no workgroup memory.
@@ -308,7 +288,8 @@ fn gemv_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
   }
 }
-// @subgroup-end
+// @variant subgroups off
+// @end subgroups
 
 // -------------------------------------------------------------------------------------------- matmul
 const TM: u32 = 4u;
@@ -322,16 +303,9 @@ const BKV: u32 = BK / 4u;
 const THREADS: u32 = WGX * WGY;
 var<workgroup> xs_t: array<vec4<f32>, BM * BKV>;
 var<workgroup> ws_t: array<vec4<f32>, BN * BKV>;
+// @include register_tile
 
-// Row r of the tile's output, columns c0, c0 + WGX, c0 + 2·WGX, c0 + 3·WGX.
-fn tile_store(r: u32, c0: u32, v: vec4<f32>) {
-  if (r >= P.M) { return; }
-  let base = r * P.y_stride + P.y_offset;
-  if (c0 < P.N) { y[base + c0] = v.x; }
-  if (c0 + WGX < P.N) { y[base + c0 + WGX] = v.y; }
-  if (c0 + 2u * WGX < P.N) { y[base + c0 + 2u * WGX] = v.z; }
-  if (c0 + 3u * WGX < P.N) { y[base + c0 + 3u * WGX] = v.w; }
-}
+// @include tile_store
 
 @compute @workgroup_size(WGX, WGY)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -343,11 +317,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
   let col0 = (tile % P.tiles_n) * BN;
   let units_per_slice = BK / UNIT;
 
-  // The 4×4 block in four vec4 accumulators (row i, component = column j) indexed by constants only.
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
+  var acc: array<vec4<f32>, 4>;   // the 4×4 block (register_tile.wgsl)
   for (var k0 = 0u; k0 < P.K; k0 += BK) {
     for (var e = tid; e < BM * BKV; e += THREADS) {
       let r = row0 + e / BKV;
@@ -371,25 +341,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BKV; kk++) {
-      let a0 = xs_t[lid.y * BKV + kk];
-      let a1 = xs_t[(lid.y + WGY) * BKV + kk];
-      let a2 = xs_t[(lid.y + 2u * WGY) * BKV + kk];
-      let a3 = xs_t[(lid.y + 3u * WGY) * BKV + kk];
-      let b0 = ws_t[lid.x * BKV + kk];
-      let b1 = ws_t[(lid.x + WGX) * BKV + kk];
-      let b2 = ws_t[(lid.x + 2u * WGX) * BKV + kk];
-      let b3 = ws_t[(lid.x + 3u * WGX) * BKV + kk];
-      acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
-      acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
-      acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
-      acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+      tile_fma(&acc, xs_t[lid.y * BKV + kk], xs_t[(lid.y + WGY) * BKV + kk], xs_t[(lid.y + 2u * WGY) * BKV + kk], xs_t[(lid.y + 3u * WGY) * BKV + kk],
+               ws_t[lid.x * BKV + kk], ws_t[(lid.x + WGX) * BKV + kk], ws_t[(lid.x + 2u * WGX) * BKV + kk], ws_t[(lid.x + 3u * WGX) * BKV + kk]);
     }
     workgroupBarrier();
   }
-  tile_store(row0 + lid.y, col0 + lid.x, acc0);
-  tile_store(row0 + lid.y + WGY, col0 + lid.x, acc1);
-  tile_store(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
-  tile_store(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
+  store_tile(row0 + lid.y, col0 + lid.x, acc);
 }
 
 // -------------------------------------------------------------------------------------------- gather

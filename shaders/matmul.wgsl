@@ -8,13 +8,9 @@
 // binding 2: w [N, K]            weight rows
 // binding 3: y [M, y_stride]     output rows (N values from y_offset)
 //
-// The block between the markers is the load width: vec4 when K, strides and offsets are multiples of
-// 4, swapped by the wrapper for scalar loads otherwise (the only structural variant).
-// @vec-begin
-alias VecK = vec4<f32>;
-const VK: u32 = 4u;
-fn vdot(a: VecK, b: VecK) -> f32 { return dot(a, b); }
-// @vec-end
+// The only text variant is the load width (@variant load in shaders/lib/load_width.wgsl, included by
+// register_tile.wgsl): vec4 when K, strides and offsets are multiples of 4, scalar loads otherwise.
+// @include register_tile
 
 struct Params { M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: u32, y_offset: u32, tiles_n: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -22,7 +18,7 @@ struct Params { M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: 
 @group(0) @binding(2) var<storage, read> w: array<VecK>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// Each invocation owns a 4×4 block (written out as four vec4 accumulators below).
+// Each invocation owns a 4×4 block (register_tile.wgsl).
 const TM: u32 = 4u;
 const TN: u32 = 4u;
 const WGX: u32 = 8u;
@@ -36,14 +32,7 @@ const THREADS: u32 = WGX * WGY;
 var<workgroup> xs: array<VecK, BM * BKV>;
 var<workgroup> ws: array<VecK, BN * BKV>;
 
-fn store_row(r: u32, c0: u32, v: vec4<f32>) {
-  if (r >= P.M) { return; }
-  let base = r * P.y_stride + P.y_offset;
-  if (c0 < P.N) { y[base + c0] = v.x; }
-  if (c0 + WGX < P.N) { y[base + c0 + WGX] = v.y; }
-  if (c0 + 2u * WGX < P.N) { y[base + c0 + 2u * WGX] = v.z; }
-  if (c0 + 3u * WGX < P.N) { y[base + c0 + 3u * WGX] = v.w; }
-}
+// @include tile_store
 
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -57,12 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let xs_stride = P.x_stride / VK;
   let xs_off = P.x_offset / VK;
 
-  // The 4×4 block lives in four vec4 accumulators indexed by constants only: private arrays indexed
-  // by loop variables get spilled to memory by some compilers (SwiftShader, older mobile drivers).
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
+  var acc: array<vec4<f32>, 4>;   // the 4×4 block, indexed by constants only (register_tile.wgsl)
   for (var k0 = 0u; k0 < KV; k0 += BKV) {
     for (var e = tid; e < BM * BKV; e += THREADS) {
       let r = e / BKV;
@@ -80,23 +64,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BKV; kk++) {
-      let a0 = xs[(lid.y) * BKV + kk];
-      let a1 = xs[(lid.y + WGY) * BKV + kk];
-      let a2 = xs[(lid.y + 2u * WGY) * BKV + kk];
-      let a3 = xs[(lid.y + 3u * WGY) * BKV + kk];
-      let b0 = ws[(lid.x) * BKV + kk];
-      let b1 = ws[(lid.x + WGX) * BKV + kk];
-      let b2 = ws[(lid.x + 2u * WGX) * BKV + kk];
-      let b3 = ws[(lid.x + 3u * WGX) * BKV + kk];
-      acc0 += vec4<f32>(vdot(a0, b0), vdot(a0, b1), vdot(a0, b2), vdot(a0, b3));
-      acc1 += vec4<f32>(vdot(a1, b0), vdot(a1, b1), vdot(a1, b2), vdot(a1, b3));
-      acc2 += vec4<f32>(vdot(a2, b0), vdot(a2, b1), vdot(a2, b2), vdot(a2, b3));
-      acc3 += vec4<f32>(vdot(a3, b0), vdot(a3, b1), vdot(a3, b2), vdot(a3, b3));
+      tile_fma(&acc, xs[lid.y * BKV + kk], xs[(lid.y + WGY) * BKV + kk], xs[(lid.y + 2u * WGY) * BKV + kk], xs[(lid.y + 3u * WGY) * BKV + kk],
+               ws[lid.x * BKV + kk], ws[(lid.x + WGX) * BKV + kk], ws[(lid.x + 2u * WGX) * BKV + kk], ws[(lid.x + 3u * WGX) * BKV + kk]);
     }
     workgroupBarrier();
   }
-  store_row(row0 + lid.y, col0 + lid.x, acc0);
-  store_row(row0 + lid.y + WGY, col0 + lid.x, acc1);
-  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
-  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
+  store_tile(row0 + lid.y, col0 + lid.x, acc);
 }

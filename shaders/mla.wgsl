@@ -2,7 +2,7 @@
 // kv_b [H·(nope+v), kv_lora], per head rows [W_UK (nope rows) | W_UV (v rows)].
 //   absorb_q: q̃[s, h] = [W_UK,hᵀ·q_nope[s, h] | q_pe[s, h]]    (kv_lora + rope values; one invocation each)
 //   up_v:     out[s, h·v + i] = W_UV,h[i, :]·o_lat[s, h, :]      (one workgroup per 4 outputs; up_v_subgroup
-//             with subgroups: the @subgroup block, stripped by the wrapper on other devices)
+//             with subgroups: @variant subgroups, dropped by the wrapper on other devices)
 //   expand_k: K[t, h] = [kvx[t, h·(nope+v) .. +nope] | pe of cache row t]   (naive path; one invocation each)
 //
 // binding 0: params { S, H, nope, rope, dv, kv_lora, q_stride, q_offset, o_stride, o_offset, c_stride, c_offset }
@@ -10,6 +10,10 @@
 // up_v:     1: o_lat [S, H, kv_lora]   2: kv_b   3: out [S, o_stride] (head h at o_offset + h·v) (rw)
 // expand_k: 1: kvx [S, H·(nope+v)] (S = cached tokens T here)   4: cache [T, c_stride] (pe at c_offset)
 //           3: k [T, H, nope+rope] (rw)
+// @variant subgroups on
+enable subgroups;
+// @variant subgroups off
+// @end subgroups
 struct Params {
   S: u32, H: u32, nope: u32, rope: u32,
   dv: u32, kv_lora: u32, q_stride: u32, q_offset: u32,
@@ -97,7 +101,7 @@ fn up_v(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (lid == 0u) { up_v_store(b, red[0]); }
 }
 
-// @subgroup-begin
+// @variant subgroups on
 @compute @workgroup_size(WG)
 fn up_v_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let b = up_v_block(wid, nwg);
@@ -105,7 +109,8 @@ fn up_v_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   let v = subgroupAdd(up_v_partial(b, lid, WG));
   if (lid == 0u) { up_v_store(b, v); }
 }
-// @subgroup-end
+// @variant subgroups off
+// @end subgroups
 
 @compute @workgroup_size(WG)
 fn expand_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {

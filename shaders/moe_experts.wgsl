@@ -1,7 +1,7 @@
 // Routed-expert SwiGLU MLPs over stacked expert weights, with the expert ids read on the GPU.
 //   gate_up [E, 2I, D]: expert e's gate rows (0..I-1) then up rows (I..2I-1), HF [out, in] rows
 //   down    [E, D, I]
-//   (f32, f16 or group-quantised q8 / q4 with scales at bindings 13 / 14: see the @wfmt block)
+//   (f32, f16 or group-quantised q8 / q4 with scales at bindings 13 / 14: see @variant wfmt)
 // Decode (few tokens): one dispatch computes h = silu(gate·x) ⊙ up·x for all T·K (token, slot) pairs,
 // a second one computes out[t] = Σ_j w[t,j]·down_{ids[t,j]}·h[t,j] + shared[t] (the weighted combine is
 // folded into the reduction: no float atomics, no per-slot scratch).
@@ -20,13 +20,16 @@
 // seg = [offsets (E+1) | tile_start (E+1)]: expert e owns sorted rows offsets[e]..offsets[e+1] and
 // row tiles tile_start[e]..tile_start[e+1] (tiles of BM rows).
 //
-// The @vec block is the load width along the reduction axis (D for gate_up, I for down): vec4 when it
-// is a multiple of 4, scalar otherwise (the wrapper specialises each entry point separately).
-// @vec-begin
-alias VecK = vec4<f32>;
-const VK: u32 = 4u;
-fn vdot(a: VecK, b: VecK) -> f32 { return dot(a, b); }
-// @vec-end
+// Text variants (src/kernels/shader-source.ts): @variant load (shaders/lib/load_width.wgsl, included
+// by register_tile.wgsl) is the load width along the reduction axis (D for gate_up, I for down): vec4
+// when it is a multiple of 4, scalar otherwise (the wrapper specialises each entry point separately);
+// `wfmt` is the expert weight format, `subgroups` keeps the subgroup entry points.
+// @variant subgroups on
+enable subgroups;
+// @variant subgroups off
+// @end subgroups
+// @include register_tile
+// @include quant_decode
 
 struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared: u32, _p: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -41,23 +44,60 @@ struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared:
 @group(0) @binding(11) var<storage, read> seg: array<u32>;
 @group(0) @binding(12) var<storage, read_write> y: array<f32>;
 
-// Expert weights, read through gu(i) / dn(i) (i in VecK units). The @wfmt block is f32 storage; the
-// wrapper (src/kernels/specialise.ts withWeightFormat) swaps in f16 (4 binary16 per vec2<u32>,
-// unpack2x16float: no shader-f16 needed) or q8 / q4 rows with f16 group scales, decoded to vec4<f32>
-// (vec4 loads only); accumulation stays f32.
-// @wfmt-begin
+// Expert weights, read through gu(i) / dn(i) (i in VecK units), one @variant wfmt block per storage:
+// f32; f16 (4 binary16 per vec2<u32>); q8 / q4 rows with f16 group scales (the rows of
+// src/kernels/weight.ref.ts packWeight, stacked). f16, q8 and q4 decode to vec4<f32> (vec4 loads
+// only); accumulation stays f32.
+// @variant wfmt f32
 @group(0) @binding(2) var<storage, read> gate_up: array<VecK>;
 @group(0) @binding(6) var<storage, read> down: array<VecK>;
 fn gu(i: u32) -> VecK { return gate_up[i]; }
 fn dn(i: u32) -> VecK { return down[i]; }
-// @wfmt-end
+// @variant wfmt f16
+@group(0) @binding(2) var<storage, read> gate_up: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read> down: array<vec2<u32>>;
+fn gu(i: u32) -> vec4<f32> { return f16x4(gate_up[i]); }
+fn dn(i: u32) -> vec4<f32> { return f16x4(down[i]); }
+// @variant wfmt q8
+const Q_PER_WORD: u32 = 4u;   // int8 values per u32
+fn decode_word(v: u32, c: u32) -> vec4<f32> { return i8x4(v); }
+// @variant wfmt q4
+const Q_PER_WORD: u32 = 8u;   // int4 + 8 values per u32: vec4 unit c is half c & 1 of its word
+fn decode_word(v: u32, c: u32) -> vec4<f32> { return q4x4(v >> ((c & 1u) * 16u)); }
+// @end wfmt
+// @variant wfmt q8 q4
+// A row of reduction length RL (D for gate_up, I for down) is ⌈RL / (4·Q_PER_WORD)⌉·4 words (rows
+// padded to 16 / 32 values), its f16 group scales (pairs per u32) at scales[row · ⌈RL/GS⌉ + k/GS].
+@group(0) @binding(2) var<storage, read> gate_up: array<u32>;
+@group(0) @binding(6) var<storage, read> down: array<u32>;
+@group(0) @binding(13) var<storage, read> gate_up_scales: array<u32>;
+@group(0) @binding(14) var<storage, read> down_scales: array<u32>;
+override GS: u32 = 32u;
+struct QuantAt { word: u32, scale: u32, c: u32 }
+// Where vec4 unit i of the logical [rows, RL] matrix lives: its word, its scale's index, its unit in the row.
+fn quant_at(i: u32, RL: u32) -> QuantAt {
+  let c4 = RL / 4u;
+  let row = i / c4;
+  let c = i - row * c4;
+  let unit = 4u * Q_PER_WORD;
+  return QuantAt(row * ((RL + unit - 1u) / unit * 4u) + c / (Q_PER_WORD / 4u), row * ((RL + GS - 1u) / GS) + (4u * c) / GS, c);
+}
+fn gu(i: u32) -> vec4<f32> {
+  let q = quant_at(i, P.D);
+  return decode_word(gate_up[q.word], q.c) * f16_at(gate_up_scales[q.scale >> 1u], q.scale);
+}
+fn dn(i: u32) -> vec4<f32> {
+  let q = quant_at(i, P.I);
+  return decode_word(down[q.word], q.c) * f16_at(down_scales[q.scale >> 1u], q.scale);
+}
+// @end wfmt
 
 
 // ---------------------------------------------------------------------------------------------- decode
 // A workgroup owns ROWS = 4 output rows (the components of its vec4 accumulators: constant indices
 // only, no private arrays) of one (token, slot) pair (gate_up) or one token (down); its invocations
 // stride along the reduction axis. `decode_*` reduce the invocations' partials in workgroup memory (any
-// device); `decode_*_subgroup` (devices with subgroups; the @subgroup block is stripped elsewhere) run
+// device); `decode_*_subgroup` (devices with subgroups; @variant subgroups drops them elsewhere) run
 // one subgroup per workgroup (WG = the device's minimum subgroup size) and reduce with subgroupAdd: no
 // barriers, no workgroup memory. Rows past I / D re-read the last row (in bounds) and are not stored.
 override WG: u32 = 128u;   // power of two
@@ -168,7 +208,7 @@ fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   if (lid == 0u) { store_out(t, d0, partial[0]); }
 }
 
-// @subgroup-begin
+// @variant subgroups on
 @compute @workgroup_size(WG)
 fn decode_gate_up_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
@@ -190,7 +230,8 @@ fn decode_down_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgrou
   let v = subgroupAdd(down_partial(t, d0, lid, WG));
   if (lid == 0u) { store_out(t, d0, v); }
 }
-// @subgroup-end
+// @variant subgroups off
+// @end subgroups
 
 // --------------------------------------------------------------------------------------------- grouped
 const TM: u32 = 4u;
@@ -263,15 +304,8 @@ fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     rowsrc[r] = src;
   }
   workgroupBarrier();
-  // The 4×4 blocks in vec4 accumulators (row i, component = column j) indexed by constants only.
-  var ag0 = vec4<f32>(0.0);
-  var ag1 = vec4<f32>(0.0);
-  var ag2 = vec4<f32>(0.0);
-  var ag3 = vec4<f32>(0.0);
-  var au0 = vec4<f32>(0.0);
-  var au1 = vec4<f32>(0.0);
-  var au2 = vec4<f32>(0.0);
-  var au3 = vec4<f32>(0.0);
+  var ag: array<vec4<f32>, 4>;   // the gate and up 4×4 blocks (register_tile.wgsl)
+  var au: array<vec4<f32>, 4>;
   for (var k0 = 0u; k0 < DV; k0 += BKV) {
     for (var q = tid; q < BM * BKV; q += THREADS) {
       let r = q / BKV;
@@ -299,31 +333,17 @@ fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
       let a1 = xs[(lid.y + WGY) * BKV + kk];
       let a2 = xs[(lid.y + 2u * WGY) * BKV + kk];
       let a3 = xs[(lid.y + 3u * WGY) * BKV + kk];
-      let g0 = ws[lid.x * BKV + kk];
-      let g1 = ws[(lid.x + WGX) * BKV + kk];
-      let g2 = ws[(lid.x + 2u * WGX) * BKV + kk];
-      let g3 = ws[(lid.x + 3u * WGX) * BKV + kk];
-      ag0 += vec4<f32>(vdot(a0, g0), vdot(a0, g1), vdot(a0, g2), vdot(a0, g3));
-      ag1 += vec4<f32>(vdot(a1, g0), vdot(a1, g1), vdot(a1, g2), vdot(a1, g3));
-      ag2 += vec4<f32>(vdot(a2, g0), vdot(a2, g1), vdot(a2, g2), vdot(a2, g3));
-      ag3 += vec4<f32>(vdot(a3, g0), vdot(a3, g1), vdot(a3, g2), vdot(a3, g3));
-      let u0 = us[lid.x * BKV + kk];
-      let u1 = us[(lid.x + WGX) * BKV + kk];
-      let u2 = us[(lid.x + 2u * WGX) * BKV + kk];
-      let u3 = us[(lid.x + 3u * WGX) * BKV + kk];
-      au0 += vec4<f32>(vdot(a0, u0), vdot(a0, u1), vdot(a0, u2), vdot(a0, u3));
-      au1 += vec4<f32>(vdot(a1, u0), vdot(a1, u1), vdot(a1, u2), vdot(a1, u3));
-      au2 += vec4<f32>(vdot(a2, u0), vdot(a2, u1), vdot(a2, u2), vdot(a2, u3));
-      au3 += vec4<f32>(vdot(a3, u0), vdot(a3, u1), vdot(a3, u2), vdot(a3, u3));
+      tile_fma(&ag, a0, a1, a2, a3, ws[lid.x * BKV + kk], ws[(lid.x + WGX) * BKV + kk], ws[(lid.x + 2u * WGX) * BKV + kk], ws[(lid.x + 3u * WGX) * BKV + kk]);
+      tile_fma(&au, a0, a1, a2, a3, us[lid.x * BKV + kk], us[(lid.x + WGX) * BKV + kk], us[(lid.x + 2u * WGX) * BKV + kk], us[(lid.x + 3u * WGX) * BKV + kk]);
     }
     workgroupBarrier();
   }
   let c0 = tl.col0 + lid.x;
   let r0 = tl.row0 + lid.y;
-  store_h_tile(r0, tl.row1, c0, ag0 / (vec4<f32>(1.0) + exp(-ag0)) * au0);
-  store_h_tile(r0 + WGY, tl.row1, c0, ag1 / (vec4<f32>(1.0) + exp(-ag1)) * au1);
-  store_h_tile(r0 + 2u * WGY, tl.row1, c0, ag2 / (vec4<f32>(1.0) + exp(-ag2)) * au2);
-  store_h_tile(r0 + 3u * WGY, tl.row1, c0, ag3 / (vec4<f32>(1.0) + exp(-ag3)) * au3);
+  store_h_tile(r0, tl.row1, c0, ag[0] / (vec4<f32>(1.0) + exp(-ag[0])) * au[0]);
+  store_h_tile(r0 + WGY, tl.row1, c0, ag[1] / (vec4<f32>(1.0) + exp(-ag[1])) * au[1]);
+  store_h_tile(r0 + 2u * WGY, tl.row1, c0, ag[2] / (vec4<f32>(1.0) + exp(-ag[2])) * au[2]);
+  store_h_tile(r0 + 3u * WGY, tl.row1, c0, ag[3] / (vec4<f32>(1.0) + exp(-ag[3])) * au[3]);
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -333,10 +353,7 @@ fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   if (!tl.ok) { return; }
   let IV = P.I / VK;
   let wb = tl.e * P.D;
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
+  var acc: array<vec4<f32>, 4>;   // the 4×4 block (register_tile.wgsl)
   for (var k0 = 0u; k0 < IV; k0 += BKV) {
     for (var q = tid; q < BM * BKV; q += THREADS) {
       let r = q / BKV;
@@ -354,25 +371,15 @@ fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BKV; kk++) {
-      let a0 = xs[lid.y * BKV + kk];
-      let a1 = xs[(lid.y + WGY) * BKV + kk];
-      let a2 = xs[(lid.y + 2u * WGY) * BKV + kk];
-      let a3 = xs[(lid.y + 3u * WGY) * BKV + kk];
-      let b0 = ws[lid.x * BKV + kk];
-      let b1 = ws[(lid.x + WGX) * BKV + kk];
-      let b2 = ws[(lid.x + 2u * WGX) * BKV + kk];
-      let b3 = ws[(lid.x + 3u * WGX) * BKV + kk];
-      acc0 += vec4<f32>(vdot(a0, b0), vdot(a0, b1), vdot(a0, b2), vdot(a0, b3));
-      acc1 += vec4<f32>(vdot(a1, b0), vdot(a1, b1), vdot(a1, b2), vdot(a1, b3));
-      acc2 += vec4<f32>(vdot(a2, b0), vdot(a2, b1), vdot(a2, b2), vdot(a2, b3));
-      acc3 += vec4<f32>(vdot(a3, b0), vdot(a3, b1), vdot(a3, b2), vdot(a3, b3));
+      tile_fma(&acc, xs[lid.y * BKV + kk], xs[(lid.y + WGY) * BKV + kk], xs[(lid.y + 2u * WGY) * BKV + kk], xs[(lid.y + 3u * WGY) * BKV + kk],
+               ws[lid.x * BKV + kk], ws[(lid.x + WGX) * BKV + kk], ws[(lid.x + 2u * WGX) * BKV + kk], ws[(lid.x + 3u * WGX) * BKV + kk]);
     }
     workgroupBarrier();
   }
   let c0 = tl.col0 + lid.x;
   let r0 = tl.row0 + lid.y;
-  store_y_tile(r0, tl.row1, c0, acc0);
-  store_y_tile(r0 + WGY, tl.row1, c0, acc1);
-  store_y_tile(r0 + 2u * WGY, tl.row1, c0, acc2);
-  store_y_tile(r0 + 3u * WGY, tl.row1, c0, acc3);
+  store_y_tile(r0, tl.row1, c0, acc[0]);
+  store_y_tile(r0 + WGY, tl.row1, c0, acc[1]);
+  store_y_tile(r0 + 2u * WGY, tl.row1, c0, acc[2]);
+  store_y_tile(r0 + 3u * WGY, tl.row1, c0, acc[3]);
 }

@@ -6,6 +6,10 @@
 // rmsnorm:      1: x [rows, x_stride]   2: w [dim]   3: y [rows, y_stride]
 // add_rmsnorm:  1: r [rows, x_stride]   2: w [dim]   3: y [rows, y_stride]   4: h [rows, x_stride] (rw)
 //               h += r, then y = RMSNorm(h) · w  (the residual add fused with the next norm)
+// @variant reduce subgroup
+enable subgroups;
+// @variant reduce workgroup
+// @end reduce
 struct Params { rows: u32, dim: u32, eps: f32, x_stride: u32, x_offset: u32, y_stride: u32, y_offset: u32, _p: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -19,7 +23,7 @@ fn row_index(wid: vec3u, nwg: vec3u) -> u32 { return wid.x + wid.y * nwg.x; }
 
 // The workgroup-wide sum (@variant reduce, picked by the wrapper): `workgroup` is a tree in workgroup
 // memory (any device); `subgroup` is one subgroupAdd, for workgroups that are exactly one subgroup
-// (WG = the device's minimum subgroup size; the wrapper adds `enable subgroups;`): no barriers.
+// (WG = the device's minimum subgroup size): no barriers.
 // @variant reduce workgroup
 var<workgroup> partial: array<f32, WG>;
 

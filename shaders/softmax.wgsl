@@ -60,28 +60,36 @@ fn f(v: f32, t: vec2<f32>) -> f32 {
   return exp(v - t.x) / t.y;
 }
 
+// Workgroup g's chunk: its row's first element, the chunk's first column, the row's stats.
+struct Chunk { base: u32, first: u32, t: vec2<f32>, ok: bool }
+fn chunk_of(wid: vec3<u32>, nwg: vec3<u32>) -> Chunk {
+  var ch: Chunk;
+  let g = wid.x + wid.y * nwg.x;
+  ch.ok = g < P.rows * P.chunks;
+  if (!ch.ok) { return ch; }
+  let row = g / P.chunks;
+  ch.base = row * P.V;
+  ch.first = (g % P.chunks) * CH;
+  ch.t = row_stats(row);
+  return ch;
+}
+
 @compute @workgroup_size(WG)
 fn apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.rows * P.chunks) { return; }
-  let row = g / P.chunks;
-  let c = g % P.chunks;
-  let t = row_stats(row);
+  let ch = chunk_of(wid, nwg);
+  if (!ch.ok) { return; }
   for (var e = 0u; e < PER; e++) {
-    let i = c * CH + e * WG + lid;
-    if (i < P.V) { y[row * P.V + i] = f(x[row * P.V + i], t); }
+    let i = ch.first + e * WG + lid;
+    if (i < P.V) { y[ch.base + i] = f(x[ch.base + i], ch.t); }
   }
 }
 
 @compute @workgroup_size(WG)
 fn apply_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.rows * P.chunks) { return; }
-  let row = g / P.chunks;
-  let c = g % P.chunks;
-  let t = row_stats(row);
+  let ch = chunk_of(wid, nwg);
+  if (!ch.ok) { return; }
   for (var e = 0u; e < PER; e++) {
-    let i = c * CH + e * WG + lid;
-    if (i < P.V) { xy[row * P.V + i] = f(xy[row * P.V + i], t); }
+    let i = ch.first + e * WG + lid;
+    if (i < P.V) { xy[ch.base + i] = f(xy[ch.base + i], ch.t); }
   }
 }

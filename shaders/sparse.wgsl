@@ -20,7 +20,7 @@
 //   x values of a group once and every row adds its 2 kept values, scattered into their code slots, as
 //   one vec4 dot. `gemv` reduces the partial sums in workgroup memory (WG 16..64, about 8+ groups per
 //   invocation); `gemv_subgroup` is one subgroup per workgroup reduced with subgroupAdd (no barriers;
-//   the @subgroup block is stripped on devices without subgroups). Weight bytes streamed ≈ 2 values +
+//   @variant subgroups drops it on devices without subgroups). Weight bytes streamed ≈ 2 values +
 //   4 bits per (row, group).
 // - `matmul_shared` (prefill, when the BN output rows of a tile share their candidate columns: 2:4, or
 //   V a multiple of BN): a workgroup computes a BM × BN tile of y (8×8 invocations, 4×4 each). Per
@@ -33,8 +33,14 @@
 //
 // The value format (f32 / q8 / q4), the candidate columns (2:4 / V:2:M) and, for the GEMV, the row
 // mapping are the structural variants, picked by the wrapper (src/kernels/sparse.ts) from the
-// `@variant` blocks below. Row mapping `expert` (MoE experts stacked as one [E·N, K] sparse weight, N
-// a multiple of V): y row m uses x row m / x_div and the N weight rows of expert ids[m].
+// `@variant` blocks below (src/kernels/shader-source.ts), with @variant subgroups. Row mapping
+// `expert` (MoE experts stacked as one [E·N, K] sparse weight, N a multiple of V): y row m uses x row
+// m / x_div and the N weight rows of expert ids[m]. `matmul_shared`'s inner step is
+// shaders/lib/register_tile.wgsl (its `load` always vec4).
+// @variant subgroups on
+enable subgroups;
+// @variant subgroups off
+// @end subgroups
 
 struct Params {
   M: u32, N: u32, K: u32, x_stride: u32, x_offset: u32, y_stride: u32, y_offset: u32, tiles: u32,
@@ -172,7 +178,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (lid == 0u) { store8(m, n0, partial[0]); }
 }
 
-// @subgroup-begin
+// @variant subgroups on
 // Devices with subgroups: one subgroup per workgroup (WG = the minimum subgroup size), reduced with
 // subgroupAdd: no barriers, no workgroup memory.
 @compute @workgroup_size(WG)
@@ -185,7 +191,8 @@ fn gemv_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   let total = Acc8(subgroupAdd(acc.lo), subgroupAdd(acc.hi));
   if (lid == 0u) { store8(m, n0, total); }
 }
-// @subgroup-end
+// @variant subgroups off
+// @end subgroups
 
 // ---- matmul -----------------------------------------------------------------------------------------
 const TM: u32 = 4u;
@@ -201,6 +208,7 @@ override XW: u32 = 32u;  // staged x columns per row, ≥ GS · GW
 var<workgroup> xs: array<f32, BM * XW>;
 var<workgroup> wv: array<vec2<f32>, BN * GS>;
 var<workgroup> wi: array<u32, BN * GS>;     // the two kept values' columns within the slice, 16 bits each
+// @include tile_store
 
 @compute @workgroup_size(WGX, WGY)
 fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -259,10 +267,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
     }
     workgroupBarrier();
   }
-  store_row(row0 + lid.y, col0 + lid.x, acc0);
-  store_row(row0 + lid.y + WGY, col0 + lid.x, acc1);
-  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
-  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
+  store_tile(row0 + lid.y, col0 + lid.x, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
 }
 
 // x row (offset xr in xs) against the 4 weight rows: 2 gathered FMAs each.
@@ -271,19 +276,11 @@ fn gather_dot(xr: u32, lo: vec4<u32>, hi: vec4<u32>, v0: vec2<f32>, v1: vec2<f32
                    v2.x * xs[xr + lo.z] + v2.y * xs[xr + hi.z], v3.x * xs[xr + lo.w] + v3.y * xs[xr + hi.w]);
 }
 
-// Output row r, columns c, c + WGX, c + 2·WGX, c + 3·WGX (the 4 weight rows of an invocation).
-fn store_row(r: u32, c: u32, v: vec4<f32>) {
-  if (r >= P.M) { return; }
-  let yb = r * P.y_stride + P.y_offset;
-  if (c < P.N) { y[yb + c] = v.x; }
-  if (c + WGX < P.N) { y[yb + c + WGX] = v.y; }
-  if (c + 2u * WGX < P.N) { y[yb + c + 2u * WGX] = v.z; }
-  if (c + 3u * WGX < P.N) { y[yb + c + 3u * WGX] = v.w; }
-}
 
 // ---- matmul_shared ----------------------------------------------------------------------------------
 var<workgroup> xs4: array<vec4<f32>, BM * GS>;  // [BM, GS]: x at the group's 4 candidate columns
 var<workgroup> ws4: array<vec4<f32>, BN * GS>;  // [BN, GS]: a row's 2 kept values in their code slots
+// @include register_tile
 
 fn x_at(base: u32, k: u32) -> f32 {
   if (k < P.K) { return x[base + k]; }
@@ -298,10 +295,7 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   if (tile >= tiles_m * P.tiles) { return; }
   let row0 = (tile / P.tiles) * BM;
   let col0 = (tile % P.tiles) * BN;
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
+  var acc: array<vec4<f32>, 4>;   // the 4×4 block (register_tile.wgsl)
   for (var g0 = 0u; g0 < P.G; g0 += GS) {
     for (var e = tid; e < BM * GS; e += THREADS) {
       let r = e / GS;
@@ -329,23 +323,10 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
     workgroupBarrier();
     for (var gl = 0u; gl < GS; gl++) {
-      let a0 = xs4[(lid.y) * GS + gl];
-      let a1 = xs4[(lid.y + WGY) * GS + gl];
-      let a2 = xs4[(lid.y + 2u * WGY) * GS + gl];
-      let a3 = xs4[(lid.y + 3u * WGY) * GS + gl];
-      let b0 = ws4[(lid.x) * GS + gl];
-      let b1 = ws4[(lid.x + WGX) * GS + gl];
-      let b2 = ws4[(lid.x + 2u * WGX) * GS + gl];
-      let b3 = ws4[(lid.x + 3u * WGX) * GS + gl];
-      acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
-      acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
-      acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
-      acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+      tile_fma(&acc, xs4[lid.y * GS + gl], xs4[(lid.y + WGY) * GS + gl], xs4[(lid.y + 2u * WGY) * GS + gl], xs4[(lid.y + 3u * WGY) * GS + gl],
+               ws4[lid.x * GS + gl], ws4[(lid.x + WGX) * GS + gl], ws4[(lid.x + 2u * WGX) * GS + gl], ws4[(lid.x + 3u * WGX) * GS + gl]);
     }
     workgroupBarrier();
   }
-  store_row(row0 + lid.y, col0 + lid.x, acc0);
-  store_row(row0 + lid.y + WGY, col0 + lid.x, acc1);
-  store_row(row0 + lid.y + 2u * WGY, col0 + lid.x, acc2);
-  store_row(row0 + lid.y + 3u * WGY, col0 + lid.x, acc3);
+  store_tile(row0 + lid.y, col0 + lid.x, acc);
 }

@@ -11,7 +11,7 @@ export const FMA_CHAINS = 8;
 /** Flops of one fma_peak invocation per loop iteration: UNROLL × CHAINS vec4 FMAs, 2 flops per lane. */
 export const FMA_FLOPS_PER_ITER = FMA_UNROLL * FMA_CHAINS * 4 * 2;
 
-const PARAMS = defineUniforms({ n: 'u32', iters: 'u32', _p0: 'u32', _p1: 'u32' });
+export const PARAMS = defineUniforms({ n: 'u32', iters: 'u32', _p0: 'u32', _p1: 'u32' });
 const WG = 256;
 
 type Timer = BenchContext['time'];

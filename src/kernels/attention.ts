@@ -1,5 +1,5 @@
 import flashCode from '../../shaders/flash_attention.wgsl?raw';
-import { withSubgroups } from './specialise';
+import { specialise, subgroupChoice } from './shader-source';
 import naiveCode from '../../shaders/attention_naive.wgsl?raw';
 import kvCode from '../../shaders/kv_cache.wgsl?raw';
 import type { Gpu } from '../gpu/device';
@@ -30,7 +30,7 @@ export const ATTENTION_PARAMS = defineUniforms({
   v_hstride: 'u32', o_stride: 'u32', o_offset: 'u32', o_hstride: 'u32',
 });
 
-const KV_PARAMS = defineUniforms({
+export const KV_PARAMS = defineUniforms({
   rows: 'u32', cols_a: 'u32', cols_b: 'u32', a_stride: 'u32',
   a_offset: 'u32', b_stride: 'u32', b_offset: 'u32', dst_stride: 'u32',
   dst_offset: 'u32', past: 'u32', past_from_buf: 'u32', capacity: 'u32',
@@ -60,7 +60,7 @@ export interface AttentionArgs extends AttentionShape {
   noSubgroups?: boolean;
 }
 
-/** Tile configuration: text-specialised constants of flash_attention.wgsl. */
+/** Tile configuration: the `consts` flash_attention.wgsl is specialised with. */
 export interface FlashConfig { BQ: number; BK: number; DC: number; TR: number; TK: number; OR: number; OC: number; NVC: number }
 
 const WG = 64;
@@ -89,13 +89,6 @@ export function flashConfig(gpu: Gpu, rows: number, dQk: number, dV: number): Fl
     else throw new LimitExceededError('maxComputeWorkgroupStorageSize', flashSharedBytes(cfg()), cap, 'flash attention');
   }
   return cfg();
-}
-
-function specialise(c: FlashConfig): string {
-  const start = flashCode.indexOf('// @config-begin');
-  const end = flashCode.indexOf('// @config-end');
-  const consts = (Object.keys(c) as (keyof FlashConfig)[]).map((k) => `const ${k}: u32 = ${c[k]}u;`).join('\n');
-  return `${flashCode.slice(0, start)}// @config-begin (specialised)\n${consts}\n${flashCode.slice(end)}`;
 }
 
 const dummies = new WeakMap<Gpu, { past: GPUBuffer; part: GPUBuffer }>();
@@ -176,7 +169,7 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
   const splits = sg
     ? (s === 'auto' ? autoSplits(a.kvHeads * sgRowTiles * passes, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, T))))
     : s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
-  const code = withSubgroups(specialise(cfg), sg > 0);
+  const code = specialise(flashCode, { subgroups: subgroupChoice(sg > 0) }, { ...cfg });
   const d = dummy(gpu);
   const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: sg ? sgRowTiles : rowTiles });
   let part: Binding = d.part;

@@ -4,7 +4,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 
-const PARAMS = defineUniforms({ n: 'u32', cols: 'u32', _p0: 'u32', _p1: 'u32' });
+export const ELEMENTWISE_PARAMS = defineUniforms({ n: 'u32', cols: 'u32', _p0: 'u32', _p1: 'u32' });
 const WG = 256;
 
 function run(gpu: Gpu, rec: Recorder, entryPoint: string, n: number, bindings: (Binding | null)[], cols = 0) {
@@ -12,7 +12,7 @@ function run(gpu: Gpu, rec: Recorder, entryPoint: string, n: number, bindings: (
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'elementwise', code, entryPoint, constants: { WG } }),
     bindings,
-    uniforms: PARAMS.pack({ n, cols, _p0: 0, _p1: 0 }),
+    uniforms: ELEMENTWISE_PARAMS.pack({ n, cols, _p0: 0, _p1: 0 }),
     workgroups: ceilDiv(n, WG),
     label: entryPoint,
   });

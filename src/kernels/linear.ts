@@ -11,8 +11,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { ArgumentError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 import { GEMV_MAX_ROWS, gemv as gemvF32, matmulTiled as matmulF32 } from './matmul';
 export { linearRef } from './linear.ref';
-import { pickVariant } from './variants';
-import { withSubgroups } from './specialise';
+import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { unitOf, type PackedFormat } from './weight.ref';
 import type { GpuWeight, WeightFormat } from './weight';
 import { sparseLinearImpl } from './sparse';
@@ -58,9 +57,8 @@ function packedFormat(w: GpuWeight): PackedFormat {
  * subgroup entry point (only on devices with the feature: it adds `enable subgroups;`).
  */
 export function linearShader(w: GpuWeight, xVec4: boolean, subgroups = false): string {
-  const f = packedFormat(w);
-  const withScales = pickVariant(linearCode, 'scales', f === 'f32' || f === 'f16' ? 'off' : 'on');
-  return withSubgroups(pickVariant(pickVariant(withScales, 'fmt', f), 'x', xVec4 ? 'vec4' : 'scalar'), subgroups);
+  // `load` is the register tile's operand width: always vec4 (the matmul stages x and W as vec4s).
+  return specialise(linearCode, { fmt: packedFormat(w), x: xVec4 ? 'vec4' : 'scalar', load: loadWidth(true), subgroups: subgroupChoice(subgroups) });
 }
 
 /** Override constants of the decoder (group size and scale dtype of q8/q4). */

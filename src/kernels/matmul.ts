@@ -5,11 +5,11 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError } from '../errors';
-import { allMultiplesOf4, withLoadWidth, withSubgroups } from './specialise';
+import { allMultiplesOf4, loadWidth, specialise, subgroupChoice } from './shader-source';
 
 /** Shared by the f32 matmul and GEMV (and by quantised variants that keep the same addressing). */
 export const MATMUL_PARAMS = defineUniforms({
-  M: 'u32', N: 'u32', K: 'u32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', tiles: 'u32',
+  M: 'u32', N: 'u32', K: 'u32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', tiles_n: 'u32',
 });
 
 export interface MatmulArgs {
@@ -49,7 +49,7 @@ function pack(a: MatmulArgs, tiles: number) {
   return MATMUL_PARAMS.pack({
     M: a.M, N: a.N, K: a.K,
     x_stride: a.xStride ?? a.K, x_offset: a.xOffset ?? 0,
-    y_stride: a.yStride ?? a.N, y_offset: a.yOffset ?? 0, tiles,
+    y_stride: a.yStride ?? a.N, y_offset: a.yOffset ?? 0, tiles_n: tiles,
   });
 }
 
@@ -59,7 +59,7 @@ export function matmulTiled(gpu: Gpu, rec: Recorder, a: MatmulArgs): void {
   if (!a.M || !a.N) return;
   const tilesN = ceilDiv(a.N, TILE);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'matmul', code: withLoadWidth(matmulCode, vec4Ok(a)) }),
+    pipeline: gpu.pipelines.get({ label: 'matmul', code: specialise(matmulCode, { load: loadWidth(vec4Ok(a)) }) }),
     bindings: [a.x, a.w, a.y],
     uniforms: pack(a, tilesN),
     workgroups: tilesN * ceilDiv(a.M, TILE),
@@ -80,7 +80,7 @@ export function gemv(gpu: Gpu, rec: Recorder, a: MatmulArgs): void {
   const want = 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil(a.K / 16))));
   const WG = sg ? gpu.caps.subgroupMinSize : Math.min(128, Math.max(32, want), 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'gemv', code: withSubgroups(withLoadWidth(gemvCode, vec4Ok(a)), sg), entryPoint: sg ? 'main_subgroup' : 'main', constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'gemv', code: specialise(gemvCode, { load: loadWidth(vec4Ok(a)), subgroups: subgroupChoice(sg) }), entryPoint: sg ? 'main_subgroup' : 'main', constants: { WG } }),
     bindings: [a.x, a.w, a.y],
     uniforms: pack(a, groups),
     workgroups: groups * a.M,

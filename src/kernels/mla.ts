@@ -7,13 +7,13 @@ import { ShapeError, UnsupportedError } from '../errors';
 import type { LatentKvCache } from '../model/kvcache';
 import { attentionDecode, flashAttention, kvWrite, type AttentionArgs } from './attention';
 import { matmulTiled } from './matmul';
-import { withSubgroups } from './specialise';
+import { specialise, subgroupChoice } from './shader-source';
 import type { MlaDims } from './mla.ref';
 
 export type { MlaDims } from './mla.ref';
 export { mlaAttentionRef } from './mla.ref';
 
-const PARAMS = defineUniforms({
+export const MLA_PARAMS = defineUniforms({
   S: 'u32', H: 'u32', nope: 'u32', rope: 'u32',
   dv: 'u32', kv_lora: 'u32', q_stride: 'u32', q_offset: 'u32',
   o_stride: 'u32', o_offset: 'u32', c_stride: 'u32', c_offset: 'u32',
@@ -69,12 +69,12 @@ function check(a: MlaAttentionArgs) {
   if (!a.kvA && !(a.latent && a.kPe)) throw new ShapeError('mlaAttention: give kvA, or both latent and kPe');
 }
 
-function mlaDispatch(gpu: Gpu, rec: Recorder, entryPoint: string, n: number, bindings: (Binding | null)[], p: Partial<Record<keyof typeof PARAMS.fields, number>>, d: MlaDims, S: number) {
+function mlaDispatch(gpu: Gpu, rec: Recorder, entryPoint: string, n: number, bindings: (Binding | null)[], p: Partial<Record<keyof typeof MLA_PARAMS.fields, number>>, d: MlaDims, S: number) {
   const WG = Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'mla', code: withSubgroups(code, false), entryPoint, constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'mla', code: specialise(code, { subgroups: subgroupChoice(false) }), entryPoint, constants: { WG } }),
     bindings,
-    uniforms: PARAMS.pack({
+    uniforms: MLA_PARAMS.pack({
       S, H: d.heads, nope: d.qkNope, rope: d.qkRope, dv: d.vHead, kv_lora: d.kvLora,
       q_stride: 0, q_offset: 0, o_stride: 0, o_offset: 0, c_stride: 0, c_offset: 0, ...p,
     }),
@@ -150,9 +150,9 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
       const sg = c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
       const WG = sg ? c.subgroupMinSize : Math.min(64, 2 ** Math.floor(Math.log2(c.maxComputeInvocationsPerWorkgroup)));
       rec.dispatch({
-        pipeline: gpu.pipelines.get({ label: 'mla', code: withSubgroups(code, sg), entryPoint: sg ? 'up_v_subgroup' : 'up_v', constants: { WG } }),
+        pipeline: gpu.pipelines.get({ label: 'mla', code: specialise(code, { subgroups: subgroupChoice(sg) }), entryPoint: sg ? 'up_v_subgroup' : 'up_v', constants: { WG } }),
         bindings: [oLat, a.kvB, a.out],
-        uniforms: PARAMS.pack({ S: a.S, H, nope, rope, dv, kv_lora: r, q_stride: 0, q_offset: 0, o_stride: oStride, o_offset: oOffset, c_stride: 0, c_offset: 0 }),
+        uniforms: MLA_PARAMS.pack({ S: a.S, H, nope, rope, dv, kv_lora: r, q_stride: 0, q_offset: 0, o_stride: oStride, o_offset: oOffset, c_stride: 0, c_offset: 0 }),
         workgroups: a.S * H * ceilDiv(dv, 4),
         label: 'mla.up_v',
       });

@@ -6,7 +6,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
-import { withWeightFormat, withLoadWidth, withSubgroups } from './specialise';
+import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { packWeight, rowLayout } from './weight.ref';
 import { f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
@@ -63,11 +63,11 @@ const DECODE_ROWS = 4;
 /** Storage buffers the MoE entry points bind at most (decode_down, gate select). */
 const MAX_STORAGE_BINDINGS = 7;
 
-const GATE_PARAMS = defineUniforms({
+export const MOE_GATE_PARAMS = defineUniforms({
   T: 'u32', E: 'u32', K: 'u32', n_group: 'u32', topk_group: 'u32', softmax: 'u32', norm_topk: 'u32', has_bias: 'u32', scale: 'f32',
 });
-const EXPERT_PARAMS = defineUniforms({ T: 'u32', K: 'u32', D: 'u32', I: 'u32', E: 'u32', groups: 'u32', has_shared: 'u32', _p: 'u32' });
-const DISPATCH_PARAMS = defineUniforms({ a: 'u32', b: 'u32', c: 'u32', d: 'u32' });
+export const MOE_EXPERT_PARAMS = defineUniforms({ T: 'u32', K: 'u32', D: 'u32', I: 'u32', E: 'u32', groups: 'u32', has_shared: 'u32', _p: 'u32' });
+export const MOE_DISPATCH_PARAMS = defineUniforms({ a: 'u32', b: 'u32', c: 'u32', d: 'u32' });
 
 // ------------------------------------------------------------------------------------------ helpers
 
@@ -228,7 +228,7 @@ export function moeGateSelect(gpu: Gpu, rec: Recorder, a: { logits: Binding; T: 
       constants: { WG, MAX_E: E, MAX_G: r.nGroup, MAX_K: K, WRITE_SCORES: !!a.scores, COUNT: !!a.counts },
     }),
     bindings: [a.logits, r.hasBias ? a.bias : dummy(gpu, 'bias'), a.ids, a.weights, a.scores ?? dummy(gpu, 'scores'), a.counts ?? dummy(gpu, 'counts')],
-    uniforms: GATE_PARAMS.pack({
+    uniforms: MOE_GATE_PARAMS.pack({
       T: a.T, E, K, n_group: r.nGroup, topk_group: r.topkGroup, softmax: r.scoring === 'softmax' ? 1 : 0,
       norm_topk: r.normTopkProb ? 1 : 0, has_bias: r.hasBias ? 1 : 0, scale: r.routedScalingFactor,
     }),
@@ -296,9 +296,9 @@ function decodeSubgroups(gpu: Gpu): boolean {
   return c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
 }
 
-/** shaders/moe_experts.wgsl: load width along `reduceLen`, weight storage, @subgroup block kept or stripped. */
+/** shaders/moe_experts.wgsl: load width along `reduceLen`, weight storage, subgroup entry points kept or dropped. */
 function expertsShader(reduceLen: number, subgroups: boolean, format: MoeExpertWeights['format']) {
-  return withSubgroups(withWeightFormat(withLoadWidth(expertsCode, reduceLen % 4 === 0), format), subgroups);
+  return specialise(expertsCode, { load: loadWidth(reduceLen % 4 === 0), wfmt: format, subgroups: subgroupChoice(subgroups) });
 }
 
 /** Override constants of the weight format (q8/q4 group size). */
@@ -318,7 +318,7 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a.experts.format), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp, ...formatConstants(a.experts) } }),
     bindings: [...padTo([a.x, a.experts.gateUp, a.ids, h], 12), ...scaleBindings(a.experts, 'gate_up')],
-    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
+    uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: gu * T * K,
     label: 'moe_decode_gate_up',
   });
@@ -326,7 +326,7 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a.experts.format), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown, ...formatConstants(a.experts) } }),
     bindings: [...padTo([null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out], 12), ...scaleBindings(a.experts, 'down')],
-    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
+    uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
     workgroups: gd * T,
     label: 'moe_decode_down',
   });
@@ -366,7 +366,7 @@ export function moeSort(gpu: Gpu, rec: Recorder, a: MoeSortArgs): void {
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'moe_dispatch', code: dispatchCode, entryPoint: 'sort', constants: { WG, MAX_E: a.E } }),
     bindings: [a.ids, a.perm, a.inv, a.seg],
-    uniforms: DISPATCH_PARAMS.pack({ a: a.N, b: a.E, c: a.tileRows ?? MOE_TILE_ROWS, d: 0 }),
+    uniforms: MOE_DISPATCH_PARAMS.pack({ a: a.N, b: a.E, c: a.tileRows ?? MOE_TILE_ROWS, d: 0 }),
     workgroups: 1,
     label: 'moe_sort',
   });
@@ -386,14 +386,14 @@ function moeExpertsGrouped(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false, a.experts.format), entryPoint: 'grouped_gate_up', constants: formatConstants(a.experts) }),
     bindings: [...padTo([a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg], 12), ...scaleBindings(a.experts, 'gate_up')],
-    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, _p: 0 }),
+    uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnI,
     label: 'moe_grouped_gate_up',
   });
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false, a.experts.format), entryPoint: 'grouped_down', constants: formatConstants(a.experts) }),
     bindings: [...padTo([null, null, null, null, h, a.experts.down, null, null, null, null, seg, y], 12), ...scaleBindings(a.experts, 'down')],
-    uniforms: EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, _p: 0 }),
+    uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnD,
     label: 'moe_grouped_down',
   });
@@ -406,7 +406,7 @@ export function moeCombine(gpu: Gpu, rec: Recorder, a: { y: Binding; inv: Bindin
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'moe_dispatch', code: dispatchCode, entryPoint: 'combine', constants: { WG } }),
     bindings: [null, null, a.inv, null, a.y, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out],
-    uniforms: DISPATCH_PARAMS.pack({ a: a.T, b: a.K, c: a.D, d: a.shared ? 1 : 0 }),
+    uniforms: MOE_DISPATCH_PARAMS.pack({ a: a.T, b: a.K, c: a.D, d: a.shared ? 1 : 0 }),
     workgroups: ceilDiv(a.T * a.D, WG),
     label: 'moe_combine',
   });

@@ -2,9 +2,9 @@ import code from '../../shaders/rmsnorm.wgsl?raw';
 import type { Gpu } from '../gpu/device';
 import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
-import { pickVariant } from './variants';
+import { specialise } from './shader-source';
 
-const PARAMS = defineUniforms({ rows: 'u32', dim: 'u32', eps: 'f32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', _p: 'u32' });
+export const RMSNORM_PARAMS = defineUniforms({ rows: 'u32', dim: 'u32', eps: 'f32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32', _p: 'u32' });
 
 export interface RmsNormArgs {
   x: Binding;
@@ -33,7 +33,7 @@ function subgroupLanes(gpu: Gpu, dim: number): number {
 
 function pipeline(gpu: Gpu, entryPoint: string, dim: number): GPUComputePipeline {
   const sg = subgroupLanes(gpu, dim);
-  const shader = sg ? `enable subgroups;\n${pickVariant(code, 'reduce', 'subgroup')}` : pickVariant(code, 'reduce', 'workgroup');
+  const shader = specialise(code, { reduce: sg ? 'subgroup' : 'workgroup' });
   return gpu.pipelines.get({ label: 'rmsnorm', code: shader, entryPoint, constants: { WG: sg || workgroupSize(gpu, dim) } });
 }
 
@@ -44,7 +44,7 @@ function workgroupSize(gpu: Gpu, dim: number): number {
 }
 
 function params(a: RmsNormArgs) {
-  return PARAMS.pack({
+  return RMSNORM_PARAMS.pack({
     rows: a.rows, dim: a.dim, eps: a.eps,
     x_stride: a.xStride ?? a.dim, x_offset: a.xOffset ?? 0,
     y_stride: a.yStride ?? a.dim, y_offset: a.yOffset ?? 0, _p: 0,

@@ -11,7 +11,7 @@ import { ShapeError } from '../errors';
 
 export { ropeInvFreq, yarnSoftmaxScale, yarnMscale, ropeRef, type YarnScaling } from './rope.ref';
 
-const PARAMS = defineUniforms({ rows: 'u32', heads: 'u32', row_stride: 'u32', head_stride: 'u32', offset: 'u32', half: 'u32', pos0: 'u32', n: 'u32' });
+export const ROPE_PARAMS = defineUniforms({ rows: 'u32', heads: 'u32', row_stride: 'u32', head_stride: 'u32', offset: 'u32', half: 'u32', pos0: 'u32', n: 'u32' });
 const WG = 64;
 
 export interface RopeArgs {
@@ -51,7 +51,7 @@ export function rope(gpu: Gpu, rec: Recorder, a: RopeArgs): void {
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'rope', code, constants: { WG } }),
     bindings: [a.x, a.invFreq, pos],
-    uniforms: PARAMS.pack({ rows: a.rows, heads: a.heads, row_stride: a.rowStride, head_stride: a.headStride, offset: a.offset, half: a.ropeDim / 2, pos0: a.pos0, n }),
+    uniforms: ROPE_PARAMS.pack({ rows: a.rows, heads: a.heads, row_stride: a.rowStride, head_stride: a.headStride, offset: a.offset, half: a.ropeDim / 2, pos0: a.pos0, n }),
     workgroups: ceilDiv(n, WG),
     label: 'rope',
   });

@@ -14,7 +14,7 @@ import { isGreedy, topPFixed, type SamplingParams } from './sample.ref';
 export type { SamplingParams } from './sample.ref';
 export { sampleRef, sampleDistribution } from './sample.ref';
 
-const PARAMS = defineUniforms({
+export const SAMPLE_PARAMS = defineUniforms({
   V: 'u32', chunks: 'u32', round: 'u32', inv_t: 'f32',
   inv_rp: 'f32', rp: 'f32', history: 'u32', seed: 'u32',
   step: 'u32', top_k: 'u32', top_p: 'u32', flags: 'u32',
@@ -93,16 +93,16 @@ export function sampleToken(gpu: Gpu, rec: Recorder, a: SampleArgs): void {
   rec.copy(lg.buffer, lg.offset ?? 0, s.z, 0, V * 4);
   const penalise = !!a.history && a.history.count > 0 && p.repetitionPenalty !== 1;
   if (penalise) {
-    rec.dispatch({ pipeline: pipe('penalty'), bindings: [lg.buffer, a.history!.ids, s.z], uniforms: PARAMS.pack(base), workgroups: ceilDiv(a.history!.count, WG), label: 'sample.penalty' });
+    rec.dispatch({ pipeline: pipe('penalty'), bindings: [lg.buffer, a.history!.ids, s.z], uniforms: SAMPLE_PARAMS.pack(base), workgroups: ceilDiv(a.history!.count, WG), label: 'sample.penalty' });
   }
-  rec.dispatch({ pipeline: pipe('prep'), bindings: [null, null, s.z, s.info], uniforms: PARAMS.pack(base), workgroups: chunks, label: 'sample.prep' });
+  rec.dispatch({ pipeline: pipe('prep'), bindings: [null, null, s.z, s.info], uniforms: SAMPLE_PARAMS.pack(base), workgroups: chunks, label: 'sample.prep' });
   if (!greedy) {
     if (kOn || pOn) rec.clear(s.hist, 0, HIST_BYTES);
     const rounds = [...(kOn ? [0, 1, 2] : []), ...(pOn ? [3, 4, 5] : [])];
     for (const round of rounds) {
-      rec.dispatch({ pipeline: pipe('radix_round'), bindings: [null, null, s.z, s.info, s.hist], uniforms: PARAMS.pack({ ...base, round }), workgroups: chunks, label: `sample.round${round}` });
+      rec.dispatch({ pipeline: pipe('radix_round'), bindings: [null, null, s.z, s.info, s.hist], uniforms: SAMPLE_PARAMS.pack({ ...base, round }), workgroups: chunks, label: `sample.round${round}` });
     }
-    rec.dispatch({ pipeline: pipe('finalize'), bindings: [null, null, s.z, s.info, s.hist], uniforms: PARAMS.pack(base), workgroups: chunks, label: 'sample.finalize' });
+    rec.dispatch({ pipeline: pipe('finalize'), bindings: [null, null, s.z, s.info, s.hist], uniforms: SAMPLE_PARAMS.pack(base), workgroups: chunks, label: 'sample.finalize' });
   }
-  rec.dispatch({ pipeline: pipe('pick'), bindings: [null, null, s.z, s.info, null, a.out], uniforms: PARAMS.pack(base), workgroups: 1, label: 'sample.pick' });
+  rec.dispatch({ pipeline: pipe('pick'), bindings: [null, null, s.z, s.info, null, a.out], uniforms: SAMPLE_PARAMS.pack(base), workgroups: 1, label: 'sample.pick' });
 }

@@ -8,7 +8,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ShapeError } from '../errors';
 
-const PARAMS = defineUniforms({ rows: 'u32', V: 'u32', chunks: 'u32', log: 'u32' });
+export const SOFTMAX_PARAMS = defineUniforms({ rows: 'u32', V: 'u32', chunks: 'u32', log: 'u32' });
 const CH = 256 * 16;
 
 export interface SoftmaxArgs {
@@ -36,7 +36,7 @@ function run(gpu: Gpu, rec: Recorder, a: SoftmaxArgs, log: boolean) {
   if (!a.rows) return;
   const chunks = Math.ceil(a.V / CH);
   const part = partialsFor(gpu, a.rows * chunks * 8);
-  const uniforms = PARAMS.pack({ rows: a.rows, V: a.V, chunks, log: log ? 1 : 0 });
+  const uniforms = SOFTMAX_PARAMS.pack({ rows: a.rows, V: a.V, chunks, log: log ? 1 : 0 });
   const pipe = (entryPoint: string) => gpu.pipelines.get({ label: 'softmax', code, entryPoint });
   const name = log ? 'logSoftmax' : 'softmax';
   rec.dispatch({ pipeline: pipe('stats'), bindings: [a.x, null, part], uniforms, workgroups: a.rows * chunks, label: `${name}.stats` });

@@ -14,8 +14,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, ArgumentError } from '../errors';
 import { packedBytes, quantizeSparse, sliceSparseRows, type SparsePacked } from '../sparse/formats';
 import { prunePacked } from '../sparse/apply';
-import { pickVariant } from './variants';
-import { withSubgroups } from './specialise';
+import { loadWidth, specialise, subgroupChoice } from './shader-source';
 
 export type SparseFormat = '2:4' | 'vnm';
 export type SparseValues = 'f32' | 'q8' | 'q4';
@@ -55,11 +54,6 @@ export const SPARSE_GEMV_MAX_ROWS = 4;
 const GEMV_ROWS = 8;
 /** Matmul tile (BM × BN in the shader). */
 const BM = 32, BN = 32;
-
-/** Keeps the chosen `// @variant <set> <choice>` block of each named set (variants.ts syntax). */
-export function selectVariants(code: string, choice: Record<string, string>): string {
-  return Object.entries(choice).reduce((c, [set, pick]) => pickVariant(c, set, pick), code);
-}
 
 function checkBinding(gpu: Gpu, label: string, bytes: number) {
   if (bytes > gpu.caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, `sparse weight '${label}'`);
@@ -149,9 +143,10 @@ function check(a: SparseLinearArgs, N = a.w.N) {
   if (!a.w.buffers.length) throw new ArgumentError(`sparseLinear: weight '${a.w.label}' was destroyed`);
 }
 
-function shaderFor(w: SparseGpuWeight, rows: 'plain' | 'expert' = 'plain'): string {
+/** shaders/sparse.wgsl for a weight's values and columns; `load` (the register tile's operands) is always vec4. */
+function shaderFor(w: SparseGpuWeight, rows: 'plain' | 'expert', subgroups: boolean): string {
   const values = w.params.valueBits === 32 ? 'f32' : w.params.valueBits === 8 ? 'q8' : 'q4';
-  return selectVariants(sparseCode, { values, cols: w.format === '2:4' ? '2:4' : 'vnm', rows });
+  return specialise(sparseCode, { values, cols: w.format === '2:4' ? '2:4' : 'vnm', rows, load: loadWidth(true), subgroups: subgroupChoice(subgroups) });
 }
 
 /** Storage bindings 2..5 in shader order: vals, scales, meta, cols (null where the variant has none). */
@@ -210,7 +205,7 @@ export function sparseGemv(gpu: Gpu, rec: Recorder, a: SparseLinearArgs, experts
   const bindings: (Binding | null)[] = [a.x, ...weightBindings(gpu, w, experts ? 1 : 0), a.y];
   if (experts) bindings.push(experts.ids);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: `sparse.gemv.${w.format}`, code: withSubgroups(shaderFor(w, experts ? 'expert' : 'plain'), sg), entryPoint: sg ? 'gemv_subgroup' : 'gemv', constants: { WG, SHARED: shared } }),
+    pipeline: gpu.pipelines.get({ label: `sparse.gemv.${w.format}`, code: shaderFor(w, experts ? 'expert' : 'plain', sg), entryPoint: sg ? 'gemv_subgroup' : 'gemv', constants: { WG, SHARED: shared } }),
     bindings,
     uniforms: pack(a, tiles, N, experts?.xDiv ?? 1),
     workgroups: tiles * a.M,
@@ -261,7 +256,7 @@ export function sparseMatmul(gpu: Gpu, rec: Recorder, a: SparseLinearArgs & { pa
   }
   const entryPoint = shared ? 'matmul_shared' : 'matmul';
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: `sparse.${entryPoint}.${w.format}`, code: withSubgroups(shaderFor(w), false), entryPoint, constants }),
+    pipeline: gpu.pipelines.get({ label: `sparse.${entryPoint}.${w.format}`, code: shaderFor(w, 'plain', false), entryPoint, constants }),
     bindings: [a.x, ...weightBindings(gpu, w), a.y],
     uniforms: pack(a, tiles),
     workgroups: tiles * ceilDiv(a.M, BM),

@@ -4,12 +4,13 @@ import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform } from '../../src/util/random';
 import { pack24, packVnm, unpack, quantizeSparse, dequantizeValues, type SparsePacked } from '../../src/sparse/formats';
 import { prune24, pruneVnm } from '../../src/sparse/prune';
-import { uploadSparse, destroySparse, sparseGemv, sparseMatmul, sparseLinear, sparsifyWeight, selectVariants, sharedTiles, sparseLinearImpl, type SparseValues } from '../../src/kernels/sparse';
+import { uploadSparse, destroySparse, sparseGemv, sparseMatmul, sparseLinear, sparsifyWeight, sharedTiles, sparseLinearImpl, type SparseValues } from '../../src/kernels/sparse';
 import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
 import { gemv, matmulTiled } from '../../src/kernels/matmul';
 import { linear } from '../../src/kernels/linear';
 import { ShapeError, ArgumentError } from '../../src/errors';
 import sparseCode from '../../shaders/sparse.wgsl?raw';
+import { specialise } from '../../src/kernels/shader-source';
 
 // Tolerance (f32 and dequantised int8/int4 values alike): the sparse kernels and the dense kernel sum
 // the same products (zeros aside) in different orders, and the quantised kernels dequantise as
@@ -235,7 +236,7 @@ describe('sparse linear plumbing', () => {
     const b = gpu.buffers.create('b', 64);
     expect(() => sparseLinear(gpu, gpu.recorder('t'), { x: b, w, y: b, M: 1, xStride: 4 })).toThrow(ShapeError);
     for (const values of VALUES) for (const cols of ['2:4', 'vnm']) {
-      const code = selectVariants(sparseCode, { values, cols, rows: 'plain' });
+      const code = specialise(sparseCode, { values, cols, rows: 'plain', load: 'vec4', subgroups: 'off' });
       expect(code.match(/fn load_vals/g)?.length).toBe(1);
       expect(code.match(/fn group_cols/g)?.length).toBe(1);
       expect(code.includes('@binding(3)')).toBe(values !== 'f32');

@@ -1,7 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { defineUniforms } from '../../src/gpu/uniforms';
 import { foldWorkgroups, ceilDiv } from '../../src/gpu/dispatch';
-import { withLoadWidth } from '../../src/kernels/specialise';
 import { LimitExceededError, WebMoeError, ShapeError } from '../../src/errors';
 import { mulberry32, randomNormal } from '../../src/util/random';
 
@@ -40,18 +39,6 @@ describe('workgroup folding', () => {
     try { foldWorkgroups(17, 4); } catch (e) { expect((e as WebMoeError).code).toBe('GPU_LIMIT_EXCEEDED'); }
   });
   it('ceilDiv', () => { expect(ceilDiv(7, 4)).toBe(2); expect(ceilDiv(8, 4)).toBe(2); expect(ceilDiv(0, 4)).toBe(0); });
-});
-
-describe('load-width specialisation', () => {
-  const src = 'a\n// @vec-begin\nalias VecK = vec4<f32>;\n// @vec-end\nb';
-  it('keeps vec4 code as is', () => expect(withLoadWidth(src, true)).toBe(src));
-  it('swaps the block for scalar loads', () => {
-    const s = withLoadWidth(src, false);
-    expect(s).toContain('alias VecK = f32;');
-    expect(s).not.toContain('vec4<f32>');
-    expect(s.startsWith('a\n')).toBe(true);
-    expect(s.endsWith('b')).toBe(true);
-  });
 });
 
 describe('errors and RNG', () => {

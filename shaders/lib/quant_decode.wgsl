@@ -1,0 +1,30 @@
+// Decoders of packed weight words to f32 (layouts: src/kernels/weight.ref.ts), shared by linear.wgsl
+// and moe_experts.wgsl. Accumulation stays f32; no shader-f16 needed (unpack2x16float).
+
+// Signed bytes of v: each moved to the top of an i32 by a constant shift, then arithmetic-shifted down
+// (no per-lane variable shifts, which some compilers scalarise).
+fn i8x4(v: u32) -> vec4<f32> {
+  return vec4<f32>(vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u), bitcast<i32>(v)) >> vec4<u32>(24u));
+}
+// Nibbles 0..3 of the low 16 bits of v, minus 8 (q4 stores int4 + 8): masked in place and scaled down
+// (exact in f32; constant masks, signed int → float conversion).
+const NIB_MASK = vec4<u32>(0xfu, 0xf0u, 0xf00u, 0xf000u);
+const NIB_SCALE = vec4<f32>(1.0, 0.0625, 0.00390625, 0.000244140625);
+fn q4x4(v: u32) -> vec4<f32> { return vec4<f32>(vec4<i32>(vec4<u32>(v) & NIB_MASK)) * NIB_SCALE - 8.0; }
+// Four e4m3fn bytes (fp8, byte 0 first).
+fn fp8x4(v: u32) -> vec4<f32> {
+  let b = (vec4<u32>(v) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+  let e = (b >> vec4<u32>(3u)) & vec4<u32>(15u);
+  let m = b & vec4<u32>(7u);
+  // normal: 2^(e−7)·(1 + m/8) = the f32 with exponent e + 120 and mantissa m << 20; subnormal: m·2^−9
+  let normal = bitcast<vec4<f32>>(((b & vec4<u32>(0x7fu)) << vec4<u32>(20u)) + vec4<u32>(120u << 23u));
+  let mag = select(normal, vec4<f32>(m) * 0.001953125, e == vec4<u32>(0u));
+  return select(mag, -mag, (b & vec4<u32>(0x80u)) != vec4<u32>(0u));
+}
+// Four binary16 values packed two per word.
+fn f16x4(v: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
+// Binary16 number i of an array stored two per u32, given its word (i >> 1): the f16 group scales.
+fn f16_at(word: u32, i: u32) -> f32 {
+  let pair = unpack2x16float(word);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+}
