@@ -9,7 +9,7 @@ import { CpuBackend, type CpuMoe, type CpuWeight } from '../model/cpu-backend';
 import { sampleRef } from '../kernels/sample.ref';
 import { expertCountsRef } from '../kernels/moe.ref';
 import { maxVio } from '../moe/telemetry';
-import { mhaCacheBytesPerToken, latentCacheBytesPerToken } from '../kernels/mla.ref';
+import { mhaCacheBytesPerToken, latentCacheBytesPerToken } from '../model/kvcache';
 import type { LayerLoad } from './types';
 
 export class CpuRunner implements ModelRunner {

@@ -9,7 +9,6 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError } from '../errors';
 
-export { ropeInvFreq, yarnSoftmaxScale, yarnMscale, ropeRef, type YarnScaling } from './rope.ref';
 
 const PARAMS = defineUniforms({ rows: 'u32', heads: 'u32', row_stride: 'u32', head_stride: 'u32', offset: 'u32', half: 'u32', pos0: 'u32', n: 'u32' });
 const WG = 64;

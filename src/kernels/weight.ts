@@ -18,7 +18,7 @@
  */
 import type { Gpu } from '../gpu/device';
 import { ArgumentError, LimitExceededError, ShapeError } from '../errors';
-import { FP8_BLOCK, packFp8, packWeight, sliceRows, type PackedWeight } from './weight.ref';
+import { FP8_BLOCK, packFp8, packWeight, sliceRows, type PackedWeight } from './weight-pack';
 
 export type WeightFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8' | '2:4' | 'vnm';
 

@@ -3,18 +3,12 @@
  * list of tensors (with shapes) that config implies, so a checkpoint can be checked before any GPU
  * allocation. Defaults follow HF `configuration_deepseek_v3.py` (V3) and `configuration_deepseek.py` (V2).
  */
+import type { YarnScaling } from '../kernels/rope-params';
 import { ConfigError, FormatError, ShapeError, UnsupportedError } from '../errors';
 import type { SafetensorsDtype } from '../formats/safetensors';
 
-export interface RopeScaling {
-  type: 'yarn';
-  factor: number;
-  originalMaxPositionEmbeddings: number;
-  betaFast: number;
-  betaSlow: number;
-  mscale: number;
-  mscaleAllDim: number;
-}
+/** YaRN rope scaling as config.json's rope_scaling gives it (the kernels' parameter type). */
+export type RopeScaling = YarnScaling;
 
 export interface ModelConfig {
   modelType: 'deepseek_v3' | 'deepseek_v2';

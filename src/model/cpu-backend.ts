@@ -7,7 +7,8 @@ import type { Backend, HostExpert, HostMatrix, HostMoe, MlaShape, MatrixRole } f
 import type { ModelConfig } from './config';
 import { matmulRef } from '../kernels/matmul.ref';
 import { rmsNormRef } from '../kernels/rmsnorm.ref';
-import { ropeInvFreq, ropeRef } from '../kernels/rope.ref';
+import { ropeRef } from '../kernels/rope.ref';
+import { ropeInvFreq } from '../kernels/rope-params';
 import { moeGateRef, routerLogitsRef, moeExpertsRef, sharedExpertRef, type MoeRouting } from '../kernels/moe.ref';
 import { mlaAttentionRef } from '../kernels/mla.ref';
 import { toFloat32 } from '../formats/safetensors';

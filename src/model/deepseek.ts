@@ -10,7 +10,7 @@
  */
 import type { ModelConfig } from './config';
 import { isMoeLayer } from './config';
-import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope.ref';
+import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope-params';
 
 /** Where a linear weight sits in the model; backends choose storage (f32/f16/int8/int4/sparse) by role. */
 export type MatrixRole = 'attn' | 'kv_b' | 'mlp' | 'shared' | 'lm_head';

@@ -23,7 +23,7 @@ import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../
 import { ExpertLoad } from '../moe/telemetry';
 import { routingOf } from './cpu-backend';
 import { hostMatrixToF32 } from './cpu-backend';
-import { ropeInvFreq } from '../kernels/rope.ref';
+import { ropeInvFreq } from '../kernels/rope-params';
 
 export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
 

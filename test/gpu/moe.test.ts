@@ -9,7 +9,8 @@ import { siluMulRows } from '../../src/kernels/elementwise';
 import { loadMoeFixture, sameSet } from '../helpers/moe-fixture';
 import { LimitExceededError, ShapeError } from '../../src/errors';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
-import { dequantizeRef, packWeight } from '../../src/kernels/weight.ref';
+import { packWeight } from '../../src/kernels/weight-pack';
+import { dequantizeRef } from '../../src/kernels/weight.ref';
 
 // Tolerances (f32):
 // - gate weights/scores: a sigmoid/softmax and a K-term normalisation in f32 against float64: 2e-6 abs
