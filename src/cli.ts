@@ -15,9 +15,9 @@ import type { WebMoeEngine } from './engine/engine';
 import type { LoadOptions, WeightStorage } from './engine/types';
 import { calibrateModel } from './engine/calibrate';
 import { join, resolve } from 'node:path';
-import { openCheckpoint } from './loader/checkpoint';
+import { openCheckpoint } from './model/checkpoint';
 import { directoryModel } from './loader/node-source';
-import { writePrunedCheckpoint } from './sparse/write';
+import { writePrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 
 const USAGE = `usage:

@@ -7,7 +7,7 @@
  */
 import type { WebMoeEngine } from './engine';
 import { GpuRunner } from './gpu-runner';
-import { calibrateBias, biasesToSafetensors, type BiasRunner, type CalibrateResult } from '../moe/calibrate';
+import { calibrateBias, biasesToSafetensors, type BiasRunner, type CalibrateResult } from '../model/moe-calibrate';
 import { UnsupportedError, ArgumentError } from '../errors';
 
 export function modelBiasRunner(runner: GpuRunner): { bias: BiasRunner; initial: Map<number, Float32Array>; restore(): void } {

@@ -8,7 +8,7 @@ import { forward, type ModelWeights } from '../model/deepseek';
 import { CpuBackend, type CpuMoe, type CpuWeight } from '../model/cpu-backend';
 import { sampleRef } from '../kernels/sample.ref';
 import { expertCountsRef } from '../kernels/moe.ref';
-import { maxVio } from '../moe/telemetry';
+import { maxVio } from '../model/moe-telemetry';
 import { mhaCacheBytesPerToken, latentCacheBytesPerToken } from '../model/kvcache';
 import type { LayerLoad } from './types';
 

@@ -11,11 +11,11 @@ import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
 import { GpuBackend, type WeightPolicy } from '../model/gpu-backend';
 import { buildWeights } from '../model/load';
 import { isMoeLayer, expectedTensorShapes, type ModelConfig } from '../model/config';
-import { openCheckpoint, type Checkpoint } from '../loader/checkpoint';
+import { openCheckpoint, type Checkpoint } from '../model/checkpoint';
 import { storedSparsity } from '../sparse/tensors';
 import { sparsityLabel } from '../sparse/apply';
 import { urlModel, memoryModel, type ModelSource } from '../loader/model-source';
-import { estimateMemory, checkFitsDevice } from '../loader/memory';
+import { estimateMemory, checkFitsDevice } from '../model/memory-plan';
 import { FormatError, ArgumentError } from '../errors';
 
 export interface EngineEnvironment {

@@ -20,7 +20,7 @@ import { LatentKvCache } from './kvcache';
 import { isSparsityTarget, type SparsityOption } from '../sparse/apply';
 import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
-import { ExpertLoad } from '../moe/telemetry';
+import { ExpertLoad } from './moe-telemetry';
 import { routingOf } from './cpu-backend';
 import { hostMatrixToF32 } from './cpu-backend';
 import { ropeInvFreq } from '../kernels/rope-params';

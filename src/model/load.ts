@@ -10,7 +10,7 @@ import { isMoeLayer, expectedTensorShapes } from './config';
 import { SPARSE_SUFFIXES, sparseFromTensors, sameSparsity } from '../sparse/tensors';
 import { sparsityLabel, type SparsityOption } from '../sparse/apply';
 import { unpack } from '../sparse/formats';
-import type { Checkpoint, LoadProgress } from '../loader/checkpoint';
+import type { Checkpoint, LoadProgress } from '../model/checkpoint';
 import { toFloat32, type SafetensorsDtype } from '../formats/safetensors';
 import { FormatError, ShapeError, UnsupportedError } from '../errors';
 

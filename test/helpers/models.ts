@@ -4,7 +4,7 @@ import { syntheticCheckpoint, TINY_V3_CONFIG, type SyntheticOptions } from '../.
 import { fixtureFile, fixtureJson } from './fixture';
 import { createEngine } from '../../src/engine/create';
 import { WebMoeEngine, type LoadedModel } from '../../src/engine/engine';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { buildWeights } from '../../src/model/load';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/engine/cpu-runner';

@@ -4,7 +4,7 @@
  */
 import { isWebMoeError, WebMoeError } from '../../src/errors';
 import { numel } from '../../src/formats/safetensors';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { loadTokenizer } from '../../src/loader/tokenizer-file';
 import { expectedTensors, parseConfig } from '../../src/model/config';
 import { mulberry32 } from '../../src/util/random';

@@ -10,7 +10,7 @@ import { parseConfig } from '../../src/model/config';
 import { forward } from '../../src/model/deepseek';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { buildWeights } from '../../src/model/load';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
 import { fixtureFile, fixtureJson, fixtureTokens } from '../helpers/fixture';

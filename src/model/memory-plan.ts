@@ -6,7 +6,7 @@
  */
 import { LimitExceededError } from '../errors';
 import type { Capabilities } from '../gpu/capabilities';
-import { expectedTensors, isMoeLayer, type ModelConfig } from '../model/config';
+import { expectedTensors, isMoeLayer, type ModelConfig } from './config';
 
 export type WeightFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8';
 

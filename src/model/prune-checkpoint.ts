@@ -3,11 +3,11 @@
  * caller's) and stored compressed (src/sparse/tensors.ts); every other tensor keeps its bytes and dtype.
  * Loading the result without a `sparsity` option runs it on the sparse kernels with exactly these values.
  */
-import type { Checkpoint } from '../loader/checkpoint';
+import type { Checkpoint } from './checkpoint';
 import { writeSafetensors, type TensorToWrite } from '../formats/safetensors';
-import { scaleInvName } from '../model/config';
-import { isSparsityTarget, prunePacked, type SparsityOption } from './apply';
-import { sparseToTensors } from './tensors';
+import { scaleInvName } from './config';
+import { isSparsityTarget, prunePacked, type SparsityOption } from '../sparse/apply';
+import { sparseToTensors } from '../sparse/tensors';
 
 export interface PrunedCheckpoint {
   /** The safetensors file (all tensors of the checkpoint, targets compressed). */

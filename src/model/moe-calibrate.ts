@@ -8,7 +8,7 @@
  */
 import { writeSafetensors } from '../formats/safetensors';
 import { ArgumentError } from '../errors';
-import { maxVio } from './telemetry';
+import { maxVio } from './moe-telemetry';
 
 export interface BiasRunner {
   /** MoE layer indices */
