@@ -4,7 +4,8 @@
  */
 import { openCheckpointWith, type CheckpointOf, type ConfigReader, type OpenOptions } from '../loader/checkpoint';
 import type { ModelSource } from '../loader/model-source';
-import { checkTensorsAgainstConfig, fp8BlockSize, parseConfig, scaleInvName, type ModelConfig } from './config';
+import { fp8BlockSize, parseConfig, scaleInvName, type ModelConfig } from './config';
+import { checkTensorsAgainstConfig } from './tensors';
 
 export type { LoadProgress, OpenOptions, RawTensor, StreamOptions, CheckpointTensor } from '../loader/checkpoint';
 

@@ -9,11 +9,12 @@
  * configurations the official fixture does not cover are checked against "the same code on the CPU".
  */
 import type { ModelConfig } from './config';
+import type { MatrixRole } from './tensors';
 import { isMoeLayer } from './config';
 import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope-params';
 
 /** Where a linear weight sits in the model; backends choose storage (f32/f16/int8/int4/sparse) by role. */
-export type MatrixRole = 'attn' | 'kv_b' | 'mlp' | 'shared' | 'lm_head';
+export type { MatrixRole };
 
 /** A matrix as it comes out of the checkpoint: f32 values, or DeepSeek-V3's native FP8 with block scales. */
 export interface HostMatrix {
@@ -134,11 +135,3 @@ export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: Mode
   opts.onActivation?.('final_norm', normed);
   return be.linear(normed, w.lmHead);
 }
-
-/** Hugging Face tensor names, in one place. */
-export const names = {
-  embed: 'model.embed_tokens.weight',
-  norm: 'model.norm.weight',
-  lmHead: 'lm_head.weight',
-  layer: (i: number) => `model.layers.${i}`,
-};
