@@ -200,7 +200,7 @@ export function isSparsityTarget(name: string, apply: SparsityOption['apply']): 
   return apply === 'experts' ? sparse === 'experts' : sparse !== undefined;
 }
 
-/** Whether `name` is a linear projection weight (attention, MLP, expert or shared-expert `*_proj.weight`). */
+/** Whether `name` is a linear projection weight: attention (q*, kv_a_proj_with_mqa, kv_b, o), MLP, routed or shared expert `*_proj`; not the router. */
 export function isProjection(name: string): boolean {
   const spec = parseTensorName(name)?.spec;
   return spec !== undefined && (spec.sparse !== undefined || spec.role === 'kv_b');
