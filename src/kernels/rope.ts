@@ -1,6 +1,6 @@
 /**
  * RoPE on the GPU: in place, interleaved pairs, on a slice of every head of every row (the rope part
- * of q, or the k_pe part of the kv_a output with heads = 1). CPU twin and YaRN helpers: rope.ref.ts.
+ * of q, or the k_pe part of the kv_a output with heads = 1). CPU twin: rope.ref.ts; inverse frequencies and YaRN: rope-params.ts.
  */
 import code from '../../shaders/rope.wgsl?raw';
 import type { Gpu } from '../gpu/device';
