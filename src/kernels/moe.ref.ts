@@ -17,24 +17,6 @@ import { checkRouting, type MoeRouting } from './moe-routing';
 export type { MoeRouting };
 
 
-/** HF config.json → MoeRouting (DeepSeek-V2/V3, Mixtral, Qwen-MoE, OLMoE field names). */
-export function routingFromConfig(cfg: Record<string, any>): MoeRouting {
-  const experts = cfg.n_routed_experts ?? cfg.num_local_experts ?? cfg.num_experts;
-  const topK = cfg.num_experts_per_tok;
-  const scoring = (cfg.scoring_func ?? 'softmax') as 'sigmoid' | 'softmax';
-  const isMixtral = cfg.model_type === 'mixtral';
-  return {
-    experts,
-    topK,
-    nGroup: cfg.n_group ?? 1,
-    topkGroup: cfg.topk_group ?? cfg.n_group ?? 1,
-    scoring,
-    normTopkProb: isMixtral ? true : !!cfg.norm_topk_prob,
-    routedScalingFactor: cfg.routed_scaling_factor ?? 1,
-    hasBias: cfg.topk_method === 'noaux_tc',
-  };
-}
-
 
 /** Router logits [T, E] = x [T, D] · gateW [E, D]ᵀ (float64 accumulation). */
 export function routerLogitsRef(x: Float32Array, gateW: Float32Array, T: number, D: number, E: number): Float32Array {

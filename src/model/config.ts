@@ -3,6 +3,7 @@
  * tensors (with shapes) a config implies are in the tensor table, tensors.ts. Defaults follow HF `configuration_deepseek_v3.py` (V3) and `configuration_deepseek.py` (V2).
  */
 import type { YarnScaling } from '../kernels/rope-params';
+import type { MoeRouting } from '../kernels/moe-routing';
 import { ConfigError } from '../errors';
 
 /** YaRN rope scaling as config.json's rope_scaling gives it (the kernels' parameter type). */
@@ -230,4 +231,31 @@ export function scaleInvName(weightName: string): string {
 /** The FP8 block size: from quantization_config, else the DeepSeek default. */
 export function fp8BlockSize(cfg: ModelConfig): [number, number] {
   return cfg.quantization?.weightBlockSize ?? [128, 128];
+}
+
+/** The router settings of a config, as the MoE kernels take them. */
+export function routingOf(cfg: ModelConfig): MoeRouting {
+  return {
+    experts: cfg.nRoutedExperts, topK: cfg.numExpertsPerTok, nGroup: cfg.nGroup, topkGroup: cfg.topkGroup,
+    scoring: cfg.scoringFunc, normTopkProb: cfg.normTopkProb, routedScalingFactor: cfg.routedScalingFactor,
+    hasBias: cfg.topkMethod === 'noaux_tc',
+  };
+}
+
+/** HF config.json → MoeRouting (DeepSeek-V2/V3, Mixtral, Qwen-MoE, OLMoE field names). */
+export function routingFromConfig(cfg: Record<string, any>): MoeRouting {
+  const experts = cfg.n_routed_experts ?? cfg.num_local_experts ?? cfg.num_experts;
+  const topK = cfg.num_experts_per_tok;
+  const scoring = (cfg.scoring_func ?? 'softmax') as 'sigmoid' | 'softmax';
+  const isMixtral = cfg.model_type === 'mixtral';
+  return {
+    experts,
+    topK,
+    nGroup: cfg.n_group ?? 1,
+    topkGroup: cfg.topk_group ?? cfg.n_group ?? 1,
+    scoring,
+    normTopkProb: isMixtral ? true : !!cfg.norm_topk_prob,
+    routedScalingFactor: cfg.routed_scaling_factor ?? 1,
+    hasBias: cfg.topk_method === 'noaux_tc',
+  };
 }

@@ -10,6 +10,7 @@
  */
 import type { ModelConfig } from './config';
 import type { MatrixRole } from './tensors';
+import { toFloat32 } from '../formats/safetensors';
 import { isMoeLayer } from './config';
 import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope-params';
 
@@ -22,6 +23,12 @@ export interface HostMatrix {
   K: number;
   f32?: Float32Array;
   fp8?: { bytes: Uint8Array; scaleInv: Float32Array };
+}
+
+/** Dequantises DeepSeek-V3 FP8 (e4m3 with 128×128 block scales) to f32. */
+export function hostMatrixToF32(m: HostMatrix): Float32Array {
+  if (m.f32) return m.f32;
+  return toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
 }
 
 export interface HostExpert { gate: Float32Array; up: Float32Array; down: Float32Array }

@@ -3,8 +3,8 @@
  * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
  * weights are uploaded once in the storage the load options ask for.
  */
-import type { Backend, HostMatrix, HostMoe, MatrixRole, MlaShape } from './deepseek';
-import type { ModelConfig } from './config';
+import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
 import { STORAGE } from '../gpu/buffers';
@@ -22,8 +22,6 @@ import { isSparsityTarget, moeLayers, tensorName } from './tensors';
 import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
 import { ExpertLoad } from './moe-telemetry';
-import { routingOf } from './cpu-backend';
-import { hostMatrixToF32 } from './cpu-backend';
 import { ropeInvFreq } from '../kernels/rope-params';
 
 export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
