@@ -11,9 +11,9 @@ import { createNodeEngine } from './node';
 import { ArgumentError, WebMoeError } from './errors';
 import { SAMPLING_RANGES, calibrateModel, type WebMoeEngine } from './engine/engine';
 import type { LoadOptions } from './engine/types';
-import { openCheckpoint } from './loader/checkpoint';
+import { openCheckpoint } from './model/checkpoint';
 import { directoryModel } from './loader/node-source';
-import { writePrunedCheckpoint } from './sparse/write';
+import { writePrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { closest, commandHelp, parseOptions, synopsis, type OptionTable, type OptionValues } from './cli-args';
 

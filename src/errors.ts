@@ -68,6 +68,13 @@ export class ShapeError extends WebMoeError {
   override readonly name = 'ShapeError';
   constructor(message: string) { super('BAD_SHAPE', message); }
 }
+/** The context would pass a KV cache's maximum capacity. */
+export class ContextLengthError extends WebMoeError {
+  override readonly name = 'ContextLengthError';
+  constructor(needed: number, max: number, what: string) {
+    super('CONTEXT_LENGTH', `${what}: ${needed} tokens requested, the cache holds at most ${max}`, { needed, max });
+  }
+}
 export class FormatError extends WebMoeError {
   override readonly name = 'FormatError';
   constructor(message: string, details?: Record<string, unknown>) { super('BAD_FORMAT', message, details); }

@@ -17,7 +17,7 @@ import type {
   Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, FinishReason,
 } from './types';
 import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
-import { openCheckpoint } from '../loader/checkpoint';
+import { openCheckpoint } from '../model/checkpoint';
 import { directoryHandleModel, fileListModel, memoryModel, urlModel, type ModelSource } from '../loader/model-source';
 import { ArgumentError, DeviceLostError, FormatError, WebMoeError } from '../errors';
 

@@ -1,6 +1,6 @@
 /** The public engine API, implemented in-thread (createEngine) and behind a Worker (createWorkerEngine). */
 import type { ChatMessage } from './text';
-import type { LoadProgress } from '../loader/checkpoint';
+import type { LoadProgress } from '../model/checkpoint';
 import type { ModelSource } from '../loader/model-source';
 import type { GpuOptions, ModelDescription, SparsityOptions, WeightStorage } from '../model/assemble';
 import type { LayerLoad } from '../model/runner';

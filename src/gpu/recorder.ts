@@ -1,4 +1,5 @@
-import type { Gpu } from './device';
+import type { Capabilities } from './capabilities';
+import type { Profiler } from './profiler';
 import { foldWorkgroups } from './dispatch';
 import { LimitExceededError } from '../errors';
 
@@ -26,13 +27,29 @@ type Command =
  * upload, not one per kernel. Consecutive dispatches share a compute pass (WebGPU orders storage writes
  * between dispatches); with profiling on, each dispatch gets a pass with timestamp writes.
  */
+/**
+ * What a Recorder needs of the device it records for (the Gpu of device.ts is one). Declared here so the
+ * recorder does not import device.ts, which creates recorders.
+ */
+export interface RecorderHost {
+  readonly device: GPUDevice;
+  readonly caps: Capabilities;
+  readonly profiler: Profiler;
+  dispatchCount: number;
+  submitCount: number;
+  assertAlive(): void;
+  uniformRing(bytes: number): GPUBuffer;
+  timestampSlot(i: number): { set: GPUQuerySet; begin: number; end: number };
+  resolveTimestamps(encoder: GPUCommandEncoder, n: number): (labels: string[]) => Promise<void>;
+}
+
 export class Recorder {
   private commands: Command[] = [];
   private uniforms: Uint8Array[] = [];
   private uniformTotal = 0;
   dispatches = 0;
 
-  constructor(private gpu: Gpu, readonly label: string) {
+  constructor(private gpu: RecorderHost, readonly label: string) {
     gpu.assertAlive();
   }
 

@@ -10,20 +10,9 @@
  * Head h uses kv head ⌊h / (heads/kvHeads)⌋ (GQA/MQA). Causal: key t is visible to query s iff
  * t ≤ past + s.
  */
-export interface AttentionShape {
-  S: number;
-  T: number;
-  past: number;
-  heads: number;
-  kvHeads: number;
-  dQk: number;
-  dV: number;
-  scale: number;
-  causal: boolean;
-  qStride?: number; qOffset?: number; qHeadStride?: number;
-  kStride?: number; kOffset?: number; kHeadStride?: number;
-  vStride?: number; vOffset?: number; vHeadStride?: number;
-}
+import type { AttentionShape } from './attention';
+
+export type { AttentionShape };
 
 /** Resolved addressing: strides/offsets filled with their dense defaults. */
 export function attentionLayout(a: AttentionShape) {

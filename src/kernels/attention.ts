@@ -6,10 +6,7 @@ import type { Gpu } from '../gpu/device';
 import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
-import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
-import type { MhaKvCache } from '../model/kvcache';
-import { ContextLengthError } from '../model/kvcache';
-import type { AttentionShape } from './attention.ref';
+import { ContextLengthError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 
 /**
  * Scaled dot-product attention on the GPU.
@@ -35,6 +32,27 @@ export const KV_PARAMS = defineUniforms({
   a_offset: 'u32', b_stride: 'u32', b_offset: 'u32', dst_stride: 'u32',
   dst_offset: 'u32', past: 'u32', past_from_buf: 'u32', capacity: 'u32',
 });
+
+/**
+ * One attention call's shape (elements; every stride/offset optional, defaults = dense rows):
+ * q [S, qStride], k [T, kStride], v [T, vStride] with head h of query s at s·qStride + qOffset + h·qHeadStride
+ * (likewise k and v with kv head g = ⌊h / (heads/kvHeads)⌋), out [S, heads·dV]. Causal: key t is visible
+ * to query s iff t ≤ past + s. The CPU reference is attention.ref.ts.
+ */
+export interface AttentionShape {
+  S: number;
+  T: number;
+  past: number;
+  heads: number;
+  kvHeads: number;
+  dQk: number;
+  dV: number;
+  scale: number;
+  causal: boolean;
+  qStride?: number; qOffset?: number; qHeadStride?: number;
+  kStride?: number; kOffset?: number; kHeadStride?: number;
+  vStride?: number; vOffset?: number; vHeadStride?: number;
+}
 
 /** Shapes as in AttentionShape: S queries at positions past .. past+S−1, T keys (with causal: past + S; ignored
  * with pastFromBuffer), head h uses kv head ⌊h / (heads/kvHeads)⌋, key t visible to query s iff t ≤ past + s. */
@@ -293,13 +311,25 @@ export interface MhaAttentionArgs {
   v: Binding; vStride?: number; vOffset?: number;
   /** [S, oStride], heads·vDim values from oOffset. */
   out: Binding; oStride?: number; oOffset?: number;
-  cache: MhaKvCache;
+  cache: MhaCacheBinding;
   layer: number;
   past: number;
   S: number;
   heads: number;
   scale: number;
   pastFromBuffer?: Binding;
+}
+
+/**
+ * What mhaAttention needs of a KV cache (model/kvcache.ts MhaKvCache is one): per layer K [capacity,
+ * kvHeads, kDim] and V [capacity, kvHeads, vDim] buffers.
+ */
+export interface MhaCacheBinding {
+  readonly capacity: number;
+  readonly kvHeads: number;
+  readonly kDim: number;
+  readonly vDim: number;
+  layer(i: number): { k: GPUBuffer; v: GPUBuffer };
 }
 
 /**

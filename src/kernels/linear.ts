@@ -10,9 +10,8 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ArgumentError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 import { GEMV_MAX_ROWS, gemv as gemvF32, matmulTiled as matmulF32 } from './matmul';
-export { linearRef } from './linear.ref';
 import { loadWidth, specialise, subgroupChoice } from './shader-source';
-import { unitOf, type PackedFormat } from './weight.ref';
+import { unitOf, type PackedFormat } from './weight-pack';
 import type { GpuWeight, WeightFormat } from './weight';
 import { sparseLinearImpl } from './sparse';
 

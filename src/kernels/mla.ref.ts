@@ -1,6 +1,5 @@
 /**
  * CPU references for Multi-head Latent Attention (DeepSeek-V2/V3), both paths, float64 accumulation.
- * No GPU imports (also used by the CPU reference model).
  *
  * Conventions (fixtures/deepseek-v3-tiny/README.md):
  *   q     [S, H·(nope+rope)]   per head [q_nope | q_pe], q_pe already roped
@@ -12,14 +11,8 @@
  * included); the absorbed path uses the same scale although its dot product is kvLora+rope long.
  */
 import { attentionRef } from './attention.ref';
+import type { MlaDims } from './mla';
 
-export interface MlaDims {
-  heads: number;
-  qkNope: number;
-  qkRope: number;
-  vHead: number;
-  kvLora: number;
-}
 
 export interface MlaRefArgs {
   dims: MlaDims;
@@ -109,14 +102,4 @@ export function mlaAttentionRef(a: MlaRefArgs): Float32Array {
   }
   const oLat = attentionRef(qa, kv, kv, { S: a.S, T, past: a.past, heads: H, kvHeads: 1, dQk: r + rope, dV: r, scale: a.scale, causal: true, kStride: r + rope, vStride: r + rope });
   return mlaUpVRef(d, oLat, a.kvB, a.S);
-}
-
-/** Bytes per token of the latent cache (all layers): (kvLora + rope) values per layer. */
-export function latentCacheBytesPerToken(cfg: { layers: number; kvLoraRank: number; ropeDim: number }, bytesPerValue: number): number {
-  return cfg.layers * (cfg.kvLoraRank + cfg.ropeDim) * bytesPerValue;
-}
-
-/** Bytes per token of the equivalent expanded MHA cache (all layers): K (qk dims) and V per head. */
-export function mhaCacheBytesPerToken(cfg: { layers: number; heads: number; qkHeadDim: number; vHeadDim: number }, bytesPerValue: number): number {
-  return cfg.layers * cfg.heads * (cfg.qkHeadDim + cfg.vHeadDim) * bytesPerValue;
 }

@@ -4,14 +4,28 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError, UnsupportedError } from '../errors';
-import type { LatentKvCache } from '../model/kvcache';
 import { attentionDecode, flashAttention, kvWrite, type AttentionArgs } from './attention';
 import { matmulTiled } from './matmul';
 import { specialise, subgroupChoice } from './shader-source';
-import type { MlaDims } from './mla.ref';
 
-export type { MlaDims } from './mla.ref';
-export { mlaAttentionRef } from './mla.ref';
+export interface MlaDims {
+  heads: number;
+  qkNope: number;
+  qkRope: number;
+  vHead: number;
+  kvLora: number;
+}
+
+/**
+ * What mlaAttention needs of a latent KV cache (model/kvcache.ts LatentKvCache is one): per layer one
+ * f32 buffer of `capacity` rows [latent (kvLoraRank) | k_pe (ropeDim)], rowFloats = kvLoraRank + ropeDim.
+ */
+export interface LatentCacheBinding {
+  readonly capacity: number;
+  readonly kvLoraRank: number;
+  readonly ropeDim: number;
+  layer(i: number): { kv: GPUBuffer; rowFloats: number };
+}
 
 export const MLA_PARAMS = defineUniforms({
   S: 'u32', H: 'u32', nope: 'u32', rope: 'u32',
@@ -33,7 +47,7 @@ export interface MlaAttentionArgs {
   kPe?: Binding; kPeStride?: number; kPeOffset?: number;
   /** f32 [H·(nope+v), kvLora]: per head rows [W_UK | W_UV]. */
   kvB: Binding;
-  cache: LatentKvCache;
+  cache: LatentCacheBinding;
   layer: number;
   /** Position of the first new token (= cached tokens before this forward). */
   past: number;

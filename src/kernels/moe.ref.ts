@@ -12,53 +12,11 @@
  * Plain softmax top-K routers (Mixtral, Qwen-MoE, OLMoE) are n_group 1, no bias, softmax scoring, with
  * (Mixtral, Qwen3) or without (OLMoE, Qwen1.5) renormalisation.
  */
+import { checkRouting, type MoeRouting } from './moe-routing';
 
-/** Router configuration of one MoE layer (from config.json). */
-export interface MoeRouting {
-  /** n_routed_experts */
-  experts: number;
-  /** num_experts_per_tok */
-  topK: number;
-  /** n_group (1 = no group limit) */
-  nGroup: number;
-  /** topk_group */
-  topkGroup: number;
-  scoring: 'sigmoid' | 'softmax';
-  /** norm_topk_prob: divide the chosen weights by their sum */
-  normTopkProb: boolean;
-  /** routed_scaling_factor (1 when absent) */
-  routedScalingFactor: number;
-  /** e_score_correction_bias present (noaux_tc) */
-  hasBias: boolean;
-}
+export type { MoeRouting };
 
-/** HF config.json → MoeRouting (DeepSeek-V2/V3, Mixtral, Qwen-MoE, OLMoE field names). */
-export function routingFromConfig(cfg: Record<string, any>): MoeRouting {
-  const experts = cfg.n_routed_experts ?? cfg.num_local_experts ?? cfg.num_experts;
-  const topK = cfg.num_experts_per_tok;
-  const scoring = (cfg.scoring_func ?? 'softmax') as 'sigmoid' | 'softmax';
-  const isMixtral = cfg.model_type === 'mixtral';
-  return {
-    experts,
-    topK,
-    nGroup: cfg.n_group ?? 1,
-    topkGroup: cfg.topk_group ?? cfg.n_group ?? 1,
-    scoring,
-    normTopkProb: isMixtral ? true : !!cfg.norm_topk_prob,
-    routedScalingFactor: cfg.routed_scaling_factor ?? 1,
-    hasBias: cfg.topk_method === 'noaux_tc',
-  };
-}
 
-export function checkRouting(r: MoeRouting): string | null {
-  if (!(r.experts > 0) || !Number.isInteger(r.experts)) return `experts must be a positive integer, got ${r.experts}`;
-  if (!(r.topK > 0) || !Number.isInteger(r.topK) || r.topK > r.experts) return `topK ${r.topK} must be in 1..experts (${r.experts})`;
-  if (!(r.nGroup > 0) || r.experts % r.nGroup !== 0) return `nGroup ${r.nGroup} must divide experts ${r.experts}`;
-  if (!(r.topkGroup > 0) || r.topkGroup > r.nGroup) return `topkGroup ${r.topkGroup} must be in 1..nGroup (${r.nGroup})`;
-  if (r.topkGroup * (r.experts / r.nGroup) < r.topK) return `topkGroup·(experts/nGroup) = ${r.topkGroup * (r.experts / r.nGroup)} < topK ${r.topK}: not enough unmasked experts`;
-  if (r.scoring !== 'sigmoid' && r.scoring !== 'softmax') return `scoring must be sigmoid or softmax, got ${r.scoring}`;
-  return null;
-}
 
 /** Router logits [T, E] = x [T, D] · gateW [E, D]ᵀ (float64 accumulation). */
 export function routerLogitsRef(x: Float32Array, gateW: Float32Array, T: number, D: number, E: number): Float32Array {

@@ -7,13 +7,12 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
 import { loadWidth, specialise, subgroupChoice } from './shader-source';
-import { packWeight, rowLayout } from './weight.ref';
+import { packWeight, rowLayout } from './weight-pack';
 import { f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
-import { checkRouting, type MoeRouting } from './moe.ref';
+import { checkRouting, type MoeRouting } from './moe-routing';
 
-export type { MoeRouting } from './moe.ref';
-export { routingFromConfig, moeGateRef, moeLayerRef, moeExpertsRef, routerLogitsRef, moePermutationRef, expertCountsRef } from './moe.ref';
+export type { MoeRouting } from './moe-routing';
 
 /**
  * MoE layer kernels: router (gate), routed experts for decode (ids stay on the GPU) and prefill

@@ -1,6 +1,6 @@
 /**
  * RoPE on the GPU: in place, interleaved pairs, on a slice of every head of every row (the rope part
- * of q, or the k_pe part of the kv_a output with heads = 1). CPU twin and YaRN helpers: rope.ref.ts.
+ * of q, or the k_pe part of the kv_a output with heads = 1). CPU twin: rope.ref.ts; inverse frequencies and YaRN: rope-params.ts.
  */
 import code from '../../shaders/rope.wgsl?raw';
 import type { Gpu } from '../gpu/device';
@@ -9,7 +9,6 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError } from '../errors';
 
-export { ropeInvFreq, yarnSoftmaxScale, yarnMscale, ropeRef, type YarnScaling } from './rope.ref';
 
 export const ROPE_PARAMS = defineUniforms({ rows: 'u32', heads: 'u32', row_stride: 'u32', head_stride: 'u32', offset: 'u32', half: 'u32', pos0: 'u32', n: 'u32' });
 const WG = 64;

@@ -16,14 +16,9 @@
  * differ by one unit for a few tokens; the drawn token then changes only if t lands on that unit).
  * Sampling in index order (not sorted order) gives the same distribution as the sorted inverse CDF.
  */
+import { isGreedy, topPFixed, type SamplingParams } from './sample-params';
 
-export interface SamplingParams {
-  temperature: number;
-  topK: number;
-  topP: number;
-  repetitionPenalty: number;
-  seed: number;
-}
+export type { SamplingParams };
 
 export const MASS_BITS = 20;
 const MASS_ONE = 2 ** MASS_BITS;
@@ -55,8 +50,6 @@ export function sampleUniform(seed: number, step: number): number {
   return pcg((pcg(seed >>> 0) + (step >>> 0)) >>> 0);
 }
 
-export const topPFixed = (p: number) => Math.min(2 ** 32 - 1, Math.max(0, Math.floor(p * 2 ** 32)));
-
 /** Logits after the repetition penalty and temperature, as the sampler sees them. */
 export function penalisedScaled(logits: Float32Array, params: SamplingParams, history?: number[]): Float32Array {
   const z = Float32Array.from(logits);
@@ -75,8 +68,6 @@ export function penalisedScaled(logits: Float32Array, params: SamplingParams, hi
   }
   return z;
 }
-
-export const isGreedy = (p: SamplingParams) => !(p.temperature > 0) || p.topK === 1;
 
 /** The kept set (flags) and integer weights of steps 3–5. */
 export function keptDistribution(logits: Float32Array, params: SamplingParams, history?: number[]): { kept: Uint8Array; W: Float64Array; z: Float32Array } {

@@ -9,10 +9,9 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ArgumentError, ShapeError } from '../errors';
-import { isGreedy, topPFixed, type SamplingParams } from './sample.ref';
+import { isGreedy, topPFixed, type SamplingParams } from './sample-params';
 
-export type { SamplingParams } from './sample.ref';
-export { sampleRef, sampleDistribution } from './sample.ref';
+export type { SamplingParams } from './sample-params';
 
 export const SAMPLE_PARAMS = defineUniforms({
   V: 'u32', chunks: 'u32', round: 'u32', inv_t: 'f32',

@@ -1,142 +1,10 @@
-/**
- * Packed weight layouts, their CPU packers (quantisers) and dequantisers. The one description of the
- * formats that shaders/linear.wgsl decodes; no GPU imports (the CPU reference model uses it too).
- *
- * W is [N, K] (rows = output features, HF `[out, in]`). Every packed format stores each row as
- * Kp = roundUp(K, UNIT) elements in Kp·BITS/32 little-endian u32 words, zero-padded past K, so a row is
- * a whole number of vec4<u32> "units" of UNIT consecutive elements along K:
- *
- *   format  BITS UNIT  word j of a row holds                               scales
- *   f32     32    4    element j (raw bits; rows are NOT padded, K%4≠0 stays [N,K])     —
- *   f16     16    8    elements 2j (low half), 2j+1 (high half), IEEE binary16         —
- *   q8       8   16    elements 4j+b in byte b, int8 two's complement q ∈ [−127, 127]   [N, ceil(K/gs)]
- *   q4       4   32    elements 8j+b in nibble b (bits 4b..4b+3), stored q+8, q ∈ [−7, 7] [N, ceil(K/gs)]
- *   fp8      8   16    elements 4j+b in byte b, OCP E4M3fn                              [ceil(N/128), ceil(K/128)] f32
- *
- * q8/q4 are symmetric group quantisation along K (groups of gs = 32 or 128): scale = max|w|/Q
- * (Q = 127 or 7, rounded to the scale dtype first), q = clamp(round(w/scale), −Q, Q), w ≈ q·scale.
- * Scales are f32, or f16 packed two per u32 (flat index i in the low half when i is even). Padding
- * nibbles of q4 are 8 (value 0). fp8 is DeepSeek-V3's native format: w = e4m3(b)·scale_inv[n/128][k/128].
- */
-import { f32ToF16, f16ToF32, f32ToFp8e4m3, fp8e4m3Table } from '../util/half';
-
-export type PackedFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8';
-
-export const FORMAT_BITS: Record<PackedFormat, number> = { f32: 32, f16: 16, q8: 8, q4: 4, fp8: 8 };
-/** Elements per vec4<u32> unit. */
-export const unitOf = (f: PackedFormat) => 128 / FORMAT_BITS[f];
-/** Largest |q| of the integer formats. */
-export const QMAX = { q8: 127, q4: 7 } as const;
-/** FP8 block-scale tile (DeepSeek-V3 weight_block_size). */
-export const FP8_BLOCK = 128;
-
-export interface PackedWeight {
-  format: PackedFormat;
-  N: number;
-  K: number;
-  /** Padded row length in elements (K for f32). */
-  Kp: number;
-  /** u32 words per row (Kp·BITS/32). */
-  rowWords: number;
-  /** [N, rowWords] words. */
-  data: Uint32Array;
-  /** q8/q4: [N, groups] f32 or f16 pairs; fp8: [ceil(N/128), ceil(K/128)] f32 (raw bits). */
-  scales?: Uint32Array;
-  groupSize: number;
-  scaleF16: boolean;
-  /** Scale entries per scale row (groups per row, or K blocks for fp8). */
-  scaleCols: number;
-}
-
-export const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
-
-export function rowLayout(format: PackedFormat, K: number): { Kp: number; rowWords: number } {
-  const Kp = format === 'f32' ? K : roundUp(K, unitOf(format));
-  return { Kp, rowWords: (Kp * FORMAT_BITS[format]) / 32 };
-}
+/** CPU reference of the packed weight formats (weight-pack.ts): the matrix a packed weight stands for, and quantisation error. */
+import { f16ToF32, fp8e4m3Table } from '../util/half';
+import { FP8_BLOCK, scaleAt, type PackedWeight } from './weight-pack';
 
 const f32View = new Float32Array(1);
 const u32View = new Uint32Array(f32View.buffer);
-const f32Bits = (v: number) => { f32View[0] = v; return u32View[0]; };
 const bitsF32 = (b: number) => { u32View[0] = b; return f32View[0]; };
-const roundF16 = (v: number) => f16ToF32(f32ToF16(v));
-
-/** Reads scale i of a packed scale array. */
-export function scaleAt(p: PackedWeight, i: number): number {
-  const s = p.scales!;
-  if (!p.scaleF16) return bitsF32(s[i]);
-  const w = s[i >> 1];
-  return f16ToF32(i & 1 ? w >>> 16 : w & 0xffff);
-}
-
-export interface QuantOptions { groupSize?: 32 | 128; scaleDtype?: 'f16' | 'f32' }
-
-/** Packs an f32 [N, K] matrix into `format` (quantising on the CPU for q8/q4). */
-export function packWeight(w: Float32Array, N: number, K: number, format: 'f32' | 'f16' | 'q8' | 'q4', opts: QuantOptions = {}): PackedWeight {
-  if (w.length < N * K) throw new RangeError(`packWeight: ${w.length} values for [${N}, ${K}]`);
-  const { Kp, rowWords } = rowLayout(format, K);
-  const data = new Uint32Array(N * rowWords);
-  const base: Omit<PackedWeight, 'data'> = { format, N, K, Kp, rowWords, groupSize: 0, scaleF16: false, scaleCols: 0 };
-  if (format === 'f32') {
-    data.set(new Uint32Array(w.buffer, w.byteOffset, N * K));
-    return { ...base, data };
-  }
-  if (format === 'f16') {
-    for (let n = 0; n < N; n++) {
-      for (let k = 0; k < K; k++) {
-        const h = f32ToF16(w[n * K + k]);
-        if ((h & 0x7c00) === 0x7c00 && Number.isFinite(w[n * K + k])) throw new RangeError(`packWeight: |w[${n}, ${k}]| = ${Math.abs(w[n * K + k])} overflows f16 (max 65504); store this matrix as f32, q8 or q4`);
-        data[n * rowWords + (k >> 1)] |= (k & 1 ? h << 16 : h) >>> 0;
-      }
-    }
-    return { ...base, data };
-  }
-  const gs = opts.groupSize ?? 32;
-  if (gs !== 32 && gs !== 128) throw new RangeError(`packWeight: group size must be 32 or 128, got ${gs}`);
-  const scaleF16 = (opts.scaleDtype ?? 'f16') === 'f16';
-  const G = Math.ceil(K / gs);
-  const Q = QMAX[format];
-  const scales = new Uint32Array(scaleF16 ? Math.ceil((N * G) / 2) : N * G);
-  if (format === 'q4') data.fill(0x88888888); // padding nibbles decode to 0
-  for (let n = 0; n < N; n++) {
-    for (let g = 0; g < G; g++) {
-      const k0 = g * gs, k1 = Math.min(K, k0 + gs);
-      let amax = 0;
-      for (let k = k0; k < k1; k++) amax = Math.max(amax, Math.abs(w[n * K + k]));
-      let s = amax / Q;
-      s = scaleF16 ? roundF16(s) : Math.fround(s);
-      const idx = n * G + g;
-      if (scaleF16) scales[idx >> 1] |= (idx & 1 ? f32ToF16(s) << 16 : f32ToF16(s)) >>> 0;
-      else scales[idx] = f32Bits(s);
-      const inv = s > 0 ? 1 / s : 0;
-      for (let k = k0; k < k1; k++) {
-        const q = Math.max(-Q, Math.min(Q, Math.round(w[n * K + k] * inv)));
-        const wi = n * rowWords;
-        if (format === 'q8') {
-          const word = wi + (k >> 2), sh = (k & 3) * 8;
-          data[word] = (data[word] | ((q & 0xff) << sh)) >>> 0;
-        } else {
-          const word = wi + (k >> 3), sh = (k & 7) * 4;
-          data[word] = ((data[word] & ~(0xf << sh)) | ((q + 8) << sh)) >>> 0;
-        }
-      }
-    }
-  }
-  return { ...base, data, scales, groupSize: gs, scaleF16, scaleCols: G };
-}
-
-/** Packs DeepSeek-V3 FP8: [N, K] e4m3 bytes + [ceil(N/128), ceil(K/128)] f32 scale_inv. */
-export function packFp8(e4m3: Uint8Array, scaleInv: Float32Array, N: number, K: number): PackedWeight {
-  const SR = Math.ceil(N / FP8_BLOCK), SC = Math.ceil(K / FP8_BLOCK);
-  if (e4m3.length < N * K) throw new RangeError(`packFp8: ${e4m3.length} bytes for [${N}, ${K}]`);
-  if (scaleInv.length < SR * SC) throw new RangeError(`packFp8: ${scaleInv.length} scales for [${SR}, ${SC}]`);
-  const { Kp, rowWords } = rowLayout('fp8', K);
-  const bytes = new Uint8Array(N * rowWords * 4);
-  for (let n = 0; n < N; n++) bytes.set(e4m3.subarray(n * K, n * K + K), n * rowWords * 4);
-  const scales = new Uint32Array(SR * SC);
-  scales.set(new Uint32Array(scaleInv.buffer, scaleInv.byteOffset, SR * SC));
-  return { format: 'fp8', N, K, Kp, rowWords, data: new Uint32Array(bytes.buffer), scales, groupSize: FP8_BLOCK, scaleF16: false, scaleCols: SC };
-}
 
 /** The f32 [N, K] matrix a packed weight represents (what the kernels must compute with). */
 export function dequantizeRef(p: PackedWeight): Float32Array {
@@ -160,29 +28,6 @@ export function dequantizeRef(p: PackedWeight): Float32Array {
   return out;
 }
 
-/** Rows [r0, r1) of a packed weight as a packed weight of their own (chunks past the binding limit). */
-export function sliceRows(p: PackedWeight, r0: number, r1: number): PackedWeight {
-  const data = p.data.slice(r0 * p.rowWords, r1 * p.rowWords);
-  let scales: Uint32Array | undefined;
-  if (p.scales) {
-    if (p.format === 'fp8') {
-      if (r0 % FP8_BLOCK) throw new RangeError('sliceRows: fp8 chunks must start on a 128-row block');
-      scales = p.scales.slice((r0 / FP8_BLOCK) * p.scaleCols, Math.ceil(r1 / FP8_BLOCK) * p.scaleCols);
-    } else if (p.scaleF16) {
-      const G = p.scaleCols;
-      scales = new Uint32Array(Math.ceil(((r1 - r0) * G) / 2));
-      for (let i = 0; i < (r1 - r0) * G; i++) {
-        const j = r0 * G + i;
-        const h = p.scales[j >> 1] >>> (j & 1 ? 16 : 0) & 0xffff;
-        scales[i >> 1] |= (i & 1 ? h << 16 : h) >>> 0;
-      }
-    } else {
-      scales = p.scales.slice(r0 * p.scaleCols, r1 * p.scaleCols);
-    }
-  }
-  return { ...p, N: r1 - r0, data, scales };
-}
-
 /** Error of a quantised matrix against the original: max |Δ|, RMS Δ, and RMS Δ / RMS w. */
 export function quantError(orig: Float32Array, deq: Float32Array): { maxAbs: number; rms: number; relRms: number } {
   let maxAbs = 0, se = 0, sw = 0;
@@ -196,22 +41,3 @@ export function quantError(orig: Float32Array, deq: Float32Array): { maxAbs: num
   return { maxAbs, rms, relRms: sw > 0 ? Math.sqrt(se / sw) : 0 };
 }
 
-/**
- * DeepSeek-V3-style FP8 quantisation of an f32 [N, K] matrix: per 128×128 block scale_inv = amax/448,
- * bytes = e4m3(w / scale_inv) (round to nearest even, saturating). For tests and for converting f32/bf16
- * checkpoints to the native FP8 path.
- */
-export function quantizeFp8Blocks(w: Float32Array, N: number, K: number): { bytes: Uint8Array; scaleInv: Float32Array } {
-  const SR = Math.ceil(N / FP8_BLOCK), SC = Math.ceil(K / FP8_BLOCK);
-  const scaleInv = new Float32Array(SR * SC);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
-    const b = Math.floor(n / FP8_BLOCK) * SC + Math.floor(k / FP8_BLOCK);
-    scaleInv[b] = Math.max(scaleInv[b], Math.abs(w[n * K + k]));
-  }
-  for (let b = 0; b < scaleInv.length; b++) scaleInv[b] = scaleInv[b] > 0 ? scaleInv[b] / 448 : 1;
-  const bytes = new Uint8Array(N * K);
-  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
-    bytes[n * K + k] = f32ToFp8e4m3(w[n * K + k] / scaleInv[Math.floor(n / FP8_BLOCK) * SC + Math.floor(k / FP8_BLOCK)]);
-  }
-  return { bytes, scaleInv };
-}

@@ -1,8 +1,8 @@
 /**
  * Linear-layer weights on the GPU. A GpuWeight is a logical [N, K] matrix (rows = output features) in
- * one of the packed formats of weight.ref.ts, plus what the kernels need to decode it.
+ * one of the packed formats of weight-pack.ts, plus what the kernels need to decode it.
  *
- * buffers, by format (layouts: src/kernels/weight.ref.ts, decoded by shaders/linear.wgsl):
+ * buffers, by format (layouts: src/kernels/weight-pack.ts, decoded by shaders/linear.wgsl):
  *   'f32'  [w]          w: [N, K] f32 (unpadded, the layout of src/kernels/matmul.ts)
  *   'f16'  [w]          w: [N, rowWords] u32, two binary16 per word
  *   'q8'   [w, scales]  w: [N, rowWords] u32 (4 × int8),  scales: [N, ceil(K/gs)] f16 pairs or f32
@@ -18,7 +18,7 @@
  */
 import type { Gpu } from '../gpu/device';
 import { ArgumentError, LimitExceededError, ShapeError } from '../errors';
-import { FP8_BLOCK, packFp8, packWeight, sliceRows, type PackedWeight } from './weight.ref';
+import { FP8_BLOCK, packFp8, packWeight, sliceRows, type PackedWeight } from './weight-pack';
 
 export type WeightFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8' | '2:4' | 'vnm';
 

@@ -1,14 +1,14 @@
 /**
- * Opening a Hugging Face checkpoint: config.json (typed, validated), the tokenizer files, and the
- * safetensors tensor table (one model.safetensors, or shards named by model.safetensors.index.json),
- * all checked against the config before anything is allocated on the GPU. Tensor bytes are then
- * streamed in file order: sequential reads in bounded chunks, each tensor's bytes read once.
+ * Opening a Hugging Face checkpoint container: config.json (parsed and validated by the model family's
+ * ConfigReader), the tokenizer files, and the safetensors tensor table (one model.safetensors, or shards
+ * named by model.safetensors.index.json), all checked against the config before anything is allocated
+ * on the GPU. Tensor bytes are then streamed in file order: sequential reads in bounded chunks, each
+ * tensor's bytes read once. The loader knows no model: model/checkpoint.ts opens DeepSeek checkpoints.
  */
 import { FormatError, ShapeError, WebMoeError } from '../errors';
 import {
   countNonFinite, parseSafetensorsHeader, readHeaderLength, toFloat32, type SafetensorsDtype, type TensorInfo,
 } from '../formats/safetensors';
-import { checkTensorsAgainstConfig, fp8BlockSize, parseConfig, scaleInvName, type ModelConfig } from '../model/config';
 import { checkFileName, type ModelSource } from './model-source';
 import { asTypedAbort, throwIfAborted, type ByteSource } from './source';
 import { loadTokenizer, type Tokenizer } from './tokenizer-file';
@@ -40,8 +40,21 @@ export interface StreamOptions {
   signal?: AbortSignal;
 }
 
-export interface Checkpoint {
-  config: ModelConfig;
+/** What the loader needs of a model family's config.json (model/checkpoint.ts gives DeepSeek's). */
+export interface ConfigReader<C> {
+  /** Typed, validated config from the parsed config.json (throws ConfigError). */
+  parse(raw: unknown): C;
+  vocabSize(config: C): number;
+  /** Throws when the checkpoint's tensors (names, shapes, dtypes) do not match the config. */
+  checkTensors(config: C, tensors: Map<string, CheckpointTensor>): void;
+  /** The FP8 scale tensor of weight `name`. */
+  scaleInvName(name: string): string;
+  /** The FP8 block-scale tile [rows, cols] of the config. */
+  fp8BlockSize(config: C): [number, number];
+}
+
+export interface CheckpointOf<C> {
+  config: C;
   tokenizerJson: unknown | null;
   tokenizerConfig: Record<string, unknown> | null;
   generationConfig: Record<string, unknown> | null;
@@ -138,16 +151,17 @@ async function discover(src: ModelSource, what: string, anyName: boolean, signal
   return { files: [SINGLE], weightMap: null };
 }
 
-export async function openCheckpoint(src: ModelSource, opts: OpenOptions = {}): Promise<Checkpoint> {
+/** Opens the checkpoint at `src`, reading its config.json with `reader`. */
+export async function openCheckpointWith<C>(reader: ConfigReader<C>, src: ModelSource, opts: OpenOptions = {}): Promise<CheckpointOf<C>> {
   const { signal } = opts;
   try {
-    return await openInner(src, opts);
+    return await openInner(reader, src, opts);
   } catch (e) {
     throw asTypedAbort(e, signal);
   }
 }
 
-async function openInner(src: ModelSource, opts: OpenOptions): Promise<Checkpoint> {
+async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: OpenOptions): Promise<CheckpointOf<C>> {
   const { signal, onProgress } = opts;
   const emit = (p: Partial<LoadProgress> & { phase: LoadProgress['phase'] }) =>
     onProgress?.({ bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0, ...p });
@@ -156,14 +170,14 @@ async function openInner(src: ModelSource, opts: OpenOptions): Promise<Checkpoin
   emit({ phase: 'config', file: 'config.json' });
   const configText = await src.text('config.json');
   if (configText === null) throw new WebMoeError('NOT_FOUND', `${src.description}: no config.json`, { file: 'config.json' });
-  const config = parseConfig(parseJsonFile(configText, 'config.json'));
+  const config = reader.parse(parseJsonFile(configText, 'config.json'));
   throwIfAborted(signal);
 
   const tokText = await src.text('tokenizer.json');
   const tokenizerJson = tokText === null ? null : parseJsonFile(tokText, 'tokenizer.json');
   const tokenizerConfig = jsonObject(await src.text('tokenizer_config.json'), 'tokenizer_config.json');
   const generationConfig = jsonObject(await src.text('generation_config.json'), 'generation_config.json');
-  const tokenizer = tokenizerJson !== null && opts.validateTokenizer !== false ? loadTokenizer(tokenizerJson, tokenizerConfig, { vocabSize: config.vocabSize }) : null;
+  const tokenizer = tokenizerJson !== null && opts.validateTokenizer !== false ? loadTokenizer(tokenizerJson, tokenizerConfig, { vocabSize: reader.vocabSize(config) }) : null;
   throwIfAborted(signal);
 
   emit({ phase: 'index' });
@@ -218,7 +232,7 @@ async function openInner(src: ModelSource, opts: OpenOptions): Promise<Checkpoin
       }
     }
   }
-  checkTensorsAgainstConfig(config, tensors);
+  reader.checkTensors(config, tensors);
 
   // File order for streaming: files in read order, then offsets.
   const fileRank = new Map(files.map((f, i) => [f.key, i]));
@@ -257,7 +271,7 @@ async function openInner(src: ModelSource, opts: OpenOptions): Promise<Checkpoin
 
   emit({ phase: 'headers', bytesTotal, tensorsTotal: table.size });
 
-  const ckpt: Checkpoint = {
+  const ckpt: CheckpointOf<C> = {
     config, tokenizerJson, tokenizerConfig, generationConfig, tokenizer,
     tensors: table,
     files: files.map((f) => f.key),
@@ -266,11 +280,11 @@ async function openInner(src: ModelSource, opts: OpenOptions): Promise<Checkpoin
     async readF32(name, sig) {
       const t = await readRaw(name, sig);
       if (t.dtype === 'F8_E4M3') {
-        const sn = scaleInvName(name);
+        const sn = reader.scaleInvName(name);
         if (!table.has(sn)) throw new FormatError(`FP8 tensor '${name}' has no '${sn}'`, { tensor: name });
         const s = await readRaw(sn, sig);
         const scaleInv = toFloat32(s.dtype, s.data);
-        return toFloat32(t.dtype, t.data, { scaleInv, shape: t.shape, block: fp8BlockSize(config) });
+        return toFloat32(t.dtype, t.data, { scaleInv, shape: t.shape, block: reader.fp8BlockSize(config) });
       }
       return toFloat32(t.dtype, t.data);
     },

@@ -10,11 +10,12 @@ import type { ModelRunner } from './runner';
 import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
 import { GpuBackend, type WeightPolicy } from './gpu-backend';
 import { buildWeights } from './load';
-import { isMoeLayer, expectedTensorShapes, type ModelConfig } from './config';
-import type { Checkpoint, LoadProgress } from '../loader/checkpoint';
-import { storedSparsity } from '../sparse/tensors';
+import type { ModelConfig } from './config';
+import { isProjection, modelTensors, moeLayers } from './tensors';
+import type { Checkpoint, LoadProgress } from './checkpoint';
+import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
-import { estimateMemory, checkFitsDevice } from '../loader/memory';
+import { estimateMemory, checkFitsDevice } from './memory-plan';
 import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
@@ -75,17 +76,15 @@ export const acquireBrowserGpu: AcquireGpu = (o) => acquireGpu(o);
 /** Parameter counts from the config: all weights, and those one token reads (K routed experts). */
 export function parameterCounts(cfg: ModelConfig): { total: number; active: number } {
   let total = 0, experts = 0;
-  for (const [name, shape] of expectedTensorShapes(cfg)) {
-    const n = shape.reduce((a, b) => a * b, 1);
+  for (const t of modelTensors(cfg)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
     total += n;
-    if (/\.mlp\.experts\.\d+\./.test(name)) experts += n;
+    if (t.expert >= 0) experts += n;
   }
-  const perExpert = cfg.nRoutedExperts ? experts / (cfg.nRoutedExperts * Math.max(1, countMoeLayers(cfg))) : 0;
-  return { total, active: total - experts + perExpert * cfg.numExpertsPerTok * countMoeLayers(cfg) };
+  const moe = moeLayers(cfg).length;
+  const perExpert = cfg.nRoutedExperts ? experts / (cfg.nRoutedExperts * Math.max(1, moe)) : 0;
+  return { total, active: total - experts + perExpert * cfg.numExpertsPerTok * moe };
 }
-
-const moeLayers = (cfg: ModelConfig) => Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i));
-const countMoeLayers = (cfg: ModelConfig) => moeLayers(cfg).length;
 
 /**
  * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 (half
@@ -99,7 +98,7 @@ function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): '
   if (!['auto', 'f32', 'f16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, q8 or q4, got ${String(s)}`);
   if (s !== 'auto') return s as 'f32' | 'f16' | 'q8' | 'q4';
   if (gpu.adapter.isFallbackAdapter) return 'f32';
-  const linear = [...ckpt.tensors.values()].filter((t) => /\.(self_attn|mlp)\..*_proj\.weight$/.test(t.name));
+  const linear = [...ckpt.tensors.values()].filter((t) => isProjection(t.name));
   return linear.length > 0 && linear.every((t) => t.dtype === 'F16') ? 'f16' : 'f32';
 }
 

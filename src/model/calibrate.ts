@@ -7,7 +7,7 @@
  */
 import { GpuRunner } from './gpu-runner';
 import type { ModelRunner } from './runner';
-import { calibrateBias, biasesToSafetensors, type BiasRunner, type CalibrateResult } from '../moe/calibrate';
+import { calibrateBias, biasesToSafetensors, type BiasRunner, type CalibrateResult } from './moe-calibrate';
 import { UnsupportedError, ArgumentError } from '../errors';
 
 function modelBiasRunner(runner: GpuRunner): { bias: BiasRunner; initial: Map<number, Float32Array>; restore(): void } {

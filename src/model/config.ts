@@ -1,20 +1,13 @@
 /**
- * config.json of a Hugging Face DeepSeek-V3 / V2 checkpoint → a typed, validated ModelConfig, and the
- * list of tensors (with shapes) that config implies, so a checkpoint can be checked before any GPU
- * allocation. Defaults follow HF `configuration_deepseek_v3.py` (V3) and `configuration_deepseek.py` (V2).
+ * config.json of a Hugging Face DeepSeek-V3 / V2 checkpoint → a typed, validated ModelConfig. The
+ * tensors (with shapes) a config implies are in the tensor table, tensors.ts. Defaults follow HF `configuration_deepseek_v3.py` (V3) and `configuration_deepseek.py` (V2).
  */
-import { ConfigError, FormatError, ShapeError, UnsupportedError } from '../errors';
-import type { SafetensorsDtype } from '../formats/safetensors';
+import type { YarnScaling } from '../kernels/rope-params';
+import type { MoeRouting } from '../kernels/moe-routing';
+import { ConfigError } from '../errors';
 
-export interface RopeScaling {
-  type: 'yarn';
-  factor: number;
-  originalMaxPositionEmbeddings: number;
-  betaFast: number;
-  betaSlow: number;
-  mscale: number;
-  mscaleAllDim: number;
-}
+/** YaRN rope scaling as config.json's rope_scaling gives it (the kernels' parameter type). */
+export type RopeScaling = YarnScaling;
 
 export interface ModelConfig {
   modelType: 'deepseek_v3' | 'deepseek_v2';
@@ -231,85 +224,6 @@ export function isMoeLayer(cfg: ModelConfig, layer: number): boolean {
   return cfg.nRoutedExperts > 0 && layer >= cfg.firstKDenseReplace && layer % cfg.moeLayerFreq === 0;
 }
 
-/** What each tensor's shape is derived from, for error messages. */
-interface ExpectedTensor {
-  name: string;
-  shape: number[];
-  /** config.json fields the shape comes from. */
-  fields: string;
-  /** 'matrix' weights may be FP8 with a block scale; 'vector' (norms, biases) may not. */
-  kind: 'matrix' | 'vector' | 'embedding';
-}
-
-/** Every tensor the model needs, in model order (lazily: a hostile config cannot make a huge list). */
-export function* expectedTensors(cfg: ModelConfig): Generator<ExpectedTensor> {
-  const D = cfg.hiddenSize, V = cfg.vocabSize, H = cfg.numHeads;
-  const qk = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
-  yield { name: 'model.embed_tokens.weight', shape: [V, D], fields: 'vocab_size, hidden_size', kind: 'embedding' };
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    yield { name: p + 'input_layernorm.weight', shape: [D], fields: 'hidden_size', kind: 'vector' };
-    if (cfg.qLoraRank !== null) {
-      yield { name: p + 'self_attn.q_a_proj.weight', shape: [cfg.qLoraRank, D], fields: 'q_lora_rank, hidden_size', kind: 'matrix' };
-      yield { name: p + 'self_attn.q_a_layernorm.weight', shape: [cfg.qLoraRank], fields: 'q_lora_rank', kind: 'vector' };
-      yield { name: p + 'self_attn.q_b_proj.weight', shape: [H * qk, cfg.qLoraRank], fields: 'num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank', kind: 'matrix' };
-    } else {
-      yield { name: p + 'self_attn.q_proj.weight', shape: [H * qk, D], fields: 'num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), hidden_size (q_lora_rank null)', kind: 'matrix' };
-    }
-    yield { name: p + 'self_attn.kv_a_proj_with_mqa.weight', shape: [cfg.kvLoraRank + cfg.qkRopeHeadDim, D], fields: 'kv_lora_rank + qk_rope_head_dim, hidden_size', kind: 'matrix' };
-    yield { name: p + 'self_attn.kv_a_layernorm.weight', shape: [cfg.kvLoraRank], fields: 'kv_lora_rank', kind: 'vector' };
-    yield { name: p + 'self_attn.kv_b_proj.weight', shape: [H * (cfg.qkNopeHeadDim + cfg.vHeadDim), cfg.kvLoraRank], fields: 'num_attention_heads × (qk_nope_head_dim + v_head_dim), kv_lora_rank', kind: 'matrix' };
-    yield { name: p + 'self_attn.o_proj.weight', shape: [D, H * cfg.vHeadDim], fields: 'hidden_size, num_attention_heads × v_head_dim', kind: 'matrix' };
-    yield { name: p + 'post_attention_layernorm.weight', shape: [D], fields: 'hidden_size', kind: 'vector' };
-    if (!isMoeLayer(cfg, l)) {
-      const I = cfg.intermediateSize;
-      yield { name: p + 'mlp.gate_proj.weight', shape: [I, D], fields: 'intermediate_size, hidden_size', kind: 'matrix' };
-      yield { name: p + 'mlp.up_proj.weight', shape: [I, D], fields: 'intermediate_size, hidden_size', kind: 'matrix' };
-      yield { name: p + 'mlp.down_proj.weight', shape: [D, I], fields: 'hidden_size, intermediate_size', kind: 'matrix' };
-    } else {
-      const E = cfg.nRoutedExperts, M = cfg.moeIntermediateSize;
-      yield { name: p + 'mlp.gate.weight', shape: [E, D], fields: 'n_routed_experts, hidden_size', kind: 'matrix' };
-      if (cfg.topkMethod === 'noaux_tc') yield { name: p + 'mlp.gate.e_score_correction_bias', shape: [E], fields: 'n_routed_experts (topk_method noaux_tc)', kind: 'vector' };
-      for (let e = 0; e < E; e++) {
-        const q = `${p}mlp.experts.${e}.`;
-        yield { name: q + 'gate_proj.weight', shape: [M, D], fields: 'moe_intermediate_size, hidden_size', kind: 'matrix' };
-        yield { name: q + 'up_proj.weight', shape: [M, D], fields: 'moe_intermediate_size, hidden_size', kind: 'matrix' };
-        yield { name: q + 'down_proj.weight', shape: [D, M], fields: 'hidden_size, moe_intermediate_size', kind: 'matrix' };
-      }
-      if (cfg.nSharedExperts > 0) {
-        const S = cfg.nSharedExperts * M;
-        yield { name: p + 'mlp.shared_experts.gate_proj.weight', shape: [S, D], fields: 'n_shared_experts × moe_intermediate_size, hidden_size', kind: 'matrix' };
-        yield { name: p + 'mlp.shared_experts.up_proj.weight', shape: [S, D], fields: 'n_shared_experts × moe_intermediate_size, hidden_size', kind: 'matrix' };
-        yield { name: p + 'mlp.shared_experts.down_proj.weight', shape: [D, S], fields: 'hidden_size, n_shared_experts × moe_intermediate_size', kind: 'matrix' };
-      }
-    }
-  }
-  yield { name: 'model.norm.weight', shape: [D], fields: 'hidden_size', kind: 'vector' };
-  if (!cfg.tieWordEmbeddings) yield { name: 'lm_head.weight', shape: [V, D], fields: 'vocab_size, hidden_size', kind: 'embedding' };
-}
-
-/** Every tensor the model needs → its shape ([out, in] for matrices). */
-export function expectedTensorShapes(cfg: ModelConfig): Map<string, number[]> {
-  const m = new Map<string, number[]>();
-  for (const t of expectedTensors(cfg)) m.set(t.name, t.shape);
-  return m;
-}
-
-/** Number of tensors expectedTensors yields, without building them. */
-export function expectedTensorCount(cfg: ModelConfig): number {
-  let n = 1 + 1 + (cfg.tieWordEmbeddings ? 0 : 1);
-  for (let l = 0; l < cfg.numLayers; l++) {
-    n += 2 + (cfg.qLoraRank !== null ? 3 : 1) + 4;
-    if (!isMoeLayer(cfg, l)) n += 3;
-    else n += 1 + (cfg.topkMethod === 'noaux_tc' ? 1 : 0) + 3 * cfg.nRoutedExperts + (cfg.nSharedExperts > 0 ? 3 : 0);
-  }
-  return n;
-}
-
-const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
-const SCALE_DTYPES: ReadonlySet<string> = new Set(['F32', 'BF16', 'F16']);
-const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
-
 export function scaleInvName(weightName: string): string {
   return weightName.replace(/\.weight$/, '.weight_scale_inv');
 }
@@ -319,57 +233,29 @@ export function fp8BlockSize(cfg: ModelConfig): [number, number] {
   return cfg.quantization?.weightBlockSize ?? [128, 128];
 }
 
-/**
- * Checks every tensor the config implies against the checkpoint's tensor table, before any GPU
- * allocation: a missing tensor (FormatError), a wrong shape (ShapeError naming the tensor, the config
- * fields, expected and actual), an unsupported dtype (UnsupportedError). FP8 matrices need their
- * `weight_scale_inv` sibling of shape [ceil(out/b0), ceil(in/b1)]. Extra tensors (e.g. the MTP layer
- * model.layers.{numLayers}.*) are ignored.
- */
-export function checkTensorsAgainstConfig(cfg: ModelConfig, tensors: Map<string, { dtype: SafetensorsDtype | string; shape: number[] }>): void {
-  const [b0, b1] = fp8BlockSize(cfg);
-  for (const e of expectedTensors(cfg)) {
-    const t = tensors.get(e.name);
-    if (!t && e.kind === 'matrix' && tensors.has(`${e.name}.sparse_config`)) {
-      checkSparseTensors(e.name, e.shape, tensors);
-      continue;
-    }
-    if (!t) throw new FormatError(`checkpoint: tensor '${e.name}' is missing (config.json implies shape ${fmt(e.shape)} from ${e.fields})`, { tensor: e.name, expected: e.shape });
-    if (t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
-      throw new ShapeError(`checkpoint: tensor '${e.name}' has shape ${fmt(t.shape)}, but config.json (${e.fields}) implies ${fmt(e.shape)}`);
-    }
-    if (t.dtype === 'F8_E4M3') {
-      if (e.kind !== 'matrix') throw new UnsupportedError(`checkpoint: tensor '${e.name}' is F8_E4M3; only linear-layer weights may be FP8`, { tensor: e.name, dtype: t.dtype });
-      const sn = scaleInvName(e.name);
-      const s = tensors.get(sn);
-      const want = [Math.ceil(e.shape[0] / b0), Math.ceil(e.shape[1] / b1)];
-      if (!s) throw new FormatError(`checkpoint: FP8 tensor '${e.name}' has no '${sn}' (expected shape ${fmt(want)})`, { tensor: sn, expected: want });
-      if (!SCALE_DTYPES.has(s.dtype)) throw new UnsupportedError(`checkpoint: '${sn}' has dtype ${s.dtype}; expected F32`, { tensor: sn, dtype: s.dtype });
-      if (s.shape.length !== 2 || s.shape[0] !== want[0] || s.shape[1] !== want[1]) {
-        throw new ShapeError(`checkpoint: '${sn}' has shape ${fmt(s.shape)}, but weight ${fmt(e.shape)} with block [${b0}, ${b1}] needs ${fmt(want)}`);
-      }
-    } else if (!FLOAT_DTYPES.has(t.dtype)) {
-      throw new UnsupportedError(`checkpoint: tensor '${e.name}' has dtype ${t.dtype}; supported: F32, F16, BF16${e.kind === 'matrix' ? ', F8_E4M3 (with weight_scale_inv)' : ''}`, { tensor: e.name, dtype: t.dtype });
-    }
-  }
+/** The router settings of a config, as the MoE kernels take them. */
+export function routingOf(cfg: ModelConfig): MoeRouting {
+  return {
+    experts: cfg.nRoutedExperts, topK: cfg.numExpertsPerTok, nGroup: cfg.nGroup, topkGroup: cfg.topkGroup,
+    scoring: cfg.scoringFunc, normTopkProb: cfg.normTopkProb, routedScalingFactor: cfg.routedScalingFactor,
+    hasBias: cfg.topkMethod === 'noaux_tc',
+  };
 }
 
-/**
- * A pre-pruned weight stored compressed (src/sparse/tensors.ts): the parts a loader needs exist with the
- * dtypes and row counts the config implies. The format and K are in the config tensor's data, checked
- * when it is read (sparseFromTensors).
- */
-function checkSparseTensors(name: string, shape: number[], tensors: Map<string, { dtype: SafetensorsDtype | string; shape: number[] }>): void {
-  const part = (suffix: string, dtype: string, rank: number) => {
-    const t = tensors.get(name + suffix);
-    if (!t) throw new FormatError(`checkpoint: sparse weight '${name}' has no '${name}${suffix}'`, { tensor: name + suffix });
-    if (t.dtype !== dtype || t.shape.length !== rank) throw new FormatError(`checkpoint: '${name}${suffix}' is ${t.dtype} ${fmt(t.shape)}, expected ${dtype} of rank ${rank}`, { tensor: name + suffix });
-    return t;
+/** HF config.json → MoeRouting (DeepSeek-V2/V3, Mixtral, Qwen-MoE, OLMoE field names). */
+export function routingFromConfig(cfg: Record<string, any>): MoeRouting {
+  const experts = cfg.n_routed_experts ?? cfg.num_local_experts ?? cfg.num_experts;
+  const topK = cfg.num_experts_per_tok;
+  const scoring = (cfg.scoring_func ?? 'softmax') as 'sigmoid' | 'softmax';
+  const isMixtral = cfg.model_type === 'mixtral';
+  return {
+    experts,
+    topK,
+    nGroup: cfg.n_group ?? 1,
+    topkGroup: cfg.topk_group ?? cfg.n_group ?? 1,
+    scoring,
+    normTopkProb: isMixtral ? true : !!cfg.norm_topk_prob,
+    routedScalingFactor: cfg.routed_scaling_factor ?? 1,
+    hasBias: cfg.topk_method === 'noaux_tc',
   };
-  const c = part('.sparse_config', 'U32', 1);
-  if (c.shape[0] !== 5) throw new FormatError(`checkpoint: '${name}.sparse_config' has shape ${fmt(c.shape)}, expected [5]`, { tensor: name + '.sparse_config' });
-  for (const suffix of ['.sparse_values', '.sparse_meta']) {
-    const t = part(suffix, suffix === '.sparse_values' ? 'F32' : 'U32', 2);
-    if (t.shape[0] !== shape[0]) throw new ShapeError(`checkpoint: '${name}${suffix}' has ${t.shape[0]} rows, but config.json implies ${shape[0]}`);
-  }
 }

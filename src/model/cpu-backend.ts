@@ -3,33 +3,18 @@
  * the kernels' CPU references. Slow and simple on purpose; it checks the GPU path on configurations the
  * official fixture does not cover (no q_lora, YaRN, several dense layers, half-precision storage).
  */
-import type { Backend, HostExpert, HostMatrix, HostMoe, MlaShape, MatrixRole } from './deepseek';
-import type { ModelConfig } from './config';
+import { hostMatrixToF32, type Backend, type HostExpert, type HostMatrix, type HostMoe, type MlaShape, type MatrixRole } from './deepseek';
+import { routingOf, type ModelConfig } from './config';
 import { matmulRef } from '../kernels/matmul.ref';
 import { rmsNormRef } from '../kernels/rmsnorm.ref';
-import { ropeInvFreq, ropeRef } from '../kernels/rope.ref';
-import { moeGateRef, routerLogitsRef, moeExpertsRef, sharedExpertRef, type MoeRouting } from '../kernels/moe.ref';
+import { ropeRef } from '../kernels/rope.ref';
+import { ropeInvFreq } from '../kernels/rope-params';
+import { moeGateRef, routerLogitsRef, moeExpertsRef, sharedExpertRef } from '../kernels/moe.ref';
 import { mlaAttentionRef } from '../kernels/mla.ref';
-import { toFloat32 } from '../formats/safetensors';
-
-/** The router settings of a config, as the MoE kernels take them. */
-export function routingOf(cfg: ModelConfig): MoeRouting {
-  return {
-    experts: cfg.nRoutedExperts, topK: cfg.numExpertsPerTok, nGroup: cfg.nGroup, topkGroup: cfg.topkGroup,
-    scoring: cfg.scoringFunc, normTopkProb: cfg.normTopkProb, routedScalingFactor: cfg.routedScalingFactor,
-    hasBias: cfg.topkMethod === 'noaux_tc',
-  };
-}
 
 export interface CpuTensor { data: Float32Array; rows: number; cols: number }
 export interface CpuWeight { data: Float32Array; N: number; K: number }
 export interface CpuMoe { gate: CpuWeight; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null; I: number }
-
-/** Dequantises DeepSeek-V3 FP8 (e4m3 with 128×128 block scales) to f32. */
-export function hostMatrixToF32(m: HostMatrix): Float32Array {
-  if (m.f32) return m.f32;
-  return toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
-}
 
 interface LayerCache { latent: Float32Array; pe: Float32Array; length: number }
 

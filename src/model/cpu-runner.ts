@@ -8,7 +8,7 @@ import { forward, type ModelWeights } from './deepseek';
 import { CpuBackend, type CpuMoe, type CpuWeight } from './cpu-backend';
 import { sampleRef } from '../kernels/sample.ref';
 import { expertCountsRef } from '../kernels/moe.ref';
-import { maxVio } from '../moe/telemetry';
+import { maxVio } from './moe-telemetry';
 import { mhaCacheBytesPerToken, latentCacheBytesPerToken } from './kvcache';
 
 export class CpuRunner implements ModelRunner {

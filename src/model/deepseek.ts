@@ -9,11 +9,13 @@
  * configurations the official fixture does not cover are checked against "the same code on the CPU".
  */
 import type { ModelConfig } from './config';
+import type { MatrixRole } from './tensors';
+import { toFloat32 } from '../formats/safetensors';
 import { isMoeLayer } from './config';
-import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope.ref';
+import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope-params';
 
 /** Where a linear weight sits in the model; backends choose storage (f32/f16/int8/int4/sparse) by role. */
-export type MatrixRole = 'attn' | 'kv_b' | 'mlp' | 'shared' | 'lm_head';
+export type { MatrixRole };
 
 /** A matrix as it comes out of the checkpoint: f32 values, or DeepSeek-V3's native FP8 with block scales. */
 export interface HostMatrix {
@@ -21,6 +23,12 @@ export interface HostMatrix {
   K: number;
   f32?: Float32Array;
   fp8?: { bytes: Uint8Array; scaleInv: Float32Array };
+}
+
+/** Dequantises DeepSeek-V3 FP8 (e4m3 with 128×128 block scales) to f32. */
+export function hostMatrixToF32(m: HostMatrix): Float32Array {
+  if (m.f32) return m.f32;
+  return toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
 }
 
 export interface HostExpert { gate: Float32Array; up: Float32Array; down: Float32Array }
@@ -134,11 +142,3 @@ export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: Mode
   opts.onActivation?.('final_norm', normed);
   return be.linear(normed, w.lmHead);
 }
-
-/** Hugging Face tensor names, in one place. */
-export const names = {
-  embed: 'model.embed_tokens.weight',
-  norm: 'model.norm.weight',
-  lmHead: 'lm_head.weight',
-  layer: (i: number) => `model.layers.${i}`,
-};

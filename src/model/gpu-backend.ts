@@ -3,8 +3,8 @@
  * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
  * weights are uploaded once in the storage the load options ask for.
  */
-import type { Backend, HostMatrix, HostMoe, MatrixRole, MlaShape } from './deepseek';
-import type { ModelConfig } from './config';
+import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
 import { STORAGE } from '../gpu/buffers';
@@ -17,13 +17,12 @@ import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
 import { moeGate, moeExperts, uploadExperts, destroyExperts, type MoeExpertWeights } from '../kernels/moe';
 import { LatentKvCache } from './kvcache';
-import { isSparsityTarget, type SparsityOption } from '../sparse/apply';
+import type { SparsityOption } from '../sparse/apply';
+import { isSparsityTarget, moeLayers, tensorName } from './tensors';
 import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
-import { ExpertLoad } from '../moe/telemetry';
-import { routingOf } from './cpu-backend';
-import { hostMatrixToF32 } from './cpu-backend';
-import { ropeInvFreq } from '../kernels/rope.ref';
+import { ExpertLoad } from './moe-telemetry';
+import { ropeInvFreq } from '../kernels/rope-params';
 
 export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
 
@@ -59,8 +58,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
 
   constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number) {
     this.cache = new LatentKvCache(gpu, { layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv' });
-    const moeLayers = Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => i >= cfg.firstKDenseReplace && i % cfg.moeLayerFreq === 0);
-    this.load = new ExpertLoad(gpu, moeLayers, cfg.nRoutedExperts, cfg.numExpertsPerTok);
+    this.load = new ExpertLoad(gpu, moeLayers(cfg), cfg.nRoutedExperts, cfg.numExpertsPerTok);
     this.invFreq = gpu.buffers.upload('rope.invFreq', ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling));
   }
 
@@ -123,16 +121,15 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   moe(layer: number, p: HostMoe): GpuMoe {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
     const sp = this.policy.sparsity;
-    const prefix = `model.layers.${layer}.mlp`;
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
-    const experts: GpuMoe['experts'] = sp && isSparsityTarget(`${prefix}.experts.0.gate_proj.weight`, sp.apply)
+    const experts: GpuMoe['experts'] = sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)
       ? { sparse: true, w: sparsifyExperts(g, `layers.${layer}.experts`, p.experts, D, I, sp).experts }
       : { sparse: false, w: uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat) };
     const shared = p.shared
       ? {
-          gate: this.matrix(`${prefix}.shared_experts.gate_proj.weight`, { N: Is, K: D, f32: p.shared.gate }, 'shared'),
-          up: this.matrix(`${prefix}.shared_experts.up_proj.weight`, { N: Is, K: D, f32: p.shared.up }, 'shared'),
-          down: this.matrix(`${prefix}.shared_experts.down_proj.weight`, { N: D, K: Is, f32: p.shared.down }, 'shared'),
+          gate: this.matrix(tensorName('shared_gate', layer), { N: Is, K: D, f32: p.shared.gate }, 'shared'),
+          up: this.matrix(tensorName('shared_up', layer), { N: Is, K: D, f32: p.shared.up }, 'shared'),
+          down: this.matrix(tensorName('shared_down', layer), { N: D, K: Is, f32: p.shared.down }, 'shared'),
         }
       : null;
     const gate = g.buffers.upload(`layers.${layer}.gate`, p.gate);

@@ -14,16 +14,7 @@
  * buffers, so look `layer(i)` up again after growing).
  */
 import type { Gpu } from '../gpu/device';
-import { WebMoeError, ArgumentError } from '../errors';
-export { mhaCacheBytesPerToken, latentCacheBytesPerToken } from '../kernels/mla.ref';
-
-/** The context would pass the cache's maximum capacity. */
-export class ContextLengthError extends WebMoeError {
-  override readonly name = 'ContextLengthError';
-  constructor(needed: number, max: number, what: string) {
-    super('CONTEXT_LENGTH', `${what}: ${needed} tokens requested, the cache holds at most ${max}`, { needed, max });
-  }
-}
+import { ArgumentError, ContextLengthError } from '../errors';
 
 const F32 = 4;
 
@@ -189,4 +180,14 @@ export class MhaKvCache extends RowCache {
     const [k, v] = this.buffers(i);
     return { k, v };
   }
+}
+
+/** Bytes per token of the latent cache (all layers): (kvLora + rope) values per layer. */
+export function latentCacheBytesPerToken(cfg: { layers: number; kvLoraRank: number; ropeDim: number }, bytesPerValue: number): number {
+  return cfg.layers * (cfg.kvLoraRank + cfg.ropeDim) * bytesPerValue;
+}
+
+/** Bytes per token of the equivalent expanded MHA cache (all layers): K (qk dims) and V per head. */
+export function mhaCacheBytesPerToken(cfg: { layers: number; heads: number; qkHeadDim: number; vHeadDim: number }, bytesPerValue: number): number {
+  return cfg.layers * cfg.heads * (cfg.qkHeadDim + cfg.vHeadDim) * bytesPerValue;
 }

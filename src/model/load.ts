@@ -3,55 +3,18 @@
  * into its backend form as soon as it (and its FP8 scale, for FP8 weights) has arrived, so host memory
  * holds at most one MoE layer's experts at a time, never the whole file.
  */
-import type { Backend, HostExpert, HostMatrix, HostMoe, LayerWeights, MatrixRole, ModelWeights } from './deepseek';
-import { names } from './deepseek';
+import type { Backend, HostExpert, HostMatrix, HostMoe, LayerWeights, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
-import { isMoeLayer, expectedTensorShapes } from './config';
+import { isMoeLayer } from './config';
+import { expectedTensorShapes, parseTensorName, tensorName, tensorsToLoad } from './tensors';
 import { SPARSE_SUFFIXES, sparseFromTensors, sameSparsity } from '../sparse/tensors';
 import { sparsityLabel, type SparsityOption } from '../sparse/apply';
 import { unpack } from '../sparse/formats';
-import type { Checkpoint, LoadProgress } from '../loader/checkpoint';
+import type { Checkpoint, LoadProgress } from '../model/checkpoint';
 import { toFloat32, type SafetensorsDtype } from '../formats/safetensors';
 import { FormatError, ShapeError, UnsupportedError } from '../errors';
 
 interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array }
-
-/** Every tensor the model reads, in the order the architecture uses them. */
-export function modelTensorNames(cfg: ModelConfig, available: (name: string) => boolean): string[] {
-  const out = [names.embed, names.norm];
-  if (!cfg.tieWordEmbeddings) out.push(names.lmHead);
-  for (let i = 0; i < cfg.numLayers; i++) {
-    const p = names.layer(i);
-    out.push(`${p}.input_layernorm.weight`, `${p}.post_attention_layernorm.weight`);
-    const attn = cfg.qLoraRank ? ['q_a_proj', 'q_b_proj'] : ['q_proj'];
-    for (const n of [...attn, 'kv_a_proj_with_mqa', 'kv_b_proj', 'o_proj']) out.push(`${p}.self_attn.${n}.weight`);
-    if (cfg.qLoraRank) out.push(`${p}.self_attn.q_a_layernorm.weight`);
-    out.push(`${p}.self_attn.kv_a_layernorm.weight`);
-    const proj = (prefix: string) => ['gate_proj', 'up_proj', 'down_proj'].map((n) => `${prefix}.${n}.weight`);
-    if (isMoeLayer(cfg, i)) {
-      out.push(`${p}.mlp.gate.weight`);
-      if (available(`${p}.mlp.gate.e_score_correction_bias`)) out.push(`${p}.mlp.gate.e_score_correction_bias`);
-      for (let e = 0; e < cfg.nRoutedExperts; e++) out.push(...proj(`${p}.mlp.experts.${e}`));
-      if (cfg.nSharedExperts > 0) out.push(...proj(`${p}.mlp.shared_experts`));
-    } else {
-      out.push(...proj(`${p}.mlp`));
-    }
-  }
-  // FP8 weights carry a sibling scale; pre-pruned weights are stored as their compressed parts.
-  return out.flatMap((n) => {
-    if (n.endsWith('.weight') && available(n.replace(/\.weight$/, '.weight_scale_inv'))) return [n, n.replace(/\.weight$/, '.weight_scale_inv')];
-    if (!available(n) && available(`${n}.sparse_config`)) return SPARSE_SUFFIXES.map((s) => n + s).filter(available);
-    return [n];
-  });
-}
-
-function roleOf(name: string): MatrixRole {
-  if (name === names.lmHead) return 'lm_head';
-  if (name.endsWith('.kv_b_proj.weight')) return 'kv_b';
-  if (name.includes('.self_attn.')) return 'attn';
-  if (name.includes('.shared_experts.')) return 'shared';
-  return 'mlp';
-}
 
 export async function buildWeights<T, W, E>(
   be: Backend<T, W, E>,
@@ -59,7 +22,7 @@ export async function buildWeights<T, W, E>(
   ckpt: Checkpoint,
   opts: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; /** Every pre-pruned weight must have this pattern (the sparsity was taken from the file). */ storedPattern?: SparsityOption } = {},
 ): Promise<ModelWeights<W, E>> {
-  const wanted = modelTensorNames(cfg, (n) => ckpt.tensors.has(n));
+  const wanted = tensorsToLoad(cfg, (n) => ckpt.tensors.has(n), SPARSE_SUFFIXES);
   const expected = expectedTensorShapes(cfg);
   const byName = new Map<string, W>();
   const pendingFp8 = new Map<string, RawTensor>();
@@ -80,15 +43,15 @@ export async function buildWeights<T, W, E>(
   };
 
   const moeLayerOf = (name: string) => {
-    const m = /^model\.layers\.(\d+)\.mlp\.(gate\.weight|gate\.e_score_correction_bias|experts\.(\d+)\.(gate|up|down)_proj\.weight|shared_experts\.(gate|up|down)_proj\.weight)$/.exec(name);
-    if (!m) return null;
-    return { layer: +m[1], what: m[2], expert: m[3] !== undefined ? +m[3] : -1, proj: (m[4] ?? m[5]) as keyof HostExpert | undefined };
+    const t = parseTensorName(name);
+    if (!t || t.spec.layers !== 'moe') return null;
+    return { layer: t.layer, role: t.spec.role, expert: t.expert, proj: t.spec.proj };
   };
 
   const finishMoe = (layer: number) => {
     const p = moeParts.get(layer)!;
     const complete = (e: Partial<HostExpert>) => !!(e.gate && e.up && e.down);
-    const hasBias = ckpt.tensors.has(`${names.layer(layer)}.mlp.gate.e_score_correction_bias`);
+    const hasBias = ckpt.tensors.has(tensorName('router_bias', layer));
     if (!p.gate || (hasBias && !p.bias) || p.experts.length < cfg.nRoutedExperts || !p.experts.every(complete)) return;
     if (cfg.nSharedExperts > 0 && !complete(p.shared)) return;
     const parts: HostMoe = { gate: p.gate, bias: p.bias ?? null, experts: p.experts as HostExpert[], shared: cfg.nSharedExperts > 0 ? (p.shared as HostExpert) : null };
@@ -130,8 +93,8 @@ export async function buildWeights<T, W, E>(
     if (moe) {
       const p: MoeParts = moeParts.get(moe.layer) ?? { experts: Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {} };
       moeParts.set(moe.layer, p);
-      if (moe.what === 'gate.weight') p.gate = toFloat32(raw.dtype, raw.data);
-      else if (moe.what === 'gate.e_score_correction_bias') p.bias = toFloat32(raw.dtype, raw.data);
+      if (moe.role === 'router') p.gate = toFloat32(raw.dtype, raw.data);
+      else if (moe.role === 'router_bias') p.bias = toFloat32(raw.dtype, raw.data);
       else {
         const m = matrixOf(name, raw);
         if (!m) return;
@@ -146,7 +109,10 @@ export async function buildWeights<T, W, E>(
     if (isVector) { byName.set(name, be.vector(name, toFloat32(raw.dtype, raw.data))); return; }
     const m = matrixOf(name, raw);
     if (!m) return;
-    byName.set(name, name === names.embed ? be.embedding(name, m) : be.matrix(name, m, roleOf(name)));
+    const spec = parseTensorName(name)?.spec;
+    if (spec?.role === 'embed') byName.set(name, be.embedding(name, m));
+    else if (spec?.matrixRole) byName.set(name, be.matrix(name, m, spec.matrixRole));
+    else throw new FormatError(`tensor '${name}' is not a matrix of the model`, { tensor: name });
   };
 
   await ckpt.stream(wanted, (name, t) => accept(name, t as RawTensor), opts);
@@ -158,19 +124,16 @@ export async function buildWeights<T, W, E>(
   };
   const layers: LayerWeights<W, E>[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
-    const p = names.layer(i);
-    const a = `${p}.self_attn`;
+    const at = (role: Parameters<typeof tensorName>[0]) => get(tensorName(role, i));
     const L: LayerWeights<W, E> = {
-      inputNorm: get(`${p}.input_layernorm.weight`),
-      postNorm: get(`${p}.post_attention_layernorm.weight`),
+      inputNorm: at('input_norm'),
+      postNorm: at('post_attention_norm'),
       attn: {
-        ...(cfg.qLoraRank
-          ? { qA: get(`${a}.q_a_proj.weight`), qANorm: get(`${a}.q_a_layernorm.weight`), qB: get(`${a}.q_b_proj.weight`) }
-          : { q: get(`${a}.q_proj.weight`) }),
-        kvA: get(`${a}.kv_a_proj_with_mqa.weight`),
-        kvANorm: get(`${a}.kv_a_layernorm.weight`),
-        kvB: get(`${a}.kv_b_proj.weight`),
-        o: get(`${a}.o_proj.weight`),
+        ...(cfg.qLoraRank ? { qA: at('q_a'), qANorm: at('q_a_norm'), qB: at('q_b') } : { q: at('q') }),
+        kvA: at('kv_a'),
+        kvANorm: at('kv_a_norm'),
+        kvB: at('kv_b'),
+        o: at('o'),
       },
     };
     if (isMoeLayer(cfg, i)) {
@@ -178,12 +141,12 @@ export async function buildWeights<T, W, E>(
       if (e === undefined) throw new FormatError(`MoE layer ${i}: some expert tensors are missing`, { layer: i });
       L.moe = e;
     } else {
-      L.mlp = { gate: get(`${p}.mlp.gate_proj.weight`), up: get(`${p}.mlp.up_proj.weight`), down: get(`${p}.mlp.down_proj.weight`) };
+      L.mlp = { gate: at('mlp_gate'), up: at('mlp_up'), down: at('mlp_down') };
     }
     layers.push(L);
   }
-  const embed = get(names.embed);
+  const embed = get(tensorName('embed'));
   // Tied embeddings: the head reads the embedding table as a [V, D] matrix.
-  const lmHead = cfg.tieWordEmbeddings ? embed : get(names.lmHead);
-  return { embed, norm: get(names.norm), lmHead, layers };
+  const lmHead = cfg.tieWordEmbeddings ? embed : get(tensorName('lm_head'));
+  return { embed, norm: get(tensorName('final_norm')), lmHead, layers };
 }

@@ -3,7 +3,8 @@
  * the official fixture does not cover (no q_lora, YaRN, several dense layers, F16/BF16 storage) and for
  * benchmarks at real model shapes (e.g. DeepSeek-V2-Lite cut to a few layers).
  */
-import { expectedTensorShapes, parseConfig } from './config';
+import { parseConfig } from './config';
+import { expectedTensorShapes } from './tensors';
 import { writeSafetensors, type SafetensorsDtype } from '../formats/safetensors';
 import { mulberry32 } from '../util/random';
 import { f32ToF16, f32ToBf16 } from '../util/half';

@@ -12,7 +12,7 @@
 import { FormatError } from '../errors';
 import type { SafetensorsDtype, TensorToWrite } from '../formats/safetensors';
 import { checkVnm, metaStrideOf, type SparsePacked } from './formats';
-import { isSparsityTarget, type SparsityOption } from './apply';
+import type { SparsityOption } from './apply';
 
 export const SPARSE_SUFFIXES = ['.sparse_config', '.sparse_values', '.sparse_meta', '.sparse_columns'] as const;
 
@@ -58,25 +58,6 @@ export function sparseFromTensors(name: string, get: (tensor: string) => TensorB
     if (!(c[0] < c[1] && c[1] < c[2] && c[2] < c[3] && c[3] < M)) throw new FormatError(`sparse weight '${name}': column word ${w.toString(16)} is not 4 ascending offsets below M = ${M}`);
   }
   return { format: 'vnm', N, K, V, M, G, values, columns, meta, metaStride };
-}
-
-/**
- * The sparsity a pre-pruned checkpoint was written with, so a load without a `sparsity` option runs it on
- * the sparse kernels: the pattern from one weight's config (`readConfig`), the scope from which weights
- * are stored compressed. Null when none are, or when they are not exactly the targets of 'experts' or
- * 'all-linear' (then they load as dense matrices holding the pruned values).
- */
-export async function storedSparsity(tensorNames: Iterable<string>, readConfig: (tensor: string) => Promise<Uint32Array>): Promise<{ option: SparsityOption; weights: string[] } | null> {
-  const all = [...tensorNames];
-  const sparse = all.filter((n) => n.endsWith('.sparse_config')).map((n) => n.slice(0, -'.sparse_config'.length));
-  if (!sparse.length) return null;
-  const weights = new Set([...all.filter((n) => !SPARSE_SUFFIXES.some((s) => n.endsWith(s))), ...sparse]);
-  const set = new Set(sparse);
-  const apply = (['experts', 'all-linear'] as const).find((a) => [...weights].every((n) => isSparsityTarget(n, a) === set.has(n)));
-  if (!apply) return null;
-  const [fmt, , , V, M] = await readConfig(`${sparse[0]}.sparse_config`);
-  const option: SparsityOption = fmt === 0 ? { format: '2:4', apply } : { format: 'vnm', v: V, m: M, apply };
-  return { option, weights: sparse };
 }
 
 /** Whether a stored compressed weight has the pattern of `o` (re-packing it then keeps exactly its values). */

@@ -3,7 +3,7 @@
 import { describe, it, expect } from 'vitest';
 import { urlModel } from '../../src/loader/model-source';
 import { browserWeightCache } from '../../src/loader/cache';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 
 describe('browser weight cache', () => {
   it('a second load does not download the weights again', async () => {

@@ -12,7 +12,8 @@ import type { ModelSource } from '../../src/loader/model-source';
 import type { ByteSource } from '../../src/loader/source';
 import { DeviceLostError, LimitExceededError, WebMoeError } from '../../src/errors';
 import { mulberry32 } from '../../src/util/random';
-import { parseConfig, expectedTensorShapes } from '../../src/model/config';
+import { parseConfig } from '../../src/model/config';
+import { expectedTensorShapes } from '../../src/model/tensors';
 import { TINY_V3_CONFIG } from '../../src/model/synthetic';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 

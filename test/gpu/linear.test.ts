@@ -5,7 +5,8 @@ import { randomUniform, mulberry32 } from '../../src/util/random';
 import { linear, linearGemv, linearMatmul } from '../../src/kernels/linear';
 import { linearRef } from '../../src/kernels/linear.ref';
 import { uploadWeight, uploadFp8Weight, uploadPacked, destroyWeight, type GpuWeight } from '../../src/kernels/weight';
-import { packWeight, packFp8, dequantizeRef, type PackedWeight } from '../../src/kernels/weight.ref';
+import { packWeight, packFp8, type PackedWeight } from '../../src/kernels/weight-pack';
+import { dequantizeRef } from '../../src/kernels/weight.ref';
 import { f32ToFp8e4m3 } from '../../src/util/half';
 
 // Tolerance: the kernels decode the packed weights exactly (f16, int8/int4 × scale, e4m3 × scale are

@@ -3,8 +3,8 @@ import type { Gpu } from '../../src/gpu/device';
 import { testGpu } from '../helpers/gpu';
 import { moeGate } from '../../src/kernels/moe';
 import { moeGateRef, routerLogitsRef, expertCountsRef } from '../../src/kernels/moe.ref';
-import { ExpertLoad, maxVio } from '../../src/moe/telemetry';
-import { calibrateBias, type BiasRunner } from '../../src/moe/calibrate';
+import { ExpertLoad, maxVio } from '../../src/model/moe-telemetry';
+import { calibrateBias, type BiasRunner } from '../../src/model/moe-calibrate';
 import { mulberry32 } from '../../src/util/random';
 import { skewedRouter, hiddenOf, type SyntheticRouter } from '../helpers/moe-synthetic';
 

@@ -3,13 +3,15 @@ import type { Gpu } from '../../src/gpu/device';
 import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomNormal, randomUniform, mulberry32 } from '../../src/util/random';
 import { moeGate, moeGateSelect, moeExperts, moeSort, uploadExperts, destroyExperts, maxGroupedTiles, MOE_TILE_ROWS, type MoeRouting } from '../../src/kernels/moe';
-import { moeGateRef, moeExpertsRef, moePermutationRef, expertCountsRef, routingFromConfig } from '../../src/kernels/moe.ref';
+import { moeGateRef, moeExpertsRef, moePermutationRef, expertCountsRef } from '../../src/kernels/moe.ref';
+import { routingFromConfig } from '../../src/model/config';
 import { matmul } from '../../src/kernels/matmul';
 import { siluMulRows } from '../../src/kernels/elementwise';
 import { loadMoeFixture, sameSet } from '../helpers/moe-fixture';
 import { LimitExceededError, ShapeError } from '../../src/errors';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
-import { dequantizeRef, packWeight } from '../../src/kernels/weight.ref';
+import { packWeight } from '../../src/kernels/weight-pack';
+import { dequantizeRef } from '../../src/kernels/weight.ref';
 
 // Tolerances (f32):
 // - gate weights/scores: a sigmoid/softmax and a K-term normalisation in f32 against float64: 2e-6 abs

@@ -3,13 +3,15 @@ import type { Gpu } from '../../src/gpu/device';
 import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform, randomNormal } from '../../src/util/random';
 import { rope } from '../../src/kernels/rope';
-import { ropeRef, ropeInvFreq } from '../../src/kernels/rope.ref';
+import { ropeRef } from '../../src/kernels/rope.ref';
+import { ropeInvFreq } from '../../src/kernels/rope-params';
 import { embedding } from '../../src/kernels/embedding';
 import { embeddingRef } from '../../src/kernels/embedding.ref';
 import { softmax, logSoftmax } from '../../src/kernels/softmax';
 import { softmaxRef } from '../../src/kernels/softmax.ref';
 import { uploadPacked, destroyWeight } from '../../src/kernels/weight';
-import { packWeight, dequantizeRef } from '../../src/kernels/weight.ref';
+import { packWeight } from '../../src/kernels/weight-pack';
+import { dequantizeRef } from '../../src/kernels/weight.ref';
 
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });

@@ -11,13 +11,13 @@ import { forward } from '../../src/model/deepseek';
 import { CpuBackend, type CpuTensor } from '../../src/model/cpu-backend';
 import { GpuBackend, type GpuTensor } from '../../src/model/gpu-backend';
 import { buildWeights } from '../../src/model/load';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
-import { writePrunedCheckpoint } from '../../src/sparse/write';
+import { writePrunedCheckpoint, pruneModelTensors, type HostTensor } from '../../src/model/prune-checkpoint';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { gpuEngine } from '../helpers/models';
-import { pruneModelTensors, pruneMatrix, sparsityLabel, type HostTensor, type SparsityOption } from '../../src/sparse/apply';
+import { pruneMatrix, sparsityLabel, type SparsityOption } from '../../src/sparse/apply';
 
 // f32 throughout; the GPU and CPU paths of the dense fixture agree to ~5e-6 (fixture README), the
 // sparse kernels sum fewer products in another order: 1e-4 on logits of std ≈ 2.

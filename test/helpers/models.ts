@@ -3,7 +3,7 @@ import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { syntheticCheckpoint, TINY_V3_CONFIG, type SyntheticOptions } from '../../src/model/synthetic';
 import { fixtureFile, fixtureJson } from './fixture';
 import { createEngine, WebMoeEngine, type LoadedModel } from '../../src/engine/engine';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { buildWeights } from '../../src/model/load';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';

@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { routingFromConfig, type MoeRouting } from '../../src/kernels/moe.ref';
+import type { MoeRouting } from '../../src/kernels/moe-routing';
+import { routingFromConfig } from '../../src/model/config';
 
 export const FIXTURE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'deepseek-v3-tiny');
 

@@ -1,7 +1,9 @@
 import { describe, it, expect } from 'vitest';
 import { randomUniform } from '../../src/util/random';
 import { attentionRef, attentionOnlineRef, type AttentionShape } from '../../src/kernels/attention.ref';
-import { mlaAttentionRef, mlaAbsorbQRef, latentCacheBytesPerToken, mhaCacheBytesPerToken, type MlaDims } from '../../src/kernels/mla.ref';
+import { mlaAttentionRef, mlaAbsorbQRef } from '../../src/kernels/mla.ref';
+import type { MlaDims } from '../../src/kernels/mla';
+import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../src/model/kvcache';
 
 // Float64 accumulation on both sides; only the order of operations differs, so 1e-6 covers it.
 const TOL = 1e-6;

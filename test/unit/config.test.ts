@@ -2,9 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, FormatError, ShapeError, UnsupportedError } from '../../src/errors';
 import { parseSafetensors } from '../../src/formats/safetensors';
-import {
-  checkTensorsAgainstConfig, expectedTensorCount, expectedTensorShapes, isMoeLayer, parseConfig, type ModelConfig,
-} from '../../src/model/config';
+import { isMoeLayer, parseConfig, type ModelConfig } from '../../src/model/config';
+import { checkTensorsAgainstConfig, expectedTensorCount, expectedTensorShapes } from '../../src/model/tensors';
 
 const FIX = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url);
 const fixtureConfig = (): Record<string, unknown> => JSON.parse(readFileSync(new URL('config.json', FIX), 'utf8'));

@@ -4,9 +4,10 @@
  */
 import { isWebMoeError, WebMoeError } from '../../src/errors';
 import { numel } from '../../src/formats/safetensors';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { loadTokenizer } from '../../src/loader/tokenizer-file';
-import { expectedTensors, parseConfig } from '../../src/model/config';
+import { parseConfig } from '../../src/model/config';
+import { expectedTensors } from '../../src/model/tensors';
 import { mulberry32 } from '../../src/util/random';
 import { Corpus, configCase, safetensorsCase, tokenizerCase, type Expect, type FuzzCase } from './fuzz-mutators';
 import { TOKENIZER_CONFIG, countingModel, dtypeBytes, fileSize, segmentedModel } from './loader-helpers';

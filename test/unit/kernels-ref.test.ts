@@ -1,8 +1,10 @@
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { randomNormal, randomUniform, mulberry32 } from '../../src/util/random';
-import { ropeInvFreq, yarnSoftmaxScale, yarnCorrectionRange, ropeRef } from '../../src/kernels/rope.ref';
-import { packWeight, packFp8, dequantizeRef, sliceRows, quantError, rowLayout, type PackedWeight } from '../../src/kernels/weight.ref';
+import { ropeRef } from '../../src/kernels/rope.ref';
+import { ropeInvFreq, yarnSoftmaxScale, yarnCorrectionRange } from '../../src/kernels/rope-params';
+import { packWeight, packFp8, sliceRows, rowLayout, type PackedWeight } from '../../src/kernels/weight-pack';
+import { dequantizeRef, quantError } from '../../src/kernels/weight.ref';
 import { sampleRef, sampleDistribution, sortableKey, keyToF32, pcg, penalisedScaled, type SamplingParams } from '../../src/kernels/sample.ref';
 import { f32ToFp8e4m3, fp8e4m3ToF32, f16ToF32, f32ToF16 } from '../../src/util/half';
 

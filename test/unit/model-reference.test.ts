@@ -5,7 +5,7 @@ import { parseConfig, type ModelConfig } from '../../src/model/config';
 import { forward, type ModelWeights } from '../../src/model/deepseek';
 import { CpuBackend, type CpuMoe, type CpuWeight, type CpuTensor } from '../../src/model/cpu-backend';
 import { buildWeights } from '../../src/model/load';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { fixtureFile, fixtureJson, fixtureLogits, fixtureTokens } from '../helpers/fixture';
 import { expectClose } from '../helpers/gpu';

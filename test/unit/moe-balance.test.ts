@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { maxVio } from '../../src/moe/telemetry';
-import { calibrateBias, biasesToSafetensors, type BiasRunner } from '../../src/moe/calibrate';
+import { maxVio } from '../../src/model/moe-telemetry';
+import { calibrateBias, biasesToSafetensors, type BiasRunner } from '../../src/model/moe-calibrate';
 import { moeGateRef, routerLogitsRef, expertCountsRef } from '../../src/kernels/moe.ref';
 import { parseSafetensors, toFloat32 } from '../../src/formats/safetensors';
 import { mulberry32 } from '../../src/util/random';

@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { moeGateRef, moeLayerRef, routerLogitsRef, moePermutationRef, topKIndices, routingFromConfig, type MoeRouting } from '../../src/kernels/moe.ref';
+import { moeGateRef, moeLayerRef, routerLogitsRef, moePermutationRef, topKIndices, type MoeRouting } from '../../src/kernels/moe.ref';
+import { routingFromConfig } from '../../src/model/config';
 import { randomNormal, mulberry32 } from '../../src/util/random';
 import { loadMoeFixture, sameSet } from '../helpers/moe-fixture';
 

@@ -7,7 +7,8 @@
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { parseSafetensors, toFloat32 } from '../../src/formats/safetensors';
-import { packWeight, packFp8, dequantizeRef, quantError, quantizeFp8Blocks } from '../../src/kernels/weight.ref';
+import { packWeight, packFp8, quantizeFp8Blocks } from '../../src/kernels/weight-pack';
+import { dequantizeRef, quantError } from '../../src/kernels/weight.ref';
 import { matmulRef } from '../../src/kernels/matmul.ref';
 import { randomNormal } from '../../src/util/random';
 

@@ -7,13 +7,13 @@ import { describe, it, expect } from 'vitest';
 import { forward } from '../../src/model/deepseek';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { buildWeights } from '../../src/model/load';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors';
 import { fixtureFile, fixtureJson, fixtureTokens } from '../helpers/fixture';
-import { pruneModelTensors, isSparsityTarget, type HostTensor, type SparsityOption } from '../../src/sparse/apply';
-import { storedSparsity } from '../../src/sparse/tensors';
-import { writePrunedCheckpoint } from '../../src/sparse/write';
+import type { SparsityOption } from '../../src/sparse/apply';
+import { isSparsityTarget } from '../../src/model/tensors';
+import { writePrunedCheckpoint, pruneModelTensors, storedSparsity, type HostTensor } from '../../src/model/prune-checkpoint';
 import { FormatError, ShapeError, UnsupportedError, WebMoeError } from '../../src/errors';
 
 const { tokens } = fixtureTokens();

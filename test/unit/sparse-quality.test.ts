@@ -10,11 +10,13 @@ import { parseConfig } from '../../src/model/config';
 import { forward } from '../../src/model/deepseek';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { buildWeights } from '../../src/model/load';
-import { openCheckpoint } from '../../src/loader/checkpoint';
+import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
 import { fixtureFile, fixtureJson, fixtureTokens } from '../helpers/fixture';
-import { pruneModelTensors, isSparsityTarget, sparsityLabel, type HostTensor, type SparsityOption } from '../../src/sparse/apply';
+import { sparsityLabel, type SparsityOption } from '../../src/sparse/apply';
+import { isSparsityTarget } from '../../src/model/tensors';
+import { pruneModelTensors, type HostTensor } from '../../src/model/prune-checkpoint';
 import { logitDeviation, perplexity } from '../../src/sparse/quality';
 
 const VOCAB = 256;

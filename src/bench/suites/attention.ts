@@ -10,7 +10,7 @@
 import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
 import { attentionDecode, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, autoSplits, flashConfig, type AttentionArgs } from '../../kernels/attention';
-import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../kernels/mla.ref';
+import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../model/kvcache';
 import { LatentKvCache, MhaKvCache } from '../../model/kvcache';
 import { randomUniform } from '../../util/random';
 

@@ -14,7 +14,8 @@ import { createEngine } from '../../engine/engine';
 import { memoryModel } from '../../loader/model-source';
 import { syntheticCheckpoint, TINY_V3_CONFIG, V2_LITE_CONFIG } from '../../model/synthetic';
 import { byteLevelTokenizerJson } from '../../model/byte-tokenizer';
-import { parseConfig, expectedTensorShapes, type ModelConfig } from '../../model/config';
+import { parseConfig, type ModelConfig } from '../../model/config';
+import { expectedTensorShapes } from '../../model/tensors';
 import type { WebMoeEngine } from '../../engine/engine';
 
 /** Bytes one decoded token must read at least: every weight it uses once, plus the KV cache once. */

@@ -15,7 +15,7 @@ import type { Gpu } from '../../gpu/device';
 import { linear, gemvMaxRows } from '../../kernels/linear';
 import { gemv as gemvF32 } from '../../kernels/matmul';
 import { uploadPacked, uploadWeight, destroyWeight, type GpuWeight } from '../../kernels/weight';
-import { packWeight, packFp8, rowLayout, type PackedWeight } from '../../kernels/weight.ref';
+import { packWeight, packFp8, rowLayout, type PackedWeight } from '../../kernels/weight-pack';
 import { randomUniform } from '../../util/random';
 import { f32ToFp8e4m3 } from '../../util/half';
 import { checkPeerMatMul, checkPeerMatMulNBits, peerMatMul, peerMatMulNBits } from '../peers';

@@ -8,7 +8,8 @@
  */
 import { writeSafetensors } from '../formats/safetensors';
 import { ArgumentError } from '../errors';
-import { maxVio } from './telemetry';
+import { maxVio } from './moe-telemetry';
+import { tensorName } from './tensors';
 
 export interface BiasRunner {
   /** MoE layer indices */
@@ -88,7 +89,7 @@ export function biasesToSafetensors(biases: Map<number, Float32Array>, metadata:
   const tensors: Parameters<typeof writeSafetensors>[0] = {};
   for (const l of [...biases.keys()].sort((a, b) => a - b)) {
     const b = biases.get(l)!;
-    tensors[`model.layers.${l}.mlp.gate.e_score_correction_bias`] = { dtype: 'F32', shape: [b.length], data: b };
+    tensors[tensorName('router_bias', l)] = { dtype: 'F32', shape: [b.length], data: b };
   }
   return writeSafetensors(tensors, { format: 'pt', producer: 'webmoe calibrateBias', ...metadata });
 }

@@ -6,7 +6,8 @@
  */
 import { LimitExceededError } from '../errors';
 import type { Capabilities } from '../gpu/capabilities';
-import { expectedTensors, isMoeLayer, type ModelConfig } from '../model/config';
+import type { ModelConfig } from './config';
+import { modelTensors, moeLayers, tensorName } from './tensors';
 
 export type WeightFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8';
 
@@ -56,12 +57,11 @@ export function estimateMemory(cfg: ModelConfig, opts: EstimateOptions): MemoryE
   const embFormat = opts.embeddingFormat ?? (opts.weightFormat === 'f32' ? 'f32' : 'f16');
   const eb = BYTES_PER_WEIGHT[embFormat];
   const xb = BYTES_PER_WEIGHT[opts.expertFormat ?? (opts.weightFormat === 'fp8' ? 'f16' : opts.weightFormat)];
-  const routedExpert = /\.mlp\.experts\.\d+\./;
   let weightBytes = 0;
   let largestBuffer = { name: '', bytes: 0 };
-  for (const t of expectedTensors(cfg)) {
+  for (const t of modelTensors(cfg)) {
     const n = t.shape.reduce((a, b) => a * b, 1);
-    const bytes = Math.ceil(n * (t.kind === 'vector' ? 4 : t.kind === 'embedding' ? eb : routedExpert.test(t.name) ? xb : wb));
+    const bytes = Math.ceil(n * (t.kind === 'vector' ? 4 : t.kind === 'embedding' ? eb : t.expert >= 0 ? xb : wb));
     weightBytes += bytes;
     if (bytes > largestBuffer.bytes) largestBuffer = { name: t.name, bytes };
   }
@@ -84,18 +84,18 @@ export function estimateMemory(cfg: ModelConfig, opts: EstimateOptions): MemoryE
   const activationBytes = 4 * (T * perToken + H * T * ctx);
 
   const bindings: { name: string; bytes: number }[] = [];
-  if (!opts.splittable?.embedding) bindings.push({ name: 'model.embed_tokens.weight', bytes: Math.ceil(cfg.vocabSize * cfg.hiddenSize * eb) });
-  else bindings.push({ name: 'model.embed_tokens.weight (one row)', bytes: Math.ceil(cfg.hiddenSize * eb) });
-  const moeLayer = Array.from({ length: cfg.numLayers }, (_, l) => l).find((l) => isMoeLayer(cfg, l));
+  if (!opts.splittable?.embedding) bindings.push({ name: tensorName('embed'), bytes: Math.ceil(cfg.vocabSize * cfg.hiddenSize * eb) });
+  else bindings.push({ name: `${tensorName('embed')} (one row)`, bytes: Math.ceil(cfg.hiddenSize * eb) });
+  const moeLayer = moeLayers(cfg)[0];
   if (moeLayer !== undefined) {
     // gate and up rows are stacked together ([E, 2I, D]), the larger of the two expert buffers
     const stack = cfg.nRoutedExperts * 2 * cfg.moeIntermediateSize * cfg.hiddenSize * xb;
-    if (!opts.splittable?.experts) bindings.push({ name: `model.layers.${moeLayer}.mlp.experts.*.gate_proj+up_proj (stacked)`, bytes: Math.ceil(stack) });
+    if (!opts.splittable?.experts) bindings.push({ name: `${tensorName('expert_gate', moeLayer, '*')} + up_proj (stacked)`, bytes: Math.ceil(stack) });
   }
   bindings.push({ name: 'KV cache (one layer)', bytes: perLayer * kve * ctx });
   // Splittable matrices need one row per binding; their widest row:
   let widestRow = { name: '', bytes: 0 };
-  for (const t of expectedTensors(cfg)) {
+  for (const t of modelTensors(cfg)) {
     if (t.kind !== 'matrix') continue;
     const bytes = Math.ceil(t.shape[t.shape.length - 1] * wb);
     if (bytes > widestRow.bytes) widestRow = { name: `${t.name} (one row)`, bytes };

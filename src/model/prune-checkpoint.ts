@@ -1,0 +1,103 @@
+/**
+ * Writing a pre-pruned checkpoint: every weight the option targets is pruned (importance |w|, or the
+ * caller's) and stored compressed (src/sparse/tensors.ts); every other tensor keeps its bytes and dtype.
+ * Loading the result without a `sparsity` option runs it on the sparse kernels with exactly these values
+ * (storedSparsity recognises the pattern and scope). Also pruning a whole checkpoint's tensors on the
+ * host (pruneModelTensors, for quality studies).
+ */
+import type { Checkpoint } from './checkpoint';
+import { writeSafetensors, type TensorToWrite } from '../formats/safetensors';
+import { scaleInvName } from './config';
+import { ShapeError } from '../errors';
+import { pruneMatrix, prunePacked, type SparsityOption } from '../sparse/apply';
+import { pruneStats } from '../sparse/prune';
+import { SPARSE_SUFFIXES, sparseToTensors } from '../sparse/tensors';
+import { isSparsityTarget } from './tensors';
+
+export interface PrunedCheckpoint {
+  /** The safetensors file (all tensors of the checkpoint, targets compressed). */
+  file: Uint8Array;
+  pruned: number;
+  /** ‖W_pruned‖_F / ‖W‖_F over all pruned weights. */
+  keptNormFraction: number;
+  /** File bytes of the pruned weights before (as stored) and after (compressed). */
+  bytesBefore: number;
+  bytesAfter: number;
+}
+
+export async function writePrunedCheckpoint(
+  ckpt: Checkpoint,
+  o: SparsityOption,
+  opts: { importance?: (name: string) => Float32Array | undefined; onTensor?: (name: string, done: number, total: number) => void; signal?: AbortSignal } = {},
+): Promise<PrunedCheckpoint> {
+  const names = [...ckpt.tensors.keys()];
+  const targets = new Set(names.filter((n) => isSparsityTarget(n, o.apply) && ckpt.tensors.get(n)!.shape.length === 2));
+  const out: Record<string, TensorToWrite> = {};
+  let total2 = 0, kept2 = 0, bytesBefore = 0, bytesAfter = 0, done = 0;
+  for (const name of names) {
+    done++;
+    // An FP8 target's scale goes with it: the compressed values are dequantised f32.
+    if (name.endsWith('.weight_scale_inv') && targets.has(name.replace(/\.weight_scale_inv$/, '.weight')) && scaleInvName(name.replace(/\.weight_scale_inv$/, '.weight')) === name) continue;
+    const t = ckpt.tensors.get(name)!;
+    if (!targets.has(name)) {
+      const raw = await ckpt.readRaw(name, opts.signal);
+      out[name] = { dtype: raw.dtype, shape: raw.shape, data: raw.data };
+      continue;
+    }
+    const [N, K] = t.shape;
+    const w = await ckpt.readF32(name, opts.signal);
+    const { packed, keptNormFraction: kept } = prunePacked(w, N, K, o, opts.importance?.(name));
+    let n2 = 0;
+    for (const v of w) n2 += v * v;
+    total2 += n2;
+    kept2 += n2 * kept * kept;
+    const parts = sparseToTensors(name, packed);
+    Object.assign(out, parts);
+    bytesBefore += t.end - t.begin;
+    for (const p of Object.values(parts)) bytesAfter += p.data.byteLength;
+    opts.onTensor?.(name, done, names.length);
+  }
+  return { file: writeSafetensors(out), pruned: targets.size, keptNormFraction: total2 ? Math.sqrt(kept2 / total2) : 1, bytesBefore, bytesAfter };
+}
+
+/**
+ * The sparsity a pre-pruned checkpoint was written with, so a load without a `sparsity` option runs it on
+ * the sparse kernels: the pattern from one weight's config (`readConfig`), the scope from which weights
+ * are stored compressed. Null when none are, or when they are not exactly the targets of 'experts' or
+ * 'all-linear' (then they load as dense matrices holding the pruned values).
+ */
+export async function storedSparsity(tensorNames: Iterable<string>, readConfig: (tensor: string) => Promise<Uint32Array>): Promise<{ option: SparsityOption; weights: string[] } | null> {
+  const all = [...tensorNames];
+  const sparse = all.filter((n) => n.endsWith('.sparse_config')).map((n) => n.slice(0, -'.sparse_config'.length));
+  if (!sparse.length) return null;
+  const weights = new Set([...all.filter((n) => !SPARSE_SUFFIXES.some((s) => n.endsWith(s))), ...sparse]);
+  const set = new Set(sparse);
+  const apply = (['experts', 'all-linear'] as const).find((a) => [...weights].every((n) => isSparsityTarget(n, a) === set.has(n)));
+  if (!apply) return null;
+  const [fmt, , , V, M] = await readConfig(`${sparse[0]}.sparse_config`);
+  const option: SparsityOption = fmt === 0 ? { format: '2:4', apply } : { format: 'vnm', v: V, m: M, apply };
+  return { option, weights: sparse };
+}
+
+export interface HostTensor { name: string; shape: number[]; data: Float32Array }
+
+/**
+ * Prunes every targeted 2-D tensor of a checkpoint (others pass through untouched) and reports the
+ * kept-norm fraction over the targeted tensors and how many were pruned.
+ */
+export function pruneModelTensors(tensors: HostTensor[], o: SparsityOption, importance?: (name: string) => Float32Array | undefined): { tensors: HostTensor[]; pruned: number; keptNormFraction: number; keptL1Fraction: number } {
+  let total2 = 0, kept2 = 0, total1 = 0, kept1 = 0, pruned = 0;
+  const out = tensors.map((t) => {
+    if (!isSparsityTarget(t.name, o.apply)) return t;
+    if (t.shape.length !== 2) throw new ShapeError(`pruneModelTensors: '${t.name}' is ${JSON.stringify(t.shape)}, not a matrix`);
+    const [N, K] = t.shape;
+    const r = pruneMatrix(t.data, N, K, o, importance?.(t.name));
+    const s = pruneStats(t.data, r.pruned);
+    let n2 = 0, n1 = 0;
+    for (const v of t.data) { n2 += v * v; n1 += Math.abs(v); }
+    total2 += n2; kept2 += n2 * s.keptNormFraction ** 2; total1 += n1; kept1 += n1 * s.keptL1Fraction;
+    pruned++;
+    return { ...t, data: r.pruned };
+  });
+  return { tensors: out, pruned, keptNormFraction: total2 ? Math.sqrt(kept2 / total2) : 1, keptL1Fraction: total1 ? kept1 / total1 : 1 };
+}

@@ -1,0 +1,266 @@
+/**
+ * The tensor table of the DeepSeek-V2/V3 architecture: one ordered description of every tensor a
+ * checkpoint holds (Hugging Face name pattern, role, shape from the config, which layers hold it,
+ * whether it may be stored FP8 or pre-pruned, whether a sparsity option prunes it). Every name list,
+ * name → role lookup, shape check and sparsity-target test derives from it.
+ *
+ * Layers: dense-MLP layers (i < first_k_dense_replace, or off the moe_layer_freq grid, or no routed
+ * experts) hold `mlp.{gate,up,down}_proj`; MoE layers the router, the routed experts and the shared
+ * experts. With q_lora_rank the query is q_a → q_a_layernorm → q_b, without it one q_proj.
+ * Multi-token-prediction layers (model.layers.{num_hidden_layers …}, num_nextn_predict_layers of them)
+ * are not part of the table: a checkpoint may hold them, the runtime ignores them.
+ */
+import { FormatError, ShapeError, UnsupportedError } from '../errors';
+import type { SafetensorsDtype } from '../formats/safetensors';
+import type { SparsityOption } from '../sparse/apply';
+import { fp8BlockSize, isMoeLayer, scaleInvName, type ModelConfig } from './config';
+
+/** The backend's kind of linear weight (storage policy: attention, kv_b inside MLA, MLPs, shared experts, the head). */
+export type MatrixRole = 'attn' | 'kv_b' | 'mlp' | 'shared' | 'lm_head';
+
+export type TensorRole =
+  | 'embed' | 'final_norm' | 'lm_head'
+  | 'input_norm' | 'q_a' | 'q_a_norm' | 'q_b' | 'q' | 'kv_a' | 'kv_a_norm' | 'kv_b' | 'o' | 'post_attention_norm'
+  | 'mlp_gate' | 'mlp_up' | 'mlp_down'
+  | 'router' | 'router_bias'
+  | 'expert_gate' | 'expert_up' | 'expert_down'
+  | 'shared_gate' | 'shared_up' | 'shared_down';
+
+export interface TensorSpec {
+  role: TensorRole;
+  /** Hugging Face name; `{L}` stands for the layer index, `{E}` for the routed expert index. */
+  pattern: string;
+  /** Which decoder layers hold it (absent: one per model). */
+  layers?: 'all' | 'dense' | 'moe';
+  /** One per routed expert of the layer. */
+  perExpert?: true;
+  /** Present only when the config says so (q_lora_rank, noaux_tc bias, shared experts, untied head). */
+  when?: (cfg: ModelConfig) => boolean;
+  /** Read when the checkpoint has it, even where `when` does not require it. */
+  loadIfPresent?: true;
+  shape: (cfg: ModelConfig) => number[];
+  /** config.json fields the shape comes from (error messages). */
+  fields: string;
+  /** 'matrix' weights may be FP8 (with weight_scale_inv) or stored pre-pruned; 'vector' (norms, biases) may not. */
+  kind: 'matrix' | 'vector' | 'embedding';
+  /** The sparsity scope that prunes it: 'experts' targets are pruned under 'experts' and 'all-linear'. */
+  sparse?: SparsityOption['apply'];
+  /** How the backend stores it (linear weights outside the MoE block). */
+  matrixRole?: MatrixRole;
+  /** The projection of an expert MLP (routed or shared) or dense MLP it is. */
+  proj?: 'gate' | 'up' | 'down';
+}
+
+const D = (c: ModelConfig) => c.hiddenSize;
+const qkDim = (c: ModelConfig) => c.qkNopeHeadDim + c.qkRopeHeadDim;
+const sharedI = (c: ModelConfig) => c.nSharedExperts * c.moeIntermediateSize;
+const hasShared = (c: ModelConfig) => c.nSharedExperts > 0;
+
+/** Every tensor of the architecture, in model order (the order checkpoints are written and checked in). */
+export const TENSOR_TABLE: readonly TensorSpec[] = [
+  { role: 'embed', pattern: 'model.embed_tokens.weight', shape: (c) => [c.vocabSize, D(c)], fields: 'vocab_size, hidden_size', kind: 'embedding' },
+  { role: 'input_norm', pattern: 'model.layers.{L}.input_layernorm.weight', layers: 'all', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+  { role: 'q_a', pattern: 'model.layers.{L}.self_attn.q_a_proj.weight', layers: 'all', when: (c) => c.qLoraRank !== null, shape: (c) => [c.qLoraRank!, D(c)], fields: 'q_lora_rank, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' },
+  { role: 'q_a_norm', pattern: 'model.layers.{L}.self_attn.q_a_layernorm.weight', layers: 'all', when: (c) => c.qLoraRank !== null, shape: (c) => [c.qLoraRank!], fields: 'q_lora_rank', kind: 'vector' },
+  { role: 'q_b', pattern: 'model.layers.{L}.self_attn.q_b_proj.weight', layers: 'all', when: (c) => c.qLoraRank !== null, shape: (c) => [c.numHeads * qkDim(c), c.qLoraRank!], fields: 'num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), q_lora_rank', kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' },
+  { role: 'q', pattern: 'model.layers.{L}.self_attn.q_proj.weight', layers: 'all', when: (c) => c.qLoraRank === null, shape: (c) => [c.numHeads * qkDim(c), D(c)], fields: 'num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim), hidden_size (q_lora_rank null)', kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' },
+  { role: 'kv_a', pattern: 'model.layers.{L}.self_attn.kv_a_proj_with_mqa.weight', layers: 'all', shape: (c) => [c.kvLoraRank + c.qkRopeHeadDim, D(c)], fields: 'kv_lora_rank + qk_rope_head_dim, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' },
+  { role: 'kv_a_norm', pattern: 'model.layers.{L}.self_attn.kv_a_layernorm.weight', layers: 'all', shape: (c) => [c.kvLoraRank], fields: 'kv_lora_rank', kind: 'vector' },
+  // Never pruned: MLA consumes kv_b inside the attention kernels (absorbed as W_UK / W_UV), as a dense matrix.
+  { role: 'kv_b', pattern: 'model.layers.{L}.self_attn.kv_b_proj.weight', layers: 'all', shape: (c) => [c.numHeads * (c.qkNopeHeadDim + c.vHeadDim), c.kvLoraRank], fields: 'num_attention_heads × (qk_nope_head_dim + v_head_dim), kv_lora_rank', kind: 'matrix', matrixRole: 'kv_b' },
+  { role: 'o', pattern: 'model.layers.{L}.self_attn.o_proj.weight', layers: 'all', shape: (c) => [D(c), c.numHeads * c.vHeadDim], fields: 'hidden_size, num_attention_heads × v_head_dim', kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' },
+  { role: 'post_attention_norm', pattern: 'model.layers.{L}.post_attention_layernorm.weight', layers: 'all', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+  { role: 'mlp_gate', pattern: 'model.layers.{L}.mlp.gate_proj.weight', layers: 'dense', shape: (c) => [c.intermediateSize, D(c)], fields: 'intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'mlp', proj: 'gate' },
+  { role: 'mlp_up', pattern: 'model.layers.{L}.mlp.up_proj.weight', layers: 'dense', shape: (c) => [c.intermediateSize, D(c)], fields: 'intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'mlp', proj: 'up' },
+  { role: 'mlp_down', pattern: 'model.layers.{L}.mlp.down_proj.weight', layers: 'dense', shape: (c) => [D(c), c.intermediateSize], fields: 'hidden_size, intermediate_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'mlp', proj: 'down' },
+  // The router: small next to the experts and sensitive, never pruned.
+  { role: 'router', pattern: 'model.layers.{L}.mlp.gate.weight', layers: 'moe', shape: (c) => [c.nRoutedExperts, D(c)], fields: 'n_routed_experts, hidden_size', kind: 'matrix' },
+  { role: 'router_bias', pattern: 'model.layers.{L}.mlp.gate.e_score_correction_bias', layers: 'moe', when: (c) => c.topkMethod === 'noaux_tc', loadIfPresent: true, shape: (c) => [c.nRoutedExperts], fields: 'n_routed_experts (topk_method noaux_tc)', kind: 'vector' },
+  { role: 'expert_gate', pattern: 'model.layers.{L}.mlp.experts.{E}.gate_proj.weight', layers: 'moe', perExpert: true, shape: (c) => [c.moeIntermediateSize, D(c)], fields: 'moe_intermediate_size, hidden_size', kind: 'matrix', sparse: 'experts', proj: 'gate' },
+  { role: 'expert_up', pattern: 'model.layers.{L}.mlp.experts.{E}.up_proj.weight', layers: 'moe', perExpert: true, shape: (c) => [c.moeIntermediateSize, D(c)], fields: 'moe_intermediate_size, hidden_size', kind: 'matrix', sparse: 'experts', proj: 'up' },
+  { role: 'expert_down', pattern: 'model.layers.{L}.mlp.experts.{E}.down_proj.weight', layers: 'moe', perExpert: true, shape: (c) => [D(c), c.moeIntermediateSize], fields: 'hidden_size, moe_intermediate_size', kind: 'matrix', sparse: 'experts', proj: 'down' },
+  { role: 'shared_gate', pattern: 'model.layers.{L}.mlp.shared_experts.gate_proj.weight', layers: 'moe', when: hasShared, shape: (c) => [sharedI(c), D(c)], fields: 'n_shared_experts × moe_intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'shared', proj: 'gate' },
+  { role: 'shared_up', pattern: 'model.layers.{L}.mlp.shared_experts.up_proj.weight', layers: 'moe', when: hasShared, shape: (c) => [sharedI(c), D(c)], fields: 'n_shared_experts × moe_intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'shared', proj: 'up' },
+  { role: 'shared_down', pattern: 'model.layers.{L}.mlp.shared_experts.down_proj.weight', layers: 'moe', when: hasShared, shape: (c) => [D(c), sharedI(c)], fields: 'hidden_size, n_shared_experts × moe_intermediate_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'shared', proj: 'down' },
+  { role: 'final_norm', pattern: 'model.norm.weight', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+  { role: 'lm_head', pattern: 'lm_head.weight', when: (c) => !c.tieWordEmbeddings, shape: (c) => [c.vocabSize, D(c)], fields: 'vocab_size, hidden_size', kind: 'embedding', matrixRole: 'lm_head' },
+];
+
+const SPEC = new Map(TENSOR_TABLE.map((s) => [s.role, s]));
+
+/** The name of tensor `role` (of `layer`, and `expert` for routed experts). */
+export function tensorName(role: TensorRole, layer: number | string = -1, expert: number | string = -1): string {
+  const p = SPEC.get(role)!.pattern;
+  return p.replace('{L}', String(layer)).replace('{E}', String(expert));
+}
+
+/** The MoE layers of the config, ascending. */
+export function moeLayers(cfg: ModelConfig): number[] {
+  return Array.from({ length: cfg.numLayers }, (_, i) => i).filter((i) => isMoeLayer(cfg, i));
+}
+
+const holds = (s: TensorSpec, cfg: ModelConfig, layer: number) =>
+  s.layers === 'all' || (s.layers === 'moe') === isMoeLayer(cfg, layer);
+
+/** One tensor of a model: its name, shape and the table entry it comes from. */
+export interface ModelTensor {
+  name: string;
+  shape: number[];
+  fields: string;
+  kind: TensorSpec['kind'];
+  spec: TensorSpec;
+  /** Layer index, -1 for model-level tensors. */
+  layer: number;
+  /** Routed expert index, -1 otherwise. */
+  expert: number;
+}
+
+/**
+ * Every tensor the config implies, in model order (lazily: a hostile config cannot make a huge list).
+ * `present(spec)` decides optional entries (default: the entry's `when`).
+ */
+export function* modelTensors(cfg: ModelConfig, present: (s: TensorSpec, name: string) => boolean = (s) => !s.when || s.when(cfg)): Generator<ModelTensor> {
+  const one = (s: TensorSpec, layer: number, expert: number): ModelTensor | null => {
+    const name = tensorName(s.role, layer, expert);
+    if (!present(s, name)) return null;
+    return { name, shape: s.shape(cfg), fields: s.fields, kind: s.kind, spec: s, layer, expert };
+  };
+  const model = TENSOR_TABLE.filter((s) => !s.layers);
+  const layerSpecs = TENSOR_TABLE.filter((s) => s.layers);
+  for (const s of model.filter((s) => s.role === 'embed')) { const t = one(s, -1, -1); if (t) yield t; }
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const specs = layerSpecs.filter((s) => holds(s, cfg, l));
+    for (let i = 0; i < specs.length; i++) {
+      if (!specs[i].perExpert) { const t = one(specs[i], l, -1); if (t) yield t; continue; }
+      // Consecutive per-expert entries run expert by expert (gate, up, down of expert 0, then of 1, …).
+      let j = i;
+      while (j < specs.length && specs[j].perExpert) j++;
+      for (let e = 0; e < cfg.nRoutedExperts; e++) for (let k = i; k < j; k++) { const t = one(specs[k], l, e); if (t) yield t; }
+      i = j - 1;
+    }
+  }
+  for (const s of model.filter((s) => s.role !== 'embed')) { const t = one(s, -1, -1); if (t) yield t; }
+}
+
+/** Every tensor the model needs, in model order (what checkTensorsAgainstConfig requires). */
+export const expectedTensors = (cfg: ModelConfig) => modelTensors(cfg);
+
+/** Every tensor the model needs → its shape ([out, in] for matrices). */
+export function expectedTensorShapes(cfg: ModelConfig): Map<string, number[]> {
+  const m = new Map<string, number[]>();
+  for (const t of modelTensors(cfg)) m.set(t.name, t.shape);
+  return m;
+}
+
+/** Number of tensors expectedTensors yields, without building them. */
+export function expectedTensorCount(cfg: ModelConfig): number {
+  const present = (s: TensorSpec) => !s.when || s.when(cfg);
+  let n = TENSOR_TABLE.filter((s) => !s.layers && present(s)).length;
+  for (let l = 0; l < cfg.numLayers; l++) {
+    for (const s of TENSOR_TABLE) if (s.layers && holds(s, cfg, l) && present(s)) n += s.perExpert ? cfg.nRoutedExperts : 1;
+  }
+  return n;
+}
+
+/**
+ * Every tensor a load reads for the config, given which names the checkpoint holds: the table's tensors
+ * (and optional ones the checkpoint has), each FP8 weight with its scale, each pre-pruned weight as its
+ * stored parts (SPARSE_SUFFIXES of sparse/tensors.ts).
+ */
+export function tensorsToLoad(cfg: ModelConfig, available: (name: string) => boolean, sparseSuffixes: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const t of modelTensors(cfg, (s, name) => (s.loadIfPresent ? available(name) : !s.when || s.when(cfg)))) {
+    const n = t.name;
+    const scale = scaleInvName(n);
+    if (scale !== n && available(scale)) out.push(n, scale);
+    else if (!available(n) && available(`${n}.sparse_config`)) out.push(...sparseSuffixes.map((s) => n + s).filter(available));
+    else out.push(n);
+  }
+  return out;
+}
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const PARSERS = TENSOR_TABLE.map((s) => ({
+  spec: s,
+  re: new RegExp(`^${escape(s.pattern).replace('\\{L\\}', '(\\d+)').replace('\\{E\\}', '(\\d+)')}$`),
+}));
+
+/** The table entry, layer and expert of a tensor name; null for names outside the table (scales, MTP extras still match by pattern). */
+export function parseTensorName(name: string): { spec: TensorSpec; layer: number; expert: number } | null {
+  for (const { spec, re } of PARSERS) {
+    const m = re.exec(name);
+    if (m) return { spec, layer: spec.layers ? +m[1] : -1, expert: spec.perExpert ? +m[2] : -1 };
+  }
+  return null;
+}
+
+/** Whether the tensor `name` (Hugging Face DeepSeek naming) is pruned under `apply`. */
+export function isSparsityTarget(name: string, apply: SparsityOption['apply']): boolean {
+  const sparse = parseTensorName(name)?.spec.sparse;
+  return apply === 'experts' ? sparse === 'experts' : sparse !== undefined;
+}
+
+/** Whether `name` is a linear projection weight: attention (q*, kv_a_proj_with_mqa, kv_b, o), MLP, routed or shared expert `*_proj`; not the router. */
+export function isProjection(name: string): boolean {
+  const spec = parseTensorName(name)?.spec;
+  return spec !== undefined && (spec.sparse !== undefined || spec.role === 'kv_b');
+}
+
+const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
+const SCALE_DTYPES: ReadonlySet<string> = new Set(['F32', 'BF16', 'F16']);
+const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+/**
+ * Checks every tensor the config implies against the checkpoint's tensor table, before any GPU
+ * allocation: a missing tensor (FormatError), a wrong shape (ShapeError naming the tensor, the config
+ * fields, expected and actual), an unsupported dtype (UnsupportedError). FP8 matrices need their
+ * `weight_scale_inv` sibling of shape [ceil(out/b0), ceil(in/b1)]. Extra tensors (e.g. the MTP layer
+ * model.layers.{numLayers}.*) are ignored.
+ */
+export function checkTensorsAgainstConfig(cfg: ModelConfig, tensors: Map<string, { dtype: SafetensorsDtype | string; shape: number[] }>): void {
+  const [b0, b1] = fp8BlockSize(cfg);
+  for (const e of expectedTensors(cfg)) {
+    const t = tensors.get(e.name);
+    if (!t && e.kind === 'matrix' && tensors.has(`${e.name}.sparse_config`)) {
+      checkSparseTensors(e.name, e.shape, tensors);
+      continue;
+    }
+    if (!t) throw new FormatError(`checkpoint: tensor '${e.name}' is missing (config.json implies shape ${fmt(e.shape)} from ${e.fields})`, { tensor: e.name, expected: e.shape });
+    if (t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
+      throw new ShapeError(`checkpoint: tensor '${e.name}' has shape ${fmt(t.shape)}, but config.json (${e.fields}) implies ${fmt(e.shape)}`);
+    }
+    if (t.dtype === 'F8_E4M3') {
+      if (e.kind !== 'matrix') throw new UnsupportedError(`checkpoint: tensor '${e.name}' is F8_E4M3; only linear-layer weights may be FP8`, { tensor: e.name, dtype: t.dtype });
+      const sn = scaleInvName(e.name);
+      const s = tensors.get(sn);
+      const want = [Math.ceil(e.shape[0] / b0), Math.ceil(e.shape[1] / b1)];
+      if (!s) throw new FormatError(`checkpoint: FP8 tensor '${e.name}' has no '${sn}' (expected shape ${fmt(want)})`, { tensor: sn, expected: want });
+      if (!SCALE_DTYPES.has(s.dtype)) throw new UnsupportedError(`checkpoint: '${sn}' has dtype ${s.dtype}; expected F32`, { tensor: sn, dtype: s.dtype });
+      if (s.shape.length !== 2 || s.shape[0] !== want[0] || s.shape[1] !== want[1]) {
+        throw new ShapeError(`checkpoint: '${sn}' has shape ${fmt(s.shape)}, but weight ${fmt(e.shape)} with block [${b0}, ${b1}] needs ${fmt(want)}`);
+      }
+    } else if (!FLOAT_DTYPES.has(t.dtype)) {
+      throw new UnsupportedError(`checkpoint: tensor '${e.name}' has dtype ${t.dtype}; supported: F32, F16, BF16${e.kind === 'matrix' ? ', F8_E4M3 (with weight_scale_inv)' : ''}`, { tensor: e.name, dtype: t.dtype });
+    }
+  }
+}
+
+/**
+ * A pre-pruned weight stored compressed (src/sparse/tensors.ts): the parts a loader needs exist with the
+ * dtypes and row counts the config implies. The format and K are in the config tensor's data, checked
+ * when it is read (sparseFromTensors).
+ */
+function checkSparseTensors(name: string, shape: number[], tensors: Map<string, { dtype: SafetensorsDtype | string; shape: number[] }>): void {
+  const part = (suffix: string, dtype: string, rank: number) => {
+    const t = tensors.get(name + suffix);
+    if (!t) throw new FormatError(`checkpoint: sparse weight '${name}' has no '${name}${suffix}'`, { tensor: name + suffix });
+    if (t.dtype !== dtype || t.shape.length !== rank) throw new FormatError(`checkpoint: '${name}${suffix}' is ${t.dtype} ${fmt(t.shape)}, expected ${dtype} of rank ${rank}`, { tensor: name + suffix });
+    return t;
+  };
+  const c = part('.sparse_config', 'U32', 1);
+  if (c.shape[0] !== 5) throw new FormatError(`checkpoint: '${name}.sparse_config' has shape ${fmt(c.shape)}, expected [5]`, { tensor: name + '.sparse_config' });
+  for (const suffix of ['.sparse_values', '.sparse_meta']) {
+    const t = part(suffix, suffix === '.sparse_values' ? 'F32' : 'U32', 2);
+    if (t.shape[0] !== shape[0]) throw new ShapeError(`checkpoint: '${name}${suffix}' has ${t.shape[0]} rows, but config.json implies ${shape[0]}`);
+  }
+}
