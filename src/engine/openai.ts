@@ -271,15 +271,36 @@ async function* pieces(it: AsyncGenerator<GenerationChunk, GenerationResult>, on
   onResult(result);
 }
 
+/** A chat request checked and turned into the engine's input and options (ArgumentError when bad). */
+export function parseChatRequest(body: unknown, signal?: AbortSignal): { messages: ChatMessage[]; options: GenerateOptions; stream: boolean; includeUsage: boolean } {
+  if (!isObject(body)) throw new ArgumentError('the request must be a JSON object');
+  const messages = chatMessages(body.messages);
+  const { includeUsage, stream, ...o } = commonOptions(body, body.max_completion_tokens, signal);
+  const logprobs = optionalBoolean(body, 'logprobs') ?? false;
+  const top = optionalNumber(body, 'top_logprobs', { min: 0, max: 20, integer: true });
+  if (top !== undefined && !logprobs) throw new ArgumentError('top_logprobs needs logprobs: true');
+  if (logprobs) { o.logprobs = true; o.topLogprobs = top ?? 0; }
+  return { messages, options: o, stream, includeUsage };
+}
+
+/** A completions request checked and turned into the engine's input and options (ArgumentError when bad). */
+export function parseCompletionRequest(body: unknown, signal?: AbortSignal): { prompt: string; options: GenerateOptions; stream: boolean; includeUsage: boolean; top: number | undefined } {
+  if (!isObject(body)) throw new ArgumentError('the request must be a JSON object');
+  const prompt = Array.isArray(body.prompt) && body.prompt.length === 1 ? body.prompt[0] : body.prompt;
+  if (typeof prompt !== 'string') throw new ArgumentError('prompt must be a string (or an array of one string)');
+  if (given(body.echo) && body.echo !== false) throw new ArgumentError('echo is not supported');
+  if (given(body.suffix)) throw new ArgumentError('suffix is not supported');
+  optionalNumber(body, 'best_of', { min: 1, max: 1, integer: true });
+  const { includeUsage, stream, ...o } = commonOptions(body, undefined, signal);
+  const top = optionalNumber(body, 'logprobs', { min: 0, max: 5, integer: true });
+  if (top !== undefined) { o.logprobs = true; o.topLogprobs = top; }
+  return { prompt, options: o, stream, includeUsage, top };
+}
+
 export function openAIApi(core: StreamingCore): { chat: ChatFunction; completions: Completions } {
   async function createChat(body: ChatCompletionCreateParams, options: RequestOptions = {}): Promise<ChatCompletion | AsyncGenerator<ChatCompletionChunk, void>> {
-    if (!isObject(body)) throw new ArgumentError('the request must be an object');
-    const messages = chatMessages(body.messages);
-    const { includeUsage, stream, ...o } = commonOptions(body as unknown as Record<string, unknown>, body.max_completion_tokens, options.signal);
-    const logprobs = optionalBoolean(body as unknown as Record<string, unknown>, 'logprobs') ?? false;
-    const top = optionalNumber(body as unknown as Record<string, unknown>, 'top_logprobs', { min: 0, max: 20, integer: true });
-    if (top !== undefined && !logprobs) throw new ArgumentError('top_logprobs needs logprobs: true');
-    if (logprobs) { o.logprobs = true; o.topLogprobs = top ?? 0; }
+    const { messages, options: o, stream, includeUsage } = parseChatRequest(body, options.signal);
+    const logprobs = !!o.logprobs;
     const base = { id: requestId('chatcmpl'), object: 'chat.completion.chunk' as const, created: Math.floor(Date.now() / 1000), model: body.model ?? core.modelId() };
     let result: GenerationResult | undefined;
     const run = () => pieces(core.chat(messages, o), (r) => (result = r));
@@ -305,16 +326,7 @@ export function openAIApi(core: StreamingCore): { chat: ChatFunction; completion
   }
 
   async function createCompletion(body: CompletionCreateParams, options: RequestOptions = {}): Promise<Completion | AsyncGenerator<Completion, void>> {
-    if (!isObject(body)) throw new ArgumentError('the request must be an object');
-    const raw = body as unknown as Record<string, unknown>;
-    const prompt = Array.isArray(body.prompt) && body.prompt.length === 1 ? body.prompt[0] : body.prompt;
-    if (typeof prompt !== 'string') throw new ArgumentError('prompt must be a string (or an array of one string)');
-    if (given(body.echo) && body.echo !== false) throw new ArgumentError('echo is not supported');
-    if (given(body.suffix)) throw new ArgumentError('suffix is not supported');
-    optionalNumber(raw, 'best_of', { min: 1, max: 1, integer: true });
-    const { includeUsage, stream, ...o } = commonOptions(raw, undefined, options.signal);
-    const top = optionalNumber(raw, 'logprobs', { min: 0, max: 5, integer: true });
-    if (top !== undefined) { o.logprobs = true; o.topLogprobs = top; }
+    const { prompt, options: o, stream, includeUsage, top } = parseCompletionRequest(body, options.signal);
     const base = { id: requestId('cmpl'), object: 'text_completion' as const, created: Math.floor(Date.now() / 1000), model: body.model ?? core.modelId() };
     let result: GenerationResult | undefined;
     const run = () => pieces(core.generate(prompt, o), (r) => (result = r));
