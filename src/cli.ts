@@ -64,6 +64,7 @@ const serveOptions = {
   model,
   port: { kind: 'integer', arg: 'N', min: 0, max: 65535, default: 8000, description: 'TCP port (0: any free port; the URL is printed)' },
   host: { kind: 'text', arg: 'HOST', default: '127.0.0.1', description: 'address to listen on (0.0.0.0 for every interface)' },
+  name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
   'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
   weights, context, quiet,
 } as const;
@@ -215,11 +216,11 @@ async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
 async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
   const log = logger(v, io);
   const engine = createNodeEngine({ log });
-  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context }, log });
+  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context }, log });
   io.out(`webmoe: OpenAI-compatible API at ${server.url}/v1 (loading ${v.model})\n`);
   try {
     const info = await server.loaded;
-    log(`webmoe: serving '${info.name}'`);
+    log(`webmoe: model loaded (${info.name})`);
     await new Promise<void>((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve); });
   } finally {
     await server.close();

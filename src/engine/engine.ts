@@ -14,7 +14,7 @@ import { isDirectoryHandle } from './worker-protocol';
 import type { ModelRunner, SamplingParams, StepResult } from '../model/runner';
 import { sampleRef } from '../kernels/sample.ref';
 import { JsonObjectMask, tokenTexts } from './json-grammar';
-import { openAIApi, type ChatFunction, type Completions } from './openai';
+import { modelIdOf, openAIApi, type ChatFunction, type Completions } from './openai';
 import { calibrateRunner, type CalibrationOptions, type CalibrationReport } from '../model/calibrate';
 import type {
   Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, FinishReason, TokenLogprob,
@@ -79,7 +79,7 @@ export class WebMoeEngine implements Engine {
   readonly completions: Completions;
 
   constructor(private loader: ModelLoader) {
-    const api = openAIApi({ chat: (m, o) => this.streamChat(m, o), generate: (p, o) => this.generate(p, o), modelId: () => this.model?.info.name ?? '' });
+    const api = openAIApi({ chat: (m, o) => this.streamChat(m, o), generate: (p, o) => this.generate(p, o), modelId: () => modelIdOf(this.model?.info.name ?? '') });
     this.chat = api.chat;
     this.completions = api.completions;
   }

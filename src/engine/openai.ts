@@ -133,6 +133,11 @@ export interface Completions {
 /** engine.chat: the streaming core, with the OpenAI API as chat.completions. */
 export type ChatFunction = StreamFunction<ChatMessage[]> & { completions: ChatCompletions };
 
+/** The OpenAI model id of a loaded model: its path's or URL's last segment ('…/models/webmoe-tiny/' → 'webmoe-tiny'). */
+export function modelIdOf(name: string): string {
+  return name.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || name;
+}
+
 // ---- checking requests ----
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

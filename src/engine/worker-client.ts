@@ -7,7 +7,7 @@ import * as Comlink from 'comlink';
 import type { WorkerHost } from './worker-host';
 import { installErrorTransfer, isWorkerModelRef } from './worker-protocol';
 import { pullChunks } from './stream';
-import { openAIApi } from './openai';
+import { modelIdOf, openAIApi } from './openai';
 import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult } from './types';
 import { ArgumentError, AbortError, WorkerCrashedError } from '../errors';
 
@@ -68,7 +68,7 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
 
   /** The loaded model's name, for the OpenAI responses' `model`. */
   let modelName = '';
-  const api = openAIApi({ generate: (prompt, o = {}) => stream('generate', prompt, o), chat: (messages, o = {}) => stream('chat', messages, o), modelId: () => modelName });
+  const api = openAIApi({ generate: (prompt, o = {}) => stream('generate', prompt, o), chat: (messages, o = {}) => stream('chat', messages, o), modelId: () => modelIdOf(modelName) });
 
   return {
     load(model, o = {}) {

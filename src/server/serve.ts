@@ -13,7 +13,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Engine, LoadOptions, ModelInfo } from '../engine/types';
-import { parseChatRequest, parseCompletionRequest } from '../engine/openai';
+import { modelIdOf, parseChatRequest, parseCompletionRequest } from '../engine/openai';
 import { ArgumentError, WebMoeError, isWebMoeError, type ErrorCode } from '../errors';
 
 export interface ServerOptions {
@@ -21,6 +21,8 @@ export interface ServerOptions {
   host?: string;
   /** 0 (default): an ephemeral port (see RunningServer.port). */
   port?: number;
+  /** The id clients name the model by (default: the last segment of the loaded model's path or URL). */
+  modelId?: string;
   /** Requests that may wait while one generates (default 8); more get 429. */
   maxQueue?: number;
   log?: (msg: string) => void;
@@ -131,7 +133,8 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const queue = new GenerationQueue(o.maxQueue ?? 8);
   const running = new Set<AbortController>();
 
-  const modelObject = (info: ModelInfo) => ({ id: info.name, object: 'model', created, owned_by: 'webmoe', webmoe: info });
+  const idOf = (info: ModelInfo) => o.modelId ?? modelIdOf(info.name);
+  const modelObject = (info: ModelInfo) => ({ id: idOf(info), object: 'model', created, owned_by: 'webmoe', webmoe: info });
   const needModel = (): ModelInfo => {
     if (model) return model;
     throw new WebMoeError('NOT_LOADED', loadError ? `the model failed to load: ${loadError.message}` : 'the model is loading; try again shortly');
@@ -145,11 +148,12 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     res.on('close', () => { if (!res.writableFinished) ac.abort(); });
     const parsed = kind === 'chat' ? parseChatRequest(body, ac.signal) : parseCompletionRequest(body, ac.signal);
     const requested = (body as { model?: unknown }).model;
-    if (requested !== undefined && requested !== info.name) throw new WebMoeError('NOT_FOUND', `the model '${String(requested)}' does not exist; this server serves '${info.name}'`);
+    const id = idOf(info);
+    if (requested !== undefined && requested !== id) throw new WebMoeError('NOT_FOUND', `the model '${String(requested)}' does not exist; this server serves '${id}'`);
     const release = await queue.acquire(ac.signal);
     running.add(ac);
     try {
-      const request = { ...(body as object), model: info.name };
+      const request = { ...(body as object), model: id };
       const result = kind === 'chat'
         ? await engine.chat.completions.create(request as never, { signal: ac.signal })
         : await engine.completions.create(request as never, { signal: ac.signal });
@@ -180,7 +184,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       route('GET');
       const id = decodeURIComponent(path.slice('/v1/models/'.length));
       const info = needModel();
-      if (id !== info.name) throw new WebMoeError('NOT_FOUND', `the model '${id}' does not exist; this server serves '${info.name}'`);
+      if (id !== idOf(info)) throw new WebMoeError('NOT_FOUND', `the model '${id}' does not exist; this server serves '${idOf(info)}'`);
       sendJson(res, 200, modelObject(info));
     } else if (path === '/v1/chat/completions') {
       route('POST');
