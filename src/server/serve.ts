@@ -41,6 +41,12 @@ export interface RunningServer {
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
+/** A known route asked with another method: 405, with the typed NOT_FOUND code. */
+class MethodNotAllowed extends WebMoeError {
+  override readonly name = 'MethodNotAllowed';
+  constructor(path: string, allowed: string, used: string | undefined) { super('NOT_FOUND', `${path} takes ${allowed}, not ${used}`); }
+}
+
 /** HTTP status of a typed error. */
 function statusOf(code: ErrorCode | string): number {
   switch (code) {
@@ -54,8 +60,8 @@ function statusOf(code: ErrorCode | string): number {
 
 function errorBody(e: unknown): { status: number; body: { error: { message: string; type: string; code: string } } } {
   const code = isWebMoeError(e) ? e.code : 'INTERNAL';
-  const status = statusOf(code);
-  const type = status === 400 || status === 404 ? 'invalid_request_error' : status === 429 ? 'rate_limit_error' : 'server_error';
+  const status = e instanceof MethodNotAllowed ? 405 : statusOf(code);
+  const type = status === 400 || status === 404 || status === 405 ? 'invalid_request_error' : status === 429 ? 'rate_limit_error' : 'server_error';
   return { status, body: { error: { message: (e as Error)?.message ?? String(e), type, code } } };
 }
 
@@ -175,7 +181,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '');
     if (req.method === 'OPTIONS') { res.writeHead(204, CORS); res.end(); return; }
     const route = (method: string) => {
-      if (req.method !== method) throw Object.assign(new WebMoeError('NOT_FOUND', `${path} takes ${method}, not ${req.method}`), { status: 405 });
+      if (req.method !== method) throw new MethodNotAllowed(path, method, req.method);
     };
     if (path === '/v1/models') {
       route('GET');
@@ -203,8 +209,6 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       () => log(`${req.method} ${req.url} ${res.statusCode} ${(performance.now() - t0).toFixed(0)} ms`),
       (e) => {
         if (res.destroyed) return; // the client left (aborts end here)
-        const status = (e as { status?: number }).status;
-        if (status) { sendJson(res, status, errorBody(e).body); return; }
         sendError(res, e);
         log(`${req.method} ${req.url} ${res.statusCode}: ${(e as Error).message}`);
       },
