@@ -225,8 +225,10 @@ export class WebMoeEngine implements Engine {
         }
         // JSON mode: the tokens left, bounded by the context when it cannot slide.
         const budget = Math.min(maxTokens - i, o.contextPolicy === 'slide' ? Infinity : runner.capacity - runner.cachedTokens - pending.length + 1);
+        // At least 2 (a prompt leaves ≥ 1 free slot, and a step's token needs no slot), so `{}` always fits.
+        const allowed = json?.allowed(budget);
         const r: SampledStep = json || o.logprobs
-          ? await this.sampleOnCpu(m, pending, sampling, i, history, { routing: !!o.routing, topLogprobs: o.logprobs ? topLogprobs : -1, allowed: json?.allowed(budget) })
+          ? await this.sampleOnCpu(m, pending, sampling, i, history, { routing: !!o.routing, topLogprobs: o.logprobs ? topLogprobs : -1, allowed })
           : await runner.step(pending, sampling, i, history, !!o.routing);
         this.cachedIds.push(...pending);
         if (i === 0) { tFirst = performance.now(); tDecodeStart = tFirst; }

@@ -57,6 +57,15 @@ describe('chat.completions.create / completions.create (CPU engine, bundled mode
     expect(outputs.size).toBeGreaterThan(2); // the model writes, the mask only constrains
   });
 
+  it('JSON mode closes the object within the context left, not only within max_tokens', async () => {
+    const capacity = engine.runner.capacity;
+    let prompt = '';
+    while (engine.codec.encode(prompt + ' the').length <= capacity - 1) prompt += ' the';
+    expect(engine.codec.encode(prompt).length).toBe(capacity - 1); // one token of room
+    const r = await engine.completions.create({ prompt, max_tokens: 8, response_format: { type: 'json_object' } });
+    expect(r.choices[0].text).toBe('{}'); // two tokens fit: the step on the last free slot and the one after it
+  });
+
   it('stop strings split across tokens end the text and are never streamed in part', async () => {
     const chunks: GenerationChunk[] = [];
     const free = engine.generate('The city', { temperature: 0, maxTokens: 16, stopAtEos: false });
