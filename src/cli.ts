@@ -15,6 +15,7 @@ import { openCheckpoint } from './model/checkpoint';
 import { directoryModel } from './loader/node-source';
 import { writePrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
+import { serveModel } from './server/serve';
 import { closest, commandHelp, parseOptions, synopsis, type OptionTable, type OptionValues } from './cli-args';
 
 export interface CliIO { out: (s: string) => void; err: (s: string) => void }
@@ -56,6 +57,15 @@ const calibrateOptions = {
   steps: { kind: 'integer', arg: 'N', min: 1, default: 50, description: 'bias update steps' },
   gamma: { kind: 'number', arg: 'G', above: 0, default: 0.001, description: 'bias update speed γ' },
   'batch-tokens': { kind: 'integer', arg: 'T', min: 1, default: 256, description: 'tokens per batch (at most the context)' },
+  weights, context, quiet,
+} as const;
+
+const serveOptions = {
+  model,
+  port: { kind: 'integer', arg: 'N', min: 0, max: 65535, default: 8000, description: 'TCP port (0: any free port; the URL is printed)' },
+  host: { kind: 'text', arg: 'HOST', default: '127.0.0.1', description: 'address to listen on (0.0.0.0 for every interface)' },
+  name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
+  'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
   weights, context, quiet,
 } as const;
 
@@ -202,6 +212,22 @@ async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
   }
 }
 
+/** Serves until SIGINT/SIGTERM; the URL goes to stdout once it listens. */
+async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
+  const log = logger(v, io);
+  const engine = createNodeEngine({ log });
+  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context }, log });
+  io.out(`webmoe: OpenAI-compatible API at ${server.url}/v1 (loading ${v.model})\n`);
+  try {
+    const info = await server.loaded;
+    log(`webmoe: model loaded (${info.name})`);
+    await new Promise<void>((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve); });
+  } finally {
+    await server.close();
+    await engine.unload();
+  }
+}
+
 const COMMANDS: Record<string, Command> = {
   generate: command(generateOptions, 'Streams a completion of the prompt to stdout; the token count and speed go to stderr.', generate),
   logits: command(logitsOptions, "Writes the logits of a token sequence in the reference fixture's layout.", logits),
@@ -209,6 +235,8 @@ const COMMANDS: Record<string, Command> = {
   calibrate: command(calibrateOptions, "Balances the expert load on real text (DeepSeek-V3's auxiliary-loss-free bias update) and writes the new gate biases.", calibrate,
     'Load the result over the checkpoint with LoadOptions.overlay.'),
   prune: command(pruneOptions, 'Writes a pre-pruned copy of a local model; it loads on the sparse kernels by default.', prune),
+  serve: command(serveOptions, 'Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models).', serve,
+    'Requests get HTTP 503 until the model has loaded; one generation runs at a time, the others queue. Stop with Ctrl-C.'),
 };
 const COMMAND_NAMES = Object.keys(COMMANDS);
 

@@ -20,3 +20,5 @@ export { writePrunedCheckpoint, storedSparsity, type PrunedCheckpoint } from './
 export { isSparsityTarget } from './model/tensors';
 export type { SparsityOption } from './sparse/apply';
 export { logitDeviation, perplexity, type LogitDeviation } from './sparse/quality';
+export { createRemoteEngine, type RemoteEngineOptions } from './engine/remote';
+export { openAIApi, type StreamingCore, type ChatFunction, type ChatCompletions, type Completions, type ChatCompletion, type ChatCompletionChunk, type Completion, type ChatCompletionCreateParams, type CompletionCreateParams, type CompletionUsage, type UsageExtra } from './engine/openai';

@@ -14,6 +14,7 @@ import { directoryModel } from './loader/node-source';
 
 export * from './index';
 export { fileSource, directoryModel } from './loader/node-source';
+export { startServer, serveModel, type RunningServer, type ServerOptions, type ServeModelOptions } from './server/serve';
 
 const SWIFTSHADER_ICDS = [
   '/usr/lib/chromium/vk_swiftshader_icd.json',

@@ -11,10 +11,13 @@ import type { ChatMessage } from './text';
 import { StreamDecoder, TextCodec } from './text';
 import { pullChunks } from './stream';
 import { isDirectoryHandle } from './worker-protocol';
-import type { ModelRunner, SamplingParams } from '../model/runner';
+import type { ModelRunner, SamplingParams, StepResult } from '../model/runner';
+import { sampleRef } from '../kernels/sample.ref';
+import { JsonObjectMask, tokenTexts } from './json-grammar';
+import { modelIdOf, openAIApi, type ChatFunction, type Completions } from './openai';
 import { calibrateRunner, type CalibrationOptions, type CalibrationReport } from '../model/calibrate';
 import type {
-  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, FinishReason,
+  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, FinishReason, TokenLogprob,
 } from './types';
 import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
 import { openCheckpoint } from '../model/checkpoint';
@@ -72,7 +75,14 @@ export class WebMoeEngine implements Engine {
   private current: AbortController | null = null;
   private last = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0 };
 
-  constructor(private loader: ModelLoader) {}
+  readonly chat: ChatFunction;
+  readonly completions: Completions;
+
+  constructor(private loader: ModelLoader) {
+    const api = openAIApi({ chat: (m, o) => this.streamChat(m, o), generate: (p, o) => this.generate(p, o), modelId: () => modelIdOf(this.model?.info.name ?? '') });
+    this.chat = api.chat;
+    this.completions = api.completions;
+  }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(fn, fn);
@@ -138,7 +148,7 @@ export class WebMoeEngine implements Engine {
     return this.stream(() => this.needCodec().encode(prompt), options);
   }
 
-  chat(messages: ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
+  private streamChat(messages: ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     if (!Array.isArray(messages) || messages.some((m) => !m || typeof m.content !== 'string' || !['system', 'user', 'assistant'].includes(m.role))) {
       throw new ArgumentError('messages must be an array of { role: system|user|assistant, content: string }');
     }
@@ -157,6 +167,11 @@ export class WebMoeEngine implements Engine {
     const sampling = resolveSampling(o);
     const maxTokens = o.maxTokens ?? 256;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new ArgumentError(`maxTokens must be a non-negative integer, got ${o.maxTokens}`);
+    const topLogprobs = o.topLogprobs ?? 0;
+    if (!Number.isInteger(topLogprobs) || topLogprobs < 0 || topLogprobs > 20) throw new ArgumentError(`topLogprobs must be an integer in [0, 20], got ${o.topLogprobs}`);
+    if (o.responseFormat !== undefined && o.responseFormat !== 'text' && o.responseFormat !== 'json_object') throw new ArgumentError(`responseFormat must be 'text' or 'json_object', got ${String(o.responseFormat)}`);
+    const json = o.responseFormat === 'json_object' ? new JsonObjectMask(this.tokenTexts(m)) : null;
+    if (json && maxTokens < json.tokensToClose) throw new ArgumentError(`JSON mode needs maxTokens ≥ ${json.tokensToClose} (the shortest object, {}), got ${maxTokens}`);
     if (prompt.length === 0) throw new ArgumentError('the prompt encodes to no tokens');
     if (prompt.length >= runner.capacity) {
       throw new WebMoeError('CONTEXT_LENGTH', `the prompt has ${prompt.length} tokens; the context holds ${runner.capacity}`, { promptTokens: prompt.length, capacity: runner.capacity });
@@ -178,6 +193,14 @@ export class WebMoeEngine implements Engine {
     const eos = new Set(o.stopAtEos === false ? [] : codec.eosIds);
     const decoder = new StreamDecoder(codec);
     const stops = (o.stop ?? []).filter((s) => s.length > 0);
+    // Text that could be the start of a stop string is held back until the next tokens settle it, so a
+    // stop string split across tokens is never emitted in part.
+    const heldForStops = (t: string) => {
+      let hold = 0;
+      for (const s of stops) for (let k = Math.min(s.length - 1, t.length); k > hold; k--) if (t.endsWith(s.slice(0, k))) { hold = k; break; }
+      return hold;
+    };
+    let emitted = 0;
     const generated: number[] = [];
     const history = prompt.slice();
     let finish: FinishReason = 'length';
@@ -200,24 +223,40 @@ export class WebMoeEngine implements Engine {
           runner.truncate(0);
           this.cachedIds = [];
         }
-        const r = await runner.step(pending, sampling, i, history, !!o.routing);
+        // JSON mode: the tokens left, bounded by the context when it cannot slide.
+        const budget = Math.min(maxTokens - i, o.contextPolicy === 'slide' ? Infinity : runner.capacity - runner.cachedTokens - pending.length + 1);
+        // At least 2 (a prompt leaves ≥ 1 free slot, and a step's token needs no slot), so `{}` always fits.
+        const allowed = json?.allowed(budget);
+        const r: SampledStep = json || o.logprobs
+          ? await this.sampleOnCpu(m, pending, sampling, i, history, { routing: !!o.routing, topLogprobs: o.logprobs ? topLogprobs : -1, allowed })
+          : await runner.step(pending, sampling, i, history, !!o.routing);
         this.cachedIds.push(...pending);
         if (i === 0) { tFirst = performance.now(); tDecodeStart = tFirst; }
         const id = r.token;
         if (eos.has(id)) { finish = 'eos'; break; }
         generated.push(id);
         history.push(id);
-        let delta = decoder.push(id);
+        const piece = decoder.push(id);
         const before = text.length;
-        text += delta;
+        text += piece;
+        if (json) {
+          // The mask chose this token by its text in the middle of a sequence; the decoder's text must agree.
+          if (!json.state.feed(piece)) throw new WebMoeError('BAD_FORMAT', `JSON mode: the decoder's text for token ${id} (${JSON.stringify(piece)}) differs from the text the mask allowed`);
+          if (json.state.done) finish = 'stop';
+        }
         const hit = stops.map((s) => text.indexOf(s, Math.max(0, before - s.length + 1))).filter((p) => p >= 0);
         if (hit.length) {
-          const cut = Math.min(...hit);
-          delta = delta.slice(0, Math.max(0, cut - before));
-          text = text.slice(0, cut);
+          text = text.slice(0, Math.min(...hit));
           finish = 'stop';
         }
-        const chunk: GenerationChunk = { token: id, text: delta, index: generated.length - 1, ...(r.experts ? { experts: r.experts } : {}) };
+        const visible = finish === 'stop' ? text.length : text.length - heldForStops(text);
+        const delta = text.slice(emitted, Math.max(emitted, visible));
+        emitted = Math.max(emitted, visible);
+        const chunk: GenerationChunk = {
+          token: id, text: delta, index: generated.length - 1,
+          ...(r.experts ? { experts: r.experts } : {}),
+          ...(r.logprob ? { logprob: r.logprob, topLogprobs: r.topLogprobs } : {}),
+        };
         emit(chunk);
         o.onToken?.(chunk);
         pending = [id];
@@ -241,9 +280,63 @@ export class WebMoeEngine implements Engine {
       readbacksPerToken: (c1.readbacks - c0.readbacks) / steps,
     };
     return {
-      text, tokens: generated, promptTokens: prompt.length, reusedTokens: reuse, finishReason: finish,
+      text, tokens: generated, completionTokens: generated.length, promptTokens: prompt.length, reusedTokens: reuse, finishReason: finish,
       timeToFirstTokenMs: this.last.ttftMs, prefillTokPerS: this.last.prefillTokPerS, decodeTokPerS: this.last.decodeTokPerS,
     };
+  }
+
+  /** Token texts of the loaded model's vocabulary for the JSON mask (built once per model). */
+  private tokenTexts(m: LoadedModel): (string | null)[] {
+    let t = jsonTokenTexts.get(m);
+    if (!t) {
+      const codec = m.codec!;
+      const anchor = codec.encode('a', false)[0];
+      t = tokenTexts((ids) => codec.decode(ids), anchor, m.runner.cfg.vocabSize);
+      jsonTokenTexts.set(m, t);
+    }
+    return t;
+  }
+
+  /**
+   * A step sampled on the CPU: the runner returns the last logits row (one vocab × 4-byte read-back);
+   * the row is masked (JSON mode: disallowed tokens → −∞) and sampled with the GPU sampler's exact
+   * algorithm and random stream (kernels/sample.ref.ts), so unmasked steps draw the same tokens as the
+   * GPU path. Log-probabilities are the model's (log-softmax of the raw row).
+   */
+  private async sampleOnCpu(
+    m: LoadedModel, pending: number[], sampling: SamplingParams, step: number, history: number[],
+    want: { routing: boolean; topLogprobs: number; allowed?: Uint8Array },
+  ): Promise<SampledStep> {
+    const row = await m.runner.logits(pending, false);
+    let experts: Record<number, number[]> | undefined;
+    if (want.routing) {
+      experts = {};
+      for (const [layer, rows] of await m.runner.lastRouting()) experts[layer] = rows[rows.length - 1];
+    }
+    let masked = row;
+    if (want.allowed) {
+      masked = Float32Array.from(row);
+      for (let i = 0; i < masked.length; i++) if (!want.allowed[i]) masked[i] = -Infinity;
+    }
+    const token = sampleRef(masked, sampling, step, sampling.repetitionPenalty !== 1 ? history : undefined);
+    if (want.topLogprobs < 0) return { token, experts };
+    let max = -Infinity;
+    for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
+    let sum = 0;
+    for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
+    const logZ = max + Math.log(sum);
+    const texts = this.tokenTexts(m);
+    const codec = m.codec!;
+    const entry = (id: number): TokenLogprob => ({ token: id, text: texts[id] ?? codec.decode([id], false), logprob: row[id] - logZ });
+    const top: number[] = [];
+    for (let i = 0; i < row.length && want.topLogprobs > 0; i++) {
+      if (top.length === want.topLogprobs && row[i] <= row[top[top.length - 1]]) continue;
+      let at = top.length;
+      while (at > 0 && row[top[at - 1]] < row[i]) at--;
+      top.splice(at, 0, i);
+      if (top.length > want.topLogprobs) top.pop();
+    }
+    return { token, experts, logprob: entry(token), topLogprobs: top.map(entry) };
   }
 
   async stats(): Promise<EngineStats> {
@@ -296,6 +389,11 @@ export class WebMoeEngine implements Engine {
   get codec(): TextCodec { return this.needCodec(); }
   get info(): ModelInfo | null { return this.model?.info ?? null; }
 }
+
+/** A step's token, with its logprobs when they were asked for. */
+type SampledStep = StepResult & { logprob?: TokenLogprob; topLogprobs?: TokenLogprob[] };
+
+const jsonTokenTexts = new WeakMap<LoadedModel, (string | null)[]>();
 
 /** Calibrates the engine's loaded model's gate biases on `batches` of token ids (see WebMoeEngine.calibrate). */
 export function calibrateModel(engine: WebMoeEngine, batches: number[][], opts: CalibrationOptions): Promise<CalibrationReport> {

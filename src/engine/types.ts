@@ -4,6 +4,7 @@ import type { LoadProgress } from '../model/checkpoint';
 import type { ModelSource } from '../loader/model-source';
 import type { GpuOptions, ModelDescription, SparsityOptions, WeightStorage } from '../model/assemble';
 import type { LayerLoad } from '../model/runner';
+import type { ChatFunction, Completions } from './openai';
 
 export type { ChatMessage, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
@@ -59,7 +60,23 @@ export interface GenerateOptions extends SamplingOptions {
    * half of the context, recomputes its KV cache and goes on (for long free-running generation).
    */
   contextPolicy?: 'stop' | 'slide';
+  /**
+   * Report each sampled token's log-probability (GenerationChunk.logprob) and, with `topLogprobs` > 0, the
+   * most likely alternatives. Samples on the CPU from a read-back logits row (see responseFormat).
+   */
+  logprobs?: boolean;
+  /** How many alternatives per token with `logprobs` (0–20, default 0). */
+  topLogprobs?: number;
+  /**
+   * 'json_object': the output is constrained to one JSON object (it always parses, unless a stop string
+   * cuts it). Each step then reads back the logits row (vocab × 4 bytes), masks it with a JSON-prefix
+   * grammar and samples on the CPU with the GPU sampler's algorithm (kernels/sample.ref.ts).
+   */
+  responseFormat?: 'text' | 'json_object';
 }
+
+/** A token with its log-probability under the model (before temperature, penalties and any JSON mask). */
+export interface TokenLogprob { token: number; text: string; logprob: number }
 
 export interface GenerationChunk {
   /** The sampled token id. */
@@ -70,13 +87,20 @@ export interface GenerationChunk {
   index: number;
   /** Experts chosen for this token: layer → expert ids (only with `routing: true`). */
   experts?: Record<number, number[]>;
+  /** The sampled token with its log-probability under the model (with `logprobs`). */
+  logprob?: TokenLogprob;
+  /** The `topLogprobs` most likely tokens at this step, most likely first (with `logprobs`). */
+  topLogprobs?: TokenLogprob[];
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length' | 'aborted' | 'context';
 
 export interface GenerationResult {
   text: string;
+  /** The generated token ids (empty from a remote engine, which does not see them). */
   tokens: number[];
+  /** Number of generated tokens (tokens.length locally; the server's count remotely). */
+  completionTokens: number;
   promptTokens: number;
   /** Prompt tokens served from the KV cache of an earlier turn. */
   reusedTokens: number;
@@ -120,8 +144,13 @@ export interface Engine {
   load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
   /** Streams a completion of `prompt` (raw text, no chat template). */
   generate(prompt: string, options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult>;
-  /** Streams the assistant's reply to a conversation (chat template applied, KV cache of the shared prefix reused). */
-  chat(messages: ChatMessage[], options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult>;
+  /**
+   * Streams the assistant's reply to a conversation (chat template applied, KV cache of the shared prefix
+   * reused). `chat.completions.create` is the OpenAI-shaped API over it (engine/openai.ts).
+   */
+  chat: ChatFunction;
+  /** OpenAI's legacy text completions over generate(). */
+  completions: Completions;
   /** Aborts the running generation (it ends with finishReason 'aborted'; the engine stays usable). */
   abort(): void;
   stats(): Promise<EngineStats>;

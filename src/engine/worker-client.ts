@@ -7,6 +7,7 @@ import * as Comlink from 'comlink';
 import type { WorkerHost } from './worker-host';
 import { installErrorTransfer, isWorkerModelRef } from './worker-protocol';
 import { pullChunks } from './stream';
+import { modelIdOf, openAIApi } from './openai';
 import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult } from './types';
 import { ArgumentError, AbortError, WorkerCrashedError } from '../errors';
 
@@ -65,6 +66,10 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
     }, onAbort);
   }
 
+  /** The loaded model's name, for the OpenAI responses' `model`. */
+  let modelName = '';
+  const api = openAIApi({ generate: (prompt, o = {}) => stream('generate', prompt, o), chat: (messages, o = {}) => stream('chat', messages, o), modelId: () => modelIdOf(modelName) });
+
   return {
     load(model, o = {}) {
       if (!isWorkerModelRef(model)) {
@@ -77,10 +82,13 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
       const id = nextCallId++;
       const onAbort = () => { if (!dead) void host.cancel(id); };
       signal?.addEventListener('abort', onAbort);
-      return call(() => host.load(model, plainOpts as any, onProgress ? Comlink.proxy(onProgress) : undefined, id)).finally(() => signal?.removeEventListener('abort', onAbort));
+      return call(() => host.load(model, plainOpts as any, onProgress ? Comlink.proxy(onProgress) : undefined, id))
+        .then((info) => { modelName = info.name; return info; })
+        .finally(() => signal?.removeEventListener('abort', onAbort));
     },
     generate: (prompt, o = {}) => stream('generate', prompt, o),
-    chat: (messages, o = {}) => stream('chat', messages, o),
+    chat: api.chat,
+    completions: api.completions,
     abort: () => { if (!dead) void host.abort(); },
     stats: () => call(() => host.stats() as Promise<EngineStats>),
     resetExpertLoad: () => call(() => host.resetExpertLoad()),

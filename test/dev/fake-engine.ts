@@ -5,6 +5,7 @@
 import type { DemoEngine } from '../../src/pages/demo/app';
 import type { EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo } from '../../src/engine/types';
 import { WebMoeError } from '../../src/errors';
+import { openAIApi } from '../../src/engine/openai';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const WORDS = 'the jury said that it had been a very good year for the county and the city of Atlanta where the election was held on Friday'.split(' ');
@@ -40,8 +41,13 @@ export function fakeEngine(): DemoEngine {
     }
     const t2 = performance.now();
     last = { decode: (tokens.length - 1) / ((t2 - t1) / 1000), ttft: t1 - t0, prefill: n / ((t1 - t0) / 1000) };
-    return { text, tokens, promptTokens: n, reusedTokens: 0, finishReason: aborted ? 'aborted' : 'length', timeToFirstTokenMs: last.ttft, prefillTokPerS: last.prefill, decodeTokPerS: last.decode };
+    return { text, tokens, completionTokens: tokens.length, promptTokens: n, reusedTokens: 0, finishReason: aborted ? 'aborted' : 'length', timeToFirstTokenMs: last.ttft, prefillTokPerS: last.prefill, decodeTokPerS: last.decode };
   }
+  const api = openAIApi({
+    generate(prompt, o = {}) { cached += prompt.split(' ').length; return run(prompt.split(' ').length, o); },
+    chat(messages, o = {}) { cached += 10 * messages.length; return run(10 * messages.length, o); },
+    modelId: () => info?.name ?? '',
+  });
   return {
     async load(model, o: LoadOptions = {}) {
       const total = 26_000_000;
@@ -63,7 +69,8 @@ export function fakeEngine(): DemoEngine {
       return info;
     },
     generate(prompt, o = {}) { cached += prompt.split(' ').length; return run(prompt.split(' ').length, o); },
-    chat(messages, o = {}) { cached += 10 * messages.length; return run(10 * messages.length, o); },
+    chat: api.chat,
+    completions: api.completions,
     abort() { aborted = true; },
     async stats(): Promise<EngineStats> {
       const kvpt = 4 * (32 + 8) * 4, mha = 4 * 4 * (24 + 16) * 4 * 4;

@@ -4,6 +4,8 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import { mkdtempSync, writeFileSync, readFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { main } from '../../src/cli';
 import { FIXTURE_DIR, fixtureJson, fixtureLogits } from '../helpers/fixture';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
@@ -114,5 +116,32 @@ describe('webmoe CLI', () => {
     const c = io();
     expect(await main(['info', '--model', join(dir, 'missing')], c.io)).toBe(1);
     expect(c.err.join('')).toMatch(/NOT_FOUND|BAD_FORMAT|not found|missing/i);
+  });
+
+  it('serve: a process that answers /v1/models once loaded and exits 0 on SIGTERM', async () => {
+    const bundled = join(import.meta.dirname, '..', '..', 'public', 'models', 'webmoe-tiny');
+    const bin = join(import.meta.dirname, '..', '..', 'bin', 'webmoe.js');
+    const child = spawn(process.execPath, [bin, 'serve', '--model', bundled, '--port', '0', '--name', 'tiny', '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    try {
+      for (let i = 0; i < 300 && !/http:\/\/\S+\/v1/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+      const url = /(http:\/\/\S+\/v1)/.exec(out)?.[1];
+      expect(url, out + err).toBeDefined();
+      let models: Response | null = null;
+      for (let i = 0; i < 300; i++) {
+        models = await fetch(`${url}/models`);
+        if (models.status !== 503) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(models!.status, err).toBe(200);
+      expect((await models!.json()).data[0].id).toBe('tiny');
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const [code] = await once(child, 'exit');
+    expect(code, err).toBe(0);
+    expect(err).toBe(''); // --quiet
   });
 });

@@ -34,6 +34,7 @@ const BASE: Record<string, string[]> = {
   info: ['info', '--model', '/nonexistent/model'],
   calibrate: ['calibrate', '--model', '/nonexistent/model', '--text', 't.txt', '--out', 'b.safetensors'],
   prune: ['prune', '--model', '/nonexistent/model', '--out', '/nonexistent/out', '--sparsity', '2:4'],
+  serve: ['serve', '--model', '/nonexistent/model'],
 };
 
 describe('edit distance and suggestions', () => {
@@ -153,6 +154,12 @@ describe('webmoe CLI arguments', () => {
       expect(r.code).toBe(2);
       expect(r.err).toContain('unknown option --zzz-unknown');
     }
+  });
+
+  it('serve checks its port and queue bound before loading anything', async () => {
+    await expectUsageError([...BASE.serve, '--port', '70000'], '--port must be an integer in [0, 65535]');
+    await expectUsageError([...BASE.serve, '--max-queue', '-1'], '--max-queue must be an integer ≥ 0');
+    await expectUsageError([...BASE.serve, '--prot', '8000'], 'did you mean --port?');
   });
 
   it('generate --help lists every option with its rule and default', async () => {

@@ -1,0 +1,374 @@
+/**
+ * The OpenAI-shaped API (`chat.completions.create`, `completions.create`), built once over any engine's
+ * streaming core (chat()/generate()): the in-thread engine, the worker engine and the remote engine all
+ * get it from openAIApi(). Requests are checked here, before anything is queued, so a bad request fails
+ * with a typed ArgumentError (BAD_ARGUMENT) — also for `stream: true`, whose promise rejects.
+ */
+import type { ChatMessage, FinishReason, GenerateOptions, GenerationChunk, GenerationResult, TokenLogprob } from './types';
+import { AbortError, ArgumentError } from '../errors';
+
+export type StreamFunction<I> = (input: I, options?: GenerateOptions) => AsyncGenerator<GenerationChunk, GenerationResult>;
+
+/** What the OpenAI layer needs from an engine. */
+export interface StreamingCore {
+  chat: StreamFunction<ChatMessage[]>;
+  generate: StreamFunction<string>;
+  /** The id reported in `model` (the loaded model's name). */
+  modelId(): string;
+}
+
+// ---- requests (the fields webmoe reads; OpenAI's names and types) ----
+
+export interface TextContentPart { type: 'text'; text: string }
+export interface ChatCompletionMessageParam {
+  /** 'developer' is OpenAI's newer name for 'system'. */
+  role: 'system' | 'developer' | 'user' | 'assistant';
+  content: string | TextContentPart[];
+  name?: string;
+}
+
+interface CommonParams {
+  model?: string;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean | null } | null;
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  seed?: number | null;
+  /** Up to 4 strings; generation ends before the first of them (which is not returned). */
+  stop?: string | string[] | null;
+  /** Only 1 (one choice per request). */
+  n?: number | null;
+  /** Only 0: use repetition_penalty. */
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  /** webmoe (and vLLM) extensions. */
+  top_k?: number | null;
+  repetition_penalty?: number | null;
+  user?: string;
+}
+
+export interface ChatCompletionCreateParams extends CommonParams {
+  messages: ChatCompletionMessageParam[];
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  /** 0–20 alternatives per token (needs logprobs: true). */
+  top_logprobs?: number | null;
+  response_format?: { type: 'text' | 'json_object' } | null;
+}
+
+export interface CompletionCreateParams extends CommonParams {
+  prompt: string | [string];
+  /** Legacy completions: the number of alternatives per token (0–5). */
+  logprobs?: number | null;
+  echo?: boolean | null;
+  suffix?: string | null;
+  best_of?: number | null;
+  /** webmoe extension (as in vLLM): JSON mode for raw completions. */
+  response_format?: { type: 'text' | 'json_object' } | null;
+}
+
+export interface RequestOptions { signal?: AbortSignal }
+
+// ---- responses ----
+
+/** webmoe's speed figures for the request (as WebLLM reports them). */
+export interface UsageExtra {
+  time_to_first_token_s: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  /** Prompt tokens whose KV cache was reused from the previous turn. */
+  reused_prompt_tokens: number;
+}
+export interface CompletionUsage { prompt_tokens: number; completion_tokens: number; total_tokens: number; extra: UsageExtra }
+
+export type OpenAIFinishReason = 'stop' | 'length';
+
+export interface TopLogprob { token: string; logprob: number; bytes: number[] }
+export interface ChatCompletionTokenLogprob extends TopLogprob { top_logprobs: TopLogprob[] }
+export interface ChoiceLogprobs { content: ChatCompletionTokenLogprob[] }
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: { index: number; message: { role: 'assistant'; content: string; refusal: null }; finish_reason: OpenAIFinishReason; logprobs: ChoiceLogprobs | null }[];
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: OpenAIFinishReason | null; logprobs: ChoiceLogprobs | null }[];
+  /** Only on the last chunk (choices empty), with stream_options.include_usage. */
+  usage?: CompletionUsage | null;
+}
+
+/** Legacy completions' logprobs layout. */
+export interface CompletionLogprobs { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[] | null; text_offset: number[] }
+
+export interface Completion {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: { index: number; text: string; finish_reason: OpenAIFinishReason | null; logprobs: CompletionLogprobs | null }[];
+  usage?: CompletionUsage | null;
+}
+
+export interface ChatCompletions {
+  create(body: ChatCompletionCreateParams & { stream: true }, options?: RequestOptions): Promise<AsyncGenerator<ChatCompletionChunk, void>>;
+  create(body: ChatCompletionCreateParams & { stream?: false | null }, options?: RequestOptions): Promise<ChatCompletion>;
+  create(body: ChatCompletionCreateParams, options?: RequestOptions): Promise<ChatCompletion | AsyncGenerator<ChatCompletionChunk, void>>;
+}
+export interface Completions {
+  create(body: CompletionCreateParams & { stream: true }, options?: RequestOptions): Promise<AsyncGenerator<Completion, void>>;
+  create(body: CompletionCreateParams & { stream?: false | null }, options?: RequestOptions): Promise<Completion>;
+  create(body: CompletionCreateParams, options?: RequestOptions): Promise<Completion | AsyncGenerator<Completion, void>>;
+}
+
+/** engine.chat: the streaming core, with the OpenAI API as chat.completions. */
+export type ChatFunction = StreamFunction<ChatMessage[]> & { completions: ChatCompletions };
+
+/** The OpenAI model id of a loaded model: its path's or URL's last segment ('…/models/webmoe-tiny/' → 'webmoe-tiny'). */
+export function modelIdOf(name: string): string {
+  return name.replace(/[/\\]+$/, '').split(/[/\\]/).pop() || name;
+}
+
+// ---- checking requests ----
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const given = (v: unknown) => v !== undefined && v !== null;
+
+function optionalNumber(body: Record<string, unknown>, name: string, rule: { min: number; max: number; integer?: boolean }): number | undefined {
+  const v = body[name];
+  if (!given(v)) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < rule.min || v > rule.max || (rule.integer && !Number.isInteger(v))) {
+    throw new ArgumentError(`${name} must be ${rule.integer ? 'an integer' : 'a number'} in [${rule.min}, ${rule.max}], got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function optionalBoolean(body: Record<string, unknown>, name: string): boolean | undefined {
+  const v = body[name];
+  if (!given(v)) return undefined;
+  if (typeof v !== 'boolean') throw new ArgumentError(`${name} must be a boolean, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function stopStrings(v: unknown): string[] | undefined {
+  if (!given(v)) return undefined;
+  const list = typeof v === 'string' ? [v] : v;
+  if (!Array.isArray(list) || list.length > 4 || !list.every((s) => typeof s === 'string')) throw new ArgumentError('stop must be a string or an array of at most 4 strings');
+  return list as string[];
+}
+
+function responseFormat(v: unknown): 'text' | 'json_object' | undefined {
+  if (!given(v)) return undefined;
+  if (!isObject(v) || (v.type !== 'text' && v.type !== 'json_object')) {
+    throw new ArgumentError(`response_format must be { type: 'text' } or { type: 'json_object' } (json_schema is not supported), got ${JSON.stringify(v)}`);
+  }
+  return v.type;
+}
+
+/** The engine options of a request (everything but the input), checked. */
+function commonOptions(body: Record<string, unknown>, maxTokensField: unknown, signal: AbortSignal | undefined): GenerateOptions & { includeUsage: boolean; stream: boolean } {
+  const n = optionalNumber(body, 'n', { min: 1, max: 1, integer: true });
+  void n; // n: 1 is the only choice count
+  for (const name of ['frequency_penalty', 'presence_penalty']) {
+    if (given(body[name]) && body[name] !== 0) throw new ArgumentError(`${name} is not supported (only 0); use repetition_penalty`);
+  }
+  const maxTokens = maxTokensField ?? body.max_tokens;
+  if (given(maxTokens) && (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1)) throw new ArgumentError(`max_tokens must be a positive integer, got ${JSON.stringify(maxTokens)}`);
+  if (given(body.model) && typeof body.model !== 'string') throw new ArgumentError('model must be a string');
+  const stream = optionalBoolean(body, 'stream') ?? false;
+  const so = body.stream_options;
+  if (given(so) && (!isObject(so) || (given(so.include_usage) && typeof so.include_usage !== 'boolean'))) throw new ArgumentError('stream_options must be { include_usage?: boolean }');
+  const o: GenerateOptions & { includeUsage: boolean; stream: boolean } = {
+    stream,
+    includeUsage: isObject(so) && so.include_usage === true,
+    maxTokens: (maxTokens as number | undefined) ?? undefined,
+    temperature: optionalNumber(body, 'temperature', { min: 0, max: 2 }),
+    topP: optionalNumber(body, 'top_p', { min: 0, max: 1 }),
+    topK: optionalNumber(body, 'top_k', { min: 0, max: 2 ** 31, integer: true }),
+    repetitionPenalty: optionalNumber(body, 'repetition_penalty', { min: 0.01, max: 100 }),
+    seed: optionalNumber(body, 'seed', { min: 0, max: 2 ** 32 - 1, integer: true }),
+    stop: stopStrings(body.stop),
+    responseFormat: responseFormat(body.response_format),
+    signal,
+  };
+  for (const k of Object.keys(o) as (keyof typeof o)[]) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+/** OpenAI messages → the engine's (text parts joined; 'developer' is 'system'). */
+export function chatMessages(v: unknown): ChatMessage[] {
+  if (!Array.isArray(v) || v.length === 0) throw new ArgumentError('messages must be a non-empty array');
+  return v.map((m, i) => {
+    if (!isObject(m)) throw new ArgumentError(`messages[${i}] must be an object`);
+    const role = m.role === 'developer' ? 'system' : m.role;
+    if (role !== 'system' && role !== 'user' && role !== 'assistant') {
+      throw new ArgumentError(`messages[${i}].role: unknown role ${JSON.stringify(m.role)} (system, developer, user or assistant)`);
+    }
+    let content = m.content;
+    if (Array.isArray(content)) {
+      if (!content.every((p) => isObject(p) && p.type === 'text' && typeof p.text === 'string')) throw new ArgumentError(`messages[${i}].content: only text parts are supported`);
+      content = content.map((p) => (p as unknown as TextContentPart).text).join('');
+    }
+    if (typeof content !== 'string') throw new ArgumentError(`messages[${i}].content must be a string or an array of text parts`);
+    return { role, content };
+  });
+}
+
+// ---- responses from the streaming core ----
+
+const finishReason = (r: FinishReason): OpenAIFinishReason => (r === 'length' || r === 'context' ? 'length' : 'stop');
+const requestId = (prefix: string) => `${prefix}-${globalThis.crypto?.randomUUID?.().replace(/-/g, '') ?? Math.random().toString(36).slice(2)}`;
+const utf8 = new TextEncoder();
+const topLogprob = (t: TokenLogprob): TopLogprob => ({ token: t.text, logprob: t.logprob, bytes: [...utf8.encode(t.text)] });
+
+export function usageOf(r: GenerationResult): CompletionUsage {
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.completionTokens,
+    total_tokens: r.promptTokens + r.completionTokens,
+    extra: {
+      time_to_first_token_s: r.timeToFirstTokenMs / 1000,
+      prefill_tokens_per_s: r.prefillTokPerS,
+      decode_tokens_per_s: r.decodeTokPerS,
+      reused_prompt_tokens: r.reusedTokens,
+    },
+  };
+}
+
+function chunkLogprob(c: GenerationChunk): ChatCompletionTokenLogprob | null {
+  if (!c.logprob) return null;
+  return { ...topLogprob(c.logprob), top_logprobs: (c.topLogprobs ?? []).map(topLogprob) };
+}
+
+/** One piece of a generation as the OpenAI layer emits it: text, and the token's logprob if asked. */
+interface Piece { text: string; logprob: ChatCompletionTokenLogprob | null }
+
+/**
+ * Runs one generation to pieces of text. The text the engine held back (a partial stop string that did
+ * not complete, the decoder's tail) comes in a last piece from the result. An abort rejects with
+ * AbortError: an OpenAI response has no 'aborted' finish reason.
+ */
+async function* pieces(it: AsyncGenerator<GenerationChunk, GenerationResult>, onResult: (r: GenerationResult) => void): AsyncGenerator<Piece, void> {
+  let emitted = '';
+  let result: GenerationResult | undefined;
+  try {
+    for (;;) {
+      const r = await it.next();
+      if (r.done) { result = r.value; break; }
+      emitted += r.value.text;
+      const logprob = chunkLogprob(r.value);
+      if (r.value.text || logprob) yield { text: r.value.text, logprob };
+    }
+  } finally {
+    if (!result) await it.return(undefined as never); // the consumer stopped early: abort the generation
+  }
+  if (result.finishReason === 'aborted') throw new AbortError('the generation was aborted');
+  if (result.text.length > emitted.length && result.text.startsWith(emitted)) yield { text: result.text.slice(emitted.length), logprob: null };
+  onResult(result);
+}
+
+/** A chat request checked and turned into the engine's input and options (ArgumentError when bad). */
+export function parseChatRequest(body: unknown, signal?: AbortSignal): { messages: ChatMessage[]; options: GenerateOptions; stream: boolean; includeUsage: boolean } {
+  if (!isObject(body)) throw new ArgumentError('the request must be a JSON object');
+  const messages = chatMessages(body.messages);
+  const { includeUsage, stream, ...o } = commonOptions(body, body.max_completion_tokens, signal);
+  const logprobs = optionalBoolean(body, 'logprobs') ?? false;
+  const top = optionalNumber(body, 'top_logprobs', { min: 0, max: 20, integer: true });
+  if (top !== undefined && !logprobs) throw new ArgumentError('top_logprobs needs logprobs: true');
+  if (logprobs) { o.logprobs = true; o.topLogprobs = top ?? 0; }
+  return { messages, options: o, stream, includeUsage };
+}
+
+/** A completions request checked and turned into the engine's input and options (ArgumentError when bad). */
+export function parseCompletionRequest(body: unknown, signal?: AbortSignal): { prompt: string; options: GenerateOptions; stream: boolean; includeUsage: boolean; top: number | undefined } {
+  if (!isObject(body)) throw new ArgumentError('the request must be a JSON object');
+  const prompt = Array.isArray(body.prompt) && body.prompt.length === 1 ? body.prompt[0] : body.prompt;
+  if (typeof prompt !== 'string') throw new ArgumentError('prompt must be a string (or an array of one string)');
+  if (given(body.echo) && body.echo !== false) throw new ArgumentError('echo is not supported');
+  if (given(body.suffix)) throw new ArgumentError('suffix is not supported');
+  optionalNumber(body, 'best_of', { min: 1, max: 1, integer: true });
+  const { includeUsage, stream, ...o } = commonOptions(body, undefined, signal);
+  const top = optionalNumber(body, 'logprobs', { min: 0, max: 5, integer: true });
+  if (top !== undefined) { o.logprobs = true; o.topLogprobs = top; }
+  return { prompt, options: o, stream, includeUsage, top };
+}
+
+export function openAIApi(core: StreamingCore): { chat: ChatFunction; completions: Completions } {
+  async function createChat(body: ChatCompletionCreateParams, options: RequestOptions = {}): Promise<ChatCompletion | AsyncGenerator<ChatCompletionChunk, void>> {
+    const { messages, options: o, stream, includeUsage } = parseChatRequest(body, options.signal);
+    const logprobs = !!o.logprobs;
+    const base = { id: requestId('chatcmpl'), object: 'chat.completion.chunk' as const, created: Math.floor(Date.now() / 1000), model: body.model ?? core.modelId() };
+    let result: GenerationResult | undefined;
+    const run = () => pieces(core.chat(messages, o), (r) => (result = r));
+    if (!stream) {
+      let content = '';
+      const lps: ChatCompletionTokenLogprob[] = [];
+      for await (const p of run()) { content += p.text; if (p.logprob) lps.push(p.logprob); }
+      const r = result!;
+      return {
+        id: base.id, object: 'chat.completion', created: base.created, model: base.model,
+        choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, finish_reason: finishReason(r.finishReason), logprobs: logprobs ? { content: lps } : null }],
+        usage: usageOf(r),
+      };
+    }
+    return (async function* () {
+      yield { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }] } satisfies ChatCompletionChunk;
+      for await (const p of run()) {
+        yield { ...base, choices: [{ index: 0, delta: { content: p.text }, finish_reason: null, logprobs: logprobs ? { content: p.logprob ? [p.logprob] : [] } : null }] } satisfies ChatCompletionChunk;
+      }
+      yield { ...base, choices: [{ index: 0, delta: {}, finish_reason: finishReason(result!.finishReason), logprobs: null }] } satisfies ChatCompletionChunk;
+      if (includeUsage) yield { ...base, choices: [], usage: usageOf(result!) } satisfies ChatCompletionChunk;
+    })();
+  }
+
+  async function createCompletion(body: CompletionCreateParams, options: RequestOptions = {}): Promise<Completion | AsyncGenerator<Completion, void>> {
+    const { prompt, options: o, stream, includeUsage, top } = parseCompletionRequest(body, options.signal);
+    const base = { id: requestId('cmpl'), object: 'text_completion' as const, created: Math.floor(Date.now() / 1000), model: body.model ?? core.modelId() };
+    let result: GenerationResult | undefined;
+    const run = () => pieces(core.generate(prompt, o), (r) => (result = r));
+    const legacy = (ps: Piece[], offset: number): CompletionLogprobs | null => {
+      if (top === undefined) return null;
+      const withLp = ps.filter((p) => p.logprob);
+      const offsets: number[] = [];
+      let at = offset;
+      for (const p of ps) { if (p.logprob) offsets.push(at); at += p.text.length; }
+      return {
+        tokens: withLp.map((p) => p.logprob!.token),
+        token_logprobs: withLp.map((p) => p.logprob!.logprob),
+        top_logprobs: withLp.map((p) => Object.fromEntries(p.logprob!.top_logprobs.map((t) => [t.token, t.logprob]))),
+        text_offset: offsets,
+      };
+    };
+    if (!stream) {
+      const ps: Piece[] = [];
+      for await (const p of run()) ps.push(p);
+      return {
+        ...base,
+        choices: [{ index: 0, text: ps.map((p) => p.text).join(''), finish_reason: finishReason(result!.finishReason), logprobs: legacy(ps, 0) }],
+        usage: usageOf(result!),
+      };
+    }
+    return (async function* () {
+      let offset = 0;
+      for await (const p of run()) {
+        yield { ...base, choices: [{ index: 0, text: p.text, finish_reason: null, logprobs: legacy([p], offset) }] } satisfies Completion;
+        offset += p.text.length;
+      }
+      yield { ...base, choices: [{ index: 0, text: '', finish_reason: finishReason(result!.finishReason), logprobs: null }] } satisfies Completion;
+      if (includeUsage) yield { ...base, choices: [], usage: usageOf(result!) } satisfies Completion;
+    })();
+  }
+
+  const chat = ((messages: ChatMessage[], options?: GenerateOptions) => core.chat(messages, options)) as ChatFunction;
+  chat.completions = { create: createChat } as ChatCompletions;
+  return { chat, completions: { create: createCompletion } as Completions };
+}
