@@ -32,6 +32,7 @@ export const LAYERS = {
   kernels: ['errors', 'util', 'formats', 'gpu', 'sparse'],
   model: ['errors', 'util', 'formats', 'gpu', 'sparse', 'loader', 'kernels'],
   engine: ['errors', 'util', 'formats', 'loader', 'sparse', 'model'],
+  server: ['errors', 'util', 'formats', 'loader', 'sparse', 'model', 'engine'],
   bench: ['*'],
   pages: ['*'],
   '.': ['*'],
@@ -41,7 +42,7 @@ export const LAYERS = {
  * Production files (or folders, ending in '/') whose job is to run the CPU references, so they may import
  * `.ref.ts`: the CPU reference backend, and the bench suites that check GPU results against them.
  */
-export const REF_RUNNERS = ['model/cpu-backend.ts', 'model/cpu-runner.ts', 'bench/suites/'];
+export const REF_RUNNERS = ['model/cpu-backend.ts', 'model/cpu-runner.ts', 'model/cpu-sampler.ts', 'bench/suites/'];
 const mayRunRefs = (file) => REF_RUNNERS.some((r) => (r.endsWith('/') ? file.startsWith(r) : file === r));
 
 

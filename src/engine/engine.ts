@@ -12,7 +12,7 @@ import { StreamDecoder, TextCodec } from './text';
 import { pullChunks } from './stream';
 import { isDirectoryHandle } from './worker-protocol';
 import type { ModelRunner, SamplingParams, StepResult } from '../model/runner';
-import { sampleRef } from '../kernels/sample.ref';
+import { sampleRowOnCpu } from '../model/cpu-sampler';
 import { JsonObjectMask, tokenTexts } from './json-grammar';
 import { modelIdOf, openAIApi, type ChatFunction, type Completions } from './openai';
 import { calibrateRunner, type CalibrationOptions, type CalibrationReport } from '../model/calibrate';
@@ -300,7 +300,7 @@ export class WebMoeEngine implements Engine {
   /**
    * A step sampled on the CPU: the runner returns the last logits row (one vocab × 4-byte read-back);
    * the row is masked (JSON mode: disallowed tokens → −∞) and sampled with the GPU sampler's exact
-   * algorithm and random stream (kernels/sample.ref.ts), so unmasked steps draw the same tokens as the
+   * algorithm and random stream (model/cpu-sampler.ts), so unmasked steps draw the same tokens as the
    * GPU path. Log-probabilities are the model's (log-softmax of the raw row).
    */
   private async sampleOnCpu(
@@ -318,7 +318,7 @@ export class WebMoeEngine implements Engine {
       masked = Float32Array.from(row);
       for (let i = 0; i < masked.length; i++) if (!want.allowed[i]) masked[i] = -Infinity;
     }
-    const token = sampleRef(masked, sampling, step, sampling.repetitionPenalty !== 1 ? history : undefined);
+    const token = sampleRowOnCpu(masked, sampling, step, sampling.repetitionPenalty !== 1 ? history : undefined);
     if (want.topLogprobs < 0) return { token, experts };
     let max = -Infinity;
     for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];

@@ -4,134 +4,14 @@
  * get it from openAIApi(). Requests are checked here, before anything is queued, so a bad request fails
  * with a typed ArgumentError (BAD_ARGUMENT) — also for `stream: true`, whose promise rejects.
  */
-import type { ChatMessage, FinishReason, GenerateOptions, GenerationChunk, GenerationResult, TokenLogprob } from './types';
+import type {
+  ChatMessage, FinishReason, GenerateOptions, GenerationChunk, GenerationResult, TokenLogprob,
+  StreamFunction, StreamingCore, TextContentPart, ChatCompletionMessageParam, ChatCompletionCreateParams, CompletionCreateParams, RequestOptions, UsageExtra, CompletionUsage, OpenAIFinishReason, TopLogprob, ChatCompletionTokenLogprob, ChoiceLogprobs, ChatCompletion, ChatCompletionChunk, CompletionLogprobs, Completion, ChatCompletions, Completions, ChatFunction,
+} from './types';
+
+export type { StreamFunction, StreamingCore, TextContentPart, ChatCompletionMessageParam, ChatCompletionCreateParams, CompletionCreateParams, RequestOptions, UsageExtra, CompletionUsage, OpenAIFinishReason, TopLogprob, ChatCompletionTokenLogprob, ChoiceLogprobs, ChatCompletion, ChatCompletionChunk, CompletionLogprobs, Completion, ChatCompletions, Completions, ChatFunction };
 import { AbortError, ArgumentError } from '../errors';
 
-export type StreamFunction<I> = (input: I, options?: GenerateOptions) => AsyncGenerator<GenerationChunk, GenerationResult>;
-
-/** What the OpenAI layer needs from an engine. */
-export interface StreamingCore {
-  chat: StreamFunction<ChatMessage[]>;
-  generate: StreamFunction<string>;
-  /** The id reported in `model` (the loaded model's name). */
-  modelId(): string;
-}
-
-// ---- requests (the fields webmoe reads; OpenAI's names and types) ----
-
-export interface TextContentPart { type: 'text'; text: string }
-export interface ChatCompletionMessageParam {
-  /** 'developer' is OpenAI's newer name for 'system'. */
-  role: 'system' | 'developer' | 'user' | 'assistant';
-  content: string | TextContentPart[];
-  name?: string;
-}
-
-interface CommonParams {
-  model?: string;
-  stream?: boolean | null;
-  stream_options?: { include_usage?: boolean | null } | null;
-  max_tokens?: number | null;
-  temperature?: number | null;
-  top_p?: number | null;
-  seed?: number | null;
-  /** Up to 4 strings; generation ends before the first of them (which is not returned). */
-  stop?: string | string[] | null;
-  /** Only 1 (one choice per request). */
-  n?: number | null;
-  /** Only 0: use repetition_penalty. */
-  frequency_penalty?: number | null;
-  presence_penalty?: number | null;
-  /** webmoe (and vLLM) extensions. */
-  top_k?: number | null;
-  repetition_penalty?: number | null;
-  user?: string;
-}
-
-export interface ChatCompletionCreateParams extends CommonParams {
-  messages: ChatCompletionMessageParam[];
-  max_completion_tokens?: number | null;
-  logprobs?: boolean | null;
-  /** 0–20 alternatives per token (needs logprobs: true). */
-  top_logprobs?: number | null;
-  response_format?: { type: 'text' | 'json_object' } | null;
-}
-
-export interface CompletionCreateParams extends CommonParams {
-  prompt: string | [string];
-  /** Legacy completions: the number of alternatives per token (0–5). */
-  logprobs?: number | null;
-  echo?: boolean | null;
-  suffix?: string | null;
-  best_of?: number | null;
-  /** webmoe extension (as in vLLM): JSON mode for raw completions. */
-  response_format?: { type: 'text' | 'json_object' } | null;
-}
-
-export interface RequestOptions { signal?: AbortSignal }
-
-// ---- responses ----
-
-/** webmoe's speed figures for the request (as WebLLM reports them). */
-export interface UsageExtra {
-  time_to_first_token_s: number;
-  prefill_tokens_per_s: number;
-  decode_tokens_per_s: number;
-  /** Prompt tokens whose KV cache was reused from the previous turn. */
-  reused_prompt_tokens: number;
-}
-export interface CompletionUsage { prompt_tokens: number; completion_tokens: number; total_tokens: number; extra: UsageExtra }
-
-export type OpenAIFinishReason = 'stop' | 'length';
-
-export interface TopLogprob { token: string; logprob: number; bytes: number[] }
-export interface ChatCompletionTokenLogprob extends TopLogprob { top_logprobs: TopLogprob[] }
-export interface ChoiceLogprobs { content: ChatCompletionTokenLogprob[] }
-
-export interface ChatCompletion {
-  id: string;
-  object: 'chat.completion';
-  created: number;
-  model: string;
-  choices: { index: number; message: { role: 'assistant'; content: string; refusal: null }; finish_reason: OpenAIFinishReason; logprobs: ChoiceLogprobs | null }[];
-  usage: CompletionUsage;
-}
-
-export interface ChatCompletionChunk {
-  id: string;
-  object: 'chat.completion.chunk';
-  created: number;
-  model: string;
-  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: OpenAIFinishReason | null; logprobs: ChoiceLogprobs | null }[];
-  /** Only on the last chunk (choices empty), with stream_options.include_usage. */
-  usage?: CompletionUsage | null;
-}
-
-/** Legacy completions' logprobs layout. */
-export interface CompletionLogprobs { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[] | null; text_offset: number[] }
-
-export interface Completion {
-  id: string;
-  object: 'text_completion';
-  created: number;
-  model: string;
-  choices: { index: number; text: string; finish_reason: OpenAIFinishReason | null; logprobs: CompletionLogprobs | null }[];
-  usage?: CompletionUsage | null;
-}
-
-export interface ChatCompletions {
-  create(body: ChatCompletionCreateParams & { stream: true }, options?: RequestOptions): Promise<AsyncGenerator<ChatCompletionChunk, void>>;
-  create(body: ChatCompletionCreateParams & { stream?: false | null }, options?: RequestOptions): Promise<ChatCompletion>;
-  create(body: ChatCompletionCreateParams, options?: RequestOptions): Promise<ChatCompletion | AsyncGenerator<ChatCompletionChunk, void>>;
-}
-export interface Completions {
-  create(body: CompletionCreateParams & { stream: true }, options?: RequestOptions): Promise<AsyncGenerator<Completion, void>>;
-  create(body: CompletionCreateParams & { stream?: false | null }, options?: RequestOptions): Promise<Completion>;
-  create(body: CompletionCreateParams, options?: RequestOptions): Promise<Completion | AsyncGenerator<Completion, void>>;
-}
-
-/** engine.chat: the streaming core, with the OpenAI API as chat.completions. */
-export type ChatFunction = StreamFunction<ChatMessage[]> & { completions: ChatCompletions };
 
 /** The OpenAI model id of a loaded model: its path's or URL's last segment ('…/models/webmoe-tiny/' → 'webmoe-tiny'). */
 export function modelIdOf(name: string): string {

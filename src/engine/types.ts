@@ -4,7 +4,6 @@ import type { LoadProgress } from '../model/checkpoint';
 import type { ModelSource } from '../loader/model-source';
 import type { GpuOptions, ModelDescription, SparsityOptions, WeightStorage } from '../model/assemble';
 import type { LayerLoad } from '../model/runner';
-import type { ChatFunction, Completions } from './openai';
 
 export type { ChatMessage, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
@@ -70,7 +69,7 @@ export interface GenerateOptions extends SamplingOptions {
   /**
    * 'json_object': the output is constrained to one JSON object (it always parses, unless a stop string
    * cuts it). Each step then reads back the logits row (vocab × 4 bytes), masks it with a JSON-prefix
-   * grammar and samples on the CPU with the GPU sampler's algorithm (kernels/sample.ref.ts).
+   * grammar and samples on the CPU with the GPU sampler's algorithm (model/cpu-sampler.ts).
    */
   responseFormat?: 'text' | 'json_object';
 }
@@ -157,3 +156,131 @@ export interface Engine {
   resetExpertLoad(): Promise<void>;
   unload(): Promise<void>;
 }
+
+// The OpenAI-shaped API over the streaming core (implemented once in openai.ts; the wire shapes are OpenAI's).
+
+export type StreamFunction<I> = (input: I, options?: GenerateOptions) => AsyncGenerator<GenerationChunk, GenerationResult>;
+
+/** What the OpenAI layer needs from an engine. */
+export interface StreamingCore {
+  chat: StreamFunction<ChatMessage[]>;
+  generate: StreamFunction<string>;
+  /** The id reported in `model` (the loaded model's name). */
+  modelId(): string;
+}
+
+// ---- requests (the fields webmoe reads; OpenAI's names and types) ----
+
+export interface TextContentPart { type: 'text'; text: string }
+export interface ChatCompletionMessageParam {
+  /** 'developer' is OpenAI's newer name for 'system'. */
+  role: 'system' | 'developer' | 'user' | 'assistant';
+  content: string | TextContentPart[];
+  name?: string;
+}
+
+interface CommonParams {
+  model?: string;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean | null } | null;
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  seed?: number | null;
+  /** Up to 4 strings; generation ends before the first of them (which is not returned). */
+  stop?: string | string[] | null;
+  /** Only 1 (one choice per request). */
+  n?: number | null;
+  /** Only 0: use repetition_penalty. */
+  frequency_penalty?: number | null;
+  presence_penalty?: number | null;
+  /** webmoe (and vLLM) extensions. */
+  top_k?: number | null;
+  repetition_penalty?: number | null;
+  user?: string;
+}
+
+export interface ChatCompletionCreateParams extends CommonParams {
+  messages: ChatCompletionMessageParam[];
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  /** 0–20 alternatives per token (needs logprobs: true). */
+  top_logprobs?: number | null;
+  response_format?: { type: 'text' | 'json_object' } | null;
+}
+
+export interface CompletionCreateParams extends CommonParams {
+  prompt: string | [string];
+  /** Legacy completions: the number of alternatives per token (0–5). */
+  logprobs?: number | null;
+  echo?: boolean | null;
+  suffix?: string | null;
+  best_of?: number | null;
+  /** webmoe extension (as in vLLM): JSON mode for raw completions. */
+  response_format?: { type: 'text' | 'json_object' } | null;
+}
+
+export interface RequestOptions { signal?: AbortSignal }
+
+// ---- responses ----
+
+/** webmoe's speed figures for the request (as WebLLM reports them). */
+export interface UsageExtra {
+  time_to_first_token_s: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
+  /** Prompt tokens whose KV cache was reused from the previous turn. */
+  reused_prompt_tokens: number;
+}
+export interface CompletionUsage { prompt_tokens: number; completion_tokens: number; total_tokens: number; extra: UsageExtra }
+
+export type OpenAIFinishReason = 'stop' | 'length';
+
+export interface TopLogprob { token: string; logprob: number; bytes: number[] }
+export interface ChatCompletionTokenLogprob extends TopLogprob { top_logprobs: TopLogprob[] }
+export interface ChoiceLogprobs { content: ChatCompletionTokenLogprob[] }
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: { index: number; message: { role: 'assistant'; content: string; refusal: null }; finish_reason: OpenAIFinishReason; logprobs: ChoiceLogprobs | null }[];
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: OpenAIFinishReason | null; logprobs: ChoiceLogprobs | null }[];
+  /** Only on the last chunk (choices empty), with stream_options.include_usage. */
+  usage?: CompletionUsage | null;
+}
+
+/** Legacy completions' logprobs layout. */
+export interface CompletionLogprobs { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[] | null; text_offset: number[] }
+
+export interface Completion {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: { index: number; text: string; finish_reason: OpenAIFinishReason | null; logprobs: CompletionLogprobs | null }[];
+  usage?: CompletionUsage | null;
+}
+
+export interface ChatCompletions {
+  create(body: ChatCompletionCreateParams & { stream: true }, options?: RequestOptions): Promise<AsyncGenerator<ChatCompletionChunk, void>>;
+  create(body: ChatCompletionCreateParams & { stream?: false | null }, options?: RequestOptions): Promise<ChatCompletion>;
+  create(body: ChatCompletionCreateParams, options?: RequestOptions): Promise<ChatCompletion | AsyncGenerator<ChatCompletionChunk, void>>;
+}
+export interface Completions {
+  create(body: CompletionCreateParams & { stream: true }, options?: RequestOptions): Promise<AsyncGenerator<Completion, void>>;
+  create(body: CompletionCreateParams & { stream?: false | null }, options?: RequestOptions): Promise<Completion>;
+  create(body: CompletionCreateParams, options?: RequestOptions): Promise<Completion | AsyncGenerator<Completion, void>>;
+}
+
+/** engine.chat: the streaming core, with the OpenAI API as chat.completions. */
+export type ChatFunction = StreamFunction<ChatMessage[]> & { completions: ChatCompletions };
