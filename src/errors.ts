@@ -22,7 +22,9 @@ export type ErrorCode =
   | 'CONTEXT_LENGTH'
   | 'NOT_LOADED'
   | 'WORKER_CRASHED'
-  | 'BAD_ARGUMENT';
+  | 'BAD_ARGUMENT'
+  | 'QUOTA_EXCEEDED'
+  | 'TRUNCATED';
 
 export class WebMoeError extends Error {
   readonly code: ErrorCode;
@@ -100,6 +102,27 @@ export class ArgumentError extends WebMoeError {
 export class WorkerCrashedError extends WebMoeError {
   override readonly name = 'WorkerCrashedError';
   constructor(message: string) { super('WORKER_CRASHED', message); }
+}
+
+/** The browser's storage quota cannot hold a file being cached; names the bytes needed and available. */
+export class QuotaExceededError extends WebMoeError {
+  override readonly name = 'QuotaExceededError';
+  constructor(what: string, needed: number, available: number | null) {
+    super(
+      'QUOTA_EXCEEDED',
+      `${what}: caching needs ${needed} bytes, but the browser's storage quota has ${available === null ? 'an unknown number of' : available} bytes available` +
+        ` — free space (clear this site's data or other cached models) or load without the cache (load(model, { cache: false }))`,
+      { needed, available },
+    );
+  }
+}
+
+/** A download ended before the bytes its Content-Length (or the expected size) announced; nothing was cached. */
+export class TruncatedDownloadError extends WebMoeError {
+  override readonly name = 'TruncatedDownloadError';
+  constructor(url: string, received: number, expected: number, how = 'the connection closed') {
+    super('TRUNCATED', `${url}: ${how} after ${received} of ${expected} bytes (truncated download; nothing was cached — try again)`, { url, received, expected });
+  }
 }
 
 export function isWebMoeError(e: unknown): e is WebMoeError {

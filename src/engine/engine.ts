@@ -17,7 +17,7 @@ import { JsonObjectMask, tokenTexts } from './json-grammar';
 import { modelIdOf, openAIApi, type ChatFunction, type Completions } from './openai';
 import { calibrateRunner, type CalibrationOptions, type CalibrationReport } from '../model/calibrate';
 import type {
-  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, FinishReason, TokenLogprob,
+  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadNotice, LoadOptions, LoadProgress, ModelInfo, ModelRef, FinishReason, TokenLogprob,
 } from './types';
 import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
 import { openCheckpoint } from '../model/checkpoint';
@@ -409,8 +409,20 @@ export interface EngineEnvironment {
 
 export const browserEnvironment: EngineEnvironment = {
   acquire: acquireBrowserGpu,
-  resolve: (model, o) => urlModel(model, { cache: o.cache === false ? false : undefined }),
+  resolve: (model, o) => urlModel(model, { cache: o.cache === false ? false : undefined, onNotice: noticeAsProgress(o) }),
 };
+
+/**
+ * Notices reach the caller as progress events carrying `notice`, with the latest progress figures (so a
+ * progress bar does not jump back).
+ */
+export function noticeAsProgress(o: LoadOptions): ((n: LoadNotice) => void) | undefined {
+  const report = o.onProgress;
+  if (!report) return undefined;
+  return (notice) => report({ ...(lastProgress.get(o) ?? { phase: 'weights', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 }), notice });
+}
+/** The last progress event of each load (its options object), for notices in between. */
+const lastProgress = new WeakMap<LoadOptions, LoadProgress>();
 
 export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions): ModelLoader {
   const models = new GpuModelLoader(env.acquire, engineOptions.gpu);
@@ -419,13 +431,14 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions):
     const t0 = performance.now();
     const source = typeof model === 'string' ? env.resolve(model, options) : model;
     const overlay = options.overlay instanceof Uint8Array ? memoryModel({ 'model.safetensors': options.overlay }) : typeof options.overlay === 'string' ? env.resolve(options.overlay, options) : options.overlay;
-    const ckpt = await openCheckpoint(source, { onProgress: options.onProgress, signal: options.signal, overlay });
+    const onProgress = options.onProgress && ((p: LoadProgress) => { lastProgress.set(options, p); options.onProgress!(p); });
+    const ckpt = await openCheckpoint(source, { onProgress, signal: options.signal, overlay });
     let codec: TextCodec | null, m: Awaited<ReturnType<GpuModelLoader['load']>>;
     // The weight upload closes each file after its last tensor; a load that fails before that closes them here.
     try {
       if (!ckpt.tokenizer && options.requireTokenizer !== false) throw new FormatError(`${source.description}: tokenizer.json is missing`);
       codec = ckpt.tokenizer ? new TextCodec(ckpt.tokenizer, ckpt.tokenizerConfig, ckpt.config.eosTokenIds) : null;
-      m = await models.load(ckpt, source.description, { ...options, log });
+      m = await models.load(ckpt, source.description, { ...options, onProgress, log });
     } catch (e) {
       await ckpt.close().catch(() => {});
       throw e;

@@ -25,7 +25,7 @@ export interface RemoteEngineOptions {
 const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'GPU_UNAVAILABLE', 'GPU_FEATURE_MISSING', 'GPU_LIMIT_EXCEEDED', 'GPU_VALIDATION', 'GPU_OUT_OF_MEMORY', 'GPU_INTERNAL', 'DEVICE_LOST',
   'SHADER_COMPILE', 'BAD_SHAPE', 'BAD_FORMAT', 'BAD_CONFIG', 'UNSUPPORTED', 'NOT_FOUND', 'NETWORK', 'ABORTED', 'BUSY', 'CONTEXT_LENGTH',
-  'NOT_LOADED', 'WORKER_CRASHED', 'BAD_ARGUMENT',
+  'NOT_LOADED', 'WORKER_CRASHED', 'BAD_ARGUMENT', 'QUOTA_EXCEEDED', 'TRUNCATED',
 ]);
 
 /** The code for an HTTP status when the server sent none of webmoe's. */

@@ -1,11 +1,11 @@
 /** The public engine API, implemented in-thread (createEngine) and behind a Worker (createWorkerEngine). */
 import type { ChatMessage } from './text';
-import type { LoadProgress } from '../model/checkpoint';
+import type { LoadNotice, LoadProgress } from '../model/checkpoint';
 import type { ModelSource } from '../loader/model-source';
 import type { GpuOptions, ModelDescription, SparsityOptions, WeightStorage } from '../model/assemble';
 import type { LayerLoad } from '../model/runner';
 
-export type { ChatMessage, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
+export type { ChatMessage, LoadNotice, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
 /**
  * A model to load: a URL (or, in Node, a directory path), a ModelSource, or in the browser the files of

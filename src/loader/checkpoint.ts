@@ -10,8 +10,10 @@ import {
   countNonFinite, parseSafetensorsHeader, readHeaderLength, toFloat32, type SafetensorsDtype, type TensorInfo,
 } from '../formats/safetensors';
 import { checkFileName, type ModelSource } from './model-source';
-import { asTypedAbort, throwIfAborted, type ByteSource } from './source';
+import { asTypedAbort, throwIfAborted, type ByteSource, type LoadNotice } from './source';
 import { loadTokenizer, type Tokenizer } from './tokenizer-file';
+
+export type { LoadNotice };
 
 export interface LoadProgress {
   phase: 'config' | 'index' | 'headers' | 'weights' | 'upload' | 'done';
@@ -21,7 +23,10 @@ export interface LoadProgress {
   tensorsLoaded: number;
   tensorsTotal: number;
   file?: string;
+  /** Something the user should know about this load (a progress event may carry one; see LoadNotice). */
+  notice?: LoadNotice;
 }
+
 
 export interface CheckpointTensor extends TensorInfo {
   /** The file holding the tensor ('overlay:<name>' for tensors from the overlay source). */

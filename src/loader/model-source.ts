@@ -3,9 +3,9 @@
  * browser, a FileSystemDirectoryHandle, in-memory files for tests; Node directories are in
  * node-source.ts). Each gives the small JSON files as text and the weight files as ByteSources.
  */
-import { FormatError, WebMoeError } from '../errors';
-import { defaultWeightCache, type WeightCache } from './cache';
-import { blobSource, bytesSource, type ByteSource, urlSource } from './source';
+import { FormatError, TruncatedDownloadError, WebMoeError } from '../errors';
+import { defaultWeightCache, type StorageLike, type WeightCache } from './cache';
+import { blobSource, bytesSource, type ByteSource, type LoadNotice, urlSource } from './source';
 
 export interface ModelSource {
   readonly description: string;
@@ -38,11 +38,24 @@ function decodeUtf8(bytes: Uint8Array, name: string): string {
  */
 export function urlModel(
   baseUrl: string,
-  opts: { fetch?: typeof fetch; cache?: WeightCache | false; headers?: Record<string, string>; onDownload?: (bytes: number) => void; probeBytes?: number } = {},
+  opts: {
+    fetch?: typeof fetch; cache?: WeightCache | false; headers?: Record<string, string>; onDownload?: (bytes: number) => void; probeBytes?: number;
+    /** Cache notices (see UrlSourceOptions.onNotice); each distinct one is reported once per model source. */
+    onNotice?: (notice: LoadNotice) => void;
+    storage?: StorageLike | null;
+  } = {},
 ): ModelSource {
   const base = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
   const cache = opts.cache === false ? null : opts.cache ?? defaultWeightCache();
+  // Persistence is asked for once per file being cached; the user hears each distinct answer once.
+  const told = new Set<string>();
+  const onNotice = opts.onNotice && ((n: LoadNotice) => {
+    const key = n.kind === 'cache-persist' ? n.kind : `${n.kind} ${n.message}`;
+    if (told.has(key)) return;
+    told.add(key);
+    opts.onNotice!(n);
+  });
   const url = (name: string) => {
     checkFileName(name);
     return new URL(name.split('/').map(encodeURIComponent).join('/'), base).toString();
@@ -68,10 +81,21 @@ export function urlModel(
         res.body?.cancel().catch(() => {});
         return null;
       }
-      return decodeUtf8(new Uint8Array(await res.arrayBuffer()), name);
+      const declared = res.headers.get('content-length');
+      const encoded = (res.headers.get('content-encoding') ?? 'identity') !== 'identity';
+      let body: Uint8Array;
+      try {
+        body = new Uint8Array(await res.arrayBuffer());
+      } catch (e) {
+        if (declared !== null && !encoded) throw new TruncatedDownloadError(url(name), 0, Number(declared), `the download failed (${(e as Error).message})`);
+        throw new WebMoeError('NETWORK', `${url(name)}: download failed (${(e as Error).message})`, { url: url(name) });
+      }
+      // A body shorter than its Content-Length is a cut connection, not a file (nothing is parsed from it).
+      if (declared !== null && !encoded && /^\d+$/.test(declared) && body.length !== Number(declared)) throw new TruncatedDownloadError(url(name), body.length, Number(declared), 'the response ended');
+      return decodeUtf8(body, name);
     },
     async open(name) {
-      const src = urlSource(url(name), { fetch: doFetch, cache: cache ?? false, headers: opts.headers, onDownload: opts.onDownload, probeBytes: opts.probeBytes });
+      const src = urlSource(url(name), { fetch: doFetch, cache: cache ?? false, headers: opts.headers, onDownload: opts.onDownload, probeBytes: opts.probeBytes, onNotice, storage: opts.storage });
       return (await src.exists()) ? src : null;
     },
   };

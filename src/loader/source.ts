@@ -4,8 +4,23 @@
  * throws a typed error; nothing ever allocates more than the bytes asked for (a hostile server that
  * sends more is cut off).
  */
-import { AbortError, FormatError, WebMoeError } from '../errors';
-import type { WeightCache } from './cache';
+import { AbortError, FormatError, TruncatedDownloadError, WebMoeError } from '../errors';
+import { requestPersistentStorage, type FileValidators, type StorageLike, type WeightCache } from './cache';
+
+/**
+ * A message about a load that does not stop it: the weight cache (a stale copy replaced, offline use of
+ * the cached copy, persistent storage granted or not, a quota error that left a file uncached) or a
+ * service-worker engine that restarted and loads the model again. LoadProgress.notice carries it.
+ */
+export interface LoadNotice {
+  kind: 'cache-replaced' | 'cache-offline' | 'cache-persist' | 'cache-quota' | 'cache-failed' | 'service-worker-restarted';
+  message: string;
+  /** The file it concerns, when one. */
+  url?: string;
+  /** The typed error behind it (cache-quota: QUOTA_EXCEEDED with the bytes needed and available). */
+  code?: string;
+  details?: Record<string, unknown>;
+}
 
 export interface ByteSource {
   readonly name: string;
@@ -94,9 +109,11 @@ async function readBodyExactly(res: Response, length: number, name: string, sign
     }
   } catch (e) {
     reader.cancel().catch(() => {});
-    throw asTypedAbort(e, signal);
+    const t = asTypedAbort(e, signal);
+    if (t instanceof WebMoeError) throw t;
+    throw new TruncatedDownloadError(name, pos, length, `the download failed (${(e as Error)?.message})`);
   }
-  if (pos !== length) throw new WebMoeError('NETWORK', `${name}: response ended after ${pos} of ${length} bytes`, { file: name });
+  if (pos !== length) throw new TruncatedDownloadError(name, pos, length, 'the response ended');
   return out;
 }
 
@@ -127,7 +144,7 @@ class SequentialBody {
       const t = asTypedAbort(e, signal);
       if (t instanceof AbortError) throw t;
       this.endedEarly = true; // the connection broke (e.g. a length mismatch): retryable
-      throw t instanceof WebMoeError ? t : new WebMoeError('NETWORK', `${this.name}: download failed after ${this.received} of ${this.total} bytes (${(e as Error).message})`, { file: this.name });
+      throw t instanceof WebMoeError ? t : new TruncatedDownloadError(this.name, this.received, this.total, `the download failed (${(e as Error).message})`);
     }
     if (r.done) {
       if (this.received < this.total) {
@@ -156,7 +173,7 @@ class SequentialBody {
         chunk = await this.next(signal);
         if (!chunk) {
           this.failed = true;
-          if (this.endedEarly) throw new WebMoeError('NETWORK', `${this.name}: the connection closed after ${this.received} of ${this.total} bytes`, { file: this.name });
+          if (this.endedEarly) throw new TruncatedDownloadError(this.name, this.received, this.total);
           throw new FormatError(`${this.name}: download ended at byte ${this.pos}, before [${offset}, ${offset + length}) (truncated?)`, { file: this.name });
         }
       }
@@ -198,18 +215,39 @@ interface CacheSink {
   done: Promise<boolean>;
 }
 
-function cacheSink(cache: WeightCache, url: string, size: number): CacheSink {
+/**
+ * Feeds a download into cache.put. A put that fails on its own (a full quota, a broken cache) never
+ * fails the load, which goes on from the network, but it is reported through `onFailure`; failures the
+ * download caused (abort, a short body) are not reported (nothing is cached, by design).
+ */
+function cacheSink(cache: WeightCache, url: string, size: number, validators: FileValidators, onFailure: (e: unknown) => void): CacheSink {
   let ctl!: ReadableStreamDefaultController<Uint8Array>;
-  let closed = false;
-  const body = new ReadableStream<Uint8Array>({ start(c) { ctl = c; } });
-  const done = cache.put(url, body, size).then(() => true, () => false);
+  let closed = false, ourFailure = false;
+  // The cache may cancel its body (e.g. on a quota error): the download then goes on without it.
+  const body = new ReadableStream<Uint8Array>({ start(c) { ctl = c; }, cancel() { closed = true; } });
+  const done = cache.put(url, body, size, validators).then(() => true, (e) => {
+    closed = true;
+    if (!ourFailure) onFailure(e);
+    return false;
+  });
   return {
-    push(chunk) { if (!closed) ctl.enqueue(chunk.slice()); },
-    end() { if (!closed) { closed = true; ctl.close(); } },
-    fail(e) { if (!closed) { closed = true; ctl.error(e); } },
+    push(chunk) {
+      if (closed) return;
+      try { ctl.enqueue(chunk.slice()); } catch { closed = true; }
+    },
+    end() { if (!closed) { closed = true; try { ctl.close(); } catch { /* cancelled by the cache */ } } },
+    fail(e) { if (!closed) { closed = true; ourFailure = true; try { ctl.error(e); } catch { /* cancelled */ } } },
     done,
   };
 }
+
+/** The validators of a response (what the cache stores to recognise this version of the file). */
+function validatorsOf(res: Response): FileValidators {
+  return { etag: res.headers.get('etag') ?? undefined, lastModified: res.headers.get('last-modified') ?? undefined };
+}
+
+/** Hugging Face URLs that name a commit (`/resolve/<40 hex>/`) never change: no need to ask upstream. */
+const IMMUTABLE_REVISION = /\/resolve\/[0-9a-f]{40}\//;
 
 export interface UrlSourceOptions {
   fetch?: typeof fetch;
@@ -221,6 +259,10 @@ export interface UrlSourceOptions {
   probeBytes?: number;
   /** Reported for every byte that arrives over the network (downloads, not cache hits). */
   onDownload?: (bytes: number) => void;
+  /** Cache events the user should know about (replaced, offline, persistence, quota); see LoadNotice. */
+  onNotice?: (notice: LoadNotice) => void;
+  /** navigator.storage (default); persistence is requested from it when a file starts being cached. */
+  storage?: StorageLike | null;
 }
 
 export interface UrlByteSource extends ByteSource {
@@ -228,7 +270,7 @@ export interface UrlByteSource extends ByteSource {
   exists(): Promise<boolean>;
   /** 'absent' | 'cached' | 'range' | 'sequential' (forward-only full body). */
   readonly mode: string;
-  /** The pending cache write, if a download is filling the cache (settles true when stored). */
+  /** The latest cache write of this file, if a download filled (or is filling) the cache: settles true when stored. */
   readonly cacheWrite: Promise<boolean> | null;
 }
 
@@ -242,6 +284,10 @@ const MAX_RECONNECTS = 3;
  * miss, the first read past the probe starts one full GET that is read forward and, chunk by chunk at
  * the reader's pace, written into the cache; close() completes the entry (reads the rest of the file),
  * and later reads come from the cache. An aborted or failed download stores nothing.
+ *
+ * A cached copy is revalidated with one HEAD request when it was stored with validators: a different
+ * ETag (else Last-Modified) or length upstream replaces it; no answer (offline) uses it with a notice.
+ * A cache write that fails (quota) is reported as a notice and the load goes on from the network.
  */
 export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSource {
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
@@ -256,8 +302,66 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
   let seq: SequentialBody | null = null;
   let sink: CacheSink | null = null;
   let cacheTried = false;
-  let smallWrite: Promise<boolean> | null = null;
+  /** The latest cache write this source started (a streamed fill or a whole small file). */
+  let lastWrite: Promise<boolean> | null = null;
   let reconnects = 0;
+  const notice = (n: LoadNotice) => opts.onNotice?.({ url, ...n });
+  const cacheFailed = (e: unknown) => {
+    const err = e as WebMoeError;
+    if (err?.code === 'QUOTA_EXCEEDED') notice({ kind: 'cache-quota', message: `${err.message}. The model loads from the network without being cached.`, code: err.code, details: err.details });
+    else notice({ kind: 'cache-failed', message: `${url}: the file could not be cached (${(e as Error)?.message ?? e}); it loads from the network`, code: err?.code });
+  };
+  /** A cache fill starts: ask once for persistent storage, and say what the browser answered. */
+  const startingCacheFill = () => {
+    void requestPersistentStorage(opts.storage).then((r) => {
+      if (!r.supported) return;
+      notice({
+        kind: 'cache-persist',
+        message: r.persisted
+          ? 'persistent storage granted: the browser keeps the cached model when space runs low'
+          : 'persistent storage not granted: the browser may evict the cached model when space runs low',
+        details: { persisted: r.persisted },
+      });
+    });
+  };
+  const putWhole = (bytes: Uint8Array, res: Response): Promise<boolean> => {
+    startingCacheFill();
+    return opts.cache ? opts.cache.put(url, bytes, bytes.length, validatorsOf(res)).then(() => true, (e) => { cacheFailed(e); return false; }) : Promise.resolve(false);
+  };
+
+  /**
+   * Whether a cached copy of `cachedSize` bytes is still upstream's version. One HEAD request, made only
+   * for copies stored with validators (otherwise there is nothing to compare but the length).
+   */
+  const stillCurrent = async (cachedSize: number, signal?: AbortSignal): Promise<boolean> => {
+    if (!opts.cache || IMMUTABLE_REVISION.test(url)) return true;
+    const mine = await opts.cache.validators(url).catch(() => null);
+    if (!mine) return true;
+    let res: Response;
+    try {
+      res = await doFetch(url, { method: 'HEAD', headers: opts.headers, signal });
+    } catch (e) {
+      const t = asTypedAbort(e, signal);
+      if (t instanceof AbortError) throw t;
+      notice({ kind: 'cache-offline', message: `${url}: could not ask upstream whether the file changed (${(e as Error)?.message}); using the cached copy` });
+      return true;
+    }
+    res.body?.cancel().catch(() => {});
+    if (!res.ok) {
+      notice({ kind: 'cache-offline', message: `${url}: upstream answered HTTP ${res.status} when asked whether the file changed; using the cached copy` });
+      return true;
+    }
+    const theirs = validatorsOf(res);
+    const length = totalFromHeaders(res);
+    let why = '';
+    if (mine.etag && theirs.etag) { if (mine.etag !== theirs.etag) why = `ETag ${mine.etag} → ${theirs.etag}`; }
+    else if (mine.lastModified && theirs.lastModified && mine.lastModified !== theirs.lastModified) why = `Last-Modified ${mine.lastModified} → ${theirs.lastModified}`;
+    if (!why && length !== null && length !== cachedSize) why = `${cachedSize} → ${length} bytes`;
+    if (!why) return true;
+    await opts.cache.delete(url).catch(() => false);
+    notice({ kind: 'cache-replaced', message: `${url}: changed upstream (${why}); the cached copy is replaced` });
+    return false;
+  };
 
   const request = async (headers: Record<string, string>, signal?: AbortSignal): Promise<Response> => {
     try {
@@ -296,13 +400,15 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
       mode = 'cached';
       size = buf.length;
       cached = bytesSource(name, buf);
-      if (withCache && opts.cache) await opts.cache.put(url, buf).catch(() => {});
+      if (withCache && opts.cache) await (lastWrite = putWhole(buf, res));
       return;
     }
     if (mode !== 'range' || probeBytes === null) size = total;
     else if (total !== size) bad(res);
     seq?.cancel();
-    sink = withCache && opts.cache ? cacheSink(opts.cache, url, total) : null;
+    if (withCache && opts.cache) startingCacheFill();
+    sink = withCache && opts.cache ? cacheSink(opts.cache, url, total, validatorsOf(res), cacheFailed) : null;
+    if (sink) lastWrite = sink.done;
     seq = new SequentialBody(counted(res.body), name, total, sink ?? undefined);
     mode = 'sequential';
   };
@@ -311,7 +417,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
     state ??= (async () => {
       if (opts.cache) {
         const hit = await opts.cache.match(url).catch(() => null);
-        if (hit) {
+        if (hit && (await stillCurrent(hit.size, signal))) {
           mode = 'cached';
           size = hit.size;
           cached = blobSource(hit, name);
@@ -337,7 +443,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
         if (len === size && opts.cache) {
           // The probe was the whole file: cache it as is.
           cacheTried = true;
-          smallWrite = opts.cache.put(url, probeBytes).then(() => true, () => false);
+          lastWrite = putWhole(probeBytes, res);
         }
         return;
       }
@@ -373,7 +479,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
   return {
     name,
     get mode() { return mode; },
-    get cacheWrite() { return sink?.done ?? smallWrite; },
+    get cacheWrite() { return lastWrite; },
     async exists(): Promise<boolean> {
       await init();
       return mode !== 'absent';

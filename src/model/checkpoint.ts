@@ -7,7 +7,7 @@ import type { ModelSource } from '../loader/model-source';
 import { fp8BlockSize, parseConfig, scaleInvName, type ModelConfig } from './config';
 import { checkTensorsAgainstConfig } from './tensors';
 
-export type { LoadProgress, OpenOptions, RawTensor, StreamOptions, CheckpointTensor } from '../loader/checkpoint';
+export type { LoadProgress, LoadNotice, OpenOptions, RawTensor, StreamOptions, CheckpointTensor } from '../loader/checkpoint';
 
 /** An opened DeepSeek-V2/V3 checkpoint. */
 export type Checkpoint = CheckpointOf<ModelConfig>;
