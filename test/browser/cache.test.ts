@@ -80,7 +80,7 @@ async function readAll(src: ReturnType<typeof urlSource>): Promise<Uint8Array> {
   const size = await src.size();
   const out = new Uint8Array(size);
   for (let o = 0; o < size; o += 10_000) out.set(await src.read(o, Math.min(10_000, size - o)), o);
-  await src.close();
+  await src.close?.();
   return out;
 }
 
