@@ -15,7 +15,12 @@ export default defineConfig({
     outDir: 'dist-site',
     target: 'es2022',
     rollupOptions: {
-      input: Object.fromEntries(['index', 'bench'].filter((p) => existsSync(resolve(import.meta.dirname, `${p}.html`))).map((p) => [p, resolve(import.meta.dirname, `${p}.html`)])),
+      input: {
+        ...Object.fromEntries(['index', 'bench'].filter((p) => existsSync(resolve(import.meta.dirname, `${p}.html`))).map((p) => [p, resolve(import.meta.dirname, `${p}.html`)])),
+        // The demo's service-worker engine: at the site's root (/sw.js) so its scope covers every page.
+        sw: resolve(import.meta.dirname, 'src/pages/sw.ts'),
+      },
+      output: { entryFileNames: (chunk) => (chunk.name === 'sw' ? 'sw.js' : 'assets/[name]-[hash].js') },
     },
   },
 });

@@ -2,6 +2,7 @@ export * from './errors';
 export * from './gpu/index';
 export { createEngine, WebMoeEngine, calibrateModel, type EngineEnvironment } from './engine/engine';
 export { createWorkerEngine, type WorkerEngine, type WorkerEngineOptions } from './engine/worker-client';
+export { createServiceWorkerEngine, type ServiceWorkerEngine, type ServiceWorkerEngineOptions, type ServiceWorkerEngineStatus } from './engine/sw-client';
 export { TextCodec, type ChatMessage } from './engine/text';
 export type * from './engine/types';
 export { parseConfig, type ModelConfig } from './model/config';

@@ -18,14 +18,7 @@ export function installErrorTransfer(): void {
     canHandle: base.canHandle,
     serialize(value: any) {
       const e = value.value;
-      if (e instanceof Error) {
-        const s: SerializedError = { name: e.name, message: e.message, stack: e.stack };
-        if (e instanceof WebMoeError || typeof (e as any).code === 'string') {
-          s.code = (e as any).code;
-          s.details = (e as any).details;
-        }
-        return [{ isError: true, value: s }, []];
-      }
+      if (e instanceof Error) return [{ isError: true, value: serializeError(e) }, []];
       return [{ isError: false, value: e }, []];
     },
     deserialize(serialized: any) {
@@ -33,6 +26,17 @@ export function installErrorTransfer(): void {
       throw reviveError(serialized.value as SerializedError);
     },
   } as any);
+}
+
+/** An error as plain data (structured-clonable), keeping its name, code and details. */
+export function serializeError(e: unknown): SerializedError {
+  if (!(e instanceof Error)) return { name: 'Error', message: String(e) };
+  const s: SerializedError = { name: e.name, message: e.message, stack: e.stack };
+  if (e instanceof WebMoeError || typeof (e as { code?: unknown }).code === 'string') {
+    s.code = (e as WebMoeError).code;
+    s.details = (e as WebMoeError).details;
+  }
+  return s;
 }
 
 /** A WebMoeError (or plain Error) with the same name, code and details as the worker-side error. */

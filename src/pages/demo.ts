@@ -1,14 +1,33 @@
 /**
- * The demo page (index.html): the engine runs in a Worker (createWorkerEngine) so the page stays
- * responsive; the bundled model loads at start. `?model=<url>` loads another model instead,
- * `?model=` (empty) loads nothing.
+ * The demo page (index.html). The engine is the user's choice (kept in localStorage): the worker engine
+ * on this GPU (default; the page stays responsive), the service-worker engine on this GPU (the model
+ * stays loaded across page navigations; /sw.js), or a remote OpenAI-compatible server. The bundled model
+ * loads at start on a local engine; `?model=<url>` loads another model instead, `?model=` (empty) nothing.
  */
 import { createWorkerEngine } from '../engine/worker-client';
-import { startDemo } from './demo/app';
+import { createServiceWorkerEngine } from '../engine/sw-client';
+import { createRemoteEngine } from '../engine/remote';
+import { startDemo, type DemoEngine } from './demo/app';
+import { loadEngineChoice, type EngineChoice } from './demo/engine-choice';
+
+// Vite builds src/pages/sw.ts to /sw.js; the dev server serves the TypeScript module itself.
+const SW_SCRIPT = import.meta.env.DEV ? '/src/pages/sw.ts' : '/sw.js';
+
+function createEngine(choice: EngineChoice): DemoEngine {
+  switch (choice.kind) {
+    case 'service-worker':
+      return createServiceWorkerEngine({ scriptURL: SW_SCRIPT });
+    case 'remote':
+      return createRemoteEngine({ baseURL: choice.baseURL, apiKey: choice.apiKey || undefined, model: choice.model || undefined });
+    default:
+      return createWorkerEngine();
+  }
+}
 
 const param = new URLSearchParams(location.search).get('model');
 void startDemo({
   root: document.getElementById('app')!,
-  createEngine: () => createWorkerEngine(),
+  createEngine,
+  engineChoice: loadEngineChoice(),
   initialModel: param === null ? './models/webmoe-tiny/' : param || null,
 });

@@ -12,15 +12,25 @@ import { MemoryView } from './memory';
 import { deviceTableHtml, explainNoWebGpu } from './webgpu';
 import { probeWebGpu, type GpuProbe } from '../adapter';
 import { dropToModel, pickDirectory } from './files';
+import { DEFAULT_CHOICE, ENGINE_LABELS, saveEngineChoice, type EngineChoice, type EngineKind } from './engine-choice';
+import type { LoadNotice } from '../../engine/types';
 
-/** The worker engine (createWorkerEngine) or, for UI work, a fake: an Engine that may be terminated. */
+/**
+ * The worker, service-worker or remote engine, or for UI work a fake: an Engine that may be terminated
+ * (worker) or closed (service worker), and may say what its service worker holds.
+ */
 export interface DemoEngine extends Engine {
   terminate?(): void;
+  close?(): void;
+  status?(): Promise<{ instance: string; loadCount: number }>;
 }
 
 export interface DemoOptions {
   root: HTMLElement;
-  createEngine: () => DemoEngine;
+  /** The engine for a choice (a bad remote URL may throw a typed error). */
+  createEngine: (choice: EngineChoice) => DemoEngine;
+  /** The engine chosen at start (default: the worker engine); the page stores later choices. */
+  engineChoice?: EngineChoice;
   /** The model loaded at start (a URL relative to the page), or null to wait for the user. */
   initialModel: string | null;
   probe?: () => Promise<GpuProbe>;
@@ -58,6 +68,8 @@ export class DemoApp {
   private state: State = 'checking';
   private perMode = new Map<SparseMode, { tokps?: number; weightBytes?: number; probe?: { prompt: string; tokens: number[]; text: string } }>();
   private statsBusy = false;
+  private choice: EngineChoice;
+  private gpuOk = false;
   private chat: ChatView;
   private routing: RoutingView;
   private memory: MemoryView;
@@ -69,7 +81,9 @@ export class DemoApp {
     this.chat = new ChatView(this.el('#messages'), this.el('#empty'), (i) => this.routing.pin(i));
     this.routing = new RoutingView(this.el('#routing-panel'), this.el('#tooltip'));
     this.memory = new MemoryView(this.el('#memory-panel'));
+    this.choice = o.engineChoice ?? { ...DEFAULT_CHOICE };
     this.wire();
+    this.renderEngineChoice();
     this.renderSparse();
     this.renderExamples();
   }
@@ -77,19 +91,100 @@ export class DemoApp {
   async start(): Promise<void> {
     const probe = await (this.o.probe ?? probeWebGpu)();
     this.el('#gpu-status').innerHTML = deviceTableHtml(probe);
-    if (!probe.ok) {
-      this.el('#empty').innerHTML = explainNoWebGpu(probe);
+    this.gpuOk = probe.ok;
+    this.el('#gpu-status').dataset.ready = probe.ok ? '1' : 'error';
+    if (!probe.ok) this.el('#empty').innerHTML = explainNoWebGpu(probe);
+    await this.connect();
+  }
+
+  // ---- engine choice ---------------------------------------------------------------------------
+
+  /** Starts the chosen engine and loads its model (the bundled one locally, the server's remotely). */
+  private async connect(): Promise<void> {
+    const c = this.choice;
+    this.renderEngineChoice();
+    if (c.kind !== 'remote' && !this.gpuOk) {
       this.setState('unsupported', 'WebGPU unavailable');
-      this.el('#gpu-status').dataset.ready = 'error';
       return;
     }
-    this.el('#gpu-status').dataset.ready = '1';
-    this.engine = this.o.createEngine();
-    if (this.o.initialModel) await this.load(new URL(this.o.initialModel, location.href).href, 'bundled model');
+    try {
+      this.engine = this.o.createEngine(c);
+    } catch (e) {
+      this.showError(e);
+      this.setState('error', 'The engine could not start');
+      return;
+    }
+    if (c.kind === 'remote') await this.load(c.model, `${c.model || 'the model'} at ${c.baseURL}`);
+    else if (this.o.initialModel) await this.load(new URL(this.o.initialModel, location.href).href, 'bundled model');
     else {
       this.setState('idle', 'No model loaded');
       this.el('#empty-model').textContent = 'Load a model by URL, open a folder, or drop one on the page.';
     }
+  }
+
+  /** Switches engines: the old one stops (a service worker keeps its model for other pages). */
+  async switchEngine(choice: EngineChoice): Promise<void> {
+    if (this.state === 'loading' || this.state === 'checking') return;
+    if (this.state === 'generating') this.engine?.abort();
+    this.choice = choice;
+    saveEngineChoice(choice);
+    const old = this.engine;
+    this.engine = null;
+    old?.terminate?.();
+    old?.close?.();
+    this.info = null;
+    this.ref = null;
+    this.perMode.clear();
+    this.reset();
+    this.el('#model-info').innerHTML = '';
+    this.el('#model-name').textContent = '—';
+    this.el('#load-notices').innerHTML = '';
+    this.el('#load-notices').hidden = true;
+    this.el('#error-banner').hidden = true;
+    await this.connect();
+  }
+
+  private renderEngineChoice(): void {
+    const c = this.choice;
+    this.el('#engine-kind').querySelectorAll<HTMLElement>('button').forEach((b) => b.setAttribute('aria-checked', String(b.dataset.kind === c.kind)));
+    const form = this.el('#remote-form');
+    form.hidden = c.kind !== 'remote';
+    (this.el('#remote-url') as HTMLInputElement).value = c.baseURL;
+    (this.el('#remote-key') as HTMLInputElement).value = c.apiKey;
+    (this.el('#remote-model') as HTMLInputElement).value = c.model;
+    // Model sources and sparsity are for an engine on this GPU; a server holds its own weights.
+    for (const id of ['#url-form', '#sparse-panel']) this.el(id).hidden = c.kind === 'remote';
+    this.el('#pick-folder').closest('.row')!.toggleAttribute('hidden', c.kind === 'remote');
+    void this.refreshEngineStatus();
+  }
+
+  /** What the engine is; for the service worker, its instance and how many loads it ran since it started. */
+  private async refreshEngineStatus(): Promise<void> {
+    const s = this.el('#engine-status');
+    const kind: EngineKind = this.choice.kind;
+    s.dataset.engine = kind;
+    if (kind === 'remote') s.textContent = `${ENGINE_LABELS.remote}: ${this.choice.baseURL} (OpenAI-compatible API; expert routing and memory stay on the server)`;
+    else if (kind === 'worker') s.textContent = 'A Worker of this page runs the model on this GPU; it loads again on every visit.';
+    else if (this.engine?.status && this.info) {
+      try {
+        const st = await this.engine.status();
+        s.dataset.instance = st.instance;
+        s.dataset.swLoads = String(st.loadCount);
+        s.textContent = `Service worker ${st.instance.slice(0, 8)}: ${st.loadCount} model load${st.loadCount === 1 ? '' : 's'} since it started. The model stays loaded while you move between pages.`;
+      } catch (e) {
+        this.showError(e);
+      }
+    } else s.textContent = 'The site\'s service worker runs the model on this GPU; it stays loaded while you move between pages.';
+  }
+
+  private notice(n: LoadNotice): void {
+    const list = this.el('#load-notices');
+    const li = document.createElement('li');
+    li.dataset.kind = n.kind;
+    li.textContent = n.message;
+    list.append(li);
+    list.hidden = false;
+    console.info(`webmoe: ${n.kind}: ${n.message}`);
   }
 
   // ---- state, errors -------------------------------------------------------------------------
@@ -104,6 +199,8 @@ export class DemoApp {
     this.el('#send').hidden = state === 'generating';
     this.el('#stop').hidden = state !== 'generating';
     for (const id of ['#probe', '#pick-folder', '#reload-bundled']) (this.el(id) as HTMLButtonElement).disabled = busy || state === 'unsupported';
+    this.el('#engine-kind').querySelectorAll('button').forEach((b) => ((b as HTMLButtonElement).disabled = state === 'loading' || state === 'checking'));
+    (this.el('#remote-connect') as HTMLButtonElement).disabled = state === 'loading' || state === 'checking';
     (this.el('#url-form button') as HTMLButtonElement).disabled = busy || state === 'unsupported';
     this.el('#sparse-mode').querySelectorAll('button').forEach((b) => ((b as HTMLButtonElement).disabled = busy || state === 'unsupported'));
     (this.el('#probe') as HTMLButtonElement).disabled = state !== 'ready';
@@ -129,6 +226,8 @@ export class DemoApp {
     if (!this.engine) return;
     if (this.state === 'generating') this.engine.abort();
     this.setState('loading', `Loading ${label}…`);
+    this.el('#load-notices').innerHTML = '';
+    this.el('#load-notices').hidden = true;
     this.renderSparse(sparse);
     const bar = this.el('#load-bar'), text = this.el('#load-label'), box = this.el('#load-progress');
     box.hidden = false;
@@ -155,6 +254,7 @@ export class DemoApp {
       const info = await this.engine.load(ref, {
         sparsity: SPARSE[sparse].options,
         onProgress: (p) => {
+          if (p.notice) this.notice(p.notice);
           last = p;
           if (!raf) raf = requestAnimationFrame(draw);
         },
@@ -172,6 +272,7 @@ export class DemoApp {
       if (!info.chatTemplate && this.history.length === 0) this.setMode('raw');
       this.setState('ready', `Ready · ${info.sparsity}`);
       void this.refreshStats();
+      void this.refreshEngineStatus();
     } catch (e) {
       box.hidden = true;
       this.showError(e);
@@ -287,6 +388,7 @@ export class DemoApp {
       clearInterval(timer);
       if (this.state === 'generating') this.setState('ready', `Ready · ${this.info?.sparsity ?? ''}`);
       void this.refreshStats();
+      void this.refreshEngineStatus();
     }
   }
 
@@ -412,6 +514,25 @@ export class DemoApp {
       } else if (m !== this.sparse) void this.load(this.ref, this.refLabel, m);
     });
     el('#probe').addEventListener('click', () => void this.probe());
+    el('#engine-kind').addEventListener('click', (ev) => {
+      const b = (ev.target as HTMLElement).closest<HTMLButtonElement>('button[data-kind]');
+      if (!b || b.disabled) return;
+      const kind = b.dataset.kind as EngineKind;
+      if (kind === this.choice.kind) return;
+      // Remote: show the form first; the switch happens on Connect.
+      if (kind === 'remote') {
+        this.el('#remote-form').hidden = false;
+        this.el('#engine-kind').querySelectorAll<HTMLElement>('button').forEach((x) => x.setAttribute('aria-checked', String(x === b)));
+        (this.el('#remote-url') as HTMLInputElement).focus();
+        return;
+      }
+      void this.switchEngine({ ...this.choice, kind });
+    });
+    el('#remote-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const val = (id: string) => (this.el(id) as HTMLInputElement).value.trim();
+      void this.switchEngine({ kind: 'remote', baseURL: val('#remote-url'), apiKey: val('#remote-key'), model: val('#remote-model') });
+    });
     el('#reset-load').addEventListener('click', async () => {
       try {
         await this.engine?.resetExpertLoad();
