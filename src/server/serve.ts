@@ -65,7 +65,18 @@ function errorBody(e: unknown): { status: number; body: { error: { message: stri
   return { status, body: { error: { message: (e as Error)?.message ?? String(e), type, code } } };
 }
 
+/**
+ * CORS on every answer (errors included, so a page can read them): any origin may call the API from a
+ * browser (createRemoteEngine, the demo, the openai client with dangerouslyAllowBrowser).
+ */
 const CORS = { 'Access-Control-Allow-Origin': '*', 'Access-Control-Allow-Headers': 'Authorization, Content-Type', 'Access-Control-Allow-Methods': 'GET, POST, OPTIONS' };
+
+/** The answer to a CORS preflight: the headers the page asked for are allowed (the openai client sends x-stainless-*). */
+function preflight(req: IncomingMessage, res: ServerResponse): void {
+  const asked = req.headers['access-control-request-headers'];
+  res.writeHead(204, { ...CORS, ...(typeof asked === 'string' && asked ? { 'Access-Control-Allow-Headers': asked } : {}), 'Access-Control-Max-Age': '600', Vary: 'Access-Control-Request-Headers' });
+  res.end();
+}
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) return;
@@ -179,7 +190,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '');
-    if (req.method === 'OPTIONS') { res.writeHead(204, CORS); res.end(); return; }
+    if (req.method === 'OPTIONS') { preflight(req, res); return; }
     const route = (method: string) => {
       if (req.method !== method) throw new MethodNotAllowed(path, method, req.method);
     };

@@ -1,5 +1,7 @@
 import { test, expect, type Page } from '@playwright/test';
 import { existsSync, mkdirSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 
 const BUNDLED = 'public/models/webmoe-tiny/config.json';
 
@@ -110,4 +112,70 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
   await expect(page.locator('#error-banner')).toBeHidden();
   expect(errors).toEqual([]);
+});
+
+/** `webmoe serve` on the bundled model (a free port: --port 0; the URL is read from its first line). */
+async function startServe(): Promise<{ baseURL: string; child: ChildProcess; log: string[] }> {
+  const child = spawn(process.execPath, ['bin/webmoe.js', 'serve', '--model', 'public/models/webmoe-tiny', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log: string[] = [];
+  child.stderr!.on('data', (d) => log.push(String(d)));
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      out += String(d);
+      const m = /API at (http:\/\/\S+\/v1)/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    child.once('exit', (code) => reject(new Error(`webmoe serve exited (${code}): ${out}${log.join('')}`)));
+  });
+  return { baseURL: url, child, log };
+}
+
+test('the demo switches to a remote server (webmoe serve), gets a reply, and keeps the choice', async ({ page }) => {
+  test.skip(!existsSync(BUNDLED), 'bundled model not exported yet');
+  test.setTimeout(300_000);
+  const serve = await startServe();
+  try {
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto('/?model='); // the local engine loads nothing
+    await expect(page.locator('#status')).toHaveAttribute('data-state', 'idle', { timeout: 60_000 });
+
+    // A server that is not there: a typed error in the banner.
+    await page.click('#engine-kind button[data-kind="remote"]');
+    await expect(page.locator('#remote-form')).toBeVisible();
+    await page.fill('#remote-url', 'http://127.0.0.1:9/v1');
+    await page.click('#remote-connect');
+    await expect(page.locator('#error-banner')).toBeVisible({ timeout: 60_000 });
+    await expect(page.locator('#error-code')).toHaveText('NETWORK');
+    await page.click('#error-dismiss');
+
+    // webmoe serve (503 while it loads: the remote engine waits), then a reply streamed over SSE.
+    await page.fill('#remote-url', serve.baseURL);
+    await page.fill('#remote-key', 'unused');
+    await page.click('#remote-connect');
+    await expect(page.locator('#status[data-state="ready"], #status[data-state="error"]')).toBeVisible({ timeout: 180_000 });
+    await expect(page.locator('#error-banner'), await page.locator('#error-banner').innerText()).toBeHidden();
+    await expect(page.locator('#engine-status')).toHaveAttribute('data-engine', 'remote');
+    await expect(page.locator('#model-name')).toHaveText('webmoe-tiny');
+    await page.fill('#temperature', '0');
+    await page.fill('#max-tokens', '8');
+    await page.fill('#prompt', 'Hello!');
+    await page.click('#send');
+    await expect(page.locator('#output[data-state="error"], #output[data-state="done"]')).toBeVisible({ timeout: 180_000 });
+    expect(await page.locator('#output').getAttribute('data-state'), await page.locator('#error-banner').innerText()).toBe('done');
+    expect(Number(await page.locator('#output').getAttribute('data-tokens'))).toBeGreaterThan(0);
+    expect((await page.locator('#output').innerText()).trim().length).toBeGreaterThan(0);
+    expect(await numberOf(page, '#tokps')).toBeGreaterThan(0); // from the server's usage.extra
+
+    // The choice is kept: a new visit connects to the same server.
+    await page.goto('/?model=');
+    await expect(page.locator('#engine-kind button[data-kind="remote"]')).toHaveAttribute('aria-checked', 'true');
+    await expect(page.locator('#remote-url')).toHaveValue(serve.baseURL);
+    await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready', { timeout: 60_000 });
+    expect(errors).toEqual([]);
+  } finally {
+    serve.child.kill('SIGTERM');
+    if (serve.child.exitCode === null) await once(serve.child, 'exit');
+  }
 });
