@@ -1,12 +1,15 @@
 import { defineConfig } from 'vite';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
+// @ts-ignore plain ESM helper
+import { serviceWorkerAtRoot } from './scripts/sw-at-root.mjs';
 
 // The site: the demo (index.html) and the benchmark page (bench.html). Cross-origin isolation gives
 // fine-grained performance.now() and SharedArrayBuffer (onnxruntime-web's threaded wasm peer).
 const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
 
 export default defineConfig({
+  plugins: [serviceWorkerAtRoot()],
   server: { headers: isolation },
   preview: { headers: isolation },
   worker: { format: 'es' },

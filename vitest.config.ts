@@ -2,6 +2,8 @@ import { defineConfig } from 'vitest/config';
 import { playwright } from '@vitest/browser-playwright';
 // @ts-ignore plain ESM helper shared with Playwright and the bench script
 import { chromiumPath, chromiumArgs, findChromium } from './scripts/chromium.mjs';
+// @ts-ignore plain ESM helper shared with vite.config.ts
+import { serviceWorkerAtRoot } from './scripts/sw-at-root.mjs';
 
 // Set in the main process so every worker's Vulkan loader sees SwiftShader when there is no GPU driver
 // (see src/node.ts, which also does this by itself for library users).
@@ -32,6 +34,7 @@ const browserProject = findChromium()
   : [];
 
 export default defineConfig({
+  plugins: [serviceWorkerAtRoot()],
   optimizeDeps: { include: ['comlink', '@huggingface/tokenizers'] },
   server: { headers: { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } },
   worker: { format: 'es' },

@@ -7,7 +7,7 @@
  * The browser may stop an idle service worker (Chrome: after ~30 s without events): while a model is
  * loaded the client pings it (keepAliveMs). If it was stopped anyway, the next call finds it without
  * the model (NOT_LOADED), loads the model again — saying so through the load's onProgress with a
- * `service-worker-restarted` notice — and runs the call. Calls in flight when it stopped reject with
+ * `service-worker-reload` notice — and runs the call. Calls in flight when it stopped reject with
  * WORKER_CRASHED.
  */
 import { pullChunks } from './stream';
@@ -166,7 +166,7 @@ export function createServiceWorkerEngine(options: ServiceWorkerEngineOptions = 
       if ((e as WebMoeError)?.code !== 'NOT_LOADED' || !c) throw e;
       c.onProgress?.({
         phase: 'config', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0,
-        notice: { kind: 'service-worker-restarted', message: `the service worker no longer holds the model (${(e as Error).message}); loading it again` },
+        notice: { kind: 'service-worker-reload', message: `the service worker no longer holds the model (${(e as Error).message}); loading it again` },
       });
       const info = await loadNow(c, signal);
       modelName = info.name;

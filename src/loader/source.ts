@@ -13,7 +13,7 @@ import { requestPersistentStorage, type FileValidators, type StorageLike, type W
  * service-worker engine that restarted and loads the model again. LoadProgress.notice carries it.
  */
 export interface LoadNotice {
-  kind: 'cache-replaced' | 'cache-offline' | 'cache-persist' | 'cache-quota' | 'cache-failed' | 'service-worker-restarted';
+  kind: 'cache-replaced' | 'cache-offline' | 'cache-persist' | 'cache-quota' | 'cache-failed' | 'service-worker-reload';
   message: string;
   /** The file it concerns, when one. */
   url?: string;

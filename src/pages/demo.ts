@@ -10,8 +10,8 @@ import { createRemoteEngine } from '../engine/remote';
 import { startDemo, type DemoEngine } from './demo/app';
 import { loadEngineChoice, type EngineChoice } from './demo/engine-choice';
 
-// Vite builds src/pages/sw.ts to /sw.js; the dev server serves the TypeScript module itself.
-const SW_SCRIPT = import.meta.env.DEV ? '/src/pages/sw.ts' : '/sw.js';
+// Vite builds src/pages/sw.ts to /sw.js (the dev server serves it there too: scripts/sw-at-root.mjs).
+const SW_SCRIPT = '/sw.js';
 
 function createEngine(choice: EngineChoice): DemoEngine {
   switch (choice.kind) {

@@ -56,7 +56,7 @@ test('the service-worker engine keeps the model loaded across navigations, and r
   await cdp.send('ServiceWorker.enable');
   await cdp.send('ServiceWorker.stopAllWorkers');
   expect(await complete(page, 'The jury said that')).toBe(first);
-  await expect(page.locator('#load-notices li[data-kind="service-worker-restarted"]')).toBeVisible();
+  await expect(page.locator('#load-notices li[data-kind="service-worker-reload"]')).toBeVisible();
   await expect(status).not.toHaveAttribute('data-instance', instance!);
   await expect(status).toHaveAttribute('data-sw-loads', '1');
   expect(errors).toEqual([]);
