@@ -55,6 +55,7 @@ describe('webmoe serve through the openai client', () => {
 
   it('chat: non-streaming and streaming (README snippet)', async () => {
     // README:begin serve-client
+    const client = new OpenAI({ baseURL, apiKey: 'unused' });   // baseURL: 'http://127.0.0.1:8000/v1'
     const reply = await client.chat.completions.create({ model: 'webmoe-tiny', messages: [{ role: 'user', content: 'Hello!' }], max_tokens: 8, seed: 1 });
     console.log(reply.choices[0].message.content, reply.usage);
 
