@@ -2,7 +2,8 @@ import { defineConfig } from '@playwright/test';
 // @ts-ignore plain ESM helper
 import { chromiumPath, chromiumArgs } from './scripts/chromium.mjs';
 
-const port = 4178;
+// WEBMOE_E2E_PORT: another port when 4178 is taken (e.g. several checkouts testing on one machine).
+const port = Number(process.env.WEBMOE_E2E_PORT ?? 4178);
 export default defineConfig({
   testDir: './test/e2e',
   timeout: 180_000,
