@@ -16,6 +16,7 @@ import { isDirectoryHandle, isWorkerModelRef, reviveError, type WorkerModelRef }
 import { SW_PROTOCOL, type ServiceWorkerEngineStatus, type SwReply, type SwRequest } from './sw-protocol';
 import type { ChatMessage, Engine, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, LoadProgress, ModelInfo } from './types';
 import { AbortError, ArgumentError, UnsupportedError, WebMoeError, WorkerCrashedError } from '../errors';
+import { askPersistenceForLoad } from './persist';
 
 export type { ServiceWorkerEngineStatus };
 
@@ -197,6 +198,7 @@ export function createServiceWorkerEngine(options: ServiceWorkerEngineOptions = 
       if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();
       const { onProgress, signal, ...plain } = o;
       const c = { model, options: plain, onProgress, key: modelKey(model, plain) };
+      askPersistenceForLoad(model, o);
       const info = await loadNow(c, signal);
       current = c;
       modelName = info.name;

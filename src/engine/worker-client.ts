@@ -10,6 +10,7 @@ import { pullChunks } from './stream';
 import { modelIdOf, openAIApi } from './openai';
 import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult } from './types';
 import { ArgumentError, AbortError, WorkerCrashedError } from '../errors';
+import { askPersistenceForLoad } from './persist';
 
 export interface WorkerEngineOptions extends EngineOptions {
   /** A Worker running webmoe's worker entry (default: a new module Worker). */
@@ -79,6 +80,7 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
       if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();
       const { onProgress, signal, ...plainOpts } = o;
       if (signal?.aborted) return Promise.reject(new AbortError());
+      askPersistenceForLoad(model, o);
       const id = nextCallId++;
       const onAbort = () => { if (!dead) void host.cancel(id); };
       signal?.addEventListener('abort', onAbort);

@@ -311,7 +311,10 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
     if (err?.code === 'QUOTA_EXCEEDED') notice({ kind: 'cache-quota', message: `${err.message}. The model loads from the network without being cached.`, code: err.code, details: err.details });
     else notice({ kind: 'cache-failed', message: `${url}: the file could not be cached (${(e as Error)?.message ?? e}); it loads from the network`, code: err?.code });
   };
-  /** A cache fill starts: ask once for persistent storage, and say what the browser answered. */
+  /**
+   * A cache fill starts: ask once for persistent storage, and say what the browser answered. (Only
+   * windows have persist(); in a Worker the page-side client asks: engine/persist.ts.)
+   */
   const startingCacheFill = () => {
     void requestPersistentStorage(opts.storage).then((r) => {
       if (!r.supported) return;

@@ -31,6 +31,8 @@ describe('README: using the runtime in a page', () => {
       for await (const chunk of stream) output.textContent += chunk.choices[0]?.delta.content ?? '';
       // README:end
       expect(progress.some((l) => l.startsWith('weights'))).toBe(true);
+      // The page asked for persistent storage for the cache (windows only have persist()) and reported the answer.
+      expect(progress.some((l) => l.includes('persistent storage')), progress.join('\n')).toBe(true);
       expect(reply.object).toBe('chat.completion');
       expect(reply.usage.completion_tokens).toBeGreaterThan(0);
       expect(reply.usage.extra.decode_tokens_per_s).toBeGreaterThan(0);
@@ -92,7 +94,7 @@ describe('README: using the runtime in a page', () => {
     // The first client's next call finds another model loaded: it loads its own again and says so.
     const after = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 });
     expect(after.usage.completion_tokens).toBeGreaterThan(0);
-    expect(notices).toEqual(['service-worker-reload']);
+    expect(notices.filter((k) => k !== 'cache-persist')).toEqual(['service-worker-reload']);
     expect((await engine.status()).loadCount).toBe(5);
     next.close();
     await engine.unload();
