@@ -15,9 +15,9 @@ export interface EngineChoice {
 }
 
 export const ENGINE_LABELS: Record<EngineKind, string> = {
-  worker: 'This GPU',
-  'service-worker': 'This GPU, kept across pages',
-  remote: 'Remote server',
+  worker: 'Worker',
+  'service-worker': 'Service worker',
+  remote: 'Remote',
 };
 
 const KEY = 'webmoe.demo.engine';

@@ -22,15 +22,15 @@ export const LAYOUT = `
     <section class="panel" id="engine-panel">
       <h2>Engine</h2>
       <div class="seg" id="engine-kind" role="radiogroup" aria-label="Engine">
-        <button type="button" role="radio" data-kind="worker" aria-checked="true" title="A Worker of this page runs the model on this GPU">This GPU</button>
-        <button type="button" role="radio" data-kind="service-worker" aria-checked="false" title="The site's service worker runs the model on this GPU: it stays loaded when you move between pages">Kept across pages</button>
-        <button type="button" role="radio" data-kind="remote" aria-checked="false" title="An OpenAI-compatible server (webmoe serve, vLLM, SGLang)">Remote server</button>
+        <button type="button" role="radio" data-kind="worker" aria-checked="true" title="A Worker of this page runs the model on this GPU">Worker</button>
+        <button type="button" role="radio" data-kind="service-worker" aria-checked="false" title="The site's service worker runs the model on this GPU: it stays loaded when you move between pages">Service worker</button>
+        <button type="button" role="radio" data-kind="remote" aria-checked="false" title="An OpenAI-compatible server (webmoe serve, vLLM, SGLang)">Remote</button>
       </div>
       <form id="remote-form" class="remote-form" hidden>
         <input id="remote-url" type="url" placeholder="http://127.0.0.1:8000/v1" aria-label="Server base URL" spellcheck="false" required>
         <input id="remote-key" type="password" placeholder="API key (optional)" aria-label="API key" autocomplete="off">
         <div class="row">
-          <input id="remote-model" placeholder="model id (default: the first listed)" aria-label="Model id" spellcheck="false">
+          <input id="remote-model" placeholder="model id (optional)" title="The server's model id (default: the first it lists)" aria-label="Model id" spellcheck="false">
           <button type="submit" id="remote-connect">Connect</button>
         </div>
       </form>
