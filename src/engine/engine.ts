@@ -416,7 +416,7 @@ export const browserEnvironment: EngineEnvironment = {
  * Notices reach the caller as progress events carrying `notice`, with the latest progress figures (so a
  * progress bar does not jump back).
  */
-export function noticeAsProgress(o: LoadOptions): ((n: LoadNotice) => void) | undefined {
+function noticeAsProgress(o: LoadOptions): ((n: LoadNotice) => void) | undefined {
   const report = o.onProgress;
   if (!report) return undefined;
   return (notice) => report({ ...(lastProgress.get(o) ?? { phase: 'weights', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 }), notice });
