@@ -4,7 +4,7 @@
  * user navigates between pages. Each call is one message with a MessageChannel of its own: tokens
  * stream back on it, and aborting a call cancels that call only.
  *
- * The browser may stop an idle service worker (Chrome: after ~30 s without events): while a model is
+ * The browser may stop an idle service worker after a short time without events: while a model is
  * loaded the client pings it (keepAliveMs). If it was stopped anyway, the next call finds it without
  * the model (NOT_LOADED), loads the model again — saying so through the load's onProgress with a
  * `service-worker-reload` notice — and runs the call. Calls in flight when it stopped reject with

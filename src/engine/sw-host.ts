@@ -69,7 +69,7 @@ export class ServiceWorkerHost {
       case 'load': {
         if (!this.hasGpu()) {
           throw new GpuUnavailableError(
-            'WebGPU is not available in this service worker (Chrome and Edge 124+ expose navigator.gpu to service workers; other browsers may not): use createWorkerEngine(), which runs the engine in a dedicated Worker of the page',
+            'WebGPU is not available in this service worker (Chromium-based browsers expose navigator.gpu to service workers; others may not): use createWorkerEngine(), which runs the engine in a dedicated Worker of the page',
           );
         }
         if (this.loaded?.key === req.key && !this.loading) {
