@@ -20,7 +20,7 @@ import type {
   Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, FinishReason, TokenLogprob,
 } from './types';
 import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
-import { openCheckpoint } from '../model/checkpoint';
+import { openCheckpoint, type LoadProgress } from '../model/checkpoint';
 import { directoryHandleModel, fileListModel, memoryModel, urlModel, type ModelSource } from '../loader/model-source';
 import { ArgumentError, DeviceLostError, FormatError, WebMoeError } from '../errors';
 
@@ -419,7 +419,16 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions):
     const t0 = performance.now();
     const source = typeof model === 'string' ? env.resolve(model, options) : model;
     const overlay = options.overlay instanceof Uint8Array ? memoryModel({ 'model.safetensors': options.overlay }) : typeof options.overlay === 'string' ? env.resolve(options.overlay, options) : options.overlay;
-    const ckpt = await openCheckpoint(source, { onProgress: options.onProgress, signal: options.signal, overlay });
+    // The checkpoint reports 'done' when it has read the weights; the load is done when the model is on
+    // the device. Its 'done' is held back and reported once, at the end, with the totals it carried.
+    let lastProgress: LoadProgress | null = null;
+    const userProgress = options.onProgress;
+    const onProgress = userProgress && ((p: LoadProgress) => {
+      lastProgress = p;
+      if (p.phase !== 'done') userProgress(p);
+    });
+    options = { ...options, onProgress };
+    const ckpt = await openCheckpoint(source, { onProgress, signal: options.signal, overlay });
     let codec: TextCodec | null, m: Awaited<ReturnType<GpuModelLoader['load']>>;
     // The weight upload closes each file after its last tensor; a load that fails before that closes them here.
     try {
@@ -430,7 +439,8 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions):
       await ckpt.close().catch(() => {});
       throw e;
     }
-    options.onProgress?.({ phase: 'done', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 });
+    const { bytesLoaded = 0, bytesTotal = 0, tensorsLoaded = 0, tensorsTotal = 0 } = (lastProgress as LoadProgress | null) ?? {};
+    userProgress?.({ phase: 'done', bytesLoaded, bytesTotal, tensorsLoaded, tensorsTotal });
     return {
       runner: m.runner,
       codec,
