@@ -38,8 +38,8 @@ export function describeWorkerError(ev: Event, started: boolean, defaultWorker: 
   if (!defaultWorker) return `${what}: check the URL given to the Worker passed as createWorkerEngine({ worker })`;
   return (
     `${what}. Vite and webpack 5 emit webmoe's worker by themselves; with esbuild, build webmoe/worker as an entry ` +
-    "point named worker next to your bundle; in Vite's dev server, add webmoe to optimizeDeps.exclude; or pass your own: " +
-    "createWorkerEngine({ worker: new Worker(url, { type: 'module' }) })"
+    "point named worker next to your bundle (dist/worker.js beside the importing file for a static copy); or pass " +
+    "your own: createWorkerEngine({ worker: new Worker(url, { type: 'module' }) })"
   );
 }
 

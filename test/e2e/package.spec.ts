@@ -12,8 +12,8 @@
  * fast; the registry is only asked for what the cache lacks).
  */
 import { test, expect, type Page } from '@playwright/test';
-import { execFileSync } from 'node:child_process';
-import { cpSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { cpSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -109,8 +109,8 @@ test.beforeAll(async () => {
   test.setTimeout(180_000);
   tmp = mkdtempSync(join(tmpdir(), 'webmoe-package-'));
   // prepack builds the library (scripts/build-lib.mjs).
-  const packed = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', tmp], repo)) as { filename: string }[];
-  tarball = join(tmp, packed[0].filename);
+  run('npm', ['pack', '--pack-destination', tmp], repo);
+  tarball = join(tmp, readdirSync(tmp).find((f) => f.endsWith('.tgz'))!);
   consumer = join(tmp, 'consumer');
   mkdirSync(consumer);
   writeFileSync(join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }, null, 2));
@@ -181,14 +181,41 @@ console.log(info.name, text, typeof startServer);
   }
 });
 
-test('Vite: a fresh app finds the default worker and generates text', async ({ page }) => {
+test('Vite: a fresh app finds the default worker and generates text, built and in the dev server', async ({ page }) => {
   const dir = app('vite-app', { 'index.html': HTML('<script type="module" src="./main.js"></script>'), 'main.js': APP });
-  run(process.execPath, [join(repo, 'node_modules/vite/bin/vite.js'), 'build', '--logLevel', 'warn', '--outDir', 'out'], dir);
+  const vite = join(repo, 'node_modules/vite/bin/vite.js');
+  run(process.execPath, [vite, 'build', '--logLevel', 'warn', '--outDir', 'out'], dir);
   expect(readdirSync(join(dir, 'out/assets')).some((f) => f.startsWith('worker'))).toBe(true);
   const r = await runApp(page, await serve(join(dir, 'out')));
   expect(r.problems).toEqual([]);
   expect(r.state, r.text).toBe('done');
   expect(r.text.trim().length).toBeGreaterThan(0);
+
+  // The dev server pre-bundles dependencies (optimizeDeps): the worker must still be found. Models come
+  // from the app's public/ folder there.
+  mkdirSync(join(dir, 'public'));
+  symlinkSync(models, join(dir, 'public/models'), 'dir');
+  const dev = spawn(process.execPath, [vite, '--host', '127.0.0.1', '--port', '0', '--clearScreen', 'false'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const url = await new Promise<string>((ok, fail) => {
+      let seen = '';
+      const onData = (b: Buffer) => {
+        seen += b.toString();
+        const m = /http:\/\/127\.0\.0\.1:\d+\//.exec(seen.replace(/\x1b\[[0-9;]*m/g, ''));
+        if (m) ok(m[0]);
+      };
+      dev.stdout!.on('data', onData);
+      dev.stderr!.on('data', onData);
+      dev.on('exit', (code) => fail(new Error(`vite dev exited (${code}): ${seen}`)));
+    });
+    const page2 = await page.context().newPage();
+    const d = await runApp(page2, url);
+    expect(d.problems).toEqual([]);
+    expect(d.state, d.text).toBe('done');
+    expect(d.text.trim().length).toBeGreaterThan(0);
+  } finally {
+    dev.kill();
+  }
 });
 
 test('esbuild: the worker entry built next to the bundle is found; without it, a typed error says what to do', async ({ page }) => {
@@ -212,6 +239,20 @@ test('esbuild: the worker entry built next to the bundle is found; without it, a
   expect(missing.text).toContain('WORKER_CRASHED');
   expect(missing.text).toContain('failed to load');
   expect(missing.text).toContain('esbuild');
+  console.log(`esbuild app without the worker entry: ${missing.text}`);
+});
+
+test('webpack 5: a fresh app (default config) finds the default worker and generates text', async ({ page }) => {
+  test.setTimeout(180_000);
+  // Its own project: webpack and its CLI come from the registry (or npm's cache), with the same tarball.
+  const dir = app('webpack-app', { 'package.json': JSON.stringify({ name: 'webpack-app', private: true }), 'main.js': APP });
+  run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', tarball, 'webpack@5', 'webpack-cli@6'], dir);
+  run(process.execPath, [join(dir, 'node_modules/webpack-cli/bin/cli.js'), '--mode', 'production', '--entry', './main.js', '--output-path', 'out'], dir);
+  writeFileSync(join(dir, 'out/index.html'), HTML('<script src="./main.js"></script>'));
+  const r = await runApp(page, await serve(join(dir, 'out')));
+  expect(r.problems).toEqual([]);
+  expect(r.state, r.text).toBe('done');
+  expect(r.text.trim().length).toBeGreaterThan(0);
 });
 
 test('static folder: dist/ copied as is, imported from <script type="module">; a worker that throws names its error', async ({ page }) => {
@@ -239,4 +280,5 @@ catch (e) { out.textContent = e.code + ': ' + e.message; out.dataset.state = 'er
   expect(crash.state).toBe('error');
   expect(crash.text).toContain('WORKER_CRASHED');
   expect(crash.text).toContain('boom in the worker');
+  console.log(`a worker that throws: ${crash.text}`);
 });
