@@ -101,7 +101,7 @@ for (const f of walk(dist).filter((f) => f.endsWith('.js'))) {
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
 for (const f of walk(dist).filter((f) => f.endsWith('.d.ts'))) {
   const text = readFileSync(f, 'utf8');
-  writeFileSync(f, text.replace(/((?:from|import)\s*\(?\s*)(["'])(\.{1,2}\/[^"']*)\2/g, (m, pre, q, spec) => `${pre}${q}${withJsExtension(f, spec)}${q}`));
+  writeFileSync(f, text.replace(/((?:from|import)\s*\(?\s*)(["'])(\.{1,2}(?:\/[^"']*)?)\2/g, (m, pre, q, spec) => `${pre}${q}${withJsExtension(f, spec)}${q}`));
 }
 mkdirSync(join(dist, 'ts5'));
 // WebGPU's types: TypeScript 6+ has them in lib.dom / lib.webworker (where @webgpu/types would now
@@ -110,7 +110,10 @@ for (const entry of ['index', 'worker', 'node']) {
   writeFileSync(join(dist, 'ts5', `${entry}.d.ts`), `/// <reference types="@webgpu/types" />\nexport * from '../${entry}.js';\n`, { flag: 'w' });
 }
 
-/** './x' → './x.js' or './x/index.js', whichever declaration file exists. */
+/**
+ * './x' → './x.js' or './x/index.js', whichever declaration file exists; '..' → '../index.js' (tsgo writes
+ * inferred types as `import("..").T` when a parent index re-exports T: a directory import NodeNext rejects).
+ */
 function withJsExtension(fromFile, spec) {
   if (/\.(js|mjs|cjs|json)$/.test(spec)) return spec;
   const base = resolve(dirname(fromFile), spec);

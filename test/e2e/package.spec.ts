@@ -138,6 +138,12 @@ test('the tarball ships the built library only, and creates its worker with a li
     expect(bare, f).toEqual([]);
   }
   expect(JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')).dependencies ?? {}).toEqual({});
+  // Every relative specifier in the declarations names its .js file (NodeNext), also in files no test program reaches.
+  for (const f of files.filter((f) => f.endsWith('.d.ts'))) {
+    const text = readFileSync(join(installed, f), 'utf8');
+    const specs = [...text.matchAll(/(?:from|import)\s*\(?\s*["'](\.[^"']*)["']/g)].map((m) => m[1]);
+    expect(specs.filter((s) => !s.endsWith('.js')), f).toEqual([]);
+  }
 });
 
 test('declarations pass tsc --strict without skipLibCheck under Bundler and NodeNext (TypeScript 5 and the repo\'s)', () => {
@@ -179,6 +185,28 @@ console.log(info.name, text, typeof startServer);
     run(process.execPath, [ts5, '-p', config], dir); // TypeScript 5: WebGPU types from @webgpu/types (the types@<6 entry)
     run(bin('tsc'), ['-p', config], dir); // the repo's TypeScript (7): WebGPU types from lib.dom
   }
+});
+
+test('Node: `npm i webmoe webgpu` as the README says; createNodeEngine generates, says when it uses SwiftShader, and the CLI runs', () => {
+  run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', 'webgpu@0.6'], consumer);
+  const script = `import { createNodeEngine } from 'webmoe/node';
+const notices = [];
+const engine = createNodeEngine({ onNotice: (m) => notices.push(m) });
+await engine.load(${JSON.stringify(join(models, 'webmoe-tiny'))});
+let text = '';
+for await (const c of engine.generate('The old man', { maxTokens: 6, temperature: 0 })) text += c.text;
+process.stdout.write(JSON.stringify({ text, notices }));
+`;
+  writeFileSync(join(consumer, 'node-app.mjs'), script);
+  const env = { ...process.env };
+  delete env.VK_ICD_FILENAMES; // as a user's shell has it: the library picks the adapter
+  const out = JSON.parse(execFileSync(process.execPath, ['node-app.mjs'], { cwd: consumer, env, encoding: 'utf8' })) as { text: string; notices: string[] };
+  expect(out.text.trim().length).toBeGreaterThan(0);
+  // The SwiftShader notice when there is no GPU driver (exactly which, in test/gpu/node-engine.test.ts); nothing else.
+  expect(out.notices.length).toBeLessThanOrEqual(1);
+  for (const n of out.notices) expect(n).toContain('SwiftShader');
+  console.log(`node consumer: ${JSON.stringify(out)}`);
+  expect(run(join(consumer, 'node_modules/.bin/webmoe'), ['--help'], consumer)).toContain('usage: webmoe');
 });
 
 test('Vite: a fresh app finds the default worker and generates text, built and in the dev server', async ({ page }) => {
