@@ -21,9 +21,12 @@ export default defineConfig({
   // The benchmark page runs last and in a browser of its own: after its quick run, a demo page in the
   // same browser process has been seen to compute all-zero logits on SwiftShader (no WebGPU error;
   // not reproduced in a fresh browser; an open issue).
+  // `package` packs the library and builds consumer apps in a temp folder, each served on a port the OS picks
+  // (test/e2e/package.spec.ts); it does not use the demo server.
   projects: [
-    { name: 'pages', testIgnore: /bench\.spec\.ts/ },
+    { name: 'pages', testIgnore: [/bench\.spec\.ts/, /package\.spec\.ts/] },
     { name: 'bench', testMatch: /bench\.spec\.ts/, dependencies: ['pages'] },
+    { name: 'package', testMatch: /package\.spec\.ts/ },
   ],
   webServer: {
     command: `npx vite build --logLevel warn && npx vite preview --host 127.0.0.1 --port ${port} --strictPort`,

@@ -431,7 +431,16 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions):
     const t0 = performance.now();
     const source = typeof model === 'string' ? env.resolve(model, options) : model;
     const overlay = options.overlay instanceof Uint8Array ? memoryModel({ 'model.safetensors': options.overlay }) : typeof options.overlay === 'string' ? env.resolve(options.overlay, options) : options.overlay;
-    const onProgress = options.onProgress && ((p: LoadProgress) => { lastProgress.set(options, p); options.onProgress!(p); });
+    // The checkpoint reports 'done' when it has read the weights; the load is done when the model is on
+    // the device. Its 'done' is held back and reported once, at the end, with the totals it carried.
+    // Every event is also remembered per options object, for the notices that arrive in between.
+    const userProgress = options.onProgress;
+    const progressKey = options;
+    const onProgress = userProgress && ((p: LoadProgress) => {
+      lastProgress.set(progressKey, p);
+      if (p.phase !== 'done') userProgress(p);
+    });
+    options = { ...options, onProgress };
     const ckpt = await openCheckpoint(source, { onProgress, signal: options.signal, overlay });
     let codec: TextCodec | null, m: Awaited<ReturnType<GpuModelLoader['load']>>;
     // The weight upload closes each file after its last tensor; a load that fails before that closes them here.
@@ -443,7 +452,8 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions):
       await ckpt.close().catch(() => {});
       throw e;
     }
-    options.onProgress?.({ phase: 'done', bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0 });
+    const { bytesLoaded = 0, bytesTotal = 0, tensorsLoaded = 0, tensorsTotal = 0 } = lastProgress.get(progressKey) ?? {};
+    userProgress?.({ phase: 'done', bytesLoaded, bytesTotal, tensorsLoaded, tensorsTotal });
     return {
       runner: m.runner,
       codec,

@@ -23,11 +23,34 @@ export interface WorkerEngine extends Engine {
   terminate(): void;
 }
 
+/**
+ * Why a worker died, from its `error` event: the ErrorEvent's message and location when the script ran
+ * and threw, else (a script that never loaded: 404, an HTML fallback page, a blocked URL, a bundler that
+ * did not emit the file) what to check.
+ */
+export function describeWorkerError(ev: Event, started: boolean, defaultWorker: boolean): string {
+  const e = ev as Partial<ErrorEvent>;
+  if (e.message) {
+    const where = e.filename ? ` (${e.filename}${e.lineno ? `:${e.lineno}${e.colno ? `:${e.colno}` : ''}` : ''})` : '';
+    return `the engine worker ${started ? 'crashed' : 'failed while starting'}: ${e.message}${where}`;
+  }
+  if (started) return 'the engine worker crashed (its error event carries no message; see the worker\'s console)';
+  const what = 'the engine worker script failed to load (not found, not JavaScript, or blocked by the page\'s policy)';
+  if (!defaultWorker) return `${what}: check the URL given to the Worker passed as createWorkerEngine({ worker })`;
+  return (
+    `${what}. Vite and webpack 5 emit webmoe's worker by themselves; with esbuild, build webmoe/worker as an entry ` +
+    "point named worker next to your bundle (dist/worker.js beside the importing file for a static copy); or pass " +
+    "your own: createWorkerEngine({ worker: new Worker(url, { type: 'module' }) })"
+  );
+}
+
 export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEngine {
   installErrorTransfer();
   const worker = options.worker ?? new Worker(new URL('../worker.ts', import.meta.url), { type: 'module', name: 'webmoe' });
   const host = Comlink.wrap<WorkerHost>(worker);
   let dead: WorkerCrashedError | null = null;
+  /** Whether the worker has answered a call (so it loaded and ran its entry). */
+  let started = false;
   const pending = new Set<(e: Error) => void>();
   const die = (why: string) => {
     if (dead) return;
@@ -35,7 +58,11 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
     for (const reject of pending) reject(dead);
     pending.clear();
   };
-  worker.addEventListener('error', (ev) => die(`the engine worker crashed: ${(ev as ErrorEvent).message || 'unknown error'}`));
+  worker.addEventListener('error', (ev) => {
+    // Handled here (it becomes every pending call's WORKER_CRASHED), so it is not reported again as the page's error.
+    ev.preventDefault();
+    die(describeWorkerError(ev, started, !options.worker));
+  });
   worker.addEventListener('messageerror', () => die('the engine worker sent a message that could not be read'));
 
   /** Every call races the worker's death. */
@@ -47,7 +74,9 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
     });
   };
   const { worker: _w, log, ...plain } = options;
-  void call(() => host.init(plain as any));
+  // Nobody awaits init: a worker that fails to start rejects it, and the same typed error reaches the
+  // caller through the next call (load, generate, …), so this rejection is handled here, not left unhandled.
+  call(() => host.init(plain as any)).then(() => { started = true; }, () => {});
   /** Ids of calls that can be aborted one by one (host.cancel), so aborting one never stops another. */
   let nextCallId = 1;
 

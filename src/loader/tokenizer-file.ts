@@ -4,10 +4,21 @@
  * (encode + decode of a short mixed-script text) so a file that constructs but cannot run fails here,
  * at load, rather than at the first prompt.
  */
-import { Tokenizer } from '@huggingface/tokenizers';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { FormatError } from '../errors';
 
-export { Tokenizer };
+/**
+ * The tokenizer webmoe runs (@huggingface/tokenizers' Tokenizer), typed by the members webmoe and its
+ * users need. The published declarations name this interface rather than the library's class: the library
+ * is bundled into dist/, and its own .d.ts files do not resolve under `moduleResolution: NodeNext`
+ * (extensionless relative imports), which would fail a consumer's type check.
+ */
+export interface Tokenizer {
+  encode(text: string, options?: { add_special_tokens?: boolean; text_pair?: string | null }): { ids: number[]; tokens: string[]; attention_mask: number[] };
+  decode(ids: number[], options?: { skip_special_tokens?: boolean; clean_up_tokenization_spaces?: boolean | null }): string;
+  token_to_id(token: string): number | undefined;
+  id_to_token(id: number): string | undefined;
+}
 
 const SMOKE_TEXT = 'Hello, world! 123 héllo 中文 \n\t';
 
@@ -19,7 +30,7 @@ export function loadTokenizer(json: unknown, configJson?: unknown, opts: { vocab
   preValidate(json as Record<string, unknown>, opts.vocabSize);
   let tok: Tokenizer;
   try {
-    tok = new Tokenizer(json, (configJson ?? {}) as object);
+    tok = new HfTokenizer(json, (configJson ?? {}) as object);
   } catch (e) {
     throw new FormatError(`tokenizer.json: not a usable tokenizer: ${message(e)}`, { file: 'tokenizer.json' });
   }
