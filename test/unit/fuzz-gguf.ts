@@ -6,7 +6,7 @@
  * exactly the bytes its shape and type need.
  */
 import { readGgufHeader, readGgufTensor, type GgufKv } from '../../src/formats/gguf';
-import { ggmlTypeByName } from '../../src/formats/gguf-blocks';
+import { dequantize, ggmlTypeByName, isDecodable } from '../../src/formats/gguf-blocks';
 import { kv, writeGguf, type GgufTensorToWrite } from '../../src/formats/gguf-write';
 import { bytesSource } from '../../src/loader/source';
 import type { Expect } from './fuzz-mutators';
@@ -135,6 +135,7 @@ export async function readAndCheckGguf(file: Uint8Array): Promise<void> {
     check(t.begin >= h.dataStart && t.end <= file.length && t.end - t.begin === (n / t.type.blockSize) * t.type.blockBytes, `tensor ${t.name} [${t.begin}, ${t.end}) of ${t.type.name} [${t.ne}]`);
     const bytes = await readGgufTensor([src], t);
     check(bytes.length === t.end - t.begin, `read ${bytes.length} bytes of ${t.name}`);
+    if (isDecodable(t.type.name) && n <= 1 << 16) check(dequantize(t.type.name, bytes, n).length === n, `dequantised ${t.name}`);
   }
   check(read <= 2 * file.length + (1 << 20), `read ${read} bytes of a ${file.length}-byte file`);
 }
