@@ -4,6 +4,7 @@ import { specialise, type ShaderChoices } from '../../src/kernels/shader-source'
 import { ATTENTION_PARAMS, KV_PARAMS } from '../../src/kernels/attention';
 import { ELEMENTWISE_PARAMS } from '../../src/kernels/elementwise';
 import { GGUF_LINEAR_PARAMS } from '../../src/kernels/gguf-linear';
+import { GGUF_MOE_PARAMS } from '../../src/kernels/gguf-moe';
 import { LINEAR_PARAMS } from '../../src/kernels/linear';
 import { MATMUL_PARAMS } from '../../src/kernels/matmul';
 import { MLA_PARAMS } from '../../src/kernels/mla';
@@ -91,6 +92,7 @@ const CASES: { shader: string; choices?: ShaderChoices; layout: UniformLayout<an
   { shader: 'kv_cache', layout: KV_PARAMS },
   { shader: 'elementwise', layout: ELEMENTWISE_PARAMS },
   { shader: 'gguf_linear', choices: { gtype: 'q6_k' }, layout: GGUF_LINEAR_PARAMS },
+  { shader: 'gguf_moe', choices: { gtype: 'q4_k' }, layout: GGUF_MOE_PARAMS },
   { shader: 'linear', choices: { fmt: 'q8', x: 'vec4', load: 'vec4', subgroups: 'on' }, layout: LINEAR_PARAMS },
   { shader: 'matmul', choices: { load: 'vec4' }, layout: MATMUL_PARAMS },
   { shader: 'gemv', choices: { load: 'scalar', subgroups: 'off' }, layout: MATMUL_PARAMS },
