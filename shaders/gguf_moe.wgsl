@@ -59,16 +59,16 @@ fn decode_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nw
   var ga = vec4<f32>(0.0);
   var ua = vec4<f32>(0.0);
   for (var u = lid; u < P.units; u += WG) {
+    let k0 = u * GG_UNIT;
     for (var r = 0u; r < ROWS; r++) {
       let row = (e * P.I + min(i0 + r, P.I - 1u)) * P.row_bytes;
-      gg_decode(row, u, P.D);
-      var s = 0.0;
-      for (var i = 0u; i < GG_UV; i++) { s += dot(gw[i], x4(xb + u * GG_UNIT + 4u * i, u * GG_UNIT + 4u * i)); }
-      ga[r] += s;
-      gg_decode(P.up_base + row, u, P.D);
-      s = 0.0;
-      for (var i = 0u; i < GG_UV; i++) { s += dot(gw[i], x4(xb + u * GG_UNIT + 4u * i, u * GG_UNIT + 4u * i)); }
-      ua[r] += s;
+      let gg = gg_unit(row, u, P.D);
+      let ug = gg_unit(P.up_base + row, u, P.D);
+      for (var i = 0u; i < GG_UV; i++) {
+        let xv = x4(xb + k0 + 4u * i, k0 + 4u * i);
+        ga[r] += dot(gg_w4(gg, i), xv);
+        ua[r] += dot(gg_w4(ug, i), xv);
+      }
     }
   }
   partial[lid] = ga;
@@ -94,11 +94,10 @@ fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     let hb = tj * P.I;
     var part = vec4<f32>(0.0);
     for (var u = lid; u < P.units; u += WG) {
+      let k0 = u * GG_UNIT;
       for (var r = 0u; r < ROWS; r++) {
-        gg_decode((e * P.D + min(d0 + r, P.D - 1u)) * P.row_bytes, u, P.I);
-        var s = 0.0;
-        for (var i = 0u; i < GG_UV; i++) { s += dot(gw[i], h4(hb + u * GG_UNIT + 4u * i, u * GG_UNIT + 4u * i)); }
-        part[r] += s;
+        let dg = gg_unit((e * P.D + min(d0 + r, P.D - 1u)) * P.row_bytes, u, P.I);
+        for (var i = 0u; i < GG_UV; i++) { part[r] += dot(gg_w4(dg, i), h4(hb + k0 + 4u * i, k0 + 4u * i)); }
       }
     }
     acc += wts[tj] * part;

@@ -11,7 +11,8 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 import { ggmlTypeByName, isDecodable, type DecodableType } from '../formats/gguf-blocks';
-import { specialise } from './shader-source';
+import { gemvSubgroups } from './linear';
+import { allMultiplesOf4, specialise, subgroupChoice } from './shader-source';
 
 /** A GGUF matrix [N, K] (ne = [K, N]) on the GPU, bytes exactly as in the file plus padding. */
 export interface GgufWeight {
@@ -86,14 +87,29 @@ export interface GgufLinearArgs {
   xOffset?: number;
   yStride?: number;
   yOffset?: number;
+  /** Use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
+  noSubgroups?: boolean;
 }
 
 /** x rows per workgroup: 1 for decode (M = 1), else 4 (each decoded unit is reused for all of them). */
 const mrFor = (M: number) => (M === 1 ? 1 : 4);
 
-/** shaders/gguf_linear.wgsl for a block type and x-row block size. */
-export function ggufLinearShader(type: DecodableType, MR: number): string {
-  return specialise(ggufLinearCode, { gtype: ggufChoice(type) }, { MR });
+/** shaders/gguf_linear.wgsl for a block type, x load width, subgroup entry point kept or not, and x-row block size. */
+export function ggufLinearShader(type: DecodableType, xVec4: boolean, subgroups: boolean, MR: number): string {
+  return specialise(ggufLinearCode, { gtype: ggufChoice(type), x: xVec4 ? 'vec4' : 'scalar', subgroups: subgroupChoice(subgroups) }, { MR });
+}
+
+/**
+ * GEMV tiling. With subgroups: one subgroup per workgroup (WG = the minimum subgroup size), RG row
+ * groups of 4 rows each: 1 on GPUs, on a CPU fallback adapter (fixed cost per workgroup) enough to
+ * leave ~64 workgroups per x-row block (as linear.ts). Without: WG invocations (4..64) per row group.
+ */
+export function ggufGemvShape(gpu: Gpu, w: GgufWeight, noSubgroups = false): { subgroups: boolean; WG: number; RG: number } {
+  if (!noSubgroups && gemvSubgroups(gpu)) {
+    const RG = gpu.adapter.isFallbackAdapter ? Math.max(1, Math.min(16, Math.floor(w.N / (4 * 64)))) : 1;
+    return { subgroups: true, WG: gpu.caps.subgroupMinSize, RG };
+  }
+  return { subgroups: false, WG: ggufWorkgroupSize(gpu, ceilDiv(w.K, ggufUnit(w.type))), RG: 1 };
 }
 
 /** Invocations per workgroup: enough to cover a row's units once (4..64, a power of two). */
@@ -113,15 +129,18 @@ export function ggufLinear(gpu: Gpu, rec: Recorder, a: GgufLinearArgs): void {
   if (!M) return;
   const MR = mrFor(M);
   const units = ceilDiv(w.K, ggufUnit(w.type));
-  const WG = ggufWorkgroupSize(gpu, units);
+  const { subgroups, WG, RG } = ggufGemvShape(gpu, w, a.noSubgroups);
   const bytes = MR * WG * 16;
-  if (bytes > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', bytes, gpu.caps.maxComputeWorkgroupStorageSize, `ggufLinear '${w.label}'`);
-  const tiles = ceilDiv(w.N, 4);
+  if (!subgroups && bytes > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', bytes, gpu.caps.maxComputeWorkgroupStorageSize, `ggufLinear '${w.label}'`);
+  const tiles = ceilDiv(w.N, 4 * RG);
   const workgroups = tiles * ceilDiv(M, MR);
   const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
   if (workgroups > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', workgroups, maxDim * maxDim, `ggufLinear '${w.label}'`);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'gguf_linear', code: ggufLinearShader(w.type, MR), entryPoint: 'gemv', constants: { WG } }),
+    pipeline: gpu.pipelines.get({
+      label: 'gguf_linear', code: ggufLinearShader(w.type, allMultiplesOf4(w.K, xStride, xOffset), subgroups, MR),
+      entryPoint: subgroups ? 'gemv_subgroup' : 'gemv', constants: { WG, ...(subgroups ? { RG } : {}) },
+    }),
     bindings: [a.x, w.buffer, a.y],
     uniforms: GGUF_LINEAR_PARAMS.pack({
       M, N: w.N, K: w.K, x_stride: xStride, x_offset: xOffset, y_stride: yStride, y_offset: yOffset,

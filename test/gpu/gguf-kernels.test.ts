@@ -92,22 +92,25 @@ describe('ggufLinear: every block type against the CPU dequantise-then-f32 refer
     const ref = ggufLinearRef(x, type, bytes, M, N, K);
     const mag = matmulRef(x.map(Math.abs), dequantize(type, bytes, N * K).map(Math.abs), M, N, K);
     const bx = gpu.buffers.upload('x', xFull);
-    const by = poisoned(gpu, 'y', M * yStride + yOffset + 4);
-    const out = await gpu.checked(async () => {
-      const rec = gpu.recorder('gguf');
-      ggufLinear(gpu, rec, { x: bx, w, y: by, M, xStride, xOffset, yStride, yOffset });
-      rec.submit();
-      return gpu.buffers.readF32(by, 0, M * yStride + yOffset + 4);
-    });
-    const got = new Float32Array(M * N);
-    for (let m = 0; m < M; m++) got.set(out.subarray(m * yStride + yOffset, m * yStride + yOffset + N), m * N);
-    console.log(`${type}: worst |Δ| / Σ|x·w| = ${check(got, ref, mag, `${type} ${M}x${N}x${K}`).toExponential(2)}`);
-    // Outside the written ranges the poison stays (no stray writes).
-    for (let m = 0; m < M; m++) {
-      for (let j = 0; j < yStride; j++) if (j < yOffset || j >= yOffset + N) expect(Number.isNaN(out[m * yStride + j]), `y[${m}, ${j}] written`).toBe(true);
+    // Both reductions: subgroups (where the device has them) and workgroup memory.
+    for (const noSubgroups of [false, true]) {
+      const by = poisoned(gpu, 'y', M * yStride + yOffset + 4);
+      const out = await gpu.checked(async () => {
+        const rec = gpu.recorder('gguf');
+        ggufLinear(gpu, rec, { x: bx, w, y: by, M, xStride, xOffset, yStride, yOffset, noSubgroups });
+        rec.submit();
+        return gpu.buffers.readF32(by, 0, M * yStride + yOffset + 4);
+      });
+      const got = new Float32Array(M * N);
+      for (let m = 0; m < M; m++) got.set(out.subarray(m * yStride + yOffset, m * yStride + yOffset + N), m * N);
+      console.log(`${type} ${noSubgroups ? 'workgroup' : 'subgroup'}: worst |Δ| / Σ|x·w| = ${check(got, ref, mag, `${type} ${M}x${N}x${K} noSubgroups=${noSubgroups}`).toExponential(2)}`);
+      // Outside the written ranges the poison stays (no stray writes).
+      for (let m = 0; m < M; m++) {
+        for (let j = 0; j < yStride; j++) if (j < yOffset || j >= yOffset + N) expect(Number.isNaN(out[m * yStride + j]), `y[${m}, ${j}] written`).toBe(true);
+      }
+      gpu.buffers.destroy(by);
     }
     gpu.buffers.destroy(bx);
-    gpu.buffers.destroy(by);
     destroyGgufWeight(gpu, w);
   });
 
