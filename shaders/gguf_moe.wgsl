@@ -13,7 +13,12 @@
 //   1: x [T, D]   2: wq = gate rows (E·I) then, from byte up_base, up rows (E·I)   3: ids [T·K] u32   4: h [T·K, I] out
 // decode_down     params { T, K, D, I, E, groups = ⌈D/4⌉, has_shared, row_bytes (of an I-row), units = ⌈I/GG_UNIT⌉, … }
 //   5: hv [T·K, I]   2: wq = down rows (E·D)   3: ids   7: wts [T·K] f32   8: shared [T, D]   9: out [T, D]
-// Workgroup g = wid.x + wid.y · nwg.x.
+// Workgroup g = wid.x + wid.y · nwg.x. `decode_*_subgroup` (devices with subgroups; @variant subgroups
+// drops them elsewhere) run one subgroup per workgroup and reduce with subgroupAdd.
+// @variant subgroups on
+enable subgroups;
+// @variant subgroups off
+// @end subgroups
 // @include gguf_blocks
 
 struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared: u32, row_bytes: u32, units: u32, up_base: u32, _p0: u32, _p1: u32 }
@@ -48,52 +53,43 @@ fn live(k: u32, n: u32) -> vec4<bool> { return vec4<u32>(k) + vec4<u32>(0u, 1u, 
 fn x4(i: u32, k: u32) -> vec4<f32> { return select(vec4<f32>(0.0), vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), live(k, P.D)); }
 fn h4(i: u32, k: u32) -> vec4<f32> { return select(vec4<f32>(0.0), vec4<f32>(hv[i], hv[i + 1u], hv[i + 2u], hv[i + 3u]), live(k, P.I)); }
 
-@compute @workgroup_size(WG)
-fn decode_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T * P.K) { return; }
-  let tj = g / P.groups;
-  let i0 = (g % P.groups) * ROWS;
+struct GateUp { g: vec4<f32>, u: vec4<f32> }
+
+// Rows i0..i0+3 of expert ids[tj]'s gate and up projections of x[tj / K], over units lid, lid + step, …
+fn gate_up_partial(tj: u32, i0: u32, lid: u32, step: u32) -> GateUp {
   let e = min(ids[tj], P.E - 1u);
   let xb = (tj / P.K) * P.D;
-  var ga = vec4<f32>(0.0);
-  var ua = vec4<f32>(0.0);
-  for (var u = lid; u < P.units; u += WG) {
+  var r: GateUp;
+  for (var u = lid; u < P.units; u += step) {
     let k0 = u * GG_UNIT;
-    for (var r = 0u; r < ROWS; r++) {
-      let row = (e * P.I + min(i0 + r, P.I - 1u)) * P.row_bytes;
+    for (var j = 0u; j < ROWS; j++) {
+      let row = (e * P.I + min(i0 + j, P.I - 1u)) * P.row_bytes;
       let gg = gg_unit(row, u, P.D);
       let ug = gg_unit(P.up_base + row, u, P.D);
       for (var i = 0u; i < GG_UV; i++) {
         let xv = x4(xb + k0 + 4u * i, k0 + 4u * i);
-        ga[r] += dot(gg_w4(gg, i), xv);
-        ua[r] += dot(gg_w4(ug, i), xv);
+        r.g[j] += dot(gg_w4(gg, i), xv);
+        r.u[j] += dot(gg_w4(ug, i), xv);
       }
     }
   }
-  partial[lid] = ga;
-  partial[WG + lid] = ua;
-  reduce_partials(lid, true);
-  if (lid == 0u) {
-    let gv = partial[0];
-    let v = gv / (vec4<f32>(1.0) + exp(-gv)) * partial[WG];
-    for (var r = 0u; r < ROWS; r++) { if (i0 + r < P.I) { h[tj * P.I + i0 + r] = v[r]; } }
-  }
+  return r;
 }
 
-@compute @workgroup_size(WG)
-fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T) { return; }
-  let t = g / P.groups;
-  let d0 = (g % P.groups) * ROWS;
+fn store_h(tj: u32, i0: u32, g: vec4<f32>, u: vec4<f32>) {
+  let v = g / (vec4<f32>(1.0) + exp(-g)) * u;
+  for (var r = 0u; r < ROWS; r++) { if (i0 + r < P.I) { h[tj * P.I + i0 + r] = v[r]; } }
+}
+
+// Rows d0..d0+3 of Σ_j wts[t·K + j] · down_{ids[t·K + j]} · hv[t·K + j], over units lid, lid + step, …
+fn down_partial(t: u32, d0: u32, lid: u32, step: u32) -> vec4<f32> {
   var acc = vec4<f32>(0.0);
   for (var j = 0u; j < P.K; j++) {
     let tj = t * P.K + j;
     let e = min(ids[tj], P.E - 1u);
     let hb = tj * P.I;
     var part = vec4<f32>(0.0);
-    for (var u = lid; u < P.units; u += WG) {
+    for (var u = lid; u < P.units; u += step) {
       let k0 = u * GG_UNIT;
       for (var r = 0u; r < ROWS; r++) {
         let dg = gg_unit((e * P.D + min(d0 + r, P.D - 1u)) * P.row_bytes, u, P.I);
@@ -102,16 +98,66 @@ fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     }
     acc += wts[tj] * part;
   }
-  partial[lid] = acc;
-  reduce_partials(lid, false);
-  if (lid == 0u) {
-    for (var r = 0u; r < ROWS; r++) {
-      let d = d0 + r;
-      if (d < P.D) {
-        var v = partial[0][r];
-        if (P.has_shared != 0u) { v += shared_out[t * P.D + d]; }
-        out[t * P.D + d] = v;
-      }
+  return acc;
+}
+
+fn store_out(t: u32, d0: u32, v: vec4<f32>) {
+  for (var r = 0u; r < ROWS; r++) {
+    let d = d0 + r;
+    if (d < P.D) {
+      var o = v[r];
+      if (P.has_shared != 0u) { o += shared_out[t * P.D + d]; }
+      out[t * P.D + d] = o;
     }
   }
 }
+
+@compute @workgroup_size(WG)
+fn decode_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups * P.T * P.K) { return; }
+  let tj = g / P.groups;
+  let i0 = (g % P.groups) * ROWS;
+  let r = gate_up_partial(tj, i0, lid, WG);
+  partial[lid] = r.g;
+  partial[WG + lid] = r.u;
+  reduce_partials(lid, true);
+  if (lid == 0u) { store_h(tj, i0, partial[0], partial[WG]); }
+}
+
+@compute @workgroup_size(WG)
+fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups * P.T) { return; }
+  let t = g / P.groups;
+  let d0 = (g % P.groups) * ROWS;
+  partial[lid] = down_partial(t, d0, lid, WG);
+  reduce_partials(lid, false);
+  if (lid == 0u) { store_out(t, d0, partial[0]); }
+}
+
+// One subgroup per workgroup (WG = the minimum subgroup size): subgroupAdd, no barriers.
+// @variant subgroups on
+@compute @workgroup_size(WG)
+fn decode_gate_up_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups * P.T * P.K) { return; }
+  let tj = g / P.groups;
+  let i0 = (g % P.groups) * ROWS;
+  let r = gate_up_partial(tj, i0, lid, WG);
+  let gs = subgroupAdd(r.g);
+  let us = subgroupAdd(r.u);
+  if (lid == 0u) { store_h(tj, i0, gs, us); }
+}
+
+@compute @workgroup_size(WG)
+fn decode_down_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let g = wid.x + wid.y * nwg.x;
+  if (g >= P.groups * P.T) { return; }
+  let t = g / P.groups;
+  let d0 = (g % P.groups) * ROWS;
+  let s = subgroupAdd(down_partial(t, d0, lid, WG));
+  if (lid == 0u) { store_out(t, d0, s); }
+}
+// @variant subgroups off
+// @end subgroups

@@ -12,7 +12,8 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
 import type { DecodableType } from '../formats/gguf-blocks';
-import { specialise } from './shader-source';
+import { gemvSubgroups } from './linear';
+import { specialise, subgroupChoice } from './shader-source';
 import { ggufChoice, ggufRowBytes, ggufUnit, ggufWorkgroupSize, uploadGgufBytes } from './gguf-linear';
 import type { MoeExpertsArgs } from './moe';
 
@@ -60,7 +61,7 @@ export function destroyGgufExperts(gpu: Gpu, w: GgufMoeExpertWeights): void {
   gpu.buffers.destroy(w.down);
 }
 
-export interface GgufMoeExpertsArgs extends Omit<MoeExpertsArgs, 'experts' | 'mode' | 'noSubgroups'> {
+export interface GgufMoeExpertsArgs extends Omit<MoeExpertsArgs, 'experts' | 'mode'> {
   experts: GgufMoeExpertWeights;
 }
 
@@ -74,7 +75,7 @@ function need(b: Binding | null, bytes: number, what: string) {
   if (bindingBytes(b) < bytes) throw new ShapeError(`${what}: needs ${bytes} bytes, binding has ${bindingBytes(b)}`);
 }
 
-const shaderFor = (type: DecodableType) => specialise(ggufMoeCode, { gtype: ggufChoice(type) });
+const shaderFor = (type: DecodableType, subgroups: boolean) => specialise(ggufMoeCode, { gtype: ggufChoice(type), subgroups: subgroupChoice(subgroups) });
 
 /** out[t] = Σ_j w[t,j]·E_{ids[t,j]}(x[t]) + shared[t]: two dispatches, ids never leave the GPU. */
 export function ggufMoeExperts(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs): void {
@@ -91,13 +92,15 @@ export function ggufMoeExperts(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs): 
   if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, 'ggufMoeExperts');
   const w = a.experts;
   const unitsUp = ceilDiv(D, ggufUnit(w.gateUpType)), unitsDown = ceilDiv(I, ggufUnit(w.downType));
-  const wgUp = ggufWorkgroupSize(gpu, unitsUp), wgDown = ggufWorkgroupSize(gpu, unitsDown);
+  // One subgroup per workgroup where the device has subgroups (as moe.ts's decode), else 4..64 invocations.
+  const sg = !a.noSubgroups && gemvSubgroups(gpu);
+  const wgUp = sg ? gpu.caps.subgroupMinSize : ggufWorkgroupSize(gpu, unitsUp), wgDown = sg ? gpu.caps.subgroupMinSize : ggufWorkgroupSize(gpu, unitsDown);
   const storage = 2 * 16 * Math.max(wgUp, wgDown);
-  if (storage > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', storage, gpu.caps.maxComputeWorkgroupStorageSize, 'ggufMoeExperts');
+  if (!sg && storage > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', storage, gpu.caps.maxComputeWorkgroupStorageSize, 'ggufMoeExperts');
   const h = gpu.temps.acquire(T * K * I * 4);
   const gu = ceilDiv(I, 4);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'gguf_moe', code: shaderFor(w.gateUpType), entryPoint: 'decode_gate_up', constants: { WG: wgUp } }),
+    pipeline: gpu.pipelines.get({ label: 'gguf_moe', code: shaderFor(w.gateUpType, sg), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp } }),
     bindings: [a.x, w.gateUp, a.ids, h],
     uniforms: GGUF_MOE_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, row_bytes: ggufRowBytes(w.gateUpType, D, 'gate/up'), units: unitsUp, up_base: w.upBase, _p0: 0, _p1: 0 }),
     workgroups: gu * T * K,
@@ -106,7 +109,7 @@ export function ggufMoeExperts(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs): 
   const gd = ceilDiv(D, 4);
   const dummy = a.shared ?? gpu.temps.acquire(16);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'gguf_moe', code: shaderFor(w.downType), entryPoint: 'decode_down', constants: { WG: wgDown } }),
+    pipeline: gpu.pipelines.get({ label: 'gguf_moe', code: shaderFor(w.downType, sg), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown } }),
     bindings: [null, w.down, a.ids, null, h, null, a.weights, dummy, a.out],
     uniforms: GGUF_MOE_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, row_bytes: ggufRowBytes(w.downType, I, 'down'), units: unitsDown, up_base: 0, _p0: 0, _p1: 0 }),
     workgroups: gd * T,

@@ -177,16 +177,20 @@ describe('ggufMoeExperts: stacked GGUF experts against the CPU reference', () =>
     const bids = gpu.buffers.upload('ids', Uint32Array.from(ids.flat()));
     const bw = gpu.buffers.upload('wts', Float32Array.from(wts.flat()));
     const bs = shared ? gpu.buffers.upload('shared', shared) : null;
-    const bout = poisoned(gpu, 'out', T * D);
-    const got = await gpu.checked(async () => {
-      const rec = gpu.recorder('gguf-moe');
-      ggufMoeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: bout });
-      rec.submit();
-      gpu.temps.releaseAll();
-      return gpu.buffers.readF32(bout, 0, T * D);
-    });
-    console.log(`moe ${tu}/${td}: worst |Δ| / Σ|terms| = ${check(got, ref, mag, `moe ${tu}/${td} E=${E} K=${K} D=${D} I=${I} T=${T}`).toExponential(2)}`);
-    for (const b of [bx, bids, bw, bout, ...(bs ? [bs] : [])]) gpu.buffers.destroy(b);
+    // Both reductions: subgroups (where the device has them) and workgroup memory.
+    for (const noSubgroups of [false, true]) {
+      const bout = poisoned(gpu, 'out', T * D);
+      const got = await gpu.checked(async () => {
+        const rec = gpu.recorder('gguf-moe');
+        ggufMoeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: bout, noSubgroups });
+        rec.submit();
+        gpu.temps.releaseAll();
+        return gpu.buffers.readF32(bout, 0, T * D);
+      });
+      console.log(`moe ${tu}/${td} ${noSubgroups ? 'workgroup' : 'subgroup'}: worst |Δ| / Σ|terms| = ${check(got, ref, mag, `moe ${tu}/${td} E=${E} K=${K} D=${D} I=${I} T=${T} noSubgroups=${noSubgroups}`).toExponential(2)}`);
+      gpu.buffers.destroy(bout);
+    }
+    for (const b of [bx, bids, bw, ...(bs ? [bs] : [])]) gpu.buffers.destroy(b);
     destroyGgufExperts(gpu, w);
   });
 

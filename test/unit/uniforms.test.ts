@@ -92,7 +92,7 @@ const CASES: { shader: string; choices?: ShaderChoices; layout: UniformLayout<an
   { shader: 'kv_cache', layout: KV_PARAMS },
   { shader: 'elementwise', layout: ELEMENTWISE_PARAMS },
   { shader: 'gguf_linear', choices: { gtype: 'q6_k', x: 'vec4', subgroups: 'on' }, layout: GGUF_LINEAR_PARAMS },
-  { shader: 'gguf_moe', choices: { gtype: 'q4_k' }, layout: GGUF_MOE_PARAMS },
+  { shader: 'gguf_moe', choices: { gtype: 'q4_k', subgroups: 'on' }, layout: GGUF_MOE_PARAMS },
   { shader: 'linear', choices: { fmt: 'q8', x: 'vec4', load: 'vec4', subgroups: 'on' }, layout: LINEAR_PARAMS },
   { shader: 'matmul', choices: { load: 'vec4' }, layout: MATMUL_PARAMS },
   { shader: 'gemv', choices: { load: 'scalar', subgroups: 'off' }, layout: MATMUL_PARAMS },
