@@ -40,28 +40,59 @@ override RG: u32 = 1u;    // row groups per workgroup (gemv_subgroup)
 const ROWS: u32 = 4u;
 const MR: u32 = 4u;
 
-// Partial sums of rows n0..n0+3 for x rows m0..m0+MR−1 over the units lid, lid + step, …
-fn partial_dots(n0: u32, m0: u32, lid: u32, step: u32) -> array<vec4<f32>, MR> {
-  var xb: array<u32, MR>;
-  for (var m = 0u; m < MR; m++) { xb[m] = min(m0 + m, P.M - 1u) * P.x_stride + P.x_offset; }
-  var acc: array<vec4<f32>, MR>;
+struct Acc { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
+
+// x[e..e+3] of the row starting at xb (zeros past K for scalar loads).
+fn xq(xb: u32, k: u32) -> vec4<f32> {
+// @variant x vec4
+  return xv(xb + k);
+// @variant x scalar
+  return xv_end(xb + k, xb + P.K);
+// @end x
+}
+
+// Partial sums of weight rows n0..n0+3 (the components) for x rows m0..m0+MR−1 (r0..r3) over the units
+// lid, lid + step, …: the 4 rows' units are decoded side by side and each x vec4 is loaded once for them
+// (named accumulators, no arrays indexed at run time).
+fn partial_dots(n0: u32, m0: u32, lid: u32, step: u32) -> Acc {
+  let rb0 = min(n0, P.N - 1u) * P.row_bytes;
+  let rb1 = min(n0 + 1u, P.N - 1u) * P.row_bytes;
+  let rb2 = min(n0 + 2u, P.N - 1u) * P.row_bytes;
+  let rb3 = min(n0 + 3u, P.N - 1u) * P.row_bytes;
+  let xb = min(vec4<u32>(m0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(P.M - 1u)) * P.x_stride + P.x_offset;
+  var a: Acc;
   for (var u = lid; u < P.units; u += step) {
     let k0 = u * GG_UNIT;
-    for (var r = 0u; r < ROWS; r++) {
-      let g = gg_unit(min(n0 + r, P.N - 1u) * P.row_bytes, u, P.K);
-      for (var i = 0u; i < GG_UV; i++) {
-        let w = gg_w4(g, i);
-        for (var m = 0u; m < MR; m++) {
-// @variant x vec4
-          acc[m][r] += dot(w, xv(xb[m] + k0 + 4u * i));
-// @variant x scalar
-          acc[m][r] += dot(w, xv_end(xb[m] + k0 + 4u * i, xb[m] + P.K));
-// @end x
-        }
+    let g0 = gg_unit(rb0, u, P.K);
+    let g1 = gg_unit(rb1, u, P.K);
+    let g2 = gg_unit(rb2, u, P.K);
+    let g3 = gg_unit(rb3, u, P.K);
+    for (var i = 0u; i < GG_UV; i++) {
+      let w0 = gg_w4(g0, i);
+      let w1 = gg_w4(g1, i);
+      let w2 = gg_w4(g2, i);
+      let w3 = gg_w4(g3, i);
+      let k = k0 + 4u * i;
+      let x0 = xq(xb.x, k);
+      a.r0 += vec4<f32>(dot(w0, x0), dot(w1, x0), dot(w2, x0), dot(w3, x0));
+      if (MR == 4u) {
+        let x1 = xq(xb.y, k);
+        let x2 = xq(xb.z, k);
+        let x3 = xq(xb.w, k);
+        a.r1 += vec4<f32>(dot(w0, x1), dot(w1, x1), dot(w2, x1), dot(w3, x1));
+        a.r2 += vec4<f32>(dot(w0, x2), dot(w1, x2), dot(w2, x2), dot(w3, x2));
+        a.r3 += vec4<f32>(dot(w0, x3), dot(w1, x3), dot(w2, x3), dot(w3, x3));
       }
     }
   }
-  return acc;
+  return a;
+}
+
+fn acc_row(a: Acc, m: u32) -> vec4<f32> {
+  if (m == 0u) { return a.r0; }
+  if (m == 1u) { return a.r1; }
+  if (m == 2u) { return a.r2; }
+  return a.r3;
 }
 
 fn store(n0: u32, m0: u32, o: u32, v: f32) {
@@ -79,7 +110,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let n0 = (g % P.tiles_n) * ROWS;
   let m0 = (g / P.tiles_n) * MR;
   let acc = partial_dots(n0, m0, lid, WG);
-  for (var m = 0u; m < MR; m++) { partial[m * WG + lid] = acc[m]; }
+  for (var m = 0u; m < MR; m++) { partial[m * WG + lid] = acc_row(acc, m); }
   workgroupBarrier();
   for (var st = WG / 2u; st > 0u; st = st / 2u) {
     if (lid < st) {
@@ -102,7 +133,7 @@ fn gemv_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     if (n0 >= P.N) { break; }
     let acc = partial_dots(n0, m0, lid, WG);
     for (var m = 0u; m < MR; m++) {
-      let s = subgroupAdd(acc[m]);
+      let s = subgroupAdd(acc_row(acc, m));
       if (lid < ROWS) { store(n0, m0, m * ROWS + lid, s[lid]); }
     }
   }

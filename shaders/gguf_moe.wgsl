@@ -56,21 +56,26 @@ fn h4(i: u32, k: u32) -> vec4<f32> { return select(vec4<f32>(0.0), vec4<f32>(hv[
 struct GateUp { g: vec4<f32>, u: vec4<f32> }
 
 // Rows i0..i0+3 of expert ids[tj]'s gate and up projections of x[tj / K], over units lid, lid + step, …
+// (the 4 rows decoded side by side, each x vec4 loaded once for all 8 row-units).
 fn gate_up_partial(tj: u32, i0: u32, lid: u32, step: u32) -> GateUp {
   let e = min(ids[tj], P.E - 1u);
   let xb = (tj / P.K) * P.D;
+  let rb = (e * P.I + min(vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(P.I - 1u))) * P.row_bytes;
   var r: GateUp;
   for (var u = lid; u < P.units; u += step) {
     let k0 = u * GG_UNIT;
-    for (var j = 0u; j < ROWS; j++) {
-      let row = (e * P.I + min(i0 + j, P.I - 1u)) * P.row_bytes;
-      let gg = gg_unit(row, u, P.D);
-      let ug = gg_unit(P.up_base + row, u, P.D);
-      for (var i = 0u; i < GG_UV; i++) {
-        let xv = x4(xb + k0 + 4u * i, k0 + 4u * i);
-        r.g[j] += dot(gg_w4(gg, i), xv);
-        r.u[j] += dot(gg_w4(ug, i), xv);
-      }
+    let g0 = gg_unit(rb.x, u, P.D);
+    let g1 = gg_unit(rb.y, u, P.D);
+    let g2 = gg_unit(rb.z, u, P.D);
+    let g3 = gg_unit(rb.w, u, P.D);
+    let u0 = gg_unit(P.up_base + rb.x, u, P.D);
+    let u1 = gg_unit(P.up_base + rb.y, u, P.D);
+    let u2 = gg_unit(P.up_base + rb.z, u, P.D);
+    let u3 = gg_unit(P.up_base + rb.w, u, P.D);
+    for (var i = 0u; i < GG_UV; i++) {
+      let xv = x4(xb + k0 + 4u * i, k0 + 4u * i);
+      r.g += vec4<f32>(dot(gg_w4(g0, i), xv), dot(gg_w4(g1, i), xv), dot(gg_w4(g2, i), xv), dot(gg_w4(g3, i), xv));
+      r.u += vec4<f32>(dot(gg_w4(u0, i), xv), dot(gg_w4(u1, i), xv), dot(gg_w4(u2, i), xv), dot(gg_w4(u3, i), xv));
     }
   }
   return r;
@@ -83,17 +88,22 @@ fn store_h(tj: u32, i0: u32, g: vec4<f32>, u: vec4<f32>) {
 
 // Rows d0..d0+3 of Σ_j wts[t·K + j] · down_{ids[t·K + j]} · hv[t·K + j], over units lid, lid + step, …
 fn down_partial(t: u32, d0: u32, lid: u32, step: u32) -> vec4<f32> {
+  let rows = min(vec4<u32>(d0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(P.D - 1u));
   var acc = vec4<f32>(0.0);
   for (var j = 0u; j < P.K; j++) {
     let tj = t * P.K + j;
-    let e = min(ids[tj], P.E - 1u);
+    let rb = (min(ids[tj], P.E - 1u) * P.D + rows) * P.row_bytes;
     let hb = tj * P.I;
     var part = vec4<f32>(0.0);
     for (var u = lid; u < P.units; u += step) {
       let k0 = u * GG_UNIT;
-      for (var r = 0u; r < ROWS; r++) {
-        let dg = gg_unit((e * P.D + min(d0 + r, P.D - 1u)) * P.row_bytes, u, P.I);
-        for (var i = 0u; i < GG_UV; i++) { part[r] += dot(gg_w4(dg, i), h4(hb + k0 + 4u * i, k0 + 4u * i)); }
+      let g0 = gg_unit(rb.x, u, P.I);
+      let g1 = gg_unit(rb.y, u, P.I);
+      let g2 = gg_unit(rb.z, u, P.I);
+      let g3 = gg_unit(rb.w, u, P.I);
+      for (var i = 0u; i < GG_UV; i++) {
+        let hv4 = h4(hb + k0 + 4u * i, k0 + 4u * i);
+        part += vec4<f32>(dot(gg_w4(g0, i), hv4), dot(gg_w4(g1, i), hv4), dot(gg_w4(g2, i), hv4), dot(gg_w4(g3, i), hv4));
       }
     }
     acc += wts[tj] * part;

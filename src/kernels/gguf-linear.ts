@@ -34,7 +34,7 @@ export const GGUF_LINEAR_PARAMS = defineUniforms({
 
 /** Weights per decode unit (GG_UNIT in gguf_blocks.wgsl). */
 export function ggufUnit(type: DecodableType): number {
-  return type === 'F32' || type === 'F16' || type === 'BF16' ? 4 : 32;
+  return type === 'F32' || type === 'F16' || type === 'BF16' ? 4 : type === 'Q4_K' || type === 'Q5_K' ? 64 : 32;
 }
 
 /** The `gtype` choice of gguf_blocks.wgsl. */
