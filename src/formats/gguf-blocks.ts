@@ -59,7 +59,8 @@ export function rowBytes(t: GgmlTypeInfo, n: number): number {
 //   Q4_K 144 B / 256: half d, dmin; u8 scales[12]; u8 qs[128]      8 sub-blocks of 32: w = d·sc_j·q − dmin·m_j
 //   Q5_K 176 B / 256: half d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]   as Q4_K with a 5th bit from qh
 //   Q6_K 210 B / 256: u8 ql[128]; u8 qh[64]; int8 scales[16]; half d      16 sub-blocks of 16: w = d·sc_j·(q − 32)
-// Arithmetic follows ggml's dequantize_row_*: f32 products (Math.fround), so results are bit-identical.
+// Arithmetic follows ggml's dequantize_row_*: the same f32 products in the same order (Math.fround),
+// so results should be bit-identical to ggml's (not checked against ggml binaries here).
 
 
 /** The types webmoe dequantises (CPU) and decodes in the GPU kernels. */
