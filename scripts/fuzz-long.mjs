@@ -4,8 +4,8 @@
  *
  *   node scripts/fuzz-long.mjs [--count 200000] [--seeds 1,2,3] [--deadline 5000]
  *
- * Runs the same seeded fuzz test once per seed with WEBMOE_FUZZ_COUNT inputs (half safetensors/index
- * files, a quarter config.json, a quarter tokenizer.json); prints each run's counts and exits non-zero
+ * Runs the same seeded fuzz test once per seed with WEBMOE_FUZZ_COUNT inputs (40% safetensors/index
+ * files, 10% GGUF files, a quarter config.json, a quarter tokenizer.json); prints each run's counts and exits non-zero
  * if any input hung, threw an untyped error, broke a resource bound or missed its expected outcome.
  */
 import { spawnSync } from 'node:child_process';

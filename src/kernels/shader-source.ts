@@ -1,3 +1,4 @@
+import ggufBlocksWgsl from '../../shaders/lib/gguf_blocks.wgsl?raw';
 import loadWidthWgsl from '../../shaders/lib/load_width.wgsl?raw';
 import quantDecodeWgsl from '../../shaders/lib/quant_decode.wgsl?raw';
 import registerTileWgsl from '../../shaders/lib/register_tile.wgsl?raw';
@@ -19,6 +20,7 @@ import { ArgumentError } from '../errors';
  * (sizes of function-scope arrays), which `override` constants cannot give.
  */
 const LIBRARY: Record<string, string> = {
+  gguf_blocks: ggufBlocksWgsl,
   load_width: loadWidthWgsl,
   quant_decode: quantDecodeWgsl,
   register_tile: registerTileWgsl,

@@ -9,10 +9,11 @@ import { loadTokenizer } from '../../src/loader/tokenizer-file';
 import { parseConfig } from '../../src/model/config';
 import { expectedTensors } from '../../src/model/tensors';
 import { mulberry32 } from '../../src/util/random';
+import { GgufCheckFailed, ggufCase, readAndCheckGguf } from './fuzz-gguf';
 import { Corpus, configCase, safetensorsCase, tokenizerCase, type Expect, type FuzzCase } from './fuzz-mutators';
 import { TOKENIZER_CONFIG, countingModel, dtypeBytes, fileSize, segmentedModel } from './loader-helpers';
 
-export type Category = 'safetensors' | 'config' | 'config-parse' | 'tokenizer';
+export type Category = 'safetensors' | 'config' | 'config-parse' | 'tokenizer' | 'gguf';
 export interface CaseResult {
   kind: string;
   expect: Expect;
@@ -27,7 +28,7 @@ class CheckFailed extends Error {}
 const check = (cond: boolean, msg: string) => { if (!cond) throw new CheckFailed(msg); };
 
 export const rngFor = (seed: number, category: Category, i: number) =>
-  mulberry32((seed * 1_000_003 + ['safetensors', 'config', 'config-parse', 'tokenizer'].indexOf(category === 'config-parse' ? 'config' : category) * 7_919 + i * 104_729) >>> 0);
+  mulberry32((seed * 1_000_003 + ['safetensors', 'config', 'config-parse', 'tokenizer', 'gguf'].indexOf(category === 'config-parse' ? 'config' : category) * 7_919 + i * 104_729) >>> 0);
 
 /**
  * Opens and streams a model from memory, checking the loader's resource bounds: no file byte read twice
@@ -81,7 +82,7 @@ async function classify(kind: string, expected: Expect, deadlineMs: number, fn: 
     await withDeadline(fn(), deadlineMs);
   } catch (e) {
     outcome = 'error';
-    if (e instanceof CheckFailed) problem = e.message;
+    if (e instanceof CheckFailed || e instanceof GgufCheckFailed) problem = e.message;
     else if (!(e instanceof WebMoeError) || !isWebMoeError(e)) problem = `untyped ${(e as Error)?.constructor?.name}: ${String((e as Error)?.message ?? e).slice(0, 300)}`;
     else code = e.code;
   }
@@ -109,6 +110,10 @@ export async function runCase(category: Category, i: number, seed: number, deadl
     let json: unknown;
     try { json = JSON.parse(k.files['config.json'] as string); } catch { return { kind: `${k.kind}/parse`, expect: 'any', outcome: 'error', code: 'JSON', ms: 0 }; }
     return classify(`${k.kind}/parse`, 'any', deadlineMs, async () => { parseConfig(json); });
+  }
+  if (category === 'gguf') {
+    const g = ggufCase(r);
+    return classify(g.kind, g.expect, deadlineMs, () => readAndCheckGguf(g.file));
   }
   const k = tokenizerCase(r, c);
   if (k.text !== undefined) {

@@ -9,6 +9,7 @@
  * Inputs run in a worker thread that reports each input's start: if one takes longer than the deadline,
  * even in synchronous code, the worker is terminated and the input is reported as a hang.
  *
+ * GGUF files (test/unit/fuzz-gguf.ts) take 10% of the budget, safetensors 40%, config 25%, tokenizer 25%.
  * CI: WEBMOE_FUZZ_COUNT inputs (default 10,000: ~20 s here). Longer: `node scripts/fuzz-long.mjs`.
  * Reproduce one input: WEBMOE_FUZZ_SEED=<seed> and look up category/index in the failure message.
  */
@@ -89,9 +90,12 @@ function summary(name: string, s: Stats): string {
   return `${name}: ${s.inputs} inputs, ${s.ok} loaded, ${s.typed} typed errors [${codes}], mean ${(s.totalMs / Math.max(1, s.inputs)).toFixed(2)} ms, max ${s.maxMs.toFixed(1)} ms/input\n  ${kinds}`;
 }
 
-const nSafetensors = Math.ceil(COUNT * 0.5);
+// The input budget is split so the CI run time stays where it was before GGUF joined (GGUF inputs are
+// header parses of a ~10 KB file: cheaper than a safetensors load).
+const nSafetensors = Math.ceil(COUNT * 0.4);
+const nGguf = Math.ceil(COUNT * 0.1);
 const nConfig = Math.ceil(COUNT * 0.25);
-const nTokenizer = Math.max(0, COUNT - nSafetensors - nConfig);
+const nTokenizer = Math.max(0, COUNT - nSafetensors - nGguf - nConfig);
 const timeout = Math.max(120_000, COUNT * 40);
 
 function report(name: string, s: Stats, n: number) {
@@ -107,6 +111,16 @@ describe(`loader fuzz (seed ${SEED}, ${COUNT} inputs, ${DEADLINE_MS} ms deadline
     if (nSafetensors >= 2000) {
       expect(s.byKind.size).toBe(28); // every mutation kind was exercised
       expect(s.ok).toBeGreaterThan(0);
+    }
+  });
+
+  it(`GGUF files: ${nGguf} inputs`, { timeout }, async () => {
+    const s = await fuzz('gguf', nGguf);
+    report('gguf', s, nGguf);
+    if (nGguf >= 500) {
+      expect(s.byKind.size).toBe(10); // every mutation kind was exercised
+      expect(s.ok).toBeGreaterThan(0);
+      expect(s.typed).toBeGreaterThan(0);
     }
   });
 

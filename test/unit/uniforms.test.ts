@@ -3,6 +3,8 @@ import { defineUniforms, type UniformLayout } from '../../src/gpu/uniforms';
 import { specialise, type ShaderChoices } from '../../src/kernels/shader-source';
 import { ATTENTION_PARAMS, KV_PARAMS } from '../../src/kernels/attention';
 import { ELEMENTWISE_PARAMS } from '../../src/kernels/elementwise';
+import { GGUF_LINEAR_PARAMS } from '../../src/kernels/gguf-linear';
+import { GGUF_MOE_PARAMS } from '../../src/kernels/gguf-moe';
 import { LINEAR_PARAMS } from '../../src/kernels/linear';
 import { MATMUL_PARAMS } from '../../src/kernels/matmul';
 import { MLA_PARAMS } from '../../src/kernels/mla';
@@ -89,6 +91,8 @@ const CASES: { shader: string; choices?: ShaderChoices; layout: UniformLayout<an
   { shader: 'flash_attention', choices: { subgroups: 'on' }, layout: ATTENTION_PARAMS },
   { shader: 'kv_cache', layout: KV_PARAMS },
   { shader: 'elementwise', layout: ELEMENTWISE_PARAMS },
+  { shader: 'gguf_linear', choices: { gtype: 'q6_k', x: 'vec4', subgroups: 'on' }, layout: GGUF_LINEAR_PARAMS },
+  { shader: 'gguf_moe', choices: { gtype: 'q4_k', subgroups: 'on' }, layout: GGUF_MOE_PARAMS },
   { shader: 'linear', choices: { fmt: 'q8', x: 'vec4', load: 'vec4', subgroups: 'on' }, layout: LINEAR_PARAMS },
   { shader: 'matmul', choices: { load: 'vec4' }, layout: MATMUL_PARAMS },
   { shader: 'gemv', choices: { load: 'scalar', subgroups: 'off' }, layout: MATMUL_PARAMS },

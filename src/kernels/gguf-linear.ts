@@ -1,0 +1,152 @@
+/**
+ * Linear layers on GGUF weights in their raw block bytes (no host-side expansion): upload a tensor as
+ * it sits in the file and run Y[M, N] = X[M, K] · Wᵀ with the blocks decoded in the shader
+ * (shaders/gguf_linear.wgsl + shaders/lib/gguf_blocks.wgsl). Types: F32, F16, BF16, Q8_0, Q4_0, Q4_K,
+ * Q5_K, Q6_K (layouts: docs/gguf.md). CPU reference: gguf-linear.ref.ts.
+ */
+import ggufLinearCode from '../../shaders/gguf_linear.wgsl?raw';
+import type { Gpu } from '../gpu/device';
+import type { Binding, Recorder } from '../gpu/recorder';
+import { defineUniforms } from '../gpu/uniforms';
+import { ceilDiv } from '../gpu/dispatch';
+import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
+import { ggmlTypeByName, isDecodable, type DecodableType } from '../formats/gguf-blocks';
+import { gemvSubgroups } from './linear';
+import { allMultiplesOf4, specialise, subgroupChoice } from './shader-source';
+
+/** A GGUF matrix [N, K] (ne = [K, N]) on the GPU, bytes exactly as in the file plus padding. */
+export interface GgufWeight {
+  label: string;
+  type: DecodableType;
+  N: number;
+  K: number;
+  /** Bytes of one row of K weights. */
+  rowBytes: number;
+  buffer: GPUBuffer;
+  /** GPU bytes held. */
+  bytes: number;
+}
+
+export const GGUF_LINEAR_PARAMS = defineUniforms({
+  M: 'u32', N: 'u32', K: 'u32', x_stride: 'u32', x_offset: 'u32', y_stride: 'u32', y_offset: 'u32',
+  row_bytes: 'u32', units: 'u32', tiles_n: 'u32', _p0: 'u32', _p1: 'u32',
+});
+
+/** Weights per decode unit (GG_UNIT in gguf_blocks.wgsl). */
+export function ggufUnit(type: DecodableType): number {
+  return type === 'F32' || type === 'F16' || type === 'BF16' ? 4 : type === 'Q4_K' || type === 'Q5_K' ? 64 : 32;
+}
+
+/** The `gtype` choice of gguf_blocks.wgsl. */
+export const ggufChoice = (type: DecodableType) => type.toLowerCase();
+
+/** Checks a type name and a row length; returns the row's bytes. */
+export function ggufRowBytes(type: string, K: number, what: string): number {
+  if (!isDecodable(type)) throw new UnsupportedError(`${what}: GGUF type ${type} has no GPU decoder (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`, { type });
+  const t = ggmlTypeByName(type)!;
+  if (!Number.isInteger(K) || K <= 0 || K % t.blockSize) throw new ShapeError(`${what}: row length ${K} is not a positive multiple of ${type}'s block of ${t.blockSize}`);
+  return (K / t.blockSize) * t.blockBytes;
+}
+
+/**
+ * Raw bytes as a GPU buffer: padded to whole words plus 16 spare bytes (the decoder reads fields at
+ * even offsets as words, and F32/F16/BF16 row tails as whole vec4 units, masked).
+ */
+export function uploadGgufBytes(gpu: Gpu, label: string, bytes: Uint8Array, what: string): GPUBuffer {
+  const size = Math.ceil(bytes.length / 4) * 4 + 16;
+  const limit = Math.min(gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
+  if (size > limit) throw new LimitExceededError('maxStorageBufferBindingSize', size, limit, what);
+  const padded = new Uint8Array(size);
+  padded.set(bytes);
+  return gpu.buffers.upload(label, padded);
+}
+
+/** Uploads a GGUF matrix of N rows × K weights (`bytes` = the tensor's bytes from the file). */
+export function uploadGgufWeight(gpu: Gpu, label: string, type: string, bytes: Uint8Array, N: number, K: number): GgufWeight {
+  const what = `GGUF weight '${label}'`;
+  const rowBytes = ggufRowBytes(type, K, what);
+  if (!Number.isInteger(N) || N <= 0) throw new ShapeError(`${what}: N must be a positive integer, got ${N}`);
+  if (bytes.length !== N * rowBytes) throw new ShapeError(`${what}: ${bytes.length} bytes, but ${N} rows of ${K} ${type} weights are ${N * rowBytes}`);
+  const buffer = uploadGgufBytes(gpu, `${label}.${type}`, bytes, what);
+  return { label, type: type as DecodableType, N, K, rowBytes, buffer, bytes: buffer.size };
+}
+
+export function destroyGgufWeight(gpu: Gpu, w: GgufWeight): void {
+  gpu.buffers.destroy(w.buffer);
+  w.bytes = 0;
+}
+
+export interface GgufLinearArgs {
+  /** [M, xStride] activations, K values per row from xOffset. */
+  x: Binding;
+  w: GgufWeight;
+  /** [M, yStride] output, N values per row from yOffset. */
+  y: Binding;
+  M: number;
+  xStride?: number;
+  xOffset?: number;
+  yStride?: number;
+  yOffset?: number;
+  /** Use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
+  noSubgroups?: boolean;
+}
+
+/** x rows per workgroup: 1 for decode (M = 1), else 4 (each decoded unit is reused for all of them). */
+const mrFor = (M: number) => (M === 1 ? 1 : 4);
+
+/** shaders/gguf_linear.wgsl for a block type, x load width, subgroup entry point kept or not, and x-row block size. */
+export function ggufLinearShader(type: DecodableType, xVec4: boolean, subgroups: boolean, MR: number): string {
+  return specialise(ggufLinearCode, { gtype: ggufChoice(type), x: xVec4 ? 'vec4' : 'scalar', subgroups: subgroupChoice(subgroups) }, { MR });
+}
+
+/**
+ * GEMV tiling. With subgroups: one subgroup per workgroup (WG = the minimum subgroup size), RG row
+ * groups of 4 rows each: 1 on GPUs, on a CPU fallback adapter (fixed cost per workgroup) enough to
+ * leave ~64 workgroups per x-row block (as linear.ts). Without: WG invocations (4..64) per row group.
+ */
+export function ggufGemvShape(gpu: Gpu, w: GgufWeight, noSubgroups = false): { subgroups: boolean; WG: number; RG: number } {
+  if (!noSubgroups && gemvSubgroups(gpu)) {
+    const RG = gpu.adapter.isFallbackAdapter ? Math.max(1, Math.min(16, Math.floor(w.N / (4 * 64)))) : 1;
+    return { subgroups: true, WG: gpu.caps.subgroupMinSize, RG };
+  }
+  return { subgroups: false, WG: ggufWorkgroupSize(gpu, ceilDiv(w.K, ggufUnit(w.type))), RG: 1 };
+}
+
+/** Invocations per workgroup: enough to cover a row's units once (4..64, a power of two). */
+export function ggufWorkgroupSize(gpu: Gpu, units: number): number {
+  const cap = 2 ** Math.floor(Math.log2(Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup)));
+  return Math.max(1, Math.min(cap, Math.max(4, 2 ** Math.ceil(Math.log2(units)))));
+}
+
+/** Y[M, N] = X[M, K] · Wᵀ. */
+export function ggufLinear(gpu: Gpu, rec: Recorder, a: GgufLinearArgs): void {
+  const { w, M } = a;
+  const xStride = a.xStride ?? w.K, xOffset = a.xOffset ?? 0, yStride = a.yStride ?? w.N, yOffset = a.yOffset ?? 0;
+  if (!Number.isInteger(M) || M < 0) throw new ShapeError(`ggufLinear '${w.label}': M must be a non-negative integer, got ${M}`);
+  if (xStride < w.K) throw new ShapeError(`ggufLinear '${w.label}': xStride ${xStride} < K ${w.K}`);
+  if (yStride < w.N) throw new ShapeError(`ggufLinear '${w.label}': yStride ${yStride} < N ${w.N}`);
+  for (const [k, v] of [['xOffset', xOffset], ['yOffset', yOffset]] as const) if (!Number.isInteger(v) || v < 0) throw new ShapeError(`ggufLinear '${w.label}': bad ${k} ${v}`);
+  if (!M) return;
+  const MR = mrFor(M);
+  const units = ceilDiv(w.K, ggufUnit(w.type));
+  const { subgroups, WG, RG } = ggufGemvShape(gpu, w, a.noSubgroups);
+  const bytes = MR * WG * 16;
+  if (!subgroups && bytes > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', bytes, gpu.caps.maxComputeWorkgroupStorageSize, `ggufLinear '${w.label}'`);
+  const tiles = ceilDiv(w.N, 4 * RG);
+  const workgroups = tiles * ceilDiv(M, MR);
+  const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
+  if (workgroups > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', workgroups, maxDim * maxDim, `ggufLinear '${w.label}'`);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({
+      label: 'gguf_linear', code: ggufLinearShader(w.type, allMultiplesOf4(w.K, xStride, xOffset), subgroups, MR),
+      entryPoint: subgroups ? 'gemv_subgroup' : 'gemv', constants: { WG, ...(subgroups ? { RG } : {}) },
+    }),
+    bindings: [a.x, w.buffer, a.y],
+    uniforms: GGUF_LINEAR_PARAMS.pack({
+      M, N: w.N, K: w.K, x_stride: xStride, x_offset: xOffset, y_stride: yStride, y_offset: yOffset,
+      row_bytes: w.rowBytes, units, tiles_n: tiles, _p0: 0, _p1: 0,
+    }),
+    workgroups,
+    label: `gguf_gemv.${w.type}:${w.label}`,
+  });
+}
