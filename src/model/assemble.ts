@@ -11,11 +11,11 @@ import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
 import { GpuBackend, type WeightPolicy } from './gpu-backend';
 import { buildWeights } from './load';
 import type { ModelConfig } from './config';
-import { isProjection, modelTensors, moeLayers } from './tensors';
+import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
-import { estimateMemory, checkFitsDevice } from './memory-plan';
+import { checkPlanFits, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice } from './memory-plan';
 import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
@@ -64,6 +64,8 @@ export interface ModelLoadOptions {
 export interface GpuModel {
   runner: ModelRunner;
   description: ModelDescription;
+  /** The memory plan the load was checked against (model/memory-plan.ts). */
+  plan: MemoryPlan;
   /** The adapter's name (vendor, architecture, description). */
   device: string;
 }
@@ -91,15 +93,19 @@ export function parameterCounts(cfg: ModelConfig): { total: number; active: numb
  * the memory and bandwidth, decoded in the shader, no shader-f16 needed), anything else runs as f32
  * (BF16's range does not fit f16; FP8 and F32 are widened). On a CPU fallback adapter (SwiftShader)
  * 'auto' is f32: there the kernels are compute-bound and decoding f16 costs more than the bytes it
- * saves (routed-expert decode 0.7× the f32 speed, measured).
+ * saves (routed-expert decode 0.7× the f32 speed, measured). The rule lives in memory-plan.ts
+ * (resolveStorage) so that the plan and the load agree.
  */
 function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): 'f32' | 'f16' | 'q8' | 'q4' {
   const s = w ?? 'auto';
   if (!['auto', 'f32', 'f16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, q8 or q4, got ${String(s)}`);
-  if (s !== 'auto') return s as 'f32' | 'f16' | 'q8' | 'q4';
-  if (gpu.adapter.isFallbackAdapter) return 'f32';
-  const linear = [...ckpt.tensors.values()].filter((t) => isProjection(t.name));
-  return linear.length > 0 && linear.every((t) => t.dtype === 'F16') ? 'f16' : 'f32';
+  return resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: gpu.adapter.isFallbackAdapter });
+}
+
+/** The device facts the memory plan depends on. */
+export function planDevice(gpu: Gpu): PlanDevice {
+  const c = gpu.caps;
+  return { isFallbackAdapter: gpu.adapter.isFallbackAdapter, maxStorageBufferBindingSize: c.maxStorageBufferBindingSize, maxBufferSize: c.maxBufferSize, minStorageBufferOffsetAlignment: c.minStorageBufferOffsetAlignment };
 }
 
 /** The description of a model of `cfg` (parameter counts from the config), with how it is held. */
@@ -138,7 +144,11 @@ export class GpuModelLoader {
     const storage = storageFor(options.weights, ckpt, gpu);
     const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
-    checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);
+    // The plan from the config and tensor headers, checked before anything is allocated; a load that
+    // cannot fit fails here naming the limit and the loads that would fit.
+    const planOpts = { weights: storage, contextLength, device: planDevice(gpu) };
+    const plan = planMemory(cfg, ckpt.tensors.values(), planOpts);
+    checkPlanFits(plan, gpu.caps, () => whatFits(cfg, ckpt.tensors.values(), planOpts, gpu.caps));
     // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
     let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
     if (stored) {
@@ -176,6 +186,7 @@ export class GpuModelLoader {
     return {
       runner: new GpuRunner(be, cfg, weights, contextLength),
       description,
+      plan,
       device: [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'WebGPU device',
     };
   }
