@@ -160,14 +160,10 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
     const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
     if (S <= 8 || naiveBytes > 64 << 20) {
       t.push(S * H * (r + rope) * 4, S * H * r * 4);
-      // Split-K partials of the decode kernel (attention.ts autoSplits with one KV head, BK 32):
-      // splits · S · heads · (d_v + 2) floats when the query rows fill fewer than 128 workgroups.
-      const rows = S * H, BQ = rows <= 4 ? 4 : 16, BK = BQ === 4 ? 64 : 32;
-      const base = Math.ceil(rows / BQ);
-      const splits = base >= 128 ? 1 : Math.max(1, Math.min(Math.ceil(256 / base), Math.floor(T / (4 * BK))));
-      if (splits > 1) t.push(splits * S * H * (r + 2) * 4);
+      splitScratch(t, S, H, 1, r, T);
     } else {
       t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
+      splitScratch(t, S, H, H, dv, T);
     }
     f(S, D); // o_proj
     f(S, D); // post-attention norm
@@ -188,6 +184,17 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
   f(rows, D); // final norm
   f(rows, cfg.vocabSize); // logits
   return t;
+}
+
+/**
+ * Split-K partials of the attention kernels (attention.ts run/autoSplits/attentionScratchBytes, tiled
+ * path): splits · S · heads · (d_v + 2) floats when the query tiles fill fewer than 128 workgroups.
+ */
+function splitScratch(t: number[], S: number, heads: number, kvHeads: number, dV: number, T: number): void {
+  const rows = S * (heads / kvHeads), BQ = rows <= 4 ? 4 : 16, BK = BQ === 4 ? 64 : 32;
+  const base = kvHeads * Math.ceil(rows / BQ);
+  const splits = base >= 128 ? 1 : Math.max(1, Math.min(Math.ceil(256 / base), Math.floor(T / (4 * BK))));
+  if (splits > 1) t.push(splits * S * heads * (dV + 2) * 4);
 }
 
 /** Pool bytes after these steps ran: per size class, the most buffers any one step held. */
