@@ -13,6 +13,8 @@ import { SAMPLING_RANGES, calibrateModel, type WebMoeEngine } from './engine/eng
 import type { LoadOptions } from './engine/types';
 import { openCheckpoint } from './model/checkpoint';
 import { directoryModel } from './loader/node-source';
+import { urlModel } from './loader/model-source';
+import { planMemory } from './model/memory-plan';
 import { writePrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
@@ -169,10 +171,37 @@ async function logits(v: OptionValues<typeof logitsOptions>, io: CliIO) {
   });
 }
 
-async function info(v: OptionValues<typeof loading>, io: CliIO) {
+const infoOptions = {
+  ...loading,
+  'prefill-tokens': { kind: 'integer', arg: 'N', min: 1, description: 'tokens of the prefill step the activations are planned for (default: min(512, context))' },
+  load: { kind: 'flag', description: 'also load the model on the GPU and add what was allocated (default: the plan from config.json and the tensor headers only)' },
+} as const;
+
+/** A model argument as a source: http(s) URLs (headers by small range reads, no cache), else a folder. */
+function modelSource(model: string) {
+  return /^https?:\/\//.test(model) ? urlModel(model, { cache: false, probeBytes: 64 << 10 }) : directoryModel(model);
+}
+
+/**
+ * The memory plan from config.json and the tensor headers (no weight bytes read, no GPU needed), so it
+ * works for models no device here can hold; with --load, the model is loaded and the measured figures
+ * are added.
+ */
+async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
+  const ckpt = await openCheckpoint(modelSource(v.model), { validateTokenizer: false });
+  let plan;
+  try {
+    const cfg = ckpt.config;
+    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-tokens'] });
+    const prePruned = [...ckpt.tensors.keys()].some((n) => n.endsWith('.sparse_config'));
+    const out: Record<string, unknown> = { model: { name: v.model, ...plan.model, prePruned }, plan };
+    if (!v.load) { io.out(`${JSON.stringify(out, null, 2)}\n`); return; }
+  } finally {
+    await ckpt.close();
+  }
   await withEngine(v, io, {}, async (engine) => {
     const s = await engine.stats();
-    io.out(`${JSON.stringify({ model: engine.info, device: s.device, weightBytes: s.weightBytes, gpuBytes: s.gpuBytes, kvBytesPerToken: s.kvBytesPerToken, mhaKvBytesPerToken: s.mhaKvBytesPerToken }, null, 2)}\n`);
+    io.out(`${JSON.stringify({ model: engine.info, plan, device: s.device, weightBytes: s.weightBytes, gpuBytes: s.gpuBytes, kvBytesPerToken: s.kvBytesPerToken, mhaKvBytesPerToken: s.mhaKvBytesPerToken }, null, 2)}\n`);
   });
 }
 
@@ -231,7 +260,8 @@ async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
 const COMMANDS: Record<string, Command> = {
   generate: command(generateOptions, 'Streams a completion of the prompt to stdout; the token count and speed go to stderr.', generate),
   logits: command(logitsOptions, "Writes the logits of a token sequence in the reference fixture's layout.", logits),
-  info: command(loading, 'Prints the model, the device and the memory use as JSON.', info),
+  info: command(infoOptions, 'Prints the memory plan as JSON (weights by format and role, KV cache, activations, largest binding, gpuBytes) from config.json and the tensor headers; --load adds what a load allocates.', info,
+    'Works for a folder or a URL (Hugging Face resolve/main/ URLs included) without downloading weights, also for models this device cannot hold.'),
   calibrate: command(calibrateOptions, "Balances the expert load on real text (DeepSeek-V3's auxiliary-loss-free bias update) and writes the new gate biases.", calibrate,
     'Load the result over the checkpoint with LoadOptions.overlay.'),
   prune: command(pruneOptions, 'Writes a pre-pruned copy of a local model; it loads on the sparse kernels by default.', prune),

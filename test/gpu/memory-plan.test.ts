@@ -13,6 +13,8 @@ import type { GpuRunner } from '../../src/model/gpu-runner';
 import type { Gpu } from '../../src/gpu/device';
 import type { ModelSource } from '../../src/loader/model-source';
 import { serveSyntheticRepo } from '../../src/bench/synthetic-server';
+import { createNodeEngine } from '../../src/node';
+import { LimitExceededError } from '../../src/errors';
 
 const greedy = { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 1 };
 
@@ -85,6 +87,30 @@ describe('memory plan vs bytes allocated', () => {
       expectWithin(r.temps, r.plan.activations.bytes, 0.05, 'activations (temp pool)');
       expectWithin(r.total, r.plan.gpuBytes, 0.05, 'total');
     } finally {
+      await s.close();
+    }
+  });
+
+  it('DeepSeek-V3 (671B) fails early with the typed limit error, after reading config.json and the shard headers only', async () => {
+    const s = await serveSyntheticRepo(JSON.parse(readFileSync(new URL('../data/configs/DeepSeek-V3/config.json', import.meta.url), 'utf8')));
+    const engine = createNodeEngine();
+    try {
+      let err: unknown;
+      try { await engine.load(s.url, { weights: 'q4', requireTokenizer: false }); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(LimitExceededError);
+      // The first limit: one layer's stacked q4 gate|up experts (256 × 4096 × 7168 / 2 bytes = 3.76 GB).
+      expect((err as Error).message).toMatch(/experts.*gate_up.*short by \d+/);
+      expect((err as Error).message).toMatch(/createRemoteEngine|What fits/);
+      // Per shard: the URL loader's first range request (1 MiB probe) and the rest of a longer header.
+      for (const name of s.repo.shards) {
+        const f = s.repo.files.get(name)!;
+        const headerEnd = 8 + new DataView(f.read(0, 8).buffer).getUint32(0, true);
+        expect(s.stats.byFile.get(name) ?? 0, name).toBeLessThanOrEqual(Math.max(1 << 20, headerEnd) + headerEnd);
+      }
+      expect(s.stats.bytesSent).toBeLessThan(s.repo.tensorBytes / 1000);
+      expect((await engine.stats()).loaded).toBe(false);
+    } finally {
+      await engine.unload();
       await s.close();
     }
   });
