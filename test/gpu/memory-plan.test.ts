@@ -74,13 +74,13 @@ describe('memory plan vs bytes allocated', () => {
     expectWithin(r.total, r.plan.gpuBytes, 0.05, 'total');
   });
 
-  it('a synthetic BF16 checkpoint over HTTP (q4, vec4 widths, 3 layers, context 512)', async () => {
+  it('a synthetic BF16 checkpoint over HTTP (q4, vec4 widths, 3 layers, context 256)', async () => {
     const cfg = JSON.parse(readFileSync(new URL('../data/configs/DeepSeek-V2-Lite/config.json', import.meta.url), 'utf8'));
     // V2-Lite's layout (q_lora null, 2 shared experts, one dense layer, softmax routing) at a quarter width.
     const small = { ...cfg, num_hidden_layers: 3, hidden_size: 512, intermediate_size: 1536, moe_intermediate_size: 352, n_routed_experts: 16, vocab_size: 4096, num_attention_heads: 4, bos_token_id: 0, eos_token_id: 1 };
     const s = await serveSyntheticRepo(small, { shardBytes: 16 << 20 });
     try {
-      const r = await planVsAllocated(urlModel(s.url, { cache: false }), 'q4', 512);
+      const r = await planVsAllocated(urlModel(s.url, { cache: false }), 'q4', 256);
       expect(r.plan.storage).toMatchObject({ weights: 'q4', experts: 'q4', embedding: 'f16' });
       expectWithin(r.weights, r.plan.weights.bytes, 0.01, 'weights');
       expect(r.kv).toBe(r.plan.kvCache.bytes);
