@@ -15,7 +15,7 @@ import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type Uplo
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
-import { moeGate, moeExperts, uploadExperts, destroyExperts, type MoeExpertWeights } from '../kernels/moe';
+import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, type MoeExpertGroups } from '../kernels/moe';
 import { LatentKvCache } from './kvcache';
 import type { SparsityOption } from '../sparse/apply';
 import { isSparsityTarget, moeLayers, tensorName } from './tensors';
@@ -29,7 +29,8 @@ export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
 export interface GpuMoe {
   gate: GPUBuffer;
   bias: GPUBuffer | null;
-  experts: { sparse: false; w: MoeExpertWeights } | { sparse: true; w: SparseExpertWeights };
+  /** Dense: one or more stacks of consecutive experts, each within the binding limit. */
+  experts: { sparse: false; w: MoeExpertGroups } | { sparse: true; w: SparseExpertWeights };
   shared: { gate: GpuWeight; up: GpuWeight; down: GpuWeight } | null;
   bytes: number;
 }
@@ -41,6 +42,8 @@ export interface WeightPolicy {
   sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
   /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
   nativeFp8: boolean;
+  /** Cap on one routed-expert stack buffer (default: the device's binding limits); tests force several stacks with it. */
+  maxExpertBindingBytes?: number;
 }
 
 export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
@@ -124,7 +127,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
     const experts: GpuMoe['experts'] = sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)
       ? { sparse: true, w: sparsifyExperts(g, `layers.${layer}.experts`, p.experts, D, I, sp).experts }
-      : { sparse: false, w: uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat) };
+      : { sparse: false, w: uploadExpertGroups(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat, { maxBindingBytes: this.policy.maxExpertBindingBytes }) };
     const shared = p.shared
       ? {
           gate: this.matrix(tensorName('shared_gate', layer), { N: Is, K: D, f32: p.shared.gate }, 'shared'),
@@ -195,7 +198,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const out = this.temp(T, D);
     const args = { x: x.buf, T, ids, weights, K, shared: shared?.buf ?? null, out: out.buf };
     if (e.experts.sparse) sparseMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
-    else moeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
+    else moeExpertGroupsForward(this.gpu, this.r(), { ...args, experts: e.experts.w });
     if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
     return out;
   }
@@ -225,7 +228,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     for (const w of this.weights) destroyWeight(this.gpu, w);
     for (const m of this.moes) {
       if (m.experts.sparse) for (const w of [m.experts.w.gateUp, m.experts.w.down]) destroyWeight(this.gpu, w as GpuWeight);
-      else destroyExperts(this.gpu, m.experts.w);
+      else destroyExpertGroups(this.gpu, m.experts.w);
       this.gpu.buffers.destroy(m.gate);
       this.gpu.buffers.destroy(m.bias);
     }

@@ -55,6 +55,8 @@ export interface MemoryPlan {
   /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
   checkpoint: { bytes: number; byDtype: Record<string, number> };
   storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16'; kvCache: 'f32' };
+  /** Routed experts per stack buffer of a MoE layer (several when one stack would pass the binding limit). */
+  expertStacks: number[];
   contextLength: number;
   prefillTokens: number;
   weights: { bytes: number; byFormat: Record<string, number>; byRole: Record<string, number> };
@@ -117,6 +119,29 @@ export function expertStackBuffers(f: StorageFormat, E: number, I: number, D: nu
 }
 
 /**
+ * Experts per stack (kernels/moe.ts expertsPerStack): as many as keep every buffer of a stack within
+ * `limit`, then evened out over the fewest stacks; 0 when one expert does not fit.
+ */
+export function expertsPerStack(f: StorageFormat, E: number, I: number, D: number, limit: number): number {
+  const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' ? 2 * K : rowWords(f, K) * 4);
+  const perExpert = [2 * I * rowBytes(D), D * rowBytes(I)];
+  if (f === 'q8' || f === 'q4') perExpert.push(2 * I * Math.ceil(D / GROUP) * 2, D * Math.ceil(I / GROUP) * 2);
+  const n = Math.min(...perExpert.map((b) => Math.floor(limit / b)));
+  if (n < 1) return 0;
+  const stacks = Math.ceil(E / Math.min(n, E));
+  return Math.ceil(E / stacks);
+}
+
+/** The stacks of one MoE layer: experts per stack, and each stack's expert count. */
+export function expertStacks(f: StorageFormat, E: number, I: number, D: number, limit = Infinity): number[] {
+  // One expert past the limit: the load fails, and the plan's largest binding is that one expert.
+  const per = Math.max(1, expertsPerStack(f, E, I, D, limit));
+  const out: number[] = [];
+  for (let e0 = 0; e0 < E; e0 += per) out.push(Math.min(per, E - e0));
+  return out;
+}
+
+/**
  * 'auto' storage (model/assemble.ts): a checkpoint whose projections are all F16 stays f16 on a real GPU;
  * anything else (BF16, FP8, F32), and anything on a CPU fallback adapter, runs as f32.
  */
@@ -143,13 +168,14 @@ export function tempSizeClass(bytes: number): number {
  * The temporaries one forward of S tokens at positions [past, past + S) acquires (bytes as requested,
  * before size classes), in order: gpu-backend's activations and the kernels' scratch (mla, moe, attention).
  */
-export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean }): number[] {
+export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[] }): number[] {
   const t: number[] = [];
   const D = cfg.hiddenSize, H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
   const qk = nope + rope, T = past + S;
   const f = (rows: number, cols: number) => t.push(Math.max(1, rows * cols) * 4);
   t.push(S * 4); f(S, D); // embed: ids, h
-  const moeDecodeMax = o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * cfg.nRoutedExperts) / Math.max(1, cfg.numExpertsPerTok)))) : 4;
+  const moeDecodeMax = (E: number) => (o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * E) / Math.max(1, cfg.numExpertsPerTok)))) : 4);
+  const stacks = o.expertStacks ?? [cfg.nRoutedExperts];
   for (let l = 0; l < cfg.numLayers; l++) {
     f(S, D); // input norm
     if (cfg.qLoraRank === null) f(S, H * qk);
@@ -173,8 +199,12 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
       if (Is > 0) { f(S, Is); f(S, Is); f(S, Is); f(S, D); }
       f(S, D); // out
       const N = S * K;
-      if (S <= moeDecodeMax) t.push(N * I * 4);
-      else t.push(N * 4, N * 4, 2 * (E + 1) * 4, N * I * 4, N * D * 4);
+      stacks.forEach((Eg, i) => {
+        // Several stacks: the routing remapped to each (ids, weights), and the running sum between passes.
+        if (stacks.length > 1) { t.push(N * 4, N * 4); if (i < stacks.length - 1) f(S, D); }
+        if (S <= moeDecodeMax(Eg)) t.push(N * I * 4);
+        else t.push(N * 4, N * 4, 2 * (Eg + 1) * 4, N * I * 4, N * D * 4);
+      });
     } else {
       f(S, cfg.intermediateSize); f(S, cfg.intermediateSize); f(S, cfg.intermediateSize); f(S, D);
     }
@@ -256,10 +286,13 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     bind(role === 'kv_b' ? `${t.name} (one f32 binding)` : `${t.name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
   }
   const moe = moeLayers(cfg);
+  const stacks = cfg.nRoutedExperts ? expertStacks(experts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit) : [];
   for (const l of moe) {
-    for (const b of expertStackBuffers(experts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize)) {
-      put(experts, 'routed_experts', b.bytes);
-      bind(`model.layers.${l}.mlp.experts.*: stacked ${b.name} (${cfg.nRoutedExperts} experts, ${experts})`, b.bytes);
+    for (const Eg of stacks) {
+      for (const b of expertStackBuffers(experts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) {
+        put(experts, 'routed_experts', b.bytes);
+        bind(`model.layers.${l}.mlp.experts.*: stacked ${b.name} (${Eg} experts, ${experts})`, b.bytes);
+      }
     }
   }
   const perExpert = moe.length && cfg.nRoutedExperts ? routed / (moe.length * cfg.nRoutedExperts) : 0;
@@ -272,8 +305,8 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   bind('KV cache (one layer at full context)', kvLayer);
 
   const fallback = dev.isFallbackAdapter ?? false;
-  const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback });
-  const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback });
+  const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
+  const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
   const activations = tempPoolBytes([prefill, decode]);
   const biggestTemp = Math.max(...prefill, ...decode);
   bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));
@@ -291,6 +324,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     model: { modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list),
     storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none', embedding, kvCache: 'f32' },
+    expertStacks: stacks,
     contextLength,
     prefillTokens,
     weights: { bytes: weightBytes, byFormat, byRole },
@@ -334,8 +368,10 @@ export interface FitAlternative { weights: StorageFormat; contextLength: number;
  * asked context, then, for each storage, the longest context (halving, down to 256 tokens) that fits.
  * Ordered by how close they stay to the asked load (storage first, then context).
  */
-export function whatFits(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null, opts: PlanOptions, budget: DeviceBudget): FitAlternative[] {
+export function whatFits(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null, options: PlanOptions, budget: DeviceBudget): FitAlternative[] {
   const list = tensors ? [...tensors] : null;
+  // Planned for the budget's limits (expert stacks and row chunks split by them).
+  const opts: PlanOptions = { ...options, device: { ...options.device, maxStorageBufferBindingSize: budget.maxStorageBufferBindingSize, maxBufferSize: budget.maxBufferSize } };
   const asked = planMemory(cfg, list, opts);
   const order: StorageFormat[] = ['f32', 'f16', 'q8', 'q4'];
   const out: FitAlternative[] = [];

@@ -8,10 +8,16 @@ import type { Gpu } from '../../src/gpu/device';
 import { expectClose, poisoned, testGpu } from '../helpers/gpu';
 import { mulberry32, randomNormal } from '../../src/util/random';
 import {
-  destroyExpertGroups, destroyExperts, expertsPerStack, moeExpertGroupsForward, moeExperts, moeGroupRemap, uploadExpertGroups, uploadExperts,
+  destroyExpertGroups, destroyExperts, expertsPerStack, type MoeExpertGroups, moeExpertGroupsForward, moeExperts, moeGroupRemap, uploadExpertGroups, uploadExperts,
 } from '../../src/kernels/moe';
 import { groupRemapRef, moeExpertsRef } from '../../src/kernels/moe.ref';
 import { LimitExceededError } from '../../src/errors';
+import { openCheckpoint } from '../../src/model/checkpoint';
+import { directoryModel } from '../../src/loader/node-source';
+import { GpuBackend } from '../../src/model/gpu-backend';
+import { GpuRunner } from '../../src/model/gpu-runner';
+import { buildWeights } from '../../src/model/load';
+import { forwardTemps, planMemory } from '../../src/model/memory-plan';
 
 // Tolerances: f32 stacks against float64: the matmul tests' 1e-4 abs + 1e-4 rel (two chained dot
 // products of ≤ 100 terms, |values| ≲ 10). Several stacks against one stack, same format: the per-expert
@@ -107,4 +113,42 @@ describe('routed experts in several stacks', () => {
       destroyExpertGroups(gpu, split);
     });
   }
+});
+
+describe('a model whose expert stacks pass the binding limit', () => {
+  it('the fixture with 4 stacks per MoE layer: the same logits as one stack (prefill and decode), and the plan of its bytes and temporaries', async () => {
+    const dir = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url).pathname;
+    const ckpt = await openCheckpoint(directoryModel(dir), { validateTokenizer: false });
+    const cfg = ckpt.config;
+    const tokens = Array.from({ length: 40 }, (_, i) => (i * 11 + 5) % cfg.vocabSize);
+    const run = async (maxExpertBindingBytes?: number) => {
+      const be = new GpuBackend(gpu, cfg, { storage: () => 'f32', nativeFp8: false, sparsity: null, maxExpertBindingBytes }, 64);
+      const w = await buildWeights(be, cfg, ckpt);
+      const runner = new GpuRunner(be, cfg, w, 64);
+      const stacks = (w.layers[1].moe!.experts.w as MoeExpertGroups).groups.length;
+      const prefill = await runner.logits(tokens, true);
+      const decode = await runner.logits([7], true);
+      // The temporaries of a generation step, as the plan counts them (forwardTemps with the stacks).
+      runner.truncate(0);
+      const acquired: number[] = [];
+      const acquire = gpu.temps.acquire.bind(gpu.temps);
+      gpu.temps.acquire = (bytes: number) => { acquired.push(bytes); return acquire(bytes); };
+      try { await runner.step(tokens, { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 1 }, 0, tokens, false); } finally { gpu.temps.acquire = acquire; }
+      const stackSizes = (w.layers[1].moe!.experts.w as MoeExpertGroups).groups.map((g) => g.w.E);
+      expect(acquired).toEqual(forwardTemps(cfg, tokens.length, 0, { lastOnly: true, isFallbackAdapter: gpu.adapter.isFallbackAdapter, expertStacks: stackSizes }));
+      const weightBytes = be.weightBytes;
+      runner.destroy();
+      return { stacks, prefill, decode, weightBytes };
+    };
+    const one = await run();
+    // 8 experts of 2·32·64 f32 gate|up rows (16 KiB each): a 40 KiB cap holds 2 per stack.
+    const split = await run(40 << 10);
+    expect([one.stacks, split.stacks]).toEqual([1, 4]);
+    expectClose(split.prefill, one.prefill, SAME_TOL, 'prefill logits');
+    expectClose(split.decode, one.decode, SAME_TOL, 'decode logits');
+    const plan = planMemory(cfg, ckpt.tensors.values(), { weights: 'f32', contextLength: 64, device: { maxStorageBufferBindingSize: 40 << 10 } });
+    expect(plan.expertStacks).toEqual([2, 2, 2, 2]);
+    expect(plan.weights.bytes).toBe(split.weightBytes);
+    await ckpt.close();
+  });
 });

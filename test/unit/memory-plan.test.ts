@@ -53,7 +53,7 @@ describe('memory plan', () => {
     expect(resolveStorage('q4', t('BF16'))).toBe('q4');
   });
 
-  it('DeepSeek-V2-Lite: q4 ≈ 9 GB with f16 scales, q8 and f16 in order; the f32 expert stack is the 1.48 GB binding of the issue', () => {
+  it('DeepSeek-V2-Lite: q4 ≈ 9 GB with f16 scales, q8 and f16 in order; the 1.48 GB f32 expert stack of the issue splits into stacks under a 1 GiB binding', () => {
     const cfg = realConfig('DeepSeek-V2-Lite');
     const repo = syntheticRepo(JSON.parse(readFileSync(new URL('../data/configs/DeepSeek-V2-Lite/config.json', import.meta.url), 'utf8')));
     expect(repo.tensorBytes).toBeGreaterThan(31e9);
@@ -66,19 +66,29 @@ describe('memory plan', () => {
     expect(q4.kvCache.bytes).toBe(27 * 576 * 4 * 4096);
     expect(plans[0].largestBinding).toMatchObject({ bytes: 64 * 2 * 1408 * 2048 * 4 });
     expect(plans[0].largestBinding.name).toMatch(/experts.*gate_up/);
-    // On a device with a 1 GiB binding limit, f32 does not fit and q8 is the first alternative.
-    const budget = { maxStorageBufferBindingSize: GiB, maxBufferSize: 4 * GiB };
-    expect(planShortfall(plans[0], budget)).toMatchObject({ limit: 'maxStorageBufferBindingSize' });
+    // A device with a 1 GiB binding limit: the f32 experts go into two stacks of 32 (0.74 GB each) and
+    // the binding fits; 16 GB of memory does not hold f32 or f16, q8 does not fit either, q4 does.
+    const budget = { maxStorageBufferBindingSize: GiB, maxBufferSize: 4 * GiB, memoryBytes: 16e9 };
+    const split = planMemory(cfg, null, { weights: 'f32', contextLength: 4096, device: budget });
+    expect(split.expertStacks).toEqual([32, 32]);
+    expect(split.largestBinding).toMatchObject({ name: 'model.embed_tokens.weight', bytes: 102400 * 2048 * 4 }); // next: a 0.74 GB stack
+    expect(split.weights.bytes).toBe(plans[0].weights.bytes);
+    expect(planShortfall(split, budget)).toMatchObject({ limit: 'GPU memory' });
+    expect(planShortfall(split, { ...budget, memoryBytes: undefined })).toBeNull();
     const fits = whatFits(cfg, null, { weights: 'f32', contextLength: 4096 }, budget);
-    expect(fits[0]).toMatchObject({ weights: 'f16', contextLength: 4096 });
-    expect(fits.map((f) => f.weights)).toEqual(['f16', 'q8', 'q4']);
+    expect(fits[0]).toMatchObject({ weights: 'q4', contextLength: 4096 });
     let err: unknown;
-    try { checkPlanFits(plans[0], budget, () => fits); } catch (e) { err = e; }
+    try { checkPlanFits(split, budget, () => fits); } catch (e) { err = e; }
     expect(err).toBeInstanceOf(LimitExceededError);
-    expect((err as Error).message).toMatch(/maxStorageBufferBindingSize = 1476395008, but the device grants 1073741824/);
-    expect((err as Error).message).toMatch(/What fits: --weights f16 --context 4096/);
+    expect((err as Error).message).toMatch(/GPU memory = \d+, but the device grants 16000000000/);
+    expect((err as Error).message).toMatch(/What fits: --weights q4 --context 4096/);
+    // One expert past the limit (a 0.5 MB binding): the plan's largest binding is that one expert.
+    const tiny = planMemory(cfg, null, { weights: 'f32', contextLength: 4096, device: { maxStorageBufferBindingSize: 1 << 19 } });
+    expect(tiny.expertStacks.length).toBe(64);
+    expect(tiny.largestBinding.bytes).toBeGreaterThanOrEqual(2 * 1408 * 2048 * 4);
     // An 8 GB GPU (memory known to the caller): q4 at a shorter context, nothing at f16.
     const eight = whatFits(cfg, null, { weights: 'f16', contextLength: 4096 }, { ...budget, memoryBytes: 8e9 });
+    expect(eight).toEqual([]);
     expect(eight.every((f) => f.gpuBytes <= 8e9)).toBe(true);
     expect(eight.map((f) => f.weights)).not.toContain('f16');
   });
