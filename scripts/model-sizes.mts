@@ -19,7 +19,7 @@ const MODELS = ['DeepSeek-V2-Lite', 'Moonlight-16B-A3B-Instruct', 'DeepSeek-V3']
 const STORAGE: StorageFormat[] = ['f16', 'q8', 'q4'];
 const CONTEXT = 4096;
 const GiB = 2 ** 30;
-const budget = (memoryBytes: number): DeviceBudget => ({ maxStorageBufferBindingSize: 2 * GiB, maxBufferSize: 4 * GiB, memoryBytes });
+const budget = (memoryBytes: number): DeviceBudget & { memoryBytes: number } => ({ maxStorageBufferBindingSize: 2 * GiB, maxBufferSize: 4 * GiB, memoryBytes });
 
 const gb = (n: number) => (n / 1e9).toFixed(n >= 100e9 ? 0 : 2);
 const rows: string[][] = [];
@@ -28,9 +28,9 @@ const plans: unknown[] = [];
 for (const model of MODELS) {
   const cfg = parseConfig(JSON.parse(readFileSync(new URL(`../test/data/configs/${model}/config.json`, import.meta.url), 'utf8')));
   for (const weights of STORAGE) {
-    const p = planMemory(cfg, null, { weights, contextLength: CONTEXT });
+    const p = planMemory(cfg, null, { weights, contextLength: CONTEXT, device: budget(Infinity) });
     plans.push({ name: model, ...p });
-    rows.push([model, weights, gb(p.weights.bytes), gb(p.kvCache.bytes), gb(p.activations.bytes + p.runtime.bytes), gb(p.gpuBytes), `${gb(p.largestBinding.bytes)} (${p.largestBinding.name.replace(/^model\.layers\.\d+\.mlp\.experts\.\*: /, 'experts ')})`]);
+    rows.push([model, weights, String(p.expertStacks.length), gb(p.weights.bytes), gb(p.kvCache.bytes), gb(p.activations.bytes + p.runtime.bytes), gb(p.gpuBytes), `${gb(p.largestBinding.bytes)} (${p.largestBinding.name.replace(/^model\.layers\.\d+\.mlp\.experts\.\*: /, 'experts ')})`]);
   }
   const fit = (mem: number) => {
     const f = whatFits(cfg, null, { weights: 'f32', contextLength: CONTEXT }, budget(mem));
@@ -44,7 +44,7 @@ if (process.argv.includes('--json')) {
   console.log(JSON.stringify(plans, null, 2));
 } else {
   const table = (head: string[], body: string[][]) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-  console.log(table(['model', 'weights', 'weights GB', `KV GB (${CONTEXT} tokens, f32)`, 'activations + runtime GB', 'gpuBytes GB', 'largest binding GB'], rows));
+  console.log(table(['model', 'weights', 'expert stacks per layer', 'weights GB', `KV GB (${CONTEXT} tokens, f32)`, 'activations + runtime GB', 'gpuBytes GB', 'largest binding GB'], rows));
   console.log();
   console.log(table(['model', 'parameters', '8 GB GPU: best that fits', '16 GB GPU: best that fits'], expect));
 }

@@ -3,7 +3,7 @@
  * at a software Vulkan (SwiftShader, shipped with Chromium) before the first device is created.
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { homedir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { acquireGpu, type Gpu, type GpuOptions } from './gpu/device';
 import { GpuUnavailableError } from './errors';
@@ -90,7 +90,10 @@ export async function nodeGPU(log: (msg: string) => void = () => {}): Promise<{ 
 /** acquireGpu for Node. */
 export async function acquireNodeGpu(options: Omit<GpuOptions, 'gpu'> & { log?: (msg: string) => void } = {}): Promise<Gpu> {
   const { gpu } = await nodeGPU(options.log);
-  return acquireGpu({ ...options, gpu });
+  const g = await acquireGpu({ ...options, gpu });
+  // A CPU adapter's buffers live in system memory: the memory plan is checked against it.
+  if (g.adapter.isFallbackAdapter) g.memoryHint = totalmem();
+  return g;
 }
 
 /** The in-thread engine in Node: Dawn for the GPU, local directories or URLs for models. */

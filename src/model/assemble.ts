@@ -56,6 +56,8 @@ export interface ModelLoadOptions {
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
   contextLength?: number;
+  /** GPU memory the model may take (LoadOptions.memoryBytes); default gpu.memoryHint. */
+  memoryBytes?: number;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   log?: (msg: string) => void;
@@ -148,7 +150,10 @@ export class GpuModelLoader {
     // cannot fit fails here naming the limit and the loads that would fit.
     const planOpts = { weights: storage, contextLength, device: planDevice(gpu) };
     const plan = planMemory(cfg, ckpt.tensors.values(), planOpts);
-    checkPlanFits(plan, gpu.caps, () => whatFits(cfg, ckpt.tensors.values(), planOpts, gpu.caps));
+    const memoryBytes = options.memoryBytes ?? gpu.memoryHint;
+    if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
+    const budget = { maxStorageBufferBindingSize: gpu.caps.maxStorageBufferBindingSize, maxBufferSize: gpu.caps.maxBufferSize, memoryBytes };
+    checkPlanFits(plan, budget, () => whatFits(cfg, ckpt.tensors.values(), planOpts, budget));
     // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
     let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
     if (stored) {
