@@ -8,7 +8,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
 import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { packWeight, rowLayout } from './weight-pack';
-import { f32ArrayToF16 } from '../util/half';
+import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
 import { checkRouting, type MoeRouting } from './moe-routing';
 
@@ -27,7 +27,7 @@ export type { MoeRouting } from './moe-routing';
  * rows as packWeight lays them out, f16 group scales in gateUpScales / downScales), decoded in the shader.
  */
 export interface MoeExpertWeights {
-  format: 'f32' | 'f16' | 'q8' | 'q4';
+  format: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
   gateUpScales?: GPUBuffer;
   downScales?: GPUBuffer;
   /** q8/q4 group size along the reduction axis. */
@@ -119,7 +119,7 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
   if (groupSize !== 32 && groupSize !== 128) throw new ShapeError(`uploadExperts ${label}: group size must be 32 or 128, got ${groupSize}`);
   const quant = format === 'q8' || format === 'q4';
   // Bytes of one stacked row of reduction length K, and f16 scales per row.
-  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' ? 2 * K : rowLayout(format, K).rowWords * 4);
+  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' || format === 'bf16' ? 2 * K : rowLayout(format, K).rowWords * 4);
   const scaleBytes = (rows: number, K: number) => (quant ? rows * Math.ceil(K / groupSize) * 2 : 0);
   const gateUpBytes = E * 2 * I * rowBytes(D), downBytes = E * D * rowBytes(I);
   for (const [what, bytes] of [['gate|up', gateUpBytes], ['down', downBytes]] as const) {
@@ -139,7 +139,7 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
   const guScales = quant ? gpu.buffers.create(`${label}.experts.gate_up.scales`, Math.max(16, E * scaleBytes(2 * I, D))) : undefined;
   const dnScales = quant ? gpu.buffers.create(`${label}.experts.down.scales`, Math.max(16, E * scaleBytes(D, I))) : undefined;
   const put = (buf: GPUBuffer, scales: GPUBuffer | undefined, data: Float32Array, rows: number, K: number, at: number) => {
-    if (format === 'f32' || format === 'f16') { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : data, at * rowBytes(K)); return; }
+    if (format === 'f32' || format === 'f16' || format === 'bf16') { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : format === 'bf16' ? f32ArrayToBf16(data) : data, at * rowBytes(K)); return; }
     const p = packWeight(data, rows, K, format, { groupSize, scaleDtype: 'f16' });
     gpu.buffers.write(buf, p.data, at * rowBytes(K));
     gpu.buffers.write(scales!, p.scales!, (at / rows) * scaleBytes(rows, K));
@@ -176,7 +176,7 @@ export interface MoeExpertGroups {
 
 /** Bytes of each buffer of a stack of one expert: gate|up, down and their f16 scales (q8/q4). */
 export function expertStackBytesPerExpert(format: MoeExpertWeights['format'], D: number, I: number, groupSize = 32): number[] {
-  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' ? 2 * K : rowLayout(format, K).rowWords * 4);
+  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' || format === 'bf16' ? 2 * K : rowLayout(format, K).rowWords * 4);
   const quant = format === 'q8' || format === 'q4';
   return [2 * I * rowBytes(D), D * rowBytes(I), ...(quant ? [2 * I * Math.ceil(D / groupSize) * 2, D * Math.ceil(I / groupSize) * 2] : [])];
 }
