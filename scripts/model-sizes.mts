@@ -30,7 +30,7 @@ for (const model of MODELS) {
   for (const weights of STORAGE) {
     const p = planMemory(cfg, null, { weights, contextLength: CONTEXT, device: budget(Infinity) });
     plans.push({ name: model, ...p });
-    rows.push([model, weights, String(p.expertStacks.length), gb(p.weights.bytes), gb(p.kvCache.bytes), gb(p.activations.bytes + p.runtime.bytes), gb(p.gpuBytes), `${gb(p.largestBinding.bytes)} (${p.largestBinding.name.replace(/^model\.layers\.\d+\.mlp\.experts\.\*: /, 'experts ')})`]);
+    rows.push([model, weights === 'f16' ? 'f16 or bf16' : weights, String(p.expertStacks.length), gb(p.weights.bytes), gb(p.kvCache.bytes), gb(p.activations.bytes + p.runtime.bytes), gb(p.gpuBytes), `${gb(p.largestBinding.bytes)} (${p.largestBinding.name.replace(/^model\.layers\.\d+\.mlp\.experts\.\*: /, 'experts ')})`]);
   }
   const fit = (mem: number) => {
     const f = whatFits(cfg, null, { weights: 'f32', contextLength: CONTEXT }, budget(mem));

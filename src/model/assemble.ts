@@ -15,12 +15,12 @@ import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
-import { checkPlanFits, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice } from './memory-plan';
+import { checkPlanFits, embeddingStorage, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
 import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
 
-export type WeightStorage = 'auto' | 'f32' | 'f16' | 'q8' | 'q4';
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 
 export interface SparsityOptions {
   format: '2:4' | 'vnm';
@@ -44,7 +44,7 @@ export interface ModelDescription {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
+  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
   expertStorage?: string;
   sparsity: string;
   contextLength: number;
@@ -91,16 +91,16 @@ export function parameterCounts(cfg: ModelConfig): { total: number; active: numb
 }
 
 /**
- * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 (half
- * the memory and bandwidth, decoded in the shader, no shader-f16 needed), anything else runs as f32
- * (BF16's range does not fit f16; FP8 and F32 are widened). On a CPU fallback adapter (SwiftShader)
+ * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 and
+ * BF16 weights bf16 (half the memory and bandwidth of f32, decoded in the shader, no shader-f16
+ * needed); F32, FP8 and mixed checkpoints run as f32. On a CPU fallback adapter (SwiftShader)
  * 'auto' is f32: there the kernels are compute-bound and decoding f16 costs more than the bytes it
  * saves (routed-expert decode 0.7× the f32 speed, measured). The rule lives in memory-plan.ts
  * (resolveStorage) so that the plan and the load agree.
  */
-function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): 'f32' | 'f16' | 'q8' | 'q4' {
+function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): StorageFormat {
   const s = w ?? 'auto';
-  if (!['auto', 'f32', 'f16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, q8 or q4, got ${String(s)}`);
+  if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8 or q4, got ${String(s)}`);
   return resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: gpu.adapter.isFallbackAdapter });
 }
 
@@ -167,7 +167,7 @@ export class GpuModelLoader {
     const sp = stored?.option ?? options.sparsity ?? null;
     const policy: WeightPolicy = {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
-      storage: (role) => (role === 'embed' ? (storage === 'f32' ? 'f32' : 'f16') : storage),
+      storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
       nativeFp8: false,
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };

@@ -36,7 +36,7 @@ export interface GpuMoe {
 }
 
 export interface WeightPolicy {
-  /** Storage for linear weights by role ('experts': the routed-expert stacks, f32/f16/q8/q4; the router and kv_b stay f32). */
+  /** Storage for linear weights by role ('experts': the routed-expert stacks, f32/f16/bf16/q8/q4; the router and kv_b stay f32). */
   storage(role: MatrixRole | 'embed' | 'experts'): UploadOptions['format'];
   /** Structured sparsity at load: the matrices it applies to (src/sparse/apply.ts) run on the sparse kernels. */
   sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
@@ -110,15 +110,16 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   }
 
   embedding(name: string, m: HostMatrix): GpuWeight {
-    const format = this.policy.storage('embed') === 'f16' ? 'f16' : 'f32';
+    const s = this.policy.storage('embed');
+    const format = s === 'f16' || s === 'bf16' ? s : 'f32';
     return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
   }
 
   /** Routed experts (dense stacks): f16 / q8 / q4 as the policy asks when the shapes allow vec4 loads, else f32. */
-  get expertFormat(): 'f32' | 'f16' | 'q8' | 'q4' {
+  get expertFormat(): 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' {
     const f = this.policy.storage('experts');
     const vec4 = this.cfg.hiddenSize % 4 === 0 && this.cfg.moeIntermediateSize % 4 === 0;
-    return vec4 && (f === 'f16' || f === 'q8' || f === 'q4') ? f : 'f32';
+    return vec4 && (f === 'f16' || f === 'bf16' || f === 'q8' || f === 'q4') ? f : 'f32';
   }
 
   moe(layer: number, p: HostMoe): GpuMoe {

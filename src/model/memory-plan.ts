@@ -25,9 +25,9 @@ import type { ModelConfig } from './config';
 import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
 
 /** Weight storage as load options name it. */
-export type WeightStorage = 'auto' | 'f32' | 'f16' | 'q8' | 'q4';
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 /** A concrete packed format. */
-export type StorageFormat = 'f32' | 'f16' | 'q8' | 'q4';
+export type StorageFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 
 /** What the plan needs of one checkpoint tensor (a safetensors header entry). */
 export interface PlanTensor { name: string; dtype: SafetensorsDtype; shape: number[] }
@@ -54,7 +54,7 @@ export interface MemoryPlan {
   model: { modelType: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
   /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
   checkpoint: { bytes: number; byDtype: Record<string, number> };
-  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16'; kvCache: 'f32' };
+  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16'; kvCache: 'f32' };
   /** Routed experts per stack buffer of a MoE layer (several when one stack would pass the binding limit). */
   expertStacks: number[];
   contextLength: number;
@@ -72,8 +72,8 @@ export interface MemoryPlan {
 const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
 /** Elements per vec4<u32> unit of a packed row (weight-pack.ts unitOf). */
-const UNIT: Record<StorageFormat, number> = { f32: 4, f16: 8, q8: 16, q4: 32 };
-const BITS: Record<StorageFormat, number> = { f32: 32, f16: 16, q8: 8, q4: 4 };
+const UNIT: Record<StorageFormat, number> = { f32: 4, f16: 8, bf16: 8, q8: 16, q4: 32 };
+const BITS: Record<StorageFormat, number> = { f32: 32, f16: 16, bf16: 16, q8: 8, q4: 4 };
 const GROUP = 32;
 const ROW_CHUNK = 128;
 
@@ -105,7 +105,7 @@ export function weightUploadBytes(f: StorageFormat, N: number, K: number, limit 
 
 /** Buffers of one MoE layer's routed experts (uploadExperts): stacked gate|up [E, 2I, D], down [E, D, I], f16 scales. */
 export function expertStackBuffers(f: StorageFormat, E: number, I: number, D: number): { name: string; bytes: number }[] {
-  const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' ? 2 * K : rowWords(f, K) * 4);
+  const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' || f === 'bf16' ? 2 * K : rowWords(f, K) * 4);
   const quant = f === 'q8' || f === 'q4';
   const out = [
     { name: 'gate_up', bytes: align4(E * 2 * I * rowBytes(D)) },
@@ -123,7 +123,7 @@ export function expertStackBuffers(f: StorageFormat, E: number, I: number, D: nu
  * `limit`, then evened out over the fewest stacks; 0 when one expert does not fit.
  */
 export function expertsPerStack(f: StorageFormat, E: number, I: number, D: number, limit: number): number {
-  const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' ? 2 * K : rowWords(f, K) * 4);
+  const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' || f === 'bf16' ? 2 * K : rowWords(f, K) * 4);
   const perExpert = [2 * I * rowBytes(D), D * rowBytes(I)];
   if (f === 'q8' || f === 'q4') perExpert.push(2 * I * Math.ceil(D / GROUP) * 2, D * Math.ceil(I / GROUP) * 2);
   const n = Math.min(...perExpert.map((b) => Math.floor(limit / b)));
@@ -142,15 +142,23 @@ export function expertStacks(f: StorageFormat, E: number, I: number, D: number, 
 }
 
 /**
- * 'auto' storage (model/assemble.ts): a checkpoint whose projections are all F16 stays f16 on a real GPU;
- * anything else (BF16, FP8, F32), and anything on a CPU fallback adapter, runs as f32.
+ * 'auto' storage (model/assemble.ts): a checkpoint whose projections are all F16 stays f16 on a real GPU,
+ * all BF16 bf16 (both exact); anything else (FP8, F32, mixed), and anything on a CPU fallback adapter,
+ * runs as f32.
  */
 export function resolveStorage(w: WeightStorage | undefined, tensors: Iterable<PlanTensor> | null, device?: PlanDevice): StorageFormat {
   const s = w ?? 'auto';
   if (s !== 'auto') return s;
   if (device?.isFallbackAdapter) return 'f32';
   const linear = tensors ? [...tensors].filter((t) => isProjection(t.name)) : [];
-  return linear.length > 0 && linear.every((t) => t.dtype === 'F16') ? 'f16' : 'f32';
+  if (linear.length > 0 && linear.every((t) => t.dtype === 'F16')) return 'f16';
+  if (linear.length > 0 && linear.every((t) => t.dtype === 'BF16')) return 'bf16';
+  return 'f32';
+}
+
+/** The embedding table's storage (gpu-backend embedding): f32, bf16 with bf16 weights, else f16. */
+export function embeddingStorage(s: StorageFormat): 'f32' | 'f16' | 'bf16' {
+  return s === 'f32' ? 'f32' : s === 'bf16' ? 'bf16' : 'f16';
 }
 
 /** Routed experts' storage (gpu-backend expertFormat): the weight storage when D and I are multiples of 4, else f32. */
@@ -253,7 +261,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const list = tensors ? [...tensors] : null;
   const storage = resolveStorage(opts.weights, list, opts.device);
   const experts = expertStorage(cfg, storage);
-  const embedding: 'f32' | 'f16' = storage === 'f32' ? 'f32' : 'f16';
+  const embedding = embeddingStorage(storage);
   const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
   const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? 512, contextLength));
   const dev = opts.device ?? {};
@@ -373,9 +381,11 @@ export function whatFits(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null,
   // Planned for the budget's limits (expert stacks and row chunks split by them).
   const opts: PlanOptions = { ...options, device: { ...options.device, maxStorageBufferBindingSize: budget.maxStorageBufferBindingSize, maxBufferSize: budget.maxBufferSize } };
   const asked = planMemory(cfg, list, opts);
-  const order: StorageFormat[] = ['f32', 'f16', 'q8', 'q4'];
+  // One 16-bit step: f16 for F16 checkpoints, bf16 otherwise (BF16's range; exact for BF16 checkpoints).
+  const sixteen: StorageFormat = asked.storage.weights === 'f16' || (list && resolveStorage('auto', list) === 'f16') ? 'f16' : 'bf16';
+  const order: StorageFormat[] = ['f32', sixteen, 'q8', 'q4'];
   const out: FitAlternative[] = [];
-  for (const w of order.slice(order.indexOf(asked.storage.weights))) {
+  for (const w of order.slice(Math.max(0, order.indexOf(asked.storage.weights === 'bf16' || asked.storage.weights === 'f16' ? sixteen : asked.storage.weights)))) {
     for (let ctx = asked.contextLength; ctx >= Math.min(256, asked.contextLength); ctx = Math.floor(ctx / 2)) {
       const p = planMemory(cfg, list, { ...opts, weights: w, contextLength: ctx });
       if (!planShortfall(p, budget)) { out.push({ weights: w, contextLength: ctx, gpuBytes: p.gpuBytes, largestBinding: p.largestBinding.bytes }); break; }

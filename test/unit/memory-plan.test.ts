@@ -45,11 +45,12 @@ describe('memory plan', () => {
     expect(tempPoolBytes([[100, 100, 3000], [100, 5000]])).toBe(2 * 256 + 4096 + 8192);
   });
 
-  it("'auto' as the load decides it: f16 for all-F16 projections on a real GPU, else f32", () => {
+  it("'auto' as the load decides it: f16 / bf16 for all-F16 / all-BF16 projections on a real GPU, else f32", () => {
     const t = (dtype: 'F16' | 'BF16') => [{ name: 'model.layers.0.self_attn.o_proj.weight', dtype, shape: [2, 2] }, { name: 'model.norm.weight', dtype: 'BF16' as const, shape: [2] }];
     expect(resolveStorage('auto', t('F16'))).toBe('f16');
     expect(resolveStorage('auto', t('F16'), { isFallbackAdapter: true })).toBe('f32');
-    expect(resolveStorage('auto', t('BF16'))).toBe('f32');
+    expect(resolveStorage('auto', t('BF16'))).toBe('bf16');
+    expect(resolveStorage('auto', [...t('BF16'), ...t('F16')])).toBe('f32'); // mixed
     expect(resolveStorage('q4', t('BF16'))).toBe('q4');
   });
 
