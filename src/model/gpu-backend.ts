@@ -79,6 +79,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   submit(): void {
     this.r().submit();
     this.rec = null;
+    this.layerMark = -1;
     this.gpu.temps.releaseAll();
   }
 
@@ -153,7 +154,15 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     this.gpu.buffers.write(ids, Uint32Array.from(tokens));
     const out = this.temp(tokens.length, D);
     embedding(this.gpu, this.r(), { table, ids, out: out.buf, T: tokens.length, D });
+    // Everything after the residual stream is per layer (endLayer releases it).
+    this.layerMark = this.gpu.temps.mark();
     return out;
+  }
+
+  private layerMark = -1;
+
+  endLayer(): void {
+    if (this.layerMark >= 0) this.gpu.temps.releaseFrom(this.layerMark);
   }
 
   rmsNorm(x: GpuTensor, w: GpuWeight, eps: number): GpuTensor {

@@ -174,17 +174,28 @@ export function tempSizeClass(bytes: number): number {
 
 /**
  * The temporaries one forward of S tokens at positions [past, past + S) acquires (bytes as requested,
- * before size classes), in order: gpu-backend's activations and the kernels' scratch (mla, moe, attention).
+ * before size classes), in order: gpu-backend's activations and the kernels' scratch (mla, moe,
+ * attention). `global` (the token ids and the residual stream) lives the whole step; each layer's
+ * list is released when the layer is recorded (GpuBackend.endLayer), so the next layer reuses it; the
+ * `tail` (final norm, logits) comes after the last layer's release.
  */
-export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[] }): number[] {
-  const t: number[] = [];
+export interface ForwardTemps { global: number[]; layers: number[][]; tail: number[] }
+
+/** The acquisitions of a forward in order. */
+export const flatTemps = (f: ForwardTemps): number[] => [...f.global, ...f.layers.flat(), ...f.tail];
+
+export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[] }): ForwardTemps {
+  const global: number[] = [S * 4, Math.max(1, S * cfg.hiddenSize) * 4]; // embed: ids, h
+  const layers: number[][] = [];
+  let t: number[] = [];
   const D = cfg.hiddenSize, H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
   const qk = nope + rope, T = past + S;
   const f = (rows: number, cols: number) => t.push(Math.max(1, rows * cols) * 4);
-  t.push(S * 4); f(S, D); // embed: ids, h
   const moeDecodeMax = (E: number) => (o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * E) / Math.max(1, cfg.numExpertsPerTok)))) : 4);
   const stacks = o.expertStacks ?? [cfg.nRoutedExperts];
   for (let l = 0; l < cfg.numLayers; l++) {
+    t = [];
+    layers.push(t);
     f(S, D); // input norm
     if (cfg.qLoraRank === null) f(S, H * qk);
     else { f(S, cfg.qLoraRank); f(S, cfg.qLoraRank); f(S, H * qk); }
@@ -217,11 +228,12 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
       f(S, cfg.intermediateSize); f(S, cfg.intermediateSize); f(S, cfg.intermediateSize); f(S, D);
     }
   }
+  t = [];
   const rows = o.lastOnly ? 1 : S;
   if (o.lastOnly) f(1, D);
   f(rows, D); // final norm
   f(rows, cfg.vocabSize); // logits
-  return t;
+  return { global, layers, tail: t };
 }
 
 /**
@@ -235,13 +247,25 @@ function splitScratch(t: number[], S: number, heads: number, kvHeads: number, dV
   if (splits > 1) t.push(splits * S * heads * (dV + 2) * 4);
 }
 
-/** Pool bytes after these steps ran: per size class, the most buffers any one step held. */
-export function tempPoolBytes(steps: number[][]): number {
+const classCounts = (list: number[]) => {
+  const count = new Map<number, number>();
+  for (const b of list) { const c = tempSizeClass(b); count.set(c, (count.get(c) ?? 0) + 1); }
+  return count;
+};
+
+/**
+ * Pool bytes after these steps ran: per size class, the most buffers any one step held at once (its
+ * global temporaries plus the largest count of any one layer or the tail, which reuse each other's).
+ * A plain list is one scope (nothing released before the step's end).
+ */
+export function tempPoolBytes(steps: (ForwardTemps | number[])[]): number {
   const most = new Map<number, number>();
   for (const step of steps) {
-    const count = new Map<number, number>();
-    for (const b of step) { const c = tempSizeClass(b); count.set(c, (count.get(c) ?? 0) + 1); }
-    for (const [c, n] of count) most.set(c, Math.max(most.get(c) ?? 0, n));
+    const f: ForwardTemps = Array.isArray(step) ? { global: step, layers: [], tail: [] } : step;
+    const g = classCounts(f.global);
+    const scoped = new Map<number, number>();
+    for (const scope of [...f.layers, f.tail]) for (const [c, n] of classCounts(scope)) scoped.set(c, Math.max(scoped.get(c) ?? 0, n));
+    for (const c of new Set([...g.keys(), ...scoped.keys()])) most.set(c, Math.max(most.get(c) ?? 0, (g.get(c) ?? 0) + (scoped.get(c) ?? 0)));
   }
   let bytes = 0;
   for (const [c, n] of most) bytes += c * n;
@@ -316,17 +340,18 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
   const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
   const activations = tempPoolBytes([prefill, decode]);
-  const biggestTemp = Math.max(...prefill, ...decode);
+  const biggestTemp = Math.max(...flatTemps(prefill), ...flatTemps(decode));
   bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));
 
-  // Fixed buffers: sampler scratch (V ≥ 1024 floats + chunk info + histogram), the uniform ring
-  // (64 KiB at least), the expert-load counters (one aligned [E] u32 slice per MoE layer), the RoPE
-  // frequency table, the token out/history buffers and the kernels' 16-byte placeholders.
+  // Fixed buffers: sampler scratch (V ≥ 1024 floats, chunk info, the 96 KiB histogram of sample.ts), the
+  // uniform ring (64 KiB at least), the expert-load counters (one aligned [E] u32 slice per MoE layer),
+  // the RoPE frequency table, the token out buffer and the kernels' 16-byte placeholders. (A repetition
+  // penalty adds a 4 KiB history buffer.)
   const align = dev.minStorageBufferOffsetAlignment ?? 256;
   const cap = Math.max(cfg.vocabSize, 1024);
-  const runtime = cap * 4 + (32 + 3 * Math.ceil(cap / 1024)) * 4 + 1024 + (64 << 10)
+  const runtime = cap * 4 + (32 + 3 * Math.ceil(cap / 1024)) * 4 + 6 * 2048 * 2 * 4 + (64 << 10)
     + (cfg.nRoutedExperts ? Math.max(4, Math.ceil((cfg.nRoutedExperts * 4) / align) * align * moe.length) : 0)
-    + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4096 + 8 * 16;
+    + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16;
 
   return {
     model: { modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },

@@ -17,7 +17,7 @@ import { directoryModel } from '../../src/loader/node-source';
 import { GpuBackend } from '../../src/model/gpu-backend';
 import { GpuRunner } from '../../src/model/gpu-runner';
 import { buildWeights } from '../../src/model/load';
-import { forwardTemps, planMemory } from '../../src/model/memory-plan';
+import { flatTemps, forwardTemps, planMemory } from '../../src/model/memory-plan';
 
 // Tolerances: f32 stacks against float64: the matmul tests' 1e-4 abs + 1e-4 rel (two chained dot
 // products of ≤ 100 terms, |values| ≲ 10). Several stacks against one stack, same format: the per-expert
@@ -135,7 +135,7 @@ describe('a model whose expert stacks pass the binding limit', () => {
       gpu.temps.acquire = (bytes: number) => { acquired.push(bytes); return acquire(bytes); };
       try { await runner.step(tokens, { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 1 }, 0, tokens, false); } finally { gpu.temps.acquire = acquire; }
       const stackSizes = (w.layers[1].moe!.experts.w as MoeExpertGroups).groups.map((g) => g.w.E);
-      expect(acquired).toEqual(forwardTemps(cfg, tokens.length, 0, { lastOnly: true, isFallbackAdapter: gpu.adapter.isFallbackAdapter, expertStacks: stackSizes }));
+      expect(acquired).toEqual(flatTemps(forwardTemps(cfg, tokens.length, 0, { lastOnly: true, isFallbackAdapter: gpu.adapter.isFallbackAdapter, expertStacks: stackSizes })));
       const weightBytes = be.weightBytes;
       runner.destroy();
       return { stacks, prefill, decode, weightBytes };
