@@ -194,14 +194,20 @@ async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
     const cfg = ckpt.config;
     plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-tokens'] });
     const prePruned = [...ckpt.tensors.keys()].some((n) => n.endsWith('.sparse_config'));
-    const out: Record<string, unknown> = { model: { name: v.model, ...plan.model, prePruned }, plan };
+    const out: Record<string, unknown> = {
+      model: { name: v.model, ...plan.model, prePruned },
+      // No device is opened: 'auto' is resolved as on a real GPU and no binding limit splits anything.
+      assumes: 'a GPU without binding limits (not a CPU fallback adapter, where auto is f32); --load plans and loads on this device',
+      plan,
+    };
     if (!v.load) { io.out(`${JSON.stringify(out, null, 2)}\n`); return; }
   } finally {
     await ckpt.close();
   }
   await withEngine(v, io, {}, async (engine) => {
     const s = await engine.stats();
-    io.out(`${JSON.stringify({ model: engine.info, plan, device: s.device, weightBytes: s.weightBytes, gpuBytes: s.gpuBytes, kvBytesPerToken: s.kvBytesPerToken, mhaKvBytesPerToken: s.mhaKvBytesPerToken }, null, 2)}\n`);
+    const { memoryPlan, ...model } = engine.info ?? {};
+    io.out(`${JSON.stringify({ model, plan: memoryPlan ?? plan, device: s.device, weightBytes: s.weightBytes, gpuBytes: s.gpuBytes, kvBytesPerToken: s.kvBytesPerToken, mhaKvBytesPerToken: s.mhaKvBytesPerToken }, null, 2)}\n`);
   });
 }
 

@@ -48,6 +48,8 @@ export interface ModelDescription {
   expertStorage?: string;
   sparsity: string;
   contextLength: number;
+  /** The memory plan the load was checked against (GPU loads; model/memory-plan.ts). */
+  memoryPlan?: MemoryPlan;
 }
 
 export interface ModelLoadOptions {
@@ -188,6 +190,7 @@ export class GpuModelLoader {
       sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
       contextLength,
     });
+    description.memoryPlan = plan;
     return {
       runner: new GpuRunner(be, cfg, weights, contextLength),
       description,
