@@ -70,7 +70,7 @@ export interface SyntheticRepo {
 const enc = new TextEncoder();
 
 /** A 32-bit mix (murmur3's finaliser) of two words. */
-function mix(a: number, b: number): number {
+export function mix(a: number, b: number): number {
   let h = (a ^ Math.imul(b, 0x9e3779b1)) >>> 0;
   h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35);
@@ -88,7 +88,7 @@ function hashString(s: string, seed: number): number {
  * Element bits of a tensor from a 32-bit hash: sign, an exponent in a band below the kind's top, and
  * mantissa bits. The band is [top - 3, top], so values are ±2^e·(1 + m) with e in four steps.
  */
-function elementBits(t: SyntheticTensor, h: number): number {
+export function elementBits(t: SyntheticTensor, h: number): number {
   const sign = h >>> 31, band = (h >>> 29) & 3;
   switch (t.dtype) {
     case 'BF16': {
@@ -117,14 +117,22 @@ export function tensorBytes(t: SyntheticTensor, from: number, out: Uint8Array): 
   const size = DTYPE_BYTES[t.dtype];
   const e0 = Math.floor(from / size), e1 = Math.ceil((from + out.length) / size);
   const skip = from - e0 * size;
-  const tmp = new Uint8Array((e1 - e0) * size);
-  const dv = new DataView(tmp.buffer);
-  for (let e = e0, o = 0; e < e1; e++, o += size) {
-    const bits = elementBits(t, mix(t.key, e));
-    if (size === 2) dv.setUint16(o, bits, true);
-    else if (size === 4) dv.setUint32(o, bits, true);
-    else tmp[o] = bits;
-  }
+  const n = e1 - e0;
+  // Elements through a typed view (little-endian hosts, as every WebGPU host is), then the bytes asked for.
+  const tmp = new Uint8Array(n * size);
+  if (t.dtype === 'BF16' && t.kind === 'matrix') {
+    // The bulk of every checkpoint: elementBits's BF16 matrix case with mix inlined.
+    const v = new Uint16Array(tmp.buffer), key = t.key;
+    for (let i = 0; i < n; i++) {
+      let h = (key ^ Math.imul(e0 + i, 0x9e3779b1)) >>> 0;
+      h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b);
+      h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35);
+      h = (h ^ (h >>> 16)) >>> 0;
+      v[i] = ((h >>> 31) << 15) | ((122 - ((h >>> 29) & 3)) << 7) | (h & 0x7f);
+    }
+  } else if (size === 2) { const v = new Uint16Array(tmp.buffer); for (let i = 0; i < n; i++) v[i] = elementBits(t, mix(t.key, e0 + i)); }
+  else if (size === 4) { const v = new Uint32Array(tmp.buffer); for (let i = 0; i < n; i++) v[i] = elementBits(t, mix(t.key, e0 + i)); }
+  else for (let i = 0; i < n; i++) tmp[i] = elementBits(t, mix(t.key, e0 + i));
   out.set(tmp.subarray(skip, skip + out.length));
 }
 

@@ -6,7 +6,7 @@ import { urlModel } from '../../src/loader/model-source';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { TINY_V3_CONFIG } from '../../src/model/synthetic';
 import { expectedTensorCount } from '../../src/model/tensors';
-import { parseRange, serveSyntheticRepo, syntheticRepo, type SyntheticServer } from '../../src/bench/synthetic-server';
+import { elementBits, mix, parseRange, serveSyntheticRepo, syntheticRepo, tensorBytes, type SyntheticServer, type SyntheticTensor } from '../../src/bench/synthetic-server';
 
 const realConfig = (model: string): Record<string, unknown> =>
   JSON.parse(readFileSync(new URL(`../data/configs/${model}/config.json`, import.meta.url), 'utf8'));
@@ -73,6 +73,16 @@ describe('synthetic checkpoint layout', () => {
     expect(t('model.embed_tokens.weight').dtype).toBe('BF16');
     expect(t('lm_head.weight').dtype).toBe('BF16');
     expect(t('model.layers.1.mlp.gate.weight').dtype).toBe('F32');
+  });
+
+  it('the fast BF16 matrix path makes the same bytes as the per-element rule, at any offset', () => {
+    const t: SyntheticTensor = { name: 'w', dtype: 'BF16', shape: [1000], begin: 0, end: 2000, kind: 'matrix', key: 12345 };
+    const out = new Uint8Array(1995);
+    tensorBytes(t, 3, out); // odd start: the first element split
+    const want = new Uint8Array(2000);
+    const dv = new DataView(want.buffer);
+    for (let e = 0; e < 1000; e++) dv.setUint16(2 * e, elementBits(t, mix(t.key, e)), true);
+    expect(Array.from(out)).toEqual(Array.from(want.subarray(3, 1998)));
   });
 
   it('parses single byte ranges like HTTP servers do', () => {
