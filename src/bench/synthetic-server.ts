@@ -248,6 +248,11 @@ export async function serveSyntheticRepo(configJson: Record<string, unknown>, op
   const repo = syntheticRepo(configJson, opts);
   const stats: SyntheticServer['stats'] = { bytesSent: 0, byFile: new Map(), requests: [] };
   const server = createServer((req, res) => handle(repo, stats, req, res));
+  // Node closes idle keep-alive sockets after 5 s by default; a loader busy quantising a layer for
+  // longer then reuses a socket the server just closed and its next range request fails. CDNs keep
+  // them far longer: so does this server.
+  server.keepAliveTimeout = 10 * 60_000;
+  server.headersTimeout = 10 * 60_000 + 1000;
   const host = opts.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
