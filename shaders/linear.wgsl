@@ -6,6 +6,7 @@
 //   format UNIT  unit = 4 words of                                  (@variant fmt: one per format)
 //   f32     4    1 f32 each (raw bits)
 //   f16     8    2 × binary16 (unpack2x16float: no shader-f16 needed)
+//   bf16    8    2 × bfloat16 (a 16-bit shift to f32: exact for BF16 checkpoints)
 //   q8     16    4 × int8, × scale of its group: scales[n · scale_cols + k / SK]
 //   q4     32    8 × (int4 + 8), × scale of its group (same indexing)
 //   fp8    16    4 × e4m3fn, × block scale_inv[(n / 128) · scale_cols + k / 128]
@@ -113,6 +114,17 @@ fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32,
   let x0 = xl(xb, k0);
   let x1 = xl(xb, k0 + 4u);
   return vec4<f32>(f16_dot(u0, x0, x1), f16_dot(u1, x0, x1), f16_dot(u2, x0, x1), f16_dot(u3, x0, x1));
+}
+// @variant fmt bf16
+const UNIT: u32 = 8u;
+const FLAT_ROWS: bool = false;
+fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> { return array<vec4<f32>, 2>(bf16x4(u.xy), bf16x4(u.zw)); }
+fn scale_of(n: u32, k: u32) -> f32 { return 1.0; }
+fn bf16_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 { return dot(bf16x4(u.xy), x0) + dot(bf16x4(u.zw), x1); }
+fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
+  let x0 = xl(xb, k0);
+  let x1 = xl(xb, k0 + 4u);
+  return vec4<f32>(bf16_dot(u0, x0, x1), bf16_dot(u1, x0, x1), bf16_dot(u2, x0, x1), bf16_dot(u3, x0, x1));
 }
 // @variant fmt q8
 const UNIT: u32 = 16u;

@@ -11,6 +11,11 @@
 //   out[t, d] = Σ_j w[t·K+j] · y[inv[t·K+j], d] + shared[t, d]
 //   params { T, K, D, has_shared }
 //   5: y [N, D]   3: inv (read)   6: wts [N]   7: shared [T, D]   8: out [T, D]
+// group_remap (one invocation per entry; routed experts held as several stacks, one per binding):
+//   the entries of experts [e0, e1) renumbered from 0, every other entry pointed at the stack's expert 0
+//   with weight 0, so one experts pass per stack adds exactly that stack's share.
+//   params { N, e0, e1, _ }
+//   1: ids [N]   6: wts [N]   2: ids out [N] (perm's slot)   8: wts out [N] (out's slot)
 
 struct Params { a: u32, b: u32, c: u32, d: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -123,4 +128,14 @@ fn combine(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n
   }
   if (P.d != 0u) { v += shared_out[q]; }
   out[q] = v;
+}
+
+@compute @workgroup_size(WG)
+fn group_remap(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= P.a) { return; }
+  let e = ids[i];
+  let inside = e >= P.b && e < P.c;
+  perm[i] = select(0u, e - P.b, inside);
+  out[i] = select(0.0, wts[i], inside);
 }

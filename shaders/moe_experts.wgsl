@@ -1,7 +1,7 @@
 // Routed-expert SwiGLU MLPs over stacked expert weights, with the expert ids read on the GPU.
 //   gate_up [E, 2I, D]: expert e's gate rows (0..I-1) then up rows (I..2I-1), HF [out, in] rows
 //   down    [E, D, I]
-//   (f32, f16 or group-quantised q8 / q4 with scales at bindings 13 / 14: see @variant wfmt)
+//   (f32, f16, bf16 or group-quantised q8 / q4 with scales at bindings 13 / 14: see @variant wfmt)
 // Decode (few tokens): one dispatch computes h = silu(gate·x) ⊙ up·x for all T·K (token, slot) pairs,
 // a second one computes out[t] = Σ_j w[t,j]·down_{ids[t,j]}·h[t,j] + shared[t] (the weighted combine is
 // folded into the reduction: no float atomics, no per-slot scratch).
@@ -45,7 +45,7 @@ struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared:
 @group(0) @binding(12) var<storage, read_write> y: array<f32>;
 
 // Expert weights, read through gu(i) / dn(i) (i in VecK units), one @variant wfmt block per storage:
-// f32; f16 (4 binary16 per vec2<u32>); q8 / q4 rows with f16 group scales (the rows of
+// f32; f16 / bf16 (4 binary16 / bfloat16 per vec2<u32>); q8 / q4 rows with f16 group scales (the rows of
 // src/kernels/weight.ref.ts packWeight, stacked). f16, q8 and q4 decode to vec4<f32> (vec4 loads
 // only); accumulation stays f32.
 // @variant wfmt f32
@@ -58,6 +58,11 @@ fn dn(i: u32) -> VecK { return down[i]; }
 @group(0) @binding(6) var<storage, read> down: array<vec2<u32>>;
 fn gu(i: u32) -> vec4<f32> { return f16x4(gate_up[i]); }
 fn dn(i: u32) -> vec4<f32> { return f16x4(down[i]); }
+// @variant wfmt bf16
+@group(0) @binding(2) var<storage, read> gate_up: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read> down: array<vec2<u32>>;
+fn gu(i: u32) -> vec4<f32> { return bf16x4(gate_up[i]); }
+fn dn(i: u32) -> vec4<f32> { return bf16x4(down[i]); }
 // @variant wfmt q8
 const Q_PER_WORD: u32 = 4u;   // int8 values per u32
 fn decode_word(v: u32, c: u32) -> vec4<f32> { return i8x4(v); }

@@ -13,6 +13,8 @@ import { SAMPLING_RANGES, calibrateModel, type WebMoeEngine } from './engine/eng
 import type { LoadOptions } from './engine/types';
 import { openCheckpoint } from './model/checkpoint';
 import { directoryModel } from './loader/node-source';
+import { urlModel } from './loader/model-source';
+import { planMemory } from './model/memory-plan';
 import { writePrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
@@ -23,7 +25,7 @@ const defaultIO: CliIO = { out: (s) => process.stdout.write(s), err: (s) => proc
 
 // Options of every command that loads a model on the GPU (each command lists its own after --model).
 const model = { kind: 'text', arg: 'DIR|URL', required: true, description: 'model folder or URL (config.json, *.safetensors, tokenizer.json)' } as const;
-const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'q8', 'q4'], default: 'auto', description: 'weight storage on the GPU (auto: f16 for F16 checkpoints on a real GPU, else f32)' } as const;
+const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'], default: 'auto', description: 'weight storage on the GPU (auto: f16 / bf16 for F16 / BF16 checkpoints on a real GPU, else f32)' } as const;
 const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096)" } as const;
 const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
 const loading = { model, weights, context, quiet } as const;
@@ -169,10 +171,43 @@ async function logits(v: OptionValues<typeof logitsOptions>, io: CliIO) {
   });
 }
 
-async function info(v: OptionValues<typeof loading>, io: CliIO) {
+const infoOptions = {
+  ...loading,
+  'prefill-tokens': { kind: 'integer', arg: 'N', min: 1, description: 'tokens of the prefill step the activations are planned for (default: min(512, context))' },
+  load: { kind: 'flag', description: 'also load the model on the GPU and add what was allocated (default: the plan from config.json and the tensor headers only)' },
+} as const;
+
+/** A model argument as a source: http(s) URLs (headers by small range reads, no cache), else a folder. */
+function modelSource(model: string) {
+  return /^https?:\/\//.test(model) ? urlModel(model, { cache: false, probeBytes: 64 << 10 }) : directoryModel(model);
+}
+
+/**
+ * The memory plan from config.json and the tensor headers (no weight bytes read, no GPU needed), so it
+ * works for models no device here can hold; with --load, the model is loaded and the measured figures
+ * are added.
+ */
+async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
+  const ckpt = await openCheckpoint(modelSource(v.model), { validateTokenizer: false });
+  let plan;
+  try {
+    const cfg = ckpt.config;
+    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-tokens'] });
+    const prePruned = [...ckpt.tensors.keys()].some((n) => n.endsWith('.sparse_config'));
+    const out: Record<string, unknown> = {
+      model: { name: v.model, ...plan.model, prePruned },
+      // No device is opened: 'auto' is resolved as on a real GPU and no binding limit splits anything.
+      assumes: 'a GPU without binding limits (not a CPU fallback adapter, where auto is f32); --load plans and loads on this device',
+      plan,
+    };
+    if (!v.load) { io.out(`${JSON.stringify(out, null, 2)}\n`); return; }
+  } finally {
+    await ckpt.close();
+  }
   await withEngine(v, io, {}, async (engine) => {
     const s = await engine.stats();
-    io.out(`${JSON.stringify({ model: engine.info, device: s.device, weightBytes: s.weightBytes, gpuBytes: s.gpuBytes, kvBytesPerToken: s.kvBytesPerToken, mhaKvBytesPerToken: s.mhaKvBytesPerToken }, null, 2)}\n`);
+    const { memoryPlan, ...model } = engine.info ?? {};
+    io.out(`${JSON.stringify({ model, plan: memoryPlan ?? plan, device: s.device, weightBytes: s.weightBytes, gpuBytes: s.gpuBytes, kvBytesPerToken: s.kvBytesPerToken, mhaKvBytesPerToken: s.mhaKvBytesPerToken }, null, 2)}\n`);
   });
 }
 
@@ -231,7 +266,8 @@ async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
 const COMMANDS: Record<string, Command> = {
   generate: command(generateOptions, 'Streams a completion of the prompt to stdout; the token count and speed go to stderr.', generate),
   logits: command(logitsOptions, "Writes the logits of a token sequence in the reference fixture's layout.", logits),
-  info: command(loading, 'Prints the model, the device and the memory use as JSON.', info),
+  info: command(infoOptions, 'Prints the memory plan as JSON (weights by format and role, KV cache, activations, largest binding, gpuBytes) from config.json and the tensor headers; --load adds what a load allocates.', info,
+    'Works for a folder or a URL (Hugging Face resolve/main/ URLs included) without downloading weights, also for models this device cannot hold.'),
   calibrate: command(calibrateOptions, "Balances the expert load on real text (DeepSeek-V3's auxiliary-loss-free bias update) and writes the new gate biases.", calibrate,
     'Load the result over the checkpoint with LoadOptions.overlay.'),
   prune: command(pruneOptions, 'Writes a pre-pruned copy of a local model; it loads on the sparse kernels by default.', prune),

@@ -14,7 +14,7 @@ export { isMoeLayer } from './model/config';
 export { expectedTensorShapes, checkTensorsAgainstConfig } from './model/tensors';
 export { bytesSource, blobSource, urlSource, type ByteSource } from './loader/source';
 export { browserWeightCache, memoryWeightCache, defaultWeightCache } from './loader/cache';
-export { estimateMemory, checkFitsDevice } from './model/memory-plan';
+export { planMemory, whatFits, checkPlanFits, type MemoryPlan, type PlanOptions, type FitAlternative } from './model/memory-plan';
 export { loadTokenizer } from './loader/tokenizer-file';
 export { syntheticCheckpoint } from './model/synthetic';
 export { writePrunedCheckpoint, storedSparsity, type PrunedCheckpoint } from './model/prune-checkpoint';

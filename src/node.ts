@@ -3,7 +3,7 @@
  * at a software Vulkan (SwiftShader, shipped with Chromium) before the first device is created.
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { homedir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { acquireGpu, type Gpu, type GpuOptions } from './gpu/device';
 import { GpuUnavailableError } from './errors';
@@ -111,7 +111,10 @@ export async function nodeGPU(log: (msg: string) => void = () => {}, notice: (ms
 export async function acquireNodeGpu(options: Omit<GpuOptions, 'gpu'> & { log?: (msg: string) => void; onNotice?: (msg: string) => void } = {}): Promise<Gpu> {
   const { log, onNotice, ...gpuOptions } = options;
   const { gpu } = await nodeGPU(log, onNotice ?? log);
-  return acquireGpu({ ...gpuOptions, gpu });
+  const g = await acquireGpu({ ...gpuOptions, gpu });
+  // A CPU adapter's buffers live in system memory: the memory plan is checked against it.
+  if (g.adapter.isFallbackAdapter) g.memoryHint = totalmem();
+  return g;
 }
 
 export interface NodeEngineOptions extends EngineOptions {

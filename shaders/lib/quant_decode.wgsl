@@ -1,5 +1,5 @@
 // Decoders of packed weight words to f32 (layouts: src/kernels/weight.ref.ts), shared by linear.wgsl
-// and moe_experts.wgsl. Accumulation stays f32; no shader-f16 needed (unpack2x16float).
+// and moe_experts.wgsl. Accumulation stays f32; no shader-f16 needed (unpack2x16float, bf16 shifts).
 
 // Signed bytes of v: each moved to the top of an i32 by a constant shift, then arithmetic-shifted down
 // (no per-lane variable shifts, which some compilers scalarise).
@@ -23,6 +23,11 @@ fn fp8x4(v: u32) -> vec4<f32> {
 }
 // Four binary16 values packed two per word.
 fn f16x4(v: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)); }
+// Four bfloat16 values packed two per word (element 2j in the low half): a bfloat16 is the top half of
+// an f32, so decoding is a shift (exact, no shader-f16 needed).
+fn bf16x4(v: vec2<u32>) -> vec4<f32> {
+  return bitcast<vec4<f32>>(vec4<u32>(v.x << 16u, v.x & 0xffff0000u, v.y << 16u, v.y & 0xffff0000u));
+}
 // Binary16 number i of an array stored two per u32, given its word (i >> 1): the f16 group scales.
 fn f16_at(word: u32, i: u32) -> f32 {
   let pair = unpack2x16float(word);

@@ -20,6 +20,12 @@ export interface LoadOptions {
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096). */
   contextLength?: number;
+  /**
+   * GPU memory the model may take, in bytes: a load whose memory plan needs more fails before any
+   * download with GPU_LIMIT_EXCEEDED naming what fits. Default: the device's memory when known (in Node,
+   * system memory for a CPU fallback adapter); WebGPU does not tell a page its GPU's memory.
+   */
+  memoryBytes?: number;
   /** Browser: keep downloaded files in the Cache API so a second load reads them locally (default true). */
   cache?: boolean;
   /**

@@ -131,6 +131,24 @@ export class TempPool {
     return buf;
   }
 
+  /** A point to release back to (releaseFrom): the temporaries acquired so far stay in use. */
+  mark(): number {
+    return this.used.length;
+  }
+
+  /**
+   * Returns the temporaries acquired since `mark` to the pool while the step is still being recorded:
+   * later dispatches may reuse them (commands run in order, and WebGPU orders storage accesses between
+   * dispatches), so a forward needs one layer's temporaries, not all layers'.
+   */
+  releaseFrom(mark: number): void {
+    for (const [cls, buf] of this.used.splice(mark)) {
+      const list = this.free.get(cls) ?? [];
+      list.push(buf);
+      this.free.set(cls, list);
+    }
+  }
+
   releaseAll(): void {
     for (const [cls, buf] of this.used) {
       const list = this.free.get(cls) ?? [];

@@ -41,6 +41,11 @@ export class Gpu {
   readonly temps: TempPool;
   dispatchCount = 0;
   submitCount = 0;
+  /**
+   * Bytes of memory the device can be expected to hold, when the host knows (Node sets the system memory
+   * for a CPU fallback adapter, whose buffers live there); undefined otherwise: WebGPU does not expose it.
+   */
+  memoryHint: number | undefined = undefined;
   /** Set once the device is lost; every later GPU call throws a DeviceLostError. */
   lostError: DeviceLostError | null = null;
   /** Uncaptured errors (outside error scopes), newest last. */

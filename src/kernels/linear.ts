@@ -43,7 +43,7 @@ export const LINEAR_PARAMS = defineUniforms({
   row_units: 'u32', scale_cols: 'u32', row0: 'u32', tk: 'u32',
 });
 
-const FORMATS: PackedFormat[] = ['f32', 'f16', 'q8', 'q4', 'fp8'];
+const FORMATS: PackedFormat[] = ['f32', 'f16', 'bf16', 'q8', 'q4', 'fp8'];
 const MATMUL_TILE = 32;
 
 function packedFormat(w: GpuWeight): PackedFormat {
@@ -171,7 +171,7 @@ export function linearMatmul(gpu: Gpu, rec: Recorder, a: LinearArgs): void {
  * small prefills of quantised weights stay bandwidth-bound (≤ 8 passes over W), f16 up to 4, f32 2.
  */
 export function gemvMaxRows(w: GpuWeight): number {
-  return w.format === 'f32' ? (w.K % 4 === 0 ? 2 * GEMV_MR : GEMV_MAX_ROWS) : w.format === 'f16' ? 4 * GEMV_MR : 8 * GEMV_MR;
+  return w.format === 'f32' ? (w.K % 4 === 0 ? 2 * GEMV_MR : GEMV_MAX_ROWS) : w.format === 'f16' || w.format === 'bf16' ? 4 * GEMV_MR : 8 * GEMV_MR;
 }
 
 const packedImpl: LinearImpl = (gpu, rec, a) => {
@@ -192,7 +192,7 @@ const f32Impl: LinearImpl = (gpu, rec, a) => {
 
 /** Per-format implementations; '2:4' and 'vnm' run the structured-sparse kernels of sparse.ts. */
 export const IMPLS: Record<WeightFormat, LinearImpl | undefined> = {
-  f32: f32Impl, f16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': sparseLinearImpl, vnm: sparseLinearImpl,
+  f32: f32Impl, f16: packedImpl, bf16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': sparseLinearImpl, vnm: sparseLinearImpl,
 };
 
 export function registerLinearImpl(format: WeightFormat, impl: LinearImpl): void {

@@ -197,3 +197,18 @@ export function expertCountsRef(ids: number[][], E: number): number[] {
   for (const row of ids) for (const e of row) c[e]++;
   return c;
 }
+
+/**
+ * group_remap of moe_dispatch.wgsl: the entries of experts [e0, e1) renumbered from 0, the others at
+ * expert 0 with weight 0 (routed experts held as several stacks, one pass per stack).
+ */
+export function groupRemapRef(ids: ArrayLike<number>, weights: ArrayLike<number>, e0: number, e1: number): { ids: Uint32Array; weights: Float32Array } {
+  const n = ids.length;
+  const outIds = new Uint32Array(n), outW = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const inside = ids[i] >= e0 && ids[i] < e1;
+    outIds[i] = inside ? ids[i] - e0 : 0;
+    outW[i] = inside ? weights[i] : 0;
+  }
+  return { ids: outIds, weights: outW };
+}

@@ -8,7 +8,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
 import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { packWeight, rowLayout } from './weight-pack';
-import { f32ArrayToF16 } from '../util/half';
+import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
 import { checkRouting, type MoeRouting } from './moe-routing';
 
@@ -27,7 +27,7 @@ export type { MoeRouting } from './moe-routing';
  * rows as packWeight lays them out, f16 group scales in gateUpScales / downScales), decoded in the shader.
  */
 export interface MoeExpertWeights {
-  format: 'f32' | 'f16' | 'q8' | 'q4';
+  format: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
   gateUpScales?: GPUBuffer;
   downScales?: GPUBuffer;
   /** q8/q4 group size along the reduction axis. */
@@ -119,7 +119,7 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
   if (groupSize !== 32 && groupSize !== 128) throw new ShapeError(`uploadExperts ${label}: group size must be 32 or 128, got ${groupSize}`);
   const quant = format === 'q8' || format === 'q4';
   // Bytes of one stacked row of reduction length K, and f16 scales per row.
-  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' ? 2 * K : rowLayout(format, K).rowWords * 4);
+  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' || format === 'bf16' ? 2 * K : rowLayout(format, K).rowWords * 4);
   const scaleBytes = (rows: number, K: number) => (quant ? rows * Math.ceil(K / groupSize) * 2 : 0);
   const gateUpBytes = E * 2 * I * rowBytes(D), downBytes = E * D * rowBytes(I);
   for (const [what, bytes] of [['gate|up', gateUpBytes], ['down', downBytes]] as const) {
@@ -139,7 +139,7 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
   const guScales = quant ? gpu.buffers.create(`${label}.experts.gate_up.scales`, Math.max(16, E * scaleBytes(2 * I, D))) : undefined;
   const dnScales = quant ? gpu.buffers.create(`${label}.experts.down.scales`, Math.max(16, E * scaleBytes(D, I))) : undefined;
   const put = (buf: GPUBuffer, scales: GPUBuffer | undefined, data: Float32Array, rows: number, K: number, at: number) => {
-    if (format === 'f32' || format === 'f16') { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : data, at * rowBytes(K)); return; }
+    if (format === 'f32' || format === 'f16' || format === 'bf16') { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : format === 'bf16' ? f32ArrayToBf16(data) : data, at * rowBytes(K)); return; }
     const p = packWeight(data, rows, K, format, { groupSize, scaleDtype: 'f16' });
     gpu.buffers.write(buf, p.data, at * rowBytes(K));
     gpu.buffers.write(scales!, p.scales!, (at / rows) * scaleBytes(rows, K));
@@ -158,6 +158,110 @@ export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32A
     put(down, dnScales, x.down, D, I, e * D);
   });
   return { format, gateUp, down, gateUpScales: guScales, downScales: dnScales, groupSize: quant ? groupSize : undefined, E, I, D, bytes: gateUpBytes + downBytes + (guScales?.size ?? 0) + (dnScales?.size ?? 0) };
+}
+
+/**
+ * A layer's routed experts held as consecutive stacks (experts [e0, e0 + w.E) each), so that no buffer
+ * passes the binding limit however many experts a layer has: one stack when it fits, as many as needed
+ * otherwise (moeExpertGroupsForward runs one experts pass per stack).
+ */
+export interface MoeExpertGroups {
+  format: MoeExpertWeights['format'];
+  groups: { e0: number; w: MoeExpertWeights }[];
+  E: number;
+  I: number;
+  D: number;
+  bytes: number;
+}
+
+/** Bytes of each buffer of a stack of one expert: gate|up, down and their f16 scales (q8/q4). */
+export function expertStackBytesPerExpert(format: MoeExpertWeights['format'], D: number, I: number, groupSize = 32): number[] {
+  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' || format === 'bf16' ? 2 * K : rowLayout(format, K).rowWords * 4);
+  const quant = format === 'q8' || format === 'q4';
+  return [2 * I * rowBytes(D), D * rowBytes(I), ...(quant ? [2 * I * Math.ceil(D / groupSize) * 2, D * Math.ceil(I / groupSize) * 2] : [])];
+}
+
+/** Experts per stack so that every buffer of a stack stays within `limit` bytes (0: not even one expert fits). */
+export function expertsPerStack(format: MoeExpertWeights['format'], E: number, D: number, I: number, limit: number, groupSize = 32): number {
+  const per = expertStackBytesPerExpert(format, D, I, groupSize);
+  const n = Math.min(...per.map((b) => Math.floor(limit / b)));
+  if (n < 1) return 0;
+  // Equal stacks (the last may be smaller): the fewest stacks, as even as they come.
+  const stacks = Math.ceil(E / Math.min(n, E));
+  return Math.ceil(E / stacks);
+}
+
+/**
+ * Uploads a layer's routed experts as stacks that each fit the binding limit (`maxBindingBytes`, the
+ * device's maxStorageBufferBindingSize and maxBufferSize). Throws LimitExceededError when one expert's
+ * rows alone do not fit.
+ */
+export function uploadExpertGroups(
+  gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number,
+  format: MoeExpertWeights['format'] = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number } = {},
+): MoeExpertGroups {
+  const E = experts.length;
+  const gs = opts.groupSize ?? 32;
+  const limit = Math.min(opts.maxBindingBytes ?? Infinity, gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
+  const per = E ? expertsPerStack(format, E, D, I, limit, gs) : 1;
+  if (per < 1) {
+    const one = Math.max(...expertStackBytesPerExpert(format, D, I, gs));
+    throw new LimitExceededError('maxStorageBufferBindingSize', one, limit, `one routed expert of '${label}' (2×${I}×${D} ${format} gate|up rows)`);
+  }
+  const groups: MoeExpertGroups['groups'] = [];
+  try {
+    for (let e0 = 0; e0 < Math.max(E, 1); e0 += per) {
+      const e1 = Math.min(E, e0 + per);
+      groups.push({ e0, w: uploadExperts(gpu, per >= E ? label : `${label}[${e0}:${e1}]`, experts.slice(e0, e1), D, I, format, gs) });
+    }
+  } catch (e) {
+    for (const g of groups) destroyExperts(gpu, g.w);
+    throw e;
+  }
+  return { format, groups, E, I, D, bytes: groups.reduce((s, g) => s + g.w.bytes, 0) };
+}
+
+export function destroyExpertGroups(gpu: Gpu, w: MoeExpertGroups): void {
+  for (const g of w.groups) destroyExperts(gpu, g.w);
+}
+
+/** group_remap: ids/weights of stack [e0, e1) (entries of other experts → expert 0, weight 0). */
+export function moeGroupRemap(gpu: Gpu, rec: Recorder, a: { ids: Binding; weights: Binding; N: number; e0: number; e1: number; idsOut: Binding; weightsOut: Binding }): void {
+  if (!a.N) return;
+  need(a.ids, a.N * 4, 'moeGroupRemap ids [N]');
+  need(a.weights, a.N * 4, 'moeGroupRemap weights [N]');
+  need(a.idsOut, a.N * 4, 'moeGroupRemap idsOut [N]');
+  need(a.weightsOut, a.N * 4, 'moeGroupRemap weightsOut [N]');
+  const WG = sortWG(gpu);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_dispatch', code: dispatchCode, entryPoint: 'group_remap', constants: { WG } }),
+    bindings: [a.ids, a.idsOut, null, null, null, a.weights, null, a.weightsOut],
+    uniforms: MOE_DISPATCH_PARAMS.pack({ a: a.N, b: a.e0, c: a.e1, d: 0 }),
+    workgroups: ceilDiv(a.N, WG),
+    label: 'moe_group_remap',
+  });
+}
+
+/**
+ * moeExperts over experts held as several stacks: per stack, the routing remapped to it (group_remap)
+ * and one experts pass whose "shared" input is the sum so far, so the last pass writes
+ * out = shared + Σ over all stacks. One stack: exactly moeExperts.
+ */
+export function moeExpertGroupsForward(gpu: Gpu, rec: Recorder, a: Omit<MoeExpertsArgs, 'experts'> & { experts: MoeExpertGroups }): void {
+  const g = a.experts.groups;
+  if (g.length === 1) { moeExperts(gpu, rec, { ...a, experts: g[0].w }); return; }
+  if (!Number.isInteger(a.T) || a.T < 0) throw new ShapeError(`moeExperts: bad T=${a.T}`);
+  if (!Number.isInteger(a.K) || a.K < 1 || a.K > a.experts.E) throw new ShapeError(`moeExperts: K=${a.K} must be in 1..E (${a.experts.E})`);
+  if (!a.T) return;
+  const N = a.T * a.K;
+  let acc: Binding | null = a.shared;
+  g.forEach((grp, i) => {
+    const ids = gpu.temps.acquire(N * 4), weights = gpu.temps.acquire(N * 4);
+    moeGroupRemap(gpu, rec, { ids: a.ids, weights: a.weights, N, e0: grp.e0, e1: grp.e0 + grp.w.E, idsOut: ids, weightsOut: weights });
+    const out = i === g.length - 1 ? a.out : gpu.temps.acquire(a.T * a.experts.D * 4);
+    expertsPass(gpu, rec, { ...a, experts: grp.w, ids, weights, shared: acc, out });
+    acc = out;
+  });
 }
 
 export function destroyExperts(gpu: Gpu, w: MoeExpertWeights): void {
@@ -264,9 +368,16 @@ export interface MoeExpertsArgs {
  */
 export function moeExperts(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs): void {
   const { T, K } = a;
-  const { E, I, D } = a.experts;
+  const { E } = a.experts;
   if (!Number.isInteger(T) || T < 0) throw new ShapeError(`moeExperts: bad T=${T}`);
   if (!Number.isInteger(K) || K < 1 || K > E) throw new ShapeError(`moeExperts: K=${K} must be in 1..E (${E})`);
+  expertsPass(gpu, rec, a);
+}
+
+/** One experts pass over one stack (K may exceed the stack's E when the routing was remapped to it). */
+function expertsPass(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs): void {
+  const { T, K } = a;
+  const { E, D } = a.experts;
   if (!T) return;
   need(a.x, T * D * 4, 'moeExperts x [T, D]');
   need(a.ids, T * K * 4, 'moeExperts ids [T, K]');

@@ -10,6 +10,7 @@
  *   format  BITS UNIT  word j of a row holds                               scales
  *   f32     32    4    element j (raw bits; rows are NOT padded, K%4≠0 stays [N,K])     —
  *   f16     16    8    elements 2j (low half), 2j+1 (high half), IEEE binary16         —
+ *   bf16    16    8    elements 2j (low half), 2j+1 (high half), bfloat16 (round to even) —
  *   q8       8   16    elements 4j+b in byte b, int8 two's complement q ∈ [−127, 127]   [N, ceil(K/gs)]
  *   q4       4   32    elements 8j+b in nibble b (bits 4b..4b+3), stored q+8, q ∈ [−7, 7] [N, ceil(K/gs)]
  *   fp8      8   16    elements 4j+b in byte b, OCP E4M3fn                              [ceil(N/128), ceil(K/128)] f32
@@ -19,11 +20,11 @@
  * Scales are f32, or f16 packed two per u32 (flat index i in the low half when i is even). Padding
  * nibbles of q4 are 8 (value 0). fp8 is DeepSeek-V3's native format: w = e4m3(b)·scale_inv[n/128][k/128].
  */
-import { f32ToF16, f16ToF32, f32ToFp8e4m3 } from '../util/half';
+import { f32ToF16, f16ToF32, f32ToBf16, f32ToFp8e4m3 } from '../util/half';
 
-export type PackedFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8';
+export type PackedFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'fp8';
 
-export const FORMAT_BITS: Record<PackedFormat, number> = { f32: 32, f16: 16, q8: 8, q4: 4, fp8: 8 };
+export const FORMAT_BITS: Record<PackedFormat, number> = { f32: 32, f16: 16, bf16: 16, q8: 8, q4: 4, fp8: 8 };
 /** Elements per vec4<u32> unit. */
 export const unitOf = (f: PackedFormat) => 128 / FORMAT_BITS[f];
 /** Largest |q| of the integer formats. */
@@ -73,7 +74,7 @@ export function scaleAt(p: PackedWeight, i: number): number {
 export interface QuantOptions { groupSize?: 32 | 128; scaleDtype?: 'f16' | 'f32' }
 
 /** Packs an f32 [N, K] matrix into `format` (quantising on the CPU for q8/q4). */
-export function packWeight(w: Float32Array, N: number, K: number, format: 'f32' | 'f16' | 'q8' | 'q4', opts: QuantOptions = {}): PackedWeight {
+export function packWeight(w: Float32Array, N: number, K: number, format: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4', opts: QuantOptions = {}): PackedWeight {
   if (w.length < N * K) throw new RangeError(`packWeight: ${w.length} values for [${N}, ${K}]`);
   const { Kp, rowWords } = rowLayout(format, K);
   const data = new Uint32Array(N * rowWords);
@@ -87,6 +88,16 @@ export function packWeight(w: Float32Array, N: number, K: number, format: 'f32' 
       for (let k = 0; k < K; k++) {
         const h = f32ToF16(w[n * K + k]);
         if ((h & 0x7c00) === 0x7c00 && Number.isFinite(w[n * K + k])) throw new RangeError(`packWeight: |w[${n}, ${k}]| = ${Math.abs(w[n * K + k])} overflows f16 (max 65504); store this matrix as f32, q8 or q4`);
+        data[n * rowWords + (k >> 1)] |= (k & 1 ? h << 16 : h) >>> 0;
+      }
+    }
+    return { ...base, data };
+  }
+  if (format === 'bf16') {
+    // Exact for values that came from a BF16 checkpoint (widened to f32 and back); others round to even.
+    for (let n = 0; n < N; n++) {
+      for (let k = 0; k < K; k++) {
+        const h = f32ToBf16(w[n * K + k]);
         data[n * rowWords + (k >> 1)] |= (k & 1 ? h << 16 : h) >>> 0;
       }
     }

@@ -1,5 +1,5 @@
 /** CPU reference of the packed weight formats (weight-pack.ts): the matrix a packed weight stands for, and quantisation error. */
-import { f16ToF32, fp8e4m3Table } from '../util/half';
+import { bf16ToF32, f16ToF32, fp8e4m3Table } from '../util/half';
 import { FP8_BLOCK, scaleAt, type PackedWeight } from './weight-pack';
 
 const f32View = new Float32Array(1);
@@ -18,6 +18,7 @@ export function dequantizeRef(p: PackedWeight): Float32Array {
       switch (p.format) {
         case 'f32': v = bitsF32(data[wi + k]); break;
         case 'f16': { const w = data[wi + (k >> 1)]; v = f16ToF32(k & 1 ? w >>> 16 : w & 0xffff); break; }
+        case 'bf16': { const w = data[wi + (k >> 1)]; v = bf16ToF32(k & 1 ? w >>> 16 : w & 0xffff); break; }
         case 'q8': v = ((data[wi + (k >> 2)] >>> ((k & 3) * 8)) << 24 >> 24) * scaleAt(p, n * p.scaleCols + Math.floor(k / p.groupSize)); break;
         case 'q4': v = (((data[wi + (k >> 3)] >>> ((k & 7) * 4)) & 15) - 8) * scaleAt(p, n * p.scaleCols + Math.floor(k / p.groupSize)); break;
         case 'fp8': v = fp8![(data[wi + (k >> 2)] >>> ((k & 3) * 8)) & 0xff] * scaleAt(p, Math.floor(n / FP8_BLOCK) * p.scaleCols + Math.floor(k / FP8_BLOCK)); break;

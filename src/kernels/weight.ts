@@ -5,6 +5,7 @@
  * buffers, by format (layouts: src/kernels/weight-pack.ts, decoded by shaders/linear.wgsl):
  *   'f32'  [w]          w: [N, K] f32 (unpadded, the layout of src/kernels/matmul.ts)
  *   'f16'  [w]          w: [N, rowWords] u32, two binary16 per word
+ *   'bf16' [w]          w: [N, rowWords] u32, two bfloat16 per word (decoded by a shift: exact for BF16 checkpoints)
  *   'q8'   [w, scales]  w: [N, rowWords] u32 (4 × int8),  scales: [N, ceil(K/gs)] f16 pairs or f32
  *   'q4'   [w, scales]  w: [N, rowWords] u32 (8 × int4),  scales: as q8
  *   'fp8'  [w, scales]  w: [N, rowWords] u32 (4 × e4m3),  scales: [ceil(N/128), ceil(K/128)] f32
@@ -20,7 +21,7 @@ import type { Gpu } from '../gpu/device';
 import { ArgumentError, LimitExceededError, ShapeError } from '../errors';
 import { FP8_BLOCK, packFp8, packWeight, sliceRows, type PackedWeight } from './weight-pack';
 
-export type WeightFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8' | '2:4' | 'vnm';
+export type WeightFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'fp8' | '2:4' | 'vnm';
 
 export interface GpuWeight {
   label: string;
@@ -39,7 +40,7 @@ export interface GpuWeight {
 }
 
 export interface UploadOptions {
-  format?: 'f32' | 'f16' | 'q8' | 'q4';
+  format?: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
   groupSize?: 32 | 128;
   scaleDtype?: 'f16' | 'f32';
   /** Cap on one buffer's bytes (default: the device's maxStorageBufferBindingSize); tests use it to force chunks. */
@@ -90,7 +91,7 @@ export function uploadWeight(gpu: Gpu, label: string, data: Float32Array, N: num
   checkShape(`uploadWeight '${label}'`, N, K);
   if (data.length !== N * K) throw new ShapeError(`uploadWeight '${label}': ${data.length} values for [${N}, ${K}]`);
   const format = opts.format ?? 'f32';
-  if (!['f32', 'f16', 'q8', 'q4'].includes(format)) throw new ArgumentError(`uploadWeight '${label}': unknown format '${format}'`);
+  if (!['f32', 'f16', 'bf16', 'q8', 'q4'].includes(format)) throw new ArgumentError(`uploadWeight '${label}': unknown format '${format}'`);
   return uploadPacked(gpu, label, packWeight(data, N, K, format, opts), opts.maxBindingBytes);
 }
 

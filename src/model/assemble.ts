@@ -11,16 +11,16 @@ import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
 import { GpuBackend, type WeightPolicy } from './gpu-backend';
 import { buildWeights } from './load';
 import type { ModelConfig } from './config';
-import { isProjection, modelTensors, moeLayers } from './tensors';
+import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
-import { estimateMemory, checkFitsDevice } from './memory-plan';
+import { checkPlanFits, embeddingStorage, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
 import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
 
-export type WeightStorage = 'auto' | 'f32' | 'f16' | 'q8' | 'q4';
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 
 export interface SparsityOptions {
   format: '2:4' | 'vnm';
@@ -44,10 +44,12 @@ export interface ModelDescription {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
+  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
   expertStorage?: string;
   sparsity: string;
   contextLength: number;
+  /** The memory plan the load was checked against (GPU loads; model/memory-plan.ts). */
+  memoryPlan?: MemoryPlan;
 }
 
 export interface ModelLoadOptions {
@@ -56,6 +58,8 @@ export interface ModelLoadOptions {
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
   contextLength?: number;
+  /** GPU memory the model may take (LoadOptions.memoryBytes); default gpu.memoryHint. */
+  memoryBytes?: number;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   log?: (msg: string) => void;
@@ -64,6 +68,8 @@ export interface ModelLoadOptions {
 export interface GpuModel {
   runner: ModelRunner;
   description: ModelDescription;
+  /** The memory plan the load was checked against (model/memory-plan.ts). */
+  plan: MemoryPlan;
   /** The adapter's name (vendor, architecture, description). */
   device: string;
 }
@@ -87,19 +93,23 @@ export function parameterCounts(cfg: ModelConfig): { total: number; active: numb
 }
 
 /**
- * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 (half
- * the memory and bandwidth, decoded in the shader, no shader-f16 needed), anything else runs as f32
- * (BF16's range does not fit f16; FP8 and F32 are widened). On a CPU fallback adapter (SwiftShader)
+ * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 and
+ * BF16 weights bf16 (half the memory and bandwidth of f32, decoded in the shader, no shader-f16
+ * needed); F32, FP8 and mixed checkpoints run as f32. On a CPU fallback adapter (SwiftShader)
  * 'auto' is f32: there the kernels are compute-bound and decoding f16 costs more than the bytes it
- * saves (routed-expert decode 0.7× the f32 speed, measured).
+ * saves (routed-expert decode 0.7× the f32 speed, measured). The rule lives in memory-plan.ts
+ * (resolveStorage) so that the plan and the load agree.
  */
-function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): 'f32' | 'f16' | 'q8' | 'q4' {
+function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): StorageFormat {
   const s = w ?? 'auto';
-  if (!['auto', 'f32', 'f16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, q8 or q4, got ${String(s)}`);
-  if (s !== 'auto') return s as 'f32' | 'f16' | 'q8' | 'q4';
-  if (gpu.adapter.isFallbackAdapter) return 'f32';
-  const linear = [...ckpt.tensors.values()].filter((t) => isProjection(t.name));
-  return linear.length > 0 && linear.every((t) => t.dtype === 'F16') ? 'f16' : 'f32';
+  if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8 or q4, got ${String(s)}`);
+  return resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: gpu.adapter.isFallbackAdapter });
+}
+
+/** The device facts the memory plan depends on. */
+export function planDevice(gpu: Gpu): PlanDevice {
+  const c = gpu.caps;
+  return { isFallbackAdapter: gpu.adapter.isFallbackAdapter, maxStorageBufferBindingSize: c.maxStorageBufferBindingSize, maxBufferSize: c.maxBufferSize, minStorageBufferOffsetAlignment: c.minStorageBufferOffsetAlignment };
 }
 
 /** The description of a model of `cfg` (parameter counts from the config), with how it is held. */
@@ -138,7 +148,14 @@ export class GpuModelLoader {
     const storage = storageFor(options.weights, ckpt, gpu);
     const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
-    checkFitsDevice(estimateMemory(cfg, { weightFormat: storage, contextLength }), gpu.caps);
+    // The plan from the config and tensor headers, checked before anything is allocated; a load that
+    // cannot fit fails here naming the limit and the loads that would fit.
+    const planOpts = { weights: storage, contextLength, device: planDevice(gpu) };
+    const plan = planMemory(cfg, ckpt.tensors.values(), planOpts);
+    const memoryBytes = options.memoryBytes ?? gpu.memoryHint;
+    if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
+    const budget = { maxStorageBufferBindingSize: gpu.caps.maxStorageBufferBindingSize, maxBufferSize: gpu.caps.maxBufferSize, memoryBytes };
+    checkPlanFits(plan, budget, () => whatFits(cfg, ckpt.tensors.values(), planOpts, budget));
     // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
     let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
     if (stored) {
@@ -152,7 +169,7 @@ export class GpuModelLoader {
     const sp = stored?.option ?? options.sparsity ?? null;
     const policy: WeightPolicy = {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
-      storage: (role) => (role === 'embed' ? (storage === 'f32' ? 'f32' : 'f16') : storage),
+      storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
       nativeFp8: false,
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
@@ -173,9 +190,11 @@ export class GpuModelLoader {
       sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
       contextLength,
     });
+    description.memoryPlan = plan;
     return {
       runner: new GpuRunner(be, cfg, weights, contextLength),
       description,
+      plan,
       device: [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'WebGPU device',
     };
   }

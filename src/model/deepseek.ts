@@ -65,6 +65,11 @@ export interface Backend<T, W, E> {
   addInPlace(h: T, r: T): void;
   /** The last row of x as a [1, cols] activation. */
   lastRow(x: T): T;
+  /**
+   * A layer is recorded: activations created since the residual stream (the embedding's output) are
+   * dead and their memory may be reused by the next layer (optional; the GPU backend's temporaries).
+   */
+  endLayer?(): void;
 }
 
 export interface AttentionWeights<W> {
@@ -136,6 +141,8 @@ export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: Mode
     opts.onActivation?.(`layers.${i}.ffn_out`, ffnOut);
     be.addInPlace(h, ffnOut);
     opts.onActivation?.(`layers.${i}.out`, h);
+    // Intermediates handed to onActivation must outlive the layer.
+    if (!opts.onActivation) be.endLayer?.();
   }
   const last = opts.lastOnly ? be.lastRow(h) : h;
   const normed = be.rmsNorm(last, w.norm, eps);

@@ -15,7 +15,7 @@ import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type Uplo
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
-import { moeGate, moeExperts, uploadExperts, destroyExperts, type MoeExpertWeights } from '../kernels/moe';
+import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, type MoeExpertGroups } from '../kernels/moe';
 import { LatentKvCache } from './kvcache';
 import type { SparsityOption } from '../sparse/apply';
 import { isSparsityTarget, moeLayers, tensorName } from './tensors';
@@ -29,18 +29,21 @@ export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
 export interface GpuMoe {
   gate: GPUBuffer;
   bias: GPUBuffer | null;
-  experts: { sparse: false; w: MoeExpertWeights } | { sparse: true; w: SparseExpertWeights };
+  /** Dense: one or more stacks of consecutive experts, each within the binding limit. */
+  experts: { sparse: false; w: MoeExpertGroups } | { sparse: true; w: SparseExpertWeights };
   shared: { gate: GpuWeight; up: GpuWeight; down: GpuWeight } | null;
   bytes: number;
 }
 
 export interface WeightPolicy {
-  /** Storage for linear weights by role ('experts': the routed-expert stacks, f32/f16/q8/q4; the router and kv_b stay f32). */
+  /** Storage for linear weights by role ('experts': the routed-expert stacks, f32/f16/bf16/q8/q4; the router and kv_b stay f32). */
   storage(role: MatrixRole | 'embed' | 'experts'): UploadOptions['format'];
   /** Structured sparsity at load: the matrices it applies to (src/sparse/apply.ts) run on the sparse kernels. */
   sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
   /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
   nativeFp8: boolean;
+  /** Cap on one routed-expert stack buffer (default: the device's binding limits); tests force several stacks with it. */
+  maxExpertBindingBytes?: number;
 }
 
 export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
@@ -76,6 +79,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   submit(): void {
     this.r().submit();
     this.rec = null;
+    this.layerMark = -1;
     this.gpu.temps.releaseAll();
   }
 
@@ -107,15 +111,16 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   }
 
   embedding(name: string, m: HostMatrix): GpuWeight {
-    const format = this.policy.storage('embed') === 'f16' ? 'f16' : 'f32';
+    const s = this.policy.storage('embed');
+    const format = s === 'f16' || s === 'bf16' ? s : 'f32';
     return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
   }
 
   /** Routed experts (dense stacks): f16 / q8 / q4 as the policy asks when the shapes allow vec4 loads, else f32. */
-  get expertFormat(): 'f32' | 'f16' | 'q8' | 'q4' {
+  get expertFormat(): 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' {
     const f = this.policy.storage('experts');
     const vec4 = this.cfg.hiddenSize % 4 === 0 && this.cfg.moeIntermediateSize % 4 === 0;
-    return vec4 && (f === 'f16' || f === 'q8' || f === 'q4') ? f : 'f32';
+    return vec4 && (f === 'f16' || f === 'bf16' || f === 'q8' || f === 'q4') ? f : 'f32';
   }
 
   moe(layer: number, p: HostMoe): GpuMoe {
@@ -124,7 +129,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
     const experts: GpuMoe['experts'] = sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)
       ? { sparse: true, w: sparsifyExperts(g, `layers.${layer}.experts`, p.experts, D, I, sp).experts }
-      : { sparse: false, w: uploadExperts(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat) };
+      : { sparse: false, w: uploadExpertGroups(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat, { maxBindingBytes: this.policy.maxExpertBindingBytes }) };
     const shared = p.shared
       ? {
           gate: this.matrix(tensorName('shared_gate', layer), { N: Is, K: D, f32: p.shared.gate }, 'shared'),
@@ -149,7 +154,15 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     this.gpu.buffers.write(ids, Uint32Array.from(tokens));
     const out = this.temp(tokens.length, D);
     embedding(this.gpu, this.r(), { table, ids, out: out.buf, T: tokens.length, D });
+    // Everything after the residual stream is per layer (endLayer releases it).
+    this.layerMark = this.gpu.temps.mark();
     return out;
+  }
+
+  private layerMark = -1;
+
+  endLayer(): void {
+    if (this.layerMark >= 0) this.gpu.temps.releaseFrom(this.layerMark);
   }
 
   rmsNorm(x: GpuTensor, w: GpuWeight, eps: number): GpuTensor {
@@ -195,7 +208,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const out = this.temp(T, D);
     const args = { x: x.buf, T, ids, weights, K, shared: shared?.buf ?? null, out: out.buf };
     if (e.experts.sparse) sparseMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
-    else moeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
+    else moeExpertGroupsForward(this.gpu, this.r(), { ...args, experts: e.experts.w });
     if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
     return out;
   }
@@ -225,7 +238,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     for (const w of this.weights) destroyWeight(this.gpu, w);
     for (const m of this.moes) {
       if (m.experts.sparse) for (const w of [m.experts.w.gateUp, m.experts.w.down]) destroyWeight(this.gpu, w as GpuWeight);
-      else destroyExperts(this.gpu, m.experts.w);
+      else destroyExpertGroups(this.gpu, m.experts.w);
       this.gpu.buffers.destroy(m.gate);
       this.gpu.buffers.destroy(m.bias);
     }

@@ -1,122 +1,440 @@
 /**
- * Memory estimate of a model on the GPU, checked against the device's limits before anything is
- * allocated. Weight matrices can be split by rows across several bindings, so they only need one row
- * to fit; what the runtime binds whole (the embedding table gathered by token id, a layer's stacked
- * routed experts, one layer's KV cache) must fit maxStorageBufferBindingSize.
+ * The memory plan of a model on the GPU, from config.json and the tensor headers alone (no weight bytes
+ * read): every buffer the runtime will allocate, sized the way the uploaders, the KV cache and the
+ * per-step temporary pool size them, so the plan can be checked against a device before anything is
+ * allocated (or printed for a model no device here can hold: `webmoe info`).
+ *
+ * What it mirrors (and must follow when those change):
+ *  - weights: kernels/weight.ts + weight-pack.ts (packed rows padded to whole vec4 units, q8/q4 f16
+ *    scales two per u32, f32 buffers padded to 16 bytes, row chunks past the binding limit),
+ *    kernels/moe.ts uploadExperts (stacked gate|up and down per MoE layer, f16 scale pairs), and the
+ *    storage policy of model/assemble.ts + gpu-backend.ts (embedding f16 unless f32, kv_b and the router
+ *    f32, norms and biases f32, routed experts f32 when D or I is not a multiple of 4);
+ *  - the KV cache: model/kvcache.ts, one f32 buffer per layer of [context, kv_lora + rope];
+ *  - activations: every temporary of one forward stays acquired until the step's submit (gpu.temps,
+ *    size classes of gpu/buffers.ts TempPool), so a prefill of T tokens holds all layers' temporaries at
+ *    once; the pool keeps, per size class, the most any step used. The plan counts a prefill of
+ *    `prefillTokens` and a decode step at the full context;
+ *  - fixed runtime buffers: the sampler's scratch, the uniform ring, the expert-load counters, the RoPE
+ *    table and the small placeholder buffers.
+ * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
 import { LimitExceededError } from '../errors';
-import type { Capabilities } from '../gpu/capabilities';
+import type { SafetensorsDtype } from '../formats/safetensors';
 import type { ModelConfig } from './config';
-import { modelTensors, moeLayers, tensorName } from './tensors';
+import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
 
-export type WeightFormat = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8';
+/** Weight storage as load options name it. */
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+/** A concrete packed format. */
+export type StorageFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+
+/** What the plan needs of one checkpoint tensor (a safetensors header entry). */
+export interface PlanTensor { name: string; dtype: SafetensorsDtype; shape: number[] }
+
+/** The device facts the plan depends on (all optional: a plan without a device assumes a real GPU without limits). */
+export interface PlanDevice {
+  /** A CPU fallback adapter (SwiftShader): 'auto' is f32 there, and the MoE decode path covers more tokens. */
+  isFallbackAdapter?: boolean;
+  maxStorageBufferBindingSize?: number;
+  maxBufferSize?: number;
+  minStorageBufferOffsetAlignment?: number;
+}
+
+export interface PlanOptions {
+  weights?: WeightStorage;
+  /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
+  contextLength?: number;
+  /** Tokens of the prefill forward the activations are sized for (default: min(512, context)). */
+  prefillTokens?: number;
+  device?: PlanDevice;
+}
+
+export interface MemoryPlan {
+  model: { modelType: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
+  /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
+  checkpoint: { bytes: number; byDtype: Record<string, number> };
+  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16'; kvCache: 'f32' };
+  /** Routed experts per stack buffer of a MoE layer (several when one stack would pass the binding limit). */
+  expertStacks: number[];
+  contextLength: number;
+  prefillTokens: number;
+  weights: { bytes: number; byFormat: Record<string, number>; byRole: Record<string, number> };
+  kvCache: { bytesPerToken: number; bytes: number };
+  activations: { bytes: number; prefillBytes: number; decodeBytes: number };
+  runtime: { bytes: number };
+  /** The biggest buffer that must be one binding (what maxStorageBufferBindingSize has to hold). */
+  largestBinding: { name: string; bytes: number };
+  /** Everything above: the GPU memory the model takes at full context. */
+  gpuBytes: number;
+}
+
+const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
+const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
+/** Elements per vec4<u32> unit of a packed row (weight-pack.ts unitOf). */
+const UNIT: Record<StorageFormat, number> = { f32: 4, f16: 8, bf16: 8, q8: 16, q4: 32 };
+const BITS: Record<StorageFormat, number> = { f32: 32, f16: 16, bf16: 16, q8: 8, q4: 4 };
+const GROUP = 32;
+const ROW_CHUNK = 128;
+
+/** u32 words per packed row (weight-pack.ts rowLayout). */
+const rowWords = (f: StorageFormat, K: number) => ((f === 'f32' ? K : roundUp(K, UNIT[f])) * BITS[f]) / 32;
+
+/** Buffers of one packed [N, K] weight upload (uploadOne): data padded to whole vec4<u32>, q8/q4 f16 scales. */
+function packedBuffers(f: StorageFormat, N: number, K: number): { data: number; scales: number } {
+  const words = N * rowWords(f, K);
+  const data = roundUp(words, 4) * 4;
+  const scales = f === 'q8' || f === 'q4' ? align4(Math.ceil((N * Math.ceil(K / GROUP)) / 2) * 4) : 0;
+  return { data, scales };
+}
+
+/** GPU bytes of uploadWeight(format, N, K) with row chunks past `limit`, and the largest single buffer. */
+export function weightUploadBytes(f: StorageFormat, N: number, K: number, limit = Infinity): { bytes: number; largest: number } {
+  const whole = packedBuffers(f, N, K);
+  if (Math.max(whole.data, whole.scales) <= limit) return { bytes: whole.data + whole.scales, largest: Math.max(whole.data, whole.scales) };
+  const rows = Math.floor(limit / (rowWords(f, K) * 4) / ROW_CHUNK) * ROW_CHUNK;
+  if (rows <= 0) return { bytes: whole.data + whole.scales, largest: rowWords(f, K) * 4 * ROW_CHUNK };
+  let bytes = 0, largest = 0;
+  for (let r0 = 0; r0 < N; r0 += rows) {
+    const c = packedBuffers(f, Math.min(rows, N - r0), K);
+    bytes += c.data + c.scales;
+    largest = Math.max(largest, c.data, c.scales);
+  }
+  return { bytes, largest };
+}
+
+/** Buffers of one MoE layer's routed experts (uploadExperts): stacked gate|up [E, 2I, D], down [E, D, I], f16 scales. */
+export function expertStackBuffers(f: StorageFormat, E: number, I: number, D: number): { name: string; bytes: number }[] {
+  const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' || f === 'bf16' ? 2 * K : rowWords(f, K) * 4);
+  const quant = f === 'q8' || f === 'q4';
+  const out = [
+    { name: 'gate_up', bytes: align4(E * 2 * I * rowBytes(D)) },
+    { name: 'down', bytes: align4(E * D * rowBytes(I)) },
+  ];
+  if (quant) {
+    out.push({ name: 'gate_up.scales', bytes: align4(Math.max(16, E * 2 * I * Math.ceil(D / GROUP) * 2)) });
+    out.push({ name: 'down.scales', bytes: align4(Math.max(16, E * D * Math.ceil(I / GROUP) * 2)) });
+  }
+  return out;
+}
 
 /**
- * Bytes per weight element of each storage format, including its scales: q8/q4 carry one f32 scale
- * per 32 weights; fp8 one f32 scale per 128×128 block.
+ * Experts per stack (kernels/moe.ts expertsPerStack): as many as keep every buffer of a stack within
+ * `limit`, then evened out over the fewest stacks; 0 when one expert does not fit.
  */
-export const BYTES_PER_WEIGHT: Readonly<Record<WeightFormat, number>> = {
-  f32: 4,
-  f16: 2,
-  q8: 1 + 4 / 32,
-  q4: 0.5 + 4 / 32,
-  fp8: 1 + 4 / (128 * 128),
+export function expertsPerStack(f: StorageFormat, E: number, I: number, D: number, limit: number): number {
+  const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' || f === 'bf16' ? 2 * K : rowWords(f, K) * 4);
+  const perExpert = [2 * I * rowBytes(D), D * rowBytes(I)];
+  if (f === 'q8' || f === 'q4') perExpert.push(2 * I * Math.ceil(D / GROUP) * 2, D * Math.ceil(I / GROUP) * 2);
+  const n = Math.min(...perExpert.map((b) => Math.floor(limit / b)));
+  if (n < 1) return 0;
+  const stacks = Math.ceil(E / Math.min(n, E));
+  return Math.ceil(E / stacks);
+}
+
+/** The stacks of one MoE layer: experts per stack, and each stack's expert count. */
+export function expertStacks(f: StorageFormat, E: number, I: number, D: number, limit = Infinity): number[] {
+  // One expert past the limit: the load fails, and the plan's largest binding is that one expert.
+  const per = Math.max(1, expertsPerStack(f, E, I, D, limit));
+  const out: number[] = [];
+  for (let e0 = 0; e0 < E; e0 += per) out.push(Math.min(per, E - e0));
+  return out;
+}
+
+/**
+ * 'auto' storage (model/assemble.ts): a checkpoint whose projections are all F16 stays f16 on a real GPU,
+ * all BF16 bf16 (both exact); anything else (FP8, F32, mixed), and anything on a CPU fallback adapter,
+ * runs as f32.
+ */
+export function resolveStorage(w: WeightStorage | undefined, tensors: Iterable<PlanTensor> | null, device?: PlanDevice): StorageFormat {
+  const s = w ?? 'auto';
+  if (s !== 'auto') return s;
+  if (device?.isFallbackAdapter) return 'f32';
+  const linear = tensors ? [...tensors].filter((t) => isProjection(t.name)) : [];
+  if (linear.length > 0 && linear.every((t) => t.dtype === 'F16')) return 'f16';
+  if (linear.length > 0 && linear.every((t) => t.dtype === 'BF16')) return 'bf16';
+  return 'f32';
+}
+
+/** The embedding table's storage (gpu-backend embedding): f32, bf16 with bf16 weights, else f16. */
+export function embeddingStorage(s: StorageFormat): 'f32' | 'f16' | 'bf16' {
+  return s === 'f32' ? 'f32' : s === 'bf16' ? 'bf16' : 'f16';
+}
+
+/** Routed experts' storage (gpu-backend expertFormat): the weight storage when D and I are multiples of 4, else f32. */
+export function expertStorage(cfg: ModelConfig, s: StorageFormat): StorageFormat {
+  return cfg.hiddenSize % 4 === 0 && cfg.moeIntermediateSize % 4 === 0 ? s : 'f32';
+}
+
+/** TempPool size class (gpu/buffers.ts): powers of two from 256 B to 1 MiB, then whole MiB. */
+export function tempSizeClass(bytes: number): number {
+  if (bytes <= 1 << 20) return Math.max(256, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
+  return Math.ceil(bytes / (1 << 20)) * (1 << 20);
+}
+
+/**
+ * The temporaries one forward of S tokens at positions [past, past + S) acquires (bytes as requested,
+ * before size classes), in order: gpu-backend's activations and the kernels' scratch (mla, moe,
+ * attention). `global` (the token ids and the residual stream) lives the whole step; each layer's
+ * list is released when the layer is recorded (GpuBackend.endLayer), so the next layer reuses it; the
+ * `tail` (final norm, logits) comes after the last layer's release.
+ */
+export interface ForwardTemps { global: number[]; layers: number[][]; tail: number[] }
+
+/** The acquisitions of a forward in order. */
+export const flatTemps = (f: ForwardTemps): number[] => [...f.global, ...f.layers.flat(), ...f.tail];
+
+export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[] }): ForwardTemps {
+  const global: number[] = [S * 4, Math.max(1, S * cfg.hiddenSize) * 4]; // embed: ids, h
+  const layers: number[][] = [];
+  let t: number[] = [];
+  const D = cfg.hiddenSize, H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
+  const qk = nope + rope, T = past + S;
+  const f = (rows: number, cols: number) => t.push(Math.max(1, rows * cols) * 4);
+  const moeDecodeMax = (E: number) => (o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * E) / Math.max(1, cfg.numExpertsPerTok)))) : 4);
+  const stacks = o.expertStacks ?? [cfg.nRoutedExperts];
+  for (let l = 0; l < cfg.numLayers; l++) {
+    t = [];
+    layers.push(t);
+    f(S, D); // input norm
+    if (cfg.qLoraRank === null) f(S, H * qk);
+    else { f(S, cfg.qLoraRank); f(S, cfg.qLoraRank); f(S, H * qk); }
+    f(S, r + rope); // kv_a
+    f(S, H * dv); // attention output
+    // mla.ts: absorbed attention for short steps or when the expanded K/V would pass 64 MiB, else naive.
+    const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
+    if (S <= 8 || naiveBytes > 64 << 20) {
+      t.push(S * H * (r + rope) * 4, S * H * r * 4);
+      splitScratch(t, S, H, 1, r, T);
+    } else {
+      t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
+      splitScratch(t, S, H, H, dv, T);
+    }
+    f(S, D); // o_proj
+    f(S, D); // post-attention norm
+    if (cfg.nRoutedExperts > 0 && l >= cfg.firstKDenseReplace && l % cfg.moeLayerFreq === 0) {
+      const K = cfg.numExpertsPerTok, E = cfg.nRoutedExperts, I = cfg.moeIntermediateSize, Is = cfg.nSharedExperts * I;
+      t.push(S * K * 4, S * K * 4, S * E * 4); // ids, weights, router logits
+      if (Is > 0) { f(S, Is); f(S, Is); f(S, Is); f(S, D); }
+      f(S, D); // out
+      const N = S * K;
+      stacks.forEach((Eg, i) => {
+        // Several stacks: the routing remapped to each (ids, weights), and the running sum between passes.
+        if (stacks.length > 1) { t.push(N * 4, N * 4); if (i < stacks.length - 1) f(S, D); }
+        if (S <= moeDecodeMax(Eg)) t.push(N * I * 4);
+        else t.push(N * 4, N * 4, 2 * (Eg + 1) * 4, N * I * 4, N * D * 4);
+      });
+    } else {
+      f(S, cfg.intermediateSize); f(S, cfg.intermediateSize); f(S, cfg.intermediateSize); f(S, D);
+    }
+  }
+  t = [];
+  const rows = o.lastOnly ? 1 : S;
+  if (o.lastOnly) f(1, D);
+  f(rows, D); // final norm
+  f(rows, cfg.vocabSize); // logits
+  return { global, layers, tail: t };
+}
+
+/**
+ * Split-K partials of the attention kernels (attention.ts run/autoSplits/attentionScratchBytes, tiled
+ * path): splits · S · heads · (d_v + 2) floats when the query tiles fill fewer than 128 workgroups.
+ */
+function splitScratch(t: number[], S: number, heads: number, kvHeads: number, dV: number, T: number): void {
+  const rows = S * (heads / kvHeads), BQ = rows <= 4 ? 4 : 16, BK = BQ === 4 ? 64 : 32;
+  const base = kvHeads * Math.ceil(rows / BQ);
+  const splits = base >= 128 ? 1 : Math.max(1, Math.min(Math.ceil(256 / base), Math.floor(T / (4 * BK))));
+  if (splits > 1) t.push(splits * S * heads * (dV + 2) * 4);
+}
+
+const classCounts = (list: number[]) => {
+  const count = new Map<number, number>();
+  for (const b of list) { const c = tempSizeClass(b); count.set(c, (count.get(c) ?? 0) + 1); }
+  return count;
 };
 
-export interface MemoryEstimate {
-  weightBytes: number;
-  kvBytesPerToken: number;
-  kvBytes: number;
-  activationBytes: number;
-  /** The biggest buffer that must be one binding. */
-  largestBinding: { name: string; bytes: number };
-  /** The biggest single buffer (a split tensor counts once per part, so this is ≤ its binding limit only if split). */
-  largestBuffer: { name: string; bytes: number };
-  total: number;
+/**
+ * Pool bytes after these steps ran: per size class, the most buffers any one step held at once (its
+ * global temporaries plus the largest count of any one layer or the tail, which reuse each other's).
+ * A plain list is one scope (nothing released before the step's end).
+ */
+export function tempPoolBytes(steps: (ForwardTemps | number[])[]): number {
+  const most = new Map<number, number>();
+  for (const step of steps) {
+    const f: ForwardTemps = Array.isArray(step) ? { global: step, layers: [], tail: [] } : step;
+    const g = classCounts(f.global);
+    const scoped = new Map<number, number>();
+    for (const scope of [...f.layers, f.tail]) for (const [c, n] of classCounts(scope)) scoped.set(c, Math.max(scoped.get(c) ?? 0, n));
+    for (const c of new Set([...g.keys(), ...scoped.keys()])) most.set(c, Math.max(most.get(c) ?? 0, (g.get(c) ?? 0) + (scoped.get(c) ?? 0)));
+  }
+  let bytes = 0;
+  for (const [c, n] of most) bytes += c * n;
+  return bytes;
 }
 
-export interface EstimateOptions {
-  weightFormat: WeightFormat;
-  contextLength: number;
-  /** Bytes per KV-cache element (4 = f32, 2 = f16). Default 4. */
-  kvBytesPerElement?: number;
-  /** 'latent' (absorbed MLA: c_KV + k_rope per token per layer, the default) or 'naive' (expanded K and V). */
-  kvLayout?: 'latent' | 'naive';
-  /** Tokens per prefill step (activations scale with it). Default 512. */
-  prefillChunk?: number;
-  /** Format of the embedding / lm_head tables (default: weightFormat, f16 at least for q8/q4/fp8). */
-  embeddingFormat?: WeightFormat;
-  /** Format of the stacked routed experts (default: weightFormat; f16 for fp8, which the experts do not read natively). */
-  expertFormat?: WeightFormat;
-  /** The runtime can split these by rows too (then they only need one row to fit). */
-  splittable?: { embedding?: boolean; experts?: boolean };
-}
+const ROLE_GROUP: Partial<Record<TensorRole, string>> = {
+  embed: 'embedding', lm_head: 'lm_head', kv_b: 'kv_b', router: 'router', router_bias: 'router',
+  q: 'attention', q_a: 'attention', q_b: 'attention', kv_a: 'attention', o: 'attention',
+  mlp_gate: 'dense_mlp', mlp_up: 'dense_mlp', mlp_down: 'dense_mlp',
+  shared_gate: 'shared_experts', shared_up: 'shared_experts', shared_down: 'shared_experts',
+  expert_gate: 'routed_experts', expert_up: 'routed_experts', expert_down: 'routed_experts',
+};
 
-export function estimateMemory(cfg: ModelConfig, opts: EstimateOptions): MemoryEstimate {
-  const wb = BYTES_PER_WEIGHT[opts.weightFormat];
-  const embFormat = opts.embeddingFormat ?? (opts.weightFormat === 'f32' ? 'f32' : 'f16');
-  const eb = BYTES_PER_WEIGHT[embFormat];
-  const xb = BYTES_PER_WEIGHT[opts.expertFormat ?? (opts.weightFormat === 'fp8' ? 'f16' : opts.weightFormat)];
+/** The plan of `cfg` (with the checkpoint's tensor headers when known) under `opts`. */
+export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null, opts: PlanOptions = {}): MemoryPlan {
+  const list = tensors ? [...tensors] : null;
+  const storage = resolveStorage(opts.weights, list, opts.device);
+  const experts = expertStorage(cfg, storage);
+  const embedding = embeddingStorage(storage);
+  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+  const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? 512, contextLength));
+  const dev = opts.device ?? {};
+  const limit = Math.min(dev.maxStorageBufferBindingSize ?? Infinity, dev.maxBufferSize ?? Infinity);
+
+  const byFormat: Record<string, number> = {}, byRole: Record<string, number> = {};
   let weightBytes = 0;
-  let largestBuffer = { name: '', bytes: 0 };
+  let largest = { name: '', bytes: 0 };
+  const bind = (name: string, bytes: number) => { if (bytes > largest.bytes) largest = { name, bytes }; };
+  const put = (format: string, role: string, bytes: number) => {
+    byFormat[format] = (byFormat[format] ?? 0) + bytes;
+    byRole[role] = (byRole[role] ?? 0) + bytes;
+    weightBytes += bytes;
+  };
+  let parameters = 0, routed = 0;
   for (const t of modelTensors(cfg)) {
     const n = t.shape.reduce((a, b) => a * b, 1);
-    const bytes = Math.ceil(n * (t.kind === 'vector' ? 4 : t.kind === 'embedding' ? eb : t.expert >= 0 ? xb : wb));
-    weightBytes += bytes;
-    if (bytes > largestBuffer.bytes) largestBuffer = { name: t.name, bytes };
+    parameters += n;
+    const role = t.spec.role;
+    const group = ROLE_GROUP[role] ?? 'norms';
+    if (t.expert >= 0) { routed += n; continue; } // stacked per layer below
+    if (role === 'router') { put('f32', group, align4(n * 4)); continue; }
+    if (role === 'router_bias') { put('f32', group, align4(n * 4)); continue; }
+    if (t.kind === 'vector') { put('f32', group, roundUp(n, 4) * 4); continue; }
+    const [N, K] = t.shape;
+    const f: StorageFormat = role === 'embed' ? embedding : role === 'kv_b' ? 'f32' : storage;
+    // kv_b is read whole by the MLA kernels: it cannot be chunked.
+    const u = role === 'kv_b' ? weightUploadBytes(f, N, K) : weightUploadBytes(f, N, K, limit);
+    put(f, group, u.bytes);
+    bind(role === 'kv_b' ? `${t.name} (one f32 binding)` : `${t.name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
   }
-  const kve = opts.kvBytesPerElement ?? 4;
-  const perLayer = (opts.kvLayout ?? 'latent') === 'latent'
-    ? cfg.kvLoraRank + cfg.qkRopeHeadDim
-    : cfg.numHeads * (cfg.qkNopeHeadDim + cfg.qkRopeHeadDim + cfg.vHeadDim);
-  const kvBytesPerToken = perLayer * kve * cfg.numLayers;
-  const ctx = opts.contextLength;
-  const kvBytes = kvBytesPerToken * ctx;
-
-  // Activations for one prefill chunk: the residual stream and norms, q / kv projections, attention
-  // output, the widest FFN (dense, shared or k routed experts), logits, plus the attention scores of
-  // one chunk against the whole context (f32).
-  const T = Math.min(opts.prefillChunk ?? 512, ctx);
-  const H = cfg.numHeads;
-  const qk = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
-  const ffn = Math.max(cfg.intermediateSize, cfg.nSharedExperts * cfg.moeIntermediateSize, cfg.numExpertsPerTok * cfg.moeIntermediateSize);
-  const perToken = 4 * cfg.hiddenSize + (cfg.qLoraRank ?? 0) + H * qk + (cfg.kvLoraRank + cfg.qkRopeHeadDim) + H * (cfg.kvLoraRank + cfg.qkRopeHeadDim) + H * cfg.vHeadDim + 3 * ffn + cfg.vocabSize + 2 * cfg.nRoutedExperts;
-  const activationBytes = 4 * (T * perToken + H * T * ctx);
-
-  const bindings: { name: string; bytes: number }[] = [];
-  if (!opts.splittable?.embedding) bindings.push({ name: tensorName('embed'), bytes: Math.ceil(cfg.vocabSize * cfg.hiddenSize * eb) });
-  else bindings.push({ name: `${tensorName('embed')} (one row)`, bytes: Math.ceil(cfg.hiddenSize * eb) });
-  const moeLayer = moeLayers(cfg)[0];
-  if (moeLayer !== undefined) {
-    // gate and up rows are stacked together ([E, 2I, D]), the larger of the two expert buffers
-    const stack = cfg.nRoutedExperts * 2 * cfg.moeIntermediateSize * cfg.hiddenSize * xb;
-    if (!opts.splittable?.experts) bindings.push({ name: `${tensorName('expert_gate', moeLayer, '*')} + up_proj (stacked)`, bytes: Math.ceil(stack) });
+  const moe = moeLayers(cfg);
+  const stacks = cfg.nRoutedExperts ? expertStacks(experts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit) : [];
+  for (const l of moe) {
+    for (const Eg of stacks) {
+      for (const b of expertStackBuffers(experts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) {
+        put(experts, 'routed_experts', b.bytes);
+        bind(`model.layers.${l}.mlp.experts.*: stacked ${b.name} (${Eg} experts, ${experts})`, b.bytes);
+      }
+    }
   }
-  bindings.push({ name: 'KV cache (one layer)', bytes: perLayer * kve * ctx });
-  // Splittable matrices need one row per binding; their widest row:
-  let widestRow = { name: '', bytes: 0 };
-  for (const t of modelTensors(cfg)) {
-    if (t.kind !== 'matrix') continue;
-    const bytes = Math.ceil(t.shape[t.shape.length - 1] * wb);
-    if (bytes > widestRow.bytes) widestRow = { name: `${t.name} (one row)`, bytes };
-  }
-  bindings.push(widestRow);
-  bindings.push({ name: 'attention scores (one prefill chunk)', bytes: 4 * H * T * ctx });
-  const largestBinding = bindings.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+  const perExpert = moe.length && cfg.nRoutedExperts ? routed / (moe.length * cfg.nRoutedExperts) : 0;
+  const activeParameters = parameters - routed + perExpert * cfg.numExpertsPerTok * moe.length;
 
-  return { weightBytes, kvBytesPerToken, kvBytes, activationBytes, largestBinding, largestBuffer, total: weightBytes + kvBytes + activationBytes };
+  // KV cache: one f32 [context, kv_lora + rope] buffer per layer.
+  const row = cfg.kvLoraRank + cfg.qkRopeHeadDim;
+  const kvLayer = align4(contextLength * row * 4);
+  const kvBytes = kvLayer * cfg.numLayers;
+  bind('KV cache (one layer at full context)', kvLayer);
+
+  const fallback = dev.isFallbackAdapter ?? false;
+  const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
+  const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
+  const activations = tempPoolBytes([prefill, decode]);
+  const biggestTemp = Math.max(...flatTemps(prefill), ...flatTemps(decode));
+  bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));
+
+  // Fixed buffers: sampler scratch (V ≥ 1024 floats, chunk info, the 96 KiB histogram of sample.ts), the
+  // uniform ring (64 KiB at least), the expert-load counters (one aligned [E] u32 slice per MoE layer),
+  // the RoPE frequency table, the token out buffer and the kernels' 16-byte placeholders. (A repetition
+  // penalty adds a 4 KiB history buffer.)
+  const align = dev.minStorageBufferOffsetAlignment ?? 256;
+  const cap = Math.max(cfg.vocabSize, 1024);
+  const runtime = cap * 4 + (32 + 3 * Math.ceil(cap / 1024)) * 4 + 6 * 2048 * 2 * 4 + (64 << 10)
+    + (cfg.nRoutedExperts ? Math.max(4, Math.ceil((cfg.nRoutedExperts * 4) / align) * align * moe.length) : 0)
+    + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16;
+
+  return {
+    model: { modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
+    checkpoint: checkpointBytes(list),
+    storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none', embedding, kvCache: 'f32' },
+    expertStacks: stacks,
+    contextLength,
+    prefillTokens,
+    weights: { bytes: weightBytes, byFormat, byRole },
+    kvCache: { bytesPerToken: row * 4 * cfg.numLayers, bytes: kvBytes },
+    activations: { bytes: activations, prefillBytes: tempPoolBytes([prefill]), decodeBytes: tempPoolBytes([decode]) },
+    runtime: { bytes: runtime },
+    largestBinding: largest,
+    gpuBytes: weightBytes + kvBytes + activations + runtime,
+  };
 }
 
-/**
- * Throws LimitExceededError, naming the limit and the shortfall, when the estimate cannot fit the device:
- * a buffer that must be one binding over maxStorageBufferBindingSize or maxBufferSize, or the total
- * over `memoryBytes` when the caller knows the device's memory (WebGPU does not expose it).
- */
-export function checkFitsDevice(estimate: MemoryEstimate, caps: Pick<Capabilities, 'maxStorageBufferBindingSize' | 'maxBufferSize'>, opts: { memoryBytes?: number } = {}): void {
-  const b = estimate.largestBinding;
-  if (b.bytes > caps.maxBufferSize) throw new LimitExceededError('maxBufferSize', b.bytes, caps.maxBufferSize, `${b.name} (one buffer)`);
-  if (b.bytes > caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', b.bytes, caps.maxStorageBufferBindingSize, `${b.name} (one binding)`);
-  if (opts.memoryBytes !== undefined && estimate.total > opts.memoryBytes) {
-    throw new LimitExceededError('device memory', estimate.total, opts.memoryBytes, 'the model (weights + KV cache + activations)');
+function checkpointBytes(list: PlanTensor[] | null): MemoryPlan['checkpoint'] {
+  const byDtype: Record<string, number> = {};
+  let bytes = 0;
+  const size: Partial<Record<SafetensorsDtype, number>> = { F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, U16: 2, U32: 4, BOOL: 1 };
+  for (const t of list ?? []) {
+    const b = t.shape.reduce((a, x) => a * x, 1) * (size[t.dtype] ?? 0);
+    byDtype[t.dtype] = (byDtype[t.dtype] ?? 0) + b;
+    bytes += b;
   }
+  return { bytes, byDtype };
+}
+
+/** The device limits a plan is checked against; `memoryBytes` when the caller knows the GPU's memory (WebGPU does not tell). */
+export interface DeviceBudget { maxStorageBufferBindingSize: number; maxBufferSize: number; memoryBytes?: number }
+
+/** Why a plan does not fit `budget` (null when it fits). */
+export function planShortfall(plan: MemoryPlan, budget: DeviceBudget): { limit: string; needed: number; granted: number; what: string } | null {
+  const b = plan.largestBinding;
+  if (b.bytes > budget.maxBufferSize) return { limit: 'maxBufferSize', needed: b.bytes, granted: budget.maxBufferSize, what: `${b.name} (one buffer)` };
+  if (b.bytes > budget.maxStorageBufferBindingSize) return { limit: 'maxStorageBufferBindingSize', needed: b.bytes, granted: budget.maxStorageBufferBindingSize, what: `${b.name} (one binding)` };
+  if (budget.memoryBytes !== undefined && plan.gpuBytes > budget.memoryBytes) return { limit: 'GPU memory', needed: plan.gpuBytes, granted: budget.memoryBytes, what: 'the model (weights + KV cache + activations)' };
+  return null;
+}
+
+/** An alternative load that fits where the asked one does not. */
+export interface FitAlternative { weights: StorageFormat; contextLength: number; gpuBytes: number; largestBinding: number }
+
+/**
+ * Loads of the same model that fit `budget`: each smaller weight storage (q8, q4; f16 where exact) at the
+ * asked context, then, for each storage, the longest context (halving, down to 256 tokens) that fits.
+ * Ordered by how close they stay to the asked load (storage first, then context).
+ */
+export function whatFits(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null, options: PlanOptions, budget: DeviceBudget): FitAlternative[] {
+  const list = tensors ? [...tensors] : null;
+  // Planned for the budget's limits (expert stacks and row chunks split by them).
+  const opts: PlanOptions = { ...options, device: { ...options.device, maxStorageBufferBindingSize: budget.maxStorageBufferBindingSize, maxBufferSize: budget.maxBufferSize } };
+  const asked = planMemory(cfg, list, opts);
+  // One 16-bit step: f16 for F16 checkpoints, bf16 otherwise (BF16's range; exact for BF16 checkpoints).
+  const sixteen: StorageFormat = asked.storage.weights === 'f16' || (list && resolveStorage('auto', list) === 'f16') ? 'f16' : 'bf16';
+  const order: StorageFormat[] = ['f32', sixteen, 'q8', 'q4'];
+  const out: FitAlternative[] = [];
+  for (const w of order.slice(Math.max(0, order.indexOf(asked.storage.weights === 'bf16' || asked.storage.weights === 'f16' ? sixteen : asked.storage.weights)))) {
+    for (let ctx = asked.contextLength; ctx >= Math.min(256, asked.contextLength); ctx = Math.floor(ctx / 2)) {
+      const p = planMemory(cfg, list, { ...opts, weights: w, contextLength: ctx });
+      if (!planShortfall(p, budget)) { out.push({ weights: w, contextLength: ctx, gpuBytes: p.gpuBytes, largestBinding: p.largestBinding.bytes }); break; }
+      if (ctx === 1) break;
+    }
+  }
+  return out.filter((a) => a.weights !== asked.storage.weights || a.contextLength !== asked.contextLength);
+}
+
+const gb = (n: number) => `${(n / 1e9).toFixed(2)} GB`;
+
+/**
+ * Throws LimitExceededError naming the limit, the shortfall and (in the message and `details.fits`) the
+ * loads that would fit, when `plan` does not fit `budget`.
+ */
+export function checkPlanFits(plan: MemoryPlan, budget: DeviceBudget, alternatives: () => FitAlternative[] = () => []): void {
+  const s = planShortfall(plan, budget);
+  if (!s) return;
+  const fits = alternatives();
+  const hint = fits.length
+    ? ` What fits: ${fits.map((a) => `--weights ${a.weights} --context ${a.contextLength} (${gb(a.gpuBytes)})`).join('; ')}.`
+    : ' No weight storage or context length makes it fit this device: serve it from a bigger machine (createRemoteEngine) or wait for expert offload.';
+  const e = new LimitExceededError(s.limit, s.needed, s.granted, `${s.what}; the plan (weights ${plan.storage.weights}, context ${plan.contextLength}) needs ${gb(plan.gpuBytes)} in all`);
+  Object.assign(e, { message: e.message + '.' + hint });
+  Object.assign(e.details!, { plan: { gpuBytes: plan.gpuBytes, largestBinding: plan.largestBinding, weights: plan.storage.weights, contextLength: plan.contextLength }, fits });
+  throw e;
 }

@@ -93,7 +93,7 @@ describe('webmoe CLI', () => {
     expect(r.prunedBytesAfter / r.prunedBytesBefore).toBeLessThan(0.6);
     expect(readFileSync(join(out, 'tokenizer.json'), 'utf8')).toBe(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
     const i = io();
-    expect(await main(['info', '--model', out], i.io), i.err.join('')).toBe(0);
+    expect(await main(['info', '--model', out, '--load'], i.io), i.err.join('')).toBe(0);
     expect(JSON.parse(i.out.join('')).model.sparsity).toBe('2:4 (experts, pre-pruned)');
   });
 

@@ -143,15 +143,17 @@ describe('device loss and device limits', () => {
     const { engine: e, gpus } = ownDeviceEngine({ limitOverrides: { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 } });
     const greedy: GenerateOptions = { temperature: 0, maxTokens: 6, stopAtEos: false };
 
-    // 1. Over the limit on a fresh engine: a 600k-token vocabulary makes a 154 MB embedding table,
-    //    which the gather binds whole. Only the header is read; nothing is allocated.
-    const huge = lazyCheckpoint({ vocab_size: 600_000 });
-    let err = await rejectionOf(e.load(huge.source, { weights: 'f32' }));
+    // 1. Over the limit on a fresh engine: a 1,000,000-token context makes one layer's KV cache 160 MB,
+    //    one buffer that attention binds whole (weights are split into row chunks and expert stacks
+    //    instead). Only the header is read; nothing is allocated; the error names the loads that fit.
+    const huge = lazyCheckpoint({});
+    let err = await rejectionOf(e.load(huge.source, { weights: 'f32', contextLength: 1_000_000 }));
     expect(err).toBeInstanceOf(LimitExceededError);
     const g0 = gpus[0];
     const granted = g0.caps.maxStorageBufferBindingSize;
-    expect(err.details).toMatchObject({ limit: 'maxStorageBufferBindingSize', needed: 600_000 * 64 * 4, granted });
-    expect(err.message).toMatch(/embed_tokens.*maxStorageBufferBindingSize = 153600000, but the device grants \d+ \(short by \d+\)/);
+    expect(err.details).toMatchObject({ limit: 'maxStorageBufferBindingSize', needed: 1_000_000 * 40 * 4, granted });
+    expect(err.message).toMatch(/KV cache.*maxStorageBufferBindingSize = 160000000, but the device grants \d+ \(short by \d+\)/);
+    expect(err.message).toMatch(/What fits: --weights f32 --context \d+/);
     expect(huge.bodyBytesRead()).toBe(0);
     expect(g0.buffers.bytesAllocated).toBe(0);
     expect(g0.buffers.count).toBe(0);
@@ -164,13 +166,13 @@ describe('device loss and device limits', () => {
     const loadedBytes = g0.buffers.bytesAllocated;
     const loadedCount = g0.buffers.count;
 
-    // 3. Failed loads keep the loaded model: over the binding limit by the vocabulary, and by the context
-    //    (the attention scores of one prefill chunk against a 20,000-token context), with nothing allocated.
-    err = await rejectionOf(e.load(lazyCheckpoint({ vocab_size: 600_000 }).source, { weights: 'f32' }));
+    // 3. Failed loads keep the loaded model: over the binding limit by one routed expert (2 × 300,000 ×
+    //    64 f32 gate|up rows, 154 MB) and by the context, with nothing allocated.
+    err = await rejectionOf(e.load(lazyCheckpoint({ moe_intermediate_size: 300_000 }).source, { weights: 'f32', contextLength: 64 }));
     expect(err.code).toBe('GPU_LIMIT_EXCEEDED');
-    err = await rejectionOf(e.load(fixtureModel(), { weights: 'f32', contextLength: 20_000 }));
+    err = await rejectionOf(e.load(fixtureModel(), { weights: 'f32', contextLength: 1_000_000 }));
     expect(err).toBeInstanceOf(LimitExceededError);
-    expect(err.message).toMatch(/attention scores.*maxStorageBufferBindingSize = \d+.*short by \d+/);
+    expect(err.message).toMatch(/KV cache.*maxStorageBufferBindingSize = 160000000.*short by \d+/);
     expect((err.details!.needed as number) - (err.details!.granted as number)).toBeGreaterThan(0);
     expect(g0.buffers.bytesAllocated).toBe(loadedBytes);
     expect(g0.buffers.count).toBe(loadedCount);

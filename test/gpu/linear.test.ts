@@ -19,7 +19,7 @@ const TOL = { atol: 1e-4, rtol: 1e-4 };
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });
 
-type Fmt = 'f32' | 'f16' | 'q8' | 'q4' | 'fp8';
+type Fmt = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'fp8';
 
 /** Random fp8 weights: e4m3 bytes of values in [−2, 2] and scales around 1/2. */
 function randomFp8(N: number, K: number, seed: number): PackedWeight {
@@ -61,7 +61,7 @@ describe('linear: packed formats against the dequantised reference', () => {
     [1, 129, 4, ['gemv']], [3, 7, 200, ['gemv']], [33, 31, 136, ['gemv', 'matmul']],
   ];
   const cases: [Fmt, number, number, number, ('gemv' | 'matmul')[]][] = [];
-  for (const f of ['f16', 'q8', 'q4', 'fp8'] as Fmt[]) for (const [M, N, K, kernels] of shapes) cases.push([f, M, N, K, kernels]);
+  for (const f of ['f16', 'bf16', 'q8', 'q4', 'fp8'] as Fmt[]) for (const [M, N, K, kernels] of shapes) cases.push([f, M, N, K, kernels]);
   it.each(cases)('%s M=%i N=%i K=%i %j', async (fmt, M, N, K, kernels) => {
     const p = pack(fmt, N, K, M * 7919 + N * 31 + K);
     const w = uploadPacked(gpu, `w.${fmt}`, p);
@@ -111,11 +111,11 @@ describe('linear: packed formats against the dequantised reference', () => {
     destroyWeight(gpu, w);
   });
 
-  it('uploadWeight f16/q8/q4 and uploadFp8Weight match their CPU packers', async () => {
+  it('uploadWeight f16/bf16/q8/q4 and uploadFp8Weight match their CPU packers', async () => {
     const N = 130, K = 136, M = 1;
     const wf = randomUniform(N * K, 11);
     const x = randomUniform(M * K, 12);
-    for (const format of ['f16', 'q8', 'q4'] as const) {
+    for (const format of ['f16', 'bf16', 'q8', 'q4'] as const) {
       const w = uploadWeight(gpu, format, wf, N, K, { format });
       expect(w.format).toBe(format);
       const ref = linearRef(x, dequantizeRef(packWeight(wf, N, K, format)), M, N, K);
@@ -158,7 +158,7 @@ describe('linear: packed formats against the dequantised reference', () => {
       const xFull = randomUniform(M * xStride, K);
       const x = new Float32Array(M * K);
       for (let m = 0; m < M; m++) x.set(xFull.subarray(m * xStride + xOffset, m * xStride + xOffset + K), m * K);
-      for (const fmt of (K % 4 ? ['q4', 'fp8'] : ['f16']) as Fmt[]) {
+      for (const fmt of (K % 4 ? ['q4', 'fp8', 'bf16'] : ['f16']) as Fmt[]) {
         const p = pack(fmt, N, K, 99);
         const w = uploadPacked(gpu, 'w', p);
         const ref = linearRef(x, dequantizeRef(p), M, N, K);
@@ -187,7 +187,7 @@ describe('linear: packed formats against the dequantised reference', () => {
     const plain = await testGpu({ disableFeatures: ['subgroups'] });
     expect(plain.caps.subgroups).toBe(false);
     // N = 9: ragged in the 4-row groups; K = 200 / 520: ragged in units, several units per invocation.
-    for (const [fmt, M, N, K] of [['f32', 1, 9, 200], ['f16', 3, 9, 200], ['q8', 1, 37, 520], ['q4', 6, 9, 200], ['fp8', 2, 9, 200]] as [Fmt, number, number, number][]) {
+    for (const [fmt, M, N, K] of [['f32', 1, 9, 200], ['f16', 3, 9, 200], ['bf16', 2, 9, 200], ['q8', 1, 37, 520], ['q4', 6, 9, 200], ['fp8', 2, 9, 200]] as [Fmt, number, number, number][]) {
       const p = fmt === 'f32' ? packWeight(randomUniform(N * K, K), N, K, 'f32') : pack(fmt, N, K, N + K + M);
       const w = uploadPacked(plain, `plain.${fmt}`, p);
       const x = randomUniform(M * K, M + K);

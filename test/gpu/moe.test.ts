@@ -9,7 +9,7 @@ import { matmul } from '../../src/kernels/matmul';
 import { siluMulRows } from '../../src/kernels/elementwise';
 import { loadMoeFixture, sameSet } from '../helpers/moe-fixture';
 import { LimitExceededError, ShapeError } from '../../src/errors';
-import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
+import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from '../../src/util/half';
 import { packWeight } from '../../src/kernels/weight-pack';
 import { dequantizeRef } from '../../src/kernels/weight.ref';
 
@@ -279,10 +279,10 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
     plain.destroy();
   });
 
-  it.each([['f16', 32], ['q8', 32], ['q4', 32], ['q8', 128], ['q4', 128]] as const)('%s (group %i) expert storage: decode (subgroups and workgroup memory) and grouped equal the reference on the stored weights', async (format, gs) => {
+  it.each([['f16', 32], ['bf16', 32], ['q8', 32], ['q4', 32], ['q8', 128], ['q4', 128]] as const)('%s (group %i) expert storage: decode (subgroups and workgroup memory) and grouped equal the reference on the stored weights', async (format, gs) => {
     const plain = await testGpu({ disableFeatures: ['subgroups'] });
     // The reference runs on exactly what is stored: f16-rounded, or quantised and dequantised per row.
-    const round = (a: Float32Array, rows: number, cols: number) => (format === 'f16' ? f16ArrayToF32(f32ArrayToF16(a)) : dequantizeRef(packWeight(a, rows, cols, format, { groupSize: gs, scaleDtype: 'f16' })));
+    const round = (a: Float32Array, rows: number, cols: number) => (format === 'f16' ? f16ArrayToF32(f32ArrayToF16(a)) : format === 'bf16' ? bf16ArrayToF32(f32ArrayToBf16(a)) : dequantizeRef(packWeight(a, rows, cols, format, { groupSize: gs, scaleDtype: 'f16' })));
     // [T, K, E, D, I]: one row, rows ragged in the 4-row groups, segments crossing 32-row tiles;
     // D, I not multiples of the group (ragged last group) nor of the 16/32-value row padding
     for (const [T, K, E, D, I] of [[1, 2, 8, 64, 32], [3, 3, 5, 36, 20], [40, 3, 4, 44, 12], [2, 2, 3, 136, 164]]) {
@@ -299,7 +299,7 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
       for (const [g, modes] of [[gpu, ['decode', 'grouped']], [plain, ['decode']]] as const) {
         const w = uploadExperts(g, format, experts, D, I, format, gs);
         expect(w.format).toBe(format);
-        if (format === 'f16') expect(w.bytes).toBe(E * 3 * I * D * 2);
+        if (format === 'f16' || format === 'bf16') expect(w.bytes).toBe(E * 3 * I * D * 2);
         else expect(w.bytes).toBeLessThan(E * 3 * I * D * (format === 'q8' ? 1.6 : 1.1)); // vs 4 bytes per f32 weight
         const bx = g.buffers.upload('x', x), bids = g.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
         const bw = g.buffers.upload('w', Float32Array.from(wArr.flat())), bs = g.buffers.upload('shared', sharedArr);

@@ -64,7 +64,7 @@ describe('rope', () => {
 });
 
 describe('embedding', () => {
-  it.each([['f32', 9, 13], ['f32', 50, 64], ['f16', 50, 30], ['q8', 33, 40], ['q4', 70, 100]] as const)('%s table V=%i D=%i', async (format, V, D) => {
+  it.each([['f32', 9, 13], ['f32', 50, 64], ['f16', 50, 30], ['bf16', 21, 30], ['q8', 33, 40], ['q4', 70, 100]] as const)('%s table V=%i D=%i', async (format, V, D) => {
     const table = randomNormal(V * D, V + D);
     const p = packWeight(table, V, D, format);
     const w = uploadPacked(gpu, 'embed', p);

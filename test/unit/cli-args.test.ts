@@ -115,11 +115,11 @@ describe('webmoe CLI arguments', () => {
     ['generate', ['--top-k', '-2'], "--top-k must be an integer ≥ 0, got '-2'"],
     ['generate', ['--repetition-penalty', '0'], "--repetition-penalty must be a number in [0.01, 100], got '0'"],
     ['generate', ['--seed', '4294967296'], "--seed must be an integer in [0, 4294967295], got '4294967296'"],
-    ['generate', ['--weights', 'fp16'], "--weights must be auto, f32, f16, q8 or q4, got 'fp16'"],
+    ['generate', ['--weights', 'fp16'], "--weights must be auto, f32, f16, bf16, q8 or q4, got 'fp16'"],
     ['generate', ['--context', '1'], "--context must be an integer ≥ 2, got '1'"],
     ['generate', ['--chat=yes'], "--chat is a switch and takes no value (got '--chat=yes')"],
     ['logits', ['--mode', 'sideways'], "--mode must be prefill, decode or hybrid, got 'sideways'"],
-    ['info', ['--weights', 'q3'], "--weights must be auto, f32, f16, q8 or q4, got 'q3'"],
+    ['info', ['--weights', 'q3'], "--weights must be auto, f32, f16, bf16, q8 or q4, got 'q3'"],
     ['calibrate', ['--steps', '0'], "--steps must be an integer ≥ 1, got '0'"],
     ['calibrate', ['--gamma', '0'], "--gamma must be a number > 0, got '0'"],
     ['calibrate', ['--batch-tokens', 'lots'], "--batch-tokens must be an integer ≥ 1, got 'lots'"],
@@ -167,7 +167,7 @@ describe('webmoe CLI arguments', () => {
     for (const name of ['model', 'prompt', 'chat', 'max-tokens', 'temperature', 'top-k', 'top-p', 'repetition-penalty', 'seed', 'weights', 'context', 'quiet', 'help']) expect(out).toContain(`--${name}`);
     expect(out).toMatch(/--max-tokens N +.*\(an integer ≥ 0; default 128\)/);
     expect(out).toMatch(/--temperature T +.*\(a number in \[0, 100\]; default 0\.7\)/);
-    expect(out).toContain('--weights auto|f32|f16|q8|q4');
+    expect(out).toContain('--weights auto|f32|f16|bf16|q8|q4');
   });
 
   it('webmoe --help, -h and help print the command list and exit 0; --version prints the package version', async () => {

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, FormatError, ShapeError, UnsupportedError } from '../../src/errors';
 import { parseSafetensors } from '../../src/formats/safetensors';
 import { isMoeLayer, parseConfig, type ModelConfig } from '../../src/model/config';
-import { checkTensorsAgainstConfig, expectedTensorCount, expectedTensorShapes } from '../../src/model/tensors';
+import { checkTensorsAgainstConfig, expectedTensorCount, expectedTensorShapes, moeLayers } from '../../src/model/tensors';
+import { parameterCounts } from '../../src/model/assemble';
 
 const FIX = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url);
 const fixtureConfig = (): Record<string, unknown> => JSON.parse(readFileSync(new URL('config.json', FIX), 'utf8'));
@@ -146,5 +147,48 @@ describe('checkTensorsAgainstConfig', () => {
     tensors.set('model.layers.0.self_attn.o_proj.weight_scale_inv', { dtype: 'F32', shape: [2, 1] });
     tensors.set('model.norm.weight', { dtype: 'F8_E4M3', shape: [200] });
     expect(() => checkTensorsAgainstConfig(cfg, tensors)).toThrow(UnsupportedError);
+  });
+});
+
+/** The real config.json files of published models (test/data/configs, sources in its README). */
+const REAL = new URL('../data/configs/', import.meta.url);
+const realConfig = (model: string): Record<string, unknown> => JSON.parse(readFileSync(new URL(`${model}/config.json`, REAL), 'utf8'));
+
+describe('real published configs', () => {
+  // [folder, layers, routed experts, top-k, MoE layers, total params (B), active params (B)] — the
+  // parameter figures the model cards publish: 15.7B / 2.4B (V2-Lite), 16B / 3B (Moonlight), 671B / 37B (V3).
+  // DeepSeek's cards count active parameters without the input embedding table (a lookup, not a
+  // matmul: 2.45B for V2-Lite, 2.66B with it); Moonlight's "A3B" counts it (2.91B with, 2.58B without).
+  const cases: [string, number, number, number, number, number, number, boolean][] = [
+    ['DeepSeek-V2-Lite', 27, 64, 6, 26, 15.7, 2.4, false],
+    ['DeepSeek-V2-Lite-Chat', 27, 64, 6, 26, 15.7, 2.4, false],
+    ['Moonlight-16B-A3B-Instruct', 27, 64, 6, 26, 16.0, 3.0, true],
+    ['DeepSeek-V3', 61, 256, 8, 58, 671, 37, false],
+  ];
+  for (const [model, layers, experts, topK, moe, totalB, activeB, withEmbedding] of cases) {
+    it(`${model}: parsed as published (${totalB}B total, ${activeB}B active)`, () => {
+      const c = parseConfig(realConfig(model));
+      expect([c.numLayers, c.nRoutedExperts, c.numExpertsPerTok]).toEqual([layers, experts, topK]);
+      expect(moeLayers(c).length).toBe(moe);
+      const p = parameterCounts(c);
+      // Within 3% of the rounded figure of the card (the cards round to 2-3 digits).
+      expect(Math.abs(p.total / 1e9 - totalB) / totalB).toBeLessThan(0.03);
+      const active = p.active - (withEmbedding ? 0 : c.vocabSize * c.hiddenSize);
+      expect(Math.abs(active / 1e9 - activeB) / activeB, `active ${active}`).toBeLessThan(0.05);
+      expect(expectedTensorShapes(c).size).toBe(expectedTensorCount(c));
+    });
+  }
+
+  it('reads what differs between them: MLA ranks, routing, FP8, MTP', () => {
+    const v2 = parseConfig(realConfig('DeepSeek-V2-Lite'));
+    expect([v2.modelType, v2.qLoraRank, v2.kvLoraRank, v2.scoringFunc, v2.topkMethod, v2.normTopkProb, v2.quantization]).toEqual(['deepseek_v2', null, 512, 'softmax', 'greedy', false, null]);
+    expect(v2.ropeScaling).toMatchObject({ type: 'yarn', factor: 40, mscale: 0.707, mscaleAllDim: 0.707 });
+    expect(parseConfig(realConfig('DeepSeek-V2-Lite-Chat'))).toEqual(v2);
+    const moon = parseConfig(realConfig('Moonlight-16B-A3B-Instruct'));
+    expect([moon.modelType, moon.qLoraRank, moon.scoringFunc, moon.topkMethod, moon.routedScalingFactor, moon.vocabSize, moon.ropeScaling, moon.eosTokenIds]).toEqual(['deepseek_v3', null, 'sigmoid', 'noaux_tc', 2.446, 163840, null, [163586]]);
+    expect(expectedTensorShapes(moon).has('model.layers.1.mlp.gate.e_score_correction_bias')).toBe(true);
+    const v3 = parseConfig(realConfig('DeepSeek-V3'));
+    expect([v3.qLoraRank, v3.nGroup, v3.topkGroup, v3.firstKDenseReplace, v3.numNextnPredictLayers, v3.vocabSize]).toEqual([1536, 8, 4, 3, 1, 129280]);
+    expect(v3.quantization).toEqual({ method: 'fp8', fmt: 'e4m3', weightBlockSize: [128, 128] });
   });
 });

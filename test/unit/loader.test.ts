@@ -5,7 +5,6 @@ import { AbortError, FormatError, LimitExceededError, ShapeError, WebMoeError } 
 import { parseSafetensors, toFloat32, writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors';
 import { browserWeightCache, memoryWeightCache, type WeightCache } from '../../src/loader/cache';
 import { openCheckpoint, type Checkpoint, type LoadProgress } from '../../src/model/checkpoint';
-import { estimateMemory, checkFitsDevice } from '../../src/model/memory-plan';
 import { memoryModel, urlModel, fileListModel, type ModelSource } from '../../src/loader/model-source';
 import { directoryModel } from '../../src/loader/node-source';
 import { urlSource } from '../../src/loader/source';
@@ -419,49 +418,6 @@ describe('HTTP loading (node:http on 127.0.0.1)', () => {
     srv.set({});
     const { got } = await streamAll(ck);
     expect(got.size).toBe(91);
-  });
-});
-
-describe('memory estimate and device limits', () => {
-  it('f32 weight bytes of the fixture config equal the fixture file data; KV bytes per token = (kv_lora + rope)·4·layers', () => {
-    const cfg = parseConfig(JSON.parse(fixtureConfigText()));
-    const e = estimateMemory(cfg, { weightFormat: 'f32', contextLength: 256 });
-    const whole = parseSafetensors(fixtureFile('model.safetensors'));
-    expect(e.weightBytes).toBe(whole.header.fileSize - whole.header.dataStart);
-    expect(e.kvBytesPerToken).toBe((32 + 8) * 4 * 3);
-    expect(e.kvBytes).toBe(e.kvBytesPerToken * 256);
-    expect(e.total).toBe(e.weightBytes + e.kvBytes + e.activationBytes);
-    const f16 = estimateMemory(cfg, { weightFormat: 'f16', contextLength: 256 });
-    expect(f16.weightBytes).toBeLessThan(e.weightBytes);
-    expect(f16.weightBytes).toBeGreaterThan(e.weightBytes / 2); // norms and biases stay f32
-  });
-
-  it('DeepSeek-V3 shapes: ~671B parameters incl. MTP, fails a 2 GiB-binding device naming the limit and the shortfall', () => {
-    const v3 = parseConfig({
-      model_type: 'deepseek_v3', vocab_size: 129280, hidden_size: 7168, intermediate_size: 18432, moe_intermediate_size: 2048,
-      num_hidden_layers: 61, num_attention_heads: 128, q_lora_rank: 1536, kv_lora_rank: 512, qk_nope_head_dim: 128,
-      qk_rope_head_dim: 64, v_head_dim: 128, n_routed_experts: 256, n_shared_experts: 1, num_experts_per_tok: 8, n_group: 8, topk_group: 4,
-      first_k_dense_replace: 3, max_position_embeddings: 163840,
-    });
-    const e = estimateMemory(v3, { weightFormat: 'f32', contextLength: 4096 });
-    const params = (e.weightBytes) / 4;
-    // Published: 671B total including the 14B MTP module (whose shared embedding/head are not counted twice) → main model ≈ 657B.
-    expect(params / 1e9).toBeGreaterThan(650);
-    expect(params / 1e9).toBeLessThan(672);
-    expect(e.kvBytesPerToken).toBe(576 * 4 * 61);
-    const caps = { maxStorageBufferBindingSize: 2 ** 31 - 4, maxBufferSize: 2 ** 32 };
-    const fp8 = estimateMemory(v3, { weightFormat: 'fp8', contextLength: 4096 });
-    let err: unknown;
-    try { checkFitsDevice(fp8, caps); } catch (x) { err = x; }
-    expect(err).toBeInstanceOf(LimitExceededError);
-    // The stacked gate|up experts of one layer (256 × 2·2048 × 7168, f16): ~15 GB, past even maxBufferSize.
-    expect(fp8.largestBinding.name).toMatch(/experts/);
-    expect((err as Error).message).toContain('maxBufferSize');
-    expect((err as Error).message).toContain(`short by ${fp8.largestBinding.bytes - caps.maxBufferSize}`);
-    // The fixture fits easily.
-    checkFitsDevice(estimateMemory(parseConfig(JSON.parse(fixtureConfigText())), { weightFormat: 'f32', contextLength: 256 }), caps);
-    // A tiny device fails on total memory when it is known.
-    expect(() => checkFitsDevice(fp8, { maxStorageBufferBindingSize: 2 ** 40, maxBufferSize: 2 ** 40 }, { memoryBytes: 8e9 })).toThrow(/device memory/);
   });
 });
 
