@@ -14,6 +14,8 @@ import { ConfigError, FormatError, UnsupportedError, WebMoeError } from '../erro
 import { metaArray, metaBool, metaNumber, metaString, readGgufModel, type GgufKv, type GgufModelHeader, type GgufSplitTensor, type RangeReader } from '../formats/gguf';
 import { dequantize, isDecodable, quantize, type DecodableType } from '../formats/gguf-blocks';
 import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
+import { ggufTokenizerMetadata, tokenizerFilesFromGguf } from '../formats/gguf-tokenizer';
+import { loadTokenizer } from '../loader/tokenizer-file';
 import type { CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
 import { parseConfig, type ModelConfig } from './config';
 import type { Checkpoint } from './checkpoint';
@@ -193,6 +195,9 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
     at += bytes;
   }
   checkTensorsAgainstConfig(config, tensors);
+  // The tokenizer metadata as tokenizer.json + tokenizer_config.json: one tokenizer path for both formats.
+  const tok = tokenizerFilesFromGguf(h);
+  const tokenizer = tok ? loadTokenizer(tok.tokenizerJson, tok.tokenizerConfig, { vocabSize: config.vocabSize }) : null;
   const read = async (t: GgufSplitTensor, offset: number, length: number, signal?: AbortSignal) => {
     const b = await sources[t.file].read(t.begin + offset, length, signal);
     if (b.length !== length) throw new FormatError(`${sources[t.file].name}: read ${b.length} of ${length} bytes of '${t.name}'`, { tensor: t.name });
@@ -223,7 +228,7 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
     return { dtype: 'F32', shape: tensors.get(name)!.shape.slice(), data: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) };
   };
   return {
-    config, tokenizerJson: null, tokenizerConfig: null, generationConfig: null, tokenizer: null,
+    config, tokenizerJson: tok?.tokenizerJson ?? null, tokenizerConfig: tok?.tokenizerConfig ?? null, generationConfig: null, tokenizer,
     tensors, files: sources.map((s) => s.name), nonFinite: [],
     readRaw, readF32,
     async stream(names, onTensor, sopts = {}) {
@@ -245,8 +250,12 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
 
 // --------------------------------------------------------------------------------------- inverse
 
-/** deepseek2 metadata from an HF config (inverse of deepseek2ConfigFromGguf; MLA-split key lengths). */
-export function deepseek2Metadata(cfg: ModelConfig): [string, GgufKv][] {
+/**
+ * deepseek2 metadata from an HF config (inverse of deepseek2ConfigFromGguf; MLA-split key lengths), with
+ * the tokenizer's keys when its tokenizer.json (+ tokenizer_config.json) is given (llama.cpp needs them:
+ * tokenizer.ggml.model is a required key there).
+ */
+export function deepseek2Metadata(cfg: ModelConfig, tokenizer?: { json: unknown; config: Record<string, unknown> | null }): [string, GgufKv][] {
   const a = (k: string) => `${ARCH}.${k}`;
   const m: [string, GgufKv][] = [
     ['general.architecture', kv.str(ARCH)],
@@ -282,8 +291,16 @@ export function deepseek2Metadata(cfg: ModelConfig): [string, GgufKv][] {
     m.push([a('rope.scaling.type'), kv.str('yarn')], [a('rope.scaling.factor'), kv.f32(s.factor)], [a('rope.scaling.original_context_length'), kv.u32(s.originalMaxPositionEmbeddings)],
       [a('rope.scaling.yarn_log_multiplier'), kv.f32(0.1 * s.mscaleAllDim)], [a('rope.scaling.yarn_beta_fast'), kv.f32(s.betaFast)], [a('rope.scaling.yarn_beta_slow'), kv.f32(s.betaSlow)]);
   }
-  if (cfg.bosTokenId !== null) m.push(['tokenizer.ggml.bos_token_id', kv.u32(cfg.bosTokenId)]);
-  if (cfg.eosTokenIds.length) m.push(['tokenizer.ggml.eos_token_id', kv.u32(cfg.eosTokenIds[0])]);
+  const tok = tokenizer ? ggufTokenizerMetadata(tokenizer.json, tokenizer.config, cfg.vocabSize) : [];
+  m.push(...tok);
+  // config.json's ids win over the tokenizer_config token names (they are what the model was trained with).
+  const set = (key: string, id: number) => {
+    const i = m.findIndex(([k]) => k === key);
+    if (i >= 0) m[i] = [key, kv.u32(id)];
+    else m.push([key, kv.u32(id)]);
+  };
+  if (cfg.bosTokenId !== null) set('tokenizer.ggml.bos_token_id', cfg.bosTokenId);
+  if (cfg.eosTokenIds.length) set('tokenizer.ggml.eos_token_id', cfg.eosTokenIds[0]);
   return m;
 }
 

@@ -1,0 +1,191 @@
+// The GGUF tokenizer (tokenizer.ggml.* metadata) as tokenizer.json + tokenizer_config.json: the bundled
+// model's tokenizer written as GGUF metadata by the inverse writer and read back gives the same ids as
+// the safetensors path on held-out text, the same chat prompt and the same BOS handling; llama.cpp's
+// pre-tokenizer names give their regex splits; unknown names and models are typed errors.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { TextCodec } from '../../src/engine/text';
+import { readGgufHeader, type GgufKv } from '../../src/formats/gguf';
+import { kv, writeGguf } from '../../src/formats/gguf-write';
+import { GGUF_PRE_TOKENIZERS, GGUF_TOKEN_TYPE, ggufTokenizerMetadata, tokenizerFilesFromGguf } from '../../src/formats/gguf-tokenizer';
+import { bytesSource } from '../../src/loader/source';
+import { memoryModel } from '../../src/loader/model-source';
+import { loadTokenizer } from '../../src/loader/tokenizer-file';
+import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint';
+import { deepseek2Gguf, deepseek2Metadata, openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
+
+const dir = new URL('../../public/models/webmoe-tiny/', import.meta.url);
+const file = (n: string) => readFileSync(new URL(n, dir));
+const json = (n: string) => JSON.parse(file(n).toString('utf8')) as Record<string, unknown>;
+
+/** Text the tokenizer was not trained on: prose from the repo's docs, other scripts, whitespace runs, digits, specials. */
+const CORPUS: string[] = [
+  readFileSync(new URL('../../docs/sparsity.md', import.meta.url), 'utf8').slice(0, 4000),
+  'The quick brown fox jumps over the lazy dog. 1234567890 3.14159 -42 1e-6 0x1F',
+  'Ünïcödé: naïve café, Straße, Ελληνικά, русский текст, 中文分词测试, 日本語のテキスト, 한국어 문장, עברית, العربية, हिन्दी',
+  'emoji 😀👍🏽 🇺🇸 family 👨‍👩‍👧 and math ∑∫√∞ ≤ ≥ ≠',
+  'tabs\tand\t\ttabs, spaces  two   three    four     five\n\nnewlines\r\nCRLF \n \n  trailing   ',
+  "contractions: don't, I'm, we've, they'll, she'd, it's, DON'T, I'M",
+  '<|bos|>starts with bos<|user|>hi<|assistant|>hello<|eos|> mid <|bos|> text',
+  'code: function f(x) { return x * 2 + 1; } // 100% of $5.00 at 12:30pm',
+  '   leading spaces and trailing tab\t',
+  '',
+  ' ',
+  '\n',
+  'a',
+];
+
+let st: Checkpoint;
+let stCodec: TextCodec;
+
+beforeAll(async () => {
+  st = await openCheckpoint(memoryModel({
+    'config.json': file('config.json'), 'model.safetensors': file('model.safetensors'),
+    'tokenizer.json': file('tokenizer.json'), 'tokenizer_config.json': file('tokenizer_config.json'),
+  }));
+  stCodec = new TextCodec(st.tokenizer!, st.tokenizerConfig, st.config.eosTokenIds);
+});
+
+/** The bundled model as a deepseek2 GGUF (F32) with its tokenizer, opened through openGgufCheckpoint. */
+async function ggufOfBundled(): Promise<Checkpoint> {
+  const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'F32');
+  const bytes = writeGguf({ metadata: deepseek2Metadata(st.config, { json: st.tokenizerJson, config: st.tokenizerConfig }), tensors });
+  return openGgufCheckpoint([bytesSource('tiny.gguf', bytes)]);
+}
+
+/** GPT-2's byte-level alphabet, inverted: character → byte. */
+const BYTE_OF = (() => {
+  const keep = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  const m = new Map<string, number>();
+  let n = 0;
+  for (let b = 0; b < 256; b++) m.set(String.fromCodePoint(keep(b) ? b : 256 + n++), b);
+  return m;
+})();
+
+const metaOf = (entries: [string, GgufKv][]) => ({ metadata: new Map(entries) });
+
+describe('GGUF tokenizer metadata ↔ tokenizer.json', () => {
+  it('the writer puts the llama.cpp keys in the file', async () => {
+    const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'F32');
+    const bytes = writeGguf({ metadata: deepseek2Metadata(st.config, { json: st.tokenizerJson, config: st.tokenizerConfig }), tensors });
+    const h = await readGgufHeader(bytesSource('tiny.gguf', bytes));
+    const m = h.metadata;
+    expect(m.get('tokenizer.ggml.model')!.value).toBe('gpt2');
+    expect(m.get('tokenizer.ggml.pre')!.value).toBe('gpt-2'); // ByteLevel with GPT-2's regex
+    const tokens = (m.get('tokenizer.ggml.tokens')!.value as { values: string[] }).values;
+    expect(tokens.length).toBe(st.config.vocabSize);
+    expect(tokens.slice(0, 4)).toEqual(['<|bos|>', '<|eos|>', '<|user|>', '<|assistant|>']);
+    const types = (m.get('tokenizer.ggml.token_type')!.value as { values: Int32Array }).values;
+    expect([...types.slice(0, 5)]).toEqual([3, 3, 3, 3, 1]);
+    expect((m.get('tokenizer.ggml.merges')!.value as { values: string[] }).values.slice(0, 2)).toEqual(['Ġ t', 'h e']);
+    expect(m.get('tokenizer.ggml.bos_token_id')!.value).toBe(0);
+    expect(m.get('tokenizer.ggml.eos_token_id')!.value).toBe(1);
+    expect(m.get('tokenizer.ggml.add_bos_token')!.value).toBe(true);
+    expect(m.get('tokenizer.ggml.add_eos_token')!.value).toBe(false);
+    expect(m.get('tokenizer.chat_template')!.value).toBe(json('tokenizer_config.json').chat_template);
+  });
+
+  it('read back: identical ids to the safetensors path on held-out text, with and without special tokens', async () => {
+    const gg = await ggufOfBundled();
+    expect(gg.tokenizer).not.toBeNull();
+    const ggCodec = new TextCodec(gg.tokenizer!, gg.tokenizerConfig, gg.config.eosTokenIds);
+    let n = 0;
+    for (const text of CORPUS) {
+      for (const special of [false, true]) {
+        const a = stCodec.encode(text, special), b = ggCodec.encode(text, special);
+        expect(b, JSON.stringify(text.slice(0, 60))).toEqual(a);
+        n += a.length;
+      }
+      expect(ggCodec.decode(ggCodec.encode(text, false), false)).toBe(stCodec.decode(stCodec.encode(text, false), false));
+    }
+    expect(n).toBeGreaterThan(2000); // the corpus is not trivially short
+    expect(ggCodec.addsBos).toBe(true);
+    expect(ggCodec.bosId).toBe(0);
+    expect(ggCodec.eosIds).toEqual(stCodec.eosIds);
+  });
+
+  it('read back: the same chat prompt and BOS handling (one BOS, never doubled)', async () => {
+    const gg = await ggufOfBundled();
+    const ggCodec = new TextCodec(gg.tokenizer!, gg.tokenizerConfig, gg.config.eosTokenIds);
+    const chat = [{ role: 'user' as const, content: 'Hello there, 123!' }, { role: 'assistant' as const, content: 'Hi.' }, { role: 'user' as const, content: 'Ünïcödé  spaces' }];
+    expect(ggCodec.hasChatTemplate).toBe(true);
+    expect(ggCodec.renderChat(chat)).toBe(stCodec.renderChat(chat));
+    const ids = ggCodec.encodeChat(chat);
+    expect(ids).toEqual(stCodec.encodeChat(chat));
+    expect(ids.filter((t) => t === 0)).toHaveLength(1);
+    expect(ids[0]).toBe(0);
+    for (const t of ['The old man', '<|bos|>The old man', '<|bos|><|bos|>x', '']) expect(ggCodec.encode(t), t).toEqual(stCodec.encode(t));
+    expect(ggCodec.encode('<|bos|>The old man')).toEqual(ggCodec.encode('The old man'));
+  });
+
+  it('add_bos_token false in the metadata: no BOS, as llama.cpp', async () => {
+    const meta = ggufTokenizerMetadata(st.tokenizerJson, { ...st.tokenizerConfig, add_bos_token: false }, st.config.vocabSize);
+    const files = tokenizerFilesFromGguf(metaOf(meta))!;
+    const c = TextCodec.fromJson(files.tokenizerJson, files.tokenizerConfig, [1]);
+    expect(c.addsBos).toBe(false);
+    expect(c.encode('The old man')).toEqual(stCodec.encode('The old man', false));
+  });
+
+  it('ids the files do not define are written as UNUSED [PAD<id>] tokens up to vocab_size', () => {
+    const meta = new Map(ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize + 3));
+    const tokens = (meta.get('tokenizer.ggml.tokens')!.value as { values: string[] }).values;
+    const types = (meta.get('tokenizer.ggml.token_type')!.value as { values: Int32Array }).values;
+    expect(tokens.slice(-3)).toEqual([3072, 3073, 3074].map((i) => `[PAD${i}]`));
+    expect([...types.slice(-3)]).toEqual([GGUF_TOKEN_TYPE.UNUSED, GGUF_TOKEN_TYPE.UNUSED, GGUF_TOKEN_TYPE.UNUSED]);
+  });
+});
+
+describe('llama.cpp pre-tokenizer names → split regexes', () => {
+  /** The bundled vocabulary with another pre-tokenizer name: its pre_tokenizer's pieces of `text`. */
+  function pieces(pre: string, text: string): string[] {
+    const meta = ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize).map(([k, v]): [string, GgufKv] => (k === 'tokenizer.ggml.pre' ? [k, kv.str(pre)] : [k, v]));
+    const files = tokenizerFilesFromGguf(metaOf(meta))!;
+    const tok = loadTokenizer(files.tokenizerJson, files.tokenizerConfig) as unknown as { pre_tokenizer: { pre_tokenize(t: string): string[] } };
+    // Pieces come out byte-level mapped (GPT-2's byte → character table); map back to text.
+    return tok.pre_tokenizer.pre_tokenize(text).map((p) => new TextDecoder().decode(Uint8Array.from([...p].map((c) => BYTE_OF.get(c)!))));
+  }
+
+  it('every known name builds a working tokenizer', () => {
+    for (const p of GGUF_PRE_TOKENIZERS) for (const name of p.names) expect(pieces(name, 'Hello world 12345 中文\n').join(''), name).toBe('Hello world 12345 中文\n');
+  });
+
+  it('gpt-2: letters, digit runs and spaces as GPT-2 splits them', () => {
+    expect(pieces('gpt-2', "Hello world 12345 it's")).toEqual(['Hello', ' world', ' 12345', ' it', "'s"]);
+  });
+
+  it('llama3 and deepseek-v3 split digits in threes, qwen2 one by one, deepseek-llm keeps runs', () => {
+    expect(pieces('llama3', 'a 12345')).toEqual(['a', ' ', '123', '45']);
+    expect(pieces('deepseek-v3', 'a 12345')).toEqual(['a', ' ', '123', '45']);
+    expect(pieces('qwen2', 'a 123')).toEqual(['a', ' ', '1', '2', '3']);
+    expect(pieces('deepseek-llm', 'a 12345')).toEqual(['a', ' ', '12345']);
+  });
+
+  it('deepseek-v3 isolates CJK runs and newlines; default isolates punctuation', () => {
+    expect(pieces('deepseek-v3', 'ab中文cd\n\nx')).toEqual(['ab', '中文', 'cd', '\n\n', 'x']);
+    expect(pieces('default', 'a, b!')).toEqual(['a', ',', ' b', '!']);
+  });
+
+  it('an unknown pre-tokenizer name is UNSUPPORTED and names the known ones', () => {
+    const meta = ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize).map(([k, v]): [string, GgufKv] => (k === 'tokenizer.ggml.pre' ? [k, kv.str('tekken')] : [k, v]));
+    expect(() => tokenizerFilesFromGguf(metaOf(meta))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED', message: expect.stringMatching(/'tekken'.*gpt-2.*deepseek-llm.*deepseek-v3/) }));
+  });
+
+  it('a SentencePiece (llama) tokenizer is UNSUPPORTED; a file without one has no tokenizer', () => {
+    expect(() => tokenizerFilesFromGguf(metaOf([['tokenizer.ggml.model', kv.str('llama')], ['tokenizer.ggml.tokens', kv.strings(['a'])]]))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    expect(tokenizerFilesFromGguf(metaOf([]))).toBeNull();
+  });
+
+  it('hostile metadata is BAD_FORMAT: duplicate tokens, bad merges, out-of-range BOS, wrong types', () => {
+    const base = (over: [string, GgufKv][]) => metaOf([['tokenizer.ggml.model', kv.str('gpt2')], ['tokenizer.ggml.pre', kv.str('gpt-2')], ['tokenizer.ggml.tokens', kv.strings(['a', 'b', 'ab'])], ['tokenizer.ggml.merges', kv.strings(['a b'])], ...over]);
+    expect(tokenizerFilesFromGguf(base([]))).not.toBeNull();
+    const bad: [string, GgufKv][][] = [
+      [['tokenizer.ggml.tokens', kv.strings(['a', 'a'])]],
+      [['tokenizer.ggml.merges', kv.strings(['ab'])]],
+      [['tokenizer.ggml.bos_token_id', kv.u32(3)]],
+      [['tokenizer.ggml.tokens', kv.i32s([1, 2])]],
+      [['tokenizer.ggml.token_type', kv.i32s([1])]],
+      [['tokenizer.ggml.add_bos_token', kv.str('yes')]],
+    ];
+    for (const over of bad) expect(() => tokenizerFilesFromGguf(base(over)), over[0][0]).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+  });
+});
