@@ -23,7 +23,7 @@ export interface LlamaModel {
   dispose(): Promise<void>;
 }
 export interface NodeLlamaCpp {
-  getLlama(o: { gpu: false; build: 'never'; logLevel?: string }): Promise<{ loadModel(o: { modelPath: string; gpuLayers?: number }): Promise<LlamaModel>; dispose(): Promise<void> }>;
+  getLlama(o: { gpu: false; build: 'never'; logLevel?: string }): Promise<{ loadModel(o: { modelPath: string; gpuLayers?: number; vocabOnly?: boolean }): Promise<LlamaModel>; dispose(): Promise<void> }>;
 }
 
 /** The node-llama-cpp module, installed into tools/llama-check first when missing. */

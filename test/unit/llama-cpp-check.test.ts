@@ -3,6 +3,8 @@
 // by webmoe (openGgufCheckpoint on the CPU reference runner). The same prompt ids (llama.cpp's tokenizer
 // on the file's metadata agrees with webmoe's), the same greedy tokens, and first-step next-token
 // log-probabilities within a per-type tolerance (see TOL). llama.cpp refusing a file would be a writer bug.
+// And llama.cpp's tokenizer on the written tokenizer metadata, under every pre-tokenizer name webmoe
+// knows, gives webmoe's ids on mixed text (checks the regex translation against llama.cpp itself).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +17,9 @@ import { memoryModel } from '../../src/loader/model-source';
 import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';
+import { kv } from '../../src/formats/gguf-write';
+import type { GgufKv } from '../../src/formats/gguf';
+import { GGUF_PRE_TOKENIZERS } from '../../src/formats/gguf-tokenizer';
 import { deepseek2Gguf, deepseek2Metadata, openGgufCheckpoint, q4kmLikeType, type TypeChooser } from '../../src/model/gguf-deepseek2';
 import { buildWeights } from '../../src/model/load';
 import { nodeLlamaCpp, type NodeLlamaCpp } from '../helpers/llama-cpp';
@@ -138,5 +143,47 @@ describe('llama.cpp runs webmoe-written GGUFs of the bundled model like webmoe d
       }
       expect(worst).toBeLessThan(TOL[label]);
     }, 300_000);
+  }
+});
+
+/** Text for the tokenizer comparison: prose, other scripts, whitespace runs, digits, special tokens in text. */
+const TOKENIZER_TEXT = [
+  readFileSync(new URL('../../docs/sparsity.md', import.meta.url), 'utf8').slice(0, 3000),
+  'Ünïcödé: naïve café, Straße, Ελληνικά ώΐ, русский, 中文分词测试, 日本語のテキスト カタカナ, 한국어, עברית, العربية, हिन्दी',
+  'emoji 😀👍🏽 🇺🇸 👨‍👩‍👧 math ∑∫√∞ ≤ ≥ ≠ ＡＢＣ！？',
+  'tabs\tand\t\ttabs, spaces  two   three    four     five\n\nnewlines\r\nCRLF \n \n  trailing   ',
+  "don't I'M we've they'll she'd IT'S 1234567890 3.14159 -42 1e-6 0x1F 12,345,678",
+  '<|bos|>starts with bos<|user|>hi<|assistant|>hello<|eos|> mid <|bos|> text',
+  'code: function f(x) { return x * 2 + 1; } // 100% of $5.00 at 12:30pm',
+];
+
+describe("llama.cpp's tokenizer on webmoe-written tokenizer metadata", () => {
+  // The bundled vocabulary and merges under every pre-tokenizer name webmoe knows: llama.cpp's split
+  // regexes (applied by llama.cpp) and webmoe's HF-Split translation of them must cut the text alike.
+  for (const p of GGUF_PRE_TOKENIZERS) {
+    it(`tokenizer.ggml.pre = ${p.names[0]}: the same ids as webmoe on mixed text`, async () => {
+      const meta = deepseek2Metadata(st.config, { json: st.tokenizerJson, config: st.tokenizerConfig }).map(([k, v]): [string, GgufKv] => [k, k === 'tokenizer.ggml.pre' ? kv.str(p.names[0]) : v]);
+      // A whole model file (webmoe opens only those); llama.cpp reads just its vocabulary (vocabOnly).
+      const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'Q8_0');
+      const bytes = writeGguf({ metadata: meta, tensors });
+      const path = join(tmp, `vocab-${p.names[0]}.gguf`);
+      writeFileSync(path, bytes);
+      const gg = await openGgufCheckpoint([bytesSource(path, bytes)]);
+      const codec = new TextCodec(gg.tokenizer!, gg.tokenizerConfig, gg.config.eosTokenIds);
+      const llama = await llamaMod.getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+      const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+      let n = 0;
+      try {
+        for (const text of TOKENIZER_TEXT) {
+          const ours = codec.encode(text, false);
+          expect(model.tokenize(text, true), `${p.names[0]}: ${JSON.stringify(text.slice(0, 50))}`).toEqual(ours);
+          n += ours.length;
+        }
+      } finally {
+        await model.dispose();
+        await llama.dispose();
+      }
+      console.log(`llama.cpp vs webmoe tokenizer, pre ${p.names[0]}: ${n} ids equal`);
+    }, 120_000);
   }
 });
