@@ -126,6 +126,22 @@ describe('GGUF tokenizer metadata ↔ tokenizer.json', () => {
     expect(c.encode('The old man')).toEqual(stCodec.encode('The old man', false));
   });
 
+  it('token types: CONTROL tokens are special (skipped in decode), USER_DEFINED ones are matched in text but kept', () => {
+    const meta = ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize).map(([k, v]): [string, GgufKv] => {
+      if (k !== 'tokenizer.ggml.token_type') return [k, v];
+      const types = Int32Array.from((v.value as { values: Int32Array }).values);
+      types[2] = GGUF_TOKEN_TYPE.USER_DEFINED; // <|user|>
+      return [k, kv.i32s(types)];
+    });
+    const files = tokenizerFilesFromGguf(metaOf(meta))!;
+    const c = TextCodec.fromJson(files.tokenizerJson, files.tokenizerConfig, [1]);
+    const ids = c.encode('a<|user|>b<|assistant|>c', false);
+    expect(ids).toContain(2);
+    expect(ids).toContain(3);
+    expect(c.decode(ids, true)).toBe('a<|user|>bc');
+    expect(c.decode(ids, false)).toBe('a<|user|>b<|assistant|>c');
+  });
+
   it('ids the files do not define are written as UNUSED [PAD<id>] tokens up to vocab_size', () => {
     const meta = new Map(ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize + 3));
     const tokens = (meta.get('tokenizer.ggml.tokens')!.value as { values: string[] }).values;
