@@ -4,7 +4,8 @@
  * same @huggingface/tokenizers path and chat-template code as a safetensors one. And the inverse: the
  * metadata llama.cpp's converter writes for a byte-level BPE tokenizer.json, for webmoe's GGUF writer.
  *
- * Only `tokenizer.ggml.model = gpt2` (byte-level BPE) is supported. Its pre-tokenizer is named by
+ * `tokenizer.ggml.model = gpt2` (byte-level BPE) and `llama` (SentencePiece, see sentencePieceFiles) are
+ * supported. gpt2's pre-tokenizer is named by
  * `tokenizer.ggml.pre`; llama.cpp applies that name's list of regexes one after the other, each splitting
  * every piece into matches and the text between them, which is a Sequence of HF `Split` pre-tokenizers
  * with behaviour `Isolated` followed by a ByteLevel without its own regex.
@@ -89,20 +90,16 @@ function stringArray(h: Meta, key: string): string[] | undefined {
 export function tokenizerFilesFromGguf(h: Meta): { tokenizerJson: Record<string, unknown>; tokenizerConfig: Record<string, unknown> } | null {
   const model = get(h, 'tokenizer.ggml.model', 'STRING') as string | undefined;
   if (model === undefined || model === 'none' || model === 'no_vocab') return null;
-  if (model !== 'gpt2') {
-    throw new UnsupportedError(`GGUF tokenizer.ggml.model '${model}' is not supported (webmoe reads 'gpt2', byte-level BPE${model === 'llama' ? '; SentencePiece files are not yet read' : ''})`, { model });
+  if (model !== 'gpt2' && model !== 'llama') {
+    throw new UnsupportedError(`GGUF tokenizer.ggml.model '${model}' is not supported (webmoe reads 'gpt2', byte-level BPE, and 'llama', SentencePiece BPE)`, { model });
   }
   const tokens = stringArray(h, 'tokenizer.ggml.tokens');
-  if (!tokens) throw new FormatError('GGUF tokenizer.ggml.tokens is missing (tokenizer.ggml.model is gpt2)');
-  const merges = stringArray(h, 'tokenizer.ggml.merges');
-  if (!merges) throw new FormatError('GGUF tokenizer.ggml.merges is missing (a gpt2 tokenizer needs them)');
+  if (!tokens) throw new FormatError(`GGUF tokenizer.ggml.tokens is missing (tokenizer.ggml.model is ${model})`);
   const typesKv = get(h, 'tokenizer.ggml.token_type', 'ARRAY') as GgufArray | undefined;
   if (typesKv && (typeof (typesKv.values as ArrayLike<unknown>)[0] === 'bigint' || typesKv.values.length !== tokens.length || typesKv.type === 'STRING' || typesKv.type === 'ARRAY')) {
     throw new FormatError(`GGUF tokenizer.ggml.token_type must be ${tokens.length} integers (one per token)`);
   }
   const types = typesKv ? (typesKv.values as ArrayLike<number>) : null;
-  const preName = (get(h, 'tokenizer.ggml.pre', 'STRING') as string | undefined) ?? 'default';
-  const pre = preTokenizerNamed(preName);
 
   const vocab: Record<string, number> = Object.create(null);
   const added: Record<string, unknown>[] = [];
@@ -111,12 +108,25 @@ export function tokenizerFilesFromGguf(h: Meta): { tokenizerJson: Record<string,
     if (t in vocab) throw new FormatError(`GGUF tokenizer.ggml.tokens has '${t.slice(0, 40)}' twice (ids ${vocab[t]} and ${id})`);
     vocab[t] = id;
     const ty = types ? types[id] : GGUF_TOKEN_TYPE.NORMAL;
-    // Control tokens are special (matched in text with parse_special, dropped by skip_special);
-    // user-defined ones are always matched, as HF added tokens that are not special.
-    if (ty === GGUF_TOKEN_TYPE.CONTROL || ty === GGUF_TOKEN_TYPE.USER_DEFINED) {
-      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: ty === GGUF_TOKEN_TYPE.CONTROL });
+    // Control (and SentencePiece's unknown) tokens are special (matched in text with parse_special,
+    // dropped by skip_special); user-defined ones are always matched, as HF added tokens that are not special.
+    if (ty === GGUF_TOKEN_TYPE.CONTROL || ty === GGUF_TOKEN_TYPE.USER_DEFINED || (model === 'llama' && ty === GGUF_TOKEN_TYPE.UNKNOWN)) {
+      added.push({ id, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: ty !== GGUF_TOKEN_TYPE.USER_DEFINED });
     }
   });
+  const tokenAt = (key: string) => {
+    const id = get(h, key, 'UINT32') as number | undefined;
+    if (id === undefined) return null;
+    if (!Number.isInteger(id) || id < 0 || id >= tokens.length) throw new FormatError(`GGUF ${key} = ${id} is outside the ${tokens.length} tokens`, { key });
+    return tokens[id];
+  };
+  const flag = (key: string, dflt: boolean) => (get(h, key, 'BOOL') as boolean | undefined) ?? dflt;
+  if (model === 'llama') return sentencePieceFiles(h, tokens, vocab, added, types, tokenAt, flag);
+
+  const merges = stringArray(h, 'tokenizer.ggml.merges');
+  if (!merges) throw new FormatError('GGUF tokenizer.ggml.merges is missing (a gpt2 tokenizer needs them)');
+  const preName = (get(h, 'tokenizer.ggml.pre', 'STRING') as string | undefined) ?? 'default';
+  const pre = preTokenizerNamed(preName);
   for (const m of merges) {
     // llama.cpp splits at the first space after the first character.
     if (m.indexOf(' ', 1) < 0) throw new FormatError(`GGUF tokenizer.ggml.merges entry '${m.slice(0, 40)}' has no space between its two parts`);
@@ -135,13 +145,6 @@ export function tokenizerFilesFromGguf(h: Meta): { tokenizerJson: Record<string,
       ignore_merges: pre.ignoreMerges ?? false, vocab, merges: merges.map((m) => { const i = m.indexOf(' ', 1); return [m.slice(0, i), m.slice(i + 1)]; }),
     },
   };
-  const tokenAt = (key: string) => {
-    const id = get(h, key, 'UINT32') as number | undefined;
-    if (id === undefined) return null;
-    if (!Number.isInteger(id) || id < 0 || id >= tokens.length) throw new FormatError(`GGUF ${key} = ${id} is outside the ${tokens.length} tokens`, { key });
-    return tokens[id];
-  };
-  const flag = (key: string, dflt: boolean) => (get(h, key, 'BOOL') as boolean | undefined) ?? dflt;
   const tokenizerConfig: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
     bos_token: tokenAt('tokenizer.ggml.bos_token_id'),
@@ -150,6 +153,70 @@ export function tokenizerFilesFromGguf(h: Meta): { tokenizerJson: Record<string,
     pad_token: tokenAt('tokenizer.ggml.padding_token_id'),
     // llama.cpp's defaults when the keys are absent: BPE adds no BOS unless the pre-tokenizer's family does.
     add_bos_token: flag('tokenizer.ggml.add_bos_token', pre.addBos ?? false),
+    add_eos_token: flag('tokenizer.ggml.add_eos_token', false),
+    clean_up_tokenization_spaces: false,
+  };
+  const template = get(h, 'tokenizer.chat_template', 'STRING');
+  if (template !== undefined) tokenizerConfig.chat_template = template;
+  return { tokenizerJson, tokenizerConfig };
+}
+
+type Files = { tokenizerJson: Record<string, unknown>; tokenizerConfig: Record<string, unknown> };
+
+/**
+ * `tokenizer.ggml.model = llama`: llama.cpp's SentencePiece tokenizer (llm_tokenizer_spm) as an HF BPE.
+ * llama.cpp escapes spaces as U+2581 (after prefixing one to each text piece that starts the input or
+ * follows a special token, when add_space_prefix), splits into characters and repeatedly merges the
+ * adjacent pair whose concatenation is the vocabulary token of highest score (leftmost on ties);
+ * characters left outside the vocabulary become <0xXX> byte tokens. As HF BPE: every pair (a, b) with
+ * a, b and a+b in the vocabulary is a merge, ranked by the score of a+b; normalizer Prepend + Replace
+ * (HF normalises each text section between added tokens, which is llama.cpp's prefix rule); byte_fallback.
+ */
+function sentencePieceFiles(
+  h: Meta, tokens: string[], vocab: Record<string, number>, added: Record<string, unknown>[], types: ArrayLike<number> | null,
+  tokenAt: (key: string) => string | null, flag: (key: string, dflt: boolean) => boolean,
+): Files {
+  const scoresKv = get(h, 'tokenizer.ggml.scores', 'ARRAY') as GgufArray | undefined;
+  if (scoresKv && (scoresKv.type !== 'FLOAT32' || scoresKv.values.length !== tokens.length)) throw new FormatError(`GGUF tokenizer.ggml.scores must be ${tokens.length} FLOAT32 values (one per token)`);
+  const scores = scoresKv ? (scoresKv.values as Float32Array) : new Float32Array(tokens.length); // llama.cpp: 0 when absent
+  const merges: { a: string; b: string; score: number; id: number; at: number }[] = [];
+  tokens.forEach((t, id) => {
+    if (types && types[id] === GGUF_TOKEN_TYPE.BYTE) return; // <0xXX> are reached by byte fallback, not merges
+    const cps = [...t];
+    let at = 0;
+    for (let k = 1; k < cps.length; k++) {
+      at += cps[k - 1].length;
+      const a = t.slice(0, at), b = t.slice(at);
+      if (a in vocab && b in vocab) merges.push({ a, b, score: scores[id], id, at });
+    }
+  });
+  // Highest score first; one token's several splits keep the order of their left part's length.
+  merges.sort((x, y) => y.score - x.score || x.id - y.id || x.at - y.at);
+  const spacePrefix = flag('tokenizer.ggml.add_space_prefix', true);
+  const replace = { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' };
+  const tokenizerJson = {
+    version: '1.0', truncation: null, padding: null, added_tokens: added,
+    normalizer: spacePrefix ? { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, replace] } : replace,
+    pre_tokenizer: null, post_processor: null,
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        { type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' },
+        ...(spacePrefix ? [{ type: 'Strip', content: ' ', start: 1, stop: 0 }] : []),
+      ],
+    },
+    model: {
+      type: 'BPE', dropout: null, unk_token: tokenAt('tokenizer.ggml.unknown_token_id'), continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges: merges.map((m) => [m.a, m.b]),
+    },
+  };
+  const tokenizerConfig: Record<string, unknown> = {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: tokenAt('tokenizer.ggml.bos_token_id'),
+    eos_token: tokenAt('tokenizer.ggml.eos_token_id'),
+    unk_token: tokenAt('tokenizer.ggml.unknown_token_id'),
+    pad_token: tokenAt('tokenizer.ggml.padding_token_id'),
+    add_bos_token: flag('tokenizer.ggml.add_bos_token', true), // llama.cpp's SentencePiece default
     add_eos_token: flag('tokenizer.ggml.add_eos_token', false),
     clean_up_tokenization_spaces: false,
   };

@@ -13,6 +13,7 @@ import { memoryModel } from '../../src/loader/model-source';
 import { loadTokenizer } from '../../src/loader/tokenizer-file';
 import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint';
 import { deepseek2Gguf, deepseek2Metadata, openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
+import { spmMetadataFromByteLevel } from '../helpers/spm-vocab';
 
 const dir = new URL('../../public/models/webmoe-tiny/', import.meta.url);
 const file = (n: string) => readFileSync(new URL(n, dir));
@@ -186,8 +187,8 @@ describe('llama.cpp pre-tokenizer names → split regexes', () => {
     expect(() => tokenizerFilesFromGguf(metaOf(meta))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED', message: expect.stringMatching(/'tekken'.*gpt-2.*deepseek-llm.*deepseek-v3/) }));
   });
 
-  it('a SentencePiece (llama) tokenizer is UNSUPPORTED; a file without one has no tokenizer', () => {
-    expect(() => tokenizerFilesFromGguf(metaOf([['tokenizer.ggml.model', kv.str('llama')], ['tokenizer.ggml.tokens', kv.strings(['a'])]]))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+  it('other tokenizer models (bert, t5, rwkv) are UNSUPPORTED; a file without one has no tokenizer', () => {
+    for (const m of ['bert', 't5', 'rwkv']) expect(() => tokenizerFilesFromGguf(metaOf([['tokenizer.ggml.model', kv.str(m)], ['tokenizer.ggml.tokens', kv.strings(['a'])]])), m).toThrow(expect.objectContaining({ code: 'UNSUPPORTED', message: expect.stringMatching(/'gpt2'.*'llama'/) }));
     expect(tokenizerFilesFromGguf(metaOf([]))).toBeNull();
   });
 
@@ -203,5 +204,41 @@ describe('llama.cpp pre-tokenizer names → split regexes', () => {
       [['tokenizer.ggml.add_bos_token', kv.str('yes')]],
     ];
     for (const over of bad) expect(() => tokenizerFilesFromGguf(base(over)), over[0][0]).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+  });
+});
+
+describe('SentencePiece (tokenizer.ggml.model = llama)', () => {
+  const codecOf = (opts: { addSpacePrefix?: boolean } = {}) => {
+    const files = tokenizerFilesFromGguf(metaOf(spmMetadataFromByteLevel(st.tokenizerJson, opts)))!;
+    return TextCodec.fromJson(files.tokenizerJson, files.tokenizerConfig, [2]);
+  };
+
+  it('a space prefix, ▁ for spaces, merges by score, <s> first, and decode back to the text', () => {
+    const c = codecOf();
+    const ids = c.encode('Hello world, the old man');
+    expect(ids[0]).toBe(1);
+    const pieces = ids.slice(1).map((i) => c.tokenizer.id_to_token(i));
+    expect(pieces.join('')).toBe('\u2581Hello\u2581world,\u2581the\u2581old\u2581man');
+    expect(pieces).toContain('\u2581the'); // merged, not characters
+    for (const t of CORPUS) expect(c.decode(c.encode(t, false)), JSON.stringify(t.slice(0, 40))).toBe(t);
+  });
+
+  it('characters outside the vocabulary fall back to <0xXX> byte tokens', () => {
+    const c = codecOf();
+    const ids = c.encode('中', false);
+    expect(ids.map((i) => c.tokenizer.id_to_token(i))).toEqual(['\u2581', '<0xE4>', '<0xB8>', '<0xAD>']);
+  });
+
+  it('add_space_prefix false: no leading ▁', () => {
+    const c = codecOf({ addSpacePrefix: false });
+    const pieces = c.encode('Hello world', false).map((i) => c.tokenizer.id_to_token(i));
+    expect(pieces[0]!.startsWith('\u2581')).toBe(false);
+    expect(pieces.join('')).toBe('Hello\u2581world');
+    expect(c.decode(c.encode('Hello world', false))).toBe('Hello world');
+  });
+
+  it('scores of the wrong length are BAD_FORMAT', () => {
+    const meta = spmMetadataFromByteLevel(st.tokenizerJson).map(([k, v]): [string, GgufKv] => [k, k === 'tokenizer.ggml.scores' ? kv.f32s([0]) : v]);
+    expect(() => tokenizerFilesFromGguf(metaOf(meta))).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
   });
 });

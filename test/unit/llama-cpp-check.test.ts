@@ -23,6 +23,8 @@ import { GGUF_PRE_TOKENIZERS } from '../../src/formats/gguf-tokenizer';
 import { deepseek2Gguf, deepseek2Metadata, openGgufCheckpoint, q4kmLikeType, type TypeChooser } from '../../src/model/gguf-deepseek2';
 import { buildWeights } from '../../src/model/load';
 import { nodeLlamaCpp, type NodeLlamaCpp } from '../helpers/llama-cpp';
+import { spmMetadataFromByteLevel } from '../helpers/spm-vocab';
+import { tokenizerFilesFromGguf } from '../../src/formats/gguf-tokenizer';
 
 const dir = new URL('../../public/models/webmoe-tiny/', import.meta.url);
 const file = (n: string) => readFileSync(new URL(n, dir));
@@ -184,6 +186,34 @@ describe("llama.cpp's tokenizer on webmoe-written tokenizer metadata", () => {
         await llama.dispose();
       }
       console.log(`llama.cpp vs webmoe tokenizer, pre ${p.names[0]}: ${n} ids equal`);
+    }, 120_000);
+  }
+});
+
+describe("llama.cpp's SentencePiece tokenizer (tokenizer.ggml.model = llama) against webmoe's", () => {
+  for (const addSpacePrefix of [true, false]) {
+    it(`add_space_prefix ${addSpacePrefix}: the same ids on mixed text`, async () => {
+      const meta: [string, GgufKv][] = [...deepseek2Metadata(st.config), ...spmMetadataFromByteLevel(st.tokenizerJson, { addSpacePrefix })];
+      const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'Q8_0');
+      const path = join(tmp, `vocab-spm-${addSpacePrefix}.gguf`);
+      writeFileSync(path, writeGguf({ metadata: meta, tensors }));
+      const files = tokenizerFilesFromGguf({ metadata: new Map(meta) })!;
+      const codec = TextCodec.fromJson(files.tokenizerJson, files.tokenizerConfig, [2]);
+      const llama = await llamaMod.getLlama({ gpu: false, build: 'never', logLevel: 'error' });
+      const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+      let n = 0;
+      try {
+        for (const text of [...TOKENIZER_TEXT, '<s>starts with s</s> and <s> in the middle']) {
+          const ours = codec.encode(text, false);
+          expect(model.tokenize(text, true), `${JSON.stringify(text.slice(0, 50))}`).toEqual(ours);
+          n += ours.length;
+        }
+        expect([model.tokens.bos, ...model.tokenize('The old man', true)]).toEqual(codec.encode('The old man'));
+      } finally {
+        await model.dispose();
+        await llama.dispose();
+      }
+      console.log(`llama.cpp vs webmoe tokenizer, SentencePiece add_space_prefix ${addSpacePrefix}: ${n} ids equal`);
     }, 120_000);
   }
 });
