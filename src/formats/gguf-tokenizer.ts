@@ -161,6 +161,9 @@ export function tokenizerFilesFromGguf(h: Meta): { tokenizerJson: Record<string,
   return { tokenizerJson, tokenizerConfig };
 }
 
+/** Σ length² over a SentencePiece vocabulary (Llama's 32k pieces: ~2e6; a 256k vocabulary of 10-character pieces: 2.6e7). */
+const SPM_SPLIT_BUDGET = 5e8;
+
 type Files = { tokenizerJson: Record<string, unknown>; tokenizerConfig: Record<string, unknown> };
 
 /**
@@ -179,6 +182,10 @@ function sentencePieceFiles(
   const scoresKv = get(h, 'tokenizer.ggml.scores', 'ARRAY') as GgufArray | undefined;
   if (scoresKv && (scoresKv.type !== 'FLOAT32' || scoresKv.values.length !== tokens.length)) throw new FormatError(`GGUF tokenizer.ggml.scores must be ${tokens.length} FLOAT32 values (one per token)`);
   const scores = scoresKv ? (scoresKv.values as Float32Array) : new Float32Array(tokens.length); // llama.cpp: 0 when absent
+  // Every split of every token is looked up (cost Σ length²): bounded, so a hostile file of long tokens is an error, not a hang.
+  let work = 0;
+  for (const t of tokens) work += t.length * t.length;
+  if (work > SPM_SPLIT_BUDGET) throw new FormatError(`GGUF tokenizer.ggml.tokens: SentencePiece tokens this long (Σ length² = ${work}) are not a real vocabulary (limit ${SPM_SPLIT_BUDGET})`);
   const merges: { a: string; b: string; score: number; id: number; at: number }[] = [];
   tokens.forEach((t, id) => {
     if (types && types[id] === GGUF_TOKEN_TYPE.BYTE) return; // <0xXX> are reached by byte fallback, not merges

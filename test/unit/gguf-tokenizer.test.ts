@@ -237,6 +237,12 @@ describe('SentencePiece (tokenizer.ggml.model = llama)', () => {
     expect(c.decode(c.encode('Hello world', false))).toBe('Hello world');
   });
 
+  it('a vocabulary of very long pieces is BAD_FORMAT, not a hang', () => {
+    const long = Array.from({ length: 300 }, (_, i) => `${i}`.padEnd(2000, 'x'));
+    const meta: [string, GgufKv][] = [['tokenizer.ggml.model', kv.str('llama')], ['tokenizer.ggml.tokens', kv.strings(long)]];
+    expect(() => tokenizerFilesFromGguf(metaOf(meta))).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+  });
+
   it('scores of the wrong length are BAD_FORMAT', () => {
     const meta = spmMetadataFromByteLevel(st.tokenizerJson).map(([k, v]): [string, GgufKv] => [k, k === 'tokenizer.ggml.scores' ? kv.f32s([0]) : v]);
     expect(() => tokenizerFilesFromGguf(metaOf(meta))).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
