@@ -12,6 +12,7 @@ import { bytesSource } from '../../src/loader/source';
 import { memoryModel } from '../../src/loader/model-source';
 import { loadTokenizer } from '../../src/loader/tokenizer-file';
 import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint';
+import { WebMoeError } from '../../src/errors';
 import { deepseek2Gguf, deepseek2Metadata, openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
 import { spmMetadataFromByteLevel } from '../helpers/spm-vocab';
 
@@ -246,5 +247,45 @@ describe('SentencePiece (tokenizer.ggml.model = llama)', () => {
   it('scores of the wrong length are BAD_FORMAT', () => {
     const meta = spmMetadataFromByteLevel(st.tokenizerJson).map(([k, v]): [string, GgufKv] => [k, k === 'tokenizer.ggml.scores' ? kv.f32s([0]) : v]);
     expect(() => tokenizerFilesFromGguf(metaOf(meta))).toThrow(expect.objectContaining({ code: 'BAD_FORMAT' }));
+  });
+});
+
+describe('hostile tokenizer metadata, randomly', () => {
+  it('every mutation of a valid gpt2 or llama tokenizer either loads and runs or is a typed error', () => {
+    let seed = 12345;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const pick = <T,>(a: T[]): T => a[Math.floor(rand() * a.length)];
+    const gpt2 = ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize);
+    const spm = spmMetadataFromByteLevel(st.tokenizerJson);
+    const values: (() => GgufKv)[] = [
+      () => kv.str(pick(['', 'gpt2', 'llama', 'gpt-2', 'deepseek-v3', 'x'.repeat(1000), '\u0000'])),
+      () => kv.u32(Math.floor(rand() * 5000)), () => kv.i32(-1), () => kv.f32(NaN), () => kv.bool(rand() < 0.5),
+      () => kv.strings(Array.from({ length: Math.floor(rand() * 50) }, () => pick(['', ' ', 'a', 'a b', 'Ġ', '<0x41>', '\u2581', 'ab']))),
+      () => kv.i32s(Array.from({ length: Math.floor(rand() * 50) }, () => Math.floor(rand() * 8) - 1)),
+      () => kv.f32s([1, 2, 3]),
+    ];
+    let loaded = 0, typed = 0;
+    for (let i = 0; i < 300; i++) {
+      const base = (i % 2 ? spm : gpt2).map(([k, v]): [string, GgufKv] => [k, v]);
+      for (let m = 0; m < 1 + Math.floor(rand() * 3); m++) {
+        const j = Math.floor(rand() * base.length);
+        if (rand() < 0.2) base.splice(j, 1);
+        else base[j] = [base[j][0], pick(values)()];
+      }
+      try {
+        const files = tokenizerFilesFromGguf(metaOf(base));
+        if (files) {
+          const c = TextCodec.fromJson(files.tokenizerJson, files.tokenizerConfig, []);
+          c.decode(c.encode('Hello world 123 中文 <|bos|> <s>'));
+          c.renderChat([{ role: 'user', content: 'hi' }]);
+        }
+        loaded++;
+      } catch (e) {
+        expect(e, `mutation ${i}: ${(e as Error).message}`).toBeInstanceOf(WebMoeError);
+        typed++;
+      }
+    }
+    expect(loaded).toBeGreaterThan(10);
+    expect(typed).toBeGreaterThan(10);
   });
 });
