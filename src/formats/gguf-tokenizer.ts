@@ -28,6 +28,8 @@ interface PreTokenizer {
   /** llama.cpp sets these for the name (before the add_bos_token key, which overrides). */
   ignoreMerges?: boolean;
   addBos?: boolean;
+  /** The same split as Hugging Face tokenizer.json files write it, when llama.cpp adapted the regex (for the inverse). */
+  hfRegexes?: string[];
 }
 
 /** The pre-tokenizers of llama-vocab.cpp (llm_tokenizer_bpe) webmoe knows, with their regexes verbatim. */
@@ -36,10 +38,12 @@ export const GGUF_PRE_TOKENIZERS: PreTokenizer[] = [
   { names: ['default'], regexes: ['[\\p{P}\\$\\+<=>\\^~\\|]+', GPT2, '\\p{N}+', '[0-9][0-9][0-9]'] },
   {
     names: ['llama3', 'llama-v3', 'llama-bpe', 'falcon3'], ignoreMerges: true, addBos: true,
+    hfRegexes: ["(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"],
     regexes: ["(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"],
   },
   {
     names: ['qwen2', 'deepseek-r1-qwen', 'megrez', 'stablelm2'],
+    hfRegexes: ["(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"],
     regexes: ["(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"],
   },
   {
@@ -242,9 +246,14 @@ function preNameOf(pt: unknown): string {
     const list = o.pretokenizers as Record<string, any>[];
     const last = list.at(-1);
     const splits = list.slice(0, -1);
-    if (last?.type === 'ByteLevel' && last.use_regex === false && !last.add_prefix_space && splits.every((s) => s.type === 'Split' && s.behavior === 'Isolated' && !s.invert && typeof s.pattern?.Regex === 'string')) {
-      const regexes = splits.map((s) => s.pattern.Regex as string);
-      const p = GGUF_PRE_TOKENIZERS.find((x) => x.regexes && x.regexes.length === regexes.length && x.regexes.every((r, i) => r === regexes[i]));
+    // HF's Digits pre-tokenizer (Unicode numeric characters, as runs or one by one) is a regex split too (DeepSeek-V2 uses it).
+    const regexOf = (s: Record<string, any>): string | null =>
+      s.type === 'Split' && s.behavior === 'Isolated' && !s.invert && typeof s.pattern?.Regex === 'string' ? s.pattern.Regex
+        : s.type === 'Digits' ? (s.individual_digits ? '\\p{N}' : '\\p{N}+') : null;
+    const regexes = splits.map(regexOf);
+    if (last?.type === 'ByteLevel' && last.use_regex === false && !last.add_prefix_space && regexes.every((r) => r !== null)) {
+      const same = (list: string[] | null | undefined) => !!list && list.length === regexes.length && list.every((r, i) => r === regexes[i]);
+      const p = GGUF_PRE_TOKENIZERS.find((x) => same(x.regexes) || same(x.hfRegexes));
       if (p) return p.names[0];
     }
   }

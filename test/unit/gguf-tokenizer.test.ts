@@ -183,6 +183,22 @@ describe('llama.cpp pre-tokenizer names → split regexes', () => {
     expect(pieces('default', 'a, b!')).toEqual(['a', ',', ' b', '!']);
   });
 
+  it('the writer names the pre-tokenizer back: its own tokenizer.json, HF-written Llama 3 / Qwen2 regexes, DeepSeek-V2 Digits', () => {
+    const preOf = (json: unknown) => new Map(ggufTokenizerMetadata(json, st.tokenizerConfig, st.config.vocabSize)).get('tokenizer.ggml.pre')!.value;
+    const withPre = (pre: unknown) => ({ ...(st.tokenizerJson as object), pre_tokenizer: pre });
+    const bl = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false };
+    const split = (r: string) => ({ type: 'Split', pattern: { Regex: r }, behavior: 'Isolated', invert: false });
+    for (const p of GGUF_PRE_TOKENIZERS) {
+      const meta = ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize).map(([k, v]): [string, GgufKv] => [k, k === 'tokenizer.ggml.pre' ? kv.str(p.names[0]) : v]);
+      expect(preOf(tokenizerFilesFromGguf(metaOf(meta))!.tokenizerJson), p.names[0]).toBe(p.names[0]);
+      if (p.hfRegexes) expect(preOf(withPre({ type: 'Sequence', pretokenizers: [...p.hfRegexes.map(split), bl] }))).toBe(p.names[0]);
+    }
+    const v2 = GGUF_PRE_TOKENIZERS.find((p) => p.names[0] === 'deepseek-llm')!.regexes!;
+    expect(preOf(withPre({ type: 'Sequence', pretokenizers: [...v2.slice(0, -1).map(split), { type: 'Digits', individual_digits: false }, bl] }))).toBe('deepseek-llm');
+    expect(() => preOf(withPre({ type: 'Sequence', pretokenizers: [split('\\p{L}+'), bl] }))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    expect(() => preOf(withPre({ type: 'Metaspace', replacement: '\u2581' }))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+  });
+
   it('an unknown pre-tokenizer name is UNSUPPORTED and names the known ones', () => {
     const meta = ggufTokenizerMetadata(st.tokenizerJson, st.tokenizerConfig, st.config.vocabSize).map(([k, v]): [string, GgufKv] => (k === 'tokenizer.ggml.pre' ? [k, kv.str('tekken')] : [k, v]));
     expect(() => tokenizerFilesFromGguf(metaOf(meta))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED', message: expect.stringMatching(/'tekken'.*gpt-2.*deepseek-llm.*deepseek-v3/) }));
