@@ -14,6 +14,8 @@ import { ConfigError, FormatError, UnsupportedError, WebMoeError } from '../erro
 import { metaArray, metaBool, metaNumber, metaString, readGgufModel, type GgufKv, type GgufModelHeader, type GgufSplitTensor, type RangeReader } from '../formats/gguf';
 import { dequantize, isDecodable, quantize, type DecodableType } from '../formats/gguf-blocks';
 import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
+import { ggufTokenizerMetadata, tokenizerFilesFromGguf } from '../formats/gguf-tokenizer';
+import { loadTokenizer } from '../loader/tokenizer-file';
 import type { CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
 import { parseConfig, type ModelConfig } from './config';
 import type { Checkpoint } from './checkpoint';
@@ -193,6 +195,9 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
     at += bytes;
   }
   checkTensorsAgainstConfig(config, tensors);
+  // The tokenizer metadata as tokenizer.json + tokenizer_config.json: one tokenizer path for both formats.
+  const tok = tokenizerFilesFromGguf(h);
+  const tokenizer = tok ? loadTokenizer(tok.tokenizerJson, tok.tokenizerConfig, { vocabSize: config.vocabSize }) : null;
   const read = async (t: GgufSplitTensor, offset: number, length: number, signal?: AbortSignal) => {
     const b = await sources[t.file].read(t.begin + offset, length, signal);
     if (b.length !== length) throw new FormatError(`${sources[t.file].name}: read ${b.length} of ${length} bytes of '${t.name}'`, { tensor: t.name });
@@ -223,7 +228,7 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
     return { dtype: 'F32', shape: tensors.get(name)!.shape.slice(), data: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) };
   };
   return {
-    config, tokenizerJson: null, tokenizerConfig: null, generationConfig: null, tokenizer: null,
+    config, tokenizerJson: tok?.tokenizerJson ?? null, tokenizerConfig: tok?.tokenizerConfig ?? null, generationConfig: null, tokenizer,
     tensors, files: sources.map((s) => s.name), nonFinite: [],
     readRaw, readF32,
     async stream(names, onTensor, sopts = {}) {
@@ -245,8 +250,12 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
 
 // --------------------------------------------------------------------------------------- inverse
 
-/** deepseek2 metadata from an HF config (inverse of deepseek2ConfigFromGguf; MLA-split key lengths). */
-export function deepseek2Metadata(cfg: ModelConfig): [string, GgufKv][] {
+/**
+ * deepseek2 metadata from an HF config (inverse of deepseek2ConfigFromGguf; MLA-split key lengths), with
+ * the tokenizer's keys when its tokenizer.json (+ tokenizer_config.json) is given (llama.cpp needs them:
+ * tokenizer.ggml.model is a required key there).
+ */
+export function deepseek2Metadata(cfg: ModelConfig, tokenizer?: { json: unknown; config: Record<string, unknown> | null }): [string, GgufKv][] {
   const a = (k: string) => `${ARCH}.${k}`;
   const m: [string, GgufKv][] = [
     ['general.architecture', kv.str(ARCH)],
@@ -255,7 +264,9 @@ export function deepseek2Metadata(cfg: ModelConfig): [string, GgufKv][] {
     [a('block_count'), kv.u32(cfg.numLayers)],
     [a('feed_forward_length'), kv.u32(cfg.intermediateSize)],
     [a('attention.head_count'), kv.u32(cfg.numHeads)],
-    [a('attention.head_count_kv'), kv.u32(cfg.numHeads)],
+    // MLA with split k_b/v_b runs as MQA over the compressed cache (one KV head of kv_lora + rope), as
+    // llama.cpp's converter writes it; with numHeads here llama.cpp sizes the K cache per head and aborts.
+    [a('attention.head_count_kv'), kv.u32(1)],
     [a('rope.freq_base'), kv.f32(cfg.ropeTheta)],
     [a('attention.layer_norm_rms_epsilon'), kv.f32(cfg.rmsNormEps)],
     [a('expert_used_count'), kv.u32(cfg.numExpertsPerTok)],
@@ -282,21 +293,50 @@ export function deepseek2Metadata(cfg: ModelConfig): [string, GgufKv][] {
     m.push([a('rope.scaling.type'), kv.str('yarn')], [a('rope.scaling.factor'), kv.f32(s.factor)], [a('rope.scaling.original_context_length'), kv.u32(s.originalMaxPositionEmbeddings)],
       [a('rope.scaling.yarn_log_multiplier'), kv.f32(0.1 * s.mscaleAllDim)], [a('rope.scaling.yarn_beta_fast'), kv.f32(s.betaFast)], [a('rope.scaling.yarn_beta_slow'), kv.f32(s.betaSlow)]);
   }
-  if (cfg.bosTokenId !== null) m.push(['tokenizer.ggml.bos_token_id', kv.u32(cfg.bosTokenId)]);
-  if (cfg.eosTokenIds.length) m.push(['tokenizer.ggml.eos_token_id', kv.u32(cfg.eosTokenIds[0])]);
+  const tok = tokenizer ? ggufTokenizerMetadata(tokenizer.json, tokenizer.config, cfg.vocabSize) : [];
+  m.push(...tok);
+  // config.json's ids win over the tokenizer_config token names (they are what the model was trained with).
+  const set = (key: string, id: number) => {
+    const i = m.findIndex(([k]) => k === key);
+    if (i >= 0) m[i] = [key, kv.u32(id)];
+    else m.push([key, kv.u32(id)]);
+  };
+  if (cfg.bosTokenId !== null) set('tokenizer.ggml.bos_token_id', cfg.bosTokenId);
+  if (cfg.eosTokenIds.length) set('tokenizer.ggml.eos_token_id', cfg.eosTokenIds[0]);
   return m;
 }
+
+/** Weights per block of each type webmoe writes (a row must be whole blocks). */
+export const GGUF_BLOCK_OF: Record<DecodableType, number> = { F32: 1, F16: 1, BF16: 1, Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
+
+/** The storage type of one matrix, by its GGUF name and ggml shape. */
+export type TypeChooser = (ggufName: string, ne: number[], cfg: ModelConfig) => DecodableType;
+
+/**
+ * A Q4_K_M-like mix, following llama.cpp's llama_tensor_get_type for Q4_K_M: Q6_K for output.weight and
+ * for attn_v_b / ffn_down* in the layers where llama.cpp's use_more_bits holds (the first and last
+ * eighth and every third layer between), Q4_K elsewhere; rows that are not whole 256-weight blocks fall
+ * back to Q8_0 (llama.cpp falls back to Q5_0 / Q8_0, and webmoe does not decode Q5_0).
+ */
+export const q4kmLikeType: TypeChooser = (name, ne, cfg) => {
+  const L = /^blk\.(\d+)\./.exec(name);
+  const n = cfg.numLayers, i = L ? Number(L[1]) : -1;
+  const moreBits = i >= 0 && (i < n / 8 || i >= (7 * n) / 8 || (i - Math.floor(n / 8)) % 3 === 2);
+  const t: DecodableType = name === 'output.weight' || (moreBits && /\.(attn_v_b|ffn_down(_exps|_shexp)?)\.weight$/.test(name)) ? 'Q6_K' : 'Q4_K';
+  return ne[0] % GGUF_BLOCK_OF[t] === 0 ? t : 'Q8_0';
+};
 
 /**
  * GGUF tensors of a DeepSeek checkpoint in llama.cpp's deepseek2 layout: experts stacked, kv_b split
  * into k_b (transposed per head) and v_b. Matrices are stored as `type` when their rows are whole
- * blocks of it, else F32 (llama.cpp likewise falls back for such rows); vectors stay F32.
+ * blocks of it, else F32 (llama.cpp likewise falls back for such rows); vectors stay F32. `type` may
+ * choose per tensor (e.g. q4kmLikeType).
  */
-export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType = 'F32'): Promise<GgufTensorToWrite[]> {
+export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType | TypeChooser = 'F32'): Promise<GgufTensorToWrite[]> {
   const out: GgufTensorToWrite[] = [];
-  const blockOf: Record<DecodableType, number> = { F32: 1, F16: 1, BF16: 1, Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
   const put = (name: string, ne: number[], data: Float32Array, matrix: boolean) => {
-    const t: DecodableType = matrix && ne[0] % blockOf[type] === 0 ? type : 'F32';
+    const want = typeof type === 'function' ? type(name, ne, cfg) : type;
+    const t: DecodableType = matrix && ne[0] % GGUF_BLOCK_OF[want] === 0 ? want : 'F32';
     out.push({ name, type: t, ne, data: quantize(t, data) });
   };
   const inverse = new Map<string, string>();
