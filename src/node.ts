@@ -10,10 +10,10 @@ import { GpuUnavailableError } from './errors';
 import { createEngine, type WebMoeEngine } from './engine/engine';
 import type { EngineOptions } from './engine/types';
 import { urlModel } from './loader/model-source';
-import { directoryModel } from './loader/node-source';
+import { localModel } from './loader/node-source';
 
 export * from './index';
-export { fileSource, directoryModel } from './loader/node-source';
+export { fileSource, directoryModel, localModel } from './loader/node-source';
 export { startServer, serveModel, type RunningServer, type ServerOptions, type ServeModelOptions } from './server/serve';
 
 const SWIFTSHADER_ICDS = [
@@ -97,6 +97,6 @@ export async function acquireNodeGpu(options: Omit<GpuOptions, 'gpu'> & { log?: 
 export function createNodeEngine(options: EngineOptions = {}): WebMoeEngine {
   return createEngine(options, {
     acquire: (o, log) => acquireNodeGpu({ ...o, log }),
-    resolve: (model, o) => (/^https?:\/\//.test(model) ? urlModel(model, { cache: false }) : directoryModel(model)),
+    resolve: (model, o) => (/^https?:\/\//.test(model) ? urlModel(model, { cache: false }) : localModel(model)),
   });
 }

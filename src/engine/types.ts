@@ -12,7 +12,8 @@ export type { ChatMessage, LoadProgress, LayerLoad, SparsityOptions, WeightStora
  * a checkpoint folder or a directory handle. The worker engine takes the structured-clonable forms only
  * (not a ModelSource object, whose methods cannot cross to the worker).
  */
-export type ModelRef = string | ModelSource | File[] | FileSystemDirectoryHandle;
+/** A URL or path (a folder, or a file such as `model.gguf`), a ModelSource, picked files (a folder's, or one .gguf / its splits) or a directory handle. */
+export type ModelRef = string | ModelSource | File | File[] | FileList | FileSystemDirectoryHandle;
 
 export interface LoadOptions {
   /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). */

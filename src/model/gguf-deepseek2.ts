@@ -14,12 +14,14 @@ import { ConfigError, FormatError, UnsupportedError, WebMoeError } from '../erro
 import { metaArray, metaBool, metaNumber, metaString, readGgufModel, type GgufKv, type GgufModelHeader, type GgufSplitTensor, type RangeReader } from '../formats/gguf';
 import { dequantize, isDecodable, quantize, type DecodableType } from '../formats/gguf-blocks';
 import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
-import type { CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
+import type { CheckpointOf, CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
 import { parseConfig, type ModelConfig } from './config';
-import type { Checkpoint } from './checkpoint';
 import { checkTensorsAgainstConfig } from './tensors';
 
 const ARCH = 'deepseek2';
+
+/** model/checkpoint.ts's Checkpoint (spelled out here: that file opens GGUFs through this one). */
+type Checkpoint = CheckpointOf<ModelConfig>;
 
 /**
  * The shortest decimal that rounds to the same f32 (GGUF stores float hyper-parameters as f32: 1e-6
@@ -287,16 +289,21 @@ export function deepseek2Metadata(cfg: ModelConfig): [string, GgufKv][] {
   return m;
 }
 
+/** Weights per block of each type a matrix can be written as (its rows must be whole blocks). */
+export const GGUF_BLOCK_WEIGHTS: Record<DecodableType, number> = { F32: 1, F16: 1, BF16: 1, Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
+/** The type to write a matrix as, from its GGUF name and ne (a mixed file such as Q4_K_M); rows that are not whole blocks of it stay F32. */
+export type GgufTypeChooser = (name: string, ne: number[]) => DecodableType;
+
 /**
  * GGUF tensors of a DeepSeek checkpoint in llama.cpp's deepseek2 layout: experts stacked, kv_b split
  * into k_b (transposed per head) and v_b. Matrices are stored as `type` when their rows are whole
  * blocks of it, else F32 (llama.cpp likewise falls back for such rows); vectors stay F32.
  */
-export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType = 'F32'): Promise<GgufTensorToWrite[]> {
+export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType | GgufTypeChooser = 'F32'): Promise<GgufTensorToWrite[]> {
   const out: GgufTensorToWrite[] = [];
-  const blockOf: Record<DecodableType, number> = { F32: 1, F16: 1, BF16: 1, Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
   const put = (name: string, ne: number[], data: Float32Array, matrix: boolean) => {
-    const t: DecodableType = matrix && ne[0] % blockOf[type] === 0 ? type : 'F32';
+    const want = typeof type === 'function' ? type(name, ne) : type;
+    const t: DecodableType = matrix && ne[0] % GGUF_BLOCK_WEIGHTS[want] === 0 ? want : 'F32';
     out.push({ name, type: t, ne, data: quantize(t, data) });
   };
   const inverse = new Map<string, string>();
