@@ -9,7 +9,7 @@ import { acquireGpu, type Gpu, type GpuOptions } from './gpu/device';
 import { GpuUnavailableError } from './errors';
 import { createEngine, type WebMoeEngine } from './engine/engine';
 import type { EngineOptions } from './engine/types';
-import { urlModel } from './loader/model-source';
+import { urlModel, type ModelSource } from './loader/model-source';
 import { localModel } from './loader/node-source';
 
 export * from './index';
@@ -93,10 +93,15 @@ export async function acquireNodeGpu(options: Omit<GpuOptions, 'gpu'> & { log?: 
   return acquireGpu({ ...options, gpu });
 }
 
+/** A model reference string in Node: an http(s) URL (a folder, or a .gguf file), else a local folder or file. */
+export function nodeModelSource(model: string): ModelSource {
+  return /^https?:\/\//.test(model) ? urlModel(model, { cache: false }) : localModel(model);
+}
+
 /** The in-thread engine in Node: Dawn for the GPU, local directories or URLs for models. */
 export function createNodeEngine(options: EngineOptions = {}): WebMoeEngine {
   return createEngine(options, {
     acquire: (o, log) => acquireNodeGpu({ ...o, log }),
-    resolve: (model, o) => (/^https?:\/\//.test(model) ? urlModel(model, { cache: false }) : localModel(model)),
+    resolve: (model) => nodeModelSource(model),
   });
 }

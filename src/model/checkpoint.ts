@@ -49,7 +49,7 @@ const describeSet = (set: string[]) => (set.length > 1 ? `${set[0]} (${set.lengt
  *    a GGUF beside a safetensors model, or several GGUF models → ArgumentError saying how to name one.
  *  Sources that cannot list (a folder URL) are safetensors folders.
  */
-async function ggufFilesOf(src: ModelSource, signal?: AbortSignal): Promise<string[] | null> {
+export async function findGgufFiles(src: ModelSource, signal?: AbortSignal): Promise<string[] | null> {
   if (src.named !== undefined) {
     if (SAFETENSORS_FILE.test(src.named)) return null;
     const bs = await src.open(src.named);
@@ -121,13 +121,13 @@ async function openGguf(src: ModelSource, files: string[], opts: OpenOptions): P
  * Opens a DeepSeek checkpoint: config, tokenizer files and tensor table, validated before any GPU work.
  * A safetensors folder (config.json, *.safetensors), or a llama.cpp deepseek2 GGUF: the file the
  * reference names (`…/model.gguf`, the first split, a picked File), or the only GGUF model of a folder
- * that has no config.json (see ggufFilesOf for the ambiguous cases, which are errors).
+ * that has no config.json (see findGgufFiles for the ambiguous cases, which are errors).
  */
 export async function openCheckpoint(src: ModelSource, opts: OpenOptions = {}): Promise<Checkpoint> {
   let gguf: string[] | null;
   try {
     throwIfAborted(opts.signal);
-    gguf = await ggufFilesOf(src, opts.signal);
+    gguf = await findGgufFiles(src, opts.signal);
     if (gguf) return await openGguf(src, gguf, opts);
   } catch (e) {
     throw asTypedAbort(e, opts.signal);
