@@ -67,7 +67,14 @@ export async function findGgufFiles(src: ModelSource, signal?: AbortSignal): Pro
     return ggufSplitNames(src.named);
   }
   if (!src.list) return null;
-  const names = await src.list();
+  let names: string[];
+  try {
+    names = await src.list();
+  } catch (e) {
+    // An unreadable folder: the safetensors path says what is missing (no config.json).
+    if (e instanceof WebMoeError && e.code === 'NOT_FOUND') return null;
+    throw e;
+  }
   throwIfAborted(signal);
   const models = ggufModelsIn(names);
   if (models.length === 0) return null;
