@@ -115,7 +115,7 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   expect(errors).toEqual([]);
 });
 
-test('a .gguf picked with "Open a .gguf file…" crosses into the worker and is opened as GGUF', async ({ page }) => {
+test('a .gguf picked with "Open .gguf…" crosses into the worker and is opened as GGUF', async ({ page }) => {
   test.setTimeout(240_000);
   // The bundled model as a Q8_0 GGUF, written by the converter behind `webmoe convert`.
   const ck = await openCheckpoint(localModel('public/models/webmoe-tiny'));
