@@ -43,8 +43,8 @@ const describeSet = (set: string[]) => (set.length > 1 ? `${set[0]} (${set.lengt
 
 /**
  * The GGUF files (in split order) to open for `src`, or null for a safetensors model:
- *  - a named file: a safetensors model's config.json / *.safetensors → null; anything else must start
- *    with the GGUF magic (a split name brings its siblings);
+ *  - a named file: a safetensors model's config.json / *.safetensors → null; a .gguf name → it (a
+ *    split name brings its siblings); any other name must start with the GGUF magic;
  *  - a folder: no .gguf in it → null; one GGUF model (file or split set) and no config.json → it;
  *    a GGUF beside a safetensors model, or several GGUF models → ArgumentError saying how to name one.
  *  Sources that cannot list (a folder URL) are safetensors folders.
@@ -52,6 +52,9 @@ const describeSet = (set: string[]) => (set.length > 1 ? `${set[0]} (${set.lengt
 export async function findGgufFiles(src: ModelSource, signal?: AbortSignal): Promise<string[] | null> {
   if (src.named !== undefined) {
     if (SAFETENSORS_FILE.test(src.named)) return null;
+    // A .gguf name is taken at its word (the reader checks the magic; over HTTP another open here
+    // would cost a second header probe); another name must show the magic.
+    if (isGgufName(src.named)) return ggufSplitNames(src.named);
     const bs = await src.open(src.named);
     if (!bs) throw new WebMoeError('NOT_FOUND', `${src.description}: not found`, { file: src.named });
     try {

@@ -3,6 +3,8 @@
 // and the typed errors of the GGUF paths.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli';
@@ -93,6 +95,34 @@ describe('webmoe convert --to gguf, then logits / info on the .gguf', () => {
     expect(s.tensorTypes.Q6_K.tensors).toBe(1); // output.weight
     expect(s.device).toBeUndefined();
     expect(s.tensorBytes).toBeLessThan(s.fileBytes);
+  });
+
+  it('a .gguf URL: info and logits over HTTP range requests (a server that answers Range, counting bytes sent)', async () => {
+    const file = join(dir, 'f16', 'tiny-f16.gguf');
+    const bytes = readFileSync(file);
+    let sent = 0, full = 0;
+    const server = createServer((req, res) => {
+      if (req.url !== '/models/tiny-f16.gguf') { res.writeHead(404).end(); return; }
+      const m = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '');
+      if (!m) { full++; res.writeHead(200, { 'content-length': bytes.length }).end(bytes); sent += bytes.length; return; }
+      const from = Number(m[1]), to = Math.min(Number(m[2]), bytes.length - 1);
+      res.writeHead(206, { 'content-range': `bytes ${from}-${to}/${bytes.length}`, 'content-length': to - from + 1 }).end(bytes.subarray(from, to + 1));
+      sent += to - from + 1;
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/models/tiny-f16.gguf`;
+    try {
+      const r = await run('info', '--model', url);
+      expect(r.code, r.err).toBe(0);
+      expect(JSON.parse(r.out)).toMatchObject({ format: 'gguf', files: [url], fileType: 1 });
+      // the headers only: the probe (1 MiB) at most, not the 15 MB file
+      expect(sent).toBeLessThanOrEqual(1 << 20);
+      const got = await logits(url, 'url-f16');
+      expect(maxDiff(got, want)).toBe(0); // the same F16 file as the f16 case, read over HTTP
+      expect(full).toBe(0);
+    } finally {
+      server.close();
+    }
   });
 
   it('typed errors: --out not .gguf, --model a GGUF, a folder with two GGUFs, generate without a tokenizer', async () => {
