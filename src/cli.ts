@@ -11,12 +11,11 @@ import { createNodeEngine, nodeModelSource } from './node';
 import { ArgumentError, WebMoeError } from './errors';
 import { SAMPLING_RANGES, calibrateModel, type WebMoeEngine } from './engine/engine';
 import type { LoadOptions } from './engine/types';
-import { findGgufFiles, openCheckpoint } from './model/checkpoint';
+import { findGgufFiles, openCheckpoint, openGgufFiles } from './model/checkpoint';
 import { directoryModel, localModel } from './loader/node-source';
 import { GGUF_QUANTS, checkpointToGguf } from './model/gguf-convert';
 import { ggufSummary } from './model/gguf-info';
 import { kv } from './formats/gguf-write';
-import type { ByteSource } from './loader/source';
 import { writePrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
@@ -186,13 +185,8 @@ async function info(v: OptionValues<typeof loading>, io: CliIO) {
   const src = nodeModelSource(v.model);
   const gguf = await findGgufFiles(src);
   if (gguf) {
-    const sources: ByteSource[] = [];
+    const sources = await openGgufFiles(src, gguf);
     try {
-      for (const f of gguf) {
-        const bs = await src.open(f);
-        if (!bs) throw new WebMoeError('NOT_FOUND', `${f} is missing from ${src.description}`, { file: f });
-        sources.push(bs);
-      }
       io.out(`${JSON.stringify(await ggufSummary(sources), null, 2)}\n`);
     } finally {
       for (const s of sources) await s.close?.();
@@ -288,8 +282,8 @@ const COMMANDS: Record<string, Command> = {
   prune: command(pruneOptions, 'Writes a pre-pruned copy of a local model; it loads on the sparse kernels by default.', prune),
   serve: command(serveOptions, 'Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models).', serve,
     'Requests get HTTP 503 until the model has loaded; one generation runs at a time, the others queue. Stop with Ctrl-C.'),
-  convert: command(convertOptions, "Writes a safetensors model as a GGUF file in llama.cpp's layout (loads in webmoe and llama.cpp).", convert,
-    'Load the result with --model FILE.gguf. The whole file is built in memory.'),
+  convert: command(convertOptions, "Writes a safetensors model as a GGUF file in llama.cpp's deepseek2 layout.", convert,
+    'Load the result with --model FILE.gguf. The whole file is built in memory. Tokenizer keys are not written yet (token ids / logits only).'),
 };
 const COMMAND_NAMES = Object.keys(COMMANDS);
 

@@ -8,11 +8,11 @@ import type { LayerLoad } from '../model/runner';
 export type { ChatMessage, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
 /**
- * A model to load: a URL (or, in Node, a directory path), a ModelSource, or in the browser the files of
- * a checkpoint folder or a directory handle. The worker engine takes the structured-clonable forms only
- * (not a ModelSource object, whose methods cannot cross to the worker).
+ * A model to load: a URL (or, in Node, a path) of a folder or of a `.gguf` file, a ModelSource, or in the
+ * browser the files of a checkpoint folder or a picked .gguf (a File, File[] or FileList) or a directory
+ * handle. The worker engine takes the structured-clonable forms only (not a ModelSource object, whose
+ * methods cannot cross to the worker).
  */
-/** A URL or path (a folder, or a file such as `model.gguf`), a ModelSource, picked files (a folder's, or one .gguf / its splits) or a directory handle. */
 export type ModelRef = string | ModelSource | File | File[] | FileList | FileSystemDirectoryHandle;
 
 export interface LoadOptions {

@@ -91,19 +91,30 @@ export async function findGgufFiles(src: ModelSource, signal?: AbortSignal): Pro
   return models[0];
 }
 
-async function openGguf(src: ModelSource, files: string[], opts: OpenOptions): Promise<Checkpoint> {
-  const { signal, onProgress } = opts;
-  const emit = (p: Partial<LoadProgress> & { phase: LoadProgress['phase'] }) => onProgress?.({ bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0, ...p });
-  if (opts.overlay) throw new UnsupportedError(`${src.description}: an overlay (e.g. calibrated gate biases) loads over safetensors models only, not over a GGUF`);
+/** Byte sources of `files` (findGgufFiles' list) in `src`; a missing one is NOT_FOUND (the opened ones are closed). */
+export async function openGgufFiles(src: ModelSource, files: string[], signal?: AbortSignal): Promise<ByteSource[]> {
   const sources: ByteSource[] = [];
   try {
-    emit({ phase: 'config', file: files[0] });
     for (const f of files) {
       throwIfAborted(signal);
       const bs = await src.open(f);
       if (!bs) throw new WebMoeError('NOT_FOUND', `${f} is missing from ${src.description}`, { file: f });
       sources.push(bs);
     }
+    return sources;
+  } catch (e) {
+    for (const s of sources) await s.close?.();
+    throw e;
+  }
+}
+
+async function openGguf(src: ModelSource, files: string[], opts: OpenOptions): Promise<Checkpoint> {
+  const { signal, onProgress } = opts;
+  const emit = (p: Partial<LoadProgress> & { phase: LoadProgress['phase'] }) => onProgress?.({ bytesLoaded: 0, bytesTotal: 0, tensorsLoaded: 0, tensorsTotal: 0, ...p });
+  if (opts.overlay) throw new UnsupportedError(`${src.description}: an overlay (e.g. calibrated gate biases) loads over safetensors models only, not over a GGUF`);
+  emit({ phase: 'config', file: files[0] });
+  const sources = await openGgufFiles(src, files, signal);
+  try {
     emit({ phase: 'headers', file: files[0] });
     const ck = await openGgufCheckpoint(sources, { signal });
     // As the safetensors stream does: release the files once streamed (a later read reopens them), so
