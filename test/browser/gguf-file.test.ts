@@ -1,5 +1,5 @@
 // A .gguf picked or dropped in the browser: the official fixture written as GGUF in the page, then loaded
-// by the worker engine from a File, and from a FileList (what <input type=file> gives), with progress;
+// by the worker engine from a File, a FileList (what <input type=file> gives) and a directory handle, with progress;
 // until the GGUF tokenizer lands, text is the typed "tokenizer missing" error.
 import { describe, it, expect } from 'vitest';
 import { createWorkerEngine } from '../../src/engine/worker-client';
@@ -36,6 +36,16 @@ describe('a .gguf File through the worker engine', () => {
       // Without requireTokenizer: false, the load says what is missing (and the loaded model stays).
       await expect(engine.load(f32, { weights: 'f32' })).rejects.toMatchObject({ code: 'BAD_FORMAT', message: expect.stringMatching(/tiny-f32\.gguf: tokenizer/) });
       expect((await engine.stats()).loaded).toBe(true);
+
+      // A directory handle (OPFS here; showDirectoryPicker gives the same kind) holding one .gguf.
+      const root = await navigator.storage.getDirectory();
+      const dir = await root.getDirectoryHandle('webmoe-gguf-test', { create: true });
+      const w = await (await dir.getFileHandle('tiny-f32.gguf', { create: true })).createWritable();
+      await w.write(f32);
+      await w.close();
+      const fromDir = await engine.load(dir, { weights: 'f32', requireTokenizer: false });
+      expect(fromDir.layers).toBe(3);
+      await root.removeEntry('webmoe-gguf-test', { recursive: true });
     } finally {
       engine.terminate();
     }
