@@ -5,16 +5,19 @@
  * error, 2 usage error (unknown option or command, missing or bad value), with one line on stderr.
  */
 import { writeFileSync, readFileSync, copyFileSync, existsSync, mkdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createNodeEngine } from './node';
+import { createNodeEngine, nodeModelSource } from './node';
 import { ArgumentError, WebMoeError } from './errors';
 import { SAMPLING_RANGES, calibrateModel, type WebMoeEngine } from './engine/engine';
 import type { LoadOptions } from './engine/types';
-import { openCheckpoint } from './model/checkpoint';
-import { directoryModel } from './loader/node-source';
+import { findGgufFiles, openCheckpoint, openGgufFiles } from './model/checkpoint';
+import { directoryModel, localModel } from './loader/node-source';
 import { urlModel } from './loader/model-source';
 import { planMemory } from './model/memory-plan';
+import { GGUF_QUANTS, checkpointToGguf } from './model/gguf-convert';
+import { ggufSummary } from './model/gguf-info';
+import { kv } from './formats/gguf-write';
 import { writePrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
@@ -24,7 +27,7 @@ export interface CliIO { out: (s: string) => void; err: (s: string) => void }
 const defaultIO: CliIO = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
 // Options of every command that loads a model on the GPU (each command lists its own after --model).
-const model = { kind: 'text', arg: 'DIR|URL', required: true, description: 'model folder or URL (config.json, *.safetensors, tokenizer.json)' } as const;
+const model = { kind: 'text', arg: 'DIR|URL', required: true, description: 'model folder or URL (config.json, *.safetensors, tokenizer.json), or a .gguf file or URL (the first of a split GGUF)' } as const;
 const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'], default: 'auto', description: 'weight storage on the GPU (auto: f16 / bf16 for F16 / BF16 checkpoints on a real GPU, else f32)' } as const;
 const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096)" } as const;
 const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
@@ -44,7 +47,7 @@ const generateOptions = {
 } as const;
 
 const logitsOptions = {
-  model: { ...model, description: 'model folder or URL (config.json, *.safetensors; tokenizer.json not needed)' },
+  model: { ...model, description: 'model folder or URL (config.json, *.safetensors; tokenizer.json not needed), or a .gguf file or URL' },
   tokens: { kind: 'text', arg: 'FILE', required: true, description: 'JSON: {"tokens": [ids], "prefill_split"?: P} or an array of ids' },
   mode: { kind: 'choice', choices: ['prefill', 'decode', 'hybrid'], required: true, description: 'prefill: all tokens in one pass; decode: one token at a time; hybrid: prefill_split (default half) then one at a time' },
   out: { kind: 'text', arg: 'FILE', required: true, description: 'where to write the logits (raw little-endian float32 [tokens, vocab])' },
@@ -69,6 +72,14 @@ const serveOptions = {
   name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
   'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
   weights, context, quiet,
+} as const;
+
+const convertOptions = {
+  model: { kind: 'text', arg: 'DIR', required: true, description: 'local safetensors model folder (config.json, *.safetensors) to convert' },
+  to: { kind: 'choice', choices: ['gguf'], required: true, description: "output format: gguf (llama.cpp's deepseek2 layout)" },
+  quant: { kind: 'choice', choices: GGUF_QUANTS, default: 'f16', description: "tensor types: f32, f16, q8_0, or q4_k_m (llama-quantize's Q4_K_M mix: Q4_K, with Q6_K for output.weight and part of the ffn_down layers); router and norms stay F32" },
+  out: { kind: 'text', arg: 'FILE', required: true, description: 'the .gguf file to write' },
+  quiet,
 } as const;
 
 /** '2:4' or 'V:2:M' (e.g. '64:2:8') → the pattern part of a SparsityOption. */
@@ -177,9 +188,9 @@ const infoOptions = {
   load: { kind: 'flag', description: 'also load the model on the GPU and add what was allocated (default: the plan from config.json and the tensor headers only)' },
 } as const;
 
-/** A model argument as a source: http(s) URLs (headers by small range reads, no cache), else a folder. */
+/** A model argument as a source: http(s) URLs (headers by small range reads, no cache), else a folder or file. */
 function modelSource(model: string) {
-  return /^https?:\/\//.test(model) ? urlModel(model, { cache: false, probeBytes: 64 << 10 }) : directoryModel(model);
+  return /^https?:\/\//.test(model) ? urlModel(model, { cache: false, probeBytes: 64 << 10 }) : localModel(model);
 }
 
 /**
@@ -188,7 +199,19 @@ function modelSource(model: string) {
  * are added.
  */
 async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
-  const ckpt = await openCheckpoint(modelSource(v.model), { validateTokenizer: false });
+  // A GGUF is described from its headers (no GPU, no tensor data read): its config and tensor types.
+  const src = modelSource(v.model);
+  const gguf = await findGgufFiles(src);
+  if (gguf && !v.load) {
+    const sources = await openGgufFiles(src, gguf);
+    try {
+      io.out(`${JSON.stringify(await ggufSummary(sources), null, 2)}\n`);
+    } finally {
+      for (const s of sources) await s.close?.();
+    }
+    return;
+  }
+  const ckpt = await openCheckpoint(src, { validateTokenizer: false });
   let plan;
   try {
     const cfg = ckpt.config;
@@ -247,6 +270,28 @@ async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
   }
 }
 
+/** A safetensors model → one GGUF file; per-tensor progress on stderr, a JSON summary on stdout. */
+async function convert(v: OptionValues<typeof convertOptions>, io: CliIO) {
+  if (!/\.gguf$/i.test(v.out)) throw new ArgumentError(`--out must name a .gguf file (webmoe and llama.cpp tell GGUF files by that name), got ${v.out}`);
+  const src = localModel(v.model);
+  if (await findGgufFiles(src)) throw new ArgumentError(`--model: ${v.model} is a GGUF; convert reads a safetensors model folder`);
+  const dir = src.named ? dirname(resolve(v.model)) : resolve(v.model);
+  if (!existsSync(join(dir, 'config.json'))) throw new ArgumentError(`--model: ${v.model} has no config.json (convert reads a local safetensors model folder)`);
+  const log = logger(v, io);
+  const ckpt = await openCheckpoint(src);
+  try {
+    let last = 0;
+    const t0 = performance.now();
+    const r = await checkpointToGguf(ckpt, v.quant, { metadata: [['general.name', kv.str(basename(dir))]], onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
+    mkdirSync(dirname(resolve(v.out)), { recursive: true });
+    writeFileSync(v.out, r.file);
+    log(`wrote ${v.out} (${r.file.length} bytes, ${r.tensors} tensors) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    io.out(`${JSON.stringify({ out: resolve(v.out), to: v.to, quant: v.quant, fileBytes: r.file.length, tensors: r.tensors, tensorTypes: r.types })}\n`);
+  } finally {
+    await ckpt.close?.();
+  }
+}
+
 /** Serves until SIGINT/SIGTERM; the URL goes to stdout once it listens. */
 async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
   const log = logger(v, io);
@@ -266,13 +311,15 @@ async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
 const COMMANDS: Record<string, Command> = {
   generate: command(generateOptions, 'Streams a completion of the prompt to stdout; the token count and speed go to stderr.', generate),
   logits: command(logitsOptions, "Writes the logits of a token sequence in the reference fixture's layout.", logits),
-  info: command(infoOptions, 'Prints the memory plan as JSON (weights by format and role, KV cache, activations, largest binding, gpuBytes) from config.json and the tensor headers; --load adds what a load allocates.', info,
+  info: command(infoOptions, 'Prints the memory plan as JSON (weights by format and role, KV cache, activations, largest binding, gpuBytes) from config.json and the tensor headers (a GGUF: its config and tensor types from its headers); --load adds what a load allocates.', info,
     'Works for a folder or a URL (Hugging Face resolve/main/ URLs included) without downloading weights, also for models this device cannot hold.'),
   calibrate: command(calibrateOptions, "Balances the expert load on real text (DeepSeek-V3's auxiliary-loss-free bias update) and writes the new gate biases.", calibrate,
     'Load the result over the checkpoint with LoadOptions.overlay.'),
   prune: command(pruneOptions, 'Writes a pre-pruned copy of a local model; it loads on the sparse kernels by default.', prune),
   serve: command(serveOptions, 'Serves the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models).', serve,
     'Requests get HTTP 503 until the model has loaded; one generation runs at a time, the others queue. Stop with Ctrl-C.'),
+  convert: command(convertOptions, "Writes a safetensors model as a GGUF file in llama.cpp's deepseek2 layout.", convert,
+    'Load the result with --model FILE.gguf. The whole file is built in memory. Tokenizer keys are not written yet (token ids / logits only).'),
 };
 const COMMAND_NAMES = Object.keys(COMMANDS);
 

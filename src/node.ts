@@ -9,11 +9,11 @@ import { acquireGpu, type Gpu, type GpuOptions } from './gpu/device';
 import { GpuUnavailableError } from './errors';
 import { createEngine, type WebMoeEngine } from './engine/engine';
 import type { EngineOptions } from './engine/types';
-import { urlModel } from './loader/model-source';
-import { directoryModel } from './loader/node-source';
+import { urlModel, type ModelSource } from './loader/model-source';
+import { localModel } from './loader/node-source';
 
 export * from './index';
-export { fileSource, directoryModel } from './loader/node-source';
+export { fileSource, directoryModel, localModel } from './loader/node-source';
 export { startServer, serveModel, type RunningServer, type ServerOptions, type ServeModelOptions } from './server/serve';
 
 const SWIFTSHADER_ICDS = [
@@ -125,12 +125,17 @@ export interface NodeEngineOptions extends EngineOptions {
   onNotice?: (msg: string) => void;
 }
 
+/** A model reference string in Node: an http(s) URL (a folder, or a .gguf file), else a local folder or file. */
+export function nodeModelSource(model: string): ModelSource {
+  return /^https?:\/\//.test(model) ? urlModel(model, { cache: false }) : localModel(model);
+}
+
 /** The in-thread engine in Node: Dawn for the GPU, local directories or URLs for models. */
 export function createNodeEngine(options: NodeEngineOptions = {}): WebMoeEngine {
   const { onNotice, ...engineOptions } = options;
   const notice = onNotice ?? options.log ?? ((msg: string) => console.warn(msg));
   return createEngine(engineOptions, {
     acquire: (o, log) => acquireNodeGpu({ ...o, log, onNotice: notice }),
-    resolve: (model, o) => (/^https?:\/\//.test(model) ? urlModel(model, { cache: false }) : directoryModel(model)),
+    resolve: (model) => nodeModelSource(model),
   });
 }

@@ -10,7 +10,7 @@
 import type { ChatMessage } from './text';
 import { StreamDecoder, TextCodec } from './text';
 import { pullChunks } from './stream';
-import { isDirectoryHandle } from './worker-protocol';
+import { asFileArray, isDirectoryHandle } from './worker-protocol';
 import type { ModelRunner, SamplingParams, StepResult } from '../model/runner';
 import { sampleRowOnCpu } from '../model/cpu-sampler';
 import { JsonObjectMask, tokenTexts } from './json-grammar';
@@ -31,12 +31,13 @@ export interface LoadedModel { runner: ModelRunner; codec: TextCodec | null; inf
 export type ModelLoader = (model: string | ModelSource, options: LoadOptions) => Promise<LoadedModel>;
 
 /** A model reference as a URL/path string (resolved by the loader) or a ModelSource. */
-export function modelSourceOf(model: ModelRef): string | ModelSource {
+export function modelSourceOf(ref: ModelRef): string | ModelSource {
+  const model = asFileArray(ref);
   if (typeof model === 'string') return model;
   if (Array.isArray(model)) return fileListModel(model);
   if (isDirectoryHandle(model)) return directoryHandleModel(model);
   if (model && typeof model === 'object' && typeof (model as ModelSource).open === 'function' && typeof (model as ModelSource).text === 'function') return model as ModelSource;
-  throw new ArgumentError('load takes a URL or path, a ModelSource, a File[] or a FileSystemDirectoryHandle');
+  throw new ArgumentError('load takes a URL or path, a ModelSource, a File, File[] or FileList, or a FileSystemDirectoryHandle');
 }
 
 /** Each sampling option's range and default (the CLI declares its options from these too). */

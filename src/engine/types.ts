@@ -8,11 +8,12 @@ import type { LayerLoad } from '../model/runner';
 export type { ChatMessage, LoadNotice, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
 /**
- * A model to load: a URL (or, in Node, a directory path), a ModelSource, or in the browser the files of
- * a checkpoint folder or a directory handle. The worker engine takes the structured-clonable forms only
- * (not a ModelSource object, whose methods cannot cross to the worker).
+ * A model to load: a URL (or, in Node, a path) of a folder or of a `.gguf` file, a ModelSource, or in the
+ * browser the files of a checkpoint folder or a picked .gguf (a File, File[] or FileList) or a directory
+ * handle. The worker engine takes the structured-clonable forms only (not a ModelSource object, whose
+ * methods cannot cross to the worker).
  */
-export type ModelRef = string | ModelSource | File[] | FileSystemDirectoryHandle;
+export type ModelRef = string | ModelSource | File | File[] | FileList | FileSystemDirectoryHandle;
 
 export interface LoadOptions {
   /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). */

@@ -5,7 +5,7 @@
  */
 import * as Comlink from 'comlink';
 import type { WorkerHost } from './worker-host';
-import { installErrorTransfer, isWorkerModelRef } from './worker-protocol';
+import { asFileArray, installErrorTransfer, isWorkerModelRef } from './worker-protocol';
 import { pullChunks } from './stream';
 import { modelIdOf, openAIApi } from './openai';
 import type { ChatMessage, Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult } from './types';
@@ -101,9 +101,10 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
   const api = openAIApi({ generate: (prompt, o = {}) => stream('generate', prompt, o), chat: (messages, o = {}) => stream('chat', messages, o), modelId: () => modelIdOf(modelName) });
 
   return {
-    load(model, o = {}) {
+    load(ref, o = {}) {
+      let model = asFileArray(ref);
       if (!isWorkerModelRef(model)) {
-        return Promise.reject(new ArgumentError('createWorkerEngine().load takes a URL, a File[] or a FileSystemDirectoryHandle (a ModelSource object cannot cross to the worker)'));
+        return Promise.reject(new ArgumentError('createWorkerEngine().load takes a URL, a File, File[] or FileList, or a FileSystemDirectoryHandle (a ModelSource object cannot cross to the worker)'));
       }
       // A relative URL means the page's URL: resolve it here, the worker's base is its own script.
       if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();

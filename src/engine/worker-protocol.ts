@@ -52,6 +52,13 @@ export type WorkerModelRef = string | File[] | FileSystemDirectoryHandle;
 
 export const isDirectoryHandle = (m: unknown): m is FileSystemDirectoryHandle => typeof FileSystemDirectoryHandle !== 'undefined' && m instanceof FileSystemDirectoryHandle;
 
+/** A single File or a FileList as the File[] that crosses to the worker (other references unchanged). */
+export function asFileArray<T>(model: T): T | File[] {
+  if (typeof File !== 'undefined' && model instanceof File) return [model];
+  if (typeof FileList !== 'undefined' && model instanceof FileList) return Array.from(model);
+  return model;
+}
+
 export function isWorkerModelRef(model: unknown): model is WorkerModelRef {
   return typeof model === 'string' || Array.isArray(model) || isDirectoryHandle(model);
 }

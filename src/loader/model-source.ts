@@ -15,7 +15,16 @@ export interface ModelSource {
   text(name: string): Promise<string | null>;
   /** A binary file, or null when absent. */
   open(name: string): Promise<ByteSource | null>;
+  /**
+   * The file the user named, when the reference was a file rather than a folder (`…/model.gguf`, a
+   * picked .gguf, `…/config.json`): model/checkpoint.ts loads what it names instead of guessing from
+   * the folder's contents.
+   */
+  readonly named?: string;
 }
+
+/** A GGUF file name (llama.cpp's extension; split files end in `-0000k-of-0000N.gguf`). */
+export const isGgufName = (name: string) => /\.gguf$/i.test(name);
 
 /** File names inside a model are plain relative paths: no absolute paths, no '..', no backslashes. */
 export function checkFileName(name: string): void {
@@ -45,7 +54,10 @@ export function urlModel(
     storage?: StorageLike | null;
   } = {},
 ): ModelSource {
-  const base = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
+  // A URL naming a .gguf file (query and fragment aside) is that file in its folder: its split
+  // siblings, if any, are fetched from the same folder.
+  const fileUrl = ggufUrlParts(baseUrl);
+  const base = fileUrl ? fileUrl.base : baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
   const cache = opts.cache === false ? null : opts.cache ?? defaultWeightCache();
   // Persistence is asked for once per file being cached; the user hears each distinct answer once.
@@ -61,7 +73,8 @@ export function urlModel(
     return new URL(name.split('/').map(encodeURIComponent).join('/'), base).toString();
   };
   return {
-    description: base,
+    description: fileUrl ? fileUrl.base + fileUrl.file : base,
+    named: fileUrl?.file,
     async text(name) {
       let res: Response;
       try {
@@ -101,6 +114,23 @@ export function urlModel(
   };
 }
 
+/** `https://host/dir/x.gguf?download=1` → { base: 'https://host/dir/', file: 'x.gguf' }; null for other URLs. */
+function ggufUrlParts(url: string): { base: string; file: string } | null {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return null; // not an absolute URL: fails where the folder URL would, with the same message
+  }
+  if (!isGgufName(u.pathname)) return null;
+  const cut = u.pathname.lastIndexOf('/') + 1;
+  const file = decodeURIComponent(u.pathname.slice(cut));
+  u.pathname = u.pathname.slice(0, cut);
+  u.search = '';
+  u.hash = '';
+  return { base: u.toString(), file };
+}
+
 /**
  * Files from `<input type=file webkitdirectory>` or drag and drop. Matched by path relative to the
  * picked folder; when the folder holds subfolders, the shallowest file of a name wins.
@@ -117,8 +147,12 @@ export function fileListModel(files: ArrayLike<File>): ModelSource {
     if (!byName.has(f.name)) byName.set(f.name, f);
   }
   const first = sorted[0] as (File & { webkitRelativePath?: string }) | undefined;
+  // Files picked one by one (no folder): one .gguf, or the splits of one, name the model.
+  const loose = sorted.length > 0 && sorted.every((f) => !(f as File & { webkitRelativePath?: string }).webkitRelativePath);
+  const ggufs = loose ? sorted.map((f) => f.name).filter(isGgufName).sort() : [];
   return {
-    description: first?.webkitRelativePath ? first.webkitRelativePath.split('/')[0] : `${byName.size} local files`,
+    description: first?.webkitRelativePath ? first.webkitRelativePath.split('/')[0] : sorted.length === 1 ? sorted[0].name : `${byName.size} local files`,
+    named: ggufs.length === sorted.length && ggufs.length > 0 ? ggufs[0] : undefined,
     async list() {
       return [...byName.keys()];
     },

@@ -3,9 +3,10 @@
  * with positioned reads, and a model directory.
  */
 import { open as openFile, readdir, readFile, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { WebMoeError } from '../errors';
-import { checkFileName, type ModelSource } from './model-source';
+import { checkFileName, isGgufName, type ModelSource } from './model-source';
 import { checkRange, throwIfAborted, type ByteSource } from './source';
 
 const notFound = (path: string, e: unknown) => new WebMoeError('NOT_FOUND', `${path}: ${(e as Error).message}`, { file: path });
@@ -52,8 +53,22 @@ export function fileSource(path: string): ByteSource {
   };
 }
 
-/** A model directory on disk. */
-export function directoryModel(dir: string): ModelSource {
+/**
+ * A model path on disk: a folder, or a file in one (`model.gguf`, the first of a split GGUF, or a
+ * safetensors model's `config.json` / `*.safetensors`), which then names what to load from its folder.
+ */
+export function localModel(path: string): ModelSource {
+  let isFile = false;
+  try {
+    isFile = statSync(path).isFile();
+  } catch {
+    // absent: the folder's own NOT_FOUND says so when it is read
+  }
+  return isFile ? directoryModel(dirname(path), basename(path)) : directoryModel(path);
+}
+
+/** A model directory on disk (`named`: the file in it the user named, see ModelSource.named). */
+export function directoryModel(dir: string, named?: string): ModelSource {
   const root = resolve(dir);
   const exists = async (p: string) => {
     try {
@@ -63,7 +78,8 @@ export function directoryModel(dir: string): ModelSource {
     }
   };
   return {
-    description: root,
+    description: named && isGgufName(named) ? join(root, named) : root,
+    named,
     async list() {
       try {
         return (await readdir(root, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name);

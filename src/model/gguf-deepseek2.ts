@@ -16,12 +16,14 @@ import { dequantize, isDecodable, quantize, type DecodableType } from '../format
 import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
 import { ggufTokenizerMetadata, tokenizerFilesFromGguf } from '../formats/gguf-tokenizer';
 import { loadTokenizer } from '../loader/tokenizer-file';
-import type { CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
+import type { CheckpointOf, CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
 import { parseConfig, type ModelConfig } from './config';
-import type { Checkpoint } from './checkpoint';
 import { checkTensorsAgainstConfig } from './tensors';
 
 const ARCH = 'deepseek2';
+
+/** model/checkpoint.ts's Checkpoint (spelled out here: that file opens GGUFs through this one). */
+type Checkpoint = CheckpointOf<ModelConfig>;
 
 /**
  * The shortest decimal that rounds to the same f32 (GGUF stores float hyper-parameters as f32: 1e-6
@@ -306,37 +308,22 @@ export function deepseek2Metadata(cfg: ModelConfig, tokenizer?: { json: unknown;
   return m;
 }
 
-/** Weights per block of each type webmoe writes (a row must be whole blocks). */
-export const GGUF_BLOCK_OF: Record<DecodableType, number> = { F32: 1, F16: 1, BF16: 1, Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
-
-/** The storage type of one matrix, by its GGUF name and ggml shape. */
-export type TypeChooser = (ggufName: string, ne: number[], cfg: ModelConfig) => DecodableType;
-
-/**
- * A Q4_K_M-like mix, following llama.cpp's llama_tensor_get_type for Q4_K_M: Q6_K for output.weight and
- * for attn_v_b / ffn_down* in the layers where llama.cpp's use_more_bits holds (the first and last
- * eighth and every third layer between), Q4_K elsewhere; rows that are not whole 256-weight blocks fall
- * back to Q8_0 (llama.cpp falls back to Q5_0 / Q8_0, and webmoe does not decode Q5_0).
- */
-export const q4kmLikeType: TypeChooser = (name, ne, cfg) => {
-  const L = /^blk\.(\d+)\./.exec(name);
-  const n = cfg.numLayers, i = L ? Number(L[1]) : -1;
-  const moreBits = i >= 0 && (i < n / 8 || i >= (7 * n) / 8 || (i - Math.floor(n / 8)) % 3 === 2);
-  const t: DecodableType = name === 'output.weight' || (moreBits && /\.(attn_v_b|ffn_down(_exps|_shexp)?)\.weight$/.test(name)) ? 'Q6_K' : 'Q4_K';
-  return ne[0] % GGUF_BLOCK_OF[t] === 0 ? t : 'Q8_0';
-};
+/** Weights per block of each type a matrix can be written as (its rows must be whole blocks). */
+export const GGUF_BLOCK_WEIGHTS: Record<DecodableType, number> = { F32: 1, F16: 1, BF16: 1, Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
+/** The type to write a matrix as, from its GGUF name and ne (a mixed file such as Q4_K_M); rows that are not whole blocks of it stay F32. */
+export type GgufTypeChooser = (name: string, ne: number[]) => DecodableType;
 
 /**
  * GGUF tensors of a DeepSeek checkpoint in llama.cpp's deepseek2 layout: experts stacked, kv_b split
  * into k_b (transposed per head) and v_b. Matrices are stored as `type` when their rows are whole
  * blocks of it, else F32 (llama.cpp likewise falls back for such rows); vectors stay F32. `type` may
- * choose per tensor (e.g. q4kmLikeType).
+ * choose per tensor (gguf-convert.ts: ggufTypeChooser).
  */
-export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType | TypeChooser = 'F32'): Promise<GgufTensorToWrite[]> {
+export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType | GgufTypeChooser = 'F32'): Promise<GgufTensorToWrite[]> {
   const out: GgufTensorToWrite[] = [];
   const put = (name: string, ne: number[], data: Float32Array, matrix: boolean) => {
-    const want = typeof type === 'function' ? type(name, ne, cfg) : type;
-    const t: DecodableType = matrix && ne[0] % GGUF_BLOCK_OF[want] === 0 ? want : 'F32';
+    const want = typeof type === 'function' ? type(name, ne) : type;
+    const t: DecodableType = matrix && ne[0] % GGUF_BLOCK_WEIGHTS[want] === 0 ? want : 'F32';
     out.push({ name, type: t, ne, data: quantize(t, data) });
   };
   const inverse = new Map<string, string>();

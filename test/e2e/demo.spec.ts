@@ -1,7 +1,10 @@
 import { test, expect, type Page } from '@playwright/test';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { localModel } from '../../src/loader/node-source';
+import { openCheckpoint } from '../../src/model/checkpoint';
+import { checkpointToGguf } from '../../src/model/gguf-convert';
 
 const BUNDLED = 'public/models/webmoe-tiny/config.json';
 
@@ -178,4 +181,30 @@ test('the demo switches to a remote server (webmoe serve), gets a reply, and kee
     serve.child.kill('SIGTERM');
     if (serve.child.exitCode === null) await once(serve.child, 'exit');
   }
+});
+
+test('a .gguf picked with "Open .gguf…" loads in the worker (tokenizer from its metadata) and generates', async ({ page }) => {
+  test.setTimeout(240_000);
+  // The bundled model as a Q8_0 GGUF, written by the converter behind `webmoe convert`.
+  const ck = await openCheckpoint(localModel('public/models/webmoe-tiny'));
+  mkdirSync('test-results', { recursive: true });
+  const file = 'test-results/webmoe-tiny-q8_0.gguf';
+  writeFileSync(file, (await checkpointToGguf(ck, 'q8_0')).file);
+  await ck.close();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto('/?model=');
+  await expect(page.locator('#pick-gguf')).toBeEnabled({ timeout: 60_000 });
+  await page.setInputFiles('#gguf-input', file);
+  await expect(page.locator('#status[data-state="ready"], #status[data-state="error"]')).toBeVisible({ timeout: 180_000 });
+  await expect(page.locator('#error-banner'), await page.locator('#error-banner').innerText()).toBeHidden();
+  await expect(page.locator('#model-panel')).toHaveAttribute('data-source', 'webmoe-tiny-q8_0.gguf');
+  await page.fill('#temperature', '0');
+  await page.fill('#max-tokens', '8');
+  await page.fill('#prompt', 'The old man');
+  await page.click('#send');
+  await expect(page.locator('#output[data-state="error"], #output[data-state="done"]')).toBeVisible({ timeout: 180_000 });
+  expect(await page.locator('#output').getAttribute('data-state'), await page.locator('#error-banner').innerText()).toBe('done');
+  expect((await page.locator('#output').innerText()).trim().length).toBeGreaterThan(0);
+  expect(errors).toEqual([]);
 });

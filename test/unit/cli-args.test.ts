@@ -35,6 +35,7 @@ const BASE: Record<string, string[]> = {
   calibrate: ['calibrate', '--model', '/nonexistent/model', '--text', 't.txt', '--out', 'b.safetensors'],
   prune: ['prune', '--model', '/nonexistent/model', '--out', '/nonexistent/out', '--sparsity', '2:4'],
   serve: ['serve', '--model', '/nonexistent/model'],
+  convert: ['convert', '--model', '/nonexistent/model', '--to', 'gguf', '--out', '/nonexistent/out.gguf'],
 };
 
 describe('edit distance and suggestions', () => {
@@ -125,6 +126,9 @@ describe('webmoe CLI arguments', () => {
     ['calibrate', ['--batch-tokens', 'lots'], "--batch-tokens must be an integer ≥ 1, got 'lots'"],
     ['prune', ['--sparsity', '3:4'], "--sparsity must be 2:4 or V:2:M (e.g. 64:2:8), got '3:4'"],
     ['prune', ['--apply', 'everything'], "--apply must be experts or all-linear, got 'everything'"],
+    ['convert', ['--to', 'onnx'], "--to must be gguf, got 'onnx'"],
+    ['convert', ['--quant', 'q4_k'], "--quant must be f32, f16, q8_0 or q4_k_m, got 'q4_k'"],
+    ['convert', ['--out', 'model.bin'], '--out must name a .gguf file'],
   ] as const)('%s: bad value %j', async (cmd, extra, message) => {
     await expectUsageError([...BASE[cmd], ...extra], message);
   });

@@ -20,7 +20,8 @@ import { CpuRunner } from '../../src/model/cpu-runner';
 import { kv } from '../../src/formats/gguf-write';
 import type { GgufKv } from '../../src/formats/gguf';
 import { GGUF_PRE_TOKENIZERS } from '../../src/formats/gguf-tokenizer';
-import { deepseek2Gguf, deepseek2Metadata, openGgufCheckpoint, q4kmLikeType, type TypeChooser } from '../../src/model/gguf-deepseek2';
+import { openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
+import { checkpointToGguf, type GgufQuant } from '../../src/model/gguf-convert';
 import { buildWeights } from '../../src/model/load';
 import { nodeLlamaCpp, type NodeLlamaCpp } from '../helpers/llama-cpp';
 import { spmMetadataFromByteLevel } from '../helpers/spm-vocab';
@@ -42,7 +43,8 @@ const NEW_TOKENS = 16;
  * webmoe-on-Q8_0 vs webmoe-on-f32 (4.5e-2). The bounds are a few times the measured differences.
  */
 const TOL: Record<string, number> = { F32: 1e-4, F16: 1e-2, Q8_0: 0.2, Q4_K_M: 0.3 };
-const FILES: [string, DecodableType | TypeChooser][] = [['F32', 'F32'], ['F16', 'F16'], ['Q8_0', 'Q8_0'], ['Q4_K_M', q4kmLikeType]];
+/** The files `webmoe convert --to gguf --quant …` writes (model/gguf-convert.ts). */
+const FILES: [string, GgufQuant][] = [['F32', 'f32'], ['F16', 'f16'], ['Q8_0', 'q8_0'], ['Q4_K_M', 'q4_k_m']];
 
 let st: Checkpoint;
 let llamaMod: NodeLlamaCpp;
@@ -78,8 +80,7 @@ describe('llama.cpp runs webmoe-written GGUFs of the bundled model like webmoe d
   for (const [label, type] of FILES) {
     it(`${label}: same prompt ids, same greedy tokens up to near ties, first-step log p within ${TOL[label]}`, async () => {
       const path = join(tmp, `webmoe-tiny-${label}.gguf`);
-      const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), type);
-      writeFileSync(path, writeGguf({ metadata: deepseek2Metadata(st.config, { json: st.tokenizerJson, config: st.tokenizerConfig }), tensors }));
+      writeFileSync(path, (await checkpointToGguf(st, type)).file);
 
       const gg = await openGgufCheckpoint([bytesSource(path, readFileSync(path))]);
       const codec = new TextCodec(gg.tokenizer!, gg.tokenizerConfig, gg.config.eosTokenIds);

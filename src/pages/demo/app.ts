@@ -118,7 +118,7 @@ export class DemoApp {
     else if (this.o.initialModel) await this.load(new URL(this.o.initialModel, location.href).href, 'bundled model');
     else {
       this.setState('idle', 'No model loaded');
-      this.el('#empty-model').textContent = 'Load a model by URL, open a folder, or drop one on the page.';
+      this.el('#empty-model').textContent = 'Load a model by URL, open a folder or a .gguf file, or drop one on the page.';
     }
   }
 
@@ -198,7 +198,7 @@ export class DemoApp {
     (this.el('#send') as HTMLButtonElement).disabled = state !== 'ready';
     this.el('#send').hidden = state === 'generating';
     this.el('#stop').hidden = state !== 'generating';
-    for (const id of ['#probe', '#pick-folder', '#reload-bundled']) (this.el(id) as HTMLButtonElement).disabled = busy || state === 'unsupported';
+    for (const id of ['#probe', '#pick-folder', '#pick-gguf', '#reload-bundled']) (this.el(id) as HTMLButtonElement).disabled = busy || state === 'unsupported';
     this.el('#engine-kind').querySelectorAll('button').forEach((b) => ((b as HTMLButtonElement).disabled = state === 'loading' || state === 'checking'));
     (this.el('#remote-connect') as HTMLButtonElement).disabled = state === 'loading' || state === 'checking';
     (this.el('#url-form button') as HTMLButtonElement).disabled = busy || state === 'unsupported';
@@ -280,7 +280,7 @@ export class DemoApp {
       else {
         this.el('#model-name').textContent = '—';
         this.setState('error', 'Model failed to load');
-        this.el('#empty-model').innerHTML = `Could not load <code>${escapeHtml(typeof ref === 'string' ? ref : label)}</code>. Load a model by URL, open a folder, or drop one on the page.`;
+        this.el('#empty-model').innerHTML = `Could not load <code>${escapeHtml(typeof ref === 'string' ? ref : label)}</code>. Load a model by URL, open a folder or a .gguf file, or drop one on the page.`;
       }
     } finally {
       this.renderSparse();
@@ -568,6 +568,14 @@ export class DemoApp {
       const files = [...(input.files ?? [])];
       input.value = '';
       if (files.length) void this.load(files, (files[0] as File & { webkitRelativePath?: string }).webkitRelativePath?.split('/')[0] || 'local files');
+    });
+    // A .gguf file (or every split of one): crosses into the worker as File objects, as a folder's files do.
+    const gguf = el('#gguf-input') as HTMLInputElement;
+    el('#pick-gguf').addEventListener('click', () => gguf.click());
+    gguf.addEventListener('change', () => {
+      const files = [...(gguf.files ?? [])];
+      gguf.value = '';
+      if (files.length) void this.load(files, files.length === 1 ? files[0].name : `${files.length} GGUF splits`);
     });
     // Drag and drop anywhere on the page.
     const overlay = el('#drop-overlay');

@@ -1,7 +1,8 @@
 /**
  * Local model folders: the directory picker (File System Access API where the browser has it) and
  * drag and drop (a directory handle when the browser gives one, else the files read from the dropped
- * entries). Both end as a ModelRef the Worker engine accepts (File[] or FileSystemDirectoryHandle).
+ * entries). Both end as a ModelRef the Worker engine accepts (File[] or FileSystemDirectoryHandle); a
+ * dropped .gguf file (or the files of a split one) is a File[] that the loader opens as GGUF.
  */
 import type { ModelRef } from '../../engine/types';
 

@@ -45,14 +45,16 @@ export const LAYOUT = `
         <div class="progress-label" id="load-label"></div>
       </div>
       <form id="url-form" class="row">
-        <input id="model-url" type="url" placeholder="https://…/model-folder/" aria-label="Model URL" spellcheck="false">
+        <input id="model-url" type="url" placeholder="URL of a folder or .gguf" aria-label="Model URL (a folder or a .gguf file)" spellcheck="false">
         <button type="submit">Load</button>
       </form>
       <div class="row split">
-        <button type="button" id="pick-folder" title="A folder with config.json, tokenizer.json and *.safetensors">Open a local folder…</button>
+        <button type="button" id="pick-folder" title="A folder with config.json, tokenizer.json and *.safetensors">Open folder…</button>
         <input type="file" id="folder-input" webkitdirectory multiple hidden>
+        <button type="button" id="pick-gguf" title="A llama.cpp GGUF file (deepseek2), or every file of a split one">Open .gguf…</button>
+        <input type="file" id="gguf-input" accept=".gguf" multiple hidden>
       </div>
-      <p class="hint">Or drop a model folder anywhere on the page, or load the <button type="button" id="reload-bundled" class="link">bundled model</button> again.</p>
+      <p class="hint">Or drop a model folder or a .gguf file anywhere on the page, or load the <button type="button" id="reload-bundled" class="link">bundled model</button> again.</p>
       <ul id="load-notices" class="notices" hidden></ul>
     </section>
     <section class="panel" id="sparse-panel">
