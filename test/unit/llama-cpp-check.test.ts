@@ -20,7 +20,7 @@ import { CpuRunner } from '../../src/model/cpu-runner';
 import { kv } from '../../src/formats/gguf-write';
 import type { GgufKv } from '../../src/formats/gguf';
 import { GGUF_PRE_TOKENIZERS } from '../../src/formats/gguf-tokenizer';
-import { openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
+import { deepseek2Gguf, deepseek2Metadata, openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
 import { checkpointToGguf, type GgufQuant } from '../../src/model/gguf-convert';
 import { buildWeights } from '../../src/model/load';
 import { nodeLlamaCpp, type NodeLlamaCpp } from '../helpers/llama-cpp';
@@ -40,9 +40,13 @@ const NEW_TOKENS = 16;
  * hold the same blocks on both sides, but llama.cpp also rounds each matmul's activations to the weight
  * type's dot-product type (F16 → f16, an 11-bit mantissa; Q8_0 → Q8_0 and K-quants → Q8_K, 8-bit blocks)
  * while webmoe keeps them f32: an error of the size of 8-bit weight rounding, which this test measures as
- * webmoe-on-Q8_0 vs webmoe-on-f32 (4.5e-2). The bounds are a few times the measured differences.
+ * webmoe-on-Q8_0 vs webmoe-on-f32 (4.5e-2). The bounds are a few times the measured differences. Q4_K_M
+ * (the converter's mix: Q4_K with the router F32 and Q6_K/Q8_0 where llama.cpp's rule says): llama.cpp's
+ * Q8_K activations against webmoe's f32 ones move the first step's log p of the p > 1e-4 tail by 1.02,
+ * about what the 4-bit weights themselves move it (webmoe on the file vs on f32 weights: 0.905); the
+ * greedy tokens agree up to near ties. The bound is 1.5× the measured difference.
  */
-const TOL: Record<string, number> = { F32: 1e-4, F16: 1e-2, Q8_0: 0.2, Q4_K_M: 0.3 };
+const TOL: Record<string, number> = { F32: 1e-4, F16: 1e-2, Q8_0: 0.2, Q4_K_M: 1.5 };
 /** The files `webmoe convert --to gguf --quant …` writes (model/gguf-convert.ts). */
 const FILES: [string, GgufQuant][] = [['F32', 'f32'], ['F16', 'f16'], ['Q8_0', 'q8_0'], ['Q4_K_M', 'q4_k_m']];
 
