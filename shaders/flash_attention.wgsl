@@ -21,12 +21,8 @@
 // binding 6: past_buf u32 [1]     when past_from_buf ≠ 0: past = past_buf[0], T = past + S
 //
 // Text specialisation (src/kernels/shader-source.ts): the wrapper sets the tile shape below for the
-// device and head dims (`consts`: they size private arrays, which `override` constants cannot), and
-// the `subgroups` variant keeps `decode_subgroup` on devices with subgroups.
-// @variant subgroups on
-enable subgroups;
-// @variant subgroups off
-// @end subgroups
+// device and head dims (`consts`: they size private arrays, which `override` constants cannot).
+// `decode_rows` (end of file) is the decode kernel; `main` decodes only when its blocks do not fit.
 const BQ: u32 = 16u;  // rows per workgroup
 const BK: u32 = 32u;  // keys per tile
 const DC: u32 = 64u;  // head-dim chunk held in workgroup memory
@@ -36,7 +32,18 @@ const OR: u32 = 4u;   // output rows per invocation
 const OC: u32 = 4u;   // output columns per invocation per chunk
 const NVC: u32 = 2u;  // ceil(d_v / DC)
 
-const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC)
+// decode_rows (see its comment): set by the wrapper for the device, head dims and group size.
+const DR: u32 = 16u;    // rows (query, head-in-group) per workgroup: 4, 8 or 16
+const DBK: u32 = 8u;    // cached keys staged per block (a power of two, 4 ≤ DBK ≤ WG)
+const DKW: u32 = 576u;  // floats per staged key row: d_qk, or d_qk + d_v when V is a separate row
+const DVS: u32 = 0u;    // where V starts in a staged key row (0: V is the first d_v values of the K row)
+const ORY: u32 = 1u;    // output row-quad groups; an invocation owns rows 4·(ory + ORY·i) .. +3, i < ORQ
+const ORQ: u32 = 4u;    // output row quads per invocation (DR / 4 / ORY)
+const OCX: u32 = 64u;   // output column lanes; an invocation owns columns ocx + OCX·n, n < ONV
+const ONV: u32 = 8u;    // output columns per invocation
+
+const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC); also decode_rows' workgroup size
+const DSL: u32 = WG / DBK;    // decode_rows: invocations (slices of d_qk) per key in the score phase
 const RY: u32 = BQ / TR;      // score row groups
 const KX: u32 = BK / TK;      // score key groups
 const OY: u32 = BQ / OR;      // output row groups
@@ -67,6 +74,11 @@ var<workgroup> Ss: array<f32, BQ * BK>;   // scores, then probabilities
 var<workgroup> row_alpha: array<f32, BQ>;
 var<workgroup> row_l: array<f32, BQ>;
 var<workgroup> wg_past: u32;
+var<workgroup> Kd: array<f32, DBK * DKW>;    // decode_rows: the staged key rows [K | V]
+var<workgroup> Sp: array<f32, DR * WG>;      // decode_rows: partial scores per d slice
+var<workgroup> Sd: array<vec4<f32>, DR * DBK / 4u>;   // decode_rows: probabilities, 4 keys per vec4
+var<workgroup> d_alpha: array<f32, DR>;
+var<workgroup> d_l: array<f32, DR>;
 
 // The head-of-row mapping: row R of kv head g → (query, head).
 fn row_query(R: u32, gs: u32) -> u32 { return R / gs; }
@@ -261,21 +273,32 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = num / den;
 }
 
-// @variant subgroups on
-// `decode_subgroup` (devices with subgroups; @variant subgroups drops it elsewhere): decode with at
-// most 4 rows per kv head, one subgroup per workgroup (SG = the device's minimum subgroup size) and no
-// workgroup tiles or barriers. The 4 rows R0..R3 of a row tile are the components of vec4s; per key,
-// the lanes split d_qk and subgroupAdd gives the 4 scores, then the online softmax runs redundantly
-// (uniformly) in every lane and each lane updates its 4 output columns of each row (o0..o3: constant
-// indices only, no private arrays). A workgroup covers 4·SG columns of d_v (one pass; d_v wider than that
-// recomputes the scores per pass) and one key range (split; partials merged by `combine` as for main).
-override SG: u32 = 32u;
 
-@compute @workgroup_size(SG)
-fn decode_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let passes = (P.d_v + 4u * SG - 1u) / (4u * SG);
+// `decode_rows`: decode (a few query rows per kv head) reading each cached row once for all the heads
+// that share it (absorbed MLA: the query heads against one 576-wide latent row whose first 512 values
+// are V; GQA: the heads of a group). A workgroup owns DR ≤ 16 rows (query, head-in-group) of one kv head
+// and one key range (split). Per block of DBK keys:
+//   1. the key rows [K | V] are staged in workgroup memory once (V comes from the K row when DVS = 0),
+//   2. DSL invocations per key each take a slice of d_qk (neighbouring invocations, neighbouring d:
+//      coalesced q and K reads) and accumulate the DR rows' partial dots (four vec4s, constant indices),
+//   3. DR invocations sum the slices, mask, and run the online softmax of one row each,
+//   4. every invocation rescales and accumulates its ORQ·4 rows × ONV columns of O, 4 keys × 4 rows per
+//      step (neighbouring invocations, neighbouring columns; the probabilities are the same address for all).
+// Keys past the range are staged as zeros and masked; the causal limit is per row (S > 1) with select.
+// splits > 1: partial (O, m, l) per split, merged by `combine` as for `main`.
+fn dot_rows(a: ptr<function, array<vec4<f32>, 4>>, qb: ptr<function, array<vec4<u32>, 4>>, d: u32, kx: f32) {
+  (*a)[0] += vec4<f32>(q[(*qb)[0].x + d], q[(*qb)[0].y + d], q[(*qb)[0].z + d], q[(*qb)[0].w + d]) * kx;
+  if (DR > 4u) { (*a)[1] += vec4<f32>(q[(*qb)[1].x + d], q[(*qb)[1].y + d], q[(*qb)[1].z + d], q[(*qb)[1].w + d]) * kx; }
+  if (DR > 8u) {
+    (*a)[2] += vec4<f32>(q[(*qb)[2].x + d], q[(*qb)[2].y + d], q[(*qb)[2].z + d], q[(*qb)[2].w + d]) * kx;
+    (*a)[3] += vec4<f32>(q[(*qb)[3].x + d], q[(*qb)[3].y + d], q[(*qb)[3].z + d], q[(*qb)[3].w + d]) * kx;
+  }
+}
+
+@compute @workgroup_size(WG)
+fn decode_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let idx = wid.x + wid.y * nwg.x;
-  if (idx >= P.kv_heads * P.row_tiles * passes * P.splits) { return; }
+  if (idx >= P.kv_heads * P.row_tiles * P.splits) { return; }
   var past = P.past;
   var T = P.T;
   if (P.past_from_buf != 0u) {
@@ -286,82 +309,131 @@ fn decode_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let gs = P.heads / P.kv_heads;
   let M = P.S * gs;
   let split = idx % P.splits;
-  let pas = (idx / P.splits) % passes;
-  let rt = (idx / (P.splits * passes)) % P.row_tiles;
-  let g = idx / (P.splits * passes * P.row_tiles);
-  let r0 = rt * 4u;
-  let chunk = (T + P.splits - 1u) / P.splits;
+  let rt = (idx / P.splits) % P.row_tiles;
+  let g = idx / (P.splits * P.row_tiles);
+  let r0 = rt * DR;
+  let chunk = ((T + P.splits - 1u) / P.splits + DBK - 1u) / DBK * DBK;
   let k_begin = split * chunk;
   var k_end = min(T, k_begin + chunk);
-  if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + 4u, M) - 1u, gs) + 1u); }
-  // Rows past M read row M − 1 (in bounds), are masked and not stored.
-  let Rv = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(M - 1u));
-  let live = (vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(M);
-  let qb = vec4<u32>(row_query(Rv.x, gs) * P.q_stride + row_head(Rv.x, g, gs) * P.q_hstride,
-                     row_query(Rv.y, gs) * P.q_stride + row_head(Rv.y, g, gs) * P.q_hstride,
-                     row_query(Rv.z, gs) * P.q_stride + row_head(Rv.z, g, gs) * P.q_hstride,
-                     row_query(Rv.w, gs) * P.q_stride + row_head(Rv.w, g, gs) * P.q_hstride) + P.q_offset;
-  let lim = vec4<u32>(past) + vec4<u32>(row_query(Rv.x, gs), row_query(Rv.y, gs), row_query(Rv.z, gs), row_query(Rv.w, gs));
-  let c0 = pas * 4u * SG + lid * 4u;   // this lane's 4 output columns
-  var m = vec4<f32>(NEG);
-  var l = vec4<f32>(0.0);
-  var o0 = vec4<f32>(0.0);
-  var o1 = vec4<f32>(0.0);
-  var o2 = vec4<f32>(0.0);
-  var o3 = vec4<f32>(0.0);
-  for (var t = k_begin; t < k_end; t++) {
-    let kb = t * P.k_stride + P.k_offset + g * P.k_hstride;
-    var s = vec4<f32>(0.0);
-    for (var d = lid; d < P.d_qk; d += SG) {
-      s += vec4<f32>(q[qb.x + d], q[qb.y + d], q[qb.z + d], q[qb.w + d]) * k[kb + d];
-    }
-    s = subgroupAdd(s) * P.scale;
-    let masked = !live | ((vec4<u32>(t) > lim) & vec4<bool>(P.causal != 0u));
-    s = select(s, vec4<f32>(NEG), masked);
-    let m_new = max(m, s);
-    let alpha = exp2(m - m_new);
-    let p = select(exp2(s - m_new), vec4<f32>(0.0), masked);
-    l = l * alpha + p;
-    m = m_new;
-    let vb = t * P.v_stride + P.v_offset + g * P.v_hstride + c0;
-    var v4 = vec4<f32>(0.0);
-    if (c0 + 3u < P.d_v) {
-      v4 = vec4<f32>(v[vb], v[vb + 1u], v[vb + 2u], v[vb + 3u]);
-    } else if (c0 < P.d_v) {
-      v4.x = v[vb];
-      if (c0 + 1u < P.d_v) { v4.y = v[vb + 1u]; }
-      if (c0 + 2u < P.d_v) { v4.z = v[vb + 2u]; }
-    }
-    o0 = o0 * alpha.x + p.x * v4;
-    o1 = o1 * alpha.y + p.y * v4;
-    o2 = o2 * alpha.z + p.z * v4;
-    o3 = o3 * alpha.w + p.w * v4;
-  }
-  decode_store(r0, M, gs, g, c0, split, o0, l.x, m.x);
-  decode_store(r0 + 1u, M, gs, g, c0, split, o1, l.y, m.y);
-  decode_store(r0 + 2u, M, gs, g, c0, split, o2, l.z, m.z);
-  decode_store(r0 + 3u, M, gs, g, c0, split, o3, l.w, m.w);
-}
+  if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + DR, M) - 1u, gs) + 1u); }
 
-// Row R's 4 columns c0.. (O / l when splits = 1, else the split's partial O, and (m, l) from column 0).
-fn decode_store(R: u32, M: u32, gs: u32, g: u32, c0: u32, split: u32, o: vec4<f32>, l: f32, m: f32) {
-  if (R >= M) { return; }
-  let rows_total = P.kv_heads * M;
-  let prow = split * rows_total + g * M + R;
-  if (P.splits > 1u && c0 == 0u) {
-    let ml = P.splits * rows_total * P.d_v + prow * 2u;
-    part[ml] = m;
-    part[ml + 1u] = l;
-  }
-  for (var c = 0u; c < 4u; c++) {
-    let col = c0 + c;
-    if (col >= P.d_v) { return; }
-    if (P.splits == 1u) {
-      out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = o[c] / l;
-    } else {
-      part[prow * P.d_v + col] = o[c];
+  // Score phase: key sj, d slice ssl. q row bases of the 16 rows (rows past M read row M − 1, masked).
+  let sj = lid / DSL;
+  let ssl = lid % DSL;
+  var qb: array<vec4<u32>, 4>;
+  for (var i = 0u; i < 4u; i++) {
+    for (var c = 0u; c < 4u; c++) {
+      let R = min(r0 + i * 4u + c, M - 1u);
+      qb[i][c] = row_query(R, gs) * P.q_stride + P.q_offset + row_head(R, g, gs) * P.q_hstride;
     }
   }
+  // Softmax phase (lid < DR): row lid's causal limit.
+  let my_R = r0 + min(lid, DR - 1u);
+  let my_live = lid < DR && my_R < M;
+  let my_lim = past + row_query(min(my_R, M - 1u), gs);
+  // Output phase: row quads ory + ORY·i (the 4 rows are the components of a vec4), columns ocx + OCX·n.
+  let ory = lid / OCX;
+  let ocx = lid % OCX;
+  var acc: array<vec4<f32>, ORQ * ONV>;
+  for (var i = 0u; i < ORQ * ONV; i++) { acc[i] = vec4<f32>(0.0); }
+  var m_run = NEG;   // invocations lid < DR: row lid's running max and sum
+  var l_run = 0.0;
+  let kbase = P.k_offset + g * P.k_hstride;
+  let vbase = P.v_offset + g * P.v_hstride;
+
+  for (var kt = k_begin; kt < k_end; kt += DBK) {
+    // 1. Stage the block's key rows (zeros past the range).
+    for (var e = lid; e < DBK * DKW; e += WG) {
+      let j = e / DKW;
+      let c = e % DKW;
+      let t = kt + j;
+      var x = 0.0;
+      if (t < k_end) {
+        if (c < P.d_qk) { x = k[t * P.k_stride + kbase + c]; }
+        else if (c - DVS < P.d_v) { x = v[t * P.v_stride + vbase + c - DVS]; }
+      }
+      Kd[e] = x;
+    }
+    workgroupBarrier();
+    // 2. Partial dots of the DR rows with key sj over d = ssl, ssl + DSL, ...
+    var a: array<vec4<f32>, 4>;
+    a[0] = vec4<f32>(0.0); a[1] = vec4<f32>(0.0); a[2] = vec4<f32>(0.0); a[3] = vec4<f32>(0.0);
+    for (var d = ssl; d < P.d_qk; d += DSL) { dot_rows(&a, &qb, d, Kd[sj * DKW + d]); }
+    for (var r = 0u; r < DR; r++) { Sp[(r * DBK + sj) * DSL + ssl] = a[r / 4u][r % 4u]; }
+    workgroupBarrier();
+    // 3. Row lid: sum the slices, mask, online softmax; probabilities into Sd (4 keys per vec4).
+    if (lid < DR) {
+      var mx = m_run;
+      var sc4: array<vec4<f32>, DBK / 4u>;
+      for (var j = 0u; j < DBK; j++) {
+        var sc = 0.0;
+        for (var sl = 0u; sl < DSL; sl++) { sc += Sp[(lid * DBK + j) * DSL + sl]; }
+        let key = kt + j;
+        sc = select(sc * P.scale, NEG, !my_live || key >= k_end || (P.causal != 0u && key > my_lim));
+        sc4[j / 4u][j % 4u] = sc;
+        mx = max(mx, sc);
+      }
+      var alpha = 1.0;
+      var sum = 0.0;
+      for (var j4 = 0u; j4 < DBK / 4u; j4++) {
+        var p = vec4<f32>(0.0);
+        if (mx > NEG) { p = select(vec4<f32>(0.0), exp2(sc4[j4] - mx), sc4[j4] > vec4<f32>(NEG)); }
+        Sd[lid * (DBK / 4u) + j4] = p;
+        sum += p.x + p.y + p.z + p.w;
+      }
+      if (mx > NEG) { alpha = exp2(m_run - mx); }
+      l_run = l_run * alpha + sum;
+      m_run = mx;
+      d_alpha[lid] = alpha;
+    }
+    workgroupBarrier();
+    // 4. O = alpha·O + P·V for this invocation's row quads and columns: per 4 keys, 4 V values (one
+    //    per key, neighbouring columns across invocations) and the 4 rows' probabilities (one vec4 each).
+    if (ory < ORY) {
+      for (var i = 0u; i < ORQ; i++) {
+        let r = (ory + i * ORY) * 4u;
+        let al = vec4<f32>(d_alpha[r], d_alpha[r + 1u], d_alpha[r + 2u], d_alpha[r + 3u]);
+        for (var n = 0u; n < ONV; n++) {
+          let c = min(ocx + n * OCX, P.d_v - 1u) + DVS;
+          var o = acc[i * ONV + n] * al;
+          for (var j4 = 0u; j4 < DBK / 4u; j4++) {
+            let kb = j4 * 4u * DKW + c;
+            let v4 = vec4<f32>(Kd[kb], Kd[kb + DKW], Kd[kb + 2u * DKW], Kd[kb + 3u * DKW]);
+            o += vec4<f32>(dot(Sd[r * (DBK / 4u) + j4], v4), dot(Sd[(r + 1u) * (DBK / 4u) + j4], v4),
+                           dot(Sd[(r + 2u) * (DBK / 4u) + j4], v4), dot(Sd[(r + 3u) * (DBK / 4u) + j4], v4));
+          }
+          acc[i * ONV + n] = o;
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+
+  if (lid < DR) { d_l[lid] = l_run; }
+  workgroupBarrier();
+  let rows_total = P.kv_heads * M;
+  let ml_base = P.splits * rows_total * P.d_v;
+  if (ory < ORY) {
+    for (var i = 0u; i < ORQ; i++) {
+      for (var rr = 0u; rr < 4u; rr++) {
+        let r = (ory + i * ORY) * 4u + rr;
+        let R = r0 + r;
+        if (R >= M) { continue; }
+        let inv_l = 1.0 / d_l[r];
+        let prow = split * rows_total + g * M + R;
+        let ob = row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride;
+        for (var n = 0u; n < ONV; n++) {
+          let col = ocx + n * OCX;
+          if (col >= P.d_v) { continue; }
+          if (P.splits == 1u) { out[ob + col] = acc[i * ONV + n][rr] * inv_l; }
+          else { part[prow * P.d_v + col] = acc[i * ONV + n][rr]; }
+        }
+      }
+    }
+  }
+  if (P.splits > 1u && lid < DR && r0 + lid < M) {
+    let prow = split * rows_total + g * M + r0 + lid;
+    part[ml_base + prow * 2u] = m_run;
+    part[ml_base + prow * 2u + 1u] = l_run;
+  }
 }
-// @variant subgroups off
-// @end subgroups

@@ -1,5 +1,5 @@
 import flashCode from '../../shaders/flash_attention.wgsl?raw';
-import { specialise, subgroupChoice } from './shader-source';
+import { specialise } from './shader-source';
 import naiveCode from '../../shaders/attention_naive.wgsl?raw';
 import kvCode from '../../shaders/kv_cache.wgsl?raw';
 import type { Gpu } from '../gpu/device';
@@ -74,8 +74,8 @@ export interface AttentionArgs extends AttentionShape {
   maxT?: number;
   /** Scratch for split partials (attentionScratchBytes); default: gpu.temps (released by the caller after submit). */
   scratch?: Binding;
-  /** Decode: use the tiled kernel even when the device has subgroups (tests, benchmarks). */
-  noSubgroups?: boolean;
+  /** Decode: 'rows' (default when its blocks fit the workgroup memory) or the prefill kernel 'tiled' (tests, benchmarks). */
+  decodeKernel?: 'rows' | 'tiled';
 }
 
 /** Tile configuration: the `consts` flash_attention.wgsl is specialised with. */
@@ -172,24 +172,108 @@ export function attentionScratchBytes(a: Pick<AttentionArgs, 'S' | 'heads' | 'dV
   return splits > 1 ? splits * a.S * a.heads * (a.dV + 2) * 4 : 0;
 }
 
-function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: string) {
-  if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, what);
-  if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
+/**
+ * decode_rows' specialisation (flash_attention.wgsl consts): DR rows of a kv head per workgroup, blocks
+ * of DBK keys staged [K | V] in workgroup memory (V read from the K row when `sharedRows`), the output
+ * owned as ORQ quads of rows × ONV columns per invocation.
+ */
+export interface DecodeRowsConfig { DR: number; DBK: number; DKW: number; DVS: number; ORY: number; ORQ: number; OCX: number; ONV: number }
+
+const pow2AtLeast = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/** Workgroup bytes decode_rows needs (staged rows, partial scores, probabilities, per-row alpha and l, past). */
+export const decodeRowsSharedBytes = (c: DecodeRowsConfig) => 4 * (c.DBK * c.DKW + c.DR * WG + c.DR * c.DBK + 2 * c.DR + 1);
+
+/** Largest staging block (4 … 32 keys) that fits maxComputeWorkgroupStorageSize; null when not even 4 key rows fit. */
+export function decodeRowsConfig(gpu: Gpu, rows: number, dQk: number, dV: number, sharedRows: boolean): DecodeRowsConfig | null {
+  const DR = Math.min(16, Math.max(4, pow2AtLeast(rows)));
+  const DKW = sharedRows ? dQk : dQk + dV;
+  const OCX = Math.min(WG, pow2AtLeast(dV));
+  const ORY = Math.min(WG / OCX, DR / 4);
+  const make = (DBK: number): DecodeRowsConfig => ({ DR, DBK, DKW, DVS: sharedRows ? 0 : dQk, ORY, ORQ: DR / 4 / ORY, OCX, ONV: Math.ceil(dV / OCX) });
+  for (let DBK = 32; DBK >= 4; DBK /= 2) {
+    if (decodeRowsSharedBytes(make(DBK)) <= gpu.caps.maxComputeWorkgroupStorageSize) return make(DBK);
+  }
+  return null;
+}
+
+/** V is the first dV values of each K row (the same buffer, rows and offsets: the absorbed-MLA latent cache). */
+function sharesRows(a: AttentionArgs): boolean {
+  const L = layout(a);
+  return a.k === a.v && a.dV <= a.dQk && L.kStride === L.vStride && L.kOffset === L.vOffset && L.kHeadStride === L.vHeadStride;
+}
+
+/** Worker threads of a software adapter (it runs workgroups on the CPU); what the host reports, else 4. */
+function softwareThreads(): number {
+  const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+  return n && n > 0 ? n : 4;
+}
+
+/**
+ * decode_rows' split count: enough workgroups for the device to run them side by side (about 128 on a
+ * GPU; the CPU threads on a software adapter, where every extra workgroup is run by the same few
+ * threads), and no split shorter than it is worth (partials and the combine pass cost a few blocks of
+ * keys on a GPU; on a CPU a split shorter than 512 keys costs more to merge than it saves).
+ */
+export function decodeRowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DBK: number): number {
+  const fallback = gpu.adapter.isFallbackAdapter;
+  const concurrent = fallback ? softwareThreads() : 128;
+  const minKeys = fallback ? 512 : 8 * DBK;
+  if (baseWorkgroups >= concurrent) return 1;
+  return Math.max(1, Math.min(Math.ceil(concurrent / baseWorkgroups), Math.floor(T / minKeys)));
+}
+
+/** How one attention call runs: the kernel, its launch shape and split count. */
+interface Plan {
+  kernel: 'main' | 'decode_rows';
+  consts: Record<string, number>;
+  rowTiles: number;
+  workgroups: number;
+  splits: number;
+  label: string;
+}
+
+function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
   const gs = a.heads / a.kvHeads;
-  const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
-  const base = a.kvHeads * rowTiles;
   const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
   if (a.pastFromBuffer && !(a.maxT && a.maxT >= a.S)) throw new ShapeError(`${what}: pastFromBuffer needs maxT (the cache capacity)`);
   const s = a.splits ?? 'auto';
-  const sg = what === 'attention_decode' ? subgroupDecodeLanes(gpu, a) : 0;
-  const passes = sg ? ceilDiv(a.dV, 4 * sg) : 1;
-  const sgRowTiles = ceilDiv(a.S * gs, 4);
-  const splits = sg
-    ? (s === 'auto' ? autoSplits(a.kvHeads * sgRowTiles * passes, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, T))))
-    : s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
-  const code = specialise(flashCode, { subgroups: subgroupChoice(sg > 0) }, { ...cfg });
+  const cfg = flashConfig(gpu, a.S * gs, a.dQk, a.dV);
+  const rc = what === 'attention_decode' && a.decodeKernel !== 'tiled' ? decodeRowsConfig(gpu, a.S * gs, a.dQk, a.dV, sharesRows(a)) : null;
+  if (rc) {
+    const rowTiles = ceilDiv(a.S * gs, rc.DR);
+    const base = a.kvHeads * rowTiles;
+    const splits = s === 'auto' ? decodeRowsSplits(gpu, base, T, rc.DBK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / rc.DBK))));
+    return { kernel: 'decode_rows', consts: { ...cfg, ...rc }, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS ? 'K|V' : 'shared rows'},splits${splits})` };
+  }
+  const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
+  const base = a.kvHeads * rowTiles;
+  const splits = s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
+  return { kernel: 'main', consts: { ...cfg }, rowTiles, workgroups: base * splits, splits, label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})` };
+}
+
+/**
+ * What attentionDecode would run for `a` (benchmarks, tests): the kernel, the split count 'auto' resolves
+ * to, and the bytes of K/V it reads from global memory per call (f32, every row sees all T keys as in
+ * decode). decode_rows stages each cached row once per row tile: T·kvHeads·(dQk + dV)·4 bytes per tile,
+ * T·dQk·4 when V is the first dV values of the K row (absorbed MLA); `main` loads K and V chunks apart.
+ */
+export function attentionDecodeInfo(gpu: Gpu, a: AttentionArgs): { kernel: string; splits: number; workgroups: number; cacheReadBytes: number } {
+  validate(a, 'attentionDecode');
+  const p = plan(gpu, a, 'attention_decode');
+  const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
+  const perKey = p.kernel === 'decode_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
+  return { kernel: p.kernel, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: 4 * T * a.kvHeads * p.rowTiles * perKey };
+}
+
+function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
+  if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, what);
+  if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
+  const p = plan(gpu, a, what);
+  const splits = p.splits;
+  const code = specialise(flashCode, {}, p.consts);
   const d = dummy(gpu);
-  const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: sg ? sgRowTiles : rowTiles });
+  const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: p.rowTiles });
   let part: Binding = d.part;
   if (splits > 1) {
     const bytes = attentionScratchBytes(a, splits);
@@ -197,13 +281,11 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
     part = a.scratch ?? gpu.temps.acquire(bytes);
   }
   rec.dispatch({
-    pipeline: sg
-      ? gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'decode_subgroup', constants: { SG: sg } })
-      : gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'main' }),
+    pipeline: gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: p.kernel }),
     bindings: [a.q, a.k, a.v, a.out, part, a.pastFromBuffer ?? d.past],
     uniforms,
-    workgroups: sg ? a.kvHeads * sgRowTiles * passes * splits : base * splits,
-    label: sg ? `${what}(subgroup${sg},passes${passes},splits${splits})` : `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})`,
+    workgroups: p.workgroups,
+    label: p.label,
   });
   if (splits > 1) {
     rec.dispatch({
@@ -216,26 +298,11 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
   }
 }
 
-/**
- * Lanes of the subgroup decode kernel (0: use the tiled kernel): on devices with subgroups, for at most
- * 4 rows (query × head-in-group) per kv head, one subgroup per workgroup (the minimum subgroup size).
- * It recomputes the scores for every 4·lanes columns of d_v, so it is used when that is at most two
- * passes — or on a CPU fallback adapter, where the tiled kernel's barriers cost far more than the
- * recomputed dots.
- */
-function subgroupDecodeLanes(gpu: Gpu, a: AttentionArgs): number {
-  const c = gpu.caps;
-  if (a.noSubgroups || !c.subgroups || c.subgroupMinSize < 4 || c.subgroupMinSize > c.maxComputeInvocationsPerWorkgroup) return 0;
-  if (a.S * (a.heads / a.kvHeads) > 4) return 0;
-  const passes = ceilDiv(a.dV, 4 * c.subgroupMinSize);
-  return passes <= 2 || gpu.adapter.isFallbackAdapter ? c.subgroupMinSize : 0;
-}
-
 /** Prefill attention: tiled FlashAttention with online softmax (see the module comment). */
 export function flashAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs): void {
   validate(a, 'flashAttention');
   if (!a.S) return;
-  run(gpu, rec, a, flashConfig(gpu, a.S * (a.heads / a.kvHeads), a.dQk, a.dV), 'flash_attention');
+  run(gpu, rec, a, 'flash_attention');
 }
 
 /**
@@ -245,7 +312,7 @@ export function flashAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs): void 
 export function attentionDecode(gpu: Gpu, rec: Recorder, a: AttentionArgs): void {
   validate(a, 'attentionDecode');
   if (!a.S) return;
-  run(gpu, rec, a, flashConfig(gpu, a.S * (a.heads / a.kvHeads), a.dQk, a.dV), 'attention_decode');
+  run(gpu, rec, a, 'attention_decode');
 }
 
 /** Bytes of the materialised score matrix naiveAttention needs. */
