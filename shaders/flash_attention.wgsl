@@ -23,6 +23,7 @@
 // Text specialisation (src/kernels/shader-source.ts): the wrapper sets the tile shape below for the
 // device and head dims (`consts`: they size private arrays, which `override` constants cannot).
 // `decode_rows` (end of file) is the decode kernel; `main` decodes only when its blocks do not fit.
+// @include register_tile
 const BQ: u32 = 16u;  // rows per workgroup
 const BK: u32 = 32u;  // keys per tile
 const DC: u32 = 64u;  // head-dim chunk held in workgroup memory
@@ -34,16 +35,19 @@ const NVC: u32 = 2u;  // ceil(d_v / DC)
 
 // decode_rows (see its comment): set by the wrapper for the device, head dims and group size.
 const DR: u32 = 16u;    // rows (query, head-in-group) per workgroup: 4, 8 or 16
-const DBK: u32 = 8u;    // cached keys staged per block (a power of two, 4 ≤ DBK ≤ WG)
-const DKW: u32 = 576u;  // floats per staged key row: d_qk, or d_qk + d_v when V is a separate row
-const DVS: u32 = 0u;    // where V starts in a staged key row (0: V is the first d_v values of the K row)
-const ORY: u32 = 1u;    // output row-quad groups; an invocation owns rows 4·(ory + ORY·i) .. +3, i < ORQ
-const ORQ: u32 = 4u;    // output row quads per invocation (DR / 4 / ORY)
-const OCX: u32 = 64u;   // output column lanes; an invocation owns columns ocx + OCX·n, n < ONV
-const ONV: u32 = 8u;    // output columns per invocation
+const DBK: u32 = 8u;    // cached keys staged per block: a power of two ≥ 4, (DR/4)·(DBK/4) ≤ WG
+const DQ4: u32 = 144u;  // vec4s of d_qk
+const DV4: u32 = 128u;  // vec4s of d_v
+const DKW4: u32 = 144u; // vec4s per staged key row: DQ4, or DQ4 + DV4 when V is a separate row
+const DVS4: u32 = 0u;   // where V starts in a staged key row, in vec4s (0: V is the first d_v values of the K row)
+const DWG: u32 = 64u;   // invocations per workgroup (fewer on a CPU adapter: each barrier switches between all of them)
+const DNU: u32 = 8u;    // output units (4 rows × 16 columns) per group of 4 invocations: ceil((DR/4)·ceil(DV4/4) / (DWG/4))
 
 const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC); also decode_rows' workgroup size
-const DSL: u32 = WG / DBK;    // decode_rows: invocations (slices of d_qk) per key in the score phase
+const DRQ: u32 = DR / 4u;     // decode_rows: row quads
+const DKQ: u32 = DBK / 4u;    // decode_rows: key quads
+const DSL: u32 = DWG / (DRQ * DKQ);   // decode_rows: slices of d_qk per 4×4 score tile
+const DCB: u32 = (DV4 + 3u) / 4u;     // decode_rows: blocks of 16 output columns
 const RY: u32 = BQ / TR;      // score row groups
 const KX: u32 = BK / TK;      // score key groups
 const OY: u32 = BQ / OR;      // output row groups
@@ -74,9 +78,10 @@ var<workgroup> Ss: array<f32, BQ * BK>;   // scores, then probabilities
 var<workgroup> row_alpha: array<f32, BQ>;
 var<workgroup> row_l: array<f32, BQ>;
 var<workgroup> wg_past: u32;
-var<workgroup> Kd: array<f32, DBK * DKW>;    // decode_rows: the staged key rows [K | V]
-var<workgroup> Sp: array<f32, DR * WG>;      // decode_rows: partial scores per d slice
-var<workgroup> Sd: array<vec4<f32>, DR * DBK / 4u>;   // decode_rows: probabilities, 4 keys per vec4
+var<workgroup> Kd: array<f32, DBK * DKW4 * 4u>;    // decode_rows: the staged key rows [K | V]
+var<workgroup> Sp: array<vec4<f32>, DWG * 4u>;      // decode_rows: partial 4×4 score tiles per d slice
+var<workgroup> Sd: array<vec4<f32>, DR * DKQ>;      // decode_rows: scores of row r, keys 4·kq .. +3
+var<workgroup> Pt: array<vec4<f32>, DBK * DRQ>;     // decode_rows: probabilities of key j, rows 4·rq .. +3
 var<workgroup> d_alpha: array<f32, DR>;
 var<workgroup> d_l: array<f32, DR>;
 
@@ -278,24 +283,60 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
 // that share it (absorbed MLA: the query heads against one 576-wide latent row whose first 512 values
 // are V; GQA: the heads of a group). A workgroup owns DR ≤ 16 rows (query, head-in-group) of one kv head
 // and one key range (split). Per block of DBK keys:
-//   1. the key rows [K | V] are staged in workgroup memory once (V comes from the K row when DVS = 0),
-//   2. DSL invocations per key each take a slice of d_qk (neighbouring invocations, neighbouring d:
-//      coalesced q and K reads) and accumulate the DR rows' partial dots (four vec4s, constant indices),
-//   3. DR invocations sum the slices, mask, and run the online softmax of one row each,
-//   4. every invocation rescales and accumulates its ORQ·4 rows × ONV columns of O, 4 keys × 4 rows per
-//      step (neighbouring invocations, neighbouring columns; the probabilities are the same address for all).
-// Keys past the range are staged as zeros and masked; the causal limit is per row (S > 1) with select.
+//   1. the key rows [K | V] are staged in workgroup memory once, vec4 along the head dim (V comes from
+//      the K row when DVS4 = 0),
+//   2. scores in 4 rows × 4 keys register tiles (tile_fma, as the matmuls), DSL invocations per tile
+//      each over a slice of d_qk; partial tiles to workgroup memory,
+//   3. DR invocations sum the slices of one row's scores, scale and mask them (select, no branch per
+//      key) and run its online softmax, storing the probabilities key-major,
+//   4. groups of 4 invocations rescale and accumulate DNU units of 4 rows × 16 columns of O: per key
+//      each invocation reads 4 V values (neighbouring invocations, neighbouring columns) and one vec4 of
+//      the 4 rows' probabilities (the same for the group), 16 FMAs.
 // splits > 1: partial (O, m, l) per split, merged by `combine` as for `main`.
-fn dot_rows(a: ptr<function, array<vec4<f32>, 4>>, qb: ptr<function, array<vec4<u32>, 4>>, d: u32, kx: f32) {
-  (*a)[0] += vec4<f32>(q[(*qb)[0].x + d], q[(*qb)[0].y + d], q[(*qb)[0].z + d], q[(*qb)[0].w + d]) * kx;
-  if (DR > 4u) { (*a)[1] += vec4<f32>(q[(*qb)[1].x + d], q[(*qb)[1].y + d], q[(*qb)[1].z + d], q[(*qb)[1].w + d]) * kx; }
-  if (DR > 8u) {
-    (*a)[2] += vec4<f32>(q[(*qb)[2].x + d], q[(*qb)[2].y + d], q[(*qb)[2].z + d], q[(*qb)[2].w + d]) * kx;
-    (*a)[3] += vec4<f32>(q[(*qb)[3].x + d], q[(*qb)[3].y + d], q[(*qb)[3].z + d], q[(*qb)[3].w + d]) * kx;
-  }
+// Loads of 4 head-dim values (q at element `base` + 4·d4; a staged K or V vec4 at element `base`, head
+// dim offset d of n). `dload vec4` (the wrapper's choice when every q/k/v row, head and offset is a
+// multiple of 4 and d_qk, d_v are too) reads vec4 views of the same buffers (bindings 1–3, used by
+// decode_rows only): one load instead of four, which a CPU adapter pays per element with bounds checks.
+// `dload scalar` reads 4 f32 with the head dims' ragged ends zeroed.
+// @variant dload vec4
+@group(0) @binding(1) var<storage, read> q4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v4: array<vec4<f32>>;
+fn load_q(base: u32, d4: u32) -> vec4<f32> { return q4[base / 4u + d4]; }
+fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
+  if (is_k) { return k4[base / 4u]; }
+  return v4[base / 4u];
 }
+// @variant dload scalar
+fn load_q(base: u32, d4: u32) -> vec4<f32> {
+  let d = d4 * 4u;
+  if (d + 3u < P.d_qk) { return vec4<f32>(q[base + d], q[base + d + 1u], q[base + d + 2u], q[base + d + 3u]); }
+  var x = vec4<f32>(0.0);
+  if (d < P.d_qk) { x.x = q[base + d]; }
+  if (d + 1u < P.d_qk) { x.y = q[base + d + 1u]; }
+  if (d + 2u < P.d_qk) { x.z = q[base + d + 2u]; }
+  return x;
+}
+fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
+  var x = vec4<f32>(0.0);
+  if (is_k) {
+    if (d + 3u < n) { return vec4<f32>(k[base], k[base + 1u], k[base + 2u], k[base + 3u]); }
+    if (d < n) { x.x = k[base]; }
+    if (d + 1u < n) { x.y = k[base + 1u]; }
+    if (d + 2u < n) { x.z = k[base + 2u]; }
+  } else {
+    if (d + 3u < n) { return vec4<f32>(v[base], v[base + 1u], v[base + 2u], v[base + 3u]); }
+    if (d < n) { x.x = v[base]; }
+    if (d + 1u < n) { x.y = v[base + 1u]; }
+    if (d + 2u < n) { x.z = v[base + 2u]; }
+  }
+  return x;
+}
+// @end dload
 
-@compute @workgroup_size(WG)
+fn kd4(i4: u32) -> vec4<f32> { return vec4<f32>(Kd[i4 * 4u], Kd[i4 * 4u + 1u], Kd[i4 * 4u + 2u], Kd[i4 * 4u + 3u]); }
+
+@compute @workgroup_size(DWG)
 fn decode_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let idx = wid.x + wid.y * nwg.x;
   if (idx >= P.kv_heads * P.row_tiles * P.splits) { return; }
@@ -317,94 +358,105 @@ fn decode_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   var k_end = min(T, k_begin + chunk);
   if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + DR, M) - 1u, gs) + 1u); }
 
-  // Score phase: key sj, d slice ssl. q row bases of the 16 rows (rows past M read row M − 1, masked).
-  let sj = lid / DSL;
-  let ssl = lid % DSL;
-  var qb: array<vec4<u32>, 4>;
-  for (var i = 0u; i < 4u; i++) {
-    for (var c = 0u; c < 4u; c++) {
-      let R = min(r0 + i * 4u + c, M - 1u);
-      qb[i][c] = row_query(R, gs) * P.q_stride + P.q_offset + row_head(R, g, gs) * P.q_hstride;
-    }
+  // Score tiles: (row quad st_rq, key quad st_kq), d slice ssl. Rows past M read row M − 1 (masked).
+  // Neighbouring invocations take neighbouring row quads: the same K values for all of them.
+  let st_rq = lid % DRQ;
+  let st_kq = (lid / DRQ) % DKQ;
+  let ssl = lid / (DRQ * DKQ);
+  var qb: vec4<u32>;
+  for (var c = 0u; c < 4u; c++) {
+    let R = min(r0 + st_rq * 4u + c, M - 1u);
+    qb[c] = row_query(R, gs) * P.q_stride + P.q_offset + row_head(R, g, gs) * P.q_hstride;
   }
-  // Softmax phase (lid < DR): row lid's causal limit.
-  let my_R = r0 + min(lid, DR - 1u);
-  let my_live = lid < DR && my_R < M;
-  let my_lim = past + row_query(min(my_R, M - 1u), gs);
-  // Output phase: row quads ory + ORY·i (the 4 rows are the components of a vec4), columns ocx + OCX·n.
-  let ory = lid / OCX;
-  let ocx = lid % OCX;
-  var acc: array<vec4<f32>, ORQ * ONV>;
-  for (var i = 0u; i < ORQ * ONV; i++) { acc[i] = vec4<f32>(0.0); }
+  var acc: array<vec4<f32>, DNU * 4u>;   // unit u: rows 4·rq .. +3 (acc[4u + i] = row i), columns 4·c4 .. +3
+  for (var i = 0u; i < DNU * 4u; i++) { acc[i] = vec4<f32>(0.0); }
   var m_run = NEG;   // invocations lid < DR: row lid's running max and sum
   var l_run = 0.0;
   let kbase = P.k_offset + g * P.k_hstride;
   let vbase = P.v_offset + g * P.v_hstride;
 
   for (var kt = k_begin; kt < k_end; kt += DBK) {
-    // 1. Stage the block's key rows (zeros past the range).
-    for (var e = lid; e < DBK * DKW; e += WG) {
-      let j = e / DKW;
-      let c = e % DKW;
+    // 1. Stage the block's key rows (zeros past the range and the head dims).
+    for (var e = lid; e < DBK * DKW4; e += DWG) {
+      let j = e / DKW4;
+      let c4 = e % DKW4;
       let t = kt + j;
-      var x = 0.0;
+      var x = vec4<f32>(0.0);
       if (t < k_end) {
-        if (c < P.d_qk) { x = k[t * P.k_stride + kbase + c]; }
-        else if (c - DVS < P.d_v) { x = v[t * P.v_stride + vbase + c - DVS]; }
+        if (c4 < DQ4) { x = load_kv(true, t * P.k_stride + kbase + c4 * 4u, c4 * 4u, P.d_qk); }
+        else { x = load_kv(false, t * P.v_stride + vbase + (c4 - DQ4) * 4u, (c4 - DQ4) * 4u, P.d_v); }
       }
-      Kd[e] = x;
+      Kd[e * 4u] = x.x; Kd[e * 4u + 1u] = x.y; Kd[e * 4u + 2u] = x.z; Kd[e * 4u + 3u] = x.w;
     }
     workgroupBarrier();
-    // 2. Partial dots of the DR rows with key sj over d = ssl, ssl + DSL, ...
+    // 2. Partial 4×4 score tile over d4 = ssl, ssl + DSL, ...
     var a: array<vec4<f32>, 4>;
     a[0] = vec4<f32>(0.0); a[1] = vec4<f32>(0.0); a[2] = vec4<f32>(0.0); a[3] = vec4<f32>(0.0);
-    for (var d = ssl; d < P.d_qk; d += DSL) { dot_rows(&a, &qb, d, Kd[sj * DKW + d]); }
-    for (var r = 0u; r < DR; r++) { Sp[(r * DBK + sj) * DSL + ssl] = a[r / 4u][r % 4u]; }
+    let kr = st_kq * 4u * DKW4;
+    for (var d4 = ssl; d4 < DQ4; d4 += DSL) {
+      tile_fma(&a, load_q(qb.x, d4), load_q(qb.y, d4), load_q(qb.z, d4), load_q(qb.w, d4),
+               kd4(kr + d4), kd4(kr + DKW4 + d4), kd4(kr + 2u * DKW4 + d4), kd4(kr + 3u * DKW4 + d4));
+    }
+    let pb = lid * 4u;
+    Sp[pb] = a[0]; Sp[pb + 1u] = a[1]; Sp[pb + 2u] = a[2]; Sp[pb + 3u] = a[3];
     workgroupBarrier();
-    // 3. Row lid: sum the slices, mask, online softmax; probabilities into Sd (4 keys per vec4).
+    // 3. Row lid: sum the slices of its scores, scale, mask; online softmax; probabilities key-major
+    //    (component lid % 4 of Pt[j·DRQ + lid / 4]).
     if (lid < DR) {
+      let R = r0 + lid;
+      let lim = past + row_query(min(R, M - 1u), gs);
       var mx = m_run;
-      var sc4: array<vec4<f32>, DBK / 4u>;
-      for (var j = 0u; j < DBK; j++) {
-        var sc = 0.0;
-        for (var sl = 0u; sl < DSL; sl++) { sc += Sp[(lid * DBK + j) * DSL + sl]; }
-        let key = kt + j;
-        sc = select(sc * P.scale, NEG, !my_live || key >= k_end || (P.causal != 0u && key > my_lim));
-        sc4[j / 4u][j % 4u] = sc;
-        mx = max(mx, sc);
+      for (var kq = 0u; kq < DKQ; kq++) {
+        var sc = vec4<f32>(0.0);
+        for (var sl = 0u; sl < DSL; sl++) { sc += Sp[(lid / 4u + DRQ * (kq + DKQ * sl)) * 4u + lid % 4u]; }
+        let key = vec4<u32>(kt + kq * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+        let masked = !vec4<bool>(R < M) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim)) & vec4<bool>(P.causal != 0u));
+        sc = select(sc * P.scale, vec4<f32>(NEG), masked);
+        Sd[lid * DKQ + kq] = sc;
+        mx = max(mx, max(max(sc.x, sc.y), max(sc.z, sc.w)));
       }
       var alpha = 1.0;
       var sum = 0.0;
-      for (var j4 = 0u; j4 < DBK / 4u; j4++) {
-        var p = vec4<f32>(0.0);
-        if (mx > NEG) { p = select(vec4<f32>(0.0), exp2(sc4[j4] - mx), sc4[j4] > vec4<f32>(NEG)); }
-        Sd[lid * (DBK / 4u) + j4] = p;
-        sum += p.x + p.y + p.z + p.w;
-      }
       if (mx > NEG) { alpha = exp2(m_run - mx); }
+      for (var kq = 0u; kq < DKQ; kq++) {
+        let sc = Sd[lid * DKQ + kq];
+        var p = vec4<f32>(0.0);
+        if (mx > NEG) { p = select(vec4<f32>(0.0), exp2(sc - mx), sc > vec4<f32>(NEG)); }
+        sum += p.x + p.y + p.z + p.w;
+        let pt = (kq * 4u) * DRQ + lid / 4u;
+        Pt[pt][lid % 4u] = p.x;
+        Pt[pt + DRQ][lid % 4u] = p.y;
+        Pt[pt + 2u * DRQ][lid % 4u] = p.z;
+        Pt[pt + 3u * DRQ][lid % 4u] = p.w;
+      }
       l_run = l_run * alpha + sum;
       m_run = mx;
       d_alpha[lid] = alpha;
     }
     workgroupBarrier();
-    // 4. O = alpha·O + P·V for this invocation's row quads and columns: per 4 keys, 4 V values (one
-    //    per key, neighbouring columns across invocations) and the 4 rows' probabilities (one vec4 each).
-    if (ory < ORY) {
-      for (var i = 0u; i < ORQ; i++) {
-        let r = (ory + i * ORY) * 4u;
-        let al = vec4<f32>(d_alpha[r], d_alpha[r + 1u], d_alpha[r + 2u], d_alpha[r + 3u]);
-        for (var n = 0u; n < ONV; n++) {
-          let c = min(ocx + n * OCX, P.d_v - 1u) + DVS;
-          var o = acc[i * ONV + n] * al;
-          for (var j4 = 0u; j4 < DBK / 4u; j4++) {
-            let kb = j4 * 4u * DKW + c;
-            let v4 = vec4<f32>(Kd[kb], Kd[kb + DKW], Kd[kb + 2u * DKW], Kd[kb + 3u * DKW]);
-            o += vec4<f32>(dot(Sd[r * (DBK / 4u) + j4], v4), dot(Sd[(r + 1u) * (DBK / 4u) + j4], v4),
-                           dot(Sd[(r + 2u) * (DBK / 4u) + j4], v4), dot(Sd[(r + 3u) * (DBK / 4u) + j4], v4));
-          }
-          acc[i * ONV + n] = o;
-        }
+    // 4. O = alpha·O + P·V. Unit u = w + (DWG/4)·n of group w = lid / 4: rows 4·rq .. +3, columns
+    //    16·cb + lane + 4·m (m = 0..3, the components of a vec4): the 4 invocations of a group read
+    //    4 neighbouring V values per m and the same probabilities.
+    for (var n = 0u; n < DNU; n++) {
+      let u = lid / 4u + n * (DWG / 4u);
+      if (u >= DRQ * DCB) { break; }
+      let rq = u / DCB;
+      let c0 = (u % DCB) * 16u + lid % 4u;
+      var o0 = acc[n * 4u] * d_alpha[rq * 4u];
+      var o1 = acc[n * 4u + 1u] * d_alpha[rq * 4u + 1u];
+      var o2 = acc[n * 4u + 2u] * d_alpha[rq * 4u + 2u];
+      var o3 = acc[n * 4u + 3u] * d_alpha[rq * 4u + 3u];
+      let vc = min(vec4<u32>(c0) + vec4<u32>(0u, 4u, 8u, 12u), vec4<u32>(DV4 * 4u - 1u)) + vec4<u32>(DVS4 * 4u);
+      for (var j = 0u; j < DBK; j++) {
+        let kb = j * DKW4 * 4u;
+        let v4 = vec4<f32>(Kd[kb + vc.x], Kd[kb + vc.y], Kd[kb + vc.z], Kd[kb + vc.w]);
+        let p4 = Pt[j * DRQ + rq];
+        o0 += p4.x * v4;
+        o1 += p4.y * v4;
+        o2 += p4.z * v4;
+        o3 += p4.w * v4;
       }
+      acc[n * 4u] = o0; acc[n * 4u + 1u] = o1; acc[n * 4u + 2u] = o2; acc[n * 4u + 3u] = o3;
     }
     workgroupBarrier();
   }
@@ -413,21 +465,24 @@ fn decode_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   workgroupBarrier();
   let rows_total = P.kv_heads * M;
   let ml_base = P.splits * rows_total * P.d_v;
-  if (ory < ORY) {
-    for (var i = 0u; i < ORQ; i++) {
-      for (var rr = 0u; rr < 4u; rr++) {
-        let r = (ory + i * ORY) * 4u + rr;
-        let R = r0 + r;
-        if (R >= M) { continue; }
-        let inv_l = 1.0 / d_l[r];
-        let prow = split * rows_total + g * M + R;
-        let ob = row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride;
-        for (var n = 0u; n < ONV; n++) {
-          let col = ocx + n * OCX;
-          if (col >= P.d_v) { continue; }
-          if (P.splits == 1u) { out[ob + col] = acc[i * ONV + n][rr] * inv_l; }
-          else { part[prow * P.d_v + col] = acc[i * ONV + n][rr]; }
-        }
+  for (var n = 0u; n < DNU; n++) {
+    let u = lid / 4u + n * (DWG / 4u);
+    if (u >= DRQ * DCB) { break; }
+    let rq = u / DCB;
+    let c0 = (u % DCB) * 16u + lid % 4u;
+    for (var i = 0u; i < 4u; i++) {
+      let r = rq * 4u + i;
+      let R = r0 + r;
+      if (R >= M) { break; }
+      let o = acc[n * 4u + i];
+      let inv_l = 1.0 / d_l[r];
+      let prow = split * rows_total + g * M + R;
+      let ob = row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride;
+      for (var m = 0u; m < 4u; m++) {
+        let col = c0 + 4u * m;
+        if (col >= P.d_v) { break; }
+        if (P.splits == 1u) { out[ob + col] = o[m] * inv_l; }
+        else { part[prow * P.d_v + col] = o[m]; }
       }
     }
   }

@@ -1,5 +1,5 @@
 import flashCode from '../../shaders/flash_attention.wgsl?raw';
-import { specialise } from './shader-source';
+import { allMultiplesOf4, loadWidth, specialise } from './shader-source';
 import naiveCode from '../../shaders/attention_naive.wgsl?raw';
 import kvCode from '../../shaders/kv_cache.wgsl?raw';
 import type { Gpu } from '../gpu/device';
@@ -174,24 +174,28 @@ export function attentionScratchBytes(a: Pick<AttentionArgs, 'S' | 'heads' | 'dV
 
 /**
  * decode_rows' specialisation (flash_attention.wgsl consts): DR rows of a kv head per workgroup, blocks
- * of DBK keys staged [K | V] in workgroup memory (V read from the K row when `sharedRows`), the output
- * owned as ORQ quads of rows × ONV columns per invocation.
+ * of DBK keys staged [K | V] in workgroup memory as vec4s (V read from the K row when `sharedRows`), DNU
+ * output units of 4 rows × 4 columns per invocation.
  */
-export interface DecodeRowsConfig { DR: number; DBK: number; DKW: number; DVS: number; ORY: number; ORQ: number; OCX: number; ONV: number }
+export interface DecodeRowsConfig { DR: number; DBK: number; DQ4: number; DV4: number; DKW4: number; DVS4: number; DWG: number; DNU: number }
 
 const pow2AtLeast = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
-/** Workgroup bytes decode_rows needs (staged rows, partial scores, probabilities, per-row alpha and l, past). */
-export const decodeRowsSharedBytes = (c: DecodeRowsConfig) => 4 * (c.DBK * c.DKW + c.DR * WG + c.DR * c.DBK + 2 * c.DR + 1);
+/** Workgroup bytes decode_rows needs (staged rows, partial score tiles, scores, probabilities, alpha, l, past). */
+export const decodeRowsSharedBytes = (c: DecodeRowsConfig) => 16 * (c.DBK * c.DKW4 + c.DWG * 4 + c.DR * c.DBK / 4 + c.DBK * c.DR / 4) + 4 * (2 * c.DR + 1);
 
 /** Largest staging block (4 … 32 keys) that fits maxComputeWorkgroupStorageSize; null when not even 4 key rows fit. */
 export function decodeRowsConfig(gpu: Gpu, rows: number, dQk: number, dV: number, sharedRows: boolean): DecodeRowsConfig | null {
   const DR = Math.min(16, Math.max(4, pow2AtLeast(rows)));
-  const DKW = sharedRows ? dQk : dQk + dV;
-  const OCX = Math.min(WG, pow2AtLeast(dV));
-  const ORY = Math.min(WG / OCX, DR / 4);
-  const make = (DBK: number): DecodeRowsConfig => ({ DR, DBK, DKW, DVS: sharedRows ? 0 : dQk, ORY, ORQ: DR / 4 / ORY, OCX, ONV: Math.ceil(dV / OCX) });
+  const DQ4 = Math.ceil(dQk / 4), DV4 = Math.ceil(dV / 4);
+  // A software adapter runs a workgroup's invocations 4 at a time on one thread and switches between
+  // all of them at every barrier: 16 invocations there (measured faster), 64 on GPUs.
+  const DWG = gpu.adapter.isFallbackAdapter ? 16 : WG;
+  const make = (DBK: number): DecodeRowsConfig => ({
+    DR, DBK, DQ4, DV4, DKW4: sharedRows ? DQ4 : DQ4 + DV4, DVS4: sharedRows ? 0 : DQ4, DWG, DNU: Math.ceil((DR / 4) * Math.ceil(DV4 / 4) / (DWG / 4)),
+  });
   for (let DBK = 32; DBK >= 4; DBK /= 2) {
+    if ((DR / 4) * (DBK / 4) > DWG) continue;
     if (decodeRowsSharedBytes(make(DBK)) <= gpu.caps.maxComputeWorkgroupStorageSize) return make(DBK);
   }
   return null;
@@ -227,6 +231,8 @@ export function decodeRowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DB
 interface Plan {
   kernel: 'main' | 'decode_rows';
   consts: Record<string, number>;
+  /** decode_rows: vec4 views of q/k/v (every head dim, stride and offset a multiple of 4). */
+  vec4: boolean;
   rowTiles: number;
   workgroups: number;
   splits: number;
@@ -244,12 +250,14 @@ function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
     const rowTiles = ceilDiv(a.S * gs, rc.DR);
     const base = a.kvHeads * rowTiles;
     const splits = s === 'auto' ? decodeRowsSplits(gpu, base, T, rc.DBK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / rc.DBK))));
-    return { kernel: 'decode_rows', consts: { ...cfg, ...rc }, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS ? 'K|V' : 'shared rows'},splits${splits})` };
+    const L = layout(a);
+    const vec4 = allMultiplesOf4(a.dQk, a.dV, L.qStride, L.qOffset, L.qHeadStride, L.kStride, L.kOffset, L.kHeadStride, L.vStride, L.vOffset, L.vHeadStride);
+    return { kernel: 'decode_rows', consts: { ...cfg, ...rc }, vec4, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS4 ? 'K|V' : 'shared rows'},${vec4 ? 'vec4' : 'scalar'},splits${splits})` };
   }
   const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
   const base = a.kvHeads * rowTiles;
   const splits = s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
-  return { kernel: 'main', consts: { ...cfg }, rowTiles, workgroups: base * splits, splits, label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})` };
+  return { kernel: 'main', consts: { ...cfg }, vec4: false, rowTiles, workgroups: base * splits, splits, label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})` };
 }
 
 /**
@@ -271,7 +279,7 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
   if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
   const p = plan(gpu, a, what);
   const splits = p.splits;
-  const code = specialise(flashCode, {}, p.consts);
+  const code = specialise(flashCode, { load: loadWidth(true), dload: loadWidth(p.vec4) }, p.consts);
   const d = dummy(gpu);
   const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: p.rowTiles });
   let part: Binding = d.part;
