@@ -204,7 +204,7 @@ export function decodeRowsConfig(gpu: Gpu, rows: number, dQk: number, dV: number
 /** V is the first dV values of each K row (the same buffer, rows and offsets: the absorbed-MLA latent cache). */
 function sharesRows(a: AttentionArgs): boolean {
   const L = layout(a);
-  return a.k === a.v && a.dV <= a.dQk && L.kStride === L.vStride && L.kOffset === L.vOffset && L.kHeadStride === L.vHeadStride;
+  return a.k === a.v && a.dV <= a.dQk && L.kStride === L.vStride && L.kOffset === L.vOffset && (a.kvHeads === 1 || L.kHeadStride === L.vHeadStride);
 }
 
 /** Worker threads of a software adapter (it runs workgroups on the CPU); what the host reports, else 4. */
