@@ -22,7 +22,8 @@
 //
 // Text specialisation (src/kernels/shader-source.ts): the wrapper sets the tile shape below for the
 // device and head dims (`consts`: they size private arrays, which `override` constants cannot).
-// `decode_rows` (end of file) is the decode kernel; `main` decodes only when its blocks do not fit.
+// `flash_rows` (end of file) is the kernel both wrappers run when its blocks fit the workgroup memory;
+// `main` otherwise (and on request, for tests and benchmarks).
 // @include register_tile
 const BQ: u32 = 16u;  // rows per workgroup
 const BK: u32 = 32u;  // keys per tile
@@ -33,7 +34,7 @@ const OR: u32 = 4u;   // output rows per invocation
 const OC: u32 = 4u;   // output columns per invocation per chunk
 const NVC: u32 = 2u;  // ceil(d_v / DC)
 
-// decode_rows (see its comment): set by the wrapper for the device, head dims and group size.
+// flash_rows (see its comment): set by the wrapper for the device, head dims and group size.
 const DR: u32 = 16u;    // rows (query, head-in-group) per workgroup: 4, 8 or 16
 const DBK: u32 = 8u;    // cached keys staged per block: a power of two ≥ 4, (DR/4)·(DBK/4) ≤ WG
 const DQ4: u32 = 144u;  // vec4s of d_qk
@@ -43,11 +44,11 @@ const DVS4: u32 = 0u;   // where V starts in a staged key row, in vec4s (0: V is
 const DWG: u32 = 64u;   // invocations per workgroup (fewer on a CPU adapter: each barrier switches between all of them)
 const DNU: u32 = 8u;    // output units (4 rows × 16 columns) per group of 4 invocations: ceil((DR/4)·ceil(DV4/4) / (DWG/4))
 
-const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC); also decode_rows' workgroup size
-const DRQ: u32 = DR / 4u;     // decode_rows: row quads
-const DKQ: u32 = DBK / 4u;    // decode_rows: key quads
-const DSL: u32 = DWG / (DRQ * DKQ);   // decode_rows: slices of d_qk per 4×4 score tile
-const DCB: u32 = (DV4 + 3u) / 4u;     // decode_rows: blocks of 16 output columns
+const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC); also flash_rows' workgroup size
+const DRQ: u32 = DR / 4u;     // flash_rows: row quads
+const DKQ: u32 = DBK / 4u;    // flash_rows: key quads
+const DSL: u32 = DWG / (DRQ * DKQ);   // flash_rows: slices of d_qk per 4×4 score tile
+const DCB: u32 = (DV4 + 3u) / 4u;     // flash_rows: blocks of 16 output columns
 const RY: u32 = BQ / TR;      // score row groups
 const KX: u32 = BK / TK;      // score key groups
 const OY: u32 = BQ / OR;      // output row groups
@@ -78,10 +79,10 @@ var<workgroup> Ss: array<f32, BQ * BK>;   // scores, then probabilities
 var<workgroup> row_alpha: array<f32, BQ>;
 var<workgroup> row_l: array<f32, BQ>;
 var<workgroup> wg_past: u32;
-var<workgroup> Kd: array<f32, DBK * DKW4 * 4u>;    // decode_rows: the staged key rows [K | V]
-var<workgroup> Sp: array<vec4<f32>, DWG * 4u>;      // decode_rows: partial 4×4 score tiles per d slice
-var<workgroup> Sd: array<vec4<f32>, DR * DKQ>;      // decode_rows: scores of row r, keys 4·kq .. +3
-var<workgroup> Pt: array<vec4<f32>, DBK * DRQ>;     // decode_rows: probabilities of key j, rows 4·rq .. +3
+var<workgroup> Kd: array<f32, DBK * DKW4 * 4u>;    // flash_rows: the staged key rows [K | V]
+var<workgroup> Sp: array<vec4<f32>, DWG * 4u>;      // flash_rows: partial 4×4 score tiles per d slice
+var<workgroup> Sd: array<vec4<f32>, DR * DKQ>;      // flash_rows: scores of row r, keys 4·kq .. +3
+var<workgroup> Pt: array<vec4<f32>, DBK * DRQ>;     // flash_rows: probabilities of key j, rows 4·rq .. +3
 var<workgroup> d_alpha: array<f32, DR>;
 var<workgroup> d_l: array<f32, DR>;
 
@@ -279,10 +280,11 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
 }
 
 
-// `decode_rows`: decode (a few query rows per kv head) reading each cached row once for all the heads
-// that share it (absorbed MLA: the query heads against one 576-wide latent row whose first 512 values
-// are V; GQA: the heads of a group). A workgroup owns DR ≤ 16 rows (query, head-in-group) of one kv head
-// and one key range (split). Per block of DBK keys:
+// `flash_rows`: FlashAttention with row tiles of DR ≤ 16 rows (query, head-in-group) of one kv head, so
+// every key row staged serves all the heads that share it (absorbed MLA decode: the query heads against
+// one 576-wide latent row whose first 512 values are V; GQA: the heads of a group; prefill: 16 queries).
+// A workgroup owns one row tile and one key range (split), cut at the tile's last causal limit (key
+// blocks no row of the tile sees are never visited). Per block of DBK keys (sized to the workgroup memory):
 //   1. the key rows [K | V] are staged in workgroup memory once, vec4 along the head dim (V comes from
 //      the K row when DVS4 = 0),
 //   2. scores in 4 rows × 4 keys register tiles (tile_fma, as the matmuls), DSL invocations per tile
@@ -296,7 +298,7 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
 // Loads of 4 head-dim values (q at element `base` + 4·d4; a staged K or V vec4 at element `base`, head
 // dim offset d of n). `dload vec4` (the wrapper's choice when every q/k/v row, head and offset is a
 // multiple of 4 and d_qk, d_v are too) reads vec4 views of the same buffers (bindings 1–3, used by
-// decode_rows only): one load instead of four, which a CPU adapter pays per element with bounds checks.
+// flash_rows only): one load instead of four, which a CPU adapter pays per element with bounds checks.
 // `dload scalar` reads 4 f32 with the head dims' ragged ends zeroed.
 // @variant dload vec4
 @group(0) @binding(1) var<storage, read> q4: array<vec4<f32>>;
@@ -337,7 +339,7 @@ fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
 fn kd4(i4: u32) -> vec4<f32> { return vec4<f32>(Kd[i4 * 4u], Kd[i4 * 4u + 1u], Kd[i4 * 4u + 2u], Kd[i4 * 4u + 3u]); }
 
 @compute @workgroup_size(DWG)
-fn decode_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+fn flash_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let idx = wid.x + wid.y * nwg.x;
   if (idx >= P.kv_heads * P.row_tiles * P.splits) { return; }
   var past = P.past;

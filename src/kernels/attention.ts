@@ -9,11 +9,13 @@ import { ceilDiv } from '../gpu/dispatch';
 import { ContextLengthError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 
 /**
- * Scaled dot-product attention on the GPU.
- *  - flashAttention: tiled, online softmax, S×T never materialised, fully masked tiles skipped,
- *    GQA/MQA (all heads of a KV group share each KV tile), d_qk ≠ d_v, optional split-K over keys.
- *  - attentionDecode: the same kernel shaped for a few query rows with split-K over the cache and a
- *    log-sum-exp combine pass, so a long cache spreads over the whole device.
+ * Scaled dot-product attention on the GPU (shaders/flash_attention.wgsl).
+ *  - flashAttention: tiled, online softmax, S×T never materialised, fully masked key blocks skipped,
+ *    GQA/MQA (all heads of a KV group share each staged key block), d_qk ≠ d_v, optional split-K.
+ *  - attentionDecode: the same for a few query rows, split-K over the cache sized by an occupancy model
+ *    and a log-sum-exp combine pass, so a long cache spreads over the whole device.
+ *    Both run `flash_rows` (up to 16 rows of a kv head per workgroup, each key row staged once, register
+ *    tiles) when its blocks fit the workgroup memory, `main` (the older tiled kernel) otherwise.
  *  - naiveAttention: scores materialised in global memory (test oracle, benchmark baseline).
  *  - mhaAttention: standard MHA/GQA with an MhaKvCache (writes the new rows, then attends).
  * Layout: see AttentionArgs (rows of q/k/v/out with strides, offsets and head strides in elements).
@@ -74,8 +76,8 @@ export interface AttentionArgs extends AttentionShape {
   maxT?: number;
   /** Scratch for split partials (attentionScratchBytes); default: gpu.temps (released by the caller after submit). */
   scratch?: Binding;
-  /** Decode: 'rows' (default when its blocks fit the workgroup memory) or the prefill kernel 'tiled' (tests, benchmarks). */
-  decodeKernel?: 'rows' | 'tiled';
+  /** 'rows': flash_rows (default when its blocks fit the workgroup memory), or 'tiled': `main` (tests, benchmarks). */
+  kernel?: 'rows' | 'tiled';
 }
 
 /** Tile configuration: the `consts` flash_attention.wgsl is specialised with. */
@@ -173,30 +175,30 @@ export function attentionScratchBytes(a: Pick<AttentionArgs, 'S' | 'heads' | 'dV
 }
 
 /**
- * decode_rows' specialisation (flash_attention.wgsl consts): DR rows of a kv head per workgroup, blocks
+ * flash_rows' specialisation (flash_attention.wgsl consts): DR rows of a kv head per workgroup, blocks
  * of DBK keys staged [K | V] in workgroup memory as vec4s (V read from the K row when `sharedRows`), DNU
  * output units of 4 rows × 4 columns per invocation.
  */
-export interface DecodeRowsConfig { DR: number; DBK: number; DQ4: number; DV4: number; DKW4: number; DVS4: number; DWG: number; DNU: number }
+export interface RowsConfig { DR: number; DBK: number; DQ4: number; DV4: number; DKW4: number; DVS4: number; DWG: number; DNU: number }
 
 const pow2AtLeast = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
-/** Workgroup bytes decode_rows needs (staged rows, partial score tiles, scores, probabilities, alpha, l, past). */
-export const decodeRowsSharedBytes = (c: DecodeRowsConfig) => 16 * (c.DBK * c.DKW4 + c.DWG * 4 + c.DR * c.DBK / 4 + c.DBK * c.DR / 4) + 4 * (2 * c.DR + 1);
+/** Workgroup bytes flash_rows needs (staged rows, partial score tiles, scores, probabilities, alpha, l, past). */
+export const rowsSharedBytes = (c: RowsConfig) => 16 * (c.DBK * c.DKW4 + c.DWG * 4 + c.DR * c.DBK / 4 + c.DBK * c.DR / 4) + 4 * (2 * c.DR + 1);
 
 /** Largest staging block (4 … 32 keys) that fits maxComputeWorkgroupStorageSize; null when not even 4 key rows fit. */
-export function decodeRowsConfig(gpu: Gpu, rows: number, dQk: number, dV: number, sharedRows: boolean): DecodeRowsConfig | null {
+export function rowsConfig(gpu: Gpu, rows: number, dQk: number, dV: number, sharedRows: boolean): RowsConfig | null {
   const DR = Math.min(16, Math.max(4, pow2AtLeast(rows)));
   const DQ4 = Math.ceil(dQk / 4), DV4 = Math.ceil(dV / 4);
   // A software adapter runs a workgroup's invocations 4 at a time on one thread and switches between
   // all of them at every barrier: 16 invocations there (measured faster), 64 on GPUs.
   const DWG = gpu.adapter.isFallbackAdapter ? 16 : WG;
-  const make = (DBK: number): DecodeRowsConfig => ({
+  const make = (DBK: number): RowsConfig => ({
     DR, DBK, DQ4, DV4, DKW4: sharedRows ? DQ4 : DQ4 + DV4, DVS4: sharedRows ? 0 : DQ4, DWG, DNU: Math.ceil((DR / 4) * Math.ceil(DV4 / 4) / (DWG / 4)),
   });
   for (let DBK = 32; DBK >= 4; DBK /= 2) {
     if ((DR / 4) * (DBK / 4) > DWG) continue;
-    if (decodeRowsSharedBytes(make(DBK)) <= gpu.caps.maxComputeWorkgroupStorageSize) return make(DBK);
+    if (rowsSharedBytes(make(DBK)) <= gpu.caps.maxComputeWorkgroupStorageSize) return make(DBK);
   }
   return null;
 }
@@ -214,12 +216,12 @@ function softwareThreads(): number {
 }
 
 /**
- * decode_rows' split count: enough workgroups for the device to run them side by side (about 128 on a
+ * flash_rows' split count: enough workgroups for the device to run them side by side (about 128 on a
  * GPU; the CPU threads on a software adapter, where every extra workgroup is run by the same few
  * threads), and no split shorter than it is worth (partials and the combine pass cost a few blocks of
  * keys on a GPU; on a CPU a split shorter than 512 keys costs more to merge than it saves).
  */
-export function decodeRowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DBK: number): number {
+export function rowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DBK: number): number {
   const fallback = gpu.adapter.isFallbackAdapter;
   const concurrent = fallback ? softwareThreads() : 128;
   const minKeys = fallback ? 512 : 8 * DBK;
@@ -229,9 +231,9 @@ export function decodeRowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DB
 
 /** How one attention call runs: the kernel, its launch shape and split count. */
 interface Plan {
-  kernel: 'main' | 'decode_rows';
+  kernel: 'main' | 'flash_rows';
   consts: Record<string, number>;
-  /** decode_rows: vec4 views of q/k/v (every head dim, stride and offset a multiple of 4). */
+  /** flash_rows: vec4 views of q/k/v (every head dim, stride and offset a multiple of 4). */
   vec4: boolean;
   rowTiles: number;
   workgroups: number;
@@ -245,14 +247,14 @@ function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
   if (a.pastFromBuffer && !(a.maxT && a.maxT >= a.S)) throw new ShapeError(`${what}: pastFromBuffer needs maxT (the cache capacity)`);
   const s = a.splits ?? 'auto';
   const cfg = flashConfig(gpu, a.S * gs, a.dQk, a.dV);
-  const rc = what === 'attention_decode' && a.decodeKernel !== 'tiled' ? decodeRowsConfig(gpu, a.S * gs, a.dQk, a.dV, sharesRows(a)) : null;
+  const rc = a.kernel !== 'tiled' ? rowsConfig(gpu, a.S * gs, a.dQk, a.dV, sharesRows(a)) : null;
   if (rc) {
     const rowTiles = ceilDiv(a.S * gs, rc.DR);
     const base = a.kvHeads * rowTiles;
-    const splits = s === 'auto' ? decodeRowsSplits(gpu, base, T, rc.DBK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / rc.DBK))));
+    const splits = s === 'auto' ? rowsSplits(gpu, base, T, rc.DBK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / rc.DBK))));
     const L = layout(a);
     const vec4 = allMultiplesOf4(a.dQk, a.dV, L.qStride, L.qOffset, L.qHeadStride, L.kStride, L.kOffset, L.kHeadStride, L.vStride, L.vOffset, L.vHeadStride);
-    return { kernel: 'decode_rows', consts: { ...cfg, ...rc }, vec4, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS4 ? 'K|V' : 'shared rows'},${vec4 ? 'vec4' : 'scalar'},splits${splits})` };
+    return { kernel: 'flash_rows', consts: { ...cfg, ...rc }, vec4, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS4 ? 'K|V' : 'shared rows'},${vec4 ? 'vec4' : 'scalar'},splits${splits})` };
   }
   const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
   const base = a.kvHeads * rowTiles;
@@ -261,17 +263,18 @@ function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
 }
 
 /**
- * What attentionDecode would run for `a` (benchmarks, tests): the kernel, the split count 'auto' resolves
- * to, and the bytes of K/V it reads from global memory per call (f32, every row sees all T keys as in
- * decode). decode_rows stages each cached row once per row tile: T·kvHeads·(dQk + dV)·4 bytes per tile,
- * T·dQk·4 when V is the first dV values of the K row (absorbed MLA); `main` loads K and V chunks apart.
+ * What attentionDecode (or flashAttention, `mode` 'prefill') would run for `a` (benchmarks, tests): the
+ * kernel and its label, the split count 'auto' resolves to, and the bytes of K/V it reads from global
+ * memory per call with every row seeing all T keys (as in decode; a causal prefill reads less).
+ * flash_rows stages each key row once per row tile: T·kvHeads·(dQk + dV)·4 bytes per tile, T·dQk·4 when
+ * V is the first dV values of the K row (absorbed MLA); `main` loads K and V chunks apart.
  */
-export function attentionDecodeInfo(gpu: Gpu, a: AttentionArgs): { kernel: string; splits: number; workgroups: number; cacheReadBytes: number } {
-  validate(a, 'attentionDecode');
-  const p = plan(gpu, a, 'attention_decode');
+export function attentionDecodeInfo(gpu: Gpu, a: AttentionArgs, mode: 'decode' | 'prefill' = 'decode'): { kernel: string; label: string; splits: number; workgroups: number; cacheReadBytes: number } {
+  validate(a, mode === 'decode' ? 'attentionDecode' : 'flashAttention');
+  const p = plan(gpu, a, mode === 'decode' ? 'attention_decode' : 'flash_attention');
   const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
-  const perKey = p.kernel === 'decode_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
-  return { kernel: p.kernel, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: 4 * T * a.kvHeads * p.rowTiles * perKey };
+  const perKey = p.kernel === 'flash_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
+  return { kernel: p.kernel, label: p.label, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: 4 * T * a.kvHeads * p.rowTiles * perKey };
 }
 
 function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {

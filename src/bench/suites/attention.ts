@@ -10,7 +10,7 @@
  */
 import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
-import { attentionDecode, attentionDecodeInfo, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, flashConfig, type AttentionArgs } from '../../kernels/attention';
+import { attentionDecode, attentionDecodeInfo, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, type AttentionArgs } from '../../kernels/attention';
 import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../model/kvcache';
 import { LatentKvCache, MhaKvCache } from '../../model/kvcache';
 import { randomUniform } from '../../util/random';
@@ -39,10 +39,10 @@ async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; i
     const iters = o.iters ? o.iters(seq) : seq >= 4096 ? 3 : undefined;
     try {
       const flashMs = await ctx.time((rec) => flashAttention(gpu, rec, args), { iters, warmup: 1 });
-      const cfg = flashConfig(gpu, seq, d, d);
+      const info = attentionDecodeInfo(gpu, args, 'prefill');
       ctx.result({
         suite: SUITE, name: 'prefill', variant: 'flash', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: flashMs,
-        bytes: io.bytes, flops, extra: { peakBytes: io.bytes, scratchBytes: 0, tile: `BQ${cfg.BQ} BK${cfg.BK} DC${cfg.DC}` },
+        bytes: io.bytes, flops, extra: { peakBytes: io.bytes, scratchBytes: 0, kernel: info.label },
       });
       if (!o.naive) continue;
       const scoreBytes = naiveScoresBytes(shape);
@@ -101,7 +101,7 @@ async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECO
             suite: SUITE, name: 'decode', variant: `${vr.what}, ${splits === 1 ? 'one split' : `split-K ×${splits}`}`, shape: `cache ${L}`, medianMs: ms,
             bytes: cacheBytes + io.q.size + io.out.size, flops,
             extra: {
-              splits, kernel: info.kernel, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
+              splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
               ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}),
             },
           });
