@@ -27,7 +27,7 @@ function inputs(gpu: Gpu, a: { S: number; T: number; heads: number; kvHeads: num
   return { q, k, v, out, bytes, destroy };
 }
 
-async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; iters?: (seq: number) => number | undefined }) {
+async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; tiled?: boolean; iters?: (seq: number) => number | undefined }) {
   const gpu = ctx.gpu;
   const heads = 4, d = 64;
   for (const seq of o.seqs) {
@@ -44,6 +44,15 @@ async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; i
         suite: SUITE, name: 'prefill', variant: 'flash', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: flashMs,
         bytes: io.bytes, flops, extra: { peakBytes: io.bytes, scratchBytes: 0, kernel: info.label },
       });
+      if (o.tiled) {
+        // The older tiled kernel (`main`, what flashAttention ran before flash_rows) in the same run.
+        const tiledArgs: AttentionArgs = { ...args, kernel: 'tiled' };
+        const tiledMs = await ctx.time((rec) => flashAttention(gpu, rec, tiledArgs), { iters, warmup: 1 });
+        ctx.result({
+          suite: SUITE, name: 'prefill', variant: 'flash, tiled kernel (main)', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: tiledMs,
+          bytes: io.bytes, flops, extra: { kernel: attentionDecodeInfo(gpu, tiledArgs, 'prefill').label, rowsSpeedup: +(tiledMs / flashMs).toFixed(2) },
+        });
+      }
       if (!o.naive) continue;
       const scoreBytes = naiveScoresBytes(shape);
       if (scoreBytes > gpu.caps.maxStorageBufferBindingSize) {
@@ -77,7 +86,7 @@ const DECODE_VARIANTS = {
  * One-token decode rows, one split and the 'auto' split count. `cacheBytes` is the K/V cache the step
  * attends over, `readBytes` what the chosen kernel reads of it (attentionDecodeInfo), `readPerCache` their ratio.
  */
-async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECODE_VARIANTS; lengths: number[] }[]; iters?: (L: number) => number | undefined }) {
+async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECODE_VARIANTS; lengths: number[]; tiled?: number[] }[]; iters?: (L: number) => number | undefined }) {
   const gpu = ctx.gpu;
   for (const run of o.runs) {
     const vr = DECODE_VARIANTS[run.variant];
@@ -106,6 +115,22 @@ async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECO
             },
           });
           if (auto === 1) break;
+        }
+        if (run.tiled?.includes(L)) {
+          // The older tiled kernel (`main`: main's absorbed-MLA decode) with its own 'auto' split count, same run.
+          const tiledArgs: AttentionArgs = { ...base, kernel: 'tiled', splits: 'auto' };
+          const info = attentionDecodeInfo(gpu, tiledArgs);
+          const part = gpu.buffers.create('bench.attn.split.tiled', Math.max(16, attentionScratchBytes(shape, info.splits)));
+          try {
+            const ms = await ctx.time((rec) => attentionDecode(gpu, rec, { ...tiledArgs, scratch: part }), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: o.iters ? o.iters(L) : L >= 4096 ? 3 : undefined });
+            ctx.result({
+              suite: SUITE, name: 'decode', variant: `${vr.what}, tiled kernel (main) ×${info.splits}`, shape: `cache ${L}`, medianMs: ms,
+              bytes: cacheBytes + io.q.size + io.out.size, flops,
+              extra: { splits: info.splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2), rowsOneSplitSpeedup: +(ms / oneMs).toFixed(2) },
+            });
+          } finally {
+            gpu.buffers.destroy(part);
+          }
         }
       } finally {
         gpu.buffers.destroy(scratch);
@@ -166,14 +191,15 @@ export const attentionSuite: BenchSuite = {
 /**
  * The rows issue 27 tracks, with few iterations so one run takes minutes on a software adapter:
  * MLA absorbed decode at caches 512/2048/8192, GQA decode at 8192, FlashAttention prefill at 1024/4096
- * (no naive baseline). `npm run bench -- --suites attention-core` (docs/attention.md).
+ * (no naive baseline), and the older tiled kernel (what main ran for MLA decode and prefill) at MLA 8192
+ * and both prefills in the same run. `npm run bench -- --suites attention-core` (docs/attention.md).
  */
 export const attentionCoreSuite: BenchSuite = {
   name: 'attention-core',
   order: 31,
   nodeOk: true,
   async run(ctx) {
-    await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192] }, { variant: 'gqa', lengths: [8192] }], iters: (L) => (L >= 8192 ? 3 : 5) });
-    await prefill(ctx, { seqs: [1024, 4096], naive: false, iters: (seq) => (seq >= 4096 ? 1 : 3) });
+    await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192], tiled: [8192] }, { variant: 'gqa', lengths: [8192] }], iters: (L) => (L >= 8192 ? 3 : 5) });
+    await prefill(ctx, { seqs: [1024, 4096], naive: false, tiled: true, iters: (seq) => (seq >= 4096 ? 1 : 3) });
   },
 };
