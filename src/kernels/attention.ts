@@ -218,13 +218,14 @@ function softwareThreads(): number {
 /**
  * flash_rows' split count: enough workgroups for the device to run them side by side (about 128 on a
  * GPU; the CPU threads on a software adapter, where every extra workgroup is run by the same few
- * threads), and no split shorter than it is worth (partials and the combine pass cost a few blocks of
- * keys on a GPU; on a CPU a split shorter than 512 keys costs more to merge than it saves).
+ * threads), and no split shorter than it is worth: partials and the combine pass cost a few blocks of
+ * keys on a GPU; on SwiftShader (2 cores, shared) two splits measured 0.8–0.97× one split at 2048 keys
+ * and 1.1–1.8× at 8192 (attention-core bench), so a software adapter splits from 4096 keys per split.
  */
 export function rowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DBK: number): number {
   const fallback = gpu.adapter.isFallbackAdapter;
   const concurrent = fallback ? softwareThreads() : 128;
-  const minKeys = fallback ? 512 : 8 * DBK;
+  const minKeys = fallback ? 4096 : 8 * DBK;
   if (baseWorkgroups >= concurrent) return 1;
   return Math.max(1, Math.min(Math.ceil(concurrent / baseWorkgroups), Math.floor(T / minKeys)));
 }
