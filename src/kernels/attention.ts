@@ -219,8 +219,9 @@ function softwareThreads(): number {
  * flash_rows' split count: enough workgroups for the device to run them side by side (about 128 on a
  * GPU; the CPU threads on a software adapter, where every extra workgroup is run by the same few
  * threads), and no split shorter than it is worth: partials and the combine pass cost a few blocks of
- * keys on a GPU; on SwiftShader (2 cores, shared) two splits measured 0.8–0.97× one split at 2048 keys
- * and 1.1–1.8× at 8192 (attention-core bench), so a software adapter splits from 4096 keys per split.
+ * keys on a GPU; on SwiftShader (2 cores, shared) two splits measured 0.8–0.97× the speed of one at
+ * 2048 keys and 0.9–1.4× at 8192 (attention-core bench, docs/attention.md), so a software adapter splits
+ * from 4096 keys per split.
  */
 export function rowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DBK: number): number {
   const fallback = gpu.adapter.isFallbackAdapter;
