@@ -21,12 +21,10 @@
 // binding 6: past_buf u32 [1]     when past_from_buf ≠ 0: past = past_buf[0], T = past + S
 //
 // Text specialisation (src/kernels/shader-source.ts): the wrapper sets the tile shape below for the
-// device and head dims (`consts`: they size private arrays, which `override` constants cannot), and
-// the `subgroups` variant keeps `decode_subgroup` on devices with subgroups.
-// @variant subgroups on
-enable subgroups;
-// @variant subgroups off
-// @end subgroups
+// device and head dims (`consts`: they size private arrays, which `override` constants cannot).
+// `flash_rows` (end of file) is the kernel both wrappers run when its blocks fit the workgroup memory;
+// `main` otherwise (and on request, for tests and benchmarks).
+// @include register_tile
 const BQ: u32 = 16u;  // rows per workgroup
 const BK: u32 = 32u;  // keys per tile
 const DC: u32 = 64u;  // head-dim chunk held in workgroup memory
@@ -36,7 +34,21 @@ const OR: u32 = 4u;   // output rows per invocation
 const OC: u32 = 4u;   // output columns per invocation per chunk
 const NVC: u32 = 2u;  // ceil(d_v / DC)
 
-const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC)
+// flash_rows (see its comment): set by the wrapper for the device, head dims and group size.
+const DR: u32 = 16u;    // rows (query, head-in-group) per workgroup: 4, 8 or 16
+const DBK: u32 = 8u;    // cached keys staged per block: a power of two ≥ 4, (DR/4)·(DBK/4) ≤ WG
+const DQ4: u32 = 144u;  // vec4s of d_qk
+const DV4: u32 = 128u;  // vec4s of d_v
+const DKW4: u32 = 144u; // vec4s per staged key row: DQ4, or DQ4 + DV4 when V is a separate row
+const DVS4: u32 = 0u;   // where V starts in a staged key row, in vec4s (0: V is the first d_v values of the K row)
+const DWG: u32 = 64u;   // invocations per workgroup (fewer on a CPU adapter: each barrier switches between all of them)
+const DNU: u32 = 8u;    // output units (4 rows × 16 columns) per group of 4 invocations: ceil((DR/4)·ceil(DV4/4) / (DWG/4))
+
+const WG: u32 = 64u;          // (BQ/TR)·(BK/TK) = (BQ/OR)·(DC/OC); also flash_rows' workgroup size
+const DRQ: u32 = DR / 4u;     // flash_rows: row quads
+const DKQ: u32 = DBK / 4u;    // flash_rows: key quads
+const DSL: u32 = DWG / (DRQ * DKQ);   // flash_rows: slices of d_qk per 4×4 score tile
+const DCB: u32 = (DV4 + 3u) / 4u;     // flash_rows: blocks of 16 output columns
 const RY: u32 = BQ / TR;      // score row groups
 const KX: u32 = BK / TK;      // score key groups
 const OY: u32 = BQ / OR;      // output row groups
@@ -67,6 +79,12 @@ var<workgroup> Ss: array<f32, BQ * BK>;   // scores, then probabilities
 var<workgroup> row_alpha: array<f32, BQ>;
 var<workgroup> row_l: array<f32, BQ>;
 var<workgroup> wg_past: u32;
+var<workgroup> Kd: array<f32, DBK * DKW4 * 4u>;    // flash_rows: the staged key rows [K | V]
+var<workgroup> Sp: array<vec4<f32>, DWG * 4u>;      // flash_rows: partial 4×4 score tiles per d slice
+var<workgroup> Sd: array<vec4<f32>, DR * DKQ>;      // flash_rows: scores of row r, keys 4·kq .. +3
+var<workgroup> Pt: array<vec4<f32>, DBK * DRQ>;     // flash_rows: probabilities of key j, rows 4·rq .. +3
+var<workgroup> d_alpha: array<f32, DR>;
+var<workgroup> d_l: array<f32, DR>;
 
 // The head-of-row mapping: row R of kv head g → (query, head).
 fn row_query(R: u32, gs: u32) -> u32 { return R / gs; }
@@ -261,21 +279,69 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = num / den;
 }
 
-// @variant subgroups on
-// `decode_subgroup` (devices with subgroups; @variant subgroups drops it elsewhere): decode with at
-// most 4 rows per kv head, one subgroup per workgroup (SG = the device's minimum subgroup size) and no
-// workgroup tiles or barriers. The 4 rows R0..R3 of a row tile are the components of vec4s; per key,
-// the lanes split d_qk and subgroupAdd gives the 4 scores, then the online softmax runs redundantly
-// (uniformly) in every lane and each lane updates its 4 output columns of each row (o0..o3: constant
-// indices only, no private arrays). A workgroup covers 4·SG columns of d_v (one pass; d_v wider than that
-// recomputes the scores per pass) and one key range (split; partials merged by `combine` as for main).
-override SG: u32 = 32u;
 
-@compute @workgroup_size(SG)
-fn decode_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let passes = (P.d_v + 4u * SG - 1u) / (4u * SG);
+// `flash_rows`: FlashAttention with row tiles of DR ≤ 16 rows (query, head-in-group) of one kv head, so
+// every key row staged serves all the heads that share it (absorbed MLA decode: the query heads against
+// one 576-wide latent row whose first 512 values are V; GQA: the heads of a group; prefill: 16 queries).
+// A workgroup owns one row tile and one key range (split), cut at the tile's last causal limit (key
+// blocks no row of the tile sees are never visited). Per block of DBK keys (sized to the workgroup memory):
+//   1. the key rows [K | V] are staged in workgroup memory once, vec4 along the head dim (V comes from
+//      the K row when DVS4 = 0),
+//   2. scores in 4 rows × 4 keys register tiles (tile_fma, as the matmuls), DSL invocations per tile
+//      each over a slice of d_qk; partial tiles to workgroup memory,
+//   3. DR invocations sum the slices of one row's scores, scale and mask them (select, no branch per
+//      key) and run its online softmax, storing the probabilities key-major,
+//   4. groups of 4 invocations rescale and accumulate DNU units of 4 rows × 16 columns of O: per key
+//      each invocation reads 4 V values (neighbouring invocations, neighbouring columns) and one vec4 of
+//      the 4 rows' probabilities (the same for the group), 16 FMAs.
+// splits > 1: partial (O, m, l) per split, merged by `combine` as for `main`.
+// Loads of 4 head-dim values (q at element `base` + 4·d4; a staged K or V vec4 at element `base`, head
+// dim offset d of n). `dload vec4` (the wrapper's choice when every q/k/v row, head and offset is a
+// multiple of 4 and d_qk, d_v are too) reads vec4 views of the same buffers (bindings 1–3, used by
+// flash_rows only): one load instead of four, which a CPU adapter pays per element with bounds checks.
+// `dload scalar` reads 4 f32 with the head dims' ragged ends zeroed.
+// @variant dload vec4
+@group(0) @binding(1) var<storage, read> q4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v4: array<vec4<f32>>;
+fn load_q(base: u32, d4: u32) -> vec4<f32> { return q4[base / 4u + d4]; }
+fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
+  if (is_k) { return k4[base / 4u]; }
+  return v4[base / 4u];
+}
+// @variant dload scalar
+fn load_q(base: u32, d4: u32) -> vec4<f32> {
+  let d = d4 * 4u;
+  if (d + 3u < P.d_qk) { return vec4<f32>(q[base + d], q[base + d + 1u], q[base + d + 2u], q[base + d + 3u]); }
+  var x = vec4<f32>(0.0);
+  if (d < P.d_qk) { x.x = q[base + d]; }
+  if (d + 1u < P.d_qk) { x.y = q[base + d + 1u]; }
+  if (d + 2u < P.d_qk) { x.z = q[base + d + 2u]; }
+  return x;
+}
+fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
+  var x = vec4<f32>(0.0);
+  if (is_k) {
+    if (d + 3u < n) { return vec4<f32>(k[base], k[base + 1u], k[base + 2u], k[base + 3u]); }
+    if (d < n) { x.x = k[base]; }
+    if (d + 1u < n) { x.y = k[base + 1u]; }
+    if (d + 2u < n) { x.z = k[base + 2u]; }
+  } else {
+    if (d + 3u < n) { return vec4<f32>(v[base], v[base + 1u], v[base + 2u], v[base + 3u]); }
+    if (d < n) { x.x = v[base]; }
+    if (d + 1u < n) { x.y = v[base + 1u]; }
+    if (d + 2u < n) { x.z = v[base + 2u]; }
+  }
+  return x;
+}
+// @end dload
+
+fn kd4(i4: u32) -> vec4<f32> { return vec4<f32>(Kd[i4 * 4u], Kd[i4 * 4u + 1u], Kd[i4 * 4u + 2u], Kd[i4 * 4u + 3u]); }
+
+@compute @workgroup_size(DWG)
+fn flash_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let idx = wid.x + wid.y * nwg.x;
-  if (idx >= P.kv_heads * P.row_tiles * passes * P.splits) { return; }
+  if (idx >= P.kv_heads * P.row_tiles * P.splits) { return; }
   var past = P.past;
   var T = P.T;
   if (P.past_from_buf != 0u) {
@@ -286,82 +352,145 @@ fn decode_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let gs = P.heads / P.kv_heads;
   let M = P.S * gs;
   let split = idx % P.splits;
-  let pas = (idx / P.splits) % passes;
-  let rt = (idx / (P.splits * passes)) % P.row_tiles;
-  let g = idx / (P.splits * passes * P.row_tiles);
-  let r0 = rt * 4u;
-  let chunk = (T + P.splits - 1u) / P.splits;
+  let rt = (idx / P.splits) % P.row_tiles;
+  let g = idx / (P.splits * P.row_tiles);
+  let r0 = rt * DR;
+  let chunk = ((T + P.splits - 1u) / P.splits + DBK - 1u) / DBK * DBK;
   let k_begin = split * chunk;
   var k_end = min(T, k_begin + chunk);
-  if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + 4u, M) - 1u, gs) + 1u); }
-  // Rows past M read row M − 1 (in bounds), are masked and not stored.
-  let Rv = min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(M - 1u));
-  let live = (vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(M);
-  let qb = vec4<u32>(row_query(Rv.x, gs) * P.q_stride + row_head(Rv.x, g, gs) * P.q_hstride,
-                     row_query(Rv.y, gs) * P.q_stride + row_head(Rv.y, g, gs) * P.q_hstride,
-                     row_query(Rv.z, gs) * P.q_stride + row_head(Rv.z, g, gs) * P.q_hstride,
-                     row_query(Rv.w, gs) * P.q_stride + row_head(Rv.w, g, gs) * P.q_hstride) + P.q_offset;
-  let lim = vec4<u32>(past) + vec4<u32>(row_query(Rv.x, gs), row_query(Rv.y, gs), row_query(Rv.z, gs), row_query(Rv.w, gs));
-  let c0 = pas * 4u * SG + lid * 4u;   // this lane's 4 output columns
-  var m = vec4<f32>(NEG);
-  var l = vec4<f32>(0.0);
-  var o0 = vec4<f32>(0.0);
-  var o1 = vec4<f32>(0.0);
-  var o2 = vec4<f32>(0.0);
-  var o3 = vec4<f32>(0.0);
-  for (var t = k_begin; t < k_end; t++) {
-    let kb = t * P.k_stride + P.k_offset + g * P.k_hstride;
-    var s = vec4<f32>(0.0);
-    for (var d = lid; d < P.d_qk; d += SG) {
-      s += vec4<f32>(q[qb.x + d], q[qb.y + d], q[qb.z + d], q[qb.w + d]) * k[kb + d];
-    }
-    s = subgroupAdd(s) * P.scale;
-    let masked = !live | ((vec4<u32>(t) > lim) & vec4<bool>(P.causal != 0u));
-    s = select(s, vec4<f32>(NEG), masked);
-    let m_new = max(m, s);
-    let alpha = exp2(m - m_new);
-    let p = select(exp2(s - m_new), vec4<f32>(0.0), masked);
-    l = l * alpha + p;
-    m = m_new;
-    let vb = t * P.v_stride + P.v_offset + g * P.v_hstride + c0;
-    var v4 = vec4<f32>(0.0);
-    if (c0 + 3u < P.d_v) {
-      v4 = vec4<f32>(v[vb], v[vb + 1u], v[vb + 2u], v[vb + 3u]);
-    } else if (c0 < P.d_v) {
-      v4.x = v[vb];
-      if (c0 + 1u < P.d_v) { v4.y = v[vb + 1u]; }
-      if (c0 + 2u < P.d_v) { v4.z = v[vb + 2u]; }
-    }
-    o0 = o0 * alpha.x + p.x * v4;
-    o1 = o1 * alpha.y + p.y * v4;
-    o2 = o2 * alpha.z + p.z * v4;
-    o3 = o3 * alpha.w + p.w * v4;
-  }
-  decode_store(r0, M, gs, g, c0, split, o0, l.x, m.x);
-  decode_store(r0 + 1u, M, gs, g, c0, split, o1, l.y, m.y);
-  decode_store(r0 + 2u, M, gs, g, c0, split, o2, l.z, m.z);
-  decode_store(r0 + 3u, M, gs, g, c0, split, o3, l.w, m.w);
-}
+  if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + DR, M) - 1u, gs) + 1u); }
 
-// Row R's 4 columns c0.. (O / l when splits = 1, else the split's partial O, and (m, l) from column 0).
-fn decode_store(R: u32, M: u32, gs: u32, g: u32, c0: u32, split: u32, o: vec4<f32>, l: f32, m: f32) {
-  if (R >= M) { return; }
-  let rows_total = P.kv_heads * M;
-  let prow = split * rows_total + g * M + R;
-  if (P.splits > 1u && c0 == 0u) {
-    let ml = P.splits * rows_total * P.d_v + prow * 2u;
-    part[ml] = m;
-    part[ml + 1u] = l;
-  }
+  // Score tiles: (row quad st_rq, key quad st_kq), d slice ssl. Rows past M read row M − 1 (masked).
+  // Neighbouring invocations take neighbouring row quads: the same K values for all of them.
+  let st_rq = lid % DRQ;
+  let st_kq = (lid / DRQ) % DKQ;
+  let ssl = lid / (DRQ * DKQ);
+  var qb: vec4<u32>;
   for (var c = 0u; c < 4u; c++) {
-    let col = c0 + c;
-    if (col >= P.d_v) { return; }
-    if (P.splits == 1u) {
-      out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = o[c] / l;
-    } else {
-      part[prow * P.d_v + col] = o[c];
+    let R = min(r0 + st_rq * 4u + c, M - 1u);
+    qb[c] = row_query(R, gs) * P.q_stride + P.q_offset + row_head(R, g, gs) * P.q_hstride;
+  }
+  var acc: array<vec4<f32>, DNU * 4u>;   // unit u: rows 4·rq .. +3 (acc[4u + i] = row i), columns 4·c4 .. +3
+  for (var i = 0u; i < DNU * 4u; i++) { acc[i] = vec4<f32>(0.0); }
+  var m_run = NEG;   // invocations lid < DR: row lid's running max and sum
+  var l_run = 0.0;
+  let kbase = P.k_offset + g * P.k_hstride;
+  let vbase = P.v_offset + g * P.v_hstride;
+
+  for (var kt = k_begin; kt < k_end; kt += DBK) {
+    // 1. Stage the block's key rows (zeros past the range and the head dims).
+    for (var e = lid; e < DBK * DKW4; e += DWG) {
+      let j = e / DKW4;
+      let c4 = e % DKW4;
+      let t = kt + j;
+      var x = vec4<f32>(0.0);
+      if (t < k_end) {
+        if (c4 < DQ4) { x = load_kv(true, t * P.k_stride + kbase + c4 * 4u, c4 * 4u, P.d_qk); }
+        else { x = load_kv(false, t * P.v_stride + vbase + (c4 - DQ4) * 4u, (c4 - DQ4) * 4u, P.d_v); }
+      }
+      Kd[e * 4u] = x.x; Kd[e * 4u + 1u] = x.y; Kd[e * 4u + 2u] = x.z; Kd[e * 4u + 3u] = x.w;
+    }
+    workgroupBarrier();
+    // 2. Partial 4×4 score tile over d4 = ssl, ssl + DSL, ...
+    var a: array<vec4<f32>, 4>;
+    a[0] = vec4<f32>(0.0); a[1] = vec4<f32>(0.0); a[2] = vec4<f32>(0.0); a[3] = vec4<f32>(0.0);
+    let kr = st_kq * 4u * DKW4;
+    for (var d4 = ssl; d4 < DQ4; d4 += DSL) {
+      tile_fma(&a, load_q(qb.x, d4), load_q(qb.y, d4), load_q(qb.z, d4), load_q(qb.w, d4),
+               kd4(kr + d4), kd4(kr + DKW4 + d4), kd4(kr + 2u * DKW4 + d4), kd4(kr + 3u * DKW4 + d4));
+    }
+    let pb = lid * 4u;
+    Sp[pb] = a[0]; Sp[pb + 1u] = a[1]; Sp[pb + 2u] = a[2]; Sp[pb + 3u] = a[3];
+    workgroupBarrier();
+    // 3. Row lid: sum the slices of its scores, scale, mask; online softmax; probabilities key-major
+    //    (component lid % 4 of Pt[j·DRQ + lid / 4]).
+    if (lid < DR) {
+      let R = r0 + lid;
+      let lim = past + row_query(min(R, M - 1u), gs);
+      var mx = m_run;
+      for (var kq = 0u; kq < DKQ; kq++) {
+        var sc = vec4<f32>(0.0);
+        for (var sl = 0u; sl < DSL; sl++) { sc += Sp[(lid / 4u + DRQ * (kq + DKQ * sl)) * 4u + lid % 4u]; }
+        let key = vec4<u32>(kt + kq * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+        let masked = !vec4<bool>(R < M) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim)) & vec4<bool>(P.causal != 0u));
+        sc = select(sc * P.scale, vec4<f32>(NEG), masked);
+        Sd[lid * DKQ + kq] = sc;
+        mx = max(mx, max(max(sc.x, sc.y), max(sc.z, sc.w)));
+      }
+      var alpha = 1.0;
+      var sum = 0.0;
+      if (mx > NEG) { alpha = exp2(m_run - mx); }
+      for (var kq = 0u; kq < DKQ; kq++) {
+        let sc = Sd[lid * DKQ + kq];
+        var p = vec4<f32>(0.0);
+        if (mx > NEG) { p = select(vec4<f32>(0.0), exp2(sc - mx), sc > vec4<f32>(NEG)); }
+        sum += p.x + p.y + p.z + p.w;
+        let pt = (kq * 4u) * DRQ + lid / 4u;
+        Pt[pt][lid % 4u] = p.x;
+        Pt[pt + DRQ][lid % 4u] = p.y;
+        Pt[pt + 2u * DRQ][lid % 4u] = p.z;
+        Pt[pt + 3u * DRQ][lid % 4u] = p.w;
+      }
+      l_run = l_run * alpha + sum;
+      m_run = mx;
+      d_alpha[lid] = alpha;
+    }
+    workgroupBarrier();
+    // 4. O = alpha·O + P·V. Unit u = w + (DWG/4)·n of group w = lid / 4: rows 4·rq .. +3, columns
+    //    16·cb + lane + 4·m (m = 0..3, the components of a vec4): the 4 invocations of a group read
+    //    4 neighbouring V values per m and the same probabilities.
+    for (var n = 0u; n < DNU; n++) {
+      let u = lid / 4u + n * (DWG / 4u);
+      if (u >= DRQ * DCB) { break; }
+      let rq = u / DCB;
+      let c0 = (u % DCB) * 16u + lid % 4u;
+      var o0 = acc[n * 4u] * d_alpha[rq * 4u];
+      var o1 = acc[n * 4u + 1u] * d_alpha[rq * 4u + 1u];
+      var o2 = acc[n * 4u + 2u] * d_alpha[rq * 4u + 2u];
+      var o3 = acc[n * 4u + 3u] * d_alpha[rq * 4u + 3u];
+      let vc = min(vec4<u32>(c0) + vec4<u32>(0u, 4u, 8u, 12u), vec4<u32>(DV4 * 4u - 1u)) + vec4<u32>(DVS4 * 4u);
+      for (var j = 0u; j < DBK; j++) {
+        let kb = j * DKW4 * 4u;
+        let v4 = vec4<f32>(Kd[kb + vc.x], Kd[kb + vc.y], Kd[kb + vc.z], Kd[kb + vc.w]);
+        let p4 = Pt[j * DRQ + rq];
+        o0 += p4.x * v4;
+        o1 += p4.y * v4;
+        o2 += p4.z * v4;
+        o3 += p4.w * v4;
+      }
+      acc[n * 4u] = o0; acc[n * 4u + 1u] = o1; acc[n * 4u + 2u] = o2; acc[n * 4u + 3u] = o3;
+    }
+    workgroupBarrier();
+  }
+
+  if (lid < DR) { d_l[lid] = l_run; }
+  workgroupBarrier();
+  let rows_total = P.kv_heads * M;
+  let ml_base = P.splits * rows_total * P.d_v;
+  for (var n = 0u; n < DNU; n++) {
+    let u = lid / 4u + n * (DWG / 4u);
+    if (u >= DRQ * DCB) { break; }
+    let rq = u / DCB;
+    let c0 = (u % DCB) * 16u + lid % 4u;
+    for (var i = 0u; i < 4u; i++) {
+      let r = rq * 4u + i;
+      let R = r0 + r;
+      if (R >= M) { break; }
+      let o = acc[n * 4u + i];
+      let inv_l = 1.0 / d_l[r];
+      let prow = split * rows_total + g * M + R;
+      let ob = row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride;
+      for (var m = 0u; m < 4u; m++) {
+        let col = c0 + 4u * m;
+        if (col >= P.d_v) { break; }
+        if (P.splits == 1u) { out[ob + col] = o[m] * inv_l; }
+        else { part[prow * P.d_v + col] = o[m]; }
+      }
     }
   }
+  if (P.splits > 1u && lid < DR && r0 + lid < M) {
+    let prow = split * rows_total + g * M + r0 + lid;
+    part[ml_base + prow * 2u] = m_run;
+    part[ml_base + prow * 2u + 1u] = l_run;
+  }
 }
-// @variant subgroups off
-// @end subgroups

@@ -1,5 +1,5 @@
 import flashCode from '../../shaders/flash_attention.wgsl?raw';
-import { specialise, subgroupChoice } from './shader-source';
+import { allMultiplesOf4, loadWidth, specialise } from './shader-source';
 import naiveCode from '../../shaders/attention_naive.wgsl?raw';
 import kvCode from '../../shaders/kv_cache.wgsl?raw';
 import type { Gpu } from '../gpu/device';
@@ -9,11 +9,13 @@ import { ceilDiv } from '../gpu/dispatch';
 import { ContextLengthError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 
 /**
- * Scaled dot-product attention on the GPU.
- *  - flashAttention: tiled, online softmax, S×T never materialised, fully masked tiles skipped,
- *    GQA/MQA (all heads of a KV group share each KV tile), d_qk ≠ d_v, optional split-K over keys.
- *  - attentionDecode: the same kernel shaped for a few query rows with split-K over the cache and a
- *    log-sum-exp combine pass, so a long cache spreads over the whole device.
+ * Scaled dot-product attention on the GPU (shaders/flash_attention.wgsl).
+ *  - flashAttention: tiled, online softmax, S×T never materialised, fully masked key blocks skipped,
+ *    GQA/MQA (all heads of a KV group share each staged key block), d_qk ≠ d_v, optional split-K.
+ *  - attentionDecode: the same for a few query rows, split-K over the cache sized by an occupancy model
+ *    and a log-sum-exp combine pass, so a long cache spreads over the whole device.
+ *    Both run `flash_rows` (up to 16 rows of a kv head per workgroup, each key row staged once, register
+ *    tiles) when its blocks fit the workgroup memory, `main` (the older tiled kernel) otherwise.
  *  - naiveAttention: scores materialised in global memory (test oracle, benchmark baseline).
  *  - mhaAttention: standard MHA/GQA with an MhaKvCache (writes the new rows, then attends).
  * Layout: see AttentionArgs (rows of q/k/v/out with strides, offsets and head strides in elements).
@@ -74,8 +76,8 @@ export interface AttentionArgs extends AttentionShape {
   maxT?: number;
   /** Scratch for split partials (attentionScratchBytes); default: gpu.temps (released by the caller after submit). */
   scratch?: Binding;
-  /** Decode: use the tiled kernel even when the device has subgroups (tests, benchmarks). */
-  noSubgroups?: boolean;
+  /** 'rows': flash_rows (default when its blocks fit the workgroup memory), or 'tiled': `main` (tests, benchmarks). */
+  kernel?: 'rows' | 'tiled';
 }
 
 /** Tile configuration: the `consts` flash_attention.wgsl is specialised with. */
@@ -172,24 +174,119 @@ export function attentionScratchBytes(a: Pick<AttentionArgs, 'S' | 'heads' | 'dV
   return splits > 1 ? splits * a.S * a.heads * (a.dV + 2) * 4 : 0;
 }
 
-function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: string) {
-  if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, what);
-  if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
+/**
+ * flash_rows' specialisation (flash_attention.wgsl consts): DR rows of a kv head per workgroup, blocks
+ * of DBK keys staged [K | V] in workgroup memory as vec4s (V read from the K row when `sharedRows`), DNU
+ * output units of 4 rows × 4 columns per invocation.
+ */
+export interface RowsConfig { DR: number; DBK: number; DQ4: number; DV4: number; DKW4: number; DVS4: number; DWG: number; DNU: number }
+
+const pow2AtLeast = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/** Workgroup bytes flash_rows needs (staged rows, partial score tiles, scores, probabilities, alpha, l, past). */
+export const rowsSharedBytes = (c: RowsConfig) => 16 * (c.DBK * c.DKW4 + c.DWG * 4 + c.DR * c.DBK / 4 + c.DBK * c.DR / 4) + 4 * (2 * c.DR + 1);
+
+/** Largest staging block (4 … 32 keys) that fits maxComputeWorkgroupStorageSize; null when not even 4 key rows fit. */
+export function rowsConfig(gpu: Gpu, rows: number, dQk: number, dV: number, sharedRows: boolean): RowsConfig | null {
+  const DR = Math.min(16, Math.max(4, pow2AtLeast(rows)));
+  const DQ4 = Math.ceil(dQk / 4), DV4 = Math.ceil(dV / 4);
+  // A software adapter runs a workgroup's invocations 4 at a time on one thread and switches between
+  // all of them at every barrier: 16 invocations there (measured faster), 64 on GPUs.
+  const DWG = gpu.adapter.isFallbackAdapter ? 16 : WG;
+  const make = (DBK: number): RowsConfig => ({
+    DR, DBK, DQ4, DV4, DKW4: sharedRows ? DQ4 : DQ4 + DV4, DVS4: sharedRows ? 0 : DQ4, DWG, DNU: Math.ceil((DR / 4) * Math.ceil(DV4 / 4) / (DWG / 4)),
+  });
+  for (let DBK = 32; DBK >= 4; DBK /= 2) {
+    if ((DR / 4) * (DBK / 4) > DWG) continue;
+    if (rowsSharedBytes(make(DBK)) <= gpu.caps.maxComputeWorkgroupStorageSize) return make(DBK);
+  }
+  return null;
+}
+
+/** V is the first dV values of each K row (the same buffer, rows and offsets: the absorbed-MLA latent cache). */
+function sharesRows(a: AttentionArgs): boolean {
+  const L = layout(a);
+  return a.k === a.v && a.dV <= a.dQk && L.kStride === L.vStride && L.kOffset === L.vOffset && (a.kvHeads === 1 || L.kHeadStride === L.vHeadStride);
+}
+
+/** Worker threads of a software adapter (it runs workgroups on the CPU); what the host reports, else 4. */
+function softwareThreads(): number {
+  const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+  return n && n > 0 ? n : 4;
+}
+
+/**
+ * flash_rows' split count: enough workgroups for the device to run them side by side (about 128 on a
+ * GPU; the CPU threads on a software adapter, where every extra workgroup is run by the same few
+ * threads), and no split shorter than it is worth: partials and the combine pass cost a few blocks of
+ * keys on a GPU; on SwiftShader (2 cores, shared) two splits measured 0.8–0.97× the speed of one at
+ * 2048 keys and 0.9–1.4× at 8192 (attention-core bench, docs/attention.md), so a software adapter splits
+ * from 4096 keys per split.
+ */
+export function rowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DBK: number): number {
+  const fallback = gpu.adapter.isFallbackAdapter;
+  const concurrent = fallback ? softwareThreads() : 128;
+  const minKeys = fallback ? 4096 : 8 * DBK;
+  if (baseWorkgroups >= concurrent) return 1;
+  return Math.max(1, Math.min(Math.ceil(concurrent / baseWorkgroups), Math.floor(T / minKeys)));
+}
+
+/** How one attention call runs: the kernel, its launch shape and split count. */
+interface Plan {
+  kernel: 'main' | 'flash_rows';
+  consts: Record<string, number>;
+  /** flash_rows: vec4 views of q/k/v (every head dim, stride and offset a multiple of 4). */
+  vec4: boolean;
+  rowTiles: number;
+  workgroups: number;
+  splits: number;
+  label: string;
+}
+
+function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
   const gs = a.heads / a.kvHeads;
-  const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
-  const base = a.kvHeads * rowTiles;
   const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
   if (a.pastFromBuffer && !(a.maxT && a.maxT >= a.S)) throw new ShapeError(`${what}: pastFromBuffer needs maxT (the cache capacity)`);
   const s = a.splits ?? 'auto';
-  const sg = what === 'attention_decode' ? subgroupDecodeLanes(gpu, a) : 0;
-  const passes = sg ? ceilDiv(a.dV, 4 * sg) : 1;
-  const sgRowTiles = ceilDiv(a.S * gs, 4);
-  const splits = sg
-    ? (s === 'auto' ? autoSplits(a.kvHeads * sgRowTiles * passes, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, T))))
-    : s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
-  const code = specialise(flashCode, { subgroups: subgroupChoice(sg > 0) }, { ...cfg });
+  const cfg = flashConfig(gpu, a.S * gs, a.dQk, a.dV);
+  const rc = a.kernel !== 'tiled' ? rowsConfig(gpu, a.S * gs, a.dQk, a.dV, sharesRows(a)) : null;
+  if (rc) {
+    const rowTiles = ceilDiv(a.S * gs, rc.DR);
+    const base = a.kvHeads * rowTiles;
+    const splits = s === 'auto' ? rowsSplits(gpu, base, T, rc.DBK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / rc.DBK))));
+    const L = layout(a);
+    const vec4 = allMultiplesOf4(a.dQk, a.dV, L.qStride, L.qOffset, L.qHeadStride, L.kStride, L.kOffset, L.kHeadStride, L.vStride, L.vOffset, L.vHeadStride);
+    return { kernel: 'flash_rows', consts: { ...cfg, ...rc }, vec4, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS4 ? 'K|V' : 'shared rows'},${vec4 ? 'vec4' : 'scalar'},splits${splits})` };
+  }
+  const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
+  const base = a.kvHeads * rowTiles;
+  const splits = s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
+  return { kernel: 'main', consts: { ...cfg }, vec4: false, rowTiles, workgroups: base * splits, splits, label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})` };
+}
+
+/**
+ * What attentionDecode (or flashAttention, `mode` 'prefill') would run for `a` (benchmarks, tests): the
+ * kernel and its label, the split count 'auto' resolves to, and the bytes of K/V it reads from global
+ * memory per call with every row seeing all T keys (as in decode; a causal prefill reads less).
+ * flash_rows stages each key row once per row tile: T·kvHeads·(dQk + dV)·4 bytes per tile, T·dQk·4 when
+ * V is the first dV values of the K row (absorbed MLA); `main` loads K and V chunks apart.
+ */
+export function attentionDecodeInfo(gpu: Gpu, a: AttentionArgs, mode: 'decode' | 'prefill' = 'decode'): { kernel: string; label: string; splits: number; workgroups: number; cacheReadBytes: number } {
+  validate(a, mode === 'decode' ? 'attentionDecode' : 'flashAttention');
+  const p = plan(gpu, a, mode === 'decode' ? 'attention_decode' : 'flash_attention');
+  const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
+  const perKey = p.kernel === 'flash_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
+  return { kernel: p.kernel, label: p.label, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: 4 * T * a.kvHeads * p.rowTiles * perKey };
+}
+
+function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
+  if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, what);
+  if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
+  const p = plan(gpu, a, what);
+  const splits = p.splits;
+  const code = specialise(flashCode, { load: loadWidth(true), dload: loadWidth(p.vec4) }, p.consts);
   const d = dummy(gpu);
-  const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: sg ? sgRowTiles : rowTiles });
+  const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: p.rowTiles });
   let part: Binding = d.part;
   if (splits > 1) {
     const bytes = attentionScratchBytes(a, splits);
@@ -197,13 +294,11 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
     part = a.scratch ?? gpu.temps.acquire(bytes);
   }
   rec.dispatch({
-    pipeline: sg
-      ? gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'decode_subgroup', constants: { SG: sg } })
-      : gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'main' }),
+    pipeline: gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: p.kernel }),
     bindings: [a.q, a.k, a.v, a.out, part, a.pastFromBuffer ?? d.past],
     uniforms,
-    workgroups: sg ? a.kvHeads * sgRowTiles * passes * splits : base * splits,
-    label: sg ? `${what}(subgroup${sg},passes${passes},splits${splits})` : `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})`,
+    workgroups: p.workgroups,
+    label: p.label,
   });
   if (splits > 1) {
     rec.dispatch({
@@ -216,26 +311,11 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, cfg: FlashConfig, what: 
   }
 }
 
-/**
- * Lanes of the subgroup decode kernel (0: use the tiled kernel): on devices with subgroups, for at most
- * 4 rows (query × head-in-group) per kv head, one subgroup per workgroup (the minimum subgroup size).
- * It recomputes the scores for every 4·lanes columns of d_v, so it is used when that is at most two
- * passes — or on a CPU fallback adapter, where the tiled kernel's barriers cost far more than the
- * recomputed dots.
- */
-function subgroupDecodeLanes(gpu: Gpu, a: AttentionArgs): number {
-  const c = gpu.caps;
-  if (a.noSubgroups || !c.subgroups || c.subgroupMinSize < 4 || c.subgroupMinSize > c.maxComputeInvocationsPerWorkgroup) return 0;
-  if (a.S * (a.heads / a.kvHeads) > 4) return 0;
-  const passes = ceilDiv(a.dV, 4 * c.subgroupMinSize);
-  return passes <= 2 || gpu.adapter.isFallbackAdapter ? c.subgroupMinSize : 0;
-}
-
 /** Prefill attention: tiled FlashAttention with online softmax (see the module comment). */
 export function flashAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs): void {
   validate(a, 'flashAttention');
   if (!a.S) return;
-  run(gpu, rec, a, flashConfig(gpu, a.S * (a.heads / a.kvHeads), a.dQk, a.dV), 'flash_attention');
+  run(gpu, rec, a, 'flash_attention');
 }
 
 /**
@@ -245,7 +325,7 @@ export function flashAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs): void 
 export function attentionDecode(gpu: Gpu, rec: Recorder, a: AttentionArgs): void {
   validate(a, 'attentionDecode');
   if (!a.S) return;
-  run(gpu, rec, a, flashConfig(gpu, a.S * (a.heads / a.kvHeads), a.dQk, a.dV), 'attention_decode');
+  run(gpu, rec, a, 'attention_decode');
 }
 
 /** Bytes of the materialised score matrix naiveAttention needs. */

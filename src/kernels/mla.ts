@@ -143,7 +143,9 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
       scale: a.scale, causal: true, kStride: rowFloats, vStride: rowFloats,
       pastFromBuffer: a.pastFromBuffer, maxT: cache.capacity, splits: a.splits,
     };
-    if (a.S <= 4) attentionDecode(gpu, rec, attn);
+    // Up to 8 rows (decode, speculative verify): the decode kernel stages each latent row once for all
+    // heads of its row tile; longer prefills use the FlashAttention tiles.
+    if (a.S <= 8) attentionDecode(gpu, rec, attn);
     else flashAttention(gpu, rec, attn);
     // 4. o_h = W_UV,h · o_lat,h: one GEMV dispatch for all heads (decode), or the tiled matmul per head
     //    (prefill) when W_UV,h can be bound at its offset.

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import type { Gpu } from '../../src/gpu/device';
 import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform } from '../../src/util/random';
-import { flashAttention, attentionDecode, naiveAttention, mhaAttention, flashConfig, flashSharedBytes, type AttentionArgs } from '../../src/kernels/attention';
+import { flashAttention, attentionDecode, attentionDecodeInfo, naiveAttention, mhaAttention, flashConfig, flashSharedBytes, rowsConfig, rowsSharedBytes, type AttentionArgs } from '../../src/kernels/attention';
 import { attentionRef, type AttentionShape } from '../../src/kernels/attention.ref';
 import { MhaKvCache } from '../../src/model/kvcache';
 
@@ -61,6 +61,11 @@ describe('flashAttention (prefill) against the CPU reference', () => {
   it.each(cases.map((c, i) => [`S=${c.S} T=${c.T} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV}${c.causal ? '' : ' non-causal'}`, c, i] as const))('%s', async (_n, c, i) => {
     await check(flashAttention, c, 100 + i, { splits: 1 });
   });
+  it('the older tiled kernel (`main`, what runs when flash_rows does not fit) equals the reference', async () => {
+    await check(flashAttention, mk(129, 3, 4, 2, 24, 16), 150, { kernel: 'tiled' });
+    await check(flashAttention, mk(33, 0, 16, 1, 576, 512), 151, { kernel: 'tiled' });
+    await check(flashAttention, mk(7, 0, 3, 1, 24, 16, false, 33), 152, { kernel: 'tiled' });
+  });
   it('split-K on a prefill (long T, few rows) equals the unsplit result', async () => {
     await check(flashAttention, mk(3, 300, 2, 1, 24, 16), 7, { splits: 5 });
     await check(flashAttention, mk(20, 280, 1, 1, 16, 16), 8, { splits: 'auto' });
@@ -112,12 +117,48 @@ describe('attentionDecode (split-K + LSE combine) against the CPU reference', ()
     await check(attentionDecode, c, 300 + i, { splits });
   });
   it('the tiled kernel for few rows (what devices without subgroups run) equals the reference', async () => {
-    await check(attentionDecode, mk(1, 130, 8, 2, 24, 16), 310, { splits: 'auto', noSubgroups: true });
-    await check(attentionDecode, mk(1, 1, 4, 2, 64, 64), 311, { splits: 3, noSubgroups: true });
+    await check(attentionDecode, mk(1, 130, 8, 2, 24, 16), 310, { splits: 'auto', kernel: 'tiled' });
+    await check(attentionDecode, mk(1, 1, 4, 2, 64, 64), 311, { splits: 3, kernel: 'tiled' });
   });
   it('few rows, ragged d_v and a split per key (subgroup decode path when the device has subgroups)', async () => {
     await check(attentionDecode, mk(1, 40, 3, 1, 80, 66), 312, { splits: 'auto' });
     await check(attentionDecode, mk(3, 5, 1, 1, 13, 7), 313, { splits: 8 });
+  });
+  // flash_rows: up to 16 rows (query, head-in-group) per workgroup, keys in blocks of 4..32; cache
+  // lengths that are not multiples of the block, 1..8 query rows (verify steps), 1..20 heads per kv head
+  // (more than one row tile), ragged head dims (scalar loads) and aligned ones (vec4 views).
+  const rowsCases: [Case, number | 'auto'][] = [
+    [mk(1, 0, 1, 1, 4, 4), 1],
+    [mk(1, 36, 3, 3, 12, 20), 'auto'],
+    [mk(1, 1000, 20, 1, 36, 28), 'auto'],
+    [mk(1, 522, 16, 1, 576, 512), 1],
+    [mk(1, 1027, 16, 1, 576, 512), 3],
+    [mk(8, 57, 16, 1, 576, 512), 2],
+    [mk(3, 9, 5, 1, 7, 9), 'auto'],
+    [mk(6, 101, 12, 4, 128, 128), 5],
+    [mk(8, 200, 32, 8, 64, 48), 'auto'],
+  ];
+  it.each(rowsCases.map(([c, sp], i) => [`flash_rows S=${c.S} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV} splits=${sp}`, c, sp, i] as const))('%s', async (_n, c, splits, i) => {
+    expect(attentionDecodeInfo(gpu, { ...c, q: null!, k: null!, v: null!, out: null!, splits }).kernel).toBe('flash_rows');
+    await check(attentionDecode, c, 700 + i, { splits });
+  });
+  it('absorbed-MLA rows (V = the first d_v values of the K row) are read once per step, all heads of the row tile', async () => {
+    // K and V are one buffer with the same rows, as the latent cache: decode_rows stages each row once.
+    const c: Case = { ...mk(1, 700, 16, 1, 576, 512), kStride: 576, vStride: 576 };
+    const q = randomUniform(c.heads * c.dQk, 801), kv = randomUniform(c.T * 576, 802);
+    const bq = gpu.buffers.upload('q', q), bkv = gpu.buffers.upload('kv', kv), bo = poisoned(gpu, 'out', c.heads * c.dV);
+    const args: AttentionArgs = { ...c, q: bq, k: bkv, v: bkv, out: bo, splits: 'auto' };
+    const info = attentionDecodeInfo(gpu, args);
+    expect(info.kernel).toBe('flash_rows');
+    expect(info.cacheReadBytes).toBe(c.T * 576 * 4);
+    const out = await gpu.checked(async () => {
+      const rec = gpu.recorder('mla rows');
+      attentionDecode(gpu, rec, args);
+      rec.submit();
+      return gpu.buffers.readF32(bo);
+    });
+    expectClose(out, attentionRef(q, kv, kv, c), TOL, 'shared rows');
+    [bq, bkv, bo].forEach((b) => gpu.buffers.destroy(b));
   });
   it('reads past from a GPU buffer (recorded decode step independent of the position)', async () => {
     const c = mk(1, 150, 4, 1, 24, 16);
@@ -207,12 +248,21 @@ describe('shape checks and device limits', () => {
         expect((cfg.BQ / cfg.TR) * (cfg.BK / cfg.TK)).toBe(64);
       }
     }
+    for (const bytes of [8192, 16384, 32768, 65536]) {
+      const fake = { caps: { ...gpu.caps, maxComputeWorkgroupStorageSize: bytes }, adapter: gpu.adapter } as Gpu;
+      for (const [rows, dq, dv, shared] of [[16, 576, 512, true], [4, 128, 128, false], [1, 24, 16, false]] as const) {
+        const cfg = rowsConfig(fake, rows, dq, dv, shared);
+        if (cfg) expect(rowsSharedBytes(cfg)).toBeLessThanOrEqual(bytes);
+        else expect(bytes).toBeLessThan(16384); // only below the baseline may the 576-wide rows not fit 4 keys
+      }
+    }
     const small = await testGpu({ limitOverrides: { maxComputeWorkgroupStorageSize: 16384 } });
     expect(small.caps.maxComputeWorkgroupStorageSize).toBe(16384);
     const saved = gpu;
     gpu = small;
     try {
       await check(attentionDecode, mk(1, 70, 16, 1, 576, 512), 600, { splits: 2 });
+      await check(attentionDecode, { ...mk(2, 45, 16, 1, 576, 512), kStride: 576, vStride: 576 }, 601, { splits: 1 });
     } finally {
       gpu = saved;
       small.destroy();

@@ -74,6 +74,8 @@ describe('mlaAttention against the CPU reference (expanded MLA)', () => {
     ['V2-Lite head dims, decode S=1 past=50, absorbed', LITE_ISH, 1, 50, 'absorb'],
     ['V2-Lite head dims, S=9 past=3, naive', LITE_ISH, 9, 3, 'naive'],
     ['16 heads, S=3 past=20, absorbed', { heads: 16, qkNope: 8, qkRope: 4, vHead: 12, kvLora: 20 }, 3, 20, 'absorb'],
+    ['V2-Lite-like latent (16 heads, 512 + 64), verify step S=8 past=37, absorbed', { heads: 16, qkNope: 16, qkRope: 64, vHead: 16, kvLora: 512 }, 8, 37, 'absorb'],
+    ['20 heads, S=6 past=70, absorbed', { heads: 20, qkNope: 8, qkRope: 8, vHead: 8, kvLora: 40 }, 6, 70, 'absorb'],
   ];
   it.each(cases)('%s', async (_name, d, S, past, mode) => runCase(gpu, d, S, past, mode));
 

@@ -4,12 +4,13 @@
  *    (quick: 128, 256): time and peak GPU bytes of the call (inputs, output, scratch), ratio in one run.
  *  - Decode (one token) at cache lengths 128 … 8192: absorbed-MLA decode (V2-Lite shapes: 16 heads,
  *    K = 576, V = 512, one shared latent KV head) with split-K vs one split, and GQA decode.
+ *    Decode rows give the bytes of cache the kernel reads per step against the cache size.
  *  - MLA latent cache bytes per token against the equivalent MHA cache, for the fixture, DeepSeek-V2-Lite
  *    and V3 shapes: computed (bf16 and f32) and as actually allocated by LatentKvCache / MhaKvCache.
  */
 import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
-import { attentionDecode, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, autoSplits, flashConfig, type AttentionArgs } from '../../kernels/attention';
+import { attentionDecode, attentionDecodeInfo, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, type AttentionArgs } from '../../kernels/attention';
 import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../model/kvcache';
 import { LatentKvCache, MhaKvCache } from '../../model/kvcache';
 import { randomUniform } from '../../util/random';
@@ -26,23 +27,33 @@ function inputs(gpu: Gpu, a: { S: number; T: number; heads: number; kvHeads: num
   return { q, k, v, out, bytes, destroy };
 }
 
-async function prefill(ctx: BenchContext) {
+async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; tiled?: boolean; iters?: (seq: number) => number | undefined }) {
   const gpu = ctx.gpu;
   const heads = 4, d = 64;
-  for (const seq of ctx.quick ? [128, 256] : [256, 1024, 4096]) {
+  for (const seq of o.seqs) {
     const shape = { S: seq, T: seq, past: 0, heads, kvHeads: heads, dQk: d, dV: d, scale: d ** -0.5, causal: true };
     const io = inputs(gpu, shape);
     const args: AttentionArgs = { ...shape, q: io.q, k: io.k, v: io.v, out: io.out, splits: 1 };
     // Useful work: causal half of the S×T scores, QKᵀ and PV.
     const flops = 2 * heads * (seq * (seq + 1)) / 2 * (2 * d);
-    const iters = seq >= 4096 ? 3 : undefined;
+    const iters = o.iters ? o.iters(seq) : seq >= 4096 ? 3 : undefined;
     try {
       const flashMs = await ctx.time((rec) => flashAttention(gpu, rec, args), { iters, warmup: 1 });
-      const cfg = flashConfig(gpu, seq, d, d);
+      const info = attentionDecodeInfo(gpu, args, 'prefill');
       ctx.result({
         suite: SUITE, name: 'prefill', variant: 'flash', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: flashMs,
-        bytes: io.bytes, flops, extra: { peakBytes: io.bytes, scratchBytes: 0, tile: `BQ${cfg.BQ} BK${cfg.BK} DC${cfg.DC}` },
+        bytes: io.bytes, flops, extra: { peakBytes: io.bytes, scratchBytes: 0, kernel: info.label },
       });
+      if (o.tiled) {
+        // The older tiled kernel (`main`, what flashAttention ran before flash_rows) in the same run.
+        const tiledArgs: AttentionArgs = { ...args, kernel: 'tiled' };
+        const tiledMs = await ctx.time((rec) => flashAttention(gpu, rec, tiledArgs), { iters, warmup: 1 });
+        ctx.result({
+          suite: SUITE, name: 'prefill', variant: 'flash, tiled kernel (main)', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: tiledMs,
+          bytes: io.bytes, flops, extra: { kernel: attentionDecodeInfo(gpu, tiledArgs, 'prefill').label, rowsSpeedup: +(tiledMs / flashMs).toFixed(2) },
+        });
+      }
+      if (!o.naive) continue;
       const scoreBytes = naiveScoresBytes(shape);
       if (scoreBytes > gpu.caps.maxStorageBufferBindingSize) {
         ctx.progress(`naive S=${seq}: the ${scoreBytes} B score matrix exceeds maxStorageBufferBindingSize (${gpu.caps.maxStorageBufferBindingSize}); skipped`);
@@ -65,36 +76,61 @@ async function prefill(ctx: BenchContext) {
   }
 }
 
-async function decode(ctx: BenchContext) {
+const DECODE_VARIANTS = {
+  // Absorbed MLA (V2-Lite): 16 heads share one latent KV row of 576 (K) whose first 512 are V.
+  mla: { what: 'MLA absorbed (V2-Lite)', heads: 16, kvHeads: 1, dQk: 576, dV: 512, kvSame: true },
+  gqa: { what: 'GQA 32/8 d=128', heads: 32, kvHeads: 8, dQk: 128, dV: 128, kvSame: false },
+};
+
+/**
+ * One-token decode rows, one split and the 'auto' split count. `cacheBytes` is the K/V cache the step
+ * attends over, `readBytes` what the chosen kernel reads of it (attentionDecodeInfo), `readPerCache` their ratio.
+ */
+async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECODE_VARIANTS; lengths: number[]; tiled?: number[] }[]; iters?: (L: number) => number | undefined }) {
   const gpu = ctx.gpu;
-  const lengths = ctx.quick ? [128, 512] : [128, 512, 2048, 8192];
-  const variants = [
-    // Absorbed MLA (V2-Lite): 16 heads share one latent KV row of 576 (K) whose first 512 are V.
-    { what: 'MLA absorbed (V2-Lite)', heads: 16, kvHeads: 1, dQk: 576, dV: 512, kvSame: true },
-    { what: 'GQA 32/8 d=128', heads: 32, kvHeads: 8, dQk: 128, dV: 128, kvSame: false },
-  ];
-  for (const vr of variants) {
-    for (const L of lengths) {
+  for (const run of o.runs) {
+    const vr = DECODE_VARIANTS[run.variant];
+    for (const L of run.lengths) {
       const shape = { S: 1, T: L, past: L - 1, heads: vr.heads, kvHeads: vr.kvHeads, dQk: vr.dQk, dV: vr.dV, scale: 0.1, causal: true };
       const io = inputs(gpu, { ...shape, kvSame: vr.kvSame });
       const stride = vr.kvSame ? { kStride: vr.dQk, vStride: vr.dQk } : {};
-      const cfg = flashConfig(gpu, vr.heads / vr.kvHeads, vr.dQk, vr.dV);
-      const auto = autoSplits(vr.kvHeads * Math.ceil(vr.heads / vr.kvHeads / cfg.BQ), L, cfg.BK);
+      const base: AttentionArgs = { ...shape, ...stride, q: io.q, k: io.k, v: io.v, out: io.out };
+      const auto = attentionDecodeInfo(gpu, { ...base, splits: 'auto' }).splits;
       const scratch = gpu.buffers.create('bench.attn.split', Math.max(16, attentionScratchBytes(shape, auto)));
-      const kvBytes = L * vr.kvHeads * (vr.kvSame ? vr.dQk : vr.dQk + vr.dV) * 4;
+      const cacheBytes = L * vr.kvHeads * (vr.kvSame ? vr.dQk : vr.dQk + vr.dV) * 4;
       const flops = 2 * vr.heads * L * (vr.dQk + vr.dV);
       try {
         let oneMs = NaN;
         for (const splits of [1, auto]) {
-          const args: AttentionArgs = { ...shape, ...stride, q: io.q, k: io.k, v: io.v, out: io.out, splits, scratch };
-          const ms = await ctx.time((rec) => attentionDecode(gpu, rec, args), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: L >= 4096 ? 3 : undefined });
+          const args: AttentionArgs = { ...base, splits, scratch };
+          const info = attentionDecodeInfo(gpu, args);
+          const ms = await ctx.time((rec) => attentionDecode(gpu, rec, args), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: o.iters ? o.iters(L) : L >= 4096 ? 3 : undefined });
           if (splits === 1) oneMs = ms;
           ctx.result({
             suite: SUITE, name: 'decode', variant: `${vr.what}, ${splits === 1 ? 'one split' : `split-K ×${splits}`}`, shape: `cache ${L}`, medianMs: ms,
-            bytes: kvBytes + io.q.size + io.out.size, flops,
-            extra: { splits, ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}) },
+            bytes: cacheBytes + io.q.size + io.out.size, flops,
+            extra: {
+              splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
+              ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}),
+            },
           });
           if (auto === 1) break;
+        }
+        if (run.tiled?.includes(L)) {
+          // The older tiled kernel (`main`: main's absorbed-MLA decode) with its own 'auto' split count, same run.
+          const tiledArgs: AttentionArgs = { ...base, kernel: 'tiled', splits: 'auto' };
+          const info = attentionDecodeInfo(gpu, tiledArgs);
+          const part = gpu.buffers.create('bench.attn.split.tiled', Math.max(16, attentionScratchBytes(shape, info.splits)));
+          try {
+            const ms = await ctx.time((rec) => attentionDecode(gpu, rec, { ...tiledArgs, scratch: part }), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: o.iters ? o.iters(L) : L >= 4096 ? 3 : undefined });
+            ctx.result({
+              suite: SUITE, name: 'decode', variant: `${vr.what}, tiled kernel (main) ×${info.splits}`, shape: `cache ${L}`, medianMs: ms,
+              bytes: cacheBytes + io.q.size + io.out.size, flops,
+              extra: { splits: info.splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2), rowsOneSplitSpeedup: +(ms / oneMs).toFixed(2) },
+            });
+          } finally {
+            gpu.buffers.destroy(part);
+          }
         }
       } finally {
         gpu.buffers.destroy(scratch);
@@ -146,7 +182,24 @@ export const attentionSuite: BenchSuite = {
   nodeOk: true,
   async run(ctx) {
     await cacheBytes(ctx);
-    await prefill(ctx);
-    await decode(ctx);
+    await prefill(ctx, { seqs: ctx.quick ? [128, 256] : [256, 1024, 4096], naive: true });
+    const lengths = ctx.quick ? [128, 512] : [128, 512, 2048, 8192];
+    await decode(ctx, { runs: [{ variant: 'mla', lengths }, { variant: 'gqa', lengths }] });
+  },
+};
+
+/**
+ * The rows issue 27 tracks, with few iterations so one run takes minutes on a software adapter:
+ * MLA absorbed decode at caches 512/2048/8192, GQA decode at 8192, FlashAttention prefill at 1024/4096
+ * (no naive baseline), and the older tiled kernel (what main ran for MLA decode and prefill) at MLA 8192
+ * and both prefills in the same run. `npm run bench -- --suites attention-core` (docs/attention.md).
+ */
+export const attentionCoreSuite: BenchSuite = {
+  name: 'attention-core',
+  order: 31,
+  nodeOk: true,
+  async run(ctx) {
+    await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192], tiled: [8192] }, { variant: 'gqa', lengths: [8192] }], iters: (L) => (L >= 8192 ? 3 : 5) });
+    await prefill(ctx, { seqs: [1024, 4096], naive: false, tiled: true, iters: (seq) => (seq >= 4096 ? 1 : 3) });
   },
 };
