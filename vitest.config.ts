@@ -53,6 +53,10 @@ export default defineConfig({
         },
       },
       ...browserProject,
+      // Real-size runs (minutes, GBs of memory): only when asked for, so the default run does not list them as skipped.
+      ...(process.env.WEBMOE_LARGE
+        ? [{ extends: true as const, test: { name: 'large', include: ['test/large/**/*.test.ts'], environment: 'node' as const, pool: 'forks' as const, testTimeout: 900_000, hookTimeout: 120_000 } }]
+        : []),
     ],
   },
 });

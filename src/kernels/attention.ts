@@ -187,7 +187,10 @@ const pow2AtLeast = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 export const rowsSharedBytes = (c: RowsConfig) => 16 * (c.DBK * c.DKW4 + c.DWG * 4 + c.DR * c.DBK / 4 + c.DBK * c.DR / 4) + 4 * (2 * c.DR + 1);
 
 /** Largest staging block (4 … 32 keys) that fits maxComputeWorkgroupStorageSize; null when not even 4 key rows fit. */
-export function rowsConfig(gpu: Gpu, rows: number, dQk: number, dV: number, sharedRows: boolean): RowsConfig | null {
+/** The device facts flash_rows' shape and split count depend on (a Gpu, or what a memory plan knows of one). */
+export interface AttentionDevice { adapter: { isFallbackAdapter: boolean }; caps: { maxComputeWorkgroupStorageSize: number } }
+
+export function rowsConfig(gpu: AttentionDevice, rows: number, dQk: number, dV: number, sharedRows: boolean): RowsConfig | null {
   const DR = Math.min(16, Math.max(4, pow2AtLeast(rows)));
   const DQ4 = Math.ceil(dQk / 4), DV4 = Math.ceil(dV / 4);
   // A software adapter runs a workgroup's invocations 4 at a time on one thread and switches between
@@ -223,7 +226,7 @@ function softwareThreads(): number {
  * 2048 keys and 0.9–1.4× at 8192 (attention-core bench, docs/attention.md), so a software adapter splits
  * from 4096 keys per split.
  */
-export function rowsSplits(gpu: Gpu, baseWorkgroups: number, T: number, DBK: number): number {
+export function rowsSplits(gpu: AttentionDevice, baseWorkgroups: number, T: number, DBK: number): number {
   const fallback = gpu.adapter.isFallbackAdapter;
   const concurrent = fallback ? softwareThreads() : 128;
   const minKeys = fallback ? 4096 : 8 * DBK;

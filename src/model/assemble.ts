@@ -109,7 +109,7 @@ function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): S
 /** The device facts the memory plan depends on. */
 export function planDevice(gpu: Gpu): PlanDevice {
   const c = gpu.caps;
-  return { isFallbackAdapter: gpu.adapter.isFallbackAdapter, maxStorageBufferBindingSize: c.maxStorageBufferBindingSize, maxBufferSize: c.maxBufferSize, minStorageBufferOffsetAlignment: c.minStorageBufferOffsetAlignment };
+  return { isFallbackAdapter: gpu.adapter.isFallbackAdapter, maxStorageBufferBindingSize: c.maxStorageBufferBindingSize, maxBufferSize: c.maxBufferSize, minStorageBufferOffsetAlignment: c.minStorageBufferOffsetAlignment, maxComputeWorkgroupStorageSize: c.maxComputeWorkgroupStorageSize };
 }
 
 /** The description of a model of `cfg` (parameter counts from the config), with how it is held. */

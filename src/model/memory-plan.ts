@@ -20,6 +20,7 @@
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
 import { LimitExceededError } from '../errors';
+import { attentionScratchBytes, autoSplits, rowsConfig, rowsSplits, type AttentionDevice } from '../kernels/attention';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import type { ModelConfig } from './config';
 import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
@@ -39,6 +40,8 @@ export interface PlanDevice {
   maxStorageBufferBindingSize?: number;
   maxBufferSize?: number;
   minStorageBufferOffsetAlignment?: number;
+  /** Sizes the attention kernel's key blocks, so its split count (default: WebGPU's 16 KiB minimum). */
+  maxComputeWorkgroupStorageSize?: number;
 }
 
 export interface PlanOptions {
@@ -184,7 +187,8 @@ export interface ForwardTemps { global: number[]; layers: number[][]; tail: numb
 /** The acquisitions of a forward in order. */
 export const flatTemps = (f: ForwardTemps): number[] => [...f.global, ...f.layers.flat(), ...f.tail];
 
-export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[] }): ForwardTemps {
+export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[]; maxComputeWorkgroupStorageSize?: number }): ForwardTemps {
+  const dev: AttentionDevice = { adapter: { isFallbackAdapter: o.isFallbackAdapter ?? false }, caps: { maxComputeWorkgroupStorageSize: o.maxComputeWorkgroupStorageSize ?? 16384 } };
   const global: number[] = [S * 4, Math.max(1, S * cfg.hiddenSize) * 4]; // embed: ids, h
   const layers: number[][] = [];
   let t: number[] = [];
@@ -205,10 +209,10 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
     const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
     if (S <= 8 || naiveBytes > 64 << 20) {
       t.push(S * H * (r + rope) * 4, S * H * r * 4);
-      splitScratch(t, S, H, 1, r, T);
+      splitScratch(t, dev, { S, heads: H, kvHeads: 1, dQk: r + rope, dV: r, T, sharedRows: true });
     } else {
       t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
-      splitScratch(t, S, H, H, dv, T);
+      splitScratch(t, dev, { S, heads: H, kvHeads: H, dQk: qk, dV: dv, T, sharedRows: false });
     }
     f(S, D); // o_proj
     f(S, D); // post-attention norm
@@ -237,14 +241,21 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
 }
 
 /**
- * Split-K partials of the attention kernels (attention.ts run/autoSplits/attentionScratchBytes, tiled
- * path): splits · S · heads · (d_v + 2) floats when the query tiles fill fewer than 128 workgroups.
+ * Split-K partials of the attention kernels: the split count attention.ts's plan picks for this call
+ * (flash_rows: rowsConfig + rowsSplits; the tiled kernel when not even 4 key rows fit workgroup memory),
+ * as attentionScratchBytes sizes them.
  */
-function splitScratch(t: number[], S: number, heads: number, kvHeads: number, dV: number, T: number): void {
-  const rows = S * (heads / kvHeads), BQ = rows <= 4 ? 4 : 16, BK = BQ === 4 ? 64 : 32;
-  const base = kvHeads * Math.ceil(rows / BQ);
-  const splits = base >= 128 ? 1 : Math.max(1, Math.min(Math.ceil(256 / base), Math.floor(T / (4 * BK))));
-  if (splits > 1) t.push(splits * S * heads * (dV + 2) * 4);
+function splitScratch(t: number[], dev: AttentionDevice, a: { S: number; heads: number; kvHeads: number; dQk: number; dV: number; T: number; sharedRows: boolean }): void {
+  const rows = a.S * (a.heads / a.kvHeads);
+  const rc = rowsConfig(dev, rows, a.dQk, a.dV, a.sharedRows);
+  let splits: number;
+  if (rc) splits = rowsSplits(dev, a.kvHeads * Math.ceil(rows / rc.DR), a.T, rc.DBK);
+  else {
+    const BQ = rows <= 4 ? 4 : 16, BK = BQ === 4 ? 64 : 32;
+    splits = autoSplits(a.kvHeads * Math.ceil(rows / BQ), a.T, BK);
+  }
+  const bytes = attentionScratchBytes(a, splits);
+  if (bytes > 0) t.push(bytes);
 }
 
 const classCounts = (list: number[]) => {
@@ -337,8 +348,8 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   bind('KV cache (one layer at full context)', kvLayer);
 
   const fallback = dev.isFallbackAdapter ?? false;
-  const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
-  const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
+  const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize });
+  const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize });
   const activations = tempPoolBytes([prefill, decode]);
   const biggestTemp = Math.max(...flatTemps(prefill), ...flatTemps(decode));
   bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));

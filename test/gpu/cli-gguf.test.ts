@@ -115,8 +115,8 @@ describe('webmoe convert --to gguf, then logits / info on the .gguf', () => {
       const r = await run('info', '--model', url);
       expect(r.code, r.err).toBe(0);
       expect(JSON.parse(r.out)).toMatchObject({ format: 'gguf', files: [url], fileType: 1 });
-      // the headers only: the probe (1 MiB) at most, not the 15 MB file
-      expect(sent).toBeLessThanOrEqual(1 << 20);
+      // the headers only: the URL source's 64 KiB probe and one 1 MiB header window at most, not the 15 MB file
+      expect(sent).toBeLessThanOrEqual((1 << 20) + (64 << 10));
       const got = await logits(url, 'url-f16');
       expect(maxDiff(got, want)).toBe(0); // the same F16 file as the f16 case, read over HTTP
       expect(full).toBe(0);
@@ -125,7 +125,7 @@ describe('webmoe convert --to gguf, then logits / info on the .gguf', () => {
     }
   });
 
-  it('typed errors: --out not .gguf, --model a GGUF, a folder with two GGUFs, generate without a tokenizer', async () => {
+  it('typed errors: --out not .gguf, --model a GGUF, a folder with two GGUFs, generate on a weights-only GGUF', async () => {
     const bad = await run('convert', '--to', 'gguf', '--model', MODEL, '--out', join(dir, 'x.bin'));
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--out must name a \.gguf file/);
@@ -140,7 +140,14 @@ describe('webmoe convert --to gguf, then logits / info on the .gguf', () => {
     const amb = await run('info', '--model', two);
     expect(amb.code).toBe(2);
     expect(amb.err).toMatch(/holds 2 GGUF models \(a\.gguf, b\.gguf\): name the file to load/);
-    const g = await run('generate', '--model', f16, '--prompt', 'abc', '--max-tokens', '2', '--quiet');
+    // A folder without tokenizer.json converts to a weights-only GGUF (no tokenizer.ggml.* keys): text is a typed error.
+    const bare = join(dir, 'bare');
+    mkdirSync(bare);
+    for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(MODEL, f), join(bare, f));
+    const weightsOnly = join(dir, 'weights-only.gguf');
+    const c = await run('convert', '--to', 'gguf', '--quant', 'f16', '--model', bare, '--out', weightsOnly);
+    expect(c.code, c.err).toBe(0);
+    const g = await run('generate', '--model', weightsOnly, '--prompt', 'abc', '--max-tokens', '2', '--quiet');
     expect(g.code).toBe(1);
     expect(g.err).toMatch(/BAD_FORMAT.*tokenizer/);
   });

@@ -1,7 +1,7 @@
 // engine.load of a GGUF written from the bundled model (public/models/webmoe-tiny) by the GGUF writer:
 // the same logits as its safetensors folder (F32 file within 1e-5; Q8_0 within a bound measured from the
 // quantisation error), through the Node engine's own path resolution (a .gguf path, the folder holding
-// it). Until the GGUF tokenizer lands, text needs the typed "tokenizer missing" error.
+// it); text through the tokenizer the converter writes into the file's metadata.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -70,10 +70,17 @@ describe('engine.load of a .gguf', () => {
     expect(same).toBeGreaterThanOrEqual(0.9);
   });
 
-  it('text needs a tokenizer: load without requireTokenizer: false, or generate after it, is the typed BAD_FORMAT error', async () => {
-    const file = join(dir, 'f32', 'webmoe-tiny-f32.gguf');
-    await expect(engine.load(file)).rejects.toMatchObject({ code: 'BAD_FORMAT', message: expect.stringMatching(/tokenizer/) });
-    await engine.load(file, { weights: 'f32', requireTokenizer: false });
-    await expect(engine.generate('abc').next()).rejects.toMatchObject({ code: 'BAD_FORMAT', message: expect.stringMatching(/takes token ids only/) });
+  it("text: the GGUF's own tokenizer (from its metadata) gives the safetensors folder's greedy text and token ids", async () => {
+    const run = async (model: string) => {
+      await engine.load(model, { weights: 'f32' });
+      let text = '';
+      const ids: number[] = [];
+      for await (const c of engine.generate('The old man', { maxTokens: 12, temperature: 0 })) { text += c.text; ids.push(c.token); }
+      return { text, ids };
+    };
+    const ours = await run(join(dir, 'f32', 'webmoe-tiny-f32.gguf'));
+    const theirs = await run(MODEL);
+    expect(ours.ids.length).toBe(12);
+    expect(ours).toEqual(theirs);
   });
 });
