@@ -27,6 +27,12 @@ export interface LoadOptions {
    * system memory for a CPU fallback adapter); WebGPU does not tell a page its GPU's memory.
    */
   memoryBytes?: number;
+  /**
+   * Most prompt tokens per prefill forward (default 512, at most the context): longer prompts run in
+   * chunks, each appending to the KV cache, so the temporaries (and the memory plan's activations) are
+   * bounded by the chunk, not the prompt. A positive integer; anything else is an ArgumentError.
+   */
+  prefillChunk?: number;
   /** Browser: keep downloaded files in the Cache API so a second load reads them locally (default true). */
   cache?: boolean;
   /**

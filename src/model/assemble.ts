@@ -15,7 +15,7 @@ import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
-import { checkPlanFits, embeddingStorage, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
+import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
 import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
@@ -58,6 +58,8 @@ export interface ModelLoadOptions {
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
   contextLength?: number;
+  /** Most tokens per prefill forward (LoadOptions.prefillChunk); default min(DEFAULT_PREFILL_CHUNK, context). */
+  prefillChunk?: number;
   /** GPU memory the model may take (LoadOptions.memoryBytes); default gpu.memoryHint. */
   memoryBytes?: number;
   onProgress?: (p: LoadProgress) => void;
@@ -106,6 +108,17 @@ function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): S
   return resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: gpu.adapter.isFallbackAdapter });
 }
 
+/**
+ * Tokens per prefill forward: `asked`, or DEFAULT_PREFILL_CHUNK, at most the context (a longer chunk
+ * would plan activations no prompt can use). The plan and the runner both take this value.
+ */
+export function prefillChunkOf(asked: number | undefined, contextLength: number): number {
+  if (asked !== undefined && (typeof asked !== 'number' || !Number.isInteger(asked) || asked < 1)) {
+    throw new ArgumentError(`prefillChunk must be a positive integer number of tokens (e.g. ${DEFAULT_PREFILL_CHUNK}), got ${String(asked)}`);
+  }
+  return Math.min(asked ?? DEFAULT_PREFILL_CHUNK, contextLength);
+}
+
 /** The device facts the memory plan depends on. */
 export function planDevice(gpu: Gpu): PlanDevice {
   const c = gpu.caps;
@@ -150,7 +163,8 @@ export class GpuModelLoader {
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
     // The plan from the config and tensor headers, checked before anything is allocated; a load that
     // cannot fit fails here naming the limit and the loads that would fit.
-    const planOpts = { weights: storage, contextLength, device: planDevice(gpu) };
+    const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
+    const planOpts = { weights: storage, contextLength, prefillTokens: prefillChunk, device: planDevice(gpu) };
     const plan = planMemory(cfg, ckpt.tensors.values(), planOpts);
     const memoryBytes = options.memoryBytes ?? gpu.memoryHint;
     if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
@@ -192,7 +206,7 @@ export class GpuModelLoader {
     });
     description.memoryPlan = plan;
     return {
-      runner: new GpuRunner(be, cfg, weights, contextLength),
+      runner: new GpuRunner(be, cfg, weights, contextLength, prefillChunk),
       description,
       plan,
       device: [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'WebGPU device',

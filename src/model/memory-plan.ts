@@ -13,8 +13,10 @@
  *  - the KV cache: model/kvcache.ts, one f32 buffer per layer of [context, kv_lora + rope];
  *  - activations: every temporary of one forward stays acquired until the step's submit (gpu.temps,
  *    size classes of gpu/buffers.ts TempPool), so a prefill of T tokens holds all layers' temporaries at
- *    once; the pool keeps, per size class, the most any step used. The plan counts a prefill of
- *    `prefillTokens` and a decode step at the full context;
+ *    once; the pool keeps, per size class, the most any step used. Prompts run in chunks of
+ *    `prefillTokens` (model/gpu-runner.ts, LoadOptions.prefillChunk), one submit each; the plan counts
+ *    such a chunk at the start and at the end of the context (attention temporaries grow with the
+ *    positions before the chunk) and a decode step at the full context;
  *  - fixed runtime buffers: the sampler's scratch, the uniform ring, the expert-load counters, the RoPE
  *    table and the small placeholder buffers.
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
@@ -45,7 +47,10 @@ export interface PlanOptions {
   weights?: WeightStorage;
   /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
   contextLength?: number;
-  /** Tokens of the prefill forward the activations are sized for (default: min(512, context)). */
+  /**
+   * Tokens of one prefill forward, the chunk prompts run in (LoadOptions.prefillChunk; the activations
+   * are sized for it). Default: min(DEFAULT_PREFILL_CHUNK, context).
+   */
   prefillTokens?: number;
   device?: PlanDevice;
 }
@@ -68,6 +73,9 @@ export interface MemoryPlan {
   /** Everything above: the GPU memory the model takes at full context. */
   gpuBytes: number;
 }
+
+/** Tokens per prefill forward when LoadOptions.prefillChunk does not say (the GPU runner's default too). */
+export const DEFAULT_PREFILL_CHUNK = 512;
 
 const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
@@ -287,7 +295,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const experts = expertStorage(cfg, storage);
   const embedding = embeddingStorage(storage);
   const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
-  const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? 512, contextLength));
+  const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? DEFAULT_PREFILL_CHUNK, contextLength));
   const dev = opts.device ?? {};
   const limit = Math.min(dev.maxStorageBufferBindingSize ?? Infinity, dev.maxBufferSize ?? Infinity);
 
@@ -338,9 +346,11 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
 
   const fallback = dev.isFallbackAdapter ?? false;
   const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
+  // The last chunk of a prompt that fills the context attends to everything before it.
+  const prefillEnd = forwardTemps(cfg, prefillTokens, contextLength - prefillTokens, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
   const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
-  const activations = tempPoolBytes([prefill, decode]);
-  const biggestTemp = Math.max(...flatTemps(prefill), ...flatTemps(decode));
+  const activations = tempPoolBytes([prefill, prefillEnd, decode]);
+  const biggestTemp = Math.max(...flatTemps(prefill), ...flatTemps(prefillEnd), ...flatTemps(decode));
   bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));
 
   // Fixed buffers: sampler scratch (V ≥ 1024 floats, chunk info, the 96 KiB histogram of sample.ts), the
@@ -362,7 +372,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     prefillTokens,
     weights: { bytes: weightBytes, byFormat, byRole },
     kvCache: { bytesPerToken: row * 4 * cfg.numLayers, bytes: kvBytes },
-    activations: { bytes: activations, prefillBytes: tempPoolBytes([prefill]), decodeBytes: tempPoolBytes([decode]) },
+    activations: { bytes: activations, prefillBytes: tempPoolBytes([prefill, prefillEnd]), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     largestBinding: largest,
     gpuBytes: weightBytes + kvBytes + activations + runtime,
