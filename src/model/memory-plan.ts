@@ -15,8 +15,9 @@
  *    size classes of gpu/buffers.ts TempPool), so a prefill of T tokens holds all layers' temporaries at
  *    once; the pool keeps, per size class, the most any step used. Prompts run in chunks of
  *    `prefillTokens` (model/gpu-runner.ts, LoadOptions.prefillChunk), one submit each; the plan counts
- *    such a chunk at the start and at the end of the context (attention temporaries grow with the
- *    positions before the chunk) and a decode step at the full context;
+ *    a full chunk at every chunk start of the context (attention temporaries grow with the positions
+ *    before the chunk) and a decode step at the full context. (A shorter last chunk, or decode before
+ *    the full context, can leave a few buffers in other size classes: the pool keeps each class's most.);
  *  - fixed runtime buffers: the sampler's scratch, the uniform ring, the expert-load counters, the RoPE
  *    table and the small placeholder buffers.
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
@@ -209,15 +210,7 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
     else { f(S, cfg.qLoraRank); f(S, cfg.qLoraRank); f(S, H * qk); }
     f(S, r + rope); // kv_a
     f(S, H * dv); // attention output
-    // mla.ts: absorbed attention for short steps or when the expanded K/V would pass 64 MiB, else naive.
-    const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
-    if (S <= 8 || naiveBytes > 64 << 20) {
-      t.push(S * H * (r + rope) * 4, S * H * r * 4);
-      splitScratch(t, S, H, 1, r, T);
-    } else {
-      t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
-      splitScratch(t, S, H, H, dv, T);
-    }
+    t.push(...attentionTemps(cfg, S, T));
     f(S, D); // o_proj
     f(S, D); // post-attention norm
     if (cfg.nRoutedExperts > 0 && l >= cfg.firstKDenseReplace && l % cfg.moeLayerFreq === 0) {
@@ -242,6 +235,23 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
   f(rows, D); // final norm
   f(rows, cfg.vocabSize); // logits
   return { global, layers, tail: t };
+}
+
+/** The temporaries of one layer's attention core for S queries over T positions (the part that grows with T). */
+export function attentionTemps(cfg: ModelConfig, S: number, T: number): number[] {
+  const H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
+  const qk = nope + rope;
+  const t: number[] = [];
+  // mla.ts: absorbed attention for short steps or when the expanded K/V would pass 64 MiB, else naive.
+  const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
+  if (S <= 8 || naiveBytes > 64 << 20) {
+    t.push(S * H * (r + rope) * 4, S * H * r * 4);
+    splitScratch(t, S, H, 1, r, T);
+  } else {
+    t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
+    splitScratch(t, S, H, H, dv, T);
+  }
+  return t;
 }
 
 /**
@@ -345,12 +355,20 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   bind('KV cache (one layer at full context)', kvLayer);
 
   const fallback = dev.isFallbackAdapter ?? false;
-  const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
-  // The last chunk of a prompt that fills the context attends to everything before it.
-  const prefillEnd = forwardTemps(cfg, prefillTokens, contextLength - prefillTokens, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
-  const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks });
-  const activations = tempPoolBytes([prefill, prefillEnd, decode]);
-  const biggestTemp = Math.max(...flatTemps(prefill), ...flatTemps(prefillEnd), ...flatTemps(decode));
+  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks };
+  // A chunk's attention temporaries depend on the positions before it, so the pool after a long prompt
+  // holds the size classes of every chunk start: one forward per distinct set of attention classes.
+  const prefill: ForwardTemps[] = [];
+  const seen = new Set<string>();
+  for (let past = 0; past + prefillTokens <= contextLength; past += prefillTokens) {
+    const key = attentionTemps(cfg, prefillTokens, past + prefillTokens).map(tempSizeClass).join(',');
+    if (seen.has(key)) continue;
+    seen.add(key);
+    prefill.push(forwardTemps(cfg, prefillTokens, past, tempOpts));
+  }
+  const decode = forwardTemps(cfg, 1, contextLength - 1, tempOpts);
+  const activations = tempPoolBytes([...prefill, decode]);
+  const biggestTemp = Math.max(...prefill.flatMap(flatTemps), ...flatTemps(decode));
   bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));
 
   // Fixed buffers: sampler scratch (V ≥ 1024 floats, chunk info, the 96 KiB histogram of sample.ts), the
@@ -372,7 +390,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     prefillTokens,
     weights: { bytes: weightBytes, byFormat, byRole },
     kvCache: { bytesPerToken: row * 4 * cfg.numLayers, bytes: kvBytes },
-    activations: { bytes: activations, prefillBytes: tempPoolBytes([prefill, prefillEnd]), decodeBytes: tempPoolBytes([decode]) },
+    activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     largestBinding: largest,
     gpuBytes: weightBytes + kvBytes + activations + runtime,
