@@ -152,8 +152,16 @@ export class GpuModelLoader {
 
   constructor(private acquire: AcquireGpu = acquireBrowserGpu, private gpuOptions?: GpuOptions) {}
 
-  /** Uploads `ckpt` (named `name` in the description) to the device and returns its runner. */
-  async load(ckpt: Checkpoint, name: string, options: ModelLoadOptions = {}): Promise<GpuModel> {
+  /**
+   * The memory plan of `ckpt` on this device under `options`, from the config and tensor headers only
+   * (no weight bytes read, nothing allocated); throws LimitExceededError naming the limit and the loads
+   * that would fit when it does not fit. load() runs the same check first.
+   */
+  async plan(ckpt: Checkpoint, options: ModelLoadOptions = {}): Promise<MemoryPlan> {
+    return (await this.checkedPlan(ckpt, options)).plan;
+  }
+
+  private async checkedPlan(ckpt: Checkpoint, options: ModelLoadOptions) {
     const log = options.log ?? (() => {});
     const cfg = ckpt.config;
     if (!this.gpu || this.gpu.lostError) this.gpu = await this.acquire(this.gpuOptions, log);
@@ -170,6 +178,14 @@ export class GpuModelLoader {
     if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
     const budget = { maxStorageBufferBindingSize: gpu.caps.maxStorageBufferBindingSize, maxBufferSize: gpu.caps.maxBufferSize, memoryBytes };
     checkPlanFits(plan, budget, () => whatFits(cfg, ckpt.tensors.values(), planOpts, budget));
+    return { gpu, storage, contextLength, prefillChunk, plan };
+  }
+
+  /** Uploads `ckpt` (named `name` in the description) to the device and returns its runner. */
+  async load(ckpt: Checkpoint, name: string, options: ModelLoadOptions = {}): Promise<GpuModel> {
+    const log = options.log ?? (() => {});
+    const cfg = ckpt.config;
+    const { gpu, storage, contextLength, prefillChunk, plan } = await this.checkedPlan(ckpt, options);
     // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
     let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
     if (stored) {
