@@ -79,7 +79,15 @@ export interface GpuModel {
 /** A device for models: `navigator.gpu` in browsers and workers, the `webgpu` package in Node (webmoe/node). */
 export type AcquireGpu = (options: GpuOptions | undefined, log: (m: string) => void) => Promise<Gpu>;
 
-export const acquireBrowserGpu: AcquireGpu = (o) => acquireGpu(o);
+export const acquireBrowserGpu: AcquireGpu = async (o) => {
+  const gpu = await acquireGpu(o);
+  // A CPU fallback adapter's buffers live in system memory, which the browser tells coarsely
+  // (navigator.deviceMemory: GiB, rounded down, at most 8 in Chrome): the plan is checked against it,
+  // as Node checks it against the system memory. WebGPU says nothing of a real GPU's memory.
+  const gib = (globalThis.navigator as { deviceMemory?: unknown } | undefined)?.deviceMemory;
+  if (gpu.adapter.isFallbackAdapter && typeof gib === 'number' && gib > 0) gpu.memoryHint = gib * 2 ** 30;
+  return gpu;
+};
 
 /** Parameter counts from the config: all weights, and those one token reads (K routed experts). */
 export function parameterCounts(cfg: ModelConfig): { total: number; active: number } {

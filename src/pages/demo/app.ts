@@ -251,6 +251,18 @@ export class DemoApp {
     };
     const t0 = performance.now();
     try {
+      // The plan first (config.json and headers only): a model that cannot fit this device says why
+      // here, before its weights download. A remote engine's memory is the server's (no plan).
+      if (this.engine.plan && this.choice.kind !== 'remote') {
+        text.textContent = 'Planning GPU memory from config.json and the tensor headers';
+        this.memory.planning(label);
+        try {
+          this.memory.showPlan(await this.engine.plan(ref, { sparsity: SPARSE[sparse].options }), label);
+        } catch (e) {
+          if ((e as { code?: string }).code === 'GPU_LIMIT_EXCEEDED') this.memory.showPlanError(e as Error, label);
+          throw e;
+        }
+      }
       const info = await this.engine.load(ref, {
         sparsity: SPARSE[sparse].options,
         onProgress: (p) => {
