@@ -428,12 +428,16 @@ export interface EngineEnvironment {
   /** A device for this engine (a new one after device loss). */
   acquire: AcquireGpu;
   /** A model reference string → a ModelSource (URL in the browser; path or URL in Node). */
-  resolve(model: string, options: LoadOptions): ModelSource;
+  /** `headersOnly`: for a plan, which reads config.json and the tensor headers (no cache, small range reads). */
+  resolve(model: string, options: LoadOptions, headersOnly?: boolean): ModelSource;
 }
 
 export const browserEnvironment: EngineEnvironment = {
   acquire: acquireBrowserGpu,
-  resolve: (model, o) => urlModel(model, { cache: o.cache === false ? false : undefined, onNotice: noticeAsProgress(o) }),
+  resolve: (model, o, headersOnly) => headersOnly
+    // A 64 KiB first read per file (a header is mostly shorter; a longer one is read to its end after).
+    ? urlModel(model, { cache: false, probeBytes: 64 << 10 })
+    : urlModel(model, { cache: o.cache === false ? false : undefined, onNotice: noticeAsProgress(o) }),
 };
 
 /**
@@ -454,7 +458,7 @@ const lastProgress = new WeakMap<LoadOptions, LoadProgress>();
  */
 export function gpuPlanner(env: EngineEnvironment, engineOptions: EngineOptions, models: GpuModelLoader): ModelPlanner {
   return async (model, options) => {
-    const source = typeof model === 'string' ? env.resolve(model, { ...options, cache: false, onProgress: undefined }) : model;
+    const source = typeof model === 'string' ? env.resolve(model, { ...options, cache: false, onProgress: undefined }, true) : model;
     const ckpt = await openCheckpoint(source, { signal: options.signal, validateTokenizer: false });
     try {
       return await models.plan(ckpt, { ...options, onProgress: undefined, log: engineOptions.log });
