@@ -251,6 +251,7 @@ test('a model that cannot fit says why from config.json and the headers, before 
   await expect(page.locator('#memory-plan[data-state="too-big"], #memory-plan[data-state="fits"]')).toBeVisible({ timeout: 120_000 });
   await expect(page.locator('#memory-plan')).toHaveAttribute('data-state', 'too-big');
   await expect(page.locator('#memory-plan')).toHaveAttribute('data-code', 'GPU_LIMIT_EXCEEDED');
+  await expect(page.locator('#memory-plan-model')).toHaveText('huge-v3');
   const why = page.locator('#memory-plan-error');
   await expect(why).toBeVisible();
   await expect(why).toContainText('weights were not downloaded');
@@ -260,6 +261,8 @@ test('a model that cannot fit says why from config.json and the headers, before 
   await expect(page.locator('#error-banner')).toBeVisible();
   await expect(page.locator('#error-code')).toHaveText('GPU_LIMIT_EXCEEDED');
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'error');
+  mkdirSync('test-results', { recursive: true });
+  await page.screenshot({ path: 'test-results/demo-too-big.png' });
   // Only config.json, the index and each shard's header were read: the URL loader's first range
   // request (1 MiB probe) and the rest of a longer header, and no load started after the plan.
   expect(whole).toEqual([]);

@@ -115,7 +115,11 @@ export class DemoApp {
       return;
     }
     if (c.kind === 'remote') await this.load(c.model, `${c.model || 'the model'} at ${c.baseURL}`);
-    else if (this.o.initialModel) await this.load(new URL(this.o.initialModel, location.href).href, 'bundled model');
+    else if (this.o.initialModel) {
+      // The bundled model unless the page was given another (?model=<url>): then the URL's last part.
+      const url = new URL(this.o.initialModel, location.href).href;
+      await this.load(url, /\/models\/webmoe-tiny\/?$/.test(url) ? 'bundled model' : shortName(url));
+    }
     else {
       this.setState('idle', 'No model loaded');
       this.el('#empty-model').textContent = 'Load a model by URL, open a folder or a .gguf file, or drop one on the page.';
