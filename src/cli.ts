@@ -31,7 +31,8 @@ const model = { kind: 'text', arg: 'DIR|URL', required: true, description: 'mode
 const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'], default: 'auto', description: 'weight storage on the GPU (auto: f16 / bf16 for F16 / BF16 checkpoints on a real GPU, else f32)' } as const;
 const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096)" } as const;
 const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
-const loading = { model, weights, context, quiet } as const;
+const prefillChunk = { kind: 'integer', arg: 'N', min: 1, description: 'most prompt tokens per prefill forward: longer prompts run in chunks, which bound the activations (default: min(512, context))' } as const;
+const loading = { model, weights, context, 'prefill-chunk': prefillChunk, quiet } as const;
 
 const generateOptions = {
   model,
@@ -43,7 +44,7 @@ const generateOptions = {
   'top-p': { kind: 'number', arg: 'P', ...range(SAMPLING_RANGES.topP), description: 'nucleus sampling: the smallest set of tokens with probability ≥ P' },
   'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
   seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
-  weights, context, quiet,
+  weights, context, 'prefill-chunk': prefillChunk, quiet,
 } as const;
 
 const logitsOptions = {
@@ -71,7 +72,7 @@ const serveOptions = {
   host: { kind: 'text', arg: 'HOST', default: '127.0.0.1', description: 'address to listen on (0.0.0.0 for every interface)' },
   name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
   'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
-  weights, context, quiet,
+  weights, context, 'prefill-chunk': prefillChunk, quiet,
 } as const;
 
 const convertOptions = {
@@ -114,10 +115,10 @@ const command = <O extends OptionTable>(options: O, summary: string, run: (v: Op
 /** stderr lines that --quiet drops. */
 const logger = (v: { quiet: boolean }, io: CliIO) => (v.quiet ? () => {} : (m: string) => io.err(`${m}\n`));
 
-async function withEngine<T>(v: OptionValues<typeof loading>, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
+async function withEngine<T>(v: Omit<OptionValues<typeof loading>, 'prefill-chunk'> & { 'prefill-chunk'?: number }, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
   const engine = createNodeEngine({ log: logger(v, io) });
   try {
-    await engine.load(v.model, { weights: v.weights, contextLength: v.context, ...load });
+    await engine.load(v.model, { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], ...load });
     return await fn(engine);
   } finally {
     await engine.unload();
@@ -184,7 +185,6 @@ async function logits(v: OptionValues<typeof logitsOptions>, io: CliIO) {
 
 const infoOptions = {
   ...loading,
-  'prefill-tokens': { kind: 'integer', arg: 'N', min: 1, description: 'tokens of the prefill step the activations are planned for (default: min(512, context))' },
   load: { kind: 'flag', description: 'also load the model on the GPU and add what was allocated (default: the plan from config.json and the tensor headers only)' },
 } as const;
 
@@ -215,7 +215,7 @@ async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
   let plan;
   try {
     const cfg = ckpt.config;
-    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-tokens'] });
+    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-chunk'] });
     const prePruned = [...ckpt.tensors.keys()].some((n) => n.endsWith('.sparse_config'));
     const out: Record<string, unknown> = {
       model: { name: v.model, ...plan.model, prePruned },
@@ -296,7 +296,7 @@ async function convert(v: OptionValues<typeof convertOptions>, io: CliIO) {
 async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
   const log = logger(v, io);
   const engine = createNodeEngine({ log });
-  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context }, log });
+  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'] }, log });
   io.out(`webmoe: OpenAI-compatible API at ${server.url}/v1 (loading ${v.model})\n`);
   try {
     const info = await server.loaded;

@@ -22,13 +22,17 @@ import type {
 import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
 import { openCheckpoint } from '../model/checkpoint';
 import { directoryHandleModel, fileListModel, memoryModel, urlModel, type ModelSource } from '../loader/model-source';
-import { ArgumentError, DeviceLostError, FormatError, WebMoeError } from '../errors';
+import { ArgumentError, DeviceLostError, FormatError, UnsupportedError, WebMoeError } from '../errors';
+import type { MemoryPlan } from '../model/memory-plan';
 
 /** `codec` is null for a model loaded without tokenizer.json (LoadOptions.requireTokenizer false). */
 export interface LoadedModel { runner: ModelRunner; codec: TextCodec | null; info: ModelInfo; loadTimeMs: number; device: string }
 
 /** How a model gets loaded: the GPU loader in production, a CPU loader in reference tests. */
 export type ModelLoader = (model: string | ModelSource, options: LoadOptions) => Promise<LoadedModel>;
+
+/** The memory plan of a model on the engine's device, from its config and headers (see Engine.plan). */
+export type ModelPlanner = (model: string | ModelSource, options: LoadOptions) => Promise<MemoryPlan>;
 
 /** A model reference as a URL/path string (resolved by the loader) or a ModelSource. */
 export function modelSourceOf(ref: ModelRef): string | ModelSource {
@@ -79,7 +83,8 @@ export class WebMoeEngine implements Engine {
   readonly chat: ChatFunction;
   readonly completions: Completions;
 
-  constructor(private loader: ModelLoader) {
+  /** `planner`: Engine.plan (engines without one reject it: the CPU reference has no device to plan for). */
+  constructor(private loader: ModelLoader, private planner?: ModelPlanner) {
     const api = openAIApi({ chat: (m, o) => this.streamChat(m, o), generate: (p, o) => this.generate(p, o), modelId: () => modelIdOf(this.model?.info.name ?? '') });
     this.chat = api.chat;
     this.completions = api.completions;
@@ -120,6 +125,24 @@ export class WebMoeEngine implements Engine {
       this.cachedIds = [];
       return loaded.info;
     });
+  }
+
+  /**
+   * The memory plan `load(model, options)` would be checked against, from config.json and the tensor
+   * headers alone (no weights downloaded, nothing cached or allocated); rejects with the load's typed
+   * error (LimitExceededError with what fits, FormatError, …) when that load would fail before its
+   * weights. Queued like loads; the loaded model stays loaded.
+   */
+  plan(model: ModelRef, options: LoadOptions = {}): Promise<MemoryPlan> {
+    let source: string | ModelSource;
+    try {
+      source = modelSourceOf(model);
+      if (!this.planner) throw new UnsupportedError('this engine has no device to plan for (the CPU reference engine)');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const planner = this.planner;
+    return this.serial(() => planner(source, options));
   }
 
   async unload(): Promise<void> {
@@ -405,12 +428,16 @@ export interface EngineEnvironment {
   /** A device for this engine (a new one after device loss). */
   acquire: AcquireGpu;
   /** A model reference string → a ModelSource (URL in the browser; path or URL in Node). */
-  resolve(model: string, options: LoadOptions): ModelSource;
+  /** `headersOnly`: for a plan, which reads config.json and the tensor headers (no cache, small range reads). */
+  resolve(model: string, options: LoadOptions, headersOnly?: boolean): ModelSource;
 }
 
 export const browserEnvironment: EngineEnvironment = {
   acquire: acquireBrowserGpu,
-  resolve: (model, o) => urlModel(model, { cache: o.cache === false ? false : undefined, onNotice: noticeAsProgress(o) }),
+  resolve: (model, o, headersOnly) => headersOnly
+    // A 64 KiB first read per file (a header is mostly shorter; a longer one is read to its end after).
+    ? urlModel(model, { cache: false, probeBytes: 64 << 10 })
+    : urlModel(model, { cache: o.cache === false ? false : undefined, onNotice: noticeAsProgress(o) }),
 };
 
 /**
@@ -425,8 +452,23 @@ function noticeAsProgress(o: LoadOptions): ((n: LoadNotice) => void) | undefined
 /** The last progress event of each load (its options object), for notices in between. */
 const lastProgress = new WeakMap<LoadOptions, LoadProgress>();
 
-export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions): ModelLoader {
-  const models = new GpuModelLoader(env.acquire, engineOptions.gpu);
+/**
+ * Plans from the config and the tensor headers: the source is opened without the weight cache (a URL
+ * source reads config.json, the index and each file's header by range requests), and closed after.
+ */
+export function gpuPlanner(env: EngineEnvironment, engineOptions: EngineOptions, models: GpuModelLoader): ModelPlanner {
+  return async (model, options) => {
+    const source = typeof model === 'string' ? env.resolve(model, { ...options, cache: false, onProgress: undefined }, true) : model;
+    const ckpt = await openCheckpoint(source, { signal: options.signal, validateTokenizer: false });
+    try {
+      return await models.plan(ckpt, { ...options, onProgress: undefined, log: engineOptions.log });
+    } finally {
+      await ckpt.close().catch(() => {});
+    }
+  };
+}
+
+export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions, models = new GpuModelLoader(env.acquire, engineOptions.gpu)): ModelLoader {
   return async (model, options): Promise<LoadedModel> => {
     const log = engineOptions.log ?? (() => {});
     const t0 = performance.now();
@@ -467,5 +509,7 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions):
 
 /** An engine running in this thread (page, worker or Node with the `webgpu` package: see webmoe/node). */
 export function createEngine(options: EngineOptions = {}, env: EngineEnvironment = browserEnvironment): WebMoeEngine {
-  return new WebMoeEngine(gpuLoader(env, options));
+  // One loader: plans and loads share the device.
+  const models = new GpuModelLoader(env.acquire, options.gpu);
+  return new WebMoeEngine(gpuLoader(env, options, models), gpuPlanner(env, options, models));
 }

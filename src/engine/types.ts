@@ -4,6 +4,7 @@ import type { LoadNotice, LoadProgress } from '../model/checkpoint';
 import type { ModelSource } from '../loader/model-source';
 import type { GpuOptions, ModelDescription, SparsityOptions, WeightStorage } from '../model/assemble';
 import type { LayerLoad } from '../model/runner';
+import type { MemoryPlan } from '../model/memory-plan';
 
 export type { ChatMessage, LoadNotice, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
@@ -27,6 +28,12 @@ export interface LoadOptions {
    * system memory for a CPU fallback adapter); WebGPU does not tell a page its GPU's memory.
    */
   memoryBytes?: number;
+  /**
+   * Most prompt tokens per prefill forward (default 512, at most the context): longer prompts run in
+   * chunks, each appending to the KV cache, so the temporaries (and the memory plan's activations) are
+   * bounded by the chunk, not the prompt. A positive integer; anything else is an ArgumentError.
+   */
+  prefillChunk?: number;
   /** Browser: keep downloaded files in the Cache API so a second load reads them locally (default true). */
   cache?: boolean;
   /**
@@ -148,6 +155,14 @@ export interface EngineOptions {
 
 export interface Engine {
   load(model: ModelRef, options?: LoadOptions): Promise<ModelInfo>;
+  /**
+   * The memory plan load(model, options) would be checked against (weights by format and role, KV
+   * cache, activations, the largest binding, gpuBytes), from config.json and the tensor headers alone:
+   * nothing downloaded past the headers, nothing allocated. Rejects with the typed error the load would
+   * fail with before its weights (LimitExceededError naming the limit and what fits). Engines on this
+   * device have it (in-thread, worker); a remote engine's memory is the server's.
+   */
+  plan?(model: ModelRef, options?: LoadOptions): Promise<MemoryPlan>;
   /** Streams a completion of `prompt` (raw text, no chat template). */
   generate(prompt: string, options?: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult>;
   /**

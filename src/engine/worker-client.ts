@@ -101,6 +101,17 @@ export function createWorkerEngine(options: WorkerEngineOptions = {}): WorkerEng
   const api = openAIApi({ generate: (prompt, o = {}) => stream('generate', prompt, o), chat: (messages, o = {}) => stream('chat', messages, o), modelId: () => modelIdOf(modelName) });
 
   return {
+    plan(ref, o = {}) {
+      let model = asFileArray(ref);
+      if (!isWorkerModelRef(model)) return Promise.reject(new ArgumentError('createWorkerEngine().plan takes a URL, a File, File[] or FileList, or a FileSystemDirectoryHandle'));
+      if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();
+      const { onProgress: _p, signal, ...plainOpts } = o;
+      if (signal?.aborted) return Promise.reject(new AbortError());
+      const id = nextCallId++;
+      const onAbort = () => { if (!dead) void host.cancel(id); };
+      signal?.addEventListener('abort', onAbort);
+      return call(() => host.plan(model, plainOpts as any, id)).finally(() => signal?.removeEventListener('abort', onAbort));
+    },
     load(ref, o = {}) {
       let model = asFileArray(ref);
       if (!isWorkerModelRef(model)) {

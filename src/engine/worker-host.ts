@@ -5,6 +5,7 @@
 import { createEngine, browserEnvironment, type EngineEnvironment, type WebMoeEngine } from './engine';
 import type { ChatMessage, EngineOptions, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, LoadProgress, ModelInfo, EngineStats } from './types';
 import type { WorkerModelRef } from './worker-protocol';
+import type { MemoryPlan } from '../model/memory-plan';
 
 type Plain<T> = Omit<T, 'onProgress' | 'onToken' | 'signal'>;
 
@@ -39,6 +40,10 @@ export class WorkerHost {
 
   load(model: WorkerModelRef, options: Plain<LoadOptions> = {}, onProgress?: (p: LoadProgress) => void, callId?: number): Promise<ModelInfo> {
     return this.track(callId, (signal) => this.e.load(model, { ...options, onProgress, signal }));
+  }
+
+  plan(model: WorkerModelRef, options: Plain<LoadOptions> = {}, callId?: number): Promise<MemoryPlan> {
+    return this.track(callId, (signal) => this.e.plan(model, { ...options, signal }));
   }
 
   generate(kind: 'generate' | 'chat', input: string | ChatMessage[], options: Plain<GenerateOptions>, onChunk: (c: GenerationChunk) => void, callId?: number): Promise<GenerationResult> {

@@ -15,7 +15,7 @@ import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
-import { checkPlanFits, embeddingStorage, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
+import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
 import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
@@ -58,6 +58,8 @@ export interface ModelLoadOptions {
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
   contextLength?: number;
+  /** Most tokens per prefill forward (LoadOptions.prefillChunk); default min(DEFAULT_PREFILL_CHUNK, context). */
+  prefillChunk?: number;
   /** GPU memory the model may take (LoadOptions.memoryBytes); default gpu.memoryHint. */
   memoryBytes?: number;
   onProgress?: (p: LoadProgress) => void;
@@ -77,7 +79,15 @@ export interface GpuModel {
 /** A device for models: `navigator.gpu` in browsers and workers, the `webgpu` package in Node (webmoe/node). */
 export type AcquireGpu = (options: GpuOptions | undefined, log: (m: string) => void) => Promise<Gpu>;
 
-export const acquireBrowserGpu: AcquireGpu = (o) => acquireGpu(o);
+export const acquireBrowserGpu: AcquireGpu = async (o) => {
+  const gpu = await acquireGpu(o);
+  // A CPU fallback adapter's buffers live in system memory, which the browser tells coarsely
+  // (navigator.deviceMemory: GiB, rounded down, at most 8 in Chrome): the plan is checked against it,
+  // as Node checks it against the system memory. WebGPU says nothing of a real GPU's memory.
+  const gib = (globalThis.navigator as { deviceMemory?: unknown } | undefined)?.deviceMemory;
+  if (gpu.adapter.isFallbackAdapter && typeof gib === 'number' && gib > 0) gpu.memoryHint = gib * 2 ** 30;
+  return gpu;
+};
 
 /** Parameter counts from the config: all weights, and those one token reads (K routed experts). */
 export function parameterCounts(cfg: ModelConfig): { total: number; active: number } {
@@ -104,6 +114,17 @@ function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): S
   const s = w ?? 'auto';
   if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8 or q4, got ${String(s)}`);
   return resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: gpu.adapter.isFallbackAdapter });
+}
+
+/**
+ * Tokens per prefill forward: `asked`, or DEFAULT_PREFILL_CHUNK, at most the context (a longer chunk
+ * would plan activations no prompt can use). The plan and the runner both take this value.
+ */
+export function prefillChunkOf(asked: number | undefined, contextLength: number): number {
+  if (asked !== undefined && (typeof asked !== 'number' || !Number.isInteger(asked) || asked < 1)) {
+    throw new ArgumentError(`prefillChunk must be a positive integer number of tokens (e.g. ${DEFAULT_PREFILL_CHUNK}), got ${String(asked)}`);
+  }
+  return Math.min(asked ?? DEFAULT_PREFILL_CHUNK, contextLength);
 }
 
 /** The device facts the memory plan depends on. */
@@ -139,8 +160,16 @@ export class GpuModelLoader {
 
   constructor(private acquire: AcquireGpu = acquireBrowserGpu, private gpuOptions?: GpuOptions) {}
 
-  /** Uploads `ckpt` (named `name` in the description) to the device and returns its runner. */
-  async load(ckpt: Checkpoint, name: string, options: ModelLoadOptions = {}): Promise<GpuModel> {
+  /**
+   * The memory plan of `ckpt` on this device under `options`, from the config and tensor headers only
+   * (no weight bytes read, nothing allocated); throws LimitExceededError naming the limit and the loads
+   * that would fit when it does not fit. load() runs the same check first.
+   */
+  async plan(ckpt: Checkpoint, options: ModelLoadOptions = {}): Promise<MemoryPlan> {
+    return (await this.checkedPlan(ckpt, options)).plan;
+  }
+
+  private async checkedPlan(ckpt: Checkpoint, options: ModelLoadOptions) {
     const log = options.log ?? (() => {});
     const cfg = ckpt.config;
     if (!this.gpu || this.gpu.lostError) this.gpu = await this.acquire(this.gpuOptions, log);
@@ -150,12 +179,21 @@ export class GpuModelLoader {
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
     // The plan from the config and tensor headers, checked before anything is allocated; a load that
     // cannot fit fails here naming the limit and the loads that would fit.
-    const planOpts = { weights: storage, contextLength, device: planDevice(gpu) };
+    const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
+    const planOpts = { weights: storage, contextLength, prefillTokens: prefillChunk, device: planDevice(gpu) };
     const plan = planMemory(cfg, ckpt.tensors.values(), planOpts);
     const memoryBytes = options.memoryBytes ?? gpu.memoryHint;
     if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
     const budget = { maxStorageBufferBindingSize: gpu.caps.maxStorageBufferBindingSize, maxBufferSize: gpu.caps.maxBufferSize, memoryBytes };
     checkPlanFits(plan, budget, () => whatFits(cfg, ckpt.tensors.values(), planOpts, budget));
+    return { gpu, storage, contextLength, prefillChunk, plan };
+  }
+
+  /** Uploads `ckpt` (named `name` in the description) to the device and returns its runner. */
+  async load(ckpt: Checkpoint, name: string, options: ModelLoadOptions = {}): Promise<GpuModel> {
+    const log = options.log ?? (() => {});
+    const cfg = ckpt.config;
+    const { gpu, storage, contextLength, prefillChunk, plan } = await this.checkedPlan(ckpt, options);
     // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
     let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
     if (stored) {
@@ -192,7 +230,7 @@ export class GpuModelLoader {
     });
     description.memoryPlan = plan;
     return {
-      runner: new GpuRunner(be, cfg, weights, contextLength),
+      runner: new GpuRunner(be, cfg, weights, contextLength, prefillChunk),
       description,
       plan,
       device: [a.vendor, a.architecture, a.description].filter(Boolean).join(' ') || 'WebGPU device',

@@ -104,6 +104,11 @@ export interface ForwardOptions {
   past: number;
   /** Only the last row's logits (generation) instead of every row's (scoring, the fixture). */
   lastOnly?: boolean;
+  /**
+   * Stop after the last layer and return the residual stream, not logits: a prefill chunk other than
+   * the last only fills the KV cache, so it needs neither the final norm nor lm_head.
+   */
+  cacheOnly?: boolean;
   /** Called with each layer's input to its FFN and its output (tests, the fixture's intermediates). */
   onActivation?: (name: string, x: unknown) => void;
 }
@@ -144,6 +149,7 @@ export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: Mode
     // Intermediates handed to onActivation must outlive the layer.
     if (!opts.onActivation) be.endLayer?.();
   }
+  if (opts.cacheOnly) return h;
   const last = opts.lastOnly ? be.lastRow(h) : h;
   const normed = be.rmsNorm(last, w.norm, eps);
   opts.onActivation?.('final_norm', normed);

@@ -1,6 +1,8 @@
 /**
  * The GPU model runner: one recorded command buffer per step (forward + sampling), one 4-byte readback
- * (the token id) per generated token.
+ * (the token id) per generated token. A prompt longer than `prefillChunk` tokens runs as several
+ * forwards of at most that many tokens, each submitted on its own: a forward's temporaries live until
+ * its submit, so the chunk, not the prompt, bounds them (the memory plan sizes them for the same chunk).
  */
 import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
 import type { ModelConfig } from './config';
@@ -10,6 +12,8 @@ import type { GpuBackend, GpuMoe, GpuTensor } from './gpu-backend';
 import type { GpuWeight } from '../kernels/weight';
 import { sampleToken } from '../kernels/sample';
 import { mhaCacheBytesPerToken } from './kvcache';
+import { ArgumentError } from '../errors';
+import { DEFAULT_PREFILL_CHUNK } from './memory-plan';
 
 export class GpuRunner implements ModelRunner {
   private tokenOut: GPUBuffer;
@@ -18,7 +22,12 @@ export class GpuRunner implements ModelRunner {
   /** The ids in `history` on the device (a new generation's history need not extend the last one's). */
   private historyIds: number[] = [];
 
-  constructor(readonly be: GpuBackend, readonly cfg: ModelConfig, readonly weights: ModelWeights<GpuWeight, GpuMoe>, readonly capacity: number) {
+  constructor(
+    readonly be: GpuBackend, readonly cfg: ModelConfig, readonly weights: ModelWeights<GpuWeight, GpuMoe>, readonly capacity: number,
+    /** Most tokens of one prefill forward (LoadOptions.prefillChunk). */
+    readonly prefillChunk = DEFAULT_PREFILL_CHUNK,
+  ) {
+    if (!Number.isInteger(prefillChunk) || prefillChunk < 1) throw new ArgumentError(`prefillChunk must be a positive integer number of tokens, got ${String(prefillChunk)}`);
     this.tokenOut = be.gpu.buffers.create('sample.token', 4);
     this.seenErrors = be.gpu.uncapturedTotal;
   }
@@ -38,11 +47,35 @@ export class GpuRunner implements ModelRunner {
     }
   }
 
-  private run(tokens: number[], lastOnly: boolean, label: string): GpuTensor {
+  private run(tokens: number[], lastOnly: boolean, label: string, cacheOnly = false): GpuTensor {
     const past = this.be.cache.length;
     this.be.cache.ensureCapacity(past + tokens.length);
     this.be.begin(label);
-    return forward(this.be, this.cfg, this.weights, tokens, { past, lastOnly });
+    return forward(this.be, this.cfg, this.weights, tokens, { past, lastOnly, cacheOnly });
+  }
+
+  /**
+   * Runs every chunk of `tokens` but the last through the model, each only filling the KV cache (no
+   * final norm, no lm_head) and submitted on its own so its temporaries return to the pool, and returns
+   * the last chunk, whose forward yields the logits. Chunks start at multiples of `prefillChunk`.
+   */
+  private prefillAllButLast(tokens: number[]): number[] {
+    const n = this.prefillChunk;
+    if (tokens.length <= n) return tokens;
+    const lastStart = Math.floor((tokens.length - 1) / n) * n;
+    const routing = this.be.captureRouting;
+    this.be.captureRouting = false; // only the last chunk's routing is asked for
+    try {
+      for (let a = 0; a < lastStart; a += n) {
+        const chunk = tokens.slice(a, a + n);
+        this.run(chunk, true, 'prefill chunk', true);
+        this.be.submit();
+        this.be.cache.commit(chunk.length);
+      }
+    } finally {
+      this.be.captureRouting = routing;
+    }
+    return tokens.slice(lastStart);
   }
 
   /** Uploads the repetition-penalty history incrementally: only the ids past the prefix already on the device. */
@@ -87,6 +120,7 @@ export class GpuRunner implements ModelRunner {
     const gpu = this.be.gpu;
     if (sampling.repetitionPenalty !== 1) this.syncHistory(history);
     this.be.captureRouting = wantRouting;
+    tokens = this.prefillAllButLast(tokens);
     const logits = this.run(tokens, true, 'decode');
     sampleToken(gpu, this.be.rec!, {
       logits: logits.buf, V: this.cfg.vocabSize, out: this.tokenOut, params: sampling, step,
@@ -113,8 +147,14 @@ export class GpuRunner implements ModelRunner {
     return this.guard(() => this.logitsOnce(tokens, all));
   }
 
+  /**
+   * Every row's logits (`all`) run as one forward: the [n, V] result is as big as the prompt anyway, and
+   * lastRouting then covers every row (callers that score long texts pass them in batches). The last
+   * row's logits run chunked like a step, and lastRouting covers the last chunk.
+   */
   private async logitsOnce(tokens: number[], all: boolean): Promise<Float32Array> {
     this.be.captureRouting = true;
+    if (!all) tokens = this.prefillAllButLast(tokens);
     const out = this.run(tokens, !all, 'logits');
     this.be.submit();
     this.be.cache.commit(tokens.length);

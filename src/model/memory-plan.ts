@@ -13,8 +13,11 @@
  *  - the KV cache: model/kvcache.ts, one f32 buffer per layer of [context, kv_lora + rope];
  *  - activations: every temporary of one forward stays acquired until the step's submit (gpu.temps,
  *    size classes of gpu/buffers.ts TempPool), so a prefill of T tokens holds all layers' temporaries at
- *    once; the pool keeps, per size class, the most any step used. The plan counts a prefill of
- *    `prefillTokens` and a decode step at the full context;
+ *    once; the pool keeps, per size class, the most any step used. Prompts run in chunks of
+ *    `prefillTokens` (model/gpu-runner.ts, LoadOptions.prefillChunk), one submit each; the plan counts
+ *    a full chunk at every chunk start of the context (attention temporaries grow with the positions
+ *    before the chunk) and a decode step at the full context. (A shorter last chunk, or decode before
+ *    the full context, can leave a few buffers in other size classes: the pool keeps each class's most.);
  *  - fixed runtime buffers: the sampler's scratch, the uniform ring, the expert-load counters, the RoPE
  *    table and the small placeholder buffers.
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
@@ -48,7 +51,10 @@ export interface PlanOptions {
   weights?: WeightStorage;
   /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
   contextLength?: number;
-  /** Tokens of the prefill forward the activations are sized for (default: min(512, context)). */
+  /**
+   * Tokens of one prefill forward, the chunk prompts run in (LoadOptions.prefillChunk; the activations
+   * are sized for it). Default: min(DEFAULT_PREFILL_CHUNK, context).
+   */
   prefillTokens?: number;
   device?: PlanDevice;
 }
@@ -71,6 +77,9 @@ export interface MemoryPlan {
   /** Everything above: the GPU memory the model takes at full context. */
   gpuBytes: number;
 }
+
+/** Tokens per prefill forward when LoadOptions.prefillChunk does not say (the GPU runner's default too). */
+export const DEFAULT_PREFILL_CHUNK = 512;
 
 const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
@@ -205,15 +214,7 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
     else { f(S, cfg.qLoraRank); f(S, cfg.qLoraRank); f(S, H * qk); }
     f(S, r + rope); // kv_a
     f(S, H * dv); // attention output
-    // mla.ts: absorbed attention for short steps or when the expanded K/V would pass 64 MiB, else naive.
-    const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
-    if (S <= 8 || naiveBytes > 64 << 20) {
-      t.push(S * H * (r + rope) * 4, S * H * r * 4);
-      splitScratch(t, dev, { S, heads: H, kvHeads: 1, dQk: r + rope, dV: r, T, sharedRows: true });
-    } else {
-      t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
-      splitScratch(t, dev, { S, heads: H, kvHeads: H, dQk: qk, dV: dv, T, sharedRows: false });
-    }
+    t.push(...attentionTemps(cfg, S, T, dev));
     f(S, D); // o_proj
     f(S, D); // post-attention norm
     if (cfg.nRoutedExperts > 0 && l >= cfg.firstKDenseReplace && l % cfg.moeLayerFreq === 0) {
@@ -238,6 +239,23 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
   f(rows, D); // final norm
   f(rows, cfg.vocabSize); // logits
   return { global, layers, tail: t };
+}
+
+/** The temporaries of one layer's attention core for S queries over T positions (the part that grows with T). */
+export function attentionTemps(cfg: ModelConfig, S: number, T: number, dev: AttentionDevice): number[] {
+  const H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
+  const qk = nope + rope;
+  const t: number[] = [];
+  // mla.ts: absorbed attention for short steps or when the expanded K/V would pass 64 MiB, else naive.
+  const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
+  if (S <= 8 || naiveBytes > 64 << 20) {
+    t.push(S * H * (r + rope) * 4, S * H * r * 4);
+    splitScratch(t, dev, { S, heads: H, kvHeads: 1, dQk: r + rope, dV: r, T, sharedRows: true });
+  } else {
+    t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
+    splitScratch(t, dev, { S, heads: H, kvHeads: H, dQk: qk, dV: dv, T, sharedRows: false });
+  }
+  return t;
 }
 
 /**
@@ -298,7 +316,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const experts = expertStorage(cfg, storage);
   const embedding = embeddingStorage(storage);
   const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
-  const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? 512, contextLength));
+  const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? DEFAULT_PREFILL_CHUNK, contextLength));
   const dev = opts.device ?? {};
   const limit = Math.min(dev.maxStorageBufferBindingSize ?? Infinity, dev.maxBufferSize ?? Infinity);
 
@@ -348,10 +366,21 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   bind('KV cache (one layer at full context)', kvLayer);
 
   const fallback = dev.isFallbackAdapter ?? false;
-  const prefill = forwardTemps(cfg, prefillTokens, 0, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize });
-  const decode = forwardTemps(cfg, 1, contextLength - 1, { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize });
-  const activations = tempPoolBytes([prefill, decode]);
-  const biggestTemp = Math.max(...flatTemps(prefill), ...flatTemps(decode));
+  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize };
+  const attentionDev: AttentionDevice = { adapter: { isFallbackAdapter: fallback }, caps: { maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize ?? 16384 } };
+  // A chunk's attention temporaries depend on the positions before it, so the pool after a long prompt
+  // holds the size classes of every chunk start: one forward per distinct set of attention classes.
+  const prefill: ForwardTemps[] = [];
+  const seen = new Set<string>();
+  for (let past = 0; past + prefillTokens <= contextLength; past += prefillTokens) {
+    const key = attentionTemps(cfg, prefillTokens, past + prefillTokens, attentionDev).map(tempSizeClass).join(',');
+    if (seen.has(key)) continue;
+    seen.add(key);
+    prefill.push(forwardTemps(cfg, prefillTokens, past, tempOpts));
+  }
+  const decode = forwardTemps(cfg, 1, contextLength - 1, tempOpts);
+  const activations = tempPoolBytes([...prefill, decode]);
+  const biggestTemp = Math.max(...prefill.flatMap(flatTemps), ...flatTemps(decode));
   bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));
 
   // Fixed buffers: sampler scratch (V ≥ 1024 floats, chunk info, the 96 KiB histogram of sample.ts), the
@@ -373,7 +402,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     prefillTokens,
     weights: { bytes: weightBytes, byFormat, byRole },
     kvCache: { bytesPerToken: row * 4 * cfg.numLayers, bytes: kvBytes },
-    activations: { bytes: activations, prefillBytes: tempPoolBytes([prefill]), decodeBytes: tempPoolBytes([decode]) },
+    activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     largestBinding: largest,
     gpuBytes: weightBytes + kvBytes + activations + runtime,

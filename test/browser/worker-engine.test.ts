@@ -16,9 +16,14 @@ describe('createWorkerEngine in Chromium', () => {
     const engine: Engine & { terminate(): void } = createWorkerEngine(); // the same Engine interface as createEngine's
     // A ModelSource object cannot cross to the worker: a typed error, not a clone failure.
     await expect(engine.load(memoryModel({ 'config.json': '{}' }))).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    // The plan crosses too (headers only, nothing loaded), and is the one the load is checked against.
+    const plan = await engine.plan!(await fixtureFiles(), { weights: 'f32' });
+    expect(plan.gpuBytes).toBe(plan.weights.bytes + plan.kvCache.bytes + plan.activations.bytes + plan.runtime.bytes);
+    await expect(engine.plan!(await fixtureFiles(), { prefillChunk: 0 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', name: 'ArgumentError' });
     const progress: string[] = [];
     const info = await engine.load(await fixtureFiles(), { weights: 'f32', onProgress: (p) => progress.push(p.phase) });
     expect(info.layers).toBe(3);
+    expect(info.memoryPlan).toEqual(plan);
     expect(progress).toContain('weights');
 
     const chunks: number[] = [];

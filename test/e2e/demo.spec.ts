@@ -5,6 +5,9 @@ import { once } from 'node:events';
 import { localModel } from '../../src/loader/node-source';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { checkpointToGguf } from '../../src/model/gguf-convert';
+import { planMemory } from '../../src/model/memory-plan';
+import { parseRange, syntheticRepo } from '../../src/bench/synthetic-server';
+import { readFileSync } from 'node:fs';
 
 const BUNDLED = 'public/models/webmoe-tiny/config.json';
 
@@ -44,6 +47,19 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   await expect(page.locator('#error-banner'), await page.locator('#error-banner').innerText()).toBeHidden();
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
   await expect(page.locator('#model-info')).toContainText('Parameters');
+
+  // The memory plan shown before the weights downloaded: the numbers planMemory gives for this
+  // checkpoint on a CPU fallback adapter ('auto' is f32 there; context 256, the config's maximum).
+  const ckpt = await openCheckpoint(localModel('public/models/webmoe-tiny'));
+  const plan = planMemory(ckpt.config, ckpt.tensors.values(), { weights: 'f32', contextLength: 256, device: { isFallbackAdapter: true } });
+  await ckpt.close();
+  await expect(page.locator('#memory-plan')).toHaveAttribute('data-state', 'fits');
+  expect(await numberOf(page, '#memory-plan-weights-f32')).toBe(plan.weights.byFormat.f32);
+  expect(await numberOf(page, '#memory-plan-kv')).toBe(plan.kvCache.bytes);
+  expect(await numberOf(page, '#memory-plan-activations')).toBe(plan.activations.bytes);
+  expect(await numberOf(page, '#memory-plan-binding')).toBe(plan.largestBinding.bytes);
+  // The runtime buffers depend on the device's offset alignment: the total within 1%.
+  expect(Math.abs(await numberOf(page, '#memory-plan-gpu') - plan.gpuBytes) / plan.gpuBytes).toBeLessThan(0.01);
 
   // Greedy raw completion of at least 16 tokens, not cut short by an end-of-sequence token.
   await page.click('#mode button[data-mode="raw"]');
@@ -207,4 +223,55 @@ test('a .gguf picked with "Open .gguf…" loads in the worker (tokenizer from it
   expect(await page.locator('#output').getAttribute('data-state'), await page.locator('#error-banner').innerText()).toBe('done');
   expect((await page.locator('#output').innerText()).trim().length).toBeGreaterThan(0);
   expect(errors).toEqual([]);
+});
+
+test('a model that cannot fit says why from config.json and the headers, before its weights download', async ({ page }) => {
+  // DeepSeek-V3 (671B) as a real repo would serve it (163 shards of ~5 GB, generated on the fly): the
+  // page's requests are answered here, with range support, counting the bytes each file sends.
+  const repo = syntheticRepo(JSON.parse(readFileSync('test/data/configs/DeepSeek-V3/config.json', 'utf8')));
+  const sent = new Map<string, number>();
+  const whole: string[] = [];
+  await page.context().route((url) => url.pathname.startsWith('/huge-v3/'), async (route) => {
+    const req = route.request();
+    const name = decodeURIComponent(new URL(req.url()).pathname.split('/').pop() ?? '');
+    const f = repo.files.get(name);
+    if (!f) return route.fulfill({ status: 404, contentType: 'text/plain', body: `${name}: not found` });
+    const r = parseRange(req.headers()['range'], f.size);
+    if (r === 'bad') return route.fulfill({ status: 416, headers: { 'Content-Range': `bytes */${f.size}` } });
+    if (!r && f.size > 16 << 20 && req.method() !== 'HEAD') { whole.push(name); return route.fulfill({ status: 500, body: 'a whole shard was asked for' }); }
+    const [a, b] = r ?? [0, f.size - 1];
+    const body = req.method() === 'HEAD' ? Buffer.alloc(0) : Buffer.from(f.read(a, b - a + 1));
+    sent.set(name, (sent.get(name) ?? 0) + body.length);
+    await route.fulfill({
+      status: r ? 206 : 200, body,
+      headers: { 'Content-Type': name.endsWith('.json') ? 'application/json' : 'application/octet-stream', 'Content-Length': String(b - a + 1), 'Accept-Ranges': 'bytes', ...(r ? { 'Content-Range': `bytes ${a}-${b}/${f.size}` } : {}) },
+    });
+  });
+  await page.goto('/?model=/huge-v3/');
+  await expect(page.locator('#memory-plan[data-state="too-big"], #memory-plan[data-state="fits"]')).toBeVisible({ timeout: 120_000 });
+  await expect(page.locator('#memory-plan')).toHaveAttribute('data-state', 'too-big');
+  await expect(page.locator('#memory-plan')).toHaveAttribute('data-code', 'GPU_LIMIT_EXCEEDED');
+  await expect(page.locator('#memory-plan-model')).toHaveText('huge-v3');
+  const why = page.locator('#memory-plan-error');
+  await expect(why).toBeVisible();
+  await expect(why).toContainText('weights were not downloaded');
+  await expect(why).toContainText(/GPU memory = \d+, but the device grants \d+/);
+  await expect(why).toContainText(/What fits: --weights|No weight storage or context length makes it fit this device/);
+  expect(await numberOf(page, '#memory-plan-gpu')).toBeGreaterThan(100e9);
+  await expect(page.locator('#error-banner')).toBeVisible();
+  await expect(page.locator('#error-code')).toHaveText('GPU_LIMIT_EXCEEDED');
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'error');
+  mkdirSync('test-results', { recursive: true });
+  await page.screenshot({ path: 'test-results/demo-too-big.png' });
+  // Only config.json, the index and each shard's header were read: the URL loader's first range
+  // request (1 MiB probe) and the rest of a longer header, and no load started after the plan.
+  expect(whole).toEqual([]);
+  for (const name of repo.shards) {
+    const f = repo.files.get(name)!;
+    const headerEnd = 8 + new DataView(f.read(0, 8).buffer).getUint32(0, true);
+    expect(sent.get(name) ?? 0, name).toBeLessThanOrEqual(Math.max(1 << 20, headerEnd) + headerEnd);
+  }
+  const total = [...sent.values()].reduce((a, b) => a + b, 0);
+  console.info(`DeepSeek-V3 in the demo: ${total} bytes read of ${repo.tensorBytes} tensor bytes before the plan said no`);
+  expect(total).toBeLessThan(repo.tensorBytes / 1000);
 });

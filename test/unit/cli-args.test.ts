@@ -118,6 +118,8 @@ describe('webmoe CLI arguments', () => {
     ['generate', ['--seed', '4294967296'], "--seed must be an integer in [0, 4294967295], got '4294967296'"],
     ['generate', ['--weights', 'fp16'], "--weights must be auto, f32, f16, bf16, q8 or q4, got 'fp16'"],
     ['generate', ['--context', '1'], "--context must be an integer ≥ 2, got '1'"],
+    ['generate', ['--prefill-chunk', '0'], "--prefill-chunk must be an integer ≥ 1, got '0'"],
+    ['info', ['--prefill-chunk', '2.5'], "--prefill-chunk must be an integer ≥ 1, got '2.5'"],
     ['generate', ['--chat=yes'], "--chat is a switch and takes no value (got '--chat=yes')"],
     ['logits', ['--mode', 'sideways'], "--mode must be prefill, decode or hybrid, got 'sideways'"],
     ['info', ['--weights', 'q3'], "--weights must be auto, f32, f16, bf16, q8 or q4, got 'q3'"],

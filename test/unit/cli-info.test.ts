@@ -54,4 +54,16 @@ describe('webmoe info: the plan from config and headers only', () => {
     expect(r.plan).toMatchObject({ contextLength: 128, prefillTokens: 128, storage: { weights: 'q8' } });
     expect(r.plan.kvCache.bytes).toBe(3 * 40 * 4 * 128);
   });
+
+  it('--prefill-chunk: the activations are planned for that chunk (as generate and serve load with it)', async () => {
+    const dir = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url).pathname;
+    const plans = [];
+    for (const chunk of ['16', '128']) {
+      const c = io();
+      expect(await main(['info', '--model', dir, '--weights', 'f32', '--context', '128', '--prefill-chunk', chunk], c.io), c.err.join('')).toBe(0);
+      plans.push(JSON.parse(c.out.join('')).plan);
+    }
+    expect(plans.map((p) => p.prefillTokens)).toEqual([16, 128]);
+    expect(plans[0].activations.prefillBytes).toBeLessThan(plans[1].activations.prefillBytes);
+  });
 });

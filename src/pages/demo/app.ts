@@ -115,7 +115,11 @@ export class DemoApp {
       return;
     }
     if (c.kind === 'remote') await this.load(c.model, `${c.model || 'the model'} at ${c.baseURL}`);
-    else if (this.o.initialModel) await this.load(new URL(this.o.initialModel, location.href).href, 'bundled model');
+    else if (this.o.initialModel) {
+      // The bundled model unless the page was given another (?model=<url>): then the URL's last part.
+      const url = new URL(this.o.initialModel, location.href).href;
+      await this.load(url, /\/models\/webmoe-tiny\/?$/.test(url) ? 'bundled model' : shortName(url));
+    }
     else {
       this.setState('idle', 'No model loaded');
       this.el('#empty-model').textContent = 'Load a model by URL, open a folder or a .gguf file, or drop one on the page.';
@@ -251,6 +255,18 @@ export class DemoApp {
     };
     const t0 = performance.now();
     try {
+      // The plan first (config.json and headers only): a model that cannot fit this device says why
+      // here, before its weights download. A remote engine's memory is the server's (no plan).
+      if (this.engine.plan && this.choice.kind !== 'remote') {
+        text.textContent = 'Planning GPU memory from config.json and the tensor headers';
+        this.memory.planning(label);
+        try {
+          this.memory.showPlan(await this.engine.plan(ref, { sparsity: SPARSE[sparse].options }), label);
+        } catch (e) {
+          if ((e as { code?: string }).code === 'GPU_LIMIT_EXCEEDED') this.memory.showPlanError(e as Error, label);
+          throw e;
+        }
+      }
       const info = await this.engine.load(ref, {
         sparsity: SPARSE[sparse].options,
         onProgress: (p) => {

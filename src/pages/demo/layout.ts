@@ -141,6 +141,13 @@ export const LAYOUT = `
     </section>
     <section class="panel" id="memory-panel">
       <h2>Memory</h2>
+      <div id="memory-plan" data-state="none">
+        <h3>Plan <span class="sub" id="memory-plan-model">before the weights download</span></h3>
+        <table class="kv" id="memory-plan-table"><tr><th>No model planned yet</th><td>—</td></tr></table>
+        <p class="hint" id="memory-plan-note">From config.json and the tensor headers alone: a model that cannot fit this device stops here, before its weights download.</p>
+        <p class="plan-error" id="memory-plan-error" role="alert" hidden></p>
+      </div>
+      <h3>Loaded</h3>
       <div class="kvcompare">
         <div class="kvrow"><span>MLA (latent)</span><div class="bar"><i id="bar-mla" class="mla"></i></div><b id="memory-kv-token">—</b></div>
         <div class="kvrow"><span>MHA (standard)</span><div class="bar"><i id="bar-mha" class="mha"></i></div><b id="memory-mha-token">—</b></div>
