@@ -23,7 +23,7 @@
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
 import { LimitExceededError } from '../errors';
-import { attentionScratchBytes, autoSplits, rowsConfig, rowsSplits, type AttentionDevice } from '../kernels/attention';
+import { attentionScratchBytes, autoSplits, rowsConfig, rowsSplits, type AttentionDevice } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import type { ModelConfig } from './config';
 import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
