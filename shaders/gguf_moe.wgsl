@@ -20,6 +20,7 @@ enable subgroups;
 // @variant subgroups off
 // @end subgroups
 // @include gguf_blocks
+// @include moe_decode
 
 struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared: u32, row_bytes: u32, units: u32, up_base: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -34,26 +35,10 @@ struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared:
 
 override WG: u32 = 64u;   // power of two
 const ROWS: u32 = 4u;
-var<workgroup> partial: array<vec4<f32>, 2u * WG>;
-
-// Tree-reduces partial[0..WG) (and partial[WG..2WG) when two) into partial[0] (and partial[WG]).
-fn reduce_partials(lid: u32, two: bool) {
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] += partial[lid + s];
-      if (two) { partial[WG + lid] += partial[WG + lid + s]; }
-    }
-    workgroupBarrier();
-  }
-}
-
 // Mask for the weights k..k+3 of a row of length n (only F32/F16/BF16 rows end mid-unit).
 fn live(k: u32, n: u32) -> vec4<bool> { return vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n); }
 fn x4(i: u32, k: u32) -> vec4<f32> { return select(vec4<f32>(0.0), vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]), live(k, P.D)); }
 fn h4(i: u32, k: u32) -> vec4<f32> { return select(vec4<f32>(0.0), vec4<f32>(hv[i], hv[i + 1u], hv[i + 2u], hv[i + 3u]), live(k, P.I)); }
-
-struct GateUp { g: vec4<f32>, u: vec4<f32> }
 
 // Rows i0..i0+3 of expert ids[tj]'s gate and up projections of x[tj / K], over units lid, lid + step, …
 // (the 4 rows decoded side by side, each x vec4 loaded once for all 8 row-units).
@@ -121,53 +106,3 @@ fn store_out(t: u32, d0: u32, v: vec4<f32>) {
     }
   }
 }
-
-@compute @workgroup_size(WG)
-fn decode_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T * P.K) { return; }
-  let tj = g / P.groups;
-  let i0 = (g % P.groups) * ROWS;
-  let r = gate_up_partial(tj, i0, lid, WG);
-  partial[lid] = r.g;
-  partial[WG + lid] = r.u;
-  reduce_partials(lid, true);
-  if (lid == 0u) { store_h(tj, i0, partial[0], partial[WG]); }
-}
-
-@compute @workgroup_size(WG)
-fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T) { return; }
-  let t = g / P.groups;
-  let d0 = (g % P.groups) * ROWS;
-  partial[lid] = down_partial(t, d0, lid, WG);
-  reduce_partials(lid, false);
-  if (lid == 0u) { store_out(t, d0, partial[0]); }
-}
-
-// One subgroup per workgroup (WG = the minimum subgroup size): subgroupAdd, no barriers.
-// @variant subgroups on
-@compute @workgroup_size(WG)
-fn decode_gate_up_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T * P.K) { return; }
-  let tj = g / P.groups;
-  let i0 = (g % P.groups) * ROWS;
-  let r = gate_up_partial(tj, i0, lid, WG);
-  let gs = subgroupAdd(r.g);
-  let us = subgroupAdd(r.u);
-  if (lid == 0u) { store_h(tj, i0, gs, us); }
-}
-
-@compute @workgroup_size(WG)
-fn decode_down_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T) { return; }
-  let t = g / P.groups;
-  let d0 = (g % P.groups) * ROWS;
-  let s = subgroupAdd(down_partial(t, d0, lid, WG));
-  if (lid == 0u) { store_out(t, d0, s); }
-}
-// @variant subgroups off
-// @end subgroups

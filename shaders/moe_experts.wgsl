@@ -30,6 +30,7 @@ enable subgroups;
 // @end subgroups
 // @include register_tile
 // @include quant_decode
+// @include moe_decode
 
 struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared: u32, _p: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
@@ -101,27 +102,11 @@ fn dn(i: u32) -> vec4<f32> {
 // ---------------------------------------------------------------------------------------------- decode
 // A workgroup owns ROWS = 4 output rows (the components of its vec4 accumulators: constant indices
 // only, no private arrays) of one (token, slot) pair (gate_up) or one token (down); its invocations
-// stride along the reduction axis. `decode_*` reduce the invocations' partials in workgroup memory (any
-// device); `decode_*_subgroup` (devices with subgroups; @variant subgroups drops them elsewhere) run
-// one subgroup per workgroup (WG = the device's minimum subgroup size) and reduce with subgroupAdd: no
-// barriers, no workgroup memory. Rows past I / D re-read the last row (in bounds) and are not stored.
+// stride along the reduction axis. The entry points and the reduction are lib/moe_decode.wgsl's (shared
+// with gguf_moe.wgsl); this file gives their row math. Rows past I / D re-read the last row (in bounds)
+// and are not stored.
 override WG: u32 = 128u;   // power of two
 const ROWS: u32 = 4u;
-var<workgroup> partial: array<vec4<f32>, 2u * WG>;
-
-// Tree-reduces partial[0..WG) (and partial[WG..2WG) when two) into partial[0] (and partial[WG]).
-fn reduce_partials(lid: u32, two: bool) {
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    if (lid < s) {
-      partial[lid] += partial[lid + s];
-      if (two) { partial[WG + lid] += partial[WG + lid + s]; }
-    }
-    workgroupBarrier();
-  }
-}
-
-struct GateUp { g: vec4<f32>, u: vec4<f32> }
 
 // Rows i0..i0+3 of expert ids[tj]'s gate and up projections of x[tj / K], over k = k0, k0 + step, ...
 fn gate_up_partial(tj: u32, i0: u32, k0: u32, step: u32) -> GateUp {
@@ -189,54 +174,6 @@ fn store_out(t: u32, d0: u32, v: vec4<f32>) {
   if (d0 + 3u < P.D) { out[ob + 3u] = s.w; }
 }
 
-@compute @workgroup_size(WG)
-fn decode_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T * P.K) { return; }
-  let tj = g / P.groups;
-  let i0 = (g % P.groups) * ROWS;
-  let r = gate_up_partial(tj, i0, lid, WG);
-  partial[lid] = r.g;
-  partial[WG + lid] = r.u;
-  reduce_partials(lid, true);
-  if (lid == 0u) { store_h(tj, i0, partial[0], partial[WG]); }
-}
-
-@compute @workgroup_size(WG)
-fn decode_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T) { return; }
-  let t = g / P.groups;
-  let d0 = (g % P.groups) * ROWS;
-  partial[lid] = down_partial(t, d0, lid, WG);
-  reduce_partials(lid, false);
-  if (lid == 0u) { store_out(t, d0, partial[0]); }
-}
-
-// @variant subgroups on
-@compute @workgroup_size(WG)
-fn decode_gate_up_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T * P.K) { return; }
-  let tj = g / P.groups;
-  let i0 = (g % P.groups) * ROWS;
-  let r = gate_up_partial(tj, i0, lid, WG);
-  let gs = subgroupAdd(r.g);
-  let us = subgroupAdd(r.u);
-  if (lid == 0u) { store_h(tj, i0, gs, us); }
-}
-
-@compute @workgroup_size(WG)
-fn decode_down_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let g = wid.x + wid.y * nwg.x;
-  if (g >= P.groups * P.T) { return; }
-  let t = g / P.groups;
-  let d0 = (g % P.groups) * ROWS;
-  let v = subgroupAdd(down_partial(t, d0, lid, WG));
-  if (lid == 0u) { store_out(t, d0, v); }
-}
-// @variant subgroups off
-// @end subgroups
 
 // --------------------------------------------------------------------------------------------- grouped
 const TM: u32 = 4u;

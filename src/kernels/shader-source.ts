@@ -1,5 +1,6 @@
 import ggufBlocksWgsl from '../../shaders/lib/gguf_blocks.wgsl?raw';
 import loadWidthWgsl from '../../shaders/lib/load_width.wgsl?raw';
+import moeDecodeWgsl from '../../shaders/lib/moe_decode.wgsl?raw';
 import quantDecodeWgsl from '../../shaders/lib/quant_decode.wgsl?raw';
 import registerTileWgsl from '../../shaders/lib/register_tile.wgsl?raw';
 import tileStoreWgsl from '../../shaders/lib/tile_store.wgsl?raw';
@@ -22,6 +23,7 @@ import { ArgumentError } from '../errors';
 const LIBRARY: Record<string, string> = {
   gguf_blocks: ggufBlocksWgsl,
   load_width: loadWidthWgsl,
+  moe_decode: moeDecodeWgsl,
   quant_decode: quantDecodeWgsl,
   register_tile: registerTileWgsl,
   tile_store: tileStoreWgsl,
