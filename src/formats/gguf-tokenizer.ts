@@ -149,26 +149,34 @@ export function tokenizerFilesFromGguf(h: Meta): { tokenizerJson: Record<string,
       ignore_merges: pre.ignoreMerges ?? false, vocab, merges: merges.map((m) => { const i = m.indexOf(' ', 1); return [m.slice(0, i), m.slice(i + 1)]; }),
     },
   };
-  const tokenizerConfig: Record<string, unknown> = {
-    tokenizer_class: 'PreTrainedTokenizerFast',
-    bos_token: tokenAt('tokenizer.ggml.bos_token_id'),
-    eos_token: tokenAt('tokenizer.ggml.eos_token_id'),
-    unk_token: tokenAt('tokenizer.ggml.unknown_token_id'),
-    pad_token: tokenAt('tokenizer.ggml.padding_token_id'),
-    // llama.cpp's defaults when the keys are absent: BPE adds no BOS unless the pre-tokenizer's family does.
-    add_bos_token: flag('tokenizer.ggml.add_bos_token', pre.addBos ?? false),
-    add_eos_token: flag('tokenizer.ggml.add_eos_token', false),
-    clean_up_tokenization_spaces: false,
-  };
-  const template = get(h, 'tokenizer.chat_template', 'STRING');
-  if (template !== undefined) tokenizerConfig.chat_template = template;
-  return { tokenizerJson, tokenizerConfig };
+  // llama.cpp's default when add_bos_token is absent: BPE adds no BOS unless the pre-tokenizer's family does.
+  return { tokenizerJson, tokenizerConfig: tokenizerConfigOf(h, tokenAt, flag, pre.addBos ?? false) };
 }
 
 /** Σ length² over a SentencePiece vocabulary (Llama's 32k pieces: ~2e6; a 256k vocabulary of 10-character pieces: 2.6e7). */
 const SPM_SPLIT_BUDGET = 5e8;
 
 type Files = { tokenizerJson: Record<string, unknown>; tokenizerConfig: Record<string, unknown> };
+
+/**
+ * tokenizer_config.json from the metadata: the special tokens, the BOS/EOS flags (`addBos`: llama.cpp's
+ * default for this tokenizer when the key is absent) and the chat template.
+ */
+function tokenizerConfigOf(h: Meta, tokenAt: (key: string) => string | null, flag: (key: string, dflt: boolean) => boolean, addBos: boolean): Record<string, unknown> {
+  const config: Record<string, unknown> = {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: tokenAt('tokenizer.ggml.bos_token_id'),
+    eos_token: tokenAt('tokenizer.ggml.eos_token_id'),
+    unk_token: tokenAt('tokenizer.ggml.unknown_token_id'),
+    pad_token: tokenAt('tokenizer.ggml.padding_token_id'),
+    add_bos_token: flag('tokenizer.ggml.add_bos_token', addBos),
+    add_eos_token: flag('tokenizer.ggml.add_eos_token', false),
+    clean_up_tokenization_spaces: false,
+  };
+  const template = get(h, 'tokenizer.chat_template', 'STRING');
+  if (template !== undefined) config.chat_template = template;
+  return config;
+}
 
 /**
  * `tokenizer.ggml.model = llama`: llama.cpp's SentencePiece tokenizer (llm_tokenizer_spm) as an HF BPE.
@@ -221,19 +229,7 @@ function sentencePieceFiles(
       fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges: merges.map((m) => [m.a, m.b]),
     },
   };
-  const tokenizerConfig: Record<string, unknown> = {
-    tokenizer_class: 'PreTrainedTokenizerFast',
-    bos_token: tokenAt('tokenizer.ggml.bos_token_id'),
-    eos_token: tokenAt('tokenizer.ggml.eos_token_id'),
-    unk_token: tokenAt('tokenizer.ggml.unknown_token_id'),
-    pad_token: tokenAt('tokenizer.ggml.padding_token_id'),
-    add_bos_token: flag('tokenizer.ggml.add_bos_token', true), // llama.cpp's SentencePiece default
-    add_eos_token: flag('tokenizer.ggml.add_eos_token', false),
-    clean_up_tokenization_spaces: false,
-  };
-  const template = get(h, 'tokenizer.chat_template', 'STRING');
-  if (template !== undefined) tokenizerConfig.chat_template = template;
-  return { tokenizerJson, tokenizerConfig };
+  return { tokenizerJson, tokenizerConfig: tokenizerConfigOf(h, tokenAt, flag, true) }; // SentencePiece adds BOS by default (llama.cpp)
 }
 
 // --------------------------------------------------------------------------------------- inverse
