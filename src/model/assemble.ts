@@ -20,7 +20,7 @@ import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
 
-export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
 
 export interface SparsityOptions {
   format: '2:4' | 'vnm';
@@ -102,7 +102,8 @@ export function parameterCounts(cfg: ModelConfig): { total: number; active: numb
  */
 function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): StorageFormat {
   const s = w ?? 'auto';
-  if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8 or q4, got ${String(s)}`);
+  if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4', 'gguf'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8, q4 or gguf, got ${String(s)}`);
+  if (s === 'gguf' && ![...ckpt.tensors.values()].some((t) => t.gguf)) throw new ArgumentError(`weights 'gguf' keeps a GGUF file's quantised blocks on the GPU; this checkpoint has none (a safetensors folder or an F32/F16 GGUF): use auto, f32, f16, bf16, q8 or q4`);
   return resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: gpu.adapter.isFallbackAdapter });
 }
 
@@ -176,7 +177,7 @@ export class GpuModelLoader {
     const be = new GpuBackend(gpu, cfg, policy, contextLength);
     let weights;
     try {
-      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option, ggufBlocks: storage === 'gguf' });
       gpu.assertAlive(); // uploads to a device lost meanwhile went nowhere
     } catch (e) {
       be.destroy();
