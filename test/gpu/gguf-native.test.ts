@@ -16,6 +16,7 @@ import type { WebMoeEngine } from '../../src/engine/engine';
 import { localModel } from '../../src/loader/node-source';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { checkpointToGguf, type GgufQuant } from '../../src/model/gguf-convert';
+import type { MemoryPlan } from '../../src/model/memory-plan';
 import { compare } from '../helpers/gpu';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -26,7 +27,7 @@ const QUANTS: GgufQuant[] = ['q8_0', 'q4_k_m'];
 
 let dir: string;
 let engine: WebMoeEngine;
-const files = new Map<GgufQuant, { path: string; fileBytes: number; types: Record<string, number> }>();
+const files = new Map<GgufQuant, { path: string; fileBytes: number; types: Record<string, number>; blockBytes: number; blockTensors: number }>();
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'webmoe-gguf-native-'));
@@ -35,14 +36,19 @@ beforeAll(async () => {
     const r = await checkpointToGguf(ck, q);
     const path = join(dir, `webmoe-tiny-${q}.gguf`);
     writeFileSync(path, r.file);
-    files.set(q, { path, fileBytes: r.file.length, types: r.types });
+    // The quantised matrices' block bytes, as the opened GGUF reports them (experts one slice each).
+    const g = await openCheckpoint(localModel(path));
+    // The embedding table is gathered by token id by a kernel that reads packed formats only: it goes up as f32.
+    const blocks = [...g.tensors.values()].filter((t) => t.gguf && t.name !== 'model.embed_tokens.weight');
+    await g.close();
+    files.set(q, { path, fileBytes: r.file.length, types: r.types, blockBytes: blocks.reduce((a, t) => a + t.gguf!.bytes, 0), blockTensors: blocks.length });
   }
   await ck.close();
   engine = createNodeEngine();
 });
 afterAll(async () => { await engine?.unload(); });
 
-interface Run { prefill: Float32Array; decode: Float32Array[]; prefillThenDecode: Float32Array[]; weightBytes: number; weightStorage: string; expertStorage?: string }
+interface Run { prefill: Float32Array; decode: Float32Array[]; prefillThenDecode: Float32Array[]; weightBytes: number; weightStorage: string; expertStorage?: string; plan: MemoryPlan }
 
 /** Logits of the three paths under one storage. */
 async function run(path: string, weights: 'gguf' | 'f32'): Promise<Run> {
@@ -55,7 +61,7 @@ async function run(path: string, weights: 'gguf' | 'f32'): Promise<Run> {
   r.truncate(0);
   const decode: Float32Array[] = [];
   for (const t of TOKENS.slice(0, 6)) decode.push(await r.logits([t], false));
-  return { prefill, decode, prefillThenDecode, weightBytes: r.memory().weightBytes, weightStorage: engine.info!.weightStorage, expertStorage: engine.info!.expertStorage };
+  return { prefill, decode, prefillThenDecode, weightBytes: r.memory().weightBytes, weightStorage: engine.info!.weightStorage, expertStorage: engine.info!.expertStorage, plan: engine.info!.memoryPlan! };
 }
 
 const maxAbs = (a: Float32Array) => a.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
@@ -88,11 +94,17 @@ describe.each(QUANTS)('%s GGUF with weights: gguf', (q) => {
   it('decode from an empty cache, token by token', () => native.decode.forEach((l, i) => check(`decode ${i}`, l, host.decode[i])));
   it(`prefill then ${DECODE} decode steps`, () => native.prefillThenDecode.forEach((l, i) => check(`prefill+decode ${i}`, l, host.prefillThenDecode[i])));
 
-  it("GPU weight bytes ≈ the file's tensor bytes, well under the f32 load's", () => {
+  it("GPU bytes for the blocks = the file's block bytes (+ ≤ 20 B of padding per buffer), as the memory plan says", () => {
     const f = files.get(q)!;
-    console.log(`${q}: file ${f.fileBytes} B (${JSON.stringify(f.types)}), GPU weights gguf ${native.weightBytes} B, f32 ${host.weightBytes} B`);
-    // The file also holds the metadata (tokenizer); the GPU adds the f32 embedding (F32-expanded from its
-    // blocks: the gather kernel reads packed formats only) and 16 spare bytes per block buffer.
+    const gguf = native.plan.weights.byFormat.gguf;
+    console.log(`${q}: file ${f.fileBytes} B (${JSON.stringify(f.types)}), block bytes ${f.blockBytes} in ${f.blockTensors} tensors; GPU weights with gguf ${native.weightBytes} B (blocks ${gguf}, f32 rest ${native.weightBytes - gguf}), with f32 ${host.weightBytes} B`);
+    // The plan counts what the uploads allocate, exactly.
+    expect(native.weightBytes).toBe(native.plan.weights.bytes);
+    expect(host.weightBytes).toBe(host.plan.weights.bytes);
+    // Every block tensor is on the GPU as its bytes; buffers (one per matrix, two per MoE layer) pad by 4..20 bytes.
+    expect(gguf).toBeGreaterThanOrEqual(f.blockBytes);
+    expect(gguf).toBeLessThanOrEqual(f.blockBytes + 20 * f.blockTensors);
+    // Only the f32 rest (embedding gathered by token id, router, kv_b, norms) is expanded: not 4× the file.
     expect(native.weightBytes).toBeLessThan(1.6 * f.fileBytes);
     expect(native.weightBytes).toBeLessThan(0.5 * host.weightBytes);
   });
