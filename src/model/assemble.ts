@@ -44,7 +44,7 @@ export interface ModelDescription {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
+  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'gguf' (a GGUF's stacked blocks), 'sparse f32|q8|q4', or 'none'. */
   expertStorage?: string;
   sparsity: string;
   contextLength: number;

@@ -107,7 +107,8 @@ async function measureBundled(ctx: BenchContext, promptTokens: number, decodeTok
       ctx.progress(`e2e: loading ${r.name}`);
       await engine.load(r.source(), { weights: r.weights, contextLength: Math.min(cfg.maxPositionEmbeddings, 256) });
       if (engine.info!.weightStorage !== r.weights) ctx.error(`e2e: ${r.name} loaded as ${engine.info!.weightStorage}`);
-      const warm = engine.generate(prompt.slice(0, 8), { temperature: 0, maxTokens: 2, stopAtEos: false });
+      // Warm-up with the same prompt: compiles the prefill's pipelines too (their shapes depend on its length).
+      const warm = engine.generate(prompt, { temperature: 0, maxTokens: 2, stopAtEos: false });
       for await (const _ of warm) void _;
       ctx.progress(`e2e: ${r.name}: prefill, ${decodeTokens} decode steps`);
       const it = engine.generate(prompt, { temperature: 0, maxTokens: decodeTokens, stopAtEos: false });
