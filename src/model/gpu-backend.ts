@@ -72,7 +72,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   private weights: GpuWeight[] = [];
   private moes: GpuMoe[] = [];
   weightBytes = 0;
-  /** With 'gguf' storage: whether the routed experts arrived as GGUF blocks (null before the first MoE layer). */
+  /** With 'gguf' storage: whether every MoE layer's routed experts so far stayed GGUF blocks (null before the first). */
   private ggufExperts: boolean | null = null;
   /** Per MoE layer, the expert ids [rows, K] of the current forward (read after submit). */
   readonly routingIds = new Map<number, { buf: GPUBuffer; rows: number }>();
@@ -168,7 +168,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     else if (p.ggufExperts && routed === p.experts) {
       const ge = p.ggufExperts;
       experts = { sparse: false, gguf: true, w: uploadGgufExperts(g, label, stackBlocks(ge.gate), stackBlocks(ge.up), stackBlocks(ge.down), ge.gate.length, I, D) };
-      this.ggufExperts = true;
+      if (this.ggufExperts === null) this.ggufExperts = true;
     } else {
       if (this.policy.storage('experts') === 'gguf') this.ggufExperts = false;
       experts = { sparse: false, w: uploadExpertGroups(g, label, routed, D, I, this.expertFormat === 'gguf' ? 'f32' : this.expertFormat as 'f32', { maxBindingBytes: this.policy.maxExpertBindingBytes }) };

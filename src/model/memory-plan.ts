@@ -175,23 +175,24 @@ export function expertStorage(cfg: ModelConfig, s: StorageFormat): StorageFormat
 export const ggufBufferBytes = (bytes: number) => Math.ceil(bytes / 4) * 4 + 16;
 
 /**
- * Routed experts under 'gguf' storage (load.ts + gpu-backend.ts): GGUF blocks when every expert matrix
- * is in quantised blocks with gate and up of one type and down of one type, else f32.
+ * Whether a MoE layer's routed experts stay GGUF blocks under 'gguf' storage (load.ts + gpu-backend.ts):
+ * every expert matrix in quantised blocks, gate and up of one type, down of one type; else f32 stacks.
  */
-export function ggufExpertStorage(cfg: ModelConfig, byName: Map<string, PlanTensor>): 'gguf' | 'f32' {
-  const types = new Map<string, Set<string>>();
-  for (let l = 0; l < cfg.numLayers; l++) {
-    for (let e = 0; e < cfg.nRoutedExperts; e++) {
-      for (const proj of ['gate', 'up', 'down']) {
-        const t = byName.get(`model.layers.${l}.mlp.experts.${e}.${proj}_proj.weight`);
-        if (!t) continue; // dense layers
-        if (!t.gguf) return 'f32';
-        const k = proj === 'down' ? `down${l}` : `gu${l}`;
-        types.set(k, (types.get(k) ?? new Set()).add(t.gguf.type));
-      }
+export function ggufExpertLayer(cfg: ModelConfig, byName: Map<string, PlanTensor>, layer: number): boolean {
+  const types = { gu: new Set<string>(), down: new Set<string>() };
+  for (let e = 0; e < cfg.nRoutedExperts; e++) {
+    for (const proj of ['gate', 'up', 'down']) {
+      const t = byName.get(`model.layers.${layer}.mlp.experts.${e}.${proj}_proj.weight`);
+      if (!t?.gguf) return false;
+      types[proj === 'down' ? 'down' : 'gu'].add(t.gguf.type);
     }
   }
-  return [...types.values()].every((s) => s.size === 1) ? 'gguf' : 'f32';
+  return types.gu.size === 1 && types.down.size === 1;
+}
+
+/** The routed experts' storage under 'gguf': gguf when every MoE layer's experts stay blocks, else f32 (some or all layers). */
+export function ggufExpertStorage(cfg: ModelConfig, byName: Map<string, PlanTensor>): 'gguf' | 'f32' {
+  return moeLayers(cfg).every((l) => ggufExpertLayer(cfg, byName, l)) ? 'gguf' : 'f32';
 }
 
 /** TempPool size class (gpu/buffers.ts): powers of two from 256 B to 1 MiB, then whole MiB. */
@@ -354,9 +355,11 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     bind(role === 'kv_b' ? `${t.name} (one f32 binding)` : `${t.name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
   }
   const moe = moeLayers(cfg);
-  const stacks = !cfg.nRoutedExperts ? [] : experts === 'gguf' ? [cfg.nRoutedExperts] : expertStacks(experts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit);
+  // Layers whose experts are not GGUF blocks are f32 stacks (experts is then 'f32').
+  const packedExperts: PackedFormat = experts === 'gguf' ? 'f32' : experts;
+  const stacks = !cfg.nRoutedExperts ? [] : experts === 'gguf' ? [cfg.nRoutedExperts] : expertStacks(packedExperts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit);
   for (const l of moe) {
-    if (experts === 'gguf') {
+    if (storage === 'gguf' && ggufExpertLayer(cfg, byName, l)) {
       // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in another.
       const sum = (proj: string) => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(`model.layers.${l}.mlp.experts.${e}.${proj}_proj.weight`)!.gguf!.bytes).reduce((a, b) => a + b, 0);
       const gateUp = ggufBufferBytes(Math.ceil(sum('gate') / 4) * 4 + sum('up')), down = ggufBufferBytes(sum('down'));
@@ -366,9 +369,9 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
       continue;
     }
     for (const Eg of stacks) {
-      for (const b of expertStackBuffers(experts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) {
-        put(experts, 'routed_experts', b.bytes);
-        bind(`model.layers.${l}.mlp.experts.*: stacked ${b.name} (${Eg} experts, ${experts})`, b.bytes);
+      for (const b of expertStackBuffers(packedExperts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) {
+        put(packedExperts, 'routed_experts', b.bytes);
+        bind(`model.layers.${l}.mlp.experts.*: stacked ${b.name} (${Eg} experts, ${packedExperts})`, b.bytes);
       }
     }
   }

@@ -15,7 +15,9 @@ import { createNodeEngine } from '../../src/node';
 import type { WebMoeEngine } from '../../src/engine/engine';
 import { localModel } from '../../src/loader/node-source';
 import { openCheckpoint } from '../../src/model/checkpoint';
-import { checkpointToGguf, type GgufQuant } from '../../src/model/gguf-convert';
+import { checkpointToGguf, ggufTypeChooser, type GgufQuant } from '../../src/model/gguf-convert';
+import { deepseek2Gguf, deepseek2Metadata } from '../../src/model/gguf-deepseek2';
+import { writeGguf } from '../../src/formats/gguf-write';
 import type { MemoryPlan } from '../../src/model/memory-plan';
 import { compare } from '../helpers/gpu';
 
@@ -27,6 +29,8 @@ const QUANTS: GgufQuant[] = ['q8_0', 'q4_k_m'];
 
 let dir: string;
 let engine: WebMoeEngine;
+/** Q8_0, but layer 2's stacked up experts in Q4_0 (gate ≠ up type: the GGUF expert kernel's one decoder cannot take that layer). */
+let mixedPath: string;
 const files = new Map<GgufQuant, { path: string; fileBytes: number; types: Record<string, number>; blockBytes: number; blockTensors: number }>();
 
 beforeAll(async () => {
@@ -43,6 +47,10 @@ beforeAll(async () => {
     await g.close();
     files.set(q, { path, fileBytes: r.file.length, types: r.types, blockBytes: blocks.reduce((a, t) => a + t.gguf!.bytes, 0), blockTensors: blocks.length });
   }
+  const q8 = ggufTypeChooser(ck.config, 'q8_0');
+  const tensors = await deepseek2Gguf(ck.config, (n) => ck.readF32(n), ck.tensors.keys(), (name, ne) => (name === 'blk.2.ffn_up_exps.weight' ? 'Q4_0' : q8(name, ne)));
+  mixedPath = join(dir, 'webmoe-tiny-mixed.gguf');
+  writeFileSync(mixedPath, writeGguf({ metadata: deepseek2Metadata(ck.config, { json: ck.tokenizerJson, config: ck.tokenizerConfig }), tensors }));
   await ck.close();
   engine = createNodeEngine();
 });
@@ -107,6 +115,20 @@ describe.each(QUANTS)('%s GGUF with weights: gguf', (q) => {
     // Only the f32 rest (embedding gathered by token id, router, kv_b, norms) is expanded: not 4× the file.
     expect(native.weightBytes).toBeLessThan(1.6 * f.fileBytes);
     expect(native.weightBytes).toBeLessThan(0.5 * host.weightBytes);
+  });
+});
+
+describe('a layer whose gate and up experts differ in type', () => {
+  it('runs that layer on f32 expert stacks, the rest on blocks: the f32 path\'s logits, the plan\'s bytes', async () => {
+    const native = await run(mixedPath, 'gguf');
+    const host = await run(mixedPath, 'f32');
+    expect(native.weightStorage).toBe('gguf');
+    expect(native.expertStorage).toBe('f32'); // not every layer's experts are blocks
+    expect(native.plan.weights.byFormat.gguf).toBeGreaterThan(0);
+    expect(native.weightBytes).toBe(native.plan.weights.bytes);
+    const rel = compare(native.prefill, host.prefill, { atol: Infinity, rtol: 0 }).maxAbs / maxAbs(host.prefill);
+    console.log(`mixed gate/up types: prefill max |Δlogits| / max |logit| = ${rel.toExponential(2)}`);
+    expect(rel).toBeLessThan(REL);
   });
 });
 
