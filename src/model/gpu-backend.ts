@@ -23,7 +23,7 @@ import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
 import { ExpertLoad } from './moe-telemetry';
 import { ropeInvFreq } from '../kernels/rope-params';
-import { ggufLinear, uploadGgufWeight, type GgufWeight } from '../kernels/gguf-linear';
+import { ggufEmbedding, ggufLinear, uploadGgufWeight, type GgufWeight } from '../kernels/gguf-linear';
 import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts, type GgufMoeExpertWeights, type GgufTensorBytes } from '../kernels/gguf-moe';
 import type { GgufBlocks } from '../loader/checkpoint';
 
@@ -126,18 +126,22 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     if (m.fp8 && this.policy.nativeFp8) return this.track(uploadFp8Weight(this.gpu, name, m.fp8.bytes, m.fp8.scaleInv, m.N, m.K));
     const sp = this.policy.sparsity;
     const format = this.policy.storage(role);
-    if (m.gguf && format === 'gguf' && !(sp && isSparsityTarget(name, sp.apply))) {
-      const g = uploadGgufWeight(this.gpu, name, m.gguf.type, m.gguf.bytes, m.N, m.K);
-      const w: GgufGpuWeight = { label: name, format: 'gguf', N: m.N, K: m.K, buffers: [g.buffer], params: {}, bytes: g.bytes, gguf: g };
-      return this.track(w);
-    }
+    if (m.gguf && format === 'gguf' && !(sp && isSparsityTarget(name, sp.apply))) return this.ggufMatrix(name, m);
     const data = hostMatrixToF32(m);
     if (sp && isSparsityTarget(name, sp.apply)) return this.track(sparsifyWeight(this.gpu, name, data, m.N, m.K, sp).weight as GpuWeight);
     return this.track(uploadWeight(this.gpu, name, data, m.N, m.K, { format: format === 'gguf' ? 'f32' : format }));
   }
 
+  private ggufMatrix(name: string, m: HostMatrix): GpuWeight {
+    const g = uploadGgufWeight(this.gpu, name, m.gguf!.type, m.gguf!.bytes, m.N, m.K);
+    const w: GgufGpuWeight = { label: name, format: 'gguf', N: m.N, K: m.K, buffers: [g.buffer], params: {}, bytes: g.bytes, gguf: g };
+    return this.track(w);
+  }
+
   embedding(name: string, m: HostMatrix): GpuWeight {
     const s = this.policy.storage('embed');
+    // GGUF blocks: gathered by ggufEmbedding (and, with tied embeddings, the head's ggufLinear).
+    if (m.gguf && s === 'gguf') return this.ggufMatrix(name, m);
     const format = s === 'f16' || s === 'bf16' ? s : 'f32';
     return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
   }
@@ -197,7 +201,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const ids = this.gpu.temps.acquire(tokens.length * 4);
     this.gpu.buffers.write(ids, Uint32Array.from(tokens));
     const out = this.temp(tokens.length, D);
-    embedding(this.gpu, this.r(), { table, ids, out: out.buf, T: tokens.length, D });
+    const g = ggufOf(table);
+    if (g) ggufEmbedding(this.gpu, this.r(), { table: g, ids, out: out.buf, T: tokens.length });
+    else embedding(this.gpu, this.r(), { table, ids, out: out.buf, T: tokens.length, D });
     // Everything after the residual stream is per layer (endLayer releases it).
     this.layerMark = this.gpu.temps.mark();
     return out;

@@ -56,7 +56,7 @@ export interface MemoryPlan {
   model: { modelType: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
   /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
   checkpoint: { bytes: number; byDtype: Record<string, number> };
-  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16'; kvCache: 'f32' };
+  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16' | 'gguf'; kvCache: 'f32' };
   /** Routed experts per stack buffer of a MoE layer (several when one stack would pass the binding limit). */
   expertStacks: number[];
   contextLength: number;
@@ -161,9 +161,10 @@ export function resolveStorage(w: WeightStorage | undefined, tensors: Iterable<P
 }
 
 /** The embedding table's storage (gpu-backend embedding): f32, bf16 with bf16 weights, else f16. */
-export function embeddingStorage(s: StorageFormat): 'f32' | 'f16' | 'bf16' {
-  // gguf: the embedding is gathered by token id, by a kernel that reads packed formats only: f32.
-  return s === 'f32' || s === 'gguf' ? 'f32' : s === 'bf16' ? 'bf16' : 'f16';
+export function embeddingStorage(s: StorageFormat): 'f32' | 'f16' | 'bf16' | 'gguf' {
+  // gguf: a quantised table stays blocks (ggufEmbedding gathers it), an F32/F16 one f32.
+  if (s === 'gguf') return 'gguf';
+  return s === 'f32' ? 'f32' : s === 'bf16' ? 'bf16' : 'f16';
 }
 
 /** Routed experts' storage (gpu-backend expertFormat): the weight storage when D and I are multiples of 4, else f32. */
@@ -315,7 +316,8 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const storage = resolveStorage(opts.weights, list, opts.device);
   const byName = new Map((list ?? []).map((t) => [t.name, t]));
   const experts = storage === 'gguf' ? ggufExpertStorage(cfg, byName) : expertStorage(cfg, storage);
-  const embedding = embeddingStorage(storage);
+  // An F32/F16 table in a GGUF stays f32 under 'gguf' (gpu-backend embedding).
+  const embedding = storage === 'gguf' && !byName.get('model.embed_tokens.weight')?.gguf ? 'f32' : embeddingStorage(storage);
   const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
   const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? 512, contextLength));
   const dev = opts.device ?? {};
@@ -342,13 +344,13 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     if (t.kind === 'vector') { put('f32', group, roundUp(n, 4) * 4); continue; }
     const [N, K] = t.shape;
     const blocks = byName.get(t.name)?.gguf;
-    if (storage === 'gguf' && blocks && role !== 'embed' && role !== 'kv_b') {
+    if (storage === 'gguf' && blocks && role !== 'kv_b') {
       const b = ggufBufferBytes(blocks.bytes);
       put('gguf', group, b);
       bind(`${t.name} (${blocks.type} blocks)`, b);
       continue;
     }
-    const f: PackedFormat = role === 'embed' ? embedding : role === 'kv_b' || storage === 'gguf' ? 'f32' : storage;
+    const f: PackedFormat = role === 'embed' ? (embedding === 'gguf' ? 'f32' : embedding) : role === 'kv_b' || storage === 'gguf' ? 'f32' : storage;
     // kv_b is read whole by the MLA kernels: it cannot be chunked.
     const u = role === 'kv_b' ? weightUploadBytes(f, N, K) : weightUploadBytes(f, N, K, limit);
     put(f, group, u.bytes);

@@ -121,12 +121,12 @@ describe("memory plan: 'gguf' storage (a GGUF's quantised blocks on the GPU)", (
     expect(resolveStorage('auto', fixture().header.tensors.values(), { isFallbackAdapter: true })).toBe('f32');
   });
 
-  it('counts each block tensor as its bytes + padding (embedding and kv_b f32), the experts as two stacked buffers per layer', () => {
+  it('counts each block tensor as its bytes + padding (kv_b f32), the experts as two stacked buffers per layer', () => {
     const list = asGguf();
     const cfg = fixtureConfig();
     const p = planMemory(cfg, list, { weights: 'gguf', contextLength: 256 });
-    expect(p.storage).toMatchObject({ weights: 'gguf', experts: 'gguf', embedding: 'f32' });
-    const blocks = list.filter((t) => t.gguf && !/embed_tokens|kv_b_proj/.test(t.name));
+    expect(p.storage).toMatchObject({ weights: 'gguf', experts: 'gguf', embedding: 'gguf' });
+    const blocks = list.filter((t) => t.gguf && !/kv_b_proj/.test(t.name));
     const blockBytes = blocks.reduce((a, t) => a + t.gguf!.bytes, 0);
     const moeLayers = new Set(list.filter((t) => t.name.includes('.experts.')).map((t) => t.name.split('.')[2])).size;
     const buffers = blocks.filter((t) => !t.name.includes('.experts.')).length + 2 * moeLayers;
