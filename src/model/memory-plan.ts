@@ -458,7 +458,8 @@ export function whatFits(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null,
   const asked = planMemory(cfg, list, opts);
   // One 16-bit step: f16 for F16 checkpoints, bf16 otherwise (BF16's range; exact for BF16 checkpoints).
   const sixteen: StorageFormat = asked.storage.weights === 'f16' || (list && resolveStorage('auto', list) === 'f16') ? 'f16' : 'bf16';
-  const order: StorageFormat[] = ['f32', sixteen, 'q8', 'q4'];
+  // A GGUF's blocks: the same blocks at a shorter context, or webmoe's q4 (re-quantised from the decoded blocks).
+  const order: StorageFormat[] = asked.storage.weights === 'gguf' ? ['gguf', 'q4'] : ['f32', sixteen, 'q8', 'q4'];
   const out: FitAlternative[] = [];
   for (const w of order.slice(Math.max(0, order.indexOf(asked.storage.weights === 'bf16' || asked.storage.weights === 'f16' ? sixteen : asked.storage.weights)))) {
     for (let ctx = asked.contextLength; ctx >= Math.min(256, asked.contextLength); ctx = Math.floor(ctx / 2)) {

@@ -136,6 +136,15 @@ describe("memory plan: 'gguf' storage (a GGUF's quantised blocks on the GPU)", (
     expect(p.weights.bytes).toBeLessThan(planMemory(cfg, list, { weights: 'f32', contextLength: 256 }).weights.bytes);
   });
 
+  it('what fits a GGUF load that does not: the blocks at a shorter context, then q4', () => {
+    const cfg = fixtureConfig();
+    const half = planMemory(cfg, asGguf(), { weights: 'gguf', contextLength: 512 });
+    const budget = { maxStorageBufferBindingSize: 2 ** 30, maxBufferSize: 2 ** 30, memoryBytes: half.gpuBytes };
+    const fits = whatFits(cfg, asGguf(), { weights: 'gguf', contextLength: 1024 }, budget);
+    expect(fits[0]).toMatchObject({ weights: 'gguf', contextLength: 512, gpuBytes: half.gpuBytes });
+    expect(fits.map((f) => f.weights)).not.toContain('f32');
+  });
+
   it('routed experts whose down matrices differ in type within a layer fall back to f32 stacks (that layer only)', () => {
     const cfg = fixtureConfig();
     const mixedLayer = `model.layers.${cfg.firstKDenseReplace}.mlp.experts.0.down_proj.weight`;
