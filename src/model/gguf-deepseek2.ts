@@ -262,11 +262,13 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
     async stream(names, onTensor, sopts = {}) {
       const list = names ?? [...tensors.keys()];
       for (const n of list) if (!tensors.has(n)) throw new WebMoeError('NOT_FOUND', `GGUF checkpoint has no tensor '${n}'`, { tensor: n });
-      const p: LoadProgress = { phase: 'weights', bytesLoaded: 0, bytesTotal: list.reduce((a, n) => a + tensors.get(n)!.end - tensors.get(n)!.begin, 0), tensorsLoaded: 0, tensorsTotal: list.length };
+      // Bytes as delivered: a block tensor's block bytes with ggufBlocks, else its F32 size.
+      const size = (n: string) => { const t = tensors.get(n)!; return sopts.ggufBlocks && t.gguf ? t.gguf.bytes : t.end - t.begin; };
+      const p: LoadProgress = { phase: 'weights', bytesLoaded: 0, bytesTotal: list.reduce((a, n) => a + size(n), 0), tensorsLoaded: 0, tensorsTotal: list.length };
       for (const n of list) {
         if (sopts.signal?.aborted) throw new WebMoeError('ABORTED', 'The operation was aborted');
         await onTensor(n, await readRaw(n, sopts.signal, sopts.ggufBlocks));
-        p.bytesLoaded += tensors.get(n)!.end - tensors.get(n)!.begin;
+        p.bytesLoaded += size(n);
         p.tensorsLoaded++;
         sopts.onProgress?.({ ...p, file });
       }

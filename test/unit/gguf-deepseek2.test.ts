@@ -102,9 +102,11 @@ describe('deepseek2 GGUF ↔ the DeepSeek tensor table', () => {
     const file = await toGguf('Q8_0');
     const gg = await openGgufCheckpoint([bytesSource('tiny-q8.gguf', file)]);
     const h = await readGgufHeader(bytesSource('tiny-q8.gguf', file));
-    let blocks = 0;
+    let blocks = 0, delivered = 0;
     const seen: string[] = [];
+    const progress: number[] = [];
     await gg.stream(null, async (n, raw) => {
+      delivered += raw.gguf ? raw.gguf.bytes.length : raw.data.length;
       const t = gg.tensors.get(n)!;
       if (!t.gguf) {
         // F32 in the file (norms, the router, rows that are not whole blocks) or rebuilt (kv_b): F32 as before.
@@ -120,8 +122,10 @@ describe('deepseek2 GGUF ↔ the DeepSeek tensor table', () => {
       // The blocks decode to what readF32 gives.
       const f = await gg.readF32(n);
       expect(Buffer.compare(Buffer.from(dequantize('Q8_0', raw.gguf!.bytes, f.length).buffer), Buffer.from(f.buffer, f.byteOffset, f.byteLength)), n).toBe(0);
-    }, { ggufBlocks: true });
+    }, { ggufBlocks: true, onProgress: (p) => { progress.push(p.bytesLoaded); if (p.phase === 'done') progress.push(p.bytesTotal); } });
     expect(blocks).toBeGreaterThan(0);
+    // Progress counts the bytes delivered (blocks, not their F32 size).
+    expect(progress.slice(-2)).toEqual([delivered, delivered]);
     expect(seen).not.toContain('model.layers.0.self_attn.kv_b_proj.weight');
     expect(seen.some((n) => n.includes('.mlp.experts.'))).toBe(true);
     // An expert's blocks are its slice of the stacked tensor, as in the file.
