@@ -102,7 +102,7 @@ async function runInBrowser(server, url, o) {
   }
 }
 
-async function runInNode(server, o) {
+async function runInNode(server, url, o) {
   // As in vitest.config.ts: without a real GPU, point Dawn's Vulkan loader at SwiftShader.
   if (!process.env.WEBMOE_REAL_GPU) process.env.VK_ICD_FILENAMES ??= '/usr/lib/chromium/vk_swiftshader_icd.json';
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
@@ -111,7 +111,7 @@ async function runInNode(server, o) {
   const gpu = await acquireNodeGpu({ label: 'webmoe-bench', log: (m) => console.log(`${stamp()} ${m}`) });
   try {
     return await runBench(gpu, {
-      quick: o.quick, suites: o.suites, peers: false, env: 'node', timestamps: o.timestamps,
+      quick: o.quick, suites: o.suites, peers: false, env: 'node', timestamps: o.timestamps, baseUrl: url,
       onProgress: (f, step) => console.log(`${stamp()} ${(100 * f).toFixed(0).padStart(3)}%  ${step}`),
     });
   } finally {
@@ -138,7 +138,7 @@ async function main() {
     await server.listen();
     const url = `http://127.0.0.1:${port}/`;
     console.log(`${stamp()} webmoe bench (${o.quick ? 'quick' : 'full'}${o.node ? ', node' : ''}) — serving ${url}`);
-    const report = o.node ? await runInNode(server, o) : await runInBrowser(server, url, o);
+    const report = o.node ? await runInNode(server, url, o) : await runInBrowser(server, url, o);
     const { formatReport, validateReport } = await server.ssrLoadModule('/src/bench/report.ts');
     console.log('\n' + formatReport(report));
     const problems = validateReport(JSON.parse(JSON.stringify(report)));

@@ -10,7 +10,7 @@
 //
 // params { M, N, K, x_stride, x_offset, y_stride, y_offset, row_bytes, units, tiles_n, _p0, _p1 }
 //   row_bytes = bytes of one weight row, units = ⌈K / GG_UNIT⌉, tiles_n = ⌈N / (ROWS · RG)⌉
-//   1: x [M, x_stride] f32   2: wq raw bytes as u32   3: y [M, y_stride] f32 out
+//   1: x [M, x_stride] f32   2: wq raw bytes as u32   3: y [M, y_stride] f32 out   4: ids (gather only)
 // Workgroup g (wid.x + wid.y · nwg.x): row tile g % tiles_n, x-row block g / tiles_n.
 // Text variants: gtype; x (vec4 loads when K, x_stride and x_offset are multiples of 4, else scalar
 // loads, zero past K); subgroups; `const MR` set by the wrapper (1 for M = 1, else 4).
@@ -120,6 +120,30 @@ fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
   // MR · ROWS outputs; a small workgroup (WG < 16 for short rows) writes several each.
   for (var o = lid; o < MR * ROWS; o += WG) { store(n0, m0, o, partial[(o / ROWS) * WG][o % ROWS]); }
+}
+
+// Embedding lookup (gguf-linear.ts ggufEmbedding): y[t, y_offset + k] = W[ids[t], k] for k < K, the
+// table's rows decoded as the GEMV decodes them. One invocation per (token, unit); M = tokens, N = rows
+// of the table (ids ≥ N leave their output row unwritten), units = ⌈K / GG_UNIT⌉.
+@group(0) @binding(4) var<storage, read> ids: array<u32>;
+
+@compute @workgroup_size(WG)
+fn gather(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * WG + lid;
+  let t = i / P.units;
+  let u = i % P.units;
+  if (t >= P.M) { return; }
+  let row = ids[t];
+  if (row >= P.N) { return; }
+  let g = gg_unit(row * P.row_bytes, u, P.K);
+  let k0 = u * GG_UNIT;
+  let base = t * P.y_stride + P.y_offset + k0;
+  for (var q = 0u; q < GG_UV; q++) {
+    let w = gg_w4(g, q);
+    for (var j = 0u; j < 4u; j++) {
+      if (k0 + 4u * q + j < P.K) { y[base + 4u * q + j] = w[j]; }
+    }
+  }
 }
 
 // @variant subgroups on

@@ -28,7 +28,7 @@ const defaultIO: CliIO = { out: (s) => process.stdout.write(s), err: (s) => proc
 
 // Options of every command that loads a model on the GPU (each command lists its own after --model).
 const model = { kind: 'text', arg: 'DIR|URL', required: true, description: 'model folder or URL (config.json, *.safetensors, tokenizer.json), or a .gguf file or URL (the first of a split GGUF)' } as const;
-const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'], default: 'auto', description: 'weight storage on the GPU (auto: f16 / bf16 for F16 / BF16 checkpoints on a real GPU, else f32)' } as const;
+const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'bf16', 'q8', 'q4', 'gguf'], default: 'auto', description: 'weight storage on the GPU (auto: a quantised GGUF\'s blocks as they are (gguf), f16 / bf16 for F16 / BF16 checkpoints on a real GPU, else f32)' } as const;
 const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096)" } as const;
 const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
 const prefillChunk = { kind: 'integer', arg: 'N', min: 1, description: 'most prompt tokens per prefill forward: longer prompts run in chunks, which bound the activations (default: min(512, context))' } as const;

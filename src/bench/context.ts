@@ -15,6 +15,8 @@ export interface ContextOptions {
   timestamps?: boolean;
   onProgress?: (message: string) => void;
   now?: () => number;
+  /** Where public/ is served (default: the page's location in a browser). */
+  baseUrl?: string;
 }
 
 export function median(xs: number[]): number {
@@ -36,6 +38,7 @@ export class RunContext implements BenchContext {
   readonly env: 'browser' | 'node';
   /** Whether ctx.time reads GPU timestamps (requested and available). */
   readonly timestamps: boolean;
+  readonly baseUrl?: string;
   ceilings: Ceilings = { fmaGflops: NaN, copyGBps: NaN };
   suite = '';
   readonly results: BenchResult[] = [];
@@ -53,6 +56,7 @@ export class RunContext implements BenchContext {
     this.timestamps = !!o.timestamps && !!gpu?.caps?.timestampQuery;
     this.now = o.now ?? defaultNow;
     this.onProgress = o.onProgress ?? (() => {});
+    this.baseUrl = o.baseUrl ?? (typeof location !== 'undefined' ? location.href : undefined);
   }
 
   /**

@@ -15,6 +15,8 @@ export interface RunOptions {
   timestamps?: boolean;
   /** Overall progress in [0, 1] and the current step. */
   onProgress?: (fraction: number, step: string) => void;
+  /** Where public/ is served (ContextOptions.baseUrl). */
+  baseUrl?: string;
   /** The suite list (defaults to every suite in src/bench/suites/). */
   registry?: BenchSuite[];
 }
@@ -29,7 +31,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
   let done = 0;
   let step = 'device ceilings';
   const report = (msg?: string) => o.onProgress?.(Math.min(1, done / total), msg ?? step);
-  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', timestamps: o.timestamps, onProgress: (m) => report(m) });
+  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', timestamps: o.timestamps, baseUrl: o.baseUrl, onProgress: (m) => report(m) });
   const errors = ctx.errors;
 
   const suiteMs: Record<string, number> = {};

@@ -113,6 +113,8 @@ export interface BenchContext {
   /** False when peers were turned off for this run (`?peers=0`, `--no-peers`) or cannot run here (Node). */
   peers: boolean;
   env: 'browser' | 'node';
+  /** The URL the bench's server serves public/ at (the bundled models under models/), when known. */
+  baseUrl?: string;
 }
 
 export interface BenchSuite {

@@ -17,7 +17,7 @@ export type { ChatMessage, LoadNotice, LoadProgress, LayerLoad, SparsityOptions,
 export type ModelRef = string | ModelSource | File | File[] | FileList | FileSystemDirectoryHandle;
 
 export interface LoadOptions {
-  /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). */
+  /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). 'gguf' (the 'auto' choice for a GGUF with quantised tensors): those tensors' blocks stay on the GPU as in the file, decoded by the GGUF kernels; the embedding, router, kv_b, norms and F32/F16 tensors are f32 (docs/gguf.md). */
   weights?: WeightStorage;
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096). */

@@ -23,3 +23,11 @@ export function ggufExpertsToRef(g: { type: DecodableType; bytes: Uint8Array }, 
 export function ggufMoeExpertsRef(x: Float32Array, T: number, D: number, I: number, experts: ExpertWeightsRef[], ids: number[][], weights: number[][], shared: Float32Array | null): Float32Array {
   return moeExpertsRef(x, T, D, I, experts, ids, weights, shared);
 }
+
+/** out[t] = dequantise(table row ids[t]) ([T, D]); ids ≥ V give NaN rows (the kernel leaves them unwritten). */
+export function ggufEmbeddingRef(type: DecodableType, bytes: Uint8Array, V: number, D: number, ids: number[]): Float32Array {
+  const table = dequantize(type, bytes, V * D);
+  const out = new Float32Array(ids.length * D).fill(NaN);
+  ids.forEach((id, t) => { if (id < V) out.set(table.subarray(id * D, (id + 1) * D), t * D); });
+  return out;
+}

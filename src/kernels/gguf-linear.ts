@@ -2,7 +2,7 @@
  * Linear layers on GGUF weights in their raw block bytes (no host-side expansion): upload a tensor as
  * it sits in the file and run Y[M, N] = X[M, K] · Wᵀ with the blocks decoded in the shader
  * (shaders/gguf_linear.wgsl + shaders/lib/gguf_blocks.wgsl). Types: F32, F16, BF16, Q8_0, Q4_0, Q4_K,
- * Q5_K, Q6_K (layouts: docs/gguf.md). CPU reference: gguf-linear.ref.ts.
+ * Q5_K, Q6_K (layouts: docs/gguf.md); ggufEmbedding gathers rows of such a table. CPU reference: gguf-linear.ref.ts.
  */
 import ggufLinearCode from '../../shaders/gguf_linear.wgsl?raw';
 import type { Gpu } from '../gpu/device';
@@ -148,5 +148,43 @@ export function ggufLinear(gpu: Gpu, rec: Recorder, a: GgufLinearArgs): void {
     }),
     workgroups,
     label: `gguf_gemv.${w.type}:${w.label}`,
+  });
+}
+
+export interface GgufEmbeddingArgs {
+  /** [V, D] table (N = V rows of K = D). */
+  table: GgufWeight;
+  /** u32 [T] token ids; ids ≥ V leave their output row unwritten. */
+  ids: Binding;
+  /** f32 [T, outStride] output, D values per row from outOffset. */
+  out: Binding;
+  T: number;
+  outStride?: number;
+  outOffset?: number;
+}
+
+const GATHER_WG = 64;
+
+/** Embedding lookup on a GGUF table: out[t, :] = dequantise(table row ids[t]) (the `gather` entry of gguf_linear.wgsl). */
+export function ggufEmbedding(gpu: Gpu, rec: Recorder, a: GgufEmbeddingArgs): void {
+  const w = a.table;
+  const outStride = a.outStride ?? w.K, outOffset = a.outOffset ?? 0;
+  if (!Number.isInteger(a.T) || a.T < 0) throw new ShapeError(`ggufEmbedding '${w.label}': T must be a non-negative integer, got ${a.T}`);
+  if (outStride < w.K) throw new ShapeError(`ggufEmbedding '${w.label}': outStride ${outStride} < D ${w.K}`);
+  if (!Number.isInteger(outOffset) || outOffset < 0) throw new ShapeError(`ggufEmbedding '${w.label}': bad outOffset ${outOffset}`);
+  if (!a.T) return;
+  const units = ceilDiv(w.K, ggufUnit(w.type));
+  const workgroups = ceilDiv(a.T * units, GATHER_WG);
+  const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
+  if (workgroups > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', workgroups, maxDim * maxDim, `ggufEmbedding '${w.label}'`);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'gguf_gather', code: ggufLinearShader(w.type, false, false, 1), entryPoint: 'gather', constants: { WG: GATHER_WG } }),
+    bindings: [null, w.buffer, a.out, a.ids],
+    uniforms: GGUF_LINEAR_PARAMS.pack({
+      M: a.T, N: w.N, K: w.K, x_stride: 0, x_offset: 0, y_stride: outStride, y_offset: outOffset,
+      row_bytes: w.rowBytes, units, tiles_n: 0, _p0: 0, _p1: 0,
+    }),
+    workgroups,
+    label: `gguf_gather.${w.type}:${w.label}`,
   });
 }

@@ -190,9 +190,12 @@ const f32Impl: LinearImpl = (gpu, rec, a) => {
   (useGemv ? gemvF32 : matmulF32)(gpu, rec, m);
 };
 
-/** Per-format implementations; '2:4' and 'vnm' run the structured-sparse kernels of sparse.ts. */
+/**
+ * Per-format implementations; '2:4' and 'vnm' run the structured-sparse kernels of sparse.ts. 'gguf'
+ * weights run gguf-linear.ts ggufLinear (it imports this file, so the caller, gpu-backend, picks it).
+ */
 export const IMPLS: Record<WeightFormat, LinearImpl | undefined> = {
-  f32: f32Impl, f16: packedImpl, bf16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': sparseLinearImpl, vnm: sparseLinearImpl,
+  f32: f32Impl, f16: packedImpl, bf16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': sparseLinearImpl, vnm: sparseLinearImpl, gguf: undefined,
 };
 
 export function registerLinearImpl(format: WeightFormat, impl: LinearImpl): void {

@@ -10,6 +10,7 @@
  *   'q4'   [w, scales]  w: [N, rowWords] u32 (8 × int4),  scales: as q8
  *   'fp8'  [w, scales]  w: [N, rowWords] u32 (4 × e4m3),  scales: [ceil(N/128), ceil(K/128)] f32
  *   '2:4' / 'vnm'       owned by src/kernels/sparse.ts
+ *   'gguf' [blocks]     a GGUF tensor's quantised blocks, owned by src/kernels/gguf-linear.ts
  * params: { Kp, rowWords, groupSize, scaleF16 (0|1), scaleCols }.
  *
  * f16 storage works on every device: the kernels decode it with unpack2x16float (no shader-f16
@@ -21,7 +22,8 @@ import type { Gpu } from '../gpu/device';
 import { ArgumentError, LimitExceededError, ShapeError } from '../errors';
 import { FP8_BLOCK, packFp8, packWeight, sliceRows, type PackedWeight } from './weight-pack';
 
-export type WeightFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'fp8' | '2:4' | 'vnm';
+/** 'gguf': a GGUF tensor's blocks as in the file, decoded by gguf-linear.ts (the backend routes it there). */
+export type WeightFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'fp8' | '2:4' | 'vnm' | 'gguf';
 
 export interface GpuWeight {
   label: string;

@@ -31,18 +31,36 @@ export interface LoadProgress {
 export interface CheckpointTensor extends TensorInfo {
   /** The file holding the tensor ('overlay:<name>' for tensors from the overlay source). */
   file: string;
+  /**
+   * GGUF tensors stored in quantised blocks (Q8_0, Q4_K, …): the ggml type and the bytes of the blocks
+   * (dtype/begin/end then describe the F32 view that readF32 gives).
+   */
+  gguf?: { type: string; bytes: number };
 }
+
+/** A GGUF tensor's quantised blocks as they are in the file (rows of whole blocks, ggml's layout). */
+export interface GgufBlocks { type: string; bytes: Uint8Array }
 
 export interface RawTensor {
   dtype: SafetensorsDtype;
   shape: number[];
   /** Little-endian bytes. Owned by the receiver: the loader never reuses or mutates it. */
   data: Uint8Array;
+  /**
+   * Only when streamed with `ggufBlocks`: the tensor's quantised GGUF blocks, undecoded; `data` is then
+   * empty (decode with formats/gguf-blocks.ts dequantize where F32 is needed).
+   */
+  gguf?: GgufBlocks;
 }
 
 export interface StreamOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Deliver GGUF tensors held in quantised blocks (CheckpointTensor.gguf) as those blocks (RawTensor.gguf)
+   * instead of F32: for backends whose kernels decode the blocks (GPU 'gguf' storage). Other checkpoints ignore it.
+   */
+  ggufBlocks?: boolean;
 }
 
 /** What the loader needs of a model family's config.json (model/checkpoint.ts gives DeepSeek's). */

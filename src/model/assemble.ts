@@ -20,7 +20,7 @@ import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
 
-export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
 
 export interface SparsityOptions {
   format: '2:4' | 'vnm';
@@ -44,7 +44,7 @@ export interface ModelDescription {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'sparse f32|q8|q4', or 'none'. */
+  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'gguf' (a GGUF's stacked blocks), 'sparse f32|q8|q4', or 'none'. */
   expertStorage?: string;
   sparsity: string;
   contextLength: number;
@@ -112,7 +112,8 @@ export function parameterCounts(cfg: ModelConfig): { total: number; active: numb
  */
 function storageFor(w: WeightStorage | undefined, ckpt: Checkpoint, gpu: Gpu): StorageFormat {
   const s = w ?? 'auto';
-  if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8 or q4, got ${String(s)}`);
+  if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4', 'gguf'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8, q4 or gguf, got ${String(s)}`);
+  if (s === 'gguf' && ![...ckpt.tensors.values()].some((t) => t.gguf)) throw new ArgumentError(`weights 'gguf' keeps a GGUF file's quantised blocks on the GPU; this checkpoint has none (a safetensors folder or an F32/F16 GGUF): use auto, f32, f16, bf16, q8 or q4`);
   return resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: gpu.adapter.isFallbackAdapter });
 }
 
@@ -214,7 +215,7 @@ export class GpuModelLoader {
     const be = new GpuBackend(gpu, cfg, policy, contextLength);
     let weights;
     try {
-      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+      weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option, ggufBlocks: storage === 'gguf' });
       gpu.assertAlive(); // uploads to a device lost meanwhile went nowhere
     } catch (e) {
       be.destroy();

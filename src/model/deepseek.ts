@@ -11,6 +11,8 @@
 import type { ModelConfig } from './config';
 import type { MatrixRole } from './tensors';
 import { toFloat32 } from '../formats/safetensors';
+import { dequantize, isDecodable } from '../formats/gguf-blocks';
+import type { GgufBlocks } from '../loader/checkpoint';
 import { isMoeLayer } from './config';
 import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope-params';
 
@@ -23,16 +25,38 @@ export interface HostMatrix {
   K: number;
   f32?: Float32Array;
   fp8?: { bytes: Uint8Array; scaleInv: Float32Array };
+  /** A GGUF tensor's quantised blocks (streamed with ggufBlocks), for kernels that decode them. */
+  gguf?: GgufBlocks;
 }
 
-/** Dequantises DeepSeek-V3 FP8 (e4m3 with 128×128 block scales) to f32. */
+/** A GGUF tensor's blocks → f32 (formats/gguf-blocks.ts). */
+export function ggufToF32(b: GgufBlocks, n: number): Float32Array {
+  if (!isDecodable(b.type)) throw new Error(`ggufToF32: GGUF type ${b.type} is not decodable`);
+  return dequantize(b.type, b.bytes, n);
+}
+
+/** Dequantises DeepSeek-V3 FP8 (e4m3 with 128×128 block scales), or GGUF blocks, to f32. */
 export function hostMatrixToF32(m: HostMatrix): Float32Array {
   if (m.f32) return m.f32;
+  if (m.gguf) return ggufToF32(m.gguf, m.N * m.K);
   return toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
 }
 
 export interface HostExpert { gate: Float32Array; up: Float32Array; down: Float32Array }
-export interface HostMoe { gate: Float32Array; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null }
+/**
+ * One MoE layer from the checkpoint. With `ggufExperts` (GPU 'gguf' storage: every routed expert's
+ * matrices arrived as GGUF blocks, gate and up of one type) the routed experts are those blocks, one
+ * entry per expert, and `experts` is empty.
+ */
+export interface HostMoe {
+  gate: Float32Array;
+  bias: Float32Array | null;
+  experts: HostExpert[];
+  shared: HostExpert | null;
+  ggufExperts?: { gate: GgufBlocks[]; up: GgufBlocks[]; down: GgufBlocks[] };
+  /** Shared experts as GGUF blocks (with ggufExperts' storage), when they arrived so; `shared` then null. */
+  ggufShared?: { gate: GgufBlocks; up: GgufBlocks; down: GgufBlocks };
+}
 
 export interface MlaShape { heads: number; qkNope: number; qkRope: number; vHead: number; kvLora: number }
 

@@ -182,7 +182,25 @@ export function deepseek2TensorMap(h: GgufModelHeader, cfg: ModelConfig): Map<st
   return out;
 }
 
-/** Opens a deepseek2 GGUF (one file or every split, in order) as a Checkpoint with F32 tensors. */
+/** Block types the GPU kernels decode from the file's bytes (F32/F16/BF16 tensors take the float paths). */
+const QUANTISED = new Set<string>(['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K']);
+
+/**
+ * Where a tensor's quantised blocks are, when they can be handed on as they are: a plain tensor or one
+ * expert of a stacked tensor in a quantised type (kv_b is rebuilt from k_b and v_b, so it never is).
+ */
+function blocksOf(src: Source): { t: GgufSplitTensor; type: DecodableType; offset: number; length: number } | null {
+  if (src.kind === 'kv_b' || !QUANTISED.has(src.t.type.name)) return null;
+  const type = typeOf(src.t), all = src.t.end - src.t.begin;
+  if (src.kind === 'plain') return { t: src.t, type, offset: 0, length: all };
+  const slice = all / src.t.ne[2];
+  return { t: src.t, type, offset: src.e * slice, length: slice };
+}
+
+/**
+ * Opens a deepseek2 GGUF (one file or every split, in order) as a Checkpoint with F32 tensors; tensors in
+ * quantised blocks say so (CheckpointTensor.gguf) and stream as those blocks with `ggufBlocks`.
+ */
 export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOptions = {}): Promise<Checkpoint> {
   const h = await readGgufModel(sources, { signal: opts.signal });
   const config = parseConfig(deepseek2ConfigFromGguf(h));
@@ -191,9 +209,10 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
   // Virtual F32 extents (what a reader of the table sees: numel × 4 bytes each).
   const tensors = new Map<string, CheckpointTensor>();
   let at = 0;
-  for (const [name, { shape }] of map) {
+  for (const [name, { shape, src }] of map) {
     const bytes = numel(shape) * 4;
-    tensors.set(name, { name, dtype: 'F32', shape, begin: at, end: at + bytes, file });
+    const blocks = blocksOf(src);
+    tensors.set(name, { name, dtype: 'F32', shape, begin: at, end: at + bytes, file, ...(blocks ? { gguf: { type: blocks.type, bytes: blocks.length } } : {}) });
     at += bytes;
   }
   checkTensorsAgainstConfig(config, tensors);
@@ -225,22 +244,31 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
     }
     return out;
   };
-  const readRaw = async (name: string, signal?: AbortSignal): Promise<RawTensor> => {
+  const readRaw = async (name: string, signal?: AbortSignal, ggufBlocks = false): Promise<RawTensor> => {
+    const m = map.get(name);
+    const blocks = m && ggufBlocks ? blocksOf(m.src) : null;
+    if (blocks) {
+      // The blocks as they are in the file (an expert's slice of the stacked tensor is whole rows).
+      const bytes = await read(blocks.t, blocks.offset, blocks.length, signal);
+      return { dtype: 'F32', shape: m!.shape.slice(), data: new Uint8Array(0), gguf: { type: blocks.type, bytes } };
+    }
     const f = await readF32(name, signal);
     return { dtype: 'F32', shape: tensors.get(name)!.shape.slice(), data: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) };
   };
   return {
     config, tokenizerJson: tok?.tokenizerJson ?? null, tokenizerConfig: tok?.tokenizerConfig ?? null, generationConfig: null, tokenizer,
     tensors, files: sources.map((s) => s.name), nonFinite: [],
-    readRaw, readF32,
+    readRaw: (name, signal) => readRaw(name, signal), readF32,
     async stream(names, onTensor, sopts = {}) {
       const list = names ?? [...tensors.keys()];
       for (const n of list) if (!tensors.has(n)) throw new WebMoeError('NOT_FOUND', `GGUF checkpoint has no tensor '${n}'`, { tensor: n });
-      const p: LoadProgress = { phase: 'weights', bytesLoaded: 0, bytesTotal: list.reduce((a, n) => a + tensors.get(n)!.end - tensors.get(n)!.begin, 0), tensorsLoaded: 0, tensorsTotal: list.length };
+      // Bytes as delivered: a block tensor's block bytes with ggufBlocks, else its F32 size.
+      const size = (n: string) => { const t = tensors.get(n)!; return sopts.ggufBlocks && t.gguf ? t.gguf.bytes : t.end - t.begin; };
+      const p: LoadProgress = { phase: 'weights', bytesLoaded: 0, bytesTotal: list.reduce((a, n) => a + size(n), 0), tensorsLoaded: 0, tensorsTotal: list.length };
       for (const n of list) {
         if (sopts.signal?.aborted) throw new WebMoeError('ABORTED', 'The operation was aborted');
-        await onTensor(n, await readRaw(n, sopts.signal));
-        p.bytesLoaded += tensors.get(n)!.end - tensors.get(n)!.begin;
+        await onTensor(n, await readRaw(n, sopts.signal, sopts.ggufBlocks));
+        p.bytesLoaded += size(n);
         p.tensorsLoaded++;
         sopts.onProgress?.({ ...p, file });
       }

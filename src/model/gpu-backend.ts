@@ -3,7 +3,7 @@
  * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
  * weights are uploaded once in the storage the load options ask for.
  */
-import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { ggufToF32, hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
 import { routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
@@ -23,6 +23,21 @@ import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
 import { ExpertLoad } from './moe-telemetry';
 import { ropeInvFreq } from '../kernels/rope-params';
+import { ggufEmbedding, ggufLinear, uploadGgufWeight, type GgufWeight } from '../kernels/gguf-linear';
+import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts, type GgufMoeExpertWeights, type GgufTensorBytes } from '../kernels/gguf-moe';
+import type { GgufBlocks } from '../loader/checkpoint';
+
+/** A linear weight held as GGUF blocks (format 'gguf'): `buffers` = [the blocks], decoded by gguf-linear.ts. */
+export type GgufGpuWeight = GpuWeight & { format: 'gguf'; gguf: GgufWeight };
+const ggufOf = (w: GpuWeight): GgufWeight | null => (w.format === 'gguf' ? (w as GgufGpuWeight).gguf : null);
+
+/** Expert matrices (one per expert, whole rows each) as one stacked tensor [E, rows, cols], as the file had them. */
+function stackBlocks(parts: GgufBlocks[]): GgufTensorBytes {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.bytes.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p.bytes, at); at += p.bytes.length; }
+  return { type: parts[0].type, bytes: out };
+}
 
 export interface GpuTensor { buf: GPUBuffer; rows: number; cols: number }
 
@@ -30,14 +45,17 @@ export interface GpuMoe {
   gate: GPUBuffer;
   bias: GPUBuffer | null;
   /** Dense: one or more stacks of consecutive experts, each within the binding limit. */
-  experts: { sparse: false; w: MoeExpertGroups } | { sparse: true; w: SparseExpertWeights };
+  experts: { sparse: false; w: MoeExpertGroups; gguf?: undefined } | { sparse: true; w: SparseExpertWeights; gguf?: undefined } | { sparse: false; gguf: true; w: GgufMoeExpertWeights };
   shared: { gate: GpuWeight; up: GpuWeight; down: GpuWeight } | null;
   bytes: number;
 }
 
 export interface WeightPolicy {
-  /** Storage for linear weights by role ('experts': the routed-expert stacks, f32/f16/bf16/q8/q4; the router and kv_b stay f32). */
-  storage(role: MatrixRole | 'embed' | 'experts'): UploadOptions['format'];
+  /**
+   * Storage for linear weights by role ('experts': the routed-expert stacks, f32/f16/bf16/q8/q4; the router
+   * and kv_b stay f32). 'gguf': matrices that arrive as GGUF blocks stay those blocks, the rest is f32.
+   */
+  storage(role: MatrixRole | 'embed' | 'experts'): UploadOptions['format'] | 'gguf';
   /** Structured sparsity at load: the matrices it applies to (src/sparse/apply.ts) run on the sparse kernels. */
   sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
   /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
@@ -54,6 +72,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   private weights: GpuWeight[] = [];
   private moes: GpuMoe[] = [];
   weightBytes = 0;
+  /** With 'gguf' storage: whether every MoE layer's routed experts so far stayed GGUF blocks (null before the first). */
+  private ggufExperts: boolean | null = null;
   /** Per MoE layer, the expert ids [rows, K] of the current forward (read after submit). */
   readonly routingIds = new Map<number, { buf: GPUBuffer; rows: number }>();
   /** Keep every MoE layer's ids of the forward in persistent buffers (routing view, CLI --routing). */
@@ -104,21 +124,32 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     // f32 whatever the storage policy (it is small: heads·(nope+v)·kv_lora_rank).
     if (role === 'kv_b') return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format: 'f32' }));
     if (m.fp8 && this.policy.nativeFp8) return this.track(uploadFp8Weight(this.gpu, name, m.fp8.bytes, m.fp8.scaleInv, m.N, m.K));
-    const data = hostMatrixToF32(m);
     const sp = this.policy.sparsity;
+    const format = this.policy.storage(role);
+    if (m.gguf && format === 'gguf' && !(sp && isSparsityTarget(name, sp.apply))) return this.ggufMatrix(name, m);
+    const data = hostMatrixToF32(m);
     if (sp && isSparsityTarget(name, sp.apply)) return this.track(sparsifyWeight(this.gpu, name, data, m.N, m.K, sp).weight as GpuWeight);
-    return this.track(uploadWeight(this.gpu, name, data, m.N, m.K, { format: this.policy.storage(role) }));
+    return this.track(uploadWeight(this.gpu, name, data, m.N, m.K, { format: format === 'gguf' ? 'f32' : format }));
+  }
+
+  private ggufMatrix(name: string, m: HostMatrix): GpuWeight {
+    const g = uploadGgufWeight(this.gpu, name, m.gguf!.type, m.gguf!.bytes, m.N, m.K);
+    const w: GgufGpuWeight = { label: name, format: 'gguf', N: m.N, K: m.K, buffers: [g.buffer], params: {}, bytes: g.bytes, gguf: g };
+    return this.track(w);
   }
 
   embedding(name: string, m: HostMatrix): GpuWeight {
     const s = this.policy.storage('embed');
+    // GGUF blocks: gathered by ggufEmbedding (and, with tied embeddings, the head's ggufLinear).
+    if (m.gguf && s === 'gguf') return this.ggufMatrix(name, m);
     const format = s === 'f16' || s === 'bf16' ? s : 'f32';
     return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
   }
 
   /** Routed experts (dense stacks): f16 / q8 / q4 as the policy asks when the shapes allow vec4 loads, else f32. */
-  get expertFormat(): 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' {
+  get expertFormat(): 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf' {
     const f = this.policy.storage('experts');
+    if (f === 'gguf') return this.ggufExperts === false ? 'f32' : 'gguf';
     const vec4 = this.cfg.hiddenSize % 4 === 0 && this.cfg.moeIntermediateSize % 4 === 0;
     return vec4 && (f === 'f16' || f === 'bf16' || f === 'q8' || f === 'q4') ? f : 'f32';
   }
@@ -127,14 +158,31 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
     const sp = this.policy.sparsity;
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
-    const experts: GpuMoe['experts'] = sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)
-      ? { sparse: true, w: sparsifyExperts(g, `layers.${layer}.experts`, p.experts, D, I, sp).experts }
-      : { sparse: false, w: uploadExpertGroups(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat, { maxBindingBytes: this.policy.maxExpertBindingBytes }) };
-    const shared = p.shared
+    const label = `layers.${layer}.experts`;
+    // GGUF blocks go to the GGUF expert kernel, unless sparsity covers the experts (then they are decoded
+    // to f32 and sparsified like any other checkpoint's).
+    const sparseExperts = !!sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply);
+    let routed = p.experts;
+    if (p.ggufExperts && (sparseExperts || this.policy.storage('experts') !== 'gguf')) {
+      const ge = p.ggufExperts;
+      routed = ge.gate.map((_, e) => ({ gate: ggufToF32(ge.gate[e], I * D), up: ggufToF32(ge.up[e], I * D), down: ggufToF32(ge.down[e], D * I) }));
+    }
+    let experts: GpuMoe['experts'];
+    if (sparseExperts) experts = { sparse: true, w: sparsifyExperts(g, label, routed, D, I, sp!).experts };
+    else if (p.ggufExperts && routed === p.experts) {
+      const ge = p.ggufExperts;
+      experts = { sparse: false, gguf: true, w: uploadGgufExperts(g, label, stackBlocks(ge.gate), stackBlocks(ge.up), stackBlocks(ge.down), ge.gate.length, I, D) };
+      if (this.ggufExperts === null) this.ggufExperts = true;
+    } else {
+      if (this.policy.storage('experts') === 'gguf') this.ggufExperts = false;
+      experts = { sparse: false, w: uploadExpertGroups(g, label, routed, D, I, this.expertFormat === 'gguf' ? 'f32' : this.expertFormat as 'f32', { maxBindingBytes: this.policy.maxExpertBindingBytes }) };
+    }
+    const sh = (proj: 'gate' | 'up' | 'down', N: number, K: number): HostMatrix => (p.ggufShared ? { N, K, gguf: p.ggufShared[proj] } : { N, K, f32: p.shared![proj] });
+    const shared = p.shared || p.ggufShared
       ? {
-          gate: this.matrix(tensorName('shared_gate', layer), { N: Is, K: D, f32: p.shared.gate }, 'shared'),
-          up: this.matrix(tensorName('shared_up', layer), { N: Is, K: D, f32: p.shared.up }, 'shared'),
-          down: this.matrix(tensorName('shared_down', layer), { N: D, K: Is, f32: p.shared.down }, 'shared'),
+          gate: this.matrix(tensorName('shared_gate', layer), sh('gate', Is, D), 'shared'),
+          up: this.matrix(tensorName('shared_up', layer), sh('up', Is, D), 'shared'),
+          down: this.matrix(tensorName('shared_down', layer), sh('down', D, Is), 'shared'),
         }
       : null;
     const gate = g.buffers.upload(`layers.${layer}.gate`, p.gate);
@@ -153,7 +201,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const ids = this.gpu.temps.acquire(tokens.length * 4);
     this.gpu.buffers.write(ids, Uint32Array.from(tokens));
     const out = this.temp(tokens.length, D);
-    embedding(this.gpu, this.r(), { table, ids, out: out.buf, T: tokens.length, D });
+    const g = ggufOf(table);
+    if (g) ggufEmbedding(this.gpu, this.r(), { table: g, ids, out: out.buf, T: tokens.length });
+    else embedding(this.gpu, this.r(), { table, ids, out: out.buf, T: tokens.length, D });
     // Everything after the residual stream is per layer (endLayer releases it).
     this.layerMark = this.gpu.temps.mark();
     return out;
@@ -177,7 +227,10 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
 
   linear(x: GpuTensor, w: GpuWeight): GpuTensor {
     const y = this.temp(x.rows, w.N);
-    linear(this.gpu, this.r(), { x: x.buf, w, y: y.buf, M: x.rows });
+    // GGUF blocks: the GGUF GEMV for every M (decode and prefill; it takes x rows in blocks of 4).
+    const g = ggufOf(w);
+    if (g) ggufLinear(this.gpu, this.r(), { x: x.buf, w: g, y: y.buf, M: x.rows });
+    else linear(this.gpu, this.r(), { x: x.buf, w, y: y.buf, M: x.rows });
     return y;
   }
 
@@ -208,6 +261,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const out = this.temp(T, D);
     const args = { x: x.buf, T, ids, weights, K, shared: shared?.buf ?? null, out: out.buf };
     if (e.experts.sparse) sparseMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
+    else if (e.experts.gguf) ggufMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
     else moeExpertGroupsForward(this.gpu, this.r(), { ...args, experts: e.experts.w });
     if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
     return out;
@@ -238,6 +292,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     for (const w of this.weights) destroyWeight(this.gpu, w);
     for (const m of this.moes) {
       if (m.experts.sparse) for (const w of [m.experts.w.gateUp, m.experts.w.down]) destroyWeight(this.gpu, w as GpuWeight);
+      else if (m.experts.gguf) destroyGgufExperts(this.gpu, m.experts.w);
       else destroyExpertGroups(this.gpu, m.experts.w);
       this.gpu.buffers.destroy(m.gate);
       this.gpu.buffers.destroy(m.bias);

@@ -3,7 +3,8 @@
  * into its backend form as soon as it (and its FP8 scale, for FP8 weights) has arrived, so host memory
  * holds at most one MoE layer's experts at a time, never the whole file.
  */
-import type { Backend, HostExpert, HostMatrix, HostMoe, LayerWeights, ModelWeights } from './deepseek';
+import { ggufToF32, type Backend, type HostExpert, type HostMatrix, type HostMoe, type LayerWeights, type ModelWeights } from './deepseek';
+import type { GgufBlocks } from '../loader/checkpoint';
 import type { ModelConfig } from './config';
 import { isMoeLayer } from './config';
 import { expectedTensorShapes, parseTensorName, tensorName, tensorsToLoad } from './tensors';
@@ -14,20 +15,31 @@ import type { Checkpoint, LoadProgress } from '../model/checkpoint';
 import { toFloat32, type SafetensorsDtype } from '../formats/safetensors';
 import { FormatError, ShapeError, UnsupportedError } from '../errors';
 
-interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array }
+interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array; gguf?: GgufBlocks }
+
+/** A raw tensor as f32 (GGUF blocks decoded on the host: vectors, the router, when a backend needs f32). */
+const f32Of = (raw: RawTensor): Float32Array => (raw.gguf ? ggufToF32(raw.gguf, raw.shape.reduce((a, d) => a * d, 1)) : toFloat32(raw.dtype, raw.data));
+type Part = Float32Array | GgufBlocks;
+const isBlocks = (p: Part | undefined): p is GgufBlocks => !!p && !(p instanceof Float32Array);
 
 export async function buildWeights<T, W, E>(
   be: Backend<T, W, E>,
   cfg: ModelConfig,
   ckpt: Checkpoint,
-  opts: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; /** Every pre-pruned weight must have this pattern (the sparsity was taken from the file). */ storedPattern?: SparsityOption } = {},
+  opts: {
+    onProgress?: (p: LoadProgress) => void; signal?: AbortSignal;
+    /** Every pre-pruned weight must have this pattern (the sparsity was taken from the file). */ storedPattern?: SparsityOption;
+    /** Hand GGUF quantised blocks to the backend as they are (its kernels decode them): HostMatrix.gguf, HostMoe.ggufExperts. */
+    ggufBlocks?: boolean;
+  } = {},
 ): Promise<ModelWeights<W, E>> {
   const wanted = tensorsToLoad(cfg, (n) => ckpt.tensors.has(n), SPARSE_SUFFIXES);
   const expected = expectedTensorShapes(cfg);
   const byName = new Map<string, W>();
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
-  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Partial<HostExpert>[]; shared: Partial<HostExpert> }
+  type Parts = Partial<Record<keyof HostExpert, Part>>;
+  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Parts[]; shared: Parts }
   const moeParts = new Map<number, MoeParts>();
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
@@ -39,6 +51,7 @@ export async function buildWeights<T, W, E>(
       if (!scaleInv) { pendingFp8.set(name, raw); return null; }
       return { N, K, fp8: { bytes: raw.data, scaleInv } };
     }
+    if (raw.gguf) return { N, K, gguf: raw.gguf };
     return { N, K, f32: toFloat32(raw.dtype, raw.data) };
   };
 
@@ -50,11 +63,27 @@ export async function buildWeights<T, W, E>(
 
   const finishMoe = (layer: number) => {
     const p = moeParts.get(layer)!;
-    const complete = (e: Partial<HostExpert>) => !!(e.gate && e.up && e.down);
+    const complete = (e: Parts) => !!(e.gate && e.up && e.down);
     const hasBias = ckpt.tensors.has(tensorName('router_bias', layer));
     if (!p.gate || (hasBias && !p.bias) || p.experts.length < cfg.nRoutedExperts || !p.experts.every(complete)) return;
     if (cfg.nSharedExperts > 0 && !complete(p.shared)) return;
-    const parts: HostMoe = { gate: p.gate, bias: p.bias ?? null, experts: p.experts as HostExpert[], shared: cfg.nSharedExperts > 0 ? (p.shared as HostExpert) : null };
+    const D = cfg.hiddenSize, I = cfg.moeIntermediateSize, Is = I * cfg.nSharedExperts;
+    const f32 = (x: Part, n: number) => (isBlocks(x) ? ggufToF32(x, n) : x);
+    const hostExpert = (e: Parts, i: number): HostExpert => ({ gate: f32(e.gate!, i * D), up: f32(e.up!, i * D), down: f32(e.down!, D * i) });
+    // The GGUF expert kernel holds every routed expert's blocks, gate and up in one type.
+    const t0 = p.experts[0]?.gate;
+    const blocks = isBlocks(t0) && p.experts.every((e) => isBlocks(e.gate) && isBlocks(e.up) && isBlocks(e.down) && e.gate.type === t0.type && e.up.type === t0.type && e.down.type === (p.experts[0].down as GgufBlocks).type);
+    const parts: HostMoe = {
+      gate: p.gate, bias: p.bias ?? null,
+      experts: blocks ? [] : p.experts.map((e) => hostExpert(e, I)),
+      shared: null,
+    };
+    if (blocks) parts.ggufExperts = { gate: p.experts.map((e) => e.gate as GgufBlocks), up: p.experts.map((e) => e.up as GgufBlocks), down: p.experts.map((e) => e.down as GgufBlocks) };
+    if (cfg.nSharedExperts > 0) {
+      const s = p.shared;
+      if (isBlocks(s.gate) && isBlocks(s.up) && isBlocks(s.down)) parts.ggufShared = { gate: s.gate, up: s.up, down: s.down };
+      else parts.shared = hostExpert(s, Is);
+    }
     moeDone.set(layer, be.moe(layer, parts));
     moeParts.delete(layer);
   };
@@ -84,7 +113,7 @@ export async function buildWeights<T, W, E>(
     if (SPARSE_SUFFIXES.some((s) => name.endsWith(s))) { acceptSparsePart(name, raw); return; }
     if (name.endsWith('.weight_scale_inv')) {
       const w = name.replace(/\.weight_scale_inv$/, '.weight');
-      scales.set(w, toFloat32(raw.dtype, raw.data));
+      scales.set(w, f32Of(raw));
       const pending = pendingFp8.get(w);
       if (pending) { pendingFp8.delete(w); accept(w, pending); }
       return;
@@ -93,20 +122,20 @@ export async function buildWeights<T, W, E>(
     if (moe) {
       const p: MoeParts = moeParts.get(moe.layer) ?? { experts: Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {} };
       moeParts.set(moe.layer, p);
-      if (moe.role === 'router') p.gate = toFloat32(raw.dtype, raw.data);
-      else if (moe.role === 'router_bias') p.bias = toFloat32(raw.dtype, raw.data);
+      if (moe.role === 'router') p.gate = f32Of(raw);
+      else if (moe.role === 'router_bias') p.bias = f32Of(raw);
       else {
         const m = matrixOf(name, raw);
         if (!m) return;
-        const f32 = m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
-        if (moe.expert >= 0) p.experts[moe.expert][moe.proj!] = f32;
-        else p.shared[moe.proj!] = f32;
+        const part: Part = m.gguf ?? m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
+        if (moe.expert >= 0) p.experts[moe.expert][moe.proj!] = part;
+        else p.shared[moe.proj!] = part;
       }
       finishMoe(moe.layer);
       return;
     }
     const isVector = raw.shape.length === 1;
-    if (isVector) { byName.set(name, be.vector(name, toFloat32(raw.dtype, raw.data))); return; }
+    if (isVector) { byName.set(name, be.vector(name, f32Of(raw))); return; }
     const m = matrixOf(name, raw);
     if (!m) return;
     const spec = parseTensorName(name)?.spec;
@@ -115,7 +144,7 @@ export async function buildWeights<T, W, E>(
     else throw new FormatError(`tensor '${name}' is not a matrix of the model`, { tensor: name });
   };
 
-  await ckpt.stream(wanted, (name, t) => accept(name, t as RawTensor), opts);
+  await ckpt.stream(wanted, (name, t) => accept(name, t as RawTensor), { onProgress: opts.onProgress, signal: opts.signal, ggufBlocks: opts.ggufBlocks });
 
   const get = (name: string): W => {
     const w = byName.get(name);

@@ -29,12 +29,14 @@ import type { ModelConfig } from './config';
 import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
 
 /** Weight storage as load options name it. */
-export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
-/** A concrete packed format. */
-export type StorageFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
+/** A format webmoe packs weights in (weight-pack.ts). */
+export type PackedFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+/** A concrete storage: a packed format, or 'gguf' (GGUF tensors' quantised blocks as in the file, the rest f32). */
+export type StorageFormat = PackedFormat | 'gguf';
 
-/** What the plan needs of one checkpoint tensor (a safetensors header entry). */
-export interface PlanTensor { name: string; dtype: SafetensorsDtype; shape: number[] }
+/** What the plan needs of one checkpoint tensor (a safetensors header entry; GGUF block tensors say their type and bytes). */
+export interface PlanTensor { name: string; dtype: SafetensorsDtype; shape: number[]; gguf?: { type: string; bytes: number } }
 
 /** The device facts the plan depends on (all optional: a plan without a device assumes a real GPU without limits). */
 export interface PlanDevice {
@@ -63,7 +65,7 @@ export interface MemoryPlan {
   model: { modelType: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
   /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
   checkpoint: { bytes: number; byDtype: Record<string, number> };
-  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16'; kvCache: 'f32' };
+  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16' | 'gguf'; kvCache: 'f32' };
   /** Routed experts per stack buffer of a MoE layer (several when one stack would pass the binding limit). */
   expertStacks: number[];
   contextLength: number;
@@ -84,16 +86,16 @@ export const DEFAULT_PREFILL_CHUNK = 512;
 const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
 const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
 /** Elements per vec4<u32> unit of a packed row (weight-pack.ts unitOf). */
-const UNIT: Record<StorageFormat, number> = { f32: 4, f16: 8, bf16: 8, q8: 16, q4: 32 };
-const BITS: Record<StorageFormat, number> = { f32: 32, f16: 16, bf16: 16, q8: 8, q4: 4 };
+const UNIT: Record<PackedFormat, number> = { f32: 4, f16: 8, bf16: 8, q8: 16, q4: 32 };
+const BITS: Record<PackedFormat, number> = { f32: 32, f16: 16, bf16: 16, q8: 8, q4: 4 };
 const GROUP = 32;
 const ROW_CHUNK = 128;
 
 /** u32 words per packed row (weight-pack.ts rowLayout). */
-const rowWords = (f: StorageFormat, K: number) => ((f === 'f32' ? K : roundUp(K, UNIT[f])) * BITS[f]) / 32;
+const rowWords = (f: PackedFormat, K: number) => ((f === 'f32' ? K : roundUp(K, UNIT[f])) * BITS[f]) / 32;
 
 /** Buffers of one packed [N, K] weight upload (uploadOne): data padded to whole vec4<u32>, q8/q4 f16 scales. */
-function packedBuffers(f: StorageFormat, N: number, K: number): { data: number; scales: number } {
+function packedBuffers(f: PackedFormat, N: number, K: number): { data: number; scales: number } {
   const words = N * rowWords(f, K);
   const data = roundUp(words, 4) * 4;
   const scales = f === 'q8' || f === 'q4' ? align4(Math.ceil((N * Math.ceil(K / GROUP)) / 2) * 4) : 0;
@@ -101,7 +103,7 @@ function packedBuffers(f: StorageFormat, N: number, K: number): { data: number; 
 }
 
 /** GPU bytes of uploadWeight(format, N, K) with row chunks past `limit`, and the largest single buffer. */
-export function weightUploadBytes(f: StorageFormat, N: number, K: number, limit = Infinity): { bytes: number; largest: number } {
+export function weightUploadBytes(f: PackedFormat, N: number, K: number, limit = Infinity): { bytes: number; largest: number } {
   const whole = packedBuffers(f, N, K);
   if (Math.max(whole.data, whole.scales) <= limit) return { bytes: whole.data + whole.scales, largest: Math.max(whole.data, whole.scales) };
   const rows = Math.floor(limit / (rowWords(f, K) * 4) / ROW_CHUNK) * ROW_CHUNK;
@@ -116,7 +118,7 @@ export function weightUploadBytes(f: StorageFormat, N: number, K: number, limit 
 }
 
 /** Buffers of one MoE layer's routed experts (uploadExperts): stacked gate|up [E, 2I, D], down [E, D, I], f16 scales. */
-export function expertStackBuffers(f: StorageFormat, E: number, I: number, D: number): { name: string; bytes: number }[] {
+export function expertStackBuffers(f: PackedFormat, E: number, I: number, D: number): { name: string; bytes: number }[] {
   const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' || f === 'bf16' ? 2 * K : rowWords(f, K) * 4);
   const quant = f === 'q8' || f === 'q4';
   const out = [
@@ -134,7 +136,7 @@ export function expertStackBuffers(f: StorageFormat, E: number, I: number, D: nu
  * Experts per stack (kernels/moe.ts expertsPerStack): as many as keep every buffer of a stack within
  * `limit`, then evened out over the fewest stacks; 0 when one expert does not fit.
  */
-export function expertsPerStack(f: StorageFormat, E: number, I: number, D: number, limit: number): number {
+export function expertsPerStack(f: PackedFormat, E: number, I: number, D: number, limit: number): number {
   const rowBytes = (K: number) => (f === 'f32' ? 4 * K : f === 'f16' || f === 'bf16' ? 2 * K : rowWords(f, K) * 4);
   const perExpert = [2 * I * rowBytes(D), D * rowBytes(I)];
   if (f === 'q8' || f === 'q4') perExpert.push(2 * I * Math.ceil(D / GROUP) * 2, D * Math.ceil(I / GROUP) * 2);
@@ -145,7 +147,7 @@ export function expertsPerStack(f: StorageFormat, E: number, I: number, D: numbe
 }
 
 /** The stacks of one MoE layer: experts per stack, and each stack's expert count. */
-export function expertStacks(f: StorageFormat, E: number, I: number, D: number, limit = Infinity): number[] {
+export function expertStacks(f: PackedFormat, E: number, I: number, D: number, limit = Infinity): number[] {
   // One expert past the limit: the load fails, and the plan's largest binding is that one expert.
   const per = Math.max(1, expertsPerStack(f, E, I, D, limit));
   const out: number[] = [];
@@ -161,21 +163,49 @@ export function expertStacks(f: StorageFormat, E: number, I: number, D: number, 
 export function resolveStorage(w: WeightStorage | undefined, tensors: Iterable<PlanTensor> | null, device?: PlanDevice): StorageFormat {
   const s = w ?? 'auto';
   if (s !== 'auto') return s;
-  if (device?.isFallbackAdapter) return 'f32';
   const linear = tensors ? [...tensors].filter((t) => isProjection(t.name)) : [];
+  // A GGUF in quantised blocks runs on them (on every adapter: f32 would take 4-8× the memory).
+  if (linear.some((t) => t.gguf)) return 'gguf';
+  if (device?.isFallbackAdapter) return 'f32';
   if (linear.length > 0 && linear.every((t) => t.dtype === 'F16')) return 'f16';
   if (linear.length > 0 && linear.every((t) => t.dtype === 'BF16')) return 'bf16';
   return 'f32';
 }
 
 /** The embedding table's storage (gpu-backend embedding): f32, bf16 with bf16 weights, else f16. */
-export function embeddingStorage(s: StorageFormat): 'f32' | 'f16' | 'bf16' {
+export function embeddingStorage(s: StorageFormat): 'f32' | 'f16' | 'bf16' | 'gguf' {
+  // gguf: a quantised table stays blocks (ggufEmbedding gathers it), an F32/F16 one f32.
+  if (s === 'gguf') return 'gguf';
   return s === 'f32' ? 'f32' : s === 'bf16' ? 'bf16' : 'f16';
 }
 
 /** Routed experts' storage (gpu-backend expertFormat): the weight storage when D and I are multiples of 4, else f32. */
 export function expertStorage(cfg: ModelConfig, s: StorageFormat): StorageFormat {
   return cfg.hiddenSize % 4 === 0 && cfg.moeIntermediateSize % 4 === 0 ? s : 'f32';
+}
+
+/** GPU bytes of a GGUF block buffer (gguf-linear.ts uploadGgufBytes: whole words plus 16 spare bytes). */
+export const ggufBufferBytes = (bytes: number) => Math.ceil(bytes / 4) * 4 + 16;
+
+/**
+ * Whether a MoE layer's routed experts stay GGUF blocks under 'gguf' storage (load.ts + gpu-backend.ts):
+ * every expert matrix in quantised blocks, gate and up of one type, down of one type; else f32 stacks.
+ */
+export function ggufExpertLayer(cfg: ModelConfig, byName: Map<string, PlanTensor>, layer: number): boolean {
+  const types = { gu: new Set<string>(), down: new Set<string>() };
+  for (let e = 0; e < cfg.nRoutedExperts; e++) {
+    for (const proj of ['gate', 'up', 'down']) {
+      const t = byName.get(`model.layers.${layer}.mlp.experts.${e}.${proj}_proj.weight`);
+      if (!t?.gguf) return false;
+      types[proj === 'down' ? 'down' : 'gu'].add(t.gguf.type);
+    }
+  }
+  return types.gu.size === 1 && types.down.size === 1;
+}
+
+/** The routed experts' storage under 'gguf': gguf when every MoE layer's experts stay blocks, else f32 (some or all layers). */
+export function ggufExpertStorage(cfg: ModelConfig, byName: Map<string, PlanTensor>): 'gguf' | 'f32' {
+  return moeLayers(cfg).every((l) => ggufExpertLayer(cfg, byName, l)) ? 'gguf' : 'f32';
 }
 
 /** TempPool size class (gpu/buffers.ts): powers of two from 256 B to 1 MiB, then whole MiB. */
@@ -313,8 +343,10 @@ const ROLE_GROUP: Partial<Record<TensorRole, string>> = {
 export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null, opts: PlanOptions = {}): MemoryPlan {
   const list = tensors ? [...tensors] : null;
   const storage = resolveStorage(opts.weights, list, opts.device);
-  const experts = expertStorage(cfg, storage);
-  const embedding = embeddingStorage(storage);
+  const byName = new Map((list ?? []).map((t) => [t.name, t]));
+  const experts = storage === 'gguf' ? ggufExpertStorage(cfg, byName) : expertStorage(cfg, storage);
+  // An F32/F16 table in a GGUF stays f32 under 'gguf' (gpu-backend embedding).
+  const embedding = storage === 'gguf' && !byName.get('model.embed_tokens.weight')?.gguf ? 'f32' : embeddingStorage(storage);
   const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
   const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? DEFAULT_PREFILL_CHUNK, contextLength));
   const dev = opts.device ?? {};
@@ -340,19 +372,37 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     if (role === 'router_bias') { put('f32', group, align4(n * 4)); continue; }
     if (t.kind === 'vector') { put('f32', group, roundUp(n, 4) * 4); continue; }
     const [N, K] = t.shape;
-    const f: StorageFormat = role === 'embed' ? embedding : role === 'kv_b' ? 'f32' : storage;
+    const blocks = byName.get(t.name)?.gguf;
+    if (storage === 'gguf' && blocks && role !== 'kv_b') {
+      const b = ggufBufferBytes(blocks.bytes);
+      put('gguf', group, b);
+      bind(`${t.name} (${blocks.type} blocks)`, b);
+      continue;
+    }
+    const f: PackedFormat = role === 'embed' ? (embedding === 'gguf' ? 'f32' : embedding) : role === 'kv_b' || storage === 'gguf' ? 'f32' : storage;
     // kv_b is read whole by the MLA kernels: it cannot be chunked.
     const u = role === 'kv_b' ? weightUploadBytes(f, N, K) : weightUploadBytes(f, N, K, limit);
     put(f, group, u.bytes);
     bind(role === 'kv_b' ? `${t.name} (one f32 binding)` : `${t.name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
   }
   const moe = moeLayers(cfg);
-  const stacks = cfg.nRoutedExperts ? expertStacks(experts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit) : [];
+  // Layers whose experts are not GGUF blocks are f32 stacks (experts is then 'f32').
+  const packedExperts: PackedFormat = experts === 'gguf' ? 'f32' : experts;
+  const stacks = !cfg.nRoutedExperts ? [] : experts === 'gguf' ? [cfg.nRoutedExperts] : expertStacks(packedExperts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit);
   for (const l of moe) {
+    if (storage === 'gguf' && ggufExpertLayer(cfg, byName, l)) {
+      // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in another.
+      const sum = (proj: string) => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(`model.layers.${l}.mlp.experts.${e}.${proj}_proj.weight`)!.gguf!.bytes).reduce((a, b) => a + b, 0);
+      const gateUp = ggufBufferBytes(Math.ceil(sum('gate') / 4) * 4 + sum('up')), down = ggufBufferBytes(sum('down'));
+      put('gguf', 'routed_experts', gateUp + down);
+      bind(`model.layers.${l}.mlp.experts.*: stacked gate|up (GGUF blocks)`, gateUp);
+      bind(`model.layers.${l}.mlp.experts.*: stacked down (GGUF blocks)`, down);
+      continue;
+    }
     for (const Eg of stacks) {
-      for (const b of expertStackBuffers(experts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) {
-        put(experts, 'routed_experts', b.bytes);
-        bind(`model.layers.${l}.mlp.experts.*: stacked ${b.name} (${Eg} experts, ${experts})`, b.bytes);
+      for (const b of expertStackBuffers(packedExperts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) {
+        put(packedExperts, 'routed_experts', b.bytes);
+        bind(`model.layers.${l}.mlp.experts.*: stacked ${b.name} (${Eg} experts, ${packedExperts})`, b.bytes);
       }
     }
   }
@@ -448,7 +498,8 @@ export function whatFits(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null,
   const asked = planMemory(cfg, list, opts);
   // One 16-bit step: f16 for F16 checkpoints, bf16 otherwise (BF16's range; exact for BF16 checkpoints).
   const sixteen: StorageFormat = asked.storage.weights === 'f16' || (list && resolveStorage('auto', list) === 'f16') ? 'f16' : 'bf16';
-  const order: StorageFormat[] = ['f32', sixteen, 'q8', 'q4'];
+  // A GGUF's blocks: the same blocks at a shorter context, or webmoe's q4 (re-quantised from the decoded blocks).
+  const order: StorageFormat[] = asked.storage.weights === 'gguf' ? ['gguf', 'q4'] : ['f32', sixteen, 'q8', 'q4'];
   const out: FitAlternative[] = [];
   for (const w of order.slice(Math.max(0, order.indexOf(asked.storage.weights === 'bf16' || asked.storage.weights === 'f16' ? sixteen : asked.storage.weights)))) {
     for (let ctx = asked.contextLength; ctx >= Math.min(256, asked.contextLength); ctx = Math.floor(ctx / 2)) {

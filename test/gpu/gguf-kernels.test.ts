@@ -4,8 +4,8 @@ import { testGpu, poisoned } from '../helpers/gpu';
 import { mulberry32, randomUniform } from '../../src/util/random';
 import { f32ToBf16, f32ToF16 } from '../../src/util/half';
 import { DECODABLE, dequantize, ggmlTypeByName, quantize, type DecodableType } from '../../src/formats/gguf-blocks';
-import { destroyGgufWeight, ggufLinear, uploadGgufWeight } from '../../src/kernels/gguf-linear';
-import { ggufExpertsToRef, ggufLinearRef, ggufMoeExpertsRef } from '../../src/kernels/gguf-linear.ref';
+import { destroyGgufWeight, ggufEmbedding, ggufLinear, uploadGgufWeight } from '../../src/kernels/gguf-linear';
+import { ggufEmbeddingRef, ggufExpertsToRef, ggufLinearRef, ggufMoeExpertsRef } from '../../src/kernels/gguf-linear.ref';
 import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts } from '../../src/kernels/gguf-moe';
 import { matmulRef } from '../../src/kernels/matmul.ref';
 
@@ -198,5 +198,44 @@ describe('ggufMoeExperts: stacked GGUF experts against the CPU reference', () =>
     const q = (t: DecodableType, n: number) => ({ type: t, bytes: new Uint8Array((n / ggmlTypeByName(t)!.blockSize) * ggmlTypeByName(t)!.blockBytes) });
     expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 256 * 256), q('Q5_K', 256 * 256), q('Q6_K', 256 * 256), 1, 256, 256)).toThrow(/one type/);
     expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 256 * 256), q('Q4_K', 256 * 256), q('Q6_K', 256 * 512), 1, 256, 256)).toThrow(/down has/);
+  });
+});
+
+describe('ggufEmbedding: rows of a GGUF table gathered by token id, against the CPU dequantiser', () => {
+  // The kernel decodes each weight as the GEMV does, so values equal the CPU dequantiser's but for a
+  // possible fused multiply-add in K-quants' d·sc·q − dmin·m (≤ 1 ulp of the larger term): tolerance
+  // 1e-6 × (max |weight| + 1). Ragged V, D ragged for the float types, repeated ids, an id = V (row left
+  // unwritten), strided and offset output on every other type; output poisoned with NaN.
+  const cases: [DecodableType, number, number, boolean][] = DECODABLE.map((type, i) => [type, 5 + 2 * i, K_OF[type][i % 2], i % 2 === 1]);
+  it.each(cases)('%s V=%i D=%i strided=%s', async (type, V, D, strided) => {
+    const bytes = randomGgufBytes(type, V * D, V * 131 + D);
+    const w = uploadGgufWeight(gpu, `table.${type}`, type, bytes, V, D);
+    const ids = [0, V - 1, 2, V, 2, 1, V - 2];
+    const T = ids.length, outStride = strided ? D + 3 : D, outOffset = strided ? 2 : 0;
+    const bids = gpu.buffers.upload('ids', Uint32Array.from(ids));
+    const bout = poisoned(gpu, 'out', T * outStride + outOffset + 4);
+    const out = await gpu.checked(async () => {
+      const rec = gpu.recorder('gguf.gather');
+      ggufEmbedding(gpu, rec, { table: w, ids: bids, out: bout, T, outStride, outOffset });
+      rec.submit();
+      return gpu.buffers.readF32(bout, 0, T * outStride + outOffset + 4);
+    });
+    const ref = ggufEmbeddingRef(type, bytes, V, D, ids);
+    const table = dequantize(type, bytes, V * D);
+    const tol = 1e-6 * (table.reduce((m, x) => Math.max(m, Math.abs(x)), 0) + 1);
+    let worst = 0;
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < outStride; j++) {
+        const v = out[t * outStride + j];
+        const k = j - outOffset;
+        if (k < 0 || k >= D || ids[t] >= V) { expect(Number.isNaN(v), `out[${t}, ${j}] written`).toBe(true); continue; }
+        const d = Math.abs(v - ref[t * D + k]);
+        worst = Math.max(worst, d);
+        if (!(d <= tol)) throw new Error(`${type} out[${t}, ${k}] = ${v}, want ${ref[t * D + k]}`);
+      }
+    }
+    console.log(`${type} gather: worst |Δ| = ${worst.toExponential(2)} (tolerance ${tol.toExponential(2)})`);
+    for (const b of [bids, bout]) gpu.buffers.destroy(b);
+    destroyGgufWeight(gpu, w);
   });
 });

@@ -98,6 +98,48 @@ describe('deepseek2 GGUF ↔ the DeepSeek tensor table', () => {
     if (LOGIT_BOUND[type] !== undefined) expect(worst / range).toBeLessThan(LOGIT_BOUND[type]!);
   });
 
+  it('quantised tensors say so, and stream as their blocks with ggufBlocks (an expert: its rows of the stacked tensor)', async () => {
+    const file = await toGguf('Q8_0');
+    const gg = await openGgufCheckpoint([bytesSource('tiny-q8.gguf', file)]);
+    const h = await readGgufHeader(bytesSource('tiny-q8.gguf', file));
+    let blocks = 0, delivered = 0;
+    const seen: string[] = [];
+    const progress: number[] = [];
+    await gg.stream(null, async (n, raw) => {
+      delivered += raw.gguf ? raw.gguf.bytes.length : raw.data.length;
+      const t = gg.tensors.get(n)!;
+      if (!t.gguf) {
+        // F32 in the file (norms, the router, rows that are not whole blocks) or rebuilt (kv_b): F32 as before.
+        expect(raw.gguf, n).toBeUndefined();
+        expect(raw.data.length, n).toBe(t.end - t.begin);
+        return;
+      }
+      blocks++;
+      seen.push(n);
+      expect(raw.gguf!.type, n).toBe('Q8_0');
+      expect(raw.gguf!.bytes.length, n).toBe(t.gguf.bytes);
+      expect(raw.data.length, n).toBe(0);
+      // The blocks decode to what readF32 gives.
+      const f = await gg.readF32(n);
+      expect(Buffer.compare(Buffer.from(dequantize('Q8_0', raw.gguf!.bytes, f.length).buffer), Buffer.from(f.buffer, f.byteOffset, f.byteLength)), n).toBe(0);
+    }, { ggufBlocks: true, onProgress: (p) => { progress.push(p.bytesLoaded); if (p.phase === 'done') progress.push(p.bytesTotal); } });
+    expect(blocks).toBeGreaterThan(0);
+    // Progress counts the bytes delivered (blocks, not their F32 size).
+    expect(progress.slice(-2)).toEqual([delivered, delivered]);
+    expect(seen).not.toContain('model.layers.0.self_attn.kv_b_proj.weight');
+    expect(seen.some((n) => n.includes('.mlp.experts.'))).toBe(true);
+    // An expert's blocks are its slice of the stacked tensor, as in the file.
+    const e = 'model.layers.1.mlp.experts.1.down_proj.weight';
+    expect(gg.tensors.get(e)?.gguf).toBeDefined();
+    const stacked = h.tensors.get('blk.1.ffn_down_exps.weight')!;
+    const slice = (stacked.end - stacked.begin) / stacked.ne[2];
+    let got: Uint8Array | undefined;
+    await gg.stream([e], (_, r) => { got = r.gguf?.bytes; }, { ggufBlocks: true });
+    expect(Buffer.compare(Buffer.from(got!), Buffer.from(file.subarray(stacked.begin + slice, stacked.begin + 2 * slice)))).toBe(0);
+    // Without the option (the CPU backend, f32/q8/q4 storage): every tensor is F32.
+    await gg.stream(null, (n, raw) => { expect(raw.gguf, n).toBeUndefined(); expect(raw.data.length, n).toBe(gg.tensors.get(n)!.end - gg.tensors.get(n)!.begin); });
+  });
+
   it('split files (-00001-of-00002.gguf) load to the same tensors', async () => {
     const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'Q8_0');
     const half = Math.floor(tensors.length / 2);

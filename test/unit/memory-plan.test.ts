@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { LimitExceededError } from '../../src/errors';
 import { parseSafetensors } from '../../src/formats/safetensors';
 import { parseConfig } from '../../src/model/config';
-import { checkPlanFits, expertStackBuffers, planMemory, planShortfall, resolveStorage, tempPoolBytes, tempSizeClass, weightUploadBytes, whatFits } from '../../src/model/memory-plan';
+import { type PlanTensor, checkPlanFits, expertStackBuffers, planMemory, planShortfall, resolveStorage, tempPoolBytes, tempSizeClass, weightUploadBytes, whatFits } from '../../src/model/memory-plan';
 import { syntheticRepo } from '../../src/bench/synthetic-server';
 
 const realConfig = (model: string) => parseConfig(JSON.parse(readFileSync(new URL(`../data/configs/${model}/config.json`, import.meta.url), 'utf8')));
@@ -102,5 +102,59 @@ describe('memory plan', () => {
     const budget = { maxStorageBufferBindingSize: 4 * GiB, maxBufferSize: 4 * GiB, memoryBytes: 16e9 };
     expect(whatFits(cfg, null, { weights: 'q4', contextLength: 4096 }, budget)).toEqual([]);
     expect(() => checkPlanFits(p, budget, () => [])).toThrow(/createRemoteEngine/);
+  });
+});
+
+describe("memory plan: 'gguf' storage (a GGUF's quantised blocks on the GPU)", () => {
+  // The fixture's tensors as a GGUF would list them: every matrix but the router in Q8_0 blocks
+  // (34 bytes per 32 weights), vectors and the router F32 (no block info).
+  const asGguf = (expertDown = 'Q8_0'): PlanTensor[] => [...fixture().header.tensors.values()].map((t) => {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.shape.length !== 2 || t.name.endsWith('mlp.gate.weight') || t.shape[1] % 32) return { ...t, dtype: 'F32' as const };
+    const type = /experts\.\d+\.down_proj/.test(t.name) ? expertDown : 'Q8_0';
+    return { ...t, dtype: 'F32' as const, gguf: { type, bytes: (n / 32) * 34 } };
+  });
+
+  it("'auto' picks gguf for a checkpoint with block tensors, on a fallback adapter too; not for safetensors", () => {
+    expect(resolveStorage('auto', asGguf())).toBe('gguf');
+    expect(resolveStorage('auto', asGguf(), { isFallbackAdapter: true })).toBe('gguf');
+    expect(resolveStorage('auto', fixture().header.tensors.values(), { isFallbackAdapter: true })).toBe('f32');
+  });
+
+  it('counts each block tensor as its bytes + padding (kv_b f32), the experts as two stacked buffers per layer', () => {
+    const list = asGguf();
+    const cfg = fixtureConfig();
+    const p = planMemory(cfg, list, { weights: 'gguf', contextLength: 256 });
+    expect(p.storage).toMatchObject({ weights: 'gguf', experts: 'gguf', embedding: 'gguf' });
+    const blocks = list.filter((t) => t.gguf && !/kv_b_proj/.test(t.name));
+    const blockBytes = blocks.reduce((a, t) => a + t.gguf!.bytes, 0);
+    const moeLayers = new Set(list.filter((t) => t.name.includes('.experts.')).map((t) => t.name.split('.')[2])).size;
+    const buffers = blocks.filter((t) => !t.name.includes('.experts.')).length + 2 * moeLayers;
+    expect(p.weights.byFormat.gguf).toBeGreaterThanOrEqual(blockBytes + 16 * buffers);
+    expect(p.weights.byFormat.gguf).toBeLessThanOrEqual(blockBytes + 20 * buffers);
+    expect(p.expertStacks).toEqual([cfg.nRoutedExperts]);
+    expect(p.weights.bytes).toBeLessThan(planMemory(cfg, list, { weights: 'f32', contextLength: 256 }).weights.bytes);
+  });
+
+  it('what fits a GGUF load that does not: the blocks at a shorter context, then q4', () => {
+    const cfg = fixtureConfig();
+    const half = planMemory(cfg, asGguf(), { weights: 'gguf', contextLength: 512 });
+    const budget = { maxStorageBufferBindingSize: 2 ** 30, maxBufferSize: 2 ** 30, memoryBytes: half.gpuBytes };
+    const fits = whatFits(cfg, asGguf(), { weights: 'gguf', contextLength: 1024 }, budget);
+    expect(fits[0]).toMatchObject({ weights: 'gguf', contextLength: 512, gpuBytes: half.gpuBytes });
+    expect(fits.map((f) => f.weights)).not.toContain('f32');
+  });
+
+  it('routed experts whose down matrices differ in type within a layer fall back to f32 stacks (that layer only)', () => {
+    const cfg = fixtureConfig();
+    const mixedLayer = `model.layers.${cfg.firstKDenseReplace}.mlp.experts.0.down_proj.weight`;
+    const list = asGguf().map((t) => (t.name === mixedLayer ? { ...t, gguf: { ...t.gguf!, type: 'Q4_0' } } : t));
+    const p = planMemory(cfg, list, { weights: 'gguf' });
+    expect(p.storage.experts).toBe('f32');
+    const all = planMemory(cfg, asGguf(), { weights: 'gguf' });
+    const f32 = planMemory(cfg, asGguf(), { weights: 'f32' });
+    const moe = p.model.layers - cfg.firstKDenseReplace;
+    // One layer's experts as f32 stacks, the others' as blocks.
+    expect(p.weights.byRole.routed_experts).toBe(all.weights.byRole.routed_experts * (moe - 1) / moe + f32.weights.byRole.routed_experts / moe);
   });
 });
