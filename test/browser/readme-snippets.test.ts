@@ -15,7 +15,7 @@ describe('README: using the runtime in a page', () => {
       // README:begin worker
       const engine = createWorkerEngine();                  // a module Worker: the page stays responsive
       await engine.load('/models/webmoe-tiny/', {           // a base URL, or File[] / a directory handle
-        weights: 'auto',                                    // f16/bf16 for F16/BF16 checkpoints, else f32; or f16 | bf16 | q8 | q4
+        weights: 'auto',                                    // a quantised GGUF's blocks (gguf), f16/bf16 for F16/BF16 checkpoints, else f32; or f16 | bf16 | q8 | q4 | gguf
         onProgress: (p) => console.log(p.phase, p.bytesLoaded, '/', p.bytesTotal, p.notice?.message ?? ''),
       });
       const reply = await engine.chat.completions.create({
