@@ -210,7 +210,9 @@ test('a .gguf picked with "Open .gguf…" loads in the worker (tokenizer from it
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto('/?model=');
-  await expect(page.locator('#pick-gguf')).toBeEnabled({ timeout: 60_000 });
+  // The engine exists once the page is idle (the pickers are enabled in the markup before that).
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'idle', { timeout: 60_000 });
+  await expect(page.locator('#pick-gguf')).toBeEnabled();
   await page.setInputFiles('#gguf-input', file);
   await expect(page.locator('#status[data-state="ready"], #status[data-state="error"]')).toBeVisible({ timeout: 180_000 });
   await expect(page.locator('#error-banner'), await page.locator('#error-banner').innerText()).toBeHidden();
