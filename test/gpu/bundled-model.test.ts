@@ -15,6 +15,9 @@ const MODEL = join(ROOT, 'public', 'models', 'webmoe-tiny');
 const REF = join(ROOT, 'test', 'fixtures', 'webmoe-tiny-ref');
 const json = (p: string) => JSON.parse(readFileSync(p, 'utf8'));
 
+// An f16 KV cache: measured max |Δlogits| (see the kvCache f16 test's log) and a bound with margin.
+const BUNDLED_KV_F16_TOL = { atol: 1e-3, rtol: 0 };
+
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });
 
@@ -75,6 +78,39 @@ describe('bundled model vs PyTorch', () => {
     expect(rel).toBeLessThan(maxRel);
     expect(frac).toBeGreaterThanOrEqual(minAgree);
     await e.unload();
+  });
+
+  // kvCache 'f16': the latent cache rows are rounded to f16 when written (a change of the numbers the
+  // model attends over, ≤ 2^-11 relative per value). Prefill logits vs PyTorch, and decode after a prefill
+  // (cache rows written in both passes) vs the same chunks with an f32 cache; measured values logged.
+  it('kvCache f16: prefill logits and prefill-then-decode within the bundled tolerance, identical expert sets', async () => {
+    const { tokens } = json(join(REF, 'tokens.json'));
+    const b = readFileSync(join(REF, 'logits_prefill.f32.bin'));
+    const want = new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+    const V = want.length / tokens.length;
+    const split = Math.floor(tokens.length / 2);
+    const run = async (kvCache: 'f16' | 'f32') => {
+      const e = gpuEngine(gpu);
+      const info = await e.load(directoryModel(MODEL), { weights: 'f32', kvCache });
+      expect(info.memoryPlan?.storage.kvCache).toBe(kvCache);
+      const prefill = await gpu.checked(() => e.runner.logits(tokens, true));
+      const routing = await e.runner.lastRouting();
+      e.runner.truncate(0);
+      const hybrid = new Float32Array(tokens.length * V);
+      hybrid.set(await gpu.checked(() => e.runner.logits(tokens.slice(0, split), true)), 0);
+      for (let t = split; t < tokens.length; t++) hybrid.set(await gpu.checked(() => e.runner.logits(tokens.slice(t, t + 1), true)), t * V);
+      await e.unload();
+      return { prefill, hybrid, routing };
+    };
+    const f16 = await run('f16'), f32 = await run('f32');
+    const vsTorch = expectClose(f16.prefill, want, BUNDLED_KV_F16_TOL, 'bundled prefill, kv f16');
+    const vsF32 = expectClose(f16.prefill, f32.prefill, BUNDLED_KV_F16_TOL, 'bundled prefill, kv f16 vs f32');
+    const hybridVsF32 = expectClose(f16.hybrid, f32.hybrid, BUNDLED_KV_F16_TOL, 'bundled prefill-then-decode, kv f16 vs f32');
+    expectClose(f16.hybrid, want, BUNDLED_KV_F16_TOL, 'bundled prefill-then-decode, kv f16 vs PyTorch');
+    console.log(`bundled model (kv f16): max |Δlogits| vs PyTorch ${vsTorch.toExponential(2)}, vs f32 cache: prefill ${vsF32.toExponential(2)}, prefill-then-decode ${hybridVsF32.toExponential(2)}`);
+    const routing = json(join(REF, 'routing.json'));
+    const sets = (rows: number[][]) => rows.map((r) => [...r].sort((x, y) => x - y));
+    for (const layer of Object.keys(routing)) expect(sets(f16.routing.get(+layer)!)).toEqual(sets(routing[layer].indices));
   });
 
   it('greedy decoding after a prefill gives PyTorch\'s continuation, through the tokenizer path', async () => {
