@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Gpu } from '../../src/gpu/device';
-import { testGpu, expectClose } from '../helpers/gpu';
+import { testGpu, expectClose, compare } from '../helpers/gpu';
 import { gpuEngine } from '../helpers/models';
 import { directoryModel } from '../../src/loader/node-source';
 
@@ -15,8 +15,11 @@ const MODEL = join(ROOT, 'public', 'models', 'webmoe-tiny');
 const REF = join(ROOT, 'test', 'fixtures', 'webmoe-tiny-ref');
 const json = (p: string) => JSON.parse(readFileSync(p, 'utf8'));
 
-// An f16 KV cache: measured max |Δlogits| (see the kvCache f16 test's log) and a bound with margin.
-const BUNDLED_KV_F16_TOL = { atol: 1e-3, rtol: 0 };
+// An f16 KV cache rounds the cached latent rows to f16 (≤ 2^-11 relative per value): the 1e-3 of f32
+// storage does not hold for it. Measured (the kvCache f16 test's log): max |Δlogits| 9.69e-3 vs PyTorch
+// and vs the f32 cache, prefill and prefill-then-decode alike, on logits of magnitude up to ~12 (the f32
+// cache: 2.1e-5). Bound 2e-2, expert sets identical.
+const BUNDLED_KV_F16_TOL = { atol: 2e-2, rtol: 0 };
 
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });
@@ -83,7 +86,7 @@ describe('bundled model vs PyTorch', () => {
   // kvCache 'f16': the latent cache rows are rounded to f16 when written (a change of the numbers the
   // model attends over, ≤ 2^-11 relative per value). Prefill logits vs PyTorch, and decode after a prefill
   // (cache rows written in both passes) vs the same chunks with an f32 cache; measured values logged.
-  it('kvCache f16: prefill logits and prefill-then-decode within the bundled tolerance, identical expert sets', async () => {
+  it('kvCache f16: prefill logits and prefill-then-decode within 2e-2 of PyTorch and of the f32 cache, identical expert sets', async () => {
     const { tokens } = json(join(REF, 'tokens.json'));
     const b = readFileSync(join(REF, 'logits_prefill.f32.bin'));
     const want = new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
@@ -103,11 +106,12 @@ describe('bundled model vs PyTorch', () => {
       return { prefill, hybrid, routing };
     };
     const f16 = await run('f16'), f32 = await run('f32');
-    const vsTorch = expectClose(f16.prefill, want, BUNDLED_KV_F16_TOL, 'bundled prefill, kv f16');
-    const vsF32 = expectClose(f16.prefill, f32.prefill, BUNDLED_KV_F16_TOL, 'bundled prefill, kv f16 vs f32');
-    const hybridVsF32 = expectClose(f16.hybrid, f32.hybrid, BUNDLED_KV_F16_TOL, 'bundled prefill-then-decode, kv f16 vs f32');
+    const d = (x: Float32Array, y: Float32Array) => compare(x, y, BUNDLED_KV_F16_TOL).maxAbs.toExponential(2);
+    console.log(`bundled model (kv f16): max |Δlogits| vs PyTorch: prefill ${d(f16.prefill, want)}, prefill-then-decode ${d(f16.hybrid, want)}; vs f32 cache: prefill ${d(f16.prefill, f32.prefill)}, prefill-then-decode ${d(f16.hybrid, f32.hybrid)}; f32 cache vs PyTorch ${d(f32.prefill, want)}`);
+    expectClose(f16.prefill, want, BUNDLED_KV_F16_TOL, 'bundled prefill, kv f16');
     expectClose(f16.hybrid, want, BUNDLED_KV_F16_TOL, 'bundled prefill-then-decode, kv f16 vs PyTorch');
-    console.log(`bundled model (kv f16): max |Δlogits| vs PyTorch ${vsTorch.toExponential(2)}, vs f32 cache: prefill ${vsF32.toExponential(2)}, prefill-then-decode ${hybridVsF32.toExponential(2)}`);
+    expectClose(f16.prefill, f32.prefill, BUNDLED_KV_F16_TOL, 'bundled prefill, kv f16 vs f32');
+    expectClose(f16.hybrid, f32.hybrid, BUNDLED_KV_F16_TOL, 'bundled prefill-then-decode, kv f16 vs f32');
     const routing = json(join(REF, 'routing.json'));
     const sets = (rows: number[][]) => rows.map((r) => [...r].sort((x, y) => x - y));
     for (const layer of Object.keys(routing)) expect(sets(f16.routing.get(+layer)!)).toEqual(sets(routing[layer].indices));
