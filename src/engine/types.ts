@@ -36,7 +36,8 @@ export interface LoadOptions {
   prefillChunk?: number;
   /**
    * KV cache element format: 'f16' (half the bytes, values rounded to f16 when written; default on a
-   * GPU) or 'f32' (default on a CPU fallback adapter, where unpacking costs more than the bytes save).
+   * GPU) or 'f32' (default on a CPU fallback adapter: the halved bytes measured no faster there, and
+   * f32 keeps the logits exact; model/memory-plan.ts kvCacheFor).
    * Anything else is an ArgumentError.
    */
   kvCache?: 'f16' | 'f32';

@@ -64,9 +64,12 @@ export interface PlanOptions {
 
 /**
  * The KV cache format a load gets: the one asked for, else f16 on a GPU (half the bytes of the largest
- * per-token state, read on every decode step) and f32 on a CPU fallback adapter. There the unpacking
- * costs more than the bytes save: SwiftShader reads memory at CPU speed, so bandwidth is not the
- * bottleneck, and unpack2x16float runs as scalar code per element.
+ * per-token state, which every decode step reads whole) and f32 on a CPU fallback adapter. There the
+ * halved bytes buy no speed: absorbed-MLA decode at V2-Lite shapes ran f16 / f32 = 1.28×, 0.98×, 1.04×
+ * faster at caches of 512 / 2048 / 8192 in one run and 1.13×, 0.93×, 2.08× in the next (SwiftShader,
+ * 2 shared cores: within the noise; `npm run bench -- --node --suites attention-kv`), the cache lives in
+ * host memory (plentiful next to a GPU's), and f32 keeps the logits exact (the fixture's 1e-4; f16
+ * moves them by up to 2.9e-3 there, test/gpu/model.test.ts).
  */
 export function kvCacheFor(asked: unknown, device: PlanDevice | undefined): KvFormat {
   if (asked === undefined) return device?.isFallbackAdapter ? 'f32' : 'f16';
