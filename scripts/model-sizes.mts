@@ -2,7 +2,8 @@
 /**
  * The README's "Model sizes" table: the memory plan (src/model/memory-plan.ts, the same plan `webmoe
  * info` prints and the loader checks) of the real models whose config.json is in test/data/configs, at
- * f16 / q8 / q4 weight storage and a 4096-token context, and what fits a GPU of 8 GB and of 16 GB.
+ * f16 / q8 / q4 weight storage and a 4096-token context (the KV cache in the plan's GPU default, f16),
+ * and what fits a GPU of 8 GB and of 16 GB.
  *
  *   npx tsx scripts/model-sizes.mts            (markdown, as pasted into the README)
  *   npx tsx scripts/model-sizes.mts --json     (every plan as JSON)
@@ -25,11 +26,13 @@ const gb = (n: number) => (n / 1e9).toFixed(n >= 100e9 ? 0 : 2);
 const rows: string[][] = [];
 const expect: string[][] = [];
 const plans: unknown[] = [];
+const kvFormats = new Set<string>();
 for (const model of MODELS) {
   const cfg = parseConfig(JSON.parse(readFileSync(new URL(`../test/data/configs/${model}/config.json`, import.meta.url), 'utf8')));
   for (const weights of STORAGE) {
     const p = planMemory(cfg, null, { weights, contextLength: CONTEXT, device: budget(Infinity) });
     plans.push({ name: model, ...p });
+    kvFormats.add(p.storage.kvCache);
     rows.push([model, weights === 'f16' ? 'f16 or bf16' : weights, String(p.expertStacks.length), gb(p.weights.bytes), gb(p.kvCache.bytes), gb(p.activations.bytes + p.runtime.bytes), gb(p.gpuBytes), `${gb(p.largestBinding.bytes)} (${p.largestBinding.name.replace(/^model\.layers\.\d+\.mlp\.experts\.\*: /, 'experts ')})`]);
   }
   const fit = (mem: number) => {
@@ -44,7 +47,7 @@ if (process.argv.includes('--json')) {
   console.log(JSON.stringify(plans, null, 2));
 } else {
   const table = (head: string[], body: string[][]) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-  console.log(table(['model', 'weights', 'expert stacks per layer', 'weights GB', `KV GB (${CONTEXT} tokens, f32)`, 'activations + runtime GB', 'gpuBytes GB', 'largest binding GB'], rows));
+  console.log(table(['model', 'weights', 'expert stacks per layer', 'weights GB', `KV GB (${CONTEXT} tokens, ${[...kvFormats].join('/')})`, 'activations + runtime GB', 'gpuBytes GB', 'largest binding GB'], rows));
   console.log();
   console.log(table(['model', 'parameters', '8 GB GPU: best that fits', '16 GB GPU: best that fits'], expect));
 }

@@ -21,8 +21,23 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
+// k / v elements (`// @variant kv`): f32, or f16 pairs packed in u32 words (element i = half i % 2 of
+// word i / 2, as flash_attention.wgsl and kv_cache.wgsl).
+// @variant kv f32
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
+fn k_at(i: u32) -> f32 { return k[i]; }
+fn v_at(i: u32) -> f32 { return v[i]; }
+// @variant kv f16
+@group(0) @binding(2) var<storage, read> k: array<u32>;
+@group(0) @binding(3) var<storage, read> v: array<u32>;
+fn half_of(w: u32, i: u32) -> f32 {
+  let p = unpack2x16float(w);
+  return select(p.x, p.y, (i & 1u) == 1u);
+}
+fn k_at(i: u32) -> f32 { return half_of(k[i / 2u], i); }
+fn v_at(i: u32) -> f32 { return half_of(v[i / 2u], i); }
+// @end kv
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> p: array<f32>;
 
@@ -44,7 +59,7 @@ fn scores(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   let qb = s * P.q_stride + P.q_offset + h * P.q_hstride;
   let kb = t * P.k_stride + P.k_offset + g * P.k_hstride;
   var acc = 0.0;
-  for (var d = 0u; d < P.d_qk; d++) { acc += q[qb + d] * k[kb + d]; }
+  for (var d = 0u; d < P.d_qk; d++) { acc += q[qb + d] * k_at(kb + d); }
   p[idx] = acc * P.scale;
 }
 
@@ -94,6 +109,6 @@ fn pv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @b
   var n = P.T;
   if (P.causal != 0u) { n = min(P.T, P.past + s + 1u); }
   var acc = 0.0;
-  for (var t = 0u; t < n; t++) { acc += p[pb + t] * v[t * P.v_stride + P.v_offset + g * P.v_hstride + c]; }
+  for (var t = 0u; t < n; t++) { acc += p[pb + t] * v_at(t * P.v_stride + P.v_offset + g * P.v_hstride + c); }
   out[s * P.o_stride + P.o_offset + h * P.o_hstride + c] = acc;
 }

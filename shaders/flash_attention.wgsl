@@ -67,8 +67,24 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
+// Element i of k / v (`// @variant kv`, the KV cache format): f32, or f16 pairs packed in u32 words
+// (element i = half i % 2 of word i / 2, low half first; kv_cache.wgsl writes them with pack2x16float,
+// so no shader-f16 is needed). Strides and offsets stay in elements either way.
+// @variant kv f32
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
+fn k_at(i: u32) -> f32 { return k[i]; }
+fn v_at(i: u32) -> f32 { return v[i]; }
+// @variant kv f16
+@group(0) @binding(2) var<storage, read> k: array<u32>;
+@group(0) @binding(3) var<storage, read> v: array<u32>;
+fn half_of(w: u32, i: u32) -> f32 {
+  let p = unpack2x16float(w);
+  return select(p.x, p.y, (i & 1u) == 1u);
+}
+fn k_at(i: u32) -> f32 { return half_of(k[i / 2u], i); }
+fn v_at(i: u32) -> f32 { return half_of(v[i / 2u], i); }
+// @end kv
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 @group(0) @binding(6) var<storage, read> past_buf: array<u32>;
@@ -139,7 +155,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
         let j = e / DC;
         let d = d0 + e % DC;
         var x = 0.0;
-        if (kt + j < k_end && d < P.d_qk) { x = k[(kt + j) * P.k_stride + P.k_offset + g * P.k_hstride + d]; }
+        if (kt + j < k_end && d < P.d_qk) { x = k_at((kt + j) * P.k_stride + P.k_offset + g * P.k_hstride + d); }
         Ks[j * KS4 + (e % DC) / 4u][e % 4u] = x;
       }
       workgroupBarrier();
@@ -200,7 +216,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
         let j = e / DC;
         let c = c0 + e % DC;
         var x = 0.0;
-        if (kt + j < k_end && c < P.d_v) { x = v[(kt + j) * P.v_stride + P.v_offset + g * P.v_hstride + c]; }
+        if (kt + j < k_end && c < P.d_v) { x = v_at((kt + j) * P.v_stride + P.v_offset + g * P.v_hstride + c); }
         Ks[j * KS4 + (e % DC) / 4u][e % 4u] = x;
       }
       workgroupBarrier();
@@ -302,13 +318,23 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
 // `dload scalar` reads 4 f32 with the head dims' ragged ends zeroed.
 // @variant dload vec4
 @group(0) @binding(1) var<storage, read> q4: array<vec4<f32>>;
+fn load_q(base: u32, d4: u32) -> vec4<f32> { return q4[base / 4u + d4]; }
+// @variant kv f32
 @group(0) @binding(2) var<storage, read> k4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> v4: array<vec4<f32>>;
-fn load_q(base: u32, d4: u32) -> vec4<f32> { return q4[base / 4u + d4]; }
 fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
   if (is_k) { return k4[base / 4u]; }
   return v4[base / 4u];
 }
+// @variant kv f16
+@group(0) @binding(2) var<storage, read> k4: array<vec2<u32>>;   // 4 f16 values in 2 words
+@group(0) @binding(3) var<storage, read> v4: array<vec2<u32>>;
+fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
+  var w: vec2<u32>;
+  if (is_k) { w = k4[base / 4u]; } else { w = v4[base / 4u]; }
+  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+// @end kv
 // @variant dload scalar
 fn load_q(base: u32, d4: u32) -> vec4<f32> {
   let d = d4 * 4u;
@@ -322,15 +348,15 @@ fn load_q(base: u32, d4: u32) -> vec4<f32> {
 fn load_kv(is_k: bool, base: u32, d: u32, n: u32) -> vec4<f32> {
   var x = vec4<f32>(0.0);
   if (is_k) {
-    if (d + 3u < n) { return vec4<f32>(k[base], k[base + 1u], k[base + 2u], k[base + 3u]); }
-    if (d < n) { x.x = k[base]; }
-    if (d + 1u < n) { x.y = k[base + 1u]; }
-    if (d + 2u < n) { x.z = k[base + 2u]; }
+    if (d + 3u < n) { return vec4<f32>(k_at(base), k_at(base + 1u), k_at(base + 2u), k_at(base + 3u)); }
+    if (d < n) { x.x = k_at(base); }
+    if (d + 1u < n) { x.y = k_at(base + 1u); }
+    if (d + 2u < n) { x.z = k_at(base + 2u); }
   } else {
-    if (d + 3u < n) { return vec4<f32>(v[base], v[base + 1u], v[base + 2u], v[base + 3u]); }
-    if (d < n) { x.x = v[base]; }
-    if (d + 1u < n) { x.y = v[base + 1u]; }
-    if (d + 2u < n) { x.z = v[base + 2u]; }
+    if (d + 3u < n) { return vec4<f32>(v_at(base), v_at(base + 1u), v_at(base + 2u), v_at(base + 3u)); }
+    if (d < n) { x.x = v_at(base); }
+    if (d + 1u < n) { x.y = v_at(base + 1u); }
+    if (d + 2u < n) { x.z = v_at(base + 2u); }
   }
   return x;
 }

@@ -32,7 +32,8 @@ const weights = { kind: 'choice', choices: ['auto', 'f32', 'f16', 'bf16', 'q8', 
 const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capacity in tokens (default: the model's max_position_embeddings, at most 4096)" } as const;
 const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
 const prefillChunk = { kind: 'integer', arg: 'N', min: 1, description: 'most prompt tokens per prefill forward: longer prompts run in chunks, which bound the activations (default: min(512, context))' } as const;
-const loading = { model, weights, context, 'prefill-chunk': prefillChunk, quiet } as const;
+const kvCache = { kind: 'choice', choices: ['f16', 'f32'], description: 'KV cache element format: f16 halves its bytes, values rounded to f16 when written (default: f16 on a GPU, f32 on a CPU fallback adapter)' } as const;
+const loading = { model, weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet } as const;
 
 const generateOptions = {
   model,
@@ -44,7 +45,7 @@ const generateOptions = {
   'top-p': { kind: 'number', arg: 'P', ...range(SAMPLING_RANGES.topP), description: 'nucleus sampling: the smallest set of tokens with probability ≥ P' },
   'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
   seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
-  weights, context, 'prefill-chunk': prefillChunk, quiet,
+  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet,
 } as const;
 
 const logitsOptions = {
@@ -72,7 +73,7 @@ const serveOptions = {
   host: { kind: 'text', arg: 'HOST', default: '127.0.0.1', description: 'address to listen on (0.0.0.0 for every interface)' },
   name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
   'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
-  weights, context, 'prefill-chunk': prefillChunk, quiet,
+  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet,
 } as const;
 
 const convertOptions = {
@@ -115,10 +116,10 @@ const command = <O extends OptionTable>(options: O, summary: string, run: (v: Op
 /** stderr lines that --quiet drops. */
 const logger = (v: { quiet: boolean }, io: CliIO) => (v.quiet ? () => {} : (m: string) => io.err(`${m}\n`));
 
-async function withEngine<T>(v: Omit<OptionValues<typeof loading>, 'prefill-chunk'> & { 'prefill-chunk'?: number }, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
+async function withEngine<T>(v: Omit<OptionValues<typeof loading>, 'prefill-chunk' | 'kv-cache'> & { 'prefill-chunk'?: number; 'kv-cache'?: 'f16' | 'f32' }, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
   const engine = createNodeEngine({ log: logger(v, io) });
   try {
-    await engine.load(v.model, { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], ...load });
+    await engine.load(v.model, { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...load });
     return await fn(engine);
   } finally {
     await engine.unload();
@@ -215,12 +216,12 @@ async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
   let plan;
   try {
     const cfg = ckpt.config;
-    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-chunk'] });
+    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-chunk'], kvCache: v['kv-cache'] });
     const prePruned = [...ckpt.tensors.keys()].some((n) => n.endsWith('.sparse_config'));
     const out: Record<string, unknown> = {
       model: { name: v.model, ...plan.model, prePruned },
       // No device is opened: 'auto' is resolved as on a real GPU and no binding limit splits anything.
-      assumes: 'a GPU without binding limits (not a CPU fallback adapter, where auto is f32); --load plans and loads on this device',
+      assumes: 'a GPU without binding limits (not a CPU fallback adapter, where auto and the KV cache are f32); --load plans and loads on this device',
       plan,
     };
     if (!v.load) { io.out(`${JSON.stringify(out, null, 2)}\n`); return; }
@@ -296,7 +297,7 @@ async function convert(v: OptionValues<typeof convertOptions>, io: CliIO) {
 async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
   const log = logger(v, io);
   const engine = createNodeEngine({ log });
-  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'] }, log });
+  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'] }, log });
   io.out(`webmoe: OpenAI-compatible API at ${server.url}/v1 (loading ${v.model})\n`);
   try {
     const info = await server.loaded;

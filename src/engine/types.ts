@@ -34,6 +34,13 @@ export interface LoadOptions {
    * bounded by the chunk, not the prompt. A positive integer; anything else is an ArgumentError.
    */
   prefillChunk?: number;
+  /**
+   * KV cache element format: 'f16' (half the bytes, values rounded to f16 when written; default on a
+   * GPU) or 'f32' (default on a CPU fallback adapter: the halved bytes measured no faster there, and
+   * f32 keeps the logits exact; model/memory-plan.ts kvCacheFor).
+   * Anything else is an ArgumentError.
+   */
+  kvCache?: 'f16' | 'f32';
   /** Browser: keep downloaded files in the Cache API so a second load reads them locally (default true). */
   cache?: boolean;
   /**

@@ -5,6 +5,20 @@
  * the kernels allocate.
  */
 
+/**
+ * Element format of a KV cache (and of the k/v bindings attention reads): 'f32', or 'f16' = IEEE
+ * half pairs packed in u32 words (element i = half i % 2 of word i / 2, low half first), written with
+ * pack2x16float and read with unpack2x16float so no `shader-f16` feature is needed. Strides and offsets
+ * stay in elements for both.
+ */
+export type KvFormat = 'f32' | 'f16';
+
+/** Bytes per cached element. */
+export const kvElementBytes = (f: KvFormat) => (f === 'f16' ? 2 : 4);
+
+/** A cache row stride (elements) for `width` values: f16 rows are padded to whole words. */
+export const kvRowStride = (width: number, f: KvFormat) => (f === 'f16' ? width + (width % 2) : width);
+
 /** flash_rows' invocations per workgroup on a GPU (16 on a software adapter: rowsConfig). */
 export const ROWS_WG = 64;
 

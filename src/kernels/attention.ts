@@ -7,9 +7,9 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ContextLengthError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
-import { attentionScratchBytes, autoSplits, rowsConfig, rowsSplits, type RowsConfig } from './attention-plan';
+import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type KvFormat } from './attention-plan';
 
-export { attentionScratchBytes, rowsConfig, rowsSharedBytes, type AttentionDevice, type RowsConfig } from './attention-plan';
+export { attentionScratchBytes, kvElementBytes, kvRowStride, rowsConfig, rowsSharedBytes, type AttentionDevice, type KvFormat, type RowsConfig } from './attention-plan';
 
 /**
  * Scaled dot-product attention on the GPU (shaders/flash_attention.wgsl).
@@ -57,6 +57,8 @@ export interface AttentionShape {
   qStride?: number; qOffset?: number; qHeadStride?: number;
   kStride?: number; kOffset?: number; kHeadStride?: number;
   vStride?: number; vOffset?: number; vHeadStride?: number;
+  /** Element format of k and v (default 'f32'; 'f16': packed pairs, see KvFormat). */
+  kv?: KvFormat;
 }
 
 /** Shapes as in AttentionShape: S queries at positions past .. past+S−1, T keys (with causal: past + S; ignored
@@ -197,12 +199,12 @@ function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
     const splits = s === 'auto' ? rowsSplits(gpu, base, T, rc.DBK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / rc.DBK))));
     const L = layout(a);
     const vec4 = allMultiplesOf4(a.dQk, a.dV, L.qStride, L.qOffset, L.qHeadStride, L.kStride, L.kOffset, L.kHeadStride, L.vStride, L.vOffset, L.vHeadStride);
-    return { kernel: 'flash_rows', consts: { ...cfg, ...rc }, vec4, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS4 ? 'K|V' : 'shared rows'},${vec4 ? 'vec4' : 'scalar'},splits${splits})` };
+    return { kernel: 'flash_rows', consts: { ...cfg, ...rc }, vec4, rowTiles, workgroups: base * splits, splits, label: `${what}(rows${rc.DR},keys${rc.DBK},${rc.DVS4 ? 'K|V' : 'shared rows'},${vec4 ? 'vec4' : 'scalar'},${a.kv ?? 'f32'},splits${splits})` };
   }
   const rowTiles = ceilDiv(a.S * gs, cfg.BQ);
   const base = a.kvHeads * rowTiles;
   const splits = s === 'auto' ? autoSplits(base, T, cfg.BK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / cfg.BK))));
-  return { kernel: 'main', consts: { ...cfg }, vec4: false, rowTiles, workgroups: base * splits, splits, label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},splits${splits})` };
+  return { kernel: 'main', consts: { ...cfg }, vec4: false, rowTiles, workgroups: base * splits, splits, label: `${what}(BQ${cfg.BQ},BK${cfg.BK},DC${cfg.DC},${a.kv ?? 'f32'},splits${splits})` };
 }
 
 /**
@@ -217,7 +219,7 @@ export function attentionDecodeInfo(gpu: Gpu, a: AttentionArgs, mode: 'decode' |
   const p = plan(gpu, a, mode === 'decode' ? 'attention_decode' : 'flash_attention');
   const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
   const perKey = p.kernel === 'flash_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
-  return { kernel: p.kernel, label: p.label, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: 4 * T * a.kvHeads * p.rowTiles * perKey };
+  return { kernel: p.kernel, label: p.label, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: kvElementBytes(a.kv ?? 'f32') * T * a.kvHeads * p.rowTiles * perKey };
 }
 
 function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
@@ -225,7 +227,7 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
   if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
   const p = plan(gpu, a, what);
   const splits = p.splits;
-  const code = specialise(flashCode, { load: loadWidth(true), dload: loadWidth(p.vec4) }, p.consts);
+  const code = specialise(flashCode, { load: loadWidth(true), dload: loadWidth(p.vec4), kv: a.kv ?? 'f32' }, p.consts);
   const d = dummy(gpu);
   const uniforms = pack(a, { scale: a.scale * Math.LOG2E, splits, rowTiles: p.rowTiles });
   let part: Binding = d.part;
@@ -282,7 +284,8 @@ export function naiveAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs & { sco
   const scores = a.scores ?? gpu.temps.acquire(bytes);
   const WGN = Math.min(256, 2 ** Math.floor(Math.log2(gpu.caps.maxComputeInvocationsPerWorkgroup)));
   const uniforms = pack(a, { scale: a.scale, splits: 0, rowTiles: 0 });
-  const pipe = (entryPoint: string) => gpu.pipelines.get({ label: 'attention_naive', code: naiveCode, entryPoint, constants: { WG: WGN } });
+  const code = specialise(naiveCode, { kv: a.kv ?? 'f32' });
+  const pipe = (entryPoint: string) => gpu.pipelines.get({ label: 'attention_naive', code, entryPoint, constants: { WG: WGN } });
   rec.dispatch({ pipeline: pipe('scores'), bindings: [a.q, a.k, null, null, scores], uniforms, workgroups: ceilDiv(a.heads * a.S * a.T, WGN), label: 'attention_naive.scores' });
   rec.dispatch({ pipeline: pipe('softmax'), bindings: [null, null, null, null, scores], uniforms, workgroups: a.heads * a.S, label: 'attention_naive.softmax' });
   rec.dispatch({ pipeline: pipe('pv'), bindings: [null, null, a.v, a.out, scores], uniforms, workgroups: ceilDiv(a.S * a.heads * a.dV, WGN), label: 'attention_naive.pv' });
@@ -301,25 +304,54 @@ export interface KvWriteArgs {
   a: Binding; colsA: number; aStride: number; aOffset?: number;
   /** Then colsB values from b[r·bStride + bOffset ..] (optional). */
   b?: Binding; colsB?: number; bStride?: number; bOffset?: number;
+  /** dst's element format (default 'f32'). f16: dstStride and dstOffset even; an odd row's last word gets a 0 high half. */
+  format?: KvFormat;
+}
+
+function kvParams(w: { rows: number; colsA: number; colsB?: number; aStride?: number; aOffset?: number; bStride?: number; bOffset?: number; dstStride: number; dstOffset?: number; past: number; pastFromBuffer?: Binding; capacity: number }) {
+  return KV_PARAMS.pack({
+    rows: w.rows, cols_a: w.colsA, cols_b: w.colsB ?? 0, a_stride: w.aStride ?? 0, a_offset: w.aOffset ?? 0,
+    b_stride: w.bStride ?? 0, b_offset: w.bOffset ?? 0, dst_stride: w.dstStride, dst_offset: w.dstOffset ?? 0,
+    past: w.past, past_from_buf: w.pastFromBuffer ? 1 : 0, capacity: w.capacity,
+  });
 }
 
 /** Writes new rows into a KV cache buffer (one dispatch; `past` may live on the GPU). */
 export function kvWrite(gpu: Gpu, rec: Recorder, w: KvWriteArgs): void {
   const colsB = w.colsB ?? 0;
-  const n = w.rows * (w.colsA + colsB);
+  const format = w.format ?? 'f32';
+  const cols = w.colsA + colsB;
+  // f16: one invocation per packed word of a row.
+  const n = w.rows * (format === 'f16' ? Math.ceil(cols / 2) : cols);
   if (!n) return;
+  if (format === 'f16' && ((w.dstStride | (w.dstOffset ?? 0)) & 1)) {
+    throw new ShapeError(`KV cache write: an f16 cache needs an even row stride and offset (whole u32 words), got stride ${w.dstStride}, offset ${w.dstOffset ?? 0}; pad rows with kvRowStride`);
+  }
   if (!w.pastFromBuffer && w.past + w.rows > w.capacity) throw new ContextLengthError(w.past + w.rows, w.capacity, 'KV cache write');
   const WGK = Math.min(256, gpu.caps.maxComputeInvocationsPerWorkgroup);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'kv_cache', code: kvCode, entryPoint: 'kv_write', constants: { WG: WGK } }),
+    pipeline: gpu.pipelines.get({ label: 'kv_cache', code: specialise(kvCode, { kv: format }), entryPoint: 'kv_write', constants: { WG: WGK } }),
     bindings: [w.a, w.b ?? w.a, w.dst, w.pastFromBuffer ?? dummy(gpu).past],
-    uniforms: KV_PARAMS.pack({
-      rows: w.rows, cols_a: w.colsA, cols_b: colsB, a_stride: w.aStride, a_offset: w.aOffset ?? 0,
-      b_stride: w.bStride ?? 0, b_offset: w.bOffset ?? 0, dst_stride: w.dstStride, dst_offset: w.dstOffset ?? 0,
-      past: w.past, past_from_buf: w.pastFromBuffer ? 1 : 0, capacity: w.capacity,
-    }),
+    uniforms: kvParams({ ...w, colsB }),
     workgroups: ceilDiv(n, WGK),
-    label: 'kv_write',
+    label: `kv_write(${format})`,
+  });
+}
+
+/**
+ * f32 copy of rows [0, rows) of an f16 cache: out[r·cols + c] = cache element r·srcStride + srcOffset + c
+ * (for readers that take f32 rows, e.g. the naive MLA path's matmul with kv_b).
+ */
+export function kvUnpack(gpu: Gpu, rec: Recorder, u: { src: GPUBuffer; srcStride: number; srcOffset?: number; rows: number; cols: number; out: Binding }): void {
+  const n = u.rows * u.cols;
+  if (!n) return;
+  const WGK = Math.min(256, gpu.caps.maxComputeInvocationsPerWorkgroup);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'kv_cache', code: specialise(kvCode, { kv: 'f16' }), entryPoint: 'kv_unpack', constants: { WG: WGK } }),
+    bindings: [null, null, u.src, null, u.out],
+    uniforms: kvParams({ rows: u.rows, colsA: u.cols, dstStride: u.srcStride, dstOffset: u.srcOffset, past: 0, capacity: u.rows }),
+    workgroups: ceilDiv(n, WGK),
+    label: 'kv_unpack',
   });
 }
 
@@ -350,6 +382,8 @@ export interface MhaCacheBinding {
   readonly kvHeads: number;
   readonly kDim: number;
   readonly vDim: number;
+  /** Element format (default 'f32'); f16 rows are kvRowStride(kvHeads·dim, 'f16') elements apart. */
+  readonly format?: KvFormat;
   layer(i: number): { k: GPUBuffer; v: GPUBuffer };
 }
 
@@ -361,11 +395,13 @@ export function mhaAttention(gpu: Gpu, rec: Recorder, a: MhaAttentionArgs): void
   const c = a.cache;
   const { k, v } = c.layer(a.layer);
   const kw = c.kvHeads * c.kDim, vw = c.kvHeads * c.vDim;
-  kvWrite(gpu, rec, { dst: k, capacity: c.capacity, dstStride: kw, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.k, colsA: kw, aStride: a.kStride ?? kw, aOffset: a.kOffset });
-  kvWrite(gpu, rec, { dst: v, capacity: c.capacity, dstStride: vw, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.v, colsA: vw, aStride: a.vStride ?? vw, aOffset: a.vOffset });
+  const format = c.format ?? 'f32';
+  const ks = kvRowStride(kw, format), vs = kvRowStride(vw, format);
+  kvWrite(gpu, rec, { dst: k, capacity: c.capacity, dstStride: ks, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.k, colsA: kw, aStride: a.kStride ?? kw, aOffset: a.kOffset, format });
+  kvWrite(gpu, rec, { dst: v, capacity: c.capacity, dstStride: vs, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.v, colsA: vw, aStride: a.vStride ?? vw, aOffset: a.vOffset, format });
   const args: AttentionArgs = {
     q: a.q, k, v, out: a.out, S: a.S, T: a.past + a.S, past: a.past, heads: a.heads, kvHeads: c.kvHeads,
-    dQk: c.kDim, dV: c.vDim, scale: a.scale, causal: true,
+    dQk: c.kDim, dV: c.vDim, scale: a.scale, causal: true, kStride: ks, vStride: vs, kv: format,
     qStride: a.qStride, qOffset: a.qOffset, oStride: a.oStride, oOffset: a.oOffset,
     pastFromBuffer: a.pastFromBuffer, maxT: c.capacity,
   };

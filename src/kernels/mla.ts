@@ -4,7 +4,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError, UnsupportedError } from '../errors';
-import { attentionDecode, flashAttention, kvWrite, type AttentionArgs } from './attention';
+import { attentionDecode, flashAttention, kvUnpack, kvWrite, type AttentionArgs, type KvFormat } from './attention';
 import { matmulTiled } from './matmul';
 import { specialise, subgroupChoice } from './shader-source';
 
@@ -18,13 +18,14 @@ export interface MlaDims {
 
 /**
  * What mlaAttention needs of a latent KV cache (model/kvcache.ts LatentKvCache is one): per layer one
- * f32 buffer of `capacity` rows [latent (kvLoraRank) | k_pe (ropeDim)], rowFloats = kvLoraRank + ropeDim.
+ * buffer of `capacity` rows [latent (kvLoraRank) | k_pe (ropeDim)], rowFloats elements apart (≥ kvLoraRank
+ * + ropeDim; even for f16), elements f32 or packed f16 pairs (`format`, default f32; see KvFormat).
  */
 export interface LatentCacheBinding {
   readonly capacity: number;
   readonly kvLoraRank: number;
   readonly ropeDim: number;
-  layer(i: number): { kv: GPUBuffer; rowFloats: number };
+  layer(i: number): { kv: GPUBuffer; rowFloats: number; format?: KvFormat };
 }
 
 export const MLA_PARAMS = defineUniforms({
@@ -65,8 +66,9 @@ export interface MlaAttentionArgs {
 }
 
 /** Bytes of the expanded K/V temporaries of the naive path for T cached tokens. */
-export function mlaNaiveTempBytes(d: MlaDims, T: number): number {
-  return 4 * T * d.heads * (2 * d.qkNope + d.vHead + d.qkRope);
+export function mlaNaiveTempBytes(d: MlaDims, T: number, format: KvFormat = 'f32'): number {
+  const unpacked = format === 'f16' ? 4 * T * (d.kvLora + d.qkRope) : 0;
+  return 4 * T * d.heads * (2 * d.qkNope + d.vHead + d.qkRope) + unpacked;
 }
 
 const NAIVE_DEFAULT_MAX_BYTES = 64 << 20;
@@ -113,18 +115,18 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
   const d = a.dims;
   const { heads: H, qkNope: nope, qkRope: rope, vHead: dv, kvLora: r } = d;
   const cache = a.cache;
-  const { kv, rowFloats } = cache.layer(a.layer);
+  const { kv, rowFloats, format = 'f32' } = cache.layer(a.layer);
   const T = a.past + a.S;
 
   // 1. The new rows of the latent cache.
   if (a.kvA) {
     const st = a.kvAStride ?? r + rope, off = a.kvAOffset ?? 0;
-    kvWrite(gpu, rec, { dst: kv, capacity: cache.capacity, dstStride: rowFloats, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.kvA, colsA: r + rope, aStride: st, aOffset: off });
+    kvWrite(gpu, rec, { dst: kv, capacity: cache.capacity, dstStride: rowFloats, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer, a: a.kvA, colsA: r + rope, aStride: st, aOffset: off, format });
   } else {
     kvWrite(gpu, rec, {
       dst: kv, capacity: cache.capacity, dstStride: rowFloats, rows: a.S, past: a.past, pastFromBuffer: a.pastFromBuffer,
       a: a.latent!, colsA: r, aStride: a.latentStride ?? r, aOffset: a.latentOffset ?? 0,
-      b: a.kPe!, colsB: rope, bStride: a.kPeStride ?? rope, bOffset: a.kPeOffset ?? 0,
+      b: a.kPe!, colsB: rope, bStride: a.kPeStride ?? rope, bOffset: a.kPeOffset ?? 0, format,
     });
   }
 
@@ -140,7 +142,7 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
     const oLat = gpu.temps.acquire(a.S * H * r * 4);
     const attn: AttentionArgs = {
       q: qa, k: kv, v: kv, out: oLat, S: a.S, T, past: a.past, heads: H, kvHeads: 1, dQk: r + rope, dV: r,
-      scale: a.scale, causal: true, kStride: rowFloats, vStride: rowFloats,
+      scale: a.scale, causal: true, kStride: rowFloats, vStride: rowFloats, kv: format,
       pastFromBuffer: a.pastFromBuffer, maxT: cache.capacity, splits: a.splits,
     };
     // Up to 8 rows (decode, speculative verify): the decode kernel stages each latent row once for all
@@ -177,12 +179,19 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
   }
 
   if (a.pastFromBuffer) throw new UnsupportedError('mlaAttention: the naive path sizes its expanded K/V on the CPU; use mode "absorb" with pastFromBuffer');
+  // An f16 cache is read as f32 rows here (the matmul takes f32 x): one unpacking pass over [0, T).
+  let rows: GPUBuffer = kv, rowStride = rowFloats;
+  if (format === 'f16') {
+    rows = gpu.temps.acquire(T * (r + rope) * 4);
+    rowStride = r + rope;
+    kvUnpack(gpu, rec, { src: kv, srcStride: rowFloats, rows: T, cols: r + rope, out: rows });
+  }
   // 2. [k_nope | v] per head for every cached token: kvx [T, H·(nope+v)] = latent · kv_bᵀ.
   const kvx = gpu.temps.acquire(T * H * (nope + dv) * 4);
-  matmulTiled(gpu, rec, { x: kv, w: a.kvB, y: kvx, M: T, N: H * (nope + dv), K: r, xStride: rowFloats, xOffset: 0 });
+  matmulTiled(gpu, rec, { x: rows, w: a.kvB, y: kvx, M: T, N: H * (nope + dv), K: r, xStride: rowStride, xOffset: 0 });
   // 3. K [T, H, nope+rope] = [k_nope | shared k_pe].
   const kx = gpu.temps.acquire(T * H * (nope + rope) * 4);
-  mlaDispatch(gpu, rec, 'expand_k', T * H * (nope + rope), [kvx, null, kx, kv], { c_stride: rowFloats, c_offset: r }, d, T);
+  mlaDispatch(gpu, rec, 'expand_k', T * H * (nope + rope), [kvx, null, kx, rows], { c_stride: rowStride, c_offset: r }, d, T);
   // 4. Standard causal MHA, V read in place from kvx.
   flashAttention(gpu, rec, {
     q: a.q, k: kx, v: kvx, out: a.out, S: a.S, T, past: a.past, heads: H, kvHeads: H, dQk: nope + rope, dV: dv,

@@ -15,7 +15,7 @@ import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
-import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
+import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, kvCacheFor, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
 import { ArgumentError } from '../errors';
 
 export type { Gpu, GpuOptions };
@@ -60,6 +60,8 @@ export interface ModelLoadOptions {
   contextLength?: number;
   /** Most tokens per prefill forward (LoadOptions.prefillChunk); default min(DEFAULT_PREFILL_CHUNK, context). */
   prefillChunk?: number;
+  /** KV cache element format (LoadOptions.kvCache); default f16 on a GPU, f32 on a CPU fallback adapter (kvCacheFor). */
+  kvCache?: 'f16' | 'f32';
   /** GPU memory the model may take (LoadOptions.memoryBytes); default gpu.memoryHint. */
   memoryBytes?: number;
   onProgress?: (p: LoadProgress) => void;
@@ -181,20 +183,22 @@ export class GpuModelLoader {
     // The plan from the config and tensor headers, checked before anything is allocated; a load that
     // cannot fit fails here naming the limit and the loads that would fit.
     const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
-    const planOpts = { weights: storage, contextLength, prefillTokens: prefillChunk, device: planDevice(gpu) };
+    const device = planDevice(gpu);
+    const kvCache = kvCacheFor(options.kvCache, device);
+    const planOpts = { weights: storage, contextLength, prefillTokens: prefillChunk, device, kvCache };
     const plan = planMemory(cfg, ckpt.tensors.values(), planOpts);
     const memoryBytes = options.memoryBytes ?? gpu.memoryHint;
     if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
     const budget = { maxStorageBufferBindingSize: gpu.caps.maxStorageBufferBindingSize, maxBufferSize: gpu.caps.maxBufferSize, memoryBytes };
     checkPlanFits(plan, budget, () => whatFits(cfg, ckpt.tensors.values(), planOpts, budget));
-    return { gpu, storage, contextLength, prefillChunk, plan };
+    return { gpu, storage, contextLength, prefillChunk, kvCache, plan };
   }
 
   /** Uploads `ckpt` (named `name` in the description) to the device and returns its runner. */
   async load(ckpt: Checkpoint, name: string, options: ModelLoadOptions = {}): Promise<GpuModel> {
     const log = options.log ?? (() => {});
     const cfg = ckpt.config;
-    const { gpu, storage, contextLength, prefillChunk, plan } = await this.checkedPlan(ckpt, options);
+    const { gpu, storage, contextLength, prefillChunk, kvCache, plan } = await this.checkedPlan(ckpt, options);
     // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
     let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
     if (stored) {
@@ -212,7 +216,7 @@ export class GpuModelLoader {
       nativeFp8: false,
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
-    const be = new GpuBackend(gpu, cfg, policy, contextLength);
+    const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache);
     let weights;
     try {
       weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option, ggufBlocks: storage === 'gguf' });

@@ -17,6 +17,7 @@ import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
 import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, type MoeExpertGroups } from '../kernels/moe';
 import { LatentKvCache } from './kvcache';
+import type { KvFormat } from '../kernels/attention-plan';
 import type { SparsityOption } from '../sparse/apply';
 import { isSparsityTarget, moeLayers, tensorName } from './tensors';
 import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
@@ -79,8 +80,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   /** Keep every MoE layer's ids of the forward in persistent buffers (routing view, CLI --routing). */
   captureRouting = false;
 
-  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number) {
-    this.cache = new LatentKvCache(gpu, { layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv' });
+  /** `kvCache`: the latent cache's element format (model/kvcache.ts; the load option, f32 unless given). */
+  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number, kvCache: KvFormat = 'f32') {
+    this.cache = new LatentKvCache(gpu, { layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv', format: kvCache });
     this.load = new ExpertLoad(gpu, moeLayers(cfg), cfg.nRoutedExperts, cfg.numExpertsPerTok);
     this.invFreq = gpu.buffers.upload('rope.invFreq', ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling));
   }

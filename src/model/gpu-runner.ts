@@ -4,6 +4,7 @@
  * forwards of at most that many tokens, each submitted on its own: a forward's temporaries live until
  * its submit, so the chunk, not the prompt, bounds them (the memory plan sizes them for the same chunk).
  */
+import { kvElementBytes } from '../kernels/attention-plan';
 import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
 import type { ModelConfig } from './config';
 import type { ModelWeights } from './deepseek';
@@ -191,7 +192,7 @@ export class GpuRunner implements ModelRunner {
     return {
       kvBytes: c.bytesAllocated(),
       kvBytesPerToken: c.bytesPerTokenPerLayer() * cfg.numLayers,
-      mhaKvBytesPerToken: mhaCacheBytesPerToken({ layers: cfg.numLayers, heads: cfg.numHeads, qkHeadDim: cfg.qkNopeHeadDim + cfg.qkRopeHeadDim, vHeadDim: cfg.vHeadDim }, 4),
+      mhaKvBytesPerToken: mhaCacheBytesPerToken({ layers: cfg.numLayers, heads: cfg.numHeads, qkHeadDim: cfg.qkNopeHeadDim + cfg.qkRopeHeadDim, vHeadDim: cfg.vHeadDim }, kvElementBytes(c.format)),
       weightBytes: this.be.weightBytes,
       gpuBytes: this.be.gpu.buffers.bytesAllocated,
     };

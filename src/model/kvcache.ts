@@ -2,7 +2,11 @@
  * KV caches: preallocated per-layer GPU storage with growth, truncation and reset (chat prefix reuse),
  * and byte accounting for the memory panel.
  *
- *  - LatentKvCache (MLA, DeepSeek-V2/V3): per layer one f32 buffer of rows [capacity, kvLora + rope],
+ * Element format (`format`, the `kvCache` load option): 'f32', or 'f16' pairs packed in u32 words
+ * (kernels/attention.ts KvFormat: written with pack2x16float, read with unpack2x16float, so no
+ * shader-f16), half the bytes; f16 rows are padded to an even number of elements (kvRowStride).
+ *
+ *  - LatentKvCache (MLA, DeepSeek-V2/V3): per layer one buffer of rows [capacity, kvLora + rope],
  *    row t = [RMSNorm(c_KV,t) (kvLora) | roped k_pe,t (rope)] — the exact layout of the
  *    kv_a_proj_with_mqa output, so absorbed attention reads K = the whole row and V = its first kvLora
  *    values from the same buffer (MQA with one KV head, as FlashMLA does).
@@ -15,10 +19,9 @@
  */
 import type { Gpu } from '../gpu/device';
 import { ArgumentError, ContextLengthError } from '../errors';
+import { kvElementBytes, kvRowStride, type KvFormat } from '../kernels/attention-plan';
 
-const F32 = 4;
-
-/** Shared lifecycle: per-layer buffers of `rowFloats`-wide rows, grown by doubling. */
+/** Shared lifecycle: per-layer buffers of rows `widths` values wide (one buffer per width), grown by doubling. */
 abstract class RowCache {
   capacity: number;
   readonly maxCapacity: number;
@@ -26,15 +29,19 @@ abstract class RowCache {
   protected readonly label: string;
   private len = 0;
   private bufs: GPUBuffer[][];
+  /** Bytes of one cached row per part (row stride × element bytes). */
+  private rowBytes: number[];
 
-  protected constructor(protected gpu: Gpu, layers: number, private widths: number[], capacity: number, maxCapacity: number | undefined, label: string) {
+  protected constructor(protected gpu: Gpu, layers: number, widths: number[], capacity: number, maxCapacity: number | undefined, label: string, readonly format: KvFormat) {
+    if (format !== 'f32' && format !== 'f16') throw new ArgumentError(`${label}: format must be 'f16' or 'f32', got ${String(format)}`);
     if (!Number.isInteger(layers) || layers < 1) throw new ArgumentError(`${label}: layers must be a positive integer, got ${layers}`);
     if (!Number.isInteger(capacity) || capacity < 1) throw new ArgumentError(`${label}: capacity must be a positive integer, got ${capacity}`);
     this.layers = layers;
     this.label = label;
+    this.rowBytes = widths.map((w) => kvRowStride(w, format) * kvElementBytes(format));
     // Largest row count one buffer can hold and bind.
     const limit = Math.min(gpu.caps.maxBufferSize, gpu.caps.maxStorageBufferBindingSize);
-    const deviceMax = Math.floor(limit / (Math.max(...widths) * F32));
+    const deviceMax = Math.floor(limit / Math.max(...this.rowBytes));
     this.maxCapacity = Math.min(maxCapacity ?? deviceMax, deviceMax);
     if (capacity > this.maxCapacity) throw new ContextLengthError(capacity, this.maxCapacity, label);
     this.capacity = capacity;
@@ -43,7 +50,7 @@ abstract class RowCache {
   }
 
   private alloc(layer: number, capacity: number): GPUBuffer[] {
-    return this.widths.map((w, i) => this.gpu.buffers.create(`${this.label}.L${layer}.${this.partName(i)}`, capacity * w * F32));
+    return this.rowBytes.map((rb, i) => this.gpu.buffers.create(`${this.label}.L${layer}.${this.partName(i)}`, capacity * rb));
   }
 
   protected abstract partName(i: number): string;
@@ -65,7 +72,7 @@ abstract class RowCache {
     const old = this.bufs;
     this.bufs = old.map((parts, l) => {
       const fresh = this.alloc(l, next);
-      parts.forEach((b, i) => { if (this.len) rec.copy(b, 0, fresh[i], 0, this.len * this.widths[i] * F32); });
+      parts.forEach((b, i) => { if (this.len) rec.copy(b, 0, fresh[i], 0, this.len * this.rowBytes[i]); });
       return fresh;
     });
     rec.submit();
@@ -89,8 +96,8 @@ abstract class RowCache {
 
   reset(): void { this.len = 0; }
 
-  /** Actual bytes per cached token per layer (f32 storage). */
-  bytesPerTokenPerLayer(): number { return this.widths.reduce((a, w) => a + w * F32, 0); }
+  /** Actual bytes per cached token per layer (f16 rows padded to whole words). */
+  bytesPerTokenPerLayer(): number { return this.rowBytes.reduce((a, b) => a + b, 0); }
 
   /** Bytes of GPU memory the cache holds (all layers, full capacity). */
   bytesAllocated(): number {
@@ -115,14 +122,17 @@ export interface LatentKvCacheOptions {
   /** Growth limit (default: what one buffer binding can hold). */
   maxCapacity?: number;
   label?: string;
+  /** Element format (default 'f32'). */
+  format?: KvFormat;
 }
 
 /** One layer of the latent cache: rows [capacity, kvLora + rope] = [latent | pe]. */
 export interface LatentLayer {
-  /** f32 [capacity, rowFloats]: row t = [RMSNorm(c_KV,t) (kvLora) | k_pe,t (rope)]. */
+  /** [capacity, rowFloats] of `format` elements: row t = [RMSNorm(c_KV,t) (kvLora) | k_pe,t (rope)]. */
   kv: GPUBuffer;
-  /** kvLora + rope. */
+  /** Row stride in elements: kvLora + rope (f16: rounded up to even). */
   rowFloats: number;
+  format: KvFormat;
   /** Offset of the latent within a row (0). */
   latentOffset: number;
   /** Offset of k_pe within a row (kvLora). */
@@ -135,17 +145,18 @@ export class LatentKvCache extends RowCache {
   readonly ropeDim: number;
 
   constructor(gpu: Gpu, opts: LatentKvCacheOptions) {
-    super(gpu, opts.layers, [opts.kvLoraRank + opts.ropeDim], opts.capacity, opts.maxCapacity, opts.label ?? 'latentKvCache');
+    super(gpu, opts.layers, [opts.kvLoraRank + opts.ropeDim], opts.capacity, opts.maxCapacity, opts.label ?? 'latentKvCache', opts.format ?? 'f32');
     this.kvLoraRank = opts.kvLoraRank;
     this.ropeDim = opts.ropeDim;
   }
 
   protected partName(): string { return 'latent+pe'; }
 
-  get rowFloats(): number { return this.kvLoraRank + this.ropeDim; }
+  /** Row stride in elements (kvLora + rope; f16 rounded up to even). */
+  get rowFloats(): number { return kvRowStride(this.kvLoraRank + this.ropeDim, this.format); }
 
   layer(i: number): LatentLayer {
-    return { kv: this.buffers(i)[0], rowFloats: this.rowFloats, latentOffset: 0, peOffset: this.kvLoraRank };
+    return { kv: this.buffers(i)[0], rowFloats: this.rowFloats, format: this.format, latentOffset: 0, peOffset: this.kvLoraRank };
   }
 }
 
@@ -159,6 +170,8 @@ export interface MhaKvCacheOptions {
   capacity: number;
   maxCapacity?: number;
   label?: string;
+  /** Element format (default 'f32'); f16 rows are kvRowStride(kvHeads·dim, 'f16') elements apart. */
+  format?: KvFormat;
 }
 
 /** Standard MHA/GQA cache: per layer K [capacity, kvHeads, kDim] and V [capacity, kvHeads, vDim]. */
@@ -168,7 +181,7 @@ export class MhaKvCache extends RowCache {
   readonly vDim: number;
 
   constructor(gpu: Gpu, opts: MhaKvCacheOptions) {
-    super(gpu, opts.layers, [opts.kvHeads * opts.kDim, opts.kvHeads * opts.vDim], opts.capacity, opts.maxCapacity, opts.label ?? 'mhaKvCache');
+    super(gpu, opts.layers, [opts.kvHeads * opts.kDim, opts.kvHeads * opts.vDim], opts.capacity, opts.maxCapacity, opts.label ?? 'mhaKvCache', opts.format ?? 'f32');
     this.kvHeads = opts.kvHeads;
     this.kDim = opts.kDim;
     this.vDim = opts.vDim;

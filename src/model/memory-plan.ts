@@ -10,7 +10,8 @@
  *    kernels/moe.ts uploadExperts (stacked gate|up and down per MoE layer, f16 scale pairs), and the
  *    storage policy of model/assemble.ts + gpu-backend.ts (embedding f16 unless f32, kv_b and the router
  *    f32, norms and biases f32, routed experts f32 when D or I is not a multiple of 4);
- *  - the KV cache: model/kvcache.ts, one f32 buffer per layer of [context, kv_lora + rope];
+ *  - the KV cache: model/kvcache.ts, one buffer per layer of [context, kv_lora + rope] elements, f16
+ *    (2 bytes, rows padded to even) by default on a GPU, f32 (4 bytes) on a CPU fallback adapter or on request;
  *  - activations: every temporary of one forward stays acquired until the step's submit (gpu.temps,
  *    size classes of gpu/buffers.ts TempPool), so a prefill of T tokens holds all layers' temporaries at
  *    once; the pool keeps, per size class, the most any step used. Prompts run in chunks of
@@ -22,8 +23,8 @@
  *    table and the small placeholder buffers.
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
-import { LimitExceededError } from '../errors';
-import { attentionScratchBytes, autoSplits, rowsConfig, rowsSplits, type AttentionDevice } from '../kernels/attention-plan';
+import { ArgumentError, LimitExceededError } from '../errors';
+import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import type { ModelConfig } from './config';
 import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
@@ -59,13 +60,30 @@ export interface PlanOptions {
    */
   prefillTokens?: number;
   device?: PlanDevice;
+  /** KV cache element format (LoadOptions.kvCache); default kvCacheFor(undefined, device). */
+  kvCache?: KvFormat;
+}
+
+/**
+ * The KV cache format a load gets: the one asked for, else f16 on a GPU (half the bytes of the largest
+ * per-token state, which every decode step reads whole) and f32 on a CPU fallback adapter. There the
+ * halved bytes buy no speed: absorbed-MLA decode at V2-Lite shapes ran f16 / f32 = 1.28×, 0.98×, 1.04×
+ * faster at caches of 512 / 2048 / 8192 in one run and 1.13×, 0.93×, 2.08× in the next (SwiftShader,
+ * 2 shared cores: within the noise; `npm run bench -- --node --suites attention-kv`), the cache lives in
+ * host memory (plentiful next to a GPU's), and f32 keeps the logits exact (the fixture's 1e-4; f16
+ * moves them by up to 2.9e-3 there, test/gpu/model.test.ts).
+ */
+export function kvCacheFor(asked: unknown, device: PlanDevice | undefined): KvFormat {
+  if (asked === undefined) return device?.isFallbackAdapter ? 'f32' : 'f16';
+  if (asked !== 'f16' && asked !== 'f32') throw new ArgumentError(`kvCache must be 'f16' or 'f32', got ${JSON.stringify(asked)}`);
+  return asked;
 }
 
 export interface MemoryPlan {
   model: { modelType: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
   /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
   checkpoint: { bytes: number; byDtype: Record<string, number> };
-  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16' | 'gguf'; kvCache: 'f32' };
+  storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16' | 'gguf'; kvCache: KvFormat };
   /** Routed experts per stack buffer of a MoE layer (several when one stack would pass the binding limit). */
   expertStacks: number[];
   contextLength: number;
@@ -226,7 +244,7 @@ export interface ForwardTemps { global: number[]; layers: number[][]; tail: numb
 /** The acquisitions of a forward in order. */
 export const flatTemps = (f: ForwardTemps): number[] => [...f.global, ...f.layers.flat(), ...f.tail];
 
-export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[]; maxComputeWorkgroupStorageSize?: number }): ForwardTemps {
+export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[]; maxComputeWorkgroupStorageSize?: number; kvCache?: KvFormat }): ForwardTemps {
   const dev: AttentionDevice = { adapter: { isFallbackAdapter: o.isFallbackAdapter ?? false }, caps: { maxComputeWorkgroupStorageSize: o.maxComputeWorkgroupStorageSize ?? 16384 } };
   const global: number[] = [S * 4, Math.max(1, S * cfg.hiddenSize) * 4]; // embed: ids, h
   const layers: number[][] = [];
@@ -244,7 +262,7 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
     else { f(S, cfg.qLoraRank); f(S, cfg.qLoraRank); f(S, H * qk); }
     f(S, r + rope); // kv_a
     f(S, H * dv); // attention output
-    t.push(...attentionTemps(cfg, S, T, dev));
+    t.push(...attentionTemps(cfg, S, T, dev, o.kvCache ?? 'f32'));
     f(S, D); // o_proj
     f(S, D); // post-attention norm
     if (cfg.nRoutedExperts > 0 && l >= cfg.firstKDenseReplace && l % cfg.moeLayerFreq === 0) {
@@ -272,7 +290,7 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
 }
 
 /** The temporaries of one layer's attention core for S queries over T positions (the part that grows with T). */
-export function attentionTemps(cfg: ModelConfig, S: number, T: number, dev: AttentionDevice): number[] {
+export function attentionTemps(cfg: ModelConfig, S: number, T: number, dev: AttentionDevice, kvCache: KvFormat = 'f32'): number[] {
   const H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
   const qk = nope + rope;
   const t: number[] = [];
@@ -282,6 +300,8 @@ export function attentionTemps(cfg: ModelConfig, S: number, T: number, dev: Atte
     t.push(S * H * (r + rope) * 4, S * H * r * 4);
     splitScratch(t, dev, { S, heads: H, kvHeads: 1, dQk: r + rope, dV: r, T, sharedRows: true });
   } else {
+    // An f16 cache is first unpacked to f32 rows [T, kv_lora + rope] for the kv_b matmul.
+    if (kvCache === 'f16') t.push(T * (r + rope) * 4);
     t.push(T * H * (nope + dv) * 4, T * H * qk * 4);
     splitScratch(t, dev, { S, heads: H, kvHeads: H, dQk: qk, dV: dv, T, sharedRows: false });
   }
@@ -409,21 +429,22 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const perExpert = moe.length && cfg.nRoutedExperts ? routed / (moe.length * cfg.nRoutedExperts) : 0;
   const activeParameters = parameters - routed + perExpert * cfg.numExpertsPerTok * moe.length;
 
-  // KV cache: one f32 [context, kv_lora + rope] buffer per layer.
-  const row = cfg.kvLoraRank + cfg.qkRopeHeadDim;
-  const kvLayer = align4(contextLength * row * 4);
+  // KV cache: one [context, kv_lora + rope] buffer per layer (model/kvcache.ts: f16 rows padded to whole words).
+  const kvCache = kvCacheFor(opts.kvCache, opts.device);
+  const rowBytes = kvRowStride(cfg.kvLoraRank + cfg.qkRopeHeadDim, kvCache) * kvElementBytes(kvCache);
+  const kvLayer = align4(contextLength * rowBytes);
   const kvBytes = kvLayer * cfg.numLayers;
   bind('KV cache (one layer at full context)', kvLayer);
 
   const fallback = dev.isFallbackAdapter ?? false;
-  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize };
+  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize, kvCache };
   const attentionDev: AttentionDevice = { adapter: { isFallbackAdapter: fallback }, caps: { maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize ?? 16384 } };
   // A chunk's attention temporaries depend on the positions before it, so the pool after a long prompt
   // holds the size classes of every chunk start: one forward per distinct set of attention classes.
   const prefill: ForwardTemps[] = [];
   const seen = new Set<string>();
   for (let past = 0; past + prefillTokens <= contextLength; past += prefillTokens) {
-    const key = attentionTemps(cfg, prefillTokens, past + prefillTokens, attentionDev).map(tempSizeClass).join(',');
+    const key = attentionTemps(cfg, prefillTokens, past + prefillTokens, attentionDev, kvCache).map(tempSizeClass).join(',');
     if (seen.has(key)) continue;
     seen.add(key);
     prefill.push(forwardTemps(cfg, prefillTokens, past, tempOpts));
@@ -446,12 +467,12 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   return {
     model: { modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list),
-    storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none', embedding, kvCache: 'f32' },
+    storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none', embedding, kvCache },
     expertStacks: stacks,
     contextLength,
     prefillTokens,
     weights: { bytes: weightBytes, byFormat, byRole },
-    kvCache: { bytesPerToken: row * 4 * cfg.numLayers, bytes: kvBytes },
+    kvCache: { bytesPerToken: rowBytes * cfg.numLayers, bytes: kvBytes },
     activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     largestBinding: largest,

@@ -5,12 +5,28 @@ import { randomUniform } from '../../src/util/random';
 import { flashAttention, attentionDecode, attentionDecodeInfo, naiveAttention, mhaAttention, flashConfig, flashSharedBytes, rowsConfig, rowsSharedBytes, type AttentionArgs } from '../../src/kernels/attention';
 import { attentionRef, type AttentionShape } from '../../src/kernels/attention.ref';
 import { MhaKvCache } from '../../src/model/kvcache';
+import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
 
 // Tolerance (f32): each score is a dQk-long dot product in a different order than the float64
 // reference, then exp2 and a running rescale; outputs are convex combinations of V rows in [-1, 1].
 // The error is a few ε·sqrt(dQk)·|q||k|·scale on the logits, i.e. ~1e-6 here; 3e-5 abs + 1e-4 rel
 // leaves margin for the 576-wide absorbed-MLA dims and 1000-token rows.
 const TOL = { atol: 3e-5, rtol: 1e-4 };
+
+// Tolerance with an f16 cache (kv 'f16'): the CPU reference is fed the same f16-rounded K/V the kernel
+// unpacks (unpack2x16float is exact), so only the f32 arithmetic differs, as above: the same TOL.
+
+/** f16 K/V as the cache stores them: pairs packed in u32 words (low half first), zero-padded to a whole word. */
+function packF16(x: Float32Array): Uint32Array {
+  const h = f32ArrayToF16(x);
+  const words = new Uint32Array(Math.max(1, Math.ceil(h.length / 2)));
+  new Uint16Array(words.buffer).set(h);
+  return words;
+}
+/** The f32 values of packed f16 words (the first n elements). */
+const unpackF16 = (w: Uint32Array, n: number) => f16ArrayToF32(new Uint16Array(w.buffer, w.byteOffset, n));
+/** x rounded to f16 (what the reference sees with an f16 cache). */
+const roundF16 = (x: Float32Array) => f16ArrayToF32(f32ArrayToF16(x));
 
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });
@@ -25,8 +41,12 @@ async function check(kernel: Kernel, c: Case, seed: number, extra: Partial<Atten
   const qLen = c.S * (c.qStride ?? c.heads * c.dQk);
   const kLen = c.T * (c.kStride ?? c.kvHeads * c.dQk);
   const vLen = c.T * (c.vStride ?? c.kvHeads * c.dV);
-  const q = randomUniform(qLen, seed), k = randomUniform(kLen, seed + 1), v = randomUniform(vLen, seed + 2);
-  const bq = gpu.buffers.upload('q', q), bk = gpu.buffers.upload('k', k), bv = gpu.buffers.upload('v', v);
+  const q = randomUniform(qLen, seed);
+  let k = randomUniform(kLen, seed + 1), v = randomUniform(vLen, seed + 2);
+  const f16 = extra.kv === 'f16';
+  if (f16) { k = roundF16(k); v = roundF16(v); }
+  const bq = gpu.buffers.upload('q', q);
+  const bk = gpu.buffers.upload('k', f16 ? packF16(k) : k), bv = gpu.buffers.upload('v', f16 ? packF16(v) : v);
   const n = c.S * c.heads * c.dV;
   const bo = poisoned(gpu, 'out', n);
   const out = await gpu.checked(async () => {
@@ -36,7 +56,7 @@ async function check(kernel: Kernel, c: Case, seed: number, extra: Partial<Atten
     return gpu.buffers.readF32(bo, 0, n);
   });
   [bq, bk, bv, bo].forEach((b) => gpu.buffers.destroy(b));
-  return expectClose(out, attentionRef(q, k, v, c), tol, `${kernel.name} ${JSON.stringify(c)} ${JSON.stringify(extra.splits ?? '')}`);
+  return expectClose(out, attentionRef(q, k, v, c), tol, `${kernel.name} ${JSON.stringify(c)} ${JSON.stringify(extra.splits ?? '')} kv ${extra.kv ?? 'f32'}`);
 }
 
 const mk = (S: number, past: number, heads: number, kvHeads: number, dQk: number, dV: number, causal = true, T = past + S): Case =>
@@ -191,6 +211,41 @@ describe('naive materialised-softmax kernel', () => {
   });
 });
 
+describe('f16 K/V (packed pairs, the f16 KV cache) against the CPU reference on the same rounded values', () => {
+  // Ragged head dims and odd strides/offsets (elements straddling words), GQA, MQA, the absorbed-MLA
+  // shared rows, splits; each kernel: flash_rows (vec4 and scalar loads), the tiled `main`, naive.
+  const cases: [Case, Partial<AttentionArgs>][] = [
+    [mk(7, 0, 4, 2, 24, 16), { splits: 1 }],
+    [mk(129, 3, 1, 1, 5, 3), { splits: 1 }],
+    [mk(33, 0, 2, 2, 16, 8, false, 17), { splits: 1 }],
+    [mk(1, 130, 8, 2, 24, 16), { splits: 'auto' }],
+    [mk(3, 5, 1, 1, 13, 7), { splits: 8 }],
+    [mk(2, 77, 16, 1, 576, 512), { splits: 4 }],
+    [{ ...mk(5, 40, 4, 1, 20, 12), kStride: 27, kOffset: 3, vStride: 15, vOffset: 1 }, { splits: 'auto' }],
+  ];
+  it.each(cases.map(([c, x], i) => [`S=${c.S} T=${c.T} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV}${c.kStride ? ` strides ${c.kStride}/${c.vStride}` : ''}`, c, x, i] as const))('%s', async (_n, c, x, i) => {
+    await check(c.S > 4 ? flashAttention : attentionDecode, c, 700 + i, { ...x, kv: 'f16' });
+    await check(c.S > 4 ? flashAttention : attentionDecode, c, 700 + i, { ...x, kv: 'f16', kernel: 'tiled' });
+    await check(naiveAttention, c, 700 + i, { kv: 'f16' });
+  });
+  it('absorbed-MLA rows (V = the first d_v values of the K row) from one f16 buffer', async () => {
+    const c = mk(3, 50, 16, 1, 576, 512);
+    const kv = roundF16(randomUniform(c.T * 576, 720)), q = randomUniform(c.S * 16 * 576, 721);
+    const bq = gpu.buffers.upload('q', q), bkv = gpu.buffers.upload('kv', packF16(kv));
+    const bo = poisoned(gpu, 'out', c.S * 16 * 512);
+    const info = attentionDecodeInfo(gpu, { ...c, q: bq, k: bkv, v: bkv, out: bo, kStride: 576, vStride: 576, kv: 'f16' });
+    expect(info.label).toContain('f16');
+    const out = await gpu.checked(async () => {
+      const rec = gpu.recorder('mla f16');
+      attentionDecode(gpu, rec, { ...c, q: bq, k: bkv, v: bkv, out: bo, kStride: 576, vStride: 576, kv: 'f16' });
+      rec.submit();
+      return gpu.buffers.readF32(bo);
+    });
+    expectClose(out, attentionRef(q, kv, kv, { ...c, kStride: 576, vStride: 576 }), TOL, 'absorbed MLA f16 rows');
+    [bq, bkv, bo].forEach((b) => gpu.buffers.destroy(b));
+  });
+});
+
 describe('MHA/GQA with an MhaKvCache', () => {
   it('prefill then decode steps equal one full prefill; cache grows on the way', async () => {
     const H = 4, Hk = 2, dk = 16, dv = 8, S0 = 13, steps = 3, N = S0 + steps;
@@ -221,6 +276,55 @@ describe('MHA/GQA with an MhaKvCache', () => {
     expect(cache.capacity).toBeGreaterThanOrEqual(N);
     const out = await gpu.buffers.readF32(bo);
     expectClose(out, attentionRef(q, k, v, { S: N, T: N, past: 0, heads: H, kvHeads: Hk, dQk: dk, dV: dv, scale, causal: true }), TOL, 'mha cache');
+    cache.destroy();
+    [bq, bk, bv, bo].forEach((b) => gpu.buffers.destroy(b));
+  });
+
+  it('an f16 cache (odd row widths padded to whole words): kvWrite packs within one f16 step, attention equals the reference on the cached values', async () => {
+    // K rows 3·7 = 21 values (odd: stride 22), V rows 3·5 = 15 (stride 16).
+    const H = 6, Hk = 3, dk = 7, dv = 5, S0 = 11, steps = 3, N = S0 + steps;
+    const scale = 0.4;
+    const q = randomUniform(N * H * dk, 21), k = randomUniform(N * Hk * dk, 22), v = randomUniform(N * Hk * dv, 23);
+    const cache = new MhaKvCache(gpu, { layers: 1, kvHeads: Hk, kDim: dk, vDim: dv, capacity: 4, label: 'test.mha16', format: 'f16' });
+    expect(cache.bytesPerTokenPerLayer()).toBe((22 + 16) * 2);
+    const bq = gpu.buffers.upload('q', q), bk = gpu.buffers.upload('k', k), bv = gpu.buffers.upload('v', v);
+    const bo = poisoned(gpu, 'out', N * H * dv);
+    await gpu.checked(async () => {
+      cache.ensureCapacity(S0);
+      const rec = gpu.recorder('prefill');
+      mhaAttention(gpu, rec, { q: bq, k: bk, v: bv, out: bo, cache, layer: 0, past: 0, S: S0, heads: H, scale });
+      rec.submit();
+      cache.commit(S0);
+      for (let i = 0; i < steps; i++) {
+        const p = cache.length;
+        cache.ensureCapacity(p + 1);
+        const r = gpu.recorder('decode');
+        mhaAttention(gpu, r, {
+          q: bq, qOffset: p * H * dk, k: bk, kOffset: p * Hk * dk, v: bv, vOffset: p * Hk * dv,
+          out: bo, oOffset: p * H * dv, cache, layer: 0, past: p, S: 1, heads: H, scale,
+        });
+        r.submit();
+        cache.commit(1);
+        gpu.temps.releaseAll();
+      }
+    });
+    // What the cache holds: each value within half an f16 step of its source (pack2x16float may round
+    // either way, WGSL leaves it to the implementation), the padding half 0.
+    const { k: ck, v: cv } = cache.layer(0);
+    const kw = await gpu.buffers.readU32(ck, 0, N * 11), vw = await gpu.buffers.readU32(cv, 0, N * 8);
+    const halves = (w: Uint32Array, width: number, stride: number) => {
+      const all = unpackF16(w, N * stride), out = new Float32Array(N * width);
+      for (let t = 0; t < N; t++) {
+        out.set(all.subarray(t * stride, t * stride + width), t * width);
+        if (stride > width) expect(all[t * stride + width]).toBe(0);
+      }
+      return out;
+    };
+    const kc = halves(kw, Hk * dk, 22), vc = halves(vw, Hk * dv, 16);
+    expectClose(kc, k, { atol: 2 ** -14, rtol: 2 ** -10 }, 'cached K vs source');
+    expectClose(vc, v, { atol: 2 ** -14, rtol: 2 ** -10 }, 'cached V vs source');
+    const out = await gpu.buffers.readF32(bo);
+    expectClose(out, attentionRef(q, kc, vc, { S: N, T: N, past: 0, heads: H, kvHeads: Hk, dQk: dk, dV: dv, scale, causal: true }), TOL, 'mha f16 cache');
     cache.destroy();
     [bq, bk, bv, bo].forEach((b) => gpu.buffers.destroy(b));
   });

@@ -22,6 +22,19 @@ describe('memory plan vs bytes allocated', () => {
     expectWithin(r.total, r.plan.gpuBytes, 0.05, 'total');
   });
 
+  it('the fixture with an f16 KV cache (context 256): 2 bytes per element, half the f32 cache; totals within 5%', async () => {
+    const r = await planVsAllocated(directoryModel(new URL('../fixtures/deepseek-v3-tiny/', import.meta.url).pathname), 'f32', 256, 'f16');
+    expect(r.plan.storage.kvCache).toBe('f16');
+    expect(r.plan.kvCache.bytes).toBe(r.kv);
+    expect(r.kv).toBe(r.plan.kvCache.bytesPerToken * 256);
+    expectWithin(r.weights, r.plan.weights.bytes, 0.01, 'weights');
+    expectWithin(r.temps, r.plan.activations.bytes, 0.05, 'activations (temp pool)');
+    expectWithin(r.total, r.plan.gpuBytes, 0.05, 'total');
+    const f32 = await planVsAllocated(directoryModel(new URL('../fixtures/deepseek-v3-tiny/', import.meta.url).pathname), 'f32', 256, 'f32');
+    expect(f32.plan.storage.kvCache).toBe('f32');
+    expect(r.kv * 2).toBe(f32.kv);
+  });
+
   it('the bundled model (q8, context 256)', async () => {
     const r = await planVsAllocated(directoryModel(new URL('../../public/models/webmoe-tiny/', import.meta.url).pathname), 'q8', 256);
     expectWithin(r.weights, r.plan.weights.bytes, 0.01, 'weights');

@@ -5,12 +5,33 @@ import { randomUniform } from '../../src/util/random';
 import { mlaAttention, type MlaDims } from '../../src/kernels/mla';
 import { mlaAttentionRef } from '../../src/kernels/mla.ref';
 import { LatentKvCache } from '../../src/model/kvcache';
+import type { KvFormat } from '../../src/kernels/attention';
+import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
 
 // Tolerance (f32): the absorbed path reassociates W_UK into the query (nope-long sums, then a
 // kvLora+rope-long dot) and W_UV after the softmax average; the naive path runs a K=kvLora matmul
 // first. Both differ from the float64 reference by ~sqrt(kvLora)·ε relative on O(1) values; with
 // weights in [-0.2, 0.2] and latents in [-1, 1] outputs are O(1), so 1e-4 abs + 1e-4 rel has margin.
 const TOL = { atol: 1e-4, rtol: 1e-4 };
+// An f16 cache: the reference takes the latent rows the cache holds (read back, unpacked exactly), so
+// only the f32 arithmetic differs: the same TOL. The cached values themselves are checked against the
+// sources within one f16 rounding (pack2x16float may round either way: rtol 2^-10, atol 2^-14 for
+// subnormals).
+const F16_STEP = { atol: 2 ** -14, rtol: 2 ** -10 };
+
+/** rows [T, width] as f16 rows `stride` elements apart, packed in u32 words (low half first). */
+function packRows(x: Float32Array, T: number, width: number, stride: number): Uint32Array {
+  const h = new Uint16Array(Math.ceil((T * stride) / 2) * 2);
+  for (let t = 0; t < T; t++) h.set(f32ArrayToF16(x.subarray(t * width, (t + 1) * width)), t * stride);
+  return new Uint32Array(h.buffer);
+}
+/** The inverse: [T, width] f32 from packed f16 rows. */
+function unpackRows(w: Uint32Array, T: number, width: number, stride: number): Float32Array {
+  const all = f16ArrayToF32(new Uint16Array(w.buffer, w.byteOffset, T * stride));
+  const out = new Float32Array(T * width);
+  for (let t = 0; t < T; t++) out.set(all.subarray(t * stride, t * stride + width), t * width);
+  return out;
+}
 
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });
@@ -35,13 +56,14 @@ function inputs(d: MlaDims, N: number, seed: number) {
 const scaleOf = (d: MlaDims) => (d.qkNope + d.qkRope) ** -0.5 * 1.37 ** 2; // a YaRN-like mscale² factor
 
 /** One mlaAttention call on `gpu` against the reference; the cache left behind is checked too. */
-async function runCase(gpu: Gpu, d: MlaDims, S: number, past: number, mode: 'absorb' | 'naive') {
+async function runCase(gpu: Gpu, d: MlaDims, S: number, past: number, mode: 'absorb' | 'naive', format: KvFormat = 'f32') {
     const T = past + S;
-    const { q, kvA, kvB, latent, kPe } = inputs(d, T, S * 31 + past);
-    const cache = new LatentKvCache(gpu, { layers: 2, kvLoraRank: d.kvLora, ropeDim: d.qkRope, capacity: T + 3, label: 'test.latent' });
-    const row = d.kvLora + d.qkRope;
+    const { q, kvA, kvB } = inputs(d, T, S * 31 + past);
+    let { latent, kPe } = inputs(d, T, S * 31 + past);
+    const cache = new LatentKvCache(gpu, { layers: 2, kvLoraRank: d.kvLora, ropeDim: d.qkRope, capacity: T + 3, label: 'test.latent', format });
+    const row = d.kvLora + d.qkRope, stride = cache.rowFloats;
     // Rows [0, past) as a previous forward would have left them.
-    if (past) gpu.buffers.write(cache.layer(1).kv, kvA.subarray(0, past * row));
+    if (past) gpu.buffers.write(cache.layer(1).kv, format === 'f16' ? packRows(kvA, past, row, stride) : kvA.subarray(0, past * row));
     cache.commit(past);
     const qNew = q.subarray(past * d.heads * (d.qkNope + d.qkRope));
     const bq = gpu.buffers.upload('q', qNew), bkvA = gpu.buffers.upload('kvA', kvA.subarray(past * row)), bkvB = gpu.buffers.upload('kvB', kvB);
@@ -55,11 +77,23 @@ async function runCase(gpu: Gpu, d: MlaDims, S: number, past: number, mode: 'abs
       return gpu.buffers.readF32(bo, 0, n);
     });
     cache.commit(S);
+    if (format === 'f16') {
+      // The cache holds [latent | pe] of every token rounded to f16; the reference attends over those.
+      const cached = unpackRows(await gpu.buffers.readU32(cache.layer(1).kv, 0, (T * stride) / 2), T, row, stride);
+      expectClose(cached, kvA.subarray(0, T * row), F16_STEP, 'f16 cache rows vs their sources');
+      latent = new Float32Array(T * d.kvLora); kPe = new Float32Array(T * d.qkRope);
+      for (let t = 0; t < T; t++) {
+        latent.set(cached.subarray(t * row, t * row + d.kvLora), t * d.kvLora);
+        kPe.set(cached.subarray(t * row + d.kvLora, (t + 1) * row), t * d.qkRope);
+      }
+    }
     const ref = mlaAttentionRef({ dims: d, q: qNew, latent, kPe, kvB, past, S, scale, mode: 'naive' });
-    expectClose(out, ref, TOL, `${mode} ${JSON.stringify(d)} S=${S} past=${past}`);
+    expectClose(out, ref, TOL, `${mode} ${JSON.stringify(d)} S=${S} past=${past} kv ${format}`);
     // The cache left behind is the latent cache: rows [0, T) = [latent | pe] of every token.
-    const cached = await gpu.buffers.readF32(cache.layer(1).kv, 0, T * row);
-    expect(Array.from(cached)).toEqual(Array.from(kvA.subarray(0, T * row)));
+    if (format === 'f32') {
+      const cached = await gpu.buffers.readF32(cache.layer(1).kv, 0, T * row);
+      expect(Array.from(cached)).toEqual(Array.from(kvA.subarray(0, T * row)));
+    }
     cache.destroy();
     [bq, bkvA, bkvB, bo].forEach((b) => gpu.buffers.destroy(b));
 }
@@ -78,6 +112,20 @@ describe('mlaAttention against the CPU reference (expanded MLA)', () => {
     ['20 heads, S=6 past=70, absorbed', { heads: 20, qkNope: 8, qkRope: 8, vHead: 8, kvLora: 40 }, 6, 70, 'absorb'],
   ];
   it.each(cases)('%s', async (_name, d, S, past, mode) => runCase(gpu, d, S, past, mode));
+});
+
+describe('mlaAttention with an f16 latent cache against the reference on the cached (rounded) rows', () => {
+  const ODD_ROW: MlaDims = { heads: 2, qkNope: 8, qkRope: 4, vHead: 8, kvLora: 21 }; // rows of 25: stride 26
+  const cases: [string, MlaDims, number, number, 'absorb' | 'naive'][] = [
+    ['fixture dims, prefill S=7 past=0, absorbed', FIXTURE, 7, 0, 'absorb'],
+    ['fixture dims, S=129 past=0, naive (cache unpacked for the kv_b matmul)', FIXTURE, 129, 0, 'naive'],
+    ['fixture dims, decode S=1 past=40, absorbed', FIXTURE, 1, 40, 'absorb'],
+    ['V2-Lite head dims, decode S=1 past=50, absorbed', LITE_ISH, 1, 50, 'absorb'],
+    ['V2-Lite head dims, S=9 past=3, naive', LITE_ISH, 9, 3, 'naive'],
+    ['odd row (21 + 4), S=5 past=6, absorbed', ODD_ROW, 5, 6, 'absorb'],
+    ['odd row (21 + 4), S=11 past=2, naive', ODD_ROW, 11, 2, 'naive'],
+  ];
+  it.each(cases)('%s', async (_name, d, S, past, mode) => runCase(gpu, d, S, past, mode, 'f16'));
 
   it('decode (W_UV GEMV) on a device without subgroups: workgroup-memory reduction', async () => {
     const plain = await testGpu({ disableFeatures: ['subgroups'] });

@@ -12,7 +12,7 @@ import type { ModelSource } from '../../src/loader/model-source';
 
 const greedy = { temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 1 };
 
-export async function planVsAllocated(source: ModelSource, weights: 'f32' | 'f16' | 'q8' | 'q4', contextLength: number) {
+export async function planVsAllocated(source: ModelSource, weights: 'f32' | 'f16' | 'q8' | 'q4', contextLength: number, kvCache?: 'f16' | 'f32') {
   let gpu: Gpu | null = null;
   const acquire: AcquireGpu = async (o, log) => {
     const { acquireNodeGpu } = await import(/* @vite-ignore */ '../../src/node');
@@ -20,7 +20,7 @@ export async function planVsAllocated(source: ModelSource, weights: 'f32' | 'f16
     return gpu;
   };
   const ckpt = await openCheckpoint(source, { validateTokenizer: false });
-  const m = await new GpuModelLoader(acquire).load(ckpt, 'plan', { weights, contextLength });
+  const m = await new GpuModelLoader(acquire).load(ckpt, 'plan', { weights, contextLength, kvCache });
   const g = gpu! as Gpu;
   const runner = m.runner as GpuRunner;
   try {

@@ -25,7 +25,7 @@ describe('webmoe info: the plan from config and headers only', () => {
     expect(await main(['info', '--model', v3.url, '--weights', 'q4', '--context', '4096'], c.io), c.err.join('')).toBe(0);
     const r = JSON.parse(c.out.join(''));
     expect(r.model.parameters / 1e9).toBeGreaterThan(650);
-    expect(r.plan.storage).toMatchObject({ weights: 'q4', experts: 'q4', kvCache: 'f32' });
+    expect(r.plan.storage).toMatchObject({ weights: 'q4', experts: 'q4', kvCache: 'f16' });
     expect(r.plan.checkpoint.byDtype.F8_E4M3 / 1e9).toBeGreaterThan(600);
     expect(r.plan.gpuBytes).toBe(planMemory(parseConfig(realConfig('DeepSeek-V3')), null, { weights: 'q4', contextLength: 4096 }).gpuBytes);
     // Bytes the server sent: config and index, then per shard the 64 KiB probe and, when the header is
@@ -52,7 +52,15 @@ describe('webmoe info: the plan from config and headers only', () => {
     expect(await main(['info', '--model', dir, '--weights', 'q8', '--context', '128'], c.io), c.err.join('')).toBe(0);
     const r = JSON.parse(c.out.join(''));
     expect(r.plan).toMatchObject({ contextLength: 128, prefillTokens: 128, storage: { weights: 'q8' } });
-    expect(r.plan.kvCache.bytes).toBe(3 * 40 * 4 * 128);
+    expect(r.plan.kvCache.bytes).toBe(3 * 40 * 2 * 128); // f16 cache: the GPU default
+    const c32 = io();
+    expect(await main(['info', '--model', dir, '--weights', 'q8', '--context', '128', '--kv-cache', 'f32'], c32.io), c32.err.join('')).toBe(0);
+    const r32 = JSON.parse(c32.out.join(''));
+    expect(r32.plan.storage.kvCache).toBe('f32');
+    expect(r32.plan.kvCache.bytes).toBe(3 * 40 * 4 * 128);
+    const bad = io();
+    expect(await main(['info', '--model', dir, '--kv-cache', 'f8'], bad.io)).not.toBe(0);
+    expect(bad.err.join('')).toMatch(/kv-cache/);
   });
 
   it('--prefill-chunk: the activations are planned for that chunk (as generate and serve load with it)', async () => {

@@ -13,15 +13,24 @@ const fixtureConfig = () => parseConfig(JSON.parse(readFileSync(new URL('config.
 const GiB = 2 ** 30;
 
 describe('memory plan', () => {
-  it('fixture, f32: weights within padding of the f32 checkpoint, KV = (kv_lora + rope)·4 per layer and token, parts add up', () => {
+  it('fixture, f32: weights within padding of the f32 checkpoint, KV = (kv_lora + rope)·2 per layer and token (f16, the GPU default), parts add up', () => {
     const st = fixture();
     const p = planMemory(fixtureConfig(), st.header.tensors.values(), { weights: 'f32', contextLength: 256 });
     const data = st.header.fileSize - st.header.dataStart;
     expect(p.checkpoint.bytes).toBe(data);
     expect(p.weights.bytes).toBeGreaterThanOrEqual(data);
     expect(p.weights.bytes).toBeLessThan(data * 1.01); // vectors and matrices padded to 16 bytes
-    expect(p.kvCache.bytesPerToken).toBe((32 + 8) * 4 * 3);
+    expect(p.storage.kvCache).toBe('f16');
+    expect(p.kvCache.bytesPerToken).toBe((32 + 8) * 2 * 3);
     expect(p.kvCache.bytes).toBe(p.kvCache.bytesPerToken * 256);
+    // f32 on request and on a CPU fallback adapter (unpacking costs more there than the bytes save).
+    for (const f32 of [planMemory(fixtureConfig(), null, { weights: 'f32', contextLength: 256, kvCache: 'f32' }), planMemory(fixtureConfig(), null, { weights: 'f32', contextLength: 256, device: { isFallbackAdapter: true } })]) {
+      expect(f32.storage.kvCache).toBe('f32');
+      expect(f32.kvCache.bytesPerToken).toBe((32 + 8) * 4 * 3);
+    }
+    // Odd rows are padded to whole u32 words in f16.
+    expect(planMemory({ ...fixtureConfig(), kvLoraRank: 31 }, null, { weights: 'f32', contextLength: 256 }).kvCache.bytesPerToken).toBe((32 + 8) * 2 * 3);
+    expect(() => planMemory(fixtureConfig(), null, { kvCache: 'bf16' as 'f16' })).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));
     expect(Object.values(p.weights.byRole).reduce((a, b) => a + b, 0)).toBe(p.weights.bytes);
     expect(Object.values(p.weights.byFormat).reduce((a, b) => a + b, 0)).toBe(p.weights.bytes);
     expect(p.gpuBytes).toBe(p.weights.bytes + p.kvCache.bytes + p.activations.bytes + p.runtime.bytes);
@@ -64,7 +73,7 @@ describe('memory plan', () => {
     // 15.7B weights: routed experts at 0.5625 B/weight, embedding f16, kv_b f32 (real-models.md: 8.8 GB all at q4).
     expect(q4.weights.bytes / 1e9).toBeGreaterThan(8.5);
     expect(q4.weights.bytes / 1e9).toBeLessThan(9.6);
-    expect(q4.kvCache.bytes).toBe(27 * 576 * 4 * 4096);
+    expect(q4.kvCache.bytes).toBe(27 * 576 * 2 * 4096); // f16 cache
     expect(plans[0].largestBinding).toMatchObject({ bytes: 64 * 2 * 1408 * 2048 * 4 });
     expect(plans[0].largestBinding.name).toMatch(/experts.*gate_up/);
     // A device with a 1 GiB binding limit: the f32 experts go into two stacks of 32 (0.74 GB each) and

@@ -87,9 +87,9 @@ function layoutMismatches(code: string, layout: UniformLayout<any>): string[] {
 
 /** Every shader with a uniform block, the choices it is specialised with here, and its wrapper's layout. */
 const CASES: { shader: string; choices?: ShaderChoices; layout: UniformLayout<any> }[] = [
-  { shader: 'attention_naive', layout: ATTENTION_PARAMS },
-  { shader: 'flash_attention', choices: { load: 'vec4', dload: 'vec4' }, layout: ATTENTION_PARAMS },
-  { shader: 'kv_cache', layout: KV_PARAMS },
+  { shader: 'attention_naive', choices: { kv: 'f16' }, layout: ATTENTION_PARAMS },
+  { shader: 'flash_attention', choices: { load: 'vec4', dload: 'vec4', kv: 'f16' }, layout: ATTENTION_PARAMS },
+  { shader: 'kv_cache', choices: { kv: 'f16' }, layout: KV_PARAMS },
   { shader: 'elementwise', layout: ELEMENTWISE_PARAMS },
   { shader: 'gguf_linear', choices: { gtype: 'q6_k', x: 'vec4', subgroups: 'on' }, layout: GGUF_LINEAR_PARAMS },
   { shader: 'gguf_moe', choices: { gtype: 'q4_k', subgroups: 'on' }, layout: GGUF_MOE_PARAMS },
