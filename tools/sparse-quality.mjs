@@ -5,7 +5,9 @@
 // checkpoint `webmoe prune` writes (writePrunedCheckpoint, with and without permute), loaded on the sparse
 // kernels; the permuted rows also print down_proj's kept-norm fraction per layer without → with.
 //   npm run build:lib && node tools/sparse-quality.mjs --model public/models/webmoe-tiny --heldout heldout.bin [--tokens 1024] [--apply experts|all-linear]
-// heldout.bin: uint16 token ids (tools/train/prepare_data.py writes one); default: the reference fixture's 64 tokens.
+// heldout.bin: uint16 token ids; or --heldout-jsonl heldout.jsonl (tools/train/prepare_data.py writes it): the
+// documents' text in order, encoded with the model's tokenizer without special tokens, first --tokens ids;
+// default: the reference fixture's 64 tokens.
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +20,16 @@ const total = Number(args.tokens ?? 1024);
 const chunk = Number(args.chunk ?? 128);
 const apply = args.apply ?? 'experts';
 let ids;
-if (args.heldout) {
+if (args['heldout-jsonl']) {
+  const { Tokenizer } = await import('@huggingface/tokenizers');
+  const tok = new Tokenizer(JSON.parse(readFileSync(join(model, 'tokenizer.json'), 'utf8')), JSON.parse(readFileSync(join(model, 'tokenizer_config.json'), 'utf8')));
+  ids = [];
+  for (const line of readFileSync(args['heldout-jsonl'], 'utf8').trim().split('\n')) {
+    if (ids.length >= total) break;
+    ids.push(...tok.encode(JSON.parse(line).text, { add_special_tokens: false }).ids);
+  }
+  ids = ids.slice(0, total);
+} else if (args.heldout) {
   const b = readFileSync(args.heldout);
   ids = Array.from(new Uint16Array(b.buffer, b.byteOffset, Math.min(b.byteLength / 2, total)));
 } else {
