@@ -14,9 +14,11 @@ import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
 import { fixtureFile, fixtureJson, fixtureTokens } from '../helpers/fixture';
-import { permuteMlpTensors, type HostTensor } from '../../src/model/prune-checkpoint';
+import { permuteMlpTensors, pruneModelTensors, writePrunedCheckpoint, type HostTensor } from '../../src/model/prune-checkpoint';
 import { permuteColumns, permuteRows, searchInputPermutation, permuteMlp, type PermutePattern } from '../../src/sparse/permute';
 import { ShapeError } from '../../src/errors';
+import { unpack } from '../../src/sparse/formats';
+import { sparseFromTensors } from '../../src/sparse/tensors';
 
 const PATTERNS: [string, PermutePattern][] = [['2:4', { format: '2:4' }], ['64:2:5', { format: 'vnm', v: 64, m: 5 }], ['64:2:8', { format: 'vnm', v: 64, m: 8 }]];
 
@@ -83,6 +85,23 @@ describe('the permuted dense model is the same model (CPU reference)', () => {
       expect(max).toBeLessThanOrEqual(1e-5);
     }, 60_000);
   }
+});
+
+describe('pruning with the permutation', () => {
+  it('writePrunedCheckpoint (webmoe prune) stores the permuted, pruned model pruneModelTensors computes', async () => {
+    const o = { format: 'vnm', v: 64, m: 8, apply: 'experts', permute: true } as const;
+    const config = JSON.stringify(fixtureJson('config.json'));
+    const open = (file: Uint8Array) => openCheckpoint(memoryModel({ 'config.json': config, 'model.safetensors': file }));
+    const r = await writePrunedCheckpoint(await open(fixtureFile('model.safetensors')), o);
+    expect(r.permutation.length).toBe(2 * 8); // 2 MoE layers × 8 experts
+    for (const g of r.permutation) expect(g.keptAfter).toBeGreaterThanOrEqual(g.keptBefore);
+    const host = pruneModelTensors(dense, o);
+    expect(host.permutation).toEqual(r.permutation);
+    const st = parseSafetensors(r.file);
+    const experts = host.tensors.filter((x) => x.name.includes('.experts.'));
+    expect(experts.length).toBe(2 * 8 * 3);
+    for (const t of experts) expect(unpack(sparseFromTensors(t.name, (n) => (st.header.tensors.has(n) ? st.tensor(n) : undefined)))).toEqual(t.data);
+  }, 60_000);
 });
 
 describe('kept norm with permutation ≥ without', () => {
