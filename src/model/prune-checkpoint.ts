@@ -50,21 +50,14 @@ const movedImportance = (imp: Float32Array | undefined, N: number, K: number, mv
   !imp || !mv || (imp.length === K && mv.axis === 'rows') ? imp
     : imp.length === K ? Float32Array.from(mv.perm, (p) => imp[p]) : moved(imp, N, K, mv);
 
-async function searchMoves(
-  mlps: PermutableMlp[], o: SparsityOption, read: (name: string) => Promise<{ data: Float32Array; shape: number[] }>,
-  importance?: (name: string) => Float32Array | undefined,
-): Promise<{ moves: Map<string, Move>; gains: PermutationGain[] }> {
-  const moves = new Map<string, Move>(), gains: PermutationGain[] = [];
-  for (const mlp of mlps) {
-    const { data, shape: [D, I] } = await read(mlp.down);
-    const r = searchInputPermutation(data, D, I, o, { importance: importance?.(mlp.down) });
-    gains.push({ down: mlp.down, layer: mlp.layer, keptBefore: r.keptNormBefore, keptAfter: r.keptNormAfter });
-    if (r.identity) continue;
-    moves.set(mlp.down, { perm: r.perm, axis: 'columns' });
-    moves.set(mlp.gate, { perm: r.perm, axis: 'rows' });
-    moves.set(mlp.up, { perm: r.perm, axis: 'rows' });
-  }
-  return { moves, gains };
+/** Searches one MLP's permutation for down_proj's pattern; records the gain and, unless identity, the moves. */
+function searchMlp(mlp: PermutableMlp, down: Float32Array, [D, I]: number[], o: SparsityOption, importance: Float32Array | undefined, moves: Map<string, Move>, gains: PermutationGain[]) {
+  const r = searchInputPermutation(down, D, I, o, { importance });
+  gains.push({ down: mlp.down, layer: mlp.layer, keptBefore: r.keptNormBefore, keptAfter: r.keptNormAfter });
+  if (r.identity) return;
+  moves.set(mlp.down, { perm: r.perm, axis: 'columns' });
+  moves.set(mlp.gate, { perm: r.perm, axis: 'rows' });
+  moves.set(mlp.up, { perm: r.perm, axis: 'rows' });
 }
 
 export interface PrunedCheckpoint {
@@ -89,9 +82,10 @@ export async function writePrunedCheckpoint(
   const targets = new Set(names.filter((n) => isSparsityTarget(n, o.apply) && ckpt.tensors.get(n)!.shape.length === 2));
   const out: Record<string, TensorToWrite> = {};
   let total2 = 0, kept2 = 0, bytesBefore = 0, bytesAfter = 0, done = 0;
-  const { moves, gains } = o.permute
-    ? await searchMoves(permutableMlps(targets, o.apply), o, async (n) => ({ data: await ckpt.readF32(n, opts.signal), shape: ckpt.tensors.get(n)!.shape }), opts.importance)
-    : { moves: new Map<string, Move>(), gains: [] };
+  const moves = new Map<string, Move>(), gains: PermutationGain[] = [];
+  if (o.permute) {
+    for (const mlp of permutableMlps(targets, o.apply)) searchMlp(mlp, await ckpt.readF32(mlp.down, opts.signal), ckpt.tensors.get(mlp.down)!.shape, o, opts.importance?.(mlp.down), moves, gains);
+  }
   for (const name of names) {
     done++;
     // An FP8 target's scale goes with it: the compressed values are dequantised f32.
@@ -179,12 +173,7 @@ export function permuteMlpTensors(tensors: HostTensor[], o: SparsityOption, impo
   const moves = new Map<string, Move>(), gains: PermutationGain[] = [];
   for (const mlp of mlps) {
     const d = byName.get(mlp.down)!;
-    const r = searchInputPermutation(d.data, d.shape[0], d.shape[1], o, { importance: importance?.(mlp.down) });
-    gains.push({ down: mlp.down, layer: mlp.layer, keptBefore: r.keptNormBefore, keptAfter: r.keptNormAfter });
-    if (r.identity) continue;
-    moves.set(mlp.down, { perm: r.perm, axis: 'columns' });
-    moves.set(mlp.gate, { perm: r.perm, axis: 'rows' });
-    moves.set(mlp.up, { perm: r.perm, axis: 'rows' });
+    searchMlp(mlp, d.data, d.shape, o, importance?.(mlp.down), moves, gains);
   }
   return { tensors: tensors.map((t) => (moves.has(t.name) ? { ...t, data: moved(t.data, t.shape[0], t.shape[1], moves.get(t.name)) } : t)), gains, moves };
 }
