@@ -18,7 +18,7 @@ import { planMemory } from './model/memory-plan';
 import { GGUF_QUANTS, checkpointToGguf } from './model/gguf-convert';
 import { ggufSummary } from './model/gguf-info';
 import { kv } from './formats/gguf-write';
-import { writePrunedCheckpoint } from './model/prune-checkpoint';
+import { writePrunedCheckpoint, type PrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
 import { closest, commandHelp, parseOptions, synopsis, type OptionTable, type OptionValues } from './cli-args';
@@ -96,6 +96,7 @@ const pruneOptions = {
   out: { kind: 'text', arg: 'DIR', required: true, description: 'folder for the pruned copy (another folder than --model)' },
   sparsity: { kind: 'pattern', arg: '2:4|V:2:M', rule: '2:4 or V:2:M (e.g. 64:2:8)', parse: parseSparsityPattern, required: true, description: 'pattern: 2:4, or V:2:M (2 kept of every M columns in V-row blocks)' },
   apply: { kind: 'choice', choices: ['experts', 'all-linear'], default: 'experts', description: 'which weights to prune: the routed experts, or every linear layer' },
+  'no-permute': { kind: 'flag', description: 'prune in the stored channel order (by default each MLP\'s intermediate channels are permuted first so the pattern keeps more of down_proj; the model computes the same function)' },
   quiet,
 } as const;
 
@@ -252,9 +253,20 @@ async function calibrate(v: OptionValues<typeof calibrateOptions>, io: CliIO) {
   });
 }
 
+/** Mean down_proj kept-norm fraction without and with the channel permutation, per layer. */
+function permutationSummary(gains: PrunedCheckpoint['permutation']) {
+  if (!gains.length) return {};
+  const layers = [...new Set(gains.map((g) => g.layer))].sort((a, b) => a - b);
+  const mean = (gs: typeof gains, f: (g: (typeof gains)[0]) => number) => +(gs.reduce((s, g) => s + f(g), 0) / gs.length).toFixed(4);
+  return {
+    permutedMlps: gains.filter((g) => g.keptAfter > g.keptBefore).length,
+    downKeptNormPerLayer: layers.map((layer) => { const gs = gains.filter((g) => g.layer === layer); return { layer, before: mean(gs, (g) => g.keptBefore), after: mean(gs, (g) => g.keptAfter) }; }),
+  };
+}
+
 async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
   const dir = resolve(v.model), outDir = resolve(v.out);
-  const o: SparsityOption = { ...v.sparsity, apply: v.apply };
+  const o: SparsityOption = { ...v.sparsity, apply: v.apply, permute: !v['no-permute'] };
   if (!existsSync(join(dir, 'config.json'))) throw new ArgumentError(`--model: ${dir} has no config.json (prune reads a local model folder)`);
   if (outDir === dir) throw new ArgumentError('--out must be another folder than --model');
   const log = logger(v, io);
@@ -265,7 +277,7 @@ async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
     mkdirSync(outDir, { recursive: true });
     writeFileSync(join(outDir, 'model.safetensors'), r.file);
     for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(outDir, file));
-    io.out(`${JSON.stringify({ out: outDir, sparsity: o, prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length })}\n`);
+    io.out(`${JSON.stringify({ out: outDir, sparsity: o, prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length, ...permutationSummary(r.permutation) })}\n`);
   } finally {
     await ckpt.close?.();
   }

@@ -29,6 +29,8 @@ export interface SparsityOptions {
   m?: number;
   /** Which matrices run sparse: the routed/shared expert and dense MLP weights, or every linear layer. */
   apply?: 'experts' | 'all-linear';
+  /** Permute each routed expert's intermediate channels before pruning (src/sparse/permute.ts; exact, costs load time). */
+  permute?: boolean;
 }
 
 /** What a loaded model is: its shape, its parameter counts and how its weights are held. */
@@ -214,7 +216,7 @@ export class GpuModelLoader {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
       storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
       nativeFp8: false,
-      sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
+      sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute, values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
     const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache);
     let weights;

@@ -21,6 +21,7 @@ import type { KvFormat } from '../kernels/attention-plan';
 import type { SparsityOption } from '../sparse/apply';
 import { isSparsityTarget, moeLayers, tensorName } from './tensors';
 import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
+import { permuteMlp } from '../sparse/permute';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
 import { ExpertLoad } from './moe-telemetry';
 import { ropeInvFreq } from '../kernels/rope-params';
@@ -58,7 +59,7 @@ export interface WeightPolicy {
    */
   storage(role: MatrixRole | 'embed' | 'experts'): UploadOptions['format'] | 'gguf';
   /** Structured sparsity at load: the matrices it applies to (src/sparse/apply.ts) run on the sparse kernels. */
-  sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues }) | null;
+  sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues; permute?: boolean }) | null;
   /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
   nativeFp8: boolean;
   /** Cap on one routed-expert stack buffer (default: the device's binding limits); tests force several stacks with it. */
@@ -159,6 +160,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   moe(layer: number, p: HostMoe): GpuMoe {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
     const sp = this.policy.sparsity;
+    // sparsity.permute: each expert's intermediate channels are permuted for its down_proj's pattern
+    // first (an exact rewrite of the expert; src/sparse/permute.ts), then pruned as usual.
+    if (sp?.permute && isSparsityTarget(tensorName('expert_down', layer, 0), sp.apply)) p = { ...p, experts: p.experts.map((x) => permuteMlp(x, D, I, sp)) };
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
     const label = `layers.${layer}.experts`;
     // GGUF blocks go to the GGUF expert kernel, unless sparsity covers the experts (then they are decoded

@@ -12,7 +12,53 @@ import { ShapeError } from '../errors';
 import { pruneMatrix, prunePacked, type SparsityOption } from '../sparse/apply';
 import { pruneStats } from '../sparse/prune';
 import { SPARSE_SUFFIXES, sparseToTensors } from '../sparse/tensors';
-import { isSparsityTarget } from './tensors';
+import { permuteColumns, permuteRows, searchInputPermutation } from '../sparse/permute';
+import { isSparsityTarget, parseTensorName } from './tensors';
+
+/** `<prefix>down_proj.weight` of a gated MLP (dense layer, shared or routed expert). */
+const MLP_DOWN = /^(.*\.mlp\.(?:experts\.\d+\.|shared_experts\.)?)down_proj\.weight$/;
+
+export interface PermutableMlp { layer: number; gate: string; up: string; down: string }
+
+/**
+ * The MLPs whose intermediate channels can be permuted before pruning: gate, up and down all present
+ * and all targets of the scope (then all three are rewritten in f32 anyway). Attention is left alone:
+ * o_proj's input is the per-head attention output, which MLA computes from kv_b inside the kernels.
+ */
+export function permutableMlps(names: Iterable<string>, apply: SparsityOption['apply']): PermutableMlp[] {
+  const all = new Set(names);
+  const out: PermutableMlp[] = [];
+  for (const down of all) {
+    const m = MLP_DOWN.exec(down);
+    if (!m) continue;
+    const gate = `${m[1]}gate_proj.weight`, up = `${m[1]}up_proj.weight`;
+    if (all.has(gate) && all.has(up) && [gate, up, down].every((n) => isSparsityTarget(n, apply))) out.push({ layer: parseTensorName(down)?.layer ?? -1, gate, up, down });
+  }
+  return out;
+}
+
+/** Kept ‖W_pruned‖_F / ‖W‖_F of one down_proj without and with its channel permutation. */
+export interface PermutationGain { down: string; layer: number; keptBefore: number; keptAfter: number }
+
+/** How a permutation moves a tensor: down's columns (input channels) or gate/up's rows. */
+type Move = { perm: Int32Array; axis: 'rows' | 'columns' };
+
+const moved = (data: Float32Array, N: number, K: number, mv: Move | undefined) =>
+  !mv ? data : mv.axis === 'columns' ? permuteColumns(data, N, K, mv.perm) : permuteRows(data, N, K, mv.perm);
+/** Importance moves with its weight: K column norms follow a column move, N·K scores any move. */
+const movedImportance = (imp: Float32Array | undefined, N: number, K: number, mv: Move | undefined) =>
+  !imp || !mv || (imp.length === K && mv.axis === 'rows') ? imp
+    : imp.length === K ? Float32Array.from(mv.perm, (p) => imp[p]) : moved(imp, N, K, mv);
+
+/** Searches one MLP's permutation for down_proj's pattern; records the gain and, unless identity, the moves. */
+function searchMlp(mlp: PermutableMlp, down: Float32Array, [D, I]: number[], o: SparsityOption, importance: Float32Array | undefined, moves: Map<string, Move>, gains: PermutationGain[]) {
+  const r = searchInputPermutation(down, D, I, o, { importance });
+  gains.push({ down: mlp.down, layer: mlp.layer, keptBefore: r.keptNormBefore, keptAfter: r.keptNormAfter });
+  if (r.identity) return;
+  moves.set(mlp.down, { perm: r.perm, axis: 'columns' });
+  moves.set(mlp.gate, { perm: r.perm, axis: 'rows' });
+  moves.set(mlp.up, { perm: r.perm, axis: 'rows' });
+}
 
 export interface PrunedCheckpoint {
   /** The safetensors file (all tensors of the checkpoint, targets compressed). */
@@ -23,6 +69,8 @@ export interface PrunedCheckpoint {
   /** File bytes of the pruned weights before (as stored) and after (compressed). */
   bytesBefore: number;
   bytesAfter: number;
+  /** Per permuted MLP (o.permute): down_proj's kept norm without and with the permutation. */
+  permutation: PermutationGain[];
 }
 
 export async function writePrunedCheckpoint(
@@ -34,6 +82,10 @@ export async function writePrunedCheckpoint(
   const targets = new Set(names.filter((n) => isSparsityTarget(n, o.apply) && ckpt.tensors.get(n)!.shape.length === 2));
   const out: Record<string, TensorToWrite> = {};
   let total2 = 0, kept2 = 0, bytesBefore = 0, bytesAfter = 0, done = 0;
+  const moves = new Map<string, Move>(), gains: PermutationGain[] = [];
+  if (o.permute) {
+    for (const mlp of permutableMlps(targets, o.apply)) searchMlp(mlp, await ckpt.readF32(mlp.down, opts.signal), ckpt.tensors.get(mlp.down)!.shape, o, opts.importance?.(mlp.down), moves, gains);
+  }
   for (const name of names) {
     done++;
     // An FP8 target's scale goes with it: the compressed values are dequantised f32.
@@ -45,8 +97,9 @@ export async function writePrunedCheckpoint(
       continue;
     }
     const [N, K] = t.shape;
-    const w = await ckpt.readF32(name, opts.signal);
-    const { packed, keptNormFraction: kept } = prunePacked(w, N, K, o, opts.importance?.(name));
+    const mv = moves.get(name);
+    const w = moved(await ckpt.readF32(name, opts.signal), N, K, mv);
+    const { packed, keptNormFraction: kept } = prunePacked(w, N, K, o, movedImportance(opts.importance?.(name), N, K, mv));
     let n2 = 0;
     for (const v of w) n2 += v * v;
     total2 += n2;
@@ -57,7 +110,7 @@ export async function writePrunedCheckpoint(
     for (const p of Object.values(parts)) bytesAfter += p.data.byteLength;
     opts.onTensor?.(name, done, names.length);
   }
-  return { file: writeSafetensors(out), pruned: targets.size, keptNormFraction: total2 ? Math.sqrt(kept2 / total2) : 1, bytesBefore, bytesAfter };
+  return { file: writeSafetensors(out), pruned: targets.size, keptNormFraction: total2 ? Math.sqrt(kept2 / total2) : 1, bytesBefore, bytesAfter, permutation: gains };
 }
 
 /**
@@ -85,8 +138,16 @@ export interface HostTensor { name: string; shape: number[]; data: Float32Array 
  * Prunes every targeted 2-D tensor of a checkpoint (others pass through untouched) and reports the
  * kept-norm fraction over the targeted tensors and how many were pruned.
  */
-export function pruneModelTensors(tensors: HostTensor[], o: SparsityOption, importance?: (name: string) => Float32Array | undefined): { tensors: HostTensor[]; pruned: number; keptNormFraction: number; keptL1Fraction: number } {
+export function pruneModelTensors(tensors: HostTensor[], o: SparsityOption, importance?: (name: string) => Float32Array | undefined): { tensors: HostTensor[]; pruned: number; keptNormFraction: number; keptL1Fraction: number; permutation: PermutationGain[] } {
   let total2 = 0, kept2 = 0, total1 = 0, kept1 = 0, pruned = 0;
+  let permutation: PermutationGain[] = [];
+  if (o.permute) {
+    const r = permuteMlpTensors(tensors, o, importance);
+    tensors = r.tensors;
+    permutation = r.gains;
+    const moves = r.moves;
+    importance = importance && ((n) => { const t = tensors.find((x) => x.name === n)!; return movedImportance(importance!(n), t.shape[0], t.shape[1], moves.get(n)); });
+  }
   const out = tensors.map((t) => {
     if (!isSparsityTarget(t.name, o.apply)) return t;
     if (t.shape.length !== 2) throw new ShapeError(`pruneModelTensors: '${t.name}' is ${JSON.stringify(t.shape)}, not a matrix`);
@@ -99,5 +160,20 @@ export function pruneModelTensors(tensors: HostTensor[], o: SparsityOption, impo
     pruned++;
     return { ...t, data: r.pruned };
   });
-  return { tensors: out, pruned, keptNormFraction: total2 ? Math.sqrt(kept2 / total2) : 1, keptL1Fraction: total1 ? kept1 / total1 : 1 };
+  return { tensors: out, pruned, keptNormFraction: total2 ? Math.sqrt(kept2 / total2) : 1, keptL1Fraction: total1 ? kept1 / total1 : 1, permutation };
+}
+
+/**
+ * Permutes the intermediate channels of every MLP the scope prunes (permutableMlps) for o's pattern,
+ * unpruned: the model computes the same function (up to float summation order).
+ */
+export function permuteMlpTensors(tensors: HostTensor[], o: SparsityOption, importance?: (name: string) => Float32Array | undefined): { tensors: HostTensor[]; gains: PermutationGain[]; moves: Map<string, Move> } {
+  const byName = new Map(tensors.map((t) => [t.name, t]));
+  const mlps = permutableMlps(byName.keys(), o.apply);
+  const moves = new Map<string, Move>(), gains: PermutationGain[] = [];
+  for (const mlp of mlps) {
+    const d = byName.get(mlp.down)!;
+    searchMlp(mlp, d.data, d.shape, o, importance?.(mlp.down), moves, gains);
+  }
+  return { tensors: tensors.map((t) => (moves.has(t.name) ? { ...t, data: moved(t.data, t.shape[0], t.shape[1], moves.get(t.name)) } : t)), gains, moves };
 }

@@ -18,6 +18,12 @@ export interface SparsityOption {
   /** Columns per group (V:2:M), default 8. */
   m?: number;
   apply: 'experts' | 'all-linear';
+  /**
+   * Permute each pruned MLP's intermediate channels first (src/sparse/permute.ts: down_proj's input
+   * columns with gate/up's rows, an exact rewrite) so the pattern keeps more of down_proj. `webmoe prune`
+   * does it unless --no-permute; at load time it is off unless set (it searches at every load).
+   */
+  permute?: boolean;
 }
 
 /** A short label for reports: "2:4", "64:2:8". */
