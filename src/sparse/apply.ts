@@ -20,8 +20,9 @@ export interface SparsityOption {
   apply: 'experts' | 'all-linear';
   /**
    * Permute each pruned MLP's intermediate channels first (src/sparse/permute.ts: down_proj's input
-   * columns with gate/up's rows, an exact rewrite) so the pattern keeps more of down_proj. `webmoe prune`
-   * does it unless --no-permute; at load time it is off unless set (it searches at every load).
+   * columns with gate/up's rows, an exact rewrite) so the pattern keeps more of down_proj. Off unless set
+   * (`webmoe prune --permute`): it measured no perplexity gain on the bundled model (docs/sparsity.md)
+   * and searches at every load.
    */
   permute?: boolean;
 }
