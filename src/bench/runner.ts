@@ -23,7 +23,8 @@ export interface RunOptions {
 export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchReport> {
   const quick = !!o.quick;
   const env = o.env ?? (typeof window === 'undefined' && typeof (globalThis as any).WorkerGlobalScope === 'undefined' ? 'node' : 'browser');
-  const selected = selectSuites(o.registry ?? registeredSuites, o.suites).filter((s) => env === 'browser' || s.nodeOk !== false);
+  const selected = selectSuites(o.registry ?? registeredSuites, o.suites).filter((s) => (env === 'browser' ? s.browserOk !== false : s.nodeOk !== false))
+    .filter((s) => !(quick && s.fullOnly && !(o.suites ?? []).includes(s.name)));
   const t0 = Date.now();
   const total = selected.length + 1;
   let done = 0;
