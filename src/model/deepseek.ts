@@ -32,7 +32,11 @@ export function hostMatrixToF32(m: HostMatrix): Float32Array {
 }
 
 export interface HostExpert { gate: Float32Array; up: Float32Array; down: Float32Array }
+/** `experts` is empty when the routed experts were streamed through Backend.expertSink. */
 export interface HostMoe { gate: Float32Array; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null }
+
+/** Takes a layer's routed expert matrices one at a time, as the loader streams them (f32 [rows, cols], HF layout). */
+export interface ExpertSink { put(expert: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void }
 
 export interface MlaShape { heads: number; qkNope: number; qkRope: number; vHead: number; kvLora: number }
 
@@ -46,6 +50,12 @@ export interface Backend<T, W, E> {
   matrix(name: string, m: HostMatrix, role: MatrixRole): W;
   embedding(name: string, m: HostMatrix): W;
   moe(layer: number, parts: HostMoe): E;
+  /**
+   * Optional: a sink for layer `layer`'s routed experts, so the loader hands each expert matrix over as
+   * it arrives instead of staging the layer on the host; moe() then gets `experts: []`. null: this layer
+   * takes its experts in moe().
+   */
+  expertSink?(layer: number): ExpertSink | null;
 
   // Activations
   embed(table: W, tokens: ArrayLike<number>, D: number): T;

@@ -3,7 +3,7 @@
  * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
  * weights are uploaded once in the storage the load options ask for.
  */
-import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { hostMatrixToF32, type Backend, type ExpertSink, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
 import { routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
@@ -15,7 +15,7 @@ import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type Uplo
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
-import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, type MoeExpertGroups } from '../kernels/moe';
+import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
 import { LatentKvCache } from './kvcache';
 import type { SparsityOption } from '../sparse/apply';
 import { isSparsityTarget, moeLayers, tensorName } from './tensors';
@@ -53,6 +53,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   private invFreq: GPUBuffer;
   private weights: GpuWeight[] = [];
   private moes: GpuMoe[] = [];
+  /** Routed-expert stacks being filled by a streaming load, by layer (moe() takes them over). */
+  private writers = new Map<number, ExpertGroupsWriter>();
   weightBytes = 0;
   /** Per MoE layer, the expert ids [rows, K] of the current forward (read after submit). */
   readonly routingIds = new Map<number, { buf: GPUBuffer; rows: number }>();
@@ -123,11 +125,29 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     return vec4 && (f === 'f16' || f === 'bf16' || f === 'q8' || f === 'q4') ? f : 'f32';
   }
 
+  /**
+   * Dense expert stacks are allocated up front and each expert matrix is packed (quantised) and written
+   * as it arrives: host memory holds one expert matrix, not a layer. Sparse experts are packed per layer
+   * (the 2:4 / V:N:M packer takes the whole stack): those take the experts in moe().
+   */
+  expertSink(layer: number): ExpertSink | null {
+    const sp = this.policy.sparsity;
+    if (sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)) return null;
+    if (this.writers.has(layer)) throw new Error(`GpuBackend: layer ${layer}'s experts are already streaming`);
+    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, this.expertFormat, { maxBindingBytes: this.policy.maxExpertBindingBytes });
+    this.writers.set(layer, w);
+    return w;
+  }
+
   moe(layer: number, p: HostMoe): GpuMoe {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
     const sp = this.policy.sparsity;
+    const streamed = this.writers.get(layer);
+    this.writers.delete(layer);
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
-    const experts: GpuMoe['experts'] = sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)
+    const experts: GpuMoe['experts'] = streamed
+      ? { sparse: false, w: streamed.finish() }
+      : sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)
       ? { sparse: true, w: sparsifyExperts(g, `layers.${layer}.experts`, p.experts, D, I, sp).experts }
       : { sparse: false, w: uploadExpertGroups(g, `layers.${layer}.experts`, p.experts, D, I, this.expertFormat, { maxBindingBytes: this.policy.maxExpertBindingBytes }) };
     const shared = p.shared
@@ -242,6 +262,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       this.gpu.buffers.destroy(m.gate);
       this.gpu.buffers.destroy(m.bias);
     }
+    for (const w of this.writers.values()) w.destroy();
+    this.writers.clear();
     for (const b of this.routingBuffers.values()) this.gpu.buffers.destroy(b);
     this.gpu.buffers.destroy(this.invFreq);
     this.cache.destroy();

@@ -1,9 +1,11 @@
 /**
  * Builds a backend's weights from a checkpoint, streaming tensors in file order. Each tensor is turned
- * into its backend form as soon as it (and its FP8 scale, for FP8 weights) has arrived, so host memory
- * holds at most one MoE layer's experts at a time, never the whole file.
+ * into its backend form as soon as it (and its FP8 scale, for FP8 weights) has arrived. Routed experts go
+ * to the backend's expertSink one matrix at a time when it has one (the GPU backend: packed and written
+ * straight into the layer's stacks), so the host holds a few tensors at once, never a layer; a backend
+ * without one (the CPU reference) gets a layer's experts together.
  */
-import type { Backend, HostExpert, HostMatrix, HostMoe, LayerWeights, ModelWeights } from './deepseek';
+import type { Backend, ExpertSink, HostExpert, HostMatrix, HostMoe, LayerWeights, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
 import { isMoeLayer } from './config';
 import { expectedTensorShapes, parseTensorName, tensorName, tensorsToLoad } from './tensors';
@@ -16,18 +18,32 @@ import { FormatError, ShapeError, UnsupportedError } from '../errors';
 
 interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array }
 
+/** What buildWeights staged on the host: its own buffers (raw tensors it holds, f32 copies), not the source's read buffers. */
+export interface LoadStaging {
+  /** Most bytes the loader held at once. */
+  peakHostBytes: number;
+  /** The largest single tensor as f32 (the unit host memory is bounded by). */
+  largestTensorF32Bytes: number;
+  /** Checkpoint bytes that went through the loader. */
+  checkpointBytes: number;
+}
+
 export async function buildWeights<T, W, E>(
   be: Backend<T, W, E>,
   cfg: ModelConfig,
   ckpt: Checkpoint,
-  opts: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; /** Every pre-pruned weight must have this pattern (the sparsity was taken from the file). */ storedPattern?: SparsityOption } = {},
+  opts: { onProgress?: (p: LoadProgress) => void; signal?: AbortSignal; /** Every pre-pruned weight must have this pattern (the sparsity was taken from the file). */ storedPattern?: SparsityOption; /** Filled with the host staging figures. */ staging?: LoadStaging } = {},
 ): Promise<ModelWeights<W, E>> {
+  // Host bytes the loader holds between tensors (held) and for the tensor in hand (transient).
+  const staging: LoadStaging = opts.staging ?? { peakHostBytes: 0, largestTensorF32Bytes: 0, checkpointBytes: 0 };
+  let held = 0;
+  const note = (transient: number) => { staging.peakHostBytes = Math.max(staging.peakHostBytes, held + transient); };
   const wanted = tensorsToLoad(cfg, (n) => ckpt.tensors.has(n), SPARSE_SUFFIXES);
   const expected = expectedTensorShapes(cfg);
   const byName = new Map<string, W>();
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
-  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Partial<HostExpert>[]; shared: Partial<HostExpert> }
+  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Partial<HostExpert>[]; shared: Partial<HostExpert>; sink: ExpertSink | null; streamed: number; heldBytes: number }
   const moeParts = new Map<number, MoeParts>();
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
@@ -36,7 +52,7 @@ export async function buildWeights<T, W, E>(
     const [N, K] = shapeOf(raw);
     if (raw.dtype === 'F8_E4M3') {
       const scaleInv = scales.get(name);
-      if (!scaleInv) { pendingFp8.set(name, raw); return null; }
+      if (!scaleInv) { pendingFp8.set(name, raw); held += raw.data.byteLength; return null; }
       return { N, K, fp8: { bytes: raw.data, scaleInv } };
     }
     return { N, K, f32: toFloat32(raw.dtype, raw.data) };
@@ -52,11 +68,13 @@ export async function buildWeights<T, W, E>(
     const p = moeParts.get(layer)!;
     const complete = (e: Partial<HostExpert>) => !!(e.gate && e.up && e.down);
     const hasBias = ckpt.tensors.has(tensorName('router_bias', layer));
-    if (!p.gate || (hasBias && !p.bias) || p.experts.length < cfg.nRoutedExperts || !p.experts.every(complete)) return;
+    const routedDone = p.sink ? p.streamed === 3 * cfg.nRoutedExperts : p.experts.length >= cfg.nRoutedExperts && p.experts.every(complete);
+    if (!p.gate || (hasBias && !p.bias) || !routedDone) return;
     if (cfg.nSharedExperts > 0 && !complete(p.shared)) return;
-    const parts: HostMoe = { gate: p.gate, bias: p.bias ?? null, experts: p.experts as HostExpert[], shared: cfg.nSharedExperts > 0 ? (p.shared as HostExpert) : null };
+    const parts: HostMoe = { gate: p.gate, bias: p.bias ?? null, experts: p.sink ? [] : (p.experts as HostExpert[]), shared: cfg.nSharedExperts > 0 ? (p.shared as HostExpert) : null };
     moeDone.set(layer, be.moe(layer, parts));
     moeParts.delete(layer);
+    held -= p.heldBytes;
   };
 
   // Parts of pre-pruned weights until all have arrived; then the weight goes on as the dense matrix it
@@ -81,26 +99,36 @@ export async function buildWeights<T, W, E>(
   };
 
   const accept = (name: string, raw: RawTensor) => {
+    const f32Bytes = raw.shape.reduce((a, b) => a * b, 1) * 4;
+    staging.largestTensorF32Bytes = Math.max(staging.largestTensorF32Bytes, f32Bytes);
+    // The raw bytes in hand and their f32 form (for FP8 or a CPU-side conversion).
+    note(raw.data.byteLength + f32Bytes);
     if (SPARSE_SUFFIXES.some((s) => name.endsWith(s))) { acceptSparsePart(name, raw); return; }
     if (name.endsWith('.weight_scale_inv')) {
       const w = name.replace(/\.weight_scale_inv$/, '.weight');
       scales.set(w, toFloat32(raw.dtype, raw.data));
       const pending = pendingFp8.get(w);
-      if (pending) { pendingFp8.delete(w); accept(w, pending); }
+      if (pending) { pendingFp8.delete(w); held -= pending.data.byteLength; accept(w, pending); }
       return;
     }
     const moe = moeLayerOf(name);
     if (moe) {
-      const p: MoeParts = moeParts.get(moe.layer) ?? { experts: Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {} };
-      moeParts.set(moe.layer, p);
-      if (moe.role === 'router') p.gate = toFloat32(raw.dtype, raw.data);
-      else if (moe.role === 'router_bias') p.bias = toFloat32(raw.dtype, raw.data);
+      let p = moeParts.get(moe.layer);
+      if (!p) {
+        const sink = be.expertSink?.(moe.layer) ?? null;
+        p = { experts: sink ? [] : Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {}, sink, streamed: 0, heldBytes: 0 };
+        moeParts.set(moe.layer, p);
+      }
+      const keep = (a: Float32Array) => { p!.heldBytes += a.byteLength; held += a.byteLength; return a; };
+      if (moe.role === 'router') p.gate = keep(toFloat32(raw.dtype, raw.data));
+      else if (moe.role === 'router_bias') p.bias = keep(toFloat32(raw.dtype, raw.data));
       else {
         const m = matrixOf(name, raw);
         if (!m) return;
         const f32 = m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
-        if (moe.expert >= 0) p.experts[moe.expert][moe.proj!] = f32;
-        else p.shared[moe.proj!] = f32;
+        if (moe.expert >= 0 && p.sink) { p.sink.put(moe.expert, moe.proj!, f32); p.streamed++; }
+        else if (moe.expert >= 0) p.experts[moe.expert][moe.proj!] = keep(f32);
+        else p.shared[moe.proj!] = keep(f32);
       }
       finishMoe(moe.layer);
       return;
@@ -115,7 +143,7 @@ export async function buildWeights<T, W, E>(
     else throw new FormatError(`tensor '${name}' is not a matrix of the model`, { tensor: name });
   };
 
-  await ckpt.stream(wanted, (name, t) => accept(name, t as RawTensor), opts);
+  await ckpt.stream(wanted, (name, t) => { staging.checkpointBytes += (t as RawTensor).data.byteLength; accept(name, t as RawTensor); }, opts);
 
   const get = (name: string): W => {
     const w = byName.get(name);

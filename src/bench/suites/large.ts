@@ -62,6 +62,7 @@ async function run(ctx: BenchContext): Promise<void> {
     const info = await engine.load(server.url, {
       weights, contextLength: 256,
       onProgress: (p) => {
+        sample(); // the 50 ms timer starves while a tensor is converted synchronously
         const now = performance.now();
         if (now - lastReport < 10_000) return;
         lastReport = now;
