@@ -259,10 +259,15 @@ export function applyBlockScale(w: Float32Array, scale: BlockScale): void {
   if (rows * cols !== w.length) throw new ShapeError(`block scale: weight shape ${JSON.stringify(scale.shape)} does not match ${w.length} values`);
   const sr = Math.ceil(rows / b0), sc = Math.ceil(cols / b1);
   if (scale.scaleInv.length !== sr * sc) throw new ShapeError(`block scale: weight_scale_inv has ${scale.scaleInv.length} values, expected [${sr}, ${sc}] for weight [${rows}, ${cols}] with block [${b0}, ${b1}]`);
+  // Block by block along the row (no per-element division): a typed-array loop.
+  const si = scale.scaleInv;
   for (let i = 0; i < rows; i++) {
     const srow = Math.floor(i / b0) * sc;
     const base = i * cols;
-    for (let j = 0; j < cols; j++) w[base + j] *= scale.scaleInv[srow + Math.floor(j / b1)];
+    for (let j0 = 0, b = srow; j0 < cols; j0 += b1, b++) {
+      const f = si[b];
+      for (let j = base + j0, e = base + Math.min(cols, j0 + b1); j < e; j++) w[j] *= f;
+    }
   }
 }
 
