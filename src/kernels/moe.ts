@@ -230,6 +230,7 @@ export function uploadExpertGroups(
  * gate waits for its up (one matrix more on the host).
  */
 export interface ExpertGroupsWriter {
+  /** Packs and writes `data` before returning (the caller may reuse the array). */
   put(e: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void;
   /** Every expert's three matrices arrived: the stacks. */
   finish(): MoeExpertGroups;
@@ -291,7 +292,7 @@ export function expertGroupsWriter(
       if (proj === 'down') { write(g.w.down, g.w.downScales, data, D, I, le * D); return; }
       if (splitGateUp) { write(g.w.gateUp, g.w.gateUpScales, data, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I); return; }
       const other = heldGate.get(e);
-      if (!other) { heldGate.set(e, data); return; }
+      if (!other) { heldGate.set(e, data.slice()); return; } // the caller may reuse `data`
       heldGate.delete(e);
       const gu = new Float32Array(2 * I * D);
       gu.set(proj === 'gate' ? data : other, 0);

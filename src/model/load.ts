@@ -48,14 +48,21 @@ export async function buildWeights<T, W, E>(
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
 
-  const matrixOf = (name: string, raw: RawTensor): HostMatrix | null => {
+  const matrixOf = (name: string, raw: RawTensor, into?: Float32Array<ArrayBuffer>): HostMatrix | null => {
     const [N, K] = shapeOf(raw);
     if (raw.dtype === 'F8_E4M3') {
       const scaleInv = scales.get(name);
       if (!scaleInv) { pendingFp8.set(name, raw); held += raw.data.byteLength; return null; }
       return { N, K, fp8: { bytes: raw.data, scaleInv } };
     }
-    return { N, K, f32: toFloat32(raw.dtype, raw.data) };
+    return { N, K, f32: toFloat32(raw.dtype, raw.data, undefined, raw.dtype === 'F32' ? undefined : into) };
+  };
+  // Routed experts handed to a sink are packed before put() returns: their f32 form reuses one scratch
+  // array (no 11 MB allocation and collection per V2-Lite expert matrix).
+  let scratch = new Float32Array(0);
+  const scratchOf = (n: number) => {
+    if (scratch.length < n) scratch = new Float32Array(n);
+    return scratch.subarray(0, n);
   };
 
   const moeLayerOf = (name: string) => {
@@ -123,9 +130,10 @@ export async function buildWeights<T, W, E>(
       if (moe.role === 'router') p.gate = keep(toFloat32(raw.dtype, raw.data));
       else if (moe.role === 'router_bias') p.bias = keep(toFloat32(raw.dtype, raw.data));
       else {
-        const m = matrixOf(name, raw);
+        const into = moe.expert >= 0 && p.sink ? scratchOf(raw.shape.reduce((a, b) => a * b, 1)) : undefined;
+        const m = matrixOf(name, raw, into);
         if (!m) return;
-        const f32 = m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
+        const f32 = m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] }, into);
         if (moe.expert >= 0 && p.sink) { p.sink.put(moe.expert, moe.proj!, f32); p.streamed++; }
         else if (moe.expert >= 0) p.experts[moe.expert][moe.proj!] = keep(f32);
         else p.shared[moe.proj!] = keep(f32);
