@@ -32,11 +32,12 @@ function envInt(name: string, dflt: number): number {
 
 async function run(ctx: BenchContext): Promise<void> {
   const proc = (globalThis as { process?: NodeJS.Process }).process;
-  if (!proc?.versions?.node) throw new Error('the large suite runs in Node only: npm run bench -- --node --suites large');
-  const { readFileSync } = await import('node:fs');
-  const { resolve } = await import('node:path');
-  const { serveSyntheticRepo } = await import('../synthetic-server');
-  const { createNodeEngine } = await import('../../node');
+  // `npm run bench -- --node` loads the suites through Vite's SSR loader (import.meta.env.SSR); the site
+  // build drops this branch, so the page bundles neither node:http nor the Node engine.
+  if (!import.meta.env.SSR || !proc?.versions?.node) throw new Error('the large suite runs in Node only: npm run bench -- --node --suites large');
+  const [{ readFileSync }, { resolve }, { serveSyntheticRepo }, { createNodeEngine }] = await Promise.all([
+    import('node:fs'), import('node:path'), import('../synthetic-server'), import('../../node'),
+  ]);
 
   const layers = envInt('WEBMOE_LARGE_LAYERS', 27);
   const decodeTokens = envInt('WEBMOE_LARGE_TOKENS', 4);
