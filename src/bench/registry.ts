@@ -34,3 +34,14 @@ export function selectSuites(all: BenchSuite[], filter: string[] | undefined): B
   if (unknown.length) throw new Error(`unknown benchmark suite(s): ${unknown.join(', ')} (known: ${all.map((s) => s.name).join(', ')})`);
   return all.filter((s) => want.includes(s.name));
 }
+
+/**
+ * The suites a run executes: selected by name, then those that run in `env` (nodeOk / browserOk), and
+ * without the full-only suites in a quick run unless they were named.
+ */
+export function runnableSuites(all: BenchSuite[], o: { suites?: string[]; env: 'browser' | 'node'; quick: boolean }): BenchSuite[] {
+  const named = (o.suites ?? []).map((s) => s.trim());
+  return selectSuites(all, o.suites)
+    .filter((s) => (o.env === 'browser' ? s.browserOk !== false : s.nodeOk !== false))
+    .filter((s) => !(o.quick && s.fullOnly && !named.includes(s.name)));
+}

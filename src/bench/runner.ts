@@ -1,7 +1,7 @@
 import type { Gpu } from '../gpu/device';
 import { RunContext } from './context';
 import { measureCeilings } from './ceilings';
-import { selectSuites, suites as registeredSuites } from './registry';
+import { runnableSuites, suites as registeredSuites } from './registry';
 import type { BenchReport, BenchSuite } from './types';
 
 export interface RunOptions {
@@ -25,7 +25,7 @@ export interface RunOptions {
 export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchReport> {
   const quick = !!o.quick;
   const env = o.env ?? (typeof window === 'undefined' && typeof (globalThis as any).WorkerGlobalScope === 'undefined' ? 'node' : 'browser');
-  const selected = selectSuites(o.registry ?? registeredSuites, o.suites).filter((s) => env === 'browser' || s.nodeOk !== false);
+  const selected = runnableSuites(o.registry ?? registeredSuites, { suites: o.suites, env, quick });
   const t0 = Date.now();
   const total = selected.length + 1;
   let done = 0;

@@ -123,6 +123,10 @@ export interface BenchSuite {
   order?: number;
   /** Also runs under `npm run bench -- --node` (dawn.node); default true. */
   nodeOk?: boolean;
+  /** Runs in the browser page; default true (false: Node-only suites, e.g. ones that serve HTTP). */
+  browserOk?: boolean;
+  /** Left out of --quick runs unless named in --suites (minutes-long real-scale suites). */
+  fullOnly?: boolean;
   /** Runs in the browser page (and in Node where `nodeOk`). */
   run(ctx: BenchContext): Promise<void>;
 }

@@ -230,13 +230,18 @@ function aligned<T>(bytes: Uint8Array, bpe: number, make: (buf: ArrayBufferLike,
 }
 
 /** Converts little-endian tensor bytes to float32 (FP8 dequantised with its block scale when given). */
-export function toFloat32(dtype: SafetensorsDtype, bytes: Uint8Array, scale?: BlockScale): Float32Array {
+export function toFloat32(dtype: SafetensorsDtype, bytes: Uint8Array, scale?: BlockScale, into?: Float32Array<ArrayBuffer>): Float32Array {
   let out: Float32Array;
+  // `into`: F16/BF16/FP8 values are written there (exactly as many as the tensor has) instead of a new array.
+  const dest = (n: number) => {
+    if (into && into.length !== n) throw new ShapeError(`toFloat32: ${n} values into an array of ${into.length}`);
+    return into ?? new Float32Array(n);
+  };
   switch (dtype) {
     case 'F32': out = aligned(bytes, 4, (b, o, l) => new Float32Array(b, o, l)).slice(); break;
-    case 'F16': out = f16ArrayToF32(aligned(bytes, 2, (b, o, l) => new Uint16Array(b, o, l))); break;
-    case 'BF16': out = bf16ArrayToF32(aligned(bytes, 2, (b, o, l) => new Uint16Array(b, o, l))); break;
-    case 'F8_E4M3': out = fp8e4m3ArrayToF32(bytes); break;
+    case 'F16': out = f16ArrayToF32(aligned(bytes, 2, (b, o, l) => new Uint16Array(b, o, l)), dest(bytes.length >> 1)); break;
+    case 'BF16': out = bf16ArrayToF32(aligned(bytes, 2, (b, o, l) => new Uint16Array(b, o, l)), dest(bytes.length >> 1)); break;
+    case 'F8_E4M3': out = fp8e4m3ArrayToF32(bytes, dest(bytes.length)); break;
     case 'F64': out = Float32Array.from(aligned(bytes, 8, (b, o, l) => new Float64Array(b, o, l))); break;
     case 'I64': out = Float32Array.from(aligned(bytes, 8, (b, o, l) => new BigInt64Array(b, o, l)), (v) => Number(v)); break;
     case 'I32': out = Float32Array.from(aligned(bytes, 4, (b, o, l) => new Int32Array(b, o, l))); break;
@@ -259,10 +264,15 @@ export function applyBlockScale(w: Float32Array, scale: BlockScale): void {
   if (rows * cols !== w.length) throw new ShapeError(`block scale: weight shape ${JSON.stringify(scale.shape)} does not match ${w.length} values`);
   const sr = Math.ceil(rows / b0), sc = Math.ceil(cols / b1);
   if (scale.scaleInv.length !== sr * sc) throw new ShapeError(`block scale: weight_scale_inv has ${scale.scaleInv.length} values, expected [${sr}, ${sc}] for weight [${rows}, ${cols}] with block [${b0}, ${b1}]`);
+  // Block by block along the row (no per-element division): a typed-array loop.
+  const si = scale.scaleInv;
   for (let i = 0; i < rows; i++) {
     const srow = Math.floor(i / b0) * sc;
     const base = i * cols;
-    for (let j = 0; j < cols; j++) w[base + j] *= scale.scaleInv[srow + Math.floor(j / b1)];
+    for (let j0 = 0, b = srow; j0 < cols; j0 += b1, b++) {
+      const f = si[b];
+      for (let j = base + j0, e = base + Math.min(cols, j0 + b1); j < e; j++) w[j] *= f;
+    }
   }
 }
 

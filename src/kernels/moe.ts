@@ -221,6 +221,93 @@ export function uploadExpertGroups(
   return { format, groups, E, I, D, bytes: groups.reduce((s, g) => s + g.w.bytes, 0) };
 }
 
+/**
+ * Writes a layer's routed experts into their stacks one projection at a time, as the loader streams
+ * them: the stacks (same layout and grouping as uploadExpertGroups) are created up front, and each
+ * expert's gate, up or down matrix is packed (quantised for q8/q4) and written at its offset at once, so
+ * the host holds one expert matrix, never a layer. For q8/q4 the gate and up rows of an expert share
+ * the [2I, D] scale array; when I·groups is odd a scale pair would straddle gate and up, and then the
+ * gate waits for its up (one matrix more on the host).
+ */
+export interface ExpertGroupsWriter {
+  /** Packs and writes `data` before returning (the caller may reuse the array). */
+  put(e: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void;
+  /** Every expert's three matrices arrived: the stacks. */
+  finish(): MoeExpertGroups;
+  destroy(): void;
+}
+
+export function expertGroupsWriter(
+  gpu: Gpu, label: string, E: number, D: number, I: number,
+  format: MoeExpertWeights['format'] = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number } = {},
+): ExpertGroupsWriter {
+  const gs = opts.groupSize ?? 32;
+  if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`expertGroupsWriter ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
+  if (format !== 'f32' && (D % 4 || I % 4)) throw new ShapeError(`expertGroupsWriter ${label}: ${format} experts need D and I multiples of 4, got D=${D} I=${I}`);
+  const limit = Math.min(opts.maxBindingBytes ?? Infinity, gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
+  const per = expertsPerStack(format, E, D, I, limit, gs);
+  if (per < 1) {
+    const one = Math.max(...expertStackBytesPerExpert(format, D, I, gs));
+    throw new LimitExceededError('maxStorageBufferBindingSize', one, limit, `one routed expert of '${label}' (2×${I}×${D} ${format} gate|up rows)`);
+  }
+  const quant = format === 'q8' || format === 'q4';
+  const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' || format === 'bf16' ? 2 * K : rowLayout(format, K).rowWords * 4);
+  const scaleBytes = (rows: number, K: number) => (quant ? rows * Math.ceil(K / gs) * 2 : 0);
+  const groups: MoeExpertGroups['groups'] = [];
+  try {
+    for (let e0 = 0; e0 < E; e0 += per) {
+      const n = Math.min(E, e0 + per) - e0;
+      const l = per >= E ? label : `${label}[${e0}:${e0 + n}]`;
+      const tag = format === 'f32' ? '' : ` ${format}`;
+      const gateUpBytes = n * 2 * I * rowBytes(D), downBytes = n * D * rowBytes(I);
+      const gateUp = gpu.buffers.create(`${l}.experts.gate_up[${n},${2 * I},${D}]${tag}`, gateUpBytes);
+      const down = gpu.buffers.create(`${l}.experts.down[${n},${D},${I}]${tag}`, downBytes);
+      const guScales = quant ? gpu.buffers.create(`${l}.experts.gate_up.scales`, Math.max(16, n * scaleBytes(2 * I, D))) : undefined;
+      const dnScales = quant ? gpu.buffers.create(`${l}.experts.down.scales`, Math.max(16, n * scaleBytes(D, I))) : undefined;
+      groups.push({ e0, w: { format, gateUp, down, gateUpScales: guScales, downScales: dnScales, groupSize: quant ? gs : undefined, E: n, I, D, bytes: gateUpBytes + downBytes + (guScales?.size ?? 0) + (dnScales?.size ?? 0) } });
+    }
+  } catch (e) {
+    for (const g of groups) destroyExperts(gpu, g.w);
+    throw e;
+  }
+  // Scale pairs of the gate|up block line up with gate and up separately when I·groups is even.
+  const splitGateUp = !quant || (I * Math.ceil(D / gs)) % 2 === 0;
+  const heldGate = new Map<number, Float32Array>();
+  const seen = new Uint8Array(E);
+  const write = (buf: GPUBuffer, scales: GPUBuffer | undefined, data: Float32Array, rows: number, K: number, at: number) => {
+    if (!quant) { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : format === 'bf16' ? f32ArrayToBf16(data) : data, at * rowBytes(K)); return; }
+    const p = packWeight(data, rows, K, format, { groupSize: gs, scaleDtype: 'f16' });
+    gpu.buffers.write(buf, p.data, at * rowBytes(K));
+    gpu.buffers.write(scales!, p.scales!, (at / rows) * scaleBytes(rows, K));
+  };
+  return {
+    put(e, proj, data) {
+      if (!Number.isInteger(e) || e < 0 || e >= E) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} outside 0..${E - 1}`);
+      const want = I * D;
+      if (data.length !== want) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} ${proj} has ${data.length} values, want ${proj === 'down' ? `${D}×${I}` : `${I}×${D}`}`);
+      const bit = proj === 'gate' ? 1 : proj === 'up' ? 2 : 4;
+      if (seen[e] & bit) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} ${proj} arrived twice`);
+      seen[e] |= bit;
+      const g = groups[Math.floor(e / per)], le = e - g.e0;
+      if (proj === 'down') { write(g.w.down, g.w.downScales, data, D, I, le * D); return; }
+      if (splitGateUp) { write(g.w.gateUp, g.w.gateUpScales, data, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I); return; }
+      const other = heldGate.get(e);
+      if (!other) { heldGate.set(e, data.slice()); return; } // the caller may reuse `data`
+      heldGate.delete(e);
+      const gu = new Float32Array(2 * I * D);
+      gu.set(proj === 'gate' ? data : other, 0);
+      gu.set(proj === 'gate' ? other : data, I * D);
+      write(g.w.gateUp, g.w.gateUpScales, gu, 2 * I, D, le * 2 * I);
+    },
+    finish() {
+      const missing = seen.findIndex((b) => b !== 7);
+      if (missing >= 0) throw new ShapeError(`expertGroupsWriter ${label}: expert ${missing} is missing ${['gate', 'up', 'down'].filter((_, i) => !(seen[missing] & (1 << i))).join(', ')}`);
+      return { format, groups, E, I, D, bytes: groups.reduce((s, g) => s + g.w.bytes, 0) };
+    },
+    destroy() { for (const g of groups) destroyExperts(gpu, g.w); },
+  };
+}
+
 export function destroyExpertGroups(gpu: Gpu, w: MoeExpertGroups): void {
   for (const g of w.groups) destroyExperts(gpu, g.w);
 }

@@ -109,7 +109,7 @@ export function parameterCounts(cfg: ModelConfig): { total: number; active: numb
 /**
  * 'auto' keeps what the checkpoint stores when the GPU can hold it exactly: F16 weights stay f16 and
  * BF16 weights bf16 (half the memory and bandwidth of f32, decoded in the shader, no shader-f16
- * needed); F32, FP8 and mixed checkpoints run as f32. On a CPU fallback adapter (SwiftShader)
+ * needed); FP8 checkpoints become q8 tensor by tensor as they stream; F32 and mixed checkpoints run as f32. On a CPU fallback adapter (SwiftShader)
  * 'auto' is f32: there the kernels are compute-bound and decoding f16 costs more than the bytes it
  * saves (routed-expert decode 0.7× the f32 speed, measured). The rule lives in memory-plan.ts
  * (resolveStorage) so that the plan and the load agree.

@@ -46,7 +46,8 @@ export interface HostExpert { gate: Float32Array; up: Float32Array; down: Float3
 /**
  * One MoE layer from the checkpoint. With `ggufExperts` (GPU 'gguf' storage: every routed expert's
  * matrices arrived as GGUF blocks, gate and up of one type) the routed experts are those blocks, one
- * entry per expert, and `experts` is empty.
+ * entry per expert, and `experts` is empty; `experts` is empty too when the routed experts were streamed
+ * through Backend.expertSink.
  */
 export interface HostMoe {
   gate: Float32Array;
@@ -57,6 +58,9 @@ export interface HostMoe {
   /** Shared experts as GGUF blocks (with ggufExperts' storage), when they arrived so; `shared` then null. */
   ggufShared?: { gate: GgufBlocks; up: GgufBlocks; down: GgufBlocks };
 }
+
+/** Takes a layer's routed expert matrices one at a time, as the loader streams them (f32 [rows, cols], HF layout). */
+export interface ExpertSink { put(expert: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void }
 
 export interface MlaShape { heads: number; qkNope: number; qkRope: number; vHead: number; kvLora: number }
 
@@ -70,6 +74,12 @@ export interface Backend<T, W, E> {
   matrix(name: string, m: HostMatrix, role: MatrixRole): W;
   embedding(name: string, m: HostMatrix): W;
   moe(layer: number, parts: HostMoe): E;
+  /**
+   * Optional: a sink for layer `layer`'s routed experts, so the loader hands each expert matrix over as
+   * it arrives instead of staging the layer on the host; moe() then gets `experts: []`. null: this layer
+   * takes its experts in moe().
+   */
+  expertSink?(layer: number): ExpertSink | null;
 
   // Activations
   embed(table: W, tokens: ArrayLike<number>, D: number): T;

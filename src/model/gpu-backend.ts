@@ -3,7 +3,7 @@
  * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
  * weights are uploaded once in the storage the load options ask for.
  */
-import { ggufToF32, hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { ggufToF32, hostMatrixToF32, type Backend, type ExpertSink, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
 import { routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
@@ -15,7 +15,7 @@ import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type Uplo
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
-import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, type MoeExpertGroups } from '../kernels/moe';
+import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
 import { LatentKvCache } from './kvcache';
 import type { KvFormat } from '../kernels/attention-plan';
 import type { SparsityOption } from '../sparse/apply';
@@ -73,6 +73,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   private invFreq: GPUBuffer;
   private weights: GpuWeight[] = [];
   private moes: GpuMoe[] = [];
+  /** Routed-expert stacks being filled by a streaming load, by layer (moe() takes them over). */
+  private writers = new Map<number, ExpertGroupsWriter>();
   weightBytes = 0;
   /** With 'gguf' storage: whether every MoE layer's routed experts so far stayed GGUF blocks (null before the first). */
   private ggufExperts: boolean | null = null;
@@ -157,6 +159,22 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     return vec4 && (f === 'f16' || f === 'bf16' || f === 'q8' || f === 'q4') ? f : 'f32';
   }
 
+  /**
+   * Dense expert stacks are allocated up front and each expert matrix is packed (quantised) and written
+   * as it arrives: host memory holds one expert matrix, not a layer. Sparse experts are packed per layer
+   * (the 2:4 / V:N:M packer takes the whole stack): those take the experts in moe().
+   */
+  expertSink(layer: number): ExpertSink | null {
+    const sp = this.policy.sparsity;
+    if (sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)) return null;
+    // 'gguf' storage gathers a layer's experts: GGUF blocks for the GGUF expert kernel (or f32 stacks when a layer's types differ).
+    if (this.expertFormat === 'gguf') return null;
+    if (this.writers.has(layer)) throw new Error(`GpuBackend: layer ${layer}'s experts are already streaming`);
+    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, this.expertFormat, { maxBindingBytes: this.policy.maxExpertBindingBytes });
+    this.writers.set(layer, w);
+    return w;
+  }
+
   moe(layer: number, p: HostMoe): GpuMoe {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
     const sp = this.policy.sparsity;
@@ -173,8 +191,11 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       const ge = p.ggufExperts;
       routed = ge.gate.map((_, e) => ({ gate: ggufToF32(ge.gate[e], I * D), up: ggufToF32(ge.up[e], I * D), down: ggufToF32(ge.down[e], D * I) }));
     }
+    const streamed = this.writers.get(layer);
+    this.writers.delete(layer);
     let experts: GpuMoe['experts'];
-    if (sparseExperts) experts = { sparse: true, w: sparsifyExperts(g, label, routed, D, I, sp!).experts };
+    if (streamed) experts = { sparse: false, w: streamed.finish() };
+    else if (sparseExperts) experts = { sparse: true, w: sparsifyExperts(g, label, routed, D, I, sp!).experts };
     else if (p.ggufExperts && routed === p.experts) {
       const ge = p.ggufExperts;
       experts = { sparse: false, gguf: true, w: uploadGgufExperts(g, label, stackBlocks(ge.gate), stackBlocks(ge.up), stackBlocks(ge.down), ge.gate.length, I, D) };
@@ -303,6 +324,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       this.gpu.buffers.destroy(m.gate);
       this.gpu.buffers.destroy(m.bias);
     }
+    for (const w of this.writers.values()) w.destroy();
+    this.writers.clear();
     for (const b of this.routingBuffers.values()) this.gpu.buffers.destroy(b);
     this.gpu.buffers.destroy(this.invFreq);
     this.cache.destroy();

@@ -1,9 +1,11 @@
 /**
  * Builds a backend's weights from a checkpoint, streaming tensors in file order. Each tensor is turned
- * into its backend form as soon as it (and its FP8 scale, for FP8 weights) has arrived, so host memory
- * holds at most one MoE layer's experts at a time, never the whole file.
+ * into its backend form as soon as it (and its FP8 scale, for FP8 weights) has arrived. Routed experts go
+ * to the backend's expertSink one matrix at a time when it has one (the GPU backend: packed and written
+ * straight into the layer's stacks), so the host holds a few tensors at once, never a layer; a backend
+ * without one (the CPU reference) gets a layer's experts together.
  */
-import { ggufToF32, type Backend, type HostExpert, type HostMatrix, type HostMoe, type LayerWeights, type ModelWeights } from './deepseek';
+import { ggufToF32, type Backend, type ExpertSink, type HostExpert, type HostMatrix, type HostMoe, type LayerWeights, type ModelWeights } from './deepseek';
 import type { GgufBlocks } from '../loader/checkpoint';
 import type { ModelConfig } from './config';
 import { isMoeLayer } from './config';
@@ -22,6 +24,16 @@ const f32Of = (raw: RawTensor): Float32Array => (raw.gguf ? ggufToF32(raw.gguf, 
 type Part = Float32Array | GgufBlocks;
 const isBlocks = (p: Part | undefined): p is GgufBlocks => !!p && !(p instanceof Float32Array);
 
+/** What buildWeights staged on the host: its own buffers (raw tensors it holds, f32 copies), not the source's read buffers. */
+export interface LoadStaging {
+  /** Most bytes the loader held at once. */
+  peakHostBytes: number;
+  /** The largest single tensor as f32 (the unit host memory is bounded by). */
+  largestTensorF32Bytes: number;
+  /** Checkpoint bytes that went through the loader. */
+  checkpointBytes: number;
+}
+
 export async function buildWeights<T, W, E>(
   be: Backend<T, W, E>,
   cfg: ModelConfig,
@@ -31,28 +43,40 @@ export async function buildWeights<T, W, E>(
     /** Every pre-pruned weight must have this pattern (the sparsity was taken from the file). */ storedPattern?: SparsityOption;
     /** Hand GGUF quantised blocks to the backend as they are (its kernels decode them): HostMatrix.gguf, HostMoe.ggufExperts. */
     ggufBlocks?: boolean;
+    /** Filled with the host staging figures. */ staging?: LoadStaging;
   } = {},
 ): Promise<ModelWeights<W, E>> {
+  // Host bytes the loader holds between tensors (held) and for the tensor in hand (transient).
+  const staging: LoadStaging = opts.staging ?? { peakHostBytes: 0, largestTensorF32Bytes: 0, checkpointBytes: 0 };
+  let held = 0;
+  const note = (transient: number) => { staging.peakHostBytes = Math.max(staging.peakHostBytes, held + transient); };
   const wanted = tensorsToLoad(cfg, (n) => ckpt.tensors.has(n), SPARSE_SUFFIXES);
   const expected = expectedTensorShapes(cfg);
   const byName = new Map<string, W>();
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
   type Parts = Partial<Record<keyof HostExpert, Part>>;
-  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Parts[]; shared: Parts }
+  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Parts[]; shared: Parts; sink: ExpertSink | null; streamed: number; heldBytes: number }
   const moeParts = new Map<number, MoeParts>();
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
 
-  const matrixOf = (name: string, raw: RawTensor): HostMatrix | null => {
+  const matrixOf = (name: string, raw: RawTensor, into?: Float32Array<ArrayBuffer>): HostMatrix | null => {
     const [N, K] = shapeOf(raw);
     if (raw.dtype === 'F8_E4M3') {
       const scaleInv = scales.get(name);
-      if (!scaleInv) { pendingFp8.set(name, raw); return null; }
+      if (!scaleInv) { pendingFp8.set(name, raw); held += raw.data.byteLength; return null; }
       return { N, K, fp8: { bytes: raw.data, scaleInv } };
     }
     if (raw.gguf) return { N, K, gguf: raw.gguf };
-    return { N, K, f32: toFloat32(raw.dtype, raw.data) };
+    return { N, K, f32: toFloat32(raw.dtype, raw.data, undefined, raw.dtype === 'F32' ? undefined : into) };
+  };
+  // Routed experts handed to a sink are packed before put() returns: their f32 form reuses one scratch
+  // array (no 11 MB allocation and collection per V2-Lite expert matrix).
+  let scratch = new Float32Array(0);
+  const scratchOf = (n: number) => {
+    if (scratch.length < n) scratch = new Float32Array(n);
+    return scratch.subarray(0, n);
   };
 
   const moeLayerOf = (name: string) => {
@@ -65,7 +89,8 @@ export async function buildWeights<T, W, E>(
     const p = moeParts.get(layer)!;
     const complete = (e: Parts) => !!(e.gate && e.up && e.down);
     const hasBias = ckpt.tensors.has(tensorName('router_bias', layer));
-    if (!p.gate || (hasBias && !p.bias) || p.experts.length < cfg.nRoutedExperts || !p.experts.every(complete)) return;
+    const routedDone = p.sink ? p.streamed === 3 * cfg.nRoutedExperts : p.experts.length >= cfg.nRoutedExperts && p.experts.every(complete);
+    if (!p.gate || (hasBias && !p.bias) || !routedDone) return;
     if (cfg.nSharedExperts > 0 && !complete(p.shared)) return;
     const D = cfg.hiddenSize, I = cfg.moeIntermediateSize, Is = I * cfg.nSharedExperts;
     const f32 = (x: Part, n: number) => (isBlocks(x) ? ggufToF32(x, n) : x);
@@ -75,7 +100,7 @@ export async function buildWeights<T, W, E>(
     const blocks = isBlocks(t0) && p.experts.every((e) => isBlocks(e.gate) && isBlocks(e.up) && isBlocks(e.down) && e.gate.type === t0.type && e.up.type === t0.type && e.down.type === (p.experts[0].down as GgufBlocks).type);
     const parts: HostMoe = {
       gate: p.gate, bias: p.bias ?? null,
-      experts: blocks ? [] : p.experts.map((e) => hostExpert(e, I)),
+      experts: p.sink || blocks ? [] : p.experts.map((e) => hostExpert(e, I)),
       shared: null,
     };
     if (blocks) parts.ggufExperts = { gate: p.experts.map((e) => e.gate as GgufBlocks), up: p.experts.map((e) => e.up as GgufBlocks), down: p.experts.map((e) => e.down as GgufBlocks) };
@@ -86,6 +111,7 @@ export async function buildWeights<T, W, E>(
     }
     moeDone.set(layer, be.moe(layer, parts));
     moeParts.delete(layer);
+    held -= p.heldBytes;
   };
 
   // Parts of pre-pruned weights until all have arrived; then the weight goes on as the dense matrix it
@@ -110,26 +136,42 @@ export async function buildWeights<T, W, E>(
   };
 
   const accept = (name: string, raw: RawTensor) => {
+    const f32Bytes = raw.shape.reduce((a, b) => a * b, 1) * 4;
+    staging.largestTensorF32Bytes = Math.max(staging.largestTensorF32Bytes, f32Bytes);
+    // The raw bytes in hand and their f32 form (for FP8 or a CPU-side conversion).
+    note(raw.data.byteLength + f32Bytes);
     if (SPARSE_SUFFIXES.some((s) => name.endsWith(s))) { acceptSparsePart(name, raw); return; }
     if (name.endsWith('.weight_scale_inv')) {
       const w = name.replace(/\.weight_scale_inv$/, '.weight');
       scales.set(w, f32Of(raw));
       const pending = pendingFp8.get(w);
-      if (pending) { pendingFp8.delete(w); accept(w, pending); }
+      if (pending) { pendingFp8.delete(w); held -= pending.data.byteLength; accept(w, pending); }
       return;
     }
     const moe = moeLayerOf(name);
     if (moe) {
-      const p: MoeParts = moeParts.get(moe.layer) ?? { experts: Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {} };
-      moeParts.set(moe.layer, p);
-      if (moe.role === 'router') p.gate = f32Of(raw);
-      else if (moe.role === 'router_bias') p.bias = f32Of(raw);
+      let p = moeParts.get(moe.layer);
+      if (!p) {
+        const sink = be.expertSink?.(moe.layer) ?? null;
+        p = { experts: sink ? [] : Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {}, sink, streamed: 0, heldBytes: 0 };
+        moeParts.set(moe.layer, p);
+      }
+      const keep = (a: Float32Array) => { p!.heldBytes += a.byteLength; held += a.byteLength; return a; };
+      if (moe.role === 'router') p.gate = keep(f32Of(raw));
+      else if (moe.role === 'router_bias') p.bias = keep(f32Of(raw));
       else {
-        const m = matrixOf(name, raw);
+        const into = moe.expert >= 0 && p.sink ? scratchOf(raw.shape.reduce((a, b) => a * b, 1)) : undefined;
+        const m = matrixOf(name, raw, into);
         if (!m) return;
-        const part: Part = m.gguf ?? m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
-        if (moe.expert >= 0) p.experts[moe.expert][moe.proj!] = part;
-        else p.shared[moe.proj!] = part;
+        if (moe.expert >= 0 && p.sink) {
+          p.sink.put(moe.expert, moe.proj!, m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] }, into));
+          p.streamed++;
+        } else {
+          const part: Part = m.gguf ?? m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
+          if (isBlocks(part)) { p.heldBytes += part.bytes.byteLength; held += part.bytes.byteLength; } else keep(part);
+          if (moe.expert >= 0) p.experts[moe.expert][moe.proj!] = part;
+          else p.shared[moe.proj!] = part;
+        }
       }
       finishMoe(moe.layer);
       return;
@@ -144,7 +186,7 @@ export async function buildWeights<T, W, E>(
     else throw new FormatError(`tensor '${name}' is not a matrix of the model`, { tensor: name });
   };
 
-  await ckpt.stream(wanted, (name, t) => accept(name, t as RawTensor), { onProgress: opts.onProgress, signal: opts.signal, ggufBlocks: opts.ggufBlocks });
+  await ckpt.stream(wanted, (name, t) => { staging.checkpointBytes += (t as RawTensor).data.byteLength; accept(name, t as RawTensor); }, { onProgress: opts.onProgress, signal: opts.signal, ggufBlocks: opts.ggufBlocks });
 
   const get = (name: string): W => {
     const w = byName.get(name);

@@ -175,8 +175,9 @@ export function expertStacks(f: PackedFormat, E: number, I: number, D: number, l
 
 /**
  * 'auto' storage (model/assemble.ts): a checkpoint whose projections are all F16 stays f16 on a real GPU,
- * all BF16 bf16 (both exact); anything else (FP8, F32, mixed), and anything on a CPU fallback adapter,
- * runs as f32.
+ * all BF16 bf16 (both exact); an FP8 checkpoint (e4m3 projections with weight_scale_inv, 16-bit for the
+ * rest) becomes q8 at load, tensor by tensor (8 bits a weight as stored, plus f16 scales per 32: never
+ * widened to f32); anything else (F32, mixed 16-bit), and anything on a CPU fallback adapter, runs as f32.
  */
 export function resolveStorage(w: WeightStorage | undefined, tensors: Iterable<PlanTensor> | null, device?: PlanDevice): StorageFormat {
   const s = w ?? 'auto';
@@ -187,6 +188,7 @@ export function resolveStorage(w: WeightStorage | undefined, tensors: Iterable<P
   if (device?.isFallbackAdapter) return 'f32';
   if (linear.length > 0 && linear.every((t) => t.dtype === 'F16')) return 'f16';
   if (linear.length > 0 && linear.every((t) => t.dtype === 'BF16')) return 'bf16';
+  if (linear.some((t) => t.dtype === 'F8_E4M3') && linear.every((t) => t.dtype === 'F8_E4M3' || t.dtype === 'BF16' || t.dtype === 'F16')) return 'q8';
   return 'f32';
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatReport, validateReport, renderText, resultsTable, peersTable, fmtNum, fmtBytes, shorten } from '../../src/bench/report';
-import { collectSuites, selectSuites } from '../../src/bench/registry';
+import { collectSuites, runnableSuites, selectSuites } from '../../src/bench/registry';
 import { RunContext, median } from '../../src/bench/context';
 import { rooflineSvg } from '../../src/pages/roofline';
 import type { BenchReport, BenchSuite } from '../../src/bench/types';
@@ -93,6 +93,16 @@ describe('bench registry', () => {
     expect(selectSuites(all, []).length).toBe(2);
     expect(selectSuites(all, ['b']).map((s) => s.name)).toEqual(['b']);
     expect(() => selectSuites(all, ['c'])).toThrow(/unknown benchmark suite\(s\): c \(known: a, b\)/);
+  });
+  it('leaves out Node-only suites in the browser, browser-only ones in Node, and full-only ones in --quick unless named', () => {
+    const large: BenchSuite = { ...suite('large'), fullOnly: true, browserOk: false };
+    const page: BenchSuite = { ...suite('page'), nodeOk: false };
+    const all = [suite('a'), large, page];
+    const names = (o: Parameters<typeof runnableSuites>[1]) => runnableSuites(all, o).map((s) => s.name);
+    expect(names({ env: 'node', quick: false })).toEqual(['a', 'large']);
+    expect(names({ env: 'node', quick: true })).toEqual(['a']);
+    expect(names({ env: 'node', quick: true, suites: ['large'] })).toEqual(['large']);
+    expect(names({ env: 'browser', quick: false })).toEqual(['a', 'page']);
   });
 });
 

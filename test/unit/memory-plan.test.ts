@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { LimitExceededError } from '../../src/errors';
-import { parseSafetensors } from '../../src/formats/safetensors';
+import { parseSafetensors, parseSafetensorsHeader } from '../../src/formats/safetensors';
 import { parseConfig } from '../../src/model/config';
 import { type PlanTensor, checkPlanFits, expertStackBuffers, planMemory, planShortfall, resolveStorage, tempPoolBytes, tempSizeClass, weightUploadBytes, whatFits } from '../../src/model/memory-plan';
 import { syntheticRepo } from '../../src/bench/synthetic-server';
+import { TINY_V3_CONFIG } from '../../src/model/synthetic';
 
 const realConfig = (model: string) => parseConfig(JSON.parse(readFileSync(new URL(`../data/configs/${model}/config.json`, import.meta.url), 'utf8')));
 const FIX = new URL('../fixtures/deepseek-v3-tiny/', import.meta.url);
@@ -61,6 +62,19 @@ describe('memory plan', () => {
     expect(resolveStorage('auto', t('BF16'))).toBe('bf16');
     expect(resolveStorage('auto', [...t('BF16'), ...t('F16')])).toBe('f32'); // mixed
     expect(resolveStorage('q4', t('BF16'))).toBe('q4');
+  });
+
+  it("'auto' on an FP8 checkpoint (the synthetic server's fp8 mode) is q8 on a real GPU, f32 on a CPU adapter", () => {
+    const fp8 = syntheticRepo({ ...TINY_V3_CONFIG, torch_dtype: 'bfloat16', quantization_config: { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128] } });
+    const tensors = fp8.shards.flatMap((name) => {
+      const f = fp8.files.get(name)!;
+      return [...parseSafetensorsHeader(f.read(0, Math.min(f.size, 1 << 20)), f.size).tensors.values()];
+    });
+    expect(tensors.some((x) => x.dtype === 'F8_E4M3')).toBe(true);
+    expect(resolveStorage('auto', tensors)).toBe('q8');
+    expect(resolveStorage('auto', tensors, { isFallbackAdapter: true })).toBe('f32');
+    const f32 = [{ name: 'model.layers.0.self_attn.o_proj.weight', dtype: 'F8_E4M3' as const, shape: [2, 2] }, { name: 'model.layers.0.self_attn.kv_a_proj_with_mqa.weight', dtype: 'F32' as const, shape: [2, 2] }];
+    expect(resolveStorage('auto', f32)).toBe('f32'); // FP8 mixed with F32 projections: not an FP8 checkpoint
   });
 
   it('DeepSeek-V2-Lite: q4 ≈ 9 GB with f16 scales, q8 and f16 in order; the 1.48 GB f32 expert stack of the issue splits into stacks under a 1 GiB binding', () => {

@@ -1,0 +1,47 @@
+/**
+ * Host-side load conversions (issue 16: loading must be bound by the source, not by our code): MB/s of
+ * checkpoint bytes through the CPU steps every loaded weight takes, on one DeepSeek-V2-Lite routed
+ * expert matrix ([1408, 2048] BF16, 5.8 MB): BF16 → f32, f32 → q4 / q8 / f16 packing (weight-pack.ts),
+ * FP8 e4m3 + block scales → f32, and FP8 → q8 (the FP8 load path). CPU only; the GPU is not used.
+ */
+import type { BenchSuite } from '../types';
+import { packWeight } from '../../kernels/weight-pack';
+import { toFloat32 } from '../../formats/safetensors';
+import { mulberry32 } from '../../util/random';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+export const hostQuantSuite: BenchSuite = {
+  name: 'host-quant',
+  order: 90,
+  async run(ctx) {
+    const N = 1408, K = 2048;
+    const r = mulberry32(3);
+    // BF16 bits of small random values (|w| ~ 2^-8..2^-5, as the synthetic server makes them).
+    const bf = new Uint16Array(N * K);
+    for (let i = 0; i < bf.length; i++) bf[i] = ((r() < 0.5 ? 0x8000 : 0) | ((119 + Math.floor(r() * 3)) << 7) | Math.floor(r() * 128)) & 0xffff;
+    const bytes = new Uint8Array(bf.buffer);
+    const fp8 = new Uint8Array(N * K);
+    for (let i = 0; i < fp8.length; i++) { const b = Math.floor(r() * 256); fp8[i] = (b & 0x7f) === 0x7f ? 0x7e : b; }
+    const scaleInv = Float32Array.from({ length: Math.ceil(N / 128) * Math.ceil(K / 128) }, () => 2 ** -(6 + Math.floor(r() * 4)));
+    const f32 = toFloat32('BF16', bytes);
+    const iters = ctx.quick ? 3 : 9;
+    const time = (name: string, srcBytes: number, f: () => void) => {
+      f();
+      const ms: number[] = [];
+      for (let i = 0; i < iters; i++) { const t0 = performance.now(); f(); ms.push(performance.now() - t0); }
+      const m = median(ms);
+      ctx.result({ suite: '', name, variant: 'cpu', shape: `[${N}, ${K}]`, medianMs: m, bytes: srcBytes, flops: 0, extra: { checkpointMBps: +(srcBytes / 1e6 / (m / 1000)).toFixed(1) } });
+    };
+    time('bf16→f32', bytes.length, () => { toFloat32('BF16', bytes); });
+    time('f32→q4 pack', bytes.length, () => { packWeight(f32, N, K, 'q4'); });
+    time('f32→q8 pack', bytes.length, () => { packWeight(f32, N, K, 'q8'); });
+    time('f32→f16 pack', bytes.length, () => { packWeight(f32, N, K, 'f16'); });
+    time('bf16→q4 (load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'q4'); });
+    time('fp8→f32', fp8.length, () => { toFloat32('F8_E4M3', fp8, { scaleInv, shape: [N, K] }); });
+    time('fp8→q8 (load path)', fp8.length, () => { packWeight(toFloat32('F8_E4M3', fp8, { scaleInv, shape: [N, K] }), N, K, 'q8'); });
+  },
+};
