@@ -168,9 +168,11 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const sp = this.policy.sparsity;
     if (sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)) return null;
     // 'gguf' storage gathers a layer's experts: GGUF blocks for the GGUF expert kernel (or f32 stacks when a layer's types differ).
-    if (this.expertFormat === 'gguf') return null;
+    if (this.policy.storage('experts') === 'gguf') return null;
     if (this.writers.has(layer)) throw new Error(`GpuBackend: layer ${layer}'s experts are already streaming`);
-    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, this.expertFormat, { maxBindingBytes: this.policy.maxExpertBindingBytes });
+    const format = this.expertFormat;
+    if (format === 'gguf') return null; // (not reached: 'gguf' storage returned above)
+    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, { maxBindingBytes: this.policy.maxExpertBindingBytes });
     this.writers.set(layer, w);
     return w;
   }

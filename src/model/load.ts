@@ -164,7 +164,9 @@ export async function buildWeights<T, W, E>(
         const m = matrixOf(name, raw, into);
         if (!m) return;
         if (moe.expert >= 0 && p.sink) {
-          p.sink.put(moe.expert, moe.proj!, m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] }, into));
+          // (GGUF blocks reach a sink when the experts' storage is not 'gguf': decoded here, one matrix at a time.)
+          const f32 = m.gguf ? ggufToF32(m.gguf, m.N * m.K) : m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] }, into);
+          p.sink.put(moe.expert, moe.proj!, f32);
           p.streamed++;
         } else {
           const part: Part = m.gguf ?? m.f32 ?? toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
