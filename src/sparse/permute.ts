@@ -21,7 +21,8 @@
  */
 import { ShapeError } from '../errors';
 import { checkVnm } from './formats';
-import { prune24, pruneVnm } from './prune';
+import { prune24, pruneVnm, subsets4 } from './prune';
+import { mulberry32 } from '../util/random';
 
 export interface PermutePattern { format: '2:4' | 'vnm'; v?: number; m?: number }
 
@@ -96,17 +97,6 @@ function permuteImportance(imp: Float32Array | undefined, N: number, K: number, 
 function top2Sum(a: number, b: number, c: number, d: number): number {
   const hi1 = Math.max(a, b), lo1 = Math.min(a, b), hi2 = Math.max(c, d), lo2 = Math.min(c, d);
   return Math.max(hi1, hi2) + Math.max(Math.min(hi1, hi2), Math.max(lo1, lo2));
-}
-
-function mulberry32(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Searches an input-column permutation of W [N, K] that raises the magnitude the pattern keeps. */
@@ -204,17 +194,6 @@ export function searchInputPermutation(w: Float32Array, N: number, K: number, o:
     return { perm: Int32Array.from({ length: K }, (_, i) => i), keptNormBefore, keptNormAfter: keptNormBefore, trials, swaps, identity: true };
   }
   return { perm, keptNormBefore, keptNormAfter, trials, swaps, identity: false };
-}
-
-const subsetCache = new Map<number, number[][]>();
-function subsets4(r: number): number[][] {
-  let out = subsetCache.get(r);
-  if (!out) {
-    out = [];
-    for (let a = 0; a < r; a++) for (let b = a + 1; b < r; b++) for (let c = b + 1; c < r; c++) for (let d = c + 1; d < r; d++) out.push([a, b, c, d]);
-    subsetCache.set(r, out);
-  }
-  return out;
 }
 
 export interface MlpWeights { gate: Float32Array; up: Float32Array; down: Float32Array }

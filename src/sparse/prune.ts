@@ -88,7 +88,7 @@ export function prune24(w: Float32Array, N: number, K: number, importance?: Floa
 
 /** All 4-subsets of {0..r-1}, ascending. */
 const subsetCache = new Map<number, number[][]>();
-function subsets4(r: number): number[][] {
+export function subsets4(r: number): number[][] {
   let out = subsetCache.get(r);
   if (!out) {
     out = [];
