@@ -21,23 +21,8 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-// k / v elements (`// @variant kv`): f32, or f16 pairs packed in u32 words (element i = half i % 2 of
-// word i / 2, as flash_attention.wgsl and kv_cache.wgsl).
-// @variant kv f32
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-fn k_at(i: u32) -> f32 { return k[i]; }
-fn v_at(i: u32) -> f32 { return v[i]; }
-// @variant kv f16
-@group(0) @binding(2) var<storage, read> k: array<u32>;
-@group(0) @binding(3) var<storage, read> v: array<u32>;
-fn half_of(w: u32, i: u32) -> f32 {
-  let p = unpack2x16float(w);
-  return select(p.x, p.y, (i & 1u) == 1u);
-}
-fn k_at(i: u32) -> f32 { return half_of(k[i / 2u], i); }
-fn v_at(i: u32) -> f32 { return half_of(v[i / 2u], i); }
-// @end kv
+// k and v at bindings 2 and 3, read element-wise as f32 whatever the KV cache format (`// @variant kv`).
+// @include kv_read
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> p: array<f32>;
 

@@ -1,4 +1,5 @@
 import ggufBlocksWgsl from '../../shaders/lib/gguf_blocks.wgsl?raw';
+import kvReadWgsl from '../../shaders/lib/kv_read.wgsl?raw';
 import loadWidthWgsl from '../../shaders/lib/load_width.wgsl?raw';
 import moeDecodeWgsl from '../../shaders/lib/moe_decode.wgsl?raw';
 import quantDecodeWgsl from '../../shaders/lib/quant_decode.wgsl?raw';
@@ -22,6 +23,7 @@ import { ArgumentError } from '../errors';
  */
 const LIBRARY: Record<string, string> = {
   gguf_blocks: ggufBlocksWgsl,
+  kv_read: kvReadWgsl,
   load_width: loadWidthWgsl,
   moe_decode: moeDecodeWgsl,
   quant_decode: quantDecodeWgsl,
