@@ -47,7 +47,7 @@ beforeAll(async () => {
     files.set(q, { path, fileBytes: r.file.length, types: r.types, blockBytes: blocks.reduce((a, t) => a + t.gguf!.bytes, 0), blockTensors: blocks.length });
   }
   const q8 = ggufTypeChooser(ck.config, 'q8_0');
-  const tensors = await deepseek2Gguf(ck.config, (n) => ck.readF32(n), ck.tensors.keys(), (name, ne) => (name === 'blk.2.ffn_up_exps.weight' ? 'Q4_0' : q8(name, ne)));
+  const tensors = await deepseek2Gguf(ck.config, (n) => ck.readF32(n), ck.tensors, (name, ne) => (name === 'blk.2.ffn_up_exps.weight' ? 'Q4_0' : q8(name, ne)));
   mixedPath = join(dir, 'webmoe-tiny-mixed.gguf');
   writeFileSync(mixedPath, writeGguf({ metadata: deepseek2Metadata(ck.config, { json: ck.tokenizerJson, config: ck.tokenizerConfig }), tensors }));
   await ck.close();
