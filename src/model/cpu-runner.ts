@@ -4,7 +4,8 @@
  */
 import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
 import type { ModelConfig } from './config';
-import { forward, type ModelWeights } from './deepseek';
+import type { ModelWeights } from './deepseek';
+import { forward } from './architectures';
 import { CpuBackend, type CpuMoe, type CpuWeight } from './cpu-backend';
 import { sampleRef } from '../kernels/sample.ref';
 import { expertCountsRef } from '../kernels/moe.ref';
