@@ -10,7 +10,7 @@ import type { ModelRunner } from './runner';
 import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
 import { GpuBackend, type WeightPolicy } from './gpu-backend';
 import { buildWeights } from './load';
-import type { ModelConfig } from './config';
+import { familyLabel, type ModelConfig } from './config';
 import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
@@ -37,6 +37,8 @@ export interface SparsityOptions {
 export interface ModelDescription {
   name: string;
   modelType: string;
+  /** The architecture family's name ("Qwen3-MoE", "DeepSeek-V3"; config.ts FAMILIES). */
+  family: string;
   layers: number;
   hiddenSize: number;
   vocabSize: number;
@@ -159,6 +161,7 @@ export function describeModel(cfg: ModelConfig, held: Pick<ModelDescription, 'na
   return {
     name: held.name,
     modelType: cfg.modelType,
+    family: familyLabel(cfg),
     layers: cfg.numLayers,
     hiddenSize: cfg.hiddenSize,
     vocabSize: cfg.vocabSize,

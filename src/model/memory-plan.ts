@@ -26,7 +26,7 @@
 import { ArgumentError, LimitExceededError } from '../errors';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
-import { isMoeLayer, type ModelConfig } from './config';
+import { familyLabel, isMoeLayer, type ModelConfig } from './config';
 import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
 
 /** Weight storage as load options name it. */
@@ -80,7 +80,7 @@ export function kvCacheFor(asked: unknown, device: PlanDevice | undefined): KvFo
 }
 
 export interface MemoryPlan {
-  model: { modelType: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
+  model: { modelType: string; family: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
   /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
   checkpoint: { bytes: number; byDtype: Record<string, number> };
   storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16' | 'gguf'; kvCache: KvFormat };
@@ -484,7 +484,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16;
 
   return {
-    model: { modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
+    model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list),
     storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none', embedding, kvCache },
     expertStacks: stacks,
