@@ -45,7 +45,8 @@ async function run(ctx: BenchContext): Promise<void> {
     const config = { ...real, num_hidden_layers: layers };
     const cfg = parseConfig(config);
     const name = `${familyLabel(cfg)}: ${model} config, ${layers} of ${String(real.num_hidden_layers)} layers, ${weights}`;
-    const server = await serveSyntheticRepo(config, { extraFiles: { 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) } });
+    // BF16 shards whatever torch_dtype says (OLMoE's is float32): the synthetic server makes BF16 bytes fastest, and q4 storage reads them the same.
+    const server = await serveSyntheticRepo(config, { dtype: 'BF16', extraFiles: { 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) } });
     const engine = createNodeEngine({ log: (m) => ctx.progress(m), onNotice: () => {} });
     try {
       ctx.progress(`families: loading ${name}`);
