@@ -1,5 +1,5 @@
 /**
- * A checkpoint → one deepseek2 GGUF file, the way llama.cpp's converter and quantiser lay it out:
+ * A checkpoint → one GGUF file (deepseek2, or the family's llama.cpp layout: gguf-families.ts), the way llama.cpp's converter and quantiser lay it out:
  *  - f32 / f16 / q8_0: every matrix in that type (llama.cpp's `--outtype f16` and `llama-quantize … Q8_0`);
  *  - q4_k_m: llama-quantize's Q4_K_M mix (`llama_tensor_get_type` in src/llama-quant.cpp): Q4_K by
  *    default; `output.weight` Q6_K; every `ffn_down*` tensor (dense, shared and stacked experts) Q6_K
@@ -19,6 +19,7 @@ import type { GgufKv } from '../formats/gguf';
 import type { Checkpoint } from './checkpoint';
 import type { ModelConfig } from './config';
 import { GGUF_BLOCK_WEIGHTS, deepseek2Gguf, deepseek2Metadata, type GgufTypeChooser } from './gguf-deepseek2';
+import { familyGguf, familyGgufMetadata } from './gguf-families';
 
 export const GGUF_QUANTS = ['f32', 'f16', 'q8_0', 'q4_k_m'] as const;
 export type GgufQuant = (typeof GGUF_QUANTS)[number];
@@ -84,10 +85,12 @@ export async function checkpointToGguf(ck: Checkpoint, quant: GgufQuant, opts: G
     opts.onTensor?.(n, ++done, names.length);
     return f;
   };
-  const tensors = await deepseek2Gguf(ck.config, read, names, ggufTypeChooser(ck.config, quant));
+  // DeepSeek: llama.cpp's deepseek2 layout; the other families: theirs (gguf-families.ts).
+  const deepseek = ck.config.family === 'deepseek';
+  const tensors = await (deepseek ? deepseek2Gguf : familyGguf)(ck.config, read, names, ggufTypeChooser(ck.config, quant));
   // The tokenizer goes in as llama.cpp's tokenizer.ggml.* keys (a weights-only folder makes a weights-only file).
   const tokenizer = ck.tokenizerJson ? { json: ck.tokenizerJson, config: ck.tokenizerConfig } : undefined;
-  const metadata: [string, GgufKv][] = [...deepseek2Metadata(ck.config, tokenizer), ['general.file_type', kv.u32(FILE_TYPE[quant])]];
+  const metadata: [string, GgufKv][] = [...(deepseek ? deepseek2Metadata : familyGgufMetadata)(ck.config, tokenizer), ['general.file_type', kv.u32(FILE_TYPE[quant])]];
   if (quant === 'q8_0' || quant === 'q4_k_m') metadata.push(['general.quantization_version', kv.u32(QUANTIZATION_VERSION)]);
   metadata.push(...(opts.metadata ?? []));
   const types: Record<string, number> = {};

@@ -14,7 +14,8 @@
  * exactly as the converter's LlamaModel.permute does, which makes llama.cpp's interleaved RoPE compute HF's
  * rotate_half. Experts are stacked per layer (ffn_{gate,up,down}_exps; Granite's input_linear split into
  * gate and up); Qwen2's shared expert becomes ffn_*_shexp with ffn_gate_inp_shexp [n_embd].
- * Reading these files back into webmoe is not implemented (webmoe's GGUF loader reads deepseek2).
+ * `webmoe convert --to gguf` writes them (gguf-convert.ts). Reading these files back into webmoe is not
+ * implemented (webmoe's GGUF loader reads deepseek2).
  */
 import { FormatError, UnsupportedError } from '../errors';
 import { quantize, type DecodableType } from '../formats/gguf-blocks';
@@ -22,7 +23,7 @@ import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
 import type { GgufKv } from '../formats/gguf';
 import { ggufTokenizerMetadata } from '../formats/gguf-tokenizer';
 import type { ModelConfig } from './config';
-import { GGUF_BLOCK_WEIGHTS } from './gguf-deepseek2';
+import { GGUF_BLOCK_WEIGHTS, type GgufTypeChooser } from './gguf-deepseek2';
 
 const ARCH: Partial<Record<ModelConfig['family'], string>> = { qwen2_moe: 'qwen2moe', qwen3_moe: 'qwen3moe', olmoe: 'olmoe', mixtral: 'llama', granitemoe: 'granitemoe' };
 /** llama.cpp archs whose RoPE rotates adjacent pairs (LLAMA_ROPE_TYPE_NORM): the converter permutes q/k for them. */
@@ -106,11 +107,12 @@ const EXPERT_PROJ: Record<string, 'gate' | 'up' | 'down'> = { gate_proj: 'gate',
  * The GGUF tensors of a family checkpoint (HF names → llama.cpp names, experts stacked). Matrices are
  * `type` when their rows are whole blocks of it, else F32; vectors and the routers stay F32.
  */
-export async function familyGguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType = 'F32'): Promise<GgufTensorToWrite[]> {
+export async function familyGguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType | GgufTypeChooser = 'F32'): Promise<GgufTensorToWrite[]> {
   const arch = ggufArchOf(cfg);
   const out: GgufTensorToWrite[] = [];
   const put = (name: string, ne: number[], data: Float32Array, matrix: boolean) => {
-    const t: DecodableType = matrix && !name.includes('ffn_gate_inp') && ne[0] % GGUF_BLOCK_WEIGHTS[type] === 0 ? type : 'F32';
+    const want = typeof type === 'function' ? type(name, ne) : type;
+    const t: DecodableType = matrix && !name.includes('ffn_gate_inp') && ne[0] % GGUF_BLOCK_WEIGHTS[want] === 0 ? want : 'F32';
     out.push({ name, type: t, ne, data: quantize(t, data) });
   };
   const D = cfg.hiddenSize, I = cfg.moeIntermediateSize;

@@ -1,6 +1,7 @@
 // Cross-check of the family references against llama.cpp (node-llama-cpp 3.21.1, CPU build, F32 KV
 // cache): each tiny family checkpoint (test/fixtures/families) written as an F32 GGUF in llama.cpp's layout
-// for that family (src/model/gguf-families.ts: qwen2moe, qwen3moe, olmoe, llama for Mixtral, granitemoe),
+// for that family by webmoe's converter (checkpointToGguf → src/model/gguf-families.ts: qwen2moe, qwen3moe,
+// olmoe, llama for Mixtral, granitemoe),
 // run by llama.cpp from the fixture's token ids; webmoe's CPU reference runs the safetensors checkpoint
 // (which test/unit/families.test.ts checks against the PyTorch reference within 1e-4). The same greedy
 // tokens, and first-step next-token log-probabilities within 1e-4 (both sides f32 with different summation
@@ -11,14 +12,16 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeGguf } from '../../src/formats/gguf-write';
+import { readFileSync } from 'node:fs';
+import { checkpointToGguf } from '../../src/model/gguf-convert';
+import { openCheckpoint } from '../../src/model/checkpoint';
+import { memoryModel } from '../../src/loader/model-source';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
-import { familyGguf, familyGgufMetadata } from '../../src/model/gguf-families';
 import { nodeLlamaCpp, type NodeLlamaCpp } from '../helpers/llama-cpp';
-import { FAMILY_FIXTURES, familyCheckpoint, familyFixture } from '../helpers/families';
+import { FAMILY_FIXTURES, familyCheckpoint, familyDir, familyFixture } from '../helpers/families';
 
 const NEW_TOKENS = 8;
 const LOGP_TOL = 1e-4;
@@ -47,10 +50,14 @@ describe.each(FAMILY_FIXTURES)('%s: llama.cpp vs webmoe on the same weights', (f
     const ck = await familyCheckpoint(family);
     const cfg = ck.config;
     const path = join(tmp, `${family}.gguf`);
-    const tensors = await familyGguf(cfg, (n) => ck.readF32(n), ck.tensors.keys(), 'F32');
     // The 256 byte tokens as a gpt-2 byte-level vocabulary (llama.cpp needs tokenizer keys; the check feeds token ids).
     const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
-    writeFileSync(path, writeGguf({ metadata: familyGgufMetadata(cfg, { json: tokenizer, config: null }), tensors }));
+    const withTokenizer = await openCheckpoint(memoryModel({
+      'config.json': readFileSync(join(familyDir(family), 'config.json'), 'utf8'),
+      'model.safetensors': new Uint8Array(readFileSync(join(familyDir(family), 'model.safetensors'))),
+      'tokenizer.json': JSON.stringify(tokenizer),
+    }));
+    writeFileSync(path, (await checkpointToGguf(withTokenizer, 'f32')).file);
 
     // webmoe: greedy from the fixture's tokens on the CPU reference runner.
     const runner = new CpuRunner(cfg, await buildWeights(new CpuBackend(cfg), cfg, ck), 256);
