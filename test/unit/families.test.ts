@@ -8,6 +8,11 @@ import { CpuBackend, type CpuTensor } from '../../src/model/cpu-backend';
 import { buildWeights } from '../../src/model/load';
 import { ConfigError } from '../../src/errors';
 import { parseConfig } from '../../src/model/config';
+import { checkSlidingWindow, defaultContextLength } from '../../src/model/assemble';
+import { UnsupportedError } from '../../src/errors';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { familyDir } from '../helpers/families';
 import { expectClose } from '../helpers/gpu';
 import { FAMILY_FIXTURES, familyCheckpoint, familyFixture } from '../helpers/families';
 
@@ -73,5 +78,21 @@ describe('family registry', () => {
     const { ref } = familyFixture('mixtral');
     expect(ref.model_type).toBe('mixtral');
     expect(() => parseConfig({ model_type: 'mixtral', architectures: ['Qwen3MoeForCausalLM'], vocab_size: 8, hidden_size: 8, intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 2, num_experts_per_tok: 1 })).toThrow(/MixtralForCausalLM/);
+  });
+});
+
+describe('sliding windows', () => {
+  const mixtral = (window: number | null) => parseConfig({ ...JSON.parse(readFileSync(join(familyDir('mixtral'), 'config.json'), 'utf8')), sliding_window: window });
+  it('a configured window caps the default context; a longer one is refused with what works instead', () => {
+    expect(defaultContextLength(mixtral(null))).toBe(256); // max_position_embeddings
+    expect(defaultContextLength(mixtral(64))).toBe(64);
+    expect(() => checkSlidingWindow(mixtral(64), 64)).not.toThrow();
+    expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(UnsupportedError);
+    expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(/contextLength ≤ 64/);
+  });
+  it('Qwen configs use their sliding_window only with use_sliding_window', () => {
+    const q = JSON.parse(readFileSync(join(familyDir('qwen2_moe'), 'config.json'), 'utf8'));
+    expect(parseConfig(q).slidingWindow).toBeNull(); // use_sliding_window false, sliding_window 32768
+    expect(parseConfig({ ...q, use_sliding_window: true, sliding_window: 128 }).slidingWindow).toBe(128);
   });
 });
