@@ -14,16 +14,20 @@
  * exactly as the converter's LlamaModel.permute does, which makes llama.cpp's interleaved RoPE compute HF's
  * rotate_half. Experts are stacked per layer (ffn_{gate,up,down}_exps; Granite's input_linear split into
  * gate and up); Qwen2's shared expert becomes ffn_*_shexp with ffn_gate_inp_shexp [n_embd].
- * `webmoe convert --to gguf` writes them (gguf-convert.ts). Reading these files back into webmoe is not
- * implemented (webmoe's GGUF loader reads deepseek2).
+ * `webmoe convert --to gguf` writes them (gguf-convert.ts), and webmoe reads them back (familyConfigFromGguf +
+ * familyTensorMap, used by gguf-deepseek2.ts openGgufCheckpoint): q/k rows of NORM-rope files un-permuted,
+ * stacked experts sliced per expert (Granite's re-stacked into input_linear / output_linear).
  */
-import { FormatError, UnsupportedError } from '../errors';
-import { quantize, type DecodableType } from '../formats/gguf-blocks';
+import { ConfigError, FormatError, UnsupportedError } from '../errors';
+import { ggmlTypeByName, quantize, type DecodableType } from '../formats/gguf-blocks';
 import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
-import type { GgufKv } from '../formats/gguf';
+import { metaBool, metaNumber, metaString, type GgufKv, type GgufModelHeader, type GgufSplitTensor } from '../formats/gguf';
 import { ggufTokenizerMetadata } from '../formats/gguf-tokenizer';
 import type { ModelConfig } from './config';
-import { GGUF_BLOCK_WEIGHTS, type GgufTypeChooser } from './gguf-deepseek2';
+
+/** A matrix's GGUF type by name and ne (gguf-deepseek2.ts GgufTypeChooser, restated to keep this file below it). */
+type GgufTypeChooser = (name: string, ne: number[]) => DecodableType;
+const blockWeights = (t: DecodableType) => ggmlTypeByName(t)!.blockSize;
 
 const ARCH: Partial<Record<ModelConfig['family'], string>> = { qwen2_moe: 'qwen2moe', qwen3_moe: 'qwen3moe', olmoe: 'olmoe', mixtral: 'llama', granitemoe: 'granitemoe' };
 /** llama.cpp archs whose RoPE rotates adjacent pairs (LLAMA_ROPE_TYPE_NORM): the converter permutes q/k for them. */
@@ -112,7 +116,7 @@ export async function familyGguf(cfg: ModelConfig, readF32: (name: string) => Pr
   const out: GgufTensorToWrite[] = [];
   const put = (name: string, ne: number[], data: Float32Array, matrix: boolean) => {
     const want = typeof type === 'function' ? type(name, ne) : type;
-    const t: DecodableType = matrix && !name.includes('ffn_gate_inp') && ne[0] % GGUF_BLOCK_WEIGHTS[want] === 0 ? want : 'F32';
+    const t: DecodableType = matrix && !name.includes('ffn_gate_inp') && ne[0] % blockWeights(want) === 0 ? want : 'F32';
     out.push({ name, type: t, ne, data: quantize(t, data) });
   };
   const D = cfg.hiddenSize, I = cfg.moeIntermediateSize;
@@ -157,6 +161,145 @@ export async function familyGguf(cfg: ModelConfig, readF32: (name: string) => Pr
     const all = new Float32Array(list.length * rows * inner);
     list.forEach((f, e) => all.set(f, e * rows * inner));
     put(`blk.${L}.ffn_${proj}_exps.weight`, [inner, rows, list.length], all, true);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------ reading
+
+const FAMILY_OF_ARCH: Record<string, 'qwen2_moe' | 'qwen3_moe' | 'olmoe' | 'mixtral' | 'granitemoe'> = { qwen2moe: 'qwen2_moe', qwen3moe: 'qwen3_moe', olmoe: 'olmoe', llama: 'mixtral', granitemoe: 'granitemoe' };
+
+/** Whether webmoe reads GGUF files of `arch` through this file. */
+export const isFamilyGgufArch = (arch: string | undefined): boolean => arch !== undefined && arch in FAMILY_OF_ARCH;
+
+/** The shortest decimal that rounds to the same f32 (GGUF floats are f32; config.json had the decimal). */
+function f32Decimal(x: number): number {
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(x.toPrecision(p));
+    if (Math.fround(d) === x) return d;
+  }
+  return x;
+}
+
+/** HF config.json fields from a family GGUF's metadata (what parseConfig reads). */
+export function familyConfigFromGguf(h: { metadata: Map<string, GgufKv>; tensors: Map<string, unknown> }): Record<string, unknown> {
+  const arch = metaString(h, 'general.architecture')!;
+  const modelType = FAMILY_OF_ARCH[arch];
+  if (!modelType) throw new UnsupportedError(`GGUF architecture '${arch}' is not one webmoe reads`, { architecture: arch });
+  const num = (k: string) => {
+    const v = metaNumber(h, `${arch}.${k}`);
+    return v !== undefined && h.metadata.get(`${arch}.${k}`)!.type === 'FLOAT32' ? f32Decimal(v) : v;
+  };
+  const need = (k: string) => {
+    const v = num(k);
+    if (v === undefined) throw new ConfigError(`${arch}.${k}`, 'missing from the GGUF metadata');
+    return v;
+  };
+  const experts = num('expert_count') ?? 0;
+  if (!experts) throw new UnsupportedError(`GGUF '${arch}' file without experts (a dense model): webmoe runs MoE models`, { architecture: arch });
+  const heads = need('attention.head_count'), hidden = need('embedding_length');
+  const headDim = num('attention.key_length') ?? num('rope.dimension_count') ?? hidden / heads;
+  const qwen = modelType === 'qwen2_moe' || modelType === 'qwen3_moe';
+  const ffn = need('feed_forward_length');
+  const c: Record<string, unknown> = {
+    model_type: modelType,
+    vocab_size: num('vocab_size') ?? (h.metadata.get('tokenizer.ggml.tokens')?.value as unknown[] | undefined)?.length,
+    hidden_size: hidden,
+    intermediate_size: qwen ? ffn : num('expert_feed_forward_length') ?? ffn,
+    num_hidden_layers: need('block_count'),
+    num_attention_heads: heads,
+    num_key_value_heads: num('attention.head_count_kv') ?? heads,
+    num_experts_per_tok: need('expert_used_count'),
+    rms_norm_eps: need('attention.layer_norm_rms_epsilon'),
+    rope_theta: num('rope.freq_base') ?? 10000,
+    max_position_embeddings: need('context_length'),
+    bos_token_id: metaNumber(h, 'tokenizer.ggml.bos_token_id') ?? null,
+    eos_token_id: metaNumber(h, 'tokenizer.ggml.eos_token_id') ?? null,
+    // llama.cpp's converters leave output.weight out for a tied head.
+    tie_word_embeddings: !h.tensors.has('output.weight'),
+  };
+  if (modelType === 'mixtral' || modelType === 'granitemoe') c.num_local_experts = experts;
+  else c.num_experts = experts;
+  if (qwen) c.moe_intermediate_size = need('expert_feed_forward_length');
+  if (modelType === 'qwen3_moe' || headDim !== hidden / heads) c.head_dim = headDim;
+  if (modelType === 'qwen2_moe') c.shared_expert_intermediate_size = num('expert_shared_feed_forward_length') ?? 0;
+  if (modelType !== 'mixtral' && modelType !== 'granitemoe') c.norm_topk_prob = metaBool(h, `${arch}.expert_weights_norm`) ?? modelType === 'qwen3_moe';
+  if (modelType === 'granitemoe') {
+    c.attention_multiplier = need('attention.scale');
+    c.embedding_multiplier = num('embedding_scale') ?? 1;
+    c.residual_multiplier = num('residual_scale') ?? 1;
+    c.logits_scaling = num('logit_scale') ?? 1;
+  }
+  return c;
+}
+
+/** How one HF tensor is made from a family GGUF's tensors. */
+export type FamilySource =
+  | { kind: 'plain'; t: GgufSplitTensor }
+  | { kind: 'expert'; t: GgufSplitTensor; e: number }
+  /** q_proj / k_proj of a NORM-rope file: rows back from adjacent pairs to halves. */
+  | { kind: 'unpermute'; t: GgufSplitTensor; heads: number }
+  /** Granite's input_linear [E, 2I, D] (gate and up exps) or output_linear [E, D, I] (down exps). */
+  | { kind: 'restack'; parts: GgufSplitTensor[] };
+
+/** HF tensor name → how to build it, for every tensor of a family GGUF. */
+export function familyTensorMap(h: GgufModelHeader, cfg: ModelConfig): Map<string, { shape: number[]; src: FamilySource }> {
+  const arch = ggufArchOf(cfg);
+  const out = new Map<string, { shape: number[]; src: FamilySource }>();
+  const shapeOf = (ne: number[]) => ne.slice().reverse();
+  const inverse = new Map<string, string>();
+  for (const [hf, g] of Object.entries(LAYER)) {
+    // One GGUF name, the family's HF name (the router's depends on the family).
+    if (g === 'ffn_gate_inp.weight') continue;
+    inverse.set(g, hf);
+  }
+  const router = cfg.family === 'mixtral' ? 'block_sparse_moe.gate.weight' : cfg.family === 'granitemoe' ? 'block_sparse_moe.router.layer.weight' : 'mlp.gate.weight';
+  const expertName = (L: number, e: number, proj: string) => cfg.family === 'mixtral'
+    ? `model.layers.${L}.block_sparse_moe.experts.${e}.${{ gate: 'w1', up: 'w3', down: 'w2' }[proj]}.weight`
+    : `model.layers.${L}.mlp.experts.${e}.${proj}_proj.weight`;
+  const granite = new Map<number, Record<string, GgufSplitTensor>>();
+  for (const t of h.tensors.values()) {
+    const g = Object.entries(GLOBAL).find(([, v]) => v === t.name)?.[0];
+    if (g) { out.set(g, { shape: shapeOf(t.ne), src: { kind: 'plain', t } }); continue; }
+    const m = /^blk\.(\d+)\.(.+)$/.exec(t.name);
+    if (!m) throw new FormatError(`GGUF tensor '${t.name}' is not part of the ${arch} layout`, { tensor: t.name });
+    const L = Number(m[1]), suffix = m[2];
+    if (suffix === 'ffn_gate_inp.weight') { out.set(`model.layers.${L}.${router}`, { shape: shapeOf(t.ne), src: { kind: 'plain', t } }); continue; }
+    if (suffix === 'ffn_gate_inp_shexp.weight') { out.set(`model.layers.${L}.mlp.shared_expert_gate.weight`, { shape: [1, t.ne[0]], src: { kind: 'plain', t } }); continue; }
+    const x = /^ffn_(gate|up|down)_exps\.weight$/.exec(suffix);
+    if (x && t.ne.length === 3) {
+      if (cfg.family === 'granitemoe') { granite.set(L, { ...granite.get(L), [x[1]]: t }); continue; }
+      const [inner, rows, E] = t.ne;
+      for (let e = 0; e < E; e++) out.set(expertName(L, e, x[1]), { shape: [rows, inner], src: { kind: 'expert', t, e } });
+      continue;
+    }
+    const hf = inverse.get(suffix);
+    if (!hf) throw new FormatError(`GGUF tensor '${t.name}' is not part of the ${arch} layout`, { tensor: t.name });
+    const name = `model.layers.${L}.${hf}`;
+    if (NORM_ROPE.has(arch) && (hf === 'self_attn.q_proj.weight' || hf === 'self_attn.k_proj.weight')) {
+      out.set(name, { shape: shapeOf(t.ne), src: { kind: 'unpermute', t, heads: hf.startsWith('self_attn.q') ? cfg.numHeads : cfg.numKvHeads } });
+    } else out.set(name, { shape: shapeOf(t.ne), src: { kind: 'plain', t } });
+  }
+  for (const [L, p] of granite) {
+    if (!p.gate || !p.up || !p.down) throw new FormatError(`GGUF layer ${L}: Granite experts need ffn_gate_exps, ffn_up_exps and ffn_down_exps`, { layer: L });
+    const [D, I, E] = p.gate.ne;
+    out.set(`model.layers.${L}.block_sparse_moe.input_linear.weight`, { shape: [E, 2 * I, D], src: { kind: 'restack', parts: [p.gate, p.up] } });
+    out.set(`model.layers.${L}.block_sparse_moe.output_linear.weight`, { shape: [E, D, I], src: { kind: 'restack', parts: [p.down] } });
+  }
+  return out;
+}
+
+/** convert_hf_to_gguf's permute undone: per head, rows [d/2, 2] (adjacent pairs) → [2, d/2] (halves). */
+export function unpermuteRopeRows(w: Float32Array, heads: number, cols: number): Float32Array {
+  const rows = w.length / cols, d = rows / heads, half = d / 2;
+  const out = new Float32Array(w.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const at = h * d + 2 * i + j, to = h * d + j * half + i;
+        out.set(w.subarray(at * cols, (at + 1) * cols), to * cols);
+      }
+    }
   }
   return out;
 }

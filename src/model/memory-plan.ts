@@ -27,7 +27,7 @@ import { ArgumentError, LimitExceededError } from '../errors';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
-import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
+import { hasRole, isProjection, modelTensors, moeLayers, tensorName, type TensorRole } from './tensors';
 
 /** Weight storage as load options name it. */
 export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
@@ -213,9 +213,11 @@ export const ggufBufferBytes = (bytes: number) => Math.ceil(bytes / 4) * 4 + 16;
  */
 export function ggufExpertLayer(cfg: ModelConfig, byName: Map<string, PlanTensor>, layer: number): boolean {
   const types = { gu: new Set<string>(), down: new Set<string>() };
+  // Granite's stacked experts are re-stacked from the file (never its blocks).
+  if (!hasRole(cfg, 'expert_gate')) return false;
   for (let e = 0; e < cfg.nRoutedExperts; e++) {
-    for (const proj of ['gate', 'up', 'down']) {
-      const t = byName.get(`model.layers.${layer}.mlp.experts.${e}.${proj}_proj.weight`);
+    for (const proj of ['gate', 'up', 'down'] as const) {
+      const t = byName.get(tensorName(`expert_${proj}`, layer, e, cfg));
       if (!t?.gguf) return false;
       types[proj === 'down' ? 'down' : 'gu'].add(t.gguf.type);
     }
@@ -428,7 +430,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   for (const l of moe) {
     if (storage === 'gguf' && ggufExpertLayer(cfg, byName, l)) {
       // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in another.
-      const sum = (proj: string) => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(`model.layers.${l}.mlp.experts.${e}.${proj}_proj.weight`)!.gguf!.bytes).reduce((a, b) => a + b, 0);
+      const sum = (proj: 'gate' | 'up' | 'down') => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(tensorName(`expert_${proj}`, l, e, cfg))!.gguf!.bytes).reduce((a, b) => a + b, 0);
       const gateUp = ggufBufferBytes(Math.ceil(sum('gate') / 4) * 4 + sum('up')), down = ggufBufferBytes(sum('down'));
       put('gguf', 'routed_experts', gateUp + down);
       bind(`model.layers.${l}.mlp.experts.*: stacked gate|up (GGUF blocks)`, gateUp);

@@ -10,6 +10,16 @@ import { testGpu, expectClose } from '../helpers/gpu';
 import { gpuEngine } from '../helpers/models';
 import { memoryModel } from '../../src/loader/model-source';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { createNodeEngine } from '../../src/node';
+import { openCheckpoint } from '../../src/model/checkpoint';
+import { checkpointToGguf } from '../../src/model/gguf-convert';
+import { openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
+import { bytesSource } from '../../src/loader/source';
+import { CpuBackend } from '../../src/model/cpu-backend';
+import { CpuRunner } from '../../src/model/cpu-runner';
+import { buildWeights } from '../../src/model/load';
 import { FAMILY_FIXTURES, familyDir, familyFixture, type FamilyFixture } from '../helpers/families';
 
 const TOL = { atol: 1e-4, rtol: 0 };
@@ -46,5 +56,35 @@ describe.each(FAMILY_FIXTURES)('%s: GPU runtime vs the PyTorch fixture', (family
     expectClose(out, want, TOL, `${family} ${_mode}`);
     expect([...routing.keys()].sort()).toEqual(Object.keys(wantRouting).map(Number).sort());
     for (const [layer, rows] of Object.entries(wantRouting)) expect(sets(routing.get(+layer)!), `layer ${layer}`).toEqual(sets(rows));
+  });
+});
+
+// A Q8_0 GGUF of each family (webmoe's converter, llama.cpp's layout for the family: gguf-families.ts)
+// loaded by the Node engine with weights 'gguf' (the file's Q8_0 blocks decoded in the kernels): the
+// same logits as the CPU reference on the same file (which dequantises the same blocks) within 1e-4.
+describe.each(FAMILY_FIXTURES)('%s: a Q8_0 GGUF on the GPU', (family) => {
+  it("engine.load(file.gguf, { weights: 'gguf' }): logits equal the CPU reference on the same file", async () => {
+    const { ref } = familyFixture(family);
+    const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
+    const st = await openCheckpoint(memoryModel({
+      'config.json': readFileSync(join(familyDir(family), 'config.json'), 'utf8'),
+      'model.safetensors': new Uint8Array(readFileSync(join(familyDir(family), 'model.safetensors'))),
+      'tokenizer.json': JSON.stringify(tokenizer),
+    }));
+    const file = (await checkpointToGguf(st, 'q8_0')).file;
+    const gg = await openGgufCheckpoint([bytesSource(`${family}.gguf`, file)]);
+    const want = await new CpuRunner(gg.config, await buildWeights(new CpuBackend(gg.config), gg.config, gg), 256).logits(ref.tokens, true);
+    const dir = mkdtempSync(join(tmpdir(), 'webmoe-family-gguf-'));
+    const engine = createNodeEngine();
+    try {
+      const path = join(dir, `${family}-q8_0.gguf`);
+      writeFileSync(path, file);
+      const info = await engine.load(path, { weights: 'gguf', kvCache: 'f32', requireTokenizer: false });
+      expect([info.modelType, info.weightStorage]).toEqual([ref.model_type, 'gguf']);
+      expectClose(await engine.runner.logits(ref.tokens, true), want, TOL, `${family} Q8_0 GGUF`);
+    } finally {
+      await engine.unload();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
