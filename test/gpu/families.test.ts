@@ -20,6 +20,7 @@ import { bytesSource } from '../../src/loader/source';
 import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
+import { expectWithin, planVsAllocated } from '../helpers/plan-vs-allocated';
 import { FAMILY_FIXTURES, familyDir, familyFixture, type FamilyFixture } from '../helpers/families';
 
 const TOL = { atol: 1e-4, rtol: 0 };
@@ -86,5 +87,18 @@ describe.each(FAMILY_FIXTURES)('%s: a Q8_0 GGUF on the GPU', (family) => {
       await engine.unload();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// The memory plan of a GQA family against what its load and steps allocate (K and V per kv head, the
+// family's activations): weights within 1%, the KV cache exactly, the temp pool and the total within 5%.
+describe.each(FAMILY_FIXTURES)('%s: memory plan vs bytes allocated', (family) => {
+  // (Context 64 keeps the prefill short on a software GPU; at 256 the totals matched within 0.01%.)
+  it('f32 weights, f16 KV cache, context 64', async () => {
+    const r = await planVsAllocated(source(family), 'f32', 64, 'f16');
+    expectWithin(r.weights, r.plan.weights.bytes, 0.01, 'weights');
+    expect(r.kv).toBe(r.plan.kvCache.bytes);
+    expectWithin(r.temps, r.plan.activations.bytes, 0.05, 'activations (temp pool)');
+    expectWithin(r.total, r.plan.gpuBytes, 0.05, 'total');
   });
 });
