@@ -13,6 +13,7 @@ import { UnsupportedError } from '../../src/errors';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { familyDir } from '../helpers/families';
+import { expectedTensorCount, modelTensors, parseTensorName, isSparsityTarget } from '../../src/model/tensors';
 import { expectClose } from '../helpers/gpu';
 import { FAMILY_FIXTURES, familyCheckpoint, familyFixture } from '../helpers/families';
 
@@ -94,5 +95,19 @@ describe('sliding windows', () => {
     const q = JSON.parse(readFileSync(join(familyDir('qwen2_moe'), 'config.json'), 'utf8'));
     expect(parseConfig(q).slidingWindow).toBeNull(); // use_sliding_window false, sliding_window 32768
     expect(parseConfig({ ...q, use_sliding_window: true, sliding_window: 128 }).slidingWindow).toBe(128);
+  });
+});
+
+describe('family tensor tables', () => {
+  it.each(FAMILY_FIXTURES)('%s: every name the table lists parses back to its entry; the checkpoint holds exactly these', async (family) => {
+    const ck = await familyCheckpoint(family);
+    const all = [...modelTensors(ck.config)];
+    expect(all.length).toBe(expectedTensorCount(ck.config));
+    expect(new Set(all.map((t) => t.name))).toEqual(new Set(ck.tensors.keys()));
+    for (const t of all) expect(parseTensorName(t.name)?.spec.role, t.name).toBe(t.spec.role);
+    // Routed experts are 'experts' sparsity targets under their family's names (Granite's stacked ones are not).
+    const expert = all.find((t) => t.expert === 0 && t.spec.proj === 'gate');
+    if (family === 'granitemoe') expect(expert).toBeUndefined();
+    else expect(isSparsityTarget(expert!.name, 'experts')).toBe(true);
   });
 });
