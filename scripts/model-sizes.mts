@@ -13,10 +13,10 @@
  * loader use the real device's limits).
  */
 import { readFileSync } from 'node:fs';
-import { parseConfig } from '../src/model/config';
+import { familyLabel, parseConfig } from '../src/model/config';
 import { planMemory, whatFits, type DeviceBudget, type StorageFormat } from '../src/model/memory-plan';
 
-const MODELS = ['DeepSeek-V2-Lite', 'Moonlight-16B-A3B-Instruct', 'DeepSeek-V3'];
+const MODELS = ['DeepSeek-V2-Lite', 'Moonlight-16B-A3B-Instruct', 'DeepSeek-V3', 'Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m'];
 const STORAGE: StorageFormat[] = ['f16', 'q8', 'q4'];
 const CONTEXT = 4096;
 const GiB = 2 ** 30;
@@ -40,7 +40,8 @@ for (const model of MODELS) {
     const best = f.find((a) => a.weights !== 'f32');
     return best ? `${best.weights}, ${best.contextLength} tokens (${gb(best.gpuBytes)} GB)` : 'does not fit (needs expert offload or a server)';
   };
-  expect.push([model, `${(planMemory(cfg, null).model.parameters / 1e9).toFixed(1)}B`, fit(8e9), fit(16e9)]);
+  const counts = planMemory(cfg, null).model;
+  expect.push([model, familyLabel(cfg), `${(counts.parameters / 1e9).toFixed(1)}B (${(counts.activeParameters / 1e9).toFixed(1)}B active)`, fit(8e9), fit(16e9)]);
 }
 
 if (process.argv.includes('--json')) {
@@ -49,5 +50,5 @@ if (process.argv.includes('--json')) {
   const table = (head: string[], body: string[][]) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
   console.log(table(['model', 'weights', 'expert stacks per layer', 'weights GB', `KV GB (${CONTEXT} tokens, ${[...kvFormats].join('/')})`, 'activations + runtime GB', 'gpuBytes GB', 'largest binding GB'], rows));
   console.log();
-  console.log(table(['model', 'parameters', '8 GB GPU: best that fits', '16 GB GPU: best that fits'], expect));
+  console.log(table(['model', 'family', 'parameters', '8 GB GPU: best that fits', '16 GB GPU: best that fits'], expect));
 }

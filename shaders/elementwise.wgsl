@@ -1,12 +1,15 @@
 // Elementwise kernels over flat f32 arrays of n elements; one invocation per element, the linear
 // index folded over (x, y) workgroups for n past 65,535 × WG.
 //
-// binding 0: params { n }
+// binding 0: params { n, cols, alpha }
 // add:          1: a [n]            2: b [n]    3: y [n]          y = a + b
 // add_inplace:  1: a [n]            (2 unused)  3: y [n] (rw)     y += a   (the residual stream)
 // silu_mul:     1: g [n]            2: u [n]    3: y [n]          y = silu(g) · u
 // silu_mul_rows 1: gu [rows, 2·n/rows]  (gate | up halves of one fused projection)   3: y [rows, n/rows]
-struct Params { n: u32, cols: u32, _p0: u32, _p1: u32 }
+// add_bias:     1: b [cols]         (2 unused)  3: y [n/cols, cols] (rw)   y[r, c] += b[c]    (projection biases)
+// scale:        (1, 2 unused)                   3: y [n] (rw)              y *= alpha         (Granite's multipliers)
+// sigmoid_gate_rows 1: g [n/cols]   (2 unused)  3: y [n/cols, cols] (rw)   y[r, c] *= sigmoid(g[r])  (Qwen2-MoE's shared expert gate)
+struct Params { n: u32, cols: u32, alpha: f32, _p1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -46,4 +49,25 @@ fn silu_mul_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
   let c = i - r * P.cols;
   let base = r * 2u * P.cols;
   y[i] = silu(a[base + c]) * a[base + P.cols + c];
+}
+
+@compute @workgroup_size(WG)
+fn add_bias(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = linear(gid, nwg);
+  if (i >= P.n) { return; }
+  y[i] = y[i] + a[i % P.cols];
+}
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = linear(gid, nwg);
+  if (i >= P.n) { return; }
+  y[i] = y[i] * P.alpha;
+}
+
+@compute @workgroup_size(WG)
+fn sigmoid_gate_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = linear(gid, nwg);
+  if (i >= P.n) { return; }
+  y[i] = y[i] / (1.0 + exp(-a[i / P.cols]));
 }

@@ -1,5 +1,7 @@
-// Rotary position embedding, in place, on the rope slice of each head: adjacent pairs (2i, 2i+1)
-// rotated by pos·inv_freq[i] (DeepSeek-V3 / HF rope_interleave), pos = pos0 + pos_add[0] + row.
+// Rotary position embedding, in place, on the rope slice of each head, pair i rotated by pos·inv_freq[i],
+// pos = pos0 + pos_add[0] + row. Entry points differ only in which two values form pair i:
+//   main         adjacent pairs (2i, 2i+1)      (DeepSeek-V3 / HF rope_interleave)
+//   rotate_half  halves (i, i + half)           (HF rotate_half: Llama, Qwen, Mixtral, OLMoE, Granite)
 // One invocation per (row, head, pair). The angle is the float32 product, as torch computes it.
 //
 // binding 0: params { rows, heads, row_stride, head_stride, offset, half (= rope_dim/2), pos0, n }   (elements)
@@ -33,10 +35,9 @@ fn sincos(a: f32) -> vec2<f32> {
   return vec2<f32>(-c, s);
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let idx = gid.x + gid.y * nwg.x * WG;
-  if (idx >= P.n) { return; }
+// Rotates the pair (x[a], x[b]) of invocation idx: a' = a·cos − b·sin, b' = a·sin + b·cos.
+// `first` / `second`: the pair's offsets from the rope slice's start for pair i.
+fn rotate(idx: u32, first: u32, second: u32) {
   let i = idx % P.half;
   let rh = idx / P.half;
   let h = rh % P.heads;
@@ -46,9 +47,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let sc = sincos(ang);
   let s = sc.x;
   let c = sc.y;
-  let b = r * P.row_stride + h * P.head_stride + P.offset + 2u * i;
-  let u = x[b];
-  let v = x[b + 1u];
-  x[b] = u * c - v * s;
-  x[b + 1u] = u * s + v * c;
+  let base = r * P.row_stride + h * P.head_stride + P.offset;
+  let u = x[base + first];
+  let v = x[base + second];
+  x[base + first] = u * c - v * s;
+  x[base + second] = u * s + v * c;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= P.n) { return; }
+  let i = idx % P.half;
+  rotate(idx, 2u * i, 2u * i + 1u);
+}
+
+@compute @workgroup_size(WG)
+fn rotate_half(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let idx = gid.x + gid.y * nwg.x * WG;
+  if (idx >= P.n) { return; }
+  let i = idx % P.half;
+  rotate(idx, i, i + P.half);
 }

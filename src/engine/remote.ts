@@ -194,7 +194,7 @@ export function createRemoteEngine(options: RemoteEngineOptions): Engine {
           if (!found) throw new WebMoeError('NOT_FOUND', `${root}/models: ${wanted ? `no model '${wanted}'` : 'no models'} (the server lists ${models.map((m) => m.id).join(', ') || 'none'})`);
           model = found.id;
           loaded = found.webmoe ?? {
-            name: found.id, modelType: 'remote', layers: 0, hiddenSize: 0, vocabSize: 0, experts: 0, expertsPerToken: 0, moeLayers: [],
+            name: found.id, modelType: 'remote', family: 'remote', layers: 0, hiddenSize: 0, vocabSize: 0, experts: 0, expertsPerToken: 0, moeLayers: [],
             parameters: 0, activeParameters: 0, weightStorage: 'remote', sparsity: 'remote', contextLength: 0, chatTemplate: true,
           };
           loadTimeMs = performance.now() - t0;

@@ -13,3 +13,18 @@ export function siluMulRowsRef(gu: Float32Array, rows: number, cols: number): Fl
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) y[r * cols + c] = silu(gu[r * 2 * cols + c]) * gu[r * 2 * cols + cols + c];
   return y;
 }
+
+/** y[r, c] + b[c] (a projection's bias). */
+export function addBiasRef(y: Float32Array, b: Float32Array, cols: number): Float32Array {
+  return y.map((v, i) => v + b[i % cols]);
+}
+
+/** y · alpha (f32 product). */
+export function scaleRef(y: Float32Array, alpha: number): Float32Array {
+  return y.map((v) => Math.fround(v * alpha));
+}
+
+/** y[r, c] · sigmoid(g[r]). */
+export function sigmoidGateRowsRef(y: Float32Array, g: Float32Array, cols: number): Float32Array {
+  return y.map((v, i) => v / (1 + Math.exp(-g[Math.floor(i / cols)])));
+}

@@ -12,10 +12,12 @@ export interface RopeRefArgs {
   invFreq: Float32Array;
   /** Position of row 0; row r is at pos0 + r. */
   pos0: number;
+  /** Pair i is (2i, 2i+1) ('interleaved', default) or (i, i + ropeDim/2) ('half', HF rotate_half). */
+  style?: 'interleaved' | 'half';
 }
 
 /**
- * In place: for every row r, head h, pair i: (a, b) = x[base + 2i, base + 2i + 1] with
+ * In place: for every row r, head h, pair i: (a, b) = x[base + 2i, base + 2i + 1] (or x[base + i, base + i + ropeDim/2]) with
  * base = r·rowStride + h·headStride + offset, angle = fround(pos·inv_freq[i]) (torch multiplies in
  * float32), a' = a·cos − b·sin, b' = a·sin + b·cos.
  */
@@ -27,9 +29,10 @@ export function ropeRef(x: Float32Array, a: RopeRefArgs): Float32Array {
       for (let i = 0; i < a.ropeDim / 2; i++) {
         const ang = Math.fround(pos * a.invFreq[i]);
         const c = Math.cos(ang), s = Math.sin(ang);
-        const u = x[base + 2 * i], v = x[base + 2 * i + 1];
-        x[base + 2 * i] = u * c - v * s;
-        x[base + 2 * i + 1] = u * s + v * c;
+        const [f, g] = a.style === 'half' ? [base + i, base + i + a.ropeDim / 2] : [base + 2 * i, base + 2 * i + 1];
+        const u = x[f], v = x[g];
+        x[f] = u * c - v * s;
+        x[g] = u * s + v * c;
       }
     }
   }

@@ -1,5 +1,5 @@
 /**
- * RoPE on the GPU: in place, interleaved pairs, on a slice of every head of every row (the rope part
+ * RoPE on the GPU: in place, interleaved pairs (DeepSeek) or halves (`style: 'half'`, HF rotate_half), on a slice of every head of every row (the rope part
  * of q, or the k_pe part of the kv_a output with heads = 1). CPU twin: rope.ref.ts; inverse frequencies and YaRN: rope-params.ts.
  */
 import code from '../../shaders/rope.wgsl?raw';
@@ -29,7 +29,11 @@ export interface RopeArgs {
   pos0: number;
   /** Optional u32 [1] added to pos0 on the GPU, so a recorded decode step needs no CPU-side change. */
   posBuffer?: Binding;
+  /** Which values form pair i: 'interleaved' (2i, 2i+1; default) or 'half' (i, i + ropeDim/2). */
+  style?: RopeStyle;
 }
+
+export type RopeStyle = 'interleaved' | 'half';
 
 const zeroPos = new WeakMap<Gpu, GPUBuffer>();
 
@@ -48,10 +52,10 @@ export function rope(gpu: Gpu, rec: Recorder, a: RopeArgs): void {
     if (!pos) { pos = gpu.buffers.upload('rope.zeroPos', new Uint32Array(1)); zeroPos.set(gpu, pos as GPUBuffer); }
   }
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'rope', code, constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'rope', code, entryPoint: a.style === 'half' ? 'rotate_half' : 'main', constants: { WG } }),
     bindings: [a.x, a.invFreq, pos],
     uniforms: ROPE_PARAMS.pack({ rows: a.rows, heads: a.heads, row_stride: a.rowStride, head_stride: a.headStride, offset: a.offset, half: a.ropeDim / 2, pos0: a.pos0, n }),
     workgroups: ceilDiv(n, WG),
-    label: 'rope',
+    label: a.style === 'half' ? 'rope.rotate_half' : 'rope',
   });
 }

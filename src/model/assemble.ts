@@ -10,13 +10,13 @@ import type { ModelRunner } from './runner';
 import { acquireGpu, type Gpu, type GpuOptions } from '../gpu/device';
 import { GpuBackend, type WeightPolicy } from './gpu-backend';
 import { buildWeights } from './load';
-import type { ModelConfig } from './config';
+import { familyLabel, type ModelConfig } from './config';
 import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
 import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, kvCacheFor, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
-import { ArgumentError } from '../errors';
+import { ArgumentError, UnsupportedError } from '../errors';
 
 export type { Gpu, GpuOptions };
 
@@ -37,6 +37,8 @@ export interface SparsityOptions {
 export interface ModelDescription {
   name: string;
   modelType: string;
+  /** The architecture family's name ("Qwen3-MoE", "DeepSeek-V3"; config.ts FAMILIES). */
+  family: string;
   layers: number;
   hiddenSize: number;
   vocabSize: number;
@@ -93,13 +95,28 @@ export const acquireBrowserGpu: AcquireGpu = async (o) => {
   return gpu;
 };
 
+/**
+ * The default context: max_position_embeddings, at most 4096, and within a configured sliding window
+ * (the attention kernels attend over the whole cache: within the window that is the model's attention).
+ */
+export function defaultContextLength(cfg: ModelConfig): number {
+  return Math.min(cfg.maxPositionEmbeddings, 4096, cfg.slidingWindow ?? Infinity);
+}
+
+/** A context past a configured sliding window would need windowed attention, which webmoe does not run yet. */
+export function checkSlidingWindow(cfg: ModelConfig, contextLength: number): void {
+  if (cfg.slidingWindow !== null && contextLength > cfg.slidingWindow) {
+    throw new UnsupportedError(`contextLength ${contextLength} is past the model's sliding window (sliding_window ${cfg.slidingWindow}): sliding-window attention is not supported yet; load with contextLength ≤ ${cfg.slidingWindow}`);
+  }
+}
+
 /** Parameter counts from the config: all weights, and those one token reads (K routed experts). */
 export function parameterCounts(cfg: ModelConfig): { total: number; active: number } {
   let total = 0, experts = 0;
   for (const t of modelTensors(cfg)) {
     const n = t.shape.reduce((a, b) => a * b, 1);
     total += n;
-    if (t.expert >= 0) experts += n;
+    if (t.expert >= 0 || t.spec.stacked) experts += n;
   }
   const moe = moeLayers(cfg).length;
   const perExpert = cfg.nRoutedExperts ? experts / (cfg.nRoutedExperts * Math.max(1, moe)) : 0;
@@ -144,6 +161,7 @@ export function describeModel(cfg: ModelConfig, held: Pick<ModelDescription, 'na
   return {
     name: held.name,
     modelType: cfg.modelType,
+    family: familyLabel(cfg),
     layers: cfg.numLayers,
     hiddenSize: cfg.hiddenSize,
     vocabSize: cfg.vocabSize,
@@ -180,8 +198,9 @@ export class GpuModelLoader {
     if (!this.gpu || this.gpu.lostError) this.gpu = await this.acquire(this.gpuOptions, log);
     const gpu = this.gpu;
     const storage = storageFor(options.weights, ckpt, gpu);
-    const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+    const contextLength = options.contextLength ?? defaultContextLength(cfg);
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
+    checkSlidingWindow(cfg, contextLength);
     // The plan from the config and tensor headers, checked before anything is allocated; a load that
     // cannot fit fails here naming the limit and the loads that would fit.
     const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);

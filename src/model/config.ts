@@ -1,6 +1,9 @@
 /**
- * config.json of a Hugging Face DeepSeek-V3 / V2 checkpoint → a typed, validated ModelConfig. The
- * tensors (with shapes) a config implies are in the tensor table, tensors.ts. Defaults follow HF `configuration_deepseek_v3.py` (V3) and `configuration_deepseek.py` (V2).
+ * config.json of a Hugging Face MoE checkpoint → a typed, validated ModelConfig. The family registry
+ * (FAMILIES, keyed by `model_type`, checked against `architectures`) says which architectures run; the
+ * tensors (with shapes) a config implies are in the tensor table, tensors.ts; the forward pass of each
+ * family is its architecture file (architectures.ts lists them). Defaults follow each family's HF
+ * `configuration_*.py` (DeepSeek-V3 / V2, Qwen2-MoE, Qwen3-MoE, OLMoE, Mixtral, Granite-MoE).
  */
 import type { YarnScaling } from '../kernels/rope-params';
 import type { MoeRouting } from '../kernels/moe-routing';
@@ -9,8 +12,59 @@ import { ConfigError } from '../errors';
 /** YaRN rope scaling as config.json's rope_scaling gives it (the kernels' parameter type). */
 export type RopeScaling = YarnScaling;
 
+/** An architecture family: one architecture file and one tensor table each. */
+export type Family = 'deepseek' | 'qwen2_moe' | 'qwen3_moe' | 'olmoe' | 'mixtral' | 'granitemoe';
+
+/** The family registry: config.json's model_type → the family, its HF architecture class and its name. */
+export const FAMILIES = {
+  deepseek_v3: { family: 'deepseek', architectures: ['DeepseekV3ForCausalLM'], label: 'DeepSeek-V3' },
+  deepseek_v2: { family: 'deepseek', architectures: ['DeepseekV2ForCausalLM'], label: 'DeepSeek-V2' },
+  qwen2_moe: { family: 'qwen2_moe', architectures: ['Qwen2MoeForCausalLM'], label: 'Qwen2-MoE' },
+  qwen3_moe: { family: 'qwen3_moe', architectures: ['Qwen3MoeForCausalLM'], label: 'Qwen3-MoE' },
+  olmoe: { family: 'olmoe', architectures: ['OlmoeForCausalLM'], label: 'OLMoE' },
+  mixtral: { family: 'mixtral', architectures: ['MixtralForCausalLM'], label: 'Mixtral' },
+  granitemoe: { family: 'granitemoe', architectures: ['GraniteMoeForCausalLM'], label: 'Granite-MoE' },
+} as const satisfies Record<string, { family: Family; architectures: readonly string[]; label: string }>;
+
+export type ModelType = keyof typeof FAMILIES;
+
+/** "model_type (Architecture)" for every supported family: what an unsupported config is told. */
+export const SUPPORTED_MODEL_TYPES = Object.entries(FAMILIES).map(([t, f]) => `${t} (${f.architectures[0]})`).join(', ');
+
+/** The display name of a config's family ("Qwen3-MoE"). */
+export const familyLabel = (cfg: Pick<ModelConfig, 'modelType'>): string => FAMILIES[cfg.modelType].label;
+
 export interface ModelConfig {
-  modelType: 'deepseek_v3' | 'deepseek_v2';
+  modelType: ModelType;
+  family: Family;
+  /**
+   * 'mla': DeepSeek's Multi-head Latent Attention (latent KV cache). 'gqa': standard grouped-query
+   * attention, q/k/v projections of numHeads / numKvHeads heads of headDim, K/V cached per kv head.
+   */
+  attention: 'mla' | 'gqa';
+  /** GQA: key/value heads (MLA: numHeads). */
+  numKvHeads: number;
+  /** GQA: the head dim of q, k and v (MLA: qk_nope + qk_rope). GQA configs set qkRopeHeadDim = vHeadDim = headDim, qkNopeHeadDim = kvLoraRank = 0. */
+  headDim: number;
+  /** RoPE pairs: 'interleaved' (2i, 2i+1) as DeepSeek; 'half' (i, i + d/2), HF `rotate_half` (Llama, Qwen, Mixtral, OLMoE, Granite). */
+  ropeStyle: 'interleaved' | 'half';
+  /** RMSNorm of q and k before RoPE: 'head' per head (Qwen3-MoE, q_norm/k_norm [head_dim]), 'full' over the whole projection (OLMoE, [heads·head_dim]). */
+  qkNorm: 'none' | 'head' | 'full';
+  /** Bias on the q/k/v projections (Qwen2-MoE). */
+  attentionBias: boolean;
+  /** Width of the shared expert MLP (DeepSeek: n_shared_experts × moe_intermediate_size; Qwen2-MoE: shared_expert_intermediate_size); 0 without one. */
+  sharedExpertIntermediateSize: number;
+  /** Qwen2-MoE: the shared expert's output is scaled by sigmoid(shared_expert_gate · x). */
+  sharedExpertGate: boolean;
+  /** Layers that hold a dense MLP although MoE would put experts there (Qwen mlp_only_layers). */
+  mlpOnlyLayers: number[];
+  /**
+   * Granite's μP multipliers: h = embedding·Embed(x); scores scaled by `attention` (instead of
+   * 1/√head_dim); h += residual·block(h); logits = head(h) / logitsScaling. Identity elsewhere.
+   */
+  multipliers: { embedding: number; attention: number | null; residual: number; logitsScaling: number };
+  /** Sliding-window attention span (Mixtral/Qwen when configured); null: full causal attention. */
+  slidingWindow: number | null;
   vocabSize: number;
   hiddenSize: number;
   /** Dense FFN width (layers < firstKDenseReplace, or every non-MoE layer). */
@@ -57,23 +111,11 @@ const MAX_EXPERTS = 1 << 16;
 
 const TOPK_METHODS = ['noaux_tc', 'group_limited_greedy', 'greedy'] as const;
 
-export function parseConfig(json: unknown): ModelConfig {
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError('(root)', 'config.json must be a JSON object');
-  const raw = json as Record<string, unknown>;
+type Readers = ReturnType<typeof readers>;
+
+/** Typed, range-checked readers of config.json fields (each error names the field). */
+function readers(raw: Record<string, unknown>) {
   const has = (k: string) => Object.prototype.hasOwnProperty.call(raw, k) && raw[k] !== undefined;
-
-  const modelType = raw.model_type;
-  if (modelType !== 'deepseek_v3' && modelType !== 'deepseek_v2') {
-    throw new ConfigError('model_type', `unsupported model_type ${JSON.stringify(modelType)}; webmoe runs 'deepseek_v3' and 'deepseek_v2'`);
-  }
-  const v3 = modelType === 'deepseek_v3';
-  if (has('architectures')) {
-    const a = raw.architectures;
-    if (!Array.isArray(a) || a.some((x) => typeof x !== 'string')) throw new ConfigError('architectures', 'must be a list of strings');
-    const ok = ['DeepseekV3ForCausalLM', 'DeepseekV2ForCausalLM'];
-    if (!a.some((x) => ok.includes(x as string))) throw new ConfigError('architectures', `unsupported architectures ${JSON.stringify(a)}; expected one of ${ok.join(', ')}`);
-  }
-
   const int = (k: string, opts: { min?: number; max?: number; def?: number } = {}): number => {
     const min = opts.min ?? 1, max = opts.max ?? MAX_DIM;
     if (!has(k) || raw[k] === null) {
@@ -104,6 +146,128 @@ export function parseConfig(json: unknown): ModelConfig {
     if (typeof raw[k] !== 'string') throw new ConfigError(k, `must be a string, got ${JSON.stringify(raw[k])}`);
     return raw[k] as string;
   };
+  return { has, int, num, bool, str };
+}
+
+export function parseConfig(json: unknown): ModelConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError('(root)', 'config.json must be a JSON object');
+  const raw = json as Record<string, unknown>;
+  const modelType = raw.model_type;
+  if (typeof modelType !== 'string' || !Object.prototype.hasOwnProperty.call(FAMILIES, modelType)) {
+    throw new ConfigError('model_type', `unsupported model_type ${JSON.stringify(modelType)}; webmoe runs ${SUPPORTED_MODEL_TYPES}`);
+  }
+  const fam = FAMILIES[modelType as ModelType];
+  if (raw.architectures !== undefined) {
+    const a = raw.architectures;
+    if (!Array.isArray(a) || a.some((x) => typeof x !== 'string')) throw new ConfigError('architectures', 'must be a list of strings');
+    const ok: string[] = Object.values(FAMILIES).filter((f) => f.family === fam.family).flatMap((f) => f.architectures);
+    if (!a.some((x) => ok.includes(x as string))) throw new ConfigError('architectures', `unsupported architectures ${JSON.stringify(a)} for model_type '${modelType}'; expected ${ok.join(', ')}`);
+  }
+  return fam.family === 'deepseek' ? parseDeepseek(raw, modelType as 'deepseek_v3' | 'deepseek_v2') : parseSparseDecoder(raw, modelType as Exclude<ModelType, 'deepseek_v3' | 'deepseek_v2'>);
+}
+
+/** Fields every family shares: token ids, RoPE, tied head. */
+function commonFields(raw: Record<string, unknown>, r: Readers, vocabSize: number, defs: { bos: number | null; eos: number | null; maxPos: number; eps: number; theta: number }) {
+  const { has, int, num, bool } = r;
+  const rmsNormEps = num('rms_norm_eps', defs.eps, { positive: true });
+  const ropeTheta = num('rope_theta', defs.theta, { positive: true });
+  const maxPositionEmbeddings = int('max_position_embeddings', { def: defs.maxPos, max: 1 << 30 });
+  const ropeScaling = parseRopeScaling(raw.rope_scaling);
+  const bosTokenId = has('bos_token_id') ? (raw.bos_token_id === null ? null : int('bos_token_id', { min: 0, max: vocabSize - 1 })) : defs.bos;
+  if (bosTokenId !== null && bosTokenId >= vocabSize) throw new ConfigError('bos_token_id', `${bosTokenId} is outside the vocabulary (${vocabSize})`);
+  let eosTokenIds: number[];
+  const eos = has('eos_token_id') ? raw.eos_token_id : defs.eos;
+  if (eos === null) eosTokenIds = [];
+  else if (typeof eos === 'number') eosTokenIds = [eos];
+  else if (Array.isArray(eos)) eosTokenIds = eos as number[];
+  else throw new ConfigError('eos_token_id', `must be an integer or a list of integers, got ${JSON.stringify(eos)}`);
+  if (eosTokenIds.length > 1024) throw new ConfigError('eos_token_id', 'too many entries');
+  for (const t of eosTokenIds) {
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= vocabSize) throw new ConfigError('eos_token_id', `${JSON.stringify(t)} is not a token id in [0, ${vocabSize})`);
+  }
+  const tieWordEmbeddings = bool('tie_word_embeddings', false);
+  return { rmsNormEps, ropeTheta, maxPositionEmbeddings, ropeScaling, bosTokenId, eosTokenIds, tieWordEmbeddings };
+}
+
+/**
+ * The Llama-style sparse decoders (Qwen2-MoE, Qwen3-MoE, OLMoE, Mixtral, Granite-MoE): GQA attention,
+ * RoPE on whole heads (rotate_half), a softmax top-k router. Defaults follow each family's HF
+ * configuration_*.py; the expert width is moe_intermediate_size (Qwen) or intermediate_size (the others).
+ */
+function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<ModelType, 'deepseek_v3' | 'deepseek_v2'>): ModelConfig {
+  const r = readers(raw);
+  const { int, num, bool, str, has } = r;
+  const family = FAMILIES[modelType].family;
+  const qwen = modelType === 'qwen2_moe' || modelType === 'qwen3_moe';
+  const hiddenAct = str('hidden_act', 'silu');
+  if (hiddenAct !== 'silu') throw new ConfigError('hidden_act', `unsupported activation '${hiddenAct}' (only 'silu')`);
+  if (has('clip_qkv') && raw.clip_qkv !== null) throw new ConfigError('clip_qkv', `clipping q/k/v (${JSON.stringify(raw.clip_qkv)}) is not supported; the published ${FAMILIES[modelType].label} configs have clip_qkv null`);
+  // Qwen2's attention always has q/k/v biases (modeling_qwen2_moe.py: bias=True); the others follow attention_bias.
+  const attentionBias = modelType === 'qwen2_moe' ? true : bool('attention_bias', false);
+  if (attentionBias && modelType !== 'qwen2_moe') throw new ConfigError('attention_bias', `attention projections with bias are supported for qwen2_moe only (${modelType} has attention_bias false in its published configs)`);
+
+  const vocabSize = int('vocab_size');
+  const hiddenSize = int('hidden_size');
+  const intermediateSize = int('intermediate_size');
+  const numLayers = int('num_hidden_layers', { max: MAX_LAYERS });
+  const numHeads = int('num_attention_heads', { max: 1 << 16 });
+  const numKvHeads = int('num_key_value_heads', { def: numHeads, max: numHeads });
+  if (numHeads % numKvHeads) throw new ConfigError('num_key_value_heads', `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  const headDim = modelType === 'qwen3_moe' || has('head_dim') ? int('head_dim', { def: modelType === 'qwen3_moe' ? 128 : undefined }) : hiddenSize / numHeads;
+  if (!Number.isInteger(headDim)) throw new ConfigError('num_attention_heads', `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} (and head_dim is not given)`);
+  if (headDim % 2) throw new ConfigError('head_dim', `must be even (RoPE rotates pairs), got ${headDim}`);
+  if (numHeads * headDim > MAX_DIM) throw new ConfigError('num_attention_heads', `heads × head_dim = ${numHeads * headDim} is over ${MAX_DIM}`);
+
+  const expertsKey = qwen || modelType === 'olmoe' ? 'num_experts' : 'num_local_experts';
+  const nRoutedExperts = int(expertsKey, { max: MAX_EXPERTS });
+  const numExpertsPerTok = int('num_experts_per_tok', { max: nRoutedExperts });
+  const moeIntermediateSize = qwen ? int('moe_intermediate_size') : intermediateSize;
+  const sharedExpertIntermediateSize = modelType === 'qwen2_moe' ? int('shared_expert_intermediate_size', { min: 0 }) : 0;
+  // Mixtral and Granite take the softmax over the selected logits (= renormalised top-k); Qwen and OLMoE follow norm_topk_prob.
+  const normTopkProb = modelType === 'mixtral' || modelType === 'granitemoe' ? true : bool('norm_topk_prob', false);
+  const decoderSparseStep = qwen ? int('decoder_sparse_step', { def: 1, max: MAX_LAYERS }) : 1;
+  const mlpOnly = qwen && has('mlp_only_layers') ? raw.mlp_only_layers : [];
+  if (!Array.isArray(mlpOnly) || mlpOnly.some((l) => typeof l !== 'number' || !Number.isInteger(l) || l < 0 || l >= numLayers)) {
+    throw new ConfigError('mlp_only_layers', `must be a list of layer indices in [0, ${numLayers}), got ${JSON.stringify(mlpOnly)}`);
+  }
+  // Sliding windows: Mixtral's sliding_window (null in Mixtral-8x7B), Qwen's only with use_sliding_window.
+  const window = (modelType === 'mixtral' || (qwen && bool('use_sliding_window', false))) && has('sliding_window') && raw.sliding_window !== null ? int('sliding_window') : null;
+  const granite = modelType === 'granitemoe';
+  const multipliers = {
+    embedding: granite ? num('embedding_multiplier', 1, { positive: true }) : 1,
+    attention: granite ? num('attention_multiplier', 1, { positive: true }) : null,
+    residual: granite ? num('residual_multiplier', 1, { positive: true }) : 1,
+    logitsScaling: granite ? num('logits_scaling', 1, { positive: true }) : 1,
+  };
+  const defs = {
+    qwen2_moe: { bos: null, eos: null, maxPos: 32768, eps: 1e-6, theta: 10000 },
+    qwen3_moe: { bos: null, eos: null, maxPos: 32768, eps: 1e-6, theta: 10000 },
+    olmoe: { bos: null, eos: 50279, maxPos: 4096, eps: 1e-5, theta: 10000 },
+    mixtral: { bos: 1, eos: 2, maxPos: 4096 * 32, eps: 1e-5, theta: 1e6 },
+    granitemoe: { bos: 1, eos: 2, maxPos: 2048, eps: 1e-6, theta: 10000 },
+  }[modelType];
+  const common = commonFields(raw, r, vocabSize, defs);
+  if (common.ropeScaling) throw new ConfigError('rope_scaling', `rope scaling is supported for DeepSeek (YaRN) only; ${FAMILIES[modelType].label} configs are expected with rope_scaling null`);
+
+  return {
+    modelType, family, attention: 'gqa', numKvHeads, headDim, ropeStyle: 'half',
+    qkNorm: modelType === 'qwen3_moe' ? 'head' : modelType === 'olmoe' ? 'full' : 'none',
+    attentionBias, sharedExpertIntermediateSize, sharedExpertGate: sharedExpertIntermediateSize > 0,
+    mlpOnlyLayers: mlpOnly as number[], multipliers, slidingWindow: window,
+    vocabSize, hiddenSize, intermediateSize, moeIntermediateSize, numLayers, numHeads,
+    qLoraRank: null, kvLoraRank: 0, qkNopeHeadDim: 0, qkRopeHeadDim: headDim, vHeadDim: headDim,
+    nRoutedExperts, nSharedExperts: sharedExpertIntermediateSize > 0 ? 1 : 0, numExpertsPerTok, nGroup: 1, topkGroup: 1,
+    routedScalingFactor: 1, scoringFunc: 'softmax', normTopkProb, topkMethod: 'greedy',
+    firstKDenseReplace: 0, moeLayerFreq: decoderSparseStep,
+    ...common, numNextnPredictLayers: 0, quantization: parseQuantization(raw.quantization_config), raw,
+  };
+}
+
+/** DeepSeek-V3 / V2: MLA, DeepSeekMoE (shared + routed experts, group-limited routing). */
+function parseDeepseek(raw: Record<string, unknown>, modelType: 'deepseek_v3' | 'deepseek_v2'): ModelConfig {
+  const r = readers(raw);
+  const { has, int, num, bool, str } = r;
+  const v3 = modelType === 'deepseek_v3';
 
   const hiddenAct = str('hidden_act', 'silu');
   if (hiddenAct !== 'silu') throw new ConfigError('hidden_act', `unsupported activation '${hiddenAct}' (only 'silu')`);
@@ -148,34 +312,19 @@ export function parseConfig(json: unknown): ModelConfig {
   const firstKDenseReplace = int('first_k_dense_replace', { min: 0, max: MAX_LAYERS, def: v3 ? 3 : 0 });
   const moeLayerFreq = int('moe_layer_freq', { def: 1, max: MAX_LAYERS });
 
-  const rmsNormEps = num('rms_norm_eps', 1e-6, { positive: true });
-  const ropeTheta = num('rope_theta', 10000, { positive: true });
-  const maxPositionEmbeddings = int('max_position_embeddings', { def: v3 ? 4096 : 2048, max: 1 << 30 });
-  const ropeScaling = parseRopeScaling(raw.rope_scaling);
-
-  const bosTokenId = has('bos_token_id') ? (raw.bos_token_id === null ? null : int('bos_token_id', { min: 0, max: vocabSize - 1 })) : v3 ? 0 : 100000;
-  if (bosTokenId !== null && bosTokenId >= vocabSize) throw new ConfigError('bos_token_id', `${bosTokenId} is outside the vocabulary (${vocabSize})`);
-  let eosTokenIds: number[];
-  const eos = has('eos_token_id') ? raw.eos_token_id : v3 ? 1 : 100001;
-  if (eos === null) eosTokenIds = [];
-  else if (typeof eos === 'number') eosTokenIds = [eos];
-  else if (Array.isArray(eos)) eosTokenIds = eos as number[];
-  else throw new ConfigError('eos_token_id', `must be an integer or a list of integers, got ${JSON.stringify(eos)}`);
-  if (eosTokenIds.length > 1024) throw new ConfigError('eos_token_id', 'too many entries');
-  for (const t of eosTokenIds) {
-    if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= vocabSize) throw new ConfigError('eos_token_id', `${JSON.stringify(t)} is not a token id in [0, ${vocabSize})`);
-  }
-  const tieWordEmbeddings = bool('tie_word_embeddings', false);
+  const common = commonFields(raw, r, vocabSize, { bos: v3 ? 0 : 100000, eos: v3 ? 1 : 100001, maxPos: v3 ? 4096 : 2048, eps: 1e-6, theta: 10000 });
   const numNextnPredictLayers = int('num_nextn_predict_layers', { min: 0, max: 16, def: 0 });
   const quantization = parseQuantization(raw.quantization_config);
 
   return {
-    modelType, vocabSize, hiddenSize, intermediateSize, moeIntermediateSize, numLayers, numHeads,
+    modelType, family: 'deepseek', attention: 'mla', numKvHeads: numHeads, headDim: qkNopeHeadDim + qkRopeHeadDim, ropeStyle: 'interleaved',
+    qkNorm: 'none', attentionBias: false, sharedExpertIntermediateSize: moe ? nSharedExperts * moeIntermediateSize : 0, sharedExpertGate: false,
+    mlpOnlyLayers: [], multipliers: { embedding: 1, attention: null, residual: 1, logitsScaling: 1 }, slidingWindow: null,
+    vocabSize, hiddenSize, intermediateSize, moeIntermediateSize, numLayers, numHeads,
     qLoraRank, kvLoraRank, qkNopeHeadDim, qkRopeHeadDim, vHeadDim,
     nRoutedExperts, nSharedExperts, numExpertsPerTok, nGroup, topkGroup, routedScalingFactor,
     scoringFunc: scoring, normTopkProb, topkMethod, firstKDenseReplace, moeLayerFreq,
-    rmsNormEps, ropeTheta, ropeScaling, maxPositionEmbeddings, bosTokenId, eosTokenIds,
-    tieWordEmbeddings, numNextnPredictLayers, quantization, raw,
+    ...common, numNextnPredictLayers, quantization, raw,
   };
 }
 
@@ -220,8 +369,13 @@ function parseQuantization(v: unknown): ModelConfig['quantization'] {
   return { method: 'fp8', fmt: 'e4m3', weightBlockSize: [bs[0], bs[1]] };
 }
 
+/**
+ * Whether `layer` holds experts: DeepSeek from first_k_dense_replace on, every moe_layer_freq-th layer
+ * (layer % freq == 0); Qwen every decoder_sparse_step-th ((layer + 1) % step == 0) outside mlp_only_layers.
+ */
 export function isMoeLayer(cfg: ModelConfig, layer: number): boolean {
-  return cfg.nRoutedExperts > 0 && layer >= cfg.firstKDenseReplace && layer % cfg.moeLayerFreq === 0;
+  if (cfg.nRoutedExperts === 0 || layer < cfg.firstKDenseReplace || cfg.mlpOnlyLayers.includes(layer)) return false;
+  return cfg.family === 'deepseek' ? layer % cfg.moeLayerFreq === 0 : (layer + 1) % cfg.moeLayerFreq === 0;
 }
 
 export function scaleInvName(weightName: string): string {

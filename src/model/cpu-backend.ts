@@ -3,7 +3,7 @@
  * the kernels' CPU references. Slow and simple on purpose; it checks the GPU path on configurations the
  * official fixture does not cover (no q_lora, YaRN, several dense layers, half-precision storage).
  */
-import { hostMatrixToF32, type Backend, type HostExpert, type HostMatrix, type HostMoe, type MlaShape, type MatrixRole } from './deepseek';
+import { hostMatrixToF32, type Backend, type GqaShape, type HostExpert, type HostMatrix, type HostMoe, type MlaShape, type MatrixRole, type RopeStyle } from './deepseek';
 import { routingOf, type ModelConfig } from './config';
 import { matmulRef } from '../kernels/matmul.ref';
 import { rmsNormRef } from '../kernels/rmsnorm.ref';
@@ -11,16 +11,22 @@ import { ropeRef } from '../kernels/rope.ref';
 import { ropeInvFreq } from '../kernels/rope-params';
 import { moeGateRef, routerLogitsRef, moeExpertsRef, sharedExpertRef } from '../kernels/moe.ref';
 import { mlaAttentionRef } from '../kernels/mla.ref';
+import { attentionRef } from '../kernels/attention.ref';
+import { addBiasRef, scaleRef, sigmoidGateRowsRef } from '../kernels/elementwise.ref';
 
 export interface CpuTensor { data: Float32Array; rows: number; cols: number }
 export interface CpuWeight { data: Float32Array; N: number; K: number }
-export interface CpuMoe { gate: CpuWeight; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null; I: number }
+export interface CpuMoe { gate: CpuWeight; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null; sharedGate: Float32Array | null; I: number }
 
 interface LayerCache { latent: Float32Array; pe: Float32Array; length: number }
+/** GQA: per layer and token, k and v of every kv head ([tokens, kvHeads·d]). */
+interface KvLayerCache { k: Float32Array; v: Float32Array; length: number }
 
 export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
   /** Latent KV cache: per layer and token, RMSNorm(c_KV) and roped k_pe. */
   cache: LayerCache[] = [];
+  /** GQA KV cache (families with attention 'gqa'). */
+  kv: KvLayerCache[] = [];
   /** Expert ids and weights chosen by each MoE layer in the last forward: [layer] → rows of [ids, weights]. */
   routing = new Map<number, { ids: number[][]; weights: number[][] }>();
   private invFreq: Float32Array;
@@ -31,8 +37,8 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
 
   mlaMode: 'naive' | 'absorb' = 'naive';
 
-  get cachedTokens(): number { return this.cache[0]?.length ?? 0; }
-  truncate(n: number): void { for (const c of this.cache) c.length = Math.min(c.length, n); }
+  get cachedTokens(): number { return this.cache[0]?.length ?? this.kv[0]?.length ?? 0; }
+  truncate(n: number): void { for (const c of [...this.cache, ...this.kv]) c.length = Math.min(c.length, n); }
 
   vector(_name: string, data: Float32Array): CpuWeight { return { data, N: data.length, K: 1 }; }
   matrix(_name: string, m: HostMatrix, _role: MatrixRole): CpuWeight { return { data: hostMatrixToF32(m), N: m.N, K: m.K }; }
@@ -40,7 +46,7 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
   moe(_layer: number, p: HostMoe): CpuMoe {
     return {
       gate: { data: p.gate, N: p.experts.length, K: this.cfg.hiddenSize },
-      bias: p.bias, experts: p.experts, shared: p.shared,
+      bias: p.bias, experts: p.experts, shared: p.shared, sharedGate: p.sharedGate ?? null,
       I: this.cfg.moeIntermediateSize,
     };
   }
@@ -66,8 +72,30 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
     return { data: matmulRef(x.data, w.data, x.rows, w.N, w.K), rows: x.rows, cols: w.N };
   }
 
-  rope(x: CpuTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void {
-    ropeRef(x.data, { rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, invFreq: this.invFreq, pos0: past });
+  rope(x: CpuTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number, style?: RopeStyle): void {
+    ropeRef(x.data, { rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, invFreq: this.invFreq, pos0: past, style });
+  }
+
+  rmsNormHeads(x: CpuTensor, heads: number, w: CpuWeight, eps: number): void {
+    const d = x.cols / heads;
+    x.data.set(rmsNormRef(x.data, w.data, x.rows * heads, d, eps));
+  }
+
+  addBias(x: CpuTensor, b: CpuWeight): void { x.data.set(addBiasRef(x.data, b.data, x.cols)); }
+
+  scale(x: CpuTensor, s: number): void { x.data.set(scaleRef(x.data, s)); }
+
+  /** GQA over the per-kv-head cache: appends k/v rows, then the materialised softmax reference. */
+  attention(layer: number, q: CpuTensor, k: CpuTensor, v: CpuTensor, shape: GqaShape, past: number, scale: number): CpuTensor {
+    const c = (this.kv[layer] ??= { k: new Float32Array(0), v: new Float32Array(0), length: 0 });
+    if (c.length !== past) throw new Error(`CPU cache holds ${c.length} tokens, forward expects ${past}`);
+    const w = shape.kvHeads * shape.headDim, T = past + q.rows;
+    const kk = new Float32Array(T * w), vv = new Float32Array(T * w);
+    kk.set(c.k.subarray(0, past * w)); kk.set(k.data, past * w);
+    vv.set(c.v.subarray(0, past * w)); vv.set(v.data, past * w);
+    Object.assign(c, { k: kk, v: vv, length: T });
+    const out = attentionRef(q.data, kk, vv, { S: q.rows, T, past, heads: shape.heads, kvHeads: shape.kvHeads, dQk: shape.headDim, dV: shape.headDim, scale, causal: true });
+    return { data: out, rows: q.rows, cols: shape.heads * shape.headDim };
   }
 
   /** MLA over the latent cache (the CPU reference computes the expanded, naive form; `mlaMode` picks). */
@@ -96,7 +124,9 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
     const logits = routerLogitsRef(x.data, e.gate.data, x.rows, D, cfg.nRoutedExperts);
     const route = moeGateRef(logits, e.bias, routingOf(cfg), x.rows);
     this.routing.set(layer, { ids: route.ids, weights: route.weights });
-    const shared = e.shared ? sharedExpertRef(x.data, x.rows, D, e.shared) : null;
+    let shared = e.shared ? sharedExpertRef(x.data, x.rows, D, e.shared) : null;
+    // Qwen2-MoE: sigmoid(shared_expert_gate · x) scales the shared expert's row.
+    if (shared && e.sharedGate) shared = sigmoidGateRowsRef(shared, routerLogitsRef(x.data, e.sharedGate, x.rows, D, 1), D);
     return { data: moeExpertsRef(x.data, x.rows, D, e.I, e.experts, route.ids, route.weights, shared), rows: x.rows, cols: D };
   }
 

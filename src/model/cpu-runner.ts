@@ -4,7 +4,8 @@
  */
 import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
 import type { ModelConfig } from './config';
-import { forward, type ModelWeights } from './deepseek';
+import type { ModelWeights } from './deepseek';
+import { forward } from './architectures';
 import { CpuBackend, type CpuMoe, type CpuWeight } from './cpu-backend';
 import { sampleRef } from '../kernels/sample.ref';
 import { expertCountsRef } from '../kernels/moe.ref';
@@ -60,7 +61,8 @@ export class CpuRunner implements ModelRunner {
 
   memory() {
     const cfg = this.cfg;
-    const per = latentCacheBytesPerToken({ layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim }, 4);
+    // MLA: the latent row; GQA: K and V of every kv head.
+    const per = cfg.attention === 'gqa' ? cfg.numLayers * 2 * cfg.numKvHeads * cfg.headDim * 4 : latentCacheBytesPerToken({ layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim }, 4);
     return {
       kvBytes: per * this.cachedTokens, kvBytesPerToken: per,
       mhaKvBytesPerToken: mhaCacheBytesPerToken({ layers: cfg.numLayers, heads: cfg.numHeads, qkHeadDim: cfg.qkNopeHeadDim + cfg.qkRopeHeadDim, vHeadDim: cfg.vHeadDim }, 4),

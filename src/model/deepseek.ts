@@ -52,6 +52,8 @@ export interface HostExpert { gate: Float32Array; up: Float32Array; down: Float3
 export interface HostMoe {
   gate: Float32Array;
   bias: Float32Array | null;
+  /** Qwen2-MoE's shared_expert_gate [1, D]: the shared expert's output is scaled by sigmoid(gate · x). */
+  sharedGate?: Float32Array | null;
   experts: HostExpert[];
   shared: HostExpert | null;
   ggufExperts?: { gate: GgufBlocks[]; up: GgufBlocks[]; down: GgufBlocks[] };
@@ -63,6 +65,11 @@ export interface HostMoe {
 export interface ExpertSink { put(expert: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void }
 
 export interface MlaShape { heads: number; qkNope: number; qkRope: number; vHead: number; kvLora: number }
+
+/** Grouped-query attention: `heads` query heads share `kvHeads` key/value heads, all of `headDim`. */
+export interface GqaShape { heads: number; kvHeads: number; headDim: number }
+
+export type RopeStyle = 'interleaved' | 'half';
 
 /**
  * T: an activation [rows, cols]; W: a weight; E: one MoE layer's weights. Compute methods return new
@@ -87,13 +94,21 @@ export interface Backend<T, W, E> {
   /** In place on columns [offset, offset + dim) of every row. */
   rmsNormSlice(x: T, offset: number, dim: number, w: W, eps: number): void;
   linear(x: T, w: W): T;
-  /** In place: interleaved-pair RoPE on `ropeDim` columns starting at `offset` within each of `heads` heads of `headStride` columns; row r is at position past + r. */
-  rope(x: T, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void;
+  /** In place: RoPE on `ropeDim` columns starting at `offset` within each of `heads` heads of `headStride` columns; row r is at position past + r. Pairs are interleaved (default) or halves ('half', HF rotate_half). */
+  rope(x: T, heads: number, headStride: number, offset: number, ropeDim: number, past: number, style?: RopeStyle): void;
+  /** In place: RMSNorm of each of the `heads` consecutive column blocks of every row, with one weight [cols/heads] (Qwen3's per-head q/k norm). */
+  rmsNormHeads(x: T, heads: number, w: W, eps: number): void;
+  /** In place: x[r, :] += b (a projection's bias). */
+  addBias(x: T, b: W): void;
+  /** In place: x *= s (Granite's multipliers). */
+  scale(x: T, s: number): void;
+  /** GQA attention for rows at positions [past, past + S): caches k and v per kv head, attends causally over the cache. q [S, heads·d], k/v [S, kvHeads·d] (roped). */
+  attention(layer: number, q: T, k: T, v: T, shape: GqaShape, past: number, scale: number): T;
   /** MLA attention for rows at positions [past, past + S): caches RMSNorm(c_KV) and roped k_pe, attends causally over the cache. q [S, H·(nope+rope)], kvA [S, kvLora+rope] (latent normalised, k_pe roped). */
   mla(layer: number, q: T, kvA: T, kvB: W, shape: MlaShape, past: number, scale: number): T;
   /** down(silu(gate·x) ⊙ up·x) */
   mlp(x: T, gate: W, up: W, down: W): T;
-  /** DeepSeekMoE: shared(x) + Σ_j w_j·E_j(x) with the configured gate. */
+  /** Σ_j w_j·E_j(x) over the router's top-k, plus the shared expert(s) when the layer has them (scaled by sigmoid(shared_expert_gate·x) when it has that gate). */
   moeForward(layer: number, x: T, e: E, cfg: ModelConfig): T;
   /** In place: h += r. */
   addInPlace(h: T, r: T): void;
@@ -106,9 +121,11 @@ export interface Backend<T, W, E> {
   endLayer?(): void;
 }
 
+/** MLA (qA…kvB) or GQA (q, k, v, their biases and q/k norms) projections of one layer, and o. */
 export interface AttentionWeights<W> {
   qA?: W; qANorm?: W; qB?: W; q?: W;
-  kvA: W; kvANorm: W; kvB: W; o: W;
+  kvA?: W; kvANorm?: W; kvB?: W; o: W;
+  k?: W; v?: W; qBias?: W; kBias?: W; vBias?: W; qNorm?: W; kNorm?: W;
 }
 export interface LayerWeights<W, E> {
   inputNorm: W;
@@ -155,10 +172,10 @@ function mla<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, layer: number, a: 
   const q = a.q ? be.linear(x, a.q) : be.linear(be.rmsNorm(be.linear(x, a.qA!), a.qANorm!, cfg.rmsNormEps), a.qB!);
   be.rope(q, cfg.numHeads, qHead, cfg.qkNopeHeadDim, cfg.qkRopeHeadDim, past);
   // Keys/values: one projection to [c_KV | k_rope]; the latent is normalised, the shared rope key rotated.
-  const kvA = be.linear(x, a.kvA);
-  be.rmsNormSlice(kvA, 0, cfg.kvLoraRank, a.kvANorm, cfg.rmsNormEps);
+  const kvA = be.linear(x, a.kvA!);
+  be.rmsNormSlice(kvA, 0, cfg.kvLoraRank, a.kvANorm!, cfg.rmsNormEps);
   be.rope(kvA, 1, cfg.kvLoraRank + cfg.qkRopeHeadDim, cfg.kvLoraRank, cfg.qkRopeHeadDim, past);
-  const o = be.mla(layer, q, kvA, a.kvB, shape, past, scale);
+  const o = be.mla(layer, q, kvA, a.kvB!, shape, past, scale);
   return be.linear(o, a.o);
 }
 

@@ -1,5 +1,5 @@
 /**
- * A checkpoint → one deepseek2 GGUF file, the way llama.cpp's converter and quantiser lay it out:
+ * A checkpoint → one GGUF file (deepseek2, or the family's llama.cpp layout: gguf-families.ts), the way llama.cpp's converter and quantiser lay it out:
  *  - f32 / f16 / q8_0: every matrix in that type (llama.cpp's `--outtype f16` and `llama-quantize … Q8_0`);
  *  - q4_k_m: llama-quantize's Q4_K_M mix (`llama_tensor_get_type` in src/llama-quant.cpp): Q4_K by
  *    default; `output.weight` Q6_K; every `ffn_down*` tensor (dense, shared and stacked experts) Q6_K
@@ -20,7 +20,8 @@ import { kv, writeGgufStream } from '../formats/gguf-write';
 import type { GgufKv } from '../formats/gguf';
 import type { Checkpoint } from './checkpoint';
 import type { ModelConfig } from './config';
-import { GGUF_BLOCK_WEIGHTS, deepseek2GgufPlan, deepseek2Metadata, type GgufTypeChooser } from './gguf-deepseek2';
+import { GGUF_BLOCK_WEIGHTS, deepseek2GgufPlan, deepseek2Metadata, type GgufTensorPlan, type GgufTypeChooser } from './gguf-deepseek2';
+import { familyGguf, familyGgufMetadata } from './gguf-families';
 
 export const GGUF_QUANTS = ['f32', 'f16', 'q8_0', 'q4_k_m'] as const;
 export type GgufQuant = (typeof GGUF_QUANTS)[number];
@@ -83,8 +84,9 @@ export interface GgufConvertResult {
  */
 export async function streamCheckpointToGguf(ck: Checkpoint, quant: GgufQuant, write: (bytes: Uint8Array) => Promise<void> | void, opts: GgufConvertOptions = {}): Promise<GgufConvertResult> {
   if (!GGUF_QUANTS.includes(quant)) throw new UnsupportedError(`GGUF quantisation '${quant}' is not one webmoe writes (${GGUF_QUANTS.join(', ')})`);
-  const plan = deepseek2GgufPlan(ck.config, ck.tensors, ggufTypeChooser(ck.config, quant));
-  const total = new Set(plan.flatMap((t) => t.sources)).size;
+  const deepseek = ck.config.family === 'deepseek';
+  const chooser = ggufTypeChooser(ck.config, quant);
+  const total = deepseek ? new Set(deepseek2GgufPlan(ck.config, ck.tensors, chooser).flatMap((t) => t.sources)).size : ck.tensors.size;
   let done = 0;
   // kv_b_proj makes two GGUF tensors in a row: the last read is kept for the second.
   let last: { name: string; f: Float32Array } | null = null;
@@ -97,9 +99,14 @@ export async function streamCheckpointToGguf(ck: Checkpoint, quant: GgufQuant, w
     opts.onTensor?.(n, ++done, total);
     return f;
   };
+  // DeepSeek: llama.cpp's deepseek2 layout, streamed tensor by tensor; the other families: theirs
+  // (gguf-families.ts), converted in memory first (not streamed yet).
+  const plan: GgufTensorPlan[] = deepseek
+    ? deepseek2GgufPlan(ck.config, ck.tensors, chooser)
+    : (await familyGguf(ck.config, read, ck.tensors.keys(), chooser)).map((t) => ({ ...t, type: t.type as GgufTensorPlan['type'], sources: [], async *chunks() { yield t.data; } }));
   // The tokenizer goes in as llama.cpp's tokenizer.ggml.* keys (a weights-only folder makes a weights-only file).
   const tokenizer = ck.tokenizerJson ? { json: ck.tokenizerJson, config: ck.tokenizerConfig } : undefined;
-  const metadata: [string, GgufKv][] = [...deepseek2Metadata(ck.config, tokenizer), ['general.file_type', kv.u32(FILE_TYPE[quant])]];
+  const metadata: [string, GgufKv][] = [...(deepseek ? deepseek2Metadata : familyGgufMetadata)(ck.config, tokenizer), ['general.file_type', kv.u32(FILE_TYPE[quant])]];
   if (quant === 'q8_0' || quant === 'q4_k_m') metadata.push(['general.quantization_version', kv.u32(QUANTIZATION_VERSION)]);
   metadata.push(...(opts.metadata ?? []));
   const types: Record<string, number> = {};

@@ -19,6 +19,7 @@ import { loadTokenizer } from '../loader/tokenizer-file';
 import type { CheckpointOf, CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
 import { parseConfig, type ModelConfig } from './config';
 import { checkTensorsAgainstConfig } from './tensors';
+import { familyConfigFromGguf, familyTensorMap, isFamilyGgufArch, unpermuteRopeRows, type FamilySource } from './gguf-families';
 
 const ARCH = 'deepseek2';
 
@@ -137,7 +138,8 @@ const EXPS = /^(gate|up|down)$/;
 type Source =
   | { kind: 'plain'; t: GgufSplitTensor }
   | { kind: 'expert'; t: GgufSplitTensor; e: number }
-  | { kind: 'kv_b'; k: GgufSplitTensor; v: GgufSplitTensor };
+  | { kind: 'kv_b'; k: GgufSplitTensor; v: GgufSplitTensor }
+  | FamilySource;
 
 const shapeOf = (ne: number[]) => ne.slice().reverse();
 const numel = (s: number[]) => s.reduce((a, d) => a * d, 1);
@@ -190,7 +192,8 @@ const QUANTISED = new Set<string>(['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K']);
  * expert of a stacked tensor in a quantised type (kv_b is rebuilt from k_b and v_b, so it never is).
  */
 function blocksOf(src: Source): { t: GgufSplitTensor; type: DecodableType; offset: number; length: number } | null {
-  if (src.kind === 'kv_b' || !QUANTISED.has(src.t.type.name)) return null;
+  // kv_b, un-permuted q/k rows and re-stacked Granite experts are rebuilt, so their blocks are not the file's.
+  if ((src.kind !== 'plain' && src.kind !== 'expert') || !QUANTISED.has(src.t.type.name)) return null;
   const type = typeOf(src.t), all = src.t.end - src.t.begin;
   if (src.kind === 'plain') return { t: src.t, type, offset: 0, length: all };
   const slice = all / src.t.ne[2];
@@ -198,13 +201,16 @@ function blocksOf(src: Source): { t: GgufSplitTensor; type: DecodableType; offse
 }
 
 /**
- * Opens a deepseek2 GGUF (one file or every split, in order) as a Checkpoint with F32 tensors; tensors in
- * quantised blocks say so (CheckpointTensor.gguf) and stream as those blocks with `ggufBlocks`.
+ * Opens a deepseek2 GGUF, or one of the other families' llama.cpp layouts (gguf-families.ts: qwen2moe,
+ * qwen3moe, olmoe, llama with experts, granitemoe), one file or every split in order, as a Checkpoint
+ * with F32 tensors; tensors in quantised blocks say so (CheckpointTensor.gguf) and stream as those blocks
+ * with `ggufBlocks`.
  */
 export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOptions = {}): Promise<Checkpoint> {
   const h = await readGgufModel(sources, { signal: opts.signal });
-  const config = parseConfig(deepseek2ConfigFromGguf(h));
-  const map = deepseek2TensorMap(h, config);
+  const family = isFamilyGgufArch(metaString(h, 'general.architecture'));
+  const config = parseConfig(family ? familyConfigFromGguf(h) : deepseek2ConfigFromGguf(h));
+  const map: Map<string, { shape: number[]; src: Source }> = family ? familyTensorMap(h, config) : deepseek2TensorMap(h, config);
   const file = sources[0].name;
   // Virtual F32 extents (what a reader of the table sees: numel × 4 bytes each).
   const tensors = new Map<string, CheckpointTensor>();
@@ -232,6 +238,15 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
     if (s.kind === 'expert') {
       const slice = (s.t.end - s.t.begin) / s.t.ne[2];
       return dequantize(typeOf(s.t), await read(s.t, s.e * slice, slice, signal), numel(m.shape));
+    }
+    if (s.kind === 'unpermute') return unpermuteRopeRows(dequantize(typeOf(s.t), await read(s.t, 0, s.t.end - s.t.begin, signal), numel(m.shape)), s.heads, m.shape[1]);
+    if (s.kind === 'restack') {
+      // Per expert: the parts' slices one after another ([gate; up] rows of input_linear, or down).
+      const parts = await Promise.all(s.parts.map(async (t) => dequantize(typeOf(t), await read(t, 0, t.end - t.begin, signal), numel(shapeOf(t.ne)))));
+      const E = m.shape[0], out = new Float32Array(numel(m.shape));
+      let at = 0;
+      for (let e = 0; e < E; e++) for (const p of parts) { const n = p.length / E; out.set(p.subarray(e * n, (e + 1) * n), at); at += n; }
+      return out;
     }
     const H = config.numHeads, nope = config.qkNopeHeadDim, vd = config.vHeadDim, r = config.kvLoraRank;
     const k = dequantize(typeOf(s.k), await read(s.k, 0, s.k.end - s.k.begin, signal), H * r * nope); // [H, r, nope]

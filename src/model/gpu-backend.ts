@@ -3,23 +3,24 @@
  * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
  * weights are uploaded once in the storage the load options ask for.
  */
-import { ggufToF32, hostMatrixToF32, type Backend, type ExpertSink, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { ggufToF32, hostMatrixToF32, type Backend, type ExpertSink, type GqaShape, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape, type RopeStyle } from './deepseek';
 import { routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
 import { STORAGE } from '../gpu/buffers';
 import { rmsNorm, rmsNormInPlace } from '../kernels/rmsnorm';
-import { addInPlace, siluMul } from '../kernels/elementwise';
+import { addBias, addInPlace, scaleInPlace, sigmoidGateRows, siluMul } from '../kernels/elementwise';
 import { linear } from '../kernels/linear';
 import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type UploadOptions } from '../kernels/weight';
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
 import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
-import { LatentKvCache } from './kvcache';
+import { LatentKvCache, MhaKvCache } from './kvcache';
+import { mhaAttention } from '../kernels/attention';
 import type { KvFormat } from '../kernels/attention-plan';
 import type { SparsityOption } from '../sparse/apply';
-import { isSparsityTarget, moeLayers, tensorName } from './tensors';
+import { hasRole, isSparsityTarget, moeLayers, tensorName } from './tensors';
 import { sparsifyWeight, type SparseValues } from '../kernels/sparse';
 import { permuteMlp } from '../sparse/permute';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
@@ -49,6 +50,8 @@ export interface GpuMoe {
   /** Dense: one or more stacks of consecutive experts, each within the binding limit. */
   experts: { sparse: false; w: MoeExpertGroups; gguf?: undefined } | { sparse: true; w: SparseExpertWeights; gguf?: undefined } | { sparse: false; gguf: true; w: GgufMoeExpertWeights };
   shared: { gate: GpuWeight; up: GpuWeight; down: GpuWeight } | null;
+  /** Qwen2-MoE's shared_expert_gate [1, D] (f32): sigmoid(gate · x) scales the shared expert's rows. */
+  sharedGate: GpuWeight | null;
   bytes: number;
 }
 
@@ -68,7 +71,8 @@ export interface WeightPolicy {
 
 export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   rec: Recorder | null = null;
-  readonly cache: LatentKvCache;
+  /** MLA: the latent cache; GQA: K/V per kv head (MhaKvCache). */
+  readonly cache: LatentKvCache | MhaKvCache;
   readonly load: ExpertLoad;
   private invFreq: GPUBuffer;
   private weights: GpuWeight[] = [];
@@ -85,7 +89,10 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
 
   /** `kvCache`: the latent cache's element format (model/kvcache.ts; the load option, f32 unless given). */
   constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number, kvCache: KvFormat = 'f32') {
-    this.cache = new LatentKvCache(gpu, { layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv', format: kvCache });
+    const rows = { layers: cfg.numLayers, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv', format: kvCache };
+    this.cache = cfg.attention === 'mla'
+      ? new LatentKvCache(gpu, { ...rows, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim })
+      : new MhaKvCache(gpu, { ...rows, kvHeads: cfg.numKvHeads, kDim: cfg.headDim, vDim: cfg.headDim });
     this.load = new ExpertLoad(gpu, moeLayers(cfg), cfg.nRoutedExperts, cfg.numExpertsPerTok);
     this.invFreq = gpu.buffers.upload('rope.invFreq', ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling));
   }
@@ -164,9 +171,15 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
    * as it arrives: host memory holds one expert matrix, not a layer. Sparse experts are packed per layer
    * (the 2:4 / V:N:M packer takes the whole stack): those take the experts in moe().
    */
+  /** The name of layer `layer`'s first routed-expert matrix (what the sparsity scope is asked about). */
+  private expertName(layer: number, proj: 'gate' | 'down'): string {
+    const per = hasRole(this.cfg, 'expert_gate');
+    return per ? tensorName(proj === 'gate' ? 'expert_gate' : 'expert_down', layer, 0, this.cfg) : tensorName(proj === 'gate' ? 'experts_gate_up' : 'experts_down', layer, -1, this.cfg);
+  }
+
   expertSink(layer: number): ExpertSink | null {
     const sp = this.policy.sparsity;
-    if (sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply)) return null;
+    if (sp && isSparsityTarget(this.expertName(layer, 'gate'), sp.apply)) return null;
     // 'gguf' storage gathers a layer's experts: GGUF blocks for the GGUF expert kernel (or f32 stacks when a layer's types differ).
     if (this.policy.storage('experts') === 'gguf') return null;
     if (this.writers.has(layer)) throw new Error(`GpuBackend: layer ${layer}'s experts are already streaming`);
@@ -178,16 +191,16 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   }
 
   moe(layer: number, p: HostMoe): GpuMoe {
-    const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = I * this.cfg.nSharedExperts;
+    const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = this.cfg.sharedExpertIntermediateSize;
     const sp = this.policy.sparsity;
     // sparsity.permute: each expert's intermediate channels are permuted for its down_proj's pattern
     // first (an exact rewrite of the expert; src/sparse/permute.ts), then pruned as usual.
-    if (sp?.permute && isSparsityTarget(tensorName('expert_down', layer, 0), sp.apply)) p = { ...p, experts: p.experts.map((x) => permuteMlp(x, D, I, sp)) };
+    if (sp?.permute && isSparsityTarget(this.expertName(layer, 'down'), sp.apply)) p = { ...p, experts: p.experts.map((x) => permuteMlp(x, D, I, sp)) };
     // Routed experts: stacked dense, or stacked sparse when sparsity covers them (both 'apply' modes do).
     const label = `layers.${layer}.experts`;
     // GGUF blocks go to the GGUF expert kernel, unless sparsity covers the experts (then they are decoded
     // to f32 and sparsified like any other checkpoint's).
-    const sparseExperts = !!sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply);
+    const sparseExperts = !!sp && isSparsityTarget(this.expertName(layer, 'gate'), sp.apply);
     let routed = p.experts;
     if (p.ggufExperts && (sparseExperts || this.policy.storage('experts') !== 'gguf')) {
       const ge = p.ggufExperts;
@@ -209,15 +222,17 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const sh = (proj: 'gate' | 'up' | 'down', N: number, K: number): HostMatrix => (p.ggufShared ? { N, K, gguf: p.ggufShared[proj] } : { N, K, f32: p.shared![proj] });
     const shared = p.shared || p.ggufShared
       ? {
-          gate: this.matrix(tensorName('shared_gate', layer), sh('gate', Is, D), 'shared'),
-          up: this.matrix(tensorName('shared_up', layer), sh('up', Is, D), 'shared'),
-          down: this.matrix(tensorName('shared_down', layer), sh('down', D, Is), 'shared'),
+          gate: this.matrix(tensorName('shared_gate', layer, -1, this.cfg), sh('gate', Is, D), 'shared'),
+          up: this.matrix(tensorName('shared_up', layer, -1, this.cfg), sh('up', Is, D), 'shared'),
+          down: this.matrix(tensorName('shared_down', layer, -1, this.cfg), sh('down', D, Is), 'shared'),
         }
       : null;
+    // A [1, D] projection: f32 whatever the storage (D values; the gate is as sensitive as the router).
+    const sharedGate = p.sharedGate ? this.track(uploadWeight(g, `layers.${layer}.shared_expert_gate`, p.sharedGate, 1, D, { format: 'f32' })) : null;
     const gate = g.buffers.upload(`layers.${layer}.gate`, p.gate);
     const bias = p.bias ? g.buffers.upload(`layers.${layer}.gate.bias`, p.bias) : null;
     const bytes = experts.w.bytes + gate.size + (bias?.size ?? 0);
-    const e: GpuMoe = { gate, bias, experts, shared, bytes };
+    const e: GpuMoe = { gate, bias, experts, shared, sharedGate, bytes };
     this.moes.push(e);
     this.weightBytes += bytes;
     return e;
@@ -263,13 +278,34 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     return y;
   }
 
-  rope(x: GpuTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void {
-    rope(this.gpu, this.r(), { x: x.buf, rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, invFreq: this.invFreq, pos0: past });
+  rope(x: GpuTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number, style?: RopeStyle): void {
+    rope(this.gpu, this.r(), { x: x.buf, rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, invFreq: this.invFreq, pos0: past, style });
+  }
+
+  rmsNormHeads(x: GpuTensor, heads: number, w: GpuWeight, eps: number): void {
+    const d = x.cols / heads;
+    rmsNormInPlace(this.gpu, this.r(), { w: w.buffers[0], y: x.buf, rows: x.rows * heads, dim: d, eps, yStride: d, yOffset: 0 });
+  }
+
+  addBias(x: GpuTensor, b: GpuWeight): void {
+    addBias(this.gpu, this.r(), b.buffers[0], x.buf, x.rows, x.cols);
+  }
+
+  scale(x: GpuTensor, s: number): void {
+    if (s !== 1) scaleInPlace(this.gpu, this.r(), x.buf, x.rows * x.cols, s);
+  }
+
+  attention(layer: number, q: GpuTensor, k: GpuTensor, v: GpuTensor, shape: GqaShape, past: number, scale: number): GpuTensor {
+    if (!(this.cache instanceof MhaKvCache)) throw new Error('attention: this model has an MLA latent cache');
+    const out = this.temp(q.rows, shape.heads * shape.headDim);
+    mhaAttention(this.gpu, this.r(), { q: q.buf, k: k.buf, v: v.buf, out: out.buf, cache: this.cache, layer, past, S: q.rows, heads: shape.heads, scale });
+    return out;
   }
 
   mla(layer: number, q: GpuTensor, kvA: GpuTensor, kvB: GpuWeight, dims: MlaShape, past: number, scale: number): GpuTensor {
     if (kvB.format !== 'f32' || kvB.chunks) throw new Error(`mla: kv_b must be one f32 buffer, got ${kvB.format}${kvB.chunks ? ' in chunks' : ''}`);
     const out = this.temp(q.rows, dims.heads * dims.vHead);
+    if (!(this.cache instanceof LatentKvCache)) throw new Error('mla: this model has a GQA cache');
     mlaAttention(this.gpu, this.r(), { dims, q: q.buf, kvA: kvA.buf, kvB: kvB.buffers[0], cache: this.cache, layer, past, S: q.rows, out: out.buf, scale });
     return out;
   }
@@ -287,6 +323,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const weights = this.gpu.temps.acquire(T * K * 4);
     moeGate(this.gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
     const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
+    // Qwen2-MoE: sigmoid(shared_expert_gate · x) scales each row of the shared expert's output.
+    if (shared && e.sharedGate) sigmoidGateRows(this.gpu, this.r(), this.linear(x, e.sharedGate).buf, shared.buf, T, D);
     const out = this.temp(T, D);
     const args = { x: x.buf, T, ids, weights, K, shared: shared?.buf ?? null, out: out.buf };
     if (e.experts.sparse) sparseMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });

@@ -8,7 +8,7 @@ import { kvElementBytes } from '../kernels/attention-plan';
 import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
 import type { ModelConfig } from './config';
 import type { ModelWeights } from './deepseek';
-import { forward } from './deepseek';
+import { forward } from './architectures';
 import type { GpuBackend, GpuMoe, GpuTensor } from './gpu-backend';
 import type { GpuWeight } from '../kernels/weight';
 import { sampleToken } from '../kernels/sample';

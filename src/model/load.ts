@@ -5,7 +5,7 @@
  * straight into the layer's stacks), so the host holds a few tensors at once, never a layer; a backend
  * without one (the CPU reference) gets a layer's experts together.
  */
-import { ggufToF32, type Backend, type ExpertSink, type HostExpert, type HostMatrix, type HostMoe, type LayerWeights, type ModelWeights } from './deepseek';
+import { ggufToF32, type AttentionWeights, type Backend, type ExpertSink, type HostExpert, type HostMatrix, type HostMoe, type LayerWeights, type ModelWeights } from './deepseek';
 import type { GgufBlocks } from '../loader/checkpoint';
 import type { ModelConfig } from './config';
 import { isMoeLayer } from './config';
@@ -56,7 +56,7 @@ export async function buildWeights<T, W, E>(
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
   type Parts = Partial<Record<keyof HostExpert, Part>>;
-  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; experts: Parts[]; shared: Parts; sink: ExpertSink | null; streamed: number; heldBytes: number }
+  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; sharedGate?: Float32Array; experts: Parts[]; shared: Parts; sink: ExpertSink | null; streamed: number; heldBytes: number }
   const moeParts = new Map<number, MoeParts>();
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
@@ -82,24 +82,25 @@ export async function buildWeights<T, W, E>(
   const moeLayerOf = (name: string) => {
     const t = parseTensorName(name);
     if (!t || t.spec.layers !== 'moe') return null;
-    return { layer: t.layer, role: t.spec.role, expert: t.expert, proj: t.spec.proj };
+    return { layer: t.layer, role: t.spec.role, expert: t.expert, proj: t.spec.proj, stacked: t.spec.stacked };
   };
 
   const finishMoe = (layer: number) => {
     const p = moeParts.get(layer)!;
     const complete = (e: Parts) => !!(e.gate && e.up && e.down);
-    const hasBias = ckpt.tensors.has(tensorName('router_bias', layer));
+    const hasBias = cfg.family === 'deepseek' && ckpt.tensors.has(tensorName('router_bias', layer));
     const routedDone = p.sink ? p.streamed === 3 * cfg.nRoutedExperts : p.experts.length >= cfg.nRoutedExperts && p.experts.every(complete);
     if (!p.gate || (hasBias && !p.bias) || !routedDone) return;
     if (cfg.nSharedExperts > 0 && !complete(p.shared)) return;
-    const D = cfg.hiddenSize, I = cfg.moeIntermediateSize, Is = I * cfg.nSharedExperts;
+    if (cfg.sharedExpertGate && !p.sharedGate) return;
+    const D = cfg.hiddenSize, I = cfg.moeIntermediateSize, Is = cfg.sharedExpertIntermediateSize;
     const f32 = (x: Part, n: number) => (isBlocks(x) ? ggufToF32(x, n) : x);
     const hostExpert = (e: Parts, i: number): HostExpert => ({ gate: f32(e.gate!, i * D), up: f32(e.up!, i * D), down: f32(e.down!, D * i) });
     // The GGUF expert kernel holds every routed expert's blocks, gate and up in one type.
     const t0 = p.experts[0]?.gate;
     const blocks = isBlocks(t0) && p.experts.every((e) => isBlocks(e.gate) && isBlocks(e.up) && isBlocks(e.down) && e.gate.type === t0.type && e.up.type === t0.type && e.down.type === (p.experts[0].down as GgufBlocks).type);
     const parts: HostMoe = {
-      gate: p.gate, bias: p.bias ?? null,
+      gate: p.gate, bias: p.bias ?? null, sharedGate: p.sharedGate ?? null,
       experts: p.sink || blocks ? [] : p.experts.map((e) => hostExpert(e, I)),
       shared: null,
     };
@@ -159,7 +160,20 @@ export async function buildWeights<T, W, E>(
       const keep = (a: Float32Array) => { p!.heldBytes += a.byteLength; held += a.byteLength; return a; };
       if (moe.role === 'router') p.gate = keep(f32Of(raw));
       else if (moe.role === 'router_bias') p.bias = keep(f32Of(raw));
-      else {
+      else if (moe.role === 'shared_expert_gate') p.sharedGate = keep(f32Of(raw));
+      else if (moe.stacked) {
+        // Granite's ParallelExperts: every expert's matrix in one [E, rows, cols] tensor, handed on per
+        // expert as the per-expert checkpoints would be (input_linear rows = [gate; up]).
+        const all = f32Of(raw), [E, rows, cols] = raw.shape, n = rows * cols;
+        for (let e = 0; e < E; e++) {
+          const m = all.subarray(e * n, (e + 1) * n);
+          const projs: [('gate' | 'up' | 'down'), Float32Array][] = moe.stacked === 'down' ? [['down', m]] : [['gate', m.subarray(0, n / 2)], ['up', m.subarray(n / 2)]];
+          for (const [proj, data] of projs) {
+            if (p.sink) { p.sink.put(e, proj, data); p.streamed++; }
+            else p.experts[e][proj] = keep(data.slice());
+          }
+        }
+      } else {
         const into = moe.expert >= 0 && p.sink ? scratchOf(raw.shape.reduce((a, b) => a * b, 1)) : undefined;
         const m = matrixOf(name, raw, into);
         if (!m) return;
@@ -197,18 +211,21 @@ export async function buildWeights<T, W, E>(
   };
   const layers: LayerWeights<W, E>[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
-    const at = (role: Parameters<typeof tensorName>[0]) => get(tensorName(role, i));
-    const L: LayerWeights<W, E> = {
-      inputNorm: at('input_norm'),
-      postNorm: at('post_attention_norm'),
-      attn: {
-        ...(cfg.qLoraRank ? { qA: at('q_a'), qANorm: at('q_a_norm'), qB: at('q_b') } : { q: at('q') }),
-        kvA: at('kv_a'),
-        kvANorm: at('kv_a_norm'),
-        kvB: at('kv_b'),
-        o: at('o'),
-      },
-    };
+    const at = (role: Parameters<typeof tensorName>[0]) => get(tensorName(role, i, -1, cfg));
+    const attn: AttentionWeights<W> = cfg.attention === 'mla'
+      ? {
+          ...(cfg.qLoraRank ? { qA: at('q_a'), qANorm: at('q_a_norm'), qB: at('q_b') } : { q: at('q') }),
+          kvA: at('kv_a'),
+          kvANorm: at('kv_a_norm'),
+          kvB: at('kv_b'),
+          o: at('o'),
+        }
+      : {
+          q: at('q'), k: at('k'), v: at('v'), o: at('o'),
+          ...(cfg.attentionBias ? { qBias: at('q_bias'), kBias: at('k_bias'), vBias: at('v_bias') } : {}),
+          ...(cfg.qkNorm !== 'none' ? { qNorm: at('q_norm'), kNorm: at('k_norm') } : {}),
+        };
+    const L: LayerWeights<W, E> = { inputNorm: at('input_norm'), postNorm: at('post_attention_norm'), attn };
     if (isMoeLayer(cfg, i)) {
       const e = moeDone.get(i);
       if (e === undefined) throw new FormatError(`MoE layer ${i}: some expert tensors are missing`, { layer: i });
@@ -218,8 +235,8 @@ export async function buildWeights<T, W, E>(
     }
     layers.push(L);
   }
-  const embed = get(tensorName('embed'));
+  const embed = get(tensorName('embed', -1, -1, cfg));
   // Tied embeddings: the head reads the embedding table as a [V, D] matrix.
-  const lmHead = cfg.tieWordEmbeddings ? embed : get(tensorName('lm_head'));
-  return { embed, norm: get(tensorName('final_norm')), lmHead, layers };
+  const lmHead = cfg.tieWordEmbeddings ? embed : get(tensorName('lm_head', -1, -1, cfg));
+  return { embed, norm: get(tensorName('final_norm', -1, -1, cfg)), lmHead, layers };
 }

@@ -27,8 +27,8 @@ import { ArgumentError, LimitExceededError } from '../errors';
 import { ggufChunkRows } from '../kernels/gguf-linear';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
-import type { ModelConfig } from './config';
-import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
+import { familyLabel, isMoeLayer, type ModelConfig } from './config';
+import { hasRole, isProjection, modelTensors, moeLayers, tensorName, type TensorRole } from './tensors';
 
 /** Weight storage as load options name it. */
 export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
@@ -81,7 +81,7 @@ export function kvCacheFor(asked: unknown, device: PlanDevice | undefined): KvFo
 }
 
 export interface MemoryPlan {
-  model: { modelType: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
+  model: { modelType: string; family: string; layers: number; hiddenSize: number; vocabSize: number; experts: number; expertsPerToken: number; parameters: number; activeParameters: number };
   /** Checkpoint tensor bytes by dtype (from the headers; empty when planned from the config alone). */
   checkpoint: { bytes: number; byDtype: Record<string, number> };
   storage: { weights: StorageFormat; experts: StorageFormat | 'none'; embedding: 'f32' | 'f16' | 'bf16' | 'gguf'; kvCache: KvFormat };
@@ -214,9 +214,11 @@ export const ggufBufferBytes = (bytes: number) => Math.ceil(bytes / 4) * 4 + 16;
  */
 export function ggufExpertLayer(cfg: ModelConfig, byName: Map<string, PlanTensor>, layer: number): boolean {
   const types = { gu: new Set<string>(), down: new Set<string>() };
+  // Granite's stacked experts are re-stacked from the file (never its blocks).
+  if (!hasRole(cfg, 'expert_gate')) return false;
   for (let e = 0; e < cfg.nRoutedExperts; e++) {
-    for (const proj of ['gate', 'up', 'down']) {
-      const t = byName.get(`model.layers.${layer}.mlp.experts.${e}.${proj}_proj.weight`);
+    for (const proj of ['gate', 'up', 'down'] as const) {
+      const t = byName.get(tensorName(`expert_${proj}`, layer, e, cfg));
       if (!t?.gguf) return false;
       types[proj === 'down' ? 'down' : 'gu'].add(t.gguf.type);
     }
@@ -261,17 +263,24 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
     t = [];
     layers.push(t);
     f(S, D); // input norm
-    if (cfg.qLoraRank === null) f(S, H * qk);
-    else { f(S, cfg.qLoraRank); f(S, cfg.qLoraRank); f(S, H * qk); }
-    f(S, r + rope); // kv_a
+    if (cfg.attention === 'gqa') {
+      const q = H * cfg.headDim, kv = cfg.numKvHeads * cfg.headDim;
+      f(S, q); f(S, kv); f(S, kv); // q, k, v
+      if (cfg.qkNorm === 'full') { f(S, q); f(S, kv); } // OLMoE's norms make new q, k
+    } else {
+      if (cfg.qLoraRank === null) f(S, H * qk);
+      else { f(S, cfg.qLoraRank); f(S, cfg.qLoraRank); f(S, H * qk); }
+      f(S, r + rope); // kv_a
+    }
     f(S, H * dv); // attention output
     t.push(...attentionTemps(cfg, S, T, dev, o.kvCache ?? 'f32'));
     f(S, D); // o_proj
     f(S, D); // post-attention norm
-    if (cfg.nRoutedExperts > 0 && l >= cfg.firstKDenseReplace && l % cfg.moeLayerFreq === 0) {
-      const K = cfg.numExpertsPerTok, E = cfg.nRoutedExperts, I = cfg.moeIntermediateSize, Is = cfg.nSharedExperts * I;
+    if (isMoeLayer(cfg, l)) {
+      const K = cfg.numExpertsPerTok, E = cfg.nRoutedExperts, I = cfg.moeIntermediateSize, Is = cfg.sharedExpertIntermediateSize;
       t.push(S * K * 4, S * K * 4, S * E * 4); // ids, weights, router logits
       if (Is > 0) { f(S, Is); f(S, Is); f(S, Is); f(S, D); }
+      if (cfg.sharedExpertGate) f(S, 1); // the shared expert's gate logit
       f(S, D); // out
       const N = S * K;
       stacks.forEach((Eg, i) => {
@@ -297,6 +306,12 @@ export function attentionTemps(cfg: ModelConfig, S: number, T: number, dev: Atte
   const H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
   const qk = nope + rope;
   const t: number[] = [];
+  if (cfg.attention === 'gqa') {
+    // kernels/attention.ts mhaAttention: the new rows are written into the cache, queries attend in place
+    // (split-K partials only; decode for S ≤ 4, FlashAttention otherwise).
+    splitScratch(t, dev, { S, heads: H, kvHeads: cfg.numKvHeads, dQk: cfg.headDim, dV: cfg.headDim, T, sharedRows: false });
+    return t;
+  }
   // mla.ts: absorbed attention for short steps or when the expanded K/V would pass 64 MiB, else naive.
   const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
   if (S <= 8 || naiveBytes > 64 << 20) {
@@ -356,7 +371,8 @@ export function tempPoolBytes(steps: (ForwardTemps | number[])[]): number {
 
 const ROLE_GROUP: Partial<Record<TensorRole, string>> = {
   embed: 'embedding', lm_head: 'lm_head', kv_b: 'kv_b', router: 'router', router_bias: 'router',
-  q: 'attention', q_a: 'attention', q_b: 'attention', kv_a: 'attention', o: 'attention',
+  q: 'attention', q_a: 'attention', q_b: 'attention', kv_a: 'attention', o: 'attention', k: 'attention', v: 'attention',
+  shared_expert_gate: 'shared_experts', experts_gate_up: 'routed_experts', experts_down: 'routed_experts',
   mlp_gate: 'dense_mlp', mlp_up: 'dense_mlp', mlp_down: 'dense_mlp',
   shared_gate: 'shared_experts', shared_up: 'shared_experts', shared_down: 'shared_experts',
   expert_gate: 'routed_experts', expert_up: 'routed_experts', expert_down: 'routed_experts',
@@ -370,7 +386,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const experts = storage === 'gguf' ? ggufExpertStorage(cfg, byName) : expertStorage(cfg, storage);
   // An F32/F16 table in a GGUF stays f32 under 'gguf' (gpu-backend embedding).
   const embedding = storage === 'gguf' && !byName.get('model.embed_tokens.weight')?.gguf ? 'f32' : embeddingStorage(storage);
-  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096, cfg.slidingWindow ?? Infinity);
   const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? DEFAULT_PREFILL_CHUNK, contextLength));
   const dev = opts.device ?? {};
   const limit = Math.min(dev.maxStorageBufferBindingSize ?? Infinity, dev.maxBufferSize ?? Infinity);
@@ -390,8 +406,8 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     parameters += n;
     const role = t.spec.role;
     const group = ROLE_GROUP[role] ?? 'norms';
-    if (t.expert >= 0) { routed += n; continue; } // stacked per layer below
-    if (role === 'router') { put('f32', group, align4(n * 4)); continue; }
+    if (t.expert >= 0 || t.spec.stacked) { routed += n; continue; } // stacked per layer below
+    if (role === 'router' || role === 'shared_expert_gate') { put('f32', group, align4(n * 4)); continue; }
     if (role === 'router_bias') { put('f32', group, align4(n * 4)); continue; }
     if (t.kind === 'vector') { put('f32', group, roundUp(n, 4) * 4); continue; }
     const [N, K] = t.shape;
@@ -418,7 +434,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   for (const l of moe) {
     if (storage === 'gguf' && ggufExpertLayer(cfg, byName, l)) {
       // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in another.
-      const sum = (proj: string) => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(`model.layers.${l}.mlp.experts.${e}.${proj}_proj.weight`)!.gguf!.bytes).reduce((a, b) => a + b, 0);
+      const sum = (proj: 'gate' | 'up' | 'down') => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(tensorName(`expert_${proj}`, l, e, cfg))!.gguf!.bytes).reduce((a, b) => a + b, 0);
       const gateUp = ggufBufferBytes(Math.ceil(sum('gate') / 4) * 4 + sum('up')), down = ggufBufferBytes(sum('down'));
       put('gguf', 'routed_experts', gateUp + down);
       bind(`model.layers.${l}.mlp.experts.*: stacked gate|up (GGUF blocks)`, gateUp);
@@ -435,12 +451,15 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const perExpert = moe.length && cfg.nRoutedExperts ? routed / (moe.length * cfg.nRoutedExperts) : 0;
   const activeParameters = parameters - routed + perExpert * cfg.numExpertsPerTok * moe.length;
 
-  // KV cache: one [context, kv_lora + rope] buffer per layer (model/kvcache.ts: f16 rows padded to whole words).
+  // KV cache (model/kvcache.ts: f16 rows padded to whole words): MLA one [context, kv_lora + rope] buffer
+  // per layer; GQA a K and a V buffer [context, kv_heads · head_dim] per layer.
   const kvCache = kvCacheFor(opts.kvCache, opts.device);
-  const rowBytes = kvRowStride(cfg.kvLoraRank + cfg.qkRopeHeadDim, kvCache) * kvElementBytes(kvCache);
-  const kvLayer = align4(contextLength * rowBytes);
+  const kvWidths = cfg.attention === 'gqa' ? [cfg.numKvHeads * cfg.headDim, cfg.numKvHeads * cfg.headDim] : [cfg.kvLoraRank + cfg.qkRopeHeadDim];
+  const partBytes = kvWidths.map((w) => kvRowStride(w, kvCache) * kvElementBytes(kvCache));
+  const rowBytes = partBytes.reduce((a, b) => a + b, 0);
+  const kvLayer = partBytes.reduce((a, b) => a + align4(contextLength * b), 0);
   const kvBytes = kvLayer * cfg.numLayers;
-  bind('KV cache (one layer at full context)', kvLayer);
+  bind(cfg.attention === 'gqa' ? 'KV cache (one layer\'s K at full context)' : 'KV cache (one layer at full context)', align4(contextLength * partBytes[0]));
 
   const fallback = dev.isFallbackAdapter ?? false;
   const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize, kvCache };
@@ -471,7 +490,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16;
 
   return {
-    model: { modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
+    model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list),
     storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none', embedding, kvCache },
     expertStacks: stacks,

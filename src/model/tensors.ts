@@ -1,5 +1,5 @@
 /**
- * The tensor table of the DeepSeek-V2/V3 architecture: one ordered description of every tensor a
+ * The tensor tables of the architecture families (tableOf(cfg)); DeepSeek-V2/V3's is TENSOR_TABLE: one ordered description of every tensor a
  * checkpoint holds (Hugging Face name pattern, role, shape from the config, which layers hold it,
  * whether it may be stored FP8 or pre-pruned, whether a sparsity option prunes it). Every name list,
  * name → role lookup, shape check and sparsity-target test derives from it.
@@ -13,7 +13,7 @@
 import { FormatError, ShapeError, UnsupportedError } from '../errors';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import type { SparsityOption } from '../sparse/apply';
-import { fp8BlockSize, isMoeLayer, scaleInvName, type ModelConfig } from './config';
+import { fp8BlockSize, isMoeLayer, scaleInvName, type Family, type ModelConfig } from './config';
 
 /** The backend's kind of linear weight (storage policy: attention, kv_b inside MLA, MLPs, shared experts, the head). */
 export type MatrixRole = 'attn' | 'kv_b' | 'mlp' | 'shared' | 'lm_head';
@@ -21,6 +21,8 @@ export type MatrixRole = 'attn' | 'kv_b' | 'mlp' | 'shared' | 'lm_head';
 export type TensorRole =
   | 'embed' | 'final_norm' | 'lm_head'
   | 'input_norm' | 'q_a' | 'q_a_norm' | 'q_b' | 'q' | 'kv_a' | 'kv_a_norm' | 'kv_b' | 'o' | 'post_attention_norm'
+  | 'k' | 'v' | 'q_bias' | 'k_bias' | 'v_bias' | 'q_norm' | 'k_norm'
+  | 'shared_expert_gate' | 'experts_gate_up' | 'experts_down'
   | 'mlp_gate' | 'mlp_up' | 'mlp_down'
   | 'router' | 'router_bias'
   | 'expert_gate' | 'expert_up' | 'expert_down'
@@ -49,11 +51,13 @@ export interface TensorSpec {
   matrixRole?: MatrixRole;
   /** The projection of an expert MLP (routed or shared) or dense MLP it is. */
   proj?: 'gate' | 'up' | 'down';
+  /** Every routed expert's matrices in one 3-D tensor [E, rows, cols] (Granite-MoE's ParallelExperts): 'gate_up' = [gate; up] rows, 'down'. */
+  stacked?: 'gate_up' | 'down';
 }
 
 const D = (c: ModelConfig) => c.hiddenSize;
 const qkDim = (c: ModelConfig) => c.qkNopeHeadDim + c.qkRopeHeadDim;
-const sharedI = (c: ModelConfig) => c.nSharedExperts * c.moeIntermediateSize;
+const sharedI = (c: ModelConfig) => c.sharedExpertIntermediateSize;
 const hasShared = (c: ModelConfig) => c.nSharedExperts > 0;
 
 /** Every tensor of the architecture, in model order (the order checkpoints are written and checked in). */
@@ -86,13 +90,88 @@ export const TENSOR_TABLE: readonly TensorSpec[] = [
   { role: 'lm_head', pattern: 'lm_head.weight', when: (c) => !c.tieWordEmbeddings, shape: (c) => [c.vocabSize, D(c)], fields: 'vocab_size, hidden_size', kind: 'embedding', matrixRole: 'lm_head' },
 ];
 
-const SPEC = new Map(TENSOR_TABLE.map((s) => [s.role, s]));
 
-/** The name of tensor `role` (of `layer`, and `expert` for routed experts). */
-export function tensorName(role: TensorRole, layer: number | string = -1, expert: number | string = -1): string {
-  const p = SPEC.get(role)!.pattern;
-  return p.replace('{L}', String(layer)).replace('{E}', String(expert));
+/**
+ * The Llama-style sparse decoders: GQA attention (q/k/v/o, Qwen2's q/k/v biases, Qwen3's per-head and
+ * OLMoE's full-width q/k norms), a softmax router and SwiGLU experts under the family's names.
+ */
+interface DecoderNames {
+  /** The MoE block's module ('mlp' for Qwen/OLMoE, 'block_sparse_moe' for Mixtral/Granite). */
+  moe: string;
+  /** The router weight under the MoE block. */
+  router: string;
+  /** Per-expert projection names [gate, up, down] (Mixtral: w1, w3, w2), or null for Granite's stacked input/output_linear. */
+  expert: [string, string, string] | null;
 }
+const hd = (c: ModelConfig) => c.headDim;
+function decoderTable(n: DecoderNames): TensorSpec[] {
+  const attn = (role: TensorRole, proj: string, rows: (c: ModelConfig) => number, fields: string): TensorSpec =>
+    ({ role, pattern: `model.layers.{L}.self_attn.${proj}.weight`, layers: 'all', shape: (c) => [rows(c), D(c)], fields: `${fields}, hidden_size`, kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' });
+  const bias = (role: TensorRole, proj: string, rows: (c: ModelConfig) => number, fields: string): TensorSpec =>
+    ({ role, pattern: `model.layers.{L}.self_attn.${proj}.bias`, layers: 'all', when: (c) => c.attentionBias, shape: (c) => [rows(c)], fields, kind: 'vector' });
+  const qRows = (c: ModelConfig) => c.numHeads * hd(c), kvRows = (c: ModelConfig) => c.numKvHeads * hd(c);
+  const expertSpecs: TensorSpec[] = n.expert
+    ? (['gate', 'up', 'down'] as const).map((proj, i): TensorSpec => ({
+        role: `expert_${proj}`, pattern: `model.layers.{L}.${n.moe}.experts.{E}.${n.expert![i]}.weight`, layers: 'moe', perExpert: true,
+        shape: (c) => (proj === 'down' ? [D(c), c.moeIntermediateSize] : [c.moeIntermediateSize, D(c)]),
+        fields: proj === 'down' ? 'hidden_size, expert width' : 'expert width, hidden_size', kind: 'matrix', sparse: 'experts', proj,
+      }))
+    : [
+        { role: 'experts_gate_up', pattern: `model.layers.{L}.${n.moe}.input_linear.weight`, layers: 'moe', shape: (c) => [c.nRoutedExperts, 2 * c.moeIntermediateSize, D(c)], fields: 'num_local_experts, 2 × intermediate_size, hidden_size', kind: 'matrix', stacked: 'gate_up' },
+        { role: 'experts_down', pattern: `model.layers.{L}.${n.moe}.output_linear.weight`, layers: 'moe', shape: (c) => [c.nRoutedExperts, D(c), c.moeIntermediateSize], fields: 'num_local_experts, hidden_size, intermediate_size', kind: 'matrix', stacked: 'down' },
+      ];
+  return [
+    { role: 'embed', pattern: 'model.embed_tokens.weight', shape: (c) => [c.vocabSize, D(c)], fields: 'vocab_size, hidden_size', kind: 'embedding' },
+    { role: 'input_norm', pattern: 'model.layers.{L}.input_layernorm.weight', layers: 'all', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+    attn('q', 'q_proj', qRows, 'num_attention_heads × head_dim'),
+    bias('q_bias', 'q_proj', qRows, 'num_attention_heads × head_dim'),
+    attn('k', 'k_proj', kvRows, 'num_key_value_heads × head_dim'),
+    bias('k_bias', 'k_proj', kvRows, 'num_key_value_heads × head_dim'),
+    attn('v', 'v_proj', kvRows, 'num_key_value_heads × head_dim'),
+    bias('v_bias', 'v_proj', kvRows, 'num_key_value_heads × head_dim'),
+    { role: 'q_norm', pattern: 'model.layers.{L}.self_attn.q_norm.weight', layers: 'all', when: (c) => c.qkNorm !== 'none', shape: (c) => [c.qkNorm === 'head' ? hd(c) : qRows(c)], fields: 'head_dim (qwen3_moe) or num_attention_heads × head_dim (olmoe)', kind: 'vector' },
+    { role: 'k_norm', pattern: 'model.layers.{L}.self_attn.k_norm.weight', layers: 'all', when: (c) => c.qkNorm !== 'none', shape: (c) => [c.qkNorm === 'head' ? hd(c) : kvRows(c)], fields: 'head_dim (qwen3_moe) or num_key_value_heads × head_dim (olmoe)', kind: 'vector' },
+    { role: 'o', pattern: 'model.layers.{L}.self_attn.o_proj.weight', layers: 'all', shape: (c) => [D(c), qRows(c)], fields: 'hidden_size, num_attention_heads × head_dim', kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' },
+    { role: 'post_attention_norm', pattern: 'model.layers.{L}.post_attention_layernorm.weight', layers: 'all', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+    { role: 'mlp_gate', pattern: 'model.layers.{L}.mlp.gate_proj.weight', layers: 'dense', shape: (c) => [c.intermediateSize, D(c)], fields: 'intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'mlp', proj: 'gate' },
+    { role: 'mlp_up', pattern: 'model.layers.{L}.mlp.up_proj.weight', layers: 'dense', shape: (c) => [c.intermediateSize, D(c)], fields: 'intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'mlp', proj: 'up' },
+    { role: 'mlp_down', pattern: 'model.layers.{L}.mlp.down_proj.weight', layers: 'dense', shape: (c) => [D(c), c.intermediateSize], fields: 'hidden_size, intermediate_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'mlp', proj: 'down' },
+    { role: 'router', pattern: `model.layers.{L}.${n.moe}.${n.router}.weight`, layers: 'moe', shape: (c) => [c.nRoutedExperts, D(c)], fields: 'number of experts, hidden_size', kind: 'matrix' },
+    ...expertSpecs,
+    { role: 'shared_gate', pattern: 'model.layers.{L}.mlp.shared_expert.gate_proj.weight', layers: 'moe', when: hasShared, shape: (c) => [sharedI(c), D(c)], fields: 'shared_expert_intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'shared', proj: 'gate' },
+    { role: 'shared_up', pattern: 'model.layers.{L}.mlp.shared_expert.up_proj.weight', layers: 'moe', when: hasShared, shape: (c) => [sharedI(c), D(c)], fields: 'shared_expert_intermediate_size, hidden_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'shared', proj: 'up' },
+    { role: 'shared_down', pattern: 'model.layers.{L}.mlp.shared_expert.down_proj.weight', layers: 'moe', when: hasShared, shape: (c) => [D(c), sharedI(c)], fields: 'hidden_size, shared_expert_intermediate_size', kind: 'matrix', sparse: 'all-linear', matrixRole: 'shared', proj: 'down' },
+    { role: 'shared_expert_gate', pattern: 'model.layers.{L}.mlp.shared_expert_gate.weight', layers: 'moe', when: (c) => c.sharedExpertGate, shape: (c) => [1, D(c)], fields: 'hidden_size (shared_expert_intermediate_size > 0)', kind: 'matrix' },
+    { role: 'final_norm', pattern: 'model.norm.weight', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+    { role: 'lm_head', pattern: 'lm_head.weight', when: (c) => !c.tieWordEmbeddings, shape: (c) => [c.vocabSize, D(c)], fields: 'vocab_size, hidden_size', kind: 'embedding', matrixRole: 'lm_head' },
+  ];
+}
+
+/** Each family's tensor table (Hugging Face names of the published checkpoints). */
+export const FAMILY_TABLES: Readonly<Record<Family, readonly TensorSpec[]>> = {
+  deepseek: TENSOR_TABLE,
+  qwen2_moe: decoderTable({ moe: 'mlp', router: 'gate', expert: ['gate_proj', 'up_proj', 'down_proj'] }),
+  qwen3_moe: decoderTable({ moe: 'mlp', router: 'gate', expert: ['gate_proj', 'up_proj', 'down_proj'] }),
+  olmoe: decoderTable({ moe: 'mlp', router: 'gate', expert: ['gate_proj', 'up_proj', 'down_proj'] }),
+  mixtral: decoderTable({ moe: 'block_sparse_moe', router: 'gate', expert: ['w1', 'w3', 'w2'] }),
+  granitemoe: decoderTable({ moe: 'block_sparse_moe', router: 'router.layer', expert: null }),
+};
+
+/** The tensor table of the config's family. */
+export const tableOf = (cfg: Pick<ModelConfig, 'family'>): readonly TensorSpec[] => FAMILY_TABLES[cfg.family];
+
+const SPEC = new Map(TENSOR_TABLE.map((s) => [s.role, s]));
+const FAMILY_SPECS = new Map(Object.entries(FAMILY_TABLES).map(([f, t]) => [f, new Map(t.map((s) => [s.role, s]))]));
+
+/** The name of tensor `role` (of `layer`, and `expert` for routed experts) in `cfg`'s family (default DeepSeek's names). */
+export function tensorName(role: TensorRole, layer: number | string = -1, expert: number | string = -1, cfg?: Pick<ModelConfig, 'family'>): string {
+  const spec = cfg ? FAMILY_SPECS.get(cfg.family)!.get(role) : SPEC.get(role);
+  if (!spec) throw new Error(`tensorName: the ${cfg?.family ?? 'deepseek'} table has no '${role}' tensor`);
+  return spec.pattern.replace('{L}', String(layer)).replace('{E}', String(expert));
+}
+
+/** Whether the config's family has a tensor of `role`. */
+export const hasRole = (cfg: Pick<ModelConfig, 'family'>, role: TensorRole): boolean => FAMILY_SPECS.get(cfg.family)!.has(role);
 
 /** The MoE layers of the config, ascending. */
 export function moeLayers(cfg: ModelConfig): number[] {
@@ -121,12 +200,13 @@ export interface ModelTensor {
  */
 export function* modelTensors(cfg: ModelConfig, present: (s: TensorSpec, name: string) => boolean = (s) => !s.when || s.when(cfg)): Generator<ModelTensor> {
   const one = (s: TensorSpec, layer: number, expert: number): ModelTensor | null => {
-    const name = tensorName(s.role, layer, expert);
+    const name = s.pattern.replace('{L}', String(layer)).replace('{E}', String(expert));
     if (!present(s, name)) return null;
     return { name, shape: s.shape(cfg), fields: s.fields, kind: s.kind, spec: s, layer, expert };
   };
-  const model = TENSOR_TABLE.filter((s) => !s.layers);
-  const layerSpecs = TENSOR_TABLE.filter((s) => s.layers);
+  const table = tableOf(cfg);
+  const model = table.filter((s) => !s.layers);
+  const layerSpecs = table.filter((s) => s.layers);
   for (const s of model.filter((s) => s.role === 'embed')) { const t = one(s, -1, -1); if (t) yield t; }
   for (let l = 0; l < cfg.numLayers; l++) {
     const specs = layerSpecs.filter((s) => holds(s, cfg, l));
@@ -155,9 +235,10 @@ export function expectedTensorShapes(cfg: ModelConfig): Map<string, number[]> {
 /** Number of tensors expectedTensors yields, without building them. */
 export function expectedTensorCount(cfg: ModelConfig): number {
   const present = (s: TensorSpec) => !s.when || s.when(cfg);
-  let n = TENSOR_TABLE.filter((s) => !s.layers && present(s)).length;
+  const table = tableOf(cfg);
+  let n = table.filter((s) => !s.layers && present(s)).length;
   for (let l = 0; l < cfg.numLayers; l++) {
-    for (const s of TENSOR_TABLE) if (s.layers && holds(s, cfg, l) && present(s)) n += s.perExpert ? cfg.nRoutedExperts : 1;
+    for (const s of table) if (s.layers && holds(s, cfg, l) && present(s)) n += s.perExpert ? cfg.nRoutedExperts : 1;
   }
   return n;
 }
@@ -180,7 +261,8 @@ export function tensorsToLoad(cfg: ModelConfig, available: (name: string) => boo
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-const PARSERS = TENSOR_TABLE.map((s) => ({
+// Every family's patterns (a pattern two families share names the same role in both; the first family's entry is kept).
+const PARSERS = [...new Map(Object.values(FAMILY_TABLES).flat().reverse().map((s) => [s.pattern, s])).values()].reverse().map((s) => ({
   spec: s,
   re: new RegExp(`^${escape(s.pattern).replace('\\{L\\}', '(\\d+)').replace('\\{E\\}', '(\\d+)')}$`),
 }));
@@ -194,7 +276,7 @@ export function parseTensorName(name: string): { spec: TensorSpec; layer: number
   return null;
 }
 
-/** Whether the tensor `name` (Hugging Face DeepSeek naming) is pruned under `apply`. */
+/** Whether the tensor `name` (Hugging Face naming of any family) is pruned under `apply`. */
 export function isSparsityTarget(name: string, apply: SparsityOption['apply']): boolean {
   const sparse = parseTensorName(name)?.spec.sparse;
   return apply === 'experts' ? sparse === 'experts' : sparse !== undefined;

@@ -62,7 +62,7 @@ export function fakeEngine(): DemoEngine {
       }
       const sp = o.sparsity;
       info = {
-        name: typeof model === 'string' ? model : 'local', modelType: 'deepseek_v3', layers: 4, hiddenSize: 256, vocabSize: 3072, experts: E, expertsPerToken: K,
+        name: typeof model === 'string' ? model : 'local', modelType: 'deepseek_v3', family: 'DeepSeek-V3', layers: 4, hiddenSize: 256, vocabSize: 3072, experts: E, expertsPerToken: K,
         moeLayers: layers, parameters: 13_100_000, activeParameters: 5_300_000, weightStorage: 'f16', sparsity: sp ? (sp.format === '2:4' ? '2:4 (experts)' : '64:2:8 (experts)') : 'dense', contextLength: 512, chatTemplate: false,
       };
       cached = 0;

@@ -47,6 +47,7 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   await expect(page.locator('#error-banner'), await page.locator('#error-banner').innerText()).toBeHidden();
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
   await expect(page.locator('#model-info')).toContainText('Parameters');
+  await expect(page.locator('#model-info')).toContainText('DeepSeek-V3'); // the family (the bundled model is deepseek_v3)
 
   // The memory plan shown before the weights downloaded: the numbers planMemory gives for this
   // checkpoint on a CPU fallback adapter ('auto' is f32 there; context 256, the config's maximum).

@@ -6,8 +6,8 @@ import { matmul, matmulTiled, gemv } from '../../src/kernels/matmul';
 import { matmulRef } from '../../src/kernels/matmul.ref';
 import { rmsNorm, addRmsNorm, rmsNormInPlace } from '../../src/kernels/rmsnorm';
 import { rmsNormRef } from '../../src/kernels/rmsnorm.ref';
-import { add, addInPlace, siluMul, siluMulRows } from '../../src/kernels/elementwise';
-import { addRef, siluMulRef, siluMulRowsRef } from '../../src/kernels/elementwise.ref';
+import { add, addBias, addInPlace, scaleInPlace, sigmoidGateRows, siluMul, siluMulRows } from '../../src/kernels/elementwise';
+import { addBiasRef, addRef, scaleRef, sigmoidGateRowsRef, siluMulRef, siluMulRowsRef } from '../../src/kernels/elementwise.ref';
 
 // Tolerances (f32): matmul/GEMV accumulate K products in a different order than the float64 reference,
 // so the error grows like sqrt(K)·ε·|x||w|; with inputs in [-1, 1] and K ≤ 300, 1e-4 abs + 1e-4 rel covers
@@ -173,6 +173,25 @@ describe('elementwise', () => {
     expectClose(acc, addRef(a, b), EW_TOL, 'add_inplace');
     expectClose(m, siluMulRef(a, b), EW_TOL, 'silu_mul');
     [ba, bb, bacc, bs, bm].forEach((x) => gpu.buffers.destroy(x));
+  });
+  // In-place ops (they read y, so y cannot be poisoned): every element is compared, none may stay as uploaded.
+  it.each([[1, 1], [3, 17], [5, 129], [300, 257]])('add_bias, scale, sigmoid_gate_rows rows=%i cols=%i', async (rows, cols) => {
+    const n = rows * cols;
+    const y0 = randomUniform(n, n + 7, -3, 3), b = randomUniform(cols, cols, -2, 2), g = randomUniform(rows, rows + 1, -6, 6);
+    const bb = gpu.buffers.upload('b', b), bg = gpu.buffers.upload('g', g);
+    const y1 = gpu.buffers.upload('y1', y0), y2 = gpu.buffers.upload('y2', y0), y3 = gpu.buffers.upload('y3', y0);
+    const [o1, o2, o3] = await gpu.checked(async () => {
+      const rec = gpu.recorder('t');
+      addBias(gpu, rec, bb, y1, rows, cols);
+      scaleInPlace(gpu, rec, y2, n, 0.015625 * 7);
+      sigmoidGateRows(gpu, rec, bg, y3, rows, cols);
+      rec.submit();
+      return Promise.all([y1, y2, y3].map((x) => gpu.buffers.readF32(x)));
+    });
+    expectClose(o1, addBiasRef(y0, b, cols), EW_TOL, 'add_bias');
+    expectClose(o2, scaleRef(y0, 0.015625 * 7), EW_TOL, 'scale');
+    expectClose(o3, sigmoidGateRowsRef(y0, g, cols), EW_TOL, 'sigmoid_gate_rows');
+    [bb, bg, y1, y2, y3].forEach((x) => gpu.buffers.destroy(x));
   });
   it.each([[1, 1], [3, 17], [5, 129]])('silu_mul_rows rows=%i cols=%i', async (rows, cols) => {
     const gu = randomUniform(rows * cols * 2, 3, -4, 4);

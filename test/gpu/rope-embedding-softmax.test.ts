@@ -26,6 +26,32 @@ const SM_TOL = { atol: 1e-7, rtol: 2e-5 };
 const LSM_TOL = { atol: 2e-5, rtol: 1e-6 };
 
 describe('rope', () => {
+  // style 'half' (HF rotate_half): pair i = (i, i + ropeDim/2) of each head; whole heads (offset 0) as the
+  // Llama-style families use it, and a slice of a strided row.
+  it.each([
+    // rows, heads, headStride, offset, ropeDim, rowStride, pos0
+    [1, 1, 8, 0, 8, 8, 0],
+    [5, 4, 16, 0, 16, 64, 3],
+    [3, 2, 136, 0, 128, 280, 1500],   // ragged strides, head_dim 128
+    [7, 3, 70, 6, 64, 214, 2900],
+  ])('rotate_half rows=%i heads=%i headStride=%i offset=%i ropeDim=%i', async (rows, heads, headStride, offset, ropeDim, rowStride, pos0) => {
+    const x = randomUniform(rows * rowStride, 11 + rows + heads + pos0);
+    const inv = ropeInvFreq(ropeDim, 1e6, null);
+    const bx = gpu.buffers.upload('x', x), bi = gpu.buffers.upload('inv', inv);
+    const ref = ropeRef(Float32Array.from(x), { rows, heads, rowStride, headStride, offset, ropeDim, invFreq: inv, pos0, style: 'half' });
+    const interleaved = ropeRef(Float32Array.from(x), { rows, heads, rowStride, headStride, offset, ropeDim, invFreq: inv, pos0 });
+    const out = await gpu.checked(async () => {
+      const rec = gpu.recorder('t');
+      rope(gpu, rec, { x: bx, rows, heads, rowStride, headStride, offset, ropeDim, invFreq: bi, pos0, style: 'half' });
+      rec.submit();
+      return gpu.buffers.readF32(bx);
+    });
+    expectClose(out, ref, ROPE_TOL, 'rope half');
+    // The two pairings are different rotations (the test would not notice a kernel ignoring `style` otherwise).
+    if (pos0 > 0) expect(Math.max(...ref.map((v, i) => Math.abs(v - interleaved[i])))).toBeGreaterThan(1e-2);
+    gpu.buffers.destroy(bx); gpu.buffers.destroy(bi);
+  });
+
   it.each([
     // rows, heads, headStride, offset, ropeDim, rowStride, pos0
     [1, 1, 8, 0, 8, 8, 0],

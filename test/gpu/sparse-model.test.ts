@@ -86,7 +86,7 @@ describe('whole model on sparse kernels == CPU reference on the pruned checkpoin
       .filter((w) => w && (w.format === '2:4' || w.format === 'vnm'));
     expect(sparseLinear).toHaveLength(3 * 4 + 3 + 2 * 3);
     expect(wGpu.layers.filter((L) => L.moe?.experts.sparse)).toHaveLength(2);
-    expect(wGpu.layers[0].attn.kvB.format).toBe('f32');
+    expect(wGpu.layers[0].attn.kvB!.format).toBe('f32');
     const got = new Float32Array(tokens.length * V);
     const step = async (toks: number[], at: number) => {
       const past = be.cache.length;

@@ -23,7 +23,7 @@ export interface LlamaSequence {
 export interface LlamaModel {
   tokenize(text: string, specialTokens?: boolean): number[];
   readonly tokens: { readonly bos: number | null; readonly eos: number | null };
-  createContext(o: { contextSize: number; threads?: number; experimentalKvCacheKeyType?: string; experimentalKvCacheValueType?: string }): Promise<{ getSequence(): LlamaSequence; dispose(): Promise<void> }>;
+  createContext(o: { contextSize: number; threads?: number; flashAttention?: boolean; experimentalKvCacheKeyType?: string; experimentalKvCacheValueType?: string }): Promise<{ getSequence(): LlamaSequence; dispose(): Promise<void> }>;
   dispose(): Promise<void>;
 }
 export interface NodeLlamaCpp {

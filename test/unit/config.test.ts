@@ -192,3 +192,44 @@ describe('real published configs', () => {
     expect(v3.quantization).toEqual({ method: 'fp8', fmt: 'e4m3', weightBlockSize: [128, 128] });
   });
 });
+
+describe('real published configs of the other families', () => {
+  // [folder, model_type, layers, experts, top-k, kv heads, head_dim, total params (B), active params (B)]:
+  // the figures the model cards publish — Qwen1.5-MoE-A2.7B 14.3B / 2.7B, Qwen3-30B-A3B 30.5B / 3.3B,
+  // OLMoE-1B-7B 6.9B / 1.3B, Mixtral-8x7B 46.7B / 12.9B, granite-3.1-3b-a800m 3.3B / 0.8B. The active
+  // figures count the embedding table except Granite's "A800M" (0.807B without its tied 75M-parameter
+  // table, 0.883B with it).
+  const cases: [string, string, number, number, number, number, number, number, number, boolean][] = [
+    ['Qwen1.5-MoE-A2.7B', 'qwen2_moe', 24, 60, 4, 16, 128, 14.3, 2.7, true],
+    ['Qwen3-30B-A3B', 'qwen3_moe', 48, 128, 8, 4, 128, 30.5, 3.3, true],
+    ['OLMoE-1B-7B-0924', 'olmoe', 16, 64, 8, 16, 128, 6.9, 1.3, true],
+    ['Mixtral-8x7B-v0.1', 'mixtral', 32, 8, 2, 8, 128, 46.7, 12.9, true],
+    ['granite-3.1-3b-a800m', 'granitemoe', 32, 40, 8, 8, 64, 3.3, 0.8, false],
+  ];
+  for (const [model, type, layers, experts, topK, kvHeads, headDim, totalB, activeB, withEmbedding] of cases) {
+    it(`${model}: parsed as published (${totalB}B total, ${activeB}B active)`, () => {
+      const c = parseConfig(realConfig(model));
+      expect([c.modelType, c.attention, c.numLayers, c.nRoutedExperts, c.numExpertsPerTok, c.numKvHeads, c.headDim]).toEqual([type, 'gqa', layers, experts, topK, kvHeads, headDim]);
+      expect(moeLayers(c).length).toBe(layers);
+      const p = parameterCounts(c);
+      expect(Math.abs(p.total / 1e9 - totalB) / totalB, `total ${p.total}`).toBeLessThan(0.03);
+      const active = p.active - (withEmbedding ? 0 : c.vocabSize * c.hiddenSize);
+      expect(Math.abs(active / 1e9 - activeB) / activeB, `active ${active}`).toBeLessThan(0.06);
+      expect(expectedTensorShapes(c).size).toBe(expectedTensorCount(c));
+    });
+  }
+
+  it('reads what differs between them: routing normalisation, shared expert, q/k norms, multipliers', () => {
+    const q2 = parseConfig(realConfig('Qwen1.5-MoE-A2.7B'));
+    expect([q2.normTopkProb, q2.attentionBias, q2.sharedExpertIntermediateSize, q2.sharedExpertGate, q2.slidingWindow, q2.qkNorm]).toEqual([false, true, 5632, true, null, 'none']);
+    const q3 = parseConfig(realConfig('Qwen3-30B-A3B'));
+    expect([q3.normTopkProb, q3.attentionBias, q3.sharedExpertIntermediateSize, q3.qkNorm, q3.numHeads * q3.headDim, q3.hiddenSize]).toEqual([true, false, 0, 'head', 4096, 2048]);
+    const ol = parseConfig(realConfig('OLMoE-1B-7B-0924'));
+    expect([ol.normTopkProb, ol.qkNorm, ol.bosTokenId, ol.eosTokenIds, ol.rmsNormEps]).toEqual([false, 'full', null, [50279], 1e-5]);
+    const mx = parseConfig(realConfig('Mixtral-8x7B-v0.1'));
+    expect([mx.normTopkProb, mx.slidingWindow, mx.moeIntermediateSize, mx.ropeTheta]).toEqual([true, null, 14336, 1e6]);
+    const gr = parseConfig(realConfig('granite-3.1-3b-a800m'));
+    expect([gr.tieWordEmbeddings, gr.multipliers]).toEqual([true, { embedding: 12, attention: 0.015625, residual: 0.22, logitsScaling: 6 }]);
+    expect(expectedTensorShapes(gr).get('model.layers.0.block_sparse_moe.input_linear.weight')).toEqual([40, 1024, 1536]);
+  });
+});

@@ -22,15 +22,19 @@ import { expectedTensorShapes } from '../../model/tensors';
 import type { WebMoeEngine } from '../../engine/engine';
 
 /** Bytes one decoded token must read at least: every weight it uses once, plus the KV cache once. */
+/** Cached values per token and layer: MLA's latent row, or GQA's K and V of every kv head. */
+const kvValuesPerLayer = (cfg: ModelConfig) => (cfg.attention === 'gqa' ? 2 * cfg.numKvHeads * cfg.headDim : cfg.kvLoraRank + cfg.qkRopeHeadDim);
+
 export function minBytesPerToken(cfg: ModelConfig, cachedTokens: number, bytesPerWeight = 4): number {
   let params = 0;
   for (const [name, shape] of expectedTensorShapes(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
     if (name === 'model.embed_tokens.weight') params += cfg.hiddenSize; // one row
-    else if (/\.mlp\.experts\.\d+\./.test(name)) params += n * (cfg.numExpertsPerTok / cfg.nRoutedExperts);
+    // Routed experts (per-expert tensors of any family, or Granite's stacked input/output_linear): K of E read.
+    else if (/\.experts\.\d+\.|\.(input|output)_linear\.weight$/.test(name)) params += n * (cfg.numExpertsPerTok / cfg.nRoutedExperts);
     else params += n;
   }
-  const kv = cachedTokens * cfg.numLayers * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
+  const kv = cachedTokens * cfg.numLayers * kvValuesPerLayer(cfg) * 4;
   return params * bytesPerWeight + kv;
 }
 
@@ -39,7 +43,9 @@ export function minBytesPerToken(cfg: ModelConfig, cachedTokens: number, bytesPe
  * but the attention kernel reads the latent cache once per block of 4 query heads.
  */
 export function ourBytesPerToken(cfg: ModelConfig, cachedTokens: number, bytesPerWeight = 4): number {
-  const kvOnce = cachedTokens * cfg.numLayers * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
+  // (GQA: the cache is read once per kv head group, as the minimum counts it.)
+  if (cfg.attention === 'gqa') return minBytesPerToken(cfg, cachedTokens, bytesPerWeight);
+  const kvOnce = cachedTokens * cfg.numLayers * kvValuesPerLayer(cfg) * 4;
   return minBytesPerToken(cfg, cachedTokens, bytesPerWeight) + kvOnce * (Math.ceil(cfg.numHeads / 4) - 1);
 }
 

@@ -309,6 +309,7 @@ export class DemoApp {
     this.el('#model-name').title = info.name;
     const fact = (k: string, v: string) => `<div><span>${k}</span><b>${v}</b></div>`;
     this.el('#model-info').innerHTML = [
+      fact('Family', `${escapeHtml(info.family)} <small>(${escapeHtml(info.modelType)})</small>`),
       fact('Parameters', `${fmtCount(info.parameters)} <small>(${fmtCount(info.activeParameters)} active)</small>`),
       fact('Layers', `${info.layers} <small>(${info.moeLayers.length} MoE)</small>`),
       fact('Experts', `${info.experts} <small>(top-${info.expertsPerToken})</small>`),

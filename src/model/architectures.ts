@@ -1,0 +1,22 @@
+/**
+ * The architecture registry: each family's forward pass (its architecture file), looked up by the
+ * config's family (config.ts FAMILIES maps model_type → family). Runners call `forward` from here.
+ */
+import type { Family, ModelConfig } from './config';
+import { forward as deepseek, type Backend, type ForwardOptions, type ModelWeights } from './deepseek';
+import { forward as qwen2Moe } from './qwen2-moe';
+import { forward as qwen3Moe } from './qwen3-moe';
+import { forward as olmoe } from './olmoe';
+import { forward as mixtral } from './mixtral';
+import { forward as graniteMoe } from './granite-moe';
+
+type Forward = <T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions) => T;
+
+export const ARCHITECTURES: Readonly<Record<Family, Forward>> = {
+  deepseek, qwen2_moe: qwen2Moe, qwen3_moe: qwen3Moe, olmoe, mixtral, granitemoe: graniteMoe,
+};
+
+/** One forward pass of the config's architecture over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
+export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
+  return ARCHITECTURES[cfg.family](be, cfg, w, tokens, opts);
+}

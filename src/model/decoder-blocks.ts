@@ -1,0 +1,36 @@
+/**
+ * Pieces every Llama-style sparse decoder (Qwen2-MoE, Qwen3-MoE, OLMoE, Mixtral, Granite-MoE) shares,
+ * so that each family's architecture file shows only what is its own. Backend operations only: the same
+ * code drives the GPU kernels and the CPU reference.
+ */
+import type { Backend, ForwardOptions, GqaShape, LayerWeights, ModelWeights } from './deepseek';
+import { isMoeLayer, type ModelConfig } from './config';
+
+export const gqaShape = (cfg: ModelConfig): GqaShape => ({ heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim });
+
+/** RoPE (HF rotate_half) on every head of q [S, heads·d] and k [S, kvHeads·d], at positions past…past+S−1. */
+export function ropeQk<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, q: T, k: T, past: number): void {
+  const d = cfg.headDim;
+  be.rope(q, cfg.numHeads, d, 0, d, past, 'half');
+  be.rope(k, cfg.numKvHeads, d, 0, d, past, 'half');
+}
+
+/** The feed-forward of layer i: the sparse MoE block, or a dense SwiGLU MLP where the config puts one. */
+export function feedForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, x: T): T {
+  return isMoeLayer(cfg, i) ? be.moeForward(i, x, L.moe!, cfg) : be.mlp(x, L.mlp!.gate, L.mlp!.up, L.mlp!.down);
+}
+
+/** After the last layer: RMSNorm and the LM head (of the last row only when asked), or the residual stream for a cache-only chunk. */
+export function head<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, h: T, opts: ForwardOptions): T {
+  if (opts.cacheOnly) return h;
+  const normed = be.rmsNorm(opts.lastOnly ? be.lastRow(h) : h, w.norm, cfg.rmsNormEps);
+  opts.onActivation?.('final_norm', normed);
+  return be.linear(normed, w.lmHead);
+}
+
+/** End of layer i: report the residual stream, then let the backend reuse the layer's temporaries. */
+export function endLayer<T, W, E>(be: Backend<T, W, E>, i: number, h: T, opts: ForwardOptions): void {
+  opts.onActivation?.(`layers.${i}.out`, h);
+  // Intermediates handed to onActivation must outlive the layer.
+  if (!opts.onActivation) be.endLayer?.();
+}

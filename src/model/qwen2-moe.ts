@@ -1,0 +1,47 @@
+/**
+ * Qwen2-MoE (model_type qwen2_moe; Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B), top to bottom as HF
+ * modeling_qwen2_moe.py computes it:
+ *
+ *   h = Embed(tokens)
+ *   for each layer:
+ *     x = RMSNorm(h)
+ *     q, k, v = W_q·x + b_q, W_k·x + b_k, W_v·x + b_v      biased projections, GQA
+ *     q, k = RoPE(q), RoPE(k)                               rotate_half
+ *     h += W_o · softmax(q·kᵀ/√head_dim, causal) · v
+ *     x = RMSNorm(h)
+ *     h += Σ_top-k softmax(W_router·x)_j · Expert_j(x)      60 experts top-4; norm_topk_prob false: the
+ *                                                           softmax over all experts is not renormalised
+ *          + sigmoid(w_shared_gate·x) · SharedExpert(x)     one wide shared expert behind a scalar gate
+ *   logits = LMHead(RMSNorm(h))
+ *
+ * The routed sum and the gated shared expert are the backend's moeForward (the MoE kernels add the
+ * shared expert's rows into the combine; the gate scales them first).
+ */
+import type { Backend, ForwardOptions, ModelWeights } from './deepseek';
+import type { ModelConfig } from './config';
+import { endLayer, feedForward, gqaShape, head, ropeQk } from './decoder-blocks';
+
+export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
+  const eps = cfg.rmsNormEps;
+  const h = be.embed(w.embed, tokens, cfg.hiddenSize);
+  opts.onActivation?.('embed', h);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const L = w.layers[i], a = L.attn;
+    const x = be.rmsNorm(h, L.inputNorm, eps);
+    const q = be.linear(x, a.q!), k = be.linear(x, a.k!), v = be.linear(x, a.v!);
+    be.addBias(q, a.qBias!);
+    be.addBias(k, a.kBias!);
+    be.addBias(v, a.vBias!);
+    ropeQk(be, cfg, q, k, opts.past);
+    const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, 1 / Math.sqrt(cfg.headDim)), a.o);
+    opts.onActivation?.(`layers.${i}.attn_out`, attn);
+    be.addInPlace(h, attn);
+    const ffnIn = be.rmsNorm(h, L.postNorm, eps);
+    opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
+    const ffn = feedForward(be, cfg, i, L, ffnIn);
+    opts.onActivation?.(`layers.${i}.ffn_out`, ffn);
+    be.addInPlace(h, ffn);
+    endLayer(be, i, h, opts);
+  }
+  return head(be, cfg, w, h, opts);
+}

@@ -1,0 +1,113 @@
+// Each Llama-style MoE family's architecture file on the CPU reference backend against its PyTorch
+// float32 reference (tools/families/make_fixtures.py, following the family's HF modeling file): logits
+// within 1e-4 in prefill, token-by-token decode and prefill-then-decode, and the same experts in the same
+// order for every token of every MoE layer.
+import { describe, it, expect } from 'vitest';
+import { forward } from '../../src/model/architectures';
+import { CpuBackend, type CpuTensor } from '../../src/model/cpu-backend';
+import { buildWeights } from '../../src/model/load';
+import { ConfigError } from '../../src/errors';
+import { parseConfig } from '../../src/model/config';
+import { checkSlidingWindow, defaultContextLength } from '../../src/model/assemble';
+import { UnsupportedError } from '../../src/errors';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { familyDir } from '../helpers/families';
+import { expectedTensorCount, modelTensors, parseTensorName, isSparsityTarget } from '../../src/model/tensors';
+import { expectClose } from '../helpers/gpu';
+import { FAMILY_FIXTURES, familyCheckpoint, familyFixture } from '../helpers/families';
+
+const TOL = { atol: 1e-4, rtol: 0 };
+
+describe.each(FAMILY_FIXTURES)('%s: CPU reference vs the PyTorch fixture', (family) => {
+  const { ref, logits: want, routing } = familyFixture(family);
+  const { tokens, prefill_split: split, vocab_size: V } = ref;
+  const setup = async () => {
+    const ckpt = await familyCheckpoint(family);
+    const cfg = ckpt.config;
+    const weights = await buildWeights(new CpuBackend(cfg), cfg, ckpt);
+    const run = (be: CpuBackend, toks: number[]): CpuTensor => forward(be, cfg, weights, toks, { past: be.cachedTokens });
+    return { cfg, run };
+  };
+
+  it('parses as its family', async () => {
+    const { cfg } = await setup();
+    expect(cfg.modelType).toBe(ref.model_type);
+    expect(cfg.attention).toBe('gqa');
+  });
+
+  it('prefill: logits and routing', async () => {
+    const { run } = await setup();
+    const be = new CpuBackend((await familyCheckpoint(family)).config);
+    expectClose(run(be, tokens).data, want, TOL, `${family} prefill`);
+    expect(Object.keys(routing).length).toBeGreaterThan(0);
+    for (const [layer, ids] of Object.entries(routing)) expect(be.routing.get(+layer)!.ids, `layer ${layer}`).toEqual(ids);
+  });
+
+  it('decode token by token', async () => {
+    const { cfg, run } = await setup();
+    const be = new CpuBackend(cfg);
+    const got = new Float32Array(tokens.length * V);
+    const ids: Record<string, number[][]> = {};
+    tokens.forEach((t, i) => {
+      got.set(run(be, [t]).data, i * V);
+      for (const [l, r] of be.routing) (ids[l] ??= []).push(r.ids[0]);
+    });
+    expectClose(got, want, TOL, `${family} decode`);
+    expect(ids).toEqual(routing);
+  });
+
+  it('prefill then decode', async () => {
+    const { cfg, run } = await setup();
+    const be = new CpuBackend(cfg);
+    const got = new Float32Array(tokens.length * V);
+    got.set(run(be, tokens.slice(0, split)).data, 0);
+    for (let i = split; i < tokens.length; i++) got.set(run(be, [tokens[i]]).data, i * V);
+    expectClose(got, want, TOL, `${family} prefill+decode`);
+  });
+});
+
+describe('family registry', () => {
+  it('an unsupported model_type names every supported family', () => {
+    let err: unknown;
+    try { parseConfig({ model_type: 'llama4', architectures: ['Llama4ForCausalLM'] }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    for (const t of ['deepseek_v3', 'deepseek_v2', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe']) expect(msg).toContain(t);
+  });
+  it('a model_type with another family\'s architectures is refused', () => {
+    const { ref } = familyFixture('mixtral');
+    expect(ref.model_type).toBe('mixtral');
+    expect(() => parseConfig({ model_type: 'mixtral', architectures: ['Qwen3MoeForCausalLM'], vocab_size: 8, hidden_size: 8, intermediate_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_local_experts: 2, num_experts_per_tok: 1 })).toThrow(/MixtralForCausalLM/);
+  });
+});
+
+describe('sliding windows', () => {
+  const mixtral = (window: number | null) => parseConfig({ ...JSON.parse(readFileSync(join(familyDir('mixtral'), 'config.json'), 'utf8')), sliding_window: window });
+  it('a configured window caps the default context; a longer one is refused with what works instead', () => {
+    expect(defaultContextLength(mixtral(null))).toBe(256); // max_position_embeddings
+    expect(defaultContextLength(mixtral(64))).toBe(64);
+    expect(() => checkSlidingWindow(mixtral(64), 64)).not.toThrow();
+    expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(UnsupportedError);
+    expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(/contextLength ≤ 64/);
+  });
+  it('Qwen configs use their sliding_window only with use_sliding_window', () => {
+    const q = JSON.parse(readFileSync(join(familyDir('qwen2_moe'), 'config.json'), 'utf8'));
+    expect(parseConfig(q).slidingWindow).toBeNull(); // use_sliding_window false, sliding_window 32768
+    expect(parseConfig({ ...q, use_sliding_window: true, sliding_window: 128 }).slidingWindow).toBe(128);
+  });
+});
+
+describe('family tensor tables', () => {
+  it.each(FAMILY_FIXTURES)('%s: every name the table lists parses back to its entry; the checkpoint holds exactly these', async (family) => {
+    const ck = await familyCheckpoint(family);
+    const all = [...modelTensors(ck.config)];
+    expect(all.length).toBe(expectedTensorCount(ck.config));
+    expect(new Set(all.map((t) => t.name))).toEqual(new Set(ck.tensors.keys()));
+    for (const t of all) expect(parseTensorName(t.name)?.spec.role, t.name).toBe(t.spec.role);
+    // Routed experts are 'experts' sparsity targets under their family's names (Granite's stacked ones are not).
+    const expert = all.find((t) => t.expert === 0 && t.spec.proj === 'gate');
+    if (family === 'granitemoe') expect(expert).toBeUndefined();
+    else expect(isSparsityTarget(expert!.name, 'experts')).toBe(true);
+  });
+});
