@@ -35,8 +35,8 @@ const prefillChunk = { kind: 'integer', arg: 'N', min: 1, description: 'most pro
 const kvCache = { kind: 'choice', choices: ['f16', 'f32'], description: 'KV cache element format: f16 halves its bytes, values rounded to f16 when written (default: f16 on a GPU, f32 on a CPU fallback adapter)' } as const;
 const gpuBudget = { kind: 'number', arg: 'MiB', above: 0, description: 'GPU memory budget: past it, the routed experts live in a per-MoE-layer GPU expert cache sized to fit (the rest stays resident; outputs equal full residency). Below the minimum that runs, the error names it (default: no budget)' } as const;
 const expertSource = { kind: 'choice', choices: ['auto', 'host', 'source'], default: 'auto', description: 'with --gpu-budget: where cold experts wait: host memory, or re-read from the model source (auto: host when they take at most half of it)' } as const;
-const expertPrefetch = { kind: 'choice', choices: ['none', 'previous-token', 'next-gate'], description: "with --gpu-budget: uploads ahead of a layer's routing (default: docs/offload.md)" } as const;
-const expertEviction = { kind: 'choice', choices: ['lru', 'load'], description: 'with --gpu-budget: which resident expert a miss replaces: least recently used, or least chosen so far (default lru)' } as const;
+const expertPrefetch = { kind: 'choice', choices: ['none', 'previous-token', 'next-gate'], description: "with --gpu-budget: uploads ahead of a layer's routing (default next-gate; docs/offload.md)" } as const;
+const expertEviction = { kind: 'choice', choices: ['lru', 'load'], description: 'with --gpu-budget: which resident expert a miss replaces: least recently used, or least chosen so far (default load)' } as const;
 const offloading = { 'gpu-budget': gpuBudget, 'expert-source': expertSource, 'expert-prefetch': expertPrefetch, 'expert-eviction': expertEviction } as const;
 const loading = { model, weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading } as const;
 

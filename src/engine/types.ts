@@ -38,9 +38,9 @@ export interface LoadOptions {
   gpuMemoryBudget?: number;
   /** Expert offload: where cold experts wait ('auto' default: host memory when they take ≤ half of it, else re-read from the source; 'host'; 'source'). */
   expertSource?: 'auto' | 'host' | 'source';
-  /** Expert offload: uploads ahead of a layer's routing ('none', 'previous-token', 'next-gate'); default in model/expert-cache.ts (docs/offload.md). */
+  /** Expert offload: uploads ahead of a layer's routing ('none', 'previous-token', 'next-gate'); default 'next-gate' (measured in docs/offload.md). */
   expertPrefetch?: 'none' | 'previous-token' | 'next-gate';
-  /** Expert offload: which resident expert a miss replaces ('lru' or 'load': least chosen so far). */
+  /** Expert offload: which resident expert a miss replaces ('lru', or 'load': least chosen so far, the default). */
   expertEviction?: 'lru' | 'load';
   /** Host memory for expertSource 'auto' (default: navigator.deviceMemory where known, else 4 GiB). */
   hostMemoryBytes?: number;
