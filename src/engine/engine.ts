@@ -381,7 +381,7 @@ export class WebMoeEngine implements Engine {
       gpuBytes: mem?.gpuBytes ?? 0,
       dispatchesPerToken: this.last.dispatchesPerToken,
       readbacksPerToken: this.last.readbacksPerToken,
-      offload: m ? this.last.offload ?? offloadStats(m.runner, m.runner.counters(), m.runner.counters(), 1) : null,
+      offload: m ? withResident(this.last.offload ?? offloadStats(m.runner, m.runner.counters(), m.runner.counters(), 1), m.runner) : null,
       expertLoad: m ? await m.runner.expertLoad() : [],
       device: m?.device ?? '',
     };
@@ -529,4 +529,11 @@ function offloadStats(runner: ModelRunner, c0: ReturnType<ModelRunner['counters'
     stallsPerToken: d('stalls') / steps,
     roundTripsPerToken: (c1.readbacks - c0.readbacks) / steps,
   };
+}
+
+/** The residency of now (the other figures are the last generation's). */
+function withResident(o: EngineStats['offload'], runner: ModelRunner): EngineStats['offload'] {
+  const info = runner.offload?.();
+  if (!info) return null;
+  return o ? { ...o, resident: info.resident } : o;
 }

@@ -171,7 +171,12 @@ export interface EngineStats {
    * of needed experts already resident, bytes uploaded and stalls (MoE layers that waited for an
    * upload) per generated token, routing readbacks (GPU→CPU round trips) per token.
    */
-  offload: { capacity: number; experts: number; source: string; prefetch: string; eviction: string; hitRate: number; bytesUploadedPerToken: number; stallsPerToken: number; roundTripsPerToken: number } | null;
+  offload: {
+    capacity: number; experts: number; source: string; prefetch: string; eviction: string;
+    hitRate: number; bytesUploadedPerToken: number; stallsPerToken: number; roundTripsPerToken: number;
+    /** Per MoE layer, the experts on the GPU now (the demo's routing heatmap marks them). */
+    resident: Record<number, number[]>;
+  } | null;
   expertLoad: LayerLoad[];
   device: string;
 }

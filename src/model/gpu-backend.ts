@@ -395,6 +395,13 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     return out;
   }
 
+  /** Expert offload: per MoE layer, the experts in GPU slots now (ascending). */
+  residentExperts(): Record<number, number[]> {
+    const out: Record<number, number[]> = {};
+    for (const [l, m] of this.moeByLayer) if (m.cached) out[l] = [...m.cached.expertAt].filter((e) => e >= 0).sort((a, b) => a - b);
+    return out;
+  }
+
   private nextMoe(layer: number): GpuMoe | null {
     let best: GpuMoe | null = null, at = Infinity;
     for (const [l, m] of this.moeByLayer) if (l > layer && l < at) { at = l; best = m; }

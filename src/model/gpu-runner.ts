@@ -205,7 +205,7 @@ export class GpuRunner implements ModelRunner {
 
   offload() {
     const o = this.be.offload;
-    return o ? { capacity: o.capacity, experts: this.cfg.nRoutedExperts, source: o.source, prefetch: o.prefetch, eviction: o.eviction } : null;
+    return o ? { capacity: o.capacity, experts: this.cfg.nRoutedExperts, source: o.source, prefetch: o.prefetch, eviction: o.eviction, resident: this.be.residentExperts() } : null;
   }
 
   destroy(): void {

@@ -8,7 +8,11 @@ import type { OffloadCounters } from './expert-cache';
 
 export type { OffloadCounters };
 /** How a model's routed experts are offloaded (model/expert-cache.ts). */
-export interface OffloadInfo { capacity: number; experts: number; source: 'host' | 'source'; prefetch: string; eviction: string }
+export interface OffloadInfo {
+  capacity: number; experts: number; source: 'host' | 'source'; prefetch: string; eviction: string;
+  /** Per MoE layer, the experts in GPU slots now. */
+  resident: Record<number, number[]>;
+}
 
 /** Per MoE layer: how often each routed expert was chosen, and the imbalance (max violation). */
 export interface LayerLoad { layer: number; counts: number[]; frequency: number[]; maxVio: number }
