@@ -78,7 +78,7 @@ const serveOptions = {
   host: { kind: 'text', arg: 'HOST', default: '127.0.0.1', description: 'address to listen on (0.0.0.0 for every interface)' },
   name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
   'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
-  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet,
+  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 
 const convertOptions = {
@@ -331,7 +331,7 @@ async function convert(v: OptionValues<typeof convertOptions>, io: CliIO) {
 async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
   const log = logger(v, io);
   const engine = createNodeEngine({ log });
-  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'] }, log });
+  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...offloadLoad(v) }, log });
   io.out(`webmoe: OpenAI-compatible API at ${server.url}/v1 (loading ${v.model})\n`);
   try {
     const info = await server.loaded;

@@ -48,6 +48,8 @@ async function run(ctx: BenchContext): Promise<void> {
         const budget = c.budget === 'full' ? undefined : c.budget === 'min' ? minimum : c.budget <= 1 ? Math.max(minimum, Math.floor(full.gpuBytes - (1 - c.budget) * routed)) : c.budget;
         ctx.progress(`offload: ${modelName}, ${c.label}: loading (budget ${budget === undefined ? 'none' : `${(budget / 2 ** 20).toFixed(1)} MiB`})`);
         const info = await engine.load(model, { ...base, ...c.opts, gpuMemoryBudget: budget });
+        // Warm-up (pipeline compilation, the first uploads), then the measured generation.
+        for await (const _ of engine.generate('Once upon a time', { temperature: 0, maxTokens: 2, stopAtEos: false })) { /* drain */ }
         const it = engine.generate('The old man said that the', { temperature: 0, maxTokens: tokens, stopAtEos: false });
         let r;
         for (;;) { r = await it.next(); if (r.done) break; }
