@@ -363,12 +363,6 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const counts = expertCounts(chosen);
     const runs = tokenRuns(chosen, T, K, cache.capacity);
     cache.lookup([...counts.keys()], counts);
-    // Prefetch for the next MoE layer (queued now: the uploads overlap this layer's and the next
-    // attention's compute on a GPU), at most its slots, most chosen first.
-    if (next?.cached && policy.prefetch !== 'none') {
-      const want = policy.prefetch === 'next-gate' ? [...expertCounts(routing.subarray(N)).keys()] : next.cached.lastExperts;
-      yield next.cached.ensure(want.slice(0, next.cached.capacity), true);
-    }
     // The mode full residency would take for these T tokens, so every run's arithmetic is the same.
     const mode = T <= moeDecodeMaxTokens(gpu, K, E) ? 'decode' : 'grouped';
     const out = this.temp(T, D);
@@ -390,6 +384,14 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       if (shared) { ss = gpu.temps.acquire(bytes); this.r().copy(shared.buf, at, ss, 0, bytes); }
       moeExperts(gpu, this.r(), { x: xs, T: rows, experts: cache.slots, ids: sIds, weights: sW, K, shared: ss, out: os, mode });
       this.r().copy(os, 0, out.buf, at, bytes);
+    }
+    // Prefetch for the next MoE layer, at most its slots, most chosen first: queued after this layer's
+    // expert kernels are submitted, so its uploads stay off this layer's critical path (readback →
+    // upload → experts) and the next layer's routing finds them resident.
+    if (next?.cached && policy.prefetch !== 'none') {
+      const want = policy.prefetch === 'next-gate' ? [...expertCounts(routing.subarray(N)).keys()] : next.cached.lastExperts;
+      this.flush();
+      yield next.cached.ensure(want.slice(0, next.cached.capacity), true);
     }
     if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
     return out;
