@@ -21,6 +21,7 @@ import { kv } from './formats/gguf-write';
 import { writePrunedCheckpoint, type PrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
+import { totalmem } from 'node:os';
 import { closest, commandHelp, parseOptions, synopsis, type OptionTable, type OptionValues } from './cli-args';
 
 export interface CliIO { out: (s: string) => void; err: (s: string) => void }
@@ -129,7 +130,8 @@ type LoadingValues = Omit<OptionValues<typeof loading>, 'prefill-chunk' | 'kv-ca
 /** The expert-offload load options of --gpu-budget and its policies. */
 function offloadLoad(v: Partial<OptionValues<typeof offloading>>): LoadOptions {
   if (v['gpu-budget'] === undefined) return {};
-  return { gpuMemoryBudget: Math.floor(v['gpu-budget'] * 2 ** 20), expertSource: v['expert-source'], expertPrefetch: v['expert-prefetch'], expertEviction: v['expert-eviction'] };
+  // Node knows the host's memory: 'auto' keeps cold experts there when they take at most half of it.
+  return { gpuMemoryBudget: Math.floor(v['gpu-budget'] * 2 ** 20), expertSource: v['expert-source'], expertPrefetch: v['expert-prefetch'], expertEviction: v['expert-eviction'], hostMemoryBytes: totalmem() };
 }
 
 async function withEngine<T>(v: LoadingValues, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
