@@ -24,6 +24,7 @@
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
+import { ggufChunkRows } from '../kernels/gguf-linear';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import type { ModelConfig } from './config';
@@ -434,9 +435,12 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     const [N, K] = t.shape;
     const blocks = byName.get(t.name)?.gguf;
     if (storage === 'gguf' && blocks && role !== 'kv_b') {
-      const b = ggufBufferBytes(blocks.bytes);
+      // gguf-linear.ts uploadGgufWeight: row chunks past the binding limit.
+      const rowBytes = blocks.bytes / N, rows = Math.max(1, ggufChunkRows(N, rowBytes, limit)); // < 1: one row passes the limit (the fit check says so)
+      const full = Math.floor(N / rows), rest = N - full * rows;
+      const b = full * ggufBufferBytes(rows * rowBytes) + (rest ? ggufBufferBytes(rest * rowBytes) : 0);
       put('gguf', group, b);
-      bind(`${t.name} (${blocks.type} blocks)`, b);
+      bind(`${t.name} (${blocks.type} blocks${rows < N ? ', largest row chunk' : ''})`, ggufBufferBytes(rows * rowBytes));
       continue;
     }
     const f: PackedFormat = role === 'embed' ? (embedding === 'gguf' ? 'f32' : embedding) : role === 'kv_b' || storage === 'gguf' ? 'f32' : storage;
