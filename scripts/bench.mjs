@@ -28,6 +28,7 @@ function parseArgs(argv) {
       if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
       return argv[++i];
     };
+    if (a === '--gpu-budget') { process.env.WEBMOE_BENCH_GPU_BUDGET_MIB = value(); continue; }
     if (a === '--quick') o.quick = true;
     else if (a === '--json') o.json = value();
     else if (a.startsWith('--json=')) o.json = a.slice(7);
@@ -39,7 +40,7 @@ function parseArgs(argv) {
     else if (a === '--timeout') o.timeoutMin = Number(value());
     else if (a === '--screenshot') o.screenshot = value();
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--quick] [--json FILE] [--suites a,b] [--no-peers] [--node] [--timeout MIN] [--timestamps] [--screenshot FILE]');
+      console.log('usage: npm run bench -- [--quick] [--json FILE] [--gpu-budget MiB] [--suites a,b] [--no-peers] [--node] [--timeout MIN] [--timestamps] [--screenshot FILE]');
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
   }

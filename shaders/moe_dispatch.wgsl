@@ -139,3 +139,24 @@ fn group_remap(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroup
   perm[i] = select(0u, e - P.b, inside);
   out[i] = select(0.0, wts[i], inside);
 }
+
+// slot_remap (one invocation per entry; routed experts held in an expert cache of C slots):
+//   entries [first, first + N) of the routing, each expert id looked up in the slot table
+//   (expert → slot, 0xffffffff when the expert is not resident), written from 0: resident entries get
+//   their slot and weight, others slot 0 with weight 0 (the offload runner makes every entry it runs
+//   resident first, so those never occur there).
+//   params { N, first, E, _ }
+//   1: ids [first + N]   6: wts [first + N]   4: slot table [E] (read)   2: ids out [N]   8: wts out [N]
+@group(0) @binding(4) var<storage, read> slot_of: array<u32>;
+
+@compute @workgroup_size(WG)
+fn slot_remap(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * WG;
+  if (i >= P.a) { return; }
+  let e = ids[P.b + i];
+  var s = 0xffffffffu;
+  if (e < P.c) { s = slot_of[e]; }
+  let ok = s != 0xffffffffu;
+  perm[i] = select(0u, s, ok);
+  out[i] = select(0.0, wts[P.b + i], ok);
+}

@@ -22,6 +22,7 @@ import { kv } from './formats/gguf-write';
 import { writePrunedCheckpoint, type PrunedCheckpoint } from './model/prune-checkpoint';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
+import { totalmem } from 'node:os';
 import { closest, commandHelp, parseOptions, synopsis, type OptionTable, type OptionValues } from './cli-args';
 
 export interface CliIO { out: (s: string) => void; err: (s: string) => void }
@@ -34,7 +35,12 @@ const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capa
 const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
 const prefillChunk = { kind: 'integer', arg: 'N', min: 1, description: 'most prompt tokens per prefill forward: longer prompts run in chunks, which bound the activations (default: min(512, context))' } as const;
 const kvCache = { kind: 'choice', choices: ['f16', 'f32'], description: 'KV cache element format: f16 halves its bytes, values rounded to f16 when written (default: f16 on a GPU, f32 on a CPU fallback adapter)' } as const;
-const loading = { model, weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet } as const;
+const gpuBudget = { kind: 'number', arg: 'MiB', above: 0, description: 'GPU memory budget: past it, the routed experts live in a per-MoE-layer GPU expert cache sized to fit (the rest stays resident; outputs equal full residency). Below the minimum that runs, the error names it (default: no budget)' } as const;
+const expertSource = { kind: 'choice', choices: ['auto', 'host', 'source'], default: 'auto', description: 'with --gpu-budget: where cold experts wait: host memory, or re-read from the model source (auto: host when they take at most half of it)' } as const;
+const expertPrefetch = { kind: 'choice', choices: ['none', 'previous-token', 'next-gate'], description: "with --gpu-budget: uploads ahead of a layer's routing (default next-gate; docs/offload.md)" } as const;
+const expertEviction = { kind: 'choice', choices: ['lru', 'load'], description: 'with --gpu-budget: which resident expert a miss replaces: least recently used, or least chosen so far (default load)' } as const;
+const offloading = { 'gpu-budget': gpuBudget, 'expert-source': expertSource, 'expert-prefetch': expertPrefetch, 'expert-eviction': expertEviction } as const;
+const loading = { model, weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading } as const;
 
 const generateOptions = {
   model,
@@ -46,7 +52,7 @@ const generateOptions = {
   'top-p': { kind: 'number', arg: 'P', ...range(SAMPLING_RANGES.topP), description: 'nucleus sampling: the smallest set of tokens with probability ≥ P' },
   'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
   seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
-  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet,
+  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 
 const logitsOptions = {
@@ -74,7 +80,7 @@ const serveOptions = {
   host: { kind: 'text', arg: 'HOST', default: '127.0.0.1', description: 'address to listen on (0.0.0.0 for every interface)' },
   name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
   'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
-  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet,
+  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 
 const convertOptions = {
@@ -120,10 +126,19 @@ const command = <O extends OptionTable>(options: O, summary: string, run: (v: Op
 /** stderr lines that --quiet drops. */
 const logger = (v: { quiet: boolean }, io: CliIO) => (v.quiet ? () => {} : (m: string) => io.err(`${m}\n`));
 
-async function withEngine<T>(v: Omit<OptionValues<typeof loading>, 'prefill-chunk' | 'kv-cache'> & { 'prefill-chunk'?: number; 'kv-cache'?: 'f16' | 'f32' }, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
+type LoadingValues = Omit<OptionValues<typeof loading>, 'prefill-chunk' | 'kv-cache' | keyof typeof offloading> & { 'prefill-chunk'?: number; 'kv-cache'?: 'f16' | 'f32' } & Partial<OptionValues<typeof offloading>>;
+
+/** The expert-offload load options of --gpu-budget and its policies. */
+function offloadLoad(v: Partial<OptionValues<typeof offloading>>): LoadOptions {
+  if (v['gpu-budget'] === undefined) return {};
+  // Node knows the host's memory: 'auto' keeps cold experts there when they take at most half of it.
+  return { gpuMemoryBudget: Math.floor(v['gpu-budget'] * 2 ** 20), expertSource: v['expert-source'], expertPrefetch: v['expert-prefetch'], expertEviction: v['expert-eviction'], hostMemoryBytes: totalmem() };
+}
+
+async function withEngine<T>(v: LoadingValues, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
   const engine = createNodeEngine({ log: logger(v, io) });
   try {
-    await engine.load(v.model, { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...load });
+    await engine.load(v.model, { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...offloadLoad(v), ...load });
     return await fn(engine);
   } finally {
     await engine.unload();
@@ -149,6 +164,8 @@ async function generate(v: OptionValues<typeof generateOptions>, io: CliIO) {
       if (r.done) {
         io.out('\n');
         log(`[${r.value.tokens.length} tokens, ${r.value.finishReason}; TTFT ${r.value.timeToFirstTokenMs.toFixed(0)} ms, prefill ${r.value.prefillTokPerS.toFixed(1)} tok/s, decode ${r.value.decodeTokPerS.toFixed(1)} tok/s]`);
+        const off = (await engine.stats()).offload;
+        if (off) log(`[expert offload: ${off.capacity} of ${off.experts} experts per MoE layer on the GPU (cold: ${off.source}, prefetch ${off.prefetch}, eviction ${off.eviction}); hit rate ${(100 * off.hitRate).toFixed(1)}%, ${(off.bytesUploadedPerToken / 2 ** 20).toFixed(2)} MiB uploaded per token, ${off.stallsPerToken.toFixed(2)} stalls and ${off.roundTripsPerToken.toFixed(2)} GPU→CPU round trips per token]`);
         break;
       }
       io.out(r.value.text);
@@ -220,7 +237,12 @@ async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
   let plan;
   try {
     const cfg = ckpt.config;
-    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-chunk'], kvCache: v['kv-cache'] });
+    const budget = offloadLoad(v).gpuMemoryBudget;
+    plan = planMemory(cfg, ckpt.tensors.values(), { weights: v.weights, contextLength: v.context, prefillTokens: v['prefill-chunk'], kvCache: v['kv-cache'], gpuBudget: budget });
+    if (plan.offload) {
+      const o = plan.offload, mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+      logger(v, io)(`expert offload at a ${mib(o.budgetBytes)} budget: ${o.capacity} of ${o.experts} routed experts per MoE layer on the GPU (${o.moeLayers} layers, ${mib(o.expertBytes)} per expert: cache ${mib(o.cacheBytes)}, resident ${mib(o.residentBytes)}, plan ${mib(plan.gpuBytes)}; minimum budget ${mib(o.minimumBytes)}; the routed experts take ${mib(o.routedBytes)} in all)`);
+    } else if (budget !== undefined) logger(v, io)(`the plan (${(plan.gpuBytes / 2 ** 20).toFixed(1)} MiB) fits the ${(budget / 2 ** 20).toFixed(1)} MiB budget: every expert resident`);
     const prePruned = [...ckpt.tensors.keys()].some((n) => n.endsWith('.sparse_config'));
     const out: Record<string, unknown> = {
       model: { name: v.model, ...plan.model, prePruned },
@@ -324,7 +346,7 @@ async function convert(v: OptionValues<typeof convertOptions>, io: CliIO) {
 async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
   const log = logger(v, io);
   const engine = createNodeEngine({ log });
-  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'] }, log });
+  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...offloadLoad(v) }, log });
   io.out(`webmoe: OpenAI-compatible API at ${server.url}/v1 (loading ${v.model})\n`);
   try {
     const info = await server.loaded;

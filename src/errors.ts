@@ -54,6 +54,16 @@ export class LimitExceededError extends WebMoeError {
     super('GPU_LIMIT_EXCEEDED', `${what} needs ${limit} = ${needed}, but the device grants ${granted} (short by ${needed - granted})`, { limit, needed, granted });
   }
 }
+/**
+ * A GPU memory budget (LoadOptions.gpuMemoryBudget) too small for the model to run at all: what stays
+ * resident plus top-k routed experts per MoE layer. Names the minimum (`details.minimumBytes`).
+ */
+export class GpuBudgetError extends WebMoeError {
+  override readonly name = 'GpuBudgetError';
+  constructor(message: string, budgetBytes: number, minimumBytes: number) {
+    super('GPU_LIMIT_EXCEEDED', message, { limit: 'gpuMemoryBudget', needed: minimumBytes, granted: budgetBytes, budgetBytes, minimumBytes });
+  }
+}
 export class GpuValidationError extends WebMoeError {
   override readonly name = 'GpuValidationError';
   constructor(message: string, code: ErrorCode = 'GPU_VALIDATION') { super(code, message); }

@@ -78,7 +78,7 @@ export class WebMoeEngine implements Engine {
   private cachedIds: number[] = [];
   private queue: Promise<unknown> = Promise.resolve();
   private current: AbortController | null = null;
-  private last = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0 };
+  private last: { prefillTokPerS: number; decodeTokPerS: number; ttftMs: number; dispatchesPerToken: number; readbacksPerToken: number; offload?: EngineStats['offload'] } = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0 };
 
   readonly chat: ChatFunction;
   readonly completions: Completions;
@@ -302,6 +302,7 @@ export class WebMoeEngine implements Engine {
       decodeTokPerS: decodeSteps > 0 ? decodeSteps / Math.max((t1 - tDecodeStart) / 1000, 1e-9) : 0,
       dispatchesPerToken: (c1.dispatches - c0.dispatches) / steps,
       readbacksPerToken: (c1.readbacks - c0.readbacks) / steps,
+      offload: offloadStats(runner, c0, c1, steps),
     };
     return {
       text, tokens: generated, completionTokens: generated.length, promptTokens: prompt.length, reusedTokens: reuse, finishReason: finish,
@@ -380,6 +381,7 @@ export class WebMoeEngine implements Engine {
       gpuBytes: mem?.gpuBytes ?? 0,
       dispatchesPerToken: this.last.dispatchesPerToken,
       readbacksPerToken: this.last.readbacksPerToken,
+      offload: m ? withResident(this.last.offload ?? offloadStats(m.runner, m.runner.counters(), m.runner.counters(), 1), m.runner) : null,
       expertLoad: m ? await m.runner.expertLoad() : [],
       device: m?.device ?? '',
     };
@@ -512,4 +514,26 @@ export function createEngine(options: EngineOptions = {}, env: EngineEnvironment
   // One loader: plans and loads share the device.
   const models = new GpuModelLoader(env.acquire, options.gpu);
   return new WebMoeEngine(gpuLoader(env, options, models), gpuPlanner(env, options, models));
+}
+
+/** The offload figures of a generation from the runner's counters before (c0) and after (c1) it, per token (null without offload). */
+function offloadStats(runner: ModelRunner, c0: ReturnType<ModelRunner['counters']>, c1: ReturnType<ModelRunner['counters']>, steps: number): EngineStats['offload'] {
+  const info = runner.offload?.();
+  if (!info || !c0.offload || !c1.offload) return null;
+  const d = (k: keyof NonNullable<typeof c0.offload>) => c1.offload![k] - c0.offload![k];
+  const lookups = d('lookups');
+  return {
+    ...info,
+    hitRate: lookups ? d('hits') / lookups : 1,
+    bytesUploadedPerToken: d('bytesUploaded') / steps,
+    stallsPerToken: d('stalls') / steps,
+    roundTripsPerToken: (c1.readbacks - c0.readbacks) / steps,
+  };
+}
+
+/** The residency of now (the other figures are the last generation's). */
+function withResident(o: EngineStats['offload'], runner: ModelRunner): EngineStats['offload'] {
+  const info = runner.offload?.();
+  if (!info) return null;
+  return o ? { ...o, resident: info.resident } : o;
 }

@@ -219,7 +219,7 @@ export function createRemoteEngine(options: RemoteEngineOptions): Engine {
       return {
         loaded: !!loaded, loadTimeMs, prefillTokPerS: last.prefillTokPerS, decodeTokPerS: last.decodeTokPerS, timeToFirstTokenMs: last.ttftMs,
         // The server's memory and expert load are not visible through the OpenAI API.
-        kvCacheBytes: 0, kvBytesPerToken: 0, mhaKvBytesPerToken: 0, cachedTokens: 0, weightBytes: 0, gpuBytes: 0,
+        kvCacheBytes: 0, kvBytesPerToken: 0, mhaKvBytesPerToken: 0, cachedTokens: 0, weightBytes: 0, gpuBytes: 0, offload: null,
         dispatchesPerToken: 0, readbacksPerToken: 0, expertLoad: [], device: `remote ${root}`,
       };
     },

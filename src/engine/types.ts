@@ -29,6 +29,22 @@ export interface LoadOptions {
    */
   memoryBytes?: number;
   /**
+   * GPU memory budget in bytes. When the model's memory plan needs more, its routed experts live in a
+   * per-MoE-layer GPU expert cache sized to fit (`info.memoryPlan.offload.capacity` experts per layer);
+   * everything else stays resident, and outputs equal full residency. Below the minimum that runs
+   * (resident part + top-k experts per layer): GpuBudgetError naming it; above the device's memory:
+   * LimitExceededError. Default: no budget (everything resident).
+   */
+  gpuMemoryBudget?: number;
+  /** Expert offload: where cold experts wait ('auto' default: host memory when they take ≤ half of it, else re-read from the source; 'host'; 'source'). */
+  expertSource?: 'auto' | 'host' | 'source';
+  /** Expert offload: uploads ahead of a layer's routing ('none', 'previous-token', 'next-gate'); default 'next-gate' (measured in docs/offload.md). */
+  expertPrefetch?: 'none' | 'previous-token' | 'next-gate';
+  /** Expert offload: which resident expert a miss replaces ('lru', or 'load': least chosen so far, the default). */
+  expertEviction?: 'lru' | 'load';
+  /** Host memory for expertSource 'auto' (default: navigator.deviceMemory where known, else 4 GiB). */
+  hostMemoryBytes?: number;
+  /**
    * Most prompt tokens per prefill forward (default 512, at most the context): longer prompts run in
    * chunks, each appending to the KV cache, so the temporaries (and the memory plan's activations) are
    * bounded by the chunk, not the prompt. A positive integer; anything else is an ArgumentError.
@@ -150,6 +166,17 @@ export interface EngineStats {
   gpuBytes: number;
   dispatchesPerToken: number;
   readbacksPerToken: number;
+  /**
+   * Expert offload of the last generation (null without): experts per MoE layer on the GPU, the share
+   * of needed experts already resident, bytes uploaded and stalls (MoE layers that waited for an
+   * upload) per generated token, routing readbacks (GPU→CPU round trips) per token.
+   */
+  offload: {
+    capacity: number; experts: number; source: string; prefetch: string; eviction: string;
+    hitRate: number; bytesUploadedPerToken: number; stallsPerToken: number; roundTripsPerToken: number;
+    /** Per MoE layer, the experts on the GPU now (the demo's routing heatmap marks them). */
+    resident: Record<number, number[]>;
+  } | null;
   expertLoad: LayerLoad[];
   device: string;
 }

@@ -16,7 +16,9 @@ import type { Checkpoint, LoadProgress } from './checkpoint';
 import { storedSparsity } from './prune-checkpoint';
 import { sparsityLabel } from '../sparse/apply';
 import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, kvCacheFor, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
-import { ArgumentError, UnsupportedError } from '../errors';
+import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
+import { DEFAULT_EVICTION, DEFAULT_PREFETCH, type EvictionPolicy, type ExpertSourcePolicy, type OffloadConfig, type PrefetchPolicy } from './expert-cache';
+import { tensorName } from './tensors';
 
 export type { Gpu, GpuOptions };
 
@@ -68,6 +70,14 @@ export interface ModelLoadOptions {
   kvCache?: 'f16' | 'f32';
   /** GPU memory the model may take (LoadOptions.memoryBytes); default gpu.memoryHint. */
   memoryBytes?: number;
+  /** GPU memory budget in bytes (LoadOptions.gpuMemoryBudget): past it, routed experts are offloaded. */
+  gpuMemoryBudget?: number;
+  /** Where cold experts wait (LoadOptions.expertSource; model/expert-cache.ts). */
+  expertSource?: ExpertSourcePolicy;
+  expertPrefetch?: PrefetchPolicy;
+  expertEviction?: EvictionPolicy;
+  /** Host memory for 'auto' expertSource (LoadOptions.hostMemoryBytes). */
+  hostMemoryBytes?: number;
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
   log?: (msg: string) => void;
@@ -177,6 +187,34 @@ export function describeModel(cfg: ModelConfig, held: Pick<ModelDescription, 'na
   };
 }
 
+const POLICIES = { source: ['auto', 'host', 'source'], prefetch: ['none', 'previous-token', 'next-gate'], eviction: ['lru', 'load'] } as const;
+
+/**
+ * The expert cache's policies from the load options. Cold experts: 'auto' keeps them packed in host
+ * memory when they take at most half of it (hostMemoryBytes; default navigator.deviceMemory GiB where
+ * the browser tells, else 4 GiB assumed), else re-reads them from the checkpoint on each miss.
+ */
+export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoadOptions, ckpt: Pick<Checkpoint, 'readF32'>): OffloadConfig {
+  const check = <K extends keyof typeof POLICIES>(what: K, v: unknown, option: string) => {
+    if (v !== undefined && !(POLICIES[what] as readonly unknown[]).includes(v)) throw new ArgumentError(`${option} must be ${POLICIES[what].join(', ')}; got ${JSON.stringify(v)}`);
+  };
+  check('source', o.expertSource, 'expertSource');
+  check('prefetch', o.expertPrefetch, 'expertPrefetch');
+  check('eviction', o.expertEviction, 'expertEviction');
+  if (o.hostMemoryBytes !== undefined && !(o.hostMemoryBytes > 0)) throw new ArgumentError(`hostMemoryBytes must be a positive number of bytes, got ${o.hostMemoryBytes}`);
+  const gib = (globalThis.navigator as { deviceMemory?: unknown } | undefined)?.deviceMemory;
+  const host = o.hostMemoryBytes ?? (typeof gib === 'number' && gib > 0 ? gib * 2 ** 30 : 4 * 2 ** 30);
+  const asked = o.expertSource ?? 'auto';
+  const source = asked === 'auto' ? (routedBytes <= host / 2 ? 'host' : 'source') : asked;
+  return {
+    capacity, source, prefetch: o.expertPrefetch ?? DEFAULT_PREFETCH, eviction: o.expertEviction ?? DEFAULT_EVICTION,
+    readExpert: async (layer, e) => {
+      const [gate, up, down] = await Promise.all((['expert_gate', 'expert_up', 'expert_down'] as const).map((r) => ckpt.readF32(tensorName(r, layer, e))));
+      return { gate, up, down };
+    },
+  };
+}
+
 /** Loads checkpoints onto one device, acquired at the first load and again after it is lost. */
 export class GpuModelLoader {
   private gpu: Gpu | null = null;
@@ -207,9 +245,13 @@ export class GpuModelLoader {
     const device = planDevice(gpu);
     const kvCache = kvCacheFor(options.kvCache, device);
     const planOpts = { weights: storage, contextLength, prefillTokens: prefillChunk, device, kvCache };
-    const plan = planMemory(cfg, ckpt.tensors.values(), planOpts);
     const memoryBytes = options.memoryBytes ?? gpu.memoryHint;
     if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
+    const gpuBudget = options.gpuMemoryBudget;
+    if (gpuBudget !== undefined && memoryBytes !== undefined && gpuBudget > memoryBytes) {
+      throw new LimitExceededError('GPU memory', gpuBudget, memoryBytes, `a GPU budget of ${(gpuBudget / 2 ** 20).toFixed(1)} MiB (gpuMemoryBudget) is more than this device's ${(memoryBytes / 2 ** 20).toFixed(1)} MiB: ask for at most that`);
+    }
+    const plan = planMemory(cfg, ckpt.tensors.values(), { ...planOpts, gpuBudget });
     const budget = { maxStorageBufferBindingSize: gpu.caps.maxStorageBufferBindingSize, maxBufferSize: gpu.caps.maxBufferSize, memoryBytes };
     checkPlanFits(plan, budget, () => whatFits(cfg, ckpt.tensors.values(), planOpts, budget));
     return { gpu, storage, contextLength, prefillChunk, kvCache, plan };
@@ -238,6 +280,11 @@ export class GpuModelLoader {
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute, values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
     const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache);
+    if (plan.offload) {
+      if (sp) throw new UnsupportedError('expert offload runs the dense expert kernels: load with a GPU budget or with sparsity, not both');
+      be.offload = offloadConfig(plan.offload.routedBytes, plan.offload.capacity, options, ckpt);
+      log(`${name}: expert offload: ${plan.offload.capacity} of ${cfg.nRoutedExperts} routed experts per MoE layer on the GPU, cold experts ${be.offload.source === 'host' ? 'in host memory' : 're-read from the source'}, prefetch ${be.offload.prefetch}, eviction ${be.offload.eviction}`);
+    }
     let weights;
     try {
       weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option, ggufBlocks: storage === 'gguf' });

@@ -110,6 +110,12 @@ export interface Backend<T, W, E> {
   mlp(x: T, gate: W, up: W, down: W): T;
   /** Σ_j w_j·E_j(x) over the router's top-k, plus the shared expert(s) when the layer has them (scaled by sigmoid(shared_expert_gate·x) when it has that gate). */
   moeForward(layer: number, x: T, e: E, cfg: ModelConfig): T;
+  /**
+   * Optional: moeForward as steps that may pause the forward (each yielded promise is awaited before the
+   * forward goes on): expert offload reads the routing back and uploads experts in between. Only
+   * forwardAsync runs a backend whose steps pause.
+   */
+  moeSteps?(layer: number, x: T, e: E, cfg: ModelConfig): Generator<Promise<unknown>, T, void>;
   /** In place: h += r. */
   addInPlace(h: T, r: T): void;
   /** The last row of x as a [1, cols] activation. */
@@ -181,6 +187,23 @@ function mla<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, layer: number, a: 
 
 /** One forward pass over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
 export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
+  const steps = forwardSteps(be, cfg, w, tokens, opts);
+  const r = steps.next();
+  if (!r.done) throw new Error('forward: this backend pauses inside the forward (expert offload): use forwardAsync');
+  return r.value;
+}
+
+/** forward() for backends whose MoE steps pause (expert offload): awaits each pause. */
+export async function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): Promise<T> {
+  const steps = forwardSteps(be, cfg, w, tokens, opts);
+  for (let r = steps.next(); ; r = steps.next()) {
+    if (r.done) return r.value;
+    await r.value;
+  }
+}
+
+/** The forward pass, pausing where the backend's MoE steps ask to (a generator: forward / forwardAsync drive it). */
+export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): Generator<Promise<unknown>, T, void> {
   const eps = cfg.rmsNormEps;
   const h = be.embed(w.embed, tokens, cfg.hiddenSize);
   opts.onActivation?.('embed', h);
@@ -193,7 +216,8 @@ export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: Mode
     be.addInPlace(h, attnOut);
     const ffnIn = be.rmsNorm(h, L.postNorm, eps);
     opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
-    const ffnOut = isMoeLayer(cfg, i) ? be.moeForward(i, ffnIn, L.moe!, cfg) : be.mlp(ffnIn, L.mlp!.gate, L.mlp!.up, L.mlp!.down);
+    const ffnOut = !isMoeLayer(cfg, i) ? be.mlp(ffnIn, L.mlp!.gate, L.mlp!.up, L.mlp!.down)
+      : be.moeSteps ? yield* be.moeSteps(i, ffnIn, L.moe!, cfg) : be.moeForward(i, ffnIn, L.moe!, cfg);
     opts.onActivation?.(`layers.${i}.ffn_out`, ffnOut);
     be.addInPlace(h, ffnOut);
     opts.onActivation?.(`layers.${i}.out`, h);

@@ -15,7 +15,7 @@ import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type Uplo
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
-import { moeGate, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
+import { moeGate, moeExperts, moeDecodeMaxTokens, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
 import { LatentKvCache, MhaKvCache } from './kvcache';
 import { mhaAttention } from '../kernels/attention';
 import type { KvFormat } from '../kernels/attention-plan';
@@ -29,6 +29,9 @@ import { ropeInvFreq } from '../kernels/rope-params';
 import { ggufBuffers, ggufEmbedding, ggufLinear, uploadGgufWeight, type GgufWeight } from '../kernels/gguf-linear';
 import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts, type GgufMoeExpertWeights, type GgufTensorBytes } from '../kernels/gguf-moe';
 import type { GgufBlocks } from '../loader/checkpoint';
+import { moeSlotRemap } from '../kernels/moe-slots';
+import { HostExpertStore, LayerExpertCache, expertCounts, tokenRuns, zeroCounters, type OffloadConfig, type OffloadCounters } from './expert-cache';
+import { UnsupportedError } from '../errors';
 
 /** A linear weight held as GGUF blocks (format 'gguf'): `buffers` = [the blocks], decoded by gguf-linear.ts. */
 export type GgufGpuWeight = GpuWeight & { format: 'gguf'; gguf: GgufWeight };
@@ -53,6 +56,8 @@ export interface GpuMoe {
   /** Qwen2-MoE's shared_expert_gate [1, D] (f32): sigmoid(gate · x) scales the shared expert's rows. */
   sharedGate: GpuWeight | null;
   bytes: number;
+  /** Expert offload: the routed experts live in this cache's slots (`experts` is then unused). */
+  cached?: LayerExpertCache;
 }
 
 export interface WeightPolicy {
@@ -86,6 +91,11 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   readonly routingIds = new Map<number, { buf: GPUBuffer; rows: number }>();
   /** Keep every MoE layer's ids of the forward in persistent buffers (routing view, CLI --routing). */
   captureRouting = false;
+  /** Expert offload (set before the weights load): the routed experts go to per-layer expert caches. */
+  offload: OffloadConfig | null = null;
+  readonly offloadCounters: OffloadCounters = zeroCounters();
+  private stores = new Map<number, HostExpertStore>();
+  private moeByLayer = new Map<number, GpuMoe>();
 
   /** `kvCache`: the latent cache's element format (model/kvcache.ts; the load option, f32 unless given). */
   constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number, kvCache: KvFormat = 'f32') {
@@ -185,6 +195,13 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     if (this.writers.has(layer)) throw new Error(`GpuBackend: layer ${layer}'s experts are already streaming`);
     const format = this.expertFormat;
     if (format === 'gguf') return null; // (not reached: 'gguf' storage returned above)
+    if (this.offload) {
+      // Expert offload: every expert packed on the host ('host'), or only those the slots start with ('source').
+      const C = this.offload.capacity, keepAll = this.offload.source === 'host';
+      const store = new HostExpertStore(this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, (e) => keepAll || e < C);
+      this.stores.set(layer, store);
+      return store.sink();
+    }
     const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, { maxBindingBytes: this.policy.maxExpertBindingBytes });
     this.writers.set(layer, w);
     return w;
@@ -208,8 +225,17 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     }
     const streamed = this.writers.get(layer);
     this.writers.delete(layer);
+    const store = this.stores.get(layer);
+    this.stores.delete(layer);
+    if (this.offload && !store) throw new UnsupportedError(`expert offload needs the routed experts in webmoe's dense stacks (f32, f16, bf16, q8, q4); layer ${layer}'s are ${sparseExperts ? 'sparse' : 'GGUF blocks'}: load without a GPU budget, or with --weights q4 / q8 and no sparsity`);
     let experts: GpuMoe['experts'];
-    if (streamed) experts = { sparse: false, w: streamed.finish() };
+    let cached: LayerExpertCache | undefined;
+    if (store) {
+      const C = this.offload!.capacity;
+      cached = new LayerExpertCache(g, layer, this.cfg.nRoutedExperts, C, D, I, store.format, this.offload!.source === 'host' ? store : null, this.offload!, this.offloadCounters);
+      cached.fill(store);
+      experts = { sparse: false, w: { format: store.format, groups: [], E: 0, I, D, bytes: 0 } };
+    } else if (streamed) experts = { sparse: false, w: streamed.finish() };
     else if (sparseExperts) experts = { sparse: true, w: sparsifyExperts(g, label, routed, D, I, sp!).experts };
     else if (p.ggufExperts && routed === p.experts) {
       const ge = p.ggufExperts;
@@ -231,9 +257,10 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const sharedGate = p.sharedGate ? this.track(uploadWeight(g, `layers.${layer}.shared_expert_gate`, p.sharedGate, 1, D, { format: 'f32' })) : null;
     const gate = g.buffers.upload(`layers.${layer}.gate`, p.gate);
     const bias = p.bias ? g.buffers.upload(`layers.${layer}.gate.bias`, p.bias) : null;
-    const bytes = experts.w.bytes + gate.size + (bias?.size ?? 0);
-    const e: GpuMoe = { gate, bias, experts, shared, sharedGate, bytes };
+    const bytes = (cached ? cached.bytes : experts.w.bytes) + gate.size + (bias?.size ?? 0);
+    const e: GpuMoe = { gate, bias, experts, shared, sharedGate, bytes, cached };
     this.moes.push(e);
+    this.moeByLayer.set(layer, e);
     this.weightBytes += bytes;
     return e;
   }
@@ -318,6 +345,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   }
 
   moeForward(layer: number, x: GpuTensor, e: GpuMoe, cfg: ModelConfig): GpuTensor {
+    if (e.cached) throw new Error(`GpuBackend: layer ${layer}'s experts are offloaded: run the forward with forwardAsync (moeSteps)`);
     const T = x.rows, K = cfg.numExpertsPerTok, D = x.cols;
     const ids = this.captureRouting ? this.routingBuffer(layer, T * K) : this.gpu.temps.acquire(T * K * 4);
     const weights = this.gpu.temps.acquire(T * K * 4);
@@ -332,6 +360,92 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     else moeExpertGroupsForward(this.gpu, this.r(), { ...args, experts: e.experts.w });
     if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
     return out;
+  }
+
+  /** Submits what is recorded so far and goes on recording: the step's temporaries stay acquired. */
+  private flush(): void {
+    const rec = this.r();
+    rec.submit();
+    this.rec = this.gpu.recorder(rec.label);
+  }
+
+  /**
+   * The MoE layer with expert offload: record the gate (and the shared experts), submit, read the
+   * routing back (the one GPU→CPU round trip of the layer; with 'next-gate' prefetch the next MoE
+   * layer's gate on this layer's input comes back with it), make the chosen experts resident, then run
+   * the expert kernels on the slots. Tokens whose experts together need more slots than the cache has
+   * run in consecutive runs that each fit, uploading between them. Without a cache: moeForward.
+   */
+  *moeSteps(layer: number, x: GpuTensor, e: GpuMoe, cfg: ModelConfig): Generator<Promise<unknown>, GpuTensor, void> {
+    const cache = e.cached;
+    if (!cache) return this.moeForward(layer, x, e, cfg);
+    const gpu = this.gpu, T = x.rows, K = cfg.numExpertsPerTok, D = x.cols, N = T * K, E = cfg.nRoutedExperts;
+    const ids = this.captureRouting ? this.routingBuffer(layer, N) : gpu.temps.acquire(N * 4);
+    const weights = gpu.temps.acquire(N * 4);
+    moeGate(gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
+    const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
+    const policy = this.offload!;
+    const next = this.nextMoe(layer);
+    const predict = policy.prefetch === 'next-gate' && next?.cached ? next : null;
+    const readback = gpu.temps.acquire(N * 4 * (predict ? 2 : 1));
+    this.r().copy(ids, 0, readback, 0, N * 4);
+    if (predict) {
+      const pIds = gpu.temps.acquire(N * 4), pW = gpu.temps.acquire(N * 4);
+      moeGate(gpu, this.r(), { x: x.buf, T, D, gateW: predict.gate, bias: predict.bias, routing: routingOf(cfg), ids: pIds, weights: pW });
+      this.r().copy(pIds, 0, readback, N * 4, N * 4);
+    }
+    this.flush();
+    let routing: Uint32Array = new Uint32Array(0);
+    yield gpu.buffers.readU32(readback, 0, N * (predict ? 2 : 1)).then((r) => { routing = r; });
+    const chosen = routing.subarray(0, N);
+    const counts = expertCounts(chosen);
+    const runs = tokenRuns(chosen, T, K, cache.capacity);
+    cache.lookup([...counts.keys()], counts);
+    // The mode full residency would take for these T tokens, so every run's arithmetic is the same.
+    const mode = T <= moeDecodeMaxTokens(gpu, K, E) ? 'decode' : 'grouped';
+    const out = this.temp(T, D);
+    for (let i = 0; i < runs.length; i++) {
+      const run = runs[i];
+      if (i > 0) this.flush(); // the previous run's kernels read slots this run may overwrite
+      yield cache.ensure(run.experts);
+      const rows = run.t1 - run.t0, n = rows * K;
+      const sIds = gpu.temps.acquire(n * 4), sW = gpu.temps.acquire(n * 4);
+      moeSlotRemap(gpu, this.r(), { ids, weights, first: run.t0 * K, N: n, slotTable: cache.table, E, idsOut: sIds, weightsOut: sW });
+      if (runs.length === 1) {
+        moeExperts(gpu, this.r(), { x: x.buf, T, experts: cache.slots, ids: sIds, weights: sW, K, shared: shared?.buf ?? null, out: out.buf, mode });
+        continue;
+      }
+      const bytes = rows * D * 4, at = run.t0 * D * 4;
+      const xs = gpu.temps.acquire(bytes), os = gpu.temps.acquire(bytes);
+      this.r().copy(x.buf, at, xs, 0, bytes);
+      let ss: GPUBuffer | null = null;
+      if (shared) { ss = gpu.temps.acquire(bytes); this.r().copy(shared.buf, at, ss, 0, bytes); }
+      moeExperts(gpu, this.r(), { x: xs, T: rows, experts: cache.slots, ids: sIds, weights: sW, K, shared: ss, out: os, mode });
+      this.r().copy(os, 0, out.buf, at, bytes);
+    }
+    // Prefetch for the next MoE layer, at most its slots, most chosen first: queued after this layer's
+    // expert kernels are submitted, so its uploads stay off this layer's critical path (readback →
+    // upload → experts) and the next layer's routing finds them resident.
+    if (next?.cached && policy.prefetch !== 'none') {
+      const want = policy.prefetch === 'next-gate' ? [...expertCounts(routing.subarray(N)).keys()] : next.cached.lastExperts;
+      this.flush();
+      yield next.cached.ensure(want.slice(0, next.cached.capacity), true);
+    }
+    if (this.captureRouting) this.routingIds.set(layer, { buf: ids, rows: T });
+    return out;
+  }
+
+  /** Expert offload: per MoE layer, the experts in GPU slots now (ascending). */
+  residentExperts(): Record<number, number[]> {
+    const out: Record<number, number[]> = {};
+    for (const [l, m] of this.moeByLayer) if (m.cached) out[l] = [...m.cached.expertAt].filter((e) => e >= 0).sort((a, b) => a - b);
+    return out;
+  }
+
+  private nextMoe(layer: number): GpuMoe | null {
+    let best: GpuMoe | null = null, at = Infinity;
+    for (const [l, m] of this.moeByLayer) if (l > layer && l < at) { at = l; best = m; }
+    return best;
   }
 
   private routingBuffers = new Map<number, GPUBuffer>();
@@ -358,7 +472,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   destroy(): void {
     for (const w of this.weights) destroyWeight(this.gpu, w);
     for (const m of this.moes) {
-      if (m.experts.sparse) for (const w of [m.experts.w.gateUp, m.experts.w.down]) destroyWeight(this.gpu, w as GpuWeight);
+      if (m.cached) m.cached.destroy();
+      else if (m.experts.sparse) for (const w of [m.experts.w.gateUp, m.experts.w.down]) destroyWeight(this.gpu, w as GpuWeight);
       else if (m.experts.gguf) destroyGgufExperts(this.gpu, m.experts.w);
       else destroyExpertGroups(this.gpu, m.experts.w);
       this.gpu.buffers.destroy(m.gate);
@@ -372,6 +487,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     this.load.destroy();
     this.weights = [];
     this.moes = [];
+    this.moeByLayer.clear();
+    this.stores.clear();
     this.weightBytes = 0;
   }
 }

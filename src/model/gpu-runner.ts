@@ -8,7 +8,7 @@ import { kvElementBytes } from '../kernels/attention-plan';
 import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
 import type { ModelConfig } from './config';
 import type { ModelWeights } from './deepseek';
-import { forward } from './architectures';
+import { forwardAsync } from './architectures';
 import type { GpuBackend, GpuMoe, GpuTensor } from './gpu-backend';
 import type { GpuWeight } from '../kernels/weight';
 import { sampleToken } from '../kernels/sample';
@@ -48,11 +48,12 @@ export class GpuRunner implements ModelRunner {
     }
   }
 
-  private run(tokens: number[], lastOnly: boolean, label: string, cacheOnly = false): GpuTensor {
+  /** Records a forward (with expert offload it submits and reads the routing back per MoE layer on the way). */
+  private run(tokens: number[], lastOnly: boolean, label: string, cacheOnly = false): Promise<GpuTensor> {
     const past = this.be.cache.length;
     this.be.cache.ensureCapacity(past + tokens.length);
     this.be.begin(label);
-    return forward(this.be, this.cfg, this.weights, tokens, { past, lastOnly, cacheOnly });
+    return forwardAsync(this.be, this.cfg, this.weights, tokens, { past, lastOnly, cacheOnly });
   }
 
   /**
@@ -60,7 +61,7 @@ export class GpuRunner implements ModelRunner {
    * final norm, no lm_head) and submitted on its own so its temporaries return to the pool, and returns
    * the last chunk, whose forward yields the logits. Chunks start at multiples of `prefillChunk`.
    */
-  private prefillAllButLast(tokens: number[]): number[] {
+  private async prefillAllButLast(tokens: number[]): Promise<number[]> {
     const n = this.prefillChunk;
     if (tokens.length <= n) return tokens;
     const lastStart = Math.floor((tokens.length - 1) / n) * n;
@@ -69,7 +70,7 @@ export class GpuRunner implements ModelRunner {
     try {
       for (let a = 0; a < lastStart; a += n) {
         const chunk = tokens.slice(a, a + n);
-        this.run(chunk, true, 'prefill chunk', true);
+        await this.run(chunk, true, 'prefill chunk', true);
         this.be.submit();
         this.be.cache.commit(chunk.length);
       }
@@ -121,8 +122,8 @@ export class GpuRunner implements ModelRunner {
     const gpu = this.be.gpu;
     if (sampling.repetitionPenalty !== 1) this.syncHistory(history);
     this.be.captureRouting = wantRouting;
-    tokens = this.prefillAllButLast(tokens);
-    const logits = this.run(tokens, true, 'decode');
+    tokens = await this.prefillAllButLast(tokens);
+    const logits = await this.run(tokens, true, 'decode');
     sampleToken(gpu, this.be.rec!, {
       logits: logits.buf, V: this.cfg.vocabSize, out: this.tokenOut, params: sampling, step,
       history: sampling.repetitionPenalty !== 1 && this.history ? { ids: this.history, count: history.length } : undefined,
@@ -155,8 +156,8 @@ export class GpuRunner implements ModelRunner {
    */
   private async logitsOnce(tokens: number[], all: boolean): Promise<Float32Array> {
     this.be.captureRouting = true;
-    if (!all) tokens = this.prefillAllButLast(tokens);
-    const out = this.run(tokens, !all, 'logits');
+    if (!all) tokens = await this.prefillAllButLast(tokens);
+    const out = await this.run(tokens, !all, 'logits');
     this.be.submit();
     this.be.cache.commit(tokens.length);
     const rows = all ? tokens.length : 1;
@@ -199,7 +200,12 @@ export class GpuRunner implements ModelRunner {
   }
 
   counters() {
-    return { dispatches: this.be.gpu.dispatchCount, readbacks: this.be.gpu.buffers.readbacks };
+    return { dispatches: this.be.gpu.dispatchCount, readbacks: this.be.gpu.buffers.readbacks, offload: this.be.offload ? { ...this.be.offloadCounters } : undefined };
+  }
+
+  offload() {
+    const o = this.be.offload;
+    return o ? { capacity: o.capacity, experts: this.cfg.nRoutedExperts, source: o.source, prefetch: o.prefetch, eviction: o.eviction, resident: this.be.residentExperts() } : null;
   }
 
   destroy(): void {

@@ -23,7 +23,7 @@
  *    table and the small placeholder buffers.
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
-import { ArgumentError, LimitExceededError } from '../errors';
+import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
 import { ggufChunkRows } from '../kernels/gguf-linear';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
@@ -63,6 +63,31 @@ export interface PlanOptions {
   device?: PlanDevice;
   /** KV cache element format (LoadOptions.kvCache); default kvCacheFor(undefined, device). */
   kvCache?: KvFormat;
+  /**
+   * GPU memory the model may take, in bytes (LoadOptions.gpuMemoryBudget). When the full plan needs
+   * more, the routed experts live in a per-MoE-layer expert cache of `offload.capacity` slots sized to
+   * fit; everything else stays resident. Below the minimum that can run: GpuBudgetError.
+   */
+  gpuBudget?: number;
+}
+
+/** The expert cache a budget asks for (MemoryPlan.offload). */
+export interface OffloadPlan {
+  budgetBytes: number;
+  /** Expert slots per MoE layer (the routed experts resident at once). */
+  capacity: number;
+  experts: number;
+  moeLayers: number;
+  /** GPU bytes of one routed expert in its storage format (one slot). */
+  expertBytes: number;
+  /** The slots of every MoE layer. */
+  cacheBytes: number;
+  /** The routed experts of every layer in their storage format (what the host store or the source holds). */
+  routedBytes: number;
+  /** Everything but the routed experts (plus the cache's own tables and temporaries). */
+  residentBytes: number;
+  /** The smallest budget that runs: resident + top-k slots per MoE layer. */
+  minimumBytes: number;
 }
 
 /**
@@ -97,6 +122,8 @@ export interface MemoryPlan {
   largestBinding: { name: string; bytes: number };
   /** Everything above: the GPU memory the model takes at full context. */
   gpuBytes: number;
+  /** With a GPU budget the full plan passes: the expert cache that fits it (null: everything resident). */
+  offload: OffloadPlan | null;
 }
 
 /** Tokens per prefill forward when LoadOptions.prefillChunk does not say (the GPU runner's default too). */
@@ -249,7 +276,7 @@ export interface ForwardTemps { global: number[]; layers: number[][]; tail: numb
 /** The acquisitions of a forward in order. */
 export const flatTemps = (f: ForwardTemps): number[] => [...f.global, ...f.layers.flat(), ...f.tail];
 
-export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[]; maxComputeWorkgroupStorageSize?: number; kvCache?: KvFormat }): ForwardTemps {
+export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[]; maxComputeWorkgroupStorageSize?: number; kvCache?: KvFormat; offloadSlots?: number }): ForwardTemps {
   const dev: AttentionDevice = { adapter: { isFallbackAdapter: o.isFallbackAdapter ?? false }, caps: { maxComputeWorkgroupStorageSize: o.maxComputeWorkgroupStorageSize ?? 16384 } };
   const global: number[] = [S * 4, Math.max(1, S * cfg.hiddenSize) * 4]; // embed: ids, h
   const layers: number[][] = [];
@@ -283,6 +310,17 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
       if (cfg.sharedExpertGate) f(S, 1); // the shared expert's gate logit
       f(S, D); // out
       const N = S * K;
+      if (o.offloadSlots) {
+        // model/gpu-backend.ts moeSteps: the routing readback copy (with the next layer's predicted ids),
+        // the next layer's gate (ids, weights, logits), the slot-remapped ids and weights, and when the
+        // tokens need more experts than the slots hold, their slices (x, shared, out); then one pass over
+        // the slots in the mode the full layer would take.
+        t.push(2 * N * 4, N * 4, N * 4, S * E * 4, N * 4, N * 4);
+        f(S, D); f(S, D); f(S, D);
+        if (S <= moeDecodeMax(E)) t.push(N * I * 4);
+        else t.push(N * 4, N * 4, 2 * (o.offloadSlots + 1) * 4, N * I * 4, N * D * 4);
+        continue;
+      }
       stacks.forEach((Eg, i) => {
         // Several stacks: the routing remapped to each (ids, weights), and the running sum between passes.
         if (stacks.length > 1) { t.push(N * 4, N * 4); if (i < stacks.length - 1) f(S, D); }
@@ -428,6 +466,8 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     bind(role === 'kv_b' ? `${t.name} (one f32 binding)` : `${t.name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
   }
   const moe = moeLayers(cfg);
+  // The largest binding but the routed experts' (an expert cache replaces their stacks).
+  const largestResident = { ...largest };
   // Layers whose experts are not GGUF blocks are f32 stacks (experts is then 'f32').
   const packedExperts: PackedFormat = experts === 'gguf' ? 'f32' : experts;
   const stacks = !cfg.nRoutedExperts ? [] : experts === 'gguf' ? [cfg.nRoutedExperts] : expertStacks(packedExperts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit);
@@ -459,10 +499,76 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const rowBytes = partBytes.reduce((a, b) => a + b, 0);
   const kvLayer = partBytes.reduce((a, b) => a + align4(contextLength * b), 0);
   const kvBytes = kvLayer * cfg.numLayers;
-  bind(cfg.attention === 'gqa' ? 'KV cache (one layer\'s K at full context)' : 'KV cache (one layer at full context)', align4(contextLength * partBytes[0]));
+  const kvBinding = { name: cfg.attention === 'gqa' ? 'KV cache (one layer\'s K at full context)' : 'KV cache (one layer at full context)', bytes: align4(contextLength * partBytes[0]) };
+  bind(kvBinding.name, kvBinding.bytes);
 
   const fallback = dev.isFallbackAdapter ?? false;
-  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize, kvCache };
+  const common = { model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
+    checkpoint: checkpointBytes(list), storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none' as const, embedding, kvCache }, contextLength, prefillTokens };
+  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fallback, dev, offloadSlots: 0 });
+  if (opts.gpuBudget === undefined) return full;
+  const budget = opts.gpuBudget;
+  if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);
+  if (full.gpuBytes <= budget || !moe.length || !cfg.nRoutedExperts) return full;
+  if (cfg.family !== 'deepseek') throw new UnsupportedError(`expert offload runs DeepSeek-architecture models so far; this ${familyLabel(cfg)} model needs ${mib(full.gpuBytes)} MiB, over the GPU budget of ${mib(budget)} MiB: load it without a GPU budget on a device with that much memory, or with smaller --weights or a shorter --context`);
+  if (experts === 'gguf') throw new UnsupportedError(`expert offload keeps routed experts in webmoe's stacks; this GGUF's experts stay GGUF blocks ('gguf' storage): load it with --weights q4 or q8 to offload, or without a GPU budget`);
+  // One slot = one expert of a stack (every buffer of it); the slots of a layer are one stack, so at
+  // most what one binding holds.
+  const slot = expertStackBuffers(packedExperts, 1, cfg.moeIntermediateSize, cfg.hiddenSize).reduce((a, b) => a + b.bytes, 0);
+  const routedBytes = byRole.routed_experts ?? 0;
+  const K = cfg.numExpertsPerTok, E = cfg.nRoutedExperts;
+  const withSlots = (C: number) => {
+    const sized = stackOf(packedExperts, C, cfg);
+    const w = { bytes: weightBytes - routedBytes + sized.bytes, byFormat: { ...byFormat, [packedExperts]: (byFormat[packedExperts] ?? 0) - routedBytes + sized.bytes }, byRole: { ...byRole, routed_experts: sized.bytes } };
+    // Slot tables: one [E] u32 per MoE layer.
+    const tables = moe.length * align4(E * 4);
+    const lg = [largestResident, kvBinding, sized.largest].reduce((x, y) => (y.bytes > x.bytes ? y : x));
+    const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fallback, dev, offloadSlots: C, extraRuntime: tables });
+    return p;
+  };
+  const perLayer = expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) || 1;
+  const minimum = withSlots(K);
+  if (minimum.gpuBytes > budget) {
+    throw new GpuBudgetError(`a GPU budget of ${mib(budget)} MiB cannot run this model: what stays resident (attention, shared experts, router, embeddings, KV cache at ${contextLength} tokens, activations) takes ${mib(minimum.gpuBytes - moe.length * K * slot)} MiB, and each of its ${moe.length} MoE layers needs slots for at least its top-${K} experts (${mib(moe.length * K * slot)} MiB): the minimum is ${mib(minimum.gpuBytes)} MiB (or a shorter --context, or smaller --weights)`, budget, minimum.gpuBytes);
+  }
+  // The largest C whose plan fits (the plan grows with C by the slots and a little scratch).
+  let lo = K, hi = Math.min(E, perLayer);
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (withSlots(mid).gpuBytes <= budget) lo = mid; else hi = mid - 1;
+  }
+  const plan = withSlots(lo);
+  plan.offload = {
+    budgetBytes: budget, capacity: lo, experts: E, moeLayers: moe.length, expertBytes: slot, cacheBytes: plan.weights.byRole.routed_experts,
+    routedBytes, residentBytes: plan.gpuBytes - plan.weights.byRole.routed_experts, minimumBytes: minimum.gpuBytes,
+  };
+  return plan;
+}
+
+const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+
+/** One stack of C experts' buffers (createExpertSlots): total bytes and the largest buffer. */
+function stackOf(f: PackedFormat, C: number, cfg: ModelConfig): { bytes: number; largest: { name: string; bytes: number } } {
+  const bufs = expertStackBuffers(f, C, cfg.moeIntermediateSize, cfg.hiddenSize);
+  const top = bufs.reduce((a, b) => (b.bytes > a.bytes ? b : a));
+  return { bytes: bufs.reduce((a, b) => a + b.bytes, 0) * moeLayers(cfg).length, largest: { name: `model.layers.*.mlp.experts slots: stacked ${top.name} (${C} slots, ${f})`, bytes: top.bytes } };
+}
+
+interface TailInput {
+  model: MemoryPlan['model']; checkpoint: MemoryPlan['checkpoint']; storage: MemoryPlan['storage']; contextLength: number; prefillTokens: number;
+  expertStacks: number[]; weights: MemoryPlan['weights']; largest: { name: string; bytes: number }; kvBytes: number; rowBytes: number;
+  fallback: boolean; dev: PlanDevice; offloadSlots: number; extraRuntime?: number;
+}
+
+/** The activations, runtime buffers and totals of a plan whose weights are known. */
+function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
+  const { contextLength, prefillTokens, dev, fallback } = a;
+  const kvCache = a.storage.kvCache;
+  const stacks = a.expertStacks;
+  const moe = moeLayers(cfg);
+  let largest = a.largest;
+  const bind = (name: string, bytes: number) => { if (bytes > largest.bytes) largest = { name, bytes }; };
+  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize, kvCache, offloadSlots: a.offloadSlots };
   const attentionDev: AttentionDevice = { adapter: { isFallbackAdapter: fallback }, caps: { maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize ?? 16384 } };
   // A chunk's attention temporaries depend on the positions before it, so the pool after a long prompt
   // holds the size classes of every chunk start: one forward per distinct set of attention classes.
@@ -487,21 +593,22 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const cap = Math.max(cfg.vocabSize, 1024);
   const runtime = cap * 4 + (32 + 3 * Math.ceil(cap / 1024)) * 4 + 6 * 2048 * 2 * 4 + (64 << 10)
     + (cfg.nRoutedExperts ? Math.max(4, Math.ceil((cfg.nRoutedExperts * 4) / align) * align * moe.length) : 0)
-    + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16;
+    + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16 + (a.extraRuntime ?? 0);
 
   return {
-    model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
-    checkpoint: checkpointBytes(list),
-    storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none', embedding, kvCache },
+    model: a.model,
+    checkpoint: a.checkpoint,
+    storage: a.storage,
     expertStacks: stacks,
     contextLength,
     prefillTokens,
-    weights: { bytes: weightBytes, byFormat, byRole },
-    kvCache: { bytesPerToken: rowBytes * cfg.numLayers, bytes: kvBytes },
+    weights: a.weights,
+    kvCache: { bytesPerToken: a.rowBytes * cfg.numLayers, bytes: a.kvBytes },
     activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     largestBinding: largest,
-    gpuBytes: weightBytes + kvBytes + activations + runtime,
+    gpuBytes: a.weights.bytes + a.kvBytes + activations + runtime,
+    offload: null,
   };
 }
 

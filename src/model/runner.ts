@@ -4,6 +4,15 @@
  * used to check it.
  */
 import type { ModelConfig } from './config';
+import type { OffloadCounters } from './expert-cache';
+
+export type { OffloadCounters };
+/** How a model's routed experts are offloaded (model/expert-cache.ts). */
+export interface OffloadInfo {
+  capacity: number; experts: number; source: 'host' | 'source'; prefetch: string; eviction: string;
+  /** Per MoE layer, the experts in GPU slots now. */
+  resident: Record<number, number[]>;
+}
 
 /** Per MoE layer: how often each routed expert was chosen, and the imbalance (max violation). */
 export interface LayerLoad { layer: number; counts: number[]; frequency: number[]; maxVio: number }
@@ -33,7 +42,9 @@ export interface ModelRunner {
   expertLoad(): Promise<LayerLoad[]>;
   resetExpertLoad(): void;
   memory(): { kvBytes: number; kvBytesPerToken: number; mhaKvBytesPerToken: number; weightBytes: number; gpuBytes: number };
-  counters(): { dispatches: number; readbacks: number };
+  counters(): { dispatches: number; readbacks: number; offload?: OffloadCounters };
+  /** Expert offload in use (GPU runner with a budget below the full plan), else null / absent. */
+  offload?(): OffloadInfo | null;
   /** Frees what the model holds (GPU buffers); the runner is unusable afterwards. */
   destroy(): void;
   /** Called once if the device is lost (the GPU runner); the engine then drops the model. */

@@ -77,7 +77,7 @@ export function fakeEngine(): DemoEngine {
       return {
         loaded: !!info, loadTimeMs: 900, prefillTokPerS: last.prefill, decodeTokPerS: last.decode, timeToFirstTokenMs: last.ttft,
         kvCacheBytes: 1024 * kvpt, kvBytesPerToken: kvpt, mhaKvBytesPerToken: mha, cachedTokens: cached, weightBytes: 26_000_000, gpuBytes: 29_500_000,
-        dispatchesPerToken: 61, readbacksPerToken: 1,
+        dispatchesPerToken: 61, readbacksPerToken: 1, offload: null,
         expertLoad: layers.map((l) => {
           const counts = load.get(l)!.slice(), tot = counts.reduce((a, b) => a + b, 0);
           const mean = tot / E;

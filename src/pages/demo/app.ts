@@ -63,6 +63,8 @@ export class DemoApp {
   private ref: ModelRef | null = null;
   private refLabel = '';
   private sparse: SparseMode = 'dense';
+  /** GPU memory budget of the loads (LoadOptions.gpuMemoryBudget), in bytes; null: no limit. */
+  private gpuBudget: number | null = null;
   private mode: 'chat' | 'raw' = 'chat';
   private history: ChatMessage[] = [];
   private state: State = 'checking';
@@ -261,7 +263,7 @@ export class DemoApp {
         text.textContent = 'Planning GPU memory from config.json and the tensor headers';
         this.memory.planning(label);
         try {
-          this.memory.showPlan(await this.engine.plan(ref, { sparsity: SPARSE[sparse].options }), label);
+          this.memory.showPlan(await this.engine.plan(ref, { sparsity: SPARSE[sparse].options, gpuMemoryBudget: this.gpuBudget ?? undefined }), label);
         } catch (e) {
           if ((e as { code?: string }).code === 'GPU_LIMIT_EXCEEDED') this.memory.showPlanError(e as Error, label);
           throw e;
@@ -269,6 +271,7 @@ export class DemoApp {
       }
       const info = await this.engine.load(ref, {
         sparsity: SPARSE[sparse].options,
+        gpuMemoryBudget: this.gpuBudget ?? undefined,
         onProgress: (p) => {
           if (p.notice) this.notice(p.notice);
           last = p;
@@ -428,6 +431,7 @@ export class DemoApp {
         this.renderSparse();
       }
       this.routing.setLoad(s.expertLoad);
+      this.renderOffload(s.offload);
       return s;
     } catch (e) {
       this.showError(e);
@@ -435,6 +439,19 @@ export class DemoApp {
     } finally {
       this.statsBusy = false;
     }
+  }
+
+  /** Expert offload figures and the resident experts in the routing map (hidden without offload). */
+  private renderOffload(o: EngineStats['offload']): void {
+    this.el('#offload-table').hidden = !o;
+    this.el('#routing-resident').hidden = !o;
+    this.routing.setResident(o ? o.resident : null);
+    if (!o) return;
+    this.el('#offload-capacity').textContent = `${o.capacity} of ${o.experts} per MoE layer`;
+    this.el('#offload-hit').textContent = `${(100 * o.hitRate).toFixed(1)}%`;
+    this.el('#offload-hit').dataset.value = String(o.hitRate);
+    this.el('#offload-bytes').textContent = fmtBytes(o.bytesUploadedPerToken);
+    this.el('#offload-stalls').textContent = fmtNum(o.stallsPerToken);
   }
 
   private reset(): void {
@@ -531,6 +548,14 @@ export class DemoApp {
       } else if (m !== this.sparse) void this.load(this.ref, this.refLabel, m);
     });
     el('#probe').addEventListener('click', () => void this.probe());
+    el('#budget-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const v = (this.el('#gpu-budget') as HTMLInputElement).value.trim();
+      const mib = v === '' ? null : Number(v);
+      if (mib !== null && !(mib > 0)) { this.showError(new Error('The GPU budget must be a positive number of MiB, or empty for no limit')); return; }
+      this.gpuBudget = mib === null ? null : Math.floor(mib * 2 ** 20);
+      if (this.ref) void this.load(this.ref, this.refLabel);
+    });
     el('#engine-kind').addEventListener('click', (ev) => {
       const b = (ev.target as HTMLElement).closest<HTMLButtonElement>('button[data-kind]');
       if (!b || b.disabled) return;

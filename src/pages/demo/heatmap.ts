@@ -41,6 +41,8 @@ export class Heatmap {
   private cfg: HeatmapConfig = { rowLabels: [], cols: 0, color: sequential };
   private values = new Float32Array(0);
   private outlined = new Set<number>();
+  /** Cells marked with a corner dot (the experts resident on the GPU under expert offload). */
+  private marked = new Set<number>();
   private geom = { left: 0, top: 0, cw: 0, ch: 0 };
   private raf = 0;
 
@@ -54,13 +56,15 @@ export class Heatmap {
     this.cfg = cfg;
     this.values = new Float32Array(cfg.rowLabels.length * cfg.cols);
     this.outlined.clear();
+    this.marked.clear();
     this.schedule();
   }
 
   get rows(): number { return this.cfg.rowLabels.length; }
 
   /** Values in [0, 1], row-major; `outlined` holds row * cols + col indices. */
-  set(values: ArrayLike<number>, outlined: Iterable<number> = [], rightLabels?: string[]): void {
+  set(values: ArrayLike<number>, outlined: Iterable<number> = [], rightLabels?: string[], marked?: Iterable<number>): void {
+    if (marked) this.marked = new Set(marked);
     this.values.set(values);
     this.outlined = new Set(outlined);
     if (rightLabels) this.cfg.rightLabels = rightLabels;
@@ -124,6 +128,14 @@ export class Heatmap {
         g.fillStyle = cfg.color(this.values[r * cols + c]);
         g.fillRect(left + c * cw, top + r * ch, Math.max(1, cw - gap), Math.max(1, ch - gap));
       }
+    }
+    // Resident experts: a dot in the cell's top-left corner (drawn under the outlines).
+    g.fillStyle = '#4ade80';
+    const dot = Math.max(2, Math.min(cw, ch) / 3);
+    for (const i of this.marked) {
+      const r = Math.floor(i / cols), c = i % cols;
+      if (r >= rows) continue;
+      g.fillRect(left + c * cw + 1, top + r * ch + 1, dot, dot);
     }
     g.strokeStyle = '#ffffff';
     g.lineWidth = 1.5;

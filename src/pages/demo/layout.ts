@@ -134,6 +134,7 @@ export const LAYOUT = `
       <div class="canvas-box"><canvas id="heatmap" data-cells="0" data-tokens="0"></canvas></div>
       <div class="legend"><span>0</span><i class="ramp seq"></i><span id="heatmap-max">max</span></div>
       <p class="hint" id="routing-token">Generate with routing on to see each token’s experts.</p>
+      <p class="hint" id="routing-resident" hidden><i class="resident-dot"></i> expert on the GPU (expert offload: the others wait in host memory)</p>
       <div class="h3row"><h3>Cumulative load <span class="sub">since load or reset</span></h3><button type="button" id="reset-load" class="ghost small">Reset</button></div>
       <div class="canvas-box"><canvas id="load-heatmap" data-tokens="0"></canvas></div>
       <div class="legend"><span>½× uniform</span><i class="ramp div"></i><span>2×</span></div>
@@ -161,6 +162,18 @@ export const LAYOUT = `
         <tr><th>Weights</th><td id="memory-weights">—</td></tr>
         <tr><th>GPU memory, total</th><td id="memory-gpu">—</td></tr>
         <tr><th>Dispatches per token</th><td id="memory-dispatches">—</td></tr>
+      </table>
+      <h3>GPU budget <span class="sub">expert offload</span></h3>
+      <form id="budget-form" class="row">
+        <label class="field inline"><span>Budget (MiB)</span><input type="number" id="gpu-budget" min="1" step="1" placeholder="no limit" aria-label="GPU memory budget in MiB"></label>
+        <button type="submit" id="budget-apply">Apply</button>
+      </form>
+      <p class="hint">Past the budget, each MoE layer keeps only the experts that fit on the GPU and uploads the others when chosen; outputs stay the same. Applying reloads the model; empty = no limit.</p>
+      <table class="kv" id="offload-table" hidden>
+        <tr><th>Experts on the GPU</th><td id="offload-capacity">—</td></tr>
+        <tr><th>Hit rate</th><td id="offload-hit">—</td></tr>
+        <tr><th>Uploaded per token</th><td id="offload-bytes">—</td></tr>
+        <tr><th>Stalls per token</th><td id="offload-stalls">—</td></tr>
       </table>
     </section>
   </aside>

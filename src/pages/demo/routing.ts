@@ -16,6 +16,8 @@ export class RoutingView {
   private tokens: { text: string; experts: Record<number, number[]> }[] = [];
   private pinned: number | null = null;
   private load: LayerLoad[] = [];
+  /** Expert offload: per MoE layer, the experts on the GPU (null: every expert resident). */
+  private resident: Record<number, number[]> | null = null;
   readonly reply: Heatmap;
   readonly cumulative: Heatmap;
 
@@ -31,6 +33,7 @@ export class RoutingView {
     this.counts = new Uint32Array(this.layers.length * this.E);
     this.tokens = [];
     this.pinned = null;
+    this.resident = null;
     const labels = this.layers.map((l) => `L${l}`);
     this.reply.configure({
       rowLabels: labels,
@@ -83,8 +86,11 @@ export class RoutingView {
     const outlined: number[] = [];
     const tok = this.tokens[ti];
     if (tok) this.layers.forEach((layer, r) => { for (const e of tok.experts[layer] ?? []) outlined.push(r * this.E + e); });
-    this.reply.set(vals, outlined);
+    const marked: number[] = [];
+    if (this.resident) this.layers.forEach((layer, r) => { for (const e of this.resident![layer] ?? []) marked.push(r * this.E + e); });
+    this.reply.set(vals, outlined, undefined, marked);
     const c = this.reply.canvas;
+    c.dataset.resident = String(marked.length);
     c.dataset.tokens = String(n);
     c.dataset.cells = String(nonzero);
     c.dataset.layers = String(this.layers.length);
@@ -98,7 +104,14 @@ export class RoutingView {
   private replyTip(r: number, c: number): string {
     const n = this.tokens.length;
     const k = this.counts[r * this.E + c];
-    return `layer ${this.layers[r]} · expert ${c}: ${k} of ${n} token${n === 1 ? '' : 's'}${n ? ` (${Math.round((100 * k) / n)}%)` : ''}`;
+    const where = this.resident ? ((this.resident[this.layers[r]] ?? []).includes(c) ? ' · on the GPU' : ' · offloaded') : '';
+    return `layer ${this.layers[r]} · expert ${c}: ${k} of ${n} token${n === 1 ? '' : 's'}${n ? ` (${Math.round((100 * k) / n)}%)` : ''}${where}`;
+  }
+
+  /** Expert offload: the experts each layer holds on the GPU now, marked in the reply map (null: all). */
+  setResident(resident: Record<number, number[]> | null): void {
+    this.resident = resident;
+    this.render();
   }
 
   setLoad(load: LayerLoad[]): void {
