@@ -97,6 +97,8 @@ export interface Backend<T, W, E> {
   moeForward(layer: number, x: T, e: E, cfg: ModelConfig): T;
   /** In place: h += r. */
   addInPlace(h: T, r: T): void;
+  /** In place: rows [0, rows) of x become 0 (the MTP input embedding at position 0). */
+  zeroRows(x: T, rows: number): void;
   /** The last row of x as a [1, cols] activation. */
   lastRow(x: T): T;
   /**
@@ -122,6 +124,26 @@ export interface ModelWeights<W, E> {
   norm: W;
   lmHead: W;
   layers: LayerWeights<W, E>[];
+  /** Multi-Token Prediction modules the checkpoint holds (depth 1 first); absent or empty without them. */
+  mtp?: MtpWeights<W, E>[];
+}
+
+/**
+ * One MTP module (checkpoint layer `layer` = num_hidden_layers + depth). eh_proj [D, 2D] is held as its
+ * two column halves: eh_proj · [e; h] = ehE · e + ehH · h, so no concatenation is needed.
+ */
+export interface MtpWeights<W, E> {
+  layer: number;
+  enorm: W;
+  hnorm: W;
+  /** eh_proj[:, :D] (applied to enorm(embedding)) and eh_proj[:, D:] (applied to hnorm(hidden)). */
+  ehE: W;
+  ehH: W;
+  headNorm: W;
+  /** The module's own embedding / head copies when the checkpoint stores them, else the main model's. */
+  embed: W;
+  head: W;
+  block: LayerWeights<W, E>;
 }
 
 /** Attention constants derived once from the config (softmax scale includes YaRN's mscale²). */
@@ -133,7 +155,7 @@ export function attentionConstants(cfg: ModelConfig) {
   };
 }
 
-export interface ForwardOptions {
+export interface ForwardOptions<T = unknown> {
   /** Position of the first token (tokens already in the KV cache). */
   past: number;
   /** Only the last row's logits (generation) instead of every row's (scoring, the fixture). */
@@ -145,6 +167,8 @@ export interface ForwardOptions {
   cacheOnly?: boolean;
   /** Called with each layer's input to its FFN and its output (tests, the fixture's intermediates). */
   onActivation?: (name: string, x: unknown) => void;
+  /** Called with the final norm's output (the rows lm_head reads): the MTP module's input hidden state. */
+  onFinalHidden?: (normed: T) => void;
 }
 
 /** Multi-head Latent Attention (DeepSeek-V2 §2.1): low-rank queries, a latent KV shared by all heads. */
@@ -162,24 +186,29 @@ function mla<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, layer: number, a: 
   return be.linear(o, a.o);
 }
 
+/** One decoder layer in place on the residual stream h: h += MLA(RMSNorm(h)); h += FFN(RMSNorm(h)). */
+function decoderLayer<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, h: T, past: number, onActivation?: (name: string, x: unknown) => void): void {
+  const eps = cfg.rmsNormEps;
+  const attnIn = be.rmsNorm(h, L.inputNorm, eps);
+  onActivation?.(`layers.${i}.attn_in`, attnIn);
+  const attnOut = mla(be, cfg, i, L.attn, attnIn, past);
+  onActivation?.(`layers.${i}.attn_out`, attnOut);
+  be.addInPlace(h, attnOut);
+  const ffnIn = be.rmsNorm(h, L.postNorm, eps);
+  onActivation?.(`layers.${i}.ffn_in`, ffnIn);
+  const ffnOut = isMoeLayer(cfg, i) ? be.moeForward(i, ffnIn, L.moe!, cfg) : be.mlp(ffnIn, L.mlp!.gate, L.mlp!.up, L.mlp!.down);
+  onActivation?.(`layers.${i}.ffn_out`, ffnOut);
+  be.addInPlace(h, ffnOut);
+  onActivation?.(`layers.${i}.out`, h);
+}
+
 /** One forward pass over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
-export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
+export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): T {
   const eps = cfg.rmsNormEps;
   const h = be.embed(w.embed, tokens, cfg.hiddenSize);
   opts.onActivation?.('embed', h);
   for (let i = 0; i < cfg.numLayers; i++) {
-    const L = w.layers[i];
-    const attnIn = be.rmsNorm(h, L.inputNorm, eps);
-    opts.onActivation?.(`layers.${i}.attn_in`, attnIn);
-    const attnOut = mla(be, cfg, i, L.attn, attnIn, opts.past);
-    opts.onActivation?.(`layers.${i}.attn_out`, attnOut);
-    be.addInPlace(h, attnOut);
-    const ffnIn = be.rmsNorm(h, L.postNorm, eps);
-    opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
-    const ffnOut = isMoeLayer(cfg, i) ? be.moeForward(i, ffnIn, L.moe!, cfg) : be.mlp(ffnIn, L.mlp!.gate, L.mlp!.up, L.mlp!.down);
-    opts.onActivation?.(`layers.${i}.ffn_out`, ffnOut);
-    be.addInPlace(h, ffnOut);
-    opts.onActivation?.(`layers.${i}.out`, h);
+    decoderLayer(be, cfg, i, w.layers[i], h, opts.past, opts.onActivation);
     // Intermediates handed to onActivation must outlive the layer.
     if (!opts.onActivation) be.endLayer?.();
   }
@@ -187,5 +216,31 @@ export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: Mode
   const last = opts.lastOnly ? be.lastRow(h) : h;
   const normed = be.rmsNorm(last, w.norm, eps);
   opts.onActivation?.('final_norm', normed);
+  opts.onFinalHidden?.(normed);
   return be.linear(normed, w.lmHead);
+}
+
+/**
+ * Multi-Token Prediction module `depth` (DeepSeek-V3 §2.2) over MTP positions [past, past + S), as
+ * vLLM's DeepSeekMultiTokenPredictorLayer computes it for the released checkpoints:
+ *
+ *   e = Embed(token at position i + 1), zeroed at position 0
+ *   x = eh_proj · [enorm(e); hnorm(h_i)]        (embedding first: the released weights' order; the
+ *                                                report writes [h; e])
+ *   x = DecoderLayer_{num_hidden_layers + depth}(x)   (its own KV cache rows at positions i)
+ *   logits = head(shared_head.norm(x))          → the token at position i + 2 + depth
+ *
+ * `emb` is the embedding of the next tokens (Backend.embed with the module's `embed`: the caller gathers
+ * it, on the GPU possibly from token ids sampled on the device), `prevHidden` the main model's
+ * final-norm output at the same positions (ForwardOptions.onFinalHidden). Returns the logits of every row
+ * (or of the last, `lastOnly`).
+ */
+export function mtpForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, m: MtpWeights<W, E>, emb: T, prevHidden: T, past: number, lastOnly = false): T {
+  const eps = cfg.rmsNormEps;
+  if (past === 0) be.zeroRows(emb, 1);
+  const x = be.linear(be.rmsNorm(emb, m.enorm, eps), m.ehE);
+  be.addInPlace(x, be.linear(be.rmsNorm(prevHidden, m.hnorm, eps), m.ehH));
+  decoderLayer(be, cfg, m.layer, m.block, x, past);
+  const last = lastOnly ? be.lastRow(x) : x;
+  return be.linear(be.rmsNorm(last, m.headNorm, eps), m.head);
 }
