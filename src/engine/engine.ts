@@ -78,6 +78,8 @@ export class WebMoeEngine implements Engine {
   private cachedIds: number[] = [];
   private queue: Promise<unknown> = Promise.resolve();
   private current: AbortController | null = null;
+  /** Speculation figures of the generation in progress (stats() reports them until it ends). */
+  private live: SpeculationStats | null = null;
   private last = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0, speculation: NO_SPECULATION };
 
   readonly chat: ChatFunction;
@@ -235,7 +237,7 @@ export class WebMoeEngine implements Engine {
     const c0 = runner.counters();
     let tDecodeStart = t0;
     let pending = prompt.slice(reuse);
-    let drafted = 0, accepted = 0, decodeForwards = 0;
+    let drafted = 0, accepted = 0, decodeForwards = 0, stepTokens = 0;
     try {
       outer: for (let i = 0; i < maxTokens; i++) {
         if (ac.signal.aborted) { finish = 'aborted'; break; }
@@ -262,6 +264,9 @@ export class WebMoeEngine implements Engine {
         if (i === 0) { tFirst = performance.now(); tDecodeStart = tFirst; } else decodeForwards++;
         drafted += r.speculation?.drafted ?? 0;
         accepted += r.speculation?.accepted ?? 0;
+        // Live figures for stats() while the generation runs (the demo polls them).
+        if (i > 0) stepTokens += 1 + (r.extra?.length ?? 0);
+        if (i > 0 && mode === 'mtp') this.live = { mode, drafted, accepted, acceptanceRate: drafted ? accepted / drafted : 0, tokensPerForward: stepTokens / decodeForwards };
         const ids = [r.token, ...(r.extra ?? [])];
         for (let j = 0; j < ids.length; j++) {
           // A speculative step's second token: the first is in the cache now, and counts as a step.
@@ -301,6 +306,7 @@ export class WebMoeEngine implements Engine {
     } finally {
       o.signal?.removeEventListener('abort', onOuterAbort);
       if (this.current === ac) this.current = null;
+      this.live = null;
     }
     const t1 = performance.now();
     const c1 = runner.counters();
@@ -398,7 +404,7 @@ export class WebMoeEngine implements Engine {
       readbacksPerToken: this.last.readbacksPerToken,
       expertLoad: m ? await m.runner.expertLoad() : [],
       device: m?.device ?? '',
-      speculation: this.last.speculation,
+      speculation: this.live ?? this.last.speculation,
     };
   }
 
