@@ -16,6 +16,7 @@ import { findGgufFiles, openCheckpoint, openGgufFiles } from './model/checkpoint
 import { directoryModel, localModel } from './loader/node-source';
 import { urlModel } from './loader/model-source';
 import { planMemory } from './model/memory-plan';
+import { mtpLayersPresent } from './model/tensors';
 import { GGUF_QUANTS, streamCheckpointToGguf } from './model/gguf-convert';
 import { ggufSummary } from './model/gguf-info';
 import { kv } from './formats/gguf-write';
@@ -52,6 +53,7 @@ const generateOptions = {
   'top-p': { kind: 'number', arg: 'P', ...range(SAMPLING_RANGES.topP), description: 'nucleus sampling: the smallest set of tokens with probability ≥ P' },
   'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
   seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
+  speculative: { kind: 'choice', choices: ['mtp', 'off'], description: "self-speculative decoding with the model's Multi-Token Prediction layer (same tokens as off; default: mtp when the model has one, docs/mtp.md)" },
   weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 
@@ -157,13 +159,15 @@ function readInput(option: string, path: string): Buffer {
 async function generate(v: OptionValues<typeof generateOptions>, io: CliIO) {
   const log = logger(v, io);
   await withEngine(v, io, {}, async (engine) => {
-    const o = { maxTokens: v['max-tokens'], temperature: v.temperature, topK: v['top-k'], topP: v['top-p'], repetitionPenalty: v['repetition-penalty'], seed: v.seed };
+    const o = { maxTokens: v['max-tokens'], temperature: v.temperature, topK: v['top-k'], topP: v['top-p'], repetitionPenalty: v['repetition-penalty'], seed: v.seed, speculative: v.speculative };
     const it = v.chat ? engine.chat([{ role: 'user', content: v.prompt }], o) : engine.generate(v.prompt, o);
     for (;;) {
       const r = await it.next();
       if (r.done) {
         io.out('\n');
-        log(`[${r.value.tokens.length} tokens, ${r.value.finishReason}; TTFT ${r.value.timeToFirstTokenMs.toFixed(0)} ms, prefill ${r.value.prefillTokPerS.toFixed(1)} tok/s, decode ${r.value.decodeTokPerS.toFixed(1)} tok/s]`);
+        const sp = r.value.speculation;
+        const mtp = sp?.mode === 'mtp' ? `; MTP: ${sp.accepted}/${sp.drafted} drafts accepted (${(sp.acceptanceRate * 100).toFixed(0)}%), ${sp.tokensPerForward.toFixed(2)} tokens/forward` : '';
+        log(`[${r.value.tokens.length} tokens, ${r.value.finishReason}; TTFT ${r.value.timeToFirstTokenMs.toFixed(0)} ms, prefill ${r.value.prefillTokPerS.toFixed(1)} tok/s, decode ${r.value.decodeTokPerS.toFixed(1)} tok/s${mtp}]`);
         const off = (await engine.stats()).offload;
         if (off) log(`[expert offload: ${off.capacity} of ${off.experts} experts per MoE layer on the GPU (cold: ${off.source}, prefetch ${off.prefetch}, eviction ${off.eviction}); hit rate ${(100 * off.hitRate).toFixed(1)}%, ${(off.bytesUploadedPerToken / 2 ** 20).toFixed(2)} MiB uploaded per token, ${off.stallsPerToken.toFixed(2)} stalls and ${off.roundTripsPerToken.toFixed(2)} GPU→CPU round trips per token]`);
         break;
@@ -244,8 +248,10 @@ async function info(v: OptionValues<typeof infoOptions>, io: CliIO) {
       logger(v, io)(`expert offload at a ${mib(o.budgetBytes)} budget: ${o.capacity} of ${o.experts} routed experts per MoE layer on the GPU (${o.moeLayers} layers, ${mib(o.expertBytes)} per expert: cache ${mib(o.cacheBytes)}, resident ${mib(o.residentBytes)}, plan ${mib(plan.gpuBytes)}; minimum budget ${mib(o.minimumBytes)}; the routed experts take ${mib(o.routedBytes)} in all)`);
     } else if (budget !== undefined) logger(v, io)(`the plan (${(plan.gpuBytes / 2 ** 20).toFixed(1)} MiB) fits the ${(budget / 2 ** 20).toFixed(1)} MiB budget: every expert resident`);
     const prePruned = [...ckpt.tensors.keys()].some((n) => n.endsWith('.sparse_config'));
+    // Multi-Token Prediction layers: declared by num_nextn_predict_layers, loaded when the checkpoint holds them.
+    const mtp = { declared: cfg.numNextnPredictLayers, inCheckpoint: mtpLayersPresent(cfg, (n) => ckpt.tensors.has(n)) };
     const out: Record<string, unknown> = {
-      model: { name: v.model, ...plan.model, prePruned },
+      model: { name: v.model, ...plan.model, prePruned, mtpLayers: mtp },
       // No device is opened: 'auto' is resolved as on a real GPU and no binding limit splits anything.
       assumes: 'a GPU without binding limits (not a CPU fallback adapter, where auto and the KV cache are f32); --load plans and loads on this device',
       plan,

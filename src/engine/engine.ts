@@ -17,7 +17,7 @@ import { JsonObjectMask, tokenTexts } from './json-grammar';
 import { modelIdOf, openAIApi, type ChatFunction, type Completions } from './openai';
 import { calibrateRunner, type CalibrationOptions, type CalibrationReport } from '../model/calibrate';
 import type {
-  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadNotice, LoadOptions, LoadProgress, ModelInfo, ModelRef, FinishReason, TokenLogprob,
+  Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadNotice, LoadOptions, LoadProgress, ModelInfo, ModelRef, FinishReason, SpeculationStats, TokenLogprob,
 } from './types';
 import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
 import { openCheckpoint } from '../model/checkpoint';
@@ -78,7 +78,9 @@ export class WebMoeEngine implements Engine {
   private cachedIds: number[] = [];
   private queue: Promise<unknown> = Promise.resolve();
   private current: AbortController | null = null;
-  private last: { prefillTokPerS: number; decodeTokPerS: number; ttftMs: number; dispatchesPerToken: number; readbacksPerToken: number; offload?: EngineStats['offload'] } = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0 };
+  /** Speculation figures of the generation in progress (stats() reports them until it ends). */
+  private live: SpeculationStats | null = null;
+  private last: { prefillTokPerS: number; decodeTokPerS: number; ttftMs: number; dispatchesPerToken: number; readbacksPerToken: number; speculation: SpeculationStats; offload?: EngineStats['offload'] } = { prefillTokPerS: 0, decodeTokPerS: 0, ttftMs: 0, dispatchesPerToken: 0, readbacksPerToken: 0, speculation: NO_SPECULATION };
 
   readonly chat: ChatFunction;
   readonly completions: Completions;
@@ -195,6 +197,7 @@ export class WebMoeEngine implements Engine {
     if (!Number.isInteger(topLogprobs) || topLogprobs < 0 || topLogprobs > 20) throw new ArgumentError(`topLogprobs must be an integer in [0, 20], got ${o.topLogprobs}`);
     if (o.responseFormat !== undefined && o.responseFormat !== 'text' && o.responseFormat !== 'json_object') throw new ArgumentError(`responseFormat must be 'text' or 'json_object', got ${String(o.responseFormat)}`);
     const json = o.responseFormat === 'json_object' ? new JsonObjectMask(this.tokenTexts(m)) : null;
+    const mode = speculationMode(o, runner);
     if (json && maxTokens < json.tokensToClose) throw new ArgumentError(`JSON mode needs maxTokens ≥ ${json.tokensToClose} (the shortest object, {}), got ${maxTokens}`);
     if (prompt.length === 0) throw new ArgumentError('the prompt encodes to no tokens');
     if (prompt.length >= runner.capacity) {
@@ -234,8 +237,9 @@ export class WebMoeEngine implements Engine {
     const c0 = runner.counters();
     let tDecodeStart = t0;
     let pending = prompt.slice(reuse);
+    let drafted = 0, accepted = 0, decodeForwards = 0, stepTokens = 0;
     try {
-      for (let i = 0; i < maxTokens; i++) {
+      outer: for (let i = 0; i < maxTokens; i++) {
         if (ac.signal.aborted) { finish = 'aborted'; break; }
         if (runner.cachedTokens + pending.length > runner.capacity) {
           if (o.contextPolicy !== 'slide') { finish = 'context'; break; }
@@ -251,51 +255,68 @@ export class WebMoeEngine implements Engine {
         const budget = Math.min(maxTokens - i, o.contextPolicy === 'slide' ? Infinity : runner.capacity - runner.cachedTokens - pending.length + 1);
         // At least 2 (a prompt leaves ≥ 1 free slot, and a step's token needs no slot), so `{}` always fits.
         const allowed = json?.allowed(budget);
+        // A speculative step may yield two tokens: only when both fit the token budget.
+        const speculative = mode === 'mtp' && maxTokens - i >= 2;
         const r: SampledStep = json || o.logprobs
           ? await this.sampleOnCpu(m, pending, sampling, i, history, { routing: !!o.routing, topLogprobs: o.logprobs ? topLogprobs : -1, allowed })
-          : await runner.step(pending, sampling, i, history, !!o.routing);
+          : await runner.step(pending, sampling, i, history, !!o.routing, speculative ? { speculative } : undefined);
         this.cachedIds.push(...pending);
-        if (i === 0) { tFirst = performance.now(); tDecodeStart = tFirst; }
-        const id = r.token;
-        if (eos.has(id)) { finish = 'eos'; break; }
-        generated.push(id);
-        history.push(id);
-        const piece = decoder.push(id);
-        const before = text.length;
-        text += piece;
-        if (json) {
-          // The mask chose this token by its text in the middle of a sequence; the decoder's text must agree.
-          if (!json.state.feed(piece)) throw new WebMoeError('BAD_FORMAT', `JSON mode: the decoder's text for token ${id} (${JSON.stringify(piece)}) differs from the text the mask allowed`);
-          if (json.state.done) finish = 'stop';
+        if (i === 0) { tFirst = performance.now(); tDecodeStart = tFirst; } else decodeForwards++;
+        drafted += r.speculation?.drafted ?? 0;
+        accepted += r.speculation?.accepted ?? 0;
+        // Live figures for stats() while the generation runs (the demo polls them).
+        if (i > 0) stepTokens += 1 + (r.extra?.length ?? 0);
+        if (i > 0 && mode === 'mtp') this.live = { mode, drafted, accepted, acceptanceRate: drafted ? accepted / drafted : 0, tokensPerForward: stepTokens / decodeForwards };
+        const ids = [r.token, ...(r.extra ?? [])];
+        for (let j = 0; j < ids.length; j++) {
+          // A speculative step's second token: the first is in the cache now, and counts as a step.
+          if (j > 0) { this.cachedIds.push(ids[j - 1]); i++; }
+          const id = ids[j];
+          if (eos.has(id)) { finish = 'eos'; break outer; }
+          generated.push(id);
+          history.push(id);
+          const piece = decoder.push(id);
+          const before = text.length;
+          text += piece;
+          if (json) {
+            // The mask chose this token by its text in the middle of a sequence; the decoder's text must agree.
+            if (!json.state.feed(piece)) throw new WebMoeError('BAD_FORMAT', `JSON mode: the decoder's text for token ${id} (${JSON.stringify(piece)}) differs from the text the mask allowed`);
+            if (json.state.done) finish = 'stop';
+          }
+          const hit = stops.map((s) => text.indexOf(s, Math.max(0, before - s.length + 1))).filter((p) => p >= 0);
+          if (hit.length) {
+            text = text.slice(0, Math.min(...hit));
+            finish = 'stop';
+          }
+          const visible = finish === 'stop' ? text.length : text.length - heldForStops(text);
+          const delta = text.slice(emitted, Math.max(emitted, visible));
+          emitted = Math.max(emitted, visible);
+          const chunk: GenerationChunk = {
+            token: id, text: delta, index: generated.length - 1,
+            ...(r.experts && j === 0 ? { experts: r.experts } : {}),
+            ...(r.logprob ? { logprob: r.logprob, topLogprobs: r.topLogprobs } : {}),
+          };
+          emit(chunk);
+          o.onToken?.(chunk);
+          pending = [id];
+          if (finish === 'stop') break outer;
         }
-        const hit = stops.map((s) => text.indexOf(s, Math.max(0, before - s.length + 1))).filter((p) => p >= 0);
-        if (hit.length) {
-          text = text.slice(0, Math.min(...hit));
-          finish = 'stop';
-        }
-        const visible = finish === 'stop' ? text.length : text.length - heldForStops(text);
-        const delta = text.slice(emitted, Math.max(emitted, visible));
-        emitted = Math.max(emitted, visible);
-        const chunk: GenerationChunk = {
-          token: id, text: delta, index: generated.length - 1,
-          ...(r.experts ? { experts: r.experts } : {}),
-          ...(r.logprob ? { logprob: r.logprob, topLogprobs: r.topLogprobs } : {}),
-        };
-        emit(chunk);
-        o.onToken?.(chunk);
-        pending = [id];
-        if (finish === 'stop') break;
       }
       if (finish !== 'stop') text += decoder.flush();
     } finally {
       o.signal?.removeEventListener('abort', onOuterAbort);
       if (this.current === ac) this.current = null;
+      this.live = null;
     }
     const t1 = performance.now();
     const c1 = runner.counters();
     const steps = Math.max(1, generated.length + (finish === 'eos' ? 1 : 0));
     const prefillMs = tFirst - t0;
     const decodeSteps = steps - 1;
+    const speculation: SpeculationStats = {
+      mode, drafted, accepted, acceptanceRate: drafted ? accepted / drafted : 0,
+      tokensPerForward: decodeForwards ? decodeSteps / decodeForwards : 1,
+    };
     this.last = {
       ttftMs: prefillMs,
       prefillTokPerS: (prompt.length - reuse) / Math.max(prefillMs / 1000, 1e-9),
@@ -303,10 +324,11 @@ export class WebMoeEngine implements Engine {
       dispatchesPerToken: (c1.dispatches - c0.dispatches) / steps,
       readbacksPerToken: (c1.readbacks - c0.readbacks) / steps,
       offload: offloadStats(runner, c0, c1, steps),
+      speculation,
     };
     return {
       text, tokens: generated, completionTokens: generated.length, promptTokens: prompt.length, reusedTokens: reuse, finishReason: finish,
-      timeToFirstTokenMs: this.last.ttftMs, prefillTokPerS: this.last.prefillTokPerS, decodeTokPerS: this.last.decodeTokPerS,
+      timeToFirstTokenMs: this.last.ttftMs, prefillTokPerS: this.last.prefillTokPerS, decodeTokPerS: this.last.decodeTokPerS, speculation,
     };
   }
 
@@ -384,6 +406,7 @@ export class WebMoeEngine implements Engine {
       offload: m ? withResident(this.last.offload ?? offloadStats(m.runner, m.runner.counters(), m.runner.counters(), 1), m.runner) : null,
       expertLoad: m ? await m.runner.expertLoad() : [],
       device: m?.device ?? '',
+      speculation: this.live ?? this.last.speculation,
     };
   }
 
@@ -414,6 +437,19 @@ export class WebMoeEngine implements Engine {
   get runner(): ModelRunner { return this.need().runner; }
   get codec(): TextCodec { return this.needCodec(); }
   get info(): ModelInfo | null { return this.model?.info ?? null; }
+}
+
+const NO_SPECULATION: SpeculationStats = { mode: 'off', drafted: 0, accepted: 0, acceptanceRate: 0, tokensPerForward: 1 };
+
+/**
+ * GenerateOptions.speculative resolved for the loaded model: 'mtp' needs an MTP layer (asking for it
+ * without one is an ArgumentError); the default is 'mtp' when the model has one.
+ */
+export function speculationMode(o: GenerateOptions, runner: ModelRunner): 'mtp' | 'off' {
+  const s = o.speculative;
+  if (s !== undefined && s !== 'mtp' && s !== 'off') throw new ArgumentError(`speculative must be 'mtp' or 'off', got ${String(s)}`);
+  if (s === 'mtp' && runner.mtpLayers === 0) throw new ArgumentError(`speculative 'mtp' needs a model with a Multi-Token Prediction layer (num_nextn_predict_layers ≥ 1 and its weights); this one has none: use 'off'`);
+  return s ?? (runner.mtpLayers > 0 ? 'mtp' : 'off');
 }
 
 /** A step's token, with its logprobs when they were asked for. */

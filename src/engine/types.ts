@@ -109,6 +109,26 @@ export interface GenerateOptions extends SamplingOptions {
    * grammar and samples on the CPU with the GPU sampler's algorithm (model/cpu-sampler.ts).
    */
   responseFormat?: 'text' | 'json_object';
+  /**
+   * Self-speculative decoding with the model's Multi-Token Prediction module (docs/mtp.md): each step
+   * verifies the module's draft of the next-but-one token in the same forward, so an accepted draft
+   * yields two tokens per main-model forward. The tokens are exactly those of plain decoding (greedy and
+   * sampled, same seed). Default: 'mtp' when the model has an MTP layer, else 'off'. Steps that sample on
+   * the CPU (logprobs, JSON mode) or report routing decode plainly.
+   */
+  speculative?: 'mtp' | 'off';
+}
+
+/** Self-speculative decoding figures of a generation (or, in EngineStats, of the last one). */
+export interface SpeculationStats {
+  mode: 'mtp' | 'off';
+  /** Steps that verified an MTP draft, and drafts the main model accepted. */
+  drafted: number;
+  accepted: number;
+  /** accepted / drafted (0 without drafts). */
+  acceptanceRate: number;
+  /** Decode tokens per main-model forward (1 without speculation; up to 2 with a depth-1 MTP module). */
+  tokensPerForward: number;
 }
 
 /** A token with its log-probability under the model (before temperature, penalties and any JSON mask). */
@@ -144,6 +164,8 @@ export interface GenerationResult {
   timeToFirstTokenMs: number;
   prefillTokPerS: number;
   decodeTokPerS: number;
+  /** Self-speculative decoding figures (local engines). */
+  speculation?: SpeculationStats;
 }
 
 export interface ModelInfo extends ModelDescription {
@@ -179,6 +201,8 @@ export interface EngineStats {
   } | null;
   expertLoad: LayerLoad[];
   device: string;
+  /** The last generation's self-speculative decoding figures (mode 'off' and zeros when it used none). */
+  speculation: SpeculationStats;
 }
 
 export interface EngineOptions {

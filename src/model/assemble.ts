@@ -54,6 +54,11 @@ export interface ModelDescription {
   expertStorage?: string;
   sparsity: string;
   contextLength: number;
+  /**
+   * Multi-Token Prediction modules loaded (DeepSeek-V3's MTP layers, model.layers.{layers + k}; 0 when
+   * the config declares none or the checkpoint leaves them out): self-speculative decoding uses the first.
+   */
+  mtpLayers?: number;
   /** The memory plan the load was checked against (GPU loads; model/memory-plan.ts). */
   memoryPlan?: MemoryPlan;
 }
@@ -166,7 +171,7 @@ export function planDevice(gpu: Gpu): PlanDevice {
 }
 
 /** The description of a model of `cfg` (parameter counts from the config), with how it is held. */
-export function describeModel(cfg: ModelConfig, held: Pick<ModelDescription, 'name' | 'weightStorage' | 'expertStorage' | 'sparsity' | 'contextLength'>): ModelDescription {
+export function describeModel(cfg: ModelConfig, held: Pick<ModelDescription, 'name' | 'weightStorage' | 'expertStorage' | 'sparsity' | 'contextLength'> & { mtpLayers?: number }): ModelDescription {
   const params = parameterCounts(cfg);
   return {
     name: held.name,
@@ -184,6 +189,7 @@ export function describeModel(cfg: ModelConfig, held: Pick<ModelDescription, 'na
     expertStorage: held.expertStorage,
     sparsity: held.sparsity,
     contextLength: held.contextLength,
+    mtpLayers: held.mtpLayers ?? 0,
   };
 }
 
@@ -300,6 +306,7 @@ export class GpuModelLoader {
       expertStorage: cfg.nRoutedExperts === 0 ? 'none' : policy.sparsity ? `sparse ${policy.sparsity.values}` : be.expertFormat,
       sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
       contextLength,
+      mtpLayers: weights.mtp?.length ?? 0,
     });
     description.memoryPlan = plan;
     return {

@@ -130,6 +130,10 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
     return { data: moeExpertsRef(x.data, x.rows, D, e.I, e.experts, route.ids, route.weights, shared), rows: x.rows, cols: D };
   }
 
+  zeroRows(x: CpuTensor, rows: number): void {
+    x.data.fill(0, 0, Math.min(rows, x.rows) * x.cols);
+  }
+
   addInPlace(h: CpuTensor, r: CpuTensor): void {
     for (let i = 0; i < h.data.length; i++) h.data[i] += r.data[i];
   }

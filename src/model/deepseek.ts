@@ -118,6 +118,8 @@ export interface Backend<T, W, E> {
   moeSteps?(layer: number, x: T, e: E, cfg: ModelConfig): Generator<Promise<unknown>, T, void>;
   /** In place: h += r. */
   addInPlace(h: T, r: T): void;
+  /** In place: rows [0, rows) of x become 0 (the MTP input embedding at position 0). */
+  zeroRows(x: T, rows: number): void;
   /** The last row of x as a [1, cols] activation. */
   lastRow(x: T): T;
   /**
@@ -145,6 +147,26 @@ export interface ModelWeights<W, E> {
   norm: W;
   lmHead: W;
   layers: LayerWeights<W, E>[];
+  /** Multi-Token Prediction modules the checkpoint holds (depth 1 first); absent or empty without them. */
+  mtp?: MtpWeights<W, E>[];
+}
+
+/**
+ * One MTP module (checkpoint layer `layer` = num_hidden_layers + depth). eh_proj [D, 2D] is held as its
+ * two column halves: eh_proj · [e; h] = ehE · e + ehH · h, so no concatenation is needed.
+ */
+export interface MtpWeights<W, E> {
+  layer: number;
+  enorm: W;
+  hnorm: W;
+  /** eh_proj[:, :D] (applied to enorm(embedding)) and eh_proj[:, D:] (applied to hnorm(hidden)). */
+  ehE: W;
+  ehH: W;
+  headNorm: W;
+  /** The module's own embedding / head copies when the checkpoint stores them, else the main model's. */
+  embed: W;
+  head: W;
+  block: LayerWeights<W, E>;
 }
 
 /** Attention constants derived once from the config (softmax scale includes YaRN's mscale²). */
@@ -156,7 +178,7 @@ export function attentionConstants(cfg: ModelConfig) {
   };
 }
 
-export interface ForwardOptions {
+export interface ForwardOptions<T = unknown> {
   /** Position of the first token (tokens already in the KV cache). */
   past: number;
   /** Only the last row's logits (generation) instead of every row's (scoring, the fixture). */
@@ -168,6 +190,8 @@ export interface ForwardOptions {
   cacheOnly?: boolean;
   /** Called with each layer's input to its FFN and its output (tests, the fixture's intermediates). */
   onActivation?: (name: string, x: unknown) => void;
+  /** Called with the final norm's output (the rows lm_head reads): the MTP module's input hidden state. */
+  onFinalHidden?: (normed: T) => void;
 }
 
 /** Multi-head Latent Attention (DeepSeek-V2 §2.1): low-rank queries, a latent KV shared by all heads. */
@@ -185,16 +209,40 @@ function mla<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, layer: number, a: 
   return be.linear(o, a.o);
 }
 
-/** One forward pass over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
-export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
-  const steps = forwardSteps(be, cfg, w, tokens, opts);
+/**
+ * One decoder layer in place on the residual stream h: h += MLA(RMSNorm(h)); h += FFN(RMSNorm(h)). As
+ * steps: a backend whose MoE pauses (expert offload, Backend.moeSteps) yields there.
+ */
+function* decoderLayer<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, h: T, past: number, onActivation?: (name: string, x: unknown) => void): Generator<Promise<unknown>, void, void> {
+  const eps = cfg.rmsNormEps;
+  const attnIn = be.rmsNorm(h, L.inputNorm, eps);
+  onActivation?.(`layers.${i}.attn_in`, attnIn);
+  const attnOut = mla(be, cfg, i, L.attn, attnIn, past);
+  onActivation?.(`layers.${i}.attn_out`, attnOut);
+  be.addInPlace(h, attnOut);
+  const ffnIn = be.rmsNorm(h, L.postNorm, eps);
+  onActivation?.(`layers.${i}.ffn_in`, ffnIn);
+  const ffnOut = !isMoeLayer(cfg, i) ? be.mlp(ffnIn, L.mlp!.gate, L.mlp!.up, L.mlp!.down)
+    : be.moeSteps ? yield* be.moeSteps(i, ffnIn, L.moe!, cfg) : be.moeForward(i, ffnIn, L.moe!, cfg);
+  onActivation?.(`layers.${i}.ffn_out`, ffnOut);
+  be.addInPlace(h, ffnOut);
+  onActivation?.(`layers.${i}.out`, h);
+}
+
+/** Runs steps that must not pause (a backend without expert offload). */
+function runSync<R>(steps: Generator<Promise<unknown>, R, void>, what: string): R {
   const r = steps.next();
-  if (!r.done) throw new Error('forward: this backend pauses inside the forward (expert offload): use forwardAsync');
+  if (!r.done) throw new Error(`${what}: this backend pauses inside the forward (expert offload): use forwardAsync`);
   return r.value;
 }
 
+/** One forward pass over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
+export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): T {
+  return runSync(forwardSteps(be, cfg, w, tokens, opts), 'forward');
+}
+
 /** forward() for backends whose MoE steps pause (expert offload): awaits each pause. */
-export async function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): Promise<T> {
+export async function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Promise<T> {
   const steps = forwardSteps(be, cfg, w, tokens, opts);
   for (let r = steps.next(); ; r = steps.next()) {
     if (r.done) return r.value;
@@ -203,24 +251,12 @@ export async function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConf
 }
 
 /** The forward pass, pausing where the backend's MoE steps ask to (a generator: forward / forwardAsync drive it). */
-export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): Generator<Promise<unknown>, T, void> {
+export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Generator<Promise<unknown>, T, void> {
   const eps = cfg.rmsNormEps;
   const h = be.embed(w.embed, tokens, cfg.hiddenSize);
   opts.onActivation?.('embed', h);
   for (let i = 0; i < cfg.numLayers; i++) {
-    const L = w.layers[i];
-    const attnIn = be.rmsNorm(h, L.inputNorm, eps);
-    opts.onActivation?.(`layers.${i}.attn_in`, attnIn);
-    const attnOut = mla(be, cfg, i, L.attn, attnIn, opts.past);
-    opts.onActivation?.(`layers.${i}.attn_out`, attnOut);
-    be.addInPlace(h, attnOut);
-    const ffnIn = be.rmsNorm(h, L.postNorm, eps);
-    opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
-    const ffnOut = !isMoeLayer(cfg, i) ? be.mlp(ffnIn, L.mlp!.gate, L.mlp!.up, L.mlp!.down)
-      : be.moeSteps ? yield* be.moeSteps(i, ffnIn, L.moe!, cfg) : be.moeForward(i, ffnIn, L.moe!, cfg);
-    opts.onActivation?.(`layers.${i}.ffn_out`, ffnOut);
-    be.addInPlace(h, ffnOut);
-    opts.onActivation?.(`layers.${i}.out`, h);
+    yield* decoderLayer(be, cfg, i, w.layers[i], h, opts.past, opts.onActivation);
     // Intermediates handed to onActivation must outlive the layer.
     if (!opts.onActivation) be.endLayer?.();
   }
@@ -228,5 +264,32 @@ export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w
   const last = opts.lastOnly ? be.lastRow(h) : h;
   const normed = be.rmsNorm(last, w.norm, eps);
   opts.onActivation?.('final_norm', normed);
+  opts.onFinalHidden?.(normed);
   return be.linear(normed, w.lmHead);
+}
+
+/**
+ * Multi-Token Prediction module `depth` (DeepSeek-V3 §2.2) over MTP positions [past, past + S), as
+ * vLLM's DeepSeekMultiTokenPredictorLayer computes it for the released checkpoints:
+ *
+ *   e = Embed(token at position i + 1), zeroed at position 0
+ *   x = eh_proj · [enorm(e); hnorm(h_i)]        (embedding first: the released weights' order; the
+ *                                                report writes [h; e])
+ *   x = DecoderLayer_{num_hidden_layers + depth}(x)   (its own KV cache rows at positions i)
+ *   logits = head(shared_head.norm(x))          → the token at position i + 2 + depth
+ *
+ * `emb` is the embedding of the next tokens (Backend.embed with the module's `embed`: the caller gathers
+ * it, on the GPU possibly from token ids sampled on the device), `prevHidden` the main model's
+ * final-norm output at the same positions (ForwardOptions.onFinalHidden). Returns the logits of every row
+ * (or of the last, `lastOnly`).
+ */
+export function mtpForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, m: MtpWeights<W, E>, emb: T, prevHidden: T, past: number, lastOnly = false): T {
+  const eps = cfg.rmsNormEps;
+  if (past === 0) be.zeroRows(emb, 1);
+  const x = be.linear(be.rmsNorm(emb, m.enorm, eps), m.ehE);
+  be.addInPlace(x, be.linear(be.rmsNorm(prevHidden, m.hnorm, eps), m.ehH));
+  // The MTP block's experts are resident (the expert cache holds the main layers'), so it never pauses.
+  runSync(decoderLayer(be, cfg, m.layer, m.block, x, past), 'mtpForward');
+  const last = lastOnly ? be.lastRow(x) : x;
+  return be.linear(be.rmsNorm(last, m.headNorm, eps), m.head);
 }

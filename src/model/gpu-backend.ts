@@ -4,7 +4,7 @@
  * weights are uploaded once in the storage the load options ask for.
  */
 import { ggufToF32, hostMatrixToF32, type Backend, type ExpertSink, type GqaShape, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape, type RopeStyle } from './deepseek';
-import { routingOf, type ModelConfig } from './config';
+import { isMoeLayer, routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
 import { STORAGE } from '../gpu/buffers';
@@ -332,9 +332,42 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   mla(layer: number, q: GpuTensor, kvA: GpuTensor, kvB: GpuWeight, dims: MlaShape, past: number, scale: number): GpuTensor {
     if (kvB.format !== 'f32' || kvB.chunks) throw new Error(`mla: kv_b must be one f32 buffer, got ${kvB.format}${kvB.chunks ? ' in chunks' : ''}`);
     const out = this.temp(q.rows, dims.heads * dims.vHead);
-    if (!(this.cache instanceof LatentKvCache)) throw new Error('mla: this model has a GQA cache');
-    mlaAttention(this.gpu, this.r(), { dims, q: q.buf, kvA: kvA.buf, kvB: kvB.buffers[0], cache: this.cache, layer, past, S: q.rows, out: out.buf, scale });
+    // MTP layers (index ≥ num_hidden_layers) attend over their own cache, whose length trails the main one.
+    const mtp = layer >= this.cfg.numLayers;
+    const cache = mtp ? this.mtpCache : this.cache;
+    if (!(cache instanceof LatentKvCache)) throw new Error('mla: this model has a GQA cache');
+    mlaAttention(this.gpu, this.r(), { dims, q: q.buf, kvA: kvA.buf, kvB: kvB.buffers[0], cache, layer: mtp ? layer - this.cfg.numLayers : layer, past, S: q.rows, out: out.buf, scale });
     return out;
+  }
+
+  private mtpCacheStore: LatentKvCache | null = null;
+  /** The latent KV cache of the MTP layers (num_nextn_predict_layers of them), allocated at first use. */
+  get mtpCache(): LatentKvCache {
+    const cfg = this.cfg;
+    this.mtpCacheStore ??= new LatentKvCache(this.gpu, { layers: Math.max(1, cfg.numNextnPredictLayers), kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim, capacity: this.cache.capacity, maxCapacity: this.cache.maxCapacity, label: 'kv.mtp', format: this.cache.format });
+    return this.mtpCacheStore;
+  }
+
+  private mtpLoadStore: ExpertLoad | null = null;
+  /** Routing counters of the MTP layers: kept apart from the main model's expert load (stats, heatmap). */
+  private countersFor(layer: number) {
+    if (layer < this.cfg.numLayers) return this.load.counters(layer);
+    const cfg = this.cfg;
+    this.mtpLoadStore ??= new ExpertLoad(this.gpu, Array.from({ length: cfg.numNextnPredictLayers }, (_, k) => cfg.numLayers + k).filter((l) => isMoeLayer(cfg, l)), cfg.nRoutedExperts, cfg.numExpertsPerTok);
+    return this.mtpLoadStore.counters(layer);
+  }
+
+  /** Embedding rows of token ids already on the device (u32 [T] at `ids`, e.g. tokens the sampler wrote). */
+  embedIds(table: GpuWeight, ids: GPUBuffer, T: number): GpuTensor {
+    const out = this.temp(T, this.cfg.hiddenSize);
+    const g = ggufOf(table);
+    if (g) ggufEmbedding(this.gpu, this.r(), { table: g, ids, out: out.buf, T });
+    else embedding(this.gpu, this.r(), { table, ids, out: out.buf, T, D: this.cfg.hiddenSize });
+    return out;
+  }
+
+  zeroRows(x: GpuTensor, rows: number): void {
+    this.r().clear(x.buf, 0, Math.min(rows, x.rows) * x.cols * 4);
   }
 
   mlp(x: GpuTensor, gate: GpuWeight, up: GpuWeight, down: GpuWeight): GpuTensor {
@@ -349,7 +382,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const T = x.rows, K = cfg.numExpertsPerTok, D = x.cols;
     const ids = this.captureRouting ? this.routingBuffer(layer, T * K) : this.gpu.temps.acquire(T * K * 4);
     const weights = this.gpu.temps.acquire(T * K * 4);
-    moeGate(this.gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
+    moeGate(this.gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.countersFor(layer) });
     const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
     // Qwen2-MoE: sigmoid(shared_expert_gate · x) scales each row of the shared expert's output.
     if (shared && e.sharedGate) sigmoidGateRows(this.gpu, this.r(), this.linear(x, e.sharedGate).buf, shared.buf, T, D);
@@ -485,6 +518,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     this.gpu.buffers.destroy(this.invFreq);
     this.cache.destroy();
     this.load.destroy();
+    this.mtpCacheStore?.destroy();
+    this.mtpLoadStore?.destroy();
     this.weights = [];
     this.moes = [];
     this.moeByLayer.clear();

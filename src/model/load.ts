@@ -5,11 +5,11 @@
  * straight into the layer's stacks), so the host holds a few tensors at once, never a layer; a backend
  * without one (the CPU reference) gets a layer's experts together.
  */
-import { ggufToF32, type AttentionWeights, type Backend, type ExpertSink, type HostExpert, type HostMatrix, type HostMoe, type LayerWeights, type ModelWeights } from './deepseek';
+import { ggufToF32, hostMatrixToF32, type AttentionWeights, type Backend, type ExpertSink, type HostExpert, type HostMatrix, type HostMoe, type LayerWeights, type ModelWeights, type MtpWeights } from './deepseek';
 import type { GgufBlocks } from '../loader/checkpoint';
 import type { ModelConfig } from './config';
 import { isMoeLayer } from './config';
-import { expectedTensorShapes, parseTensorName, tensorName, tensorsToLoad } from './tensors';
+import { expectedTensorShapes, mtpLayersPresent, mtpTensorName, mtpTensors, parseMtpTensorName, parseTensorName, tensorName, tensorsToLoad } from './tensors';
 import { SPARSE_SUFFIXES, sparseFromTensors, sameSparsity } from '../sparse/tensors';
 import { sparsityLabel, type SparsityOption } from '../sparse/apply';
 import { unpack } from '../sparse/formats';
@@ -52,6 +52,8 @@ export async function buildWeights<T, W, E>(
   const note = (transient: number) => { staging.peakHostBytes = Math.max(staging.peakHostBytes, held + transient); };
   const wanted = tensorsToLoad(cfg, (n) => ckpt.tensors.has(n), SPARSE_SUFFIXES);
   const expected = expectedTensorShapes(cfg);
+  const mtpLayers = mtpLayersPresent(cfg, (n) => ckpt.tensors.has(n));
+  for (const l of mtpLayers) for (const t of mtpTensors(cfg, l, (n) => ckpt.tensors.has(n))) expected.set(t.name, t.shape);
   const byName = new Map<string, W>();
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
@@ -196,6 +198,23 @@ export async function buildWeights<T, W, E>(
     if (isVector) { byName.set(name, be.vector(name, f32Of(raw))); return; }
     const m = matrixOf(name, raw);
     if (!m) return;
+    const mtpPart = parseMtpTensorName(name);
+    if (mtpPart) {
+      if (mtpPart.role === 'mtp_embed') byName.set(name, be.embedding(name, m));
+      else if (mtpPart.role === 'mtp_head') byName.set(name, be.matrix(name, m, 'lm_head'));
+      else if (mtpPart.role === 'mtp_eh_proj') {
+        // [D, 2D] → its column halves [D, D] (embedding part, hidden part): two GEMMs and an add replace the concat.
+        const full = hostMatrixToF32(m), D = m.N, half = m.K / 2;
+        const e = new Float32Array(D * half), h = new Float32Array(D * half);
+        for (let r = 0; r < D; r++) {
+          e.set(full.subarray(r * m.K, r * m.K + half), r * half);
+          h.set(full.subarray(r * m.K + half, (r + 1) * m.K), r * half);
+        }
+        byName.set(`${name}[:, :D]`, be.matrix(`${name}[:, :D]`, { N: D, K: half, f32: e }, 'attn'));
+        byName.set(`${name}[:, D:]`, be.matrix(`${name}[:, D:]`, { N: D, K: half, f32: h }, 'attn'));
+      } else throw new FormatError(`tensor '${name}' is not a matrix of the model`, { tensor: name });
+      return;
+    }
     const spec = parseTensorName(name)?.spec;
     if (spec?.role === 'embed') byName.set(name, be.embedding(name, m));
     else if (spec?.matrixRole) byName.set(name, be.matrix(name, m, spec.matrixRole));
@@ -209,8 +228,7 @@ export async function buildWeights<T, W, E>(
     if (w === undefined) throw new FormatError(`tensor ${name} was not loaded`, { tensor: name });
     return w;
   };
-  const layers: LayerWeights<W, E>[] = [];
-  for (let i = 0; i < cfg.numLayers; i++) {
+  const layerWeights = (i: number): LayerWeights<W, E> => {
     const at = (role: Parameters<typeof tensorName>[0]) => get(tensorName(role, i, -1, cfg));
     const attn: AttentionWeights<W> = cfg.attention === 'mla'
       ? {
@@ -233,10 +251,26 @@ export async function buildWeights<T, W, E>(
     } else {
       L.mlp = { gate: at('mlp_gate'), up: at('mlp_up'), down: at('mlp_down') };
     }
-    layers.push(L);
-  }
+    return L;
+  };
+  const layers: LayerWeights<W, E>[] = [];
+  for (let i = 0; i < cfg.numLayers; i++) layers.push(layerWeights(i));
   const embed = get(tensorName('embed', -1, -1, cfg));
   // Tied embeddings: the head reads the embedding table as a [V, D] matrix.
   const lmHead = cfg.tieWordEmbeddings ? embed : get(tensorName('lm_head', -1, -1, cfg));
-  return { embed, norm: get(tensorName('final_norm', -1, -1, cfg)), lmHead, layers };
+  const mtp: MtpWeights<W, E>[] = mtpLayers.map((l) => {
+    const eh = mtpTensorName('mtp_eh_proj', l);
+    return {
+      layer: l,
+      enorm: get(mtpTensorName('mtp_enorm', l)),
+      hnorm: get(mtpTensorName('mtp_hnorm', l)),
+      ehE: get(`${eh}[:, :D]`),
+      ehH: get(`${eh}[:, D:]`),
+      headNorm: get(mtpTensorName('mtp_head_norm', l)),
+      embed: byName.get(mtpTensorName('mtp_embed', l)) ?? embed,
+      head: byName.get(mtpTensorName('mtp_head', l)) ?? lmHead,
+      block: layerWeights(l),
+    };
+  });
+  return { embed, norm: get(tensorName('final_norm', -1, -1, cfg)), lmHead, layers, ...(mtp.length ? { mtp } : {}) };
 }

@@ -23,6 +23,21 @@ export interface StepResult {
   token: number;
   /** layer → expert ids chosen for the last position (when asked). */
   experts?: Record<number, number[]>;
+  /**
+   * A self-speculative step (StepOptions.speculative): the tokens after `token` it also produced (the
+   * MTP draft, accepted, and the main model's token after it), and whether a draft was verified.
+   */
+  extra?: number[];
+  speculation?: { drafted: number; accepted: number };
+}
+
+export interface StepOptions {
+  /**
+   * Self-speculative decoding with the model's first MTP module (mtpLayers > 0): the step verifies the
+   * module's draft of the token after `token` in the same forward and returns it in `extra` when the
+   * main model samples it too. Tokens are the ones plain steps would give (same sampler, same steps).
+   */
+  speculative?: boolean;
 }
 
 export interface ModelRunner {
@@ -31,8 +46,19 @@ export interface ModelRunner {
   readonly cachedTokens: number;
   /** KV cache capacity (the context limit). */
   readonly capacity: number;
-  /** Runs `tokens` at positions [cachedTokens, cachedTokens + n) and samples the next token on the device. */
-  step(tokens: number[], sampling: SamplingParams, step: number, history: number[], wantRouting: boolean): Promise<StepResult>;
+  /** MTP modules the checkpoint holds and the runner loaded (0: no self-speculative decoding). */
+  readonly mtpLayers: number;
+  /**
+   * Runs `tokens` at positions [cachedTokens, cachedTokens + n) and samples the next token on the device
+   * (sampling step `step`; a speculative step's extra tokens are steps step + 1, …).
+   */
+  step(tokens: number[], sampling: SamplingParams, step: number, history: number[], wantRouting: boolean, opts?: StepOptions): Promise<StepResult>;
+  /**
+   * Teacher-forced MTP logits (tests, acceptance measurements): from an empty cache, the main model over
+   * tokens[0..S-1] and MTP module `depth` 0 at positions 0..S-1 with the embeddings of tokens[1..S];
+   * returns [S, V] (row i predicts token i + 2). Leaves the cache empty.
+   */
+  mtpLogits?(tokens: number[]): Promise<Float32Array>;
   /** Runs `tokens` and returns logits: every row [n, V] or only the last [1, V]. */
   logits(tokens: number[], all: boolean): Promise<Float32Array>;
   /** Drops cached tokens past `n`. */

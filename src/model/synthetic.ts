@@ -4,7 +4,7 @@
  * benchmarks at real model shapes (e.g. DeepSeek-V2-Lite cut to a few layers).
  */
 import { parseConfig } from './config';
-import { expectedTensorShapes } from './tensors';
+import { expectedTensorShapes, mtpTensors } from './tensors';
 import { writeSafetensors, type SafetensorsDtype } from '../formats/safetensors';
 import { mulberry32 } from '../util/random';
 import { f32ToF16, f32ToBf16 } from '../util/half';
@@ -45,7 +45,10 @@ export function syntheticCheckpoint(config: Record<string, unknown>, o: Syntheti
   const dtype = o.dtype ?? 'F32';
   const tensors: Record<string, { dtype: SafetensorsDtype; shape: number[]; data: ArrayBufferView }> = {};
   const cfg = parseConfig(config);
-  for (const [name, shape] of expectedTensorShapes(cfg)) {
+  const shapes = expectedTensorShapes(cfg);
+  // Multi-Token Prediction layers (num_nextn_predict_layers), without the optional embedding/head copies.
+  for (let k = 0; k < cfg.numNextnPredictLayers; k++) for (const t of mtpTensors(cfg, cfg.numLayers + k)) shapes.set(t.name, t.shape);
+  for (const [name, shape] of shapes) {
     const n = shape.reduce((a, b) => a * b, 1);
     const f = new Float32Array(n);
     const isNorm = name.endsWith('norm.weight');

@@ -7,8 +7,10 @@
  * Layers: dense-MLP layers (i < first_k_dense_replace, or off the moe_layer_freq grid, or no routed
  * experts) hold `mlp.{gate,up,down}_proj`; MoE layers the router, the routed experts and the shared
  * experts. With q_lora_rank the query is q_a → q_a_layernorm → q_b, without it one q_proj.
- * Multi-token-prediction layers (model.layers.{num_hidden_layers …}, num_nextn_predict_layers of them)
- * are not part of the table: a checkpoint may hold them, the runtime ignores them.
+ * Multi-token-prediction layers (model.layers.{num_hidden_layers + k}, k < num_nextn_predict_layers) are
+ * listed by mtpTensors: a full decoder layer (the same table entries at that layer index) plus the MTP
+ * parts (MTP_TABLE). They are read when the checkpoint holds them (its `eh_proj`); many conversions drop
+ * them, and the main model runs without them.
  */
 import { FormatError, ShapeError, UnsupportedError } from '../errors';
 import type { SafetensorsDtype } from '../formats/safetensors';
@@ -102,6 +104,62 @@ interface DecoderNames {
   router: string;
   /** Per-expert projection names [gate, up, down] (Mixtral: w1, w3, w2), or null for Granite's stacked input/output_linear. */
   expert: [string, string, string] | null;
+}
+
+export type MtpRole = 'mtp_enorm' | 'mtp_hnorm' | 'mtp_eh_proj' | 'mtp_head_norm' | 'mtp_embed' | 'mtp_head';
+
+/**
+ * The parts of a Multi-Token Prediction module besides its decoder block (DeepSeek-V3's README_WEIGHTS:
+ * `embed_tokens` and `shared_head.head` share the main model's parameters; the release stores copies,
+ * a checkpoint may leave them out and the main model's are used).
+ */
+export const MTP_TABLE: readonly { role: MtpRole; pattern: string; optional?: true; shape: (c: ModelConfig) => number[]; kind: 'vector' | 'matrix' | 'embedding' }[] = [
+  { role: 'mtp_embed', pattern: 'model.layers.{L}.embed_tokens.weight', optional: true, shape: (c) => [c.vocabSize, D(c)], kind: 'embedding' },
+  { role: 'mtp_enorm', pattern: 'model.layers.{L}.enorm.weight', shape: (c) => [D(c)], kind: 'vector' },
+  { role: 'mtp_hnorm', pattern: 'model.layers.{L}.hnorm.weight', shape: (c) => [D(c)], kind: 'vector' },
+  { role: 'mtp_eh_proj', pattern: 'model.layers.{L}.eh_proj.weight', shape: (c) => [D(c), 2 * D(c)], kind: 'matrix' },
+  { role: 'mtp_head_norm', pattern: 'model.layers.{L}.shared_head.norm.weight', shape: (c) => [D(c)], kind: 'vector' },
+  { role: 'mtp_head', pattern: 'model.layers.{L}.shared_head.head.weight', optional: true, shape: (c) => [c.vocabSize, D(c)], kind: 'embedding' },
+];
+
+export function mtpTensorName(role: MtpRole, layer: number): string {
+  return MTP_TABLE.find((s) => s.role === role)!.pattern.replace('{L}', String(layer));
+}
+
+/** Which MTP parts a tensor name is (layer = its layer index), or null. */
+export function parseMtpTensorName(name: string): { role: MtpRole; layer: number } | null {
+  const m = /^model\.layers\.(\d+)\.(embed_tokens|enorm|hnorm|eh_proj|shared_head\.norm|shared_head\.head)\.weight$/.exec(name);
+  if (!m) return null;
+  const role = ({ embed_tokens: 'mtp_embed', enorm: 'mtp_enorm', hnorm: 'mtp_hnorm', eh_proj: 'mtp_eh_proj', 'shared_head.norm': 'mtp_head_norm', 'shared_head.head': 'mtp_head' } as const)[m[2] as 'enorm'];
+  return { role, layer: +m[1] };
+}
+
+/** The MTP layer indices the checkpoint holds (num_hidden_layers + k for each k whose eh_proj is present). */
+export function mtpLayersPresent(cfg: ModelConfig, available: (name: string) => boolean): number[] {
+  const out: number[] = [];
+  for (let k = 0; k < cfg.numNextnPredictLayers; k++) {
+    const l = cfg.numLayers + k;
+    if (available(mtpTensorName('mtp_eh_proj', l))) out.push(l);
+  }
+  return out;
+}
+
+/**
+ * Every tensor of MTP layer `layer` (its decoder block from the main table, then the MTP parts), in
+ * checkpoint order; the optional copies only when `available` says the checkpoint has them.
+ */
+export function* mtpTensors(cfg: ModelConfig, layer: number, available: (name: string) => boolean = () => false): Generator<{ name: string; shape: number[]; kind: 'vector' | 'matrix' | 'embedding'; fields: string }> {
+  for (const s of MTP_TABLE) {
+    const name = mtpTensorName(s.role, layer);
+    if (s.optional && !available(name)) continue;
+    yield { name, shape: s.shape(cfg), kind: s.kind, fields: 'hidden_size, vocab_size (MTP layer)' };
+  }
+  const present = (s: TensorSpec) => !s.when || s.when(cfg);
+  for (const s of TENSOR_TABLE) {
+    if (!s.layers || !holds(s, cfg, layer) || !present(s)) continue;
+    if (s.perExpert) for (let e = 0; e < cfg.nRoutedExperts; e++) yield { name: tensorName(s.role, layer, e), shape: s.shape(cfg), kind: s.kind, fields: s.fields };
+    else yield { name: tensorName(s.role, layer), shape: s.shape(cfg), kind: s.kind, fields: s.fields };
+  }
 }
 const hd = (c: ModelConfig) => c.headDim;
 function decoderTable(n: DecoderNames): TensorSpec[] {
@@ -257,6 +315,13 @@ export function tensorsToLoad(cfg: ModelConfig, available: (name: string) => boo
     else if (!available(n) && available(`${n}.sparse_config`)) out.push(...sparseSuffixes.map((s) => n + s).filter(available));
     else out.push(n);
   }
+  for (const l of mtpLayersPresent(cfg, available)) {
+    for (const t of mtpTensors(cfg, l, available)) {
+      const scale = scaleInvName(t.name);
+      if (t.kind === 'matrix' && available(scale)) out.push(t.name, scale);
+      else if (available(t.name)) out.push(t.name);
+    }
+  }
   return out;
 }
 
@@ -296,12 +361,14 @@ const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
  * Checks every tensor the config implies against the checkpoint's tensor table, before any GPU
  * allocation: a missing tensor (FormatError), a wrong shape (ShapeError naming the tensor, the config
  * fields, expected and actual), an unsupported dtype (UnsupportedError). FP8 matrices need their
- * `weight_scale_inv` sibling of shape [ceil(out/b0), ceil(in/b1)]. Extra tensors (e.g. the MTP layer
- * model.layers.{numLayers}.*) are ignored.
+ * `weight_scale_inv` sibling of shape [ceil(out/b0), ceil(in/b1)]. MTP layers the checkpoint holds
+ * (model.layers.{numLayers + k}.*, found by their eh_proj) are checked the same way; other extra tensors are ignored.
  */
 export function checkTensorsAgainstConfig(cfg: ModelConfig, tensors: Map<string, { dtype: SafetensorsDtype | string; shape: number[] }>): void {
   const [b0, b1] = fp8BlockSize(cfg);
-  for (const e of expectedTensors(cfg)) {
+  // MTP layers the checkpoint holds (by their eh_proj) must be complete; absent ones are fine.
+  const mtp = mtpLayersPresent(cfg, (n) => tensors.has(n)).flatMap((l) => [...mtpTensors(cfg, l, (n) => tensors.has(n))]);
+  for (const e of [...expectedTensors(cfg), ...mtp]) {
     const t = tensors.get(e.name);
     if (!t && e.kind === 'matrix' && tensors.has(`${e.name}.sparse_config`)) {
       checkSparseTensors(e.name, e.shape, tensors);

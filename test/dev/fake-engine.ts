@@ -83,7 +83,7 @@ export function fakeEngine(): DemoEngine {
           const mean = tot / E;
           return { layer: l, counts, frequency: counts.map((c) => (tot ? c / tot : 0)), maxVio: mean ? (Math.max(...counts) - mean) / mean : 0 };
         }),
-        device: 'fake',
+        device: 'fake', speculation: { mode: 'off', drafted: 0, accepted: 0, acceptanceRate: 0, tokensPerForward: 1 },
       };
     },
     async resetExpertLoad() { for (const c of load.values()) c.fill(0); },

@@ -39,7 +39,7 @@ export function cpuEngine(): WebMoeEngine {
     const cfg = ckpt.config;
     const weights = await buildWeights(new CpuBackend(cfg), cfg, ckpt);
     const codec = new TextCodec(ckpt.tokenizer!, ckpt.tokenizerConfig, cfg.eosTokenIds);
-    const description = describeModel(cfg, { name: 'cpu', weightStorage: 'f32', expertStorage: 'f32', sparsity: 'dense', contextLength: cfg.maxPositionEmbeddings });
+    const description = describeModel(cfg, { name: 'cpu', weightStorage: 'f32', expertStorage: 'f32', sparsity: 'dense', contextLength: cfg.maxPositionEmbeddings, mtpLayers: weights.mtp?.length ?? 0 });
     const loaded: LoadedModel = {
       runner: new CpuRunner(cfg, weights, cfg.maxPositionEmbeddings), codec, loadTimeMs: 0, device: 'cpu',
       info: { ...description, chatTemplate: codec.hasChatTemplate },

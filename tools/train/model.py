@@ -50,6 +50,7 @@ class Config:
     initializer_range: float = 0.02
     bos_token_id: int = 0
     eos_token_id: int = 1
+    num_nextn_predict_layers: int = 0
 
     def to_dict(self):
         return asdict(self)
@@ -210,6 +211,47 @@ class Block(nn.Module):
         return h
 
 
+class SharedHead(nn.Module):
+    """`shared_head`: its own RMSNorm; the output matrix `head` is the main model's lm_head unless the
+    checkpoint stores a copy (DeepSeek-V3's release stores one; the bundled model does not, to stay
+    within its size limit, see tools/train/README.md)."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.head = None
+
+
+class MTPLayer(Block):
+    """One Multi-Token Prediction module (DeepSeek-V3 §2.2) in the checkpoint layout of
+    `model.layers.<num_hidden_layers + k>`: enorm, hnorm, eh_proj, shared_head.norm (+ optional
+    embed_tokens / shared_head.head copies) and a full decoder block (layer index >= first_k_dense_replace,
+    so an MoE block). The forward follows vLLM's DeepSeekMultiTokenPredictorLayer line by line:
+
+        inputs_embeds[positions == 0] = 0
+        h = eh_proj(cat([enorm(inputs_embeds), hnorm(previous_hidden_states)], -1))   # embedding FIRST
+        h = block(h)                         # attention over this layer's own cache, same positions
+        logits = head(shared_head.norm(h))
+
+    previous_hidden_states is the main model's output after its final norm (what vLLM's DeepseekV2Model
+    returns and its MTP proposer passes on); the embedding at position i is that of token i+1. The
+    technical report writes the concatenation as [h; emb]; the released code and weights use [emb; h].
+    """
+
+    def __init__(self, c: Config, layer_id):
+        super().__init__(c, layer_id)
+        self.enorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.hnorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.eh_proj = nn.Linear(2 * c.hidden_size, c.hidden_size, bias=False)
+        self.shared_head = SharedHead(c)
+        self.embed_tokens = None   # nn.Embedding when the checkpoint stores the copy
+
+    def mtp_forward(self, emb, prev_hidden, positions, cos, sin, use_bias=True):
+        emb = emb.masked_fill((positions == 0)[None, :, None], 0.0)
+        h = self.eh_proj(torch.cat([self.enorm(emb), self.hnorm(prev_hidden)], dim=-1))
+        return Block.forward(self, h, cos, sin, use_bias)
+
+
 class Transformer(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
@@ -218,6 +260,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList([Block(c, i) for i in range(c.num_hidden_layers)])
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        self.mtp_layers = nn.ModuleList([MTPLayer(c, c.num_hidden_layers + k) for k in range(c.num_nextn_predict_layers)])
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -234,19 +277,39 @@ class Transformer(nn.Module):
     def moe_layers(self):
         return [(i, l.mlp) for i, l in enumerate(self.layers) if l.is_moe]
 
-    def forward(self, tokens, use_bias=True):
+    def forward(self, tokens, use_bias=True, return_hidden=False):
         T = tokens.shape[1]
         cos, sin = rope_cos_sin(self.c.qk_rope_head_dim, T, self.c.rope_theta, tokens.device)
         h = self.embed_tokens(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, use_bias)
-        return self.lm_head(self.norm(h))
+        hn = self.norm(h)
+        logits = self.lm_head(hn)
+        return (logits, hn) if return_hidden else logits
+
+    def mtp_logits(self, next_tokens, prev_hidden, depth=0, use_bias=True, return_hidden=False):
+        """MTP module `depth` over positions 0..T-1: next_tokens[:, i] is the token at position i+1,
+        prev_hidden[:, i] the main model's final-norm output at position i (for depth > 0: the previous
+        module's block output). Returns the logits predicting the token at position i+1+depth+1."""
+        m = self.mtp_layers[depth]
+        T = next_tokens.shape[1]
+        cos, sin = rope_cos_sin(self.c.qk_rope_head_dim, T, self.c.rope_theta, next_tokens.device)
+        emb = (m.embed_tokens if m.embed_tokens is not None else self.embed_tokens)(next_tokens)
+        positions = torch.arange(T, device=next_tokens.device)
+        h = m.mtp_forward(emb, prev_hidden, positions, cos, sin, use_bias)
+        head = m.shared_head.head if m.shared_head.head is not None else self.lm_head
+        logits = head(m.shared_head.norm(h))
+        return (logits, h) if return_hidden else logits
 
 
 def hf_state_dict(model: Transformer):
     """Parameters + gate biases under Hugging Face DeepSeek-V3 tensor names (float32 tensors)."""
     out = {}
+    L = model.c.num_hidden_layers
     for k, v in model.state_dict().items():
+        if k.startswith("mtp_layers."):
+            _, idx, rest = k.split(".", 2)
+            k = f"layers.{L + int(idx)}.{rest}"
         name = k if k.startswith("lm_head") else "model." + k
         out[name] = v.detach().float().contiguous()
     return out
@@ -273,7 +336,7 @@ def count_params(c: Config):
 
 
 HF_CONFIG_FIXED = {
-    "num_nextn_predict_layers": 0, "ep_size": 1, "topk_method": "noaux_tc", "moe_layer_freq": 1,
+    "ep_size": 1, "topk_method": "noaux_tc", "moe_layer_freq": 1,
     "scoring_func": "sigmoid", "hidden_act": "silu", "use_cache": True, "tie_word_embeddings": False,
     "rope_scaling": None, "rope_interleave": True, "attention_bias": False, "attention_dropout": 0.0,
 }
@@ -317,8 +380,23 @@ def load_hf_model(model_dir):
     tensors, _ = load_safetensors(os.path.join(model_dir, "model.safetensors"))
     model = Transformer(c)
     sd = {}
+    L = c.num_hidden_layers
     for k, v in tensors.items():
-        sd[k[len("model."):] if k.startswith("model.") else k] = torch.from_numpy(v.astype("float32"))
+        k = k[len("model."):] if k.startswith("model.") else k
+        parts = k.split(".", 2)
+        if parts[0] == "layers" and int(parts[1]) >= L:
+            k = f"mtp_layers.{int(parts[1]) - L}.{parts[2]}"
+        sd[k] = torch.from_numpy(v.astype("float32"))
+    for i, m in enumerate(model.mtp_layers):
+        # optional copies of the shared embedding / output head (DeepSeek-V3's release stores them)
+        e = sd.pop(f"mtp_layers.{i}.embed_tokens.weight", None)
+        if e is not None:
+            m.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+            m.embed_tokens.weight.data.copy_(e)
+        hd = sd.pop(f"mtp_layers.{i}.shared_head.head.weight", None)
+        if hd is not None:
+            m.shared_head.head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+            m.shared_head.head.weight.data.copy_(hd)
     model.load_state_dict(sd, strict=True)
     model.eval()
     return model

@@ -3,7 +3,7 @@
  * streams chat or raw completions, and keeps the routing, memory, sparsity and device views current.
  * The engine is passed in (the page uses the Worker engine), so the page never blocks on the GPU.
  */
-import type { ChatMessage, EngineStats, GenerateOptions, GenerationResult, LoadOptions, LoadProgress, ModelInfo, ModelRef, SparsityOptions, Engine } from '../../engine/types';
+import type { ChatMessage, EngineStats, GenerateOptions, GenerationResult, LoadOptions, LoadProgress, ModelInfo, ModelRef, SparsityOptions, SpeculationStats, Engine } from '../../engine/types';
 import { $, escapeHtml, fmtBytes, fmtCount, fmtMs, fmtNum } from '../format';
 import { LAYOUT } from './layout';
 import { ChatView, type Reply } from './chat';
@@ -418,6 +418,14 @@ export class DemoApp {
     this.el('#tokps').dataset.value = String(r.decodeTokPerS);
     this.el('#prefill').textContent = r.prefillTokPerS > 0 ? fmtNum(r.prefillTokPerS) : '—';
     this.el('#ntokens').textContent = String(r.tokens.length);
+    this.showSpeculation(r.speculation);
+  }
+
+  /** The MTP acceptance rate and tokens per main-model forward (live while generating, from stats()). */
+  private showSpeculation(sp: SpeculationStats | undefined): void {
+    const el = this.el('#mtp-accept');
+    el.textContent = sp?.mode === 'mtp' && sp.drafted > 0 ? `${Math.round(sp.acceptanceRate * 100)}% · ${sp.tokensPerForward.toFixed(2)}/fwd` : '—';
+    el.dataset.value = sp?.mode === 'mtp' ? String(sp.acceptanceRate) : '';
   }
 
   async refreshStats(): Promise<EngineStats | null> {
@@ -432,6 +440,7 @@ export class DemoApp {
       }
       this.routing.setLoad(s.expertLoad);
       this.renderOffload(s.offload);
+      if (this.state === 'generating') this.showSpeculation(s.speculation);
       return s;
     } catch (e) {
       this.showError(e);
@@ -459,7 +468,7 @@ export class DemoApp {
     this.history = [];
     this.chat.clear();
     this.routing.beginReply();
-    for (const id of ['#ttft', '#tokps', '#prefill']) this.el(id).textContent = '—';
+    for (const id of ['#ttft', '#tokps', '#prefill', '#mtp-accept']) this.el(id).textContent = '—';
     this.el('#ntokens').textContent = '0';
   }
 

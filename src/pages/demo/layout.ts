@@ -93,6 +93,7 @@ export const LAYOUT = `
         <div><span>Decode</span><b><span id="tokps">—</span> <small>tok/s</small></b></div>
         <div><span>Prefill</span><b><span id="prefill">—</span> <small>tok/s</small></b></div>
         <div><span>Tokens</span><b id="ntokens">0</b></div>
+        <div title="Self-speculative decoding with the model's Multi-Token Prediction layer: drafts the model accepted, and tokens per main-model forward (docs/mtp.md)"><span>MTP accepted</span><b id="mtp-accept">—</b></div>
       </div>
       <button type="button" id="reset" class="ghost" title="Start a new conversation">Reset chat</button>
     </div>
