@@ -12,6 +12,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 import { ggmlTypeByName, isDecodable, type DecodableType } from '../formats/gguf-blocks';
 import { gemvSubgroups } from './linear';
+import { ggufBufferBytes, ggufChunkRows } from './gguf-layout';
 import { allMultiplesOf4, specialise, subgroupChoice } from './shader-source';
 
 /**
@@ -62,23 +63,12 @@ export function ggufRowBytes(type: string, K: number, what: string): number {
  * even offsets as words, and F32/F16/BF16 row tails as whole vec4 units, masked).
  */
 export function uploadGgufBytes(gpu: Gpu, label: string, bytes: Uint8Array, what: string): GPUBuffer {
-  const size = Math.ceil(bytes.length / 4) * 4 + 16;
+  const size = ggufBufferBytes(bytes.length);
   const limit = Math.min(gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
   if (size > limit) throw new LimitExceededError('maxStorageBufferBindingSize', size, limit, what);
   const padded = new Uint8Array(size);
   padded.set(bytes);
   return gpu.buffers.upload(label, padded);
-}
-
-/**
- * Rows per chunk of an N-row GGUF matrix with `rowBytes` per row under a binding `limit`: N (one
- * buffer) when it fits, else the most rows whose buffer (uploadGgufBytes' padding included) fits,
- * rounded down to a multiple of 4 (the GEMV's row tile). The memory plan sizes buffers with it too.
- */
-export function ggufChunkRows(N: number, rowBytes: number, limit: number): number {
-  if (Math.ceil((N * rowBytes) / 4) * 4 + 16 <= limit) return N;
-  const rows = Math.floor((Math.floor((limit - 16) / 4) * 4) / rowBytes);
-  return rows >= 4 ? rows - (rows % 4) : rows;
 }
 
 /** Uploads a GGUF matrix of N rows × K weights (`bytes` = the tensor's bytes from the file); row chunks past the binding limit. */

@@ -24,7 +24,7 @@
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
-import { ggufChunkRows } from '../kernels/gguf-linear';
+import { ggufBufferBytes, ggufChunkRows } from '../kernels/gguf-layout';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
@@ -232,8 +232,6 @@ export function expertStorage(cfg: ModelConfig, s: StorageFormat): StorageFormat
   return cfg.hiddenSize % 4 === 0 && cfg.moeIntermediateSize % 4 === 0 ? s : 'f32';
 }
 
-/** GPU bytes of a GGUF block buffer (gguf-linear.ts uploadGgufBytes: whole words plus 16 spare bytes). */
-export const ggufBufferBytes = (bytes: number) => Math.ceil(bytes / 4) * 4 + 16;
 
 /**
  * Whether a MoE layer's routed experts stay GGUF blocks under 'gguf' storage (load.ts + gpu-backend.ts):
