@@ -195,7 +195,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     if (this.writers.has(layer)) throw new Error(`GpuBackend: layer ${layer}'s experts are already streaming`);
     const format = this.expertFormat;
     if (format === 'gguf') return null; // (not reached: 'gguf' storage returned above)
-    if (this.offload) {
+    // MTP layers (index ≥ num_hidden_layers) keep their experts resident: the cache serves the main layers.
+    if (this.offload && layer < this.cfg.numLayers) {
       // Expert offload: every expert packed on the host ('host'), or only those the slots start with ('source').
       const C = this.offload.capacity, keepAll = this.offload.source === 'host';
       const store = new HostExpertStore(this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, (e) => keepAll || e < C);
@@ -227,7 +228,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     this.writers.delete(layer);
     const store = this.stores.get(layer);
     this.stores.delete(layer);
-    if (this.offload && !store) throw new UnsupportedError(`expert offload needs the routed experts in webmoe's dense stacks (f32, f16, bf16, q8, q4); layer ${layer}'s are ${sparseExperts ? 'sparse' : 'GGUF blocks'}: load without a GPU budget, or with --weights q4 / q8 and no sparsity`);
+    if (this.offload && layer < this.cfg.numLayers && !store) throw new UnsupportedError(`expert offload needs the routed experts in webmoe's dense stacks (f32, f16, bf16, q8, q4); layer ${layer}'s are ${sparseExperts ? 'sparse' : 'GGUF blocks'}: load without a GPU budget, or with --weights q4 / q8 and no sparsity`);
     let experts: GpuMoe['experts'];
     let cached: LayerExpertCache | undefined;
     if (store) {

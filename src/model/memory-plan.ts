@@ -28,7 +28,7 @@ import { ggufBufferBytes, ggufChunkRows } from '../kernels/gguf-layout';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
-import { hasRole, isProjection, modelTensors, moeLayers, tensorName, type TensorRole } from './tensors';
+import { hasRole, isProjection, layerTensors, modelTensors, moeLayers, mtpLayersPresent, mtpTensorName, tensorName, type TensorRole } from './tensors';
 
 /** Weight storage as load options name it. */
 export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
@@ -117,7 +117,10 @@ export interface MemoryPlan {
   weights: { bytes: number; byFormat: Record<string, number>; byRole: Record<string, number> };
   kvCache: { bytesPerToken: number; bytes: number };
   activations: { bytes: number; prefillBytes: number; decodeBytes: number };
+  /** Runtime buffers: the sampler's scratch, uniform ring, counters, RoPE table, placeholders (and the MTP layers' KV cache). */
   runtime: { bytes: number };
+  /** Multi-Token Prediction layers loaded with the model: their weights (in weights.byRole.mtp) and KV cache (in runtime). */
+  mtp: { layers: number[]; weightBytes: number; kvBytes: number } | null;
   /** The biggest buffer that must be one binding (what maxStorageBufferBindingSize has to hold). */
   largestBinding: { name: string; bytes: number };
   /** Everything above: the GPU memory the model takes at full context. */
@@ -437,31 +440,37 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     weightBytes += bytes;
   };
   let parameters = 0, routed = 0;
-  for (const t of modelTensors(cfg)) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    parameters += n;
-    const role = t.spec.role;
-    const group = ROLE_GROUP[role] ?? 'norms';
-    if (t.expert >= 0 || t.spec.stacked) { routed += n; continue; } // stacked per layer below
-    if (role === 'router' || role === 'shared_expert_gate') { put('f32', group, align4(n * 4)); continue; }
-    if (role === 'router_bias') { put('f32', group, align4(n * 4)); continue; }
-    if (t.kind === 'vector') { put('f32', group, roundUp(n, 4) * 4); continue; }
-    const [N, K] = t.shape;
-    const blocks = byName.get(t.name)?.gguf;
+  /** A matrix [N, K] of `name` in its storage (`group`: its role group in byRole). */
+  const putMatrix = (name: string, role: string, group: string, N: number, K: number) => {
+    const blocks = byName.get(name)?.gguf;
     if (storage === 'gguf' && blocks && role !== 'kv_b') {
       // gguf-linear.ts uploadGgufWeight: row chunks past the binding limit.
       const rowBytes = blocks.bytes / N, rows = Math.max(1, ggufChunkRows(N, rowBytes, limit)); // < 1: one row passes the limit (the fit check says so)
       const full = Math.floor(N / rows), rest = N - full * rows;
       const b = full * ggufBufferBytes(rows * rowBytes) + (rest ? ggufBufferBytes(rest * rowBytes) : 0);
       put('gguf', group, b);
-      bind(`${t.name} (${blocks.type} blocks${rows < N ? ', largest row chunk' : ''})`, ggufBufferBytes(rows * rowBytes));
-      continue;
+      bind(`${name} (${blocks.type} blocks${rows < N ? ', largest row chunk' : ''})`, ggufBufferBytes(rows * rowBytes));
+      return;
     }
     const f: PackedFormat = role === 'embed' ? (embedding === 'gguf' ? 'f32' : embedding) : role === 'kv_b' || storage === 'gguf' ? 'f32' : storage;
     // kv_b is read whole by the MLA kernels: it cannot be chunked.
     const u = role === 'kv_b' ? weightUploadBytes(f, N, K) : weightUploadBytes(f, N, K, limit);
     put(f, group, u.bytes);
-    bind(role === 'kv_b' ? `${t.name} (one f32 binding)` : `${t.name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
+    bind(role === 'kv_b' ? `${name} (one f32 binding)` : `${name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
+  };
+  /** A tensor that is not a routed expert (those are stacked per layer): in `group`, or its role's. */
+  const putTensor = (t: ReturnType<typeof modelTensors> extends Generator<infer X> ? X : never, group = ROLE_GROUP[t.spec.role] ?? 'norms') => {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const role = t.spec.role;
+    if (role === 'router' || role === 'shared_expert_gate' || role === 'router_bias') put('f32', group, align4(n * 4));
+    else if (t.kind === 'vector') put('f32', group, roundUp(n, 4) * 4);
+    else putMatrix(t.name, role, group, t.shape[0], t.shape[1]);
+  };
+  for (const t of modelTensors(cfg)) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    parameters += n;
+    if (t.expert >= 0 || t.spec.stacked) { routed += n; continue; } // stacked per layer below
+    putTensor(t);
   }
   const moe = moeLayers(cfg);
   // The largest binding but the routed experts' (an expert cache replaces their stacks).
@@ -486,6 +495,26 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
       }
     }
   }
+  // Multi-Token Prediction layers (model/load.ts loads those the checkpoint has; from the config alone,
+  // all num_nextn_predict_layers): the decoder block as a main layer's, its routed experts resident (an
+  // expert cache serves the main layers), eh_proj as its two [D, D] halves, norms f32, the optional copies
+  // of the embedding and head. Group 'mtp'; their own KV cache rows below. Not in `parameters`.
+  const mtp = cfg.numNextnPredictLayers > 0 ? mtpLayersPresent(cfg, (n) => !list || byName.has(n)) : [];
+  for (const l of mtp) {
+    for (const t of layerTensors(cfg, l)) if (t.expert < 0 && !t.spec.stacked) putTensor(t, 'mtp');
+    if (isMoeLayer(cfg, l) && cfg.nRoutedExperts) {
+      for (const Eg of expertStacks(packedExperts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit)) {
+        for (const b of expertStackBuffers(packedExperts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) put(packedExperts, 'mtp', b.bytes);
+      }
+    }
+    const D = cfg.hiddenSize, has = (n: string) => byName.has(n);
+    put('f32', 'mtp', 3 * roundUp(D, 4) * 4); // enorm, hnorm, shared_head.norm
+    const eh = mtpTensorName('mtp_eh_proj', l);
+    putMatrix(`${eh}[:, :D]`, 'mtp_eh_proj', 'mtp', D, D);
+    putMatrix(`${eh}[:, D:]`, 'mtp_eh_proj', 'mtp', D, D);
+    if (has(mtpTensorName('mtp_embed', l))) putMatrix(mtpTensorName('mtp_embed', l), 'embed', 'mtp', cfg.vocabSize, D);
+    if (has(mtpTensorName('mtp_head', l))) putMatrix(mtpTensorName('mtp_head', l), 'lm_head', 'mtp', cfg.vocabSize, D);
+  }
   const perExpert = moe.length && cfg.nRoutedExperts ? routed / (moe.length * cfg.nRoutedExperts) : 0;
   const activeParameters = parameters - routed + perExpert * cfg.numExpertsPerTok * moe.length;
 
@@ -497,13 +526,16 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const rowBytes = partBytes.reduce((a, b) => a + b, 0);
   const kvLayer = partBytes.reduce((a, b) => a + align4(contextLength * b), 0);
   const kvBytes = kvLayer * cfg.numLayers;
+  // The MTP layers' own latent cache (gpu-backend.ts mtpCache: one layer per predicted depth, the main cache's capacity).
+  const mtpKvBytes = mtp.length ? Math.max(1, cfg.numNextnPredictLayers) * kvLayer : 0;
   const kvBinding = { name: cfg.attention === 'gqa' ? 'KV cache (one layer\'s K at full context)' : 'KV cache (one layer at full context)', bytes: align4(contextLength * partBytes[0]) };
   bind(kvBinding.name, kvBinding.bytes);
 
   const fallback = dev.isFallbackAdapter ?? false;
-  const common = { model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
+  const mtpPlan = mtp.length ? { layers: mtp, weightBytes: byRole.mtp ?? 0, kvBytes: mtpKvBytes } : null;
+  const common = { mtp: mtpPlan, model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list), storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none' as const, embedding, kvCache }, contextLength, prefillTokens };
-  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fallback, dev, offloadSlots: 0 });
+  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fallback, dev, offloadSlots: 0, extraRuntime: mtpKvBytes });
   if (opts.gpuBudget === undefined) return full;
   const budget = opts.gpuBudget;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);
@@ -521,7 +553,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     // Slot tables: one [E] u32 per MoE layer.
     const tables = moe.length * align4(E * 4);
     const lg = [largestResident, kvBinding, sized.largest].reduce((x, y) => (y.bytes > x.bytes ? y : x));
-    const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fallback, dev, offloadSlots: C, extraRuntime: tables });
+    const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fallback, dev, offloadSlots: C, extraRuntime: tables + mtpKvBytes });
     return p;
   };
   const perLayer = expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) || 1;
@@ -555,7 +587,7 @@ function stackOf(f: PackedFormat, C: number, cfg: ModelConfig): { bytes: number;
 interface TailInput {
   model: MemoryPlan['model']; checkpoint: MemoryPlan['checkpoint']; storage: MemoryPlan['storage']; contextLength: number; prefillTokens: number;
   expertStacks: number[]; weights: MemoryPlan['weights']; largest: { name: string; bytes: number }; kvBytes: number; rowBytes: number;
-  fallback: boolean; dev: PlanDevice; offloadSlots: number; extraRuntime?: number;
+  fallback: boolean; dev: PlanDevice; offloadSlots: number; extraRuntime?: number; mtp: MemoryPlan['mtp'];
 }
 
 /** The activations, runtime buffers and totals of a plan whose weights are known. */
@@ -604,6 +636,7 @@ function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
     kvCache: { bytesPerToken: a.rowBytes * cfg.numLayers, bytes: a.kvBytes },
     activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
+    mtp: a.mtp,
     largestBinding: largest,
     gpuBytes: a.weights.bytes + a.kvBytes + activations + runtime,
     offload: null,

@@ -266,18 +266,26 @@ export function* modelTensors(cfg: ModelConfig, present: (s: TensorSpec, name: s
   const model = table.filter((s) => !s.layers);
   const layerSpecs = table.filter((s) => s.layers);
   for (const s of model.filter((s) => s.role === 'embed')) { const t = one(s, -1, -1); if (t) yield t; }
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const specs = layerSpecs.filter((s) => holds(s, cfg, l));
-    for (let i = 0; i < specs.length; i++) {
-      if (!specs[i].perExpert) { const t = one(specs[i], l, -1); if (t) yield t; continue; }
-      // Consecutive per-expert entries run expert by expert (gate, up, down of expert 0, then of 1, …).
-      let j = i;
-      while (j < specs.length && specs[j].perExpert) j++;
-      for (let e = 0; e < cfg.nRoutedExperts; e++) for (let k = i; k < j; k++) { const t = one(specs[k], l, e); if (t) yield t; }
-      i = j - 1;
-    }
-  }
+  for (let l = 0; l < cfg.numLayers; l++) yield* layerTensors(cfg, l, present);
   for (const s of model.filter((s) => s.role !== 'embed')) { const t = one(s, -1, -1); if (t) yield t; }
+}
+
+/** The tensors of decoder layer `l` (a main layer, or an MTP module's block at num_hidden_layers + k), in model order. */
+export function* layerTensors(cfg: ModelConfig, l: number, present: (s: TensorSpec, name: string) => boolean = (s) => !s.when || s.when(cfg)): Generator<ModelTensor> {
+  const one = (s: TensorSpec, expert: number): ModelTensor | null => {
+    const name = s.pattern.replace('{L}', String(l)).replace('{E}', String(expert));
+    if (!present(s, name)) return null;
+    return { name, shape: s.shape(cfg), fields: s.fields, kind: s.kind, spec: s, layer: l, expert };
+  };
+  const specs = tableOf(cfg).filter((s) => s.layers && holds(s, cfg, l));
+  for (let i = 0; i < specs.length; i++) {
+    if (!specs[i].perExpert) { const t = one(specs[i], -1); if (t) yield t; continue; }
+    // Consecutive per-expert entries run expert by expert (gate, up, down of expert 0, then of 1, …).
+    let j = i;
+    while (j < specs.length && specs[j].perExpert) j++;
+    for (let e = 0; e < cfg.nRoutedExperts; e++) for (let k = i; k < j; k++) { const t = one(specs[k], e); if (t) yield t; }
+    i = j - 1;
+  }
 }
 
 /** Every tensor the model needs, in model order (what checkTensorsAgainstConfig requires). */

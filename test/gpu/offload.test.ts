@@ -48,13 +48,25 @@ async function outputs(opts: LoadOptions) {
     const counters = e.runner.counters().offload;
     // The engine's figures of a generation.
     e.runner.truncate(0);
-    for await (const _ of e.generate('The old man', { maxTokens: 6, temperature: 0 })) { /* drain */ }
+    // (Plain decoding, so each step is one token: the round-trip count below is per step.)
+    const plain = await collect(e.generate('The old man', { maxTokens: 6, temperature: 0, speculative: 'off' }));
     const stats = await e.stats();
+    // The bundled model has an MTP layer: self-speculative decoding over the expert cache gives the same tokens.
+    e.runner.truncate(0);
+    const speculative = await collect(e.generate('The old man', { maxTokens: 6, temperature: 0, speculative: 'mtp' }));
+    expect(speculative).toEqual(plain);
     return { info, prefill, prefix, decode, greedy: out, counters, stats, gpuBytes: gpu.buffers.bytesAllocated, engine: e };
   } catch (err) {
     await e.unload();
     throw err;
   }
+}
+
+/** The token ids of a generation. */
+async function collect(it: AsyncGenerator<{ token: number }, unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for await (const c of it) out.push(c.token);
+  return out;
 }
 
 const maxDiff = (a: Float32Array, b: Float32Array) => {
