@@ -14,6 +14,8 @@ import { pruneStats } from '../sparse/prune';
 import { SPARSE_SUFFIXES, sparseToTensors } from '../sparse/tensors';
 import { permuteColumns, permuteRows, searchInputPermutation } from '../sparse/permute';
 import { isSparsityTarget, parseTensorName } from './tensors';
+import { patternLabel, selectPattern, type PatternSelection } from '../sparse/select';
+import { ArgumentError } from '../errors';
 
 /** `<prefix>down_proj.weight` of a gated MLP (dense layer, shared or routed expert). */
 const MLP_DOWN = /^(.*\.mlp\.(?:experts\.\d+\.|shared_experts\.)?)down_proj\.weight$/;
@@ -130,6 +132,24 @@ export async function storedSparsity(tensorNames: Iterable<string>, readConfig: 
   const [fmt, , , V, M] = await readConfig(`${sparse[0]}.sparse_config`);
   const option: SparsityOption = fmt === 0 ? { format: '2:4', apply } : { format: 'vnm', v: V, m: M, apply };
   return { option, weights: sparse };
+}
+
+/**
+ * `sparsity: auto`: the pattern for a byte budget by the V:N:M paper's mask-diversity heuristic
+ * (src/sparse/select.ts) over the matrices `apply` prunes. With routed experts, V must divide
+ * moe_intermediate_size and hidden_size (the GPU stacks each expert's gate and up rows and the experts'
+ * rows; a V-row block must not straddle two of them, or the stored pattern would not load exactly).
+ */
+export function autoSparsity(
+  tensors: Iterable<{ name: string; shape: number[] }>,
+  cfg: { nRoutedExperts: number; moeIntermediateSize: number; hiddenSize: number },
+  apply: SparsityOption['apply'],
+  targetRatio: number | undefined,
+): { option: SparsityOption; selection: PatternSelection; label: string } {
+  if (targetRatio === undefined) throw new ArgumentError("sparsity 'auto' needs a target ratio (packed bytes / dense f32 bytes of the pruned matrices, e.g. 0.45)");
+  const shapes = [...tensors].filter((t) => t.shape.length === 2 && isSparsityTarget(t.name, apply)).map((t) => ({ N: t.shape[0], K: t.shape[1] }));
+  const selection = selectPattern(shapes, targetRatio, { vDivides: cfg.nRoutedExperts > 0 ? [cfg.moeIntermediateSize, cfg.hiddenSize] : [] });
+  return { option: { ...selection.choice, apply }, selection, label: patternLabel(selection.choice) };
 }
 
 export interface HostTensor { name: string; shape: number[]; data: Float32Array }
