@@ -20,6 +20,8 @@ import { ggufSummary } from './model/gguf-info';
 import { kv } from './formats/gguf-write';
 import { autoSparsity, writePrunedCheckpoint, type PrunedCheckpoint } from './model/prune-checkpoint';
 import { patternLabel } from './sparse/select';
+import { activationNorms } from './model/activation-norms';
+import { TextCodec } from './engine/text';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
 import { closest, commandHelp, parseOptions, synopsis, type OptionTable, type OptionValues } from './cli-args';
@@ -102,6 +104,9 @@ const pruneOptions = {
   // Off by default: it keeps ~1 point more of down_proj's norm but measured no perplexity gain on the
   // bundled model (docs/sparsity.md), at 10× the prune time.
   permute: { kind: 'flag', description: 'permute each MLP\'s intermediate channels before pruning so the pattern keeps more of down_proj (the model computes the same function; slower)' },
+  values: { kind: 'choice', choices: ['f32', 'f16'], default: 'f32', description: 'stored dtype of the kept values: f32, or f16 (half the bytes; exact for an F16 model)' },
+  calibration: { kind: 'text', arg: 'FILE', description: 'calibration text (UTF-8, or .jsonl of {"text"} lines): prune and permute the MLPs by |w|·‖x‖ (Wanda) with its activation norms instead of |w|' },
+  'calibration-tokens': { kind: 'integer', arg: 'N', min: 1, default: 2048, description: 'tokens of --calibration to use (in windows of the model\'s context, at most 256)' },
   quiet,
 } as const;
 
@@ -286,11 +291,25 @@ async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
       log(`auto: ${r.label} (${auto.ratio} of the dense f32 bytes; feasible by mask diversity: ${r.selection.feasible.slice(0, 4).map((c) => patternLabel(c)).join(', ')})`);
     } else o = { ...v.sparsity, format: v.sparsity.format, apply: v.apply, permute: v.permute };
     let last = 0;
-    const r = await writePrunedCheckpoint(ckpt, o, { onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
+    let importance: ((name: string) => Float32Array | undefined) | undefined;
+    if (v.calibration !== undefined) {
+      if (!ckpt.tokenizer) throw new ArgumentError(`--calibration: ${dir} has no tokenizer.json to encode the text with`);
+      const raw = readInput('calibration', v.calibration).toString('utf8');
+      const text = /\.jsonl$/i.test(v.calibration) ? raw.split('\n').filter((l) => l.trim()).map((l) => String(JSON.parse(l).text ?? '')).join('\n\n') : raw;
+      const ids = new TextCodec(ckpt.tokenizer, ckpt.tokenizerConfig, ckpt.config.eosTokenIds).encode(text, false).slice(0, v['calibration-tokens']);
+      const win = Math.min(256, ckpt.config.maxPositionEmbeddings);
+      const batches: number[][] = [];
+      for (let i = 0; i < ids.length; i += win) batches.push(ids.slice(i, i + win));
+      if (!batches.length) throw new ArgumentError('--calibration encodes to no tokens');
+      log(`calibration: ${ids.length} tokens in ${batches.length} windows (CPU reference forward)`);
+      const norms = await activationNorms(ckpt, batches);
+      importance = (name) => norms.get(name);
+    }
+    const r = await writePrunedCheckpoint(ckpt, o, { importance, values: v.values === 'f16' ? 'F16' : 'F32', onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
     mkdirSync(outDir, { recursive: true });
     writeFileSync(join(outDir, 'model.safetensors'), r.file);
     for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(outDir, file));
-    io.out(`${JSON.stringify({ out: outDir, sparsity: o, ...(auto ? { auto } : {}), prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length, ...permutationSummary(r.permutation) })}\n`);
+    io.out(`${JSON.stringify({ out: outDir, sparsity: o, ...(auto ? { auto } : {}), importance: importance ? 'calibrated |w|·‖x‖' : '|w|', prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length, ...permutationSummary(r.permutation) })}\n`);
   } finally {
     await ckpt.close?.();
   }

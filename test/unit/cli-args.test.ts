@@ -104,7 +104,7 @@ describe('webmoe CLI arguments', () => {
   });
 
   it('an option another command has is still unknown here', async () => {
-    await expectUsageError([...BASE.prune, '--weights', 'f16'], /unknown option --weights for webmoe prune; it takes --model, --out, --sparsity, --target-ratio, --apply, --permute, --quiet, --help/);
+    await expectUsageError([...BASE.prune, '--weights', 'f16'], /unknown option --weights for webmoe prune; it takes --model, --out, --sparsity, --target-ratio, --apply, --permute, --values, --calibration, --calibration-tokens, --quiet, --help/);
     await expectUsageError([...BASE.info, '--prompt', 'x'], /unknown option --prompt for webmoe info/);
   });
 
