@@ -12,8 +12,8 @@ warm-up, dynamic masks) are left out: they would change the mask the pruner chos
   /usr/bin/python3 tools/train/recover.py --pruned /tmp/pruned-2-4 --data /work/train-data \
       --ckpt /work/train-ckpt/recover-2-4 --time-budget 10 > /work/train-ckpt/recover-2-4.log 2>&1 &
   /usr/bin/python3 tools/train/recover.py --pruned /tmp/pruned-2-4 --ckpt /work/train-ckpt/recover-2-4 \
-      --export /tmp/recovered-2-4-dense      # best checkpoint -> dense f32 HF folder
-  node bin/webmoe.js prune --model /tmp/recovered-2-4-dense --out public/models/... --sparsity 2:4
+      --export /tmp/recovered-2-4-dense --dtype f16   # best checkpoint -> dense HF folder
+  node bin/webmoe.js prune --model /tmp/recovered-2-4-dense --out public/models/... --sparsity 2:4 --values f16
 
 Re-pruning the export with the same pattern keeps exactly the fine-tuned values (every kept position of
 a block is in the pattern the pruner finds), so the result runs on the sparse kernels.
@@ -111,7 +111,9 @@ def parse():
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-seqs", type=int, default=32)
     ap.add_argument("--ckpt-minutes", type=float, default=3.0)
-    ap.add_argument("--export", default=None, help="write <ckpt>/best.pt as a dense f32 HF folder here and exit")
+    ap.add_argument("--export", default=None, help="write <ckpt>/best.pt as a dense HF folder here and exit")
+    ap.add_argument("--dtype", choices=["f16", "f32"], default="f32",
+                    help="export dtype (f16 as the bundled model; the router bias stays F32)")
     return ap.parse_args()
 
 
@@ -124,9 +126,11 @@ def export_dense(a):
         w = sd["model." + k if not k.startswith("lm_head") else k]
         assert not torch.any(w[~m] != 0), f"{k}: weights outside the mask"
     os.makedirs(a.export, exist_ok=True)
-    save_safetensors(os.path.join(a.export, "model.safetensors"), {k: v.numpy().astype(np.float32) for k, v in sd.items()}, {"format": "pt"})
+    dt = np.float16 if a.dtype == "f16" else np.float32
+    save_safetensors(os.path.join(a.export, "model.safetensors"),
+                     {k: v.numpy().astype(np.float32 if k.endswith("e_score_correction_bias") else dt) for k, v in sd.items()}, {"format": "pt"})
     with open(os.path.join(a.export, "config.json"), "w") as f:
-        json.dump(hf_config(cfg, "float32"), f, indent=2)
+        json.dump(hf_config(cfg, "float16" if a.dtype == "f16" else "float32"), f, indent=2)
     for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if os.path.exists(os.path.join(a.pruned, f)):
             shutil.copy(os.path.join(a.pruned, f), os.path.join(a.export, f))
