@@ -239,7 +239,8 @@ export class DemoApp {
 
   // ---- loading ---------------------------------------------------------------------------------
 
-  async load(ref: ModelRef, label: string, sparse: SparseMode = this.sparse): Promise<void> {
+  // A recovered mode is a file of the bundled model: another model loads dense by default.
+  async load(ref: ModelRef, label: string, sparse: SparseMode = SPARSE[this.sparse].model ? 'dense' : this.sparse): Promise<void> {
     if (!this.engine) return;
     if (this.state === 'generating') this.engine.abort();
     this.setState('loading', `Loading ${label}…`);
@@ -510,7 +511,7 @@ export class DemoApp {
     });
     const measured = (m: SparseMode) => {
       const q = this.bundled && this.quality?.results.find((r) => r.pattern === SPARSE[m].quality[0] && r.pruning === SPARSE[m].quality[1]);
-      return q ? `<td data-value="${q.ppl}" title="held-out perplexity of the bundled model (${this.quality!.tokens} tokens, tools/sparse-quality.mjs)">${q.ppl.toFixed(1)}${m === 'dense' ? '' : ` (×${q.ratio.toFixed(3)})`}</td>` : '<td>—</td>';
+      return q ? `<td data-value="${q.ppl}" title="held-out perplexity of the bundled model (${this.quality!.tokens} tokens, tools/sparse-quality.mjs)">${q.ppl.toFixed(1)}${m === 'dense' ? '' : ` <small>×${q.ratio.toFixed(2)}</small>`}</td>` : '<td>—</td>';
     };
     const dense = this.perMode.get('dense')?.probe;
     const rows = (Object.keys(SPARSE) as SparseMode[]).filter((m) => !SPARSE[m].model || this.bundled).map((m) => {
