@@ -20,7 +20,10 @@ import { mtpLayersPresent } from './model/tensors';
 import { GGUF_QUANTS, streamCheckpointToGguf } from './model/gguf-convert';
 import { ggufSummary } from './model/gguf-info';
 import { kv } from './formats/gguf-write';
-import { writePrunedCheckpoint, type PrunedCheckpoint } from './model/prune-checkpoint';
+import { autoSparsity, writePrunedCheckpoint, type PrunedCheckpoint } from './model/prune-checkpoint';
+import { patternLabel } from './sparse/select';
+import { activationNorms } from './model/activation-norms';
+import { TextCodec } from './engine/text';
 import type { SparsityOption } from './sparse/apply';
 import { serveModel } from './server/serve';
 import { totalmem } from 'node:os';
@@ -93,9 +96,10 @@ const convertOptions = {
   quiet,
 } as const;
 
-/** '2:4' or 'V:2:M' (e.g. '64:2:8') → the pattern part of a SparsityOption. */
-export function parseSparsityPattern(spec: string): Omit<SparsityOption, 'apply'> | undefined {
+/** '2:4', 'V:2:M' (e.g. '64:2:8') or 'auto' (V and M chosen for --target-ratio) → the pattern part of a SparsityOption. */
+export function parseSparsityPattern(spec: string): Omit<SparsityOption, 'apply' | 'format'> & { format: SparsityOption['format'] | 'auto' } | undefined {
   if (spec === '2:4') return { format: '2:4' };
+  if (spec === 'auto') return { format: 'auto' };
   const m = /^(\d+):2:(\d+)$/.exec(spec);
   return m ? { format: 'vnm', v: Number(m[1]), m: Number(m[2]) } : undefined;
 }
@@ -103,11 +107,15 @@ export function parseSparsityPattern(spec: string): Omit<SparsityOption, 'apply'
 const pruneOptions = {
   model: { kind: 'text', arg: 'DIR', required: true, description: 'local model folder to prune' },
   out: { kind: 'text', arg: 'DIR', required: true, description: 'folder for the pruned copy (another folder than --model)' },
-  sparsity: { kind: 'pattern', arg: '2:4|V:2:M', rule: '2:4 or V:2:M (e.g. 64:2:8)', parse: parseSparsityPattern, required: true, description: 'pattern: 2:4, or V:2:M (2 kept of every M columns in V-row blocks)' },
+  sparsity: { kind: 'pattern', arg: '2:4|V:2:M|auto', rule: '2:4, V:2:M (e.g. 64:2:8) or auto', parse: parseSparsityPattern, required: true, description: 'pattern: 2:4, V:2:M (2 kept of every M columns in V-row blocks), or auto (V and M for --target-ratio by mask diversity, docs/sparsity.md)' },
+  'target-ratio': { kind: 'number', arg: 'R', above: 0, description: 'with --sparsity auto: the most packed bytes of the pruned weights, as a fraction of their dense f32 bytes (e.g. 0.45)' },
   apply: { kind: 'choice', choices: ['experts', 'all-linear'], default: 'experts', description: 'which weights to prune: the routed experts, or every linear layer' },
   // Off by default: it keeps ~1 point more of down_proj's norm but measured no perplexity gain on the
   // bundled model (docs/sparsity.md), at 10× the prune time.
   permute: { kind: 'flag', description: 'permute each MLP\'s intermediate channels before pruning so the pattern keeps more of down_proj (the model computes the same function; slower)' },
+  values: { kind: 'choice', choices: ['f32', 'f16'], default: 'f32', description: 'stored dtype of the kept values: f32, or f16 (half the bytes; exact for an F16 model)' },
+  calibration: { kind: 'text', arg: 'FILE', description: 'calibration text (UTF-8, or .jsonl of {"text"} lines): prune and permute the MLPs by |w|·‖x‖ (Wanda) with its activation norms instead of |w|' },
+  'calibration-tokens': { kind: 'integer', arg: 'N', min: 1, default: 2048, description: 'tokens of --calibration to use (in windows of the model\'s context, at most 256)' },
   quiet,
 } as const;
 
@@ -297,18 +305,40 @@ function permutationSummary(gains: PrunedCheckpoint['permutation']) {
 
 async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
   const dir = resolve(v.model), outDir = resolve(v.out);
-  const o: SparsityOption = { ...v.sparsity, apply: v.apply, permute: v.permute };
   if (!existsSync(join(dir, 'config.json'))) throw new ArgumentError(`--model: ${dir} has no config.json (prune reads a local model folder)`);
   if (outDir === dir) throw new ArgumentError('--out must be another folder than --model');
+  if (v.sparsity.format === 'auto' && v['target-ratio'] === undefined) throw new ArgumentError('--sparsity auto needs --target-ratio R (packed bytes / dense f32 bytes of the pruned weights, e.g. 0.45)');
+  if (v.sparsity.format !== 'auto' && v['target-ratio'] !== undefined) throw new ArgumentError('--target-ratio goes with --sparsity auto only');
   const log = logger(v, io);
   const ckpt = await openCheckpoint(directoryModel(dir));
   try {
+    let o: SparsityOption, auto: { label: string; ratio: number } | undefined;
+    if (v.sparsity.format === 'auto') {
+      const r = autoSparsity([...ckpt.tensors].map(([name, t]) => ({ name, shape: t.shape })), ckpt.config, v.apply, v['target-ratio']);
+      o = { ...r.option, permute: v.permute };
+      auto = { label: r.label, ratio: +r.selection.ratio.toFixed(4) };
+      log(`auto: ${r.label} (${auto.ratio} of the dense f32 bytes; feasible by mask diversity: ${r.selection.feasible.slice(0, 4).map((c) => patternLabel(c)).join(', ')})`);
+    } else o = { ...v.sparsity, format: v.sparsity.format, apply: v.apply, permute: v.permute };
     let last = 0;
-    const r = await writePrunedCheckpoint(ckpt, o, { onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
+    let importance: ((name: string) => Float32Array | undefined) | undefined;
+    if (v.calibration !== undefined) {
+      if (!ckpt.tokenizer) throw new ArgumentError(`--calibration: ${dir} has no tokenizer.json to encode the text with`);
+      const raw = readInput('calibration', v.calibration).toString('utf8');
+      const text = /\.jsonl$/i.test(v.calibration) ? raw.split('\n').filter((l) => l.trim()).map((l) => String(JSON.parse(l).text ?? '')).join('\n\n') : raw;
+      const ids = new TextCodec(ckpt.tokenizer, ckpt.tokenizerConfig, ckpt.config.eosTokenIds).encode(text, false).slice(0, v['calibration-tokens']);
+      const win = Math.min(256, ckpt.config.maxPositionEmbeddings);
+      const batches: number[][] = [];
+      for (let i = 0; i < ids.length; i += win) batches.push(ids.slice(i, i + win));
+      if (!batches.length) throw new ArgumentError('--calibration encodes to no tokens');
+      log(`calibration: ${ids.length} tokens in ${batches.length} windows (CPU reference forward)`);
+      const norms = await activationNorms(ckpt, batches);
+      importance = (name) => norms.get(name);
+    }
+    const r = await writePrunedCheckpoint(ckpt, o, { importance, values: v.values === 'f16' ? 'F16' : 'F32', onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
     mkdirSync(outDir, { recursive: true });
     writeFileSync(join(outDir, 'model.safetensors'), r.file);
     for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(outDir, file));
-    io.out(`${JSON.stringify({ out: outDir, sparsity: o, prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length, ...permutationSummary(r.permutation) })}\n`);
+    io.out(`${JSON.stringify({ out: outDir, sparsity: o, ...(auto ? { auto } : {}), importance: importance ? 'calibrated |w|·‖x‖' : '|w|', prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length, ...permutationSummary(r.permutation) })}\n`);
   } finally {
     await ckpt.close?.();
   }

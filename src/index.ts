@@ -17,7 +17,9 @@ export { browserWeightCache, memoryWeightCache, defaultWeightCache } from './loa
 export { planMemory, whatFits, checkPlanFits, type MemoryPlan, type PlanOptions, type FitAlternative } from './model/memory-plan';
 export { loadTokenizer } from './loader/tokenizer-file';
 export { syntheticCheckpoint } from './model/synthetic';
-export { writePrunedCheckpoint, storedSparsity, type PrunedCheckpoint } from './model/prune-checkpoint';
+export { writePrunedCheckpoint, storedSparsity, autoSparsity, type PrunedCheckpoint } from './model/prune-checkpoint';
+export { activationNorms } from './model/activation-norms';
+export { selectPattern, logMaskDiversity, packedBytes, patternLabel, type PatternChoice, type PatternSelection } from './sparse/select';
 export { isSparsityTarget } from './model/tensors';
 export type { SparsityOption } from './sparse/apply';
 export { logitDeviation, perplexity, type LogitDeviation } from './sparse/quality';

@@ -13,8 +13,8 @@ import { buildWeights } from './load';
 import { familyLabel, type ModelConfig } from './config';
 import { modelTensors, moeLayers } from './tensors';
 import type { Checkpoint, LoadProgress } from './checkpoint';
-import { storedSparsity } from './prune-checkpoint';
-import { sparsityLabel } from '../sparse/apply';
+import { autoSparsity, storedSparsity } from './prune-checkpoint';
+import { sparsityLabel, type SparsityOption } from '../sparse/apply';
 import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, kvCacheFor, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
 import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
 import { DEFAULT_EVICTION, DEFAULT_PREFETCH, type EvictionPolicy, type ExpertSourcePolicy, type OffloadConfig, type PrefetchPolicy } from './expert-cache';
@@ -25,10 +25,13 @@ export type { Gpu, GpuOptions };
 export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
 
 export interface SparsityOptions {
-  format: '2:4' | 'vnm';
+  /** 'auto': V and M chosen for `targetRatio` by the V:N:M paper's mask-diversity heuristic (src/sparse/select.ts). */
+  format: '2:4' | 'vnm' | 'auto';
   /** V:N:M block rows (default 64) and group width M (default 8). */
   v?: number;
   m?: number;
+  /** With format 'auto': the largest packed/dense-f32 byte ratio of the pruned matrices (e.g. 0.45). */
+  targetRatio?: number;
   /** Which matrices run sparse: the routed/shared expert and dense MLP weights, or every linear layer. */
   apply?: 'experts' | 'all-linear';
   /** Permute each routed expert's intermediate channels before pruning (src/sparse/permute.ts; exact, costs load time). */
@@ -278,7 +281,13 @@ export class GpuModelLoader {
       log(`${name}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
       if (!exact) stored = null;
     }
-    const sp = stored?.option ?? options.sparsity ?? null;
+    const asked = stored?.option ?? options.sparsity ?? null;
+    let sp: SparsityOption | null = null;
+    if (asked?.format === 'auto') {
+      const auto = autoSparsity([...ckpt.tensors].map(([n, t]) => ({ name: n, shape: t.shape })), cfg, asked.apply ?? 'experts', asked.targetRatio);
+      log(`${name}: sparsity auto (target ratio ${asked.targetRatio}) → ${auto.label}, ${auto.selection.ratio.toFixed(4)} of the dense f32 bytes`);
+      sp = { ...auto.option, permute: asked.permute };
+    } else if (asked) sp = { ...asked, format: asked.format, apply: asked.apply ?? 'experts' };
     const policy: WeightPolicy = {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
       storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),

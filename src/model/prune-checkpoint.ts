@@ -12,8 +12,10 @@ import { ShapeError } from '../errors';
 import { pruneMatrix, prunePacked, type SparsityOption } from '../sparse/apply';
 import { pruneStats } from '../sparse/prune';
 import { SPARSE_SUFFIXES, sparseToTensors } from '../sparse/tensors';
-import { permuteColumns, permuteRows, searchInputPermutation } from '../sparse/permute';
+import { permuteColumns, permuteRows, searchInputPermutation, searchRowBlockOrder } from '../sparse/permute';
 import { isSparsityTarget, parseTensorName } from './tensors';
+import { patternLabel, selectPattern, type PatternSelection } from '../sparse/select';
+import { ArgumentError } from '../errors';
 
 /** `<prefix>down_proj.weight` of a gated MLP (dense layer, shared or routed expert). */
 const MLP_DOWN = /^(.*\.mlp\.(?:experts\.\d+\.|shared_experts\.)?)down_proj\.weight$/;
@@ -37,8 +39,12 @@ export function permutableMlps(names: Iterable<string>, apply: SparsityOption['a
   return out;
 }
 
-/** Kept ‖W_pruned‖_F / ‖W‖_F of one down_proj without and with its channel permutation. */
-export interface PermutationGain { down: string; layer: number; keptBefore: number; keptAfter: number }
+/**
+ * Kept ‖W_pruned‖_F / ‖W‖_F of one MLP without and with its channel permutation: down_proj (input
+ * channels, the matrix the search is for) and, for V:2:M, gate+up together (their V-row blocks,
+ * searchRowBlockOrder; equal before and after for 2:4).
+ */
+export interface PermutationGain { down: string; layer: number; keptBefore: number; keptAfter: number; gateUpBefore: number; gateUpAfter: number }
 
 /** How a permutation moves a tensor: down's columns (input channels) or gate/up's rows. */
 type Move = { perm: Int32Array; axis: 'rows' | 'columns' };
@@ -50,14 +56,23 @@ const movedImportance = (imp: Float32Array | undefined, N: number, K: number, mv
   !imp || !mv || (imp.length === K && mv.axis === 'rows') ? imp
     : imp.length === K ? Float32Array.from(mv.perm, (p) => imp[p]) : moved(imp, N, K, mv);
 
-/** Searches one MLP's permutation for down_proj's pattern; records the gain and, unless identity, the moves. */
-function searchMlp(mlp: PermutableMlp, down: Float32Array, [D, I]: number[], o: SparsityOption, importance: Float32Array | undefined, moves: Map<string, Move>, gains: PermutationGain[]) {
-  const r = searchInputPermutation(down, D, I, o, { importance });
-  gains.push({ down: mlp.down, layer: mlp.layer, keptBefore: r.keptNormBefore, keptAfter: r.keptNormAfter });
-  if (r.identity) return;
-  moves.set(mlp.down, { perm: r.perm, axis: 'columns' });
-  moves.set(mlp.gate, { perm: r.perm, axis: 'rows' });
-  moves.set(mlp.up, { perm: r.perm, axis: 'rows' });
+/**
+ * Searches one MLP's intermediate-channel permutation: down_proj's input groups first, then (V:2:M) the
+ * order of whole groups for gate/up's row blocks, which leaves down's groups as they are. Records the
+ * gains and, unless nothing moved, the moves.
+ */
+type Matrix = { data: Float32Array; shape: number[] };
+function searchMlp(mlp: PermutableMlp, read: (name: string) => Matrix, o: SparsityOption, importance: ((name: string) => Float32Array | undefined) | undefined, moves: Map<string, Move>, gains: PermutationGain[]) {
+  const down = read(mlp.down), gate = read(mlp.gate), up = read(mlp.up);
+  const [D, I] = down.shape;
+  const r = searchInputPermutation(down.data, D, I, o, { importance: importance?.(mlp.down) });
+  const gImp = importance?.(mlp.gate);
+  const rows = searchRowBlockOrder(gate.data, up.data, D, I, r.perm, o, { importance: gImp && gImp.length === D ? gImp : undefined });
+  gains.push({ down: mlp.down, layer: mlp.layer, keptBefore: r.keptNormBefore, keptAfter: r.keptNormAfter, gateUpBefore: rows.keptBefore, gateUpAfter: rows.keptAfter });
+  if (r.identity && rows.identity) return;
+  moves.set(mlp.down, { perm: rows.perm, axis: 'columns' });
+  moves.set(mlp.gate, { perm: rows.perm, axis: 'rows' });
+  moves.set(mlp.up, { perm: rows.perm, axis: 'rows' });
 }
 
 export interface PrunedCheckpoint {
@@ -76,7 +91,7 @@ export interface PrunedCheckpoint {
 export async function writePrunedCheckpoint(
   ckpt: Checkpoint,
   o: SparsityOption,
-  opts: { importance?: (name: string) => Float32Array | undefined; onTensor?: (name: string, done: number, total: number) => void; signal?: AbortSignal } = {},
+  opts: { importance?: (name: string) => Float32Array | undefined; onTensor?: (name: string, done: number, total: number) => void; signal?: AbortSignal; /** Stored dtype of the kept values (default F32). */ values?: 'F32' | 'F16' } = {},
 ): Promise<PrunedCheckpoint> {
   const names = [...ckpt.tensors.keys()];
   const targets = new Set(names.filter((n) => isSparsityTarget(n, o.apply) && ckpt.tensors.get(n)!.shape.length === 2));
@@ -84,7 +99,11 @@ export async function writePrunedCheckpoint(
   let total2 = 0, kept2 = 0, bytesBefore = 0, bytesAfter = 0, done = 0;
   const moves = new Map<string, Move>(), gains: PermutationGain[] = [];
   if (o.permute) {
-    for (const mlp of permutableMlps(targets, o.apply)) searchMlp(mlp, await ckpt.readF32(mlp.down, opts.signal), ckpt.tensors.get(mlp.down)!.shape, o, opts.importance?.(mlp.down), moves, gains);
+    for (const mlp of permutableMlps(targets, o.apply)) {
+      const m = new Map<string, Matrix>();
+      for (const n of [mlp.down, mlp.gate, mlp.up]) m.set(n, { data: await ckpt.readF32(n, opts.signal), shape: ckpt.tensors.get(n)!.shape });
+      searchMlp(mlp, (n) => m.get(n)!, o, opts.importance, moves, gains);
+    }
   }
   for (const name of names) {
     done++;
@@ -104,7 +123,7 @@ export async function writePrunedCheckpoint(
     for (const v of w) n2 += v * v;
     total2 += n2;
     kept2 += n2 * kept * kept;
-    const parts = sparseToTensors(name, packed);
+    const parts = sparseToTensors(name, packed, opts.values);
     Object.assign(out, parts);
     bytesBefore += t.end - t.begin;
     for (const p of Object.values(parts)) bytesAfter += p.data.byteLength;
@@ -130,6 +149,24 @@ export async function storedSparsity(tensorNames: Iterable<string>, readConfig: 
   const [fmt, , , V, M] = await readConfig(`${sparse[0]}.sparse_config`);
   const option: SparsityOption = fmt === 0 ? { format: '2:4', apply } : { format: 'vnm', v: V, m: M, apply };
   return { option, weights: sparse };
+}
+
+/**
+ * `sparsity: auto`: the pattern for a byte budget by the V:N:M paper's mask-diversity heuristic
+ * (src/sparse/select.ts) over the matrices `apply` prunes. With routed experts, V must divide
+ * moe_intermediate_size and hidden_size (the GPU stacks each expert's gate and up rows and the experts'
+ * rows; a V-row block must not straddle two of them, or the stored pattern would not load exactly).
+ */
+export function autoSparsity(
+  tensors: Iterable<{ name: string; shape: number[] }>,
+  cfg: { nRoutedExperts: number; moeIntermediateSize: number; hiddenSize: number },
+  apply: SparsityOption['apply'],
+  targetRatio: number | undefined,
+): { option: SparsityOption; selection: PatternSelection; label: string } {
+  if (targetRatio === undefined) throw new ArgumentError("sparsity 'auto' needs a target ratio (packed bytes / dense f32 bytes of the pruned matrices, e.g. 0.45)");
+  const shapes = [...tensors].filter((t) => t.shape.length === 2 && isSparsityTarget(t.name, apply)).map((t) => ({ N: t.shape[0], K: t.shape[1] }));
+  const selection = selectPattern(shapes, targetRatio, { vDivides: cfg.nRoutedExperts > 0 ? [cfg.moeIntermediateSize, cfg.hiddenSize] : [] });
+  return { option: { ...selection.choice, apply }, selection, label: patternLabel(selection.choice) };
 }
 
 export interface HostTensor { name: string; shape: number[]; data: Float32Array }
@@ -171,9 +208,6 @@ export function permuteMlpTensors(tensors: HostTensor[], o: SparsityOption, impo
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const mlps = permutableMlps(byName.keys(), o.apply);
   const moves = new Map<string, Move>(), gains: PermutationGain[] = [];
-  for (const mlp of mlps) {
-    const d = byName.get(mlp.down)!;
-    searchMlp(mlp, d.data, d.shape, o, importance?.(mlp.down), moves, gains);
-  }
+  for (const mlp of mlps) searchMlp(mlp, (n) => byName.get(n)!, o, importance, moves, gains);
   return { tensors: tensors.map((t) => (moves.has(t.name) ? { ...t, data: moved(t.data, t.shape[0], t.shape[1], moves.get(t.name)) } : t)), gains, moves };
 }

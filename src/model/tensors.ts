@@ -411,13 +411,13 @@ function checkSparseTensors(name: string, shape: number[], tensors: Map<string, 
   const part = (suffix: string, dtype: string, rank: number) => {
     const t = tensors.get(name + suffix);
     if (!t) throw new FormatError(`checkpoint: sparse weight '${name}' has no '${name}${suffix}'`, { tensor: name + suffix });
-    if (t.dtype !== dtype || t.shape.length !== rank) throw new FormatError(`checkpoint: '${name}${suffix}' is ${t.dtype} ${fmt(t.shape)}, expected ${dtype} of rank ${rank}`, { tensor: name + suffix });
+    if (!dtype.split('|').includes(t.dtype) || t.shape.length !== rank) throw new FormatError(`checkpoint: '${name}${suffix}' is ${t.dtype} ${fmt(t.shape)}, expected ${dtype.replace('|', ' or ')} of rank ${rank}`, { tensor: name + suffix });
     return t;
   };
   const c = part('.sparse_config', 'U32', 1);
   if (c.shape[0] !== 5) throw new FormatError(`checkpoint: '${name}.sparse_config' has shape ${fmt(c.shape)}, expected [5]`, { tensor: name + '.sparse_config' });
   for (const suffix of ['.sparse_values', '.sparse_meta']) {
-    const t = part(suffix, suffix === '.sparse_values' ? 'F32' : 'U32', 2);
+    const t = part(suffix, suffix === '.sparse_values' ? 'F32|F16' : 'U32', 2);
     if (t.shape[0] !== shape[0]) throw new ShapeError(`checkpoint: '${name}${suffix}' has ${t.shape[0]} rows, but config.json implies ${shape[0]}`);
   }
 }

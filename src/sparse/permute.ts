@@ -202,19 +202,113 @@ export interface PermutedMlp extends MlpWeights {
   /** down_proj kept norm without / with the permutation (the matrix it is searched for). */
   downKeptBefore: number;
   downKeptAfter: number;
+  /** gate+up kept norm without / with the permutation (V:2:M row blocks; equal for 2:4). */
+  gateUpKeptBefore: number;
+  gateUpKeptAfter: number;
 }
 
 /**
  * Permutes one gated MLP's intermediate channels (gate [I, D], up [I, D], down [D, I]) for the down
- * projection's pattern: down's columns and gate's and up's rows move together, so the MLP computes the
- * same function. `importance` is down's (I activation norms or D·I scores).
+ * projection's pattern, then (V:2:M) orders whole groups for gate/up's row blocks (searchRowBlockOrder):
+ * down's columns and gate's and up's rows move together, so the MLP computes the same function.
+ * `importance` is down's (I activation norms or D·I scores).
  */
 export function permuteMlp(x: MlpWeights, D: number, I: number, o: PermutePattern, opts: PermuteSearchOptions = {}): PermutedMlp {
   if (x.gate.length !== I * D || x.up.length !== I * D || x.down.length !== D * I) throw new ShapeError(`permuteMlp: gate ${x.gate.length}, up ${x.up.length}, down ${x.down.length}; want ${I}×${D}, ${I}×${D}, ${D}×${I}`);
   const r = searchInputPermutation(x.down, D, I, o, opts);
-  if (r.identity) return { gate: x.gate, up: x.up, down: x.down, perm: r.perm, downKeptBefore: r.keptNormBefore, downKeptAfter: r.keptNormAfter };
-  return {
-    gate: permuteRows(x.gate, I, D, r.perm), up: permuteRows(x.up, I, D, r.perm), down: permuteColumns(x.down, D, I, r.perm),
-    perm: r.perm, downKeptBefore: r.keptNormBefore, downKeptAfter: r.keptNormAfter,
+  const rows = searchRowBlockOrder(x.gate, x.up, D, I, r.perm, o);
+  const stats = { downKeptBefore: r.keptNormBefore, downKeptAfter: r.keptNormAfter, gateUpKeptBefore: rows.keptBefore, gateUpKeptAfter: rows.keptAfter };
+  if (r.identity && rows.identity) return { gate: x.gate, up: x.up, down: x.down, perm: rows.perm, ...stats };
+  return { gate: permuteRows(x.gate, I, D, rows.perm), up: permuteRows(x.up, I, D, rows.perm), down: permuteColumns(x.down, D, I, rows.perm), perm: rows.perm, ...stats };
+}
+
+export interface RowBlockOrder {
+  /** The intermediate order after group swaps (perm[j] = original channel at position j). */
+  perm: Int32Array;
+  /** ‖[gate; up]_pruned‖_F / ‖[gate; up]‖_F with the pruner of prune.ts, with the input order and after. */
+  keptBefore: number;
+  keptAfter: number;
+  swaps: number;
+  identity: boolean;
+}
+
+/**
+ * Output-channel permutation of gate/up for V:2:M (the paper's P_o, where it folds exactly): the
+ * intermediate order also decides which channels share a V-row block of gate_proj and up_proj [I, D]. Given
+ * down_proj's order (`perm`, from searchInputPermutation), swapping the contents of two whole M-groups of
+ * positions leaves down_proj's groups — and so its pruned values — unchanged, but regroups gate/up's row
+ * blocks. First-improvement passes over all group pairs that touch different blocks, scoring a block by
+ * the magnitude the pruner keeps (block-L1 top-4 columns per M-group, then each row's top-2: the rule of
+ * 2410.16135), then checked with the real pruner: kept norm never drops. `importance`: D activation norms
+ * of gate/up's input (|w|·‖x‖), or none (|w|). 2:4 has no row blocks: returns `perm` unchanged.
+ */
+export function searchRowBlockOrder(gate: Float32Array, up: Float32Array, D: number, I: number, perm: Int32Array, o: PermutePattern, opts: { importance?: Float32Array; maxPasses?: number } = {}): RowBlockOrder {
+  check(gate, I, D);
+  check(up, I, D);
+  checkPerm(perm, I);
+  const keptOf = (p: Int32Array) => {
+    let k2 = 0, t2 = 0;
+    for (const w of [gate, up]) {
+      const wp = permuteRows(w, I, D, p);
+      const r = o.format === '2:4' ? prune24(wp, I, D, opts.importance) : pruneVnm(wp, I, D, o.v ?? 64, o.m ?? 8, opts.importance);
+      let n2 = 0;
+      for (const v of w) n2 += v * v;
+      t2 += n2;
+      k2 += n2 * r.keptNormFraction ** 2;
+    }
+    return t2 ? Math.sqrt(k2 / t2) : 1;
   };
+  const before = keptOf(perm);
+  const same = { perm, keptBefore: before, keptAfter: before, swaps: 0, identity: true };
+  if (o.format !== 'vnm') return same;
+  const V = o.v ?? 64, M = o.m ?? 8;
+  checkVnm('permute', V, M);
+  const NB = Math.ceil(I / V), groups = Math.floor(I / M); // whole groups only: a partial last group stays
+  if (NB < 2 || groups < 2) return same;
+  const imp = opts.importance;
+  if (imp && imp.length !== D) throw new ShapeError(`permute: gate/up importance has ${imp.length} entries; expected D = ${D}`);
+  // score[c * D + k]: importance of channel c's row at input column k, gate and up side by side per row
+  const score = [gate, up].map((w) => Float32Array.from(w, (v, i) => Math.abs(v) * (imp ? imp[i % D] : 1)));
+  const G = Math.ceil(D / M);
+  const l1 = new Float64Array(M);
+  const blockScore = (p: Int32Array, b: number): number => {
+    const r0 = b * V, r1 = Math.min(I, r0 + V);
+    let t = 0;
+    for (const s of score) {
+      for (let g = 0; g < G; g++) {
+        const k0 = g * M, real = Math.min(M, D - k0);
+        for (let j = 0; j < real; j++) { let u = 0; for (let r = r0; r < r1; r++) u += s[p[r] * D + k0 + j]; l1[j] = u; }
+        const pick = [...Array(real).keys()].sort((x, y) => l1[y] - l1[x] || x - y).slice(0, 4);
+        for (let r = r0; r < r1; r++) {
+          let a = 0, c = 0;
+          for (const j of pick) { const v = s[p[r] * D + k0 + j]; if (v > a) { c = a; a = v; } else if (v > c) c = v; }
+          t += a + c;
+        }
+      }
+    }
+    return t;
+  };
+  const cur = Int32Array.from(perm);
+  const value = Float64Array.from({ length: NB }, (_, b) => blockScore(cur, b));
+  const blocksOf = (g: number) => { const a = Math.floor((g * M) / V), z = Math.floor((g * M + M - 1) / V); return a === z ? [a] : [a, z]; };
+  let swaps = 0;
+  for (let pass = 0; pass < (opts.maxPasses ?? 3); pass++) {
+    let improved = false;
+    for (let ga = 0; ga < groups; ga++) {
+      for (let gb = ga + 1; gb < groups; gb++) {
+        const touched = [...new Set([...blocksOf(ga), ...blocksOf(gb)])];
+        if (touched.length < 2) continue; // both groups in one block: swapping regroups nothing
+        const swap = () => { for (let j = 0; j < M; j++) { const t = cur[ga * M + j]; cur[ga * M + j] = cur[gb * M + j]; cur[gb * M + j] = t; } };
+        swap();
+        const next = touched.map((b) => blockScore(cur, b));
+        const old = touched.reduce((s, b) => s + value[b], 0), now = next.reduce((s, v) => s + v, 0);
+        if (now > old * (1 + 1e-9)) { touched.forEach((b, i) => { value[b] = next[i]; }); swaps++; improved = true; }
+        else swap();
+      }
+    }
+    if (!improved) break;
+  }
+  if (!swaps) return same;
+  const after = keptOf(cur);
+  return after > before ? { perm: cur, keptBefore: before, keptAfter: after, swaps, identity: false } : same;
 }

@@ -3,7 +3,7 @@
  * `model.layers.3.mlp.down_proj.weight`) is stored as the arrays of src/sparse/formats.ts under
  *
  *   <name>.sparse_config   U32 [5]            [format (0 = 2:4, 1 = V:2:M), N, K, V, M]  (V = M = 0 for 2:4)
- *   <name>.sparse_values   F32 [N, 2G]
+ *   <name>.sparse_values   F32 or F16 [N, 2G] (F16 halves a pre-pruned F16 model's file; widened at read)
  *   <name>.sparse_meta     U32 [N, ceil(G/8)]
  *   <name>.sparse_columns  U32 [ceil(N/V), G] (V:2:M only)
  *
@@ -13,14 +13,16 @@ import { FormatError } from '../errors';
 import type { SafetensorsDtype, TensorToWrite } from '../formats/safetensors';
 import { checkVnm, metaStrideOf, type SparsePacked } from './formats';
 import type { SparsityOption } from './apply';
+import { f16ArrayToF32, f32ToF16 } from '../util/half';
 
 export const SPARSE_SUFFIXES = ['.sparse_config', '.sparse_values', '.sparse_meta', '.sparse_columns'] as const;
 
-export function sparseToTensors(name: string, p: SparsePacked): Record<string, TensorToWrite> {
+/** The compressed tensors of one weight; `values: 'F16'` rounds the kept values to half precision. */
+export function sparseToTensors(name: string, p: SparsePacked, values: 'F32' | 'F16' = 'F32'): Record<string, TensorToWrite> {
   const vnm = p.format === 'vnm';
   const out: Record<string, TensorToWrite> = {
     [`${name}.sparse_config`]: { dtype: 'U32', shape: [5], data: new Uint32Array([vnm ? 1 : 0, p.N, p.K, vnm ? p.V : 0, vnm ? p.M : 0]) },
-    [`${name}.sparse_values`]: { dtype: 'F32', shape: [p.N, 2 * p.G], data: p.values },
+    [`${name}.sparse_values`]: values === 'F16' ? { dtype: 'F16', shape: [p.N, 2 * p.G], data: Uint16Array.from(p.values, f32ToF16) } : { dtype: 'F32', shape: [p.N, 2 * p.G], data: p.values },
     [`${name}.sparse_meta`]: { dtype: 'U32', shape: [p.N, p.metaStride], data: p.meta },
   };
   if (vnm) out[`${name}.sparse_columns`] = { dtype: 'U32', shape: [Math.ceil(p.N / p.V), p.G], data: p.columns };
@@ -37,9 +39,11 @@ export function sparseFromTensors(name: string, get: (tensor: string) => TensorB
   const read = <T extends Uint32Array | Float32Array>(suffix: string, dtype: SafetensorsDtype, shape: number[], make: (b: ArrayBuffer) => T): T => {
     const t = get(`${name}${suffix}`);
     if (!t) throw new FormatError(`sparse weight '${name}': tensor '${name}${suffix}' is missing`, { tensor: name + suffix });
-    if (t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new FormatError(`sparse weight '${name}': '${name}${suffix}' is ${t.dtype} ${JSON.stringify(t.shape)}, expected ${dtype} ${JSON.stringify(shape)}`, { tensor: name + suffix });
+    const half = dtype === 'F32' && t.dtype === 'F16';
+    if ((t.dtype !== dtype && !half) || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new FormatError(`sparse weight '${name}': '${name}${suffix}' is ${t.dtype} ${JSON.stringify(t.shape)}, expected ${dtype}${dtype === 'F32' ? ' or F16' : ''} ${JSON.stringify(shape)}`, { tensor: name + suffix });
     }
+    if (half) return f16ArrayToF32(new Uint16Array(t.data.slice().buffer)) as T;
     return make(t.data.slice().buffer);
   };
   const cfg = read('.sparse_config', 'U32', [5], (b) => new Uint32Array(b));

@@ -124,10 +124,20 @@ test('the bundled model streams tokens; routing and memory show numbers', async 
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
   await expect(page.locator('#model-info')).toContainText('2:4');
   await expect(page.locator('#sparse-table tr.current')).toHaveAttribute('data-mode', '2:4');
+  // The measured held-out perplexity next to dense (public/models/sparsity-quality.json).
+  await expect(page.locator('#sparse-table tr[data-mode="dense"] td').nth(1)).toHaveAttribute('data-value', /^\d/);
+  await expect(page.locator('#sparse-table tr[data-mode="2:4-recovered"] td').nth(1)).toContainText('×');
+
+  // The recovered 2:4 variant: a pre-pruned sibling of the bundled model, on the sparse kernels.
+  await page.click('#sparse-mode button[data-mode="2:4-recovered"]');
+  await expect(page.locator('#model-panel')).toHaveAttribute('data-loads', '3', { timeout: 120_000 });
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+  await expect(page.locator('#model-info')).toContainText('2:4 (experts, pre-pruned)');
+  await expect(page.locator('#sparse-table tr.current')).toHaveAttribute('data-mode', '2:4-recovered');
 
   // A local folder (<input webkitdirectory>): the files cross into the worker as File objects.
   await page.setInputFiles('#folder-input', 'public/models/webmoe-tiny');
-  await expect(page.locator('#model-panel')).toHaveAttribute('data-loads', '3', { timeout: 120_000 });
+  await expect(page.locator('#model-panel')).toHaveAttribute('data-loads', '4', { timeout: 120_000 });
   await expect(page.locator('#model-panel')).toHaveAttribute('data-source', 'webmoe-tiny');
   await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
   await expect(page.locator('#error-banner')).toBeHidden();

@@ -14,7 +14,8 @@ import { buildWeights } from '../../src/model/load';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
-import { writePrunedCheckpoint, pruneModelTensors, type HostTensor } from '../../src/model/prune-checkpoint';
+import { autoSparsity, writePrunedCheckpoint, pruneModelTensors, type HostTensor } from '../../src/model/prune-checkpoint';
+import type { SparsityOptions } from '../../src/model/assemble';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { gpuEngine } from '../helpers/models';
 import { pruneMatrix, sparsityLabel, type SparsityOption } from '../../src/sparse/apply';
@@ -112,7 +113,7 @@ describe('pre-pruned checkpoints on the engine', () => {
     'model.safetensors': file,
     'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()),
   });
-  const logitsOn = async (file: Uint8Array, sparsity?: SparsityOption | null) => {
+  const logitsOn = async (file: Uint8Array, sparsity?: SparsityOptions | null) => {
     const e = gpuEngine(gpu);
     const info = await e.load(withTokenizer(file), { weights: 'f32', ...(sparsity !== undefined ? { sparsity } : {}) });
     const logits = await gpu.checked(() => e.runner.logits(tokens, true));
@@ -134,6 +135,29 @@ describe('pre-pruned checkpoints on the engine', () => {
     const c = await logitsOn(pre.file, null);
     expect(c.info.sparsity).toBe('dense');
     expectClose(c.logits, a.logits, TOL, 'dense kernels vs sparse kernels');
+  });
+
+  it("sparsity 'auto' loads the pattern autoSparsity picks for the target ratio, as that option does", async () => {
+    const fixture = () => openCheckpoint(memoryModel({ 'config.json': JSON.stringify(fixtureJson('config.json')), 'model.safetensors': fixtureFile('model.safetensors') }));
+    const ck = await fixture();
+    const auto = autoSparsity([...ck.tensors].map(([name, t]) => ({ name, shape: t.shape })), ck.config, 'experts', 0.45);
+    // fixture: I = 32, D = 64, so V ∈ {16, 32}; M = 5 pads K = 32 to 35 columns (0.47 of the bytes), so M = 6
+    expect(auto.label).toBe('16:2:6');
+    const a = await logitsOn(fixtureFile('model.safetensors'), { format: 'auto', targetRatio: 0.45, apply: 'experts' });
+    expect(a.info.sparsity).toBe('16:2:6 (experts)');
+    const b = await logitsOn(fixtureFile('model.safetensors'), auto.option);
+    expectClose(a.logits, b.logits, { atol: 0, rtol: 0 }, 'auto vs the picked pattern');
+  });
+
+  it('pre-pruned with F16 values: sparse kernels, the f16-rounded values', async () => {
+    const o: SparsityOption = { format: '2:4', apply: 'experts' };
+    const ck = () => openCheckpoint(memoryModel({ 'config.json': JSON.stringify(fixtureJson('config.json')), 'model.safetensors': fixtureFile('model.safetensors') }));
+    const half = await writePrunedCheckpoint(await ck(), o, { values: 'F16' });
+    const full = await writePrunedCheckpoint(await ck(), o);
+    expect(half.bytesAfter).toBeLessThan(0.6 * full.bytesAfter);
+    const a = await logitsOn(half.file), b = await logitsOn(full.file);
+    expect(a.info.sparsity).toBe('2:4 (experts, pre-pruned)');
+    expectClose(a.logits, b.logits, { atol: 2e-2, rtol: 0 }, 'F16 vs F32 stored values'); // f16 rounding of the kept values (~5e-4 relative)
   });
 
   it('a V that splits the stacked expert blocks (V ∤ moe_intermediate_size) loads the stored values on dense kernels', async () => {

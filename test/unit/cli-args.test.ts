@@ -104,7 +104,7 @@ describe('webmoe CLI arguments', () => {
   });
 
   it('an option another command has is still unknown here', async () => {
-    await expectUsageError([...BASE.prune, '--weights', 'f16'], /unknown option --weights for webmoe prune; it takes --model, --out, --sparsity, --apply, --permute, --quiet, --help/);
+    await expectUsageError([...BASE.prune, '--weights', 'f16'], /unknown option --weights for webmoe prune; it takes --model, --out, --sparsity, --target-ratio, --apply, --permute, --values, --calibration, --calibration-tokens, --quiet, --help/);
     await expectUsageError([...BASE.info, '--prompt', 'x'], /unknown option --prompt for webmoe info/);
   });
 
@@ -129,7 +129,7 @@ describe('webmoe CLI arguments', () => {
     ['calibrate', ['--steps', '0'], "--steps must be an integer ≥ 1, got '0'"],
     ['calibrate', ['--gamma', '0'], "--gamma must be a number > 0, got '0'"],
     ['calibrate', ['--batch-tokens', 'lots'], "--batch-tokens must be an integer ≥ 1, got 'lots'"],
-    ['prune', ['--sparsity', '3:4'], "--sparsity must be 2:4 or V:2:M (e.g. 64:2:8), got '3:4'"],
+    ['prune', ['--sparsity', '3:4'], "--sparsity must be 2:4, V:2:M (e.g. 64:2:8) or auto, got '3:4'"],
     ['prune', ['--apply', 'everything'], "--apply must be experts or all-linear, got 'everything'"],
     ['convert', ['--to', 'onnx'], "--to must be gguf, got 'onnx'"],
     ['convert', ['--quant', 'q4_k'], "--quant must be f32, f16, q8_0 or q4_k_m, got 'q4_k'"],

@@ -15,7 +15,8 @@ import { memoryModel } from '../../src/loader/model-source';
 import { parseSafetensors, toFloat32, writeSafetensors } from '../../src/formats/safetensors';
 import { fixtureFile, fixtureJson, fixtureTokens } from '../helpers/fixture';
 import { permuteMlpTensors, pruneModelTensors, writePrunedCheckpoint, type HostTensor } from '../../src/model/prune-checkpoint';
-import { permuteColumns, permuteRows, searchInputPermutation, permuteMlp, type PermutePattern } from '../../src/sparse/permute';
+import { permuteColumns, permuteRows, searchInputPermutation, searchRowBlockOrder, permuteMlp, type PermutePattern } from '../../src/sparse/permute';
+import { pruneVnm } from '../../src/sparse/prune';
 import { ShapeError } from '../../src/errors';
 import { unpack } from '../../src/sparse/formats';
 import { sparseFromTensors } from '../../src/sparse/tensors';
@@ -69,6 +70,43 @@ describe('permutation helpers', () => {
     expect(Array.from(p.perm)).not.toEqual([...Array(I).keys()]);
     const y0 = mlp(x), y1 = mlp(p);
     for (let d = 0; d < D; d++) expect(Math.abs(y1[d] - y0[d])).toBeLessThan(1e-9 * (1 + Math.abs(y0[d])));
+    expect(p.gateUpKeptAfter).toBe(p.gateUpKeptBefore); // 2:4: gate/up rows have no blocks
+  });
+});
+
+describe('gate/up row-block order (output channels, V:2:M)', () => {
+  const D = 48, I = 96;
+  const x = { gate: gaussian(I * D, 11), up: gaussian(I * D, 12), down: gaussian(D * I, 13) };
+  // uneven row scales give the blocks something to regroup
+  for (let i = 0; i < I; i++) for (let d = 0; d < D; d++) { const s = 1 + 3 * ((i * 7) % 5 === 0 ? 1 : 0); x.gate[i * D + d] *= s; x.up[i * D + d] *= s; }
+  for (const [V, M] of [[16, 8], [32, 5], [16, 6]]) {
+    it(`${V}:2:${M}: raises gate+up kept norm, keeps down_proj's pruned values, same MLP`, () => {
+      const o: PermutePattern = { format: 'vnm', v: V, m: M };
+      const base = searchInputPermutation(x.down, D, I, o, { maxTrials: 500 });
+      const r = searchRowBlockOrder(x.gate, x.up, D, I, base.perm, o);
+      expect(r.keptAfter).toBeGreaterThanOrEqual(r.keptBefore);
+      expect(r.identity).toBe(false);
+      expect(r.keptAfter).toBeGreaterThan(r.keptBefore);
+      // whole-group swaps: down's pruned matrix holds the same values per group
+      const downBefore = pruneVnm(permuteColumns(x.down, D, I, base.perm), D, I, V, M).keptNormFraction;
+      const downAfter = pruneVnm(permuteColumns(x.down, D, I, r.perm), D, I, V, M).keptNormFraction;
+      expect(downAfter).toBeCloseTo(downBefore, 12);
+      // the real pruner's kept norm of the permuted gate/up is what it reports
+      const kept = (p: Int32Array) => {
+        let k = 0, t = 0;
+        for (const w of [x.gate, x.up]) { const q = permuteRows(w, I, D, p); const f = pruneVnm(q, I, D, V, M).keptNormFraction; let n = 0; for (const v of w) n += v * v; t += n; k += n * f * f; }
+        return Math.sqrt(k / t);
+      };
+      expect(kept(r.perm)).toBeCloseTo(r.keptAfter, 12);
+      const p = permuteMlp(x, D, I, o, { maxTrials: 500 });
+      expect(p.gateUpKeptAfter).toBeGreaterThanOrEqual(p.gateUpKeptBefore);
+    });
+  }
+  it('2:4 and single-block matrices are left alone', () => {
+    const id = Int32Array.from({ length: I }, (_, i) => i);
+    expect(searchRowBlockOrder(x.gate, x.up, D, I, id, { format: '2:4' }).identity).toBe(true);
+    expect(searchRowBlockOrder(x.gate, x.up, D, I, id, { format: 'vnm', v: 128, m: 8 }).identity).toBe(true);
+    expect(() => searchRowBlockOrder(x.gate, x.up, D, I, id.subarray(1), { format: 'vnm', v: 16, m: 8 })).toThrow(ShapeError);
   });
 });
 
@@ -119,7 +157,7 @@ describe('kept norm with permutation ≥ without', () => {
     console.log(`random matrices, kept ‖W‖_F without → with permutation:\n  ${lines.join('\n  ')}`);
     // i.i.d. weights still gain a little for 2:4 (some groups hold 3–4 large weights by chance)
     expect(lines.some((l) => l.startsWith('2:4') && !l.includes('(0 swaps)'))).toBe(true);
-  });
+  }, 120_000);
 
   it('the bundled trained model: routed-expert down_proj, gain per layer', () => {
     const st = parseSafetensors(new Uint8Array(readFileSync(new URL('../../public/models/webmoe-tiny/model.safetensors', import.meta.url))));
@@ -142,5 +180,5 @@ describe('kept norm with permutation ≥ without', () => {
       }
     }
     console.log(`webmoe-tiny routed experts, kept ‖W‖_F without → with permutation (2000 trials):\n  ${lines.join('\n  ')}`);
-  }, 120_000);
+  }, 600_000);
 });

@@ -10,7 +10,8 @@ import struct
 import numpy as np
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I32": np.int32, "I64": np.int64,
-          "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16}
+          "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16,
+          "U32": np.uint32}
 NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 

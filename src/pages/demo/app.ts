@@ -36,12 +36,22 @@ export interface DemoOptions {
   probe?: () => Promise<GpuProbe>;
 }
 
-type SparseMode = 'dense' | '2:4' | 'vnm';
-const SPARSE: Record<SparseMode, { label: string; options: SparsityOptions | null }> = {
-  dense: { label: 'Dense', options: null },
-  '2:4': { label: '2:4', options: { format: '2:4', apply: 'experts' } },
-  vnm: { label: '64:2:8', options: { format: 'vnm', v: 64, m: 8, apply: 'experts' } },
+type SparseMode = 'dense' | '2:4' | 'vnm' | '2:4-recovered' | '64:2:5-recovered';
+/**
+ * The panel's modes. Load-time modes prune whatever model is loaded; a `model` mode loads a pre-pruned,
+ * recovery-trained sibling of the bundled model (public/models/<model>/, tools/train/recover.py), which
+ * runs on the sparse kernels by itself (options undefined: the file's pattern). `quality` names the row of
+ * the bundled model's measured table (public/models/sparsity-quality.json, tools/sparse-quality.mjs).
+ */
+const SPARSE: Record<SparseMode, { label: string; options: SparsityOptions | null | undefined; model?: string; quality: [string, string] }> = {
+  dense: { label: 'Dense', options: null, quality: ['dense', '—'] },
+  '2:4': { label: '2:4', options: { format: '2:4', apply: 'experts' }, quality: ['2:4', 'magnitude'] },
+  vnm: { label: '64:2:8', options: { format: 'vnm', v: 64, m: 8, apply: 'experts' }, quality: ['64:2:8', 'magnitude'] },
+  '2:4-recovered': { label: '2:4 recovered', options: undefined, model: 'webmoe-tiny-2-4-recovered', quality: ['2:4', '+ recovery (magnitude mask)'] },
+  '64:2:5-recovered': { label: '64:2:5 recovered', options: undefined, model: 'webmoe-tiny-64-2-5-recovered', quality: ['64:2:5', '+ recovery (magnitude mask)'] },
 };
+/** Measured held-out perplexity of the bundled model per (pattern, pruning) (tools/sparse-quality.mjs --json). */
+type QualityTable = { tokens: number; results: Array<{ pattern: string; pruning: string; ppl: number; ratio: number }> };
 const PROBE_TOKENS = 32;
 
 type State = 'checking' | 'unsupported' | 'idle' | 'loading' | 'ready' | 'generating' | 'error';
@@ -65,6 +75,9 @@ export class DemoApp {
   private sparse: SparseMode = 'dense';
   /** GPU memory budget of the loads (LoadOptions.gpuMemoryBudget), in bytes; null: no limit. */
   private gpuBudget: number | null = null;
+  /** The bundled model's URL when it (or one of its recovered siblings) is what is loaded, else null. */
+  private bundled: string | null = null;
+  private quality: QualityTable | null = null;
   private mode: 'chat' | 'raw' = 'chat';
   private history: ChatMessage[] = [];
   private state: State = 'checking';
@@ -228,7 +241,8 @@ export class DemoApp {
 
   // ---- loading ---------------------------------------------------------------------------------
 
-  async load(ref: ModelRef, label: string, sparse: SparseMode = this.sparse): Promise<void> {
+  // A recovered mode is a file of the bundled model: another model loads dense by default.
+  async load(ref: ModelRef, label: string, sparse: SparseMode = SPARSE[this.sparse].model ? 'dense' : this.sparse): Promise<void> {
     if (!this.engine) return;
     if (this.state === 'generating') this.engine.abort();
     this.setState('loading', `Loading ${label}…`);
@@ -279,9 +293,14 @@ export class DemoApp {
         },
       });
       this.info = info;
-      this.ref = ref;
-      this.refLabel = label;
+      const sibling = SPARSE[sparse].model;
+      if (!sibling) {
+        this.ref = ref;
+        this.refLabel = label;
+        this.bundled = label === 'bundled model' && typeof ref === 'string' ? ref : null;
+      }
       this.sparse = sparse;
+      if (this.bundled && !this.quality) void this.loadQuality(this.bundled);
       box.hidden = true;
       const panel = this.el('#model-panel');
       panel.dataset.source = label;
@@ -499,11 +518,30 @@ export class DemoApp {
     }
   }
 
+  /** The bundled model's measured sparsity table (a static file next to it); the column stays '—' without it. */
+  private async loadQuality(bundled: string): Promise<void> {
+    try {
+      const r = await fetch(new URL('../sparsity-quality.json', bundled));
+      if (!r.ok) return;
+      this.quality = (await r.json()) as QualityTable;
+      this.renderSparse();
+    } catch {
+      // offline or not served: the panel works without the measured column
+    }
+  }
+
   private renderSparse(pending?: SparseMode): void {
     const current = pending ?? this.sparse;
-    this.el('#sparse-mode').querySelectorAll<HTMLElement>('button').forEach((b) => b.setAttribute('aria-checked', String(b.dataset.mode === current)));
+    this.el('#sparse-mode').querySelectorAll<HTMLElement>('button').forEach((b) => {
+      b.setAttribute('aria-checked', String(b.dataset.mode === current));
+      if (SPARSE[b.dataset.mode as SparseMode]?.model) b.hidden = !this.bundled;
+    });
+    const measured = (m: SparseMode) => {
+      const q = this.bundled && this.quality?.results.find((r) => r.pattern === SPARSE[m].quality[0] && r.pruning === SPARSE[m].quality[1]);
+      return q ? `<td data-value="${q.ppl}" title="held-out perplexity of the bundled model (${this.quality!.tokens} tokens, tools/sparse-quality.mjs)">${q.ppl.toFixed(1)}${m === 'dense' ? '' : ` <small>×${q.ratio.toFixed(2)}</small>`}</td>` : '<td>—</td>';
+    };
     const dense = this.perMode.get('dense')?.probe;
-    const rows = (Object.keys(SPARSE) as SparseMode[]).map((m) => {
+    const rows = (Object.keys(SPARSE) as SparseMode[]).filter((m) => !SPARSE[m].model || this.bundled).map((m) => {
       const s = this.perMode.get(m) ?? {};
       let same = '—', title = '';
       if (s.probe) {
@@ -517,7 +555,7 @@ export class DemoApp {
           same = `${k} / ${Math.min(dense.tokens.length, s.probe.tokens.length)}`;
         }
       }
-      return `<tr data-mode="${m}" class="${m === this.sparse && this.info ? 'current' : ''}"><td>${SPARSE[m].label}</td><td>${s.weightBytes ? fmtBytes(s.weightBytes) : '—'}</td><td data-value="${s.tokps ?? ''}">${s.tokps ? fmtNum(s.tokps) : '—'}</td><td title="${escapeHtml(title)}">${same}</td></tr>`;
+      return `<tr data-mode="${m}" class="${m === this.sparse && this.info ? 'current' : ''}"><td>${SPARSE[m].label}</td>${measured(m)}<td>${s.weightBytes ? fmtBytes(s.weightBytes) : '—'}</td><td data-value="${s.tokps ?? ''}">${s.tokps ? fmtNum(s.tokps) : '—'}</td><td title="${escapeHtml(title)}">${same}</td></tr>`;
     });
     this.el('#sparse-table tbody').innerHTML = rows.join('');
     const probes = (Object.keys(SPARSE) as SparseMode[]).filter((m) => this.perMode.get(m)?.probe);
@@ -551,10 +589,14 @@ export class DemoApp {
       const b = (ev.target as HTMLElement).closest<HTMLButtonElement>('button[data-mode]');
       if (!b || b.disabled) return;
       const m = b.dataset.mode as SparseMode;
+      const sibling = SPARSE[m].model;
       if (!this.ref) {
         this.sparse = m;
         this.renderSparse();
-      } else if (m !== this.sparse) void this.load(this.ref, this.refLabel, m);
+      } else if (m !== this.sparse) {
+        if (sibling && this.bundled) void this.load(new URL(`../${sibling}/`, this.bundled).href, `${SPARSE[m].label} (bundled model)`, m);
+        else if (!sibling) void this.load(this.ref, this.refLabel, m);
+      }
     });
     el('#probe').addEventListener('click', () => void this.probe());
     el('#budget-form').addEventListener('submit', (ev) => {

@@ -63,10 +63,12 @@ export const LAYOUT = `
         <button type="button" role="radio" data-mode="dense" aria-checked="true">Dense</button>
         <button type="button" role="radio" data-mode="2:4" aria-checked="false">2:4</button>
         <button type="button" role="radio" data-mode="vnm" aria-checked="false">64:2:8</button>
+        <button type="button" role="radio" data-mode="2:4-recovered" aria-checked="false" hidden>2:4 recovered</button>
+        <button type="button" role="radio" data-mode="64:2:5-recovered" aria-checked="false" hidden>64:2:5 recovered</button>
       </div>
-      <p class="hint">Switching reloads the model with its expert weights pruned to the pattern (magnitude pruning, no retraining).</p>
+      <p class="hint">2:4 and 64:2:8 reload the model with its expert weights pruned to the pattern (magnitude pruning, no retraining). The recovered modes (bundled model only) load pre-pruned copies fine-tuned with the mask fixed (docs/sparsity.md).</p>
       <table class="grid" id="sparse-table">
-        <thead><tr><th>Mode</th><th title="Weight bytes on the GPU in this mode">Weights</th><th title="Decode speed of the last reply in this mode">tok/s</th><th title="Greedy probe: leading tokens identical to the dense model's">= dense</th></tr></thead>
+        <thead><tr><th>Mode</th><th title="Held-out perplexity of the bundled model in this mode, measured offline (× dense)">ppl</th><th title="Weight bytes on the GPU in this mode">Weights</th><th title="Decode speed of the last reply in this mode">tok/s</th><th title="Greedy probe: leading tokens identical to the dense model's">= dense</th></tr></thead>
         <tbody></tbody>
       </table>
       <div class="row">
