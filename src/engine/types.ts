@@ -16,7 +16,16 @@ export type { ChatMessage, LoadNotice, LoadProgress, LayerLoad, SparsityOptions,
  */
 export type ModelRef = string | ModelSource | File | File[] | FileList | FileSystemDirectoryHandle;
 
+/** Where a model runs: WebGPU, the WebAssembly engine (CPU, SIMD), or 'auto' (see LoadOptions.device). */
+export type DeviceChoice = 'webgpu' | 'wasm' | 'auto';
+
 export interface LoadOptions {
+  /**
+   * Where the model runs (default 'webgpu'). 'wasm': the WebAssembly engine on the CPU (128-bit SIMD
+   * kernels, docs/wasm.md). 'auto': WebGPU on a hardware adapter, WASM on a CPU fallback adapter
+   * (SwiftShader and the like) or without WebGPU; engine.stats() says which and why.
+   */
+  device?: DeviceChoice;
   /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). 'gguf' (the 'auto' choice for a GGUF with quantised tensors): those tensors' blocks stay on the GPU as in the file, decoded by the GGUF kernels; the embedding, router, kv_b, norms and F32/F16 tensors are f32 (docs/gguf.md). */
   weights?: WeightStorage;
   sparsity?: SparsityOptions | null;
@@ -152,6 +161,9 @@ export interface EngineStats {
   readbacksPerToken: number;
   expertLoad: LayerLoad[];
   device: string;
+  /** The engine the loaded model runs on ('' when none is loaded), and why (LoadOptions.device); absent from remote engines. */
+  backend?: 'webgpu' | 'wasm' | '';
+  backendReason?: string;
 }
 
 export interface EngineOptions {

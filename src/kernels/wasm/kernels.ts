@@ -1,0 +1,256 @@
+/**
+ * The WebAssembly kernels (kernels.c, built by scripts/build-wasm.mjs) behind typed wrappers: one
+ * instance, its linear memory managed here as a bump heap with marks, and one method per kernel with
+ * shape checks. Every tensor lives in the module's memory and is named by its byte offset ("ptr").
+ *
+ * Heap: permanent blocks (weights, the KV cache) are taken while no mark is open; a forward pass opens
+ * a mark, takes its activations above it and releases them at the end (WasmBackend). Memory grows on
+ * demand up to wasm32's 4 GiB; past that a LimitExceededError names what did not fit.
+ */
+import wasmBase64 from './kernels.wasm?base64';
+import { ArgumentError, LimitExceededError, ShapeError } from '../../errors';
+import { packWeight, scaleAt } from '../weight-pack';
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  __heap_base: WebAssembly.Global;
+  exp_f32(x: number): number;
+  matmul_f32(x: number, w: number, y: number, M: number, N: number, K: number, n0: number, n1: number): void;
+  prep_x(x: number, xp: number, M: number, K: number, Kp: number, q4: number): void;
+  matmul_f16(xp: number, w: number, y: number, M: number, N: number, Kp: number, n0: number, n1: number): void;
+  matmul_bf16(xp: number, w: number, y: number, M: number, N: number, Kp: number, n0: number, n1: number): void;
+  matmul_q8(xp: number, w: number, s: number, y: number, M: number, N: number, Kp: number, gs: number, scaleCols: number, n0: number, n1: number): void;
+  matmul_q4(xp: number, w: number, s: number, y: number, M: number, N: number, Kp: number, gs: number, scaleCols: number, n0: number, n1: number): void;
+  rmsnorm(x: number, w: number, y: number, rows: number, dim: number, xStride: number, yStride: number, eps: number): void;
+  add_inplace(h: number, r: number, n: number): void;
+  axpy(out: number, x: number, a: number, n: number): void;
+  silu_mul_fused(gu: number, h: number, rows: number, I: number): void;
+  silu_mul(g: number, u: number, h: number, n: number): void;
+  rope(x: number, rows: number, heads: number, rowStride: number, headStride: number, offset: number, ropeDim: number, cs: number, pos0: number): void;
+  mla_attention(q: number, kvB: number, lat: number, pe: number, out: number, scratch: number, S: number, H: number, nope: number, rope: number, dv: number, r: number, past: number, scale: number, s0: number, s1: number, h0: number, h1: number): void;
+  moe_route(logits: number, bias: number, T: number, E: number, K: number, nGroup: number, topkGroup: number, scoring: number, norm: number, scaling: number, ids: number, weights: number, scratch: number): void;
+}
+
+let compiled: Promise<WebAssembly.Module> | null = null;
+
+/** The compiled module (compiled once per realm; instances are cheap). */
+export function kernelsModule(): Promise<WebAssembly.Module> {
+  if (!compiled) {
+    const bin = atob(wasmBase64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    compiled = WebAssembly.compile(bytes);
+  }
+  return compiled;
+}
+
+/** Whether this JavaScript engine runs WebAssembly with 128-bit SIMD (the kernels need it). */
+export function wasmSimdSupported(): boolean {
+  if (typeof WebAssembly !== 'object') return false;
+  // (module (func (result v128) i32.const 0 i8x16.splat))
+  return WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]));
+}
+
+export type WasmWeightFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+
+/** A linear weight [N, K] in the module's memory (layouts: weight-pack.ts; q8/q4 scales widened to f32). */
+export interface WasmWeight {
+  format: WasmWeightFormat;
+  N: number;
+  K: number;
+  /** Row length in elements as stored (K for f32, padded for the others). */
+  Kp: number;
+  ptr: number;
+  /** q8/q4: [N, scaleCols] f32 group scales. */
+  scales: number;
+  groupSize: number;
+  scaleCols: number;
+  bytes: number;
+}
+
+const PAGE = 65536;
+const MAX_BYTES = 4 * 1024 * 1024 * 1024 - PAGE;
+
+export class WasmKernels {
+  private e: Exports;
+  private top: number;
+  private marks = 0;
+  private f32View: Float32Array;
+  private u8View: Uint8Array;
+  /** Bytes held by permanent blocks (weights, caches). */
+  permanentBytes = 0;
+
+  private constructor(instance: WebAssembly.Instance) {
+    this.e = instance.exports as unknown as Exports;
+    this.top = align(this.e.__heap_base.value as number, 64);
+    this.f32View = new Float32Array(this.e.memory.buffer);
+    this.u8View = new Uint8Array(this.e.memory.buffer);
+  }
+
+  static async create(): Promise<WasmKernels> {
+    if (!wasmSimdSupported()) throw new ArgumentError('this JavaScript engine has no WebAssembly SIMD (128-bit), which the WASM engine needs: use device webgpu, or a browser from 2021 or later');
+    return new WasmKernels(await WebAssembly.instantiate(await kernelsModule(), {}));
+  }
+
+  // ------------------------------------------------------------------------------------------ heap
+
+  /** Bytes of linear memory in use (the heap's top). */
+  get heapBytes(): number { return this.top; }
+
+  /** Float32 view of the whole memory (refreshed after growth). */
+  get f32(): Float32Array {
+    if (this.f32View.buffer !== this.e.memory.buffer) this.refresh();
+    return this.f32View;
+  }
+  get u8(): Uint8Array {
+    if (this.u8View.buffer !== this.e.memory.buffer) this.refresh();
+    return this.u8View;
+  }
+  private refresh() {
+    this.f32View = new Float32Array(this.e.memory.buffer);
+    this.u8View = new Uint8Array(this.e.memory.buffer);
+  }
+
+  /** `bytes` of memory, 64-byte aligned; permanent when no mark is open. */
+  alloc(bytes: number, what = 'a tensor'): number {
+    const p = this.top;
+    const end = align(p + Math.max(bytes, 0), 64);
+    if (end > MAX_BYTES) throw new LimitExceededError('wasm32 memory', end, MAX_BYTES, `${what} (the WASM engine's memory is at most 4 GiB: use a smaller model or q8/q4 weights)`);
+    const have = this.e.memory.buffer.byteLength;
+    if (end > have) {
+      try {
+        this.e.memory.grow(Math.ceil((end - have) / PAGE));
+      } catch {
+        throw new LimitExceededError('wasm32 memory', end, have, `${what} (the browser refused to grow WebAssembly memory)`);
+      }
+    }
+    this.top = end;
+    if (this.marks === 0) this.permanentBytes += end - p;
+    return p;
+  }
+
+  mark(): number { this.marks++; return this.top; }
+  /** Frees everything taken since `mark` (marks nest; release them in reverse order). */
+  release(mark: number): void {
+    if (this.marks <= 0) throw new Error('WasmKernels.release without mark');
+    this.marks--;
+    this.top = mark;
+  }
+  /** Frees back to `mark` but keeps it open (a layer's temporaries inside a forward pass). */
+  rewind(mark: number): void { this.top = mark; }
+
+  putF32(data: ArrayLike<number>, what?: string): number {
+    const p = this.alloc(data.length * 4, what);
+    this.f32.set(data, p >> 2);
+    return p;
+  }
+
+  putBytes(data: Uint8Array, what?: string): number {
+    const p = this.alloc(data.length, what);
+    this.u8.set(data, p);
+    return p;
+  }
+
+  readF32(ptr: number, n: number): Float32Array { return this.f32.slice(ptr >> 2, (ptr >> 2) + n); }
+  viewF32(ptr: number, n: number): Float32Array { return this.f32.subarray(ptr >> 2, (ptr >> 2) + n); }
+
+  // --------------------------------------------------------------------------------------- weights
+
+  /** Packs an f32 [N, K] matrix into `format` (weight-pack.ts' quantisers, so q8/q4 equal the GPU's) and stores it. */
+  weight(data: Float32Array, N: number, K: number, format: WasmWeightFormat, what = 'a weight'): WasmWeight {
+    if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw new ShapeError(`${what}: weight shape must be positive integers, got [${N}, ${K}]`);
+    if (data.length !== N * K) throw new ShapeError(`${what}: ${data.length} values for [${N}, ${K}]`);
+    if (format === 'f32') {
+      const ptr = this.putF32(data, what);
+      return { format, N, K, Kp: K, ptr, scales: 0, groupSize: 0, scaleCols: 0, bytes: N * K * 4 };
+    }
+    const p = packWeight(data, N, K, format);
+    const ptr = this.putBytes(new Uint8Array(p.data.buffer, p.data.byteOffset, p.data.byteLength), what);
+    let scales = 0;
+    if (p.scales) {
+      const s = new Float32Array(N * p.scaleCols);
+      for (let i = 0; i < s.length; i++) s[i] = scaleAt(p, i);
+      scales = this.putF32(s, what);
+    }
+    return { format, N, K, Kp: p.Kp, ptr, scales, groupSize: p.groupSize, scaleCols: p.scaleCols, bytes: p.data.byteLength + (p.scales ? N * p.scaleCols * 4 : 0) };
+  }
+
+  // ------------------------------------------------------------------------------------- kernels
+
+  /** y [M, N] = x [M, K] · Wᵀ for rows [n0, n1) of W (all by default). */
+  matmul(x: number, w: WasmWeight, y: number, M: number, n0 = 0, n1 = w.N): void {
+    if (!(M >= 1) || n0 < 0 || n1 > w.N || n0 > n1) throw new ShapeError(`matmul: M = ${M}, rows [${n0}, ${n1}) of [${w.N}, ${w.K}]`);
+    const e = this.e;
+    if (w.format === 'f32') { e.matmul_f32(x, w.ptr, y, M, w.N, w.K, n0, n1); return; }
+    const m = this.mark();
+    try {
+      const xp = this.alloc(M * w.Kp * 4);
+      e.prep_x(x, xp, M, w.K, w.Kp, w.format === 'q4' ? 1 : 0);
+      switch (w.format) {
+        case 'f16': e.matmul_f16(xp, w.ptr, y, M, w.N, w.Kp, n0, n1); break;
+        case 'bf16': e.matmul_bf16(xp, w.ptr, y, M, w.N, w.Kp, n0, n1); break;
+        case 'q8': e.matmul_q8(xp, w.ptr, w.scales, y, M, w.N, w.Kp, w.groupSize, w.scaleCols, n0, n1); break;
+        case 'q4': e.matmul_q4(xp, w.ptr, w.scales, y, M, w.N, w.Kp, w.groupSize, w.scaleCols, n0, n1); break;
+        default: throw new ArgumentError(`matmul: unknown WASM weight format '${(w as WasmWeight).format}'`);
+      }
+    } finally {
+      this.release(m);
+    }
+  }
+
+  rmsNorm(x: number, w: number, y: number, rows: number, dim: number, eps: number, xStride = dim, yStride = dim): void {
+    this.e.rmsnorm(x, w, y, rows, dim, xStride, yStride, eps);
+  }
+
+  addInPlace(h: number, r: number, n: number): void { this.e.add_inplace(h, r, n); }
+  axpy(out: number, x: number, a: number, n: number): void { this.e.axpy(out, x, a, n); }
+  siluMulFused(gu: number, h: number, rows: number, I: number): void { this.e.silu_mul_fused(gu, h, rows, I); }
+  siluMul(g: number, u: number, h: number, n: number): void { this.e.silu_mul(g, u, h, n); }
+
+  /** `cs`: [positions, ropeDim/2] (cos, sin) pairs (ropeTable). */
+  rope(x: number, a: { rows: number; heads: number; rowStride: number; headStride: number; offset: number; ropeDim: number; pos0: number }, cs: number): void {
+    if (a.ropeDim % 2) throw new ShapeError(`rope: ropeDim must be even, got ${a.ropeDim}`);
+    this.e.rope(x, a.rows, a.heads, a.rowStride, a.headStride, a.offset, a.ropeDim, cs, a.pos0);
+  }
+
+  /** MLA (absorbed) for S queries at [past, past+S) over the cache; out [S, H·v]. */
+  mla(a: { q: number; kvB: number; latent: number; pe: number; out: number; S: number; heads: number; nope: number; rope: number; v: number; r: number; past: number; scale: number }, s0 = 0, s1 = a.S, h0 = 0, h1 = a.heads): void {
+    const m = this.mark();
+    try {
+      const scratch = this.alloc((2 * a.r + a.rope + a.past + a.S) * 4);
+      this.e.mla_attention(a.q, a.kvB, a.latent, a.pe, a.out, scratch, a.S, a.heads, a.nope, a.rope, a.v, a.r, a.past, a.scale, s0, s1, h0, h1);
+    } finally {
+      this.release(m);
+    }
+  }
+
+  /** The router on logits [T, E] → ids [T, K] (i32), weights [T, K]. */
+  moeRoute(logits: number, bias: number, T: number, r: { experts: number; topK: number; nGroup: number; topkGroup: number; scoring: 'sigmoid' | 'softmax'; normTopkProb: boolean; routedScalingFactor: number }, ids: number, weights: number): void {
+    if (r.experts % r.nGroup || r.nGroup > 64) throw new ShapeError(`moeRoute: ${r.experts} experts in ${r.nGroup} groups (at most 64 groups of equal size)`);
+    const m = this.mark();
+    try {
+      const scratch = this.alloc((2 * r.experts + r.nGroup) * 4);
+      this.e.moe_route(logits, bias, T, r.experts, r.topK, r.nGroup, r.topkGroup, r.scoring === 'sigmoid' ? 0 : 1, r.normTopkProb ? 1 : 0, r.routedScalingFactor, ids, weights, scratch);
+    } finally {
+      this.release(m);
+    }
+  }
+
+  exp(x: number): number { return this.e.exp_f32(x); }
+}
+
+/** (cos, sin) of every position < `positions` and pair i < ropeDim/2, as the reference computes them (angle rounded to f32). */
+export function ropeTable(invFreq: Float32Array, positions: number): Float32Array {
+  const half = invFreq.length;
+  const t = new Float32Array(positions * half * 2);
+  for (let p = 0; p < positions; p++) {
+    for (let i = 0; i < half; i++) {
+      const ang = Math.fround(p * invFreq[i]);
+      t[(p * half + i) * 2] = Math.cos(ang);
+      t[(p * half + i) * 2 + 1] = Math.sin(ang);
+    }
+  }
+  return t;
+}
+
+function align(v: number, a: number): number { return Math.ceil(v / a) * a; }

@@ -1,0 +1,163 @@
+// The WebAssembly kernels (src/kernels/wasm/kernels.c) against the CPU references, on random shapes
+// including ragged ones (1, tile−1, tile+1, odd K). Outputs are poisoned with NaN before every run, so an
+// unwritten element fails. Tolerances (f32 accumulation in SIMD order vs the references' float64):
+//   matmul, any storage: |Δ| ≤ 1e-5·(1 + Σ|x·w|) — the same dequantised matrix (weight.ref.ts), so q8/q4
+//     are checked for the arithmetic, not for quantisation error;
+//   rmsnorm / rope / silu: 1e-5 relative; MLA: 1e-4 absolute on outputs of magnitude ≤ ~1;
+//   router: identical ids, weights within 1e-5.
+import { describe, it, expect, beforeAll } from 'vitest';
+import { WasmKernels, ropeTable, type WasmWeightFormat } from '../../src/kernels/wasm/kernels';
+import { packWeight } from '../../src/kernels/weight-pack';
+import { dequantizeRef } from '../../src/kernels/weight.ref';
+import { matmulRef } from '../../src/kernels/matmul.ref';
+import { rmsNormRef } from '../../src/kernels/rmsnorm.ref';
+import { ropeRef } from '../../src/kernels/rope.ref';
+import { ropeInvFreq } from '../../src/kernels/rope-params';
+import { mlaAttentionRef } from '../../src/kernels/mla.ref';
+import { moeGateRef } from '../../src/kernels/moe.ref';
+import { mulberry32 } from '../../src/util/random';
+
+let k: WasmKernels;
+beforeAll(async () => { k = await WasmKernels.create(); });
+
+const rand = (n: number, seed: number, scale = 1) => { const r = mulberry32(seed); return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale); };
+function poisoned(n: number): number { const p = k.alloc(n * 4); k.f32.fill(NaN, p >> 2, (p >> 2) + n); return p; }
+function expectAllClose(got: Float32Array, want: ArrayLike<number>, tol: (i: number) => number, what: string) {
+  expect(got.length).toBe(want.length);
+  for (let i = 0; i < got.length; i++) {
+    if (!(Math.abs(got[i] - want[i]) <= tol(i))) throw new Error(`${what}: element ${i}: got ${got[i]}, want ${want[i]} (tol ${tol(i)})`);
+  }
+}
+
+describe('WASM matmul in every stored format vs the reference on the dequantised matrix', () => {
+  const shapes: [number, number, number][] = [[1, 1, 1], [1, 5, 7], [2, 4, 8], [3, 9, 33], [1, 129, 256], [5, 17, 100], [7, 64, 31], [4, 3, 257], [1, 768, 256]];
+  const formats: WasmWeightFormat[] = ['f32', 'f16', 'bf16', 'q8', 'q4'];
+  it.each(formats)('%s on ragged shapes', (format) => {
+    let seed = 1;
+    for (const [M, N, K] of shapes) {
+      const mark = k.mark();
+      const w = rand(N * K, seed++, 0.5), x = rand(M * K, seed++);
+      const deq = format === 'f32' ? w : dequantizeRef(packWeight(w, N, K, format));
+      const ww = k.weight(w, N, K, format);
+      const xp = k.putF32(x), yp = poisoned(M * N);
+      k.matmul(xp, ww, yp, M);
+      const want = matmulRef(x, deq, M, N, K);
+      const mag = new Float64Array(M * N);
+      for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) { let s = 0; for (let j = 0; j < K; j++) s += Math.abs(x[m * K + j] * deq[n * K + j]); mag[m * N + n] = s; }
+      expectAllClose(k.readF32(yp, M * N), want, (i) => 1e-5 * (1 + mag[i]), `${format} [${M}, ${N}, ${K}]`);
+      // A row range writes those rows only.
+      if (N > 2) {
+        const y2 = poisoned(M * N);
+        k.matmul(xp, ww, y2, M, 1, N - 1);
+        const got = k.readF32(y2, M * N);
+        for (let m = 0; m < M; m++) { expect(got[m * N]).toBeNaN(); expect(got[m * N + N - 1]).toBeNaN(); expect(got[m * N + 1]).toBeCloseTo(want[m * N + 1], 4); }
+      }
+      k.release(mark);
+    }
+  });
+});
+
+describe('WASM elementwise kernels', () => {
+  it('rmsnorm (strided slice in place, and out of place) on ragged dims', () => {
+    for (const [rows, dim] of [[1, 1], [3, 7], [2, 64], [5, 257]]) {
+      const m = k.mark();
+      const x = rand(rows * dim, dim), w = rand(dim, dim + 1);
+      const xp = k.putF32(x), wp = k.putF32(w), yp = poisoned(rows * dim);
+      k.rmsNorm(xp, wp, yp, rows, dim, 1e-6);
+      const want = rmsNormRef(x, w, rows, dim, 1e-6);
+      expectAllClose(k.readF32(yp, rows * dim), want, (i) => 1e-5 * (1 + Math.abs(want[i])), `rmsnorm [${rows}, ${dim}]`);
+      // In place on columns [2, 2 + dim) of rows of dim + 5.
+      const wide = rand(rows * (dim + 5), 9), wp2 = k.putF32(wide);
+      k.rmsNorm(wp2 + 8, wp, wp2 + 8, rows, dim, 1e-6, dim + 5, dim + 5);
+      const slice = new Float32Array(rows * dim);
+      for (let r = 0; r < rows; r++) slice.set(wide.subarray(r * (dim + 5) + 2, r * (dim + 5) + 2 + dim), r * dim);
+      const ws = rmsNormRef(slice, w, rows, dim, 1e-6);
+      const got = k.readF32(wp2, rows * (dim + 5));
+      for (let r = 0; r < rows; r++) {
+        expect(got[r * (dim + 5)]).toBe(wide[r * (dim + 5)]);
+        for (let i = 0; i < dim; i++) expect(Math.abs(got[r * (dim + 5) + 2 + i] - ws[r * dim + i])).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(ws[r * dim + i])));
+      }
+      k.release(m);
+    }
+  });
+
+  it('rope with a host (cos, sin) table equals ropeRef', () => {
+    const invFreq = ropeInvFreq(16, 10000, null);
+    const cs = k.putF32(ropeTable(invFreq, 64));
+    for (const [rows, heads, pos0] of [[1, 1, 0], [3, 4, 5], [7, 2, 40]]) {
+      const stride = heads * 48 + 3;
+      const x = rand(rows * stride, rows * 10 + heads), xp = k.putF32(x);
+      const a = { rows, heads, rowStride: stride, headStride: 48, offset: 32, ropeDim: 16, pos0 };
+      k.rope(xp, a, cs);
+      const want = ropeRef(Float32Array.from(x), { ...a, invFreq });
+      expectAllClose(k.readF32(xp, rows * stride), want, (i) => 1e-5 * (1 + Math.abs(want[i])), `rope rows ${rows}`);
+    }
+  });
+
+  it('silu_mul_fused, silu_mul, axpy, add_inplace; exp over the f32 range', () => {
+    const rows = 3, I = 13;
+    const gu = rand(rows * 2 * I, 3, 6), gp = k.putF32(gu), hp = poisoned(rows * I);
+    k.siluMulFused(gp, hp, rows, I);
+    const h = k.readF32(hp, rows * I);
+    for (let r = 0; r < rows; r++) for (let i = 0; i < I; i++) {
+      const g = gu[r * 2 * I + i], u = gu[r * 2 * I + I + i], want = (g / (1 + Math.exp(-g))) * u;
+      expect(Math.abs(h[r * I + i] - want)).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)));
+    }
+    const g = rand(9, 7, 5), u = rand(9, 8), sp = poisoned(9);
+    k.siluMul(k.putF32(g), k.putF32(u), sp, 9);
+    expectAllClose(k.readF32(sp, 9), Array.from(g, (v, i) => (v / (1 + Math.exp(-v))) * u[i]), (i) => 1e-5 * (1 + Math.abs(g[i] * u[i])), 'silu_mul');
+    const a = rand(11, 4), b = rand(11, 5), ap = k.putF32(a), bp = k.putF32(b);
+    k.axpy(ap, bp, 0.5, 11);
+    k.addInPlace(ap, bp, 11);
+    expectAllClose(k.readF32(ap, 11), Array.from(a, (v, i) => v + 1.5 * b[i]), () => 1e-6, 'axpy + add');
+    for (const x of [-103, -90, -20, -1.5, -1e-3, 0, 0.3, 1, 10, 50, 88]) {
+      const want = Math.exp(x);
+      // Relative 3e-7 where the result is a normal f32; subnormal results (x < −87.3) have 1.4e-45 steps.
+      expect(Math.abs(k.exp(x) - want)).toBeLessThanOrEqual(Math.max(3e-7 * want, 1.5e-45));
+    }
+    expect(k.exp(-200)).toBe(0);
+    expect(k.exp(100)).toBe(Infinity);
+  });
+});
+
+describe('WASM MLA attention (absorbed, latent cache) vs mlaAttentionRef', () => {
+  it.each([
+    [1, 0, 4, 32, 16, 32, 64], [5, 0, 4, 32, 16, 32, 64], [1, 9, 2, 8, 4, 8, 12], [3, 6, 3, 5, 6, 7, 9],
+  ])('S %i past %i heads %i nope %i rope %i v %i r %i', (S, past, H, nope, rope, dv, r) => {
+    const m = k.mark();
+    const T = past + S, dims = { heads: H, qkNope: nope, qkRope: rope, vHead: dv, kvLora: r };
+    const q = rand(S * H * (nope + rope), 1), latent = rand(T * r, 2), kPe = rand(T * rope, 3), kvB = rand(H * (nope + dv) * r, 4, 0.3);
+    const scale = 1 / Math.sqrt(nope + rope);
+    const out = poisoned(S * H * dv);
+    k.mla({ q: k.putF32(q), kvB: k.putF32(kvB), latent: k.putF32(latent), pe: k.putF32(kPe), out, S, heads: H, nope, rope, v: dv, r, past, scale });
+    const want = mlaAttentionRef({ dims, q, latent, kPe, kvB, past, S, scale, mode: 'absorb' });
+    expectAllClose(k.readF32(out, S * H * dv), want, () => 1e-4, 'mla');
+    k.release(m);
+  });
+});
+
+describe('WASM MoE router vs moeGateRef', () => {
+  const cases = [
+    { name: 'DeepSeek-V3: sigmoid, bias, groups 4 keep 2, top-4', experts: 16, topK: 4, nGroup: 4, topkGroup: 2, scoring: 'sigmoid', normTopkProb: true, routedScalingFactor: 2.5, hasBias: true },
+    { name: 'V2: softmax, no bias, group max', experts: 16, topK: 3, nGroup: 4, topkGroup: 2, scoring: 'softmax', normTopkProb: false, routedScalingFactor: 16, hasBias: false },
+    { name: 'Mixtral-like: softmax top-2', experts: 8, topK: 2, nGroup: 1, topkGroup: 1, scoring: 'softmax', normTopkProb: true, routedScalingFactor: 1, hasBias: false },
+    { name: '256 experts, 8 groups keep 4, top-8', experts: 256, topK: 8, nGroup: 8, topkGroup: 4, scoring: 'sigmoid', normTopkProb: true, routedScalingFactor: 2.5, hasBias: true },
+  ] as const;
+  it.each(cases)('$name', (r) => {
+    const m = k.mark();
+    const T = 7, E = r.experts;
+    const logits = rand(T * E, E, 4);
+    // Ties on purpose: equal logits must pick the lower index, as the reference does.
+    logits[3] = logits[5];
+    const bias = r.hasBias ? rand(E, 99, 0.1) : null;
+    const ids = poisoned(T * r.topK), w = poisoned(T * r.topK);
+    k.moeRoute(k.putF32(logits), bias ? k.putF32(bias) : 0, T, r, ids, w);
+    const want = moeGateRef(logits, bias, r, T);
+    const gotIds = new Int32Array(k.u8.buffer, ids, T * r.topK), gotW = k.readF32(w, T * r.topK);
+    for (let t = 0; t < T; t++) {
+      expect([...gotIds.subarray(t * r.topK, (t + 1) * r.topK)]).toEqual(want.ids[t]);
+      expectAllClose(gotW.subarray(t * r.topK, (t + 1) * r.topK), want.weights[t], (i) => 1e-5 * (1 + Math.abs(want.weights[t][i])), `weights row ${t}`);
+    }
+    k.release(m);
+  });
+});
