@@ -11,7 +11,8 @@ import { buildWeights } from './load';
 import { describeModel, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
 import { resolveStorage } from './memory-plan';
 import { WasmKernels, type WasmWeightFormat } from '../kernels/wasm/kernels';
-import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
+import { ArgumentError, LimitExceededError } from '../errors';
+import { sparsityLabel } from '../sparse/apply';
 import { storedSparsity } from './prune-checkpoint';
 
 export interface WasmModel { runner: WasmRunner; description: ModelDescription; device: string }
@@ -39,7 +40,6 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
   if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
   if (options.kvCache === 'f16') throw new ArgumentError(`kvCache 'f16' is a WebGPU option; the WASM engine's latent cache is f32 (omit kvCache or pass 'f32')`);
-  if (options.sparsity) throw new UnsupportedError('sparsity on the WASM engine is not available yet: load dense (sparsity: null) or use device webgpu');
   const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
   // Memory before any weight is read: every parameter in the storage (f32 for the embedding, kv_b, the
   // router and norms is not separated out: an upper bound for f32, close for the rest) plus the cache.
@@ -47,11 +47,26 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   const kv = cfg.numLayers * contextLength * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
   const estimate = params * BYTES_PER_VALUE[storage] + kv;
   if (estimate > WASM32_BYTES) throw new LimitExceededError('wasm32 memory', Math.round(estimate), WASM32_BYTES, `${name} with ${storage} weights and a ${contextLength}-token cache (use q4 weights, a shorter context, or device webgpu)`);
-  const stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
-  if (stored) log(`${name}: ${stored.weights.length} weights stored pre-pruned: the WASM engine runs them dense`);
+  // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense (as on the GPU).
+  let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
+  if (stored) {
+    const { option: o, weights: w } = stored;
+    // Routed experts' gate and up are pruned as one [2I, D] matrix: a V-row block spans both unless V divides I.
+    const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
+    log(`${name}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
+    if (!exact) stored = null;
+  }
+  const sp = stored?.option ?? options.sparsity ?? null;
+  const sparsity = sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute } : null;
   const k = kernels ?? await WasmKernels.create();
-  const be = new WasmBackend(k, cfg, { storage: () => storage }, contextLength);
+  const be = new WasmBackend(k, cfg, { storage: () => storage, sparsity }, contextLength);
   const weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
-  const description = describeModel(cfg, { name, weightStorage: storage, expertStorage: cfg.nRoutedExperts === 0 ? 'none' : storage, sparsity: 'dense', contextLength });
+  const description = describeModel(cfg, {
+    name, weightStorage: storage,
+    // Sparse weights keep f32 values on WASM (the quantised sparse kernels are WebGPU's).
+    expertStorage: cfg.nRoutedExperts === 0 ? 'none' : sparsity ? 'sparse f32' : storage,
+    sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
+    contextLength,
+  });
   return { runner: new WasmRunner(be, cfg, weights, prefillChunk), description, device: 'WebAssembly SIMD128 (1 thread)' };
 }

@@ -10,11 +10,17 @@ import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type Matr
 import { routingOf, type ModelConfig } from './config';
 import { ropeInvFreq } from '../kernels/rope-params';
 import { WasmKernels, ropeTable, type WasmWeight, type WasmWeightFormat } from '../kernels/wasm/kernels';
+import { isSparsityTarget, tensorName } from './tensors';
+import { prunePacked, type SparsityOption } from '../sparse/apply';
+import { permuteMlp } from '../sparse/permute';
 
 export interface WasmTensor { ptr: number; rows: number; cols: number }
 
-/** A routed or shared expert: gate and up rows fused as one [2I, D] matrix, down [D, I]. */
-export interface WasmExpert { gateUp: WasmWeight; down: WasmWeight }
+/**
+ * A routed or shared expert: gate and up rows fused as one [2I, D] matrix (one pass over x), down [D, I];
+ * a sparse shared expert keeps gate and up apart (pruned as the GPU prunes them: each on its own).
+ */
+export type WasmExpert = { gateUp: WasmWeight; down: WasmWeight } | { gate: WasmWeight; up: WasmWeight; down: WasmWeight };
 
 export interface WasmMoe {
   /** Router [E, D], f32. */
@@ -28,6 +34,8 @@ export interface WasmMoe {
 export interface WasmWeightPolicy {
   /** Storage of the linear weights by role (the router, kv_b, norms and the embedding table stay f32). */
   storage(role: MatrixRole | 'experts'): WasmWeightFormat;
+  /** Structured sparsity at load (kept values f32): the matrices it applies to run on the sparse kernels. */
+  sparsity?: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { permute?: boolean }) | null;
 }
 
 export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
@@ -90,7 +98,16 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
 
   matrix(name: string, m: HostMatrix, role: MatrixRole): WasmWeight {
     // kv_b is read by the MLA kernel as f32 rows (W_UK, W_UV), whatever the storage.
-    return this.store(name, hostMatrixToF32(m), m.N, m.K, role === 'kv_b' ? 'f32' : this.policy.storage(role));
+    if (role === 'kv_b') return this.store(name, hostMatrixToF32(m), m.N, m.K, 'f32');
+    const sp = this.policy.sparsity;
+    if (sp && isSparsityTarget(name, sp.apply)) return this.sparse(name, hostMatrixToF32(m), m.N, m.K);
+    return this.store(name, hostMatrixToF32(m), m.N, m.K, this.policy.storage(role));
+  }
+
+  private sparse(name: string, data: Float32Array, N: number, K: number): WasmWeight {
+    const w = this.k.sparseWeight(prunePacked(data, N, K, this.policy.sparsity!).packed, `weight '${name}'`);
+    this.weightBytes += w.bytes;
+    return w;
   }
 
   /** The table stays f32: embed() copies rows of it (and a tied head reads it as an f32 matrix). */
@@ -99,10 +116,15 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
   moe(layer: number, p: HostMoe): WasmMoe {
     const D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts;
     const fmt = this.policy.storage('experts');
-    const expert = (label: string, gate: Float32Array, up: Float32Array, down: Float32Array, Iw: number, f: WasmWeightFormat): WasmExpert => {
+    const sp = this.policy.sparsity;
+    const sparseRouted = !!sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply);
+    const sparseShared = !!sp && isSparsityTarget(tensorName('shared_gate', layer), sp.apply);
+    const fused = (label: string, gate: Float32Array, up: Float32Array, down: Float32Array, Iw: number, f: WasmWeightFormat, sparse: boolean): WasmExpert => {
       const gu = new Float32Array(2 * Iw * D);
       gu.set(gate.subarray(0, Iw * D));
       gu.set(up.subarray(0, Iw * D), Iw * D);
+      // Sparse routed experts: gate|up pruned as one [2I, D] matrix, as the GPU's sparse expert stacks are.
+      if (sparse) return { gateUp: this.sparse(`${label}.gate_up`, gu, 2 * Iw, D), down: this.sparse(`${label}.down`, down, D, Iw) };
       return { gateUp: this.store(`${label}.gate_up`, gu, 2 * Iw, D, f), down: this.store(`${label}.down`, down, D, Iw, f) };
     };
     let routed = p.experts;
@@ -111,14 +133,23 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
       routed = ge.gate.map((_, e) => ({ gate: hostMatrixToF32({ N: I, K: D, gguf: ge.gate[e] }), up: hostMatrixToF32({ N: I, K: D, gguf: ge.up[e] }), down: hostMatrixToF32({ N: D, K: I, gguf: ge.down[e] }) }));
     }
     if (routed.length !== E) throw new Error(`WasmBackend.moe: layer ${layer} has ${routed.length} routed experts, config says ${E}`);
-    const experts = routed.map((x, e) => expert(`layers.${layer}.experts.${e}`, x.gate, x.up, x.down, I, fmt));
+    // sparsity.permute: each expert's intermediate channels permuted for its down_proj's pattern first (exact).
+    if (sparseRouted && sp!.permute) routed = routed.map((x) => permuteMlp(x, D, I, sp!));
+    const experts = routed.map((x, e) => fused(`layers.${layer}.experts.${e}`, x.gate, x.up, x.down, I, fmt, sparseRouted));
     const Is = I * this.cfg.nSharedExperts;
-    let shared: WasmExpert | null = null;
-    if (p.shared) shared = expert(`layers.${layer}.shared`, p.shared.gate, p.shared.up, p.shared.down, Is, this.policy.storage('shared'));
-    else if (p.ggufShared) {
+    let sh = p.shared;
+    if (!sh && p.ggufShared) {
       const g = p.ggufShared;
-      shared = expert(`layers.${layer}.shared`, hostMatrixToF32({ N: Is, K: D, gguf: g.gate }), hostMatrixToF32({ N: Is, K: D, gguf: g.up }), hostMatrixToF32({ N: D, K: Is, gguf: g.down }), Is, this.policy.storage('shared'));
+      sh = { gate: hostMatrixToF32({ N: Is, K: D, gguf: g.gate }), up: hostMatrixToF32({ N: Is, K: D, gguf: g.up }), down: hostMatrixToF32({ N: D, K: Is, gguf: g.down }) };
     }
+    let shared: WasmExpert | null = null;
+    if (sh && sparseShared) {
+      shared = {
+        gate: this.sparse(tensorName('shared_gate', layer), sh.gate, Is, D),
+        up: this.sparse(tensorName('shared_up', layer), sh.up, Is, D),
+        down: this.sparse(tensorName('shared_down', layer), sh.down, D, Is),
+      };
+    } else if (sh) shared = fused(`layers.${layer}.shared`, sh.gate, sh.up, sh.down, Is, this.policy.storage('shared'), false);
     const gate = this.store(`layers.${layer}.gate`, p.gate, E, D, 'f32');
     const bias = p.bias ? this.k.putF32(p.bias, 'the router bias') : 0;
     if (p.bias) this.weightBytes += p.bias.length * 4;
@@ -190,9 +221,17 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
   /** SwiGLU of a fused expert on `rows` rows at x → y [rows, D]. */
   private expertForward(x: number, rows: number, e: WasmExpert): number {
     const I = e.down.K;
-    const gu = this.k.alloc(rows * 2 * I * 4), h = this.k.alloc(rows * I * 4), y = this.k.alloc(rows * e.down.N * 4);
-    this.k.matmul(x, e.gateUp, gu, rows);
-    this.k.siluMulFused(gu, h, rows, I);
+    const h = this.k.alloc(rows * I * 4), y = this.k.alloc(rows * e.down.N * 4);
+    if ('gateUp' in e) {
+      const gu = this.k.alloc(rows * 2 * I * 4);
+      this.k.matmul(x, e.gateUp, gu, rows);
+      this.k.siluMulFused(gu, h, rows, I);
+    } else {
+      const u = this.k.alloc(rows * I * 4);
+      this.k.matmul(x, e.gate, h, rows);
+      this.k.matmul(x, e.up, u, rows);
+      this.k.siluMul(h, u, h, rows * I);
+    }
     this.k.matmul(h, e.down, y, rows);
     return y;
   }

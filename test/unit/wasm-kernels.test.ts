@@ -16,6 +16,8 @@ import { ropeInvFreq } from '../../src/kernels/rope-params';
 import { mlaAttentionRef } from '../../src/kernels/mla.ref';
 import { moeGateRef } from '../../src/kernels/moe.ref';
 import { mulberry32 } from '../../src/util/random';
+import { prunePacked } from '../../src/sparse/apply';
+import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
 
 let k: WasmKernels;
 beforeAll(async () => { k = await WasmKernels.create(); });
@@ -51,6 +53,42 @@ describe('WASM matmul in every stored format vs the reference on the dequantised
         k.matmul(xp, ww, y2, M, 1, N - 1);
         const got = k.readF32(y2, M * N);
         for (let m = 0; m < M; m++) { expect(got[m * N]).toBeNaN(); expect(got[m * N + N - 1]).toBeNaN(); expect(got[m * N + 1]).toBeCloseTo(want[m * N + 1], 4); }
+      }
+      k.release(mark);
+    }
+  });
+});
+
+describe('WASM structured-sparse matmul vs sparseMatmulRef (straight from the packed arrays)', () => {
+  const patterns = [
+    { label: '2:4', o: { format: '2:4' as const } },
+    { label: '64:2:8', o: { format: 'vnm' as const, v: 64, m: 8 } },
+    { label: '5:2:5', o: { format: 'vnm' as const, v: 5, m: 5 } },
+    { label: '4:2:7', o: { format: 'vnm' as const, v: 4, m: 7 } },
+  ];
+  const shapes: [number, number, number][] = [[1, 1, 1], [1, 3, 5], [2, 9, 33], [1, 70, 45], [3, 129, 64], [1, 256, 128], [5, 17, 257]];
+  it.each(patterns)('$label on ragged shapes, whole and in row ranges', ({ label, o }) => {
+    let seed = 100;
+    for (const [M, N, K] of shapes) {
+      const mark = k.mark();
+      const packed = prunePacked(rand(N * K, seed++), N, K, o).packed;
+      const x = rand(M * K, seed++);
+      const w = k.sparseWeight(packed);
+      const xp = k.putF32(x), yp = poisoned(M * N);
+      k.matmul(xp, w, yp, M);
+      const want = sparseMatmulRef(x, packed, M);
+      // f32 sums of ≤ K/2 products of values in [-1, 1] in another order: 1e-5·(1 + K) covers it.
+      expectAllClose(k.readF32(yp, M * N), want, () => 1e-5 * (1 + K), `${label} [${M}, ${N}, ${K}]`);
+      if (N > 3) {
+        // Rows [2, N − 1): a range that starts and ends inside V-row blocks.
+        const y2 = poisoned(M * N);
+        k.matmul(xp, w, y2, M, 2, N - 1);
+        const got = k.readF32(y2, M * N);
+        for (let m = 0; m < M; m++) {
+          expect(got[m * N + 1]).toBeNaN();
+          expect(got[m * N + N - 1]).toBeNaN();
+          for (let n = 2; n < N - 1; n++) expect(Math.abs(got[m * N + n] - want[m * N + n])).toBeLessThanOrEqual(1e-5 * (1 + K));
+        }
       }
       k.release(mark);
     }

@@ -451,3 +451,71 @@ void moe_route(const float *logits, const float *bias, int T, int E, int K, int 
     for (int j = 0; j < K; j++) wt[j] *= f;
   }
 }
+
+/* ------------------------------------------------------------------------------ structured sparsity */
+
+/*
+ * Sparse weights (src/sparse/formats.ts) keep 2 values per group of GW columns. SparseByteNN's lesson for
+ * CPUs: decode indices outside the inner loop and keep SIMD lanes full. Here:
+ *   - the loader turns each (row, group)'s two 2-bit codes into one pair index p ∈ 0..5 (one byte:
+ *     (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)), so the inner loop does no bit twiddling;
+ *   - per input row x, a pair table holds, for every group of 4 candidate columns, its 6 ordered pairs
+ *     (x[a], x[b]) — 12 floats per group, built once and shared by all N rows (V:2:M first gathers the
+ *     block's 4 selected columns per group, once per block of V rows, so it is 2:4 over those);
+ *   - the inner loop then takes 4 kept values (two groups) per step: two 8-byte loads from the table
+ *     fill one f32x4 lane-for-lane with the values' x, one multiply-add with 4 contiguous kept values.
+ * Kept values are f32 [N, 2G]; pidx u8 [N, G]; V:2:M columns u8 [ceil(N/V), G, 4].
+ */
+static const u8 PAIR_A[6] = { 0, 0, 0, 1, 1, 2 };
+static const u8 PAIR_B[6] = { 1, 2, 3, 2, 3, 3 };
+
+/* tab [G, 6, 2] from x4 [G, 4]. */
+static void pair_table(const float *x4, float *tab, int G) {
+  for (int g = 0; g < G; g++) {
+    const float *s = x4 + g * 4;
+    float *t = tab + g * 12;
+    for (int p = 0; p < 6; p++) { t[2 * p] = s[PAIR_A[p]]; t[2 * p + 1] = s[PAIR_B[p]]; }
+  }
+}
+
+/* Σ over groups of row (values vr, pair indices pr) against the pair table. */
+static inline float sparse_row_dot(const float *tab, const float *vr, const u8 *pr, int G) {
+  v128_t a0 = wasm_f32x4_splat(0), a1 = a0;
+  int g = 0;
+  for (; g + 4 <= G; g += 4) {
+    v128_t t0 = wasm_v128_load64_zero(tab + g * 12 + pr[g] * 2);
+    t0 = wasm_v128_load64_lane(tab + (g + 1) * 12 + pr[g + 1] * 2, t0, 1);
+    v128_t t1 = wasm_v128_load64_zero(tab + (g + 2) * 12 + pr[g + 2] * 2);
+    t1 = wasm_v128_load64_lane(tab + (g + 3) * 12 + pr[g + 3] * 2, t1, 1);
+    a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(t0, wasm_v128_load(vr + 2 * g)));
+    a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(t1, wasm_v128_load(vr + 2 * g + 4)));
+  }
+  float s = hsum(wasm_f32x4_add(a0, a1));
+  for (; g < G; g++) { const float *t = tab + g * 12 + pr[g] * 2; s += t[0] * vr[2 * g] + t[1] * vr[2 * g + 1]; }
+  return s;
+}
+
+/* 2:4: xp [M, 4G] (zero-padded rows), tab scratch [12G]. Rows [n0, n1) of y [M, N]. */
+EXPORT(sparse24_matmul)
+void sparse24_matmul(const float *xp, const float *values, const u8 *pidx, float *y, float *tab, int M, int N, int G, int n0, int n1) {
+  for (int m = 0; m < M; m++) {
+    pair_table(xp + (long)m * 4 * G, tab, G);
+    for (int n = n0; n < n1; n++) y[(long)m * N + n] = sparse_row_dot(tab, values + (long)n * 2 * G, pidx + (long)n * G, G);
+  }
+}
+
+/* V:2:M: xp [M, Mw·G] (zero-padded rows), cols [ceil(N/V), G, 4], scratch tab [4G + 12G]. */
+EXPORT(vnm_matmul)
+void vnm_matmul(const float *xp, const float *values, const u8 *pidx, const u8 *cols, float *y, float *scratch, int M, int N, int G, int V, int Mw, int n0, int n1) {
+  float *x4 = scratch, *tab = scratch + 4 * G;
+  for (int m = 0; m < M; m++) {
+    const float *xr = xp + (long)m * Mw * G;
+    for (int b0 = n0 - n0 % V; b0 < n1; b0 += V) {
+      const u8 *cb = cols + (long)(b0 / V) * G * 4;
+      for (int g = 0; g < G; g++) for (int i = 0; i < 4; i++) x4[g * 4 + i] = xr[g * Mw + cb[g * 4 + i]];
+      pair_table(x4, tab, G);
+      int r0 = b0 > n0 ? b0 : n0, r1 = b0 + V < n1 ? b0 + V : n1;
+      for (int n = r0; n < r1; n++) y[(long)m * N + n] = sparse_row_dot(tab, values + (long)n * 2 * G, pidx + (long)n * G, G);
+    }
+  }
+}

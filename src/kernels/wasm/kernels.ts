@@ -10,6 +10,7 @@
 import wasmBase64 from './kernels.wasm?base64';
 import { ArgumentError, LimitExceededError, ShapeError } from '../../errors';
 import { packWeight, scaleAt } from '../weight-pack';
+import type { SparsePacked } from '../../sparse/formats';
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -28,6 +29,8 @@ interface Exports {
   silu_mul(g: number, u: number, h: number, n: number): void;
   rope(x: number, rows: number, heads: number, rowStride: number, headStride: number, offset: number, ropeDim: number, cs: number, pos0: number): void;
   mla_attention(q: number, kvB: number, lat: number, pe: number, out: number, scratch: number, S: number, H: number, nope: number, rope: number, dv: number, r: number, past: number, scale: number, s0: number, s1: number, h0: number, h1: number): void;
+  sparse24_matmul(xp: number, values: number, pidx: number, y: number, tab: number, M: number, N: number, G: number, n0: number, n1: number): void;
+  vnm_matmul(xp: number, values: number, pidx: number, cols: number, y: number, scratch: number, M: number, N: number, G: number, V: number, Mw: number, n0: number, n1: number): void;
   moe_route(logits: number, bias: number, T: number, E: number, K: number, nGroup: number, topkGroup: number, scoring: number, norm: number, scaling: number, ids: number, weights: number, scratch: number): void;
 }
 
@@ -53,9 +56,23 @@ export function wasmSimdSupported(): boolean {
 
 export type WasmWeightFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
 
-/** A linear weight [N, K] in the module's memory (layouts: weight-pack.ts; q8/q4 scales widened to f32). */
+/** A structured-sparse weight's extra arrays (kernels.c "structured sparsity"; values f32 [N, 2G] at ptr). */
+export interface WasmSparse {
+  /** Groups per row and columns per group (4 for 2:4, M for V:2:M). */
+  G: number;
+  GW: number;
+  /** V:2:M rows per block (0 for 2:4). */
+  V: number;
+  /** u8 [N, G] pair indices. */
+  pidx: number;
+  /** V:2:M: u8 [ceil(N/V), G, 4] selected columns per block and group. */
+  cols: number;
+}
+
+/** A linear weight [N, K] in the module's memory (layouts: weight-pack.ts; q8/q4 scales widened to f32; sparse: src/sparse/formats.ts). */
 export interface WasmWeight {
-  format: WasmWeightFormat;
+  format: WasmWeightFormat | '2:4' | 'vnm';
+  sparse?: WasmSparse;
   N: number;
   K: number;
   /** Row length in elements as stored (K for f32, padded for the others). */
@@ -175,6 +192,29 @@ export class WasmKernels {
     return { format, N, K, Kp: p.Kp, ptr, scales, groupSize: p.groupSize, scaleCols: p.scaleCols, bytes: p.data.byteLength + (p.scales ? N * p.scaleCols * 4 : 0) };
   }
 
+  /**
+   * Stores a structured-sparse weight with f32 kept values: the per-group 2-bit code pairs become one
+   * pair index byte each (the kernels' inner loop then decodes nothing).
+   */
+  sparseWeight(p: SparsePacked, what = 'a sparse weight'): WasmWeight {
+    const { N, G } = p;
+    const pidx = new Uint8Array(N * G);
+    for (let n = 0; n < N; n++) {
+      for (let g = 0; g < G; g++) {
+        const code = (p.meta[n * p.metaStride + (g >> 3)] >>> ((g & 7) * 4)) & 15;
+        const pi = PAIR_INDEX[code];
+        if (pi < 0) throw new ShapeError(`${what}: row ${n}, group ${g} has code ${code} (the two kept values must be distinct, in ascending order)`);
+        pidx[n * G + g] = pi;
+      }
+    }
+    const ptr = this.putF32(p.values, what);
+    const pidxPtr = this.putBytes(pidx, what);
+    const cols = p.format === 'vnm' ? this.putBytes(new Uint8Array(p.columns.buffer, p.columns.byteOffset, p.columns.byteLength), what) : 0;
+    const GW = p.format === 'vnm' ? p.M : 4;
+    const bytes = p.values.byteLength + pidx.length + (p.format === 'vnm' ? p.columns.byteLength : 0);
+    return { format: p.format, N, K: p.K, Kp: G * GW, ptr, scales: 0, groupSize: 0, scaleCols: 0, bytes, sparse: { G, GW, V: p.format === 'vnm' ? p.V : 0, pidx: pidxPtr, cols } };
+  }
+
   // ------------------------------------------------------------------------------------- kernels
 
   /** y [M, N] = x [M, K] · Wᵀ for rows [n0, n1) of W (all by default). */
@@ -187,6 +227,13 @@ export class WasmKernels {
       const xp = this.alloc(M * w.Kp * 4);
       e.prep_x(x, xp, M, w.K, w.Kp, w.format === 'q4' ? 1 : 0);
       switch (w.format) {
+        case '2:4': case 'vnm': {
+          const sp = w.sparse!;
+          const tab = this.alloc(16 * sp.G * 4);
+          if (w.format === '2:4') e.sparse24_matmul(xp, w.ptr, sp.pidx, y, tab, M, w.N, sp.G, n0, n1);
+          else e.vnm_matmul(xp, w.ptr, sp.pidx, sp.cols, y, tab, M, w.N, sp.G, sp.V, sp.GW, n0, n1);
+          break;
+        }
         case 'f16': e.matmul_f16(xp, w.ptr, y, M, w.N, w.Kp, n0, n1); break;
         case 'bf16': e.matmul_bf16(xp, w.ptr, y, M, w.N, w.Kp, n0, n1); break;
         case 'q8': e.matmul_q8(xp, w.ptr, w.scales, y, M, w.N, w.Kp, w.groupSize, w.scaleCols, n0, n1); break;
@@ -252,5 +299,12 @@ export function ropeTable(invFreq: Float32Array, positions: number): Float32Arra
   }
   return t;
 }
+
+/** 4-bit code (bits 0–1 first kept column, 2–3 second) → pair index of kernels.c's PAIR_A/PAIR_B, −1 if invalid. */
+const PAIR_INDEX = Int8Array.from({ length: 16 }, (_, code) => {
+  const a = code & 3, b = code >> 2;
+  const pairs = [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]];
+  return pairs.findIndex(([x, y]) => x === a && y === b);
+});
 
 function align(v: number, a: number): number { return Math.ceil(v / a) * a; }
