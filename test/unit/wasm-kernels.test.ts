@@ -5,7 +5,7 @@
 //     are checked for the arithmetic, not for quantisation error;
 //   rmsnorm / rope / silu: 1e-5 relative; MLA: 1e-4 absolute on outputs of magnitude ≤ ~1;
 //   router: identical ids, weights within 1e-5.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect, beforeAll, vi } from 'vitest';
 import { WasmKernels, ropeTable, type WasmWeightFormat } from '../../src/kernels/wasm/kernels';
 import { packWeight } from '../../src/kernels/weight-pack';
 import { dequantizeRef } from '../../src/kernels/weight.ref';
@@ -18,6 +18,9 @@ import { moeGateRef } from '../../src/kernels/moe.ref';
 import { mulberry32 } from '../../src/util/random';
 import { prunePacked } from '../../src/sparse/apply';
 import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
+
+// Whole-model loads (q8/q4 quantise on the host) take seconds on a shared 2-core machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 let k: WasmKernels;
 beforeAll(async () => { k = await WasmKernels.create(); });

@@ -3,7 +3,7 @@
 // sets for prefill, token-by-token decode and prefill-then-decode; the bundled model within 1e-3 of
 // PyTorch with identical routing at every position, and PyTorch's greedy continuation; the CPU reference
 // on configurations the fixture does not cover; the same sampled tokens as the CPU reference (same seed).
-import { describe, it, expect } from 'vitest';
+import { describe, it, expect, vi } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createEngine, type WebMoeEngine } from '../../src/engine/engine';
@@ -12,6 +12,9 @@ import { fixtureJson, fixtureLogits, fixtureTokens } from '../helpers/fixture';
 import { fixtureModel, syntheticModel, cpuEngine } from '../helpers/models';
 import { directoryModel } from '../../src/loader/node-source';
 import type { ModelSource } from '../../src/loader/model-source';
+
+// Whole-model loads (q8/q4 quantise on the host) take seconds on a shared 2-core machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MODEL = join(ROOT, 'public', 'models', 'webmoe-tiny');

@@ -3,7 +3,7 @@
 // the CPU reference model on the same pruned checkpoint (routed experts' gate|up pruned as one [2I, D]
 // matrix, as both the GPU and WASM backends prune them). f32 throughout: 1e-4 on logits of std ≈ 2, as
 // test/gpu/sparse-model.test.ts holds the GPU.
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect, beforeAll, vi } from 'vitest';
 import { fixtureFile, fixtureJson, fixtureTokens } from '../helpers/fixture';
 import { forward } from '../../src/model/deepseek';
 import { CpuBackend, type CpuTensor } from '../../src/model/cpu-backend';
@@ -17,6 +17,9 @@ import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { createEngine } from '../../src/engine/engine';
 import { GpuUnavailableError } from '../../src/errors';
 import { fixtureModel } from '../helpers/models';
+
+// Whole-model loads (q8/q4 quantise on the host) take seconds on a shared 2-core machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const { tokens, prefill_split: split } = fixtureTokens();
 let dense: HostTensor[];
