@@ -26,6 +26,12 @@ export interface LoadOptions {
    * (SwiftShader and the like) or without WebGPU; engine.stats() says which and why.
    */
   device?: DeviceChoice;
+  /**
+   * The WASM engine's threads: the caller plus threads − 1 workers over one SharedArrayBuffer. Default:
+   * the cores (at most 8) where SharedArrayBuffer exists (Node; a cross-origin isolated page: COOP
+   * same-origin + COEP require-corp), else 1. WebGPU loads ignore it.
+   */
+  threads?: number;
   /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). 'gguf' (the 'auto' choice for a GGUF with quantised tensors): those tensors' blocks stay on the GPU as in the file, decoded by the GGUF kernels; the embedding, router, kv_b, norms and F32/F16 tensors are f32 (docs/gguf.md). */
   weights?: WeightStorage;
   sparsity?: SparsityOptions | null;

@@ -33,7 +33,7 @@ export function wasmStorage(w: WeightStorage | undefined, ckpt: Checkpoint): Was
   return r === 'gguf' ? 'q8' : r;
 }
 
-export async function loadWasmModel(ckpt: Checkpoint, name: string, options: ModelLoadOptions = {}, kernels?: WasmKernels): Promise<WasmModel> {
+export async function loadWasmModel(ckpt: Checkpoint, name: string, options: ModelLoadOptions & { threads?: number } = {}, kernels?: WasmKernels): Promise<WasmModel> {
   const cfg = ckpt.config;
   const log = options.log ?? (() => {});
   const storage = wasmStorage(options.weights, ckpt);
@@ -58,9 +58,16 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   }
   const sp = stored?.option ?? options.sparsity ?? null;
   const sparsity = sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute } : null;
-  const k = kernels ?? await WasmKernels.create();
+  const k = kernels ?? await WasmKernels.create({ threads: options.threads });
+  if (k.threadsNote) log(`${name}: WASM engine on ${k.threadsNote}`);
+  let weights;
   const be = new WasmBackend(k, cfg, { storage: () => storage, sparsity }, contextLength);
-  const weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+  try {
+    weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+  } catch (e) {
+    if (!kernels) k.destroy();
+    throw e;
+  }
   const description = describeModel(cfg, {
     name, weightStorage: storage,
     // Sparse weights keep f32 values on WASM (the quantised sparse kernels are WebGPU's).
@@ -68,5 +75,6 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
     sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
     contextLength,
   });
-  return { runner: new WasmRunner(be, cfg, weights, prefillChunk), description, device: 'WebAssembly SIMD128 (1 thread)' };
+  const threads = `${k.threads} thread${k.threads === 1 ? '' : 's'}`;
+  return { runner: new WasmRunner(be, cfg, weights, prefillChunk), description, device: `WebAssembly SIMD128 (${threads}${k.threadsNote ? `; ${k.threadsNote.replace(/^1 thread, /, '')}` : ''})` };
 }

@@ -94,5 +94,10 @@ export class WasmRunner implements ModelRunner {
 
   counters() { return { dispatches: this.kernelCalls, readbacks: 0 }; }
 
-  destroy(): void { this.destroyed = true; }
+  /** Stops the WASM engine's worker pool; the runner is unusable afterwards. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.be.k.destroy();
+  }
 }

@@ -23,7 +23,7 @@ import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
 vi.setConfig({ testTimeout: 120_000 });
 
 let k: WasmKernels;
-beforeAll(async () => { k = await WasmKernels.create(); });
+beforeAll(async () => { k = await WasmKernels.create({ threads: 1 }); });
 
 const rand = (n: number, seed: number, scale = 1) => { const r = mulberry32(seed); return Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale); };
 function poisoned(n: number): number { const p = k.alloc(n * 4); k.f32.fill(NaN, p >> 2, (p >> 2) + n); return p; }
@@ -200,5 +200,62 @@ describe('WASM MoE router vs moeGateRef', () => {
       expectAllClose(gotW.subarray(t * r.topK, (t + 1) * r.topK), want.weights[t], (i) => 1e-5 * (1 + Math.abs(want.weights[t][i])), `weights row ${t}`);
     }
     k.release(m);
+  });
+});
+
+describe('WASM worker pool (kernels-mt.wasm over a shared memory)', () => {
+  // Every output row (or head) is computed whole by one thread with the same kernel: the pool's results
+  // equal the single-threaded ones bit for bit.
+  it('matmul in every format, sparse, and MLA on 3 threads equal 1 thread exactly', async () => {
+    const mt = await WasmKernels.create({ threads: 3 });
+    try {
+      expect(mt.threads).toBe(3);
+      const N = 203, K = 260, M = 3;
+      const w = rand(N * K, 1), x = rand(M * K, 2);
+      const run = (kk: WasmKernels, make: (kk: WasmKernels) => ReturnType<WasmKernels['weight']>) => {
+        const mark = kk.mark();
+        const ww = make(kk);
+        const xp = kk.putF32(x), yp = kk.alloc(M * N * 4);
+        kk.f32.fill(NaN, yp >> 2, (yp >> 2) + M * N);
+        kk.matmul(xp, ww, yp, M);
+        const out = kk.readF32(yp, M * N);
+        kk.release(mark);
+        return out;
+      };
+      for (const f of ['f32', 'f16', 'bf16', 'q8', 'q4'] as const) {
+        const a = run(k, (kk) => kk.weight(w, N, K, f)), b = run(mt, (kk) => kk.weight(w, N, K, f));
+        expect(b.some(Number.isNaN), f).toBe(false);
+        expect(Array.from(b), f).toEqual(Array.from(a));
+      }
+      for (const o of [{ format: '2:4' as const }, { format: 'vnm' as const, v: 16, m: 8 }]) {
+        const packed = prunePacked(w, N, K, o).packed;
+        const a = run(k, (kk) => kk.sparseWeight(packed)), b = run(mt, (kk) => kk.sparseWeight(packed));
+        expect(b.some(Number.isNaN), o.format).toBe(false);
+        expect(Array.from(b), o.format).toEqual(Array.from(a));
+      }
+      for (const [S, past] of [[1, 200], [6, 100]]) {
+        const H = 5, nope = 16, rope = 8, dv = 16, r = 32, T = past + S;
+        const q = rand(S * H * (nope + rope), 3), lat = rand(T * r, 4), pe = rand(T * rope, 5), kvB = rand(H * (nope + dv) * r, 6, 0.3);
+        const mla = (kk: WasmKernels) => {
+          const mark = kk.mark();
+          const out = kk.alloc(S * H * dv * 4);
+          kk.f32.fill(NaN, out >> 2, (out >> 2) + S * H * dv);
+          kk.mla({ q: kk.putF32(q), kvB: kk.putF32(kvB), latent: kk.putF32(lat), pe: kk.putF32(pe), out, S, heads: H, nope, rope, v: dv, r, past, scale: 0.2 });
+          const o = kk.readF32(out, S * H * dv);
+          kk.release(mark);
+          return o;
+        };
+        const a = mla(k), b = mla(mt);
+        expect(b.some(Number.isNaN)).toBe(false);
+        expect(Array.from(b)).toEqual(Array.from(a));
+      }
+    } finally {
+      mt.destroy();
+    }
+  });
+
+  it('threads outside [1, 64] are an ArgumentError', async () => {
+    await expect(WasmKernels.create({ threads: 0 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
+    await expect(WasmKernels.create({ threads: 1.5 })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
   });
 });

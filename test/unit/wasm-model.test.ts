@@ -173,6 +173,24 @@ describe('WASM engine: the bundled model vs PyTorch', () => {
     await e.unload();
   });
 
+  it('1 thread and 3 threads (the worker pool) give the same logits bit for bit; stats name the threads', async () => {
+    const { tokens: toks } = json(join(REF, 'tokens.json'));
+    const run = async (threads: number) => {
+      const e = wasmEngine();
+      await e.load(directoryModel(MODEL), { weights: 'f32', device: 'wasm', threads });
+      const prefill = await e.runner.logits(toks.slice(0, 40), true);
+      const decode = await e.runner.logits(toks.slice(40, 41), true);
+      const device = (await e.stats()).device;
+      await e.unload();
+      return { prefill, decode, device };
+    };
+    const one = await run(1), three = await run(3);
+    expect(one.device).toMatch(/\(1 thread\)/);
+    expect(three.device).toMatch(/\(3 threads\)/);
+    expect(Array.from(three.prefill)).toEqual(Array.from(one.prefill));
+    expect(Array.from(three.decode)).toEqual(Array.from(one.decode));
+  });
+
   it("prefill-then-decode logits within 1e-3 of PyTorch; greedy decoding gives PyTorch's continuation", async () => {
     const e = wasmEngine();
     await e.load(directoryModel(MODEL), { weights: 'f32', device: 'wasm' });

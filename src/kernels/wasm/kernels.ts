@@ -8,6 +8,8 @@
  * demand up to wasm32's 4 GiB; past that a LimitExceededError names what did not fit.
  */
 import wasmBase64 from './kernels.wasm?base64';
+import wasmMtBase64 from './kernels-mt.wasm?base64';
+import { CONTROL_BYTES, KernelPool, defaultThreads, threadsAvailable } from './pool';
 import { ArgumentError, LimitExceededError, ShapeError } from '../../errors';
 import { packWeight, scaleAt } from '../weight-pack';
 import type { SparsePacked } from '../../sparse/formats';
@@ -34,18 +36,26 @@ interface Exports {
   moe_route(logits: number, bias: number, T: number, E: number, K: number, nGroup: number, topkGroup: number, scoring: number, norm: number, scaling: number, ids: number, weights: number, scratch: number): void;
 }
 
-let compiled: Promise<WebAssembly.Module> | null = null;
+const compiled = new Map<string, Promise<WebAssembly.Module>>();
 
-/** The compiled module (compiled once per realm; instances are cheap). */
-export function kernelsModule(): Promise<WebAssembly.Module> {
-  if (!compiled) {
-    const bin = atob(wasmBase64);
+/** A compiled module (compiled once per realm; instances are cheap): the single-threaded one, or the pool's. */
+export function kernelsModule(threaded = false): Promise<WebAssembly.Module> {
+  const b64 = threaded ? wasmMtBase64 : wasmBase64;
+  let m = compiled.get(b64);
+  if (!m) {
+    const bin = atob(b64);
     const bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    compiled = WebAssembly.compile(bytes);
+    m = WebAssembly.compile(bytes);
+    compiled.set(b64, m);
   }
-  return compiled;
+  return m;
 }
+
+/** The exports the worker pool runs (pool.ts: by index into this list). */
+const POOL_KERNELS = ['matmul_f32', 'matmul_f16', 'matmul_bf16', 'matmul_q8', 'matmul_q4', 'sparse24_matmul', 'vnm_matmul', 'mla_attention'] as const;
+/** Multiply-adds below which a call stays on the calling thread (waking the pool costs more). */
+const POOL_MIN_WORK = 1 << 15;
 
 /** Whether this JavaScript engine runs WebAssembly with 128-bit SIMD (the kernels need it). */
 export function wasmSimdSupported(): boolean {
@@ -97,16 +107,52 @@ export class WasmKernels {
   /** Bytes held by permanent blocks (weights, caches). */
   permanentBytes = 0;
 
-  private constructor(instance: WebAssembly.Instance) {
+  private pool: KernelPool | null = null;
+  private memory: WebAssembly.Memory;
+  /** Why the kernels run on one thread when more were asked for ('' when they run as asked). */
+  threadsNote = '';
+
+  private constructor(instance: WebAssembly.Instance, memory?: WebAssembly.Memory) {
     this.e = instance.exports as unknown as Exports;
+    this.memory = memory ?? this.e.memory;
     this.top = align(this.e.__heap_base.value as number, 64);
-    this.f32View = new Float32Array(this.e.memory.buffer);
-    this.u8View = new Uint8Array(this.e.memory.buffer);
+    this.f32View = new Float32Array(this.memory.buffer);
+    this.u8View = new Uint8Array(this.memory.buffer);
   }
 
-  static async create(): Promise<WasmKernels> {
+  /**
+   * The kernels on `threads` threads (default: the cores, at most 8, where SharedArrayBuffer and workers
+   * exist; else 1): the caller and threads − 1 workers over one shared memory (pool.ts).
+   */
+  static async create(o: { threads?: number } = {}): Promise<WasmKernels> {
     if (!wasmSimdSupported()) throw new ArgumentError('this JavaScript engine has no WebAssembly SIMD (128-bit), which the WASM engine needs: use device webgpu, or a browser from 2021 or later');
-    return new WasmKernels(await WebAssembly.instantiate(await kernelsModule(), {}));
+    if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 64)) throw new ArgumentError(`threads must be an integer in [1, 64], got ${String(o.threads)}`);
+    const avail = threadsAvailable();
+    const want = o.threads ?? (avail.ok ? defaultThreads() : 1);
+    if (want > 1 && avail.ok) {
+      const memory = new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true } as WebAssembly.MemoryDescriptor);
+      const module = await kernelsModule(true);
+      const k = new WasmKernels(await WebAssembly.instantiate(module, { env: { memory } }), memory);
+      const ctrl = k.alloc(CONTROL_BYTES, 'the worker pool\'s control block');
+      k.pool = await KernelPool.create(module, memory, ctrl, want, [...POOL_KERNELS]);
+      return k;
+    }
+    const k = new WasmKernels(await WebAssembly.instantiate(await kernelsModule(), {}));
+    if (want > 1) k.threadsNote = `1 thread, not ${want}: ${avail.why}`;
+    return k;
+  }
+
+  /** Threads a kernel call runs on. */
+  get threads(): number { return this.pool?.threads ?? 1; }
+
+  /** Stops the worker pool (the memory stays readable). */
+  destroy(): void { this.pool?.stop(); this.pool = null; }
+
+  /** Runs `name` split by rows [args[split], args[split + 1]) over the pool when there is one and the work is worth it. */
+  private par(name: (typeof POOL_KERNELS)[number], args: number[], split: number, work: number, alignRows = 1, scratch = -1, scratchStride = 0): void {
+    const fn = this.e[name] as (...a: number[]) => void;
+    if (this.pool && work >= POOL_MIN_WORK && args[split + 1] - args[split] >= 2 * alignRows) this.pool.run(fn, name, args, split, alignRows, scratch, scratchStride);
+    else fn(...args);
   }
 
   // ------------------------------------------------------------------------------------------ heap
@@ -116,16 +162,16 @@ export class WasmKernels {
 
   /** Float32 view of the whole memory (refreshed after growth). */
   get f32(): Float32Array {
-    if (this.f32View.buffer !== this.e.memory.buffer) this.refresh();
+    if (this.f32View.buffer !== this.memory.buffer) this.refresh();
     return this.f32View;
   }
   get u8(): Uint8Array {
-    if (this.u8View.buffer !== this.e.memory.buffer) this.refresh();
+    if (this.u8View.buffer !== this.memory.buffer) this.refresh();
     return this.u8View;
   }
   private refresh() {
-    this.f32View = new Float32Array(this.e.memory.buffer);
-    this.u8View = new Uint8Array(this.e.memory.buffer);
+    this.f32View = new Float32Array(this.memory.buffer);
+    this.u8View = new Uint8Array(this.memory.buffer);
   }
 
   /** `bytes` of memory, 64-byte aligned; permanent when no mark is open. */
@@ -133,10 +179,10 @@ export class WasmKernels {
     const p = this.top;
     const end = align(p + Math.max(bytes, 0), 64);
     if (end > MAX_BYTES) throw new LimitExceededError('wasm32 memory', end, MAX_BYTES, `${what} (the WASM engine's memory is at most 4 GiB: use a smaller model or q8/q4 weights)`);
-    const have = this.e.memory.buffer.byteLength;
+    const have = this.memory.buffer.byteLength;
     if (end > have) {
       try {
-        this.e.memory.grow(Math.ceil((end - have) / PAGE));
+        this.memory.grow(Math.ceil((end - have) / PAGE));
       } catch {
         throw new LimitExceededError('wasm32 memory', end, have, `${what} (the browser refused to grow WebAssembly memory)`);
       }
@@ -220,24 +266,26 @@ export class WasmKernels {
   /** y [M, N] = x [M, K] · Wᵀ for rows [n0, n1) of W (all by default). */
   matmul(x: number, w: WasmWeight, y: number, M: number, n0 = 0, n1 = w.N): void {
     if (!(M >= 1) || n0 < 0 || n1 > w.N || n0 > n1) throw new ShapeError(`matmul: M = ${M}, rows [${n0}, ${n1}) of [${w.N}, ${w.K}]`);
-    const e = this.e;
-    if (w.format === 'f32') { e.matmul_f32(x, w.ptr, y, M, w.N, w.K, n0, n1); return; }
+    const work = M * (n1 - n0) * w.K;
+    if (w.format === 'f32') { this.par('matmul_f32', [x, w.ptr, y, M, w.N, w.K, n0, n1], 6, work, 4); return; }
     const m = this.mark();
     try {
       const xp = this.alloc(M * w.Kp * 4);
-      e.prep_x(x, xp, M, w.K, w.Kp, w.format === 'q4' ? 1 : 0);
+      this.e.prep_x(x, xp, M, w.K, w.Kp, w.format === 'q4' ? 1 : 0);
       switch (w.format) {
         case '2:4': case 'vnm': {
           const sp = w.sparse!;
-          const tab = this.alloc(16 * sp.G * 4);
-          if (w.format === '2:4') e.sparse24_matmul(xp, w.ptr, sp.pidx, y, tab, M, w.N, sp.G, n0, n1);
-          else e.vnm_matmul(xp, w.ptr, sp.pidx, sp.cols, y, tab, M, w.N, sp.G, sp.V, sp.GW, n0, n1);
+          // A pair table per thread (each builds its own for the rows it computes).
+          const stride = align(16 * sp.G * 4, 64);
+          const tab = this.alloc(stride * this.threads);
+          if (w.format === '2:4') this.par('sparse24_matmul', [xp, w.ptr, sp.pidx, y, tab, M, w.N, sp.G, n0, n1], 8, work / 2, 4, 4, stride);
+          else this.par('vnm_matmul', [xp, w.ptr, sp.pidx, sp.cols, y, tab, M, w.N, sp.G, sp.V, sp.GW, n0, n1], 11, work / 2, sp.V, 5, stride);
           break;
         }
-        case 'f16': e.matmul_f16(xp, w.ptr, y, M, w.N, w.Kp, n0, n1); break;
-        case 'bf16': e.matmul_bf16(xp, w.ptr, y, M, w.N, w.Kp, n0, n1); break;
-        case 'q8': e.matmul_q8(xp, w.ptr, w.scales, y, M, w.N, w.Kp, w.groupSize, w.scaleCols, n0, n1); break;
-        case 'q4': e.matmul_q4(xp, w.ptr, w.scales, y, M, w.N, w.Kp, w.groupSize, w.scaleCols, n0, n1); break;
+        case 'f16': this.par('matmul_f16', [xp, w.ptr, y, M, w.N, w.Kp, n0, n1], 6, work, 4); break;
+        case 'bf16': this.par('matmul_bf16', [xp, w.ptr, y, M, w.N, w.Kp, n0, n1], 6, work, 4); break;
+        case 'q8': this.par('matmul_q8', [xp, w.ptr, w.scales, y, M, w.N, w.Kp, w.groupSize, w.scaleCols, n0, n1], 9, work); break;
+        case 'q4': this.par('matmul_q4', [xp, w.ptr, w.scales, y, M, w.N, w.Kp, w.groupSize, w.scaleCols, n0, n1], 9, work); break;
         default: throw new ArgumentError(`matmul: unknown WASM weight format '${(w as WasmWeight).format}'`);
       }
     } finally {
@@ -264,8 +312,13 @@ export class WasmKernels {
   mla(a: { q: number; kvB: number; latent: number; pe: number; out: number; S: number; heads: number; nope: number; rope: number; v: number; r: number; past: number; scale: number }, s0 = 0, s1 = a.S, h0 = 0, h1 = a.heads): void {
     const m = this.mark();
     try {
-      const scratch = this.alloc((2 * a.r + a.rope + a.past + a.S) * 4);
-      this.e.mla_attention(a.q, a.kvB, a.latent, a.pe, a.out, scratch, a.S, a.heads, a.nope, a.rope, a.v, a.r, a.past, a.scale, s0, s1, h0, h1);
+      const stride = align((2 * a.r + a.rope + a.past + a.S) * 4, 64);
+      const scratch = this.alloc(stride * this.threads);
+      const args = [a.q, a.kvB, a.latent, a.pe, a.out, scratch, a.S, a.heads, a.nope, a.rope, a.v, a.r, a.past, a.scale, s0, s1, h0, h1];
+      // Work ~ queries · heads · (past + S) · (kvLora + rope): split heads (decode) or queries (prefill).
+      const work = (s1 - s0) * (h1 - h0) * (a.past + a.S) * (a.r + a.rope);
+      if (s1 - s0 >= h1 - h0) this.par('mla_attention', args, 14, work, 1, 5, stride);
+      else this.par('mla_attention', args, 16, work, 1, 5, stride);
     } finally {
       this.release(m);
     }
