@@ -14,7 +14,7 @@ export default defineConfig({
   plugins: [serviceWorkerAtRoot(), wasmBase64()],
   server: { headers: isolation },
   preview: { headers: isolation },
-  worker: { format: 'es' },
+  worker: { format: 'es', plugins: () => [wasmBase64()] },
   optimizeDeps: { include: ['comlink'] },
   build: {
     outDir: 'dist-site',

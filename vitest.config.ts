@@ -39,7 +39,7 @@ export default defineConfig({
   plugins: [serviceWorkerAtRoot(), wasmBase64()],
   optimizeDeps: { include: ['comlink', '@huggingface/tokenizers'] },
   server: { headers: { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } },
-  worker: { format: 'es' },
+  worker: { format: 'es', plugins: () => [wasmBase64()] },
   test: {
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'], environment: 'node' } },

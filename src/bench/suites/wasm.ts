@@ -3,7 +3,8 @@
  * run and page:
  *  - end to end on the bundled model (public/models/webmoe-tiny): prefill and decode tokens/s of the WASM
  *    engine in f32 / f16 / q8 / q4 storage and of WebGPU in f32 (on a CPU fallback adapter the WebGPU row
- *    is WGSL on SwiftShader: the comparison device 'auto' decides on);
+ *    is WGSL on SwiftShader: the comparison device 'auto' decides on), on 1 thread and on the worker
+ *    pool's default where this realm has SharedArrayBuffer;
  *  - GEMV and small-batch matmul on the WASM kernels: dense f32 / f16 / q8 / q4 against 2:4 and 64:2:8
  *    sparse (f32 kept values) at DeepSeek-V2-Lite expert shapes and the bundled model's, each sparse row
  *    with `speedup` = dense f32 ms / sparse ms of the same shape.
@@ -15,6 +16,7 @@ import { urlModel } from '../../loader/model-source';
 import { openCheckpoint } from '../../model/checkpoint';
 import { parameterCounts } from '../../model/assemble';
 import { WasmKernels, type WasmWeight, type WasmWeightFormat } from '../../kernels/wasm/kernels';
+import { defaultThreads, threadsAvailable } from '../../kernels/wasm/pool';
 import { prunePacked } from '../../sparse/apply';
 import { sparseMatmulRef } from '../../kernels/sparse.ref';
 import { matmulRef } from '../../kernels/matmul.ref';
@@ -65,10 +67,13 @@ function selfCheck(k: WasmKernels) {
   }
 }
 
+/** Thread counts to measure: 1, and the pool's default when this realm has one. */
+function threadCounts(): number[] {
+  const n = threadsAvailable().ok ? Math.max(2, defaultThreads()) : 1;
+  return n > 1 ? [1, n] : [1];
+}
+
 async function kernels(ctx: BenchContext) {
-  const k = await WasmKernels.create();
-  ctx.progress('wasm: checking the WASM kernels against the CPU reference');
-  selfCheck(k);
   const shapes = ctx.quick
     ? [{ N: 2048, K: 1408, M: 1, what: 'V2-Lite expert down' }, { N: 256, K: 768, M: 1, what: 'bundled dense MLP down' }]
     : [
@@ -76,23 +81,32 @@ async function kernels(ctx: BenchContext) {
         { N: 256, K: 768, M: 1, what: 'bundled dense MLP down' }, { N: 3072, K: 256, M: 1, what: 'bundled lm_head' },
         { N: 2048, K: 1408, M: 16, what: 'V2-Lite expert down, 16 rows' },
       ];
-  for (const s of shapes) {
-    const { N, K, M } = s;
-    const w = randomUniform(N * K, 2, -0.05, 0.05), x = randomUniform(M * K, 1);
-    let denseMs = 0;
-    for (const v of VARIANTS) {
-      ctx.progress(`wasm: ${v.label} ${M}×${K} · ${K}×${N}`);
-      const mark = k.mark();
-      const ww = store(k, v, w, N, K);
-      const xp = k.putF32(x), yp = k.alloc(M * N * 4);
-      const ms = timeMs(() => k.matmul(xp, ww, yp, M), ctx.quick ? 5 : 15);
-      k.release(mark);
-      if (v.label === 'dense f32') denseMs = ms;
-      ctx.result({
-        suite: 'wasm', name: M === 1 ? 'wasm gemv' : 'wasm matmul', variant: `${v.label}, 1 thread`, shape: `${M}×${K} · ${K}×${N} (${s.what})`,
-        medianMs: ms, flops: 2 * M * N * (v.sparse ? K / 2 : K), bytes: ww.bytes + 4 * (M * K + M * N),
-        extra: { speedupVsDenseF32: +(denseMs / ms).toFixed(2) },
-      });
+  for (const threads of threadCounts()) {
+    const k = await WasmKernels.create({ threads });
+    try {
+      ctx.progress(`wasm: checking the WASM kernels (${threads} thread${threads > 1 ? 's' : ''}) against the CPU reference`);
+      selfCheck(k);
+      for (const s of shapes) {
+        const { N, K, M } = s;
+        const w = randomUniform(N * K, 2, -0.05, 0.05), x = randomUniform(M * K, 1);
+        let denseMs = 0;
+        for (const v of VARIANTS) {
+          ctx.progress(`wasm: ${v.label} ${M}×${K} · ${K}×${N}, ${threads} thread(s)`);
+          const mark = k.mark();
+          const ww = store(k, v, w, N, K);
+          const xp = k.putF32(x), yp = k.alloc(M * N * 4);
+          const ms = timeMs(() => k.matmul(xp, ww, yp, M), ctx.quick ? 5 : 15);
+          k.release(mark);
+          if (v.label === 'dense f32') denseMs = ms;
+          ctx.result({
+            suite: 'wasm', name: M === 1 ? 'wasm gemv' : 'wasm matmul', variant: `${v.label}, ${threads} thread${threads > 1 ? 's' : ''}`, shape: `${M}×${K} · ${K}×${N} (${s.what})`,
+            medianMs: ms, flops: 2 * M * N * (v.sparse ? K / 2 : K), bytes: ww.bytes + 4 * (M * K + M * N),
+            extra: { speedupVsDenseF32: +(denseMs / ms).toFixed(2) },
+          });
+        }
+      }
+    } finally {
+      k.destroy();
     }
   }
 }
@@ -106,9 +120,11 @@ async function endToEnd(ctx: BenchContext) {
   const params = parameterCounts(cfg).total;
   const promptTokens = ctx.quick ? 16 : 48, decodeTokens = ctx.quick ? 32 : 64, rounds = ctx.quick ? 1 : 3;
   const adapter = [ctx.gpu.adapter.vendor, ctx.gpu.adapter.architecture].filter(Boolean).join(' ') || 'this adapter';
+  const nt = threadCounts();
   const runs = [
-    ...(['f32', 'f16', 'q8', 'q4'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, 1 thread`, device: 'wasm' as const, weights: w })),
-    { name: `webmoe-tiny WebGPU f32 (${adapter}${ctx.gpu.adapter.isFallbackAdapter ? ', CPU fallback' : ''})`, device: 'webgpu' as const, weights: 'f32' as const },
+    ...(['f32', 'f16', 'q8', 'q4'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, 1 thread`, device: 'wasm' as const, weights: w, threads: 1 })),
+    ...nt.slice(1).flatMap((t) => (['f32', 'q8'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, ${t} threads`, device: 'wasm' as const, weights: w, threads: t }))),
+    { name: `webmoe-tiny WebGPU f32 (${adapter}${ctx.gpu.adapter.isFallbackAdapter ? ', CPU fallback' : ''})`, device: 'webgpu' as const, weights: 'f32' as const, threads: 1 },
   ];
   const prompt = 'Once upon a time, there was a little girl who loved to play in the park with her friends. '.repeat(4).slice(0, promptTokens);
   const samples = runs.map(() => [] as { prefill: number; decode: number; ttft: number; bpw: number }[]);
@@ -117,7 +133,7 @@ async function endToEnd(ctx: BenchContext) {
     for (let round = 0; round < rounds; round++) {
       for (const [i, r] of runs.entries()) {
         ctx.progress(`wasm: round ${round + 1}/${rounds}: ${r.name}`);
-        await engine.load(urlModel(url, { cache: false }), { device: r.device, weights: r.weights, contextLength: Math.min(cfg.maxPositionEmbeddings, 256) });
+        await engine.load(urlModel(url, { cache: false }), { device: r.device, weights: r.weights, threads: r.threads, contextLength: Math.min(cfg.maxPositionEmbeddings, 256) });
         const warm = engine.generate(prompt, { temperature: 0, maxTokens: 4, stopAtEos: false });
         for await (const _ of warm) void _;
         // Forget the warm-up's cache: the timed prompt is prefilled whole (no prefix reuse).

@@ -36,6 +36,8 @@ export interface DemoOptions {
   probe?: () => Promise<GpuProbe>;
   /** Where a local engine runs the model (LoadOptions.device; default webgpu). */
   device?: 'webgpu' | 'wasm' | 'auto';
+  /** The WASM engine's threads (LoadOptions.threads; default: the cores where the page is cross-origin isolated). */
+  threads?: number;
 }
 
 type SparseMode = 'dense' | '2:4' | 'vnm';
@@ -273,7 +275,7 @@ export class DemoApp {
         }
       }
       const info = await this.engine.load(ref, {
-        ...(this.choice.kind !== 'remote' && this.device !== 'webgpu' ? { device: this.device } : {}),
+        ...(this.choice.kind !== 'remote' && this.device !== 'webgpu' ? { device: this.device, threads: this.o.threads } : {}),
         sparsity: SPARSE[sparse].options,
         onProgress: (p) => {
           if (p.notice) this.notice(p.notice);
