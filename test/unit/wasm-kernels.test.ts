@@ -62,6 +62,28 @@ describe('WASM matmul in every stored format vs the reference on the dequantised
   });
 });
 
+describe('WASM f16 decoding edge cases', () => {
+  it('subnormals, signed zeros and the largest f16 decode exactly; a matrix with an infinity is stored as f32', () => {
+    const mark = k.mark();
+    const K = 16, vals = [6e-8, -6e-8, 3e-5, -1e-5, 0, -0, 65504, -65504, 1, -2.5, 1e-4, 0.333, 6.1e-5, -6.1e-5, 1000, 7];
+    const w = Float32Array.from(vals);
+    const ww = k.weight(w, 1, K, 'f16');
+    expect(ww.format).toBe('f16');
+    const x = new Float32Array(K);
+    const deq = dequantizeRef(packWeight(w, 1, K, 'f16'));
+    for (let i = 0; i < K; i++) {
+      x.fill(0); x[i] = 1;
+      const y = poisoned(1);
+      k.matmul(k.putF32(x), ww, y, 1);
+      // (A dot product cannot show the sign of a zero: compare by difference.)
+      expect(k.readF32(y, 1)[0] - deq[i], `element ${i} (${vals[i]})`).toBe(0);
+    }
+    const inf = k.weight(Float32Array.from([1, Infinity, 2, 3]), 1, 4, 'f16');
+    expect(inf.format).toBe('f32');
+    k.release(mark);
+  });
+});
+
 describe('WASM structured-sparse matmul vs sparseMatmulRef (straight from the packed arrays)', () => {
   const patterns = [
     { label: '2:4', o: { format: '2:4' as const } },

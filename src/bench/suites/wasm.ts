@@ -75,7 +75,7 @@ function threadCounts(): number[] {
 
 async function kernels(ctx: BenchContext) {
   const shapes = ctx.quick
-    ? [{ N: 2048, K: 1408, M: 1, what: 'V2-Lite expert down' }, { N: 256, K: 768, M: 1, what: 'bundled dense MLP down' }]
+    ? [{ N: 2048, K: 1408, M: 1, what: 'V2-Lite expert down' }]
     : [
         { N: 2048, K: 1408, M: 1, what: 'V2-Lite expert down' }, { N: 2816, K: 2048, M: 1, what: 'V2-Lite expert gate|up' },
         { N: 256, K: 768, M: 1, what: 'bundled dense MLP down' }, { N: 3072, K: 256, M: 1, what: 'bundled lm_head' },
@@ -113,17 +113,19 @@ async function kernels(ctx: BenchContext) {
 
 async function endToEnd(ctx: BenchContext) {
   if (!ctx.baseUrl) { ctx.error('wasm: the bundled model needs the URL public/ is served at (ctx.baseUrl); not measured'); return; }
-  const url = new URL('models/webmoe-tiny/', ctx.baseUrl).href;
+  // From the server's root: the bench page may live below it (public/ is served at /).
+  const url = new URL('/models/webmoe-tiny/', ctx.baseUrl).href;
   const ck = await openCheckpoint(urlModel(url, { cache: false }));
   const cfg = ck.config;
   await ck.close();
   const params = parameterCounts(cfg).total;
-  const promptTokens = ctx.quick ? 16 : 48, decodeTokens = ctx.quick ? 32 : 64, rounds = ctx.quick ? 1 : 3;
+  const promptTokens = ctx.quick ? 16 : 48, decodeTokens = ctx.quick ? 16 : 64, rounds = ctx.quick ? 1 : 3;
   const adapter = [ctx.gpu.adapter.vendor, ctx.gpu.adapter.architecture].filter(Boolean).join(' ') || 'this adapter';
   const nt = threadCounts();
   const runs = [
-    ...(['f32', 'f16', 'q8', 'q4'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, 1 thread`, device: 'wasm' as const, weights: w, threads: 1 })),
-    ...nt.slice(1).flatMap((t) => (['f32', 'q8'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, ${t} threads`, device: 'wasm' as const, weights: w, threads: t }))),
+    // Quick: f32 only (the 'auto' storage on WASM).
+    ...(ctx.quick ? ['f32'] as const : ['f32', 'f16', 'q8', 'q4'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, 1 thread`, device: 'wasm' as const, weights: w, threads: 1 })),
+    ...nt.slice(1).flatMap((t) => (ctx.quick ? ['f32'] as const : ['f32', 'q8'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, ${t} threads`, device: 'wasm' as const, weights: w, threads: t }))),
     { name: `webmoe-tiny WebGPU f32 (${adapter}${ctx.gpu.adapter.isFallbackAdapter ? ', CPU fallback' : ''})`, device: 'webgpu' as const, weights: 'f32' as const, threads: 1 },
   ];
   const prompt = 'Once upon a time, there was a little girl who loved to play in the park with her friends. '.repeat(4).slice(0, promptTokens);

@@ -47,18 +47,6 @@ static inline float silu(float g) { return g / (1.0f + expf_(-g)); }
 
 EXPORT(exp_f32) float exp_f32(float x) { return expf_(x); }
 
-/* ------------------------------------------------------------------------------------ half decoding */
-
-/* u32 lanes holding an IEEE binary16 in their low 16 bits → f32 (exact, subnormals and inf/NaN too). */
-static inline v128_t half_to_f32(v128_t u) {
-  v128_t sign = wasm_i32x4_shl(wasm_v128_and(u, wasm_i32x4_splat(0x8000)), 16);
-  v128_t em = wasm_i32x4_shl(wasm_v128_and(u, wasm_i32x4_splat(0x7fff)), 13);
-  v128_t f = wasm_f32x4_mul(em, wasm_f32x4_splat(0x1p112f));
-  v128_t special = wasm_i32x4_ge(em, wasm_i32x4_splat(0x0f800000));
-  f = wasm_v128_bitselect(wasm_v128_or(em, wasm_i32x4_splat(0x7f800000)), f, special);
-  return wasm_v128_or(f, sign);
-}
-
 /* ---------------------------------------------------------------------------------- dense matmuls */
 
 /* f32: W [N, K] unpadded. Blocks of 4 weight rows × 2 input rows (8 accumulators), scalar K tail. */
@@ -119,36 +107,48 @@ void matmul_f32(const float *x, const float *w, float *y, int M, int N, int K, i
 }
 
 /*
- * The 16-bit and quantised formats read X from a padded copy (prep_x: rows of Kp, zeros past K; for q4
- * each group of 32 de-interleaved to [16 even k | 16 odd k], the order of a 16-byte load's low and high
- * nibbles), so their inner loops have no tail. Weights: rows of Kp elements (weight-pack.ts).
+ * The 16-bit and quantised formats read X from a padded copy (prep_x: rows of Kp, zeros past K), so their
+ * inner loops have no tail, and in the order their SIMD decode produces weights (mode):
+ *   0  as is (q8)
+ *   1  each group of 32 as [16 even k | 16 odd k]: a 16-byte load's low and high nibbles (q4)
+ *   2  each group of 8 as [k0 k2 k4 k6 | k1 k3 k5 k7]: the low and high halves of four u32 lanes (f16, bf16)
+ * Weights: rows of Kp elements (weight-pack.ts).
  */
 EXPORT(prep_x)
-void prep_x(const float *x, float *xp, int M, int K, int Kp, int q4) {
+void prep_x(const float *x, float *xp, int M, int K, int Kp, int mode) {
   for (int m = 0; m < M; m++) {
     const float *s = x + (long)m * K;
     float *d = xp + (long)m * Kp;
-    if (!q4) {
+    if (mode == 0) {
       for (int k = 0; k < K; k++) d[k] = s[k];
       for (int k = K; k < Kp; k++) d[k] = 0;
     } else {
+      const int gw = mode == 1 ? 32 : 8, half = gw >> 1;
       for (int k = 0; k < Kp; k++) {
         float v = k < K ? s[k] : 0.0f;
-        int g = k & ~31, j = k & 31;
-        d[g + (j & 1) * 16 + (j >> 1)] = v;
+        int g = k & ~(gw - 1), j = k & (gw - 1);
+        d[g + (j & 1) * half + (j >> 1)] = v;
       }
     }
   }
 }
 
-/* f16 (bf16 = 0) or bf16 (bf16 = 1): W [N, Kp] u16. Blocks of 4 weight rows; Kp is a multiple of 8. */
-static inline v128_t dec16_lo(v128_t h, int bf16) {
-  v128_t u = wasm_u32x4_extend_low_u16x8(h);
-  return bf16 ? wasm_i32x4_shl(u, 16) : half_to_f32(u);
+/*
+ * f16 (bf16 = 0) or bf16 (bf16 = 1): W [N, Kp] u16, Kp a multiple of 8, x in prep_x mode 2. A 16-byte
+ * load holds 8 halves, two per u32 lane: the even elements shifted up (shl 16) and the odd ones masked
+ * (and 0xffff0000) are each four values in the top half of their lanes. bf16 is then f32 already; f16
+ * becomes f32 by an arithmetic shift right by 3 (the sign lands in bit 31, exponent and mantissa where
+ * f32 has them, 13 bits down), a mask, and a multiply by 2^112 that re-biases the exponent (subnormals
+ * included). f16 infinities and NaNs are not decoded: WasmKernels.weight stores such matrices as f32.
+ */
+static inline v128_t f16hi_to_f32(v128_t v) {
+  v128_t t = wasm_v128_and(wasm_i32x4_shr(v, 3), wasm_i32x4_splat((int)0x8fffe000));
+  return wasm_f32x4_mul(t, wasm_f32x4_splat(0x1p112f));
 }
-static inline v128_t dec16_hi(v128_t h, int bf16) {
-  v128_t u = wasm_u32x4_extend_high_u16x8(h);
-  return bf16 ? wasm_i32x4_shl(u, 16) : half_to_f32(u);
+static inline v128_t dot8_16(v128_t h, const float *x, int bf16) {
+  v128_t even = wasm_i32x4_shl(h, 16), odd = wasm_v128_and(h, wasm_i32x4_splat((int)0xffff0000));
+  if (!bf16) { even = f16hi_to_f32(even); odd = f16hi_to_f32(odd); }
+  return wasm_f32x4_add(wasm_f32x4_mul(even, wasm_v128_load(x)), wasm_f32x4_mul(odd, wasm_v128_load(x + 4)));
 }
 
 static inline void matmul_16(const float *xp, const u16 *w, float *y, int M, int N, int Kp, int n0, int n1, int bf16) {
@@ -159,12 +159,10 @@ static inline void matmul_16(const float *xp, const u16 *w, float *y, int M, int
       const float *xa = xp + (long)m * Kp;
       v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
       for (int k = 0; k < Kp; k += 8) {
-        v128_t xl = wasm_v128_load(xa + k), xh = wasm_v128_load(xa + k + 4);
-        v128_t h0 = wasm_v128_load(w0 + k), h1 = wasm_v128_load(w1 + k), h2 = wasm_v128_load(w2 + k), h3 = wasm_v128_load(w3 + k);
-        a0 = wasm_f32x4_add(a0, wasm_f32x4_add(wasm_f32x4_mul(xl, dec16_lo(h0, bf16)), wasm_f32x4_mul(xh, dec16_hi(h0, bf16))));
-        a1 = wasm_f32x4_add(a1, wasm_f32x4_add(wasm_f32x4_mul(xl, dec16_lo(h1, bf16)), wasm_f32x4_mul(xh, dec16_hi(h1, bf16))));
-        a2 = wasm_f32x4_add(a2, wasm_f32x4_add(wasm_f32x4_mul(xl, dec16_lo(h2, bf16)), wasm_f32x4_mul(xh, dec16_hi(h2, bf16))));
-        a3 = wasm_f32x4_add(a3, wasm_f32x4_add(wasm_f32x4_mul(xl, dec16_lo(h3, bf16)), wasm_f32x4_mul(xh, dec16_hi(h3, bf16))));
+        a0 = wasm_f32x4_add(a0, dot8_16(wasm_v128_load(w0 + k), xa + k, bf16));
+        a1 = wasm_f32x4_add(a1, dot8_16(wasm_v128_load(w1 + k), xa + k, bf16));
+        a2 = wasm_f32x4_add(a2, dot8_16(wasm_v128_load(w2 + k), xa + k, bf16));
+        a3 = wasm_f32x4_add(a3, dot8_16(wasm_v128_load(w3 + k), xa + k, bf16));
       }
       float *ya = y + (long)m * N + n;
       ya[0] = hsum(a0); ya[1] = hsum(a1); ya[2] = hsum(a2); ya[3] = hsum(a3);
@@ -175,10 +173,7 @@ static inline void matmul_16(const float *xp, const u16 *w, float *y, int M, int
     for (int m = 0; m < M; m++) {
       const float *xa = xp + (long)m * Kp;
       v128_t a0 = wasm_f32x4_splat(0);
-      for (int k = 0; k < Kp; k += 8) {
-        v128_t h0 = wasm_v128_load(w0 + k);
-        a0 = wasm_f32x4_add(a0, wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(xa + k), dec16_lo(h0, bf16)), wasm_f32x4_mul(wasm_v128_load(xa + k + 4), dec16_hi(h0, bf16))));
-      }
+      for (int k = 0; k < Kp; k += 8) a0 = wasm_f32x4_add(a0, dot8_16(wasm_v128_load(w0 + k), xa + k, bf16));
       y[(long)m * N + n] = hsum(a0);
     }
   }

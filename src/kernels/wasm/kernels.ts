@@ -19,7 +19,7 @@ interface Exports {
   __heap_base: WebAssembly.Global;
   exp_f32(x: number): number;
   matmul_f32(x: number, w: number, y: number, M: number, N: number, K: number, n0: number, n1: number): void;
-  prep_x(x: number, xp: number, M: number, K: number, Kp: number, q4: number): void;
+  prep_x(x: number, xp: number, M: number, K: number, Kp: number, mode: number): void;
   matmul_f16(xp: number, w: number, y: number, M: number, N: number, Kp: number, n0: number, n1: number): void;
   matmul_bf16(xp: number, w: number, y: number, M: number, N: number, Kp: number, n0: number, n1: number): void;
   matmul_q8(xp: number, w: number, s: number, y: number, M: number, N: number, Kp: number, gs: number, scaleCols: number, n0: number, n1: number): void;
@@ -223,6 +223,8 @@ export class WasmKernels {
   weight(data: Float32Array, N: number, K: number, format: WasmWeightFormat, what = 'a weight'): WasmWeight {
     if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw new ShapeError(`${what}: weight shape must be positive integers, got [${N}, ${K}]`);
     if (data.length !== N * K) throw new ShapeError(`${what}: ${data.length} values for [${N}, ${K}]`);
+    // The f16 kernel does not decode infinities or NaNs (kernels.c): such a matrix is stored as f32.
+    if (format === 'f16' && !data.every(Number.isFinite)) format = 'f32';
     if (format === 'f32') {
       const ptr = this.putF32(data, what);
       return { format, N, K, Kp: K, ptr, scales: 0, groupSize: 0, scaleCols: 0, bytes: N * K * 4 };
@@ -271,7 +273,7 @@ export class WasmKernels {
     const m = this.mark();
     try {
       const xp = this.alloc(M * w.Kp * 4);
-      this.e.prep_x(x, xp, M, w.K, w.Kp, w.format === 'q4' ? 1 : 0);
+      this.e.prep_x(x, xp, M, w.K, w.Kp, w.format === 'q4' ? 1 : w.format === 'f16' || w.format === 'bf16' ? 2 : 0);
       switch (w.format) {
         case '2:4': case 'vnm': {
           const sp = w.sparse!;

@@ -31,8 +31,9 @@ onMessage(async (msg) => {
   const fns = names.map((n) => exports[n]);
   const c = new Int32Array(memory.buffer, ctrl, 16);
   const a = new Float64Array(memory.buffer, ctrl + 64, 32);
-  port.postMessage('ready');
+  // The generation is read before 'ready': the caller may post a job the moment it hears it.
   let gen = Atomics.load(c, 0);
+  port.postMessage('ready');
   for (;;) {
     Atomics.wait(c, 0, gen);
     gen = Atomics.load(c, 0);
