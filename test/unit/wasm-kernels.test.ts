@@ -1,8 +1,9 @@
 // The WebAssembly kernels (src/kernels/wasm/kernels.c) against the CPU references, on random shapes
 // including ragged ones (1, tile−1, tile+1, odd K). Outputs are poisoned with NaN before every run, so an
 // unwritten element fails. Tolerances (f32 accumulation in SIMD order vs the references' float64):
-//   matmul, any storage: |Δ| ≤ 1e-5·(1 + Σ|x·w|) — the same dequantised matrix (weight.ref.ts), so q8/q4
-//     are checked for the arithmetic, not for quantisation error;
+//   matmul, any storage: |Δ| ≤ 1e-5·(1 + Σ|x·w|) — the same dequantised matrix (weight.ref.ts), and for
+//     q8/q4 the same int16 activations (quant-x16.ref.ts), so they are checked for the arithmetic, not for
+//     quantisation error;
 //   rmsnorm / rope / silu: 1e-5 relative; MLA: 1e-4 absolute on outputs of magnitude ≤ ~1;
 //   router: identical ids, weights within 1e-5.
 import { describe, it, expect, beforeAll, vi } from 'vitest';
@@ -18,6 +19,7 @@ import { moeGateRef } from '../../src/kernels/moe.ref';
 import { mulberry32 } from '../../src/util/random';
 import { prunePacked } from '../../src/sparse/apply';
 import { sparseMatmulRef } from '../../src/kernels/sparse.ref';
+import { quantizeActivationsI16Ref } from '../../src/kernels/quant-x16.ref';
 
 // Whole-model loads (q8/q4 quantise on the host) take seconds on a shared 2-core machine.
 vi.setConfig({ testTimeout: 120_000 });
@@ -46,9 +48,11 @@ describe('WASM matmul in every stored format vs the reference on the dequantised
       const ww = k.weight(w, N, K, format);
       const xp = k.putF32(x), yp = poisoned(M * N);
       k.matmul(xp, ww, yp, M);
-      const want = matmulRef(x, deq, M, N, K);
+      // q8/q4 multiply int16 activations (groups of 32): the reference takes x through the same rounding.
+      const xr = format === 'q8' || format === 'q4' ? quantizeActivationsI16Ref(x, M, K) : x;
+      const want = matmulRef(xr, deq, M, N, K);
       const mag = new Float64Array(M * N);
-      for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) { let s = 0; for (let j = 0; j < K; j++) s += Math.abs(x[m * K + j] * deq[n * K + j]); mag[m * N + n] = s; }
+      for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) { let s = 0; for (let j = 0; j < K; j++) s += Math.abs(xr[m * K + j] * deq[n * K + j]); mag[m * N + n] = s; }
       expectAllClose(k.readF32(yp, M * N), want, (i) => 1e-5 * (1 + mag[i]), `${format} [${M}, ${N}, ${K}]`);
       // A row range writes those rows only.
       if (N > 2) {

@@ -21,6 +21,7 @@ import { prunePacked } from '../../sparse/apply';
 import { sparseMatmulRef } from '../../kernels/sparse.ref';
 import { matmulRef } from '../../kernels/matmul.ref';
 import { dequantizeRef } from '../../kernels/weight.ref';
+import { quantizeActivationsI16Ref } from '../../kernels/quant-x16.ref';
 import { packWeight } from '../../kernels/weight-pack';
 import { randomUniform } from '../../util/random';
 import { minBytesPerToken } from './e2e';
@@ -63,7 +64,9 @@ function selfCheck(k: WasmKernels) {
     const xp = k.putF32(x), yp = k.alloc(M * N * 4);
     k.matmul(xp, ww, yp, M);
     const got = k.readF32(yp, M * N);
-    const ref = v.dense ? matmulRef(x, v.dense === 'f32' ? w : dequantizeRef(packWeight(w, N, K, v.dense)), M, N, K) : sparseMatmulRef(x, prunePacked(w, N, K, v.sparse!).packed, M);
+    // q8/q4 multiply int16 activations: the reference takes x through the same rounding.
+    const xr = v.dense === 'q8' || v.dense === 'q4' ? quantizeActivationsI16Ref(x, M, K) : x;
+    const ref = v.dense ? matmulRef(xr, v.dense === 'f32' ? w : dequantizeRef(packWeight(w, N, K, v.dense)), M, N, K) : sparseMatmulRef(x, prunePacked(w, N, K, v.sparse!).packed, M);
     const bad = ref.findIndex((r, i) => !(Math.abs(got[i] - r) <= 1e-4 + 1e-4 * Math.abs(r)));
     k.release(mark);
     if (bad >= 0) throw new Error(`wasm ${v.label}: output ${bad} is ${got[bad]}, reference ${ref[bad]}`);

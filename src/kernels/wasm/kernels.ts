@@ -20,6 +20,9 @@ interface Exports {
   exp_f32(x: number): number;
   matmul_f32(x: number, w: number, y: number, M: number, N: number, K: number, n0: number, n1: number): void;
   prep_x(x: number, xp: number, M: number, K: number, Kp: number, mode: number): void;
+  quant_x16(x: number, xq: number, xs: number, M: number, K: number, Kp: number, q4: number): void;
+  matmul_q8x16(xq: number, xs: number, w: number, s: number, y: number, M: number, N: number, Kp: number, scaleCols: number, n0: number, n1: number): void;
+  matmul_q4x16(xq: number, xs: number, w: number, s: number, y: number, M: number, N: number, Kp: number, scaleCols: number, n0: number, n1: number): void;
   matmul_f16(xp: number, w: number, y: number, M: number, N: number, Kp: number, n0: number, n1: number): void;
   matmul_bf16(xp: number, w: number, y: number, M: number, N: number, Kp: number, n0: number, n1: number): void;
   matmul_q8(xp: number, w: number, s: number, y: number, M: number, N: number, Kp: number, gs: number, scaleCols: number, n0: number, n1: number): void;
@@ -53,7 +56,7 @@ export function kernelsModule(threaded = false): Promise<WebAssembly.Module> {
 }
 
 /** The exports the worker pool runs (pool.ts: by index into this list). */
-const POOL_KERNELS = ['matmul_f32', 'matmul_f16', 'matmul_bf16', 'matmul_q8', 'matmul_q4', 'sparse24_matmul', 'vnm_matmul', 'mla_attention'] as const;
+const POOL_KERNELS = ['matmul_f32', 'matmul_f16', 'matmul_bf16', 'matmul_q8', 'matmul_q4', 'sparse24_matmul', 'vnm_matmul', 'mla_attention', 'matmul_q8x16', 'matmul_q4x16'] as const;
 /** Multiply-adds below which a call stays on the calling thread (waking the pool costs more). */
 const POOL_MIN_WORK = 1 << 15;
 
@@ -272,6 +275,15 @@ export class WasmKernels {
     if (w.format === 'f32') { this.par('matmul_f32', [x, w.ptr, y, M, w.N, w.K, n0, n1], 6, work, 4); return; }
     const m = this.mark();
     try {
+      // q8/q4 in groups of 32: against int16 activations (kernels.c quant_x16; reference quant-x16.ref.ts).
+      if ((w.format === 'q8' || w.format === 'q4') && w.groupSize === 32) {
+        const G = Math.ceil(w.Kp / 32);
+        const xq = this.alloc(M * w.Kp * 2), xs = this.alloc(M * G * 4);
+        this.e.quant_x16(x, xq, xs, M, w.K, w.Kp, w.format === 'q4' ? 1 : 0);
+        if (w.format === 'q8') this.par('matmul_q8x16', [xq, xs, w.ptr, w.scales, y, M, w.N, w.Kp, w.scaleCols, n0, n1], 9, work);
+        else this.par('matmul_q4x16', [xq, xs, w.ptr, w.scales, y, M, w.N, w.Kp, w.scaleCols, n0, n1], 9, work);
+        return;
+      }
       const xp = this.alloc(M * w.Kp * 4);
       this.e.prep_x(x, xp, M, w.K, w.Kp, w.format === 'q4' ? 1 : w.format === 'f16' || w.format === 'bf16' ? 2 : 0);
       switch (w.format) {
