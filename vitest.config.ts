@@ -4,6 +4,8 @@ import { playwright } from '@vitest/browser-playwright';
 import { chromiumPath, chromiumArgs, findChromium } from './scripts/chromium.mjs';
 // @ts-ignore plain ESM helper shared with vite.config.ts
 import { serviceWorkerAtRoot } from './scripts/sw-at-root.mjs';
+// @ts-ignore plain ESM helper shared with vite.config.ts and the library build
+import { wasmBase64 } from './scripts/wasm-base64.mjs';
 
 // Set in the main process so every worker's Vulkan loader sees SwiftShader when there is no GPU driver
 // (see src/node.ts, which also does this by itself for library users).
@@ -34,10 +36,10 @@ const browserProject = findChromium()
   : [];
 
 export default defineConfig({
-  plugins: [serviceWorkerAtRoot()],
+  plugins: [serviceWorkerAtRoot(), wasmBase64()],
   optimizeDeps: { include: ['comlink', '@huggingface/tokenizers'] },
   server: { headers: { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } },
-  worker: { format: 'es' },
+  worker: { format: 'es', plugins: () => [wasmBase64()] },
   test: {
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'], environment: 'node' } },

@@ -19,6 +19,7 @@
  *   dist/ts5/*.d.ts, which add `/// <reference types="@webgpu/types" />` (a peer dependency).
  */
 import { build } from 'esbuild';
+import { wasmBase64Esbuild } from './wasm-base64.mjs';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -81,7 +82,7 @@ await build({
   mainFields: ['module', 'main'],
   target: 'es2022',
   external: ['node:*', 'webgpu'],
-  plugins: [rawText, workerUrl, entriesAsExternal],
+  plugins: [rawText, wasmBase64Esbuild, workerUrl, entriesAsExternal],
   charset: 'utf8',
   legalComments: 'eof',
   minify: false,

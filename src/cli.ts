@@ -39,12 +39,14 @@ const context = { kind: 'integer', arg: 'N', min: 2, description: "KV cache capa
 const quiet = { kind: 'flag', description: 'print only results and errors (no device, progress or speed lines on stderr)' } as const;
 const prefillChunk = { kind: 'integer', arg: 'N', min: 1, description: 'most prompt tokens per prefill forward: longer prompts run in chunks, which bound the activations (default: min(512, context))' } as const;
 const kvCache = { kind: 'choice', choices: ['f16', 'f32'], description: 'KV cache element format: f16 halves its bytes, values rounded to f16 when written (default: f16 on a GPU, f32 on a CPU fallback adapter)' } as const;
+const device = { kind: 'choice', choices: ['webgpu', 'wasm', 'auto'], default: 'webgpu', description: 'where the model runs: webgpu; wasm (the WebAssembly engine on the CPU); auto (WebGPU on a hardware adapter, WASM on a CPU fallback adapter such as SwiftShader or without WebGPU)' } as const;
+const threads = { kind: 'integer', arg: 'N', min: 1, max: 64, description: 'the WASM engine\'s threads (default: the cores, at most 8)' } as const;
 const gpuBudget = { kind: 'number', arg: 'MiB', above: 0, description: 'GPU memory budget: past it, the routed experts live in a per-MoE-layer GPU expert cache sized to fit (the rest stays resident; outputs equal full residency). Below the minimum that runs, the error names it (default: no budget)' } as const;
 const expertSource = { kind: 'choice', choices: ['auto', 'host', 'source'], default: 'auto', description: 'with --gpu-budget: where cold experts wait: host memory, or re-read from the model source (auto: host when they take at most half of it)' } as const;
 const expertPrefetch = { kind: 'choice', choices: ['none', 'previous-token', 'next-gate'], description: "with --gpu-budget: uploads ahead of a layer's routing (default next-gate; docs/offload.md)" } as const;
 const expertEviction = { kind: 'choice', choices: ['lru', 'load'], description: 'with --gpu-budget: which resident expert a miss replaces: least recently used, or least chosen so far (default load)' } as const;
 const offloading = { 'gpu-budget': gpuBudget, 'expert-source': expertSource, 'expert-prefetch': expertPrefetch, 'expert-eviction': expertEviction } as const;
-const loading = { model, weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading } as const;
+const loading = { model, weights, device, threads, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading } as const;
 
 const generateOptions = {
   model,
@@ -57,7 +59,7 @@ const generateOptions = {
   'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
   seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
   speculative: { kind: 'choice', choices: ['mtp', 'off'], description: "self-speculative decoding with the model's Multi-Token Prediction layer (same tokens as off; default: mtp when the model has one, docs/mtp.md)" },
-  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
+  weights, device, threads, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 
 const logitsOptions = {
@@ -66,7 +68,7 @@ const logitsOptions = {
   mode: { kind: 'choice', choices: ['prefill', 'decode', 'hybrid'], required: true, description: 'prefill: all tokens in one pass; decode: one token at a time; hybrid: prefill_split (default half) then one at a time' },
   out: { kind: 'text', arg: 'FILE', required: true, description: 'where to write the logits (raw little-endian float32 [tokens, vocab])' },
   routing: { kind: 'text', arg: 'FILE', description: 'also write the experts chosen per MoE layer and token (JSON)' },
-  weights, context, quiet,
+  weights, device, threads, context, quiet,
 } as const;
 
 const calibrateOptions = {
@@ -76,7 +78,7 @@ const calibrateOptions = {
   steps: { kind: 'integer', arg: 'N', min: 1, default: 50, description: 'bias update steps' },
   gamma: { kind: 'number', arg: 'G', above: 0, default: 0.001, description: 'bias update speed γ' },
   'batch-tokens': { kind: 'integer', arg: 'T', min: 1, default: 256, description: 'tokens per batch (at most the context)' },
-  weights, context, quiet,
+  weights, device, threads, context, quiet,
 } as const;
 
 const serveOptions = {
@@ -85,7 +87,7 @@ const serveOptions = {
   host: { kind: 'text', arg: 'HOST', default: '127.0.0.1', description: 'address to listen on (0.0.0.0 for every interface)' },
   name: { kind: 'text', arg: 'ID', description: "the model id clients send (default: the model folder's or URL's last segment)" },
   'max-queue': { kind: 'integer', arg: 'N', min: 0, default: 8, description: 'requests that may wait while one generates; more get HTTP 429' },
-  weights, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
+  weights, device, threads, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 
 const convertOptions = {
@@ -148,7 +150,7 @@ function offloadLoad(v: Partial<OptionValues<typeof offloading>>): LoadOptions {
 async function withEngine<T>(v: LoadingValues, io: CliIO, load: LoadOptions, fn: (e: WebMoeEngine) => Promise<T>): Promise<T> {
   const engine = createNodeEngine({ log: logger(v, io) });
   try {
-    await engine.load(v.model, { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...offloadLoad(v), ...load });
+    await engine.load(v.model, { weights: v.weights, device: v.device, threads: v.threads, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...offloadLoad(v), ...load });
     return await fn(engine);
   } finally {
     await engine.unload();
@@ -382,7 +384,7 @@ async function convert(v: OptionValues<typeof convertOptions>, io: CliIO) {
 async function serve(v: OptionValues<typeof serveOptions>, io: CliIO) {
   const log = logger(v, io);
   const engine = createNodeEngine({ log });
-  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...offloadLoad(v) }, log });
+  const server = await serveModel({ engine, model: v.model, host: v.host, port: v.port, modelId: v.name, maxQueue: v['max-queue'], load: { weights: v.weights, device: v.device, threads: v.threads, contextLength: v.context, prefillChunk: v['prefill-chunk'], kvCache: v['kv-cache'], ...offloadLoad(v) }, log });
   io.out(`webmoe: OpenAI-compatible API at ${server.url}/v1 (loading ${v.model})\n`);
   try {
     const info = await server.loaded;

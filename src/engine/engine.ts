@@ -20,13 +20,18 @@ import type {
   Engine, EngineOptions, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadNotice, LoadOptions, LoadProgress, ModelInfo, ModelRef, FinishReason, SpeculationStats, TokenLogprob,
 } from './types';
 import { GpuModelLoader, acquireBrowserGpu, type AcquireGpu } from '../model/assemble';
+import { loadWasmModel } from '../model/wasm-assemble';
 import { openCheckpoint } from '../model/checkpoint';
 import { directoryHandleModel, fileListModel, memoryModel, urlModel, type ModelSource } from '../loader/model-source';
 import { ArgumentError, DeviceLostError, FormatError, UnsupportedError, WebMoeError } from '../errors';
 import type { MemoryPlan } from '../model/memory-plan';
 
 /** `codec` is null for a model loaded without tokenizer.json (LoadOptions.requireTokenizer false). */
-export interface LoadedModel { runner: ModelRunner; codec: TextCodec | null; info: ModelInfo; loadTimeMs: number; device: string }
+export interface LoadedModel {
+  runner: ModelRunner; codec: TextCodec | null; info: ModelInfo; loadTimeMs: number; device: string;
+  /** The engine it runs on and why (LoadOptions.device); absent: WebGPU as asked. */
+  backend?: { kind: 'webgpu' | 'wasm'; reason: string };
+}
 
 /** How a model gets loaded: the GPU loader in production, a CPU loader in reference tests. */
 export type ModelLoader = (model: string | ModelSource, options: LoadOptions) => Promise<LoadedModel>;
@@ -407,6 +412,8 @@ export class WebMoeEngine implements Engine {
       expertLoad: m ? await m.runner.expertLoad() : [],
       device: m?.device ?? '',
       speculation: this.live ?? this.last.speculation,
+      backend: m ? m.backend?.kind ?? 'webgpu' : '',
+      backendReason: m ? m.backend?.reason ?? 'device webgpu (the default)' : '',
     };
   }
 
@@ -523,12 +530,17 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions, 
     });
     options = { ...options, onProgress };
     const ckpt = await openCheckpoint(source, { onProgress, signal: options.signal, overlay });
-    let codec: TextCodec | null, m: Awaited<ReturnType<GpuModelLoader['load']>>;
+    let codec: TextCodec | null, m: { runner: ModelRunner; description: ModelInfo | Omit<ModelInfo, 'chatTemplate'>; device: string };
+    let backend: { kind: 'webgpu' | 'wasm'; reason: string };
     // The weight upload closes each file after its last tensor; a load that fails before that closes them here.
     try {
       if (!ckpt.tokenizer && options.requireTokenizer !== false) throw new FormatError(`${source.description}: tokenizer.json is missing`);
       codec = ckpt.tokenizer ? new TextCodec(ckpt.tokenizer, ckpt.tokenizerConfig, ckpt.config.eosTokenIds) : null;
-      m = await models.load(ckpt, source.description, { ...options, onProgress, log });
+      backend = await chooseBackend(options.device, models, log);
+      log(`${source.description}: ${backend.kind} (${backend.reason})`);
+      m = backend.kind === 'wasm'
+        ? await loadWasmModel(ckpt, source.description, { ...options, onProgress, log })
+        : await models.load(ckpt, source.description, { ...options, onProgress, log });
     } catch (e) {
       await ckpt.close().catch(() => {});
       throw e;
@@ -541,8 +553,33 @@ export function gpuLoader(env: EngineEnvironment, engineOptions: EngineOptions, 
       info: { ...m.description, chatTemplate: codec?.hasChatTemplate ?? false },
       loadTimeMs: performance.now() - t0,
       device: m.device,
+      backend,
     };
   };
+}
+
+/**
+ * LoadOptions.device → the engine to load on, and why. 'auto' asks for a WebGPU adapter: a hardware one
+ * runs the model; a CPU fallback adapter (isFallbackAdapter, or SwiftShader by its adapter info, which
+ * Chromium does not always flag) or no WebGPU at all means the WASM engine, which decodes faster on a
+ * CPU than WGSL on a software rasteriser (docs/wasm.md).
+ */
+export async function chooseBackend(device: LoadOptions['device'], models: GpuModelLoader, log: (m: string) => void = () => {}): Promise<{ kind: 'webgpu' | 'wasm'; reason: string }> {
+  const d = device ?? 'webgpu';
+  if (d !== 'webgpu' && d !== 'wasm' && d !== 'auto') throw new ArgumentError(`device must be 'webgpu', 'wasm' or 'auto', got ${String(device)}`);
+  if (d === 'wasm') return { kind: 'wasm', reason: 'device wasm was asked for' };
+  if (d === 'webgpu') return { kind: 'webgpu', reason: device ? 'device webgpu was asked for' : 'device webgpu (the default)' };
+  let gpu;
+  try {
+    gpu = await models.device(log);
+  } catch (e) {
+    return { kind: 'wasm', reason: `auto: no usable WebGPU (${e instanceof Error ? e.message : String(e)})` };
+  }
+  const a = gpu.adapter;
+  const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(' ');
+  if (a.isFallbackAdapter) return { kind: 'wasm', reason: `auto: the WebGPU adapter${name ? ` (${name})` : ''} is a CPU fallback adapter` };
+  if (/swiftshader|llvmpipe|lavapipe|warp|software/i.test(name)) return { kind: 'wasm', reason: `auto: the WebGPU adapter (${name}) is a software renderer` };
+  return { kind: 'webgpu', reason: `auto: a hardware WebGPU adapter${name ? ` (${name})` : ''}` };
 }
 
 /** An engine running in this thread (page, worker or Node with the `webgpu` package: see webmoe/node). */

@@ -16,7 +16,22 @@ export type { ChatMessage, LoadNotice, LoadProgress, LayerLoad, SparsityOptions,
  */
 export type ModelRef = string | ModelSource | File | File[] | FileList | FileSystemDirectoryHandle;
 
+/** Where a model runs: WebGPU, the WebAssembly engine (CPU, SIMD), or 'auto' (see LoadOptions.device). */
+export type DeviceChoice = 'webgpu' | 'wasm' | 'auto';
+
 export interface LoadOptions {
+  /**
+   * Where the model runs (default 'webgpu'). 'wasm': the WebAssembly engine on the CPU (128-bit SIMD
+   * kernels, docs/wasm.md). 'auto': WebGPU on a hardware adapter, WASM on a CPU fallback adapter
+   * (SwiftShader and the like) or without WebGPU; engine.stats() says which and why.
+   */
+  device?: DeviceChoice;
+  /**
+   * The WASM engine's threads: the caller plus threads − 1 workers over one SharedArrayBuffer. Default:
+   * the cores (at most 8) where SharedArrayBuffer exists (Node; a cross-origin isolated page: COOP
+   * same-origin + COEP require-corp), else 1. WebGPU loads ignore it.
+   */
+  threads?: number;
   /** Weight storage on the GPU. 'auto': f16 for F16 checkpoints (exact; half the bytes of f32), f32 otherwise and on CPU fallback adapters. q8/q4 quantise at load, routed experts included (embeddings then stay f16). 'gguf' (the 'auto' choice for a GGUF with quantised tensors): those tensors' blocks stay on the GPU as in the file, decoded by the GGUF kernels; the embedding, router, kv_b, norms and F32/F16 tensors are f32 (docs/gguf.md). */
   weights?: WeightStorage;
   sparsity?: SparsityOptions | null;
@@ -203,6 +218,9 @@ export interface EngineStats {
   device: string;
   /** The last generation's self-speculative decoding figures (mode 'off' and zeros when it used none). */
   speculation: SpeculationStats;
+  /** The engine the loaded model runs on ('' when none is loaded), and why (LoadOptions.device); absent from remote engines. */
+  backend?: 'webgpu' | 'wasm' | '';
+  backendReason?: string;
 }
 
 export interface EngineOptions {

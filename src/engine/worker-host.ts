@@ -52,10 +52,17 @@ export class WorkerHost {
 
   private async runGeneration(kind: 'generate' | 'chat', input: string | ChatMessage[], options: Omit<GenerateOptions, 'onToken'>, onChunk: (c: GenerationChunk) => void): Promise<GenerationResult> {
     const it = kind === 'chat' ? this.e.chat(input as ChatMessage[], options) : this.e.generate(input as string, options);
+    let last: unknown;
     for (;;) {
       const r = await it.next();
-      if (r.done) return r.value;
-      void onChunk(r.value); // messages stay in order; not awaiting keeps IPC latency out of the decode loop
+      if (r.done) {
+        // The chunks travel on the callback's own port, the result on the engine's: an engine that
+        // generates faster than the page reads (the WASM engine) would otherwise resolve the call before
+        // the page has its last chunks. The page answers the last callback after all earlier ones.
+        await last;
+        return r.value;
+      }
+      last = onChunk(r.value); // not awaited: keeps IPC latency out of the decode loop
     }
   }
 

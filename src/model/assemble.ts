@@ -239,6 +239,12 @@ export class GpuModelLoader {
     return (await this.checkedPlan(ckpt, options)).plan;
   }
 
+  /** The device (acquired now if there is none yet, or a new one after loss); throws GpuUnavailableError without WebGPU. */
+  async device(log: (m: string) => void = () => {}): Promise<Gpu> {
+    if (!this.gpu || this.gpu.lostError) this.gpu = await this.acquire(this.gpuOptions, log);
+    return this.gpu;
+  }
+
   private async checkedPlan(ckpt: Checkpoint, options: ModelLoadOptions) {
     const log = options.log ?? (() => {});
     const cfg = ckpt.config;

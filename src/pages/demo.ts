@@ -3,6 +3,9 @@
  * on this GPU (default; the page stays responsive), the service-worker engine on this GPU (the model
  * stays loaded across page navigations; /sw.js), or a remote OpenAI-compatible server. The bundled model
  * loads at start on a local engine; `?model=<url>` loads another model instead, `?model=` (empty) nothing.
+ * `?device=wasm|auto|webgpu` chooses where a local engine runs the model (LoadOptions.device; default
+ * webgpu): wasm is the WebAssembly engine on the CPU, auto picks it on a software adapter or without WebGPU;
+ * `?threads=N` its threads (LoadOptions.threads).
  */
 import { createWorkerEngine } from '../engine/worker-client';
 import { createServiceWorkerEngine } from '../engine/sw-client';
@@ -24,8 +27,13 @@ function createEngine(choice: EngineChoice): DemoEngine {
   }
 }
 
-const param = new URLSearchParams(location.search).get('model');
+const query = new URLSearchParams(location.search);
+const param = query.get('model');
+const device = query.get('device');
+const threads = Number(query.get('threads'));
 void startDemo({
+  device: device === 'wasm' || device === 'auto' ? device : 'webgpu',
+  threads: Number.isInteger(threads) && threads > 0 ? threads : undefined,
   root: document.getElementById('app')!,
   createEngine,
   engineChoice: loadEngineChoice(),

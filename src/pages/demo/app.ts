@@ -34,6 +34,10 @@ export interface DemoOptions {
   /** The model loaded at start (a URL relative to the page), or null to wait for the user. */
   initialModel: string | null;
   probe?: () => Promise<GpuProbe>;
+  /** Where a local engine runs the model (LoadOptions.device; default webgpu). */
+  device?: 'webgpu' | 'wasm' | 'auto';
+  /** The WASM engine's threads (LoadOptions.threads; default: the cores where the page is cross-origin isolated). */
+  threads?: number;
 }
 
 type SparseMode = 'dense' | '2:4' | 'vnm' | '2:4-recovered' | '64:2:5-recovered';
@@ -84,6 +88,7 @@ export class DemoApp {
   private perMode = new Map<SparseMode, { tokps?: number; weightBytes?: number; probe?: { prompt: string; tokens: number[]; text: string } }>();
   private statsBusy = false;
   private choice: EngineChoice;
+  private get device(): 'webgpu' | 'wasm' | 'auto' { return this.o.device ?? 'webgpu'; }
   private gpuOk = false;
   private chat: ChatView;
   private routing: RoutingView;
@@ -108,7 +113,7 @@ export class DemoApp {
     this.el('#gpu-status').innerHTML = deviceTableHtml(probe);
     this.gpuOk = probe.ok;
     this.el('#gpu-status').dataset.ready = probe.ok ? '1' : 'error';
-    if (!probe.ok) this.el('#empty').innerHTML = explainNoWebGpu(probe);
+    if (!probe.ok && this.device === 'webgpu') this.el('#empty').innerHTML = explainNoWebGpu(probe);
     await this.connect();
   }
 
@@ -118,7 +123,8 @@ export class DemoApp {
   private async connect(): Promise<void> {
     const c = this.choice;
     this.renderEngineChoice();
-    if (c.kind !== 'remote' && !this.gpuOk) {
+    // Without WebGPU a local engine can still run the WebAssembly engine (?device=wasm or auto).
+    if (c.kind !== 'remote' && !this.gpuOk && this.device === 'webgpu') {
       this.setState('unsupported', 'WebGPU unavailable');
       return;
     }
@@ -273,7 +279,8 @@ export class DemoApp {
     try {
       // The plan first (config.json and headers only): a model that cannot fit this device says why
       // here, before its weights download. A remote engine's memory is the server's (no plan).
-      if (this.engine.plan && this.choice.kind !== 'remote') {
+      // (The plan is WebGPU's: the WASM engine checks its 4 GiB memory itself at load.)
+      if (this.engine.plan && this.choice.kind !== 'remote' && this.device === 'webgpu') {
         text.textContent = 'Planning GPU memory from config.json and the tensor headers';
         this.memory.planning(label);
         try {
@@ -284,6 +291,7 @@ export class DemoApp {
         }
       }
       const info = await this.engine.load(ref, {
+        ...(this.choice.kind !== 'remote' && this.device !== 'webgpu' ? { device: this.device, threads: this.o.threads } : {}),
         sparsity: SPARSE[sparse].options,
         gpuMemoryBudget: this.gpuBudget ?? undefined,
         onProgress: (p) => {
@@ -453,6 +461,7 @@ export class DemoApp {
     try {
       const s = await this.engine.stats();
       this.memory.update(s);
+      this.renderBackend(s);
       if (s.weightBytes && this.modeStats().weightBytes !== s.weightBytes) {
         this.modeStats().weightBytes = s.weightBytes;
         this.renderSparse();
@@ -480,6 +489,14 @@ export class DemoApp {
     this.el('#offload-hit').dataset.value = String(o.hitRate);
     this.el('#offload-bytes').textContent = fmtBytes(o.bytesUploadedPerToken);
     this.el('#offload-stalls').textContent = fmtNum(o.stallsPerToken);
+  }
+
+  /** The device panel's "runs on" line: which engine the model runs on and why (engine.stats()). */
+  private renderBackend(s: EngineStats): void {
+    const el = this.el('#backend-status');
+    el.dataset.backend = s.backend ?? '';
+    el.hidden = !s.backend;
+    if (s.backend) el.innerHTML = `Runs on <b>${s.backend === 'wasm' ? 'WebAssembly (CPU)' : 'WebGPU'}</b>: ${escapeHtml(s.device)}<br><span class="muted">${escapeHtml(s.backendReason ?? '')}</span>`;
   }
 
   private reset(): void {

@@ -81,6 +81,7 @@ export const LAYOUT = `
     <section class="panel" id="device-panel">
       <h2>Device</h2>
       <div id="gpu-status">Checking WebGPU…</div>
+      <p id="backend-status" class="hint" hidden></p>
     </section>
   </aside>
 

@@ -30,8 +30,9 @@ export function explainNoWebGpu(p: Extract<GpuProbe, { ok: false }>): string {
   return `<div class="nogpu" id="nogpu" data-reason="${p.reason}">
     <h2>${headline}</h2>
     <p>${why}</p>
-    <p>webmoe runs the model on your GPU through WebGPU and has no CPU fallback in the page. To run it:</p>
+    <p>webmoe runs the model on your GPU through WebGPU. To run it:</p>
     <ul>${todo}</ul>
+    <p>Or run it on the CPU with webmoe's WebAssembly engine: <a id="use-wasm" href="?device=wasm">open this page with <code>?device=wasm</code></a> (<code>?device=auto</code> picks WebGPU when there is a GPU).</p>
     <p class="muted">The model was not loaded; nothing was downloaded.</p>
   </div>`;
 }

@@ -1,0 +1,89 @@
+/**
+ * Model assembly on the WebAssembly engine: an opened checkpoint → a WasmRunner. The same checks as a
+ * GPU load where they apply (storage option, context length), the weights streamed into the module's
+ * memory in the storage asked for, and a load that cannot fit wasm32's 4 GiB refused before any weight
+ * is read.
+ */
+import type { Checkpoint } from './checkpoint';
+import { WasmBackend } from './wasm-backend';
+import { WasmRunner } from './wasm-runner';
+import { buildWeights } from './load';
+import { describeModel, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
+import { resolveStorage } from './memory-plan';
+import { WasmKernels, type WasmWeightFormat } from '../kernels/wasm/kernels';
+import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
+import { familyLabel } from './config';
+import { sparsityLabel } from '../sparse/apply';
+import { autoSparsity, storedSparsity } from './prune-checkpoint';
+
+export interface WasmModel { runner: WasmRunner; description: ModelDescription; device: string }
+
+const BYTES_PER_VALUE: Record<WasmWeightFormat, number> = { f32: 4, f16: 2, bf16: 2, q8: 1 + 4 / 32, q4: 0.5 + 4 / 32 };
+const WASM32_BYTES = 4 * 2 ** 30;
+
+/**
+ * The storage of linear weights on WASM. 'auto' is f32 on this engine as on a CPU fallback adapter
+ * (docs/wasm.md has the f32 / f16 / q8 / q4 decode speeds); a GGUF in quantised blocks becomes q8 (the
+ * WASM kernels decode weight-pack.ts formats, not GGUF blocks: they are dequantised at load).
+ */
+export function wasmStorage(w: WeightStorage | undefined, ckpt: Checkpoint): WasmWeightFormat {
+  const s = w ?? 'auto';
+  if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4', 'gguf'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8, q4 or gguf, got ${String(s)}`);
+  if (s === 'gguf') throw new ArgumentError(`weights 'gguf' keeps a GGUF file's blocks for the WebGPU kernels; the WASM engine takes auto, f32, f16, bf16, q8 or q4 (GGUF blocks are dequantised at load)`);
+  const r = resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: true });
+  return r === 'gguf' ? 'q8' : r;
+}
+
+export async function loadWasmModel(ckpt: Checkpoint, name: string, options: ModelLoadOptions & { threads?: number } = {}, kernels?: WasmKernels): Promise<WasmModel> {
+  const cfg = ckpt.config;
+  if (cfg.family !== 'deepseek') throw new UnsupportedError(`the WASM engine runs DeepSeek-architecture models (MLA, DeepSeekMoE) so far; this is a ${familyLabel(cfg)} model: load it with device 'webgpu'`);
+  const log = options.log ?? (() => {});
+  const storage = wasmStorage(options.weights, ckpt);
+  const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+  if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
+  if (options.kvCache === 'f16') throw new ArgumentError(`kvCache 'f16' is a WebGPU option; the WASM engine's latent cache is f32 (omit kvCache or pass 'f32')`);
+  const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
+  // Memory before any weight is read: every parameter in the storage (f32 for the embedding, kv_b, the
+  // router and norms is not separated out: an upper bound for f32, close for the rest) plus the cache.
+  const params = parameterCounts(cfg).total;
+  const kv = cfg.numLayers * contextLength * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
+  const estimate = params * BYTES_PER_VALUE[storage] + kv;
+  if (estimate > WASM32_BYTES) throw new LimitExceededError('wasm32 memory', Math.round(estimate), WASM32_BYTES, `${name} with ${storage} weights and a ${contextLength}-token cache (use q4 weights, a shorter context, or device webgpu)`);
+  // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense (as on the GPU).
+  let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
+  if (stored) {
+    const { option: o, weights: w } = stored;
+    // Routed experts' gate and up are pruned as one [2I, D] matrix: a V-row block spans both unless V divides I.
+    const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
+    log(`${name}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
+    if (!exact) stored = null;
+  }
+  let sp = stored?.option ?? options.sparsity ?? null;
+  if (sp?.format === 'auto') {
+    // V and M for the target ratio, as the GPU loader picks them (model/assemble.ts).
+    const auto = autoSparsity([...ckpt.tensors].map(([n, t]) => ({ name: n, shape: t.shape })), cfg, sp.apply ?? 'experts', sp.targetRatio);
+    log(`${name}: sparsity auto (target ratio ${sp.targetRatio}) → ${auto.label}`);
+    sp = { ...auto.option, permute: sp.permute };
+  }
+  const format = sp?.format === '2:4' ? '2:4' as const : 'vnm' as const;
+  const sparsity = sp ? { format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute } : null;
+  const k = kernels ?? await WasmKernels.create({ threads: options.threads });
+  if (k.threadsNote) log(`${name}: WASM engine on ${k.threadsNote}`);
+  let weights;
+  const be = new WasmBackend(k, cfg, { storage: () => storage, sparsity }, contextLength);
+  try {
+    weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+  } catch (e) {
+    if (!kernels) k.destroy();
+    throw e;
+  }
+  const description = describeModel(cfg, {
+    name, weightStorage: storage,
+    // Sparse weights keep f32 values on WASM (the quantised sparse kernels are WebGPU's).
+    expertStorage: cfg.nRoutedExperts === 0 ? 'none' : sparsity ? 'sparse f32' : storage,
+    sparsity: sparsity ? `${sparsityLabel(sparsity)} (${sparsity.apply}${stored ? ', pre-pruned' : ''})` : 'dense',
+    contextLength,
+  });
+  const threads = `${k.threads} thread${k.threads === 1 ? '' : 's'}`;
+  return { runner: new WasmRunner(be, cfg, weights, prefillChunk), description, device: `WebAssembly SIMD128 (${threads}${k.threadsNote ? `; ${k.threadsNote.replace(/^1 thread, /, '')}` : ''})` };
+}

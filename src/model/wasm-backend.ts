@@ -1,0 +1,298 @@
+/**
+ * The WebAssembly backend: the architecture file's operations on the SIMD kernels of
+ * src/kernels/wasm (one module instance, its linear memory holding weights, the latent KV cache and
+ * activations). For machines without a usable GPU: no WebGPU, or only a CPU fallback adapter.
+ *
+ * Memory: weights and the cache are permanent blocks taken at load; a forward pass opens a heap mark
+ * (begin) and frees its activations at the end (finish), and each layer's temporaries at endLayer.
+ */
+import { UnsupportedError } from '../errors';
+import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { routingOf, type ModelConfig } from './config';
+import { ropeInvFreq } from '../kernels/rope-params';
+import { WasmKernels, ropeTable, type WasmWeight, type WasmWeightFormat } from '../kernels/wasm/kernels';
+import { isSparsityTarget, tensorName } from './tensors';
+import { prunePacked, type SparsityOption } from '../sparse/apply';
+import { permuteMlp } from '../sparse/permute';
+
+export interface WasmTensor { ptr: number; rows: number; cols: number }
+
+/**
+ * A routed or shared expert: gate and up rows fused as one [2I, D] matrix (one pass over x), down [D, I];
+ * a sparse shared expert keeps gate and up apart (pruned as the GPU prunes them: each on its own).
+ */
+export type WasmExpert = { gateUp: WasmWeight; down: WasmWeight } | { gate: WasmWeight; up: WasmWeight; down: WasmWeight };
+
+export interface WasmMoe {
+  /** Router [E, D], f32. */
+  gate: WasmWeight;
+  /** e_score_correction_bias [E] (f32), 0 without. */
+  bias: number;
+  experts: WasmExpert[];
+  shared: WasmExpert | null;
+}
+
+export interface WasmWeightPolicy {
+  /** Storage of the linear weights by role (the router, kv_b, norms and the embedding table stay f32). */
+  storage(role: MatrixRole | 'experts'): WasmWeightFormat;
+  /** Structured sparsity at load (kept values f32): the matrices it applies to run on the sparse kernels. */
+  sparsity?: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { permute?: boolean }) | null;
+}
+
+export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
+  /** Tokens in the latent cache. */
+  length = 0;
+  readonly capacity: number;
+  /** Per layer: RMSNorm(c_KV) [capacity, kvLora] and roped k_pe [capacity, rope], f32. */
+  private latent: number[] = [];
+  private pe: number[] = [];
+  private ropeCs: number;
+  private forwardMark = -1;
+  private layerMark = -1;
+  weightBytes = 0;
+  /** Keep each MoE layer's expert ids of the forward (routing view, tests). */
+  captureRouting = false;
+  /** Per MoE layer, the ids [rows][K] of the last forward (when captureRouting). */
+  readonly routing = new Map<number, number[][]>();
+  /** Per MoE layer, how often each routed expert was chosen since the last reset. */
+  readonly counts = new Map<number, Float64Array>();
+
+  constructor(readonly k: WasmKernels, readonly cfg: ModelConfig, private policy: WasmWeightPolicy, capacity: number) {
+    this.capacity = capacity;
+    this.ropeCs = k.putF32(ropeTable(ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling), capacity), 'the RoPE table');
+    for (let l = 0; l < cfg.numLayers; l++) {
+      this.latent.push(k.alloc(capacity * cfg.kvLoraRank * 4, 'the latent KV cache'));
+      this.pe.push(k.alloc(capacity * cfg.qkRopeHeadDim * 4, 'the latent KV cache'));
+    }
+  }
+
+  /** Bytes of the latent cache as allocated (every layer, the full capacity). */
+  get kvBytes(): number { return this.cfg.numLayers * this.capacity * (this.cfg.kvLoraRank + this.cfg.qkRopeHeadDim) * 4; }
+
+  /** Opens a forward pass: its activations are freed by finish(). */
+  begin(): void {
+    if (this.forwardMark >= 0) throw new Error('WasmBackend.begin: a forward pass is already open');
+    this.forwardMark = this.k.mark();
+    this.layerMark = -1;
+  }
+
+  finish(): void {
+    if (this.forwardMark < 0) return;
+    this.k.release(this.forwardMark);
+    this.forwardMark = -1;
+    this.layerMark = -1;
+  }
+
+  private temp(rows: number, cols: number): WasmTensor {
+    return { ptr: this.k.alloc(Math.max(1, rows * cols) * 4), rows, cols };
+  }
+
+  private store(name: string, data: Float32Array, N: number, K: number, format: WasmWeightFormat): WasmWeight {
+    const w = this.k.weight(data, N, K, format, `weight '${name}'`);
+    this.weightBytes += w.bytes;
+    return w;
+  }
+
+  // ----------------------------------------------------------------------------------------- weights
+
+  vector(name: string, data: Float32Array): WasmWeight { return this.store(name, data, data.length, 1, 'f32'); }
+
+  matrix(name: string, m: HostMatrix, role: MatrixRole): WasmWeight {
+    // kv_b is read by the MLA kernel as f32 rows (W_UK, W_UV), whatever the storage.
+    if (role === 'kv_b') return this.store(name, hostMatrixToF32(m), m.N, m.K, 'f32');
+    const sp = this.policy.sparsity;
+    if (sp && isSparsityTarget(name, sp.apply)) return this.sparse(name, hostMatrixToF32(m), m.N, m.K);
+    return this.store(name, hostMatrixToF32(m), m.N, m.K, this.policy.storage(role));
+  }
+
+  private sparse(name: string, data: Float32Array, N: number, K: number): WasmWeight {
+    const w = this.k.sparseWeight(prunePacked(data, N, K, this.policy.sparsity!).packed, `weight '${name}'`);
+    this.weightBytes += w.bytes;
+    return w;
+  }
+
+  /** The table stays f32: embed() copies rows of it (and a tied head reads it as an f32 matrix). */
+  embedding(name: string, m: HostMatrix): WasmWeight { return this.store(name, hostMatrixToF32(m), m.N, m.K, 'f32'); }
+
+  moe(layer: number, p: HostMoe): WasmMoe {
+    const D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts;
+    const fmt = this.policy.storage('experts');
+    const sp = this.policy.sparsity;
+    const sparseRouted = !!sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply);
+    const sparseShared = !!sp && isSparsityTarget(tensorName('shared_gate', layer), sp.apply);
+    const fused = (label: string, gate: Float32Array, up: Float32Array, down: Float32Array, Iw: number, f: WasmWeightFormat, sparse: boolean): WasmExpert => {
+      const gu = new Float32Array(2 * Iw * D);
+      gu.set(gate.subarray(0, Iw * D));
+      gu.set(up.subarray(0, Iw * D), Iw * D);
+      // Sparse routed experts: gate|up pruned as one [2I, D] matrix, as the GPU's sparse expert stacks are.
+      if (sparse) return { gateUp: this.sparse(`${label}.gate_up`, gu, 2 * Iw, D), down: this.sparse(`${label}.down`, down, D, Iw) };
+      return { gateUp: this.store(`${label}.gate_up`, gu, 2 * Iw, D, f), down: this.store(`${label}.down`, down, D, Iw, f) };
+    };
+    let routed = p.experts;
+    if (p.ggufExperts) {
+      const ge = p.ggufExperts;
+      routed = ge.gate.map((_, e) => ({ gate: hostMatrixToF32({ N: I, K: D, gguf: ge.gate[e] }), up: hostMatrixToF32({ N: I, K: D, gguf: ge.up[e] }), down: hostMatrixToF32({ N: D, K: I, gguf: ge.down[e] }) }));
+    }
+    if (routed.length !== E) throw new Error(`WasmBackend.moe: layer ${layer} has ${routed.length} routed experts, config says ${E}`);
+    // sparsity.permute: each expert's intermediate channels permuted for its down_proj's pattern first (exact).
+    if (sparseRouted && sp!.permute) routed = routed.map((x) => permuteMlp(x, D, I, sp!));
+    const experts = routed.map((x, e) => fused(`layers.${layer}.experts.${e}`, x.gate, x.up, x.down, I, fmt, sparseRouted));
+    const Is = I * this.cfg.nSharedExperts;
+    let sh = p.shared;
+    if (!sh && p.ggufShared) {
+      const g = p.ggufShared;
+      sh = { gate: hostMatrixToF32({ N: Is, K: D, gguf: g.gate }), up: hostMatrixToF32({ N: Is, K: D, gguf: g.up }), down: hostMatrixToF32({ N: D, K: Is, gguf: g.down }) };
+    }
+    let shared: WasmExpert | null = null;
+    if (sh && sparseShared) {
+      shared = {
+        gate: this.sparse(tensorName('shared_gate', layer), sh.gate, Is, D),
+        up: this.sparse(tensorName('shared_up', layer), sh.up, Is, D),
+        down: this.sparse(tensorName('shared_down', layer), sh.down, D, Is),
+      };
+    } else if (sh) shared = fused(`layers.${layer}.shared`, sh.gate, sh.up, sh.down, Is, this.policy.storage('shared'), false);
+    const gate = this.store(`layers.${layer}.gate`, p.gate, E, D, 'f32');
+    const bias = p.bias ? this.k.putF32(p.bias, 'the router bias') : 0;
+    if (p.bias) this.weightBytes += p.bias.length * 4;
+    return { gate, bias, experts, shared };
+  }
+
+  // ------------------------------------------------------------------------------------- activations
+
+  embed(table: WasmWeight, tokens: ArrayLike<number>, D: number): WasmTensor {
+    const out = this.temp(tokens.length, D);
+    const f = this.k.f32, base = table.ptr >> 2, o = out.ptr >> 2;
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (!(t >= 0 && t < table.N)) throw new RangeError(`token id ${t} is outside the vocabulary [0, ${table.N})`);
+      f.copyWithin(o + i * D, base + t * D, base + (t + 1) * D);
+    }
+    this.layerMark = this.k.heapBytes;
+    return out;
+  }
+
+  endLayer(): void {
+    if (this.layerMark >= 0) this.k.rewind(this.layerMark);
+  }
+
+  rmsNorm(x: WasmTensor, w: WasmWeight, eps: number): WasmTensor {
+    const y = this.temp(x.rows, x.cols);
+    this.k.rmsNorm(x.ptr, w.ptr, y.ptr, x.rows, x.cols, eps);
+    return y;
+  }
+
+  rmsNormSlice(x: WasmTensor, offset: number, dim: number, w: WasmWeight, eps: number): void {
+    const p = x.ptr + offset * 4;
+    this.k.rmsNorm(p, w.ptr, p, x.rows, dim, eps, x.cols, x.cols);
+  }
+
+  linear(x: WasmTensor, w: WasmWeight): WasmTensor {
+    const y = this.temp(x.rows, w.N);
+    this.k.matmul(x.ptr, w, y.ptr, x.rows);
+    return y;
+  }
+
+  rope(x: WasmTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void {
+    if (past + x.rows > this.capacity) throw new RangeError(`rope: positions up to ${past + x.rows} exceed the context (${this.capacity})`);
+    this.k.rope(x.ptr, { rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, pos0: past }, this.ropeCs);
+  }
+
+  mla(layer: number, q: WasmTensor, kvA: WasmTensor, kvB: WasmWeight, d: MlaShape, past: number, scale: number): WasmTensor {
+    const S = q.rows, r = d.kvLora, rope = d.qkRope;
+    if (past !== this.length) throw new Error(`WasmBackend.mla: the cache holds ${this.length} tokens, the forward expects ${past}`);
+    if (past + S > this.capacity) throw new RangeError(`mla: ${past + S} tokens exceed the context (${this.capacity})`);
+    // Append the new rows' latent and k_pe to the cache.
+    const f = this.k.f32, lat = this.latent[layer] >> 2, pe = this.pe[layer] >> 2, src = kvA.ptr >> 2;
+    for (let i = 0; i < S; i++) {
+      const row = src + i * kvA.cols;
+      f.copyWithin(lat + (past + i) * r, row, row + r);
+      f.copyWithin(pe + (past + i) * rope, row + r, row + r + rope);
+    }
+    const out = this.temp(S, d.heads * d.vHead);
+    this.k.mla({ q: q.ptr, kvB: kvB.ptr, latent: this.latent[layer], pe: this.pe[layer], out: out.ptr, S, heads: d.heads, nope: d.qkNope, rope, v: d.vHead, r, past, scale });
+    return out;
+  }
+
+  mlp(x: WasmTensor, gate: WasmWeight, up: WasmWeight, down: WasmWeight): WasmTensor {
+    const g = this.linear(x, gate), u = this.linear(x, up);
+    this.k.siluMul(g.ptr, u.ptr, g.ptr, x.rows * gate.N);
+    return this.linear({ ptr: g.ptr, rows: x.rows, cols: gate.N }, down);
+  }
+
+  /** SwiGLU of a fused expert on `rows` rows at x → y [rows, D]. */
+  private expertForward(x: number, rows: number, e: WasmExpert): number {
+    const I = e.down.K;
+    const h = this.k.alloc(rows * I * 4), y = this.k.alloc(rows * e.down.N * 4);
+    if ('gateUp' in e) {
+      const gu = this.k.alloc(rows * 2 * I * 4);
+      this.k.matmul(x, e.gateUp, gu, rows);
+      this.k.siluMulFused(gu, h, rows, I);
+    } else {
+      const u = this.k.alloc(rows * I * 4);
+      this.k.matmul(x, e.gate, h, rows);
+      this.k.matmul(x, e.up, u, rows);
+      this.k.siluMul(h, u, h, rows * I);
+    }
+    this.k.matmul(h, e.down, y, rows);
+    return y;
+  }
+
+  moeForward(layer: number, x: WasmTensor, e: WasmMoe, cfg: ModelConfig): WasmTensor {
+    const T = x.rows, D = x.cols, K = cfg.numExpertsPerTok, E = cfg.nRoutedExperts;
+    const k = this.k;
+    const logits = k.alloc(T * E * 4), ids = k.alloc(T * K * 4), weights = k.alloc(T * K * 4);
+    k.matmul(x.ptr, e.gate, logits, T);
+    k.moeRoute(logits, e.bias, T, routingOf(cfg), ids, weights);
+    const idv = new Int32Array(k.u8.buffer, ids, T * K).slice();
+    const wv = k.readF32(weights, T * K);
+    const out = this.temp(T, D);
+    if (e.shared) {
+      const m = k.mark();
+      const y = this.expertForward(x.ptr, T, e.shared);
+      k.f32.copyWithin(out.ptr >> 2, y >> 2, (y >> 2) + T * D);
+      k.release(m);
+    } else k.f32.fill(0, out.ptr >> 2, (out.ptr >> 2) + T * D);
+    // Each expert runs once on the rows routed to it (gathered), then scatters its weighted output.
+    const rowsOf: number[][] = Array.from({ length: E }, () => []);
+    for (let i = 0; i < T * K; i++) rowsOf[idv[i]].push(i);
+    for (let ex = 0; ex < E; ex++) {
+      const entries = rowsOf[ex];
+      if (!entries.length) continue;
+      const m = k.mark();
+      const n = entries.length;
+      let xin = x.ptr;
+      if (!(n === 1 && T === 1)) {
+        xin = k.alloc(n * D * 4);
+        const f = k.f32;
+        for (let j = 0; j < n; j++) { const t = (entries[j] / K) | 0; f.copyWithin((xin >> 2) + j * D, (x.ptr >> 2) + t * D, (x.ptr >> 2) + (t + 1) * D); }
+      }
+      const y = this.expertForward(xin, n, e.experts[ex]);
+      for (let j = 0; j < n; j++) { const t = (entries[j] / K) | 0; k.axpy(out.ptr + t * D * 4, y + j * D * 4, wv[entries[j]], D); }
+      k.release(m);
+    }
+    let c = this.counts.get(layer);
+    if (!c) { c = new Float64Array(E); this.counts.set(layer, c); }
+    for (let i = 0; i < T * K; i++) c[idv[i]]++;
+    if (this.captureRouting) this.routing.set(layer, Array.from({ length: T }, (_, t) => [...idv.subarray(t * K, (t + 1) * K)]));
+    return out;
+  }
+
+  addInPlace(h: WasmTensor, r: WasmTensor): void { this.k.addInPlace(h.ptr, r.ptr, h.rows * h.cols); }
+
+  lastRow(x: WasmTensor): WasmTensor {
+    return { ptr: x.ptr + (x.rows - 1) * x.cols * 4, rows: 1, cols: x.cols };
+  }
+
+  zeroRows(x: WasmTensor, rows: number): void {
+    this.k.viewF32(x.ptr, Math.min(rows, x.rows) * x.cols).fill(0);
+  }
+
+  // The Llama-style families' operations (GQA attention, per-head q/k norms, biases, multipliers): the
+  // WASM engine runs DeepSeek-architecture models so far (wasm-assemble.ts refuses the others first).
+  rmsNormHeads(): void { throw notOnWasm('per-head RMSNorm'); }
+  addBias(): void { throw notOnWasm('projection biases'); }
+  scale(): void { throw notOnWasm('activation multipliers'); }
+  attention(): WasmTensor { throw notOnWasm('GQA attention'); }
+}
+
+const notOnWasm = (what: string) => new UnsupportedError(`the WASM engine has no ${what} yet: it runs DeepSeek-architecture models; use device 'webgpu'`);
