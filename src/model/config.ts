@@ -213,7 +213,8 @@ function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<Mod
   const numHeads = int('num_attention_heads', { max: 1 << 16 });
   const numKvHeads = int('num_key_value_heads', { def: numHeads, max: numHeads });
   if (numHeads % numKvHeads) throw new ConfigError('num_key_value_heads', `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
-  const headDim = modelType === 'qwen3_moe' || has('head_dim') ? int('head_dim', { def: modelType === 'qwen3_moe' ? 128 : undefined }) : hiddenSize / numHeads;
+  // head_dim: Qwen3's own key (default 128); elsewhere hidden_size / heads unless given (null counts as absent).
+  const headDim = modelType === 'qwen3_moe' || (has('head_dim') && raw.head_dim !== null) ? int('head_dim', { def: modelType === 'qwen3_moe' ? 128 : undefined }) : hiddenSize / numHeads;
   if (!Number.isInteger(headDim)) throw new ConfigError('num_attention_heads', `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} (and head_dim is not given)`);
   if (headDim % 2) throw new ConfigError('head_dim', `must be even (RoPE rotates pairs), got ${headDim}`);
   if (numHeads * headDim > MAX_DIM) throw new ConfigError('num_attention_heads', `heads × head_dim = ${numHeads * headDim} is over ${MAX_DIM}`);

@@ -1,11 +1,12 @@
 /**
  * What a GGUF holds, from its headers only (no tensor data read): the architecture, the config webmoe
- * reads from the metadata (deepseek2), and the tensors per ggml type with their bytes — what
+ * reads from the metadata (deepseek2, or one of the families of gguf-families.ts), and the tensors per ggml type with their bytes — what
  * `webmoe info --model x.gguf` prints.
  */
 import { WebMoeError } from '../errors';
 import { metaNumber, metaString, readGgufModel, type RangeReader } from '../formats/gguf';
 import { deepseek2ConfigFromGguf } from './gguf-deepseek2';
+import { familyConfigFromGguf, isFamilyGgufArch } from './gguf-families';
 
 export interface GgufSummary {
   format: 'gguf';
@@ -44,7 +45,7 @@ export async function ggufSummary(sources: RangeReader[], signal?: AbortSignal):
   }
   let config: Record<string, unknown> | null = null, unsupported: string | undefined;
   try {
-    config = deepseek2ConfigFromGguf(h);
+    config = isFamilyGgufArch(metaString(h, 'general.architecture')) ? familyConfigFromGguf(h) : deepseek2ConfigFromGguf(h);
   } catch (e) {
     if (!(e instanceof WebMoeError)) throw e;
     unsupported = e.message;

@@ -91,6 +91,10 @@ describe('sliding windows', () => {
     expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(UnsupportedError);
     expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(/contextLength ≤ 64/);
   });
+  it('head_dim null means hidden_size / heads (Mistral-style configs write it so)', () => {
+    expect(mixtral(null).headDim).toBe(8);
+    expect(parseConfig({ ...JSON.parse(readFileSync(join(familyDir('mixtral'), 'config.json'), 'utf8')), head_dim: null }).headDim).toBe(8);
+  });
   it('Qwen configs use their sliding_window only with use_sliding_window', () => {
     const q = JSON.parse(readFileSync(join(familyDir('qwen2_moe'), 'config.json'), 'utf8'));
     expect(parseConfig(q).slidingWindow).toBeNull(); // use_sliding_window false, sliding_window 32768

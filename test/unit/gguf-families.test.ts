@@ -18,6 +18,7 @@ import { buildWeights } from '../../src/model/load';
 import { dequantize, quantize } from '../../src/formats/gguf-blocks';
 import { expectClose } from '../helpers/gpu';
 import { FAMILY_FIXTURES, familyDir, familyFixture } from '../helpers/families';
+import { ggufSummary } from '../../src/model/gguf-info';
 
 const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
 const openSafetensors = (f: string) => openCheckpoint(memoryModel({
@@ -29,7 +30,12 @@ const openSafetensors = (f: string) => openCheckpoint(memoryModel({
 describe.each(FAMILY_FIXTURES)('%s GGUF', (family) => {
   it('F32: written and read back bit-identical; the reference logits within 1e-4', async () => {
     const st = await openSafetensors(family);
-    const gg = await openGgufCheckpoint([bytesSource(`${family}.gguf`, (await checkpointToGguf(st, 'f32')).file)]);
+    const file = (await checkpointToGguf(st, 'f32')).file;
+    const gg = await openGgufCheckpoint([bytesSource(`${family}.gguf`, file)]);
+    // webmoe info on the file: its config from the headers.
+    const summary = await ggufSummary([bytesSource(`${family}.gguf`, file)]);
+    expect(summary.unsupported).toBeUndefined();
+    expect(summary.config).toMatchObject({ model_type: st.config.modelType, num_hidden_layers: st.config.numLayers });
     const { raw: _a, ...want } = st.config;
     const { raw: _b, ...got } = gg.config;
     expect(got).toMatchObject({ ...want, eosTokenIds: want.eosTokenIds, bosTokenId: want.bosTokenId });
