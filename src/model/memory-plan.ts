@@ -27,7 +27,8 @@ import { ArgumentError, LimitExceededError } from '../errors';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import type { ModelConfig } from './config';
-import { isProjection, modelTensors, moeLayers, type TensorRole } from './tensors';
+import { isProjection, modelTensors, moeLayers, mtpLayersPresent, mtpTensors, parseMtpTensorName, parseTensorName, type TensorRole } from './tensors';
+import { isMoeLayer } from './config';
 
 /** Weight storage as load options name it. */
 export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
@@ -89,7 +90,8 @@ export interface MemoryPlan {
   contextLength: number;
   prefillTokens: number;
   weights: { bytes: number; byFormat: Record<string, number>; byRole: Record<string, number> };
-  kvCache: { bytesPerToken: number; bytes: number };
+  /** `mtpBytes`: the MTP layers' own latent cache (allocated at the first speculative step), in gpuBytes too. */
+  kvCache: { bytesPerToken: number; bytes: number; mtpBytes?: number };
   activations: { bytes: number; prefillBytes: number; decodeBytes: number };
   runtime: { bytes: number };
   /** The biggest buffer that must be one binding (what maxStorageBufferBindingSize has to hold). */
@@ -408,9 +410,30 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     bind(role === 'kv_b' ? `${t.name} (one f32 binding)` : `${t.name}${u.bytes > u.largest ? ' (largest row chunk)' : ''}`, u.largest);
   }
   const moe = moeLayers(cfg);
+  // Multi-Token Prediction layers the checkpoint holds (model.layers.{numLayers + k}): their block as a
+  // main layer's (role 'mtp'), eh_proj as its two [D, D] halves (gpu-backend), the optional copies as
+  // the embedding / head. Not counted in the model's parameters (DeepSeek-V3 counts them apart too).
+  const mtpLayers = mtpLayersPresent(cfg, (n) => byName.has(n));
+  for (const l of mtpLayers) {
+    for (const t of mtpTensors(cfg, l, (n) => byName.has(n))) {
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      const role = parseTensorName(t.name)?.spec.role;
+      if (role === 'expert_gate' || role === 'expert_up' || role === 'expert_down') continue; // stacked below
+      if (t.kind === 'vector' || role === 'router' || role === 'router_bias') { put('f32', 'mtp', roundUp(n, 4) * 4); continue; }
+      const [N, K] = t.shape;
+      const part = parseMtpTensorName(t.name)?.role;
+      if (part === 'mtp_eh_proj') { for (let h = 0; h < 2; h++) put(storage === 'gguf' ? 'f32' : storage, 'mtp', weightUploadBytes(storage === 'gguf' ? 'f32' : storage, N, K / 2, limit).bytes); continue; }
+      const f: PackedFormat = part === 'mtp_embed' ? (embedding === 'gguf' ? 'f32' : embedding) : role === 'kv_b' || storage === 'gguf' ? 'f32' : storage;
+      put(f, 'mtp', (role === 'kv_b' ? weightUploadBytes(f, N, K) : weightUploadBytes(f, N, K, limit)).bytes);
+    }
+  }
+  const mtpMoe = mtpLayers.filter((l) => isMoeLayer(cfg, l));
   // Layers whose experts are not GGUF blocks are f32 stacks (experts is then 'f32').
   const packedExperts: PackedFormat = experts === 'gguf' ? 'f32' : experts;
   const stacks = !cfg.nRoutedExperts ? [] : experts === 'gguf' ? [cfg.nRoutedExperts] : expertStacks(packedExperts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit);
+  for (const l of mtpMoe) {
+    for (const Eg of stacks) for (const b of expertStackBuffers(packedExperts, Eg, cfg.moeIntermediateSize, cfg.hiddenSize)) put(packedExperts, 'mtp', b.bytes);
+  }
   for (const l of moe) {
     if (storage === 'gguf' && ggufExpertLayer(cfg, byName, l)) {
       // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in another.
@@ -436,6 +459,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const rowBytes = kvRowStride(cfg.kvLoraRank + cfg.qkRopeHeadDim, kvCache) * kvElementBytes(kvCache);
   const kvLayer = align4(contextLength * rowBytes);
   const kvBytes = kvLayer * cfg.numLayers;
+  const mtpKvBytes = mtpLayers.length ? kvLayer * Math.max(1, cfg.numNextnPredictLayers) : 0;
   bind('KV cache (one layer at full context)', kvLayer);
 
   const fallback = dev.isFallbackAdapter ?? false;
@@ -464,7 +488,10 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const cap = Math.max(cfg.vocabSize, 1024);
   const runtime = cap * 4 + (32 + 3 * Math.ceil(cap / 1024)) * 4 + 6 * 2048 * 2 * 4 + (64 << 10)
     + (cfg.nRoutedExperts ? Math.max(4, Math.ceil((cfg.nRoutedExperts * 4) / align) * align * moe.length) : 0)
-    + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16;
+    // MTP: its layers' expert-load counters and the token-id buffer of its embeddings (gpu-runner.ts)
+    + (mtpMoe.length ? Math.max(4, Math.ceil((cfg.nRoutedExperts * 4) / align) * align * mtpMoe.length) : 0) + (mtpLayers.length ? 256 : 0)
+    // the RoPE table, the sampled-token buffer (16 bytes: a speculative step's 4 ids), …
+    + align4((cfg.qkRopeHeadDim / 2) * 4) + 16 + 4 + 8 * 16;
 
   return {
     model: { modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
@@ -474,11 +501,11 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     contextLength,
     prefillTokens,
     weights: { bytes: weightBytes, byFormat, byRole },
-    kvCache: { bytesPerToken: rowBytes * cfg.numLayers, bytes: kvBytes },
+    kvCache: { bytesPerToken: rowBytes * cfg.numLayers, bytes: kvBytes, ...(mtpKvBytes ? { mtpBytes: mtpKvBytes } : {}) },
     activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     largestBinding: largest,
-    gpuBytes: weightBytes + kvBytes + activations + runtime,
+    gpuBytes: weightBytes + kvBytes + mtpKvBytes + activations + runtime,
   };
 }
 
