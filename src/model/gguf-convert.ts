@@ -76,7 +76,10 @@ export interface GgufConvertResult {
 /** Writes `ck` as a deepseek2 GGUF in memory. */
 export async function checkpointToGguf(ck: Checkpoint, quant: GgufQuant, opts: GgufConvertOptions = {}): Promise<GgufConvertResult> {
   if (!GGUF_QUANTS.includes(quant)) throw new UnsupportedError(`GGUF quantisation '${quant}' is not one webmoe writes (${GGUF_QUANTS.join(', ')})`);
-  const names = [...ck.tensors.keys()];
+  // Multi-Token Prediction layers (model.layers.{num_hidden_layers + k}) stay out: the deepseek2 layout
+  // written here has no MTP tensors, and its block count is num_hidden_layers.
+  const mainLayer = (n: string) => { const m = /^model\.layers\.(\d+)\./.exec(n); return !m || Number(m[1]) < ck.config.numLayers; };
+  const names = [...ck.tensors.keys()].filter(mainLayer);
   let done = 0;
   const read = async (n: string) => {
     if (opts.signal?.aborted) throw new AbortError();
