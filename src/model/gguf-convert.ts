@@ -76,8 +76,7 @@ export interface GgufConvertResult {
 /** Writes `ck` as a deepseek2 GGUF in memory. */
 export async function checkpointToGguf(ck: Checkpoint, quant: GgufQuant, opts: GgufConvertOptions = {}): Promise<GgufConvertResult> {
   if (!GGUF_QUANTS.includes(quant)) throw new UnsupportedError(`GGUF quantisation '${quant}' is not one webmoe writes (${GGUF_QUANTS.join(', ')})`);
-  // Multi-Token Prediction layers (model.layers.{num_hidden_layers + k}) stay out: the deepseek2 layout
-  // written here has no MTP tensors, and its block count is num_hidden_layers.
+  // Multi-Token Prediction layers stay out (deepseek2Gguf leaves them out too; not read at all here).
   const mainLayer = (n: string) => { const m = /^model\.layers\.(\d+)\./.exec(n); return !m || Number(m[1]) < ck.config.numLayers; };
   const names = [...ck.tensors.keys()].filter(mainLayer);
   let done = 0;

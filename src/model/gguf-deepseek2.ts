@@ -356,7 +356,9 @@ export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) =>
   };
   const inverse = new Map<string, string>();
   for (const [g, hf] of Object.entries(GLOBAL_NAMES)) inverse.set(hf, g);
-  const list = [...names];
+  // Multi-Token Prediction layers (model.layers.{num_hidden_layers + k}) are left out: the deepseek2
+  // layout written here has no MTP tensors and its block count is num_hidden_layers.
+  const list = [...names].filter((n) => { const m = /^model\.layers\.(\d+)\./.exec(n); return !m || Number(m[1]) < cfg.numLayers; });
   const experts = new Map<string, Float32Array[]>();
   for (const name of list) {
     const f = await readF32(name);
