@@ -58,7 +58,7 @@ const generateOptions = {
   'top-p': { kind: 'number', arg: 'P', ...range(SAMPLING_RANGES.topP), description: 'nucleus sampling: the smallest set of tokens with probability ≥ P' },
   'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
   seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
-  speculative: { kind: 'choice', choices: ['mtp', 'off'], description: "self-speculative decoding with the model's Multi-Token Prediction layer (same tokens as off; default: mtp when the model has one, docs/mtp.md)" },
+  speculative: { kind: 'choice', choices: ['mtp', 'off'], description: "self-speculative decoding with the model's Multi-Token Prediction layer: the same tokens, two per forward when the draft is accepted (default off, docs/mtp.md)" },
   weights, device, threads, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 

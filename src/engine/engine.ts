@@ -260,8 +260,9 @@ export class WebMoeEngine implements Engine {
         const budget = Math.min(maxTokens - i, o.contextPolicy === 'slide' ? Infinity : runner.capacity - runner.cachedTokens - pending.length + 1);
         // At least 2 (a prompt leaves ≥ 1 free slot, and a step's token needs no slot), so `{}` always fits.
         const allowed = json?.allowed(budget);
-        // A speculative step may yield two tokens: only when both fit the token budget.
-        const speculative = mode === 'mtp' && maxTokens - i >= 2;
+        // A speculative step may yield two tokens: only when both fit the token budget. Steps that report
+        // routing decode plainly (a chunk's experts are those of its own position).
+        const speculative = mode === 'mtp' && maxTokens - i >= 2 && !o.routing;
         const r: SampledStep = json || o.logprobs
           ? await this.sampleOnCpu(m, pending, sampling, i, history, { routing: !!o.routing, topLogprobs: o.logprobs ? topLogprobs : -1, allowed })
           : await runner.step(pending, sampling, i, history, !!o.routing, speculative ? { speculative } : undefined);
@@ -450,13 +451,16 @@ const NO_SPECULATION: SpeculationStats = { mode: 'off', drafted: 0, accepted: 0,
 
 /**
  * GenerateOptions.speculative resolved for the loaded model: 'mtp' needs an MTP layer (asking for it
- * without one is an ArgumentError); the default is 'mtp' when the model has one.
+ * without one is an ArgumentError). The default is 'off': the only device it was measured on, a CPU
+ * fallback adapter (SwiftShader), decodes the bundled model 0.94× as fast with it (docs/mtp.md; a
+ * two-row forward costs two rows of compute there), and it is meant to be on by default only where it
+ * measures faster.
  */
 export function speculationMode(o: GenerateOptions, runner: ModelRunner): 'mtp' | 'off' {
   const s = o.speculative;
   if (s !== undefined && s !== 'mtp' && s !== 'off') throw new ArgumentError(`speculative must be 'mtp' or 'off', got ${String(s)}`);
   if (s === 'mtp' && runner.mtpLayers === 0) throw new ArgumentError(`speculative 'mtp' needs a model with a Multi-Token Prediction layer (num_nextn_predict_layers ≥ 1 and its weights); this one has none: use 'off'`);
-  return s ?? (runner.mtpLayers > 0 ? 'mtp' : 'off');
+  return s ?? 'off';
 }
 
 /** A step's token, with its logprobs when they were asked for. */

@@ -128,8 +128,9 @@ export interface GenerateOptions extends SamplingOptions {
    * Self-speculative decoding with the model's Multi-Token Prediction module (docs/mtp.md): each step
    * verifies the module's draft of the next-but-one token in the same forward, so an accepted draft
    * yields two tokens per main-model forward. The tokens are exactly those of plain decoding (greedy and
-   * sampled, same seed). Default: 'mtp' when the model has an MTP layer, else 'off'. Steps that sample on
-   * the CPU (logprobs, JSON mode) or report routing decode plainly.
+   * sampled, same seed). Default 'off' (measured slower on a CPU fallback adapter, the only device measured:
+   * docs/mtp.md); 'mtp' on a model without an MTP layer is an ArgumentError. Steps that sample on the CPU
+   * (logprobs, JSON mode) or report routing decode plainly.
    */
   speculative?: 'mtp' | 'off';
 }

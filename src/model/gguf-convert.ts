@@ -86,6 +86,7 @@ export async function streamCheckpointToGguf(ck: Checkpoint, quant: GgufQuant, w
   if (!GGUF_QUANTS.includes(quant)) throw new UnsupportedError(`GGUF quantisation '${quant}' is not one webmoe writes (${GGUF_QUANTS.join(', ')})`);
   const deepseek = ck.config.family === 'deepseek';
   const chooser = ggufTypeChooser(ck.config, quant);
+  // Multi-Token Prediction layers stay out (deepseek2GgufPlan leaves them out too; not read at all here).
   const total = deepseek ? new Set(deepseek2GgufPlan(ck.config, ck.tensors, chooser).flatMap((t) => t.sources)).size : ck.tensors.size;
   let done = 0;
   // kv_b_proj makes two GGUF tensors in a row: the last read is kept for the second.

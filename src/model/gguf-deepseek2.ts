@@ -388,8 +388,12 @@ export function deepseek2GgufPlan(cfg: ModelConfig, tensors: Iterable<[string, {
   };
   const inverse = new Map<string, string>();
   for (const [g, hf] of Object.entries(GLOBAL_NAMES)) inverse.set(hf, g);
+  // Multi-Token Prediction layers (model.layers.{num_hidden_layers + k}) are left out: the deepseek2
+  // layout written here has no MTP tensors and its block count is num_hidden_layers.
+  const mainLayer = (n: string) => { const m = /^model\.layers\.(\d+)\./.exec(n); return !m || Number(m[1]) < cfg.numLayers; };
   const experts = new Map<string, string[]>();
   for (const [name, { shape }] of tensors) {
+    if (!mainLayer(name)) continue;
     const len = shape.reduce((a, d) => a * d, 1);
     if (inverse.has(name)) {
       const isMatrix = name !== 'model.norm.weight';

@@ -115,7 +115,8 @@ export interface MemoryPlan {
   contextLength: number;
   prefillTokens: number;
   weights: { bytes: number; byFormat: Record<string, number>; byRole: Record<string, number> };
-  kvCache: { bytesPerToken: number; bytes: number };
+  /** `mtpBytes`: the MTP layers' own latent cache (allocated at the first speculative step), in gpuBytes too. */
+  kvCache: { bytesPerToken: number; bytes: number; mtpBytes?: number };
   activations: { bytes: number; prefillBytes: number; decodeBytes: number };
   /** Runtime buffers: the sampler's scratch, uniform ring, counters, RoPE table, placeholders (and the MTP layers' KV cache). */
   runtime: { bytes: number };
@@ -623,7 +624,10 @@ function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
   const cap = Math.max(cfg.vocabSize, 1024);
   const runtime = cap * 4 + (32 + 3 * Math.ceil(cap / 1024)) * 4 + 6 * 2048 * 2 * 4 + (64 << 10)
     + (cfg.nRoutedExperts ? Math.max(4, Math.ceil((cfg.nRoutedExperts * 4) / align) * align * moe.length) : 0)
-    + align4((cfg.qkRopeHeadDim / 2) * 4) + 4 + 4 + 8 * 16 + (a.extraRuntime ?? 0);
+    // MTP: its layers' expert-load counters and the token-id buffer of its embeddings (gpu-runner.ts)
+    + (a.mtp ? Math.max(4, Math.ceil((cfg.nRoutedExperts * 4) / align) * align * a.mtp.layers.filter((l) => isMoeLayer(cfg, l)).length) + 256 : 0)
+    // the RoPE table, the sampled-token buffer (16 bytes: a speculative step's 4 ids), … (and the MTP KV cache, the offload tables)
+    + align4((cfg.qkRopeHeadDim / 2) * 4) + 16 + 4 + 8 * 16 + (a.extraRuntime ?? 0);
 
   return {
     model: a.model,

@@ -129,3 +129,41 @@ describe('self-speculative decoding gives the tokens of plain decoding', () => {
     expect(r.speculation!.mode).toBe('off');
   });
 });
+
+describe('the bundled model (webmoe-tiny) with its trained MTP layer', () => {
+  const BUNDLED = join(import.meta.dirname, '..', '..', 'public', 'models', 'webmoe-tiny');
+  const prompt = 'The jury said it did find that the city executive committee, which had over-all charge of the election,';
+
+  it('GPU engine: speculative = plain tokens, greedy and sampled; drafts are accepted and rejected', { timeout: 600_000 }, async () => {
+    const { directoryModel } = await import('../../src/loader/node-source');
+    const e = gpuEngine(gpu);
+    const info = await e.load(directoryModel(BUNDLED), { weights: 'f32' });
+    expect(info.mtpLayers).toBe(1);
+    let accepted = 0, rejected = 0;
+    for (const s of [{ temperature: 0 }, { temperature: 0.8, topK: 40, topP: 0.95, repetitionPenalty: 1.1, seed: 11 }] as GenerateOptions[]) {
+      const off = await gpu.checked(() => collect(e, prompt, { ...s, maxTokens: 32, stopAtEos: false, speculative: 'off' }));
+      const on = await gpu.checked(() => collect(e, prompt, { ...s, maxTokens: 32, stopAtEos: false, speculative: 'mtp' }));
+      expect(on.tokens).toEqual(off.tokens);
+      accepted += on.speculation!.accepted;
+      rejected += on.speculation!.drafted - on.speculation!.accepted;
+      expect(on.speculation!.tokensPerForward).toBeGreaterThan(1);
+    }
+    expect(accepted).toBeGreaterThan(0);
+    expect(rejected).toBeGreaterThan(0);
+    await e.unload();
+  });
+
+  it('CLI (Node engine): generate --speculative mtp prints the same text as off and the MTP summary', { timeout: 600_000 }, async () => {
+    const { main } = await import('../../src/cli');
+    const run = async (mode: string) => {
+      const out: string[] = [], err: string[] = [];
+      const code = await main(['generate', '--model', BUNDLED, '--prompt', prompt, '--max-tokens', '16', '--temperature', '0', '--weights', 'f32', '--speculative', mode], { out: (s: string) => out.push(s), err: (s: string) => err.push(s) });
+      expect(code, err.join('')).toBe(0);
+      return { out: out.join(''), err: err.join('') };
+    };
+    const off = await run('off'), on = await run('mtp');
+    expect(on.out).toBe(off.out);
+    expect(on.err).toMatch(/MTP: \d+\/\d+ drafts accepted \(\d+%\), \d\.\d\d tokens\/forward/);
+    expect(off.err).not.toMatch(/MTP:/);
+  });
+});

@@ -367,6 +367,7 @@ export class DemoApp {
       stopAtEos: (this.el('#stop-eos') as HTMLInputElement).checked,
     };
     if (seedText !== '') o.seed = Math.round(Number(seedText));
+    if ((this.el('#speculative-toggle') as HTMLInputElement).checked && this.info?.mtpLayers) o.speculative = 'mtp';
     return o;
   }
 

@@ -127,6 +127,7 @@ export const LAYOUT = `
         <label class="field inline"><span>Seed</span><input type="number" id="seed" min="0" step="1" placeholder="random"></label>
         <label class="check push" title="Stop when the model emits its end-of-sequence token"><input type="checkbox" id="stop-eos" checked> Stop at end of text</label>
         <label class="check" title="Costs one small readback per token"><input type="checkbox" id="routing-toggle" checked> Record routing</label>
+        <label class="check" title="Self-speculative decoding with the model's Multi-Token Prediction layer (docs/mtp.md): the same tokens, two per forward when its draft is accepted. Models with an MTP layer only; replies that record routing decode plainly."><input type="checkbox" id="speculative-toggle" checked> MTP draft</label>
       </div>
     </details>
   </section>
