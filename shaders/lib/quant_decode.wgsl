@@ -33,3 +33,17 @@ fn f16_at(word: u32, i: u32) -> f32 {
   let pair = unpack2x16float(word);
   return select(pair.x, pair.y, (i & 1u) == 1u);
 }
+// Nibbles 0..3 of the low 16 bits of v as OCP FP4 E2M1 (MXFP4 elements; bit 3 = sign): magnitude code
+// c = 2e + m; c ≥ 2 is the normal 2^(e−1)·(1 + m/2) = the f32 with exponent e + 126 and mantissa bit
+// 22 = m, i.e. bits (c << 22) + (126 << 23); c = 0, 1 are 0 and 0.5.
+fn fp4x4(v: u32) -> vec4<f32> {
+  let n = (vec4<u32>(v) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xfu);
+  let c = n & vec4<u32>(7u);
+  let mag = select(bitcast<vec4<f32>>((c << vec4<u32>(22u)) + vec4<u32>(126u << 23u)), vec4<f32>(c) * 0.5, c < vec4<u32>(2u));
+  return select(mag, -mag, n >= vec4<u32>(8u));
+}
+// E8M0 scale byte b (the low 8 bits) → 2^(b − 127): the f32 with exponent field b (b = 0: 2^-127, a
+// subnormal that devices may flush to 0; such blocks are below 6·2^-127 anyway).
+fn e8m0(b: u32) -> f32 { return select(bitcast<f32>((b & 0xffu) << 23u), bitcast<f32>(0x00400000u), (b & 0xffu) == 0u); }
+// Byte i of an array of u32 words (E8M0 scales stored 4 per word, byte i % 4 of word i / 4).
+fn byte_at(word: u32, i: u32) -> u32 { return (word >> ((i & 3u) * 8u)) & 0xffu; }
