@@ -6,6 +6,8 @@
 // add_inplace:  1: a [n]            (2 unused)  3: y [n] (rw)     y += a   (the residual stream)
 // silu_mul:     1: g [n]            2: u [n]    3: y [n]          y = silu(g) · u
 // silu_mul_rows 1: gu [rows, 2·n/rows]  (gate | up halves of one fused projection)   3: y [rows, n/rows]
+// add_bias:     1: bias [cols]      (2 unused)  3: y [n / cols, cols] (rw)   y[r, c] += bias[c]   (linear biases:
+//               GPT-OSS q/k/v/o projections and router)
 struct Params { n: u32, cols: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -46,4 +48,11 @@ fn silu_mul_rows(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgro
   let c = i - r * P.cols;
   let base = r * 2u * P.cols;
   y[i] = silu(a[base + c]) * a[base + P.cols + c];
+}
+
+@compute @workgroup_size(WG)
+fn add_bias(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = linear(gid, nwg);
+  if (i >= P.n) { return; }
+  y[i] = y[i] + a[i % P.cols];
 }

@@ -1,5 +1,6 @@
-// Rotary position embedding, in place, on the rope slice of each head: adjacent pairs (2i, 2i+1)
-// rotated by pos·inv_freq[i] (DeepSeek-V3 / HF rope_interleave), pos = pos0 + pos_add[0] + row.
+// Rotary position embedding, in place, on the rope slice of each head: pairs rotated by pos·inv_freq[i],
+// pos = pos0 + pos_add[0] + row. `// @variant style`: pairs = adjacent (2i, 2i+1) (DeepSeek-V3 / HF
+// rope_interleave); halves = (i, i + half) (NeoX / GPT-OSS _apply_rotary_emb on torch.chunk halves).
 // One invocation per (row, head, pair). The angle is the float32 product, as torch computes it.
 //
 // binding 0: params { rows, heads, row_stride, head_stride, offset, half (= rope_dim/2), pos0, n }   (elements)
@@ -46,9 +47,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let sc = sincos(ang);
   let s = sc.x;
   let c = sc.y;
-  let b = r * P.row_stride + h * P.head_stride + P.offset + 2u * i;
-  let u = x[b];
-  let v = x[b + 1u];
-  x[b] = u * c - v * s;
-  x[b + 1u] = u * s + v * c;
+  let base = r * P.row_stride + h * P.head_stride + P.offset;
+  // @variant style pairs
+  let ia = base + 2u * i;
+  let ib = ia + 1u;
+  // @variant style halves
+  let ia = base + i;
+  let ib = ia + P.half;
+  // @end style
+  let u = x[ia];
+  let v = x[ib];
+  x[ia] = u * c - v * s;
+  x[ib] = u * s + v * c;
 }

@@ -13,3 +13,9 @@ export function siluMulRowsRef(gu: Float32Array, rows: number, cols: number): Fl
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) y[r * cols + c] = silu(gu[r * 2 * cols + c]) * gu[r * 2 * cols + cols + c];
   return y;
 }
+
+/** y[r, c] += bias[c] in place (addBias). */
+export function addBiasRef(y: Float32Array, bias: Float32Array, rows: number, cols: number): Float32Array {
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) y[r * cols + c] += bias[c];
+  return y;
+}

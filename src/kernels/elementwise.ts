@@ -37,3 +37,8 @@ export function siluMul(gpu: Gpu, rec: Recorder, g: Binding, u: Binding, y: Bind
 export function siluMulRows(gpu: Gpu, rec: Recorder, gu: Binding, y: Binding, rows: number, cols: number): void {
   run(gpu, rec, 'silu_mul_rows', rows * cols, [gu, null, y], cols);
 }
+
+/** y[r, c] += bias[c] for rows × cols (a linear layer's bias, added in place after the matmul). */
+export function addBias(gpu: Gpu, rec: Recorder, bias: Binding, y: Binding, rows: number, cols: number): void {
+  run(gpu, rec, 'add_bias', rows * cols, [bias, null, y], cols);
+}

@@ -12,6 +12,8 @@ export interface RopeRefArgs {
   invFreq: Float32Array;
   /** Position of row 0; row r is at pos0 + r. */
   pos0: number;
+  /** 'pairs' (default): (x[2i], x[2i+1]), DeepSeek / HF rope_interleave; 'halves': (x[i], x[i + d/2]), NeoX / GPT-OSS / Llama. */
+  style?: 'pairs' | 'halves';
 }
 
 /**
@@ -27,9 +29,12 @@ export function ropeRef(x: Float32Array, a: RopeRefArgs): Float32Array {
       for (let i = 0; i < a.ropeDim / 2; i++) {
         const ang = Math.fround(pos * a.invFreq[i]);
         const c = Math.cos(ang), s = Math.sin(ang);
-        const u = x[base + 2 * i], v = x[base + 2 * i + 1];
-        x[base + 2 * i] = u * c - v * s;
-        x[base + 2 * i + 1] = u * s + v * c;
+        // halves: GPT-OSS _apply_rotary_emb: o1 = x1·cos − x2·sin, o2 = x2·cos + x1·sin.
+        const ia = a.style === 'halves' ? base + i : base + 2 * i;
+        const ib = a.style === 'halves' ? base + i + a.ropeDim / 2 : base + 2 * i + 1;
+        const u = x[ia], v = x[ib];
+        x[ia] = u * c - v * s;
+        x[ib] = u * s + v * c;
       }
     }
   }

@@ -1,5 +1,5 @@
 /**
- * RoPE on the GPU: in place, interleaved pairs, on a slice of every head of every row (the rope part
+ * RoPE on the GPU: in place, interleaved pairs or halves (`style`), on a slice of every head of every row (the rope part
  * of q, or the k_pe part of the kv_a output with heads = 1). CPU twin: rope.ref.ts; inverse frequencies and YaRN: rope-params.ts.
  */
 import code from '../../shaders/rope.wgsl?raw';
@@ -8,6 +8,7 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError } from '../errors';
+import { specialise } from './shader-source';
 
 
 export const ROPE_PARAMS = defineUniforms({ rows: 'u32', heads: 'u32', row_stride: 'u32', head_stride: 'u32', offset: 'u32', half: 'u32', pos0: 'u32', n: 'u32' });
@@ -29,6 +30,8 @@ export interface RopeArgs {
   pos0: number;
   /** Optional u32 [1] added to pos0 on the GPU, so a recorded decode step needs no CPU-side change. */
   posBuffer?: Binding;
+  /** Which elements pair up (rope.ref.ts RopeRefArgs.style): 'pairs' (default, DeepSeek) or 'halves' (GPT-OSS, NeoX). */
+  style?: 'pairs' | 'halves';
 }
 
 const zeroPos = new WeakMap<Gpu, GPUBuffer>();
@@ -48,10 +51,10 @@ export function rope(gpu: Gpu, rec: Recorder, a: RopeArgs): void {
     if (!pos) { pos = gpu.buffers.upload('rope.zeroPos', new Uint32Array(1)); zeroPos.set(gpu, pos as GPUBuffer); }
   }
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'rope', code, constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'rope', code: specialise(code, { style: a.style ?? 'pairs' }), constants: { WG } }),
     bindings: [a.x, a.invFreq, pos],
     uniforms: ROPE_PARAMS.pack({ rows: a.rows, heads: a.heads, row_stride: a.rowStride, head_stride: a.headStride, offset: a.offset, half: a.ropeDim / 2, pos0: a.pos0, n }),
     workgroups: ceilDiv(n, WG),
-    label: 'rope',
+    label: `rope(${a.style ?? 'pairs'})`,
   });
 }

@@ -308,3 +308,36 @@ export function quantizeFp8Blocks(w: Float32Array, N: number, K: number): { byte
   }
   return { bytes, scaleInv };
 }
+
+/**
+ * One GPT-OSS MoE layer's expert tensors as the HF checkpoint holds them (MXFP4):
+ *   gateUpBlocks [E, 2I, ceil(D/32), 16] u8, gateUpScales [E, 2I, ceil(D/32)] u8, gateUpBias [E, 2I] f32,
+ *   downBlocks [E, D, ceil(I/32), 16] u8,    downScales [E, D, ceil(I/32)] u8,    downBias [E, D] f32.
+ * gate_up rows (and bias entries) interleave gate (even) and up (odd): HF's gate_up[..., ::2] / [..., 1::2].
+ */
+export interface GptOssExpertTensors {
+  gateUpBlocks: Uint8Array; gateUpScales: Uint8Array; gateUpBias: Float32Array;
+  downBlocks: Uint8Array; downScales: Uint8Array; downBias: Float32Array;
+}
+
+/**
+ * The stacked expert layout the MoE kernels read (moe_experts.wgsl: per expert the gate rows, then the
+ * up rows) from the HF interleaved gate_up rows: rows 2i → i, 2i + 1 → I + i of each expert, for the
+ * block bytes, the scale bytes and the bias. An MXFP4 row is self-contained (its blocks and scales), so
+ * this is a pure row permutation: no value changes. down needs none.
+ */
+export function deinterleaveGateUp(t: Pick<GptOssExpertTensors, 'gateUpBlocks' | 'gateUpScales' | 'gateUpBias'>, E: number, I: number, D: number): { blocks: Uint8Array; scales: Uint8Array; bias: Float32Array } {
+  const G = Math.ceil(D / MX_BLOCK);
+  const rows = E * 2 * I;
+  if (t.gateUpBlocks.length !== rows * G * 16 || t.gateUpScales.length !== rows * G || t.gateUpBias.length !== rows) {
+    throw new RangeError(`deinterleaveGateUp: want blocks [${E}, ${2 * I}, ${G}, 16], scales [${E}, ${2 * I}, ${G}], bias [${E}, ${2 * I}]; got ${t.gateUpBlocks.length}, ${t.gateUpScales.length}, ${t.gateUpBias.length} elements`);
+  }
+  const blocks = new Uint8Array(rows * G * 16), scales = new Uint8Array(rows * G), bias = new Float32Array(rows);
+  for (let e = 0; e < E; e++) for (let r = 0; r < 2 * I; r++) {
+    const src = e * 2 * I + r, dst = e * 2 * I + (r & 1 ? I : 0) + (r >> 1);
+    blocks.set(t.gateUpBlocks.subarray(src * G * 16, (src + 1) * G * 16), dst * G * 16);
+    scales.set(t.gateUpScales.subarray(src * G, (src + 1) * G), dst * G);
+    bias[dst] = t.gateUpBias[src];
+  }
+  return { blocks, scales, bias };
+}
