@@ -33,14 +33,18 @@ fn f16_at(word: u32, i: u32) -> f32 {
   let pair = unpack2x16float(word);
   return select(pair.x, pair.y, (i & 1u) == 1u);
 }
-// Nibbles 0..3 of the low 16 bits of v as OCP FP4 E2M1 (MXFP4 elements; bit 3 = sign): magnitude code
-// c = 2e + m; c ≥ 2 is the normal 2^(e−1)·(1 + m/2) = the f32 with exponent e + 126 and mantissa bit
-// 22 = m, i.e. bits (c << 22) + (126 << 23); c = 0, 1 are 0 and 0.5.
+// Nibbles 0..3 of the low 16 bits of v as OCP FP4 E2M1 (MXFP4 elements; bit 3 = sign). The magnitude
+// codes c = 0..7 stand for 0, 0.5, 1, 1.5, 2, 3, 4, 6: with h = c/2 (masked in place and scaled down, as
+// q4x4) that is h + max(h − 2, 0) + 2·max(h − 3, 0), no compare or select; the sign bit is moved into
+// the f32 sign (−0 stays −0). Exact (halves and small integers).
+const FP4_MAG_MASK = vec4<u32>(0x7u, 0x70u, 0x700u, 0x7000u);
+const FP4_SIGN_MASK = vec4<u32>(0x8u, 0x80u, 0x800u, 0x8000u);
+const FP4_HALF_SCALE = vec4<f32>(0.5, 0.03125, 0.001953125, 0.0001220703125);
 fn fp4x4(v: u32) -> vec4<f32> {
-  let n = (vec4<u32>(v) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xfu);
-  let c = n & vec4<u32>(7u);
-  let mag = select(bitcast<vec4<f32>>((c << vec4<u32>(22u)) + vec4<u32>(126u << 23u)), vec4<f32>(c) * 0.5, c < vec4<u32>(2u));
-  return select(mag, -mag, n >= vec4<u32>(8u));
+  let h = vec4<f32>(vec4<u32>(v) & FP4_MAG_MASK) * FP4_HALF_SCALE;
+  let mag = h + max(h - vec4<f32>(2.0), vec4<f32>(0.0)) + 2.0 * max(h - vec4<f32>(3.0), vec4<f32>(0.0));
+  let sign = (vec4<u32>(v) & FP4_SIGN_MASK) << vec4<u32>(28u, 24u, 20u, 16u);
+  return bitcast<vec4<f32>>(bitcast<vec4<u32>>(mag) | sign);
 }
 // E8M0 scale byte b (the low 8 bits) → 2^(b − 127): the f32 with exponent field b (b = 0: 2^-127, a
 // subnormal that devices may flush to 0; such blocks are below 6·2^-127 anyway).
