@@ -11,6 +11,8 @@
 // binding 3: v   [T, v_stride]   kv head g at t·v_stride + v_offset + g·v_hstride
 // binding 4: out [S, o_stride]   head h at s·o_stride + o_offset + h·o_hstride
 // binding 5: p   [heads, S, T]   the materialised scores / probabilities (rw)
+// binding 7: sinks [heads] f32   (has_sinks ≠ 0) head h's sink logit: in the softmax denominator, no value
+// Sliding window (window = W > 0): key t visible to query s iff past + s − W < t ≤ past + s.
 struct Params {
   S: u32, T: u32, past: u32, heads: u32,
   kv_heads: u32, d_qk: u32, d_v: u32, scale: f32,
@@ -18,6 +20,7 @@ struct Params {
   q_stride: u32, q_offset: u32, q_hstride: u32, k_stride: u32,
   k_offset: u32, k_hstride: u32, v_stride: u32, v_offset: u32,
   v_hstride: u32, o_stride: u32, o_offset: u32, o_hstride: u32,
+  window: u32, has_sinks: u32, _p0: u32, _p1: u32,   // sliding window W (0: none); sinks at binding 7
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -25,6 +28,7 @@ struct Params {
 // @include kv_read
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> p: array<f32>;
+@group(0) @binding(7) var<storage, read> sinks: array<f32>;
 
 override WG: u32 = 256u;
 const NEG: f32 = -3.0e38;
@@ -41,6 +45,7 @@ fn scores(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   let h = idx / (P.T * P.S);
   let g = h / (P.heads / P.kv_heads);
   if (P.causal != 0u && t > P.past + s) { p[idx] = NEG; return; }
+  if (P.window != 0u && t + P.window <= P.past + s) { p[idx] = NEG; return; }
   let qb = s * P.q_stride + P.q_offset + h * P.q_hstride;
   let kb = t * P.k_stride + P.k_offset + g * P.k_hstride;
   var acc = 0.0;
@@ -69,7 +74,9 @@ fn softmax(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   let base = row * P.T;
   var mx = NEG;
   for (var t = lid; t < P.T; t += WG) { mx = max(mx, p[base + t]); }
-  mx = reduce(lid, mx, true);
+  var sink = NEG;
+  if (P.has_sinks != 0u) { sink = sinks[row / P.S]; }   // row = h·S + s
+  mx = reduce(lid, max(mx, sink), true);
   var sum = 0.0;
   for (var t = lid; t < P.T; t += WG) {
     let sc = p[base + t];
@@ -78,6 +85,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
     p[base + t] = e;
     sum += e;
   }
+  if (lid == 0u && P.has_sinks != 0u) { sum += exp(sink - mx); }   // the sink: denominator only, once
   let inv = 1.0 / reduce(lid, sum, false);
   for (var t = lid; t < P.T; t += WG) { p[base + t] *= inv; }
 }

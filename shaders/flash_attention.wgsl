@@ -19,6 +19,13 @@
 // binding 4: out  [S, o_stride]   head h of query s at s·o_stride + o_offset + h·o_hstride (d_v values)
 // binding 5: part [splits, kv_heads·M, d_v] partial O, then [splits, kv_heads·M, 2] (m, l)   (splits > 1)
 // binding 6: past_buf u32 [1]     when past_from_buf ≠ 0: past = past_buf[0], T = past + S
+// binding 7: sinks f32 [heads]     when has_sinks ≠ 0: head h's sink logit (natural-log domain, not scaled):
+//                                 it joins the softmax denominator as exp(sink − max) and carries no value
+//                                 (GPT-OSS); added once per row, by `main`/`flash_rows` (splits == 1) or
+//                                 by `combine` (splits > 1), never to the per-split partial sums.
+// Sliding window (window = W > 0, causal only): key t is visible to query s iff
+// past + s − W < t ≤ past + s. A row tile's key range starts at its first row's window start, so blocks
+// before every row's window are never visited (bytes read per step bounded by W + rows, not T).
 //
 // Text specialisation (src/kernels/shader-source.ts): the wrapper sets the tile shape below for the
 // device and head dims (`consts`: they size private arrays, which `override` constants cannot).
@@ -64,6 +71,7 @@ struct Params {
   q_stride: u32, q_offset: u32, q_hstride: u32, k_stride: u32,
   k_offset: u32, k_hstride: u32, v_stride: u32, v_offset: u32,
   v_hstride: u32, o_stride: u32, o_offset: u32, o_hstride: u32,
+  window: u32, has_sinks: u32, _p0: u32, _p1: u32,   // window: sliding-window size W (0: none)
 }
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -72,6 +80,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 @group(0) @binding(6) var<storage, read> past_buf: array<u32>;
+@group(0) @binding(7) var<storage, read> sinks: array<f32>;
 
 var<workgroup> Qs: array<vec4<f32>, BQ * DC4>;
 var<workgroup> Ks: array<vec4<f32>, BK * KS4>;   // K chunk, then V chunk (vec4 along the head dim)
@@ -89,6 +98,19 @@ var<workgroup> d_l: array<f32, DR>;
 // The head-of-row mapping: row R of kv head g → (query, head).
 fn row_query(R: u32, gs: u32) -> u32 { return R / gs; }
 fn row_head(R: u32, g: u32, gs: u32) -> u32 { return g * gs + R % gs; }
+
+// The first key any row of a tile sees: its first row's (query q_first's) window start, 0 without a window.
+fn window_lo(past: u32, q_first: u32) -> u32 {
+  let lim = past + q_first;
+  if (P.window == 0u || lim + 1u <= P.window) { return 0u; }
+  return lim + 1u - P.window;
+}
+
+// The row's sink term 2^(sink·log2 e − m) for its final denominator (0 without sinks or with no keys).
+fn sink_term(h: u32, m: f32) -> f32 {
+  if (P.has_sinks == 0u || m <= NEG) { return 0.0; }
+  return exp2(sinks[h] * 1.4426950408889634 - m);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -108,9 +130,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let g = idx / (P.splits * P.row_tiles);
   let r0 = rt * BQ;
 
-  // This workgroup's key range: its split, cut at the last row's causal limit.
-  let chunk = ((T + P.splits - 1u) / P.splits + BK - 1u) / BK * BK;
-  let k_begin = split * chunk;
+  // This workgroup's key range: its split of [window start of the first row, T), cut at the last row's
+  // causal limit.
+  let k_lo = window_lo(past, row_query(min(r0, M - 1u), gs));
+  let chunk = ((T - k_lo + P.splits - 1u) / P.splits + BK - 1u) / BK * BK;
+  let k_begin = k_lo + split * chunk;
   var k_end = min(T, k_begin + chunk);
   if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + BQ, M) - 1u, gs) + 1u); }
 
@@ -161,7 +185,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
         let jj = tx + j * KX;
         let t = kt + jj;
         var sc = s[i * TK + j] * P.scale;
-        if (R >= M || t >= k_end || (P.causal != 0u && t > past + row_query(R, gs))) { sc = NEG; }
+        let lim = past + row_query(R, gs);
+        if (R >= M || t >= k_end || (P.causal != 0u && t > lim) || (P.window != 0u && t + P.window <= lim)) { sc = NEG; }
         Ss[r * BK + jj] = sc;
       }
     }
@@ -218,7 +243,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     }
   }
 
-  if (lid < BQ) { row_l[lid] = l_run; }
+  if (lid < BQ) {
+    var l = l_run;
+    if (P.splits == 1u && r0 + lid < M) { l += sink_term(row_head(r0 + lid, g, gs), m_run); }
+    row_l[lid] = l;
+  }
   workgroupBarrier();
   let rows_total = P.kv_heads * M;
   let ml_base = P.splits * rows_total * P.d_v;
@@ -276,6 +305,7 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
   }
   let g = row / M;
   let R = row % M;
+  den += sink_term(row_head(R, g, gs), mx);   // the sink, once for all splits
   out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = num / den;
 }
 
@@ -365,8 +395,9 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   let rt = (idx / P.splits) % P.row_tiles;
   let g = idx / (P.splits * P.row_tiles);
   let r0 = rt * DR;
-  let chunk = ((T + P.splits - 1u) / P.splits + DBK - 1u) / DBK * DBK;
-  let k_begin = split * chunk;
+  let k_lo = window_lo(past, row_query(min(r0, M - 1u), gs));
+  let chunk = ((T - k_lo + P.splits - 1u) / P.splits + DBK - 1u) / DBK * DBK;
+  let k_begin = k_lo + split * chunk;
   var k_end = min(T, k_begin + chunk);
   if (P.causal != 0u) { k_end = min(k_end, past + row_query(min(r0 + DR, M) - 1u, gs) + 1u); }
 
@@ -422,7 +453,8 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
         var sc = vec4<f32>(0.0);
         for (var sl = 0u; sl < DSL; sl++) { sc += Sp[(lid / 4u + DRQ * (kq + DKQ * sl)) * 4u + lid % 4u]; }
         let key = vec4<u32>(kt + kq * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
-        let masked = !vec4<bool>(R < M) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim)) & vec4<bool>(P.causal != 0u));
+        let masked = !vec4<bool>(R < M) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim)) & vec4<bool>(P.causal != 0u))
+                   | ((key + vec4<u32>(P.window) <= vec4<u32>(lim)) & vec4<bool>(P.window != 0u));
         sc = select(sc * P.scale, vec4<f32>(NEG), masked);
         Sd[lid * DKQ + kq] = sc;
         mx = max(mx, max(max(sc.x, sc.y), max(sc.z, sc.w)));
@@ -473,7 +505,11 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
     workgroupBarrier();
   }
 
-  if (lid < DR) { d_l[lid] = l_run; }
+  if (lid < DR) {
+    var l = l_run;
+    if (P.splits == 1u && r0 + lid < M) { l += sink_term(row_head(r0 + lid, g, gs), m_run); }
+    d_l[lid] = l;
+  }
   workgroupBarrier();
   let rows_total = P.kv_heads * M;
   let ml_base = P.splits * rows_total * P.d_v;

@@ -10,13 +10,14 @@
 //   q8     16    4 × int8, × scale of its group: scales[n · scale_cols + k / SK]
 //   q4     32    8 × (int4 + 8), × scale of its group (same indexing)
 //   fp8    16    4 × e4m3fn, × block scale_inv[(n / 128) · scale_cols + k / 128]
+//   mxfp4  32    8 × FP4 E2M1 (one OCP MX block), × 2^(E8M0 byte n · scale_cols + k / 32 − 127)
 // SCALE_F16 selects f16 group scales (index i in half i & 1 of word i / 2) over f32.
 //
 // binding 0: params (below; element units; tk = gemv invocations along K)
 // gemv / matmul:
 //   1: x      [M, x_stride] f32        K values per row from x_offset
 //   2: w      [N, row_units] vec4<u32>
-//   3: scales u32 (q8/q4/fp8 only)
+//   3: scales u32 (q8/q4/fp8/mxfp4 only)
 //   4: y      [M, y_stride] f32        N values per row from y_offset
 // gather (embedding; M = tokens, K = row length D, N = rows in this chunk starting at table row row0):
 //   5: ids    [M] u32                  rows of the whole table; ids outside [row0, row0 + N) are left
@@ -80,7 +81,7 @@ override SK: u32 = 32u;
 override SCALE_F16: bool = true;
 
 // @include quant_decode
-// @variant fmt q8 q4 fp8
+// @variant fmt q8 q4 fp8 mxfp4
 @group(0) @binding(3) var<storage, read> scales: array<u32>;
 fn group_scale(i: u32) -> f32 {
   if (SCALE_F16) { return f16_at(scales[i >> 1u], i); }
@@ -179,6 +180,33 @@ fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32,
   let x2 = xl(xb, k0 + 8u);
   let x3 = xl(xb, k0 + 12u);
   return vec4<f32>(fp8_dot(u0, x0, x1, x2, x3), fp8_dot(u1, x0, x1, x2, x3), fp8_dot(u2, x0, x1, x2, x3), fp8_dot(u3, x0, x1, x2, x3));
+}
+// @variant fmt mxfp4
+const UNIT: u32 = 32u;
+const FLAT_ROWS: bool = false;
+fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> {
+  return array<vec4<f32>, 8>(fp4x4(u.x), fp4x4(u.x >> 16u), fp4x4(u.y), fp4x4(u.y >> 16u), fp4x4(u.z), fp4x4(u.z >> 16u), fp4x4(u.w), fp4x4(u.w >> 16u));
+}
+// One E8M0 byte per row and 32-element block (a unit is one block).
+fn scale_of(n: u32, k: u32) -> f32 {
+  let i = n * P.scale_cols + (k >> 5u);
+  return e8m0(byte_at(scales[i >> 2u], i));
+}
+fn fp4_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(fp4x4(v), a) + dot(fp4x4(v >> 16u), b); }
+fn fp4_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+  return fp4_word(u.x, x0, x1) + fp4_word(u.y, x2, x3) + fp4_word(u.z, x4, x5) + fp4_word(u.w, x6, x7);
+}
+fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
+  let x0 = xl(xb, k0);
+  let x1 = xl(xb, k0 + 4u);
+  let x2 = xl(xb, k0 + 8u);
+  let x3 = xl(xb, k0 + 12u);
+  let x4 = xl(xb, k0 + 16u);
+  let x5 = xl(xb, k0 + 20u);
+  let x6 = xl(xb, k0 + 24u);
+  let x7 = xl(xb, k0 + 28u);
+  return vec4<f32>(fp4_dot(u0, x0, x1, x2, x3, x4, x5, x6, x7), fp4_dot(u1, x0, x1, x2, x3, x4, x5, x6, x7),
+                   fp4_dot(u2, x0, x1, x2, x3, x4, x5, x6, x7), fp4_dot(u3, x0, x1, x2, x3, x4, x5, x6, x7));
 }
 // @end fmt
 const UV: u32 = UNIT / 4u;           // vec4<f32> per unit

@@ -1,7 +1,11 @@
 // Routed-expert SwiGLU MLPs over stacked expert weights, with the expert ids read on the GPU.
 //   gate_up [E, 2I, D]: expert e's gate rows (0..I-1) then up rows (I..2I-1), HF [out, in] rows
 //   down    [E, D, I]
-//   (f32, f16, bf16 or group-quantised q8 / q4 with scales at bindings 13 / 14: see @variant wfmt)
+//   (f32, f16, bf16, group-quantised q8 / q4 or MXFP4 with scales at bindings 13 / 14: see @variant wfmt)
+//   gate_up_bias [E, 2I] (binding 15: gate biases then up biases), down_bias [E, D] (binding 16) with
+//   @variant bias on (GPT-OSS: gate_up_proj_bias de-interleaved, down_proj_bias).
+// Activation (@variant act): silu: h = silu(g)·u; swiglu_oai (GPT-OSS): g' = min(g, LIMIT),
+// u' = clamp(u, −LIMIT, LIMIT), h = g'·sigmoid(ALPHA·g')·(u' + 1) (ALPHA, LIMIT: override constants).
 // Decode (few tokens): one dispatch computes h = silu(gate·x) ⊙ up·x for all T·K (token, slot) pairs,
 // a second one computes out[t] = Σ_j w[t,j]·down_{ids[t,j]}·h[t,j] + shared[t] (the weighted combine is
 // folded into the reduction: no float atomics, no per-slot scratch).
@@ -23,7 +27,8 @@
 // Text variants (src/kernels/shader-source.ts): @variant load (shaders/lib/load_width.wgsl, included
 // by register_tile.wgsl) is the load width along the reduction axis (D for gate_up, I for down): vec4
 // when it is a multiple of 4, scalar otherwise (the wrapper specialises each entry point separately);
-// `wfmt` is the expert weight format, `subgroups` keeps the subgroup entry points.
+// `wfmt` is the expert weight format, `act` the activation, `bias` whether the expert matmuls add biases,
+// `subgroups` keeps the subgroup entry points.
 // @variant subgroups on
 enable subgroups;
 // @variant subgroups off
@@ -70,10 +75,21 @@ fn decode_word(v: u32, c: u32) -> vec4<f32> { return i8x4(v); }
 // @variant wfmt q4
 const Q_PER_WORD: u32 = 8u;   // int4 + 8 values per u32: vec4 unit c is half c & 1 of its word
 fn decode_word(v: u32, c: u32) -> vec4<f32> { return q4x4(v >> ((c & 1u) * 16u)); }
+// @variant wfmt mxfp4
+const Q_PER_WORD: u32 = 8u;   // FP4 E2M1 values per u32: vec4 unit c is half c & 1 of its word
+fn decode_word(v: u32, c: u32) -> vec4<f32> { return fp4x4(v >> ((c & 1u) * 16u)); }
 // @end wfmt
+// Scale number i given the word that holds it: f16 pairs (q8, q4) or E8M0 bytes, 4 per word (mxfp4, GS = 32).
 // @variant wfmt q8 q4
+const SCALES_PER_WORD: u32 = 2u;
+fn scale_in(word: u32, i: u32) -> f32 { return f16_at(word, i); }
+// @variant wfmt mxfp4
+const SCALES_PER_WORD: u32 = 4u;
+fn scale_in(word: u32, i: u32) -> f32 { return e8m0(byte_at(word, i)); }
+// @end wfmt
+// @variant wfmt q8 q4 mxfp4
 // A row of reduction length RL (D for gate_up, I for down) is ⌈RL / (4·Q_PER_WORD)⌉·4 words (rows
-// padded to 16 / 32 values), its f16 group scales (pairs per u32) at scales[row · ⌈RL/GS⌉ + k/GS].
+// padded to 16 / 32 values), its group scales at scales[row · ⌈RL/GS⌉ + k/GS].
 @group(0) @binding(2) var<storage, read> gate_up: array<u32>;
 @group(0) @binding(6) var<storage, read> down: array<u32>;
 @group(0) @binding(13) var<storage, read> gate_up_scales: array<u32>;
@@ -90,13 +106,46 @@ fn quant_at(i: u32, RL: u32) -> QuantAt {
 }
 fn gu(i: u32) -> vec4<f32> {
   let q = quant_at(i, P.D);
-  return decode_word(gate_up[q.word], q.c) * f16_at(gate_up_scales[q.scale >> 1u], q.scale);
+  return decode_word(gate_up[q.word], q.c) * scale_in(gate_up_scales[q.scale / SCALES_PER_WORD], q.scale);
 }
 fn dn(i: u32) -> vec4<f32> {
   let q = quant_at(i, P.I);
-  return decode_word(down[q.word], q.c) * f16_at(down_scales[q.scale >> 1u], q.scale);
+  return decode_word(down[q.word], q.c) * scale_in(down_scales[q.scale / SCALES_PER_WORD], q.scale);
 }
 // @end wfmt
+
+// The expert activation of (gate, up) pre-activations, 4 rows at a time.
+// @variant act silu
+fn glu(g: vec4<f32>, u: vec4<f32>) -> vec4<f32> { return g / (vec4<f32>(1.0) + exp(-g)) * u; }
+// @variant act swiglu_oai
+override ALPHA: f32 = 1.702;
+override LIMIT: f32 = 7.0;
+fn glu(g: vec4<f32>, u: vec4<f32>) -> vec4<f32> {
+  let gc = min(g, vec4<f32>(LIMIT));
+  let uc = clamp(u, vec4<f32>(-LIMIT), vec4<f32>(LIMIT));
+  return gc / (vec4<f32>(1.0) + exp(-ALPHA * gc)) * (uc + vec4<f32>(1.0));
+}
+// @end act
+
+// Biases of expert e at 4 rows / columns (indices clamped in bounds; the values past I / D are not stored).
+// @variant bias on
+@group(0) @binding(15) var<storage, read> gate_up_bias: array<f32>;
+@group(0) @binding(16) var<storage, read> down_bias: array<f32>;
+fn gu_bias4(base: u32, i: vec4<u32>) -> vec4<f32> {
+  let j = min(i, vec4<u32>(P.I - 1u)) + vec4<u32>(base);
+  return vec4<f32>(gate_up_bias[j.x], gate_up_bias[j.y], gate_up_bias[j.z], gate_up_bias[j.w]);
+}
+fn gate_bias(e: u32, i: vec4<u32>) -> vec4<f32> { return gu_bias4(e * 2u * P.I, i); }
+fn up_bias(e: u32, i: vec4<u32>) -> vec4<f32> { return gu_bias4(e * 2u * P.I + P.I, i); }
+fn down_bias4(e: u32, d: vec4<u32>) -> vec4<f32> {
+  let j = min(d, vec4<u32>(P.D - 1u)) + vec4<u32>(e * P.D);
+  return vec4<f32>(down_bias[j.x], down_bias[j.y], down_bias[j.z], down_bias[j.w]);
+}
+// @variant bias off
+fn gate_bias(e: u32, i: vec4<u32>) -> vec4<f32> { return vec4<f32>(0.0); }
+fn up_bias(e: u32, i: vec4<u32>) -> vec4<f32> { return vec4<f32>(0.0); }
+fn down_bias4(e: u32, d: vec4<u32>) -> vec4<f32> { return vec4<f32>(0.0); }
+// @end bias
 
 
 // ---------------------------------------------------------------------------------------------- decode
@@ -131,7 +180,9 @@ fn gate_up_partial(tj: u32, i0: u32, k0: u32, step: u32) -> GateUp {
 
 fn store_h(tj: u32, i0: u32, g: vec4<f32>, u: vec4<f32>) {
   let hb = tj * P.I + i0;
-  let v = g / (vec4<f32>(1.0) + exp(-g)) * u;
+  let e = min(ids[tj], P.E - 1u);
+  let rows = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
+  let v = glu(g + gate_bias(e, rows), u + up_bias(e, rows));
   if (i0 < P.I) { h[hb] = v.x; }
   if (i0 + 1u < P.I) { h[hb + 1u] = v.y; }
   if (i0 + 2u < P.I) { h[hb + 2u] = v.z; }
@@ -151,6 +202,8 @@ fn down_partial(t: u32, d0: u32, k0: u32, step: u32) -> vec4<f32> {
     let eb = min(ids[tj], P.E - 1u) * P.D * IV;
     let hb = tj * IV;
     var part = vec4<f32>(0.0);
+    // The expert's down bias, once per slot: by the invocation that starts at k = 0.
+    if (k0 == 0u) { part = down_bias4(min(ids[tj], P.E - 1u), vec4<u32>(d0) + vec4<u32>(0u, 1u, 2u, 3u)); }
     for (var k = k0; k < IV; k += step) {
       let hk = hv[hb + k];
       part += vec4<f32>(vdot(dn(eb + r0 + k), hk), vdot(dn(eb + r1 + k), hk), vdot(dn(eb + r2 + k), hk), vdot(dn(eb + r3 + k), hk));
@@ -282,10 +335,14 @@ fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   }
   let c0 = tl.col0 + lid.x;
   let r0 = tl.row0 + lid.y;
-  store_h_tile(r0, tl.row1, c0, ag[0] / (vec4<f32>(1.0) + exp(-ag[0])) * au[0]);
-  store_h_tile(r0 + WGY, tl.row1, c0, ag[1] / (vec4<f32>(1.0) + exp(-ag[1])) * au[1]);
-  store_h_tile(r0 + 2u * WGY, tl.row1, c0, ag[2] / (vec4<f32>(1.0) + exp(-ag[2])) * au[2]);
-  store_h_tile(r0 + 3u * WGY, tl.row1, c0, ag[3] / (vec4<f32>(1.0) + exp(-ag[3])) * au[3]);
+  // Columns c0, c0 + WGX, c0 + 2·WGX, c0 + 3·WGX of every row (register_tile.wgsl's block layout).
+  let cols = vec4<u32>(c0) + vec4<u32>(0u, WGX, 2u * WGX, 3u * WGX);
+  let gb = gate_bias(tl.e, cols);
+  let ub = up_bias(tl.e, cols);
+  store_h_tile(r0, tl.row1, c0, glu(ag[0] + gb, au[0] + ub));
+  store_h_tile(r0 + WGY, tl.row1, c0, glu(ag[1] + gb, au[1] + ub));
+  store_h_tile(r0 + 2u * WGY, tl.row1, c0, glu(ag[2] + gb, au[2] + ub));
+  store_h_tile(r0 + 3u * WGY, tl.row1, c0, glu(ag[3] + gb, au[3] + ub));
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -320,8 +377,9 @@ fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   }
   let c0 = tl.col0 + lid.x;
   let r0 = tl.row0 + lid.y;
-  store_y_tile(r0, tl.row1, c0, acc[0]);
-  store_y_tile(r0 + WGY, tl.row1, c0, acc[1]);
-  store_y_tile(r0 + 2u * WGY, tl.row1, c0, acc[2]);
-  store_y_tile(r0 + 3u * WGY, tl.row1, c0, acc[3]);
+  let db = down_bias4(tl.e, vec4<u32>(c0) + vec4<u32>(0u, WGX, 2u * WGX, 3u * WGX));
+  store_y_tile(r0, tl.row1, c0, acc[0] + db);
+  store_y_tile(r0 + WGY, tl.row1, c0, acc[1] + db);
+  store_y_tile(r0 + 2u * WGY, tl.row1, c0, acc[2] + db);
+  store_y_tile(r0 + 3u * WGY, tl.row1, c0, acc[3] + db);
 }

@@ -8,7 +8,9 @@
  *   v   [T, vStride]: kv head g of key t at t·vStride + vOffset + g·vHeadStride, dV values
  *   out [S, heads·dV] dense.
  * Head h uses kv head ⌊h / (heads/kvHeads)⌋ (GQA/MQA). Causal: key t is visible to query s iff
- * t ≤ past + s.
+ * t ≤ past + s; with a sliding window W also t > past + s − W. Sinks (GPT-OSS): head h's logit
+ * sinks[h] joins the softmax denominator and carries no value, as HF's eager_attention_forward
+ * (softmax over [scores, sink], sink column dropped).
  */
 import type { AttentionShape } from './attention';
 
@@ -26,34 +28,36 @@ export function attentionLayout(a: AttentionShape) {
   };
 }
 
-/** Number of keys query s may see. */
+/** Number of keys query s may see: keys [firstVisibleKey, visibleKeys). */
 export const visibleKeys = (a: Pick<AttentionShape, 'T' | 'past' | 'causal'>, s: number) => (a.causal ? Math.min(a.T, a.past + s + 1) : a.T);
+/** First key query s sees: its sliding-window start (0 without a window). */
+export const firstVisibleKey = (a: Pick<AttentionShape, 'past' | 'window'>, s: number) => (a.window ? Math.max(0, a.past + s + 1 - a.window) : 0);
 
-/** Materialised softmax(scale·QKᵀ + mask)·V, the plain definition. */
-export function attentionRef(q: Float32Array, k: Float32Array, v: Float32Array, a: AttentionShape): Float32Array {
+/** Materialised softmax(scale·QKᵀ + mask)·V, the plain definition; `sinks` [heads] join the denominator. */
+export function attentionRef(q: Float32Array, k: Float32Array, v: Float32Array, a: AttentionShape, sinks?: Float32Array): Float32Array {
   const L = attentionLayout(a);
   const gs = a.heads / a.kvHeads;
   const out = new Float32Array(a.S * a.heads * a.dV);
   const p = new Float64Array(a.T);
   for (let s = 0; s < a.S; s++) {
-    const n = visibleKeys(a, s);
+    const n = visibleKeys(a, s), t0 = firstVisibleKey(a, s);
     for (let h = 0; h < a.heads; h++) {
       const g = Math.floor(h / gs);
       const qb = s * L.qStride + L.qOffset + h * L.qHeadStride;
-      let mx = -Infinity;
-      for (let t = 0; t < n; t++) {
+      let mx = sinks ? sinks[h] : -Infinity;
+      for (let t = t0; t < n; t++) {
         const kb = t * L.kStride + L.kOffset + g * L.kHeadStride;
         let d = 0;
         for (let i = 0; i < a.dQk; i++) d += q[qb + i] * k[kb + i];
         p[t] = d * a.scale;
         mx = Math.max(mx, p[t]);
       }
-      let sum = 0;
-      for (let t = 0; t < n; t++) sum += p[t] = Math.exp(p[t] - mx);
+      let sum = sinks ? Math.exp(sinks[h] - mx) : 0;
+      for (let t = t0; t < n; t++) sum += p[t] = Math.exp(p[t] - mx);
       const ob = (s * a.heads + h) * a.dV;
       for (let c = 0; c < a.dV; c++) {
         let o = 0;
-        for (let t = 0; t < n; t++) o += p[t] * v[t * L.vStride + L.vOffset + g * L.vHeadStride + c];
+        for (let t = t0; t < n; t++) o += p[t] * v[t * L.vStride + L.vOffset + g * L.vHeadStride + c];
         out[ob + c] = o / sum;
       }
     }
@@ -67,20 +71,22 @@ export function attentionRef(q: Float32Array, k: Float32Array, v: Float32Array, 
  * are merged by the log-sum-exp combine. Scores live in the log2 domain (scale·log2 e folded in).
  * Equal to attentionRef up to rounding; the unit tests check exactly that.
  */
-export function attentionOnlineRef(q: Float32Array, k: Float32Array, v: Float32Array, a: AttentionShape, tile = 32, splits = 1): Float32Array {
+export function attentionOnlineRef(q: Float32Array, k: Float32Array, v: Float32Array, a: AttentionShape, tile = 32, splits = 1, sinks?: Float32Array): Float32Array {
   const L = attentionLayout(a);
   const gs = a.heads / a.kvHeads;
   const out = new Float32Array(a.S * a.heads * a.dV);
   const scaleLog2 = a.scale * Math.LOG2E;
-  const chunk = Math.ceil(Math.ceil(a.T / splits) / tile) * tile;
   for (let s = 0; s < a.S; s++) {
     const end = visibleKeys(a, s);
+    // The kernels split [window start, T) of a row tile; here every row is its own tile.
+    const lo = firstVisibleKey(a, s);
+    const chunk = Math.ceil(Math.ceil((a.T - lo) / splits) / tile) * tile;
     for (let h = 0; h < a.heads; h++) {
       const g = Math.floor(h / gs);
       const qb = s * L.qStride + L.qOffset + h * L.qHeadStride;
       const parts: { m: number; l: number; o: Float64Array }[] = [];
       for (let sp = 0; sp < splits; sp++) {
-        const k0 = sp * chunk, k1 = Math.min(end, k0 + chunk);
+        const k0 = lo + sp * chunk, k1 = Math.min(end, k0 + chunk);
         let m = -Infinity, l = 0;
         const o = new Float64Array(a.dV);
         for (let t0 = k0; t0 < k1; t0 += tile) {
@@ -106,9 +112,10 @@ export function attentionOnlineRef(q: Float32Array, k: Float32Array, v: Float32A
         }
         parts.push({ m, l, o });
       }
-      // LSE combine: weights 2^(m_c − M); empty splits (m = −∞, l = 0) contribute nothing.
+      // LSE combine: weights 2^(m_c − M); empty splits (m = −∞, l = 0) contribute nothing; the sink
+      // joins the denominator once, after the splits are merged.
       const M = Math.max(...parts.map((x) => x.m));
-      let den = 0;
+      let den = sinks ? 2 ** (sinks[h] * Math.LOG2E - M) : 0;
       const num = new Float64Array(a.dV);
       for (const x of parts) {
         if (x.m === -Infinity) continue;

@@ -30,6 +30,7 @@ export const ATTENTION_PARAMS = defineUniforms({
   q_stride: 'u32', q_offset: 'u32', q_hstride: 'u32', k_stride: 'u32',
   k_offset: 'u32', k_hstride: 'u32', v_stride: 'u32', v_offset: 'u32',
   v_hstride: 'u32', o_stride: 'u32', o_offset: 'u32', o_hstride: 'u32',
+  window: 'u32', has_sinks: 'u32', _p0: 'u32', _p1: 'u32',
 });
 
 export const KV_PARAMS = defineUniforms({
@@ -59,6 +60,12 @@ export interface AttentionShape {
   vStride?: number; vOffset?: number; vHeadStride?: number;
   /** Element format of k and v (default 'f32'; 'f16': packed pairs, see KvFormat). */
   kv?: KvFormat;
+  /**
+   * Sliding window W (causal only; 0 or absent: none): key t is visible to query s iff
+   * past + s − W < t ≤ past + s (HF `kv_idx > q_idx − sliding_window`; GPT-OSS: W = 128 on every
+   * other layer). Key blocks before a row tile's window are never read.
+   */
+  window?: number;
 }
 
 /** Shapes as in AttentionShape: S queries at positions past .. past+S−1, T keys (with causal: past + S; ignored
@@ -83,6 +90,12 @@ export interface AttentionArgs extends AttentionShape {
   scratch?: Binding;
   /** 'rows': flash_rows (default when its blocks fit the workgroup memory), or 'tiled': `main` (tests, benchmarks). */
   kernel?: 'rows' | 'tiled';
+  /**
+   * f32 [heads] attention sinks (GPT-OSS `self.sinks`): head h's learned logit joins the softmax
+   * denominator as exp(sink_h − max) and contributes no value (unscaled, natural-log domain). Added once
+   * per row whatever the split count.
+   */
+  sinks?: Binding;
 }
 
 /** Tile configuration: the `consts` flash_attention.wgsl is specialised with. */
@@ -116,12 +129,12 @@ export function flashConfig(gpu: Gpu, rows: number, dQk: number, dV: number): Fl
   return cfg();
 }
 
-const dummies = new WeakMap<Gpu, { past: GPUBuffer; part: GPUBuffer }>();
+const dummies = new WeakMap<Gpu, { past: GPUBuffer; part: GPUBuffer; sinks: GPUBuffer }>();
 /** Placeholders for bindings an entry point declares but a given call does not use. */
 function dummy(gpu: Gpu) {
   let d = dummies.get(gpu);
   if (!d) {
-    d = { past: gpu.buffers.create('attention.unusedPast', 16), part: gpu.buffers.create('attention.unusedPart', 16) };
+    d = { past: gpu.buffers.create('attention.unusedPast', 16), part: gpu.buffers.create('attention.unusedPart', 16), sinks: gpu.buffers.create('attention.unusedSinks', 16) };
     dummies.set(gpu, d);
   }
   return d;
@@ -142,6 +155,13 @@ function validate(a: AttentionArgs, what: string) {
     throw new UnsupportedError(`${what}: pastFromBuffer implies T = past + S, i.e. causal attention`);
   }
   if (!Number.isFinite(a.scale)) throw new ShapeError(`${what}: scale must be finite`);
+  if (a.window !== undefined && !isCount(a.window)) throw new ShapeError(`${what}: window must be a non-negative integer (0: none), got ${a.window}`);
+  if (a.window && !a.causal) throw new UnsupportedError(`${what}: a sliding window needs causal attention (window ${a.window}); pass causal: true or window 0`);
+  if (a.sinks) {
+    const bb = a.sinks as GPUBufferBinding;
+    const have = bb.buffer ? bb.size ?? bb.buffer.size - (bb.offset ?? 0) : (a.sinks as GPUBuffer).size;
+    if (have < a.heads * 4) throw new ShapeError(`${what}: sinks needs one f32 per head (${a.heads * 4} bytes), binding has ${have}`);
+  }
   const L = layout(a);
   if (L.qStride < a.dQk || L.kStride < a.dQk || L.vStride < a.dV || L.oStride < a.dV) throw new ShapeError(`${what}: a row stride is shorter than its head dim`);
 }
@@ -156,6 +176,14 @@ function layout(a: AttentionArgs) {
   };
 }
 
+/**
+ * Keys one row tile reads at most: T, or with a sliding window the window plus the rows' spread
+ * (decode: W + S − 1), which bounds the bytes read per step and sizes the split count.
+ */
+export function keysRead(a: Pick<AttentionShape, 'S' | 'window'>, T: number): number {
+  return a.window ? Math.min(T, a.window + a.S - 1) : T;
+}
+
 function pack(a: AttentionArgs, extra: { scale: number; splits: number; rowTiles: number }) {
   const L = layout(a);
   return ATTENTION_PARAMS.pack({
@@ -165,6 +193,7 @@ function pack(a: AttentionArgs, extra: { scale: number; splits: number; rowTiles
     k_stride: L.kStride, k_offset: L.kOffset, k_hstride: L.kHeadStride,
     v_stride: L.vStride, v_offset: L.vOffset, v_hstride: L.vHeadStride,
     o_stride: L.oStride, o_offset: L.oOffset, o_hstride: L.oHeadStride,
+    window: a.window ?? 0, has_sinks: a.sinks ? 1 : 0, _p0: 0, _p1: 0,
   });
 }
 
@@ -188,8 +217,8 @@ interface Plan {
 
 function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
   const gs = a.heads / a.kvHeads;
-  const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
   if (a.pastFromBuffer && !(a.maxT && a.maxT >= a.S)) throw new ShapeError(`${what}: pastFromBuffer needs maxT (the cache capacity)`);
+  const T = keysRead(a, a.pastFromBuffer ? a.maxT ?? 0 : a.T);
   const s = a.splits ?? 'auto';
   const cfg = flashConfig(gpu, a.S * gs, a.dQk, a.dV);
   const rc = a.kernel !== 'tiled' ? rowsConfig(gpu, a.S * gs, a.dQk, a.dV, sharesRows(a)) : null;
@@ -217,13 +246,13 @@ function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
 export function attentionDecodeInfo(gpu: Gpu, a: AttentionArgs, mode: 'decode' | 'prefill' = 'decode'): { kernel: string; label: string; splits: number; workgroups: number; cacheReadBytes: number } {
   validate(a, mode === 'decode' ? 'attentionDecode' : 'flashAttention');
   const p = plan(gpu, a, mode === 'decode' ? 'attention_decode' : 'flash_attention');
-  const T = a.pastFromBuffer ? a.maxT ?? 0 : a.T;
+  const T = keysRead(a, a.pastFromBuffer ? a.maxT ?? 0 : a.T);
   const perKey = p.kernel === 'flash_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
   return { kernel: p.kernel, label: p.label, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: kvElementBytes(a.kv ?? 'f32') * T * a.kvHeads * p.rowTiles * perKey };
 }
 
 function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
-  if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, what);
+  if (gpu.caps.maxStorageBuffersPerStage < 7) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 7, gpu.caps.maxStorageBuffersPerStage, what);
   if (gpu.caps.maxComputeInvocationsPerWorkgroup < WG) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', WG, gpu.caps.maxComputeInvocationsPerWorkgroup, what);
   const p = plan(gpu, a, what);
   const splits = p.splits;
@@ -238,7 +267,7 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
   }
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: p.kernel }),
-    bindings: [a.q, a.k, a.v, a.out, part, a.pastFromBuffer ?? d.past],
+    bindings: [a.q, a.k, a.v, a.out, part, a.pastFromBuffer ?? d.past, a.sinks ?? d.sinks],
     uniforms,
     workgroups: p.workgroups,
     label: p.label,
@@ -246,7 +275,7 @@ function run(gpu: Gpu, rec: Recorder, a: AttentionArgs, what: string) {
   if (splits > 1) {
     rec.dispatch({
       pipeline: gpu.pipelines.get({ label: 'flash_attention', code, entryPoint: 'combine' }),
-      bindings: [null, null, null, a.out, part, null],
+      bindings: [null, null, null, a.out, part, null, a.sinks ?? dummy(gpu).sinks],
       uniforms,
       workgroups: ceilDiv(a.S * a.heads * a.dV, WG),
       label: `${what}.combine`,
@@ -287,7 +316,7 @@ export function naiveAttention(gpu: Gpu, rec: Recorder, a: AttentionArgs & { sco
   const code = specialise(naiveCode, { kv: a.kv ?? 'f32' });
   const pipe = (entryPoint: string) => gpu.pipelines.get({ label: 'attention_naive', code, entryPoint, constants: { WG: WGN } });
   rec.dispatch({ pipeline: pipe('scores'), bindings: [a.q, a.k, null, null, scores], uniforms, workgroups: ceilDiv(a.heads * a.S * a.T, WGN), label: 'attention_naive.scores' });
-  rec.dispatch({ pipeline: pipe('softmax'), bindings: [null, null, null, null, scores], uniforms, workgroups: a.heads * a.S, label: 'attention_naive.softmax' });
+  rec.dispatch({ pipeline: pipe('softmax'), bindings: [null, null, null, null, scores, null, a.sinks ?? dummy(gpu).sinks], uniforms, workgroups: a.heads * a.S, label: 'attention_naive.softmax' });
   rec.dispatch({ pipeline: pipe('pv'), bindings: [null, null, a.v, a.out, scores], uniforms, workgroups: ceilDiv(a.S * a.heads * a.dV, WGN), label: 'attention_naive.pv' });
 }
 
@@ -371,6 +400,10 @@ export interface MhaAttentionArgs {
   heads: number;
   scale: number;
   pastFromBuffer?: Binding;
+  /** Sliding window W for this layer (AttentionShape.window; 0/absent: full causal attention). */
+  window?: number;
+  /** f32 [heads] attention sinks of this layer (AttentionArgs.sinks). */
+  sinks?: Binding;
 }
 
 /**
@@ -403,7 +436,7 @@ export function mhaAttention(gpu: Gpu, rec: Recorder, a: MhaAttentionArgs): void
     q: a.q, k, v, out: a.out, S: a.S, T: a.past + a.S, past: a.past, heads: a.heads, kvHeads: c.kvHeads,
     dQk: c.kDim, dV: c.vDim, scale: a.scale, causal: true, kStride: ks, vStride: vs, kv: format,
     qStride: a.qStride, qOffset: a.qOffset, oStride: a.oStride, oOffset: a.oOffset,
-    pastFromBuffer: a.pastFromBuffer, maxT: c.capacity,
+    pastFromBuffer: a.pastFromBuffer, maxT: c.capacity, window: a.window, sinks: a.sinks,
   };
   if (a.S <= 4) attentionDecode(gpu, rec, args);
   else flashAttention(gpu, rec, args);

@@ -43,7 +43,7 @@ export const LINEAR_PARAMS = defineUniforms({
   row_units: 'u32', scale_cols: 'u32', row0: 'u32', tk: 'u32',
 });
 
-const FORMATS: PackedFormat[] = ['f32', 'f16', 'bf16', 'q8', 'q4', 'fp8'];
+const FORMATS: PackedFormat[] = ['f32', 'f16', 'bf16', 'q8', 'q4', 'fp8', 'mxfp4'];
 const MATMUL_TILE = 32;
 
 function packedFormat(w: GpuWeight): PackedFormat {
@@ -195,7 +195,7 @@ const f32Impl: LinearImpl = (gpu, rec, a) => {
  * weights run gguf-linear.ts ggufLinear (it imports this file, so the caller, gpu-backend, picks it).
  */
 export const IMPLS: Record<WeightFormat, LinearImpl | undefined> = {
-  f32: f32Impl, f16: packedImpl, bf16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, '2:4': sparseLinearImpl, vnm: sparseLinearImpl, gguf: undefined,
+  f32: f32Impl, f16: packedImpl, bf16: packedImpl, q8: packedImpl, q4: packedImpl, fp8: packedImpl, mxfp4: packedImpl, '2:4': sparseLinearImpl, vnm: sparseLinearImpl, gguf: undefined,
 };
 
 export function registerLinearImpl(format: WeightFormat, impl: LinearImpl): void {

@@ -5,7 +5,7 @@ import { ceilDiv } from '../gpu/dispatch';
 import { ShapeError } from '../errors';
 import { packWeight, rowLayout } from './weight-pack';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
-import { MOE_DISPATCH_PARAMS, destroyExperts, type MoeExpertWeights } from './moe';
+import { MOE_DISPATCH_PARAMS, destroyExperts, type MoeExpertWeights, type PackableExpertFormat } from './moe';
 
 /**
  * Routed experts in slots: a stack of C experts (the layout of uploadExperts with E = C) whose slot s
@@ -27,7 +27,8 @@ export interface PackedExpert {
   bytes: number;
 }
 
-type Format = MoeExpertWeights['format'];
+/** Expert offload packs experts on the host in webmoe's packed formats (MXFP4 stacks are uploaded from their checkpoint blocks). */
+type Format = PackableExpertFormat;
 
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
@@ -85,6 +86,7 @@ export function createExpertSlots(gpu: Gpu, label: string, slots: number, D: num
 /** Queues the upload of one packed expert into `slot` (queue order: after every step submitted before). Returns the bytes written. */
 export function writeExpertSlot(gpu: Gpu, stack: MoeExpertWeights, slot: number, x: PackedExpert): number {
   if (!Number.isInteger(slot) || slot < 0 || slot >= stack.E) throw new ShapeError(`writeExpertSlot: slot ${slot} outside 0..${stack.E - 1}`);
+  if (stack.format === 'mxfp4') throw new ShapeError('writeExpertSlot: MXFP4 stacks are not slot stacks (expert offload packs webmoe\'s formats)');
   const s = slotBytes(stack.format, stack.D, stack.I, stack.groupSize ?? 32);
   if (x.gateUp.byteLength !== s.gateUp || x.down.byteLength !== s.down) throw new ShapeError(`writeExpertSlot: packed expert has ${x.gateUp.byteLength} + ${x.down.byteLength} bytes, the stack's slots ${s.gateUp} + ${s.down}`);
   gpu.buffers.write(stack.gateUp, x.gateUp, slot * s.gateUp);

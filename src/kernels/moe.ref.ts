@@ -212,3 +212,72 @@ export function groupRemapRef(ids: ArrayLike<number>, weights: ArrayLike<number>
   }
   return { ids: outIds, weights: outW };
 }
+
+/** GPT-OSS's clamped SwiGLU constants (HF GptOssExperts alpha, config swiglu_limit). */
+export const GPT_OSS_SWIGLU = { alpha: 1.702, limit: 7.0 } as const;
+
+/**
+ * GPT-OSS router (HF GptOssTopKRouter): logits = x·Wᵀ + b, top-k of the logits (descending, ties →
+ * lower index), softmax over the k selected logits.
+ */
+export function gptOssRouterRef(x: Float32Array, W: Float32Array, b: Float32Array, T: number, D: number, E: number, K: number): { ids: number[][]; weights: number[][] } {
+  const logits = routerLogitsRef(x, W, T, D, E);
+  const ids: number[][] = [], weights: number[][] = [];
+  for (let t = 0; t < T; t++) {
+    const l = Array.from(logits.subarray(t * E, (t + 1) * E), (v, e) => v + b[e]);
+    const top = topKIndices(l, K);
+    const m = l[top[0]];
+    const ex = top.map((e) => Math.exp(l[e] - m));
+    const z = ex.reduce((a, c) => a + c, 0);
+    ids.push(top);
+    weights.push(ex.map((v) => v / z));
+  }
+  return { ids, weights };
+}
+
+/**
+ * One GPT-OSS expert for one row x [D], as HF GptOssExperts (and the official swiglu) in the HF layout:
+ * gateUp [2I, D] with gate rows even and up rows odd (gate_up_proj transposed: column 2i is gate i,
+ * 2i+1 up i), gateUpBias [2I] interleaved the same way, down [D, I], downBias [D]:
+ *   gate = min(g, limit), up = clamp(u, −limit, limit), h = gate·sigmoid(alpha·gate)·(up + 1),
+ *   y = down·h + downBias.
+ */
+export function gptOssExpertRef(x: ArrayLike<number>, gateUp: Float32Array, gateUpBias: Float32Array, down: Float32Array, downBias: Float32Array, D: number, I: number, act: { alpha: number; limit: number } = GPT_OSS_SWIGLU): Float64Array {
+  const h = new Float64Array(I);
+  for (let i = 0; i < I; i++) {
+    let g = gateUpBias[2 * i], u = gateUpBias[2 * i + 1];
+    for (let d = 0; d < D; d++) {
+      g += gateUp[2 * i * D + d] * x[d];
+      u += gateUp[(2 * i + 1) * D + d] * x[d];
+    }
+    g = Math.min(g, act.limit);
+    u = Math.min(Math.max(u, -act.limit), act.limit);
+    h[i] = (g / (1 + Math.exp(-act.alpha * g))) * (u + 1);
+  }
+  const y = new Float64Array(D);
+  for (let d = 0; d < D; d++) {
+    let s = downBias[d];
+    for (let i = 0; i < I; i++) s += down[d * I + i] * h[i];
+    y[d] = s;
+  }
+  return y;
+}
+
+/** out[t] = Σ_j w[t][j]·GptOssExpert_{ids[t][j]}(x[t]) over HF-layout experts (see gptOssExpertRef). */
+export function gptOssExpertsRef(
+  x: Float32Array, T: number, D: number, I: number,
+  experts: { gateUp: Float32Array; gateUpBias: Float32Array; down: Float32Array; downBias: Float32Array }[],
+  ids: number[][], weights: number[][], act: { alpha: number; limit: number } = GPT_OSS_SWIGLU,
+): Float32Array {
+  const out = new Float32Array(T * D);
+  for (let t = 0; t < T; t++) {
+    const acc = new Float64Array(D);
+    ids[t].forEach((e, j) => {
+      const ex = experts[e];
+      const y = gptOssExpertRef(x.subarray(t * D, (t + 1) * D), ex.gateUp, ex.gateUpBias, ex.down, ex.downBias, D, I, act);
+      for (let d = 0; d < D; d++) acc[d] += weights[t][j] * y[d];
+    });
+    out.set(acc, t * D);
+  }
+  return out;
+}

@@ -7,9 +7,10 @@ import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError } from '../errors';
 import { loadWidth, specialise, subgroupChoice } from './shader-source';
-import { packWeight, rowLayout } from './weight-pack';
+import { MX_BLOCK, deinterleaveGateUp, packWeight, rowLayout, type GptOssExpertTensors } from './weight-pack';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
 import { matmul } from './matmul';
+import { addBias } from './elementwise';
 import { checkRouting, type MoeRouting } from './moe-routing';
 
 export type { MoeRouting } from './moe-routing';
@@ -23,15 +24,21 @@ export type { MoeRouting } from './moe-routing';
  */
 
 /**
- * Stacked expert weights of one MoE layer: f32, f16 (4 binary16 per 8 bytes) or q8 / q4 (group-quantised
- * rows as packWeight lays them out, f16 group scales in gateUpScales / downScales), decoded in the shader.
+ * Stacked expert weights of one MoE layer: f32, f16 (4 binary16 per 8 bytes), q8 / q4 (group-quantised
+ * rows as packWeight lays them out, f16 group scales in gateUpScales / downScales) or mxfp4 (GPT-OSS:
+ * the HF block bytes per row, E8M0 scale bytes 4 per word in gateUpScales / downScales), decoded in the
+ * shader; optional biases (GPT-OSS) added to the gate/up and down outputs.
  */
 export interface MoeExpertWeights {
-  format: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4';
+  format: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'mxfp4';
   gateUpScales?: GPUBuffer;
   downScales?: GPUBuffer;
-  /** q8/q4 group size along the reduction axis. */
+  /** q8/q4 group size along the reduction axis (mxfp4: 32, the MX block). */
   groupSize?: number;
+  /** f32 [E, 2I]: per expert the gate biases, then the up biases (GPT-OSS gate_up_proj_bias, de-interleaved). */
+  gateUpBias?: GPUBuffer;
+  /** f32 [E, D] (GPT-OSS down_proj_bias): added to each expert's output before its routing weight. */
+  downBias?: GPUBuffer;
   /** [E, 2I, D]: per expert, gate rows (0..I-1) then up rows (I..2I-1) */
   gateUp: GPUBuffer;
   /** [E, D, I] */
@@ -41,6 +48,9 @@ export interface MoeExpertWeights {
   D: number;
   bytes: number;
 }
+
+/** Formats uploadExperts quantises from f32 matrices (mxfp4 comes packed: uploadMxfp4ExpertGroups). */
+export type PackableExpertFormat = Exclude<MoeExpertWeights['format'], 'mxfp4'>;
 
 /** Token counts at or below this use the decode path in `mode: 'auto'` (GPUs; see moeDecodeMaxTokens). */
 export const MOE_DECODE_MAX_TOKENS = 4;
@@ -59,7 +69,7 @@ export function moeDecodeMaxTokens(gpu: Gpu, K: number, E: number): number {
 export const MOE_TILE_ROWS = 32;
 const TILE_COLS = 32;
 const DECODE_ROWS = 4;
-/** Storage buffers the MoE entry points bind at most (decode_down, gate select). */
+/** Storage buffers the MoE entry points bind at most (decode_down, gate select); one more with expert biases. */
 const MAX_STORAGE_BINDINGS = 7;
 
 export const MOE_GATE_PARAMS = defineUniforms({
@@ -92,9 +102,9 @@ function need(b: Binding | null | undefined, bytes: number, what: string) {
 
 function pow2Below(n: number) { return 2 ** Math.floor(Math.log2(n)); }
 
-function checkStorageSlots(gpu: Gpu, what: string) {
-  if (gpu.caps.maxStorageBuffersPerStage < MAX_STORAGE_BINDINGS) {
-    throw new LimitExceededError('maxStorageBuffersPerShaderStage', MAX_STORAGE_BINDINGS, gpu.caps.maxStorageBuffersPerStage, what);
+function checkStorageSlots(gpu: Gpu, what: string, need = MAX_STORAGE_BINDINGS) {
+  if (gpu.caps.maxStorageBuffersPerStage < need) {
+    throw new LimitExceededError('maxStorageBuffersPerShaderStage', need, gpu.caps.maxStorageBuffersPerStage, what);
   }
 }
 
@@ -112,7 +122,7 @@ function checkWorkgroupStorage(gpu: Gpu, bytes: number, what: string) {
  * quantise each row in groups of `groupSize` (32 or 128) with f16 scales. Non-f32 formats are read with
  * vec4 loads, so D and I must be multiples of 4.
  */
-export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number, format: MoeExpertWeights['format'] = 'f32', groupSize = 32): MoeExpertWeights {
+export function uploadExperts(gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number, format: PackableExpertFormat = 'f32', groupSize = 32): MoeExpertWeights {
   const E = experts.length;
   if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`uploadExperts ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
   if (format !== 'f32' && (D % 4 || I % 4)) throw new ShapeError(`uploadExperts ${label}: ${format} experts need D and I multiples of 4, got D=${D} I=${I}`);
@@ -178,6 +188,8 @@ export interface MoeExpertGroups {
 export function expertStackBytesPerExpert(format: MoeExpertWeights['format'], D: number, I: number, groupSize = 32): number[] {
   const rowBytes = (K: number) => (format === 'f32' ? 4 * K : format === 'f16' || format === 'bf16' ? 2 * K : rowLayout(format, K).rowWords * 4);
   const quant = format === 'q8' || format === 'q4';
+  // mxfp4: one E8M0 byte per row and 32-value block, and the two f32 bias arrays GPT-OSS has.
+  if (format === 'mxfp4') return [2 * I * rowBytes(D), D * rowBytes(I), 2 * I * Math.ceil(D / MX_BLOCK), D * Math.ceil(I / MX_BLOCK), 2 * I * 4, D * 4];
   return [2 * I * rowBytes(D), D * rowBytes(I), ...(quant ? [2 * I * Math.ceil(D / groupSize) * 2, D * Math.ceil(I / groupSize) * 2] : [])];
 }
 
@@ -198,7 +210,7 @@ export function expertsPerStack(format: MoeExpertWeights['format'], E: number, D
  */
 export function uploadExpertGroups(
   gpu: Gpu, label: string, experts: { gate: Float32Array; up: Float32Array; down: Float32Array }[], D: number, I: number,
-  format: MoeExpertWeights['format'] = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number } = {},
+  format: PackableExpertFormat = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number } = {},
 ): MoeExpertGroups {
   const E = experts.length;
   const gs = opts.groupSize ?? 32;
@@ -239,7 +251,7 @@ export interface ExpertGroupsWriter {
 
 export function expertGroupsWriter(
   gpu: Gpu, label: string, E: number, D: number, I: number,
-  format: MoeExpertWeights['format'] = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number } = {},
+  format: PackableExpertFormat = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number } = {},
 ): ExpertGroupsWriter {
   const gs = opts.groupSize ?? 32;
   if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`expertGroupsWriter ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
@@ -356,6 +368,78 @@ export function destroyExperts(gpu: Gpu, w: MoeExpertWeights): void {
   gpu.buffers.destroy(w.down);
   if (w.gateUpScales) gpu.buffers.destroy(w.gateUpScales);
   if (w.downScales) gpu.buffers.destroy(w.downScales);
+  if (w.gateUpBias) gpu.buffers.destroy(w.gateUpBias);
+  if (w.downBias) gpu.buffers.destroy(w.downBias);
+}
+
+/** A byte array uploaded padded to whole 16-byte words (scales of mxfp4 stacks). */
+function uploadBytes(gpu: Gpu, label: string, bytes: Uint8Array): GPUBuffer {
+  const padded = new Uint8Array(Math.max(16, Math.ceil(bytes.length / 16) * 16));
+  padded.set(bytes);
+  return gpu.buffers.upload(label, new Uint32Array(padded.buffer));
+}
+
+/**
+ * Uploads a GPT-OSS MoE layer's MXFP4 experts from the HF tensors (GptOssExpertTensors) as stacks that
+ * each fit the binding limit (gpt-oss-20b: 32 experts of 2·2880 × 2880 gate|up rows = 265 MB, past the
+ * 128 MiB WebGPU default, so usually several stacks): gate|up rows de-interleaved into the kernels'
+ * [gate rows; up rows] order (deinterleaveGateUp), block bytes as they are, scale bytes 4 per word,
+ * biases f32. Run with moeExpertGroupsForward and `activation: { kind: 'swiglu_oai', ... }`.
+ * D and I must be multiples of 4 (vec4 reads); rows are padded to the 32-value block.
+ */
+export function uploadMxfp4ExpertGroups(gpu: Gpu, label: string, t: GptOssExpertTensors, E: number, D: number, I: number, opts: { maxBindingBytes?: number } = {}): MoeExpertGroups {
+  if (!E || !(D > 0) || !(I > 0) || D % 4 || I % 4) throw new ShapeError(`uploadMxfp4ExpertGroups ${label}: need E ≥ 1 and D, I positive multiples of 4, got E=${E} D=${D} I=${I}`);
+  const GD = Math.ceil(D / MX_BLOCK), GI = Math.ceil(I / MX_BLOCK);
+  if (t.downBlocks.length !== E * D * GI * 16 || t.downScales.length !== E * D * GI || t.downBias.length !== E * D) {
+    throw new ShapeError(`uploadMxfp4ExpertGroups ${label}: down tensors want [${E}, ${D}, ${GI}, 16], [${E}, ${D}, ${GI}], [${E}, ${D}]; got ${t.downBlocks.length}, ${t.downScales.length}, ${t.downBias.length} elements`);
+  }
+  let gu: ReturnType<typeof deinterleaveGateUp>;
+  try { gu = deinterleaveGateUp(t, E, I, D); } catch (e) { throw new ShapeError(`uploadMxfp4ExpertGroups ${label}: ${(e as Error).message}`); }
+  for (const [what, sc] of [['gate_up', gu.scales], ['down', t.downScales]] as const) {
+    const at = sc.indexOf(255);
+    if (at >= 0) throw new ShapeError(`uploadMxfp4ExpertGroups ${label}: ${what} scale byte ${at} is 255 (NaN in E8M0)`);
+  }
+  const limit = Math.min(opts.maxBindingBytes ?? Infinity, gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
+  const per = expertsPerStack('mxfp4', E, D, I, limit);
+  if (per < 1) throw new LimitExceededError('maxStorageBufferBindingSize', Math.max(...expertStackBytesPerExpert('mxfp4', D, I)), limit, `one routed expert of '${label}' (2×${I}×${D} mxfp4 gate|up rows)`);
+  const rowD = rowLayout('mxfp4', D).rowWords * 4, rowI = rowLayout('mxfp4', I).rowWords * 4;
+  // Rows of the HF blocks are G·16 bytes; padded rows (D or I not a multiple of 32) are whole blocks too.
+  const groups: MoeExpertGroups['groups'] = [];
+  try {
+    for (let e0 = 0; e0 < E; e0 += per) {
+      const e1 = Math.min(E, e0 + per), n = e1 - e0;
+      const l = per >= E ? label : `${label}[${e0}:${e1}]`;
+      const gateUp = uploadBytes(gpu, `${l}.experts.gate_up[${n},${2 * I},${D}] mxfp4`, gu.blocks.subarray(e0 * 2 * I * rowD, e1 * 2 * I * rowD));
+      const down = uploadBytes(gpu, `${l}.experts.down[${n},${D},${I}] mxfp4`, t.downBlocks.subarray(e0 * D * rowI, e1 * D * rowI));
+      const gateUpScales = uploadBytes(gpu, `${l}.experts.gate_up.scales`, gu.scales.subarray(e0 * 2 * I * GD, e1 * 2 * I * GD));
+      const downScales = uploadBytes(gpu, `${l}.experts.down.scales`, t.downScales.subarray(e0 * D * GI, e1 * D * GI));
+      const gateUpBias = gpu.buffers.upload(`${l}.experts.gate_up.bias`, gu.bias.slice(e0 * 2 * I, e1 * 2 * I));
+      const downBias = gpu.buffers.upload(`${l}.experts.down.bias`, t.downBias.slice(e0 * D, e1 * D));
+      const w: MoeExpertWeights = { format: 'mxfp4', gateUp, down, gateUpScales, downScales, groupSize: MX_BLOCK, gateUpBias, downBias, E: n, I, D, bytes: 0 };
+      w.bytes = [gateUp, down, gateUpScales, downScales, gateUpBias, downBias].reduce((a, b) => a + b.size, 0);
+      groups.push({ e0, w });
+    }
+  } catch (e) {
+    for (const g of groups) destroyExperts(gpu, g.w);
+    throw e;
+  }
+  return { format: 'mxfp4', groups, E, I, D, bytes: groups.reduce((a, g) => a + g.w.bytes, 0) };
+}
+
+/**
+ * Adds expert biases to stacks uploaded by uploadExperts / uploadExpertGroups (any format): gateUpBias
+ * [E, 2I] as the kernels read it (per expert the gate biases, then the up biases), downBias [E, D].
+ */
+export function uploadExpertBiases(gpu: Gpu, w: MoeExpertGroups, gateUpBias: Float32Array, downBias: Float32Array): void {
+  const { E, I, D } = w;
+  if (gateUpBias.length !== E * 2 * I || downBias.length !== E * D) throw new ShapeError(`uploadExpertBiases: want gate|up bias [${E}, ${2 * I}] and down bias [${E}, ${D}], got ${gateUpBias.length} and ${downBias.length} values`);
+  for (const g of w.groups) {
+    const label = g.w.gateUp.label.replace(/\.gate_up.*$/, '');
+    g.w.gateUpBias = gpu.buffers.upload(`${label}.gate_up.bias`, gateUpBias.slice(g.e0 * 2 * I, (g.e0 + g.w.E) * 2 * I));
+    g.w.downBias = gpu.buffers.upload(`${label}.down.bias`, downBias.slice(g.e0 * D, (g.e0 + g.w.E) * D));
+    g.w.bytes += g.w.gateUpBias.size + g.w.downBias.size;
+  }
+  w.bytes = w.groups.reduce((a, g) => a + g.w.bytes, 0);
 }
 
 // -------------------------------------------------------------------------------------------- gate
@@ -380,6 +464,11 @@ export interface MoeGateArgs {
   counts?: Binding;
   /** f32 [T, E] scratch for the logits (default: a gpu.temps buffer) */
   logits?: Binding;
+  /**
+   * f32 [E] bias of the router's linear layer (GPT-OSS router.bias: logits = x·Wᵀ + b), added before the
+   * selection; unlike `bias` (DeepSeek's selection-only correction) it changes the scores too.
+   */
+  routerBias?: Binding;
 }
 
 /** Router: logits = x·Wgᵀ (GEMV/matmul), then the selection kernel. Two dispatches. */
@@ -391,6 +480,10 @@ export function moeGate(gpu: Gpu, rec: Recorder, a: MoeGateArgs): void {
   need(a.gateW, E * a.D * 4, 'moeGate gateW [E, D]');
   const logits = a.logits ?? gpu.temps.acquire(a.T * E * 4);
   matmul(gpu, rec, { x: a.x, w: a.gateW, y: logits, M: a.T, N: E, K: a.D });
+  if (a.routerBias) {
+    need(a.routerBias, E * 4, 'moeGate routerBias [E]');
+    addBias(gpu, rec, a.routerBias, logits, a.T, E);
+  }
   moeGateSelect(gpu, rec, { logits, T: a.T, bias: a.bias, routing: a.routing, ids: a.ids, weights: a.weights, scores: a.scores, counts: a.counts });
 }
 
@@ -447,7 +540,15 @@ export interface MoeExpertsArgs {
   mode?: 'auto' | 'decode' | 'grouped';
   /** Decode: use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
   noSubgroups?: boolean;
+  /** The expert activation (default silu: silu(gate)·up). */
+  activation?: ExpertActivation;
 }
+
+/**
+ * Expert activations: 'silu' (SwiGLU: silu(g)·u) or 'swiglu_oai' (GPT-OSS: g' = min(g, limit),
+ * u' = clamp(u, −limit, limit), g'·sigmoid(alpha·g')·(u' + 1); alpha 1.702, limit = config swiglu_limit 7).
+ */
+export type ExpertActivation = { kind: 'silu' } | { kind: 'swiglu_oai'; alpha: number; limit: number };
 
 /**
  * Routed experts + shared expert combine: out[t] = Σ_j w[t,j]·E_{ids[t,j]}(x[t]) + shared[t].
@@ -471,7 +572,10 @@ function expertsPass(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs): void {
   need(a.weights, T * K * 4, 'moeExperts weights [T, K]');
   need(a.out, T * D * 4, 'moeExperts out [T, D]');
   if (a.shared) need(a.shared, T * D * 4, 'moeExperts shared [T, D]');
-  checkStorageSlots(gpu, 'moeExperts');
+  checkStorageSlots(gpu, 'moeExperts', MAX_STORAGE_BINDINGS + (a.experts.gateUpBias ? 1 : 0));
+  if (!a.experts.gateUpBias !== !a.experts.downBias) throw new ShapeError('moeExperts: expert biases come in pairs (gateUpBias and downBias)');
+  const act = a.activation ?? { kind: 'silu' };
+  if (act.kind === 'swiglu_oai' && !(Number.isFinite(act.alpha) && act.limit > 0)) throw new ShapeError(`moeExperts: swiglu_oai needs a finite alpha and a positive limit, got ${act.alpha}, ${act.limit}`);
   const mode = a.mode && a.mode !== 'auto' ? a.mode : T <= moeDecodeMaxTokens(gpu, K, E) ? 'decode' : 'grouped';
   if (mode === 'decode') moeExpertsDecode(gpu, rec, a);
   else moeExpertsGrouped(gpu, rec, a);
@@ -493,16 +597,30 @@ function decodeSubgroups(gpu: Gpu): boolean {
   return c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
 }
 
-/** shaders/moe_experts.wgsl: load width along `reduceLen`, weight storage, subgroup entry points kept or dropped. */
-function expertsShader(reduceLen: number, subgroups: boolean, format: MoeExpertWeights['format']) {
-  return specialise(expertsCode, { load: loadWidth(reduceLen % 4 === 0), wfmt: format, subgroups: subgroupChoice(subgroups) });
+/** shaders/moe_experts.wgsl: load width along `reduceLen`, weight storage, activation, biases, subgroup entry points kept or dropped. */
+function expertsShader(reduceLen: number, subgroups: boolean, a: MoeExpertsArgs) {
+  return specialise(expertsCode, {
+    load: loadWidth(reduceLen % 4 === 0), wfmt: a.experts.format, act: a.activation?.kind ?? 'silu',
+    bias: a.experts.gateUpBias ? 'on' : 'off', subgroups: subgroupChoice(subgroups),
+  });
 }
 
-/** Override constants of the weight format (q8/q4 group size). */
-const formatConstants = (w: MoeExpertWeights): Record<string, number> => (w.groupSize ? { GS: w.groupSize } : {});
-/** Bindings past the shared ones: the scale buffers of quantised stacks (binding 13: gate|up, 14: down). */
-const scaleBindings = (w: MoeExpertWeights, which: 'gate_up' | 'down') => (w.gateUpScales ? (which === 'gate_up' ? [w.gateUpScales] : [null, w.downScales!]) : []);
-const padTo = (xs: (Binding | null)[], n: number) => [...xs, ...new Array<null>(Math.max(0, n - xs.length)).fill(null)];
+/** Override constants of the weight format (q8/q4/mxfp4 group size) and the activation (swiglu_oai). */
+const formatConstants = (a: MoeExpertsArgs): Record<string, number> => ({
+  ...(a.experts.groupSize ? { GS: a.experts.groupSize } : {}),
+  ...(a.activation?.kind === 'swiglu_oai' ? { ALPHA: a.activation.alpha, LIMIT: a.activation.limit } : {}),
+});
+/**
+ * The bindings 1.. of a dispatch by binding number, then the format's extras: scales (13: gate|up,
+ * 14: down) and biases (15: gate|up, 16: down) of the projection `which`.
+ */
+function expertBindings(first: (Binding | null)[], w: MoeExpertWeights, which: 'gate_up' | 'down'): (Binding | null)[] {
+  const b: (Binding | null)[] = [...first, ...new Array<null>(Math.max(0, 16 - first.length)).fill(null)];
+  if (w.gateUpScales) b[which === 'gate_up' ? 12 : 13] = which === 'gate_up' ? w.gateUpScales : w.downScales!;
+  if (w.gateUpBias) b[which === 'gate_up' ? 14 : 15] = which === 'gate_up' ? w.gateUpBias : w.downBias!;
+  while (b.length && b[b.length - 1] === null) b.pop();
+  return b;
+}
 
 function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const { T, K } = a;
@@ -513,16 +631,16 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const h = gpu.temps.acquire(T * K * I * 4);
   const gu = ceilDiv(I, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a.experts.format), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp, ...formatConstants(a.experts) } }),
-    bindings: [...padTo([a.x, a.experts.gateUp, a.ids, h], 12), ...scaleBindings(a.experts, 'gate_up')],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp, ...formatConstants(a) } }),
+    bindings: expertBindings([a.x, a.experts.gateUp, a.ids, h], a.experts, 'gate_up'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: gu * T * K,
     label: 'moe_decode_gate_up',
   });
   const gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a.experts.format), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown, ...formatConstants(a.experts) } }),
-    bindings: [...padTo([null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out], 12), ...scaleBindings(a.experts, 'down')],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown, ...formatConstants(a) } }),
+    bindings: expertBindings([null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out], a.experts, 'down'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
     workgroups: gd * T,
     label: 'moe_decode_down',
@@ -581,15 +699,15 @@ function moeExpertsGrouped(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const tiles = maxGroupedTiles(N, E);
   const tnI = ceilDiv(I, TILE_COLS), tnD = ceilDiv(D, TILE_COLS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false, a.experts.format), entryPoint: 'grouped_gate_up', constants: formatConstants(a.experts) }),
-    bindings: [...padTo([a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg], 12), ...scaleBindings(a.experts, 'gate_up')],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false, a), entryPoint: 'grouped_gate_up', constants: formatConstants(a) }),
+    bindings: expertBindings([a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg], a.experts, 'gate_up'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnI,
     label: 'moe_grouped_gate_up',
   });
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false, a.experts.format), entryPoint: 'grouped_down', constants: formatConstants(a.experts) }),
-    bindings: [...padTo([null, null, null, null, h, a.experts.down, null, null, null, null, seg, y], 12), ...scaleBindings(a.experts, 'down')],
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false, a), entryPoint: 'grouped_down', constants: formatConstants(a) }),
+    bindings: expertBindings([null, null, null, null, h, a.experts.down, null, null, null, null, seg, y], a.experts, 'down'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, _p: 0 }),
     workgroups: tiles * tnD,
     label: 'moe_grouped_down',

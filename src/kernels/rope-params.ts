@@ -5,6 +5,14 @@
  * between interpolated (÷factor) and original with a linear ramp over the pair index, and scales the
  * attention softmax by mscale². The caller decides whether YaRN applies (the official code applies it
  * only when the context is longer than original_max_position_embeddings) by passing `scaling` or null.
+ *
+ * GPT-OSS (openai/gpt-oss torch/model.py RotaryEmbedding, HF rope_scaling {rope_type: yarn, factor 32,
+ * beta_fast 32, beta_slow 1, original_max_position_embeddings 4096, truncate: false}, rope_theta 150000,
+ * head_dim 64): the same blend with the ramp bounds NOT rounded (`truncate: false`: low ≈ 8.09,
+ * high ≈ 17.40 instead of 8 and 18), applied at every length; cos and sin are multiplied by the
+ * concentration 0.1·ln(factor) + 1 (yarnConcentration), which scales every q·k by its square: fold it into
+ * the softmax scale (head_dim^-0.5 · c², the sinks unscaled). Its rotation is NeoX-style (halves: x[i]
+ * with x[i + d/2]): rope.ts `style: 'half'` (the rotate_half entry point).
  */
 
 /** YaRN parameters, as parsed from config.json's rope_scaling. */
@@ -16,6 +24,8 @@ export interface YarnScaling {
   betaSlow: number;
   mscale: number;
   mscaleAllDim: number;
+  /** HF rope_scaling.truncate (default true): round the ramp bounds to whole pair indices (floor / ceil). GPT-OSS: false. */
+  truncate?: boolean;
 }
 
 /** dim·ln(L / (2π·rotations)) / (2 ln θ): the pair index whose wavelength makes `rotations` turns over L. */
@@ -23,10 +33,11 @@ function correctionDim(rotations: number, dim: number, theta: number, maxPos: nu
   return (dim * Math.log(maxPos / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
 }
 
-/** YaRN's [low, high] pair-index range (official `find_correction_range`). */
+/** YaRN's [low, high] pair-index range (official `find_correction_range`; unrounded when `truncate` is false). */
 export function yarnCorrectionRange(dim: number, theta: number, s: YarnScaling): [number, number] {
-  const low = Math.floor(correctionDim(s.betaFast, dim, theta, s.originalMaxPositionEmbeddings));
-  const high = Math.ceil(correctionDim(s.betaSlow, dim, theta, s.originalMaxPositionEmbeddings));
+  let low = correctionDim(s.betaFast, dim, theta, s.originalMaxPositionEmbeddings);
+  let high = correctionDim(s.betaSlow, dim, theta, s.originalMaxPositionEmbeddings);
+  if (s.truncate !== false) { low = Math.floor(low); high = Math.ceil(high); }
   return [Math.max(low, 0), Math.min(high, dim - 1)];
 }
 
@@ -62,4 +73,13 @@ export function yarnSoftmaxScale(qkHeadDim: number, scaling: YarnScaling | null)
   if (!scaling || scaling.type !== 'yarn') return base;
   const m = yarnMscale(scaling.factor, scaling.mscaleAllDim);
   return base * m * m;
+}
+
+/**
+ * YaRN's attention concentration for GPT-OSS (official `concentration`, HF `attention_factor` when
+ * rope_scaling has no mscale): 0.1·ln(factor) + 1, or 1 when factor ≤ 1. It multiplies cos and sin, so
+ * q·k by its square.
+ */
+export function yarnConcentration(s: YarnScaling | null): number {
+  return s && s.type === 'yarn' ? yarnMscale(s.factor, 1) : 1;
 }

@@ -9,6 +9,7 @@
  *   'q8'   [w, scales]  w: [N, rowWords] u32 (4 × int8),  scales: [N, ceil(K/gs)] f16 pairs or f32
  *   'q4'   [w, scales]  w: [N, rowWords] u32 (8 × int4),  scales: as q8
  *   'fp8'  [w, scales]  w: [N, rowWords] u32 (4 × e4m3),  scales: [ceil(N/128), ceil(K/128)] f32
+ *   'mxfp4' [w, scales] w: [N, rowWords] u32 (8 × FP4 E2M1, one 32-value MX block per vec4), scales: [N, ceil(K/32)] E8M0 bytes
  *   '2:4' / 'vnm'       owned by src/kernels/sparse.ts
  *   'gguf' [blocks]     a GGUF tensor's quantised blocks, owned by src/kernels/gguf-linear.ts
  * params: { Kp, rowWords, groupSize, scaleF16 (0|1), scaleCols }.
@@ -20,10 +21,10 @@
  */
 import type { Gpu } from '../gpu/device';
 import { ArgumentError, LimitExceededError, ShapeError } from '../errors';
-import { FP8_BLOCK, packFp8, packWeight, sliceRows, type PackedWeight } from './weight-pack';
+import { FP8_BLOCK, MX_BLOCK, packFp8, packMxfp4, packWeight, sliceRows, type PackedWeight } from './weight-pack';
 
 /** 'gguf': a GGUF tensor's blocks as in the file, decoded by gguf-linear.ts (the backend routes it there). */
-export type WeightFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'fp8' | '2:4' | 'vnm' | 'gguf';
+export type WeightFormat = 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'fp8' | 'mxfp4' | '2:4' | 'vnm' | 'gguf';
 
 export interface GpuWeight {
   label: string;
@@ -104,6 +105,22 @@ export function uploadFp8Weight(gpu: Gpu, label: string, e4m3: Uint8Array, scale
   const want = Math.ceil(N / FP8_BLOCK) * Math.ceil(K / FP8_BLOCK);
   if (scaleInv.length !== want) throw new ShapeError(`uploadFp8Weight '${label}': ${scaleInv.length} scales, want [${Math.ceil(N / FP8_BLOCK)}, ${Math.ceil(K / FP8_BLOCK)}]`);
   return uploadPacked(gpu, label, packFp8(e4m3, scaleInv, N, K), opts.maxBindingBytes);
+}
+
+/**
+ * MXFP4 (GPT-OSS experts, OCP microscaling) from the HF layout of one matrix: `blocks` [N, ceil(K/32), 16]
+ * bytes and `scales` [N, ceil(K/32)] E8M0 bytes (one expert's slice of `*_blocks` / `*_scales`), decoded in
+ * the shader. The block bytes are uploaded as they are (see weight-pack.ts packMxfp4).
+ */
+export function uploadMxfp4Weight(gpu: Gpu, label: string, blocks: Uint8Array, scales: Uint8Array, N: number, K: number, opts: { maxBindingBytes?: number } = {}): GpuWeight {
+  checkShape(`uploadMxfp4Weight '${label}'`, N, K);
+  const G = Math.ceil(K / MX_BLOCK);
+  if (blocks.length !== N * G * 16 || scales.length !== N * G) {
+    throw new ShapeError(`uploadMxfp4Weight '${label}': ${blocks.length} block bytes and ${scales.length} scale bytes for [${N}, ${K}]; want [${N}, ${G}, 16] and [${N}, ${G}]`);
+  }
+  let p: PackedWeight;
+  try { p = packMxfp4(blocks, scales, N, K); } catch (e) { throw new ArgumentError(`uploadMxfp4Weight '${label}': ${(e as Error).message}`); }
+  return uploadPacked(gpu, label, p, opts.maxBindingBytes);
 }
 
 export function destroyWeight(gpu: Gpu, w: GpuWeight): void {

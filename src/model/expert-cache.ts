@@ -8,7 +8,7 @@
  */
 import type { Gpu } from '../gpu/device';
 import { createExpertSlots, destroyExpertSlots, packExpert, writeExpertSlot, type PackedExpert } from '../kernels/moe-slots';
-import type { MoeExpertWeights } from '../kernels/moe';
+import type { MoeExpertWeights, PackableExpertFormat } from '../kernels/moe';
 import type { HostExpert } from './deepseek';
 import type { ExpertSink } from './deepseek';
 import { ShapeError } from '../errors';
@@ -68,7 +68,7 @@ export class HostExpertStore {
   private parts: Map<number, Partial<HostExpert>> = new Map();
   bytes = 0;
 
-  constructor(readonly E: number, readonly D: number, readonly I: number, readonly format: MoeExpertWeights['format'], private keep: (e: number) => boolean) {
+  constructor(readonly E: number, readonly D: number, readonly I: number, readonly format: PackableExpertFormat, private keep: (e: number) => boolean) {
     this.packed = new Array(E).fill(null);
   }
 
@@ -112,7 +112,7 @@ export class LayerExpertCache {
 
   constructor(
     private gpu: Gpu, readonly layer: number, readonly E: number, readonly capacity: number,
-    D: number, I: number, format: MoeExpertWeights['format'],
+    D: number, I: number, private format: PackableExpertFormat,
     private store: HostExpertStore | null, private cfg: OffloadConfig, private counters: OffloadCounters,
   ) {
     this.slots = createExpertSlots(gpu, `layers.${layer}.experts`, capacity, D, I, format);
@@ -146,7 +146,7 @@ export class LayerExpertCache {
     if (held) return held;
     if (!this.cfg.readExpert) throw new Error(`expert cache: expert ${e} of layer ${this.layer} is neither on the host nor readable from the source`);
     const x = await this.cfg.readExpert(this.layer, e);
-    return packExpert(x, this.slots.D, this.slots.I, this.slots.format);
+    return packExpert(x, this.slots.D, this.slots.I, this.format);
   }
 
   /** The slot a new expert takes: a free one, else the one the eviction policy picks among those not in `keep`. */

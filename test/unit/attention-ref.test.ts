@@ -47,6 +47,60 @@ describe('online-softmax / split-K recurrence equals the materialised softmax', 
   });
 });
 
+describe('attention sinks and sliding windows (GPT-OSS) in the references', () => {
+  const withWindow = (s: AttentionShape, window: number): AttentionShape => ({ ...s, window });
+  const cases: [AttentionShape, number, number][] = [
+    [withWindow(shape(1, 300, 8, 2, 16, 16), 128), 32, 1],
+    [withWindow(shape(1, 300, 8, 2, 16, 16), 128), 32, 3],
+    [withWindow(shape(40, 5, 4, 1, 8, 8), 7), 4, 2],
+    [withWindow(shape(3, 0, 2, 2, 8, 4), 1), 8, 1],
+    [shape(9, 4, 4, 2, 8, 8), 4, 4],
+  ];
+  it.each(cases.map(([s, tile, splits]) => [`S=${s.S} past=${s.past} W=${s.window ?? 0} tile=${tile} splits=${splits}`, s, tile, splits] as const))('online/split recurrence with sinks equals the materialised softmax: %s', (_n, s, tile, splits) => {
+    const q = randomUniform(s.S * s.heads * s.dQk, 4, -2, 2), k = randomUniform(s.T * s.kvHeads * s.dQk, 5, -2, 2), v = randomUniform(s.T * s.kvHeads * s.dV, 6);
+    const sinks = randomUniform(s.heads, 7, -3, 3);
+    expect(maxDiff(attentionOnlineRef(q, k, v, s, tile, splits, sinks), attentionRef(q, k, v, s, sinks))).toBeLessThan(TOL);
+  });
+
+  it('a sink is a softmax column with no value: HF eager_attention_forward written out (cat, max, softmax, drop)', () => {
+    const s = shape(3, 2, 2, 1, 4, 3);
+    const q = randomUniform(s.S * 8, 8, -2, 2), k = randomUniform(s.T * 4, 9, -2, 2), v = randomUniform(s.T * 3, 10);
+    const sinks = new Float32Array([0.7, -1.3]);
+    const got = attentionRef(q, k, v, s, sinks);
+    for (let i = 0; i < s.S; i++) for (let h = 0; h < 2; h++) {
+      const n = s.past + i + 1;
+      const logits: number[] = [];
+      for (let t = 0; t < n; t++) { let d = 0; for (let c = 0; c < 4; c++) d += q[(i * 2 + h) * 4 + c] * k[t * 4 + c]; logits.push(d * s.scale); }
+      logits.push(sinks[h]);
+      const mx = Math.max(...logits);
+      const e = logits.map((x) => Math.exp(x - mx));
+      const z = e.reduce((a, b) => a + b, 0);
+      for (let c = 0; c < 3; c++) {
+        let o = 0;
+        for (let t = 0; t < n; t++) o += (e[t] / z) * v[t * 3 + c];
+        expect(Math.abs(got[(i * 2 + h) * 3 + c] - o)).toBeLessThan(1e-6);
+      }
+    }
+  });
+
+  it('window W: keys at or before past + s − W do not matter, the last W do; W ≥ T is full attention', () => {
+    const s = withWindow(shape(4, 10, 2, 1, 8, 8), 5);
+    const q = randomUniform(s.S * 16, 11), k = randomUniform(s.T * 8, 12), v = randomUniform(s.T * 8, 13);
+    const base = attentionRef(q, k, v, s);
+    // Query 0 (position 10) sees keys 6..10: changing keys 0..5 changes nothing anywhere.
+    const k2 = k.slice(), v2 = v.slice();
+    for (let i = 0; i < 6 * 8; i++) { k2[i] += 1; v2[i] -= 1; }
+    expect(maxDiff(attentionRef(q, k2, v2, s), base)).toBe(0);
+    // Key 6 is visible to query 0 only.
+    const k3 = k.slice(); for (let i = 6 * 8; i < 7 * 8; i++) k3[i] += 1;
+    const moved = attentionRef(q, k3, v, s);
+    expect(maxDiff(moved.subarray(0, 16), base.subarray(0, 16))).toBeGreaterThan(1e-4);
+    expect(maxDiff(moved.subarray(16), base.subarray(16))).toBe(0);
+    const full = shape(4, 10, 2, 1, 8, 8);
+    expect(maxDiff(attentionRef(q, k, v, withWindow(full, 14)), attentionRef(q, k, v, full))).toBe(0);
+  });
+});
+
 describe('MLA: absorbed equals expanded (random weights)', () => {
   const dims: [string, MlaDims][] = [
     ['fixture', { heads: 4, qkNope: 16, qkRope: 8, vHead: 16, kvLora: 32 }],

@@ -98,7 +98,7 @@ const CASES: { shader: string; choices?: ShaderChoices; layout: UniformLayout<an
   { shader: 'gemv', choices: { load: 'scalar', subgroups: 'off' }, layout: MATMUL_PARAMS },
   { shader: 'mla', choices: { subgroups: 'on' }, layout: MLA_PARAMS },
   { shader: 'moe_gate', layout: MOE_GATE_PARAMS },
-  { shader: 'moe_experts', choices: { load: 'vec4', wfmt: 'q4', subgroups: 'on' }, layout: MOE_EXPERT_PARAMS },
+  { shader: 'moe_experts', choices: { load: 'vec4', wfmt: 'mxfp4', act: 'swiglu_oai', bias: 'on', subgroups: 'on' }, layout: MOE_EXPERT_PARAMS },
   { shader: 'moe_dispatch', layout: MOE_DISPATCH_PARAMS },
   { shader: 'rmsnorm', choices: { reduce: 'workgroup' }, layout: RMSNORM_PARAMS },
   { shader: 'rope', layout: ROPE_PARAMS },
