@@ -298,3 +298,35 @@ export function moeModel(T: number, hidden: number, inter: number, E: number, k:
     ],
   });
 }
+
+/**
+ * com.microsoft GroupQueryAttention for one sequence with a KV cache: query [1, S, H·D], the S new
+ * key / value rows [1, S, kvH·D], the cache before them past_key / past_value [1, kvH, past, D] (BNSH),
+ * seqlens_k [1] = past + S − 1, total_sequence_length (scalar) = past + S; output [1, S, H·D] (and the
+ * present caches). Always causal: query i sees keys up to past + i. Query head h reads KV head
+ * h / (H / kvH).
+ */
+export function gqaModel(S: number, past: number, H: number, kvH: number, D: number): Uint8Array {
+  return buildModel({
+    nodes: [{
+      opType: 'GroupQueryAttention', domain: 'com.microsoft',
+      inputs: ['Q', 'K', 'V', 'PK', 'PV', 'SEQLENS', 'TOTAL'], outputs: ['O', 'PRESENT_K', 'PRESENT_V'],
+      attributes: { num_heads: H, kv_num_heads: kvH, scale: { float: 1 / Math.sqrt(D) } },
+    }],
+    inputs: [
+      { name: 'Q', type: 'FLOAT', dims: [1, S, H * D] },
+      { name: 'K', type: 'FLOAT', dims: [1, S, kvH * D] },
+      { name: 'V', type: 'FLOAT', dims: [1, S, kvH * D] },
+      { name: 'PK', type: 'FLOAT', dims: [1, kvH, past, D] },
+      { name: 'PV', type: 'FLOAT', dims: [1, kvH, past, D] },
+      { name: 'SEQLENS', type: 'INT32', dims: [1] },
+      { name: 'TOTAL', type: 'INT32', dims: [] },
+    ],
+    outputs: [
+      { name: 'O', type: 'FLOAT', dims: [1, S, H * D] },
+      // Symbolic length: shape inference cannot see total_sequence_length (an input).
+      { name: 'PRESENT_K', type: 'FLOAT', dims: [1, kvH, 'present', D] },
+      { name: 'PRESENT_V', type: 'FLOAT', dims: [1, kvH, 'present', D] },
+    ],
+  });
+}

@@ -46,9 +46,12 @@ export function resultsTable(r: BenchReport): Table {
 
 export function peersTable(r: BenchReport): Table {
   return {
-    headers: ['suite', 'name', 'shape', 'peer', 'ours ms', 'peer ms', 'peer/ours', 'note'],
-    align: ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'l'],
-    rows: r.peers.map((p) => [p.suite, p.name, p.shape ?? '', p.peer, fmtNum(p.oursMs, 4), fmtNum(p.peerMs, 4), Number.isFinite(p.ratio) ? `${fmtNum(p.ratio, 3)}×` : '–', p.note ?? '']),
+    headers: ['suite', 'name', 'shape', 'peer', 'ours ms', 'peer ms', 'peer/ours', 'timing (both sides)', 'note'],
+    align: ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'l', 'l'],
+    rows: r.peers.map((p) => [
+      p.suite, p.name, p.shape ?? '', p.peer, fmtNum(p.oursMs, 4), fmtNum(p.peerMs, 4), Number.isFinite(p.ratio) ? `${fmtNum(p.ratio, 3)}×` : '–',
+      p.symmetric ? p.timing ?? '' : `NOT symmetric${p.timing ? ` (${p.timing})` : ''}`, p.note ?? '',
+    ]),
   };
 }
 
@@ -102,7 +105,7 @@ export function formatReport(r: BenchReport): string {
     '',
     renderText(resultsTable(r)),
   ];
-  if (r.peers.length) parts.push('', 'peers (onnxruntime-web on the same device; peer/ours > 1 means webmoe is faster)', renderText(peersTable(r)));
+  if (r.peers.length) parts.push('', 'peers (onnxruntime-web on the same device; peer/ours > 1 means webmoe is faster; each row times both sides with the protocol in its timing column, wall clock even in a timestamp run)', renderText(peersTable(r)));
   if (r.peerChecks.length) parts.push('', 'peer output checks (peer against ours on one small shape)', renderText(peerChecksTable(r)));
   if (r.e2e.length) parts.push('', 'end to end', renderText(e2eTable(r)));
   if (r.suiteMs) parts.push('', `time per suite: ${Object.entries(r.suiteMs).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(', ')}`);

@@ -140,7 +140,7 @@ function run(quick: boolean) {
     worker?.terminate();
     worker = null;
   };
-  worker.postMessage({ type: 'run', quick, suites, peers, timestamps } satisfies ToWorker);
+  worker.postMessage({ type: 'run', quick, suites, peers, timestamps, baseUrl: new URL('./', location.href).href } satisfies ToWorker);
 }
 
 function stopTimer() {
