@@ -55,6 +55,14 @@ test('the benchmark page finishes its quick mode and exports well-formed JSON', 
   // Peers for every kernel family: matmul, int4 / int8 GEMV, attention (prefill, decode), MoE.
   const ops = new Set(report.peers.map((p: { op: string }) => p.op));
   for (const op of ['MatMul f32', 'MatMulNBits int4 b32', 'MatMulNBits int8 b32', 'MultiHeadAttention causal', 'GroupQueryAttention', 'MoE SwiGLU']) expect(ops.has(op), `no ${op} peer row`).toBe(true);
+
+  // Two saved reports side by side (here the same one twice: every row matched, B ÷ A = 1).
+  const saved = (await download.path())!;
+  await page.setInputFiles('#compare-a', saved);
+  await page.setInputFiles('#compare-b', saved);
+  await expect(page.locator('#compare table.data')).not.toHaveCount(0);
+  expect(Number(await page.locator('#compare').getAttribute('data-rows'))).toBe(report.results.length + report.peers.length + report.e2e.length);
+  await expect(page.locator('#compare')).not.toContainText('not comparable');
   expect(pageErrors).toEqual([]);
 });
 
