@@ -330,3 +330,43 @@ export function gqaModel(S: number, past: number, H: number, kvH: number, D: num
     ],
   });
 }
+
+/**
+ * The MoE layer as the plain op graph an exporter emits when the runtime has no MoE op (ORT's WebGPU
+ * EP has none): every expert on every token, weighted by dense routing weights and summed,
+ *   y = Σ_e w[e, t] · down_e(silu(gate_e x_t) ⊙ up_e x_t)
+ * with batched MatMuls over the expert axis. Inputs X [T, hidden] and W [E, T, 1] (the routing
+ * weights, zero for experts a token did not choose); gate / up [E, inter, hidden], down [E, hidden,
+ * inter] in Hugging Face's [out, in] layout, stored transposed for MatMul. E/k times the routed work.
+ */
+export function moeDenseGraphModel(T: number, hidden: number, inter: number, E: number, gate: Float32Array, up: Float32Array, down: Float32Array): Uint8Array {
+  const transposeEach = (w: Float32Array, rows: number, cols: number) => {
+    const t = new Float32Array(w.length);
+    for (let e = 0; e < E; e++) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[e * rows * cols + c * rows + r] = w[e * rows * cols + r * cols + c];
+    return t;
+  };
+  return buildModel({
+    nodes: [
+      { opType: 'Unsqueeze', inputs: ['X', 'AXIS0'], outputs: ['X3'] },
+      { opType: 'MatMul', inputs: ['X3', 'WG'], outputs: ['G'] },
+      { opType: 'MatMul', inputs: ['X3', 'WU'], outputs: ['U'] },
+      { opType: 'Sigmoid', inputs: ['G'], outputs: ['SG'] },
+      { opType: 'Mul', inputs: ['G', 'SG'], outputs: ['SILU'] },
+      { opType: 'Mul', inputs: ['SILU', 'U'], outputs: ['A'] },
+      { opType: 'MatMul', inputs: ['A', 'WD'], outputs: ['YE'] },
+      { opType: 'Mul', inputs: ['YE', 'W'], outputs: ['YW'] },
+      { opType: 'ReduceSum', inputs: ['YW', 'AXIS0'], outputs: ['Y'], attributes: { keepdims: 0 } },
+    ],
+    inputs: [
+      { name: 'X', type: 'FLOAT', dims: [T, hidden] },
+      { name: 'W', type: 'FLOAT', dims: [E, T, 1] },
+    ],
+    outputs: [{ name: 'Y', type: 'FLOAT', dims: [T, hidden] }],
+    initializers: [
+      { name: 'AXIS0', type: 'INT64', dims: [1], data: BigInt64Array.of(0n) },
+      { name: 'WG', type: 'FLOAT', dims: [E, hidden, inter], data: transposeEach(gate, inter, hidden) },
+      { name: 'WU', type: 'FLOAT', dims: [E, hidden, inter], data: transposeEach(up, inter, hidden) },
+      { name: 'WD', type: 'FLOAT', dims: [E, inter, hidden], data: transposeEach(down, hidden, inter) },
+    ],
+  });
+}

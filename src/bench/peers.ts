@@ -22,7 +22,7 @@ import type * as Ort from 'onnxruntime-web';
 import type { BenchContext, PeerResult } from './types';
 import type { Recorder } from '../gpu/recorder';
 import { median } from './context';
-import { attentionModel, gqaModel, matmulModel, matmulNBitsModel, moeModel, quantizeNBits, type NBitsWeights } from './onnx-builder';
+import { attentionModel, gqaModel, matmulModel, matmulNBitsModel, moeDenseGraphModel, moeModel, quantizeNBits, type NBitsWeights } from './onnx-builder';
 import { randomUniform } from '../util/random';
 
 export type PeerProvider = 'webgpu' | 'wasm';
@@ -531,4 +531,51 @@ export async function checkPeerMoE(ctx: BenchContext, s: MoeShape, ours: (x: Flo
   if (!ctx.peers) return;
   const { x, probs, w } = moeInputs(s, 81);
   await checkPeers(ctx, moeJob(s, x, probs, w), await ours(x, probs, w), tolerance, providers);
+}
+
+/** Softmax over each row's k largest logits (ids in order of logit, ties to the lower id): MoE's routing. */
+export function topkSoftmax(logits: Float32Array, T: number, E: number, k: number): { ids: Uint32Array; weights: Float32Array } {
+  const ids = new Uint32Array(T * k), weights = new Float32Array(T * k);
+  for (let t = 0; t < T; t++) {
+    const row = Array.from(logits.subarray(t * E, (t + 1) * E), (v, e) => [v, e] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k);
+    const m = row[0][0];
+    const ex = row.map(([v]) => Math.exp(v - m)), sum = ex.reduce((a, b) => a + b, 0);
+    row.forEach(([, e], j) => { ids[t * k + j] = e; weights[t * k + j] = ex[j] / sum; });
+  }
+  return { ids, weights };
+}
+
+/** The routing as dense weights [E, T, 1] (zero for experts a token did not choose): the dense graph's input. */
+function denseRouting(logits: Float32Array, T: number, E: number, k: number): Float32Array {
+  const r = topkSoftmax(logits, T, E, k);
+  const w = new Float32Array(E * T);
+  for (let t = 0; t < T; t++) for (let j = 0; j < k; j++) w[r.ids[t * k + j] * T + t] = r.weights[t * k + j];
+  return w;
+}
+
+function moeDenseJob(s: MoeShape, x: Float32Array, logits: Float32Array, w: MoeWeights): PeerJob {
+  return {
+    op: 'MoE dense expert graph', shape: `T${s.T} h${s.hidden} i${s.inter} top-${s.k}/${s.E}`,
+    flops: 2 * s.T * s.E * 3 * s.hidden * s.inter,
+    model: () => moeDenseGraphModel(s.T, s.hidden, s.inter, s.E, w.gate, w.up, w.down),
+    feeds: [{ name: 'X', dims: [s.T, s.hidden], data: x }, { name: 'W', dims: [s.E, s.T, 1], data: denseRouting(logits, s.T, s.E, s.k) }],
+    output: { name: 'Y', dims: [s.T, s.hidden] },
+  };
+}
+
+/**
+ * The MoE layer as the op graph an exporter emits without a MoE op (onnx-builder moeDenseGraphModel:
+ * every expert on every token, batched MatMuls, weighted sum), routing weights given as an input.
+ * For the WebGPU EP, which has no MoE kernel; it does E/k times the routed work.
+ */
+export function peerMoeDense(ctx: BenchContext, s: MoeShape, o: PeerOptions): Promise<PeerResult[]> {
+  const { x, probs, w } = moeInputs(s, s.seed ?? 71);
+  return timePeers(ctx, moeDenseJob(s, x, probs, w), o);
+}
+
+/** Checks the dense expert graph against `ours(x, routerLogits, weights)` (routing: softmax over the top-k logits). */
+export async function checkPeerMoeDense(ctx: BenchContext, s: MoeShape, ours: (x: Float32Array, probs: Float32Array, w: MoeWeights) => Promise<Float32Array>, tolerance = 1e-4, providers: PeerProvider[] = ['webgpu']): Promise<void> {
+  if (!ctx.peers) return;
+  const { x, probs, w } = moeInputs(s, 81);
+  await checkPeers(ctx, moeDenseJob(s, x, probs, w), await ours(x, probs, w), tolerance, providers);
 }

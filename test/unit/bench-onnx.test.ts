@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-web';
-import { ProtoWriter, matmulModel, matmulNBitsModel, quantizeNBits, attentionModel, moeModel, gqaModel } from '../../src/bench/onnx-builder';
+import { ProtoWriter, matmulModel, matmulNBitsModel, quantizeNBits, attentionModel, moeModel, gqaModel, moeDenseGraphModel } from '../../src/bench/onnx-builder';
 import { mulberry32, randomUniform } from '../../src/util/random';
 
 // The in-process ONNX builder, checked by running its models on onnxruntime-web's wasm (CPU) backend
@@ -150,6 +150,30 @@ describe('one-node ONNX models on the wasm backend', () => {
       Q: [q, [1, S, H * D]], K: [k.slice(past * kvH * D), [1, S, kvH * D]], V: [v.slice(past * kvH * D), [1, S, kvH * D]],
       PK: [bnsh(k), [1, kvH, past, D]], PV: [bnsh(v), [1, kvH, past, D]], SEQLENS: [Int32Array.of(L - 1), [1]], TOTAL: [Int32Array.of(L), []],
     });
+    expect(maxDiff(got, ref)).toBeLessThan(TOL);
+  });
+
+  it('MoE as the dense expert graph (no MoE op): routing weights [E, T, 1], every expert computed', async () => {
+    const T = 3, h = 12, I = 8, E = 5;
+    const gate = randomUniform(E * I * h, 1, -0.5, 0.5), up = randomUniform(E * I * h, 2, -0.5, 0.5), down = randomUniform(E * h * I, 3, -0.5, 0.5);
+    const x = randomUniform(T * h, 4);
+    const w = randomUniform(E * T, 5, 0, 1).map((v, i) => (i % 3 === 1 ? 0 : v)); // some experts unchosen
+    const silu = (v: number) => v / (1 + Math.exp(-v));
+    const ref = new Float32Array(T * h);
+    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) {
+      const a = new Float32Array(I);
+      for (let i = 0; i < I; i++) {
+        let g = 0, u = 0;
+        for (let j = 0; j < h; j++) { g += gate[(e * I + i) * h + j] * x[t * h + j]; u += up[(e * I + i) * h + j] * x[t * h + j]; }
+        a[i] = silu(g) * u;
+      }
+      for (let o = 0; o < h; o++) {
+        let y = 0;
+        for (let i = 0; i < I; i++) y += down[(e * h + o) * I + i] * a[i];
+        ref[t * h + o] += w[e * T + t] * y;
+      }
+    }
+    const got = await run(moeDenseGraphModel(T, h, I, E, gate, up, down), { X: [x, [T, h]], W: [w, [E, T, 1]] });
     expect(maxDiff(got, ref)).toBeLessThan(TOL);
   });
 });

@@ -19,19 +19,7 @@ import { moeGate, moeExperts, moeCombine, uploadExperts, destroyExperts, MOE_DEC
 import { gemv, matmul } from '../../kernels/matmul';
 import { siluMulRows } from '../../kernels/elementwise';
 import { randomUniform } from '../../util/random';
-import { checkPeerMoE, moeInputs, peerMoE, type MoeShape, type MoeWeights } from '../peers';
-
-/** Softmax over each row's k largest logits: the routing ORT's MoE op applies (normalize_routing_weights). */
-export function topkSoftmax(logits: Float32Array, T: number, E: number, k: number): { ids: Uint32Array; weights: Float32Array } {
-  const ids = new Uint32Array(T * k), weights = new Float32Array(T * k);
-  for (let t = 0; t < T; t++) {
-    const row = Array.from(logits.subarray(t * E, (t + 1) * E), (v, e) => [v, e] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, k);
-    const m = row[0][0];
-    const ex = row.map(([v]) => Math.exp(v - m)), sum = ex.reduce((a, b) => a + b, 0);
-    row.forEach(([, e], j) => { ids[t * k + j] = e; weights[t * k + j] = ex[j] / sum; });
-  }
-  return { ids, weights };
-}
+import { checkPeerMoE, checkPeerMoeDense, moeInputs, peerMoE, peerMoeDense, topkSoftmax, type MoeShape, type MoeWeights } from '../peers';
 
 /** Our routed experts (f32, no shared expert) for x, CPU-routed ids / weights and per-expert weights. */
 async function oursMoeOnce(ctx: BenchContext, s: MoeShape, x: Float32Array, logits: Float32Array, w: MoeWeights): Promise<Float32Array> {
@@ -68,6 +56,8 @@ async function moePeers(ctx: BenchContext) {
   for (const small of [{ T: 1, hidden: 32, inter: 24, E: 6, k: 2 }, { T: 5, hidden: 48, inter: 20, E: 8, k: 3 }] as MoeShape[]) {
     // The fused MoE op exists on ORT's CPU EP only (its WebGPU EP assigns the node to the CPU EP).
     await checkPeerMoE(ctx, small, (x, logits, w) => oursMoeOnce(ctx, small, x, logits, w), 1e-4, ['wasm']);
+    // On WebGPU: the op graph an exporter emits without a MoE op (all experts, dense routing weights).
+    await checkPeerMoeDense(ctx, small, (x, logits, w) => oursMoeOnce(ctx, small, x, logits, w), 1e-4, ['webgpu']);
   }
   const shapes: MoeShape[] = ctx.quick ? [{ T: 1, hidden: 256, inter: 128, E: 16, k: 4 }] : [{ T: 1, hidden: 1024, inter: 704, E: 16, k: 6 }, { T: 16, hidden: 1024, inter: 704, E: 16, k: 6 }];
   for (const s of shapes) {
@@ -82,12 +72,18 @@ async function moePeers(ctx: BenchContext) {
     const out = gpu.buffers.create('bench.peer.moe.out', T * D * 4);
     const routing: MoeRouting = { experts: E, topK: K, nGroup: 1, topkGroup: 1, scoring: 'softmax', normTopkProb: true, routedScalingFactor: 1, hasBias: false };
     try {
+      const ours = {
+        record: (rec: Recorder) => { moeGate(gpu, rec, { x: bx, T, D, gateW, bias: null, routing, ids, weights: wts }); moeExperts(gpu, rec, { x: bx, T, experts, ids, weights: wts, K, shared: null, out }); },
+        inputs: [{ buffer: bx, data: x }], output: { buffer: out, bytes: T * D * 4 },
+      };
+      await peerMoeDense(ctx, s, {
+        name: `MoE layer, routed experts (${ctx.quick ? 'webmoe-tiny shapes' : 'V2-Lite ÷2 widths, 16 experts, top-6'})`,
+        ours, repeat: T === 1 ? (ctx.quick ? 2 : 4) : 1, providers: ['webgpu'],
+        note: `the WebGPU EP has no MoE op: the exporter's dense graph runs all ${E} experts (${(E / K).toFixed(1)}× the routed work); ours also computes the router logits`,
+      });
       await peerMoE(ctx, s, {
-        name: `MoE layer, routed experts (${ctx.quick ? 'webmoe-tiny shapes' : 'V2-Lite shapes, 16 experts'})`,
-        ours: {
-          record: (rec) => { moeGate(gpu, rec, { x: bx, T, D, gateW, bias: null, routing, ids, weights: wts }); moeExperts(gpu, rec, { x: bx, T, experts, ids, weights: wts, K, shared: null, out }); },
-          inputs: [{ buffer: bx, data: x }], output: { buffer: out, bytes: T * D * 4 },
-        },
+        name: `MoE layer, routed experts (${ctx.quick ? 'webmoe-tiny shapes' : 'V2-Lite ÷2 widths, 16 experts, top-6'})`,
+        ours,
         repeat: T === 1 ? (ctx.quick ? 2 : 4) : 1,
         providers: ['wasm'], wasmMaxFlops: Infinity,
         note: 'ours also computes the router logits (x · W_gateᵀ); the peer is given them',
