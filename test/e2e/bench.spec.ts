@@ -54,7 +54,7 @@ test('the benchmark page finishes its quick mode and exports well-formed JSON', 
   }
   // Peers for every kernel family: matmul, int4 / int8 GEMV, attention (prefill, decode), MoE.
   const ops = new Set(report.peers.map((p: { op: string }) => p.op));
-  for (const op of ['MatMul f32', 'MatMulNBits int4 b32', 'MatMulNBits int8 b32', 'MultiHeadAttention causal', 'GroupQueryAttention', 'MoE SwiGLU', 'MoE dense expert graph']) expect(ops.has(op), `no ${op} peer row`).toBe(true);
+  for (const op of ['MatMul f32', 'MatMulNBits int4 b32', 'MatMulNBits int8 b32', 'MultiHeadAttention causal', 'GroupQueryAttention', 'MoE SwiGLU', 'MoE dense expert graph', 'whole model, GGUF Q8_0, greedy']) expect(ops.has(op), `no ${op} peer row`).toBe(true);
 
   // Two saved reports side by side (here the same one twice: every row matched, B ÷ A = 1).
   const saved = (await download.path())!;
