@@ -298,3 +298,75 @@ export function moeModel(T: number, hidden: number, inter: number, E: number, k:
     ],
   });
 }
+
+/**
+ * com.microsoft GroupQueryAttention for one sequence with a KV cache: query [1, S, H·D], the S new
+ * key / value rows [1, S, kvH·D], the cache before them past_key / past_value [1, kvH, past, D] (BNSH),
+ * seqlens_k [1] = past + S − 1, total_sequence_length (scalar) = past + S; output [1, S, H·D] (and the
+ * present caches). Always causal: query i sees keys up to past + i. Query head h reads KV head
+ * h / (H / kvH).
+ */
+export function gqaModel(S: number, past: number, H: number, kvH: number, D: number): Uint8Array {
+  return buildModel({
+    nodes: [{
+      opType: 'GroupQueryAttention', domain: 'com.microsoft',
+      inputs: ['Q', 'K', 'V', 'PK', 'PV', 'SEQLENS', 'TOTAL'], outputs: ['O', 'PRESENT_K', 'PRESENT_V'],
+      attributes: { num_heads: H, kv_num_heads: kvH, scale: { float: 1 / Math.sqrt(D) } },
+    }],
+    inputs: [
+      { name: 'Q', type: 'FLOAT', dims: [1, S, H * D] },
+      { name: 'K', type: 'FLOAT', dims: [1, S, kvH * D] },
+      { name: 'V', type: 'FLOAT', dims: [1, S, kvH * D] },
+      { name: 'PK', type: 'FLOAT', dims: [1, kvH, past, D] },
+      { name: 'PV', type: 'FLOAT', dims: [1, kvH, past, D] },
+      { name: 'SEQLENS', type: 'INT32', dims: [1] },
+      { name: 'TOTAL', type: 'INT32', dims: [] },
+    ],
+    outputs: [
+      { name: 'O', type: 'FLOAT', dims: [1, S, H * D] },
+      // Symbolic length: shape inference cannot see total_sequence_length (an input).
+      { name: 'PRESENT_K', type: 'FLOAT', dims: [1, kvH, 'present', D] },
+      { name: 'PRESENT_V', type: 'FLOAT', dims: [1, kvH, 'present', D] },
+    ],
+  });
+}
+
+/**
+ * The MoE layer as the plain op graph an exporter emits when the runtime has no MoE op (ORT's WebGPU
+ * EP has none): every expert on every token, weighted by dense routing weights and summed,
+ *   y = Σ_e w[e, t] · down_e(silu(gate_e x_t) ⊙ up_e x_t)
+ * with batched MatMuls over the expert axis. Inputs X [T, hidden] and W [E, T, 1] (the routing
+ * weights, zero for experts a token did not choose); gate / up [E, inter, hidden], down [E, hidden,
+ * inter] in Hugging Face's [out, in] layout, stored transposed for MatMul. E/k times the routed work.
+ */
+export function moeDenseGraphModel(T: number, hidden: number, inter: number, E: number, gate: Float32Array, up: Float32Array, down: Float32Array): Uint8Array {
+  const transposeEach = (w: Float32Array, rows: number, cols: number) => {
+    const t = new Float32Array(w.length);
+    for (let e = 0; e < E; e++) for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[e * rows * cols + c * rows + r] = w[e * rows * cols + r * cols + c];
+    return t;
+  };
+  return buildModel({
+    nodes: [
+      { opType: 'Unsqueeze', inputs: ['X', 'AXIS0'], outputs: ['X3'] },
+      { opType: 'MatMul', inputs: ['X3', 'WG'], outputs: ['G'] },
+      { opType: 'MatMul', inputs: ['X3', 'WU'], outputs: ['U'] },
+      { opType: 'Sigmoid', inputs: ['G'], outputs: ['SG'] },
+      { opType: 'Mul', inputs: ['G', 'SG'], outputs: ['SILU'] },
+      { opType: 'Mul', inputs: ['SILU', 'U'], outputs: ['A'] },
+      { opType: 'MatMul', inputs: ['A', 'WD'], outputs: ['YE'] },
+      { opType: 'Mul', inputs: ['YE', 'W'], outputs: ['YW'] },
+      { opType: 'ReduceSum', inputs: ['YW', 'AXIS0'], outputs: ['Y'], attributes: { keepdims: 0 } },
+    ],
+    inputs: [
+      { name: 'X', type: 'FLOAT', dims: [T, hidden] },
+      { name: 'W', type: 'FLOAT', dims: [E, T, 1] },
+    ],
+    outputs: [{ name: 'Y', type: 'FLOAT', dims: [T, hidden] }],
+    initializers: [
+      { name: 'AXIS0', type: 'INT64', dims: [1], data: BigInt64Array.of(0n) },
+      { name: 'WG', type: 'FLOAT', dims: [E, hidden, inter], data: transposeEach(gate, inter, hidden) },
+      { name: 'WU', type: 'FLOAT', dims: [E, hidden, inter], data: transposeEach(up, inter, hidden) },
+      { name: 'WD', type: 'FLOAT', dims: [E, inter, hidden], data: transposeEach(down, hidden, inter) },
+    ],
+  });
+}

@@ -46,9 +46,12 @@ export function resultsTable(r: BenchReport): Table {
 
 export function peersTable(r: BenchReport): Table {
   return {
-    headers: ['suite', 'name', 'shape', 'peer', 'ours ms', 'peer ms', 'peer/ours', 'note'],
-    align: ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'l'],
-    rows: r.peers.map((p) => [p.suite, p.name, p.shape ?? '', p.peer, fmtNum(p.oursMs, 4), fmtNum(p.peerMs, 4), Number.isFinite(p.ratio) ? `${fmtNum(p.ratio, 3)}×` : '–', p.note ?? '']),
+    headers: ['suite', 'name', 'shape', 'peer', 'ours ms', 'peer ms', 'peer/ours', 'timing (both sides)', 'note'],
+    align: ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'l', 'l'],
+    rows: r.peers.map((p) => [
+      p.suite, p.name, p.shape ?? '', p.peer, fmtNum(p.oursMs, 4), fmtNum(p.peerMs, 4), Number.isFinite(p.ratio) ? `${fmtNum(p.ratio, 3)}×` : '–',
+      p.symmetric ? p.timing ?? '' : `NOT symmetric${p.timing ? ` (${p.timing})` : ''}`, p.note ?? '',
+    ]),
   };
 }
 
@@ -102,7 +105,7 @@ export function formatReport(r: BenchReport): string {
     '',
     renderText(resultsTable(r)),
   ];
-  if (r.peers.length) parts.push('', 'peers (onnxruntime-web on the same device; peer/ours > 1 means webmoe is faster)', renderText(peersTable(r)));
+  if (r.peers.length) parts.push('', 'peers (onnxruntime-web on the same device; peer/ours > 1 means webmoe is faster; each row times both sides with the protocol in its timing column, wall clock even in a timestamp run)', renderText(peersTable(r)));
   if (r.peerChecks.length) parts.push('', 'peer output checks (peer against ours on one small shape)', renderText(peerChecksTable(r)));
   if (r.e2e.length) parts.push('', 'end to end', renderText(e2eTable(r)));
   if (r.suiteMs) parts.push('', `time per suite: ${Object.entries(r.suiteMs).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)} s`).join(', ')}`);
@@ -178,4 +181,43 @@ export function validateReport(x: unknown): string[] {
   else for (const [k, v] of Object.entries(x.suiteMs)) num(v, `suiteMs.${k}`);
   num(x.durationMs, 'durationMs');
   return p;
+}
+
+/**
+ * Two saved reports side by side: every kernel row, peer row and end-to-end row that either has,
+ * matched by its identity (suite, name, variant, shape / suite, name, peer, shape / model), with
+ * A's and B's figures and B ÷ A. Rows only one report has show '–' on the other side.
+ */
+export function compareTables(a: BenchReport, b: BenchReport): { results: Table; peers: Table; e2e: Table } {
+  const ratio = (x: number | undefined, y: number | undefined) => (x !== undefined && y !== undefined && x > 0 && Number.isFinite(y) ? `${fmtNum(y / x, 3)}×` : '–');
+  const join = <T>(xs: T[], ys: T[], key: (t: T) => string) => {
+    const order: string[] = [];
+    const left = new Map<string, T>(), right = new Map<string, T>();
+    for (const x of xs) { const k = key(x); if (!left.has(k) && !right.has(k)) order.push(k); left.set(k, x); }
+    for (const y of ys) { const k = key(y); if (!left.has(k) && !right.has(k)) order.push(k); right.set(k, y); }
+    return order.map((k) => [left.get(k), right.get(k)] as const);
+  };
+  const results = join(a.results, b.results, (r) => [r.suite, r.name, r.variant, r.shape].join('\u0000')).map(([x, y]) => {
+    const r = (x ?? y)!;
+    return [r.suite, r.name, r.variant, r.shape, x ? fmtNum(x.medianMs, 4) : '–', y ? fmtNum(y.medianMs, 4) : '–', ratio(x?.medianMs, y?.medianMs)];
+  });
+  const peers = join(a.peers, b.peers, (p) => [p.suite, p.name, p.peer, p.shape ?? ''].join('\u0000')).map(([x, y]) => {
+    const p = (x ?? y)!;
+    return [p.suite, p.name, p.shape ?? '', p.peer, x ? fmtNum(x.ratio, 3) : '–', y ? fmtNum(y.ratio, 3) : '–', x && y && x.symmetric && y.symmetric ? 'both symmetric' : 'not both symmetric'];
+  });
+  const e2e = join(a.e2e, b.e2e, (e) => e.model).map(([x, y]) => {
+    const e = (x ?? y)!;
+    return [e.model, x ? fmtNum(x.prefillTokPerS) : '–', y ? fmtNum(y.prefillTokPerS) : '–', ratio(x?.prefillTokPerS, y?.prefillTokPerS), x ? fmtNum(x.decodeTokPerS) : '–', y ? fmtNum(y.decodeTokPerS) : '–', ratio(x?.decodeTokPerS, y?.decodeTokPerS)];
+  });
+  return {
+    results: { headers: ['suite', 'name', 'variant', 'shape', 'A ms', 'B ms', 'B ÷ A'], align: ['l', 'l', 'l', 'l', 'r', 'r', 'r'], rows: results },
+    peers: { headers: ['suite', 'name', 'shape', 'peer', 'A peer/ours', 'B peer/ours', 'timing'], align: ['l', 'l', 'l', 'l', 'r', 'r', 'l'], rows: peers },
+    e2e: { headers: ['model', 'A prefill tok/s', 'B prefill tok/s', 'B ÷ A', 'A decode tok/s', 'B decode tok/s', 'B ÷ A'], align: ['l', 'r', 'r', 'r', 'r', 'r', 'r'], rows: e2e },
+  };
+}
+
+/** One line naming a report (for the comparison's A / B headings). */
+export function reportLabel(r: BenchReport): string {
+  const d = r.device;
+  return `${r.timestamp} · ${r.quick ? 'quick' : 'full'} · ${r.env} · ${r.timing} timing · ${[d.vendor, d.architecture, d.description].filter(Boolean).join(' / ') || 'unknown adapter'}`;
 }

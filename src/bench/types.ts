@@ -33,6 +33,15 @@ export interface PeerResult {
   /** The shape both sides ran, and how the peer was driven (I/O location, threads, ...). */
   shape?: string;
   note?: string;
+  /** The peer's op (matches a PeerCheck's `op`: the e2e test requires a passing check for each). */
+  op?: string;
+  /**
+   * True when both sides were timed here with one protocol (src/bench/peers.ts timeCalls); false or
+   * absent when `oursMs` came from the suite's own measurement.
+   */
+  symmetric?: boolean;
+  /** How the row was timed (clock, submits and waits per call, I/O location, warm-up and iterations). */
+  timing?: string;
 }
 
 /** A peer's output checked against ours on one small shape, so the peer really computes the same thing. */

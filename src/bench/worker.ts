@@ -9,7 +9,8 @@ import { runBench } from './runner';
 import { suites } from './registry';
 import type { BenchReport } from './types';
 
-export type ToWorker = { type: 'run'; quick: boolean; suites?: string[]; peers: boolean; timestamps: boolean } | { type: 'list' };
+/** `baseUrl`: the page's URL (public/ is served there); the Worker's own location is its script under assets/. */
+export type ToWorker = { type: 'run'; quick: boolean; suites?: string[]; peers: boolean; timestamps: boolean; baseUrl?: string } | { type: 'list' };
 export type FromWorker =
   | { type: 'progress'; fraction: number; step: string }
   | { type: 'done'; report: BenchReport }
@@ -24,7 +25,7 @@ self.onmessage = async (ev: MessageEvent<ToWorker>) => {
   if (msg.type === 'list') return post({ type: 'suites', names: suites.map((s) => s.name) });
   try {
     if (!gpu || gpu.lostError) gpu = await acquireGpu({ label: 'webmoe-bench' });
-    const report = await runBench(gpu, { quick: msg.quick, suites: msg.suites, peers: msg.peers, timestamps: msg.timestamps, env: 'browser', onProgress: (fraction, step) => post({ type: 'progress', fraction, step }) });
+    const report = await runBench(gpu, { quick: msg.quick, suites: msg.suites, peers: msg.peers, timestamps: msg.timestamps, baseUrl: msg.baseUrl, env: 'browser', onProgress: (fraction, step) => post({ type: 'progress', fraction, step }) });
     post({ type: 'done', report });
   } catch (e) {
     const err = e as Error;

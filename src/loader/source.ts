@@ -357,7 +357,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
     if (!mine) return true;
     let res: Response;
     try {
-      res = await doFetch(url, { method: 'HEAD', headers: opts.headers, signal });
+      res = await doFetch(url, { method: 'HEAD', headers: opts.headers, signal, cache: 'no-store' });
     } catch (e) {
       const t = asTypedAbort(e, signal);
       if (t instanceof AbortError) throw t;
@@ -383,7 +383,12 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
 
   const request = async (headers: Record<string, string>, signal?: AbortSignal): Promise<Response> => {
     try {
-      return await doFetch(url, { headers: { ...opts.headers, ...headers }, signal });
+      // no-store: keep the browser's HTTP cache out of weight downloads. Chromium's, holding the probe's
+      // range of a file while a full GET of it was still being written into the same entry, has
+      // answered a later Range request with the right status and Content-Range but wrong bytes past
+      // the cached prefix: garbage weights (NaN logits, greedy token 0) and no error (issue 21;
+      // test/e2e/weights-intact.spec.ts). The Cache API copy (loader/cache.ts) is the cache here.
+      return await doFetch(url, { headers: { ...opts.headers, ...headers }, signal, cache: 'no-store' });
     } catch (e) {
       const t = asTypedAbort(e, signal);
       if (t instanceof WebMoeError) throw t;

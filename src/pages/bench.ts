@@ -9,7 +9,7 @@
  */
 import type { BenchReport } from '../bench/types';
 import type { FromWorker, ToWorker } from '../bench/worker';
-import { e2eTable, fmtBytes, fmtNum, shorten, peerChecksTable, peersTable, resultsTable, type Table } from '../bench/report';
+import { compareTables, e2eTable, fmtBytes, fmtNum, reportLabel, shorten, peerChecksTable, peersTable, resultsTable, validateReport, type Table } from '../bench/report';
 import { rooflineSvg } from './roofline';
 import { escapeHtml } from './format';
 import { probeWebGpu } from './adapter';
@@ -140,7 +140,7 @@ function run(quick: boolean) {
     worker?.terminate();
     worker = null;
   };
-  worker.postMessage({ type: 'run', quick, suites, peers, timestamps } satisfies ToWorker);
+  worker.postMessage({ type: 'run', quick, suites, peers, timestamps, baseUrl: new URL('./', location.href).href } satisfies ToWorker);
 }
 
 function stopTimer() {
@@ -196,7 +196,55 @@ function download() {
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
 
+// ---- two saved reports side by side ---------------------------------------------------------------
+
+const compared: { a: BenchReport | null; b: BenchReport | null } = { a: null, b: null };
+
+async function readReport(file: File): Promise<BenchReport> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await file.text());
+  } catch (e) {
+    throw new Error(`${file.name}: not JSON (${(e as Error).message})`);
+  }
+  const problems = validateReport(parsed);
+  if (problems.length) throw new Error(`${file.name}: not a webmoe benchmark report (${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''})`);
+  return parsed as BenchReport;
+}
+
+function renderComparison() {
+  const { a, b } = compared;
+  const el = $('compare');
+  if (!a || !b) { el.innerHTML = `<p class="empty">${a || b ? 'Pick the other report.' : 'Pick two reports.'}</p>`; return; }
+  const t = compareTables(a, b);
+  el.dataset.rows = String(t.results.rows.length + t.peers.rows.length + t.e2e.rows.length);
+  el.innerHTML = `<p><b>A</b>: ${escapeHtml(reportLabel(a))}<br><b>B</b>: ${escapeHtml(reportLabel(b))}</p>`
+    + (a.timing !== b.timing ? `<p class="bad">A uses ${a.timing} timing and B ${b.timing} timing: kernel times are not comparable.</p>` : '')
+    + `<h3>Kernels</h3><div class="table-wrap">${tableHtml(t.results)}</div>`
+    + (t.peers.rows.length ? `<h3>Peers</h3><div class="table-wrap">${tableHtml(t.peers)}</div>` : '')
+    + (t.e2e.rows.length ? `<h3>End to end</h3><div class="table-wrap">${tableHtml(t.e2e)}</div>` : '');
+}
+
+function compareInput(which: 'a' | 'b') {
+  const input = $<HTMLInputElement>(`compare-${which}`);
+  input.addEventListener('change', async () => {
+    const file = input.files?.[0];
+    compared[which] = null;
+    if (file) {
+      try {
+        compared[which] = await readReport(file);
+      } catch (e) {
+        $('compare').innerHTML = `<p class="bad">${escapeHtml((e as Error).message)}</p>`;
+        return;
+      }
+    }
+    renderComparison();
+  });
+}
+
 async function main() {
+  compareInput('a');
+  compareInput('b');
   $('run-quick').addEventListener('click', () => run(true));
   $('run-full').addEventListener('click', () => run(false));
   $('download').addEventListener('click', download);

@@ -39,9 +39,30 @@ test('the benchmark page finishes its quick mode and exports well-formed JSON', 
   expect(report.ceilings.fmaGflops).toBeGreaterThan(0);
   expect(report.ceilings.copyGBps).toBeGreaterThan(0);
   expect(report.results.some((r: { suite: string }) => r.suite === 'matmul-f32')).toBe(true);
-  // Every suite ran or reported why not; peers that ran were checked against our kernels.
+  // The run fails loudly: no suite may have failed or recorded a problem (a peer that could not run,
+  // a model that did not load, ...), whatever the tables show.
   expect(report.suites.length).toBeGreaterThan(0);
+  expect(report.errors, report.errors.map((e: { suite: string; message: string }) => `${e.suite}: ${e.message}`).join('\n')).toEqual([]);
+  // Peers: some ran, each checked against our kernels, and every timed peer op passed its output check.
+  expect(report.peers.length, 'no peer comparison ran').toBeGreaterThan(0);
+  expect(report.peerChecks.length, 'no peer output check ran').toBeGreaterThan(0);
   for (const c of report.peerChecks) expect(c.ok, `${c.peer} ${c.op} ${c.shape}: ${c.note ?? c.maxAbsDiff}`).toBe(true);
+  for (const p of report.peers) {
+    const checked = report.peerChecks.some((c: { peer: string; op: string; ok: boolean }) => c.peer === p.peer && c.op === p.op && c.ok);
+    expect(checked, `${p.peer} ${p.op} (${p.suite} ${p.name}) was timed without a passing output check`).toBe(true);
+    expect(p.symmetric, `${p.peer} ${p.name}: ours and the peer were not timed with one protocol`).toBe(true);
+  }
+  // Peers for every kernel family: matmul, int4 / int8 GEMV, attention (prefill, decode), MoE.
+  const ops = new Set(report.peers.map((p: { op: string }) => p.op));
+  for (const op of ['MatMul f32', 'MatMulNBits int4 b32', 'MatMulNBits int8 b32', 'MultiHeadAttention causal', 'GroupQueryAttention', 'MoE SwiGLU', 'MoE dense expert graph', 'whole model, GGUF Q8_0, greedy']) expect(ops.has(op), `no ${op} peer row`).toBe(true);
+
+  // Two saved reports side by side (here the same one twice: every row matched, B ÷ A = 1).
+  const saved = (await download.path())!;
+  await page.setInputFiles('#compare-a', saved);
+  await page.setInputFiles('#compare-b', saved);
+  await expect(page.locator('#compare table.data')).not.toHaveCount(0);
+  expect(Number(await page.locator('#compare').getAttribute('data-rows'))).toBe(report.results.length + report.peers.length + report.e2e.length);
+  await expect(page.locator('#compare')).not.toContainText('not comparable');
   expect(pageErrors).toEqual([]);
 });
 

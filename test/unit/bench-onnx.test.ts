@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-web';
-import { ProtoWriter, matmulModel, matmulNBitsModel, quantizeNBits, attentionModel, moeModel } from '../../src/bench/onnx-builder';
+import { ProtoWriter, matmulModel, matmulNBitsModel, quantizeNBits, attentionModel, moeModel, gqaModel, moeDenseGraphModel } from '../../src/bench/onnx-builder';
 import { mulberry32, randomUniform } from '../../src/util/random';
 
 // The in-process ONNX builder, checked by running its models on onnxruntime-web's wasm (CPU) backend
@@ -29,10 +29,10 @@ function matmulRef(x: Float32Array, w: Float32Array, M: number, N: number, K: nu
   return y;
 }
 
-async function run(model: Uint8Array, feeds: Record<string, [Float32Array, number[]]>) {
+async function run(model: Uint8Array, feeds: Record<string, [Float32Array | Int32Array, number[]]>) {
   const s = await ort.InferenceSession.create(model, { executionProviders: ['wasm'] });
   const t: Record<string, ort.Tensor> = {};
-  for (const [k, [d, dims]] of Object.entries(feeds)) t[k] = new ort.Tensor('float32', d, dims);
+  for (const [k, [d, dims]] of Object.entries(feeds)) t[k] = d instanceof Int32Array ? new ort.Tensor('int32', d, dims) : new ort.Tensor('float32', d, dims);
   const out = await s.run(t);
   await s.release();
   return Object.values(out)[0].data as Float32Array;
@@ -119,6 +119,61 @@ describe('one-node ONNX models on the wasm backend', () => {
       }
     }
     const got = await run(moeModel(T, h, I, E, k, gate, up, down), { X: [x, [T, h]], R: [logits, [T, E]] });
+    expect(maxDiff(got, ref)).toBeLessThan(TOL);
+  });
+
+  it.each([[1, 9], [3, 11], [5, 5]])('GroupQueryAttention: S %i new rows after a cache, L %i, 6 query / 2 KV heads (BNSH past)', async (S, L) => {
+    const H = 6, kvH = 2, D = 8, past = L - S;
+    const q = randomUniform(S * H * D, 1), k = randomUniform(L * kvH * D, 2), v = randomUniform(L * kvH * D, 3);
+    const ref = new Float32Array(S * H * D);
+    for (let i = 0; i < S; i++) for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / (H / kvH)), last = past + i;
+      const sc: number[] = [];
+      for (let j = 0; j <= last; j++) {
+        let s = 0;
+        for (let d = 0; d < D; d++) s += q[i * H * D + h * D + d] * k[j * kvH * D + g * D + d];
+        sc.push(s / Math.sqrt(D));
+      }
+      const mx = Math.max(...sc), e = sc.map((s) => Math.exp(s - mx)), z = e.reduce((a, b) => a + b, 0);
+      for (let d = 0; d < D; d++) {
+        let o = 0;
+        for (let j = 0; j <= last; j++) o += (e[j] / z) * v[j * kvH * D + g * D + d];
+        ref[i * H * D + h * D + d] = o;
+      }
+    }
+    const bnsh = (x: Float32Array) => {
+      const t = new Float32Array(past * kvH * D);
+      for (let r = 0; r < past; r++) for (let g = 0; g < kvH; g++) for (let d = 0; d < D; d++) t[(g * past + r) * D + d] = x[r * kvH * D + g * D + d];
+      return t;
+    };
+    const got = await run(gqaModel(S, past, H, kvH, D), {
+      Q: [q, [1, S, H * D]], K: [k.slice(past * kvH * D), [1, S, kvH * D]], V: [v.slice(past * kvH * D), [1, S, kvH * D]],
+      PK: [bnsh(k), [1, kvH, past, D]], PV: [bnsh(v), [1, kvH, past, D]], SEQLENS: [Int32Array.of(L - 1), [1]], TOTAL: [Int32Array.of(L), []],
+    });
+    expect(maxDiff(got, ref)).toBeLessThan(TOL);
+  });
+
+  it('MoE as the dense expert graph (no MoE op): routing weights [E, T, 1], every expert computed', async () => {
+    const T = 3, h = 12, I = 8, E = 5;
+    const gate = randomUniform(E * I * h, 1, -0.5, 0.5), up = randomUniform(E * I * h, 2, -0.5, 0.5), down = randomUniform(E * h * I, 3, -0.5, 0.5);
+    const x = randomUniform(T * h, 4);
+    const w = randomUniform(E * T, 5, 0, 1).map((v, i) => (i % 3 === 1 ? 0 : v)); // some experts unchosen
+    const silu = (v: number) => v / (1 + Math.exp(-v));
+    const ref = new Float32Array(T * h);
+    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) {
+      const a = new Float32Array(I);
+      for (let i = 0; i < I; i++) {
+        let g = 0, u = 0;
+        for (let j = 0; j < h; j++) { g += gate[(e * I + i) * h + j] * x[t * h + j]; u += up[(e * I + i) * h + j] * x[t * h + j]; }
+        a[i] = silu(g) * u;
+      }
+      for (let o = 0; o < h; o++) {
+        let y = 0;
+        for (let i = 0; i < I; i++) y += down[(e * h + o) * I + i] * a[i];
+        ref[t * h + o] += w[e * T + t] * y;
+      }
+    }
+    const got = await run(moeDenseGraphModel(T, h, I, E, gate, up, down), { X: [x, [T, h]], W: [w, [E, T, 1]] });
     expect(maxDiff(got, ref)).toBeLessThan(TOL);
   });
 });

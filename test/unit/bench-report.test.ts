@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatReport, validateReport, renderText, resultsTable, peersTable, fmtNum, fmtBytes, shorten } from '../../src/bench/report';
+import { compareTables, formatReport, validateReport, renderText, resultsTable, peersTable, fmtNum, fmtBytes, shorten } from '../../src/bench/report';
 import { collectSuites, runnableSuites, selectSuites } from '../../src/bench/registry';
 import { RunContext, median } from '../../src/bench/context';
 import { rooflineSvg } from '../../src/pages/roofline';
@@ -24,6 +24,23 @@ function sampleReport(): BenchReport {
 }
 
 describe('bench report', () => {
+  it('compares two reports row by row: matched rows get B ÷ A, rows of one report only a dash on the other side', () => {
+    const a = sampleReport();
+    const b = sampleReport();
+    b.results[0] = { ...b.results[0], medianMs: 3 };
+    b.results.push({ ...b.results[0], shape: '1×128 · 128×128', medianMs: 5 });
+    b.peers[0] = { ...b.peers[0], ratio: 2, symmetric: true };
+    b.e2e[0] = { ...b.e2e[0], decodeTokPerS: 20 };
+    const t = compareTables(a, b);
+    expect(t.results.rows).toEqual([
+      ['matmul-f32', 'gemv', 'f32 gemv', '1×64 · 64×64', '2.000', '3.000', '1.50×'],
+      ['attention', 'kv bytes', 'MLA', 'tiny', '0', '0', '–'],
+      ['matmul-f32', 'gemv', 'f32 gemv', '1×128 · 128×128', '–', '5.000', '–'],
+    ]);
+    expect(t.peers.rows).toEqual([['matmul-f32', 'gemv f32', '', 'ort-webgpu', '1.50', '2.00', 'not both symmetric']]);
+    expect(t.e2e.rows).toEqual([['tiny', '100', '100', '1.00×', '10.0', '20.0', '2.00×']]);
+  });
+
   it('accepts a well-formed report, also after a JSON round trip', () => {
     expect(validateReport(sampleReport())).toEqual([]);
     expect(validateReport(JSON.parse(JSON.stringify(sampleReport())))).toEqual([]);

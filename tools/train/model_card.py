@@ -49,6 +49,15 @@ def runtime_samples(out):
     return r.stdout.rstrip("\n")
 
 
+def runtime_perplexity(out, data_dir):
+    """The held-out perplexity recomputed by the webmoe runtime on the exported files (same windows as
+    heldout_eval): `node tools/heldout-perplexity.mjs` (needs `npm run build:lib` first). Returns its JSON."""
+    r = subprocess.run(["node", os.path.join(REPO, "tools", "heldout-perplexity.mjs"), "--model", os.path.abspath(out),
+                        "--heldout", os.path.join(os.path.abspath(data_dir), "heldout.bin")],
+                       check=True, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def bucket_means(vio, edges):
     """vio [steps][layers] -> rows (label, [mean per layer]) for step ranges (1-based, inclusive)."""
     rows = []
@@ -110,6 +119,7 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     args = state_ck.get("args", {})
     steps_sched = st["step"] if args.get("time_budget") else args.get("steps", st["step"])
     samples = runtime_samples(out)
+    rt = runtime_perplexity(out, data_dir)
 
     loss_svg(os.path.join(out, "loss.svg"), st["loss"], st["eval"], max(steps_sched, st["step"]))
 
@@ -172,7 +182,9 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
       f"{args.get('eval_every', 200)} steps on {args.get('eval_seqs', 32)} windows and the best checkpoint is kept).\n")
     w("## Evaluation (held-out split, exported weights)\n")
     w(f"| metric | value |\n|---|---|\n| held-out cross-entropy | {loss:.3f} nats/token |\n"
-      f"| **held-out perplexity** | **{math.exp(loss):.1f}** |\n| unigram baseline perplexity (add-one, train counts) | {math.exp(uni):.1f} |\n"
+      f"| **held-out perplexity** | **{math.exp(loss):.1f}** |\n"
+      f"| the same, recomputed by the webmoe runtime (`node tools/heldout-perplexity.mjs --model <model> --heldout <data>/heldout.bin`, {rt['weights']} weights, {rt['date']}) | {rt['perplexity']:.1f} ({rt['tokens']:,} tokens) |\n"
+      f"| unigram baseline perplexity (add-one, train counts) | {math.exp(uni):.1f} |\n"
       f"| bits per byte (UTF-8) | {bpb:.3f} |\n| evaluated tokens | {ntok:,} (non-overlapping {seq}-token windows) |\n")
     w("### Loss curve\n")
     w("![loss curve](loss.svg)\n")

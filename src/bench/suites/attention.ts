@@ -10,11 +10,13 @@
  */
 import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
+import type { Recorder } from '../../gpu/recorder';
 import { attentionDecode, attentionDecodeInfo, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, type AttentionArgs } from '../../kernels/attention';
 import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../model/kvcache';
 import { LatentKvCache, MhaKvCache } from '../../model/kvcache';
 import { randomUniform } from '../../util/random';
 import { f32ArrayToF16 } from '../../util/half';
+import { attentionInputs, checkPeerAttention, checkPeerGqa, gqaInputs, peerAttention, peerGqa, type AttentionShape, type GqaShape } from '../peers';
 
 const SUITE = 'attention';
 
@@ -177,6 +179,66 @@ async function cacheBytes(ctx: BenchContext) {
   }
 }
 
+/**
+ * Our attention on `n` new queries against `L` keys (causal, scale 1/√dQk), q [n, H·dQk], k [L, kvH·dQk],
+ * v [L, kvH·dV]: FlashAttention for prefill (n = L), the decode kernel ('auto' splits) for n = 1.
+ */
+function oursAttention(gpu: Gpu, a: { S: number; L: number; H: number; kvH: number; dQk: number; dV: number }, q: Float32Array, k: Float32Array, v: Float32Array) {
+  const shape = { S: a.S, T: a.L, past: a.L - a.S, heads: a.H, kvHeads: a.kvH, dQk: a.dQk, dV: a.dV, scale: a.dQk ** -0.5, causal: true };
+  const bq = gpu.buffers.upload('bench.peer.attn.q', q), bk = gpu.buffers.upload('bench.peer.attn.k', k), bv = gpu.buffers.upload('bench.peer.attn.v', v);
+  const out = gpu.buffers.create('bench.peer.attn.out', a.S * a.H * a.dV * 4);
+  const base: AttentionArgs = { ...shape, q: bq, k: bk, v: bv, out };
+  const decodeStep = a.S === 1;
+  const splits = decodeStep ? attentionDecodeInfo(gpu, { ...base, splits: 'auto' }).splits : 1;
+  const scratch = gpu.buffers.create('bench.peer.attn.split', Math.max(16, attentionScratchBytes(shape, splits)));
+  const args: AttentionArgs = { ...base, splits, scratch };
+  const record = (rec: Recorder) => (decodeStep ? attentionDecode(gpu, rec, args) : flashAttention(gpu, rec, args));
+  return {
+    call: { record, inputs: [{ buffer: bq, data: q }, { buffer: bk, data: k }, { buffer: bv, data: v }], output: { buffer: out, bytes: out.size } },
+    read: async () => gpu.checked(async () => { const rec = gpu.recorder('bench.peer.attn'); record(rec); rec.submit(); return gpu.buffers.readF32(out, 0, a.S * a.H * a.dV); }),
+    destroy: () => { for (const b of [bq, bk, bv, out, scratch]) gpu.buffers.destroy(b); gpu.temps.releaseAll(); },
+  };
+}
+
+/**
+ * onnxruntime-web's attention contrib ops against ours, each checked on a small ragged shape first:
+ *  - prefill: MultiHeadAttention (causal, S = L) at DeepSeek-V2-Lite's MLA prefill head shapes
+ *    (16 heads, q/k dim 192 = nope 128 + rope 64, v dim 128) against our FlashAttention;
+ *  - decode: GroupQueryAttention (one query, KV cache of L − 1 rows, 32 query / 8 KV heads, d 128)
+ *    against our decode kernel ('auto' splits).
+ * (Absorbed-MLA decode, K = 576 ≠ V = 512 over one latent head, has no ORT op.)
+ */
+async function attentionPeers(ctx: BenchContext) {
+  const gpu = ctx.gpu;
+  ctx.progress('attention: checking peers against our kernels');
+  const mhaSmall: AttentionShape = { S: 19, L: 19, H: 2, D: 24, Dv: 16, causal: true };
+  await checkPeerAttention(ctx, mhaSmall, async (q, k, v) => {
+    const o = oursAttention(gpu, { S: 19, L: 19, H: 2, kvH: 2, dQk: 24, dV: 16 }, q, k, v);
+    try { return await o.read(); } finally { o.destroy(); }
+  }, 1e-4);
+  const gqaSmall: GqaShape = { S: 1, L: 37, H: 8, kvH: 2, D: 16 };
+  await checkPeerGqa(ctx, gqaSmall, async (q, k, v) => {
+    const o = oursAttention(gpu, { S: 1, L: 37, H: 8, kvH: 2, dQk: 16, dV: 16 }, q, k, v);
+    try { return await o.read(); } finally { o.destroy(); }
+  }, 1e-4);
+  for (const L of ctx.quick ? [64] : [256, 1024]) {
+    const s: AttentionShape = { S: L, L, H: 16, D: 192, Dv: 128, causal: true };
+    const [q, k, v] = attentionInputs(s, 51);
+    const o = oursAttention(gpu, { S: L, L, H: 16, kvH: 16, dQk: 192, dV: 128 }, q, k, v);
+    try {
+      await peerAttention(ctx, s, { name: 'prefill (MLA heads, V2-Lite)', ours: o.call, wasmMaxFlops: ctx.quick ? 3e8 : 4e9 });
+    } finally { o.destroy(); }
+  }
+  for (const L of ctx.quick ? [256] : [512, 2048, 8192]) {
+    const s: GqaShape = { S: 1, L, H: 32, kvH: 8, D: 128 };
+    const [q, k, v] = gqaInputs(s, 91);
+    const o = oursAttention(gpu, { S: 1, L, H: 32, kvH: 8, dQk: 128, dV: 128 }, q, k, v);
+    try {
+      await peerGqa(ctx, s, { name: 'decode GQA 32/8 d=128', ours: o.call, repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4 });
+    } finally { o.destroy(); }
+  }
+}
+
 export const attentionSuite: BenchSuite = {
   name: 'attention',
   order: 30,
@@ -186,6 +248,7 @@ export const attentionSuite: BenchSuite = {
     await prefill(ctx, { seqs: ctx.quick ? [128, 256] : [256, 1024, 4096], naive: true });
     const lengths = ctx.quick ? [128, 512] : [128, 512, 2048, 8192];
     await decode(ctx, { runs: [{ variant: 'mla', lengths }, { variant: 'gqa', lengths }] });
+    if (ctx.peers) await attentionPeers(ctx);
   },
 };
 
@@ -199,6 +262,8 @@ export const attentionCoreSuite: BenchSuite = {
   name: 'attention-core',
   order: 31,
   nodeOk: true,
+  // Its shapes do not shrink in quick mode (two minutes on SwiftShader): named runs only.
+  fullOnly: true,
   async run(ctx) {
     await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192], tiled: [8192] }, { variant: 'gqa', lengths: [8192] }], iters: (L) => (L >= 8192 ? 3 : 5) });
     await prefill(ctx, { seqs: [1024, 4096], naive: false, tiled: true, iters: (seq) => (seq >= 4096 ? 1 : 3) });

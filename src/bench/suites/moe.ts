@@ -19,6 +19,81 @@ import { moeGate, moeExperts, moeCombine, uploadExperts, destroyExperts, MOE_DEC
 import { gemv, matmul } from '../../kernels/matmul';
 import { siluMulRows } from '../../kernels/elementwise';
 import { randomUniform } from '../../util/random';
+import { checkPeerMoE, checkPeerMoeDense, moeInputs, peerMoE, peerMoeDense, topkSoftmax, type MoeShape, type MoeWeights } from '../peers';
+
+/** Our routed experts (f32, no shared expert) for x, CPU-routed ids / weights and per-expert weights. */
+async function oursMoeOnce(ctx: BenchContext, s: MoeShape, x: Float32Array, logits: Float32Array, w: MoeWeights): Promise<Float32Array> {
+  const gpu = ctx.gpu;
+  const { hidden: D, inter: I, E, k: K, T } = s;
+  const experts = uploadExperts(gpu, 'bench.peer.moe', Array.from({ length: E }, (_, e) => ({
+    gate: w.gate.subarray(e * I * D, (e + 1) * I * D), up: w.up.subarray(e * I * D, (e + 1) * I * D), down: w.down.subarray(e * D * I, (e + 1) * D * I),
+  })), D, I);
+  const r = topkSoftmax(logits, T, E, K);
+  const bx = gpu.buffers.upload('bench.peer.moe.x', x), ids = gpu.buffers.upload('bench.peer.moe.ids', r.ids), wts = gpu.buffers.upload('bench.peer.moe.w', r.weights);
+  const out = gpu.buffers.create('bench.peer.moe.out', T * D * 4);
+  try {
+    return await gpu.checked(async () => {
+      const rec = gpu.recorder('bench.peer.moe');
+      moeExperts(gpu, rec, { x: bx, T, experts, ids, weights: wts, K, shared: null, out });
+      rec.submit();
+      return gpu.buffers.readF32(out, 0, T * D);
+    });
+  } finally {
+    destroyExperts(gpu, experts);
+    for (const b of [bx, ids, wts, out]) gpu.buffers.destroy(b);
+    gpu.temps.releaseAll();
+  }
+}
+
+/**
+ * onnxruntime-web's com.microsoft MoE (SwiGLU experts, softmax over the top-k router logits) against
+ * our gate (router GEMV + softmax top-k + renormalise) and routed experts ('auto' mode), f32, no shared
+ * expert; checked first on a small ragged shape with the routing done on the CPU for both.
+ */
+async function moePeers(ctx: BenchContext) {
+  const gpu = ctx.gpu;
+  ctx.progress('moe: checking the MoE peer against our experts');
+  for (const small of [{ T: 1, hidden: 32, inter: 24, E: 6, k: 2 }, { T: 5, hidden: 48, inter: 20, E: 8, k: 3 }] as MoeShape[]) {
+    // The fused MoE op exists on ORT's CPU EP only (its WebGPU EP assigns the node to the CPU EP).
+    await checkPeerMoE(ctx, small, (x, logits, w) => oursMoeOnce(ctx, small, x, logits, w), 1e-4, ['wasm']);
+    // On WebGPU: the op graph an exporter emits without a MoE op (all experts, dense routing weights).
+    await checkPeerMoeDense(ctx, small, (x, logits, w) => oursMoeOnce(ctx, small, x, logits, w), 1e-4, ['webgpu']);
+  }
+  const shapes: MoeShape[] = ctx.quick ? [{ T: 1, hidden: 256, inter: 128, E: 16, k: 4 }] : [{ T: 1, hidden: 1024, inter: 704, E: 16, k: 6 }, { T: 16, hidden: 1024, inter: 704, E: 16, k: 6 }];
+  for (const s of shapes) {
+    const { hidden: D, inter: I, E, k: K, T } = s;
+    const { x, w } = moeInputs(s, 71);
+    const experts = uploadExperts(gpu, 'bench.peer.moe', Array.from({ length: E }, (_, e) => ({
+      gate: w.gate.subarray(e * I * D, (e + 1) * I * D), up: w.up.subarray(e * I * D, (e + 1) * I * D), down: w.down.subarray(e * D * I, (e + 1) * D * I),
+    })), D, I);
+    const bx = gpu.buffers.upload('bench.peer.moe.x', x);
+    const gateW = gpu.buffers.upload('bench.peer.moe.gate', randomUniform(E * D, 72, -0.1, 0.1));
+    const ids = gpu.buffers.create('bench.peer.moe.ids', T * K * 4), wts = gpu.buffers.create('bench.peer.moe.w', T * K * 4);
+    const out = gpu.buffers.create('bench.peer.moe.out', T * D * 4);
+    const routing: MoeRouting = { experts: E, topK: K, nGroup: 1, topkGroup: 1, scoring: 'softmax', normTopkProb: true, routedScalingFactor: 1, hasBias: false };
+    try {
+      const ours = {
+        record: (rec: Recorder) => { moeGate(gpu, rec, { x: bx, T, D, gateW, bias: null, routing, ids, weights: wts }); moeExperts(gpu, rec, { x: bx, T, experts, ids, weights: wts, K, shared: null, out }); },
+        inputs: [{ buffer: bx, data: x }], output: { buffer: out, bytes: T * D * 4 },
+      };
+      await peerMoeDense(ctx, s, {
+        name: `MoE layer, routed experts (${ctx.quick ? 'webmoe-tiny shapes' : 'V2-Lite ÷2 widths, 16 experts, top-6'})`,
+        ours, repeat: T === 1 ? (ctx.quick ? 2 : 4) : 1, providers: ['webgpu'],
+        note: `the WebGPU EP has no MoE op: the exporter's dense graph runs all ${E} experts (${(E / K).toFixed(1)}× the routed work); ours also computes the router logits`,
+      });
+      await peerMoE(ctx, s, {
+        name: `MoE layer, routed experts (${ctx.quick ? 'webmoe-tiny shapes' : 'V2-Lite ÷2 widths, 16 experts, top-6'})`,
+        ours,
+        repeat: T === 1 ? (ctx.quick ? 2 : 4) : 1,
+        providers: ['wasm'], wasmMaxFlops: Infinity,
+        note: 'ours also computes the router logits (x · W_gateᵀ); the peer is given them',
+      });
+    } finally {
+      destroyExperts(gpu, experts);
+      for (const b of [bx, gateW, ids, wts, out]) gpu.buffers.destroy(b);
+    }
+  }
+}
 
 interface Shape { D: number; I: number; E: number; K: number; sharedI: number; tokens: number[]; what: string }
 
@@ -32,6 +107,7 @@ export const moeSuite: BenchSuite = {
   name: 'moe',
   order: 40,
   async run(ctx: BenchContext) {
+    if (ctx.peers) await moePeers(ctx);
     const gpu = ctx.gpu;
     const s = moeShapes(ctx.quick);
     const { D, I, K, sharedI } = s;
