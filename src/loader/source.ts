@@ -273,7 +273,7 @@ export interface UrlSourceOptions {
   /**
    * Range reads that fail in transit (a dropped connection, a network error, HTTP 429/5xx) are asked
    * for again, resuming after the bytes already received; a read gives up after this many failed
-   * attempts in a row that brought no new bytes. Default 3.
+   * attempts in a row that brought no new bytes (or after 16 resumed requests). Default 3.
    */
   rangeRetries?: number;
   /** Wait before the k-th retry of a range read: `retryDelayMs · 4^(k-1)`. Default 250 ms (250, 1000, 4000). */
@@ -478,6 +478,8 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
   };
 
   const retries = Math.max(0, opts.rangeRetries ?? 3);
+  /** A read that keeps breaking, even with progress each time, gives up after this many resumed requests. */
+  const MAX_RESUMES = 16;
   const retryDelay = Math.max(0, opts.retryDelayMs ?? 250);
   /** HTTP statuses worth asking again for: the server is busy or a proxy failed, not the request. */
   const transient = (status: number) => status === 429 || status === 502 || status === 503 || status === 504 || status === 500;
@@ -496,6 +498,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
     let got = 0;
     // `failures` counts failed attempts in a row that brought no bytes: a transfer that keeps moving
     // (each attempt resuming further on) is never given up, one that stalls is after `retries`.
+    let resumes = 0;
     for (let failures = 0; ; ) {
       if (failures > 0) await pause(failures, signal);
       const from = offset + got, to = offset + length - 1;
@@ -520,6 +523,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
         if (!r.dropped) return out;
         failures = progressed ? 0 : failures + 1;
         if (failures > retries) throw new TruncatedDownloadError(name, got, length, `${r.dropped} (${retries} retries without progress)`);
+        if (++resumes > MAX_RESUMES) throw new TruncatedDownloadError(name, got, length, `${r.dropped} (broken ${resumes} times)`);
         continue;
       }
       if (res.ok && got === 0) {

@@ -496,11 +496,11 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
       }
     }
   }
-  // Multi-Token Prediction layers (model/load.ts loads those the checkpoint has; from the config alone,
-  // all num_nextn_predict_layers): the decoder block as a main layer's, its routed experts resident (an
+  // Multi-Token Prediction layers (model/load.ts loads those the checkpoint has; a plan from the config
+  // alone counts none): the decoder block as a main layer's, its routed experts resident (an
   // expert cache serves the main layers), eh_proj as its two [D, D] halves, norms f32, the optional copies
   // of the embedding and head. Group 'mtp'; their own KV cache rows below. Not in `parameters`.
-  const mtp = cfg.numNextnPredictLayers > 0 ? mtpLayersPresent(cfg, (n) => !list || byName.has(n)) : [];
+  const mtp = cfg.numNextnPredictLayers > 0 ? mtpLayersPresent(cfg, (n) => byName.has(n)) : [];
   for (const l of mtp) {
     for (const t of layerTensors(cfg, l)) if (t.expert < 0 && !t.spec.stacked) putTensor(t, 'mtp');
     if (isMoeLayer(cfg, l) && cfg.nRoutedExperts) {

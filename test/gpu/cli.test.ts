@@ -99,7 +99,7 @@ describe('webmoe CLI', () => {
 
   it('bad arguments exit with 2 and say what is wrong', async () => {
     for (const [args, msg] of [
-      [['prune', '--model', dir, '--out', join(dir, 'p'), '--sparsity', '3:4'], /--sparsity must be 2:4 or V:2:M/],
+      [['prune', '--model', dir, '--out', join(dir, 'p'), '--sparsity', '3:4'], /--sparsity must be 2:4, V:2:M \(e.g. 64:2:8\) or auto/],
       [['prune', '--model', dir, '--out', join(dir, 'p'), '--sparsity', '2:4', '--apply', 'everything'], /--apply must be experts or all-linear/],
       [['logits', '--model', dir], /--tokens is required/],
       [['logits', '--model', dir, '--tokens', join(dir, 'tokens.json'), '--mode', 'sideways', '--out', 'x'], /--mode must be/],
