@@ -90,7 +90,11 @@ export interface MemoryPlan {
   contextLength: number;
   prefillTokens: number;
   weights: { bytes: number; byFormat: Record<string, number>; byRole: Record<string, number> };
-  /** `mtpBytes`: the MTP layers' own latent cache (allocated at the first speculative step), in gpuBytes too. */
+  /**
+   * `mtpBytes`: the MTP layers' own latent cache at full context (models with MTP layers), allocated at
+   * the first speculative step; not in `bytes` nor in gpuBytes (gpuBytes = weights + kvCache.bytes +
+   * activations + runtime): it is one layer's cache, 1/layers of `bytes`.
+   */
   kvCache: { bytesPerToken: number; bytes: number; mtpBytes?: number };
   activations: { bytes: number; prefillBytes: number; decodeBytes: number };
   runtime: { bytes: number };
@@ -505,7 +509,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     largestBinding: largest,
-    gpuBytes: weightBytes + kvBytes + mtpKvBytes + activations + runtime,
+    gpuBytes: weightBytes + kvBytes + activations + runtime,
   };
 }
 
