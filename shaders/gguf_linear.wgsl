@@ -124,7 +124,8 @@ fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 
 // Embedding lookup (gguf-linear.ts ggufEmbedding): y[t, y_offset + k] = W[ids[t], k] for k < K, the
 // table's rows decoded as the GEMV decodes them. One invocation per (token, unit); M = tokens, N = rows
-// of the table (ids ≥ N leave their output row unwritten), units = ⌈K / GG_UNIT⌉.
+// of the table (ids ≥ N leave their output row unwritten; a chunk of a larger table reads row
+// ids[t] − x_offset, so the ids of other chunks wrap past its N), units = ⌈K / GG_UNIT⌉.
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 
 @compute @workgroup_size(WG)
@@ -133,7 +134,8 @@ fn gather(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   let t = i / P.units;
   let u = i % P.units;
   if (t >= P.M) { return; }
-  let row = ids[t];
+  // x_offset is the first row of this table chunk: ids below it wrap past N, as do ids past its end.
+  let row = ids[t] - P.x_offset;
   if (row >= P.N) { return; }
   let g = gg_unit(row * P.row_bytes, u, P.K);
   let k0 = u * GG_UNIT;

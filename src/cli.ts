@@ -4,7 +4,8 @@
  * drives parsing, value checks and the help (`webmoe help COMMAND`). Exit codes: 0 ok, 1 runtime
  * error, 2 usage error (unknown option or command, missing or bad value), with one line on stderr.
  */
-import { writeFileSync, readFileSync, copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { writeFileSync, readFileSync, copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createNodeEngine, nodeModelSource } from './node';
@@ -16,7 +17,7 @@ import { directoryModel, localModel } from './loader/node-source';
 import { urlModel } from './loader/model-source';
 import { planMemory } from './model/memory-plan';
 import { mtpLayersPresent } from './model/tensors';
-import { GGUF_QUANTS, checkpointToGguf } from './model/gguf-convert';
+import { GGUF_QUANTS, streamCheckpointToGguf } from './model/gguf-convert';
 import { ggufSummary } from './model/gguf-info';
 import { kv } from './formats/gguf-write';
 import { writePrunedCheckpoint, type PrunedCheckpoint } from './model/prune-checkpoint';
@@ -303,11 +304,23 @@ async function convert(v: OptionValues<typeof convertOptions>, io: CliIO) {
   try {
     let last = 0;
     const t0 = performance.now();
-    const r = await checkpointToGguf(ckpt, v.quant, { metadata: [['general.name', kv.str(basename(dir))]], onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
-    mkdirSync(dirname(resolve(v.out)), { recursive: true });
-    writeFileSync(v.out, r.file);
-    log(`wrote ${v.out} (${r.file.length} bytes, ${r.tensors} tensors) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    io.out(`${JSON.stringify({ out: resolve(v.out), to: v.to, quant: v.quant, fileBytes: r.file.length, tensors: r.tensors, tensorTypes: r.types })}\n`);
+    // Written as it is converted (host memory ≈ one tensor), to a side file renamed at the end: an
+    // error or Ctrl-C never leaves a truncated .gguf under the asked name, nor replaces an older one.
+    const out = resolve(v.out), partial = `${out}.partial`;
+    mkdirSync(dirname(out), { recursive: true });
+    const fh = await open(partial, 'w');
+    let r;
+    try {
+      r = await streamCheckpointToGguf(ckpt, v.quant, async (b) => { await fh.write(b); }, { metadata: [['general.name', kv.str(basename(dir))]], onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
+      await fh.close();
+      renameSync(partial, out);
+    } catch (e) {
+      await fh.close().catch(() => {});
+      rmSync(partial, { force: true });
+      throw e;
+    }
+    log(`wrote ${v.out} (${r.fileBytes} bytes, ${r.tensors} tensors) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    io.out(`${JSON.stringify({ out, to: v.to, quant: v.quant, fileBytes: r.fileBytes, tensors: r.tensors, tensorTypes: r.types })}\n`);
   } finally {
     await ckpt.close?.();
   }

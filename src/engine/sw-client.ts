@@ -15,6 +15,7 @@ import { modelIdOf, openAIApi } from './openai';
 import { isDirectoryHandle, isWorkerModelRef, reviveError, type WorkerModelRef } from './worker-protocol';
 import { SW_PROTOCOL, type ServiceWorkerEngineStatus, type SwReply, type SwRequest } from './sw-protocol';
 import type { ChatMessage, Engine, EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, LoadProgress, ModelInfo } from './types';
+import type { MemoryPlan } from '../model/memory-plan';
 import { AbortError, ArgumentError, UnsupportedError, WebMoeError, WorkerCrashedError } from '../errors';
 import { askPersistenceForLoad } from './persist';
 
@@ -193,6 +194,12 @@ export function createServiceWorkerEngine(options: ServiceWorkerEngineOptions = 
   const api = openAIApi({ generate: (prompt, o = {}) => stream('generate', prompt, o), chat: (messages, o = {}) => stream('chat', messages, o), modelId: () => modelIdOf(modelName) });
 
   return {
+    async plan(model, o = {}) {
+      if (!isWorkerModelRef(model)) throw new ArgumentError('createServiceWorkerEngine().plan takes a URL, a File[] or a FileSystemDirectoryHandle (a ModelSource object cannot cross to the service worker)');
+      if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();
+      const { onProgress: _p, signal, ...plain } = o;
+      return request<MemoryPlan>({ op: 'plan', model, options: plain }, undefined, signal);
+    },
     async load(model, o = {}) {
       if (!isWorkerModelRef(model)) throw new ArgumentError('createServiceWorkerEngine().load takes a URL, a File[] or a FileSystemDirectoryHandle (a ModelSource object cannot cross to the service worker)');
       if (typeof model === 'string' && typeof location !== 'undefined') model = new URL(model, location.href).toString();

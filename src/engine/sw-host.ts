@@ -89,6 +89,10 @@ export class ServiceWorkerHost {
           if (this.loading === mine) this.loading = null;
         }
       }
+      case 'plan':
+        // Reads config.json and the tensor headers only: it works whatever model is loaded (or none),
+        // and needs no GPU to fail on (the planner names the device limits it checks against).
+        return this.e.plan!(req.model, { ...req.options, signal });
       case 'generate': {
         this.need(req.key);
         if (signal.aborted) throw new AbortError();

@@ -6,6 +6,7 @@
  * abort that request and no other.
  */
 import type { SerializedError, WorkerModelRef } from './worker-protocol';
+import type { MemoryPlan } from '../model/memory-plan';
 import type { EngineStats, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, LoadProgress, ModelInfo } from './types';
 import type { ChatMessage } from './text';
 
@@ -32,6 +33,7 @@ export interface ServiceWorkerEngineStatus {
 export type SwRequest =
   | { protocol: typeof SW_PROTOCOL; op: 'status' }
   | { protocol: typeof SW_PROTOCOL; op: 'load'; model: WorkerModelRef; options: Plain<LoadOptions>; key: string }
+  | { protocol: typeof SW_PROTOCOL; op: 'plan'; model: WorkerModelRef; options: Plain<LoadOptions> }
   | { protocol: typeof SW_PROTOCOL; op: 'generate'; kind: 'generate' | 'chat'; input: string | ChatMessage[]; options: Plain<GenerateOptions>; key: string | null }
   | { protocol: typeof SW_PROTOCOL; op: 'stats' | 'resetExpertLoad' | 'unload'; key: string | null };
 
@@ -39,7 +41,7 @@ export type SwReply =
   | { type: 'accepted'; instance: string }
   | { type: 'progress'; progress: LoadProgress }
   | { type: 'chunk'; chunk: GenerationChunk }
-  | { type: 'result'; value: ServiceWorkerEngineStatus | ModelInfo | GenerationResult | EngineStats | null }
+  | { type: 'result'; value: ServiceWorkerEngineStatus | ModelInfo | GenerationResult | EngineStats | MemoryPlan | null }
   | { type: 'error'; error: SerializedError };
 
 /** Sent by the page on a request's port. */

@@ -7,20 +7,34 @@ import { ShapeError } from '../errors';
 import { GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_MAX_DIMS, GGUF_VALUE_TYPE, type GgufArray, type GgufKv, type GgufValueTypeName } from './gguf';
 import { ggmlTypeByName, type GgmlTypeName } from './gguf-blocks';
 
-export interface GgufTensorToWrite {
+/** A tensor's entry in the file's header: what the data will be, before it exists. */
+export interface GgufTensorInfoToWrite {
   name: string;
   type: GgmlTypeName;
   /** ggml order (ne[0] innermost): [K, N] for an [N, K] matrix. */
   ne: number[];
+}
+
+export interface GgufTensorToWrite extends GgufTensorInfoToWrite {
   data: Uint8Array;
 }
 
-export interface GgufToWrite {
+export interface GgufToWrite<T extends GgufTensorInfoToWrite = GgufTensorToWrite> {
   /** Written in insertion order. */
   metadata: Map<string, GgufKv> | [string, GgufKv][];
-  tensors: GgufTensorToWrite[];
+  tensors: T[];
   /** Power of two; also written as general.alignment (u32) when not 32 and not already in the metadata. */
   alignment?: number;
+}
+
+/** Where everything of a GGUF file goes, from its metadata and tensor entries alone. */
+export interface GgufLayout {
+  /** The header (metadata and tensor entries), zero-padded to where the data starts. */
+  header: Uint8Array;
+  /** Each tensor's data bytes, and its offset from the start of the data section (aligned). */
+  sizes: number[];
+  offsets: number[];
+  fileBytes: number;
 }
 
 /** Small constructors for metadata values. */
@@ -105,8 +119,8 @@ function writeArray(s: Sink, a: GgufArray, what: string) {
   }
 }
 
-/** Serialises a GGUF v3 file. */
-export function writeGguf(f: GgufToWrite): Uint8Array {
+/** The header and data layout of a GGUF v3 file (validates names, shapes and types). */
+export function ggufLayout(f: GgufToWrite<GgufTensorInfoToWrite>): GgufLayout {
   const alignment = f.alignment ?? GGUF_DEFAULT_ALIGNMENT;
   if (!Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0) throw new ShapeError(`writeGguf: alignment ${alignment} is not a power of two`);
   const meta = new Map(f.metadata instanceof Map ? f.metadata : f.metadata);
@@ -124,7 +138,7 @@ export function writeGguf(f: GgufToWrite): Uint8Array {
   }
   const names = new Set<string>();
   let offset = 0;
-  const offsets: number[] = [];
+  const offsets: number[] = [], sizes: number[] = [];
   for (const t of f.tensors) {
     const info = ggmlTypeByName(t.type);
     if (!info) throw new ShapeError(`writeGguf: tensor '${t.name}': unknown type ${t.type}`);
@@ -133,18 +147,58 @@ export function writeGguf(f: GgufToWrite): Uint8Array {
     if (t.ne.length < 1 || t.ne.length > GGUF_MAX_DIMS || t.ne.some((d) => !Number.isSafeInteger(d) || d < 0)) throw new ShapeError(`writeGguf: tensor '${t.name}': bad shape [${t.ne}]`);
     if (t.ne[0] % info.blockSize) throw new ShapeError(`writeGguf: tensor '${t.name}': ne[0] = ${t.ne[0]} is not a multiple of ${t.type}'s block of ${info.blockSize}`);
     const need = (t.ne.reduce((a, d) => a * d, 1) / info.blockSize) * info.blockBytes;
-    if (t.data.length !== need) throw new ShapeError(`writeGguf: tensor '${t.name}': ${t.data.length} bytes, but [${t.ne}] of ${t.type} is ${need}`);
     s.str(t.name);
     s.u32(t.ne.length);
     for (const d of t.ne) s.u64(d);
     s.u32(info.id);
     s.u64(offset);
     offsets.push(offset);
-    offset = Math.ceil((offset + t.data.length) / alignment) * alignment;
+    sizes.push(need);
+    offset = Math.ceil((offset + need) / alignment) * alignment;
   }
   const dataStart = Math.ceil(s.len / alignment) * alignment;
-  const out = new Uint8Array(dataStart + (f.tensors.length ? offsets[offsets.length - 1] + f.tensors[f.tensors.length - 1].data.length : 0));
-  out.set(s.buf.subarray(0, s.len));
-  f.tensors.forEach((t, i) => out.set(t.data, dataStart + offsets[i]));
+  const header = new Uint8Array(dataStart);
+  header.set(s.buf.subarray(0, s.len));
+  const fileBytes = dataStart + (f.tensors.length ? offsets[offsets.length - 1] + sizes[sizes.length - 1] : 0);
+  return { header, sizes, offsets, fileBytes };
+}
+
+/** Serialises a GGUF v3 file in memory. */
+export function writeGguf(f: GgufToWrite): Uint8Array {
+  const l = ggufLayout(f);
+  const out = new Uint8Array(l.fileBytes);
+  out.set(l.header);
+  f.tensors.forEach((t, i) => {
+    if (t.data.length !== l.sizes[i]) throw new ShapeError(`writeGguf: tensor '${t.name}': ${t.data.length} bytes, but [${t.ne}] of ${t.type} is ${l.sizes[i]}`);
+    out.set(t.data, l.header.length + l.offsets[i]);
+  });
   return out;
+}
+
+/**
+ * Writes a GGUF v3 file piece by piece, in file order: the header, then each tensor's data as
+ * `data(i)` yields it (any number of chunks), then the padding to the next tensor. Only the chunk in
+ * hand is held, so a file far bigger than memory can be written. A tensor whose chunks do not add up
+ * to its size is a ShapeError (thrown before anything past it is written). Returns the file's bytes.
+ */
+export async function writeGgufStream(f: GgufToWrite<GgufTensorInfoToWrite>, data: (index: number) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>, write: (bytes: Uint8Array) => Promise<void> | void): Promise<number> {
+  const l = ggufLayout(f);
+  await write(l.header);
+  let pos = 0; // within the data section
+  for (let i = 0; i < f.tensors.length; i++) {
+    if (l.offsets[i] > pos) await write(new Uint8Array(l.offsets[i] - pos));
+    pos = l.offsets[i];
+    let got = 0;
+    for await (const chunk of data(i)) {
+      if (got + chunk.length > l.sizes[i]) break;
+      await write(chunk);
+      got += chunk.length;
+    }
+    if (got !== l.sizes[i]) {
+      const t = f.tensors[i];
+      throw new ShapeError(`writeGguf: tensor '${t.name}': data does not add up to the ${l.sizes[i]} bytes [${t.ne}] of ${t.type} takes (${got} written before it stopped or overran)`);
+    }
+    pos += got;
+  }
+  return l.fileBytes;
 }

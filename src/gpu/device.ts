@@ -11,7 +11,11 @@ export interface GpuOptions {
   powerPreference?: GPUPowerPreference;
   /** Turn optional features off (e.g. to test the f32 fallbacks on a device that has shader-f16). */
   disableFeatures?: string[];
-  /** Cap a limit below what the adapter grants (tests of the limit checks). */
+  /**
+   * Cap a limit below what the adapter grants (tests of the limit checks). WebGPU raises a requested
+   * limit below its baseline (e.g. 128 MiB bindings) to the baseline, so the cap is also applied to
+   * `caps`, which is what webmoe plans and splits by: a smaller cap behaves like a smaller device.
+   */
   limitOverrides?: Partial<Record<(typeof RAISED_LIMITS)[number], number>>;
   label?: string;
 }
@@ -56,8 +60,12 @@ export class Gpu {
   private ring: GPUBuffer | null = null;
   private querySet: GPUQuerySet | null = null;
 
-  constructor(readonly device: GPUDevice, readonly adapter: AdapterDescription, readonly label = 'webmoe') {
+  constructor(readonly device: GPUDevice, readonly adapter: AdapterDescription, readonly label = 'webmoe', limitOverrides: GpuOptions['limitOverrides'] = {}) {
     this.caps = capabilitiesOf(device);
+    for (const [name, cap] of Object.entries(limitOverrides)) {
+      const key = (name === 'maxStorageBuffersPerShaderStage' ? 'maxStorageBuffersPerStage' : name) as keyof Capabilities;
+      if (typeof cap === 'number' && typeof this.caps[key] === 'number') (this.caps as unknown as Record<string, number>)[key] = Math.min(this.caps[key] as number, cap);
+    }
     this.buffers = new BufferManager(device, this.caps);
     this.pipelines = new PipelineCache(device);
     this.profiler = new Profiler(this.caps.timestampQuery);
@@ -217,5 +225,5 @@ export async function acquireGpu(options: GpuOptions = {}): Promise<Gpu> {
   } catch (e) {
     throw new GpuUnavailableError(`requestDevice failed: ${(e as Error).message}`);
   }
-  return new Gpu(device, description, options.label ?? 'webmoe');
+  return new Gpu(device, description, options.label ?? 'webmoe', options.limitOverrides);
 }

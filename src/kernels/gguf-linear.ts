@@ -12,9 +12,15 @@ import { ceilDiv } from '../gpu/dispatch';
 import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
 import { ggmlTypeByName, isDecodable, type DecodableType } from '../formats/gguf-blocks';
 import { gemvSubgroups } from './linear';
+import { ggufBufferBytes, ggufChunkRows } from './gguf-layout';
 import { allMultiplesOf4, specialise, subgroupChoice } from './shader-source';
 
-/** A GGUF matrix [N, K] (ne = [K, N]) on the GPU, bytes exactly as in the file plus padding. */
+/**
+ * A GGUF matrix [N, K] (ne = [K, N]) on the GPU, bytes exactly as in the file plus padding. A matrix
+ * whose bytes pass the binding limit (a large vocabulary's embedding or output in F16/Q8_0, say) is
+ * held as row chunks, each a buffer of its own: `chunks` lists them in row order and `buffer` is the
+ * first's. The kernels below run once per chunk.
+ */
 export interface GgufWeight {
   label: string;
   type: DecodableType;
@@ -23,8 +29,12 @@ export interface GgufWeight {
   /** Bytes of one row of K weights. */
   rowBytes: number;
   buffer: GPUBuffer;
-  /** GPU bytes held. */
+  /** GPU bytes held (all chunks). */
   bytes: number;
+  /** Row chunks [row0, row0 + N) when the matrix passes the binding limit (each chunk has no chunks of its own). */
+  chunks?: GgufWeight[];
+  /** First row of this chunk in the whole matrix (chunks only). */
+  row0?: number;
 }
 
 export const GGUF_LINEAR_PARAMS = defineUniforms({
@@ -53,7 +63,7 @@ export function ggufRowBytes(type: string, K: number, what: string): number {
  * even offsets as words, and F32/F16/BF16 row tails as whole vec4 units, masked).
  */
 export function uploadGgufBytes(gpu: Gpu, label: string, bytes: Uint8Array, what: string): GPUBuffer {
-  const size = Math.ceil(bytes.length / 4) * 4 + 16;
+  const size = ggufBufferBytes(bytes.length);
   const limit = Math.min(gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
   if (size > limit) throw new LimitExceededError('maxStorageBufferBindingSize', size, limit, what);
   const padded = new Uint8Array(size);
@@ -61,18 +71,33 @@ export function uploadGgufBytes(gpu: Gpu, label: string, bytes: Uint8Array, what
   return gpu.buffers.upload(label, padded);
 }
 
-/** Uploads a GGUF matrix of N rows × K weights (`bytes` = the tensor's bytes from the file). */
-export function uploadGgufWeight(gpu: Gpu, label: string, type: string, bytes: Uint8Array, N: number, K: number): GgufWeight {
+/** Uploads a GGUF matrix of N rows × K weights (`bytes` = the tensor's bytes from the file); row chunks past the binding limit. */
+export function uploadGgufWeight(gpu: Gpu, label: string, type: string, bytes: Uint8Array, N: number, K: number, opts: { maxBindingBytes?: number } = {}): GgufWeight {
   const what = `GGUF weight '${label}'`;
   const rowBytes = ggufRowBytes(type, K, what);
   if (!Number.isInteger(N) || N <= 0) throw new ShapeError(`${what}: N must be a positive integer, got ${N}`);
   if (bytes.length !== N * rowBytes) throw new ShapeError(`${what}: ${bytes.length} bytes, but ${N} rows of ${K} ${type} weights are ${N * rowBytes}`);
-  const buffer = uploadGgufBytes(gpu, `${label}.${type}`, bytes, what);
-  return { label, type: type as DecodableType, N, K, rowBytes, buffer, bytes: buffer.size };
+  const limit = Math.min(opts.maxBindingBytes ?? Infinity, gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
+  const rows = ggufChunkRows(N, rowBytes, limit);
+  if (rows < 1) throw new LimitExceededError('maxStorageBufferBindingSize', rowBytes + 16, limit, `${what}: one row`);
+  const one = (r0: number, r1: number, name: string): GgufWeight => {
+    const buffer = uploadGgufBytes(gpu, name, bytes.subarray(r0 * rowBytes, r1 * rowBytes), what);
+    return { label, type: type as DecodableType, N: r1 - r0, K, rowBytes, buffer, bytes: buffer.size };
+  };
+  if (rows >= N) return one(0, N, `${label}.${type}`);
+  const chunks: GgufWeight[] = [];
+  for (let r0 = 0; r0 < N; r0 += rows) {
+    const r1 = Math.min(N, r0 + rows);
+    chunks.push({ ...one(r0, r1, `${label}.${type}[${r0}:${r1}]`), row0: r0 });
+  }
+  return { label, type: type as DecodableType, N, K, rowBytes, buffer: chunks[0].buffer, bytes: chunks.reduce((a, c) => a + c.bytes, 0), chunks };
 }
 
+/** The buffers a GGUF weight holds (its chunks', or its own). */
+export const ggufBuffers = (w: GgufWeight): GPUBuffer[] => (w.chunks ? w.chunks.map((c) => c.buffer) : [w.buffer]);
+
 export function destroyGgufWeight(gpu: Gpu, w: GgufWeight): void {
-  gpu.buffers.destroy(w.buffer);
+  for (const b of ggufBuffers(w)) gpu.buffers.destroy(b);
   w.bytes = 0;
 }
 
@@ -127,6 +152,10 @@ export function ggufLinear(gpu: Gpu, rec: Recorder, a: GgufLinearArgs): void {
   if (yStride < w.N) throw new ShapeError(`ggufLinear '${w.label}': yStride ${yStride} < N ${w.N}`);
   for (const [k, v] of [['xOffset', xOffset], ['yOffset', yOffset]] as const) if (!Number.isInteger(v) || v < 0) throw new ShapeError(`ggufLinear '${w.label}': bad ${k} ${v}`);
   if (!M) return;
+  if (w.chunks) {
+    for (const c of w.chunks) ggufLinear(gpu, rec, { ...a, w: c, yStride, yOffset: yOffset + c.row0! });
+    return;
+  }
   const MR = mrFor(M);
   const units = ceilDiv(w.K, ggufUnit(w.type));
   const { subgroups, WG, RG } = ggufGemvShape(gpu, w, a.noSubgroups);
@@ -173,6 +202,11 @@ export function ggufEmbedding(gpu: Gpu, rec: Recorder, a: GgufEmbeddingArgs): vo
   if (outStride < w.K) throw new ShapeError(`ggufEmbedding '${w.label}': outStride ${outStride} < D ${w.K}`);
   if (!Number.isInteger(outOffset) || outOffset < 0) throw new ShapeError(`ggufEmbedding '${w.label}': bad outOffset ${outOffset}`);
   if (!a.T) return;
+  // A chunked table: each chunk writes the rows of the ids in its range (the others wrap past its N).
+  for (const c of w.chunks ?? [w]) gatherChunk(gpu, rec, a, c, outStride, outOffset);
+}
+
+function gatherChunk(gpu: Gpu, rec: Recorder, a: GgufEmbeddingArgs, w: GgufWeight, outStride: number, outOffset: number): void {
   const units = ceilDiv(w.K, ggufUnit(w.type));
   const workgroups = ceilDiv(a.T * units, GATHER_WG);
   const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
@@ -180,8 +214,9 @@ export function ggufEmbedding(gpu: Gpu, rec: Recorder, a: GgufEmbeddingArgs): vo
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'gguf_gather', code: ggufLinearShader(w.type, false, false, 1), entryPoint: 'gather', constants: { WG: GATHER_WG } }),
     bindings: [null, w.buffer, a.out, a.ids],
+    // x_offset: the chunk's first row (the gather reads row ids[t] − x_offset).
     uniforms: GGUF_LINEAR_PARAMS.pack({
-      M: a.T, N: w.N, K: w.K, x_stride: 0, x_offset: 0, y_stride: outStride, y_offset: outOffset,
+      M: a.T, N: w.N, K: w.K, x_stride: 0, x_offset: w.row0 ?? 0, y_stride: outStride, y_offset: outOffset,
       row_bytes: w.rowBytes, units, tiles_n: 0, _p0: 0, _p1: 0,
     }),
     workgroups,

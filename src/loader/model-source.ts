@@ -52,6 +52,9 @@ export function urlModel(
     /** Cache notices (see UrlSourceOptions.onNotice); each distinct one is reported once per model source. */
     onNotice?: (notice: LoadNotice) => void;
     storage?: StorageLike | null;
+    /** Range reads broken in transit are retried (see UrlSourceOptions.rangeRetries / retryDelayMs). */
+    rangeRetries?: number;
+    retryDelayMs?: number;
   } = {},
 ): ModelSource {
   // A URL naming a .gguf file (query and fragment aside) is that file in its folder: its split
@@ -108,7 +111,7 @@ export function urlModel(
       return decodeUtf8(body, name);
     },
     async open(name) {
-      const src = urlSource(url(name), { fetch: doFetch, cache: cache ?? false, headers: opts.headers, onDownload: opts.onDownload, probeBytes: opts.probeBytes, onNotice, storage: opts.storage });
+      const src = urlSource(url(name), { fetch: doFetch, cache: cache ?? false, headers: opts.headers, onDownload: opts.onDownload, probeBytes: opts.probeBytes, onNotice, storage: opts.storage, rangeRetries: opts.rangeRetries, retryDelayMs: opts.retryDelayMs });
       return (await src.exists()) ? src : null;
     },
   };

@@ -89,21 +89,21 @@ export function blobSource(file: Blob & { name?: string }, name = file.name ?? '
   };
 }
 
-/** Reads a response body into exactly `length` bytes; more or fewer is an error (never over-allocates). */
-async function readBodyExactly(res: Response, length: number, name: string, signal?: AbortSignal): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  if (!res.body) {
-    if (length === 0) return out;
-    throw new WebMoeError('NETWORK', `${name}: empty response body`, { file: name });
-  }
+/**
+ * Reads a response body into `out` from `start`; returns the end position. A body longer than `out` is
+ * an error (never over-allocates); a body that ends or breaks early returns short (`dropped` says why),
+ * so the caller can ask for the rest.
+ */
+async function readBodyInto(res: Response, out: Uint8Array, start: number, name: string, signal?: AbortSignal): Promise<{ end: number; dropped?: string }> {
+  if (!res.body) return out.length === start ? { end: start } : { end: start, dropped: 'empty response body' };
   const reader = res.body.getReader();
-  let pos = 0;
+  let pos = start;
   try {
     for (;;) {
       throwIfAborted(signal);
       const { done, value } = await reader.read();
       if (done) break;
-      if (pos + value.length > length) throw new WebMoeError('NETWORK', `${name}: server sent more than the ${length} bytes asked for`, { file: name });
+      if (pos + value.length > out.length) throw new WebMoeError('NETWORK', `${name}: server sent more than the ${out.length - start} bytes asked for`, { file: name });
       out.set(value, pos);
       pos += value.length;
     }
@@ -111,9 +111,16 @@ async function readBodyExactly(res: Response, length: number, name: string, sign
     reader.cancel().catch(() => {});
     const t = asTypedAbort(e, signal);
     if (t instanceof WebMoeError) throw t;
-    throw new TruncatedDownloadError(name, pos, length, `the download failed (${(e as Error)?.message})`);
+    return { end: pos, dropped: `the download failed (${(e as Error)?.message})` };
   }
-  if (pos !== length) throw new TruncatedDownloadError(name, pos, length, 'the response ended');
+  return pos === out.length ? { end: pos } : { end: pos, dropped: 'the response ended' };
+}
+
+/** Reads a response body into exactly `length` bytes; more or fewer is an error (never over-allocates). */
+async function readBodyExactly(res: Response, length: number, name: string, signal?: AbortSignal): Promise<Uint8Array> {
+  const out = new Uint8Array(length);
+  const r = await readBodyInto(res, out, 0, name, signal);
+  if (r.dropped) throw new TruncatedDownloadError(name, r.end, length, r.dropped);
   return out;
 }
 
@@ -263,6 +270,14 @@ export interface UrlSourceOptions {
   onNotice?: (notice: LoadNotice) => void;
   /** navigator.storage (default); persistence is requested from it when a file starts being cached. */
   storage?: StorageLike | null;
+  /**
+   * Range reads that fail in transit (a dropped connection, a network error, HTTP 429/5xx) are asked
+   * for again, resuming after the bytes already received; a read gives up after this many failed
+   * attempts in a row that brought no new bytes. Default 3.
+   */
+  rangeRetries?: number;
+  /** Wait before the k-th retry of a range read: `retryDelayMs · 4^(k-1)`. Default 250 ms (250, 1000, 4000). */
+  retryDelayMs?: number;
 }
 
 export interface UrlByteSource extends ByteSource {
@@ -457,26 +472,60 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
     return state;
   };
 
+  const retries = Math.max(0, opts.rangeRetries ?? 3);
+  const retryDelay = Math.max(0, opts.retryDelayMs ?? 250);
+  /** HTTP statuses worth asking again for: the server is busy or a proxy failed, not the request. */
+  const transient = (status: number) => status === 429 || status === 502 || status === 503 || status === 504 || status === 500;
+  const pause = (attempt: number, signal?: AbortSignal) => new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, retryDelay * 4 ** (attempt - 1));
+    const onAbort = () => { clearTimeout(t); reject(new AbortError(abortMessage(signal!))); };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+  /**
+   * Bytes [offset, offset + length) by Range requests; a transfer that breaks resumes from the bytes
+   * received. Returns null when the server turns out to ignore Range (a full body is then read forward).
+   */
   const rangeRead = async (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array | null> => {
-    const res = await request({ Range: `bytes=${offset}-${offset + length - 1}` }, signal);
-    if (res.status === 206) {
-      const cr = res.headers.get('content-range') ?? '';
-      const m = /bytes\s+(\d+)-(\d+)\//.exec(cr);
-      if (!m || Number(m[1]) !== offset || Number(m[2]) !== offset + length - 1) {
-        res.body?.cancel().catch(() => {});
-        throw new WebMoeError('NETWORK', `${url}: asked for bytes ${offset}-${offset + length - 1}, server sent '${cr}'`, { url });
+    const out = new Uint8Array(length);
+    let got = 0;
+    // `failures` counts failed attempts in a row that brought no bytes: a transfer that keeps moving
+    // (each attempt resuming further on) is never given up, one that stalls is after `retries`.
+    for (let failures = 0; ; ) {
+      if (failures > 0) await pause(failures, signal);
+      const from = offset + got, to = offset + length - 1;
+      let res: Response;
+      try {
+        res = await request({ Range: `bytes=${from}-${to}` }, signal);
+      } catch (e) {
+        if (e instanceof WebMoeError && e.code === 'NETWORK' && failures < retries) { failures++; continue; } // fetch itself failed
+        throw e;
       }
-      const b = await readBodyExactly(res, length, name, signal);
-      opts.onDownload?.(length);
-      return b;
+      if (res.status === 206) {
+        const cr = res.headers.get('content-range') ?? '';
+        const m = /bytes\s+(\d+)-(\d+)\//.exec(cr);
+        if (!m || Number(m[1]) !== from || Number(m[2]) !== to) {
+          res.body?.cancel().catch(() => {});
+          throw new WebMoeError('NETWORK', `${url}: asked for bytes ${from}-${to}, server sent '${cr}'`, { url });
+        }
+        const r = await readBodyInto(res, out, got, name, signal);
+        opts.onDownload?.(r.end - got);
+        const progressed = r.end > got;
+        got = r.end;
+        if (!r.dropped) return out;
+        failures = progressed ? 0 : failures + 1;
+        if (failures > retries) throw new TruncatedDownloadError(name, got, length, `${r.dropped} (${retries} retries without progress)`);
+        continue;
+      }
+      if (res.ok && got === 0) {
+        // The server ignores Range after all: read this full body forward.
+        rangeOk = false;
+        await startSequential(res, false, signal);
+        return null;
+      }
+      if (transient(res.status) && failures < retries) { failures++; res.body?.cancel().catch(() => {}); continue; }
+      return bad(res);
     }
-    if (res.ok) {
-      // The server ignores Range after all: read this full body forward.
-      rangeOk = false;
-      await startSequential(res, false, signal);
-      return null;
-    }
-    return bad(res);
   };
 
   return {

@@ -10,15 +10,17 @@
  * In every type the router (`ffn_gate_inp`) and the 1-D tensors (norms, exp_probs_b) stay F32, as
  * llama.cpp keeps them. Metadata: deepseek2Metadata (with the tokenizer's keys) plus general.file_type /
  * quantization_version.
- * The whole file is built in memory (fine for the fixtures and small models the CLI converts).
+ * `streamCheckpointToGguf` writes the file in order, one output tensor (a stacked expert tensor one
+ * expert) at a time, so host memory stays near the largest checkpoint tensor whatever the model's size;
+ * `checkpointToGguf` collects the same bytes in memory (fixtures, tests, the bench).
  */
 import { AbortError, UnsupportedError } from '../errors';
 import type { DecodableType } from '../formats/gguf-blocks';
-import { kv, writeGguf } from '../formats/gguf-write';
+import { kv, writeGgufStream } from '../formats/gguf-write';
 import type { GgufKv } from '../formats/gguf';
 import type { Checkpoint } from './checkpoint';
 import type { ModelConfig } from './config';
-import { GGUF_BLOCK_WEIGHTS, deepseek2Gguf, deepseek2Metadata, type GgufTypeChooser } from './gguf-deepseek2';
+import { GGUF_BLOCK_WEIGHTS, deepseek2GgufPlan, deepseek2Metadata, type GgufTypeChooser } from './gguf-deepseek2';
 
 export const GGUF_QUANTS = ['f32', 'f16', 'q8_0', 'q4_k_m'] as const;
 export type GgufQuant = (typeof GGUF_QUANTS)[number];
@@ -67,32 +69,50 @@ export interface GgufConvertOptions {
 }
 
 export interface GgufConvertResult {
-  file: Uint8Array;
+  /** Bytes of the file. */
+  fileBytes: number;
   /** Tensors per GGUF type, e.g. { Q4_K: 30, Q6_K: 9, F32: 20 }. */
   types: Record<string, number>;
   tensors: number;
 }
 
-/** Writes `ck` as a deepseek2 GGUF in memory. */
-export async function checkpointToGguf(ck: Checkpoint, quant: GgufQuant, opts: GgufConvertOptions = {}): Promise<GgufConvertResult> {
+/**
+ * Writes `ck` as a deepseek2 GGUF through `write`, in file order (header, then each tensor's data as it
+ * is converted). `write` is awaited before the next checkpoint tensor is read: host memory holds one
+ * checkpoint tensor (as f32) and its converted bytes at a time.
+ */
+export async function streamCheckpointToGguf(ck: Checkpoint, quant: GgufQuant, write: (bytes: Uint8Array) => Promise<void> | void, opts: GgufConvertOptions = {}): Promise<GgufConvertResult> {
   if (!GGUF_QUANTS.includes(quant)) throw new UnsupportedError(`GGUF quantisation '${quant}' is not one webmoe writes (${GGUF_QUANTS.join(', ')})`);
-  // Multi-Token Prediction layers stay out (deepseek2Gguf leaves them out too; not read at all here).
-  const mainLayer = (n: string) => { const m = /^model\.layers\.(\d+)\./.exec(n); return !m || Number(m[1]) < ck.config.numLayers; };
-  const names = [...ck.tensors.keys()].filter(mainLayer);
+  const plan = deepseek2GgufPlan(ck.config, ck.tensors, ggufTypeChooser(ck.config, quant));
+  const total = new Set(plan.flatMap((t) => t.sources)).size;
   let done = 0;
+  // kv_b_proj makes two GGUF tensors in a row: the last read is kept for the second.
+  let last: { name: string; f: Float32Array } | null = null;
   const read = async (n: string) => {
     if (opts.signal?.aborted) throw new AbortError();
+    if (last?.name === n) return last.f;
+    last = null;
     const f = await ck.readF32(n, opts.signal);
-    opts.onTensor?.(n, ++done, names.length);
+    last = { name: n, f };
+    opts.onTensor?.(n, ++done, total);
     return f;
   };
-  const tensors = await deepseek2Gguf(ck.config, read, names, ggufTypeChooser(ck.config, quant));
   // The tokenizer goes in as llama.cpp's tokenizer.ggml.* keys (a weights-only folder makes a weights-only file).
   const tokenizer = ck.tokenizerJson ? { json: ck.tokenizerJson, config: ck.tokenizerConfig } : undefined;
   const metadata: [string, GgufKv][] = [...deepseek2Metadata(ck.config, tokenizer), ['general.file_type', kv.u32(FILE_TYPE[quant])]];
   if (quant === 'q8_0' || quant === 'q4_k_m') metadata.push(['general.quantization_version', kv.u32(QUANTIZATION_VERSION)]);
   metadata.push(...(opts.metadata ?? []));
   const types: Record<string, number> = {};
-  for (const t of tensors) types[t.type] = (types[t.type] ?? 0) + 1;
-  return { file: writeGguf({ metadata, tensors }), types, tensors: tensors.length };
+  for (const t of plan) types[t.type] = (types[t.type] ?? 0) + 1;
+  const fileBytes = await writeGgufStream({ metadata, tensors: plan }, (i) => plan[i].chunks(read), write);
+  return { fileBytes, types, tensors: plan.length };
+}
+
+/** streamCheckpointToGguf's file, in memory. */
+export async function checkpointToGguf(ck: Checkpoint, quant: GgufQuant, opts: GgufConvertOptions = {}): Promise<GgufConvertResult & { file: Uint8Array }> {
+  const parts: Uint8Array[] = [];
+  const r = await streamCheckpointToGguf(ck, quant, (b) => { parts.push(b); }, opts);
+  const file = new Uint8Array(r.fileBytes);
+  parts.reduce((o, p) => (file.set(p, o), o + p.length), 0);
+  return { ...r, file };
 }

@@ -13,7 +13,7 @@
 import { ConfigError, FormatError, UnsupportedError, WebMoeError } from '../errors';
 import { metaArray, metaBool, metaNumber, metaString, readGgufModel, type GgufKv, type GgufModelHeader, type GgufSplitTensor, type RangeReader } from '../formats/gguf';
 import { dequantize, isDecodable, quantize, type DecodableType } from '../formats/gguf-blocks';
-import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
+import { kv, type GgufTensorInfoToWrite, type GgufTensorToWrite } from '../formats/gguf-write';
 import { ggufTokenizerMetadata, tokenizerFilesFromGguf } from '../formats/gguf-tokenizer';
 import { loadTokenizer } from '../loader/tokenizer-file';
 import type { CheckpointOf, CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
@@ -342,30 +342,47 @@ export const GGUF_BLOCK_WEIGHTS: Record<DecodableType, number> = { F32: 1, F16: 
 export type GgufTypeChooser = (name: string, ne: number[]) => DecodableType;
 
 /**
+ * One GGUF tensor of a conversion, before its data exists: the header entry, the checkpoint tensors
+ * it is made from, and `chunks`, which reads them and yields the data in file order — a stacked
+ * expert tensor one expert at a time (blocks never span rows, so quantising expert by expert gives
+ * the bytes of the whole stack), everything else in one piece.
+ */
+export interface GgufTensorPlan extends GgufTensorInfoToWrite {
+  type: DecodableType;
+  sources: string[];
+  chunks(readF32: (name: string) => Promise<Float32Array>): AsyncIterable<Uint8Array>;
+}
+
+/**
  * GGUF tensors of a DeepSeek checkpoint in llama.cpp's deepseek2 layout: experts stacked, kv_b split
  * into k_b (transposed per head) and v_b. Matrices are stored as `type` when their rows are whole
  * blocks of it, else F32 (llama.cpp likewise falls back for such rows); vectors stay F32. `type` may
- * choose per tensor (gguf-convert.ts: ggufTypeChooser).
+ * choose per tensor (gguf-convert.ts: ggufTypeChooser). From the tensor table alone (a checkpoint's
+ * `tensors` map: names and shapes): the data comes later, tensor by tensor (GgufTensorPlan.chunks).
  */
-export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, names: Iterable<string>, type: DecodableType | GgufTypeChooser = 'F32'): Promise<GgufTensorToWrite[]> {
-  const out: GgufTensorToWrite[] = [];
-  const put = (name: string, ne: number[], data: Float32Array, matrix: boolean) => {
+export function deepseek2GgufPlan(cfg: ModelConfig, tensors: Iterable<[string, { shape: readonly number[] }]>, type: DecodableType | GgufTypeChooser = 'F32'): GgufTensorPlan[] {
+  const out: GgufTensorPlan[] = [];
+  const typeOf = (name: string, ne: number[], matrix: boolean): DecodableType => {
     const want = typeof type === 'function' ? type(name, ne) : type;
-    const t: DecodableType = matrix && ne[0] % GGUF_BLOCK_WEIGHTS[want] === 0 ? want : 'F32';
-    out.push({ name, type: t, ne, data: quantize(t, data) });
+    return matrix && ne[0] % GGUF_BLOCK_WEIGHTS[want] === 0 ? want : 'F32';
+  };
+  /** A tensor made from one checkpoint tensor by `f` (the identity unless given). */
+  const put = (name: string, ne: number[], matrix: boolean, source: string, f: (x: Float32Array) => Float32Array = (x) => x) => {
+    const t = typeOf(name, ne, matrix);
+    out.push({ name, type: t, ne, sources: [source], async *chunks(read) { yield quantize(t, f(await read(source))); } });
   };
   const inverse = new Map<string, string>();
   for (const [g, hf] of Object.entries(GLOBAL_NAMES)) inverse.set(hf, g);
-  // Multi-Token Prediction layers (model.layers.{num_hidden_layers + k}) are left out: the deepseek2
-  // layout written here has no MTP tensors and its block count is num_hidden_layers.
-  const list = [...names].filter((n) => { const m = /^model\.layers\.(\d+)\./.exec(n); return !m || Number(m[1]) < cfg.numLayers; });
-  const experts = new Map<string, Float32Array[]>();
-  for (const name of list) {
-    const f = await readF32(name);
+  const experts = new Map<string, string[]>();
+  for (const [name, { shape }] of tensors) {
+    // Multi-Token Prediction layers (model.layers.{num_hidden_layers + k}) are left out: the deepseek2
+    // layout written here has no MTP tensors and its block count is num_hidden_layers.
+    const layer = /^model\.layers\.(\d+)\./.exec(name);
+    if (layer && Number(layer[1]) >= cfg.numLayers) continue;
+    const len = shape.reduce((a, d) => a * d, 1);
     if (inverse.has(name)) {
       const isMatrix = name !== 'model.norm.weight';
-      const shape = isMatrix ? [f.length / cfg.hiddenSize, cfg.hiddenSize] : [f.length];
-      put(inverse.get(name)!, shape.slice().reverse(), f, isMatrix);
+      put(inverse.get(name)!, isMatrix ? [cfg.hiddenSize, len / cfg.hiddenSize] : [len], isMatrix, name);
       continue;
     }
     const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
@@ -375,33 +392,56 @@ export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) =>
     if (ex) {
       const key = `${L}.${ex[2]}`;
       if (!experts.has(key)) experts.set(key, []);
-      experts.get(key)![Number(ex[1])] = f;
+      experts.get(key)![Number(ex[1])] = name;
       continue;
     }
     if (rest === 'self_attn.kv_b_proj.weight') {
       const H = cfg.numHeads, nope = cfg.qkNopeHeadDim, vd = cfg.vHeadDim, r = cfg.kvLoraRank;
-      const k = new Float32Array(H * r * nope), v = new Float32Array(H * vd * r);
-      for (let h = 0; h < H; h++) {
-        const base = h * (nope + vd) * r;
-        for (let i = 0; i < nope; i++) for (let c = 0; c < r; c++) k[(h * r + c) * nope + i] = f[base + i * r + c];
-        v.set(f.subarray(base + nope * r, base + (nope + vd) * r), h * vd * r);
-      }
-      put(`blk.${L}.attn_k_b.weight`, [nope, r, H], k, true);
-      put(`blk.${L}.attn_v_b.weight`, [r, vd, H], v, true);
+      const kPart = (f: Float32Array) => {
+        const k = new Float32Array(H * r * nope);
+        for (let h = 0; h < H; h++) {
+          const base = h * (nope + vd) * r;
+          for (let i = 0; i < nope; i++) for (let c = 0; c < r; c++) k[(h * r + c) * nope + i] = f[base + i * r + c];
+        }
+        return k;
+      };
+      const vPart = (f: Float32Array) => {
+        const v = new Float32Array(H * vd * r);
+        for (let h = 0; h < H; h++) v.set(f.subarray(h * (nope + vd) * r + nope * r, (h + 1) * (nope + vd) * r), h * vd * r);
+        return v;
+      };
+      put(`blk.${L}.attn_k_b.weight`, [nope, r, H], true, name, kPart);
+      put(`blk.${L}.attn_v_b.weight`, [r, vd, H], true, name, vPart);
       continue;
     }
     const suffix = Object.entries(LAYER_NAMES).find(([, hf]) => hf === rest)?.[0];
     if (!suffix) throw new FormatError(`deepseek2Gguf: no GGUF name for '${name}'`);
     const isVector = suffix.endsWith('norm.weight') || suffix === 'exp_probs_b.bias';
-    const cols = isVector ? f.length : colsOf(cfg, rest);
-    put(`blk.${L}.${suffix}`, isVector ? [f.length] : [cols, f.length / cols], f, !isVector);
+    const cols = isVector ? len : colsOf(cfg, rest);
+    put(`blk.${L}.${suffix}`, isVector ? [len] : [cols, len / cols], !isVector, name);
   }
-  for (const [key, list2] of experts) {
+  for (const [key, sources] of experts) {
     const [L, proj] = key.split('.');
     const [rows, inner] = proj === 'down' ? [cfg.hiddenSize, cfg.moeIntermediateSize] : [cfg.moeIntermediateSize, cfg.hiddenSize];
-    const all = new Float32Array(list2.length * rows * inner);
-    list2.forEach((f, e) => all.set(f, e * rows * inner));
-    put(`blk.${L}.ffn_${proj}_exps.weight`, [inner, rows, list2.length], all, true);
+    const missing = Array.from(sources, (s, e) => (s === undefined ? e : -1)).filter((e) => e >= 0);
+    if (missing.length) throw new FormatError(`deepseek2Gguf: layer ${L} has no ${proj}_proj for expert(s) ${missing.join(', ')}`);
+    const name = `blk.${L}.ffn_${proj}_exps.weight`;
+    const ne = [inner, rows, sources.length];
+    const t = typeOf(name, ne, true);
+    out.push({ name, type: t, ne, sources, async *chunks(read) { for (const s of sources) yield quantize(t, await read(s)); } });
+  }
+  return out;
+}
+
+/** deepseek2GgufPlan's tensors with their data, all in memory (small models and tests). */
+export async function deepseek2Gguf(cfg: ModelConfig, readF32: (name: string) => Promise<Float32Array>, tensors: Iterable<[string, { shape: readonly number[] }]>, type: DecodableType | GgufTypeChooser = 'F32'): Promise<GgufTensorToWrite[]> {
+  const out: GgufTensorToWrite[] = [];
+  for (const p of deepseek2GgufPlan(cfg, tensors, type)) {
+    const parts: Uint8Array[] = [];
+    for await (const c of p.chunks(readF32)) parts.push(c);
+    const data = parts.length === 1 ? parts[0] : new Uint8Array(parts.reduce((a, c) => a + c.length, 0));
+    if (parts.length > 1) parts.reduce((o, c) => (data.set(c, o), o + c.length), 0);
+    out.push({ name: p.name, type: p.type, ne: p.ne, data });
   }
   return out;
 }

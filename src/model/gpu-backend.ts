@@ -25,7 +25,7 @@ import { permuteMlp } from '../sparse/permute';
 import { sparsifyExperts, sparseMoeExperts, type SparseExpertWeights } from '../kernels/sparse-moe';
 import { ExpertLoad } from './moe-telemetry';
 import { ropeInvFreq } from '../kernels/rope-params';
-import { ggufEmbedding, ggufLinear, uploadGgufWeight, type GgufWeight } from '../kernels/gguf-linear';
+import { ggufBuffers, ggufEmbedding, ggufLinear, uploadGgufWeight, type GgufWeight } from '../kernels/gguf-linear';
 import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts, type GgufMoeExpertWeights, type GgufTensorBytes } from '../kernels/gguf-moe';
 import type { GgufBlocks } from '../loader/checkpoint';
 
@@ -139,7 +139,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
 
   private ggufMatrix(name: string, m: HostMatrix): GpuWeight {
     const g = uploadGgufWeight(this.gpu, name, m.gguf!.type, m.gguf!.bytes, m.N, m.K);
-    const w: GgufGpuWeight = { label: name, format: 'gguf', N: m.N, K: m.K, buffers: [g.buffer], params: {}, bytes: g.bytes, gguf: g };
+    const w: GgufGpuWeight = { label: name, format: 'gguf', N: m.N, K: m.K, buffers: ggufBuffers(g), params: {}, bytes: g.bytes, gguf: g };
     return this.track(w);
   }
 

@@ -24,6 +24,7 @@
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
 import { ArgumentError, LimitExceededError } from '../errors';
+import { ggufBufferBytes, ggufChunkRows } from '../kernels/gguf-layout';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import type { ModelConfig } from './config';
@@ -210,8 +211,6 @@ export function expertStorage(cfg: ModelConfig, s: StorageFormat): StorageFormat
   return cfg.hiddenSize % 4 === 0 && cfg.moeIntermediateSize % 4 === 0 ? s : 'f32';
 }
 
-/** GPU bytes of a GGUF block buffer (gguf-linear.ts uploadGgufBytes: whole words plus 16 spare bytes). */
-export const ggufBufferBytes = (bytes: number) => Math.ceil(bytes / 4) * 4 + 16;
 
 /**
  * Whether a MoE layer's routed experts stay GGUF blocks under 'gguf' storage (load.ts + gpu-backend.ts):
@@ -402,9 +401,12 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     const [N, K] = t.shape;
     const blocks = byName.get(t.name)?.gguf;
     if (storage === 'gguf' && blocks && role !== 'kv_b') {
-      const b = ggufBufferBytes(blocks.bytes);
+      // gguf-linear.ts uploadGgufWeight: row chunks past the binding limit.
+      const rowBytes = blocks.bytes / N, rows = Math.max(1, ggufChunkRows(N, rowBytes, limit)); // < 1: one row passes the limit (the fit check says so)
+      const full = Math.floor(N / rows), rest = N - full * rows;
+      const b = full * ggufBufferBytes(rows * rowBytes) + (rest ? ggufBufferBytes(rest * rowBytes) : 0);
       put('gguf', group, b);
-      bind(`${t.name} (${blocks.type} blocks)`, b);
+      bind(`${t.name} (${blocks.type} blocks${rows < N ? ', largest row chunk' : ''})`, ggufBufferBytes(rows * rowBytes));
       continue;
     }
     const f: PackedFormat = role === 'embed' ? (embedding === 'gguf' ? 'f32' : embedding) : role === 'kv_b' || storage === 'gguf' ? 'f32' : storage;

@@ -74,17 +74,22 @@ const K_OF: Record<DecodableType, number[]> = {
 describe('ggufLinear: every block type against the CPU dequantise-then-f32 reference', () => {
   // Ragged N (not a multiple of the 4-row tile), M across the x-row blocks (1 → MR = 1; 2..9 → MR = 4,
   // 9 is ragged in it), strided and offset x / y on the second shape.
-  const cases: [DecodableType, number, number, number, boolean][] = [];
+  // The last column: rows per buffer when the matrix is forced into row chunks (a binding limit of that
+  // many rows; 0 = one buffer), ragged last chunk included.
+  const cases: [DecodableType, number, number, number, boolean, number][] = [];
   DECODABLE.forEach((type, i) => {
-    cases.push([type, 1, 7 + 2 * i, K_OF[type][0], false]);
-    cases.push([type, 2 + (i % 8), 13 + i, K_OF[type][1], true]);
+    cases.push([type, 1, 7 + 2 * i, K_OF[type][0], false, 0]);
+    cases.push([type, 2 + (i % 8), 13 + i, K_OF[type][1], true, 0]);
   });
-  cases.push(['Q4_K', 9, 33, 256, false], ['Q6_K', 5, 3, 256, false], ['Q8_0', 4, 1, 32, false]);
+  cases.push(['Q4_K', 9, 33, 256, false, 0], ['Q6_K', 5, 3, 256, false, 0], ['Q8_0', 4, 1, 32, false, 0]);
+  cases.push(['Q4_K', 3, 37, 256, true, 8], ['F16', 1, 29, 38, false, 4], ['Q6_K', 5, 23, 256, true, 12], ['Q8_0', 1, 19, 96, false, 5]);
 
-  it.each(cases)('%s M=%i N=%i K=%i strided=%s', async (type, M, N, K, strided) => {
+  it.each(cases)('%s M=%i N=%i K=%i strided=%s chunk rows=%i', async (type, M, N, K, strided, chunkRows) => {
     const seed = M * 7919 + N * 31 + K;
     const bytes = randomGgufBytes(type, N * K, seed);
-    const w = uploadGgufWeight(gpu, `w.${type}`, type, bytes, N, K);
+    const rowBytes = bytes.length / N;
+    const w = uploadGgufWeight(gpu, `w.${type}`, type, bytes, N, K, chunkRows ? { maxBindingBytes: chunkRows * rowBytes + 16 } : {});
+    if (chunkRows) expect(w.chunks!.map((c) => [c.row0, c.N])).toEqual(Array.from({ length: Math.ceil(N / (chunkRows - (chunkRows % 4))) }, (_, i) => [i * (chunkRows - (chunkRows % 4)), Math.min(chunkRows - (chunkRows % 4), N - i * (chunkRows - (chunkRows % 4)))]));
     const xStride = strided ? K + 3 : K, xOffset = strided ? 2 : 0, yStride = strided ? N + 5 : N, yOffset = strided ? 1 : 0;
     const xFull = randomUniform(M * xStride + xOffset + 8, seed + 1);
     const x = new Float32Array(M * K);
@@ -206,10 +211,13 @@ describe('ggufEmbedding: rows of a GGUF table gathered by token id, against the 
   // possible fused multiply-add in K-quants' d·sc·q − dmin·m (≤ 1 ulp of the larger term): tolerance
   // 1e-6 × (max |weight| + 1). Ragged V, D ragged for the float types, repeated ids, an id = V (row left
   // unwritten), strided and offset output on every other type; output poisoned with NaN.
-  const cases: [DecodableType, number, number, boolean][] = DECODABLE.map((type, i) => [type, 5 + 2 * i, K_OF[type][i % 2], i % 2 === 1]);
-  it.each(cases)('%s V=%i D=%i strided=%s', async (type, V, D, strided) => {
+  // Last column: rows per buffer of a table forced into row chunks (0 = one buffer); the ids then span chunks.
+  const cases: [DecodableType, number, number, boolean, number][] = DECODABLE.map((type, i) => [type, 5 + 2 * i, K_OF[type][i % 2], i % 2 === 1, 0]);
+  cases.push(['Q4_K', 19, 256, true, 4], ['F16', 11, 38, false, 4], ['Q8_0', 13, 96, false, 8]);
+  it.each(cases)('%s V=%i D=%i strided=%s chunk rows=%i', async (type, V, D, strided, chunkRows) => {
     const bytes = randomGgufBytes(type, V * D, V * 131 + D);
-    const w = uploadGgufWeight(gpu, `table.${type}`, type, bytes, V, D);
+    const w = uploadGgufWeight(gpu, `table.${type}`, type, bytes, V, D, chunkRows ? { maxBindingBytes: chunkRows * (bytes.length / V) + 16 } : {});
+    if (chunkRows) expect(w.chunks!.length).toBe(Math.ceil(V / chunkRows));
     const ids = [0, V - 1, 2, V, 2, 1, V - 2];
     const T = ids.length, outStride = strided ? D + 3 : D, outOffset = strided ? 2 : 0;
     const bids = gpu.buffers.upload('ids', Uint32Array.from(ids));

@@ -47,7 +47,7 @@ beforeAll(async () => {
     files.set(q, { path, fileBytes: r.file.length, types: r.types, blockBytes: blocks.reduce((a, t) => a + t.gguf!.bytes, 0), blockTensors: blocks.length });
   }
   const q8 = ggufTypeChooser(ck.config, 'q8_0');
-  const tensors = await deepseek2Gguf(ck.config, (n) => ck.readF32(n), ck.tensors.keys(), (name, ne) => (name === 'blk.2.ffn_up_exps.weight' ? 'Q4_0' : q8(name, ne)));
+  const tensors = await deepseek2Gguf(ck.config, (n) => ck.readF32(n), ck.tensors, (name, ne) => (name === 'blk.2.ffn_up_exps.weight' ? 'Q4_0' : q8(name, ne)));
   mixedPath = join(dir, 'webmoe-tiny-mixed.gguf');
   writeFileSync(mixedPath, writeGguf({ metadata: deepseek2Metadata(ck.config, { json: ck.tokenizerJson, config: ck.tokenizerConfig }), tensors }));
   await ck.close();
@@ -134,5 +134,31 @@ describe('a layer whose gate and up experts differ in type', () => {
 describe('weights: gguf on a checkpoint without blocks', () => {
   it('is the typed BAD_ARGUMENT error naming what works', async () => {
     await expect(engine.load(MODEL, { weights: 'gguf', requireTokenizer: false })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringMatching(/quantised blocks.*auto, f32/) });
+  });
+});
+
+describe('a GGUF matrix past the binding limit', () => {
+  it('is held as row chunks (the q4_k_m output.weight at a 600 KiB binding limit): the same logits as one buffer, the plan\'s bytes and largest binding', async () => {
+    const limit = 600 << 10;
+    const small = createNodeEngine({ gpu: { limitOverrides: { maxStorageBufferBindingSize: limit } }, onNotice: () => {} });
+    try {
+      const f = files.get('q4_k_m')!;
+      const whole = await run(f.path, 'gguf');
+      await small.load(f.path, { weights: 'gguf', requireTokenizer: false, contextLength: 64 }); // small temporaries: the chunk is the largest binding
+      const r = small.runner;
+      r.truncate(0);
+      const prefill = await r.logits(TOKENS.slice(0, PREFILL), true);
+      const decode = [await r.logits([TOKENS[PREFILL]], false)];
+      const plan = small.info!.memoryPlan!;
+      // output.weight: 3072 rows of Q6_K (210 B per 256 weights) = 645,120 B > 614,400.
+      expect(plan.largestBinding.name).toMatch(/lm_head.*largest row chunk/);
+      expect(plan.largestBinding.bytes).toBeLessThanOrEqual(limit);
+      expect(r.memory().weightBytes).toBe(plan.weights.bytes);
+      // Each chunk's rows are the same dot products in the same order: identical logits.
+      expect(compare(prefill, whole.prefill, { atol: 0, rtol: 0 }).maxAbs).toBe(0);
+      expect(compare(decode[0], whole.prefillThenDecode[0], { atol: 0, rtol: 0 }).maxAbs).toBe(0);
+    } finally {
+      await small.unload();
+    }
   });
 });

@@ -23,7 +23,7 @@ beforeAll(async () => {
 });
 
 async function toGguf(type: DecodableType): Promise<Uint8Array> {
-  const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), type);
+  const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors, type);
   return writeGguf({ metadata: deepseek2Metadata(st.config), tensors });
 }
 
@@ -141,7 +141,7 @@ describe('deepseek2 GGUF ↔ the DeepSeek tensor table', () => {
   });
 
   it('split files (-00001-of-00002.gguf) load to the same tensors', async () => {
-    const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'Q8_0');
+    const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors, 'Q8_0');
     const half = Math.floor(tensors.length / 2);
     const split = (i: number): [string, GgufKv][] => [['split.no', kv.u16(i)], ['split.count', kv.u16(2)], ['split.tensors.count', kv.i32(tensors.length)]];
     const names = ggufSplitNames('tiny-00001-of-00002.gguf');
@@ -156,7 +156,7 @@ describe('deepseek2 GGUF ↔ the DeepSeek tensor table', () => {
   });
 
   it('rejects other architectures and broken MLA pairs with typed errors', async () => {
-    const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'F32');
+    const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors, 'F32');
     const meta = deepseek2Metadata(st.config);
     const other = writeGguf({ metadata: meta.map(([k, v]) => (k === 'general.architecture' ? [k, { type: 'STRING', value: 'llama' }] : [k, v])), tensors });
     await expect(openGgufCheckpoint([bytesSource('llama.gguf', other)])).rejects.toMatchObject({ code: 'UNSUPPORTED' });

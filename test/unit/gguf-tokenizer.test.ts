@@ -50,7 +50,7 @@ beforeAll(async () => {
 
 /** The bundled model as a deepseek2 GGUF (F32) with its tokenizer, opened through openGgufCheckpoint. */
 async function ggufOfBundled(): Promise<Checkpoint> {
-  const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'F32');
+  const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors, 'F32');
   const bytes = writeGguf({ metadata: deepseek2Metadata(st.config, { json: st.tokenizerJson, config: st.tokenizerConfig }), tensors });
   return openGgufCheckpoint([bytesSource('tiny.gguf', bytes)]);
 }
@@ -68,7 +68,7 @@ const metaOf = (entries: [string, GgufKv][]) => ({ metadata: new Map(entries) })
 
 describe('GGUF tokenizer metadata ↔ tokenizer.json', () => {
   it('the writer puts the llama.cpp keys in the file', async () => {
-    const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'F32');
+    const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors, 'F32');
     const bytes = writeGguf({ metadata: deepseek2Metadata(st.config, { json: st.tokenizerJson, config: st.tokenizerConfig }), tensors });
     const h = await readGgufHeader(bytesSource('tiny.gguf', bytes));
     const m = h.metadata;

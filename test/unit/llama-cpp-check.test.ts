@@ -171,7 +171,7 @@ describe("llama.cpp's tokenizer on webmoe-written tokenizer metadata", () => {
     it(`tokenizer.ggml.pre = ${p.names[0]}: the same ids as webmoe on mixed text`, async () => {
       const meta = deepseek2Metadata(st.config, { json: st.tokenizerJson, config: st.tokenizerConfig }).map(([k, v]): [string, GgufKv] => [k, k === 'tokenizer.ggml.pre' ? kv.str(p.names[0]) : v]);
       // A whole model file (webmoe opens only those); llama.cpp reads just its vocabulary (vocabOnly).
-      const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'Q8_0');
+      const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors, 'Q8_0');
       const bytes = writeGguf({ metadata: meta, tensors });
       const path = join(tmp, `vocab-${p.names[0]}.gguf`);
       writeFileSync(path, bytes);
@@ -199,7 +199,7 @@ describe("llama.cpp's SentencePiece tokenizer (tokenizer.ggml.model = llama) aga
   for (const addSpacePrefix of [true, false]) {
     it(`add_space_prefix ${addSpacePrefix}: the same ids on mixed text`, async () => {
       const meta: [string, GgufKv][] = [...deepseek2Metadata(st.config), ...spmMetadataFromByteLevel(st.tokenizerJson, { addSpacePrefix })];
-      const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors.keys(), 'Q8_0');
+      const tensors = await deepseek2Gguf(st.config, (n) => st.readF32(n), st.tensors, 'Q8_0');
       const path = join(tmp, `vocab-spm-${addSpacePrefix}.gguf`);
       writeFileSync(path, writeGguf({ metadata: meta, tensors }));
       const files = tokenizerFilesFromGguf({ metadata: new Map(meta) })!;

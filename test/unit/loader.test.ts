@@ -225,7 +225,10 @@ describe('abort', () => {
 
 // ---- HTTP ----------------------------------------------------------------------------------------
 
-interface ServerOpts { ignoreRange?: boolean; delayMs?: number; extraBytes?: boolean; truncate?: boolean; /** Cut this many full GETs of .safetensors files short. */ cutWeightGets?: number }
+interface ServerOpts { ignoreRange?: boolean; delayMs?: number; extraBytes?: boolean; truncate?: boolean; /** Cut this many full GETs of .safetensors files short. */ cutWeightGets?: number;
+  /** Cut this many Range answers (past the probe) of .safetensors files after half their bytes. */ cutRanges?: number;
+  /** Drop this many Range answers (past the probe) of .safetensors files right after their headers. */ dropRanges?: number;
+  /** Answer this many Range requests (past the probe) of .safetensors files with HTTP 503. */ busyRanges?: number }
 interface Logged { path: string; range: string | null; status: number }
 
 function startServer(files: Record<string, Uint8Array | string>, opts: ServerOpts = {}): Promise<{ url: string; log: Logged[]; server: Server; set: (o: ServerOpts) => void }> {
@@ -245,8 +248,16 @@ function startServer(files: Record<string, Uint8Array | string>, opts: ServerOpt
       if (a >= body.length) { entry.status = 416; res.writeHead(416, { 'content-range': `bytes */${body.length}` }).end(); return; }
       let part = body.subarray(a, b + 1);
       if (o.extraBytes) part = Buffer.concat([part, Buffer.alloc(16)]);
+      const weightRange = path.endsWith('.safetensors') && a > 0;
+      if (o.busyRanges && weightRange) { o.busyRanges--; entry.status = 503; res.writeHead(503).end(); return; }
       entry.status = 206;
       res.writeHead(206, { 'content-range': `bytes ${a}-${b}/${body.length}`, 'content-length': String(part.length), 'accept-ranges': 'bytes' });
+      if (o.dropRanges && weightRange) { o.dropRanges--; res.flushHeaders(); setTimeout(() => res.destroy(), 5); return; }
+      if (o.cutRanges && weightRange && part.length > 1) {
+        o.cutRanges--;
+        res.write(part.subarray(0, part.length >> 1), () => setTimeout(() => res.destroy(), 5));
+        return;
+      }
       res.end(part);
       return;
     }
@@ -399,6 +410,35 @@ describe('HTTP loading (node:http on 127.0.0.1)', () => {
     expect(err.code).toBe('TRUNCATED');
     expect(err.message).toMatch(/after \d+ of \d+ bytes/);
     expect(srv.log.filter((l) => l.path.endsWith('.safetensors') && l.range === null).length).toBeLessThanOrEqual(1 + 1 + 3);
+    srv.set({});
+  });
+
+  it('Range reads broken in transit resume after the bytes received; 503s are asked again; a hopeless server ends in TRUNCATED', async () => {
+    srv.set({ cutRanges: 3, busyRanges: 2 });
+    srv.log.length = 0;
+    const ck = await openCheckpoint(urlModel(srv.url, { cache: false, probeBytes: 4096, retryDelayMs: 1 }));
+    const { got } = await streamAll(ck);
+    for (const [name] of expected.header.tensors) expect(Buffer.compare(got.get(name)!, expected.tensor(name).data), name).toBe(0);
+    const weights = srv.log.filter((l) => l.path.endsWith('.safetensors'));
+    expect(weights.filter((l) => l.status === 503).length).toBe(2);
+    // A resumed request starts inside the range the cut one asked for, not at its start.
+    const ranges = weights.filter((l) => l.status === 206 && l.range).map((l) => /bytes=(\d+)-(\d+)/.exec(l.range!)!.slice(1).map(Number));
+    const resumed = ranges.filter(([a, b]) => ranges.some(([c, d]) => c < a && d === b));
+    expect(resumed.length).toBe(3);
+
+    // A connection that keeps breaking but brings bytes each time is followed to the end.
+    srv.set({ cutRanges: 1000 });
+    const whole = files[shardNames[0]] as Uint8Array;
+    const moving = urlSource(srv.url + shardNames[0], { probeBytes: 64, retryDelayMs: 1, rangeRetries: 1 });
+    expect(Buffer.compare(await moving.read(100, 4000), whole.subarray(100, 4100))).toBe(0);
+    // One that brings nothing gives up after the retries, with a typed error.
+    srv.set({ dropRanges: 1000 });
+    srv.log.length = 0;
+    const src = urlSource(srv.url + shardNames[0], { probeBytes: 64, retryDelayMs: 1, rangeRetries: 2 });
+    const err = await rejectsWith(src.read(100, 4000), WebMoeError);
+    expect(err.code).toBe('TRUNCATED');
+    expect(err.message).toMatch(/2 retries without progress/);
+    expect(srv.log.filter((l) => l.range !== 'bytes=0-63').length).toBe(3);
     srv.set({});
   });
 

@@ -2,6 +2,7 @@
 // answers without WebGPU or without a model, and the client's handling of a service worker that was
 // replaced by a new instance while a call waited. The real thing, on WebGPU in Chromium's service
 // worker, is test/browser/readme-snippets.test.ts and test/e2e/service-worker.spec.ts.
+import { fileURLToPath } from 'node:url';
 import { describe, it, expect } from 'vitest';
 import { ServiceWorkerHost } from '../../src/engine/sw-host';
 import { createServiceWorkerEngine, type MessageTarget } from '../../src/engine/sw-client';
@@ -63,5 +64,26 @@ describe('service-worker engine protocol', () => {
     const engine = createServiceWorkerEngine({ target: async () => ({ postMessage() {} }), keepAliveMs: 0 });
     await expect(engine.load({ description: 'x', text: async () => null, open: async () => null })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
     engine.close();
+  });
+});
+
+describe('service-worker engine plan', () => {
+  it("plan() crosses to the service worker: the same memory plan as the in-thread engine's, with no model loaded", async () => {
+    const { acquireNodeGpu, nodeModelSource, createNodeEngine } = await import('../../src/node');
+    const model = fileURLToPath(new URL('../../public/models/webmoe-tiny/', import.meta.url));
+    const host = new ServiceWorkerHost({}, { acquire: (o, log) => acquireNodeGpu({ ...o, log, onNotice: () => {} }), resolve: (m) => nodeModelSource(m) }, () => true);
+    const engine = createServiceWorkerEngine({ target: direct(host), keepAliveMs: 0 });
+    const local = createNodeEngine({ onNotice: () => {} });
+    try {
+      const options = { weights: 'q8' as const, contextLength: 256 };
+      const plan = await engine.plan!(model, options);
+      expect(plan).toEqual(await local.plan(model, options));
+      expect(plan).toMatchObject({ contextLength: 256, storage: { weights: 'q8' } });
+      expect((await engine.status()).loadCount).toBe(0);
+      await expect(engine.plan!(model + 'missing/', options)).rejects.toMatchObject({ name: expect.stringMatching(/Error$/) });
+    } finally {
+      engine.close();
+      await local.unload();
+    }
   });
 });
