@@ -164,6 +164,7 @@ export class GpuRunner implements ModelRunner {
     const be = this.be, gpu = be.gpu, cfg = this.cfg, V = cfg.vocabSize;
     const m = this.weights.mtp![0];
     const plan: SpecPlan = this.spec.plan(tokens, this.capacity);
+    be.captureRouting = false; // (a logits() call leaves it on)
     if (plan.rewindTo < be.cache.length) be.cache.truncate(plan.rewindTo);
     if (plan.rewindTo < be.mtpCache.length) be.mtpCache.truncate(plan.rewindTo);
     const penalty = sampling.repetitionPenalty !== 1;

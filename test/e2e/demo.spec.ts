@@ -37,6 +37,28 @@ test('a model that cannot be loaded shows a typed, dismissable error', async ({ 
   await expect(page.locator('#send')).toBeDisabled();
 });
 
+test('MTP draft: the bundled model decodes speculatively and the acceptance shows', async ({ page }) => {
+  test.skip(!existsSync(BUNDLED), 'bundled model not exported yet');
+  test.setTimeout(300_000);
+  await page.goto('/');
+  await expect(page.locator('#status[data-state="ready"], #status[data-state="error"]')).toBeVisible({ timeout: 180_000 });
+  await expect(page.locator('#status')).toHaveAttribute('data-state', 'ready');
+  await page.click('#mode button[data-mode="raw"]');
+  await page.fill('#temperature', '0');
+  await page.fill('#max-tokens', '24');
+  await page.uncheck('#stop-eos');
+  await page.uncheck('#routing-toggle'); // replies that record routing decode plainly
+  await expect(page.locator('#speculative-toggle')).toBeChecked();
+  await page.fill('#prompt', 'The jury said it did find that the city executive committee');
+  await page.click('#send');
+  await expect(page.locator('#output[data-state="error"], #output[data-state="done"]')).toBeVisible({ timeout: 240_000 });
+  expect(await page.locator('#output').getAttribute('data-state'), await page.locator('#error-banner').innerText()).toBe('done');
+  await expect(page.locator('#mtp-accept')).toHaveText(/^\d+% · \d\.\d\d\/fwd$/);
+  const rate = await numberOf(page, '#mtp-accept');
+  expect(rate).toBeGreaterThan(0);
+  expect(rate).toBeLessThanOrEqual(1);
+});
+
 test('the bundled model streams tokens; routing and memory show numbers', async ({ page }) => {
   test.skip(!existsSync(BUNDLED), 'bundled model not exported yet');
   test.setTimeout(300_000);
