@@ -291,8 +291,8 @@ export class WasmKernels {
       switch (w.format) {
         case '2:4': case 'vnm': {
           const sp = w.sparse!;
-          // A pair table per thread (each builds its own for the rows it computes).
-          const stride = align(16 * sp.G * 4, 64);
+          // Pair tables per thread (each builds its own for the rows it computes; two input rows at a time).
+          const stride = align(32 * sp.G * 4, 64);
           const tab = this.alloc(stride * this.threads);
           if (w.format === '2:4') this.par('sparse24_matmul', [xp, w.ptr, sp.pidx, y, tab, M, w.N, sp.G, n0, n1], 8, work / 2, 4, 4, stride);
           else this.par('vnm_matmul', [xp, w.ptr, sp.pidx, sp.cols, y, tab, M, w.N, sp.G, sp.V, sp.GW, n0, n1], 11, work / 2, sp.V, 5, stride);
