@@ -507,6 +507,8 @@ const lastProgress = new WeakMap<LoadOptions, LoadProgress>();
  */
 export function gpuPlanner(env: EngineEnvironment, engineOptions: EngineOptions, models: GpuModelLoader): ModelPlanner {
   return async (model, options) => {
+    // The plan is WebGPU's (binding limits, GPU buffers); the WASM engine checks its 4 GiB at load.
+    if (options.device === 'wasm') throw new UnsupportedError(`engine.plan() plans WebGPU memory; with device 'wasm' the load itself refuses a model that cannot fit WebAssembly's 4 GiB, before reading weights`);
     const source = typeof model === 'string' ? env.resolve(model, { ...options, cache: false, onProgress: undefined }, true) : model;
     const ckpt = await openCheckpoint(source, { signal: options.signal, validateTokenizer: false });
     try {

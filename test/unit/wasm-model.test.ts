@@ -124,6 +124,8 @@ describe('WASM engine: generation', () => {
     expect(s.device).toMatch(/WebAssembly/);
     await expect(e.load(fixtureModel(), { device: 'cpu' as never })).rejects.toMatchObject({ code: 'BAD_ARGUMENT' });
     await expect(wasmEngine().load(fixtureModel(), { device: 'webgpu' })).rejects.toMatchObject({ code: 'GPU_UNAVAILABLE' });
+    // The memory plan is WebGPU's: with device wasm it says so instead of asking for a GPU.
+    await expect(e.plan(fixtureModel(), { device: 'wasm' })).rejects.toMatchObject({ code: 'UNSUPPORTED' });
     await e.unload();
   });
 });

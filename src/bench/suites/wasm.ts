@@ -73,10 +73,9 @@ function selfCheck(k: WasmKernels) {
   }
 }
 
-/** Thread counts to measure: 1, and the pool's default when this realm has one. */
-function threadCounts(): number[] {
-  const n = threadsAvailable().ok ? Math.max(2, defaultThreads()) : 1;
-  return n > 1 ? [1, n] : [1];
+/** Thread counts to measure: 1, and the pool's default (at least 2) when this realm has one. */
+async function threadCounts(): Promise<number[]> {
+  return threadsAvailable().ok ? [1, Math.max(2, await defaultThreads())] : [1];
 }
 
 async function kernels(ctx: BenchContext) {
@@ -87,7 +86,7 @@ async function kernels(ctx: BenchContext) {
         { N: 256, K: 768, M: 1, what: 'bundled dense MLP down' }, { N: 3072, K: 256, M: 1, what: 'bundled lm_head' },
         { N: 2048, K: 1408, M: 16, what: 'V2-Lite expert down, 16 rows' },
       ];
-  for (const threads of threadCounts()) {
+  for (const threads of await threadCounts()) {
     const k = await WasmKernels.create({ threads });
     try {
       ctx.progress(`wasm: checking the WASM kernels (${threads} thread${threads > 1 ? 's' : ''}) against the CPU reference`);
@@ -127,7 +126,7 @@ async function endToEnd(ctx: BenchContext) {
   const params = parameterCounts(cfg).total;
   const promptTokens = ctx.quick ? 16 : 48, decodeTokens = ctx.quick ? 16 : 64, rounds = ctx.quick ? 1 : 3;
   const adapter = [ctx.gpu.adapter.vendor, ctx.gpu.adapter.architecture].filter(Boolean).join(' ') || 'this adapter';
-  const nt = threadCounts();
+  const nt = await threadCounts();
   const runs = [
     // Quick: f32 only (the 'auto' storage on WASM).
     ...(ctx.quick ? ['f32'] as const : ['f32', 'f16', 'q8', 'q4'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, 1 thread`, device: 'wasm' as const, weights: w, threads: 1 })),

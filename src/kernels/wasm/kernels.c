@@ -574,27 +574,64 @@ static inline float sparse_row_dot(const float *tab, const float *vr, const u8 *
   return s;
 }
 
-/* 2:4: xp [M, 4G] (zero-padded rows), tab scratch [12G]. Rows [n0, n1) of y [M, N]. */
+/* Two input rows against one weight row: the kept values and pair indices are loaded once for both. */
+static inline void sparse_row_dot2(const float *ta, const float *tb, const float *vr, const u8 *pr, int G, float *ya, float *yb) {
+  v128_t a = wasm_f32x4_splat(0), b = a;
+  int g = 0;
+  for (; g + 2 <= G; g += 2) {
+    const int o0 = g * 12 + pr[g] * 2, o1 = (g + 1) * 12 + pr[g + 1] * 2;
+    v128_t v = wasm_v128_load(vr + 2 * g);
+    a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_v128_load64_lane(ta + o1, wasm_v128_load64_zero(ta + o0), 1), v));
+    b = wasm_f32x4_add(b, wasm_f32x4_mul(wasm_v128_load64_lane(tb + o1, wasm_v128_load64_zero(tb + o0), 1), v));
+  }
+  float sa = hsum(a), sb = hsum(b);
+  for (; g < G; g++) {
+    const int o = g * 12 + pr[g] * 2;
+    sa += ta[o] * vr[2 * g] + ta[o + 1] * vr[2 * g + 1];
+    sb += tb[o] * vr[2 * g] + tb[o + 1] * vr[2 * g + 1];
+  }
+  *ya = sa; *yb = sb;
+}
+
+/* 2:4: xp [M, 4G] (zero-padded rows), tab scratch [24G] (two input rows at a time). Rows [n0, n1) of y [M, N]. */
 EXPORT(sparse24_matmul)
 void sparse24_matmul(const float *xp, const float *values, const u8 *pidx, float *y, float *tab, int M, int N, int G, int n0, int n1) {
-  for (int m = 0; m < M; m++) {
+  int m = 0;
+  for (; m + 2 <= M; m += 2) {
+    float *tb = tab + 12 * G;
+    pair_table(xp + (long)m * 4 * G, tab, G);
+    pair_table(xp + (long)(m + 1) * 4 * G, tb, G);
+    for (int n = n0; n < n1; n++) sparse_row_dot2(tab, tb, values + (long)n * 2 * G, pidx + (long)n * G, G, y + (long)m * N + n, y + (long)(m + 1) * N + n);
+  }
+  for (; m < M; m++) {
     pair_table(xp + (long)m * 4 * G, tab, G);
     for (int n = n0; n < n1; n++) y[(long)m * N + n] = sparse_row_dot(tab, values + (long)n * 2 * G, pidx + (long)n * G, G);
   }
 }
 
-/* V:2:M: xp [M, Mw·G] (zero-padded rows), cols [ceil(N/V), G, 4], scratch tab [4G + 12G]. */
+/* V:2:M: xp [M, Mw·G] (zero-padded rows), cols [ceil(N/V), G, 4], scratch [32G] (two input rows at a time). */
 EXPORT(vnm_matmul)
 void vnm_matmul(const float *xp, const float *values, const u8 *pidx, const u8 *cols, float *y, float *scratch, int M, int N, int G, int V, int Mw, int n0, int n1) {
-  float *x4 = scratch, *tab = scratch + 4 * G;
-  for (int m = 0; m < M; m++) {
-    const float *xr = xp + (long)m * Mw * G;
+  float *x4a = scratch, *taba = scratch + 4 * G, *x4b = scratch + 16 * G, *tabb = scratch + 20 * G;
+  int m = 0;
+  for (; m < M; m += 2) {
+    const int two = m + 1 < M;
+    const float *xa = xp + (long)m * Mw * G, *xb = xa + Mw * G;
     for (int b0 = n0 - n0 % V; b0 < n1; b0 += V) {
       const u8 *cb = cols + (long)(b0 / V) * G * 4;
-      for (int g = 0; g < G; g++) for (int i = 0; i < 4; i++) x4[g * 4 + i] = xr[g * Mw + cb[g * 4 + i]];
-      pair_table(x4, tab, G);
+      for (int g = 0; g < G; g++) for (int i = 0; i < 4; i++) x4a[g * 4 + i] = xa[g * Mw + cb[g * 4 + i]];
+      pair_table(x4a, taba, G);
+      if (two) {
+        for (int g = 0; g < G; g++) for (int i = 0; i < 4; i++) x4b[g * 4 + i] = xb[g * Mw + cb[g * 4 + i]];
+        pair_table(x4b, tabb, G);
+      }
       int r0 = b0 > n0 ? b0 : n0, r1 = b0 + V < n1 ? b0 + V : n1;
-      for (int n = r0; n < r1; n++) y[(long)m * N + n] = sparse_row_dot(tab, values + (long)n * 2 * G, pidx + (long)n * G, G);
+      for (int n = r0; n < r1; n++) {
+        const float *vr = values + (long)n * 2 * G;
+        const u8 *pr = pidx + (long)n * G;
+        if (two) sparse_row_dot2(taba, tabb, vr, pr, G, y + (long)m * N + n, y + (long)(m + 1) * N + n);
+        else y[(long)m * N + n] = sparse_row_dot(taba, vr, pr, G);
+      }
     }
   }
 }

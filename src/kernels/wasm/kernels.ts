@@ -7,8 +7,6 @@
  * a mark, takes its activations above it and releases them at the end (WasmBackend). Memory grows on
  * demand up to wasm32's 4 GiB; past that a LimitExceededError names what did not fit.
  */
-import wasmBase64 from './kernels.wasm?base64';
-import wasmMtBase64 from './kernels-mt.wasm?base64';
 import { CONTROL_BYTES, KernelPool, defaultThreads, threadsAvailable } from './pool';
 import { ArgumentError, LimitExceededError, ShapeError } from '../../errors';
 import { packWeight, scaleAt } from '../weight-pack';
@@ -39,18 +37,22 @@ interface Exports {
   moe_route(logits: number, bias: number, T: number, E: number, K: number, nGroup: number, topkGroup: number, scoring: number, norm: number, scaling: number, ids: number, weights: number, scratch: number): void;
 }
 
-const compiled = new Map<string, Promise<WebAssembly.Module>>();
+const compiled = new Map<boolean, Promise<WebAssembly.Module>>();
 
-/** A compiled module (compiled once per realm; instances are cheap): the single-threaded one, or the pool's. */
+/**
+ * A compiled module (compiled once per realm; instances are cheap): the single-threaded one, or the
+ * pool's. The binaries are imported on first use, so bundles split them off (GPU-only pages never load them).
+ */
 export function kernelsModule(threaded = false): Promise<WebAssembly.Module> {
-  const b64 = threaded ? wasmMtBase64 : wasmBase64;
-  let m = compiled.get(b64);
+  let m = compiled.get(threaded);
   if (!m) {
-    const bin = atob(b64);
-    const bytes = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    m = WebAssembly.compile(bytes);
-    compiled.set(b64, m);
+    m = (threaded ? import('./kernels-mt.wasm?base64') : import('./kernels.wasm?base64')).then(({ default: b64 }) => {
+      const bin = atob(b64);
+      const bytes = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+      return WebAssembly.compile(bytes);
+    });
+    compiled.set(threaded, m);
   }
   return m;
 }
@@ -131,7 +133,7 @@ export class WasmKernels {
     if (!wasmSimdSupported()) throw new ArgumentError('this JavaScript engine has no WebAssembly SIMD (128-bit), which the WASM engine needs: use device webgpu, or a browser from 2021 or later');
     if (o.threads !== undefined && (!Number.isInteger(o.threads) || o.threads < 1 || o.threads > 64)) throw new ArgumentError(`threads must be an integer in [1, 64], got ${String(o.threads)}`);
     const avail = threadsAvailable();
-    const want = o.threads ?? (avail.ok ? defaultThreads() : 1);
+    const want = o.threads ?? (avail.ok ? await defaultThreads() : 1);
     if (want > 1 && avail.ok) {
       const memory = new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true } as WebAssembly.MemoryDescriptor);
       const module = await kernelsModule(true);
@@ -289,8 +291,8 @@ export class WasmKernels {
       switch (w.format) {
         case '2:4': case 'vnm': {
           const sp = w.sparse!;
-          // A pair table per thread (each builds its own for the rows it computes).
-          const stride = align(16 * sp.G * 4, 64);
+          // Pair tables per thread (each builds its own for the rows it computes; two input rows at a time).
+          const stride = align(32 * sp.G * 4, 64);
           const tab = this.alloc(stride * this.threads);
           if (w.format === '2:4') this.par('sparse24_matmul', [xp, w.ptr, sp.pidx, y, tab, M, w.N, sp.G, n0, n1], 8, work / 2, 4, 4, stride);
           else this.par('vnm_matmul', [xp, w.ptr, sp.pidx, sp.cols, y, tab, M, w.N, sp.G, sp.V, sp.GW, n0, n1], 11, work / 2, sp.V, 5, stride);

@@ -91,10 +91,14 @@ export function threadsAvailable(): { ok: boolean; why: string } {
   return { ok: true, why: '' };
 }
 
-/** Cores to use by default: the hardware's, at most 8. */
-export function defaultThreads(): number {
-  const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1;
-  return Math.max(1, Math.min(8, n));
+/** Cores to use by default: the hardware's (navigator.hardwareConcurrency; in Node before 21, os.availableParallelism), at most 8. */
+export async function defaultThreads(): Promise<number> {
+  let n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+  if (n === undefined && (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node) {
+    const spec = 'node:os';
+    try { n = ((await import(/* @vite-ignore */ spec)) as typeof import('node:os')).availableParallelism(); } catch { n = 1; }
+  }
+  return Math.max(1, Math.min(8, n ?? 1));
 }
 
 export class KernelPool {
