@@ -71,6 +71,22 @@ describe.each(['Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtra
   });
 });
 
+describe('a model whose experts weigh less than the cache around them', () => {
+  it('below the full plan: GpuBudgetError naming the full plan as the minimum', () => {
+    // The Mixtral fixture (8 experts of 16×32) at q8: its experts take less than the slot tables and
+    // scratch top-2 slots per layer would add.
+    const cfg = parseConfig(JSON.parse(readFileSync(new URL('../fixtures/families/mixtral/config.json', import.meta.url), 'utf8')));
+    const opts = { weights: 'q8' as const, contextLength: 64 };
+    const full = planMemory(cfg, null, opts);
+    let err: unknown;
+    try { planMemory(cfg, null, { ...opts, gpuBudget: full.gpuBytes - 1 }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(GpuBudgetError);
+    expect((err as GpuBudgetError).details!.minimumBytes).toBe(full.gpuBytes);
+    expect((err as Error).message).toMatch(/expert offload would not save memory/);
+    expect(planMemory(cfg, null, { ...opts, gpuBudget: full.gpuBytes }).offload).toBeNull();
+  });
+});
+
 describe('token runs of a prefill', () => {
   it('each run fits the slots, covers its tokens in order, and a run ends only when the next token would not fit', () => {
     const K = 3, T = 50, E = 20, C = 5;
