@@ -1,32 +1,35 @@
 /**
- * The architecture registry: each family's forward pass (its architecture file), looked up by the
- * config's family (config.ts FAMILIES maps model_type → family). Runners call `forward` from here.
+ * The architecture registry: each family's forward pass as steps (its architecture file), looked up by
+ * the config's family (config.ts FAMILIES maps model_type → family), and the two drivers. Runners call
+ * `forward` (backends that never pause: CPU, WASM) or `forwardAsync` (the GPU: with expert offload the
+ * forward pauses in every MoE layer while the routing is read back and the chosen experts uploaded).
  */
 import type { Family, ModelConfig } from './config';
-import { forward as deepseek, forwardAsync as deepseekAsync, type Backend, type ForwardOptions, type ModelWeights } from './deepseek';
-import { forward as qwen2Moe } from './qwen2-moe';
-import { forward as qwen3Moe } from './qwen3-moe';
-import { forward as olmoe } from './olmoe';
-import { forward as mixtral } from './mixtral';
-import { forward as graniteMoe } from './granite-moe';
+import { forwardSteps as deepseek, type Backend, type ForwardOptions, type ModelWeights } from './deepseek';
+import { forwardSteps as qwen2Moe } from './qwen2-moe';
+import { forwardSteps as qwen3Moe } from './qwen3-moe';
+import { forwardSteps as olmoe } from './olmoe';
+import { forwardSteps as mixtral } from './mixtral';
+import { forwardSteps as graniteMoe } from './granite-moe';
+import { runSteps, runStepsAsync, type Steps } from './steps';
 
-type Forward = <T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions) => T;
+type ForwardSteps = <T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>) => Steps<T>;
 
-export const ARCHITECTURES: Readonly<Record<Family, Forward>> = {
+export const ARCHITECTURES: Readonly<Record<Family, ForwardSteps>> = {
   deepseek, qwen2_moe: qwen2Moe, qwen3_moe: qwen3Moe, olmoe, mixtral, granitemoe: graniteMoe,
 };
 
-/** One forward pass of the config's architecture over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
-export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
+/** The config's forward pass over `tokens` at positions [past, past + S) as steps; returns logits [S or 1, vocab]. */
+export function forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Steps<T> {
   return ARCHITECTURES[cfg.family](be, cfg, w, tokens, opts);
 }
 
-/**
- * forward() for backends whose MoE steps may pause (expert offload: the routing is read back per MoE
- * layer). DeepSeek's forward is written as steps; the other families' forwards do not pause yet, so the
- * memory plan refuses to offload their experts (memory-plan.ts).
- */
-export function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): Promise<T> {
-  if (cfg.family === 'deepseek') return deepseekAsync(be, cfg, w, tokens, opts);
-  return Promise.resolve().then(() => forward(be, cfg, w, tokens, opts));
+/** One forward pass on a backend that never pauses (throws if it does: use forwardAsync). */
+export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): T {
+  return runSteps(forwardSteps(be, cfg, w, tokens, opts), 'forward');
+}
+
+/** One forward pass, awaiting each pause of the backend's MoE steps (expert offload). */
+export function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Promise<T> {
+  return runStepsAsync(forwardSteps(be, cfg, w, tokens, opts));
 }

@@ -18,7 +18,7 @@ import { sparsityLabel, type SparsityOption } from '../sparse/apply';
 import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, kvCacheFor, planMemory, resolveStorage, whatFits, type MemoryPlan, type PlanDevice, type StorageFormat } from './memory-plan';
 import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
 import { DEFAULT_EVICTION, DEFAULT_PREFETCH, type EvictionPolicy, type ExpertSourcePolicy, type OffloadConfig, type PrefetchPolicy } from './expert-cache';
-import { tensorName } from './tensors';
+import { hasRole, tensorName } from './tensors';
 
 export type { Gpu, GpuOptions };
 
@@ -203,7 +203,7 @@ const POLICIES = { source: ['auto', 'host', 'source'], prefetch: ['none', 'previ
  * memory when they take at most half of it (hostMemoryBytes; default navigator.deviceMemory GiB where
  * the browser tells, else 4 GiB assumed), else re-reads them from the checkpoint on each miss.
  */
-export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoadOptions, ckpt: Pick<Checkpoint, 'readF32'>): OffloadConfig {
+export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoadOptions, ckpt: Pick<Checkpoint, 'readF32' | 'config'>): OffloadConfig {
   const check = <K extends keyof typeof POLICIES>(what: K, v: unknown, option: string) => {
     if (v !== undefined && !(POLICIES[what] as readonly unknown[]).includes(v)) throw new ArgumentError(`${option} must be ${POLICIES[what].join(', ')}; got ${JSON.stringify(v)}`);
   };
@@ -218,7 +218,16 @@ export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoa
   return {
     capacity, source, prefetch: o.expertPrefetch ?? DEFAULT_PREFETCH, eviction: o.expertEviction ?? DEFAULT_EVICTION,
     readExpert: async (layer, e) => {
-      const [gate, up, down] = await Promise.all((['expert_gate', 'expert_up', 'expert_down'] as const).map((r) => ckpt.readF32(tensorName(r, layer, e))));
+      const cfg = ckpt.config, I = cfg.moeIntermediateSize, D = cfg.hiddenSize;
+      if (hasRole(cfg, 'experts_gate_up')) {
+        // Granite keeps a layer's experts in two stacked tensors, input_linear [E, 2I, D] (rows [gate; up])
+        // and output_linear [E, D, I]: both are read whole and expert e's rows taken, so a miss re-reads E
+        // experts' bytes (expertSource 'host' avoids it).
+        const [gateUp, down] = await Promise.all((['experts_gate_up', 'experts_down'] as const).map((r) => ckpt.readF32(tensorName(r, layer, -1, cfg))));
+        const at = e * 2 * I * D;
+        return { gate: gateUp.slice(at, at + I * D), up: gateUp.slice(at + I * D, at + 2 * I * D), down: down.slice(e * D * I, (e + 1) * D * I) };
+      }
+      const [gate, up, down] = await Promise.all((['expert_gate', 'expert_up', 'expert_down'] as const).map((r) => ckpt.readF32(tensorName(r, layer, e, cfg))));
       return { gate, up, down };
     },
   };

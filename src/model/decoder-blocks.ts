@@ -5,6 +5,7 @@
  */
 import type { Backend, ForwardOptions, GqaShape, LayerWeights, ModelWeights } from './deepseek';
 import { isMoeLayer, type ModelConfig } from './config';
+import type { Steps } from './steps';
 
 export const gqaShape = (cfg: ModelConfig): GqaShape => ({ heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim });
 
@@ -15,13 +16,18 @@ export function ropeQk<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, q: T, k:
   be.rope(k, cfg.numKvHeads, d, 0, d, past, 'half');
 }
 
-/** The feed-forward of layer i: the sparse MoE block, or a dense SwiGLU MLP where the config puts one. */
-export function feedForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, x: T): T {
-  return isMoeLayer(cfg, i) ? be.moeForward(i, x, L.moe!, cfg) : be.mlp(x, L.mlp!.gate, L.mlp!.up, L.mlp!.down);
+/**
+ * The feed-forward of layer i: the sparse MoE block, or a dense SwiGLU MLP where the config puts one. As
+ * steps (the caller writes `yield* feedForward(…)`): a backend whose MoE pauses (expert offload,
+ * Backend.moeSteps) yields there, the others run straight through.
+ */
+export function* feedForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, x: T): Steps<T> {
+  if (!isMoeLayer(cfg, i)) return be.mlp(x, L.mlp!.gate, L.mlp!.up, L.mlp!.down);
+  return be.moeSteps ? yield* be.moeSteps(i, x, L.moe!, cfg) : be.moeForward(i, x, L.moe!, cfg);
 }
 
 /** After the last layer: RMSNorm and the LM head (of the last row only when asked), or the residual stream for a cache-only chunk. */
-export function head<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, h: T, opts: ForwardOptions): T {
+export function head<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, h: T, opts: ForwardOptions<T>): T {
   if (opts.cacheOnly) return h;
   const normed = be.rmsNorm(opts.lastOnly ? be.lastRow(h) : h, w.norm, cfg.rmsNormEps);
   opts.onActivation?.('final_norm', normed);
@@ -29,7 +35,7 @@ export function head<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWe
 }
 
 /** End of layer i: report the residual stream, then let the backend reuse the layer's temporaries. */
-export function endLayer<T, W, E>(be: Backend<T, W, E>, i: number, h: T, opts: ForwardOptions): void {
+export function endLayer<T, W, E>(be: Backend<T, W, E>, i: number, h: T, opts: ForwardOptions<T>): void {
   opts.onActivation?.(`layers.${i}.out`, h);
   // Intermediates handed to onActivation must outlive the layer.
   if (!opts.onActivation) be.endLayer?.();

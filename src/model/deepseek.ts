@@ -15,6 +15,7 @@ import { dequantize, isDecodable } from '../formats/gguf-blocks';
 import type { GgufBlocks } from '../loader/checkpoint';
 import { isMoeLayer } from './config';
 import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope-params';
+import { runSteps, runStepsAsync, type Steps } from './steps';
 
 /** Where a linear weight sits in the model; backends choose storage (f32/f16/int8/int4/sparse) by role. */
 export type { MatrixRole };
@@ -115,7 +116,7 @@ export interface Backend<T, W, E> {
    * forward goes on): expert offload reads the routing back and uploads experts in between. Only
    * forwardAsync runs a backend whose steps pause.
    */
-  moeSteps?(layer: number, x: T, e: E, cfg: ModelConfig): Generator<Promise<unknown>, T, void>;
+  moeSteps?(layer: number, x: T, e: E, cfg: ModelConfig): Steps<T>;
   /** In place: h += r. */
   addInPlace(h: T, r: T): void;
   /** In place: rows [0, rows) of x become 0 (the MTP input embedding at position 0). */
@@ -213,7 +214,7 @@ function mla<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, layer: number, a: 
  * One decoder layer in place on the residual stream h: h += MLA(RMSNorm(h)); h += FFN(RMSNorm(h)). As
  * steps: a backend whose MoE pauses (expert offload, Backend.moeSteps) yields there.
  */
-function* decoderLayer<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, h: T, past: number, onActivation?: (name: string, x: unknown) => void): Generator<Promise<unknown>, void, void> {
+function* decoderLayer<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, h: T, past: number, onActivation?: (name: string, x: unknown) => void): Steps<void> {
   const eps = cfg.rmsNormEps;
   const attnIn = be.rmsNorm(h, L.inputNorm, eps);
   onActivation?.(`layers.${i}.attn_in`, attnIn);
@@ -229,29 +230,18 @@ function* decoderLayer<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: numbe
   onActivation?.(`layers.${i}.out`, h);
 }
 
-/** Runs steps that must not pause (a backend without expert offload). */
-function runSync<R>(steps: Generator<Promise<unknown>, R, void>, what: string): R {
-  const r = steps.next();
-  if (!r.done) throw new Error(`${what}: this backend pauses inside the forward (expert offload): use forwardAsync`);
-  return r.value;
-}
-
 /** One forward pass over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */
 export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): T {
-  return runSync(forwardSteps(be, cfg, w, tokens, opts), 'forward');
+  return runSteps(forwardSteps(be, cfg, w, tokens, opts), 'forward');
 }
 
 /** forward() for backends whose MoE steps pause (expert offload): awaits each pause. */
-export async function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Promise<T> {
-  const steps = forwardSteps(be, cfg, w, tokens, opts);
-  for (let r = steps.next(); ; r = steps.next()) {
-    if (r.done) return r.value;
-    await r.value;
-  }
+export function forwardAsync<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Promise<T> {
+  return runStepsAsync(forwardSteps(be, cfg, w, tokens, opts));
 }
 
 /** The forward pass, pausing where the backend's MoE steps ask to (a generator: forward / forwardAsync drive it). */
-export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Generator<Promise<unknown>, T, void> {
+export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Steps<T> {
   const eps = cfg.rmsNormEps;
   const h = be.embed(w.embed, tokens, cfg.hiddenSize);
   opts.onActivation?.('embed', h);
@@ -289,7 +279,7 @@ export function mtpForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, m: M
   const x = be.linear(be.rmsNorm(emb, m.enorm, eps), m.ehE);
   be.addInPlace(x, be.linear(be.rmsNorm(prevHidden, m.hnorm, eps), m.ehH));
   // The MTP block's experts are resident (the expert cache holds the main layers'), so it never pauses.
-  runSync(decoderLayer(be, cfg, m.layer, m.block, x, past), 'mtpForward');
+  runSteps(decoderLayer(be, cfg, m.layer, m.block, x, past), 'mtpForward');
   const last = lastOnly ? be.lastRow(x) : x;
   return be.linear(be.rmsNorm(last, m.headNorm, eps), m.head);
 }

@@ -417,7 +417,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const ids = this.captureRouting ? this.routingBuffer(layer, N) : gpu.temps.acquire(N * 4);
     const weights = gpu.temps.acquire(N * 4);
     moeGate(gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
+    // The shared expert (and Qwen2-MoE's sigmoid gate on it) stays resident and runs as in moeForward.
     const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
+    if (shared && e.sharedGate) sigmoidGateRows(gpu, this.r(), this.linear(x, e.sharedGate).buf, shared.buf, T, D);
     const policy = this.offload!;
     const next = this.nextMoe(layer);
     const predict = policy.prefetch === 'next-gate' && next?.cached ? next : null;

@@ -541,7 +541,6 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const budget = opts.gpuBudget;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);
   if (full.gpuBytes <= budget || !moe.length || !cfg.nRoutedExperts) return full;
-  if (cfg.family !== 'deepseek') throw new UnsupportedError(`expert offload runs DeepSeek-architecture models so far; this ${familyLabel(cfg)} model needs ${mib(full.gpuBytes)} MiB, over the GPU budget of ${mib(budget)} MiB: load it without a GPU budget on a device with that much memory, or with smaller --weights or a shorter --context`);
   if (experts === 'gguf') throw new UnsupportedError(`expert offload keeps routed experts in webmoe's stacks; this GGUF's experts stay GGUF blocks ('gguf' storage): load it with --weights q4 or q8 to offload, or without a GPU budget`);
   // One slot = one expert of a stack (every buffer of it); the slots of a layer are one stack, so at
   // most what one binding holds.
@@ -559,6 +558,11 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   };
   const perLayer = expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) || 1;
   const minimum = withSlots(K);
+  // A small model's experts can weigh less than the cache's tables and scratch: then offload saves
+  // nothing and the least it runs in is the full plan.
+  if (minimum.gpuBytes >= full.gpuBytes) {
+    throw new GpuBudgetError(`a GPU budget of ${mib(budget)} MiB cannot run this model: it needs ${mib(full.gpuBytes)} MiB with every expert resident, and expert offload would not save memory (top-${K} slots per MoE layer with the cache's tables take ${mib(minimum.gpuBytes)} MiB): the minimum is ${mib(full.gpuBytes)} MiB (or a shorter --context, or smaller --weights)`, budget, full.gpuBytes);
+  }
   if (minimum.gpuBytes > budget) {
     throw new GpuBudgetError(`a GPU budget of ${mib(budget)} MiB cannot run this model: what stays resident (attention, shared experts, router, embeddings, KV cache at ${contextLength} tokens, activations) takes ${mib(minimum.gpuBytes - moe.length * K * slot)} MiB, and each of its ${moe.length} MoE layers needs slots for at least its top-${K} experts (${mib(moe.length * K * slot)} MiB): the minimum is ${mib(minimum.gpuBytes)} MiB (or a shorter --context, or smaller --weights)`, budget, minimum.gpuBytes);
   }

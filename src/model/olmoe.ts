@@ -17,8 +17,10 @@
 import type { Backend, ForwardOptions, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
 import { endLayer, feedForward, gqaShape, head, ropeQk } from './decoder-blocks';
+import type { Steps } from './steps';
 
-export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions): T {
+/** The forward pass as steps (architectures.ts drives them): it pauses only inside the MoE feed-forward. */
+export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Steps<T> {
   const eps = cfg.rmsNormEps;
   const h = be.embed(w.embed, tokens, cfg.hiddenSize);
   opts.onActivation?.('embed', h);
@@ -34,7 +36,7 @@ export function forward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: Mode
     be.addInPlace(h, attn);
     const ffnIn = be.rmsNorm(h, L.postNorm, eps);
     opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
-    const ffn = feedForward(be, cfg, i, L, ffnIn);
+    const ffn = yield* feedForward(be, cfg, i, L, ffnIn);
     opts.onActivation?.(`layers.${i}.ffn_out`, ffn);
     be.addInPlace(h, ffn);
     endLayer(be, i, h, opts);

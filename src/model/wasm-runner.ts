@@ -6,7 +6,8 @@
  */
 import type { LayerLoad, ModelRunner, SamplingParams, StepResult } from './runner';
 import type { ModelConfig } from './config';
-import { forward, type ModelWeights } from './deepseek';
+import type { ModelWeights } from './deepseek';
+import { forward } from './architectures';
 import type { WasmBackend, WasmMoe } from './wasm-backend';
 import type { WasmWeight } from '../kernels/wasm/kernels';
 import { sampleRowOnCpu } from './cpu-sampler';

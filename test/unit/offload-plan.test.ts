@@ -46,6 +46,47 @@ describe('memory plan with a GPU budget', () => {
   });
 });
 
+// The plan is the same for every family (slots of experts per MoE layer; the Llama-style forwards pause
+// in their MoE layers as DeepSeek's does: test/gpu/family-offload.test.ts runs them).
+describe.each(['Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m'])('%s: a GPU budget between the minimum and the full plan', (model) => {
+  it('gets the largest expert cache that fits, with the shared experts resident', () => {
+    const cfg = realConfig(model);
+    const opts = { weights: 'q4' as const, contextLength: 4096 };
+    const full = planMemory(cfg, null, opts);
+    let err: unknown;
+    try { planMemory(cfg, null, { ...opts, gpuBudget: 2 ** 20 }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(GpuBudgetError);
+    const min = (err as GpuBudgetError).details!.minimumBytes as number;
+    const budget = Math.floor((min + full.gpuBytes) / 2);
+    const p = planMemory(cfg, null, { ...opts, gpuBudget: budget });
+    const o = p.offload!;
+    expect(p.gpuBytes).toBeLessThanOrEqual(budget);
+    expect(o.capacity).toBeGreaterThan(cfg.numExpertsPerTok);
+    expect(o.capacity).toBeLessThan(cfg.nRoutedExperts);
+    expect(o.cacheBytes).toBe(o.capacity * o.expertBytes * o.moeLayers);
+    // Everything but the routed experts stays as the full plan has it (Qwen2-MoE's shared experts among them).
+    expect(p.weights.bytes - p.weights.byRole.routed_experts).toBe(full.weights.bytes - full.weights.byRole.routed_experts);
+    const gib = (n: number) => (n / 2 ** 30).toFixed(2);
+    console.info(`${model} q4, 4096 tokens: full ${gib(full.gpuBytes)} GiB, minimum ${gib(min)} GiB; at ${gib(budget)} GiB ${o.capacity}/${o.experts} experts per layer`);
+  });
+});
+
+describe('a model whose experts weigh less than the cache around them', () => {
+  it('below the full plan: GpuBudgetError naming the full plan as the minimum', () => {
+    // The Mixtral fixture (8 experts of 16×32) at q8: its experts take less than the slot tables and
+    // scratch top-2 slots per layer would add.
+    const cfg = parseConfig(JSON.parse(readFileSync(new URL('../fixtures/families/mixtral/config.json', import.meta.url), 'utf8')));
+    const opts = { weights: 'q8' as const, contextLength: 64 };
+    const full = planMemory(cfg, null, opts);
+    let err: unknown;
+    try { planMemory(cfg, null, { ...opts, gpuBudget: full.gpuBytes - 1 }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(GpuBudgetError);
+    expect((err as GpuBudgetError).details!.minimumBytes).toBe(full.gpuBytes);
+    expect((err as Error).message).toMatch(/expert offload would not save memory/);
+    expect(planMemory(cfg, null, { ...opts, gpuBudget: full.gpuBytes }).offload).toBeNull();
+  });
+});
+
 describe('token runs of a prefill', () => {
   it('each run fits the slots, covers its tokens in order, and a run ends only when the next token would not fit', () => {
     const K = 3, T = 50, E = 20, C = 5;
