@@ -383,10 +383,11 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
 
   const request = async (headers: Record<string, string>, signal?: AbortSignal): Promise<Response> => {
     try {
-      // no-store: keep the browser's HTTP cache out of weight downloads. Chromium's, holding the probe's
-      // range of a file while a full GET of it was still being written into the same entry, has
-      // answered a later Range request with the right status and Content-Range but wrong bytes past
-      // the cached prefix: garbage weights (NaN logits, greedy token 0) and no error (issue 21;
+      // no-store: keep the browser's HTTP cache out of weight downloads. With a server that gzips the
+      // full GET (and even 206 answers) under the same weak ETag as the identity probe range (vite
+      // preview does), Chromium's cache mixed the encodings in one entry: the full body came back short
+      // and the next Range request got 206 with the right Content-Range but wrong bytes past the cached
+      // first MiB: garbage weights (NaN logits, greedy token 0) and no error (issue 21;
       // test/e2e/weights-intact.spec.ts). The Cache API copy (loader/cache.ts) is the cache here.
       return await doFetch(url, { headers: { ...opts.headers, ...headers }, signal, cache: 'no-store' });
     } catch (e) {

@@ -22,7 +22,7 @@ import { TextCodec } from '../../src/engine/text';
 // page in the natural order), once right away and twice after the page fetched the file the way the
 // old loader did; each greedy continuation must equal the CPU reference runner's on the same file.
 // The old loader failed most loads from a long-running preview server but not every run (timing), so
-// test/unit/loader.test.ts also checks that every weight request is sent with cache: 'no-store'.
+// test/unit/loader-no-store.test.ts also checks that every weight request is sent with cache: 'no-store'.
 const PROMPT = 'The Fulton County Grand Jury said';
 const TOKENS = 8;
 
