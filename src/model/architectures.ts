@@ -9,11 +9,12 @@ import { forward as qwen3Moe } from './qwen3-moe';
 import { forward as olmoe } from './olmoe';
 import { forward as mixtral } from './mixtral';
 import { forward as graniteMoe } from './granite-moe';
+import { forward as gptOss } from './gpt-oss';
 
 type Forward = <T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions) => T;
 
 export const ARCHITECTURES: Readonly<Record<Family, Forward>> = {
-  deepseek, qwen2_moe: qwen2Moe, qwen3_moe: qwen3Moe, olmoe, mixtral, granitemoe: graniteMoe,
+  deepseek, qwen2_moe: qwen2Moe, qwen3_moe: qwen3Moe, olmoe, mixtral, granitemoe: graniteMoe, gpt_oss: gptOss,
 };
 
 /** One forward pass of the config's architecture over `tokens` at positions [past, past + S). Returns logits [S or 1, vocab]. */

@@ -118,12 +118,13 @@ export const acquireBrowserGpu: AcquireGpu = async (o) => {
  * (the attention kernels attend over the whole cache: within the window that is the model's attention).
  */
 export function defaultContextLength(cfg: ModelConfig): number {
-  return Math.min(cfg.maxPositionEmbeddings, 4096, cfg.slidingWindow ?? Infinity);
+  return Math.min(cfg.maxPositionEmbeddings, 4096, cfg.layerTypes ? Infinity : cfg.slidingWindow ?? Infinity);
 }
 
 /** A context past a configured sliding window would need windowed attention, which webmoe does not run yet. */
 export function checkSlidingWindow(cfg: ModelConfig, contextLength: number): void {
-  if (cfg.slidingWindow !== null && contextLength > cfg.slidingWindow) {
+  // GPT-OSS (layerTypes) runs its windows in the attention kernels: any context works.
+  if (cfg.slidingWindow !== null && !cfg.layerTypes && contextLength > cfg.slidingWindow) {
     throw new UnsupportedError(`contextLength ${contextLength} is past the model's sliding window (sliding_window ${cfg.slidingWindow}): sliding-window attention is not supported yet; load with contextLength ≤ ${cfg.slidingWindow}`);
   }
 }
@@ -132,9 +133,11 @@ export function checkSlidingWindow(cfg: ModelConfig, contextLength: number): voi
 export function parameterCounts(cfg: ModelConfig): { total: number; active: number } {
   let total = 0, experts = 0;
   for (const t of modelTensors(cfg)) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
+    // MXFP4: a block byte holds two parameters; the scales are not parameters.
+    const per = t.spec.ossExperts === 'blocks' ? 2 : t.spec.ossExperts === 'scales' ? 0 : 1;
+    const n = t.shape.reduce((a, b) => a * b, 1) * per;
     total += n;
-    if (t.expert >= 0 || t.spec.stacked) experts += n;
+    if (t.expert >= 0 || t.spec.stacked || t.spec.ossExperts) experts += n;
   }
   const moe = moeLayers(cfg).length;
   const perExpert = cfg.nRoutedExperts ? experts / (cfg.nRoutedExperts * Math.max(1, moe)) : 0;

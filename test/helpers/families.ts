@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
 
-export const FAMILY_FIXTURES = ['qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe'] as const;
+export const FAMILY_FIXTURES = ['qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe', 'gpt_oss'] as const;
 export type FamilyFixture = (typeof FAMILY_FIXTURES)[number];
 
 export const familyDir = (f: FamilyFixture) => join(import.meta.dirname, '..', 'fixtures', 'families', f);

@@ -8,7 +8,7 @@ import { CpuBackend, type CpuTensor } from '../../src/model/cpu-backend';
 import { buildWeights } from '../../src/model/load';
 import { ConfigError } from '../../src/errors';
 import { parseConfig } from '../../src/model/config';
-import { checkSlidingWindow, defaultContextLength } from '../../src/model/assemble';
+import { checkSlidingWindow, defaultContextLength, parameterCounts } from '../../src/model/assemble';
 import { UnsupportedError } from '../../src/errors';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -73,7 +73,7 @@ describe('family registry', () => {
     try { parseConfig({ model_type: 'llama4', architectures: ['Llama4ForCausalLM'] }); } catch (e) { err = e; }
     expect(err).toBeInstanceOf(ConfigError);
     const msg = (err as Error).message;
-    for (const t of ['deepseek_v3', 'deepseek_v2', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe']) expect(msg).toContain(t);
+    for (const t of ['deepseek_v3', 'deepseek_v2', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe', 'gpt_oss']) expect(msg).toContain(t);
   });
   it('a model_type with another family\'s architectures is refused', () => {
     const { ref } = familyFixture('mixtral');
@@ -109,9 +109,46 @@ describe('family tensor tables', () => {
     expect(all.length).toBe(expectedTensorCount(ck.config));
     expect(new Set(all.map((t) => t.name))).toEqual(new Set(ck.tensors.keys()));
     for (const t of all) expect(parseTensorName(t.name)?.spec.role, t.name).toBe(t.spec.role);
-    // Routed experts are 'experts' sparsity targets under their family's names (Granite's stacked ones are not).
+    // Routed experts are 'experts' sparsity targets under their family's names (Granite's and GPT-OSS's stacked ones are not).
     const expert = all.find((t) => t.expert === 0 && t.spec.proj === 'gate');
-    if (family === 'granitemoe') expect(expert).toBeUndefined();
+    if (family === 'granitemoe' || family === 'gpt_oss') expect(expert).toBeUndefined();
     else expect(isSparsityTarget(expert!.name, 'experts')).toBe(true);
+  });
+});
+
+describe('GPT-OSS config', () => {
+  const published = () => JSON.parse(readFileSync(join(import.meta.dirname, '..', 'data', 'configs', 'gpt-oss-20b', 'config.json'), 'utf8'));
+  it('gpt-oss-20b parses with its windows, sinks, YaRN (truncate false), clamped SwiGLU and MXFP4 experts', () => {
+    const c = parseConfig(published());
+    expect(c.family).toBe('gpt_oss');
+    expect([c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.vocabSize]).toEqual([2880, 24, 64, 8, 64, 201088]);
+    expect([c.nRoutedExperts, c.numExpertsPerTok, c.moeIntermediateSize]).toEqual([32, 4, 2880]);
+    expect(c.layerTypes!.filter((t) => t === 'sliding_attention').length).toBe(12);
+    expect(c.layerTypes![0]).toBe('sliding_attention');
+    expect(c.layerTypes![1]).toBe('full_attention');
+    expect(c.slidingWindow).toBe(128);
+    expect(c.attentionSinks).toBe(true);
+    expect(c.expertActivation).toEqual({ kind: 'swiglu_oai', alpha: 1.702, limit: 7 });
+    expect(c.ropeScaling).toMatchObject({ type: 'yarn', factor: 32, originalMaxPositionEmbeddings: 4096, truncate: false });
+    expect(c.quantization).toEqual({ method: 'mxfp4' });
+    expect(c.ropeStyle).toBe('half');
+  });
+  it('runs its windows itself: the sliding window does not cap the context', () => {
+    const c = parseConfig(published());
+    expect(defaultContextLength(c)).toBe(4096);
+    expect(() => checkSlidingWindow(c, 4096)).not.toThrow();
+  });
+  it('bad layer_types, and MXFP4 for another family, are refused naming the field', () => {
+    expect(() => parseConfig({ ...published(), layer_types: ['sliding_attention'] })).toThrow(/layer_types/);
+    expect(() => parseConfig({ ...published(), layer_types: Array(24).fill('chunked_attention') })).toThrow(ConfigError);
+    const mix = JSON.parse(readFileSync(join(familyDir('mixtral'), 'config.json'), 'utf8'));
+    expect(() => parseConfig({ ...mix, quantization_config: { quant_method: 'mxfp4' } })).toThrow(/mxfp4/);
+  });
+  it('parameter count as the model card gives it (21B total, 3.6B active; MXFP4 blocks hold two parameters a byte)', () => {
+    const c = parseConfig(published());
+    const p = parameterCounts(c);
+    expect(p.total / 1e9).toBeCloseTo(20.9, 1);
+    // The card's active count leaves out the input embedding (201088 × 2880 = 0.58B); the unembedding is in it.
+    expect((p.active - c.vocabSize * c.hiddenSize) / 1e9).toBeCloseTo(3.6, 1);
   });
 });
