@@ -1,5 +1,6 @@
 // The GPU runtime against each Llama-style MoE family's PyTorch float32 reference
-// (tools/families/make_fixtures.py): logits within 1e-4 and the same experts for every token of every
+// (tools/families/make_fixtures.py; GPT-OSS with its MXFP4 experts decoded in WGSL, a sliding window shorter
+// than the prompt and attention sinks): logits within 1e-4 and the same experts for every token of every
 // MoE layer, in prefill, token-by-token decode and prefill-then-decode, through the engine's load path
 // (config → tensor table → memory plan → GQA KV cache per kv head).
 import { describe, it, expect, beforeAll } from 'vitest';
@@ -63,7 +64,7 @@ describe.each(FAMILY_FIXTURES)('%s: GPU runtime vs the PyTorch fixture', (family
 // An f16 KV cache (the default on a real GPU) rounds every cached K/V value to f16 (relative 2^-11): a change
 // of the model's numbers, not of the arithmetic, so the 1e-4 of the f32 cache does not hold. Measured here
 // (prefill then decode, max |Δlogits| vs the f32 reference): Qwen2-MoE 1.25e-3, Qwen3-MoE 1.14e-3, OLMoE
-// 1.12e-3, Mixtral 9.5e-4, Granite 1.2e-5 (its logits are divided by 6). The bound is 5e-3, as for
+// 1.12e-3, Mixtral 9.5e-4, Granite 1.2e-5 (its logits are divided by 6), GPT-OSS 1.30e-3. The bound is 5e-3, as for
 // DeepSeek's latent cache in model.test.ts, and the routing must stay the same.
 describe.each(FAMILY_FIXTURES)('%s: an f16 KV cache', (family) => {
   it('prefill then decode: logits within 5e-3, identical routing', async () => {
@@ -91,7 +92,8 @@ describe.each(FAMILY_FIXTURES)('%s: an f16 KV cache', (family) => {
 // A Q8_0 GGUF of each family (webmoe's converter, llama.cpp's layout for the family: gguf-families.ts)
 // loaded by the Node engine with weights 'gguf' (the file's Q8_0 blocks decoded in the kernels): the
 // same logits as the CPU reference on the same file (which dequantises the same blocks) within 1e-4.
-describe.each(FAMILY_FIXTURES)('%s: a Q8_0 GGUF on the GPU', (family) => {
+// (GPT-OSS: no GGUF converter layout yet; its GGUF path is not built.)
+describe.each(FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss'))('%s: a Q8_0 GGUF on the GPU', (family) => {
   it("engine.load(file.gguf, { weights: 'gguf' }): logits equal the CPU reference on the same file", async () => {
     const { ref } = familyFixture(family);
     const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
