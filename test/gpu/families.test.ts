@@ -22,7 +22,7 @@ import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
 import { expectWithin, planVsAllocated } from '../helpers/plan-vs-allocated';
-import { FAMILY_FIXTURES, familyDir, familyFixture, type FamilyFixture } from '../helpers/families';
+import { FAMILY_FIXTURES, familyDir, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
 
 const TOL = { atol: 1e-4, rtol: 0 };
 let gpu: Gpu;
@@ -130,5 +130,28 @@ describe.each(FAMILY_FIXTURES)('%s: memory plan vs bytes allocated', (family) =>
     expect(r.kv).toBe(r.plan.kvCache.bytes);
     expectWithin(r.temps, r.plan.activations.bytes, 0.05, 'activations (temp pool)');
     expectWithin(r.total, r.plan.gpuBytes, 0.05, 'total');
+  });
+});
+
+// GPT-OSS checkpoints converted to BF16 keep HF GptOssExperts' own layout (gate_up_proj [E, D, 2I] with gate
+// and up interleaved, down_proj [E, I, D], biases): the GPU backend de-interleaves them into its expert
+// stacks (any storage) with the biases beside. Same decoded weights as the MXFP4 fixture, same logits.
+describe('gpt_oss unquantised checkpoint on the GPU', () => {
+  it('f32 expert stacks: prefill then decode within 1e-4, identical routing', async () => {
+    const { ref, logits: want, routing: wantRouting } = familyFixture('gpt_oss');
+    const { tokens, prefill_split: p, vocab_size: V } = ref;
+    const e = gpuEngine(gpu);
+    const info = await e.load(memoryModel({ ...(await gptOssDequantisedFiles()), 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) }), { weights: 'f32', kvCache: 'f32' });
+    expect(info.expertStorage).toBe('f32');
+    const out = new Float32Array(tokens.length * V);
+    const routing = new Map<number, number[][]>();
+    const chunks: [number, number][] = [[0, p], ...Array.from({ length: tokens.length - p }, (_, i) => [p + i, p + i + 1] as [number, number])];
+    for (const [a, b] of chunks) {
+      out.set(await gpu.checked(() => e.runner.logits(tokens.slice(a, b), true)), a * V);
+      for (const [layer, rows] of await e.runner.lastRouting()) routing.set(layer, [...(routing.get(layer) ?? []), ...rows]);
+    }
+    await e.unload();
+    expectClose(out, want, TOL, 'gpt_oss unquantised');
+    for (const [layer, rows] of Object.entries(wantRouting)) expect(sets(routing.get(+layer)!), `layer ${layer}`).toEqual(sets(rows));
   });
 });

@@ -15,7 +15,9 @@ import { join } from 'node:path';
 import { familyDir } from '../helpers/families';
 import { expectedTensorCount, modelTensors, parseTensorName, isSparsityTarget } from '../../src/model/tensors';
 import { expectClose } from '../helpers/gpu';
-import { FAMILY_FIXTURES, familyCheckpoint, familyFixture } from '../helpers/families';
+import { FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles } from '../helpers/families';
+import { openCheckpoint } from '../../src/model/checkpoint';
+import { memoryModel } from '../../src/loader/model-source';
 
 const TOL = { atol: 1e-4, rtol: 0 };
 
@@ -150,5 +152,18 @@ describe('GPT-OSS config', () => {
     expect(p.total / 1e9).toBeCloseTo(20.9, 1);
     // The card's active count leaves out the input embedding (201088 × 2880 = 0.58B); the unembedding is in it.
     expect((p.active - c.vocabSize * c.hiddenSize) / 1e9).toBeCloseTo(3.6, 1);
+  });
+});
+
+describe('GPT-OSS unquantised checkpoint (gate_up_proj [E, D, 2I], down_proj [E, I, D])', () => {
+  it('the CPU reference gives the MXFP4 fixture\'s logits and routing (same decoded weights)', async () => {
+    const { ref, logits: want, routing } = familyFixture('gpt_oss');
+    const ck = await openCheckpoint(memoryModel(await gptOssDequantisedFiles()));
+    expect(ck.config.quantization).toBeNull();
+    expect(ck.tensors.get('model.layers.0.mlp.experts.gate_up_proj')?.shape).toEqual([8, 64, 64]);
+    const be = new CpuBackend(ck.config);
+    const w = await buildWeights(be, ck.config, ck);
+    expectClose(forward(be, ck.config, w, ref.tokens, { past: 0 }).data, want, TOL, 'gpt_oss unquantised prefill');
+    for (const [layer, ids] of Object.entries(routing)) expect(be.routing.get(+layer)!.ids, `layer ${layer}`).toEqual(ids);
   });
 });
