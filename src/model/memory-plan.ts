@@ -23,7 +23,6 @@
  *    table and the small placeholder buffers.
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
-import { expertsPerStack as kernelExpertsPerStack } from '../kernels/moe';
 import { rowLayout } from '../kernels/weight-pack';
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
 import { ggufBufferBytes, ggufChunkRows } from '../kernels/gguf-layout';
@@ -207,6 +206,17 @@ function splitStacks(E: number, per: number): number[] {
 
 /** Bytes of one MXFP4 row of K values (whole 32-value blocks, 16 bytes each). */
 const mxfp4RowBytes = (K: number) => rowLayout('mxfp4', K).rowWords * 4;
+
+/**
+ * GPT-OSS's MXFP4 experts per stack (kernels/moe.ts expertsPerStack 'mxfp4': block bytes, one E8M0
+ * byte per row and block, the two f32 biases, each buffer within `limit`), evened out over the fewest stacks.
+ */
+function mxfp4ExpertsPerStack(E: number, I: number, D: number, limit: number): number {
+  const per = [2 * I * mxfp4RowBytes(D), D * mxfp4RowBytes(I), 2 * I * Math.ceil(D / 32), D * Math.ceil(I / 32), 2 * I * 4, D * 4];
+  const n = Math.min(...per.map((b) => Math.floor(limit / b)));
+  if (n < 1) return 0;
+  return Math.ceil(E / Math.ceil(E / Math.min(n, E)));
+}
 
 /** The stacks of one MoE layer: experts per stack, and each stack's expert count. */
 export function expertStacks(f: PackedFormat, E: number, I: number, D: number, limit = Infinity): number[] {
@@ -493,7 +503,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const packedExperts: PackedFormat = experts === 'gguf' ? 'f32' : experts;
   const E0 = cfg.nRoutedExperts, I0 = cfg.moeIntermediateSize, D0 = cfg.hiddenSize;
   const stacks = !E0 ? [] : experts === 'gguf' ? [E0]
-    : cfg.family === 'gpt_oss' && cfg.quantization?.method === 'mxfp4' ? splitStacks(E0, kernelExpertsPerStack('mxfp4', E0, D0, I0, limit))
+    : cfg.family === 'gpt_oss' && cfg.quantization?.method === 'mxfp4' ? splitStacks(E0, mxfp4ExpertsPerStack(E0, I0, D0, limit))
     : expertStacks(packedExperts, E0, I0, D0, limit);
   /**
    * GPT-OSS (gpu-backend.ts gptOssMoe): MXFP4 stacks as uploadMxfp4ExpertGroups makes them (block bytes,
