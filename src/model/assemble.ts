@@ -53,7 +53,7 @@ export interface ModelDescription {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'gguf' (a GGUF's stacked blocks), 'sparse f32|q8|q4', or 'none'. */
+  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'mxfp4' (GPT-OSS's released experts), 'gguf' (a GGUF's stacked blocks), 'sparse f32|q8|q4', or 'none'. */
   expertStorage?: string;
   sparsity: string;
   contextLength: number;
@@ -297,6 +297,7 @@ export class GpuModelLoader {
       log(`${name}: sparsity auto (target ratio ${asked.targetRatio}) → ${auto.label}, ${auto.selection.ratio.toFixed(4)} of the dense f32 bytes`);
       sp = { ...auto.option, permute: asked.permute };
     } else if (asked) sp = { ...asked, format: asked.format, apply: asked.apply ?? 'experts' };
+    if (sp && cfg.family === 'gpt_oss') throw new UnsupportedError(`sparsity (${sparsityLabel(sp)}) does not apply to GPT-OSS yet: its experts run as the checkpoint's MXFP4 blocks, which the sparse kernels do not take; load without the sparsity option`);
     const policy: WeightPolicy = {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
       storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
@@ -321,7 +322,8 @@ export class GpuModelLoader {
     const description = describeModel(cfg, {
       name,
       weightStorage: storage,
-      expertStorage: cfg.nRoutedExperts === 0 ? 'none' : policy.sparsity ? `sparse ${policy.sparsity.values}` : be.expertFormat,
+      // GPT-OSS's MXFP4 experts stay MXFP4 whatever the storage (gpu-backend.ts gptOssMoe), and are never pruned.
+      expertStorage: cfg.nRoutedExperts === 0 ? 'none' : cfg.family === 'gpt_oss' && cfg.quantization?.method === 'mxfp4' ? 'mxfp4' : policy.sparsity && cfg.family !== 'gpt_oss' ? `sparse ${policy.sparsity.values}` : be.expertFormat,
       sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
       contextLength,
       mtpLayers: weights.mtp?.length ?? 0,

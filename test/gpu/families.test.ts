@@ -48,6 +48,7 @@ describe.each(FAMILY_FIXTURES)('%s: GPU runtime vs the PyTorch fixture', (family
     const e = gpuEngine(gpu);
     const info = await e.load(source(family), { weights: 'f32', kvCache: 'f32' });
     expect(info.modelType).toBe(ref.model_type);
+    if (family === 'gpt_oss') expect([info.family, info.expertStorage]).toEqual(['GPT-OSS', 'mxfp4']);
     const out = new Float32Array(n * V);
     const routing = new Map<number, number[][]>();
     for (const [a, b] of chunks) {
@@ -137,6 +138,10 @@ describe.each(FAMILY_FIXTURES)('%s: memory plan vs bytes allocated', (family) =>
 // and up interleaved, down_proj [E, I, D], biases): the GPU backend de-interleaves them into its expert
 // stacks (any storage) with the biases beside. Same decoded weights as the MXFP4 fixture, same logits.
 describe('gpt_oss unquantised checkpoint on the GPU', () => {
+  it('a sparsity option is refused with what works instead (the MXFP4 experts are not pruned)', async () => {
+    const e = gpuEngine(gpu);
+    await expect(e.load(source('gpt_oss'), { weights: 'f32', sparsity: { format: '2:4', apply: 'experts' } })).rejects.toThrow(/load without the sparsity option/);
+  });
   it('f32 expert stacks: prefill then decode within 1e-4, identical routing', async () => {
     const { ref, logits: want, routing: wantRouting } = familyFixture('gpt_oss');
     const { tokens, prefill_split: p, vocab_size: V } = ref;
