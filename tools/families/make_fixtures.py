@@ -270,7 +270,7 @@ def yarn_inv_freq(c, dim):
     rs, base = c['rope_scaling'], c['rope_theta']
     factor = rs['factor']
     orig = rs['original_max_position_embeddings']
-    factor = c['max_position_embeddings'] / orig  # HF: the ratio replaces factor when original_max_position_embeddings is given (32 either way)
+    factor = c['max_position_embeddings'] / orig  # as transformers versions that derive factor from the two lengths do (= rope_scaling.factor, 32, in gpt-oss's configs)
 
     def get_mscale(scale, mscale=1):
         return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
