@@ -17,6 +17,8 @@ import { expectedTensorCount, modelTensors, parseTensorName, isSparsityTarget } 
 import { expectClose } from '../helpers/gpu';
 import { FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles } from '../helpers/families';
 import { openCheckpoint } from '../../src/model/checkpoint';
+import { TextCodec } from '../../src/engine/text';
+import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { memoryModel } from '../../src/loader/model-source';
 
 const TOL = { atol: 1e-4, rtol: 0 };
@@ -165,5 +167,29 @@ describe('GPT-OSS unquantised checkpoint (gate_up_proj [E, D, 2I], down_proj [E,
     const w = await buildWeights(be, ck.config, ck);
     expectClose(forward(be, ck.config, w, ref.tokens, { past: 0 }).data, want, TOL, 'gpt_oss unquantised prefill');
     for (const [layer, ids] of Object.entries(routing)) expect(be.routing.get(+layer)!.ids, `layer ${layer}`).toEqual(ids);
+  });
+});
+
+describe('GPT-OSS chat template file', () => {
+  // gpt-oss ships its (harmony) template as chat_template.jinja, not inside tokenizer_config.json. A
+  // harmony-shaped stand-in: webmoe reads the file and renders it with the chat messages.
+  const harmony = "{% for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|start|>assistant{% endif %}";
+  const files = async (extra: Record<string, string>) => ({
+    'config.json': readFileSync(join(familyDir('gpt_oss'), 'config.json'), 'utf8'),
+    'model.safetensors': new Uint8Array(readFileSync(join(familyDir('gpt_oss'), 'model.safetensors'))),
+    ...extra,
+  });
+  it('chat_template.jinja is the template when tokenizer_config.json has none; one in tokenizer_config.json wins', async () => {
+    const a = await openCheckpoint(memoryModel(await files({ 'tokenizer_config.json': '{}', 'chat_template.jinja': harmony })));
+    expect(a.tokenizerConfig?.chat_template).toBe(harmony);
+    const b = await openCheckpoint(memoryModel(await files({ 'tokenizer_config.json': JSON.stringify({ chat_template: 'X' }), 'chat_template.jinja': harmony })));
+    expect(b.tokenizerConfig?.chat_template).toBe('X');
+    const c = await openCheckpoint(memoryModel(await files({ 'tokenizer_config.json': '{}' })));
+    expect(c.tokenizerConfig?.chat_template).toBeUndefined();
+  });
+  it('the template from the file renders a conversation', async () => {
+    const a = await openCheckpoint(memoryModel(await files({ 'tokenizer_config.json': '{}', 'chat_template.jinja': harmony })));
+    const codec = TextCodec.fromJson(byteLevelTokenizerJson(), a.tokenizerConfig, []);
+    expect(codec.renderChat([{ role: 'user', content: 'Hi' }])).toBe('<|start|>user<|message|>Hi<|end|><|start|>assistant');
   });
 });
