@@ -94,6 +94,11 @@ export async function buildWeights<T, W, E>(
     const o = p.oss;
     if (!p.gate || !o || ossRoles().some((r) => !o.has(r))) return;
     const f = (r: string) => o.get(r) as Float32Array, u = (r: string) => o.get(r) as Uint8Array;
+    // E8M0 byte 255 is NaN: no weight of a released checkpoint; refused before any backend decodes it.
+    for (const r of ['oss_gate_up_scales', 'oss_down_scales']) {
+      const at = o.has(r) ? u(r).indexOf(255) : -1;
+      if (at >= 0) throw new FormatError(`tensor '${tensorName(r as 'oss_down_scales', layer, -1, cfg)}': scale byte ${at} is 255 (NaN in E8M0); MXFP4 scales are 0…254`, { tensor: tensorName(r as 'oss_down_scales', layer, -1, cfg) });
+    }
     const gptOss: HostMoe['gptOss'] = {
       routerBias: f('router_linear_bias'), gateUpBias: f('oss_gate_up_bias'), downBias: f('oss_down_bias'),
       ...(cfg.quantization?.method === 'mxfp4'

@@ -18,6 +18,7 @@ import { expectClose } from '../helpers/gpu';
 import { FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles } from '../helpers/families';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { TextCodec } from '../../src/engine/text';
+import { writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { memoryModel } from '../../src/loader/model-source';
 
@@ -191,5 +192,33 @@ describe('GPT-OSS chat template file', () => {
     const a = await openCheckpoint(memoryModel(await files({ 'tokenizer_config.json': '{}', 'chat_template.jinja': harmony })));
     const codec = TextCodec.fromJson(byteLevelTokenizerJson(), a.tokenizerConfig, []);
     expect(codec.renderChat([{ role: 'user', content: 'Hi' }])).toBe('<|start|>user<|message|>Hi<|end|><|start|>assistant');
+  });
+});
+
+describe('GPT-OSS bad checkpoints fail with typed errors naming the tensor', () => {
+  const base = async () => {
+    const ck = await familyCheckpoint('gpt_oss');
+    const out: Record<string, TensorToWrite> = {};
+    for (const n of ck.tensors.keys()) { const r = await ck.readRaw(n); out[n] = { dtype: r.dtype, shape: r.shape, data: r.data.slice() }; }
+    return out;
+  };
+  const open = (t: Record<string, TensorToWrite>) => openCheckpoint(memoryModel({ 'config.json': readFileSync(join(familyDir('gpt_oss'), 'config.json'), 'utf8'), 'model.safetensors': writeSafetensors(t) }));
+  it('MXFP4 blocks stored as F16 are refused (U8 expected)', async () => {
+    const t = await base();
+    const b = t['model.layers.0.mlp.experts.down_proj_blocks'];
+    t['model.layers.0.mlp.experts.down_proj_blocks'] = { dtype: 'F16', shape: b.shape, data: new Uint16Array(b.data.byteLength) };
+    await expect(open(t)).rejects.toThrow(UnsupportedError);
+    await expect(open(t)).rejects.toThrow(/down_proj_blocks.*expected U8/);
+  });
+  it('a missing sinks tensor is named', async () => {
+    const t = await base();
+    delete t['model.layers.1.self_attn.sinks'];
+    await expect(open(t)).rejects.toThrow(/model\.layers\.1\.self_attn\.sinks' is missing/);
+  });
+  it('an E8M0 scale byte 255 (NaN) is refused at load', async () => {
+    const t = await base();
+    (t['model.layers.1.mlp.experts.gate_up_proj_scales'].data as Uint8Array)[5] = 255;
+    const ck = await open(t);
+    await expect(buildWeights(new CpuBackend(ck.config), ck.config, ck)).rejects.toThrow(/gate_up_proj_scales': scale byte 5 is 255/);
   });
 });
