@@ -137,6 +137,19 @@ describe.each(FAMILY_FIXTURES)('%s: memory plan vs bytes allocated', (family) =>
 // GPT-OSS checkpoints converted to BF16 keep HF GptOssExperts' own layout (gate_up_proj [E, D, 2I] with gate
 // and up interleaved, down_proj [E, I, D], biases): the GPU backend de-interleaves them into its expert
 // stacks (any storage) with the biases beside. Same decoded weights as the MXFP4 fixture, same logits.
+// Chunks of 5 tokens past the window of 8: each chunk's rows see keys of earlier chunks through the window.
+describe('gpt_oss chunked prefill across the sliding window', () => {
+  it('prefillChunk 5: the last row\'s logits within 1e-4', async () => {
+    const { ref, logits: want } = familyFixture('gpt_oss');
+    const { tokens, vocab_size: V } = ref;
+    const e = gpuEngine(gpu);
+    await e.load(source('gpt_oss'), { weights: 'f32', kvCache: 'f32', prefillChunk: 5 });
+    const last = await gpu.checked(() => e.runner.logits(tokens, false));
+    await e.unload();
+    expectClose(last, want.subarray((tokens.length - 1) * V), TOL, 'gpt_oss chunked prefill');
+  });
+});
+
 describe('gpt_oss unquantised checkpoint on the GPU', () => {
   it('a sparsity option is refused with what works instead (the MXFP4 experts are not pruned)', async () => {
     const e = gpuEngine(gpu);

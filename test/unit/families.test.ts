@@ -158,6 +158,18 @@ describe('GPT-OSS config', () => {
   });
 });
 
+describe('GPT-OSS chunked prefill across the sliding window (CPU)', () => {
+  it('chunks of 5 tokens (window 8): every row within 1e-4', async () => {
+    const { ref, logits: want } = familyFixture('gpt_oss');
+    const ck = await familyCheckpoint('gpt_oss');
+    const be = new CpuBackend(ck.config);
+    const w = await buildWeights(be, ck.config, ck);
+    const got = new Float32Array(want.length);
+    for (let a = 0; a < ref.tokens.length; a += 5) got.set(forward(be, ck.config, w, ref.tokens.slice(a, a + 5), { past: a }).data, a * ref.vocab_size);
+    expectClose(got, want, TOL, 'gpt_oss chunks of 5');
+  });
+});
+
 describe('GPT-OSS unquantised checkpoint (gate_up_proj [E, D, 2I], down_proj [E, I, D])', () => {
   it('the CPU reference gives the MXFP4 fixture\'s logits and routing (same decoded weights)', async () => {
     const { ref, logits: want, routing } = familyFixture('gpt_oss');
