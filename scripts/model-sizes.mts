@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { familyLabel, parseConfig } from '../src/model/config';
 import { planMemory, whatFits, type DeviceBudget, type StorageFormat } from '../src/model/memory-plan';
 
-const MODELS = ['DeepSeek-V2-Lite', 'Moonlight-16B-A3B-Instruct', 'DeepSeek-V3', 'Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m'];
+const MODELS = ['DeepSeek-V2-Lite', 'Moonlight-16B-A3B-Instruct', 'DeepSeek-V3', 'Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m', 'gpt-oss-20b'];
 const STORAGE: StorageFormat[] = ['f16', 'q8', 'q4'];
 const CONTEXT = 4096;
 const GiB = 2 ** 30;

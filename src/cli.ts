@@ -339,7 +339,7 @@ async function prune(v: OptionValues<typeof pruneOptions>, io: CliIO) {
     const r = await writePrunedCheckpoint(ckpt, o, { importance, values: v.values === 'f16' ? 'F16' : 'F32', onTensor: (name, done, total) => { if (done - last >= 64 || done === total) { last = done; log(`  ${done}/${total} ${name}`); } } });
     mkdirSync(outDir, { recursive: true });
     writeFileSync(join(outDir, 'model.safetensors'), r.file);
-    for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(outDir, file));
+    for (const file of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json']) if (existsSync(join(dir, file))) copyFileSync(join(dir, file), join(outDir, file));
     io.out(`${JSON.stringify({ out: outDir, sparsity: o, ...(auto ? { auto } : {}), importance: importance ? 'calibrated |w|·‖x‖' : '|w|', prunedWeights: r.pruned, keptNormFraction: +r.keptNormFraction.toFixed(4), prunedBytesBefore: r.bytesBefore, prunedBytesAfter: r.bytesAfter, fileBytes: r.file.length, ...permutationSummary(r.permutation) })}\n`);
   } finally {
     await ckpt.close?.();

@@ -108,6 +108,8 @@ export function elementBits(t: SyntheticTensor, h: number): number {
       return ((sign << 31) | ((127 + e) << 23) | (h & 0x7fffff)) >>> 0;
     }
     case 'F8_E4M3': return (sign << 7) | ((4 + band) << 3) | (h & 0x7); // |q| ∈ [2^-3, 2^1): no NaN (0x7f)
+    // GPT-OSS MXFP4: block bytes are any two FP4 nibbles; E8M0 scales 2^-9..2^-6 (never 255, NaN).
+    case 'U8': return t.kind === 'scale' ? 127 - 6 - band : h & 0xff;
     default: throw new ArgumentError(`synthetic tensor ${t.name}: dtype ${t.dtype} is not generated`);
   }
 }
@@ -157,7 +159,10 @@ export function syntheticRepo(configJson: Record<string, unknown>, opts: Synthet
     entries.push({ name, dtype: dt, shape, kind, key: hashString(name, seed), bytes: shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dt] });
   for (const t of modelTensors(cfg)) {
     const role = t.spec.role;
-    if (t.kind === 'vector') add(t.name, role === 'router_bias' ? 'F32' : dtype, t.shape, role === 'router_bias' ? 'bias' : 'norm');
+    if (t.spec.ossExperts === 'blocks' || t.spec.ossExperts === 'scales') add(t.name, 'U8', t.shape, t.spec.ossExperts === 'scales' ? 'scale' : 'matrix');
+    else if (t.spec.ossExperts === 'values' && t.shape.length === 3) add(t.name, dtype, t.shape, 'matrix');
+    else if (t.kind === 'vector' && (role.endsWith('bias') || role === 'sinks')) add(t.name, role === 'router_bias' ? 'F32' : dtype, t.shape, 'bias');
+    else if (t.kind === 'vector') add(t.name, role === 'router_bias' ? 'F32' : dtype, t.shape, role === 'router_bias' ? 'bias' : 'norm');
     else if (role === 'router') add(t.name, 'F32', t.shape, 'matrix');
     else if (fp8 && t.kind === 'matrix') {
       add(t.name, 'F8_E4M3', t.shape, 'matrix');

@@ -198,7 +198,13 @@ async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: Ope
 
   const tokText = await src.text('tokenizer.json');
   const tokenizerJson = tokText === null ? null : parseJsonFile(tokText, 'tokenizer.json');
-  const tokenizerConfig = jsonObject(await src.text('tokenizer_config.json'), 'tokenizer_config.json');
+  let tokenizerConfig = jsonObject(await src.text('tokenizer_config.json'), 'tokenizer_config.json');
+  // Newer checkpoints (gpt-oss among them) keep the chat template in its own file, chat_template.jinja, as
+  // transformers saves it: read it when tokenizer_config.json has no chat_template.
+  if (tokenizerConfig && tokenizerConfig.chat_template === undefined) {
+    const jinja = await src.text('chat_template.jinja');
+    if (jinja !== null) tokenizerConfig = { ...tokenizerConfig, chat_template: jinja };
+  }
   const generationConfig = jsonObject(await src.text('generation_config.json'), 'generation_config.json');
   const tokenizer = tokenizerJson !== null && opts.validateTokenizer !== false ? loadTokenizer(tokenizerJson, tokenizerConfig, { vocabSize: reader.vocabSize(config) }) : null;
   throwIfAborted(signal);

@@ -11,12 +11,13 @@ import { forwardSteps as qwen3Moe } from './qwen3-moe';
 import { forwardSteps as olmoe } from './olmoe';
 import { forwardSteps as mixtral } from './mixtral';
 import { forwardSteps as graniteMoe } from './granite-moe';
+import { forwardSteps as gptOss } from './gpt-oss';
 import { runSteps, runStepsAsync, type Steps } from './steps';
 
 type ForwardSteps = <T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>) => Steps<T>;
 
 export const ARCHITECTURES: Readonly<Record<Family, ForwardSteps>> = {
-  deepseek, qwen2_moe: qwen2Moe, qwen3_moe: qwen3Moe, olmoe, mixtral, granitemoe: graniteMoe,
+  deepseek, qwen2_moe: qwen2Moe, qwen3_moe: qwen3Moe, olmoe, mixtral, granitemoe: graniteMoe, gpt_oss: gptOss,
 };
 
 /** The config's forward pass over `tokens` at positions [past, past + S) as steps; returns logits [S or 1, vocab]. */

@@ -53,7 +53,7 @@ export interface ModelDescription {
   parameters: number;
   activeParameters: number;
   weightStorage: string;
-  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'gguf' (a GGUF's stacked blocks), 'sparse f32|q8|q4', or 'none'. */
+  /** How the routed experts are held: 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' (dense stacks), 'mxfp4' (GPT-OSS's released experts), 'gguf' (a GGUF's stacked blocks), 'sparse f32|q8|q4', or 'none'. */
   expertStorage?: string;
   sparsity: string;
   contextLength: number;
@@ -118,12 +118,13 @@ export const acquireBrowserGpu: AcquireGpu = async (o) => {
  * (the attention kernels attend over the whole cache: within the window that is the model's attention).
  */
 export function defaultContextLength(cfg: ModelConfig): number {
-  return Math.min(cfg.maxPositionEmbeddings, 4096, cfg.slidingWindow ?? Infinity);
+  return Math.min(cfg.maxPositionEmbeddings, 4096, cfg.layerTypes ? Infinity : cfg.slidingWindow ?? Infinity);
 }
 
 /** A context past a configured sliding window would need windowed attention, which webmoe does not run yet. */
 export function checkSlidingWindow(cfg: ModelConfig, contextLength: number): void {
-  if (cfg.slidingWindow !== null && contextLength > cfg.slidingWindow) {
+  // GPT-OSS (layerTypes) runs its windows in the attention kernels: any context works.
+  if (cfg.slidingWindow !== null && !cfg.layerTypes && contextLength > cfg.slidingWindow) {
     throw new UnsupportedError(`contextLength ${contextLength} is past the model's sliding window (sliding_window ${cfg.slidingWindow}): sliding-window attention is not supported yet; load with contextLength ≤ ${cfg.slidingWindow}`);
   }
 }
@@ -132,9 +133,11 @@ export function checkSlidingWindow(cfg: ModelConfig, contextLength: number): voi
 export function parameterCounts(cfg: ModelConfig): { total: number; active: number } {
   let total = 0, experts = 0;
   for (const t of modelTensors(cfg)) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
+    // MXFP4: a block byte holds two parameters; the scales are not parameters.
+    const per = t.spec.ossExperts === 'blocks' ? 2 : t.spec.ossExperts === 'scales' ? 0 : 1;
+    const n = t.shape.reduce((a, b) => a * b, 1) * per;
     total += n;
-    if (t.expert >= 0 || t.spec.stacked) experts += n;
+    if (t.expert >= 0 || t.spec.stacked || t.spec.ossExperts) experts += n;
   }
   const moe = moeLayers(cfg).length;
   const perExpert = cfg.nRoutedExperts ? experts / (cfg.nRoutedExperts * Math.max(1, moe)) : 0;
@@ -303,6 +306,7 @@ export class GpuModelLoader {
       log(`${name}: sparsity auto (target ratio ${asked.targetRatio}) → ${auto.label}, ${auto.selection.ratio.toFixed(4)} of the dense f32 bytes`);
       sp = { ...auto.option, permute: asked.permute };
     } else if (asked) sp = { ...asked, format: asked.format, apply: asked.apply ?? 'experts' };
+    if (sp && cfg.family === 'gpt_oss') throw new UnsupportedError(`sparsity (${sparsityLabel(sp)}) does not apply to GPT-OSS yet: its experts run as the checkpoint's MXFP4 blocks, which the sparse kernels do not take; load without the sparsity option`);
     const policy: WeightPolicy = {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
       storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
@@ -327,7 +331,8 @@ export class GpuModelLoader {
     const description = describeModel(cfg, {
       name,
       weightStorage: storage,
-      expertStorage: cfg.nRoutedExperts === 0 ? 'none' : policy.sparsity ? `sparse ${policy.sparsity.values}` : be.expertFormat,
+      // GPT-OSS's MXFP4 experts stay MXFP4 whatever the storage (gpu-backend.ts gptOssMoe), and are never pruned.
+      expertStorage: cfg.nRoutedExperts === 0 ? 'none' : cfg.family === 'gpt_oss' && cfg.quantization?.method === 'mxfp4' ? 'mxfp4' : policy.sparsity && cfg.family !== 'gpt_oss' ? `sparse ${policy.sparsity.values}` : be.expertFormat,
       sparsity: sp ? `${sparsityLabel(sp)} (${sp.apply ?? 'experts'}${stored ? ', pre-pruned' : ''})` : 'dense',
       contextLength,
       mtpLayers: weights.mtp?.length ?? 0,

@@ -13,7 +13,7 @@ import { ConfigError } from '../errors';
 export type RopeScaling = YarnScaling;
 
 /** An architecture family: one architecture file and one tensor table each. */
-export type Family = 'deepseek' | 'qwen2_moe' | 'qwen3_moe' | 'olmoe' | 'mixtral' | 'granitemoe';
+export type Family = 'deepseek' | 'qwen2_moe' | 'qwen3_moe' | 'olmoe' | 'mixtral' | 'granitemoe' | 'gpt_oss';
 
 /** The family registry: config.json's model_type → the family, its HF architecture class and its name. */
 export const FAMILIES = {
@@ -24,6 +24,7 @@ export const FAMILIES = {
   olmoe: { family: 'olmoe', architectures: ['OlmoeForCausalLM'], label: 'OLMoE' },
   mixtral: { family: 'mixtral', architectures: ['MixtralForCausalLM'], label: 'Mixtral' },
   granitemoe: { family: 'granitemoe', architectures: ['GraniteMoeForCausalLM'], label: 'Granite-MoE' },
+  gpt_oss: { family: 'gpt_oss', architectures: ['GptOssForCausalLM'], label: 'GPT-OSS' },
 } as const satisfies Record<string, { family: Family; architectures: readonly string[]; label: string }>;
 
 export type ModelType = keyof typeof FAMILIES;
@@ -63,8 +64,20 @@ export interface ModelConfig {
    * 1/√head_dim); h += residual·block(h); logits = head(h) / logitsScaling. Identity elsewhere.
    */
   multipliers: { embedding: number; attention: number | null; residual: number; logitsScaling: number };
-  /** Sliding-window attention span (Mixtral/Qwen when configured); null: full causal attention. */
+  /** Sliding-window attention span (Mixtral/Qwen when configured, GPT-OSS's sliding layers); null: full causal attention. */
   slidingWindow: number | null;
+  /**
+   * Per-layer attention kind when the model runs its own windows (GPT-OSS's layer_types: sliding layers
+   * attend to the last slidingWindow positions, full layers to all). null: every layer full, and a
+   * configured slidingWindow caps the context instead (assemble.ts).
+   */
+  layerTypes: readonly LayerType[] | null;
+  /** GPT-OSS: a learned per-head sink logit in every attention softmax (self_attn.sinks). */
+  attentionSinks: boolean;
+  /** GPT-OSS experts: clamped SwiGLU (gate ≤ limit, |up| ≤ limit, (up + 1)·gate·σ(1.702·gate)) and biases on gate_up/down; null: plain SwiGLU without biases. */
+  expertActivation: null | { kind: 'swiglu_oai'; alpha: number; limit: number };
+  /** The router's linear has a bias (GPT-OSS mlp.router.bias). */
+  routerLinearBias: boolean;
   vocabSize: number;
   hiddenSize: number;
   /** Dense FFN width (layers < firstKDenseReplace, or every non-MoE layer). */
@@ -100,9 +113,12 @@ export interface ModelConfig {
   eosTokenIds: number[];
   tieWordEmbeddings: boolean;
   numNextnPredictLayers: number;
-  quantization: null | { method: 'fp8'; fmt: 'e4m3'; weightBlockSize: [number, number] };
+  /** FP8 block-scaled weights (DeepSeek-V3), or MXFP4 routed experts (GPT-OSS: *_blocks / *_scales tensors, everything else BF16). */
+  quantization: null | { method: 'fp8'; fmt: 'e4m3'; weightBlockSize: [number, number] } | { method: 'mxfp4' };
   raw: Record<string, unknown>;
 }
+
+export type LayerType = 'sliding_attention' | 'full_attention';
 
 /** Bounds that keep every derived size an exact integer in a JS number and reject absurd configs early. */
 const MAX_DIM = 1 << 24;
@@ -163,7 +179,8 @@ export function parseConfig(json: unknown): ModelConfig {
     const ok: string[] = Object.values(FAMILIES).filter((f) => f.family === fam.family).flatMap((f) => f.architectures);
     if (!a.some((x) => ok.includes(x as string))) throw new ConfigError('architectures', `unsupported architectures ${JSON.stringify(a)} for model_type '${modelType}'; expected ${ok.join(', ')}`);
   }
-  return fam.family === 'deepseek' ? parseDeepseek(raw, modelType as 'deepseek_v3' | 'deepseek_v2') : parseSparseDecoder(raw, modelType as Exclude<ModelType, 'deepseek_v3' | 'deepseek_v2'>);
+  if (fam.family === 'gpt_oss') return parseGptOss(raw);
+  return fam.family === 'deepseek' ? parseDeepseek(raw, modelType as 'deepseek_v3' | 'deepseek_v2') : parseSparseDecoder(raw, modelType as Exclude<ModelType, 'deepseek_v3' | 'deepseek_v2' | 'gpt_oss'>);
 }
 
 /** Fields every family shares: token ids, RoPE, tied head. */
@@ -194,7 +211,7 @@ function commonFields(raw: Record<string, unknown>, r: Readers, vocabSize: numbe
  * RoPE on whole heads (rotate_half), a softmax top-k router. Defaults follow each family's HF
  * configuration_*.py; the expert width is moe_intermediate_size (Qwen) or intermediate_size (the others).
  */
-function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<ModelType, 'deepseek_v3' | 'deepseek_v2'>): ModelConfig {
+function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<ModelType, 'deepseek_v3' | 'deepseek_v2' | 'gpt_oss'>): ModelConfig {
   const r = readers(raw);
   const { int, num, bool, str, has } = r;
   const family = FAMILIES[modelType].family;
@@ -248,18 +265,67 @@ function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<Mod
     granitemoe: { bos: 1, eos: 2, maxPos: 2048, eps: 1e-6, theta: 10000 },
   }[modelType];
   const common = commonFields(raw, r, vocabSize, defs);
+  const quantization = parseQuantization(raw.quantization_config);
+  if (quantization?.method === 'mxfp4') throw new ConfigError('quantization_config.quant_method', `mxfp4 is GPT-OSS's expert format (model_type gpt_oss); ${FAMILIES[modelType].label} checkpoints are expected unquantised or FP8`);
   if (common.ropeScaling) throw new ConfigError('rope_scaling', `rope scaling is supported for DeepSeek (YaRN) only; ${FAMILIES[modelType].label} configs are expected with rope_scaling null`);
 
   return {
     modelType, family, attention: 'gqa', numKvHeads, headDim, ropeStyle: 'half',
     qkNorm: modelType === 'qwen3_moe' ? 'head' : modelType === 'olmoe' ? 'full' : 'none',
     attentionBias, sharedExpertIntermediateSize, sharedExpertGate: sharedExpertIntermediateSize > 0,
-    mlpOnlyLayers: mlpOnly as number[], multipliers, slidingWindow: window,
+    mlpOnlyLayers: mlpOnly as number[], multipliers, slidingWindow: window, layerTypes: null, attentionSinks: false, expertActivation: null, routerLinearBias: false,
     vocabSize, hiddenSize, intermediateSize, moeIntermediateSize, numLayers, numHeads,
     qLoraRank: null, kvLoraRank: 0, qkNopeHeadDim: 0, qkRopeHeadDim: headDim, vHeadDim: headDim,
     nRoutedExperts, nSharedExperts: sharedExpertIntermediateSize > 0 ? 1 : 0, numExpertsPerTok, nGroup: 1, topkGroup: 1,
     routedScalingFactor: 1, scoringFunc: 'softmax', normTopkProb, topkMethod: 'greedy',
     firstKDenseReplace: 0, moeLayerFreq: decoderSparseStep,
+    ...common, numNextnPredictLayers: 0, quantization, raw,
+  };
+}
+
+/**
+ * GPT-OSS (openai/gpt-oss-20b, -120b; HF configuration_gpt_oss.py): GQA with q/k/v/o biases and
+ * attention sinks, layer_types alternating sliding (sliding_window) and full attention, YaRN
+ * (rope_scaling truncate false), 'halves' RoPE, a router with bias (softmax over the top-k logits),
+ * experts with the clamped SwiGLU (swiglu_limit) and biases, stored MXFP4 (quantization_config mxfp4).
+ */
+function parseGptOss(raw: Record<string, unknown>): ModelConfig {
+  const r = readers(raw);
+  const { int, num, str, bool, has } = r;
+  const hiddenAct = str('hidden_act', 'silu');
+  if (hiddenAct !== 'silu') throw new ConfigError('hidden_act', `unsupported activation '${hiddenAct}' (gpt_oss: 'silu', the clamped SwiGLU)`);
+  const vocabSize = int('vocab_size');
+  const hiddenSize = int('hidden_size');
+  const intermediateSize = int('intermediate_size');
+  const numLayers = int('num_hidden_layers', { max: MAX_LAYERS });
+  const numHeads = int('num_attention_heads', { max: 1 << 16 });
+  const numKvHeads = int('num_key_value_heads', { def: numHeads, max: numHeads });
+  if (numHeads % numKvHeads) throw new ConfigError('num_key_value_heads', `num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  const headDim = int('head_dim', { def: 64 });
+  if (headDim % 2) throw new ConfigError('head_dim', `must be even (RoPE rotates pairs), got ${headDim}`);
+  if (numHeads * headDim > MAX_DIM) throw new ConfigError('num_attention_heads', `heads × head_dim = ${numHeads * headDim} is over ${MAX_DIM}`);
+  if (!bool('attention_bias', true)) throw new ConfigError('attention_bias', 'gpt_oss attention without q/k/v/o biases is not supported (the published configs have attention_bias true)');
+  const nRoutedExperts = int('num_local_experts', { max: MAX_EXPERTS });
+  const numExpertsPerTok = int('num_experts_per_tok', { max: nRoutedExperts });
+  const slidingWindow = int('sliding_window', { def: 128 });
+  // layer_types (HF default when absent: sliding on even layers, full on odd ones).
+  const lt = has('layer_types') && raw.layer_types !== null ? raw.layer_types : Array.from({ length: numLayers }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention'));
+  if (!Array.isArray(lt) || lt.length !== numLayers || lt.some((t) => t !== 'sliding_attention' && t !== 'full_attention')) {
+    throw new ConfigError('layer_types', `must list 'sliding_attention' or 'full_attention' for each of the ${numLayers} layers, got ${JSON.stringify(lt)}`);
+  }
+  const limit = num('swiglu_limit', 7, { positive: true });
+  const common = commonFields(raw, r, vocabSize, { bos: null, eos: null, maxPos: 131072, eps: 1e-5, theta: 150000 });
+  return {
+    modelType: 'gpt_oss', family: 'gpt_oss', attention: 'gqa', numKvHeads, headDim, ropeStyle: 'half',
+    qkNorm: 'none', attentionBias: true, sharedExpertIntermediateSize: 0, sharedExpertGate: false,
+    mlpOnlyLayers: [], multipliers: { embedding: 1, attention: null, residual: 1, logitsScaling: 1 },
+    slidingWindow, layerTypes: lt as LayerType[], attentionSinks: true,
+    expertActivation: { kind: 'swiglu_oai', alpha: 1.702, limit }, routerLinearBias: true,
+    vocabSize, hiddenSize, intermediateSize, moeIntermediateSize: intermediateSize, numLayers, numHeads,
+    qLoraRank: null, kvLoraRank: 0, qkNopeHeadDim: 0, qkRopeHeadDim: headDim, vHeadDim: headDim,
+    nRoutedExperts, nSharedExperts: 0, numExpertsPerTok, nGroup: 1, topkGroup: 1,
+    routedScalingFactor: 1, scoringFunc: 'softmax', normTopkProb: true, topkMethod: 'greedy',
+    firstKDenseReplace: 0, moeLayerFreq: 1,
     ...common, numNextnPredictLayers: 0, quantization: parseQuantization(raw.quantization_config), raw,
   };
 }
@@ -316,11 +382,13 @@ function parseDeepseek(raw: Record<string, unknown>, modelType: 'deepseek_v3' | 
   const common = commonFields(raw, r, vocabSize, { bos: v3 ? 0 : 100000, eos: v3 ? 1 : 100001, maxPos: v3 ? 4096 : 2048, eps: 1e-6, theta: 10000 });
   const numNextnPredictLayers = int('num_nextn_predict_layers', { min: 0, max: 16, def: 0 });
   const quantization = parseQuantization(raw.quantization_config);
+  if (quantization?.method === 'mxfp4') throw new ConfigError('quantization_config.quant_method', `mxfp4 is GPT-OSS's expert format (model_type gpt_oss); DeepSeek checkpoints are expected BF16 or FP8`);
 
   return {
     modelType, family: 'deepseek', attention: 'mla', numKvHeads: numHeads, headDim: qkNopeHeadDim + qkRopeHeadDim, ropeStyle: 'interleaved',
     qkNorm: 'none', attentionBias: false, sharedExpertIntermediateSize: moe ? nSharedExperts * moeIntermediateSize : 0, sharedExpertGate: false,
     mlpOnlyLayers: [], multipliers: { embedding: 1, attention: null, residual: 1, logitsScaling: 1 }, slidingWindow: null,
+    layerTypes: null, attentionSinks: false, expertActivation: null, routerLinearBias: false,
     vocabSize, hiddenSize, intermediateSize, moeIntermediateSize, numLayers, numHeads,
     qLoraRank, kvLoraRank, qkNopeHeadDim, qkRopeHeadDim, vHeadDim,
     nRoutedExperts, nSharedExperts, numExpertsPerTok, nGroup, topkGroup, routedScalingFactor,
@@ -352,14 +420,17 @@ function parseRopeScaling(v: unknown): RopeScaling | null {
   const betaFast = get('beta_fast', 32, true);
   const betaSlow = get('beta_slow', 1, true);
   if (betaSlow >= betaFast) throw new ConfigError('rope_scaling.beta_slow', `must be < beta_fast (${betaSlow} ≥ ${betaFast})`);
-  return { type: 'yarn', factor, originalMaxPositionEmbeddings: orig, betaFast, betaSlow, mscale: get('mscale', 1, false), mscaleAllDim: get('mscale_all_dim', 0, false) };
+  const truncate = o.truncate ?? true;
+  if (typeof truncate !== 'boolean') throw new ConfigError('rope_scaling.truncate', `must be true or false, got ${JSON.stringify(truncate)}`);
+  return { type: 'yarn', factor, originalMaxPositionEmbeddings: orig, betaFast, betaSlow, mscale: get('mscale', 1, false), mscaleAllDim: get('mscale_all_dim', 0, false), ...(truncate ? {} : { truncate: false }) };
 }
 
 function parseQuantization(v: unknown): ModelConfig['quantization'] {
   if (v === undefined || v === null) return null;
   if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError('quantization_config', 'must be an object');
   const o = v as Record<string, unknown>;
-  if (o.quant_method !== 'fp8') throw new ConfigError('quantization_config.quant_method', `unsupported ${JSON.stringify(o.quant_method)} (only 'fp8')`);
+  if (o.quant_method === 'mxfp4') return { method: 'mxfp4' };
+  if (o.quant_method !== 'fp8') throw new ConfigError('quantization_config.quant_method', `unsupported ${JSON.stringify(o.quant_method)} (only 'fp8', or 'mxfp4' for gpt_oss)`);
   const fmt = o.fmt ?? 'e4m3';
   if (fmt !== 'e4m3') throw new ConfigError('quantization_config.fmt', `unsupported FP8 format ${JSON.stringify(fmt)} (only 'e4m3')`);
   if (o.activation_scheme !== undefined && o.activation_scheme !== 'dynamic') throw new ConfigError('quantization_config.activation_scheme', `unsupported ${JSON.stringify(o.activation_scheme)} (only 'dynamic')`);
@@ -385,7 +456,7 @@ export function scaleInvName(weightName: string): string {
 
 /** The FP8 block size: from quantization_config, else the DeepSeek default. */
 export function fp8BlockSize(cfg: ModelConfig): [number, number] {
-  return cfg.quantization?.weightBlockSize ?? [128, 128];
+  return cfg.quantization?.method === 'fp8' ? cfg.quantization.weightBlockSize : [128, 128];
 }
 
 /** The router settings of a config, as the MoE kernels take them. */

@@ -3,20 +3,49 @@
  * the kernels' CPU references. Slow and simple on purpose; it checks the GPU path on configurations the
  * official fixture does not cover (no q_lora, YaRN, several dense layers, half-precision storage).
  */
-import { hostMatrixToF32, type Backend, type GqaShape, type HostExpert, type HostMatrix, type HostMoe, type MlaShape, type MatrixRole, type RopeStyle } from './deepseek';
+import { hostMatrixToF32, type AttentionExtras, type GptOssHostExperts, type Backend, type GqaShape, type HostExpert, type HostMatrix, type HostMoe, type MlaShape, type MatrixRole, type RopeStyle } from './deepseek';
 import { routingOf, type ModelConfig } from './config';
 import { matmulRef } from '../kernels/matmul.ref';
 import { rmsNormRef } from '../kernels/rmsnorm.ref';
 import { ropeRef } from '../kernels/rope.ref';
 import { ropeInvFreq } from '../kernels/rope-params';
-import { moeGateRef, routerLogitsRef, moeExpertsRef, sharedExpertRef } from '../kernels/moe.ref';
+import { moeGateRef, routerLogitsRef, moeExpertsRef, sharedExpertRef, gptOssRouterRef, gptOssExpertsRef } from '../kernels/moe.ref';
+import { mxfp4DequantHfRef } from '../kernels/weight.ref';
 import { mlaAttentionRef } from '../kernels/mla.ref';
 import { attentionRef } from '../kernels/attention.ref';
 import { addBiasRef, scaleRef, sigmoidGateRowsRef } from '../kernels/elementwise.ref';
 
 export interface CpuTensor { data: Float32Array; rows: number; cols: number }
 export interface CpuWeight { data: Float32Array; N: number; K: number }
-export interface CpuMoe { gate: CpuWeight; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null; sharedGate: Float32Array | null; I: number }
+export interface CpuMoe { gate: CpuWeight; bias: Float32Array | null; experts: HostExpert[]; shared: HostExpert | null; sharedGate: Float32Array | null; I: number; oss?: CpuGptOssExperts }
+/** GPT-OSS experts in the layout gptOssExpertsRef takes: per expert gate_up [2I, D] (gate/up rows interleaved) and down [D, I], with biases. */
+export interface CpuGptOssExperts { routerBias: Float32Array; experts: { gateUp: Float32Array; gateUpBias: Float32Array; down: Float32Array; downBias: Float32Array }[] }
+
+/** [E, K, N] (HF's x @ W parameter) → per expert [N, K] row-major, as f32. */
+function transposeStack(w: ArrayLike<number>, E: number, K: number, N: number): Float32Array[] {
+  return Array.from({ length: E }, (_, e) => {
+    const out = new Float32Array(N * K), base = e * K * N;
+    for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) out[n * K + k] = w[base + k * N + n];
+    return out;
+  });
+}
+
+/** A GPT-OSS layer's experts (MXFP4 decoded as transformers' convert_moe_packed_tensors, or unquantised) → per-expert f32 matrices. */
+export function gptOssCpuExperts(g: GptOssHostExperts, E: number, D: number, I: number): CpuGptOssExperts {
+  const G = (k: number) => Math.ceil(k / 32);
+  // [E, K, N] stacks: gate_up [E, D, 2I], down [E, I, D] (MXFP4 rows padded to whole blocks are cut back).
+  const gateUp = g.mxfp4 ? mxfp4DequantHfRef(g.mxfp4.gateUpBlocks, g.mxfp4.gateUpScales, E, 2 * I, G(D)) : g.dense!.gateUp;
+  const down = g.mxfp4 ? mxfp4DequantHfRef(g.mxfp4.downBlocks, g.mxfp4.downScales, E, D, G(I)) : g.dense!.down;
+  const gu = transposeStack(gateUp, E, g.mxfp4 ? G(D) * 32 : D, 2 * I), dn = transposeStack(down, E, g.mxfp4 ? G(I) * 32 : I, D);
+  const cut = (m: Float32Array, N: number, Kp: number, K: number) => (Kp === K ? m : Float32Array.from({ length: N * K }, (_, i) => m[Math.floor(i / K) * Kp + (i % K)]));
+  return {
+    routerBias: g.routerBias,
+    experts: Array.from({ length: E }, (_, e) => ({
+      gateUp: cut(gu[e], 2 * I, g.mxfp4 ? G(D) * 32 : D, D), gateUpBias: g.gateUpBias.subarray(e * 2 * I, (e + 1) * 2 * I),
+      down: cut(dn[e], D, g.mxfp4 ? G(I) * 32 : I, I), downBias: g.downBias.subarray(e * D, (e + 1) * D),
+    })),
+  };
+}
 
 interface LayerCache { latent: Float32Array; pe: Float32Array; length: number }
 /** GQA: per layer and token, k and v of every kv head ([tokens, kvHeads·d]). */
@@ -45,9 +74,10 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
   embedding(_name: string, m: HostMatrix): CpuWeight { return { data: hostMatrixToF32(m), N: m.N, K: m.K }; }
   moe(_layer: number, p: HostMoe): CpuMoe {
     return {
-      gate: { data: p.gate, N: p.experts.length, K: this.cfg.hiddenSize },
+      gate: { data: p.gate, N: this.cfg.nRoutedExperts, K: this.cfg.hiddenSize },
       bias: p.bias, experts: p.experts, shared: p.shared, sharedGate: p.sharedGate ?? null,
       I: this.cfg.moeIntermediateSize,
+      ...(p.gptOss ? { oss: gptOssCpuExperts(p.gptOss, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize) } : {}),
     };
   }
 
@@ -86,7 +116,7 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
   scale(x: CpuTensor, s: number): void { x.data.set(scaleRef(x.data, s)); }
 
   /** GQA over the per-kv-head cache: appends k/v rows, then the materialised softmax reference. */
-  attention(layer: number, q: CpuTensor, k: CpuTensor, v: CpuTensor, shape: GqaShape, past: number, scale: number): CpuTensor {
+  attention(layer: number, q: CpuTensor, k: CpuTensor, v: CpuTensor, shape: GqaShape, past: number, scale: number, extras?: AttentionExtras<CpuWeight>): CpuTensor {
     const c = (this.kv[layer] ??= { k: new Float32Array(0), v: new Float32Array(0), length: 0 });
     if (c.length !== past) throw new Error(`CPU cache holds ${c.length} tokens, forward expects ${past}`);
     const w = shape.kvHeads * shape.headDim, T = past + q.rows;
@@ -94,7 +124,7 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
     kk.set(c.k.subarray(0, past * w)); kk.set(k.data, past * w);
     vv.set(c.v.subarray(0, past * w)); vv.set(v.data, past * w);
     Object.assign(c, { k: kk, v: vv, length: T });
-    const out = attentionRef(q.data, kk, vv, { S: q.rows, T, past, heads: shape.heads, kvHeads: shape.kvHeads, dQk: shape.headDim, dV: shape.headDim, scale, causal: true });
+    const out = attentionRef(q.data, kk, vv, { S: q.rows, T, past, heads: shape.heads, kvHeads: shape.kvHeads, dQk: shape.headDim, dV: shape.headDim, scale, causal: true, window: extras?.window || undefined }, extras?.sinks?.data);
     return { data: out, rows: q.rows, cols: shape.heads * shape.headDim };
   }
 
@@ -121,6 +151,11 @@ export class CpuBackend implements Backend<CpuTensor, CpuWeight, CpuMoe> {
 
   moeForward(layer: number, x: CpuTensor, e: CpuMoe, cfg: ModelConfig): CpuTensor {
     const D = x.cols;
+    if (e.oss) {
+      const route = gptOssRouterRef(x.data, e.gate.data, e.oss.routerBias, x.rows, D, cfg.nRoutedExperts, cfg.numExpertsPerTok);
+      this.routing.set(layer, route);
+      return { data: gptOssExpertsRef(x.data, x.rows, D, e.I, e.oss.experts, route.ids, route.weights, cfg.expertActivation ?? undefined), rows: x.rows, cols: D };
+    }
     const logits = routerLogitsRef(x.data, e.gate.data, x.rows, D, cfg.nRoutedExperts);
     const route = moeGateRef(logits, e.bias, routingOf(cfg), x.rows);
     this.routing.set(layer, { ids: route.ids, weights: route.weights });

@@ -60,7 +60,28 @@ export interface HostMoe {
   ggufExperts?: { gate: GgufBlocks[]; up: GgufBlocks[]; down: GgufBlocks[] };
   /** Shared experts as GGUF blocks (with ggufExperts' storage), when they arrived so; `shared` then null. */
   ggufShared?: { gate: GgufBlocks; up: GgufBlocks; down: GgufBlocks };
+  /** GPT-OSS: the router's linear bias and the layer's experts as the checkpoint stacks them (`experts` is then empty). */
+  gptOss?: GptOssHostExperts;
 }
+
+/**
+ * A GPT-OSS MoE layer's experts in the HF layout (gate and up interleaved: gate_up row 2i is gate i,
+ * 2i + 1 up i), with the router's bias.
+ */
+export interface GptOssHostExperts {
+  routerBias: Float32Array;
+  /** [E, 2I] */
+  gateUpBias: Float32Array;
+  /** [E, D] */
+  downBias: Float32Array;
+  /** MXFP4 as stored: *_blocks [E, rows, K/32, 16] bytes, *_scales [E, rows, K/32] E8M0 bytes. */
+  mxfp4?: { gateUpBlocks: Uint8Array; gateUpScales: Uint8Array; downBlocks: Uint8Array; downScales: Uint8Array };
+  /** Unquantised (BF16 checkpoints), HF's `x @ W` layout: gate_up_proj [E, D, 2I], down_proj [E, I, D]. */
+  dense?: { gateUp: Float32Array; down: Float32Array };
+}
+
+/** GPT-OSS attention extras: a sliding window (0: none) and per-head sink logits [heads]. */
+export interface AttentionExtras<W> { window?: number; sinks?: W }
 
 /** Takes a layer's routed expert matrices one at a time, as the loader streams them (f32 [rows, cols], HF layout). */
 export interface ExpertSink { put(expert: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void }
@@ -104,7 +125,7 @@ export interface Backend<T, W, E> {
   /** In place: x *= s (Granite's multipliers). */
   scale(x: T, s: number): void;
   /** GQA attention for rows at positions [past, past + S): caches k and v per kv head, attends causally over the cache. q [S, heads·d], k/v [S, kvHeads·d] (roped). */
-  attention(layer: number, q: T, k: T, v: T, shape: GqaShape, past: number, scale: number): T;
+  attention(layer: number, q: T, k: T, v: T, shape: GqaShape, past: number, scale: number, extras?: AttentionExtras<W>): T;
   /** MLA attention for rows at positions [past, past + S): caches RMSNorm(c_KV) and roped k_pe, attends causally over the cache. q [S, H·(nope+rope)], kvA [S, kvLora+rope] (latent normalised, k_pe roped). */
   mla(layer: number, q: T, kvA: T, kvB: W, shape: MlaShape, past: number, scale: number): T;
   /** down(silu(gate·x) ⊙ up·x) */
@@ -135,6 +156,8 @@ export interface AttentionWeights<W> {
   qA?: W; qANorm?: W; qB?: W; q?: W;
   kvA?: W; kvANorm?: W; kvB?: W; o: W;
   k?: W; v?: W; qBias?: W; kBias?: W; vBias?: W; qNorm?: W; kNorm?: W;
+  /** GPT-OSS: o_proj's bias and the per-head attention sinks. */
+  oBias?: W; sinks?: W;
 }
 export interface LayerWeights<W, E> {
   inputNorm: W;

@@ -3,7 +3,7 @@
  * per forward pass. Activations live in per-step temporaries (gpu.temps), released after the submit;
  * weights are uploaded once in the storage the load options ask for.
  */
-import { ggufToF32, hostMatrixToF32, type Backend, type ExpertSink, type GqaShape, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape, type RopeStyle } from './deepseek';
+import { ggufToF32, hostMatrixToF32, type AttentionExtras, type Backend, type ExpertSink, type GqaShape, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape, type RopeStyle } from './deepseek';
 import { isMoeLayer, routingOf, type ModelConfig } from './config';
 import type { Gpu } from '../gpu/device';
 import type { Recorder } from '../gpu/recorder';
@@ -15,7 +15,8 @@ import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type Uplo
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
-import { moeGate, moeExperts, moeDecodeMaxTokens, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
+import { moeGate, moeExperts, moeDecodeMaxTokens, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, uploadMxfp4ExpertGroups, uploadExpertBiases, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
+import { gptOssCpuExperts } from './cpu-backend';
 import { LatentKvCache, MhaKvCache } from './kvcache';
 import { mhaAttention } from '../kernels/attention';
 import type { KvFormat } from '../kernels/attention-plan';
@@ -58,6 +59,8 @@ export interface GpuMoe {
   bytes: number;
   /** Expert offload: the routed experts live in this cache's slots (`experts` is then unused). */
   cached?: LayerExpertCache;
+  /** GPT-OSS: the router's linear bias [E] (f32), added to the router logits before the top-k. */
+  routerBias?: GPUBuffer;
 }
 
 export interface WeightPolicy {
@@ -208,7 +211,37 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     return w;
   }
 
+  /**
+   * GPT-OSS: MXFP4 experts stay MXFP4 (decoded in WGSL; gate/up de-interleaved at upload), whatever the
+   * storage asked for the other matrices; unquantised ones are stored in the experts' storage with their
+   * biases. The router and its bias stay f32.
+   */
+  private gptOssMoe(layer: number, p: HostMoe): GpuMoe {
+    const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts, o = p.gptOss!;
+    const label = `layers.${layer}.experts`;
+    let w: MoeExpertGroups;
+    if (o.mxfp4) w = uploadMxfp4ExpertGroups(g, label, { ...o.mxfp4, gateUpBias: o.gateUpBias, downBias: o.downBias }, E, D, I, { maxBindingBytes: this.policy.maxExpertBindingBytes });
+    else {
+      // gate_up [E, D, 2I] → per expert gate rows (even columns) and up rows (odd ones), HF layout in.
+      const host = gptOssCpuExperts(o, E, D, I).experts;
+      const rows = (m: Float32Array, parity: number) => { const out = new Float32Array(I * D); for (let i = 0; i < I; i++) out.set(m.subarray((2 * i + parity) * D, (2 * i + parity + 1) * D), i * D); return out; };
+      const fmt = this.expertFormat === 'gguf' ? 'f32' : this.expertFormat;
+      w = uploadExpertGroups(g, label, host.map((x) => ({ gate: rows(x.gateUp, 0), up: rows(x.gateUp, 1), down: x.down })), D, I, fmt, { maxBindingBytes: this.policy.maxExpertBindingBytes });
+      const gub = new Float32Array(E * 2 * I);
+      for (let e = 0; e < E; e++) for (let i = 0; i < I; i++) { gub[e * 2 * I + i] = o.gateUpBias[e * 2 * I + 2 * i]; gub[e * 2 * I + I + i] = o.gateUpBias[e * 2 * I + 2 * i + 1]; }
+      uploadExpertBiases(g, w, gub, o.downBias);
+    }
+    const gate = g.buffers.upload(`layers.${layer}.router`, p.gate);
+    const routerBias = g.buffers.upload(`layers.${layer}.router.bias`, o.routerBias);
+    const e: GpuMoe = { gate, bias: null, routerBias, experts: { sparse: false, w }, shared: null, sharedGate: null, bytes: w.bytes + gate.size + routerBias.size };
+    this.moes.push(e);
+    this.moeByLayer.set(layer, e);
+    this.weightBytes += e.bytes;
+    return e;
+  }
+
   moe(layer: number, p: HostMoe): GpuMoe {
+    if (p.gptOss) return this.gptOssMoe(layer, p);
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, Is = this.cfg.sharedExpertIntermediateSize;
     const sp = this.policy.sparsity;
     // sparsity.permute: each expert's intermediate channels are permuted for its down_proj's pattern
@@ -323,10 +356,10 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     if (s !== 1) scaleInPlace(this.gpu, this.r(), x.buf, x.rows * x.cols, s);
   }
 
-  attention(layer: number, q: GpuTensor, k: GpuTensor, v: GpuTensor, shape: GqaShape, past: number, scale: number): GpuTensor {
+  attention(layer: number, q: GpuTensor, k: GpuTensor, v: GpuTensor, shape: GqaShape, past: number, scale: number, extras?: AttentionExtras<GpuWeight>): GpuTensor {
     if (!(this.cache instanceof MhaKvCache)) throw new Error('attention: this model has an MLA latent cache');
     const out = this.temp(q.rows, shape.heads * shape.headDim);
-    mhaAttention(this.gpu, this.r(), { q: q.buf, k: k.buf, v: v.buf, out: out.buf, cache: this.cache, layer, past, S: q.rows, heads: shape.heads, scale });
+    mhaAttention(this.gpu, this.r(), { q: q.buf, k: k.buf, v: v.buf, out: out.buf, cache: this.cache, layer, past, S: q.rows, heads: shape.heads, scale, window: extras?.window || undefined, sinks: extras?.sinks?.buffers[0] });
     return out;
   }
 
@@ -383,12 +416,12 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const T = x.rows, K = cfg.numExpertsPerTok, D = x.cols;
     const ids = this.captureRouting ? this.routingBuffer(layer, T * K) : this.gpu.temps.acquire(T * K * 4);
     const weights = this.gpu.temps.acquire(T * K * 4);
-    moeGate(this.gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.countersFor(layer) });
+    moeGate(this.gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routerBias: e.routerBias, routing: routingOf(cfg), ids, weights, counts: this.countersFor(layer) });
     const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
     // Qwen2-MoE: sigmoid(shared_expert_gate · x) scales each row of the shared expert's output.
     if (shared && e.sharedGate) sigmoidGateRows(this.gpu, this.r(), this.linear(x, e.sharedGate).buf, shared.buf, T, D);
     const out = this.temp(T, D);
-    const args = { x: x.buf, T, ids, weights, K, shared: shared?.buf ?? null, out: out.buf };
+    const args = { x: x.buf, T, ids, weights, K, shared: shared?.buf ?? null, out: out.buf, ...(cfg.expertActivation ? { activation: cfg.expertActivation } : {}) };
     if (e.experts.sparse) sparseMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
     else if (e.experts.gguf) ggufMoeExperts(this.gpu, this.r(), { ...args, experts: e.experts.w });
     else moeExpertGroupsForward(this.gpu, this.r(), { ...args, experts: e.experts.w });
@@ -514,6 +547,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       else destroyExpertGroups(this.gpu, m.experts.w);
       this.gpu.buffers.destroy(m.gate);
       this.gpu.buffers.destroy(m.bias);
+      if (m.routerBias) this.gpu.buffers.destroy(m.routerBias);
     }
     for (const w of this.writers.values()) w.destroy();
     this.writers.clear();

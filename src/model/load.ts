@@ -58,7 +58,7 @@ export async function buildWeights<T, W, E>(
   const pendingFp8 = new Map<string, RawTensor>();
   const scales = new Map<string, Float32Array>();
   type Parts = Partial<Record<keyof HostExpert, Part>>;
-  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; sharedGate?: Float32Array; experts: Parts[]; shared: Parts; sink: ExpertSink | null; streamed: number; heldBytes: number }
+  interface MoeParts { gate?: Float32Array; bias?: Float32Array | null; sharedGate?: Float32Array; experts: Parts[]; shared: Parts; sink: ExpertSink | null; streamed: number; heldBytes: number; oss?: Map<string, Float32Array | Uint8Array> }
   const moeParts = new Map<number, MoeParts>();
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
@@ -87,8 +87,32 @@ export async function buildWeights<T, W, E>(
     return { layer: t.layer, role: t.spec.role, expert: t.expert, proj: t.spec.proj, stacked: t.spec.stacked };
   };
 
+  // GPT-OSS: the router, its bias and the six (or four) expert stacks of a layer arrive whole; the
+  // backend gets them together, in the HF layout.
+  const ossRoles = (): string[] => ['router_linear_bias', 'oss_gate_up_bias', 'oss_down_bias', ...(cfg.quantization?.method === 'mxfp4' ? ['oss_gate_up_blocks', 'oss_gate_up_scales', 'oss_down_blocks', 'oss_down_scales'] : ['oss_gate_up', 'oss_down'])];
+  const finishGptOss = (layer: number, p: MoeParts) => {
+    const o = p.oss;
+    if (!p.gate || !o || ossRoles().some((r) => !o.has(r))) return;
+    const f = (r: string) => o.get(r) as Float32Array, u = (r: string) => o.get(r) as Uint8Array;
+    // E8M0 byte 255 is NaN: no weight of a released checkpoint; refused before any backend decodes it.
+    for (const r of ['oss_gate_up_scales', 'oss_down_scales']) {
+      const at = o.has(r) ? u(r).indexOf(255) : -1;
+      if (at >= 0) throw new FormatError(`tensor '${tensorName(r as 'oss_down_scales', layer, -1, cfg)}': scale byte ${at} is 255 (NaN in E8M0); MXFP4 scales are 0…254`, { tensor: tensorName(r as 'oss_down_scales', layer, -1, cfg) });
+    }
+    const gptOss: HostMoe['gptOss'] = {
+      routerBias: f('router_linear_bias'), gateUpBias: f('oss_gate_up_bias'), downBias: f('oss_down_bias'),
+      ...(cfg.quantization?.method === 'mxfp4'
+        ? { mxfp4: { gateUpBlocks: u('oss_gate_up_blocks'), gateUpScales: u('oss_gate_up_scales'), downBlocks: u('oss_down_blocks'), downScales: u('oss_down_scales') } }
+        : { dense: { gateUp: f('oss_gate_up'), down: f('oss_down') } }),
+    };
+    moeDone.set(layer, be.moe(layer, { gate: p.gate, bias: null, experts: [], shared: null, gptOss }));
+    moeParts.delete(layer);
+    held -= p.heldBytes;
+  };
+
   const finishMoe = (layer: number) => {
     const p = moeParts.get(layer)!;
+    if (cfg.family === 'gpt_oss') { finishGptOss(layer, p); return; }
     const complete = (e: Parts) => !!(e.gate && e.up && e.down);
     const hasBias = cfg.family === 'deepseek' && ckpt.tensors.has(tensorName('router_bias', layer));
     const routedDone = p.sink ? p.streamed === 3 * cfg.nRoutedExperts : p.experts.length >= cfg.nRoutedExperts && p.experts.every(complete);
@@ -155,13 +179,18 @@ export async function buildWeights<T, W, E>(
     if (moe) {
       let p = moeParts.get(moe.layer);
       if (!p) {
-        const sink = be.expertSink?.(moe.layer) ?? null;
+        const sink = cfg.family === 'gpt_oss' ? null : be.expertSink?.(moe.layer) ?? null;
         p = { experts: sink ? [] : Array.from({ length: cfg.nRoutedExperts }, () => ({})), shared: {}, sink, streamed: 0, heldBytes: 0 };
         moeParts.set(moe.layer, p);
       }
       const keep = (a: Float32Array) => { p!.heldBytes += a.byteLength; held += a.byteLength; return a; };
       if (moe.role === 'router') p.gate = keep(f32Of(raw));
-      else if (moe.role === 'router_bias') p.bias = keep(f32Of(raw));
+      else if (cfg.family === 'gpt_oss') {
+        // MXFP4 blocks and scales stay bytes (copied: the source's read buffer is not ours); biases and unquantised stacks become f32.
+        const v = raw.dtype === 'U8' ? raw.data.slice() : f32Of(raw);
+        p.heldBytes += v.byteLength; held += v.byteLength;
+        (p.oss ??= new Map()).set(moe.role, v);
+      } else if (moe.role === 'router_bias') p.bias = keep(f32Of(raw));
       else if (moe.role === 'shared_expert_gate') p.sharedGate = keep(f32Of(raw));
       else if (moe.stacked) {
         // Granite's ParallelExperts: every expert's matrix in one [E, rows, cols] tensor, handed on per
@@ -241,6 +270,7 @@ export async function buildWeights<T, W, E>(
       : {
           q: at('q'), k: at('k'), v: at('v'), o: at('o'),
           ...(cfg.attentionBias ? { qBias: at('q_bias'), kBias: at('k_bias'), vBias: at('v_bias') } : {}),
+          ...(cfg.family === 'gpt_oss' ? { oBias: at('o_bias'), sinks: at('sinks') } : {}),
           ...(cfg.qkNorm !== 'none' ? { qNorm: at('q_norm'), kNorm: at('k_norm') } : {}),
         };
     const L: LayerWeights<W, E> = { inputNorm: at('input_norm'), postNorm: at('post_attention_norm'), attn };

@@ -23,6 +23,7 @@
  *    table and the small placeholder buffers.
  * Pre-pruned (sparse) checkpoints and `sparsity` loads are planned as their dense equivalent.
  */
+import { rowLayout } from '../kernels/weight-pack';
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
 import { ggufBufferBytes, ggufChunkRows } from '../kernels/gguf-layout';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
@@ -194,6 +195,27 @@ export function expertsPerStack(f: PackedFormat, E: number, I: number, D: number
   if (n < 1) return 0;
   const stacks = Math.ceil(E / Math.min(n, E));
   return Math.ceil(E / stacks);
+}
+
+/** E experts in stacks of `per` (the last may be smaller); one stack of all when per < 1 (the fit check reports it). */
+function splitStacks(E: number, per: number): number[] {
+  const p = Math.max(1, per), out: number[] = [];
+  for (let e0 = 0; e0 < E; e0 += p) out.push(Math.min(p, E - e0));
+  return out;
+}
+
+/** Bytes of one MXFP4 row of K values (whole 32-value blocks, 16 bytes each). */
+const mxfp4RowBytes = (K: number) => rowLayout('mxfp4', K).rowWords * 4;
+
+/**
+ * GPT-OSS's MXFP4 experts per stack (kernels/moe.ts expertsPerStack 'mxfp4': block bytes, one E8M0
+ * byte per row and block, the two f32 biases, each buffer within `limit`), evened out over the fewest stacks.
+ */
+function mxfp4ExpertsPerStack(E: number, I: number, D: number, limit: number): number {
+  const per = [2 * I * mxfp4RowBytes(D), D * mxfp4RowBytes(I), 2 * I * Math.ceil(D / 32), D * Math.ceil(I / 32), 2 * I * 4, D * 4];
+  const n = Math.min(...per.map((b) => Math.floor(limit / b)));
+  if (n < 1) return 0;
+  return Math.ceil(E / Math.ceil(E / Math.min(n, E)));
 }
 
 /** The stacks of one MoE layer: experts per stack, and each stack's expert count. */
@@ -426,7 +448,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const experts = storage === 'gguf' ? ggufExpertStorage(cfg, byName) : expertStorage(cfg, storage);
   // An F32/F16 table in a GGUF stays f32 under 'gguf' (gpu-backend embedding).
   const embedding = storage === 'gguf' && !byName.get('model.embed_tokens.weight')?.gguf ? 'f32' : embeddingStorage(storage);
-  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096, cfg.slidingWindow ?? Infinity);
+  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096, cfg.layerTypes ? Infinity : cfg.slidingWindow ?? Infinity);
   const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? DEFAULT_PREFILL_CHUNK, contextLength));
   const dev = opts.device ?? {};
   const limit = Math.min(dev.maxStorageBufferBindingSize ?? Infinity, dev.maxBufferSize ?? Infinity);
@@ -468,9 +490,10 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     else putMatrix(t.name, role, group, t.shape[0], t.shape[1]);
   };
   for (const t of modelTensors(cfg)) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
+    // GPT-OSS's MXFP4 stacks: a block byte holds two parameters, scales none.
+    const n = t.shape.reduce((a, b) => a * b, 1) * (t.spec.ossExperts === 'blocks' ? 2 : t.spec.ossExperts === 'scales' ? 0 : 1);
     parameters += n;
-    if (t.expert >= 0 || t.spec.stacked) { routed += n; continue; } // stacked per layer below
+    if (t.expert >= 0 || t.spec.stacked || t.spec.ossExperts) { routed += n; continue; } // stacked per layer below
     putTensor(t);
   }
   const moe = moeLayers(cfg);
@@ -478,8 +501,33 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const largestResident = { ...largest };
   // Layers whose experts are not GGUF blocks are f32 stacks (experts is then 'f32').
   const packedExperts: PackedFormat = experts === 'gguf' ? 'f32' : experts;
-  const stacks = !cfg.nRoutedExperts ? [] : experts === 'gguf' ? [cfg.nRoutedExperts] : expertStacks(packedExperts, cfg.nRoutedExperts, cfg.moeIntermediateSize, cfg.hiddenSize, limit);
+  const E0 = cfg.nRoutedExperts, I0 = cfg.moeIntermediateSize, D0 = cfg.hiddenSize;
+  const stacks = !E0 ? [] : experts === 'gguf' ? [E0]
+    : cfg.family === 'gpt_oss' && cfg.quantization?.method === 'mxfp4' ? splitStacks(E0, mxfp4ExpertsPerStack(E0, I0, D0, limit))
+    : expertStacks(packedExperts, E0, I0, D0, limit);
+  /**
+   * GPT-OSS (gpu-backend.ts gptOssMoe): MXFP4 stacks as uploadMxfp4ExpertGroups makes them (block bytes,
+   * E8M0 scale bytes, each padded to 16 bytes; f32 gate|up and down biases), whatever the storage; an
+   * unquantised checkpoint's experts in the storage's stacks plus the two f32 biases.
+   */
+  const putGptOssExperts = (l: number) => {
+    const pad16 = (b: number) => Math.max(16, Math.ceil(b / 16) * 16);
+    const rowD = mxfp4RowBytes(D0), rowI = mxfp4RowBytes(I0), GD = Math.ceil(D0 / 32), GI = Math.ceil(I0 / 32);
+    for (const n of stacks) {
+      const bufs = mxfp4
+        ? [['gate_up', pad16(n * 2 * I0 * rowD)], ['down', pad16(n * D0 * rowI)], ['gate_up.scales', pad16(n * 2 * I0 * GD)], ['down.scales', pad16(n * D0 * GI)]] as const
+        : expertStackBuffers(packedExperts, n, I0, D0).map((b) => [b.name, b.bytes] as const);
+      const f = mxfp4 ? 'mxfp4' : packedExperts;
+      for (const [name, bytes] of bufs) {
+        put(f, 'routed_experts', bytes);
+        bind(`model.layers.${l}.mlp.experts.*: stacked ${name} (${n} experts, ${f})`, bytes);
+      }
+      put('f32', 'routed_experts', align4(n * 2 * I0 * 4) + align4(n * D0 * 4));
+    }
+  };
+  const mxfp4 = cfg.family === 'gpt_oss' && cfg.quantization?.method === 'mxfp4';
   for (const l of moe) {
+    if (cfg.family === 'gpt_oss') { putGptOssExperts(l); continue; }
     if (storage === 'gguf' && ggufExpertLayer(cfg, byName, l)) {
       // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in another.
       const sum = (proj: 'gate' | 'up' | 'down') => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(tensorName(`expert_${proj}`, l, e, cfg))!.gguf!.bytes).reduce((a, b) => a + b, 0);

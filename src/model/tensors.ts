@@ -28,7 +28,11 @@ export type TensorRole =
   | 'mlp_gate' | 'mlp_up' | 'mlp_down'
   | 'router' | 'router_bias'
   | 'expert_gate' | 'expert_up' | 'expert_down'
-  | 'shared_gate' | 'shared_up' | 'shared_down';
+  | 'shared_gate' | 'shared_up' | 'shared_down'
+  // GPT-OSS: o_proj bias, attention sinks, the router's linear bias, and the experts stacked per layer.
+  | 'o_bias' | 'sinks' | 'router_linear_bias'
+  | 'oss_gate_up_blocks' | 'oss_gate_up_scales' | 'oss_gate_up_bias' | 'oss_down_blocks' | 'oss_down_scales' | 'oss_down_bias'
+  | 'oss_gate_up' | 'oss_down';
 
 export interface TensorSpec {
   role: TensorRole;
@@ -55,6 +59,11 @@ export interface TensorSpec {
   proj?: 'gate' | 'up' | 'down';
   /** Every routed expert's matrices in one 3-D tensor [E, rows, cols] (Granite-MoE's ParallelExperts): 'gate_up' = [gate; up] rows, 'down'. */
   stacked?: 'gate_up' | 'down';
+  /**
+   * GPT-OSS's per-layer expert stacks (HF GptOssExperts): counted as routed experts. 'blocks'/'scales':
+   * MXFP4 bytes (U8; a block byte holds two parameters, a scale none), 'values': float tensors.
+   */
+  ossExperts?: 'blocks' | 'scales' | 'values';
 }
 
 const D = (c: ModelConfig) => c.hiddenSize;
@@ -205,6 +214,48 @@ function decoderTable(n: DecoderNames): TensorSpec[] {
   ];
 }
 
+/**
+ * GPT-OSS (HF modeling_gpt_oss.py): q/k/v/o with biases, per-head sinks, the router (mlp.router, a
+ * linear with bias) and the experts stacked per layer: MXFP4 `*_blocks` [E, rows, K/32, 16] and
+ * `*_scales` [E, rows, K/32] (gate_up rows interleave gate and up: row 2i gate i, 2i+1 up i) with f32/bf16
+ * biases, or, in checkpoints dequantised to BF16, `gate_up_proj` [E, D, 2I] and `down_proj` [E, I, D]
+ * (HF's `x @ W` layout).
+ */
+function gptOssTable(): TensorSpec[] {
+  const qRows = (c: ModelConfig) => c.numHeads * hd(c), kvRows = (c: ModelConfig) => c.numKvHeads * hd(c);
+  const I = (c: ModelConfig) => c.moeIntermediateSize, E = (c: ModelConfig) => c.nRoutedExperts;
+  const G = (k: number) => Math.ceil(k / 32);
+  const mx = (c: ModelConfig) => c.quantization?.method === 'mxfp4';
+  const attn = (role: TensorRole, proj: string, rows: (c: ModelConfig) => number, fields: string): TensorSpec[] => [
+    { role, pattern: `model.layers.{L}.self_attn.${proj}.weight`, layers: 'all', shape: (c) => (role === 'o' ? [D(c), qRows(c)] : [rows(c), D(c)]), fields: role === 'o' ? `hidden_size, ${fields}` : `${fields}, hidden_size`, kind: 'matrix', sparse: 'all-linear', matrixRole: 'attn' },
+    { role: `${role}_bias` as TensorRole, pattern: `model.layers.{L}.self_attn.${proj}.bias`, layers: 'all', shape: (c) => [role === 'o' ? D(c) : rows(c)], fields: role === 'o' ? 'hidden_size' : fields, kind: 'vector' },
+  ];
+  const ex = (role: TensorRole, name: string, shape: (c: ModelConfig) => number[], fields: string, ossExperts: 'blocks' | 'scales' | 'values', when?: (c: ModelConfig) => boolean): TensorSpec =>
+    ({ role, pattern: `model.layers.{L}.mlp.experts.${name}`, layers: 'moe', shape, fields, kind: 'vector', ossExperts, ...(when ? { when } : {}) });
+  return [
+    { role: 'embed', pattern: 'model.embed_tokens.weight', shape: (c) => [c.vocabSize, D(c)], fields: 'vocab_size, hidden_size', kind: 'embedding' },
+    { role: 'input_norm', pattern: 'model.layers.{L}.input_layernorm.weight', layers: 'all', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+    ...attn('q', 'q_proj', qRows, 'num_attention_heads × head_dim'),
+    ...attn('k', 'k_proj', kvRows, 'num_key_value_heads × head_dim'),
+    ...attn('v', 'v_proj', kvRows, 'num_key_value_heads × head_dim'),
+    ...attn('o', 'o_proj', qRows, 'num_attention_heads × head_dim'),
+    { role: 'sinks', pattern: 'model.layers.{L}.self_attn.sinks', layers: 'all', shape: (c) => [c.numHeads], fields: 'num_attention_heads', kind: 'vector' },
+    { role: 'post_attention_norm', pattern: 'model.layers.{L}.post_attention_layernorm.weight', layers: 'all', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+    { role: 'router', pattern: 'model.layers.{L}.mlp.router.weight', layers: 'moe', shape: (c) => [E(c), D(c)], fields: 'num_local_experts, hidden_size', kind: 'matrix' },
+    { role: 'router_linear_bias', pattern: 'model.layers.{L}.mlp.router.bias', layers: 'moe', shape: (c) => [E(c)], fields: 'num_local_experts', kind: 'vector' },
+    ex('oss_gate_up_blocks', 'gate_up_proj_blocks', (c) => [E(c), 2 * I(c), G(D(c)), 16], 'num_local_experts, 2 × intermediate_size, hidden_size / 32, 16', 'blocks', mx),
+    ex('oss_gate_up_scales', 'gate_up_proj_scales', (c) => [E(c), 2 * I(c), G(D(c))], 'num_local_experts, 2 × intermediate_size, hidden_size / 32', 'scales', mx),
+    ex('oss_gate_up', 'gate_up_proj', (c) => [E(c), D(c), 2 * I(c)], 'num_local_experts, hidden_size, 2 × intermediate_size (unquantised)', 'values', (c) => !mx(c)),
+    ex('oss_gate_up_bias', 'gate_up_proj_bias', (c) => [E(c), 2 * I(c)], 'num_local_experts, 2 × intermediate_size', 'values'),
+    ex('oss_down_blocks', 'down_proj_blocks', (c) => [E(c), D(c), G(I(c)), 16], 'num_local_experts, hidden_size, intermediate_size / 32, 16', 'blocks', mx),
+    ex('oss_down_scales', 'down_proj_scales', (c) => [E(c), D(c), G(I(c))], 'num_local_experts, hidden_size, intermediate_size / 32', 'scales', mx),
+    ex('oss_down', 'down_proj', (c) => [E(c), I(c), D(c)], 'num_local_experts, intermediate_size, hidden_size (unquantised)', 'values', (c) => !mx(c)),
+    ex('oss_down_bias', 'down_proj_bias', (c) => [E(c), D(c)], 'num_local_experts, hidden_size', 'values'),
+    { role: 'final_norm', pattern: 'model.norm.weight', shape: (c) => [D(c)], fields: 'hidden_size', kind: 'vector' },
+    { role: 'lm_head', pattern: 'lm_head.weight', when: (c) => !c.tieWordEmbeddings, shape: (c) => [c.vocabSize, D(c)], fields: 'vocab_size, hidden_size', kind: 'embedding', matrixRole: 'lm_head' },
+  ];
+}
+
 /** Each family's tensor table (Hugging Face names of the published checkpoints). */
 export const FAMILY_TABLES: Readonly<Record<Family, readonly TensorSpec[]>> = {
   deepseek: TENSOR_TABLE,
@@ -213,6 +264,7 @@ export const FAMILY_TABLES: Readonly<Record<Family, readonly TensorSpec[]>> = {
   olmoe: decoderTable({ moe: 'mlp', router: 'gate', expert: ['gate_proj', 'up_proj', 'down_proj'] }),
   mixtral: decoderTable({ moe: 'block_sparse_moe', router: 'gate', expert: ['w1', 'w3', 'w2'] }),
   granitemoe: decoderTable({ moe: 'block_sparse_moe', router: 'router.layer', expert: null }),
+  gpt_oss: gptOssTable(),
 };
 
 /** The tensor table of the config's family. */
@@ -386,7 +438,10 @@ export function checkTensorsAgainstConfig(cfg: ModelConfig, tensors: Map<string,
     if (t.shape.length !== e.shape.length || t.shape.some((d, i) => d !== e.shape[i])) {
       throw new ShapeError(`checkpoint: tensor '${e.name}' has shape ${fmt(t.shape)}, but config.json (${e.fields}) implies ${fmt(e.shape)}`);
     }
-    if (t.dtype === 'F8_E4M3') {
+    const packed = 'spec' in e ? (e as ModelTensor).spec.ossExperts : undefined;
+    if (packed === 'blocks' || packed === 'scales') {
+      if (t.dtype !== 'U8') throw new UnsupportedError(`checkpoint: MXFP4 tensor '${e.name}' has dtype ${t.dtype}; expected U8 (packed FP4 blocks or E8M0 scales)`, { tensor: e.name, dtype: t.dtype });
+    } else if (t.dtype === 'F8_E4M3') {
       if (e.kind !== 'matrix') throw new UnsupportedError(`checkpoint: tensor '${e.name}' is F8_E4M3; only linear-layer weights may be FP8`, { tensor: e.name, dtype: t.dtype });
       const sn = scaleInvName(e.name);
       const s = tensors.get(sn);

@@ -3,8 +3,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
+import { writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors';
+import { mxfp4DequantHfRef } from '../../src/kernels/weight.ref';
 
-export const FAMILY_FIXTURES = ['qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe'] as const;
+export const FAMILY_FIXTURES = ['qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe', 'gpt_oss'] as const;
 export type FamilyFixture = (typeof FAMILY_FIXTURES)[number];
 
 export const familyDir = (f: FamilyFixture) => join(import.meta.dirname, '..', 'fixtures', 'families', f);
@@ -24,4 +26,28 @@ export function familyFixture(f: FamilyFixture) {
 
 export function familyCheckpoint(f: FamilyFixture): Promise<Checkpoint> {
   return openCheckpoint(memoryModel({ 'config.json': readFileSync(join(familyDir(f), 'config.json'), 'utf8'), 'model.safetensors': file(f, 'model.safetensors') }));
+}
+
+/**
+ * The gpt_oss fixture as an unquantised checkpoint (the layout of BF16 conversions of gpt-oss, HF
+ * GptOssExperts' own parameters): each layer's MXFP4 experts decoded by transformers'
+ * convert_moe_packed_tensors (mxfp4DequantHfRef) into `gate_up_proj` [E, D, 2I] and `down_proj` [E, I, D]
+ * (F32: every decoded value is exact), no quantization_config. Same model, so the same reference logits.
+ */
+export async function gptOssDequantisedFiles(): Promise<{ 'config.json': string; 'model.safetensors': Uint8Array }> {
+  const ck = await familyCheckpoint('gpt_oss');
+  const config = JSON.parse(readFileSync(join(familyDir('gpt_oss'), 'config.json'), 'utf8'));
+  delete config.quantization_config;
+  const E = config.num_local_experts, D = config.hidden_size, I = config.intermediate_size;
+  const out: Record<string, TensorToWrite> = {};
+  for (const name of ck.tensors.keys()) {
+    const m = /^(model\.layers\.\d+\.mlp\.experts\.)(gate_up|down)_proj_(blocks|scales)$/.exec(name);
+    if (!m) { const r = await ck.readRaw(name); out[name] = { dtype: r.dtype, shape: r.shape, data: r.data.slice() }; continue; }
+    if (m[3] === 'scales') continue;
+    const blocks = (await ck.readRaw(name)).data, scales = (await ck.readRaw(`${m[1]}${m[2]}_proj_scales`)).data;
+    const [N, K] = m[2] === 'gate_up' ? [2 * I, D] : [D, I];
+    out[`${m[1]}${m[2]}_proj`] = { dtype: 'F32', shape: [E, K, N], data: Float32Array.from(mxfp4DequantHfRef(blocks, scales, E, N, Math.ceil(K / 32))) };
+  }
+  await ck.close();
+  return { 'config.json': JSON.stringify(config), 'model.safetensors': writeSafetensors(out) };
 }

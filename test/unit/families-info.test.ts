@@ -13,7 +13,7 @@ import { urlModel } from '../../src/loader/model-source';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import { expectedTensorCount } from '../../src/model/tensors';
 
-const MODELS = ['Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m'];
+const MODELS = ['Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m', 'gpt-oss-20b'];
 const realConfig = (model: string): Record<string, unknown> => JSON.parse(readFileSync(new URL(`../data/configs/${model}/config.json`, import.meta.url), 'utf8'));
 const GB = 1e9;
 
@@ -46,7 +46,9 @@ describe.each(MODELS)('%s', (model) => {
   });
 
   it('the synthetic server serves it (2 layers) and the URL loader opens and reads it', async () => {
-    const config = { ...realConfig(model), num_hidden_layers: 2 };
+    const real = realConfig(model);
+    // (GPT-OSS lists one layer_types entry per layer: the first two go with the two layers.)
+    const config = { ...real, num_hidden_layers: 2, ...(Array.isArray(real.layer_types) ? { layer_types: real.layer_types.slice(0, 2) } : {}) };
     const s = await serveSyntheticRepo(config, { shardBytes: 256e6, extraFiles: { 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) } });
     try {
       const ck = await openCheckpoint(urlModel(s.url, { cache: false }), { validateTokenizer: false });

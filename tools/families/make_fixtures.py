@@ -4,7 +4,8 @@ and expert routing, for webmoe's family tests (test/unit/families.test.ts, test/
 
 Each family's reference below follows the official Hugging Face modeling file of that family module by
 module (names in the comments): modeling_qwen2_moe.py, modeling_qwen3_moe.py, modeling_olmoe.py,
-modeling_mixtral.py, modeling_granitemoe.py (transformers main as of Dec 2026; transformers itself is not
+modeling_mixtral.py, modeling_granitemoe.py, modeling_gpt_oss.py (with integrations/mxfp4.py's
+convert_moe_packed_tensors for the MXFP4 experts) (transformers main as of Dec 2026; transformers itself is not
 installed here, so the modules are re-stated in plain torch). Tensor names and config keys are those of
 the published checkpoints.
 
@@ -60,6 +61,19 @@ CONFIGS = {
                        embedding_multiplier=12.0, attention_multiplier=0.0625, residual_multiplier=0.22, logits_scaling=6.0,
                        position_embedding_type='rope', tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
                        pad_token_id=0, router_aux_loss_coef=0.001, output_router_logits=False),
+    # gpt-oss-20b's keys at tiny widths: hidden 64 (two MXFP4 blocks per gate_up row), expert width 32, 8 heads of
+    # 16 (q width 128 ≠ hidden, as 64×64 ≠ 2880), sliding window 8 < the 24-token sequence on the sliding layer,
+    # YaRN as published (factor 32 of 4096, truncate false: with head_dim 16 the ramp runs over pairs 2.02…4.35).
+    'gpt_oss': dict(BASE, architectures=['GptOssForCausalLM'], model_type='gpt_oss', hidden_size=64, intermediate_size=32,
+                    num_attention_heads=8, num_key_value_heads=2, head_dim=16, num_local_experts=8, num_experts_per_tok=4,
+                    experts_per_token=4, layer_types=['sliding_attention', 'full_attention'], sliding_window=8,
+                    attention_bias=True, swiglu_limit=7.0, rms_norm_eps=1e-5, rope_theta=150000.0,
+                    rope_scaling=dict(beta_fast=32.0, beta_slow=1.0, factor=32.0, original_max_position_embeddings=4096,
+                                      rope_type='yarn', truncate=False),
+                    max_position_embeddings=131072, initial_context_length=4096, eos_token_id=2, pad_token_id=1,
+                    router_aux_loss_coef=0.9, output_router_logits=False,
+                    quantization_config=dict(modules_to_not_convert=['model.layers.*.self_attn', 'model.layers.*.mlp.router',
+                                                                     'model.embed_tokens', 'lm_head'], quant_method='mxfp4')),
 }
 
 # ---------------------------------------------------------------------------------------- shared modules
@@ -227,6 +241,201 @@ class Model:
             logits = logits / c['logits_scaling']
         return logits
 
+# -------------------------------------------------------------------------------------------- GPT-OSS
+
+FP4_VALUES = [+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+
+
+def convert_moe_packed_tensors(blocks, scales, dtype=torch.float32):
+    """integrations/mxfp4.py convert_moe_packed_tensors (one chunk): blocks [E, N, G, 16] u8, scales [E, N, G] u8
+    → [E, G·32, N]: low nibble = element 2i, high nibble 2i + 1, times 2^(scale − 127), transposed for x @ W."""
+    scales = scales.to(torch.int32) - 127
+    lut = torch.tensor(FP4_VALUES, dtype=dtype)
+    *prefix_shape, G, B = blocks.shape
+    rows_total = math.prod(prefix_shape) * G
+    blocks = blocks.reshape(rows_total, B)
+    scales = scales.reshape(rows_total, 1)
+    out = torch.empty(rows_total, B * 2, dtype=dtype)
+    idx_lo = (blocks & 0x0F).to(torch.long)
+    idx_hi = (blocks >> 4).to(torch.long)
+    out[:, 0::2] = lut[idx_lo]
+    out[:, 1::2] = lut[idx_hi]
+    torch.ldexp(out, scales, out=out)
+    out = out.reshape(*prefix_shape, G, B * 2).view(*prefix_shape, G * B * 2)
+    return out.transpose(1, 2).contiguous()
+
+
+def yarn_inv_freq(c, dim):
+    """modeling_rope_utils._compute_yarn_parameters (truncate from rope_scaling): inv_freq and attention_factor."""
+    rs, base = c['rope_scaling'], c['rope_theta']
+    factor = rs['factor']
+    orig = rs['original_max_position_embeddings']
+    factor = c['max_position_embeddings'] / orig  # as transformers versions that derive factor from the two lengths do (= rope_scaling.factor, 32, in gpt-oss's configs)
+
+    def get_mscale(scale, mscale=1):
+        return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+    attention_factor = get_mscale(factor)
+    beta_fast, beta_slow = rs.get('beta_fast') or 32, rs.get('beta_slow') or 1
+
+    def find_correction_dim(num_rotations):
+        return (dim * math.log(orig / (num_rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = find_correction_dim(beta_fast), find_correction_dim(beta_slow)
+    if rs.get('truncate', True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    pos_freqs = base ** (torch.arange(0, dim, 2).to(dtype=torch.float) / dim)
+    inv_freq_extrapolation = 1.0 / pos_freqs
+    inv_freq_interpolation = 1.0 / (factor * pos_freqs)
+    extrapolation_factor = 1 - ramp
+    inv_freq = inv_freq_interpolation * (1 - extrapolation_factor) + inv_freq_extrapolation * extrapolation_factor
+    return inv_freq, attention_factor
+
+
+class GptOss:
+    """GptOssForCausalLM, module by module (modeling_gpt_oss.py), on the dequantised MXFP4 experts."""
+
+    def __init__(self, cfg, W):
+        self.c, self.W = cfg, W
+        self.routing = {}
+        self.min_gap = float('inf')
+        self.clamped = 0  # gate/up pre-activations past swiglu_limit (the clamp is exercised)
+        E = cfg['num_local_experts']
+        self.experts = {}
+        for i in range(cfg['num_hidden_layers']):
+            p = f'model.layers.{i}.mlp.experts.'
+            # Mxfp4GptOssExperts → GptOssExperts parameters: gate_up_proj [E, D, 2I], down_proj [E, I, D].
+            self.experts[i] = (convert_moe_packed_tensors(W[p + 'gate_up_proj_blocks'], W[p + 'gate_up_proj_scales']),
+                               convert_moe_packed_tensors(W[p + 'down_proj_blocks'], W[p + 'down_proj_scales']))
+            assert self.experts[i][0].shape == (E, cfg['hidden_size'], 2 * cfg['intermediate_size'])
+
+    def rotary(self, positions):
+        """GptOssRotaryEmbedding.forward: freqs = inv_freq ⊗ positions (not duplicated); cos, sin · attention_scaling."""
+        inv_freq, attention_scaling = yarn_inv_freq(self.c, self.c['head_dim'])
+        freqs = positions.float()[:, None] * inv_freq[None, :]
+        return freqs.cos() * attention_scaling, freqs.sin() * attention_scaling
+
+    @staticmethod
+    def apply_rotary_emb(x, cos, sin):
+        """_apply_rotary_emb: halves (first_half, second_half = chunk(x, 2))."""
+        first_half, second_half = torch.chunk(x, 2, dim=-1)
+        first_ = first_half * cos - second_half * sin
+        second_ = second_half * cos + first_half * sin
+        return torch.cat((first_, second_), dim=-1)
+
+    def attention(self, i, x, positions):
+        """GptOssAttention.forward + eager_attention_forward with sinks; sliding layers mask kv_idx ≤ q_idx − window."""
+        c, W = self.c, self.W
+        p = f'model.layers.{i}.self_attn.'
+        H, Hkv, d = c['num_attention_heads'], c['num_key_value_heads'], c['head_dim']
+        S = x.shape[0]
+        q = linear(x, W[p + 'q_proj.weight'], W[p + 'q_proj.bias']).view(S, H, d).transpose(0, 1)
+        k = linear(x, W[p + 'k_proj.weight'], W[p + 'k_proj.bias']).view(S, Hkv, d).transpose(0, 1)
+        v = linear(x, W[p + 'v_proj.weight'], W[p + 'v_proj.bias']).view(S, Hkv, d).transpose(0, 1)
+        cos, sin = self.rotary(positions)
+        q, k = self.apply_rotary_emb(q, cos[None], sin[None]), self.apply_rotary_emb(k, cos[None], sin[None])
+        k, v = repeat_kv(k, H // Hkv), repeat_kv(v, H // Hkv)
+        attn_weights = torch.matmul(q, k.transpose(1, 2)) * d ** -0.5
+        qi, ki = torch.arange(S)[:, None], torch.arange(S)[None, :]
+        visible = ki <= qi
+        if c['layer_types'][i] == 'sliding_attention':
+            visible = visible & (ki > qi - c['sliding_window'])
+        attn_weights = attn_weights + torch.where(visible, 0.0, float('-inf'))[None]
+        sinks = W[p + 'sinks'].reshape(-1, 1, 1).expand(-1, S, -1)
+        combined_logits = torch.cat([attn_weights, sinks], dim=-1)
+        combined_logits = combined_logits - combined_logits.max(dim=-1, keepdim=True).values
+        probs = F.softmax(combined_logits, dim=-1, dtype=combined_logits.dtype)
+        scores = probs[..., :-1]
+        o = torch.matmul(scores, v).transpose(0, 1).reshape(S, -1)
+        return linear(o, W[p + 'o_proj.weight'], W[p + 'o_proj.bias'])
+
+    def mlp(self, i, x):
+        """GptOssMLP: GptOssTopKRouter (linear with bias, top-k logits, softmax over them) → GptOssExperts (CPU branch)."""
+        c, W = self.c, self.W
+        p = f'model.layers.{i}.mlp.'
+        K, E = c['num_experts_per_tok'], c['num_local_experts']
+        router_logits = F.linear(x, W[p + 'router.weight'], W[p + 'router.bias'])
+        router_top_value, router_indices = torch.topk(router_logits, K, dim=-1)
+        self.note_gap(router_logits, K)
+        router_top_value = F.softmax(router_top_value, dim=1, dtype=router_top_value.dtype)
+        routing_weights = torch.zeros_like(router_logits).scatter_(1, router_indices, router_top_value)
+        gate_up_proj, down_proj = self.experts[i]
+        gate_up_proj_bias, down_proj_bias = W[p + 'experts.gate_up_proj_bias'], W[p + 'experts.down_proj_bias']
+        alpha, limit = 1.702, c['swiglu_limit']
+        next_states = torch.zeros_like(x)
+        expert_mask = F.one_hot(router_indices, num_classes=E).permute(2, 1, 0)
+        expert_hit = torch.greater(expert_mask.sum(dim=(-1, -2)), 0).nonzero()
+        for expert_idx in expert_hit[:]:
+            expert_idx = expert_idx[0]
+            _, token_idx = torch.where(expert_mask[expert_idx])
+            current_state = x[token_idx]
+            gate_up = current_state @ gate_up_proj[expert_idx] + gate_up_proj_bias[expert_idx]
+            gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+            self.clamped += int((gate > limit).sum() + (up.abs() > limit).sum())
+            gate = gate.clamp(min=None, max=limit)
+            up = up.clamp(min=-limit, max=limit)
+            glu = gate * torch.sigmoid(gate * alpha)
+            gated_output = (up + 1) * glu
+            out = gated_output @ down_proj[expert_idx] + down_proj_bias[expert_idx]
+            weighted_output = out * routing_weights[token_idx, expert_idx, None]
+            next_states.index_add_(0, token_idx, weighted_output.to(x.dtype))
+        self.routing[i] = router_indices.tolist()
+        return next_states
+
+    def note_gap(self, scores, K):
+        top = scores.topk(K + 1, dim=-1).values
+        self.min_gap = min(self.min_gap, float((top[:, K - 1] - top[:, K]).min()))
+
+    def forward(self, tokens):
+        """GptOssModel.forward + lm_head: pre-norm residual layers, final RMSNorm."""
+        c, W = self.c, self.W
+        eps = c['rms_norm_eps']
+        h = W['model.embed_tokens.weight'][tokens]
+        positions = torch.arange(len(tokens))
+        for i in range(c['num_hidden_layers']):
+            p = f'model.layers.{i}.'
+            h = h + self.attention(i, rms_norm(h, W[p + 'input_layernorm.weight'], eps), positions)
+            h = h + self.mlp(i, rms_norm(h, W[p + 'post_attention_layernorm.weight'], eps))
+        return linear(rms_norm(h, W['model.norm.weight'], eps), W['lm_head.weight'])
+
+
+def make_gptoss_weights(c, g):
+    """gpt-oss tensors under their published names: MXFP4 experts (random nibbles, E8M0 scales around 2^-4 so
+    that rows have std ≈ K^-0.5·√K·… O(1) pre-activations), everything else float."""
+    D, H, Hkv, V, d = c['hidden_size'], c['num_attention_heads'], c['num_key_value_heads'], c['vocab_size'], c['head_dim']
+    E, I = c['num_local_experts'], c['intermediate_size']
+    n = lambda *s, std: torch.randn(*s, generator=g) * std
+    norm = lambda k: 1.0 + n(k, std=0.2)
+    u8 = lambda hi, *s, lo=0: torch.randint(lo, hi, s, generator=g, dtype=torch.int64).to(torch.uint8)
+    W = {'model.embed_tokens.weight': n(V, D, std=1.0)}
+    for i in range(c['num_hidden_layers']):
+        p = f'model.layers.{i}.'
+        W[p + 'input_layernorm.weight'] = norm(D)
+        a = p + 'self_attn.'
+        for proj, rows, k in (('q_proj', H * d, D), ('k_proj', Hkv * d, D), ('v_proj', Hkv * d, D), ('o_proj', D, H * d)):
+            W[a + proj + '.weight'] = n(rows, k, std=k ** -0.5)
+            W[a + proj + '.bias'] = n(rows, std=0.3)
+        W[a + 'sinks'] = n(H, std=1.0)
+        W[p + 'post_attention_layernorm.weight'] = norm(D)
+        m = p + 'mlp.'
+        W[m + 'router.weight'] = n(E, D, std=2 * D ** -0.5)
+        W[m + 'router.bias'] = n(E, std=0.5)
+        # FP4 magnitudes average ≈ 2.3: scale 2^-5 … 2^-3 gives rows of std ≈ 0.1 (D = 64), pre-activations O(1);
+        # the gate_up bias (std 3) pushes a share of them past the limit 7 so the clamp is exercised.
+        W[m + 'experts.gate_up_proj_blocks'] = u8(256, E, 2 * I, D // 32, 16)
+        W[m + 'experts.gate_up_proj_scales'] = u8(125, E, 2 * I, D // 32, lo=122)
+        W[m + 'experts.gate_up_proj_bias'] = n(E, 2 * I, std=3.0)
+        W[m + 'experts.down_proj_blocks'] = u8(256, E, D, I // 32, 16)
+        W[m + 'experts.down_proj_scales'] = u8(123, E, D, I // 32, lo=120)
+        W[m + 'experts.down_proj_bias'] = n(E, D, std=0.3)
+    W['model.norm.weight'] = norm(D)
+    W['lm_head.weight'] = n(V, D, std=D ** -0.5)
+    return W
+
 # ------------------------------------------------------------------------------------------- weights
 
 def make_weights(family, c, g):
@@ -296,16 +505,17 @@ def main():
             g = torch.Generator().manual_seed(seed)
             # Stored as F16 (half the bytes of the fixture); the reference computes in float32 on the same
             # F16-representable values, so the checkpoint is exact.
-            W = {k: v.half().float() for k, v in make_weights(family, c, g).items()}
+            raw = make_gptoss_weights(c, g) if family == 'gpt_oss' else make_weights(family, c, g)
+            W = {k: (v if v.dtype == torch.uint8 else v.half().float()) for k, v in raw.items()}
             tokens = torch.randint(0, c['vocab_size'], (SEQ_LEN,), generator=g)
-            model = Model(family, c, W)
+            model = GptOss(c, W) if family == 'gpt_oss' else Model(family, c, W)
             with torch.no_grad():
                 logits = model.forward(tokens)
             if model.min_gap >= MIN_GAP:
                 break
         out = os.path.join(args.out, family)
         os.makedirs(out, exist_ok=True)
-        save_safetensors(os.path.join(out, 'model.safetensors'), {k: v.contiguous().numpy().astype(np.float16) for k, v in W.items()}, metadata={'format': 'pt'})
+        save_safetensors(os.path.join(out, 'model.safetensors'), {k: v.contiguous().numpy() if v.dtype == torch.uint8 else v.contiguous().numpy().astype(np.float16) for k, v in W.items()}, metadata={'format': 'pt'})
         with open(os.path.join(out, 'config.json'), 'w') as fh:
             json.dump(c, fh, indent=2)
         logits.numpy().astype('<f4').tofile(os.path.join(out, 'logits.f32.bin'))
@@ -318,6 +528,7 @@ def main():
             'routing': 'routing.json: MoE layer → per token the chosen experts, in torch.topk order (descending score)',
             'seed': seed, 'greedy_next': int(logits[-1].argmax()),
             'min_routing_gap': model.min_gap,
+            **({'clamped_preactivations': model.clamped} if family == 'gpt_oss' else {}),
         }
         with open(os.path.join(out, 'reference.json'), 'w') as fh:
             json.dump(ref, fh, indent=1)

@@ -26,16 +26,25 @@ import type { WebMoeEngine } from '../../engine/engine';
 const kvValuesPerLayer = (cfg: ModelConfig) => (cfg.attention === 'gqa' ? 2 * cfg.numKvHeads * cfg.headDim : cfg.kvLoraRank + cfg.qkRopeHeadDim);
 
 export function minBytesPerToken(cfg: ModelConfig, cachedTokens: number, bytesPerWeight = 4): number {
-  let params = 0;
+  let params = 0, storedBytes = 0;
+  const chosen = cfg.numExpertsPerTok / Math.max(1, cfg.nRoutedExperts);
   for (const [name, shape] of expectedTensorShapes(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
+    // GPT-OSS's stacked experts, K of E read: MXFP4 block and scale bytes as stored, f32 biases, or unquantised stacks in the storage.
+    const oss = /\.experts\.(gate_up|down)_proj(_blocks|_scales|_bias)?$/.exec(name);
+    if (oss) {
+      if (oss[2] === '_blocks' || oss[2] === '_scales') storedBytes += n * chosen;
+      else if (oss[2] === '_bias') storedBytes += n * chosen * 4;
+      else params += n * chosen;
+      continue;
+    }
     if (name === 'model.embed_tokens.weight') params += cfg.hiddenSize; // one row
     // Routed experts (per-expert tensors of any family, or Granite's stacked input/output_linear): K of E read.
     else if (/\.experts\.\d+\.|\.(input|output)_linear\.weight$/.test(name)) params += n * (cfg.numExpertsPerTok / cfg.nRoutedExperts);
     else params += n;
   }
   const kv = cachedTokens * cfg.numLayers * kvValuesPerLayer(cfg) * 4;
-  return params * bytesPerWeight + kv;
+  return params * bytesPerWeight + storedBytes + kv;
 }
 
 /**

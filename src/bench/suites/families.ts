@@ -1,7 +1,7 @@
 /**
  * A decode row per MoE family at its real widths (issue 22): the published config.json of one model per
  * family (test/data/configs: Qwen1.5-MoE-A2.7B, Qwen3-30B-A3B, OLMoE-1B-7B-0924, Mixtral-8x7B-v0.1,
- * granite-3.1-3b-a800m) with a few layers, served as a sharded BF16 checkpoint by the synthetic server,
+ * granite-3.1-3b-a800m, gpt-oss-20b: its experts MXFP4 as released, whatever the storage) with a few layers, served as a sharded BF16 checkpoint by the synthetic server,
  * loaded through createNodeEngine (q4 by default) and decoded greedily. Real hidden, expert, head and
  * vocabulary widths; only the layer count is cut, so the per-layer cost and the head's cost are those of
  * the real model (decode time of the full model ≈ per-layer time × layers + head).
@@ -10,7 +10,7 @@
  *   WEBMOE_FAMILIES_LAYERS   layers per model (default 1)
  *   WEBMOE_FAMILIES_TOKENS   decoded tokens (default 4)
  *   WEBMOE_FAMILIES_WEIGHTS  weight storage (default q4)
- *   WEBMOE_FAMILIES          comma-separated folders of test/data/configs to run (default: all five)
+ *   WEBMOE_FAMILIES          comma-separated folders of test/data/configs to run (default: all six)
  */
 import type { BenchContext, BenchSuite } from '../types';
 import { minBytesPerToken, ourBytesPerToken } from './e2e';
@@ -18,7 +18,7 @@ import { familyLabel, parseConfig } from '../../model/config';
 import { byteLevelTokenizerJson } from '../../model/byte-tokenizer';
 import type { WeightStorage } from '../../model/assemble';
 
-export const FAMILY_CONFIGS = ['Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m'];
+export const FAMILY_CONFIGS = ['Qwen1.5-MoE-A2.7B', 'Qwen3-30B-A3B', 'OLMoE-1B-7B-0924', 'Mixtral-8x7B-v0.1', 'granite-3.1-3b-a800m', 'gpt-oss-20b'];
 const BYTES_PER_WEIGHT: Record<string, number> = { q4: 0.5 + 2 / 32, q8: 1 + 2 / 32, f16: 2, bf16: 2, f32: 4 };
 
 async function run(ctx: BenchContext): Promise<void> {
@@ -42,7 +42,8 @@ async function run(ctx: BenchContext): Promise<void> {
 
   for (const model of models) {
     const real = JSON.parse(readFileSync(resolve(proc.cwd(), `test/data/configs/${model}/config.json`), 'utf8')) as Record<string, unknown>;
-    const config = { ...real, num_hidden_layers: layers };
+    // (GPT-OSS's layer_types has one entry per layer: the first `layers` go with the cut model.)
+    const config = { ...real, num_hidden_layers: layers, ...(Array.isArray(real.layer_types) ? { layer_types: real.layer_types.slice(0, layers) } : {}) };
     const cfg = parseConfig(config);
     const name = `${familyLabel(cfg)}: ${model} config, ${layers} of ${String(real.num_hidden_layers)} layers, ${weights}`;
     // BF16 shards whatever torch_dtype says (OLMoE's is float32): the synthetic server makes BF16 bytes fastest, and q4 storage reads them the same.
