@@ -589,6 +589,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const budget = opts.gpuBudget;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);
   if (full.gpuBytes <= budget || !moe.length || !cfg.nRoutedExperts) return full;
+  if (cfg.family === 'gpt_oss') throw new UnsupportedError(`expert offload does not cover GPT-OSS's experts yet (MXFP4 blocks with expert biases; the slot stacks hold webmoe's packed formats without biases): this model needs ${mib(full.gpuBytes)} MiB, over the GPU budget of ${mib(budget)} MiB; load it without a GPU budget on a device with that much memory, or with a shorter --context`);
   if (experts === 'gguf') throw new UnsupportedError(`expert offload keeps routed experts in webmoe's stacks; this GGUF's experts stay GGUF blocks ('gguf' storage): load it with --weights q4 or q8 to offload, or without a GPU budget`);
   // One slot = one expert of a stack (every buffer of it); the slots of a layer are one stack, so at
   // most what one binding holds.
