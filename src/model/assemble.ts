@@ -236,6 +236,31 @@ export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoa
   };
 }
 
+/**
+ * The sparsity a load runs with (the GPU and the WASM loaders): a pre-pruned checkpoint's stored
+ * pattern runs on the sparse kernels unless `asked` says otherwise (null: dense); else the asked
+ * option, 'auto' resolved to V and M for its target ratio. `stored` when the stored values are used
+ * as they are.
+ */
+export async function loadSparsity(ckpt: Checkpoint, asked: SparsityOptions | null | undefined, name: string, log: (msg: string) => void, signal?: AbortSignal): Promise<{ option: SparsityOption | null; stored: { option: SparsityOption; weights: string[] } | null }> {
+  const cfg = ckpt.config;
+  let stored = asked === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, signal)).data.slice().buffer)) : null;
+  if (stored) {
+    const { option: o, weights: w } = stored;
+    // Routed experts' gate and up rows are packed as one [2I, D] matrix; a V-row block then spans both
+    // unless V divides I, and re-packing would not keep the stored values exactly.
+    const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
+    log(`${name}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
+    if (!exact) stored = null;
+  }
+  const a = stored?.option ?? asked ?? null;
+  if (!a) return { option: null, stored };
+  if (a.format !== 'auto') return { option: { ...a, format: a.format, apply: a.apply ?? 'experts' }, stored };
+  const auto = autoSparsity([...ckpt.tensors].map(([n, t]) => ({ name: n, shape: t.shape })), cfg, a.apply ?? 'experts', a.targetRatio);
+  log(`${name}: sparsity auto (target ratio ${a.targetRatio}) → ${auto.label}, ${auto.selection.ratio.toFixed(4)} of the dense f32 bytes`);
+  return { option: { ...auto.option, permute: a.permute }, stored };
+}
+
 /** Loads checkpoints onto one device, acquired at the first load and again after it is lost. */
 export class GpuModelLoader {
   private gpu: Gpu | null = null;
@@ -289,23 +314,7 @@ export class GpuModelLoader {
     const log = options.log ?? (() => {});
     const cfg = ckpt.config;
     const { gpu, storage, contextLength, prefillChunk, kvCache, plan } = await this.checkedPlan(ckpt, options);
-    // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense.
-    let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
-    if (stored) {
-      const { option: o, weights: w } = stored;
-      // The GPU packs each routed expert's gate and up rows as one [2I, D] matrix; a V-row block then
-      // spans both unless V divides I, and re-packing would not keep the stored values exactly.
-      const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
-      log(`${name}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
-      if (!exact) stored = null;
-    }
-    const asked = stored?.option ?? options.sparsity ?? null;
-    let sp: SparsityOption | null = null;
-    if (asked?.format === 'auto') {
-      const auto = autoSparsity([...ckpt.tensors].map(([n, t]) => ({ name: n, shape: t.shape })), cfg, asked.apply ?? 'experts', asked.targetRatio);
-      log(`${name}: sparsity auto (target ratio ${asked.targetRatio}) → ${auto.label}, ${auto.selection.ratio.toFixed(4)} of the dense f32 bytes`);
-      sp = { ...auto.option, permute: asked.permute };
-    } else if (asked) sp = { ...asked, format: asked.format, apply: asked.apply ?? 'experts' };
+    const { option: sp, stored } = await loadSparsity(ckpt, options.sparsity, name, log, options.signal);
     if (sp && cfg.family === 'gpt_oss') throw new UnsupportedError(`sparsity (${sparsityLabel(sp)}) does not apply to GPT-OSS yet: its experts run as the checkpoint's MXFP4 blocks, which the sparse kernels do not take; load without the sparsity option`);
     const policy: WeightPolicy = {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.

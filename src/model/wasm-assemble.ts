@@ -8,13 +8,12 @@ import type { Checkpoint } from './checkpoint';
 import { WasmBackend } from './wasm-backend';
 import { WasmRunner } from './wasm-runner';
 import { buildWeights } from './load';
-import { describeModel, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
+import { describeModel, loadSparsity, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
 import { resolveStorage } from './memory-plan';
 import { WasmKernels, type WasmWeightFormat } from '../kernels/wasm/kernels';
 import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
 import { familyLabel } from './config';
 import { sparsityLabel } from '../sparse/apply';
-import { autoSparsity, storedSparsity } from './prune-checkpoint';
 
 export interface WasmModel { runner: WasmRunner; description: ModelDescription; device: string }
 
@@ -49,22 +48,7 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   const kv = cfg.numLayers * contextLength * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
   const estimate = params * BYTES_PER_VALUE[storage] + kv;
   if (estimate > WASM32_BYTES) throw new LimitExceededError('wasm32 memory', Math.round(estimate), WASM32_BYTES, `${name} with ${storage} weights and a ${contextLength}-token cache (use q4 weights, a shorter context, or device webgpu)`);
-  // A pre-pruned checkpoint runs on the sparse kernels by default; `sparsity: null` runs it dense (as on the GPU).
-  let stored = options.sparsity === undefined ? await storedSparsity(ckpt.tensors.keys(), async (t) => new Uint32Array((await ckpt.readRaw(t, options.signal)).data.slice().buffer)) : null;
-  if (stored) {
-    const { option: o, weights: w } = stored;
-    // Routed experts' gate and up are pruned as one [2I, D] matrix: a V-row block spans both unless V divides I.
-    const exact = o.format === '2:4' || cfg.moeIntermediateSize % (o.v ?? 64) === 0;
-    log(`${name}: ${w.length} weights stored pre-pruned (${sparsityLabel(o)}, ${o.apply}): ${exact ? 'sparse kernels' : `dense kernels (V = ${o.v} does not divide moe_intermediate_size = ${cfg.moeIntermediateSize})`}`);
-    if (!exact) stored = null;
-  }
-  let sp = stored?.option ?? options.sparsity ?? null;
-  if (sp?.format === 'auto') {
-    // V and M for the target ratio, as the GPU loader picks them (model/assemble.ts).
-    const auto = autoSparsity([...ckpt.tensors].map(([n, t]) => ({ name: n, shape: t.shape })), cfg, sp.apply ?? 'experts', sp.targetRatio);
-    log(`${name}: sparsity auto (target ratio ${sp.targetRatio}) → ${auto.label}`);
-    sp = { ...auto.option, permute: sp.permute };
-  }
+  const { option: sp, stored } = await loadSparsity(ckpt, options.sparsity, name, log, options.signal);
   const format = sp?.format === '2:4' ? '2:4' as const : 'vnm' as const;
   const sparsity = sp ? { format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute } : null;
   const k = kernels ?? await WasmKernels.create({ threads: options.threads });
