@@ -26,6 +26,21 @@ export function* feedForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i:
   return be.moeSteps ? yield* be.moeSteps(i, x, L.moe!, cfg) : be.moeForward(i, x, L.moe!, cfg);
 }
 
+/**
+ * The rest of layer i once its attention output is known: h += attn; h += FFN(RMSNorm(h)) (each
+ * intermediate reported to onActivation), then the end of the layer.
+ */
+export function* residualFeedForward<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, i: number, L: LayerWeights<W, E>, h: T, attn: T, opts: ForwardOptions<T>): Steps<void> {
+  opts.onActivation?.(`layers.${i}.attn_out`, attn);
+  be.addInPlace(h, attn);
+  const ffnIn = be.rmsNorm(h, L.postNorm, cfg.rmsNormEps);
+  opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
+  const ffn = yield* feedForward(be, cfg, i, L, ffnIn);
+  opts.onActivation?.(`layers.${i}.ffn_out`, ffn);
+  be.addInPlace(h, ffn);
+  endLayer(be, i, h, opts);
+}
+
 /** After the last layer: RMSNorm and the LM head (of the last row only when asked), or the residual stream for a cache-only chunk. */
 export function head<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, h: T, opts: ForwardOptions<T>): T {
   if (opts.cacheOnly) return h;

@@ -22,7 +22,7 @@
 import type { Backend, ForwardOptions, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
 import { yarnConcentration } from '../kernels/rope-params';
-import { endLayer, feedForward, gqaShape, head, ropeQk } from './decoder-blocks';
+import { gqaShape, head, residualFeedForward, ropeQk } from './decoder-blocks';
 import type { Steps } from './steps';
 
 export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Steps<T> {
@@ -39,14 +39,7 @@ export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w
     const window = cfg.layerTypes![i] === 'sliding_attention' ? cfg.slidingWindow! : 0;
     const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, scale, { window, sinks: a.sinks! }), a.o);
     be.addBias(attn, a.oBias!);
-    opts.onActivation?.(`layers.${i}.attn_out`, attn);
-    be.addInPlace(h, attn);
-    const ffnIn = be.rmsNorm(h, L.postNorm, eps);
-    opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
-    const ffn = yield* feedForward(be, cfg, i, L, ffnIn);
-    opts.onActivation?.(`layers.${i}.ffn_out`, ffn);
-    be.addInPlace(h, ffn);
-    endLayer(be, i, h, opts);
+    yield* residualFeedForward(be, cfg, i, L, h, attn, opts);
   }
   return head(be, cfg, w, h, opts);
 }

@@ -19,7 +19,7 @@
  */
 import type { Backend, ForwardOptions, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
-import { endLayer, feedForward, gqaShape, head, ropeQk } from './decoder-blocks';
+import { gqaShape, head, residualFeedForward, ropeQk } from './decoder-blocks';
 import type { Steps } from './steps';
 
 /** The forward pass as steps (architectures.ts drives them): it pauses only inside the MoE feed-forward. */
@@ -36,14 +36,7 @@ export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w
     be.addBias(v, a.vBias!);
     ropeQk(be, cfg, q, k, opts.past);
     const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, 1 / Math.sqrt(cfg.headDim)), a.o);
-    opts.onActivation?.(`layers.${i}.attn_out`, attn);
-    be.addInPlace(h, attn);
-    const ffnIn = be.rmsNorm(h, L.postNorm, eps);
-    opts.onActivation?.(`layers.${i}.ffn_in`, ffnIn);
-    const ffn = yield* feedForward(be, cfg, i, L, ffnIn);
-    opts.onActivation?.(`layers.${i}.ffn_out`, ffn);
-    be.addInPlace(h, ffn);
-    endLayer(be, i, h, opts);
+    yield* residualFeedForward(be, cfg, i, L, h, attn, opts);
   }
   return head(be, cfg, w, h, opts);
 }
