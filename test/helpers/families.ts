@@ -8,6 +8,8 @@ import { mxfp4DequantHfRef } from '../../src/kernels/weight.ref';
 
 export const FAMILY_FIXTURES = ['qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe', 'gpt_oss'] as const;
 export type FamilyFixture = (typeof FAMILY_FIXTURES)[number];
+/** The families webmoe writes and reads in llama.cpp's GGUF layouts (GPT-OSS has none here yet: a typed error). */
+export const GGUF_FAMILY_FIXTURES = FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss');
 
 export const familyDir = (f: FamilyFixture) => join(import.meta.dirname, '..', 'fixtures', 'families', f);
 const file = (f: FamilyFixture, name: string) => new Uint8Array(readFileSync(join(familyDir(f), name)));

@@ -21,7 +21,7 @@ import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
 import { nodeLlamaCpp, type NodeLlamaCpp } from '../helpers/llama-cpp';
-import { FAMILY_FIXTURES, familyCheckpoint, familyDir, familyFixture } from '../helpers/families';
+import { GGUF_FAMILY_FIXTURES, familyCheckpoint, familyDir, familyFixture } from '../helpers/families';
 
 const NEW_TOKENS = 8;
 const LOGP_TOL = 1e-4;
@@ -44,7 +44,7 @@ const logSoftmax = (x: ArrayLike<number>) => {
 };
 const argmax = (x: ArrayLike<number>) => { let b = 0; for (let i = 1; i < x.length; i++) if (x[i] > x[b]) b = i; return b; };
 
-describe.each(FAMILY_FIXTURES)('%s: llama.cpp vs webmoe on the same weights', (family) => {
+describe.each(GGUF_FAMILY_FIXTURES)('%s: llama.cpp vs webmoe on the same weights', (family) => {
   it(`greedy tokens equal, first-step log p within ${LOGP_TOL}`, async () => {
     const { ref } = familyFixture(family);
     const ck = await familyCheckpoint(family);
