@@ -150,22 +150,7 @@ fn decode(u: vec4<u32>) -> array<vec4<f32>, UNIT / 4u> {
 }
 fn scale_of(n: u32, k: u32) -> f32 { return group_scale(n * P.scale_cols + k / SK); }
 // One word (8 nibbles, elements 8i .. 8i + 7 of the unit) against x vec4s a (low half) and b.
-fn q4_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(q4x4(v), a) + dot(q4x4(v >> 16u), b); }
-fn q4_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
-  return q4_word(u.x, x0, x1) + q4_word(u.y, x2, x3) + q4_word(u.z, x4, x5) + q4_word(u.w, x6, x7);
-}
-fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
-  let x0 = xl(xb, k0);
-  let x1 = xl(xb, k0 + 4u);
-  let x2 = xl(xb, k0 + 8u);
-  let x3 = xl(xb, k0 + 12u);
-  let x4 = xl(xb, k0 + 16u);
-  let x5 = xl(xb, k0 + 20u);
-  let x6 = xl(xb, k0 + 24u);
-  let x7 = xl(xb, k0 + 28u);
-  return vec4<f32>(q4_dot(u0, x0, x1, x2, x3, x4, x5, x6, x7), q4_dot(u1, x0, x1, x2, x3, x4, x5, x6, x7),
-                   q4_dot(u2, x0, x1, x2, x3, x4, x5, x6, x7), q4_dot(u3, x0, x1, x2, x3, x4, x5, x6, x7));
-}
+fn nibble_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(q4x4(v), a) + dot(q4x4(v >> 16u), b); }
 // @variant fmt fp8
 const UNIT: u32 = 16u;
 const FLAT_ROWS: bool = false;
@@ -192,9 +177,12 @@ fn scale_of(n: u32, k: u32) -> f32 {
   let i = n * P.scale_cols + (k >> 5u);
   return e8m0(byte_at(scales[i >> 2u], i));
 }
-fn fp4_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(fp4x4(v), a) + dot(fp4x4(v >> 16u), b); }
-fn fp4_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
-  return fp4_word(u.x, x0, x1) + fp4_word(u.y, x2, x3) + fp4_word(u.z, x4, x5) + fp4_word(u.w, x6, x7);
+// One word (8 FP4 values, elements 8i .. 8i + 7 of the unit) against x vec4s a (low half) and b.
+fn nibble_word(v: u32, a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(fp4x4(v), a) + dot(fp4x4(v >> 16u), b); }
+// @variant fmt q4 mxfp4
+// The 4-bit formats: a unit is 32 elements in 4 words, each word decoded by its format's nibble_word.
+fn nibble_dot(u: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+  return nibble_word(u.x, x0, x1) + nibble_word(u.y, x2, x3) + nibble_word(u.z, x4, x5) + nibble_word(u.w, x6, x7);
 }
 fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32, k0: u32) -> vec4<f32> {
   let x0 = xl(xb, k0);
@@ -205,8 +193,8 @@ fn rows_dot(u0: vec4<u32>, u1: vec4<u32>, u2: vec4<u32>, u3: vec4<u32>, xb: u32,
   let x5 = xl(xb, k0 + 20u);
   let x6 = xl(xb, k0 + 24u);
   let x7 = xl(xb, k0 + 28u);
-  return vec4<f32>(fp4_dot(u0, x0, x1, x2, x3, x4, x5, x6, x7), fp4_dot(u1, x0, x1, x2, x3, x4, x5, x6, x7),
-                   fp4_dot(u2, x0, x1, x2, x3, x4, x5, x6, x7), fp4_dot(u3, x0, x1, x2, x3, x4, x5, x6, x7));
+  return vec4<f32>(nibble_dot(u0, x0, x1, x2, x3, x4, x5, x6, x7), nibble_dot(u1, x0, x1, x2, x3, x4, x5, x6, x7),
+                   nibble_dot(u2, x0, x1, x2, x3, x4, x5, x6, x7), nibble_dot(u3, x0, x1, x2, x3, x4, x5, x6, x7));
 }
 // @end fmt
 const UV: u32 = UNIT / 4u;           // vec4<f32> per unit
