@@ -315,3 +315,23 @@ export function ggufTokenizerMetadata(tokenizerJson: unknown, tokenizerConfig: R
   if (source) out.push(['tokenizer.chat_template', kv.str(source)]);
   return out;
 }
+
+/**
+ * Appends a model's tokenizer keys to its metadata `m` (when its tokenizer.json is given), then sets
+ * the BOS / EOS ids from config.json: they win over tokenizer_config's token names (they are what the
+ * model was trained with).
+ */
+export function appendTokenizerMetadata(
+  m: [string, GgufKv][], tokenizer: { json: unknown; config: Record<string, unknown> | null } | undefined,
+  ids: { vocabSize: number; bos: number | null; eos: number | null },
+): [string, GgufKv][] {
+  if (tokenizer) m.push(...ggufTokenizerMetadata(tokenizer.json, tokenizer.config, ids.vocabSize));
+  const set = (key: string, id: number) => {
+    const i = m.findIndex(([k]) => k === key);
+    if (i >= 0) m[i] = [key, kv.u32(id)];
+    else m.push([key, kv.u32(id)]);
+  };
+  if (ids.bos !== null) set('tokenizer.ggml.bos_token_id', ids.bos);
+  if (ids.eos !== null) set('tokenizer.ggml.eos_token_id', ids.eos);
+  return m;
+}

@@ -14,7 +14,7 @@ import { ConfigError, FormatError, UnsupportedError, WebMoeError } from '../erro
 import { metaArray, metaBool, metaNumber, metaString, readGgufModel, type GgufKv, type GgufModelHeader, type GgufSplitTensor, type RangeReader } from '../formats/gguf';
 import { dequantize, isDecodable, quantize, type DecodableType } from '../formats/gguf-blocks';
 import { kv, type GgufTensorInfoToWrite, type GgufTensorToWrite } from '../formats/gguf-write';
-import { ggufTokenizerMetadata, tokenizerFilesFromGguf } from '../formats/gguf-tokenizer';
+import { appendTokenizerMetadata, tokenizerFilesFromGguf } from '../formats/gguf-tokenizer';
 import { loadTokenizer } from '../loader/tokenizer-file';
 import type { CheckpointOf, CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
 import { parseConfig, type ModelConfig } from './config';
@@ -338,17 +338,7 @@ export function deepseek2Metadata(cfg: ModelConfig, tokenizer?: { json: unknown;
     m.push([a('rope.scaling.type'), kv.str('yarn')], [a('rope.scaling.factor'), kv.f32(s.factor)], [a('rope.scaling.original_context_length'), kv.u32(s.originalMaxPositionEmbeddings)],
       [a('rope.scaling.yarn_log_multiplier'), kv.f32(0.1 * s.mscaleAllDim)], [a('rope.scaling.yarn_beta_fast'), kv.f32(s.betaFast)], [a('rope.scaling.yarn_beta_slow'), kv.f32(s.betaSlow)]);
   }
-  const tok = tokenizer ? ggufTokenizerMetadata(tokenizer.json, tokenizer.config, cfg.vocabSize) : [];
-  m.push(...tok);
-  // config.json's ids win over the tokenizer_config token names (they are what the model was trained with).
-  const set = (key: string, id: number) => {
-    const i = m.findIndex(([k]) => k === key);
-    if (i >= 0) m[i] = [key, kv.u32(id)];
-    else m.push([key, kv.u32(id)]);
-  };
-  if (cfg.bosTokenId !== null) set('tokenizer.ggml.bos_token_id', cfg.bosTokenId);
-  if (cfg.eosTokenIds.length) set('tokenizer.ggml.eos_token_id', cfg.eosTokenIds[0]);
-  return m;
+  return appendTokenizerMetadata(m, tokenizer, { vocabSize: cfg.vocabSize, bos: cfg.bosTokenId, eos: cfg.eosTokenIds[0] ?? null });
 }
 
 /** Weights per block of each type a matrix can be written as (its rows must be whole blocks). */

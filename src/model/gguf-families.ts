@@ -22,7 +22,7 @@ import { ConfigError, FormatError, UnsupportedError } from '../errors';
 import { ggmlTypeByName, quantize, type DecodableType } from '../formats/gguf-blocks';
 import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
 import { metaBool, metaNumber, metaString, type GgufKv, type GgufModelHeader, type GgufSplitTensor } from '../formats/gguf';
-import { ggufTokenizerMetadata } from '../formats/gguf-tokenizer';
+import { appendTokenizerMetadata } from '../formats/gguf-tokenizer';
 import type { ModelConfig } from './config';
 
 /** A matrix's GGUF type by name and ne (gguf-deepseek2.ts GgufTypeChooser, restated to keep this file below it). */
@@ -68,15 +68,7 @@ export function familyGgufMetadata(cfg: ModelConfig, tokenizer?: { json: unknown
     const x = cfg.multipliers;
     m.push([a('attention.scale'), kv.f32(x.attention!)], [a('embedding_scale'), kv.f32(x.embedding)], [a('residual_scale'), kv.f32(x.residual)], [a('logit_scale'), kv.f32(x.logitsScaling)]);
   }
-  if (tokenizer) m.push(...ggufTokenizerMetadata(tokenizer.json, tokenizer.config, cfg.vocabSize));
-  const set = (key: string, id: number) => {
-    const i = m.findIndex(([k]) => k === key);
-    if (i >= 0) m[i] = [key, kv.u32(id)];
-    else m.push([key, kv.u32(id)]);
-  };
-  if (cfg.bosTokenId !== null) set('tokenizer.ggml.bos_token_id', cfg.bosTokenId);
-  if (cfg.eosTokenIds.length) set('tokenizer.ggml.eos_token_id', cfg.eosTokenIds[0]);
-  return m;
+  return appendTokenizerMetadata(m, tokenizer, { vocabSize: cfg.vocabSize, bos: cfg.bosTokenId, eos: cfg.eosTokenIds[0] ?? null });
 }
 
 /** convert_hf_to_gguf's LlamaModel.permute: per head, rows [2, d/2] (halves) → [d/2, 2] (adjacent pairs). */
