@@ -60,9 +60,11 @@ export interface LoadOptions {
   /** Host memory for expertSource 'auto' (default: navigator.deviceMemory where known, else 4 GiB). */
   hostMemoryBytes?: number;
   /**
-   * Most prompt tokens per prefill forward (default 512, at most the context): longer prompts run in
-   * chunks, each appending to the KV cache, so the temporaries (and the memory plan's activations) are
-   * bounded by the chunk, not the prompt. A positive integer; anything else is an ArgumentError.
+   * Most prompt tokens per prefill forward (default 512, at most the context, halved down to 16 while one
+   * of a chunk's temporaries would exceed the device's storage binding limit; `plan.prefillTokens` says
+   * which): longer prompts run in chunks, each appending to the KV cache, so the temporaries (and the
+   * memory plan's activations) are bounded by the chunk, not the prompt. A positive integer; anything
+   * else is an ArgumentError.
    */
   prefillChunk?: number;
   /**

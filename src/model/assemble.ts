@@ -72,7 +72,7 @@ export interface ModelLoadOptions {
   sparsity?: SparsityOptions | null;
   /** KV cache capacity in tokens (default: max_position_embeddings, at most 4096). */
   contextLength?: number;
-  /** Most tokens per prefill forward (LoadOptions.prefillChunk); default min(DEFAULT_PREFILL_CHUNK, context). */
+  /** Most tokens per prefill forward (LoadOptions.prefillChunk); default min(DEFAULT_PREFILL_CHUNK, context), smaller on a device whose bindings cannot hold a chunk's temporaries (planMemory). */
   prefillChunk?: number;
   /** KV cache element format (LoadOptions.kvCache); default f16 on a GPU, f32 on a CPU fallback adapter (kvCacheFor). */
   kvCache?: 'f16' | 'f32';
@@ -293,10 +293,11 @@ export class GpuModelLoader {
     checkSlidingWindow(cfg, contextLength);
     // The plan from the config and tensor headers, checked before anything is allocated; a load that
     // cannot fit fails here naming the limit and the loads that would fit.
-    const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
+    // Asked for, or sized from the device by the plan (plan.prefillTokens).
+    const askedChunk = options.prefillChunk === undefined ? undefined : prefillChunkOf(options.prefillChunk, contextLength);
     const device = planDevice(gpu);
     const kvCache = kvCacheFor(options.kvCache, device);
-    const planOpts = { weights: storage, contextLength, prefillTokens: prefillChunk, device, kvCache };
+    const planOpts = { weights: storage, contextLength, prefillTokens: askedChunk, device, kvCache };
     const memoryBytes = options.memoryBytes ?? gpu.memoryHint;
     if (memoryBytes !== undefined && !(memoryBytes > 0)) throw new ArgumentError(`memoryBytes must be a positive number of bytes, got ${memoryBytes}`);
     const gpuBudget = options.gpuMemoryBudget;
@@ -306,7 +307,7 @@ export class GpuModelLoader {
     const plan = planMemory(cfg, ckpt.tensors.values(), { ...planOpts, gpuBudget });
     const budget = { maxStorageBufferBindingSize: gpu.caps.maxStorageBufferBindingSize, maxBufferSize: gpu.caps.maxBufferSize, memoryBytes };
     checkPlanFits(plan, budget, () => whatFits(cfg, ckpt.tensors.values(), planOpts, budget));
-    return { gpu, storage, contextLength, prefillChunk, kvCache, plan };
+    return { gpu, storage, contextLength, prefillChunk: plan.prefillTokens, kvCache, plan };
   }
 
   /** Uploads `ckpt` (named `name` in the description) to the device and returns its runner. */

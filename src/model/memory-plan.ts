@@ -58,7 +58,8 @@ export interface PlanOptions {
   contextLength?: number;
   /**
    * Tokens of one prefill forward, the chunk prompts run in (LoadOptions.prefillChunk; the activations
-   * are sized for it). Default: min(DEFAULT_PREFILL_CHUNK, context).
+   * are sized for it). Default: min(DEFAULT_PREFILL_CHUNK, context), halved while a temporary would exceed
+   * the device's binding limit (planMemory).
    */
   prefillTokens?: number;
   device?: PlanDevice;
@@ -118,7 +119,8 @@ export interface MemoryPlan {
   weights: { bytes: number; byFormat: Record<string, number>; byRole: Record<string, number> };
   /** `mtpBytes`: the MTP layers' own latent cache (allocated at the first speculative step), in gpuBytes too. */
   kvCache: { bytesPerToken: number; bytes: number; mtpBytes?: number };
-  activations: { bytes: number; prefillBytes: number; decodeBytes: number };
+  /** `largestBytes`: the biggest single temporary (its size class), which must fit one binding. */
+  activations: { bytes: number; prefillBytes: number; decodeBytes: number; largestBytes: number };
   /** Runtime buffers: the sampler's scratch, uniform ring, counters, RoPE table, placeholders (and the MTP layers' KV cache). */
   runtime: { bytes: number };
   /** Multi-Token Prediction layers loaded with the model: their weights (in weights.byRole.mtp) and KV cache (in runtime). */
@@ -440,9 +442,30 @@ const ROLE_GROUP: Partial<Record<TensorRole, string>> = {
   expert_gate: 'routed_experts', expert_up: 'routed_experts', expert_down: 'routed_experts',
 };
 
-/** The plan of `cfg` (with the checkpoint's tensor headers when known) under `opts`. */
+/** The smallest prefill chunk the device-sized default goes down to (below it, prefill is mostly per-token overhead). */
+export const MIN_DEVICE_PREFILL_CHUNK = 16;
+
+/**
+ * The plan of `cfg` (with the checkpoint's tensor headers when known) under `opts`.
+ *
+ * Without `prefillTokens`, the chunk is sized from the device: DEFAULT_PREFILL_CHUNK, halved while one
+ * of the chunk's temporaries would exceed the device's binding (or buffer) limit, down to
+ * MIN_DEVICE_PREFILL_CHUNK. A prefill temporary grows with the chunk (e.g. the routed rows of a MoE
+ * layer, chunk × top-k × moe_intermediate), so a device with small bindings runs shorter chunks instead
+ * of refusing the model. `plan.prefillTokens` is the chunk chosen; the runner takes it.
+ */
 export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | null, opts: PlanOptions = {}): MemoryPlan {
   const list = tensors ? [...tensors] : null;
+  const dev = opts.device;
+  const limit = Math.min(dev?.maxStorageBufferBindingSize ?? Infinity, dev?.maxBufferSize ?? Infinity);
+  if (opts.prefillTokens !== undefined || limit === Infinity) return planAtChunk(cfg, list, opts);
+  for (let chunk = DEFAULT_PREFILL_CHUNK; ; chunk >>= 1) {
+    const plan = planAtChunk(cfg, list, { ...opts, prefillTokens: chunk });
+    if (plan.activations.largestBytes <= limit || chunk <= MIN_DEVICE_PREFILL_CHUNK) return plan;
+  }
+}
+
+function planAtChunk(cfg: ModelConfig, list: PlanTensor[] | null, opts: PlanOptions): MemoryPlan {
   const storage = resolveStorage(opts.weights, list, opts.device);
   const byName = new Map((list ?? []).map((t) => [t.name, t]));
   const experts = storage === 'gguf' ? ggufExpertStorage(cfg, byName) : expertStorage(cfg, storage);
@@ -666,7 +689,9 @@ function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
   }
   const decode = forwardTemps(cfg, 1, contextLength - 1, tempOpts);
   const activations = tempPoolBytes([...prefill, decode]);
-  const biggestTemp = Math.max(...prefill.flatMap(flatTemps), ...flatTemps(decode));
+  // (a loop, not Math.max(...list): a short chunk over a long context lists too many temporaries to spread)
+  let biggestTemp = 0;
+  for (const t of [...prefill, decode]) for (const bytes of flatTemps(t)) biggestTemp = Math.max(biggestTemp, bytes);
   bind(`largest temporary (prefill of ${prefillTokens} tokens)`, tempSizeClass(biggestTemp));
 
   // Fixed buffers: sampler scratch (V ≥ 1024 floats, chunk info, the 96 KiB histogram of sample.ts), the
@@ -691,7 +716,7 @@ function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
     prefillTokens,
     weights: a.weights,
     kvCache: { bytesPerToken: a.rowBytes * cfg.numLayers, bytes: a.kvBytes },
-    activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
+    activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]), largestBytes: tempSizeClass(biggestTemp) },
     runtime: { bytes: runtime },
     mtp: a.mtp,
     largestBinding: largest,

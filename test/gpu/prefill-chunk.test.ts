@@ -12,7 +12,7 @@ import { fixtureLogits, fixtureTokens } from '../helpers/fixture';
 import { fixtureModel, gpuEngine } from '../helpers/models';
 import { directoryModel } from '../../src/loader/node-source';
 import type { ModelSource } from '../../src/loader/model-source';
-import { ArgumentError } from '../../src/errors';
+import { ArgumentError, LimitExceededError } from '../../src/errors';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const REF = join(ROOT, 'test', 'fixtures', 'webmoe-tiny-ref');
@@ -102,6 +102,36 @@ describe('chunked prefill bounds the temporaries', () => {
     const chunked = await peakOf(4), whole = await peakOf(64);
     console.info(`bundled model, 64-token prompt: temp pool ${chunked} B in 4-token chunks, ${whole} B in one forward`);
     expect(chunked).toBeLessThan(whole);
+  });
+});
+
+describe('the default chunk is sized from the device', () => {
+  // On a device whose storage bindings hold 128 KiB, a 128-token chunk of the bundled model (q8, context
+  // 128) needs a 256 KiB temporary: the plan halves the default chunk until every temporary fits (32
+  // tokens here), and the runner prefills in those chunks with the logits of an explicit 32-token chunk
+  // on an unconstrained device. Asking for the 128-token chunk on the small device is a limit error.
+  it('picks the largest chunk whose temporaries fit the binding limit; logits equal that explicit chunk', async () => {
+    const { tokens } = bundledRef();
+    const prompt = tokens.slice(0, 56);
+    const small = await testGpu({ limitOverrides: { maxStorageBufferBindingSize: 128 << 10 } });
+    const onSmall = gpuEngine(small);
+    try {
+      const info = await onSmall.load(bundledModel(), { weights: 'q8', contextLength: 128 });
+      expect(info.memoryPlan!.prefillTokens).toBe(32);
+      expect(info.memoryPlan!.activations.largestBytes).toBeLessThanOrEqual(128 << 10);
+      const got = await small.checked(() => onSmall.runner.logits(prompt, false));
+      const e = gpuEngine(gpu);
+      try {
+        await e.load(bundledModel(), { weights: 'q8', contextLength: 128, prefillChunk: 32 });
+        expectClose(got, await gpu.checked(() => e.runner.logits(prompt, false)), { atol: 1e-5, rtol: 0 }, 'device-sized chunk vs explicit 32-token chunk');
+      } finally {
+        await e.unload();
+      }
+      await expect(onSmall.load(bundledModel(), { weights: 'q8', contextLength: 128, prefillChunk: 128 })).rejects.toBeInstanceOf(LimitExceededError);
+    } finally {
+      await onSmall.unload();
+      small.destroy();
+    }
   });
 });
 

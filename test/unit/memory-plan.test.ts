@@ -181,3 +181,29 @@ describe("memory plan: 'gguf' storage (a GGUF's quantised blocks on the GPU)", (
     expect(p.weights.byRole.routed_experts).toBe(all.weights.byRole.routed_experts * (moe - 1) / moe + f32.weights.byRole.routed_experts / moe);
   });
 });
+
+describe('prefill chunk sized from the device', () => {
+  // DeepSeek-V3 at 4096 tokens: a 512-token chunk needs a 144 MiB temporary, more than the 128 MiB
+  // binding WebGPU guarantees; the plan halves the default chunk until every temporary fits.
+  const cfg = realConfig('DeepSeek-V3');
+  const device = (limit: number) => ({ maxStorageBufferBindingSize: limit, maxBufferSize: 2 ** 31 });
+  it('halves the default chunk while a temporary exceeds the binding limit', () => {
+    const at512 = planMemory(cfg, null, { weights: 'q4', contextLength: 4096, prefillTokens: 512 });
+    expect(at512.activations.largestBytes).toBeGreaterThan(128 * 2 ** 20);
+    const p = planMemory(cfg, null, { weights: 'q4', contextLength: 4096, device: device(128 * 2 ** 20) });
+    expect(p.prefillTokens).toBe(256);
+    expect(p.activations.largestBytes).toBeLessThanOrEqual(128 * 2 ** 20);
+    expect(planMemory(cfg, null, { weights: 'q4', contextLength: 4096, device: device(2 ** 30) }).prefillTokens).toBe(512);
+    expect(planMemory(cfg, null, { weights: 'q4', contextLength: 4096, device: device(32 * 2 ** 20) }).prefillTokens).toBe(64);
+  });
+  it('keeps an explicit chunk and the default without device limits', () => {
+    expect(planMemory(cfg, null, { weights: 'q4', contextLength: 4096, prefillTokens: 512, device: device(128 * 2 ** 20) }).prefillTokens).toBe(512);
+    expect(planMemory(cfg, null, { weights: 'q4', contextLength: 4096 }).prefillTokens).toBe(512);
+    expect(planMemory(cfg, null, { weights: 'q4', contextLength: 100 }).prefillTokens).toBe(100);
+  });
+  it('stops at 16 tokens when even that chunk does not fit (the load then fails on the limit)', () => {
+    const p = planMemory(cfg, null, { weights: 'q4', contextLength: 4096, device: device(4 * 2 ** 20) });
+    expect(p.prefillTokens).toBe(16);
+    expect(p.activations.largestBytes).toBeGreaterThan(4 * 2 ** 20);
+  });
+});
