@@ -14,6 +14,7 @@ import { ROPE_PARAMS } from '../../src/kernels/rope';
 import { SAMPLE_PARAMS } from '../../src/kernels/sample';
 import { SOFTMAX_PARAMS } from '../../src/kernels/softmax';
 import { SPARSE_PARAMS } from '../../src/kernels/sparse';
+import { WEIGHT_QUANT_PARAMS } from '../../src/kernels/weight-quant';
 import { PARAMS as CEILINGS_PARAMS } from '../../src/bench/ceilings';
 
 /**
@@ -105,6 +106,7 @@ const CASES: { shader: string; choices?: ShaderChoices; layout: UniformLayout<an
   { shader: 'sample', layout: SAMPLE_PARAMS },
   { shader: 'softmax', layout: SOFTMAX_PARAMS },
   { shader: 'sparse', choices: { values: 'q8', cols: 'vnm', rows: 'expert', load: 'vec4', subgroups: 'off' }, layout: SPARSE_PARAMS },
+  { shader: 'weight_quant', choices: { src: 'bf16', dst: 'q4' }, layout: WEIGHT_QUANT_PARAMS },
   { shader: 'bench', layout: CEILINGS_PARAMS },
 ];
 
