@@ -9,6 +9,7 @@ import { LimitExceededError, ShapeError } from '../errors';
 import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { MX_BLOCK, deinterleaveGateUp, packWeight, rowLayout, type GptOssExpertTensors } from './weight-pack';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
+import { QUANT_GROUP, quantizeOnGpu, type RawMatrix } from './weight-quant';
 import { matmul } from './matmul';
 import { addBias } from './elementwise';
 import { checkRouting, type MoeRouting } from './moe-routing';
@@ -244,6 +245,13 @@ export function uploadExpertGroups(
 export interface ExpertGroupsWriter {
   /** Packs and writes `data` before returning (the caller may reuse the array). */
   put(e: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void;
+  /**
+   * Takes the matrix as the checkpoint stores it (BF16, F16 or F32 bytes) and writes it without host
+   * work: copied when the stack has that format, quantised on the GPU (weight-quant.ts) for q8 / q4.
+   * False when it cannot (then `put` the f32 values): another group size, or gate and up sharing scale
+   * words. Done before returning, as put.
+   */
+  putRaw(e: number, proj: 'gate' | 'up' | 'down', raw: RawMatrix): boolean;
   /** Every expert's three matrices arrived: the stacks. */
   finish(): MoeExpertGroups;
   destroy(): void;
@@ -286,6 +294,13 @@ export function expertGroupsWriter(
   const splitGateUp = !quant || (I * Math.ceil(D / gs)) % 2 === 0;
   const heldGate = new Map<number, Float32Array>();
   const seen = new Uint8Array(E);
+  const arrive = (e: number, proj: 'gate' | 'up' | 'down', values: number) => {
+    if (!Number.isInteger(e) || e < 0 || e >= E) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} outside 0..${E - 1}`);
+    if (values !== I * D) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} ${proj} has ${values} values, want ${proj === 'down' ? `${D}×${I}` : `${I}×${D}`}`);
+    const bit = proj === 'gate' ? 1 : proj === 'up' ? 2 : 4;
+    if (seen[e] & bit) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} ${proj} arrived twice`);
+    seen[e] |= bit;
+  };
   const write = (buf: GPUBuffer, scales: GPUBuffer | undefined, data: Float32Array, rows: number, K: number, at: number) => {
     if (!quant) { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : format === 'bf16' ? f32ArrayToBf16(data) : data, at * rowBytes(K)); return; }
     const p = packWeight(data, rows, K, format, { groupSize: gs, scaleDtype: 'f16' });
@@ -293,13 +308,19 @@ export function expertGroupsWriter(
     gpu.buffers.write(scales!, p.scales!, (at / rows) * scaleBytes(rows, K));
   };
   return {
+    putRaw(e, proj, raw) {
+      const same = raw.source === format;
+      if (!same && !(quant && gs === QUANT_GROUP && splitGateUp)) return false;
+      if (same && !splitGateUp) return false;
+      arrive(e, proj, raw.bytes.byteLength / { bf16: 2, f16: 2, f32: 4 }[raw.source]);
+      const g = groups[Math.floor(e / per)], le = e - g.e0;
+      const [buf, scales, rows, K, at] = proj === 'down' ? [g.w.down, g.w.downScales, D, I, le * D] : [g.w.gateUp, g.w.gateUpScales, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I];
+      if (same) gpu.buffers.write(buf, raw.bytes, at * rowBytes(K));
+      else quantizeOnGpu(gpu, { src: raw.bytes, source: raw.source, rows, K, format: format as 'q8' | 'q4', dst: buf, dstOffsetWords: (at * rowBytes(K)) / 4, scales: scales!, scaleOffsetWords: ((at / rows) * scaleBytes(rows, K)) / 4 });
+      return true;
+    },
     put(e, proj, data) {
-      if (!Number.isInteger(e) || e < 0 || e >= E) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} outside 0..${E - 1}`);
-      const want = I * D;
-      if (data.length !== want) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} ${proj} has ${data.length} values, want ${proj === 'down' ? `${D}×${I}` : `${I}×${D}`}`);
-      const bit = proj === 'gate' ? 1 : proj === 'up' ? 2 : 4;
-      if (seen[e] & bit) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} ${proj} arrived twice`);
-      seen[e] |= bit;
+      arrive(e, proj, data.length);
       const g = groups[Math.floor(e / per)], le = e - g.e0;
       if (proj === 'down') { write(g.w.down, g.w.downScales, data, D, I, le * D); return; }
       if (splitGateUp) { write(g.w.gateUp, g.w.gateUpScales, data, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I); return; }

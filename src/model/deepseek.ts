@@ -15,6 +15,7 @@ import { dequantize, isDecodable } from '../formats/gguf-blocks';
 import type { GgufBlocks } from '../loader/checkpoint';
 import { isMoeLayer } from './config';
 import { ropeInvFreq, yarnSoftmaxScale } from '../kernels/rope-params';
+import type { RawMatrix } from '../kernels/weight-quant';
 import { runSteps, runStepsAsync, type Steps } from './steps';
 
 /** Where a linear weight sits in the model; backends choose storage (f32/f16/int8/int4/sparse) by role. */
@@ -84,7 +85,11 @@ export interface GptOssHostExperts {
 export interface AttentionExtras<W> { window?: number; sinks?: W }
 
 /** Takes a layer's routed expert matrices one at a time, as the loader streams them (f32 [rows, cols], HF layout). */
-export interface ExpertSink { put(expert: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void }
+export interface ExpertSink {
+  put(expert: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void;
+  /** The checkpoint's own bytes, written without host conversion when the sink can (false: call put). */
+  putRaw?(expert: number, proj: 'gate' | 'up' | 'down', raw: RawMatrix): boolean;
+}
 
 export interface MlaShape { heads: number; qkNope: number; qkRope: number; vHead: number; kvLora: number }
 

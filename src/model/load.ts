@@ -205,6 +205,14 @@ export async function buildWeights<T, W, E>(
           }
         }
       } else {
+        // A BF16/F16/F32 expert matrix goes to the sink as the file's bytes when it takes them (the GPU
+        // stacks copy them, or quantise them on the device): no host conversion at all.
+        const source = raw.gguf ? undefined : ({ BF16: 'bf16', F16: 'f16', F32: 'f32' } as const)[raw.dtype as 'BF16'];
+        if (moe.expert >= 0 && p.sink?.putRaw && source && p.sink.putRaw(moe.expert, moe.proj!, { source, bytes: raw.data })) {
+          p.streamed++;
+          finishMoe(moe.layer);
+          return;
+        }
         const into = moe.expert >= 0 && p.sink ? scratchOf(raw.shape.reduce((a, b) => a * b, 1)) : undefined;
         const m = matrixOf(name, raw, into);
         if (!m) return;

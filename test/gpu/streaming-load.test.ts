@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Gpu } from '../../src/gpu/device';
 import { testGpu } from '../helpers/gpu';
 import { mulberry32, randomNormal } from '../../src/util/random';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/util/half';
 import { destroyExpertGroups, expertGroupsWriter, uploadExpertGroups, type MoeExpertGroups } from '../../src/kernels/moe';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
@@ -53,6 +54,43 @@ describe('expertGroupsWriter', () => {
       destroyExpertGroups(gpu, whole);
     });
   }
+
+  // putRaw: the checkpoint's BF16 / F16 bytes, copied (bf16 / f16 stacks) or quantised on the GPU (q8 /
+  // q4, weight_quant.wgsl), give the stacks `put` writes from the same values widened to f32.
+  for (const [source, format] of [['bf16', 'q4'], ['bf16', 'q8'], ['f16', 'q4'], ['bf16', 'bf16'], ['f16', 'f16']] as const) {
+    it(`putRaw ${source} bytes into ${format} stacks equals put of their f32 values, byte for byte`, async () => {
+      const E = 5, D = 64, I = 40;
+      const enc = (x: Float32Array) => {
+        const h = new Uint16Array(x.length), v = new Float32Array(x.length);
+        for (let i = 0; i < x.length; i++) { h[i] = source === 'bf16' ? f32ToBf16(x[i]) : f32ToF16(x[i]); v[i] = source === 'bf16' ? bf16ToF32(h[i]) : f16ToF32(h[i]); }
+        return { bytes: new Uint8Array(h.buffer), values: v };
+      };
+      const ex = Array.from({ length: E }, (_, e) => ({ gate: enc(randomNormal(I * D, 10 * e + 1, 0.2)), up: enc(randomNormal(I * D, 10 * e + 2, 0.2)), down: enc(randomNormal(D * I, 10 * e + 3, 0.2)) }));
+      const opts = { maxBindingBytes: 3 * 2 * I * D * 2 };
+      const viaPut = expertGroupsWriter(gpu, 'put', E, D, I, format, opts), viaRaw = expertGroupsWriter(gpu, 'raw', E, D, I, format, opts);
+      for (let e = 0; e < E; e++) {
+        for (const p of ['down', 'up', 'gate'] as const) {
+          viaPut.put(e, p, ex[e][p].values);
+          expect(viaRaw.putRaw(e, p, { source, bytes: ex[e][p].bytes })).toBe(true);
+        }
+      }
+      const a = await gpu.checked(async () => stackBytes(viaRaw.finish())), b = await stackBytes(viaPut.finish());
+      expect(a.length).toBe(b.length);
+      a.forEach((x, i) => expect(Buffer.from(x.buffer).equals(Buffer.from(b[i].buffer)), `buffer ${i}`).toBe(true));
+      viaPut.destroy();
+      viaRaw.destroy();
+    });
+  }
+
+  it('putRaw declines what it cannot write without the host (then put is used)', () => {
+    const bytes = new Uint8Array(8 * 8 * 2);
+    const f16Stack = expertGroupsWriter(gpu, 'f16', 2, 8, 8, 'f16');
+    expect(f16Stack.putRaw(0, 'gate', { source: 'bf16', bytes })).toBe(false); // bf16 → f16 needs a host conversion
+    f16Stack.destroy();
+    const g128 = expertGroupsWriter(gpu, 'g128', 2, 128, 8, 'q4', { groupSize: 128 });
+    expect(g128.putRaw(0, 'gate', { source: 'bf16', bytes: new Uint8Array(8 * 128 * 2) })).toBe(false); // the shader packs groups of 32
+    g128.destroy();
+  });
 
   it('a missing matrix at finish and a matrix sent twice are errors', () => {
     const w = expertGroupsWriter(gpu, 'x', 2, 8, 8, 'f32');
