@@ -37,13 +37,16 @@ fn field(q: i32) -> u32 { return u32(q + 8); }
 const PER_WORD: u32 = 32u / BITS;
 const GROUP_WORDS: u32 = GS / PER_WORD;
 
-// The f32 bit pattern of element i (row-major over [rows, k]).
+// The f32 bit patterns of element i, and of the pair 2j, 2j + 1 (row-major over [rows, k]).
 // @variant src bf16
 fn elem_bits(i: u32) -> u32 { let w = src[i >> 1u]; return select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u); }
+fn elem_pair(j: u32) -> vec2u { let w = src[j]; return vec2u(w << 16u, w & 0xffff0000u); }
 // @variant src f16
 fn elem_bits(i: u32) -> u32 { let w = src[i >> 1u]; return f16_to_f32_bits(select(w & 0xffffu, w >> 16u, (i & 1u) == 1u)); }
+fn elem_pair(j: u32) -> vec2u { let w = src[j]; return vec2u(f16_to_f32_bits(w & 0xffffu), f16_to_f32_bits(w >> 16u)); }
 // @variant src f32
 fn elem_bits(i: u32) -> u32 { return src[i]; }
+fn elem_pair(j: u32) -> vec2u { return vec2u(src[2u * j], src[2u * j + 1u]); }
 // @end src
 
 // Exact f16 → f32 bits (unpack2x16float would do, but a GPU may flush the f16 subnormals it produces).
@@ -113,12 +116,12 @@ fn scale_f16_bits(a_bits: u32) -> u32 {
   return bits;                                       // a carry into the exponent (up to Inf) is right too
 }
 
-// clamp(floor(x / s + 1/2), -QMAX, QMAX): the largest k with (k - 1/2)·s ≤ x.
+// clamp(floor(x / s + 1/2), -QMAX, QMAX): the largest k with (k - 1/2)·s ≤ x (branch-free: selects).
 fn code(x: f32, s: f32, inv: f32) -> i32 {
-  if (s == 0.0) { return 0; }
-  var k = clamp(i32(floor(x * inv + 0.5)), -QMAX - 1, QMAX + 1);
-  if ((f32(k) - 0.5) * s > x) { k -= 1; } else if ((f32(k) + 0.5) * s <= x) { k += 1; }
-  return clamp(k, -QMAX, QMAX);
+  let k = clamp(i32(floor(x * inv + 0.5)), -QMAX - 1, QMAX + 1);
+  let fk = f32(k);
+  let fixed = k - select(0, 1, (fk - 0.5) * s > x) + select(0, 1, (fk + 0.5) * s <= x);
+  return select(clamp(fixed, -QMAX, QMAX), 0, s == 0.0);
 }
 
 // Group `idx` of the [rows, G] order: writes its data words, returns its scale's f16 bits.
@@ -128,18 +131,41 @@ fn quantize_group(idx: u32) -> u32 {
   let k0 = g * GS;
   let k1 = min(P.k, k0 + GS);
   let row = n * P.k;
+  let w0 = g * GROUP_WORDS;
+  // A whole group starting on an even element (always, when K is even): elements in pairs, each source
+  // word read once (for bf16/f16, one word holds the pair).
+  if (k1 - k0 == GS && ((row + k0) & 1u) == 0u) {
+    let base = (row + k0) >> 1u;
+    var amax = 0u;
+    for (var j = 0u; j < GS / 2u; j++) {
+      let p = elem_pair(base + j) & vec2u(0x7fffffffu);
+      amax = max(amax, max(p.x, p.y));
+    }
+    let sbits = scale_f16_bits(amax);
+    let s = f16_value(sbits);
+    let inv = select(0.0, 1.0 / s, s > 0.0);
+    for (var j = 0u; j < GROUP_WORDS; j++) {
+      var word = 0u;
+      for (var b = 0u; b < PER_WORD; b += 2u) {
+        let p = bitcast<vec2f>(elem_pair(base + (j * PER_WORD + b) / 2u));
+        word = word | (field(code(p.x, s, inv)) << (b * BITS)) | (field(code(p.y, s, inv)) << ((b + 1u) * BITS));
+      }
+      dst[P.dst_offset + n * P.row_words + w0 + j] = word;
+    }
+    return sbits;
+  }
+  // A partial last group, or an odd start: element by element, the row padding as code 0.
   var amax = 0u;
   for (var k = k0; k < k1; k++) { amax = max(amax, elem_bits(row + k) & 0x7fffffffu); }
   let sbits = scale_f16_bits(amax);
   let s = f16_value(sbits);
   let inv = select(0.0, 1.0 / s, s > 0.0);
-  let w0 = g * GROUP_WORDS;
   let words = min(GROUP_WORDS, P.row_words - w0);
   for (var j = 0u; j < words; j++) {
     var word = 0u;
     for (var b = 0u; b < PER_WORD; b++) {
       let k = k0 + j * PER_WORD + b;
-      var q = 0;                                     // the row padding decodes to 0
+      var q = 0;
       if (k < k1) { q = code(bitcast<f32>(elem_bits(row + k)), s, inv); }
       word = word | (field(q) << (b * BITS));
     }

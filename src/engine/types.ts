@@ -74,6 +74,14 @@ export interface LoadOptions {
    * Anything else is an ArgumentError.
    */
   kvCache?: 'f16' | 'f32';
+  /**
+   * Where q8 / q4 routed experts of a BF16, F16 or F32 checkpoint are quantised at load: 'gpu' (the
+   * checkpoint's bytes are uploaded as they are and a kernel packs them, shaders/weight_quant.wgsl),
+   * 'host' (packed in JavaScript, then uploaded), or 'auto' (default): 'gpu' on a hardware adapter,
+   * 'host' on a CPU fallback adapter, where the "GPU" is the same CPU (docs/real-scale.md has the
+   * measurements). Same-format stacks (bf16 experts from a BF16 checkpoint) are copied either way.
+   */
+  quantizeAt?: 'gpu' | 'host' | 'auto';
   /** Browser: keep downloaded files in the Cache API so a second load reads them locally (default true). */
   cache?: boolean;
   /**

@@ -259,7 +259,7 @@ export interface ExpertGroupsWriter {
 
 export function expertGroupsWriter(
   gpu: Gpu, label: string, E: number, D: number, I: number,
-  format: PackableExpertFormat = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number } = {},
+  format: PackableExpertFormat = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number; /** putRaw quantises q8/q4 on the GPU (default true; false: it only copies same-format bytes). */ quantizeOnDevice?: boolean } = {},
 ): ExpertGroupsWriter {
   const gs = opts.groupSize ?? 32;
   if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`expertGroupsWriter ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
@@ -310,7 +310,7 @@ export function expertGroupsWriter(
   return {
     putRaw(e, proj, raw) {
       const same = raw.source === format;
-      if (!same && !(quant && gs === QUANT_GROUP && splitGateUp)) return false;
+      if (!same && !(quant && gs === QUANT_GROUP && splitGateUp && (opts.quantizeOnDevice ?? true))) return false;
       if (same && !splitGateUp) return false;
       arrive(e, proj, raw.bytes.byteLength / { bf16: 2, f16: 2, f32: 4 }[raw.source]);
       const g = groups[Math.floor(e / per)], le = e - g.e0;

@@ -78,6 +78,8 @@ export interface ModelLoadOptions {
   kvCache?: 'f16' | 'f32';
   /** GPU memory the model may take (LoadOptions.memoryBytes); default gpu.memoryHint. */
   memoryBytes?: number;
+  /** Where q8/q4 experts are quantised at load (LoadOptions.quantizeAt). */
+  quantizeAt?: 'gpu' | 'host' | 'auto';
   /** GPU memory budget in bytes (LoadOptions.gpuMemoryBudget): past it, routed experts are offloaded. */
   gpuMemoryBudget?: number;
   /** Where cold experts wait (LoadOptions.expertSource; model/expert-cache.ts). */
@@ -168,6 +170,12 @@ export function prefillChunkOf(asked: number | undefined, contextLength: number)
     throw new ArgumentError(`prefillChunk must be a positive integer number of tokens (e.g. ${DEFAULT_PREFILL_CHUNK}), got ${String(asked)}`);
   }
   return Math.min(asked ?? DEFAULT_PREFILL_CHUNK, contextLength);
+}
+
+/** LoadOptions.quantizeAt resolved: 'auto' quantises on the device unless it is a CPU fallback adapter. */
+export function quantizeOnDevice(asked: 'gpu' | 'host' | 'auto' | undefined, gpu: Gpu): boolean {
+  if (asked !== undefined && !['gpu', 'host', 'auto'].includes(asked)) throw new ArgumentError(`quantizeAt must be gpu, host or auto, got ${String(asked)}`);
+  return asked === 'gpu' || ((asked ?? 'auto') === 'auto' && !gpu.adapter.isFallbackAdapter);
 }
 
 /** The device facts the memory plan depends on. */
@@ -321,6 +329,7 @@ export class GpuModelLoader {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
       storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
       nativeFp8: false,
+      quantizeOnDevice: quantizeOnDevice(options.quantizeAt, gpu),
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute, values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
     const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache);

@@ -73,6 +73,8 @@ export interface WeightPolicy {
   sparsity: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { values: SparseValues; permute?: boolean }) | null;
   /** Keep FP8 checkpoints in FP8 on the GPU (decoded in the shader) instead of converting. */
   nativeFp8: boolean;
+  /** Quantise q8/q4 routed experts on the GPU from the checkpoint's bytes (LoadOptions.quantizeAt); default true. */
+  quantizeOnDevice?: boolean;
   /** Cap on one routed-expert stack buffer (default: the device's binding limits); tests force several stacks with it. */
   maxExpertBindingBytes?: number;
 }
@@ -206,7 +208,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       this.stores.set(layer, store);
       return store.sink();
     }
-    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, { maxBindingBytes: this.policy.maxExpertBindingBytes });
+    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, { maxBindingBytes: this.policy.maxExpertBindingBytes, quantizeOnDevice: this.policy.quantizeOnDevice ?? true });
     this.writers.set(layer, w);
     return w;
   }

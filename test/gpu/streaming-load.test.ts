@@ -90,6 +90,9 @@ describe('expertGroupsWriter', () => {
     const g128 = expertGroupsWriter(gpu, 'g128', 2, 128, 8, 'q4', { groupSize: 128 });
     expect(g128.putRaw(0, 'gate', { source: 'bf16', bytes: new Uint8Array(8 * 128 * 2) })).toBe(false); // the shader packs groups of 32
     g128.destroy();
+    const hostQuant = expertGroupsWriter(gpu, 'host', 2, 8, 8, 'q4', { quantizeOnDevice: false });
+    expect(hostQuant.putRaw(0, 'gate', { source: 'bf16', bytes })).toBe(false); // LoadOptions.quantizeAt 'host'
+    hostQuant.destroy();
   });
 
   it('a missing matrix at finish and a matrix sent twice are errors', () => {

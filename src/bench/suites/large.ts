@@ -11,6 +11,7 @@
  *   WEBMOE_LARGE_LAYERS  layers of the model (default 27, the real count; fewer for a quicker run)
  *   WEBMOE_LARGE_TOKENS  decoded tokens (default 4)
  *   WEBMOE_LARGE_WEIGHTS weight storage (default q4)
+ *   WEBMOE_LARGE_QUANTIZE_AT where q8/q4 experts are quantised at load: gpu, host or auto (default auto)
  */
 import type { BenchContext, BenchSuite } from '../types';
 import { minBytesPerToken, ourBytesPerToken } from './e2e';
@@ -42,10 +43,11 @@ async function run(ctx: BenchContext): Promise<void> {
   const layers = envInt('WEBMOE_LARGE_LAYERS', 27);
   const decodeTokens = envInt('WEBMOE_LARGE_TOKENS', 4);
   const weights = (proc.env.WEBMOE_LARGE_WEIGHTS ?? 'q4') as WeightStorage;
+  const quantizeAt = (proc.env.WEBMOE_LARGE_QUANTIZE_AT ?? 'auto') as 'gpu' | 'host' | 'auto';
   const real = JSON.parse(readFileSync(resolve(proc.cwd(), 'test/data/configs/DeepSeek-V2-Lite/config.json'), 'utf8')) as Record<string, unknown>;
   const config = { ...real, num_hidden_layers: layers };
   const cfg = parseConfig(config);
-  const name = `DeepSeek-V2-Lite config, ${layers}${layers === 27 ? ' (all)' : ` of ${String(real.num_hidden_layers)}`} layers, ${weights}`;
+  const name = `DeepSeek-V2-Lite config, ${layers}${layers === 27 ? ' (all)' : ` of ${String(real.num_hidden_layers)}`} layers, ${weights}${quantizeAt === 'auto' ? '' : `, quantised on the ${quantizeAt}`}`;
 
   // RSS: the kernel's peak for the process (maxRSS, KiB) plus sampling, so the load's own peak shows
   // even when an earlier suite in the same process peaked higher.
@@ -61,7 +63,7 @@ async function run(ctx: BenchContext): Promise<void> {
     let lastReport = 0;
     const t0 = performance.now();
     const info = await engine.load(server.url, {
-      weights, contextLength: 256,
+      weights, contextLength: 256, quantizeAt,
       onProgress: (p) => {
         sample(); // the 50 ms timer starves while a tensor is converted synchronously
         const now = performance.now();
