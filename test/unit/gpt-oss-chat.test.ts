@@ -15,6 +15,7 @@ import type { WebMoeEngine } from '../../src/engine/engine';
 import type { ChatMessage } from '../../src/engine/text';
 import type { GenerationChunk, GenerationResult } from '../../src/engine/types';
 import { cpuEngine } from '../helpers/models';
+import { createRemoteEngine } from '../../src/engine/remote';
 import { familyCheckpoint, familyDir } from '../helpers/families';
 import { O200K_HARMONY_VOCAB_SIZE, gptOssChatTemplate, gptOssTokenizerConfig, o200kHarmonyTokenizerJson } from '../helpers/o200k-harmony';
 
@@ -223,6 +224,27 @@ describe('GPT-OSS chat (harmony) on the gpt_oss fixture with o200k_harmony', () 
       expect(r.choices[0].message).toMatchObject({ content: 'Sunny in Tokyo.', reasoning_content: '' });
       expect(r.choices[0].finish_reason).toBe('stop');
     } finally { restore(); }
+  }, 60_000);
+
+  it('the remote engine reads reasoning_content and tool_calls from the stream this API sends, and forwards reasoning_effort and tools', async () => {
+    const reply = '<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_current_weather <|constrain|>json<|message|>{"location":"Tokyo"}<|call|>';
+    const restore = script(engine, reply);
+    let sse = '';
+    try {
+      const s = await engine.chat.completions.create({ messages: [{ role: 'user', content: 'Weather?' }], tools: TOOLS, max_tokens: 64, temperature: 0, stream: true });
+      for await (const ch of s) sse += `data: ${JSON.stringify(ch)}\n\n`;
+      sse += 'data: [DONE]\n\n';
+    } finally { restore(); }
+    const sent: any[] = [];
+    const fetch = (async (_url: string, init?: RequestInit) => {
+      sent.push(JSON.parse(String(init?.body)));
+      return new Response(sse, { status: 200, headers: { 'Content-Type': 'text/event-stream' } });
+    }) as unknown as typeof globalThis.fetch;
+    const remote = createRemoteEngine({ baseURL: 'http://server/v1', model: 'gpt-oss', fetch });
+    const { chunks, result } = await drain(remote.chat([{ role: 'user', content: 'Weather?' }], { tools: TOOLS, reasoningEffort: 'high' }));
+    expect(sent[0]).toMatchObject({ reasoning_effort: 'high', tools: TOOLS });
+    expect(chunks.map((c) => c.reasoning ?? '').join('')).toBe('Need weather.');
+    expect(result).toMatchObject({ text: '', reasoning: 'Need weather.', finishReason: 'tool_calls', toolCalls: [{ name: 'get_current_weather', arguments: '{"location":"Tokyo"}' }] });
   }, 60_000);
 
   it('JSON mode with a harmony chat is an ArgumentError naming the conflict', async () => {
