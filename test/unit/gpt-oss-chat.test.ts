@@ -85,12 +85,17 @@ async function drain(it: AsyncGenerator<GenerationChunk, GenerationResult>): Pro
   }
 }
 
-/** Replaces the sampled token of each step by the script's (the real forward still runs on every token). */
-function script(engine: WebMoeEngine, text: string): () => void {
-  const ids = engine.codec.encode(text, false);
+/**
+ * Replaces the sampled token of each step by the script's (the real forward still runs on every token);
+ * with several replies, each generation (step 0) takes the next one.
+ */
+function script(engine: WebMoeEngine, ...replies: string[]): () => void {
+  const scripts = replies.map((t) => engine.codec.encode(t, false));
+  let ids: number[] = [];
   const runner = engine.runner;
   const real = runner.step.bind(runner);
   runner.step = async (tokens, sampling, step, history, routing, opts) => {
+    if (step === 0) ids = scripts.shift() ?? ids;
     const r = await real(tokens, sampling, step, history, routing, opts);
     return { ...r, token: ids[step] ?? r.token, extra: undefined };
   };
@@ -245,6 +250,30 @@ describe('GPT-OSS chat (harmony) on the gpt_oss fixture with o200k_harmony', () 
     expect(sent[0]).toMatchObject({ reasoning_effort: 'high', tools: TOOLS });
     expect(chunks.map((c) => c.reasoning ?? '').join('')).toBe('Need weather.');
     expect(result).toMatchObject({ text: '', reasoning: 'Need weather.', finishReason: 'tool_calls', toolCalls: [{ name: 'get_current_weather', arguments: '{"location":"Tokyo"}' }] });
+  }, 60_000);
+
+  it('the README example: reasoning, answer and tool calls through both APIs', async () => {
+    const tools = TOOLS;
+    const thinking = { textContent: '' }, output = { textContent: '' };
+    const restore = script(engine,
+      '<|channel|>analysis<|message|>Need weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_current_weather <|constrain|>json<|message|>{"location":"Tokyo"}<|call|>',
+      '<|channel|>analysis<|message|>Greeting.<|end|><|start|>assistant<|channel|>final<|message|>Hello!<|return|>');
+    try {
+      // README:begin harmony
+      const reply = await engine.chat.completions.create({
+        messages: [{ role: 'user', content: 'Weather in Tokyo?' }],
+        tools, reasoning_effort: 'low', max_tokens: 256,
+      });
+      const { reasoning_content, content, tool_calls } = reply.choices[0].message;   // finish_reason: 'tool_calls'
+
+      for await (const chunk of engine.chat([{ role: 'user', content: 'Hi' }], { reasoningEffort: 'high' })) {
+        if (chunk.reasoning) thinking.textContent += chunk.reasoning;   // the analysis channel
+        output.textContent += chunk.text;                              // the final channel: the answer
+      }
+      // README:end
+      expect({ reasoning_content, content, name: tool_calls?.[0].function.name, finish: reply.choices[0].finish_reason }).toEqual({ reasoning_content: 'Need weather.', content: '', name: 'get_current_weather', finish: 'tool_calls' });
+      expect({ thinking: thinking.textContent, output: output.textContent }).toEqual({ thinking: 'Greeting.', output: 'Hello!' });
+    } finally { restore(); }
   }, 60_000);
 
   it('JSON mode with a harmony chat is an ArgumentError naming the conflict', async () => {
