@@ -291,8 +291,9 @@ export class WebMoeEngine implements Engine {
           if (j > 0) { this.cachedIds.push(ids[j - 1]); i++; }
           const id = ids[j];
           if (eos.has(id)) {
-            if (harmony) {
-              // The end token closes the last message (a tool call's arguments are complete at <|call|>).
+            if (harmony && (id === codec.harmony!.return || id === codec.harmony!.call)) {
+              // The end token closes the last message (a tool call's arguments are complete at <|call|>);
+              // other end tokens (<|endoftext|>) leave it to harmony.finish() below.
               const d = harmony.push(id);
               text += d.content;
               reasoning += d.reasoning;

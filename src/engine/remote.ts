@@ -146,7 +146,9 @@ export function createRemoteEngine(options: RemoteEngineOptions): Engine {
         const choice = event.choices?.[0];
         if (!choice) continue;
         const piece: string = (kind === 'chat' ? choice.delta?.content : choice.text) ?? '';
-        const thought: string = kind === 'chat' && typeof choice.delta?.reasoning_content === 'string' ? choice.delta.reasoning_content : '';
+        // reasoning_content (DeepSeek's API, llama.cpp's server, webmoe's) or reasoning (newer vLLM, OpenRouter).
+        const said = choice.delta?.reasoning_content ?? choice.delta?.reasoning;
+        const thought: string = kind === 'chat' && typeof said === 'string' ? said : '';
         if (thought) reasoning = (reasoning ?? '') + thought;
         for (const c of kind === 'chat' && Array.isArray(choice.delta?.tool_calls) ? choice.delta.tool_calls : []) {
           const name = String(c?.function?.name ?? '');

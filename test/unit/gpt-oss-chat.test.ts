@@ -250,6 +250,13 @@ describe('GPT-OSS chat (harmony) on the gpt_oss fixture with o200k_harmony', () 
     expect(sent[0]).toMatchObject({ reasoning_effort: 'high', tools: TOOLS });
     expect(chunks.map((c) => c.reasoning ?? '').join('')).toBe('Need weather.');
     expect(result).toMatchObject({ text: '', reasoning: 'Need weather.', finishReason: 'tool_calls', toolCalls: [{ name: 'get_current_weather', arguments: '{"location":"Tokyo"}' }] });
+
+    // A server that names the field `reasoning` (newer vLLM) reads the same.
+    const renamed = sse.replaceAll('"reasoning_content":', '"reasoning":');
+    expect(renamed).not.toBe(sse);
+    const fetch2 = (async () => new Response(renamed, { status: 200, headers: { 'Content-Type': 'text/event-stream' } })) as unknown as typeof globalThis.fetch;
+    const r2 = await drain(createRemoteEngine({ baseURL: 'http://server/v1', model: 'gpt-oss', fetch: fetch2 }).chat([{ role: 'user', content: 'Weather?' }]));
+    expect(r2.result.reasoning).toBe('Need weather.');
   }, 60_000);
 
   it('the README example: reasoning, answer and tool calls through both APIs', async () => {
