@@ -59,6 +59,7 @@ const generateOptions = {
   'repetition-penalty': { kind: 'number', arg: 'R', ...range(SAMPLING_RANGES.repetitionPenalty), description: 'divide the logits of tokens already seen by R' },
   seed: { kind: 'integer', arg: 'S', ...range(SAMPLING_RANGES.seed), description: 'seed of the sampler (default random); the same seed gives the same tokens' },
   speculative: { kind: 'choice', choices: ['mtp', 'off'], description: "self-speculative decoding with the model's Multi-Token Prediction layer: the same tokens, two per forward when the draft is accepted (default off, docs/mtp.md)" },
+  'reasoning-effort': { kind: 'choice', choices: ['low', 'medium', 'high'], description: "with --chat, GPT-OSS's reasoning level (its template's default: medium); its reasoning goes to stderr, the answer to stdout" },
   weights, device, threads, context, 'prefill-chunk': prefillChunk, 'kv-cache': kvCache, quiet, ...offloading,
 } as const;
 
@@ -169,7 +170,7 @@ function readInput(option: string, path: string): Buffer {
 async function generate(v: OptionValues<typeof generateOptions>, io: CliIO) {
   const log = logger(v, io);
   await withEngine(v, io, {}, async (engine) => {
-    const o = { maxTokens: v['max-tokens'], temperature: v.temperature, topK: v['top-k'], topP: v['top-p'], repetitionPenalty: v['repetition-penalty'], seed: v.seed, speculative: v.speculative };
+    const o = { maxTokens: v['max-tokens'], temperature: v.temperature, topK: v['top-k'], topP: v['top-p'], repetitionPenalty: v['repetition-penalty'], seed: v.seed, speculative: v.speculative, reasoningEffort: v['reasoning-effort'] };
     const it = v.chat ? engine.chat([{ role: 'user', content: v.prompt }], o) : engine.generate(v.prompt, o);
     for (;;) {
       const r = await it.next();
@@ -180,8 +181,11 @@ async function generate(v: OptionValues<typeof generateOptions>, io: CliIO) {
         log(`[${r.value.tokens.length} tokens, ${r.value.finishReason}; TTFT ${r.value.timeToFirstTokenMs.toFixed(0)} ms, prefill ${r.value.prefillTokPerS.toFixed(1)} tok/s, decode ${r.value.decodeTokPerS.toFixed(1)} tok/s${mtp}]`);
         const off = (await engine.stats()).offload;
         if (off) log(`[expert offload: ${off.capacity} of ${off.experts} experts per MoE layer on the GPU (cold: ${off.source}, prefetch ${off.prefetch}, eviction ${off.eviction}); hit rate ${(100 * off.hitRate).toFixed(1)}%, ${(off.bytesUploadedPerToken / 2 ** 20).toFixed(2)} MiB uploaded per token, ${off.stallsPerToken.toFixed(2)} stalls and ${off.roundTripsPerToken.toFixed(2)} GPU→CPU round trips per token]`);
+        for (const call of r.value.toolCalls ?? []) log(`[tool call: ${call.recipient}(${call.arguments})]`);
         break;
       }
+      // A reasoning model's thinking (GPT-OSS's analysis channel) goes to stderr: stdout is the answer.
+      if (r.value.reasoning) io.err(r.value.reasoning);
       io.out(r.value.text);
     }
   });

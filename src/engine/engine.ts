@@ -9,6 +9,7 @@
  */
 import type { ChatMessage } from './text';
 import { StreamDecoder, TextCodec } from './text';
+import { HarmonyParser } from './harmony';
 import { pullChunks } from './stream';
 import { asFileArray, isDirectoryHandle } from './worker-protocol';
 import type { ModelRunner, SamplingParams, StepResult } from '../model/runner';
@@ -176,25 +177,33 @@ export class WebMoeEngine implements Engine {
 
   generate(prompt: string, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
     if (typeof prompt !== 'string') throw new ArgumentError('prompt must be a string');
-    return this.stream(() => this.needCodec().encode(prompt), options);
+    return this.stream(() => this.needCodec().encode(prompt), options, false);
   }
 
   private streamChat(messages: ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult> {
-    if (!Array.isArray(messages) || messages.some((m) => !m || typeof m.content !== 'string' || !['system', 'user', 'assistant'].includes(m.role))) {
-      throw new ArgumentError('messages must be an array of { role: system|user|assistant, content: string }');
+    if (!Array.isArray(messages) || messages.some((m) => !m || typeof m.content !== 'string' || !['system', 'user', 'assistant', 'tool'].includes(m.role))) {
+      throw new ArgumentError('messages must be an array of { role: system|user|assistant|tool, content: string }');
     }
-    return this.stream(() => this.needCodec().encodeChat(messages), options);
+    const { reasoningEffort, tools } = options;
+    if (reasoningEffort !== undefined && !['low', 'medium', 'high'].includes(reasoningEffort)) throw new ArgumentError(`reasoningEffort must be 'low', 'medium' or 'high', got ${String(reasoningEffort)}`);
+    if (tools !== undefined && (!Array.isArray(tools) || tools.some((t) => t?.type !== 'function' || typeof t.function?.name !== 'string'))) {
+      throw new ArgumentError('tools must be an array of { type: "function", function: { name, description?, parameters? } }');
+    }
+    return this.stream(() => this.needCodec().encodeChat(messages, { reasoningEffort, tools }), options, true);
   }
 
-  /** The serialised generation task as an async iterator of chunks. */
-  private stream(encode: () => number[], options: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult> {
-    return pullChunks((emit) => this.serial(() => this.run(encode(), options, emit)), () => this.abort());
+  /** The serialised generation task as an async iterator of chunks. `chat`: the prompt is a chat template's (harmony output is parsed). */
+  private stream(encode: () => number[], options: GenerateOptions, chat: boolean): AsyncGenerator<GenerationChunk, GenerationResult> {
+    return pullChunks((emit) => this.serial(() => this.run(encode(), options, emit, chat)), () => this.abort());
   }
 
-  private async run(prompt: number[], o: GenerateOptions, emit: (c: GenerationChunk) => void): Promise<GenerationResult> {
+  private async run(prompt: number[], o: GenerateOptions, emit: (c: GenerationChunk) => void, chat = false): Promise<GenerationResult> {
     const m = this.need();
     const { runner } = m;
     const codec = this.needCodec();
+    // GPT-OSS chats: the reply is harmony messages, parsed into reasoning, the answer and tool calls.
+    const harmony = chat && codec.harmony ? new HarmonyParser(codec.harmony, (ids, skip) => codec.decode(ids, skip)) : null;
+    if (harmony && o.responseFormat === 'json_object') throw new ArgumentError(`JSON mode constrains every token, and a harmony reply (GPT-OSS) starts with its channel header: use responseFormat 'text' and ask for JSON in the prompt`);
     const sampling = resolveSampling(o);
     const maxTokens = o.maxTokens ?? 256;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new ArgumentError(`maxTokens must be a non-negative integer, got ${o.maxTokens}`);
@@ -223,7 +232,10 @@ export class WebMoeEngine implements Engine {
     this.cachedIds = prompt.slice(0, reuse);
 
     const eos = new Set(o.stopAtEos === false ? [] : codec.eosIds);
+    // A harmony turn ends at <|return|> (the answer is complete) or <|call|> (a tool call for the caller).
+    if (harmony && o.stopAtEos !== false) { eos.add(codec.harmony!.return); eos.add(codec.harmony!.call); }
     const decoder = new StreamDecoder(codec);
+    let reasoning = '';
     const stops = (o.stop ?? []).filter((s) => s.length > 0);
     // Text that could be the start of a stop string is held back until the next tokens settle it, so a
     // stop string split across tokens is never emitted in part.
@@ -278,10 +290,26 @@ export class WebMoeEngine implements Engine {
           // A speculative step's second token: the first is in the cache now, and counts as a step.
           if (j > 0) { this.cachedIds.push(ids[j - 1]); i++; }
           const id = ids[j];
-          if (eos.has(id)) { finish = 'eos'; break outer; }
+          if (eos.has(id)) {
+            if (harmony && (id === codec.harmony!.return || id === codec.harmony!.call)) {
+              // The end token closes the last message (a tool call's arguments are complete at <|call|>);
+              // other end tokens (<|endoftext|>) leave it to harmony.finish() below.
+              const d = harmony.push(id);
+              text += d.content;
+              reasoning += d.reasoning;
+            }
+            finish = harmony?.ended === 'call' ? 'tool_calls' : 'eos';
+            break outer;
+          }
           generated.push(id);
           history.push(id);
-          const piece = decoder.push(id);
+          let piece: string, reasoningPiece = '';
+          if (harmony) {
+            const d = harmony.push(id);
+            piece = d.content;
+            reasoningPiece = d.reasoning;
+            reasoning += reasoningPiece;
+          } else piece = decoder.push(id);
           const before = text.length;
           text += piece;
           if (json) {
@@ -301,6 +329,7 @@ export class WebMoeEngine implements Engine {
             token: id, text: delta, index: generated.length - 1,
             ...(r.experts && j === 0 ? { experts: r.experts } : {}),
             ...(r.logprob ? { logprob: r.logprob, topLogprobs: r.topLogprobs } : {}),
+            ...(reasoningPiece ? { reasoning: reasoningPiece } : {}),
           };
           emit(chunk);
           o.onToken?.(chunk);
@@ -308,7 +337,13 @@ export class WebMoeEngine implements Engine {
           if (finish === 'stop') break outer;
         }
       }
-      if (finish !== 'stop') text += decoder.flush();
+      if (harmony) {
+        if (finish !== 'stop') {
+          const d = harmony.finish();
+          text += d.content;
+          reasoning += d.reasoning;
+        }
+      } else if (finish !== 'stop') text += decoder.flush();
     } finally {
       o.signal?.removeEventListener('abort', onOuterAbort);
       if (this.current === ac) this.current = null;
@@ -316,7 +351,7 @@ export class WebMoeEngine implements Engine {
     }
     const t1 = performance.now();
     const c1 = runner.counters();
-    const steps = Math.max(1, generated.length + (finish === 'eos' ? 1 : 0));
+    const steps = Math.max(1, generated.length + (finish === 'eos' || finish === 'tool_calls' ? 1 : 0));
     const prefillMs = tFirst - t0;
     const decodeSteps = steps - 1;
     const speculation: SpeculationStats = {
@@ -335,6 +370,7 @@ export class WebMoeEngine implements Engine {
     return {
       text, tokens: generated, completionTokens: generated.length, promptTokens: prompt.length, reusedTokens: reuse, finishReason: finish,
       timeToFirstTokenMs: this.last.ttftMs, prefillTokPerS: this.last.prefillTokPerS, decodeTokPerS: this.last.decodeTokPerS, speculation,
+      ...(harmony ? { reasoning, toolCalls: harmony.toolCalls, formatProblems: harmony.problems } : {}),
     };
   }
 

@@ -6,6 +6,7 @@
  */
 import type {
   ChatMessage, FinishReason, GenerateOptions, GenerationChunk, GenerationResult, TokenLogprob,
+  ChatTool, ChatToolCall, HarmonyToolCall, ChatCompletionMessageToolCall,
   StreamFunction, StreamingCore, TextContentPart, ChatCompletionMessageParam, ChatCompletionCreateParams, CompletionCreateParams, RequestOptions, UsageExtra, CompletionUsage, OpenAIFinishReason, TopLogprob, ChatCompletionTokenLogprob, ChoiceLogprobs, ChatCompletion, ChatCompletionChunk, CompletionLogprobs, Completion, ChatCompletions, Completions, ChatFunction,
 } from './types';
 
@@ -84,28 +85,71 @@ function commonOptions(body: Record<string, unknown>, maxTokensField: unknown, s
   return o;
 }
 
-/** OpenAI messages → the engine's (text parts joined; 'developer' is 'system'). */
+/**
+ * OpenAI messages → the engine's (text parts joined; 'developer' is 'system'). An assistant message's
+ * `reasoning_content` becomes the template's `thinking`, its `tool_calls` the template's (arguments parsed
+ * from their JSON text, as chat templates take them); 'tool' messages answer the last tool call.
+ */
 export function chatMessages(v: unknown): ChatMessage[] {
   if (!Array.isArray(v) || v.length === 0) throw new ArgumentError('messages must be a non-empty array');
   return v.map((m, i) => {
     if (!isObject(m)) throw new ArgumentError(`messages[${i}] must be an object`);
     const role = m.role === 'developer' ? 'system' : m.role;
-    if (role !== 'system' && role !== 'user' && role !== 'assistant') {
-      throw new ArgumentError(`messages[${i}].role: unknown role ${JSON.stringify(m.role)} (system, developer, user or assistant)`);
+    if (role !== 'system' && role !== 'user' && role !== 'assistant' && role !== 'tool') {
+      throw new ArgumentError(`messages[${i}].role: unknown role ${JSON.stringify(m.role)} (system, developer, user, assistant or tool)`);
     }
     let content = m.content;
+    const calls = role === 'assistant' && given(m.tool_calls) ? toolCallsOf(m.tool_calls, i) : undefined;
+    if (content === null && calls?.length) content = '';
     if (Array.isArray(content)) {
       if (!content.every((p) => isObject(p) && p.type === 'text' && typeof p.text === 'string')) throw new ArgumentError(`messages[${i}].content: only text parts are supported`);
       content = content.map((p) => (p as unknown as TextContentPart).text).join('');
     }
-    if (typeof content !== 'string') throw new ArgumentError(`messages[${i}].content must be a string or an array of text parts`);
-    return { role, content };
+    if (typeof content !== 'string') throw new ArgumentError(`messages[${i}].content must be a string or an array of text parts${role === 'assistant' ? ' (or null with tool_calls)' : ''}`);
+    const msg: ChatMessage = { role, content };
+    if (role === 'assistant' && given(m.reasoning_content)) {
+      if (typeof m.reasoning_content !== 'string') throw new ArgumentError(`messages[${i}].reasoning_content must be a string`);
+      msg.thinking = m.reasoning_content;
+    }
+    if (calls?.length) msg.tool_calls = calls;
+    return msg;
   });
+}
+
+function toolCallsOf(v: unknown, i: number): ChatToolCall[] {
+  const bad = () => new ArgumentError(`messages[${i}].tool_calls must be an array of { id, type: 'function', function: { name, arguments } } (arguments: JSON text)`);
+  if (!Array.isArray(v)) throw bad();
+  return v.map((c) => {
+    if (!isObject(c) || !isObject(c.function) || typeof c.function.name !== 'string' || typeof c.function.arguments !== 'string') throw bad();
+    let args: Record<string, unknown> | string = c.function.arguments;
+    try {
+      const parsed: unknown = JSON.parse(c.function.arguments);
+      if (isObject(parsed)) args = parsed;
+    } catch { /* arguments that are not JSON are passed on as the text the model wrote */ }
+    return { ...(typeof c.id === 'string' ? { id: c.id } : {}), type: 'function' as const, function: { name: c.function.name, arguments: args } };
+  });
+}
+
+/** The request's `tools` (function tools only) and `tool_choice` ('auto' or 'none'). */
+function toolsOf(body: Record<string, unknown>): ChatTool[] | undefined {
+  const choice = body.tool_choice;
+  if (given(choice) && choice !== 'auto' && choice !== 'none') throw new ArgumentError(`tool_choice must be 'auto' or 'none' (forcing a tool is not supported), got ${JSON.stringify(choice)}`);
+  if (!given(body.tools)) return undefined;
+  const tools = body.tools;
+  if (!Array.isArray(tools) || !tools.every((t) => isObject(t) && t.type === 'function' && isObject(t.function) && typeof t.function.name === 'string')) {
+    throw new ArgumentError('tools must be an array of { type: "function", function: { name, description?, parameters? } }');
+  }
+  return choice === 'none' ? undefined : (tools as unknown as ChatTool[]);
+}
+
+/** A harmony tool call as OpenAI's chat API writes it (the id is made here: the model does not write one). */
+function openAIToolCall(c: HarmonyToolCall): ChatCompletionMessageToolCall {
+  return { id: requestId('call'), type: 'function', function: { name: c.name, arguments: c.arguments } };
 }
 
 // ---- responses from the streaming core ----
 
-const finishReason = (r: FinishReason): OpenAIFinishReason => (r === 'length' || r === 'context' ? 'length' : 'stop');
+const finishReason = (r: FinishReason): OpenAIFinishReason => (r === 'length' || r === 'context' ? 'length' : r === 'tool_calls' ? 'tool_calls' : 'stop');
 const requestId = (prefix: string) => `${prefix}-${globalThis.crypto?.randomUUID?.().replace(/-/g, '') ?? Math.random().toString(36).slice(2)}`;
 const utf8 = new TextEncoder();
 const topLogprob = (t: TokenLogprob): TopLogprob => ({ token: t.text, logprob: t.logprob, bytes: [...utf8.encode(t.text)] });
@@ -129,8 +173,8 @@ function chunkLogprob(c: GenerationChunk): ChatCompletionTokenLogprob | null {
   return { ...topLogprob(c.logprob), top_logprobs: (c.topLogprobs ?? []).map(topLogprob) };
 }
 
-/** One piece of a generation as the OpenAI layer emits it: text, and the token's logprob if asked. */
-interface Piece { text: string; logprob: ChatCompletionTokenLogprob | null }
+/** One piece of a generation as the OpenAI layer emits it: text (and reasoning text), and the token's logprob if asked. */
+interface Piece { text: string; reasoning: string; logprob: ChatCompletionTokenLogprob | null }
 
 /**
  * Runs one generation to pieces of text. The text the engine held back (a partial stop string that did
@@ -138,21 +182,25 @@ interface Piece { text: string; logprob: ChatCompletionTokenLogprob | null }
  * AbortError: an OpenAI response has no 'aborted' finish reason.
  */
 async function* pieces(it: AsyncGenerator<GenerationChunk, GenerationResult>, onResult: (r: GenerationResult) => void): AsyncGenerator<Piece, void> {
-  let emitted = '';
+  let emitted = '', reasoned = '';
   let result: GenerationResult | undefined;
   try {
     for (;;) {
       const r = await it.next();
       if (r.done) { result = r.value; break; }
       emitted += r.value.text;
+      const reasoning = r.value.reasoning ?? '';
+      reasoned += reasoning;
       const logprob = chunkLogprob(r.value);
-      if (r.value.text || logprob) yield { text: r.value.text, logprob };
+      if (r.value.text || reasoning || logprob) yield { text: r.value.text, reasoning, logprob };
     }
   } finally {
     if (!result) await it.return(undefined as never); // the consumer stopped early: abort the generation
   }
   if (result.finishReason === 'aborted') throw new AbortError('the generation was aborted');
-  if (result.text.length > emitted.length && result.text.startsWith(emitted)) yield { text: result.text.slice(emitted.length), logprob: null };
+  const tail = (all: string | undefined, sent: string) => (all !== undefined && all.length > sent.length && all.startsWith(sent) ? all.slice(sent.length) : '');
+  const text = tail(result.text, emitted), reasoning = tail(result.reasoning, reasoned);
+  if (text || reasoning) yield { text, reasoning, logprob: null };
   onResult(result);
 }
 
@@ -161,6 +209,13 @@ export function parseChatRequest(body: unknown, signal?: AbortSignal): { message
   if (!isObject(body)) throw new ArgumentError('the request must be a JSON object');
   const messages = chatMessages(body.messages);
   const { includeUsage, stream, ...o } = commonOptions(body, body.max_completion_tokens, signal);
+  const effort = body.reasoning_effort;
+  if (given(effort)) {
+    if (effort !== 'low' && effort !== 'medium' && effort !== 'high') throw new ArgumentError(`reasoning_effort must be 'low', 'medium' or 'high', got ${JSON.stringify(effort)}`);
+    o.reasoningEffort = effort;
+  }
+  const tools = toolsOf(body);
+  if (tools) o.tools = tools;
   const logprobs = optionalBoolean(body, 'logprobs') ?? false;
   const top = optionalNumber(body, 'top_logprobs', { min: 0, max: 20, integer: true });
   if (top !== undefined && !logprobs) throw new ArgumentError('top_logprobs needs logprobs: true');
@@ -190,21 +245,30 @@ export function openAIApi(core: StreamingCore): { chat: ChatFunction; completion
     let result: GenerationResult | undefined;
     const run = () => pieces(core.chat(messages, o), (r) => (result = r));
     if (!stream) {
-      let content = '';
+      let content = '', reasoning = '';
       const lps: ChatCompletionTokenLogprob[] = [];
-      for await (const p of run()) { content += p.text; if (p.logprob) lps.push(p.logprob); }
+      for await (const p of run()) { content += p.text; reasoning += p.reasoning; if (p.logprob) lps.push(p.logprob); }
       const r = result!;
+      const message: ChatCompletion['choices'][number]['message'] = { role: 'assistant', content, refusal: null };
+      // Only a reasoning model's result carries `reasoning` (GPT-OSS's harmony output); others keep OpenAI's plain message.
+      if (r.reasoning !== undefined) message.reasoning_content = reasoning;
+      if (r.toolCalls?.length) message.tool_calls = r.toolCalls.map(openAIToolCall);
       return {
         id: base.id, object: 'chat.completion', created: base.created, model: base.model,
-        choices: [{ index: 0, message: { role: 'assistant', content, refusal: null }, finish_reason: finishReason(r.finishReason), logprobs: logprobs ? { content: lps } : null }],
+        choices: [{ index: 0, message, finish_reason: finishReason(r.finishReason), logprobs: logprobs ? { content: lps } : null }],
         usage: usageOf(r),
       };
     }
     return (async function* () {
       yield { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }] } satisfies ChatCompletionChunk;
       for await (const p of run()) {
-        yield { ...base, choices: [{ index: 0, delta: { content: p.text }, finish_reason: null, logprobs: logprobs ? { content: p.logprob ? [p.logprob] : [] } : null }] } satisfies ChatCompletionChunk;
+        const delta: ChatCompletionChunk['choices'][number]['delta'] = p.reasoning ? { reasoning_content: p.reasoning } : {};
+        if (p.text || !p.reasoning) delta.content = p.text;
+        yield { ...base, choices: [{ index: 0, delta, finish_reason: null, logprobs: logprobs ? { content: p.logprob ? [p.logprob] : [] } : null }] } satisfies ChatCompletionChunk;
       }
+      // Tool calls are complete only at the end of the turn (<|call|>): each is sent whole, in one delta.
+      const calls = result!.toolCalls ?? [];
+      if (calls.length) yield { ...base, choices: [{ index: 0, delta: { tool_calls: calls.map((c, index) => ({ index, ...openAIToolCall(c) })) }, finish_reason: null, logprobs: null }] } satisfies ChatCompletionChunk;
       yield { ...base, choices: [{ index: 0, delta: {}, finish_reason: finishReason(result!.finishReason), logprobs: null }] } satisfies ChatCompletionChunk;
       if (includeUsage) yield { ...base, choices: [], usage: usageOf(result!) } satisfies ChatCompletionChunk;
     })();

@@ -6,7 +6,7 @@
  * when it sends one of webmoe's (webmoe serve does), else one from the HTTP status.
  */
 import type {
-  ChatMessage, Engine, EngineStats, FinishReason, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, TokenLogprob,
+  ChatMessage, Engine, HarmonyToolCall, EngineStats, FinishReason, GenerateOptions, GenerationChunk, GenerationResult, LoadOptions, ModelInfo, ModelRef, TokenLogprob,
 } from './types';
 import { openAIApi, type CompletionUsage } from './openai';
 import { AbortError, ArgumentError, WebMoeError, type ErrorCode } from '../errors';
@@ -71,7 +71,7 @@ async function* sseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string
   }
 }
 
-const finishOf = (r: unknown, fallback: FinishReason): FinishReason => (r === 'length' ? 'length' : r === 'stop' ? 'stop' : fallback);
+const finishOf = (r: unknown, fallback: FinishReason): FinishReason => (r === 'length' ? 'length' : r === 'stop' ? 'stop' : r === 'tool_calls' ? 'tool_calls' : fallback);
 
 export function createRemoteEngine(options: RemoteEngineOptions): Engine {
   if (!options || typeof options.baseURL !== 'string' || !/^https?:\/\//.test(options.baseURL)) throw new ArgumentError('createRemoteEngine needs baseURL: an http(s) URL such as http://127.0.0.1:8000/v1');
@@ -117,6 +117,8 @@ export function createRemoteEngine(options: RemoteEngineOptions): Engine {
     };
     if (kind === 'chat') {
       body.messages = input;
+      if (o.reasoningEffort) body.reasoning_effort = o.reasoningEffort;
+      if (o.tools?.length) body.tools = o.tools;
       if (o.logprobs) { body.logprobs = true; body.top_logprobs = o.topLogprobs ?? 0; }
     } else {
       body.prompt = input;
@@ -125,6 +127,9 @@ export function createRemoteEngine(options: RemoteEngineOptions): Engine {
     const t0 = performance.now();
     let tFirst = 0;
     let text = '';
+    // A reasoning model's thinking (delta.reasoning_content) and tool calls, when the server sends them.
+    let reasoning: string | undefined;
+    const toolCalls: HarmonyToolCall[] = [];
     let index = 0;
     let finish: FinishReason = 'length';
     let usage: CompletionUsage | null = null;
@@ -141,13 +146,21 @@ export function createRemoteEngine(options: RemoteEngineOptions): Engine {
         const choice = event.choices?.[0];
         if (!choice) continue;
         const piece: string = (kind === 'chat' ? choice.delta?.content : choice.text) ?? '';
+        // reasoning_content (DeepSeek's API, llama.cpp's server, webmoe's) or reasoning (newer vLLM, OpenRouter).
+        const said = choice.delta?.reasoning_content ?? choice.delta?.reasoning;
+        const thought: string = kind === 'chat' && typeof said === 'string' ? said : '';
+        if (thought) reasoning = (reasoning ?? '') + thought;
+        for (const c of kind === 'chat' && Array.isArray(choice.delta?.tool_calls) ? choice.delta.tool_calls : []) {
+          const name = String(c?.function?.name ?? '');
+          toolCalls.push({ name, recipient: `functions.${name}`, arguments: String(c?.function?.arguments ?? ''), contentType: null });
+        }
         const lps = tokenLogprobs(kind, choice.logprobs);
         if (choice.finish_reason) finish = finishOf(choice.finish_reason, finish);
-        if (!piece && !lps.length) continue;
+        if (!piece && !thought && !lps.length) continue;
         if (!tFirst) tFirst = performance.now();
         text += piece;
         // One chunk per piece; the server's token ids are unknown here (token −1).
-        const chunk: GenerationChunk = { token: -1, text: piece, index: index++, ...(lps[0] ? { logprob: lps[0].logprob, topLogprobs: lps[0].top } : {}) };
+        const chunk: GenerationChunk = { token: -1, text: piece, index: index++, ...(thought ? { reasoning: thought } : {}), ...(lps[0] ? { logprob: lps[0].logprob, topLogprobs: lps[0].top } : {}) };
         o.onToken?.(chunk);
         yield chunk;
       }
@@ -171,6 +184,7 @@ export function createRemoteEngine(options: RemoteEngineOptions): Engine {
       text, tokens: [], completionTokens: usage?.completion_tokens ?? index, promptTokens: usage?.prompt_tokens ?? 0,
       reusedTokens: extra?.reused_prompt_tokens ?? 0, finishReason: finish,
       timeToFirstTokenMs: last.ttftMs, prefillTokPerS: last.prefillTokPerS, decodeTokPerS: last.decodeTokPerS,
+      ...(reasoning !== undefined || toolCalls.length ? { reasoning: reasoning ?? '', toolCalls } : {}),
     };
   }
 

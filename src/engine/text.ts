@@ -5,9 +5,33 @@
  */
 import { Template } from '@huggingface/jinja';
 import { loadTokenizer, type Tokenizer } from '../loader/tokenizer-file';
-import { FormatError } from '../errors';
+import { ArgumentError, FormatError } from '../errors';
+import { harmonyTokensOf, type HarmonyTokens } from './harmony';
 
-export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: string }
+/**
+ * A message of a conversation. Beyond role and text, the fields chat templates read for reasoning and
+ * tool use (Hugging Face's names): an assistant turn's `thinking` (its reasoning) and `tool_calls`, and a
+ * `tool` message answering the last tool call (GPT-OSS's template renders these; others may ignore them).
+ */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool';
+  content: string;
+  thinking?: string;
+  tool_calls?: ChatToolCall[];
+}
+
+/** A tool call in a conversation's history, as chat templates take it: arguments as an object (or the text the model wrote). */
+export interface ChatToolCall { id?: string; type?: 'function'; function: { name: string; arguments: Record<string, unknown> | string } }
+
+/** A function the model may call (OpenAI's `tools` entries; chat templates render their JSON schema). */
+export interface ChatTool { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }
+
+/** Inputs of a chat template beyond the messages (each passed only when set, so the template's defaults apply). */
+export interface ChatTemplateOptions {
+  /** GPT-OSS: the system message's `Reasoning:` level (the template's default is medium). */
+  reasoningEffort?: 'low' | 'medium' | 'high';
+  tools?: ChatTool[];
+}
 
 /**
  * How special tokens are added around raw text, decided as Hugging Face `transformers` (v5 TokenizersBackend)
@@ -27,6 +51,12 @@ export class TextCodec {
   /** Whether the model's files declare a BOS at the start of every sequence (add_bos_token or the post-processor). */
   readonly addsBos: boolean;
   private readonly specials: SpecialTokenRule;
+  /**
+   * GPT-OSS's harmony format: the control tokens, when the vocabulary has them and the chat template
+   * writes harmony messages (`<|channel|>`). Chats with such a model are parsed into reasoning, content
+   * and tool calls (engine/harmony.ts).
+   */
+  readonly harmony: HarmonyTokens | null;
 
   /** Takes the checkpoint's tokenizer (Checkpoint.tokenizer) with its tokenizer_config.json. */
   constructor(readonly tokenizer: Tokenizer, tokenizerConfig: Record<string, unknown> | null, eosIdsFromConfig: number[]) {
@@ -68,6 +98,7 @@ export class TextCodec {
         throw new FormatError(`tokenizer_config.json: chat_template does not parse: ${(e as Error).message}`);
       }
     }
+    this.harmony = source?.includes('<|channel|>') ? harmonyTokensOf((t) => this.tokenizer.token_to_id(t)) : null;
   }
 
   /** A codec from tokenizer.json (and tokenizer_config.json) contents, checked as at checkpoint open. */
@@ -111,10 +142,21 @@ export class TextCodec {
     return this.tokenizer.decode(ids, { skip_special_tokens: skipSpecial });
   }
 
-  /** The prompt text for a conversation: the model's chat template, or a plain "role: content" layout. */
-  renderChat(messages: ChatMessage[], addGenerationPrompt = true): string {
+  /**
+   * The prompt text for a conversation: the model's chat template, or a plain "role: content" layout.
+   * A template that rejects the conversation (raise_exception, e.g. GPT-OSS's for a tool message without
+   * a tool call before it) is an ArgumentError with the template's message.
+   */
+  renderChat(messages: ChatMessage[], addGenerationPrompt = true, options: ChatTemplateOptions = {}): string {
     if (this.template) {
-      return this.template.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: this.bosToken ?? '', eos_token: this.eosToken ?? '' });
+      const extra: Record<string, unknown> = {};
+      if (options.reasoningEffort !== undefined) extra.reasoning_effort = options.reasoningEffort;
+      if (options.tools !== undefined && options.tools.length > 0) extra.tools = options.tools;
+      try {
+        return this.template.render({ messages, add_generation_prompt: addGenerationPrompt, bos_token: this.bosToken ?? '', eos_token: this.eosToken ?? '', ...extra });
+      } catch (e) {
+        throw new ArgumentError(`the chat template rejects this conversation: ${(e as Error).message}`);
+      }
     }
     const body = messages.map((m) => `${m.role[0].toUpperCase()}${m.role.slice(1)}: ${m.content}`).join('\n');
     return (this.bosToken ?? '') + body + (addGenerationPrompt ? '\nAssistant:' : '');
@@ -125,8 +167,8 @@ export class TextCodec {
    * transformers' apply_chat_template does: an end-of-sequence after the generation prompt would end the
    * reply before it starts); a declared BOS is put first unless the template already wrote one.
    */
-  encodeChat(messages: ChatMessage[]): number[] {
-    const ids = this.encode(this.renderChat(messages), false);
+  encodeChat(messages: ChatMessage[], options: ChatTemplateOptions = {}): number[] {
+    const ids = this.encode(this.renderChat(messages, true, options), false);
     return this.addsBos && ids[0] !== this.bosId ? [this.bosId!, ...ids] : ids;
   }
 }

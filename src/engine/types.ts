@@ -1,12 +1,13 @@
 /** The public engine API, implemented in-thread (createEngine) and behind a Worker (createWorkerEngine). */
-import type { ChatMessage } from './text';
+import type { ChatMessage, ChatTool, ChatToolCall } from './text';
+import type { HarmonyToolCall } from './harmony';
 import type { LoadNotice, LoadProgress } from '../model/checkpoint';
 import type { ModelSource } from '../loader/model-source';
 import type { GpuOptions, ModelDescription, SparsityOptions, WeightStorage } from '../model/assemble';
 import type { LayerLoad } from '../model/runner';
 import type { MemoryPlan } from '../model/memory-plan';
 
-export type { ChatMessage, LoadNotice, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
+export type { ChatMessage, ChatTool, ChatToolCall, HarmonyToolCall, LoadNotice, LoadProgress, LayerLoad, SparsityOptions, WeightStorage };
 
 /**
  * A model to load: a URL (or, in Node, a path) of a folder or of a `.gguf` file, a ModelSource, or in the
@@ -143,6 +144,10 @@ export interface GenerateOptions extends SamplingOptions {
    * (logprobs, JSON mode) or report routing decode plainly.
    */
   speculative?: 'mtp' | 'off';
+  /** chat(): GPT-OSS's reasoning level (its system message's `Reasoning: low|medium|high`; the template's default is medium). Other templates ignore it. */
+  reasoningEffort?: 'low' | 'medium' | 'high';
+  /** chat(): functions the model may call, rendered by the chat template (GPT-OSS: a TypeScript-like namespace in the developer message). */
+  tools?: ChatTool[];
 }
 
 /** Self-speculative decoding figures of a generation (or, in EngineStats, of the last one). */
@@ -173,9 +178,15 @@ export interface GenerationChunk {
   logprob?: TokenLogprob;
   /** The `topLogprobs` most likely tokens at this step, most likely first (with `logprobs`). */
   topLogprobs?: TokenLogprob[];
+  /**
+   * Harmony chats (GPT-OSS): reasoning text this token completes (its analysis channel). `text` is then
+   * the answer only (the final channel); tool calls are in the result.
+   */
+  reasoning?: string;
 }
 
-export type FinishReason = 'eos' | 'stop' | 'length' | 'aborted' | 'context';
+/** 'tool_calls': a harmony model ended its turn with a tool call (`<|call|>`): GenerationResult.toolCalls. */
+export type FinishReason = 'eos' | 'stop' | 'length' | 'aborted' | 'context' | 'tool_calls';
 
 export interface GenerationResult {
   text: string;
@@ -192,6 +203,12 @@ export interface GenerationResult {
   decodeTokPerS: number;
   /** Self-speculative decoding figures (local engines). */
   speculation?: SpeculationStats;
+  /** Harmony chats (GPT-OSS): the reasoning (analysis channel); `text` is the answer (final channel). */
+  reasoning?: string;
+  /** Harmony chats: the tool calls the model made (commentary messages to a recipient). */
+  toolCalls?: HarmonyToolCall[];
+  /** Harmony chats: how the output departs from the format (empty when well-formed); such text is kept in `text`. */
+  formatProblems?: string[];
 }
 
 export interface ModelInfo extends ModelDescription {
@@ -282,11 +299,21 @@ export interface StreamingCore {
 
 export interface TextContentPart { type: 'text'; text: string }
 export interface ChatCompletionMessageParam {
-  /** 'developer' is OpenAI's newer name for 'system'. */
-  role: 'system' | 'developer' | 'user' | 'assistant';
-  content: string | TextContentPart[];
+  /** 'developer' is OpenAI's newer name for 'system'; 'tool' answers the assistant's last tool call. */
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  /** null for an assistant message that only calls tools. */
+  content: string | TextContentPart[] | null;
   name?: string;
+  /** An assistant turn's reasoning, as this API returns it (given back to the chat template as `thinking`). */
+  reasoning_content?: string | null;
+  tool_calls?: ChatCompletionMessageToolCall[];
+  tool_call_id?: string;
 }
+
+/** A tool call as OpenAI's chat API writes it (arguments: JSON text). */
+export interface ChatCompletionMessageToolCall { id: string; type: 'function'; function: { name: string; arguments: string } }
+/** A streamed tool call (webmoe sends each one whole, in one delta). */
+export interface ChatCompletionChunkToolCall extends ChatCompletionMessageToolCall { index: number }
 
 interface CommonParams {
   model?: string;
@@ -316,6 +343,12 @@ export interface ChatCompletionCreateParams extends CommonParams {
   /** 0–20 alternatives per token (needs logprobs: true). */
   top_logprobs?: number | null;
   response_format?: { type: 'text' | 'json_object' } | null;
+  /** GPT-OSS: the reasoning level of its system message (other models ignore it). */
+  reasoning_effort?: 'low' | 'medium' | 'high' | null;
+  /** Functions the model may call (rendered by the chat template; GPT-OSS answers with tool_calls). */
+  tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[] | null;
+  /** Only 'auto' (the model decides; the default) or 'none' (tools are not shown to the model). */
+  tool_choice?: 'auto' | 'none' | null;
 }
 
 export interface CompletionCreateParams extends CommonParams {
@@ -343,7 +376,7 @@ export interface UsageExtra {
 }
 export interface CompletionUsage { prompt_tokens: number; completion_tokens: number; total_tokens: number; extra: UsageExtra }
 
-export type OpenAIFinishReason = 'stop' | 'length';
+export type OpenAIFinishReason = 'stop' | 'length' | 'tool_calls';
 
 export interface TopLogprob { token: string; logprob: number; bytes: number[] }
 export interface ChatCompletionTokenLogprob extends TopLogprob { top_logprobs: TopLogprob[] }
@@ -354,7 +387,13 @@ export interface ChatCompletion {
   object: 'chat.completion';
   created: number;
   model: string;
-  choices: { index: number; message: { role: 'assistant'; content: string; refusal: null }; finish_reason: OpenAIFinishReason; logprobs: ChoiceLogprobs | null }[];
+  /**
+   * `reasoning_content`: a reasoning model's thinking (GPT-OSS's analysis channel), apart from the answer
+   * in `content` (the name DeepSeek's API, vLLM and llama.cpp's server use); absent for other models.
+   * `content` is '' when the model only called tools (`tool_calls`, finish_reason 'tool_calls'; OpenAI
+   * writes null there: webmoe keeps the string type its callers read).
+   */
+  choices: { index: number; message: { role: 'assistant'; content: string; refusal: null; reasoning_content?: string; tool_calls?: ChatCompletionMessageToolCall[] }; finish_reason: OpenAIFinishReason; logprobs: ChoiceLogprobs | null }[];
   usage: CompletionUsage;
 }
 
@@ -363,7 +402,7 @@ export interface ChatCompletionChunk {
   object: 'chat.completion.chunk';
   created: number;
   model: string;
-  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: OpenAIFinishReason | null; logprobs: ChoiceLogprobs | null }[];
+  choices: { index: number; delta: { role?: 'assistant'; content?: string; reasoning_content?: string; tool_calls?: ChatCompletionChunkToolCall[] }; finish_reason: OpenAIFinishReason | null; logprobs: ChoiceLogprobs | null }[];
   /** Only on the last chunk (choices empty), with stream_options.include_usage. */
   usage?: CompletionUsage | null;
 }

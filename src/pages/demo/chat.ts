@@ -1,7 +1,9 @@
 /**
  * The conversation view: user messages, streamed replies (one span per token, so hovering a token shows
  * its experts in the routing view), and a one-line summary under each finished reply. The latest
- * reply's body carries id="output" and data-tokens (read by the end-to-end test).
+ * reply's body carries id="output" and data-tokens (read by the end-to-end test). A reasoning model's
+ * thinking (GPT-OSS's analysis channel: GenerationChunk.reasoning) streams into a collapsed "Reasoning"
+ * section above the answer, and its tool calls are listed under it.
  */
 import type { GenerationChunk, GenerationResult } from '../../engine/types';
 import { escapeHtml, fmtMs, fmtNum } from '../format';
@@ -12,6 +14,8 @@ export class Reply {
   readonly el: HTMLElement;
   readonly body: HTMLElement;
   private meta: HTMLElement;
+  private reasoning: HTMLDetailsElement;
+  private reasoningBody: HTMLElement;
   private pending: GenerationChunk[] = [];
   private raf = 0;
   tokens = 0;
@@ -21,10 +25,13 @@ export class Reply {
     this.el = document.createElement('article');
     this.el.className = `msg assistant${raw !== null ? ' raw' : ''}`;
     this.el.innerHTML = `<div class="who">${raw !== null ? 'Completion' : 'Assistant'} <span class="badge">${escapeHtml(info.model)}</span><span class="badge">${escapeHtml(info.mode)}</span></div>
+      <details class="reasoning" hidden><summary>Reasoning</summary><div class="reasoning-body"></div></details>
       <div class="body streaming">${raw !== null ? `<span class="prompt">${escapeHtml(raw)}</span>` : ''}<span class="caret"></span></div>
       <div class="meta">Waiting for the first token…</div>`;
     this.body = this.el.querySelector('.body')!;
     this.meta = this.el.querySelector('.meta')!;
+    this.reasoning = this.el.querySelector('details.reasoning')!;
+    this.reasoningBody = this.el.querySelector('.reasoning-body')!;
     document.getElementById('output')?.removeAttribute('id');
     this.body.id = 'output';
     this.body.dataset.tokens = '0';
@@ -44,6 +51,11 @@ export class Reply {
     if (!this.pending.length) return;
     const frag = document.createDocumentFragment();
     for (const c of this.pending) {
+      if (c.reasoning) {
+        this.reasoning.hidden = false;
+        this.reasoningBody.append(c.reasoning);
+      }
+      if (!c.text && c.reasoning) continue;
       const s = document.createElement('span');
       s.className = 'tok';
       s.dataset.i = String(c.index);
@@ -64,7 +76,13 @@ export class Reply {
   finish(r: GenerationResult): void {
     this.flush();
     this.done('done');
-    const why = { eos: 'end of sequence', stop: 'stop string', length: 'max tokens', aborted: 'stopped', context: 'context full' }[r.finishReason];
+    const why = { eos: 'end of sequence', stop: 'stop string', length: 'max tokens', aborted: 'stopped', context: 'context full', tool_calls: 'tool call' }[r.finishReason];
+    for (const call of r.toolCalls ?? []) {
+      const el = document.createElement('div');
+      el.className = 'tool-call';
+      el.textContent = `→ ${call.name}(${call.arguments})`;
+      this.body.after(el);
+    }
     const reused = r.reusedTokens ? ` (${r.reusedTokens} reused from cache)` : '';
     this.meta.textContent = `${r.tokens.length} tokens · ${fmtNum(r.decodeTokPerS)} tok/s decode · ${fmtNum(r.prefillTokPerS)} tok/s prefill of ${r.promptTokens} prompt tokens${reused} · first token ${fmtMs(r.timeToFirstTokenMs)} · ${why}`;
     this.body.dataset.finish = r.finishReason;
