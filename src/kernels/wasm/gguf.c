@@ -1,0 +1,172 @@
+/*
+ * GGUF blocks read as they are in the file (included by kernels.c; layouts: formats/gguf-blocks.ts,
+ * docs/gguf.md): Q8_0, Q4_0, Q4_K, Q5_K, Q6_K weights [N, K] (rows of K/blockSize blocks) times
+ * activations quantised to int16 per group of 32 along K (quant_x16: scale max|x|/32767).
+ *
+ * Why int16 activations and not llama.cpp's Q8_0 / Q8_K int8 ones: llama.cpp quantises x to 8 bits so
+ * its CPU kernels can multiply 8-bit by 8-bit (AVX2 maddubs, NEON sdot). wasm simd128 has no 8-bit dot
+ * product (relaxed-simd's is not in every engine, nor in clang 14), so the weights widen to i16 either
+ * way and i32x4.dot_i16x8_s multiplies 8 pairs into exact i32 sums: int16 activations cost the same
+ * instructions as int8 ones, and round 128× finer (≈ 1/65534 of a group's max instead of 1/254).
+ *
+ * Per group g of 32 activations (scale xs[g], Σq = xsum[g]) and the matching 32 weights:
+ *   Q8_0, Q4_0          d · xs[g] · Σ q·xq                         (one block = one group)
+ *   Q4_K, Q5_K          d·sc_j · xs[g] · Σ q·xq − dmin·m_j · xs[g] · xsum[g]   (sub-block j = group)
+ *   Q6_K                d · xs[g] · Σ_half sc_half · Σ (q − 32)·xq  (two 16-weight sub-blocks a group)
+ * Integer sums per lane stay below 2^31 (Q6_K, the largest: 2 sub-blocks · 4 products · 32 · 32767 · 128).
+ */
+
+static inline float half_to_f32(u32 h) {
+  /* Sign, exponent and mantissa moved to f32 places, re-biased by 2^112 (subnormals included); scales
+     in GGUF files are finite, so infinities and NaNs are not decoded. */
+  union { u32 u; float f; } v;
+  v.u = ((h & 0x8000u) << 16) | ((h & 0x7fffu) << 13);
+  return v.f * 0x1p112f;
+}
+static inline u32 rd16(const u8 *p) { return (u32)p[0] | ((u32)p[1] << 8); }
+
+/* Scale and min (6 bits each) of sub-block j of a Q4_K/Q5_K block's 12 scale bytes (ggml get_scale_min_k4), as sc | m << 8. */
+static inline int scale_min_k4(int j, const u8 *s) {
+  if (j < 4) return (s[j] & 63) | ((s[j + 4] & 63) << 8);
+  return ((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4)) | (((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) << 8);
+}
+
+/* Σ over 32 int8/uint8 weights (two 16-byte vectors) × 32 int16 activations, as four i32 lanes. */
+static inline v128_t dot32(v128_t a, v128_t b, const short *x) {
+  return wasm_i32x4_add(dot16_i8i16(a, x), dot16_i8i16(b, x + 16));
+}
+
+static float row_q8_0(const u8 *w, const short *x, const float *xs, int nb) {
+  v128_t acc = wasm_f32x4_splat(0);
+  for (int b = 0; b < nb; b++, w += 34, x += 32) {
+    v128_t s = dot32(wasm_v128_load(w + 2), wasm_v128_load(w + 18), x);
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(half_to_f32(rd16(w)) * xs[b])));
+  }
+  return hsum(acc);
+}
+
+static float row_q4_0(const u8 *w, const short *x, const float *xs, int nb) {
+  const v128_t mask = wasm_i8x16_splat(0x0f), eight = wasm_i8x16_splat(8);
+  v128_t acc = wasm_f32x4_splat(0);
+  for (int b = 0; b < nb; b++, w += 18, x += 32) {
+    v128_t q = wasm_v128_load(w + 2);
+    /* Low nibbles are weights 0..15, high nibbles 16..31. */
+    v128_t s = dot32(wasm_i8x16_sub(wasm_v128_and(q, mask), eight), wasm_i8x16_sub(wasm_u8x16_shr(q, 4), eight), x);
+    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(half_to_f32(rd16(w)) * xs[b])));
+  }
+  return hsum(acc);
+}
+
+/* Q4_K (five = 0) and Q5_K (five = 1): 8 sub-blocks of 32; qs byte 32c + l holds weight 64c + l (low
+   nibble) and 64c + 32 + l (high); Q5_K's qh[l] bit 2c / 2c + 1 is their fifth bit. */
+static float row_qk45(const u8 *w, const short *x, const float *xs, const int *xsum, int nb, int five) {
+  const v128_t mask = wasm_i8x16_splat(0x0f), one = wasm_i8x16_splat(1);
+  const int bb = five ? 176 : 144;
+  v128_t acc = wasm_f32x4_splat(0);
+  float mins = 0;
+  for (int b = 0; b < nb; b++, w += bb, x += 256, xs += 8, xsum += 8) {
+    const float d = half_to_f32(rd16(w)), dmin = half_to_f32(rd16(w + 2));
+    const u8 *sc = w + 4, *qs = w + (five ? 48 : 16);
+    v128_t h0 = wasm_i8x16_splat(0), h1 = h0;
+    if (five) { h0 = wasm_v128_load(w + 16); h1 = wasm_v128_load(w + 32); }
+    for (int c = 0; c < 4; c++) {
+      v128_t b0 = wasm_v128_load(qs + 32 * c), b1 = wasm_v128_load(qs + 32 * c + 16);
+      v128_t l0 = wasm_v128_and(b0, mask), l1 = wasm_v128_and(b1, mask);
+      v128_t u0 = wasm_u8x16_shr(b0, 4), u1 = wasm_u8x16_shr(b1, 4);
+      if (five) {
+        l0 = wasm_v128_or(l0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h0, 2 * c), one), 4));
+        l1 = wasm_v128_or(l1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h1, 2 * c), one), 4));
+        u0 = wasm_v128_or(u0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h0, 2 * c + 1), one), 4));
+        u1 = wasm_v128_or(u1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h1, 2 * c + 1), one), 4));
+      }
+      const int sm1 = scale_min_k4(2 * c, sc), sm2 = scale_min_k4(2 * c + 1, sc);
+      const int g1 = 2 * c, g2 = g1 + 1;
+      v128_t s1 = dot32(l0, l1, x + 64 * c), s2 = dot32(u0, u1, x + 64 * c + 32);
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s1), wasm_f32x4_splat(d * (float)(sm1 & 255) * xs[g1])));
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s2), wasm_f32x4_splat(d * (float)(sm2 & 255) * xs[g2])));
+      mins += dmin * ((float)(sm1 >> 8) * xs[g1] * (float)xsum[g1] + (float)(sm2 >> 8) * xs[g2] * (float)xsum[g2]);
+    }
+  }
+  return hsum(acc) - mins;
+}
+
+/* Q6_K: per half h (128 weights): ql[64h + l], ql[64h + 32 + l] (low/high nibbles) and qh[32h + l] (2 bits
+   each) give weights 128h + l, +32, +64, +96; int8 scale per 16 weights: group j's weights 16t + i use
+   scales[8h + 2j + t]. */
+static float row_q6_k(const u8 *w, const short *x, const float *xs, int nb) {
+  const v128_t m4 = wasm_i8x16_splat(0x0f), m2 = wasm_i8x16_splat(3), m30 = wasm_i8x16_splat(0x30), k32 = wasm_i8x16_splat(32);
+  v128_t acc = wasm_f32x4_splat(0);
+  for (int b = 0; b < nb; b++, w += 210, x += 256, xs += 8) {
+    const float d = half_to_f32(rd16(w + 208));
+    const signed char *sc = (const signed char *)(w + 192);
+    for (int h = 0; h < 2; h++) {
+      const u8 *ql = w + 64 * h, *qh = w + 128 + 32 * h;
+      const short *xh = x + 128 * h;
+      const signed char *s = sc + 8 * h;
+      v128_t i0 = wasm_i32x4_splat(0), i1 = i0, i2 = i0, i3 = i0;
+      for (int t = 0; t < 2; t++) {
+        v128_t A = wasm_v128_load(ql + 16 * t), B = wasm_v128_load(ql + 32 + 16 * t), H = wasm_v128_load(qh + 16 * t);
+        v128_t q1 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(A, m4), wasm_i8x16_shl(wasm_v128_and(H, m2), 4)), k32);
+        v128_t q2 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(B, m4), wasm_v128_and(wasm_i8x16_shl(H, 2), m30)), k32);
+        v128_t q3 = wasm_i8x16_sub(wasm_v128_or(wasm_u8x16_shr(A, 4), wasm_v128_and(H, m30)), k32);
+        v128_t q4 = wasm_i8x16_sub(wasm_v128_or(wasm_u8x16_shr(B, 4), wasm_v128_and(wasm_u8x16_shr(H, 2), m30)), k32);
+        i0 = wasm_i32x4_add(i0, wasm_i32x4_mul(dot16_i8i16(q1, xh + 16 * t), wasm_i32x4_splat(s[t])));
+        i1 = wasm_i32x4_add(i1, wasm_i32x4_mul(dot16_i8i16(q2, xh + 32 + 16 * t), wasm_i32x4_splat(s[2 + t])));
+        i2 = wasm_i32x4_add(i2, wasm_i32x4_mul(dot16_i8i16(q3, xh + 64 + 16 * t), wasm_i32x4_splat(s[4 + t])));
+        i3 = wasm_i32x4_add(i3, wasm_i32x4_mul(dot16_i8i16(q4, xh + 96 + 16 * t), wasm_i32x4_splat(s[6 + t])));
+      }
+      const float *xg = xs + 4 * h;
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i0), wasm_f32x4_splat(d * xg[0])));
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i1), wasm_f32x4_splat(d * xg[1])));
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i2), wasm_f32x4_splat(d * xg[2])));
+      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i3), wasm_f32x4_splat(d * xg[3])));
+    }
+  }
+  return hsum(acc);
+}
+
+/* ggml type ids (formats/gguf-blocks.ts GGML_TYPE). */
+enum { GGML_Q4_0 = 2, GGML_Q8_0 = 8, GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14 };
+
+/*
+ * x [M, K] → xq int16 [M, K] (natural order), xs [M, K/32] scales, xsum [M, K/32] Σ xq per group (the
+ * K-quants' min term). K a multiple of 32.
+ */
+EXPORT(gguf_quant_x)
+void gguf_quant_x(const float *x, short *xq, float *xs, int *xsum, int M, int K) {
+  quant_x16(x, xq, xs, M, K, K, 0);
+  const int G = K >> 5;
+  for (int m = 0; m < M; m++) {
+    for (int g = 0; g < G; g++) {
+      const short *q = xq + (long)m * K + g * 32;
+      int s = 0;
+      for (int i = 0; i < 32; i++) s += q[i];
+      xsum[(long)m * G + g] = s;
+    }
+  }
+}
+
+/* Rows [n0, n1) of y [M, N] = x · Wᵀ for W [N, K] in GGUF blocks of ggml type `type` (rowBytes per row). */
+EXPORT(matmul_gguf)
+void matmul_gguf(int type, const short *xq, const float *xs, const int *xsum, const u8 *w, float *y, int M, int N, int K, int n0, int n1) {
+  const int G = K >> 5;
+  const int nb = type == GGML_Q8_0 || type == GGML_Q4_0 ? G : K >> 8;
+  const int bb = type == GGML_Q8_0 ? 34 : type == GGML_Q4_0 ? 18 : type == GGML_Q4_K ? 144 : type == GGML_Q5_K ? 176 : 210;
+  const long rowBytes = (long)nb * bb;
+  for (int n = n0; n < n1; n++) {
+    const u8 *wr = w + (long)n * rowBytes;
+    for (int m = 0; m < M; m++) {
+      const short *xa = xq + (long)m * K;
+      const float *sa = xs + (long)m * G;
+      float v;
+      switch (type) {
+        case GGML_Q8_0: v = row_q8_0(wr, xa, sa, nb); break;
+        case GGML_Q4_0: v = row_q4_0(wr, xa, sa, nb); break;
+        case GGML_Q4_K: v = row_qk45(wr, xa, sa, xsum + (long)m * G, nb, 0); break;
+        case GGML_Q5_K: v = row_qk45(wr, xa, sa, xsum + (long)m * G, nb, 1); break;
+        default: v = row_q6_k(wr, xa, sa, nb); break;
+      }
+      y[(long)m * N + n] = v;
+    }
+  }
+}
