@@ -58,6 +58,8 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   const be = new WasmBackend(k, cfg, { storage: () => storage, sparsity }, contextLength);
   try {
     weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option, ggufBlocks: storage === 'gguf' && !sparsity });
+    // The MTP layers' own latent caches (self-speculative decoding: wasm-runner.ts).
+    for (const m of weights.mtp ?? []) be.addCacheLayer(m.layer);
   } catch (e) {
     if (!kernels) k.destroy();
     throw e;
@@ -68,6 +70,7 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
     expertStorage: cfg.nRoutedExperts === 0 ? 'none' : sparsity ? 'sparse f32' : storage,
     sparsity: sparsity ? `${sparsityLabel(sparsity)} (${sparsity.apply}${stored ? ', pre-pruned' : ''})` : 'dense',
     contextLength,
+    mtpLayers: weights.mtp?.length ?? 0,
   });
   const threads = `${k.threads} thread${k.threads === 1 ? '' : 's'}`;
   return { runner: new WasmRunner(be, cfg, weights, prefillChunk), description, device: `WebAssembly SIMD128 (${threads}${k.threadsNote ? `; ${k.threadsNote.replace(/^1 thread, /, '')}` : ''})` };

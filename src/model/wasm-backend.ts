@@ -49,8 +49,10 @@ export interface WasmWeightPolicy {
 }
 
 export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
-  /** Tokens in the latent cache. */
+  /** Tokens in the latent cache (the main model's layers). */
   length = 0;
+  /** Rows in the MTP layers' caches (they trail the main cache: model/speculative.ts). */
+  mtpLength = 0;
   readonly capacity: number;
   /** Per layer: RMSNorm(c_KV) [capacity, kvLora] and roped k_pe [capacity, rope], f32. */
   private latent: number[] = [];
@@ -75,8 +77,16 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     }
   }
 
-  /** Bytes of the latent cache as allocated (every layer, the full capacity). */
-  get kvBytes(): number { return this.cfg.numLayers * this.capacity * (this.cfg.kvLoraRank + this.cfg.qkRopeHeadDim) * 4; }
+  /** Bytes of the latent cache as allocated (every layer, MTP layers included, the full capacity). */
+  get kvBytes(): number { return this.latent.filter((p) => p !== undefined).length * this.capacity * (this.cfg.kvLoraRank + this.cfg.qkRopeHeadDim) * 4; }
+
+  /** A latent cache for an MTP layer (index ≥ numLayers), taken at load (no forward pass open). */
+  addCacheLayer(layer: number): void {
+    if (this.forwardMark >= 0) throw new Error('WasmBackend.addCacheLayer: a forward pass is open');
+    if (layer < this.cfg.numLayers || this.latent[layer] !== undefined) return;
+    this.latent[layer] = this.k.alloc(this.capacity * this.cfg.kvLoraRank * 4, 'the MTP layer\'s latent cache');
+    this.pe[layer] = this.k.alloc(this.capacity * this.cfg.qkRopeHeadDim * 4, 'the MTP layer\'s latent cache');
+  }
 
   /** Opens a forward pass: its activations are freed by finish(). */
   begin(): void {
@@ -252,7 +262,9 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
 
   mla(layer: number, q: WasmTensor, kvA: WasmTensor, kvB: WasmWeight, d: MlaShape, past: number, scale: number): WasmTensor {
     const S = q.rows, r = d.kvLora, rope = d.qkRope;
-    if (past !== this.length) throw new Error(`WasmBackend.mla: the cache holds ${this.length} tokens, the forward expects ${past}`);
+    const held = layer < this.cfg.numLayers ? this.length : this.mtpLength;
+    if (this.latent[layer] === undefined) throw new Error(`WasmBackend.mla: layer ${layer} has no latent cache (addCacheLayer)`);
+    if (past !== held) throw new Error(`WasmBackend.mla: layer ${layer}'s cache holds ${held} tokens, the forward expects ${past}`);
     if (past + S > this.capacity) throw new RangeError(`mla: ${past + S} tokens exceed the context (${this.capacity})`);
     // Append the new rows' latent and k_pe to the cache.
     const f = this.k.f32, lat = this.latent[layer] >> 2, pe = this.pe[layer] >> 2, src = kvA.ptr >> 2;
