@@ -31,6 +31,10 @@ static inline int scale_min_k4(int j, const u8 *s) {
   return ((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4)) | (((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) << 8);
 }
 
+/* Bytes shifted right by 4 in 16-bit lanes (native, unlike 8-bit shifts): the low 4 bits of each byte are
+   its high nibble, the top 4 hold the next byte's low bits (callers mask them off). */
+static inline v128_t nib_hi(v128_t b) { return wasm_u16x8_shr(b, 4); }
+
 /* Σ over 32 int8/uint8 weights (two 16-byte vectors) × 32 int16 activations, as four i32 lanes. */
 static inline v128_t dot32(v128_t a, v128_t b, const short *x) {
   return wasm_i32x4_add(dot16_i8i16(a, x), dot16_i8i16(b, x + 16));
@@ -51,7 +55,7 @@ static float row_q4_0(const u8 *w, const short *x, const float *xs, int nb) {
   for (int b = 0; b < nb; b++, w += 18, x += 32) {
     v128_t q = wasm_v128_load(w + 2);
     /* Low nibbles are weights 0..15, high nibbles 16..31. */
-    v128_t s = dot32(wasm_i8x16_sub(wasm_v128_and(q, mask), eight), wasm_i8x16_sub(wasm_u8x16_shr(q, 4), eight), x);
+    v128_t s = dot32(wasm_i8x16_sub(wasm_v128_and(q, mask), eight), wasm_i8x16_sub(wasm_v128_and(nib_hi(q), mask), eight), x);
     acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(half_to_f32(rd16(w)) * xs[b])));
   }
   return hsum(acc);
@@ -60,7 +64,7 @@ static float row_q4_0(const u8 *w, const short *x, const float *xs, int nb) {
 /* Q4_K (five = 0) and Q5_K (five = 1): 8 sub-blocks of 32; qs byte 32c + l holds weight 64c + l (low
    nibble) and 64c + 32 + l (high); Q5_K's qh[l] bit 2c / 2c + 1 is their fifth bit. */
 static float row_qk45(const u8 *w, const short *x, const float *xs, const int *xsum, int nb, int five) {
-  const v128_t mask = wasm_i8x16_splat(0x0f), one = wasm_i8x16_splat(1);
+  const v128_t mask = wasm_i8x16_splat(0x0f), sixteen = wasm_i8x16_splat(16);
   const int bb = five ? 176 : 144;
   v128_t acc = wasm_f32x4_splat(0);
   float mins = 0;
@@ -72,12 +76,14 @@ static float row_qk45(const u8 *w, const short *x, const float *xs, const int *x
     for (int c = 0; c < 4; c++) {
       v128_t b0 = wasm_v128_load(qs + 32 * c), b1 = wasm_v128_load(qs + 32 * c + 16);
       v128_t l0 = wasm_v128_and(b0, mask), l1 = wasm_v128_and(b1, mask);
-      v128_t u0 = wasm_u8x16_shr(b0, 4), u1 = wasm_u8x16_shr(b1, 4);
+      v128_t u0 = wasm_v128_and(nib_hi(b0), mask), u1 = wasm_v128_and(nib_hi(b1), mask);
       if (five) {
-        l0 = wasm_v128_or(l0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h0, 2 * c), one), 4));
-        l1 = wasm_v128_or(l1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h1, 2 * c), one), 4));
-        u0 = wasm_v128_or(u0, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h0, 2 * c + 1), one), 4));
-        u1 = wasm_v128_or(u1, wasm_i8x16_shl(wasm_v128_and(wasm_u8x16_shr(h1, 2 * c + 1), one), 4));
+        /* The fifth bit as 16 where qh has it: and, compare, and (8-bit shifts are emulated in engines). */
+        const v128_t bl = wasm_i8x16_splat((char)(1 << (2 * c))), bh = wasm_i8x16_splat((char)(2 << (2 * c)));
+        l0 = wasm_v128_or(l0, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h0, bl), bl), sixteen));
+        l1 = wasm_v128_or(l1, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h1, bl), bl), sixteen));
+        u0 = wasm_v128_or(u0, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h0, bh), bh), sixteen));
+        u1 = wasm_v128_or(u1, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h1, bh), bh), sixteen));
       }
       const int sm1 = scale_min_k4(2 * c, sc), sm2 = scale_min_k4(2 * c + 1, sc);
       const int g1 = 2 * c, g2 = g1 + 1;
@@ -106,10 +112,11 @@ static float row_q6_k(const u8 *w, const short *x, const float *xs, int nb) {
       v128_t i0 = wasm_i32x4_splat(0), i1 = i0, i2 = i0, i3 = i0;
       for (int t = 0; t < 2; t++) {
         v128_t A = wasm_v128_load(ql + 16 * t), B = wasm_v128_load(ql + 32 + 16 * t), H = wasm_v128_load(qh + 16 * t);
-        v128_t q1 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(A, m4), wasm_i8x16_shl(wasm_v128_and(H, m2), 4)), k32);
-        v128_t q2 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(B, m4), wasm_v128_and(wasm_i8x16_shl(H, 2), m30)), k32);
-        v128_t q3 = wasm_i8x16_sub(wasm_v128_or(wasm_u8x16_shr(A, 4), wasm_v128_and(H, m30)), k32);
-        v128_t q4 = wasm_i8x16_sub(wasm_v128_or(wasm_u8x16_shr(B, 4), wasm_v128_and(wasm_u8x16_shr(H, 2), m30)), k32);
+        /* Shifts in 16-bit lanes, then masks: the bits that cross a byte boundary are masked off. */
+        v128_t q1 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(A, m4), wasm_i16x8_shl(wasm_v128_and(H, m2), 4)), k32);
+        v128_t q2 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(B, m4), wasm_v128_and(wasm_i16x8_shl(H, 2), m30)), k32);
+        v128_t q3 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(nib_hi(A), m4), wasm_v128_and(H, m30)), k32);
+        v128_t q4 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(nib_hi(B), m4), wasm_v128_and(wasm_u16x8_shr(H, 2), m30)), k32);
         i0 = wasm_i32x4_add(i0, wasm_i32x4_mul(dot16_i8i16(q1, xh + 16 * t), wasm_i32x4_splat(s[t])));
         i1 = wasm_i32x4_add(i1, wasm_i32x4_mul(dot16_i8i16(q2, xh + 32 + 16 * t), wasm_i32x4_splat(s[2 + t])));
         i2 = wasm_i32x4_add(i2, wasm_i32x4_mul(dot16_i8i16(q3, xh + 64 + 16 * t), wasm_i32x4_splat(s[4 + t])));
