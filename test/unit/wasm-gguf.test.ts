@@ -18,7 +18,7 @@ import { checkpointToGguf, type GgufQuant } from '../../src/model/gguf-convert';
 import { cpuEngine } from '../helpers/models';
 
 // Converting and loading the bundled model several times: seconds on a shared 2-core machine.
-vi.setConfig({ testTimeout: 300_000 });
+vi.setConfig({ testTimeout: 300_000, hookTimeout: 300_000 });
 
 const MODEL = join(import.meta.dirname, '..', '..', 'public', 'models', 'webmoe-tiny');
 const wasmEngine = () => createEngine({}, { acquire: async () => { throw new GpuUnavailableError('no WebGPU in this test'); }, resolve: () => { throw new Error('tests pass ModelSources'); } });

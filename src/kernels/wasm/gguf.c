@@ -40,76 +40,103 @@ static inline v128_t dot32(v128_t a, v128_t b, const short *x) {
   return wasm_i32x4_add(dot16_i8i16(a, x), dot16_i8i16(b, x + 16));
 }
 
-static float row_q8_0(const u8 *w, const short *x, const float *xs, int nb) {
-  v128_t acc = wasm_f32x4_splat(0);
-  for (int b = 0; b < nb; b++, w += 34, x += 32) {
-    v128_t s = dot32(wasm_v128_load(w + 2), wasm_v128_load(w + 18), x);
-    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(half_to_f32(rd16(w)) * xs[b])));
+/*
+ * Each row function computes one weight row against R = 1 or 2 activation rows (x at xa and xa + K, their
+ * scales and sums G further on), decoding the weights once for both: prefill, the experts' gathered
+ * rows and MTP's verify step (S = 2) read each block once per two rows. Results go to y[0] and y[N].
+ */
+#define ROWS static inline __attribute__((always_inline)) void
+
+ROWS rows_q8_0(const u8 *w, const short *xa, const float *sa, int K, int G, int nb, int R, float *y, int N) {
+  v128_t acc0 = wasm_f32x4_splat(0), acc1 = acc0;
+  for (int b = 0; b < nb; b++, w += 34) {
+    const v128_t q0 = wasm_v128_load(w + 2), q1 = wasm_v128_load(w + 18);
+    const float d = half_to_f32(rd16(w));
+    acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(q0, q1, xa + 32 * b)), wasm_f32x4_splat(d * sa[b])));
+    if (R == 2) acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(q0, q1, xa + K + 32 * b)), wasm_f32x4_splat(d * sa[G + b])));
   }
-  return hsum(acc);
+  y[0] = hsum(acc0);
+  if (R == 2) y[N] = hsum(acc1);
 }
 
-static float row_q4_0(const u8 *w, const short *x, const float *xs, int nb) {
+ROWS rows_q4_0(const u8 *w, const short *xa, const float *sa, int K, int G, int nb, int R, float *y, int N) {
   const v128_t mask = wasm_i8x16_splat(0x0f), eight = wasm_i8x16_splat(8);
-  v128_t acc = wasm_f32x4_splat(0);
-  for (int b = 0; b < nb; b++, w += 18, x += 32) {
-    v128_t q = wasm_v128_load(w + 2);
+  v128_t acc0 = wasm_f32x4_splat(0), acc1 = acc0;
+  for (int b = 0; b < nb; b++, w += 18) {
+    const v128_t q = wasm_v128_load(w + 2);
     /* Low nibbles are weights 0..15, high nibbles 16..31. */
-    v128_t s = dot32(wasm_i8x16_sub(wasm_v128_and(q, mask), eight), wasm_i8x16_sub(wasm_v128_and(nib_hi(q), mask), eight), x);
-    acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s), wasm_f32x4_splat(half_to_f32(rd16(w)) * xs[b])));
+    const v128_t lo = wasm_i8x16_sub(wasm_v128_and(q, mask), eight), hi = wasm_i8x16_sub(wasm_v128_and(nib_hi(q), mask), eight);
+    const float d = half_to_f32(rd16(w));
+    acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(lo, hi, xa + 32 * b)), wasm_f32x4_splat(d * sa[b])));
+    if (R == 2) acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(lo, hi, xa + K + 32 * b)), wasm_f32x4_splat(d * sa[G + b])));
   }
-  return hsum(acc);
+  y[0] = hsum(acc0);
+  if (R == 2) y[N] = hsum(acc1);
 }
 
 /* Q4_K (five = 0) and Q5_K (five = 1): 8 sub-blocks of 32; qs byte 32c + l holds weight 64c + l (low
    nibble) and 64c + 32 + l (high); Q5_K's qh[l] bit 2c / 2c + 1 is their fifth bit. */
-static float row_qk45(const u8 *w, const short *x, const float *xs, const int *xsum, int nb, int five) {
+ROWS rows_qk45(const u8 *w, const short *xa, const float *sa, const int *ua, int K, int G, int nb, int five, int R, float *y, int N) {
   const v128_t mask = wasm_i8x16_splat(0x0f), sixteen = wasm_i8x16_splat(16);
   const int bb = five ? 176 : 144;
-  v128_t acc = wasm_f32x4_splat(0);
-  float mins = 0;
-  for (int b = 0; b < nb; b++, w += bb, x += 256, xs += 8, xsum += 8) {
+  v128_t acc0 = wasm_f32x4_splat(0), acc1 = acc0;
+  float mins0 = 0, mins1 = 0;
+  for (int b = 0; b < nb; b++, w += bb) {
     const float d = half_to_f32(rd16(w)), dmin = half_to_f32(rd16(w + 2));
     const u8 *sc = w + 4, *qs = w + (five ? 48 : 16);
+    const short *x0 = xa + 256 * b, *x1 = x0 + K;
+    const float *s0 = sa + 8 * b, *s1 = s0 + G;
+    const int *u0 = ua + 8 * b, *u1 = u0 + G;
     v128_t h0 = wasm_i8x16_splat(0), h1 = h0;
     if (five) { h0 = wasm_v128_load(w + 16); h1 = wasm_v128_load(w + 32); }
     for (int c = 0; c < 4; c++) {
       v128_t b0 = wasm_v128_load(qs + 32 * c), b1 = wasm_v128_load(qs + 32 * c + 16);
       v128_t l0 = wasm_v128_and(b0, mask), l1 = wasm_v128_and(b1, mask);
-      v128_t u0 = wasm_v128_and(nib_hi(b0), mask), u1 = wasm_v128_and(nib_hi(b1), mask);
+      v128_t m0 = wasm_v128_and(nib_hi(b0), mask), m1 = wasm_v128_and(nib_hi(b1), mask);
       if (five) {
         /* The fifth bit as 16 where qh has it: and, compare, and (8-bit shifts are emulated in engines). */
         const v128_t bl = wasm_i8x16_splat((char)(1 << (2 * c))), bh = wasm_i8x16_splat((char)(2 << (2 * c)));
         l0 = wasm_v128_or(l0, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h0, bl), bl), sixteen));
         l1 = wasm_v128_or(l1, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h1, bl), bl), sixteen));
-        u0 = wasm_v128_or(u0, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h0, bh), bh), sixteen));
-        u1 = wasm_v128_or(u1, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h1, bh), bh), sixteen));
+        m0 = wasm_v128_or(m0, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h0, bh), bh), sixteen));
+        m1 = wasm_v128_or(m1, wasm_v128_and(wasm_i8x16_eq(wasm_v128_and(h1, bh), bh), sixteen));
       }
       const int sm1 = scale_min_k4(2 * c, sc), sm2 = scale_min_k4(2 * c + 1, sc);
+      const float d1 = d * (float)(sm1 & 255), d2 = d * (float)(sm2 & 255), n1 = dmin * (float)(sm1 >> 8), n2 = dmin * (float)(sm2 >> 8);
       const int g1 = 2 * c, g2 = g1 + 1;
-      v128_t s1 = dot32(l0, l1, x + 64 * c), s2 = dot32(u0, u1, x + 64 * c + 32);
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s1), wasm_f32x4_splat(d * (float)(sm1 & 255) * xs[g1])));
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(s2), wasm_f32x4_splat(d * (float)(sm2 & 255) * xs[g2])));
-      mins += dmin * ((float)(sm1 >> 8) * xs[g1] * (float)xsum[g1] + (float)(sm2 >> 8) * xs[g2] * (float)xsum[g2]);
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(l0, l1, x0 + 64 * c)), wasm_f32x4_splat(d1 * s0[g1])));
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(m0, m1, x0 + 64 * c + 32)), wasm_f32x4_splat(d2 * s0[g2])));
+      mins0 += n1 * s0[g1] * (float)u0[g1] + n2 * s0[g2] * (float)u0[g2];
+      if (R == 2) {
+        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(l0, l1, x1 + 64 * c)), wasm_f32x4_splat(d1 * s1[g1])));
+        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(dot32(m0, m1, x1 + 64 * c + 32)), wasm_f32x4_splat(d2 * s1[g2])));
+        mins1 += n1 * s1[g1] * (float)u1[g1] + n2 * s1[g2] * (float)u1[g2];
+      }
     }
   }
-  return hsum(acc) - mins;
+  y[0] = hsum(acc0) - mins0;
+  if (R == 2) y[N] = hsum(acc1) - mins1;
+}
+
+/* Σ over 16 weights q × int16 x, times the sub-block's int8 scale, added to the i32 lanes of acc. */
+static inline v128_t scaled16(v128_t acc, v128_t q, const short *x, int sc) {
+  return wasm_i32x4_add(acc, wasm_i32x4_mul(dot16_i8i16(q, x), wasm_i32x4_splat(sc)));
 }
 
 /* Q6_K: per half h (128 weights): ql[64h + l], ql[64h + 32 + l] (low/high nibbles) and qh[32h + l] (2 bits
    each) give weights 128h + l, +32, +64, +96; int8 scale per 16 weights: group j's weights 16t + i use
    scales[8h + 2j + t]. */
-static float row_q6_k(const u8 *w, const short *x, const float *xs, int nb) {
+ROWS rows_q6_k(const u8 *w, const short *xa, const float *sa, int K, int G, int nb, int R, float *y, int N) {
   const v128_t m4 = wasm_i8x16_splat(0x0f), m2 = wasm_i8x16_splat(3), m30 = wasm_i8x16_splat(0x30), k32 = wasm_i8x16_splat(32);
-  v128_t acc = wasm_f32x4_splat(0);
-  for (int b = 0; b < nb; b++, w += 210, x += 256, xs += 8) {
+  v128_t acc0 = wasm_f32x4_splat(0), acc1 = acc0;
+  for (int b = 0; b < nb; b++, w += 210) {
     const float d = half_to_f32(rd16(w + 208));
     const signed char *sc = (const signed char *)(w + 192);
     for (int h = 0; h < 2; h++) {
       const u8 *ql = w + 64 * h, *qh = w + 128 + 32 * h;
-      const short *xh = x + 128 * h;
+      const short *x0 = xa + 256 * b + 128 * h, *x1 = x0 + K;
       const signed char *s = sc + 8 * h;
-      v128_t i0 = wasm_i32x4_splat(0), i1 = i0, i2 = i0, i3 = i0;
+      v128_t i0 = wasm_i32x4_splat(0), i1 = i0, i2 = i0, i3 = i0, j0 = i0, j1 = i0, j2 = i0, j3 = i0;
       for (int t = 0; t < 2; t++) {
         v128_t A = wasm_v128_load(ql + 16 * t), B = wasm_v128_load(ql + 32 + 16 * t), H = wasm_v128_load(qh + 16 * t);
         /* Shifts in 16-bit lanes, then masks: the bits that cross a byte boundary are masked off. */
@@ -117,19 +144,29 @@ static float row_q6_k(const u8 *w, const short *x, const float *xs, int nb) {
         v128_t q2 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(B, m4), wasm_v128_and(wasm_i16x8_shl(H, 2), m30)), k32);
         v128_t q3 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(nib_hi(A), m4), wasm_v128_and(H, m30)), k32);
         v128_t q4 = wasm_i8x16_sub(wasm_v128_or(wasm_v128_and(nib_hi(B), m4), wasm_v128_and(wasm_u16x8_shr(H, 2), m30)), k32);
-        i0 = wasm_i32x4_add(i0, wasm_i32x4_mul(dot16_i8i16(q1, xh + 16 * t), wasm_i32x4_splat(s[t])));
-        i1 = wasm_i32x4_add(i1, wasm_i32x4_mul(dot16_i8i16(q2, xh + 32 + 16 * t), wasm_i32x4_splat(s[2 + t])));
-        i2 = wasm_i32x4_add(i2, wasm_i32x4_mul(dot16_i8i16(q3, xh + 64 + 16 * t), wasm_i32x4_splat(s[4 + t])));
-        i3 = wasm_i32x4_add(i3, wasm_i32x4_mul(dot16_i8i16(q4, xh + 96 + 16 * t), wasm_i32x4_splat(s[6 + t])));
+        const int o = 16 * t;
+        i0 = scaled16(i0, q1, x0 + o, s[t]); i1 = scaled16(i1, q2, x0 + 32 + o, s[2 + t]);
+        i2 = scaled16(i2, q3, x0 + 64 + o, s[4 + t]); i3 = scaled16(i3, q4, x0 + 96 + o, s[6 + t]);
+        if (R == 2) {
+          j0 = scaled16(j0, q1, x1 + o, s[t]); j1 = scaled16(j1, q2, x1 + 32 + o, s[2 + t]);
+          j2 = scaled16(j2, q3, x1 + 64 + o, s[4 + t]); j3 = scaled16(j3, q4, x1 + 96 + o, s[6 + t]);
+        }
       }
-      const float *xg = xs + 4 * h;
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i0), wasm_f32x4_splat(d * xg[0])));
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i1), wasm_f32x4_splat(d * xg[1])));
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i2), wasm_f32x4_splat(d * xg[2])));
-      acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i3), wasm_f32x4_splat(d * xg[3])));
+      const float *g0 = sa + 8 * b + 4 * h, *g1 = g0 + G;
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i0), wasm_f32x4_splat(d * g0[0])));
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i1), wasm_f32x4_splat(d * g0[1])));
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i2), wasm_f32x4_splat(d * g0[2])));
+      acc0 = wasm_f32x4_add(acc0, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(i3), wasm_f32x4_splat(d * g0[3])));
+      if (R == 2) {
+        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(j0), wasm_f32x4_splat(d * g1[0])));
+        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(j1), wasm_f32x4_splat(d * g1[1])));
+        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(j2), wasm_f32x4_splat(d * g1[2])));
+        acc1 = wasm_f32x4_add(acc1, wasm_f32x4_mul(wasm_f32x4_convert_i32x4(j3), wasm_f32x4_splat(d * g1[3])));
+      }
     }
   }
-  return hsum(acc);
+  y[0] = hsum(acc0);
+  if (R == 2) y[N] = hsum(acc1);
 }
 
 /* ggml type ids (formats/gguf-blocks.ts GGML_TYPE). */
@@ -153,7 +190,7 @@ void gguf_quant_x(const float *x, short *xq, float *xs, int *xsum, int M, int K)
   }
 }
 
-/* Rows [n0, n1) of y [M, N] = x · Wᵀ for W [N, K] in GGUF blocks of ggml type `type` (rowBytes per row). */
+/* Rows [n0, n1) of y [M, N] = x · Wᵀ for W [N, K] in GGUF blocks of ggml type `type`: input rows two at a time. */
 EXPORT(matmul_gguf)
 void matmul_gguf(int type, const short *xq, const float *xs, const int *xsum, const u8 *w, float *y, int M, int N, int K, int n0, int n1) {
   const int G = K >> 5;
@@ -162,18 +199,19 @@ void matmul_gguf(int type, const short *xq, const float *xs, const int *xsum, co
   const long rowBytes = (long)nb * bb;
   for (int n = n0; n < n1; n++) {
     const u8 *wr = w + (long)n * rowBytes;
-    for (int m = 0; m < M; m++) {
+    for (int m = 0; m < M; m += 2) {
       const short *xa = xq + (long)m * K;
       const float *sa = xs + (long)m * G;
-      float v;
+      const int *ua = xsum + (long)m * G;
+      float *ya = y + (long)m * N + n;
+      const int two = m + 1 < M;
       switch (type) {
-        case GGML_Q8_0: v = row_q8_0(wr, xa, sa, nb); break;
-        case GGML_Q4_0: v = row_q4_0(wr, xa, sa, nb); break;
-        case GGML_Q4_K: v = row_qk45(wr, xa, sa, xsum + (long)m * G, nb, 0); break;
-        case GGML_Q5_K: v = row_qk45(wr, xa, sa, xsum + (long)m * G, nb, 1); break;
-        default: v = row_q6_k(wr, xa, sa, nb); break;
+        case GGML_Q8_0: if (two) rows_q8_0(wr, xa, sa, K, G, nb, 2, ya, N); else rows_q8_0(wr, xa, sa, K, G, nb, 1, ya, N); break;
+        case GGML_Q4_0: if (two) rows_q4_0(wr, xa, sa, K, G, nb, 2, ya, N); else rows_q4_0(wr, xa, sa, K, G, nb, 1, ya, N); break;
+        case GGML_Q4_K: if (two) rows_qk45(wr, xa, sa, ua, K, G, nb, 0, 2, ya, N); else rows_qk45(wr, xa, sa, ua, K, G, nb, 0, 1, ya, N); break;
+        case GGML_Q5_K: if (two) rows_qk45(wr, xa, sa, ua, K, G, nb, 1, 2, ya, N); else rows_qk45(wr, xa, sa, ua, K, G, nb, 1, 1, ya, N); break;
+        default: if (two) rows_q6_k(wr, xa, sa, K, G, nb, 2, ya, N); else rows_q6_k(wr, xa, sa, K, G, nb, 1, ya, N); break;
       }
-      y[(long)m * N + n] = v;
     }
   }
 }
