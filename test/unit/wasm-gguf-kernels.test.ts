@@ -36,6 +36,14 @@ function expectWithin(got: Float32Array, want: ArrayLike<number>, tol: (i: numbe
   }
 }
 
+/** How many blocks have an f16-subnormal d (the super-block scale). */
+function subnormalScales(type: 'Q5_K' | 'Q6_K', b: Uint8Array): number {
+  const bb = type === 'Q5_K' ? 176 : 210, at = type === 'Q5_K' ? 0 : 208;
+  let n = 0;
+  for (let o = 0; o < b.length; o += bb) if (((b[o + at + 1] >> 2) & 31) === 0 && (b[o + at] | (b[o + at + 1] & 3))) n++;
+  return n;
+}
+
 const BLOCK: Record<string, number> = { Q8_0: 32, Q4_0: 32, Q4_K: 256, Q5_K: 256, Q6_K: 256, F16: 8, BF16: 8 };
 const TYPES: DecodableType[] = ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K', 'F16', 'BF16'];
 
@@ -44,10 +52,11 @@ describe('WASM GGUF matmul vs the dequantising reference', () => {
     const b = BLOCK[type];
     const shapes: [number, number, number][] = [[1, 1, b], [1, 7, 2 * b], [2, 5, b], [3, 33, 3 * b], [5, 17, 2 * b], [1, 130, 4 * b], [4, 9, b]];
     let seed = 11;
-    for (const [M, N, K] of shapes) {
+    for (const [i, [M, N, K]] of shapes.entries()) {
       const mark = k.mark();
       try {
-        const w = rand(N * K, seed++, 0.5), x = rand(M * K, seed++);
+        // Every other shape with small weights: K-quant scales d then are f16 subnormals (decoded apart).
+        const w = rand(N * K, seed++, i % 2 ? 0.004 : 0.5), x = rand(M * K, seed++);
         const bytes = quantize(type, w);
         const ww = k.ggufWeight(type, [bytes], N, K, `${type} test weight`);
         // The blocks (or halves) are in the module's memory as they are in the file.
@@ -62,6 +71,7 @@ describe('WASM GGUF matmul vs the dequantising reference', () => {
         const want = ggufLinearRef(xr, type, bytes, M, N, K);
         const mag = magnitudes(xr, deq, M, N, K);
         const got = k.readF32(yp, M * N);
+        if (i === 1 && (type === 'Q5_K' || type === 'Q6_K')) expect(subnormalScales(type, bytes)).toBeGreaterThan(0);
         expectWithin(got, want, (i) => 1e-5 * (1 + mag[i]), `${type} [${M}, ${N}, ${K}]`);
         // Against f32 activations: the int16 rounding's cost.
         const exact = ggufLinearRef(x, type, bytes, M, N, K);
