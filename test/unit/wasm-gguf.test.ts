@@ -6,7 +6,9 @@
 //  - 'gguf' storage: logits within 1e-4 of max |logit| of the f32 storage (the bound the WebGPU 'gguf'
 //    storage is held to against its f32 storage, test/gpu/gguf-native.test.ts), for a prefill and decode
 //    steps; greedy generation gives the tokens of the CPU reference on the file (which the WebGPU path is
-//    checked against the same way); the weights take about the file's bytes, not 4× them.
+//    checked against the same way); the weights take about the file's bytes, not 4× them;
+//  - a file whose layer-2 up experts are Q4_0 beside Q8_0 gates (no one block type for that layer's fused
+//    gate|up): that layer's experts are f32, the rest blocks, within the same bound.
 import { describe, it, expect, vi, beforeAll } from 'vitest';
 import { join } from 'node:path';
 import { createEngine, type WebMoeEngine } from '../../src/engine/engine';
@@ -14,7 +16,9 @@ import { GpuUnavailableError } from '../../src/errors';
 import { memoryModel } from '../../src/loader/model-source';
 import { localModel } from '../../src/loader/node-source';
 import { openCheckpoint } from '../../src/model/checkpoint';
-import { checkpointToGguf, type GgufQuant } from '../../src/model/gguf-convert';
+import { checkpointToGguf, ggufTypeChooser, type GgufQuant } from '../../src/model/gguf-convert';
+import { deepseek2Gguf, deepseek2Metadata } from '../../src/model/gguf-deepseek2';
+import { writeGguf } from '../../src/formats/gguf-write';
 import { cpuEngine } from '../helpers/models';
 
 // Converting and loading the bundled model several times: seconds on a shared 2-core machine.
@@ -89,6 +93,22 @@ describe.each(['q8_0', 'q4_k_m'] as GgufQuant[])('a %s GGUF on the WASM engine',
     expect((await w.load(source(), { device: 'wasm', weights: 'q8' })).weightStorage).toBe('q8');
     await w.unload();
   });
+});
+
+it('a layer whose gate and up experts differ in type runs on f32 experts, the rest on blocks: within the same bound', async () => {
+  const ck = await openCheckpoint(localModel(MODEL));
+  const q8 = ggufTypeChooser(ck.config, 'q8_0');
+  const tensors = await deepseek2Gguf(ck.config, (n) => ck.readF32(n), ck.tensors, (name, ne) => (name === 'blk.2.ffn_up_exps.weight' ? 'Q4_0' : q8(name, ne)));
+  const file = writeGguf({ metadata: deepseek2Metadata(ck.config, { json: ck.tokenizerJson, config: ck.tokenizerConfig }), tensors });
+  await ck.close();
+  const source = () => memoryModel({ 'webmoe-tiny-mixed.gguf': file });
+  const w = wasmEngine();
+  await w.load(source(), { device: 'wasm', weights: 'f32' });
+  const host = await w.runner.logits(TOKS, true);
+  expect((await w.load(source(), { device: 'wasm' })).weightStorage).toBe('gguf');
+  const native = await w.runner.logits(TOKS, true);
+  expect(worst(native, host)).toBeLessThanOrEqual(1e-4 * maxAbs(host));
+  await w.unload();
 });
 
 it("weights 'gguf' on a checkpoint without GGUF blocks is an ArgumentError", async () => {
