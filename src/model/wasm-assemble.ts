@@ -5,7 +5,7 @@
  * is read.
  */
 import type { Checkpoint } from './checkpoint';
-import { WasmBackend } from './wasm-backend';
+import { WasmBackend, type WasmStorage } from './wasm-backend';
 import { WasmRunner } from './wasm-runner';
 import { buildWeights } from './load';
 import { describeModel, loadSparsity, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
@@ -22,15 +22,15 @@ const WASM32_BYTES = 4 * 2 ** 30;
 
 /**
  * The storage of linear weights on WASM. 'auto' is f32 on this engine as on a CPU fallback adapter
- * (docs/wasm.md has the f32 / f16 / q8 / q4 decode speeds); a GGUF in quantised blocks becomes q8 (the
- * WASM kernels decode weight-pack.ts formats, not GGUF blocks: they are dequantised at load).
+ * (docs/wasm.md has the f32 / f16 / q8 / q4 decode speeds); a GGUF in quantised blocks stays in them
+ * ('gguf': the WASM kernels of gguf.c read Q8_0, Q4_0, Q4_K, Q5_K and Q6_K blocks as stored).
  */
-export function wasmStorage(w: WeightStorage | undefined, ckpt: Checkpoint): WasmWeightFormat {
+export function wasmStorage(w: WeightStorage | undefined, ckpt: Checkpoint): WasmStorage {
   const s = w ?? 'auto';
   if (!['auto', 'f32', 'f16', 'bf16', 'q8', 'q4', 'gguf'].includes(s)) throw new ArgumentError(`weights must be auto, f32, f16, bf16, q8, q4 or gguf, got ${String(s)}`);
-  if (s === 'gguf') throw new ArgumentError(`weights 'gguf' keeps a GGUF file's blocks for the WebGPU kernels; the WASM engine takes auto, f32, f16, bf16, q8 or q4 (GGUF blocks are dequantised at load)`);
   const r = resolveStorage(s, ckpt.tensors.values(), { isFallbackAdapter: true });
-  return r === 'gguf' ? 'q8' : r;
+  if (r === 'gguf' && ![...ckpt.tensors.values()].some((t) => t.gguf)) throw new ArgumentError(`weights 'gguf' keeps a GGUF file's quantised blocks; this checkpoint has none (use auto, f32, f16, bf16, q8 or q4)`);
+  return r as WasmStorage;
 }
 
 export async function loadWasmModel(ckpt: Checkpoint, name: string, options: ModelLoadOptions & { threads?: number } = {}, kernels?: WasmKernels): Promise<WasmModel> {
@@ -46,7 +46,8 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   // router and norms is not separated out: an upper bound for f32, close for the rest) plus the cache.
   const params = parameterCounts(cfg).total;
   const kv = cfg.numLayers * contextLength * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
-  const estimate = params * BYTES_PER_VALUE[storage] + kv;
+  // 'gguf': the file's tensor bytes (blocks as stored; F32/F16 tensors counted as f32).
+  const estimate = (storage === 'gguf' ? [...ckpt.tensors.values()].reduce((a, t) => a + (t.gguf ? t.gguf.bytes : t.shape.reduce((x, d) => x * d, 1) * 4), 0) : params * BYTES_PER_VALUE[storage]) + kv;
   if (estimate > WASM32_BYTES) throw new LimitExceededError('wasm32 memory', Math.round(estimate), WASM32_BYTES, `${name} with ${storage} weights and a ${contextLength}-token cache (use q4 weights, a shorter context, or device webgpu)`);
   const { option: sp, stored } = await loadSparsity(ckpt, options.sparsity, name, log, options.signal);
   const format = sp?.format === '2:4' ? '2:4' as const : 'vnm' as const;
@@ -56,7 +57,9 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   let weights;
   const be = new WasmBackend(k, cfg, { storage: () => storage, sparsity }, contextLength);
   try {
-    weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option });
+    weights = await buildWeights(be, cfg, ckpt, { onProgress: options.onProgress, signal: options.signal, storedPattern: stored?.option, ggufBlocks: storage === 'gguf' && !sparsity });
+    // The MTP layers' own latent caches (self-speculative decoding: wasm-runner.ts).
+    for (const m of weights.mtp ?? []) be.addCacheLayer(m.layer);
   } catch (e) {
     if (!kernels) k.destroy();
     throw e;
@@ -67,6 +70,7 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
     expertStorage: cfg.nRoutedExperts === 0 ? 'none' : sparsity ? 'sparse f32' : storage,
     sparsity: sparsity ? `${sparsityLabel(sparsity)} (${sparsity.apply}${stored ? ', pre-pruned' : ''})` : 'dense',
     contextLength,
+    mtpLayers: weights.mtp?.length ?? 0,
   });
   const threads = `${k.threads} thread${k.threads === 1 ? '' : 's'}`;
   return { runner: new WasmRunner(be, cfg, weights, prefillChunk), description, device: `WebAssembly SIMD128 (${threads}${k.threadsNote ? `; ${k.threadsNote.replace(/^1 thread, /, '')}` : ''})` };

@@ -7,6 +7,8 @@
  * (begin) and frees its activations at the end (finish), and each layer's temporaries at endLayer.
  */
 import { UnsupportedError } from '../errors';
+import { dequantize, ggmlTypeByName, isDecodable, rowBytes } from '../formats/gguf-blocks';
+import type { GgufBlocks } from '../loader/checkpoint';
 import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
 import { routingOf, type ModelConfig } from './config';
 import { ropeInvFreq } from '../kernels/rope-params';
@@ -32,16 +34,25 @@ export interface WasmMoe {
   shared: WasmExpert | null;
 }
 
+/** A storage on WASM: a weight-pack.ts format, or 'gguf' (a GGUF tensor's blocks as in the file: kernels gguf.c). */
+export type WasmStorage = WasmWeightFormat | 'gguf';
+
 export interface WasmWeightPolicy {
-  /** Storage of the linear weights by role (the router, kv_b, norms and the embedding table stay f32). */
-  storage(role: MatrixRole | 'experts'): WasmWeightFormat;
+  /**
+   * Storage of the linear weights by role (the router, kv_b and norms stay f32; the embedding table f32,
+   * or its GGUF blocks under 'gguf'). 'gguf' keeps matrices that arrive as GGUF blocks as they are;
+   * matrices that arrive as f32 (F32 tensors of the file) stay f32.
+   */
+  storage(role: MatrixRole | 'experts'): WasmStorage;
   /** Structured sparsity at load (kept values f32): the matrices it applies to run on the sparse kernels. */
   sparsity?: (Required<Pick<SparsityOption, 'format' | 'v' | 'm' | 'apply'>> & { permute?: boolean }) | null;
 }
 
 export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
-  /** Tokens in the latent cache. */
+  /** Tokens in the latent cache (the main model's layers). */
   length = 0;
+  /** Rows in the MTP layers' caches (they trail the main cache: model/speculative.ts). */
+  mtpLength = 0;
   readonly capacity: number;
   /** Per layer: RMSNorm(c_KV) [capacity, kvLora] and roped k_pe [capacity, rope], f32. */
   private latent: number[] = [];
@@ -66,8 +77,16 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     }
   }
 
-  /** Bytes of the latent cache as allocated (every layer, the full capacity). */
-  get kvBytes(): number { return this.cfg.numLayers * this.capacity * (this.cfg.kvLoraRank + this.cfg.qkRopeHeadDim) * 4; }
+  /** Bytes of the latent cache as allocated (every layer, MTP layers included, the full capacity). */
+  get kvBytes(): number { return this.latent.filter((p) => p !== undefined).length * this.capacity * (this.cfg.kvLoraRank + this.cfg.qkRopeHeadDim) * 4; }
+
+  /** A latent cache for an MTP layer (index ≥ numLayers), taken at load (no forward pass open). */
+  addCacheLayer(layer: number): void {
+    if (this.forwardMark >= 0) throw new Error('WasmBackend.addCacheLayer: a forward pass is open');
+    if (layer < this.cfg.numLayers || this.latent[layer] !== undefined) return;
+    this.latent[layer] = this.k.alloc(this.capacity * this.cfg.kvLoraRank * 4, 'the MTP layer\'s latent cache');
+    this.pe[layer] = this.k.alloc(this.capacity * this.cfg.qkRopeHeadDim * 4, 'the MTP layer\'s latent cache');
+  }
 
   /** Opens a forward pass: its activations are freed by finish(). */
   begin(): void {
@@ -87,8 +106,15 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     return { ptr: this.k.alloc(Math.max(1, rows * cols) * 4), rows, cols };
   }
 
-  private store(name: string, data: Float32Array, N: number, K: number, format: WasmWeightFormat): WasmWeight {
-    const w = this.k.weight(data, N, K, format, `weight '${name}'`);
+  private store(name: string, data: Float32Array, N: number, K: number, format: WasmStorage): WasmWeight {
+    const w = this.k.weight(data, N, K, format === 'gguf' ? 'f32' : format, `weight '${name}'`);
+    this.weightBytes += w.bytes;
+    return w;
+  }
+
+  /** GGUF blocks (pieces of one type, row-major, concatenated) as the kernels read them. */
+  private storeGguf(name: string, type: string, parts: Uint8Array[], N: number, K: number): WasmWeight {
+    const w = this.k.ggufWeight(type, parts, N, K, `weight '${name}'`);
     this.weightBytes += w.bytes;
     return w;
   }
@@ -102,7 +128,9 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     if (role === 'kv_b') return this.store(name, hostMatrixToF32(m), m.N, m.K, 'f32');
     const sp = this.policy.sparsity;
     if (sp && isSparsityTarget(name, sp.apply)) return this.sparse(name, hostMatrixToF32(m), m.N, m.K);
-    return this.store(name, hostMatrixToF32(m), m.N, m.K, this.policy.storage(role));
+    const s = this.policy.storage(role);
+    if (s === 'gguf' && m.gguf) return this.storeGguf(name, m.gguf.type, [m.gguf.bytes], m.N, m.K);
+    return this.store(name, hostMatrixToF32(m), m.N, m.K, s);
   }
 
   private sparse(name: string, data: Float32Array, N: number, K: number): WasmWeight {
@@ -111,8 +139,14 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     return w;
   }
 
-  /** The table stays f32: embed() copies rows of it (and a tied head reads it as an f32 matrix). */
-  embedding(name: string, m: HostMatrix): WasmWeight { return this.store(name, hostMatrixToF32(m), m.N, m.K, 'f32'); }
+  /**
+   * The table stays f32 (embed() copies rows of it; a tied head reads it as a matrix), or under 'gguf'
+   * its blocks as in the file (embed() decodes the rows it gathers; a tied head runs the GGUF kernel).
+   */
+  embedding(name: string, m: HostMatrix): WasmWeight {
+    if (m.gguf && this.policy.storage('lm_head') === 'gguf') return this.storeGguf(name, m.gguf.type, [m.gguf.bytes], m.N, m.K);
+    return this.store(name, hostMatrixToF32(m), m.N, m.K, 'f32');
+  }
 
   moe(layer: number, p: HostMoe): WasmMoe {
     const D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts;
@@ -120,7 +154,7 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     const sp = this.policy.sparsity;
     const sparseRouted = !!sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply);
     const sparseShared = !!sp && isSparsityTarget(tensorName('shared_gate', layer), sp.apply);
-    const fused = (label: string, gate: Float32Array, up: Float32Array, down: Float32Array, Iw: number, f: WasmWeightFormat, sparse: boolean): WasmExpert => {
+    const fused = (label: string, gate: Float32Array, up: Float32Array, down: Float32Array, Iw: number, f: WasmStorage, sparse: boolean): WasmExpert => {
       const gu = new Float32Array(2 * Iw * D);
       gu.set(gate.subarray(0, Iw * D));
       gu.set(up.subarray(0, Iw * D), Iw * D);
@@ -128,6 +162,27 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
       if (sparse) return { gateUp: this.sparse(`${label}.gate_up`, gu, 2 * Iw, D), down: this.sparse(`${label}.down`, down, D, Iw) };
       return { gateUp: this.store(`${label}.gate_up`, gu, 2 * Iw, D, f), down: this.store(`${label}.down`, down, D, Iw, f) };
     };
+    // GGUF routed experts under 'gguf': each expert's gate and up blocks one [2I, D] matrix, down its own
+    // (the bytes of the file's stacked tensors, one expert's slice each).
+    if (p.ggufExperts && fmt === 'gguf' && !sparseRouted) {
+      const ge = p.ggufExperts;
+      if (ge.gate.length !== E) throw new Error(`WasmBackend.moe: layer ${layer} has ${ge.gate.length} routed experts, config says ${E}`);
+      const blocks = (label: string, g: GgufBlocks, u: GgufBlocks, d: GgufBlocks, Iw: number): WasmExpert => ({
+        gateUp: g.type === u.type ? this.storeGguf(`${label}.gate_up`, g.type, [g.bytes, u.bytes], 2 * Iw, D) : this.store(`${label}.gate_up`, concatF32(hostMatrixToF32({ N: Iw, K: D, gguf: g }), hostMatrixToF32({ N: Iw, K: D, gguf: u })), 2 * Iw, D, 'f32'),
+        down: this.storeGguf(`${label}.down`, d.type, [d.bytes], D, Iw),
+      });
+      const experts = ge.gate.map((g, e) => blocks(`layers.${layer}.experts.${e}`, g, ge.up[e], ge.down[e], I));
+      const Is = I * this.cfg.nSharedExperts;
+      let shared: WasmExpert | null = null;
+      if (p.ggufShared && !sparseShared) shared = blocks(`layers.${layer}.shared`, p.ggufShared.gate, p.ggufShared.up, p.ggufShared.down, Is);
+      else if (p.shared || p.ggufShared) {
+        const sh = p.shared ?? { gate: hostMatrixToF32({ N: Is, K: D, gguf: p.ggufShared!.gate }), up: hostMatrixToF32({ N: Is, K: D, gguf: p.ggufShared!.up }), down: hostMatrixToF32({ N: D, K: Is, gguf: p.ggufShared!.down }) };
+        shared = sparseShared
+          ? { gate: this.sparse(tensorName('shared_gate', layer), sh.gate, Is, D), up: this.sparse(tensorName('shared_up', layer), sh.up, Is, D), down: this.sparse(tensorName('shared_down', layer), sh.down, D, Is) }
+          : fused(`layers.${layer}.shared`, sh.gate, sh.up, sh.down, Is, 'f32', false);
+      }
+      return this.router(layer, p, experts, shared);
+    }
     let routed = p.experts;
     if (p.ggufExperts) {
       const ge = p.ggufExperts;
@@ -151,7 +206,11 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
         down: this.sparse(tensorName('shared_down', layer), sh.down, D, Is),
       };
     } else if (sh) shared = fused(`layers.${layer}.shared`, sh.gate, sh.up, sh.down, Is, this.policy.storage('shared'), false);
-    const gate = this.store(`layers.${layer}.gate`, p.gate, E, D, 'f32');
+    return this.router(layer, p, experts, shared);
+  }
+
+  private router(layer: number, p: HostMoe, experts: WasmExpert[], shared: WasmExpert | null): WasmMoe {
+    const gate = this.store(`layers.${layer}.gate`, p.gate, this.cfg.nRoutedExperts, this.cfg.hiddenSize, 'f32');
     const bias = p.bias ? this.k.putF32(p.bias, 'the router bias') : 0;
     if (p.bias) this.weightBytes += p.bias.length * 4;
     return { gate, bias, experts, shared };
@@ -162,10 +221,14 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
   embed(table: WasmWeight, tokens: ArrayLike<number>, D: number): WasmTensor {
     const out = this.temp(tokens.length, D);
     const f = this.k.f32, base = table.ptr >> 2, o = out.ptr >> 2;
+    // A GGUF table (blocks, or F16/BF16 rows) is decoded row by row as ggml decodes it.
+    const type = table.format === 'gguf' ? table.ggufType! : table.format === 'f16' ? 'F16' : table.format === 'bf16' ? 'BF16' : null;
+    const rb = type && isDecodable(type) ? rowBytes(ggmlTypeByName(type)!, D) : 0;
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i];
       if (!(t >= 0 && t < table.N)) throw new RangeError(`token id ${t} is outside the vocabulary [0, ${table.N})`);
-      f.copyWithin(o + i * D, base + t * D, base + (t + 1) * D);
+      if (type && isDecodable(type)) f.set(dequantize(type, this.k.u8.subarray(table.ptr + t * rb, table.ptr + (t + 1) * rb), D), o + i * D);
+      else f.copyWithin(o + i * D, base + t * D, base + (t + 1) * D);
     }
     this.layerMark = this.k.heapBytes;
     return out;
@@ -199,7 +262,9 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
 
   mla(layer: number, q: WasmTensor, kvA: WasmTensor, kvB: WasmWeight, d: MlaShape, past: number, scale: number): WasmTensor {
     const S = q.rows, r = d.kvLora, rope = d.qkRope;
-    if (past !== this.length) throw new Error(`WasmBackend.mla: the cache holds ${this.length} tokens, the forward expects ${past}`);
+    const held = layer < this.cfg.numLayers ? this.length : this.mtpLength;
+    if (this.latent[layer] === undefined) throw new Error(`WasmBackend.mla: layer ${layer} has no latent cache (addCacheLayer)`);
+    if (past !== held) throw new Error(`WasmBackend.mla: layer ${layer}'s cache holds ${held} tokens, the forward expects ${past}`);
     if (past + S > this.capacity) throw new RangeError(`mla: ${past + S} tokens exceed the context (${this.capacity})`);
     // Append the new rows' latent and k_pe to the cache.
     const f = this.k.f32, lat = this.latent[layer] >> 2, pe = this.pe[layer] >> 2, src = kvA.ptr >> 2;
@@ -296,3 +361,10 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
 }
 
 const notOnWasm = (what: string) => new UnsupportedError(`the WASM engine has no ${what} yet: it runs DeepSeek-architecture models; use device 'webgpu'`);
+
+function concatF32(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

@@ -5,14 +5,21 @@
  *    engine in f32 / f16 / q8 / q4 storage and of WebGPU in f32 (on a CPU fallback adapter the WebGPU row
  *    is WGSL on SwiftShader: the comparison device 'auto' decides on), on 1 thread and on the worker
  *    pool's default where this realm has SharedArrayBuffer;
- *  - GEMV and small-batch matmul on the WASM kernels: dense f32 / f16 / q8 / q4 against 2:4 and 64:2:8
- *    sparse (f32 kept values) at DeepSeek-V2-Lite expert shapes and the bundled model's, each sparse row
- *    with `speedup` = dense f32 ms / sparse ms of the same shape.
+ *    the bundled model's GGUF Q8_0 and Q4_K_M files (written in-process by model/gguf-convert.ts) on WASM
+ *    with their blocks kept as stored (kernels/wasm/gguf.c), and MTP self-speculative decoding off and on
+ *    (WASM f32 and q8, with the drafts' acceptance);
+ *  - GEMV and small-batch matmul on the WASM kernels: dense f32 / f16 / q8 / q4, the GGUF block formats
+ *    (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K: K-quants where K is a multiple of 256) against 2:4 and 64:2:8
+ *    sparse (f32 kept values) at DeepSeek-V2-Lite expert shapes and the bundled model's, each row with
+ *    `speedup` = dense f32 ms / its ms of the same shape and the bytes per weight as stored.
  * Every kernel is checked against the CPU reference on a ragged shape before it is timed.
  */
 import type { BenchContext, BenchSuite } from '../types';
 import { createEngine, type WebMoeEngine } from '../../engine/engine';
-import { urlModel } from '../../loader/model-source';
+import { memoryModel, urlModel, type ModelSource } from '../../loader/model-source';
+import { checkpointToGguf } from '../../model/gguf-convert';
+import { quantize, type DecodableType } from '../../formats/gguf-blocks';
+import { ggufLinearRef } from '../../kernels/gguf-linear.ref';
 import { openCheckpoint } from '../../model/checkpoint';
 import { parameterCounts } from '../../model/assemble';
 import { WasmKernels, type WasmWeight, type WasmWeightFormat } from '../../kernels/wasm/kernels';
@@ -44,29 +51,42 @@ function timeMs(fn: () => void, iters: number, warmup = 3, minMs = 2): { median:
   return { median: samples[Math.floor(samples.length / 2)], min: samples[0] };
 }
 
-type Variant = { label: string; dense?: WasmWeightFormat; sparse?: { format: '2:4' } | { format: 'vnm'; v: number; m: number } };
+type Variant = { label: string; dense?: WasmWeightFormat; gguf?: DecodableType; sparse?: { format: '2:4' } | { format: 'vnm'; v: number; m: number } };
 const VARIANTS: Variant[] = [
   { label: 'dense f32', dense: 'f32' }, { label: 'dense f16', dense: 'f16' }, { label: 'dense q8', dense: 'q8' }, { label: 'dense q4', dense: 'q4' },
+  ...(['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'] as const).map((t) => ({ label: `GGUF ${t}`, gguf: t })),
   { label: '2:4 f32', sparse: { format: '2:4' } }, { label: '64:2:8 f32', sparse: { format: 'vnm', v: 64, m: 8 } },
 ];
 
+/** GGUF block types need K a multiple of their block (32, or 256 for the K-quants). */
+const fits = (v: Variant, K: number) => !v.gguf || K % (v.gguf.endsWith('_K') ? 256 : 32) === 0;
+
+/** GGUF blocks per (type, matrix): quantising a V2-Lite-sized matrix to a K-quant takes seconds in JavaScript. */
+const ggufBlocks = new Map<string, Uint8Array>();
+
 function store(k: WasmKernels, v: Variant, w: Float32Array, N: number, K: number): WasmWeight {
+  if (v.gguf) {
+    const key = `${v.gguf} ${N}×${K} ${w[0]}`;
+    if (!ggufBlocks.has(key)) ggufBlocks.set(key, quantize(v.gguf, w));
+    return k.ggufWeight(v.gguf, [ggufBlocks.get(key)!], N, K);
+  }
   return v.dense ? k.weight(w, N, K, v.dense) : k.sparseWeight(prunePacked(w, N, K, v.sparse!).packed);
 }
 
 /** Refuses to time a kernel that computes the wrong thing: a ragged shape per variant against the CPU reference. */
 function selfCheck(k: WasmKernels) {
-  const N = 70, K = 45, M = 3;
-  const w = randomUniform(N * K, 3), x = randomUniform(M * K, 4);
+  const N = 70, M = 3;
   for (const v of VARIANTS) {
+    const K = v.gguf ? 256 : 45;
+    const w = randomUniform(N * K, 3), x = randomUniform(M * K, 4);
     const mark = k.mark();
     const ww = store(k, v, w, N, K);
     const xp = k.putF32(x), yp = k.alloc(M * N * 4);
     k.matmul(xp, ww, yp, M);
     const got = k.readF32(yp, M * N);
     // q8/q4 multiply int16 activations: the reference takes x through the same rounding.
-    const xr = v.dense === 'q8' || v.dense === 'q4' ? quantizeActivationsI16Ref(x, M, K) : x;
-    const ref = v.dense ? matmulRef(xr, v.dense === 'f32' ? w : dequantizeRef(packWeight(w, N, K, v.dense)), M, N, K) : sparseMatmulRef(x, prunePacked(w, N, K, v.sparse!).packed, M);
+    const xr = v.dense === 'q8' || v.dense === 'q4' || v.gguf ? quantizeActivationsI16Ref(x, M, K) : x;
+    const ref = v.gguf ? ggufLinearRef(xr, v.gguf, quantize(v.gguf, w), M, N, K) : v.dense ? matmulRef(xr, v.dense === 'f32' ? w : dequantizeRef(packWeight(w, N, K, v.dense)), M, N, K) : sparseMatmulRef(x, prunePacked(w, N, K, v.sparse!).packed, M);
     const bad = ref.findIndex((r, i) => !(Math.abs(got[i] - r) <= 1e-4 + 1e-4 * Math.abs(r)));
     k.release(mark);
     if (bad >= 0) throw new Error(`wasm ${v.label}: output ${bad} is ${got[bad]}, reference ${ref[bad]}`);
@@ -96,17 +116,19 @@ async function kernels(ctx: BenchContext) {
         const w = randomUniform(N * K, 2, -0.05, 0.05), x = randomUniform(M * K, 1);
         let denseMs = 0, denseMin = 0;
         for (const v of VARIANTS) {
+          if (!fits(v, K)) continue;
           ctx.progress(`wasm: ${v.label} ${M}×${K} · ${K}×${N}, ${threads} thread(s)`);
           const mark = k.mark();
           const ww = store(k, v, w, N, K);
           const xp = k.putF32(x), yp = k.alloc(M * N * 4);
           const { median: ms, min } = timeMs(() => k.matmul(xp, ww, yp, M), ctx.quick ? 5 : 15);
+          const bytes = ww.bytes;
           k.release(mark);
           if (v.label === 'dense f32') { denseMs = ms; denseMin = min; }
           ctx.result({
             suite: 'wasm', name: M === 1 ? 'wasm gemv' : 'wasm matmul', variant: `${v.label}, ${threads} thread${threads > 1 ? 's' : ''}`, shape: `${M}×${K} · ${K}×${N} (${s.what})`,
-            medianMs: ms, flops: 2 * M * N * (v.sparse ? K / 2 : K), bytes: ww.bytes + 4 * (M * K + M * N),
-            extra: { speedupVsDenseF32: +(denseMs / ms).toFixed(2), minMs: +min.toFixed(4), minSpeedupVsDenseF32: +(denseMin / min).toFixed(2) },
+            medianMs: ms, flops: 2 * M * N * (v.sparse ? K / 2 : K), bytes: bytes + 4 * (M * K + M * N),
+            extra: { speedupVsDenseF32: +(denseMs / ms).toFixed(2), minMs: +min.toFixed(4), minSpeedupVsDenseF32: +(denseMin / min).toFixed(2), bytesPerWeight: +(bytes / (N * K)).toFixed(4) },
           });
         }
       }
@@ -122,17 +144,29 @@ async function endToEnd(ctx: BenchContext) {
   const url = new URL('/models/webmoe-tiny/', ctx.baseUrl).href;
   const ck = await openCheckpoint(urlModel(url, { cache: false }));
   const cfg = ck.config;
+  // The bundled model as GGUF files (the converter's Q8_0 and Q4_K_M), kept in memory.
+  const ggufFiles: Record<string, Uint8Array> = {};
+  if (!ctx.quick) {
+    ctx.progress('wasm: writing the bundled model as GGUF Q8_0 and Q4_K_M');
+    for (const q of ['q8_0', 'q4_k_m'] as const) ggufFiles[q] = (await checkpointToGguf(ck, q)).file;
+  }
   await ck.close();
   const params = parameterCounts(cfg).total;
   const promptTokens = ctx.quick ? 16 : 48, decodeTokens = ctx.quick ? 16 : 64, rounds = ctx.quick ? 1 : 3;
   const adapter = [ctx.gpu.adapter.vendor, ctx.gpu.adapter.architecture].filter(Boolean).join(' ') || 'this adapter';
   const nt = await threadCounts();
-  const runs = [
+  type Run = { name: string; device: 'wasm' | 'webgpu'; weights: 'f32' | 'f16' | 'q8' | 'q4' | 'auto'; threads: number; source?: () => ModelSource; speculative?: 'mtp' };
+  const runs: Run[] = [
     // Quick: f32 only (the 'auto' storage on WASM).
     ...(ctx.quick ? ['f32'] as const : ['f32', 'f16', 'q8', 'q4'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, 1 thread`, device: 'wasm' as const, weights: w, threads: 1 })),
+    // GGUF files with their blocks kept ('auto' = 'gguf' on WASM).
+    ...Object.entries(ggufFiles).map(([q, f]) => ({ name: `webmoe-tiny GGUF ${q.toUpperCase()} WASM (blocks), 1 thread`, device: 'wasm' as const, weights: 'auto' as const, threads: 1, source: () => memoryModel({ [`webmoe-tiny-${q}.gguf`]: f }) })),
+    // MTP self-speculative decoding (the plain rows above are its 'off').
+    ...(ctx.quick ? [] : ['f32', 'q8'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, 1 thread, speculative mtp`, device: 'wasm' as const, weights: w, threads: 1, speculative: 'mtp' as const })),
     ...nt.slice(1).flatMap((t) => (ctx.quick ? ['f32'] as const : ['f32', 'q8'] as const).map((w) => ({ name: `webmoe-tiny WASM ${w}, ${t} threads`, device: 'wasm' as const, weights: w, threads: t }))),
     { name: `webmoe-tiny WebGPU f32 (${adapter}${ctx.gpu.adapter.isFallbackAdapter ? ', CPU fallback' : ''})`, device: 'webgpu' as const, weights: 'f32' as const, threads: 1 },
   ];
+  const spec = runs.map(() => ({ drafted: 0, accepted: 0 }));
   const prompt = 'Once upon a time, there was a little girl who loved to play in the park with her friends. '.repeat(4).slice(0, promptTokens);
   const samples = runs.map(() => [] as { prefill: number; decode: number; ttft: number; bpw: number }[]);
   const engine: WebMoeEngine = createEngine({}, { acquire: async () => ctx.gpu, resolve: () => urlModel(url, { cache: false }) });
@@ -140,14 +174,16 @@ async function endToEnd(ctx: BenchContext) {
     for (let round = 0; round < rounds; round++) {
       for (const [i, r] of runs.entries()) {
         ctx.progress(`wasm: round ${round + 1}/${rounds}: ${r.name}`);
-        await engine.load(urlModel(url, { cache: false }), { device: r.device, weights: r.weights, threads: r.threads, contextLength: Math.min(cfg.maxPositionEmbeddings, 256) });
-        const warm = engine.generate(prompt, { temperature: 0, maxTokens: 4, stopAtEos: false });
+        await engine.load(r.source ? r.source() : urlModel(url, { cache: false }), { device: r.device, weights: r.weights, threads: r.threads, contextLength: Math.min(cfg.maxPositionEmbeddings, 256) });
+        const speculative = r.speculative ?? 'off';
+        const warm = engine.generate(prompt, { temperature: 0, maxTokens: 4, stopAtEos: false, speculative });
         for await (const _ of warm) void _;
         // Forget the warm-up's cache: the timed prompt is prefilled whole (no prefix reuse).
         await engine.withRunner(async (runner) => runner.truncate(0));
-        const it = engine.generate(prompt, { temperature: 0, maxTokens: decodeTokens, stopAtEos: false });
+        const it = engine.generate(prompt, { temperature: 0, maxTokens: decodeTokens, stopAtEos: false, speculative });
         let res;
         for (;;) { res = await it.next(); if (res.done) break; }
+        if (r.speculative) { spec[i].drafted += res.value.speculation!.drafted; spec[i].accepted += res.value.speculation!.accepted; }
         samples[i].push({ prefill: res.value.prefillTokPerS, decode: res.value.decodeTokPerS, ttft: res.value.timeToFirstTokenMs, bpw: engine.runner.memory().weightBytes / params });
       }
     }
@@ -157,6 +193,15 @@ async function endToEnd(ctx: BenchContext) {
   const median = (v: number[]) => { const a = [...v].sort((x, y) => x - y); return a[Math.floor(a.length / 2)]; };
   runs.forEach((r, i) => {
     const s = samples[i];
+    if (r.speculative) {
+      const off = runs.findIndex((o) => !o.speculative && !o.source && o.device === r.device && o.weights === r.weights && o.threads === r.threads);
+      const on = median(s.map((x) => x.decode)), plain = off >= 0 ? median(samples[off].map((x) => x.decode)) : NaN;
+      ctx.result({
+        suite: 'wasm', name: 'wasm speculative decode (bundled model, greedy)', variant: `${r.weights}, ${r.threads} thread${r.threads > 1 ? 's' : ''}: mtp vs off`, shape: `${decodeTokens} tokens`,
+        medianMs: 1000 / on, bytes: 0, flops: 0,
+        extra: { decodeTokPerS_off: +plain.toFixed(1), decodeTokPerS_mtp: +on.toFixed(1), speedRatio: +(on / plain).toFixed(3), drafted: spec[i].drafted, accepted: spec[i].accepted, acceptanceRate: +(spec[i].accepted / Math.max(1, spec[i].drafted)).toFixed(3) },
+      });
+    }
     const cached = promptTokens + decodeTokens / 2;
     ctx.e2e({
       model: rounds > 1 ? `${r.name} (median of ${rounds})` : r.name,

@@ -635,3 +635,7 @@ void vnm_matmul(const float *xp, const float *values, const u8 *pidx, const u8 *
     }
   }
 }
+
+/* ------------------------------------------------------------------------------------ GGUF blocks */
+
+#include "gguf.c"

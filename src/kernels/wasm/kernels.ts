@@ -11,6 +11,7 @@ import { CONTROL_BYTES, KernelPool, defaultThreads, threadsAvailable } from './p
 import { ArgumentError, LimitExceededError, ShapeError } from '../../errors';
 import { packWeight, scaleAt } from '../weight-pack';
 import type { SparsePacked } from '../../sparse/formats';
+import { DECODABLE, GGML_TYPE, dequantize, ggmlTypeByName, isDecodable, rowBytes } from '../../formats/gguf-blocks';
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -35,6 +36,8 @@ interface Exports {
   sparse24_matmul(xp: number, values: number, pidx: number, y: number, tab: number, M: number, N: number, G: number, n0: number, n1: number): void;
   vnm_matmul(xp: number, values: number, pidx: number, cols: number, y: number, scratch: number, M: number, N: number, G: number, V: number, Mw: number, n0: number, n1: number): void;
   moe_route(logits: number, bias: number, T: number, E: number, K: number, nGroup: number, topkGroup: number, scoring: number, norm: number, scaling: number, ids: number, weights: number, scratch: number): void;
+  gguf_quant_x(x: number, xq: number, xs: number, xsum: number, M: number, K: number): void;
+  matmul_gguf(type: number, xq: number, xs: number, xsum: number, w: number, y: number, M: number, N: number, K: number, n0: number, n1: number): void;
 }
 
 const compiled = new Map<boolean, Promise<WebAssembly.Module>>();
@@ -58,7 +61,7 @@ export function kernelsModule(threaded = false): Promise<WebAssembly.Module> {
 }
 
 /** The exports the worker pool runs (pool.ts: by index into this list). */
-const POOL_KERNELS = ['matmul_f32', 'matmul_f16', 'matmul_bf16', 'matmul_q8', 'matmul_q4', 'sparse24_matmul', 'vnm_matmul', 'mla_attention', 'matmul_q8x16', 'matmul_q4x16'] as const;
+const POOL_KERNELS = ['matmul_f32', 'matmul_f16', 'matmul_bf16', 'matmul_q8', 'matmul_q4', 'sparse24_matmul', 'vnm_matmul', 'mla_attention', 'matmul_q8x16', 'matmul_q4x16', 'matmul_gguf'] as const;
 /** Multiply-adds below which a call stays on the calling thread (waking the pool costs more). */
 const POOL_MIN_WORK = 1 << 15;
 
@@ -84,9 +87,18 @@ export interface WasmSparse {
   cols: number;
 }
 
-/** A linear weight [N, K] in the module's memory (layouts: weight-pack.ts; q8/q4 scales widened to f32; sparse: src/sparse/formats.ts). */
+/** GGUF block types the WASM kernels read as they are in the file (gguf.c). */
+export const WASM_GGUF_BLOCKS = ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
+export type WasmGgufBlockType = (typeof WASM_GGUF_BLOCKS)[number];
+
+/**
+ * A linear weight [N, K] in the module's memory (layouts: weight-pack.ts; q8/q4 scales widened to f32;
+ * sparse: src/sparse/formats.ts; 'gguf': a GGUF tensor's blocks, byte for byte, rows of K/blockSize blocks).
+ */
 export interface WasmWeight {
-  format: WasmWeightFormat | '2:4' | 'vnm';
+  format: WasmWeightFormat | '2:4' | 'vnm' | 'gguf';
+  /** format 'gguf': the ggml block type. */
+  ggufType?: WasmGgufBlockType;
   sparse?: WasmSparse;
   N: number;
   K: number;
@@ -246,6 +258,32 @@ export class WasmKernels {
   }
 
   /**
+   * Stores a GGUF tensor [N, K] as the kernels read it: quantised blocks byte for byte (`parts`: row-major
+   * pieces concatenated, e.g. an expert's gate and up tensors as one [2I, K] matrix, all of one type);
+   * F16/BF16 rows as the 16-bit kernels' rows when K is a multiple of 8 (the same bytes); F32 as f32.
+   * Anything else (a type the kernels do not read, or a 16-bit K not a multiple of 8) is dequantised to f32.
+   */
+  ggufWeight(type: string, parts: Uint8Array[], N: number, K: number, what = 'a weight'): WasmWeight {
+    if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw new ShapeError(`${what}: weight shape must be positive integers, got [${N}, ${K}]`);
+    const info = ggmlTypeByName(type);
+    if (!info || !isDecodable(type)) throw new ArgumentError(`${what}: GGUF type ${type} cannot be read by the WASM engine (it reads ${DECODABLE.join(', ')})`);
+    const bytes = parts.reduce((a, p) => a + p.length, 0);
+    if (K % info.blockSize || bytes !== rowBytes(info, K) * N) throw new ShapeError(`${what}: ${bytes} bytes of ${type} for [${N}, ${K}] (needs ${K % info.blockSize ? `K a multiple of ${info.blockSize}` : rowBytes(info, K) * N})`);
+    const put = (): number => {
+      const ptr = this.alloc(bytes, what);
+      let at = ptr;
+      for (const p of parts) { this.u8.set(p, at); at += p.length; }
+      return ptr;
+    };
+    const blocks = (WASM_GGUF_BLOCKS as readonly string[]).includes(type);
+    const half = (type === 'F16' || type === 'BF16') && K % 8 === 0 && (type === 'BF16' || parts.every(finiteF16));
+    if (blocks) return { format: 'gguf', ggufType: type as WasmGgufBlockType, N, K, Kp: K, ptr: put(), scales: 0, groupSize: info.blockSize, scaleCols: 0, bytes };
+    if (half) return { format: type === 'F16' ? 'f16' : 'bf16', N, K, Kp: K, ptr: put(), scales: 0, groupSize: 0, scaleCols: 0, bytes };
+    const joined = parts.length === 1 ? parts[0] : concatBytes(parts, bytes);
+    return this.weight(dequantize(type, joined, N * K), N, K, 'f32', what);
+  }
+
+  /**
    * Stores a structured-sparse weight with f32 kept values: the per-group 2-bit code pairs become one
    * pair index byte each (the kernels' inner loop then decodes nothing).
    */
@@ -277,6 +315,14 @@ export class WasmKernels {
     if (w.format === 'f32') { this.par('matmul_f32', [x, w.ptr, y, M, w.N, w.K, n0, n1], 6, work, 4); return; }
     const m = this.mark();
     try {
+      // GGUF blocks against int16 activations per group of 32 (gguf.c; why not llama.cpp's int8: there).
+      if (w.format === 'gguf') {
+        const G = w.K / 32;
+        const xq = this.alloc(M * w.K * 2), xs = this.alloc(M * G * 4), xsum = this.alloc(M * G * 4);
+        this.e.gguf_quant_x(x, xq, xs, xsum, M, w.K);
+        this.par('matmul_gguf', [GGML_TYPE[w.ggufType!], xq, xs, xsum, w.ptr, y, M, w.N, w.K, n0, n1], 9, work);
+        return;
+      }
       // q8/q4 in groups of 32: against int16 activations (kernels.c quant_x16; reference quant-x16.ref.ts).
       if ((w.format === 'q8' || w.format === 'q4') && w.groupSize === 32) {
         const G = Math.ceil(w.Kp / 32);
@@ -375,5 +421,18 @@ const PAIR_INDEX = Int8Array.from({ length: 16 }, (_, code) => {
   const pairs = [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]];
   return pairs.findIndex(([x, y]) => x === a && y === b);
 });
+
+/** No f16 infinity or NaN (exponent 31) in these little-endian halves: the 16-bit kernel does not decode them. */
+function finiteF16(b: Uint8Array): boolean {
+  for (let i = 1; i < b.length; i += 2) if ((b[i] & 0x7c) === 0x7c) return false;
+  return true;
+}
+
+function concatBytes(parts: Uint8Array[], n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
 
 function align(v: number, a: number): number { return Math.ceil(v / a) * a; }
