@@ -54,7 +54,9 @@ test('the benchmark page finishes its quick mode and exports well-formed JSON', 
   }
   // Peers for every kernel family: matmul, int4 / int8 GEMV, attention (prefill, decode), MoE.
   const ops = new Set(report.peers.map((p: { op: string }) => p.op));
-  for (const op of ['MatMul f32', 'MatMulNBits int4 b32', 'MatMulNBits int8 b32', 'MultiHeadAttention causal', 'GroupQueryAttention', 'MoE SwiGLU', 'MoE dense expert graph', 'whole model, GGUF Q8_0, greedy']) expect(ops.has(op), `no ${op} peer row`).toBe(true);
+  for (const op of ['MatMul f32', 'MatMulNBits int4 b32', 'MatMulNBits int8 b32', 'MultiHeadAttention causal', 'GroupQueryAttention', 'MoE SwiGLU', 'MoE dense expert graph', 'whole model, GGUF Q8_0, greedy', 'whole model, ONNX f32, KV cache, greedy']) expect(ops.has(op), `no ${op} peer row`).toBe(true);
+  // The ONNX whole-model peer on both of onnxruntime-web's EPs, prefill and decode rows each.
+  for (const peer of ['ort-webgpu', 'ort-wasm']) expect(report.peers.filter((p: { peer: string; op: string }) => p.peer === peer && p.op === 'whole model, ONNX f32, KV cache, greedy').length, `${peer} whole-model rows`).toBe(2);
 
   // Two saved reports side by side (here the same one twice: every row matched, B ÷ A = 1).
   const saved = (await download.path())!;
