@@ -99,6 +99,26 @@ def loss_svg(path, loss, evals, steps):
         f.write("\n".join(lines))
 
 
+TRAINING_LOG = os.path.join(REPO, "tools", "train", "logs", "training-log.json")
+
+
+def write_training_log(st, comparisons, args, c, layers):
+    """The MaxVio and loss tables' inputs, compact (per step: MaxVio per MoE layer, train loss; the held-out
+    evaluations), for committing with the card: scripts/docs-tables.mjs rebuilds the card's MaxVio tables
+    from this file (the checkpoints holding the full state are too big to commit)."""
+    r6 = lambda xs: [round(float(x), 6) for x in xs]
+    runs = [{"label": f"γ={args.get('gamma', 1e-3):g} (this model)", "maxvio": [r6(v) for v in st["maxvio"]], "loss": r6(st["loss"]),
+             "eval": [[int(s), round(float(v), 6)] for s, v in st["eval"]]}]
+    for lab, cc in comparisons or []:
+        runs.append({"label": lab, "maxvio": [r6(v) for v in cc["state"]["maxvio"]], "loss": r6(cc["state"]["loss"])})
+    os.makedirs(os.path.dirname(TRAINING_LOG), exist_ok=True)
+    with open(TRAINING_LOG, "w") as f:
+        json.dump({"date": datetime.datetime.utcnow().strftime("%Y-%m-%d"), "tokens_per_step": args.get("batch", 16) * args.get("seq", 256),
+                   "experts_per_tok": c.num_experts_per_tok, "n_routed_experts": c.n_routed_experts, "moe_layers": layers,
+                   "runs": runs}, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+
+
 def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     """comparisons: list of (label, checkpoint dict) of short runs from the same init/data/schedule."""
     torch.set_num_threads(1)
@@ -126,6 +146,7 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     L = []
     w = L.append
     layers = [i for i in range(c.num_hidden_layers) if i >= c.first_k_dense_replace]
+    write_training_log(st, comparisons, args, c, layers)
     w("---\nlicense: mit\nlanguage: en\ntags: [deepseek_v3, moe, tiny, webgpu]\n---\n")
     w("# webmoe-tiny\n")
     w("A tiny **DeepSeek-V3-architecture** mixture-of-experts language model (MLA attention with q/kv "
