@@ -21,8 +21,11 @@
  *  - attention as MatMul / Softmax / MatMul over the concatenated cache with the additive mask;
  *  - the router as Sigmoid, + bias, group scores (sum of each group's top 2, TopK), the group mask, TopK
  *    of the masked scores, GatherElements of the unbiased scores, renormalised and scaled;
- *  - routed experts by Gather of the chosen experts' stacked weights [S, k, ·, ·] and batched MatMuls:
- *    each token reads only its k experts (no MoE contrib op: ORT's WebGPU EP has none).
+ *  - routed experts without a MoE contrib op (ORT's WebGPU EP has none): in the decode graph by Gather
+ *    of the chosen experts' stacked weights [S, k, ·, ·] and batched MatMuls (only k experts read); in
+ *    the prefill graph every expert on every token as batched MatMuls [E, S, ·] weighted by the dense
+ *    routing weights (E/k times the routed flops, each weight read once: on a 25-token prompt the
+ *    per-token gather was ~25× slower on ORT's WebGPU EP).
  */
 import type { AttentionExtras, Backend, GqaShape, HostMatrix, HostMoe, MlaShape, ModelWeights, RopeStyle } from '../model/deepseek';
 import { attentionConstants, hostMatrixToF32 } from '../model/deepseek';
@@ -228,18 +231,38 @@ export class OnnxGraphBackend implements Backend<GraphTensor, GraphWeight, Graph
       const penalty = this.op1('Mul', [this.op1('Sub', [keep, this.scalar(1)]), this.scalar(-MASKED)]);
       c = this.reshape(this.op1('Add', [c3, this.op1('Unsqueeze', [penalty, this.ints([2])])]), [-1, E]);
     }
-    const [, ids] = this.op('TopK', [c, this.ints([K])], { axis: -1 }, 2);
-    let w = this.op1('GatherElements', [s, ids], { axis: 1 });
-    if (R.normTopkProb) w = this.op1('Div', [w, this.op1('Add', [this.op1('ReduceSum', [w, this.ints([-1])], { keepdims: 1 }), this.scalar(1e-20)])]);
-    w = this.op1('Mul', [w, this.scalar(R.routedScalingFactor)]);
-    // The chosen experts' weights, per token: [S, K, D, I] and [S, K, I, D].
-    const x4 = this.reshape(x.name, [-1, 1, 1, D]);
-    const gsel = this.op1('Gather', [e.wg.name, ids], { axis: 0 });
-    const usel = this.op1('Gather', [e.wu.name, ids], { axis: 0 });
-    const dsel = this.op1('Gather', [e.wd.name, ids], { axis: 0 });
-    const a = this.op1('Mul', [this.silu(this.op1('MatMul', [x4, gsel])), this.op1('MatMul', [x4, usel])]);
-    const y = this.op1('Mul', [this.op1('MatMul', [a, dsel]), this.reshape(w, [-1, K, 1, 1])]);
-    let out = this.reshape(this.op1('ReduceSum', [y, this.ints([1])], { keepdims: 0 }), [-1, D]);
+    const [topVals, ids] = this.op('TopK', [c, this.ints([K])], { axis: -1 }, 2);
+    // The chosen experts' weights: the unbiased scores, renormalised over the chosen, scaled. Decode takes
+    // them per slot [S, K] (GatherElements at the TopK ids); prefill as a dense [S, E] row that is zero
+    // off the chosen experts (those scoring at least the k-th selection score: no int64 ids, which ORT's
+    // WebGPU EP cannot compare).
+    const normed = (v: string) => this.op1('Mul', [
+      R.normTopkProb ? this.op1('Div', [v, this.op1('Add', [this.op1('ReduceSum', [v, this.ints([-1])], { keepdims: 1 }), this.scalar(1e-20)])]) : v,
+      this.scalar(R.routedScalingFactor),
+    ]);
+    let routed: string;
+    if (this.decode) {
+      // Decode (one token): the chosen experts' weights gathered, [S, K, D, I] and [S, K, I, D]; only k experts are read.
+      const w = normed(this.op1('GatherElements', [s, ids], { axis: 1 }));
+      const x4 = this.reshape(x.name, [-1, 1, 1, D]);
+      const gsel = this.op1('Gather', [e.wg.name, ids], { axis: 0 });
+      const usel = this.op1('Gather', [e.wu.name, ids], { axis: 0 });
+      const dsel = this.op1('Gather', [e.wd.name, ids], { axis: 0 });
+      const a = this.op1('Mul', [this.silu(this.op1('MatMul', [x4, gsel])), this.op1('MatMul', [x4, usel])]);
+      const y = this.op1('Mul', [this.op1('MatMul', [a, dsel]), this.reshape(w, [-1, K, 1, 1])]);
+      routed = this.op1('ReduceSum', [y, this.ints([1])], { keepdims: 0 });
+    } else {
+      // Prefill: every expert on every token as batched MatMuls [E, S, ·] weighted by the dense routing
+      // weights (zero for experts a token did not choose): E/k times the routed flops, but the weights are
+      // read once instead of once per token.
+      const chosen = this.op1('Cast', [this.op1('GreaterOrEqual', [c, this.slice(topVals, K - 1, K, 1)])], { to: 1 });
+      const dense = normed(this.op1('Mul', [chosen, s]));
+      const x3 = this.op1('Unsqueeze', [x.name, this.ints([0])]);
+      const a = this.op1('Mul', [this.silu(this.op1('MatMul', [x3, e.wg.name])), this.op1('MatMul', [x3, e.wu.name])]);
+      const y = this.op1('Mul', [this.op1('MatMul', [a, e.wd.name]), this.op1('Unsqueeze', [this.op1('Transpose', [dense], { perm: [1, 0] }), this.ints([2])])]);
+      routed = this.op1('ReduceSum', [y, this.ints([0])], { keepdims: 0 });
+    }
+    let out = this.reshape(routed, [-1, D]);
     if (e.shared) out = this.op1('Add', [out, this.mlp(x, e.shared.gate, e.shared.up, e.shared.down).name]);
     return { name: out, cols: D };
   }

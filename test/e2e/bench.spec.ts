@@ -25,6 +25,9 @@ test('the benchmark page finishes its quick mode and exports well-formed JSON', 
   await expect(page.locator('#results table.data tbody tr')).not.toHaveCount(0);
   await expect(page.locator('#roofline svg .roof')).toHaveCount(1);
   await expect(page.locator('#ceilings .value[data-k="fmaGflops"]')).not.toHaveText('–');
+  // The whole-model peers are on the page: the ONNX prefill / decode rows (WebGPU and wasm EPs) and wllama's.
+  for (const row of ['webmoe-tiny ONNX prefill', 'webmoe-tiny ONNX decode', 'llama.cpp wasm (wllama']) await expect(page.locator('#peers')).toContainText(row);
+  await expect(page.locator('#peers tr', { hasText: 'webmoe-tiny ONNX decode' })).toHaveCount(2);
   await page.screenshot({ path: testInfo.outputPath('bench-page.png'), fullPage: true });
 
   // The JSON export.

@@ -65,5 +65,5 @@ describe('DeepSeek-V3 as ONNX prefill + decode graphs', () => {
       await sp.release();
       await sd.release();
     }
-  });
+  }, 60_000);
 });
