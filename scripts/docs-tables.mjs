@@ -77,11 +77,11 @@ export const TABLES = [
     id: 'card-heldout',
     file: CARD,
     input: 'docs/data/heldout-perplexity.json',
-    command: 'npm run build:lib && node tools/heldout-perplexity.mjs --model public/models/webmoe-tiny --heldout <data>/heldout.bin > docs/data/heldout-perplexity.json',
+    command: 'npm run build:lib && node tools/heldout-perplexity.mjs --model public/models/webmoe-tiny --heldout <data>/heldout.bin --device wasm > docs/data/heldout-perplexity.json',
     render() {
       const j = JSON.parse(read(this.input));
       return [
-        `_Computed by the webmoe runtime (Node, ${j.weights} weights): \`${this.command}\` (run ${dateOf(this.input, j)}; \`<data>\`: tools/train/prepare_data.py's output, tools/train/README.md)._`,
+        `_Computed by the webmoe runtime (Node, ${j.device ?? 'webgpu'} engine, ${j.weights} weights, ${j.seconds} s): \`${this.command}\` (run ${dateOf(this.input, j)}; \`<data>\`: tools/train/prepare_data.py's output, tools/train/README.md)._`,
         '',
         '| metric | value |',
         '|---|---|',
