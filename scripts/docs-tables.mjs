@@ -131,7 +131,7 @@ export const TABLES = [
       const rows = j.peers.filter((p) => p.suite === 'model-peers').map((p) => {
         const tok = /tok\/s: ours ([\d.]+), peer ([\d.]+)/.exec(p.note ?? '');
         const agree = /greedy agreement ([\d/, ]+)/.exec(p.note ?? '');
-        return `| ${p.name.replace('webmoe-tiny ', '')} | ${p.peer} | ${esc(p.shape ?? '')} | ${tok ? tok[1] : '–'} | ${tok ? tok[2] : '–'} | ${agree ? agree[1].trim() : '–'} |`;
+        return `| ${p.name.replace('webmoe-tiny ', '').replace(/ \(ms per [^)]*\)$/, '')} | ${p.peer} | ${esc(p.shape ?? '')} | ${tok ? tok[1] : '–'} | ${tok ? tok[2] : '–'} | ${agree ? agree[1].trim() : '–'} |`;
       });
       const checks = j.peerChecks.filter((c) => c.suite === 'model-peers');
       return [
