@@ -13,6 +13,7 @@
 //   card-architecture   the model card   public/models/webmoe-tiny/config.json
 //   card-heldout        the model card   docs/data/heldout-perplexity.json   (tools/heldout-perplexity.mjs)
 //   sparse-quality      docs/sparsity.md public/models/sparsity-quality.json (tools/sparse-quality.mjs --json)
+//   sparse-perf         docs/sparsity.md docs/data/bench-sparse.json         (npm run bench -- --node --suites sparse)
 //   model-peers         README.md        docs/data/bench-model-peers.json    (npm run bench -- --json)
 //   card-maxvio         the model card   tools/train/logs/training-log.json  (tools/train/model_card.py)
 // A table whose input is not in the repository is left as written (reported, not an error): the
@@ -107,6 +108,35 @@ export const TABLES = [
         '| pattern | pruning | kept ‖W‖_F (pruned weights) | perplexity | × dense | logit rel. RMS deviation | top-1 agreement | mean KL |',
         '|---|---|---|---|---|---|---|---|',
         ...rows,
+      ];
+    },
+  },
+  {
+    id: 'sparse-perf',
+    file: 'docs/sparsity.md',
+    input: 'docs/data/bench-sparse.json',
+    command: 'npm run bench -- --node --suites sparse --json docs/data/bench-sparse.json',
+    render() {
+      const j = JSON.parse(read(this.input));
+      const d = j.device;
+      const rows = j.results.filter((r) => r.suite === 'sparse');
+      const ms = (x) => `${x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2)} ms`;
+      const groups = [...new Set(rows.map((r) => `${r.name}\t${r.shape}`))];
+      const out = groups.map((g) => {
+        const [name, shape] = g.split('\t');
+        const [M, K] = shape.split(' · ')[0].split('×').map(Number);
+        const N = Number(shape.split(' · ')[1].split('×')[1]);
+        const of = (variant) => rows.find((r) => r.name === name && r.shape === shape && r.variant === variant);
+        const dense = of('dense f32');
+        const cells = ['2:4 f32', '64:2:5 f32', '64:2:8 f32'].map((v) => { const r = of(v); return r ? `${ms(r.medianMs)} (${(dense.medianMs / r.medianMs).toFixed(2)}×)` : '–'; });
+        return `| ${N} × ${K} | ${name === 'gemv' ? 'GEMV' : 'matmul'}, ${M} row${M > 1 ? 's' : ''} | ${ms(dense.medianMs)} | ${cells.join(' | ')} |`;
+      });
+      return [
+        `_\`${this.command}\`, run ${dateOf(this.input, j)} (${j.env}, ${[d.vendor, d.architecture].filter(Boolean).join(' / ')}${d.isFallbackAdapter ? ', a CPU fallback adapter' : ''}; ${j.timing} clock, medians; FMA ceiling ${j.ceilings.fmaGflops.toFixed(1)} GFLOP/s in that run), rendered by \`node scripts/docs-tables.mjs\`. In parentheses: dense f32 time ÷ this time._`,
+        '',
+        '| shape (N × K) | kernel | dense f32 | 2:4 | 64:2:5 | 64:2:8 |',
+        '|---|---|---|---|---|---|',
+        ...out,
       ];
     },
   },
