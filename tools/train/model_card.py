@@ -53,9 +53,14 @@ def runtime_perplexity(out, data_dir):
     """The held-out perplexity recomputed by the webmoe runtime on the exported files (same windows as
     heldout_eval): `node tools/heldout-perplexity.mjs` (needs `npm run build:lib` first). Returns its JSON."""
     r = subprocess.run(["node", os.path.join(REPO, "tools", "heldout-perplexity.mjs"), "--model", os.path.abspath(out),
-                        "--heldout", os.path.join(os.path.abspath(data_dir), "heldout.bin")],
+                        "--heldout", os.path.join(os.path.abspath(data_dir), "heldout.bin"), "--device", "wasm"],
                        check=True, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    line = r.stdout.strip().splitlines()[-1]
+    # The card's runtime table is rendered from this file by scripts/docs-tables.mjs (committed with the card).
+    os.makedirs(os.path.join(REPO, "docs", "data"), exist_ok=True)
+    with open(os.path.join(REPO, "docs", "data", "heldout-perplexity.json"), "w") as f:
+        f.write(line + "\n")
+    return json.loads(line)
 
 
 def bucket_means(vio, edges):
@@ -99,6 +104,26 @@ def loss_svg(path, loss, evals, steps):
         f.write("\n".join(lines))
 
 
+TRAINING_LOG = os.path.join(REPO, "tools", "train", "logs", "training-log.json")
+
+
+def write_training_log(st, comparisons, args, c, layers):
+    """The MaxVio and loss tables' inputs, compact (per step: MaxVio per MoE layer, train loss; the held-out
+    evaluations), for committing with the card: scripts/docs-tables.mjs rebuilds the card's MaxVio tables
+    from this file (the checkpoints holding the full state are too big to commit)."""
+    r6 = lambda xs: [round(float(x), 6) for x in xs]
+    runs = [{"label": f"γ={args.get('gamma', 1e-3):g} (this model)", "maxvio": [r6(v) for v in st["maxvio"]], "loss": r6(st["loss"]),
+             "eval": [[int(s), round(float(v), 6)] for s, v in st["eval"]]}]
+    for lab, cc in comparisons or []:
+        runs.append({"label": lab, "maxvio": [r6(v) for v in cc["state"]["maxvio"]], "loss": r6(cc["state"]["loss"])})
+    os.makedirs(os.path.dirname(TRAINING_LOG), exist_ok=True)
+    with open(TRAINING_LOG, "w") as f:
+        json.dump({"date": datetime.datetime.utcnow().strftime("%Y-%m-%d"), "tokens_per_step": args.get("batch", 16) * args.get("seq", 256),
+                   "experts_per_tok": c.num_experts_per_tok, "n_routed_experts": c.n_routed_experts, "moe_layers": layers,
+                   "runs": runs}, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+
+
 def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     """comparisons: list of (label, checkpoint dict) of short runs from the same init/data/schedule."""
     torch.set_num_threads(1)
@@ -126,6 +151,7 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     L = []
     w = L.append
     layers = [i for i in range(c.num_hidden_layers) if i >= c.first_k_dense_replace]
+    write_training_log(st, comparisons, args, c, layers)
     w("---\nlicense: mit\nlanguage: en\ntags: [deepseek_v3, moe, tiny, webgpu]\n---\n")
     w("# webmoe-tiny\n")
     w("A tiny **DeepSeek-V3-architecture** mixture-of-experts language model (MLA attention with q/kv "
@@ -134,6 +160,7 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
       "from scratch on CPU so that the webmoe demo can produce English-like text offline. It is a toy: "
       "expect fluent-ish fragments of 1960s American English, not facts or instructions.\n")
     w("## Architecture (config.json)\n")
+    w("<!-- docs-table:card-architecture -->")
     w("| field | value |\n|---|---|")
     for k in ["vocab_size", "hidden_size", "num_hidden_layers", "first_k_dense_replace", "num_attention_heads",
               "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
@@ -142,6 +169,7 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
               "rms_norm_eps", "rope_theta", "max_position_embeddings"]:
         w(f"| {k} | {getattr(c, k)} |")
     w("| scoring_func / topk_method | sigmoid / noaux_tc |\n| rope | interleaved pairs (2i, 2i+1), no scaling |")
+    w("<!-- /docs-table:card-architecture -->")
     w("")
     w(f"Layer 0 is a dense SwiGLU MLP; layers 1–{c.num_hidden_layers-1} are MoE. Untied `lm_head`.\n")
     w(f"- Parameters: **{total:,} total**, **{active:,} active per token** "
@@ -181,9 +209,13 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     w(f"- Exported checkpoint: step {step_exported} ({ckpt_label}; held-out loss is evaluated every "
       f"{args.get('eval_every', 200)} steps on {args.get('eval_seqs', 32)} windows and the best checkpoint is kept).\n")
     w("## Evaluation (held-out split, exported weights)\n")
+    # The runtime's figures (rt, docs/data/heldout-perplexity.json) are filled in by scripts/docs-tables.mjs.
+    w("<!-- docs-table:card-heldout -->\n<!-- /docs-table:card-heldout -->\n")
+    w("The same split scored by `tools/train/model_card.py` (PyTorch, float32 over the F16 weights) when\n"
+      "`tools/train/export.py` wrote this card; its inputs (prepare_data.py's train.bin / heldout.bin) are not in\n"
+      "the repository, so these rows are as that run printed them:\n")
     w(f"| metric | value |\n|---|---|\n| held-out cross-entropy | {loss:.3f} nats/token |\n"
-      f"| **held-out perplexity** | **{math.exp(loss):.1f}** |\n"
-      f"| the same, recomputed by the webmoe runtime (`node tools/heldout-perplexity.mjs --model <model> --heldout <data>/heldout.bin`, {rt['weights']} weights, {rt['date']}) | {rt['perplexity']:.1f} ({rt['tokens']:,} tokens) |\n"
+      f"| held-out perplexity | {math.exp(loss):.1f} |\n"
       f"| unigram baseline perplexity (add-one, train counts) | {math.exp(uni):.1f} |\n"
       f"| bits per byte (UTF-8) | {bpb:.3f} |\n| evaluated tokens | {ntok:,} (non-overlapping {seq}-token windows) |\n")
     w("### Loss curve\n")
@@ -206,6 +238,9 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     w("MaxVio = (max expert load − mean load) / mean load, per MoE layer, counted over each training step's "
       f"{args.get('batch',16)*args.get('seq',256)} tokens × {c.num_experts_per_tok} routed slots (0 = perfectly balanced; "
       f"{c.n_routed_experts/c.num_experts_per_tok - 1:.0f} = every token on the same {c.num_experts_per_tok} experts).\n")
+    w("_Rendered by `node scripts/docs-tables.mjs` from `tools/train/logs/training-log.json` (written below by "
+      "write_training_log from train.py's per-step MaxVio)._\n")
+    w("<!-- docs-table:card-maxvio -->")
     mv_edges = [(1, 10), (11, 50), (51, 100), (101, 200), (201, 400), (401, 800), (801, 1600), (1601, 2400), (2401, 3200), (3201, 4000)]
     if comparisons:
         N = min([len(cc["state"]["maxvio"]) for _, cc in comparisons] + [len(st["maxvio"])])
@@ -231,6 +266,7 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     w("| steps | " + " | ".join(f"layer {l}" for l in layers) + " |\n|---|" + "---|" * len(layers))
     for lab, m in bucket_means(st["maxvio"], mv_edges):
         w(f"| {lab} | " + " | ".join(f"{x:.2f}" for x in m) + " |")
+    w("<!-- /docs-table:card-maxvio -->")
     sd = ck["model"]
     w("\nFinal gate biases (`e_score_correction_bias`) range per layer: " + "; ".join(
         f"layer {l}: [{float(sd[f'layers.{l}.mlp.gate.e_score_correction_bias'].min()):+.3f}, "
@@ -241,6 +277,9 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     w(f"_Card generated {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC by tools/train/model_card.py._\n")
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("\n".join(L))
+    if os.path.realpath(out) == os.path.realpath(os.path.join(REPO, "public", "models", "webmoe-tiny")):
+        # The generated tables (each naming its command and run date) from the inputs written above.
+        subprocess.run(["node", os.path.join(REPO, "scripts", "docs-tables.mjs")], check=True, cwd=REPO)
     print(f"model card: held-out ppl {math.exp(loss):.1f} vs unigram {math.exp(uni):.1f}; bpb {bpb:.3f}")
     for p, gre, smp in samples[:3]:
         print("  greedy:", repr(gre))
