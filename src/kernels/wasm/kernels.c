@@ -635,3 +635,6 @@ void vnm_matmul(const float *xp, const float *values, const u8 *pidx, const u8 *
     }
   }
 }
+
+/* The Llama-style families' kernels (GQA attention, half-split RoPE, biases, gates): their own file, same module. */
+#include "kernels-gqa.c"

@@ -1,0 +1,104 @@
+// The WebAssembly engine (device 'wasm') on each Llama-style MoE family's PyTorch fixture
+// (test/fixtures/families, tools/families/make_fixtures.py; the CPU reference meets the same bounds in
+// test/unit/families.test.ts): the family's architecture file on the WASM backend, logits within 1e-4 in
+// prefill, token-by-token decode and prefill-then-decode, and the same experts in the same order for
+// every token of every MoE layer. Then the engine API: device 'auto' without WebGPU, generation, and
+// the worker pool giving the same logits as one thread.
+import { describe, it, expect, vi } from 'vitest';
+import { FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
+import { loadWasmModel } from '../../src/model/wasm-assemble';
+import { openCheckpoint } from '../../src/model/checkpoint';
+import { memoryModel } from '../../src/loader/model-source';
+import { createEngine } from '../../src/engine/engine';
+import { GpuUnavailableError } from '../../src/errors';
+import { expectClose } from '../helpers/gpu';
+
+vi.setConfig({ testTimeout: 120_000 });
+
+const TOL = { atol: 1e-4, rtol: 0 };
+
+async function wasmRunner(family: FamilyFixture, threads = 1) {
+  const { runner, description, device } = await loadWasmModel(await familyCheckpoint(family), family, { weights: 'f32', threads });
+  return { runner, description, device };
+}
+
+/** Logits of `chunks` of the fixture's tokens, one forward each, and each MoE layer's expert ids per token. */
+async function runChunks(family: FamilyFixture, chunks: [number, number][], threads = 1) {
+  const { ref } = familyFixture(family);
+  const { runner } = await wasmRunner(family, threads);
+  const V = ref.vocab_size;
+  const out = new Float32Array(ref.tokens.length * V);
+  const ids: Record<string, number[][]> = {};
+  for (const [a, b] of chunks) {
+    out.set(await runner.logits(ref.tokens.slice(a, b), true), a * V);
+    for (const [layer, rows] of await runner.lastRouting()) (ids[layer] ??= []).push(...rows);
+  }
+  runner.destroy();
+  return { out, ids };
+}
+
+describe.each(FAMILY_FIXTURES)('%s on the WASM engine vs the PyTorch fixture', (family) => {
+  const { ref, logits: want, routing } = familyFixture(family);
+  const n = ref.tokens.length, split = ref.prefill_split;
+  const cases: [string, [number, number][]][] = [
+    ['prefill', [[0, n]]],
+    ['decode token by token', Array.from({ length: n }, (_, i) => [i, i + 1] as [number, number])],
+    ['prefill then decode', [[0, split], ...Array.from({ length: n - split }, (_, i) => [split + i, split + i + 1] as [number, number])]],
+  ];
+  it.each(cases)('%s: logits within 1e-4, the same experts in the same order', async (mode, chunks) => {
+    const { out, ids } = await runChunks(family, chunks);
+    const maxAbs = expectClose(out, want, TOL, `${family} ${mode}`);
+    console.log(`WASM ${family} ${mode}: max |Δlogits| vs PyTorch ${maxAbs.toExponential(2)}`);
+    expect(Object.keys(routing).length).toBeGreaterThan(0);
+    expect(ids).toEqual(routing);
+  });
+});
+
+describe('the family fixtures on the WASM worker pool', () => {
+  it.each(['qwen3_moe', 'gpt_oss'] as const)('%s: 2 threads give the logits of 1 thread bit for bit', async (family) => {
+    const { ref } = familyFixture(family);
+    const chunks: [number, number][] = [[0, ref.prefill_split], [ref.prefill_split, ref.prefill_split + 1]];
+    const one = await runChunks(family, chunks, 1), two = await runChunks(family, chunks, 2);
+    expect(Array.from(two.out)).toEqual(Array.from(one.out));
+  });
+});
+
+describe('GPT-OSS on WASM: an unquantised (BF16-layout) checkpoint', () => {
+  it('its dense experts give the MXFP4 fixture\'s logits', async () => {
+    const { ref, logits: want } = familyFixture('gpt_oss');
+    const ckpt = await openCheckpoint(memoryModel(await gptOssDequantisedFiles()));
+    const { runner } = await loadWasmModel(ckpt, 'gpt_oss dense', { weights: 'f32', threads: 1 });
+    expectClose(await runner.logits(ref.tokens, true), want, TOL, 'gpt_oss dense prefill');
+    runner.destroy();
+  });
+});
+
+describe('the families through the Engine API on WASM', () => {
+  const noGpu = () => createEngine({}, { acquire: async () => { throw new GpuUnavailableError('no WebGPU in this test'); }, resolve: () => { throw new Error('tests pass ModelSources'); } });
+  it.each(FAMILY_FIXTURES)('%s: device auto without WebGPU loads on WASM; greedy decoding gives the fixture\'s next token', async (family) => {
+    const { ref } = familyFixture(family);
+    const e = noGpu();
+    const ck = await familyCheckpoint(family);
+    await ck.close();
+    const files = await familyFiles(family);
+    const info = await e.load(memoryModel(files), { device: 'auto', weights: 'f32', requireTokenizer: false });
+    expect(info.family).toBeTruthy();
+    const s = await e.stats();
+    expect(s.backend).toBe('wasm');
+    expect(s.backendReason).toMatch(/no usable WebGPU/);
+    const logits = await e.runner.logits(ref.tokens, false);
+    let best = 0;
+    for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
+    expect(best).toBe(ref.greedy_next);
+    const mem = e.runner.memory();
+    expect(mem.kvBytesPerToken).toBeGreaterThan(0);
+    await e.unload();
+  });
+});
+
+async function familyFiles(family: FamilyFixture) {
+  const { readFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { familyDir } = await import('../helpers/families');
+  return { 'config.json': readFileSync(join(familyDir(family), 'config.json'), 'utf8'), 'model.safetensors': new Uint8Array(readFileSync(join(familyDir(family), 'model.safetensors'))) };
+}
