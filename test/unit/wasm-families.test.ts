@@ -12,6 +12,12 @@ import { memoryModel } from '../../src/loader/model-source';
 import { createEngine } from '../../src/engine/engine';
 import { GpuUnavailableError } from '../../src/errors';
 import { expectClose } from '../helpers/gpu';
+import { SMALL_FAMILY_CONFIGS } from '../../src/bench/suites/wasm';
+import { syntheticCheckpoint } from '../../src/model/synthetic';
+import { CpuBackend } from '../../src/model/cpu-backend';
+import { CpuRunner } from '../../src/model/cpu-runner';
+import { buildWeights } from '../../src/model/load';
+import { mulberry32 } from '../../src/util/random';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -102,3 +108,24 @@ async function familyFiles(family: FamilyFixture) {
   const { familyDir } = await import('../helpers/families');
   return { 'config.json': readFileSync(join(familyDir(family), 'config.json'), 'utf8'), 'model.safetensors': new Uint8Array(readFileSync(join(familyDir(family), 'model.safetensors'))) };
 }
+
+describe('the bench\'s small family models (src/bench/suites/wasm.ts): WASM vs the CPU reference', () => {
+  // Wider than the fixtures (D 256, head_dim 32, 4 layers, GPT-OSS windows of 32 crossed by the prompt):
+  // WASM f32 and the CPU reference (float64 attention and experts) on the same random checkpoint.
+  it.each(Object.keys(SMALL_FAMILY_CONFIGS))('%s: prefill of 40 tokens then 3 decodes within 1e-4, same routing', async (family) => {
+    const files = syntheticCheckpoint(SMALL_FAMILY_CONFIGS[family], { seed: 5 });
+    const ck = await openCheckpoint(memoryModel(files));
+    const cfg = ck.config;
+    const { runner } = await loadWasmModel(ck, family, { weights: 'f32', threads: 1, contextLength: 64 });
+    const cpu = new CpuRunner(cfg, await buildWeights(new CpuBackend(cfg), cfg, await openCheckpoint(memoryModel(files))), 64);
+    const r = mulberry32(3);
+    const toks = Array.from({ length: 43 }, () => Math.floor(r() * cfg.vocabSize));
+    for (const [a, b] of [[0, 40], [40, 41], [41, 42], [42, 43]]) {
+      const w = await runner.logits(toks.slice(a, b), true), c = await cpu.logits(toks.slice(a, b), true);
+      const d = expectClose(w, c, { atol: 1e-4, rtol: 0 }, `${family} tokens [${a}, ${b})`);
+      if (a === 0) console.log(`WASM ${family} small: prefill max |Δlogits| vs the CPU reference ${d.toExponential(2)}`);
+      expect(await runner.lastRouting()).toEqual(await cpu.lastRouting());
+    }
+    runner.destroy();
+  });
+});

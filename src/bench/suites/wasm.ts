@@ -7,14 +7,20 @@
  *    pool's default where this realm has SharedArrayBuffer;
  *  - GEMV and small-batch matmul on the WASM kernels: dense f32 / f16 / q8 / q4 against 2:4 and 64:2:8
  *    sparse (f32 kept values) at DeepSeek-V2-Lite expert shapes and the bundled model's, each sparse row
- *    with `speedup` = dense f32 ms / sparse ms of the same shape.
+ *    with `speedup` = dense f32 ms / sparse ms of the same shape;
+ *  - a decode row per Llama-style family (Qwen2-MoE, Qwen3-MoE, OLMoE, Mixtral, Granite-MoE, GPT-OSS) on
+ *    the WASM engine: random weights at small shapes (SMALL_FAMILY_CONFIGS), f32 and q8, 1 thread.
  * Every kernel is checked against the CPU reference on a ragged shape before it is timed.
  */
 import type { BenchContext, BenchSuite } from '../types';
 import { createEngine, type WebMoeEngine } from '../../engine/engine';
-import { urlModel } from '../../loader/model-source';
+import { memoryModel, urlModel } from '../../loader/model-source';
 import { openCheckpoint } from '../../model/checkpoint';
 import { parameterCounts } from '../../model/assemble';
+import { familyLabel, parseConfig } from '../../model/config';
+import { syntheticCheckpoint } from '../../model/synthetic';
+import { byteLevelTokenizerJson } from '../../model/byte-tokenizer';
+import { GpuUnavailableError } from '../../errors';
 import { WasmKernels, type WasmWeight, type WasmWeightFormat } from '../../kernels/wasm/kernels';
 import { defaultThreads, threadsAvailable } from '../../kernels/wasm/pool';
 import { prunePacked } from '../../sparse/apply';
@@ -170,11 +176,68 @@ async function endToEnd(ctx: BenchContext) {
   });
 }
 
+/**
+ * One small model per Llama-style family for the WASM decode rows: 4 layers, hidden 256, 8 query heads
+ * of 32 over 2 kv heads, 16 experts of width 128 (top-4; Mixtral and Granite top-2 as published), vocabulary
+ * 2048; each with its family's own features (QKV biases and the gated shared expert, q/k norms,
+ * multipliers, GPT-OSS's sinks, sliding window 32 on every other layer and clamped SwiGLU; its experts
+ * unquantised here: MXFP4 is decoded at load on WASM, so decode costs the same).
+ */
+const SMALL = { vocab_size: 2048, hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 8, num_key_value_heads: 2, hidden_act: 'silu', max_position_embeddings: 512, rope_scaling: null, torch_dtype: 'float32', tie_word_embeddings: false, rms_norm_eps: 1e-6, bos_token_id: 1, eos_token_id: 2 };
+export const SMALL_FAMILY_CONFIGS: Record<string, Record<string, unknown>> = {
+  qwen2_moe: { ...SMALL, architectures: ['Qwen2MoeForCausalLM'], model_type: 'qwen2_moe', intermediate_size: 512, moe_intermediate_size: 128, shared_expert_intermediate_size: 512, num_experts: 16, num_experts_per_tok: 4, norm_topk_prob: false, decoder_sparse_step: 1, mlp_only_layers: [], rope_theta: 1e6, use_sliding_window: false, sliding_window: null },
+  qwen3_moe: { ...SMALL, architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', intermediate_size: 512, moe_intermediate_size: 128, num_experts: 16, num_experts_per_tok: 4, head_dim: 32, norm_topk_prob: true, decoder_sparse_step: 1, mlp_only_layers: [], rope_theta: 1e6, attention_bias: false, use_sliding_window: false, sliding_window: null },
+  olmoe: { ...SMALL, architectures: ['OlmoeForCausalLM'], model_type: 'olmoe', intermediate_size: 128, num_experts: 16, num_experts_per_tok: 4, norm_topk_prob: false, rope_theta: 10000, attention_bias: false, clip_qkv: null },
+  mixtral: { ...SMALL, architectures: ['MixtralForCausalLM'], model_type: 'mixtral', intermediate_size: 128, num_local_experts: 16, num_experts_per_tok: 2, rope_theta: 1e6, sliding_window: null },
+  granitemoe: { ...SMALL, architectures: ['GraniteMoeForCausalLM'], model_type: 'granitemoe', tie_word_embeddings: true, intermediate_size: 128, num_local_experts: 16, num_experts_per_tok: 2, rope_theta: 10000, attention_bias: false, embedding_multiplier: 12, attention_multiplier: 0.03125, residual_multiplier: 0.22, logits_scaling: 6 },
+  gpt_oss: { ...SMALL, architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', intermediate_size: 128, head_dim: 32, num_local_experts: 16, num_experts_per_tok: 4, experts_per_token: 4, layer_types: ['sliding_attention', 'full_attention', 'sliding_attention', 'full_attention'], sliding_window: 32, attention_bias: true, swiglu_limit: 7, rope_theta: 150000, rope_scaling: { rope_type: 'yarn', factor: 32, beta_fast: 32, beta_slow: 1, original_max_position_embeddings: 4096, truncate: false }, initial_context_length: 4096 },
+};
+
+/** Decode (and prefill) tokens/s of each family's small model on the WASM engine, f32 and q8, 1 thread. */
+async function families(ctx: BenchContext) {
+  const promptTokens = ctx.quick ? 16 : 32, decodeTokens = ctx.quick ? 8 : 32;
+  const prompt = 'Once upon a time, there was a little girl who loved to play in the park with her friends. '.slice(0, promptTokens);
+  // device 'wasm' never asks for a GPU: an engine without one.
+  const engine = createEngine({}, { acquire: async () => { throw new GpuUnavailableError('the WASM rows need no WebGPU'); }, resolve: () => { throw new Error('the family rows load ModelSources'); } });
+  try {
+    for (const [family, config] of Object.entries(SMALL_FAMILY_CONFIGS)) {
+      const cfg = parseConfig(config);
+      const files = { ...syntheticCheckpoint(config, { seed: 5 }), 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) };
+      const params = parameterCounts(cfg).total;
+      for (const weights of ctx.quick ? ['f32'] as const : ['f32', 'q8'] as const) {
+        const name = `${familyLabel(cfg)} small (${family}: ${cfg.numLayers} layers, D ${cfg.hiddenSize}, ${cfg.numHeads}/${cfg.numKvHeads} heads, ${cfg.nRoutedExperts} experts top-${cfg.numExpertsPerTok}) WASM ${weights}, 1 thread`;
+        ctx.progress(`wasm: ${name}`);
+        await engine.load(memoryModel(files, `${family} small`), { device: 'wasm', weights, threads: 1, contextLength: 256 });
+        for await (const _ of engine.generate(prompt.slice(0, 4), { temperature: 0, maxTokens: 2, stopAtEos: false })) void _;
+        await engine.withRunner(async (runner) => runner.truncate(0));
+        const it = engine.generate(prompt, { temperature: 0, maxTokens: decodeTokens, stopAtEos: false });
+        let res;
+        for (;;) { res = await it.next(); if (res.done) break; }
+        const r = res.value;
+        const bpw = engine.runner.memory().weightBytes / params;
+        const cached = promptTokens + decodeTokens / 2;
+        ctx.result({
+          suite: 'wasm', name: 'wasm family decode', variant: `${weights}, 1 thread`, shape: name, medianMs: r.decodeTokPerS > 0 ? 1000 / r.decodeTokPerS : 0,
+          flops: 0, bytes: minBytesPerToken(cfg, cached, bpw),
+          extra: { family: familyLabel(cfg), decodeTokPerS: +r.decodeTokPerS.toFixed(1), prefillTokPerS: +r.prefillTokPerS.toFixed(1) },
+        });
+        ctx.e2e({
+          model: name, prefillTokPerS: r.prefillTokPerS, decodeTokPerS: r.decodeTokPerS, dispatchesPerToken: 0, readbacksPerToken: 0,
+          bytesPerToken: minBytesPerToken(cfg, cached, bpw), minBytesPerToken: minBytesPerToken(cfg, cached, bpw), timeToFirstTokenMs: r.timeToFirstTokenMs,
+        });
+      }
+    }
+  } finally {
+    await engine.unload();
+  }
+}
+
 export const wasmSuite: BenchSuite = {
   name: 'wasm',
   order: 85,
   async run(ctx) {
     await kernels(ctx);
     await endToEnd(ctx);
+    await families(ctx);
   },
 };
