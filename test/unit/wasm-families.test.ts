@@ -5,7 +5,10 @@
 // every token of every MoE layer. Then the engine API: device 'auto' without WebGPU, generation, and
 // the worker pool giving the same logits as one thread.
 import { describe, it, expect, vi } from 'vitest';
-import { FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
+import { FAMILY_FIXTURES, GGUF_FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
+import { checkpointToGguf } from '../../src/model/gguf-convert';
+import { openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
+import { bytesSource } from '../../src/loader/source';
 import { loadWasmModel } from '../../src/model/wasm-assemble';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { memoryModel } from '../../src/loader/model-source';
@@ -127,5 +130,35 @@ describe('the bench\'s small family models (src/bench/suites/wasm.ts): WASM vs t
       expect(await runner.lastRouting()).toEqual(await cpu.lastRouting());
     }
     runner.destroy();
+  });
+});
+
+describe('the families\' GGUF files (webmoe convert --to gguf) on WASM', () => {
+  it.each(GGUF_FAMILY_FIXTURES)('%s: F32 GGUF within 1e-4 of the fixture; Q8_0 GGUF within 1e-4 of the CPU reference on that file (f32 storage), rel RMS < 0.01 (q8)', async (family) => {
+    const { ref, logits: want } = familyFixture(family);
+    const st = await openCheckpoint(memoryModel(await familyFiles(family)));
+    const f32 = await openGgufCheckpoint([bytesSource(`${family}.gguf`, (await checkpointToGguf(st, 'f32')).file)]);
+    const a = await loadWasmModel(f32, `${family}.gguf`, { weights: 'f32', threads: 1 });
+    expectClose(await a.runner.logits(ref.tokens, true), want, TOL, `${family} F32 GGUF on WASM`);
+    a.runner.destroy();
+    // Q8_0 blocks with weights 'f32': dequantised at load, exactly the CPU reference's matrices.
+    const q8file = (await checkpointToGguf(await openCheckpoint(memoryModel(await familyFiles(family))), 'q8_0')).file;
+    const open8 = () => openGgufCheckpoint([bytesSource(`${family}.q8_0.gguf`, q8file)]);
+    const cq = await open8();
+    const cpuLogits = await new CpuRunner(cq.config, await buildWeights(new CpuBackend(cq.config), cq.config, cq), 256).logits(ref.tokens, true);
+    const c = await loadWasmModel(await open8(), `${family}.q8_0.gguf`, { weights: 'f32', threads: 1 });
+    expectClose(await c.runner.logits(ref.tokens, true), cpuLogits, TOL, `${family} Q8_0 GGUF on WASM, f32 storage`);
+    c.runner.destroy();
+    // Its auto storage on WASM is q8: the blocks requantised in the same groups of 32, and the matrices the
+    // file keeps F32 (rows under 32 weights) quantised too, with int16 activations: lossy, so a bound on
+    // the relative RMS against the CPU reference on the same file.
+    const b = await loadWasmModel(await open8(), `${family}.q8_0.gguf`, { threads: 1 });
+    expect(b.description.weightStorage).toBe('q8');
+    const got = await b.runner.logits(ref.tokens, true);
+    let d2 = 0, w2 = 0;
+    for (let i = 0; i < got.length; i++) { d2 += (got[i] - cpuLogits[i]) ** 2; w2 += cpuLogits[i] ** 2; }
+    console.log(`WASM ${family} Q8_0 GGUF, q8 storage: logits rel RMS vs the CPU reference on the file ${Math.sqrt(d2 / w2).toExponential(2)}`);
+    expect(Math.sqrt(d2 / w2)).toBeLessThan(0.01);
+    b.runner.destroy();
   });
 });
