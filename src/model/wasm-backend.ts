@@ -11,7 +11,7 @@ import { gptOssCpuExperts } from './cpu-backend';
 import { routingOf, type ModelConfig } from './config';
 import { ropeInvFreq } from '../kernels/rope-params';
 import { WasmKernels, ropeTable, type WasmWeight, type WasmWeightFormat } from '../kernels/wasm/kernels';
-import { isSparsityTarget, tensorName } from './tensors';
+import { hasRole, isSparsityTarget, tensorName } from './tensors';
 import { prunePacked, type SparsityOption } from '../sparse/apply';
 import { permuteMlp } from '../sparse/permute';
 
@@ -136,8 +136,11 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     const D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts;
     const fmt = this.policy.storage('experts');
     const sp = this.policy.sparsity;
-    const sparseRouted = !!sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply);
-    const sparseShared = !!sp && isSparsityTarget(tensorName('shared_gate', layer), sp.apply);
+    // Under the family's own tensor names (Granite's stacked experts are no sparsity target, as on the GPU).
+    const cfg = this.cfg;
+    const routedRole = hasRole(cfg, 'expert_gate') ? 'expert_gate' : hasRole(cfg, 'experts_gate_up') ? 'experts_gate_up' : null;
+    const sparseRouted = !!sp && !!routedRole && isSparsityTarget(tensorName(routedRole, layer, routedRole === 'expert_gate' ? 0 : -1, cfg), sp.apply);
+    const sparseShared = !!sp && hasRole(cfg, 'shared_gate') && isSparsityTarget(tensorName('shared_gate', layer, -1, cfg), sp.apply);
     const fused = (label: string, gate: Float32Array, up: Float32Array, down: Float32Array, Iw: number, f: WasmWeightFormat, sparse: boolean): WasmExpert => {
       const gu = new Float32Array(2 * Iw * D);
       gu.set(gate.subarray(0, Iw * D));
@@ -165,9 +168,9 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     let shared: WasmExpert | null = null;
     if (sh && sparseShared) {
       shared = {
-        gate: this.sparse(tensorName('shared_gate', layer), sh.gate, Is, D),
-        up: this.sparse(tensorName('shared_up', layer), sh.up, Is, D),
-        down: this.sparse(tensorName('shared_down', layer), sh.down, D, Is),
+        gate: this.sparse(tensorName('shared_gate', layer, -1, cfg), sh.gate, Is, D),
+        up: this.sparse(tensorName('shared_up', layer, -1, cfg), sh.up, Is, D),
+        down: this.sparse(tensorName('shared_down', layer, -1, cfg), sh.down, D, Is),
       };
     } else if (sh) shared = fused(`layers.${layer}.shared`, sh.gate, sh.up, sh.down, Is, this.policy.storage('shared'), false);
     const gate = this.store(`layers.${layer}.gate`, p.gate, E, D, 'f32');
