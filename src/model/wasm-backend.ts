@@ -1,7 +1,8 @@
 /**
  * The WebAssembly backend: the architecture file's operations on the SIMD kernels of
- * src/kernels/wasm (one module instance, its linear memory holding weights, the latent KV cache and
- * activations). For machines without a usable GPU: no WebGPU, or only a CPU fallback adapter.
+ * src/kernels/wasm (one module instance, its linear memory holding weights, the KV cache — MLA's latent
+ * one or K and V per kv head — and activations), for every family's architecture file. For machines
+ * without a usable GPU: no WebGPU, or only a CPU fallback adapter.
  *
  * Memory: weights and the cache are permanent blocks taken at load; a forward pass opens a heap mark
  * (begin) and frees its activations at the end (finish), and each layer's temporaries at endLayer.
