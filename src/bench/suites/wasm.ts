@@ -8,6 +8,7 @@
  *  - GEMV and small-batch matmul on the WASM kernels: dense f32 / f16 / q8 / q4 against 2:4 and 64:2:8
  *    sparse (f32 kept values) at DeepSeek-V2-Lite expert shapes and the bundled model's, each sparse row
  *    with `speedup` = dense f32 ms / sparse ms of the same shape;
+ *  - GQA attention of one decoded token over 4096 cached keys (Qwen3-30B-A3B's and gpt-oss-20b's heads);
  *  - a decode row per Llama-style family (Qwen2-MoE, Qwen3-MoE, OLMoE, Mixtral, Granite-MoE, GPT-OSS) on
  *    the WASM engine: random weights at small shapes (SMALL_FAMILY_CONFIGS), f32 and q8, 1 thread.
  * Every kernel is checked against the CPU reference on a ragged shape before it is timed.
@@ -26,6 +27,7 @@ import { defaultThreads, threadsAvailable } from '../../kernels/wasm/pool';
 import { prunePacked } from '../../sparse/apply';
 import { sparseMatmulRef } from '../../kernels/sparse.ref';
 import { matmulRef } from '../../kernels/matmul.ref';
+import { attentionRef } from '../../kernels/attention.ref';
 import { dequantizeRef } from '../../kernels/weight.ref';
 import { quantizeActivationsI16Ref } from '../../kernels/quant-x16.ref';
 import { packWeight } from '../../kernels/weight-pack';
@@ -79,6 +81,46 @@ function selfCheck(k: WasmKernels) {
   }
 }
 
+/**
+ * GQA attention for one decoded token over a long cache (the Llama-style families' attention on WASM,
+ * kernels-gqa.c), after a ragged check against attentionRef (window and sinks).
+ */
+function gqaAttention(ctx: BenchContext, k: WasmKernels, threads: number) {
+  const check = { S: 3, past: 17, H: 6, KVH: 2, d: 13, window: 7 };
+  {
+    const { S, past, H, KVH, d, window } = check, T = past + S, w = KVH * d;
+    const q = randomUniform(S * H * d, 11), kc = randomUniform(T * w, 12), vc = randomUniform(T * w, 13), sinks = randomUniform(H, 14);
+    const mark = k.mark();
+    const out = k.alloc(S * H * d * 4);
+    k.gqa({ q: k.putF32(q), k: k.putF32(kc), v: k.putF32(vc), sinks: k.putF32(sinks), out, S, heads: H, kvHeads: KVH, d, past, scale: 0.3, window });
+    const got = k.readF32(out, S * H * d);
+    k.release(mark);
+    const ref = attentionRef(q, kc, vc, { S, T, past, heads: H, kvHeads: KVH, dQk: d, dV: d, scale: 0.3, causal: true, window }, sinks);
+    const bad = ref.findIndex((r, i) => !(Math.abs(got[i] - r) <= 1e-5));
+    if (bad >= 0) throw new Error(`wasm gqa attention: output ${bad} is ${got[bad]}, reference ${ref[bad]}`);
+  }
+  const shapes = ctx.quick ? [{ H: 32, KVH: 4, d: 128, keys: 1024, window: 0, what: 'Qwen3-30B-A3B heads' }] : [
+    { H: 32, KVH: 4, d: 128, keys: 4096, window: 0, what: 'Qwen3-30B-A3B heads' },
+    { H: 64, KVH: 8, d: 64, keys: 4096, window: 0, what: 'gpt-oss-20b full layer' },
+    { H: 64, KVH: 8, d: 64, keys: 4096, window: 128, what: 'gpt-oss-20b sliding layer (window 128)' },
+  ];
+  for (const s of shapes) {
+    const w = s.KVH * s.d, past = s.keys - 1;
+    const mark = k.mark();
+    const q = k.putF32(randomUniform(s.H * s.d, 1)), kc = k.putF32(randomUniform(s.keys * w, 2)), vc = k.putF32(randomUniform(s.keys * w, 3));
+    const sinks = k.putF32(randomUniform(s.H, 4)), out = k.alloc(s.H * s.d * 4);
+    ctx.progress(`wasm: gqa attention ${s.what}, ${s.keys} keys, ${threads} thread(s)`);
+    const { median, min } = timeMs(() => k.gqa({ q, k: kc, v: vc, sinks, out, S: 1, heads: s.H, kvHeads: s.KVH, d: s.d, past, scale: 1 / Math.sqrt(s.d), window: s.window }), ctx.quick ? 5 : 15);
+    k.release(mark);
+    const seen = s.window ? Math.min(s.window, s.keys) : s.keys;
+    ctx.result({
+      suite: 'wasm', name: 'wasm gqa attention decode', variant: `${threads} thread${threads > 1 ? 's' : ''}`, shape: `${s.H}/${s.KVH} heads × ${s.d}, ${s.keys} cached keys (${s.what})`,
+      medianMs: median, flops: 4 * s.H * seen * s.d, bytes: 2 * seen * w * 4,
+      extra: { minMs: +min.toFixed(4) },
+    });
+  }
+}
+
 /** Thread counts to measure: 1, and the pool's default (at least 2) when this realm has one. */
 async function threadCounts(): Promise<number[]> {
   return threadsAvailable().ok ? [1, Math.max(2, await defaultThreads())] : [1];
@@ -97,6 +139,7 @@ async function kernels(ctx: BenchContext) {
     try {
       ctx.progress(`wasm: checking the WASM kernels (${threads} thread${threads > 1 ? 's' : ''}) against the CPU reference`);
       selfCheck(k);
+      gqaAttention(ctx, k, threads);
       for (const s of shapes) {
         const { N, K, M } = s;
         const w = randomUniform(N * K, 2, -0.05, 0.05), x = randomUniform(M * K, 1);
