@@ -5,14 +5,13 @@
  * is read.
  */
 import type { Checkpoint } from './checkpoint';
-import { WasmBackend, type WasmStorage } from './wasm-backend';
+import { WasmBackend, wasmKvValuesPerToken, type WasmStorage } from './wasm-backend';
 import { WasmRunner } from './wasm-runner';
 import { buildWeights } from './load';
-import { describeModel, loadSparsity, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
+import { checkSlidingWindow, defaultContextLength, describeModel, loadSparsity, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
 import { resolveStorage } from './memory-plan';
 import { WasmKernels, type WasmWeightFormat } from '../kernels/wasm/kernels';
 import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
-import { familyLabel } from './config';
 import { sparsityLabel } from '../sparse/apply';
 
 export interface WasmModel { runner: WasmRunner; description: ModelDescription; device: string }
@@ -35,21 +34,22 @@ export function wasmStorage(w: WeightStorage | undefined, ckpt: Checkpoint): Was
 
 export async function loadWasmModel(ckpt: Checkpoint, name: string, options: ModelLoadOptions & { threads?: number } = {}, kernels?: WasmKernels): Promise<WasmModel> {
   const cfg = ckpt.config;
-  if (cfg.family !== 'deepseek') throw new UnsupportedError(`the WASM engine runs DeepSeek-architecture models (MLA, DeepSeekMoE) so far; this is a ${familyLabel(cfg)} model: load it with device 'webgpu'`);
   const log = options.log ?? (() => {});
   const storage = wasmStorage(options.weights, ckpt);
-  const contextLength = options.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+  const contextLength = options.contextLength ?? defaultContextLength(cfg);
   if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
-  if (options.kvCache === 'f16') throw new ArgumentError(`kvCache 'f16' is a WebGPU option; the WASM engine's latent cache is f32 (omit kvCache or pass 'f32')`);
+  checkSlidingWindow(cfg, contextLength);
+  if (options.kvCache === 'f16') throw new ArgumentError(`kvCache 'f16' is a WebGPU option; the WASM engine's KV cache is f32 (omit kvCache or pass 'f32')`);
   const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
   // Memory before any weight is read: every parameter in the storage (f32 for the embedding, kv_b, the
   // router and norms is not separated out: an upper bound for f32, close for the rest) plus the cache.
   const params = parameterCounts(cfg).total;
-  const kv = cfg.numLayers * contextLength * (cfg.kvLoraRank + cfg.qkRopeHeadDim) * 4;
+  const kv = cfg.numLayers * contextLength * wasmKvValuesPerToken(cfg) * 4;
   // 'gguf': the file's tensor bytes (blocks as stored; F32/F16 tensors counted as f32).
   const estimate = (storage === 'gguf' ? [...ckpt.tensors.values()].reduce((a, t) => a + (t.gguf ? t.gguf.bytes : t.shape.reduce((x, d) => x * d, 1) * 4), 0) : params * BYTES_PER_VALUE[storage]) + kv;
   if (estimate > WASM32_BYTES) throw new LimitExceededError('wasm32 memory', Math.round(estimate), WASM32_BYTES, `${name} with ${storage} weights and a ${contextLength}-token cache (use q4 weights, a shorter context, or device webgpu)`);
   const { option: sp, stored } = await loadSparsity(ckpt, options.sparsity, name, log, options.signal);
+  if (sp && cfg.family === 'gpt_oss') throw new UnsupportedError(`sparsity does not apply to GPT-OSS yet (its experts are stacked MXFP4 blocks, not the per-expert matrices the sparse kernels prune): load without the sparsity option`);
   const format = sp?.format === '2:4' ? '2:4' as const : 'vnm' as const;
   const sparsity = sp ? { format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute } : null;
   const k = kernels ?? await WasmKernels.create({ threads: options.threads });

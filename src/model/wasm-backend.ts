@@ -1,7 +1,8 @@
 /**
  * The WebAssembly backend: the architecture file's operations on the SIMD kernels of
- * src/kernels/wasm (one module instance, its linear memory holding weights, the latent KV cache and
- * activations). For machines without a usable GPU: no WebGPU, or only a CPU fallback adapter.
+ * src/kernels/wasm (one module instance, its linear memory holding weights, the KV cache — MLA's latent
+ * one or K and V per kv head — and activations), for every family's architecture file. For machines
+ * without a usable GPU: no WebGPU, or only a CPU fallback adapter.
  *
  * Memory: weights and the cache are permanent blocks taken at load; a forward pass opens a heap mark
  * (begin) and frees its activations at the end (finish), and each layer's temporaries at endLayer.
@@ -9,11 +10,12 @@
 import { UnsupportedError } from '../errors';
 import { dequantize, ggmlTypeByName, isDecodable, rowBytes } from '../formats/gguf-blocks';
 import type { GgufBlocks } from '../loader/checkpoint';
-import { hostMatrixToF32, type Backend, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape } from './deepseek';
+import { hostMatrixToF32, type AttentionExtras, type Backend, type GqaShape, type HostMatrix, type HostMoe, type MatrixRole, type MlaShape, type RopeStyle } from './deepseek';
+import { gptOssCpuExperts } from './cpu-backend';
 import { routingOf, type ModelConfig } from './config';
 import { ropeInvFreq } from '../kernels/rope-params';
 import { WasmKernels, ropeTable, type WasmWeight, type WasmWeightFormat } from '../kernels/wasm/kernels';
-import { isSparsityTarget, tensorName } from './tensors';
+import { hasRole, isSparsityTarget, tensorName } from './tensors';
 import { prunePacked, type SparsityOption } from '../sparse/apply';
 import { permuteMlp } from '../sparse/permute';
 
@@ -22,8 +24,9 @@ export interface WasmTensor { ptr: number; rows: number; cols: number }
 /**
  * A routed or shared expert: gate and up rows fused as one [2I, D] matrix (one pass over x), down [D, I];
  * a sparse shared expert keeps gate and up apart (pruned as the GPU prunes them: each on its own).
+ * GPT-OSS experts add biases: gate|up [2I] (in the fused order) and down [D] (f32 pointers).
  */
-export type WasmExpert = { gateUp: WasmWeight; down: WasmWeight } | { gate: WasmWeight; up: WasmWeight; down: WasmWeight };
+export type WasmExpert = ({ gateUp: WasmWeight; down: WasmWeight } | { gate: WasmWeight; up: WasmWeight; down: WasmWeight }) & { gateUpBias?: number; downBias?: number };
 
 export interface WasmMoe {
   /** Router [E, D], f32. */
@@ -32,6 +35,12 @@ export interface WasmMoe {
   bias: number;
   experts: WasmExpert[];
   shared: WasmExpert | null;
+  /** Qwen2-MoE's shared_expert_gate [1, D] (f32): the shared expert's row is scaled by sigmoid(gate · x). */
+  sharedGate: WasmWeight | null;
+  /** GPT-OSS: the router's linear bias [E] (f32; 0 without), added to the logits before top-k. */
+  routerBias: number;
+  /** GPT-OSS's clamped SwiGLU for the routed experts (null: plain SwiGLU). */
+  act: { alpha: number; limit: number } | null;
 }
 
 /** A storage on WASM: a weight-pack.ts format, or 'gguf' (a GGUF tensor's blocks as in the file: kernels gguf.c). */
@@ -49,14 +58,17 @@ export interface WasmWeightPolicy {
 }
 
 export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
-  /** Tokens in the latent cache (the main model's layers). */
+  /** Tokens in the KV cache (the main model's layers). */
   length = 0;
   /** Rows in the MTP layers' caches (they trail the main cache: model/speculative.ts). */
   mtpLength = 0;
   readonly capacity: number;
-  /** Per layer: RMSNorm(c_KV) [capacity, kvLora] and roped k_pe [capacity, rope], f32. */
+  /** MLA, per layer: RMSNorm(c_KV) [capacity, kvLora] and roped k_pe [capacity, rope], f32. */
   private latent: number[] = [];
   private pe: number[] = [];
+  /** GQA, per layer: roped keys and values per kv head [capacity, kvHeads·headDim], f32. */
+  private kCache: number[] = [];
+  private vCache: number[] = [];
   private ropeCs: number;
   private forwardMark = -1;
   private layerMark = -1;
@@ -72,17 +84,29 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     this.capacity = capacity;
     this.ropeCs = k.putF32(ropeTable(ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling), capacity), 'the RoPE table');
     for (let l = 0; l < cfg.numLayers; l++) {
-      this.latent.push(k.alloc(capacity * cfg.kvLoraRank * 4, 'the latent KV cache'));
-      this.pe.push(k.alloc(capacity * cfg.qkRopeHeadDim * 4, 'the latent KV cache'));
+      if (cfg.attention === 'gqa') {
+        this.kCache.push(k.alloc(capacity * this.kvWidth * 4, 'the KV cache'));
+        this.vCache.push(k.alloc(capacity * this.kvWidth * 4, 'the KV cache'));
+      } else {
+        this.latent.push(k.alloc(capacity * cfg.kvLoraRank * 4, 'the latent KV cache'));
+        this.pe.push(k.alloc(capacity * cfg.qkRopeHeadDim * 4, 'the latent KV cache'));
+      }
     }
   }
 
-  /** Bytes of the latent cache as allocated (every layer, MTP layers included, the full capacity). */
-  get kvBytes(): number { return this.latent.filter((p) => p !== undefined).length * this.capacity * (this.cfg.kvLoraRank + this.cfg.qkRopeHeadDim) * 4; }
+  /** GQA: values per token and layer in each of K and V. */
+  private get kvWidth(): number { return this.cfg.numKvHeads * this.cfg.headDim; }
 
-  /** A latent cache for an MTP layer (index ≥ numLayers), taken at load (no forward pass open). */
+  /** Bytes of the KV cache as allocated (every layer, MTP layers included, the full capacity). */
+  get kvBytes(): number {
+    const layers = this.cfg.attention === 'gqa' ? this.kCache.length : this.latent.filter((p) => p !== undefined).length;
+    return layers * this.capacity * wasmKvValuesPerToken(this.cfg) * 4;
+  }
+
+  /** A latent cache for an MTP layer (index ≥ numLayers), taken at load (no forward pass open). MTP is DeepSeek's: MLA only. */
   addCacheLayer(layer: number): void {
     if (this.forwardMark >= 0) throw new Error('WasmBackend.addCacheLayer: a forward pass is open');
+    if (this.cfg.attention === 'gqa') throw new UnsupportedError(`WasmBackend.addCacheLayer: MTP layers on WASM are DeepSeek's (MLA latent cache); this model's attention is GQA`);
     if (layer < this.cfg.numLayers || this.latent[layer] !== undefined) return;
     this.latent[layer] = this.k.alloc(this.capacity * this.cfg.kvLoraRank * 4, 'the MTP layer\'s latent cache');
     this.pe[layer] = this.k.alloc(this.capacity * this.cfg.qkRopeHeadDim * 4, 'the MTP layer\'s latent cache');
@@ -152,8 +176,11 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     const D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts;
     const fmt = this.policy.storage('experts');
     const sp = this.policy.sparsity;
-    const sparseRouted = !!sp && isSparsityTarget(tensorName('expert_gate', layer, 0), sp.apply);
-    const sparseShared = !!sp && isSparsityTarget(tensorName('shared_gate', layer), sp.apply);
+    // Under the family's own tensor names (Granite's stacked experts are no sparsity target, as on the GPU).
+    const cfg = this.cfg;
+    const routedRole = hasRole(cfg, 'expert_gate') ? 'expert_gate' : hasRole(cfg, 'experts_gate_up') ? 'experts_gate_up' : null;
+    const sparseRouted = !!sp && !!routedRole && isSparsityTarget(tensorName(routedRole, layer, routedRole === 'expert_gate' ? 0 : -1, cfg), sp.apply);
+    const sparseShared = !!sp && hasRole(cfg, 'shared_gate') && isSparsityTarget(tensorName('shared_gate', layer, -1, cfg), sp.apply);
     const fused = (label: string, gate: Float32Array, up: Float32Array, down: Float32Array, Iw: number, f: WasmStorage, sparse: boolean): WasmExpert => {
       const gu = new Float32Array(2 * Iw * D);
       gu.set(gate.subarray(0, Iw * D));
@@ -162,6 +189,7 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
       if (sparse) return { gateUp: this.sparse(`${label}.gate_up`, gu, 2 * Iw, D), down: this.sparse(`${label}.down`, down, D, Iw) };
       return { gateUp: this.store(`${label}.gate_up`, gu, 2 * Iw, D, f), down: this.store(`${label}.down`, down, D, Iw, f) };
     };
+    if (p.gptOss) return this.gptOssMoe(layer, p);
     // GGUF routed experts under 'gguf': each expert's gate and up blocks one [2I, D] matrix, down its own
     // (the bytes of the file's stacked tensors, one expert's slice each).
     if (p.ggufExperts && fmt === 'gguf' && !sparseRouted) {
@@ -172,13 +200,13 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
         down: this.storeGguf(`${label}.down`, d.type, [d.bytes], D, Iw),
       });
       const experts = ge.gate.map((g, e) => blocks(`layers.${layer}.experts.${e}`, g, ge.up[e], ge.down[e], I));
-      const Is = I * this.cfg.nSharedExperts;
+      const Is = this.cfg.sharedExpertIntermediateSize;
       let shared: WasmExpert | null = null;
       if (p.ggufShared && !sparseShared) shared = blocks(`layers.${layer}.shared`, p.ggufShared.gate, p.ggufShared.up, p.ggufShared.down, Is);
       else if (p.shared || p.ggufShared) {
         const sh = p.shared ?? { gate: hostMatrixToF32({ N: Is, K: D, gguf: p.ggufShared!.gate }), up: hostMatrixToF32({ N: Is, K: D, gguf: p.ggufShared!.up }), down: hostMatrixToF32({ N: D, K: Is, gguf: p.ggufShared!.down }) };
         shared = sparseShared
-          ? { gate: this.sparse(tensorName('shared_gate', layer), sh.gate, Is, D), up: this.sparse(tensorName('shared_up', layer), sh.up, Is, D), down: this.sparse(tensorName('shared_down', layer), sh.down, D, Is) }
+          ? { gate: this.sparse(tensorName('shared_gate', layer, -1, cfg), sh.gate, Is, D), up: this.sparse(tensorName('shared_up', layer, -1, cfg), sh.up, Is, D), down: this.sparse(tensorName('shared_down', layer, -1, cfg), sh.down, D, Is) }
           : fused(`layers.${layer}.shared`, sh.gate, sh.up, sh.down, Is, 'f32', false);
       }
       return this.router(layer, p, experts, shared);
@@ -192,7 +220,7 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     // sparsity.permute: each expert's intermediate channels permuted for its down_proj's pattern first (exact).
     if (sparseRouted && sp!.permute) routed = routed.map((x) => permuteMlp(x, D, I, sp!));
     const experts = routed.map((x, e) => fused(`layers.${layer}.experts.${e}`, x.gate, x.up, x.down, I, fmt, sparseRouted));
-    const Is = I * this.cfg.nSharedExperts;
+    const Is = this.cfg.sharedExpertIntermediateSize;
     let sh = p.shared;
     if (!sh && p.ggufShared) {
       const g = p.ggufShared;
@@ -201,9 +229,9 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     let shared: WasmExpert | null = null;
     if (sh && sparseShared) {
       shared = {
-        gate: this.sparse(tensorName('shared_gate', layer), sh.gate, Is, D),
-        up: this.sparse(tensorName('shared_up', layer), sh.up, Is, D),
-        down: this.sparse(tensorName('shared_down', layer), sh.down, D, Is),
+        gate: this.sparse(tensorName('shared_gate', layer, -1, cfg), sh.gate, Is, D),
+        up: this.sparse(tensorName('shared_up', layer, -1, cfg), sh.up, Is, D),
+        down: this.sparse(tensorName('shared_down', layer, -1, cfg), sh.down, D, Is),
       };
     } else if (sh) shared = fused(`layers.${layer}.shared`, sh.gate, sh.up, sh.down, Is, this.policy.storage('shared'), false);
     return this.router(layer, p, experts, shared);
@@ -213,7 +241,37 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     const gate = this.store(`layers.${layer}.gate`, p.gate, this.cfg.nRoutedExperts, this.cfg.hiddenSize, 'f32');
     const bias = p.bias ? this.k.putF32(p.bias, 'the router bias') : 0;
     if (p.bias) this.weightBytes += p.bias.length * 4;
-    return { gate, bias, experts, shared };
+    const sharedGate = p.sharedGate ? this.store(`layers.${layer}.shared_expert_gate`, p.sharedGate, 1, this.cfg.hiddenSize, 'f32') : null;
+    return { gate, bias, experts, shared, sharedGate, routerBias: 0, act: null };
+  }
+
+  /**
+   * A GPT-OSS layer: the experts (MXFP4 blocks decoded at load as transformers' convert_moe_packed_tensors,
+   * or unquantised) in the fused gate|up layout (HF interleaves gate and up rows: they are split here)
+   * with their biases, in the experts' storage; the router [E, D] and its bias f32.
+   */
+  private gptOssMoe(layer: number, p: HostMoe): WasmMoe {
+    const D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts;
+    const fmt = this.policy.storage('experts');
+    const oss = gptOssCpuExperts(p.gptOss!, E, D, I);
+    const bias = (data: Float32Array, what: string) => { this.weightBytes += data.length * 4; return this.k.putF32(data, what); };
+    const experts = oss.experts.map((x, e): WasmExpert => {
+      const gu = new Float32Array(2 * I * D), gub = new Float32Array(2 * I);
+      for (let i = 0; i < I; i++) {
+        gu.set(x.gateUp.subarray(2 * i * D, (2 * i + 1) * D), i * D);
+        gu.set(x.gateUp.subarray((2 * i + 1) * D, (2 * i + 2) * D), (I + i) * D);
+        gub[i] = x.gateUpBias[2 * i];
+        gub[I + i] = x.gateUpBias[2 * i + 1];
+      }
+      const label = `layers.${layer}.experts.${e}`;
+      return {
+        gateUp: this.store(`${label}.gate_up`, gu, 2 * I, D, fmt), down: this.store(`${label}.down`, x.down, D, I, fmt),
+        gateUpBias: bias(gub, `${label}.gate_up_bias`), downBias: bias(Float32Array.from(x.downBias), `${label}.down_bias`),
+      };
+    });
+    const gate = this.store(`layers.${layer}.router`, p.gate, E, D, 'f32');
+    const act = this.cfg.expertActivation!;
+    return { gate, bias: 0, experts, shared: null, sharedGate: null, routerBias: bias(oss.routerBias, `layers.${layer}.router_bias`), act: { alpha: act.alpha, limit: act.limit } };
   }
 
   // ------------------------------------------------------------------------------------- activations
@@ -255,9 +313,32 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     return y;
   }
 
-  rope(x: WasmTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number): void {
+  rope(x: WasmTensor, heads: number, headStride: number, offset: number, ropeDim: number, past: number, style?: RopeStyle): void {
     if (past + x.rows > this.capacity) throw new RangeError(`rope: positions up to ${past + x.rows} exceed the context (${this.capacity})`);
-    this.k.rope(x.ptr, { rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, pos0: past }, this.ropeCs);
+    this.k.rope(x.ptr, { rows: x.rows, heads, rowStride: x.cols, headStride, offset, ropeDim, pos0: past }, this.ropeCs, style);
+  }
+
+  rmsNormHeads(x: WasmTensor, heads: number, w: WasmWeight, eps: number): void {
+    const d = x.cols / heads;
+    this.k.rmsNorm(x.ptr, w.ptr, x.ptr, x.rows * heads, d, eps);
+  }
+
+  addBias(x: WasmTensor, b: WasmWeight): void { this.k.addBiasRows(x.ptr, b.ptr, x.rows, x.cols); }
+
+  scale(x: WasmTensor, s: number): void { this.k.scale(x.ptr, s, x.rows * x.cols); }
+
+  /** GQA: appends k, v [S, kvHeads·d] to layer's cache at `past`, then attends causally (window, sinks: GPT-OSS). */
+  attention(layer: number, q: WasmTensor, k: WasmTensor, v: WasmTensor, shape: GqaShape, past: number, scale: number, extras?: AttentionExtras<WasmWeight>): WasmTensor {
+    const S = q.rows, w = shape.kvHeads * shape.headDim;
+    if (past !== this.length) throw new Error(`WasmBackend.attention: the cache holds ${this.length} tokens, the forward expects ${past}`);
+    if (past + S > this.capacity) throw new RangeError(`attention: ${past + S} tokens exceed the context (${this.capacity})`);
+    if (k.cols !== w || v.cols !== w || q.cols !== shape.heads * shape.headDim) throw new Error(`WasmBackend.attention: q [${q.rows}, ${q.cols}], k [${k.rows}, ${k.cols}], v [${v.rows}, ${v.cols}] for ${shape.heads}/${shape.kvHeads} heads of ${shape.headDim}`);
+    const f = this.k.f32;
+    f.copyWithin((this.kCache[layer] >> 2) + past * w, k.ptr >> 2, (k.ptr >> 2) + S * w);
+    f.copyWithin((this.vCache[layer] >> 2) + past * w, v.ptr >> 2, (v.ptr >> 2) + S * w);
+    const out = this.temp(S, shape.heads * shape.headDim);
+    this.k.gqa({ q: q.ptr, k: this.kCache[layer], v: this.vCache[layer], sinks: extras?.sinks?.ptr ?? 0, out: out.ptr, S, heads: shape.heads, kvHeads: shape.kvHeads, d: shape.headDim, past, scale, window: extras?.window ?? 0 });
+    return out;
   }
 
   mla(layer: number, q: WasmTensor, kvA: WasmTensor, kvB: WasmWeight, d: MlaShape, past: number, scale: number): WasmTensor {
@@ -284,14 +365,16 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     return this.linear({ ptr: g.ptr, rows: x.rows, cols: gate.N }, down);
   }
 
-  /** SwiGLU of a fused expert on `rows` rows at x → y [rows, D]. */
-  private expertForward(x: number, rows: number, e: WasmExpert): number {
+  /** SwiGLU (or GPT-OSS's clamped SwiGLU, `act`) of a fused expert on `rows` rows at x → y [rows, D]. */
+  private expertForward(x: number, rows: number, e: WasmExpert, act: WasmMoe['act'] = null): number {
     const I = e.down.K;
     const h = this.k.alloc(rows * I * 4), y = this.k.alloc(rows * e.down.N * 4);
     if ('gateUp' in e) {
       const gu = this.k.alloc(rows * 2 * I * 4);
       this.k.matmul(x, e.gateUp, gu, rows);
-      this.k.siluMulFused(gu, h, rows, I);
+      if (e.gateUpBias) this.k.addBiasRows(gu, e.gateUpBias, rows, 2 * I);
+      if (act) this.k.swigluOaiFused(gu, h, rows, I, act.alpha, act.limit);
+      else this.k.siluMulFused(gu, h, rows, I);
     } else {
       const u = this.k.alloc(rows * I * 4);
       this.k.matmul(x, e.gate, h, rows);
@@ -299,6 +382,7 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
       this.k.siluMul(h, u, h, rows * I);
     }
     this.k.matmul(h, e.down, y, rows);
+    if (e.downBias) this.k.addBiasRows(y, e.downBias, rows, e.down.N);
     return y;
   }
 
@@ -307,13 +391,20 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
     const k = this.k;
     const logits = k.alloc(T * E * 4), ids = k.alloc(T * K * 4), weights = k.alloc(T * K * 4);
     k.matmul(x.ptr, e.gate, logits, T);
-    k.moeRoute(logits, e.bias, T, routingOf(cfg), ids, weights);
+    // GPT-OSS: softmax over the top-k of (logits + bias) = the full softmax renormalised over the top-k.
+    if (e.routerBias) k.addBiasRows(logits, e.routerBias, T, E);
+    k.moeRoute(logits, e.bias, T, e.routerBias ? { ...routingOf(cfg), scoring: 'softmax', normTopkProb: true, routedScalingFactor: 1 } : routingOf(cfg), ids, weights);
     const idv = new Int32Array(k.u8.buffer, ids, T * K).slice();
     const wv = k.readF32(weights, T * K);
     const out = this.temp(T, D);
     if (e.shared) {
       const m = k.mark();
       const y = this.expertForward(x.ptr, T, e.shared);
+      if (e.sharedGate) {
+        const g = k.alloc(T * 4);
+        k.matmul(x.ptr, e.sharedGate, g, T);
+        k.sigmoidGateRows(y, g, T, D);
+      }
       k.f32.copyWithin(out.ptr >> 2, y >> 2, (y >> 2) + T * D);
       k.release(m);
     } else k.f32.fill(0, out.ptr >> 2, (out.ptr >> 2) + T * D);
@@ -331,7 +422,7 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
         const f = k.f32;
         for (let j = 0; j < n; j++) { const t = (entries[j] / K) | 0; f.copyWithin((xin >> 2) + j * D, (x.ptr >> 2) + t * D, (x.ptr >> 2) + (t + 1) * D); }
       }
-      const y = this.expertForward(xin, n, e.experts[ex]);
+      const y = this.expertForward(xin, n, e.experts[ex], e.act);
       for (let j = 0; j < n; j++) { const t = (entries[j] / K) | 0; k.axpy(out.ptr + t * D * 4, y + j * D * 4, wv[entries[j]], D); }
       k.release(m);
     }
@@ -351,16 +442,12 @@ export class WasmBackend implements Backend<WasmTensor, WasmWeight, WasmMoe> {
   zeroRows(x: WasmTensor, rows: number): void {
     this.k.viewF32(x.ptr, Math.min(rows, x.rows) * x.cols).fill(0);
   }
-
-  // The Llama-style families' operations (GQA attention, per-head q/k norms, biases, multipliers): the
-  // WASM engine runs DeepSeek-architecture models so far (wasm-assemble.ts refuses the others first).
-  rmsNormHeads(): void { throw notOnWasm('per-head RMSNorm'); }
-  addBias(): void { throw notOnWasm('projection biases'); }
-  scale(): void { throw notOnWasm('activation multipliers'); }
-  attention(): WasmTensor { throw notOnWasm('GQA attention'); }
 }
 
-const notOnWasm = (what: string) => new UnsupportedError(`the WASM engine has no ${what} yet: it runs DeepSeek-architecture models; use device 'webgpu'`);
+/** Values one token adds to one layer's KV cache on WASM: MLA's latent and k_pe, or GQA's K and V of every kv head. */
+export function wasmKvValuesPerToken(cfg: ModelConfig): number {
+  return cfg.attention === 'gqa' ? 2 * cfg.numKvHeads * cfg.headDim : cfg.kvLoraRank + cfg.qkRopeHeadDim;
+}
 
 function concatF32(a: Float32Array, b: Float32Array): Float32Array {
   const out = new Float32Array(a.length + b.length);

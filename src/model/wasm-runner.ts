@@ -14,7 +14,8 @@ import type { WasmBackend, WasmMoe, WasmTensor } from './wasm-backend';
 import type { WasmWeight } from '../kernels/wasm/kernels';
 import { sampleRowOnCpu } from './cpu-sampler';
 import { maxVio } from './moe-telemetry';
-import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from './kvcache';
+import { mhaCacheBytesPerToken } from './kvcache';
+import { wasmKvValuesPerToken } from './wasm-backend';
 import { ArgumentError } from '../errors';
 import { DEFAULT_PREFILL_CHUNK } from './memory-plan';
 
@@ -191,7 +192,7 @@ export class WasmRunner implements ModelRunner {
     const cfg = this.cfg;
     return {
       kvBytes: this.be.kvBytes,
-      kvBytesPerToken: latentCacheBytesPerToken({ layers: cfg.numLayers, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim }, 4),
+      kvBytesPerToken: cfg.numLayers * wasmKvValuesPerToken(cfg) * 4,
       mhaKvBytesPerToken: mhaCacheBytesPerToken({ layers: cfg.numLayers, heads: cfg.numHeads, qkHeadDim: cfg.qkNopeHeadDim + cfg.qkRopeHeadDim, vHeadDim: cfg.vHeadDim }, 4),
       weightBytes: this.be.weightBytes,
       // No GPU memory: the WASM engine's bytes are the module's linear memory (weights, cache, activations).

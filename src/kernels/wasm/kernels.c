@@ -639,3 +639,6 @@ void vnm_matmul(const float *xp, const float *values, const u8 *pidx, const u8 *
 /* ------------------------------------------------------------------------------------ GGUF blocks */
 
 #include "gguf.c"
+
+/* The Llama-style families' kernels (GQA attention, half-split RoPE, biases, gates): their own file, same module. */
+#include "kernels-gqa.c"

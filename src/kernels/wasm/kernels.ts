@@ -38,6 +38,13 @@ interface Exports {
   moe_route(logits: number, bias: number, T: number, E: number, K: number, nGroup: number, topkGroup: number, scoring: number, norm: number, scaling: number, ids: number, weights: number, scratch: number): void;
   gguf_quant_x(x: number, xq: number, xs: number, xsum: number, M: number, K: number): void;
   matmul_gguf(type: number, xq: number, xs: number, xsum: number, w: number, y: number, M: number, N: number, K: number, n0: number, n1: number): void;
+  // kernels-gqa.c: the Llama-style families'
+  rope_half(x: number, rows: number, heads: number, rowStride: number, headStride: number, offset: number, ropeDim: number, cs: number, pos0: number): void;
+  add_bias_rows(x: number, b: number, rows: number, cols: number): void;
+  scale_inplace(x: number, s: number, n: number): void;
+  sigmoid_gate_rows(y: number, g: number, rows: number, cols: number): void;
+  swiglu_oai_fused(gu: number, h: number, rows: number, I: number, alpha: number, limit: number): void;
+  gqa_attention(q: number, kc: number, vc: number, sinks: number, out: number, scratch: number, S: number, H: number, KVH: number, d: number, past: number, scale: number, window: number, s0: number, s1: number, h0: number, h1: number): void;
 }
 
 const compiled = new Map<boolean, Promise<WebAssembly.Module>>();
@@ -61,7 +68,7 @@ export function kernelsModule(threaded = false): Promise<WebAssembly.Module> {
 }
 
 /** The exports the worker pool runs (pool.ts: by index into this list). */
-const POOL_KERNELS = ['matmul_f32', 'matmul_f16', 'matmul_bf16', 'matmul_q8', 'matmul_q4', 'sparse24_matmul', 'vnm_matmul', 'mla_attention', 'matmul_q8x16', 'matmul_q4x16', 'matmul_gguf'] as const;
+const POOL_KERNELS = ['matmul_f32', 'matmul_f16', 'matmul_bf16', 'matmul_q8', 'matmul_q4', 'sparse24_matmul', 'vnm_matmul', 'mla_attention', 'matmul_q8x16', 'matmul_q4x16', 'matmul_gguf', 'gqa_attention'] as const;
 /** Multiply-adds below which a call stays on the calling thread (waking the pool costs more). */
 const POOL_MIN_WORK = 1 << 15;
 
@@ -364,10 +371,39 @@ export class WasmKernels {
   siluMulFused(gu: number, h: number, rows: number, I: number): void { this.e.silu_mul_fused(gu, h, rows, I); }
   siluMul(g: number, u: number, h: number, n: number): void { this.e.silu_mul(g, u, h, n); }
 
-  /** `cs`: [positions, ropeDim/2] (cos, sin) pairs (ropeTable). */
-  rope(x: number, a: { rows: number; heads: number; rowStride: number; headStride: number; offset: number; ropeDim: number; pos0: number }, cs: number): void {
+  /** `cs`: [positions, ropeDim/2] (cos, sin) pairs (ropeTable). Pairs interleaved (default) or halves ('half', HF rotate_half). */
+  rope(x: number, a: { rows: number; heads: number; rowStride: number; headStride: number; offset: number; ropeDim: number; pos0: number }, cs: number, style: 'interleaved' | 'half' = 'interleaved'): void {
     if (a.ropeDim % 2) throw new ShapeError(`rope: ropeDim must be even, got ${a.ropeDim}`);
-    this.e.rope(x, a.rows, a.heads, a.rowStride, a.headStride, a.offset, a.ropeDim, cs, a.pos0);
+    (style === 'half' ? this.e.rope_half : this.e.rope)(x, a.rows, a.heads, a.rowStride, a.headStride, a.offset, a.ropeDim, cs, a.pos0);
+  }
+
+  /** x[r, :] += b [cols] for rows r < rows. */
+  addBiasRows(x: number, b: number, rows: number, cols: number): void { this.e.add_bias_rows(x, b, rows, cols); }
+  /** x *= s (n elements). */
+  scale(x: number, s: number, n: number): void { this.e.scale_inplace(x, s, n); }
+  /** y[r, :] *= sigmoid(g[r]) for y [rows, cols]. */
+  sigmoidGateRows(y: number, g: number, rows: number, cols: number): void { this.e.sigmoid_gate_rows(y, g, rows, cols); }
+  /** GPT-OSS's clamped SwiGLU on a fused [rows, 2I] gate|up product → h [rows, I]. */
+  swigluOaiFused(gu: number, h: number, rows: number, I: number, alpha: number, limit: number): void { this.e.swiglu_oai_fused(gu, h, rows, I, alpha, limit); }
+
+  /**
+   * Grouped-query attention for S queries at [past, past+S) over a per-kv-head cache k, v [≥ past+S, kvHeads·d]
+   * (causal; `window` > 0 limits each query to its last `window` keys; `sinks` [heads] f32 or 0); out [S, heads·d].
+   */
+  gqa(a: { q: number; k: number; v: number; sinks: number; out: number; S: number; heads: number; kvHeads: number; d: number; past: number; scale: number; window: number }, s0 = 0, s1 = a.S, h0 = 0, h1 = a.heads): void {
+    if (a.heads % a.kvHeads) throw new ShapeError(`gqa: ${a.heads} heads are not a multiple of ${a.kvHeads} kv heads`);
+    const m = this.mark();
+    try {
+      const stride = align((a.past + a.S) * 4, 64);
+      const scratch = this.alloc(stride * this.threads);
+      const args = [a.q, a.k, a.v, a.sinks, a.out, scratch, a.S, a.heads, a.kvHeads, a.d, a.past, a.scale, a.window, s0, s1, h0, h1];
+      // Work ~ queries · heads · keys · 2d: split queries (prefill) or heads (decode).
+      const work = (s1 - s0) * (h1 - h0) * (a.window > 0 ? Math.min(a.window, a.past + a.S) : a.past + a.S) * 2 * a.d;
+      if (s1 - s0 >= h1 - h0) this.par('gqa_attention', args, 13, work, 1, 5, stride);
+      else this.par('gqa_attention', args, 15, work, 1, 5, stride);
+    } finally {
+      this.release(m);
+    }
   }
 
   /** MLA (absorbed) for S queries at [past, past+S) over the cache; out [S, H·v]. */
