@@ -114,19 +114,11 @@ export const acquireBrowserGpu: AcquireGpu = async (o) => {
 };
 
 /**
- * The default context: max_position_embeddings, at most 4096, and within a configured sliding window
- * (the attention kernels attend over the whole cache: within the window that is the model's attention).
+ * The default context: max_position_embeddings, at most 4096. A configured sliding window does not cap it:
+ * the attention kernels run the windows themselves (decoder-blocks.ts slidingWindowOf).
  */
 export function defaultContextLength(cfg: ModelConfig): number {
-  return Math.min(cfg.maxPositionEmbeddings, 4096, cfg.layerTypes ? Infinity : cfg.slidingWindow ?? Infinity);
-}
-
-/** A context past a configured sliding window would need windowed attention, which webmoe does not run yet. */
-export function checkSlidingWindow(cfg: ModelConfig, contextLength: number): void {
-  // GPT-OSS (layerTypes) runs its windows in the attention kernels: any context works.
-  if (cfg.slidingWindow !== null && !cfg.layerTypes && contextLength > cfg.slidingWindow) {
-    throw new UnsupportedError(`contextLength ${contextLength} is past the model's sliding window (sliding_window ${cfg.slidingWindow}): sliding-window attention is not supported yet; load with contextLength ≤ ${cfg.slidingWindow}`);
-  }
+  return Math.min(cfg.maxPositionEmbeddings, 4096);
 }
 
 /** Parameter counts from the config: all weights, and those one token reads (K routed experts). */
@@ -290,7 +282,6 @@ export class GpuModelLoader {
     const storage = storageFor(options.weights, ckpt, gpu);
     const contextLength = options.contextLength ?? defaultContextLength(cfg);
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
-    checkSlidingWindow(cfg, contextLength);
     // The plan from the config and tensor headers, checked before anything is allocated; a load that
     // cannot fit fails here naming the limit and the loads that would fit.
     const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);

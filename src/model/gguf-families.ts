@@ -21,7 +21,7 @@
 import { ConfigError, FormatError, UnsupportedError } from '../errors';
 import { ggmlTypeByName, quantize, type DecodableType } from '../formats/gguf-blocks';
 import { kv, type GgufTensorToWrite } from '../formats/gguf-write';
-import { metaBool, metaNumber, metaString, type GgufKv, type GgufModelHeader, type GgufSplitTensor } from '../formats/gguf';
+import { metaArray, metaBool, metaNumber, metaString, type GgufKv, type GgufModelHeader, type GgufSplitTensor } from '../formats/gguf';
 import { appendTokenizerMetadata } from '../formats/gguf-tokenizer';
 import type { ModelConfig } from './config';
 
@@ -64,6 +64,12 @@ export function familyGgufMetadata(cfg: ModelConfig, tokenizer?: { json: unknown
   if (cfg.family === 'qwen2_moe' || cfg.family === 'qwen3_moe') m.push([a('expert_feed_forward_length'), kv.u32(cfg.moeIntermediateSize)]);
   if (cfg.family === 'qwen2_moe') m.push([a('expert_shared_feed_forward_length'), kv.u32(cfg.sharedExpertIntermediateSize)]);
   if (cfg.family === 'qwen3_moe' || cfg.family === 'qwen2_moe' || cfg.family === 'olmoe') m.push([a('expert_weights_norm'), kv.bool(cfg.normTopkProb)]);
+  if (cfg.slidingWindow !== null && cfg.layerTypes) {
+    // llama.cpp's keys for a window (LLM_KV_ATTENTION_SLIDING_WINDOW, _PATTERN as one bool a layer), which
+    // its llama, qwen2moe and qwen3moe archs do not read: they keep webmoe's reading of the file exact.
+    m.push([a('attention.sliding_window'), kv.u32(cfg.slidingWindow)]);
+    m.push([a('attention.sliding_window_pattern'), { type: 'ARRAY', value: { type: 'BOOL', values: Uint8Array.from(cfg.layerTypes, (t) => +(t === 'sliding_attention')) } }]);
+  }
   if (cfg.family === 'granitemoe') {
     const x = cfg.multipliers;
     m.push([a('attention.scale'), kv.f32(x.attention!)], [a('embedding_scale'), kv.f32(x.embedding)], [a('residual_scale'), kv.f32(x.residual)], [a('logit_scale'), kv.f32(x.logitsScaling)]);
@@ -216,6 +222,13 @@ export function familyConfigFromGguf(h: { metadata: Map<string, GgufKv>; tensors
   if (modelType === 'qwen3_moe' || headDim !== hidden / heads) c.head_dim = headDim;
   if (modelType === 'qwen2_moe') c.shared_expert_intermediate_size = num('expert_shared_feed_forward_length') ?? 0;
   if (modelType !== 'mixtral' && modelType !== 'granitemoe') c.norm_topk_prob = metaBool(h, `${arch}.expert_weights_norm`) ?? modelType === 'qwen3_moe';
+  const window = num('attention.sliding_window');
+  if (window !== undefined) {
+    c.sliding_window = window;
+    if (qwen) c.use_sliding_window = true;
+    const pattern = metaArray(h, `${arch}.attention.sliding_window_pattern`);
+    if (modelType === 'qwen2_moe' && pattern?.type === 'BOOL') c.layer_types = Array.from(pattern.values as Uint8Array, (b) => (b ? 'sliding_attention' : 'full_attention'));
+  }
   if (modelType === 'granitemoe') {
     c.attention_multiplier = need('attention.scale');
     c.embedding_multiplier = num('embedding_scale') ?? 1;

@@ -448,7 +448,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const experts = storage === 'gguf' ? ggufExpertStorage(cfg, byName) : expertStorage(cfg, storage);
   // An F32/F16 table in a GGUF stays f32 under 'gguf' (gpu-backend embedding).
   const embedding = storage === 'gguf' && !byName.get('model.embed_tokens.weight')?.gguf ? 'f32' : embeddingStorage(storage);
-  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096, cfg.layerTypes ? Infinity : cfg.slidingWindow ?? Infinity);
+  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
   const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? DEFAULT_PREFILL_CHUNK, contextLength));
   const dev = opts.device ?? {};
   const limit = Math.min(dev.maxStorageBufferBindingSize ?? Infinity, dev.maxBufferSize ?? Infinity);

@@ -22,7 +22,7 @@ import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
 import { expectWithin, planVsAllocated } from '../helpers/plan-vs-allocated';
-import { FAMILY_FIXTURES, familyDir, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
+import { FAMILY_FIXTURES, SLIDING_WINDOW_FIXTURES, familyDir, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
 
 const TOL = { atol: 1e-4, rtol: 0 };
 let gpu: Gpu;
@@ -35,7 +35,7 @@ const source = (f: FamilyFixture) => memoryModel({
 });
 const sets = (rows: number[][]) => rows.map((r) => [...r].sort((a, b) => a - b));
 
-describe.each(FAMILY_FIXTURES)('%s: GPU runtime vs the PyTorch fixture', (family) => {
+describe.each([...FAMILY_FIXTURES, ...SLIDING_WINDOW_FIXTURES])('%s: GPU runtime vs the PyTorch fixture', (family) => {
   const { ref, logits: want, routing: wantRouting } = familyFixture(family);
   const { tokens, prefill_split: p, vocab_size: V } = ref;
   const n = tokens.length;

@@ -7,7 +7,9 @@ import { writeSafetensors, type TensorToWrite } from '../../src/formats/safetens
 import { mxfp4DequantHfRef } from '../../src/kernels/weight.ref';
 
 export const FAMILY_FIXTURES = ['qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'granitemoe', 'gpt_oss'] as const;
-export type FamilyFixture = (typeof FAMILY_FIXTURES)[number];
+/** Mixtral, Qwen2-MoE and Qwen3-MoE configured with sliding_window 6, under a 13-token prefill of a 24-token sequence. */
+export const SLIDING_WINDOW_FIXTURES = ['mixtral_swa', 'qwen2_moe_swa', 'qwen3_moe_swa'] as const;
+export type FamilyFixture = (typeof FAMILY_FIXTURES)[number] | (typeof SLIDING_WINDOW_FIXTURES)[number];
 /** The families webmoe writes and reads in llama.cpp's GGUF layouts (GPT-OSS has none here yet: a typed error). */
 export const GGUF_FAMILY_FIXTURES = FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss');
 

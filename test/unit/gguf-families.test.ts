@@ -17,7 +17,7 @@ import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
 import { dequantize, quantize } from '../../src/formats/gguf-blocks';
 import { expectClose } from '../helpers/gpu';
-import { GGUF_FAMILY_FIXTURES, familyDir, familyFixture } from '../helpers/families';
+import { GGUF_FAMILY_FIXTURES, SLIDING_WINDOW_FIXTURES, familyDir, familyFixture } from '../helpers/families';
 import { ggufSummary } from '../../src/model/gguf-info';
 
 const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
@@ -27,7 +27,8 @@ const openSafetensors = (f: string) => openCheckpoint(memoryModel({
   'tokenizer.json': JSON.stringify(tokenizer),
 }));
 
-describe.each(GGUF_FAMILY_FIXTURES)('%s GGUF', (family) => {
+// The sliding-window fixtures too: the window travels in llama.cpp's attention.sliding_window(_pattern) keys.
+describe.each([...GGUF_FAMILY_FIXTURES, ...SLIDING_WINDOW_FIXTURES])('%s GGUF', (family) => {
   it('F32: written and read back bit-identical; the reference logits within 1e-4', async () => {
     const st = await openSafetensors(family);
     const file = (await checkpointToGguf(st, 'f32')).file;
@@ -46,6 +47,9 @@ describe.each(GGUF_FAMILY_FIXTURES)('%s GGUF', (family) => {
     expectClose(await runner.logits(ref.tokens, true), logits, { atol: 1e-4, rtol: 0 }, `${family} from GGUF`);
   });
 
+});
+
+describe.each(GGUF_FAMILY_FIXTURES)('%s GGUF', (family) => {
   it('Q8_0: every tensor is its Q8_0 round trip; routed experts stream as the file\'s blocks', async () => {
     const st = await openSafetensors(family);
     const gg = await openGgufCheckpoint([bytesSource(`${family}.gguf`, (await checkpointToGguf(st, 'q8_0')).file)]);
