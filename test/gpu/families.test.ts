@@ -22,6 +22,7 @@ import { CpuBackend } from '../../src/model/cpu-backend';
 import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
 import { expectWithin, planVsAllocated } from '../helpers/plan-vs-allocated';
+import { writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors';
 import { FAMILY_FIXTURES, SLIDING_WINDOW_FIXTURES, familyDir, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
 
 const TOL = { atol: 1e-4, rtol: 0 };
@@ -93,7 +94,6 @@ describe.each(FAMILY_FIXTURES)('%s: an f16 KV cache', (family) => {
 // A Q8_0 GGUF of each family (webmoe's converter, llama.cpp's layout for the family: gguf-families.ts)
 // loaded by the Node engine with weights 'gguf' (the file's Q8_0 blocks decoded in the kernels): the
 // same logits as the CPU reference on the same file (which dequantises the same blocks) within 1e-4.
-// (GPT-OSS: no GGUF converter layout yet; its GGUF path is not built.)
 describe.each(FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss'))('%s: a Q8_0 GGUF on the GPU', (family) => {
   it("engine.load(file.gguf, { weights: 'gguf' }): logits equal the CPU reference on the same file", async () => {
     const { ref } = familyFixture(family);
@@ -120,6 +120,78 @@ describe.each(FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss'))('%s: a Q8_0 GGUF o
     }
   });
 });
+
+// GPT-OSS from webmoe's GGUF (llama.cpp's gpt-oss layout, experts MXFP4 blocks): the loader hands the
+// MXFP4 kernels the same bits as the safetensors checkpoint, so the logits are the same (bound 1e-5).
+describe('gpt_oss GGUF on the GPU', () => {
+  it.each(['f32', 'q8_0'] as const)('%s file: logits equal the same weights loaded from safetensors, experts still mxfp4', async (quant) => {
+    const { ref } = familyFixture('gpt_oss');
+    const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
+    const files = {
+      'config.json': readFileSync(join(familyDir('gpt_oss'), 'config.json'), 'utf8'),
+      'model.safetensors': new Uint8Array(readFileSync(join(familyDir('gpt_oss'), 'model.safetensors'))),
+      'tokenizer.json': JSON.stringify(tokenizer),
+    };
+    const file = (await checkpointToGguf(await openCheckpoint(memoryModel(files)), quant)).file;
+    const dir = mkdtempSync(join(tmpdir(), 'webmoe-gptoss-gguf-'));
+    const engine = createNodeEngine();
+    try {
+      const path = join(dir, `gpt_oss-${quant}.gguf`);
+      writeFileSync(path, file);
+      // The Q8_0 file's attention and head weights are the dequantised blocks; the safetensors side gets the same values.
+      const gg = await openGgufCheckpoint([bytesSource('gpt_oss.gguf', file)]);
+      const info = await engine.load(path, { weights: 'f32', kvCache: 'f32', requireTokenizer: false });
+      expect([info.modelType, info.expertStorage]).toEqual(['gpt_oss', 'mxfp4']);
+      const got = await engine.runner.logits(ref.tokens, true);
+      await engine.unload();
+      const e = gpuEngine(gpu);
+      await e.load(quant === 'f32' ? memoryModel(files) : memoryModel(await checkpointFiles(gg, files['config.json'])), { weights: 'f32', kvCache: 'f32' });
+      const want = await gpu.checked(() => e.runner.logits(ref.tokens, true));
+      await e.unload();
+      expectClose(got, want, { atol: 1e-5, rtol: 0 }, `gpt_oss ${quant} GGUF vs safetensors`);
+    } finally {
+      await engine.unload();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('gpt_oss Q8_0 GGUF with its blocks on the GPU', () => {
+  it("weights 'auto' keeps the Q8_0 blocks (attention, head) and the MXFP4 experts: logits equal the CPU reference on the same file", async () => {
+    const { ref } = familyFixture('gpt_oss');
+    const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
+    const st = await openCheckpoint(memoryModel({
+      'config.json': readFileSync(join(familyDir('gpt_oss'), 'config.json'), 'utf8'),
+      'model.safetensors': new Uint8Array(readFileSync(join(familyDir('gpt_oss'), 'model.safetensors'))),
+      'tokenizer.json': JSON.stringify(tokenizer),
+    }));
+    const file = (await checkpointToGguf(st, 'q8_0')).file;
+    const gg = await openGgufCheckpoint([bytesSource('gpt_oss.gguf', file)]);
+    const want = await new CpuRunner(gg.config, await buildWeights(new CpuBackend(gg.config), gg.config, gg), 256).logits(ref.tokens, true);
+    const dir = mkdtempSync(join(tmpdir(), 'webmoe-gptoss-gguf-'));
+    const engine = createNodeEngine();
+    try {
+      const path = join(dir, 'gpt_oss-q8_0.gguf');
+      writeFileSync(path, file);
+      const info = await engine.load(path, { kvCache: 'f32', requireTokenizer: false });
+      expect([info.weightStorage, info.expertStorage]).toEqual(['gguf', 'mxfp4']);
+      expectClose(await engine.runner.logits(ref.tokens, true), want, TOL, 'gpt_oss Q8_0 GGUF, blocks on the GPU');
+    } finally {
+      await engine.unload();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A checkpoint's tensors (as it reads them: F32, or U8 blocks) as config.json + model.safetensors. */
+async function checkpointFiles(ck: Awaited<ReturnType<typeof openGgufCheckpoint>>, config: string) {
+  const out: Record<string, TensorToWrite> = {};
+  for (const name of ck.tensors.keys()) {
+    const r = await ck.readRaw(name);
+    out[name] = { dtype: r.dtype, shape: r.shape, data: r.data.slice() };
+  }
+  return { 'config.json': config, 'model.safetensors': writeSafetensors(out), 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) };
+}
 
 // The memory plan of a GQA family against what its load and steps allocate (K and V per kv head, the
 // family's activations): weights within 1%, the KV cache exactly, the temp pool and the total within 5%.

@@ -10,7 +10,7 @@ export const FAMILY_FIXTURES = ['qwen2_moe', 'qwen3_moe', 'olmoe', 'mixtral', 'g
 /** Mixtral, Qwen2-MoE and Qwen3-MoE configured with sliding_window 6, under a 13-token prefill of a 24-token sequence. */
 export const SLIDING_WINDOW_FIXTURES = ['mixtral_swa', 'qwen2_moe_swa', 'qwen3_moe_swa'] as const;
 export type FamilyFixture = (typeof FAMILY_FIXTURES)[number] | (typeof SLIDING_WINDOW_FIXTURES)[number];
-/** The families webmoe writes and reads in llama.cpp's GGUF layouts (GPT-OSS has none here yet: a typed error). */
+/** The Llama-style families webmoe writes and reads in llama.cpp's GGUF layouts (GPT-OSS's gpt-oss layout has tests of its own). */
 export const GGUF_FAMILY_FIXTURES = FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss');
 
 export const familyDir = (f: FamilyFixture) => join(import.meta.dirname, '..', 'fixtures', 'families', f);
