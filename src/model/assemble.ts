@@ -19,6 +19,7 @@ import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, kvCacheFor, pla
 import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
 import { DEFAULT_EVICTION, DEFAULT_PREFETCH, type EvictionPolicy, type ExpertSourcePolicy, type OffloadConfig, type PrefetchPolicy } from './expert-cache';
 import { hasRole, tensorName } from './tensors';
+import { packMxfp4Experts } from '../kernels/moe-slots';
 
 export type { Gpu, GpuOptions };
 
@@ -198,7 +199,7 @@ const POLICIES = { source: ['auto', 'host', 'source'], prefetch: ['none', 'previ
  * memory when they take at most half of it (hostMemoryBytes; default navigator.deviceMemory GiB where
  * the browser tells, else 4 GiB assumed), else re-reads them from the checkpoint on each miss.
  */
-export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoadOptions, ckpt: Pick<Checkpoint, 'readF32' | 'config'>): OffloadConfig {
+export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoadOptions, ckpt: Pick<Checkpoint, 'readF32' | 'readRaw' | 'config'>): OffloadConfig {
   const check = <K extends keyof typeof POLICIES>(what: K, v: unknown, option: string) => {
     if (v !== undefined && !(POLICIES[what] as readonly unknown[]).includes(v)) throw new ArgumentError(`${option} must be ${POLICIES[what].join(', ')}; got ${JSON.stringify(v)}`);
   };
@@ -224,6 +225,15 @@ export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoa
       }
       const [gate, up, down] = await Promise.all((['expert_gate', 'expert_up', 'expert_down'] as const).map((r) => ckpt.readF32(tensorName(r, layer, e, cfg))));
       return { gate, up, down };
+    },
+    readPacked: async (layer, e) => {
+      // GPT-OSS keeps a layer's experts in stacked tensors (blocks, scales, biases): all six are read
+      // and expert e's bytes taken, so a miss re-reads E experts' bytes (expertSource 'host' avoids it).
+      const cfg = ckpt.config, E = cfg.nRoutedExperts, I = cfg.moeIntermediateSize, D = cfg.hiddenSize;
+      const raw = (r: 'oss_gate_up_blocks' | 'oss_gate_up_scales' | 'oss_down_blocks' | 'oss_down_scales') => ckpt.readRaw(tensorName(r, layer, -1, cfg)).then((t) => t.data);
+      const f32 = (r: 'oss_gate_up_bias' | 'oss_down_bias') => ckpt.readF32(tensorName(r, layer, -1, cfg));
+      const [gateUpBlocks, gateUpScales, downBlocks, downScales, gateUpBias, downBias] = await Promise.all([raw('oss_gate_up_blocks'), raw('oss_gate_up_scales'), raw('oss_down_blocks'), raw('oss_down_scales'), f32('oss_gate_up_bias'), f32('oss_down_bias')]);
+      return packMxfp4Experts({ gateUpBlocks, gateUpScales, downBlocks, downScales, gateUpBias, downBias }, E, D, I)[e];
     },
   };
 }

@@ -589,23 +589,28 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const budget = opts.gpuBudget;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);
   if (full.gpuBytes <= budget || !moe.length || !cfg.nRoutedExperts) return full;
-  if (cfg.family === 'gpt_oss') throw new UnsupportedError(`expert offload does not cover GPT-OSS's experts yet (MXFP4 blocks with expert biases; the slot stacks hold webmoe's packed formats without biases): this model needs ${mib(full.gpuBytes)} MiB, over the GPU budget of ${mib(budget)} MiB; load it without a GPU budget on a device with that much memory, or with a shorter --context`);
+  if (cfg.family === 'gpt_oss' && !mxfp4) throw new UnsupportedError(`expert offload covers GPT-OSS's MXFP4 experts (the release's); this checkpoint's experts are unquantised: it needs ${mib(full.gpuBytes)} MiB, over the GPU budget of ${mib(budget)} MiB; load it without a GPU budget on a device with that much memory, or the MXFP4 release, or with a shorter --context`);
+  // GPT-OSS: slots of MXFP4 blocks, scale bytes and f32 biases (kernels/moe-slots.ts slotBytes 'mxfp4').
+  const slotFormat = mxfp4 ? 'mxfp4' : packedExperts;
   if (experts === 'gguf') throw new UnsupportedError(`expert offload keeps routed experts in webmoe's stacks; this GGUF's experts stay GGUF blocks ('gguf' storage): load it with --weights q4 or q8 to offload, or without a GPU budget`);
   // One slot = one expert of a stack (every buffer of it); the slots of a layer are one stack, so at
   // most what one binding holds.
-  const slot = expertStackBuffers(packedExperts, 1, cfg.moeIntermediateSize, cfg.hiddenSize).reduce((a, b) => a + b.bytes, 0);
+  const slot = slotStackBuffers(slotFormat, 1, cfg.moeIntermediateSize, cfg.hiddenSize).reduce((a, b) => a + b.bytes, 0);
   const routedBytes = byRole.routed_experts ?? 0;
   const K = cfg.numExpertsPerTok, E = cfg.nRoutedExperts;
   const withSlots = (C: number) => {
-    const sized = stackOf(packedExperts, C, cfg);
-    const w = { bytes: weightBytes - routedBytes + sized.bytes, byFormat: { ...byFormat, [packedExperts]: (byFormat[packedExperts] ?? 0) - routedBytes + sized.bytes }, byRole: { ...byRole, routed_experts: sized.bytes } };
+    const sized = stackOf(slotFormat, C, cfg);
+    // (GPT-OSS's routed bytes are MXFP4 blocks and scales plus f32 biases; its slots likewise, booked as mxfp4.)
+    const byF = { ...byFormat, [slotFormat]: (byFormat[slotFormat] ?? 0) + sized.bytes };
+    if (mxfp4) { byF.mxfp4 -= byFormat.mxfp4 ?? 0; byF.f32 = (byF.f32 ?? 0) - (routedBytes - (byFormat.mxfp4 ?? 0)); } else byF[slotFormat] -= routedBytes;
+    const w = { bytes: weightBytes - routedBytes + sized.bytes, byFormat: byF, byRole: { ...byRole, routed_experts: sized.bytes } };
     // Slot tables: one [E] u32 per MoE layer.
     const tables = moe.length * align4(E * 4);
     const lg = [largestResident, kvBinding, sized.largest].reduce((x, y) => (y.bytes > x.bytes ? y : x));
     const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fallback, dev, offloadSlots: C, extraRuntime: tables + mtpKvBytes });
     return p;
   };
-  const perLayer = expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) || 1;
+  const perLayer = (mxfp4 ? mxfp4ExpertsPerStack(E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) : expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit)) || 1;
   const minimum = withSlots(K);
   // A small model's experts can weigh less than the cache's tables and scratch: then offload saves
   // nothing and the least it runs in is the full plan.
@@ -631,9 +636,19 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
 
 const mib = (n: number) => (n / 2 ** 20).toFixed(1);
 
+/** The buffers of a slot stack of C experts as createExpertSlots makes them (mxfp4: blocks, scale bytes, f32 biases). */
+function slotStackBuffers(f: PackedFormat | 'mxfp4', C: number, I: number, D: number): { name: string; bytes: number }[] {
+  if (f !== 'mxfp4') return expertStackBuffers(f, C, I, D);
+  return [
+    { name: 'gate_up', bytes: align4(C * 2 * I * mxfp4RowBytes(D)) }, { name: 'down', bytes: align4(C * D * mxfp4RowBytes(I)) },
+    { name: 'gate_up.scales', bytes: align4(Math.max(16, C * 2 * I * Math.ceil(D / 32))) }, { name: 'down.scales', bytes: align4(Math.max(16, C * D * Math.ceil(I / 32))) },
+    { name: 'gate_up.bias', bytes: C * 2 * I * 4 }, { name: 'down.bias', bytes: C * D * 4 },
+  ];
+}
+
 /** One stack of C experts' buffers (createExpertSlots): total bytes and the largest buffer. */
-function stackOf(f: PackedFormat, C: number, cfg: ModelConfig): { bytes: number; largest: { name: string; bytes: number } } {
-  const bufs = expertStackBuffers(f, C, cfg.moeIntermediateSize, cfg.hiddenSize);
+function stackOf(f: PackedFormat | 'mxfp4', C: number, cfg: ModelConfig): { bytes: number; largest: { name: string; bytes: number } } {
+  const bufs = slotStackBuffers(f, C, cfg.moeIntermediateSize, cfg.hiddenSize);
   const top = bufs.reduce((a, b) => (b.bytes > a.bytes ? b : a));
   return { bytes: bufs.reduce((a, b) => a + b.bytes, 0) * moeLayers(cfg).length, largest: { name: `model.layers.*.mlp.experts slots: stacked ${top.name} (${C} slots, ${f})`, bytes: top.bytes } };
 }
