@@ -323,7 +323,7 @@ export class GpuModelLoader {
       nativeFp8: false,
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute, values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
-    const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache);
+    const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache, prefillChunk);
     if (plan.offload) {
       if (sp) throw new UnsupportedError('expert offload runs the dense expert kernels: load with a GPU budget or with sparsity, not both');
       be.offload = offloadConfig(plan.offload.routedBytes, plan.offload.capacity, options, ckpt);

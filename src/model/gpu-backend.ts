@@ -18,6 +18,7 @@ import { mlaAttention } from '../kernels/mla';
 import { moeGate, moeExperts, moeDecodeMaxTokens, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, uploadMxfp4ExpertGroups, uploadExpertBiases, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
 import { gptOssCpuExperts } from './cpu-backend';
 import { LatentKvCache, MhaKvCache } from './kvcache';
+import { slidingWindowOf } from './decoder-blocks';
 import { mhaAttention } from '../kernels/attention';
 import type { KvFormat } from '../kernels/attention-plan';
 import type { SparsityOption } from '../sparse/apply';
@@ -101,11 +102,16 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   private moeByLayer = new Map<number, GpuMoe>();
 
   /** `kvCache`: the latent cache's element format (model/kvcache.ts; the load option, f32 unless given). */
-  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number, kvCache: KvFormat = 'f32') {
+  /**
+   * `kvCache`: the cache's element format (model/kvcache.ts; the load option, f32 unless given).
+   * `maxRows`: the most rows one forward writes (the prefill chunk): sliding-window layers keep that
+   * many rows beyond their window (kvcache.ts windowRows).
+   */
+  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number, kvCache: KvFormat = 'f32', maxRows = 1) {
     const rows = { layers: cfg.numLayers, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv', format: kvCache };
     this.cache = cfg.attention === 'mla'
       ? new LatentKvCache(gpu, { ...rows, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim })
-      : new MhaKvCache(gpu, { ...rows, kvHeads: cfg.numKvHeads, kDim: cfg.headDim, vDim: cfg.headDim });
+      : new MhaKvCache(gpu, { ...rows, kvHeads: cfg.numKvHeads, kDim: cfg.headDim, vDim: cfg.headDim, windows: Array.from({ length: cfg.numLayers }, (_, l) => slidingWindowOf(cfg, l)), maxRows });
     this.load = new ExpertLoad(gpu, moeLayers(cfg), cfg.nRoutedExperts, cfg.numExpertsPerTok);
     this.invFreq = gpu.buffers.upload('rope.invFreq', ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling));
   }
@@ -375,7 +381,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   attention(layer: number, q: GpuTensor, k: GpuTensor, v: GpuTensor, shape: GqaShape, past: number, scale: number, extras?: AttentionExtras<GpuWeight>): GpuTensor {
     if (!(this.cache instanceof MhaKvCache)) throw new Error('attention: this model has an MLA latent cache');
     const out = this.temp(q.rows, shape.heads * shape.headDim);
-    mhaAttention(this.gpu, this.r(), { q: q.buf, k: k.buf, v: v.buf, out: out.buf, cache: this.cache, layer, past, S: q.rows, heads: shape.heads, scale, window: extras?.window || undefined, sinks: extras?.sinks?.buffers[0] });
+    // A sliding-window layer's rows hold positions base… (kvcache.ts windowPast): the kernels see past − base.
+    const c = this.cache, at = c.windowPast(layer, past, q.rows);
+    mhaAttention(this.gpu, this.r(), { q: q.buf, k: k.buf, v: v.buf, out: out.buf, cache: c.binding(layer), layer, past: at, S: q.rows, heads: shape.heads, scale, window: extras?.window || undefined, sinks: extras?.sinks?.buffers[0] });
     return out;
   }
 

@@ -30,6 +30,8 @@ import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsCon
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
 import { hasRole, isProjection, layerTensors, modelTensors, moeLayers, mtpLayersPresent, mtpTensorName, tensorName, type TensorRole } from './tensors';
+import { windowRows } from './kvcache';
+import { slidingWindowOf } from './decoder-blocks';
 
 /** Weight storage as load options name it. */
 export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
@@ -574,7 +576,13 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const partBytes = kvWidths.map((w) => kvRowStride(w, kvCache) * kvElementBytes(kvCache));
   const rowBytes = partBytes.reduce((a, b) => a + b, 0);
   const kvLayer = partBytes.reduce((a, b) => a + align4(contextLength * b), 0);
-  const kvBytes = kvLayer * cfg.numLayers;
+  // Sliding-window layers (GQA) hold windowRows rows, not the context (kvcache.ts MhaKvCache).
+  const windowed = (l: number) => {
+    const W = cfg.attention === 'gqa' ? slidingWindowOf(cfg, l) : 0;
+    return W && windowRows(W, prefillTokens, contextLength) < contextLength ? windowRows(W, prefillTokens, contextLength) : 0;
+  };
+  const fullLayers = Array.from({ length: cfg.numLayers }, (_, l) => l).filter((l) => !windowed(l)).length;
+  const kvBytes = Array.from({ length: cfg.numLayers }, (_, l) => windowed(l) ? partBytes.reduce((a, b) => a + align4(windowed(l) * b), 0) : kvLayer).reduce((a, b) => a + b, 0);
   // The MTP layers' own latent cache (gpu-backend.ts mtpCache: one layer per predicted depth, the main cache's capacity).
   const mtpKvBytes = mtp.length ? Math.max(1, cfg.numNextnPredictLayers) * kvLayer : 0;
   const kvBinding = { name: cfg.attention === 'gqa' ? 'KV cache (one layer\'s K at full context)' : 'KV cache (one layer at full context)', bytes: align4(contextLength * partBytes[0]) };
@@ -584,7 +592,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
   const mtpPlan = mtp.length ? { layers: mtp, weightBytes: byRole.mtp ?? 0, kvBytes: mtpKvBytes } : null;
   const common = { mtp: mtpPlan, model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list), storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none' as const, embedding, kvCache }, contextLength, prefillTokens };
-  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fallback, dev, offloadSlots: 0, extraRuntime: mtpKvBytes });
+  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fullLayers, fallback, dev, offloadSlots: 0, extraRuntime: mtpKvBytes });
   if (opts.gpuBudget === undefined) return full;
   const budget = opts.gpuBudget;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);
@@ -607,7 +615,7 @@ export function planMemory(cfg: ModelConfig, tensors: Iterable<PlanTensor> | nul
     // Slot tables: one [E] u32 per MoE layer.
     const tables = moe.length * align4(E * 4);
     const lg = [largestResident, kvBinding, sized.largest].reduce((x, y) => (y.bytes > x.bytes ? y : x));
-    const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fallback, dev, offloadSlots: C, extraRuntime: tables + mtpKvBytes });
+    const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fullLayers, fallback, dev, offloadSlots: C, extraRuntime: tables + mtpKvBytes });
     return p;
   };
   const perLayer = (mxfp4 ? mxfp4ExpertsPerStack(E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) : expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit)) || 1;
@@ -657,6 +665,8 @@ interface TailInput {
   model: MemoryPlan['model']; checkpoint: MemoryPlan['checkpoint']; storage: MemoryPlan['storage']; contextLength: number; prefillTokens: number;
   expertStacks: number[]; weights: MemoryPlan['weights']; largest: { name: string; bytes: number }; kvBytes: number; rowBytes: number;
   fallback: boolean; dev: PlanDevice; offloadSlots: number; extraRuntime?: number; mtp: MemoryPlan['mtp'];
+  /** Layers whose KV grows with the context (the others are sliding-window layers); default all. */
+  fullLayers?: number;
 }
 
 /** The activations, runtime buffers and totals of a plan whose weights are known. */
@@ -705,7 +715,8 @@ function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
     contextLength,
     prefillTokens,
     weights: a.weights,
-    kvCache: { bytesPerToken: a.rowBytes * cfg.numLayers, bytes: a.kvBytes },
+    // Per token past the windows: sliding-window layers hold a fixed number of rows.
+    kvCache: { bytesPerToken: a.rowBytes * (a.fullLayers ?? cfg.numLayers), bytes: a.kvBytes },
     activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]) },
     runtime: { bytes: runtime },
     mtp: a.mtp,

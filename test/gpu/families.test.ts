@@ -23,6 +23,7 @@ import { CpuRunner } from '../../src/model/cpu-runner';
 import { buildWeights } from '../../src/model/load';
 import { expectWithin, planVsAllocated } from '../helpers/plan-vs-allocated';
 import { writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors';
+import { windowRows, type MhaKvCache } from '../../src/model/kvcache';
 import { FAMILY_FIXTURES, SLIDING_WINDOW_FIXTURES, familyDir, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
 
 const TOL = { atol: 1e-4, rtol: 0 };
@@ -192,6 +193,45 @@ async function checkpointFiles(ck: Awaited<ReturnType<typeof openGgufCheckpoint>
   }
   return { 'config.json': config, 'model.safetensors': writeSafetensors(out), 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) };
 }
+
+// Sliding-window layers keep only their window (kvcache.ts windowRows: W − 1 + WINDOW_REWIND kept keys and
+// one prefill chunk), moving their last keys to row 0 when a forward would run past the end. With chunks of
+// 5 and 64 tokens the window layers' rows turn over several times; every row's logits stay the CPU
+// reference's (which keeps every token) within 1e-4, routing identical; a rewind within WINDOW_REWIND keeps
+// the cache, one past it drops it (cachedTokens says so).
+describe.each(['gpt_oss', 'mixtral_swa', 'qwen2_moe_swa'] as const)('%s: window-sized KV for sliding-window layers', (family) => {
+  it('64 tokens in chunks of 5 then token by token: logits within 1e-4 of the CPU reference; the plan counts the window rows', async () => {
+    const { ref } = familyFixture(family);
+    const tokens = Array.from({ length: 64 }, (_, i) => (ref.tokens[i % ref.tokens.length] * 7 + i) % 256);
+    const ck = await openCheckpoint(source(family));
+    const cpu = await new CpuRunner(ck.config, await buildWeights(new CpuBackend(ck.config), ck.config, ck), 256).logits(tokens, true);
+    const V = ref.vocab_size, n = tokens.length, split = 37;
+    const e = gpuEngine(gpu);
+    const info = await e.load(source(family), { weights: 'f32', kvCache: 'f32', contextLength: 128, prefillChunk: 5 });
+    try {
+      const be = (e.runner as unknown as { be: { cache: MhaKvCache } }).be;
+      const cfg = ck.config, rowBytes = 2 * cfg.numKvHeads * cfg.headDim * 4;
+      const rows = Array.from({ length: cfg.numLayers }, (_, l) => (be.cache.windows[l] ? windowRows(be.cache.windows[l], 5, 128) : 128));
+      expect(rows.some((r) => r < 128)).toBe(true);
+      expect(info.memoryPlan!.kvCache.bytes).toBe(rows.reduce((a, r) => a + r * rowBytes, 0));
+      const out = new Float32Array(n * V);
+      // (logits of every row run a prompt as one forward: chunks of 5 here, as the prefill chunk would.)
+      for (let a = 0; a < split; a += 5) out.set(await gpu.checked(() => e.runner.logits(tokens.slice(a, Math.min(split, a + 5)), true)), a * V);
+      for (let i = split; i < n; i++) out.set(await gpu.checked(() => e.runner.logits([tokens[i]], true)), i * V);
+      rows.forEach((r, l) => { if (r < 128) expect(be.cache.rowsOf(l), `layer ${l} rows`).toBe(r); });
+      expectClose(out, cpu, TOL, `${family} window KV`);
+      // Rewinds: 10 tokens back keeps the cache (and the same logits again); 40 back drops it.
+      e.runner.truncate(n - 10);
+      expect(e.runner.cachedTokens).toBe(n - 10);
+      const again = await gpu.checked(() => e.runner.logits(tokens.slice(n - 10), true));
+      expectClose(again, cpu.subarray((n - 10) * V), TOL, `${family} after a rewind of 10`);
+      e.runner.truncate(n - 40);
+      expect(e.runner.cachedTokens).toBe(0);
+    } finally {
+      await e.unload();
+    }
+  });
+});
 
 // The memory plan of a GQA family against what its load and steps allocate (K and V per kv head, the
 // family's activations): weights within 1%, the KV cache exactly, the temp pool and the total within 5%.
