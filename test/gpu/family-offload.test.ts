@@ -169,6 +169,43 @@ describe('gpt_oss (32 MXFP4 experts): expert offload equals full residency', () 
   }, 120_000);
 });
 
+// GPT-OSS from its GGUF (llama.cpp's gpt-oss layout, experts MXFP4 blocks): the reader hands back HF's
+// blocks, so the slots and a miss's re-read (the layer's ffn_*_exps through the reader) are the same bytes.
+it('gpt_oss (32 MXFP4 experts) as a Q8_0 GGUF offloaded, experts re-read from the file: logits equal full residency on the same file', async () => {
+  const { ref } = familyFixture('gpt_oss');
+  const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
+  const st = await openCheckpoint(memoryModel({ ...(await gptOssWideFiles(32)), 'tokenizer.json': JSON.stringify(tokenizer) }));
+  const dir = mkdtempSync(join(tmpdir(), 'webmoe-gptoss-offload-'));
+  const path = join(dir, 'gpt_oss-wide-q8_0.gguf');
+  writeFileSync(path, (await checkpointToGguf(st, 'q8_0')).file);
+  const run = async (opts: LoadOptions) => {
+    const engine = createNodeEngine();
+    try {
+      const info = await engine.load(path, { weights: 'f32', kvCache: 'f32', contextLength: 64, requireTokenizer: false, ...opts });
+      const prefill = await engine.runner.logits(ref.tokens, true);
+      engine.runner.truncate(0);
+      const decode = [];
+      for (const t of ref.tokens) decode.push(await engine.runner.logits([t], false));
+      return { info, prefill, decode, counters: engine.runner.counters().offload };
+    } finally {
+      await engine.unload();
+    }
+  };
+  try {
+    const full = await run({});
+    expect(full.info.expertStorage).toBe('mxfp4');
+    const err = await run({ gpuMemoryBudget: 1 << 10 }).catch((x) => x);
+    expect(err).toBeInstanceOf(GpuBudgetError);
+    const r = await run({ gpuMemoryBudget: (err as GpuBudgetError).details!.minimumBytes as number, expertSource: 'source' });
+    expect(r.info.memoryPlan!.offload!.capacity).toBe(4);
+    expect(r.counters!.bytesUploaded).toBeGreaterThan(0);
+    expect(maxDiff(r.prefill, full.prefill), 'prefill').toBe(0);
+    r.decode.forEach((row, i) => expect(maxDiff(row, full.decode[i]), `decode row ${i}`).toBe(0));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
+
 // A family GGUF (webmoe's Q8_0 converter, llama.cpp's layout) loaded with weights 'f32' (at q8 the
 // fixtures' experts are so small that the full plan is below the offload minimum): its stacked
 // ffn_*_exps blocks are decoded into the expert cache's slots, and a miss re-reads the expert through the
