@@ -229,6 +229,8 @@ export class WebMoeEngine implements Engine {
     const cached = Math.min(this.cachedIds.length, runner.cachedTokens);
     while (reuse < cached && reuse < prompt.length - 1 && this.cachedIds[reuse] === prompt[reuse]) reuse++;
     runner.truncate(reuse);
+    // (A sliding-window KV cache may keep less than asked: what it kept is what is reused.)
+    reuse = Math.min(reuse, runner.cachedTokens);
     this.cachedIds = prompt.slice(0, reuse);
 
     const eos = new Set(o.stopAtEos === false ? [] : codec.eosIds);

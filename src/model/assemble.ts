@@ -19,6 +19,7 @@ import { DEFAULT_PREFILL_CHUNK, checkPlanFits, embeddingStorage, kvCacheFor, pla
 import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
 import { DEFAULT_EVICTION, DEFAULT_PREFETCH, type EvictionPolicy, type ExpertSourcePolicy, type OffloadConfig, type PrefetchPolicy } from './expert-cache';
 import { hasRole, tensorName } from './tensors';
+import { packMxfp4Experts } from '../kernels/moe-slots';
 
 export type { Gpu, GpuOptions };
 
@@ -116,19 +117,11 @@ export const acquireBrowserGpu: AcquireGpu = async (o) => {
 };
 
 /**
- * The default context: max_position_embeddings, at most 4096, and within a configured sliding window
- * (the attention kernels attend over the whole cache: within the window that is the model's attention).
+ * The default context: max_position_embeddings, at most 4096. A configured sliding window does not cap it:
+ * the attention kernels run the windows themselves (decoder-blocks.ts slidingWindowOf).
  */
 export function defaultContextLength(cfg: ModelConfig): number {
-  return Math.min(cfg.maxPositionEmbeddings, 4096, cfg.layerTypes ? Infinity : cfg.slidingWindow ?? Infinity);
-}
-
-/** A context past a configured sliding window would need windowed attention, which webmoe does not run yet. */
-export function checkSlidingWindow(cfg: ModelConfig, contextLength: number): void {
-  // GPT-OSS (layerTypes) runs its windows in the attention kernels: any context works.
-  if (cfg.slidingWindow !== null && !cfg.layerTypes && contextLength > cfg.slidingWindow) {
-    throw new UnsupportedError(`contextLength ${contextLength} is past the model's sliding window (sliding_window ${cfg.slidingWindow}): sliding-window attention is not supported yet; load with contextLength ≤ ${cfg.slidingWindow}`);
-  }
+  return Math.min(cfg.maxPositionEmbeddings, 4096);
 }
 
 /** Parameter counts from the config: all weights, and those one token reads (K routed experts). */
@@ -214,7 +207,7 @@ const POLICIES = { source: ['auto', 'host', 'source'], prefetch: ['none', 'previ
  * memory when they take at most half of it (hostMemoryBytes; default navigator.deviceMemory GiB where
  * the browser tells, else 4 GiB assumed), else re-reads them from the checkpoint on each miss.
  */
-export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoadOptions, ckpt: Pick<Checkpoint, 'readF32' | 'config'>): OffloadConfig {
+export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoadOptions, ckpt: Pick<Checkpoint, 'readF32' | 'readRaw' | 'config'>): OffloadConfig {
   const check = <K extends keyof typeof POLICIES>(what: K, v: unknown, option: string) => {
     if (v !== undefined && !(POLICIES[what] as readonly unknown[]).includes(v)) throw new ArgumentError(`${option} must be ${POLICIES[what].join(', ')}; got ${JSON.stringify(v)}`);
   };
@@ -240,6 +233,15 @@ export function offloadConfig(routedBytes: number, capacity: number, o: ModelLoa
       }
       const [gate, up, down] = await Promise.all((['expert_gate', 'expert_up', 'expert_down'] as const).map((r) => ckpt.readF32(tensorName(r, layer, e, cfg))));
       return { gate, up, down };
+    },
+    readPacked: async (layer, e) => {
+      // GPT-OSS keeps a layer's experts in stacked tensors (blocks, scales, biases): all six are read
+      // and expert e's bytes taken, so a miss re-reads E experts' bytes (expertSource 'host' avoids it).
+      const cfg = ckpt.config, E = cfg.nRoutedExperts, I = cfg.moeIntermediateSize, D = cfg.hiddenSize;
+      const raw = (r: 'oss_gate_up_blocks' | 'oss_gate_up_scales' | 'oss_down_blocks' | 'oss_down_scales') => ckpt.readRaw(tensorName(r, layer, -1, cfg)).then((t) => t.data);
+      const f32 = (r: 'oss_gate_up_bias' | 'oss_down_bias') => ckpt.readF32(tensorName(r, layer, -1, cfg));
+      const [gateUpBlocks, gateUpScales, downBlocks, downScales, gateUpBias, downBias] = await Promise.all([raw('oss_gate_up_blocks'), raw('oss_gate_up_scales'), raw('oss_down_blocks'), raw('oss_down_scales'), f32('oss_gate_up_bias'), f32('oss_down_bias')]);
+      return packMxfp4Experts({ gateUpBlocks, gateUpScales, downBlocks, downScales, gateUpBias, downBias }, E, D, I)[e];
     },
   };
 }
@@ -298,7 +300,6 @@ export class GpuModelLoader {
     const storage = storageFor(options.weights, ckpt, gpu);
     const contextLength = options.contextLength ?? defaultContextLength(cfg);
     if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
-    checkSlidingWindow(cfg, contextLength);
     // The plan from the config and tensor headers, checked before anything is allocated; a load that
     // cannot fit fails here naming the limit and the loads that would fit.
     // Asked for, or sized from the device by the plan (plan.prefillTokens).
@@ -332,7 +333,7 @@ export class GpuModelLoader {
       quantizeOnDevice: quantizeOnDevice(options.quantizeAt, gpu),
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute, values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
-    const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache);
+    const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache, prefillChunk);
     if (plan.offload) {
       if (sp) throw new UnsupportedError('expert offload runs the dense expert kernels: load with a GPU budget or with sparsity, not both');
       be.offload = offloadConfig(plan.offload.routedBytes, plan.offload.capacity, options, ckpt);

@@ -67,9 +67,9 @@ export interface ModelConfig {
   /** Sliding-window attention span (Mixtral/Qwen when configured, GPT-OSS's sliding layers); null: full causal attention. */
   slidingWindow: number | null;
   /**
-   * Per-layer attention kind when the model runs its own windows (GPT-OSS's layer_types: sliding layers
-   * attend to the last slidingWindow positions, full layers to all). null: every layer full, and a
-   * configured slidingWindow caps the context instead (assemble.ts).
+   * Per-layer attention kind whenever slidingWindow is set (GPT-OSS's and Qwen2-MoE's layer_types;
+   * every layer for Mixtral and Qwen3-MoE): sliding layers attend to the last slidingWindow positions,
+   * full layers to all. null: no window, every layer full causal attention.
    */
   layerTypes: readonly LayerType[] | null;
   /** GPT-OSS: a learned per-head sink logit in every attention softmax (self_attn.sinks). */
@@ -250,6 +250,7 @@ function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<Mod
   }
   // Sliding windows: Mixtral's sliding_window (null in Mixtral-8x7B), Qwen's only with use_sliding_window.
   const window = (modelType === 'mixtral' || (qwen && bool('use_sliding_window', false))) && has('sliding_window') && raw.sliding_window !== null ? int('sliding_window') : null;
+  const layerTypes = window === null ? null : windowedLayers(raw, r, modelType, numLayers);
   const granite = modelType === 'granitemoe';
   const multipliers = {
     embedding: granite ? num('embedding_multiplier', 1, { positive: true }) : 1,
@@ -273,7 +274,7 @@ function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<Mod
     modelType, family, attention: 'gqa', numKvHeads, headDim, ropeStyle: 'half',
     qkNorm: modelType === 'qwen3_moe' ? 'head' : modelType === 'olmoe' ? 'full' : 'none',
     attentionBias, sharedExpertIntermediateSize, sharedExpertGate: sharedExpertIntermediateSize > 0,
-    mlpOnlyLayers: mlpOnly as number[], multipliers, slidingWindow: window, layerTypes: null, attentionSinks: false, expertActivation: null, routerLinearBias: false,
+    mlpOnlyLayers: mlpOnly as number[], multipliers, slidingWindow: window, layerTypes, attentionSinks: false, expertActivation: null, routerLinearBias: false,
     vocabSize, hiddenSize, intermediateSize, moeIntermediateSize, numLayers, numHeads,
     qLoraRank: null, kvLoraRank: 0, qkNopeHeadDim: 0, qkRopeHeadDim: headDim, vHeadDim: headDim,
     nRoutedExperts, nSharedExperts: sharedExpertIntermediateSize > 0 ? 1 : 0, numExpertsPerTok, nGroup: 1, topkGroup: 1,
@@ -281,6 +282,27 @@ function parseSparseDecoder(raw: Record<string, unknown>, modelType: Exclude<Mod
     firstKDenseReplace: 0, moeLayerFreq: decoderSparseStep,
     ...common, numNextnPredictLayers: 0, quantization, raw,
   };
+}
+
+/**
+ * Which layers attend through the configured sliding window, as each family's HF modeling file decides:
+ * Mixtral and Qwen3-MoE every layer (MixtralModel builds create_sliding_window_causal_mask for all
+ * layers once config.sliding_window is set; Qwen3MoeModel is MixtralModel); Qwen2-MoE per
+ * config.layer_types (Qwen2MoeAttention sets its window where layer_types[i] is sliding_attention), whose
+ * default configuration_qwen2_moe.py derives as even layers below max_window_layers (default 28).
+ */
+function windowedLayers(raw: Record<string, unknown>, r: ReturnType<typeof readers>, modelType: ModelType, numLayers: number): LayerType[] {
+  if (modelType !== 'qwen2_moe') return Array<LayerType>(numLayers).fill('sliding_attention');
+  if (r.has('layer_types') && raw.layer_types !== null) return layerTypesOf(raw.layer_types, numLayers);
+  const maxWindowLayers = r.int('max_window_layers', { def: 28, min: 0 });
+  return Array.from({ length: numLayers }, (_, i) => (i % 2 === 0 && i < maxWindowLayers ? 'sliding_attention' : 'full_attention'));
+}
+
+function layerTypesOf(lt: unknown, numLayers: number): LayerType[] {
+  if (!Array.isArray(lt) || lt.length !== numLayers || lt.some((t) => t !== 'sliding_attention' && t !== 'full_attention')) {
+    throw new ConfigError('layer_types', `must list 'sliding_attention' or 'full_attention' for each of the ${numLayers} layers, got ${JSON.stringify(lt)}`);
+  }
+  return lt as LayerType[];
 }
 
 /**
@@ -309,17 +331,14 @@ function parseGptOss(raw: Record<string, unknown>): ModelConfig {
   const numExpertsPerTok = int('num_experts_per_tok', { max: nRoutedExperts });
   const slidingWindow = int('sliding_window', { def: 128 });
   // layer_types (HF default when absent: sliding on even layers, full on odd ones).
-  const lt = has('layer_types') && raw.layer_types !== null ? raw.layer_types : Array.from({ length: numLayers }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention'));
-  if (!Array.isArray(lt) || lt.length !== numLayers || lt.some((t) => t !== 'sliding_attention' && t !== 'full_attention')) {
-    throw new ConfigError('layer_types', `must list 'sliding_attention' or 'full_attention' for each of the ${numLayers} layers, got ${JSON.stringify(lt)}`);
-  }
+  const lt = layerTypesOf(has('layer_types') && raw.layer_types !== null ? raw.layer_types : Array.from({ length: numLayers }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention')), numLayers);
   const limit = num('swiglu_limit', 7, { positive: true });
   const common = commonFields(raw, r, vocabSize, { bos: null, eos: null, maxPos: 131072, eps: 1e-5, theta: 150000 });
   return {
     modelType: 'gpt_oss', family: 'gpt_oss', attention: 'gqa', numKvHeads, headDim, ropeStyle: 'half',
     qkNorm: 'none', attentionBias: true, sharedExpertIntermediateSize: 0, sharedExpertGate: false,
     mlpOnlyLayers: [], multipliers: { embedding: 1, attention: null, residual: 1, logitsScaling: 1 },
-    slidingWindow, layerTypes: lt as LayerType[], attentionSinks: true,
+    slidingWindow, layerTypes: lt, attentionSinks: true,
     expertActivation: { kind: 'swiglu_oai', alpha: 1.702, limit }, routerLinearBias: true,
     vocabSize, hiddenSize, intermediateSize, moeIntermediateSize: intermediateSize, numLayers, numHeads,
     qLoraRank: null, kvLoraRank: 0, qkNopeHeadDim: 0, qkRopeHeadDim: headDim, vHeadDim: headDim,

@@ -9,6 +9,12 @@ import type { Steps } from './steps';
 
 export const gqaShape = (cfg: ModelConfig): GqaShape => ({ heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim });
 
+/**
+ * Layer i's attention extras for a windowed config: its sliding window (0 on full-attention layers and
+ * without one), HF's `kv_idx > q_idx − sliding_window` run by the attention kernels at any context length.
+ */
+export const slidingWindowOf = (cfg: ModelConfig, i: number): number => (cfg.layerTypes?.[i] === 'sliding_attention' ? cfg.slidingWindow ?? 0 : 0);
+
 /** RoPE (HF rotate_half) on every head of q [S, heads·d] and k [S, kvHeads·d], at positions past…past+S−1. */
 export function ropeQk<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, q: T, k: T, past: number): void {
   const d = cfg.headDim;

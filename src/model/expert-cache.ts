@@ -8,7 +8,7 @@
  */
 import type { Gpu } from '../gpu/device';
 import { createExpertSlots, destroyExpertSlots, packExpert, writeExpertSlot, type PackedExpert } from '../kernels/moe-slots';
-import type { MoeExpertWeights, PackableExpertFormat } from '../kernels/moe';
+import type { MoeExpertWeights } from '../kernels/moe';
 import type { HostExpert } from './deepseek';
 import type { ExpertSink } from './deepseek';
 import { ShapeError } from '../errors';
@@ -38,6 +38,8 @@ export interface OffloadConfig {
   eviction: EvictionPolicy;
   /** 'source': reads a routed expert's three matrices (f32, HF layouts) from the model source. */
   readExpert?: (layer: number, expert: number) => Promise<HostExpert>;
+  /** 'source', GPT-OSS: reads a routed expert's MXFP4 blocks, scales and biases from the model source, packed (packMxfp4Experts). */
+  readPacked?: (layer: number, expert: number) => Promise<PackedExpert>;
 }
 
 /** The defaults: fewest stalls and the highest hit rate in the offload bench (docs/offload.md). */
@@ -68,8 +70,18 @@ export class HostExpertStore {
   private parts: Map<number, Partial<HostExpert>> = new Map();
   bytes = 0;
 
-  constructor(readonly E: number, readonly D: number, readonly I: number, readonly format: PackableExpertFormat, private keep: (e: number) => boolean) {
+  constructor(readonly E: number, readonly D: number, readonly I: number, readonly format: MoeExpertWeights['format'], private keep: (e: number) => boolean) {
     this.packed = new Array(E).fill(null);
+  }
+
+  /**
+   * A layer's experts already in their stack bytes (GPT-OSS: packMxfp4Experts), those `keep` says
+   * held: the layer arrives whole, not matrix by matrix through the sink.
+   */
+  static ofPacked(packed: PackedExpert[], D: number, I: number, format: MoeExpertWeights['format'], keep: (e: number) => boolean): HostExpertStore {
+    const s = new HostExpertStore(packed.length, D, I, format, keep);
+    packed.forEach((x, e) => { if (keep(e)) { s.packed[e] = x; s.bytes += x.bytes; } });
+    return s;
   }
 
   /** The loader's sink: an expert's matrices are held until its three arrived, then packed (the f32 copies dropped). */
@@ -87,6 +99,7 @@ export class HostExpertStore {
         self.parts.set(e, p);
         if (p.gate && p.up && p.down) {
           self.parts.delete(e);
+          if (self.format === 'mxfp4') throw new ShapeError('expert store: MXFP4 experts arrive packed (HostExpertStore.ofPacked), not through the sink');
           const x = packExpert(p as HostExpert, self.D, self.I, self.format);
           self.packed[e] = x;
           self.bytes += x.bytes;
@@ -112,7 +125,7 @@ export class LayerExpertCache {
 
   constructor(
     private gpu: Gpu, readonly layer: number, readonly E: number, readonly capacity: number,
-    D: number, I: number, private format: PackableExpertFormat,
+    D: number, I: number, private format: MoeExpertWeights['format'],
     private store: HostExpertStore | null, private cfg: OffloadConfig, private counters: OffloadCounters,
   ) {
     this.slots = createExpertSlots(gpu, `layers.${layer}.experts`, capacity, D, I, format);
@@ -144,6 +157,10 @@ export class LayerExpertCache {
   private async bytesOf(e: number): Promise<PackedExpert> {
     const held = this.store?.packed[e];
     if (held) return held;
+    if (this.format === 'mxfp4') {
+      if (!this.cfg.readPacked) throw new Error(`expert cache: MXFP4 expert ${e} of layer ${this.layer} is neither on the host nor readable from the source`);
+      return this.cfg.readPacked(this.layer, e);
+    }
     if (!this.cfg.readExpert) throw new Error(`expert cache: expert ${e} of layer ${this.layer} is neither on the host nor readable from the source`);
     const x = await this.cfg.readExpert(this.layer, e);
     return packExpert(x, this.slots.D, this.slots.I, this.format);

@@ -21,7 +21,7 @@ import type { GgufKv } from '../formats/gguf';
 import type { Checkpoint } from './checkpoint';
 import type { ModelConfig } from './config';
 import { GGUF_BLOCK_WEIGHTS, deepseek2GgufPlan, deepseek2Metadata, type GgufTensorPlan, type GgufTypeChooser } from './gguf-deepseek2';
-import { familyGguf, familyGgufMetadata } from './gguf-families';
+import { familyGguf, familyGgufMetadata, gptOssGguf } from './gguf-families';
 
 export const GGUF_QUANTS = ['f32', 'f16', 'q8_0', 'q4_k_m'] as const;
 export type GgufQuant = (typeof GGUF_QUANTS)[number];
@@ -100,11 +100,20 @@ export async function streamCheckpointToGguf(ck: Checkpoint, quant: GgufQuant, w
     opts.onTensor?.(n, ++done, total);
     return f;
   };
+  // GPT-OSS: its MXFP4 expert blocks as bytes (never widened), the rest as f32.
+  const readRaw = async (n: string) => {
+    if (ck.tensors.get(n)?.dtype !== 'U8') { const f = await read(n); return { bytes: null, f32: f }; }
+    if (opts.signal?.aborted) throw new AbortError();
+    const raw = await ck.readRaw(n, opts.signal);
+    opts.onTensor?.(n, ++done, total);
+    return { bytes: raw.data, f32: null };
+  };
   // DeepSeek: llama.cpp's deepseek2 layout, streamed tensor by tensor; the other families: theirs
   // (gguf-families.ts), converted in memory first (not streamed yet).
   const plan: GgufTensorPlan[] = deepseek
     ? deepseek2GgufPlan(ck.config, ck.tensors, chooser)
-    : (await familyGguf(ck.config, read, ck.tensors.keys(), chooser)).map((t) => ({ ...t, type: t.type as GgufTensorPlan['type'], sources: [], async *chunks() { yield t.data; } }));
+    : (await (ck.config.family === 'gpt_oss' ? gptOssGguf(ck.config, readRaw, ck.tensors.keys(), chooser) : familyGguf(ck.config, read, ck.tensors.keys(), chooser)))
+      .map((t) => ({ ...t, type: t.type as GgufTensorPlan['type'], sources: [], async *chunks() { yield t.data; } }));
   // The tokenizer goes in as llama.cpp's tokenizer.ggml.* keys (a weights-only folder makes a weights-only file).
   const tokenizer = ck.tokenizerJson ? { json: ck.tokenizerJson, config: ck.tokenizerConfig } : undefined;
   const metadata: [string, GgufKv][] = [...(deepseek ? deepseek2Metadata : familyGgufMetadata)(ck.config, tokenizer), ['general.file_type', kv.u32(FILE_TYPE[quant])]];

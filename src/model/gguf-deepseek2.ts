@@ -19,7 +19,7 @@ import { loadTokenizer } from '../loader/tokenizer-file';
 import type { CheckpointOf, CheckpointTensor, LoadProgress, RawTensor, StreamOptions } from '../loader/checkpoint';
 import { parseConfig, type ModelConfig } from './config';
 import { checkTensorsAgainstConfig } from './tensors';
-import { familyConfigFromGguf, familyTensorMap, isFamilyGgufArch, unpermuteRopeRows, type FamilySource } from './gguf-families';
+import { familyConfigFromGguf, familyTensorMap, hfMxfp4FromGgml, interleaveRows, isFamilyGgufArch, unpermuteRopeRows, type FamilySource } from './gguf-families';
 
 const ARCH = 'deepseek2';
 
@@ -216,9 +216,11 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
   const tensors = new Map<string, CheckpointTensor>();
   let at = 0;
   for (const [name, { shape, src }] of map) {
-    const bytes = numel(shape) * 4;
+    // GPT-OSS's MXFP4 experts read as HF's U8 blocks and scales (one byte an element).
+    const u8 = src.kind === 'mxfp4';
+    const bytes = numel(shape) * (u8 ? 1 : 4);
     const blocks = blocksOf(src);
-    tensors.set(name, { name, dtype: 'F32', shape, begin: at, end: at + bytes, file, ...(blocks ? { gguf: { type: blocks.type, bytes: blocks.length } } : {}) });
+    tensors.set(name, { name, dtype: u8 ? 'U8' : 'F32', shape, begin: at, end: at + bytes, file, ...(blocks ? { gguf: { type: blocks.type, bytes: blocks.length } } : {}) });
     at += bytes;
   }
   checkTensorsAgainstConfig(config, tensors);
@@ -240,6 +242,12 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
       return dequantize(typeOf(s.t), await read(s.t, s.e * slice, slice, signal), numel(m.shape));
     }
     if (s.kind === 'unpermute') return unpermuteRopeRows(dequantize(typeOf(s.t), await read(s.t, 0, s.t.end - s.t.begin, signal), numel(m.shape)), s.heads, m.shape[1]);
+    // U8 bytes as numbers, as a safetensors checkpoint reads its U8 tensors.
+    if (s.kind === 'mxfp4') return Float32Array.from((await readRaw(name, signal)).data);
+    if (s.kind === 'interleave') {
+      const parts = await Promise.all(s.parts.map(async (t) => dequantize(typeOf(t), await read(t, 0, t.end - t.begin, signal), numel(shapeOf(t.ne)))));
+      return interleaveRows(parts, m.shape[0], s.rows);
+    }
     if (s.kind === 'restack') {
       // Per expert: the parts' slices one after another ([gate; up] rows of input_linear, or down).
       const parts = await Promise.all(s.parts.map(async (t) => dequantize(typeOf(t), await read(t, 0, t.end - t.begin, signal), numel(shapeOf(t.ne)))));
@@ -261,6 +269,12 @@ export async function openGgufCheckpoint(sources: RangeReader[], opts: StreamOpt
   };
   const readRaw = async (name: string, signal?: AbortSignal, ggufBlocks = false): Promise<RawTensor> => {
     const m = map.get(name);
+    if (m?.src.kind === 'mxfp4') {
+      // The file's block_mxfp4 rows, nibbles moved back to HF's layout: the same MXFP4 bits.
+      const s = m.src;
+      const parts = await Promise.all(s.parts.map((t) => read(t, 0, t.end - t.begin, signal)));
+      return { dtype: 'U8', shape: m.shape.slice(), data: hfMxfp4FromGgml(parts, m.shape[0], s.rows, s.groups, s.what) };
+    }
     const blocks = m && ggufBlocks ? blocksOf(m.src) : null;
     if (blocks) {
       // The blocks as they are in the file (an expert's slice of the stacked tensor is whole rows).

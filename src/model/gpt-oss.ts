@@ -22,7 +22,7 @@
 import type { Backend, ForwardOptions, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
 import { yarnConcentration } from '../kernels/rope-params';
-import { gqaShape, head, residualFeedForward, ropeQk } from './decoder-blocks';
+import { gqaShape, head, residualFeedForward, ropeQk, slidingWindowOf } from './decoder-blocks';
 import type { Steps } from './steps';
 
 export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w: ModelWeights<W, E>, tokens: ArrayLike<number>, opts: ForwardOptions<T>): Steps<T> {
@@ -36,8 +36,7 @@ export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w
     const q = be.linear(x, a.q!), k = be.linear(x, a.k!), v = be.linear(x, a.v!);
     be.addBias(q, a.qBias!); be.addBias(k, a.kBias!); be.addBias(v, a.vBias!);
     ropeQk(be, cfg, q, k, opts.past);
-    const window = cfg.layerTypes![i] === 'sliding_attention' ? cfg.slidingWindow! : 0;
-    const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, scale, { window, sinks: a.sinks! }), a.o);
+    const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, scale, { window: slidingWindowOf(cfg, i), sinks: a.sinks! }), a.o);
     be.addBias(attn, a.oBias!);
     yield* residualFeedForward(be, cfg, i, L, h, attn, opts);
   }

@@ -18,6 +18,7 @@ import { mlaAttention } from '../kernels/mla';
 import { moeGate, moeExperts, moeDecodeMaxTokens, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, uploadMxfp4ExpertGroups, uploadExpertBiases, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
 import { gptOssCpuExperts } from './cpu-backend';
 import { LatentKvCache, MhaKvCache } from './kvcache';
+import { slidingWindowOf } from './decoder-blocks';
 import { mhaAttention } from '../kernels/attention';
 import type { KvFormat } from '../kernels/attention-plan';
 import type { SparsityOption } from '../sparse/apply';
@@ -30,7 +31,7 @@ import { ropeInvFreq } from '../kernels/rope-params';
 import { ggufBuffers, ggufEmbedding, ggufLinear, uploadGgufWeight, type GgufWeight } from '../kernels/gguf-linear';
 import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts, type GgufMoeExpertWeights, type GgufTensorBytes } from '../kernels/gguf-moe';
 import type { GgufBlocks } from '../loader/checkpoint';
-import { moeSlotRemap } from '../kernels/moe-slots';
+import { moeSlotRemap, packMxfp4Experts } from '../kernels/moe-slots';
 import { HostExpertStore, LayerExpertCache, expertCounts, tokenRuns, zeroCounters, type OffloadConfig, type OffloadCounters } from './expert-cache';
 import { UnsupportedError } from '../errors';
 
@@ -103,11 +104,16 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   private moeByLayer = new Map<number, GpuMoe>();
 
   /** `kvCache`: the latent cache's element format (model/kvcache.ts; the load option, f32 unless given). */
-  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number, kvCache: KvFormat = 'f32') {
+  /**
+   * `kvCache`: the cache's element format (model/kvcache.ts; the load option, f32 unless given).
+   * `maxRows`: the most rows one forward writes (the prefill chunk): sliding-window layers keep that
+   * many rows beyond their window (kvcache.ts windowRows).
+   */
+  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig, private policy: WeightPolicy, capacity: number, kvCache: KvFormat = 'f32', maxRows = 1) {
     const rows = { layers: cfg.numLayers, capacity: Math.min(capacity, 256), maxCapacity: capacity, label: 'kv', format: kvCache };
     this.cache = cfg.attention === 'mla'
       ? new LatentKvCache(gpu, { ...rows, kvLoraRank: cfg.kvLoraRank, ropeDim: cfg.qkRopeHeadDim })
-      : new MhaKvCache(gpu, { ...rows, kvHeads: cfg.numKvHeads, kDim: cfg.headDim, vDim: cfg.headDim });
+      : new MhaKvCache(gpu, { ...rows, kvHeads: cfg.numKvHeads, kDim: cfg.headDim, vDim: cfg.headDim, windows: Array.from({ length: cfg.numLayers }, (_, l) => slidingWindowOf(cfg, l)), maxRows });
     this.load = new ExpertLoad(gpu, moeLayers(cfg), cfg.nRoutedExperts, cfg.numExpertsPerTok);
     this.invFreq = gpu.buffers.upload('rope.invFreq', ropeInvFreq(cfg.qkRopeHeadDim, cfg.ropeTheta, cfg.ropeScaling));
   }
@@ -221,6 +227,22 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   private gptOssMoe(layer: number, p: HostMoe): GpuMoe {
     const g = this.gpu, D = this.cfg.hiddenSize, I = this.cfg.moeIntermediateSize, E = this.cfg.nRoutedExperts, o = p.gptOss!;
     const label = `layers.${layer}.experts`;
+    if (this.offload && layer < this.cfg.numLayers) {
+      // Expert offload: the MXFP4 experts as slot bytes (every expert on the host with 'host', the
+      // slots' first fill only with 'source'), C of them in GPU slots with their biases.
+      if (!o.mxfp4) throw new UnsupportedError(`expert offload covers GPT-OSS's MXFP4 experts; layer ${layer}'s are unquantised: load without a GPU budget, or the MXFP4 release`);
+      const C = this.offload.capacity, keepAll = this.offload.source === 'host';
+      const store = HostExpertStore.ofPacked(packMxfp4Experts({ ...o.mxfp4, gateUpBias: o.gateUpBias, downBias: o.downBias }, E, D, I), D, I, 'mxfp4', (e) => keepAll || e < C);
+      const cached = new LayerExpertCache(g, layer, E, C, D, I, 'mxfp4', keepAll ? store : null, this.offload, this.offloadCounters);
+      cached.fill(store);
+      const gate = g.buffers.upload(`layers.${layer}.router`, p.gate);
+      const routerBias = g.buffers.upload(`layers.${layer}.router.bias`, o.routerBias);
+      const e: GpuMoe = { gate, bias: null, routerBias, experts: { sparse: false, w: { format: 'mxfp4', groups: [], E: 0, I, D, bytes: 0 } }, shared: null, sharedGate: null, bytes: cached.bytes + gate.size + routerBias.size, cached };
+      this.moes.push(e);
+      this.moeByLayer.set(layer, e);
+      this.weightBytes += e.bytes;
+      return e;
+    }
     let w: MoeExpertGroups;
     if (o.mxfp4) w = uploadMxfp4ExpertGroups(g, label, { ...o.mxfp4, gateUpBias: o.gateUpBias, downBias: o.downBias }, E, D, I, { maxBindingBytes: this.policy.maxExpertBindingBytes });
     else {
@@ -361,7 +383,9 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   attention(layer: number, q: GpuTensor, k: GpuTensor, v: GpuTensor, shape: GqaShape, past: number, scale: number, extras?: AttentionExtras<GpuWeight>): GpuTensor {
     if (!(this.cache instanceof MhaKvCache)) throw new Error('attention: this model has an MLA latent cache');
     const out = this.temp(q.rows, shape.heads * shape.headDim);
-    mhaAttention(this.gpu, this.r(), { q: q.buf, k: k.buf, v: v.buf, out: out.buf, cache: this.cache, layer, past, S: q.rows, heads: shape.heads, scale, window: extras?.window || undefined, sinks: extras?.sinks?.buffers[0] });
+    // A sliding-window layer's rows hold positions base… (kvcache.ts windowPast): the kernels see past − base.
+    const c = this.cache, at = c.windowPast(layer, past, q.rows);
+    mhaAttention(this.gpu, this.r(), { q: q.buf, k: k.buf, v: v.buf, out: out.buf, cache: c.binding(layer), layer, past: at, S: q.rows, heads: shape.heads, scale, window: extras?.window || undefined, sinks: extras?.sinks?.buffers[0] });
     return out;
   }
 
@@ -451,7 +475,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const gpu = this.gpu, T = x.rows, K = cfg.numExpertsPerTok, D = x.cols, N = T * K, E = cfg.nRoutedExperts;
     const ids = this.captureRouting ? this.routingBuffer(layer, N) : gpu.temps.acquire(N * 4);
     const weights = gpu.temps.acquire(N * 4);
-    moeGate(gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
+    moeGate(gpu, this.r(), { x: x.buf, T, D, gateW: e.gate, bias: e.bias, routerBias: e.routerBias, routing: routingOf(cfg), ids, weights, counts: this.load.counters(layer) });
     // The shared expert (and Qwen2-MoE's sigmoid gate on it) stays resident and runs as in moeForward.
     const shared = e.shared ? this.mlp(x, e.shared.gate, e.shared.up, e.shared.down) : null;
     if (shared && e.sharedGate) sigmoidGateRows(gpu, this.r(), this.linear(x, e.sharedGate).buf, shared.buf, T, D);
@@ -462,7 +486,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     this.r().copy(ids, 0, readback, 0, N * 4);
     if (predict) {
       const pIds = gpu.temps.acquire(N * 4), pW = gpu.temps.acquire(N * 4);
-      moeGate(gpu, this.r(), { x: x.buf, T, D, gateW: predict.gate, bias: predict.bias, routing: routingOf(cfg), ids: pIds, weights: pW });
+      moeGate(gpu, this.r(), { x: x.buf, T, D, gateW: predict.gate, bias: predict.bias, routerBias: predict.routerBias, routing: routingOf(cfg), ids: pIds, weights: pW });
       this.r().copy(pIds, 0, readback, N * 4, N * 4);
     }
     this.flush();
@@ -474,6 +498,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     cache.lookup([...counts.keys()], counts);
     // The mode full residency would take for these T tokens, so every run's arithmetic is the same.
     const mode = T <= moeDecodeMaxTokens(gpu, K, E) ? 'decode' : 'grouped';
+    const activation = cfg.expertActivation ? { activation: cfg.expertActivation } : {};
     const out = this.temp(T, D);
     for (let i = 0; i < runs.length; i++) {
       const run = runs[i];
@@ -483,7 +508,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       const sIds = gpu.temps.acquire(n * 4), sW = gpu.temps.acquire(n * 4);
       moeSlotRemap(gpu, this.r(), { ids, weights, first: run.t0 * K, N: n, slotTable: cache.table, E, idsOut: sIds, weightsOut: sW });
       if (runs.length === 1) {
-        moeExperts(gpu, this.r(), { x: x.buf, T, experts: cache.slots, ids: sIds, weights: sW, K, shared: shared?.buf ?? null, out: out.buf, mode });
+        moeExperts(gpu, this.r(), { x: x.buf, T, experts: cache.slots, ids: sIds, weights: sW, K, shared: shared?.buf ?? null, out: out.buf, mode, ...activation });
         continue;
       }
       const bytes = rows * D * 4, at = run.t0 * D * 4;
@@ -491,7 +516,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       this.r().copy(x.buf, at, xs, 0, bytes);
       let ss: GPUBuffer | null = null;
       if (shared) { ss = gpu.temps.acquire(bytes); this.r().copy(shared.buf, at, ss, 0, bytes); }
-      moeExperts(gpu, this.r(), { x: xs, T: rows, experts: cache.slots, ids: sIds, weights: sW, K, shared: ss, out: os, mode });
+      moeExperts(gpu, this.r(), { x: xs, T: rows, experts: cache.slots, ids: sIds, weights: sW, K, shared: ss, out: os, mode, ...activation });
       this.r().copy(os, 0, out.buf, at, bytes);
     }
     // Prefetch for the next MoE layer, at most its slots, most chosen first: queued after this layer's

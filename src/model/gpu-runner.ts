@@ -297,7 +297,9 @@ export class GpuRunner implements ModelRunner {
   }
 
   truncate(n: number): void {
+    // A sliding-window cache may keep fewer tokens than asked (kvcache.ts truncate): cachedTokens says how many.
     if (n < this.be.cache.length) this.be.cache.truncate(n);
+    n = Math.min(n, this.be.cache.length);
     this.spec.truncate(n);
     if (this.mtpLayers && n < this.be.mtpCache.length) this.be.mtpCache.truncate(n);
   }

@@ -30,6 +30,8 @@ import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsCon
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
 import { hasRole, isProjection, layerTensors, modelTensors, moeLayers, mtpLayersPresent, mtpTensorName, tensorName, type TensorRole } from './tensors';
+import { windowRows } from './kvcache';
+import { slidingWindowOf } from './decoder-blocks';
 
 /** Weight storage as load options name it. */
 export type WeightStorage = 'auto' | 'f32' | 'f16' | 'bf16' | 'q8' | 'q4' | 'gguf';
@@ -471,7 +473,7 @@ function planAtChunk(cfg: ModelConfig, list: PlanTensor[] | null, opts: PlanOpti
   const experts = storage === 'gguf' ? ggufExpertStorage(cfg, byName) : expertStorage(cfg, storage);
   // An F32/F16 table in a GGUF stays f32 under 'gguf' (gpu-backend embedding).
   const embedding = storage === 'gguf' && !byName.get('model.embed_tokens.weight')?.gguf ? 'f32' : embeddingStorage(storage);
-  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096, cfg.layerTypes ? Infinity : cfg.slidingWindow ?? Infinity);
+  const contextLength = opts.contextLength ?? Math.min(cfg.maxPositionEmbeddings, 4096);
   const prefillTokens = Math.max(1, Math.min(opts.prefillTokens ?? DEFAULT_PREFILL_CHUNK, contextLength));
   const dev = opts.device ?? {};
   const limit = Math.min(dev.maxStorageBufferBindingSize ?? Infinity, dev.maxBufferSize ?? Infinity);
@@ -597,7 +599,13 @@ function planAtChunk(cfg: ModelConfig, list: PlanTensor[] | null, opts: PlanOpti
   const partBytes = kvWidths.map((w) => kvRowStride(w, kvCache) * kvElementBytes(kvCache));
   const rowBytes = partBytes.reduce((a, b) => a + b, 0);
   const kvLayer = partBytes.reduce((a, b) => a + align4(contextLength * b), 0);
-  const kvBytes = kvLayer * cfg.numLayers;
+  // Sliding-window layers (GQA) hold windowRows rows, not the context (kvcache.ts MhaKvCache).
+  const windowed = (l: number) => {
+    const W = cfg.attention === 'gqa' ? slidingWindowOf(cfg, l) : 0;
+    return W && windowRows(W, prefillTokens, contextLength) < contextLength ? windowRows(W, prefillTokens, contextLength) : 0;
+  };
+  const fullLayers = Array.from({ length: cfg.numLayers }, (_, l) => l).filter((l) => !windowed(l)).length;
+  const kvBytes = Array.from({ length: cfg.numLayers }, (_, l) => windowed(l) ? partBytes.reduce((a, b) => a + align4(windowed(l) * b), 0) : kvLayer).reduce((a, b) => a + b, 0);
   // The MTP layers' own latent cache (gpu-backend.ts mtpCache: one layer per predicted depth, the main cache's capacity).
   const mtpKvBytes = mtp.length ? Math.max(1, cfg.numNextnPredictLayers) * kvLayer : 0;
   const kvBinding = { name: cfg.attention === 'gqa' ? 'KV cache (one layer\'s K at full context)' : 'KV cache (one layer at full context)', bytes: align4(contextLength * partBytes[0]) };
@@ -607,28 +615,33 @@ function planAtChunk(cfg: ModelConfig, list: PlanTensor[] | null, opts: PlanOpti
   const mtpPlan = mtp.length ? { layers: mtp, weightBytes: byRole.mtp ?? 0, kvBytes: mtpKvBytes } : null;
   const common = { mtp: mtpPlan, model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list), storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none' as const, embedding, kvCache }, contextLength, prefillTokens };
-  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fallback, dev, offloadSlots: 0, extraRuntime: mtpKvBytes });
+  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fullLayers, fallback, dev, offloadSlots: 0, extraRuntime: mtpKvBytes });
   if (opts.gpuBudget === undefined) return full;
   const budget = opts.gpuBudget;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);
   if (full.gpuBytes <= budget || !moe.length || !cfg.nRoutedExperts) return full;
-  if (cfg.family === 'gpt_oss') throw new UnsupportedError(`expert offload does not cover GPT-OSS's experts yet (MXFP4 blocks with expert biases; the slot stacks hold webmoe's packed formats without biases): this model needs ${mib(full.gpuBytes)} MiB, over the GPU budget of ${mib(budget)} MiB; load it without a GPU budget on a device with that much memory, or with a shorter --context`);
+  if (cfg.family === 'gpt_oss' && !mxfp4) throw new UnsupportedError(`expert offload covers GPT-OSS's MXFP4 experts (the release's); this checkpoint's experts are unquantised: it needs ${mib(full.gpuBytes)} MiB, over the GPU budget of ${mib(budget)} MiB; load it without a GPU budget on a device with that much memory, or the MXFP4 release, or with a shorter --context`);
+  // GPT-OSS: slots of MXFP4 blocks, scale bytes and f32 biases (kernels/moe-slots.ts slotBytes 'mxfp4').
+  const slotFormat = mxfp4 ? 'mxfp4' : packedExperts;
   if (experts === 'gguf') throw new UnsupportedError(`expert offload keeps routed experts in webmoe's stacks; this GGUF's experts stay GGUF blocks ('gguf' storage): load it with --weights q4 or q8 to offload, or without a GPU budget`);
   // One slot = one expert of a stack (every buffer of it); the slots of a layer are one stack, so at
   // most what one binding holds.
-  const slot = expertStackBuffers(packedExperts, 1, cfg.moeIntermediateSize, cfg.hiddenSize).reduce((a, b) => a + b.bytes, 0);
+  const slot = slotStackBuffers(slotFormat, 1, cfg.moeIntermediateSize, cfg.hiddenSize).reduce((a, b) => a + b.bytes, 0);
   const routedBytes = byRole.routed_experts ?? 0;
   const K = cfg.numExpertsPerTok, E = cfg.nRoutedExperts;
   const withSlots = (C: number) => {
-    const sized = stackOf(packedExperts, C, cfg);
-    const w = { bytes: weightBytes - routedBytes + sized.bytes, byFormat: { ...byFormat, [packedExperts]: (byFormat[packedExperts] ?? 0) - routedBytes + sized.bytes }, byRole: { ...byRole, routed_experts: sized.bytes } };
+    const sized = stackOf(slotFormat, C, cfg);
+    // (GPT-OSS's routed bytes are MXFP4 blocks and scales plus f32 biases; its slots likewise, booked as mxfp4.)
+    const byF = { ...byFormat, [slotFormat]: (byFormat[slotFormat] ?? 0) + sized.bytes };
+    if (mxfp4) { byF.mxfp4 -= byFormat.mxfp4 ?? 0; byF.f32 = (byF.f32 ?? 0) - (routedBytes - (byFormat.mxfp4 ?? 0)); } else byF[slotFormat] -= routedBytes;
+    const w = { bytes: weightBytes - routedBytes + sized.bytes, byFormat: byF, byRole: { ...byRole, routed_experts: sized.bytes } };
     // Slot tables: one [E] u32 per MoE layer.
     const tables = moe.length * align4(E * 4);
     const lg = [largestResident, kvBinding, sized.largest].reduce((x, y) => (y.bytes > x.bytes ? y : x));
-    const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fallback, dev, offloadSlots: C, extraRuntime: tables + mtpKvBytes });
+    const p = planTail(cfg, { ...common, expertStacks: [C], weights: w, largest: lg, kvBytes, rowBytes, fullLayers, fallback, dev, offloadSlots: C, extraRuntime: tables + mtpKvBytes });
     return p;
   };
-  const perLayer = expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) || 1;
+  const perLayer = (mxfp4 ? mxfp4ExpertsPerStack(E, cfg.moeIntermediateSize, cfg.hiddenSize, limit) : expertsPerStack(packedExperts, E, cfg.moeIntermediateSize, cfg.hiddenSize, limit)) || 1;
   const minimum = withSlots(K);
   // A small model's experts can weigh less than the cache's tables and scratch: then offload saves
   // nothing and the least it runs in is the full plan.
@@ -654,9 +667,19 @@ function planAtChunk(cfg: ModelConfig, list: PlanTensor[] | null, opts: PlanOpti
 
 const mib = (n: number) => (n / 2 ** 20).toFixed(1);
 
+/** The buffers of a slot stack of C experts as createExpertSlots makes them (mxfp4: blocks, scale bytes, f32 biases). */
+function slotStackBuffers(f: PackedFormat | 'mxfp4', C: number, I: number, D: number): { name: string; bytes: number }[] {
+  if (f !== 'mxfp4') return expertStackBuffers(f, C, I, D);
+  return [
+    { name: 'gate_up', bytes: align4(C * 2 * I * mxfp4RowBytes(D)) }, { name: 'down', bytes: align4(C * D * mxfp4RowBytes(I)) },
+    { name: 'gate_up.scales', bytes: align4(Math.max(16, C * 2 * I * Math.ceil(D / 32))) }, { name: 'down.scales', bytes: align4(Math.max(16, C * D * Math.ceil(I / 32))) },
+    { name: 'gate_up.bias', bytes: C * 2 * I * 4 }, { name: 'down.bias', bytes: C * D * 4 },
+  ];
+}
+
 /** One stack of C experts' buffers (createExpertSlots): total bytes and the largest buffer. */
-function stackOf(f: PackedFormat, C: number, cfg: ModelConfig): { bytes: number; largest: { name: string; bytes: number } } {
-  const bufs = expertStackBuffers(f, C, cfg.moeIntermediateSize, cfg.hiddenSize);
+function stackOf(f: PackedFormat | 'mxfp4', C: number, cfg: ModelConfig): { bytes: number; largest: { name: string; bytes: number } } {
+  const bufs = slotStackBuffers(f, C, cfg.moeIntermediateSize, cfg.hiddenSize);
   const top = bufs.reduce((a, b) => (b.bytes > a.bytes ? b : a));
   return { bytes: bufs.reduce((a, b) => a + b.bytes, 0) * moeLayers(cfg).length, largest: { name: `model.layers.*.mlp.experts slots: stacked ${top.name} (${C} slots, ${f})`, bytes: top.bytes } };
 }
@@ -665,6 +688,8 @@ interface TailInput {
   model: MemoryPlan['model']; checkpoint: MemoryPlan['checkpoint']; storage: MemoryPlan['storage']; contextLength: number; prefillTokens: number;
   expertStacks: number[]; weights: MemoryPlan['weights']; largest: { name: string; bytes: number }; kvBytes: number; rowBytes: number;
   fallback: boolean; dev: PlanDevice; offloadSlots: number; extraRuntime?: number; mtp: MemoryPlan['mtp'];
+  /** Layers whose KV grows with the context (the others are sliding-window layers); default all. */
+  fullLayers?: number;
 }
 
 /** The activations, runtime buffers and totals of a plan whose weights are known. */
@@ -715,7 +740,8 @@ function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
     contextLength,
     prefillTokens,
     weights: a.weights,
-    kvCache: { bytesPerToken: a.rowBytes * cfg.numLayers, bytes: a.kvBytes },
+    // Per token past the windows: sliding-window layers hold a fixed number of rows.
+    kvCache: { bytesPerToken: a.rowBytes * (a.fullLayers ?? cfg.numLayers), bytes: a.kvBytes },
     activations: { bytes: activations, prefillBytes: tempPoolBytes(prefill), decodeBytes: tempPoolBytes([decode]), largestBytes: tempSizeClass(biggestTemp) },
     runtime: { bytes: runtime },
     mtp: a.mtp,

@@ -7,7 +7,8 @@
  *     x = RMSNorm(h)
  *     q, k, v = W_q·x + b_q, W_k·x + b_k, W_v·x + b_v      biased projections, GQA
  *     q, k = RoPE(q), RoPE(k)                               rotate_half
- *     h += W_o · softmax(q·kᵀ/√head_dim, causal) · v
+ *     h += W_o · softmax(q·kᵀ/√head_dim, causal) · v       with use_sliding_window, layer_types[i] =
+ *                                                           sliding_attention layers see the last sliding_window keys
  *     x = RMSNorm(h)
  *     h += Σ_top-k softmax(W_router·x)_j · Expert_j(x)      60 experts top-4; norm_topk_prob false: the
  *                                                           softmax over all experts is not renormalised
@@ -19,7 +20,7 @@
  */
 import type { Backend, ForwardOptions, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
-import { gqaShape, head, residualFeedForward, ropeQk } from './decoder-blocks';
+import { gqaShape, head, residualFeedForward, ropeQk, slidingWindowOf } from './decoder-blocks';
 import type { Steps } from './steps';
 
 /** The forward pass as steps (architectures.ts drives them): it pauses only inside the MoE feed-forward. */
@@ -35,7 +36,7 @@ export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w
     be.addBias(k, a.kBias!);
     be.addBias(v, a.vBias!);
     ropeQk(be, cfg, q, k, opts.past);
-    const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, 1 / Math.sqrt(cfg.headDim)), a.o);
+    const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, 1 / Math.sqrt(cfg.headDim), { window: slidingWindowOf(cfg, i) }), a.o);
     yield* residualFeedForward(be, cfg, i, L, h, attn, opts);
   }
   return head(be, cfg, w, h, opts);

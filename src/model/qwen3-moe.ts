@@ -8,14 +8,14 @@
  *     q, k, v = W_q·x, W_k·x, W_v·x                        GQA: num_key_value_heads K/V heads of head_dim
  *     q, k = RMSNorm_head(q), RMSNorm_head(k)               q_norm / k_norm over each head's head_dim
  *     q, k = RoPE(q), RoPE(k)                               rotate_half
- *     h += W_o · softmax(q·kᵀ/√head_dim, causal) · v
+ *     h += W_o · softmax(q·kᵀ/√head_dim, causal) · v       with use_sliding_window: only the last sliding_window keys
  *     x = RMSNorm(h)
  *     h += Σ_top-k softmax(W_router·x)_j / Σ · Expert_j(x)   128 experts top-8, norm_topk_prob, no shared expert
  *   logits = LMHead(RMSNorm(h))
  */
 import type { Backend, ForwardOptions, ModelWeights } from './deepseek';
 import type { ModelConfig } from './config';
-import { gqaShape, head, residualFeedForward, ropeQk } from './decoder-blocks';
+import { gqaShape, head, residualFeedForward, ropeQk, slidingWindowOf } from './decoder-blocks';
 import type { Steps } from './steps';
 
 /** The forward pass as steps (architectures.ts drives them): it pauses only inside the MoE feed-forward. */
@@ -30,7 +30,7 @@ export function* forwardSteps<T, W, E>(be: Backend<T, W, E>, cfg: ModelConfig, w
     be.rmsNormHeads(q, cfg.numHeads, a.qNorm!, eps);
     be.rmsNormHeads(k, cfg.numKvHeads, a.kNorm!, eps);
     ropeQk(be, cfg, q, k, opts.past);
-    const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, 1 / Math.sqrt(cfg.headDim)), a.o);
+    const attn = be.linear(be.attention(i, q, k, v, gqaShape(cfg), opts.past, 1 / Math.sqrt(cfg.headDim), { window: slidingWindowOf(cfg, i) }), a.o);
     yield* residualFeedForward(be, cfg, i, L, h, attn, opts);
   }
   return head(be, cfg, w, h, opts);

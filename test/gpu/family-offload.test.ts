@@ -5,7 +5,8 @@
 // test/gpu/offload.test.ts checks on the bundled DeepSeek model. The fixtures cover what differs per
 // family: Qwen2-MoE's resident shared expert behind its sigmoid gate, the softmax routings (renormalised
 // over the top-k or not), Granite's stacked experts split per expert at load and re-read from the source
-// by slicing the stacked tensors, Mixtral's w1/w3/w2 expert names, OLMoE's 64-expert-style routing.
+// by slicing the stacked tensors, Mixtral's w1/w3/w2 expert names, OLMoE's 64-expert-style routing, GPT-OSS's
+// MXFP4 experts with their biases (the whole layer re-read from the source on a miss) and its router bias.
 import { describe, it, expect, beforeAll } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ import { memoryModel } from '../../src/loader/model-source';
 import { byteLevelTokenizerJson } from '../../src/model/byte-tokenizer';
 import type { LoadOptions } from '../../src/engine/types';
 import { GpuBudgetError } from '../../src/errors';
-import { FAMILY_FIXTURES, familyDir, familyFixture, type FamilyFixture } from '../helpers/families';
+import { FAMILY_FIXTURES, familyDir, familyFixture, gptOssDequantisedFiles, gptOssWideFiles, type FamilyFixture } from '../helpers/families';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createNodeEngine } from '../../src/node';
@@ -37,9 +38,14 @@ const source = (f: FamilyFixture) => memoryModel({
 
 /** Every prefill row; the prefix's last row and each decode row after it; token-by-token rows from an empty cache; greedy tokens. */
 async function outputs(family: FamilyFixture, opts: LoadOptions) {
+  return outputsOf(source(family), family, opts);
+}
+
+/** outputs() of any model source, on the prompt of `family`'s fixture. */
+async function outputsOf(src: ReturnType<typeof memoryModel>, family: FamilyFixture, opts: LoadOptions) {
   const { tokens, prefill_split: p } = familyFixture(family).ref;
   const e = gpuEngine(gpu);
-  const info = await e.load(source(family), { ...BASE, ...opts });
+  const info = await e.load(src, { ...BASE, ...opts });
   try {
     const prefill = await gpu.checked(() => e.runner.logits(tokens, true));
     e.runner.truncate(0);
@@ -70,10 +76,13 @@ const maxDiff = (a: Float32Array, b: Float32Array) => {
   return m;
 };
 
-// GPT-OSS's experts (MXFP4 blocks with biases) are not offloaded yet: the plan says so with a typed error.
-it('gpt_oss: a GPU budget below the full plan is UNSUPPORTED, naming what works', async () => {
-  const err = await gpuEngine(gpu).plan!(source('gpt_oss'), { ...BASE, gpuMemoryBudget: 1 << 10 }).catch((x) => x);
-  expect(err).toMatchObject({ code: 'UNSUPPORTED', message: expect.stringMatching(/GPT-OSS.*without a GPU budget/) });
+// GPT-OSS's MXFP4 experts go through the same slots with their biases (kernels/moe-slots.ts
+// packMxfp4Experts): a slot holds the bytes full residency gives that expert. An unquantised GPT-OSS
+// checkpoint is not offloaded: the plan says so with a typed error.
+it('gpt_oss unquantised: a GPU budget below the full plan is UNSUPPORTED, naming what works', async () => {
+  const src = memoryModel({ ...(await gptOssDequantisedFiles()), 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) });
+  const err = await gpuEngine(gpu).plan!(src, { ...BASE, gpuMemoryBudget: 1 << 10 }).catch((x) => x);
+  expect(err).toMatchObject({ code: 'UNSUPPORTED', message: expect.stringMatching(/MXFP4.*without a GPU budget/) });
 });
 
 describe.each(FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss'))('%s: expert offload equals full residency', (family) => {
@@ -120,6 +129,82 @@ describe.each(FAMILY_FIXTURES.filter((f) => f !== 'gpt_oss'))('%s: expert offloa
     expect(r.greedy).toEqual(want.greedy);
   }, 60_000);
 });
+
+// GPT-OSS: the fixture widened to 32 experts (gptOssWideFiles: its 8 experts weigh less than the cache's
+// scratch), MXFP4 experts with biases in the slots, the router bias in the gate and the next-gate prefetch.
+describe('gpt_oss (32 MXFP4 experts): expert offload equals full residency', () => {
+  let files: Awaited<ReturnType<typeof gptOssWideFiles>>;
+  const src = () => memoryModel({ ...files, 'tokenizer.json': JSON.stringify(byteLevelTokenizerJson()) });
+  let want: Awaited<ReturnType<typeof outputsOf>>;
+  let minimum = 0, half = 0;
+  beforeAll(async () => {
+    files = await gptOssWideFiles(32);
+    want = await outputsOf(src(), 'gpt_oss', {});
+    expect(want.info.memoryPlan!.offload).toBeNull();
+    expect(want.info.expertStorage).toBe('mxfp4');
+    const err = await gpuEngine(gpu).plan!(src(), { ...BASE, gpuMemoryBudget: 1 << 10 }).catch((x) => x);
+    expect(err).toBeInstanceOf(GpuBudgetError);
+    minimum = (err as GpuBudgetError).details!.minimumBytes as number;
+    const o = (await gpuEngine(gpu).plan!(src(), { ...BASE, gpuMemoryBudget: minimum })).offload!;
+    half = minimum + (16 - 4) * o.moeLayers * o.expertBytes + 1024;
+    expect(half).toBeLessThan(want.info.memoryPlan!.gpuBytes);
+  }, 120_000);
+  const cases: [string, () => number, number, LoadOptions][] = [
+    ['the minimum budget (4 of 32 slots), cold experts re-read from the source', () => minimum, 4, { expertSource: 'source' }],
+    ['half of the experts (16 of 32), cold experts on the host, next-gate prefetch', () => half, 16, { expertSource: 'host', expertPrefetch: 'next-gate' }],
+  ];
+  it.each(cases)('%s: logits and greedy tokens identical', async (_, budget, capacity, opts) => {
+    const r = await outputsOf(src(), 'gpt_oss', { gpuMemoryBudget: budget(), ...opts });
+    const o = r.info.memoryPlan!.offload!;
+    expect([o.capacity, r.info.expertStorage]).toEqual([capacity, 'mxfp4']);
+    expect(r.info.memoryPlan!.gpuBytes).toBeLessThanOrEqual(budget());
+    const c = r.counters!;
+    console.info(`offload gpt_oss ${_}: capacity ${o.capacity}/32, ${c.uploads} uploads, ${c.hits}/${c.lookups} hits`);
+    expect(c.bytesUploaded).toBeGreaterThan(0);
+    expect(c.hits).toBeLessThan(c.lookups);
+    expect(maxDiff(r.prefill, want.prefill), 'prefill').toBe(0);
+    r.decode.forEach((row, i) => expect(maxDiff(row, want.decode[i]), `decode row ${i}`).toBe(0));
+    r.prefixThenDecode.forEach((row, i) => expect(maxDiff(row, want.prefixThenDecode[i]), `prefill then decode row ${i}`).toBe(0));
+    expect(r.greedy).toEqual(want.greedy);
+  }, 120_000);
+});
+
+// GPT-OSS from its GGUF (llama.cpp's gpt-oss layout, experts MXFP4 blocks): the reader hands back HF's
+// blocks, so the slots and a miss's re-read (the layer's ffn_*_exps through the reader) are the same bytes.
+it('gpt_oss (32 MXFP4 experts) as a Q8_0 GGUF offloaded, experts re-read from the file: logits equal full residency on the same file', async () => {
+  const { ref } = familyFixture('gpt_oss');
+  const tokenizer = { ...byteLevelTokenizerJson(), pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } };
+  const st = await openCheckpoint(memoryModel({ ...(await gptOssWideFiles(32)), 'tokenizer.json': JSON.stringify(tokenizer) }));
+  const dir = mkdtempSync(join(tmpdir(), 'webmoe-gptoss-offload-'));
+  const path = join(dir, 'gpt_oss-wide-q8_0.gguf');
+  writeFileSync(path, (await checkpointToGguf(st, 'q8_0')).file);
+  const run = async (opts: LoadOptions) => {
+    const engine = createNodeEngine();
+    try {
+      const info = await engine.load(path, { weights: 'f32', kvCache: 'f32', contextLength: 64, requireTokenizer: false, ...opts });
+      const prefill = await engine.runner.logits(ref.tokens, true);
+      engine.runner.truncate(0);
+      const decode = [];
+      for (const t of ref.tokens) decode.push(await engine.runner.logits([t], false));
+      return { info, prefill, decode, counters: engine.runner.counters().offload };
+    } finally {
+      await engine.unload();
+    }
+  };
+  try {
+    const full = await run({});
+    expect(full.info.expertStorage).toBe('mxfp4');
+    const err = await run({ gpuMemoryBudget: 1 << 10 }).catch((x) => x);
+    expect(err).toBeInstanceOf(GpuBudgetError);
+    const r = await run({ gpuMemoryBudget: (err as GpuBudgetError).details!.minimumBytes as number, expertSource: 'source' });
+    expect(r.info.memoryPlan!.offload!.capacity).toBe(4);
+    expect(r.counters!.bytesUploaded).toBeGreaterThan(0);
+    expect(maxDiff(r.prefill, full.prefill), 'prefill').toBe(0);
+    r.decode.forEach((row, i) => expect(maxDiff(row, full.decode[i]), `decode row ${i}`).toBe(0));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
 
 // A family GGUF (webmoe's Q8_0 converter, llama.cpp's layout) loaded with weights 'f32' (at q8 the
 // fixtures' experts are so small that the full plan is below the offload minimum): its stacked

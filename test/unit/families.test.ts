@@ -6,16 +6,15 @@ import { describe, it, expect } from 'vitest';
 import { forward } from '../../src/model/architectures';
 import { CpuBackend, type CpuTensor } from '../../src/model/cpu-backend';
 import { buildWeights } from '../../src/model/load';
-import { ConfigError } from '../../src/errors';
+import { ConfigError, UnsupportedError } from '../../src/errors';
 import { parseConfig } from '../../src/model/config';
-import { checkSlidingWindow, defaultContextLength, parameterCounts } from '../../src/model/assemble';
-import { UnsupportedError } from '../../src/errors';
+import { defaultContextLength, parameterCounts } from '../../src/model/assemble';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { familyDir } from '../helpers/families';
 import { expectedTensorCount, modelTensors, parseTensorName, isSparsityTarget } from '../../src/model/tensors';
 import { expectClose } from '../helpers/gpu';
-import { FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles } from '../helpers/families';
+import { FAMILY_FIXTURES, SLIDING_WINDOW_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles } from '../helpers/families';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { TextCodec } from '../../src/engine/text';
 import { writeSafetensors, type TensorToWrite } from '../../src/formats/safetensors';
@@ -24,7 +23,7 @@ import { memoryModel } from '../../src/loader/model-source';
 
 const TOL = { atol: 1e-4, rtol: 0 };
 
-describe.each(FAMILY_FIXTURES)('%s: CPU reference vs the PyTorch fixture', (family) => {
+describe.each([...FAMILY_FIXTURES, ...SLIDING_WINDOW_FIXTURES])('%s: CPU reference vs the PyTorch fixture', (family) => {
   const { ref, logits: want, routing } = familyFixture(family);
   const { tokens, prefill_split: split, vocab_size: V } = ref;
   const setup = async () => {
@@ -89,12 +88,31 @@ describe('family registry', () => {
 
 describe('sliding windows', () => {
   const mixtral = (window: number | null) => parseConfig({ ...JSON.parse(readFileSync(join(familyDir('mixtral'), 'config.json'), 'utf8')), sliding_window: window });
-  it('a configured window caps the default context; a longer one is refused with what works instead', () => {
+  it('a configured window windows every Mixtral layer and does not cap the context', () => {
     expect(defaultContextLength(mixtral(null))).toBe(256); // max_position_embeddings
-    expect(defaultContextLength(mixtral(64))).toBe(64);
-    expect(() => checkSlidingWindow(mixtral(64), 64)).not.toThrow();
-    expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(UnsupportedError);
-    expect(() => checkSlidingWindow(mixtral(64), 65)).toThrow(/contextLength ≤ 64/);
+    expect(defaultContextLength(mixtral(64))).toBe(256);
+    expect(mixtral(null).layerTypes).toBeNull();
+    expect(mixtral(64).layerTypes).toEqual(['sliding_attention', 'sliding_attention']);
+  });
+  it('Qwen3-MoE windows every layer with use_sliding_window; Qwen2-MoE the layer_types it lists, by default even layers below max_window_layers', () => {
+    const q3 = JSON.parse(readFileSync(join(familyDir('qwen3_moe'), 'config.json'), 'utf8'));
+    expect(parseConfig({ ...q3, use_sliding_window: true, sliding_window: 6 }).layerTypes).toEqual(['sliding_attention', 'sliding_attention']);
+    expect(parseConfig({ ...q3, use_sliding_window: false, sliding_window: 6 }).layerTypes).toBeNull();
+    const q2 = { ...JSON.parse(readFileSync(join(familyDir('qwen2_moe'), 'config.json'), 'utf8')), use_sliding_window: true, sliding_window: 6 };
+    expect(parseConfig({ ...q2, num_hidden_layers: 2, max_window_layers: 2 }).layerTypes).toEqual(['sliding_attention', 'full_attention']);
+    expect(parseConfig({ ...q2, max_window_layers: 0 }).layerTypes).toEqual(['full_attention', 'full_attention']);
+    expect(parseConfig({ ...q2, layer_types: ['full_attention', 'sliding_attention'] }).layerTypes).toEqual(['full_attention', 'sliding_attention']);
+    expect(() => parseConfig({ ...q2, layer_types: ['sliding_attention'] })).toThrow(/layer_types/);
+  });
+  it.each(SLIDING_WINDOW_FIXTURES)('%s: the window matters for the fixture (without it the logits move by more than 1e-2)', async (family) => {
+    const { ref, logits: want } = familyFixture(family);
+    const ckpt = await familyCheckpoint(family);
+    const cfg = { ...ckpt.config, slidingWindow: null, layerTypes: null };
+    const be = new CpuBackend(cfg);
+    const got = forward(be, cfg, await buildWeights(be, cfg, ckpt), ref.tokens, { past: 0 }).data;
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    expect(worst).toBeGreaterThan(1e-2);
   });
   it('head_dim null means hidden_size / heads (Mistral-style configs write it so)', () => {
     expect(mixtral(null).headDim).toBe(8);
@@ -139,9 +157,7 @@ describe('GPT-OSS config', () => {
     expect(c.ropeStyle).toBe('half');
   });
   it('runs its windows itself: the sliding window does not cap the context', () => {
-    const c = parseConfig(published());
-    expect(defaultContextLength(c)).toBe(4096);
-    expect(() => checkSlidingWindow(c, 4096)).not.toThrow();
+    expect(defaultContextLength(parseConfig(published()))).toBe(4096);
   });
   it('bad layer_types, and MXFP4 for another family, are refused naming the field', () => {
     expect(() => parseConfig({ ...published(), layer_types: ['sliding_attention'] })).toThrow(/layer_types/);

@@ -61,6 +61,24 @@ CONFIGS = {
                        embedding_multiplier=12.0, attention_multiplier=0.0625, residual_multiplier=0.22, logits_scaling=6.0,
                        position_embedding_type='rope', tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
                        pad_token_id=0, router_aux_loss_coef=0.001, output_router_logits=False),
+    # Sliding windows past the window: window 6 < the 13-token prefill < the 24-token sequence, so prefill, decode and
+    # prefill-then-decode each attend through it. Mixtral: every layer (sliding_window set); Qwen3-MoE: every layer
+    # (use_sliding_window); Qwen2-MoE: layer_types[i] = sliding_attention layers only (here layer 0, as
+    # configuration_qwen2_moe.py derives for max_window_layers 2; written out so that no version's default matters).
+    'mixtral_swa': dict(BASE, architectures=['MixtralForCausalLM'], model_type='mixtral', intermediate_size=16,
+                        num_local_experts=8, num_experts_per_tok=2, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=6,
+                        bos_token_id=1, eos_token_id=2, router_aux_loss_coef=0.02, output_router_logits=False),
+    'qwen2_moe_swa': dict(BASE, architectures=['Qwen2MoeForCausalLM'], model_type='qwen2_moe', intermediate_size=48,
+                          moe_intermediate_size=16, shared_expert_intermediate_size=40, num_experts=8, num_experts_per_tok=4,
+                          norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], rms_norm_eps=1e-6,
+                          rope_theta=1000000.0, use_sliding_window=True, sliding_window=6, max_window_layers=2,
+                          layer_types=['sliding_attention', 'full_attention'],
+                          bos_token_id=1, eos_token_id=2, router_aux_loss_coef=0.001, output_router_logits=False),
+    'qwen3_moe_swa': dict(BASE, architectures=['Qwen3MoeForCausalLM'], model_type='qwen3_moe', intermediate_size=48,
+                          moe_intermediate_size=16, num_experts=16, num_experts_per_tok=4, head_dim=16, norm_topk_prob=True,
+                          decoder_sparse_step=1, mlp_only_layers=[], rms_norm_eps=1e-6, rope_theta=1000000.0, attention_bias=False,
+                          use_sliding_window=True, sliding_window=6, max_window_layers=2, bos_token_id=1, eos_token_id=2,
+                          router_aux_loss_coef=0.001, output_router_logits=False),
     # gpt-oss-20b's keys at tiny widths: hidden 64 (two MXFP4 blocks per gate_up row), expert width 32, 8 heads of
     # 16 (q width 128 ≠ hidden, as 64×64 ≠ 2880), sliding window 8 < the 24-token sequence on the sliding layer,
     # YaRN as published (factor 32 of 4096, truncate false: with head_dim 16 the ramp runs over pairs 2.02…4.35).
@@ -107,12 +125,18 @@ def repeat_kv(x, n_rep):
     return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=0)
 
 
-def eager_attention(q, k, v, scaling, n_rep):
-    """eager_attention_forward: softmax(q·kᵀ·scaling + causal mask, fp32)·v over [heads, S, d]."""
+def eager_attention(q, k, v, scaling, n_rep, sliding_window=None):
+    """eager_attention_forward: softmax(q·kᵀ·scaling + mask, fp32)·v over [heads, S, d]. The mask is masking_utils'
+    create_causal_mask (kv_idx ≤ q_idx), or with a window create_sliding_window_causal_mask: causal and
+    sliding_window_overlay (kv_idx > q_idx − sliding_window)."""
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     S = q.shape[1]
     scores = torch.matmul(q, k.transpose(1, 2)) * scaling
-    mask = torch.full((S, S), float('-inf')).triu(1)
+    qi, ki = torch.arange(S)[:, None], torch.arange(S)[None, :]
+    visible = ki <= qi
+    if sliding_window is not None:
+        visible = visible & (ki > qi - sliding_window)
+    mask = torch.where(visible, 0.0, float('-inf'))
     p = F.softmax(scores + mask, dim=-1, dtype=torch.float32)
     return torch.matmul(p, v).transpose(0, 1).reshape(S, -1)
 
@@ -167,8 +191,24 @@ class Model:
         cos, sin = rotary(c, d, positions)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         scaling = c['attention_multiplier'] if f == 'granitemoe' else d ** -0.5
-        o = eager_attention(q, k, v, scaling, H // Hkv)
+        o = eager_attention(q, k, v, scaling, H // Hkv, self.sliding_window(i))
         return linear(o, W[p + 'o_proj.weight'])
+
+    def sliding_window(self, i):
+        """Layer i's window, or None for create_causal_mask. MixtralModel (and Qwen3MoeModel, which is MixtralModel):
+        create_sliding_window_causal_mask on every layer once config.sliding_window is set (Qwen3MoeConfig sets it
+        only with use_sliding_window). Qwen2MoeModel: the mask of config.layer_types[i] (Qwen2MoeConfig: the window
+        only with use_sliding_window; layer_types by default sliding on even layers below max_window_layers)."""
+        c, f = self.c, self.f
+        if f == 'mixtral':
+            return c.get('sliding_window')
+        if f == 'qwen3_moe':
+            return c['sliding_window'] if c.get('use_sliding_window') else None
+        if f == 'qwen2_moe' and c.get('use_sliding_window'):
+            types = c.get('layer_types') or ['sliding_attention' if (j + 1) % 2 and j < c['max_window_layers'] else 'full_attention'
+                                             for j in range(c['num_hidden_layers'])]
+            return c['sliding_window'] if types[i] == 'sliding_attention' else None
+        return None
 
     def moe(self, i, x):
         c, W, f = self.c, self.W, self.f
@@ -499,16 +539,17 @@ def main():
     args = ap.parse_args()
     for fi, family in enumerate(args.families.split(',')):
         c = CONFIGS[family]
+        model_type = c['model_type']  # the fixture's family (mixtral_swa is a Mixtral)
         # The first seed whose routing has no near-tie (gap ≥ MIN_GAP between the k-th and (k+1)-th score),
         # so that the runtime's float32 rounding cannot flip a choice.
         for seed in range(1000 + 100 * fi, 1000 + 100 * fi + 50):
             g = torch.Generator().manual_seed(seed)
             # Stored as F16 (half the bytes of the fixture); the reference computes in float32 on the same
             # F16-representable values, so the checkpoint is exact.
-            raw = make_gptoss_weights(c, g) if family == 'gpt_oss' else make_weights(family, c, g)
+            raw = make_gptoss_weights(c, g) if family == 'gpt_oss' else make_weights(model_type, c, g)
             W = {k: (v if v.dtype == torch.uint8 else v.half().float()) for k, v in raw.items()}
             tokens = torch.randint(0, c['vocab_size'], (SEQ_LEN,), generator=g)
-            model = GptOss(c, W) if family == 'gpt_oss' else Model(family, c, W)
+            model = GptOss(c, W) if family == 'gpt_oss' else Model(model_type, c, W)
             with torch.no_grad():
                 logits = model.forward(tokens)
             if model.min_gap >= MIN_GAP:
