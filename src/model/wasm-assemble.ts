@@ -8,7 +8,7 @@ import type { Checkpoint } from './checkpoint';
 import { WasmBackend, wasmKvValuesPerToken, type WasmStorage } from './wasm-backend';
 import { WasmRunner } from './wasm-runner';
 import { buildWeights } from './load';
-import { checkSlidingWindow, defaultContextLength, describeModel, loadSparsity, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
+import { defaultContextLength, describeModel, loadSparsity, parameterCounts, prefillChunkOf, type ModelDescription, type ModelLoadOptions, type WeightStorage } from './assemble';
 import { resolveStorage } from './memory-plan';
 import { WasmKernels, type WasmWeightFormat } from '../kernels/wasm/kernels';
 import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
@@ -38,7 +38,6 @@ export async function loadWasmModel(ckpt: Checkpoint, name: string, options: Mod
   const storage = wasmStorage(options.weights, ckpt);
   const contextLength = options.contextLength ?? defaultContextLength(cfg);
   if (!Number.isInteger(contextLength) || contextLength < 2) throw new ArgumentError(`contextLength must be an integer ≥ 2, got ${contextLength}`);
-  checkSlidingWindow(cfg, contextLength);
   if (options.kvCache === 'f16') throw new ArgumentError(`kvCache 'f16' is a WebGPU option; the WASM engine's KV cache is f32 (omit kvCache or pass 'f32')`);
   const prefillChunk = prefillChunkOf(options.prefillChunk, contextLength);
   // Memory before any weight is read: every parameter in the storage (f32 for the embedding, kv_b, the

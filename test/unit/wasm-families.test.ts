@@ -5,7 +5,7 @@
 // every token of every MoE layer. Then the engine API: device 'auto' without WebGPU, generation, and
 // the worker pool giving the same logits as one thread.
 import { describe, it, expect, vi } from 'vitest';
-import { FAMILY_FIXTURES, GGUF_FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
+import { FAMILY_FIXTURES, SLIDING_WINDOW_FIXTURES, GGUF_FAMILY_FIXTURES, familyCheckpoint, familyFixture, gptOssDequantisedFiles, type FamilyFixture } from '../helpers/families';
 import { checkpointToGguf } from '../../src/model/gguf-convert';
 import { openGgufCheckpoint } from '../../src/model/gguf-deepseek2';
 import { bytesSource } from '../../src/loader/source';
@@ -49,7 +49,8 @@ async function runChunks(family: FamilyFixture, chunks: [number, number][], thre
   return { out, ids };
 }
 
-describe.each(FAMILY_FIXTURES)('%s on the WASM engine vs the PyTorch fixture', (family) => {
+// (and the sliding-window fixtures: windows of 6 under a 13-token prefill, run by the WASM attention kernel)
+describe.each([...FAMILY_FIXTURES, ...SLIDING_WINDOW_FIXTURES])('%s on the WASM engine vs the PyTorch fixture', (family) => {
   const { ref, logits: want, routing } = familyFixture(family);
   const n = ref.tokens.length, split = ref.prefill_split;
   const cases: [string, [number, number][]][] = [
