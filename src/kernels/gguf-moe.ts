@@ -3,6 +3,8 @@
  * decode-path dispatch contract of moe.ts `moeExperts` (x, ids and weights from moeGate on the GPU,
  * optional shared-expert output added, out [T, D]), so a model holding GGUF experts can call it in
  * the same place. Every token count runs the per-(token, slot) GEMV path (no grouped GEMM yet).
+ * A layer whose stacked tensors pass the binding limit is held as stacks of whole experts (each its
+ * own gate|up and down buffers); the forward runs one pass per stack on the routing remapped to it.
  * Scratch (h [T·K, I]) comes from gpu.temps: release with gpu.temps.releaseAll() after the submit.
  */
 import ggufMoeCode from '../../shaders/gguf_moe.wgsl?raw';
@@ -14,10 +16,15 @@ import { LimitExceededError, ShapeError } from '../errors';
 import type { DecodableType } from '../formats/gguf-blocks';
 import { gemvSubgroups } from './linear';
 import { specialise, subgroupChoice } from './shader-source';
+import { ggufExpertStackBytes, ggufExpertsPerStack } from './gguf-layout';
 import { ggufChoice, ggufRowBytes, ggufUnit, ggufWorkgroupSize, uploadGgufBytes } from './gguf-linear';
-import type { MoeExpertsArgs } from './moe';
+import { moeGroupRemap, type MoeExpertsArgs } from './moe';
 
-/** One layer's stacked GGUF experts on the GPU. gate and up share a type (one buffer: gate rows, then up rows). */
+/**
+ * One layer's stacked GGUF experts on the GPU. gate and up share a type (one buffer: gate rows, then up
+ * rows). Past the binding limit the experts are split into `stacks` of whole experts (stack s holds
+ * experts e0 .. e0 + E − 1 of the layer); `gateUp` / `down` are then the first stack's and `E` the layer's.
+ */
 export interface GgufMoeExpertWeights {
   gateUpType: DecodableType;
   downType: DecodableType;
@@ -29,7 +36,12 @@ export interface GgufMoeExpertWeights {
   E: number;
   I: number;
   D: number;
+  /** GPU bytes held (all stacks). */
   bytes: number;
+  /** Stacks of whole experts when the layer passes the binding limit (each has no stacks of its own). */
+  stacks?: GgufMoeExpertWeights[];
+  /** First expert of this stack in the layer (stacks only). */
+  e0?: number;
 }
 
 export interface GgufTensorBytes { type: string; bytes: Uint8Array }
@@ -38,8 +50,12 @@ export const GGUF_MOE_PARAMS = defineUniforms({
   T: 'u32', K: 'u32', D: 'u32', I: 'u32', E: 'u32', groups: 'u32', has_shared: 'u32', row_bytes: 'u32', units: 'u32', up_base: 'u32', _p0: 'u32', _p1: 'u32',
 });
 
-/** Uploads ffn_gate_exps / ffn_up_exps ([E, I, D]) and ffn_down_exps ([E, D, I]) as they are in the file. */
-export function uploadGgufExperts(gpu: Gpu, label: string, gate: GgufTensorBytes, up: GgufTensorBytes, down: GgufTensorBytes, E: number, I: number, D: number): GgufMoeExpertWeights {
+/**
+ * Uploads ffn_gate_exps / ffn_up_exps ([E, I, D]) and ffn_down_exps ([E, D, I]) as they are in the file:
+ * one gate|up and one down buffer, or, when those pass the binding limit (the device's, or a lower
+ * `maxBindingBytes`), stacks of whole experts that each fit (gguf-layout.ts ggufExpertsPerStack).
+ */
+export function uploadGgufExperts(gpu: Gpu, label: string, gate: GgufTensorBytes, up: GgufTensorBytes, down: GgufTensorBytes, E: number, I: number, D: number, opts: { maxBindingBytes?: number } = {}): GgufMoeExpertWeights {
   for (const [k, v] of [['E', E], ['I', I], ['D', D]] as const) if (!Number.isInteger(v) || v <= 0) throw new ShapeError(`uploadGgufExperts ${label}: ${k} must be a positive integer, got ${v}`);
   if (gate.type !== up.type) throw new ShapeError(`uploadGgufExperts ${label}: gate (${gate.type}) and up (${up.type}) must have one type (they share a decoder)`);
   const guRow = ggufRowBytes(gate.type, D, `experts '${label}' gate/up`);
@@ -47,18 +63,40 @@ export function uploadGgufExperts(gpu: Gpu, label: string, gate: GgufTensorBytes
   for (const [what, t, want] of [['gate', gate, E * I * guRow], ['up', up, E * I * guRow], ['down', down, E * D * dnRow]] as const) {
     if (t.bytes.length !== want) throw new ShapeError(`uploadGgufExperts ${label}: ${what} has ${t.bytes.length} bytes, [${E}, ${what === 'down' ? `${D}, ${I}` : `${I}, ${D}`}] of ${t.type} is ${want}`);
   }
-  const upBase = Math.ceil(gate.bytes.length / 4) * 4;
-  const gu = new Uint8Array(upBase + up.bytes.length);
-  gu.set(gate.bytes);
-  gu.set(up.bytes, upBase);
-  const gateUp = uploadGgufBytes(gpu, `${label}.experts.gate_up.${gate.type}`, gu, `the stacked gate|up experts of '${label}'`);
-  const dn = uploadGgufBytes(gpu, `${label}.experts.down.${down.type}`, down.bytes, `the stacked down experts of '${label}'`);
-  return { gateUpType: gate.type as DecodableType, downType: down.type as DecodableType, gateUp, upBase, down: dn, E, I, D, bytes: gateUp.size + dn.size };
+  const gateE = I * guRow, downE = D * dnRow;
+  const limit = Math.min(opts.maxBindingBytes ?? Infinity, gpu.caps.maxStorageBufferBindingSize, gpu.caps.maxBufferSize);
+  const per = ggufExpertsPerStack(E, gateE, gateE, downE, limit);
+  if (per < 1) {
+    throw new LimitExceededError('maxStorageBufferBindingSize', Math.max(...ggufExpertStackBytes(1, gateE, gateE, downE)), limit, `one routed expert of '${label}' (2×${I}×${D} ${gate.type} gate|up rows, ${D}×${I} ${down.type} down rows)`);
+  }
+  const one = (e0: number, e1: number, name: string): GgufMoeExpertWeights => {
+    const gb = gate.bytes.subarray(e0 * gateE, e1 * gateE), ub = up.bytes.subarray(e0 * gateE, e1 * gateE);
+    const upBase = Math.ceil(gb.length / 4) * 4;
+    const gu = new Uint8Array(upBase + ub.length);
+    gu.set(gb);
+    gu.set(ub, upBase);
+    const gateUp = uploadGgufBytes(gpu, `${name}.experts.gate_up.${gate.type}`, gu, `the stacked gate|up experts of '${name}'`);
+    let dn: GPUBuffer;
+    try { dn = uploadGgufBytes(gpu, `${name}.experts.down.${down.type}`, down.bytes.subarray(e0 * downE, e1 * downE), `the stacked down experts of '${name}'`); } catch (e) { gpu.buffers.destroy(gateUp); throw e; }
+    return { gateUpType: gate.type as DecodableType, downType: down.type as DecodableType, gateUp, upBase, down: dn, E: e1 - e0, I, D, bytes: gateUp.size + dn.size };
+  };
+  if (per >= E) return one(0, E, label);
+  const stacks: GgufMoeExpertWeights[] = [];
+  try {
+    for (let e0 = 0; e0 < E; e0 += per) stacks.push({ ...one(e0, Math.min(E, e0 + per), `${label}[${e0}:${Math.min(E, e0 + per)}]`), e0 });
+  } catch (e) {
+    for (const s of stacks) destroyGgufExperts(gpu, s);
+    throw e;
+  }
+  return { ...stacks[0], E, bytes: stacks.reduce((a, s) => a + s.bytes, 0), stacks, e0: undefined };
 }
 
 export function destroyGgufExperts(gpu: Gpu, w: GgufMoeExpertWeights): void {
-  gpu.buffers.destroy(w.gateUp);
-  gpu.buffers.destroy(w.down);
+  for (const s of w.stacks ?? [w]) {
+    gpu.buffers.destroy(s.gateUp);
+    gpu.buffers.destroy(s.down);
+  }
+  w.bytes = 0;
 }
 
 export interface GgufMoeExpertsArgs extends Omit<MoeExpertsArgs, 'experts' | 'mode'> {
@@ -90,7 +128,26 @@ export function ggufMoeExperts(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs): 
   need(a.out, T * D * 4, 'ggufMoeExperts out [T, D]');
   if (a.shared) need(a.shared, T * D * 4, 'ggufMoeExperts shared [T, D]');
   if (gpu.caps.maxStorageBuffersPerStage < 6) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 6, gpu.caps.maxStorageBuffersPerStage, 'ggufMoeExperts');
-  const w = a.experts;
+  const stacks = a.experts.stacks;
+  if (!stacks) { stackPass(gpu, rec, a, a.experts); return; }
+  // Several stacks (as moe.ts moeExpertGroupsForward): per stack, the routing remapped to it (entries of
+  // other stacks → its expert 0 with weight 0) and one pass whose "shared" input is the sum so far, so
+  // the last pass writes out = shared + the routed sum over every stack.
+  const N = T * K;
+  let acc: Binding | null = a.shared;
+  stacks.forEach((s, i) => {
+    const ids = gpu.temps.acquire(N * 4), weights = gpu.temps.acquire(N * 4);
+    moeGroupRemap(gpu, rec, { ids: a.ids, weights: a.weights, N, e0: s.e0!, e1: s.e0! + s.E, idsOut: ids, weightsOut: weights });
+    const out = i === stacks.length - 1 ? a.out : gpu.temps.acquire(T * D * 4);
+    stackPass(gpu, rec, { ...a, ids, weights, shared: acc, out }, s);
+    acc = out;
+  });
+}
+
+/** One stack's two dispatches (ids index the stack's experts; ids past it read its last expert). */
+function stackPass(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs, w: GgufMoeExpertWeights): void {
+  const { T, K } = a;
+  const { E, I, D } = w;
   const unitsUp = ceilDiv(D, ggufUnit(w.gateUpType)), unitsDown = ceilDiv(I, ggufUnit(w.downType));
   // One subgroup per workgroup where the device has subgroups (as moe.ts's decode), else 4..64 invocations.
   const sg = !a.noSubgroups && gemvSubgroups(gpu);

@@ -7,6 +7,7 @@ import { DECODABLE, dequantize, ggmlTypeByName, quantize, type DecodableType } f
 import { destroyGgufWeight, ggufEmbedding, ggufLinear, uploadGgufWeight } from '../../src/kernels/gguf-linear';
 import { ggufEmbeddingRef, ggufExpertsToRef, ggufLinearRef, ggufMoeExpertsRef } from '../../src/kernels/gguf-linear.ref';
 import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts } from '../../src/kernels/gguf-moe';
+import { ggufExpertStackBytes } from '../../src/kernels/gguf-layout';
 import { matmulRef } from '../../src/kernels/matmul.ref';
 
 // Tolerance: the kernels decode the blocks to the same f32 weights as the CPU dequantiser (exact but for
@@ -129,19 +130,31 @@ describe('ggufLinear: every block type against the CPU dequantise-then-f32 refer
 describe('ggufMoeExperts: stacked GGUF experts against the CPU reference', () => {
   // [gate|up type, down type, E, K, D, I, T, shared]: the Q4_K_M mix (Q4_K gate/up, Q6_K down), Q8_0,
   // a K-quant/legacy mix, and float experts with ragged D and I (rows not a multiple of the 4-row tile,
-  // K not a multiple of the 4-weight unit); T from 1 to 9.
-  const cases: [DecodableType, DecodableType, number, number, number, number, number, boolean][] = [
-    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 1, true],
-    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 5, false],
-    ['Q8_0', 'Q8_0', 6, 3, 96, 64, 9, true],
-    ['Q5_K', 'Q4_0', 3, 1, 256, 256, 3, false],
-    ['F16', 'BF16', 3, 2, 38, 22, 2, true],
-    ['F32', 'F32', 5, 2, 37, 13, 7, false],
+  // K not a multiple of the 4-weight unit); T from 1 to 9. Last column: experts per stack under a binding
+  // limit set just above that stack's bytes (0 = one buffer): uneven stacks (7 experts in 3 + 3 + 1), and
+  // stacks of fewer experts than the K slots of a token.
+  const cases: [DecodableType, DecodableType, number, number, number, number, number, boolean, number][] = [
+    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 1, true, 0],
+    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 5, false, 0],
+    ['Q8_0', 'Q8_0', 6, 3, 96, 64, 9, true, 0],
+    ['Q5_K', 'Q4_0', 3, 1, 256, 256, 3, false, 0],
+    ['F16', 'BF16', 3, 2, 38, 22, 2, true, 0],
+    ['F32', 'F32', 5, 2, 37, 13, 7, false, 0],
+    ['Q4_K', 'Q6_K', 7, 3, 256, 256, 5, true, 3],
+    ['Q8_0', 'Q8_0', 6, 4, 96, 64, 3, false, 2],
+    ['F16', 'Q8_0', 5, 2, 38, 32, 4, true, 1],
   ];
-  it.each(cases)('gate|up %s, down %s: E=%i K=%i D=%i I=%i T=%i shared=%s', async (tu, td, E, K, D, I, T, withShared) => {
+  it.each(cases)('gate|up %s, down %s: E=%i K=%i D=%i I=%i T=%i shared=%s, experts per stack %i', async (tu, td, E, K, D, I, T, withShared, per) => {
     const seed = E * 131 + D * 7 + I + T;
     const gate = randomGgufBytes(tu, E * I * D, seed), up = randomGgufBytes(tu, E * I * D, seed + 1), down = randomGgufBytes(td, E * D * I, seed + 2);
-    const w = uploadGgufExperts(gpu, 'moe', { type: tu, bytes: gate }, { type: tu, bytes: up }, { type: td, bytes: down }, E, I, D);
+    const perExpert = [gate.length / E, up.length / E, down.length / E] as const;
+    const maxBindingBytes = per ? Math.max(...ggufExpertStackBytes(per, ...perExpert)) + 3 : undefined;
+    const w = uploadGgufExperts(gpu, 'moe', { type: tu, bytes: gate }, { type: tu, bytes: up }, { type: td, bytes: down }, E, I, D, { maxBindingBytes });
+    if (per) {
+      expect(w.stacks?.map((s) => [s.e0, s.E])).toEqual(Array.from({ length: Math.ceil(E / per) }, (_, i) => [i * per, Math.min(per, E - i * per)]));
+      for (const s of w.stacks!) { expect(s.gateUp.size).toBeLessThanOrEqual(maxBindingBytes!); expect(s.down.size).toBeLessThanOrEqual(maxBindingBytes!); }
+      expect(w.bytes).toBe(w.stacks!.reduce((a, s) => a + s.gateUp.size + s.down.size, 0));
+    } else expect(w.stacks).toBeUndefined();
     const r = mulberry32(seed);
     const ids: number[][] = [], wts: number[][] = [];
     for (let t = 0; t < T; t++) {
@@ -203,6 +216,13 @@ describe('ggufMoeExperts: stacked GGUF experts against the CPU reference', () =>
     const q = (t: DecodableType, n: number) => ({ type: t, bytes: new Uint8Array((n / ggmlTypeByName(t)!.blockSize) * ggmlTypeByName(t)!.blockBytes) });
     expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 256 * 256), q('Q5_K', 256 * 256), q('Q6_K', 256 * 256), 1, 256, 256)).toThrow(/one type/);
     expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 256 * 256), q('Q4_K', 256 * 256), q('Q6_K', 256 * 512), 1, 256, 256)).toThrow(/down has/);
+  });
+
+  it('refuses a binding limit below one expert with the typed GPU_LIMIT_EXCEEDED naming the expert', () => {
+    const q = (t: DecodableType, n: number) => ({ type: t, bytes: new Uint8Array((n / ggmlTypeByName(t)!.blockSize) * ggmlTypeByName(t)!.blockBytes) });
+    // One expert's gate|up: 2 × 256 rows × 144 B = 73,728 B (+ 16 B padding).
+    expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 2 * 256 * 256), q('Q4_K', 2 * 256 * 256), q('Q6_K', 2 * 256 * 256), 2, 256, 256, { maxBindingBytes: 73_000 }))
+      .toThrow(expect.objectContaining({ code: 'GPU_LIMIT_EXCEEDED', message: expect.stringMatching(/one routed expert of 'x'/) }));
   });
 });
 
