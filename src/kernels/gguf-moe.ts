@@ -2,7 +2,9 @@
  * Routed MoE experts on GGUF expert tensors in their raw block bytes (shaders/gguf_moe.wgsl): the
  * decode-path dispatch contract of moe.ts `moeExperts` (x, ids and weights from moeGate on the GPU,
  * optional shared-expert output added, out [T, D]), so a model holding GGUF experts can call it in
- * the same place. Every token count runs the per-(token, slot) GEMV path (no grouped GEMM yet).
+ * the same place. Up to ggufMoeDecodeMaxTokens tokens run the per-(token, slot) GEMV path; more run
+ * the grouped path (entries sorted by expert, tiles of one expert's rows with its weight slices decoded
+ * into workgroup memory once per tile; llama.cpp's MUL_MAT_ID), gathered back by moe.ts's combine.
  * A layer whose stacked tensors pass the binding limit is held as stacks of whole experts (each its
  * own gate|up and down buffers); the forward runs one pass per stack on the routing remapped to it.
  * Scratch (h [T·K, I]) comes from gpu.temps: release with gpu.temps.releaseAll() after the submit.
@@ -16,9 +18,9 @@ import { LimitExceededError, ShapeError } from '../errors';
 import type { DecodableType } from '../formats/gguf-blocks';
 import { gemvSubgroups } from './linear';
 import { specialise, subgroupChoice } from './shader-source';
-import { ggufExpertStackBytes, ggufExpertsPerStack } from './gguf-layout';
+import { ggufExpertStackBytes, ggufExpertsPerStack, ggufMoeDecodeMaxTokens } from './gguf-layout';
 import { ggufChoice, ggufRowBytes, ggufUnit, ggufWorkgroupSize, uploadGgufBytes } from './gguf-linear';
-import { moeGroupRemap, type MoeExpertsArgs } from './moe';
+import { maxGroupedTiles, moeCombine, moeGroupRemap, moeSort, MOE_TILE_ROWS, type MoeExpertsArgs } from './moe';
 
 /**
  * One layer's stacked GGUF experts on the GPU. gate and up share a type (one buffer: gate rows, then up
@@ -101,6 +103,8 @@ export function destroyGgufExperts(gpu: Gpu, w: GgufMoeExpertWeights): void {
 
 export interface GgufMoeExpertsArgs extends Omit<MoeExpertsArgs, 'experts' | 'mode'> {
   experts: GgufMoeExpertWeights;
+  /** Force a path (tests, benchmarks); default: 'decode' for T ≤ ggufMoeDecodeMaxTokens, else 'grouped'. */
+  mode?: 'decode' | 'grouped';
 }
 
 function bindingBytes(b: Binding): number {
@@ -113,7 +117,12 @@ function need(b: Binding | null, bytes: number, what: string) {
   if (bindingBytes(b) < bytes) throw new ShapeError(`${what}: needs ${bytes} bytes, binding has ${bindingBytes(b)}`);
 }
 
-const shaderFor = (type: DecodableType, subgroups: boolean) => specialise(ggufMoeCode, { gtype: ggufChoice(type), subgroups: subgroupChoice(subgroups) });
+// load: the grouped path's staged tiles are always vec4 (register_tile.wgsl).
+const shaderFor = (type: DecodableType, subgroups: boolean) => specialise(ggufMoeCode, { gtype: ggufChoice(type), subgroups: subgroupChoice(subgroups), load: 'vec4' });
+
+/** The grouped path's tile (BM = BN in gguf_moe.wgsl, = moe.ts MOE_TILE_ROWS for moeSort) and workgroup memory (x and W slices of 32 × 64 f32). */
+const GROUPED_TILE = MOE_TILE_ROWS;
+const GROUPED_STORAGE = 2 * GROUPED_TILE * 64 * 4;
 
 /** out[t] = Σ_j w[t,j]·E_{ids[t,j]}(x[t]) + shared[t]: two dispatches, ids never leave the GPU. */
 export function ggufMoeExperts(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs): void {
@@ -144,8 +153,49 @@ export function ggufMoeExperts(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs): 
   });
 }
 
-/** One stack's two dispatches (ids index the stack's experts; ids past it read its last expert). */
+/** One stack's dispatches (ids index the stack's experts; ids past it read its last expert). */
 function stackPass(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs, w: GgufMoeExpertWeights): void {
+  const mode = a.mode ?? (a.T <= ggufMoeDecodeMaxTokens(a.K, w.E) ? 'decode' : 'grouped');
+  (mode === 'decode' ? decodePass : groupedPass)(gpu, rec, a, w);
+}
+
+/**
+ * The grouped path: sort the T·K entries by expert (moe.ts moeSort), h = SiLU(gate)·up per sorted row,
+ * y = down·h per sorted row, then combine (moe.ts moeCombine: weighted gather to token order + shared).
+ * Scratch: perm, inv [N], seg [2(E+1)], h [N, I], y [N, D] (the plan's grouped temporaries).
+ */
+function groupedPass(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs, w: GgufMoeExpertWeights): void {
+  const { T, K } = a;
+  const { E, I, D } = w;
+  const N = T * K;
+  if (GROUPED_STORAGE > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', GROUPED_STORAGE, gpu.caps.maxComputeWorkgroupStorageSize, 'ggufMoeExperts (grouped)');
+  const perm = gpu.temps.acquire(N * 4), inv = gpu.temps.acquire(N * 4);
+  const seg = gpu.temps.acquire(2 * (E + 1) * 4);
+  const h = gpu.temps.acquire(N * I * 4), y = gpu.temps.acquire(N * D * 4);
+  moeSort(gpu, rec, { ids: a.ids, N, E, perm, inv, seg, tileRows: GROUPED_TILE });
+  const tiles = maxGroupedTiles(N, E, GROUPED_TILE);
+  const tnI = ceilDiv(I, GROUPED_TILE), tnD = ceilDiv(D, GROUPED_TILE);
+  const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
+  for (const n of [tiles * tnI, tiles * tnD]) if (n > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', n, maxDim * maxDim, 'ggufMoeExperts (grouped)');
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'gguf_moe', code: shaderFor(w.gateUpType, false), entryPoint: 'grouped_gate_up' }),
+    bindings: [a.x, w.gateUp, null, h, null, null, null, null, null, perm, seg],
+    uniforms: GGUF_MOE_PARAMS.pack({ T, K, D, I, E, groups: tnI, has_shared: 0, row_bytes: ggufRowBytes(w.gateUpType, D, 'gate/up'), units: ceilDiv(D, ggufUnit(w.gateUpType)), up_base: w.upBase, _p0: 0, _p1: 0 }),
+    workgroups: tiles * tnI,
+    label: `gguf_moe_grouped_gate_up.${w.gateUpType}`,
+  });
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'gguf_moe', code: shaderFor(w.downType, false), entryPoint: 'grouped_down' }),
+    bindings: [null, w.down, null, null, h, null, null, null, y, null, seg],
+    uniforms: GGUF_MOE_PARAMS.pack({ T, K, D, I, E, groups: tnD, has_shared: 0, row_bytes: ggufRowBytes(w.downType, I, 'down'), units: ceilDiv(I, ggufUnit(w.downType)), up_base: 0, _p0: 0, _p1: 0 }),
+    workgroups: tiles * tnD,
+    label: `gguf_moe_grouped_down.${w.downType}`,
+  });
+  moeCombine(gpu, rec, { y, inv, weights: a.weights, shared: a.shared, out: a.out, T, K, D });
+}
+
+/** The decode path: per (token, slot) GEMVs over the chosen experts' rows, two dispatches. */
+function decodePass(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs, w: GgufMoeExpertWeights): void {
   const { T, K } = a;
   const { E, I, D } = w;
   const unitsUp = ceilDiv(D, ggufUnit(w.gateUpType)), unitsDown = ceilDiv(I, ggufUnit(w.downType));
