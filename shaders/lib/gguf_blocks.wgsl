@@ -19,13 +19,7 @@ const GG_UNIT: u32 = 64u;   // two sub-blocks sharing their code bytes (low / hi
 // @end gtype
 const GG_UV: u32 = GG_UNIT / 4u;
 // What a unit's weights share; the fields mean what each type's gg_unit says.
-// @variant gtype f32 f16 bf16 q8_0 q4_0 q4_k q5_k
 struct GgUnit { o1: u32, o2: u32, sh: u32, k: u32, a: f32, b: f32, c: f32, d: f32 }
-// @variant gtype q6_k
-// The unit's 32 ql bytes and 32 qh bytes as words (held, not re-read per weight: Q6_K's odd blocks sit
-// at 2 mod 4, where each word read from memory costs two loads).
-struct GgUnit { ql0: vec4<u32>, ql1: vec4<u32>, qh0: vec4<u32>, qh1: vec4<u32>, sh: u32, k: u32, a: f32, b: f32 }
-// @end gtype
 
 // The 4 bytes at even byte offset `off` (two words when it is not word-aligned). Branch-free: both
 // forms are computed and selected (neighbouring invocations read blocks of different alignment).
@@ -115,31 +109,19 @@ fn gg_w4(g: GgUnit, i: u32) -> vec4<f32> {
 }
 // @variant gtype q5_k
 fn gg_unit(row_base: u32, u: u32, K: u32) -> GgUnit { return gg_k4_unit((row_base + 176u * (u >> 2u)) >> 2u, u & 3u, 12u); }
+// The 5-bit codes assembled byte-wise in one word, then unpacked once (as Q6_K).
 fn gg_w4(g: GgUnit, i: u32) -> vec4<f32> {
   let lo = i < 8u;
-  let q = gg_fields(wq[g.o1 + (i & 7u)], select(4u, 0u, lo), 15u) + gg_fields(wq[g.o2 + (i & 7u)], g.k + select(1u, 0u, lo), 1u) * 16.0;
-  return select(g.c, g.a, lo) * q - select(g.d, g.b, lo);
+  let q = ((wq[g.o1 + (i & 7u)] >> select(4u, 0u, lo)) & 0x0f0f0f0fu) | (((wq[g.o2 + (i & 7u)] >> (g.k + select(1u, 0u, lo))) & 0x01010101u) << 4u);
+  return select(g.c, g.a, lo) * gg_fields(q, 0u, 31u) - select(g.d, g.b, lo);
 }
 // @end gtype
 // @variant gtype q6_k
 // Unit t = u % 8 of block u / 8 is weights 32t..32t+31: half h = t / 4, quarter k = t % 4. Codes: the
 // nibble (low for k < 2, high otherwise) of ql[64h + 32·(k & 1) + l], top 2 bits at 2k of qh[32h + l],
 // minus 32; weight 32t + l has int8 scale scales[8h + 2k + l / 16]; w = d·scale·q.
-// gg_unit loads the unit's ql and qh runs once (9 words each, re-aligned when the block starts at 2 mod
-// 4: 20 loads a unit instead of 34 when every gg_w4 read its two words at an even offset);
-// sh = nibble shift, k = 2k (qh shift), a / b = d·scale of weights 0..15 / 16..31.
-struct GgRun { lo: vec4<u32>, hi: vec4<u32> }
-// The 8 words of the 32 bytes at even byte offset `off` (9 loads; the 9th word is still inside the block).
-fn gg_run8(off: u32) -> GgRun {
-  let i = off >> 2u;
-  let w0 = vec4<u32>(wq[i], wq[i + 1u], wq[i + 2u], wq[i + 3u]);
-  let w1 = vec4<u32>(wq[i + 4u], wq[i + 5u], wq[i + 6u], wq[i + 7u]);
-  let w8 = wq[i + 8u];
-  let mis = (off & 2u) != 0u;
-  let s16 = vec4<u32>(16u);
-  return GgRun(select(w0, (w0 >> s16) | (vec4<u32>(w0.yzw, w1.x) << s16), mis),
-               select(w1, (w1 >> s16) | (vec4<u32>(w1.yzw, w8) << s16), mis));
-}
+// o1 = byte offset of the ql run, o2 = of the qh run, sh = nibble shift, k = 2k (qh shift),
+// a / b = d·scale of weights 0..15 / 16..31.
 fn gg_unit(row_base: u32, u: u32, K: u32) -> GgUnit {
   let t = u & 7u;
   let h = t >> 2u;
@@ -147,14 +129,15 @@ fn gg_unit(row_base: u32, u: u32, K: u32) -> GgUnit {
   let off = row_base + 210u * (u >> 3u);
   let d = gg_half(off + 208u);
   let sc = gg_u16(off + 192u + 8u * h + 2u * k);
-  let ql = gg_run8(off + 64u * h + 32u * (k & 1u));
-  let qh = gg_run8(off + 128u + 32u * h);
-  return GgUnit(ql.lo, ql.hi, qh.lo, qh.hi, 4u * (k >> 1u), 2u * k,
-                d * f32(bitcast<i32>(sc << 24u) >> 24u), d * f32(bitcast<i32>(sc << 16u) >> 24u));
+  return GgUnit(off + 64u * h + 32u * (k & 1u), off + 128u + 32u * h, 4u * (k >> 1u), 2u * k,
+                d * f32(bitcast<i32>(sc << 24u) >> 24u), d * f32(bitcast<i32>(sc << 16u) >> 24u), 0.0, 0.0);
 }
+// The four 6-bit codes are assembled byte-wise in one word (nibbles | 2 high bits << 4) with scalar ops,
+// then unpacked to floats once: half the vector work of unpacking nibbles and high bits separately
+// (SwiftShader: Q6_K GEMV 1.5× faster, docs/gguf.md).
 fn gg_w4(g: GgUnit, i: u32) -> vec4<f32> {
-  let first = i < 4u;
-  let q = gg_fields(select(g.ql1, g.ql0, first)[i & 3u], g.sh, 15u) + gg_fields(select(g.qh1, g.qh0, first)[i & 3u], g.k, 3u) * 16.0 - 32.0;
-  return q * select(g.b, g.a, first);
+  let lo = (gg_u32(g.o1 + 4u * i) >> g.sh) & 0x0f0f0f0fu;
+  let hi = ((gg_u32(g.o2 + 4u * i) >> g.k) & 0x03030303u) << 4u;
+  return (gg_fields(lo | hi, 0u, 63u) - 32.0) * select(g.b, g.a, i < 4u);
 }
 // @end gtype

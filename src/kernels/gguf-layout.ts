@@ -43,13 +43,3 @@ export function ggufExpertsPerStack(E: number, gate: number, up: number, down: n
   return Math.ceil(E / Math.ceil(E / lo));
 }
 
-/**
- * Tokens up to which ggufMoeExperts runs the per-(token, slot) decode path; more run the grouped path
- * (entries sorted by expert, tiles with each weight slice decoded once). The decode path decodes an
- * expert's blocks once per (token, slot) that chose it, the grouped path once per tile of up to 32 of
- * them, so it pays off as soon as experts are chosen by a few tokens each: T·K ≥ 2·E entries. The
- * memory plan (model/memory-plan.ts) counts the temporaries of the path this picks.
- */
-export function ggufMoeDecodeMaxTokens(K: number, E: number): number {
-  return Math.max(4, Math.ceil((2 * E) / Math.max(1, K)) - 1);
-}

@@ -120,11 +120,11 @@ export interface GgufLinearArgs {
 
 /**
  * Rows of x up to which the GEMV runs (it decodes every weight once per 4 rows of x; the tiled matmul
- * once per 32, in workgroup memory, at the cost of barriers and a 32-row tile): a decode and a short
- * prefill stay on the GEMV. Measured on SwiftShader: `npm run bench -- --node --suites gguf-kernels`
- * (prefill rows, docs/gguf.md).
+ * once per 32, in workgroup memory, at the cost of barriers and whole 32-row tiles): as webmoe's q4/q8
+ * (linear.ts gemvMaxRows). On SwiftShader at 64 rows × 1408×2048 the two are on par (Q4_K, Q8_0) or the
+ * matmul 1.9× faster (Q6_K): `npm run bench -- --node --suites gguf-kernels`, prefill rows in docs/gguf.md.
  */
-export const GGUF_GEMV_MAX_ROWS = 8;
+export const GGUF_GEMV_MAX_ROWS = 32;
 
 /** The tiled matmul's output tile (BM = BN in gguf_linear.wgsl) and its workgroup memory (x and W slices of 32 × 64 f32). */
 const MATMUL_TILE = 32;

@@ -2,7 +2,8 @@
  * Routed MoE experts on GGUF expert tensors in their raw block bytes (shaders/gguf_moe.wgsl): the
  * decode-path dispatch contract of moe.ts `moeExperts` (x, ids and weights from moeGate on the GPU,
  * optional shared-expert output added, out [T, D]), so a model holding GGUF experts can call it in
- * the same place. Up to ggufMoeDecodeMaxTokens tokens run the per-(token, slot) GEMV path; more run
+ * the same place. Up to moe.ts moeDecodeMaxTokens tokens (as webmoe's own experts) run the per-(token,
+ * slot) GEMV path; more run
  * the grouped path (entries sorted by expert, tiles of one expert's rows with its weight slices decoded
  * into workgroup memory once per tile; llama.cpp's MUL_MAT_ID), gathered back by moe.ts's combine.
  * A layer whose stacked tensors pass the binding limit is held as stacks of whole experts (each its
@@ -18,9 +19,9 @@ import { LimitExceededError, ShapeError } from '../errors';
 import type { DecodableType } from '../formats/gguf-blocks';
 import { gemvSubgroups } from './linear';
 import { specialise, subgroupChoice } from './shader-source';
-import { ggufExpertStackBytes, ggufExpertsPerStack, ggufMoeDecodeMaxTokens } from './gguf-layout';
+import { ggufExpertStackBytes, ggufExpertsPerStack } from './gguf-layout';
 import { ggufChoice, ggufRowBytes, ggufUnit, ggufWorkgroupSize, uploadGgufBytes } from './gguf-linear';
-import { maxGroupedTiles, moeCombine, moeGroupRemap, moeSort, MOE_TILE_ROWS, type MoeExpertsArgs } from './moe';
+import { maxGroupedTiles, moeCombine, moeDecodeMaxTokens, moeGroupRemap, moeSort, MOE_TILE_ROWS, type MoeExpertsArgs } from './moe';
 
 /**
  * One layer's stacked GGUF experts on the GPU. gate and up share a type (one buffer: gate rows, then up
@@ -103,7 +104,7 @@ export function destroyGgufExperts(gpu: Gpu, w: GgufMoeExpertWeights): void {
 
 export interface GgufMoeExpertsArgs extends Omit<MoeExpertsArgs, 'experts' | 'mode'> {
   experts: GgufMoeExpertWeights;
-  /** Force a path (tests, benchmarks); default: 'decode' for T ≤ ggufMoeDecodeMaxTokens, else 'grouped'. */
+  /** Force a path (tests, benchmarks); default: 'decode' for T ≤ moeDecodeMaxTokens (moe.ts), else 'grouped'. */
   mode?: 'decode' | 'grouped';
 }
 
@@ -155,7 +156,7 @@ export function ggufMoeExperts(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs): 
 
 /** One stack's dispatches (ids index the stack's experts; ids past it read its last expert). */
 function stackPass(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs, w: GgufMoeExpertWeights): void {
-  const mode = a.mode ?? (a.T <= ggufMoeDecodeMaxTokens(a.K, w.E) ? 'decode' : 'grouped');
+  const mode = a.mode ?? (a.T <= moeDecodeMaxTokens(gpu, a.K, w.E) ? 'decode' : 'grouped');
   (mode === 'decode' ? decodePass : groupedPass)(gpu, rec, a, w);
 }
 

@@ -25,7 +25,7 @@
  */
 import { rowLayout } from '../kernels/weight-pack';
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
-import { ggufBufferBytes, ggufChunkRows, ggufExpertStackBytes, ggufExpertsPerStack, ggufMoeDecodeMaxTokens } from '../kernels/gguf-layout';
+import { ggufBufferBytes, ggufChunkRows, ggufExpertStackBytes, ggufExpertsPerStack } from '../kernels/gguf-layout';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
@@ -304,7 +304,7 @@ export interface ForwardTemps { global: number[]; layers: number[][]; tail: numb
 /** The acquisitions of a forward in order. */
 export const flatTemps = (f: ForwardTemps): number[] => [...f.global, ...f.layers.flat(), ...f.tail];
 
-export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[]; maxComputeWorkgroupStorageSize?: number; kvCache?: KvFormat; offloadSlots?: number; ggufExperts?: boolean }): ForwardTemps {
+export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { lastOnly: boolean; isFallbackAdapter?: boolean; expertStacks?: number[]; maxComputeWorkgroupStorageSize?: number; kvCache?: KvFormat; offloadSlots?: number }): ForwardTemps {
   const dev: AttentionDevice = { adapter: { isFallbackAdapter: o.isFallbackAdapter ?? false }, caps: { maxComputeWorkgroupStorageSize: o.maxComputeWorkgroupStorageSize ?? 16384 } };
   const global: number[] = [S * 4, Math.max(1, S * cfg.hiddenSize) * 4]; // embed: ids, h
   const layers: number[][] = [];
@@ -312,10 +312,9 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
   const D = cfg.hiddenSize, H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
   const qk = nope + rope, T = past + S;
   const f = (rows: number, cols: number) => t.push(Math.max(1, rows * cols) * 4);
-  // The token count up to which the experts run their decode path (moe.ts moeDecodeMaxTokens; GGUF
-  // blocks: gguf-layout.ts ggufMoeDecodeMaxTokens); past it the grouped path's temporaries.
-  const moeDecodeMax = (E: number) => (o.ggufExperts ? ggufMoeDecodeMaxTokens(cfg.numExpertsPerTok, E)
-    : o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * E) / Math.max(1, cfg.numExpertsPerTok)))) : 4);
+  // The token count up to which the experts (webmoe's stacks and GGUF blocks alike) run their decode
+  // path (moe.ts moeDecodeMaxTokens); past it the grouped path's temporaries.
+  const moeDecodeMax = (E: number) => (o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * E) / Math.max(1, cfg.numExpertsPerTok)))) : 4);
   const stacks = o.expertStacks ?? [cfg.nRoutedExperts];
   for (let l = 0; l < cfg.numLayers; l++) {
     t = [];
@@ -669,7 +668,7 @@ function planTail(cfg: ModelConfig, a: TailInput): MemoryPlan {
   const moe = moeLayers(cfg);
   let largest = a.largest;
   const bind = (name: string, bytes: number) => { if (bytes > largest.bytes) largest = { name, bytes }; };
-  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize, kvCache, offloadSlots: a.offloadSlots, ggufExperts: a.storage.experts === 'gguf' };
+  const tempOpts = { lastOnly: true, isFallbackAdapter: fallback, expertStacks: stacks, maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize, kvCache, offloadSlots: a.offloadSlots };
   const attentionDev: AttentionDevice = { adapter: { isFallbackAdapter: fallback }, caps: { maxComputeWorkgroupStorageSize: dev.maxComputeWorkgroupStorageSize ?? 16384 } };
   // A chunk's attention temporaries depend on the positions before it, so the pool after a long prompt
   // holds the size classes of every chunk start: one forward per distinct set of attention classes.

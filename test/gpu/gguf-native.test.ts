@@ -23,8 +23,9 @@ import { compare } from '../helpers/gpu';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MODEL = join(ROOT, 'public', 'models', 'webmoe-tiny');
-const TOKENS: number[] = JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'webmoe-tiny-ref', 'tokens.json'), 'utf8')).tokens.slice(0, 24);
-const PREFILL = 16, DECODE = 4;
+const TOKENS: number[] = JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'webmoe-tiny-ref', 'tokens.json'), 'utf8')).tokens.slice(0, 48);
+// A prefill of 40 rows: past GGUF_GEMV_MAX_ROWS (32), so the projections run the tiled matmul.
+const PREFILL = 40, DECODE = 4;
 const QUANTS: GgufQuant[] = ['q8_0', 'q4_k_m'];
 
 let dir: string;
