@@ -8,7 +8,7 @@
  *    top-8, with 8 experts resident (the decode reads only the 8 chosen ones, whatever E is);
  *  - prefill: a linear layer on 64 rows of x (the GEMV forced vs the tiled matmul that ggufLinear picks
  *    past GGUF_GEMV_MAX_ROWS, webmoe q4's matmul beside) and MoE experts on 32 tokens (the per-(token,
- *    slot) decode path forced vs the grouped path), for Q4_K, Q6_K and Q8_0.
+ *    slot) decode path forced vs the grouped path; --quick: half the MoE widths), for Q4_K, Q6_K and Q8_0.
  * Each row reports the time, bytes per weight, the bytes the call must read, and (ctx.result) the % of
  * the device's copy ceiling. Before timing, each GGUF type's GEMV is checked against the CPU reference.
  */
@@ -212,9 +212,9 @@ async function benchPrefillLinear(ctx: BenchContext, gpu: Gpu) {
   }
 }
 
-/** Prefill MoE: T = 32 tokens, top-2 of 8 experts (D = 1024, I = 512), the decode path forced vs the grouped path. */
+/** Prefill MoE: T = 32 tokens, top-2 of 8 experts (D = 1024, I = 512; quick: 512, 256), the decode path forced vs the grouped path. */
 async function benchPrefillMoe(ctx: BenchContext, gpu: Gpu) {
-  const D = 1024, I = 512, E = 8, K = 2, T = 32;
+  const D = ctx.quick ? 512 : 1024, I = ctx.quick ? 256 : 512, E = 8, K = 2, T = 32;
   const shape = `T=${T} D=${D} I=${I} top-${K} of E=${E}`;
   const x = gpu.buffers.upload('bench.gguf.pmoe.x', randomUniform(T * D, 5, -1, 1));
   const r = mulberry32(9);
