@@ -3,12 +3,13 @@
  * decode-path dispatch contract of moe.ts `moeExperts` (x, ids and weights from moeGate on the GPU,
  * optional shared-expert output added, out [T, D]), so a model holding GGUF experts can call it in
  * the same place. Up to moe.ts moeDecodeMaxTokens tokens (as webmoe's own experts) run the per-(token,
- * slot) GEMV path; more run
- * the grouped path (entries sorted by expert, tiles of one expert's rows with its weight slices decoded
- * into workgroup memory once per tile; llama.cpp's MUL_MAT_ID), gathered back by moe.ts's combine.
+ * slot) GEMV path; more run the grouped path (entries sorted by expert, tiles of one expert's rows with
+ * its weight slices decoded into workgroup memory once per tile; llama.cpp's MUL_MAT_ID), gathered back
+ * by moe.ts's combine.
  * A layer whose stacked tensors pass the binding limit is held as stacks of whole experts (each its
  * own gate|up and down buffers); the forward runs one pass per stack on the routing remapped to it.
- * Scratch (h [T·K, I]) comes from gpu.temps: release with gpu.temps.releaseAll() after the submit.
+ * Scratch (decode: h [T·K, I]; grouped: also the sort's and y [T·K, D]; stacks: remapped routing and
+ * running sums) comes from gpu.temps: release with gpu.temps.releaseAll() after the submit.
  */
 import ggufMoeCode from '../../shaders/gguf_moe.wgsl?raw';
 import type { Gpu } from '../gpu/device';
