@@ -134,7 +134,7 @@ fn gg_unit(row_base: u32, u: u32, K: u32) -> GgUnit {
 }
 // The four 6-bit codes are assembled byte-wise in one word (nibbles | 2 high bits << 4) with scalar ops,
 // then unpacked to floats once: half the vector work of unpacking nibbles and high bits separately
-// (SwiftShader: Q6_K GEMV 1.5× faster, docs/gguf.md).
+// (docs/gguf.md, "Q6_K decode").
 fn gg_w4(g: GgUnit, i: u32) -> vec4<f32> {
   let lo = (gg_u32(g.o1 + 4u * i) >> g.sh) & 0x0f0f0f0fu;
   let hi = ((gg_u32(g.o2 + 4u * i) >> g.k) & 0x03030303u) << 4u;
