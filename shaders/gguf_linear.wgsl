@@ -7,11 +7,16 @@
 //   gemv_subgroup  (devices with subgroups; @variant subgroups drops it elsewhere) one subgroup per
 //                  workgroup (WG = the minimum subgroup size), RG row groups one after the other,
 //                  reduced with subgroupAdd: no barriers, no workgroup memory
+//   matmul         prefill: a BM × BN = 32 × 32 output tile per 8 × 8 workgroup (4 × 4 per invocation,
+//                  register_tile.wgsl), K in slices of BK = 64 weights (a whole number of units of every
+//                  type): the slice's BN weight rows are decoded from their blocks into workgroup memory
+//                  once and used by all BM rows of x (the GEMV decodes each weight once per 4 x rows)
 //
 // params { M, N, K, x_stride, x_offset, y_stride, y_offset, row_bytes, units, tiles_n, _p0, _p1 }
 //   row_bytes = bytes of one weight row, units = ⌈K / GG_UNIT⌉, tiles_n = ⌈N / (ROWS · RG)⌉
 //   1: x [M, x_stride] f32   2: wq raw bytes as u32   3: y [M, y_stride] f32 out   4: ids (gather only)
-// Workgroup g (wid.x + wid.y · nwg.x): row tile g % tiles_n, x-row block g / tiles_n.
+// Workgroup g (wid.x + wid.y · nwg.x): row tile g % tiles_n, x-row block g / tiles_n (matmul: tiles_n =
+// ⌈N / BN⌉ column tiles, x-row blocks of BM).
 // Text variants: gtype; x (vec4 loads when K, x_stride and x_offset are multiples of 4, else scalar
 // loads, zero past K); subgroups; `const MR` set by the wrapper (1 for M = 1, else 4).
 // @variant subgroups on
@@ -146,6 +151,60 @@ fn gather(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
       if (k0 + 4u * q + j < P.K) { y[base + 4u * q + j] = w[j]; }
     }
   }
+}
+
+// -------------------------------------------------------------------------------------------- matmul
+const WGX: u32 = 8u;
+const WGY: u32 = 8u;
+const BM: u32 = 4u * WGY;
+const BN: u32 = 4u * WGX;
+const BK: u32 = 64u;
+const BKV: u32 = BK / 4u;
+const THREADS: u32 = WGX * WGY;
+// 32 × 64 f32 each: 16 KiB together, WebGPU's default maxComputeWorkgroupStorageSize.
+var<workgroup> xs_t: array<vec4<f32>, BM * BKV>;
+var<workgroup> ws_t: array<vec4<f32>, BN * BKV>;
+// @include register_tile
+// @include tile_store
+
+@compute @workgroup_size(WGX, WGY)
+fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= P.tiles_n * ((P.M + BM - 1u) / BM)) { return; }
+  let row0 = (tile / P.tiles_n) * BM;
+  let col0 = (tile % P.tiles_n) * BN;
+  let upr = BK / GG_UNIT;   // units of a weight row in one slice
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < P.K; k0 += BK) {
+    // x slice: BM rows × BK, zeros past M and K (x past a row's K may be the next row, or past the buffer).
+    for (var e = tid; e < BM * BKV; e += THREADS) {
+      let r = row0 + e / BKV;
+      let k = k0 + (e % BKV) * 4u;
+      var v = vec4<f32>(0.0);
+      if (r < P.M && k < P.K) { v = xq(r * P.x_stride + P.x_offset, k); }
+      xs_t[e] = v;
+    }
+    // W slice: BN rows × BK decoded from the blocks, one (row, unit) per step; rows past N re-read row
+    // N − 1 (not stored), units past the row are zeros.
+    for (var e = tid; e < BN * upr; e += THREADS) {
+      let c = e / upr;
+      let uu = e % upr;
+      let u = k0 / GG_UNIT + uu;
+      let live = u < P.units;
+      let g = gg_unit(min(col0 + c, P.N - 1u) * P.row_bytes, min(u, P.units - 1u), P.K);
+      for (var i = 0u; i < GG_UV; i++) {
+        ws_t[c * BKV + uu * GG_UV + i] = select(vec4<f32>(0.0), gg_w4(g, i), live);
+      }
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < BKV; kk++) {
+      tile_fma(&acc, xs_t[lid.y * BKV + kk], xs_t[(lid.y + WGY) * BKV + kk], xs_t[(lid.y + 2u * WGY) * BKV + kk], xs_t[(lid.y + 3u * WGY) * BKV + kk],
+               ws_t[lid.x * BKV + kk], ws_t[(lid.x + WGX) * BKV + kk], ws_t[(lid.x + 2u * WGX) * BKV + kk], ws_t[(lid.x + 3u * WGX) * BKV + kk]);
+    }
+    workgroupBarrier();
+  }
+  store_tile(row0 + lid.y, col0 + lid.x, acc);
 }
 
 // @variant subgroups on

@@ -15,6 +15,17 @@
 //   5: hv [T·K, I]   2: wq = down rows (E·D)   3: ids   7: wts [T·K] f32   8: shared [T, D]   9: out [T, D]
 // Workgroup g = wid.x + wid.y · nwg.x. `decode_*_subgroup` (devices with subgroups; @variant subgroups
 // drops them elsewhere) run one subgroup per workgroup and reduce with subgroupAdd.
+//
+// Grouped (prefill; llama.cpp's MUL_MAT_ID): the (token, slot) entries sorted by expert (moe_dispatch.wgsl
+// sort: perm, seg = [offsets | tile_start] with tiles of BM sorted rows), then per workgroup one
+// BM × BN = 32 × 32 tile of one expert's sorted rows × output columns (find_tile, as moe_experts.wgsl),
+// K in slices of BK = 64 weights: the slice of the expert's BN weight rows is decoded from its blocks into
+// workgroup memory once and used by every sorted row of the tile (register_tile.wgsl, 4 × 4 per
+// invocation). moe_dispatch.wgsl combine gathers the rows back to token order with the routing weights.
+//   grouped_gate_up  h[s, i] = silu(gate_e[i]·x[perm[s] / K]) · up_e[i]·x[perm[s] / K] for sorted rows s of expert e
+//     params as decode_gate_up but groups = ⌈I / BN⌉;  1: x   2: wq (gate rows, up rows from up_base)   4: h [N, I]   10: perm   11: seg
+//   grouped_down     y[s, d] = down_e[d]·h[s]
+//     params as decode_down but groups = ⌈D / BN⌉;  5: hv [N, I]   2: wq (down rows)   11: seg   9: y [N, D] (the out binding)
 // @variant subgroups on
 enable subgroups;
 // @variant subgroups off
@@ -32,6 +43,8 @@ struct Params { T: u32, K: u32, D: u32, I: u32, E: u32, groups: u32, has_shared:
 @group(0) @binding(7) var<storage, read> wts: array<f32>;
 @group(0) @binding(8) var<storage, read> shared_out: array<f32>;
 @group(0) @binding(9) var<storage, read_write> out: array<f32>;
+@group(0) @binding(10) var<storage, read> perm: array<u32>;
+@group(0) @binding(11) var<storage, read> seg: array<u32>;
 
 override WG: u32 = 64u;   // power of two
 const ROWS: u32 = 4u;
@@ -103,6 +116,130 @@ fn store_out(t: u32, d0: u32, v: vec4<f32>) {
       var o = v[r];
       if (P.has_shared != 0u) { o += shared_out[t * P.D + d]; }
       out[t * P.D + d] = o;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------- grouped
+const WGX: u32 = 8u;
+const WGY: u32 = 8u;
+const BM: u32 = 4u * WGY;
+const BN: u32 = 4u * WGX;
+const BK: u32 = 64u;
+const BKV: u32 = BK / 4u;
+const THREADS: u32 = WGX * WGY;
+// 32 × 64 f32 each: 16 KiB together, WebGPU's default maxComputeWorkgroupStorageSize (gate and up take
+// turns in ws_t).
+var<workgroup> xs_t: array<vec4<f32>, BM * BKV>;
+var<workgroup> ws_t: array<vec4<f32>, BN * BKV>;
+// @include register_tile
+
+struct Tile { e: u32, row0: u32, row1: u32, col0: u32, ok: bool }
+
+// The expert, sorted-row range and column block of linear workgroup `wl` (moe_experts.wgsl's find_tile).
+fn find_tile(wl: u32) -> Tile {
+  var tl: Tile;
+  let E = P.E;
+  let tile = wl / P.groups;
+  tl.col0 = (wl % P.groups) * BN;
+  tl.ok = tile < seg[2u * E + 1u];
+  if (!tl.ok) { return tl; }
+  // largest e with tile_start[e] ≤ tile (empty experts share their successor's start)
+  var lo = 0u;
+  var hi = E - 1u;
+  while (lo < hi) {
+    let mid = (lo + hi + 1u) / 2u;
+    if (seg[E + 1u + mid] <= tile) { lo = mid; } else { hi = mid - 1u; }
+  }
+  tl.e = lo;
+  tl.row0 = seg[lo] + (tile - seg[E + 1u + lo]) * BM;
+  tl.row1 = min(tl.row0 + BM, seg[lo + 1u]);
+  return tl;
+}
+
+// ws_t ← the K slice [k0, k0 + BK) of weight rows first + col0 .. + BN − 1 (rows past `rows` re-read the
+// last, units past the row are zeros), from the rows at byte `base` of wq; L = the row length.
+fn stage_w(base: u32, first: u32, col0: u32, rows: u32, k0: u32, L: u32, tid: u32) {
+  let upr = BK / GG_UNIT;
+  for (var q = tid; q < BN * upr; q += THREADS) {
+    let c = q / upr;
+    let uu = q % upr;
+    let u = k0 / GG_UNIT + uu;
+    let g = gg_unit(base + (first + min(col0 + c, rows - 1u)) * P.row_bytes, min(u, P.units - 1u), L);
+    for (var i = 0u; i < GG_UV; i++) { ws_t[c * BKV + uu * GG_UV + i] = select(vec4<f32>(0.0), gg_w4(g, i), u < P.units); }
+  }
+}
+
+fn tile_step(acc: ptr<function, array<vec4<f32>, 4>>, lid: vec3u) {
+  for (var kk = 0u; kk < BKV; kk++) {
+    tile_fma(acc, xs_t[lid.y * BKV + kk], xs_t[(lid.y + WGY) * BKV + kk], xs_t[(lid.y + 2u * WGY) * BKV + kk], xs_t[(lid.y + 3u * WGY) * BKV + kk],
+             ws_t[lid.x * BKV + kk], ws_t[(lid.x + WGX) * BKV + kk], ws_t[(lid.x + 2u * WGX) * BKV + kk], ws_t[(lid.x + 3u * WGX) * BKV + kk]);
+  }
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                   @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let tl = find_tile(wid.x + wid.y * nwg.x);
+  if (!tl.ok) { return; }
+  var ag: array<vec4<f32>, 4>;
+  var au: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < P.D; k0 += BK) {
+    for (var q = tid; q < BM * BKV; q += THREADS) {
+      let s = tl.row0 + q / BKV;
+      let k = k0 + (q % BKV) * 4u;
+      var v = vec4<f32>(0.0);
+      if (s < tl.row1 && k < P.D) { v = x4((perm[s] / P.K) * P.D + k, k); }
+      xs_t[q] = v;
+    }
+    stage_w(0u, tl.e * P.I, tl.col0, P.I, k0, P.D, tid);
+    workgroupBarrier();
+    tile_step(&ag, lid);
+    workgroupBarrier();
+    stage_w(P.up_base, tl.e * P.I, tl.col0, P.I, k0, P.D, tid);
+    workgroupBarrier();
+    tile_step(&au, lid);
+    workgroupBarrier();
+  }
+  let c0 = tl.col0 + lid.x;
+  for (var r = 0u; r < 4u; r++) {
+    let s = tl.row0 + lid.y + r * WGY;
+    if (s >= tl.row1) { continue; }
+    let g = ag[r];
+    let v = g / (vec4<f32>(1.0) + exp(-g)) * au[r];
+    for (var j = 0u; j < 4u; j++) {
+      let i = c0 + j * WGX;
+      if (i < P.I) { h[s * P.I + i] = v[j]; }
+    }
+  }
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) tid: u32) {
+  let tl = find_tile(wid.x + wid.y * nwg.x);
+  if (!tl.ok) { return; }
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < P.I; k0 += BK) {
+    for (var q = tid; q < BM * BKV; q += THREADS) {
+      let s = tl.row0 + q / BKV;
+      let k = k0 + (q % BKV) * 4u;
+      var v = vec4<f32>(0.0);
+      if (s < tl.row1 && k < P.I) { v = h4(s * P.I + k, k); }
+      xs_t[q] = v;
+    }
+    stage_w(0u, tl.e * P.D, tl.col0, P.D, k0, P.I, tid);
+    workgroupBarrier();
+    tile_step(&acc, lid);
+    workgroupBarrier();
+  }
+  let c0 = tl.col0 + lid.x;
+  for (var r = 0u; r < 4u; r++) {
+    let s = tl.row0 + lid.y + r * WGY;
+    if (s >= tl.row1) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let d = c0 + j * WGX;
+      if (d < P.D) { out[s * P.D + d] = acc[r][j]; }
     }
   }
 }

@@ -109,10 +109,11 @@ fn gg_w4(g: GgUnit, i: u32) -> vec4<f32> {
 }
 // @variant gtype q5_k
 fn gg_unit(row_base: u32, u: u32, K: u32) -> GgUnit { return gg_k4_unit((row_base + 176u * (u >> 2u)) >> 2u, u & 3u, 12u); }
+// The 5-bit codes assembled byte-wise in one word, then unpacked once (as Q6_K).
 fn gg_w4(g: GgUnit, i: u32) -> vec4<f32> {
   let lo = i < 8u;
-  let q = gg_fields(wq[g.o1 + (i & 7u)], select(4u, 0u, lo), 15u) + gg_fields(wq[g.o2 + (i & 7u)], g.k + select(1u, 0u, lo), 1u) * 16.0;
-  return select(g.c, g.a, lo) * q - select(g.d, g.b, lo);
+  let q = ((wq[g.o1 + (i & 7u)] >> select(4u, 0u, lo)) & 0x0f0f0f0fu) | (((wq[g.o2 + (i & 7u)] >> (g.k + select(1u, 0u, lo))) & 0x01010101u) << 4u);
+  return select(g.c, g.a, lo) * gg_fields(q, 0u, 31u) - select(g.d, g.b, lo);
 }
 // @end gtype
 // @variant gtype q6_k
@@ -131,8 +132,12 @@ fn gg_unit(row_base: u32, u: u32, K: u32) -> GgUnit {
   return GgUnit(off + 64u * h + 32u * (k & 1u), off + 128u + 32u * h, 4u * (k >> 1u), 2u * k,
                 d * f32(bitcast<i32>(sc << 24u) >> 24u), d * f32(bitcast<i32>(sc << 16u) >> 24u), 0.0, 0.0);
 }
+// The four 6-bit codes are assembled byte-wise in one word (nibbles | 2 high bits << 4) with scalar ops,
+// then unpacked to floats once: half the vector work of unpacking nibbles and high bits separately
+// (docs/gguf.md, "Q6_K decode").
 fn gg_w4(g: GgUnit, i: u32) -> vec4<f32> {
-  let q = gg_fields(gg_u32(g.o1 + 4u * i), g.sh, 15u) + gg_fields(gg_u32(g.o2 + 4u * i), g.k, 3u) * 16.0 - 32.0;
-  return q * select(g.b, g.a, i < 4u);
+  let lo = (gg_u32(g.o1 + 4u * i) >> g.sh) & 0x0f0f0f0fu;
+  let hi = ((gg_u32(g.o2 + 4u * i) >> g.k) & 0x03030303u) << 4u;
+  return (gg_fields(lo | hi, 0u, 63u) - 32.0) * select(g.b, g.a, i < 4u);
 }
 // @end gtype

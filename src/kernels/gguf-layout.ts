@@ -17,3 +17,29 @@ export function ggufChunkRows(N: number, rowBytes: number, limit: number): numbe
   const rows = Math.floor((Math.floor((limit - 16) / 4) * 4) / rowBytes);
   return rows >= 4 ? rows - (rows % 4) : rows;
 }
+
+/**
+ * GPU bytes of a stack of `n` GGUF experts as gguf-moe.ts uploadGgufExperts holds it: [gate|up buffer,
+ * down buffer], with `gate`, `up`, `down` the bytes of one expert's matrix (its slice of the stacked
+ * file tensor; up starts at the 4-byte aligned end of gate).
+ */
+export function ggufExpertStackBytes(n: number, gate: number, up: number, down: number): [number, number] {
+  return [ggufBufferBytes(Math.ceil((n * gate) / 4) * 4 + n * up), ggufBufferBytes(n * down)];
+}
+
+/**
+ * Experts per stack of a layer's E GGUF experts so that both buffers of a stack fit `limit`: the fewest
+ * stacks, as even as they come (as moe.ts expertsPerStack); 0 when not even one expert fits.
+ */
+export function ggufExpertsPerStack(E: number, gate: number, up: number, down: number, limit: number): number {
+  const fits = (n: number) => Math.max(...ggufExpertStackBytes(n, gate, up, down)) <= limit;
+  if (!fits(1)) return 0;
+  let lo = 1, hi = E;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return Math.ceil(E / Math.ceil(E / lo));
+}
+

@@ -114,14 +114,29 @@ export interface GgufLinearArgs {
   yOffset?: number;
   /** Use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
   noSubgroups?: boolean;
+  /** Force a kernel (tests, benchmarks); default: the GEMV for M ≤ GGUF_GEMV_MAX_ROWS, the tiled matmul above. */
+  kernel?: 'gemv' | 'matmul';
 }
+
+/**
+ * Rows of x up to which the GEMV runs (it decodes every weight once per 4 rows of x; the tiled matmul
+ * once per 32, in workgroup memory, at the cost of barriers and whole 32-row tiles): as webmoe's q4/q8
+ * (linear.ts gemvMaxRows). On SwiftShader at 64 rows × 1408×2048 the two are on par (Q4_K, Q8_0) or the
+ * matmul 1.9× faster (Q6_K): `npm run bench -- --node --suites gguf-kernels`, prefill rows in docs/gguf.md.
+ */
+export const GGUF_GEMV_MAX_ROWS = 32;
+
+/** The tiled matmul's output tile (BM = BN in gguf_linear.wgsl) and its workgroup memory (x and W slices of 32 × 64 f32). */
+const MATMUL_TILE = 32;
+const MATMUL_STORAGE = 2 * MATMUL_TILE * 64 * 4;
 
 /** x rows per workgroup: 1 for decode (M = 1), else 4 (each decoded unit is reused for all of them). */
 const mrFor = (M: number) => (M === 1 ? 1 : 4);
 
 /** shaders/gguf_linear.wgsl for a block type, x load width, subgroup entry point kept or not, and x-row block size. */
 export function ggufLinearShader(type: DecodableType, xVec4: boolean, subgroups: boolean, MR: number): string {
-  return specialise(ggufLinearCode, { gtype: ggufChoice(type), x: xVec4 ? 'vec4' : 'scalar', subgroups: subgroupChoice(subgroups) }, { MR });
+  // load: the matmul's staged tiles are always vec4 (register_tile.wgsl).
+  return specialise(ggufLinearCode, { gtype: ggufChoice(type), x: xVec4 ? 'vec4' : 'scalar', subgroups: subgroupChoice(subgroups), load: 'vec4' }, { MR });
 }
 
 /**
@@ -156,8 +171,25 @@ export function ggufLinear(gpu: Gpu, rec: Recorder, a: GgufLinearArgs): void {
     for (const c of w.chunks) ggufLinear(gpu, rec, { ...a, w: c, yStride, yOffset: yOffset + c.row0! });
     return;
   }
-  const MR = mrFor(M);
   const units = ceilDiv(w.K, ggufUnit(w.type));
+  const xVec4 = allMultiplesOf4(w.K, xStride, xOffset);
+  const params = { M, N: w.N, K: w.K, x_stride: xStride, x_offset: xOffset, y_stride: yStride, y_offset: yOffset, row_bytes: w.rowBytes, units, _p0: 0, _p1: 0 };
+  if (a.kernel ? a.kernel === 'matmul' : M > GGUF_GEMV_MAX_ROWS) {
+    const tiles = ceilDiv(w.N, MATMUL_TILE);
+    const workgroups = tiles * ceilDiv(M, MATMUL_TILE);
+    const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;
+    if (workgroups > maxDim * maxDim) throw new LimitExceededError('maxComputeWorkgroupsPerDimension²', workgroups, maxDim * maxDim, `ggufLinear '${w.label}'`);
+    if (MATMUL_STORAGE > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', MATMUL_STORAGE, gpu.caps.maxComputeWorkgroupStorageSize, `ggufLinear '${w.label}' (tiled)`);
+    rec.dispatch({
+      pipeline: gpu.pipelines.get({ label: 'gguf_linear', code: ggufLinearShader(w.type, xVec4, false, 1), entryPoint: 'matmul' }),
+      bindings: [a.x, w.buffer, a.y],
+      uniforms: GGUF_LINEAR_PARAMS.pack({ ...params, tiles_n: tiles }),
+      workgroups,
+      label: `gguf_matmul.${w.type}:${w.label}`,
+    });
+    return;
+  }
+  const MR = mrFor(M);
   const { subgroups, WG, RG } = ggufGemvShape(gpu, w, a.noSubgroups);
   const bytes = MR * WG * 16;
   if (!subgroups && bytes > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', bytes, gpu.caps.maxComputeWorkgroupStorageSize, `ggufLinear '${w.label}'`);
@@ -171,10 +203,7 @@ export function ggufLinear(gpu: Gpu, rec: Recorder, a: GgufLinearArgs): void {
       entryPoint: subgroups ? 'gemv_subgroup' : 'gemv', constants: { WG, ...(subgroups ? { RG } : {}) },
     }),
     bindings: [a.x, w.buffer, a.y],
-    uniforms: GGUF_LINEAR_PARAMS.pack({
-      M, N: w.N, K: w.K, x_stride: xStride, x_offset: xOffset, y_stride: yStride, y_offset: yOffset,
-      row_bytes: w.rowBytes, units, tiles_n: tiles, _p0: 0, _p1: 0,
-    }),
+    uniforms: GGUF_LINEAR_PARAMS.pack({ ...params, tiles_n: tiles }),
     workgroups,
     label: `gguf_gemv.${w.type}:${w.label}`,
   });

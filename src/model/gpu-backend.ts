@@ -297,7 +297,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     else if (sparseExperts) experts = { sparse: true, w: sparsifyExperts(g, label, routed, D, I, sp!).experts };
     else if (p.ggufExperts && routed === p.experts) {
       const ge = p.ggufExperts;
-      experts = { sparse: false, gguf: true, w: uploadGgufExperts(g, label, stackBlocks(ge.gate), stackBlocks(ge.up), stackBlocks(ge.down), ge.gate.length, I, D) };
+      experts = { sparse: false, gguf: true, w: uploadGgufExperts(g, label, stackBlocks(ge.gate), stackBlocks(ge.up), stackBlocks(ge.down), ge.gate.length, I, D, { maxBindingBytes: this.policy.maxExpertBindingBytes }) };
       if (this.ggufExperts === null) this.ggufExperts = true;
     } else {
       if (this.policy.storage('experts') === 'gguf') this.ggufExperts = false;

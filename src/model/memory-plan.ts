@@ -25,7 +25,7 @@
  */
 import { rowLayout } from '../kernels/weight-pack';
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
-import { ggufBufferBytes, ggufChunkRows } from '../kernels/gguf-layout';
+import { ggufBufferBytes, ggufChunkRows, ggufExpertStackBytes, ggufExpertsPerStack } from '../kernels/gguf-layout';
 import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
@@ -225,7 +225,11 @@ function mxfp4ExpertsPerStack(E: number, I: number, D: number, limit: number): n
 /** The stacks of one MoE layer: experts per stack, and each stack's expert count. */
 export function expertStacks(f: PackedFormat, E: number, I: number, D: number, limit = Infinity): number[] {
   // One expert past the limit: the load fails, and the plan's largest binding is that one expert.
-  const per = Math.max(1, expertsPerStack(f, E, I, D, limit));
+  return expertCounts(E, Math.max(1, expertsPerStack(f, E, I, D, limit)));
+}
+
+/** Expert counts of the stacks of E experts, `per` a stack (the last may hold fewer). */
+function expertCounts(E: number, per: number): number[] {
   const out: number[] = [];
   for (let e0 = 0; e0 < E; e0 += per) out.push(Math.min(per, E - e0));
   return out;
@@ -312,6 +316,8 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
   const D = cfg.hiddenSize, H = cfg.numHeads, nope = cfg.qkNopeHeadDim, rope = cfg.qkRopeHeadDim, dv = cfg.vHeadDim, r = cfg.kvLoraRank;
   const qk = nope + rope, T = past + S;
   const f = (rows: number, cols: number) => t.push(Math.max(1, rows * cols) * 4);
+  // The token count up to which the experts (webmoe's stacks and GGUF blocks alike) run their decode
+  // path (moe.ts moeDecodeMaxTokens); past it the grouped path's temporaries.
   const moeDecodeMax = (E: number) => (o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * E) / Math.max(1, cfg.numExpertsPerTok)))) : 4);
   const stacks = o.expertStacks ?? [cfg.nRoutedExperts];
   for (let l = 0; l < cfg.numLayers; l++) {
@@ -551,15 +557,25 @@ function planAtChunk(cfg: ModelConfig, list: PlanTensor[] | null, opts: PlanOpti
     }
   };
   const mxfp4 = cfg.family === 'gpt_oss' && cfg.quantization?.method === 'mxfp4';
+  // GGUF experts: the stacks of the layer split the most (each layer's types and so bytes may differ).
+  let ggufStacks = stacks;
   for (const l of moe) {
     if (cfg.family === 'gpt_oss') { putGptOssExperts(l); continue; }
     if (storage === 'gguf' && ggufExpertLayer(cfg, byName, l)) {
-      // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in another.
-      const sum = (proj: 'gate' | 'up' | 'down') => Array.from({ length: cfg.nRoutedExperts }, (_, e) => byName.get(tensorName(`expert_${proj}`, l, e, cfg))!.gguf!.bytes).reduce((a, b) => a + b, 0);
-      const gateUp = ggufBufferBytes(Math.ceil(sum('gate') / 4) * 4 + sum('up')), down = ggufBufferBytes(sum('down'));
-      put('gguf', 'routed_experts', gateUp + down);
-      bind(`model.layers.${l}.mlp.experts.*: stacked gate|up (GGUF blocks)`, gateUp);
-      bind(`model.layers.${l}.mlp.experts.*: stacked down (GGUF blocks)`, down);
+      // gguf-moe.ts uploadGgufExperts: gate then up (from a 4-byte aligned offset) in one buffer, down in
+      // another; past the binding limit, stacks of whole experts that each fit (one expert past it: the
+      // fit check fails on that expert's buffer).
+      const one = (proj: 'gate' | 'up' | 'down') => byName.get(tensorName(`expert_${proj}`, l, 0, cfg))!.gguf!.bytes;
+      const E = cfg.nRoutedExperts, per = Math.max(1, ggufExpertsPerStack(E, one('gate'), one('up'), one('down'), limit));
+      const layerStacks = expertCounts(E, per);
+      if (layerStacks.length > ggufStacks.length) ggufStacks = layerStacks;
+      for (const n of layerStacks) {
+        const [gateUp, down] = ggufExpertStackBytes(n, one('gate'), one('up'), one('down'));
+        put('gguf', 'routed_experts', gateUp + down);
+        const what = n < E ? `, ${n} experts` : '';
+        bind(`model.layers.${l}.mlp.experts.*: stacked gate|up (GGUF blocks${what})`, gateUp);
+        bind(`model.layers.${l}.mlp.experts.*: stacked down (GGUF blocks${what})`, down);
+      }
       continue;
     }
     for (const Eg of stacks) {
@@ -615,7 +631,7 @@ function planAtChunk(cfg: ModelConfig, list: PlanTensor[] | null, opts: PlanOpti
   const mtpPlan = mtp.length ? { layers: mtp, weightBytes: byRole.mtp ?? 0, kvBytes: mtpKvBytes } : null;
   const common = { mtp: mtpPlan, model: { modelType: cfg.modelType, family: familyLabel(cfg), layers: cfg.numLayers, hiddenSize: cfg.hiddenSize, vocabSize: cfg.vocabSize, experts: cfg.nRoutedExperts, expertsPerToken: cfg.numExpertsPerTok, parameters, activeParameters },
     checkpoint: checkpointBytes(list), storage: { weights: storage, experts: cfg.nRoutedExperts ? experts : 'none' as const, embedding, kvCache }, contextLength, prefillTokens };
-  const full = planTail(cfg, { ...common, expertStacks: stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fullLayers, fallback, dev, offloadSlots: 0, extraRuntime: mtpKvBytes });
+  const full = planTail(cfg, { ...common, expertStacks: experts === 'gguf' ? ggufStacks : stacks, weights: { bytes: weightBytes, byFormat, byRole }, largest, kvBytes, rowBytes, fullLayers, fallback, dev, offloadSlots: 0, extraRuntime: mtpKvBytes });
   if (opts.gpuBudget === undefined) return full;
   const budget = opts.gpuBudget;
   if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) throw new ArgumentError(`gpuMemoryBudget must be a positive number of bytes, got ${String(budget)}`);

@@ -4,9 +4,10 @@ import { testGpu, poisoned } from '../helpers/gpu';
 import { mulberry32, randomUniform } from '../../src/util/random';
 import { f32ToBf16, f32ToF16 } from '../../src/util/half';
 import { DECODABLE, dequantize, ggmlTypeByName, quantize, type DecodableType } from '../../src/formats/gguf-blocks';
-import { destroyGgufWeight, ggufEmbedding, ggufLinear, uploadGgufWeight } from '../../src/kernels/gguf-linear';
+import { destroyGgufWeight, GGUF_GEMV_MAX_ROWS, ggufEmbedding, ggufLinear, uploadGgufWeight } from '../../src/kernels/gguf-linear';
 import { ggufEmbeddingRef, ggufExpertsToRef, ggufLinearRef, ggufMoeExpertsRef } from '../../src/kernels/gguf-linear.ref';
 import { destroyGgufExperts, ggufMoeExperts, uploadGgufExperts } from '../../src/kernels/gguf-moe';
+import { ggufExpertStackBytes } from '../../src/kernels/gguf-layout';
 import { matmulRef } from '../../src/kernels/matmul.ref';
 
 // Tolerance: the kernels decode the blocks to the same f32 weights as the CPU dequantiser (exact but for
@@ -84,7 +85,51 @@ describe('ggufLinear: every block type against the CPU dequantise-then-f32 refer
   cases.push(['Q4_K', 9, 33, 256, false, 0], ['Q6_K', 5, 3, 256, false, 0], ['Q8_0', 4, 1, 32, false, 0]);
   cases.push(['Q4_K', 3, 37, 256, true, 8], ['F16', 1, 29, 38, false, 4], ['Q6_K', 5, 23, 256, true, 12], ['Q8_0', 1, 19, 96, false, 5]);
 
-  it.each(cases)('%s M=%i N=%i K=%i strided=%s chunk rows=%i', async (type, M, N, K, strided, chunkRows) => {
+  it.each(cases)('%s M=%i N=%i K=%i strided=%s chunk rows=%i', (type, M, N, K, strided, chunkRows) => linearCase(type, M, N, K, strided, chunkRows, 'gemv'));
+
+  it('refuses unsupported types and ragged block rows before touching the GPU', () => {
+    expect(() => uploadGgufWeight(gpu, 'q2k', 'Q2_K', new Uint8Array(84), 1, 256)).toThrow(/no GPU decoder/);
+    expect(() => uploadGgufWeight(gpu, 'q4k', 'Q4_K', new Uint8Array(144), 1, 255)).toThrow(/multiple of Q4_K's block of 256/);
+    expect(() => uploadGgufWeight(gpu, 'q8', 'Q8_0', new Uint8Array(33), 1, 32)).toThrow(/33 bytes/);
+  });
+});
+
+describe('ggufLinear tiled matmul (prefill): every block type against the CPU reference', () => {
+  // 32 × 32 output tiles, K in slices of 64: M and N ragged in the tile (1, 9, 33, 70 rows of x; N not a
+  // multiple of 32, one N below a tile), K with a ragged last slice (Q8_0/Q4_0 at 96 and 224, floats at
+  // 37 / 131 weights: units past K and weights past K masked), several slices for the K-quants; strided
+  // and offset x / y; row chunks. The default choice (M > GGUF_GEMV_MAX_ROWS) is checked too.
+  const cases: [DecodableType, number, number, number, boolean, number][] = [];
+  DECODABLE.forEach((type, i) => {
+    cases.push([type, 33 + 37 * (i % 2), 37 + 2 * i, K_OF[type][0], i % 2 === 0, 0]);
+    cases.push([type, 9 + i, 5 + 8 * i, K_OF[type][1], i % 2 === 1, 0]);
+  });
+  cases.push(['F32', 40, 45, 131, true, 0], ['Q4_K', 1, 33, 256, false, 0], ['Q6_K', 70, 23, 256, true, 12], ['Q8_0', 35, 19, 96, false, 5]);
+
+  it.each(cases)('%s M=%i N=%i K=%i strided=%s chunk rows=%i', (type, M, N, K, strided, chunkRows) => linearCase(type, M, N, K, strided, chunkRows, 'matmul'));
+
+  it('is what ggufLinear runs past GGUF_GEMV_MAX_ROWS rows of x', async () => {
+    expect(GGUF_GEMV_MAX_ROWS).toBeGreaterThanOrEqual(1);
+    const labels: string[] = [];
+    const w = uploadGgufWeight(gpu, 'w', 'Q8_0', randomGgufBytes('Q8_0', 4 * 32, 3), 4, 32);
+    for (const M of [GGUF_GEMV_MAX_ROWS, GGUF_GEMV_MAX_ROWS + 1]) {
+      const rec = gpu.recorder('kernel choice');
+      const dispatch = rec.dispatch.bind(rec);
+      rec.dispatch = (d) => { labels.push(d.label ?? ''); dispatch(d); };
+      const x = gpu.buffers.create('x', M * 32 * 4), y = gpu.buffers.create('y', M * 4 * 4);
+      ggufLinear(gpu, rec, { x, w, y, M });
+      rec.submit();
+      gpu.buffers.destroy(x);
+      gpu.buffers.destroy(y);
+    }
+    destroyGgufWeight(gpu, w);
+    expect(labels).toEqual(['gguf_gemv.Q8_0:w', 'gguf_matmul.Q8_0:w']);
+  });
+});
+
+/** One ggufLinear case with `kernel` forced, both reductions (the matmul has one), against the reference. */
+async function linearCase(type: DecodableType, M: number, N: number, K: number, strided: boolean, chunkRows: number, kernel: 'gemv' | 'matmul') {
+  {
     const seed = M * 7919 + N * 31 + K;
     const bytes = randomGgufBytes(type, N * K, seed);
     const rowBytes = bytes.length / N;
@@ -98,17 +143,17 @@ describe('ggufLinear: every block type against the CPU dequantise-then-f32 refer
     const mag = matmulRef(x.map(Math.abs), dequantize(type, bytes, N * K).map(Math.abs), M, N, K);
     const bx = gpu.buffers.upload('x', xFull);
     // Both reductions: subgroups (where the device has them) and workgroup memory.
-    for (const noSubgroups of [false, true]) {
+    for (const noSubgroups of kernel === 'gemv' ? [false, true] : [false]) {
       const by = poisoned(gpu, 'y', M * yStride + yOffset + 4);
       const out = await gpu.checked(async () => {
         const rec = gpu.recorder('gguf');
-        ggufLinear(gpu, rec, { x: bx, w, y: by, M, xStride, xOffset, yStride, yOffset, noSubgroups });
+        ggufLinear(gpu, rec, { x: bx, w, y: by, M, xStride, xOffset, yStride, yOffset, noSubgroups, kernel });
         rec.submit();
         return gpu.buffers.readF32(by, 0, M * yStride + yOffset + 4);
       });
       const got = new Float32Array(M * N);
       for (let m = 0; m < M; m++) got.set(out.subarray(m * yStride + yOffset, m * yStride + yOffset + N), m * N);
-      console.log(`${type} ${noSubgroups ? 'workgroup' : 'subgroup'}: worst |Δ| / Σ|x·w| = ${check(got, ref, mag, `${type} ${M}x${N}x${K} noSubgroups=${noSubgroups}`).toExponential(2)}`);
+      console.log(`${type} ${kernel === 'matmul' ? 'matmul' : noSubgroups ? 'workgroup' : 'subgroup'}: worst |Δ| / Σ|x·w| = ${check(got, ref, mag, `${type} ${M}x${N}x${K} noSubgroups=${noSubgroups}`).toExponential(2)}`);
       // Outside the written ranges the poison stays (no stray writes).
       for (let m = 0; m < M; m++) {
         for (let j = 0; j < yStride; j++) if (j < yOffset || j >= yOffset + N) expect(Number.isNaN(out[m * yStride + j]), `y[${m}, ${j}] written`).toBe(true);
@@ -117,31 +162,42 @@ describe('ggufLinear: every block type against the CPU dequantise-then-f32 refer
     }
     gpu.buffers.destroy(bx);
     destroyGgufWeight(gpu, w);
-  });
-
-  it('refuses unsupported types and ragged block rows before touching the GPU', () => {
-    expect(() => uploadGgufWeight(gpu, 'q2k', 'Q2_K', new Uint8Array(84), 1, 256)).toThrow(/no GPU decoder/);
-    expect(() => uploadGgufWeight(gpu, 'q4k', 'Q4_K', new Uint8Array(144), 1, 255)).toThrow(/multiple of Q4_K's block of 256/);
-    expect(() => uploadGgufWeight(gpu, 'q8', 'Q8_0', new Uint8Array(33), 1, 32)).toThrow(/33 bytes/);
-  });
-});
+  }
+}
 
 describe('ggufMoeExperts: stacked GGUF experts against the CPU reference', () => {
   // [gate|up type, down type, E, K, D, I, T, shared]: the Q4_K_M mix (Q4_K gate/up, Q6_K down), Q8_0,
   // a K-quant/legacy mix, and float experts with ragged D and I (rows not a multiple of the 4-row tile,
-  // K not a multiple of the 4-weight unit); T from 1 to 9.
-  const cases: [DecodableType, DecodableType, number, number, number, number, number, boolean][] = [
-    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 1, true],
-    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 5, false],
-    ['Q8_0', 'Q8_0', 6, 3, 96, 64, 9, true],
-    ['Q5_K', 'Q4_0', 3, 1, 256, 256, 3, false],
-    ['F16', 'BF16', 3, 2, 38, 22, 2, true],
-    ['F32', 'F32', 5, 2, 37, 13, 7, false],
+  // K not a multiple of the 4-weight unit); T from 1 to 9. Last column: experts per stack under a binding
+  // limit set just above that stack's bytes (0 = one buffer): uneven stacks (7 experts in 3 + 3 + 1), and
+  // stacks of fewer experts than the K slots of a token.
+  const cases: [DecodableType, DecodableType, number, number, number, number, number, boolean, number][] = [
+    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 1, true, 0],
+    ['Q4_K', 'Q6_K', 4, 2, 256, 256, 5, false, 0],
+    ['Q8_0', 'Q8_0', 6, 3, 96, 64, 9, true, 0],
+    ['Q5_K', 'Q4_0', 3, 1, 256, 256, 3, false, 0],
+    ['F16', 'BF16', 3, 2, 38, 22, 2, true, 0],
+    ['F32', 'F32', 5, 2, 37, 13, 7, false, 0],
+    ['Q4_K', 'Q6_K', 7, 3, 256, 256, 5, true, 3],
+    ['Q8_0', 'Q8_0', 6, 4, 96, 64, 3, false, 2],
+    ['F16', 'Q8_0', 5, 2, 38, 32, 4, true, 1],
+    // Prefill sizes for the grouped path: experts with more sorted rows than a 32-row tile, ragged
+    // column tiles (I, D not multiples of 32), several K slices.
+    ['Q4_K', 'Q6_K', 3, 2, 256, 256, 40, true, 0],
+    ['Q8_0', 'Q4_0', 5, 3, 96, 96, 33, false, 2],
+    ['F32', 'BF16', 4, 2, 45, 27, 37, true, 0],
   ];
-  it.each(cases)('gate|up %s, down %s: E=%i K=%i D=%i I=%i T=%i shared=%s', async (tu, td, E, K, D, I, T, withShared) => {
+  it.each(cases)('gate|up %s, down %s: E=%i K=%i D=%i I=%i T=%i shared=%s, experts per stack %i', async (tu, td, E, K, D, I, T, withShared, per) => {
     const seed = E * 131 + D * 7 + I + T;
     const gate = randomGgufBytes(tu, E * I * D, seed), up = randomGgufBytes(tu, E * I * D, seed + 1), down = randomGgufBytes(td, E * D * I, seed + 2);
-    const w = uploadGgufExperts(gpu, 'moe', { type: tu, bytes: gate }, { type: tu, bytes: up }, { type: td, bytes: down }, E, I, D);
+    const perExpert = [gate.length / E, up.length / E, down.length / E] as const;
+    const maxBindingBytes = per ? Math.max(...ggufExpertStackBytes(per, ...perExpert)) + 3 : undefined;
+    const w = uploadGgufExperts(gpu, 'moe', { type: tu, bytes: gate }, { type: tu, bytes: up }, { type: td, bytes: down }, E, I, D, { maxBindingBytes });
+    if (per) {
+      expect(w.stacks?.map((s) => [s.e0, s.E])).toEqual(Array.from({ length: Math.ceil(E / per) }, (_, i) => [i * per, Math.min(per, E - i * per)]));
+      for (const s of w.stacks!) { expect(s.gateUp.size).toBeLessThanOrEqual(maxBindingBytes!); expect(s.down.size).toBeLessThanOrEqual(maxBindingBytes!); }
+      expect(w.bytes).toBe(w.stacks!.reduce((a, s) => a + s.gateUp.size + s.down.size, 0));
+    } else expect(w.stacks).toBeUndefined();
     const r = mulberry32(seed);
     const ids: number[][] = [], wts: number[][] = [];
     for (let t = 0; t < T; t++) {
@@ -182,17 +238,20 @@ describe('ggufMoeExperts: stacked GGUF experts against the CPU reference', () =>
     const bids = gpu.buffers.upload('ids', Uint32Array.from(ids.flat()));
     const bw = gpu.buffers.upload('wts', Float32Array.from(wts.flat()));
     const bs = shared ? gpu.buffers.upload('shared', shared) : null;
-    // Both reductions: subgroups (where the device has them) and workgroup memory.
-    for (const noSubgroups of [false, true]) {
+    // The decode path with both reductions (subgroups where the device has them, workgroup memory), and
+    // the grouped path (entries sorted by expert, tiled).
+    const runs = [{ mode: 'decode', noSubgroups: false }, { mode: 'decode', noSubgroups: true }, { mode: 'grouped', noSubgroups: false }] as const;
+    for (const { mode, noSubgroups } of runs) {
       const bout = poisoned(gpu, 'out', T * D);
       const got = await gpu.checked(async () => {
         const rec = gpu.recorder('gguf-moe');
-        ggufMoeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: bout, noSubgroups });
+        ggufMoeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: bout, noSubgroups, mode });
         rec.submit();
         gpu.temps.releaseAll();
         return gpu.buffers.readF32(bout, 0, T * D);
       });
-      console.log(`moe ${tu}/${td} ${noSubgroups ? 'workgroup' : 'subgroup'}: worst |Δ| / Σ|terms| = ${check(got, ref, mag, `moe ${tu}/${td} E=${E} K=${K} D=${D} I=${I} T=${T} noSubgroups=${noSubgroups}`).toExponential(2)}`);
+      const how = mode === 'grouped' ? 'grouped' : noSubgroups ? 'workgroup' : 'subgroup';
+      console.log(`moe ${tu}/${td} ${how}: worst |Δ| / Σ|terms| = ${check(got, ref, mag, `moe ${tu}/${td} E=${E} K=${K} D=${D} I=${I} T=${T} ${how}`).toExponential(2)}`);
       gpu.buffers.destroy(bout);
     }
     for (const b of [bx, bids, bw, ...(bs ? [bs] : [])]) gpu.buffers.destroy(b);
@@ -203,6 +262,13 @@ describe('ggufMoeExperts: stacked GGUF experts against the CPU reference', () =>
     const q = (t: DecodableType, n: number) => ({ type: t, bytes: new Uint8Array((n / ggmlTypeByName(t)!.blockSize) * ggmlTypeByName(t)!.blockBytes) });
     expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 256 * 256), q('Q5_K', 256 * 256), q('Q6_K', 256 * 256), 1, 256, 256)).toThrow(/one type/);
     expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 256 * 256), q('Q4_K', 256 * 256), q('Q6_K', 256 * 512), 1, 256, 256)).toThrow(/down has/);
+  });
+
+  it('refuses a binding limit below one expert with the typed GPU_LIMIT_EXCEEDED naming the expert', () => {
+    const q = (t: DecodableType, n: number) => ({ type: t, bytes: new Uint8Array((n / ggmlTypeByName(t)!.blockSize) * ggmlTypeByName(t)!.blockBytes) });
+    // One expert's gate|up: 2 × 256 rows × 144 B = 73,728 B (+ 16 B padding).
+    expect(() => uploadGgufExperts(gpu, 'x', q('Q4_K', 2 * 256 * 256), q('Q4_K', 2 * 256 * 256), q('Q6_K', 2 * 256 * 256), 2, 256, 256, { maxBindingBytes: 73_000 }))
+      .toThrow(expect.objectContaining({ code: 'GPU_LIMIT_EXCEEDED', message: expect.stringMatching(/one routed expert of 'x'/) }));
   });
 });
 

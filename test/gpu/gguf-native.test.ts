@@ -23,8 +23,9 @@ import { compare } from '../helpers/gpu';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MODEL = join(ROOT, 'public', 'models', 'webmoe-tiny');
-const TOKENS: number[] = JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'webmoe-tiny-ref', 'tokens.json'), 'utf8')).tokens.slice(0, 24);
-const PREFILL = 16, DECODE = 4;
+const TOKENS: number[] = JSON.parse(readFileSync(join(ROOT, 'test', 'fixtures', 'webmoe-tiny-ref', 'tokens.json'), 'utf8')).tokens.slice(0, 48);
+// A prefill of 40 rows: past GGUF_GEMV_MAX_ROWS (32), so the projections run the tiled matmul.
+const PREFILL = 40, DECODE = 4;
 const QUANTS: GgufQuant[] = ['q8_0', 'q4_k_m'];
 
 let dir: string;
@@ -157,6 +158,37 @@ describe('a GGUF matrix past the binding limit', () => {
       // Each chunk's rows are the same dot products in the same order: identical logits.
       expect(compare(prefill, whole.prefill, { atol: 0, rtol: 0 }).maxAbs).toBe(0);
       expect(compare(decode[0], whole.prefillThenDecode[0], { atol: 0, rtol: 0 }).maxAbs).toBe(0);
+    } finally {
+      await small.unload();
+    }
+  });
+
+  // Routed experts at a 256 KiB binding limit: Q4_K_M's stacked gate|up (16 experts × 2 × 18,432 B)
+  // splits into stacks of 6, 6 and 4 experts, Q8_0's (16 × 2 × 34,816 B) into 3 × 5 + 1. Each stack is
+  // one more pass over the remapped routing that adds its experts to the running sum: the same products,
+  // summed per stack, so the logits equal one buffer's to float rounding (bound 1e-6 of max |logit|).
+  it.each(QUANTS)('%s: routed experts split into stacks of whole experts: one buffer\'s logits, the plan\'s bytes and stacks', async (q) => {
+    const limit = 256 << 10;
+    const small = createNodeEngine({ gpu: { limitOverrides: { maxStorageBufferBindingSize: limit } }, onNotice: () => {} });
+    try {
+      const f = files.get(q)!;
+      const whole = await run(f.path, 'gguf');
+      await small.load(f.path, { weights: 'gguf', requireTokenizer: false, contextLength: 64 });
+      const r = small.runner;
+      r.truncate(0);
+      const prefill = await r.logits(TOKENS.slice(0, PREFILL), true);
+      const decode = [await r.logits([TOKENS[PREFILL]], false)];
+      const plan = small.info!.memoryPlan!;
+      expect(plan.largestBinding.bytes).toBeLessThanOrEqual(limit);
+      expect(plan.expertStacks).toEqual(q === 'q4_k_m' ? [6, 6, 4] : [3, 3, 3, 3, 3, 1]);
+      expect(r.memory().weightBytes).toBe(plan.weights.bytes);
+      expect(plan.weights.bytes).toBeGreaterThan(whole.plan.weights.bytes); // 16 B of padding per extra buffer
+      for (const [what, a, b] of [['prefill', prefill, whole.prefill], ['decode', decode[0], whole.prefillThenDecode[0]]] as const) {
+        const d = compare(a, b, { atol: Infinity, rtol: 0 });
+        console.log(`${q} expert stacks at ${limit} B, ${what}: max |Δlogits| vs one buffer = ${d.maxAbs.toExponential(2)} (max |logit| ${maxAbs(b).toFixed(2)})`);
+        expect(d.nonFinite).toBe(0);
+        expect(d.maxAbs / maxAbs(b)).toBeLessThan(1e-6);
+      }
     } finally {
       await small.unload();
     }

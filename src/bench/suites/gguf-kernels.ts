@@ -5,7 +5,10 @@
  *    DeepSeek-V3's expert down (7168×2048) and V2-Lite's expert down (2048×1408: K is not a multiple
  *    of 256, so only the 32-blocks Q8_0 / Q4_0 and webmoe's formats run there, as in llama.cpp's files);
  *  - MoE expert rows for one decode token (T = 1): Qwen3-30B-A3B's expert shape D = 2048, I = 768,
- *    top-8, with 8 experts resident (the decode reads only the 8 chosen ones, whatever E is).
+ *    top-8, with 8 experts resident (the decode reads only the 8 chosen ones, whatever E is);
+ *  - prefill: a linear layer on 64 rows of x (the GEMV forced vs the tiled matmul that ggufLinear picks
+ *    past GGUF_GEMV_MAX_ROWS, webmoe q4's matmul beside) and MoE experts on 32 tokens (the per-(token,
+ *    slot) decode path forced vs the grouped path; --quick: half the MoE widths), for Q4_K, Q6_K and Q8_0.
  * Each row reports the time, bytes per weight, the bytes the call must read, and (ctx.result) the % of
  * the device's copy ceiling. Before timing, each GGUF type's GEMV is checked against the CPU reference.
  */
@@ -167,6 +170,79 @@ async function benchMoe(ctx: BenchContext, gpu: Gpu) {
   }
 }
 
+const PREFILL_TYPES: DecodableType[] = ['Q4_K', 'Q6_K', 'Q8_0'];
+
+/** Prefill linear: M = 64 rows of x through N×K = 1408×2048, each GGUF type by the GEMV and by the tiled matmul. */
+async function benchPrefillLinear(ctx: BenchContext, gpu: Gpu) {
+  const M = 64, N = 1408, K = 2048;
+  const shape = `M=${M} N×K=${N}×${K}`;
+  const x = gpu.buffers.upload('bench.gguf.prefill.x', randomUniform(M * K, 1, -1, 1));
+  const y = gpu.buffers.create('bench.gguf.prefill.y', M * N * 4);
+  try {
+    for (const v of ['q4', ...PREFILL_TYPES] as const) {
+      for (const kernel of v === 'q4' ? (['matmul'] as const) : (['gemv', 'matmul'] as const)) {
+        ctx.progress(`gguf-kernels: prefill ${v} ${kernel} ${shape}`);
+        let record: (rec: Recorder) => void, weightBytes: number, free: () => void;
+        if (v === 'q4') {
+          const w = uploadWeight(gpu, 'bench.gguf.prefill.q4', randomUniform(N * K, 2, -0.05, 0.05), N, K, { format: 'q4', groupSize: 32 });
+          record = (rec) => linear(gpu, rec, { x, w, y, M, kernel: 'matmul' });
+          weightBytes = w.bytes;
+          free = () => destroyWeight(gpu, w);
+        } else {
+          const w = uploadGgufWeight(gpu, `bench.gguf.prefill.${v}`, v, randomBlocks(v, N * K, 2), N, K);
+          record = (rec) => ggufLinear(gpu, rec, { x, w, y, M, kernel });
+          weightBytes = w.bytes;
+          free = () => destroyGgufWeight(gpu, w);
+        }
+        try {
+          const ms = await ctx.time(record, { repeat: 2 });
+          ctx.result({
+            suite: 'gguf-kernels', name: `prefill linear (${kernel})`, variant: v === 'q4' ? 'webmoe q4' : `gguf ${v}`, shape, medianMs: ms,
+            bytes: weightBytes + 4 * M * (K + N), flops: 2 * M * N * K,
+            extra: { bytesPerWeight: +bytesPerWeight(v).toFixed(4), weightBytes, kernel },
+          });
+        } finally {
+          free();
+        }
+      }
+    }
+  } finally {
+    gpu.buffers.destroy(x);
+    gpu.buffers.destroy(y);
+  }
+}
+
+/** Prefill MoE: T = 32 tokens, top-2 of 8 experts (D = 1024, I = 512; quick: 512, 256), the decode path forced vs the grouped path. */
+async function benchPrefillMoe(ctx: BenchContext, gpu: Gpu) {
+  const D = ctx.quick ? 512 : 1024, I = ctx.quick ? 256 : 512, E = 8, K = 2, T = 32;
+  const shape = `T=${T} D=${D} I=${I} top-${K} of E=${E}`;
+  const x = gpu.buffers.upload('bench.gguf.pmoe.x', randomUniform(T * D, 5, -1, 1));
+  const r = mulberry32(9);
+  const ids = gpu.buffers.upload('bench.gguf.pmoe.ids', Uint32Array.from({ length: T * K }, (_, i) => { const a = Math.floor(r() * E); return i % K ? (a + 1) % E : a; }));
+  const wts = gpu.buffers.upload('bench.gguf.pmoe.wts', new Float32Array(T * K).fill(1 / K));
+  const out = gpu.buffers.create('bench.gguf.pmoe.out', T * D * 4);
+  try {
+    for (const t of PREFILL_TYPES) {
+      const w = uploadGgufExperts(gpu, `bench.gguf.pmoe.${t}`, { type: t, bytes: randomBlocks(t, E * I * D, 6) }, { type: t, bytes: randomBlocks(t, E * I * D, 7) }, { type: t, bytes: randomBlocks(t, E * D * I, 8) }, E, I, D);
+      try {
+        for (const mode of ['decode', 'grouped'] as const) {
+          ctx.progress(`gguf-kernels: prefill MoE ${t} ${mode} ${shape}`);
+          const ms = await ctx.time((rec) => ggufMoeExperts(gpu, rec, { x, T, experts: w, ids, weights: wts, K, shared: null, out, mode }), { repeat: 2 });
+          ctx.result({
+            suite: 'gguf-kernels', name: `prefill MoE experts (${mode})`, variant: `gguf ${t}`, shape, medianMs: ms,
+            bytes: w.bytes + 4 * T * D * 2, flops: 2 * T * K * 3 * I * D,
+            extra: { bytesPerWeight: +bytesPerWeight(t).toFixed(4), mode },
+          });
+        }
+      } finally {
+        destroyGgufExperts(gpu, w);
+      }
+    }
+  } finally {
+    for (const b of [x, ids, wts, out]) gpu.buffers.destroy(b);
+  }
+}
+
 export const ggufKernelsSuite: BenchSuite = {
   name: 'gguf-kernels',
   order: 25,
@@ -175,5 +251,7 @@ export const ggufKernelsSuite: BenchSuite = {
     await checkKernels(ctx);
     for (const s of ctx.quick ? GEMV_SHAPES.slice(0, 1) : GEMV_SHAPES) await benchGemv(ctx, gpu, s);
     await benchMoe(ctx, gpu);
+    await benchPrefillLinear(ctx, gpu);
+    await benchPrefillMoe(ctx, gpu);
   },
 };
