@@ -134,28 +134,8 @@ var<workgroup> xs_t: array<vec4<f32>, BM * BKV>;
 var<workgroup> ws_t: array<vec4<f32>, BN * BKV>;
 // @include register_tile
 
-struct Tile { e: u32, row0: u32, row1: u32, col0: u32, ok: bool }
+// @include moe_tiles
 
-// The expert, sorted-row range and column block of linear workgroup `wl` (moe_experts.wgsl's find_tile).
-fn find_tile(wl: u32) -> Tile {
-  var tl: Tile;
-  let E = P.E;
-  let tile = wl / P.groups;
-  tl.col0 = (wl % P.groups) * BN;
-  tl.ok = tile < seg[2u * E + 1u];
-  if (!tl.ok) { return tl; }
-  // largest e with tile_start[e] ≤ tile (empty experts share their successor's start)
-  var lo = 0u;
-  var hi = E - 1u;
-  while (lo < hi) {
-    let mid = (lo + hi + 1u) / 2u;
-    if (seg[E + 1u + mid] <= tile) { lo = mid; } else { hi = mid - 1u; }
-  }
-  tl.e = lo;
-  tl.row0 = seg[lo] + (tile - seg[E + 1u + lo]) * BM;
-  tl.row1 = min(tl.row0 + BM, seg[lo + 1u]);
-  return tl;
-}
 
 // ws_t ← the K slice [k0, k0 + BK) of weight rows first + col0 .. + BN − 1 (rows past `rows` re-read the
 // last, units past the row are zeros), from the rows at byte `base` of wq; L = the row length.

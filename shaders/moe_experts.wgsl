@@ -244,7 +244,7 @@ var<workgroup> ws: array<VecK, BN * BKV>;
 var<workgroup> us: array<VecK, BN * BKV>;
 var<workgroup> rowsrc: array<u32, BM>;
 
-struct Tile { e: u32, row0: u32, row1: u32, col0: u32, ok: bool }
+// @include moe_tiles
 
 // Sorted row r (< row1) of h [·, I] (store_h_tile) or y [·, D] (store_y_tile), columns c0, c0 + WGX,
 // c0 + 2·WGX, c0 + 3·WGX (two functions: each entry point binds only the buffer it writes).
@@ -265,26 +265,6 @@ fn store_y_tile(r: u32, row1: u32, c0: u32, v: vec4<f32>) {
   if (c0 + 3u * WGX < P.D) { y[b + 3u * WGX] = v.w; }
 }
 
-// The expert, sorted-row range and column block of linear workgroup `wl`.
-fn find_tile(wl: u32) -> Tile {
-  var tl: Tile;
-  let E = P.E;
-  let tile = wl / P.groups;
-  tl.col0 = (wl % P.groups) * BN;
-  tl.ok = tile < seg[2u * E + 1u];
-  if (!tl.ok) { return tl; }
-  // largest e with tile_start[e] ≤ tile (empty experts share their successor's start)
-  var lo = 0u;
-  var hi = E - 1u;
-  while (lo < hi) {
-    let mid = (lo + hi + 1u) / 2u;
-    if (seg[E + 1u + mid] <= tile) { lo = mid; } else { hi = mid - 1u; }
-  }
-  tl.e = lo;
-  tl.row0 = seg[lo] + (tile - seg[E + 1u + lo]) * BM;
-  tl.row1 = min(tl.row0 + BM, seg[lo + 1u]);
-  return tl;
-}
 
 @compute @workgroup_size(WGX, WGY)
 fn grouped_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,

@@ -2,6 +2,7 @@ import ggufBlocksWgsl from '../../shaders/lib/gguf_blocks.wgsl?raw';
 import kvReadWgsl from '../../shaders/lib/kv_read.wgsl?raw';
 import loadWidthWgsl from '../../shaders/lib/load_width.wgsl?raw';
 import moeDecodeWgsl from '../../shaders/lib/moe_decode.wgsl?raw';
+import moeTilesWgsl from '../../shaders/lib/moe_tiles.wgsl?raw';
 import quantDecodeWgsl from '../../shaders/lib/quant_decode.wgsl?raw';
 import registerTileWgsl from '../../shaders/lib/register_tile.wgsl?raw';
 import tileStoreWgsl from '../../shaders/lib/tile_store.wgsl?raw';
@@ -26,6 +27,7 @@ const LIBRARY: Record<string, string> = {
   kv_read: kvReadWgsl,
   load_width: loadWidthWgsl,
   moe_decode: moeDecodeWgsl,
+  moe_tiles: moeTilesWgsl,
   quant_decode: quantDecodeWgsl,
   register_tile: registerTileWgsl,
   tile_store: tileStoreWgsl,
