@@ -15,9 +15,12 @@
 //   sparse-quality      docs/sparsity.md public/models/sparsity-quality.json (tools/sparse-quality.mjs --json)
 //   sparse-perf         docs/sparsity.md docs/data/bench-sparse.json         (npm run bench -- --node --suites sparse)
 //   model-peers         README.md        docs/data/bench-model-peers.json    (npm run bench -- --json)
-//   card-maxvio         the model card   tools/train/logs/training-log.json  (tools/train/model_card.py)
+//   card-balance        the model card   docs/data/expert-balance.json       (tools/expert-balance.mjs)
+//   card-maxvio         a card that tools/train/model_card.py writes: tools/train/logs/training-log.json
 // A table whose input is not in the repository is left as written (reported, not an error): the
-// card's MaxVio tables until a training run's log is committed. Tables without a generator (timings in
+// training-time MaxVio tables (card-maxvio) of a new training run until its log is committed; the
+// bundled model's card has no such table (its training log was never committed). Tables
+// without a generator (timings in
 // docs/*.md quoted from runs on a shared machine, the card's PyTorch evaluation) name their command in
 // the text.
 import { execFileSync } from 'node:child_process';
@@ -141,6 +144,16 @@ export const TABLES = [
     },
   },
   {
+    id: 'card-balance',
+    file: CARD,
+    input: 'docs/data/expert-balance.json',
+    command: 'npm run build:lib && node tools/expert-balance.mjs --model public/models/webmoe-tiny --heldout <data>/heldout.bin --device wasm > docs/data/expert-balance.json',
+    render() {
+      const j = JSON.parse(read(this.input));
+      return balanceTable(j, this.command, dateOf(this.input, j));
+    },
+  },
+  {
     id: 'card-maxvio',
     file: CARD,
     input: 'tools/train/logs/training-log.json',
@@ -216,6 +229,18 @@ export function maxvioTables(log) {
   L.push(`| steps | ${layers.map((l) => `layer ${l}`).join(' | ')} |`, `|---|${'---|'.repeat(layers.length)}`);
   for (const [lab, m] of bucketMeans(main.maxvio)) L.push(`| ${lab} | ${m.map((x) => x.toFixed(2)).join(' | ')} |`);
   return L;
+}
+
+/** The card's expert-load table from tools/expert-balance.mjs's JSON (one row per MoE layer). */
+export function balanceTable(j, command, date) {
+  const pct = (x) => `${(100 * x).toFixed(2)} %`;
+  return [
+    `_Measured by the webmoe runtime (Node, ${j.device} engine, ${j.weights} weights, ${j.seconds} s): \`${command}\` (run ${date}; \`<data>\`: tools/train/prepare_data.py's output, tools/train/README.md), rendered by \`node scripts/docs-tables.mjs\`. ${j.tokens.toLocaleString('en-US')} held-out tokens in ${j.windows} windows of ${j.seq}, each from an empty KV cache; ${j.routedExperts} routed experts, top-${j.topK}._`,
+    '',
+    `| MoE layer | MaxVio, whole held-out set | mean MaxVio per ${j.seq}-token window | max MaxVio per ${j.seq}-token window | least / most loaded expert (share of assignments; uniform ${pct(1 / j.routedExperts)}) |`,
+    '|---|---|---|---|---|',
+    ...j.layers.map((l) => `| ${l.layer} | ${l.maxVio.toFixed(3)} | ${l.windowMaxVioMean.toFixed(3)} | ${l.windowMaxVioMax.toFixed(3)} | ${pct(l.minLoadShare)} / ${pct(l.maxLoadShare)} |`),
+  ];
 }
 
 /** The markdown with table `t` replaced by its rendering (throws when the markers are missing). */

@@ -235,6 +235,12 @@ def write_card(out, data_dir, ck, state_ck, comparisons, ckpt_label="best"):
     w("")
     w(samples + "\n")
     w("## Load balance (MaxVio)\n")
+    # The runtime-measured table (held-out set, webmoe's own routing counters): filled in by
+    # `node scripts/docs-tables.mjs` from docs/data/expert-balance.json (tools/expert-balance.mjs).
+    w("Measured by the webmoe runtime on the held-out documents (MaxVio as DeepSeek-V3 defines it: max_i load_i / "
+      "mean load − 1 over the routed experts, load counting top-k assignments):\n")
+    w("<!-- docs-table:card-balance -->\n<!-- /docs-table:card-balance -->\n")
+    w("### During training\n")
     w("MaxVio = (max expert load − mean load) / mean load, per MoE layer, counted over each training step's "
       f"{args.get('batch',16)*args.get('seq',256)} tokens × {c.num_experts_per_tok} routed slots (0 = perfectly balanced; "
       f"{c.n_routed_experts/c.num_experts_per_tok - 1:.0f} = every token on the same {c.num_experts_per_tok} experts).\n")
