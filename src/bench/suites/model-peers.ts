@@ -14,9 +14,11 @@
  * 2. Whole-model peer: the bundled model (public/models/webmoe-tiny) as a GGUF Q8_0 file written by our
  * converter (src/model/gguf-convert.ts), run in the same page by webmoe (WebGPU, 'gguf' storage:
  * the Q8_0 blocks on the GPU) and by llama.cpp's WebAssembly build through @wllama/wllama (CPU, one
- * thread), with the same prompt and greedy decoding. Rows: prefill and decode milliseconds per token
- * (each runtime's own clock: webmoe's generate() result, llama.cpp's prompt / predicted timings, after
- * one warm-up generation of the same prompt); check: how many leading greedy tokens agree.
+ * thread), with the same prompt and greedy decoding. Both sides are timed the same way (timeGeneration):
+ * timeCalls' wall clock around whole generate calls from an empty KV cache (prompt cache off on both),
+ * a 1-token call (time to first token → the prefill row, per prompt token) and an n-token call
+ * (decode row: the difference over n − 1 tokens), the same warm-up and iterations. Check: how many
+ * leading greedy tokens agree (one untimed n-token call per side, after the timed ones).
  *
  * Quick runs too (about 25 s on SwiftShader: the conversion, a 10 MB wasm module, 16 tokens each).
  */
@@ -34,38 +36,76 @@ import type { ModelRunner } from '../../model/runner';
 const PEER = 'llama.cpp wasm (wllama, 1 thread)';
 const OP = 'whole model, GGUF Q8_0, greedy';
 
-async function oursGreedy(ctx: BenchContext, gguf: Uint8Array, prompt: string, maxTokens: number) {
+/** What one whole generate call returned: the text per generated token (ours) or the whole text (peer). */
+interface Generation { texts: string[]; promptTokens: number; generated: number; /** the runtime's own prefill / decode clock (tok/s), for the note */ own: { prefillTokPerS: number; decodeTokPerS: number } }
+
+/**
+ * Our side of the GGUF peer: the engine with 'gguf' storage. generate(n) is one whole greedy generate
+ * call of n tokens from an empty KV cache (the engine's cross-turn prefix reuse is cleared first, as
+ * the peer's prompt cache is off).
+ */
+async function oursGguf(ctx: BenchContext, gguf: Uint8Array, prompt: string) {
   const engine: WebMoeEngine = createEngine({}, { acquire: async () => ctx.gpu, resolve: () => memoryModel({}) });
-  try {
-    await engine.load(memoryModel({ 'webmoe-tiny-q8_0.gguf': gguf }), { weights: 'gguf', contextLength: 256 });
-    for await (const _ of engine.generate(prompt, { temperature: 0, maxTokens: 2, stopAtEos: false })) void _;
-    const it = engine.generate(prompt, { temperature: 0, maxTokens, stopAtEos: false });
-    const texts: string[] = [];
-    let r;
-    for (;;) {
-      r = await it.next();
-      if (r.done) break;
-      texts.push(r.value.text);
-    }
-    return { texts, prefillTokPerS: r.value.prefillTokPerS, decodeTokPerS: r.value.decodeTokPerS };
-  } finally {
-    await engine.unload();
-  }
+  await engine.load(memoryModel({ 'webmoe-tiny-q8_0.gguf': gguf }), { weights: 'gguf', contextLength: 256 });
+  return {
+    async generate(n: number): Promise<Generation> {
+      // withRunner forgets the cached prefix (cachedIds), so the prompt is prefilled in full.
+      await engine.withRunner(async () => {});
+      const it = engine.generate(prompt, { temperature: 0, maxTokens: n, stopAtEos: false });
+      const texts: string[] = [];
+      for (;;) {
+        const r = await it.next();
+        if (r.done) {
+          if (r.value.reusedTokens !== 0) throw new Error(`webmoe reused ${r.value.reusedTokens} cached prompt tokens`);
+          return { texts, promptTokens: r.value.promptTokens, generated: r.value.completionTokens, own: { prefillTokPerS: r.value.prefillTokPerS, decodeTokPerS: r.value.decodeTokPerS } };
+        }
+        texts.push(r.value.text);
+      }
+    },
+    close: () => engine.unload(),
+  };
 }
 
-async function peerGreedy(ctx: BenchContext, gguf: Uint8Array, prompt: string, maxTokens: number) {
+/** The peer's side: llama.cpp (wllama, 1 thread); generate(n) is one createCompletion of n greedy tokens, prompt cache off. */
+async function peerGguf(ctx: BenchContext, gguf: Uint8Array, prompt: string) {
   const [{ Wllama }, wasm] = await Promise.all([import('@wllama/wllama'), import('@wllama/wllama/esm/wasm/wllama.wasm?url')]);
   const wllama = new Wllama({ default: new URL(wasm.default, ctx.baseUrl ?? (globalThis as any).location?.href).href }, { suppressNativeLog: true, logger: { debug: () => {}, log: () => {}, warn: () => {}, error: (...a: unknown[]) => console.error(...a) } as any });
   try {
     await wllama.loadModel([new Blob([gguf as BlobPart])], { n_ctx: 256, n_threads: 1 });
-    await wllama.createCompletion({ prompt, max_tokens: 2, temperature: 0 });
-    const r = await wllama.createCompletion({ prompt, max_tokens: maxTokens, temperature: 0 });
-    const t = r.timings;
-    if (!t) throw new Error('wllama returned no timings');
-    return { text: r.choices[0]?.text ?? '', prefillTokPerS: t.prompt_per_second, decodeTokPerS: t.predicted_per_second, predicted: t.predicted_n };
-  } finally {
+  } catch (e) {
     await wllama.exit().catch(() => {});
+    throw e;
   }
+  return {
+    async generate(n: number): Promise<Generation> {
+      // cache_prompt: false (llama-server's field, passed through): every call prefills the whole prompt;
+      // ignore_eos: n tokens as ours (stopAtEos: false).
+      const r = await wllama.createCompletion({ prompt, max_tokens: n, temperature: 0, ignore_eos: true, cache_prompt: false } as Parameters<typeof wllama.createCompletion>[0] & { stream?: false });
+      const t = r.timings;
+      if (!t) throw new Error('wllama returned no timings');
+      if (t.cache_n !== 0) throw new Error(`wllama reused ${t.cache_n} cached prompt tokens (cache_prompt: false was ignored)`);
+      return { texts: [r.choices[0]?.text ?? ''], promptTokens: t.prompt_n, generated: t.predicted_n, own: { prefillTokPerS: t.prompt_per_second, decodeTokPerS: t.predicted_per_second } };
+    },
+    close: () => wllama.exit().catch(() => {}),
+  };
+}
+
+/**
+ * Times one side of the GGUF peer (the same for both): timeCalls around whole generate calls, first
+ * of 1 token (prefill + the first token: time to first token), then of n tokens; decode per token =
+ * (t(n) − t(1)) / (n − 1). After timing, one untimed n-token call gives the greedy text (and the
+ * runtime's own clock, quoted in the note for reference).
+ */
+async function timeGeneration(side: { generate(n: number): Promise<Generation> }, n: number, protocol: { warmup: number; iters: number; repeat: number }) {
+  const generate = async (k: number) => {
+    const g = await side.generate(k);
+    if (g.generated !== k) throw new Error(`${g.generated} of ${k} tokens generated`);
+    return g;
+  };
+  const first = await timeCalls(() => generate(1), async () => {}, protocol);
+  const whole = await timeCalls(() => generate(n), async () => {}, protocol);
+  const greedy = await generate(n);
+  return { greedy, firstMs: first, decodeMs: (whole - first) / (n - 1) };
 }
 
 const ONNX_OP = 'whole model, ONNX f32, KV cache, greedy';
@@ -242,25 +282,39 @@ export const modelPeersSuite: BenchSuite = {
     try { gguf = (await checkpointToGguf(ck, 'q8_0')).file; } finally { await ck.close(); }
     const prompt = 'Once upon a time, there was a little girl who loved to play in the park with her friends.';
     const maxTokens = ctx.quick ? 16 : 32;
+    // Medians of 5 even in quick runs: decode is a difference of two medians, noisy on a shared machine.
+    const protocol = { warmup: 1, iters: ctx.quick ? 5 : 9, repeat: 1 };
     ctx.progress('model-peers: webmoe (WebGPU, gguf storage)');
-    const ours = await oursGreedy(ctx, gguf, prompt, maxTokens);
+    const oursSide = await oursGguf(ctx, gguf, prompt);
+    let ours: Awaited<ReturnType<typeof timeGeneration>>;
+    try { ours = await timeGeneration(oursSide, maxTokens, protocol); } finally { await oursSide.close(); }
     ctx.progress(`model-peers: ${PEER}`);
-    const peer = await peerGreedy(ctx, gguf, prompt, maxTokens);
+    const peerSide = await peerGguf(ctx, gguf, prompt);
+    let peer: Awaited<ReturnType<typeof timeGeneration>>;
+    try { peer = await timeGeneration(peerSide, maxTokens, protocol); } finally { await peerSide.close(); }
     // Agreement: our tokens whose text lies wholly inside the common prefix of the two continuations.
-    const oursText = ours.texts.join('');
+    const oursText = ours.greedy.texts.join(''), peerText = peer.greedy.texts.join('');
     let common = 0;
-    while (common < oursText.length && common < peer.text.length && oursText[common] === peer.text[common]) common++;
+    while (common < oursText.length && common < peerText.length && oursText[common] === peerText[common]) common++;
     let agree = 0, at = 0;
-    for (const t of ours.texts) { at += t.length; if (at > common) break; agree++; }
+    for (const t of ours.greedy.texts) { at += t.length; if (at > common) break; agree++; }
     const need = Math.min(8, maxTokens);
     ctx.peerCheck({
       peer: PEER, op: OP, shape: `prompt ${JSON.stringify(prompt.slice(0, 24))}…, ${maxTokens} greedy tokens`,
       maxAbsDiff: maxTokens - agree, tolerance: maxTokens - need, ok: agree >= need,
       note: `${agree} of ${maxTokens} leading greedy tokens agree (maxAbsDiff = tokens not agreeing)`,
     });
-    const timing = 'wall; each runtime\'s own prefill / decode clock for one generate of the same prompt after a warm-up generation; ours WebGPU, peer wasm CPU';
-    for (const [name, o, p] of [['prefill (ms per prompt token)', ours.prefillTokPerS, peer.prefillTokPerS], ['decode (ms per token)', ours.decodeTokPerS, peer.decodeTokPerS]] as const) {
-      ctx.peer({ suite: 'model-peers', name: `webmoe-tiny ${name}`, peer: PEER, op: OP, oursMs: 1000 / o, peerMs: 1000 / p, shape: `GGUF Q8_0, ${maxTokens} tokens`, symmetric: true, timing, note: `tok/s: ours ${o.toFixed(1)}, peer ${p.toFixed(1)}; greedy agreement ${agree}/${maxTokens}` });
+    const P = ours.greedy.promptTokens;
+    if (peer.greedy.promptTokens !== P) ctx.error(`model-peers: the prompt is ${P} tokens for webmoe, ${peer.greedy.promptTokens} for llama.cpp`);
+    const timing = `wall; timeCalls around whole generate calls of the same prompt, greedy, from an empty KV cache (prompt cache off on both sides): prefill = a 1-token generate (time to first token) ÷ prompt tokens, decode = (a ${maxTokens}-token generate − the 1-token one) ÷ ${maxTokens - 1}; ours webmoe generate() on WebGPU, peer wllama createCompletion() on the wasm CPU; warm-up ${protocol.warmup}, median of ${protocol.iters}`;
+    const rows = [
+      ['prefill (ms per prompt token)', ours.firstMs / P, peer.firstMs / P, `GGUF Q8_0, ${P}-token prompt, time to first token`],
+      ['decode (ms per token)', ours.decodeMs, peer.decodeMs, `GGUF Q8_0, tokens 2–${maxTokens} of a ${maxTokens}-token generate`],
+    ] as const;
+    const own = (g: Generation) => `prefill ${g.own.prefillTokPerS.toFixed(1)}, decode ${g.own.decodeTokPerS.toFixed(1)} tok/s`;
+    const ownNote = `webmoe ${own(ours.greedy)}, llama.cpp ${own(peer.greedy)}`;
+    for (const [name, o, p, shape] of rows) {
+      ctx.peer({ suite: 'model-peers', name: `webmoe-tiny ${name}`, peer: PEER, op: OP, oursMs: o, peerMs: p, shape, symmetric: true, timing, note: `tok/s: ours ${(1000 / o).toFixed(1)}, peer ${(1000 / p).toFixed(1)}; greedy agreement ${agree}/${maxTokens}; for reference, each runtime's own prefill / decode clock in an untimed ${maxTokens}-token call after the timed ones (not comparable: each stops its clock elsewhere): ${ownNote}` });
     }
   },
 };
