@@ -255,7 +255,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const mode = process.argv.includes('--check') ? 'check' : process.argv.includes('--list') ? 'list' : 'write';
   let stale = 0;
   for (const t of TABLES) {
-    if (mode !== 'list' && !existsSync(join(root, t.input))) { console.log(`${t.id}: input ${t.input} is not in the repository; ${t.file} keeps its table as written`); continue; }
+    if (mode !== 'list' && !existsSync(join(root, t.input))) { console.log(`${t.id}: input ${t.input} is not in the repository; ${read(t.file).includes(`<!-- docs-table:${t.id} -->`) ? `${t.file} keeps its table as written` : `nor is the table in ${t.file}`}`); continue; }
     if (mode === 'list') { console.log(`${t.id}\t${t.file}\t${t.input}\t${t.command}`); continue; }
     const before = read(t.file);
     const after = applyTable(before, t);
