@@ -540,3 +540,213 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
     part[ml_base + prow * 2u + 1u] = l_run;
   }
 }
+
+// `flash_blocks`: FlashAttention (prefill, and decode of a few rows per kv head) with two-level tiling
+// for devices whose compilers keep only constant-indexed values in registers and turn every load with a
+// computed index into a gather (SwiftShader; older mobile drivers). A workgroup owns FR rows (query,
+// head-in-group) of one kv head and one key range (split); the range is walked in blocks of FBK keys,
+// FR and FBK sized to the workgroup memory (attention-plan.ts blocksConfig). Workgroup memory holds the
+// rows' Q (scaled once), the block's scores and probabilities and the rows' O accumulators; registers
+// hold only constant-indexed tiles. Per block, two barriers:
+//   1. scores in units of 8 rows × 8 keys: per vec4 of d_qk, 8 Q vec4s (workgroup memory) and 8 K vec4s
+//      (read straight from k: every row of the unit shares them) feed four 4×4 tile_fma steps, 256 FMAs;
+//   2. one invocation per row: online softmax over the block. The causal / window / range mask is a
+//      `select` per score only in blocks that straddle some row's limit (the diagonal; a uniform test
+//      per block); blocks every row sees whole take no mask. Blocks past the tile's last row's limit
+//      are never visited, blocks before its first row's window neither;
+//   3. O += P·V in units of 8 rows × 8 columns: O loaded from and stored to workgroup memory once per
+//      block (the rescale by alpha folded in); per key 2 probability and 2 V vec4s, 64 FMAs.
+// Keys past the range are read as the range's last key (finite; their probability is 0), never past it.
+// Each key's K and V are read once per 8 rows of the tile: decode (≤ 8 rows per kv head) reads the
+// cache once. splits > 1: partial (O, m, l) per split, merged by `combine` as for `main`.
+const FR: u32 = 16u;    // rows per workgroup: 8, 16 or 32
+const FBK: u32 = 32u;   // keys per block: 8, 16 or 32
+const FWG: u32 = 32u;   // invocations per workgroup (≥ FR)
+const FRQ: u32 = FR / 4u;
+const FKQ: u32 = FBK / 4u;
+const FRO: u32 = FR / 8u;
+const FKO: u32 = FBK / 8u;
+const FVP: u32 = (DV4 + 1u) / 2u;   // output column pairs of vec4s (8 columns)
+
+var<workgroup> Qb: array<vec4<f32>, FR * DQ4>;       // row r's q (· scale · log2 e) at r·DQ4
+var<workgroup> Sb: array<vec4<f32>, FR * FKQ>;       // scores of row r, keys 4·kq .. +3 at r·FKQ + kq
+var<workgroup> Pb: array<vec4<f32>, FBK * FRQ>;      // probabilities of key j, rows 4·rq .. +3 at j·FRQ + rq
+var<workgroup> Ob: array<vec4<f32>, FR * FVP * 2u>;  // O of row r, columns 4·c .. +3 at r·2·FVP + c
+var<workgroup> b_alpha: array<f32, FR>;
+var<workgroup> b_l: array<f32, FR>;
+
+@compute @workgroup_size(FWG)
+fn flash_blocks(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let idx = wid.x + wid.y * nwg.x;
+  if (idx >= P.kv_heads * P.row_tiles * P.splits) { return; }
+  var past = P.past;
+  var T = P.T;
+  if (P.past_from_buf != 0u) {
+    if (lid == 0u) { wg_past = past_buf[0]; }
+    past = workgroupUniformLoad(&wg_past);
+    T = past + P.S;
+  }
+  let gs = P.heads / P.kv_heads;
+  let M = P.S * gs;
+  let split = idx % P.splits;
+  let rt = (idx / P.splits) % P.row_tiles;
+  let g = idx / (P.splits * P.row_tiles);
+  let r0 = rt * FR;
+  let q_first = row_query(min(r0, M - 1u), gs);
+  let q_last = row_query(min(r0 + FR, M) - 1u, gs);
+  let k_lo = window_lo(past, q_first);
+  let chunk = ((T - k_lo + P.splits - 1u) / P.splits + FBK - 1u) / FBK * FBK;
+  let k_begin = k_lo + split * chunk;
+  var k_end = min(T, k_begin + chunk);
+  if (P.causal != 0u) { k_end = min(k_end, past + q_last + 1u); }
+  // Keys every row of the tile sees: [k_full_lo, k_full_hi). A block inside it takes no mask.
+  var k_full_hi = k_end;
+  if (P.causal != 0u) { k_full_hi = min(k_full_hi, past + q_first + 1u); }
+  let k_full_lo = window_lo(past, q_last);
+  let rows_whole = r0 + FR <= M;
+
+  // Stage Q (scaled), zero O.
+  for (var e = lid; e < FR * DQ4; e += FWG) {
+    let r = e / DQ4;
+    let R = min(r0 + r, M - 1u);
+    Qb[e] = load_q(row_query(R, gs) * P.q_stride + P.q_offset + row_head(R, g, gs) * P.q_hstride, e % DQ4) * P.scale;
+  }
+  for (var e = lid; e < FR * FVP * 2u; e += FWG) { Ob[e] = vec4<f32>(0.0); }
+  var m_run = NEG;   // invocations lid < FR: row lid's running max and sum
+  var l_run = 0.0;
+  let kbase = P.k_offset + g * P.k_hstride;
+  let vbase = P.v_offset + g * P.v_hstride;
+  let R_own = r0 + lid;
+  let lim_own = past + row_query(min(R_own, M - 1u), gs);
+  workgroupBarrier();
+
+  for (var kt = k_begin; kt < k_end; kt += FBK) {
+    // 2. Scores, 8 rows × 8 keys per unit: four 4×4 tile_fma steps on 8 q and 8 k vec4 loads.
+    for (var u = lid; u < FRO * FKO; u += FWG) {
+      let ro = u % FRO;
+      let ko = u / FRO;
+      var a0: array<vec4<f32>, 4>; var a1: array<vec4<f32>, 4>; var a2: array<vec4<f32>, 4>; var a3: array<vec4<f32>, 4>;
+      for (var i = 0u; i < 4u; i++) { a0[i] = vec4<f32>(0.0); a1[i] = vec4<f32>(0.0); a2[i] = vec4<f32>(0.0); a3[i] = vec4<f32>(0.0); }
+      let qr = ro * 8u * DQ4;
+      let t0 = kt + ko * 8u;
+      let kl = k_end - 1u;
+      let kr0 = min(t0, kl) * P.k_stride + kbase; let kr1 = min(t0 + 1u, kl) * P.k_stride + kbase;
+      let kr2 = min(t0 + 2u, kl) * P.k_stride + kbase; let kr3 = min(t0 + 3u, kl) * P.k_stride + kbase;
+      let kr4 = min(t0 + 4u, kl) * P.k_stride + kbase; let kr5 = min(t0 + 5u, kl) * P.k_stride + kbase;
+      let kr6 = min(t0 + 6u, kl) * P.k_stride + kbase; let kr7 = min(t0 + 7u, kl) * P.k_stride + kbase;
+      for (var d4 = 0u; d4 < DQ4; d4++) {
+        let q0 = Qb[qr + d4]; let q1 = Qb[qr + DQ4 + d4]; let q2 = Qb[qr + 2u * DQ4 + d4]; let q3 = Qb[qr + 3u * DQ4 + d4];
+        let q4_ = Qb[qr + 4u * DQ4 + d4]; let q5 = Qb[qr + 5u * DQ4 + d4]; let q6 = Qb[qr + 6u * DQ4 + d4]; let q7 = Qb[qr + 7u * DQ4 + d4];
+        let k0 = load_kv(true, kr0 + d4 * 4u, d4 * 4u, P.d_qk); let k1 = load_kv(true, kr1 + d4 * 4u, d4 * 4u, P.d_qk);
+        let k2 = load_kv(true, kr2 + d4 * 4u, d4 * 4u, P.d_qk); let k3 = load_kv(true, kr3 + d4 * 4u, d4 * 4u, P.d_qk);
+        let k4 = load_kv(true, kr4 + d4 * 4u, d4 * 4u, P.d_qk); let k5 = load_kv(true, kr5 + d4 * 4u, d4 * 4u, P.d_qk);
+        let k6 = load_kv(true, kr6 + d4 * 4u, d4 * 4u, P.d_qk); let k7 = load_kv(true, kr7 + d4 * 4u, d4 * 4u, P.d_qk);
+        tile_fma(&a0, q0, q1, q2, q3, k0, k1, k2, k3);
+        tile_fma(&a1, q0, q1, q2, q3, k4, k5, k6, k7);
+        tile_fma(&a2, q4_, q5, q6, q7, k0, k1, k2, k3);
+        tile_fma(&a3, q4_, q5, q6, q7, k4, k5, k6, k7);
+      }
+      let sb = ro * 8u * FKQ + ko * 2u;
+      for (var i = 0u; i < 4u; i++) {
+        Sb[sb + i * FKQ] = a0[i]; Sb[sb + i * FKQ + 1u] = a1[i];
+        Sb[sb + (i + 4u) * FKQ] = a2[i]; Sb[sb + (i + 4u) * FKQ + 1u] = a3[i];
+      }
+    }
+    workgroupBarrier();
+    // 3. Online softmax of row lid over the block.
+    let whole = rows_whole && kt >= k_full_lo && kt + FBK <= k_full_hi;
+    if (lid < FR) {
+      var mx = m_run;
+      if (whole) {
+        for (var kq = 0u; kq < FKQ; kq++) {
+          let sc = Sb[lid * FKQ + kq];
+          mx = max(mx, max(max(sc.x, sc.y), max(sc.z, sc.w)));
+        }
+      } else {
+        for (var kq = 0u; kq < FKQ; kq++) {
+          let key = vec4<u32>(kt + kq * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+          let masked = !vec4<bool>(R_own < M) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim_own)) & vec4<bool>(P.causal != 0u))
+                     | ((key + vec4<u32>(P.window) <= vec4<u32>(lim_own)) & vec4<bool>(P.window != 0u));
+          let sc = select(Sb[lid * FKQ + kq], vec4<f32>(NEG), masked);
+          Sb[lid * FKQ + kq] = sc;
+          mx = max(mx, max(max(sc.x, sc.y), max(sc.z, sc.w)));
+        }
+      }
+      var alpha = 1.0;
+      var sum = 0.0;
+      if (mx > NEG) { alpha = exp2(m_run - mx); }
+      for (var kq = 0u; kq < FKQ; kq++) {
+        let sc = Sb[lid * FKQ + kq];
+        var p = vec4<f32>(0.0);
+        if (mx > NEG) { p = select(vec4<f32>(0.0), exp2(sc - mx), sc > vec4<f32>(NEG)); }
+        sum += p.x + p.y + p.z + p.w;
+        let pt = (kq * 4u) * FRQ + lid / 4u;
+        Pb[pt][lid % 4u] = p.x;
+        Pb[pt + FRQ][lid % 4u] = p.y;
+        Pb[pt + 2u * FRQ][lid % 4u] = p.z;
+        Pb[pt + 3u * FRQ][lid % 4u] = p.w;
+      }
+      l_run = l_run * alpha + sum;
+      m_run = mx;
+      b_alpha[lid] = alpha;
+    }
+    workgroupBarrier();
+    // 4. O = alpha·O + P·V, 8 rows × 8 columns per unit (2 probability and 2 value vec4 loads per key).
+    for (var u = lid; u < FRO * FVP; u += FWG) {
+      let cp = u % FVP;
+      let ro = u / FVP;
+      let ob = ro * 8u * FVP * 2u + cp * 2u;
+      var o: array<vec4<f32>, 16>;   // o[2i + c]: row 8·ro + i, column vec4 2·cp + c
+      for (var i = 0u; i < 8u; i++) {
+        let al = b_alpha[ro * 8u + i];
+        o[2u * i] = Ob[ob + i * 2u * FVP] * al;
+        o[2u * i + 1u] = Ob[ob + i * 2u * FVP + 1u] * al;
+      }
+      for (var j = 0u; j < FBK; j++) {
+        let p0 = Pb[j * FRQ + 2u * ro];
+        let p1 = Pb[j * FRQ + 2u * ro + 1u];
+        let vr = min(kt + j, k_end - 1u) * P.v_stride + vbase + cp * 8u;
+        let v0 = load_kv(false, vr, cp * 8u, P.d_v);
+        let v1 = load_kv(false, vr + 4u, cp * 8u + 4u, P.d_v);   // past d_v: zeros (scalar loads) or unused columns
+        o[0] += p0.x * v0; o[1] += p0.x * v1;
+        o[2] += p0.y * v0; o[3] += p0.y * v1;
+        o[4] += p0.z * v0; o[5] += p0.z * v1;
+        o[6] += p0.w * v0; o[7] += p0.w * v1;
+        o[8] += p1.x * v0; o[9] += p1.x * v1;
+        o[10] += p1.y * v0; o[11] += p1.y * v1;
+        o[12] += p1.z * v0; o[13] += p1.z * v1;
+        o[14] += p1.w * v0; o[15] += p1.w * v1;
+      }
+      for (var i = 0u; i < 8u; i++) {
+        Ob[ob + i * 2u * FVP] = o[2u * i];
+        Ob[ob + i * 2u * FVP + 1u] = o[2u * i + 1u];
+      }
+    }
+  }
+
+  if (lid < FR) {
+    var l = l_run;
+    if (P.splits == 1u && R_own < M) { l += sink_term(row_head(R_own, g, gs), m_run); }
+    b_l[lid] = l;
+  }
+  workgroupBarrier();
+  let rows_total = P.kv_heads * M;
+  let ml_base = P.splits * rows_total * P.d_v;
+  for (var e = lid; e < FR * P.d_v; e += FWG) {
+    let r = e / P.d_v;
+    let col = e % P.d_v;
+    let R = r0 + r;
+    if (R >= M) { break; }
+    let o = Ob[r * FVP * 2u + col / 4u][col % 4u];
+    if (P.splits == 1u) {
+      out[row_query(R, gs) * P.o_stride + P.o_offset + row_head(R, g, gs) * P.o_hstride + col] = o / b_l[r];
+    } else {
+      part[(split * rows_total + g * M + R) * P.d_v + col] = o;
+    }
+  }
+  if (P.splits > 1u && lid < FR && R_own < M) {
+    let prow = split * rows_total + g * M + R_own;
+    part[ml_base + prow * 2u] = m_run;
+    part[ml_base + prow * 2u + 1u] = l_run;
+  }
+}

@@ -65,6 +65,36 @@ export function rowsConfig(gpu: AttentionDevice, rows: number, dQk: number, dV: 
   return null;
 }
 
+/**
+ * flash_blocks' specialisation (flash_attention.wgsl consts): FR rows of a kv head per workgroup, blocks
+ * of FBK keys, FWG invocations; DQ4 / DV4 = vec4s of d_qk / d_v.
+ */
+export interface BlocksConfig { FR: number; FBK: number; FWG: number; DQ4: number; DV4: number }
+
+/** Workgroup bytes flash_blocks needs: Q, the block's scores and probabilities, O, alpha, l, past. */
+export const blocksSharedBytes = (c: BlocksConfig) =>
+  16 * (c.FR * c.DQ4 + 2 * c.FR * (c.FBK / 4) + c.FR * 2 * Math.ceil(c.DV4 / 2)) + 4 * (2 * c.FR + 1);
+
+/**
+ * flash_blocks' shape: rows per tile 8, 16 or 32 (the rows rounded up, at most 32), keys per block
+ * 32 … 8, the largest pair whose Q, scores and O fit maxComputeWorkgroupStorageSize; null when not
+ * even 8 rows × 8 keys fit (wide heads such as 576/512: flash_rows then).
+ */
+export function blocksConfig(gpu: AttentionDevice, rows: number, dQk: number, dV: number): BlocksConfig | null {
+  const DQ4 = Math.ceil(dQk / 4), DV4 = Math.ceil(dV / 4);
+  // A software adapter runs a workgroup's invocations 4 at a time on one CPU thread and switches
+  // between all of them at every barrier: 16 invocations there, 32 on GPUs. 16 rows per tile on the
+  // software adapter (32 measured no faster: each K row is then loaded by 4 score units instead of 2).
+  const fallback = gpu.adapter.isFallbackAdapter;
+  for (let FR = rows <= 8 ? 8 : rows <= 16 || fallback ? 16 : 32; FR >= 8; FR /= 2) {
+    for (let FBK = 32; FBK >= 8; FBK /= 2) {
+      const c: BlocksConfig = { FR, FBK, FWG: Math.max(fallback ? 16 : 32, FR), DQ4, DV4 };
+      if (blocksSharedBytes(c) <= gpu.caps.maxComputeWorkgroupStorageSize) return c;
+    }
+  }
+  return null;
+}
+
 /** Worker threads of a software adapter (it runs workgroups on the CPU); what the host reports, else 4. */
 function softwareThreads(): number {
   const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;

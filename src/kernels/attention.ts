@@ -7,9 +7,9 @@ import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
 import { ContextLengthError, LimitExceededError, ShapeError, UnsupportedError } from '../errors';
-import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type KvFormat } from './attention-plan';
+import { attentionScratchBytes, autoSplits, blocksConfig, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type KvFormat } from './attention-plan';
 
-export { attentionScratchBytes, kvElementBytes, kvRowStride, rowsConfig, rowsSharedBytes, type AttentionDevice, type KvFormat, type RowsConfig } from './attention-plan';
+export { attentionScratchBytes, blocksConfig, blocksSharedBytes, kvElementBytes, kvRowStride, rowsConfig, rowsSharedBytes, type BlocksConfig, type AttentionDevice, type KvFormat, type RowsConfig } from './attention-plan';
 
 /**
  * Scaled dot-product attention on the GPU (shaders/flash_attention.wgsl).
@@ -17,8 +17,10 @@ export { attentionScratchBytes, kvElementBytes, kvRowStride, rowsConfig, rowsSha
  *    GQA/MQA (all heads of a KV group share each staged key block), d_qk ≠ d_v, optional split-K.
  *  - attentionDecode: the same for a few query rows, split-K over the cache sized by an occupancy model
  *    and a log-sum-exp combine pass, so a long cache spreads over the whole device.
- *    Both run `flash_rows` (up to 16 rows of a kv head per workgroup, each key row staged once, register
- *    tiles) when its blocks fit the workgroup memory, `main` (the older tiled kernel) otherwise.
+ *    Both run `flash_blocks` (8–32 rows of a kv head per workgroup, blocks of keys, Q / scores / O in
+ *    workgroup memory, 8×8 register tiles, masks only on diagonal blocks) when it fits the workgroup
+ *    memory, else `flash_rows` (up to 16 rows, each key row staged once: absorbed MLA's 576/512), else
+ *    `main` (the older tiled kernel). docs/attention.md.
  *  - naiveAttention: scores materialised in global memory (test oracle, benchmark baseline).
  *  - mhaAttention: standard MHA/GQA with an MhaKvCache (writes the new rows, then attends).
  * Layout: see AttentionArgs (rows of q/k/v/out with strides, offsets and head strides in elements).
@@ -88,8 +90,12 @@ export interface AttentionArgs extends AttentionShape {
   maxT?: number;
   /** Scratch for split partials (attentionScratchBytes); default: gpu.temps (released by the caller after submit). */
   scratch?: Binding;
-  /** 'rows': flash_rows (default when its blocks fit the workgroup memory), or 'tiled': `main` (tests, benchmarks). */
-  kernel?: 'rows' | 'tiled';
+  /**
+   * Which kernel (default: the first that fits the workgroup memory of 'blocks', 'rows', 'tiled'):
+   * 'blocks': flash_blocks; 'rows': flash_rows (what main ran before flash_blocks: tests, benchmarks,
+   * and the kernel for wide heads such as absorbed MLA's 576/512); 'tiled': `main`.
+   */
+  kernel?: 'blocks' | 'rows' | 'tiled';
   /**
    * f32 [heads] attention sinks (GPT-OSS `self.sinks`): head h's learned logit joins the softmax
    * denominator as exp(sink_h − max) and contributes no value (unscaled, natural-log domain). Added once
@@ -205,7 +211,7 @@ function sharesRows(a: AttentionArgs): boolean {
 
 /** How one attention call runs: the kernel, its launch shape and split count. */
 interface Plan {
-  kernel: 'main' | 'flash_rows';
+  kernel: 'main' | 'flash_rows' | 'flash_blocks';
   consts: Record<string, number>;
   /** flash_rows: vec4 views of q/k/v (every head dim, stride and offset a multiple of 4). */
   vec4: boolean;
@@ -221,6 +227,15 @@ function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
   const T = keysRead(a, a.pastFromBuffer ? a.maxT ?? 0 : a.T);
   const s = a.splits ?? 'auto';
   const cfg = flashConfig(gpu, a.S * gs, a.dQk, a.dV);
+  const L0 = layout(a);
+  const vec4ok = allMultiplesOf4(a.dQk, a.dV, L0.qStride, L0.qOffset, L0.qHeadStride, L0.kStride, L0.kOffset, L0.kHeadStride, L0.vStride, L0.vOffset, L0.vHeadStride);
+  const bc = a.kernel === undefined || a.kernel === 'blocks' ? blocksConfig(gpu, a.S * gs, a.dQk, a.dV) : null;
+  if (bc) {
+    const rowTiles = ceilDiv(a.S * gs, bc.FR);
+    const base = a.kvHeads * rowTiles;
+    const splits = s === 'auto' ? rowsSplits(gpu, base, T, bc.FBK) : Math.max(1, Math.min(Math.floor(s), Math.max(1, Math.ceil(T / bc.FBK))));
+    return { kernel: 'flash_blocks', consts: { ...cfg, ...bc }, vec4: vec4ok, rowTiles, workgroups: base * splits, splits, label: `${what}(blocks,rows${bc.FR},keys${bc.FBK},wg${bc.FWG},${vec4ok ? 'vec4' : 'scalar'},${a.kv ?? 'f32'},splits${splits})` };
+  }
   const rc = a.kernel !== 'tiled' ? rowsConfig(gpu, a.S * gs, a.dQk, a.dV, sharesRows(a)) : null;
   if (rc) {
     const rowTiles = ceilDiv(a.S * gs, rc.DR);
@@ -240,14 +255,16 @@ function plan(gpu: Gpu, a: AttentionArgs, what: string): Plan {
  * What attentionDecode (or flashAttention, `mode` 'prefill') would run for `a` (benchmarks, tests): the
  * kernel and its label, the split count 'auto' resolves to, and the bytes of K/V it reads from global
  * memory per call with every row seeing all T keys (as in decode; a causal prefill reads less).
- * flash_rows stages each key row once per row tile: T·kvHeads·(dQk + dV)·4 bytes per tile, T·dQk·4 when
- * V is the first dV values of the K row (absorbed MLA); `main` loads K and V chunks apart.
+ * flash_blocks reads each key's K and V once per 8 rows of a tile (decode: once per kv head); flash_rows
+ * stages each key row once per row tile: T·kvHeads·(dQk + dV)·4 bytes per tile, T·dQk·4 when V is the
+ * first dV values of the K row (absorbed MLA); `main` loads K and V chunks apart.
  */
 export function attentionDecodeInfo(gpu: Gpu, a: AttentionArgs, mode: 'decode' | 'prefill' = 'decode'): { kernel: string; label: string; splits: number; workgroups: number; cacheReadBytes: number } {
   validate(a, mode === 'decode' ? 'attentionDecode' : 'flashAttention');
   const p = plan(gpu, a, mode === 'decode' ? 'attention_decode' : 'flash_attention');
   const T = keysRead(a, a.pastFromBuffer ? a.maxT ?? 0 : a.T);
-  const perKey = p.kernel === 'flash_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
+  // flash_blocks loads each key's K and V rows once per 8 rows of a tile (its units are 8 rows wide).
+  const perKey = p.kernel === 'flash_blocks' ? (p.consts.FR / 8) * (a.dQk + a.dV) : p.kernel === 'flash_rows' && sharesRows(a) ? a.dQk : a.dQk + a.dV;
   return { kernel: p.kernel, label: p.label, splits: p.splits, workgroups: p.workgroups, cacheReadBytes: kvElementBytes(a.kv ?? 'f32') * T * a.kvHeads * p.rowTiles * perKey };
 }
 

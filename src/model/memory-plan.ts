@@ -26,7 +26,7 @@
 import { rowLayout } from '../kernels/weight-pack';
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
 import { ggufBufferBytes, ggufChunkRows, ggufExpertStackBytes, ggufExpertsPerStack } from '../kernels/gguf-layout';
-import { attentionScratchBytes, autoSplits, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
+import { attentionScratchBytes, autoSplits, blocksConfig, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
 import { hasRole, isProjection, layerTensors, modelTensors, moeLayers, mtpLayersPresent, mtpTensorName, tensorName, type TensorRole } from './tensors';
@@ -400,14 +400,16 @@ export function attentionTemps(cfg: ModelConfig, S: number, T: number, dev: Atte
 
 /**
  * Split-K partials of the attention kernels: the split count attention.ts's plan picks for this call
- * (flash_rows: rowsConfig + rowsSplits; the tiled kernel when not even 4 key rows fit workgroup memory),
- * as attentionScratchBytes sizes them.
+ * (flash_blocks: blocksConfig + rowsSplits; else flash_rows: rowsConfig + rowsSplits; the tiled kernel
+ * when neither fits workgroup memory), as attentionScratchBytes sizes them.
  */
 function splitScratch(t: number[], dev: AttentionDevice, a: { S: number; heads: number; kvHeads: number; dQk: number; dV: number; T: number; sharedRows: boolean }): void {
   const rows = a.S * (a.heads / a.kvHeads);
-  const rc = rowsConfig(dev, rows, a.dQk, a.dV, a.sharedRows);
+  const bc = blocksConfig(dev, rows, a.dQk, a.dV);
+  const rc = bc ? null : rowsConfig(dev, rows, a.dQk, a.dV, a.sharedRows);
   let splits: number;
-  if (rc) splits = rowsSplits(dev, a.kvHeads * Math.ceil(rows / rc.DR), a.T, rc.DBK);
+  if (bc) splits = rowsSplits(dev, a.kvHeads * Math.ceil(rows / bc.FR), a.T, bc.FBK);
+  else if (rc) splits = rowsSplits(dev, a.kvHeads * Math.ceil(rows / rc.DR), a.T, rc.DBK);
   else {
     const BQ = rows <= 4 ? 4 : 16, BK = BQ === 4 ? 64 : 32;
     splits = autoSplits(a.kvHeads * Math.ceil(rows / BQ), a.T, BK);

@@ -9,7 +9,7 @@ import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
 
 // GPT-OSS attention: per-head sinks (a logit in the softmax denominator with no value) and sliding
 // windows (key t visible to query s iff past + s − W < t ≤ past + s), in every attention kernel
-// (flash_rows, the tiled `main`, split-K + combine, naive) for f32 and f16 caches.
+// (flash_blocks, flash_rows, the tiled `main`, split-K + combine, naive) for f32 and f16 caches.
 //
 // Tolerance: as test/gpu/attention.test.ts (f32 dot products in another order than the float64
 // reference, exp2 and running rescales; outputs are convex combinations of V rows in [-1, 1], scaled
@@ -65,13 +65,17 @@ async function check(kernel: Kernel, c: AttentionShape, seed: number, extra: Par
     return gpu.buffers.readF32(bo, 0, n);
   });
   [bq, bk, bv, bo, ...(bs ? [bs] : [])].forEach((b) => gpu.buffers.destroy(b));
-  return expectClose(out, attentionRef(q, k, v, c, sinks), TOL, `${kernel.name} ${JSON.stringify(c)} splits ${extra.splits ?? '-'} kernel ${extra.kernel ?? 'rows'} kv ${extra.kv ?? 'f32'}`);
+  return expectClose(out, attentionRef(q, k, v, c, sinks), TOL, `${kernel.name} ${JSON.stringify(c)} splits ${extra.splits ?? '-'} kernel ${extra.kernel ?? 'default'} kv ${extra.kv ?? 'f32'}`);
 }
 
 describe('decode with sinks and a sliding window (GPT-OSS shapes, scaled down)', () => {
   // GQA 8/2 (gpt-oss: 64/8, d = 64), cache longer than the window, windows that do not divide the key
   // block, 1..3 query rows (verify steps), splits 1, 3 and auto; flash_rows and the tiled kernel.
-  const cases: [AttentionShape, number | 'auto', 'rows' | 'tiled'][] = [
+  const cases: [AttentionShape, number | 'auto', 'blocks' | 'rows' | 'tiled'][] = [
+    [mk(1, 300, 8, 2, 64, 64, 128), 1, 'blocks'],
+    [mk(1, 300, 8, 2, 64, 64, 128), 3, 'blocks'],
+    [mk(3, 50, 4, 2, 7, 9, 10), 2, 'blocks'],
+    [mk(1, 20, 4, 4, 16, 16, 128), 2, 'blocks'],
     [mk(1, 300, 8, 2, 64, 64, 128), 1, 'rows'],
     [mk(1, 300, 8, 2, 64, 64, 128), 3, 'rows'],
     [mk(1, 1000, 8, 2, 64, 64, 128), 'auto', 'rows'],
@@ -111,7 +115,11 @@ describe('decode with sinks and a sliding window (GPT-OSS shapes, scaled down)',
 });
 
 describe('prefill with sinks and a sliding window', () => {
-  const cases: [AttentionShape, number | 'auto', 'rows' | 'tiled'][] = [
+  const cases: [AttentionShape, number | 'auto', 'blocks' | 'rows' | 'tiled'][] = [
+    [mk(129, 0, 4, 1, 16, 16, 16), 'auto', 'blocks'],
+    [mk(64, 37, 2, 1, 24, 16, 5), 1, 'blocks'],
+    [mk(40, 0, 8, 2, 64, 64, 128), 2, 'blocks'],
+    [mk(33, 100, 3, 3, 7, 9, 32), 'auto', 'blocks'],
     [mk(129, 0, 4, 1, 16, 16, 16), 'auto', 'rows'],
     [mk(64, 37, 2, 1, 24, 16, 5), 1, 'rows'],
     [mk(40, 0, 8, 2, 64, 64, 128), 2, 'rows'],

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import type { Gpu } from '../../src/gpu/device';
 import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform } from '../../src/util/random';
-import { flashAttention, attentionDecode, attentionDecodeInfo, naiveAttention, mhaAttention, flashConfig, flashSharedBytes, rowsConfig, rowsSharedBytes, type AttentionArgs } from '../../src/kernels/attention';
+import { flashAttention, attentionDecode, attentionDecodeInfo, naiveAttention, mhaAttention, flashConfig, flashSharedBytes, rowsConfig, rowsSharedBytes, blocksConfig, blocksSharedBytes, type AttentionArgs } from '../../src/kernels/attention';
 import { attentionRef, type AttentionShape } from '../../src/kernels/attention.ref';
 import { MhaKvCache } from '../../src/model/kvcache';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
@@ -159,8 +159,42 @@ describe('attentionDecode (split-K + LSE combine) against the CPU reference', ()
     [mk(8, 200, 32, 8, 64, 48), 'auto'],
   ];
   it.each(rowsCases.map(([c, sp], i) => [`flash_rows S=${c.S} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV} splits=${sp}`, c, sp, i] as const))('%s', async (_n, c, splits, i) => {
-    expect(attentionDecodeInfo(gpu, { ...c, q: null!, k: null!, v: null!, out: null!, splits }).kernel).toBe('flash_rows');
-    await check(attentionDecode, c, 700 + i, { splits });
+    expect(attentionDecodeInfo(gpu, { ...c, q: null!, k: null!, v: null!, out: null!, splits, kernel: 'rows' }).kernel).toBe('flash_rows');
+    await check(attentionDecode, c, 700 + i, { splits, kernel: 'rows' });
+  });
+  // flash_blocks (the default wherever 8 rows × 8 keys and its Q / O fit the workgroup memory): seeded
+  // random shapes (ragged head dims → scalar loads, aligned → vec4 views; sequences and caches that
+  // are not multiples of the row tile or the key block; MHA, GQA, MQA; past 0 and > 0; splits) plus
+  // fixed corner cases: one row, DeepSeek's non-absorbed MLA prefill dims 192/128, non-causal.
+  const rng = (seed: number) => () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  const randomBlocksCases = (n: number, seed: number): [Case, number | 'auto'][] => {
+    const r = rng(seed);
+    const pick = <T,>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)];
+    return Array.from({ length: n }, () => {
+      const kvHeads = pick([1, 2, 3]), gs = pick([1, 2, 4, 5]);
+      const aligned = r() < 0.5;
+      const dQk = aligned ? 4 * (1 + Math.floor(r() * 24)) : 1 + Math.floor(r() * 70);
+      const dV = aligned ? 4 * (1 + Math.floor(r() * 24)) : 1 + Math.floor(r() * 70);
+      const S = pick([1, 2, 3, 5, 9, 17, 40, 77]), past = pick([0, 0, 3, 31, 130]);
+      return [mk(S, past, kvHeads * gs, kvHeads, dQk, dV), pick([1, 1, 3, 'auto'] as const)];
+    });
+  };
+  const blocksCases: [Case, number | 'auto'][] = [
+    ...randomBlocksCases(12, 2027),
+    [mk(1, 0, 1, 1, 4, 4), 1],
+    [mk(1, 8191, 32, 8, 128, 128), 'auto'],
+    [mk(100, 0, 2, 2, 192, 128), 1],
+    [mk(33, 20, 4, 1, 64, 64), 2],
+    [mk(9, 0, 3, 1, 24, 16, false, 70), 1],
+  ];
+  it.each(blocksCases.map(([c, sp], i) => [`flash_blocks S=${c.S} past=${c.past} H=${c.heads}/${c.kvHeads} d=${c.dQk}/${c.dV}${c.causal ? '' : ' non-causal'} splits=${sp}`, c, sp, i] as const))('%s', async (_n, c, splits, i) => {
+    expect(attentionDecodeInfo(gpu, { ...c, q: null!, k: null!, v: null!, out: null!, splits }).kernel).toBe('flash_blocks');
+    await check(c.S > 4 ? flashAttention : attentionDecode, c, 900 + i, { splits });
+  });
+  it('flash_blocks with an f16 cache (vec4 and scalar loads)', async () => {
+    await check(flashAttention, mk(37, 5, 4, 2, 64, 32), 950, { kv: 'f16', splits: 1 });
+    await check(flashAttention, mk(21, 0, 3, 3, 13, 10), 951, { kv: 'f16', splits: 2 });
+    await check(attentionDecode, mk(1, 300, 8, 2, 64, 64), 952, { kv: 'f16', splits: 'auto' });
   });
   it('absorbed-MLA rows (V = the first d_v values of the K row) are read once per step, all heads of the row tile', async () => {
     // K and V are one buffer with the same rows, as the latent cache: decode_rows stages each row once.
@@ -185,6 +219,7 @@ describe('attentionDecode (split-K + LSE combine) against the CPU reference', ()
     const pastBuf = gpu.buffers.upload('past', new Uint32Array([c.past]));
     // T and past in the uniforms are deliberately wrong: the kernel must use the buffer.
     await check(attentionDecode, c, 400, { pastFromBuffer: pastBuf, maxT: 512, T: 1, past: 0 });
+    await check(attentionDecode, c, 401, { pastFromBuffer: pastBuf, maxT: 512, T: 1, past: 0, kernel: 'rows', splits: 2 });
     gpu.buffers.destroy(pastBuf);
   });
 });
@@ -354,6 +389,11 @@ describe('shape checks and device limits', () => {
     }
     for (const bytes of [8192, 16384, 32768, 65536]) {
       const fake = { caps: { ...gpu.caps, maxComputeWorkgroupStorageSize: bytes }, adapter: gpu.adapter } as Gpu;
+      for (const [rows, dq, dv] of [[4096, 64, 64], [16, 192, 128], [4, 128, 128], [1, 24, 16], [16, 576, 512]] as const) {
+        const cfg = blocksConfig(fake, rows, dq, dv);
+        if (cfg) expect(blocksSharedBytes(cfg)).toBeLessThanOrEqual(bytes);
+        else expect(dq === 576 || bytes < 16384).toBe(true); // below the baseline or absorbed-MLA dims: flash_rows runs them
+      }
       for (const [rows, dq, dv, shared] of [[16, 576, 512, true], [4, 128, 128, false], [1, 24, 16, false]] as const) {
         const cfg = rowsConfig(fake, rows, dq, dv, shared);
         if (cfg) expect(rowsSharedBytes(cfg)).toBeLessThanOrEqual(bytes);

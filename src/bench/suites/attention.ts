@@ -30,7 +30,7 @@ function inputs(gpu: Gpu, a: { S: number; T: number; heads: number; kvHeads: num
   return { q, k, v, out, bytes, destroy };
 }
 
-async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; tiled?: boolean; iters?: (seq: number) => number | undefined }) {
+async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; tiled?: boolean; rows?: boolean; iters?: (seq: number) => number | undefined }) {
   const gpu = ctx.gpu;
   const heads = 4, d = 64;
   for (const seq of o.seqs) {
@@ -47,6 +47,15 @@ async function prefill(ctx: BenchContext, o: { seqs: number[]; naive: boolean; t
         suite: SUITE, name: 'prefill', variant: 'flash', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: flashMs,
         bytes: io.bytes, flops, extra: { peakBytes: io.bytes, scratchBytes: 0, kernel: info.label },
       });
+      if (o.rows) {
+        // flash_rows (kernel 'rows': what flashAttention ran on main before flash_blocks) right after, same run.
+        const rowsArgs: AttentionArgs = { ...args, kernel: 'rows' };
+        const rowsMs = await ctx.time((rec) => flashAttention(gpu, rec, rowsArgs), { iters, warmup: 1 });
+        ctx.result({
+          suite: SUITE, name: 'prefill', variant: 'flash, flash_rows (main)', shape: `S=T=${seq} H=${heads} d=${d} causal`, medianMs: rowsMs,
+          bytes: io.bytes, flops, extra: { kernel: attentionDecodeInfo(gpu, rowsArgs, 'prefill').label, blocksSpeedup: +(rowsMs / flashMs).toFixed(2) },
+        });
+      }
       if (o.tiled) {
         // The older tiled kernel (`main`, what flashAttention ran before flash_rows) in the same run.
         const tiledArgs: AttentionArgs = { ...args, kernel: 'tiled' };
@@ -89,7 +98,7 @@ const DECODE_VARIANTS = {
  * One-token decode rows, one split and the 'auto' split count. `cacheBytes` is the K/V cache the step
  * attends over, `readBytes` what the chosen kernel reads of it (attentionDecodeInfo), `readPerCache` their ratio.
  */
-async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECODE_VARIANTS; lengths: number[]; tiled?: number[] }[]; iters?: (L: number) => number | undefined }) {
+async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECODE_VARIANTS; lengths: number[]; tiled?: number[]; rows?: number[]; forceSplits?: number }[]; iters?: (L: number) => number | undefined }) {
   const gpu = ctx.gpu;
   for (const run of o.runs) {
     const vr = DECODE_VARIANTS[run.variant];
@@ -99,25 +108,46 @@ async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECO
       const stride = vr.kvSame ? { kStride: vr.dQk, vStride: vr.dQk } : {};
       const base: AttentionArgs = { ...shape, ...stride, q: io.q, k: io.k, v: io.v, out: io.out };
       const auto = attentionDecodeInfo(gpu, { ...base, splits: 'auto' }).splits;
-      const scratch = gpu.buffers.create('bench.attn.split', Math.max(16, attentionScratchBytes(shape, auto)));
+      // forceSplits: when 'auto' picks one split, time this many too (what the occupancy model declined).
+      const other = auto === 1 && run.forceSplits ? run.forceSplits : auto;
+      const scratch = gpu.buffers.create('bench.attn.split', Math.max(16, attentionScratchBytes(shape, other)));
       const cacheBytes = L * vr.kvHeads * (vr.kvSame ? vr.dQk : vr.dQk + vr.dV) * 4;
       const flops = 2 * vr.heads * L * (vr.dQk + vr.dV);
       try {
         let oneMs = NaN;
-        for (const splits of [1, auto]) {
+        for (const splits of [1, other]) {
           const args: AttentionArgs = { ...base, splits, scratch };
           const info = attentionDecodeInfo(gpu, args);
           const ms = await ctx.time((rec) => attentionDecode(gpu, rec, args), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: o.iters ? o.iters(L) : L >= 4096 ? 3 : undefined });
           if (splits === 1) oneMs = ms;
           ctx.result({
-            suite: SUITE, name: 'decode', variant: `${vr.what}, ${splits === 1 ? 'one split' : `split-K ×${splits}`}`, shape: `cache ${L}`, medianMs: ms,
+            suite: SUITE, name: 'decode', variant: `${vr.what}, ${splits === 1 ? 'one split' : `split-K ×${splits}${splits === auto ? '' : ' (forced; auto: 1)'}`}`, shape: `cache ${L}`, medianMs: ms,
             bytes: cacheBytes + io.q.size + io.out.size, flops,
             extra: {
               splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
               ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}),
             },
           });
-          if (auto === 1) break;
+          if (other === 1) break;
+        }
+        if (run.rows?.includes(L)) {
+          // flash_rows (kernel 'rows': main's GQA decode before flash_blocks), one split and its own 'auto', same run.
+          const rowsAuto = attentionDecodeInfo(gpu, { ...base, kernel: 'rows', splits: 'auto' }).splits;
+          const part = gpu.buffers.create('bench.attn.split.rows', Math.max(16, attentionScratchBytes(shape, rowsAuto)));
+          try {
+            for (const splits of rowsAuto > 1 ? [1, rowsAuto] : [1]) {
+              const rowsArgs: AttentionArgs = { ...base, kernel: 'rows', splits, scratch: part };
+              const info = attentionDecodeInfo(gpu, rowsArgs);
+              const ms = await ctx.time((rec) => attentionDecode(gpu, rec, rowsArgs), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: o.iters ? o.iters(L) : L >= 4096 ? 3 : undefined });
+              ctx.result({
+                suite: SUITE, name: 'decode', variant: `${vr.what}, flash_rows (main) ${splits === 1 ? 'one split' : `×${splits}`}`, shape: `cache ${L}`, medianMs: ms,
+                bytes: cacheBytes + io.q.size + io.out.size, flops,
+                extra: { splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2), blocksOneSplitSpeedup: +(ms / oneMs).toFixed(2) },
+              });
+            }
+          } finally {
+            gpu.buffers.destroy(part);
+          }
         }
         if (run.tiled?.includes(L)) {
           // The older tiled kernel (`main`: main's absorbed-MLA decode) with its own 'auto' split count, same run.
@@ -208,7 +238,7 @@ function oursAttention(gpu: Gpu, a: { S: number; L: number; H: number; kvH: numb
  *    against our decode kernel ('auto' splits).
  * (Absorbed-MLA decode, K = 576 ≠ V = 512 over one latent head, has no ORT op.)
  */
-async function attentionPeers(ctx: BenchContext) {
+async function attentionPeers(ctx: BenchContext, o: { prefill?: number[]; decode?: number[] } = {}) {
   const gpu = ctx.gpu;
   ctx.progress('attention: checking peers against our kernels');
   const mhaSmall: AttentionShape = { S: 19, L: 19, H: 2, D: 24, Dv: 16, causal: true };
@@ -221,7 +251,7 @@ async function attentionPeers(ctx: BenchContext) {
     const o = oursAttention(gpu, { S: 1, L: 37, H: 8, kvH: 2, dQk: 16, dV: 16 }, q, k, v);
     try { return await o.read(); } finally { o.destroy(); }
   }, 1e-4);
-  for (const L of ctx.quick ? [64] : [256, 1024]) {
+  for (const L of o.prefill ?? (ctx.quick ? [64] : [256, 1024])) {
     const s: AttentionShape = { S: L, L, H: 16, D: 192, Dv: 128, causal: true };
     const [q, k, v] = attentionInputs(s, 51);
     const o = oursAttention(gpu, { S: L, L, H: 16, kvH: 16, dQk: 192, dV: 128 }, q, k, v);
@@ -229,7 +259,7 @@ async function attentionPeers(ctx: BenchContext) {
       await peerAttention(ctx, s, { name: 'prefill (MLA heads, V2-Lite)', ours: o.call, wasmMaxFlops: ctx.quick ? 3e8 : 4e9 });
     } finally { o.destroy(); }
   }
-  for (const L of ctx.quick ? [256] : [512, 2048, 8192]) {
+  for (const L of o.decode ?? (ctx.quick ? [256] : [512, 2048, 8192])) {
     const s: GqaShape = { S: 1, L, H: 32, kvH: 8, D: 128 };
     const [q, k, v] = gqaInputs(s, 91);
     const o = oursAttention(gpu, { S: 1, L, H: 32, kvH: 8, dQk: 128, dV: 128 }, q, k, v);
@@ -255,8 +285,9 @@ export const attentionSuite: BenchSuite = {
 /**
  * The rows issue 27 tracks, with few iterations so one run takes minutes on a software adapter:
  * MLA absorbed decode at caches 512/2048/8192, GQA decode at 8192, FlashAttention prefill at 1024/4096
- * (no naive baseline), and the older tiled kernel (what main ran for MLA decode and prefill) at MLA 8192
- * and both prefills in the same run. `npm run bench -- --suites attention-core` (docs/attention.md).
+ * (no naive baseline); the older tiled kernel at MLA 8192, and flash_rows (what main ran for GQA decode
+ * and prefill before flash_blocks) at GQA 8192 and both prefills, each right after ours in the same run.
+ * `npm run bench -- --node --suites attention-core` (docs/attention.md).
  */
 export const attentionCoreSuite: BenchSuite = {
   name: 'attention-core',
@@ -265,8 +296,24 @@ export const attentionCoreSuite: BenchSuite = {
   // Its shapes do not shrink in quick mode (two minutes on SwiftShader): named runs only.
   fullOnly: true,
   async run(ctx) {
-    await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192], tiled: [8192] }, { variant: 'gqa', lengths: [8192] }], iters: (L) => (L >= 8192 ? 3 : 5) });
-    await prefill(ctx, { seqs: [1024, 4096], naive: false, tiled: true, iters: (seq) => (seq >= 4096 ? 1 : 3) });
+    await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192], tiled: [8192] }, { variant: 'gqa', lengths: [8192], rows: [8192], forceSplits: 4 }], iters: (L) => (L >= 8192 ? 3 : 5) });
+    await prefill(ctx, { seqs: [1024, 4096], naive: false, rows: true, iters: (seq) => (seq >= 4096 ? 1 : 3) });
+  },
+};
+
+/**
+ * Only the onnxruntime-web peers of the attention suite, each checked numerically first; needs the
+ * browser: MultiHeadAttention prefill at V2-Lite's MLA prefill heads at S = 256 (ORT's WebGPU kernel
+ * took over 10 minutes at 1024 on the software adapter; the full suite keeps 1024) and
+ * GroupQueryAttention decode 32/8 d=128 at 512/2048/8192. `npm run bench -- --suites attention-peers`.
+ */
+export const attentionPeersSuite: BenchSuite = {
+  name: 'attention-peers',
+  order: 33,
+  fullOnly: true,
+  async run(ctx) {
+    if (!ctx.peers) { ctx.progress('attention-peers: peers are off for this run (--no-peers, or Node)'); return; }
+    await attentionPeers(ctx, { prefill: [256], decode: [512, 2048, 8192] });
   },
 };
 
