@@ -12,6 +12,7 @@ import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
 import type { Recorder } from '../../gpu/recorder';
 import { attentionDecode, attentionDecodeInfo, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, type AttentionArgs } from '../../kernels/attention';
+import { mlaDecode, mlaDecodeInfo, mlaDecodeScratchBytes, type MlaDecodeArgs } from '../../kernels/mla';
 import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../model/kvcache';
 import { LatentKvCache, MhaKvCache } from '../../model/kvcache';
 import { randomUniform } from '../../util/random';
@@ -143,6 +144,72 @@ async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECO
   }
 }
 
+/** V2-Lite's absorbed-MLA attention core: 16 heads, latent 512 + rope 64 (one shared latent kv head). */
+const MLA_LITE = { heads: 16, kvLora: 512, rope: 64 };
+
+/**
+ * Absorbed-MLA decode (one token, V2-Lite shapes) over an f32 latent cache of L rows, same run:
+ *  - `mla_decode` (shaders/mla.wgsl, what mlaAttention runs for S ≤ 8) with one split, with the split
+ *    count 'auto' picks, and with 2 splits when 'auto' picks one (the occupancy model's choice checked);
+ *  - the generic attention decode (attentionDecode in attention.ts over the same latent rows: what main
+ *    ran for MLA decode before mla_decode) with its own 'auto' split count, when `generic` lists L.
+ * `readBytes` is what the kernel reads of the cache per step, `readPerCache` that over the cache size.
+ */
+async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic: number[]; iters?: (L: number) => number | undefined }) {
+  const gpu = ctx.gpu;
+  const { heads: H, kvLora, rope } = MLA_LITE;
+  const dk = kvLora + rope;
+  for (const L of o.lengths) {
+    const qa = gpu.buffers.upload('bench.mla.qa', randomUniform(H * dk, 1));
+    const cache = gpu.buffers.upload('bench.mla.cache', randomUniform(L * dk, 2));
+    const out = gpu.buffers.create('bench.mla.out', H * kvLora * 4);
+    const cacheBytes = cache.size;
+    const flops = 2 * H * L * (dk + kvLora);
+    const bytes = cacheBytes + qa.size + out.size;
+    const timing = { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: o.iters ? o.iters(L) : L >= 4096 ? 3 : undefined };
+    const base: MlaDecodeArgs = { H, kvLora, rope, S: 1, past: L - 1, qa, cache, rowStride: dk, out, scale: 0.1 };
+    const auto = mlaDecodeInfo(gpu, { ...base, splits: 'auto' }).splits;
+    const scratch = gpu.buffers.create('bench.mla.split', Math.max(16, mlaDecodeScratchBytes({ S: 1, H, kvLora }, Math.max(2, auto))));
+    try {
+      let oneMs = NaN, bestMs = NaN;
+      for (const splits of auto > 1 ? [1, auto] : [1, 2]) {
+        const args: MlaDecodeArgs = { ...base, splits, scratch };
+        const info = mlaDecodeInfo(gpu, args);
+        const ms = await ctx.time((rec) => mlaDecode(gpu, rec, args), timing);
+        if (splits === 1) oneMs = ms;
+        if (splits === 1 || splits === auto) bestMs = ms;
+        const chosen = splits === auto ? ' (auto)' : '';
+        ctx.result({
+          suite: SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), mla_decode, ${splits === 1 ? 'one split' : `split-K ×${splits}`}${chosen}`, shape: `cache ${L}`, medianMs: ms,
+          bytes, flops,
+          extra: {
+            splits, auto, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
+            ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}),
+          },
+        });
+      }
+      if (o.generic.includes(L)) {
+        // main's MLA decode core: attentionDecode over the latent rows (K = row, V = its first 512).
+        const args: AttentionArgs = { S: 1, T: L, past: L - 1, heads: H, kvHeads: 1, dQk: dk, dV: kvLora, scale: 0.1, causal: true, kStride: dk, vStride: dk, q: qa, k: cache, v: cache, out, splits: 'auto' };
+        const info = attentionDecodeInfo(gpu, args);
+        const part = gpu.buffers.create('bench.mla.split.generic', Math.max(16, attentionScratchBytes(args, info.splits)));
+        try {
+          const ms = await ctx.time((rec) => attentionDecode(gpu, rec, { ...args, scratch: part }), timing);
+          ctx.result({
+            suite: SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), generic attentionDecode (main) ×${info.splits}`, shape: `cache ${L}`, medianMs: ms,
+            bytes, flops,
+            extra: { splits: info.splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2), mlaDecodeSpeedup: +(ms / bestMs).toFixed(2) },
+          });
+        } finally {
+          gpu.buffers.destroy(part);
+        }
+      }
+    } finally {
+      for (const b of [qa, cache, out, scratch]) gpu.buffers.destroy(b);
+    }
+  }
+}
+
 const MODELS = [
   { what: 'fixture deepseek-v3-tiny', layers: 3, heads: 4, qkNope: 16, qkRope: 8, vHead: 16, kvLora: 32 },
   { what: 'DeepSeek-V2-Lite', layers: 27, heads: 16, qkNope: 128, qkRope: 64, vHead: 128, kvLora: 512 },
@@ -247,7 +314,8 @@ export const attentionSuite: BenchSuite = {
     await cacheBytes(ctx);
     await prefill(ctx, { seqs: ctx.quick ? [128, 256] : [256, 1024, 4096], naive: true });
     const lengths = ctx.quick ? [128, 512] : [128, 512, 2048, 8192];
-    await decode(ctx, { runs: [{ variant: 'mla', lengths }, { variant: 'gqa', lengths }] });
+    await mlaDecodeRows(ctx, { lengths, generic: [] });
+    await decode(ctx, { runs: [{ variant: 'gqa', lengths }] });
     if (ctx.peers) await attentionPeers(ctx);
   },
 };
@@ -265,8 +333,24 @@ export const attentionCoreSuite: BenchSuite = {
   // Its shapes do not shrink in quick mode (two minutes on SwiftShader): named runs only.
   fullOnly: true,
   async run(ctx) {
-    await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192], tiled: [8192] }, { variant: 'gqa', lengths: [8192] }], iters: (L) => (L >= 8192 ? 3 : 5) });
+    await mlaDecodeRows(ctx, { lengths: [512, 2048, 8192], generic: [8192], iters: (L) => (L >= 8192 ? 3 : 5) });
+    await decode(ctx, { runs: [{ variant: 'gqa', lengths: [8192] }], iters: (L) => (L >= 8192 ? 3 : 5) });
     await prefill(ctx, { seqs: [1024, 4096], naive: false, tiled: true, iters: (seq) => (seq >= 4096 ? 1 : 3) });
+  },
+};
+
+/**
+ * Only the absorbed-MLA decode rows (issue 27): mla_decode at caches 512/2048/8192 with one split, the
+ * 'auto' split count (or 2 splits when 'auto' picks one) and main's generic attentionDecode at every
+ * length, same run. `npm run bench -- --node --suites attention-mla` (docs/attention.md).
+ */
+export const attentionMlaSuite: BenchSuite = {
+  name: 'attention-mla',
+  order: 33,
+  nodeOk: true,
+  async run(ctx) {
+    const lengths = ctx.quick ? [512, 2048] : [512, 2048, 8192];
+    await mlaDecodeRows(ctx, { lengths, generic: lengths, iters: (L) => (L >= 8192 ? 3 : 5) });
   },
 };
 
