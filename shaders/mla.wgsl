@@ -173,6 +173,7 @@ const RT: u32 = 16u;    // rows (query, head) per workgroup: 4 quads of value ac
 const BK: u32 = 8u;     // cache rows per block, a multiple of SJ
 const SJ: u32 = 8u;     // keys per score tile: 4 or 8
 const DKP: u32 = 576u;  // staged row width: d_k rounded up to a multiple of DS
+const NCB: u32 = 1u;    // blocks of 8·DWG value columns per invocation (≤ 4): 8·DWG·NCB ≥ d_v
 const SQ: u32 = 1u;     // row quads per score tile: 1 (GPUs: every invocation scores) or 4 (all 16 rows)
 const DS: u32 = 16u;    // invocations per score tile (slices of d_k)
 const DSW: u32 = 16u;   // score slices written to Sp: 1 when subgroups reduce them, else DS
@@ -294,8 +295,13 @@ fn decode(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   var m_run = NEG;
   var l_run = 0.0;
 
-  var o0: Quad; var o1: Quad; var o2: Quad; var o3: Quad;
+  // Value accumulators: quad q of column block cb in o[4·cb + q] (NCB ≤ 4 blocks of 8·DWG columns).
+  var o0: Quad; var o1: Quad; var o2: Quad; var o3: Quad; var o4: Quad; var o5: Quad; var o6: Quad; var o7: Quad;
+  var o8: Quad; var o9: Quad; var o10: Quad; var o11: Quad; var o12: Quad; var o13: Quad; var o14: Quad; var o15: Quad;
   zero(&o0); zero(&o1); zero(&o2); zero(&o3);
+  if (NCB > 1u) { zero(&o4); zero(&o5); zero(&o6); zero(&o7); }
+  if (NCB > 2u) { zero(&o8); zero(&o9); zero(&o10); zero(&o11); }
+  if (NCB > 3u) { zero(&o12); zero(&o13); zero(&o14); zero(&o15); }
   for (var kb = k0; kb < k1; kb += BK) {
     stage(kb, k1, lid);
     workgroupBarrier();
@@ -364,42 +370,187 @@ fn decode(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
     let al3 = vec4<f32>(Aw[12], Aw[13], Aw[14], Aw[15]);
     if (any((al != vec4<f32>(1.0)) | (al1 != vec4<f32>(1.0)) | (al2 != vec4<f32>(1.0)) | (al3 != vec4<f32>(1.0)))) {
       rescale(&o0, al); rescale(&o1, al1); rescale(&o2, al2); rescale(&o3, al3);
+      if (NCB > 1u) { rescale(&o4, al); rescale(&o5, al1); rescale(&o6, al2); rescale(&o7, al3); }
+      if (NCB > 2u) { rescale(&o8, al); rescale(&o9, al1); rescale(&o10, al2); rescale(&o11, al3); }
+      if (NCB > 3u) { rescale(&o12, al); rescale(&o13, al1); rescale(&o14, al2); rescale(&o15, al3); }
     }
-    {
     // Keys written out with constant indices: each probability is then one load for all invocations
     // on a CPU adapter (a loop index would make it a per-invocation gather).
-    { let va = kd4(0u * DKP + lid, DWG); let vc = kd4(0u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[0][0], Pr[4][0], Pr[8][0], Pr[12][0]), va, vc); pv(&o1, vec4<f32>(Pr[16][0], Pr[20][0], Pr[24][0], Pr[28][0]), va, vc); pv(&o2, vec4<f32>(Pr[32][0], Pr[36][0], Pr[40][0], Pr[44][0]), va, vc); pv(&o3, vec4<f32>(Pr[48][0], Pr[52][0], Pr[56][0], Pr[60][0]), va, vc); }
-    { let va = kd4(1u * DKP + lid, DWG); let vc = kd4(1u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[0][1], Pr[4][1], Pr[8][1], Pr[12][1]), va, vc); pv(&o1, vec4<f32>(Pr[16][1], Pr[20][1], Pr[24][1], Pr[28][1]), va, vc); pv(&o2, vec4<f32>(Pr[32][1], Pr[36][1], Pr[40][1], Pr[44][1]), va, vc); pv(&o3, vec4<f32>(Pr[48][1], Pr[52][1], Pr[56][1], Pr[60][1]), va, vc); }
-    { let va = kd4(2u * DKP + lid, DWG); let vc = kd4(2u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[0][2], Pr[4][2], Pr[8][2], Pr[12][2]), va, vc); pv(&o1, vec4<f32>(Pr[16][2], Pr[20][2], Pr[24][2], Pr[28][2]), va, vc); pv(&o2, vec4<f32>(Pr[32][2], Pr[36][2], Pr[40][2], Pr[44][2]), va, vc); pv(&o3, vec4<f32>(Pr[48][2], Pr[52][2], Pr[56][2], Pr[60][2]), va, vc); }
-    { let va = kd4(3u * DKP + lid, DWG); let vc = kd4(3u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[0][3], Pr[4][3], Pr[8][3], Pr[12][3]), va, vc); pv(&o1, vec4<f32>(Pr[16][3], Pr[20][3], Pr[24][3], Pr[28][3]), va, vc); pv(&o2, vec4<f32>(Pr[32][3], Pr[36][3], Pr[40][3], Pr[44][3]), va, vc); pv(&o3, vec4<f32>(Pr[48][3], Pr[52][3], Pr[56][3], Pr[60][3]), va, vc); }
-    if (BK > 4u) { let va = kd4(4u * DKP + lid, DWG); let vc = kd4(4u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[1][0], Pr[5][0], Pr[9][0], Pr[13][0]), va, vc); pv(&o1, vec4<f32>(Pr[17][0], Pr[21][0], Pr[25][0], Pr[29][0]), va, vc); pv(&o2, vec4<f32>(Pr[33][0], Pr[37][0], Pr[41][0], Pr[45][0]), va, vc); pv(&o3, vec4<f32>(Pr[49][0], Pr[53][0], Pr[57][0], Pr[61][0]), va, vc); }
-    if (BK > 4u) { let va = kd4(5u * DKP + lid, DWG); let vc = kd4(5u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[1][1], Pr[5][1], Pr[9][1], Pr[13][1]), va, vc); pv(&o1, vec4<f32>(Pr[17][1], Pr[21][1], Pr[25][1], Pr[29][1]), va, vc); pv(&o2, vec4<f32>(Pr[33][1], Pr[37][1], Pr[41][1], Pr[45][1]), va, vc); pv(&o3, vec4<f32>(Pr[49][1], Pr[53][1], Pr[57][1], Pr[61][1]), va, vc); }
-    if (BK > 4u) { let va = kd4(6u * DKP + lid, DWG); let vc = kd4(6u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[1][2], Pr[5][2], Pr[9][2], Pr[13][2]), va, vc); pv(&o1, vec4<f32>(Pr[17][2], Pr[21][2], Pr[25][2], Pr[29][2]), va, vc); pv(&o2, vec4<f32>(Pr[33][2], Pr[37][2], Pr[41][2], Pr[45][2]), va, vc); pv(&o3, vec4<f32>(Pr[49][2], Pr[53][2], Pr[57][2], Pr[61][2]), va, vc); }
-    if (BK > 4u) { let va = kd4(7u * DKP + lid, DWG); let vc = kd4(7u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[1][3], Pr[5][3], Pr[9][3], Pr[13][3]), va, vc); pv(&o1, vec4<f32>(Pr[17][3], Pr[21][3], Pr[25][3], Pr[29][3]), va, vc); pv(&o2, vec4<f32>(Pr[33][3], Pr[37][3], Pr[41][3], Pr[45][3]), va, vc); pv(&o3, vec4<f32>(Pr[49][3], Pr[53][3], Pr[57][3], Pr[61][3]), va, vc); }
-    if (BK > 8u) { let va = kd4(8u * DKP + lid, DWG); let vc = kd4(8u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[2][0], Pr[6][0], Pr[10][0], Pr[14][0]), va, vc); pv(&o1, vec4<f32>(Pr[18][0], Pr[22][0], Pr[26][0], Pr[30][0]), va, vc); pv(&o2, vec4<f32>(Pr[34][0], Pr[38][0], Pr[42][0], Pr[46][0]), va, vc); pv(&o3, vec4<f32>(Pr[50][0], Pr[54][0], Pr[58][0], Pr[62][0]), va, vc); }
-    if (BK > 8u) { let va = kd4(9u * DKP + lid, DWG); let vc = kd4(9u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[2][1], Pr[6][1], Pr[10][1], Pr[14][1]), va, vc); pv(&o1, vec4<f32>(Pr[18][1], Pr[22][1], Pr[26][1], Pr[30][1]), va, vc); pv(&o2, vec4<f32>(Pr[34][1], Pr[38][1], Pr[42][1], Pr[46][1]), va, vc); pv(&o3, vec4<f32>(Pr[50][1], Pr[54][1], Pr[58][1], Pr[62][1]), va, vc); }
-    if (BK > 8u) { let va = kd4(10u * DKP + lid, DWG); let vc = kd4(10u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[2][2], Pr[6][2], Pr[10][2], Pr[14][2]), va, vc); pv(&o1, vec4<f32>(Pr[18][2], Pr[22][2], Pr[26][2], Pr[30][2]), va, vc); pv(&o2, vec4<f32>(Pr[34][2], Pr[38][2], Pr[42][2], Pr[46][2]), va, vc); pv(&o3, vec4<f32>(Pr[50][2], Pr[54][2], Pr[58][2], Pr[62][2]), va, vc); }
-    if (BK > 8u) { let va = kd4(11u * DKP + lid, DWG); let vc = kd4(11u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[2][3], Pr[6][3], Pr[10][3], Pr[14][3]), va, vc); pv(&o1, vec4<f32>(Pr[18][3], Pr[22][3], Pr[26][3], Pr[30][3]), va, vc); pv(&o2, vec4<f32>(Pr[34][3], Pr[38][3], Pr[42][3], Pr[46][3]), va, vc); pv(&o3, vec4<f32>(Pr[50][3], Pr[54][3], Pr[58][3], Pr[62][3]), va, vc); }
-    if (BK > 8u) { let va = kd4(12u * DKP + lid, DWG); let vc = kd4(12u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[3][0], Pr[7][0], Pr[11][0], Pr[15][0]), va, vc); pv(&o1, vec4<f32>(Pr[19][0], Pr[23][0], Pr[27][0], Pr[31][0]), va, vc); pv(&o2, vec4<f32>(Pr[35][0], Pr[39][0], Pr[43][0], Pr[47][0]), va, vc); pv(&o3, vec4<f32>(Pr[51][0], Pr[55][0], Pr[59][0], Pr[63][0]), va, vc); }
-    if (BK > 8u) { let va = kd4(13u * DKP + lid, DWG); let vc = kd4(13u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[3][1], Pr[7][1], Pr[11][1], Pr[15][1]), va, vc); pv(&o1, vec4<f32>(Pr[19][1], Pr[23][1], Pr[27][1], Pr[31][1]), va, vc); pv(&o2, vec4<f32>(Pr[35][1], Pr[39][1], Pr[43][1], Pr[47][1]), va, vc); pv(&o3, vec4<f32>(Pr[51][1], Pr[55][1], Pr[59][1], Pr[63][1]), va, vc); }
-    if (BK > 8u) { let va = kd4(14u * DKP + lid, DWG); let vc = kd4(14u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[3][2], Pr[7][2], Pr[11][2], Pr[15][2]), va, vc); pv(&o1, vec4<f32>(Pr[19][2], Pr[23][2], Pr[27][2], Pr[31][2]), va, vc); pv(&o2, vec4<f32>(Pr[35][2], Pr[39][2], Pr[43][2], Pr[47][2]), va, vc); pv(&o3, vec4<f32>(Pr[51][2], Pr[55][2], Pr[59][2], Pr[63][2]), va, vc); }
-    if (BK > 8u) { let va = kd4(15u * DKP + lid, DWG); let vc = kd4(15u * DKP + lid + 4u * DWG, DWG);
-      pv(&o0, vec4<f32>(Pr[3][3], Pr[7][3], Pr[11][3], Pr[15][3]), va, vc); pv(&o1, vec4<f32>(Pr[19][3], Pr[23][3], Pr[27][3], Pr[31][3]), va, vc); pv(&o2, vec4<f32>(Pr[35][3], Pr[39][3], Pr[43][3], Pr[47][3]), va, vc); pv(&o3, vec4<f32>(Pr[51][3], Pr[55][3], Pr[59][3], Pr[63][3]), va, vc); }
+    {
+      let p0 = vec4<f32>(Pr[0][0], Pr[4][0], Pr[8][0], Pr[12][0]); let p1 = vec4<f32>(Pr[16][0], Pr[20][0], Pr[24][0], Pr[28][0]); let p2 = vec4<f32>(Pr[32][0], Pr[36][0], Pr[40][0], Pr[44][0]); let p3 = vec4<f32>(Pr[48][0], Pr[52][0], Pr[56][0], Pr[60][0]);
+      { let vb = 0u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 0u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 0u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 0u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    {
+      let p0 = vec4<f32>(Pr[0][1], Pr[4][1], Pr[8][1], Pr[12][1]); let p1 = vec4<f32>(Pr[16][1], Pr[20][1], Pr[24][1], Pr[28][1]); let p2 = vec4<f32>(Pr[32][1], Pr[36][1], Pr[40][1], Pr[44][1]); let p3 = vec4<f32>(Pr[48][1], Pr[52][1], Pr[56][1], Pr[60][1]);
+      { let vb = 1u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 1u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 1u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 1u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    {
+      let p0 = vec4<f32>(Pr[0][2], Pr[4][2], Pr[8][2], Pr[12][2]); let p1 = vec4<f32>(Pr[16][2], Pr[20][2], Pr[24][2], Pr[28][2]); let p2 = vec4<f32>(Pr[32][2], Pr[36][2], Pr[40][2], Pr[44][2]); let p3 = vec4<f32>(Pr[48][2], Pr[52][2], Pr[56][2], Pr[60][2]);
+      { let vb = 2u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 2u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 2u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 2u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    {
+      let p0 = vec4<f32>(Pr[0][3], Pr[4][3], Pr[8][3], Pr[12][3]); let p1 = vec4<f32>(Pr[16][3], Pr[20][3], Pr[24][3], Pr[28][3]); let p2 = vec4<f32>(Pr[32][3], Pr[36][3], Pr[40][3], Pr[44][3]); let p3 = vec4<f32>(Pr[48][3], Pr[52][3], Pr[56][3], Pr[60][3]);
+      { let vb = 3u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 3u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 3u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 3u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 4u) {
+      let p0 = vec4<f32>(Pr[1][0], Pr[5][0], Pr[9][0], Pr[13][0]); let p1 = vec4<f32>(Pr[17][0], Pr[21][0], Pr[25][0], Pr[29][0]); let p2 = vec4<f32>(Pr[33][0], Pr[37][0], Pr[41][0], Pr[45][0]); let p3 = vec4<f32>(Pr[49][0], Pr[53][0], Pr[57][0], Pr[61][0]);
+      { let vb = 4u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 4u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 4u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 4u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 4u) {
+      let p0 = vec4<f32>(Pr[1][1], Pr[5][1], Pr[9][1], Pr[13][1]); let p1 = vec4<f32>(Pr[17][1], Pr[21][1], Pr[25][1], Pr[29][1]); let p2 = vec4<f32>(Pr[33][1], Pr[37][1], Pr[41][1], Pr[45][1]); let p3 = vec4<f32>(Pr[49][1], Pr[53][1], Pr[57][1], Pr[61][1]);
+      { let vb = 5u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 5u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 5u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 5u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 4u) {
+      let p0 = vec4<f32>(Pr[1][2], Pr[5][2], Pr[9][2], Pr[13][2]); let p1 = vec4<f32>(Pr[17][2], Pr[21][2], Pr[25][2], Pr[29][2]); let p2 = vec4<f32>(Pr[33][2], Pr[37][2], Pr[41][2], Pr[45][2]); let p3 = vec4<f32>(Pr[49][2], Pr[53][2], Pr[57][2], Pr[61][2]);
+      { let vb = 6u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 6u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 6u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 6u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 4u) {
+      let p0 = vec4<f32>(Pr[1][3], Pr[5][3], Pr[9][3], Pr[13][3]); let p1 = vec4<f32>(Pr[17][3], Pr[21][3], Pr[25][3], Pr[29][3]); let p2 = vec4<f32>(Pr[33][3], Pr[37][3], Pr[41][3], Pr[45][3]); let p3 = vec4<f32>(Pr[49][3], Pr[53][3], Pr[57][3], Pr[61][3]);
+      { let vb = 7u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 7u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 7u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 7u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[2][0], Pr[6][0], Pr[10][0], Pr[14][0]); let p1 = vec4<f32>(Pr[18][0], Pr[22][0], Pr[26][0], Pr[30][0]); let p2 = vec4<f32>(Pr[34][0], Pr[38][0], Pr[42][0], Pr[46][0]); let p3 = vec4<f32>(Pr[50][0], Pr[54][0], Pr[58][0], Pr[62][0]);
+      { let vb = 8u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 8u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 8u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 8u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[2][1], Pr[6][1], Pr[10][1], Pr[14][1]); let p1 = vec4<f32>(Pr[18][1], Pr[22][1], Pr[26][1], Pr[30][1]); let p2 = vec4<f32>(Pr[34][1], Pr[38][1], Pr[42][1], Pr[46][1]); let p3 = vec4<f32>(Pr[50][1], Pr[54][1], Pr[58][1], Pr[62][1]);
+      { let vb = 9u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 9u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 9u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 9u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[2][2], Pr[6][2], Pr[10][2], Pr[14][2]); let p1 = vec4<f32>(Pr[18][2], Pr[22][2], Pr[26][2], Pr[30][2]); let p2 = vec4<f32>(Pr[34][2], Pr[38][2], Pr[42][2], Pr[46][2]); let p3 = vec4<f32>(Pr[50][2], Pr[54][2], Pr[58][2], Pr[62][2]);
+      { let vb = 10u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 10u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 10u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 10u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[2][3], Pr[6][3], Pr[10][3], Pr[14][3]); let p1 = vec4<f32>(Pr[18][3], Pr[22][3], Pr[26][3], Pr[30][3]); let p2 = vec4<f32>(Pr[34][3], Pr[38][3], Pr[42][3], Pr[46][3]); let p3 = vec4<f32>(Pr[50][3], Pr[54][3], Pr[58][3], Pr[62][3]);
+      { let vb = 11u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 11u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 11u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 11u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[3][0], Pr[7][0], Pr[11][0], Pr[15][0]); let p1 = vec4<f32>(Pr[19][0], Pr[23][0], Pr[27][0], Pr[31][0]); let p2 = vec4<f32>(Pr[35][0], Pr[39][0], Pr[43][0], Pr[47][0]); let p3 = vec4<f32>(Pr[51][0], Pr[55][0], Pr[59][0], Pr[63][0]);
+      { let vb = 12u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 12u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 12u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 12u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[3][1], Pr[7][1], Pr[11][1], Pr[15][1]); let p1 = vec4<f32>(Pr[19][1], Pr[23][1], Pr[27][1], Pr[31][1]); let p2 = vec4<f32>(Pr[35][1], Pr[39][1], Pr[43][1], Pr[47][1]); let p3 = vec4<f32>(Pr[51][1], Pr[55][1], Pr[59][1], Pr[63][1]);
+      { let vb = 13u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 13u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 13u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 13u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[3][2], Pr[7][2], Pr[11][2], Pr[15][2]); let p1 = vec4<f32>(Pr[19][2], Pr[23][2], Pr[27][2], Pr[31][2]); let p2 = vec4<f32>(Pr[35][2], Pr[39][2], Pr[43][2], Pr[47][2]); let p3 = vec4<f32>(Pr[51][2], Pr[55][2], Pr[59][2], Pr[63][2]);
+      { let vb = 14u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 14u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 14u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 14u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
+    }
+    if (BK > 8u) {
+      let p0 = vec4<f32>(Pr[3][3], Pr[7][3], Pr[11][3], Pr[15][3]); let p1 = vec4<f32>(Pr[19][3], Pr[23][3], Pr[27][3], Pr[31][3]); let p2 = vec4<f32>(Pr[35][3], Pr[39][3], Pr[43][3], Pr[47][3]); let p3 = vec4<f32>(Pr[51][3], Pr[55][3], Pr[59][3], Pr[63][3]);
+      { let vb = 15u * DKP + lid + 0u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o0, p0, va, vc); pv(&o1, p1, va, vc); pv(&o2, p2, va, vc); pv(&o3, p3, va, vc); }
+      if (NCB > 1u) { let vb = 15u * DKP + lid + 8u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o4, p0, va, vc); pv(&o5, p1, va, vc); pv(&o6, p2, va, vc); pv(&o7, p3, va, vc); }
+      if (NCB > 2u) { let vb = 15u * DKP + lid + 16u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o8, p0, va, vc); pv(&o9, p1, va, vc); pv(&o10, p2, va, vc); pv(&o11, p3, va, vc); }
+      if (NCB > 3u) { let vb = 15u * DKP + lid + 24u * DWG; let va = kd4(vb, DWG); let vc = kd4(vb + 4u * DWG, DWG);
+        pv(&o12, p0, va, vc); pv(&o13, p1, va, vc); pv(&o14, p2, va, vc); pv(&o15, p3, va, vc); }
     }
     workgroupBarrier();
   }
@@ -407,14 +558,24 @@ fn decode(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
   // Row statistics to every invocation: max in Aw, sum in Lw.
   if (lid < RT) { Aw[lid] = m_run; Lw[lid] = l_run; }
   workgroupBarrier();
-  store_quad(o0, 0u, r0, M, split, lid);
-  store_quad(o1, 1u, r0, M, split, lid);
-  store_quad(o2, 2u, r0, M, split, lid);
-  store_quad(o3, 3u, r0, M, split, lid);
+  store_quad(o0, 0u, r0, M, split, lid); store_quad(o1, 1u, r0, M, split, lid);
+  store_quad(o2, 2u, r0, M, split, lid); store_quad(o3, 3u, r0, M, split, lid);
+  if (NCB > 1u) {
+    store_quad(o4, 0u, r0, M, split, lid + 8u * DWG); store_quad(o5, 1u, r0, M, split, lid + 8u * DWG);
+    store_quad(o6, 2u, r0, M, split, lid + 8u * DWG); store_quad(o7, 3u, r0, M, split, lid + 8u * DWG);
+  }
+  if (NCB > 2u) {
+    store_quad(o8, 0u, r0, M, split, lid + 16u * DWG); store_quad(o9, 1u, r0, M, split, lid + 16u * DWG);
+    store_quad(o10, 2u, r0, M, split, lid + 16u * DWG); store_quad(o11, 3u, r0, M, split, lid + 16u * DWG);
+  }
+  if (NCB > 3u) {
+    store_quad(o12, 0u, r0, M, split, lid + 24u * DWG); store_quad(o13, 1u, r0, M, split, lid + 24u * DWG);
+    store_quad(o14, 2u, r0, M, split, lid + 24u * DWG); store_quad(o15, 3u, r0, M, split, lid + 24u * DWG);
+  }
 }
 
 /** Rows 4·rq .. +3 of the tile from o (see decode, step 4): normalised to y, or partials with max and sum. */
-fn store_quad(o: Quad, rq: u32, r0: u32, M: u32, split: u32, lid: u32) {
+fn store_quad(o: Quad, rq: u32, r0: u32, M: u32, split: u32, c0: u32) {
   let dv = P.kv_lora;
   for (var i = 0u; i < 4u; i++) {
     let r = rq * 4u + i;
@@ -425,13 +586,13 @@ fn store_quad(o: Quad, rq: u32, r0: u32, M: u32, split: u32, lid: u32) {
     for (var h = 0u; h < 2u; h++) {
       let v = o[2u * i + h];
       for (var m = 0u; m < 4u; m++) {
-        let col = lid + (4u * h + m) * DWG;
+        let col = c0 + (4u * h + m) * DWG;
         if (col >= dv) { break; }
         if (P.splits == 1u) { y[R * dv + col] = v[m] * inv; }
         else { part[(split * M + R) * (dv + 2u) + col] = v[m]; }
       }
     }
-    if (P.splits > 1u && lid == 0u) {
+    if (P.splits > 1u && c0 == 0u) {
       part[(split * M + R) * (dv + 2u) + dv] = Aw[r];
       part[(split * M + R) * (dv + 2u) + dv + 1u] = l;
     }

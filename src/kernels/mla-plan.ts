@@ -10,7 +10,7 @@ import { kvElementBytes, type AttentionDevice, type KvFormat } from './attention
 export const MLA_DECODE_MAX_S = 8;
 
 /** mla_decode's specialisation (shaders/mla.wgsl consts). */
-export interface MlaDecodeConfig { DWG: number; RT: number; BK: number; SJ: number; SQ: number; DKP: number; DS: number; DSW: number }
+export interface MlaDecodeConfig { DWG: number; RT: number; BK: number; SJ: number; SQ: number; DKP: number; DS: number; DSW: number; NCB: number }
 
 /** Launch-shape choices a caller may pin (tests, benchmarks); the rest follows from the device. */
 export interface MlaDecodeTuning { DWG?: number; BK?: number; SQ?: number; subgroups?: boolean }
@@ -66,7 +66,11 @@ export function mlaDecodePlan(
   const fallback = dev.adapter.isFallbackAdapter;
   const tune = a.tuning ?? {};
   const maxWg = dev.caps.maxComputeInvocationsPerWorkgroup ?? 256;
-  const DWG = Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / 8)), tune.DWG ?? 0);
+  // GPUs: one invocation per 8 value columns (NCB = 1: 128 accumulators in registers). A software
+  // adapter: 16 invocations (4 groups of 4 lanes, fewer switches at every barrier) holding up to 4 blocks
+  // of 8 columns each (its "registers" are memory anyway).
+  const DWG = Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / (8 * (fallback ? 4 : 1)))), tune.DWG ?? 0);
+  const NCB = Math.ceil(a.kvLora / (8 * DWG));
   if (DWG > maxWg) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', DWG, maxWg, `mla decode (one invocation per 8 of ${a.kvLora} latent values)`);
   const dk = a.kvLora + a.rope, M = a.S * a.H;
   let cfg: MlaDecodeConfig | null = null;
@@ -77,11 +81,11 @@ export function mlaDecodePlan(
     if (!Number.isInteger(DS) || DS < 1) continue;
     // Subgroups sum the slices of a tile when they fit in one (DS ≤ the smallest subgroup).
     const sg = (tune.subgroups ?? true) && !!dev.caps.subgroups && DS <= (dev.caps.subgroupMinSize ?? 0);
-    const c = { DWG, RT, BK, SJ, SQ, DKP: Math.ceil(dk / DS) * DS, DS, DSW: sg ? 1 : DS };
+    const c = { DWG, RT, BK, SJ, SQ, DKP: Math.ceil(dk / DS) * DS, DS, DSW: sg ? 1 : DS, NCB };
     if (mlaDecodeSharedBytes(c) <= dev.caps.maxComputeWorkgroupStorageSize) { cfg = c; break; }
   }
   if (!cfg) {
-    const c = { DWG, RT, BK: 4, SJ: 4, SQ: 1, DKP: dk, DS: DWG / 4, DSW: 1 };
+    const c = { DWG, RT, BK: 4, SJ: 4, SQ: 1, DKP: dk, DS: DWG / 4, DSW: 1, NCB };
     throw new LimitExceededError('maxComputeWorkgroupStorageSize', mlaDecodeSharedBytes(c), dev.caps.maxComputeWorkgroupStorageSize, `mla decode (${dk}-wide cache rows)`);
   }
   const rowTiles = Math.ceil(M / cfg.RT);
