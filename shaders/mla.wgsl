@@ -38,12 +38,15 @@ struct Params {
 // @variant kv f32
 @group(0) @binding(4) var<storage, read> cache: array<f32>;
 fn cache_at(i: u32) -> f32 { return cache[i]; }
+fn cache_pair(i: u32) -> vec2<f32> { return vec2<f32>(cache[i], cache[i + 1u]); }
 // @variant kv f16
 @group(0) @binding(4) var<storage, read> cache: array<u32>;
 fn cache_at(i: u32) -> f32 {
   let p = unpack2x16float(cache[i / 2u]);
   return select(p.x, p.y, (i & 1u) == 1u);
 }
+/** Elements i, i+1 (i even: one word). */
+fn cache_pair(i: u32) -> vec2<f32> { return unpack2x16float(cache[i / 2u]); }
 // @end kv
 @group(0) @binding(5) var<storage, read> past_buf: array<u32>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
@@ -156,18 +159,23 @@ fn expand_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
 // per row tile (once per step when S·H ≤ RT: decode with 16 heads), which is what bounds decode on a GPU.
 // Per block:
 //   1. stage: BK rows × DKP values (zeros past the key range and d_k), neighbouring invocations read
-//      neighbouring values (coalesced on a GPU; one vector load per 4 invocations on a CPU adapter);
-//   2. scores: DS invocations share a tile of 4 rows × SJ keys, each over the slice d ≡ ds (mod DS) of
-//      the 576-long dots, so q̃ and the staged rows are read at neighbouring addresses too; the tile is
-//      4·SJ/4 vec4 registers (named: private arrays indexed by loop variables are spilled to memory by
-//      some compilers, SwiftShader among them); partial tiles to Sp;
-//   3. one invocation per row: sums the DS partials, scales, masks (causal limit, key range), online
-//      softmax in the log2 domain, probabilities to Pw (a vec4 per 4 rows and key);
-//   4. values: units of 4 rows × 8 columns (lane + DWG·m): per key 8 staged values at neighbouring
-//      addresses across invocations and one vec4 of the 4 rows' probabilities (the same address for all:
-//      a broadcast), 32 FMAs into 8 named vec4s; the units' accumulators rest in `acc` between blocks.
+//      neighbouring values (coalesced on a GPU);
+//   2. scores: DS invocations share a tile of 4·SQ rows × SJ keys, each over the slice d ≡ ds (mod DS)
+//      of the 576-long dots (neighbouring addresses again); the tile is SQ named Quads (constant
+//      indices: private arrays indexed by loop variables are spilled to memory by some compilers,
+//      SwiftShader among them). SQ = 1 on GPUs (every invocation scores); SQ = 4 on a software adapter
+//      (one group of 4 invocations, 24 loads per 128 FMAs: there every load whose address is not a
+//      compile-time constant is a 4-lane gather, so loads per FMA are what counts). The DS slices are
+//      summed by subgroup shuffles (`subgroups on`) or by the softmax rows from Sp;
+//   3. one invocation per row: scale, mask (causal limit, key range), online softmax in the log2
+//      domain, probabilities to Pr (a vec4 of 4 keys per row);
+//   4. values: invocation i owns columns i + DWG·m (m < 8·NCB) of all 16 rows: quads of 4 rows × 8
+//      columns in named Quads (NCB = 1: 4 Quads, 128 floats, on a GPU; NCB = 4 on a software adapter
+//      with 16 invocations). The block's keys are written out with constant indices, so each
+//      probability is one load for all invocations there; per key and column block 8 staged values,
+//      32 FMAs per row quad.
 // splits > 1: split p writes its unnormalised rows, max and sum to `part`; `combine` merges them.
-// The wrapper (mla-plan.ts mlaDecodePlan) sizes RT, BK, SJ, DS and DWG from the device limits.
+// The wrapper (mla-plan.ts mlaDecodePlan) sizes DWG, NCB, BK, SJ, SQ and DS from the device.
 const DWG: u32 = 64u;   // invocations per workgroup
 const RT: u32 = 16u;    // rows (query, head) per workgroup: 4 quads of value accumulators
 const BK: u32 = 8u;     // cache rows per block, a multiple of SJ
@@ -201,10 +209,13 @@ fn stage(kb: u32, k1: u32, lid: u32) {
     let t = kb + j;
     let base = t * P.c_stride + P.c_offset;
     let ok = t < k1;
-    for (var d = lid; d < DKP; d += DWG) {
-      var v = 0.0;
-      if (ok && d < dk) { v = cache_at(base + d); }
-      Kd[j * DKP + d] = v;
+    // Pairs of elements: one word per pair from an f16 cache (DKP is even: a multiple of DS ≥ 4).
+    for (var d = 2u * lid; d < DKP; d += 2u * DWG) {
+      var v = vec2<f32>(0.0);
+      if (ok && d < dk) { v = cache_pair(base + d); }
+      if (d + 1u >= dk) { v.y = 0.0; }
+      Kd[j * DKP + d] = v.x;
+      Kd[j * DKP + d + 1u] = v.y;
     }
   }
 }

@@ -52,8 +52,9 @@ function softwareThreads(): number {
 
 /**
  * Sizes mla_decode for a device. Rows: tiles of RT = 16 (query, head) rows, all 16 heads of a V2-Lite
- * token in one tile. Invocations: one per 8 value columns (64 for 512 latent values, at least 16), so
- * each holds 4 quads × 8 vec4 = 128 accumulators in registers. Block of cache rows: the largest of 16,
+ * token in one tile. Invocations: on a GPU one per 8 value columns (64 for 512 latent values, at least
+ * 16), so each holds 4 quads × 8 vec4 = 128 accumulators in registers; on a software adapter 16, each
+ * holding up to 4 blocks of 8 columns. Block of cache rows: the largest of 16,
  * 8, 4 whose staging fits maxComputeWorkgroupStorageSize (8 for 576-wide rows in 32 KiB, 4 in the
  * 16 KiB baseline). Split count: the occupancy model — enough workgroups for the device to run side by
  * side (~128 on a GPU, the CPU threads on a software adapter), no split shorter than

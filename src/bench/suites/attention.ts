@@ -355,8 +355,8 @@ export const attentionMlaSuite: BenchSuite = {
 };
 
 /**
- * The KV cache format (model/kvcache.ts, the `kvCache` load option): absorbed-MLA decode (V2-Lite
- * shapes) over an f32 and an f16 latent cache of the same length, 'auto' splits, same run. What it
+ * The KV cache format (model/kvcache.ts, the `kvCache` load option): absorbed-MLA decode (mla_decode,
+ * V2-Lite shapes) over an f32 and an f16 latent cache of the same length, 'auto' splits, same run. What it
  * decides: the default per device (f16 halves the bytes read per step; on a software adapter memory
  * is read at CPU speed and every f16 value costs an unpack). `npm run bench -- --node --suites attention-kv`.
  */
@@ -366,24 +366,25 @@ export const attentionKvSuite: BenchSuite = {
   nodeOk: true,
   async run(ctx) {
     const gpu = ctx.gpu;
-    const vr = DECODE_VARIANTS.mla;
+    const { heads: H, kvLora, rope } = MLA_LITE;
+    const dk = kvLora + rope;
     for (const L of ctx.quick ? [512] : [512, 2048, 8192]) {
-      const shape = { S: 1, T: L, past: L - 1, heads: vr.heads, kvHeads: 1, dQk: vr.dQk, dV: vr.dV, scale: 0.1, causal: true, kStride: vr.dQk, vStride: vr.dQk };
-      const rows = randomUniform(L * vr.dQk, 2);
-      const q = gpu.buffers.upload('bench.kv.q', randomUniform(vr.heads * vr.dQk, 1));
-      const out = gpu.buffers.create('bench.kv.out', vr.heads * vr.dV * 4);
+      const rows = randomUniform(L * dk, 2);
+      const qa = gpu.buffers.upload('bench.kv.q', randomUniform(H * dk, 1));
+      const out = gpu.buffers.create('bench.kv.out', H * kvLora * 4);
       const f32ms: number[] = [];
       for (const kv of ['f32', 'f16'] as const) {
         const cache = gpu.buffers.upload(`bench.kv.${kv}`, kv === 'f16' ? new Uint32Array(f32ArrayToF16(rows).buffer) : rows);
-        const args: AttentionArgs = { ...shape, q, k: cache, v: cache, out, splits: 'auto', kv };
-        const info = attentionDecodeInfo(gpu, args);
-        const scratch = gpu.buffers.create('bench.kv.split', Math.max(16, attentionScratchBytes(shape, info.splits)));
+        // What mlaAttention runs for a decode step: mla_decode with its 'auto' split count.
+        const args: MlaDecodeArgs = { H, kvLora, rope, S: 1, past: L - 1, qa, cache, rowStride: dk, format: kv, out, scale: 0.1, splits: 'auto' };
+        const info = mlaDecodeInfo(gpu, args);
+        const scratch = gpu.buffers.create('bench.kv.split', Math.max(16, mlaDecodeScratchBytes({ S: 1, H, kvLora }, info.splits)));
         try {
-          const ms = await ctx.time((rec) => attentionDecode(gpu, rec, { ...args, scratch }), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: L >= 8192 ? 3 : 5 });
+          const ms = await ctx.time((rec) => mlaDecode(gpu, rec, { ...args, scratch }), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: L >= 8192 ? 3 : 5 });
           if (kv === 'f32') f32ms.push(ms);
           ctx.result({
             suite: 'attention-kv', name: 'decode', variant: `MLA absorbed (V2-Lite), ${kv} cache`, shape: `cache ${L}`, medianMs: ms,
-            bytes: cache.size + q.size + out.size, flops: 2 * vr.heads * L * (vr.dQk + vr.dV),
+            bytes: cache.size + qa.size + out.size, flops: 2 * H * L * (dk + kvLora),
             extra: { kv, kernel: info.label, cacheBytes: cache.size, readBytes: info.cacheReadBytes, ...(kv === 'f16' ? { speedupVsF32: +(f32ms[0] / ms).toFixed(2) } : {}) },
           });
         } finally {
@@ -391,7 +392,7 @@ export const attentionKvSuite: BenchSuite = {
           gpu.buffers.destroy(cache);
         }
       }
-      gpu.buffers.destroy(q);
+      gpu.buffers.destroy(qa);
       gpu.buffers.destroy(out);
     }
   },
