@@ -103,3 +103,38 @@ export function mlaAttentionRef(a: MlaRefArgs): Float32Array {
   const oLat = attentionRef(qa, kv, kv, { S: a.S, T, past: a.past, heads: H, kvHeads: 1, dQk: r + rope, dV: r, scale: a.scale, causal: true, kStride: r + rope, vStride: r + rope });
   return mlaUpVRef(d, oLat, a.kvB, a.S);
 }
+
+/**
+ * The absorbed attention core (what mla_decode computes): qa [S, H, kvLora+rope] against cache rows
+ * [T = past+S, rowStride] of [latent | pe] (V = the latent part), causal (row (s, h) sees t ≤ past + s),
+ * softmax scale `scale`; returns o_lat [S, H, kvLora]. Float64 accumulation.
+ */
+export function mlaDecodeRef(a: { H: number; kvLora: number; rope: number; S: number; past: number; qa: Float32Array; rows: Float32Array; rowStride: number; scale: number }): Float32Array {
+  const { H, kvLora: r, rope, S, past } = a;
+  const dk = r + rope, T = past + S;
+  if (a.rows.length < (T - 1) * a.rowStride + dk) throw new Error(`mlaDecodeRef: rows hold fewer than past+S = ${T} cache rows`);
+  const out = new Float32Array(S * H * r);
+  const w = new Float64Array(T);
+  const acc = new Float64Array(r);
+  for (let s = 0; s < S; s++) {
+    for (let h = 0; h < H; h++) {
+      const qb = (s * H + h) * dk, lim = past + s;
+      let mx = -Infinity;
+      for (let t = 0; t <= lim; t++) {
+        let dot = 0;
+        for (let d = 0; d < dk; d++) dot += a.qa[qb + d] * a.rows[t * a.rowStride + d];
+        w[t] = dot * a.scale;
+        mx = Math.max(mx, w[t]);
+      }
+      let sum = 0;
+      acc.fill(0);
+      for (let t = 0; t <= lim; t++) {
+        const p = Math.exp(w[t] - mx);
+        sum += p;
+        for (let c = 0; c < r; c++) acc[c] += p * a.rows[t * a.rowStride + c];
+      }
+      for (let c = 0; c < r; c++) out[(s * H + h) * r + c] = acc[c] / sum;
+    }
+  }
+  return out;
+}

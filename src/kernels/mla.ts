@@ -3,8 +3,11 @@ import type { Gpu } from '../gpu/device';
 import type { Binding, Recorder } from '../gpu/recorder';
 import { defineUniforms } from '../gpu/uniforms';
 import { ceilDiv } from '../gpu/dispatch';
-import { ShapeError, UnsupportedError } from '../errors';
-import { attentionDecode, flashAttention, kvUnpack, kvWrite, type AttentionArgs, type KvFormat } from './attention';
+import { LimitExceededError, ShapeError, UnsupportedError } from '../errors';
+import { flashAttention, kvUnpack, kvWrite, type AttentionArgs, type KvFormat } from './attention';
+import { MLA_DECODE_MAX_S, mlaDecodePlan, mlaDecodeScratchBytes, type MlaDecodePlan, type MlaDecodeTuning } from './mla-plan';
+
+export { MLA_DECODE_MAX_S, mlaDecodePlan, mlaDecodeScratchBytes, mlaDecodeSharedBytes, type MlaDecodeConfig, type MlaDecodePlan, type MlaDecodeTuning } from './mla-plan';
 import { matmulTiled } from './matmul';
 import { specialise, subgroupChoice } from './shader-source';
 
@@ -32,6 +35,8 @@ export const MLA_PARAMS = defineUniforms({
   S: 'u32', H: 'u32', nope: 'u32', rope: 'u32',
   dv: 'u32', kv_lora: 'u32', q_stride: 'u32', q_offset: 'u32',
   o_stride: 'u32', o_offset: 'u32', c_stride: 'u32', c_offset: 'u32',
+  T: 'u32', past: 'u32', scale: 'f32', splits: 'u32',
+  past_from_buf: 'u32', row_tiles: 'u32', _p0: 'u32', _p1: 'u32',
 });
 
 export interface MlaAttentionArgs {
@@ -85,15 +90,18 @@ function check(a: MlaAttentionArgs) {
   if (!a.kvA && !(a.latent && a.kPe)) throw new ShapeError('mlaAttention: give kvA, or both latent and kPe');
 }
 
+type MlaParamValues = Partial<Record<keyof typeof MLA_PARAMS.fields, number>>;
+const packParams = (p: MlaParamValues) => MLA_PARAMS.pack({
+  S: 0, H: 0, nope: 0, rope: 0, dv: 0, kv_lora: 0, q_stride: 0, q_offset: 0, o_stride: 0, o_offset: 0, c_stride: 0, c_offset: 0,
+  T: 0, past: 0, scale: 0, splits: 1, past_from_buf: 0, row_tiles: 1, _p0: 0, _p1: 0, ...p,
+});
+
 function mlaDispatch(gpu: Gpu, rec: Recorder, entryPoint: string, n: number, bindings: (Binding | null)[], p: Partial<Record<keyof typeof MLA_PARAMS.fields, number>>, d: MlaDims, S: number) {
   const WG = Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'mla', code: specialise(code, { subgroups: subgroupChoice(false) }), entryPoint, constants: { WG } }),
+    pipeline: gpu.pipelines.get({ label: 'mla', code: specialise(code, { subgroups: subgroupChoice(false), kv: 'f32' }), entryPoint, constants: { WG } }),
     bindings,
-    uniforms: MLA_PARAMS.pack({
-      S, H: d.heads, nope: d.qkNope, rope: d.qkRope, dv: d.vHead, kv_lora: d.kvLora,
-      q_stride: 0, q_offset: 0, o_stride: 0, o_offset: 0, c_stride: 0, c_offset: 0, ...p,
-    }),
+    uniforms: packParams({ S, H: d.heads, nope: d.qkNope, rope: d.qkRope, dv: d.vHead, kv_lora: d.kvLora, ...p }),
     workgroups: ceilDiv(n, WG),
     label: `mla.${entryPoint}`,
   });
@@ -140,15 +148,21 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
     mlaDispatch(gpu, rec, 'absorb_q', a.S * H * (r + rope), [a.q, a.kvB, qa], { q_stride: qStride, q_offset: qOffset }, d, a.S);
     // 3. MQA over the latent cache: K = rows (kvLora+rope), V = their first kvLora values.
     const oLat = gpu.temps.acquire(a.S * H * r * 4);
-    const attn: AttentionArgs = {
+    const attn: AttentionArgs = { // (prefill)
       q: qa, k: kv, v: kv, out: oLat, S: a.S, T, past: a.past, heads: H, kvHeads: 1, dQk: r + rope, dV: r,
       scale: a.scale, causal: true, kStride: rowFloats, vStride: rowFloats, kv: format,
       pastFromBuffer: a.pastFromBuffer, maxT: cache.capacity, splits: a.splits,
     };
-    // Up to 8 rows (decode, speculative verify): the decode kernel stages each latent row once for all
-    // heads of its row tile; longer prefills use the FlashAttention tiles.
-    if (a.S <= 8) attentionDecode(gpu, rec, attn);
-    else flashAttention(gpu, rec, attn);
+    // Up to 8 rows (decode, speculative verify): mla_decode stages each latent row once for all
+    // (query, head) rows of its tile; longer prefills use the FlashAttention tiles.
+    if (a.S <= MLA_DECODE_MAX_S) {
+      mlaDecode(gpu, rec, {
+        H, kvLora: r, rope, S: a.S, past: a.past, qa, cache: kv, rowStride: rowFloats, format, out: oLat,
+        scale: a.scale, pastFromBuffer: a.pastFromBuffer, maxT: cache.capacity, splits: a.splits,
+      });
+    } else {
+      flashAttention(gpu, rec, attn);
+    }
     // 4. o_h = W_UV,h · o_lat,h: one GEMV dispatch for all heads (decode), or the tiled matmul per head
     //    (prefill) when W_UV,h can be bound at its offset.
     const kvBBuf = (a.kvB as GPUBufferBinding).buffer ?? (a.kvB as GPUBuffer);
@@ -168,9 +182,9 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
       const sg = c.subgroups && c.subgroupMinSize >= 4 && c.subgroupMinSize <= c.maxComputeInvocationsPerWorkgroup;
       const WG = sg ? c.subgroupMinSize : Math.min(64, 2 ** Math.floor(Math.log2(c.maxComputeInvocationsPerWorkgroup)));
       rec.dispatch({
-        pipeline: gpu.pipelines.get({ label: 'mla', code: specialise(code, { subgroups: subgroupChoice(sg) }), entryPoint: sg ? 'up_v_subgroup' : 'up_v', constants: { WG } }),
+        pipeline: gpu.pipelines.get({ label: 'mla', code: specialise(code, { subgroups: subgroupChoice(sg), kv: 'f32' }), entryPoint: sg ? 'up_v_subgroup' : 'up_v', constants: { WG } }),
         bindings: [oLat, a.kvB, a.out],
-        uniforms: MLA_PARAMS.pack({ S: a.S, H, nope, rope, dv, kv_lora: r, q_stride: 0, q_offset: 0, o_stride: oStride, o_offset: oOffset, c_stride: 0, c_offset: 0 }),
+        uniforms: packParams({ S: a.S, H, nope, rope, dv, kv_lora: r, o_stride: oStride, o_offset: oOffset }),
         workgroups: a.S * H * ceilDiv(dv, 4),
         label: 'mla.up_v',
       });
@@ -198,4 +212,98 @@ export function mlaAttention(gpu: Gpu, rec: Recorder, a: MlaAttentionArgs): void
     scale: a.scale, causal: true, qStride, qOffset, vStride: H * (nope + dv), vOffset: nope, vHeadStride: nope + dv,
     oStride, oOffset, splits: a.splits,
   });
+}
+
+/**
+ * The absorbed attention core over a latent cache: S queries q̃ [S, H, kvLora+rope] (already absorbed:
+ * [W_UKᵀ q_nope | q_pe] per head) at positions past .. past+S−1 against cache rows [0, past+S) of
+ * [latent (kvLora) | pe (rope)], rowStride elements apart, V = the latent part; out o_lat [S, H, kvLora].
+ * Causal: row (s, h) sees keys t ≤ past + s. The softmax scale is `scale` (natural-log domain).
+ */
+export interface MlaDecodeArgs {
+  H: number;
+  kvLora: number;
+  rope: number;
+  S: number;
+  past: number;
+  qa: Binding;
+  cache: Binding;
+  rowStride: number;
+  format?: KvFormat;
+  out: Binding;
+  scale: number;
+  /** u32 [1] with `past` on the GPU: the recorded step does not depend on the position (needs maxT). */
+  pastFromBuffer?: Binding;
+  /** The most cached rows there can be (the capacity): sizes the split count with pastFromBuffer. */
+  maxT?: number;
+  /** Key-range splits merged by a log-sum-exp pass; 'auto' (default): the occupancy model (mlaDecodePlan). */
+  splits?: number | 'auto';
+  /** Scratch for the split partials (mlaDecodeScratchBytes); default gpu.temps. */
+  scratch?: Binding;
+  /** Pins parts of the launch shape (tests and benchmarks); default: mlaDecodePlan's choice for the device. */
+  tuning?: MlaDecodeTuning;
+}
+
+const decodeDummies = new WeakMap<Gpu, { past: GPUBuffer; part: GPUBuffer }>();
+/** Placeholders for the bindings a call does not use (the past buffer, the partials). */
+function decodeDummy(gpu: Gpu) {
+  let b = decodeDummies.get(gpu);
+  if (!b) { b = { past: gpu.buffers.create('mla.unusedPast', 16), part: gpu.buffers.create('mla.unusedPart', 16) }; decodeDummies.set(gpu, b); }
+  return b;
+}
+
+function checkDecode(a: MlaDecodeArgs) {
+  for (const k of ['H', 'kvLora', 'rope'] as const) {
+    if (!Number.isInteger(a[k]) || a[k] < 1) throw new ShapeError(`mlaDecode: ${k} must be a positive integer, got ${a[k]}`);
+  }
+  if (!Number.isInteger(a.S) || a.S < 0 || !Number.isInteger(a.past) || a.past < 0) throw new ShapeError(`mlaDecode: S ${a.S} and past ${a.past} must be non-negative integers`);
+  if (!Number.isInteger(a.rowStride) || a.rowStride < a.kvLora + a.rope) throw new ShapeError(`mlaDecode: rowStride ${a.rowStride} is shorter than a cache row (${a.kvLora + a.rope})`);
+  if ((a.format ?? 'f32') === 'f16' && a.rowStride % 2) throw new ShapeError(`mlaDecode: f16 cache rows need an even rowStride (whole u32 words), got ${a.rowStride}`);
+  if (!Number.isFinite(a.scale)) throw new ShapeError('mlaDecode: scale must be finite');
+  if (a.pastFromBuffer && !(a.maxT && a.maxT >= a.S)) throw new ShapeError('mlaDecode: pastFromBuffer needs maxT (the cache capacity)');
+}
+
+/** What mlaDecode would run for `a` (benchmarks, tests): the plan for T = past + S (maxT with pastFromBuffer). */
+export function mlaDecodeInfo(gpu: Gpu, a: MlaDecodeArgs): MlaDecodePlan {
+  checkDecode(a);
+  return mlaDecodePlan(gpu, { ...a, T: a.pastFromBuffer ? a.maxT! : a.past + a.S });
+}
+
+/** The absorbed attention core (shaders/mla.wgsl `decode`, `combine`); see MlaDecodeArgs. */
+export function mlaDecode(gpu: Gpu, rec: Recorder, a: MlaDecodeArgs): void {
+  checkDecode(a);
+  if (!a.S) return;
+  if (gpu.caps.maxStorageBuffersPerStage < 5) throw new LimitExceededError('maxStorageBuffersPerShaderStage', 5, gpu.caps.maxStorageBuffersPerStage, 'mla decode');
+  const T = a.pastFromBuffer ? a.maxT! : a.past + a.S;
+  const p = mlaDecodePlan(gpu, { ...a, T });
+  const format = a.format ?? 'f32';
+  const shader = specialise(code, { subgroups: subgroupChoice(p.cfg.DSW === 1 && p.cfg.DS > 1), kv: format }, { ...p.cfg });
+  const dummy = decodeDummy(gpu);
+  let part: Binding = dummy.part;
+  if (p.splits > 1) {
+    const bytes = mlaDecodeScratchBytes(a, p.splits);
+    if (bytes > gpu.caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, 'mla decode split partials');
+    part = a.scratch ?? gpu.temps.acquire(bytes);
+  }
+  const uniforms = packParams({
+    S: a.S, H: a.H, rope: a.rope, kv_lora: a.kvLora, c_stride: a.rowStride, T: a.past + a.S, past: a.past,
+    scale: a.scale * Math.LOG2E, splits: p.splits, past_from_buf: a.pastFromBuffer ? 1 : 0, row_tiles: p.rowTiles,
+  });
+  const WG = Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'mla', code: shader, entryPoint: 'decode', constants: { WG } }),
+    bindings: [a.qa, null, a.out, a.cache, a.pastFromBuffer ?? dummy.past, part],
+    uniforms,
+    workgroups: p.workgroups,
+    label: p.label,
+  });
+  if (p.splits > 1) {
+    rec.dispatch({
+      pipeline: gpu.pipelines.get({ label: 'mla', code: shader, entryPoint: 'combine', constants: { WG } }),
+      bindings: [null, null, a.out, null, null, part],
+      uniforms,
+      workgroups: ceilDiv(a.S * a.H * a.kvLora, WG),
+      label: 'mla_decode.combine',
+    });
+  }
 }

@@ -26,6 +26,7 @@
 import { rowLayout } from '../kernels/weight-pack';
 import { ArgumentError, GpuBudgetError, LimitExceededError, UnsupportedError } from '../errors';
 import { ggufBufferBytes, ggufChunkRows, ggufExpertStackBytes, ggufExpertsPerStack } from '../kernels/gguf-layout';
+import { MLA_DECODE_MAX_S, mlaDecodePlan, mlaDecodeScratchBytes } from '../kernels/mla-plan';
 import { attentionScratchBytes, autoSplits, blocksConfig, kvElementBytes, kvRowStride, rowsConfig, rowsSplits, type AttentionDevice, type KvFormat } from '../kernels/attention-plan';
 import type { SafetensorsDtype } from '../formats/safetensors';
 import { familyLabel, isMoeLayer, type ModelConfig } from './config';
@@ -388,7 +389,13 @@ export function attentionTemps(cfg: ModelConfig, S: number, T: number, dev: Atte
   const naiveBytes = 4 * T * H * (2 * nope + dv + rope);
   if (S <= 8 || naiveBytes > 64 << 20) {
     t.push(S * H * (r + rope) * 4, S * H * r * 4);
-    splitScratch(t, dev, { S, heads: H, kvHeads: 1, dQk: r + rope, dV: r, T, sharedRows: true });
+    if (S <= MLA_DECODE_MAX_S) {
+      // mla_decode's split partials (mla-plan.ts).
+      const bytes = mlaDecodeScratchBytes({ S, H, kvLora: r }, mlaDecodePlan(dev, { H, kvLora: r, rope, S, T }).splits);
+      if (bytes > 0) t.push(bytes);
+    } else {
+      splitScratch(t, dev, { S, heads: H, kvHeads: 1, dQk: r + rope, dV: r, T, sharedRows: true });
+    }
   } else {
     // An f16 cache is first unpacked to f32 rows [T, kv_lora + rope] for the kv_b matmul.
     if (kvCache === 'f16') t.push(T * (r + rope) * 4);

@@ -97,7 +97,7 @@ const CASES: { shader: string; choices?: ShaderChoices; layout: UniformLayout<an
   { shader: 'linear', choices: { fmt: 'q8', x: 'vec4', load: 'vec4', subgroups: 'on' }, layout: LINEAR_PARAMS },
   { shader: 'matmul', choices: { load: 'vec4' }, layout: MATMUL_PARAMS },
   { shader: 'gemv', choices: { load: 'scalar', subgroups: 'off' }, layout: MATMUL_PARAMS },
-  { shader: 'mla', choices: { subgroups: 'on' }, layout: MLA_PARAMS },
+  { shader: 'mla', choices: { subgroups: 'on', kv: 'f16' }, layout: MLA_PARAMS },
   { shader: 'moe_gate', layout: MOE_GATE_PARAMS },
   { shader: 'moe_experts', choices: { load: 'vec4', wfmt: 'mxfp4', act: 'swiglu_oai', bias: 'on', subgroups: 'on' }, layout: MOE_EXPERT_PARAMS },
   { shader: 'moe_dispatch', layout: MOE_DISPATCH_PARAMS },

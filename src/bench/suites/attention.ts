@@ -12,6 +12,7 @@ import type { BenchContext, BenchSuite } from '../types';
 import type { Gpu } from '../../gpu/device';
 import type { Recorder } from '../../gpu/recorder';
 import { attentionDecode, attentionDecodeInfo, flashAttention, naiveAttention, naiveScoresBytes, attentionScratchBytes, type AttentionArgs } from '../../kernels/attention';
+import { mlaDecode, mlaDecodeInfo, mlaDecodeScratchBytes, type MlaDecodeArgs } from '../../kernels/mla';
 import { latentCacheBytesPerToken, mhaCacheBytesPerToken } from '../../model/kvcache';
 import { LatentKvCache, MhaKvCache } from '../../model/kvcache';
 import { randomUniform } from '../../util/random';
@@ -173,6 +174,72 @@ async function decode(ctx: BenchContext, o: { runs: { variant: keyof typeof DECO
   }
 }
 
+/** V2-Lite's absorbed-MLA attention core: 16 heads, latent 512 + rope 64 (one shared latent kv head). */
+const MLA_LITE = { heads: 16, kvLora: 512, rope: 64 };
+
+/**
+ * Absorbed-MLA decode (one token, V2-Lite shapes) over an f32 latent cache of L rows, same run:
+ *  - `mla_decode` (shaders/mla.wgsl, what mlaAttention runs for S ≤ 8) with one split, with the split
+ *    count 'auto' picks, and with 2 splits when 'auto' picks one (the occupancy model's choice checked);
+ *  - the generic attention decode (attentionDecode in attention.ts over the same latent rows: what main
+ *    ran for MLA decode before mla_decode) with its own 'auto' split count, when `generic` lists L.
+ * `readBytes` is what the kernel reads of the cache per step, `readPerCache` that over the cache size.
+ */
+async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic: number[]; iters?: (L: number) => number | undefined }) {
+  const gpu = ctx.gpu;
+  const { heads: H, kvLora, rope } = MLA_LITE;
+  const dk = kvLora + rope;
+  for (const L of o.lengths) {
+    const qa = gpu.buffers.upload('bench.mla.qa', randomUniform(H * dk, 1));
+    const cache = gpu.buffers.upload('bench.mla.cache', randomUniform(L * dk, 2));
+    const out = gpu.buffers.create('bench.mla.out', H * kvLora * 4);
+    const cacheBytes = cache.size;
+    const flops = 2 * H * L * (dk + kvLora);
+    const bytes = cacheBytes + qa.size + out.size;
+    const timing = { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: o.iters ? o.iters(L) : L >= 4096 ? 3 : undefined };
+    const base: MlaDecodeArgs = { H, kvLora, rope, S: 1, past: L - 1, qa, cache, rowStride: dk, out, scale: 0.1 };
+    const auto = mlaDecodeInfo(gpu, { ...base, splits: 'auto' }).splits;
+    const scratch = gpu.buffers.create('bench.mla.split', Math.max(16, mlaDecodeScratchBytes({ S: 1, H, kvLora }, Math.max(2, auto))));
+    try {
+      let oneMs = NaN, bestMs = NaN;
+      for (const splits of auto > 1 ? [1, auto] : [1, 2]) {
+        const args: MlaDecodeArgs = { ...base, splits, scratch };
+        const info = mlaDecodeInfo(gpu, args);
+        const ms = await ctx.time((rec) => mlaDecode(gpu, rec, args), timing);
+        if (splits === 1) oneMs = ms;
+        if (splits === 1 || splits === auto) bestMs = ms;
+        const chosen = splits === auto ? ' (auto)' : '';
+        ctx.result({
+          suite: SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), mla_decode, ${splits === 1 ? 'one split' : `split-K ×${splits}`}${chosen}`, shape: `cache ${L}`, medianMs: ms,
+          bytes, flops,
+          extra: {
+            splits, auto, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
+            ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}),
+          },
+        });
+      }
+      if (o.generic.includes(L)) {
+        // main's MLA decode core: attentionDecode over the latent rows (K = row, V = its first 512).
+        const args: AttentionArgs = { S: 1, T: L, past: L - 1, heads: H, kvHeads: 1, dQk: dk, dV: kvLora, scale: 0.1, causal: true, kStride: dk, vStride: dk, q: qa, k: cache, v: cache, out, splits: 'auto' };
+        const info = attentionDecodeInfo(gpu, args);
+        const part = gpu.buffers.create('bench.mla.split.generic', Math.max(16, attentionScratchBytes(args, info.splits)));
+        try {
+          const ms = await ctx.time((rec) => attentionDecode(gpu, rec, { ...args, scratch: part }), timing);
+          ctx.result({
+            suite: SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), generic attentionDecode (main) ×${info.splits}`, shape: `cache ${L}`, medianMs: ms,
+            bytes, flops,
+            extra: { splits: info.splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2), mlaDecodeSpeedup: +(ms / bestMs).toFixed(2) },
+          });
+        } finally {
+          gpu.buffers.destroy(part);
+        }
+      }
+    } finally {
+      for (const b of [qa, cache, out, scratch]) gpu.buffers.destroy(b);
+    }
+  }
+}
+
 const MODELS = [
   { what: 'fixture deepseek-v3-tiny', layers: 3, heads: 4, qkNope: 16, qkRope: 8, vHead: 16, kvLora: 32 },
   { what: 'DeepSeek-V2-Lite', layers: 27, heads: 16, qkNope: 128, qkRope: 64, vHead: 128, kvLora: 512 },
@@ -277,7 +344,8 @@ export const attentionSuite: BenchSuite = {
     await cacheBytes(ctx);
     await prefill(ctx, { seqs: ctx.quick ? [128, 256] : [256, 1024, 4096], naive: true });
     const lengths = ctx.quick ? [128, 512] : [128, 512, 2048, 8192];
-    await decode(ctx, { runs: [{ variant: 'mla', lengths }, { variant: 'gqa', lengths }] });
+    await mlaDecodeRows(ctx, { lengths, generic: [] });
+    await decode(ctx, { runs: [{ variant: 'gqa', lengths }] });
     if (ctx.peers) await attentionPeers(ctx);
   },
 };
@@ -285,7 +353,7 @@ export const attentionSuite: BenchSuite = {
 /**
  * The rows issue 27 tracks, with few iterations so one run takes minutes on a software adapter:
  * MLA absorbed decode at caches 512/2048/8192, GQA decode at 8192, FlashAttention prefill at 1024/4096
- * (no naive baseline); the older tiled kernel at MLA 8192, and flash_rows (what main ran for GQA decode
+ * (no naive baseline); main's generic decode kernel at MLA 8192, and flash_rows (what main ran for GQA decode
  * and prefill before flash_blocks) at GQA 8192 and both prefills, each right after ours in the same run.
  * `npm run bench -- --node --suites attention-core` (docs/attention.md).
  */
@@ -296,7 +364,8 @@ export const attentionCoreSuite: BenchSuite = {
   // Its shapes do not shrink in quick mode (two minutes on SwiftShader): named runs only.
   fullOnly: true,
   async run(ctx) {
-    await decode(ctx, { runs: [{ variant: 'mla', lengths: [512, 2048, 8192], tiled: [8192] }, { variant: 'gqa', lengths: [8192], rows: [8192], forceSplits: 4 }], iters: (L) => (L >= 8192 ? 3 : 5) });
+    await mlaDecodeRows(ctx, { lengths: [512, 2048, 8192], generic: [8192], iters: (L) => (L >= 8192 ? 3 : 5) });
+    await decode(ctx, { runs: [{ variant: 'gqa', lengths: [8192], rows: [8192], forceSplits: 4 }], iters: (L) => (L >= 8192 ? 3 : 5) });
     await prefill(ctx, { seqs: [1024, 4096], naive: false, rows: true, iters: (seq) => (seq >= 4096 ? 1 : 3) });
   },
 };
@@ -318,8 +387,23 @@ export const attentionPeersSuite: BenchSuite = {
 };
 
 /**
- * The KV cache format (model/kvcache.ts, the `kvCache` load option): absorbed-MLA decode (V2-Lite
- * shapes) over an f32 and an f16 latent cache of the same length, 'auto' splits, same run. What it
+ * Only the absorbed-MLA decode rows (issue 27): mla_decode at caches 512/2048/8192 with one split, the
+ * 'auto' split count (or 2 splits when 'auto' picks one) and main's generic attentionDecode at every
+ * length, same run. `npm run bench -- --node --suites attention-mla` (docs/attention.md).
+ */
+export const attentionMlaSuite: BenchSuite = {
+  name: 'attention-mla',
+  order: 34,
+  nodeOk: true,
+  async run(ctx) {
+    const lengths = ctx.quick ? [512, 2048] : [512, 2048, 8192];
+    await mlaDecodeRows(ctx, { lengths, generic: lengths, iters: (L) => (L >= 8192 ? 3 : 5) });
+  },
+};
+
+/**
+ * The KV cache format (model/kvcache.ts, the `kvCache` load option): absorbed-MLA decode (mla_decode,
+ * V2-Lite shapes) over an f32 and an f16 latent cache of the same length, 'auto' splits, same run. What it
  * decides: the default per device (f16 halves the bytes read per step; on a software adapter memory
  * is read at CPU speed and every f16 value costs an unpack). `npm run bench -- --node --suites attention-kv`.
  */
@@ -329,24 +413,25 @@ export const attentionKvSuite: BenchSuite = {
   nodeOk: true,
   async run(ctx) {
     const gpu = ctx.gpu;
-    const vr = DECODE_VARIANTS.mla;
+    const { heads: H, kvLora, rope } = MLA_LITE;
+    const dk = kvLora + rope;
     for (const L of ctx.quick ? [512] : [512, 2048, 8192]) {
-      const shape = { S: 1, T: L, past: L - 1, heads: vr.heads, kvHeads: 1, dQk: vr.dQk, dV: vr.dV, scale: 0.1, causal: true, kStride: vr.dQk, vStride: vr.dQk };
-      const rows = randomUniform(L * vr.dQk, 2);
-      const q = gpu.buffers.upload('bench.kv.q', randomUniform(vr.heads * vr.dQk, 1));
-      const out = gpu.buffers.create('bench.kv.out', vr.heads * vr.dV * 4);
+      const rows = randomUniform(L * dk, 2);
+      const qa = gpu.buffers.upload('bench.kv.q', randomUniform(H * dk, 1));
+      const out = gpu.buffers.create('bench.kv.out', H * kvLora * 4);
       const f32ms: number[] = [];
       for (const kv of ['f32', 'f16'] as const) {
         const cache = gpu.buffers.upload(`bench.kv.${kv}`, kv === 'f16' ? new Uint32Array(f32ArrayToF16(rows).buffer) : rows);
-        const args: AttentionArgs = { ...shape, q, k: cache, v: cache, out, splits: 'auto', kv };
-        const info = attentionDecodeInfo(gpu, args);
-        const scratch = gpu.buffers.create('bench.kv.split', Math.max(16, attentionScratchBytes(shape, info.splits)));
+        // What mlaAttention runs for a decode step: mla_decode with its 'auto' split count.
+        const args: MlaDecodeArgs = { H, kvLora, rope, S: 1, past: L - 1, qa, cache, rowStride: dk, format: kv, out, scale: 0.1, splits: 'auto' };
+        const info = mlaDecodeInfo(gpu, args);
+        const scratch = gpu.buffers.create('bench.kv.split', Math.max(16, mlaDecodeScratchBytes({ S: 1, H, kvLora }, info.splits)));
         try {
-          const ms = await ctx.time((rec) => attentionDecode(gpu, rec, { ...args, scratch }), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: L >= 8192 ? 3 : 5 });
+          const ms = await ctx.time((rec) => mlaDecode(gpu, rec, { ...args, scratch }), { repeat: L >= 2048 ? 1 : ctx.quick ? 2 : 4, iters: L >= 8192 ? 3 : 5 });
           if (kv === 'f32') f32ms.push(ms);
           ctx.result({
             suite: 'attention-kv', name: 'decode', variant: `MLA absorbed (V2-Lite), ${kv} cache`, shape: `cache ${L}`, medianMs: ms,
-            bytes: cache.size + q.size + out.size, flops: 2 * vr.heads * L * (vr.dQk + vr.dV),
+            bytes: cache.size + qa.size + out.size, flops: 2 * H * L * (dk + kvLora),
             extra: { kv, kernel: info.label, cacheBytes: cache.size, readBytes: info.cacheReadBytes, ...(kv === 'f16' ? { speedupVsF32: +(f32ms[0] / ms).toFixed(2) } : {}) },
           });
         } finally {
@@ -354,7 +439,7 @@ export const attentionKvSuite: BenchSuite = {
           gpu.buffers.destroy(cache);
         }
       }
-      gpu.buffers.destroy(q);
+      gpu.buffers.destroy(qa);
       gpu.buffers.destroy(out);
     }
   },

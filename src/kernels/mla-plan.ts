@@ -1,0 +1,113 @@
+/**
+ * The launch-shape arithmetic of mla_decode (shaders/mla.wgsl `decode`, run by mla.ts mlaDecode): row
+ * tile, block of cache rows, score slices, split count and partial bytes. Plain functions of the device
+ * facts, without the shader, so the memory plan (model/memory-plan.ts) sizes the scratch the kernel takes.
+ */
+import { LimitExceededError, ShapeError } from '../errors';
+import { kvElementBytes, type AttentionDevice, type KvFormat } from './attention-plan';
+
+/** mlaAttention runs mla_decode for up to this many new tokens (decode, speculative verify steps). */
+export const MLA_DECODE_MAX_S = 8;
+
+/** mla_decode's specialisation (shaders/mla.wgsl consts). */
+export interface MlaDecodeConfig { DWG: number; RT: number; BK: number; SJ: number; SQ: number; DKP: number; DS: number; DSW: number; NCB: number }
+
+/** Launch-shape choices a caller may pin (tests, benchmarks); the rest follows from the device. */
+export interface MlaDecodeTuning { DWG?: number; BK?: number; SQ?: number; subgroups?: boolean }
+
+/** The launch: configuration, row tiles, split count, workgroups, and the cache bytes read per call. */
+export interface MlaDecodePlan { cfg: MlaDecodeConfig; rowTiles: number; splits: number; workgroups: number; cacheReadBytes: number; label: string }
+
+/** Workgroup bytes of a configuration: staged rows, partial scores, probabilities, two per-row values. */
+export const mlaDecodeSharedBytes = (c: MlaDecodeConfig) => 4 * (c.BK * c.DKP + c.BK * c.RT * c.DSW + 16 * c.RT + 2 * c.RT);
+
+/** Cache rows a split reads at least on a GPU: its partials (rows × (kvLora + 2) floats) stay ≤ ~6 % of them. */
+const GPU_MIN_KEYS_PER_SPLIT = 256;
+/** Workgroups that keep a GPU's memory system busy (a few per compute unit on common GPUs). */
+const GPU_CONCURRENT_WORKGROUPS = 128;
+/**
+ * On a software adapter the workgroups of a dispatch run on the CPU's threads: a split pays the staging
+ * and partials of its own and only helps when another thread is free to take it. Splits of fewer keys
+ * than this were not faster in the attention-mla bench (docs/attention.md).
+ */
+const SOFTWARE_MIN_KEYS_PER_SPLIT = 4096;
+/**
+ * Scores on a software adapter: tiles of all 16 rows × 8 keys (24 loads for 128 FMAs) over DS = 4
+ * slices of d_k, one group of 4 invocations. There every load with a per-invocation address is a
+ * 4-lane gather, so the fewest loads per FMA win over spreading the work (the workgroup runs on one
+ * CPU thread anyway); on a GPU every invocation scores a 4 × 8 tile.
+ */
+const SOFTWARE_SCORE_SLICES = 4;
+/** Rows (query, head) per workgroup: 4 quads of 4 rows, 8 value columns each per invocation (128 floats). */
+const RT = 16;
+
+const pow2AtLeast = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+const pow2AtMost = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
+
+/** Worker threads of a software adapter: what the host reports, else 4. */
+function softwareThreads(): number {
+  const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+  return n && n > 0 ? n : 4;
+}
+
+/**
+ * Sizes mla_decode for a device. Rows: tiles of RT = 16 (query, head) rows, all 16 heads of a V2-Lite
+ * token in one tile. Invocations: on a GPU one per 8 value columns (64 for 512 latent values, at least
+ * 16), so each holds 4 quads × 8 vec4 = 128 accumulators in registers; on a software adapter 16, each
+ * holding up to 4 blocks of 8 columns. Block of cache rows: the largest of 16,
+ * 8, 4 whose staging fits maxComputeWorkgroupStorageSize (8 for 576-wide rows in 32 KiB, 4 in the
+ * 16 KiB baseline). Split count: the occupancy model — enough workgroups for the device to run side by
+ * side (~128 on a GPU, the CPU threads on a software adapter), no split shorter than
+ * GPU_MIN_KEYS_PER_SPLIT / SOFTWARE_MIN_KEYS_PER_SPLIT keys.
+ */
+export function mlaDecodePlan(
+  dev: AttentionDevice & { caps: { maxComputeInvocationsPerWorkgroup?: number; subgroups?: boolean; subgroupMinSize?: number } },
+  a: { H: number; kvLora: number; rope: number; S: number; T: number; format?: KvFormat; splits?: number | 'auto'; tuning?: MlaDecodeTuning },
+): MlaDecodePlan {
+  const fallback = dev.adapter.isFallbackAdapter;
+  const tune = a.tuning ?? {};
+  const maxWg = dev.caps.maxComputeInvocationsPerWorkgroup ?? 256;
+  // GPUs: one invocation per 8 value columns (NCB = 1: 128 accumulators in registers). A software
+  // adapter: 16 invocations (4 groups of 4 lanes, fewer switches at every barrier) holding up to 4 blocks
+  // of 8 columns each (its "registers" are memory anyway).
+  const DWG = Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / (8 * (fallback ? 4 : 1)))), tune.DWG ?? 0);
+  const NCB = Math.ceil(a.kvLora / (8 * DWG));
+  if (DWG > maxWg) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', DWG, maxWg, `mla decode (one invocation per 8 of ${a.kvLora} latent values)`);
+  const dk = a.kvLora + a.rope, M = a.S * a.H;
+  let cfg: MlaDecodeConfig | null = null;
+  for (const BK of tune.BK ? [tune.BK] : [16, 8, 4]) {
+    const SJ = BK >= 8 ? 8 : 4;
+    const SQ = tune.SQ ?? (fallback ? 4 : 1);
+    const DS = SQ === 4 ? SOFTWARE_SCORE_SLICES : DWG / ((RT / 4) * (BK / SJ));
+    if (!Number.isInteger(DS) || DS < 1) continue;
+    // Subgroups sum the slices of a tile when they fit in one (DS ≤ the smallest subgroup).
+    const sg = (tune.subgroups ?? true) && !!dev.caps.subgroups && DS <= (dev.caps.subgroupMinSize ?? 0);
+    const c = { DWG, RT, BK, SJ, SQ, DKP: Math.ceil(dk / DS) * DS, DS, DSW: sg ? 1 : DS, NCB };
+    if (mlaDecodeSharedBytes(c) <= dev.caps.maxComputeWorkgroupStorageSize) { cfg = c; break; }
+  }
+  if (!cfg) {
+    const c = { DWG, RT, BK: 4, SJ: 4, SQ: 1, DKP: dk, DS: DWG / 4, DSW: 1, NCB };
+    throw new LimitExceededError('maxComputeWorkgroupStorageSize', mlaDecodeSharedBytes(c), dev.caps.maxComputeWorkgroupStorageSize, `mla decode (${dk}-wide cache rows)`);
+  }
+  const rowTiles = Math.ceil(M / cfg.RT);
+  const s = a.splits ?? 'auto';
+  let splits: number;
+  const maxSplits = Math.max(1, Math.ceil(a.T / cfg.BK));
+  if (s === 'auto') {
+    const concurrent = fallback ? softwareThreads() : GPU_CONCURRENT_WORKGROUPS;
+    const minKeys = fallback ? SOFTWARE_MIN_KEYS_PER_SPLIT : GPU_MIN_KEYS_PER_SPLIT;
+    splits = rowTiles >= concurrent ? 1 : Math.max(1, Math.min(Math.ceil(concurrent / rowTiles), Math.floor(a.T / minKeys)));
+  } else {
+    if (!Number.isInteger(s) || s < 1) throw new ShapeError(`mlaDecode: splits must be a positive integer or 'auto', got ${s}`);
+    splits = Math.min(s, maxSplits);
+  }
+  const cacheReadBytes = rowTiles * a.T * dk * kvElementBytes(a.format ?? 'f32');
+  return {
+    cfg, rowTiles, splits, workgroups: rowTiles * splits, cacheReadBytes,
+    label: `mla_decode(wg${cfg.DWG},keys${cfg.BK},score rows${4 * cfg.SQ}×${cfg.DS} slices${cfg.DSW === 1 && cfg.DS > 1 ? ' (subgroups)' : ''},${a.format ?? 'f32'},splits${splits})`,
+  };
+}
+
+/** Scratch bytes of `splits` partials: per split and row kvLora values, max and sum. */
+export const mlaDecodeScratchBytes = (a: { S: number; H: number; kvLora: number }, splits: number) => (splits > 1 ? splits * a.S * a.H * (a.kvLora + 2) * 4 : 0);
+
