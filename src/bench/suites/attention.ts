@@ -185,7 +185,7 @@ const MLA_LITE = { heads: 16, kvLora: 512, rope: 64 };
  *    ran for MLA decode before mla_decode) with its own 'auto' split count, when `generic` lists L.
  * `readBytes` is what the kernel reads of the cache per step, `readPerCache` that over the cache size.
  */
-async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic: number[]; iters?: (L: number) => number | undefined }) {
+async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic: number[]; iters?: (L: number) => number | undefined; /** The rows' suite name (default 'attention'; the attention-mla suite's own, so its rows never share a key with the attention suite's). */ suite?: string }) {
   const gpu = ctx.gpu;
   const { heads: H, kvLora, rope } = MLA_LITE;
   const dk = kvLora + rope;
@@ -210,7 +210,7 @@ async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic:
         if (splits === 1 || splits === auto) bestMs = ms;
         const chosen = splits === auto ? ' (auto)' : '';
         ctx.result({
-          suite: SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), mla_decode, ${splits === 1 ? 'one split' : `split-K ×${splits}`}${chosen}`, shape: `cache ${L}`, medianMs: ms,
+          suite: o.suite ?? SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), mla_decode, ${splits === 1 ? 'one split' : `split-K ×${splits}`}${chosen}`, shape: `cache ${L}`, medianMs: ms,
           bytes, flops,
           extra: {
             splits, auto, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
@@ -226,7 +226,7 @@ async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic:
         try {
           const ms = await ctx.time((rec) => attentionDecode(gpu, rec, { ...args, scratch: part }), timing);
           ctx.result({
-            suite: SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), generic attentionDecode (main) ×${info.splits}`, shape: `cache ${L}`, medianMs: ms,
+            suite: o.suite ?? SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), generic attentionDecode (main) ×${info.splits}`, shape: `cache ${L}`, medianMs: ms,
             bytes, flops,
             extra: { splits: info.splits, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2), mlaDecodeSpeedup: +(ms / bestMs).toFixed(2) },
           });
@@ -397,7 +397,7 @@ export const attentionMlaSuite: BenchSuite = {
   nodeOk: true,
   async run(ctx) {
     const lengths = ctx.quick ? [512, 2048] : [512, 2048, 8192];
-    await mlaDecodeRows(ctx, { lengths, generic: lengths, iters: (L) => (L >= 8192 ? 3 : 5) });
+    await mlaDecodeRows(ctx, { lengths, generic: lengths, iters: (L) => (L >= 8192 ? 3 : 5), suite: 'attention-mla' });
   },
 };
 
