@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 import { playwright } from '@vitest/browser-playwright';
 // @ts-ignore plain ESM helper shared with Playwright and the bench script
@@ -41,6 +42,9 @@ export default defineConfig({
   server: { headers: { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } },
   worker: { format: 'es', plugins: () => [wasmBase64()] },
   test: {
+    // Every core (vitest's default leaves one idle): the GPU tests spend much of their time in
+    // SwiftShader's own threads and the unit tests in JavaScript, so two files at once keep both cores busy.
+    maxWorkers: availableParallelism(),
     projects: [
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'], environment: 'node' } },
       {
