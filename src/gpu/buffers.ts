@@ -13,6 +13,7 @@ const align4 = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
  */
 export class BufferManager {
   private live = new Map<GPUBuffer, number>();
+  private placeholders = new Map<string, GPUBuffer>();
   bytesAllocated = 0;
   peakBytes = 0;
 
@@ -56,6 +57,20 @@ export class BufferManager {
     const n = buffer.size / 4;
     const words = asFloat ? new Float32Array(n).fill(pattern) : new Uint32Array(n).fill(pattern);
     this.device.queue.writeBuffer(buffer, 0, words);
+  }
+
+  /**
+   * A 16-byte buffer for a binding an entry point declares but a call does not use, one per `slot` for
+   * the device's life (distinct slots, so a dispatch never binds one buffer writable twice); made again
+   * after destroyAll.
+   */
+  placeholder(slot: string): GPUBuffer {
+    let b = this.placeholders.get(slot);
+    if (!b || !this.live.has(b)) {
+      b = this.create(`unused.${slot}`, 16);
+      this.placeholders.set(slot, b);
+    }
+    return b;
   }
 
   destroy(buffer: GPUBuffer | undefined | null): void {

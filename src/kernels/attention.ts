@@ -135,16 +135,8 @@ export function flashConfig(gpu: Gpu, rows: number, dQk: number, dV: number): Fl
   return cfg();
 }
 
-const dummies = new WeakMap<Gpu, { past: GPUBuffer; part: GPUBuffer; sinks: GPUBuffer }>();
 /** Placeholders for bindings an entry point declares but a given call does not use. */
-function dummy(gpu: Gpu) {
-  let d = dummies.get(gpu);
-  if (!d) {
-    d = { past: gpu.buffers.create('attention.unusedPast', 16), part: gpu.buffers.create('attention.unusedPart', 16), sinks: gpu.buffers.create('attention.unusedSinks', 16) };
-    dummies.set(gpu, d);
-  }
-  return d;
-}
+const dummy = (gpu: Gpu) => ({ past: gpu.buffers.placeholder('attention.past'), part: gpu.buffers.placeholder('attention.part'), sinks: gpu.buffers.placeholder('attention.sinks') });
 
 const isCount = (x: number) => Number.isInteger(x) && x >= 0;
 

@@ -244,14 +244,6 @@ export interface MlaDecodeArgs {
   tuning?: MlaDecodeTuning;
 }
 
-const decodeDummies = new WeakMap<Gpu, { past: GPUBuffer; part: GPUBuffer }>();
-/** Placeholders for the bindings a call does not use (the past buffer, the partials). */
-function decodeDummy(gpu: Gpu) {
-  let b = decodeDummies.get(gpu);
-  if (!b) { b = { past: gpu.buffers.create('mla.unusedPast', 16), part: gpu.buffers.create('mla.unusedPart', 16) }; decodeDummies.set(gpu, b); }
-  return b;
-}
-
 function checkDecode(a: MlaDecodeArgs) {
   for (const k of ['H', 'kvLora', 'rope'] as const) {
     if (!Number.isInteger(a[k]) || a[k] < 1) throw new ShapeError(`mlaDecode: ${k} must be a positive integer, got ${a[k]}`);
@@ -278,8 +270,7 @@ export function mlaDecode(gpu: Gpu, rec: Recorder, a: MlaDecodeArgs): void {
   const p = mlaDecodePlan(gpu, { ...a, T });
   const format = a.format ?? 'f32';
   const shader = specialise(code, { subgroups: subgroupChoice(p.cfg.DSW === 1 && p.cfg.DS > 1), kv: format }, { ...p.cfg });
-  const dummy = decodeDummy(gpu);
-  let part: Binding = dummy.part;
+  let part: Binding = gpu.buffers.placeholder('mla.part');
   if (p.splits > 1) {
     const bytes = mlaDecodeScratchBytes(a, p.splits);
     if (bytes > gpu.caps.maxStorageBufferBindingSize) throw new LimitExceededError('maxStorageBufferBindingSize', bytes, gpu.caps.maxStorageBufferBindingSize, 'mla decode split partials');
@@ -292,7 +283,7 @@ export function mlaDecode(gpu: Gpu, rec: Recorder, a: MlaDecodeArgs): void {
   const WG = Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup);
   rec.dispatch({
     pipeline: gpu.pipelines.get({ label: 'mla', code: shader, entryPoint: 'decode', constants: { WG } }),
-    bindings: [a.qa, null, a.out, a.cache, a.pastFromBuffer ?? dummy.past, part],
+    bindings: [a.qa, null, a.out, a.cache, a.pastFromBuffer ?? gpu.buffers.placeholder('mla.past'), part],
     uniforms,
     workgroups: p.workgroups,
     label: p.label,

@@ -81,13 +81,8 @@ export const MOE_DISPATCH_PARAMS = defineUniforms({ a: 'u32', b: 'u32', c: 'u32'
 
 // ------------------------------------------------------------------------------------------ helpers
 
-const dummies = new WeakMap<Gpu, Record<string, GPUBuffer>>();
 /** Small placeholder buffers for optional bindings (distinct per slot: no writable aliasing). */
-function dummy(gpu: Gpu, slot: string): GPUBuffer {
-  let d = dummies.get(gpu);
-  if (!d) dummies.set(gpu, (d = {}));
-  return (d[slot] ??= gpu.buffers.create(`moe.unused.${slot}`, 16));
-}
+const dummy = (gpu: Gpu, slot: string): GPUBuffer => gpu.buffers.placeholder(`moe.${slot}`);
 
 function bindingBytes(b: Binding): number {
   const bb = b as GPUBufferBinding;

@@ -25,6 +25,18 @@ describe('GPU layer on dawn.node', () => {
     expect(gpu.buffers.bytesAllocated).toBe(before);
   });
 
+  it('placeholders: one 16-byte buffer per slot, distinct slots distinct, made again once destroyed', () => {
+    const a = gpu.buffers.placeholder('test.a');
+    expect(a.size).toBe(16);
+    expect(gpu.buffers.placeholder('test.a')).toBe(a);
+    expect(gpu.buffers.placeholder('test.b')).not.toBe(a);
+    const before = gpu.buffers.bytesAllocated;
+    gpu.buffers.destroy(a);
+    const again = gpu.buffers.placeholder('test.a');
+    expect(again).not.toBe(a);
+    expect(gpu.buffers.bytesAllocated).toBe(before);
+  });
+
   it('upload/read round trip, including unaligned sizes', async () => {
     const data = new Uint8Array([1, 2, 3, 4, 5, 6, 7]);
     const b = gpu.buffers.upload('u8', data);
