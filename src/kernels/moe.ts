@@ -9,7 +9,7 @@ import { LimitExceededError, ShapeError } from '../errors';
 import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { MX_BLOCK, deinterleaveGateUp, packWeight, rowLayout, type GptOssExpertTensors } from './weight-pack';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
-import { QUANT_GROUP, quantizeOnGpu, type RawMatrix } from './weight-quant';
+import { QUANT_GROUP, SOURCE_BYTES, quantizeOnGpu, type RawMatrix } from './weight-quant';
 import { matmul } from './matmul';
 import { addBias } from './elementwise';
 import { checkRouting, type MoeRouting } from './moe-routing';
@@ -307,7 +307,7 @@ export function expertGroupsWriter(
       const same = raw.source === format;
       if (!same && !(quant && gs === QUANT_GROUP && splitGateUp && (opts.quantizeOnDevice ?? true))) return false;
       if (same && !splitGateUp) return false;
-      arrive(e, proj, raw.bytes.byteLength / { bf16: 2, f16: 2, f32: 4 }[raw.source]);
+      arrive(e, proj, raw.bytes.byteLength / SOURCE_BYTES[raw.source]);
       const g = groups[Math.floor(e / per)], le = e - g.e0;
       const [buf, scales, rows, K, at] = proj === 'down' ? [g.w.down, g.w.downScales, D, I, le * D] : [g.w.gateUp, g.w.gateUpScales, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I];
       if (same) gpu.buffers.write(buf, raw.bytes, at * rowBytes(K));

@@ -22,7 +22,8 @@ export const QUANT_GROUP = 32;
 
 export const WEIGHT_QUANT_PARAMS = defineUniforms({ rows: 'u32', k: 'u32', groups: 'u32', row_words: 'u32', dst_offset: 'u32', scale_offset: 'u32', pairs: 'u32', _p: 'u32' });
 
-const BYTES: Record<QuantSource, number> = { bf16: 2, f16: 2, f32: 4 };
+/** Bytes per element of each source format. */
+export const SOURCE_BYTES: Record<QuantSource, number> = { bf16: 2, f16: 2, f32: 4 };
 
 export interface GpuQuantArgs {
   /** The matrix [rows, K] in `source` format, row-major (a checkpoint tensor's bytes). */
@@ -48,7 +49,7 @@ export interface GpuQuantArgs {
  */
 export function quantizeOnGpu(gpu: Gpu, a: GpuQuantArgs): void {
   const { rows, K, source, format } = a;
-  const bytes = BYTES[source];
+  const bytes = SOURCE_BYTES[source];
   if (!Number.isInteger(rows) || !Number.isInteger(K) || rows <= 0 || K <= 0) throw new ShapeError(`quantizeOnGpu: shape must be positive integers, got [${rows}, ${K}]`);
   if (a.src.byteLength !== rows * K * bytes) throw new ShapeError(`quantizeOnGpu: ${a.src.byteLength} bytes for [${rows}, ${K}] ${source}`);
   const G = Math.ceil(K / QUANT_GROUP);
