@@ -642,3 +642,6 @@ void vnm_matmul(const float *xp, const float *values, const u8 *pidx, const u8 *
 
 /* The Llama-style families' kernels (GQA attention, half-split RoPE, biases, gates): their own file, same module. */
 #include "kernels-gqa.c"
+
+/* q8 / q4 quantisation at load from a checkpoint's BF16 / F16 / F32 bytes (weight-pack.ts' layout): its own file, same module. */
+#include "weight-pack.c"

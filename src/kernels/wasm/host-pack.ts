@@ -1,0 +1,74 @@
+/**
+ * q8 / q4 quantisation at load on the host, in WebAssembly SIMD (weight-pack.c in kernels.wasm): a
+ * checkpoint matrix's BF16 / F16 / F32 bytes go in, packWeight's words and f16 group scales come out,
+ * bit for bit (test/unit/host-pack.test.ts), with no f32 copy in between and its NaN / ±Inf count on the
+ * side. About 4× the JS path (toFloat32 + packWeight) on this machine: the `host-quant` bench suite.
+ *
+ * One instance of the single-threaded kernels.wasm per realm, created by loadHostPacker (compiling a
+ * module is asynchronous in browsers past 4 KB on the main thread, so the loader awaits it once before
+ * streaming; packing itself is synchronous). Its memory grows to the largest matrix packed and is reused.
+ * Where WebAssembly SIMD is missing (engines before 2021) loadHostPacker gives null and callers keep
+ * packWeight, the reference this packer equals.
+ */
+import { ShapeError } from '../../errors';
+import { rowLayout } from '../weight-pack';
+import type { QuantSource } from '../weight-quant';
+import { kernelsModule, wasmSimdSupported } from './kernels';
+
+interface PackExports {
+  memory: WebAssembly.Memory;
+  __heap_base: WebAssembly.Global;
+  pack_quant(src: number, source: number, K: number, q4: number, gs: number, data: number, scales: number, n0: number, n1: number): number;
+}
+
+const SOURCE_CODE: Record<QuantSource, number> = { bf16: 0, f16: 1, f32: 2 };
+const SOURCE_BYTES: Record<QuantSource, number> = { bf16: 2, f16: 2, f32: 4 };
+const PAGE = 65536;
+const align64 = (v: number) => Math.ceil(v / 64) * 64;
+
+/** One packed matrix: views into the packer's memory, valid until its next pack call. */
+export interface HostPacked {
+  /** [rows, rowWords] u32 words (weight-pack.ts layout). */
+  data: Uint32Array;
+  /** ceil(rows·groups / 2) u32 words of f16 scale pairs (flat index r·groups + g, low half first). */
+  scales: Uint32Array;
+  /** NaN / ±Inf values among the source's. */
+  nonFinite: number;
+}
+
+export class HostPacker {
+  private constructor(private e: PackExports) {}
+
+  /** The packer (created once per realm), or null when this engine has no WebAssembly SIMD. */
+  static async load(): Promise<HostPacker | null> {
+    if (!wasmSimdSupported()) return null;
+    instance ??= kernelsModule(false).then(async (m) => new HostPacker((await WebAssembly.instantiate(m, {})).exports as unknown as PackExports));
+    return instance;
+  }
+
+  /**
+   * Packs the [rows, K] matrix `bytes` (little-endian `source` elements, row-major) into `format` with
+   * f16 scales in groups of `groupSize`: packWeight(toFloat32(source, bytes), rows, K, format,
+   * { groupSize, scaleDtype: 'f16' })'s data and scales.
+   */
+  pack(source: QuantSource, bytes: Uint8Array, rows: number, K: number, format: 'q8' | 'q4', groupSize: 32 | 128 = 32): HostPacked {
+    if (!Number.isInteger(rows) || !Number.isInteger(K) || rows <= 0 || K <= 0) throw new ShapeError(`HostPacker: shape must be positive integers, got [${rows}, ${K}]`);
+    if (groupSize !== 32 && groupSize !== 128) throw new ShapeError(`HostPacker: group size must be 32 or 128, got ${String(groupSize)}`);
+    if (bytes.byteLength !== rows * K * SOURCE_BYTES[source]) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${rows}, ${K}] ${source}`);
+    const { rowWords } = rowLayout(format, K);
+    const G = Math.ceil(K / groupSize);
+    const scaleWords = Math.ceil((rows * G) / 2);
+    const base = align64(this.e.__heap_base.value as number);
+    const src = base, data = align64(src + bytes.byteLength), scales = align64(data + rows * rowWords * 4), end = scales + scaleWords * 4;
+    const mem = this.e.memory;
+    if (end > mem.buffer.byteLength) mem.grow(Math.ceil((end - mem.buffer.byteLength) / PAGE));
+    const u8 = new Uint8Array(mem.buffer);
+    u8.set(bytes, src);
+    // An odd rows·groups leaves the last scale word's high half: zero, as packWeight's.
+    if ((rows * G) % 2) new Uint16Array(mem.buffer, scales, scaleWords * 2)[rows * G] = 0;
+    const nonFinite = this.e.pack_quant(src, SOURCE_CODE[source], K, format === 'q4' ? 1 : 0, groupSize, data, scales, 0, rows);
+    return { data: new Uint32Array(mem.buffer, data, rows * rowWords), scales: new Uint32Array(mem.buffer, scales, scaleWords), nonFinite };
+  }
+}
+
+let instance: Promise<HostPacker | null> | undefined;

@@ -1,0 +1,142 @@
+/**
+ * The WebAssembly SIMD packer (kernels/wasm/weight-pack.c via host-pack.ts) against the JS path it
+ * replaces at load, packWeight(toFloat32(source, bytes), ...): bit-identical words and f16 scales, and a
+ * NaN / ±Inf count equal to countNonFinite's, for BF16, F16 and F32 sources, q8 and q4, group sizes 32
+ * and 128, on random ragged shapes (K % 32 ≠ 0: partial last groups and padding nibbles) and constructed
+ * inputs: zero groups, subnormals, the largest finite values, exact ties (x·inv + ½ integral), NaN and
+ * ±Inf. Tolerance: none (every bit compared).
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { packWeight } from '../../src/kernels/weight-pack';
+import { countNonFinite, toFloat32, type SafetensorsDtype } from '../../src/formats/safetensors';
+import { HostPacker } from '../../src/kernels/wasm/host-pack';
+import type { QuantSource } from '../../src/kernels/weight-quant';
+import { f32ToBf16, f32ToF16 } from '../../src/util/half';
+import { mulberry32 } from '../../src/util/random';
+
+const DTYPE: Record<QuantSource, SafetensorsDtype> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
+const BPE: Record<QuantSource, number> = { bf16: 2, f16: 2, f32: 4 };
+
+/** Source bytes of the values (BF16 / F16 rounded to nearest even from f32). */
+function encode(source: QuantSource, v: ArrayLike<number>): Uint8Array {
+  if (source === 'f32') return new Uint8Array(Float32Array.from(v).buffer);
+  const h = Uint16Array.from(v as ArrayLike<number>, source === 'bf16' ? f32ToBf16 : f32ToF16);
+  return new Uint8Array(h.buffer);
+}
+
+let packer: HostPacker;
+beforeAll(async () => {
+  const p = await HostPacker.load();
+  expect(p, 'Node has WebAssembly SIMD').not.toBeNull();
+  packer = p!;
+});
+
+/** Packs `bytes` with both packers; compares every word, every scale word and the non-finite count. */
+function same(source: QuantSource, bytes: Uint8Array, N: number, K: number, format: 'q8' | 'q4', gs: 32 | 128, what: string) {
+  // An offset copy: the packer must not assume aligned input.
+  const shifted = new Uint8Array(bytes.byteLength + 3).subarray(3);
+  shifted.set(bytes);
+  const want = packWeight(toFloat32(DTYPE[source], bytes), N, K, format, { groupSize: gs, scaleDtype: 'f16' });
+  const got = packer.pack(source, shifted, N, K, format, gs);
+  const at = (a: Uint32Array, b: Uint32Array) => { for (let i = 0; i < Math.max(a.length, b.length); i++) if (a[i] !== b[i]) return i; return -1; };
+  const dw = at(got.data, want.data), ds = at(got.scales, want.scales!);
+  expect(got.data.length, `${what}: words`).toBe(want.data.length);
+  expect(got.scales.length, `${what}: scale words`).toBe(want.scales!.length);
+  expect(dw, `${what}: first differing word ${dw}: got ${got.data[dw]?.toString(16)}, want ${want.data[dw]?.toString(16)}`).toBe(-1);
+  expect(ds, `${what}: first differing scale word ${ds}: got ${got.scales[ds]?.toString(16)}, want ${want.scales![ds]?.toString(16)}`).toBe(-1);
+  expect(got.nonFinite, `${what}: non-finite count`).toBe(countNonFinite(DTYPE[source], bytes));
+}
+
+const SOURCES: QuantSource[] = ['bf16', 'f16', 'f32'];
+const FORMATS = ['q4', 'q8'] as const;
+const GROUPS = [32, 128] as const;
+
+describe('HostPacker (WASM SIMD) equals packWeight(toFloat32(...))', () => {
+  it('on random ragged shapes, every source, format and group size', () => {
+    const r = mulberry32(21);
+    for (let trial = 0; trial < 60; trial++) {
+      const source = SOURCES[trial % 3], format = FORMATS[(trial >> 1) % 2], gs = GROUPS[(trial >> 2) % 2];
+      const N = 1 + Math.floor(r() * 9);
+      const K = trial < 12 ? gs * (1 + Math.floor(r() * 4)) : 1 + Math.floor(r() * 300);
+      const scale = 2 ** (Math.floor(r() * 20) - 12);
+      const v = Float32Array.from({ length: N * K }, () => (r() * 2 - 1) * scale * (r() < 0.05 ? 40 : 1));
+      same(source, encode(source, v), N, K, format, gs, `${source}→${format} gs ${gs} [${N}, ${K}]`);
+    }
+  });
+
+  it('on raw random bit patterns (every finite value the formats hold, subnormals included)', () => {
+    const r = mulberry32(5);
+    for (const source of SOURCES) for (const format of FORMATS) for (const gs of GROUPS) {
+      const N = 7, K = 291, bpe = BPE[source];
+      const bytes = new Uint8Array(N * K * bpe);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(r() * 256);
+      // Clear exponent-all-ones patterns (NaN / Inf: their own test).
+      for (let i = 0; i < N * K; i++) {
+        const hi = i * bpe + bpe - 1;
+        if (source === 'bf16' && (bytes[hi] & 0x7f) === 0x7f && bytes[hi - 1] & 0x80) bytes[hi] &= 0xbf;
+        if (source === 'f16' && (bytes[hi] & 0x7c) === 0x7c) bytes[hi] &= 0xbf;
+        if (source === 'f32' && (bytes[hi] & 0x7f) === 0x7f && bytes[hi - 1] & 0x80) bytes[hi] &= 0xbf;
+      }
+      same(source, bytes, N, K, format, gs, `random bits ${source}→${format} gs ${gs}`);
+    }
+  });
+
+  it('on zero groups, subnormals and the largest finite values', () => {
+    const r = mulberry32(9);
+    const specials: Record<QuantSource, number[]> = {
+      bf16: [0, -0, 2 ** -133, -(2 ** -130), 2 ** -126, 3.3895313892515355e38, -3.3895313892515355e38, 65504, 458528, 1e-20],
+      f16: [0, -0, 2 ** -24, -(2 ** -24), 3 * 2 ** -20, 2 ** -14, 65504, -65504, 1e-7],
+      f32: [0, -0, 2 ** -149, -(2 ** -140), 2 ** -126, 3.4028234663852886e38, -3.4028234663852886e38, 1e-30, 458528],
+    };
+    for (const source of SOURCES) for (const format of FORMATS) for (const gs of GROUPS) {
+      const N = 6, K = 2 * gs + 17;
+      const v = new Float32Array(N * K);
+      for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) {
+        // row 0: all zero; row 1: subnormals only; other rows: specials mixed with small values
+        v[n * K + k] = n === 0 ? 0 : n === 1 ? (r() - 0.5) * 2 ** -130 : r() < 0.2 ? specials[source][Math.floor(r() * specials[source].length)] : (r() - 0.5) * 2 ** -(n * 3);
+      }
+      same(source, encode(source, v), N, K, format, gs, `specials ${source}→${format} gs ${gs}`);
+    }
+  });
+
+  it('on exact ties w·inv = k + ½ and values next to them', () => {
+    const r = mulberry32(13);
+    for (const source of SOURCES) for (const format of FORMATS) for (const gs of GROUPS) {
+      const Q = format === 'q4' ? 7 : 127;
+      const N = 8, K = gs * 2 + 9;
+      const v = new Float32Array(N * K);
+      for (let n = 0; n < N; n++) {
+        // amax placed first in each group so the scale is amax / Q (a power of two or a few-bit value).
+        const s = (1 + Math.floor(r() * 8) / 8) * 2 ** (Math.floor(r() * 10) - 12);
+        for (let k = 0; k < K; k++) {
+          const first = k % gs === 0;
+          const m = Math.floor(r() * (2 * Q)) - Q;
+          v[n * K + k] = first ? Q * s : (m + 0.5) * s * (r() < 0.2 ? 1 + (r() - 0.5) * 2 ** -7 : 1);
+        }
+      }
+      same(source, encode(source, v), N, K, format, gs, `ties ${source}→${format} gs ${gs}`);
+    }
+  });
+
+  it('on NaN and ±Inf (same words and scales as the JS path, and their count)', () => {
+    const r = mulberry32(17);
+    for (const source of SOURCES) for (const format of FORMATS) for (const gs of GROUPS) {
+      const N = 5, K = gs + 40;
+      const v = Float32Array.from({ length: N * K }, () => (r() - 0.5) * (r() < 0.08 ? [NaN, Infinity, -Infinity][Math.floor(r() * 3)] : 1));
+      const bytes = encode(source, v);
+      // A NaN with a payload and the sign set, as a file may hold.
+      if (source !== 'f32') { bytes[2 * 3] = 0x41; bytes[2 * 3 + 1] = source === 'bf16' ? 0xff : 0xfe; }
+      same(source, bytes, N, K, format, gs, `non-finite ${source}→${format} gs ${gs}`);
+    }
+  });
+
+  it('reuses its memory across calls of different sizes, and refuses bad shapes', () => {
+    const r = mulberry32(23);
+    for (const [N, K] of [[64, 512], [3, 40], [200, 96], [1, 1]]) {
+      const v = Float32Array.from({ length: N * K }, () => r() - 0.5);
+      same('bf16', encode('bf16', v), N, K, 'q4', 32, `size [${N}, ${K}]`);
+    }
+    expect(() => packer.pack('bf16', new Uint8Array(10), 2, 3, 'q4')).toThrow(/10 bytes for \[2, 3\] bf16/);
+    expect(() => packer.pack('bf16', new Uint8Array(0), 0, 3, 'q4')).toThrow(/positive integers/);
+  });
+});
