@@ -10,6 +10,7 @@ import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { MX_BLOCK, deinterleaveGateUp, packWeight, rowLayout, type GptOssExpertTensors } from './weight-pack';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
 import { QUANT_GROUP, SOURCE_BYTES, quantizeOnGpu, type RawMatrix } from './weight-quant';
+import type { HostPacker } from './wasm/host-pack';
 import { matmul } from './matmul';
 import { addBias } from './elementwise';
 import { checkRouting, type MoeRouting } from './moe-routing';
@@ -241,10 +242,11 @@ export interface ExpertGroupsWriter {
   /** Packs and writes `data` before returning (the caller may reuse the array). */
   put(e: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void;
   /**
-   * Takes the matrix as the checkpoint stores it (BF16, F16 or F32 bytes) and writes it without host
-   * work: copied when the stack has that format, quantised on the GPU (weight-quant.ts) for q8 / q4.
-   * False when it cannot (then `put` the f32 values): another group size, or gate and up sharing scale
-   * words. Done before returning, as put.
+   * Takes the matrix as the checkpoint stores it (BF16, F16 or F32 bytes) and writes it without an f32
+   * copy: copied when the stack has that format; for q8 / q4 quantised on the GPU (weight-quant.ts) or,
+   * with quantizeOnDevice false, by the WebAssembly packer (host-pack.ts), which also sets
+   * raw.nonFinite. False when it cannot (then `put` the f32 values): no packer, another group size on
+   * the GPU, or gate and up sharing scale words. Done before returning, as put.
    */
   putRaw(e: number, proj: 'gate' | 'up' | 'down', raw: RawMatrix): boolean;
   /** Every expert's three matrices arrived: the stacks. */
@@ -254,7 +256,12 @@ export interface ExpertGroupsWriter {
 
 export function expertGroupsWriter(
   gpu: Gpu, label: string, E: number, D: number, I: number,
-  format: PackableExpertFormat = 'f32', opts: { groupSize?: 32 | 128; maxBindingBytes?: number; /** putRaw quantises q8/q4 on the GPU (default true; false: it only copies same-format bytes). */ quantizeOnDevice?: boolean } = {},
+  format: PackableExpertFormat = 'f32',
+  opts: {
+    groupSize?: 32 | 128; maxBindingBytes?: number;
+    /** putRaw quantises q8/q4 on the GPU (default true; false: on the host with `hostPacker`, or not at all). */ quantizeOnDevice?: boolean;
+    /** The WebAssembly packer putRaw quantises q8/q4 with on the host (when not on the device); without it putRaw only copies same-format bytes. */ hostPacker?: HostPacker | null;
+  } = {},
 ): ExpertGroupsWriter {
   const gs = opts.groupSize ?? 32;
   if (!E || !(D > 0) || !(I > 0)) throw new ShapeError(`expertGroupsWriter ${label}: need experts, D and I, got E=${E} D=${D} I=${I}`);
@@ -305,13 +312,22 @@ export function expertGroupsWriter(
   return {
     putRaw(e, proj, raw) {
       const same = raw.source === format;
-      if (!same && !(quant && gs === QUANT_GROUP && splitGateUp && (opts.quantizeOnDevice ?? true))) return false;
+      const onDevice = opts.quantizeOnDevice ?? true;
+      const onHost = !onDevice && !!opts.hostPacker;
+      if (!same && !(quant && splitGateUp && ((onDevice && gs === QUANT_GROUP) || onHost))) return false;
       if (same && !splitGateUp) return false;
       arrive(e, proj, raw.bytes.byteLength / SOURCE_BYTES[raw.source]);
       const g = groups[Math.floor(e / per)], le = e - g.e0;
       const [buf, scales, rows, K, at] = proj === 'down' ? [g.w.down, g.w.downScales, D, I, le * D] : [g.w.gateUp, g.w.gateUpScales, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I];
       if (same) gpu.buffers.write(buf, raw.bytes, at * rowBytes(K));
-      else quantizeOnGpu(gpu, { src: raw.bytes, source: raw.source, rows, K, format: format as 'q8' | 'q4', dst: buf, dstOffsetWords: (at * rowBytes(K)) / 4, scales: scales!, scaleOffsetWords: ((at / rows) * scaleBytes(rows, K)) / 4 });
+      else if (onHost) {
+        // WebAssembly SIMD, straight from the file's bytes (host-pack.ts: packWeight's words and scales
+        // bit for bit). rows·groups is even here (splitGateUp), so the scales fill whole words.
+        const p = opts.hostPacker!.pack(raw.source, raw.bytes, rows, K, format as 'q8' | 'q4', gs);
+        gpu.buffers.write(buf, p.data, at * rowBytes(K));
+        gpu.buffers.write(scales!, p.scales, (at / rows) * scaleBytes(rows, K));
+        raw.nonFinite = p.nonFinite;
+      } else quantizeOnGpu(gpu, { src: raw.bytes, source: raw.source, rows, K, format: format as 'q8' | 'q4', dst: buf, dstOffsetWords: (at * rowBytes(K)) / 4, scales: scales!, scaleOffsetWords: ((at / rows) * scaleBytes(rows, K)) / 4 });
       return true;
     },
     put(e, proj, data) {

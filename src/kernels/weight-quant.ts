@@ -17,7 +17,12 @@ import { rowLayout } from './weight-pack';
 
 export type QuantSource = 'bf16' | 'f16' | 'f32';
 /** A matrix as the checkpoint stores it: its element format and its bytes (row-major). */
-export interface RawMatrix { source: QuantSource; bytes: Uint8Array }
+export interface RawMatrix {
+  source: QuantSource;
+  bytes: Uint8Array;
+  /** Set by a sink that counted the NaN / ±Inf values while packing (the loader then skips its own scan). */
+  nonFinite?: number;
+}
 export const QUANT_GROUP = 32;
 
 export const WEIGHT_QUANT_PARAMS = defineUniforms({ rows: 'u32', k: 'u32', groups: 'u32', row_words: 'u32', dst_offset: 'u32', scale_offset: 'u32', pairs: 'u32', _p: 'u32' });

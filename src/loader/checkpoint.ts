@@ -51,6 +51,11 @@ export interface RawTensor {
    * empty (decode with formats/gguf-blocks.ts dequantize where F32 is needed).
    */
   gguf?: GgufBlocks;
+  /**
+   * stream(): the receiver may set this to the tensor's NaN / ±Inf count when it counted them in a pass
+   * of its own (the WebAssembly packer does, while quantising); the loader then skips its scan of `data`.
+   */
+  nonFinite?: number;
 }
 
 export interface StreamOptions {
@@ -270,9 +275,9 @@ async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: Ope
   const sourceOf = new Map(files.map((f) => [f.key, f.src]));
   const nonFinite: { name: string; count: number }[] = [];
   const nfSeen = new Set<string>();
-  const noteNonFinite = (name: string, dtype: SafetensorsDtype, data: Uint8Array) => {
+  const noteNonFinite = (name: string, dtype: SafetensorsDtype, data: Uint8Array, counted?: number) => {
     if (nfSeen.has(name)) return;
-    const c = countNonFinite(dtype, data);
+    const c = counted ?? countNonFinite(dtype, data);
     if (c > 0) {
       nfSeen.add(name);
       nonFinite.push({ name, count: c });
@@ -357,8 +362,10 @@ async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: Ope
         throwIfAborted(sig);
         const t = list[k];
         const data = j - i === 1 ? bytes : bytes.subarray(t.begin - begin, t.end - begin);
-        noteNonFinite(t.name, t.dtype, data);
-        await onTensor(t.name, { dtype: t.dtype, shape: t.shape.slice(), data });
+        const raw: RawTensor = { dtype: t.dtype, shape: t.shape.slice(), data };
+        await onTensor(t.name, raw);
+        // After the receiver: it may have counted the non-finite values already (RawTensor.nonFinite).
+        noteNonFinite(t.name, t.dtype, data, raw.nonFinite);
         p.bytesLoaded += t.end - t.begin;
         p.tensorsLoaded++;
         report(t.file);

@@ -20,6 +20,7 @@ import { ArgumentError, LimitExceededError, UnsupportedError } from '../errors';
 import { DEFAULT_EVICTION, DEFAULT_PREFETCH, type EvictionPolicy, type ExpertSourcePolicy, type OffloadConfig, type PrefetchPolicy } from './expert-cache';
 import { hasRole, tensorName } from './tensors';
 import { packMxfp4Experts } from '../kernels/moe-slots';
+import { HostPacker } from '../kernels/wasm/host-pack';
 
 export type { Gpu, GpuOptions };
 
@@ -326,11 +327,14 @@ export class GpuModelLoader {
     const { gpu, storage, contextLength, prefillChunk, kvCache, plan } = await this.checkedPlan(ckpt, options);
     const { option: sp, stored } = await loadSparsity(ckpt, options.sparsity, name, log, options.signal);
     if (sp && cfg.family === 'gpt_oss') throw new UnsupportedError(`sparsity (${sparsityLabel(sp)}) does not apply to GPT-OSS yet: its experts run as the checkpoint's MXFP4 blocks, which the sparse kernels do not take; load without the sparsity option`);
+    const onDevice = quantizeOnDevice(options.quantizeAt, gpu);
     const policy: WeightPolicy = {
       // Embeddings have f32 and f16 forms: quantised storage keeps them f16.
       storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
       nativeFp8: false,
-      quantizeOnDevice: quantizeOnDevice(options.quantizeAt, gpu),
+      quantizeOnDevice: onDevice,
+      // Host quantisation runs in WebAssembly SIMD from the checkpoint's bytes (null without SIMD: the JS packer).
+      hostPacker: !onDevice && (storage === 'q8' || storage === 'q4') ? await HostPacker.load() : null,
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute, values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
     const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache, prefillChunk);

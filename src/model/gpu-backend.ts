@@ -12,6 +12,7 @@ import { rmsNorm, rmsNormInPlace } from '../kernels/rmsnorm';
 import { addBias, addInPlace, scaleInPlace, sigmoidGateRows, siluMul } from '../kernels/elementwise';
 import { linear } from '../kernels/linear';
 import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type UploadOptions } from '../kernels/weight';
+import type { HostPacker } from '../kernels/wasm/host-pack';
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
@@ -76,6 +77,8 @@ export interface WeightPolicy {
   nativeFp8: boolean;
   /** Quantise q8/q4 routed experts on the GPU from the checkpoint's bytes (LoadOptions.quantizeAt); default true. */
   quantizeOnDevice?: boolean;
+  /** When not on the device: the WebAssembly packer that quantises them from the checkpoint's bytes (null: the JS packer on f32 copies). */
+  hostPacker?: HostPacker | null;
   /** Cap on one routed-expert stack buffer (default: the device's binding limits); tests force several stacks with it. */
   maxExpertBindingBytes?: number;
 }
@@ -214,7 +217,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
       this.stores.set(layer, store);
       return store.sink();
     }
-    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, { maxBindingBytes: this.policy.maxExpertBindingBytes, quantizeOnDevice: this.policy.quantizeOnDevice ?? true });
+    const w = expertGroupsWriter(this.gpu, `layers.${layer}.experts`, this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, { maxBindingBytes: this.policy.maxExpertBindingBytes, quantizeOnDevice: this.policy.quantizeOnDevice ?? true, hostPacker: this.policy.hostPacker });
     this.writers.set(layer, w);
     return w;
   }

@@ -17,7 +17,7 @@ import type { Checkpoint, LoadProgress } from '../model/checkpoint';
 import { toFloat32, type SafetensorsDtype } from '../formats/safetensors';
 import { FormatError, ShapeError, UnsupportedError } from '../errors';
 
-interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array; gguf?: GgufBlocks }
+interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array; gguf?: GgufBlocks; /** Set when a sink counted its NaN / ±Inf values (loader/checkpoint.ts RawTensor). */ nonFinite?: number }
 
 /** A raw tensor as f32 (GGUF blocks decoded on the host: vectors, the router, when a backend needs f32). */
 const f32Of = (raw: RawTensor): Float32Array => (raw.gguf ? ggufToF32(raw.gguf, raw.shape.reduce((a, d) => a * d, 1)) : toFloat32(raw.dtype, raw.data));
@@ -206,9 +206,12 @@ export async function buildWeights<T, W, E>(
         }
       } else {
         // A BF16/F16/F32 expert matrix goes to the sink as the file's bytes when it takes them (the GPU
-        // stacks copy them, or quantise them on the device): no host conversion at all.
+        // stacks copy them, or quantise them on the device or with the WebAssembly packer): no f32 copy.
         const source = raw.gguf ? undefined : ({ BF16: 'bf16', F16: 'f16', F32: 'f32' } as const)[raw.dtype as 'BF16'];
-        if (moe.expert >= 0 && p.sink?.putRaw && source && p.sink.putRaw(moe.expert, moe.proj!, { source, bytes: raw.data })) {
+        const rm = source ? { source, bytes: raw.data, nonFinite: undefined as number | undefined } : null;
+        if (moe.expert >= 0 && p.sink?.putRaw && rm && p.sink.putRaw(moe.expert, moe.proj!, rm)) {
+          // The packer counted NaN / ±Inf while quantising: the checkpoint reader need not scan again.
+          if (rm.nonFinite !== undefined) raw.nonFinite = rm.nonFinite;
           p.streamed++;
           finishMoe(moe.layer);
           return;

@@ -19,6 +19,7 @@ import { GpuBackend, type WeightPolicy } from '../../src/model/gpu-backend';
 import { GpuRunner } from '../../src/model/gpu-runner';
 import { buildWeights, type LoadStaging } from '../../src/model/load';
 import type { ExpertSink } from '../../src/model/deepseek';
+import { HostPacker } from '../../src/kernels/wasm/host-pack';
 
 let gpu: Gpu;
 beforeAll(async () => { gpu = await testGpu(); });
@@ -82,6 +83,45 @@ describe('expertGroupsWriter', () => {
     });
   }
 
+  // putRaw with quantizeOnDevice false and the WebAssembly packer (LoadOptions.quantizeAt 'host', or
+  // 'auto' on a CPU adapter): the checkpoint's bytes packed on the host, no f32 copy; the same stacks as
+  // put, byte for byte (host-pack.ts is bit-identical to packWeight), group sizes 32 and 128.
+  for (const [source, format, gs] of [['bf16', 'q4', 32], ['bf16', 'q8', 32], ['f16', 'q4', 32], ['f32', 'q8', 32], ['bf16', 'q4', 128]] as const) {
+    it(`putRaw ${source} bytes into ${format} stacks with the WASM packer (groups of ${gs}) equals put, byte for byte`, async () => {
+      const packer = await HostPacker.load();
+      expect(packer).not.toBeNull();
+      const E = 5, D = 256, I = 40;
+      const enc = (x: Float32Array) => {
+        if (source === 'f32') return { bytes: new Uint8Array(x.slice().buffer), values: x };
+        const h = new Uint16Array(x.length), v = new Float32Array(x.length);
+        for (let i = 0; i < x.length; i++) { h[i] = source === 'bf16' ? f32ToBf16(x[i]) : f32ToF16(x[i]); v[i] = source === 'bf16' ? bf16ToF32(h[i]) : f16ToF32(h[i]); }
+        return { bytes: new Uint8Array(h.buffer), values: v };
+      };
+      const ex = Array.from({ length: E }, (_, e) => ({ gate: enc(randomNormal(I * D, 10 * e + 1, 0.2)), up: enc(randomNormal(I * D, 10 * e + 2, 0.2)), down: enc(randomNormal(D * I, 10 * e + 3, 0.2)) }));
+      ex[1].up.bytes[2 * 7 + 1] = 0x7f; ex[1].up.bytes[2 * 7] = 0xff; // a NaN (bf16 / f16 element 7; f32 element 3)
+      ex[1].up.values = (source === 'f32' ? new Float32Array(ex[1].up.bytes.buffer) : ex[1].up.values).slice();
+      if (source !== 'f32') ex[1].up.values[7] = NaN;
+      const opts = { maxBindingBytes: 3 * 2 * I * D * 2, groupSize: gs, quantizeOnDevice: false };
+      const viaPut = expertGroupsWriter(gpu, 'put', E, D, I, format, opts), viaRaw = expertGroupsWriter(gpu, 'raw', E, D, I, format, { ...opts, hostPacker: packer });
+      let nonFinite = 0;
+      for (let e = 0; e < E; e++) {
+        for (const p of ['down', 'up', 'gate'] as const) {
+          viaPut.put(e, p, ex[e][p].values);
+          const raw = { source, bytes: ex[e][p].bytes, nonFinite: undefined as number | undefined };
+          expect(viaRaw.putRaw(e, p, raw)).toBe(true);
+          expect(raw.nonFinite, 'the packer counts NaN / Inf').toBeTypeOf('number');
+          nonFinite += raw.nonFinite!;
+        }
+      }
+      expect(nonFinite).toBe(1);
+      const a = await gpu.checked(async () => stackBytes(viaRaw.finish())), b = await stackBytes(viaPut.finish());
+      expect(a.length).toBe(b.length);
+      a.forEach((x, i) => expect(Buffer.from(x.buffer).equals(Buffer.from(b[i].buffer)), `buffer ${i}`).toBe(true));
+      viaPut.destroy();
+      viaRaw.destroy();
+    });
+  }
+
   it('putRaw declines what it cannot write without the host (then put is used)', () => {
     const bytes = new Uint8Array(8 * 8 * 2);
     const f16Stack = expertGroupsWriter(gpu, 'f16', 2, 8, 8, 'f16');
@@ -91,7 +131,7 @@ describe('expertGroupsWriter', () => {
     expect(g128.putRaw(0, 'gate', { source: 'bf16', bytes: new Uint8Array(8 * 128 * 2) })).toBe(false); // the shader packs groups of 32
     g128.destroy();
     const hostQuant = expertGroupsWriter(gpu, 'host', 2, 8, 8, 'q4', { quantizeOnDevice: false });
-    expect(hostQuant.putRaw(0, 'gate', { source: 'bf16', bytes })).toBe(false); // LoadOptions.quantizeAt 'host'
+    expect(hostQuant.putRaw(0, 'gate', { source: 'bf16', bytes })).toBe(false); // LoadOptions.quantizeAt 'host' without the WASM packer
     hostQuant.destroy();
   });
 
@@ -144,5 +184,43 @@ describe('a streamed load', () => {
     expect(Array.from(streamed.prefill)).toEqual(Array.from(staged.prefill));
     expect(Array.from(streamed.decode)).toEqual(Array.from(staged.decode));
     await ckpt.close();
+  });
+
+  it('with the WASM packer (host quantisation from the BF16 bytes): the logits of the staged load, bit for bit, and the NaN count of the expert it packed', async () => {
+    const config = { ...TINY_V3_CONFIG, n_routed_experts: 32, moe_intermediate_size: 64, n_group: 4, topk_group: 2 };
+    const files = syntheticCheckpoint(config, { seed: 7, dtype: 'BF16' });
+    const probe = await openCheckpoint(memoryModel(files), { validateTokenizer: false });
+    const name = [...probe.tensors.keys()].find((n) => /experts\.3\.down_proj\.weight$/.test(n))!;
+    const t = probe.tensors.get(name)!;
+    // Two NaNs and an Inf in one expert matrix: loaded as the JS path packs them, and reported.
+    for (const [i, hi] of [[5, 0x7f], [6, 0xff], [40, 0x7f]] as const) { files['model.safetensors'][t.begin + 2 * i] = i === 40 ? 0x80 : 0xc1; files['model.safetensors'][t.begin + 2 * i + 1] = hi; }
+    await probe.close();
+    const run = async (be: GpuBackend) => {
+      const ckpt = await openCheckpoint(memoryModel(files), { validateTokenizer: false });
+      const w = await buildWeights(be, ckpt.config, ckpt, {});
+      const runner = new GpuRunner(be, ckpt.config, w, 32);
+      const prefill = await runner.logits([1, 9, 17, 33], true);
+      runner.destroy();
+      await ckpt.close();
+      return { prefill, nonFinite: ckpt.nonFinite };
+    };
+    const cfg = (await openCheckpoint(memoryModel(files), { validateTokenizer: false })).config;
+    const hostPacker = await HostPacker.load();
+    const policy = (packer: HostPacker | null): WeightPolicy => ({ storage: (role) => (role === 'embed' ? 'f16' : 'q4'), nativeFp8: false, sparsity: null, quantizeOnDevice: false, hostPacker: packer });
+    let packed = 0, layers = 0;
+    class CountingBackend extends GpuBackend {
+      override expertSink(layer: number): ExpertSink | null {
+        const s = super.expertSink(layer)!;
+        layers++;
+        return { put: (e, p, d) => s.put(e, p, d), putRaw: (e, p, raw) => { const ok = s.putRaw!(e, p, raw); packed += +ok; return ok; } };
+      }
+    }
+    const wasm = await run(new CountingBackend(gpu, cfg, policy(hostPacker), 32));
+    expect(packed, 'every routed expert matrix went through the WASM packer').toBe(cfg.nRoutedExperts * 3 * layers);
+    expect(layers).toBeGreaterThan(0);
+    const js = await run(new StagingBackend(gpu, cfg, policy(null), 32));
+    expect(Array.from(wasm.prefill)).toEqual(Array.from(js.prefill));
+    expect(wasm.nonFinite).toEqual([{ name, count: 3 }]);
+    expect(js.nonFinite).toEqual(wasm.nonFinite);
   });
 });
