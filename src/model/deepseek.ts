@@ -29,7 +29,15 @@ export interface HostMatrix {
   fp8?: { bytes: Uint8Array; scaleInv: Float32Array };
   /** A GGUF tensor's quantised blocks (streamed with ggufBlocks), for kernels that decode them. */
   gguf?: GgufBlocks;
+  /**
+   * The checkpoint's BF16 / F16 / F32 bytes as they are (no f32 copy made yet): a backend that packs
+   * them itself (the GPU's WebAssembly q8/q4 packer) reads these and may set raw.nonFinite;
+   * hostMatrixToF32 widens them for the others.
+   */
+  raw?: RawMatrix;
 }
+
+const RAW_DTYPE = { bf16: 'BF16', f16: 'F16', f32: 'F32' } as const;
 
 /** A GGUF tensor's blocks → f32 (formats/gguf-blocks.ts). */
 export function ggufToF32(b: GgufBlocks, n: number): Float32Array {
@@ -37,9 +45,10 @@ export function ggufToF32(b: GgufBlocks, n: number): Float32Array {
   return dequantize(b.type, b.bytes, n);
 }
 
-/** Dequantises DeepSeek-V3 FP8 (e4m3 with 128×128 block scales), or GGUF blocks, to f32. */
+/** A host matrix as f32: checkpoint bytes widened, DeepSeek-V3 FP8 (e4m3 with 128×128 block scales) or GGUF blocks dequantised. */
 export function hostMatrixToF32(m: HostMatrix): Float32Array {
   if (m.f32) return m.f32;
+  if (m.raw) return toFloat32(RAW_DTYPE[m.raw.source], m.raw.bytes);
   if (m.gguf) return ggufToF32(m.gguf, m.N * m.K);
   return toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] });
 }

@@ -11,7 +11,7 @@ import { STORAGE } from '../gpu/buffers';
 import { rmsNorm, rmsNormInPlace } from '../kernels/rmsnorm';
 import { addBias, addInPlace, scaleInPlace, sigmoidGateRows, siluMul } from '../kernels/elementwise';
 import { linear } from '../kernels/linear';
-import { uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type UploadOptions } from '../kernels/weight';
+import { uploadPacked, uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type UploadOptions } from '../kernels/weight';
 import type { HostPacker } from '../kernels/wasm/host-pack';
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
@@ -77,7 +77,7 @@ export interface WeightPolicy {
   nativeFp8: boolean;
   /** Quantise q8/q4 routed experts on the GPU from the checkpoint's bytes (LoadOptions.quantizeAt); default true. */
   quantizeOnDevice?: boolean;
-  /** When not on the device: the WebAssembly packer that quantises them from the checkpoint's bytes (null: the JS packer on f32 copies). */
+  /** The WebAssembly packer that quantises q8/q4 matrices from the checkpoint's bytes (routed experts only when not on the device); null: the JS packer on f32 copies. */
   hostPacker?: HostPacker | null;
   /** Cap on one routed-expert stack buffer (default: the device's binding limits); tests force several stacks with it. */
   maxExpertBindingBytes?: number;
@@ -163,6 +163,13 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const sp = this.policy.sparsity;
     const format = this.policy.storage(role);
     if (m.gguf && format === 'gguf' && !(sp && isSparsityTarget(name, sp.apply))) return this.ggufMatrix(name, m);
+    const packer = this.policy.hostPacker;
+    if (m.raw && packer && (format === 'q8' || format === 'q4') && !(sp && isSparsityTarget(name, sp.apply))) {
+      // The checkpoint's bytes packed in WebAssembly (uploadWeight's packWeight result, bit for bit).
+      const p = packer.packMatrix(m.raw.source, m.raw.bytes, m.N, m.K, format);
+      m.raw.nonFinite = p.nonFinite;
+      return this.track(uploadPacked(this.gpu, name, p));
+    }
     const data = hostMatrixToF32(m);
     if (sp && isSparsityTarget(name, sp.apply)) return this.track(sparsifyWeight(this.gpu, name, data, m.N, m.K, sp).weight as GpuWeight);
     return this.track(uploadWeight(this.gpu, name, data, m.N, m.K, { format: format === 'gguf' ? 'f32' : format }));

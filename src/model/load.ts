@@ -19,6 +19,9 @@ import { FormatError, ShapeError, UnsupportedError } from '../errors';
 
 interface RawTensor { dtype: SafetensorsDtype; shape: number[]; data: Uint8Array; gguf?: GgufBlocks; /** Set when a sink counted its NaN / ±Inf values (loader/checkpoint.ts RawTensor). */ nonFinite?: number }
 
+/** Checkpoint dtypes a backend may take as bytes (HostMatrix.raw, ExpertSink.putRaw). */
+const RAW_SOURCE = { BF16: 'bf16', F16: 'f16', F32: 'f32' } as const;
+
 /** A raw tensor as f32 (GGUF blocks decoded on the host: vectors, the router, when a backend needs f32). */
 const f32Of = (raw: RawTensor): Float32Array => (raw.gguf ? ggufToF32(raw.gguf, raw.shape.reduce((a, d) => a * d, 1)) : toFloat32(raw.dtype, raw.data));
 type Part = Float32Array | GgufBlocks;
@@ -63,7 +66,8 @@ export async function buildWeights<T, W, E>(
   const moeDone = new Map<number, E>();
   const shapeOf = (raw: RawTensor): [number, number] => [raw.shape[0], raw.shape.length > 1 ? raw.shape[1] : 1];
 
-  const matrixOf = (name: string, raw: RawTensor, into?: Float32Array<ArrayBuffer>): HostMatrix | null => {
+  // `asBytes`: BF16 / F16 / F32 matrices stay the file's bytes (HostMatrix.raw; the backend packs or widens them).
+  const matrixOf = (name: string, raw: RawTensor, into?: Float32Array<ArrayBuffer>, asBytes = false): HostMatrix | null => {
     const [N, K] = shapeOf(raw);
     if (raw.dtype === 'F8_E4M3') {
       const scaleInv = scales.get(name);
@@ -71,6 +75,8 @@ export async function buildWeights<T, W, E>(
       return { N, K, fp8: { bytes: raw.data, scaleInv } };
     }
     if (raw.gguf) return { N, K, gguf: raw.gguf };
+    const source = asBytes ? RAW_SOURCE[raw.dtype as 'BF16'] : undefined;
+    if (source) return { N, K, raw: { source, bytes: raw.data } };
     return { N, K, f32: toFloat32(raw.dtype, raw.data, undefined, raw.dtype === 'F32' ? undefined : into) };
   };
   // Routed experts handed to a sink are packed before put() returns: their f32 form reuses one scratch
@@ -207,7 +213,7 @@ export async function buildWeights<T, W, E>(
       } else {
         // A BF16/F16/F32 expert matrix goes to the sink as the file's bytes when it takes them (the GPU
         // stacks copy them, or quantise them on the device or with the WebAssembly packer): no f32 copy.
-        const source = raw.gguf ? undefined : ({ BF16: 'bf16', F16: 'f16', F32: 'f32' } as const)[raw.dtype as 'BF16'];
+        const source = raw.gguf ? undefined : RAW_SOURCE[raw.dtype as 'BF16'];
         const rm = source ? { source, bytes: raw.data, nonFinite: undefined as number | undefined } : null;
         if (moe.expert >= 0 && p.sink?.putRaw && rm && p.sink.putRaw(moe.expert, moe.proj!, rm)) {
           // The packer counted NaN / ±Inf while quantising: the checkpoint reader need not scan again.
@@ -236,8 +242,10 @@ export async function buildWeights<T, W, E>(
     }
     const isVector = raw.shape.length === 1;
     if (isVector) { byName.set(name, be.vector(name, f32Of(raw))); return; }
-    const m = matrixOf(name, raw);
+    const m = matrixOf(name, raw, undefined, true);
     if (!m) return;
+    // A backend that packed the bytes itself counted their NaN / ±Inf: the checkpoint reader need not scan.
+    const counted = () => { if (m.raw?.nonFinite !== undefined) raw.nonFinite = m.raw.nonFinite; };
     const mtpPart = parseMtpTensorName(name);
     if (mtpPart) {
       if (mtpPart.role === 'mtp_embed') byName.set(name, be.embedding(name, m));
@@ -253,12 +261,14 @@ export async function buildWeights<T, W, E>(
         byName.set(`${name}[:, :D]`, be.matrix(`${name}[:, :D]`, { N: D, K: half, f32: e }, 'attn'));
         byName.set(`${name}[:, D:]`, be.matrix(`${name}[:, D:]`, { N: D, K: half, f32: h }, 'attn'));
       } else throw new FormatError(`tensor '${name}' is not a matrix of the model`, { tensor: name });
+      counted();
       return;
     }
     const spec = parseTensorName(name)?.spec;
     if (spec?.role === 'embed') byName.set(name, be.embedding(name, m));
     else if (spec?.matrixRole) byName.set(name, be.matrix(name, m, spec.matrixRole));
     else throw new FormatError(`tensor '${name}' is not a matrix of the model`, { tensor: name });
+    counted();
   };
 
   await ckpt.stream(wanted, (name, t) => { staging.checkpointBytes += (t as RawTensor).data.byteLength; accept(name, t as RawTensor); }, { onProgress: opts.onProgress, signal: opts.signal, ggufBlocks: opts.ggufBlocks });

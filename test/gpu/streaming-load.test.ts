@@ -194,6 +194,10 @@ describe('a streamed load', () => {
     const t = probe.tensors.get(name)!;
     // Two NaNs and an Inf in one expert matrix: loaded as the JS path packs them, and reported.
     for (const [i, hi] of [[5, 0x7f], [6, 0xff], [40, 0x7f]] as const) { files['model.safetensors'][t.begin + 2 * i] = i === 40 ? 0x80 : 0xc1; files['model.safetensors'][t.begin + 2 * i + 1] = hi; }
+    // And an Inf in a dense q4 matrix (packed by GpuBackend.matrix from HostMatrix.raw).
+    const dense = [...probe.tensors.keys()].find((n) => /layers\.0\.self_attn\.o_proj\.weight$/.test(n))!;
+    files['model.safetensors'][probe.tensors.get(dense)!.begin + 2 * 9] = 0x80;
+    files['model.safetensors'][probe.tensors.get(dense)!.begin + 2 * 9 + 1] = 0xff;
     await probe.close();
     const run = async (be: GpuBackend) => {
       const ckpt = await openCheckpoint(memoryModel(files), { validateTokenizer: false });
@@ -220,7 +224,9 @@ describe('a streamed load', () => {
     expect(layers).toBeGreaterThan(0);
     const js = await run(new StagingBackend(gpu, cfg, policy(null), 32));
     expect(Array.from(wasm.prefill)).toEqual(Array.from(js.prefill));
-    expect(wasm.nonFinite).toEqual([{ name, count: 3 }]);
+    expect(wasm.nonFinite).toContainEqual({ name, count: 3 });
+    expect(wasm.nonFinite).toContainEqual({ name: dense, count: 1 });
+    expect(wasm.nonFinite.length).toBe(2);
     expect(js.nonFinite).toEqual(wasm.nonFinite);
   });
 });

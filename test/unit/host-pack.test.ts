@@ -130,6 +130,22 @@ describe('HostPacker (WASM SIMD) equals packWeight(toFloat32(...))', () => {
     }
   });
 
+  it('packMatrix: packWeight\'s PackedWeight, packed in row slices (odd groups per row, odd rows)', () => {
+    const r = mulberry32(29);
+    for (const [N, K, gs, format, slice] of [[37, 96, 32, 'q4', 1000], [41, 200, 128, 'q8', 3000], [9, 2048, 32, 'q4', 1 << 20], [5, 33, 32, 'q8', 1]] as const) {
+      const v = Float32Array.from({ length: N * K }, () => (r() - 0.5) * 0.1);
+      const bytes = encode('bf16', v);
+      const want = packWeight(toFloat32('BF16', bytes), N, K, format, { groupSize: gs, scaleDtype: 'f16' });
+      const got = packer.packMatrix('bf16', bytes, N, K, format, gs, slice);
+      const { data, scales, nonFinite, ...meta } = got;
+      const { data: wd, scales: ws, ...wantMeta } = want;
+      expect(meta, `[${N}, ${K}]`).toEqual(wantMeta);
+      expect(Array.from(data)).toEqual(Array.from(wd));
+      expect(Array.from(scales!)).toEqual(Array.from(ws!));
+      expect(nonFinite).toBe(0);
+    }
+  });
+
   it('reuses its memory across calls of different sizes, and refuses bad shapes', () => {
     const r = mulberry32(23);
     for (const [N, K] of [[64, 512], [3, 40], [200, 96], [1, 1]]) {

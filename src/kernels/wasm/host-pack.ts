@@ -11,7 +11,7 @@
  * packWeight, the reference this packer equals.
  */
 import { ShapeError } from '../../errors';
-import { rowLayout } from '../weight-pack';
+import { rowLayout, type PackedWeight } from '../weight-pack';
 import type { QuantSource } from '../weight-quant';
 import { kernelsModule, wasmSimdSupported } from './kernels';
 
@@ -68,6 +68,30 @@ export class HostPacker {
     if ((rows * G) % 2) new Uint16Array(mem.buffer, scales, scaleWords * 2)[rows * G] = 0;
     const nonFinite = this.e.pack_quant(src, SOURCE_CODE[source], K, format === 'q4' ? 1 : 0, groupSize, data, scales, 0, rows);
     return { data: new Uint32Array(mem.buffer, data, rows * rowWords), scales: new Uint32Array(mem.buffer, scales, scaleWords), nonFinite };
+  }
+
+  /**
+   * packWeight's PackedWeight of a whole [N, K] matrix (arrays of the caller's own), packed in slices of
+   * rows of at most `sliceBytes` source bytes, so the packer's memory stays bounded by the slice (an
+   * lm_head is 400 MB of BF16), not the largest matrix. Also gives the NaN / ±Inf count.
+   */
+  packMatrix(source: QuantSource, bytes: Uint8Array, N: number, K: number, format: 'q8' | 'q4', groupSize: 32 | 128 = 32, sliceBytes = 16 << 20): PackedWeight & { nonFinite: number } {
+    if (bytes.byteLength !== N * K * SOURCE_BYTES[source]) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${N}, ${K}] ${source}`);
+    const { Kp, rowWords } = rowLayout(format, K);
+    const G = Math.ceil(K / groupSize);
+    const rowBytes = K * SOURCE_BYTES[source];
+    // An even number of rows per slice, so every slice's scales start on a whole u32 word.
+    const per = Math.max(2, Math.floor(sliceBytes / rowBytes / 2) * 2);
+    const data = new Uint32Array(N * rowWords), scales = new Uint32Array(Math.ceil((N * G) / 2));
+    let nonFinite = 0;
+    for (let r0 = 0; r0 < N; r0 += per) {
+      const n = Math.min(per, N - r0);
+      const p = this.pack(source, bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes), n, K, format, groupSize);
+      data.set(p.data, r0 * rowWords);
+      scales.set(p.scales, (r0 * G) / 2);
+      nonFinite += p.nonFinite;
+    }
+    return { format, N, K, Kp, rowWords, data, scales, groupSize, scaleF16: true, scaleCols: G, nonFinite };
   }
 }
 
