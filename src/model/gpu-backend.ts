@@ -13,6 +13,7 @@ import { addBias, addInPlace, scaleInPlace, sigmoidGateRows, siluMul } from '../
 import { linear } from '../kernels/linear';
 import { uploadPacked, uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type UploadOptions } from '../kernels/weight';
 import type { HostPacker } from '../kernels/wasm/host-pack';
+import type { PackedWeight } from '../kernels/weight-pack';
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
@@ -163,13 +164,8 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const sp = this.policy.sparsity;
     const format = this.policy.storage(role);
     if (m.gguf && format === 'gguf' && !(sp && isSparsityTarget(name, sp.apply))) return this.ggufMatrix(name, m);
-    const packer = this.policy.hostPacker;
-    if (m.raw && packer && (format === 'q8' || format === 'q4') && !(sp && isSparsityTarget(name, sp.apply))) {
-      // The checkpoint's bytes packed in WebAssembly (uploadWeight's packWeight result, bit for bit).
-      const p = packer.packMatrix(m.raw.source, m.raw.bytes, m.N, m.K, format);
-      m.raw.nonFinite = p.nonFinite;
-      return this.track(uploadPacked(this.gpu, name, p));
-    }
+    const packed = sp && isSparsityTarget(name, sp.apply) ? null : this.packRaw(m, format);
+    if (packed) return this.track(uploadPacked(this.gpu, name, packed));
     const data = hostMatrixToF32(m);
     if (sp && isSparsityTarget(name, sp.apply)) return this.track(sparsifyWeight(this.gpu, name, data, m.N, m.K, sp).weight as GpuWeight);
     return this.track(uploadWeight(this.gpu, name, data, m.N, m.K, { format: format === 'gguf' ? 'f32' : format }));
@@ -186,7 +182,26 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     // GGUF blocks: gathered by ggufEmbedding (and, with tied embeddings, the head's ggufLinear).
     if (m.gguf && s === 'gguf') return this.ggufMatrix(name, m);
     const format = s === 'f16' || s === 'bf16' ? s : 'f32';
+    const packed = this.packRaw(m, format);
+    if (packed) return this.track(uploadPacked(this.gpu, name, packed));
     return this.track(uploadWeight(this.gpu, name, hostMatrixToF32(m), m.N, m.K, { format }));
+  }
+
+  /**
+   * The checkpoint's bytes (HostMatrix.raw) packed by the WebAssembly packer when it covers the format:
+   * q8 / q4 (groups of 32, f16 scales) from BF16 / F16 / F32, f16 from BF16 / F32; uploadWeight's
+   * packWeight result bit for bit, without the f32 copy. Records the NaN / ±Inf count it took on the
+   * way (HostMatrix.raw.nonFinite). Null: take the f32 path (no packer, another format, or an f16
+   * overflow, which packWeight then reports).
+   */
+  private packRaw(m: HostMatrix, format: string | undefined): PackedWeight | null {
+    const packer = this.policy.hostPacker, raw = m.raw;
+    if (!packer || !raw) return null;
+    let p: (PackedWeight & { nonFinite: number }) | null = null;
+    if (format === 'q8' || format === 'q4') p = packer.packMatrix(raw.source, raw.bytes, m.N, m.K, format);
+    else if (format === 'f16' && raw.source !== 'f16') p = packer.halfMatrix(raw.source, raw.bytes, m.N, m.K);
+    if (p) raw.nonFinite = p.nonFinite;
+    return p;
   }
 
   /** Routed experts (dense stacks): f16 / q8 / q4 as the policy asks when the shapes allow vec4 loads, else f32. */

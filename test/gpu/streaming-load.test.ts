@@ -186,7 +186,7 @@ describe('a streamed load', () => {
     await ckpt.close();
   });
 
-  it('with the WASM packer (host quantisation from the BF16 bytes): the logits of the staged load, bit for bit, and the NaN count of the expert it packed', async () => {
+  it('with the WASM packer (host packing from the BF16 bytes: experts, dense q4, f16 embedding): the logits of the JS-packed staged load, bit for bit, and the same NaN / Inf counts', async () => {
     const config = { ...TINY_V3_CONFIG, n_routed_experts: 32, moe_intermediate_size: 64, n_group: 4, topk_group: 2 };
     const files = syntheticCheckpoint(config, { seed: 7, dtype: 'BF16' });
     const probe = await openCheckpoint(memoryModel(files), { validateTokenizer: false });
@@ -198,6 +198,11 @@ describe('a streamed load', () => {
     const dense = [...probe.tensors.keys()].find((n) => /layers\.0\.self_attn\.o_proj\.weight$/.test(n))!;
     files['model.safetensors'][probe.tensors.get(dense)!.begin + 2 * 9] = 0x80;
     files['model.safetensors'][probe.tensors.get(dense)!.begin + 2 * 9 + 1] = 0xff;
+    // And a NaN in the f16 embedding table (packed by HostPacker.halfMatrix), in a token row the prompt does not use.
+    const embed = [...probe.tensors.keys()].find((n) => /embed_tokens\.weight$/.test(n))!;
+    const et = probe.tensors.get(embed)!;
+    files['model.safetensors'][et.end - 2] = 0xc0;
+    files['model.safetensors'][et.end - 1] = 0x7f;
     await probe.close();
     const run = async (be: GpuBackend) => {
       const ckpt = await openCheckpoint(memoryModel(files), { validateTokenizer: false });
@@ -226,7 +231,8 @@ describe('a streamed load', () => {
     expect(Array.from(wasm.prefill)).toEqual(Array.from(js.prefill));
     expect(wasm.nonFinite).toContainEqual({ name, count: 3 });
     expect(wasm.nonFinite).toContainEqual({ name: dense, count: 1 });
-    expect(wasm.nonFinite.length).toBe(2);
+    expect(wasm.nonFinite).toContainEqual({ name: embed, count: 1 });
+    expect(wasm.nonFinite.length).toBe(3);
     expect(js.nonFinite).toEqual(wasm.nonFinite);
   });
 });

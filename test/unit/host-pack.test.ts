@@ -146,6 +146,37 @@ describe('HostPacker (WASM SIMD) equals packWeight(toFloat32(...))', () => {
     }
   });
 
+  it('halfMatrix: packWeight\'s f16 words for every BF16 value and random F32 bits; null where packWeight refuses (overflow)', () => {
+    // Every BF16 pattern that fits f16 (NaN, ±Inf, subnormals, ties included), as rows of K = 250 (padding).
+    const all = Array.from({ length: 65536 }, (_, i) => i);
+    const fits = all.filter((b) => { const e = (b >> 7) & 0xff; return e === 0xff || e < 143 && !((b & 0x7fff) >= 0x477f && (b & 0x7fff) < 0x7f80); });
+    const N = Math.floor(fits.length / 250), K = 250;
+    const bf = Uint16Array.from(fits.slice(0, N * K));
+    const bytes = new Uint8Array(bf.buffer);
+    const want = packWeight(toFloat32('BF16', bytes), N, K, 'f16');
+    const got = packer.halfMatrix('bf16', bytes, N, K, 40_000)!;
+    expect(got).not.toBeNull();
+    expect(Array.from(got.data)).toEqual(Array.from(want.data));
+    expect({ ...got, data: 0, nonFinite: 0 }).toEqual({ ...want, data: 0, nonFinite: 0 });
+    expect(got.nonFinite).toBe(countNonFinite('BF16', bytes));
+    // F32: random bits (every exponent; overflowing exponents cleared) and K % 8 ≠ 0.
+    const r = mulberry32(31);
+    const f = Uint32Array.from({ length: 33 * 77 }, () => { let u = Math.floor(r() * 2 ** 32) >>> 0; const e = (u >>> 23) & 0xff; if (e >= 143 && e < 255) u = (u & ~(0xff << 23)) | ((e - 143) << 23); else if (e === 142) u &= ~(1 << 22); return u >>> 0; });
+    const fb = new Uint8Array(f.buffer);
+    const h32 = packer.halfMatrix('f32', fb, 33, 77, 1000)!;
+    expect(Array.from(h32.data)).toEqual(Array.from(packWeight(toFloat32('F32', fb), 33, 77, 'f16').data));
+    expect(h32.nonFinite).toBe(countNonFinite('F32', fb));
+    expect(h32.nonFinite).toBeGreaterThan(0);
+    // 65520 rounds to Inf in f16 (packWeight throws): null, in the SIMD body and in a row's scalar tail.
+    for (const k of [3, 12]) {
+      const v = new Float32Array(13).fill(0.5);
+      v[k] = 65520;
+      expect(() => packWeight(v, 1, 13, 'f16')).toThrow(/overflows f16/);
+      expect(packer.halfMatrix('f32', new Uint8Array(v.buffer), 1, 13)).toBeNull();
+      expect(packer.halfMatrix('bf16', encode('bf16', v), 1, 13)).toBeNull();
+    }
+  });
+
   it('reuses its memory across calls of different sizes, and refuses bad shapes', () => {
     const r = mulberry32(23);
     for (const [N, K] of [[64, 512], [3, 40], [200, 96], [1, 1]]) {

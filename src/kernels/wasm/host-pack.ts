@@ -2,7 +2,8 @@
  * q8 / q4 quantisation at load on the host, in WebAssembly SIMD (weight-pack.c in kernels.wasm): a
  * checkpoint matrix's BF16 / F16 / F32 bytes go in, packWeight's words and f16 group scales come out,
  * bit for bit (test/unit/host-pack.test.ts), with no f32 copy in between and its NaN / ±Inf count on the
- * side. About 4× the JS path (toFloat32 + packWeight) on this machine: the `host-quant` bench suite.
+ * side; and BF16 / F32 → f16 storage (an embedding table) the same way. Many times the JS path
+ * (toFloat32 + packWeight): the `host-quant` bench suite.
  *
  * One instance of the single-threaded kernels.wasm per realm, created by loadHostPacker (compiling a
  * module is asynchronous in browsers past 4 KB on the main thread, so the loader awaits it once before
@@ -19,6 +20,7 @@ interface PackExports {
   memory: WebAssembly.Memory;
   __heap_base: WebAssembly.Global;
   pack_quant(src: number, source: number, K: number, q4: number, gs: number, data: number, scales: number, n0: number, n1: number): number;
+  half_rows(src: number, source: number, K: number, Kp: number, dst: number, n0: number, n1: number): number;
 }
 
 const SOURCE_CODE: Record<QuantSource, number> = { bf16: 0, f16: 1, f32: 2 };
@@ -58,16 +60,51 @@ export class HostPacker {
     const { rowWords } = rowLayout(format, K);
     const G = Math.ceil(K / groupSize);
     const scaleWords = Math.ceil((rows * G) / 2);
-    const base = align64(this.e.__heap_base.value as number);
-    const src = base, data = align64(src + bytes.byteLength), scales = align64(data + rows * rowWords * 4), end = scales + scaleWords * 4;
-    const mem = this.e.memory;
-    if (end > mem.buffer.byteLength) mem.grow(Math.ceil((end - mem.buffer.byteLength) / PAGE));
-    const u8 = new Uint8Array(mem.buffer);
-    u8.set(bytes, src);
+    const src = this.put(bytes), data = align64(src + bytes.byteLength), scales = align64(data + rows * rowWords * 4);
+    const mem = this.reserve(scales + scaleWords * 4);
     // An odd rows·groups leaves the last scale word's high half: zero, as packWeight's.
     if ((rows * G) % 2) new Uint16Array(mem.buffer, scales, scaleWords * 2)[rows * G] = 0;
     const nonFinite = this.e.pack_quant(src, SOURCE_CODE[source], K, format === 'q4' ? 1 : 0, groupSize, data, scales, 0, rows);
     return { data: new Uint32Array(mem.buffer, data, rows * rowWords), scales: new Uint32Array(mem.buffer, scales, scaleWords), nonFinite };
+  }
+
+  /** The memory, at least `end` bytes (grown once to the largest need, then reused). */
+  private reserve(end: number): WebAssembly.Memory {
+    const mem = this.e.memory;
+    if (end > mem.buffer.byteLength) mem.grow(Math.ceil((end - mem.buffer.byteLength) / PAGE));
+    return mem;
+  }
+
+  /** Copies `bytes` to the start of the heap; their address. */
+  private put(bytes: Uint8Array): number {
+    const src = align64(this.e.__heap_base.value as number);
+    new Uint8Array(this.reserve(src + bytes.byteLength).buffer).set(bytes, src);
+    return src;
+  }
+
+  /**
+   * packWeight(toFloat32(source, bytes), N, K, 'f16') for BF16 or F32 bytes (an embedding table stored
+   * as f16), in row slices of at most `sliceBytes` source bytes; null when a finite value overflows f16
+   * (the caller takes packWeight, which refuses it with the value named).
+   */
+  halfMatrix(source: 'bf16' | 'f32', bytes: Uint8Array, N: number, K: number, sliceBytes = 16 << 20): (PackedWeight & { nonFinite: number }) | null {
+    if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw new ShapeError(`HostPacker: shape must be positive integers, got [${N}, ${K}]`);
+    if (bytes.byteLength !== N * K * SOURCE_BYTES[source]) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${N}, ${K}] ${source}`);
+    const { Kp, rowWords } = rowLayout('f16', K);
+    const rowBytes = K * SOURCE_BYTES[source];
+    const per = Math.max(1, Math.floor(sliceBytes / rowBytes));
+    const data = new Uint32Array(N * rowWords);
+    let nonFinite = 0;
+    for (let r0 = 0; r0 < N; r0 += per) {
+      const n = Math.min(per, N - r0);
+      const src = this.put(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes)), dst = align64(src + n * rowBytes);
+      const mem = this.reserve(dst + n * rowWords * 4);
+      const c = this.e.half_rows(src, SOURCE_CODE[source], K, Kp, dst, 0, n);
+      if (c < 0) return null;
+      nonFinite += c;
+      data.set(new Uint32Array(mem.buffer, dst, n * rowWords), r0 * rowWords);
+    }
+    return { format: 'f16', N, K, Kp, rowWords, data, groupSize: 0, scaleF16: false, scaleCols: 0, nonFinite };
   }
 
   /**

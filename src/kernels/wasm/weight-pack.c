@@ -237,3 +237,62 @@ int pack_quant(const u8 *src, int source, int K, int q4, int gs, u32 *data, u16 
   }
   return bad;
 }
+
+/* ---------------------------------------------------------------------------------- f16 storage */
+
+/* Four f32 (bits) → binary16 bits in the low halves of the lanes, round to nearest even, exactly
+   util/half.ts f32ToF16 (overflow → ±Inf, NaN → 0x7e00 | sign, subnormal halves rounded in an f32 add of
+   0.5: the sum's ulp is 2^-24, the half's). `ovf` gets all-ones lanes for finite values that became ±Inf. */
+static inline v128_t half4(v128_t x, v128_t *ovf) {
+  const v128_t sign = wasm_v128_and(x, wasm_i32x4_splat((int)0x80000000u));
+  const v128_t a = wasm_v128_xor(x, sign);
+  const v128_t inf32 = wasm_i32x4_splat(0x7f800000), magic = wasm_i32x4_splat(0x3f000000);
+  const v128_t big = wasm_u32x4_ge(a, wasm_i32x4_splat(0x47800000)); /* |x| ≥ 65536, Inf, NaN */
+  const v128_t small = wasm_u32x4_lt(a, wasm_i32x4_splat(0x38800000)); /* |x| < 2^-14: a subnormal half or 0 */
+  const v128_t special = wasm_v128_bitselect(wasm_i32x4_splat(0x7e00), wasm_i32x4_splat(0x7c00), wasm_u32x4_gt(a, inf32));
+  const v128_t sub = wasm_i32x4_sub(wasm_f32x4_add(a, magic), magic);
+  const v128_t odd = wasm_v128_and(wasm_u32x4_shr(a, 13), wasm_i32x4_splat(1));
+  const v128_t norm = wasm_u32x4_shr(wasm_i32x4_add(wasm_i32x4_add(a, wasm_i32x4_splat((int)0xc8000fffu)), odd), 13);
+  const v128_t o = wasm_v128_bitselect(special, wasm_v128_bitselect(sub, norm, small), big);
+  *ovf = wasm_v128_and(wasm_i32x4_eq(o, wasm_i32x4_splat(0x7c00)), wasm_u32x4_lt(a, inf32));
+  return wasm_v128_or(o, wasm_u32x4_shr(sign, 16));
+}
+
+/*
+ * Rows [n0, n1) of the [N, K] source (0 BF16, 2 F32) as f16 storage rows of Kp halves (zero padding past
+ * K) at dst: packWeight's 'f16' words. Returns the number of NaN / ±Inf values, or -1 when a finite
+ * value overflowed to ±Inf (packWeight refuses those matrices: the caller then takes the JS path, which
+ * names the value).
+ */
+EXPORT(half_rows)
+int half_rows(const u8 *src, int source, int K, int Kp, u16 *dst, int n0, int n1) {
+  const int bpe = source == 2 ? 4 : 2;
+  const v128_t abs = wasm_i32x4_splat(0x7fffffff), inf32 = wasm_i32x4_splat(0x7f800000);
+  v128_t over = wasm_i32x4_splat(0), nf = over, o0, o1;
+  int bad = 0, nonFinite = 0;
+  for (int n = n0; n < n1; n++) {
+    const u8 *row = src + (long)n * K * bpe;
+    u16 *out = dst + (long)n * Kp;
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+      v128_t lo, hi;
+      load8(row, source, k, &lo, &hi);
+      const v128_t h = wasm_u16x8_narrow_i32x4(half4(lo, &o0), half4(hi, &o1));
+      over = wasm_v128_or(over, wasm_v128_or(o0, o1));
+      nf = wasm_i32x4_sub(nf, wasm_u32x4_ge(wasm_v128_and(lo, abs), inf32));
+      nf = wasm_i32x4_sub(nf, wasm_u32x4_ge(wasm_v128_and(hi, abs), inf32));
+      wasm_v128_store(out + k, h);
+    }
+    for (; k < K; k++) {
+      union { u32 u; float f; } b;
+      b.f = (float)src_value(row, source, k);
+      const u32 h = f32_to_half(b.f);
+      bad += (h & 0x7fff) == 0x7c00 && (b.u & 0x7f800000u) != 0x7f800000u;
+      nonFinite += (b.u & 0x7f800000u) == 0x7f800000u;
+      out[k] = (u16)h;
+    }
+    for (; k < Kp; k++) out[k] = 0;
+  }
+  if (bad || wasm_v128_any_true(over)) return -1;
+  return nonFinite + wasm_i32x4_extract_lane(nf, 0) + wasm_i32x4_extract_lane(nf, 1) + wasm_i32x4_extract_lane(nf, 2) + wasm_i32x4_extract_lane(nf, 3);
+}
