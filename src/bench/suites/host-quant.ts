@@ -4,7 +4,9 @@
  * expert matrix ([1408, 2048] BF16, 5.8 MB): BF16 → f32, f32 → q4 / q8 / f16 packing (weight-pack.ts),
  * FP8 e4m3 + block scales → f32, and FP8 → q8 (the FP8 load path); and the GPU path routed experts of
  * BF16 checkpoints take now (weight-quant.ts: the bytes staged as they are, quantised by a kernel),
- * timed the same way from the host's side: staging write, dispatch and the wait for the queue.
+ * timed the same way from the host's side: staging write, dispatch and the wait for the queue; and
+ * the WebAssembly SIMD packer the loader uses on the host (kernels/wasm/host-pack.ts: BF16 / F16 / F32
+ * bytes → q4 / q8, BF16 → f16), variant 'wasm'.
  */
 import type { BenchSuite } from '../types';
 import { packWeight } from '../../kernels/weight-pack';
@@ -12,6 +14,8 @@ import { toFloat32 } from '../../formats/safetensors';
 import { mulberry32 } from '../../util/random';
 import { quantizeOnGpu } from '../../kernels/weight-quant';
 import { rowLayout } from '../../kernels/weight-pack';
+import { HostPacker } from '../../kernels/wasm/host-pack';
+import { f32ToF16 } from '../../util/half';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -56,6 +60,21 @@ export const hostQuantSuite: BenchSuite = {
     await time('f32→q8 pack', bytes.length, () => { packWeight(f32, N, K, 'q8'); });
     await time('f32→f16 pack', bytes.length, () => { packWeight(f32, N, K, 'f16'); });
     await time('bf16→q4 (load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'q4'); });
+    await time('bf16→q8 (JS load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'q8'); });
+    await time('bf16→f16 (JS load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'f16'); });
+    // The WebAssembly SIMD packer the loader uses now (host-pack.ts; bit-identical to the JS rows'
+    // results): from the file's bytes, NaN / Inf count included, no f32 copy. Same values as F16 / F32
+    // bytes for the other sources (exact: they are BF16 values of normal f16 range).
+    const packer = await HostPacker.load();
+    if (packer) {
+      const f16 = new Uint8Array(Uint16Array.from(f32, f32ToF16).buffer), f32b = new Uint8Array(f32.buffer);
+      await time('bf16→q4 (WASM load path)', bytes.length, () => { packer.pack('bf16', bytes, N, K, 'q4'); }, 'wasm');
+      await time('bf16→q8 (WASM load path)', bytes.length, () => { packer.pack('bf16', bytes, N, K, 'q8'); }, 'wasm');
+      await time('f16→q4 (WASM load path)', f16.length, () => { packer.pack('f16', f16, N, K, 'q4'); }, 'wasm');
+      await time('f32→q4 (WASM load path)', f32b.length, () => { packer.pack('f32', f32b, N, K, 'q4'); }, 'wasm');
+      await time('bf16→q4 (WASM, dense: owned arrays)', bytes.length, () => { packer.packMatrix('bf16', bytes, N, K, 'q4'); }, 'wasm');
+      await time('bf16→f16 (WASM load path)', bytes.length, () => { packer.halfMatrix('bf16', bytes, N, K); }, 'wasm');
+    }
     await time('fp8→f32', fp8.length, () => { toFloat32('F8_E4M3', fp8, { scaleInv, shape: [N, K] }); });
     await time('fp8→q8 (load path)', fp8.length, () => { packWeight(toFloat32('F8_E4M3', fp8, { scaleInv, shape: [N, K] }), N, K, 'q8'); });
   },
