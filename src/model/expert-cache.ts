@@ -12,6 +12,8 @@ import type { MoeExpertWeights } from '../kernels/moe';
 import type { HostExpert } from './deepseek';
 import type { ExpertSink } from './deepseek';
 import { ShapeError } from '../errors';
+import { packWeight } from '../kernels/weight-pack';
+import type { HostPacker } from '../kernels/wasm/host-pack';
 
 /**
  * Where cold experts wait. 'host': packed, in host memory (uploads are a copy); 'source': only in the
@@ -68,9 +70,12 @@ export const zeroCounters = (): OffloadCounters => ({ lookups: 0, hits: 0, uploa
 export class HostExpertStore {
   readonly packed: (PackedExpert | null)[];
   private parts: Map<number, Partial<HostExpert>> = new Map();
+  /** q8/q4 matrices packed as they arrived (putRaw), until the expert's three are there. */
+  private packedParts: Map<number, Partial<Record<'gate' | 'up' | 'down', { data: Uint8Array; scales: Uint8Array }>>> = new Map();
   bytes = 0;
 
-  constructor(readonly E: number, readonly D: number, readonly I: number, readonly format: MoeExpertWeights['format'], private keep: (e: number) => boolean) {
+  /** `packer`: the WebAssembly q8/q4 packer the sink's putRaw packs the checkpoint's bytes with (none: put only). */
+  constructor(readonly E: number, readonly D: number, readonly I: number, readonly format: MoeExpertWeights['format'], private keep: (e: number) => boolean, private packer: HostPacker | null = null) {
     this.packed = new Array(E).fill(null);
   }
 
@@ -84,15 +89,56 @@ export class HostExpertStore {
     return s;
   }
 
-  /** The loader's sink: an expert's matrices are held until its three arrived, then packed (the f32 copies dropped). */
+  /**
+   * The loader's sink: an expert's matrices are held until its three arrived, then packed (the f32 copies
+   * dropped). With the WebAssembly packer, q8/q4 matrices arrive as the checkpoint's bytes (putRaw) and
+   * are packed at once (packExpert's bytes exactly: gate and up rows pack alone when their scales fill
+   * whole words, I·groups even), so the host holds packed bytes, not f32; experts the store does not
+   * keep are not converted at all.
+   */
   sink(): ExpertSink & { arrived: number } {
     const self = this;
+    const quant = self.format === 'q8' || self.format === 'q4';
+    const gs = 32;
+    const rawOk = !!self.packer && quant && (self.I * Math.ceil(self.D / gs)) % 2 === 0;
+    const check = (e: number) => { if (!Number.isInteger(e) || e < 0 || e >= self.E) throw new ShapeError(`expert store: expert ${e} outside 0..${self.E - 1}`); };
+    const [rowsOf, colsOf] = [(proj: 'gate' | 'up' | 'down') => (proj === 'down' ? self.D : self.I), (proj: 'gate' | 'up' | 'down') => (proj === 'down' ? self.I : self.D)];
+    const addPacked = (e: number, proj: 'gate' | 'up' | 'down', part: { data: Uint8Array; scales: Uint8Array }) => {
+      const p = self.packedParts.get(e) ?? {};
+      if (p[proj] || self.parts.get(e)?.[proj]) throw new ShapeError(`expert store: expert ${e} ${proj} arrived twice`);
+      p[proj] = part;
+      self.packedParts.set(e, p);
+      if (!(p.gate && p.up && p.down)) return;
+      self.packedParts.delete(e);
+      const cat = (a: Uint8Array, b: Uint8Array) => { const c = new Uint8Array(a.length + b.length); c.set(a); c.set(b, a.length); return c; };
+      const x: PackedExpert = { gateUp: cat(p.gate.data, p.up.data), down: p.down.data, gateUpScales: cat(p.gate.scales, p.up.scales), downScales: p.down.scales, bytes: 0 };
+      x.bytes = x.gateUp.byteLength + x.down.byteLength + x.gateUpScales!.byteLength + x.downScales!.byteLength;
+      self.packed[e] = x;
+      self.bytes += x.bytes;
+    };
     return {
       arrived: 0,
+      putRaw(e, proj, raw) {
+        if (!rawOk) return false;
+        check(e);
+        if (self.parts.has(e)) return false; // this expert's other matrices came as f32: keep to put
+        this.arrived++;
+        if (!self.keep(e)) return true;
+        const p = self.packer!.pack(raw.source, raw.bytes, rowsOf(proj), colsOf(proj), self.format as 'q8' | 'q4', gs);
+        raw.nonFinite = p.nonFinite;
+        addPacked(e, proj, { data: new Uint8Array(p.data.slice().buffer), scales: new Uint8Array(p.scales.slice().buffer) });
+        return true;
+      },
       put(e, proj, data) {
-        if (!Number.isInteger(e) || e < 0 || e >= self.E) throw new ShapeError(`expert store: expert ${e} outside 0..${self.E - 1}`);
+        check(e);
         this.arrived++;
         if (!self.keep(e)) return;
+        if (self.packedParts.has(e)) {
+          // The expert's other matrices came packed (putRaw): pack this one alike (packWeight: the same bytes).
+          const p = packWeight(data, rowsOf(proj), colsOf(proj), self.format as 'q8' | 'q4', { groupSize: gs, scaleDtype: 'f16' });
+          addPacked(e, proj, { data: new Uint8Array(p.data.buffer), scales: new Uint8Array(p.scales!.buffer) });
+          return;
+        }
         const p = self.parts.get(e) ?? {};
         if (p[proj]) throw new ShapeError(`expert store: expert ${e} ${proj} arrived twice`);
         p[proj] = data.slice(); // the loader reuses `data`

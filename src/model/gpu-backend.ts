@@ -235,7 +235,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     if (this.offload && layer < this.cfg.numLayers) {
       // Expert offload: every expert packed on the host ('host'), or only those the slots start with ('source').
       const C = this.offload.capacity, keepAll = this.offload.source === 'host';
-      const store = new HostExpertStore(this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, (e) => keepAll || e < C);
+      const store = new HostExpertStore(this.cfg.nRoutedExperts, this.cfg.hiddenSize, this.cfg.moeIntermediateSize, format, (e) => keepAll || e < C, this.policy.hostPacker);
       this.stores.set(layer, store);
       return store.sink();
     }
