@@ -10,7 +10,7 @@
  */
 import type { BenchSuite } from '../types';
 import { packWeight } from '../../kernels/weight-pack';
-import { toFloat32 } from '../../formats/safetensors';
+import { countNonFinite, toFloat32 } from '../../formats/safetensors';
 import { mulberry32 } from '../../util/random';
 import { quantizeOnGpu } from '../../kernels/weight-quant';
 import { rowLayout } from '../../kernels/weight-pack';
@@ -60,6 +60,8 @@ export const hostQuantSuite: BenchSuite = {
     await time('f32→q8 pack', bytes.length, () => { packWeight(f32, N, K, 'q8'); });
     await time('f32→f16 pack', bytes.length, () => { packWeight(f32, N, K, 'f16'); });
     await time('bf16→q4 (load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'q4'); });
+    // The loader's NaN / Inf scan of every tensor (loader/checkpoint.ts), which the WASM packer's fused count replaces for what it packs.
+    await time('countNonFinite (loader scan)', bytes.length, () => { countNonFinite('BF16', bytes); });
     await time('bf16→q8 (JS load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'q8'); });
     await time('bf16→f16 (JS load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'f16'); });
     // The WebAssembly SIMD packer the loader uses now (host-pack.ts; bit-identical to the JS rows'
