@@ -9,7 +9,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { packWeight } from '../../src/kernels/weight-pack';
 import { countNonFinite, toFloat32, type SafetensorsDtype } from '../../src/formats/safetensors';
-import { HostPacker } from '../../src/kernels/wasm/host-pack';
+import { HostPacker, fp8ScalesPackable } from '../../src/kernels/wasm/host-pack';
 import type { QuantSource } from '../../src/kernels/weight-quant';
 import { f32ToBf16, f32ToF16 } from '../../src/util/half';
 import { mulberry32 } from '../../src/util/random';
@@ -175,6 +175,26 @@ describe('HostPacker (WASM SIMD) equals packWeight(toFloat32(...))', () => {
       expect(packer.halfMatrix('f32', new Uint8Array(v.buffer), 1, 13)).toBeNull();
       expect(packer.halfMatrix('bf16', encode('bf16', v), 1, 13)).toBeNull();
     }
+  });
+
+  it('FP8 E4M3 with 128×128 block scales: equals packWeight(toFloat32(\'F8_E4M3\', bytes, { scaleInv, shape })), slices included', () => {
+    const r = mulberry32(37);
+    for (const [N, K, gs, format] of [[300, 290, 32, 'q4'], [130, 256, 128, 'q8'], [129, 97, 32, 'q8'], [260, 384, 128, 'q4']] as const) {
+      const bytes = Uint8Array.from({ length: N * K }, () => Math.floor(r() * 256)); // NaN bytes (0x7f, 0xff) and subnormals included
+      const SR = Math.ceil(N / 128), SC = Math.ceil(K / 128);
+      // Scales from tiny to large (448 · 2^120 overflows f32 to Inf, which the JS path packs too), one zero.
+      const scaleInv = Float32Array.from({ length: SR * SC }, (_, i) => (i === 1 ? 0 : 2 ** (Math.floor(r() * 160) - 130) * (1 + r())));
+      const want = packWeight(toFloat32('F8_E4M3', bytes, { scaleInv, shape: [N, K] }), N, K, format, { groupSize: gs, scaleDtype: 'f16' });
+      for (const slice of [1 << 30, 40 * K]) {
+        const got = packer.packMatrix('fp8', bytes, N, K, format, gs, slice, { scaleInv });
+        const at = Array.from(got.data).findIndex((w, i) => w !== want.data[i]);
+        expect(at, `[${N}, ${K}] ${format} gs ${gs} slice ${slice}: word ${at}`).toBe(-1);
+        expect(Array.from(got.scales!)).toEqual(Array.from(want.scales!));
+        expect(got.nonFinite).toBe(countNonFinite('F8_E4M3', bytes));
+      }
+    }
+    expect(fp8ScalesPackable(new Float32Array([1, NaN]))).toBe(false);
+    expect(() => packer.pack('fp8', new Uint8Array(256 * 2), 2, 256, 'q8', 32, { scaleInv: new Float32Array(1) })).toThrow(/block scales/);
   });
 
   it('reuses its memory across calls of different sizes, and refuses bad shapes', () => {

@@ -19,12 +19,22 @@ import { kernelsModule, wasmSimdSupported } from './kernels';
 interface PackExports {
   memory: WebAssembly.Memory;
   __heap_base: WebAssembly.Global;
-  pack_quant(src: number, source: number, K: number, q4: number, gs: number, data: number, scales: number, n0: number, n1: number): number;
+  pack_quant(src: number, source: number, K: number, q4: number, gs: number, data: number, scales: number, n0: number, n1: number, sinv: number, SC: number, row0: number): number;
   half_rows(src: number, source: number, K: number, Kp: number, dst: number, n0: number, n1: number): number;
 }
 
-const SOURCE_CODE: Record<QuantSource, number> = { bf16: 0, f16: 1, f32: 2 };
-const SOURCE_BYTES: Record<QuantSource, number> = { bf16: 2, f16: 2, f32: 4 };
+/** Checkpoint element formats the packer reads: weight-quant.ts' sources and DeepSeek-V3's FP8 E4M3. */
+export type PackSource = QuantSource | 'fp8';
+const SOURCE_CODE: Record<PackSource, number> = { bf16: 0, f16: 1, f32: 2, fp8: 3 };
+const SOURCE_BYTES: Record<PackSource, number> = { bf16: 2, f16: 2, f32: 4, fp8: 1 };
+/** DeepSeek-V3's weight_scale_inv block (the load path's, toFloat32's default). */
+const FP8_BLOCK = 128;
+
+/** FP8 weights' block scales: the whole matrix's [ceil(N/128), ceil(K/128)] weight_scale_inv, and the first row's index in it. */
+export interface Fp8Scales { scaleInv: Float32Array; row0?: number }
+
+/** Whether the packer takes FP8 with these scales: every scale finite (others go to the JS path, which the packer's max shortcut does not model). */
+export const fp8ScalesPackable = (scaleInv: Float32Array) => scaleInv.every(Number.isFinite);
 const PAGE = 65536;
 const align64 = (v: number) => Math.ceil(v / 64) * 64;
 
@@ -51,20 +61,29 @@ export class HostPacker {
   /**
    * Packs the [rows, K] matrix `bytes` (little-endian `source` elements, row-major) into `format` with
    * f16 scales in groups of `groupSize`: packWeight(toFloat32(source, bytes), rows, K, format,
-   * { groupSize, scaleDtype: 'f16' })'s data and scales.
+   * { groupSize, scaleDtype: 'f16' })'s data and scales. FP8 ('fp8', one byte an element): with `fp8`'s
+   * block scales applied as toFloat32(…, { scaleInv, shape }) does (scales must be finite:
+   * fp8ScalesPackable).
    */
-  pack(source: QuantSource, bytes: Uint8Array, rows: number, K: number, format: 'q8' | 'q4', groupSize: 32 | 128 = 32): HostPacked {
+  pack(source: PackSource, bytes: Uint8Array, rows: number, K: number, format: 'q8' | 'q4', groupSize: 32 | 128 = 32, fp8?: Fp8Scales): HostPacked {
     if (!Number.isInteger(rows) || !Number.isInteger(K) || rows <= 0 || K <= 0) throw new ShapeError(`HostPacker: shape must be positive integers, got [${rows}, ${K}]`);
     if (groupSize !== 32 && groupSize !== 128) throw new ShapeError(`HostPacker: group size must be 32 or 128, got ${String(groupSize)}`);
     if (bytes.byteLength !== rows * K * SOURCE_BYTES[source]) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${rows}, ${K}] ${source}`);
     const { rowWords } = rowLayout(format, K);
     const G = Math.ceil(K / groupSize);
     const scaleWords = Math.ceil((rows * G) / 2);
+    const SC = Math.ceil(K / FP8_BLOCK), row0 = fp8?.row0 ?? 0;
+    if (source === 'fp8') {
+      if (!fp8) throw new ShapeError('HostPacker: FP8 weights need their weight_scale_inv');
+      if (!Number.isInteger(row0) || row0 < 0 || fp8.scaleInv.length < Math.ceil((row0 + rows) / FP8_BLOCK) * SC) throw new ShapeError(`HostPacker: ${fp8.scaleInv.length} FP8 block scales for rows [${row0}, ${row0 + rows}) of K = ${K}`);
+    }
     const src = this.put(bytes), data = align64(src + bytes.byteLength), scales = align64(data + rows * rowWords * 4);
-    const mem = this.reserve(scales + scaleWords * 4);
+    const sinv = align64(scales + scaleWords * 4), sinvBytes = source === 'fp8' ? fp8!.scaleInv.byteLength : 0;
+    const mem = this.reserve(sinv + sinvBytes);
+    if (source === 'fp8') new Float32Array(mem.buffer, sinv, fp8!.scaleInv.length).set(fp8!.scaleInv);
     // An odd rows·groups leaves the last scale word's high half: zero, as packWeight's.
     if ((rows * G) % 2) new Uint16Array(mem.buffer, scales, scaleWords * 2)[rows * G] = 0;
-    const nonFinite = this.e.pack_quant(src, SOURCE_CODE[source], K, format === 'q4' ? 1 : 0, groupSize, data, scales, 0, rows);
+    const nonFinite = this.e.pack_quant(src, SOURCE_CODE[source], K, format === 'q4' ? 1 : 0, groupSize, data, scales, 0, rows, sinv, SC, row0);
     return { data: new Uint32Array(mem.buffer, data, rows * rowWords), scales: new Uint32Array(mem.buffer, scales, scaleWords), nonFinite };
   }
 
@@ -112,7 +131,7 @@ export class HostPacker {
    * rows of at most `sliceBytes` source bytes, so the packer's memory stays bounded by the slice (an
    * lm_head is 400 MB of BF16), not the largest matrix. Also gives the NaN / ±Inf count.
    */
-  packMatrix(source: QuantSource, bytes: Uint8Array, N: number, K: number, format: 'q8' | 'q4', groupSize: 32 | 128 = 32, sliceBytes = 16 << 20): PackedWeight & { nonFinite: number } {
+  packMatrix(source: PackSource, bytes: Uint8Array, N: number, K: number, format: 'q8' | 'q4', groupSize: 32 | 128 = 32, sliceBytes = 16 << 20, fp8?: Fp8Scales): PackedWeight & { nonFinite: number } {
     if (bytes.byteLength !== N * K * SOURCE_BYTES[source]) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${N}, ${K}] ${source}`);
     const { Kp, rowWords } = rowLayout(format, K);
     const G = Math.ceil(K / groupSize);
@@ -123,7 +142,7 @@ export class HostPacker {
     let nonFinite = 0;
     for (let r0 = 0; r0 < N; r0 += per) {
       const n = Math.min(per, N - r0);
-      const p = this.pack(source, bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes), n, K, format, groupSize);
+      const p = this.pack(source, bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes), n, K, format, groupSize, fp8 && { scaleInv: fp8.scaleInv, row0: (fp8.row0 ?? 0) + r0 });
       data.set(p.data, r0 * rowWords);
       scales.set(p.scales, (r0 * G) / 2);
       nonFinite += p.nonFinite;

@@ -55,9 +55,21 @@ static inline u32 f32_to_half(float x) {
   return sign | r;
 }
 
-/* Element i of a source row as a double (F16: util/half.ts f16ToF32, exact). */
-static inline double src_value(const u8 *row, int source, int i) {
+/* FP8 E4M3 (fn: no infinities, S.1111.111 is NaN) byte → f32 bits, exact (util/half.ts fp8e4m3ToF32):
+   the fields moved into f32 places and scaled by 2^120 (exact for normal and subnormal values). */
+static inline float e4m3_value(u32 v) {
   union { u32 u; float f; } b;
+  if ((v & 0x7f) == 0x7f) { b.u = 0x7fc00000u; return b.f; }
+  b.u = (v & 0x7f) << 20;
+  b.f *= 0x1p120f;
+  return (v & 0x80) ? -b.f : b.f;
+}
+
+/* Element i of a source row as a double (F16: util/half.ts f16ToF32, exact; FP8: its value times the
+   block's scale s in f32, as toFloat32's applyBlockScale rounds it). */
+static inline double src_value(const u8 *row, int source, int i, float s) {
+  union { u32 u; float f; } b;
+  if (source == 3) return e4m3_value(row[i]) * s;
   if (source == 0) { b.u = (u32)(row[2 * i] | (row[2 * i + 1] << 8)) << 16; return b.f; }
   if (source == 1) return half_value((u32)(row[2 * i] | (row[2 * i + 1] << 8)));
   b.u = (u32)row[4 * i] | ((u32)row[4 * i + 1] << 8) | ((u32)row[4 * i + 2] << 16) | ((u32)row[4 * i + 3] << 24);
@@ -66,13 +78,27 @@ static inline double src_value(const u8 *row, int source, int i) {
 
 /* Sign-cleared bits of element i, and the exponent mask that marks NaN / ±Inf for the source. */
 static inline u32 src_abs_bits(const u8 *row, int source, int i) {
+  if (source == 3) return row[i] & 0x7fu;
   if (source == 2) return ((u32)row[4 * i] | ((u32)row[4 * i + 1] << 8) | ((u32)row[4 * i + 2] << 16) | ((u32)row[4 * i + 3] << 24)) & 0x7fffffffu;
   return (u32)(row[2 * i] | (row[2 * i + 1] << 8)) & 0x7fff;
 }
-static inline u32 exp_mask(int source) { return source == 0 ? 0x7f80 : source == 1 ? 0x7c00 : 0x7f800000u; }
+static inline u32 exp_mask(int source) { return source == 0 ? 0x7f80 : source == 1 ? 0x7c00 : source == 3 ? 0x7f : 0x7f800000u; }
 
 /* Largest sign-cleared bits of elements [k0, k0 + n) of a row, n a multiple of 32 (integer SIMD). */
 static inline u32 group_max_bits(const u8 *row, int source, int k0, int n) {
+  if (source == 3) {
+    const v128_t mask = wasm_i8x16_splat(0x7f);
+    v128_t m = wasm_i8x16_splat(0);
+    for (int k = k0; k < k0 + n; k += 32) {
+      m = wasm_u8x16_max(m, wasm_v128_and(wasm_v128_load(row + k), mask));
+      m = wasm_u8x16_max(m, wasm_v128_and(wasm_v128_load(row + k + 16), mask));
+    }
+    m = wasm_u8x16_max(m, wasm_i32x4_shuffle(m, m, 2, 3, 0, 1));
+    m = wasm_u8x16_max(m, wasm_i32x4_shuffle(m, m, 1, 0, 3, 2));
+    m = wasm_u8x16_max(m, wasm_u32x4_shr(m, 16));
+    m = wasm_u8x16_max(m, wasm_u16x8_shr(m, 8));
+    return wasm_u8x16_extract_lane(m, 0);
+  }
   if (source == 2) {
     const v128_t mask = wasm_i32x4_splat(0x7fffffff);
     v128_t m = wasm_i32x4_splat(0);
@@ -96,9 +122,11 @@ static inline u32 group_max_bits(const u8 *row, int source, int k0, int n) {
   return wasm_u16x8_extract_lane(m, 0);
 }
 
-/* The group maximum as packWeight's double amax (NaN when the group holds a NaN). */
-static inline double amax_of_bits(u32 mb, int source) {
+/* The group maximum as packWeight's double amax (NaN when the group holds a NaN). FP8: f32 rounding is
+   monotonic, so max |fl(v·s)| = |fl(max|v| · s)| (s finite: the wrapper sends other matrices to JS). */
+static inline double amax_of_bits(u32 mb, int source, float s) {
   union { u32 u; float f; } b;
+  if (source == 3) { const float a = e4m3_value(mb) * s; return a < 0 ? -a : a; }
   if (source == 0) { if (mb > 0x7f80) return __builtin_nan(""); b.u = mb << 16; return b.f; }
   if (source == 1) return half_value(mb);
   if (mb > 0x7f800000u) return __builtin_nan("");
@@ -114,8 +142,22 @@ static int count_non_finite(const u8 *row, int source, int k0, int k1) {
   return c;
 }
 
-/* Eight weights from k (BF16 / F16 / F32 source) as two f32x4 vectors (exact widening). */
-static inline void load8(const u8 *row, int source, int k, v128_t *lo, v128_t *hi) {
+/* Eight weights from k (BF16 / F16 / F32 source; FP8 times its block scale s) as two f32x4 vectors (exact widening). */
+static inline void load8(const u8 *row, int source, int k, v128_t *lo, v128_t *hi, v128_t s) {
+  if (source == 3) {
+    const v128_t v = wasm_u16x8_extend_low_u8x16(wasm_v128_load64_zero(row + k));
+    const v128_t a = wasm_u32x4_extend_low_u16x8(v), b = wasm_u32x4_extend_high_u16x8(v);
+    const v128_t mag = wasm_i32x4_splat(0x7f), scale = wasm_f32x4_splat(0x1p120f), nan = wasm_i32x4_splat(0x7fc00000);
+    const v128_t ma = wasm_v128_and(a, mag), mb = wasm_v128_and(b, mag);
+    v128_t fa = wasm_f32x4_mul(wasm_i32x4_shl(ma, 20), scale), fb = wasm_f32x4_mul(wasm_i32x4_shl(mb, 20), scale);
+    fa = wasm_v128_or(fa, wasm_i32x4_shl(wasm_u32x4_shr(a, 7), 31));
+    fb = wasm_v128_or(fb, wasm_i32x4_shl(wasm_u32x4_shr(b, 7), 31));
+    fa = wasm_v128_bitselect(nan, fa, wasm_i32x4_eq(ma, mag));
+    fb = wasm_v128_bitselect(nan, fb, wasm_i32x4_eq(mb, mag));
+    *lo = wasm_f32x4_mul(fa, s);
+    *hi = wasm_f32x4_mul(fb, s);
+    return;
+  }
   if (source == 2) { *lo = wasm_v128_load(row + 4 * k); *hi = wasm_v128_load(row + 4 * k + 16); return; }
   const v128_t h = wasm_v128_load(row + 2 * k);
   v128_t a = wasm_u32x4_extend_low_u16x8(h), b = wasm_u32x4_extend_high_u16x8(h);
@@ -143,13 +185,13 @@ static inline v128_t codes4(v128_t w, v128_t inv, v128_t off, v128_t top, v128_t
 }
 
 /* 32 weights from k → 16 bytes of q4 nibbles (q4) or of q8 codes at out (q8: the first 16 weights; 32 bytes). */
-static inline void pack32(const u8 *row, int source, int k, v128_t inv, int q4, u8 *out) {
+static inline void pack32(const u8 *row, int source, int k, v128_t inv, int q4, u8 *out, v128_t s) {
   const v128_t off = wasm_f64x2_splat(q4 ? 8.5 : 128.5), top = wasm_f64x2_splat(q4 ? 15.0 : 255.0), one = wasm_f64x2_splat(1.0);
   v128_t w0, w1, w2, w3, w4, w5, w6, w7;
-  load8(row, source, k, &w0, &w1);
-  load8(row, source, k + 8, &w2, &w3);
-  load8(row, source, k + 16, &w4, &w5);
-  load8(row, source, k + 24, &w6, &w7);
+  load8(row, source, k, &w0, &w1, s);
+  load8(row, source, k + 8, &w2, &w3, s);
+  load8(row, source, k + 16, &w4, &w5, s);
+  load8(row, source, k + 24, &w6, &w7, s);
   /* Codes of weights 0..15 and 16..31 as bytes (every code is 0..255: the saturating narrows are exact). */
   v128_t c0 = wasm_u8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(codes4(w0, inv, off, top, one), codes4(w1, inv, off, top, one)),
                                       wasm_i16x8_narrow_i32x4(codes4(w2, inv, off, top, one), codes4(w3, inv, off, top, one)));
@@ -175,14 +217,16 @@ static inline double js_round(double x) {
 }
 
 /*
- * Rows [n0, n1) of the [N, K] source at src (source 0 BF16, 1 F16, 2 F32) into q4 (q4 = 1) or q8 words
- * at data ([N, rowWords]) and f16 scales at scales (u16 [N·G], flat n·G + g; G = ceil(K / gs), gs 32 or
- * 128). Every word and scale of those rows is written (row padding: q4 nibble 8, q8 byte 0). Returns the
- * NaN / ±Inf count of the rows.
+ * Rows [n0, n1) of the [N, K] source at src (source 0 BF16, 1 F16, 2 F32, 3 FP8 E4M3) into q4 (q4 = 1)
+ * or q8 words at data ([N, rowWords]) and f16 scales at scales (u16 [N·G], flat n·G + g; G = ceil(K / gs),
+ * gs 32 or 128). Every word and scale of those rows is written (row padding: q4 nibble 8, q8 byte 0).
+ * FP8: weight = e4m3 · sinv[((row0 + n) / 128)·SC + k / 128] (DeepSeek-V3's 128×128 weight_scale_inv
+ * blocks, as toFloat32 applies them; row0: the first row's index in the whole matrix). Returns the NaN /
+ * ±Inf count of the source values (FP8: the NaN bytes, as countNonFinite).
  */
 EXPORT(pack_quant)
-int pack_quant(const u8 *src, int source, int K, int q4, int gs, u32 *data, u16 *scales, int n0, int n1) {
-  const int bpe = source == 2 ? 4 : 2;
+int pack_quant(const u8 *src, int source, int K, int q4, int gs, u32 *data, u16 *scales, int n0, int n1, const float *sinv, int SC, int row0) {
+  const int bpe = source == 3 ? 1 : source == 2 ? 4 : 2;
   const int G = (K + gs - 1) / gs, full = (K / gs) * gs;
   const int rowWords = q4 ? ((K + 31) / 32) * 4 : ((K + 15) / 16) * 4;
   const double Q = q4 ? 7.0 : 127.0;
@@ -191,20 +235,23 @@ int pack_quant(const u8 *src, int source, int K, int q4, int gs, u32 *data, u16 
   for (int n = n0; n < n1; n++) {
     const u8 *row = src + (long)n * K * bpe;
     u8 *out = (u8 *)(data + (long)n * rowWords);
+    const float *srow = source == 3 ? sinv + (long)((row0 + n) / 128) * SC : 0;
     for (int g = 0; g < G; g++) {
       const int k0 = g * gs, k1 = k0 + gs < K ? k0 + gs : K;
+      const float bs = source == 3 ? srow[k0 / 128] : 1.0f;
       u32 mb;
       if (k1 - k0 == gs) mb = group_max_bits(row, source, k0, gs);
       else { mb = 0; for (int k = k0; k < k1; k++) { u32 a = src_abs_bits(row, source, k); mb = a > mb ? a : mb; } }
       if (mb >= em) bad += count_non_finite(row, source, k0, k1);
-      const double amax = amax_of_bits(mb, source);
+      const double amax = amax_of_bits(mb, source, bs);
       const u32 h = amax != amax ? 0x7e00 : f32_to_half((float)(amax / Q));
       scales[(long)n * G + g] = (u16)h;
       const double s = half_value(h);
       const double inv = s > 0 ? 1.0 / s : 0.0;
       if (k1 - k0 == gs) {
         const v128_t vinv = wasm_f64x2_splat(inv);
-        for (int k = k0; k < k1; k += 32) pack32(row, source, k, vinv, q4, out + (q4 ? k / 2 : k));
+        const v128_t vs = wasm_f32x4_splat(bs);
+        for (int k = k0; k < k1; k += 32) pack32(row, source, k, vinv, q4, out + (q4 ? k / 2 : k), vs);
         continue;
       }
       /* The partial last group: Math.round(w·inv) clamped, as packWeight's scalar tail; then the padding. */
@@ -214,7 +261,7 @@ int pack_quant(const u8 *src, int source, int K, int q4, int gs, u32 *data, u16 
           for (int b = 0; b < 2; b++) {
             u32 nib = 8;
             if (k + b < K) {
-              double q = js_round(src_value(row, source, k + b) * inv);
+              double q = js_round(src_value(row, source, k + b, bs) * inv);
               q = q > Q ? Q : q < -Q ? -Q : q;
               nib = q != q ? 0 : (u32)((int)q + 8);
             }
@@ -224,7 +271,7 @@ int pack_quant(const u8 *src, int source, int K, int q4, int gs, u32 *data, u16 
         } else {
           int c = 0;
           if (k < K) {
-            double q = js_round(src_value(row, source, k) * inv);
+            double q = js_round(src_value(row, source, k, bs) * inv);
             q = q > Q ? Q : q < -Q ? -Q : q;
             c = q != q ? 0 : (int)q;
           }
@@ -276,7 +323,7 @@ int half_rows(const u8 *src, int source, int K, int Kp, u16 *dst, int n0, int n1
     int k = 0;
     for (; k + 8 <= K; k += 8) {
       v128_t lo, hi;
-      load8(row, source, k, &lo, &hi);
+      load8(row, source, k, &lo, &hi, wasm_f32x4_splat(1.0f));
       const v128_t h = wasm_u16x8_narrow_i32x4(half4(lo, &o0), half4(hi, &o1));
       over = wasm_v128_or(over, wasm_v128_or(o0, o1));
       nf = wasm_i32x4_sub(nf, wasm_u32x4_ge(wasm_v128_and(lo, abs), inf32));
@@ -285,7 +332,7 @@ int half_rows(const u8 *src, int source, int K, int Kp, u16 *dst, int n0, int n1
     }
     for (; k < K; k++) {
       union { u32 u; float f; } b;
-      b.f = (float)src_value(row, source, k);
+      b.f = (float)src_value(row, source, k, 1.0f);
       const u32 h = f32_to_half(b.f);
       bad += (h & 0x7fff) == 0x7c00 && (b.u & 0x7f800000u) != 0x7f800000u;
       nonFinite += (b.u & 0x7f800000u) == 0x7f800000u;
