@@ -10,7 +10,7 @@ import { loadWidth, specialise, subgroupChoice } from './shader-source';
 import { MX_BLOCK, deinterleaveGateUp, packWeight, rowLayout, type GptOssExpertTensors } from './weight-pack';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../util/half';
 import { QUANT_GROUP, SOURCE_BYTES, quantizeOnGpu, type RawMatrix } from './weight-quant';
-import type { HostPacker } from './wasm/host-pack';
+import { fp8ScalesPackable, type HostPacker } from './wasm/host-pack';
 import { matmul } from './matmul';
 import { addBias } from './elementwise';
 import { checkRouting, type MoeRouting } from './moe-routing';
@@ -249,6 +249,12 @@ export interface ExpertGroupsWriter {
    * the GPU, or gate and up sharing scale words. Done before returning, as put.
    */
   putRaw(e: number, proj: 'gate' | 'up' | 'down', raw: RawMatrix): boolean;
+  /**
+   * FP8 E4M3 bytes with their 128×128 weight_scale_inv, quantised to q8 / q4 by the WebAssembly packer
+   * (on the device or not: the GPU quantiser reads no FP8). False when it cannot (then `put`): no packer,
+   * a non-finite scale, or gate and up sharing scale words.
+   */
+  putFp8(e: number, proj: 'gate' | 'up' | 'down', bytes: Uint8Array, scaleInv: Float32Array): boolean;
   /** Every expert's three matrices arrived: the stacks. */
   finish(): MoeExpertGroups;
   destroy(): void;
@@ -328,6 +334,16 @@ export function expertGroupsWriter(
         gpu.buffers.write(scales!, p.scales, (at / rows) * scaleBytes(rows, K));
         raw.nonFinite = p.nonFinite;
       } else quantizeOnGpu(gpu, { src: raw.bytes, source: raw.source, rows, K, format: format as 'q8' | 'q4', dst: buf, dstOffsetWords: (at * rowBytes(K)) / 4, scales: scales!, scaleOffsetWords: ((at / rows) * scaleBytes(rows, K)) / 4 });
+      return true;
+    },
+    putFp8(e, proj, bytes, scaleInv) {
+      if (!(quant && splitGateUp && opts.hostPacker && fp8ScalesPackable(scaleInv))) return false;
+      arrive(e, proj, bytes.byteLength);
+      const g = groups[Math.floor(e / per)], le = e - g.e0;
+      const [buf, scales, rows, K, at] = proj === 'down' ? [g.w.down, g.w.downScales, D, I, le * D] : [g.w.gateUp, g.w.gateUpScales, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I];
+      const p = opts.hostPacker.pack('fp8', bytes, rows, K, format as 'q8' | 'q4', gs, { scaleInv });
+      gpu.buffers.write(buf, p.data, at * rowBytes(K));
+      gpu.buffers.write(scales!, p.scales, (at / rows) * scaleBytes(rows, K));
       return true;
     },
     put(e, proj, data) {

@@ -98,6 +98,8 @@ export interface ExpertSink {
   put(expert: number, proj: 'gate' | 'up' | 'down', data: Float32Array): void;
   /** The checkpoint's own bytes, written without host conversion when the sink can (false: call put). */
   putRaw?(expert: number, proj: 'gate' | 'up' | 'down', raw: RawMatrix): boolean;
+  /** FP8 E4M3 bytes and their [ceil(rows/128), ceil(cols/128)] weight_scale_inv, packed without an f32 copy when the sink can (false: call put). */
+  putFp8?(expert: number, proj: 'gate' | 'up' | 'down', bytes: Uint8Array, scaleInv: Float32Array): boolean;
 }
 
 export interface MlaShape { heads: number; qkNope: number; qkRope: number; vHead: number; kvLora: number }

@@ -13,7 +13,7 @@ import type { HostExpert } from './deepseek';
 import type { ExpertSink } from './deepseek';
 import { ShapeError } from '../errors';
 import { packWeight } from '../kernels/weight-pack';
-import type { HostPacker } from '../kernels/wasm/host-pack';
+import { fp8ScalesPackable, type HostPacker } from '../kernels/wasm/host-pack';
 
 /**
  * Where cold experts wait. 'host': packed, in host memory (uploads are a copy); 'source': only in the
@@ -126,6 +126,16 @@ export class HostExpertStore {
         if (!self.keep(e)) return true;
         const p = self.packer!.pack(raw.source, raw.bytes, rowsOf(proj), colsOf(proj), self.format as 'q8' | 'q4', gs);
         raw.nonFinite = p.nonFinite;
+        addPacked(e, proj, { data: new Uint8Array(p.data.slice().buffer), scales: new Uint8Array(p.scales.slice().buffer) });
+        return true;
+      },
+      putFp8(e, proj, bytes, scaleInv) {
+        if (!rawOk || !fp8ScalesPackable(scaleInv)) return false;
+        check(e);
+        if (self.parts.has(e)) return false;
+        this.arrived++;
+        if (!self.keep(e)) return true;
+        const p = self.packer!.pack('fp8', bytes, rowsOf(proj), colsOf(proj), self.format as 'q8' | 'q4', gs, { scaleInv });
         addPacked(e, proj, { data: new Uint8Array(p.data.slice().buffer), scales: new Uint8Array(p.scales.slice().buffer) });
         return true;
       },

@@ -12,7 +12,7 @@ import { rmsNorm, rmsNormInPlace } from '../kernels/rmsnorm';
 import { addBias, addInPlace, scaleInPlace, sigmoidGateRows, siluMul } from '../kernels/elementwise';
 import { linear } from '../kernels/linear';
 import { uploadPacked, uploadWeight, uploadFp8Weight, destroyWeight, type GpuWeight, type UploadOptions } from '../kernels/weight';
-import type { HostPacker } from '../kernels/wasm/host-pack';
+import { fp8ScalesPackable, type HostPacker } from '../kernels/wasm/host-pack';
 import type { PackedWeight } from '../kernels/weight-pack';
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
@@ -188,14 +188,17 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   }
 
   /**
-   * The checkpoint's bytes (HostMatrix.raw) packed by the WebAssembly packer when it covers the format:
-   * q8 / q4 (groups of 32, f16 scales) from BF16 / F16 / F32, f16 from BF16 / F32; uploadWeight's
+   * The checkpoint's bytes (HostMatrix.raw, or HostMatrix.fp8 with its block scales) packed by the
+   * WebAssembly packer when it covers the format: q8 / q4 (groups of 32, f16 scales) from BF16 / F16 /
+   * F32 / FP8, f16 from BF16 / F32; uploadWeight's
    * packWeight result bit for bit, without the f32 copy. Records the NaN / ±Inf count it took on the
    * way (HostMatrix.raw.nonFinite). Null: take the f32 path (no packer, another format, or an f16
    * overflow, which packWeight then reports).
    */
   private packRaw(m: HostMatrix, format: string | undefined): PackedWeight | null {
     const packer = this.policy.hostPacker, raw = m.raw;
+    // FP8 with its block scales (when not kept FP8): q8 / q4 from the bytes, as hostMatrixToF32 + packWeight.
+    if (packer && m.fp8 && (format === 'q8' || format === 'q4') && fp8ScalesPackable(m.fp8.scaleInv)) return packer.packMatrix('fp8', m.fp8.bytes, m.N, m.K, format, 32, undefined, { scaleInv: m.fp8.scaleInv });
     if (!packer || !raw) return null;
     let p: (PackedWeight & { nonFinite: number }) | null = null;
     if (format === 'q8' || format === 'q4') p = packer.packMatrix(raw.source, raw.bytes, m.N, m.K, format);

@@ -222,6 +222,20 @@ export async function buildWeights<T, W, E>(
           finishMoe(moe.layer);
           return;
         }
+        if (moe.expert >= 0 && p.sink?.putFp8 && raw.dtype === 'F8_E4M3') {
+          // FP8 with its scales: packed from the bytes when the sink can (the WebAssembly packer).
+          const m = matrixOf(name, raw);
+          if (!m) return;
+          if (p.sink.putFp8(moe.expert, moe.proj!, m.fp8!.bytes, m.fp8!.scaleInv)) {
+            p.streamed++;
+            finishMoe(moe.layer);
+            return;
+          }
+          p.sink.put(moe.expert, moe.proj!, toFloat32('F8_E4M3', m.fp8!.bytes, { scaleInv: m.fp8!.scaleInv, shape: [m.N, m.K] }, scratchOf(m.N * m.K)));
+          p.streamed++;
+          finishMoe(moe.layer);
+          return;
+        }
         const into = moe.expert >= 0 && p.sink ? scratchOf(raw.shape.reduce((a, b) => a * b, 1)) : undefined;
         const m = matrixOf(name, raw, into);
         if (!m) return;

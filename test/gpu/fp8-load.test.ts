@@ -17,7 +17,11 @@ import { TINY_V3_CONFIG } from '../../src/model/synthetic';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { urlModel } from '../../src/loader/model-source';
 import { GpuModelLoader } from '../../src/model/assemble';
-import type { GpuRunner } from '../../src/model/gpu-runner';
+import { GpuRunner } from '../../src/model/gpu-runner';
+import { GpuBackend, type WeightPolicy } from '../../src/model/gpu-backend';
+import { buildWeights } from '../../src/model/load';
+import { HostPacker } from '../../src/kernels/wasm/host-pack';
+import type { ExpertSink } from '../../src/model/deepseek';
 
 const FP8_TINY = { ...TINY_V3_CONFIG, torch_dtype: 'bfloat16', quantization_config: { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128] } };
 
@@ -59,6 +63,34 @@ describe('an FP8 checkpoint', () => {
       for (let r = 0; r < rows; r++) expect(argmax(a, r * V, V), `${what} row ${r} argmax`).toBe(argmax(b, r * V, V));
       console.log(`fp8 → q8 vs f32, ${what}: max |diff| ${maxDiff.toExponential(3)}, max |logit| ${maxAbs.toExponential(3)} (${(100 * maxDiff / maxAbs).toFixed(2)}%)`);
     }
+    await ckpt.close();
+  });
+
+  it('packed by the WASM packer from the FP8 bytes (experts and dense q8): the JS path\'s logits, bit for bit', async () => {
+    const ckpt = await openCheckpoint(urlModel(server.url, { cache: false }), { validateTokenizer: false });
+    const cfg = ckpt.config;
+    const packer = await HostPacker.load();
+    expect(packer).not.toBeNull();
+    let fp8Packed = 0;
+    class Counting extends GpuBackend {
+      override expertSink(layer: number): ExpertSink | null {
+        const s = super.expertSink(layer)!;
+        return { put: (e, p, d) => s.put(e, p, d), putFp8: (e, p, b, si) => { const ok = s.putFp8!(e, p, b, si); fp8Packed += +ok; return ok; } };
+      }
+    }
+    const tokens = [5, 17, 29, 41];
+    const run = async (be: GpuBackend) => {
+      const w = await buildWeights(be, cfg, ckpt, {});
+      const runner = new GpuRunner(be, cfg, w, 32);
+      const logits = await runner.logits(tokens, true);
+      runner.destroy();
+      return logits;
+    };
+    const policy = (hostPacker: HostPacker | null): WeightPolicy => ({ storage: (role) => (role === 'embed' ? 'f16' : 'q8'), nativeFp8: false, sparsity: null, quantizeOnDevice: false, hostPacker });
+    const wasm = await run(new Counting(gpu, cfg, policy(packer), 32));
+    expect(fp8Packed, 'routed experts packed from FP8 bytes').toBeGreaterThan(0);
+    const js = await run(new GpuBackend(gpu, cfg, policy(null), 32));
+    expect(Array.from(wasm)).toEqual(Array.from(js));
     await ckpt.close();
   });
 });

@@ -3,13 +3,15 @@
  * (sink.putRaw, packed at once by the WebAssembly packer) holds exactly the packed experts it holds when
  * fed f32 copies (sink.put → packExpert): byte for byte, q4 and q8, BF16 / F16 sources, with experts it
  * does not keep skipped, an expert whose matrices arrive half raw and half f32, and the NaN count
- * reported back. Declines (false) without a packer and for 16-bit formats.
+ * reported back; FP8 bytes with block scales (putFp8) likewise. Declines (false) without a packer and for
+ * 16-bit formats.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { HostExpertStore } from '../../src/model/expert-cache';
 import { HostPacker } from '../../src/kernels/wasm/host-pack';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/util/half';
-import { randomNormal } from '../../src/util/random';
+import { mulberry32, randomNormal } from '../../src/util/random';
+import { toFloat32 } from '../../src/formats/safetensors';
 
 let packer: HostPacker;
 beforeAll(async () => { packer = (await HostPacker.load())!; expect(packer).toBeTruthy(); });
@@ -53,6 +55,28 @@ describe('HostExpertStore sink: putRaw (WASM packer) equals put (f32 → packExp
       }
     });
   }
+
+  it('putFp8: FP8 bytes with 128×128 block scales, packed at once, equal put of their dequantised values', () => {
+    const E = 3, D = 160, I = 136; // partial 128-blocks both ways
+    const r = mulberry32(41);
+    const mk = (rows: number, cols: number) => {
+      const bytes = Uint8Array.from({ length: rows * cols }, () => Math.floor(r() * 256));
+      const scaleInv = Float32Array.from({ length: Math.ceil(rows / 128) * Math.ceil(cols / 128) }, () => 2 ** (Math.floor(r() * 12) - 14));
+      return { bytes, scaleInv, values: toFloat32('F8_E4M3', bytes, { scaleInv, shape: [rows, cols] }) };
+    };
+    const ex = Array.from({ length: E }, () => ({ gate: mk(I, D), up: mk(I, D), down: mk(D, I) }));
+    const viaPut = new HostExpertStore(E, D, I, 'q8', () => true), viaRaw = new HostExpertStore(E, D, I, 'q8', () => true, packer);
+    const a = viaPut.sink(), b = viaRaw.sink();
+    for (let e = 0; e < E; e++) for (const p of PROJS) {
+      a.put(e, p, ex[e][p].values);
+      expect(b.putFp8!(e, p, ex[e][p].bytes, ex[e][p].scaleInv)).toBe(true);
+    }
+    for (let e = 0; e < E; e++) for (const k of ['gateUp', 'down', 'gateUpScales', 'downScales'] as const) {
+      expect(Buffer.from(viaRaw.packed[e]![k]!).equals(Buffer.from(viaPut.packed[e]![k]!)), `expert ${e} ${k}`).toBe(true);
+    }
+    // A non-finite scale goes to put (the packer's shortcut for the group maximum assumes finite scales).
+    expect(b.putFp8!(0, 'gate', ex[0].gate.bytes, Float32Array.from(ex[0].gate.scaleInv, () => Infinity))).toBe(false);
+  });
 
   it('declines without a packer and for 16-bit stores', () => {
     const bytes = new Uint8Array(8 * 32 * 2);
