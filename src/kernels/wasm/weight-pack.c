@@ -1,6 +1,7 @@
 /*
- * q8 / q4 group quantisation at load, from a checkpoint's own bytes (BF16, F16 or F32, little-endian
- * [N, K] row-major) straight into weight-pack.ts' packed layout: q4 nibbles (q + 8) / q8 int8 bytes in
+ * q8 / q4 group quantisation at load, from a checkpoint's own bytes (BF16, F16, F32, or FP8 E4M3 with
+ * DeepSeek-V3's block scales; little-endian [N, K] row-major) straight into weight-pack.ts' packed
+ * layout (and BF16 / F32 → f16 storage rows: half_rows, at the end): q4 nibbles (q + 8) / q8 int8 bytes in
  * rows of rowWords u32 words, f16 group scales (flat index n·G + g, two per u32, low half first). Included
  * by kernels.c; the TypeScript side is host-pack.ts. No f32 intermediate array: each group of the source
  * is read twice (its maximum, then its codes) while it sits in L1.
@@ -13,7 +14,8 @@
  *           (q8), w·inv + offset rounded in double, two weights per f64x2; NaN → code 0 as JS's `t | 0`;
  *           the last, partial group (K % gs ≠ 0): Math.round(w·inv) clamped to ±Q, scalar, NaN → 0.
  * The group maximum is taken on integers: for these formats |w| orders like the bits with the sign
- * cleared (NaN above infinity above every finite value), so u16 / u32 SIMD max finds it exactly.
+ * cleared (NaN above infinity above every finite value), so u8 / u16 / u32 SIMD max finds it exactly
+ * (FP8: then times the block's scale, which f32 rounding keeps monotonic).
  *
  * Returns the number of NaN / ±Inf weights in the rows (counted only in groups whose maximum says there
  * are some: free on clean data), so the loader needs no scan of its own over these bytes.
