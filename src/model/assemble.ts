@@ -333,9 +333,9 @@ export class GpuModelLoader {
       storage: (role) => (role === 'embed' ? embeddingStorage(storage) : storage),
       nativeFp8: false,
       quantizeOnDevice: onDevice,
-      // Host packing (dense q8/q4/f16 matrices and f16 embeddings; routed experts when not quantised on
-      // the device) runs in WebAssembly SIMD from the checkpoint's bytes (null without SIMD: packWeight).
-      hostPacker: storage === 'q8' || storage === 'q4' || storage === 'f16' ? await HostPacker.load() : null,
+      // Host packing (dense q8/q4/f16/bf16 matrices and 16-bit embeddings; routed experts when not
+      // quantised on the device) runs in WebAssembly SIMD from the checkpoint's bytes (null without SIMD: packWeight).
+      hostPacker: storage === 'q8' || storage === 'q4' || storage === 'f16' || storage === 'bf16' ? await HostPacker.load() : null,
       sparsity: sp ? { format: sp.format, v: sp.v ?? 64, m: sp.m ?? 8, apply: sp.apply ?? 'experts', permute: sp.permute, values: storage === 'q8' || storage === 'q4' ? storage : 'f32' } : null,
     };
     const be = new GpuBackend(gpu, cfg, policy, contextLength, kvCache, prefillChunk);

@@ -190,7 +190,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
   /**
    * The checkpoint's bytes (HostMatrix.raw, or HostMatrix.fp8 with its block scales) packed by the
    * WebAssembly packer when it covers the format: q8 / q4 (groups of 32, f16 scales) from BF16 / F16 /
-   * F32 / FP8, f16 from BF16 / F32; uploadWeight's
+   * F32 / FP8, f16 from BF16 / F32, bf16 from BF16; uploadWeight's
    * packWeight result bit for bit, without the f32 copy. Records the NaN / ±Inf count it took on the
    * way (HostMatrix.raw.nonFinite). Null: take the f32 path (no packer, another format, or an f16
    * overflow, which packWeight then reports).
@@ -203,6 +203,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     let p: (PackedWeight & { nonFinite: number }) | null = null;
     if (format === 'q8' || format === 'q4') p = packer.packMatrix(raw.source, raw.bytes, m.N, m.K, format);
     else if (format === 'f16' && raw.source !== 'f16') p = packer.halfMatrix(raw.source, raw.bytes, m.N, m.K);
+    else if (format === 'bf16' && raw.source === 'bf16') p = packer.bf16Matrix(raw.bytes, m.N, m.K);
     if (p) raw.nonFinite = p.nonFinite;
     return p;
   }

@@ -235,4 +235,24 @@ describe('a streamed load', () => {
     expect(wasm.nonFinite.length).toBe(3);
     expect(js.nonFinite).toEqual(wasm.nonFinite);
   });
+
+  for (const storage of ['bf16', 'q8'] as const) {
+    it(`${storage} storage (embedding ${storage === 'bf16' ? 'bf16' : 'f16'}) through the WASM packer: the JS path's logits, bit for bit`, async () => {
+      const files = syntheticCheckpoint({ ...TINY_V3_CONFIG, n_routed_experts: 8 }, { seed: 11, dtype: 'BF16' });
+      const ckpt = await openCheckpoint(memoryModel(files), { validateTokenizer: false });
+      const cfg = ckpt.config;
+      const run = async (hostPacker: HostPacker | null) => {
+        const policy: WeightPolicy = { storage: (role) => (role === 'embed' ? (storage === 'bf16' ? 'bf16' : 'f16') : storage), nativeFp8: false, sparsity: null, quantizeOnDevice: false, hostPacker };
+        const be = new GpuBackend(gpu, cfg, policy, 32);
+        const runner = new GpuRunner(be, cfg, await buildWeights(be, cfg, ckpt, {}), 32);
+        const logits = await runner.logits([2, 7, 19, 40, 3], true);
+        runner.destroy();
+        return logits;
+      };
+      const wasm = await run(await HostPacker.load()), js = await run(null);
+      expect(wasm.every(Number.isFinite)).toBe(true);
+      expect(Array.from(wasm)).toEqual(Array.from(js));
+      await ckpt.close();
+    });
+  }
 });

@@ -197,6 +197,23 @@ describe('HostPacker (WASM SIMD) equals packWeight(toFloat32(...))', () => {
     expect(() => packer.pack('fp8', new Uint8Array(256 * 2), 2, 256, 'q8', 32, { scaleInv: new Float32Array(1) })).toThrow(/block scales/);
   });
 
+  it('bf16Matrix: packWeight\'s bf16 words for every BF16 pattern (NaNs quieted as f32ToBf16 does), rows padded', () => {
+    const all = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    for (const [K, slice] of [[256, 1 << 20], [250, 3000], [7, 100]] as const) {
+      const N = Math.floor(65536 / K);
+      const bytes = new Uint8Array(all.buffer, 0, N * K * 2);
+      const want = packWeight(toFloat32('BF16', bytes), N, K, 'bf16');
+      const got = packer.bf16Matrix(bytes, N, K, slice);
+      const at = Array.from(got.data).findIndex((w, i) => w !== want.data[i]);
+      expect(at, `K ${K}: word ${at}: got ${got.data[at]?.toString(16)}, want ${want.data[at]?.toString(16)}`).toBe(-1);
+      expect({ ...got, data: 0, nonFinite: 0 }).toEqual({ ...want, data: 0, nonFinite: 0 });
+      expect(got.nonFinite).toBe(countNonFinite('BF16', bytes));
+    }
+    // More than 16384 SIMD steps of NaNs (the lane counters are folded before they wrap).
+    const nan = new Uint16Array(8 * 40000).fill(0x7fc1);
+    expect(packer.bf16Matrix(new Uint8Array(nan.buffer), 40000, 8).nonFinite).toBe(8 * 40000);
+  });
+
   it('reuses its memory across calls of different sizes, and refuses bad shapes', () => {
     const r = mulberry32(23);
     for (const [N, K] of [[64, 512], [3, 40], [200, 96], [1, 1]]) {

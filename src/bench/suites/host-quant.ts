@@ -6,7 +6,7 @@
  * BF16 checkpoints take now (weight-quant.ts: the bytes staged as they are, quantised by a kernel),
  * timed the same way from the host's side: staging write, dispatch and the wait for the queue; and
  * the WebAssembly SIMD packer the loader uses on the host (kernels/wasm/host-pack.ts: BF16 / F16 / F32
- * bytes → q4 / q8, BF16 → f16, FP8 + block scales → q8), variant 'wasm'.
+ * bytes → q4 / q8, BF16 → f16 / bf16, FP8 + block scales → q8), variant 'wasm'.
  */
 import type { BenchSuite } from '../types';
 import { packWeight } from '../../kernels/weight-pack';
@@ -64,6 +64,7 @@ export const hostQuantSuite: BenchSuite = {
     await time('countNonFinite (loader scan)', bytes.length, () => { countNonFinite('BF16', bytes); });
     await time('bf16→q8 (JS load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'q8'); });
     await time('bf16→f16 (JS load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'f16'); });
+    await time('bf16→bf16 (JS load path)', bytes.length, () => { packWeight(toFloat32('BF16', bytes), N, K, 'bf16'); });
     // The WebAssembly SIMD packer the loader uses now (host-pack.ts; bit-identical to the JS rows'
     // results): from the file's bytes, NaN / Inf count included, no f32 copy. Same values as F16 / F32
     // bytes for the other sources (exact: they are BF16 values of normal f16 range).
@@ -76,6 +77,7 @@ export const hostQuantSuite: BenchSuite = {
       await time('f32→q4 (WASM load path)', f32b.length, () => { packer.pack('f32', f32b, N, K, 'q4'); }, 'wasm');
       await time('bf16→q4 (WASM, dense: owned arrays)', bytes.length, () => { packer.packMatrix('bf16', bytes, N, K, 'q4'); }, 'wasm');
       await time('bf16→f16 (WASM load path)', bytes.length, () => { packer.halfMatrix('bf16', bytes, N, K); }, 'wasm');
+      await time('bf16→bf16 (WASM load path)', bytes.length, () => { packer.bf16Matrix(bytes, N, K); }, 'wasm');
       await time('fp8→q8 (WASM load path)', fp8.length, () => { packer.pack('fp8', fp8, N, K, 'q8', 32, { scaleInv }); }, 'wasm');
     }
     await time('fp8→f32', fp8.length, () => { toFloat32('F8_E4M3', fp8, { scaleInv, shape: [N, K] }); });

@@ -21,6 +21,7 @@ interface PackExports {
   __heap_base: WebAssembly.Global;
   pack_quant(src: number, source: number, K: number, q4: number, gs: number, data: number, scales: number, n0: number, n1: number, sinv: number, SC: number, row0: number): number;
   half_rows(src: number, source: number, K: number, Kp: number, dst: number, n0: number, n1: number): number;
+  bf16_rows(src: number, K: number, Kp: number, dst: number, n0: number, n1: number): number;
 }
 
 /** Checkpoint element formats the packer reads: weight-quant.ts' sources and DeepSeek-V3's FP8 E4M3. */
@@ -124,6 +125,28 @@ export class HostPacker {
       data.set(new Uint32Array(mem.buffer, dst, n * rowWords), r0 * rowWords);
     }
     return { format: 'f16', N, K, Kp, rowWords, data, groupSize: 0, scaleF16: false, scaleCols: 0, nonFinite };
+  }
+
+  /**
+   * packWeight(toFloat32('BF16', bytes), N, K, 'bf16') (bf16 storage of a BF16 checkpoint: the bits as
+   * they are, NaNs quieted, rows padded to 8), in row slices of at most `sliceBytes`; with the NaN / ±Inf
+   * count.
+   */
+  bf16Matrix(bytes: Uint8Array, N: number, K: number, sliceBytes = 16 << 20): PackedWeight & { nonFinite: number } {
+    if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw new ShapeError(`HostPacker: shape must be positive integers, got [${N}, ${K}]`);
+    if (bytes.byteLength !== N * K * 2) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${N}, ${K}] bf16`);
+    const { Kp, rowWords } = rowLayout('bf16', K);
+    const per = Math.max(1, Math.floor(sliceBytes / (K * 2)));
+    const data = new Uint32Array(N * rowWords);
+    let nonFinite = 0;
+    for (let r0 = 0; r0 < N; r0 += per) {
+      const n = Math.min(per, N - r0);
+      const src = this.put(bytes.subarray(r0 * K * 2, (r0 + n) * K * 2)), dst = align64(src + n * K * 2);
+      const mem = this.reserve(dst + n * rowWords * 4);
+      nonFinite += this.e.bf16_rows(src, K, Kp, dst, 0, n);
+      data.set(new Uint32Array(mem.buffer, dst, n * rowWords), r0 * rowWords);
+    }
+    return { format: 'bf16', N, K, Kp, rowWords, data, groupSize: 0, scaleF16: false, scaleCols: 0, nonFinite };
   }
 
   /**

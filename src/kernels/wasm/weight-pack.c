@@ -345,3 +345,42 @@ int half_rows(const u8 *src, int source, int K, int Kp, u16 *dst, int n0, int n1
   if (bad || wasm_v128_any_true(over)) return -1;
   return nonFinite + wasm_i32x4_extract_lane(nf, 0) + wasm_i32x4_extract_lane(nf, 1) + wasm_i32x4_extract_lane(nf, 2) + wasm_i32x4_extract_lane(nf, 3);
 }
+
+/* ---------------------------------------------------------------------------------- bf16 storage */
+
+/*
+ * Rows [n0, n1) of a BF16 [N, K] source as bf16 storage rows of Kp halves (zero padding past K) at dst:
+ * packWeight's 'bf16' words of the widened values, i.e. the bits as they are except NaNs, which
+ * f32ToBf16 quiets (| 0x40). Returns the NaN / ±Inf count.
+ */
+EXPORT(bf16_rows)
+int bf16_rows(const u16 *src, int K, int Kp, u16 *dst, int n0, int n1) {
+  const v128_t mag = wasm_i16x8_splat(0x7fff), inf = wasm_i16x8_splat(0x7f80), quiet = wasm_i16x8_splat(0x40);
+  v128_t nf = wasm_i16x8_splat(0);
+  int nonFinite = 0, steps = 0;
+  for (int n = n0; n < n1; n++) {
+    const u16 *row = src + (long)n * K;
+    u16 *out = dst + (long)n * Kp;
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+      const v128_t v = wasm_v128_load(row + k), a = wasm_v128_and(v, mag);
+      wasm_v128_store(out + k, wasm_v128_or(v, wasm_v128_and(wasm_u16x8_gt(a, inf), quiet)));
+      nf = wasm_i16x8_sub(nf, wasm_u16x8_ge(a, inf));
+      /* i16 lane counters: fold into the total before they can wrap. */
+      if (++steps == 16384) {
+        nonFinite += wasm_i32x4_extract_lane(wasm_i32x4_extadd_pairwise_i16x8(nf), 0) + wasm_i32x4_extract_lane(wasm_i32x4_extadd_pairwise_i16x8(nf), 1)
+                   + wasm_i32x4_extract_lane(wasm_i32x4_extadd_pairwise_i16x8(nf), 2) + wasm_i32x4_extract_lane(wasm_i32x4_extadd_pairwise_i16x8(nf), 3);
+        nf = wasm_i16x8_splat(0);
+        steps = 0;
+      }
+    }
+    for (; k < K; k++) {
+      const u32 v = row[k], a = v & 0x7fff;
+      out[k] = (u16)(a > 0x7f80 ? v | 0x40 : v);
+      nonFinite += a >= 0x7f80;
+    }
+    for (; k < Kp; k++) out[k] = 0;
+  }
+  const v128_t w = wasm_i32x4_extadd_pairwise_i16x8(nf);
+  return nonFinite + wasm_i32x4_extract_lane(w, 0) + wasm_i32x4_extract_lane(w, 1) + wasm_i32x4_extract_lane(w, 2) + wasm_i32x4_extract_lane(w, 3);
+}
