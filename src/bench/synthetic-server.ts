@@ -3,9 +3,9 @@
  * repository layout real models have (config.json, model.safetensors.index.json, shards named
  * `model-0000k-of-0000n.safetensors` of at most `shardBytes`), with correct safetensors headers for
  * every tensor of the architecture (the tensor table of src/model/tensors.ts), and tensor bytes made
- * on the fly, deterministically, from (seed, tensor, element index): matrices from a shared table of
- * pattern values rotated and sign/mantissa-masked per tensor (fast: the server runs in the loader's
- * process in tests and benchmarks), the small tensors from a hash per element. So the loader, the memory plan and
+ * on the fly, deterministically, from (seed, tensor, element index): matrices as a per-tensor rotation of
+ * one of a few shared tables of values (fast: the server runs in the loader's process in tests and
+ * benchmarks), the small tensors from a hash per element. So the loader, the memory plan and
  * the streaming path run at real dimensions (DeepSeek-V2-Lite's 31 GB, DeepSeek-V3's 671B) in tests and
  * benchmarks, and any byte range reads the same in every run.
  *
@@ -119,74 +119,69 @@ export function elementBits(t: SyntheticTensor, h: number): number {
 /**
  * Matrices (the bulk of every checkpoint) are not hashed element by element, which made the server the
  * load's bottleneck (≈0.5 GB/s on this machine, in the loader's own process): element e of a matrix is
- * entry (e + offset) mod PATTERN_LENGTH of one shared table of pattern values (elementBits of a hash
- * per entry), with the tensor's sign and mantissa bits flipped by a per-tensor mask. The offset and the
- * mask come from the tensor's key (name and seed), so tensors differ, and a prime table length keeps rows
- * of any power-of-two width from repeating. The exponent is the table's, so values keep the kind's band.
- * Reading is a copy out of the table and an XOR, a few GB/s.
+ * entry (e + offset) mod PATTERN_LENGTH of one of PATTERN_TABLES tables of values (elementBits of a hash
+ * per entry, then the table's mask over the sign and mantissa bits). The table and the offset come from
+ * the tensor's key (name and seed), so tensors differ, and the prime table length keeps rows of any
+ * power-of-two width from repeating. The exponent is the hash's, so values keep the kind's band. Reading
+ * is a copy out of a table (no per-element work at all: even an XOR pass halved the rate).
  */
 export const PATTERN_LENGTH = 65521;
+const PATTERN_TABLES = 8;
 
-/** Bits of a matrix element that the per-tensor mask may flip (sign and mantissa; never the exponent). */
+/** Bits of a matrix element a table's mask may flip (sign and mantissa; never the exponent). */
 const FREE_BITS: Partial<Record<SafetensorsDtype, number>> = { BF16: 0x807f, F16: 0x83ff, F32: 0x807fffff, F8_E4M3: 0x87, U8: 0xff };
 
-/** Whether tensor t's bytes come from the pattern table (matrices of the dtypes above). */
+/** Whether tensor t's bytes come from the pattern tables (matrices of the dtypes above). */
 const patterned = (t: SyntheticTensor) => t.kind === 'matrix' && FREE_BITS[t.dtype] !== undefined;
 
-/** The per-tensor rotation of the table and the bits it flips. */
-export function patternParams(t: SyntheticTensor): { offset: number; mask: number } {
-  return { offset: t.key % PATTERN_LENGTH, mask: (mix(t.key, 0x51ed) & FREE_BITS[t.dtype]!) >>> 0 };
+/** Which table tensor t reads and where in it element 0 is. */
+export function patternParams(t: SyntheticTensor): { table: number; offset: number } {
+  return { table: mix(t.key, 0x51ed) % PATTERN_TABLES, offset: t.key % PATTERN_LENGTH };
 }
+
+const tableEntryBits = (dtype: SafetensorsDtype, table: number, j: number): number => {
+  const probe: SyntheticTensor = { name: '', dtype, shape: [], begin: 0, end: 0, kind: 'matrix', key: 0 };
+  return (elementBits(probe, mix(0x2545f491, j)) ^ (mix(0x7ab1e, table) & FREE_BITS[dtype]!)) >>> 0;
+};
 
 /** The value of matrix element e by its definition (the table lookup, written out per element): for tests. */
 export function patternElementBits(t: SyntheticTensor, e: number): number {
-  const { offset, mask } = patternParams(t);
-  return (elementBits(t, mix(0x2545f491, (e + offset) % PATTERN_LENGTH)) ^ mask) >>> 0;
+  const { table, offset } = patternParams(t);
+  return tableEntryBits(t.dtype, table, (e + offset) % PATTERN_LENGTH);
 }
 
-/** Per dtype: the table's bytes (PATTERN_LENGTH elements of a matrix of that dtype, unmasked). */
-const patternTables = new Map<SafetensorsDtype, Uint8Array>();
-function patternTable(dtype: SafetensorsDtype): Uint8Array {
-  let tb = patternTables.get(dtype);
-  if (!tb) {
+/** Per dtype: the tables' bytes (PATTERN_LENGTH matrix elements each), made on first use. */
+const patternTables = new Map<SafetensorsDtype, Uint8Array[]>();
+function patternTable(dtype: SafetensorsDtype, table: number): Uint8Array {
+  let tables = patternTables.get(dtype);
+  if (!tables) {
     const size = DTYPE_BYTES[dtype];
-    tb = new Uint8Array(PATTERN_LENGTH * size);
-    const dv = new DataView(tb.buffer);
-    const probe: SyntheticTensor = { name: '', dtype, shape: [], begin: 0, end: 0, kind: 'matrix', key: 0 };
-    for (let j = 0; j < PATTERN_LENGTH; j++) {
-      const v = elementBits(probe, mix(0x2545f491, j));
-      if (size === 4) dv.setUint32(j * 4, v, true); else if (size === 2) dv.setUint16(j * 2, v, true); else tb[j] = v;
+    tables = [];
+    for (let k = 0; k < PATTERN_TABLES; k++) {
+      const tb = new Uint8Array(PATTERN_LENGTH * size);
+      const dv = new DataView(tb.buffer);
+      for (let j = 0; j < PATTERN_LENGTH; j++) {
+        const v = tableEntryBits(dtype, k, j);
+        if (size === 4) dv.setUint32(j * 4, v, true); else if (size === 2) dv.setUint16(j * 2, v, true); else tb[j] = v;
+      }
+      tables.push(tb);
     }
-    patternTables.set(dtype, tb);
+    patternTables.set(dtype, tables);
   }
-  return tb;
+  return tables[table];
 }
 
-/** Bytes [from, from + out.length) of a patterned matrix: the rotated table, then the mask XORed in. */
+/** Bytes [from, from + out.length) of a patterned matrix: byte b of the tensor is table byte (b + offset·size) mod its length. */
 function patternBytes(t: SyntheticTensor, from: number, out: Uint8Array): void {
-  const size = DTYPE_BYTES[t.dtype];
-  const table = patternTable(t.dtype), period = table.length;
-  const { offset, mask } = patternParams(t);
-  // Copy: byte b of the tensor is table byte (b + offset·size) mod period.
-  let src = (from + offset * size) % period;
+  const { table, offset } = patternParams(t);
+  const tb = patternTable(t.dtype, table), period = tb.length;
+  let src = (from + offset * DTYPE_BYTES[t.dtype]) % period;
   for (let done = 0; done < out.length; ) {
     const n = Math.min(out.length - done, period - src);
-    out.set(table.subarray(src, src + n), done);
+    out.set(tb.subarray(src, src + n), done);
     done += n;
     src = 0;
   }
-  // XOR: the mask's bytes repeat every `size` bytes of the tensor (size divides 4), so whole 32-bit
-  // words of `out` take one word mask, phased by where the word starts in the tensor.
-  const maskByte = (b: number) => (mask >>> (8 * ((from + b) % size))) & 0xff;
-  const head = Math.min(out.length, (4 - (out.byteOffset & 3)) & 3);
-  for (let b = 0; b < head; b++) out[b] ^= maskByte(b);
-  const words = (out.length - head) >> 2;
-  if (words > 0) {
-    const w = new Uint32Array(out.buffer, out.byteOffset + head, words);
-    const m = (maskByte(head) | (maskByte(head + 1) << 8) | (maskByte(head + 2) << 16) | (maskByte(head + 3) << 24)) >>> 0;
-    for (let i = 0; i < words; i++) w[i] ^= m;
-  }
-  for (let b = head + 4 * words; b < out.length; b++) out[b] ^= maskByte(b);
 }
 
 /** Bytes [from, from + out.length) of tensor t's data (relative to its start). */

@@ -75,7 +75,7 @@ describe('synthetic checkpoint layout', () => {
     expect(t('model.layers.1.mlp.gate.weight').dtype).toBe('F32');
   });
 
-  it('matrix bytes (table copy + mask) equal the per-element rule at any offset and alignment, in every matrix dtype', () => {
+  it('matrix bytes (a rotated table) equal the per-element rule at any offset and alignment, in every matrix dtype', () => {
     for (const dtype of ['BF16', 'F16', 'F32', 'F8_E4M3'] as const) {
       const size = { BF16: 2, F16: 2, F32: 4, F8_E4M3: 1 }[dtype];
       // Longer than the table (the copy wraps), an odd key.
@@ -96,7 +96,7 @@ describe('synthetic checkpoint layout', () => {
     }
   });
 
-  it('matrices: tensors differ, values stay in the band (finite, exponent untouched by the mask)', () => {
+  it('matrices: tensors differ, values stay in the band (finite, exponent from the hash, not the mask)', () => {
     const mk = (key: number): SyntheticTensor => ({ name: 'w', dtype: 'BF16', shape: [4096], begin: 0, end: 8192, kind: 'matrix', key });
     const a = new Uint8Array(8192), b = new Uint8Array(8192);
     tensorBytes(mk(1), 0, a);

@@ -7,7 +7,8 @@
  *   http      every shard fetched whole with plain fetch() from the synthetic server, the body discarded
  *             (the HTTP source: server generation + socket + Node's fetch)
  *   reader    every tensor streamed through the checkpoint reader (openCheckpoint + urlModel, the HTTP
- *             Range path the engine uses, countNonFinite included) to a callback that does nothing
+ *             Range path the engine uses, countNonFinite included, borrowed buffers as buildWeights
+ *             asks) to a callback that does nothing
  * The large suite runs the same rows before its load (same run, same machine conditions).
  *
  * Node only. Options (environment): WEBMOE_LARGE_LAYERS (default 3 here: the rows' MB/s does not depend
@@ -55,7 +56,8 @@ export async function measureSourceRates(ctx: BenchContext, server: SyntheticSer
   t0 = performance.now(); bytes = 0;
   const ck = await openCheckpoint(urlModel(server.url, { cache: false }), { validateTokenizer: false });
   try {
-    await ck.stream(null, (_name, t) => { bytes += t.data.length; });
+    // As buildWeights streams: borrowed bytes (read buffers reused), one chunk read ahead.
+    await ck.stream(null, (_name, t) => { bytes += t.data.length; }, { borrow: true });
   } finally {
     await ck.close();
   }
