@@ -406,11 +406,12 @@ async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: Ope
       return { bytes, buffer, counted };
     };
     let next: Pending | null = chunks.length ? start(chunks[0]) : null;
+    let cur: Pending | null = null;
     try {
       for (let c = 0; c < chunks.length; c++) {
         throwIfAborted(sig);
         const { i, j, file, begin, end } = chunks[c];
-        const cur = next!;
+        cur = next!;
         next = null;
         const bytes = await cur.bytes;
         if (bytes.length !== end - begin) throw new FormatError(`${file}: read ${bytes.length} of ${end - begin} bytes`, { file });
@@ -430,9 +431,11 @@ async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: Ope
         }
         if (cur.buffer) free.push(cur.buffer);
         account(-cur.counted);
+        cur = null;
       }
     } finally {
       sig?.removeEventListener('abort', onAbort);
+      if (cur) account(-cur.counted);
       if (next) {
         // Stopped early: cancel the read ahead and let it settle before its buffer is dropped.
         ac.abort();
