@@ -429,7 +429,11 @@ async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: Ope
           p.tensorsLoaded++;
           report(t.file);
         }
-        if (cur.buffer) free.push(cur.buffer);
+        // Chunk c + 1 is being read already; this buffer would serve chunk c + 2. One bigger than that
+        // chunk and than the usual chunk (a large tensor's, the embedding's) is dropped, not kept
+        // through the layers.
+        const size = (k: number) => (k < chunks.length ? chunks[k].end - chunks[k].begin : 0);
+        if (cur.buffer && cur.buffer.length <= Math.max(size(c + 2), Math.min(chunkBytes, maxChunk))) free.push(cur.buffer);
         account(-cur.counted);
         cur = null;
       }
