@@ -202,6 +202,18 @@ describe('safetensors reader', () => {
     expect(countNonFinite('I32', new Uint8Array(8).fill(255))).toBe(0);
   });
 
+  it('BF16 → f32 (two values per word) equals the per-value shift at every length and alignment', () => {
+    const buf = new Uint16Array(41);
+    for (let i = 0; i < buf.length; i++) buf[i] = (i * 40503 + 0x8001) & 0xffff; // signs, NaNs and subnormals among them
+    for (const start of [0, 1, 2, 3]) {
+      for (const len of [0, 1, 2, 5, 36]) {
+        const src = buf.subarray(start, start + len);
+        const got = new Uint32Array(toFloat32('BF16', new Uint8Array(src.buffer, src.byteOffset, src.byteLength)).buffer);
+        expect(Array.from(got), `+${start} × ${len}`).toEqual(Array.from(src, (h) => (h << 16) >>> 0));
+      }
+    }
+  });
+
   it('countNonFinite: the word scan finds one NaN/Inf anywhere, in aligned and misaligned views, and the largest finite values are finite', () => {
     // Per dtype: element size, the bits of NaN / Inf and of the largest finite magnitude with either sign.
     const cases = [
