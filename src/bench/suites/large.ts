@@ -66,6 +66,7 @@ async function run(ctx: BenchContext): Promise<void> {
     sampledPeak = rssBefore;
     ctx.progress(`large: loading ${name} from ${server.url}`);
     let lastReport = 0;
+    const cpu0 = proc.cpuUsage();
     const t0 = performance.now();
     const info = await engine.load(server.url, {
       weights, contextLength: 256, quantizeAt,
@@ -79,6 +80,10 @@ async function run(ctx: BenchContext): Promise<void> {
       },
     });
     const loadMs = performance.now() - t0;
+    // CPU time of the whole process (every thread: SwiftShader's too) over the load. On a machine shared
+    // with other work the wall time varies by ±30% run to run; the CPU time much less.
+    const cpu = proc.cpuUsage(cpu0);
+    const loadCpuS = (cpu.user + cpu.system) / 1e6;
     sample();
     const loadPeakRss = sampledPeak;
     const ckptBytes = server.stats.bytesSent;
@@ -102,6 +107,8 @@ async function run(ctx: BenchContext): Promise<void> {
       loadS: +(loadMs / 1000).toFixed(2),
       checkpointMB: +(ckptBytes / 1e6).toFixed(1),
       loadMBps: +(ckptBytes / 1e6 / (loadMs / 1000)).toFixed(1),
+      loadCpuS: +loadCpuS.toFixed(2),
+      loadMBPerCpuS: +(ckptBytes / 1e6 / loadCpuS).toFixed(1),
       peakRssGiB: +(loadPeakRss / 2 ** 30).toFixed(3),
       maxRssGiB: +((proc.resourceUsage().maxRSS * 1024) / 2 ** 30).toFixed(3),
       rssBeforeGiB: +(rssBefore / 2 ** 30).toFixed(3),

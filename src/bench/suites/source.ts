@@ -23,15 +23,21 @@ export interface SourceRates { generateMBps: number; httpMBps: number; readerMBp
 export async function measureSourceRates(ctx: BenchContext, server: SyntheticServer, suite: string, shape: string): Promise<SourceRates> {
   const [{ openCheckpoint }, { urlModel }] = await Promise.all([import('../../model/checkpoint'), import('../../loader/model-source')]);
   const repo = server.repo;
+  const proc = (globalThis as { process?: NodeJS.Process }).process!;
+  let cpu0 = proc.cpuUsage();
+  // MB/s of wall time, and MB per CPU-second of the process (steadier on a shared machine).
   const row = (name: string, bytes: number, ms: number, note: string) => {
+    const c = proc.cpuUsage(cpu0), cpuS = (c.user + c.system) / 1e6;
     const MBps = +(bytes / 1e6 / (ms / 1000)).toFixed(1);
-    ctx.result({ suite, name, variant: 'source', shape, medianMs: ms, bytes, flops: 0, extra: { MBps, bytesMB: +(bytes / 1e6).toFixed(1), note } });
-    ctx.progress(`${suite}: ${name} ${MBps} MB/s (${(bytes / 1e6).toFixed(0)} MB in ${(ms / 1000).toFixed(2)} s)`);
+    const MBPerCpuS = +(bytes / 1e6 / cpuS).toFixed(1);
+    ctx.result({ suite, name, variant: 'source', shape, medianMs: ms, bytes, flops: 0, extra: { MBps, MBPerCpuS, cpuS: +cpuS.toFixed(2), bytesMB: +(bytes / 1e6).toFixed(1), note } });
+    ctx.progress(`${suite}: ${name} ${MBps} MB/s, ${MBPerCpuS} MB per CPU-second (${(bytes / 1e6).toFixed(0)} MB in ${(ms / 1000).toFixed(2)} s)`);
     return MBps;
   };
 
   // Generation alone: the shards' bytes in the server's own chunk size.
   let t0 = performance.now(), bytes = 0;
+  cpu0 = proc.cpuUsage();
   for (const s of repo.shards) {
     const f = repo.files.get(s)!;
     for (let pos = 0; pos < f.size; ) {
@@ -43,7 +49,7 @@ export async function measureSourceRates(ctx: BenchContext, server: SyntheticSer
   const generateMBps = row('generate', bytes, performance.now() - t0, 'SyntheticFile.read, 1 MiB chunks, every shard');
 
   // Plain HTTP: whole shards, bodies discarded.
-  t0 = performance.now(); bytes = 0;
+  t0 = performance.now(); bytes = 0; cpu0 = proc.cpuUsage();
   for (const s of repo.shards) {
     const res = await fetch(server.url + s);
     if (!res.ok || !res.body) throw new Error(`${s}: HTTP ${res.status}`);
@@ -53,7 +59,7 @@ export async function measureSourceRates(ctx: BenchContext, server: SyntheticSer
   const httpMBps = row('http', bytes, performance.now() - t0, 'fetch() of every shard, body read and discarded');
 
   // The checkpoint reader: every tensor streamed (HTTP Range requests), nothing loaded.
-  t0 = performance.now(); bytes = 0;
+  t0 = performance.now(); bytes = 0; cpu0 = proc.cpuUsage();
   const ck = await openCheckpoint(urlModel(server.url, { cache: false }), { validateTokenizer: false });
   try {
     // As buildWeights streams: borrowed bytes (read buffers reused), one chunk read ahead.
