@@ -254,7 +254,7 @@ describe('read ahead and borrowed buffers', () => {
   it('reads the next chunk while the current one is handed out, reuses two buffers, and counts them', async () => {
     const files = fixtureModelFiles();
     const log: string[] = [];
-    const ck = await openCheckpoint(downloadLikeModel(files, log, []), { chunkBytes: 4096 });
+    const ck = await openCheckpoint(downloadLikeModel(files, log, []), { chunkBytes: 4096, validateTokenizer: false });
     const largest = Math.max(...[...ck.tensors.values()].map((t) => t.end - t.begin));
     const want = (await streamAll(ck)).got; // owned bytes, the reference
     log.length = 0;
@@ -269,7 +269,7 @@ describe('read ahead and borrowed buffers', () => {
       maxSeen = Math.max(maxSeen, readBuffers.bytes);
     }, { borrow: true, readBuffers });
     expect([...got.keys()]).toEqual([...want.keys()]);
-    for (const [n, b] of want) expect(got.get(n), n).toEqual(b);
+    for (const [n, b] of want) expect(Buffer.compare(got.get(n)!, b), n).toBe(0); // (toEqual on 0.9 MB of bytes is slow)
     // Read ahead: the second chunk is asked for before the first chunk's tensors are handed out, and
     // from then on one read per chunk handed out (one chunk ahead, never more).
     const reads = log.map((e, i) => (e.startsWith('read') ? i : -1)).filter((i) => i >= 0);
@@ -287,7 +287,7 @@ describe('read ahead and borrowed buffers', () => {
   it('an error in onTensor stops the stream with that error and cancels the read ahead', async () => {
     const log: string[] = [];
     const signals: AbortSignal[] = [];
-    const ck = await openCheckpoint(downloadLikeModel(fixtureModelFiles(), log, signals, 2), { chunkBytes: 4096 });
+    const ck = await openCheckpoint(downloadLikeModel(fixtureModelFiles(), log, signals, 2), { chunkBytes: 4096, validateTokenizer: false });
     const readBuffers = { bytes: 0, peakBytes: 0 };
     let n = 0;
     await rejectsWith(ck.stream(null, () => { if (++n === 10) throw new ShapeError('stop here'); }, { borrow: true, readBuffers }), ShapeError, 'stop here');
