@@ -59,6 +59,11 @@ export interface SyntheticFile {
   size: number;
   /** Bytes [offset, offset + length) of the file. */
   read(offset: number, length: number): Uint8Array;
+  /**
+   * The same bytes as read(), as consecutive pieces, some of them views of the server's own tables:
+   * the server sends those without allocating or copying. Never to be written to.
+   */
+  parts?(offset: number, length: number): Uint8Array[];
 }
 
 export interface SyntheticRepo {
@@ -150,7 +155,10 @@ export function patternElementBits(t: SyntheticTensor, e: number): number {
   return tableEntryBits(t.dtype, table, (e + offset) % PATTERN_LENGTH);
 }
 
-/** Per dtype: the tables' bytes (PATTERN_LENGTH matrix elements each), made on first use. */
+/**
+ * Per dtype: the tables' bytes (PATTERN_LENGTH matrix elements each), stored twice over, so that any
+ * window of up to one table is one contiguous view; made on first use.
+ */
 const patternTables = new Map<SafetensorsDtype, Uint8Array[]>();
 function patternTable(dtype: SafetensorsDtype, table: number): Uint8Array {
   let tables = patternTables.get(dtype);
@@ -158,12 +166,13 @@ function patternTable(dtype: SafetensorsDtype, table: number): Uint8Array {
     const size = DTYPE_BYTES[dtype];
     tables = [];
     for (let k = 0; k < PATTERN_TABLES; k++) {
-      const tb = new Uint8Array(PATTERN_LENGTH * size);
+      const tb = new Uint8Array(2 * PATTERN_LENGTH * size);
       const dv = new DataView(tb.buffer);
       for (let j = 0; j < PATTERN_LENGTH; j++) {
         const v = tableEntryBits(dtype, k, j);
         if (size === 4) dv.setUint32(j * 4, v, true); else if (size === 2) dv.setUint16(j * 2, v, true); else tb[j] = v;
       }
+      tb.copyWithin(PATTERN_LENGTH * size, 0, PATTERN_LENGTH * size);
       tables.push(tb);
     }
     patternTables.set(dtype, tables);
@@ -171,17 +180,27 @@ function patternTable(dtype: SafetensorsDtype, table: number): Uint8Array {
   return tables[table];
 }
 
-/** Bytes [from, from + out.length) of a patterned matrix: byte b of the tensor is table byte (b + offset·size) mod its length. */
-function patternBytes(t: SyntheticTensor, from: number, out: Uint8Array): void {
+/**
+ * Bytes [from, from + length) of a patterned matrix as views of its table (each at most one table long):
+ * byte b of the tensor is table byte (b + offset·size) mod the table's length.
+ */
+function patternViews(t: SyntheticTensor, from: number, length: number): Uint8Array[] {
   const { table, offset } = patternParams(t);
-  const tb = patternTable(t.dtype, table), period = tb.length;
+  const tb = patternTable(t.dtype, table), period = tb.length / 2;
+  const views: Uint8Array[] = [];
   let src = (from + offset * DTYPE_BYTES[t.dtype]) % period;
-  for (let done = 0; done < out.length; ) {
-    const n = Math.min(out.length - done, period - src);
-    out.set(tb.subarray(src, src + n), done);
+  for (let done = 0; done < length; ) {
+    const n = Math.min(length - done, period);
+    views.push(tb.subarray(src, src + n));
     done += n;
-    src = 0;
+    src = (src + n) % period;
   }
+  return views;
+}
+
+function patternBytes(t: SyntheticTensor, from: number, out: Uint8Array): void {
+  let at = 0;
+  for (const v of patternViews(t, from, out.length)) { out.set(v, at); at += v.length; }
 }
 
 /** Bytes [from, from + out.length) of tensor t's data (relative to its start). */
@@ -270,7 +289,7 @@ export function syntheticRepo(configJson: Record<string, unknown>, opts: Synthet
       pos += e.bytes;
     }
     total += off;
-    files.set(name, { name, size: pos, read: (offset, length) => readShard(prefix, tensors, offset, length) });
+    files.set(name, { name, size: pos, read: (offset, length) => readShard(prefix, tensors, offset, length), parts: (offset, length) => shardParts(prefix, tensors, offset, length) });
   });
   const text = (name: string, s: string | Uint8Array) => {
     const bytes = typeof s === 'string' ? enc.encode(s) : s;
@@ -295,6 +314,22 @@ function readShard(prefix: Uint8Array, tensors: SyntheticTensor[], offset: numbe
     tensorBytes(t, a - t.begin, out.subarray(a - offset, b - offset));
   }
   return out;
+}
+
+/** readShard's bytes as pieces: the header's bytes, table views for matrices, new arrays for the small tensors. */
+function shardParts(prefix: Uint8Array, tensors: SyntheticTensor[], offset: number, length: number): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  const end = offset + length;
+  if (offset < prefix.length) parts.push(prefix.subarray(offset, Math.min(end, prefix.length)));
+  let lo = 0, hi = tensors.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (tensors[mid].end <= offset) lo = mid + 1; else hi = mid; }
+  for (let i = lo; i < tensors.length && tensors[i].begin < end; i++) {
+    const t = tensors[i];
+    const a = Math.max(offset, t.begin), b = Math.min(end, t.end);
+    if (patterned(t)) parts.push(...patternViews(t, a - t.begin, b - a));
+    else { const out = new Uint8Array(b - a); tensorBytes(t, a - t.begin, out); parts.push(out); }
+  }
+  return parts;
 }
 
 export interface SyntheticServer {
@@ -371,14 +406,17 @@ function handle(repo: SyntheticRepo, stats: SyntheticServer['stats'], req: Incom
   let pos = a;
   const end = a + length;
   const count = (n: number) => { stats.bytesSent += n; stats.byFile.set(name, (stats.byFile.get(name) ?? 0) + n); };
-  // Generate chunk by chunk, pausing while the socket's buffer is full.
+  // Generate chunk by chunk, pausing while the socket's buffer is full. Matrix bytes go out as views
+  // of the pattern tables (no allocation, no copy: the tables never change).
   const pump = () => {
     while (pos < end) {
       const n = Math.min(CHUNK, end - pos);
-      const chunk = file.read(pos, n);
+      const parts = file.parts ? file.parts(pos, n) : [file.read(pos, n)];
       pos += n;
       count(n);
-      if (!res.write(chunk)) { res.once('drain', pump); return; }
+      let room = true;
+      for (const p of parts) room = res.write(p);
+      if (!room) { res.once('drain', pump); return; }
     }
     res.end();
   };

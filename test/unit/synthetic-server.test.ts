@@ -140,6 +140,8 @@ describe('synthetic checkpoint server', () => {
     expect(full.status).toBe(200);
     expect(Number(full.headers.get('content-length'))).toBe(s.repo.files.get(name)!.size);
     expect(full.body.length).toBe(s.repo.files.get(name)!.size);
+    // The server sends matrices as views of its tables (SyntheticFile.parts): the bytes read() makes.
+    expect(sha(full.body)).toBe(sha(s.repo.files.get(name)!.read(0, full.body.length)));
     const n = full.body.length;
     for (const [a, b] of [[0, 7], [5, 5000], [n - 100, n - 1], [1234, 40000], [8, n - 1]]) {
       const r = await get(s.url + name, { Range: `bytes=${a}-${b}` });

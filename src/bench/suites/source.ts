@@ -2,8 +2,9 @@
  * The checkpoint source on its own (issue 16: loading must be bound by the source, not by our code):
  * MB/s of the synthetic DeepSeek-V2-Lite repository that the `large` suite loads, measured three ways
  * without loading anything, so the load's MB/s can be read against what the source gives:
- *   generate  the synthetic server's byte generation alone (SyntheticFile.read in the server's chunks;
- *             the server runs in this process, so this is CPU the load shares with its source)
+ *   generate  the synthetic server's byte generation alone (SyntheticFile.read, copies, in the server's
+ *             chunks; the server runs in this process, so this is CPU the load shares with its source;
+ *             the server itself sends matrices as views of its tables, cheaper still)
  *   http      every shard fetched whole with plain fetch() from the synthetic server, the body discarded
  *             (the HTTP source: server generation + socket + Node's fetch)
  *   reader    every tensor streamed through the checkpoint reader (openCheckpoint + urlModel, the HTTP
