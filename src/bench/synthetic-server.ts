@@ -3,7 +3,9 @@
  * repository layout real models have (config.json, model.safetensors.index.json, shards named
  * `model-0000k-of-0000n.safetensors` of at most `shardBytes`), with correct safetensors headers for
  * every tensor of the architecture (the tensor table of src/model/tensors.ts), and tensor bytes made
- * on the fly, deterministically, from (seed, tensor, element index). So the loader, the memory plan and
+ * on the fly, deterministically, from (seed, tensor, element index): matrices as a per-tensor rotation of
+ * one of a few shared tables of values (fast: the server runs in the loader's process in tests and
+ * benchmarks), the small tensors from a hash per element. So the loader, the memory plan and
  * the streaming path run at real dimensions (DeepSeek-V2-Lite's 31 GB, DeepSeek-V3's 671B) in tests and
  * benchmarks, and any byte range reads the same in every run.
  *
@@ -57,6 +59,11 @@ export interface SyntheticFile {
   size: number;
   /** Bytes [offset, offset + length) of the file. */
   read(offset: number, length: number): Uint8Array;
+  /**
+   * The same bytes as read(), as consecutive pieces, some of them views of the server's own tables:
+   * the server sends those without allocating or copying. Never to be written to.
+   */
+  parts?(offset: number, length: number): Uint8Array[];
 }
 
 export interface SyntheticRepo {
@@ -114,25 +121,99 @@ export function elementBits(t: SyntheticTensor, h: number): number {
   }
 }
 
+/**
+ * Matrices (the bulk of every checkpoint) are not hashed element by element, which made the server the
+ * load's bottleneck (≈0.5 GB/s on this machine, in the loader's own process): element e of a matrix is
+ * entry (e + offset) mod PATTERN_LENGTH of one of PATTERN_TABLES tables of values (elementBits of a hash
+ * per entry, then the table's mask over the sign and mantissa bits). The table and the offset come from
+ * the tensor's key (name and seed), so tensors differ, and the prime table length keeps rows of any
+ * power-of-two width from repeating. The exponent is the hash's, so values keep the kind's band. Reading
+ * is a copy out of a table (no per-element work at all: even an XOR pass halved the rate).
+ */
+export const PATTERN_LENGTH = 65521;
+const PATTERN_TABLES = 8;
+
+/** Bits of a matrix element a table's mask may flip (sign and mantissa; never the exponent). */
+const FREE_BITS: Partial<Record<SafetensorsDtype, number>> = { BF16: 0x807f, F16: 0x83ff, F32: 0x807fffff, F8_E4M3: 0x87, U8: 0xff };
+
+/** Whether tensor t's bytes come from the pattern tables (matrices of the dtypes above). */
+const patterned = (t: SyntheticTensor) => t.kind === 'matrix' && FREE_BITS[t.dtype] !== undefined;
+
+/** Which table tensor t reads and where in it element 0 is. */
+export function patternParams(t: SyntheticTensor): { table: number; offset: number } {
+  return { table: mix(t.key, 0x51ed) % PATTERN_TABLES, offset: t.key % PATTERN_LENGTH };
+}
+
+const tableEntryBits = (dtype: SafetensorsDtype, table: number, j: number): number => {
+  const probe: SyntheticTensor = { name: '', dtype, shape: [], begin: 0, end: 0, kind: 'matrix', key: 0 };
+  return (elementBits(probe, mix(0x2545f491, j)) ^ (mix(0x7ab1e, table) & FREE_BITS[dtype]!)) >>> 0;
+};
+
+/** The value of matrix element e by its definition (the table lookup, written out per element): for tests. */
+export function patternElementBits(t: SyntheticTensor, e: number): number {
+  const { table, offset } = patternParams(t);
+  return tableEntryBits(t.dtype, table, (e + offset) % PATTERN_LENGTH);
+}
+
+/**
+ * Per dtype: the tables' bytes (PATTERN_LENGTH matrix elements each), stored twice over, so that any
+ * window of up to one table is one contiguous view; made on first use.
+ */
+const patternTables = new Map<SafetensorsDtype, Uint8Array[]>();
+function patternTable(dtype: SafetensorsDtype, table: number): Uint8Array {
+  let tables = patternTables.get(dtype);
+  if (!tables) {
+    const size = DTYPE_BYTES[dtype];
+    tables = [];
+    for (let k = 0; k < PATTERN_TABLES; k++) {
+      const tb = new Uint8Array(2 * PATTERN_LENGTH * size);
+      const dv = new DataView(tb.buffer);
+      for (let j = 0; j < PATTERN_LENGTH; j++) {
+        const v = tableEntryBits(dtype, k, j);
+        if (size === 4) dv.setUint32(j * 4, v, true); else if (size === 2) dv.setUint16(j * 2, v, true); else tb[j] = v;
+      }
+      tb.copyWithin(PATTERN_LENGTH * size, 0, PATTERN_LENGTH * size);
+      tables.push(tb);
+    }
+    patternTables.set(dtype, tables);
+  }
+  return tables[table];
+}
+
+/**
+ * Bytes [from, from + length) of a patterned matrix as views of its table (each at most one table long):
+ * byte b of the tensor is table byte (b + offset·size) mod the table's length.
+ */
+function patternViews(t: SyntheticTensor, from: number, length: number): Uint8Array[] {
+  const { table, offset } = patternParams(t);
+  const tb = patternTable(t.dtype, table), period = tb.length / 2;
+  const views: Uint8Array[] = [];
+  let src = (from + offset * DTYPE_BYTES[t.dtype]) % period;
+  for (let done = 0; done < length; ) {
+    const n = Math.min(length - done, period);
+    views.push(tb.subarray(src, src + n));
+    done += n;
+    src = (src + n) % period;
+  }
+  return views;
+}
+
+function patternBytes(t: SyntheticTensor, from: number, out: Uint8Array): void {
+  let at = 0;
+  for (const v of patternViews(t, from, out.length)) { out.set(v, at); at += v.length; }
+}
+
 /** Bytes [from, from + out.length) of tensor t's data (relative to its start). */
 export function tensorBytes(t: SyntheticTensor, from: number, out: Uint8Array): void {
+  if (patterned(t)) { patternBytes(t, from, out); return; }
+  // Norms, biases and scales (small): element by element from a hash.
   const size = DTYPE_BYTES[t.dtype];
   const e0 = Math.floor(from / size), e1 = Math.ceil((from + out.length) / size);
   const skip = from - e0 * size;
   const n = e1 - e0;
   // Elements through a typed view (little-endian hosts, as every WebGPU host is), then the bytes asked for.
   const tmp = new Uint8Array(n * size);
-  if (t.dtype === 'BF16' && t.kind === 'matrix') {
-    // The bulk of every checkpoint: elementBits's BF16 matrix case with mix inlined.
-    const v = new Uint16Array(tmp.buffer), key = t.key;
-    for (let i = 0; i < n; i++) {
-      let h = (key ^ Math.imul(e0 + i, 0x9e3779b1)) >>> 0;
-      h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b);
-      h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35);
-      h = (h ^ (h >>> 16)) >>> 0;
-      v[i] = ((h >>> 31) << 15) | ((122 - ((h >>> 29) & 3)) << 7) | (h & 0x7f);
-    }
-  } else if (size === 2) { const v = new Uint16Array(tmp.buffer); for (let i = 0; i < n; i++) v[i] = elementBits(t, mix(t.key, e0 + i)); }
+  if (size === 2) { const v = new Uint16Array(tmp.buffer); for (let i = 0; i < n; i++) v[i] = elementBits(t, mix(t.key, e0 + i)); }
   else if (size === 4) { const v = new Uint32Array(tmp.buffer); for (let i = 0; i < n; i++) v[i] = elementBits(t, mix(t.key, e0 + i)); }
   else for (let i = 0; i < n; i++) tmp[i] = elementBits(t, mix(t.key, e0 + i));
   out.set(tmp.subarray(skip, skip + out.length));
@@ -208,7 +289,7 @@ export function syntheticRepo(configJson: Record<string, unknown>, opts: Synthet
       pos += e.bytes;
     }
     total += off;
-    files.set(name, { name, size: pos, read: (offset, length) => readShard(prefix, tensors, offset, length) });
+    files.set(name, { name, size: pos, read: (offset, length) => readShard(prefix, tensors, offset, length), parts: (offset, length) => shardParts(prefix, tensors, offset, length) });
   });
   const text = (name: string, s: string | Uint8Array) => {
     const bytes = typeof s === 'string' ? enc.encode(s) : s;
@@ -233,6 +314,22 @@ function readShard(prefix: Uint8Array, tensors: SyntheticTensor[], offset: numbe
     tensorBytes(t, a - t.begin, out.subarray(a - offset, b - offset));
   }
   return out;
+}
+
+/** readShard's bytes as pieces: the header's bytes, table views for matrices, new arrays for the small tensors. */
+function shardParts(prefix: Uint8Array, tensors: SyntheticTensor[], offset: number, length: number): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  const end = offset + length;
+  if (offset < prefix.length) parts.push(prefix.subarray(offset, Math.min(end, prefix.length)));
+  let lo = 0, hi = tensors.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (tensors[mid].end <= offset) lo = mid + 1; else hi = mid; }
+  for (let i = lo; i < tensors.length && tensors[i].begin < end; i++) {
+    const t = tensors[i];
+    const a = Math.max(offset, t.begin), b = Math.min(end, t.end);
+    if (patterned(t)) parts.push(...patternViews(t, a - t.begin, b - a));
+    else { const out = new Uint8Array(b - a); tensorBytes(t, a - t.begin, out); parts.push(out); }
+  }
+  return parts;
 }
 
 export interface SyntheticServer {
@@ -309,14 +406,17 @@ function handle(repo: SyntheticRepo, stats: SyntheticServer['stats'], req: Incom
   let pos = a;
   const end = a + length;
   const count = (n: number) => { stats.bytesSent += n; stats.byFile.set(name, (stats.byFile.get(name) ?? 0) + n); };
-  // Generate chunk by chunk, pausing while the socket's buffer is full.
+  // Generate chunk by chunk, pausing while the socket's buffer is full. Matrix bytes go out as views
+  // of the pattern tables (no allocation, no copy: the tables never change).
   const pump = () => {
     while (pos < end) {
       const n = Math.min(CHUNK, end - pos);
-      const chunk = file.read(pos, n);
+      const parts = file.parts ? file.parts(pos, n) : [file.read(pos, n)];
       pos += n;
       count(n);
-      if (!res.write(chunk)) { res.once('drain', pump); return; }
+      let room = true;
+      for (const p of parts) room = res.write(p);
+      if (!room) { res.once('drain', pump); return; }
     }
     res.end();
   };

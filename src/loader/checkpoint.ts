@@ -58,9 +58,26 @@ export interface RawTensor {
   nonFinite?: number;
 }
 
+/** The stream's read buffers (filled by stream(): see StreamOptions.readBuffers). */
+export interface ReadBufferStats {
+  /** Bytes of read buffers alive now: the chunk whose tensors are being handed out and the one being read ahead. */
+  bytes: number;
+  /** The most at once. */
+  peakBytes: number;
+}
+
 export interface StreamOptions {
   onProgress?: (p: LoadProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Borrowed tensor bytes: RawTensor.data is valid only until onTensor returns (or its promise settles);
+   * the stream then reuses its memory for a later read. Saves allocating (and the page faults and
+   * collection of) a fresh array per read; a receiver that keeps bytes copies them. Checkpoints that
+   * cannot reuse buffers give owned bytes, which satisfies this too.
+   */
+  borrow?: boolean;
+  /** Filled as the stream reads: its read buffers' bytes (a source whose reads are views counts none). */
+  readBuffers?: ReadBufferStats;
   /**
    * Deliver GGUF tensors held in quantised blocks (CheckpointTensor.gguf) as those blocks (RawTensor.gguf)
    * instead of F32: for backends whose kernels decode the blocks (GPU 'gguf' storage). Other checkpoints ignore it.
@@ -347,32 +364,95 @@ async function openInner<C>(reader: ConfigReader<C>, src: ModelSource, opts: Ope
     const p: LoadProgress = { phase: 'weights', bytesLoaded: 0, bytesTotal: list.reduce((a, t) => a + (t.end - t.begin), 0), tensorsLoaded: 0, tensorsTotal: list.length };
     const report = (file?: string) => sopts.onProgress?.({ ...p, file });
     report(list[0]?.file);
-    let i = 0;
-    while (i < list.length) {
-      throwIfAborted(sig);
-      // One chunk: consecutive tensors of one file, small gaps read through, bounded size.
+
+    // Chunks: consecutive tensors of one file, small gaps read through, bounded size (one bigger tensor alone).
+    const chunks: { i: number; j: number; file: string; begin: number; end: number }[] = [];
+    for (let i = 0; i < list.length; ) {
       const first = list[i];
       let j = i + 1;
       while (j < list.length && list[j].file === first.file && list[j].begin - list[j - 1].end <= maxGap && list[j].end - first.begin <= chunkBytes) j++;
-      const src = sourceOf.get(first.file)!;
-      const begin = first.begin, end = list[j - 1].end;
-      const bytes = await src.read(begin, end - begin, sig);
-      if (bytes.length !== end - begin) throw new FormatError(`${first.file}: read ${bytes.length} of ${end - begin} bytes`, { file: first.file });
-      for (let k = i; k < j; k++) {
-        throwIfAborted(sig);
-        const t = list[k];
-        const data = j - i === 1 ? bytes : bytes.subarray(t.begin - begin, t.end - begin);
-        const raw: RawTensor = { dtype: t.dtype, shape: t.shape.slice(), data };
-        await onTensor(t.name, raw);
-        // After the receiver: it may have counted the non-finite values already (RawTensor.nonFinite).
-        noteNonFinite(t.name, t.dtype, data, raw.nonFinite);
-        p.bytesLoaded += t.end - t.begin;
-        p.tensorsLoaded++;
-        report(t.file);
-      }
-      // Done with a file: release its stream (lets a cache-filling download continue on its own).
-      if (j === list.length || list[j].file !== first.file) await src.close?.();
+      chunks.push({ i, j, file: first.file, begin: first.begin, end: list[j - 1].end });
       i = j;
+    }
+
+    // Read buffers. The next chunk is read while the tensors of the current one are handed out (one
+    // chunk ahead, never more), so host memory for reading stays ≤ 2 × max(chunkBytes, largest tensor).
+    // Borrowed: at most two buffers, reused from chunk to chunk (a free one too small for a bigger
+    // tensor is dropped for a bigger one).
+    const stats = sopts.readBuffers;
+    const account = (n: number) => {
+      if (!stats) return;
+      stats.bytes += n;
+      stats.peakBytes = Math.max(stats.peakBytes, stats.bytes);
+    };
+    const maxChunk = chunks.reduce((a, c) => Math.max(a, c.end - c.begin), 0);
+    const free: Uint8Array[] = [];
+    const acquire = (n: number): Uint8Array => {
+      let best = -1;
+      for (let k = 0; k < free.length; k++) if (free[k].length >= n && (best < 0 || free[k].length < free[best].length)) best = k;
+      if (best >= 0) return free.splice(best, 1)[0];
+      free.length = 0;
+      return new Uint8Array(Math.max(n, Math.min(chunkBytes, maxChunk)));
+    };
+    interface Pending { bytes: Promise<Uint8Array>; buffer?: Uint8Array; counted: number }
+    // Our own signal for the reads: a read ahead is cancelled when the stream stops early (an error in onTensor).
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(sig!.reason);
+    sig?.addEventListener('abort', onAbort, { once: true });
+    if (sig?.aborted) onAbort();
+    const start = (c: (typeof chunks)[number]): Pending => {
+      const src = sourceOf.get(c.file)!;
+      const n = c.end - c.begin;
+      const buffer = sopts.borrow && !src.views ? acquire(n) : undefined;
+      const counted = src.views ? 0 : buffer ? buffer.length : n;
+      account(counted);
+      const bytes = src.read(c.begin, n, ac.signal, buffer);
+      bytes.catch(() => {}); // awaited below, or abandoned when the stream stops first
+      return { bytes, buffer, counted };
+    };
+    let next: Pending | null = chunks.length ? start(chunks[0]) : null;
+    let cur: Pending | null = null;
+    try {
+      for (let c = 0; c < chunks.length; c++) {
+        throwIfAborted(sig);
+        const { i, j, file, begin, end } = chunks[c];
+        cur = next!;
+        next = null;
+        const bytes = await cur.bytes;
+        if (bytes.length !== end - begin) throw new FormatError(`${file}: read ${bytes.length} of ${end - begin} bytes`, { file });
+        // Done with a file: release its stream (lets a cache-filling download continue on its own).
+        const lastOfFile = c + 1 === chunks.length || chunks[c + 1].file !== file;
+        if (lastOfFile) await sourceOf.get(file)!.close?.();
+        if (c + 1 < chunks.length) next = start(chunks[c + 1]);
+        for (let k = i; k < j; k++) {
+          throwIfAborted(sig);
+          const t = list[k];
+          const data = j - i === 1 ? bytes : bytes.subarray(t.begin - begin, t.end - begin);
+          const raw: RawTensor = { dtype: t.dtype, shape: t.shape.slice(), data };
+          await onTensor(t.name, raw);
+          // After the receiver: it may have counted the non-finite values already (RawTensor.nonFinite).
+          noteNonFinite(t.name, t.dtype, data, raw.nonFinite);
+          p.bytesLoaded += t.end - t.begin;
+          p.tensorsLoaded++;
+          report(t.file);
+        }
+        // Chunk c + 1 is being read already; this buffer would serve chunk c + 2. One bigger than that
+        // chunk and than the usual chunk (a large tensor's, the embedding's) is dropped, not kept
+        // through the layers.
+        const size = (k: number) => (k < chunks.length ? chunks[k].end - chunks[k].begin : 0);
+        if (cur.buffer && cur.buffer.length <= Math.max(size(c + 2), Math.min(chunkBytes, maxChunk))) free.push(cur.buffer);
+        account(-cur.counted);
+        cur = null;
+      }
+    } finally {
+      sig?.removeEventListener('abort', onAbort);
+      if (cur) account(-cur.counted);
+      if (next) {
+        // Stopped early: cancel the read ahead and let it settle before its buffer is dropped.
+        ac.abort();
+        await next.bytes.catch(() => {});
+        account(-next.counted);
+      }
     }
     p.phase = 'done';
     report();

@@ -31,10 +31,10 @@ export function fileSource(path: string): ByteSource {
       }
       return size;
     },
-    async read(offset, length, signal) {
+    async read(offset, length, signal, into) {
       throwIfAborted(signal);
       checkRange(path, offset, length, await this.size());
-      const out = new Uint8Array(length);
+      const out = into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length);
       const fh = await h();
       let pos = 0;
       while (pos < length) {

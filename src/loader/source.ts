@@ -25,8 +25,15 @@ export interface LoadNotice {
 export interface ByteSource {
   readonly name: string;
   size(): Promise<number>;
-  /** Exactly `length` bytes at `offset`; the returned array is owned by the caller (never reused). */
-  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Exactly `length` bytes at `offset`; the returned array is owned by the caller (never reused).
+   * `into` (at least `length` bytes) lets the caller reuse its own buffer: a source that can fills it and
+   * returns a view of it instead of allocating (a Range download, a file read); one that cannot ignores
+   * it. Either way the result may alias `into`.
+   */
+  read(offset: number, length: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array>;
+  /** Reads are views of bytes the source already holds (nothing is allocated or copied per read). */
+  readonly views?: boolean;
   /** Releases open handles / streams (optional; reads after close may reopen). */
   close?(): Promise<void> | void;
 }
@@ -59,6 +66,7 @@ export function checkRange(name: string, offset: number, length: number, size: n
 export function bytesSource(name: string, bytes: Uint8Array): ByteSource {
   return {
     name,
+    views: true,
     size: async () => bytes.length,
     read: async (offset, length, signal) => {
       throwIfAborted(signal);
@@ -116,6 +124,9 @@ async function readBodyInto(res: Response, out: Uint8Array, start: number, name:
   return pos === out.length ? { end: pos } : { end: pos, dropped: 'the response ended' };
 }
 
+/** `length` bytes to read into: a view of the caller's `into` when it is big enough, else a new array. */
+const outBuffer = (length: number, into?: Uint8Array) => (into && into.length >= length ? into.subarray(0, length) : new Uint8Array(length));
+
 /** Reads a response body into exactly `length` bytes; more or fewer is an error (never over-allocates). */
 async function readBodyExactly(res: Response, length: number, name: string, signal?: AbortSignal): Promise<Uint8Array> {
   const out = new Uint8Array(length);
@@ -165,9 +176,9 @@ class SequentialBody {
     this.sink?.push(r.value);
     return r.value;
   }
-  async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+  async read(offset: number, length: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array> {
     if (offset < this.pos) throw new Error('SequentialBody: backward read');
-    const out = new Uint8Array(length);
+    const out = outBuffer(length, into);
     let filled = 0;
     while (filled < length || this.pos < offset) {
       if (signal?.aborted) {
@@ -494,8 +505,8 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
    * Bytes [offset, offset + length) by Range requests; a transfer that breaks resumes from the bytes
    * received. Returns null when the server turns out to ignore Range (a full body is then read forward).
    */
-  const rangeRead = async (offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array | null> => {
-    const out = new Uint8Array(length);
+  const rangeRead = async (offset: number, length: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array | null> => {
+    const out = outBuffer(length, into);
     let got = 0;
     // `failures` counts failed attempts in a row that brought no bytes: a transfer that keeps moving
     // (each attempt resuming further on) is never given up, one that stalls is after `retries`.
@@ -551,7 +562,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
       if (mode === 'absent') throw new WebMoeError('NOT_FOUND', `${url}: not found (404)`, { url });
       return size;
     },
-    async read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array> {
+    async read(offset: number, length: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array> {
       throwIfAborted(signal);
       await init(signal);
       if (mode === 'absent') throw new WebMoeError('NOT_FOUND', `${url}: not found (404)`, { url });
@@ -571,7 +582,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
       if (seq && offset >= seq.position) {
         const s = seq;
         try {
-          return await s.read(offset, length, signal);
+          return await s.read(offset, length, signal, into);
         } catch (e) {
           // A full body that stopped short (server or proxy dropped an idle, slowly read connection):
           // ask again below, a few times per file, rather than fail the whole load.
@@ -582,7 +593,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
       }
       // Backward read (or no full body yet): ask for just these bytes.
       if (rangeOk) {
-        const b = await rangeRead(offset, length, signal);
+        const b = await rangeRead(offset, length, signal, into);
         if (b) return b;
       } else {
         const res = await request({}, signal);
@@ -590,7 +601,7 @@ export function urlSource(url: string, opts: UrlSourceOptions = {}): UrlByteSour
         await startSequential(res, false, signal);
         if ((mode as string) === 'cached') return cached!.read(offset, length, signal);
       }
-      return seq!.read(offset, length, signal);
+      return seq!.read(offset, length, signal, into);
     },
     async close(): Promise<void> {
       // Complete a cache-filling download (normally only skipped tensors remain), then read from the cache.

@@ -52,7 +52,9 @@ export async function buildWeights<T, W, E>(
   // Host bytes the loader holds between tensors (held) and for the tensor in hand (transient).
   const staging: LoadStaging = opts.staging ?? { peakHostBytes: 0, largestTensorF32Bytes: 0, checkpointBytes: 0 };
   let held = 0;
-  const note = (transient: number) => { staging.peakHostBytes = Math.max(staging.peakHostBytes, held + transient); };
+  // The checkpoint stream's read buffers (the chunk in hand and the one read ahead) count too.
+  const readBuffers = { bytes: 0, peakBytes: 0 };
+  const note = (transient: number) => { staging.peakHostBytes = Math.max(staging.peakHostBytes, held + transient + readBuffers.bytes); };
   const wanted = tensorsToLoad(cfg, (n) => ckpt.tensors.has(n), SPARSE_SUFFIXES);
   const expected = expectedTensorShapes(cfg);
   const mtpLayers = mtpLayersPresent(cfg, (n) => ckpt.tensors.has(n));
@@ -285,7 +287,12 @@ export async function buildWeights<T, W, E>(
     counted();
   };
 
-  await ckpt.stream(wanted, (name, t) => { staging.checkpointBytes += (t as RawTensor).data.byteLength; accept(name, t as RawTensor); }, { onProgress: opts.onProgress, signal: opts.signal, ggufBlocks: opts.ggufBlocks });
+  // Borrowed bytes (valid during the callback; the stream reuses its read buffers): every path above
+  // converts, copies or uploads a tensor before accept returns, except FP8 weights waiting for their
+  // scale or kept as bytes and parts of pre-pruned weights, which are copied here.
+  const owned = (name: string, t: RawTensor): RawTensor =>
+    t.dtype === 'F8_E4M3' || SPARSE_SUFFIXES.some((s) => name.endsWith(s)) ? { ...t, data: t.data.slice() } : t;
+  await ckpt.stream(wanted, (name, t) => { staging.checkpointBytes += (t as RawTensor).data.byteLength; accept(name, owned(name, t as RawTensor)); }, { onProgress: opts.onProgress, signal: opts.signal, ggufBlocks: opts.ggufBlocks, borrow: true, readBuffers });
 
   const get = (name: string): W => {
     const w = byName.get(name);

@@ -223,6 +223,86 @@ describe('abort', () => {
   });
 });
 
+describe('read ahead and borrowed buffers', () => {
+  /** The fixture behind byte sources that copy like a download (fill `into` when given), logging reads and their signals. */
+  function downloadLikeModel(files: Record<string, Uint8Array | string>, log: string[], signals: AbortSignal[], delayMs = 0): ModelSource {
+    const mem = memoryModel(files);
+    return {
+      description: 'download-like',
+      text: (n) => mem.text(n),
+      async open(name) {
+        const s = await mem.open(name);
+        if (!s) return null;
+        return {
+          name: s.name,
+          size: () => s.size(),
+          read: async (o: number, l: number, sig?: AbortSignal, into?: Uint8Array) => {
+            log.push(`read ${o}`);
+            if (sig) signals.push(sig);
+            if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+            if (sig?.aborted) throw new AbortError('aborted');
+            const view = await s.read(o, l);
+            const out = into && into.length >= l ? into.subarray(0, l) : new Uint8Array(l);
+            out.set(view);
+            return out;
+          },
+        };
+      },
+    };
+  }
+
+  it('reads the next chunk while the current one is handed out, reuses two buffers, and counts them', async () => {
+    const files = fixtureModelFiles();
+    const log: string[] = [];
+    const ck = await openCheckpoint(downloadLikeModel(files, log, []), { chunkBytes: 4096, validateTokenizer: false });
+    const largest = Math.max(...[...ck.tensors.values()].map((t) => t.end - t.begin));
+    const want = (await streamAll(ck)).got; // owned bytes, the reference
+    log.length = 0;
+    const got = new Map<string, Uint8Array>();
+    const buffers = new Set<ArrayBufferLike>();
+    const readBuffers = { bytes: 0, peakBytes: 0 };
+    let maxSeen = 0;
+    await ck.stream(null, (n, t) => {
+      log.push(`tensor ${n}`);
+      got.set(n, t.data.slice());
+      buffers.add(t.data.buffer);
+      maxSeen = Math.max(maxSeen, readBuffers.bytes);
+    }, { borrow: true, readBuffers });
+    expect([...got.keys()]).toEqual([...want.keys()]);
+    for (const [n, b] of want) expect(Buffer.compare(got.get(n)!, b), n).toBe(0); // (toEqual on 0.9 MB of bytes is slow)
+    // Read ahead: the second chunk is asked for before the first chunk's tensors are handed out, and
+    // from then on one read per chunk handed out (one chunk ahead, never more).
+    const reads = log.map((e, i) => (e.startsWith('read') ? i : -1)).filter((i) => i >= 0);
+    expect(reads.length).toBeGreaterThan(5);
+    expect(reads.slice(0, 2)).toEqual([0, 1]);
+    for (let r = 2; r < reads.length; r++) expect(log[reads[r] - 1], `before ${log[reads[r]]}`).toMatch(/^tensor/);
+    // Two buffers at a time (a third only when a tensor outgrew a free one), counted while alive.
+    expect(buffers.size).toBeLessThan(reads.length / 2);
+    expect(readBuffers.peakBytes).toBeLessThanOrEqual(2 * Math.max(4096, largest));
+    expect(maxSeen).toBeGreaterThan(0);
+    expect(readBuffers.bytes).toBe(0);
+    await ck.close();
+  });
+
+  it('an error in onTensor stops the stream with that error and cancels the read ahead', async () => {
+    const log: string[] = [];
+    const signals: AbortSignal[] = [];
+    const ck = await openCheckpoint(downloadLikeModel(fixtureModelFiles(), log, signals, 2), { chunkBytes: 4096, validateTokenizer: false });
+    const readBuffers = { bytes: 0, peakBytes: 0 };
+    let n = 0;
+    await rejectsWith(ck.stream(null, () => { if (++n === 10) throw new ShapeError('stop here'); }, { borrow: true, readBuffers }), ShapeError, 'stop here');
+    expect(n).toBe(10);
+    expect(signals[signals.length - 1].aborted).toBe(true); // the read in flight was cancelled
+    expect(readBuffers.bytes).toBe(0);
+    // The user's abort still surfaces as AbortError, with read ahead in flight.
+    const ac = new AbortController();
+    let m = 0;
+    await rejectsWith(ck.stream(null, () => { if (++m === 7) ac.abort(); }, { borrow: true, signal: ac.signal }), AbortError);
+    expect(m).toBe(7);
+    await ck.close();
+  });
+});
+
 // ---- HTTP ----------------------------------------------------------------------------------------
 
 interface ServerOpts { ignoreRange?: boolean; delayMs?: number; extraBytes?: boolean; truncate?: boolean; /** Cut this many full GETs of .safetensors files short. */ cutWeightGets?: number;

@@ -202,6 +202,47 @@ describe('safetensors reader', () => {
     expect(countNonFinite('I32', new Uint8Array(8).fill(255))).toBe(0);
   });
 
+  it('BF16 → f32 (two values per word) equals the per-value shift at every length and alignment', () => {
+    const buf = new Uint16Array(41);
+    for (let i = 0; i < buf.length; i++) buf[i] = (i * 40503 + 0x8001) & 0xffff; // signs, NaNs and subnormals among them
+    for (const start of [0, 1, 2, 3]) {
+      for (const len of [0, 1, 2, 5, 36]) {
+        const src = buf.subarray(start, start + len);
+        const got = new Uint32Array(toFloat32('BF16', new Uint8Array(src.buffer, src.byteOffset, src.byteLength)).buffer);
+        expect(Array.from(got), `+${start} × ${len}`).toEqual(Array.from(src, (h) => (h << 16) >>> 0));
+      }
+    }
+  });
+
+  it('countNonFinite: the word scan finds one NaN/Inf anywhere, in aligned and misaligned views, and the largest finite values are finite', () => {
+    // Per dtype: element size, the bits of NaN / Inf and of the largest finite magnitude with either sign.
+    const cases = [
+      { dtype: 'F32' as const, size: 4, bad: [0x7fc00000, 0xff800000, 0x7f800001], fine: 0xff7fffff },
+      { dtype: 'BF16' as const, size: 2, bad: [0x7fc0, 0xff80, 0x7f81], fine: 0xff7f },
+      { dtype: 'F16' as const, size: 2, bad: [0x7e00, 0xfc00, 0x7c01], fine: 0xfbff },
+      { dtype: 'F8_E4M3' as const, size: 1, bad: [0x7f, 0xff], fine: 0xfe },
+    ];
+    const put = (b: Uint8Array, at: number, size: number, v: number) => { for (let k = 0; k < size; k++) b[at * size + k] = (v >>> (8 * k)) & 0xff; };
+    for (const { dtype, size, bad, fine } of cases) {
+      const n = 37;
+      for (const start of [0, size, 2 * size, 3 * size]) {
+        const buf = new Uint8Array((n + 4) * size);
+        const view = buf.subarray(start, start + n * size);
+        for (let e = 0; e < n; e++) put(view, e, size, e % 2 ? fine : 0x3c003c00 >>> (32 - 8 * size));
+        expect(countNonFinite(dtype, view), `${dtype} all finite at +${start}`).toBe(0);
+        for (const at of [0, 1, 17, n - 1]) {
+          for (const b of bad) {
+            const v = view.slice();
+            put(v, at, size, b);
+            const w = buf.slice();
+            w.set(v, start);
+            expect(countNonFinite(dtype, w.subarray(start, start + n * size)), `${dtype} 0x${b.toString(16)} at ${at}, view +${start}`).toBe(1);
+          }
+        }
+      }
+    }
+  });
+
   describe('rejects malformed files with a FormatError naming the problem', () => {
     const data = new Uint8Array(24);
     const ok = { a: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 16] }, b: { dtype: 'F16', shape: [4], data_offsets: [16, 24] } };

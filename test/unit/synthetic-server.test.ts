@@ -6,7 +6,7 @@ import { urlModel } from '../../src/loader/model-source';
 import { openCheckpoint } from '../../src/model/checkpoint';
 import { TINY_V3_CONFIG } from '../../src/model/synthetic';
 import { expectedTensorCount } from '../../src/model/tensors';
-import { elementBits, mix, parseRange, serveSyntheticRepo, syntheticRepo, tensorBytes, type SyntheticServer, type SyntheticTensor } from '../../src/bench/synthetic-server';
+import { elementBits, mix, parseRange, PATTERN_LENGTH, patternElementBits, serveSyntheticRepo, syntheticRepo, tensorBytes, type SyntheticServer, type SyntheticTensor } from '../../src/bench/synthetic-server';
 
 const realConfig = (model: string): Record<string, unknown> =>
   JSON.parse(readFileSync(new URL(`../data/configs/${model}/config.json`, import.meta.url), 'utf8'));
@@ -75,8 +75,40 @@ describe('synthetic checkpoint layout', () => {
     expect(t('model.layers.1.mlp.gate.weight').dtype).toBe('F32');
   });
 
-  it('the fast BF16 matrix path makes the same bytes as the per-element rule, at any offset', () => {
-    const t: SyntheticTensor = { name: 'w', dtype: 'BF16', shape: [1000], begin: 0, end: 2000, kind: 'matrix', key: 12345 };
+  it('matrix bytes (a rotated table) equal the per-element rule at any offset and alignment, in every matrix dtype', () => {
+    for (const dtype of ['BF16', 'F16', 'F32', 'F8_E4M3'] as const) {
+      const size = { BF16: 2, F16: 2, F32: 4, F8_E4M3: 1 }[dtype];
+      // Longer than the table (the copy wraps), an odd key.
+      const n = PATTERN_LENGTH + 3001;
+      const t: SyntheticTensor = { name: 'w', dtype, shape: [n], begin: 0, end: n * size, kind: 'matrix', key: 12345 + size };
+      const want = new Uint8Array(n * size);
+      const dv = new DataView(want.buffer);
+      for (let e = 0; e < n; e++) {
+        const v = patternElementBits(t, e);
+        if (size === 4) dv.setUint32(4 * e, v, true); else if (size === 2) dv.setUint16(2 * e, v, true); else want[e] = v;
+      }
+      for (const [from, len, at] of [[3, n * size - 5, 1], [0, n * size, 0], [(PATTERN_LENGTH - 2) * size + 1, 2000, 3], [7, 9, 2]]) {
+        const buf = new Uint8Array(len + 8);
+        const out = buf.subarray(at, at + len); // misaligned views too
+        tensorBytes(t, from, out);
+        expect(sha(out), `${dtype} [${from}, +${len}) at ${at}`).toBe(sha(want.subarray(from, from + len)));
+      }
+    }
+  });
+
+  it('matrices: tensors differ, values stay in the band (finite, exponent from the hash, not the mask)', () => {
+    const mk = (key: number): SyntheticTensor => ({ name: 'w', dtype: 'BF16', shape: [4096], begin: 0, end: 8192, kind: 'matrix', key });
+    const a = new Uint8Array(8192), b = new Uint8Array(8192);
+    tensorBytes(mk(1), 0, a);
+    tensorBytes(mk(2), 0, b);
+    expect(sha(a)).not.toBe(sha(b));
+    const v = toFloat32('BF16', a);
+    expect(v.every((x) => Math.abs(x) >= 2 ** -8 && Math.abs(x) < 2 ** -4)).toBe(true);
+    expect(new Set(Array.from(new Uint16Array(a.buffer))).size).toBeGreaterThan(900); // of the 1024 values in the band
+  });
+
+  it('norms, biases and scales: one hash per element (elementBits)', () => {
+    const t: SyntheticTensor = { name: 'n', dtype: 'BF16', shape: [1000], begin: 0, end: 2000, kind: 'norm', key: 99 };
     const out = new Uint8Array(1995);
     tensorBytes(t, 3, out); // odd start: the first element split
     const want = new Uint8Array(2000);
@@ -108,6 +140,8 @@ describe('synthetic checkpoint server', () => {
     expect(full.status).toBe(200);
     expect(Number(full.headers.get('content-length'))).toBe(s.repo.files.get(name)!.size);
     expect(full.body.length).toBe(s.repo.files.get(name)!.size);
+    // The server sends matrices as views of its tables (SyntheticFile.parts): the bytes read() makes.
+    expect(sha(full.body)).toBe(sha(s.repo.files.get(name)!.read(0, full.body.length)));
     const n = full.body.length;
     for (const [a, b] of [[0, 7], [5, 5000], [n - 100, n - 1], [1234, 40000], [8, n - 1]]) {
       const r = await get(s.url + name, { Range: `bytes=${a}-${b}` });

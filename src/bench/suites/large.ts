@@ -6,6 +6,11 @@
  * RSS, GPU bytes planned vs allocated, decode s/token, bytes read per token vs the minimum for the active
  * parameters, dispatches and readbacks per token.
  *
+ * After the load and generation (the engine unloaded, so the process is back to its size before the
+ * load and the load's peak RSS is its own), the same run measures the source alone (suite `source`'s rows: the server's byte
+ * generation, plain HTTP, the checkpoint reader streaming every tensor without loading), so the load's
+ * MB/s reads against the source's (`sourceReaderMBps` in the load row).
+ *
  * Node only (it serves HTTP and reads process memory); not in --quick (minutes on a software GPU).
  * Options (environment, since the bench has no per-suite flags):
  *   WEBMOE_LARGE_LAYERS  layers of the model (default 27, the real count; fewer for a quicker run)
@@ -36,8 +41,8 @@ async function run(ctx: BenchContext): Promise<void> {
   // `npm run bench -- --node` loads the suites through Vite's SSR loader (import.meta.env.SSR); the site
   // build drops this branch, so the page bundles neither node:http nor the Node engine.
   if (!import.meta.env.SSR || !proc?.versions?.node) throw new Error('the large suite runs in Node only: npm run bench -- --node --suites large');
-  const [{ readFileSync }, { resolve }, { serveSyntheticRepo }, { createNodeEngine }] = await Promise.all([
-    import('node:fs'), import('node:path'), import('../synthetic-server'), import('../../node'),
+  const [{ readFileSync }, { resolve }, { serveSyntheticRepo }, { createNodeEngine }, { measureSourceRates }] = await Promise.all([
+    import('node:fs'), import('node:path'), import('../synthetic-server'), import('../../node'), import('./source'),
   ]);
 
   const layers = envInt('WEBMOE_LARGE_LAYERS', 27);
@@ -61,6 +66,7 @@ async function run(ctx: BenchContext): Promise<void> {
     sampledPeak = rssBefore;
     ctx.progress(`large: loading ${name} from ${server.url}`);
     let lastReport = 0;
+    const cpu0 = proc.cpuUsage();
     const t0 = performance.now();
     const info = await engine.load(server.url, {
       weights, contextLength: 256, quantizeAt,
@@ -74,6 +80,10 @@ async function run(ctx: BenchContext): Promise<void> {
       },
     });
     const loadMs = performance.now() - t0;
+    // CPU time of the whole process (every thread: SwiftShader's too) over the load. On a machine shared
+    // with other work the wall time varies by ±30% run to run; the CPU time much less.
+    const cpu = proc.cpuUsage(cpu0);
+    const loadCpuS = (cpu.user + cpu.system) / 1e6;
     sample();
     const loadPeakRss = sampledPeak;
     const ckptBytes = server.stats.bytesSent;
@@ -97,6 +107,8 @@ async function run(ctx: BenchContext): Promise<void> {
       loadS: +(loadMs / 1000).toFixed(2),
       checkpointMB: +(ckptBytes / 1e6).toFixed(1),
       loadMBps: +(ckptBytes / 1e6 / (loadMs / 1000)).toFixed(1),
+      loadCpuS: +loadCpuS.toFixed(2),
+      loadMBPerCpuS: +(ckptBytes / 1e6 / loadCpuS).toFixed(1),
       peakRssGiB: +(loadPeakRss / 2 ** 30).toFixed(3),
       maxRssGiB: +((proc.resourceUsage().maxRSS * 1024) / 2 ** 30).toFixed(3),
       rssBeforeGiB: +(rssBefore / 2 ** 30).toFixed(3),
@@ -108,6 +120,9 @@ async function run(ctx: BenchContext): Promise<void> {
       dispatchesPerToken: st.dispatchesPerToken,
       readbacksPerToken: st.readbacksPerToken,
     };
+    await engine.unload();
+    const source = await measureSourceRates(ctx, server, 'large', `${name}: the source alone`);
+    Object.assign(extra, { sourceReaderMBps: source.readerMBps, sourceHttpMBps: source.httpMBps, sourceGenerateMBps: source.generateMBps });
     ctx.result({ suite: 'large', name: 'load', variant: weights, shape: name, medianMs: loadMs, bytes: ckptBytes, flops: 0, extra });
     ctx.e2e({
       model: name,
