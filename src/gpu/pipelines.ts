@@ -14,6 +14,8 @@ export class PipelineCache {
   private modules = new Map<string, GPUShaderModule>();
   private pipelines = new Map<string, GPUComputePipeline>();
   compiled = 0;
+  /** Wall time spent in createComputePipeline (compilation, where the implementation does it there). */
+  compileMs = 0;
 
   constructor(private device: GPUDevice) {}
 
@@ -37,11 +39,13 @@ export class PipelineCache {
     if (!p) {
       const consts: Record<string, number> = {};
       for (const [k, v] of Object.entries(constants)) consts[k] = +v;
+      const t0 = performance.now();
       p = this.device.createComputePipeline({
         label: `${desc.label}:${entryPoint}${ckey ? `(${ckey})` : ''}`,
         layout: 'auto',
         compute: { module: this.module(desc.label, desc.code), entryPoint, constants: consts },
       });
+      this.compileMs += performance.now() - t0;
       this.pipelines.set(key, p);
       this.compiled++;
     }
