@@ -16,6 +16,8 @@ export class PipelineCache {
   compiled = 0;
   /** Wall time spent in createComputePipeline (compilation, where the implementation does it there). */
   compileMs = 0;
+  /** Each createComputePipeline call: the pipeline's label and its wall time (profiling; one entry per pipeline). */
+  readonly compileLog: { label: string; ms: number }[] = [];
 
   constructor(private device: GPUDevice) {}
 
@@ -45,7 +47,9 @@ export class PipelineCache {
         layout: 'auto',
         compute: { module: this.module(desc.label, desc.code), entryPoint, constants: consts },
       });
-      this.compileMs += performance.now() - t0;
+      const ms = performance.now() - t0;
+      this.compileMs += ms;
+      this.compileLog.push({ label: p.label, ms });
       this.pipelines.set(key, p);
       this.compiled++;
     }

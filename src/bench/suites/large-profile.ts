@@ -58,6 +58,8 @@ export async function profileLarge(ctx: BenchContext, engine: WebMoeEngine, o: P
   out.warmTtftS = +(warm.timeToFirstTokenMs / 1000).toFixed(2);
   out.warmDecodeSPerToken = warm.decodeTokPerS > 0 ? +(1 / warm.decodeTokPerS).toFixed(3) : 0;
   out.warmPipelinesCompiled = gpu.pipelines.compiled - c0;
+  const compiles = gpu.pipelines.compileLog.slice(-out.coldPipelinesCompiled).sort((a, b) => b.ms - a.ms);
+  ctx.progress(`large profile: pipelines compiled by the cold generation (createComputePipeline wall time):\n${compiles.map((c) => `    ${c.ms.toFixed(0).padStart(7)} ms ${c.label}`).join('\n')}`);
   ctx.progress(`large profile: cold TTFT ${out.coldTtftS} s (${out.coldPipelinesCompiled} pipelines, ${out.coldCompileS} s in createComputePipeline), warm TTFT ${out.warmTtftS} s; decode cold ${out.coldDecodeSPerToken} s/token, warm ${out.warmDecodeSPerToken} s/token`);
 
   if (!gpu.profiler.timestamps) { ctx.progress('large profile: no timestamp-query on this device: per-kernel times not measured'); return out; }
