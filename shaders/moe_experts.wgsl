@@ -114,7 +114,7 @@ fn dn(i: u32) -> vec4<f32> {
 }
 // The decode kernels' row walk: where a row starts (its first word and scale) is worked out once per
 // row (row_at), each vec4 unit c along it by constant shifts only (gu_in / dn_in). quant_at's division
-// by the runtime row length per unit made the q4 decode path ~3x slower per weight than the dense
+// by the runtime row length per unit made the q4 decode path 2–3x slower per weight than the dense
 // GEMV on a CPU adapter (SwiftShader; the `large` bench suite's WEBMOE_LARGE_PROFILE=1 table).
 struct RowAt { word: u32, scale: u32 }
 fn row_at(row: u32, RL: u32) -> RowAt {

@@ -643,8 +643,9 @@ function expertBindings(first: (Binding | null)[], w: MoeExpertWeights, which: '
 /**
  * Whether the decode kernels walk quantised expert rows by whole 4-word units (one scale per unit, as the
  * dense GEMV does) rather than by vec4s with each one's word and scale recomputed: on a CPU fallback
- * adapter, where that address arithmetic is the cost (the unit walk halved moe_decode's time at
- * DeepSeek-V2-Lite's widths, q4; docs/real-scale.md, `large` suite with WEBMOE_LARGE_PROFILE=1). GPUs keep
+ * adapter, where that address arithmetic is the cost (with it, V2-Lite's q4 routed experts took 47–72%
+ * less GPU time per decode step and 21–46% less in a 19-token prefill; docs/real-scale.md, `large` suite
+ * with WEBMOE_LARGE_PROFILE=1). GPUs keep
  * the vec4 walk: neighbouring invocations read neighbouring words (coalesced), which a unit per
  * invocation would stride by 16 bytes.
  */
