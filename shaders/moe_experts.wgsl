@@ -112,6 +112,83 @@ fn dn(i: u32) -> vec4<f32> {
   let q = quant_at(i, P.I);
   return decode_word(down[q.word], q.c) * scale_in(down_scales[q.scale / SCALES_PER_WORD], q.scale);
 }
+// The decode kernels' row walk: where a row starts (its first word and scale) is worked out once per
+// row (row_at), each vec4 unit c along it by constant shifts only (gu_in / dn_in). quant_at's division
+// by the runtime row length per unit made the q4 decode path 2–3x slower per weight than the dense
+// GEMV on a CPU adapter (SwiftShader; the `large` bench suite's WEBMOE_LARGE_PROFILE=1 table).
+struct RowAt { word: u32, scale: u32 }
+fn row_at(row: u32, RL: u32) -> RowAt {
+  let unit = 4u * Q_PER_WORD;
+  return RowAt(row * ((RL + unit - 1u) / unit * 4u), row * ((RL + GS - 1u) / GS));
+}
+fn gu_in(r: RowAt, c: u32) -> vec4<f32> {
+  let s = r.scale + (4u * c) / GS;
+  return decode_word(gate_up[r.word + c / (Q_PER_WORD / 4u)], c) * scale_in(gate_up_scales[s / SCALES_PER_WORD], s);
+}
+fn dn_in(r: RowAt, c: u32) -> vec4<f32> {
+  let s = r.scale + (4u * c) / GS;
+  return decode_word(down[r.word + c / (Q_PER_WORD / 4u)], c) * scale_in(down_scales[s / SCALES_PER_WORD], s);
+}
+// With UNIT_WALK (the wrapper sets it on CPU fallback adapters, moe.ts expertsShader), the decode kernels
+// walk whole units of 4 words (4·Q_PER_WORD values, inside one scale group: GS is 32 or 128) instead: one
+// scale per unit and row, the words' vec4s by constant shifts (the dense GEMV's walk, linear.wgsl). A
+// unit's words are strided across invocations, which suits a CPU, not a GPU's coalesced loads. A row's
+// ragged tail (RL not a whole number of units) goes by vec4s (gu_in / dn_in).
+struct Rows4 { a: RowAt, b: RowAt, c: RowAt, d: RowAt }
+const UNIT_V: u32 = Q_PER_WORD;   // vec4s per unit
+fn whole_units(RL: u32) -> u32 { return select(0u, RL / (4u * Q_PER_WORD), UNIT_WALK); }
+fn unit_scale_gu(r: RowAt, u: u32) -> f32 { let s = r.scale + (u * 4u * Q_PER_WORD) / GS; return scale_in(gate_up_scales[s / SCALES_PER_WORD], s); }
+fn unit_scale_dn(r: RowAt, u: u32) -> f32 { let s = r.scale + (u * 4u * Q_PER_WORD) / GS; return scale_in(down_scales[s / SCALES_PER_WORD], s); }
+// Σ over units u = k0, k0 + step, … < units of rows q of gate_up · x (x's row at VecK index xb).
+fn units_gu(q: Rows4, xb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> {
+  var acc = vec4<f32>(0.0);
+  for (var u = k0; u < units; u += step) {
+    var s = vec4<f32>(0.0);
+    for (var w = 0u; w < 4u; w++) {
+      let wa = gate_up[q.a.word + 4u * u + w];
+      let wb = gate_up[q.b.word + 4u * u + w];
+      let wc = gate_up[q.c.word + 4u * u + w];
+      let wd = gate_up[q.d.word + 4u * u + w];
+      for (var hf = 0u; hf < Q_PER_WORD / 4u; hf++) {
+        let xv = x[xb + u * UNIT_V + w * (Q_PER_WORD / 4u) + hf];
+        s += vec4<f32>(vdot(decode_word(wa, hf), xv), vdot(decode_word(wb, hf), xv), vdot(decode_word(wc, hf), xv), vdot(decode_word(wd, hf), xv));
+      }
+    }
+    acc += s * vec4<f32>(unit_scale_gu(q.a, u), unit_scale_gu(q.b, u), unit_scale_gu(q.c, u), unit_scale_gu(q.d, u));
+  }
+  return acc;
+}
+// The same for rows q of down · hv (hv's row at VecK index hb).
+fn units_dn(q: Rows4, hb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> {
+  var acc = vec4<f32>(0.0);
+  for (var u = k0; u < units; u += step) {
+    var s = vec4<f32>(0.0);
+    for (var w = 0u; w < 4u; w++) {
+      let wa = down[q.a.word + 4u * u + w];
+      let wb = down[q.b.word + 4u * u + w];
+      let wc = down[q.c.word + 4u * u + w];
+      let wd = down[q.d.word + 4u * u + w];
+      for (var hf = 0u; hf < Q_PER_WORD / 4u; hf++) {
+        let hk = hv[hb + u * UNIT_V + w * (Q_PER_WORD / 4u) + hf];
+        s += vec4<f32>(vdot(decode_word(wa, hf), hk), vdot(decode_word(wb, hf), hk), vdot(decode_word(wc, hf), hk), vdot(decode_word(wd, hf), hk));
+      }
+    }
+    acc += s * vec4<f32>(unit_scale_dn(q.a, u), unit_scale_dn(q.b, u), unit_scale_dn(q.c, u), unit_scale_dn(q.d, u));
+  }
+  return acc;
+}
+// @variant wfmt f32 f16 bf16
+// The decode kernels' row walk for unquantised rows: a row's first VecK unit, then unit c of it.
+struct RowAt { word: u32, scale: u32 }
+fn row_at(row: u32, RL: u32) -> RowAt { return RowAt(row * (RL / VK), 0u); }
+fn gu_in(r: RowAt, c: u32) -> VecK { return gu(r.word + c); }
+fn dn_in(r: RowAt, c: u32) -> VecK { return dn(r.word + c); }
+// Unquantised rows have no units: the decode kernels walk them by VecK only (UNIT_WALK is ignored).
+struct Rows4 { a: RowAt, b: RowAt, c: RowAt, d: RowAt }
+const UNIT_V: u32 = 1u;
+fn whole_units(RL: u32) -> u32 { return 0u; }
+fn units_gu(q: Rows4, xb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> { return vec4<f32>(0.0); }
+fn units_dn(q: Rows4, hb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> { return vec4<f32>(0.0); }
 // @end wfmt
 
 // The expert activation of (gate, up) pre-activations, 4 rows at a time.
@@ -155,6 +232,7 @@ fn down_bias4(e: u32, d: vec4<u32>) -> vec4<f32> { return vec4<f32>(0.0); }
 // with gguf_moe.wgsl); this file gives their row math. Rows past I / D re-read the last row (in bounds)
 // and are not stored.
 override WG: u32 = 128u;   // power of two
+override UNIT_WALK: bool = false;   // quantised rows by whole units (CPU fallback adapters; see units_gu)
 const ROWS: u32 = 4u;
 
 // Rows i0..i0+3 of expert ids[tj]'s gate and up projections of x[tj / K], over k = k0, k0 + step, ...
@@ -164,16 +242,23 @@ fn gate_up_partial(tj: u32, i0: u32, k0: u32, step: u32) -> GateUp {
   let DV = P.D / VK;
   let xb = t * DV;
   let wb = e * 2u * P.I;
-  let g0 = (wb + min(i0, P.I - 1u)) * DV;
-  let g1 = (wb + min(i0 + 1u, P.I - 1u)) * DV;
-  let g2 = (wb + min(i0 + 2u, P.I - 1u)) * DV;
-  let g3 = (wb + min(i0 + 3u, P.I - 1u)) * DV;
-  let ud = P.I * DV;   // up rows follow the gate rows
+  let g0 = row_at(wb + min(i0, P.I - 1u), P.D);
+  let g1 = row_at(wb + min(i0 + 1u, P.I - 1u), P.D);
+  let g2 = row_at(wb + min(i0 + 2u, P.I - 1u), P.D);
+  let g3 = row_at(wb + min(i0 + 3u, P.I - 1u), P.D);
+  // up rows follow the gate rows
+  let u0 = row_at(wb + P.I + min(i0, P.I - 1u), P.D);
+  let u1 = row_at(wb + P.I + min(i0 + 1u, P.I - 1u), P.D);
+  let u2 = row_at(wb + P.I + min(i0 + 2u, P.I - 1u), P.D);
+  let u3 = row_at(wb + P.I + min(i0 + 3u, P.I - 1u), P.D);
   var r: GateUp;
-  for (var k = k0; k < DV; k += step) {
+  let units = whole_units(P.D);
+  r.g = units_gu(Rows4(g0, g1, g2, g3), xb, k0, step, units);
+  r.u = units_gu(Rows4(u0, u1, u2, u3), xb, k0, step, units);
+  for (var k = units * UNIT_V + k0; k < DV; k += step) {
     let xv = x[xb + k];
-    r.g += vec4<f32>(vdot(gu(g0 + k), xv), vdot(gu(g1 + k), xv), vdot(gu(g2 + k), xv), vdot(gu(g3 + k), xv));
-    r.u += vec4<f32>(vdot(gu(g0 + ud + k), xv), vdot(gu(g1 + ud + k), xv), vdot(gu(g2 + ud + k), xv), vdot(gu(g3 + ud + k), xv));
+    r.g += vec4<f32>(vdot(gu_in(g0, k), xv), vdot(gu_in(g1, k), xv), vdot(gu_in(g2, k), xv), vdot(gu_in(g3, k), xv));
+    r.u += vec4<f32>(vdot(gu_in(u0, k), xv), vdot(gu_in(u1, k), xv), vdot(gu_in(u2, k), xv), vdot(gu_in(u3, k), xv));
   }
   return r;
 }
@@ -192,21 +277,23 @@ fn store_h(tj: u32, i0: u32, g: vec4<f32>, u: vec4<f32>) {
 // Rows d0..d3 of Σ_j wts[t·K + j] · down_{ids[t·K + j]} · hv[t·K + j], over k = k0, k0 + step, ...
 fn down_partial(t: u32, d0: u32, k0: u32, step: u32) -> vec4<f32> {
   let IV = P.I / VK;
-  let r0 = min(d0, P.D - 1u) * IV;
-  let r1 = min(d0 + 1u, P.D - 1u) * IV;
-  let r2 = min(d0 + 2u, P.D - 1u) * IV;
-  let r3 = min(d0 + 3u, P.D - 1u) * IV;
   var acc = vec4<f32>(0.0);
   for (var j = 0u; j < P.K; j++) {
     let tj = t * P.K + j;
-    let eb = min(ids[tj], P.E - 1u) * P.D * IV;
+    let eb = min(ids[tj], P.E - 1u) * P.D;
+    let r0 = row_at(eb + min(d0, P.D - 1u), P.I);
+    let r1 = row_at(eb + min(d0 + 1u, P.D - 1u), P.I);
+    let r2 = row_at(eb + min(d0 + 2u, P.D - 1u), P.I);
+    let r3 = row_at(eb + min(d0 + 3u, P.D - 1u), P.I);
     let hb = tj * IV;
     var part = vec4<f32>(0.0);
     // The expert's down bias, once per slot: by the invocation that starts at k = 0.
     if (k0 == 0u) { part = down_bias4(min(ids[tj], P.E - 1u), vec4<u32>(d0) + vec4<u32>(0u, 1u, 2u, 3u)); }
-    for (var k = k0; k < IV; k += step) {
+    let units = whole_units(P.I);
+    part += units_dn(Rows4(r0, r1, r2, r3), hb, k0, step, units);
+    for (var k = units * UNIT_V + k0; k < IV; k += step) {
       let hk = hv[hb + k];
-      part += vec4<f32>(vdot(dn(eb + r0 + k), hk), vdot(dn(eb + r1 + k), hk), vdot(dn(eb + r2 + k), hk), vdot(dn(eb + r3 + k), hk));
+      part += vec4<f32>(vdot(dn_in(r0, k), hk), vdot(dn_in(r1, k), hk), vdot(dn_in(r2, k), hk), vdot(dn_in(r3, k), hk));
     }
     acc += wts[tj] * part;
   }

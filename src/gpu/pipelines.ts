@@ -14,6 +14,10 @@ export class PipelineCache {
   private modules = new Map<string, GPUShaderModule>();
   private pipelines = new Map<string, GPUComputePipeline>();
   compiled = 0;
+  /** Wall time spent in createComputePipeline (compilation, where the implementation does it there). */
+  compileMs = 0;
+  /** Each createComputePipeline call: the pipeline's label and its wall time (profiling; one entry per pipeline). */
+  readonly compileLog: { label: string; ms: number }[] = [];
 
   constructor(private device: GPUDevice) {}
 
@@ -37,11 +41,15 @@ export class PipelineCache {
     if (!p) {
       const consts: Record<string, number> = {};
       for (const [k, v] of Object.entries(constants)) consts[k] = +v;
+      const t0 = performance.now();
       p = this.device.createComputePipeline({
         label: `${desc.label}:${entryPoint}${ckey ? `(${ckey})` : ''}`,
         layout: 'auto',
         compute: { module: this.module(desc.label, desc.code), entryPoint, constants: consts },
       });
+      const ms = performance.now() - t0;
+      this.compileMs += ms;
+      this.compileLog.push({ label: p.label, ms });
       this.pipelines.set(key, p);
       this.compiled++;
     }

@@ -588,6 +588,8 @@ export interface MoeExpertsArgs {
   mode?: 'auto' | 'decode' | 'grouped';
   /** Decode: use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
   noSubgroups?: boolean;
+  /** Decode, q8/q4/mxfp4 experts: walk rows by whole 4-word units (default: decodeUnitWalk's device rule; tests). */
+  unitWalk?: boolean;
   /** The expert activation (default silu: silu(gate)·up). */
   activation?: ExpertActivation;
 }
@@ -670,16 +672,30 @@ function expertBindings(first: (Binding | null)[], w: MoeExpertWeights, which: '
   return b;
 }
 
+/**
+ * Whether the decode kernels walk quantised expert rows by whole 4-word units (one scale per unit, as the
+ * dense GEMV does) rather than by vec4s with each one's word and scale recomputed: on a CPU fallback
+ * adapter, where that address arithmetic is the cost (with it, V2-Lite's q4 routed experts took 47–72%
+ * less GPU time per decode step and 21–46% less in a 19-token prefill; docs/real-scale.md, `large` suite
+ * with WEBMOE_LARGE_PROFILE=1). GPUs keep
+ * the vec4 walk: neighbouring invocations read neighbouring words (coalesced), which a unit per
+ * invocation would stride by 16 bytes.
+ */
+export function decodeUnitWalk(gpu: Gpu, format: MoeExpertWeights['format']): boolean {
+  return gpu.adapter.isFallbackAdapter && (format === 'q8' || format === 'q4' || format === 'mxfp4');
+}
+
 function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const { T, K } = a;
   const { E, I, D } = a.experts;
   const sg = !a.noSubgroups && decodeSubgroups(gpu);
+  const walk = { UNIT_WALK: (a.unitWalk ?? decodeUnitWalk(gpu, a.experts.format)) ? 1 : 0 };
   const wgUp = sg ? gpu.caps.subgroupMinSize : decodeWG(gpu, D), wgDown = sg ? gpu.caps.subgroupMinSize : decodeWG(gpu, I);
   if (!sg) checkWorkgroupStorage(gpu, 2 * 16 * Math.max(wgUp, wgDown), 'the MoE decode kernels');
   const h = gpu.temps.acquire(T * K * I * 4);
   const gu = ceilDiv(I, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp, ...formatConstants(a) } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a), entryPoint: sg ? 'decode_gate_up_subgroup' : 'decode_gate_up', constants: { WG: wgUp, ...walk, ...formatConstants(a) } }),
     bindings: expertBindings([a.x, a.experts.gateUp, a.ids, h], a.experts, 'gate_up'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: gu * T * K,
@@ -687,7 +703,7 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   });
   const gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown, ...formatConstants(a) } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a), entryPoint: sg ? 'decode_down_subgroup' : 'decode_down', constants: { WG: wgDown, ...walk, ...formatConstants(a) } }),
     bindings: expertBindings([null, null, a.ids, null, h, a.experts.down, a.weights, a.shared ?? dummy(gpu, 'shared'), a.out], a.experts, 'down'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: a.shared ? 1 : 0, _p: 0 }),
     workgroups: gd * T,

@@ -303,16 +303,17 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
         else expect(w.bytes).toBeLessThan(E * 3 * I * D * (format === 'q8' ? 1.6 : 1.1)); // vs 4 bytes per f32 weight
         const bx = g.buffers.upload('x', x), bids = g.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
         const bw = g.buffers.upload('w', Float32Array.from(wArr.flat())), bs = g.buffers.upload('shared', sharedArr);
-        for (const mode of modes) {
+        // decode walks quantised rows by vec4s or by whole 4-word units (CPU adapters' default): both
+        for (const [mode, unitWalk] of modes.flatMap((m) => (m === 'decode' ? [[m, false], [m, true]] : [[m, undefined]]) as ['decode' | 'grouped', boolean | undefined][])) {
           const out = poisoned(g, 'out', T * D);
           const got = await g.checked(async () => {
             const rec = g.recorder(`experts ${format}`);
-            moeExperts(g, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out, mode });
+            moeExperts(g, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out, mode, unitWalk });
             rec.submit();
             g.temps.releaseAll();
             return g.buffers.readF32(out);
           });
-          expectClose(got, ref, MLP_TOL, `${format} ${mode}${g === plain ? ' (no subgroups)' : ''} T=${T} D=${D} I=${I}`);
+          expectClose(got, ref, MLP_TOL, `${format} ${mode}${unitWalk ? ' (unit walk)' : ''}${g === plain ? ' (no subgroups)' : ''} T=${T} D=${D} I=${I}`);
           g.buffers.destroy(out);
         }
         destroyExperts(g, w);

@@ -17,6 +17,8 @@
  *   WEBMOE_LARGE_TOKENS  decoded tokens (default 4)
  *   WEBMOE_LARGE_WEIGHTS weight storage (default q4)
  *   WEBMOE_LARGE_QUANTIZE_AT where q8/q4 experts are quantised at load: gpu, host or auto (default auto)
+ *   WEBMOE_LARGE_PROFILE=1 then also: the prompt again warm, and per-kernel GPU times of its prefill and
+ *                        decode steps (large-profile.ts; progress lines and `extra`)
  */
 import type { BenchContext, BenchSuite } from '../types';
 import { minBytesPerToken, ourBytesPerToken } from './e2e';
@@ -92,12 +94,16 @@ async function run(ctx: BenchContext): Promise<void> {
 
     const prompt = 'The quick brown fox';
     ctx.progress(`large: generating ${decodeTokens} tokens`);
+    const profiling = proc.env.WEBMOE_LARGE_PROFILE === '1';
+    const pipes = (engine.runner as { be?: { gpu: { pipelines: { compiled: number; compileMs: number } } } }).be?.gpu.pipelines;
+    const compiledBefore = pipes?.compiled ?? 0, compileMsBefore = pipes?.compileMs ?? 0;
     const it = engine.generate(prompt, { temperature: 0, maxTokens: decodeTokens, stopAtEos: false });
     let r;
     for (;;) { r = await it.next(); if (r.done) break; }
     const res = r.value;
     const st = await engine.stats();
     sample();
+    const profile = profiling ? await (await import('./large-profile')).profileLarge(ctx, engine, { prompt, decodeTokens, cold: res, compiledBefore, compileMsBefore }) : {};
     const cached = prompt.length + decodeTokens / 2;
     const bpw = BYTES_PER_WEIGHT[weights] ?? 4;
     const planBytes = info.memoryPlan?.gpuBytes ?? 0;
@@ -119,6 +125,7 @@ async function run(ctx: BenchContext): Promise<void> {
       ttftS: +(res.timeToFirstTokenMs / 1000).toFixed(2),
       dispatchesPerToken: st.dispatchesPerToken,
       readbacksPerToken: st.readbacksPerToken,
+      ...profile,
     };
     await engine.unload();
     const source = await measureSourceRates(ctx, server, 'large', `${name}: the source alone`);
