@@ -26,11 +26,13 @@ const GPU_MIN_KEYS_PER_SPLIT = 256;
 /** Workgroups that keep a GPU's memory system busy (a few per compute unit on common GPUs). */
 const GPU_CONCURRENT_WORKGROUPS = 128;
 /**
- * On a software adapter the workgroups of a dispatch run on the CPU's threads: a split pays the staging
- * and partials of its own and only helps when another thread is free to take it. Splits of fewer keys
- * than this were not faster in the attention-mla bench (docs/attention.md).
+ * On a software adapter the workgroups of a dispatch run on the CPU's threads: a split pays its
+ * partials and the combine pass and only helps when another thread is free to take it. With the bench
+ * no longer spinning the JS thread during waits (src/bench/context.ts waitYielding), 2 splits of 256
+ * keys measured 1.5× faster than one split at a 512-row cache (docs/attention.md); below that the
+ * combine pass is a larger part of the step.
  */
-const SOFTWARE_MIN_KEYS_PER_SPLIT = 4096;
+const SOFTWARE_MIN_KEYS_PER_SPLIT = 256;
 /**
  * Scores on a software adapter: tiles of all 16 rows × 8 keys (24 loads for 128 FMAs) over DS = 4
  * slices of d_k, one group of 4 invocations. There every load with a per-invocation address is a

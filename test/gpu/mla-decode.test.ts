@@ -117,10 +117,14 @@ describe('mlaDecodePlan', () => {
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 8192, format: 'f16' }).cacheReadBytes).toBe(8192 * 576 * 2);
   });
 
-  it('splits long caches over a GPU, not short ones; a software adapter keeps one split below 2 × 4096 keys', () => {
+  it('splits long caches over a GPU, not short ones; a software adapter splits over its threads from 2 × 256 keys', () => {
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 8192 }).splits).toBe(32);
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 200 }).splits).toBe(1);
-    for (const T of [512, 2048, 8191]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(1);
+    const threads = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency || 4;
+    for (const T of [200, 511]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(1);
+    for (const T of [512, 2048, 8192]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(Math.min(threads, Math.floor(T / 256)));
+    // A verify step of 8 tokens has 8 row tiles: as many workgroups as threads here, no split.
+    expect(mlaDecodePlan(gpuLike(true), { ...lite, S: 8, T: 8192 }).splits).toBe(threads <= 8 ? 1 : Math.ceil(threads / 8));
   });
 
   it('one invocation per 8 latent values (128 accumulators each); the staging fits the workgroup memory', () => {
