@@ -34,12 +34,12 @@ const GPU_CONCURRENT_WORKGROUPS = 128;
  */
 const SOFTWARE_MIN_KEYS_PER_SPLIT = 256;
 /**
- * Scores on a software adapter: tiles of all 16 rows × 8 keys (24 loads for 128 FMAs) over DS = 4
- * slices of d_k, one group of 4 invocations. There every load with a per-invocation address is a
- * 4-lane gather, so the fewest loads per FMA win over spreading the work (the workgroup runs on one
- * CPU thread anyway); on a GPU every invocation scores a 4 × 8 tile.
+ * Score tiles of all 16 rows × 8 keys (SQ = 4, a launch shape for tests and experiments): 24 loads for
+ * 128 FMAs over DS = 4 slices of d_k, one group of 4 invocations. Fewest loads per FMA, but its 128
+ * score accumulators do not fit a CPU's registers: on SwiftShader it measured 14–16 % more worker
+ * CPU time than every invocation scoring a 4 × 8 tile (SQ = 1), which both device kinds now use.
  */
-const SOFTWARE_SCORE_SLICES = 4;
+const SQ4_SCORE_SLICES = 4;
 /** Rows (query, head) per workgroup: 4 quads of 4 rows, 8 value columns each per invocation (128 floats). */
 const RT = 16;
 
@@ -55,8 +55,8 @@ function softwareThreads(): number {
 /**
  * Sizes mla_decode for a device. Rows: tiles of RT = 16 (query, head) rows, all 16 heads of a V2-Lite
  * token in one tile. Invocations: on a GPU one per 8 value columns (64 for 512 latent values, at least
- * 16), so each holds 4 quads × 8 vec4 = 128 accumulators in registers; on a software adapter 16, each
- * holding up to 4 blocks of 8 columns. Block of cache rows: the largest of 16,
+ * 16), so each holds 4 quads × 8 vec4 = 128 accumulators in registers; on a software adapter one per
+ * 16 columns (32 for 512), each holding 2 blocks of 8 columns. Block of cache rows: the largest of 16,
  * 8, 4 whose staging fits maxComputeWorkgroupStorageSize (8 for 576-wide rows in 32 KiB, 4 in the
  * 16 KiB baseline). Split count: the occupancy model — enough workgroups for the device to run side by
  * side (~128 on a GPU, the CPU threads on a software adapter), no split shorter than
@@ -70,17 +70,19 @@ export function mlaDecodePlan(
   const tune = a.tuning ?? {};
   const maxWg = dev.caps.maxComputeInvocationsPerWorkgroup ?? 256;
   // GPUs: one invocation per 8 value columns (NCB = 1: 128 accumulators in registers). A software
-  // adapter: 16 invocations (4 groups of 4 lanes, fewer switches at every barrier) holding up to 4 blocks
-  // of 8 columns each (its "registers" are memory anyway).
-  const DWG = Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / (8 * (fallback ? 4 : 1)))), tune.DWG ?? 0);
+  // adapter (SwiftShader: 4 invocations a SIMD group, the workgroup's groups switched at every
+  // barrier on one CPU thread): 32 invocations holding 2 blocks of 8 columns each. In the attention-mla
+  // bench's shape 16 invocations (4 blocks each) took 14–16 % more worker CPU time, 64 (1 block) 15 %
+  // more, 128 twice as much (docs/attention.md).
+  const DWG = Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / (8 * (fallback ? 2 : 1)))), tune.DWG ?? 0);
   const NCB = Math.ceil(a.kvLora / (8 * DWG));
   if (DWG > maxWg) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', DWG, maxWg, `mla decode (one invocation per 8 of ${a.kvLora} latent values)`);
   const dk = a.kvLora + a.rope, M = a.S * a.H;
   let cfg: MlaDecodeConfig | null = null;
   for (const BK of tune.BK ? [tune.BK] : [16, 8, 4]) {
     const SJ = BK >= 8 ? 8 : 4;
-    const SQ = tune.SQ ?? (fallback ? 4 : 1);
-    const DS = SQ === 4 ? SOFTWARE_SCORE_SLICES : DWG / ((RT / 4) * (BK / SJ));
+    const SQ = tune.SQ ?? 1;
+    const DS = SQ === 4 ? SQ4_SCORE_SLICES : DWG / ((RT / 4) * (BK / SJ));
     if (!Number.isInteger(DS) || DS < 1) continue;
     // Subgroups sum the slices of a tile when they fit in one (DS ≤ the smallest subgroup).
     const sg = (tune.subgroups ?? true) && !!dev.caps.subgroups && DS <= (dev.caps.subgroupMinSize ?? 0);

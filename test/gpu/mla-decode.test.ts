@@ -84,7 +84,7 @@ describe('mlaDecode (absorbed-MLA attention core) against the float64 reference'
 
   it('random ragged shapes: heads, widths and lengths off the tiles, S 1–8, padded rows, f32/f16, every launch shape', async () => {
     const r = rng(2027);
-    const tunings: (MlaDecodeTuning | undefined)[] = [undefined, { SQ: 1 }, { DWG: 32 }, { BK: 4, subgroups: false }, { BK: 16 }, { SQ: 1, subgroups: false }, { DWG: 64, BK: 8 }];
+    const tunings: (MlaDecodeTuning | undefined)[] = [undefined, { SQ: 4 }, { DWG: 16 }, { BK: 4, subgroups: false }, { BK: 16 }, { SQ: 4, subgroups: false }, { DWG: 64, BK: 8 }];
     for (let i = 0; i < 21; i++) {
       const c: Case = {
         H: 1 + r(20), kvLora: 3 + r(70), rope: 1 + r(12), S: 1 + r(8), past: r(140), pad: r(3),
