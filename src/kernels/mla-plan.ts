@@ -46,10 +46,15 @@ const RT = 16;
 const pow2AtLeast = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 const pow2AtMost = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
 
-/** Worker threads of a software adapter: what the host reports, else 4. */
-function softwareThreads(): number {
+/**
+ * Worker threads of a software adapter (SwiftShader runs one per CPU thread): what the host reports,
+ * else 2. Node 20 has no `navigator`: there 4 (the old default) gave 4 splits on this 2-core machine,
+ * each thread running two of them one after the other, for the partials and the combine pass only.
+ */
+export const SOFTWARE_THREADS_UNKNOWN = 2;
+export function softwareThreads(): number {
   const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
-  return n && n > 0 ? n : 4;
+  return n && n > 0 ? n : SOFTWARE_THREADS_UNKNOWN;
 }
 
 /**

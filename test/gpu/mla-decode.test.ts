@@ -4,6 +4,7 @@ import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform } from '../../src/util/random';
 import { mlaDecode, mlaDecodeInfo, mlaDecodePlan, mlaDecodeScratchBytes, type MlaDecodeArgs, type MlaDecodeTuning } from '../../src/kernels/mla';
 import { mlaDecodeRef } from '../../src/kernels/mla.ref';
+import { SOFTWARE_THREADS_UNKNOWN, softwareThreads } from '../../src/kernels/mla-plan';
 import type { KvFormat } from '../../src/kernels/attention';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
 
@@ -120,7 +121,8 @@ describe('mlaDecodePlan', () => {
   it('splits long caches over a GPU, not short ones; a software adapter splits over its threads from 2 × 256 keys', () => {
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 8192 }).splits).toBe(32);
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 200 }).splits).toBe(1);
-    const threads = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency || 4;
+    const threads = softwareThreads();
+    expect(threads).toBe((globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency || SOFTWARE_THREADS_UNKNOWN);
     for (const T of [200, 511]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(1);
     for (const T of [512, 2048, 8192]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(Math.min(threads, Math.floor(T / 256)));
     // A verify step of 8 tokens has 8 row tiles: as many workgroups as threads here, no split.
