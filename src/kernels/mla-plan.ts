@@ -3,7 +3,7 @@
  * tile, block of cache rows, score slices, split count and partial bytes. Plain functions of the device
  * facts, without the shader, so the memory plan (model/memory-plan.ts) sizes the scratch the kernel takes.
  */
-import { LimitExceededError, ShapeError } from '../errors';
+import { ArgumentError, LimitExceededError, ShapeError } from '../errors';
 import { kvElementBytes, type AttentionDevice, type KvFormat } from './attention-plan';
 
 /** mlaAttention runs mla_decode for up to this many new tokens (decode, speculative verify steps). */
@@ -13,7 +13,7 @@ export const MLA_DECODE_MAX_S = 8;
 export interface MlaDecodeConfig { DWG: number; RT: number; BK: number; SJ: number; SQ: number; DKP: number; DS: number; DSW: number; NCB: number }
 
 /** Launch-shape choices a caller may pin (tests, benchmarks); the rest follows from the device. */
-export interface MlaDecodeTuning { DWG?: number; BK?: number; SQ?: number; subgroups?: boolean }
+export interface MlaDecodeTuning { /** Invocations per workgroup (a power of two ≥ 16, ≥ kvLora / 32) */ DWG?: number; BK?: number; SQ?: number; subgroups?: boolean }
 
 /** The launch: configuration, row tiles, split count, workgroups, and the cache bytes read per call. */
 export interface MlaDecodePlan { cfg: MlaDecodeConfig; rowTiles: number; splits: number; workgroups: number; cacheReadBytes: number; label: string }
@@ -79,8 +79,9 @@ export function mlaDecodePlan(
   // barrier on one CPU thread): 32 invocations holding 2 blocks of 8 columns each. In the attention-mla
   // bench's shape 16 invocations (4 blocks each) took 14–16 % more worker CPU time, 64 (1 block) 15 %
   // more, 128 twice as much (docs/attention.md).
-  const DWG = Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / (8 * (fallback ? 2 : 1)))), tune.DWG ?? 0);
+  const DWG = tune.DWG ?? Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / (8 * (fallback ? 2 : 1)))));
   const NCB = Math.ceil(a.kvLora / (8 * DWG));
+  if (!Number.isInteger(Math.log2(DWG)) || DWG < 16 || NCB > 4) throw new ArgumentError(`mla decode: tuning.DWG ${DWG} must be a power of two ≥ 16 with 8·DWG·4 ≥ kvLora ${a.kvLora} (each invocation holds at most 4 blocks of 8 value columns)`);
   if (DWG > maxWg) throw new LimitExceededError('maxComputeInvocationsPerWorkgroup', DWG, maxWg, `mla decode (one invocation per 8 of ${a.kvLora} latent values)`);
   const dk = a.kvLora + a.rope, M = a.S * a.H;
   let cfg: MlaDecodeConfig | null = null;

@@ -150,6 +150,8 @@ describe('mlaDecodePlan', () => {
     expect(() => mlaDecodeInfo(gpu, { ...base, rowStride: 5 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
     expect(() => mlaDecodeInfo(gpu, { ...base, format: 'f16', rowStride: 7 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
     expect(() => mlaDecodeInfo(gpu, { ...base, splits: 0 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
+    for (const DWG of [24, 8]) expect(() => mlaDecodeInfo(gpu, { ...base, tuning: { DWG } })).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));
+    expect(() => mlaDecodeInfo(gpu, { ...base, kvLora: 600, rowStride: 602, tuning: { DWG: 16 } })).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));
     expect(() => mlaDecodeInfo(gpu, { ...base, pastFromBuffer: b })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
     gpu.buffers.destroy(b);
   });
