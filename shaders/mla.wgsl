@@ -165,7 +165,7 @@ fn expand_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
 //      indices: private arrays indexed by loop variables are spilled to memory by some compilers,
 //      SwiftShader among them). SQ = 1 (every invocation scores a 4 × 8 tile, 32 accumulators): what the
 //      plan picks on GPUs and on SwiftShader, where it beat SQ = 4 (one group of 4 invocations scoring
-//      all 16 rows, 24 loads per 128 FMAs but 128 accumulators: 14–16 % more CPU time; kept as a launch
+//      all 16 rows, 24 loads per 128 FMAs but 128 accumulators: 19 % more CPU time; kept as a launch
 //      shape for tests). The DS slices are summed by subgroup shuffles (`subgroups on`) or by the
 //      softmax rows from Sp;
 //   3. one invocation per row: scale, mask (causal limit, key range), online softmax in the log2

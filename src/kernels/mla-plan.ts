@@ -36,8 +36,8 @@ const SOFTWARE_MIN_KEYS_PER_SPLIT = 256;
 /**
  * Score tiles of all 16 rows × 8 keys (SQ = 4, a launch shape for tests and experiments): 24 loads for
  * 128 FMAs over DS = 4 slices of d_k, one group of 4 invocations. Fewest loads per FMA, but its 128
- * score accumulators do not fit a CPU's registers: on SwiftShader it measured 14–16 % more worker
- * CPU time than every invocation scoring a 4 × 8 tile (SQ = 1), which both device kinds now use.
+ * score accumulators do not fit a CPU's registers: on SwiftShader it took 19 % more worker CPU time
+ * than every invocation scoring a 4 × 8 tile (SQ = 1), which both device kinds now use (docs/attention.md).
  */
 const SQ4_SCORE_SLICES = 4;
 /** Rows (query, head) per workgroup: 4 quads of 4 rows, 8 value columns each per invocation (128 floats). */
@@ -76,9 +76,9 @@ export function mlaDecodePlan(
   const maxWg = dev.caps.maxComputeInvocationsPerWorkgroup ?? 256;
   // GPUs: one invocation per 8 value columns (NCB = 1: 128 accumulators in registers). A software
   // adapter (SwiftShader: 4 invocations a SIMD group, the workgroup's groups switched at every
-  // barrier on one CPU thread): 32 invocations holding 2 blocks of 8 columns each. In the attention-mla
-  // bench's shape 16 invocations (4 blocks each) took 14–16 % more worker CPU time, 64 (1 block) 15 %
-  // more, 128 twice as much (docs/attention.md).
+  // barrier on one CPU thread): 32 invocations holding 2 blocks of 8 columns each. At a V2-Lite decode
+  // over 8192 rows 16 invocations (4 blocks each) took 16 % more worker CPU time, 64 (1 block) 21 %
+  // more, 128 2.2× (tools/mla-decode-cpu.mjs, docs/attention.md).
   const DWG = tune.DWG ?? Math.max(16, pow2AtLeast(Math.ceil(a.kvLora / (8 * (fallback ? 2 : 1)))));
   const NCB = Math.ceil(a.kvLora / (8 * DWG));
   if (!Number.isInteger(Math.log2(DWG)) || DWG < 16 || NCB > 4) throw new ArgumentError(`mla decode: tuning.DWG ${DWG} must be a power of two ≥ 16 with 8·DWG·4 ≥ kvLora ${a.kvLora} (each invocation holds at most 4 blocks of 8 value columns)`);
