@@ -9,8 +9,10 @@
 //
 //   node tools/mla-decode-cpu.mjs [--cache 8192] [--rounds 7] [--variants JSON]
 //
-// --variants: a JSON list of { splits?, tuning? } (MlaDecodeArgs), default: the plan's shape with one
-// split and 2 splits, and the previous software shape ({ DWG: 16, SQ: 4 }) with the same.
+// --variants: a JSON list of { splits?, tuning?, wait? } (splits, tuning: MlaDecodeArgs; wait: 'busy' waits
+// as dawn.node does by itself, its JS thread spinning, as `npm run bench -- --busy-wait`), default: the
+// plan's shape with one split and 2 splits, and the previous software shape ({ DWG: 16, SQ: 4 }) with
+// the same.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -59,12 +61,14 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const wall = variants.map(() => []), cpu = variants.map(() => []);
 for (let round = 0; round <= rounds; round++) {
   for (const [i, v] of variants.entries()) {
-    const args = { ...base, ...v };
+    const { wait, ...shape } = v;
+    const args = { ...base, ...shape };
     const c0 = otherThreadsMs(), t0 = performance.now();
     const rec = gpu.recorder('mla-cpu');
     mlaDecode(gpu, rec, args);
     rec.submit();
-    await waitYielding(() => gpu.sync());
+    if (wait === 'busy') await gpu.sync();
+    else await waitYielding(() => gpu.sync());
     const ms = performance.now() - t0, cms = otherThreadsMs() - c0;
     gpu.temps.releaseAll();
     if (round === 0) continue; // warm-up (compiles the pipeline)
@@ -74,7 +78,7 @@ for (let round = 0; round <= rounds; round++) {
 }
 for (const [i, v] of variants.entries()) {
   console.log(JSON.stringify({
-    cache: L, ...v, kernel: mlaDecodeInfo(gpu, { ...base, ...v }).label,
+    cache: L, ...v, kernel: mlaDecodeInfo(gpu, { ...base, splits: v.splits, tuning: v.tuning }).label,
     wallMedianMs: +median(wall[i]).toFixed(1), wallMinMs: +Math.min(...wall[i]).toFixed(1),
     workerCpuMedianMs: +median(cpu[i]).toFixed(1), workerCpuMinMs: +Math.min(...cpu[i]).toFixed(1),
   }));
