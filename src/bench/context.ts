@@ -42,12 +42,13 @@ type Immediate = (fn: (...args: unknown[]) => void, ...args: unknown[]) => unkno
 /**
  * Awaits `wait` (a promise dawn.node settles). dawn.node polls its events from a setImmediate callback
  * that queues the next one while any of its promises is pending: the JS thread spins on a CPU core for
- * the whole wait. On a software adapter that core is one SwiftShader's workgroup threads need (on this
- * 2-core machine split-K ×2 measured 1.25× one split, and one split 1.6× slower under other load:
- * docs/attention.md). So after YIELD_AFTER_MS (short kernels keep the spin's sub-millisecond
- * latency) the polls go through 0 ms timers (Node: ~1 ms apart), which let the thread sleep; a wait
- * then ends up to ~1 ms late, ≤ 10 % of any wait this affects. setImmediate is swapped only for the
- * wait (dawn.node looks it up on every poll) and restored after.
+ * the whole wait. On a software adapter that core is one SwiftShader's workgroup threads need (on a
+ * 2-core machine split-K ×2 measured 1.25× one split, and under other load an MLA decode step took
+ * 1.8× the wall time with the spinning wait: docs/attention.md). So after YIELD_AFTER_MS (short
+ * kernels keep the spin's sub-millisecond latency) the polls go through 0 ms timers (Node: ~1 ms
+ * apart), which let the thread sleep; a wait then ends up to ~1 ms late, ≤ 10 % of any wait this
+ * affects. setImmediate is swapped only for the wait (dawn.node looks it up on every poll) and
+ * restored after.
  */
 export async function waitYielding(wait: () => Promise<void>, now: () => number = defaultNow): Promise<void> {
   const g = globalThis as { setImmediate?: Immediate };
