@@ -9,6 +9,8 @@
 // --suites     only these suites (names as in src/bench/suites/*)
 // --no-peers   skip the onnxruntime-web peers
 // --node       run in Node on dawn.node (the `webgpu` package) instead of Chromium; no peers
+// --busy-wait  (--node) wait for the queue as dawn.node does, its JS thread spinning (default: it yields
+//              after 10 ms; src/bench/context.ts waitYielding)
 // --timestamps time kernels with GPU timestamp queries when the device has them (default: wall clock)
 // --screenshot FILE  saves a full-page screenshot of the finished benchmark page
 // Exits non-zero when the run crashes or times out (a failing suite is reported, not fatal).
@@ -21,7 +23,7 @@ import { chromiumPath, chromiumArgs } from './chromium.mjs';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 function parseArgs(argv) {
-  const o = { quick: false, json: null, suites: [], peers: true, node: false, timeoutMin: null, screenshot: null, timestamps: false };
+  const o = { quick: false, json: null, suites: [], peers: true, node: false, timeoutMin: null, screenshot: null, timestamps: false, busyWait: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -37,10 +39,11 @@ function parseArgs(argv) {
     else if (a === '--no-peers') o.peers = false;
     else if (a === '--node') o.node = true;
     else if (a === '--timestamps') o.timestamps = true;
+    else if (a === '--busy-wait') o.busyWait = true;
     else if (a === '--timeout') o.timeoutMin = Number(value());
     else if (a === '--screenshot') o.screenshot = value();
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--quick] [--json FILE] [--gpu-budget MiB] [--suites a,b] [--no-peers] [--node] [--timeout MIN] [--timestamps] [--screenshot FILE]');
+      console.log('usage: npm run bench -- [--quick] [--json FILE] [--gpu-budget MiB] [--suites a,b] [--no-peers] [--node] [--timeout MIN] [--timestamps] [--busy-wait] [--screenshot FILE]');
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
   }
@@ -112,7 +115,7 @@ async function runInNode(server, url, o) {
   const gpu = await acquireNodeGpu({ label: 'webmoe-bench', log: (m) => console.log(`${stamp()} ${m}`) });
   try {
     return await runBench(gpu, {
-      quick: o.quick, suites: o.suites, peers: false, env: 'node', timestamps: o.timestamps, baseUrl: url,
+      quick: o.quick, suites: o.suites, peers: false, env: 'node', timestamps: o.timestamps, busyWait: o.busyWait, baseUrl: url,
       onProgress: (f, step) => console.log(`${stamp()} ${(100 * f).toFixed(0).padStart(3)}%  ${step}`),
     });
   } finally {

@@ -163,15 +163,16 @@ fn expand_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
 //   2. scores: DS invocations share a tile of 4·SQ rows × SJ keys, each over the slice d ≡ ds (mod DS)
 //      of the 576-long dots (neighbouring addresses again); the tile is SQ named Quads (constant
 //      indices: private arrays indexed by loop variables are spilled to memory by some compilers,
-//      SwiftShader among them). SQ = 1 on GPUs (every invocation scores); SQ = 4 on a software adapter
-//      (one group of 4 invocations, 24 loads per 128 FMAs: there every load whose address is not a
-//      compile-time constant is a 4-lane gather, so loads per FMA are what counts). The DS slices are
-//      summed by subgroup shuffles (`subgroups on`) or by the softmax rows from Sp;
+//      SwiftShader among them). SQ = 1 (every invocation scores a 4 × 8 tile, 32 accumulators): what the
+//      plan picks on GPUs and on SwiftShader, where it beat SQ = 4 (one group of 4 invocations scoring
+//      all 16 rows, 24 loads per 128 FMAs but 128 accumulators: 19 % more CPU time; kept as a launch
+//      shape for tests). The DS slices are summed by subgroup shuffles (`subgroups on`) or by the
+//      softmax rows from Sp;
 //   3. one invocation per row: scale, mask (causal limit, key range), online softmax in the log2
 //      domain, probabilities to Pr (a vec4 of 4 keys per row);
 //   4. values: invocation i owns columns i + DWG·m (m < 8·NCB) of all 16 rows: quads of 4 rows × 8
-//      columns in named Quads (NCB = 1: 4 Quads, 128 floats, on a GPU; NCB = 4 on a software adapter
-//      with 16 invocations). The block's keys are written out with constant indices, so each
+//      columns in named Quads (NCB = 1: 4 Quads, 128 floats, on a GPU; NCB = 2 on a software adapter
+//      with 32 invocations). The block's keys are written out with constant indices, so each
 //      probability is one load for all invocations there; per key and column block 8 staged values,
 //      32 FMAs per row quad.
 // splits > 1: split p writes its unnormalised rows, max and sum to `part`; `combine` merges them.

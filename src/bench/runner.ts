@@ -13,6 +13,8 @@ export interface RunOptions {
   env?: 'browser' | 'node';
   /** Time with GPU timestamp queries when available (see ContextOptions.timestamps). */
   timestamps?: boolean;
+  /** Node: dawn.node's spinning wait for the queue (ContextOptions.busyWait). */
+  busyWait?: boolean;
   /** Overall progress in [0, 1] and the current step. */
   onProgress?: (fraction: number, step: string) => void;
   /** Where public/ is served (ContextOptions.baseUrl). */
@@ -31,7 +33,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
   let done = 0;
   let step = 'device ceilings';
   const report = (msg?: string) => o.onProgress?.(Math.min(1, done / total), msg ?? step);
-  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', timestamps: o.timestamps, baseUrl: o.baseUrl, onProgress: (m) => report(m) });
+  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', timestamps: o.timestamps, busyWait: o.busyWait, baseUrl: o.baseUrl, onProgress: (m) => report(m) });
   const errors = ctx.errors;
 
   const suiteMs: Record<string, number> = {};

@@ -4,6 +4,7 @@ import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomUniform } from '../../src/util/random';
 import { mlaDecode, mlaDecodeInfo, mlaDecodePlan, mlaDecodeScratchBytes, type MlaDecodeArgs, type MlaDecodeTuning } from '../../src/kernels/mla';
 import { mlaDecodeRef } from '../../src/kernels/mla.ref';
+import { SOFTWARE_THREADS_UNKNOWN, softwareThreads } from '../../src/kernels/mla-plan';
 import type { KvFormat } from '../../src/kernels/attention';
 import { f16ArrayToF32, f32ArrayToF16 } from '../../src/util/half';
 
@@ -84,7 +85,7 @@ describe('mlaDecode (absorbed-MLA attention core) against the float64 reference'
 
   it('random ragged shapes: heads, widths and lengths off the tiles, S 1–8, padded rows, f32/f16, every launch shape', async () => {
     const r = rng(2027);
-    const tunings: (MlaDecodeTuning | undefined)[] = [undefined, { SQ: 1 }, { DWG: 32 }, { BK: 4, subgroups: false }, { BK: 16 }, { SQ: 1, subgroups: false }, { DWG: 64, BK: 8 }];
+    const tunings: (MlaDecodeTuning | undefined)[] = [undefined, { SQ: 4 }, { DWG: 16 }, { BK: 4, subgroups: false }, { BK: 16 }, { SQ: 4, subgroups: false }, { DWG: 64, BK: 8 }];
     for (let i = 0; i < 21; i++) {
       const c: Case = {
         H: 1 + r(20), kvLora: 3 + r(70), rope: 1 + r(12), S: 1 + r(8), past: r(140), pad: r(3),
@@ -117,10 +118,15 @@ describe('mlaDecodePlan', () => {
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 8192, format: 'f16' }).cacheReadBytes).toBe(8192 * 576 * 2);
   });
 
-  it('splits long caches over a GPU, not short ones; a software adapter keeps one split below 2 × 4096 keys', () => {
+  it('splits long caches over a GPU, not short ones; a software adapter splits over its threads from 2 × 256 keys', () => {
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 8192 }).splits).toBe(32);
     expect(mlaDecodePlan(gpuLike(false), { ...lite, T: 200 }).splits).toBe(1);
-    for (const T of [512, 2048, 8191]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(1);
+    const threads = softwareThreads();
+    expect(threads).toBe((globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency || SOFTWARE_THREADS_UNKNOWN);
+    for (const T of [200, 511]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(1);
+    for (const T of [512, 2048, 8192]) expect(mlaDecodePlan(gpuLike(true), { ...lite, T }).splits).toBe(Math.min(threads, Math.floor(T / 256)));
+    // A verify step of 8 tokens has 8 row tiles: as many workgroups as threads here, no split.
+    expect(mlaDecodePlan(gpuLike(true), { ...lite, S: 8, T: 8192 }).splits).toBe(threads <= 8 ? 1 : Math.ceil(threads / 8));
   });
 
   it('one invocation per 8 latent values (128 accumulators each); the staging fits the workgroup memory', () => {
@@ -144,6 +150,8 @@ describe('mlaDecodePlan', () => {
     expect(() => mlaDecodeInfo(gpu, { ...base, rowStride: 5 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
     expect(() => mlaDecodeInfo(gpu, { ...base, format: 'f16', rowStride: 7 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
     expect(() => mlaDecodeInfo(gpu, { ...base, splits: 0 })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
+    for (const DWG of [24, 8]) expect(() => mlaDecodeInfo(gpu, { ...base, tuning: { DWG } })).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));
+    expect(() => mlaDecodeInfo(gpu, { ...base, kvLora: 600, rowStride: 602, tuning: { DWG: 16 } })).toThrow(expect.objectContaining({ code: 'BAD_ARGUMENT' }));
     expect(() => mlaDecodeInfo(gpu, { ...base, pastFromBuffer: b })).toThrow(expect.objectContaining({ code: 'BAD_SHAPE' }));
     gpu.buffers.destroy(b);
   });

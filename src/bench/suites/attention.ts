@@ -181,11 +181,13 @@ const MLA_LITE = { heads: 16, kvLora: 512, rope: 64 };
  * Absorbed-MLA decode (one token, V2-Lite shapes) over an f32 latent cache of L rows, same run:
  *  - `mla_decode` (shaders/mla.wgsl, what mlaAttention runs for S ≤ 8) with one split, with the split
  *    count 'auto' picks, and with 2 splits when 'auto' picks one (the occupancy model's choice checked);
+ *  - with `before` on a software adapter, mla_decode's previous launch shape there (16 invocations,
+ *    one group scoring all 16 rows) with the 'auto' split count;
  *  - the generic attention decode (attentionDecode in attention.ts over the same latent rows: what main
  *    ran for MLA decode before mla_decode) with its own 'auto' split count, when `generic` lists L.
  * `readBytes` is what the kernel reads of the cache per step, `readPerCache` that over the cache size.
  */
-async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic: number[]; iters?: (L: number) => number | undefined; /** The rows' suite name (default 'attention'; the attention-mla suite's own, so its rows never share a key with the attention suite's). */ suite?: string }) {
+async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic: number[]; /** Also time the software adapter's previous launch shape (attention-mla). */ before?: boolean; iters?: (L: number) => number | undefined; /** The rows' suite name (default 'attention'; the attention-mla suite's own, so its rows never share a key with the attention suite's). */ suite?: string }) {
   const gpu = ctx.gpu;
   const { heads: H, kvLora, rope } = MLA_LITE;
   const dk = kvLora + rope;
@@ -216,6 +218,18 @@ async function mlaDecodeRows(ctx: BenchContext, o: { lengths: number[]; generic:
             splits, auto, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2),
             ...(splits > 1 ? { speedupVsOneSplit: +(oneMs / ms).toFixed(2) } : {}),
           },
+        });
+      }
+      if (o.before && gpu.adapter.isFallbackAdapter) {
+        // The software adapter's launch shape before this one (16 invocations holding 4 blocks of value
+        // columns each, one group scoring all 16 rows): same run, same split count as 'auto'.
+        const args: MlaDecodeArgs = { ...base, splits: auto, scratch, tuning: { DWG: 16, SQ: 4 } };
+        const info = mlaDecodeInfo(gpu, args);
+        const ms = await ctx.time((rec) => mlaDecode(gpu, rec, args), timing);
+        ctx.result({
+          suite: o.suite ?? SUITE, name: 'decode', variant: `MLA absorbed (V2-Lite), mla_decode before (16 invocations, 16-row score tiles), ${auto === 1 ? 'one split' : `split-K ×${auto}`}`, shape: `cache ${L}`, medianMs: ms,
+          bytes, flops,
+          extra: { splits: auto, kernel: info.label, cacheBytes, readBytes: info.cacheReadBytes, readPerCache: +(info.cacheReadBytes / cacheBytes).toFixed(2), mlaDecodeSpeedup: +(ms / bestMs).toFixed(2) },
         });
       }
       if (o.generic.includes(L)) {
@@ -388,8 +402,8 @@ export const attentionPeersSuite: BenchSuite = {
 
 /**
  * Only the absorbed-MLA decode rows (issue 27): mla_decode at caches 512/2048/8192 with one split, the
- * 'auto' split count (or 2 splits when 'auto' picks one) and main's generic attentionDecode at every
- * length, same run. `npm run bench -- --node --suites attention-mla` (docs/attention.md).
+ * 'auto' split count (or 2 splits when 'auto' picks one), its previous software-adapter launch shape
+ * (on a software adapter) and main's generic attentionDecode at every length, same run. `npm run bench -- --node --suites attention-mla` (docs/attention.md).
  */
 export const attentionMlaSuite: BenchSuite = {
   name: 'attention-mla',
@@ -397,7 +411,7 @@ export const attentionMlaSuite: BenchSuite = {
   nodeOk: true,
   async run(ctx) {
     const lengths = ctx.quick ? [512, 2048] : [512, 2048, 8192];
-    await mlaDecodeRows(ctx, { lengths, generic: lengths, iters: (L) => (L >= 8192 ? 3 : 5), suite: 'attention-mla' });
+    await mlaDecodeRows(ctx, { lengths, generic: lengths, before: true, iters: (L) => (L >= 8192 ? 3 : 5), suite: 'attention-mla' });
   },
 };
 
