@@ -10,7 +10,7 @@
 // --no-peers   skip the onnxruntime-web peers
 // --node       run in Node on dawn.node (the `webgpu` package) instead of Chromium; no peers
 // --busy-wait  (--node) wait for the queue as dawn.node does, its JS thread spinning (default: it yields
-//              after 10 ms; src/bench/context.ts waitYielding)
+//              after 10 ms; src/gpu/wait.ts, used by every Gpu wait)
 // --timestamps time kernels with GPU timestamp queries when the device has them (default: wall clock)
 // --screenshot FILE  saves a full-page screenshot of the finished benchmark page
 // Exits non-zero when the run crashes or times out (a failing suite is reported, not fatal).

@@ -5,7 +5,7 @@
 // it prints the median and minimum wall time and the CPU time of the process's other threads (Linux
 // /proc/self/task/*/schedstat: SwiftShader's workgroup threads, plus Dawn's and Node's idle ones), which
 // is what compares launch shapes on a machine other processes share: wall time swings with their load,
-// the work a shape needs far less. Waits yield the JS thread as the bench does (src/bench/context.ts).
+// the work a shape needs far less. Waits yield the JS thread (src/gpu/wait.ts), as every Gpu wait does.
 //
 //   node tools/mla-decode-cpu.mjs [--cache 8192] [--rounds 7] [--variants JSON]
 //
@@ -32,7 +32,7 @@ const { createServer } = await import('vite');
 const server = await createServer({ root, configFile: resolve(root, 'vite.config.ts'), logLevel: 'warn', server: { middlewareMode: true, hmr: false } });
 const { acquireNodeGpu } = await server.ssrLoadModule('/src/node.ts');
 const { mlaDecode, mlaDecodeInfo } = await server.ssrLoadModule('/src/kernels/mla.ts');
-const { waitYielding } = await server.ssrLoadModule('/src/bench/context.ts');
+const { setYieldingWaits } = await server.ssrLoadModule('/src/gpu/wait.ts');
 const gpu = await acquireNodeGpu({ label: 'mla-decode-cpu' });
 
 const otherThreadsMs = () => {
@@ -67,8 +67,8 @@ for (let round = 0; round <= rounds; round++) {
     const rec = gpu.recorder('mla-cpu');
     mlaDecode(gpu, rec, args);
     rec.submit();
-    if (wait === 'busy') await gpu.sync();
-    else await waitYielding(() => gpu.sync());
+    setYieldingWaits(wait !== 'busy'); // 'busy': dawn.node's own spinning wait
+    await gpu.sync();
     const ms = performance.now() - t0, cms = otherThreadsMs() - c0;
     gpu.temps.releaseAll();
     if (round === 0) continue; // warm-up (compiles the pipeline)

@@ -13,12 +13,6 @@ export interface ContextOptions {
    * the work being timed.
    */
   timestamps?: boolean;
-  /**
-   * Node only: wait for the queue the way dawn.node does by itself (its JS thread spinning on
-   * setImmediate) instead of yielding it after YIELD_AFTER_MS (see waitForQueue). For before/after
-   * comparisons with runs made before the yielding wait (`--busy-wait`).
-   */
-  busyWait?: boolean;
   onProgress?: (message: string) => void;
   now?: () => number;
   /** Where public/ is served (default: the page's location in a browser). */
@@ -33,36 +27,6 @@ export function median(xs: number[]): number {
 }
 
 const defaultNow = () => (typeof performance !== 'undefined' ? performance.now() : Date.now());
-
-/** How long a wait spins (dawn.node's own polling) before the JS thread yields between polls. */
-export const YIELD_AFTER_MS = 10;
-
-type Immediate = (fn: (...args: unknown[]) => void, ...args: unknown[]) => unknown;
-
-/**
- * Awaits `wait` (a promise dawn.node settles). dawn.node polls its events from a setImmediate callback
- * that queues the next one while any of its promises is pending: the JS thread spins on a CPU core for
- * the whole wait. On a software adapter that core is one SwiftShader's workgroup threads need (on a
- * 2-core machine split-K ×2 measured 1.25× one split, and under other load an MLA decode step took
- * 1.8× the wall time with the spinning wait: docs/attention.md). So after YIELD_AFTER_MS (short
- * kernels keep the spin's sub-millisecond latency) the polls go through 0 ms timers (Node: ~1 ms
- * apart), which let the thread sleep; a wait then ends up to ~1 ms late, ≤ 10 % of any wait this
- * affects. setImmediate is swapped only for the wait (dawn.node looks it up on every poll) and
- * restored after.
- */
-export async function waitYielding(wait: () => Promise<void>, now: () => number = defaultNow): Promise<void> {
-  const g = globalThis as { setImmediate?: Immediate };
-  const own = g.setImmediate;
-  if (typeof own !== 'function') return wait();
-  const t0 = now();
-  const yielding: Immediate = (fn, ...args) => (now() - t0 < YIELD_AFTER_MS ? own(fn, ...args) : setTimeout(fn, 0, ...args));
-  g.setImmediate = yielding;
-  try {
-    await wait();
-  } finally {
-    if (g.setImmediate === yielding) g.setImmediate = own;
-  }
-}
 
 /**
  * The BenchContext given to every suite: timing, and the sinks for results, peers, peer checks and
@@ -83,7 +47,6 @@ export class RunContext implements BenchContext {
   readonly e2eResults: E2eResult[] = [];
   readonly errors: { suite: string; message: string }[] = [];
   private readonly now: () => number;
-  private readonly busyWait: boolean;
   private readonly onProgress: (message: string) => void;
 
   constructor(readonly gpu: Gpu, o: ContextOptions) {
@@ -92,7 +55,6 @@ export class RunContext implements BenchContext {
     this.env = o.env;
     this.timestamps = !!o.timestamps && !!gpu?.caps?.timestampQuery;
     this.now = o.now ?? defaultNow;
-    this.busyWait = !!o.busyWait;
     this.onProgress = o.onProgress ?? (() => {});
     this.baseUrl = o.baseUrl ?? (typeof location !== 'undefined' ? location.href : undefined);
   }
@@ -118,8 +80,7 @@ export class RunContext implements BenchContext {
         for (let r = 0; r < repeat; r++) record(rec);
         const dispatches = rec.dispatches;
         rec.submit();
-        if (this.env === 'node' && !this.busyWait) await waitYielding(() => gpu.sync(), this.now);
-        else await gpu.sync();
+        await gpu.sync();
         let ms = (this.now() - t0) / repeat;
         if (profiler) {
           // The timestamp readback resolves shortly after the queue: wait for all of it (bounded).

@@ -1,5 +1,6 @@
 import type { Gpu } from '../gpu/device';
 import { RunContext } from './context';
+import { setYieldingWaits } from '../gpu/wait';
 import { measureCeilings } from './ceilings';
 import { runnableSuites, suites as registeredSuites } from './registry';
 import type { BenchReport, BenchSuite } from './types';
@@ -13,7 +14,7 @@ export interface RunOptions {
   env?: 'browser' | 'node';
   /** Time with GPU timestamp queries when available (see ContextOptions.timestamps). */
   timestamps?: boolean;
-  /** Node: dawn.node's spinning wait for the queue (ContextOptions.busyWait). */
+  /** Node: dawn.node's own spinning wait for the GPU instead of the yielding one (src/gpu/wait.ts), for the run. */
   busyWait?: boolean;
   /** Overall progress in [0, 1] and the current step. */
   onProgress?: (fraction: number, step: string) => void;
@@ -25,6 +26,15 @@ export interface RunOptions {
 
 /** Runs the device ceilings, then every selected suite; a failing suite is recorded in `errors` and the run goes on. */
 export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchReport> {
+  const was = setYieldingWaits(!o.busyWait);
+  try {
+    return await runSuites(gpu, o);
+  } finally {
+    setYieldingWaits(was);
+  }
+}
+
+async function runSuites(gpu: Gpu, o: RunOptions): Promise<BenchReport> {
   const quick = !!o.quick;
   const env = o.env ?? (typeof window === 'undefined' && typeof (globalThis as any).WorkerGlobalScope === 'undefined' ? 'node' : 'browser');
   const selected = runnableSuites(o.registry ?? registeredSuites, { suites: o.suites, env, quick });
@@ -33,7 +43,7 @@ export async function runBench(gpu: Gpu, o: RunOptions = {}): Promise<BenchRepor
   let done = 0;
   let step = 'device ceilings';
   const report = (msg?: string) => o.onProgress?.(Math.min(1, done / total), msg ?? step);
-  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', timestamps: o.timestamps, busyWait: o.busyWait, baseUrl: o.baseUrl, onProgress: (m) => report(m) });
+  const ctx = new RunContext(gpu, { quick, env, peers: o.peers ?? env === 'browser', timestamps: o.timestamps, baseUrl: o.baseUrl, onProgress: (m) => report(m) });
   const errors = ctx.errors;
 
   const suiteMs: Record<string, number> = {};

@@ -1,5 +1,6 @@
 import { LimitExceededError, GpuValidationError } from '../errors';
 import type { Capabilities } from './capabilities';
+import { yieldingWait } from './wait';
 
 export const STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC (GPUBufferUsage is absent in some hosts at import time)
 const MAP_READ = 0x01;
@@ -95,7 +96,7 @@ export class BufferManager {
     enc.copyBufferToBuffer(buffer, offset, staging, 0, bytes);
     this.device.queue.submit([enc.finish()]);
     try {
-      await staging.mapAsync(MAP_READ);
+      await yieldingWait(() => staging.mapAsync(MAP_READ));
     } catch (e) {
       staging.destroy();
       throw new GpuValidationError(`readback of '${buffer.label}' failed: ${(e as Error).message}`, 'DEVICE_LOST');

@@ -3,6 +3,7 @@ import { BufferManager, TempPool } from './buffers';
 import { PipelineCache } from './pipelines';
 import { Profiler } from './profiler';
 import { Recorder } from './recorder';
+import { yieldingWait } from './wait';
 import { DeviceLostError, GpuUnavailableError, GpuValidationError, WebMoeError } from '../errors';
 
 export interface GpuOptions {
@@ -99,7 +100,7 @@ export class Gpu {
   /** Waits for all submitted work. */
   async sync(): Promise<void> {
     this.assertAlive();
-    await this.device.queue.onSubmittedWorkDone();
+    await yieldingWait(() => this.device.queue.onSubmittedWorkDone());
     this.assertAlive();
   }
 
@@ -153,7 +154,7 @@ export class Gpu {
     const read = this.device.createBuffer({ label: `${this.label}.tsRead`, size: count * 8, usage: 0x01 | 0x08 });
     encoder.copyBufferToBuffer(resolveBuf, 0, read, 0, count * 8);
     return async (labels) => {
-      await read.mapAsync(0x01);
+      await yieldingWait(() => read.mapAsync(0x01));
       const t = new BigUint64Array(read.getMappedRange());
       for (let i = 0; i < count / 2; i++) this.profiler.record(labels[i], Number(t[2 * i + 1] - t[2 * i]) / 1e6);
       read.unmap();

@@ -6,3 +6,4 @@ export { Recorder, type DispatchDesc, type Binding } from './recorder';
 export { defineUniforms, type UniformLayout } from './uniforms';
 export { foldWorkgroups, ceilDiv } from './dispatch';
 export { Profiler } from './profiler';
+export { yieldingWait, setYieldingWaits, YIELD_AFTER_MS } from './wait';

@@ -28,7 +28,7 @@ const GPU_CONCURRENT_WORKGROUPS = 128;
 /**
  * On a software adapter the workgroups of a dispatch run on the CPU's threads: a split pays its
  * partials and the combine pass and only helps when another thread is free to take it. With the bench
- * no longer spinning the JS thread during waits (src/bench/context.ts waitYielding), 2 splits of 256
+ * no longer spinning the JS thread during waits (src/gpu/wait.ts yieldingWait), 2 splits of 256
  * keys measured 1.5× faster than one split at a 512-row cache (docs/attention.md); below that the
  * combine pass is a larger part of the step.
  */
