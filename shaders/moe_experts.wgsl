@@ -177,9 +177,9 @@ fn units_dn(q: Rows4, hb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> {
   }
   return acc;
 }
-// The batched passes' unit walks: rows q against the 4 token rows at VecK indices xb (Acc4: the 4 rows'
-// sums per token), each unit's words decoded once for the 4 tokens.
-fn units_gu_batch(q: Rows4, xb: vec4<u32>, k0: u32, step: u32, units: u32) -> Acc4 {
+// The batched passes' unit walks: rows q against the tile's n ≤ 4 token rows at VecK indices xb (Acc4:
+// the 4 rows' sums per token), each unit's words decoded once for the tile's tokens.
+fn units_gu_batch(q: Rows4, xb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 {
   var acc = acc4_zero();
   for (var u = k0; u < units; u += step) {
     var s = acc4_zero();
@@ -195,9 +195,9 @@ fn units_gu_batch(q: Rows4, xb: vec4<u32>, k0: u32, step: u32, units: u32) -> Ac
         let C = decode_word(wc, hf);
         let D = decode_word(wd, hf);
         s.a += dot4(A, B, C, D, x[xb.x + o]);
-        s.b += dot4(A, B, C, D, x[xb.y + o]);
-        s.c += dot4(A, B, C, D, x[xb.z + o]);
-        s.d += dot4(A, B, C, D, x[xb.w + o]);
+        if (n > 1u) { s.b += dot4(A, B, C, D, x[xb.y + o]); }
+        if (n > 2u) { s.c += dot4(A, B, C, D, x[xb.z + o]); }
+        if (n > 3u) { s.d += dot4(A, B, C, D, x[xb.w + o]); }
       }
     }
     let sc = vec4<f32>(unit_scale_gu(q.a, u), unit_scale_gu(q.b, u), unit_scale_gu(q.c, u), unit_scale_gu(q.d, u));
@@ -208,7 +208,7 @@ fn units_gu_batch(q: Rows4, xb: vec4<u32>, k0: u32, step: u32, units: u32) -> Ac
   }
   return acc;
 }
-fn units_dn_batch(q: Rows4, hb: vec4<u32>, k0: u32, step: u32, units: u32) -> Acc4 {
+fn units_dn_batch(q: Rows4, hb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 {
   var acc = acc4_zero();
   for (var u = k0; u < units; u += step) {
     var s = acc4_zero();
@@ -224,9 +224,9 @@ fn units_dn_batch(q: Rows4, hb: vec4<u32>, k0: u32, step: u32, units: u32) -> Ac
         let C = decode_word(wc, hf);
         let D = decode_word(wd, hf);
         s.a += dot4(A, B, C, D, hv[hb.x + o]);
-        s.b += dot4(A, B, C, D, hv[hb.y + o]);
-        s.c += dot4(A, B, C, D, hv[hb.z + o]);
-        s.d += dot4(A, B, C, D, hv[hb.w + o]);
+        if (n > 1u) { s.b += dot4(A, B, C, D, hv[hb.y + o]); }
+        if (n > 2u) { s.c += dot4(A, B, C, D, hv[hb.z + o]); }
+        if (n > 3u) { s.d += dot4(A, B, C, D, hv[hb.w + o]); }
       }
     }
     let sc = vec4<f32>(unit_scale_dn(q.a, u), unit_scale_dn(q.b, u), unit_scale_dn(q.c, u), unit_scale_dn(q.d, u));
@@ -249,8 +249,8 @@ const UNIT_V: u32 = 1u;
 fn whole_units(RL: u32) -> u32 { return 0u; }
 fn units_gu(q: Rows4, xb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> { return vec4<f32>(0.0); }
 fn units_dn(q: Rows4, hb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> { return vec4<f32>(0.0); }
-fn units_gu_batch(q: Rows4, xb: vec4<u32>, k0: u32, step: u32, units: u32) -> Acc4 { return acc4_zero(); }
-fn units_dn_batch(q: Rows4, hb: vec4<u32>, k0: u32, step: u32, units: u32) -> Acc4 { return acc4_zero(); }
+fn units_gu_batch(q: Rows4, xb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 { return acc4_zero(); }
+fn units_dn_batch(q: Rows4, hb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 { return acc4_zero(); }
 // @end wfmt
 
 // The expert activation of (gate, up) pre-activations, 4 rows at a time.
@@ -545,11 +545,12 @@ fn block_sum(b: u32) -> vec4<f32> {
   return s;
 }
 
-@compute @workgroup_size(WG)
-fn batched_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
-  if (!tl.ok) { return; }
+// Rows i0..i0+3 of expert tl.e's gate and up projections of the tile's tokens (per token in an Acc4),
+// over reduction units k0, k0 + step, …
+struct BatchedGateUp { g: Acc4, u: Acc4 }
+fn batched_gate_up_partial(tl: Tile, k0: u32, step: u32) -> BatchedGateUp {
   let DV = P.D / VK;
+  let n = tl.row1 - tl.row0;
   let rows = tile_rows(tl);
   let xb = vec4<u32>(perm[rows.x] / P.K, perm[rows.y] / P.K, perm[rows.z] / P.K, perm[rows.w] / P.K) * DV;
   let i0 = tl.col0;
@@ -563,9 +564,10 @@ fn batched_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let u2 = row_at(wb + P.I + min(i0 + 2u, P.I - 1u), P.D);
   let u3 = row_at(wb + P.I + min(i0 + 3u, P.I - 1u), P.D);
   let units = whole_units(P.D);
-  var g = units_gu_batch(Rows4(g0, g1, g2, g3), xb, lid, WG, units);
-  var u = units_gu_batch(Rows4(u0, u1, u2, u3), xb, lid, WG, units);
-  for (var k = units * UNIT_V + lid; k < DV; k += WG) {
+  var r: BatchedGateUp;
+  r.g = units_gu_batch(Rows4(g0, g1, g2, g3), xb, n, k0, step, units);
+  r.u = units_gu_batch(Rows4(u0, u1, u2, u3), xb, n, k0, step, units);
+  for (var k = units * UNIT_V + k0; k < DV; k += step) {
     let G0 = gu_in(g0, k);
     let G1 = gu_in(g1, k);
     let G2 = gu_in(g2, k);
@@ -575,45 +577,31 @@ fn batched_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     let U2 = gu_in(u2, k);
     let U3 = gu_in(u3, k);
     let xa = x[xb.x + k];
-    let xb1 = x[xb.y + k];
-    let xc = x[xb.z + k];
-    let xd = x[xb.w + k];
-    g.a += dot4(G0, G1, G2, G3, xa);
-    g.b += dot4(G0, G1, G2, G3, xb1);
-    g.c += dot4(G0, G1, G2, G3, xc);
-    g.d += dot4(G0, G1, G2, G3, xd);
-    u.a += dot4(U0, U1, U2, U3, xa);
-    u.b += dot4(U0, U1, U2, U3, xb1);
-    u.c += dot4(U0, U1, U2, U3, xc);
-    u.d += dot4(U0, U1, U2, U3, xd);
+    r.g.a += dot4(G0, G1, G2, G3, xa);
+    r.u.a += dot4(U0, U1, U2, U3, xa);
+    if (n > 1u) { let xv = x[xb.y + k]; r.g.b += dot4(G0, G1, G2, G3, xv); r.u.b += dot4(U0, U1, U2, U3, xv); }
+    if (n > 2u) { let xv = x[xb.z + k]; r.g.c += dot4(G0, G1, G2, G3, xv); r.u.c += dot4(U0, U1, U2, U3, xv); }
+    if (n > 3u) { let xv = x[xb.w + k]; r.g.d += dot4(G0, G1, G2, G3, xv); r.u.d += dot4(U0, U1, U2, U3, xv); }
   }
-  partial_tb[lid] = g.a;
-  partial_tb[WG + lid] = g.b;
-  partial_tb[2u * WG + lid] = g.c;
-  partial_tb[3u * WG + lid] = g.d;
-  partial_tb[4u * WG + lid] = u.a;
-  partial_tb[5u * WG + lid] = u.b;
-  partial_tb[6u * WG + lid] = u.c;
-  partial_tb[7u * WG + lid] = u.d;
-  workgroupBarrier();
-  // Invocation b < TB sums and stores the tile's row b (one barrier; SwiftShader's barriers are dear).
-  let r = tl.row0 + lid;
-  if (lid < TB && r < tl.row1) {
-    let cols = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
-    let v = glu(block_sum(lid) + gate_bias(tl.e, cols), block_sum(TB + lid) + up_bias(tl.e, cols));
-    let b = r * P.I + i0;
-    if (i0 < P.I) { h[b] = v.x; }
-    if (i0 + 1u < P.I) { h[b + 1u] = v.y; }
-    if (i0 + 2u < P.I) { h[b + 2u] = v.z; }
-    if (i0 + 3u < P.I) { h[b + 3u] = v.w; }
-  }
+  return r;
 }
-
-@compute @workgroup_size(WG)
-fn batched_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
-  if (!tl.ok) { return; }
+// Row b of the tile (if it has one): h = glu(gate + bias, up + bias) at columns i0..i0+3.
+fn store_h_batched(tl: Tile, b: u32, g: vec4<f32>, u: vec4<f32>) {
+  let r = tl.row0 + b;
+  if (r >= tl.row1) { return; }
+  let i0 = tl.col0;
+  let cols = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
+  let v = glu(g + gate_bias(tl.e, cols), u + up_bias(tl.e, cols));
+  let hb = r * P.I + i0;
+  if (i0 < P.I) { h[hb] = v.x; }
+  if (i0 + 1u < P.I) { h[hb + 1u] = v.y; }
+  if (i0 + 2u < P.I) { h[hb + 2u] = v.z; }
+  if (i0 + 3u < P.I) { h[hb + 3u] = v.w; }
+}
+// Columns d0..d3 of expert tl.e's down projection of the tile's rows of hv, over k0, k0 + step, …
+fn batched_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
   let IV = P.I / VK;
+  let n = tl.row1 - tl.row0;
   let hb = tile_rows(tl) * IV;
   let d0 = tl.col0;
   let eb = tl.e * P.D;
@@ -622,29 +610,138 @@ fn batched_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   let r2 = row_at(eb + min(d0 + 2u, P.D - 1u), P.I);
   let r3 = row_at(eb + min(d0 + 3u, P.D - 1u), P.I);
   let units = whole_units(P.I);
-  var y4 = units_dn_batch(Rows4(r0, r1, r2, r3), hb, lid, WG, units);
-  for (var k = units * UNIT_V + lid; k < IV; k += WG) {
+  var y4 = units_dn_batch(Rows4(r0, r1, r2, r3), hb, n, k0, step, units);
+  for (var k = units * UNIT_V + k0; k < IV; k += step) {
     let W0 = dn_in(r0, k);
     let W1 = dn_in(r1, k);
     let W2 = dn_in(r2, k);
     let W3 = dn_in(r3, k);
     y4.a += dot4(W0, W1, W2, W3, hv[hb.x + k]);
-    y4.b += dot4(W0, W1, W2, W3, hv[hb.y + k]);
-    y4.c += dot4(W0, W1, W2, W3, hv[hb.z + k]);
-    y4.d += dot4(W0, W1, W2, W3, hv[hb.w + k]);
+    if (n > 1u) { y4.b += dot4(W0, W1, W2, W3, hv[hb.y + k]); }
+    if (n > 2u) { y4.c += dot4(W0, W1, W2, W3, hv[hb.z + k]); }
+    if (n > 3u) { y4.d += dot4(W0, W1, W2, W3, hv[hb.w + k]); }
   }
-  partial_tb[lid] = y4.a;
-  partial_tb[WG + lid] = y4.b;
-  partial_tb[2u * WG + lid] = y4.c;
-  partial_tb[3u * WG + lid] = y4.d;
+  return y4;
+}
+// Row b of the tile (if it has one): y = down · h + down bias at columns d0..d3.
+fn store_y_batched(tl: Tile, b: u32, s: vec4<f32>) {
+  let r = tl.row0 + b;
+  if (r >= tl.row1) { return; }
+  let d0 = tl.col0;
+  let v = s + down_bias4(tl.e, vec4<u32>(d0) + vec4<u32>(0u, 1u, 2u, 3u));
+  let yb = r * P.D + d0;
+  if (d0 < P.D) { y[yb] = v.x; }
+  if (d0 + 1u < P.D) { y[yb + 1u] = v.y; }
+  if (d0 + 2u < P.D) { y[yb + 2u] = v.z; }
+  if (d0 + 3u < P.D) { y[yb + 3u] = v.w; }
+}
+
+// A tile of one row (most tiles at a few tokens per expert) takes the decode kernels' single-token
+// walk instead, so it pays no more than the decode path (branch uniform over the workgroup).
+fn single_gate_up_partial(tl: Tile, k0: u32, step: u32) -> BatchedGateUp {
+  let r = gate_up_partial(perm[tl.row0], tl.col0, k0, step);
+  var b: BatchedGateUp;
+  b.g.a = r.g;
+  b.u.a = r.u;
+  return b;
+}
+fn single_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
+  let IV = P.I / VK;
+  let d0 = tl.col0;
+  let eb = tl.e * P.D;
+  let r0 = row_at(eb + min(d0, P.D - 1u), P.I);
+  let r1 = row_at(eb + min(d0 + 1u, P.D - 1u), P.I);
+  let r2 = row_at(eb + min(d0 + 2u, P.D - 1u), P.I);
+  let r3 = row_at(eb + min(d0 + 3u, P.D - 1u), P.I);
+  let hb = tl.row0 * IV;
+  let units = whole_units(P.I);
+  var a = acc4_zero();
+  a.a = units_dn(Rows4(r0, r1, r2, r3), hb, k0, step, units);
+  for (var k = units * UNIT_V + k0; k < IV; k += step) {
+    let hk = hv[hb + k];
+    a.a += vec4<f32>(vdot(dn_in(r0, k), hk), vdot(dn_in(r1, k), hk), vdot(dn_in(r2, k), hk), vdot(dn_in(r3, k), hk));
+  }
+  return a;
+}
+fn tile_gate_up_partial(tl: Tile, k0: u32, step: u32) -> BatchedGateUp {
+  if (tl.row1 - tl.row0 == 1u) { return single_gate_up_partial(tl, k0, step); }
+  return batched_gate_up_partial(tl, k0, step);
+}
+fn tile_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
+  if (tl.row1 - tl.row0 == 1u) { return single_down_partial(tl, k0, step); }
+  return batched_down_partial(tl, k0, step);
+}
+
+// Through workgroup memory (any device): one barrier, then invocation b < TB sums the tile's row b.
+@compute @workgroup_size(WG)
+fn batched_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_gate_up_partial(tl, lid, WG);
+  partial_tb[lid] = p.g.a;
+  partial_tb[WG + lid] = p.g.b;
+  partial_tb[2u * WG + lid] = p.g.c;
+  partial_tb[3u * WG + lid] = p.g.d;
+  partial_tb[4u * WG + lid] = p.u.a;
+  partial_tb[5u * WG + lid] = p.u.b;
+  partial_tb[6u * WG + lid] = p.u.c;
+  partial_tb[7u * WG + lid] = p.u.d;
   workgroupBarrier();
-  let r = tl.row0 + lid;
-  if (lid < TB && r < tl.row1) {
-    let v = block_sum(lid) + down_bias4(tl.e, vec4<u32>(d0) + vec4<u32>(0u, 1u, 2u, 3u));
-    let b = r * P.D + d0;
-    if (d0 < P.D) { y[b] = v.x; }
-    if (d0 + 1u < P.D) { y[b + 1u] = v.y; }
-    if (d0 + 2u < P.D) { y[b + 2u] = v.z; }
-    if (d0 + 3u < P.D) { y[b + 3u] = v.w; }
+  if (lid < TB) { store_h_batched(tl, lid, block_sum(lid), block_sum(TB + lid)); }
+}
+
+@compute @workgroup_size(WG)
+fn batched_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_down_partial(tl, lid, WG);
+  partial_tb[lid] = p.a;
+  partial_tb[WG + lid] = p.b;
+  partial_tb[2u * WG + lid] = p.c;
+  partial_tb[3u * WG + lid] = p.d;
+  workgroupBarrier();
+  if (lid < TB) { store_y_batched(tl, lid, block_sum(lid)); }
+}
+
+// One subgroup per workgroup (devices with subgroups; SwiftShader's are its SIMD width): subgroupAdd,
+// no barrier, no workgroup memory.
+// @variant subgroups on
+@compute @workgroup_size(WG)
+fn batched_gate_up_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_gate_up_partial(tl, lid, WG);
+  let ga = subgroupAdd(p.g.a);
+  let gb = subgroupAdd(p.g.b);
+  let gc = subgroupAdd(p.g.c);
+  let gd = subgroupAdd(p.g.d);
+  let ua = subgroupAdd(p.u.a);
+  let ub = subgroupAdd(p.u.b);
+  let uc = subgroupAdd(p.u.c);
+  let ud = subgroupAdd(p.u.d);
+  if (lid == 0u) {
+    store_h_batched(tl, 0u, ga, ua);
+    store_h_batched(tl, 1u, gb, ub);
+    store_h_batched(tl, 2u, gc, uc);
+    store_h_batched(tl, 3u, gd, ud);
   }
 }
+
+@compute @workgroup_size(WG)
+fn batched_down_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_down_partial(tl, lid, WG);
+  let a = subgroupAdd(p.a);
+  let b = subgroupAdd(p.b);
+  let c = subgroupAdd(p.c);
+  let d = subgroupAdd(p.d);
+  if (lid == 0u) {
+    store_y_batched(tl, 0u, a);
+    store_y_batched(tl, 1u, b);
+    store_y_batched(tl, 2u, c);
+    store_y_batched(tl, 3u, d);
+  }
+}
+// @variant subgroups off
+// @end subgroups

@@ -607,7 +607,7 @@ export interface MoeExpertsArgs {
    * rows; 'grouped': permutation + grouped GEMMs; 'auto': moeExpertsMode.
    */
   mode?: 'auto' | MoeExpertsMode;
-  /** Decode: use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
+  /** Decode and batched: use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
   noSubgroups?: boolean;
   /** Decode, q8/q4/mxfp4 experts: walk rows by whole 4-word units (default: decodeUnitWalk's device rule; tests). */
   unitWalk?: boolean;
@@ -751,8 +751,12 @@ function moeExpertsBatched(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const N = T * K;
   const unitWalk = a.unitWalk ?? decodeUnitWalk(gpu, a.experts.format);
   const walk = { UNIT_WALK: unitWalk ? 1 : 0 };
-  const wgUp = batchedWG(gpu, D, unitWalk, a.experts.format), wgDown = batchedWG(gpu, I, unitWalk, a.experts.format);
-  checkWorkgroupStorage(gpu, 2 * MOE_BATCH_ROWS * 16 * Math.max(wgUp, wgDown), 'the MoE batched kernels');
+  // As the decode kernels: one subgroup per workgroup where there are subgroups (no barrier; on
+  // SwiftShader the workgroup-memory variant was ~10x slower), else a workgroup-memory reduction.
+  const sg = !a.noSubgroups && decodeSubgroups(gpu);
+  const wgUp = sg ? gpu.caps.subgroupMinSize : batchedWG(gpu, D, unitWalk, a.experts.format);
+  const wgDown = sg ? gpu.caps.subgroupMinSize : batchedWG(gpu, I, unitWalk, a.experts.format);
+  if (!sg) checkWorkgroupStorage(gpu, 2 * MOE_BATCH_ROWS * 16 * Math.max(wgUp, wgDown), 'the MoE batched kernels');
   const perm = gpu.temps.acquire(N * 4), inv = gpu.temps.acquire(N * 4);
   const seg = gpu.temps.acquire(2 * (E + 1) * 4);
   const h = gpu.temps.acquire(N * I * 4), y = gpu.temps.acquire(N * D * 4);
@@ -760,14 +764,14 @@ function moeExpertsBatched(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const tiles = maxGroupedTiles(N, E, MOE_BATCH_ROWS);
   const gu = ceilDiv(I, DECODE_ROWS), gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, false, a), entryPoint: 'batched_gate_up', constants: { WG: wgUp, ...walk, ...formatConstants(a) } }),
-    bindings: expertBindings([a.x, a.experts.gateUp, null, h, null, null, null, null, null, perm, seg], a.experts, 'gate_up'),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a), entryPoint: sg ? 'batched_gate_up_subgroup' : 'batched_gate_up', constants: { WG: wgUp, ...walk, ...formatConstants(a) } }),
+    bindings: expertBindings([a.x, a.experts.gateUp, a.ids, h, null, null, null, null, null, perm, seg], a.experts, 'gate_up'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
     workgroups: tiles * gu,
     label: 'moe_batched_gate_up',
   });
   rec.dispatch({
-    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, false, a), entryPoint: 'batched_down', constants: { WG: wgDown, ...walk, ...formatConstants(a) } }),
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a), entryPoint: sg ? 'batched_down_subgroup' : 'batched_down', constants: { WG: wgDown, ...walk, ...formatConstants(a) } }),
     bindings: expertBindings([null, null, null, null, h, a.experts.down, null, null, null, null, seg, y], a.experts, 'down'),
     uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: 0, _p: 0 }),
     workgroups: tiles * gd,

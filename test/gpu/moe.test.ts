@@ -256,11 +256,11 @@ describe('moeExperts: grouped (prefill) == batched == per-token decode == CPU re
     free(bx, bids, bw, bs, ...outs);
   });
 
-  it('decode without subgroups (workgroup-memory reduction) equals the reference', async () => {
+  it('decode and batched without subgroups (workgroup-memory reduction) equal the reference', async () => {
     const plain = await testGpu({ disableFeatures: ['subgroups'] });
     expect(plain.caps.subgroups).toBe(false);
     // [T, K, E, D, I]: vec4 shapes ragged in the 4-row groups, and scalar loads (D, I odd)
-    for (const [T, K, E, D, I] of [[2, 3, 5, 36, 22], [1, 2, 4, 17, 9]]) {
+    for (const [T, K, E, D, I] of [[2, 3, 5, 36, 22], [1, 2, 4, 17, 9], [9, 2, 3, 20, 13]]) {
       const seed = 77 + D;
       const experts = Array.from({ length: E }, (_, e) => ({
         gate: randomUniform(I * D, seed + 3 * e, -0.5, 0.5), up: randomUniform(I * D, seed + 3 * e + 1, -0.5, 0.5), down: randomUniform(D * I, seed + 3 * e + 2, -0.5, 0.5),
@@ -272,15 +272,18 @@ describe('moeExperts: grouped (prefill) == batched == per-token decode == CPU re
       const w = uploadExperts(plain, 'plain', experts, D, I);
       const bx = plain.buffers.upload('x', x), bids = plain.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
       const bw = plain.buffers.upload('w', Float32Array.from(wArr.flat())), bs = plain.buffers.upload('shared', sharedArr);
-      const out = poisoned(plain, 'out', T * D);
+      const out = poisoned(plain, 'out', T * D), outBatched = poisoned(plain, 'out.batched', T * D);
       const got = await plain.checked(async () => {
         const rec = plain.recorder('experts');
         moeExperts(plain, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out, mode: 'decode' });
+        moeExperts(plain, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: outBatched, mode: 'batched' });
         rec.submit();
         plain.temps.releaseAll();
-        return plain.buffers.readF32(out);
+        return Promise.all([plain.buffers.readF32(out), plain.buffers.readF32(outBatched)]);
       });
-      expectClose(got, moeExpertsRef(x, T, D, I, experts, idsArr, wArr, sharedArr), MLP_TOL, `decode (no subgroups) D=${D} I=${I}`);
+      const ref = moeExpertsRef(x, T, D, I, experts, idsArr, wArr, sharedArr);
+      expectClose(got[0], ref, MLP_TOL, `decode (no subgroups) D=${D} I=${I}`);
+      expectClose(got[1], ref, MLP_TOL, `batched (no subgroups) D=${D} I=${I}`);
     }
     plain.destroy();
   });
@@ -302,7 +305,7 @@ describe('moeExperts: grouped (prefill) == batched == per-token decode == CPU re
       const wArr = idsArr.map((row, t) => row.map((_, j) => 0.5 + t * 0.01 + j * 0.2));
       const sharedArr = randomUniform(T * D, seed + 5);
       const ref = moeExpertsRef(x, T, D, I, rounded, idsArr, wArr, sharedArr);
-      for (const [g, modes] of [[gpu, ['decode', 'grouped', 'batched']], [plain, ['decode']]] as const) {
+      for (const [g, modes] of [[gpu, ['decode', 'grouped', 'batched']], [plain, ['decode', 'batched']]] as const) {
         const w = uploadExperts(g, format, experts, D, I, format, gs);
         expect(w.format).toBe(format);
         if (format === 'f16' || format === 'bf16') expect(w.bytes).toBe(E * 3 * I * D * 2);
