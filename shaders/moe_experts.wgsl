@@ -548,9 +548,8 @@ fn block_sum(b: u32) -> vec4<f32> {
 // Rows i0..i0+3 of expert tl.e's gate and up projections of the tile's tokens (per token in an Acc4),
 // over reduction units k0, k0 + step, …
 struct BatchedGateUp { g: Acc4, u: Acc4 }
-fn batched_gate_up_partial(tl: Tile, k0: u32, step: u32) -> BatchedGateUp {
+fn batched_gate_up_partial(tl: Tile, n: u32, k0: u32, step: u32) -> BatchedGateUp {
   let DV = P.D / VK;
-  let n = tl.row1 - tl.row0;
   let rows = tile_rows(tl);
   let xb = vec4<u32>(perm[rows.x] / P.K, perm[rows.y] / P.K, perm[rows.z] / P.K, perm[rows.w] / P.K) * DV;
   let i0 = tl.col0;
@@ -599,9 +598,8 @@ fn store_h_batched(tl: Tile, b: u32, g: vec4<f32>, u: vec4<f32>) {
   if (i0 + 3u < P.I) { h[hb + 3u] = v.w; }
 }
 // Columns d0..d3 of expert tl.e's down projection of the tile's rows of hv, over k0, k0 + step, …
-fn batched_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
+fn batched_down_partial(tl: Tile, n: u32, k0: u32, step: u32) -> Acc4 {
   let IV = P.I / VK;
-  let n = tl.row1 - tl.row0;
   let hb = tile_rows(tl) * IV;
   let d0 = tl.col0;
   let eb = tl.e * P.D;
@@ -663,13 +661,21 @@ fn single_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
   }
   return a;
 }
+// The row count goes in as a literal per branch: with it constant the `n > b` guards fold away (as a
+// runtime value SwiftShader computed the absent rows anyway, if-converted).
 fn tile_gate_up_partial(tl: Tile, k0: u32, step: u32) -> BatchedGateUp {
-  if (tl.row1 - tl.row0 == 1u) { return single_gate_up_partial(tl, k0, step); }
-  return batched_gate_up_partial(tl, k0, step);
+  let n = tl.row1 - tl.row0;
+  if (n == 1u) { return single_gate_up_partial(tl, k0, step); }
+  if (n == 2u) { return batched_gate_up_partial(tl, 2u, k0, step); }
+  if (n == 3u) { return batched_gate_up_partial(tl, 3u, k0, step); }
+  return batched_gate_up_partial(tl, 4u, k0, step);
 }
 fn tile_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
-  if (tl.row1 - tl.row0 == 1u) { return single_down_partial(tl, k0, step); }
-  return batched_down_partial(tl, k0, step);
+  let n = tl.row1 - tl.row0;
+  if (n == 1u) { return single_down_partial(tl, k0, step); }
+  if (n == 2u) { return batched_down_partial(tl, 2u, k0, step); }
+  if (n == 3u) { return batched_down_partial(tl, 3u, k0, step); }
+  return batched_down_partial(tl, 4u, k0, step);
 }
 
 // Through workgroup memory (any device): one barrier, then invocation b < TB sums the tile's row b.
