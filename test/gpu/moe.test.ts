@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Gpu } from '../../src/gpu/device';
 import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomNormal, randomUniform, mulberry32 } from '../../src/util/random';
-import { moeGate, moeGateSelect, moeExperts, moeSort, uploadExperts, destroyExperts, maxGroupedTiles, MOE_TILE_ROWS, type MoeRouting } from '../../src/kernels/moe';
+import { moeGate, moeGateSelect, moeExperts, moeExpertsMode, moeSort, uploadExperts, destroyExperts, maxGroupedTiles, MOE_BATCH_ROWS, MOE_DECODE_MAX_TOKENS, MOE_TILE_ROWS, type MoeRouting } from '../../src/kernels/moe';
 import { moeGateRef, moeExpertsRef, moePermutationRef, expertCountsRef } from '../../src/kernels/moe.ref';
 import { routingFromConfig } from '../../src/model/config';
 import { matmul } from '../../src/kernels/matmul';
@@ -346,27 +346,46 @@ describe('moeExperts: grouped (prefill) == batched == per-token decode == CPU re
   });
 });
 
+describe('moeExpertsMode: the auto path choice', () => {
+  it('CPU fallback adapters batch from one entry per expert (T > 1); GPUs keep decode up to MOE_DECODE_MAX_TOKENS, then grouped', () => {
+    const fallback = { adapter: { isFallbackAdapter: true } } as Gpu, hardware = { adapter: { isFallbackAdapter: false } } as Gpu;
+    // V2-Lite: E = 64, K = 6 (moeDecodeMaxTokens = 64 on a fallback adapter)
+    expect(moeExpertsMode(fallback, 1, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(fallback, 10, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(fallback, 11, 6, 64)).toBe('batched');
+    expect(moeExpertsMode(fallback, 64, 6, 64)).toBe('batched');
+    expect(moeExpertsMode(fallback, 65, 6, 64)).toBe('grouped');
+    expect(moeExpertsMode(hardware, 1, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(hardware, MOE_DECODE_MAX_TOKENS, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(hardware, MOE_DECODE_MAX_TOKENS + 1, 6, 64)).toBe('grouped');
+    expect(moeExpertsMode(hardware, 19, 6, 8)).toBe('grouped');
+  });
+});
+
 describe('moeSort: the token permutation', () => {
   // N crosses the 256-entry chunk; E = 300 gives invocations more than one expert in the scan
   it.each([[1, 1, 1], [5, 3, 8], [300, 6, 64], [129, 8, 256], [40, 5, 300], [600, 2, 7]])('T=%i K=%i E=%i round trips and equals the stable reference', async (T, K, E) => {
     const ids = skewedIds(T, K, E, T + E).flat();
     const N = ids.length;
-    const ref = moePermutationRef(ids, E, MOE_TILE_ROWS);
-    const bids = gpu.buffers.upload('ids', Uint32Array.from(ids));
-    const perm = gpu.buffers.create('perm', N * 4), inv = gpu.buffers.create('inv', N * 4), seg = gpu.buffers.create('seg', 2 * (E + 1) * 4);
-    for (const b of [perm, inv, seg]) gpu.buffers.fill(b, 0xffffffff, false);
-    const [p, q, s] = await gpu.checked(async () => {
-      const rec = gpu.recorder('sort');
-      moeSort(gpu, rec, { ids: bids, N, E, perm, inv, seg });
-      rec.submit();
-      return Promise.all([gpu.buffers.readU32(perm), gpu.buffers.readU32(inv), gpu.buffers.readU32(seg)]);
-    });
-    for (let i = 0; i < N; i++) expect(p[q[i]]).toBe(i);
-    expect(Array.from(p)).toEqual(Array.from(ref.perm));
-    expect(Array.from(q)).toEqual(Array.from(ref.inv));
-    expect(Array.from(s.subarray(0, E + 1))).toEqual(Array.from(ref.offsets));
-    expect(Array.from(s.subarray(E + 1))).toEqual(Array.from(ref.tileStart));
-    expect(ref.tileStart[E]).toBeLessThanOrEqual(maxGroupedTiles(N, E));
-    free(bids, perm, inv, seg);
+    // the grouped GEMMs' 32-row tiles and the batched kernels' 4-row tiles
+    for (const tileRows of [MOE_TILE_ROWS, MOE_BATCH_ROWS]) {
+      const ref = moePermutationRef(ids, E, tileRows);
+      const bids = gpu.buffers.upload('ids', Uint32Array.from(ids));
+      const perm = gpu.buffers.create('perm', N * 4), inv = gpu.buffers.create('inv', N * 4), seg = gpu.buffers.create('seg', 2 * (E + 1) * 4);
+      for (const b of [perm, inv, seg]) gpu.buffers.fill(b, 0xffffffff, false);
+      const [p, q, s] = await gpu.checked(async () => {
+        const rec = gpu.recorder('sort');
+        moeSort(gpu, rec, { ids: bids, N, E, perm, inv, seg, tileRows });
+        rec.submit();
+        return Promise.all([gpu.buffers.readU32(perm), gpu.buffers.readU32(inv), gpu.buffers.readU32(seg)]);
+      });
+      for (let i = 0; i < N; i++) expect(p[q[i]]).toBe(i);
+      expect(Array.from(p)).toEqual(Array.from(ref.perm));
+      expect(Array.from(q)).toEqual(Array.from(ref.inv));
+      expect(Array.from(s.subarray(0, E + 1))).toEqual(Array.from(ref.offsets));
+      expect(Array.from(s.subarray(E + 1)), `tile starts, ${tileRows}-row tiles`).toEqual(Array.from(ref.tileStart));
+      expect(ref.tileStart[E]).toBeLessThanOrEqual(maxGroupedTiles(N, E, tileRows));
+      free(bids, perm, inv, seg);
+    }
   });
 });
