@@ -177,6 +177,66 @@ fn units_dn(q: Rows4, hb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> {
   }
   return acc;
 }
+// The batched passes' unit walks: rows q against the tile's n ≤ 4 token rows at VecK indices xb (Acc4:
+// the 4 rows' sums per token), each unit's words decoded once for the tile's tokens.
+fn units_gu_batch(q: Rows4, xb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 {
+  var acc = acc4_zero();
+  for (var u = k0; u < units; u += step) {
+    var s = acc4_zero();
+    for (var w = 0u; w < 4u; w++) {
+      let wa = gate_up[q.a.word + 4u * u + w];
+      let wb = gate_up[q.b.word + 4u * u + w];
+      let wc = gate_up[q.c.word + 4u * u + w];
+      let wd = gate_up[q.d.word + 4u * u + w];
+      for (var hf = 0u; hf < Q_PER_WORD / 4u; hf++) {
+        let o = u * UNIT_V + w * (Q_PER_WORD / 4u) + hf;
+        let A = decode_word(wa, hf);
+        let B = decode_word(wb, hf);
+        let C = decode_word(wc, hf);
+        let D = decode_word(wd, hf);
+        s.a += dot4(A, B, C, D, x[xb.x + o]);
+        if (n > 1u) { s.b += dot4(A, B, C, D, x[xb.y + o]); }
+        if (n > 2u) { s.c += dot4(A, B, C, D, x[xb.z + o]); }
+        if (n > 3u) { s.d += dot4(A, B, C, D, x[xb.w + o]); }
+      }
+    }
+    let sc = vec4<f32>(unit_scale_gu(q.a, u), unit_scale_gu(q.b, u), unit_scale_gu(q.c, u), unit_scale_gu(q.d, u));
+    acc.a += s.a * sc;
+    acc.b += s.b * sc;
+    acc.c += s.c * sc;
+    acc.d += s.d * sc;
+  }
+  return acc;
+}
+fn units_dn_batch(q: Rows4, hb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 {
+  var acc = acc4_zero();
+  for (var u = k0; u < units; u += step) {
+    var s = acc4_zero();
+    for (var w = 0u; w < 4u; w++) {
+      let wa = down[q.a.word + 4u * u + w];
+      let wb = down[q.b.word + 4u * u + w];
+      let wc = down[q.c.word + 4u * u + w];
+      let wd = down[q.d.word + 4u * u + w];
+      for (var hf = 0u; hf < Q_PER_WORD / 4u; hf++) {
+        let o = u * UNIT_V + w * (Q_PER_WORD / 4u) + hf;
+        let A = decode_word(wa, hf);
+        let B = decode_word(wb, hf);
+        let C = decode_word(wc, hf);
+        let D = decode_word(wd, hf);
+        s.a += dot4(A, B, C, D, hv[hb.x + o]);
+        if (n > 1u) { s.b += dot4(A, B, C, D, hv[hb.y + o]); }
+        if (n > 2u) { s.c += dot4(A, B, C, D, hv[hb.z + o]); }
+        if (n > 3u) { s.d += dot4(A, B, C, D, hv[hb.w + o]); }
+      }
+    }
+    let sc = vec4<f32>(unit_scale_dn(q.a, u), unit_scale_dn(q.b, u), unit_scale_dn(q.c, u), unit_scale_dn(q.d, u));
+    acc.a += s.a * sc;
+    acc.b += s.b * sc;
+    acc.c += s.c * sc;
+    acc.d += s.d * sc;
+  }
+  return acc;
+}
 // @variant wfmt f32 f16 bf16
 // The decode kernels' row walk for unquantised rows: a row's first VecK unit, then unit c of it.
 struct RowAt { word: u32, scale: u32 }
@@ -189,6 +249,8 @@ const UNIT_V: u32 = 1u;
 fn whole_units(RL: u32) -> u32 { return 0u; }
 fn units_gu(q: Rows4, xb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> { return vec4<f32>(0.0); }
 fn units_dn(q: Rows4, hb: u32, k0: u32, step: u32, units: u32) -> vec4<f32> { return vec4<f32>(0.0); }
+fn units_gu_batch(q: Rows4, xb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 { return acc4_zero(); }
+fn units_dn_batch(q: Rows4, hb: vec4<u32>, n: u32, k0: u32, step: u32, units: u32) -> Acc4 { return acc4_zero(); }
 // @end wfmt
 
 // The expert activation of (gate, up) pre-activations, 4 rows at a time.
@@ -450,3 +512,242 @@ fn grouped_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
   store_y_tile(r0 + 2u * WGY, tl.row1, c0, acc[2] + db);
   store_y_tile(r0 + 3u * WGY, tl.row1, c0, acc[3] + db);
 }
+
+
+// --------------------------------------------------------------------------------------------- batched
+// A few tokens on a CPU fallback adapter (moe.ts moeExpertsMode): the (token, slot) entries sorted by
+// expert (moe_dispatch.wgsl `sort` with tiles of TB = 4 sorted rows); a workgroup owns ROWS = 4 output
+// rows of one expert for one tile of up to TB sorted rows, its invocations stride along the reduction
+// axis as in the decode kernels, and each decoded weight vec4 serves the tile's TB tokens (the TB × ROWS
+// sums in named vec4s: no private arrays, whose loop-indexed elements SwiftShader spills). The decode
+// kernels decode every weight once per (token, slot). A short tile repeats its last row (in bounds)
+// and does not store it.
+// batched_gate_up  params { T, K, D, I, E, groups, _, _ }  (groups = ⌈I/ROWS⌉; workgroups ≥ tiles·groups)
+//   1: x [T, D]   2: gate_up   10: perm [N]   11: seg [2(E+1)] (tiles of TB)   4: h [N, I] out (sorted rows)
+// batched_down     params { T, K, D, I, E, groups, _, _ }  (groups = ⌈D/ROWS⌉)
+//   5: hv [N, I] (sorted rows)   6: down   11: seg   12: y [N, D] out (sorted rows, down bias added)
+const TB: u32 = 4u;
+struct Acc4 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+fn acc4_zero() -> Acc4 { return Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0)); }
+// Rows a..d of a weight block against one token's VecK.
+fn dot4(a: VecK, b: VecK, c: VecK, d: VecK, v: VecK) -> vec4<f32> { return vec4<f32>(vdot(a, v), vdot(b, v), vdot(c, v), vdot(d, v)); }
+// Per invocation: TB gate blocks then TB up blocks (gate_up) or TB output blocks (down), WG each.
+var<workgroup> partial_tb: array<vec4<f32>, 2u * TB * WG>;
+
+// The tile's sorted rows row0 .. row0 + 3, past row1 − 1 clamped to it.
+fn tile_rows(tl: Tile) -> vec4<u32> {
+  return min(vec4<u32>(tl.row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(tl.row1 - 1u));
+}
+// Σ over the workgroup of block b of partial_tb (after a barrier).
+fn block_sum(b: u32) -> vec4<f32> {
+  var s = vec4<f32>(0.0);
+  for (var q = 0u; q < WG; q++) { s += partial_tb[b * WG + q]; }
+  return s;
+}
+
+// Rows i0..i0+3 of expert tl.e's gate and up projections of the tile's tokens (per token in an Acc4),
+// over reduction units k0, k0 + step, …
+struct BatchedGateUp { g: Acc4, u: Acc4 }
+fn batched_gate_up_partial(tl: Tile, n: u32, k0: u32, step: u32) -> BatchedGateUp {
+  let DV = P.D / VK;
+  let rows = tile_rows(tl);
+  let xb = vec4<u32>(perm[rows.x] / P.K, perm[rows.y] / P.K, perm[rows.z] / P.K, perm[rows.w] / P.K) * DV;
+  let i0 = tl.col0;
+  let wb = tl.e * 2u * P.I;
+  let g0 = row_at(wb + min(i0, P.I - 1u), P.D);
+  let g1 = row_at(wb + min(i0 + 1u, P.I - 1u), P.D);
+  let g2 = row_at(wb + min(i0 + 2u, P.I - 1u), P.D);
+  let g3 = row_at(wb + min(i0 + 3u, P.I - 1u), P.D);
+  let u0 = row_at(wb + P.I + min(i0, P.I - 1u), P.D);
+  let u1 = row_at(wb + P.I + min(i0 + 1u, P.I - 1u), P.D);
+  let u2 = row_at(wb + P.I + min(i0 + 2u, P.I - 1u), P.D);
+  let u3 = row_at(wb + P.I + min(i0 + 3u, P.I - 1u), P.D);
+  let units = whole_units(P.D);
+  var r: BatchedGateUp;
+  r.g = units_gu_batch(Rows4(g0, g1, g2, g3), xb, n, k0, step, units);
+  r.u = units_gu_batch(Rows4(u0, u1, u2, u3), xb, n, k0, step, units);
+  for (var k = units * UNIT_V + k0; k < DV; k += step) {
+    let G0 = gu_in(g0, k);
+    let G1 = gu_in(g1, k);
+    let G2 = gu_in(g2, k);
+    let G3 = gu_in(g3, k);
+    let U0 = gu_in(u0, k);
+    let U1 = gu_in(u1, k);
+    let U2 = gu_in(u2, k);
+    let U3 = gu_in(u3, k);
+    let xa = x[xb.x + k];
+    r.g.a += dot4(G0, G1, G2, G3, xa);
+    r.u.a += dot4(U0, U1, U2, U3, xa);
+    if (n > 1u) { let xv = x[xb.y + k]; r.g.b += dot4(G0, G1, G2, G3, xv); r.u.b += dot4(U0, U1, U2, U3, xv); }
+    if (n > 2u) { let xv = x[xb.z + k]; r.g.c += dot4(G0, G1, G2, G3, xv); r.u.c += dot4(U0, U1, U2, U3, xv); }
+    if (n > 3u) { let xv = x[xb.w + k]; r.g.d += dot4(G0, G1, G2, G3, xv); r.u.d += dot4(U0, U1, U2, U3, xv); }
+  }
+  return r;
+}
+// Row b of the tile (if it has one): h = glu(gate + bias, up + bias) at columns i0..i0+3.
+fn store_h_batched(tl: Tile, b: u32, g: vec4<f32>, u: vec4<f32>) {
+  let r = tl.row0 + b;
+  if (r >= tl.row1) { return; }
+  let i0 = tl.col0;
+  let cols = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
+  let v = glu(g + gate_bias(tl.e, cols), u + up_bias(tl.e, cols));
+  let hb = r * P.I + i0;
+  if (i0 < P.I) { h[hb] = v.x; }
+  if (i0 + 1u < P.I) { h[hb + 1u] = v.y; }
+  if (i0 + 2u < P.I) { h[hb + 2u] = v.z; }
+  if (i0 + 3u < P.I) { h[hb + 3u] = v.w; }
+}
+// Columns d0..d3 of expert tl.e's down projection of the tile's rows of hv, over k0, k0 + step, …
+fn batched_down_partial(tl: Tile, n: u32, k0: u32, step: u32) -> Acc4 {
+  let IV = P.I / VK;
+  let hb = tile_rows(tl) * IV;
+  let d0 = tl.col0;
+  let eb = tl.e * P.D;
+  let r0 = row_at(eb + min(d0, P.D - 1u), P.I);
+  let r1 = row_at(eb + min(d0 + 1u, P.D - 1u), P.I);
+  let r2 = row_at(eb + min(d0 + 2u, P.D - 1u), P.I);
+  let r3 = row_at(eb + min(d0 + 3u, P.D - 1u), P.I);
+  let units = whole_units(P.I);
+  var y4 = units_dn_batch(Rows4(r0, r1, r2, r3), hb, n, k0, step, units);
+  for (var k = units * UNIT_V + k0; k < IV; k += step) {
+    let W0 = dn_in(r0, k);
+    let W1 = dn_in(r1, k);
+    let W2 = dn_in(r2, k);
+    let W3 = dn_in(r3, k);
+    y4.a += dot4(W0, W1, W2, W3, hv[hb.x + k]);
+    if (n > 1u) { y4.b += dot4(W0, W1, W2, W3, hv[hb.y + k]); }
+    if (n > 2u) { y4.c += dot4(W0, W1, W2, W3, hv[hb.z + k]); }
+    if (n > 3u) { y4.d += dot4(W0, W1, W2, W3, hv[hb.w + k]); }
+  }
+  return y4;
+}
+// Row b of the tile (if it has one): y = down · h + down bias at columns d0..d3.
+fn store_y_batched(tl: Tile, b: u32, s: vec4<f32>) {
+  let r = tl.row0 + b;
+  if (r >= tl.row1) { return; }
+  let d0 = tl.col0;
+  let v = s + down_bias4(tl.e, vec4<u32>(d0) + vec4<u32>(0u, 1u, 2u, 3u));
+  let yb = r * P.D + d0;
+  if (d0 < P.D) { y[yb] = v.x; }
+  if (d0 + 1u < P.D) { y[yb + 1u] = v.y; }
+  if (d0 + 2u < P.D) { y[yb + 2u] = v.z; }
+  if (d0 + 3u < P.D) { y[yb + 3u] = v.w; }
+}
+
+// A tile of one row (most tiles at a few tokens per expert) takes the decode kernels' single-token
+// walk instead, so it pays no more than the decode path (branch uniform over the workgroup).
+fn single_gate_up_partial(tl: Tile, k0: u32, step: u32) -> BatchedGateUp {
+  let r = gate_up_partial(perm[tl.row0], tl.col0, k0, step);
+  var b: BatchedGateUp;
+  b.g.a = r.g;
+  b.u.a = r.u;
+  return b;
+}
+fn single_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
+  let IV = P.I / VK;
+  let d0 = tl.col0;
+  let eb = tl.e * P.D;
+  let r0 = row_at(eb + min(d0, P.D - 1u), P.I);
+  let r1 = row_at(eb + min(d0 + 1u, P.D - 1u), P.I);
+  let r2 = row_at(eb + min(d0 + 2u, P.D - 1u), P.I);
+  let r3 = row_at(eb + min(d0 + 3u, P.D - 1u), P.I);
+  let hb = tl.row0 * IV;
+  let units = whole_units(P.I);
+  var a = acc4_zero();
+  a.a = units_dn(Rows4(r0, r1, r2, r3), hb, k0, step, units);
+  for (var k = units * UNIT_V + k0; k < IV; k += step) {
+    let hk = hv[hb + k];
+    a.a += vec4<f32>(vdot(dn_in(r0, k), hk), vdot(dn_in(r1, k), hk), vdot(dn_in(r2, k), hk), vdot(dn_in(r3, k), hk));
+  }
+  return a;
+}
+// The row count goes in as a literal per branch: with it constant the `n > b` guards fold away (as a
+// runtime value SwiftShader computed the absent rows anyway, if-converted).
+fn tile_gate_up_partial(tl: Tile, k0: u32, step: u32) -> BatchedGateUp {
+  let n = tl.row1 - tl.row0;
+  if (n == 1u) { return single_gate_up_partial(tl, k0, step); }
+  if (n == 2u) { return batched_gate_up_partial(tl, 2u, k0, step); }
+  if (n == 3u) { return batched_gate_up_partial(tl, 3u, k0, step); }
+  return batched_gate_up_partial(tl, 4u, k0, step);
+}
+fn tile_down_partial(tl: Tile, k0: u32, step: u32) -> Acc4 {
+  let n = tl.row1 - tl.row0;
+  if (n == 1u) { return single_down_partial(tl, k0, step); }
+  if (n == 2u) { return batched_down_partial(tl, 2u, k0, step); }
+  if (n == 3u) { return batched_down_partial(tl, 3u, k0, step); }
+  return batched_down_partial(tl, 4u, k0, step);
+}
+
+// Through workgroup memory (any device): one barrier, then invocation b < TB sums the tile's row b.
+@compute @workgroup_size(WG)
+fn batched_gate_up(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_gate_up_partial(tl, lid, WG);
+  partial_tb[lid] = p.g.a;
+  partial_tb[WG + lid] = p.g.b;
+  partial_tb[2u * WG + lid] = p.g.c;
+  partial_tb[3u * WG + lid] = p.g.d;
+  partial_tb[4u * WG + lid] = p.u.a;
+  partial_tb[5u * WG + lid] = p.u.b;
+  partial_tb[6u * WG + lid] = p.u.c;
+  partial_tb[7u * WG + lid] = p.u.d;
+  workgroupBarrier();
+  if (lid < TB) { store_h_batched(tl, lid, block_sum(lid), block_sum(TB + lid)); }
+}
+
+@compute @workgroup_size(WG)
+fn batched_down(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_down_partial(tl, lid, WG);
+  partial_tb[lid] = p.a;
+  partial_tb[WG + lid] = p.b;
+  partial_tb[2u * WG + lid] = p.c;
+  partial_tb[3u * WG + lid] = p.d;
+  workgroupBarrier();
+  if (lid < TB) { store_y_batched(tl, lid, block_sum(lid)); }
+}
+
+// One subgroup per workgroup (devices with subgroups; SwiftShader's are its SIMD width): subgroupAdd,
+// no barrier, no workgroup memory.
+// @variant subgroups on
+@compute @workgroup_size(WG)
+fn batched_gate_up_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_gate_up_partial(tl, lid, WG);
+  let ga = subgroupAdd(p.g.a);
+  let gb = subgroupAdd(p.g.b);
+  let gc = subgroupAdd(p.g.c);
+  let gd = subgroupAdd(p.g.d);
+  let ua = subgroupAdd(p.u.a);
+  let ub = subgroupAdd(p.u.b);
+  let uc = subgroupAdd(p.u.c);
+  let ud = subgroupAdd(p.u.d);
+  if (lid == 0u) {
+    store_h_batched(tl, 0u, ga, ua);
+    store_h_batched(tl, 1u, gb, ub);
+    store_h_batched(tl, 2u, gc, uc);
+    store_h_batched(tl, 3u, gd, ud);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn batched_down_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let tl = find_tile_of(wid.x + wid.y * nwg.x, TB, ROWS);
+  if (!tl.ok) { return; }
+  let p = tile_down_partial(tl, lid, WG);
+  let a = subgroupAdd(p.a);
+  let b = subgroupAdd(p.b);
+  let c = subgroupAdd(p.c);
+  let d = subgroupAdd(p.d);
+  if (lid == 0u) {
+    store_y_batched(tl, 0u, a);
+    store_y_batched(tl, 1u, b);
+    store_y_batched(tl, 2u, c);
+    store_y_batched(tl, 3u, d);
+  }
+}
+// @variant subgroups off
+// @end subgroups

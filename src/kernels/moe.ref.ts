@@ -124,7 +124,10 @@ export function expertMlpRef(x: ArrayLike<number>, gate: Float32Array, up: Float
 
 export interface ExpertWeightsRef { gate: Float32Array; up: Float32Array; down: Float32Array }
 
-/** out[t] = Σ_j w[t][j]·E_{ids[t][j]}(x[t]) + shared[t] (shared [T, D] or null). */
+/**
+ * out[t] = Σ_j w[t][j]·E_{ids[t][j]}(x[t]) + shared[t] (shared [T, D] or null): the result of every
+ * moeExperts path (decode, batched, grouped); the sorted order they may run in is moePermutationRef's.
+ */
 export function moeExpertsRef(x: Float32Array, T: number, D: number, I: number, experts: ExpertWeightsRef[], ids: number[][], weights: number[][], shared: Float32Array | null): Float32Array {
   const out = new Float32Array(T * D);
   for (let t = 0; t < T; t++) {

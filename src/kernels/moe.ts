@@ -67,6 +67,24 @@ export function moeDecodeMaxTokens(gpu: Gpu, K: number, E: number): number {
   if (!gpu.adapter.isFallbackAdapter) return MOE_DECODE_MAX_TOKENS;
   return Math.max(MOE_DECODE_MAX_TOKENS, Math.min(64, Math.floor((24 * E) / K)));
 }
+export type MoeExpertsMode = 'decode' | 'batched' | 'grouped';
+
+/**
+ * The routed-experts path `mode: 'auto'` takes for T tokens (webmoe's stacks; the offloaded steps use it
+ * too). Up to moeDecodeMaxTokens tokens the per-(token, slot) decode kernels, except on a CPU fallback
+ * adapter from MOE_BATCHED_MIN_ENTRIES (token, slot) entries per expert on average, where the batched
+ * kernels decode each expert's weights once per tile of 4 of its tokens (measured: docs/real-scale.md,
+ * "Where the first token goes"). GPUs keep decode / grouped.
+ */
+export function moeExpertsMode(gpu: Gpu, T: number, K: number, E: number): MoeExpertsMode {
+  if (T > moeDecodeMaxTokens(gpu, K, E)) return 'grouped';
+  if (gpu.adapter.isFallbackAdapter && T > 1 && T * K >= MOE_BATCHED_MIN_ENTRIES * E) return 'batched';
+  return 'decode';
+}
+/** (token, slot) entries per expert from which a CPU fallback adapter takes the batched path (moeExpertsMode). */
+export const MOE_BATCHED_MIN_ENTRIES = 1;
+/** Sorted rows per batched-pass tile (TB in moe_experts.wgsl). */
+export const MOE_BATCH_ROWS = 4;
 /** Sorted rows per grouped-GEMM tile (BM in moe_experts.wgsl). */
 export const MOE_TILE_ROWS = 32;
 const TILE_COLS = 32;
@@ -584,9 +602,12 @@ export interface MoeExpertsArgs {
   shared: Binding | null;
   /** [T, D] out */
   out: Binding;
-  /** 'decode': per-(token, slot) GEMVs; 'grouped': permutation + grouped GEMMs; 'auto' by T */
-  mode?: 'auto' | 'decode' | 'grouped';
-  /** Decode: use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
+  /**
+   * 'decode': per-(token, slot) GEMVs; 'batched': permutation + per-expert GEMVs over tiles of 4 sorted
+   * rows; 'grouped': permutation + grouped GEMMs; 'auto': moeExpertsMode.
+   */
+  mode?: 'auto' | MoeExpertsMode;
+  /** Decode and batched: use the workgroup-memory reduction even when the device has subgroups (tests, benchmarks). */
   noSubgroups?: boolean;
   /** Decode, q8/q4/mxfp4 experts: walk rows by whole 4-word units (default: decodeUnitWalk's device rule; tests). */
   unitWalk?: boolean;
@@ -626,8 +647,9 @@ function expertsPass(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs): void {
   if (!a.experts.gateUpBias !== !a.experts.downBias) throw new ShapeError('moeExperts: expert biases come in pairs (gateUpBias and downBias)');
   const act = a.activation ?? { kind: 'silu' };
   if (act.kind === 'swiglu_oai' && !(Number.isFinite(act.alpha) && act.limit > 0)) throw new ShapeError(`moeExperts: swiglu_oai needs a finite alpha and a positive limit, got ${act.alpha}, ${act.limit}`);
-  const mode = a.mode && a.mode !== 'auto' ? a.mode : T <= moeDecodeMaxTokens(gpu, K, E) ? 'decode' : 'grouped';
+  const mode = a.mode && a.mode !== 'auto' ? a.mode : moeExpertsMode(gpu, T, K, E);
   if (mode === 'decode') moeExpertsDecode(gpu, rec, a);
+  else if (mode === 'batched') moeExpertsBatched(gpu, rec, a);
   else moeExpertsGrouped(gpu, rec, a);
 }
 
@@ -709,6 +731,53 @@ function moeExpertsDecode(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
     workgroups: gd * T,
     label: 'moe_decode_down',
   });
+}
+
+/** Invocations per batched workgroup: one per reduction unit (q8/q4/mxfp4 with the unit walk) or vec4, 16..64. */
+function batchedWG(gpu: Gpu, reduceLen: number, unitWalk: boolean, format: MoeExpertWeights['format']) {
+  const perUnit = unitWalk ? (format === 'q8' ? 16 : 32) : reduceLen % 4 === 0 ? 4 : 1;
+  const cap = Math.max(1, pow2Below(Math.min(64, gpu.caps.maxComputeInvocationsPerWorkgroup)));
+  return Math.min(cap, Math.max(16, 2 ** Math.ceil(Math.log2(Math.max(1, Math.floor(reduceLen / perUnit))))));
+}
+
+/**
+ * The batched path: sort the (token, slot) entries by expert (tiles of MOE_BATCH_ROWS rows), per tile
+ * and 4 output rows one workgroup that decodes each weight once for the tile's tokens (gate|up, then
+ * down into sorted rows), then the gather-combine with the routing weights and the shared expert.
+ */
+function moeExpertsBatched(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
+  const { T, K } = a;
+  const { E, I, D } = a.experts;
+  const N = T * K;
+  const unitWalk = a.unitWalk ?? decodeUnitWalk(gpu, a.experts.format);
+  const walk = { UNIT_WALK: unitWalk ? 1 : 0 };
+  // As the decode kernels: one subgroup per workgroup where there are subgroups (no barrier; on
+  // SwiftShader the workgroup-memory variant was ~10x slower), else a workgroup-memory reduction.
+  const sg = !a.noSubgroups && decodeSubgroups(gpu);
+  const wgUp = sg ? gpu.caps.subgroupMinSize : batchedWG(gpu, D, unitWalk, a.experts.format);
+  const wgDown = sg ? gpu.caps.subgroupMinSize : batchedWG(gpu, I, unitWalk, a.experts.format);
+  if (!sg) checkWorkgroupStorage(gpu, 2 * MOE_BATCH_ROWS * 16 * Math.max(wgUp, wgDown), 'the MoE batched kernels');
+  const perm = gpu.temps.acquire(N * 4), inv = gpu.temps.acquire(N * 4);
+  const seg = gpu.temps.acquire(2 * (E + 1) * 4);
+  const h = gpu.temps.acquire(N * I * 4), y = gpu.temps.acquire(N * D * 4);
+  moeSort(gpu, rec, { ids: a.ids, N, E, perm, inv, seg, tileRows: MOE_BATCH_ROWS });
+  const tiles = maxGroupedTiles(N, E, MOE_BATCH_ROWS);
+  const gu = ceilDiv(I, DECODE_ROWS), gd = ceilDiv(D, DECODE_ROWS);
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(D, sg, a), entryPoint: sg ? 'batched_gate_up_subgroup' : 'batched_gate_up', constants: { WG: wgUp, ...walk, ...formatConstants(a) } }),
+    bindings: expertBindings([a.x, a.experts.gateUp, a.ids, h, null, null, null, null, null, perm, seg], a.experts, 'gate_up'),
+    uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gu, has_shared: 0, _p: 0 }),
+    workgroups: tiles * gu,
+    label: 'moe_batched_gate_up',
+  });
+  rec.dispatch({
+    pipeline: gpu.pipelines.get({ label: 'moe_experts', code: expertsShader(I, sg, a), entryPoint: sg ? 'batched_down_subgroup' : 'batched_down', constants: { WG: wgDown, ...walk, ...formatConstants(a) } }),
+    bindings: expertBindings([null, null, null, null, h, a.experts.down, null, null, null, null, seg, y], a.experts, 'down'),
+    uniforms: MOE_EXPERT_PARAMS.pack({ T, K, D, I, E, groups: gd, has_shared: 0, _p: 0 }),
+    workgroups: tiles * gd,
+    label: 'moe_batched_down',
+  });
+  moeCombine(gpu, rec, { y, inv, weights: a.weights, shared: a.shared, out: a.out, T, K, D });
 }
 
 /** Upper bound of Σ_e ⌈count_e / BM⌉ over any routing of N entries to E experts. */

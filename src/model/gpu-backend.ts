@@ -17,7 +17,7 @@ import type { PackedWeight } from '../kernels/weight-pack';
 import { rope } from '../kernels/rope';
 import { embedding } from '../kernels/embedding';
 import { mlaAttention } from '../kernels/mla';
-import { moeGate, moeExperts, moeDecodeMaxTokens, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, uploadMxfp4ExpertGroups, uploadExpertBiases, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
+import { moeGate, moeExperts, moeExpertsMode, moeExpertGroupsForward, uploadExpertGroups, destroyExpertGroups, expertGroupsWriter, uploadMxfp4ExpertGroups, uploadExpertBiases, type ExpertGroupsWriter, type MoeExpertGroups } from '../kernels/moe';
 import { gptOssCpuExperts } from './cpu-backend';
 import { LatentKvCache, MhaKvCache } from './kvcache';
 import { slidingWindowOf } from './decoder-blocks';
@@ -526,7 +526,7 @@ export class GpuBackend implements Backend<GpuTensor, GpuWeight, GpuMoe> {
     const runs = tokenRuns(chosen, T, K, cache.capacity);
     cache.lookup([...counts.keys()], counts);
     // The mode full residency would take for these T tokens, so every run's arithmetic is the same.
-    const mode = T <= moeDecodeMaxTokens(gpu, K, E) ? 'decode' : 'grouped';
+    const mode = moeExpertsMode(gpu, T, K, E);
     const activation = cfg.expertActivation ? { activation: cfg.expertActivation } : {};
     const out = this.temp(T, D);
     for (let i = 0; i < runs.length; i++) {

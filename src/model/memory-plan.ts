@@ -320,6 +320,9 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
   // The token count up to which the experts (webmoe's stacks and GGUF blocks alike) run their decode
   // path (moe.ts moeDecodeMaxTokens); past it the grouped path's temporaries.
   const moeDecodeMax = (E: number) => (o.isFallbackAdapter ? Math.max(4, Math.min(64, Math.floor((24 * E) / Math.max(1, cfg.numExpertsPerTok)))) : 4);
+  // Within it, a CPU fallback adapter runs the batched path (moe.ts moeExpertsMode: ≥ 1 entry per expert
+  // of the pass, more than one token), whose temporaries are the grouped path's.
+  const moeDecodeOnly = (E: number) => S <= moeDecodeMax(E) && !(o.isFallbackAdapter && S > 1 && S * cfg.numExpertsPerTok >= E);
   const stacks = o.expertStacks ?? [cfg.nRoutedExperts];
   for (let l = 0; l < cfg.numLayers; l++) {
     t = [];
@@ -352,14 +355,14 @@ export function forwardTemps(cfg: ModelConfig, S: number, past: number, o: { las
         // the slots in the mode the full layer would take.
         t.push(2 * N * 4, N * 4, N * 4, S * E * 4, N * 4, N * 4);
         f(S, D); f(S, D); f(S, D);
-        if (S <= moeDecodeMax(E)) t.push(N * I * 4);
+        if (moeDecodeOnly(E)) t.push(N * I * 4);
         else t.push(N * 4, N * 4, 2 * (o.offloadSlots + 1) * 4, N * I * 4, N * D * 4);
         continue;
       }
       stacks.forEach((Eg, i) => {
         // Several stacks: the routing remapped to each (ids, weights), and the running sum between passes.
         if (stacks.length > 1) { t.push(N * 4, N * 4); if (i < stacks.length - 1) f(S, D); }
-        if (S <= moeDecodeMax(Eg)) t.push(N * I * 4);
+        if (moeDecodeOnly(Eg)) t.push(N * I * 4);
         else t.push(N * 4, N * 4, 2 * (Eg + 1) * 4, N * I * 4, N * D * 4);
       });
     } else {

@@ -56,7 +56,7 @@ function randomRouting(T: number, K: number, E: number, seed: number) {
   return { ids, weights };
 }
 
-async function runExperts(w: MoeExpertGroups, x: Float32Array, T: number, K: number, ids: number[][], weights: number[][], mode: 'decode' | 'grouped', activation: ExpertActivation = ACT) {
+async function runExperts(w: MoeExpertGroups, x: Float32Array, T: number, K: number, ids: number[][], weights: number[][], mode: 'decode' | 'grouped' | 'batched', activation: ExpertActivation = ACT) {
   const D = w.D;
   const bx = gpu.buffers.upload('x', x);
   const bi = gpu.buffers.upload('ids', new Uint32Array(ids.flat()));
@@ -77,7 +77,7 @@ describe('GPT-OSS experts: MXFP4 + biases + clamped SwiGLU against the HF-layout
   // tokens, ragged in the 32-row tiles); one stack and three stacks (binding limit forced down).
   const E = 5, D = 64, I = 40, K = 2;
   const layer = randomLayer(E, D, I, 11);
-  it.each([[1, 'decode', 0], [3, 'decode', 0], [20, 'grouped', 0], [3, 'decode', 1], [20, 'grouped', 1]] as const)('T=%i %s stacks-limited=%i', async (T, mode, limited) => {
+  it.each([[1, 'decode', 0], [3, 'decode', 0], [20, 'grouped', 0], [3, 'decode', 1], [20, 'grouped', 1], [9, 'batched', 0], [9, 'batched', 1]] as const)('T=%i %s stacks-limited=%i', async (T, mode, limited) => {
     const one = 2 * I * 2 * 16 + 4; // a bit more than one expert's gate|up block bytes: forces 1-2 experts per stack
     const w = uploadMxfp4ExpertGroups(gpu, 'gptoss', layer.t, E, D, I, limited ? { maxBindingBytes: 2 * one } : {});
     if (limited) expect(w.groups.length).toBeGreaterThan(1);
@@ -108,7 +108,7 @@ describe('GPT-OSS experts: MXFP4 + biases + clamped SwiGLU against the HF-layout
     const ref = gptOssExpertsRef(x, T, D, I, layer.experts, ids, weights);
     const w = uploadExpertGroups(gpu, 'f32', experts, D, I, 'f32');
     uploadExpertBiases(gpu, w, gateUpBias, downBias);
-    for (const mode of ['decode', 'grouped'] as const) expectClose(await runExperts(w, x, T, K, ids, weights, mode), ref, TOL, `f32 ${mode}`);
+    for (const mode of ['decode', 'grouped', 'batched'] as const) expectClose(await runExperts(w, x, T, K, ids, weights, mode), ref, TOL, `f32 ${mode}`);
     destroyExpertGroups(gpu, w);
   });
 

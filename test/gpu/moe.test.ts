@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import type { Gpu } from '../../src/gpu/device';
 import { testGpu, expectClose, poisoned } from '../helpers/gpu';
 import { randomNormal, randomUniform, mulberry32 } from '../../src/util/random';
-import { moeGate, moeGateSelect, moeExperts, moeSort, uploadExperts, destroyExperts, maxGroupedTiles, MOE_TILE_ROWS, type MoeRouting } from '../../src/kernels/moe';
+import { moeGate, moeGateSelect, moeExperts, moeExpertsMode, moeSort, uploadExperts, destroyExperts, maxGroupedTiles, MOE_BATCH_ROWS, MOE_DECODE_MAX_TOKENS, MOE_TILE_ROWS, type MoeRouting } from '../../src/kernels/moe';
 import { moeGateRef, moeExpertsRef, moePermutationRef, expertCountsRef } from '../../src/kernels/moe.ref';
 import { routingFromConfig } from '../../src/model/config';
 import { matmul } from '../../src/kernels/matmul';
@@ -148,15 +148,15 @@ describe('deepseek-v3-tiny fixture: gate + experts + shared reproduce the offici
       const ids = gpu.buffers.create('ids', T * K * 4), wts = poisoned(gpu, 'weights', T * K), scores = poisoned(gpu, 'scores', T * E);
       const experts = uploadExperts(gpu, `layer${L.layer}`, L.experts, D, I);
       const shared = await sharedExpertGpu(xb, T, D, L.shared);
-      const outs = { decode: poisoned(gpu, 'out.decode', T * D), grouped: poisoned(gpu, 'out.grouped', T * D) };
-      const [gi, gwt, gs, od, og] = await gpu.checked(async () => {
+      const outs = { decode: poisoned(gpu, 'out.decode', T * D), grouped: poisoned(gpu, 'out.grouped', T * D), batched: poisoned(gpu, 'out.batched', T * D) };
+      const [gi, gwt, gs, od, og, ob] = await gpu.checked(async () => {
         const rec = gpu.recorder('moe layer');
         moeGate(gpu, rec, { x: xb, T, D, gateW: gw, bias, routing, ids, weights: wts, scores });
         shared.record(rec);
-        for (const mode of ['decode', 'grouped'] as const) moeExperts(gpu, rec, { x: xb, T, experts, ids, weights: wts, K, shared: shared.out, out: outs[mode], mode });
+        for (const mode of ['decode', 'grouped', 'batched'] as const) moeExperts(gpu, rec, { x: xb, T, experts, ids, weights: wts, K, shared: shared.out, out: outs[mode], mode });
         rec.submit();
         gpu.temps.releaseAll();
-        return Promise.all([gpu.buffers.readU32(ids), gpu.buffers.readF32(wts), gpu.buffers.readF32(scores), gpu.buffers.readF32(outs.decode), gpu.buffers.readF32(outs.grouped)]);
+        return Promise.all([gpu.buffers.readU32(ids), gpu.buffers.readF32(wts), gpu.buffers.readF32(scores), gpu.buffers.readF32(outs.decode), gpu.buffers.readF32(outs.grouped), gpu.buffers.readF32(outs.batched)]);
       });
       for (let t = 0; t < T; t++) {
         const got = Array.from(gi.subarray(t * K, (t + 1) * K));
@@ -166,6 +166,7 @@ describe('deepseek-v3-tiny fixture: gate + experts + shared reproduce the offici
       expectClose(gs, L.routerScores, { atol: 1e-5, rtol: 1e-5 }, `layer ${L.layer} router scores`);
       expectClose(od, L.ffnOut, { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (decode path)`);
       expectClose(og, L.ffnOut, { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (grouped path)`);
+      expectClose(ob, L.ffnOut, { atol: 1e-4, rtol: 0 }, `layer ${L.layer} ffn_out (batched path)`);
 
       // Token by token, as decoding runs it: GEMV gate (T = 1) + decode experts, rows bound at offsets
       // (D = 64 f32 = 256 bytes per row; ids/weights get a 256-byte slot per token for alignment).
@@ -191,7 +192,7 @@ describe('deepseek-v3-tiny fixture: gate + experts + shared reproduce the offici
       free(perTok, idsTok, wTok);
       destroyExperts(gpu, experts);
       shared.free();
-      free(xb, gw, bias, ids, wts, scores, outs.decode, outs.grouped);
+      free(xb, gw, bias, ids, wts, scores, outs.decode, outs.grouped, outs.batched);
     }
   });
 });
@@ -211,7 +212,7 @@ function skewedIds(T: number, K: number, E: number, seed: number): number[][] {
   });
 }
 
-describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', () => {
+describe('moeExperts: grouped (prefill) == batched == per-token decode == CPU reference', () => {
   // [T, K, E, D, I]: ragged D/I (scalar loads), vec4 shapes, segments crossing tile boundaries (T·K > 32·E)
   const cases: [number, number, number, number, number][] = [
     [1, 1, 1, 4, 4], [1, 2, 8, 64, 32], [3, 3, 5, 17, 9], [7, 2, 4, 36, 20], [33, 4, 6, 33, 31], [20, 6, 9, 40, 24], [70, 2, 3, 8, 12],
@@ -230,13 +231,15 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
     const w = uploadExperts(gpu, 'rand', experts, D, I);
     const bx = gpu.buffers.upload('x', x), bids = gpu.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
     const bw = gpu.buffers.upload('w', Float32Array.from(wArr.flat())), bs = gpu.buffers.upload('shared', sharedArr);
-    const outs = [0, 1, 2, 3].map((i) => poisoned(gpu, `out${i}`, T * D));
+    const outs = [0, 1, 2, 3, 4, 5].map((i) => poisoned(gpu, `out${i}`, T * D));
     const res = await gpu.checked(async () => {
       const rec = gpu.recorder('experts');
       moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: outs[0], mode: 'decode' });
       moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: outs[1], mode: 'grouped' });
       moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: null, out: outs[2], mode: 'decode' });
       moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: null, out: outs[3], mode: 'grouped' });
+      moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: outs[4], mode: 'batched' });
+      moeExperts(gpu, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: null, out: outs[5], mode: 'batched' });
       rec.submit();
       gpu.temps.releaseAll();
       return Promise.all(outs.map((o) => gpu.buffers.readF32(o)));
@@ -246,15 +249,18 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
     expectClose(res[1], res[0], MLP_TOL, 'grouped vs decode');
     expectClose(res[2], refNoShared, MLP_TOL, 'decode, no shared');
     expectClose(res[3], refNoShared, MLP_TOL, 'grouped, no shared');
+    expectClose(res[4], ref, MLP_TOL, 'batched');
+    expectClose(res[4], res[0], MLP_TOL, 'batched vs decode');
+    expectClose(res[5], refNoShared, MLP_TOL, 'batched, no shared');
     destroyExperts(gpu, w);
     free(bx, bids, bw, bs, ...outs);
   });
 
-  it('decode without subgroups (workgroup-memory reduction) equals the reference', async () => {
+  it('decode and batched without subgroups (workgroup-memory reduction) equal the reference', async () => {
     const plain = await testGpu({ disableFeatures: ['subgroups'] });
     expect(plain.caps.subgroups).toBe(false);
     // [T, K, E, D, I]: vec4 shapes ragged in the 4-row groups, and scalar loads (D, I odd)
-    for (const [T, K, E, D, I] of [[2, 3, 5, 36, 22], [1, 2, 4, 17, 9]]) {
+    for (const [T, K, E, D, I] of [[2, 3, 5, 36, 22], [1, 2, 4, 17, 9], [9, 2, 3, 20, 13]]) {
       const seed = 77 + D;
       const experts = Array.from({ length: E }, (_, e) => ({
         gate: randomUniform(I * D, seed + 3 * e, -0.5, 0.5), up: randomUniform(I * D, seed + 3 * e + 1, -0.5, 0.5), down: randomUniform(D * I, seed + 3 * e + 2, -0.5, 0.5),
@@ -266,20 +272,23 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
       const w = uploadExperts(plain, 'plain', experts, D, I);
       const bx = plain.buffers.upload('x', x), bids = plain.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
       const bw = plain.buffers.upload('w', Float32Array.from(wArr.flat())), bs = plain.buffers.upload('shared', sharedArr);
-      const out = poisoned(plain, 'out', T * D);
+      const out = poisoned(plain, 'out', T * D), outBatched = poisoned(plain, 'out.batched', T * D);
       const got = await plain.checked(async () => {
         const rec = plain.recorder('experts');
         moeExperts(plain, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out, mode: 'decode' });
+        moeExperts(plain, rec, { x: bx, T, experts: w, ids: bids, weights: bw, K, shared: bs, out: outBatched, mode: 'batched' });
         rec.submit();
         plain.temps.releaseAll();
-        return plain.buffers.readF32(out);
+        return Promise.all([plain.buffers.readF32(out), plain.buffers.readF32(outBatched)]);
       });
-      expectClose(got, moeExpertsRef(x, T, D, I, experts, idsArr, wArr, sharedArr), MLP_TOL, `decode (no subgroups) D=${D} I=${I}`);
+      const ref = moeExpertsRef(x, T, D, I, experts, idsArr, wArr, sharedArr);
+      expectClose(got[0], ref, MLP_TOL, `decode (no subgroups) D=${D} I=${I}`);
+      expectClose(got[1], ref, MLP_TOL, `batched (no subgroups) D=${D} I=${I}`);
     }
     plain.destroy();
   });
 
-  it.each([['f16', 32], ['bf16', 32], ['q8', 32], ['q4', 32], ['q8', 128], ['q4', 128]] as const)('%s (group %i) expert storage: decode (subgroups and workgroup memory) and grouped equal the reference on the stored weights', async (format, gs) => {
+  it.each([['f16', 32], ['bf16', 32], ['q8', 32], ['q4', 32], ['q8', 128], ['q4', 128]] as const)('%s (group %i) expert storage: decode (subgroups and workgroup memory), batched and grouped equal the reference on the stored weights', async (format, gs) => {
     const plain = await testGpu({ disableFeatures: ['subgroups'] });
     // The reference runs on exactly what is stored: f16-rounded, or quantised and dequantised per row.
     const round = (a: Float32Array, rows: number, cols: number) => (format === 'f16' ? f16ArrayToF32(f32ArrayToF16(a)) : format === 'bf16' ? bf16ArrayToF32(f32ArrayToBf16(a)) : dequantizeRef(packWeight(a, rows, cols, format, { groupSize: gs, scaleDtype: 'f16' })));
@@ -296,15 +305,15 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
       const wArr = idsArr.map((row, t) => row.map((_, j) => 0.5 + t * 0.01 + j * 0.2));
       const sharedArr = randomUniform(T * D, seed + 5);
       const ref = moeExpertsRef(x, T, D, I, rounded, idsArr, wArr, sharedArr);
-      for (const [g, modes] of [[gpu, ['decode', 'grouped']], [plain, ['decode']]] as const) {
+      for (const [g, modes] of [[gpu, ['decode', 'grouped', 'batched']], [plain, ['decode', 'batched']]] as const) {
         const w = uploadExperts(g, format, experts, D, I, format, gs);
         expect(w.format).toBe(format);
         if (format === 'f16' || format === 'bf16') expect(w.bytes).toBe(E * 3 * I * D * 2);
         else expect(w.bytes).toBeLessThan(E * 3 * I * D * (format === 'q8' ? 1.6 : 1.1)); // vs 4 bytes per f32 weight
         const bx = g.buffers.upload('x', x), bids = g.buffers.upload('ids', Uint32Array.from(idsArr.flat()));
         const bw = g.buffers.upload('w', Float32Array.from(wArr.flat())), bs = g.buffers.upload('shared', sharedArr);
-        // decode walks quantised rows by vec4s or by whole 4-word units (CPU adapters' default): both
-        for (const [mode, unitWalk] of modes.flatMap((m) => (m === 'decode' ? [[m, false], [m, true]] : [[m, undefined]]) as ['decode' | 'grouped', boolean | undefined][])) {
+        // decode and batched walk quantised rows by vec4s or by whole 4-word units (CPU adapters' default): both
+        for (const [mode, unitWalk] of modes.flatMap((m) => (m !== 'grouped' ? [[m, false], [m, true]] : [[m, undefined]]) as ['decode' | 'grouped' | 'batched', boolean | undefined][])) {
           const out = poisoned(g, 'out', T * D);
           const got = await g.checked(async () => {
             const rec = g.recorder(`experts ${format}`);
@@ -337,27 +346,46 @@ describe('moeExperts: grouped (prefill) == per-token decode == CPU reference', (
   });
 });
 
+describe('moeExpertsMode: the auto path choice', () => {
+  it('CPU fallback adapters batch from one entry per expert (T > 1); GPUs keep decode up to MOE_DECODE_MAX_TOKENS, then grouped', () => {
+    const fallback = { adapter: { isFallbackAdapter: true } } as Gpu, hardware = { adapter: { isFallbackAdapter: false } } as Gpu;
+    // V2-Lite: E = 64, K = 6 (moeDecodeMaxTokens = 64 on a fallback adapter)
+    expect(moeExpertsMode(fallback, 1, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(fallback, 10, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(fallback, 11, 6, 64)).toBe('batched');
+    expect(moeExpertsMode(fallback, 64, 6, 64)).toBe('batched');
+    expect(moeExpertsMode(fallback, 65, 6, 64)).toBe('grouped');
+    expect(moeExpertsMode(hardware, 1, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(hardware, MOE_DECODE_MAX_TOKENS, 6, 64)).toBe('decode');
+    expect(moeExpertsMode(hardware, MOE_DECODE_MAX_TOKENS + 1, 6, 64)).toBe('grouped');
+    expect(moeExpertsMode(hardware, 19, 6, 8)).toBe('grouped');
+  });
+});
+
 describe('moeSort: the token permutation', () => {
   // N crosses the 256-entry chunk; E = 300 gives invocations more than one expert in the scan
   it.each([[1, 1, 1], [5, 3, 8], [300, 6, 64], [129, 8, 256], [40, 5, 300], [600, 2, 7]])('T=%i K=%i E=%i round trips and equals the stable reference', async (T, K, E) => {
     const ids = skewedIds(T, K, E, T + E).flat();
     const N = ids.length;
-    const ref = moePermutationRef(ids, E, MOE_TILE_ROWS);
-    const bids = gpu.buffers.upload('ids', Uint32Array.from(ids));
-    const perm = gpu.buffers.create('perm', N * 4), inv = gpu.buffers.create('inv', N * 4), seg = gpu.buffers.create('seg', 2 * (E + 1) * 4);
-    for (const b of [perm, inv, seg]) gpu.buffers.fill(b, 0xffffffff, false);
-    const [p, q, s] = await gpu.checked(async () => {
-      const rec = gpu.recorder('sort');
-      moeSort(gpu, rec, { ids: bids, N, E, perm, inv, seg });
-      rec.submit();
-      return Promise.all([gpu.buffers.readU32(perm), gpu.buffers.readU32(inv), gpu.buffers.readU32(seg)]);
-    });
-    for (let i = 0; i < N; i++) expect(p[q[i]]).toBe(i);
-    expect(Array.from(p)).toEqual(Array.from(ref.perm));
-    expect(Array.from(q)).toEqual(Array.from(ref.inv));
-    expect(Array.from(s.subarray(0, E + 1))).toEqual(Array.from(ref.offsets));
-    expect(Array.from(s.subarray(E + 1))).toEqual(Array.from(ref.tileStart));
-    expect(ref.tileStart[E]).toBeLessThanOrEqual(maxGroupedTiles(N, E));
-    free(bids, perm, inv, seg);
+    // the grouped GEMMs' 32-row tiles and the batched kernels' 4-row tiles
+    for (const tileRows of [MOE_TILE_ROWS, MOE_BATCH_ROWS]) {
+      const ref = moePermutationRef(ids, E, tileRows);
+      const bids = gpu.buffers.upload('ids', Uint32Array.from(ids));
+      const perm = gpu.buffers.create('perm', N * 4), inv = gpu.buffers.create('inv', N * 4), seg = gpu.buffers.create('seg', 2 * (E + 1) * 4);
+      for (const b of [perm, inv, seg]) gpu.buffers.fill(b, 0xffffffff, false);
+      const [p, q, s] = await gpu.checked(async () => {
+        const rec = gpu.recorder('sort');
+        moeSort(gpu, rec, { ids: bids, N, E, perm, inv, seg, tileRows });
+        rec.submit();
+        return Promise.all([gpu.buffers.readU32(perm), gpu.buffers.readU32(inv), gpu.buffers.readU32(seg)]);
+      });
+      for (let i = 0; i < N; i++) expect(p[q[i]]).toBe(i);
+      expect(Array.from(p)).toEqual(Array.from(ref.perm));
+      expect(Array.from(q)).toEqual(Array.from(ref.inv));
+      expect(Array.from(s.subarray(0, E + 1))).toEqual(Array.from(ref.offsets));
+      expect(Array.from(s.subarray(E + 1)), `tile starts, ${tileRows}-row tiles`).toEqual(Array.from(ref.tileStart));
+      expect(ref.tileStart[E]).toBeLessThanOrEqual(maxGroupedTiles(N, E, tileRows));
+      free(bids, perm, inv, seg);
+    }
   });
 });

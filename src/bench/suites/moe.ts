@@ -12,10 +12,13 @@
  * maxStorageBufferBindingSize the suite uses as many experts as fit and says so in `variant`.
  * Quick mode (software GPUs): hidden 256, width 176 (V2-Lite ÷ 8), 16 experts, top-6, 1 and 16 tokens;
  * the decode path is timed only up to 4 tokens there (it is the small-T path).
+ * Then (both modes) the small-prefill paths at V2-Lite's real widths and routing density (hidden 2048,
+ * 64 experts × 1408, top-6) in q4 and q8 storage: decode vs batched (and grouped, not in quick mode)
+ * at 4/8/19/64 tokens (smallPrefillRows; WEBMOE_MOE_SMALL_TOKENS=8,19 picks others, =0 skips).
  */
 import type { BenchContext, BenchSuite } from '../types';
 import type { Recorder } from '../../gpu/recorder';
-import { moeGate, moeExperts, moeCombine, uploadExperts, destroyExperts, MOE_DECODE_MAX_TOKENS, MOE_TILE_ROWS, type MoeRouting, type MoeExpertWeights } from '../../kernels/moe';
+import { moeGate, moeExperts, moeExpertsMode, moeCombine, uploadExperts, destroyExperts, MOE_DECODE_MAX_TOKENS, MOE_TILE_ROWS, type MoeRouting, type MoeExpertWeights, type MoeExpertsMode } from '../../kernels/moe';
 import { gemv, matmul } from '../../kernels/matmul';
 import { siluMulRows } from '../../kernels/elementwise';
 import { randomUniform } from '../../util/random';
@@ -101,6 +104,58 @@ export function moeShapes(quick: boolean): Shape {
   return quick
     ? { D: 256, I: 176, E: 16, K: 6, sharedI: 352, tokens: [1, 16], what: 'V2-Lite ÷8 width, 16 experts (quick)' }
     : { D: 2048, I: 1408, E: 64, K: 6, sharedI: 2816, tokens: [1, 16, 128, 512], what: 'DeepSeek-V2-Lite' };
+}
+
+/**
+ * Routed experts at V2-Lite widths for the token counts a prompt's prefill runs on a CPU adapter without
+ * the grouped GEMMs (moe.ts moeExpertsMode): decode (each weight decoded per (token, slot)) vs batched
+ * (per tile of 4 sorted rows of an expert) vs grouped, q4 and q8 experts, routing from a random gate.
+ */
+async function smallPrefillRows(ctx: BenchContext) {
+  const gpu = ctx.gpu;
+  const env = typeof process !== 'undefined' ? process.env.WEBMOE_MOE_SMALL_TOKENS : undefined;
+  const tokens = env !== undefined ? env.split(',').map(Number).filter((t) => t > 0) : [4, 8, 19, 64];
+  if (!tokens.length) return;
+  const D = 2048, I = 1408, E = 64, K = 6;
+  const routing: MoeRouting = { experts: E, topK: K, nGroup: 1, topkGroup: 1, scoring: 'softmax', normTopkProb: false, routedScalingFactor: 1, hasBias: false };
+  const Tmax = Math.max(...tokens);
+  const x = gpu.buffers.upload('bench.moe.small.x', randomUniform(Tmax * D, 17, -1, 1));
+  const gateW = gpu.buffers.upload('bench.moe.small.gate', randomUniform(E * D, 16, -0.1, 0.1));
+  const ids = gpu.buffers.create('bench.moe.small.ids', Tmax * K * 4), wts = gpu.buffers.create('bench.moe.small.weights', Tmax * K * 4);
+  const out = gpu.buffers.create('bench.moe.small.out', Tmax * D * 4);
+  const one = { gate: randomUniform(I * D, 11, -0.03, 0.03), up: randomUniform(I * D, 12, -0.03, 0.03), down: randomUniform(D * I, 13, -0.03, 0.03) };
+  try {
+    for (const format of ['q4', 'q8'] as const) {
+      ctx.progress(`moe: uploading ${E} ${format} experts at V2-Lite widths`);
+      const w = uploadExperts(gpu, `bench.moe.small.${format}`, Array.from({ length: E }, () => one), D, I, format);
+      try {
+        for (const T of tokens) {
+          const rec0 = gpu.recorder('bench.moe.small.route');
+          moeGate(gpu, rec0, { x, T, D, gateW, bias: null, routing, ids, weights: wts });
+          rec0.submit();
+          gpu.temps.releaseAll();
+          const idsHost = await gpu.buffers.readU32(ids, 0, T * K);
+          const distinct = new Set(idsHost).size;
+          const auto = moeExpertsMode(gpu, T, K, E);
+          const ms: Partial<Record<MoeExpertsMode, number>> = {};
+          // grouped at these widths takes 10+ s per run on a software adapter: full runs only
+          for (const mode of ctx.quick ? (['decode', 'batched'] as const) : (['decode', 'batched', 'grouped'] as const)) {
+            ms[mode] = await ctx.time((rec) => moeExperts(gpu, rec, { x, T, experts: w, ids, weights: wts, K, shared: null, out, mode }), { warmup: 1, iters: 2, repeat: 1 });
+            ctx.result({
+              suite: 'moe', name: `routed experts small prefill ${mode}`, variant: `DeepSeek-V2-Lite widths, ${format} experts`, shape: `T=${T} D=${D} E=${E} K=${K} I=${I}`,
+              medianMs: ms[mode]!, bytes: (distinct * w.bytes) / E + 4 * (2 * T * D + 2 * T * K), flops: 2 * T * K * 3 * I * D,
+              extra: { distinctExperts: distinct, autoMode: auto, ...(mode !== 'decode' && ms.decode ? { speedupVsDecode: +(ms.decode / ms[mode]!).toFixed(2) } : {}) },
+            });
+          }
+        }
+      } finally {
+        destroyExperts(gpu, w);
+      }
+    }
+  } finally {
+    for (const b of [x, gateW, ids, wts, out]) gpu.buffers.destroy(b);
+    gpu.temps.releaseAll();
+  }
 }
 
 export const moeSuite: BenchSuite = {
@@ -227,5 +282,6 @@ export const moeSuite: BenchSuite = {
       for (const w of packed) destroyExperts(gpu, w);
       for (const b of [sharedGU, sharedDown, gateW, x, ids, wts, sharedOut, out, gu, h, yRows, identity]) gpu.buffers.destroy(b);
     }
+    await smallPrefillRows(ctx);
   },
 };
