@@ -22,7 +22,7 @@ import { gemvSubgroups } from './linear';
 import { specialise, subgroupChoice } from './shader-source';
 import { ggufExpertStackBytes, ggufExpertsPerStack } from './gguf-layout';
 import { ggufChoice, ggufRowBytes, ggufUnit, ggufWorkgroupSize, uploadGgufBytes } from './gguf-linear';
-import { maxGroupedTiles, moeCombine, moeDecodeMaxTokens, moeGroupRemap, moeSort, MOE_TILE_ROWS, type MoeExpertsArgs } from './moe';
+import { maxGroupedTiles, moeCombine, moeDecodeMaxTokens, moeGroupRemap, MOE_TILE_ROWS, sortedExpertEntries, type MoeExpertsArgs } from './moe';
 
 /**
  * One layer's stacked GGUF experts on the GPU. gate and up share a type (one buffer: gate rows, then up
@@ -171,10 +171,7 @@ function groupedPass(gpu: Gpu, rec: Recorder, a: GgufMoeExpertsArgs, w: GgufMoeE
   const { E, I, D } = w;
   const N = T * K;
   if (GROUPED_STORAGE > gpu.caps.maxComputeWorkgroupStorageSize) throw new LimitExceededError('maxComputeWorkgroupStorageSize', GROUPED_STORAGE, gpu.caps.maxComputeWorkgroupStorageSize, 'ggufMoeExperts (grouped)');
-  const perm = gpu.temps.acquire(N * 4), inv = gpu.temps.acquire(N * 4);
-  const seg = gpu.temps.acquire(2 * (E + 1) * 4);
-  const h = gpu.temps.acquire(N * I * 4), y = gpu.temps.acquire(N * D * 4);
-  moeSort(gpu, rec, { ids: a.ids, N, E, perm, inv, seg, tileRows: GROUPED_TILE });
+  const { perm, inv, seg, h, y } = sortedExpertEntries(gpu, rec, { ids: a.ids, N, E, I, D, tileRows: GROUPED_TILE });
   const tiles = maxGroupedTiles(N, E, GROUPED_TILE);
   const tnI = ceilDiv(I, GROUPED_TILE), tnD = ceilDiv(D, GROUPED_TILE);
   const maxDim = gpu.caps.maxComputeWorkgroupsPerDimension;

@@ -757,10 +757,7 @@ function moeExpertsBatched(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const wgUp = sg ? gpu.caps.subgroupMinSize : batchedWG(gpu, D, unitWalk, a.experts.format);
   const wgDown = sg ? gpu.caps.subgroupMinSize : batchedWG(gpu, I, unitWalk, a.experts.format);
   if (!sg) checkWorkgroupStorage(gpu, 2 * MOE_BATCH_ROWS * 16 * Math.max(wgUp, wgDown), 'the MoE batched kernels');
-  const perm = gpu.temps.acquire(N * 4), inv = gpu.temps.acquire(N * 4);
-  const seg = gpu.temps.acquire(2 * (E + 1) * 4);
-  const h = gpu.temps.acquire(N * I * 4), y = gpu.temps.acquire(N * D * 4);
-  moeSort(gpu, rec, { ids: a.ids, N, E, perm, inv, seg, tileRows: MOE_BATCH_ROWS });
+  const { perm, inv, seg, h, y } = sortedExpertEntries(gpu, rec, { ids: a.ids, N, E, I, D, tileRows: MOE_BATCH_ROWS });
   const tiles = maxGroupedTiles(N, E, MOE_BATCH_ROWS);
   const gu = ceilDiv(I, DECODE_ROWS), gd = ceilDiv(D, DECODE_ROWS);
   rec.dispatch({
@@ -820,15 +817,25 @@ export function moeSort(gpu: Gpu, rec: Recorder, a: MoeSortArgs): void {
   });
 }
 
+/**
+ * The scratch every sorted-entries expert pass (grouped, batched, GGUF grouped) starts from: the step's
+ * N (token, slot) entries sorted by expert in tiles of `tileRows` (moeSort: perm, inv, seg) and the
+ * h [N, I] / y [N, D] intermediates, all from the step's temporaries.
+ */
+export function sortedExpertEntries(gpu: Gpu, rec: Recorder, a: { ids: Binding; N: number; E: number; I: number; D: number; tileRows?: number }) {
+  const perm = gpu.temps.acquire(a.N * 4), inv = gpu.temps.acquire(a.N * 4);
+  const seg = gpu.temps.acquire(2 * (a.E + 1) * 4);
+  const h = gpu.temps.acquire(a.N * a.I * 4), y = gpu.temps.acquire(a.N * a.D * 4);
+  moeSort(gpu, rec, { ids: a.ids, N: a.N, E: a.E, perm, inv, seg, tileRows: a.tileRows });
+  return { perm, inv, seg, h, y };
+}
+
 function moeExpertsGrouped(gpu: Gpu, rec: Recorder, a: MoeExpertsArgs) {
   const { T, K } = a;
   const { E, I, D } = a.experts;
   const N = T * K;
   checkWorkgroupStorage(gpu, 3 * MOE_TILE_ROWS * 32 * 4 + MOE_TILE_ROWS * 4, 'the MoE grouped GEMM');
-  const perm = gpu.temps.acquire(N * 4), inv = gpu.temps.acquire(N * 4);
-  const seg = gpu.temps.acquire(2 * (E + 1) * 4);
-  const h = gpu.temps.acquire(N * I * 4), y = gpu.temps.acquire(N * D * 4);
-  moeSort(gpu, rec, { ids: a.ids, N, E, perm, inv, seg });
+  const { perm, inv, seg, h, y } = sortedExpertEntries(gpu, rec, { ids: a.ids, N, E, I, D });
   const tiles = maxGroupedTiles(N, E);
   const tnI = ceilDiv(I, TILE_COLS), tnD = ceilDiv(D, TILE_COLS);
   rec.dispatch({
