@@ -106,6 +106,13 @@ fn window_lo(past: u32, q_first: u32) -> u32 {
   return lim + 1u - P.window;
 }
 
+// Which of 4 keys a row does not see: a row past the tile (row_ok false), keys past the range end, and
+// (causal) keys past the row's limit lim = past + its query, (window) keys at or before lim − W.
+fn keys_masked(key: vec4<u32>, row_ok: bool, k_end: u32, lim: u32) -> vec4<bool> {
+  return !vec4<bool>(row_ok) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim)) & vec4<bool>(P.causal != 0u))
+       | ((key + vec4<u32>(P.window) <= vec4<u32>(lim)) & vec4<bool>(P.window != 0u));
+}
+
 // The row's sink term 2^(sink·log2 e − m) for its final denominator (0 without sinks or with no keys).
 fn sink_term(h: u32, m: f32) -> f32 {
   if (P.has_sinks == 0u || m <= NEG) { return 0.0; }
@@ -453,8 +460,7 @@ fn flash_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
         var sc = vec4<f32>(0.0);
         for (var sl = 0u; sl < DSL; sl++) { sc += Sp[(lid / 4u + DRQ * (kq + DKQ * sl)) * 4u + lid % 4u]; }
         let key = vec4<u32>(kt + kq * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
-        let masked = !vec4<bool>(R < M) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim)) & vec4<bool>(P.causal != 0u))
-                   | ((key + vec4<u32>(P.window) <= vec4<u32>(lim)) & vec4<bool>(P.window != 0u));
+        let masked = keys_masked(key, R < M, k_end, lim);
         sc = select(sc * P.scale, vec4<f32>(NEG), masked);
         Sd[lid * DKQ + kq] = sc;
         mx = max(mx, max(max(sc.x, sc.y), max(sc.z, sc.w)));
@@ -665,8 +671,7 @@ fn flash_blocks(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
       } else {
         for (var kq = 0u; kq < FKQ; kq++) {
           let key = vec4<u32>(kt + kq * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
-          let masked = !vec4<bool>(R_own < M) | (key >= vec4<u32>(k_end)) | ((key > vec4<u32>(lim_own)) & vec4<bool>(P.causal != 0u))
-                     | ((key + vec4<u32>(P.window) <= vec4<u32>(lim_own)) & vec4<bool>(P.window != 0u));
+          let masked = keys_masked(key, R_own < M, k_end, lim_own);
           let sc = select(Sb[lid * FKQ + kq], vec4<f32>(NEG), masked);
           Sb[lid * FKQ + kq] = sc;
           mx = max(mx, max(max(sc.x, sc.y), max(sc.z, sc.w)));
