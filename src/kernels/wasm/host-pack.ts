@@ -12,8 +12,8 @@
  * packWeight, the reference this packer equals.
  */
 import { ShapeError } from '../../errors';
-import { rowLayout, type PackedWeight } from '../weight-pack';
-import type { QuantSource } from '../weight-quant';
+import { FP8_BLOCK, rowLayout, type PackedWeight } from '../weight-pack';
+import { SOURCE_BYTES as QUANT_SOURCE_BYTES, type QuantSource } from '../weight-quant';
 import { kernelsModule, wasmSimdSupported } from './kernels';
 
 interface PackExports {
@@ -27,9 +27,7 @@ interface PackExports {
 /** Checkpoint element formats the packer reads: weight-quant.ts' sources and DeepSeek-V3's FP8 E4M3. */
 export type PackSource = QuantSource | 'fp8';
 const SOURCE_CODE: Record<PackSource, number> = { bf16: 0, f16: 1, f32: 2, fp8: 3 };
-const SOURCE_BYTES: Record<PackSource, number> = { bf16: 2, f16: 2, f32: 4, fp8: 1 };
-/** DeepSeek-V3's weight_scale_inv block (the load path's, toFloat32's default). */
-const FP8_BLOCK = 128;
+const SOURCE_BYTES: Record<PackSource, number> = { ...QUANT_SOURCE_BYTES, fp8: 1 };
 
 /** FP8 weights' block scales: the whole matrix's [ceil(N/128), ceil(K/128)] weight_scale_inv, and the first row's index in it. */
 export interface Fp8Scales { scaleInv: Float32Array; row0?: number }
@@ -108,23 +106,7 @@ export class HostPacker {
    * (the caller takes packWeight, which refuses it with the value named).
    */
   halfMatrix(source: 'bf16' | 'f32', bytes: Uint8Array, N: number, K: number, sliceBytes = 16 << 20): (PackedWeight & { nonFinite: number }) | null {
-    if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw new ShapeError(`HostPacker: shape must be positive integers, got [${N}, ${K}]`);
-    if (bytes.byteLength !== N * K * SOURCE_BYTES[source]) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${N}, ${K}] ${source}`);
-    const { Kp, rowWords } = rowLayout('f16', K);
-    const rowBytes = K * SOURCE_BYTES[source];
-    const per = Math.max(1, Math.floor(sliceBytes / rowBytes));
-    const data = new Uint32Array(N * rowWords);
-    let nonFinite = 0;
-    for (let r0 = 0; r0 < N; r0 += per) {
-      const n = Math.min(per, N - r0);
-      const src = this.put(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes)), dst = align64(src + n * rowBytes);
-      const mem = this.reserve(dst + n * rowWords * 4);
-      const c = this.e.half_rows(src, SOURCE_CODE[source], K, Kp, dst, 0, n);
-      if (c < 0) return null;
-      nonFinite += c;
-      data.set(new Uint32Array(mem.buffer, dst, n * rowWords), r0 * rowWords);
-    }
-    return { format: 'f16', N, K, Kp, rowWords, data, groupSize: 0, scaleF16: false, scaleCols: 0, nonFinite };
+    return this.rows16('f16', source, bytes, N, K, sliceBytes, (src, Kp, dst, n) => this.e.half_rows(src, SOURCE_CODE[source], K, Kp, dst, 0, n));
   }
 
   /**
@@ -133,20 +115,32 @@ export class HostPacker {
    * count.
    */
   bf16Matrix(bytes: Uint8Array, N: number, K: number, sliceBytes = 16 << 20): PackedWeight & { nonFinite: number } {
+    return this.rows16('bf16', 'bf16', bytes, N, K, sliceBytes, (src, Kp, dst, n) => this.e.bf16_rows(src, K, Kp, dst, 0, n))!;
+  }
+
+  /**
+   * A 16-bit storage of [N, K] `source` bytes through `convert` (one of the module's row converters: rows
+   * 0..n of the slice at `src` to `dst`, its NaN / ±Inf count, negative when a value does not fit), in
+   * row slices of at most `sliceBytes` source bytes; null when a slice does not fit.
+   */
+  private rows16(format: 'f16' | 'bf16', source: 'bf16' | 'f32', bytes: Uint8Array, N: number, K: number, sliceBytes: number, convert: (src: number, Kp: number, dst: number, n: number) => number): (PackedWeight & { nonFinite: number }) | null {
     if (!Number.isInteger(N) || !Number.isInteger(K) || N <= 0 || K <= 0) throw new ShapeError(`HostPacker: shape must be positive integers, got [${N}, ${K}]`);
-    if (bytes.byteLength !== N * K * 2) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${N}, ${K}] bf16`);
-    const { Kp, rowWords } = rowLayout('bf16', K);
-    const per = Math.max(1, Math.floor(sliceBytes / (K * 2)));
+    if (bytes.byteLength !== N * K * SOURCE_BYTES[source]) throw new ShapeError(`HostPacker: ${bytes.byteLength} bytes for [${N}, ${K}] ${source}`);
+    const { Kp, rowWords } = rowLayout(format, K);
+    const rowBytes = K * SOURCE_BYTES[source];
+    const per = Math.max(1, Math.floor(sliceBytes / rowBytes));
     const data = new Uint32Array(N * rowWords);
     let nonFinite = 0;
     for (let r0 = 0; r0 < N; r0 += per) {
       const n = Math.min(per, N - r0);
-      const src = this.put(bytes.subarray(r0 * K * 2, (r0 + n) * K * 2)), dst = align64(src + n * K * 2);
+      const src = this.put(bytes.subarray(r0 * rowBytes, (r0 + n) * rowBytes)), dst = align64(src + n * rowBytes);
       const mem = this.reserve(dst + n * rowWords * 4);
-      nonFinite += this.e.bf16_rows(src, K, Kp, dst, 0, n);
+      const c = convert(src, Kp, dst, n);
+      if (c < 0) return null;
+      nonFinite += c;
       data.set(new Uint32Array(mem.buffer, dst, n * rowWords), r0 * rowWords);
     }
-    return { format: 'bf16', N, K, Kp, rowWords, data, groupSize: 0, scaleF16: false, scaleCols: 0, nonFinite };
+    return { format, N, K, Kp, rowWords, data, groupSize: 0, scaleF16: false, scaleCols: 0, nonFinite };
   }
 
   /**
