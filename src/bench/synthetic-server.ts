@@ -305,15 +305,19 @@ function readShard(prefix: Uint8Array, tensors: SyntheticTensor[], offset: numbe
   const out = new Uint8Array(length);
   const end = offset + length;
   if (offset < prefix.length) out.set(prefix.subarray(offset, Math.min(end, prefix.length)));
+  for (const [t, a, b] of tensorsIn(tensors, offset, end)) tensorBytes(t, a - t.begin, out.subarray(a - offset, b - offset));
+  return out;
+}
+
+/** The shard's tensors overlapping [offset, end), each with the overlap [a, b) in shard offsets. */
+function* tensorsIn(tensors: SyntheticTensor[], offset: number, end: number): Generator<[SyntheticTensor, number, number]> {
   // First tensor that ends after `offset` (binary search: V3's shards hold thousands).
   let lo = 0, hi = tensors.length;
   while (lo < hi) { const mid = (lo + hi) >> 1; if (tensors[mid].end <= offset) lo = mid + 1; else hi = mid; }
   for (let i = lo; i < tensors.length && tensors[i].begin < end; i++) {
     const t = tensors[i];
-    const a = Math.max(offset, t.begin), b = Math.min(end, t.end);
-    tensorBytes(t, a - t.begin, out.subarray(a - offset, b - offset));
+    yield [t, Math.max(offset, t.begin), Math.min(end, t.end)];
   }
-  return out;
 }
 
 /** readShard's bytes as pieces: the header's bytes, table views for matrices, new arrays for the small tensors. */
@@ -321,11 +325,7 @@ function shardParts(prefix: Uint8Array, tensors: SyntheticTensor[], offset: numb
   const parts: Uint8Array[] = [];
   const end = offset + length;
   if (offset < prefix.length) parts.push(prefix.subarray(offset, Math.min(end, prefix.length)));
-  let lo = 0, hi = tensors.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if (tensors[mid].end <= offset) lo = mid + 1; else hi = mid; }
-  for (let i = lo; i < tensors.length && tensors[i].begin < end; i++) {
-    const t = tensors[i];
-    const a = Math.max(offset, t.begin), b = Math.min(end, t.end);
+  for (const [t, a, b] of tensorsIn(tensors, offset, end)) {
     if (patterned(t)) parts.push(...patternViews(t, a - t.begin, b - a));
     else { const out = new Uint8Array(b - a); tensorBytes(t, a - t.begin, out); parts.push(out); }
   }
