@@ -327,11 +327,21 @@ export function expertGroupsWriter(
     if (seen[e] & bit) throw new ShapeError(`expertGroupsWriter ${label}: expert ${e} ${proj} arrived twice`);
     seen[e] |= bit;
   };
-  const write = (buf: GPUBuffer, scales: GPUBuffer | undefined, data: Float32Array, rows: number, K: number, at: number) => {
-    if (!quant) { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : format === 'bf16' ? f32ArrayToBf16(data) : data, at * rowBytes(K)); return; }
-    const p = packWeight(data, rows, K, format, { groupSize: gs, scaleDtype: 'f16' });
+  type Dest = [buf: GPUBuffer, scales: GPUBuffer | undefined, rows: number, K: number, at: number];
+  /** Where expert e's matrix `proj` goes: its group's stack and scales, its [rows, K] and first stacked row. */
+  const dest = (e: number, proj: 'gate' | 'up' | 'down'): Dest => {
+    const g = groups[Math.floor(e / per)], le = e - g.e0;
+    return proj === 'down' ? [g.w.down, g.w.downScales, D, I, le * D] : [g.w.gateUp, g.w.gateUpScales, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I];
+  };
+  /** Packed q8/q4 words and their f16 scales into the stack at `d`. */
+  const writePacked = ([buf, scales, rows, K, at]: Dest, p: { data: Uint32Array; scales?: Uint32Array }) => {
     gpu.buffers.write(buf, p.data, at * rowBytes(K));
     gpu.buffers.write(scales!, p.scales!, (at / rows) * scaleBytes(rows, K));
+  };
+  const write = (d: Dest, data: Float32Array) => {
+    const [buf, , rows, K, at] = d;
+    if (!quant) { gpu.buffers.write(buf, format === 'f16' ? f32ArrayToF16(data) : format === 'bf16' ? f32ArrayToBf16(data) : data, at * rowBytes(K)); return; }
+    writePacked(d, packWeight(data, rows, K, format, { groupSize: gs, scaleDtype: 'f16' }));
   };
   return {
     putRaw(e, proj, raw) {
@@ -341,15 +351,14 @@ export function expertGroupsWriter(
       if (!same && !(quant && splitGateUp && ((onDevice && gs === QUANT_GROUP) || onHost))) return false;
       if (same && !splitGateUp) return false;
       arrive(e, proj, raw.bytes.byteLength / SOURCE_BYTES[raw.source]);
-      const g = groups[Math.floor(e / per)], le = e - g.e0;
-      const [buf, scales, rows, K, at] = proj === 'down' ? [g.w.down, g.w.downScales, D, I, le * D] : [g.w.gateUp, g.w.gateUpScales, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I];
+      const d = dest(e, proj);
+      const [buf, scales, rows, K, at] = d;
       if (same) gpu.buffers.write(buf, raw.bytes, at * rowBytes(K));
       else if (onHost) {
         // WebAssembly SIMD, straight from the file's bytes (host-pack.ts: packWeight's words and scales
         // bit for bit). rows·groups is even here (splitGateUp), so the scales fill whole words.
         const p = opts.hostPacker!.pack(raw.source, raw.bytes, rows, K, format as 'q8' | 'q4', gs);
-        gpu.buffers.write(buf, p.data, at * rowBytes(K));
-        gpu.buffers.write(scales!, p.scales, (at / rows) * scaleBytes(rows, K));
+        writePacked(d, p);
         raw.nonFinite = p.nonFinite;
       } else quantizeOnGpu(gpu, { src: raw.bytes, source: raw.source, rows, K, format: format as 'q8' | 'q4', dst: buf, dstOffsetWords: (at * rowBytes(K)) / 4, scales: scales!, scaleOffsetWords: ((at / rows) * scaleBytes(rows, K)) / 4 });
       return true;
@@ -357,25 +366,21 @@ export function expertGroupsWriter(
     putFp8(e, proj, bytes, scaleInv) {
       if (!(quant && splitGateUp && opts.hostPacker && fp8ScalesPackable(scaleInv))) return false;
       arrive(e, proj, bytes.byteLength);
-      const g = groups[Math.floor(e / per)], le = e - g.e0;
-      const [buf, scales, rows, K, at] = proj === 'down' ? [g.w.down, g.w.downScales, D, I, le * D] : [g.w.gateUp, g.w.gateUpScales, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I];
-      const p = opts.hostPacker.pack('fp8', bytes, rows, K, format as 'q8' | 'q4', gs, { scaleInv });
-      gpu.buffers.write(buf, p.data, at * rowBytes(K));
-      gpu.buffers.write(scales!, p.scales, (at / rows) * scaleBytes(rows, K));
+      const d = dest(e, proj);
+      writePacked(d, opts.hostPacker.pack('fp8', bytes, d[2], d[3], format as 'q8' | 'q4', gs, { scaleInv }));
       return true;
     },
     put(e, proj, data) {
       arrive(e, proj, data.length);
-      const g = groups[Math.floor(e / per)], le = e - g.e0;
-      if (proj === 'down') { write(g.w.down, g.w.downScales, data, D, I, le * D); return; }
-      if (splitGateUp) { write(g.w.gateUp, g.w.gateUpScales, data, I, D, (le * 2 + (proj === 'up' ? 1 : 0)) * I); return; }
+      if (proj === 'down' || splitGateUp) { write(dest(e, proj), data); return; }
       const other = heldGate.get(e);
       if (!other) { heldGate.set(e, data.slice()); return; } // the caller may reuse `data`
       heldGate.delete(e);
       const gu = new Float32Array(2 * I * D);
       gu.set(proj === 'gate' ? data : other, 0);
       gu.set(proj === 'gate' ? other : data, I * D);
-      write(g.w.gateUp, g.w.gateUpScales, gu, 2 * I, D, le * 2 * I);
+      const [buf, scales, , , at] = dest(e, 'gate');
+      write([buf, scales, 2 * I, D, at], gu);
     },
     finish() {
       const missing = seen.findIndex((b) => b !== 7);
