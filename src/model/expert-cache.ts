@@ -13,7 +13,7 @@ import type { HostExpert } from './deepseek';
 import type { ExpertSink } from './deepseek';
 import { ShapeError } from '../errors';
 import { packWeight } from '../kernels/weight-pack';
-import { fp8ScalesPackable, type HostPacker } from '../kernels/wasm/host-pack';
+import { fp8ScalesPackable, type HostPacked, type HostPacker } from '../kernels/wasm/host-pack';
 
 /**
  * Where cold experts wait. 'host': packed, in host memory (uploads are a copy); 'source': only in the
@@ -116,28 +116,27 @@ export class HostExpertStore {
       self.packed[e] = x;
       self.bytes += x.bytes;
     };
+    /** A matrix arriving as checkpoint bytes (putRaw, putFp8): packed at once by `pack` when the store keeps its expert; false when it must come through put. */
+    const takeBytes = (sink: { arrived: number }, e: number, proj: 'gate' | 'up' | 'down', pack: (rows: number, K: number) => HostPacked): boolean => {
+      check(e);
+      if (self.parts.has(e)) return false; // this expert's other matrices came as f32: keep to put
+      sink.arrived++;
+      if (!self.keep(e)) return true;
+      const p = pack(rowsOf(proj), colsOf(proj));
+      addPacked(e, proj, { data: new Uint8Array(p.data.slice().buffer), scales: new Uint8Array(p.scales.slice().buffer) });
+      return true;
+    };
     return {
       arrived: 0,
       putRaw(e, proj, raw) {
-        if (!rawOk) return false;
-        check(e);
-        if (self.parts.has(e)) return false; // this expert's other matrices came as f32: keep to put
-        this.arrived++;
-        if (!self.keep(e)) return true;
-        const p = self.packer!.pack(raw.source, raw.bytes, rowsOf(proj), colsOf(proj), self.format as 'q8' | 'q4', gs);
-        raw.nonFinite = p.nonFinite;
-        addPacked(e, proj, { data: new Uint8Array(p.data.slice().buffer), scales: new Uint8Array(p.scales.slice().buffer) });
-        return true;
+        return rawOk && takeBytes(this, e, proj, (rows, K) => {
+          const p = self.packer!.pack(raw.source, raw.bytes, rows, K, self.format as 'q8' | 'q4', gs);
+          raw.nonFinite = p.nonFinite;
+          return p;
+        });
       },
       putFp8(e, proj, bytes, scaleInv) {
-        if (!rawOk || !fp8ScalesPackable(scaleInv)) return false;
-        check(e);
-        if (self.parts.has(e)) return false;
-        this.arrived++;
-        if (!self.keep(e)) return true;
-        const p = self.packer!.pack('fp8', bytes, rowsOf(proj), colsOf(proj), self.format as 'q8' | 'q4', gs, { scaleInv });
-        addPacked(e, proj, { data: new Uint8Array(p.data.slice().buffer), scales: new Uint8Array(p.scales.slice().buffer) });
-        return true;
+        return rawOk && fp8ScalesPackable(scaleInv) && takeBytes(this, e, proj, (rows, K) => self.packer!.pack('fp8', bytes, rows, K, self.format as 'q8' | 'q4', gs, { scaleInv }));
       },
       put(e, proj, data) {
         check(e);
